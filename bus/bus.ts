@@ -1,0 +1,153 @@
+/**
+ * The mesh bus: typed publish and subscribe of `mesh.>` events over one NATS
+ * connection, plus request/reply helpers under `rpc.>`. A malformed payload from
+ * the wire is dropped and counted by reason, and logged once per subject.
+ *
+ * ```ts
+ * const bus = new Bus({ connection, node: "edge-a", log });
+ * bus.publish("dns", "stats", { queries: 10 });
+ * const stop = bus.subscribe({ actor: "controller", event: "catalog" }, (event) => index.apply(...));
+ * ```
+ */
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Logger } from "../lib/log.ts";
+import { decodeEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
+import { meshPattern, meshSubject, parseMeshSubject, rpcSubject, type ActorName } from "./subjects.ts";
+
+export interface ReceivedEvent<E extends MeshEventName> {
+  node: string;
+  actor: string;
+  event: E;
+  payload: MeshEventPayload<E>;
+  subject: string;
+}
+
+export interface BusOptions {
+  connection: NatsConnection;
+  node: string;
+  log: Logger;
+}
+
+export class Bus {
+  readonly connection: NatsConnection;
+  readonly node: string;
+  readonly #log: Logger;
+  readonly #subscriptions = new Set<Subscription>();
+  /** Dropped incoming messages by reason. */
+  readonly drops = new Map<string, number>();
+  readonly #loggedDrops = new Set<string>();
+
+  constructor(options: BusOptions) {
+    this.connection = options.connection;
+    this.node = options.node;
+    this.#log = options.log;
+  }
+
+  /** Publishes an event of this node; a closed connection drops it (counted). */
+  publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>): void {
+    if (this.connection.isClosed()) {
+      this.#drop("connection closed", meshSubject(this.node, actor, event));
+      return;
+    }
+    this.connection.publish(meshSubject(this.node, actor, event), encodeEvent(event, payload));
+  }
+
+  /** Subscribes to events of one name, from this node unless `node` says otherwise ("*" for all). */
+  subscribe<E extends MeshEventName>(
+    filter: { node?: string; actor?: ActorName; event: E },
+    handler: (event: ReceivedEvent<E>) => void,
+  ): () => void {
+    const subject = meshPattern({ node: filter.node ?? this.node, actor: filter.actor, event: filter.event });
+    const subscription = this.connection.subscribe(subject, {
+      callback: (error, message) => {
+        if (error) {
+          this.#log.warn({ err: error, subject }, "bus subscription failed");
+          return;
+        }
+        const parts = parseMeshSubject(message.subject);
+        if (!parts) return this.#drop("bad subject", message.subject);
+        let payload: MeshEventPayload<E>;
+        try {
+          payload = decodeEvent(filter.event, message.data);
+        } catch (cause) {
+          this.#drop("bad payload", message.subject, cause);
+          return;
+        }
+        handler({ ...parts, event: filter.event, payload, subject: message.subject });
+      },
+    });
+    return this.#track(subscription);
+  }
+
+  /** Every event under `mesh.>` matching the pattern, decoded when its name is known. */
+  subscribeRaw(pattern: string, handler: (subject: string, payload: unknown) => void): () => void {
+    const subscription = this.connection.subscribe(pattern, {
+      callback: (error, message) => {
+        if (error) return;
+        const parts = parseMeshSubject(message.subject);
+        let payload: unknown;
+        try {
+          payload = JSON.parse(new TextDecoder().decode(message.data));
+          if (parts && isMeshEventName(parts.event)) payload = decodeEvent(parts.event, message.data);
+        } catch {
+          payload = { undecodable: new TextDecoder().decode(message.data).slice(0, 200) };
+        }
+        handler(message.subject, payload);
+      },
+    });
+    return this.#track(subscription);
+  }
+
+  /** Serves `rpc.<node>.<method>`: JSON in, JSON out; a thrown error becomes `{ error }`. */
+  serve(method: string, handler: (request: unknown) => Promise<unknown> | unknown): () => void {
+    const subject = rpcSubject(this.node, method);
+    const subscription = this.connection.subscribe(subject, {
+      callback: (error, message: Msg) => {
+        if (error) return;
+        void (async () => {
+          let reply: unknown;
+          try {
+            const text = new TextDecoder().decode(message.data);
+            reply = await handler(text ? JSON.parse(text) : undefined);
+          } catch (cause) {
+            reply = { error: cause instanceof Error ? cause.message : String(cause) };
+          }
+          if (message.reply) message.respond(new TextEncoder().encode(JSON.stringify(reply)));
+        })();
+      },
+    });
+    return this.#track(subscription);
+  }
+
+  /** Closes every subscription this bus made (not the connection). */
+  close(): void {
+    for (const subscription of this.#subscriptions) subscription.unsubscribe();
+    this.#subscriptions.clear();
+  }
+
+  #track(subscription: Subscription): () => void {
+    this.#subscriptions.add(subscription);
+    return () => {
+      subscription.unsubscribe();
+      this.#subscriptions.delete(subscription);
+    };
+  }
+
+  #drop(reason: string, subject: string, cause?: unknown): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+    const once = `${reason}:${subject}`;
+    if (this.#loggedDrops.has(once)) return;
+    this.#loggedDrops.add(once);
+    this.#log.warn({ reason, subject, err: cause }, "bus message dropped (logged once per subject and reason)");
+  }
+}
+
+/** Sends a JSON request to `rpc.<node>.<method>` and returns the JSON reply. */
+export async function rpcRequest<T>(connection: NatsConnection, node: string, method: string, request?: unknown, timeoutMs = 5000): Promise<T> {
+  const reply = await connection.request(
+    rpcSubject(node, method),
+    new TextEncoder().encode(request === undefined ? "" : JSON.stringify(request)),
+    { timeout: timeoutMs },
+  );
+  return JSON.parse(new TextDecoder().decode(reply.data)) as T;
+}

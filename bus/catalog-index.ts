@@ -1,0 +1,121 @@
+/**
+ * An in-memory index of the catalog, fed with put and delete operations (from
+ * catalog events on the bus, or straight from a KV watch). Actors answer from it.
+ *
+ * ```ts
+ * const index = new CatalogIndex();
+ * index.apply({ op: "put", key: catalogKey(service), object: service });
+ * index.service("shop", "web");
+ * index.slices("shop", "web");
+ * ```
+ */
+import {
+  catalogKey,
+  type CatalogObject,
+  type CatalogReader,
+  type DestinationRule,
+  type EndpointSlice,
+  type Service,
+} from "./catalog.ts";
+
+export type CatalogOperation =
+  | { op: "put"; key: string; object: CatalogObject; revision?: number }
+  | { op: "delete"; key: string; revision?: number };
+
+export class CatalogIndex implements CatalogReader {
+  #objects = new Map<string, CatalogObject>();
+  #services = new Map<string, Service>();
+  #slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  #rulesByHost = new Map<string, DestinationRule>();
+  #version = 0;
+
+  get version(): number {
+    return this.#version;
+  }
+
+  get size(): number {
+    return this.#objects.size;
+  }
+
+  /** Applies one change; returns false when it changed nothing. */
+  apply(operation: CatalogOperation): boolean {
+    const previous = this.#objects.get(operation.key);
+    if (operation.op === "delete") {
+      if (!previous) return false;
+      this.#remove(previous);
+      this.#objects.delete(operation.key);
+    } else {
+      if (previous && JSON.stringify(previous) === JSON.stringify(operation.object)) return false;
+      if (previous) this.#remove(previous);
+      this.#objects.set(operation.key, operation.object);
+      this.#add(operation.object);
+    }
+    this.#version++;
+    return true;
+  }
+
+  /** Replaces the whole content (a resync); returns the keys that changed. */
+  replaceAll(objects: Iterable<CatalogObject>): string[] {
+    const next = new Map<string, CatalogObject>();
+    for (const object of objects) next.set(catalogKey(object), object);
+    const changed: string[] = [];
+    for (const key of this.#objects.keys()) if (!next.has(key) && this.apply({ op: "delete", key })) changed.push(key);
+    for (const [key, object] of next) if (this.apply({ op: "put", key, object })) changed.push(key);
+    return changed;
+  }
+
+  get(key: string): CatalogObject | undefined {
+    return this.#objects.get(key);
+  }
+
+  entries(): IterableIterator<[string, CatalogObject]> {
+    return this.#objects.entries();
+  }
+
+  service(namespace: string, name: string): Service | undefined {
+    return this.#services.get(`${namespace}/${name}`);
+  }
+
+  services(): Iterable<Service> {
+    return this.#services.values();
+  }
+
+  slices(namespace: string, serviceName: string): readonly EndpointSlice[] {
+    const slices = this.#slicesByService.get(`${namespace}/${serviceName}`);
+    return slices ? [...slices.values()] : [];
+  }
+
+  destinationRule(namespace: string, serviceName: string): DestinationRule | undefined {
+    return this.#rulesByHost.get(`${namespace}/${serviceName}`);
+  }
+
+  #add(object: CatalogObject): void {
+    if (object.kind === "Service") this.#services.set(`${object.namespace}/${object.name}`, object);
+    else if (object.kind === "EndpointSlice") {
+      const serviceKey = `${object.namespace}/${object.serviceName}`;
+      let slices = this.#slicesByService.get(serviceKey);
+      if (!slices) this.#slicesByService.set(serviceKey, (slices = new Map()));
+      slices.set(object.name, object);
+    } else this.#rulesByHost.set(ruleHostKey(object), object);
+  }
+
+  #remove(object: CatalogObject): void {
+    if (object.kind === "Service") this.#services.delete(`${object.namespace}/${object.name}`);
+    else if (object.kind === "EndpointSlice") {
+      const serviceKey = `${object.namespace}/${object.serviceName}`;
+      const slices = this.#slicesByService.get(serviceKey);
+      slices?.delete(object.name);
+      if (slices?.size === 0) this.#slicesByService.delete(serviceKey);
+    } else this.#rulesByHost.delete(ruleHostKey(object));
+  }
+}
+
+/**
+ * Istio resolves a DestinationRule's short host in the rule's own namespace;
+ * `web.shop.svc.cluster.local` and `web.shop` name Service shop/web.
+ */
+function ruleHostKey(rule: DestinationRule): string {
+  const labels = rule.host.split(".");
+  if (labels.length === 1) return `${rule.namespace}/${labels[0]}`;
+  return `${labels[1]}/${labels[0]}`;
+}

@@ -1,0 +1,175 @@
+/**
+ * The service catalog's vocabulary: normalised Services, EndpointSlices and Istio
+ * DestinationRules, as the hub's publisher writes them into KV `mesh-catalog` and
+ * as every actor receives them in catalog events. Raw Kubernetes objects are
+ * turned into these by `services/controller` (which validates them); everything
+ * downstream (DNS, proxier, traffic) reads only these types.
+ *
+ * ```ts
+ * const key = catalogKey(service);            // "svc.shop.web"
+ * const object = decodeCatalogObject(bytes);  // throws on a malformed value
+ * if (isReadyEndpoint(endpoint)) ...
+ * ```
+ */
+import { z } from "zod";
+
+export const protocols = ["TCP", "UDP", "SCTP"] as const;
+export type Protocol = (typeof protocols)[number];
+
+export const serviceTypes = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] as const;
+export type ServiceType = (typeof serviceTypes)[number];
+
+export const servicePortSchema = z.object({
+  /** "" when the Service has a single unnamed port. */
+  name: z.string(),
+  protocol: z.enum(protocols),
+  port: z.number().int().min(1).max(65535),
+  /** A number, or the name of a container port. */
+  targetPort: z.union([z.number().int().min(1).max(65535), z.string().min(1)]),
+  nodePort: z.number().int().min(1).max(65535).optional(),
+  appProtocol: z.string().optional(),
+});
+export type ServicePort = z.infer<typeof servicePortSchema>;
+
+const stringMap = z.record(z.string(), z.string());
+
+export const serviceSchema = z.object({
+  kind: z.literal("Service"),
+  namespace: z.string(),
+  name: z.string(),
+  type: z.enum(serviceTypes),
+  /** clusterIP "None": DNS answers with the ready endpoints' addresses. */
+  headless: z.boolean(),
+  /** Empty for headless and ExternalName services. */
+  clusterIPs: z.array(z.string()),
+  ipFamilies: z.array(z.enum(["IPv4", "IPv6"])),
+  externalName: z.string().optional(),
+  ports: z.array(servicePortSchema),
+  sessionAffinity: z.enum(["None", "ClientIP"]),
+  /** Seconds; only meaningful with sessionAffinity ClientIP. */
+  sessionAffinityTimeoutSeconds: z.number().int().min(1).max(86_400),
+  publishNotReadyAddresses: z.boolean(),
+  selector: stringMap.optional(),
+  labels: stringMap,
+  annotations: stringMap,
+});
+export type Service = z.infer<typeof serviceSchema>;
+
+export const endpointSchema = z.object({
+  addresses: z.array(z.string()).min(1),
+  conditions: z.object({ ready: z.boolean(), serving: z.boolean(), terminating: z.boolean() }),
+  hostname: z.string().optional(),
+  nodeName: z.string().optional(),
+  zone: z.string().optional(),
+  targetRef: z.object({ kind: z.string(), namespace: z.string().optional(), name: z.string() }).optional(),
+});
+export type Endpoint = z.infer<typeof endpointSchema>;
+
+export const endpointPortSchema = z.object({
+  name: z.string(),
+  protocol: z.enum(protocols),
+  /** Absent: the slice's endpoints serve every port of the Service. */
+  port: z.number().int().min(1).max(65535).optional(),
+  appProtocol: z.string().optional(),
+});
+export type EndpointPort = z.infer<typeof endpointPortSchema>;
+
+export const endpointSliceSchema = z.object({
+  kind: z.literal("EndpointSlice"),
+  namespace: z.string(),
+  name: z.string(),
+  /** From the label kubernetes.io/service-name. */
+  serviceName: z.string(),
+  addressType: z.enum(["IPv4", "IPv6", "FQDN"]),
+  endpoints: z.array(endpointSchema),
+  ports: z.array(endpointPortSchema),
+  labels: stringMap,
+  annotations: stringMap,
+});
+export type EndpointSlice = z.infer<typeof endpointSliceSchema>;
+
+export const loadBalancerSimple = ["ROUND_ROBIN", "LEAST_CONN", "LEAST_REQUEST", "RANDOM", "PASSTHROUGH", "UNSPECIFIED"] as const;
+
+export const destinationRuleSchema = z.object({
+  kind: z.literal("DestinationRule"),
+  namespace: z.string(),
+  name: z.string(),
+  /** The Service the rule applies to, as written (short name or FQDN). */
+  host: z.string(),
+  loadBalancer: z
+    .object({
+      simple: z.enum(loadBalancerSimple).optional(),
+      consistentHash: z
+        .object({
+          useSourceIp: z.boolean().optional(),
+          httpHeaderName: z.string().optional(),
+        })
+        .optional(),
+    })
+    .optional(),
+  labels: stringMap,
+  annotations: stringMap,
+});
+export type DestinationRule = z.infer<typeof destinationRuleSchema>;
+
+export const catalogObjectSchema = z.discriminatedUnion("kind", [serviceSchema, endpointSliceSchema, destinationRuleSchema]);
+export type CatalogObject = z.infer<typeof catalogObjectSchema>;
+export type CatalogKind = CatalogObject["kind"];
+
+const keyPrefix: Record<CatalogKind, string> = {
+  Service: "svc",
+  EndpointSlice: "eps",
+  DestinationRule: "dr",
+};
+
+/**
+ * The KV key of an object: `<svc|eps|dr>.<namespace>.<name>`. Namespaces are DNS
+ * labels (no dots), so the key is unique even where a name holds dots.
+ */
+export function catalogKey(object: Pick<CatalogObject, "kind" | "namespace" | "name">): string {
+  return `${keyPrefix[object.kind]}.${object.namespace}.${object.name}`;
+}
+
+/** Which kind a key holds, or undefined for a key that is not a catalog object. */
+export function kindOfKey(key: string): CatalogKind | undefined {
+  const prefix = key.slice(0, key.indexOf("."));
+  for (const [kind, value] of Object.entries(keyPrefix)) if (value === prefix) return kind as CatalogKind;
+  return undefined;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeCatalogObject(object: CatalogObject): Uint8Array {
+  return encoder.encode(JSON.stringify(object));
+}
+
+/** Decodes and checks a KV value; throws a ZodError naming the bad field. */
+export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
+  return catalogObjectSchema.parse(JSON.parse(decoder.decode(bytes)));
+}
+
+/** Kubernetes: an endpoint is ready when conditions.ready is true. */
+export function isReadyEndpoint(endpoint: Endpoint): boolean {
+  return endpoint.conditions.ready;
+}
+
+/** The cluster's own records of one Service: itself and its slices. */
+export interface ServiceEntry {
+  service: Service;
+  slices: EndpointSlice[];
+}
+
+/**
+ * A read-only index of the catalog that actors answer from: services by
+ * namespace/name, their slices, destination rules by host. `CatalogIndex` in
+ * `bus/catalog-index.ts` builds one from catalog events.
+ */
+export interface CatalogReader {
+  service(namespace: string, name: string): Service | undefined;
+  slices(namespace: string, serviceName: string): readonly EndpointSlice[];
+  services(): Iterable<Service>;
+  destinationRule(namespace: string, serviceName: string): DestinationRule | undefined;
+  /** Increases on every change, so a reader can cache derived data. */
+  readonly version: number;
+}

@@ -1,0 +1,90 @@
+/**
+ * Payload types of the events under `mesh.>`, one zod schema each, so a
+ * publisher and every subscriber agree and a malformed payload is caught at the
+ * edge. Event names are the last subject token: `mesh.<node>.<actor>.<event>`.
+ *
+ * ```ts
+ * const bytes = encodeEvent("path", { peer: "edge-b", kind: "direct", rttMs: 1.2 });
+ * const payload = decodeEvent("path", bytes); // typed, or throws
+ * ```
+ */
+import { z } from "zod";
+import { catalogObjectSchema } from "./catalog.ts";
+
+const at = z.string(); // ISO time of the event at its source
+
+export const meshEvents = {
+  /** Every actor, every few seconds: it is alive, and in which state. */
+  heartbeat: z.object({ at, state: z.string(), uptimeMs: z.number(), detail: z.record(z.string(), z.unknown()).optional() }),
+  /** Every actor, on each transition of its machine. */
+  state: z.object({ at, from: z.string().nullable(), to: z.string(), reason: z.string().optional() }),
+  /** controller: one catalog object changed in this node's view. */
+  catalog: z.object({
+    at,
+    op: z.enum(["put", "delete"]),
+    key: z.string(),
+    revision: z.number(),
+    object: catalogObjectSchema.optional(),
+  }),
+  /** controller: the view is complete (initial load done) and whether it is fresh. */
+  sync: z.object({ at, objects: z.number(), revision: z.number(), online: z.boolean() }),
+  /** fabric: the leaf link to the hubs (or a hub's routes) went up or down. */
+  link: z.object({
+    at,
+    up: z.boolean(),
+    kind: z.enum(["leaf", "route", "gateway"]),
+    remote: z.string().optional(),
+    url: z.string().optional(),
+    rttMs: z.number().optional(),
+  }),
+  /** fabric: the embedded nats-server started, exited or is restarting. */
+  server: z.object({ at, status: z.enum(["starting", "ready", "exited", "restarting", "stopped"]), detail: z.string().optional() }),
+  /** publisher: lease taken or lost; catalog writes done. */
+  lease: z.object({ at, holder: z.string().nullable(), held: z.boolean() }),
+  publish: z.object({ at, puts: z.number(), deletes: z.number(), objects: z.number(), source: z.string() }),
+  /** publisher: a manifest or object was rejected. */
+  rejected: z.object({ at, source: z.string(), file: z.string().optional(), object: z.string().optional(), error: z.string() }),
+  /** dns: counters since start and latency. */
+  stats: z.record(z.string(), z.unknown()),
+  /** tunnel: the path to a peer changed. */
+  path: z.object({
+    at,
+    peer: z.string(),
+    kind: z.enum(["discovering", "direct", "hole-punched", "relayed", "unreachable"]),
+    rttMs: z.number().optional(),
+    detail: z.string().optional(),
+  }),
+  /** tunnel: a relayed stream opened or closed. */
+  relay: z.object({
+    at,
+    peer: z.string(),
+    stream: z.string(),
+    status: z.enum(["open", "closed", "reset"]),
+    bytes: z.number().optional(),
+    reason: z.string().optional(),
+  }),
+  /** proxier: rules synced. */
+  rules: z.object({ at, backend: z.string(), services: z.number(), durationMs: z.number(), error: z.string().optional() }),
+} as const;
+
+export type MeshEventName = keyof typeof meshEvents;
+export type MeshEventPayload<E extends MeshEventName> = z.infer<(typeof meshEvents)[E]>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeEvent<E extends MeshEventName>(event: E, payload: MeshEventPayload<E>): Uint8Array {
+  return encoder.encode(JSON.stringify(meshEvents[event].parse(payload)));
+}
+
+export function decodeEvent<E extends MeshEventName>(event: E, bytes: Uint8Array): MeshEventPayload<E> {
+  return meshEvents[event].parse(JSON.parse(decoder.decode(bytes))) as MeshEventPayload<E>;
+}
+
+export function isMeshEventName(name: string): name is MeshEventName {
+  return Object.hasOwn(meshEvents, name);
+}
+
+export function nowIso(now: () => number = Date.now): string {
+  return new Date(now()).toISOString();
+}

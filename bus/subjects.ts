@@ -1,0 +1,71 @@
+/**
+ * Subjects, KV bucket names and keys of the mesh, built by functions so no call
+ * site concatenates them. Everything an operator watches lives under `mesh.>`
+ * (`mesh.<node>.<actor>.<event>`); request/reply between processes lives under
+ * `rpc.>`; bulk relayed bytes live under `relay.>`, never under `mesh.>`.
+ *
+ * ```ts
+ * meshSubject("edge-a", "dns", "stats");   // "mesh.edge-a.dns.stats"
+ * parseMeshSubject("mesh.edge-a.dns.stats"); // { node: "edge-a", actor: "dns", event: "stats" }
+ * rpcSubject("edge-a", "status");           // "rpc.edge-a.status"
+ * ```
+ */
+import { LeafmeshError } from "../lib/errors.ts";
+
+export const actorNames = ["controller", "dns", "proxier", "traffic", "tunnel", "fabric", "publisher"] as const;
+export type ActorName = (typeof actorNames)[number];
+
+/** Node and hub names are DNS labels: they become subject tokens, JetStream domains and server names. */
+export const nodeNamePattern = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export function checkNodeName(name: string, what = "node name"): string {
+  if (!nodeNamePattern.test(name)) {
+    throw new LeafmeshError(
+      "CONFIG_INVALID",
+      `${what} '${name}' is not valid: use lowercase letters, digits and '-', 1 to 63 characters, starting and ending with a letter or digit (it becomes a NATS subject token and a JetStream domain)`,
+    );
+  }
+  if (name === "hub") {
+    throw new LeafmeshError("CONFIG_INVALID", `${what} 'hub' is reserved: it is the JetStream domain of the cloud hubs`);
+  }
+  return name;
+}
+
+export const meshRoot = "mesh";
+
+export function meshSubject(node: string, actor: ActorName, event: string): string {
+  return `${meshRoot}.${node}.${actor}.${event}`;
+}
+
+/** A subscription pattern under `mesh.>`; omitted parts match anything. */
+export function meshPattern(parts: { node?: string; actor?: ActorName; event?: string } = {}): string {
+  return `${meshRoot}.${parts.node ?? "*"}.${parts.actor ?? "*"}.${parts.event ?? "*"}`;
+}
+
+export function parseMeshSubject(subject: string): { node: string; actor: string; event: string } | undefined {
+  const tokens = subject.split(".");
+  if (tokens.length !== 4 || tokens[0] !== meshRoot) return undefined;
+  return { node: tokens[1], actor: tokens[2], event: tokens[3] };
+}
+
+/** Request/reply to one process: `rpc.<node>.<method>`. */
+export function rpcSubject(node: string, method: string): string {
+  return `rpc.${node}.${method}`;
+}
+
+/** KV buckets of the mesh. */
+export const buckets = {
+  /** Services, EndpointSlices, DestinationRules; written by the hub's publisher. */
+  catalog: "mesh-catalog",
+  /** One record per node, refreshed by that node, expiring when it stops. */
+  nodes: "mesh-nodes",
+  /** Leases: who publishes the catalog. */
+  leases: "mesh-leases",
+} as const;
+
+/** The JetStream domain of the cloud hubs. */
+export const hubDomain = "hub";
+
+export const leaseKeys = {
+  catalogPublisher: "catalog-publisher",
+} as const;

@@ -1,0 +1,90 @@
+/**
+ * Time handed in: production code takes a `Clock`, tests pass a manual one and
+ * step it instead of sleeping.
+ *
+ * ```ts
+ * const clock = new ManualClock();
+ * clock.setTimeout(fire, 5000);
+ * clock.advance(5000); // fire() ran
+ * ```
+ */
+export interface Clock {
+  now(): number;
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  setInterval(callback: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => {
+    const timer = setTimeout(callback, ms);
+    timer.unref?.();
+    return timer;
+  },
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  setInterval: (callback, ms) => {
+    const timer = setInterval(callback, ms);
+    timer.unref?.();
+    return timer;
+  },
+  clearInterval: (handle) => clearInterval(handle as NodeJS.Timeout),
+};
+
+interface Pending {
+  id: number;
+  at: number;
+  every?: number;
+  callback: () => void;
+}
+
+/** A clock that moves only when told to. */
+export class ManualClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #pending = new Map<number, Pending>();
+
+  constructor(start = 0) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(callback: () => void, ms: number): unknown {
+    const id = this.#nextId++;
+    this.#pending.set(id, { id, at: this.#now + ms, callback });
+    return id;
+  }
+
+  clearTimeout(handle: unknown): void {
+    this.#pending.delete(handle as number);
+  }
+
+  setInterval(callback: () => void, ms: number): unknown {
+    const id = this.#nextId++;
+    this.#pending.set(id, { id, at: this.#now + ms, every: Math.max(1, ms), callback });
+    return id;
+  }
+
+  clearInterval(handle: unknown): void {
+    this.#pending.delete(handle as number);
+  }
+
+  /** Moves time forward, firing due timers in order. */
+  advance(ms: number): void {
+    const end = this.#now + ms;
+    for (;;) {
+      let next: Pending | undefined;
+      for (const pending of this.#pending.values()) if (pending.at <= end && (!next || pending.at < next.at)) next = pending;
+      if (!next) break;
+      this.#now = next.at;
+      if (next.every) next.at += next.every;
+      else this.#pending.delete(next.id);
+      next.callback();
+    }
+    this.#now = end;
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * leafmesh's error vocabulary: every error a user may meet carries a code, a
+ * message that says what was wrong and where, and the cause it came from.
+ *
+ * ```ts
+ * throw new LeafmeshError("CONFIG_INVALID", "--hub: 'nats//x' is not a URL (expected nats://host:port)");
+ * ```
+ */
+export const errorCodes = [
+  "CONFIG_INVALID",
+  "CATALOG_INVALID",
+  "NATS_SERVER_MISSING",
+  "NATS_SERVER_FAILED",
+  "NATS_UNREACHABLE",
+  "NATS_DENIED",
+  "KUBERNETES_FAILED",
+  "LEASE_LOST",
+  "NOT_RUNNING",
+  "TOOL_MISSING",
+  "DNS_FAILED",
+  "PROXY_FAILED",
+  "TUNNEL_FAILED",
+  "TRUST_FAILED",
+  "INTERNAL",
+] as const;
+
+export type ErrorCode = (typeof errorCodes)[number];
+
+export class LeafmeshError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LeafmeshError";
+    this.code = code;
+  }
+}
+
+/** The message of anything thrown, with the causes' messages appended once each. */
+export function describeError(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; current !== undefined && depth < 5; depth++) {
+    const message = current instanceof Error ? current.message : String(current);
+    if (!parts.some((part) => part.includes(message))) parts.push(message);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(": ");
+}
