@@ -1,0 +1,121 @@
+/**
+ * How an actor follows the catalog without importing the controller: it
+ * subscribes to the controller's `catalog` events on the bus, pages through the
+ * controller's snapshot (`rpc.<node>.catalog.snapshot`) once, and keeps a
+ * `CatalogIndex` current. Revisions (the KV mirror's sequence numbers) order the
+ * two, so an event that raced the snapshot is neither lost nor applied twice.
+ *
+ * ```ts
+ * const feed = await followCatalog({ bus, log });
+ * feed.reader.service("shop", "web");
+ * feed.onChange((keys) => rebuildRules());
+ * ```
+ */
+import type { Logger } from "../lib/log.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import { rpcRequest, type Bus } from "./bus.ts";
+import type { CatalogObject, CatalogReader } from "./catalog.ts";
+import { CatalogIndex } from "./catalog-index.ts";
+
+export interface CatalogFeed {
+  readonly reader: CatalogReader;
+  /** Called after every applied batch with the keys that changed. */
+  onChange(listener: (keys: string[]) => void): () => void;
+  close(): void;
+}
+
+export interface SnapshotPage {
+  objects: { key: string; revision: number; object: CatalogObject }[];
+  /** Pass as `after` for the next page; null on the last page. */
+  next: string | null;
+}
+
+export const snapshotMethod = "catalog.snapshot";
+
+/** A feed over an index the caller fills itself (tests, the controller's own view). */
+export class IndexFeed implements CatalogFeed {
+  readonly reader: CatalogIndex;
+  readonly #listeners = new Set<(keys: string[]) => void>();
+
+  constructor(index = new CatalogIndex()) {
+    this.reader = index;
+  }
+
+  onChange(listener: (keys: string[]) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Tells listeners that these keys changed. */
+  notify(keys: string[]): void {
+    if (keys.length === 0) return;
+    for (const listener of this.#listeners) listener(keys);
+  }
+
+  close(): void {
+    this.#listeners.clear();
+  }
+}
+
+export interface FollowOptions {
+  bus: Bus;
+  log: Logger;
+  /** @default 30_000 — the controller answers as soon as its mirror is open; a leaf starting JetStream may take seconds. */
+  timeoutMs?: number;
+  /** @default 500 — objects per snapshot page, well under the 1 MiB NATS payload limit. */
+  pageSize?: number;
+}
+
+export async function followCatalog(options: FollowOptions): Promise<CatalogFeed> {
+  const feed = new IndexFeed();
+  const revisions = new Map<string, number>();
+  const buffered: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject }[] = [];
+  let loading = true;
+
+  const applyOne = (change: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject }): boolean => {
+    if ((revisions.get(change.key) ?? 0) >= change.revision) return false;
+    revisions.set(change.key, change.revision);
+    if (change.op === "put" && change.object) return feed.reader.apply({ op: "put", key: change.key, object: change.object });
+    return feed.reader.apply({ op: "delete", key: change.key });
+  };
+
+  const unsubscribe = options.bus.subscribe({ actor: "controller", event: "catalog" }, ({ payload }) => {
+    if (loading) buffered.push(payload);
+    else if (applyOne(payload)) feed.notify([payload.key]);
+  });
+
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  let after: string | null = "";
+  const changed: string[] = [];
+  while (after !== null) {
+    let page: SnapshotPage;
+    try {
+      page = await rpcRequest<SnapshotPage>(options.bus.connection, options.bus.node, snapshotMethod, {
+        after,
+        limit: options.pageSize ?? 500,
+      });
+    } catch (cause) {
+      if (Date.now() > deadline) {
+        unsubscribe();
+        throw new LeafmeshError("NOT_RUNNING", `no catalog snapshot from the controller of ${options.bus.node} (is the agent running?)`, { cause });
+      }
+      options.log.debug({ err: cause }, "catalog snapshot not available yet, retrying");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      continue;
+    }
+    for (const entry of page.objects) if (applyOne({ op: "put", ...entry })) changed.push(entry.key);
+    after = page.next;
+  }
+  loading = false;
+  for (const change of buffered.splice(0)) if (applyOne(change)) changed.push(change.key);
+  feed.notify(changed);
+
+  return {
+    reader: feed.reader,
+    onChange: (listener) => feed.onChange(listener),
+    close: () => {
+      unsubscribe();
+      feed.close();
+    },
+  };
+}
