@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+// The leafmesh CLI. Node 24 runs the TypeScript sources directly (type stripping).
+const major = Number(process.versions.node.split(".")[0]);
+if (major < 24) {
+  process.stderr.write(
+    `leafmesh needs Node.js 24 or newer (this is ${process.version}). Run it through npm (npx leafmesh …, npm run leafmesh -- …), which uses the node@24 package from devDependencies, or install Node 24.\n`,
+  );
+  process.exit(1);
+}
+process.removeAllListeners("warning");
+const { main } = await import("../cli/main.ts");
+const controller = new AbortController();
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort();
+  });
+}
+const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal });
+process.exitCode = code;
+// Long-running commands stop on a signal; one-shot commands end here even if a library left a handle open.
+setTimeout(() => process.exit(code), 2_000).unref();

@@ -1,0 +1,38 @@
+/**
+ * Opens a NATS connection with leafmesh's defaults (reconnect forever: the
+ * server may be restarting under its supervisor) and turns failures into
+ * messages that say which URL and what to check.
+ *
+ * ```ts
+ * const connection = await connectNats({ servers: ["nats://127.0.0.1:4222"], name: "leafmesh-agent edge-a" });
+ * ```
+ */
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { LeafmeshError } from "../lib/errors.ts";
+
+export interface ConnectNatsOptions extends Partial<ConnectionOptions> {
+  servers: string[];
+  name: string;
+  /** @default true — processes reconnect forever; one-shot commands pass false. */
+  keepReconnecting?: boolean;
+}
+
+export async function connectNats(options: ConnectNatsOptions): Promise<NatsConnection> {
+  const { keepReconnecting = true, ...rest } = options;
+  try {
+    return await connect({
+      timeout: 5_000,
+      reconnect: keepReconnecting,
+      maxReconnectAttempts: keepReconnecting ? -1 : 0,
+      reconnectTimeWait: 250,
+      pingInterval: 10_000,
+      ...rest,
+    });
+  } catch (cause) {
+    throw new LeafmeshError(
+      "NATS_UNREACHABLE",
+      `cannot connect to NATS at ${options.servers.join(", ")}: ${(cause as Error).message || String(cause)}. Is the leafmesh hub or agent running there, and is that its client address?`,
+      { cause },
+    );
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * Watches the fabric links of the local nats-server through its monitor port
+ * (/leafz, /routez, /gatewayz) and puts every change on the bus as a `link`
+ * event of the `fabric` pseudo-actor: the leaf link to the hubs (which hub),
+ * and on hubs their routes and the leafs attached to them.
+ *
+ * ```ts
+ * const monitor = new FabricMonitor({ bus, log, monitor: { host, port }, upstreams: ["nats-leaf://hub:7422"] });
+ * monitor.start();
+ * monitor.links; // [{ kind: "leaf", up: true, url: "nats-leaf://hub:7422", rttMs: 0.4 }]
+ * ```
+ */
+import type { Logger } from "../lib/log.ts";
+import type { HostPort } from "../nats-config/render.ts";
+import type { Bus } from "./bus.ts";
+import { nowIso } from "./events.ts";
+
+export interface FabricLink {
+  kind: "leaf" | "route" | "gateway";
+  /** Which end: "upstream" (we dialled it: a hub or site), "downstream" (a leaf attached to us), "peer" (a route or gateway). */
+  direction: "upstream" | "downstream" | "peer";
+  remote: string;
+  url?: string;
+  rttMs?: number;
+  up: boolean;
+}
+
+export interface FabricMonitorOptions {
+  bus: Bus;
+  log: Logger;
+  monitor: HostPort;
+  /** URLs this server dials as a leaf; a leaf connection to one of them is the upstream link. */
+  upstreams?: string[];
+  /** @default 1_000 — a leaf reconnects within about a second; status should see it as fast. */
+  intervalMs?: number;
+}
+
+/** "350µs", "1.2ms", "2s", "1m3s" → milliseconds. */
+export function parseGoDuration(text: string | undefined): number | undefined {
+  if (!text) return undefined;
+  const units: Record<string, number> = { ns: 1e-6, "µs": 1e-3, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  let matched = false;
+  for (const match of text.matchAll(/([\d.]+)(ns|µs|us|ms|s|m|h)/g)) {
+    total += Number(match[1]) * units[match[2]];
+    matched = true;
+  }
+  return matched ? Math.round(total * 1000) / 1000 : undefined;
+}
+
+interface LeafzEntry {
+  ip: string;
+  port: number;
+  rtt?: string;
+  name?: string;
+}
+
+export class FabricMonitor {
+  readonly #options: FabricMonitorOptions;
+  #links = new Map<string, FabricLink>();
+  #timer: NodeJS.Timeout | undefined;
+  #polling = false;
+  #upstreamUp = false;
+  #first = true;
+  readonly #upstreams: { url: string; host: string; port: number }[];
+
+  constructor(options: FabricMonitorOptions) {
+    this.#options = options;
+    this.#upstreams = (options.upstreams ?? []).map((url) => {
+      const parsed = new URL(url);
+      return { url, host: parsed.hostname, port: Number(parsed.port) };
+    });
+  }
+
+  get links(): FabricLink[] {
+    return [...this.#links.values()];
+  }
+
+  /** True while the leaf link to an upstream (hub or site) is connected. */
+  get upstreamUp(): boolean {
+    return this.#upstreamUp;
+  }
+
+  start(): void {
+    void this.poll();
+    this.#timer = setInterval(() => void this.poll(), this.#options.intervalMs ?? 1_000);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  async poll(): Promise<void> {
+    if (this.#polling) return;
+    this.#polling = true;
+    try {
+      const base = `http://${this.#options.monitor.host}:${this.#options.monitor.port}`;
+      const [leafz, routez, gatewayz] = await Promise.all([
+        getJson<{ leafs?: LeafzEntry[] }>(`${base}/leafz`),
+        getJson<{ routes?: { remote_id: string; ip: string; port: number; rtt?: string }[] }>(`${base}/routez`),
+        getJson<{ outbound_gateways?: Record<string, { connection?: { ip: string; port: number; rtt?: string } }> }>(`${base}/gatewayz`),
+      ]);
+      if (!leafz) return; // the server is restarting: keep the last view
+      const next = new Map<string, FabricLink>();
+      for (const leaf of leafz.leafs ?? []) {
+        const upstream = this.#upstreams.find((candidate) => candidate.port === leaf.port && (candidate.host === leaf.ip || !/^[\d.:]+$/.test(candidate.host)));
+        const link: FabricLink = upstream
+          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, rttMs: parseGoDuration(leaf.rtt), up: true }
+          : { kind: "leaf", direction: "downstream", remote: leaf.name ?? `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true };
+        next.set(`leaf:${link.remote}`, link);
+      }
+      for (const route of routez?.routes ?? []) {
+        next.set(`route:${route.remote_id}`, { kind: "route", direction: "peer", remote: route.remote_id, url: `${route.ip}:${route.port}`, rttMs: parseGoDuration(route.rtt), up: true });
+      }
+      for (const [name, gateway] of Object.entries(gatewayz?.outbound_gateways ?? {})) {
+        next.set(`gateway:${name}`, {
+          kind: "gateway",
+          direction: "peer",
+          remote: name,
+          url: gateway.connection ? `${gateway.connection.ip}:${gateway.connection.port}` : undefined,
+          rttMs: parseGoDuration(gateway.connection?.rtt),
+          up: true,
+        });
+      }
+      this.#publishChanges(next);
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  #publishChanges(next: Map<string, FabricLink>): void {
+    const { bus, log } = this.#options;
+    for (const [key, link] of next) {
+      if (!this.#links.has(key)) {
+        log.info({ link }, `${link.kind} link up`);
+        bus.publish("fabric", "link", { at: nowIso(), up: true, kind: link.kind, remote: link.remote, url: link.url, rttMs: link.rttMs });
+      }
+    }
+    for (const [key, link] of this.#links) {
+      if (!next.has(key)) {
+        log.warn({ link }, `${link.kind} link down`);
+        bus.publish("fabric", "link", { at: nowIso(), up: false, kind: link.kind, remote: link.remote, url: link.url });
+      }
+    }
+    this.#links = next;
+    const upstreamUp = [...next.values()].some((link) => link.direction === "upstream");
+    if (this.#upstreams.length > 0 && (upstreamUp !== this.#upstreamUp || this.#first) && !upstreamUp) {
+      // No upstream connection at all: say so once, with no remote (the controller goes offline on it).
+      log.warn({ upstreams: this.#upstreams.map((upstream) => upstream.url) }, "not connected to any upstream");
+      bus.publish("fabric", "link", { at: nowIso(), up: false, kind: "leaf" });
+    }
+    this.#first = false;
+    this.#upstreamUp = upstreamUp;
+  }
+}
+
+async function getJson<T>(url: string): Promise<T | undefined> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+    return response.ok ? ((await response.json()) as T) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * Supervises one `nats-server` child: writes its config, starts it, waits until
+ * its monitor says healthy, forwards its log lines into our structured log,
+ * restarts it with backoff when it crashes, and stops it cleanly. The lifecycle
+ * is an xstate machine (idle → starting → ready → backoff → starting …,
+ * stopping → stopped; failed when it never came up), observable by the bus link.
+ *
+ * The child gets PR_SET_PDEATHSIG through `setpriv` so a `kill -9` of leafmesh
+ * does not leave an orphaned server holding the ports and the JetStream store.
+ *
+ * ```ts
+ * const server = new NatsServerSupervisor({ name: "edge-a", configText, dataDir, monitor, log });
+ * await server.start();        // resolves when /healthz answers ok
+ * server.actor.getSnapshot();  // state for status and heartbeats
+ * await server.stop();
+ * ```
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { assign, createActor, setup } from "xstate";
+import { LeafmeshError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+import type { HostPort } from "../nats-config/render.ts";
+
+export interface NatsServerOptions {
+  /** Used in logs and file names. */
+  name: string;
+  configText: string;
+  /** Where the config, the pid file and (by the config) the JetStream store live. */
+  dataDir: string;
+  monitor: HostPort;
+  log: Logger;
+  /** @default "nats-server" — LEAFMESH_NATS_SERVER overrides. */
+  binary?: string;
+  /** @default 20_000 — JetStream recovering a large store can take seconds. */
+  readyTimeoutMs?: number;
+  /** Backoff between restarts: min, doubling up to max. @default 500 / 15_000 */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Called with each transition, for bus events. */
+  onStatus?: (status: "starting" | "ready" | "exited" | "restarting" | "stopped", detail?: string) => void;
+}
+
+const supervisorMachine = setup({
+  types: {
+    context: {} as { restarts: number; lastExit: string },
+    events: {} as
+      | { type: "START" }
+      | { type: "READY" }
+      | { type: "EXITED"; detail: string }
+      | { type: "RETRY" }
+      | { type: "STOP" }
+      | { type: "STOPPED" }
+      | { type: "GIVE_UP"; detail: string },
+  },
+}).createMachine({
+  id: "nats-server",
+  initial: "idle",
+  context: { restarts: 0, lastExit: "" },
+  states: {
+    idle: { on: { START: "starting" } },
+    starting: {
+      on: {
+        READY: "ready",
+        EXITED: { target: "backoff", actions: assign({ lastExit: ({ event }) => event.detail, restarts: ({ context }) => context.restarts + 1 }) },
+        GIVE_UP: { target: "failed", actions: assign({ lastExit: ({ event }) => event.detail }) },
+        STOP: "stopping",
+      },
+    },
+    ready: {
+      on: {
+        EXITED: { target: "backoff", actions: assign({ lastExit: ({ event }) => event.detail, restarts: ({ context }) => context.restarts + 1 }) },
+        STOP: "stopping",
+      },
+    },
+    backoff: { on: { RETRY: "starting", STOP: "stopped" } },
+    stopping: { on: { STOPPED: "stopped", EXITED: "stopped" } },
+    stopped: { type: "final" },
+    failed: { type: "final" },
+  },
+});
+
+const levelOf: Record<string, "debug" | "info" | "warn" | "error" | "fatal" | "trace"> = {
+  DBG: "debug",
+  TRC: "trace",
+  INF: "info",
+  WRN: "warn",
+  ERR: "error",
+  FTL: "fatal",
+};
+
+/** Checks that the nats-server binary exists; the message says how to get it. */
+export function checkNatsServerBinary(binary = process.env.LEAFMESH_NATS_SERVER ?? "nats-server"): string {
+  const result = spawnSync(binary, ["--version"], { encoding: "utf8" });
+  if (result.error || result.status !== 0) {
+    throw new LeafmeshError(
+      "NATS_SERVER_MISSING",
+      `cannot run '${binary}': ${result.error?.message ?? result.stderr}. Install it (Debian: apt-get install -y nats-server, or run scripts/install.sh) or set LEAFMESH_NATS_SERVER to its path`,
+    );
+  }
+  return result.stdout.trim();
+}
+
+export class NatsServerSupervisor {
+  readonly actor;
+  readonly options: NatsServerOptions;
+  readonly configPath: string;
+  readonly #log: Logger;
+  #child: ChildProcess | undefined;
+  #recentLines: string[] = [];
+  #backoffTimer: NodeJS.Timeout | undefined;
+  #stopping = false;
+  #readySince = 0;
+
+  constructor(options: NatsServerOptions) {
+    this.options = options;
+    this.#log = options.log;
+    this.configPath = join(options.dataDir, `nats-server.conf`);
+    this.actor = createActor(supervisorMachine).start();
+  }
+
+  get state(): string {
+    return String(this.actor.getSnapshot().value);
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** The last lines nats-server printed, for error messages. */
+  get recentLines(): readonly string[] {
+    return this.#recentLines;
+  }
+
+  /** Starts the server and resolves once it is healthy; rejects with its last log lines if it cannot start. */
+  async start(): Promise<void> {
+    const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
+    checkNatsServerBinary(binary);
+    mkdirSync(this.options.dataDir, { recursive: true });
+    this.#killLeftover();
+    writeFileSync(this.configPath, this.options.configText, { mode: 0o600 });
+    const check = spawnSync(binary, ["-t", "-c", this.configPath], { encoding: "utf8" });
+    if (check.status !== 0) {
+      const detail = `${check.stderr}${check.stdout}`.trim();
+      this.actor.send({ type: "START" });
+      this.actor.send({ type: "GIVE_UP", detail });
+      throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
+    }
+    this.actor.send({ type: "START" });
+    await this.#launch(binary, true);
+  }
+
+  async #launch(binary: string, first: boolean): Promise<void> {
+    this.options.onStatus?.("starting");
+    this.#recentLines = [];
+    const usePdeathsig = existsSync("/usr/bin/setpriv");
+    const command = usePdeathsig ? "/usr/bin/setpriv" : binary;
+    const args = usePdeathsig ? ["--pdeathsig", "TERM", "--", binary, "-c", this.configPath] : ["-c", this.configPath];
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.#child = child;
+    writeFileSync(this.#pidFile, String(child.pid ?? ""));
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream! }).on("line", (line) => this.#forward(line));
+    }
+    const exited = new Promise<string>((resolve) => {
+      child.once("error", (error) => resolve(`could not start: ${error.message}`));
+      child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
+    });
+    void exited.then((detail) => this.#onExit(child, binary, detail));
+
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 20_000);
+    while (Date.now() < deadline) {
+      if (this.#child !== child || child.exitCode !== null || child.signalCode !== null) break;
+      if (await this.#healthy()) {
+        this.#readySince = Date.now();
+        this.actor.send({ type: "READY" });
+        this.options.onStatus?.("ready");
+        this.#log.info({ pid: child.pid, monitor: this.options.monitor }, "nats-server ready");
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    if (first) {
+      const tail = this.#recentLines.slice(-8).join("\n");
+      this.#stopping = true;
+      child.kill("SIGKILL");
+      this.actor.send({ type: "GIVE_UP", detail: tail });
+      throw new LeafmeshError(
+        "NATS_SERVER_FAILED",
+        `nats-server '${this.options.name}' did not become ready (monitor http://${this.options.monitor.host}:${this.options.monitor.port}/healthz). Its last lines:\n${tail || "(none)"}`,
+      );
+    }
+  }
+
+  get #pidFile(): string {
+    return join(this.options.dataDir, "nats-server.pid");
+  }
+
+  /** A crashed earlier run may have left its server running on our ports and store. */
+  #killLeftover(): void {
+    if (!existsSync(this.#pidFile)) return;
+    const pid = Number(readFileSync(this.#pidFile, "utf8"));
+    rmSync(this.#pidFile, { force: true });
+    if (!pid) return;
+    let cmdline = "";
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+    } catch {
+      return; // not running any more
+    }
+    if (cmdline.includes("nats-server") && cmdline.includes(this.configPath)) {
+      this.#log.warn({ pid }, "stopping a nats-server left running by an earlier run");
+      process.kill(pid, "SIGKILL");
+    }
+  }
+
+  async #healthy(): Promise<boolean> {
+    try {
+      const response = await fetch(`http://${this.options.monitor.host}:${this.options.monitor.port}/healthz`, { signal: AbortSignal.timeout(1000) });
+      return response.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  #forward(line: string): void {
+    this.#recentLines.push(line);
+    if (this.#recentLines.length > 50) this.#recentLines.shift();
+    const match = /^\[\d+\] \S+ \S+ \[(\w{3})\] (.*)$/.exec(line);
+    const level = match ? (levelOf[match[1]] ?? "info") : "info";
+    this.#log[level]({ server: this.options.name }, match ? match[2] : line);
+  }
+
+  #onExit(child: ChildProcess, binary: string, detail: string): void {
+    if (this.#child !== child) return;
+    this.#child = undefined;
+    if (this.#stopping) {
+      this.actor.send({ type: "STOPPED" });
+      this.options.onStatus?.("stopped");
+      return;
+    }
+    const state = this.state;
+    this.actor.send({ type: "EXITED", detail });
+    if (state === "failed" || this.state !== "backoff") return;
+    const restarts = this.actor.getSnapshot().context.restarts;
+    // A server that ran for a minute was healthy: start the backoff over.
+    const stableRun = this.#readySince > 0 && Date.now() - this.#readySince > 60_000;
+    const min = this.options.backoffMinMs ?? 500;
+    const delay = stableRun ? min : Math.min(this.options.backoffMaxMs ?? 15_000, min * 2 ** Math.min(restarts - 1, 10));
+    this.#log.error({ detail, restarts, retryInMs: delay, lastLines: this.#recentLines.slice(-5) }, "nats-server exited unexpectedly; restarting");
+    this.options.onStatus?.("exited", detail);
+    this.#backoffTimer = setTimeout(() => {
+      this.actor.send({ type: "RETRY" });
+      this.options.onStatus?.("restarting", `restart ${restarts}`);
+      this.#launch(binary, false).catch((error) => this.#log.error({ err: error }, "nats-server restart failed"));
+    }, delay);
+  }
+
+  /** Stops the server (SIGTERM, then SIGKILL after the grace period). */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#backoffTimer);
+    const child = this.#child;
+    if (this.actor.getSnapshot().status === "done" && !child) return;
+    this.actor.send({ type: "STOP" });
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      this.actor.send({ type: "STOPPED" });
+      rmSync(this.#pidFile, { force: true });
+      return;
+    }
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    await exited;
+    clearTimeout(timer);
+    rmSync(this.#pidFile, { force: true });
+  }
+}

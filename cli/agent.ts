@@ -1,0 +1,43 @@
+/** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
+import { resolve } from "node:path";
+import { createLogger } from "../lib/log.ts";
+import { parseHostPort } from "../nats-config/render.ts";
+import { startAgent } from "../roles/agent.ts";
+import { defineCommand, splitList } from "./command.ts";
+import { runUntilSignal } from "./run-until-signal.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+
+export const agentCommand = defineCommand({
+  name: "agent",
+  summary: "run the agent of one node: its leaf NATS server and its actors",
+  description: `
+The agent runs a leaf nats-server (JetStream domain = node name) connected to
+every --hub URL (it fails over between them by itself), mirrors the service
+catalog into the node's own domain, and keeps serving it while the hubs are
+unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
+--leaf-listen), e.g. nats://hub-1:7422.`,
+  options: {
+    node: { type: "string", required: true, value: "NAME", description: "node name: unique, lowercase letters, digits and '-' (the node's JetStream domain)" },
+    hub: { type: "string", required: true, value: "URL,…", description: "leafnode URLs of every hub (or site server) to attach to" },
+    data: { type: "string", required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror)" },
+    natsListen: { type: "string", default: "127.0.0.1:4222", value: "H:P", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" },
+    monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "the node nats-server's HTTP monitoring address" },
+    upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
+    logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
+  },
+  async run(options, _positionals, io) {
+    const upstreams = splitList(options.hub);
+    if (upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "--hub needs at least one URL");
+    const log = createLogger({ level: options.logLevel });
+    const agent = await startAgent({
+      node: options.node,
+      upstreams,
+      dataDir: resolve(options.data),
+      client: parseHostPort(options.natsListen, "--nats-listen"),
+      monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
+      upstreamDomain: options.upstreamDomain,
+      log,
+    });
+    return runUntilSignal(io, () => agent.stop());
+  },
+});

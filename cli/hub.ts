@@ -1,0 +1,76 @@
+/** `leafmesh hub`: a cloud hub (nats-server with JetStream domain `hub`, catalog publisher). */
+import { resolve } from "node:path";
+import { LeafmeshError } from "../lib/errors.ts";
+import { createLogger } from "../lib/log.ts";
+import { parseHostPort } from "../nats-config/render.ts";
+import { startHub } from "../roles/hub.ts";
+import { ManifestSource } from "../services/controller/manifest-source.ts";
+import type { CatalogSource } from "../services/controller/source.ts";
+import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
+import { runUntilSignal } from "./run-until-signal.ts";
+
+export const hubCommand = defineCommand({
+  name: "hub",
+  summary: "run a cloud hub: the NATS hub server and the catalog publisher",
+  description: `
+A hub runs nats-server (JetStream domain "hub") as a supervised child and, when
+given a source (--manifests or --kubeconfig), publishes the service catalog into
+KV "mesh-catalog". Several hubs with sources may run: one holds the publisher
+lease and writes; another takes over within seconds when it dies. Three hubs
+given each other's --routes form one JetStream cluster.`,
+  options: {
+    name: { type: "string", required: true, value: "NAME", description: "hub name: unique, lowercase letters, digits and '-' (also the nats server_name)" },
+    data: { type: "string", required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file" },
+    listen: { type: "string", default: "0.0.0.0:4222", value: "H:P", description: "NATS client address" },
+    leafListen: { type: "string", default: "0.0.0.0:7422", value: "H:P", description: "leafnode address that agents and sites connect to (their --hub URLs)" },
+    monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "nats-server HTTP monitoring address (health, links)" },
+    routes: { type: "string", value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" },
+    clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
+    clusterName: { type: "string", default: "leafmesh", value: "NAME", description: "cluster name, the same on every hub of one cluster" },
+    gatewayName: { type: "string", value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" },
+    gatewayListen: { type: "string", default: "0.0.0.0:7222", value: "H:P", description: "gateway address (used with --gateway-name)" },
+    gateways: { type: "string", value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" },
+    manifests: { type: "string", value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" },
+    kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig" },
+    replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
+    leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
+    logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
+  },
+  async run(options, _positionals, io) {
+    if (options.manifests && options.kubeconfig) throw new LeafmeshError("CONFIG_INVALID", "give either --manifests or --kubeconfig, not both");
+    const log = createLogger({ level: options.logLevel });
+    let source: CatalogSource | undefined;
+    if (options.manifests) source = new ManifestSource({ directory: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
+    if (options.kubeconfig) {
+      const { KubernetesSource } = await import("../services/controller/kubernetes-source.ts");
+      source = new KubernetesSource({ kubeconfig: resolve(options.kubeconfig), log: log.child({ node: options.name, actor: "publisher" }) });
+    }
+    const gatewayList = (options.gateways ?? "")
+      .split(";")
+      .map((part) => part.trim())
+      .filter(Boolean)
+      .map((part) => {
+        const [name, urls] = part.split("=");
+        if (!name || !urls) throw new LeafmeshError("CONFIG_INVALID", `--gateways: '${part}' is not name=url[,url…]`);
+        return { name: name.trim(), urls: splitList(urls) };
+      });
+    const hub = await startHub({
+      name: options.name,
+      dataDir: resolve(options.data),
+      client: parseHostPort(options.listen, "--listen"),
+      leaf: parseHostPort(options.leafListen, "--leaf-listen"),
+      monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
+      cluster: options.routes
+        ? { name: options.clusterName, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) }
+        : undefined,
+      gateway: options.gatewayName
+        ? { name: options.gatewayName, listen: parseHostPort(options.gatewayListen, "--gateway-listen"), gateways: gatewayList }
+        : undefined,
+      source,
+      replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
+      leaseTtlMs: parsePositiveInt(options.leaseTtl, "--lease-ttl"),
+      log,
+    });
+    return runUntilSignal(io, () => hub.stop());
+  },
+});

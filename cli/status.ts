@@ -1,0 +1,122 @@
+/** `leafmesh status`: what one node (agent or hub) knows: catalog, fabric links, actors. */
+import type { NatsConnection } from "@nats-io/transport-node";
+import { rpcRequest } from "../bus/bus.ts";
+import { snapshotMethod, type SnapshotPage } from "../bus/catalog-feed.ts";
+import { CatalogIndex } from "../bus/catalog-index.ts";
+import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
+import { connectNats } from "../bus/connect.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import type { NodeStatus } from "../roles/status.ts";
+import { defineCommand } from "./command.ts";
+
+export interface ServiceRow {
+  namespace: string;
+  name: string;
+  type: string;
+  clusterIPs: string[];
+  ports: string[];
+  endpoints: { address: string; node: string | null; ready: boolean; serving: boolean; terminating: boolean }[];
+}
+
+/** Asks the node behind a connection for its status and its whole catalog. */
+export async function fetchNodeView(connection: NatsConnection, timeoutMs = 5_000): Promise<{ status: NodeStatus; services: ServiceRow[]; index: CatalogIndex }> {
+  const node = connection.info?.server_name;
+  if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
+  let status: NodeStatus;
+  try {
+    status = await rpcRequest<NodeStatus>(connection, node, "status", undefined, timeoutMs);
+  } catch (cause) {
+    throw new LeafmeshError("NOT_RUNNING", `nats-server '${node}' is up but no leafmesh agent or hub answers for it: is the leafmesh process running?`, { cause });
+  }
+  const index = new CatalogIndex();
+  let after: string | null = "";
+  while (after !== null) {
+    const page: SnapshotPage = await rpcRequest<SnapshotPage>(connection, node, snapshotMethod, { after, limit: 1_000 }, timeoutMs);
+    for (const entry of page.objects) index.apply({ op: "put", key: entry.key, object: entry.object });
+    after = page.next;
+  }
+  const services = [...index.services()].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`)).map((service) => serviceRow(index, service));
+  return { status, services, index };
+}
+
+function serviceRow(index: CatalogIndex, service: Service): ServiceRow {
+  const endpoints = index.slices(service.namespace, service.name).flatMap((slice) =>
+    slice.endpoints.flatMap((endpoint) =>
+      endpoint.addresses.map((address) => ({
+        address,
+        node: endpoint.nodeName ?? null,
+        ready: isReadyEndpoint(endpoint),
+        serving: endpoint.conditions.serving,
+        terminating: endpoint.conditions.terminating,
+      })),
+    ),
+  );
+  return {
+    namespace: service.namespace,
+    name: service.name,
+    type: service.headless ? "Headless" : service.type,
+    clusterIPs: service.type === "ExternalName" ? [service.externalName ?? ""] : service.clusterIPs,
+    ports: service.ports.map((port) => `${port.name ? `${port.name}:` : ""}${port.port}/${port.protocol}`),
+    endpoints,
+  };
+}
+
+/** Plain-text table with padded columns. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)));
+  return [header, ...rows].map((row) => row.map((cell, column) => (cell ?? "").padEnd(widths[column])).join("  ").trimEnd()).join("\n");
+}
+
+export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[] }): string {
+  const { status, services } = view;
+  const parts = [`${status.role} ${status.node} — ${status.catalogObjects} catalog objects, as of ${status.at}`, ""];
+  parts.push("FABRIC LINKS");
+  parts.push(
+    status.links.length === 0
+      ? "  (none: not connected to any hub)"
+      : table(["KIND", "DIRECTION", "REMOTE", "URL", "RTT"], status.links.map((link) => [link.kind, link.direction, link.remote, link.url ?? "", link.rttMs !== undefined ? `${link.rttMs}ms` : ""])),
+  );
+  parts.push("", "ACTORS");
+  parts.push(table(["ACTOR", "STATE", "SINCE"], status.actors.map((actor) => [actor.name, actor.state + (actor.detail ? ` ${JSON.stringify(actor.detail)}` : ""), actor.since])));
+  parts.push("", "SERVICES");
+  parts.push(
+    services.length === 0
+      ? "  (none)"
+      : table(
+          ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IPS", "PORTS", "ENDPOINTS"],
+          services.map((service) => [
+            service.namespace,
+            service.name,
+            service.type,
+            service.clusterIPs.join(",") || "-",
+            service.ports.join(",") || "-",
+            service.endpoints.map((endpoint) => `${endpoint.address}@${endpoint.node ?? "?"}${endpoint.ready ? "" : endpoint.terminating ? "(terminating)" : "(not ready)"}`).join(" ") || "-",
+          ]),
+        ),
+  );
+  return `${parts.join("\n")}\n`;
+}
+
+export const statusCommand = defineCommand({
+  name: "status",
+  summary: "show what one node knows: its catalog, fabric links and actors",
+  description: `
+Connects to the node's NATS server (an agent's --nats-listen, or a hub's
+--listen), asks the leafmesh process there for its status, and pages through
+its catalog.`,
+  options: {
+    nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
+    json: { type: "boolean", description: "print JSON for scripts instead of tables" },
+    timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
+  },
+  async run(options, _positionals, io) {
+    const connection = await connectNats({ servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
+    try {
+      const view = await fetchNodeView(connection, Number(options.timeout));
+      io.stdout.write(options.json ? `${JSON.stringify({ status: view.status, services: view.services }, null, 2)}\n` : formatNodeView(view));
+      return 0;
+    } finally {
+      await connection.close();
+    }
+  },
+});

@@ -1,0 +1,32 @@
+/** `leafmesh sub`: tail mesh events, as `nats sub 'mesh.>'` would. */
+import { connectNats } from "../bus/connect.ts";
+import { defineCommand } from "./command.ts";
+
+export const subCommand = defineCommand({
+  name: "sub",
+  summary: "tail mesh events (default subject mesh.>) on any hub or node",
+  usage: "leafmesh sub [options] [SUBJECT]",
+  description: `
+Prints every message on SUBJECT (default "mesh.>"), one line each:
+the time received, the subject and the JSON payload. Subjects are
+mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'.`,
+  positionals: 1,
+  options: {
+    nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of a hub's or node's NATS server" },
+    count: { type: "string", value: "N", description: "exit after N messages" },
+  },
+  async run(options, positionals, io) {
+    const subject = positionals[0] ?? "mesh.>";
+    const connection = await connectNats({ servers: [options.nats], name: "leafmesh-sub" });
+    const limit = options.count ? Number(options.count) : Infinity;
+    io.stderr.write(`listening on ${subject} at ${options.nats} (Ctrl-C to stop)\n`);
+    const subscription = connection.subscribe(subject, limit !== Infinity ? { max: limit } : {});
+    io.signal.addEventListener("abort", () => subscription.unsubscribe(), { once: true });
+    const decoder = new TextDecoder();
+    for await (const message of subscription) {
+      io.stdout.write(`${new Date().toISOString()} ${message.subject} ${decoder.decode(message.data)}\n`);
+    }
+    await connection.close();
+    return 0;
+  },
+});

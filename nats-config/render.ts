@@ -1,0 +1,203 @@
+/**
+ * Renders nats-server configuration files for leafmesh's three server roles.
+ * Pure: a plain object in, the config text out; nothing here touches disk.
+ *
+ * - hub: the cloud. JetStream domain `hub`, a client port, a leafnode port,
+ *   optionally cluster routes (three hubs = one JetStream cluster) and gateways
+ *   (regions).
+ * - leaf: an agent's embedded server (domain = node name) or a site server
+ *   (domain = site name, optionally clustered and itself accepting leafs). One
+ *   remote listing every upstream URL: FACTS.md found that two remotes into one
+ *   account loop, while one remote with several URLs fails over by itself.
+ *
+ * ```ts
+ * const text = renderHubConfig({ serverName: "hub-1", storeDir, client: { host: "0.0.0.0", port: 4222 }, ... });
+ * ```
+ */
+import { LeafmeshError } from "../lib/errors.ts";
+import { hubDomain } from "../bus/subjects.ts";
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ClusterOptions {
+  /** Every server of one cluster uses the same name. */
+  name: string;
+  listen: HostPort;
+  /** nats-route://host:port of the other members (own URL may be included: the server skips it). */
+  routes: string[];
+}
+
+export interface GatewayOptions {
+  /** This region's gateway name (one per cluster). */
+  name: string;
+  listen: HostPort;
+  /** The other regions. */
+  gateways: { name: string; urls: string[] }[];
+}
+
+export interface CommonServerOptions {
+  serverName: string;
+  storeDir: string;
+  client: HostPort;
+  /** The HTTP monitoring port (/healthz, /leafz, /routez): the supervisor's readiness and link checks use it. */
+  monitor: HostPort;
+  /**
+   * @default "5s" — FACTS.md: the 2-minute default noticed a silent cut only after
+   * minutes; 5 s noticed it in about 13 s.
+   */
+  pingInterval?: string;
+  /** @default 1 GiB — memory and file storage caps for JetStream. */
+  maxMemoryStore?: number;
+  maxFileStore?: number;
+  /** Config text spliced in as is (auth, TLS: see trust/). */
+  security?: string;
+  debug?: boolean;
+}
+
+export interface HubServerOptions extends CommonServerOptions {
+  leaf: HostPort;
+  cluster?: ClusterOptions;
+  gateway?: GatewayOptions;
+}
+
+export interface LeafServerOptions extends CommonServerOptions {
+  /** JetStream domain: the node name for an agent, the site name for a site server. */
+  domain: string;
+  /** nats-leaf URLs of every upstream server (hubs, or a site's servers). */
+  upstreams: string[];
+  /** A site server also accepts its agents' leaf connections. */
+  leaf?: HostPort;
+  cluster?: ClusterOptions;
+  /** Extra settings for the remote (credentials, tls), spliced inside it. */
+  remoteSecurity?: string;
+}
+
+const quote = (value: string) => JSON.stringify(value);
+const hostPort = (address: HostPort) => quote(`${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`);
+const list = (values: string[]) => `[${values.map(quote).join(", ")}]`;
+
+function checkUrls(what: string, urls: string[], schemes: string[]): void {
+  for (const url of urls) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (cause) {
+      throw new LeafmeshError("CONFIG_INVALID", `${what}: '${url}' is not a URL (expected ${schemes[0]}//host:port)`, { cause });
+    }
+    if (!schemes.includes(parsed.protocol) || !parsed.hostname || !parsed.port) {
+      throw new LeafmeshError("CONFIG_INVALID", `${what}: '${url}' must look like ${schemes[0]}//host:port (scheme ${schemes.join(" or ")}, with a port)`);
+    }
+  }
+}
+
+function commonLines(options: CommonServerOptions, domain: string): string[] {
+  return [
+    `server_name: ${quote(options.serverName)}`,
+    `listen: ${hostPort(options.client)}`,
+    `http: ${hostPort(options.monitor)}`,
+    `ping_interval: ${quote(options.pingInterval ?? "5s")}`,
+    `ping_max: 3`,
+    `max_payload: 1048576`,
+    ...(options.debug ? ["debug: true"] : []),
+    `jetstream {`,
+    `  domain: ${quote(domain)}`,
+    `  store_dir: ${quote(options.storeDir)}`,
+    `  max_memory_store: ${options.maxMemoryStore ?? 1 << 30}`,
+    `  max_file_store: ${options.maxFileStore ?? 1 << 30}`,
+    `}`,
+  ];
+}
+
+function clusterLines(cluster: ClusterOptions): string[] {
+  checkUrls("cluster route", cluster.routes, ["nats-route:", "nats:"]);
+  return [
+    `cluster {`,
+    `  name: ${quote(cluster.name)}`,
+    `  listen: ${hostPort(cluster.listen)}`,
+    `  routes: ${list(cluster.routes)}`,
+    // Clients and leafs must use the URLs they were given, not whatever the routes advertise.
+    `  no_advertise: true`,
+    `}`,
+  ];
+}
+
+export function renderHubConfig(options: HubServerOptions): string {
+  const lines = [
+    "# nats-server configuration written by leafmesh (hub). Edits are overwritten at the next start.",
+    ...commonLines(options, hubDomain),
+    `leafnodes {`,
+    `  listen: ${hostPort(options.leaf)}`,
+    // FACTS.md: advertised leafnode URLs make leafs bypass the address they were given.
+    `  no_advertise: true`,
+    `}`,
+  ];
+  if (options.cluster) lines.push(...clusterLines(options.cluster));
+  if (options.gateway) {
+    for (const gateway of options.gateway.gateways) checkUrls(`gateway ${gateway.name}`, gateway.urls, ["nats:"]);
+    lines.push(
+      `gateway {`,
+      `  name: ${quote(options.gateway.name)}`,
+      `  listen: ${hostPort(options.gateway.listen)}`,
+      `  gateways: [`,
+      ...options.gateway.gateways.map((gateway) => `    { name: ${quote(gateway.name)}, urls: ${list(gateway.urls)} }`),
+      `  ]`,
+      `}`,
+    );
+    // FACTS.md: leaf nodes plus gateways need an explicit system account.
+    if (!options.security) lines.push(...openAccounts());
+  }
+  if (options.security) lines.push(options.security);
+  return `${lines.join("\n")}\n`;
+}
+
+export function renderLeafConfig(options: LeafServerOptions): string {
+  if (options.upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "a leaf server needs at least one upstream URL (--hub)");
+  checkUrls("upstream", options.upstreams, ["nats-leaf:", "nats:", "tls:"]);
+  const lines = [
+    "# nats-server configuration written by leafmesh (leaf). Edits are overwritten at the next start.",
+    ...commonLines(options, options.domain),
+    `leafnodes {`,
+    ...(options.leaf ? [`  listen: ${hostPort(options.leaf)}`, `  no_advertise: true`] : []),
+    `  reconnect: 1`,
+    `  remotes: [`,
+    `    {`,
+    `      urls: ${list(options.upstreams)}`,
+    ...(options.remoteSecurity ? [options.remoteSecurity.replace(/^/gm, "      ")] : []),
+    `    }`,
+    `  ]`,
+    `}`,
+  ];
+  if (options.cluster) lines.push(...clusterLines(options.cluster));
+  if (options.security) lines.push(options.security);
+  return `${lines.join("\n")}\n`;
+}
+
+/** The open lab setup FACTS.md found to work with gateways: a system account and a default user. */
+function openAccounts(): string[] {
+  return [
+    `accounts {`,
+    `  MESH { jetstream: enabled, users: [ { user: "mesh", password: "mesh" } ] }`,
+    `  SYS { users: [ { user: "sys", password: "sys" } ] }`,
+    `}`,
+    `system_account: "SYS"`,
+    `no_auth_user: "mesh"`,
+  ];
+}
+
+/** A user's URL (nats://host:port, or host:port) as the leaf URL nats-server expects. */
+export function toLeafUrl(url: string): string {
+  const withScheme = /^[a-z-]+:\/\//.test(url) ? url : `nats-leaf://${url}`;
+  return withScheme.replace(/^nats:\/\//, "nats-leaf://");
+}
+
+export function parseHostPort(text: string, what: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 0 && port <= 65535)) {
+    throw new LeafmeshError("CONFIG_INVALID", `${what}: '${text}' is not host:port (for example 127.0.0.1:4222)`);
+  }
+  return { host: match[1] ?? match[2], port };
+}

@@ -1,0 +1,144 @@
+/**
+ * The agent role assembled: a supervised leaf nats-server (JetStream domain =
+ * node name, one remote listing every upstream URL so it fails over by itself),
+ * the fabric monitor, and the actors. Actors are started by `ActorFactory`s
+ * handed in, so this file imports no actor but the controller, which every
+ * agent runs.
+ *
+ * ```ts
+ * const agent = await startAgent({ node: "edge-a", upstreams: ["nats://hub:7422"], dataDir, client, monitor, log });
+ * agent.status();
+ * await agent.stop();
+ * ```
+ */
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { AnyActorRef } from "xstate";
+import { Bus } from "../bus/bus.ts";
+import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
+import { connectNats } from "../bus/connect.ts";
+import { nowIso } from "../bus/events.ts";
+import { FabricMonitor } from "../bus/fabric-monitor.ts";
+import { NatsServerSupervisor } from "../bus/nats-server.ts";
+import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
+import type { Logger } from "../lib/log.ts";
+import { renderLeafConfig, toLeafUrl, type HostPort } from "../nats-config/render.ts";
+import { startController, type Controller } from "../services/controller/agent-controller.ts";
+import { buildStatus, type NodeStatus } from "./status.ts";
+
+export interface AgentContext {
+  node: string;
+  bus: Bus;
+  connection: NatsConnection;
+  log: Logger;
+}
+
+/** A started actor as the agent sees it: its machine (for state events), status details, and how to stop it. */
+export interface StartedActor {
+  name: ActorName;
+  actor: AnyActorRef;
+  detail?: () => Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+export type ActorFactory = (context: AgentContext) => Promise<StartedActor>;
+
+export interface AgentConfig {
+  node: string;
+  /** Leafnode URLs of the hubs (or of the site servers). */
+  upstreams: string[];
+  dataDir: string;
+  client: HostPort;
+  monitor: HostPort;
+  /** @default "hub" */
+  upstreamDomain?: string;
+  actors?: ActorFactory[];
+  security?: string;
+  remoteSecurity?: string;
+  log: Logger;
+}
+
+export interface AgentRuntime {
+  readonly connection: NatsConnection;
+  readonly bus: Bus;
+  readonly server: NatsServerSupervisor;
+  readonly controller: Controller;
+  readonly fabric: FabricMonitor;
+  status(): NodeStatus;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
+  checkNodeName(config.node);
+  const log = config.log.child({ node: config.node });
+  const upstreams = config.upstreams.map(toLeafUrl);
+  const server = new NatsServerSupervisor({
+    name: config.node,
+    dataDir: config.dataDir,
+    monitor: config.monitor,
+    log: log.child({ actor: "fabric" }),
+    configText: renderLeafConfig({
+      serverName: config.node,
+      domain: config.node,
+      storeDir: join(config.dataDir, "jetstream"),
+      client: config.client,
+      monitor: config.monitor,
+      upstreams,
+      security: config.security,
+      remoteSecurity: config.remoteSecurity,
+    }),
+  });
+  log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
+  await server.start();
+  const connectHost = config.client.host === "0.0.0.0" || config.client.host === "::" ? "127.0.0.1" : config.client.host;
+  const connection = await connectNats({ servers: [`nats://${connectHost}:${config.client.port}`], name: `leafmesh-agent ${config.node}` });
+  const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
+  server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
+
+  // The controller subscribes to link events before the monitor publishes the first one.
+  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain });
+  const fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: config.monitor, upstreams });
+  fabric.start();
+
+  const links: ActorLink[] = [
+    linkActorToBus({ bus, actorName: "fabric", actor: server.actor, detail: () => ({ upstream: fabric.upstreamUp }) }),
+    linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
+  ];
+  const started: StartedActor[] = [];
+  for (const factory of config.actors ?? []) {
+    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }) });
+    started.push(actor);
+    links.push(linkActorToBus({ bus, actorName: actor.name, actor: actor.actor, detail: actor.detail }));
+  }
+
+  const status = (): NodeStatus =>
+    buildStatus({
+      node: config.node,
+      role: "agent",
+      links: fabric.links,
+      actors: links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
+      catalogObjects: controller.index.size,
+      extra: Object.fromEntries(started.filter((actor) => actor.detail).map((actor) => [actor.name, actor.detail!()])),
+    });
+  const stopStatus = bus.serve("status", () => status());
+  log.info({ node: config.node }, "agent ready");
+
+  return {
+    connection,
+    bus,
+    server,
+    controller,
+    fabric,
+    status,
+    async stop() {
+      stopStatus();
+      for (const actor of started.reverse()) await actor.stop().catch((error: unknown) => log.error({ err: error, actor: actor.name }, "actor failed to stop"));
+      for (const link of links) link.stop();
+      fabric.stop();
+      await controller.stop();
+      bus.close();
+      await connection.drain().catch(() => connection.close());
+      await server.stop();
+    },
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * The hub role assembled: a supervised nats-server (JetStream domain `hub`,
+ * client and leafnode ports, optional cluster routes and gateways), and the
+ * leafmesh hub process beside it: the catalog publisher (when given a source),
+ * the fabric monitor, and the status and snapshot replies.
+ *
+ * ```ts
+ * const hub = await startHub({ name: "hub-1", dataDir, client, leaf, monitor, source, log });
+ * await hub.stop();
+ * ```
+ */
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Bus } from "../bus/bus.ts";
+import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
+import { snapshotMethod, type SnapshotPage } from "../bus/catalog-feed.ts";
+import { connectNats } from "../bus/connect.ts";
+import { nowIso } from "../bus/events.ts";
+import { FabricMonitor } from "../bus/fabric-monitor.ts";
+import { NatsServerSupervisor } from "../bus/nats-server.ts";
+import { checkNodeName } from "../bus/subjects.ts";
+import type { Logger } from "../lib/log.ts";
+import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
+import { CatalogPublisher } from "../services/controller/publisher.ts";
+import type { CatalogSource } from "../services/controller/source.ts";
+import { buildStatus, type NodeStatus } from "./status.ts";
+
+export interface HubConfig {
+  name: string;
+  dataDir: string;
+  client: HostPort;
+  leaf: HostPort;
+  monitor: HostPort;
+  cluster?: ClusterOptions;
+  gateway?: GatewayOptions;
+  source?: CatalogSource;
+  /** @default 1, or 3 with cluster routes */
+  replicas?: number;
+  leaseTtlMs?: number;
+  security?: string;
+  log: Logger;
+}
+
+export interface HubRuntime {
+  readonly connection: NatsConnection;
+  readonly bus: Bus;
+  readonly server: NatsServerSupervisor;
+  readonly publisher: CatalogPublisher;
+  status(): NodeStatus;
+  stop(): Promise<void>;
+}
+
+export async function startHub(config: HubConfig): Promise<HubRuntime> {
+  checkNodeName(config.name, "hub name");
+  const log = config.log.child({ node: config.name });
+  const server = new NatsServerSupervisor({
+    name: config.name,
+    dataDir: config.dataDir,
+    monitor: config.monitor,
+    log: log.child({ actor: "fabric" }),
+    configText: renderHubConfig({
+      serverName: config.name,
+      storeDir: join(config.dataDir, "jetstream"),
+      client: config.client,
+      leaf: config.leaf,
+      monitor: config.monitor,
+      cluster: config.cluster,
+      gateway: config.gateway,
+      security: config.security,
+    }),
+  });
+  log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
+  await server.start();
+  const connectHost = config.client.host === "0.0.0.0" || config.client.host === "::" ? "127.0.0.1" : config.client.host;
+  const connection = await connectNats({ servers: [`nats://${connectHost}:${config.client.port}`], name: `leafmesh-hub ${config.name}` });
+  const bus = new Bus({ connection, node: config.name, log: log.child({ actor: "bus" }) });
+  server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
+
+  const fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: config.monitor });
+  fabric.start();
+
+  const replicas = config.replicas ?? (config.cluster ? 3 : 1);
+  const publisher = new CatalogPublisher({
+    connection,
+    source: config.source,
+    holder: config.name,
+    bus,
+    log: log.child({ actor: "publisher" }),
+    replicas,
+    leaseTtlMs: config.leaseTtlMs,
+  });
+  log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
+  await publisher.start();
+
+  const links: ActorLink[] = [linkActorToBus({ bus, actorName: "fabric", actor: server.actor })];
+  const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage => {
+    const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
+    const keys = [...publisher.stored.keys()].filter((key) => key > after).sort().slice(0, Math.max(1, Math.min(limit, 2_000)));
+    const objects = keys.map((key) => {
+      const stored = publisher.stored.get(key)!;
+      return { key, revision: stored.revision, object: stored.object };
+    });
+    return { objects, next: keys.length > 0 && publisher.stored.size > 0 && keys.length === Math.min(limit, 2_000) ? keys[keys.length - 1] : null };
+  });
+
+  const status = (): NodeStatus =>
+    buildStatus({
+      node: config.name,
+      role: "hub",
+      links: fabric.links,
+      actors: [
+        ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
+        {
+          name: "publisher",
+          state: config.source ? (publisher.leading ? "leading" : "following") : "no source",
+          since: new Date().toISOString(),
+          detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
+        },
+      ],
+      catalogObjects: publisher.stored.size,
+    });
+  const stopStatus = bus.serve("status", () => status());
+  log.info({ name: config.name }, "hub ready");
+
+  return {
+    connection,
+    bus,
+    server,
+    publisher,
+    status,
+    async stop() {
+      stopStatus();
+      stopSnapshot();
+      for (const link of links) link.stop();
+      await publisher.stop();
+      fabric.stop();
+      bus.close();
+      await connection.drain().catch(() => connection.close());
+      await server.stop();
+    },
+  };
+}

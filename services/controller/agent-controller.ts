@@ -1,0 +1,182 @@
+/**
+ * The agent's controller actor: its leaf server mirrors KV `mesh-catalog` from
+ * the upstream domain (`hub`, or the site's) into the node's own domain; the
+ * controller follows that mirror and turns every change into a `catalog` event
+ * on the bus, and answers `rpc.<node>.catalog.snapshot` for actors that start
+ * later. A cut-off leaf keeps answering from its mirror; the fabric's link
+ * events tell the controller whether the view is fresh (online) or not.
+ *
+ * Machine: starting → loading → serving.online ⇄ serving.offline → stopped.
+ *
+ * ```ts
+ * const controller = await startController({ bus, log });
+ * controller.index.service("shop", "web");
+ * await controller.stop();
+ * ```
+ */
+import { Kvm, type KV } from "@nats-io/kv";
+import { assign, createActor, setup } from "xstate";
+import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import { CatalogIndex } from "../../bus/catalog-index.ts";
+import { snapshotMethod, type SnapshotPage } from "../../bus/catalog-feed.ts";
+import type { Bus } from "../../bus/bus.ts";
+import { nowIso } from "../../bus/events.ts";
+import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
+import { buckets, hubDomain } from "../../bus/subjects.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+
+export interface ControllerOptions {
+  bus: Bus;
+  log: Logger;
+  /** @default "hub" — the domain whose catalog this node mirrors (a site's name when the node sits under a site). */
+  upstreamDomain?: string;
+}
+
+const controllerMachine = setup({
+  types: {
+    context: {} as { objects: number; linkUp: boolean },
+    events: {} as { type: "OPENED" } | { type: "LOADED" } | { type: "LINK_UP" } | { type: "LINK_DOWN" } | { type: "STOP" } | { type: "COUNT"; objects: number },
+  },
+  guards: { linkUp: ({ context }) => context.linkUp },
+}).createMachine({
+  id: "controller",
+  initial: "starting",
+  context: { objects: 0, linkUp: false },
+  on: {
+    COUNT: { actions: assign({ objects: ({ event }) => event.objects }) },
+    LINK_UP: { actions: assign({ linkUp: true }) },
+    LINK_DOWN: { actions: assign({ linkUp: false }) },
+    STOP: ".stopped",
+  },
+  states: {
+    starting: { on: { OPENED: "loading" } },
+    loading: { on: { LOADED: "serving" } },
+    serving: {
+      initial: "deciding",
+      states: {
+        deciding: { always: [{ guard: "linkUp", target: "online" }, { target: "offline" }] },
+        online: { on: { LINK_DOWN: { target: "offline", actions: assign({ linkUp: false }) } } },
+        offline: { on: { LINK_UP: { target: "online", actions: assign({ linkUp: true }) } } },
+      },
+    },
+    stopped: { type: "final" },
+  },
+});
+
+export interface Controller {
+  readonly actor: ReturnType<typeof createActor<typeof controllerMachine>>;
+  readonly index: CatalogIndex;
+  readonly revisions: ReadonlyMap<string, number>;
+  readonly online: boolean;
+  stop(): Promise<void>;
+}
+
+/** Creates (or opens) the node's mirror of the catalog. */
+export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain): Promise<KV> {
+  try {
+    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, domain: upstreamDomain } });
+  } catch (cause) {
+    throw new LeafmeshError(
+      "NATS_SERVER_FAILED",
+      `cannot create the catalog mirror in domain '${bus.node}' (from domain '${upstreamDomain}'): is JetStream enabled on the node's nats-server?`,
+      { cause },
+    );
+  }
+}
+
+export async function startController(options: ControllerOptions): Promise<Controller> {
+  const { bus, log } = options;
+  const actor = createActor(controllerMachine).start();
+  const index = new CatalogIndex();
+  const revisions = new Map<string, number>();
+  let sortedKeys: string[] | undefined;
+
+  const kv = await openCatalogMirror(bus, options.upstreamDomain);
+  actor.send({ type: "OPENED" });
+
+  const publishSync = () =>
+    bus.publish("controller", "sync", { at: nowIso(), objects: index.size, revision: follower.lastRevision, online: actor.getSnapshot().matches({ serving: "online" }) });
+
+  const follower: BucketFollower = followBucket({
+    kv,
+    log,
+    onLoaded: () => {
+      actor.send({ type: "LOADED" });
+      log.info({ objects: index.size }, "catalog loaded from the node's mirror");
+      publishSync();
+    },
+    onEntry: (entry) => {
+      let object: CatalogObject | undefined;
+      if (entry.operation === "PUT") {
+        try {
+          object = decodeCatalogObject(entry.value);
+        } catch (error) {
+          log.warn({ err: error, key: entry.key }, "catalog value failed to decode; ignoring it");
+          return;
+        }
+        index.apply({ op: "put", key: entry.key, object });
+      } else {
+        index.apply({ op: "delete", key: entry.key });
+      }
+      if (!revisions.has(entry.key) || entry.operation !== "PUT") sortedKeys = undefined;
+      if (object) revisions.set(entry.key, entry.revision);
+      else revisions.delete(entry.key);
+      actor.send({ type: "COUNT", objects: index.size });
+      bus.publish("controller", "catalog", {
+        at: nowIso(),
+        op: object ? "put" : "delete",
+        key: entry.key,
+        revision: entry.revision,
+        ...(object ? { object } : {}),
+      });
+    },
+  });
+
+  const stopServing = bus.serve(snapshotMethod, (request): SnapshotPage => {
+    const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
+    sortedKeys ??= [...revisions.keys()].sort();
+    let start = 0;
+    if (after) {
+      // Binary search: the first key greater than `after`.
+      let high = sortedKeys.length;
+      while (start < high) {
+        const middle = (start + high) >> 1;
+        if (sortedKeys[middle] <= after) start = middle + 1;
+        else high = middle;
+      }
+    }
+    const keys = sortedKeys.slice(start, start + Math.max(1, Math.min(limit, 2_000)));
+    const objects = keys.flatMap((key) => {
+      const object = index.get(key);
+      return object ? [{ key, revision: revisions.get(key) ?? 0, object }] : [];
+    });
+    return { objects, next: start + keys.length < sortedKeys.length ? keys[keys.length - 1] : null };
+  });
+
+  const stopLinks = bus.subscribe({ actor: "fabric", event: "link" }, ({ payload }) => {
+    if (payload.kind !== "leaf") return;
+    const wasOnline = actor.getSnapshot().matches({ serving: "online" });
+    actor.send({ type: payload.up ? "LINK_UP" : "LINK_DOWN" });
+    const online = actor.getSnapshot().matches({ serving: "online" });
+    if (online !== wasOnline) {
+      log.info({ online }, online ? "hub link up: catalog follows the hub" : "hub link down: serving the catalog from the node's mirror");
+      publishSync();
+    }
+  });
+
+  return {
+    actor,
+    index,
+    revisions,
+    get online() {
+      return actor.getSnapshot().matches({ serving: "online" });
+    },
+    async stop() {
+      stopLinks();
+      stopServing();
+      await follower.stop();
+      actor.send({ type: "STOP" });
+    },
+  };
+}

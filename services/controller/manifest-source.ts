@@ -1,0 +1,260 @@
+/**
+ * A catalog source reading a directory of Kubernetes manifests (YAML or JSON,
+ * several documents per file, `kind: List` expanded), reloaded when a file
+ * changes. A file with any invalid object is refused as a whole and the objects
+ * it held before stay, so a half-saved edit never tears a Service down; the
+ * rejection names the file, the object and the field.
+ *
+ * ```ts
+ * const source = new ManifestSource({ directory: "/etc/leafmesh/manifests", log });
+ * source.onReject((r) => log.warn(r));
+ * await source.start();
+ * ```
+ */
+import { watch, type FSWatcher } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join, relative } from "node:path";
+import { parseAllDocuments } from "yaml";
+import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { describeObject, normalizeObject } from "./normalize.ts";
+import { diffCatalog, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
+
+export interface ManifestSourceOptions {
+  directory: string;
+  log: Logger;
+  /** @default 2_000 — a rescan catches changes that inotify misses (editors renaming files, network filesystems). */
+  rescanMs?: number;
+  /** @default 100 — editors write a file in several steps: wait for them to settle. */
+  debounceMs?: number;
+}
+
+interface LoadedFile {
+  signature: string;
+  objects: Map<string, CatalogObject>;
+}
+
+const manifestPattern = /\.(ya?ml|json)$/i;
+
+export class ManifestSource implements CatalogSource {
+  readonly name: string;
+  readonly #options: ManifestSourceOptions;
+  readonly #listeners = new SourceListeners();
+  #files = new Map<string, LoadedFile>();
+  #catalog = new Map<string, CatalogObject>();
+  #synced = false;
+  #watcher: FSWatcher | undefined;
+  #rescanTimer: NodeJS.Timeout | undefined;
+  #debounceTimer: NodeJS.Timeout | undefined;
+  #reloading: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+
+  constructor(options: ManifestSourceOptions) {
+    this.#options = options;
+    this.name = `manifests:${options.directory}`;
+  }
+
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  snapshot(): ReadonlyMap<string, CatalogObject> {
+    return this.#catalog;
+  }
+
+  onChange(listener: (changes: CatalogChange[]) => void): () => void {
+    return this.#listeners.onChange(listener);
+  }
+
+  onReject(listener: (rejection: CatalogRejection) => void): () => void {
+    return this.#listeners.onReject(listener);
+  }
+
+  async start(): Promise<void> {
+    const info = await stat(this.#options.directory).catch((cause: unknown) => {
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read directory ${this.#options.directory}`, { cause });
+    });
+    if (!info.isDirectory()) throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${this.#options.directory} is not a directory`);
+    await this.reload();
+    this.#synced = true;
+    try {
+      this.#watcher = watch(this.#options.directory, { recursive: true }, () => this.#schedule());
+      this.#watcher.on("error", (error) => this.#options.log.warn({ err: error }, "watching the manifest directory failed; rescanning on a timer only"));
+    } catch (error) {
+      this.#options.log.warn({ err: error }, "cannot watch the manifest directory; rescanning on a timer only");
+    }
+    this.#rescanTimer = setInterval(() => this.#schedule(), this.#options.rescanMs ?? 2_000);
+    this.#rescanTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#watcher?.close();
+    clearInterval(this.#rescanTimer);
+    clearTimeout(this.#debounceTimer);
+    await this.#reloading;
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#debounceTimer);
+    this.#debounceTimer = setTimeout(() => void this.reload(), this.#options.debounceMs ?? 100);
+  }
+
+  /** Reads changed files and emits what changed; concurrent calls coalesce. */
+  async reload(): Promise<void> {
+    if (this.#reloading) {
+      this.#again = true;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      do {
+        this.#again = false;
+        await this.#reloadOnce().catch((error: unknown) => this.#options.log.error({ err: error }, "reloading manifests failed"));
+      } while (this.#again && !this.#stopped);
+    })();
+    try {
+      await this.#reloading;
+    } finally {
+      this.#reloading = undefined;
+    }
+  }
+
+  async #reloadOnce(): Promise<void> {
+    const paths = await listManifestFiles(this.#options.directory);
+    const next = new Map<string, LoadedFile>();
+    for (const path of paths) {
+      let signature: string;
+      try {
+        const info = await stat(path);
+        signature = `${info.size}:${info.mtimeMs}:${info.ino}`;
+      } catch {
+        continue; // removed while we listed
+      }
+      const previous = this.#files.get(path);
+      if (previous?.signature === signature) {
+        next.set(path, previous);
+        continue;
+      }
+      const parsed = await this.#parseFile(path);
+      if (parsed) {
+        next.set(path, { signature, objects: parsed });
+        if (previous) this.#options.log.info({ file: this.#relative(path), objects: parsed.size }, "manifest file reloaded");
+      } else if (previous) {
+        // Refused: keep what the file held before, but remember the signature so the same broken content is reported once.
+        next.set(path, { signature, objects: previous.objects });
+      } else {
+        next.set(path, { signature, objects: new Map() });
+      }
+    }
+    this.#files = next;
+
+    const catalog = new Map<string, CatalogObject>();
+    const origin = new Map<string, string>();
+    for (const [path, file] of next) {
+      for (const [key, object] of file.objects) {
+        const first = origin.get(key);
+        if (first) {
+          this.#reject({
+            file: this.#relative(path),
+            object: describeObject(object.kind, `${object.namespace}/${object.name}`),
+            message: `is also defined in ${this.#relative(first)}; the first definition is used`,
+          });
+          continue;
+        }
+        origin.set(key, path);
+        catalog.set(key, object);
+      }
+    }
+    const changes = diffCatalog(this.#catalog, catalog);
+    this.#catalog = catalog;
+    if (changes.length > 0) this.#options.log.info({ changes: changes.length, objects: catalog.size }, "manifest catalog changed");
+    this.#listeners.emitChanges(changes);
+  }
+
+  /** The file's objects, or undefined when the file is refused (every problem reported). */
+  async #parseFile(path: string): Promise<Map<string, CatalogObject> | undefined> {
+    const file = this.#relative(path);
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (error) {
+      this.#reject({ file, message: `cannot read: ${(error as Error).message}` });
+      return undefined;
+    }
+    const documents = parseAllDocuments(text, { prettyErrors: true });
+    const objects = new Map<string, CatalogObject>();
+    let refused = false;
+    const list = Array.isArray(documents) ? documents : [documents];
+    for (const [index, document] of list.entries()) {
+      if (document.errors.length > 0) {
+        const error = document.errors[0];
+        const line = error.linePos?.[0];
+        this.#reject({ file, object: `document ${index + 1}`, message: `not valid YAML/JSON${line ? ` at line ${line.line}, column ${line.col}` : ""}: ${error.message.split("\n")[0]}` });
+        refused = true;
+        continue;
+      }
+      const raw = document.toJS() as unknown;
+      if (raw === null || raw === undefined) continue;
+      const items = isList(raw) ? raw.items : [raw];
+      for (const [itemIndex, item] of items.entries()) {
+        const where = isList(raw) ? `document ${index + 1}, item ${itemIndex}` : `document ${index + 1}`;
+        const result = normalizeObject(item);
+        if (result.status === "ignored") continue;
+        if (result.status === "invalid") {
+          refused = true;
+          for (const problem of result.problems) {
+            this.#reject({
+              file,
+              object: result.kind ? describeObject(result.kind, result.name) : where,
+              field: problem.field,
+              message: problem.field ? `${problem.field} ${problem.message}` : problem.message,
+            });
+          }
+          continue;
+        }
+        const key = catalogKey(result.object);
+        if (objects.has(key)) {
+          refused = true;
+          this.#reject({ file, object: describeObject(result.object.kind, `${result.object.namespace}/${result.object.name}`), message: "is defined twice in this file" });
+          continue;
+        }
+        objects.set(key, result.object);
+      }
+    }
+    if (refused) {
+      this.#options.log.warn({ file }, "manifest file refused; the objects it held before stay in the catalog");
+      return undefined;
+    }
+    return objects;
+  }
+
+  #reject(rejection: Omit<CatalogRejection, "source">): void {
+    const full = { source: this.name, ...rejection };
+    this.#options.log.warn(full, `rejected: ${formatRejection(full)}`);
+    this.#listeners.emitRejection(full);
+  }
+
+  #relative(path: string): string {
+    return relative(this.#options.directory, path) || path;
+  }
+}
+
+/** "web.yaml: Service shop/web: spec.ports[0].port must be 1 to 65535" */
+export function formatRejection(rejection: CatalogRejection): string {
+  return [rejection.file, rejection.object, rejection.message].filter(Boolean).join(": ");
+}
+
+function isList(raw: unknown): raw is { items: unknown[] } {
+  return typeof raw === "object" && raw !== null && (raw as { kind?: unknown }).kind === "List" && Array.isArray((raw as { items?: unknown }).items);
+}
+
+async function listManifestFiles(directory: string): Promise<string[]> {
+  const entries = await readdir(directory, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile() && manifestPattern.test(entry.name) && !entry.name.startsWith("."))
+    .map((entry) => join(entry.parentPath, entry.name))
+    .sort();
+}

@@ -1,0 +1,201 @@
+/**
+ * The hub's catalog publisher: writes what a catalog source holds into KV
+ * `mesh-catalog` (hub domain), only while it holds the publisher lease. It
+ * follows the bucket itself, so it always knows what is there: taking over from
+ * another hub writes only the difference (nothing lost, nothing written twice),
+ * and a value equal to the stored one is never written again.
+ *
+ * ```ts
+ * const publisher = new CatalogPublisher({ connection, source, holder: "hub-1", bus, log });
+ * await publisher.start();
+ * publisher.leading;
+ * ```
+ */
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+import { encodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import type { Bus } from "../../bus/bus.ts";
+import { nowIso } from "../../bus/events.ts";
+import { buckets, leaseKeys } from "../../bus/subjects.ts";
+import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
+import type { Logger } from "../../lib/log.ts";
+import { KvLease, leaseBucketOptions } from "./lease.ts";
+import type { CatalogSource } from "./source.ts";
+import { formatRejection } from "./manifest-source.ts";
+
+export interface CatalogPublisherOptions {
+  /** A client connection to a hub server (its own JetStream domain is `hub`). */
+  connection: NatsConnection;
+  /** Absent: this hub only serves and follows the catalog, it never writes. */
+  source?: CatalogSource;
+  holder: string;
+  bus: Bus;
+  log: Logger;
+  /** @default 1 — 3 in a three-hub cluster so the catalog survives a hub. */
+  replicas?: number;
+  /** @default 6_000 — see KvLease. */
+  leaseTtlMs?: number;
+  /** @default 64 — puts in flight at once while writing a large catalog. */
+  concurrency?: number;
+}
+
+/** Opens (creating when missing) the catalog bucket in the hub domain. */
+export async function openCatalogBucket(connection: NatsConnection, replicas = 1): Promise<KV> {
+  return new Kvm(connection).create(buckets.catalog, { history: 1, replicas });
+}
+
+export class CatalogPublisher {
+  readonly #options: CatalogPublisherOptions;
+  /** key → JSON of what the bucket holds (as seen by our watch, plus our own acknowledged writes). */
+  readonly stored = new Map<string, { json: string; revision: number; object: CatalogObject }>();
+  #kv: KV | undefined;
+  #follower: BucketFollower | undefined;
+  #lease: KvLease | undefined;
+  #pending: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  #loaded!: Promise<void>;
+  readonly #unsubscribe: (() => void)[] = [];
+
+  constructor(options: CatalogPublisherOptions) {
+    this.#options = options;
+  }
+
+  get leading(): boolean {
+    return this.#lease?.leading ?? false;
+  }
+
+  get leaseHolder(): string | null {
+    return this.#lease?.holderSeen ?? null;
+  }
+
+  get kv(): KV | undefined {
+    return this.#kv;
+  }
+
+  /** Called with each change of the stored catalog (key, revision, object or undefined when deleted). */
+  onStoredChange?: (key: string, revision: number, object: CatalogObject | undefined) => void;
+
+  async start(): Promise<void> {
+    const { connection, log } = this.#options;
+    this.#kv = await openCatalogBucket(connection, this.#options.replicas ?? 1);
+    let resolveLoaded!: () => void;
+    this.#loaded = new Promise((resolve) => (resolveLoaded = resolve));
+    this.#follower = followBucket({
+      kv: this.#kv,
+      log,
+      onLoaded: resolveLoaded,
+      onEntry: (entry) => {
+        if (entry.operation === "PUT") {
+          const json = entry.string();
+          try {
+            const object = JSON.parse(json) as CatalogObject;
+            this.stored.set(entry.key, { json, revision: entry.revision, object });
+            this.onStoredChange?.(entry.key, entry.revision, object);
+          } catch (error) {
+            log.warn({ err: error, key: entry.key }, "catalog bucket holds a value that is not JSON; it will be overwritten");
+          }
+        } else {
+          this.stored.delete(entry.key);
+          this.onStoredChange?.(entry.key, entry.revision, undefined);
+        }
+      },
+    });
+    await this.#loaded;
+
+    const source = this.#options.source;
+    if (!source) return;
+    this.#unsubscribe.push(
+      source.onChange(() => this.#schedule()),
+      source.onReject((rejection) =>
+        this.#options.bus.publish("publisher", "rejected", {
+          at: nowIso(),
+          source: rejection.source,
+          file: rejection.file,
+          object: rejection.object,
+          error: formatRejection(rejection),
+        }),
+      ),
+    );
+    const leaseKv = await new Kvm(connection).create(buckets.leases, leaseBucketOptions(this.#options.leaseTtlMs, this.#options.replicas ?? 1));
+    this.#lease = new KvLease({ kv: leaseKv, key: leaseKeys.catalogPublisher, holder: this.#options.holder, ttlMs: this.#options.leaseTtlMs, log });
+    this.#lease.onChange((leading) => {
+      this.#options.bus.publish("publisher", "lease", { at: nowIso(), holder: leading ? this.#options.holder : this.#lease!.holderSeen, held: leading });
+      if (leading) this.#schedule();
+    });
+    await source.start();
+    this.#lease.start();
+  }
+
+  /** Runs a reconcile now (coalescing with one in progress) and waits for it. */
+  async #schedule(): Promise<void> {
+    if (this.#pending) {
+      this.#again = true;
+      return this.#pending;
+    }
+    this.#pending = (async () => {
+      do {
+        this.#again = false;
+        try {
+          await this.#reconcile();
+        } catch (error) {
+          this.#options.log.error({ err: error }, "writing the catalog failed; retrying at the next change or lease renewal");
+          setTimeout(() => void this.#schedule(), 1_000).unref();
+        }
+      } while (this.#again && !this.#stopped);
+    })();
+    try {
+      await this.#pending;
+    } finally {
+      this.#pending = undefined;
+    }
+  }
+
+  async #reconcile(): Promise<void> {
+    const source = this.#options.source;
+    // An unsynced source would look empty: writing it would delete the whole catalog.
+    if (!source?.synced || !this.leading || !this.#kv) return;
+    const desired = source.snapshot();
+    const puts: [string, CatalogObject, string][] = [];
+    const deletes: string[] = [];
+    for (const [key, object] of desired) {
+      const json = JSON.stringify(object);
+      if (this.stored.get(key)?.json !== json) puts.push([key, object, json]);
+    }
+    for (const key of this.stored.keys()) if (!desired.has(key)) deletes.push(key);
+    if (puts.length === 0 && deletes.length === 0) return;
+
+    const kv = this.#kv;
+    const work: (() => Promise<void>)[] = [
+      ...puts.map(([key, object, json]) => async () => {
+        const revision = await kv.put(key, encodeCatalogObject(object));
+        const seen = this.stored.get(key);
+        if (!seen || seen.revision < revision) this.stored.set(key, { json, revision, object });
+      }),
+      ...deletes.map((key) => async () => {
+        await kv.delete(key);
+        this.stored.delete(key);
+      }),
+    ];
+    let next = 0;
+    const worker = async () => {
+      while (next < work.length) {
+        // Fencing: a publisher that lost the lease stops in the middle of a batch.
+        if (!this.leading) return;
+        await work[next++]();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#options.concurrency ?? 64, work.length) }, worker));
+    this.#options.log.info({ puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name }, "catalog written");
+    this.#options.bus.publish("publisher", "publish", { at: nowIso(), puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
+    await this.#pending;
+    await this.#lease?.stop();
+    await this.#options.source?.stop();
+    await this.#follower?.stop();
+  }
+}
