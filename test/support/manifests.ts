@@ -1,0 +1,50 @@
+/** Manifest files for tests: real Kubernetes YAML, as a user would write it. */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "yaml";
+
+export interface SampleServiceOptions {
+  namespace?: string;
+  name: string;
+  clusterIP: string;
+  port?: number;
+  endpoints?: { ip: string; node: string; ready?: boolean }[];
+}
+
+/** A Service and its EndpointSlice as raw Kubernetes objects. */
+export function sampleService(options: SampleServiceOptions): object[] {
+  const namespace = options.namespace ?? "demo";
+  const port = options.port ?? 80;
+  return [
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: options.name, namespace, labels: { app: options.name } },
+      spec: { clusterIP: options.clusterIP, ports: [{ name: "http", port, targetPort: 8080, protocol: "TCP" }] },
+    },
+    {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: `${options.name}-abc`, namespace, labels: { "kubernetes.io/service-name": options.name } },
+      addressType: "IPv4",
+      endpoints: (options.endpoints ?? [{ ip: "198.18.10.1", node: "edge-a" }]).map((endpoint) => ({
+        addresses: [endpoint.ip],
+        nodeName: endpoint.node,
+        conditions: { ready: endpoint.ready ?? true },
+      })),
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    },
+  ];
+}
+
+export function writeManifest(directory: string, file: string, objects: object[]): void {
+  mkdirSync(directory, { recursive: true });
+  writeFileSync(join(directory, file), objects.map((object) => stringify(object)).join("---\n"));
+}
+
+/** `count` services named svc-0..svc-N in one file, cluster IPs from 198.19.0.0/16. */
+export function manyServices(count: number, prefix = "svc"): object[] {
+  return Array.from({ length: count }, (_, index) =>
+    sampleService({ name: `${prefix}-${index}`, clusterIP: `198.19.${Math.floor(index / 250)}.${(index % 250) + 1}`, endpoints: [{ ip: `198.18.${Math.floor(index / 250) + 100}.${(index % 250) + 1}`, node: `edge-${index % 3}` }] }),
+  ).flat();
+}

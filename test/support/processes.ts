@@ -1,0 +1,223 @@
+/**
+ * Real leafmesh processes for end-to-end tests: `leafmesh hub` and `leafmesh
+ * agent` started as the user would (bin/leafmesh.js under Node 24), on free
+ * loopback ports, with their logs kept for assertions and failure reports.
+ *
+ * ```ts
+ * const hub = await startHubProcess({ name: "hub-1", manifests });
+ * const agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl] });
+ * const view = await agent.view();
+ * await agent.stop();
+ * ```
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { fetchNodeView } from "../../cli/status.ts";
+import { eventually, freePort } from "./ports.ts";
+
+const root = resolve(import.meta.dirname, "../..");
+export const nodeBinary = join(root, "node_modules/.bin/node");
+export const cliPath = join(root, "bin/leafmesh.js");
+
+export interface LeafmeshProcess {
+  readonly name: string;
+  readonly clientUrl: string;
+  readonly dataDir: string;
+  readonly child: ChildProcess;
+  /** Everything the process printed so far (stdout + stderr). */
+  output(): string;
+  connection(): Promise<NatsConnection>;
+  view(): ReturnType<typeof fetchNodeView>;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL (a crash) and wait for exit. */
+  kill(): Promise<void>;
+}
+
+const started: LeafmeshProcess[] = [];
+const dataDirs: string[] = [];
+
+/** Stops every process started by this module and removes their data; call in afterAll. */
+export async function stopAllProcesses(): Promise<void> {
+  await Promise.all(started.splice(0).map((process) => process.stop().catch(() => undefined)));
+  for (const dir of dataDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+export function tempDir(prefix = "leafmesh-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dataDirs.push(dir);
+  return dir;
+}
+
+function launch(name: string, args: string[], clientUrl: string, dataDir: string, env: NodeJS.ProcessEnv = {}): LeafmeshProcess {
+  const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
+  const connections: NatsConnection[] = [];
+  const handle: LeafmeshProcess = {
+    name,
+    clientUrl,
+    dataDir,
+    child,
+    output: () => output,
+    async connection() {
+      const connection = await connect({ servers: clientUrl, reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      connections.push(connection);
+      return connection;
+    },
+    async view() {
+      const connection = await connect({ servers: clientUrl, reconnect: false, timeout: 2_000 });
+      try {
+        return await fetchNodeView(connection, 2_000);
+      } finally {
+        await connection.close();
+      }
+    },
+    async stop() {
+      await Promise.all(connections.splice(0).map((connection) => connection.close().catch(() => undefined)));
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+  started.push(handle);
+  return handle;
+}
+
+async function waitReady(process: LeafmeshProcess, timeoutMs = 30_000): Promise<void> {
+  await eventually(
+    async () => {
+      if (process.child.exitCode !== null) throw new Error(`${process.name} exited with ${process.child.exitCode}:\n${process.output().slice(-3000)}`);
+      await process.view();
+      return true;
+    },
+    timeoutMs,
+    `${process.name} to answer status`,
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}\n--- ${process.name} output ---\n${process.output().slice(-4000)}`, { cause: error });
+  });
+}
+
+export interface HubProcess extends LeafmeshProcess {
+  readonly leafUrl: string;
+  readonly routeUrl: string;
+  readonly monitorPort: number;
+  /** Starts the same hub again (same ports and data) after stop() or kill(). */
+  restart(): Promise<HubProcess>;
+}
+
+export interface HubProcessOptions {
+  name: string;
+  manifests?: string;
+  kubeconfig?: string;
+  /** Route URLs of the whole cluster; with `clusterPort`. */
+  routes?: string[];
+  clusterPort?: number;
+  ports?: { client: number; leaf: number; monitor: number };
+  dataDir?: string;
+  leaseTtlMs?: number;
+  extraArgs?: string[];
+  waitReady?: boolean;
+}
+
+export async function hubPorts(): Promise<{ client: number; leaf: number; monitor: number; cluster: number }> {
+  return { client: await freePort(), leaf: await freePort(), monitor: await freePort(), cluster: await freePort() };
+}
+
+export async function startHubProcess(options: HubProcessOptions): Promise<HubProcess> {
+  const ports = options.ports ?? (await hubPorts());
+  const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.name}-`);
+  const args = [
+    "hub",
+    "--name", options.name,
+    "--data", dataDir,
+    "--listen", `127.0.0.1:${ports.client}`,
+    "--leaf-listen", `127.0.0.1:${ports.leaf}`,
+    "--monitor-listen", `127.0.0.1:${ports.monitor}`,
+    ...(options.manifests ? ["--manifests", options.manifests] : []),
+    ...(options.kubeconfig ? ["--kubeconfig", options.kubeconfig] : []),
+    ...(options.routes ? ["--routes", options.routes.join(","), "--cluster-listen", `127.0.0.1:${options.clusterPort}`] : []),
+    ...(options.leaseTtlMs ? ["--lease-ttl", String(options.leaseTtlMs)] : []),
+    ...(options.extraArgs ?? []),
+  ];
+  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir);
+  const hub: HubProcess = {
+    ...base,
+    leafUrl: `nats://127.0.0.1:${ports.leaf}`,
+    routeUrl: `nats-route://127.0.0.1:${options.clusterPort ?? 0}`,
+    monitorPort: ports.monitor,
+    restart: () => startHubProcess({ ...options, ports, dataDir }),
+  };
+  if (options.waitReady !== false) await waitReady(hub, 45_000);
+  return hub;
+}
+
+/** Three hubs in one cluster; `sources` says which of them get the manifest directory. */
+export async function startHubCluster(options: { names: string[]; manifests?: string; sources?: string[]; leaseTtlMs?: number }): Promise<HubProcess[]> {
+  const ports = await Promise.all(options.names.map(() => hubPorts()));
+  const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
+  // Cluster members must start together: JetStream waits for a quorum before it answers.
+  const hubs = await Promise.all(
+    options.names.map((name, index) =>
+      startHubProcess({
+        name,
+        ports: ports[index],
+        clusterPort: ports[index].cluster,
+        routes,
+        manifests: !options.sources || options.sources.includes(name) ? options.manifests : undefined,
+        leaseTtlMs: options.leaseTtlMs,
+      }),
+    ),
+  );
+  return hubs;
+}
+
+export interface AgentProcess extends LeafmeshProcess {
+  restart(): Promise<AgentProcess>;
+}
+
+export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number }; extraArgs?: string[] }): Promise<AgentProcess> {
+  const ports = options.ports ?? { client: await freePort(), monitor: await freePort() };
+  const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
+  const base = launch(
+    options.node,
+    [
+      "agent",
+      "--node", options.node,
+      "--hub", options.hubs.join(","),
+      "--data", dataDir,
+      "--nats-listen", `127.0.0.1:${ports.client}`,
+      "--monitor-listen", `127.0.0.1:${ports.monitor}`,
+      ...(options.extraArgs ?? []),
+    ],
+    `nats://127.0.0.1:${ports.client}`,
+    dataDir,
+  );
+  const agent: AgentProcess = { ...base, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
+  await waitReady(agent);
+  return agent;
+}
+
+/** Runs `leafmesh ARGS` to completion; returns exit code and output. */
+export async function runCli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((resolveExit) => child.once("exit", (exitCode) => resolveExit(exitCode)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
