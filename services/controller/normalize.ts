@@ -142,7 +142,18 @@ export function fieldPath(path: readonly PropertyKey[]): string {
 }
 
 function zodProblems(error: z.ZodError): FieldProblem[] {
-  return error.issues.map((issue) => ({ field: fieldPath(issue.path), message: issue.message }));
+  return error.issues.map((issue) => ({ field: fieldPath(issue.path), message: friendlyMessage(issue) }));
+}
+
+/** zod's generic wording ("Invalid input: expected string, received undefined") in a manifest author's terms. */
+function friendlyMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === "invalid_type") {
+    const received = (issue as { input?: unknown }).input;
+    if (received === undefined) return "is required";
+    return `must be ${issue.expected === "array" ? "a list" : issue.expected === "object" ? "a mapping" : `a ${issue.expected}`} (got ${Array.isArray(received) ? "a list" : typeof received})`;
+  }
+  if (issue.code === "unrecognized_keys") return `has unknown fields ${issue.keys.join(", ")}`;
+  return issue.message;
 }
 
 function describeRaw(raw: unknown): { kind: string; name: string } {
@@ -163,15 +174,15 @@ export function normalizeObject(raw: unknown): NormalizeResult {
   const problems: FieldProblem[] = [];
   let object: CatalogObject | undefined;
   if (kind === "Service") {
-    const parsed = rawService.safeParse(raw);
+    const parsed = rawService.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
     else object = normalizeService(parsed.data, problems);
   } else if (kind === "EndpointSlice") {
-    const parsed = rawEndpointSlice.safeParse(raw);
+    const parsed = rawEndpointSlice.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
     else object = normalizeEndpointSlice(parsed.data, problems);
   } else if (kind === "DestinationRule") {
-    const parsed = rawDestinationRule.safeParse(raw);
+    const parsed = rawDestinationRule.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
     else object = normalizeDestinationRule(parsed.data, problems);
   } else {

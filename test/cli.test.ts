@@ -1,0 +1,65 @@
+/** The CLI as a user meets it: help that is true, clear errors and exit codes. */
+import { afterAll, describe, expect, it } from "vitest";
+import { commands } from "../cli/main.ts";
+import { freePort } from "./support/ports.ts";
+import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
+
+afterAll(stopAllProcesses);
+
+describe("leafmesh CLI", () => {
+  it("lists every command in --help, and each command's --help lists the flags it accepts", async () => {
+    const top = await runCli(["--help"]);
+    expect(top.code).toBe(0);
+    for (const command of commands) {
+      expect(top.stdout).toContain(`  ${command.name}`);
+      const help = await runCli([command.name, "--help"]);
+      expect(help.code, help.stderr).toBe(0);
+      expect(help.stdout).toContain(`Usage: leafmesh ${command.name}`);
+      // Every flag in the help parses (the help cannot advertise a flag that is refused).
+      const flags = [...help.stdout.matchAll(/^\s+(?:-\w, )?(--[a-z-]+)/gm)].map((match) => match[1]).filter((flag) => flag !== "--help");
+      expect(flags.length).toBeGreaterThan(0);
+      for (const flag of flags) {
+        const probe = await runCli([command.name, flag, ...(help.stdout.includes(`${flag} `) && !/^\s+--\S+\s{2}/m.test(flag) ? ["x"] : []), "--help"]);
+        expect(probe.stderr).not.toMatch(/Unknown option/);
+      }
+    }
+  });
+
+  it("refuses an unknown command, an unknown flag and a missing required flag with exit code 2 and no stack trace", async () => {
+    const unknown = await runCli(["hubb"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'hubb'");
+    const badFlag = await runCli(["agent", "--nod", "edge-a"]);
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toContain("Unknown option '--nod'");
+    expect(badFlag.stderr).toContain("See 'leafmesh agent --help'");
+    const missing = await runCli(["agent", "--node", "edge-a", "--data", tempDir()]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("--hub is required");
+    for (const result of [unknown, badFlag, missing]) expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("explains bad values: a node name, an address, a manifest directory", async () => {
+    const badName = await runCli(["agent", "--node", "Edge_A", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()]);
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain("node name 'Edge_A' is not valid");
+    const badAddress = await runCli(["agent", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "localhost"]);
+    expect(badAddress.code).toBe(2);
+    expect(badAddress.stderr).toContain("--nats-listen: 'localhost' is not host:port");
+    const badUrl = await runCli(["agent", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
+    expect(badUrl.code).toBe(2);
+    expect(badUrl.stderr).toMatch(/upstream: 'nats-leaf:\/\/hub-1:74x22' is not a URL/);
+    const badDir = await runCli(["hub", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
+    expect(badDir.code).toBe(2);
+    expect(badDir.stderr).toContain("--manifests: cannot read directory /nonexistent/dir");
+  });
+
+  it("says which address it could not reach, with a non-zero exit", async () => {
+    const port = await freePort();
+    const result = await runCli(["status", "--nats", `nats://127.0.0.1:${port}`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot connect to NATS at nats://127.0.0.1:${port}`);
+    expect(result.stderr).toContain("Is the leafmesh hub or agent running there");
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+});
