@@ -6,8 +6,9 @@ import { agentCommand } from "./agent.ts";
 import { hubCommand } from "./hub.ts";
 import { statusCommand } from "./status.ts";
 import { subCommand } from "./sub.ts";
+import { siteCommand } from "./site.ts";
 
-export const commands: Command[] = [hubCommand, agentCommand, statusCommand, subCommand];
+export const commands: Command[] = [hubCommand, siteCommand, agentCommand, statusCommand, subCommand];
 
 export function mainHelp(): string {
   const width = Math.max(...commands.map((command) => command.name.length)) + 2;

@@ -22,7 +22,7 @@ import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
-import { renderLeafConfig, toLeafUrl, type HostPort } from "../nats-config/render.ts";
+import { renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -52,7 +52,15 @@ export interface AgentConfig {
   monitor: HostPort;
   /** @default "hub" */
   upstreamDomain?: string;
+  /** JetStream domain of this server. @default the node name (a site cluster's servers share the site's name) */
+  domain?: string;
   actors?: ActorFactory[];
+  /** A site server: the role name in status, the leafnode address its agents attach to, its cluster. */
+  role?: "agent" | "site";
+  leaf?: HostPort;
+  cluster?: ClusterOptions;
+  /** JetStream replicas of the catalog mirror. @default 1, or 3 in a site cluster */
+  replicas?: number;
   security?: string;
   remoteSecurity?: string;
   log: Logger;
@@ -69,7 +77,8 @@ export interface AgentRuntime {
 }
 
 export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
-  checkNodeName(config.node);
+  checkNodeName(config.node, config.role === "site" ? "site server name" : "node name");
+  if (config.domain) checkNodeName(config.domain, "site name");
   const log = config.log.child({ node: config.node });
   const upstreams = config.upstreams.map(toLeafUrl);
   const server = new NatsServerSupervisor({
@@ -79,11 +88,13 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     log: log.child({ actor: "fabric" }),
     configText: renderLeafConfig({
       serverName: config.node,
-      domain: config.node,
+      domain: config.domain ?? config.node,
       storeDir: join(config.dataDir, "jetstream"),
       client: config.client,
       monitor: config.monitor,
       upstreams,
+      leaf: config.leaf,
+      cluster: config.cluster,
       security: config.security,
       remoteSecurity: config.remoteSecurity,
     }),
@@ -96,7 +107,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 
   // The controller subscribes to link events before the monitor publishes the first one.
-  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain });
+  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1) });
   const fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: config.monitor, upstreams });
   fabric.start();
 
@@ -114,14 +125,14 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   const status = (): NodeStatus =>
     buildStatus({
       node: config.node,
-      role: "agent",
+      role: config.role ?? "agent",
       links: fabric.links,
       actors: links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
       catalogObjects: controller.index.size,
       extra: Object.fromEntries(started.filter((actor) => actor.detail).map((actor) => [actor.name, actor.detail!()])),
     });
   const stopStatus = bus.serve("status", () => status());
-  log.info({ node: config.node }, "agent ready");
+  log.info({ node: config.node }, `${config.role ?? "agent"} ready`);
 
   return {
     connection,

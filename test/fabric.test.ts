@@ -66,9 +66,9 @@ describe("fabric: hub and agents", () => {
     const links: { up: boolean }[] = [];
     const syncs: { online: boolean }[] = [];
     const catalogEvents: string[] = [];
-    connection.subscribe("mesh.edge-a.fabric.link", { callback: (_e, message) => links.push(message.json()) });
-    connection.subscribe("mesh.edge-a.controller.sync", { callback: (_e, message) => syncs.push(message.json()) });
-    connection.subscribe("mesh.edge-a.controller.catalog", { callback: (_e, message) => catalogEvents.push(message.json<{ key: string }>().key) });
+    connection.subscribe("mesh.edge-a.fabric.link", { callback: (_e, message) => void links.push(message.json()) });
+    connection.subscribe("mesh.edge-a.controller.sync", { callback: (_e, message) => void syncs.push(message.json()) });
+    connection.subscribe("mesh.edge-a.controller.catalog", { callback: (_e, message) => void catalogEvents.push(message.json<{ key: string }>().key) });
     await connection.flush();
 
     await hub.stop();

@@ -31,6 +31,8 @@ export interface ControllerOptions {
   log: Logger;
   /** @default "hub" — the domain whose catalog this node mirrors (a site's name when the node sits under a site). */
   upstreamDomain?: string;
+  /** JetStream replicas of the mirror: 3 on a three-server site. @default 1 */
+  replicas?: number;
 }
 
 const controllerMachine = setup({
@@ -73,9 +75,9 @@ export interface Controller {
 }
 
 /** Creates (or opens) the node's mirror of the catalog. */
-export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain): Promise<KV> {
+export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain, replicas = 1): Promise<KV> {
   try {
-    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, domain: upstreamDomain } });
+    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, domain: upstreamDomain }, replicas });
   } catch (cause) {
     throw new LeafmeshError(
       "NATS_SERVER_FAILED",
@@ -92,7 +94,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const revisions = new Map<string, number>();
   let sortedKeys: string[] | undefined;
 
-  const kv = await openCatalogMirror(bus, options.upstreamDomain);
+  const kv = await openCatalogMirror(bus, options.upstreamDomain, options.replicas);
   actor.send({ type: "OPENED" });
 
   const publishSync = () =>

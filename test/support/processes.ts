@@ -221,3 +221,39 @@ export async function runCli(args: string[], timeoutMs = 30_000): Promise<{ code
   clearTimeout(timer);
   return { code, stdout, stderr };
 }
+
+export interface SiteProcess extends LeafmeshProcess {
+  readonly leafUrl: string;
+  restart(): Promise<SiteProcess>;
+}
+
+/** The servers of one site (one to three), attached to `upstreams` (hub leaf URLs), started together. */
+export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[] }): Promise<SiteProcess[]> {
+  const ports = await Promise.all(options.servers.map(async () => ({ ...(await hubPorts()) })));
+  const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
+  const dataDirs = options.servers.map((server) => tempDir(`leafmesh-${server}-`));
+  const startOne = async (index: number): Promise<SiteProcess> => {
+    const server = options.servers[index];
+    const port = ports[index];
+    const base = launch(
+      server,
+      [
+        "site",
+        "--name", options.site,
+        "--server", server,
+        "--data", dataDirs[index],
+        "--upstream", options.upstreams.join(","),
+        "--listen", `127.0.0.1:${port.client}`,
+        "--leaf-listen", `127.0.0.1:${port.leaf}`,
+        "--monitor-listen", `127.0.0.1:${port.monitor}`,
+        ...(options.servers.length > 1 ? ["--routes", routes.join(","), "--cluster-listen", `127.0.0.1:${port.cluster}`] : []),
+      ],
+      `nats://127.0.0.1:${port.client}`,
+      dataDirs[index],
+    );
+    const site: SiteProcess = { ...base, leafUrl: `nats://127.0.0.1:${port.leaf}`, restart: () => startOne(index) };
+    await waitReady(site, 60_000);
+    return site;
+  };
+  return Promise.all(options.servers.map((_server, index) => startOne(index)));
+}
