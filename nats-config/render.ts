@@ -165,6 +165,8 @@ export function renderLeafConfig(options: LeafServerOptions): string {
     `  remotes: [`,
     `    {`,
     `      urls: ${list(options.upstreams)}`,
+    // The caller orders upstreams nearest first (nearest.ts); keep that order on connect and failover.
+    `      dont_randomize: true`,
     ...(options.remoteSecurity ? [options.remoteSecurity.replace(/^/gm, "      ")] : []),
     `    }`,
     `  ]`,

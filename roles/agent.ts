@@ -22,6 +22,7 @@ import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
+import { orderByRtt } from "../nats-config/nearest.ts";
 import { renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
@@ -80,7 +81,10 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   checkNodeName(config.node, config.role === "site" ? "site server name" : "node name");
   if (config.domain) checkNodeName(config.domain, "site name");
   const log = config.log.child({ node: config.node });
-  const upstreams = config.upstreams.map(toLeafUrl);
+  // Nearest upstream first: the leaf attaches to it and fails over down the list.
+  const measured = await orderByRtt(config.upstreams.map(toLeafUrl));
+  const upstreams = measured.map((upstream) => upstream.url);
+  log.info({ upstreams: measured }, "upstreams ordered by round-trip time");
   const server = new NatsServerSupervisor({
     name: config.node,
     dataDir: config.dataDir,
