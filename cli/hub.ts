@@ -26,7 +26,7 @@ given each other's --routes form one JetStream cluster.`,
     monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "nats-server HTTP monitoring address (health, links)" },
     routes: { type: "string", value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" },
     clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
-    clusterName: { type: "string", default: "leafmesh", value: "NAME", description: "cluster name, the same on every hub of one cluster" },
+    clusterName: { type: "string", value: "NAME", description: "cluster name, the same on every hub of one cluster (default: the gateway name, else leafmesh)" },
     gatewayName: { type: "string", value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" },
     gatewayListen: { type: "string", default: "0.0.0.0:7222", value: "H:P", description: "gateway address (used with --gateway-name)" },
     gateways: { type: "string", value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" },
@@ -54,6 +54,13 @@ given each other's --routes form one JetStream cluster.`,
         if (!name || !urls) throw new LeafmeshError("CONFIG_INVALID", `--gateways: '${part}' is not name=url[,url…]`);
         return { name: name.trim(), urls: splitList(urls) };
       });
+    const clusterName = options.clusterName ?? options.gatewayName ?? "leafmesh";
+    if (options.gatewayName && clusterName !== options.gatewayName) {
+      throw new LeafmeshError("CONFIG_INVALID", `--cluster-name '${clusterName}' must equal --gateway-name '${options.gatewayName}': nats-server names a region's gateway after its cluster`);
+    }
+    if (options.gatewayName && !options.routes) {
+      throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
+    }
     const hub = await startHub({
       name: options.name,
       dataDir: resolve(options.data),
@@ -61,7 +68,7 @@ given each other's --routes form one JetStream cluster.`,
       leaf: parseHostPort(options.leafListen, "--leaf-listen"),
       monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
       cluster: options.routes
-        ? { name: options.clusterName, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) }
+        ? { name: clusterName, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) }
         : undefined,
       gateway: options.gatewayName
         ? { name: options.gatewayName, listen: parseHostPort(options.gatewayListen, "--gateway-listen"), gateways: gatewayList }

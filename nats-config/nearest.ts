@@ -48,6 +48,19 @@ export async function orderByRtt(urls: string[]): Promise<MeasuredUpstream[]> {
       return { url, index, rttMs: await measureTcpRtt(parsed.hostname.replace(/^\[|\]$/g, ""), Number(parsed.port)) };
     }),
   );
-  measured.sort((a, b) => (a.rttMs ?? Infinity) - (b.rttMs ?? Infinity) || a.index - b.index);
+  return orderMeasured(measured.map(({ url, rttMs }) => ({ url, rttMs })));
+}
+
+/** Pure: nearest first, unreachable last; see orderByRtt. */
+export function orderMeasured(upstreams: MeasuredUpstream[]): MeasuredUpstream[] {
+  const measured = upstreams.map((upstream, index) => ({ ...upstream, index }));
+  // Upstreams within 25% + 1 ms of the nearest count as equally near: among them the
+  // operator's order stands (jitter must not reshuffle a list that was ordered on purpose).
+  const best = Math.min(...measured.map((upstream) => upstream.rttMs ?? Infinity));
+  const near = (rtt: number | undefined) => rtt !== undefined && rtt <= best * 1.25 + 1;
+  measured.sort((a, b) => {
+    const rank = (upstream: typeof a) => (near(upstream.rttMs) ? 0 : upstream.rttMs === undefined ? 2 : 1);
+    return rank(a) - rank(b) || (rank(a) === 1 ? a.rttMs! - b.rttMs! : 0) || a.index - b.index;
+  });
   return measured.map(({ url, rttMs }) => ({ url, rttMs }));
 }
