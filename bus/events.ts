@@ -63,11 +63,34 @@ export const meshEvents = {
     bytes: z.number().optional(),
     reason: z.string().optional(),
   }),
+  /**
+   * traffic: the listener of every proxied service port, as a full set split in
+   * pages (10,000 services exceed one NATS message); a consumer applies a
+   * generation once it holds all its pages.
+   */
+  listeners: z.object({
+    at,
+    generation: z.number(),
+    page: z.number(),
+    pages: z.number(),
+    listeners: z.array(
+      z.object({
+        /** "namespace/name:portName/PROTOCOL" */
+        key: z.string(),
+        protocol: z.enum(["TCP", "UDP"]),
+        clusterIPs: z.array(z.string()),
+        port: z.number(),
+        listenerPort: z.number(),
+      }),
+    ),
+  }),
   /** proxier: rules synced. */
   rules: z.object({ at, backend: z.string(), services: z.number(), durationMs: z.number(), error: z.string().optional() }),
 } as const;
 
 export type MeshEventName = keyof typeof meshEvents;
+/** One proxied service port and the local port its traffic listener takes it on. */
+export type ListenerBinding = z.infer<typeof meshEvents.listeners>["listeners"][number];
 export type MeshEventPayload<E extends MeshEventName> = z.infer<(typeof meshEvents)[E]>;
 
 const encoder = new TextEncoder();
