@@ -7,8 +7,9 @@ import { hubCommand } from "./hub.ts";
 import { statusCommand } from "./status.ts";
 import { subCommand } from "./sub.ts";
 import { siteCommand } from "./site.ts";
+import { demoCommand } from "./demo.ts";
 
-export const commands: Command[] = [hubCommand, siteCommand, agentCommand, statusCommand, subCommand];
+export const commands: Command[] = [hubCommand, siteCommand, agentCommand, statusCommand, subCommand, demoCommand];
 
 export function mainHelp(): string {
   const width = Math.max(...commands.map((command) => command.name.length)) + 2;

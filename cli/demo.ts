@@ -1,0 +1,185 @@
+/**
+ * `leafmesh demo`: the whole mesh on one machine, no root: a hub and agents on
+ * loopback (each a real `leafmesh` process with its own nats-server), sample
+ * services whose backends are small HTTP servers "running on" different nodes,
+ * and a live view of the mesh's events until Ctrl-C.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { stringify } from "yaml";
+import { connectNats } from "../bus/connect.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import { defineCommand, parsePositiveInt } from "./command.ts";
+
+const cliPath = resolve(import.meta.dirname, "../bin/leafmesh.js");
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createNetServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/** A backend of a sample service: answers with the node it "runs on". */
+async function startBackend(service: string, node: string): Promise<{ server: Server; port: number }> {
+  const port = await freePort();
+  const server = createHttpServer((request, response) => {
+    response.setHeader("content-type", "text/plain");
+    response.end(`hello from ${service}, served by a backend on node ${node} (${request.method} ${request.url})\n`);
+  });
+  await new Promise<void>((resolveListen) => server.listen(port, "127.0.0.1", resolveListen));
+  return { server, port };
+}
+
+export function demoManifests(backends: { service: string; node: string; port: number }[], clusterIPs: Record<string, string>): string {
+  const documents: object[] = [];
+  for (const service of Object.keys(clusterIPs)) {
+    documents.push({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: service, namespace: "demo", labels: { app: service } },
+      spec: { clusterIP: clusterIPs[service], ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }] },
+    });
+  }
+  for (const backend of backends) {
+    documents.push({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: `${backend.service}-${backend.node}`, namespace: "demo", labels: { "kubernetes.io/service-name": backend.service } },
+      addressType: "IPv4",
+      endpoints: [{ addresses: ["127.0.0.1"], nodeName: backend.node, conditions: { ready: true } }],
+      ports: [{ name: "http", port: backend.port, protocol: "TCP" }],
+    });
+  }
+  return documents.map((document) => stringify(document)).join("---\n");
+}
+
+export const demoCommand = defineCommand({
+  name: "demo",
+  summary: "run a hub and agents on this machine with sample services, and show the mesh live (no root needed)",
+  description: `
+Starts, on loopback: a hub publishing sample manifests, N agents (edge-1 …), and
+small HTTP backends for the sample services, each on one node. Prints what to
+try (leafmesh status, leafmesh sub, and the agents' addresses), then shows
+catalog, link and path changes live until Ctrl-C, and stops everything.
+Stop the hub process (its pid is printed) to see the agents carry on from
+their mirrors; edit the manifest file it prints to see changes propagate.`,
+  options: {
+    agents: { type: "string", default: "2", value: "N", description: "number of agents (nodes) to start" },
+    data: { type: "string", value: "DIR", description: "where to keep the demo's data (default: a new directory under the system temp dir)" },
+    logLevel: { type: "string", default: "warn", value: "LEVEL", description: "log level of the hub and agents (their logs go to DIR/<name>.log)" },
+  },
+  async run(options, _positionals, io) {
+    const agentCount = parsePositiveInt(options.agents, "--agents");
+    if (agentCount > 9) throw new LeafmeshError("CONFIG_INVALID", "--agents: at most 9 on one machine");
+    const base = options.data ? resolve(options.data) : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));
+    mkdirSync(join(base, "manifests"), { recursive: true });
+    const say = (line: string) => io.stdout.write(`${line}\n`);
+    const nodes = Array.from({ length: agentCount }, (_, index) => `edge-${index + 1}`);
+
+    say(`leafmesh demo: data in ${base}`);
+    const backends = [
+      { service: "web", node: nodes[nodes.length - 1] },
+      { service: "api", node: nodes[0] },
+    ];
+    const started = await Promise.all(backends.map(async (backend) => ({ ...backend, ...(await startBackend(backend.service, backend.node)) })));
+    const manifestFile = join(base, "manifests", "demo.yaml");
+    writeFileSync(manifestFile, demoManifests(started, { web: "198.19.0.10", api: "198.19.0.11" }));
+
+    const children: { name: string; child: ChildProcess }[] = [];
+    const spawnLeafmesh = (name: string, args: string[]) => {
+      const log = join(base, `${name}.log`);
+      const child = spawn(process.execPath, [cliPath, ...args, "--log-level", options.logLevel], { stdio: ["ignore", "ignore", "pipe"] });
+      const chunks: Buffer[] = [];
+      child.stderr!.on("data", (chunk: Buffer) => {
+        chunks.push(chunk);
+        writeFileSync(log, Buffer.concat(chunks));
+      });
+      child.once("exit", (code, signal) => {
+        if (!io.signal.aborted) say(`! ${name} exited (${signal ?? `code ${code}`}); its log: ${log}`);
+      });
+      children.push({ name, child });
+      return child;
+    };
+
+    const hubPorts = { client: await freePort(), leaf: await freePort(), monitor: await freePort() };
+    const hub = spawnLeafmesh("hub-1", [
+      "hub", "--name", "hub-1", "--data", join(base, "hub-1"),
+      "--listen", `127.0.0.1:${hubPorts.client}`, "--leaf-listen", `127.0.0.1:${hubPorts.leaf}`, "--monitor-listen", `127.0.0.1:${hubPorts.monitor}`,
+      "--manifests", join(base, "manifests"),
+    ]);
+    const agentPorts: Record<string, { client: number; monitor: number }> = {};
+    for (const node of nodes) {
+      agentPorts[node] = { client: await freePort(), monitor: await freePort() };
+      spawnLeafmesh(node, [
+        "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
+        "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
+      ]);
+    }
+
+    const stopAll = async () => {
+      await Promise.all(
+        children.map(
+          ({ child }) =>
+            new Promise<void>((resolveExit) => {
+              if (child.exitCode !== null || child.signalCode !== null) return resolveExit();
+              child.once("exit", () => resolveExit());
+              child.kill("SIGTERM");
+            }),
+        ),
+      );
+      for (const backend of started) backend.server.close();
+    };
+
+    // Watch the mesh from the hub: the same view as `leafmesh sub`.
+    say("starting the hub and agents …");
+    let connection;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        connection = await connectNats({ servers: [`nats://127.0.0.1:${hubPorts.client}`], name: "leafmesh-demo", keepReconnecting: true });
+        break;
+      } catch (error) {
+        if (Date.now() > deadline || hub.exitCode !== null) {
+          await stopAll();
+          throw new LeafmeshError("NATS_SERVER_FAILED", `the demo hub did not start; see ${join(base, "hub-1.log")}`, { cause: error });
+        }
+        await new Promise((resolveWait) => setTimeout(resolveWait, 250));
+      }
+    }
+    say("");
+    say("The mesh is up. Try, in another terminal:");
+    say(`  npx leafmesh status --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
+    say(`  npx leafmesh status --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);
+    say(`  npx leafmesh sub --nats nats://127.0.0.1:${hubPorts.client}        # every mesh event, live`);
+    say(`  curl http://127.0.0.1:${started[0].port}/     # web's backend (on ${started[0].node}) directly`);
+    say(`  $EDITOR ${manifestFile}     # change the catalog: agents follow within a second`);
+    say(`  kill ${hub.pid}     # stop the hub: agents keep serving their catalog from their mirrors`);
+    say("");
+    say("Live events (catalog, links, paths); Ctrl-C stops everything:");
+    const decoder = new TextDecoder();
+    for (const subject of ["mesh.*.controller.sync", "mesh.*.fabric.link", "mesh.*.tunnel.path", "mesh.*.publisher.*", "mesh.*.controller.catalog"]) {
+      connection.subscribe(subject, {
+        callback: (_error, message) => {
+          const payload = JSON.parse(decoder.decode(message.data)) as Record<string, unknown>;
+          const { at: _at, object: _object, ...rest } = payload;
+          say(`  ${new Date().toISOString().slice(11, 19)} ${message.subject} ${JSON.stringify(rest)}`);
+        },
+      });
+    }
+    await new Promise<void>((resolveAbort) => io.signal.addEventListener("abort", () => resolveAbort(), { once: true }));
+    say("stopping …");
+    await connection.close();
+    await stopAll();
+    say("stopped.");
+    return 0;
+  },
+});
