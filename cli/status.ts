@@ -8,6 +8,28 @@ import { connectNats } from "../bus/connect.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
+import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
+
+/** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
+export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
+  const beats = new Map<string, FabricHeartbeat>();
+  const relays = new Map<string, FabricHeartbeat["relays"]>();
+  const subscription = connection.subscribe("mesh.*.*.heartbeat", {
+    callback: (_error, message) => {
+      const [, node, actor] = message.subject.split(".");
+      const payload = message.json<{ state: string; detail?: Record<string, unknown> }>();
+      if (actor === "fabric" && payload.detail?.role) beats.set(node, { node, state: payload.state, ...(payload.detail as Omit<FabricHeartbeat, "node" | "state">) });
+      if (actor === "tunnel" && Array.isArray(payload.detail?.relays)) relays.set(node, payload.detail.relays as FabricHeartbeat["relays"]);
+    },
+  });
+  await new Promise((resolve) => setTimeout(resolve, waitMs));
+  subscription.unsubscribe();
+  for (const [node, list] of relays) {
+    const beat = beats.get(node);
+    if (beat) beat.relays = list;
+  }
+  return [...beats.values()];
+}
 
 export interface ServiceRow {
   namespace: string;
@@ -107,10 +129,21 @@ its catalog.`,
   options: {
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
+    tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
+    wait: { type: "string", default: "6000", value: "MS", description: "with --tree: how long to gather heartbeats (each server sends one every 5 s)" },
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
   },
   async run(options, _positionals, io) {
     const connection = await connectNats({ servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
+    if (options.tree) {
+      try {
+        const beats = await gatherFabricHeartbeats(connection, Number(options.wait));
+        io.stdout.write(options.json ? `${JSON.stringify(beats, null, 2)}\n` : drawFabricTree(beats));
+        return 0;
+      } finally {
+        await connection.close();
+      }
+    }
     try {
       const view = await fetchNodeView(connection, Number(options.timeout));
       io.stdout.write(options.json ? `${JSON.stringify({ status: view.status, services: view.services }, null, 2)}\n` : formatNodeView(view));

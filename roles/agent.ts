@@ -116,7 +116,18 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   fabric.start();
 
   const links: ActorLink[] = [
-    linkActorToBus({ bus, actorName: "fabric", actor: server.actor, detail: () => ({ upstream: fabric.upstreamUp }) }),
+    linkActorToBus({
+      bus,
+      actorName: "fabric",
+      actor: server.actor,
+      // What `leafmesh status --tree` draws the fabric from.
+      detail: () => ({
+        role: config.role ?? "agent",
+        domain: config.domain ?? config.node,
+        upstream: fabric.links.find((link) => link.direction === "upstream")?.url ?? null,
+        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}` } : {}),
+      }),
+    }),
     linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
   ];
   const started: StartedActor[] = [];

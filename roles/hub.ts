@@ -92,7 +92,14 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
   await publisher.start();
 
-  const links: ActorLink[] = [linkActorToBus({ bus, actorName: "fabric", actor: server.actor })];
+  const links: ActorLink[] = [
+    linkActorToBus({
+      bus,
+      actorName: "fabric",
+      actor: server.actor,
+      detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
+    }),
+  ];
   const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage => {
     const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
     const keys = [...publisher.stored.keys()].filter((key) => key > after).sort().slice(0, Math.max(1, Math.min(limit, 2_000)));

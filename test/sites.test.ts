@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { runCli, startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 afterEach(stopAllProcesses);
 
@@ -25,6 +25,15 @@ describe("edge sites", () => {
     const siteView = await servers[0].view();
     expect(siteView.status.role).toBe("site");
     expect(siteView.status.links.some((link) => link.direction === "upstream")).toBe(true);
+
+    // The fabric tree, as an operator sees it from the hub.
+    const tree = await runCli(["status", "--tree", "--nats", hub.clientUrl, "--wait", "6000"]);
+    expect(tree.code, tree.stderr).toBe(0);
+    const lines = tree.stdout.split("\n");
+    expect(lines[0]).toBe("cloud");
+    expect(lines[1]).toBe("  hub hub-1");
+    expect(lines.filter((line) => line.startsWith("    site site-a server "))).toHaveLength(3);
+    for (const agent of agents) expect(lines).toContain(`      agent ${agent.name}`);
 
     const catalogEvents: string[] = [];
     const connection = await agents[0].connection();
