@@ -23,6 +23,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     natsListen: { type: "string", default: "127.0.0.1:4222", value: "H:P", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" },
     monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "the node nats-server's HTTP monitoring address" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
+    metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -36,6 +37,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       client: parseHostPort(options.natsListen, "--nats-listen"),
       monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
       upstreamDomain: options.upstreamDomain,
+      metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
       log,
     });
     return runUntilSignal(io, () => agent.stop());

@@ -34,6 +34,7 @@ given each other's --routes form one JetStream cluster.`,
     kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig" },
     replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
     leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
+    metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -76,6 +77,7 @@ given each other's --routes form one JetStream cluster.`,
       source,
       replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
       leaseTtlMs: parsePositiveInt(options.leaseTtl, "--lease-ttl"),
+      metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
       log,
     });
     return runUntilSignal(io, () => hub.stop());

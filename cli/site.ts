@@ -29,6 +29,7 @@ mirror is then replicated on all three). All servers of one site use the same --
     routes: { type: "string", value: "URL,…", description: "cluster routes of all servers of this site (enables clustering)" },
     clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
     replicas: { type: "string", value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" },
+    metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -46,6 +47,7 @@ mirror is then replicated on all three). All servers of one site use the same --
       cluster: options.routes ? { name: options.name, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) } : undefined,
       replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
       domain: options.name,
+      metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
       log,
     });
     return runUntilSignal(io, () => site.stop());

@@ -22,6 +22,8 @@ import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
+import { Gauge, type Registry } from "prom-client";
+import { MetricsServer } from "../lib/metrics.ts";
 import { orderByRtt } from "../nats-config/nearest.ts";
 import { renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
@@ -32,6 +34,8 @@ export interface AgentContext {
   bus: Bus;
   connection: NatsConnection;
   log: Logger;
+  /** Prometheus registry of this process: actors register their metrics here. */
+  registry: Registry;
 }
 
 /** A started actor as the agent sees it: its machine (for state events), status details, and how to stop it. */
@@ -62,6 +66,8 @@ export interface AgentConfig {
   cluster?: ClusterOptions;
   /** JetStream replicas of the catalog mirror. @default 1, or 3 in a site cluster */
   replicas?: number;
+  /** Where /metrics, /healthz and /readyz listen; undefined: not served. */
+  metrics?: HostPort;
   security?: string;
   remoteSecurity?: string;
   log: Logger;
@@ -73,6 +79,7 @@ export interface AgentRuntime {
   readonly server: NatsServerSupervisor;
   readonly controller: Controller;
   readonly fabric: FabricMonitor;
+  readonly metrics: MetricsServer;
   status(): NodeStatus;
   stop(): Promise<void>;
 }
@@ -130,9 +137,22 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     }),
     linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
   ];
+  const metrics = new MetricsServer({
+    listen: config.metrics ?? { host: "127.0.0.1", port: 0 },
+    log: log.child({ actor: "metrics" }),
+    labels: { node: config.node, role: config.role ?? "agent" },
+    health: () => ({
+      healthy: server.state === "ready" && !connection.isClosed(),
+      ready: controller.actor.getSnapshot().matches("serving"),
+      detail: { server: server.state, controller: stateOf(controller.actor.getSnapshot().value), upstream: fabric.upstreamUp },
+    }),
+  });
+  registerFabricMetrics(metrics.registry, { objects: () => controller.index.size, upstream: () => fabric.upstreamUp, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops });
+  if (config.metrics) await metrics.start();
+
   const started: StartedActor[] = [];
   for (const factory of config.actors ?? []) {
-    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }) });
+    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: metrics.registry });
     started.push(actor);
     links.push(linkActorToBus({ bus, actorName: actor.name, actor: actor.actor, detail: actor.detail }));
   }
@@ -155,9 +175,11 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     server,
     controller,
     fabric,
+    metrics,
     status,
     async stop() {
       stopStatus();
+      await metrics.stop();
       for (const actor of started.reverse()) await actor.stop().catch((error: unknown) => log.error({ err: error, actor: actor.name }, "actor failed to stop"));
       for (const link of links) link.stop();
       fabric.stop();
@@ -167,4 +189,34 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       await server.stop();
     },
   };
+}
+
+function stateOf(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+/** Gauges every leafmesh server process exposes, read when Prometheus scrapes. */
+export function registerFabricMetrics(
+  registry: Registry,
+  read: { objects: () => number; upstream?: () => boolean; restarts: () => number; drops: () => ReadonlyMap<string, number>; leading?: () => boolean },
+): void {
+  new Gauge({ name: "leafmesh_catalog_objects", help: "Catalog objects this process holds", registers: [registry], collect() { this.set(read.objects()); } });
+  if (read.upstream) {
+    const upstream = read.upstream;
+    new Gauge({ name: "leafmesh_upstream_connected", help: "1 while the leaf link to a hub or site is up", registers: [registry], collect() { this.set(upstream() ? 1 : 0); } });
+  }
+  if (read.leading) {
+    const leading = read.leading;
+    new Gauge({ name: "leafmesh_publisher_leading", help: "1 while this hub holds the catalog publisher lease", registers: [registry], collect() { this.set(leading() ? 1 : 0); } });
+  }
+  new Gauge({ name: "leafmesh_nats_server_restarts", help: "Times the supervised nats-server was restarted after exiting", registers: [registry], collect() { this.set(read.restarts()); } });
+  new Gauge({
+    name: "leafmesh_bus_dropped",
+    help: "Bus messages dropped, by reason",
+    labelNames: ["reason"],
+    registers: [registry],
+    collect() {
+      for (const [reason, count] of read.drops()) this.set({ reason }, count);
+    },
+  });
 }

@@ -20,6 +20,8 @@ import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
+import { MetricsServer } from "../lib/metrics.ts";
+import { registerFabricMetrics } from "./agent.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
@@ -37,6 +39,8 @@ export interface HubConfig {
   /** @default 1, or 3 with cluster routes */
   replicas?: number;
   leaseTtlMs?: number;
+  /** Where /metrics, /healthz and /readyz listen; undefined: not served. */
+  metrics?: HostPort;
   security?: string;
   log: Logger;
 }
@@ -127,6 +131,18 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       catalogObjects: publisher.stored.size,
     });
   const stopStatus = bus.serve("status", () => status());
+  const metrics = new MetricsServer({
+    listen: config.metrics ?? { host: "127.0.0.1", port: 0 },
+    log: log.child({ actor: "metrics" }),
+    labels: { node: config.name, role: "hub" },
+    health: () => ({
+      healthy: server.state === "ready" && !connection.isClosed(),
+      ready: server.state === "ready",
+      detail: { server: server.state, publisher: config.source ? (publisher.leading ? "leading" : "following") : "no source" },
+    }),
+  });
+  registerFabricMetrics(metrics.registry, { objects: () => publisher.stored.size, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops, leading: () => publisher.leading });
+  if (config.metrics) await metrics.start();
   log.info({ name: config.name }, "hub ready");
 
   return {
@@ -138,6 +154,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
     async stop() {
       stopStatus();
       stopSnapshot();
+      await metrics.stop();
       for (const link of links) link.stop();
       await publisher.stop();
       fabric.stop();

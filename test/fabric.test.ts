@@ -11,7 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { buckets } from "../bus/subjects.ts";
 import { manyServices, sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { startAgentProcess, startHubCluster, startHubProcess, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { hubPorts, startAgentProcess, startHubCluster, startHubProcess, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 afterEach(async () => {
   await stopAllProcesses();
@@ -35,7 +35,7 @@ describe("fabric: hub and agents", () => {
     const manifests = tempDir();
     writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
     writeManifest(manifests, "db.yaml", sampleService({ name: "db", clusterIP: "198.19.0.11", port: 5432 }));
-    const hub = await startHubProcess({ name: "hub-1", manifests });
+    const hub = await startHubProcess({ name: "hub-1", manifests, ports: await hubPorts() });
     const agents = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl] })));
 
     for (const agent of agents) {
@@ -53,6 +53,14 @@ describe("fabric: hub and agents", () => {
     for (const agent of agents) {
       await eventually(async () => (await serviceNames(agent)).join(" ") === "demo/api:http:9000/TCP demo/web:http:8080/TCP", 5_000, `${agent.name} to follow the edit`);
     }
+
+    // Metrics and health, as Prometheus and a kubelet probe see them.
+    const agentMetrics = await (await fetch(`${agents[0].metricsUrl}/metrics`)).text();
+    expect(agentMetrics).toMatch(/^leafmesh_catalog_objects\{node="edge-a",role="agent"\} 4$/m);
+    expect(agentMetrics).toMatch(/^leafmesh_upstream_connected\{node="edge-a",role="agent"\} 1$/m);
+    expect((await fetch(`${agents[0].metricsUrl}/readyz`)).status).toBe(200);
+    const hubMetrics = await (await fetch(`${hub.metricsUrl}/metrics`)).text();
+    expect(hubMetrics).toMatch(/^leafmesh_publisher_leading\{node="hub-1",role="hub"\} 1$/m);
   });
 
   it("keeps serving the catalog while the hub is down, says so on the bus, and catches up without a full resend", async () => {
@@ -77,6 +85,9 @@ describe("fabric: hub and agents", () => {
     expect(offline.services).toHaveLength(200);
     expect(offline.status.links.filter((link) => link.direction === "upstream")).toHaveLength(0);
     expect(offline.status.actors.find((actor) => actor.name === "controller")?.state).toBe("serving.offline");
+    // Still healthy and ready (it serves from its mirror), and the metric says the link is down.
+    expect((await fetch(`${agent.metricsUrl}/readyz`)).status).toBe(200);
+    expect(await (await fetch(`${agent.metricsUrl}/metrics`)).text()).toMatch(/^leafmesh_upstream_connected\{[^}]*\} 0$/m);
 
     // Changes made while the agent is cut off.
     writeManifest(manifests, "extra.yaml", sampleService({ name: "late", clusterIP: "198.19.9.9" }));

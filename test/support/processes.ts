@@ -113,6 +113,7 @@ export interface HubProcess extends LeafmeshProcess {
   readonly leafUrl: string;
   readonly routeUrl: string;
   readonly monitorPort: number;
+  readonly metricsUrl: string | undefined;
   /** Starts the same hub again (same ports and data) after stop() or kill(). */
   restart(): Promise<HubProcess>;
 }
@@ -124,15 +125,15 @@ export interface HubProcessOptions {
   /** Route URLs of the whole cluster; with `clusterPort`. */
   routes?: string[];
   clusterPort?: number;
-  ports?: { client: number; leaf: number; monitor: number };
+  ports?: { client: number; leaf: number; monitor: number; metrics?: number };
   dataDir?: string;
   leaseTtlMs?: number;
   extraArgs?: string[];
   waitReady?: boolean;
 }
 
-export async function hubPorts(): Promise<{ client: number; leaf: number; monitor: number; cluster: number }> {
-  return { client: await freePort(), leaf: await freePort(), monitor: await freePort(), cluster: await freePort() };
+export async function hubPorts(): Promise<{ client: number; leaf: number; monitor: number; cluster: number; metrics: number }> {
+  return { client: await freePort(), leaf: await freePort(), monitor: await freePort(), cluster: await freePort(), metrics: await freePort() };
 }
 
 export async function startHubProcess(options: HubProcessOptions): Promise<HubProcess> {
@@ -145,6 +146,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     "--listen", `127.0.0.1:${ports.client}`,
     "--leaf-listen", `127.0.0.1:${ports.leaf}`,
     "--monitor-listen", `127.0.0.1:${ports.monitor}`,
+    "--metrics-listen", ports.metrics ? `127.0.0.1:${ports.metrics}` : "off",
     ...(options.manifests ? ["--manifests", options.manifests] : []),
     ...(options.kubeconfig ? ["--kubeconfig", options.kubeconfig] : []),
     ...(options.routes ? ["--routes", options.routes.join(","), "--cluster-listen", `127.0.0.1:${options.clusterPort}`] : []),
@@ -157,6 +159,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     leafUrl: `nats://127.0.0.1:${ports.leaf}`,
     routeUrl: `nats-route://127.0.0.1:${options.clusterPort ?? 0}`,
     monitorPort: ports.monitor,
+    metricsUrl: ports.metrics ? `http://127.0.0.1:${ports.metrics}` : undefined,
     restart: () => startHubProcess({ ...options, ports, dataDir }),
   };
   if (options.waitReady !== false) await waitReady(hub, 45_000);
@@ -184,11 +187,12 @@ export async function startHubCluster(options: { names: string[]; manifests?: st
 }
 
 export interface AgentProcess extends LeafmeshProcess {
+  readonly metricsUrl: string;
   restart(): Promise<AgentProcess>;
 }
 
-export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number }; extraArgs?: string[] }): Promise<AgentProcess> {
-  const ports = options.ports ?? { client: await freePort(), monitor: await freePort() };
+export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; extraArgs?: string[] }): Promise<AgentProcess> {
+  const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
   const base = launch(
     options.node,
@@ -199,12 +203,13 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
       "--data", dataDir,
       "--nats-listen", `127.0.0.1:${ports.client}`,
       "--monitor-listen", `127.0.0.1:${ports.monitor}`,
+      "--metrics-listen", `127.0.0.1:${ports.metrics}`,
       ...(options.extraArgs ?? []),
     ],
     `nats://127.0.0.1:${ports.client}`,
     dataDir,
   );
-  const agent: AgentProcess = { ...base, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
+  const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   await waitReady(agent);
   return agent;
 }
@@ -246,6 +251,7 @@ export async function startSiteCluster(options: { site: string; servers: string[
         "--listen", `127.0.0.1:${port.client}`,
         "--leaf-listen", `127.0.0.1:${port.leaf}`,
         "--monitor-listen", `127.0.0.1:${port.monitor}`,
+        "--metrics-listen", `127.0.0.1:${port.metrics}`,
         ...(options.servers.length > 1 ? ["--routes", routes.join(","), "--cluster-listen", `127.0.0.1:${port.cluster}`] : []),
       ],
       `nats://127.0.0.1:${port.client}`,

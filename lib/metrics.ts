@@ -1,0 +1,87 @@
+/**
+ * Prometheus metrics and health endpoints for one leafmesh process (hub, site or
+ * agent): `/metrics` (prom-client text format), `/healthz` (the process and its
+ * nats-server are up) and `/readyz` (ready to serve: catalog loaded, actors
+ * running). Actors add their own metrics to the registry they are handed.
+ *
+ * ```ts
+ * const metrics = new MetricsServer({ listen: { host: "127.0.0.1", port: 9464 }, log, health: () => ({ healthy: true, ready: true, detail: {} }) });
+ * new Gauge({ name: "leafmesh_catalog_objects", help: "...", registers: [metrics.registry] });
+ * await metrics.start();
+ * ```
+ */
+import { createServer, type Server } from "node:http";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { LeafmeshError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+export interface Health {
+  healthy: boolean;
+  ready: boolean;
+  detail: Record<string, unknown>;
+}
+
+export interface MetricsServerOptions {
+  listen: { host: string; port: number };
+  log: Logger;
+  health: () => Health;
+  /** Labels on every metric, e.g. { node: "edge-a", role: "agent" }. */
+  labels?: Record<string, string>;
+}
+
+export class MetricsServer {
+  readonly registry = new Registry();
+  readonly #options: MetricsServerOptions;
+  #server: Server | undefined;
+
+  constructor(options: MetricsServerOptions) {
+    this.#options = options;
+    if (options.labels) this.registry.setDefaultLabels(options.labels);
+    collectDefaultMetrics({ register: this.registry, prefix: "leafmesh_process_" });
+  }
+
+  async start(): Promise<void> {
+    const server = createServer((request, response) => {
+      void (async () => {
+        const path = (request.url ?? "/").split("?")[0];
+        if (path === "/metrics") {
+          response.setHeader("content-type", this.registry.contentType);
+          response.end(await this.registry.metrics());
+          return;
+        }
+        if (path === "/healthz" || path === "/readyz") {
+          const health = this.#options.health();
+          const ok = path === "/healthz" ? health.healthy : health.healthy && health.ready;
+          response.statusCode = ok ? 200 : 503;
+          response.setHeader("content-type", "application/json");
+          response.end(`${JSON.stringify({ status: ok ? "ok" : "unavailable", ...health })}\n`);
+          return;
+        }
+        response.statusCode = 404;
+        response.end("not found: try /metrics, /healthz or /readyz\n");
+      })().catch((error: unknown) => {
+        this.#options.log.warn({ err: error }, "metrics request failed");
+        response.statusCode = 500;
+        response.end();
+      });
+    });
+    const { host, port } = this.#options.listen;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (error: NodeJS.ErrnoException) =>
+        reject(new LeafmeshError("CONFIG_INVALID", `--metrics-listen ${host}:${port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
+      );
+      server.listen(port, host, () => resolve());
+    });
+    this.#server = server;
+    this.#options.log.info({ listen: this.#options.listen }, "metrics and health endpoints listening");
+  }
+
+  get port(): number | undefined {
+    const address = this.#server?.address();
+    return typeof address === "object" && address ? address.port : undefined;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+  }
+}
