@@ -69,3 +69,25 @@ export const hubDomain = "hub";
 export const leaseKeys = {
   catalogPublisher: "catalog-publisher",
 } as const;
+
+/**
+ * Relayed bytes between two nodes, outside `mesh.>`: `relay.<toNode>.<fromNode>.<channel>`.
+ * A node subscribes to `relay.<itself>.>` only; the sender's name is a subject token so
+ * per-node accounts can stamp it (FACTS.md: "Plan the relay for per-node accounts").
+ */
+export const relayRoot = "relay";
+
+export function relaySubject(toNode: string, fromNode: string, channel: string): string {
+  return `${relayRoot}.${toNode}.${fromNode}.${channel}`;
+}
+
+/** Everything addressed to one node. */
+export function relayInboxPattern(node: string): string {
+  return `${relayRoot}.${node}.>`;
+}
+
+export function parseRelaySubject(subject: string): { toNode: string; fromNode: string; channel: string } | undefined {
+  const tokens = subject.split(".");
+  if (tokens.length !== 4 || tokens[0] !== relayRoot) return undefined;
+  return { toNode: tokens[1], fromNode: tokens[2], channel: tokens[3] };
+}
