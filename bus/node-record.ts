@@ -1,0 +1,49 @@
+/**
+ * The record each node keeps in KV `mesh-nodes` (key = node name): who it is on
+ * the libp2p side and how it can be reached. Written by the node's tunnel actor,
+ * refreshed every few seconds, and expiring through the bucket's TTL when the node
+ * stops refreshing it.
+ *
+ * ```ts
+ * const bytes = encodeNodeRecord({ node: "edge-a", peerId, listen: [...], observed: [...], ... });
+ * const record = decodeNodeRecord(bytes); // typed, or throws with the field path
+ * ```
+ */
+import { z } from "zod";
+
+/** NAT behaviour from DESIGN.md's table; "none" = a public address, "unknown" = not measured yet. */
+export const natTypes = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"] as const;
+export type NatType = (typeof natTypes)[number];
+
+const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
+
+export const nodeRecordSchema = z.object({
+  node: z.string().min(1),
+  peerId: z.string().min(1),
+  /** libp2p multiaddrs the node listens on (LAN addresses). */
+  listen: z.array(z.string()),
+  /** Addresses observers (hubs, peers) saw this node's connections come from. */
+  observed: z.array(hostPortSchema),
+  site: z.string().optional(),
+  region: z.string().optional(),
+  nat: z.enum(natTypes),
+  /** The node accepts relayed channels over the NATS fabric. */
+  relay: z.boolean(),
+  /**
+   * A short hash of the pre-shared key: lets a peer say "the keys differ" instead
+   * of failing with a bare protocol error. Not a secret (a salted hash, 8 bytes).
+   */
+  pskFingerprint: z.string(),
+  /** ISO time of the last refresh. */
+  at: z.string(),
+});
+
+export type NodeRecord = z.infer<typeof nodeRecordSchema>;
+
+export function encodeNodeRecord(record: NodeRecord): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(nodeRecordSchema.parse(record)));
+}
+
+export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
+  return nodeRecordSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
+}
