@@ -31,7 +31,7 @@ given each other's --routes form one JetStream cluster.`,
     gatewayListen: { type: "string", default: "0.0.0.0:7222", value: "H:P", description: "gateway address (used with --gateway-name)" },
     gateways: { type: "string", value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" },
     manifests: { type: "string", value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" },
-    kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig" },
+    kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" },
     replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
     leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
     metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
@@ -44,7 +44,14 @@ given each other's --routes form one JetStream cluster.`,
     if (options.manifests) source = new ManifestSource({ directory: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
     if (options.kubeconfig) {
       const { KubernetesSource } = await import("../services/controller/kubernetes-source.ts");
-      source = new KubernetesSource({ kubeconfig: resolve(options.kubeconfig), log: log.child({ node: options.name, actor: "publisher" }) });
+      let kubeconfig: string | import("@kubernetes/client-node").KubeConfig = resolve(options.kubeconfig);
+      if (options.kubeconfig === "in-cluster") {
+        // Inside a pod: the service account's token and the API server from the environment.
+        const { KubeConfig } = await import("@kubernetes/client-node");
+        kubeconfig = new KubeConfig();
+        kubeconfig.loadFromCluster();
+      }
+      source = new KubernetesSource({ kubeconfig, log: log.child({ node: options.name, actor: "publisher" }) });
     }
     const gatewayList = (options.gateways ?? "")
       .split(";")
