@@ -1,0 +1,280 @@
+/**
+ * The traffic actor: keeps one listener per proxied service port (TCP and UDP) in
+ * step with the catalog, and tells the proxier where each one listens (bus event
+ * `mesh.<node>.traffic.listeners`, and `onListeners` in process). Its machine:
+ * idle → reconciling ⇄ serving → stopping → stopped; a catalog change during a
+ * reconcile marks it dirty and runs one more.
+ */
+import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
+import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
+import type { Bus } from "../../bus/bus.ts";
+import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import { nowIso, type ListenerBinding } from "../../bus/events.ts";
+import { describeError, LeafmeshError } from "../../lib/errors.ts";
+import { systemClock, type Clock } from "../../lib/clock.ts";
+import type { Logger } from "../../lib/log.ts";
+import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
+import { Counters } from "./counters.ts";
+import type { RemoteDialer } from "./dialer.ts";
+import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
+import { planServicePorts, type ServicePortPlan } from "./plan.ts";
+import { TcpServicePortListener } from "./tcp-proxy.ts";
+import { UdpServicePortListener } from "./udp-proxy.ts";
+
+export interface TrafficOptions {
+  /** Optional: without a bus the actor runs alone (tests, the lab) and reports only through onListeners. */
+  bus?: Bus;
+  feed: CatalogFeed;
+  log: Logger;
+  /** This node's name: endpoints with this nodeName are preferred, others go through the dialer. */
+  node: string;
+  /** @default "127.0.0.1" — the proxier DNATs cluster IPs to this address; loopback keeps listeners off the network. */
+  listenHost?: string;
+  dialer?: RemoteDialer;
+  clock?: Clock;
+  /** @default 3_000 — see TcpProxyOptions.connectTimeoutMs */
+  connectTimeoutMs?: number;
+  /** @default 3_600_000 — see TcpProxyOptions.idleTimeoutMs */
+  tcpIdleTimeoutMs?: number;
+  /** @default 30_000 — see UdpProxyOptions.idleTimeoutMs */
+  udpIdleTimeoutMs?: number;
+  /** @default 4_096 — see UdpProxyOptions.maxFlows */
+  udpMaxFlows?: number;
+  /** @default 4 — endpoints tried per TCP connection */
+  maxAttempts?: number;
+  outlier?: Omit<OutlierOptions, "clock">;
+  /** @default 500 — listeners per bus event page (~100 bytes each, well under 1 MiB). */
+  pageSize?: number;
+  /** @default 15_000 — the full listener set is published again this often, so a proxier that (re)started catches up. */
+  republishMs?: number;
+  /** Random source for the random policy (tests). */
+  random?: () => number;
+}
+
+type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer; socket: TcpServicePortListener | UdpServicePortListener };
+
+export interface TrafficActor {
+  readonly actor: ActorRefFrom<typeof trafficMachine>;
+  /** Starts: opens listeners for the current catalog and follows its changes; resolves when the first reconcile is done. */
+  start(): Promise<void>;
+  /** Closes every listener and connection. */
+  stop(): Promise<void>;
+  /** Current listener of every proxied service port. */
+  listeners(): ListenerBinding[];
+  /** Called after every reconcile with the full set (the proxier's in-process input). */
+  onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
+  /** Services left out and why (invalid annotation). */
+  rejected(): { service: string; reason: string; error: string }[];
+  stats(): { counters: Record<string, number>; listeners: number; connections: number; ejected: string[] };
+}
+
+type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
+
+const trafficMachine = setup({
+  types: { context: {} as { dirty: boolean; lastError?: string }, events: {} as MachineEvent },
+  actors: {
+    reconcile: fromPromise<void>(async () => undefined),
+    shutdown: fromPromise<void>(async () => undefined),
+  },
+}).createMachine({
+  id: "traffic",
+  initial: "idle",
+  context: { dirty: false },
+  states: {
+    idle: { on: { START: "reconciling", STOP: "stopped" } },
+    reconciling: {
+      entry: assign({ dirty: false }),
+      invoke: {
+        src: "reconcile",
+        onDone: [{ guard: ({ context }) => context.dirty, target: "reconciling", reenter: true }, { target: "serving", actions: assign({ lastError: undefined }) }],
+        onError: { target: "serving", actions: assign({ lastError: ({ event }) => describeError(event.error) }) },
+      },
+      on: { CHANGED: { actions: assign({ dirty: true }) }, STOP: "stopping" },
+    },
+    serving: { on: { CHANGED: "reconciling", STOP: "stopping" } },
+    stopping: { invoke: { src: "shutdown", onDone: "stopped", onError: "stopped" } },
+    stopped: { type: "final" },
+  },
+});
+
+export function createTrafficActor(options: TrafficOptions): TrafficActor {
+  const log = options.log;
+  const clock = options.clock ?? systemClock;
+  const listenHost = options.listenHost ?? "127.0.0.1";
+  const counters = new Counters();
+  const shared: BalancerShared = {
+    node: options.node,
+    clock,
+    outliers: new OutlierDetector({ clock, ...options.outlier }),
+    active: new Map(),
+    random: options.random,
+  };
+  const listeners = new Map<string, Listener>();
+  const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
+  const loggedRejections = new Set<string>();
+  let rejected: { service: string; reason: string; error: string }[] = [];
+  let generation = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  let firstReconcile: { resolve: () => void; reject: (error: unknown) => void } | undefined;
+  let unsubscribeFeed: (() => void) | undefined;
+  let republishTimer: unknown;
+  let link: ActorLink | undefined;
+
+  const bindings = (): ListenerBinding[] =>
+    [...listeners.values()]
+      .filter((listener) => listener.plan.clusterIPs.length > 0)
+      .map((listener) => ({
+        key: listener.plan.key,
+        protocol: listener.plan.protocol,
+        clusterIPs: listener.plan.clusterIPs,
+        port: listener.plan.port,
+        listenerPort: listener.socket.port,
+      }));
+
+  const publish = () => {
+    if (!options.bus) return;
+    const all = bindings();
+    const pageSize = options.pageSize ?? 500;
+    const pages = Math.max(1, Math.ceil(all.length / pageSize));
+    generation++;
+    for (let page = 0; page < pages; page++) {
+      options.bus.publish("traffic", "listeners", {
+        at: nowIso(clock.now),
+        generation,
+        page,
+        pages,
+        listeners: all.slice(page * pageSize, (page + 1) * pageSize),
+      });
+    }
+  };
+
+  const open = async (plan: ServicePortPlan): Promise<Listener> => {
+    const balancer = new ServicePortBalancer(plan, shared);
+    const common = { balancer, shared, log, counters, listenHost };
+    const socket =
+      plan.protocol === "TCP"
+        ? new TcpServicePortListener({
+            ...common,
+            dialer: options.dialer,
+            connectTimeoutMs: options.connectTimeoutMs ?? 3_000,
+            idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000,
+            maxAttempts: options.maxAttempts ?? 4,
+          })
+        : new UdpServicePortListener({ ...common, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
+    await socket.listen(0);
+    return { plan, balancer, socket };
+  };
+
+  const reconcile = async () => {
+    const { plans, rejected: nowRejected } = planServicePorts(options.feed.reader);
+    rejected = nowRejected;
+    for (const rejection of nowRejected) {
+      const once = `${rejection.service}:${rejection.error}`;
+      if (loggedRejections.has(once)) continue;
+      loggedRejections.add(once);
+      counters.count(`service rejected: ${rejection.reason}`);
+      log.error({ service: rejection.service, error: rejection.error }, "service not proxied");
+    }
+    let changed = false;
+    for (const [key, listener] of listeners) {
+      if (plans.has(key)) continue;
+      listeners.delete(key);
+      await listener.socket.close();
+      changed = true;
+    }
+    const failures: string[] = [];
+    for (const [key, plan] of plans) {
+      const existing = listeners.get(key);
+      if (existing) {
+        if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
+        existing.plan = plan;
+        existing.balancer.update(plan);
+        continue;
+      }
+      try {
+        listeners.set(key, await open(plan));
+        changed = true;
+      } catch (error) {
+        counters.count("listener failed");
+        failures.push(`${key}: ${describeError(error)}`);
+      }
+    }
+    const known = new Set<string>();
+    for (const plan of plans.values()) for (const endpoint of plan.endpoints) known.add(endpoint.key);
+    shared.outliers.retain(known);
+    if (changed) {
+      publish();
+      const current = bindings();
+      for (const subscriber of subscribers) subscriber(current);
+    }
+    if (failures.length > 0) throw new LeafmeshError("PROXY_FAILED", `could not open listeners (the other services work): ${failures.join("; ")}`);
+  };
+
+  const actor = createActor(
+    trafficMachine.provide({
+      actors: {
+        reconcile: fromPromise(async () => {
+          inFlight = reconcile();
+          try {
+            await inFlight;
+          } catch (error) {
+            log.error({ err: error }, "reconcile failed");
+            throw error;
+          } finally {
+            firstReconcile?.resolve();
+            firstReconcile = undefined;
+          }
+        }),
+        shutdown: fromPromise(async () => {
+          await inFlight.catch(() => undefined);
+          for (const listener of listeners.values()) await listener.socket.close();
+          listeners.clear();
+        }),
+      },
+    }),
+  );
+
+  const handle: TrafficActor = {
+    actor,
+    async start() {
+      const ready = new Promise<void>((resolve, reject) => (firstReconcile = { resolve, reject }));
+      actor.start();
+      if (options.bus) {
+        link = linkActorToBus({ bus: options.bus, actorName: "traffic", actor, clock, detail: () => ({ ...handle.stats() }) });
+        republishTimer = clock.setInterval(publish, options.republishMs ?? 15_000);
+      }
+      unsubscribeFeed = options.feed.onChange(() => actor.send({ type: "CHANGED" }));
+      actor.send({ type: "START" });
+      await ready;
+      log.info({ listeners: listeners.size, listenHost }, "traffic serving");
+    },
+    async stop() {
+      unsubscribeFeed?.();
+      clock.clearInterval(republishTimer);
+      const stopped = new Promise<void>((resolve) => {
+        const subscription = actor.subscribe((snapshot) => {
+          if (snapshot.status === "done") {
+            subscription.unsubscribe();
+            resolve();
+          }
+        });
+        if (actor.getSnapshot().status === "done") resolve();
+      });
+      actor.send({ type: "STOP" });
+      await stopped;
+      link?.stop();
+    },
+    listeners: bindings,
+    onListeners(listener) {
+      subscribers.add(listener);
+      return () => subscribers.delete(listener);
+    },
+    rejected: () => rejected,
+    stats() {
+      let connections = 0;
+      for (const listener of listeners.values()) connections += listener.socket instanceof TcpServicePortListener ? listener.socket.connections : listener.socket.flows;
+      return { counters: counters.snapshot(), listeners: listeners.size, connections, ejected: shared.outliers.ejected() };
+    },
+  };
+  return handle;
+}

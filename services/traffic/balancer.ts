@@ -1,0 +1,75 @@
+/**
+ * One service port's endpoint choice: its policy (wrapped in session affinity when
+ * the Service asks), topology tiers (own node first), outlier ejection and the
+ * endpoints excluded after a failed connect in this attempt. Loads and outliers are
+ * shared by every service port of the agent (an endpoint may back several).
+ */
+import type { Clock } from "../../lib/clock.ts";
+import type { OutlierDetector } from "./outlier.ts";
+import type { ServicePortPlan } from "./plan.ts";
+import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type Picker } from "./policy.ts";
+
+export interface BalancerShared {
+  node: string;
+  clock: Clock;
+  outliers: OutlierDetector;
+  /** Active connections/flows per endpoint key, across service ports. */
+  active: Map<string, number>;
+  random?: () => number;
+}
+
+export class ServicePortBalancer {
+  readonly #shared: BalancerShared;
+  #plan: ServicePortPlan;
+  #picker: Picker;
+  #tiers: EndpointTarget[][];
+
+  constructor(plan: ServicePortPlan, shared: BalancerShared) {
+    this.#shared = shared;
+    this.#plan = plan;
+    this.#picker = this.#makePicker(plan);
+    this.#tiers = topologyTiers(plan.endpoints, shared.node);
+  }
+
+  get plan(): ServicePortPlan {
+    return this.#plan;
+  }
+
+  get hasEndpoints(): boolean {
+    return this.#plan.endpoints.length > 0;
+  }
+
+  update(plan: ServicePortPlan): void {
+    const policyChanged = JSON.stringify(plan.policy) !== JSON.stringify(this.#plan.policy);
+    this.#plan = plan;
+    if (policyChanged) this.#picker = this.#makePicker(plan);
+    this.#tiers = topologyTiers(plan.endpoints, this.#shared.node);
+  }
+
+  /**
+   * The endpoint for a new connection: tier by tier, leaving out ejected and
+   * excluded endpoints. When every endpoint is ejected it tries them anyway (a
+   * guess beats a certain refusal, as Envoy's panic threshold does).
+   */
+  choose(clientIp: string, exclude: ReadonlySet<string>): EndpointTarget | undefined {
+    const load = (key: string) => this.#shared.active.get(key) ?? 0;
+    const outliers = this.#shared.outliers;
+    for (const tier of this.#tiers) {
+      const ejected = tier.filter((endpoint) => outliers.isEjected(endpoint.key)).map((endpoint) => endpoint.key);
+      const skip = ejected.length > 0 ? new Set([...exclude, ...ejected]) : exclude;
+      const chosen = this.#picker.pick(tier, { clientIp, load, exclude: skip });
+      if (chosen) return chosen;
+    }
+    for (const tier of this.#tiers) {
+      const chosen = this.#picker.pick(tier, { clientIp, load, exclude });
+      if (chosen) return chosen;
+    }
+    return undefined;
+  }
+
+  #makePicker(plan: ServicePortPlan): Picker {
+    const picker = createPicker({ policy: plan.policy.policy, random: this.#shared.random });
+    if (plan.policy.affinityTimeoutMs === undefined) return picker;
+    return withSessionAffinity(picker, { timeoutMs: plan.policy.affinityTimeoutMs, clock: this.#shared.clock });
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * services/traffic: L4 proxying and load balancing of cluster IPs on the agent.
+ * One listener per proxied service port (TCP and UDP) on `listenHost`; each new
+ * connection or UDP flow goes to a ready endpoint chosen by the service's policy
+ * (annotation `service.leafmesh.io/lb-policy`, else an Istio DestinationRule's
+ * `trafficPolicy.loadBalancer`, else round robin; `sessionAffinity: ClientIP` on
+ * top). Endpoints on this node first; on other nodes through the tunnel's
+ * `RemoteDialer` when one is given, else directly by IP.
+ *
+ * ```ts
+ * import { createTrafficActor } from "./services/traffic/index.ts";
+ * const traffic = createTrafficActor({ bus, feed, log, node: "edge-a", listenHost: "127.0.0.1", dialer: tunnel, clock });
+ * await traffic.start();
+ * traffic.listeners();   // [{ key: "shop/web:http/TCP", clusterIPs: ["198.19.0.10"], port: 80, listenerPort: 41234, protocol: "TCP" }]
+ * await traffic.stop();
+ * ```
+ */
+export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
+export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
+export { lbPolicies, type LbPolicy } from "./policy.ts";
+export { lbPolicyAnnotation, noProxyLabel } from "./plan.ts";

@@ -1,0 +1,76 @@
+import { describe, expect, it } from "vitest";
+import { CatalogIndex } from "../../bus/catalog-index.ts";
+import { catalogKey, type CatalogObject, type DestinationRule } from "../../bus/catalog.ts";
+import { choosePolicy, planServicePorts } from "./plan.ts";
+import { testService } from "./testing.ts";
+
+const rule = (loadBalancer: DestinationRule["loadBalancer"], host = "web"): DestinationRule => ({
+  kind: "DestinationRule",
+  namespace: "lab",
+  name: "web-rule",
+  host,
+  loadBalancer,
+  labels: {},
+  annotations: {},
+});
+
+describe("policy choice", () => {
+  const { service } = testService({ name: "web", clusterIP: "198.19.0.1" });
+
+  it("defaults to round robin and maps DestinationRule load balancers", () => {
+    expect(choosePolicy(service, undefined)).toEqual({ policy: "round-robin", source: "default" });
+    expect(choosePolicy(service, rule({ simple: "RANDOM" })).policy).toBe("random");
+    expect(choosePolicy(service, rule({ simple: "LEAST_CONN" })).policy).toBe("least-connections");
+    expect(choosePolicy(service, rule({ simple: "LEAST_REQUEST" })).policy).toBe("least-connections");
+    expect(choosePolicy(service, rule({ simple: "ROUND_ROBIN" })).source).toBe("destination-rule");
+    expect(choosePolicy(service, rule({ consistentHash: { useSourceIp: true } })).policy).toBe("consistent-hash");
+    expect(choosePolicy(service, rule({ simple: "PASSTHROUGH" })).policy).toBe("round-robin");
+  });
+
+  it("lets the annotation win, rejects an unknown value by name, and adds affinity", () => {
+    const annotated = testService({ name: "web", clusterIP: "198.19.0.1", annotations: { "service.leafmesh.io/lb-policy": "random" }, affinityTimeoutSeconds: 30 }).service;
+    expect(choosePolicy(annotated, rule({ simple: "LEAST_CONN" }))).toEqual({ policy: "random", source: "annotation", affinityTimeoutMs: 30_000 });
+    const bad = testService({ name: "web", clusterIP: "198.19.0.1", annotations: { "service.leafmesh.io/lb-policy": "Round-Robin" } }).service;
+    expect(() => choosePolicy(bad, undefined)).toThrow(/lab\/web: annotation service.leafmesh.io\/lb-policy: 'Round-Robin' is not a policy \(expected one of round-robin, random, least-connections, consistent-hash\)/);
+  });
+});
+
+describe("service port plans", () => {
+  it("keeps ready IPv4 endpoints per port, skips noproxy, headless and bad annotations, reads destination rules from the catalog", () => {
+    const index = new CatalogIndex();
+    const put = (object: CatalogObject) => index.apply({ op: "put", key: catalogKey(object), object });
+    const web = testService({
+      name: "web",
+      clusterIP: "198.19.0.1",
+      ports: [
+        { name: "http", protocol: "TCP", port: 80, targetPort: 8080 },
+        { name: "dns", protocol: "UDP", port: 53, targetPort: 5353 },
+      ],
+      endpoints: [{ ip: "198.18.1.3", node: "edge-b" }, { ip: "198.18.1.2" }, { ip: "198.18.1.9", ready: false }],
+    });
+    put(web.service);
+    put(web.slice);
+    put(rule({ simple: "LEAST_CONN" }, "web.lab.svc.cluster.local"));
+    const skipped = testService({ name: "skip", clusterIP: "198.19.0.2", labels: { "service.leafmesh.io/noproxy": "" }, endpoints: [{ ip: "198.18.1.2" }] });
+    put(skipped.service);
+    const headless = testService({ name: "headless", clusterIP: "198.19.0.3" });
+    put({ ...headless.service, headless: true, clusterIPs: [] });
+    const bad = testService({ name: "bad", clusterIP: "198.19.0.4", annotations: { "service.leafmesh.io/lb-policy": "nope" } });
+    put(bad.service);
+
+    const { plans, rejected } = planServicePorts(index);
+    expect([...plans.keys()].sort()).toEqual(["lab/web:dns/UDP", "lab/web:http/TCP"]);
+    expect(plans.get("lab/web:http/TCP")).toMatchObject({
+      port: 80,
+      protocol: "TCP",
+      clusterIPs: ["198.19.0.1"],
+      policy: { policy: "least-connections", source: "destination-rule" },
+      endpoints: [
+        { key: "198.18.1.2:8080", host: "198.18.1.2", port: 8080 },
+        { key: "198.18.1.3:8080", host: "198.18.1.3", port: 8080, nodeName: "edge-b" },
+      ],
+    });
+    expect(plans.get("lab/web:dns/UDP")!.endpoints.map((e) => e.key)).toEqual(["198.18.1.2:5353", "198.18.1.3:5353"]);
+    expect(rejected).toEqual([{ service: "lab/bad", reason: "invalid lb-policy annotation", error: expect.stringContaining("'nope'") }]);
+  });
+});

@@ -1,0 +1,205 @@
+/**
+ * The traffic actor over real loopback sockets (no interception: clients dial the
+ * listener port the actor reports). Endpoints are servers on 127.0.0.2-6 that say
+ * who they are and then echo.
+ */
+import { createServer as createTcpServer, connect, type Server, type Socket } from "node:net";
+import { createSocket, type Socket as UdpSocket } from "node:dgram";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { eventually, freePort } from "../../test/support/ports.ts";
+import { createTrafficActor, type TrafficActor } from "./actor.ts";
+import { putService } from "./testing.ts";
+
+const hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
+let port = 0;
+const servers = new Map<string, Server>();
+const serverSockets = new Map<string, Set<Socket>>();
+const udpServers: UdpSocket[] = [];
+
+async function startEndpoint(host: string): Promise<void> {
+  const sockets = new Set<Socket>();
+  serverSockets.set(host, sockets);
+  const server = createTcpServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.write(`${host}\n`);
+    socket.on("data", (data) => socket.write(data));
+    socket.on("end", () => socket.end(`bye from ${host}\n`)); // answers after the client half-closed
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  servers.set(host, server);
+}
+
+async function stopEndpoint(host: string): Promise<void> {
+  const server = servers.get(host);
+  servers.delete(host);
+  for (const socket of serverSockets.get(host) ?? []) socket.destroy();
+  await new Promise((resolve) => server?.close(resolve));
+}
+
+/** Connects to the listener, returns the endpoint's name line, or the error code. */
+function whoAnswers(listenerPort: number, localAddress = "127.0.0.1"): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port: listenerPort, localAddress });
+    let text = "";
+    socket.on("data", (data) => {
+      text += data.toString();
+      if (text.includes("\n")) {
+        socket.destroy();
+        resolve(text.split("\n")[0]);
+      }
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
+    socket.on("close", () => resolve(text || "closed"));
+  });
+}
+
+function tally(names: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const name of names) counts[name] = (counts[name] ?? 0) + 1;
+  return counts;
+}
+
+describe("traffic actor on loopback", () => {
+  let feed: IndexFeed;
+  let traffic: TrafficActor;
+  const listenerOf = (key: string) => traffic.listeners().find((binding) => binding.key === key)?.listenerPort;
+
+  beforeAll(async () => {
+    port = await freePort();
+    for (const host of hosts.slice(0, 3)) await startEndpoint(host);
+  });
+  afterAll(async () => {
+    for (const host of [...servers.keys()]) await stopEndpoint(host);
+    for (const socket of udpServers) socket.close();
+  });
+  afterEach(async () => {
+    await traffic?.stop();
+  });
+
+  async function start(clock?: Parameters<typeof createTrafficActor>[0]["clock"]) {
+    traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", clock, connectTimeoutMs: 1000 });
+    await traffic.start();
+  }
+
+  it("round robin spreads evenly; a scaled-up endpoint takes load once the catalog says so", async () => {
+    feed = new IndexFeed();
+    const endpoints = hosts.slice(0, 3).map((ip) => ({ ip }));
+    putService(feed, { name: "web", clusterIP: "198.19.0.10", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints });
+    await start();
+    const listener = listenerOf("lab/web:main/TCP")!;
+    expect(listener).toBeGreaterThan(0);
+    const first: string[] = [];
+    for (let i = 0; i < 300; i++) first.push(await whoAnswers(listener));
+    expect(tally(first)).toEqual({ "127.0.0.2": 100, "127.0.0.3": 100, "127.0.0.4": 100 });
+
+    await startEndpoint(hosts[3]);
+    putService(feed, { name: "web", clusterIP: "198.19.0.10", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [...endpoints, { ip: hosts[3] }] });
+    await eventually(async () => (await whoAnswers(listener)) === hosts[3] || (await whoAnswers(listener)) === hosts[3], 5000, "the new endpoint to answer");
+    const after: string[] = [];
+    for (let i = 0; i < 400; i++) after.push(await whoAnswers(listener));
+    expect(tally(after)).toEqual({ "127.0.0.2": 100, "127.0.0.3": 100, "127.0.0.4": 100, "127.0.0.5": 100 });
+    expect(listenerOf("lab/web:main/TCP")).toBe(listener); // the listener stays, only endpoints change
+    await stopEndpoint(hosts[3]);
+  });
+
+  it("passes half-close both ways and copies bytes unchanged", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "echo", clusterIP: "198.19.0.11", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[0] }] });
+    await start();
+    const payload = Buffer.alloc(4 << 20);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 31) & 255;
+    const received = await new Promise<Buffer>((resolve, reject) => {
+      const socket: Socket = connect({ host: "127.0.0.1", port: listenerOf("lab/echo:main/TCP")!, allowHalfOpen: true });
+      const chunks: Buffer[] = [];
+      socket.on("data", (data) => chunks.push(data));
+      socket.on("end", () => resolve(Buffer.concat(chunks)));
+      socket.on("error", reject);
+      socket.end(payload); // half-close: the server still answers after our FIN
+    });
+    const text = `${hosts[0]}\n`;
+    expect(received.subarray(0, text.length).toString()).toBe(text);
+    expect(received.subarray(text.length, text.length + payload.length).equals(payload)).toBe(true);
+    expect(received.subarray(text.length + payload.length).toString()).toBe(`bye from ${hosts[0]}\n`);
+  });
+
+  it("refuses at once (RST) when a service has no endpoints, and counts it", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "empty", clusterIP: "198.19.0.12", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [] });
+    await start();
+    expect(await whoAnswers(listenerOf("lab/empty:main/TCP")!)).toBe("ECONNRESET");
+    expect(traffic.stats().counters["tcp refused: no endpoints"]).toBe(1);
+  });
+
+  it("moves to the next endpoint when a connect fails and ejects the dead one: no client sees a failure", async () => {
+    feed = new IndexFeed();
+    // 127.0.0.6 has no server: every connect to it is refused.
+    const endpoints = [hosts[0], hosts[1], hosts[4]].map((ip) => ({ ip }));
+    putService(feed, { name: "flaky", clusterIP: "198.19.0.13", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints });
+    await start();
+    const listener = listenerOf("lab/flaky:main/TCP")!;
+    const answers: string[] = [];
+    for (let i = 0; i < 60; i++) answers.push(await whoAnswers(listener));
+    expect(new Set(answers)).toEqual(new Set([hosts[0], hosts[1]]));
+    expect(traffic.stats().ejected).toEqual([`${hosts[4]}:${port}`]);
+    expect(traffic.stats().counters["tcp connect failed"]).toBe(3); // three failures eject it, then it is not tried
+  });
+
+  it("rejects an invalid lb-policy annotation with a counted, named error while other services keep working", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "bad", clusterIP: "198.19.0.14", annotations: { "service.leafmesh.io/lb-policy": "fastest" }, ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[0] }] });
+    putService(feed, { name: "good", clusterIP: "198.19.0.15", annotations: { "service.leafmesh.io/lb-policy": "least-connections" }, ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[1] }] });
+    await start();
+    expect(listenerOf("lab/bad:main/TCP")).toBeUndefined();
+    expect(traffic.rejected()).toEqual([{ service: "lab/bad", reason: "invalid lb-policy annotation", error: expect.stringContaining("'fastest' is not a policy") }]);
+    expect(traffic.stats().counters["service rejected: invalid lb-policy annotation"]).toBe(1);
+    expect(await whoAnswers(listenerOf("lab/good:main/TCP")!)).toBe(hosts[1]);
+  });
+
+  it("keeps a client IP on one endpoint with sessionAffinity ClientIP", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "sticky", clusterIP: "198.19.0.16", affinityTimeoutSeconds: 60, ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: hosts.slice(0, 3).map((ip) => ({ ip })) });
+    await start();
+    const listener = listenerOf("lab/sticky:main/TCP")!;
+    const perClient = new Map<string, Set<string>>();
+    for (let round = 0; round < 10; round++) {
+      for (const client of ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4", "127.0.1.5", "127.0.1.6"]) {
+        const name = await whoAnswers(listener, client);
+        if (!perClient.has(client)) perClient.set(client, new Set());
+        perClient.get(client)!.add(name);
+      }
+    }
+    for (const names of perClient.values()) expect(names.size).toBe(1);
+    expect(new Set([...perClient.values()].map((names) => [...names][0])).size).toBeGreaterThan(1);
+  });
+
+  it("proxies UDP flows both ways with an echo endpoint", async () => {
+    const udpPort = await freePort();
+    for (const host of hosts.slice(0, 2)) {
+      const socket = createSocket("udp4");
+      socket.on("message", (message, remote) => socket.send(Buffer.concat([Buffer.from(`${host}:`), message]), remote.port, remote.address));
+      await new Promise<void>((resolve) => socket.bind(udpPort, host, resolve));
+      udpServers.push(socket);
+    }
+    feed = new IndexFeed();
+    putService(feed, { name: "dns", clusterIP: "198.19.0.17", ports: [{ name: "udp", protocol: "UDP", port: 53, targetPort: udpPort }], endpoints: hosts.slice(0, 2).map((ip) => ({ ip })) });
+    await start();
+    const listener = listenerOf("lab/dns:udp/UDP")!;
+    const seen: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const client = createSocket("udp4");
+      const reply = await new Promise<string>((resolve) => {
+        client.on("message", (message) => resolve(message.toString()));
+        client.send(`ping ${i}`, listener, "127.0.0.1");
+      });
+      expect(reply.endsWith(`:ping ${i}`)).toBe(true);
+      seen.push(reply.split(":")[0]);
+      client.close();
+    }
+    expect(tally(seen)).toEqual({ "127.0.0.2": 5, "127.0.0.3": 5 });
+    expect(traffic.stats().counters["udp flows"]).toBe(10);
+  });
+});

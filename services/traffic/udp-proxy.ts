@@ -1,0 +1,146 @@
+/**
+ * The UDP listener of one service port: a flow per client address:port, each with
+ * its own connected socket to the chosen endpoint, so replies find their way back
+ * without a lookup. The flow table is bounded (new flows beyond it are dropped and
+ * counted) and idle flows expire; datagrams sent before a flow's socket is ready
+ * wait in a small bounded queue.
+ */
+import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import type { Logger } from "../../lib/log.ts";
+import type { BalancerShared, ServicePortBalancer } from "./balancer.ts";
+import type { Counters } from "./counters.ts";
+import type { EndpointTarget } from "./policy.ts";
+
+export interface UdpProxyOptions {
+  balancer: ServicePortBalancer;
+  shared: BalancerShared;
+  log: Logger;
+  counters: Counters;
+  listenHost: string;
+  /** @default 30_000 — the kernel's own UDP conntrack timeout (nf_conntrack_udp_timeout). */
+  idleTimeoutMs: number;
+  /** @default 4_096 — flows per service port; a UDP flood from spoofed sources cannot grow memory past it. */
+  maxFlows: number;
+}
+
+/** Datagrams held per flow until its socket is connected; more are dropped. */
+const pendingLimit = 16;
+
+interface Flow {
+  target: EndpointTarget;
+  socket: Socket;
+  lastActive: number;
+  ready: boolean;
+  pending: Buffer[];
+  closed: boolean;
+}
+
+export class UdpServicePortListener {
+  readonly #options: UdpProxyOptions;
+  readonly #socket: Socket;
+  readonly #flows = new Map<string, Flow>();
+  #sweep: unknown;
+  #port = 0;
+
+  constructor(options: UdpProxyOptions) {
+    this.#options = options;
+    this.#socket = createSocket({ type: "udp4" });
+    this.#socket.on("message", (message, remote) => this.#onMessage(message, remote));
+    this.#socket.on("error", (error) => options.log.warn({ err: error, service: options.balancer.plan.key }, "udp listener error"));
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get flows(): number {
+    return this.#flows.size;
+  }
+
+  async listen(port = 0): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.#socket.once("error", reject);
+      this.#socket.bind(port, this.#options.listenHost, () => {
+        this.#socket.off("error", reject);
+        resolve();
+      });
+    });
+    this.#port = this.#socket.address().port;
+    const clock = this.#options.shared.clock;
+    this.#sweep = clock.setInterval(() => this.expireIdle(), Math.max(100, Math.min(5_000, this.#options.idleTimeoutMs / 2)));
+    return this.#port;
+  }
+
+  /** Closes flows idle for longer than the timeout (run by a timer; public for tests with a manual clock). */
+  expireIdle(): void {
+    const now = this.#options.shared.clock.now();
+    for (const [key, flow] of this.#flows) {
+      if (now - flow.lastActive > this.#options.idleTimeoutMs) {
+        this.#options.counters.count("udp flow expired");
+        this.#closeFlow(key, flow);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#options.shared.clock.clearInterval(this.#sweep);
+    for (const [key, flow] of this.#flows) this.#closeFlow(key, flow);
+    await new Promise<void>((resolve) => this.#socket.close(() => resolve()));
+  }
+
+  #onMessage(message: Buffer, remote: RemoteInfo): void {
+    const { counters, balancer, shared } = this.#options;
+    const key = `${remote.address}:${remote.port}`;
+    let flow = this.#flows.get(key);
+    if (!flow) {
+      if (this.#flows.size >= this.#options.maxFlows) return counters.count("udp dropped: flow table full");
+      const target = balancer.choose(remote.address, new Set());
+      if (!target) return counters.count("udp dropped: no endpoints");
+      flow = this.#openFlow(key, remote, target);
+    }
+    flow.lastActive = shared.clock.now();
+    if (flow.ready) flow.socket.send(message);
+    else if (flow.pending.length < pendingLimit) flow.pending.push(message);
+    else counters.count("udp dropped: flow not ready");
+  }
+
+  #openFlow(key: string, remote: RemoteInfo, target: EndpointTarget): Flow {
+    const { counters, shared } = this.#options;
+    const socket = createSocket({ type: "udp4" });
+    const flow: Flow = { target, socket, lastActive: shared.clock.now(), ready: false, pending: [], closed: false };
+    this.#flows.set(key, flow);
+    shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
+    counters.count("udp flows");
+    socket.on("message", (reply) => {
+      flow.lastActive = shared.clock.now();
+      shared.outliers.success(target.key);
+      this.#socket.send(reply, remote.port, remote.address);
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      // ECONNREFUSED: the endpoint answered with ICMP port unreachable.
+      counters.count(error.code === "ECONNREFUSED" ? "udp endpoint refused" : "udp flow error");
+      if (shared.outliers.failure(target.key)) counters.count("endpoint ejected");
+      this.#closeFlow(key, flow);
+    });
+    socket.connect(target.port, target.host, () => {
+      flow.ready = true;
+      for (const message of flow.pending.splice(0)) socket.send(message);
+    });
+    return flow;
+  }
+
+  #closeFlow(key: string, flow: Flow): void {
+    if (flow.closed) return;
+    flow.closed = true;
+    if (this.#flows.get(key) === flow) this.#flows.delete(key);
+    const active = this.#options.shared.active;
+    const next = (active.get(flow.target.key) ?? 1) - 1;
+    if (next <= 0) active.delete(flow.target.key);
+    else active.set(flow.target.key, next);
+    try {
+      flow.socket.close();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ERR_SOCKET_DGRAM_NOT_RUNNING") throw error;
+    }
+  }
+}
