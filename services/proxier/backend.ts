@@ -1,0 +1,71 @@
+/**
+ * The contract every interception backend keeps (iptables, nftables), tested by
+ * one suite (backends.test.ts): `prepare` checks the tool and removes what a
+ * crashed run left; `sync` replaces the whole rule set in one transaction; `remove`
+ * takes away everything the backend ever adds; `inspect` reports what is in the
+ * kernel now, so tests and `leafmesh status` can see exactly one set of rules.
+ */
+import { spawn } from "node:child_process";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { InterceptRule } from "./rules.ts";
+
+export const interceptModes = ["iptables", "nftables", "off"] as const;
+export type InterceptMode = (typeof interceptModes)[number];
+
+export interface InterceptState {
+  /** Our rules now in the kernel, one normalised line each ("198.19.0.1:80/TCP -> 127.0.0.1:40001"). */
+  rules: string[];
+  /** Hooks into the kernel's chains (jumps, base chains): exactly 2 when installed, 0 when clean. */
+  hooks: number;
+}
+
+export interface InterceptBackend {
+  readonly name: InterceptMode;
+  /** Checks the tool is there (TOOL_MISSING names the Debian package) and removes leftovers. */
+  prepare(): Promise<void>;
+  /** Makes the kernel hold exactly these rules, in one transaction. */
+  sync(rules: readonly InterceptRule[]): Promise<void>;
+  /** Removes every rule, chain and table of ours. */
+  remove(): Promise<void>;
+  inspect(): Promise<InterceptState>;
+}
+
+export interface BackendOptions {
+  /** Run the tools inside this network namespace (`ip netns exec`); the current one when omitted. */
+  namespace?: string;
+}
+
+export interface ToolResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function runTool(argv: string[], options: BackendOptions & { input?: string } = {}): Promise<ToolResult> {
+  const full = options.namespace ? ["ip", "netns", "exec", options.namespace, ...argv] : argv;
+  return new Promise((resolve, reject) => {
+    const child = spawn(full[0], full.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout!.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() }));
+    child.stdin!.on("error", () => undefined);
+    child.stdin!.end(options.input ?? "");
+  });
+}
+
+export async function runToolChecked(argv: string[], options: BackendOptions & { input?: string } = {}): Promise<string> {
+  const result = await runTool(argv, options);
+  if (result.code !== 0) throw new LeafmeshError("PROXY_FAILED", `${argv.join(" ")} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
+  return result.stdout;
+}
+
+/** Throws TOOL_MISSING naming the Debian package when `tool` is not on PATH. */
+export async function requireTool(tool: string, debianPackage: string, intercept: string): Promise<void> {
+  const found = await runTool(["sh", "-c", `command -v ${tool}`]);
+  if (found.code !== 0) {
+    throw new LeafmeshError("TOOL_MISSING", `--intercept ${intercept} needs ${tool}, which is not installed: apt-get install -y ${debianPackage} (or run with --intercept off)`);
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The interception rules as data, and their text for each backend: pure functions,
+ * so the backends only run a tool with a prepared input. A rule sends
+ * clusterIP:port/protocol to the traffic listener at listenHost:listenerPort.
+ *
+ * ```ts
+ * const { rules, clashes } = buildRules(bindings, { listenHost: "127.0.0.1", catalog });
+ * iptablesRestoreInput(rules);  // "*nat\n:LEAFMESH-SERVICES - [0:0]\n-A LEAFMESH-SERVICES -d ..."
+ * nftInput(rules);              // "table ip leafmesh {}\ndelete table ip leafmesh\ntable ip leafmesh { ... }"
+ * ```
+ */
+import type { CatalogReader } from "../../bus/catalog.ts";
+import type { ListenerBinding } from "../../bus/events.ts";
+
+export const noProxyLabel = "service.leafmesh.io/noproxy";
+
+export interface InterceptRule {
+  /** The service port it serves, "namespace/name:portName/PROTOCOL". */
+  key: string;
+  clusterIP: string;
+  port: number;
+  protocol: "TCP" | "UDP";
+  listenHost: string;
+  listenerPort: number;
+}
+
+export interface RuleClash {
+  clusterIP: string;
+  port: number;
+  protocol: string;
+  kept: string;
+  dropped: string;
+  error: string;
+}
+
+const ipv4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * Rules for the bindings traffic reported, for services the catalog still holds and
+ * does not label noproxy. Two service ports claiming one clusterIP:port/protocol
+ * clash: the first by key keeps it, the other is reported (an nft map cannot hold
+ * both, and iptables would silently shadow one).
+ */
+export function buildRules(bindings: readonly ListenerBinding[], options: { listenHost: string; catalog?: CatalogReader }): { rules: InterceptRule[]; clashes: RuleClash[] } {
+  const byTarget = new Map<string, InterceptRule>();
+  const clashes: RuleClash[] = [];
+  const sorted = [...bindings].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const binding of sorted) {
+    if (options.catalog) {
+      const [namespace, rest] = binding.key.split("/");
+      const service = options.catalog.service(namespace, rest?.split(":")[0] ?? "");
+      if (!service || Object.hasOwn(service.labels, noProxyLabel)) continue;
+    }
+    for (const clusterIP of binding.clusterIPs) {
+      if (!ipv4.test(clusterIP)) continue; // IPv6 cluster IPs need ip6tables / an ip6 table: not yet
+      const target = `${clusterIP}:${binding.port}/${binding.protocol}`;
+      const kept = byTarget.get(target);
+      if (kept) {
+        clashes.push({
+          clusterIP,
+          port: binding.port,
+          protocol: binding.protocol,
+          kept: kept.key,
+          dropped: binding.key,
+          error: `${binding.key} claims ${target}, already taken by ${kept.key}: ${binding.key} is not intercepted there (fix the Services' clusterIP or port)`,
+        });
+        continue;
+      }
+      byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, listenHost: options.listenHost, listenerPort: binding.listenerPort });
+    }
+  }
+  return { rules: [...byTarget.values()], clashes };
+}
+
+export const iptablesChain = "LEAFMESH-SERVICES";
+/** Built-in nat chains that jump to ours: OUTPUT for this host's own clients, PREROUTING for pods and forwarded traffic. */
+export const iptablesHooks = ["OUTPUT", "PREROUTING"] as const;
+
+/** One `iptables-restore --noflush` input: declaring our chain flushes it, then every rule is added; applied atomically. */
+export function iptablesRestoreInput(rules: readonly InterceptRule[]): string {
+  const lines = ["*nat", `:${iptablesChain} - [0:0]`];
+  for (const rule of rules) {
+    const protocol = rule.protocol.toLowerCase();
+    lines.push(
+      `-A ${iptablesChain} -d ${rule.clusterIP}/32 -p ${protocol} -m ${protocol} --dport ${rule.port} -m comment --comment "${rule.key}" -j DNAT --to-destination ${rule.listenHost}:${rule.listenerPort}`,
+    );
+  }
+  lines.push("COMMIT", "");
+  return lines.join("\n");
+}
+
+/** Removes our jumps and chains from an `iptables-save -t nat` dump, as one restore input (null when nothing is ours). */
+export function iptablesCleanupInput(natDump: string): string | null {
+  const deletes: string[] = [];
+  const chains: string[] = [];
+  for (const line of natDump.split("\n")) {
+    const chain = /^:(LEAFMESH-[A-Z0-9-]+) /.exec(line);
+    if (chain) chains.push(chain[1]);
+    else if (/^-A (?!LEAFMESH-)\S+ .*-j LEAFMESH-/.test(line)) deletes.push(line.replace(/^-A /, "-D "));
+  }
+  if (deletes.length === 0 && chains.length === 0) return null;
+  return ["*nat", ...deletes, ...chains.map((chain) => `-F ${chain}`), ...chains.map((chain) => `-X ${chain}`), "COMMIT", ""].join("\n");
+}
+
+export const nftTable = "leafmesh";
+
+function nftElements(rules: readonly InterceptRule[], protocol: "TCP" | "UDP"): string {
+  const elements = rules.filter((rule) => rule.protocol === protocol).map((rule) => `${rule.clusterIP} . ${rule.port} : ${rule.listenHost} . ${rule.listenerPort}`);
+  return elements.length > 0 ? ` elements = { ${elements.join(", ")} }` : "";
+}
+
+/**
+ * One `nft -f` transaction: create-then-delete makes the delete safe when the table
+ * is absent, and the new table replaces the old one atomically (no packet sees a
+ * half-built ruleset).
+ */
+export function nftInput(rules: readonly InterceptRule[]): string {
+  const map = (name: string, protocol: "TCP" | "UDP") =>
+    `  map ${name} { type ipv4_addr . inet_service : ipv4_addr . inet_service;${nftElements(rules, protocol)} }`;
+  const hook = (name: string, hook: string) =>
+    [
+      `  chain ${name} {`,
+      // -100 is dstnat: where DNAT belongs in output and prerouting.
+      `    type nat hook ${hook} priority -100; policy accept;`,
+      "    meta l4proto tcp dnat ip to ip daddr . tcp dport map @tcp_services",
+      "    meta l4proto udp dnat ip to ip daddr . udp dport map @udp_services",
+      "  }",
+    ].join("\n");
+  return [
+    `table ip ${nftTable} {}`,
+    `delete table ip ${nftTable}`,
+    `table ip ${nftTable} {`,
+    map("tcp_services", "TCP"),
+    map("udp_services", "UDP"),
+    hook("output", "output"),
+    hook("prerouting", "prerouting"),
+    "}",
+    "",
+  ].join("\n");
+}
+
+export function nftCleanupInput(): string {
+  return `table ip ${nftTable} {}\ndelete table ip ${nftTable}\n`;
+}
