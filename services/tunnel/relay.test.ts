@@ -1,0 +1,102 @@
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { silentLogger } from "../../lib/log.ts";
+import { relaySubject } from "../../bus/subjects.ts";
+import { eventually } from "../../test/support/ports.ts";
+import { RelayEndpoint, decodeFrame, encodeFrame, frameTypes, type RelayChannel } from "./relay.ts";
+import { startFabric, type TestFabric } from "./test-fabric.ts";
+
+function collect(channel: RelayChannel): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  channel.on("data", (chunk: Buffer) => chunks.push(chunk));
+  return new Promise((resolve, reject) => {
+    channel.once("end", () => resolve(Buffer.concat(chunks)));
+    channel.once("error", reject);
+  });
+}
+
+describe("relay frames", () => {
+  it("round-trips and rejects garbage", () => {
+    const frame = decodeFrame(encodeFrame(frameTypes.data, 4_000_000_000, new Uint8Array([1, 2, 3])));
+    expect(frame).toMatchObject({ type: frameTypes.data, sequence: 4_000_000_000 });
+    expect([...frame.payload]).toEqual([1, 2, 3]);
+    expect(() => decodeFrame(new Uint8Array([3, 0]))).toThrow(/too short/);
+    expect(() => decodeFrame(new Uint8Array([99, 0, 0, 0, 0]))).toThrow(/unknown type/);
+  });
+});
+
+describe("relay channels through leaf → hub → leaf", () => {
+  let fabric: TestFabric;
+  let a: NatsConnection;
+  let b: NatsConnection;
+  let relayA: RelayEndpoint;
+  let relayB: RelayEndpoint;
+  const accepted: RelayChannel[] = [];
+
+  beforeAll(async () => {
+    fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b"] });
+    a = await fabric.connect("edge-a");
+    b = await fabric.connect("edge-b");
+    relayA = new RelayEndpoint({ nats: a, node: "edge-a", log: silentLogger(), onChannel: () => undefined });
+    relayB = new RelayEndpoint({
+      nats: b,
+      node: "edge-b",
+      log: silentLogger(),
+      windowBytes: 64 * 1024,
+      onChannel: (channel) => {
+        accepted.push(channel);
+        channel.on("error", () => undefined); // resets are asserted through resetReason
+        channel.pipe(channel); // echo
+      },
+    });
+    // The leafs learn each other's interest through the hub: wait until a channel opens.
+    await eventually(async () => (await relayA.open("edge-b").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path up");
+  }, 60_000);
+
+  afterAll(async () => {
+    relayA?.close();
+    relayB?.close();
+    await fabric?.stop();
+  });
+
+  it("carries 8 MiB in order through a 64 KiB window, checksum intact", async () => {
+    const channel = await relayA.open("edge-b");
+    const payload = randomBytes(8 * 1024 * 1024);
+    const received = collect(channel);
+    channel.end(payload);
+    const echoed = await received;
+    expect(createHash("sha256").update(echoed).digest("hex")).toBe(createHash("sha256").update(payload).digest("hex"));
+    // Credit bounded what was in flight: nothing ever overflowed a window (that would have reset).
+    expect(relayB.drops.get("sequence gap") ?? 0).toBe(0);
+  }, 30_000);
+
+  it("drops garbage and forged frames, counts them, and keeps serving", async () => {
+    a.publish(relaySubject("edge-b", "edge-a", "nosuchchannel"), encodeFrame(frameTypes.data, 7, new Uint8Array([1])));
+    a.publish(relaySubject("edge-b", "mallory", "x"), new Uint8Array([0xff, 0xff]));
+    a.publish(relaySubject("edge-b", "mallory", "y"), encodeFrame(frameTypes.open, 0, new TextEncoder().encode("not json")));
+    await eventually(() => (relayB.drops.get("unknown channel") ?? 0) >= 1 && (relayB.drops.get("malformed frame") ?? 0) >= 1, 5_000, "drops counted");
+    const channel = await relayA.open("edge-b");
+    const received = collect(channel);
+    channel.end(Buffer.from("still here"));
+    expect((await received).toString()).toBe("still here");
+  }, 20_000);
+
+  it("resets a channel when a frame is lost, never truncating silently", async () => {
+    const channel = await relayA.open("edge-b");
+    const inbound = accepted.at(-1)!;
+    const errored = once(channel, "error").then(([error]) => error as Error);
+    // A frame with a sequence number from the future: frames in between were "lost".
+    a.publish(relaySubject("edge-b", "edge-a", channel.id), encodeFrame(frameTypes.data, 1000, new Uint8Array([1])));
+    await eventually(() => inbound.destroyed, 5_000, "inbound reset");
+    expect(inbound.resetReason).toMatch(/sequence gap/);
+    expect((await errored).message).toMatch(/reset/);
+  }, 20_000);
+
+  it("refuses a channel to a node that does not exist with a clear error", async () => {
+    const quick = new RelayEndpoint({ nats: a, node: "edge-a2", log: silentLogger(), onChannel: () => undefined, openTimeoutMs: 1_000 });
+    await expect(quick.open("nobody")).rejects.toThrow(/nobody did not accept/);
+    quick.close();
+  });
+});

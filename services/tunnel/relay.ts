@@ -1,0 +1,427 @@
+/**
+ * The relay: byte channels between two nodes carried over NATS subjects
+ * (`relay.<to>.<from>.<channel>`, outside `mesh.>`) through leaf → hub → leaf.
+ * A channel is a Node Duplex; the tunnel runs a libp2p upgrade (pnet, noise,
+ * yamux) on top, so a hub only ever sees ciphertext and one channel carries
+ * every stream between the pair.
+ *
+ * What the channel itself guarantees:
+ * - order: every frame carries a per-direction sequence number; a gap (a frame
+ *   lost while a hub died) resets the channel — bytes are never silently dropped.
+ * - flow control: the sender spends credit the receiver grants as its reader
+ *   consumes, so a subscriber never holds more than `windowBytes` per channel
+ *   and is never a slow consumer.
+ * - liveness: idle channels exchange pings; silence longer than `idleTimeoutMs`
+ *   resets the channel (a cut path loses frames without any error at the sender).
+ *
+ * ```ts
+ * const relay = new RelayEndpoint({ nats, node: "edge-a", log, onChannel: (channel) => upgradeInbound(channel) });
+ * const channel = await relay.open("edge-b");   // resolves when edge-b accepted
+ * channel.write(bytes); channel.on("data", ...);
+ * relay.close();
+ * ```
+ */
+import { randomBytes } from "node:crypto";
+import { Duplex } from "node:stream";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { systemClock, type Clock } from "../../lib/clock.ts";
+import { parseRelaySubject, relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
+
+export const frameTypes = { open: 1, accept: 2, data: 3, credit: 4, fin: 5, reset: 6, ping: 7 } as const;
+type FrameType = (typeof frameTypes)[keyof typeof frameTypes];
+const frameTypeValues = new Set<number>(Object.values(frameTypes));
+
+/** type (1) | sequence (4, big endian) | payload */
+const headerBytes = 5;
+
+export interface RelayFrame {
+  type: FrameType;
+  sequence: number;
+  payload: Uint8Array;
+}
+
+export function encodeFrame(type: FrameType, sequence: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const bytes = new Uint8Array(headerBytes + payload.byteLength);
+  bytes[0] = type;
+  new DataView(bytes.buffer).setUint32(1, sequence >>> 0);
+  bytes.set(payload, headerBytes);
+  return bytes;
+}
+
+/** Throws on anything that is not a well-formed frame. */
+export function decodeFrame(bytes: Uint8Array): RelayFrame {
+  if (bytes.byteLength < headerBytes) throw new LeafmeshError("TUNNEL_FAILED", `relay frame too short (${bytes.byteLength} bytes)`);
+  const type = bytes[0];
+  if (!frameTypeValues.has(type)) throw new LeafmeshError("TUNNEL_FAILED", `relay frame of unknown type ${type}`);
+  const sequence = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1);
+  return { type: type as FrameType, sequence, payload: bytes.subarray(headerBytes) };
+}
+
+export interface RelayEndpointOptions {
+  nats: NatsConnection;
+  node: string;
+  log: Logger;
+  /** Called with each channel a peer opened towards this node. */
+  onChannel: (channel: RelayChannel) => void;
+  clock?: Clock;
+  /** @default 1_048_576 — credit granted per channel: enough to fill a leaf→hub→leaf path of ~10 ms at ~100 MB/s, small enough that 100 channels stay under the 64 MiB slow-consumer limit of a NATS client. */
+  windowBytes?: number;
+  /** @default 32_768 — payload bytes per NATS message: far under max_payload (1 MiB) so one frame never delays others for long. */
+  frameBytes?: number;
+  /** @default 5_000 — how long `open` waits for the peer to accept. */
+  openTimeoutMs?: number;
+  /** @default 2_000 — ping interval on a channel with nothing else to send. */
+  pingIntervalMs?: number;
+  /** @default 8_000 — silence after which a channel is reset: a leaf moves to another hub in ~1-2 s (FACTS.md); four pings lost means the path is gone. */
+  idleTimeoutMs?: number;
+  /** Called when a channel opens or ends (for `mesh.<node>.tunnel.relay`). */
+  onEvent?: (event: { peer: string; channel: string; status: "open" | "closed" | "reset"; bytes: number; reason?: string }) => void;
+}
+
+/** The relay endpoint of one node: opens channels and accepts those addressed to it. */
+export class RelayEndpoint {
+  readonly node: string;
+  /** Frames dropped, by reason (Tailscale DERP style: every drop counted). */
+  readonly drops = new Map<string, number>();
+  readonly #options: Required<Omit<RelayEndpointOptions, "onEvent">> & Pick<RelayEndpointOptions, "onEvent">;
+  readonly #channels = new Map<string, RelayChannel>();
+  readonly #loggedDrops = new Set<string>();
+  #subscription: Subscription;
+  #closed = false;
+
+  constructor(options: RelayEndpointOptions) {
+    this.node = options.node;
+    this.#options = {
+      clock: systemClock,
+      windowBytes: 1_048_576,
+      frameBytes: 32_768,
+      openTimeoutMs: 5_000,
+      pingIntervalMs: 2_000,
+      idleTimeoutMs: 8_000,
+      ...options,
+    };
+    this.#subscription = options.nats.subscribe(relayInboxPattern(options.node), {
+      callback: (error, message) => {
+        if (error) {
+          this.#options.log.warn({ err: error }, "relay subscription failed");
+          return;
+        }
+        this.#receive(message.subject, message.data);
+      },
+    });
+  }
+
+  get channelCount(): number {
+    return this.#channels.size;
+  }
+
+  /** Opens a channel to `peer`; rejects when the peer does not accept within the open timeout. */
+  async open(peer: string): Promise<RelayChannel> {
+    if (this.#closed) throw new LeafmeshError("NOT_RUNNING", "relay endpoint is closed");
+    const id = randomBytes(9).toString("base64url").replace(/[^A-Za-z0-9]/g, "x");
+    const channel = new RelayChannel(this, peer, id, "outbound");
+    this.#channels.set(this.#key(peer, id), channel);
+    channel.sendControl(frameTypes.open, new TextEncoder().encode(JSON.stringify({ window: this.#options.windowBytes })));
+    await new Promise<void>((resolve, reject) => {
+      const fail = (error: Error) => {
+        this.#options.clock.clearTimeout(timer);
+        channel.off("error", fail);
+        reject(error);
+      };
+      const timer = this.#options.clock.setTimeout(() => {
+        fail(new LeafmeshError("TUNNEL_FAILED", `relay: ${peer} did not accept a channel within ${this.#options.openTimeoutMs} ms (is it running and attached to the fabric?)`));
+        channel.destroy();
+      }, this.#options.openTimeoutMs);
+      channel.once("error", fail);
+      channel.once("accepted", () => {
+        this.#options.clock.clearTimeout(timer);
+        channel.off("error", fail);
+        resolve();
+      });
+    });
+    return channel;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#subscription.unsubscribe();
+    for (const channel of [...this.#channels.values()]) channel.reset("relay endpoint closed");
+  }
+
+  /** internal: used by channels */
+  publish(peer: string, id: string, bytes: Uint8Array): void {
+    if (this.#options.nats.isClosed()) return;
+    this.#options.nats.publish(relaySubject(peer, this.node, id), bytes);
+  }
+
+  /** internal */
+  get options() {
+    return this.#options;
+  }
+
+  /** internal */
+  forget(channel: RelayChannel): void {
+    this.#channels.delete(this.#key(channel.peer, channel.id));
+  }
+
+  /** internal */
+  drop(reason: string, detail: Record<string, unknown> = {}): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
+    if (this.#loggedDrops.has(reason)) return;
+    this.#loggedDrops.add(reason);
+    this.#options.log.warn({ reason, ...detail }, "relay frame dropped (logged once per reason, counted in drops)");
+  }
+
+  #key(peer: string, id: string): string {
+    return `${peer}.${id}`;
+  }
+
+  #receive(subject: string, data: Uint8Array): void {
+    const parts = parseRelaySubject(subject);
+    if (!parts || parts.toNode !== this.node) return this.drop("bad subject", { subject });
+    let frame: RelayFrame;
+    try {
+      frame = decodeFrame(data);
+    } catch (error) {
+      return this.drop("malformed frame", { subject, err: error });
+    }
+    const key = this.#key(parts.fromNode, parts.channel);
+    const channel = this.#channels.get(key);
+    if (channel) return channel.receive(frame);
+    if (frame.type !== frameTypes.open) {
+      // A late frame of a channel that already ended, or a forged one: nothing to deliver it to.
+      if (frame.type !== frameTypes.reset) this.drop("unknown channel", { subject, type: frame.type });
+      return;
+    }
+    if (this.#closed) return;
+    if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
+    const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound");
+    this.#channels.set(key, inbound);
+    inbound.receive(frame);
+    this.#options.onChannel(inbound);
+  }
+}
+
+interface PendingWrite {
+  chunk: Buffer;
+  callback: (error?: Error | null) => void;
+}
+
+/** One relayed byte channel: a Duplex whose bytes cross NATS. */
+export class RelayChannel extends Duplex {
+  readonly peer: string;
+  readonly id: string;
+  readonly direction: "inbound" | "outbound";
+  bytesSent = 0;
+  bytesReceived = 0;
+  readonly #endpoint: RelayEndpoint;
+  #sendSequence = 0;
+  #receiveSequence = 0;
+  /** Bytes the peer allows us to send. */
+  #credit = 0;
+  /** Bytes delivered to our reader and already credited back. */
+  #credited = 0;
+  #delivered = 0;
+  #pending: PendingWrite | undefined;
+  #accepted = false;
+  #finSent = false;
+  #ended = false;
+  #lastReceived: number;
+  #lastSent: number;
+  #timer: unknown;
+  #resetReason: string | undefined;
+
+  constructor(endpoint: RelayEndpoint, peer: string, id: string, direction: "inbound" | "outbound") {
+    super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    this.#endpoint = endpoint;
+    this.peer = peer;
+    this.id = id;
+    this.direction = direction;
+    const clock = endpoint.options.clock;
+    this.#lastReceived = clock.now();
+    this.#lastSent = clock.now();
+    this.#timer = clock.setInterval(() => this.#tick(), Math.max(100, Math.floor(endpoint.options.pingIntervalMs / 2)));
+  }
+
+  get accepted(): boolean {
+    return this.#accepted;
+  }
+
+  /** Why the channel was reset, if it was. */
+  get resetReason(): string | undefined {
+    return this.#resetReason;
+  }
+
+  /** internal */
+  sendControl(type: FrameType, payload?: Uint8Array): void {
+    this.#endpoint.publish(this.peer, this.id, encodeFrame(type, this.#sendSequence++, payload));
+    this.#lastSent = this.#endpoint.options.clock.now();
+  }
+
+  /** internal: a frame from the peer, in arrival order. */
+  receive(frame: RelayFrame): void {
+    if (this.destroyed) return;
+    if (frame.sequence !== this.#receiveSequence) {
+      this.#endpoint.drop("sequence gap", { peer: this.peer, channel: this.id, expected: this.#receiveSequence, got: frame.sequence });
+      this.reset(`sequence gap: expected frame ${this.#receiveSequence}, got ${frame.sequence} (frames were lost on the relay path)`);
+      return;
+    }
+    this.#receiveSequence = (this.#receiveSequence + 1) >>> 0;
+    this.#lastReceived = this.#endpoint.options.clock.now();
+    switch (frame.type) {
+      case frameTypes.open: {
+        this.#credit += this.#parseWindow(frame.payload);
+        this.#accepted = true;
+        this.sendControl(frameTypes.accept, new TextEncoder().encode(JSON.stringify({ window: this.#endpoint.options.windowBytes })));
+        this.#event("open");
+        return;
+      }
+      case frameTypes.accept: {
+        this.#credit += this.#parseWindow(frame.payload);
+        this.#accepted = true;
+        this.emit("accepted");
+        this.#event("open");
+        this.#flush();
+        return;
+      }
+      case frameTypes.data: {
+        if (this.#ended) return this.reset("data after end of stream");
+        const room = this.#endpoint.options.windowBytes - (this.#delivered - this.#credited);
+        if (frame.payload.byteLength > room) return this.reset(`peer sent ${frame.payload.byteLength} bytes with only ${room} of credit`);
+        this.bytesReceived += frame.payload.byteLength;
+        this.#delivered += frame.payload.byteLength;
+        // Copy: the NATS client reuses its read buffer.
+        this.push(Buffer.from(frame.payload));
+        this.#maybeGrantCredit();
+        return;
+      }
+      case frameTypes.credit: {
+        if (frame.payload.byteLength !== 4) return this.reset("malformed credit frame");
+        this.#credit += new DataView(frame.payload.buffer, frame.payload.byteOffset, 4).getUint32(0);
+        this.#flush();
+        return;
+      }
+      case frameTypes.fin: {
+        this.#ended = true;
+        this.push(null);
+        this.#maybeFinish();
+        return;
+      }
+      case frameTypes.reset: {
+        const reason = new TextDecoder().decode(frame.payload) || "reset by peer";
+        this.#terminate(`peer reset the channel: ${reason}`, false);
+        return;
+      }
+      case frameTypes.ping:
+        return;
+    }
+  }
+
+  /** Ends the channel abruptly, telling the peer; readers and writers get an error. */
+  reset(reason: string): void {
+    this.#terminate(reason, true);
+  }
+
+  #terminate(reason: string, tellPeer: boolean): void {
+    if (this.destroyed) return;
+    this.#resetReason = reason;
+    if (tellPeer) this.sendControl(frameTypes.reset, new TextEncoder().encode(reason.slice(0, 200)));
+    this.#event("reset", reason);
+    this.destroy(new LeafmeshError("TUNNEL_FAILED", `relay channel ${this.id} with ${this.peer} was reset: ${reason}`));
+  }
+
+  #parseWindow(payload: Uint8Array): number {
+    try {
+      const window = (JSON.parse(new TextDecoder().decode(payload)) as { window?: unknown }).window;
+      if (typeof window === "number" && Number.isInteger(window) && window > 0 && window <= 64 * 1024 * 1024) return window;
+    } catch {
+      // fall through: a bad window is the peer's bug, reported by the reset below
+    }
+    this.reset("malformed open frame");
+    return 0;
+  }
+
+  #event(status: "open" | "closed" | "reset", reason?: string): void {
+    this.#endpoint.options.onEvent?.({ peer: this.peer, channel: this.id, status, bytes: this.bytesSent + this.bytesReceived, reason });
+  }
+
+  #maybeGrantCredit(): void {
+    const consumed = this.#delivered - this.readableLength;
+    const grant = consumed - this.#credited;
+    if (grant >= this.#endpoint.options.windowBytes / 4 || (grant > 0 && this.readableLength === 0)) {
+      this.#credited += grant;
+      const payload = new Uint8Array(4);
+      new DataView(payload.buffer).setUint32(0, grant);
+      this.sendControl(frameTypes.credit, payload);
+    }
+  }
+
+  #tick(): void {
+    const { clock, pingIntervalMs, idleTimeoutMs } = this.#endpoint.options;
+    const now = clock.now();
+    if (now - this.#lastReceived > idleTimeoutMs) {
+      this.reset(`no frame from ${this.peer} for ${now - this.#lastReceived} ms (relay path lost)`);
+      return;
+    }
+    if (now - this.#lastSent >= pingIntervalMs) this.sendControl(frameTypes.ping);
+  }
+
+  #flush(): void {
+    const pending = this.#pending;
+    if (!pending || !this.#accepted || this.destroyed) return;
+    const frameBytes = this.#endpoint.options.frameBytes;
+    let offset = 0;
+    while (offset < pending.chunk.byteLength && this.#credit > 0) {
+      const size = Math.min(frameBytes, this.#credit, pending.chunk.byteLength - offset);
+      this.sendControl(frameTypes.data, pending.chunk.subarray(offset, offset + size));
+      this.#credit -= size;
+      this.bytesSent += size;
+      offset += size;
+    }
+    if (offset === pending.chunk.byteLength) {
+      this.#pending = undefined;
+      pending.callback();
+    } else {
+      pending.chunk = pending.chunk.subarray(offset);
+    }
+  }
+
+  #maybeFinish(): void {
+    if (this.#finSent && this.#ended && !this.destroyed) {
+      this.#event("closed");
+      this.destroy();
+    }
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#pending = { chunk, callback };
+    this.#flush();
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (!this.destroyed) this.sendControl(frameTypes.fin);
+    this.#finSent = true;
+    callback();
+    queueMicrotask(() => this.#maybeFinish());
+  }
+
+  override _read(): void {
+    this.#maybeGrantCredit();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#endpoint.options.clock.clearInterval(this.#timer);
+    this.#endpoint.forget(this);
+    if (!this.#resetReason && !(this.#finSent && this.#ended)) {
+      // Destroyed locally before a clean close: the peer must not mistake it for an end of stream.
+      this.#resetReason = error?.message ?? "closed locally before the end of stream";
+      this.sendControl(frameTypes.reset, new TextEncoder().encode(this.#resetReason.slice(0, 200)));
+      this.#event("reset", this.#resetReason);
+    }
+    this.#pending = undefined;
+    callback(error);
+  }
+}
