@@ -1,0 +1,265 @@
+/**
+ * The libp2p host of one agent: TCP, pnet (the mesh's pre-shared key), noise,
+ * yamux, identify, ping and mDNS, plus the tunnel protocol: a stream that asks
+ * the remote agent to connect to a target and splice.
+ *
+ * Every path ends as an ordinary libp2p connection: a LAN dial through
+ * @libp2p/tcp, a hole-punched socket or a relay channel handed to
+ * `upgrade()` (the libp2p upgrader runs pnet + noise + yamux over it).
+ *
+ * ```ts
+ * const host = await startTunnelHost({ node: "edge-a", listen: ["/ip4/0.0.0.0/tcp/4101"], psk, log });
+ * const connection = await host.upgrade(socket, "outbound", remoteAddr);
+ * const duplex = await host.openTarget(connection, { host: "10.0.0.5", port: 80, protocol: "TCP" });
+ * ```
+ */
+import { createHash } from "node:crypto";
+import { connect as netConnect } from "node:net";
+import { createSocket } from "node:dgram";
+import type { Duplex } from "node:stream";
+import { createLibp2p, type Libp2p } from "libp2p";
+import { tcp } from "@libp2p/tcp";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { identify, type Identify } from "@libp2p/identify";
+import { ping, type Ping } from "@libp2p/ping";
+import { mdns } from "@libp2p/mdns";
+import { preSharedKey } from "@libp2p/pnet";
+import type { Connection, Stream, Upgrader, ComponentLogger } from "@libp2p/interface";
+import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
+
+export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
+/** identify's agent version carries the node name, so an mDNS neighbour is known by name without the hub. */
+export const agentVersionPrefix = "leafmesh-agent node=";
+
+export interface TunnelTarget {
+  host: string;
+  port: number;
+  protocol: "TCP" | "UDP";
+}
+
+/** Parses a PSK in the go-ipfs swarm.key format (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits). */
+export function parsePsk(psk: string | Uint8Array): Uint8Array {
+  const text = typeof psk === "string" ? psk : new TextDecoder().decode(psk);
+  const lines = text.trim().split(/\r?\n/);
+  if (lines.length !== 3 || lines[0] !== "/key/swarm/psk/1.0.0/" || lines[1] !== "/base16/" || !/^[0-9a-fA-F]{64}$/.test(lines[2])) {
+    throw new LeafmeshError(
+      "CONFIG_INVALID",
+      "tunnel psk: expected the swarm.key format: three lines '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits (make one with `leafmesh keys psk`)",
+    );
+  }
+  return new TextEncoder().encode(`${lines.join("\n")}\n`);
+}
+
+/** A salted hash of the PSK, published in the node record: lets peers say "the keys differ". */
+export function pskFingerprint(psk: Uint8Array): string {
+  return createHash("sha256").update("leafmesh psk fingerprint\0").update(psk).digest("hex").slice(0, 16);
+}
+
+export interface TunnelHostOptions {
+  node: string;
+  /** libp2p listen multiaddrs, e.g. "/ip4/0.0.0.0/tcp/4101". */
+  listen: string[];
+  psk: Uint8Array;
+  log: Logger;
+  /** @default true */
+  mdns?: boolean;
+  /** @default 1_000 — mDNS query interval: a LAN neighbour is found within about a second. */
+  mdnsIntervalMs?: number;
+  /** @default 5_000 — connecting to a target on the remote side. */
+  targetConnectTimeoutMs?: number;
+}
+
+export interface TunnelHost {
+  readonly libp2p: Libp2p<{ identify: Identify; ping: Ping; leafmeshUpgrade: { upgrader: Upgrader; logger: ComponentLogger } }>;
+  readonly pskFingerprint: string;
+  /** Makes a libp2p connection of a connected socket or relay channel (pnet + noise + yamux over it). */
+  upgrade(duplex: Duplex, direction: "inbound" | "outbound", remoteAddr: Multiaddr): Promise<Connection | undefined>;
+  /** Opens a tunnel stream on a connection: the remote side connects to `target` and splices. */
+  openTarget(connection: Connection, target: TunnelTarget): Promise<Duplex>;
+  /** The node name a peer announced through identify, if known. */
+  nodeOf(peerId: string): string | undefined;
+  stop(): Promise<void>;
+}
+
+const statusOk = 0;
+const statusError = 1;
+
+function frameHeader(json: unknown): Uint8Array {
+  const body = new TextEncoder().encode(JSON.stringify(json));
+  const bytes = new Uint8Array(2 + body.byteLength);
+  new DataView(bytes.buffer).setUint16(0, body.byteLength);
+  bytes.set(body, 2);
+  return bytes;
+}
+
+/** Reads exactly `size` bytes from a Duplex in paused mode. */
+function readExactly(duplex: Duplex, size: number, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new LeafmeshError("TUNNEL_FAILED", `tunnel header not received within ${timeoutMs} ms`)), timeoutMs);
+    const finish = (error?: Error, value?: Buffer) => {
+      clearTimeout(timer);
+      duplex.off("readable", onReadable);
+      duplex.off("end", onEnd);
+      duplex.off("error", onError);
+      if (error) reject(error);
+      else resolve(value!);
+    };
+    const onReadable = () => {
+      const chunk = duplex.read(size) as Buffer | null;
+      if (chunk) finish(undefined, chunk);
+    };
+    const onEnd = () => finish(new LeafmeshError("TUNNEL_FAILED", "tunnel stream ended before its header"));
+    const onError = (error: Error) => finish(error);
+    duplex.on("readable", onReadable);
+    duplex.once("end", onEnd);
+    duplex.once("error", onError);
+    onReadable();
+  });
+}
+
+async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unknown> {
+  const length = (await readExactly(duplex, 2, timeoutMs)).readUInt16BE(0);
+  return JSON.parse((await readExactly(duplex, length, timeoutMs)).toString("utf8"));
+}
+
+/** UDP over a stream: each datagram is a 2-byte length and its bytes. */
+export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger): void {
+  const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
+  socket.connect(target.port, target.host);
+  let buffered = Buffer.alloc(0);
+  stream.on("data", (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.byteLength >= 2) {
+      const length = buffered.readUInt16BE(0);
+      if (buffered.byteLength < 2 + length) break;
+      socket.send(buffered.subarray(2, 2 + length));
+      buffered = buffered.subarray(2 + length);
+    }
+  });
+  socket.on("message", (message) => {
+    const frame = Buffer.alloc(2 + message.byteLength);
+    frame.writeUInt16BE(message.byteLength, 0);
+    message.copy(frame, 2);
+    stream.write(frame);
+  });
+  socket.on("error", (error) => {
+    log.debug({ err: error, target }, "udp target error");
+    stream.destroy(error);
+  });
+  stream.once("close", () => socket.close());
+  stream.once("end", () => stream.end());
+}
+
+export async function startTunnelHost(options: TunnelHostOptions): Promise<TunnelHost> {
+  const log = options.log;
+  const nodes = new Map<string, string>();
+  const libp2p = await createLibp2p({
+    addresses: { listen: options.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionProtector: preSharedKey({ psk: options.psk }),
+    peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
+    nodeInfo: { userAgent: `${agentVersionPrefix}${options.node}` },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in: STYLE.md 5).
+      leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
+    },
+  });
+  libp2p.addEventListener("peer:identify", (event) => {
+    const agentVersion = event.detail.agentVersion ?? "";
+    if (agentVersion.startsWith(agentVersionPrefix)) nodes.set(event.detail.peerId.toString(), agentVersion.slice(agentVersionPrefix.length));
+  });
+
+  const targetTimeout = options.targetConnectTimeoutMs ?? 5_000;
+  await libp2p.handle(
+    tunnelProtocol,
+    async (stream: Stream, connection: Connection) => {
+      const duplex = streamToDuplex(stream);
+      duplex.on("error", (error) => log.debug({ err: error }, "tunnel stream error"));
+      let target: TunnelTarget;
+      try {
+        target = (await readHeader(duplex, targetTimeout)) as TunnelTarget;
+        if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
+          throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
+        }
+      } catch (error) {
+        log.warn({ err: error, peer: connection.remotePeer.toString() }, "tunnel stream refused: bad header");
+        duplex.destroy();
+        return;
+      }
+      const reply = (status: number, message?: string) => duplex.write(Buffer.concat([Buffer.from([status]), Buffer.from(frameHeader({ message: message ?? "" }))]));
+      if (target.protocol === "UDP") {
+        reply(statusOk);
+        spliceUdp(duplex, target, log);
+        return;
+      }
+      const socket = netConnect({ host: target.host, port: target.port, timeout: targetTimeout });
+      socket.once("connect", () => {
+        socket.setTimeout(0);
+        reply(statusOk);
+        socket.pipe(duplex);
+        duplex.pipe(socket);
+      });
+      socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `connect to ${target.host}:${target.port} timed out`)));
+      socket.once("error", (error) => {
+        if (socket.connecting || !socket.remoteAddress) {
+          reply(statusError, `${options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`);
+          duplex.end();
+        } else {
+          duplex.destroy(error);
+        }
+      });
+      duplex.once("close", () => socket.destroy());
+      socket.once("close", () => {
+        if (!duplex.writableEnded) duplex.end();
+      });
+    },
+    { runOnLimitedConnection: true, maxInboundStreams: 4096, maxOutboundStreams: 4096 },
+  );
+
+  const upgrader = libp2p.services.leafmeshUpgrade;
+  return {
+    libp2p,
+    pskFingerprint: pskFingerprint(options.psk),
+    async upgrade(duplex, direction, remoteAddr) {
+      const maConn = new DuplexMultiaddrConnection({
+        duplex,
+        remoteAddr,
+        direction,
+        log: upgrader.logger.forComponent(`leafmesh:tunnel:${direction}`),
+        inactivityTimeout: 0,
+      });
+      const signal = AbortSignal.timeout(10_000);
+      if (direction === "outbound") return upgrader.upgrader.upgradeOutbound(maConn, { signal });
+      await upgrader.upgrader.upgradeInbound(maConn, { signal });
+      return undefined;
+    },
+    async openTarget(connection, target) {
+      const stream = await connection.newStream(tunnelProtocol, { runOnLimitedConnection: true, signal: AbortSignal.timeout(10_000) });
+      const duplex = streamToDuplex(stream);
+      duplex.write(frameHeader(target));
+      const status = (await readExactly(duplex, 1, targetTimeout + 5_000))[0];
+      const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };
+      if (status !== statusOk) {
+        duplex.destroy();
+        throw new LeafmeshError("TUNNEL_FAILED", message || "the remote agent refused the stream");
+      }
+      return duplex;
+    },
+    nodeOf(peerId) {
+      return nodes.get(peerId);
+    },
+    async stop() {
+      await libp2p.stop();
+    },
+  };
+}
+
+export { multiaddr };

@@ -1,0 +1,109 @@
+/**
+ * Adapters between Node streams and libp2p v3 message streams.
+ *
+ * - `DuplexMultiaddrConnection`: any Node Duplex (a hole-punched TCP socket, a
+ *   relay channel) as a libp2p MultiaddrConnection, so the libp2p upgrader runs
+ *   pnet, noise and yamux over it and the result is an ordinary connection. It
+ *   follows @libp2p/tcp's socket-to-conn.js (which is not exported).
+ * - `streamToDuplex`: a libp2p Stream as a Node Duplex for the traffic actor,
+ *   honouring backpressure both ways (pause/resume, send()/onDrain).
+ */
+import { Duplex } from "node:stream";
+import type { Socket } from "node:net";
+import type { AbortOptions, Stream } from "@libp2p/interface";
+import { AbstractMultiaddrConnection } from "@libp2p/utils";
+import type { Multiaddr } from "@multiformats/multiaddr";
+import type { Logger as Libp2pLogger } from "@libp2p/interface";
+import type { Uint8ArrayList } from "uint8arraylist";
+
+export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
+  readonly duplex: Duplex;
+
+  constructor(init: { duplex: Duplex; remoteAddr: Multiaddr; direction: "inbound" | "outbound"; log: Libp2pLogger; inactivityTimeout?: number }) {
+    super({ remoteAddr: init.remoteAddr, direction: init.direction, log: init.log, inactivityTimeout: init.inactivityTimeout });
+    this.duplex = init.duplex;
+    this.duplex.on("data", (buffer: Buffer) => this.onData(buffer));
+    this.duplex.on("error", (error: Error) => this.abort(error));
+    this.duplex.once("end", () => this.onTransportClosed());
+    this.duplex.once("close", () => {
+      if (this.duplex.errored) this.abort(this.duplex.errored as Error);
+      else this.onTransportClosed();
+    });
+    this.duplex.on("drain", () => this.safeDispatchEvent("drain"));
+  }
+
+  sendData(data: Uint8ArrayList): { sentBytes: number; canSendMore: boolean } {
+    let sentBytes = 0;
+    let canSendMore = true;
+    for (const buffer of data) {
+      sentBytes += buffer.byteLength;
+      canSendMore = this.duplex.write(buffer);
+      if (!canSendMore) break;
+    }
+    return { sentBytes, canSendMore };
+  }
+
+  async sendClose(_options?: AbortOptions): Promise<void> {
+    if (this.duplex.destroyed) return;
+    await new Promise<void>((resolve) => {
+      this.duplex.once("close", () => resolve());
+      this.duplex.end();
+      // A relay channel closes once both ends sent FIN; a socket once the kernel is done.
+      const socket = this.duplex as Partial<Socket>;
+      if (typeof socket.destroySoon === "function") socket.destroySoon();
+    });
+  }
+
+  sendReset(error: Error): void {
+    const socket = this.duplex as Partial<Socket>;
+    if (typeof socket.resetAndDestroy === "function" && !this.duplex.writableEnded) socket.resetAndDestroy();
+    else this.duplex.destroy(error);
+  }
+
+  sendPause(): void {
+    this.duplex.pause();
+  }
+
+  sendResume(): void {
+    this.duplex.resume();
+  }
+}
+
+/** A libp2p stream as a Node Duplex: end() half-closes, destroy() resets. */
+export function streamToDuplex(stream: Stream): Duplex {
+  const duplex = new Duplex({
+    allowHalfOpen: true,
+    read() {
+      if (stream.status === "open" || stream.status === "closing") stream.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      try {
+        if (stream.send(chunk)) callback();
+        else stream.onDrain().then(() => callback(), callback);
+      } catch (error) {
+        callback(error as Error);
+      }
+    },
+    final(callback) {
+      stream.close().then(() => callback(), callback);
+    },
+    destroy(error, callback) {
+      if (stream.status === "open" || stream.status === "closing") {
+        if (error) stream.abort(error);
+        else stream.abort(new Error("stream destroyed locally"));
+      }
+      callback(error);
+    },
+  });
+  stream.addEventListener("message", (event) => {
+    const data = event.data;
+    const buffer = data instanceof Uint8Array ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data.subarray());
+    if (!duplex.push(buffer)) stream.pause();
+  });
+  stream.addEventListener("remoteCloseWrite", () => duplex.push(null));
+  stream.addEventListener("close", (event) => {
+    if (event.error) duplex.destroy(event.error);
+    else duplex.push(null);
+  });
+  return duplex;
+}
