@@ -14,7 +14,6 @@ import type { AbortOptions, Stream } from "@libp2p/interface";
 import { AbstractMultiaddrConnection } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import type { Logger as Libp2pLogger } from "@libp2p/interface";
-import type { Uint8ArrayList } from "uint8arraylist";
 
 export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
   readonly duplex: Duplex;
@@ -32,7 +31,7 @@ export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
     this.duplex.on("drain", () => this.safeDispatchEvent("drain"));
   }
 
-  sendData(data: Uint8ArrayList): { sentBytes: number; canSendMore: boolean } {
+  sendData(data: Parameters<AbstractMultiaddrConnection["sendData"]>[0]): { sentBytes: number; canSendMore: boolean } {
     let sentBytes = 0;
     let canSendMore = true;
     for (const buffer of data) {
