@@ -154,8 +154,7 @@ export function renderHubConfig(options: HubServerOptions): string {
 }
 
 export function renderLeafConfig(options: LeafServerOptions): string {
-  if (options.upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "a leaf server needs at least one upstream URL (--hub)");
-  checkUrls("upstream", options.upstreams, ["nats-leaf:", "nats:", "tls:"]);
+  checkUpstreamUrls(options.upstreams);
   const lines = [
     "# nats-server configuration written by leafmesh (leaf). Edits are overwritten at the next start.",
     ...commonLines(options, options.domain),
@@ -175,6 +174,12 @@ export function renderLeafConfig(options: LeafServerOptions): string {
   if (options.cluster) lines.push(...clusterLines(options.cluster));
   if (options.security) lines.push(options.security);
   return `${lines.join("\n")}\n`;
+}
+
+/** Throws a CONFIG_INVALID error naming the first upstream URL that is not nats-leaf://host:port. */
+export function checkUpstreamUrls(upstreams: string[]): void {
+  if (upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "a leaf server needs at least one upstream URL (--hub)");
+  checkUrls("upstream", upstreams, ["nats-leaf:", "nats:", "tls:"]);
 }
 
 /** The open lab setup FACTS.md found to work with gateways: a system account and a default user. */

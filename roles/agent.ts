@@ -25,7 +25,7 @@ import type { Logger } from "../lib/log.ts";
 import { Gauge, type Registry } from "prom-client";
 import { MetricsServer } from "../lib/metrics.ts";
 import { orderByRtt } from "../nats-config/nearest.ts";
-import { renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
+import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -89,6 +89,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   if (config.domain) checkNodeName(config.domain, "site name");
   const log = config.log.child({ node: config.node });
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
+  checkUpstreamUrls(config.upstreams.map(toLeafUrl));
   const measured = await orderByRtt(config.upstreams.map(toLeafUrl));
   const upstreams = measured.map((upstream) => upstream.url);
   log.info({ upstreams: measured }, "upstreams ordered by round-trip time");

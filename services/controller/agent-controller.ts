@@ -25,6 +25,7 @@ import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { retryUntilReady } from "../../lib/retry.ts";
 
 export interface ControllerOptions {
   bus: Bus;
@@ -94,7 +95,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const revisions = new Map<string, number>();
   let sortedKeys: string[] | undefined;
 
-  const kv = await openCatalogMirror(bus, options.upstreamDomain, options.replicas);
+  const kv = await retryUntilReady(() => openCatalogMirror(bus, options.upstreamDomain, options.replicas), { what: "the node's JetStream (catalog mirror)", log });
   actor.send({ type: "OPENED" });
 
   const publishSync = () =>

@@ -19,6 +19,7 @@ import { nowIso } from "../../bus/events.ts";
 import { buckets, leaseKeys } from "../../bus/subjects.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import type { Logger } from "../../lib/log.ts";
+import { retryUntilReady } from "../../lib/retry.ts";
 import { KvLease, leaseBucketOptions } from "./lease.ts";
 import type { CatalogSource } from "./source.ts";
 import { formatRejection } from "./manifest-source.ts";
@@ -78,7 +79,10 @@ export class CatalogPublisher {
 
   async start(): Promise<void> {
     const { connection, log } = this.#options;
-    this.#kv = await openCatalogBucket(connection, this.#options.replicas ?? 1);
+    this.#kv = await retryUntilReady(() => openCatalogBucket(connection, this.#options.replicas ?? 1), {
+      what: `the hub's JetStream (catalog bucket with ${this.#options.replicas ?? 1} replica(s))`,
+      log,
+    });
     let resolveLoaded!: () => void;
     this.#loaded = new Promise((resolve) => (resolveLoaded = resolve));
     this.#follower = followBucket({
@@ -117,7 +121,10 @@ export class CatalogPublisher {
         }),
       ),
     );
-    const leaseKv = await new Kvm(connection).create(buckets.leases, leaseBucketOptions(this.#options.leaseTtlMs, this.#options.replicas ?? 1));
+    const leaseKv = await retryUntilReady(() => new Kvm(connection).create(buckets.leases, leaseBucketOptions(this.#options.leaseTtlMs, this.#options.replicas ?? 1)), {
+      what: "the hub's JetStream (lease bucket)",
+      log,
+    });
     this.#lease = new KvLease({ kv: leaseKv, key: leaseKeys.catalogPublisher, holder: this.#options.holder, ttlMs: this.#options.leaseTtlMs, log });
     this.#lease.onChange((leading) => {
       this.#options.bus.publish("publisher", "lease", { at: nowIso(), holder: leading ? this.#options.holder : this.#lease!.holderSeen, held: leading });
