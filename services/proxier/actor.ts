@@ -1,0 +1,233 @@
+/**
+ * The proxier actor: keeps the kernel's interception rules equal to "every
+ * proxied cluster IP:port goes to its traffic listener". Its machine:
+ * idle → preparing (tool check, leftovers of a crashed run removed) → waiting
+ * (no listener set yet) → syncing ⇄ synced, retrying after a failed sync, and
+ * removing → stopped on stop. With intercept "off" it stays in `off`.
+ */
+import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
+import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
+import type { Bus } from "../../bus/bus.ts";
+import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import { nowIso, type ListenerBinding } from "../../bus/events.ts";
+import { systemClock, type Clock } from "../../lib/clock.ts";
+import { describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { runTool, type InterceptBackend, type InterceptMode, type InterceptState } from "./backend.ts";
+import { IptablesBackend } from "./iptables.ts";
+import type { ListenerSource } from "./listener-source.ts";
+import { NftablesBackend } from "./nftables.ts";
+import { buildRules, type RuleClash } from "./rules.ts";
+
+export interface ProxierOptions {
+  /** Optional: without a bus the actor runs alone (tests, the lab) and publishes nothing. */
+  bus?: Bus;
+  feed: CatalogFeed;
+  log: Logger;
+  /** "iptables" | "nftables" | "off", or a backend object (tests). */
+  intercept: InterceptMode | InterceptBackend;
+  /** traffic's listener ports: `busListenerSource(bus)` in the agent, or the traffic actor itself. */
+  listeners: ListenerSource;
+  /** @default "127.0.0.1" — where traffic listens (TrafficOptions.listenHost). */
+  listenHost?: string;
+  clock?: Clock;
+  /** @default 2_000 — a failed sync (a lock held by another tool) is retried this often. */
+  retryMs?: number;
+  /** Run the tools inside this network namespace (tests); the current one when omitted. */
+  namespace?: string;
+}
+
+export interface ProxierActor {
+  readonly actor: ActorRefFrom<typeof proxierMachine>;
+  /** Prepares the backend (throws TOOL_MISSING with the Debian package) and starts following listeners. */
+  start(): Promise<void>;
+  /** Removes every rule it added. */
+  stop(): Promise<void>;
+  inspect(): Promise<InterceptState>;
+  stats(): { backend: string; syncs: number; failures: number; rules: number; lastSyncMs?: number; lastError?: string; clashes: RuleClash[] };
+  /** Resolves after the next sync that includes everything known now. */
+  synced(): Promise<void>;
+}
+
+type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
+
+const proxierMachine = setup({
+  types: { context: {} as { off: boolean; dirty: boolean; haveListeners: boolean; lastError?: string }, events: {} as MachineEvent, input: {} as { off: boolean } },
+  actors: {
+    prepare: fromPromise<void>(async () => undefined),
+    sync: fromPromise<void>(async () => undefined),
+    remove: fromPromise<void>(async () => undefined),
+  },
+  delays: { retry: 2_000 },
+}).createMachine({
+  id: "proxier",
+  initial: "idle",
+  context: ({ input }) => ({ off: input.off, dirty: false, haveListeners: false }),
+  states: {
+    idle: { on: { START: [{ guard: ({ context }) => context.off, target: "off" }, { target: "preparing" }], STOP: "stopped" } },
+    off: { on: { STOP: "stopped" } },
+    preparing: {
+      invoke: {
+        src: "prepare",
+        onDone: [{ guard: ({ context }) => context.haveListeners, target: "syncing" }, { target: "waiting" }],
+        onError: { target: "failed", actions: assign({ lastError: ({ event }) => describeError(event.error) }) },
+      },
+      on: { CHANGED: { actions: assign({ haveListeners: true }) }, STOP: "stopped" },
+    },
+    waiting: { on: { CHANGED: { target: "syncing", actions: assign({ haveListeners: true }) }, STOP: "removing" } },
+    syncing: {
+      entry: assign({ dirty: false }),
+      invoke: {
+        src: "sync",
+        onDone: [{ guard: ({ context }) => context.dirty, target: "syncing", reenter: true }, { target: "synced", actions: assign({ lastError: undefined }) }],
+        onError: { target: "retrying", actions: assign({ lastError: ({ event }) => describeError(event.error) }) },
+      },
+      on: { CHANGED: { actions: assign({ dirty: true }) }, STOP: "removing" },
+    },
+    synced: { on: { CHANGED: "syncing", STOP: "removing" } },
+    retrying: { after: { retry: "syncing" }, on: { STOP: "removing" } },
+    /** prepare failed (a missing tool): nothing to retry until the operator fixes it. */
+    failed: { on: { STOP: "stopped" } },
+    removing: { invoke: { src: "remove", onDone: "stopped", onError: { target: "stopped", actions: assign({ lastError: ({ event }) => describeError(event.error) }) } } },
+    stopped: { type: "final" },
+  },
+});
+
+export function createBackend(mode: InterceptMode, namespace?: string): InterceptBackend | undefined {
+  if (mode === "iptables") return new IptablesBackend({ namespace });
+  if (mode === "nftables") return new NftablesBackend({ namespace });
+  return undefined;
+}
+
+export function createProxierActor(options: ProxierOptions): ProxierActor {
+  const log = options.log;
+  const clock = options.clock ?? systemClock;
+  const listenHost = options.listenHost ?? "127.0.0.1";
+  const backend = typeof options.intercept === "string" ? createBackend(options.intercept, options.namespace) : options.intercept;
+  const backendName = backend?.name ?? "off";
+  let bindings: ListenerBinding[] = options.listeners.listeners?.() ?? [];
+  let lastApplied: string | undefined;
+  let clashes: RuleClash[] = [];
+  const loggedClashes = new Set<string>();
+  const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
+  let inFlight: Promise<void> = Promise.resolve();
+  let syncWaiters: (() => void)[] = [];
+  const unsubscribers: (() => void)[] = [];
+  let link: ActorLink | undefined;
+
+  const sync = async () => {
+    if (!backend) return;
+    const waiters = syncWaiters;
+    syncWaiters = [];
+    const built = buildRules(bindings, { listenHost, catalog: options.feed.reader });
+    clashes = built.clashes;
+    for (const clash of clashes) {
+      if (loggedClashes.has(clash.error)) continue;
+      loggedClashes.add(clash.error);
+      log.error({ clusterIP: clash.clusterIP, port: clash.port, kept: clash.kept, dropped: clash.dropped }, clash.error);
+    }
+    const wanted = JSON.stringify(built.rules);
+    if (wanted === lastApplied) {
+      for (const waiter of waiters) waiter();
+      return;
+    }
+    const started = performance.now();
+    try {
+      await backend.sync(built.rules);
+    } catch (error) {
+      counters.failures++;
+      syncWaiters.push(...waiters);
+      options.bus?.publish("proxier", "rules", { at: nowIso(clock.now), backend: backendName, services: built.rules.length, durationMs: performance.now() - started, error: describeError(error) });
+      log.error({ err: error }, "rule sync failed, retrying");
+      throw error;
+    }
+    lastApplied = wanted;
+    counters.syncs++;
+    counters.rules = built.rules.length;
+    counters.lastSyncMs = performance.now() - started;
+    options.bus?.publish("proxier", "rules", { at: nowIso(clock.now), backend: backendName, services: built.rules.length, durationMs: counters.lastSyncMs });
+    log.debug({ rules: built.rules.length, ms: counters.lastSyncMs }, "rules synced");
+    for (const waiter of waiters) waiter();
+  };
+
+  const actor = createActor(
+    proxierMachine.provide({
+      actors: {
+        prepare: fromPromise(async () => {
+          if (!backend) return;
+          await backend.prepare();
+          // DNAT to a loopback listener from PREROUTING is dropped as martian unless route_localnet is on (kube-proxy sets it for the same reason).
+          if (listenHost.startsWith("127.")) {
+            const result = await runTool(["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"], { namespace: options.namespace });
+            if (result.code !== 0) log.warn({ stderr: result.stderr.trim() }, "could not set net.ipv4.conf.all.route_localnet=1: cluster IPs work for this host's clients only");
+          }
+        }),
+        sync: fromPromise(async () => {
+          inFlight = sync();
+          await inFlight;
+        }),
+        remove: fromPromise(async () => {
+          await inFlight.catch(() => undefined);
+          await backend?.remove();
+          lastApplied = undefined;
+        }),
+      },
+      delays: { retry: options.retryMs ?? 2_000 },
+    }),
+    { input: { off: !backend }, clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
+  );
+
+  const waitFor = (test: (value: string) => boolean) =>
+    new Promise<string>((resolve) => {
+      const check = () => {
+        const snapshot = actor.getSnapshot();
+        const value = typeof snapshot.value === "string" ? snapshot.value : JSON.stringify(snapshot.value);
+        if (test(value) || snapshot.status === "done") {
+          subscription?.unsubscribe();
+          resolve(value);
+          return true;
+        }
+        return false;
+      };
+      let subscription: { unsubscribe(): void } | undefined;
+      if (!check()) subscription = actor.subscribe(() => void check());
+    });
+
+  return {
+    actor,
+    async start() {
+      actor.start();
+      if (options.bus) link = linkActorToBus({ bus: options.bus, actorName: "proxier", actor, clock, detail: () => ({ ...this.stats(), clashes: clashes.length }) });
+      unsubscribers.push(
+        options.listeners.onListeners((next) => {
+          bindings = next;
+          actor.send({ type: "CHANGED" });
+        }),
+        options.feed.onChange(() => {
+          if (actor.getSnapshot().context.haveListeners) actor.send({ type: "CHANGED" });
+        }),
+      );
+      if (bindings.length > 0) actor.send({ type: "CHANGED" });
+      actor.send({ type: "START" });
+      const state = await waitFor((value) => value !== "idle" && value !== "preparing");
+      if (state === "failed") throw new Error(actor.getSnapshot().context.lastError);
+      log.info({ backend: backendName, state }, "proxier started");
+    },
+    async stop() {
+      for (const unsubscribe of unsubscribers.splice(0)) unsubscribe();
+      actor.send({ type: "STOP" });
+      await waitFor(() => false);
+      link?.stop();
+      const error = actor.getSnapshot().context.lastError;
+      if (error && backend) log.warn({ error }, "proxier stopped with an error");
+    },
+    inspect: () => (backend ? backend.inspect() : Promise.resolve({ rules: [], hooks: 0 })),
+    stats: () => ({ backend: backendName, ...counters, lastError: actor.getSnapshot().context.lastError, clashes }),
+    synced() {
+      return new Promise<void>((resolve) => {
+        syncWaiters.push(resolve);
+        actor.send({ type: "CHANGED" });
+      });
+    },
+  };
+}

@@ -1,0 +1,21 @@
+/**
+ * services/proxier: kernel interception of cluster IPs. Every proxied
+ * clusterIP:port (TCP, UDP) is DNATed to the traffic actor's listener for it, by
+ * iptables (own chain LEAFMESH-SERVICES, one `iptables-restore --noflush` per
+ * change) or nftables (table `ip leafmesh`, one `nft -f` per change). Services
+ * labelled `service.leafmesh.io/noproxy` are left alone. Start removes what a
+ * crashed run left; stop removes everything.
+ *
+ * ```ts
+ * import { busListenerSource, createProxierActor } from "./services/proxier/index.ts";
+ * const listeners = busListenerSource(bus);     // traffic's `listeners` events
+ * const proxier = createProxierActor({ bus, feed, log, intercept: "nftables", listeners, listenHost: "127.0.0.1" });
+ * await proxier.start();                        // TOOL_MISSING: "... apt-get install -y nftables ..."
+ * await proxier.stop();                         // no rule left
+ * ```
+ */
+export { createBackend, createProxierActor, type ProxierActor, type ProxierOptions } from "./actor.ts";
+export { interceptModes, type InterceptBackend, type InterceptMode, type InterceptState } from "./backend.ts";
+export { busListenerSource, type ListenerSource } from "./listener-source.ts";
+export { IptablesBackend } from "./iptables.ts";
+export { NftablesBackend } from "./nftables.ts";

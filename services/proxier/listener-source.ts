@@ -1,0 +1,42 @@
+/**
+ * Where the proxier learns traffic's listener ports. In the agent it reads them
+ * from the bus (`mesh.<node>.traffic.listeners`, a full set in pages); any object
+ * with `onListeners` works too (the traffic actor itself has one), which keeps the
+ * proxier free of imports from services/traffic.
+ */
+import type { Bus } from "../../bus/bus.ts";
+import type { ListenerBinding } from "../../bus/events.ts";
+
+export interface ListenerSource {
+  /** Called with the full set whenever it changes (or is published again). */
+  onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
+  /** The set known now, if the source already has one. */
+  listeners?(): ListenerBinding[];
+}
+
+/** Assembles the paged `listeners` events of this node's traffic actor into full sets. */
+export function busListenerSource(bus: Bus): ListenerSource & { close(): void } {
+  const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
+  let latest: ListenerBinding[] | undefined;
+  let assembling: { generation: number; pages: (ListenerBinding[] | undefined)[] } | undefined;
+  const unsubscribe = bus.subscribe({ actor: "traffic", event: "listeners" }, ({ payload }) => {
+    // A new generation (or a restarted traffic actor counting from 1 again) starts over.
+    if (!assembling || assembling.generation !== payload.generation || assembling.pages.length !== payload.pages) {
+      assembling = { generation: payload.generation, pages: new Array(payload.pages).fill(undefined) };
+    }
+    if (payload.page < 0 || payload.page >= payload.pages) return;
+    assembling.pages[payload.page] = payload.listeners;
+    if (assembling.pages.some((page) => page === undefined)) return;
+    latest = assembling.pages.flatMap((page) => page!);
+    assembling = undefined;
+    for (const subscriber of subscribers) subscriber(latest);
+  });
+  return {
+    onListeners(listener) {
+      subscribers.add(listener);
+      return () => subscribers.delete(listener);
+    },
+    listeners: () => latest ?? [],
+    close: unsubscribe,
+  };
+}
