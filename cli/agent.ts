@@ -6,6 +6,8 @@ import { startAgent } from "../roles/agent.ts";
 import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { LeafmeshError } from "../lib/errors.ts";
+import { agentActors } from "../roles/agent-actors.ts";
+import { interceptModes, type InterceptMode } from "../services/proxier/index.ts";
 
 export const agentCommand = defineCommand({
   name: "agent",
@@ -22,6 +24,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     data: { type: "string", required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror)" },
     natsListen: { type: "string", default: "127.0.0.1:4222", value: "H:P", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" },
     monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "the node nats-server's HTTP monitoring address" },
+    intercept: { type: "string", default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" },
+    proxyHost: { type: "string", default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
     metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
@@ -29,8 +33,12 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
   async run(options, _positionals, io) {
     const upstreams = splitList(options.hub);
     if (upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "--hub needs at least one URL");
+    if (!(interceptModes as readonly string[]).includes(options.intercept)) {
+      throw new LeafmeshError("CONFIG_INVALID", `--intercept: '${options.intercept}' is not one of ${interceptModes.join(", ")}`);
+    }
     const log = createLogger({ level: options.logLevel });
     const agent = await startAgent({
+      actors: agentActors({ proxyHost: options.proxyHost, intercept: options.intercept as InterceptMode }),
       node: options.node,
       upstreams,
       dataDir: resolve(options.data),

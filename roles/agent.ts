@@ -15,7 +15,8 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AnyActorRef } from "xstate";
 import { Bus } from "../bus/bus.ts";
-import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
+import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts";
+import { followCatalog, type CatalogFeed } from "../bus/catalog-feed.ts";
 import { connectNats } from "../bus/connect.ts";
 import { nowIso } from "../bus/events.ts";
 import { FabricMonitor } from "../bus/fabric-monitor.ts";
@@ -36,9 +37,15 @@ export interface AgentContext {
   log: Logger;
   /** Prometheus registry of this process: actors register their metrics here. */
   registry: Registry;
+  /** The catalog as catalog events build it (one view shared by the actors of this process). */
+  feed: CatalogFeed;
 }
 
-/** A started actor as the agent sees it: its machine (for state events), status details, and how to stop it. */
+/**
+ * A started actor as the agent sees it: its machine (the actor links itself to
+ * the bus for state and heartbeat events; the agent reads it for status),
+ * status details, and how to stop it.
+ */
 export interface StartedActor {
   name: ActorName;
   actor: AnyActorRef;
@@ -152,10 +159,10 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   if (config.metrics) await metrics.start();
 
   const started: StartedActor[] = [];
+  const feed = (config.actors ?? []).length > 0 ? await followCatalog({ bus, log: log.child({ actor: "agent" }) }) : undefined;
   for (const factory of config.actors ?? []) {
-    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: metrics.registry });
+    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: metrics.registry, feed: feed! });
     started.push(actor);
-    links.push(linkActorToBus({ bus, actorName: actor.name, actor: actor.actor, detail: actor.detail }));
   }
 
   const status = (): NodeStatus =>
@@ -163,9 +170,11 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       node: config.node,
       role: config.role ?? "agent",
       links: fabric.links,
-      actors: links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
+      actors: [
+        ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
+        ...started.map((actor) => ({ name: actor.name, state: stateName(actor.actor.getSnapshot().value), since: "", ...(actor.detail ? { detail: actor.detail() } : {}) })),
+      ],
       catalogObjects: controller.index.size,
-      extra: Object.fromEntries(started.filter((actor) => actor.detail).map((actor) => [actor.name, actor.detail!()])),
     });
   const stopStatus = bus.serve("status", () => status());
   log.info({ node: config.node }, `${config.role ?? "agent"} ready`);
@@ -184,6 +193,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       for (const actor of started.reverse()) await actor.stop().catch((error: unknown) => log.error({ err: error, actor: actor.name }, "actor failed to stop"));
       for (const link of links) link.stop();
       fabric.stop();
+      feed?.close();
       await controller.stop();
       bus.close();
       await connection.drain().catch(() => connection.close());
