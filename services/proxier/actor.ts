@@ -215,6 +215,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     },
     async stop() {
       for (const unsubscribe of unsubscribers.splice(0)) unsubscribe();
+      if (actor.getSnapshot().status === "done") return;
       actor.send({ type: "STOP" });
       await waitFor(() => false);
       link?.stop();

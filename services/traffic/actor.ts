@@ -251,6 +251,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     async stop() {
       unsubscribeFeed?.();
       clock.clearInterval(republishTimer);
+      if (actor.getSnapshot().status === "done") return;
       const stopped = new Promise<void>((resolve) => {
         const subscription = actor.subscribe((snapshot) => {
           if (snapshot.status === "done") {

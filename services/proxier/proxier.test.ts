@@ -1,0 +1,134 @@
+/**
+ * The proxier actor with its real neighbours: a real nats-server as bus, the real
+ * traffic actor publishing its listener ports there, and real nft/iptables in a
+ * network namespace (the actor runs the tools inside it).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Bus } from "../../bus/bus.ts";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+import type { MeshEventPayload } from "../../bus/events.ts";
+import { checkLabPrerequisites, createLab, type Lab } from "../../lab/netns.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { eventually, freePort } from "../../test/support/ports.ts";
+import { createTrafficActor, type TrafficActor } from "../traffic/index.ts";
+import { deleteService, putService } from "../traffic/testing.ts";
+import { createProxierActor, type ProxierActor } from "./actor.ts";
+import { busListenerSource } from "./listener-source.ts";
+
+const tcp80 = [{ name: "main", protocol: "TCP" as const, port: 80, targetPort: 8080 }];
+
+describe("proxier actor", () => {
+  let lab: Lab;
+  let namespace: string;
+  let nats: ChildProcess;
+  let connection: NatsConnection;
+  let bus: Bus;
+
+  beforeAll(async () => {
+    await checkLabPrerequisites([
+      { tool: "nft", debianPackage: "nftables" },
+      { tool: "iptables-restore", debianPackage: "iptables" },
+      { tool: "nats-server", debianPackage: "nats-server" },
+    ]);
+    lab = await createLab({ prefix: "lmpxp-" });
+    namespace = await lab.namespace("ns");
+    const port = await freePort();
+    nats = spawn("nats-server", ["-p", String(port), "-a", "127.0.0.1"], { stdio: "ignore" });
+    connection = await eventually(() => connect({ servers: `nats://127.0.0.1:${port}`, reconnect: false }), 10_000, "nats-server");
+    bus = new Bus({ connection, node: "edge-a", log: silentLogger() });
+  });
+  afterAll(async () => {
+    bus?.close();
+    await connection?.close();
+    nats?.kill("SIGKILL");
+    await lab?.teardown();
+  });
+
+  describe.each(["nftables", "iptables"] as const)("over the bus with %s", (intercept) => {
+    let feed: IndexFeed;
+    let traffic: TrafficActor;
+    let proxier: ProxierActor;
+    const events: MeshEventPayload<"rules">[] = [];
+
+    beforeAll(async () => {
+      bus.subscribe({ actor: "proxier", event: "rules" }, ({ payload }) => events.push(payload));
+      feed = new IndexFeed();
+      putService(feed, { name: "a", clusterIP: "198.19.1.1", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+      // "z-clash" claims a's cluster IP and port: it loses (sorted after "a").
+      putService(feed, { name: "z-clash", clusterIP: "198.19.1.1", ports: tcp80, endpoints: [{ ip: "198.18.5.2" }] });
+      putService(feed, { name: "c", clusterIP: "198.19.1.2", ports: [{ name: "dns", protocol: "UDP", port: 53, targetPort: 53 }], endpoints: [{ ip: "198.18.5.3" }] });
+      putService(feed, { name: "n", clusterIP: "198.19.1.3", ports: tcp80, endpoints: [{ ip: "198.18.5.4" }], labels: { "service.leafmesh.io/noproxy": "" } });
+      const listeners = busListenerSource(bus);
+      proxier = createProxierActor({ bus, feed, log: silentLogger(), intercept, listeners, namespace, retryMs: 200 });
+      traffic = createTrafficActor({ bus, feed, log: silentLogger(), node: "edge-a", pageSize: 1 });
+      await proxier.start();
+      await traffic.start();
+    });
+    afterAll(async () => {
+      await traffic?.stop();
+      await proxier?.stop();
+    });
+
+    const ruleFor = (key: string) => {
+      const binding = traffic.listeners().find((candidate) => candidate.key === key)!;
+      return `${binding.clusterIPs[0]}:${binding.port}/${binding.protocol} -> 127.0.0.1:${binding.listenerPort}`;
+    };
+
+    it("installs a rule per proxied service port from traffic's paged listener events, reports a clash, and publishes each sync", async () => {
+      await eventually(() => events.some((event) => event.services === 2 && event.backend === intercept), 10_000, "a rules event for 2 services");
+      expect(await proxier.inspect()).toEqual({ rules: [ruleFor("lab/a:main/TCP"), ruleFor("lab/c:dns/UDP")].sort(), hooks: 2 });
+      const clashes = proxier.stats().clashes;
+      expect(clashes).toHaveLength(1);
+      expect(clashes[0].error).toBe("lab/z-clash:main/TCP claims 198.19.1.1:80/TCP, already taken by lab/a:main/TCP: lab/z-clash:main/TCP is not intercepted there (fix the Services' clusterIP or port)");
+      expect(proxier.actor.getSnapshot().value).toBe("synced");
+    });
+
+    it("follows the catalog: a removed service frees its cluster IP for the other claimant, a noproxy label removes a rule", async () => {
+      deleteService(feed, "lab", "a");
+      putService(feed, { name: "c", clusterIP: "198.19.1.2", ports: [{ name: "dns", protocol: "UDP", port: 53, targetPort: 53 }], endpoints: [{ ip: "198.18.5.3" }], labels: { "service.leafmesh.io/noproxy": "" } });
+      await eventually(async () => {
+        const state = await proxier.inspect();
+        return state.rules.length === 1 && state.rules[0] === ruleFor("lab/z-clash:main/TCP");
+      }, 10_000, "only z-clash's rule");
+      await eventually(() => proxier.stats().clashes.length === 0, 5000, "no clash left");
+    });
+
+    it("removes everything on stop", async () => {
+      await traffic.stop();
+      await proxier.stop();
+      expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+      expect(proxier.actor.getSnapshot().value).toBe("stopped");
+    });
+  });
+
+  it("a missing tool fails start with the Debian package named, and intercept off installs nothing", async () => {
+    const bare = mkdtempSync(join(tmpdir(), "lmpx-path-"));
+    symlinkSync("/bin/sh", join(bare, "sh"));
+    const path = process.env.PATH;
+    process.env.PATH = bare;
+    const feed = new IndexFeed();
+    const listeners = { onListeners: () => () => undefined };
+    try {
+      const proxier = createProxierActor({ feed, log: silentLogger(), intercept: "nftables", listeners });
+      await expect(proxier.start()).rejects.toThrow("--intercept nftables needs nft, which is not installed: apt-get install -y nftables (or run with --intercept off)");
+      expect(proxier.actor.getSnapshot().value).toBe("failed");
+      await proxier.stop();
+      const iptables = createProxierActor({ feed, log: silentLogger(), intercept: "iptables", listeners });
+      await expect(iptables.start()).rejects.toThrow("apt-get install -y iptables");
+      await iptables.stop();
+    } finally {
+      process.env.PATH = path;
+      rmSync(bare, { recursive: true, force: true });
+    }
+    const off = createProxierActor({ feed, log: silentLogger(), intercept: "off", listeners });
+    await off.start();
+    expect(off.actor.getSnapshot().value).toBe("off");
+    expect(await off.inspect()).toEqual({ rules: [], hooks: 0 });
+    await off.stop();
+  });
+});
