@@ -11,7 +11,9 @@ import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
+import { rpcRequest } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
+import type { NodeStatus } from "../roles/status.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
 
@@ -110,18 +112,19 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       return child;
     };
 
-    const hubPorts = { client: await freePort(), leaf: await freePort(), monitor: await freePort() };
+    const hubPorts = { client: await freePort(), leaf: await freePort(), monitor: await freePort(), metrics: await freePort() };
     const hub = spawnLeafmesh("hub-1", [
       "hub", "--name", "hub-1", "--data", join(base, "hub-1"),
       "--listen", `127.0.0.1:${hubPorts.client}`, "--leaf-listen", `127.0.0.1:${hubPorts.leaf}`, "--monitor-listen", `127.0.0.1:${hubPorts.monitor}`,
-      "--manifests", join(base, "manifests"),
+      "--metrics-listen", `127.0.0.1:${hubPorts.metrics}`, "--manifests", join(base, "manifests"),
     ]);
-    const agentPorts: Record<string, { client: number; monitor: number }> = {};
+    const agentPorts: Record<string, { client: number; monitor: number; metrics: number }> = {};
     for (const node of nodes) {
-      agentPorts[node] = { client: await freePort(), monitor: await freePort() };
+      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
       spawnLeafmesh(node, [
         "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
         "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
+        "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
       ]);
     }
 
@@ -155,12 +158,31 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         await new Promise((resolveWait) => setTimeout(resolveWait, 250));
       }
     }
+    // Each agent's proxy listeners (one per service port), from its status reply.
+    const proxies: { node: string; key: string; port: number }[] = [];
+    say("waiting for the agents' proxies …");
+    for (const node of nodes) {
+      const until = Date.now() + 45_000;
+      while (Date.now() < until) {
+        const agentConnection = await connectNats({ servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
+        const status = agentConnection ? await rpcRequest<NodeStatus>(agentConnection, node, "status", undefined, 2_000).catch(() => undefined) : undefined;
+        await agentConnection?.close();
+        const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
+        if (listeners.length >= 2) {
+          for (const listener of listeners) proxies.push({ node, key: listener.key, port: listener.listenerPort });
+          break;
+        }
+        await new Promise((resolveWait) => setTimeout(resolveWait, 500));
+      }
+    }
     say("");
     say("The mesh is up. Try, in another terminal:");
+    for (const proxy of proxies) say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);
     say(`  npx leafmesh sub --nats nats://127.0.0.1:${hubPorts.client}        # every mesh event, live`);
-    say(`  curl http://127.0.0.1:${started[0].port}/     # web's backend (on ${started[0].node}) directly`);
+    say(`  npx leafmesh status --tree --nats nats://127.0.0.1:${hubPorts.client}     # the fabric as a tree`);
+    say(`  curl http://127.0.0.1:${agentPorts[nodes[0]].metrics}/metrics     # ${nodes[0]}'s Prometheus metrics`);
     say(`  $EDITOR ${manifestFile}     # change the catalog: agents follow within a second`);
     say(`  kill ${hub.pid}     # stop the hub: agents keep serving their catalog from their mirrors`);
     say("");

@@ -1,0 +1,39 @@
+/** `leafmesh demo` as a newcomer runs it: what it prints is true, and Ctrl-C stops everything. */
+import { spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
+import { stringify } from "yaml";
+import { describe, expect, it } from "vitest";
+import { eventually } from "./support/ports.ts";
+import { cliPath, nodeBinary, tempDir } from "./support/processes.ts";
+
+describe("leafmesh demo", () => {
+  it("starts a hub and agents, prints proxies that answer and commands that work, and stops cleanly on SIGINT", async () => {
+    const data = tempDir();
+    const child = spawn(nodeBinary, [cliPath, "demo", "--data", data], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    try {
+      await eventually(() => output.includes("Live events"), 90_000, `the demo to come up; it printed:\n${output}`);
+      const proxies = [...output.matchAll(/curl (http:\/\/127\.0\.0\.1:\d+\/)\s+# (demo\/\w+):http\/TCP through (edge-\d)'s proxy/g)];
+      expect(proxies.map((match) => `${match[2]}@${match[3]}`).sort()).toEqual(["demo/api@edge-1", "demo/api@edge-2", "demo/web@edge-1", "demo/web@edge-2"]);
+      for (const [, url, service] of proxies) {
+        const body = await (await fetch(url)).text();
+        expect(body).toContain(`hello from ${service.split("/")[1]}`);
+      }
+      const metricsUrl = /curl (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(output)![1];
+      expect(await (await fetch(metricsUrl)).text()).toContain("leafmesh_catalog_objects");
+      const statusPort = /status --nats nats:\/\/127\.0\.0\.1:(\d+)\s+# what edge-1 knows/.exec(output)![1];
+      expect(statusPort).toBeTruthy();
+      // Editing the manifest file it names shows up live.
+      const manifest = /\$EDITOR (\S+)/.exec(output)![1];
+      appendFileSync(manifest, `---\n${stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "extra", namespace: "demo" }, spec: { clusterIP: "198.19.0.99", ports: [{ port: 80 }] } })}`);
+      await eventually(() => output.includes('mesh.edge-1.controller.catalog {"op":"put","key":"svc.demo.extra"'), 15_000, "the edit to show up live");
+    } finally {
+      child.kill("SIGINT");
+    }
+    expect(await exited).toBe(0);
+    expect(output).toContain("stopped.");
+  });
+});
