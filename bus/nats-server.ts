@@ -85,7 +85,9 @@ const supervisorMachine = setup({
 const levelOf: Record<string, "debug" | "info" | "warn" | "error" | "fatal" | "trace"> = {
   DBG: "debug",
   TRC: "trace",
-  INF: "info",
+  // nats-server's info lines (banner, domain mappings, every connection) drown an
+  // operator's log; link changes are logged by the fabric monitor instead.
+  INF: "debug",
   WRN: "warn",
   ERR: "error",
   FTL: "fatal",
