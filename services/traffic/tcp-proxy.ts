@@ -1,13 +1,12 @@
 /**
  * The TCP listener of one service port: accept, choose an endpoint, connect (the
- * next endpoint when a connect fails), then copy both ways with `stream.pipeline`
- * so the kernel's socket buffers are the only buffers (backpressure end to end),
+ * next endpoint when a connect fails), then copy both ways
+ * so the kernel's socket buffers are the only buffers (backpressure end to end: a write() that returns false pauses the source until drain),
  * half-close passed through (allowHalfOpen on both sides), and an idle timeout.
  * A service port without endpoints refuses at once with a TCP RST.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { pipeline } from "node:stream";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
 import type { RemoteDialer } from "./dialer.ts";
@@ -149,7 +148,6 @@ export class TcpServicePortListener {
     };
     client.once("close", onClose);
     upstream.once("close", onClose);
-    upstream.on("error", () => undefined);
     const idle = () => {
       counters.count("tcp idle timeout");
       client.destroy();
@@ -158,14 +156,16 @@ export class TcpServicePortListener {
     client.setTimeout(idleTimeoutMs, idle);
     if ("setTimeout" in upstream && typeof upstream.setTimeout === "function") (upstream as Socket).setTimeout(idleTimeoutMs, idle);
     // Each direction ends its destination when its source ends (half-close); an error tears down both.
-    const done = (error?: NodeJS.ErrnoException | null) => {
-      if (!error) return;
-      if (error.code !== "ECONNRESET" && error.code !== "EPIPE" && error.code !== "ERR_STREAM_PREMATURE_CLOSE") counters.count("tcp stream error");
+    const fail = (error: NodeJS.ErrnoException) => {
+      if (error.code !== "ECONNRESET" && error.code !== "EPIPE") counters.count("tcp stream error");
       client.destroy();
       upstream.destroy();
     };
-    pipeline(client, upstream, done);
-    pipeline(upstream, client, done);
+    client.on("error", fail);
+    upstream.on("error", fail);
+    relay(client, upstream);
+    relay(upstream, client);
+    client.resume();
   }
 
   #release(target: EndpointTarget): void {
@@ -174,4 +174,19 @@ export class TcpServicePortListener {
     if (next <= 0) active.delete(target.key);
     else active.set(target.key, next);
   }
+}
+
+/**
+ * Copies `source` to `destination` the way `pipe` does, with less machinery on
+ * the hot path (measured: fewer µs per round trip than stream.pipeline): a write
+ * that returns false pauses the source until 'drain', so the only buffers are the
+ * kernel's socket buffers plus at most one chunk; the source's end half-closes the
+ * destination.
+ */
+function relay(source: Duplex, destination: Duplex): void {
+  source.on("data", (chunk: Buffer) => {
+    if (!destination.write(chunk)) source.pause();
+  });
+  destination.on("drain", () => source.resume());
+  source.once("end", () => destination.end());
 }
