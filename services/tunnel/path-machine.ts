@@ -137,7 +137,15 @@ export const pathMachine = setup({
     unreachable: {
       entry: { type: "announce", params: { kind: "unreachable" } },
       after: { backoff: { target: "discovering", actions: "doubleBackoff" } },
-      on: { RETRY: "discovering" },
+      on: {
+        RETRY: "discovering",
+        // The peer reached us meanwhile (it dialled, or came back on the LAN).
+        CONNECTED: [
+          { guard: "isDirect", target: "direct", actions: "recordConnected" },
+          { guard: "isPunched", target: "holePunched", actions: "recordConnected" },
+          { guard: "isRelayed", target: "relayed", actions: "recordConnected" },
+        ],
+      },
     },
   },
 });

@@ -1,0 +1,213 @@
+/**
+ * NAT behaviour: the table of DESIGN.md (which pairs can be punched, and how),
+ * the observer a hub runs (it tells a node the address its connection came
+ * from, and probes that address from elsewhere), and the detection a node runs
+ * against it.
+ *
+ * Detection over TCP, from one fresh local port at a time:
+ * - mapping: the same local port seen from two observer ports; different mapped
+ *   ports mean a symmetric NAT (a new mapping per destination, `--random-fully`).
+ * - filtering: while a connection holds a mapping open, the observer sends a
+ *   SYN to the mapped address from a second IP (passes: full cone) and from the
+ *   same IP but another port (passes: restricted cone). A SYN that gets through
+ *   meets no listener and comes back as a RST ("refused"): reaching the node is
+ *   what counts; a NAT that filters drops it and the probe times out.
+ *
+ * ```ts
+ * const observer = await startObserver({ hosts: ["198.18.64.1", "198.18.64.2"], ports: [3478, 3479], log });
+ * const nat = await detectNat({ observer: { host: "198.18.64.1", ports: [3478, 3479] } }); // { type: "port-restricted", mapped: {...} }
+ * punchPlan("full-cone", "symmetric"); // "a-listens"
+ * ```
+ */
+import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import { networkInterfaces } from "node:os";
+import type { NatType } from "../../bus/node-record.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** How two nodes can open a TCP connection across their NATs, or "relay" when no way exists. */
+export type PunchPlan = "simultaneous" | "a-listens" | "b-listens" | "relay";
+
+const coneLike = new Set<NatType>(["none", "full-cone", "restricted-cone"]);
+
+/**
+ * DESIGN.md's table: a pair where one side is symmetric and the other symmetric
+ * or port-restricted cannot be punched. With one symmetric side, the other
+ * (full or restricted cone, or no NAT) listens and the symmetric side dials it:
+ * its unpredictable mapping does not matter then. Otherwise both sides open
+ * simultaneously from agreed ports. An unmeasured side is tried optimistically.
+ */
+export function punchPlan(a: NatType, b: NatType): PunchPlan {
+  if (a === "symmetric" && b === "symmetric") return "relay";
+  if (a === "symmetric") return coneLike.has(b) ? "b-listens" : b === "unknown" ? "b-listens" : "relay";
+  if (b === "symmetric") return coneLike.has(a) ? "a-listens" : a === "unknown" ? "a-listens" : "relay";
+  return "simultaneous";
+}
+
+export function canPunch(a: NatType, b: NatType): boolean {
+  return punchPlan(a, b) !== "relay";
+}
+
+/** The NAT type from measured behaviour. */
+export function classifyNat(measured: { public: boolean; mappingVaries: boolean; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean }): NatType {
+  if (measured.public) return "none";
+  if (measured.mappingVaries) return "symmetric";
+  if (measured.reachedFromOtherAddress) return "full-cone";
+  if (measured.reachedFromOtherPort) return "restricted-cone";
+  return "port-restricted";
+}
+
+// ---------- observer (runs next to a hub) ----------
+
+export interface ObserverOptions {
+  /** Two addresses of the observer host: the first is the one nodes connect to, the second probes from "elsewhere". */
+  hosts: [string, string];
+  /** Two ports on the first host: mapping is compared across them. */
+  ports: [number, number];
+  log: Logger;
+  /** @default 1_500 — a probe SYN that gets no answer in this time was filtered (the kernel retransmits the SYN after 1 s). */
+  probeTimeoutMs?: number;
+}
+
+export interface Observer {
+  close(): Promise<void>;
+}
+
+/** Tries a TCP connection from `from` to `to`: true if it reached the host (connected or refused by it). */
+export function probeReach(to: HostPort, from: { host: string }, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: to.host, port: to.port, localAddress: from.host, timeout: timeoutMs });
+    const done = (reached: boolean) => {
+      socket.destroy();
+      resolve(reached);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("timeout", () => done(false));
+    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code === "ECONNREFUSED" || error.code === "ECONNRESET"));
+  });
+}
+
+/** Line protocol: the client sends one JSON line, the observer answers one JSON line and closes. */
+export async function startObserver(options: ObserverOptions): Promise<Observer> {
+  const probeTimeoutMs = options.probeTimeoutMs ?? 1_500;
+  const servers: Server[] = [];
+  const handle = (socket: Socket) => {
+    socket.setTimeout(10_000, () => socket.destroy());
+    socket.on("error", () => undefined);
+    let buffered = "";
+    socket.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      if (buffered.length > 1024) return socket.destroy();
+      const newline = buffered.indexOf("\n");
+      if (newline < 0) return;
+      const observed = { host: (socket.remoteAddress ?? "").replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 };
+      let request: { op?: string } = {};
+      try {
+        request = JSON.parse(buffered.slice(0, newline)) as { op?: string };
+      } catch {
+        socket.end(`${JSON.stringify({ error: "bad request" })}\n`);
+        return;
+      }
+      if (request.op === "probe") {
+        void (async () => {
+          const [otherAddress, otherPort] = await Promise.all([
+            probeReach(observed, { host: options.hosts[1] }, probeTimeoutMs),
+            probeReach(observed, { host: options.hosts[0] }, probeTimeoutMs),
+          ]);
+          socket.end(`${JSON.stringify({ observed, reachedFromOtherAddress: otherAddress, reachedFromOtherPort: otherPort })}\n`);
+        })();
+        return;
+      }
+      socket.end(`${JSON.stringify({ observed })}\n`);
+    });
+  };
+  for (const port of options.ports) {
+    const server = createServer(handle);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, options.hosts[0], () => resolve());
+    });
+    servers.push(server);
+  }
+  options.log.info({ hosts: options.hosts, ports: options.ports }, "NAT observer listening");
+  return {
+    async close() {
+      await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    },
+  };
+}
+
+// ---------- detection (runs in the node) ----------
+
+export interface ObserverAddress {
+  host: string;
+  ports: [number, number];
+}
+
+/** Asks the observer over a connection from `localPort`; resolves with its JSON answer. */
+export function askObserver<T>(observer: HostPort, localPort: number, op: "observe" | "probe", timeoutMs = 6_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: observer.host, port: observer.port, localPort, timeout: timeoutMs });
+    let buffered = "";
+    socket.once("connect", () => socket.write(`${JSON.stringify({ op })}\n`));
+    socket.on("data", (chunk: Buffer) => (buffered += chunk.toString("utf8")));
+    socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `NAT observer ${observer.host}:${observer.port} did not answer within ${timeoutMs} ms`)));
+    socket.once("error", reject);
+    socket.once("close", () => {
+      try {
+        resolve(JSON.parse(buffered.trim()) as T);
+      } catch (cause) {
+        reject(new LeafmeshError("TUNNEL_FAILED", `NAT observer ${observer.host}:${observer.port} gave no answer`, { cause }));
+      }
+    });
+  });
+}
+
+/** A free local TCP port (bound and released), for an agreed-port connection. */
+export function freeLocalPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function localAddresses(): Set<string> {
+  const addresses = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) addresses.add(entry.address);
+  return addresses;
+}
+
+export interface NatDetection {
+  type: NatType;
+  /** The address the observer saw (the node's public side). */
+  mapped: HostPort;
+}
+
+export async function detectNat(options: { observer: ObserverAddress }): Promise<NatDetection> {
+  const { host, ports } = options.observer;
+  const mappingPort = await freeLocalPort();
+  const first = await askObserver<{ observed: HostPort }>({ host, port: ports[0] }, mappingPort, "observe");
+  const second = await askObserver<{ observed: HostPort }>({ host, port: ports[1] }, mappingPort, "observe");
+  const filteringPort = await freeLocalPort();
+  const probe = await askObserver<{ observed: HostPort; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean }>(
+    { host, port: ports[0] },
+    filteringPort,
+    "probe",
+  );
+  const type = classifyNat({
+    public: localAddresses().has(first.observed.host),
+    mappingVaries: first.observed.port !== second.observed.port || first.observed.host !== second.observed.host,
+    reachedFromOtherAddress: probe.reachedFromOtherAddress,
+    reachedFromOtherPort: probe.reachedFromOtherPort,
+  });
+  return { type, mapped: first.observed };
+}

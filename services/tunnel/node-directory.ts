@@ -1,0 +1,147 @@
+/**
+ * The node directory: this node's record in KV `mesh-nodes` (hub domain, through
+ * the leaf), refreshed every `refreshMs` and expiring by the bucket's TTL when
+ * the node stops; and a watched cache of every other node's record.
+ *
+ * While the hub is away the cache keeps what it knew (LAN peers are still found
+ * by mDNS) and the directory keeps retrying in the background.
+ *
+ * ```ts
+ * const directory = new NodeDirectory({ nats, node: "edge-a", log, clock, record: () => ownRecord() });
+ * directory.start();
+ * directory.get("edge-b"); // NodeRecord | undefined
+ * ```
+ */
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
+import { buckets, hubDomain } from "../../bus/subjects.ts";
+import { decodeNodeRecord, encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
+import type { Clock } from "../../lib/clock.ts";
+import { describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+
+export interface NodeDirectoryOptions {
+  nats: NatsConnection;
+  node: string;
+  log: Logger;
+  clock: Clock;
+  /** This node's current record (called at each refresh). */
+  record: () => NodeRecord;
+  /** @default 5_000 — a changed address or NAT type reaches peers within seconds. */
+  refreshMs?: number;
+  /** @default 30_000 — the bucket's TTL: a stopped node disappears after six missed refreshes. */
+  ttlMs?: number;
+  /** Called when a record appears or changes. */
+  onRecord?: (record: NodeRecord) => void;
+}
+
+export class NodeDirectory {
+  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord">> & Pick<NodeDirectoryOptions, "onRecord">;
+  readonly #records = new Map<string, NodeRecord>();
+  #kv: KV | undefined;
+  #timer: unknown;
+  #stopped = false;
+  #watching = false;
+  #failing = false;
+  #iterator: { stop(): void } | undefined;
+
+  constructor(options: NodeDirectoryOptions) {
+    this.#options = { refreshMs: 5_000, ttlMs: 30_000, ...options };
+  }
+
+  start(): void {
+    this.#timer = this.#options.clock.setInterval(() => void this.#refresh(), this.#options.refreshMs);
+    void this.#refresh();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#options.clock.clearInterval(this.#timer);
+    this.#iterator?.stop();
+  }
+
+  /** A fresh record of a node, or undefined (unknown, or expired). */
+  get(node: string): NodeRecord | undefined {
+    const record = this.#records.get(node);
+    if (record && this.#options.clock.now() - Date.parse(record.at) > this.#options.ttlMs) return undefined;
+    return record;
+  }
+
+  /** Asks the KV directly when the cache does not know the node yet. */
+  async lookup(node: string): Promise<NodeRecord | undefined> {
+    const cached = this.get(node);
+    if (cached) return cached;
+    const kv = this.#kv;
+    if (!kv) return undefined;
+    try {
+      const entry = await kv.get(node);
+      if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+      this.#accept(decodeNodeRecord(entry.value));
+      return this.get(node);
+    } catch (error) {
+      this.#options.log.debug({ err: error, node }, "node record lookup failed");
+      return undefined;
+    }
+  }
+
+  byPeerId(peerId: string): NodeRecord | undefined {
+    for (const record of this.#records.values()) if (record.peerId === peerId) return record;
+    return undefined;
+  }
+
+  all(): NodeRecord[] {
+    return [...this.#records.keys()].map((node) => this.get(node)).filter((record): record is NodeRecord => record !== undefined);
+  }
+
+  async #refresh(): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      if (!this.#kv) {
+        const kvm = new Kvm(jetstream(this.#options.nats, { domain: hubDomain }));
+        this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs }).catch(() => kvm.open(buckets.nodes));
+      }
+      const record = this.#options.record();
+      await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+      if (!this.#watching) await this.#watch(this.#kv);
+      if (this.#failing) this.#options.log.info("node directory reachable again");
+      this.#failing = false;
+    } catch (error) {
+      if (!this.#failing) this.#options.log.warn({ err: describeError(error) }, "cannot publish the node record in mesh-nodes (hub unreachable?); LAN peers are still found by mDNS; retrying");
+      this.#failing = true;
+    }
+  }
+
+  async #watch(kv: KV): Promise<void> {
+    const iterator = await kv.watch();
+    this.#iterator = iterator;
+    this.#watching = true;
+    void (async () => {
+      try {
+        for await (const entry of iterator as AsyncIterable<KvWatchEntry>) {
+          if (this.#stopped) break;
+          if (entry.operation !== "PUT") {
+            this.#records.delete(entry.key);
+            continue;
+          }
+          try {
+            this.#accept(decodeNodeRecord(entry.value));
+          } catch (error) {
+            this.#options.log.warn({ key: entry.key, err: describeError(error) }, "malformed node record ignored");
+          }
+        }
+      } catch (error) {
+        this.#options.log.debug({ err: error }, "node record watch ended");
+      } finally {
+        this.#watching = false;
+      }
+    })();
+    if (this.#stopped) iterator.stop();
+  }
+
+  #accept(record: NodeRecord): void {
+    if (record.node === this.#options.node) return;
+    this.#records.set(record.node, record);
+    this.#options.onRecord?.(record);
+  }
+}

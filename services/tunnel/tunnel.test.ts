@@ -1,0 +1,144 @@
+/**
+ * The tunnel actor on loopback with a real fabric (hub + one leaf per agent):
+ * direct paths from node records, relayed paths, bad input and wrong keys.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:net";
+import { Writable, type Duplex } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Bus } from "../../bus/bus.ts";
+import { relaySubject } from "../../bus/subjects.ts";
+import { createLogger, silentLogger } from "../../lib/log.ts";
+import { eventually } from "../../test/support/ports.ts";
+import { createTunnelActor, type TunnelActor } from "./index.ts";
+import { startFabric, type TestFabric } from "./test-fabric.ts";
+
+export const testPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"5a".repeat(32)}\n`;
+const otherPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"a5".repeat(32)}\n`;
+
+/** Writes `payload`, ends, and resolves with everything read back. */
+export async function roundTrip(stream: Duplex, payload: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const done = new Promise<Buffer>((resolve, reject) => {
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.once("end", () => resolve(Buffer.concat(chunks)));
+    stream.once("error", reject);
+  });
+  stream.end(payload);
+  return done;
+}
+
+export function sha(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+describe("tunnel actor on loopback", () => {
+  let fabric: TestFabric;
+  let echo: Server;
+  let echoPort: number;
+  const actors: TunnelActor[] = [];
+  const events: { subject: string; payload: unknown }[] = [];
+  const logLines: string[] = [];
+
+  async function agent(node: string, options: { psk?: string; ways?: { direct?: boolean; punch?: boolean; relay?: boolean }; log?: boolean } = {}) {
+    const nats = await fabric.connect(node);
+    const log = options.log
+      ? createLogger({ level: "info", destination: new Writable({ write: (chunk, _encoding, callback) => (logLines.push(chunk.toString()), callback()) }) })
+      : silentLogger();
+    const bus = new Bus({ connection: nats, node, log });
+    const tunnel = createTunnelActor({ bus, log, node, nats, listen: ["/ip4/127.0.0.1/tcp/0"], psk: options.psk ?? testPsk, mdns: false, ways: options.ways, recordRefreshMs: 500 });
+    await tunnel.start();
+    actors.push(tunnel);
+    return tunnel;
+  }
+
+  beforeAll(async () => {
+    echo = createServer((socket) => socket.pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+    echoPort = (echo.address() as { port: number }).port;
+    fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e"] });
+    const watcher = await fabric.connect("edge-a");
+    watcher.subscribe("mesh.*.tunnel.>", { callback: (_, message) => events.push({ subject: message.subject, payload: message.json() }) });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const actor of actors) await actor.stop();
+    await fabric?.stop();
+    echo?.close();
+  });
+
+  it("connects directly to a node from its record and carries a stream both ways", async () => {
+    const a = await agent("edge-a", { log: true });
+    await agent("edge-b");
+    await eventually(() => a.directory?.get("edge-b"), 15_000, "edge-b's record");
+    const stream = await a.openStream("edge-b", { host: "127.0.0.1", port: echoPort, protocol: "TCP" });
+    const payload = randomBytes(2 * 1024 * 1024);
+    expect(sha(await roundTrip(stream, payload))).toBe(sha(payload));
+    expect(a.pathTo("edge-b")).toBe("direct");
+    await eventually(() => events.some((event) => event.subject === "mesh.edge-a.tunnel.path" && (event.payload as { kind: string; peer: string }).kind === "direct"), 5_000, "path event");
+  }, 60_000);
+
+  it("relays when nothing else works, end to end encrypted, both ways", async () => {
+    const c = await agent("edge-c", { ways: { direct: false, punch: false } });
+    const d = await agent("edge-d", { ways: { direct: false, punch: false } });
+    await eventually(() => c.directory?.get("edge-d") && d.directory?.get("edge-c"), 15_000, "records");
+    // What a hub sees: subscribe to the relay subjects at the hub itself.
+    const spy = await fabric.connect("hub-1");
+    const seen: Buffer[] = [];
+    spy.subscribe("relay.>", { callback: (_, message) => seen.push(Buffer.from(message.data)) });
+    await spy.flush();
+    const marker = Buffer.from("PLAINTEXT-MARKER-leafmesh-");
+    const payload = Buffer.concat([randomBytes(4 * 1024 * 1024), Buffer.alloc(64 * 1024, marker)]);
+    const [there, back] = await Promise.all([
+      c.openStream("edge-d", { host: "127.0.0.1", port: echoPort, protocol: "TCP" }).then((stream) => roundTrip(stream, payload)),
+      d.openStream("edge-c", { host: "127.0.0.1", port: echoPort, protocol: "TCP" }).then((stream) => roundTrip(stream, payload)),
+    ]);
+    expect(sha(there)).toBe(sha(payload));
+    expect(sha(back)).toBe(sha(payload));
+    expect(c.pathTo("edge-d")).toBe("relayed");
+    expect(seen.length).toBeGreaterThan(100);
+    expect(seen.some((frame) => frame.includes(marker))).toBe(false);
+    expect(c.connectionsTo("edge-d").every((entry) => entry.kind === "relayed")).toBe(true);
+    await eventually(() => events.some((event) => event.subject === "mesh.edge-c.tunnel.relay" && (event.payload as { status: string }).status === "open"), 5_000, "relay event");
+  }, 60_000);
+
+  it("refuses a stream to a node that does not exist, with a clear error", async () => {
+    const a = actors[0];
+    await expect(a.openStream("no-such-node", { host: "127.0.0.1", port: echoPort, protocol: "TCP" })).rejects.toThrow(/unknown node 'no-such-node'/);
+  });
+
+  it("says the keys differ for a peer with another PSK, and keeps serving the others", async () => {
+    const e = await agent("edge-e", { psk: otherPsk });
+    const a = actors[0];
+    await eventually(() => a.directory?.get("edge-e"), 15_000, "edge-e's record");
+    await expect(a.openStream("edge-e", { host: "127.0.0.1", port: echoPort, protocol: "TCP" })).rejects.toThrow(/pre-shared keys differ/);
+    expect(logLines.some((line) => line.includes("pre-shared keys differ") && line.includes("edge-e"))).toBe(true);
+    const payload = randomBytes(1024);
+    const stream = await a.openStream("edge-b", { host: "127.0.0.1", port: echoPort, protocol: "TCP" });
+    expect(sha(await roundTrip(stream, payload))).toBe(sha(payload));
+    expect(e.pathTo("edge-a")).toBeUndefined();
+  }, 60_000);
+
+  it("survives garbage and forged relay frames", async () => {
+    const [c, d] = [actors[2], actors[3]];
+    const nats = await fabric.connect("edge-a");
+    for (let index = 0; index < 200; index++) {
+      nats.publish(relaySubject("edge-d", "edge-c", `forged${index % 7}`), randomBytes(index % 40));
+      nats.publish(relaySubject("edge-d", "mallory", "x"), randomBytes(64));
+    }
+    await nats.flush();
+    await eventually(() => (d.relay?.drops.get("malformed frame") ?? 0) + (d.relay?.drops.get("unknown channel") ?? 0) > 0, 5_000, "drops counted");
+    const payload = randomBytes(256 * 1024);
+    const stream = await c.openStream("edge-d", { host: "127.0.0.1", port: echoPort, protocol: "TCP" });
+    expect(sha(await roundTrip(stream, payload))).toBe(sha(payload));
+  }, 60_000);
+
+  it("tells the caller when the target refuses on the remote side", async () => {
+    const a = actors[0];
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as { port: number }).port;
+    closed.close();
+    await expect(a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" })).rejects.toThrow(/edge-b cannot connect to 127.0.0.1/);
+  }, 30_000);
+});
