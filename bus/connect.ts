@@ -36,3 +36,9 @@ export async function connectNats(options: ConnectNatsOptions): Promise<NatsConn
     );
   }
 }
+
+/** The URL a process uses to reach the server it runs: a wildcard listen address is reached on loopback. */
+export function localClientUrl(client: { host: string; port: number }): string {
+  const host = client.host === "0.0.0.0" || client.host === "::" ? "127.0.0.1" : client.host.includes(":") ? `[${client.host}]` : client.host;
+  return `nats://${host}:${client.port}`;
+}

@@ -17,7 +17,7 @@ import type { AnyActorRef } from "xstate";
 import { Bus } from "../bus/bus.ts";
 import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts";
 import { followCatalog, type CatalogFeed } from "../bus/catalog-feed.ts";
-import { connectNats } from "../bus/connect.ts";
+import { connectNats, localClientUrl } from "../bus/connect.ts";
 import { nowIso } from "../bus/events.ts";
 import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
@@ -120,8 +120,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   });
   log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
   await server.start();
-  const connectHost = config.client.host === "0.0.0.0" || config.client.host === "::" ? "127.0.0.1" : config.client.host;
-  const connection = await connectNats({ servers: [`nats://${connectHost}:${config.client.port}`], name: `leafmesh-agent ${config.node}` });
+  const connection = await connectNats({ servers: [localClientUrl(config.client)], name: `leafmesh-agent ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 

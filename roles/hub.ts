@@ -14,7 +14,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Bus } from "../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
 import { snapshotMethod, type SnapshotPage } from "../bus/catalog-feed.ts";
-import { connectNats } from "../bus/connect.ts";
+import { connectNats, localClientUrl } from "../bus/connect.ts";
 import { nowIso } from "../bus/events.ts";
 import { FabricMonitor } from "../bus/fabric-monitor.ts";
 import { NatsServerSupervisor } from "../bus/nats-server.ts";
@@ -75,8 +75,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   });
   log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
   await server.start();
-  const connectHost = config.client.host === "0.0.0.0" || config.client.host === "::" ? "127.0.0.1" : config.client.host;
-  const connection = await connectNats({ servers: [`nats://${connectHost}:${config.client.port}`], name: `leafmesh-hub ${config.name}` });
+  const connection = await connectNats({ servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });
   const bus = new Bus({ connection, node: config.name, log: log.child({ actor: "bus" }) });
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 

@@ -17,6 +17,7 @@ import { join, relative } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
+import { Coalescer } from "../../lib/coalesce.ts";
 import type { Logger } from "../../lib/log.ts";
 import { describeObject, normalizeObject } from "./normalize.ts";
 import { diffCatalog, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
@@ -47,8 +48,7 @@ export class ManifestSource implements CatalogSource {
   #watcher: FSWatcher | undefined;
   #rescanTimer: NodeJS.Timeout | undefined;
   #debounceTimer: NodeJS.Timeout | undefined;
-  #reloading: Promise<void> | undefined;
-  #again = false;
+  readonly #reloader = new Coalescer(() => this.#reloadOnce().catch((error: unknown) => this.#options.log.error({ err: error }, "reloading manifests failed")));
   #stopped = false;
 
   constructor(options: ManifestSourceOptions) {
@@ -94,7 +94,7 @@ export class ManifestSource implements CatalogSource {
     this.#watcher?.close();
     clearInterval(this.#rescanTimer);
     clearTimeout(this.#debounceTimer);
-    await this.#reloading;
+    await this.#reloader.stop();
   }
 
   #schedule(): void {
@@ -104,22 +104,8 @@ export class ManifestSource implements CatalogSource {
   }
 
   /** Reads changed files and emits what changed; concurrent calls coalesce. */
-  async reload(): Promise<void> {
-    if (this.#reloading) {
-      this.#again = true;
-      return this.#reloading;
-    }
-    this.#reloading = (async () => {
-      do {
-        this.#again = false;
-        await this.#reloadOnce().catch((error: unknown) => this.#options.log.error({ err: error }, "reloading manifests failed"));
-      } while (this.#again && !this.#stopped);
-    })();
-    try {
-      await this.#reloading;
-    } finally {
-      this.#reloading = undefined;
-    }
+  reload(): Promise<void> {
+    return this.#reloader.run();
   }
 
   async #reloadOnce(): Promise<void> {

@@ -20,6 +20,7 @@ import { buckets, leaseKeys } from "../../bus/subjects.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
+import { Coalescer } from "../../lib/coalesce.ts";
 import { KvLease, leaseBucketOptions } from "./lease.ts";
 import type { CatalogSource } from "./source.ts";
 import { formatRejection } from "./manifest-source.ts";
@@ -52,9 +53,14 @@ export class CatalogPublisher {
   #kv: KV | undefined;
   #follower: BucketFollower | undefined;
   #lease: KvLease | undefined;
-  #pending: Promise<void> | undefined;
-  #again = false;
-  #stopped = false;
+  readonly #reconciler = new Coalescer(async () => {
+    try {
+      await this.#reconcile();
+    } catch (error) {
+      this.#options.log.error({ err: error }, "writing the catalog failed; retrying in a second");
+      setTimeout(() => void this.#schedule(), 1_000).unref();
+    }
+  });
   #loaded!: Promise<void>;
   readonly #unsubscribe: (() => void)[] = [];
 
@@ -135,27 +141,8 @@ export class CatalogPublisher {
   }
 
   /** Runs a reconcile now (coalescing with one in progress) and waits for it. */
-  async #schedule(): Promise<void> {
-    if (this.#pending) {
-      this.#again = true;
-      return this.#pending;
-    }
-    this.#pending = (async () => {
-      do {
-        this.#again = false;
-        try {
-          await this.#reconcile();
-        } catch (error) {
-          this.#options.log.error({ err: error }, "writing the catalog failed; retrying at the next change or lease renewal");
-          setTimeout(() => void this.#schedule(), 1_000).unref();
-        }
-      } while (this.#again && !this.#stopped);
-    })();
-    try {
-      await this.#pending;
-    } finally {
-      this.#pending = undefined;
-    }
+  #schedule(): Promise<void> {
+    return this.#reconciler.run();
   }
 
   async #reconcile(): Promise<void> {
@@ -198,9 +185,8 @@ export class CatalogPublisher {
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
-    await this.#pending;
+    await this.#reconciler.stop();
     await this.#lease?.stop();
     await this.#options.source?.stop();
     await this.#follower?.stop();
