@@ -58,7 +58,7 @@ describe("tunnel actor on loopback", () => {
     echoPort = (echo.address() as { port: number }).port;
     fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e"] });
     const watcher = await fabric.connect("edge-a");
-    watcher.subscribe("mesh.*.tunnel.>", { callback: (_, message) => events.push({ subject: message.subject, payload: message.json() }) });
+    watcher.subscribe("mesh.*.tunnel.>", { callback: (_, message) => void events.push({ subject: message.subject, payload: message.json() }) });
   }, 60_000);
 
   afterAll(async () => {
@@ -85,7 +85,7 @@ describe("tunnel actor on loopback", () => {
     // What a hub sees: subscribe to the relay subjects at the hub itself.
     const spy = await fabric.connect("hub-1");
     const seen: Buffer[] = [];
-    spy.subscribe("relay.>", { callback: (_, message) => seen.push(Buffer.from(message.data)) });
+    spy.subscribe("relay.>", { callback: (_, message) => void seen.push(Buffer.from(message.data)) });
     await spy.flush();
     const marker = Buffer.from("PLAINTEXT-MARKER-leafmesh-");
     const payload = Buffer.concat([randomBytes(4 * 1024 * 1024), Buffer.alloc(64 * 1024, marker)]);
