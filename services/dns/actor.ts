@@ -1,0 +1,193 @@
+/**
+ * The DNS actor: an xstate machine idle → starting (bind UDP and TCP) → serving
+ * → stopping → stopped, or failed when the address cannot be bound. While
+ * serving it answers from the catalog feed's reader (a catalog change is in the
+ * next answer: answers are cached per catalog version), forwards the rest, and
+ * publishes `mesh.<node>.dns.stats` every few seconds.
+ */
+import { readFileSync } from "node:fs";
+import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
+import { z } from "zod";
+import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
+import type { Bus } from "../../bus/bus.ts";
+import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import { nowIso } from "../../bus/events.ts";
+import { systemClock, type Clock } from "../../lib/clock.ts";
+import { describeError, LeafmeshError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { Registry } from "prom-client";
+import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
+import { DnsServer, type ListenAddress } from "./server.ts";
+import { DnsStats, registerDnsMetrics } from "./stats.ts";
+
+/** The DNS actor's configuration; the CLI merges --dns, --cluster-domain and --upstream into it. */
+export const dnsConfigSchema = z.object({
+  /** @default 127.0.0.1:53 on a bare machine; on a node the agent passes 169.254.96.16:53 (EdgeMesh's link-local address). */
+  listen: z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).default({ host: "127.0.0.1", port: 53 }),
+  /** @default "cluster.local" — the Kubernetes default cluster domain. */
+  clusterDomain: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$/i, "a domain name such as cluster.local")
+    .default("cluster.local"),
+  /** Upstreams as HOST, HOST:PORT or [IPv6]:PORT. @default the nameservers of /etc/resolv.conf */
+  upstreams: z.array(z.string()).optional(),
+  /** @default 5 — seconds, the TTL of cluster answers (CoreDNS kubernetes plugin's default). */
+  ttl: z.number().int().min(0).max(3600).default(5),
+  /** @default 2_000 — ms per upstream before failing over to the next. */
+  upstreamTimeoutMs: z.number().int().min(10).max(30_000).default(2_000),
+  /** @default 10_000 — cached upstream answers. */
+  cacheSize: z.number().int().min(0).default(10_000),
+  /** @default 5_000 — how often `mesh.<node>.dns.stats` is published. */
+  statsIntervalMs: z.number().int().min(100).default(5_000),
+});
+export type DnsConfig = z.input<typeof dnsConfigSchema>;
+
+export interface DnsActorOptions extends DnsConfig {
+  /** Optional: without a bus the actor runs alone and publishes nothing. */
+  bus?: Bus;
+  feed: CatalogFeed;
+  log: Logger;
+  clock?: Clock;
+  /** Registers `leafmesh_dns_*` metrics on it. */
+  registry?: Registry;
+  /** Read when `upstreams` is not given. @default "/etc/resolv.conf" */
+  resolvConfPath?: string;
+}
+
+export interface DnsActor {
+  readonly actor: ActorRefFrom<typeof dnsMachine>;
+  /** Binds and serves; throws DNS_FAILED when the address cannot be bound. */
+  start(): Promise<ListenAddress>;
+  stop(): Promise<void>;
+  /** Where it listens once serving (the real port when 0 was asked). */
+  readonly address: ListenAddress | undefined;
+  readonly upstreams: readonly Upstream[];
+  /** Counters, drops by reason, latency p50/p99, cache figures: the payload of `mesh.<node>.dns.stats`. */
+  stats(): Record<string, unknown>;
+}
+
+type MachineEvent = { type: "START" } | { type: "STOP" };
+
+const dnsMachine = setup({
+  types: { context: {} as { lastError?: string }, events: {} as MachineEvent },
+  actors: {
+    bind: fromPromise<void>(async () => undefined),
+    unbind: fromPromise<void>(async () => undefined),
+  },
+}).createMachine({
+  id: "dns",
+  initial: "idle",
+  context: {},
+  states: {
+    idle: { on: { START: "starting", STOP: "stopped" } },
+    starting: {
+      invoke: {
+        src: "bind",
+        onDone: "serving",
+        onError: { target: "failed", actions: assign({ lastError: ({ event }) => describeError(event.error) }) },
+      },
+    },
+    serving: { on: { STOP: "stopping" } },
+    /** The address could not be bound (in use, no permission): nothing to retry until the operator changes it. */
+    failed: { on: { STOP: "stopped" } },
+    stopping: { invoke: { src: "unbind", onDone: "stopped", onError: { target: "stopped", actions: assign({ lastError: ({ event }) => describeError(event.error) }) } } },
+    stopped: { type: "final" },
+  },
+});
+
+export function resolveUpstreams(options: Pick<DnsActorOptions, "upstreams" | "resolvConfPath">): Upstream[] {
+  if (options.upstreams) {
+    return options.upstreams.map((text, index) => {
+      try {
+        return parseUpstream(text);
+      } catch (cause) {
+        throw new LeafmeshError("CONFIG_INVALID", `upstreams[${index}]: ${(cause as Error).message}`, { cause });
+      }
+    });
+  }
+  const path = options.resolvConfPath ?? "/etc/resolv.conf";
+  try {
+    return upstreamsFromResolvConf(readFileSync(path, "utf8"));
+  } catch (cause) {
+    throw new LeafmeshError("CONFIG_INVALID", `no upstreams given and ${path} cannot be read: pass --upstream HOST:PORT`, { cause });
+  }
+}
+
+export function createDnsActor(options: DnsActorOptions): DnsActor {
+  const parsed = dnsConfigSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new LeafmeshError("CONFIG_INVALID", `dns.${issue.path.join(".")}: ${issue.message}`, { cause: parsed.error });
+  }
+  const config = parsed.data;
+  const clock = options.clock ?? systemClock;
+  const log = options.log;
+  const upstreams = resolveUpstreams(options);
+  const stats = new DnsStats();
+  const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
+  const server = new DnsServer({ catalog: options.feed.reader, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats });
+  if (options.registry) registerDnsMetrics(options.registry, stats, () => forwarder.counters);
+  let link: ActorLink | undefined;
+  let statsTimer: unknown;
+
+  const snapshot = () => ({ ...stats.snapshot(), forwarder: { ...forwarder.counters }, catalogVersion: options.feed.reader.version });
+
+  const actor = createActor(
+    dnsMachine.provide({
+      actors: {
+        bind: fromPromise(async () => {
+          const address = await server.start(config.listen);
+          log.info({ ...address, clusterDomain: config.clusterDomain, upstreams }, "DNS serving");
+        }),
+        unbind: fromPromise(async () => {
+          await server.stop();
+          forwarder.close();
+        }),
+      },
+    }),
+    { clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
+  );
+
+  const waitFor = (test: (value: string) => boolean) =>
+    new Promise<string>((resolve) => {
+      const check = () => {
+        const current = actor.getSnapshot();
+        const value = String(current.value);
+        if (test(value) || current.status === "done") {
+          subscription?.unsubscribe();
+          resolve(value);
+          return true;
+        }
+        return false;
+      };
+      let subscription: { unsubscribe(): void } | undefined;
+      if (!check()) subscription = actor.subscribe(() => void check());
+    });
+
+  return {
+    actor,
+    get address() {
+      return server.address;
+    },
+    upstreams,
+    stats: snapshot,
+    async start() {
+      actor.start();
+      if (options.bus) {
+        const bus = options.bus;
+        link = linkActorToBus({ bus, actorName: "dns", actor, clock, detail: () => ({ queries: stats.queries, ...server.address }) });
+        statsTimer = clock.setInterval(() => bus.publish("dns", "stats", { at: nowIso(clock.now), ...snapshot() }), config.statsIntervalMs);
+      }
+      actor.send({ type: "START" });
+      const state = await waitFor((value) => value === "serving" || value === "failed");
+      if (state === "failed") throw new LeafmeshError("DNS_FAILED", actor.getSnapshot().context.lastError ?? "DNS server failed to start");
+      return server.address!;
+    },
+    async stop() {
+      if (statsTimer !== undefined) clock.clearInterval(statsTimer);
+      actor.send({ type: "STOP" });
+      await waitFor(() => false);
+      link?.stop();
+    },
+  };
+}

@@ -1,0 +1,374 @@
+/**
+ * Forwarding of every question outside the cluster zone to upstream servers, in
+ * order, with a timeout per upstream and failover to the next; a cache that
+ * honours TTLs (RFC 1035 §3.2.1), caches negative answers for the SOA minimum
+ * (RFC 2308 §5), and serves an expired answer (RFC 8767) when every upstream
+ * fails. Identical questions in flight share one upstream exchange.
+ *
+ * Upstream responses are kept as bytes and handed back with the client's id and
+ * question and the remaining TTLs written in place: names are never re-encoded.
+ *
+ * ```ts
+ * const forwarder = new Forwarder({ upstreams: [{ host: "127.0.0.1", port: 5353 }], clock });
+ * const result = await forwarder.resolve(queryBytes, parsed); // { response, source: "upstream" | "cache" | "stale" }
+ * ```
+ */
+import { createSocket, type Socket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import { connect } from "node:net";
+import { randomInt } from "node:crypto";
+import { systemClock, type Clock } from "../../lib/clock.ts";
+import type { Logger } from "../../lib/log.ts";
+import { flagRD, flagTC, qtypes, rcodes, sameQuestion, serverUdpPayloadSize, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
+
+export interface Upstream {
+  host: string;
+  port: number;
+}
+
+export interface ForwarderOptions {
+  upstreams: Upstream[];
+  clock?: Clock;
+  log?: Logger;
+  /** @default 2_000 — glibc's resolver waits 5 s per server; 2 s leaves room to fail over inside a client's own timeout. */
+  timeoutMs?: number;
+  /** @default 10_000 — entries (questions); the oldest unused goes first. */
+  cacheSize?: number;
+  /** @default 3_600 — seconds; an upstream's day-long TTL does not pin a changed record. */
+  maxTtl?: number;
+  /** @default 86_400_000 — RFC 8767 §5 suggests 1 to 3 days of serving stale while upstreams are down. */
+  staleMaxMs?: number;
+  /** @default 30 — seconds, the TTL of a stale answer (RFC 8767 §4). */
+  staleTtl?: number;
+  /** @default 1_024 — questions waiting on upstreams; past it a question gets SERVFAIL (counted). */
+  maxInFlight?: number;
+}
+
+export type ForwardSource = "upstream" | "cache" | "stale" | "failed";
+
+export interface ForwardResult {
+  /** A complete response for the client (its id, its question), or undefined: answer SERVFAIL. */
+  response?: Buffer;
+  source: ForwardSource;
+}
+
+interface CacheEntry {
+  bytes: Buffer;
+  walked: WalkedResponse;
+  storedAt: number;
+  expiresAt: number;
+}
+
+export interface ForwarderCounters {
+  upstreamQueries: number;
+  upstreamFailures: Record<string, number>;
+  cacheHits: number;
+  cacheMisses: number;
+  staleServed: number;
+  cacheEntries: number;
+}
+
+export class Forwarder {
+  readonly #upstreams: Upstream[];
+  readonly #clock: Clock;
+  readonly #log?: Logger;
+  readonly #timeoutMs: number;
+  readonly #cacheSize: number;
+  readonly #maxTtl: number;
+  readonly #staleMaxMs: number;
+  readonly #staleTtl: number;
+  readonly #maxInFlight: number;
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #inFlight = new Map<string, Promise<Buffer | undefined>>();
+  readonly #loggedFailures = new Set<string>();
+  readonly counters: ForwarderCounters = { upstreamQueries: 0, upstreamFailures: {}, cacheHits: 0, cacheMisses: 0, staleServed: 0, cacheEntries: 0 };
+  #closed = false;
+
+  constructor(options: ForwarderOptions) {
+    this.#upstreams = options.upstreams;
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.log;
+    this.#timeoutMs = options.timeoutMs ?? 2_000;
+    this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#maxTtl = options.maxTtl ?? 3_600;
+    this.#staleMaxMs = options.staleMaxMs ?? 86_400_000;
+    this.#staleTtl = options.staleTtl ?? 30;
+    this.#maxInFlight = options.maxInFlight ?? 1_024;
+  }
+
+  get upstreams(): readonly Upstream[] {
+    return this.#upstreams;
+  }
+
+  /** Answers a parsed query from the cache or the upstreams. */
+  async resolve(query: Uint8Array, parsed: ParsedQuery): Promise<ForwardResult> {
+    const key = cacheKey(query, parsed);
+    const now = this.#clock.now();
+    const cached = this.#cache.get(key);
+    if (cached && cached.expiresAt > now) {
+      this.counters.cacheHits++;
+      this.#touch(key, cached);
+      return { response: this.#forClient(cached, query, parsed, Math.ceil((cached.expiresAt - now) / 1000), Math.floor((now - cached.storedAt) / 1000)), source: "cache" };
+    }
+    this.counters.cacheMisses++;
+    let pending = this.#inFlight.get(key);
+    if (!pending) {
+      if (this.#inFlight.size >= this.#maxInFlight) {
+        this.#fail("too many questions in flight", "in-flight limit");
+        return this.#staleOr(key, query, parsed);
+      }
+      pending = this.#exchangeAll(query, parsed).finally(() => this.#inFlight.delete(key));
+      this.#inFlight.set(key, pending);
+    }
+    const bytes = await pending;
+    if (!bytes) return this.#staleOr(key, query, parsed);
+    const walked = walkResponse(bytes);
+    if (!walked) return this.#staleOr(key, query, parsed);
+    const ttl = this.#cacheTtl(bytes, walked);
+    const storedAt = this.#clock.now();
+    const entry: CacheEntry = { bytes, walked, storedAt, expiresAt: storedAt + ttl * 1000 };
+    if (ttl > 0) this.#store(key, entry);
+    return { response: this.#forClient(entry, query, parsed, undefined, 0), source: "upstream" };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#cache.clear();
+  }
+
+  #staleOr(key: string, query: Uint8Array, parsed: ParsedQuery): ForwardResult {
+    const entry = this.#cache.get(key);
+    const now = this.#clock.now();
+    if (entry && now - entry.expiresAt <= this.#staleMaxMs) {
+      this.counters.staleServed++;
+      return { response: this.#forClient(entry, query, parsed, this.#staleTtl, 0), source: "stale" };
+    }
+    return { source: "failed" };
+  }
+
+  /**
+   * The cache lifetime of a response: the smallest TTL of its records, or for a
+   * negative answer (NXDOMAIN, NODATA) min(SOA TTL, SOA minimum); SERVFAIL and
+   * the like, and negative answers without an SOA, are not cached.
+   */
+  #cacheTtl(bytes: Buffer, walked: WalkedResponse): number {
+    const answers = walked.records.filter((record) => record.section === "answer");
+    if (walked.rcode === rcodes.NOERROR && answers.length > 0) {
+      let ttl = this.#maxTtl;
+      for (const record of walked.records) if (record.type !== qtypes.OPT) ttl = Math.min(ttl, record.ttl);
+      return ttl;
+    }
+    if (walked.rcode !== rcodes.NOERROR && walked.rcode !== rcodes.NXDOMAIN) return 0;
+    const soa = walked.records.find((record) => record.section === "authority" && record.type === qtypes.SOA && record.rdlength >= 20);
+    if (!soa) return 0;
+    const minimum = bytes.readUInt32BE(soa.rdataOffset + soa.rdlength - 4);
+    return Math.min(soa.ttl, minimum, this.#maxTtl);
+  }
+
+  #store(key: string, entry: CacheEntry): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, entry);
+    while (this.#cache.size > this.#cacheSize) {
+      const oldest = this.#cache.keys().next().value as string;
+      this.#cache.delete(oldest);
+    }
+    this.counters.cacheEntries = this.#cache.size;
+  }
+
+  #touch(key: string, entry: CacheEntry): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, entry);
+  }
+
+  /**
+   * The stored response rewritten for this client: its id, its question (its
+   * case), each TTL lowered by the time spent in the cache (or set to `fixedTtl`),
+   * and the OPT record kept only for a client that sent one.
+   */
+  #forClient(entry: CacheEntry, query: Uint8Array, parsed: ParsedQuery, fixedTtl: number | undefined, elapsedSeconds: number): Buffer {
+    const { bytes, walked } = entry;
+    const opt = walked.records.find((record) => record.type === qtypes.OPT);
+    const questionLength = parsed.questionEnd - 12;
+    const restStart = walked.questionEnd;
+    const dropOpt = opt && !parsed.edns;
+    const outLength = 12 + questionLength + (bytes.length - restStart) - (dropOpt ? opt.end - opt.start : 0);
+    const out = Buffer.allocUnsafe(outLength);
+    bytes.copy(out, 0, 0, 12);
+    out.writeUInt16BE(parsed.id, 0);
+    // keep the upstream's rcode and AA/AD bits; the client's RD and CD bits
+    out.writeUInt16BE((walked.flags & ~(flagRD | flagTC | 0x0010)) | (parsed.flags & (flagRD | 0x0010)), 2);
+    out.set(query.subarray(12, parsed.questionEnd), 12);
+    let write = 12 + questionLength;
+    const shift = write - restStart;
+    for (const record of walked.records) {
+      if (dropOpt && record === opt) continue;
+      const destination = record.start + shift - (dropOpt && opt.start < record.start ? opt.end - opt.start : 0);
+      bytes.copy(out, destination, record.start, record.end);
+      if (record.type !== qtypes.OPT) {
+        const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
+        out.writeUInt32BE(Math.min(ttl, record.ttl), destination + (record.ttlOffset - record.start));
+      } else {
+        out.writeUInt16BE(serverUdpPayloadSize, destination + (record.ttlOffset - record.start) - 2);
+      }
+      write = destination + (record.end - record.start);
+    }
+    if (dropOpt) out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
+    return write === outLength ? out : out.subarray(0, write);
+  }
+
+  async #exchangeAll(query: Uint8Array, parsed: ParsedQuery): Promise<Buffer | undefined> {
+    let last: Buffer | undefined;
+    for (const upstream of this.#upstreams) {
+      if (this.#closed) return undefined;
+      this.counters.upstreamQueries++;
+      try {
+        const response = await this.#exchange(upstream, query, parsed);
+        const walked = walkResponse(response);
+        if (!walked) {
+          this.#fail("malformed response", `${upstream.host}:${upstream.port}`);
+          continue;
+        }
+        // An upstream that fails or refuses is no answer: the next one may know.
+        if (walked.rcode === rcodes.SERVFAIL || walked.rcode === rcodes.REFUSED || walked.rcode === rcodes.NOTIMP || walked.rcode === rcodes.FORMERR) {
+          this.#fail(`rcode ${walked.rcode}`, `${upstream.host}:${upstream.port}`);
+          last = response;
+          continue;
+        }
+        return response;
+      } catch (error) {
+        this.#fail((error as Error).message, `${upstream.host}:${upstream.port}`);
+      }
+    }
+    return last && walkResponse(last)?.rcode === rcodes.NXDOMAIN ? last : undefined;
+  }
+
+  #fail(reason: string, upstream: string): void {
+    const label = reason.startsWith("rcode") ? reason : reason.includes("timed out") ? "timeout" : reason.includes("ECONNREFUSED") ? "refused" : reason.includes("in-flight") ? "in-flight limit" : reason.includes("mismatch") ? "mismatch" : reason.includes("malformed") ? "malformed" : "error";
+    this.counters.upstreamFailures[label] = (this.counters.upstreamFailures[label] ?? 0) + 1;
+    const once = `${label}:${upstream}`;
+    if (this.#loggedFailures.has(once)) return;
+    this.#loggedFailures.add(once);
+    this.#log?.warn({ upstream, reason }, "upstream DNS failed (logged once per upstream and reason)");
+  }
+
+  /** One upstream exchange over UDP, and over TCP when the UDP answer is truncated. */
+  async #exchange(upstream: Upstream, query: Uint8Array, parsed: ParsedQuery): Promise<Buffer> {
+    const id = randomInt(0, 0x10000);
+    const upstreamQuery = buildUpstreamQuery(query, parsed, id);
+    const response = await this.#udpExchange(upstream, upstreamQuery, parsed, id);
+    if (response.readUInt16BE(2) & flagTC) return this.#tcpExchange(upstream, upstreamQuery, parsed, id);
+    return response;
+  }
+
+  #udpExchange(upstream: Upstream, packet: Buffer, parsed: ParsedQuery, id: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const socket: Socket = createSocket(isIPv6(upstream.host) ? "udp6" : "udp4");
+      let done = false;
+      const finish = (error: Error | undefined, value?: Buffer) => {
+        if (done) return;
+        done = true;
+        this.#clock.clearTimeout(timer);
+        socket.close();
+        if (error) reject(error);
+        else resolve(value!);
+      };
+      const timer = this.#clock.setTimeout(() => finish(new Error(`timed out after ${this.#timeoutMs} ms`)), this.#timeoutMs);
+      socket.on("error", (error) => finish(error));
+      socket.on("message", (message) => {
+        // Anything but the answer to our id and question is ignored (a late or spoofed reply).
+        if (message.length < 12 || message.readUInt16BE(0) !== id) return;
+        const walked = walkResponse(message);
+        if (!walked || !sameQuestion(message, walked.questionEnd, packet, parsed.questionEnd)) return;
+        finish(undefined, message);
+      });
+      // A connected socket hears ICMP port unreachable as ECONNREFUSED: a dead upstream fails at once.
+      socket.connect(upstream.port, upstream.host, () => socket.send(packet, (error) => error && finish(error)));
+    });
+  }
+
+  #tcpExchange(upstream: Upstream, packet: Buffer, parsed: ParsedQuery, id: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const socket = connect({ host: upstream.host, port: upstream.port });
+      let buffered = Buffer.alloc(0);
+      let done = false;
+      const finish = (error: Error | undefined, value?: Buffer) => {
+        if (done) return;
+        done = true;
+        this.#clock.clearTimeout(timer);
+        socket.destroy();
+        if (error) reject(error);
+        else resolve(value!);
+      };
+      const timer = this.#clock.setTimeout(() => finish(new Error(`timed out after ${this.#timeoutMs} ms (tcp)`)), this.#timeoutMs);
+      socket.on("error", (error) => finish(error));
+      socket.on("connect", () => {
+        const length = Buffer.allocUnsafe(2);
+        length.writeUInt16BE(packet.length);
+        socket.write(Buffer.concat([length, packet]));
+      });
+      socket.on("data", (chunk) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        if (buffered.length < 2) return;
+        const length = buffered.readUInt16BE(0);
+        if (buffered.length < 2 + length) return;
+        const message = buffered.subarray(2, 2 + length);
+        const walked = walkResponse(message);
+        if (message.length < 12 || message.readUInt16BE(0) !== id || !walked || !sameQuestion(message, walked.questionEnd, packet, parsed.questionEnd)) {
+          finish(new Error("tcp response mismatch"));
+          return;
+        }
+        finish(undefined, Buffer.from(message));
+      });
+      socket.on("end", () => finish(new Error("tcp connection closed before a response")));
+    });
+  }
+}
+
+/** The cache key: lower-case question (name, type, class) and the CD bit, which changes what a validating upstream returns. */
+function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
+  let key = parsed.flags & 0x0010 ? "cd:" : "";
+  for (let i = 12; i < parsed.questionEnd; i++) {
+    let byte = query[i];
+    if (byte >= 0x41 && byte <= 0x5a) byte += 0x20;
+    key += String.fromCharCode(byte);
+  }
+  return key;
+}
+
+/** Our query to an upstream: a fresh id, RD, the client's question, and our own EDNS0 size. */
+function buildUpstreamQuery(query: Uint8Array, parsed: ParsedQuery, id: number): Buffer {
+  const questionLength = parsed.questionEnd - 12;
+  const out = Buffer.alloc(12 + questionLength + 11);
+  out.writeUInt16BE(id, 0);
+  out.writeUInt16BE(flagRD | (parsed.flags & 0x0010), 2);
+  out.writeUInt16BE(1, 4);
+  out.writeUInt16BE(1, 10);
+  out.set(query.subarray(12, parsed.questionEnd), 12);
+  const opt = 12 + questionLength;
+  out[opt] = 0;
+  out.writeUInt16BE(qtypes.OPT, opt + 1);
+  out.writeUInt16BE(serverUdpPayloadSize, opt + 3);
+  return out;
+}
+
+/** `H`, `H:P`, `[v6]:P` or a bare IPv6 address; port 53 when none is given. */
+export function parseUpstream(text: string): Upstream {
+  const trimmed = text.trim();
+  const bracketed = trimmed.match(/^\[([^\]]+)\](?::(\d+))?$/);
+  if (bracketed) return { host: bracketed[1], port: bracketed[2] ? Number(bracketed[2]) : 53 };
+  if (isIPv6(trimmed)) return { host: trimmed, port: 53 };
+  const [host, port] = trimmed.split(":");
+  const number = port === undefined ? 53 : Number(port);
+  if (!host || !Number.isInteger(number) || number < 1 || number > 65535) throw new Error(`'${text}' is not an upstream (expected HOST, HOST:PORT or [IPv6]:PORT)`);
+  return { host, port: number };
+}
+
+/** The `nameserver` lines of a resolv.conf, in order (IPv6 zone ids removed). */
+export function upstreamsFromResolvConf(text: string): Upstream[] {
+  const upstreams: Upstream[] = [];
+  for (const line of text.split("\n")) {
+    const match = line.trim().match(/^nameserver\s+(\S+)/);
+    if (match) upstreams.push({ host: match[1].replace(/%.*$/, ""), port: 53 });
+  }
+  return upstreams;
+}

@@ -1,0 +1,91 @@
+/**
+ * Real-looking catalog objects for the DNS tests and the benchmark: Services and
+ * EndpointSlices as the controller normalises them from Kubernetes.
+ */
+import { catalogKey, type CatalogObject, type EndpointSlice, type Service } from "../../bus/catalog.ts";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+
+export function service(namespace: string, name: string, fields: Partial<Service> = {}): Service {
+  return {
+    kind: "Service",
+    namespace,
+    name,
+    type: "ClusterIP",
+    headless: false,
+    clusterIPs: [],
+    ipFamilies: ["IPv4"],
+    ports: [{ name: "http", protocol: "TCP", port: 80, targetPort: 8080 }],
+    sessionAffinity: "None",
+    sessionAffinityTimeoutSeconds: 10_800,
+    publishNotReadyAddresses: false,
+    labels: {},
+    annotations: {},
+    ...fields,
+  };
+}
+
+export interface EndpointFixture {
+  ip: string;
+  ready?: boolean;
+  hostname?: string;
+  nodeName?: string;
+}
+
+export function slice(namespace: string, serviceName: string, name: string, endpoints: EndpointFixture[], fields: Partial<EndpointSlice> = {}): EndpointSlice {
+  return {
+    kind: "EndpointSlice",
+    namespace,
+    name,
+    serviceName,
+    addressType: endpoints[0]?.ip.includes(":") ? "IPv6" : "IPv4",
+    endpoints: endpoints.map((endpoint) => ({
+      addresses: [endpoint.ip],
+      conditions: { ready: endpoint.ready ?? true, serving: endpoint.ready ?? true, terminating: false },
+      hostname: endpoint.hostname,
+      nodeName: endpoint.nodeName ?? "edge-a",
+    })),
+    ports: [{ name: "http", protocol: "TCP", port: 8080 }],
+    labels: { "kubernetes.io/service-name": serviceName },
+    annotations: {},
+    ...fields,
+  };
+}
+
+/** A feed holding these objects, as the actor gets it from the controller. */
+export function feedOf(objects: CatalogObject[]): IndexFeed {
+  const feed = new IndexFeed();
+  for (const object of objects) feed.reader.apply({ op: "put", key: catalogKey(object), object });
+  return feed;
+}
+
+export function put(feed: IndexFeed, object: CatalogObject): void {
+  const key = catalogKey(object);
+  if (feed.reader.apply({ op: "put", key, object })) feed.notify([key]);
+}
+
+export function remove(feed: IndexFeed, object: CatalogObject): void {
+  const key = catalogKey(object);
+  if (feed.reader.apply({ op: "delete", key })) feed.notify([key]);
+}
+
+/** The catalog the integration tests ask about: every record kind and the spec's edge cases. */
+export function sampleCatalog(): CatalogObject[] {
+  const many = Array.from({ length: 60 }, (_, index) => ({ ip: `10.2.${Math.floor(index / 200)}.${(index % 200) + 1}` }));
+  return [
+    service("shop", "web", { clusterIPs: ["10.96.0.10"], ports: [{ name: "http", protocol: "TCP", port: 80, targetPort: 8080 }, { name: "metrics", protocol: "TCP", port: 9090, targetPort: 9090 }] }),
+    slice("shop", "web", "web-abc", [{ ip: "10.1.0.5" }, { ip: "10.1.0.6", ready: false }]),
+    service("shop", "dual", { clusterIPs: ["10.96.0.11", "fd00:96::11"], ipFamilies: ["IPv4", "IPv6"] }),
+    service("shop", "v6only", { clusterIPs: ["fd00:96::12"], ipFamilies: ["IPv6"] }),
+    service("shop", "lonely", { clusterIPs: ["10.96.0.13"] }),
+    service("shop", "db", { headless: true, ports: [{ name: "pg", protocol: "TCP", port: 5432, targetPort: 5432 }] }),
+    slice("shop", "db", "db-1", [{ ip: "10.1.1.1", hostname: "db-0" }, { ip: "10.1.1.2", hostname: "db-1" }, { ip: "10.1.1.3", hostname: "db-2", ready: false }], { ports: [{ name: "pg", protocol: "TCP", port: 5432 }] }),
+    service("shop", "db6", { headless: true, ipFamilies: ["IPv6"], ports: [] }),
+    slice("shop", "db6", "db6-1", [{ ip: "fd00:1::1" }]),
+    service("shop", "peers", { headless: true, publishNotReadyAddresses: true, ports: [{ name: "gossip", protocol: "UDP", port: 7946, targetPort: 7946 }] }),
+    slice("shop", "peers", "peers-1", [{ ip: "10.1.2.1", hostname: "peer-0" }, { ip: "10.1.2.2", hostname: "peer-1", ready: false }], { ports: [{ name: "gossip", protocol: "UDP", port: 7946 }] }),
+    service("shop", "empty", { headless: true }),
+    service("shop", "big", { headless: true, ports: [] }),
+    slice("shop", "big", "big-1", many),
+    service("shop", "ext", { type: "ExternalName", externalName: "db.example.org", ports: [] }),
+  ];
+}
