@@ -65,7 +65,7 @@ export interface TrafficActor {
   onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
   /** Services left out and why (invalid annotation). */
   rejected(): { service: string; reason: string; error: string }[];
-  stats(): { counters: Record<string, number>; listeners: number; connections: number; ejected: string[] };
+  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[] };
 }
 
 type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
@@ -273,8 +273,14 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     rejected: () => rejected,
     stats() {
       let connections = 0;
-      for (const listener of listeners.values()) connections += listener.socket instanceof TcpServicePortListener ? listener.socket.connections : listener.socket.flows;
-      return { counters: counters.snapshot(), listeners: listeners.size, connections, ejected: shared.outliers.ejected() };
+      let bufferedBytes = 0;
+      for (const listener of listeners.values()) {
+        if (listener.socket instanceof TcpServicePortListener) {
+          connections += listener.socket.connections;
+          bufferedBytes += listener.socket.bufferedBytes;
+        } else connections += listener.socket.flows;
+      }
+      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected() };
     },
   };
   return handle;

@@ -49,6 +49,13 @@ export class TcpServicePortListener {
     return this.#open.size / 2;
   }
 
+  /** Bytes queued in this process, not yet taken by the kernel: stays near one chunk per stream under backpressure. */
+  get bufferedBytes(): number {
+    let total = 0;
+    for (const stream of this.#open) total += stream.writableLength;
+    return total;
+  }
+
   async listen(port = 0): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once("error", reject);

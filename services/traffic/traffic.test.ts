@@ -80,8 +80,8 @@ describe("traffic actor on loopback", () => {
     await traffic?.stop();
   });
 
-  async function start(clock?: Parameters<typeof createTrafficActor>[0]["clock"]) {
-    traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", clock, connectTimeoutMs: 1000 });
+  async function start(extra: Partial<Parameters<typeof createTrafficActor>[0]> = {}) {
+    traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", connectTimeoutMs: 1000, ...extra });
     await traffic.start();
   }
 
@@ -201,5 +201,79 @@ describe("traffic actor on loopback", () => {
     }
     expect(tally(seen)).toEqual({ "127.0.0.2": 5, "127.0.0.3": 5 });
     expect(traffic.stats().counters["udp flows"]).toBe(10);
+  });
+
+  it("honours backpressure: an endpoint that stops reading stalls the client, and the proxy holds no more than a chunk or two", async () => {
+    const stalledPort = await freePort();
+    const stalledSockets: Socket[] = [];
+    const stalled = createTcpServer((socket) => {
+      socket.pause(); // accepts, never reads
+      stalledSockets.push(socket);
+    });
+    await new Promise<void>((resolve) => stalled.listen(stalledPort, hosts[0], resolve));
+    feed = new IndexFeed();
+    putService(feed, { name: "slow", clusterIP: "198.19.0.18", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: stalledPort }], endpoints: [{ ip: hosts[0] }] });
+    await start();
+    const client = connect({ host: "127.0.0.1", port: listenerOf("lab/slow:main/TCP")! });
+    client.on("error", () => undefined);
+    const chunk = Buffer.alloc(1 << 20, 7);
+    const total = 256; // MiB: more than every kernel buffer on the way can hold (tcp_rmem max is 32 MiB per socket)
+    for (let i = 0; i < total; i++) client.write(chunk);
+    let maxBuffered = 0;
+    let last = -1;
+    let stable = 0;
+    await eventually(() => {
+      maxBuffered = Math.max(maxBuffered, traffic.stats().bufferedBytes);
+      const written = client.bytesWritten - client.writableLength;
+      stable = written === last ? stable + 1 : 0;
+      last = written;
+      return stable >= 10; // no progress for ten polls (~0.5 s): the path is full
+    }, 30_000, "the stream to stall");
+    expect(client.writableLength).toBeGreaterThan(100 << 20); // most of it never left the client
+    expect(maxBuffered).toBeLessThan(1 << 20);
+    client.resetAndDestroy();
+    for (const socket of stalledSockets) socket.destroy();
+    await new Promise((resolve) => stalled.close(resolve));
+  });
+
+  it("closes a connection idle for longer than the idle timeout", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "idle", clusterIP: "198.19.0.19", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[0] }] });
+    await start({ tcpIdleTimeoutMs: 300 });
+    const closed = await new Promise<string>((resolve) => {
+      const socket = connect({ host: "127.0.0.1", port: listenerOf("lab/idle:main/TCP")! });
+      socket.on("data", () => undefined);
+      socket.on("error", () => undefined);
+      socket.on("close", () => resolve("closed"));
+    });
+    expect(closed).toBe("closed");
+    expect(traffic.stats().counters["tcp idle timeout"]).toBe(1);
+  });
+
+  it("prefers endpoints on its own node and reaches other nodes' endpoints through the dialer", async () => {
+    const dialled: string[] = [];
+    // A dialer that really connects (as the tunnel's direct path does) and records where it was asked to go.
+    const dialer = {
+      openStream: (node: string, target: { host: string; port: number }) =>
+        new Promise<Socket>((resolve, reject) => {
+          dialled.push(`${node}/${target.host}`);
+          const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true });
+          socket.once("connect", () => resolve(socket));
+          socket.once("error", reject);
+        }),
+    };
+    feed = new IndexFeed();
+    const ports = [{ name: "main", protocol: "TCP" as const, port: 80, targetPort: port }];
+    putService(feed, { name: "topo", clusterIP: "198.19.0.20", ports, endpoints: [{ ip: hosts[0], node: "edge-a" }, { ip: hosts[1], node: "edge-b" }] });
+    await start({ dialer });
+    const listener = listenerOf("lab/topo:main/TCP")!;
+    const local: string[] = [];
+    for (let i = 0; i < 10; i++) local.push(await whoAnswers(listener));
+    expect(tally(local)).toEqual({ [hosts[0]]: 10 });
+    expect(dialled).toEqual([]);
+    putService(feed, { name: "topo", clusterIP: "198.19.0.20", ports, endpoints: [{ ip: hosts[0], node: "edge-a", ready: false }, { ip: hosts[1], node: "edge-b" }] });
+    await eventually(async () => (await whoAnswers(listener)) === hosts[1], 5000, "the remote endpoint to answer");
+    expect(dialled.every((entry) => entry === `edge-b/${hosts[1]}`)).toBe(true);
+    expect(dialled.length).toBeGreaterThan(0);
   });
 });
