@@ -6,7 +6,8 @@
  *
  * Layout (prefix lmpxl-): bridge lmpxl-br; cli 198.18.1.1/24 (+ .100-.107 as
  * extra client IPs); s1..s4 198.18.1.11-14/24; cluster IPs 198.19.0.0/16 routed
- * out of cli's eth0 (only DNAT makes them answer).
+ * out of cli's eth0 (only DNAT makes them answer); pod 198.18.2.2/30 behind cli
+ * (198.18.2.1), whose packets take the PREROUTING path.
  */
 import type { ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
@@ -60,6 +61,7 @@ interface ProbeResult {
 describe("cluster IPs in network namespaces", () => {
   let lab: Lab;
   let cli: string;
+  let pod: string;
   const servers = new Map<string, ChildProcess>();
   const agents: Agent[] = [];
   let natsUrl = "";
@@ -116,8 +118,8 @@ describe("cluster IPs in network namespaces", () => {
     }
   }
 
-  async function probe(args: string[]): Promise<ProbeResult> {
-    return JSON.parse(await lab.exec(cli, [node24, resolve(labDir, "probe.ts"), ...args], { timeoutMs: 60_000 })) as ProbeResult;
+  async function probe(args: string[], from = cli): Promise<ProbeResult> {
+    return JSON.parse(await lab.exec(from, [node24, resolve(labDir, "probe.ts"), ...args], { timeoutMs: 60_000 })) as ProbeResult;
   }
 
   async function stats(agent: Agent): Promise<Record<string, any>> {
@@ -138,6 +140,11 @@ describe("cluster IPs in network namespaces", () => {
     await lab.link({ namespace: cli, bridge, address: "198.18.1.1/24" });
     for (const ip of clientIps) await lab.address(cli, "eth0", `${ip}/24`);
     await lab.route(cli, "198.19.0.0/16", { device: "eth0" });
+    // A pod behind the node: its traffic to cluster IPs is routed through cli (PREROUTING).
+    pod = await lab.namespace("pod");
+    await lab.veth({ a: cli, b: pod, nameA: "pod0", nameB: "eth0", addressA: "198.18.2.1/30", addressB: "198.18.2.2/30" });
+    await lab.route(pod, "default", { via: "198.18.2.1" });
+    await lab.exec(cli, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
     for (const [name, ip] of Object.entries(endpointIps)) {
       const namespace = await lab.namespace(name);
       await lab.link({ namespace, bridge, address: `${ip}/24` });
@@ -174,6 +181,13 @@ describe("cluster IPs in network namespaces", () => {
     it("round robin: 300 connections to the cluster IP, 100 per endpoint", async () => {
       const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "300"]);
       expect(result).toMatchObject({ answers: { s1: 100, s2: 100, s3: 100 }, errors: {} });
+    });
+
+    it("a pod routed through the node reaches the cluster IP too (PREROUTING, TCP and UDP)", async () => {
+      const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "30"], pod);
+      expect(result).toMatchObject({ answers: { s1: 10, s2: 10, s3: 10 }, errors: {} });
+      const udp = await probe(["--host", "198.19.0.20", "--port", "53", "--count", "6", "--udp"], pod);
+      expect(udp).toMatchObject({ answers: { s1: 2, s2: 2, s3: 2 }, errors: {} });
     });
 
     it("random: 600 connections spread over all endpoints", async () => {
