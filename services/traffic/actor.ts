@@ -51,6 +51,9 @@ export interface TrafficOptions {
   random?: () => number;
 }
 
+/** Listeners opened concurrently while reconciling. */
+const openBatch = 128;
+
 type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer; socket: TcpServicePortListener | UdpServicePortListener };
 
 export interface TrafficActor {
@@ -183,21 +186,31 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       changed = true;
     }
     const failures: string[] = [];
+    const toOpen: ServicePortPlan[] = [];
     for (const [key, plan] of plans) {
       const existing = listeners.get(key);
-      if (existing) {
-        if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
-        existing.plan = plan;
-        existing.balancer.update(plan);
+      if (!existing) {
+        toOpen.push(plan);
         continue;
       }
-      try {
-        listeners.set(key, await open(plan));
-        changed = true;
-      } catch (error) {
-        counters.count("listener failed");
-        failures.push(`${key}: ${describeError(error)}`);
-      }
+      if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
+      existing.plan = plan;
+      existing.balancer.update(plan);
+    }
+    // Opened in batches: one at a time, 10,000 services take seconds to start; all at once, a burst of fds.
+    for (let start = 0; start < toOpen.length; start += openBatch) {
+      const batch = toOpen.slice(start, start + openBatch);
+      const results = await Promise.allSettled(batch.map(open));
+      results.forEach((result, i) => {
+        const key = batch[i].key;
+        if (result.status === "fulfilled") {
+          listeners.set(key, result.value);
+          changed = true;
+        } else {
+          counters.count("listener failed");
+          failures.push(`${key}: ${describeError(result.reason)}`);
+        }
+      });
     }
     const known = new Set<string>();
     for (const plan of plans.values()) for (const endpoint of plan.endpoints) known.add(endpoint.key);
