@@ -37,6 +37,8 @@ export const dnsConfigSchema = z.object({
   upstreamTimeoutMs: z.number().int().min(10).max(30_000).default(2_000),
   /** @default 10_000 — cached upstream answers. */
   cacheSize: z.number().int().min(0).default(10_000),
+  /** @default 10_000 — an idle or half-sent TCP client is closed after this many ms (RFC 7766 §6.2.3). */
+  tcpIdleMs: z.number().int().min(50).default(10_000),
   /** @default 5_000 — how often `mesh.<node>.dns.stats` is published. */
   statsIntervalMs: z.number().int().min(100).default(5_000),
 });
@@ -125,7 +127,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const upstreams = resolveUpstreams(options);
   const stats = new DnsStats();
   const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
-  const server = new DnsServer({ catalog: options.feed.reader, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats });
+  const server = new DnsServer({ catalog: options.feed.reader, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats, tcpIdleMs: config.tcpIdleMs });
   if (options.registry) registerDnsMetrics(options.registry, stats, () => forwarder.counters);
   let link: ActorLink | undefined;
   let statsTimer: unknown;

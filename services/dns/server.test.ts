@@ -1,0 +1,173 @@
+/**
+ * The DNS actor on a loopback port, asked by real `dig` for every record kind of
+ * the Kubernetes DNS spec and its edge cases, plus the wire rules around them:
+ * EDNS0 sizes, TC over UDP then the full answer over TCP, the question echoed,
+ * FORMERR/NOTIMP/BADVERS, TCP pipelining and bad TCP lengths.
+ */
+import dnsPacket from "dns-packet";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../lib/log.ts";
+import { eventually } from "../../test/support/ports.ts";
+import { createDnsActor, type DnsActor } from "./actor.ts";
+import { dig, digHeader, digShort, frame, requireTools, tcpExchange, udpExchange, udpQuery } from "./test-servers.ts";
+import { feedOf, put, remove, sampleCatalog, service, slice } from "./testing.ts";
+
+describe("DNS server with dig", () => {
+  const feed = feedOf([
+    ...sampleCatalog(),
+    service("shop", "mid", { headless: true, ports: [] }),
+    slice("shop", "mid", "mid-1", Array.from({ length: 20 }, (_, index) => ({ ip: `10.3.0.${index + 1}` }))),
+  ]);
+  let dns: DnsActor;
+  let port: number;
+
+  beforeAll(async () => {
+    requireTools(["dig"]);
+    dns = createDnsActor({ feed, log: silentLogger(), listen: { host: "127.0.0.1", port: 0 }, upstreams: [], tcpIdleMs: 400 });
+    port = (await dns.start()).port;
+  });
+  afterAll(async () => {
+    await dns?.stop();
+  });
+
+  it("serves in state 'serving' on UDP and TCP", async () => {
+    expect(String(dns.actor.getSnapshot().value)).toBe("serving");
+    expect(await digShort(port, "web.shop.svc.cluster.local", "A", ["+tcp"])).toEqual(["10.96.0.10"]);
+  });
+
+  it("answers A for a ClusterIP service, authoritative, with the TTL", async () => {
+    const out = await dig(port, ["web.shop.svc.cluster.local", "A"]);
+    const header = digHeader(out);
+    expect(header.status).toBe("NOERROR");
+    expect(header.flags).toEqual(expect.arrayContaining(["qr", "aa", "rd", "ra"]));
+    expect(out).toMatch(/^web\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.96\.0\.10$/m);
+  });
+
+  it("answers dual-stack services with A and AAAA, and an IPv6-only one with AAAA", async () => {
+    expect(await digShort(port, "dual.shop.svc.cluster.local", "A")).toEqual(["10.96.0.11"]);
+    expect(await digShort(port, "dual.shop.svc.cluster.local", "AAAA")).toEqual(["fd00:96::11"]);
+    expect(await digShort(port, "v6only.shop.svc.cluster.local", "AAAA")).toEqual(["fd00:96::12"]);
+  });
+
+  it("answers a ClusterIP service without endpoints with its cluster IP", async () => {
+    expect(await digShort(port, "lonely.shop.svc.cluster.local", "A")).toEqual(["10.96.0.13"]);
+  });
+
+  it("answers headless services with ready endpoints, and not-ready ones when published", async () => {
+    expect(await digShort(port, "db.shop.svc.cluster.local", "A")).toEqual(["10.1.1.1", "10.1.1.2"]);
+    expect(await digShort(port, "db-1.db.shop.svc.cluster.local", "A")).toEqual(["10.1.1.2"]);
+    expect(await digShort(port, "peers.shop.svc.cluster.local", "A")).toEqual(["10.1.2.1", "10.1.2.2"]);
+    expect(await digShort(port, "db6.shop.svc.cluster.local", "AAAA")).toEqual(["fd00:1::1"]);
+  });
+
+  it("answers a headless service without endpoints with NODATA and the SOA", async () => {
+    const out = await dig(port, ["empty.shop.svc.cluster.local", "A"]);
+    expect(digHeader(out)).toMatchObject({ status: "NOERROR", answer: 0, authority: 1 });
+    expect(out).toMatch(/^cluster\.local\.\s+5\s+IN\s+SOA\s+ns\.dns\.cluster\.local\. hostmaster\.cluster\.local\. \d+ 7200 1800 86400 5$/m);
+  });
+
+  it("answers SRV for named ports of ClusterIP and headless services, with target addresses in additional", async () => {
+    expect(await digShort(port, "_http._tcp.web.shop.svc.cluster.local", "SRV")).toEqual(["0 100 80 web.shop.svc.cluster.local."]);
+    expect(await digShort(port, "_gossip._udp.peers.shop.svc.cluster.local", "SRV")).toEqual(["0 50 7946 peer-0.peers.shop.svc.cluster.local.", "0 50 7946 peer-1.peers.shop.svc.cluster.local."]);
+    const out = await dig(port, ["_pg._tcp.db.shop.svc.cluster.local", "SRV"]);
+    expect(digHeader(out)).toMatchObject({ status: "NOERROR", answer: 2 });
+    expect(out).toMatch(/^db-0\.db\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.1\.1\.1$/m);
+  });
+
+  it("answers ExternalName with a CNAME", async () => {
+    expect(await digShort(port, "ext.shop.svc.cluster.local", "A")).toEqual(["db.example.org."]);
+    expect(await digShort(port, "ext.shop.svc.cluster.local", "CNAME")).toEqual(["db.example.org."]);
+  });
+
+  it("answers PTR for cluster IPs (IPv4 and IPv6) and headless endpoint IPs", async () => {
+    expect(await digShort(port, "", "", ["-x", "10.96.0.10"])).toEqual(["web.shop.svc.cluster.local."]);
+    expect(await digShort(port, "", "", ["-x", "fd00:96::11"])).toEqual(["dual.shop.svc.cluster.local."]);
+    expect(await digShort(port, "", "", ["-x", "10.1.1.2"])).toEqual(["db-1.db.shop.svc.cluster.local."]);
+  });
+
+  it("says NXDOMAIN with the SOA for a name under the domain that does not exist", async () => {
+    for (const name of ["nope.shop.svc.cluster.local", "web.nowhere.svc.cluster.local", "db-2.db.shop.svc.cluster.local"]) {
+      const out = await dig(port, [name, "A"]);
+      expect(digHeader(out), name).toMatchObject({ status: "NXDOMAIN", answer: 0, authority: 1 });
+      expect(out).toMatch(/IN\s+SOA\s+ns\.dns\.cluster\.local\./);
+    }
+  });
+
+  it("says NODATA with the SOA for a type the name does not have", async () => {
+    for (const [name, type] of [["lonely.shop.svc.cluster.local", "AAAA"], ["v6only.shop.svc.cluster.local", "A"], ["web.shop.svc.cluster.local", "MX"]]) {
+      const out = await dig(port, [name, type]);
+      expect(digHeader(out), `${name} ${type}`).toMatchObject({ status: "NOERROR", answer: 0, authority: 1 });
+    }
+  });
+
+  it("echoes the question as asked (case kept)", async () => {
+    const out = await dig(port, ["WeB.ShOp.SvC.cluster.LOCAL", "A", "+noall", "+question", "+answer"]);
+    expect(out).toMatch(/^;WeB\.ShOp\.SvC\.cluster\.LOCAL\.\s+IN\s+A$/m);
+    expect(out).toMatch(/IN\s+A\s+10\.96\.0\.10$/m);
+  });
+
+  it("honours the client's size: 512 without EDNS, its EDNS size up to 1232", async () => {
+    const plain = await dig(port, ["mid.shop.svc.cluster.local", "A", "+noedns", "+ignore"]);
+    expect(digHeader(plain).flags).toContain("tc");
+    const edns = await dig(port, ["mid.shop.svc.cluster.local", "A", "+bufsize=1232", "+ignore"]);
+    expect(digHeader(edns)).toMatchObject({ status: "NOERROR", answer: 20 });
+    expect(digHeader(edns).flags).not.toContain("tc");
+    expect(edns).toMatch(/EDNS: version: 0, flags:; udp: 1232/);
+  });
+
+  it("sets TC over UDP when the answer does not fit, and gives the full answer over TCP", async () => {
+    const udp = await dig(port, ["big.shop.svc.cluster.local", "A", "+bufsize=4096", "+ignore"]);
+    expect(digHeader(udp)).toMatchObject({ status: "NOERROR", answer: 0 });
+    expect(digHeader(udp).flags).toContain("tc");
+    const tcp = await dig(port, ["big.shop.svc.cluster.local", "A", "+tcp"]);
+    expect(digHeader(tcp)).toMatchObject({ status: "NOERROR", answer: 60 });
+    const retried = await digShort(port, "big.shop.svc.cluster.local", "A");
+    expect(retried).toHaveLength(60);
+  });
+
+  it("sees a catalog change in the next answer, within a second", async () => {
+    const changed = service("shop", "lonely", { clusterIPs: ["10.96.0.99"] });
+    put(feed, changed);
+    await eventually(async () => (await digShort(port, "lonely.shop.svc.cluster.local", "A"))[0] === "10.96.0.99", 1000, "new cluster IP in the answer");
+    put(feed, service("shop", "fresh", { clusterIPs: ["10.96.0.100"] }));
+    await eventually(async () => (await digShort(port, "fresh.shop.svc.cluster.local", "A"))[0] === "10.96.0.100", 1000, "new service answered");
+    remove(feed, service("shop", "fresh"));
+    await eventually(async () => digHeader(await dig(port, ["fresh.shop.svc.cluster.local", "A"])).status === "NXDOMAIN", 1000, "deleted service gone");
+  });
+
+  it("answers FORMERR for two questions, NOTIMP for another opcode, BADVERS for EDNS version 1, and drops responses", async () => {
+    const two = dnsPacket.encode({ type: "query", id: 7, questions: [{ name: "a.shop.svc.cluster.local", type: "A" }, { name: "b.shop.svc.cluster.local", type: "A" }] });
+    expect((await udpExchange(port, two, { id: 7 })).rcode).toBe("FORMERR");
+    const notify = Buffer.from(dnsPacket.encode({ type: "query", id: 8, questions: [{ name: "web.shop.svc.cluster.local", type: "A" }] }));
+    notify.writeUInt16BE(notify.readUInt16BE(2) | (4 << 11), 2);
+    expect((await udpExchange(port, notify, { id: 8 })).rcode).toBe("NOTIMP");
+    expect(digHeader(await dig(port, ["web.shop.svc.cluster.local", "A", "+edns=1", "+noednsnegotiation"])).status).toBe("BADVERS");
+    const before = Number(dns.stats().drops && (dns.stats().drops as Record<string, number>)["not a query"]) || 0;
+    const response = dnsPacket.encode({ type: "response", id: 9, questions: [{ name: "web.shop.svc.cluster.local", type: "A" }] });
+    await expect(udpExchange(port, response, { id: 9, timeoutMs: 300 })).rejects.toThrow(/no DNS reply/);
+    expect((dns.stats().drops as Record<string, number>)["not a query"]).toBe(before + 1);
+    expect((await udpQuery(port, "web.shop.svc.cluster.local", "A")).answers?.[0].data).toBe("10.96.0.10");
+  });
+
+  it("answers pipelined TCP queries on one connection", async () => {
+    const queries = ["web", "dual", "db"].map((name, index) => frame(dnsPacket.encode({ type: "query", id: 100 + index, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: `${name}.shop.svc.cluster.local`, type: "A" }] })));
+    const replies = await tcpExchange(port, Buffer.concat(queries), 3);
+    expect(replies.map((reply) => reply.id).sort()).toEqual([100, 101, 102]);
+    expect(replies.find((reply) => reply.id === 100)?.answers?.[0].data).toBe("10.96.0.10");
+  });
+
+  it("closes TCP clients that send a too-short length or never finish an oversized one, and keeps serving", async () => {
+    const short = Buffer.from([0x00, 0x05, 1, 2, 3, 4, 5]);
+    await expect(tcpExchange(port, short, 1)).rejects.toThrow(/closed after 0/);
+    const oversized = Buffer.concat([Buffer.from([0xff, 0xff]), Buffer.alloc(100, 7)]);
+    await expect(tcpExchange(port, oversized, 1, 5000)).rejects.toThrow(/closed after 0/);
+    const drops = dns.stats().drops as Record<string, number>;
+    expect(drops["tcp short message"]).toBeGreaterThanOrEqual(1);
+    expect(drops["tcp idle"]).toBeGreaterThanOrEqual(1);
+    expect(await digShort(port, "web.shop.svc.cluster.local", "A", ["+tcp"])).toEqual(["10.96.0.10"]);
+  });
+
+  it("refuses names outside the cluster when no upstream is configured", async () => {
+    expect(digHeader(await dig(port, ["example.com", "A"])).status).toBe("REFUSED");
+  });
+});

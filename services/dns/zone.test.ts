@@ -1,0 +1,304 @@
+/**
+ * The pure answer logic against the Kubernetes DNS spec: named cases for each
+ * record kind and edge case, then thousands of generated catalogs where every
+ * expectation is derived from the Service and EndpointSlice objects themselves
+ * (never from the zone under test).
+ */
+import { isIPv4 } from "node:net";
+import dnsPacket from "dns-packet";
+import { describe, expect, it } from "vitest";
+import type { CatalogObject, EndpointSlice, Service } from "../../bus/catalog.ts";
+import { encodeReply } from "./server.ts";
+import { feedOf, sampleCatalog, service, slice } from "./testing.ts";
+import { isProblem, parseQuery } from "./wire.ts";
+import { answerQuestion, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
+
+const options = { clusterDomain: "cluster.local" };
+const data = (reply: ClusterReply | undefined, type?: string) =>
+  (reply?.answers ?? [])
+    .filter((answer) => !type || answer.type === type)
+    .map((answer) => (typeof answer.data === "object" && answer.data && "target" in answer.data ? `${answer.data.priority} ${answer.data.weight} ${answer.data.port} ${answer.data.target}` : String(answer.data)))
+    .sort();
+
+describe("cluster zone: named cases", () => {
+  const catalog = feedOf(sampleCatalog()).reader;
+  const ask = (name: string, type: string, klass?: string) => answerQuestion(catalog, { name, type, class: klass }, options);
+
+  it("answers A with the cluster IP and no endpoints needed", () => {
+    expect(data(ask("web.shop.svc.cluster.local", "A"))).toEqual(["10.96.0.10"]);
+    expect(data(ask("lonely.shop.svc.cluster.local", "A"))).toEqual(["10.96.0.13"]);
+  });
+
+  it("answers dual-stack: A with the IPv4 cluster IP, AAAA with the IPv6 one", () => {
+    expect(data(ask("dual.shop.svc.cluster.local", "A"))).toEqual(["10.96.0.11"]);
+    expect(data(ask("dual.shop.svc.cluster.local", "AAAA"))).toEqual(["fd00:96::11"]);
+    expect(data(ask("dual.shop.svc.cluster.local", "ANY"))).toEqual(["10.96.0.11", "fd00:96::11"]);
+  });
+
+  it("says NODATA with the SOA for a type the name does not have", () => {
+    for (const [name, type] of [["lonely.shop.svc.cluster.local", "AAAA"], ["v6only.shop.svc.cluster.local", "A"], ["web.shop.svc.cluster.local", "MX"], ["web.shop.svc.cluster.local", "TXT"]]) {
+      const reply = ask(name, type);
+      expect(reply?.rcode, `${name} ${type}`).toBe("NOERROR");
+      expect(reply?.answers).toEqual([]);
+      expect(reply?.authorities.map((record) => record.type)).toEqual(["SOA"]);
+      expect(reply?.authorities[0].name).toBe("cluster.local");
+    }
+  });
+
+  it("says NXDOMAIN with the SOA for names under the domain that do not exist", () => {
+    for (const name of ["nope.shop.svc.cluster.local", "web.nope.svc.cluster.local", "x.web.shop.svc.cluster.local", "_http._udp.web.shop.svc.cluster.local", "pod.cluster.local", "web.shop.cluster.local"]) {
+      const reply = ask(name, "A");
+      expect(reply?.rcode, name).toBe("NXDOMAIN");
+      expect(reply?.authorities.map((record) => record.type)).toEqual(["SOA"]);
+      const soa = reply!.authorities[0];
+      expect(soa.type === "SOA" && soa.data.minimum).toBe(5);
+    }
+  });
+
+  it("treats empty non-terminals as existing names (NODATA, RFC 8020)", () => {
+    for (const name of ["svc.cluster.local", "shop.svc.cluster.local", "_tcp.web.shop.svc.cluster.local", "cluster.local"]) {
+      const reply = ask(name, "A");
+      expect(reply?.rcode, name).toBe("NOERROR");
+      expect(reply?.answers).toEqual([]);
+    }
+    expect(ask("cluster.local", "SOA")?.answers.map((record) => record.type)).toEqual(["SOA"]);
+  });
+
+  it("answers headless services with the ready endpoints only", () => {
+    expect(data(ask("db.shop.svc.cluster.local", "A"))).toEqual(["10.1.1.1", "10.1.1.2"]);
+    expect(data(ask("db-0.db.shop.svc.cluster.local", "A"))).toEqual(["10.1.1.1"]);
+    expect(ask("db-2.db.shop.svc.cluster.local", "A")?.rcode).toBe("NXDOMAIN");
+    expect(data(ask("db6.shop.svc.cluster.local", "AAAA"))).toEqual(["fd00:1::1"]);
+  });
+
+  it("adds not-ready endpoints when the service publishes them", () => {
+    expect(data(ask("peers.shop.svc.cluster.local", "A"))).toEqual(["10.1.2.1", "10.1.2.2"]);
+    expect(data(ask("_gossip._udp.peers.shop.svc.cluster.local", "SRV"))).toEqual([
+      "0 50 7946 peer-0.peers.shop.svc.cluster.local",
+      "0 50 7946 peer-1.peers.shop.svc.cluster.local",
+    ]);
+  });
+
+  it("keeps a headless service without endpoints as an existing name with no data", () => {
+    const reply = ask("empty.shop.svc.cluster.local", "A");
+    expect(reply?.rcode).toBe("NOERROR");
+    expect(reply?.answers).toEqual([]);
+  });
+
+  it("answers SRV for named ports: the service for ClusterIP, each endpoint for headless, with addresses in additional", () => {
+    expect(data(ask("_http._tcp.web.shop.svc.cluster.local", "SRV"))).toEqual(["0 100 80 web.shop.svc.cluster.local"]);
+    expect(data(ask("_metrics._tcp.web.shop.svc.cluster.local", "SRV"))).toEqual(["0 100 9090 web.shop.svc.cluster.local"]);
+    const headless = ask("_pg._tcp.db.shop.svc.cluster.local", "SRV");
+    expect(data(headless)).toEqual(["0 50 5432 db-0.db.shop.svc.cluster.local", "0 50 5432 db-1.db.shop.svc.cluster.local"]);
+    expect(headless?.additionals.map((record) => `${record.name} ${String(record.data)}`).sort()).toEqual(["db-0.db.shop.svc.cluster.local 10.1.1.1", "db-1.db.shop.svc.cluster.local 10.1.1.2"]);
+    expect(ask("_http._tcp.web.shop.svc.cluster.local", "A")?.answers).toEqual([]);
+  });
+
+  it("names endpoints without a hostname by their dashed address", () => {
+    expect(data(ask("10-1-0-5.web.shop.svc.cluster.local", "A"))).toEqual([]);
+    expect(data(ask("fd00-1--1.db6.shop.svc.cluster.local", "AAAA"))).toEqual(["fd00:1::1"]);
+  });
+
+  it("answers ExternalName with a CNAME whatever the type", () => {
+    for (const type of ["A", "AAAA", "CNAME", "SRV", "ANY"]) {
+      const reply = ask("ext.shop.svc.cluster.local", type);
+      expect(reply?.answers.map((record) => `${record.type} ${String(record.data)}`)).toEqual(["CNAME db.example.org"]);
+    }
+  });
+
+  it("answers PTR for cluster IPs and headless endpoint IPs, IPv4 and IPv6, and forwards other reverse names", () => {
+    expect(data(ask("10.0.96.10.in-addr.arpa", "PTR"))).toEqual(["web.shop.svc.cluster.local"]);
+    expect(data(ask(reverseName("fd00:96::11")!, "PTR"))).toEqual(["dual.shop.svc.cluster.local"]);
+    expect(data(ask("1.1.1.10.in-addr.arpa", "PTR"))).toEqual(["db-0.db.shop.svc.cluster.local"]);
+    expect(ask("3.1.1.10.in-addr.arpa", "PTR")).toBeUndefined(); // not ready
+    expect(ask("1.2.0.192.in-addr.arpa", "PTR")).toBeUndefined();
+  });
+
+  it("leaves names outside the domain to the forwarder", () => {
+    for (const name of ["example.com", "local", "xcluster.local", "web.shop.svc.cluster.local.example.com", ""]) expect(ask(name, "A")).toBeUndefined();
+  });
+
+  it("is case-insensitive and takes a trailing dot", () => {
+    expect(data(ask("WEB.Shop.SVC.Cluster.Local.", "A"))).toEqual(["10.96.0.10"]);
+  });
+
+  it("serves the spec version and refuses other classes", () => {
+    expect(data(ask("dns-version.cluster.local", "TXT"))).toEqual(["1.1.0"]);
+    expect(ask("web.shop.svc.cluster.local", "A", "CH")?.rcode).toBe("REFUSED");
+  });
+
+  it("follows a custom cluster domain and TTL", () => {
+    const reply = answerQuestion(catalog, { name: "web.shop.svc.edge.example", type: "A" }, { clusterDomain: "edge.example.", ttl: 30 });
+    expect(reply?.answers[0]).toMatchObject({ data: "10.96.0.10", ttl: 30 });
+    expect(answerQuestion(catalog, { name: "web.shop.svc.cluster.local", type: "A" }, { clusterDomain: "edge.example" })).toBeUndefined();
+  });
+
+  it("sees a catalog change in the next answer", () => {
+    const feed = feedOf([service("a", "s", { clusterIPs: ["10.96.1.1"] })]);
+    expect(data(answerQuestion(feed.reader, { name: "s.a.svc.cluster.local", type: "A" }))).toEqual(["10.96.1.1"]);
+    feed.reader.apply({ op: "put", key: "svc.a.s", object: service("a", "s", { clusterIPs: ["10.96.1.2"] }) });
+    expect(data(answerQuestion(feed.reader, { name: "s.a.svc.cluster.local", type: "A" }))).toEqual(["10.96.1.2"]);
+    feed.reader.apply({ op: "delete", key: "svc.a.s" });
+    expect(answerQuestion(feed.reader, { name: "s.a.svc.cluster.local", type: "A" })?.rcode).toBe("NXDOMAIN");
+  });
+
+  it("writes reverse names per RFC 3596", () => {
+    expect(reverseName("192.0.2.1")).toBe("1.2.0.192.in-addr.arpa");
+    expect(expandIPv6("2001:db8::1")).toBe("2001:0db8:0000:0000:0000:0000:0000:0001");
+    expect(reverseName("2001:db8::1")).toBe("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
+    expect(expandIPv6("::ffff:1.2.3.4")).toBe("0000:0000:0000:0000:0000:ffff:0102:0304");
+    expect(reverseName("not-an-ip")).toBeUndefined();
+  });
+});
+
+/** A small deterministic PRNG (mulberry32) so a failing case can be replayed. */
+function prng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function generateCatalog(seed: number) {
+  const random = prng(seed);
+  const pick = <T,>(items: T[]) => items[Math.floor(random() * items.length)];
+  const objects: CatalogObject[] = [];
+  const services: Service[] = [];
+  const slicesOf = new Map<string, EndpointSlice[]>();
+  let ipCounter = 1;
+  const ipv4 = () => `10.${seed % 200}.${Math.floor(ipCounter / 250)}.${(ipCounter++ % 250) + 1}`;
+  const ipv6 = () => `fd00:${(seed % 0xffff).toString(16)}::${(ipCounter++).toString(16)}`;
+  const count = 3 + Math.floor(random() * 10);
+  for (let index = 0; index < count; index++) {
+    const namespace = pick(["default", "shop", "kube-system", "edge"]);
+    const name = `svc-${index}-${Math.floor(random() * 1000)}`;
+    const kind = pick(["clusterip", "clusterip", "dual", "v6", "headless", "headless", "external"]);
+    const ports = Array.from({ length: Math.floor(random() * 3) }, (_, portIndex) => ({
+      name: portIndex === 0 && random() < 0.3 ? "" : `p${portIndex}`,
+      protocol: pick(["TCP", "UDP"] as const),
+      port: 1000 + portIndex,
+      targetPort: 2000 + portIndex,
+    }));
+    let svc: Service;
+    if (kind === "external") svc = service(namespace, name, { type: "ExternalName", externalName: `${name}.example.org`, ports: [] });
+    else if (kind === "headless") svc = service(namespace, name, { headless: true, ports, publishNotReadyAddresses: random() < 0.3 });
+    else if (kind === "dual") svc = service(namespace, name, { clusterIPs: [ipv4(), ipv6()], ipFamilies: ["IPv4", "IPv6"], ports });
+    else if (kind === "v6") svc = service(namespace, name, { clusterIPs: [ipv6()], ipFamilies: ["IPv6"], ports });
+    else svc = service(namespace, name, { clusterIPs: [ipv4()], ports });
+    services.push(svc);
+    objects.push(svc);
+    const sliceCount = kind === "external" ? 0 : Math.floor(random() * 3);
+    const list: EndpointSlice[] = [];
+    for (let sliceIndex = 0; sliceIndex < sliceCount; sliceIndex++) {
+      const v6 = random() < 0.3;
+      const endpoints = Array.from({ length: Math.floor(random() * 5) + 1 }, (_, endpointIndex) => ({
+        ip: v6 ? ipv6() : ipv4(),
+        ready: random() < 0.7,
+        hostname: random() < 0.5 ? `host-${sliceIndex}-${endpointIndex}` : undefined,
+      }));
+      const item = slice(namespace, name, `${name}-${sliceIndex}`, endpoints, { ports: ports.map((port) => ({ name: port.name, protocol: port.protocol, port: port.targetPort })) });
+      list.push(item);
+      objects.push(item);
+    }
+    slicesOf.set(`${namespace}/${name}`, list);
+  }
+  return { objects, services, slicesOf, random };
+}
+
+describe("cluster zone: generated catalogs", () => {
+  const seeds = Array.from({ length: 150 }, (_, index) => index + 1);
+  let cases = 0;
+
+  it.each(seeds)("catalog %i: every service's records follow the spec", (seed) => {
+    const { objects, services, slicesOf, random } = generateCatalog(seed);
+    const catalog = feedOf(objects).reader;
+    const domain = pickDomain(seed);
+    const ask = (name: string, type: string) => {
+      cases++;
+      return answerQuestion(catalog, { name: random() < 0.5 ? name.toUpperCase() : name, type }, { clusterDomain: domain });
+    };
+    for (const svc of services) {
+      const base = `${svc.name}.${svc.namespace}.svc.${domain}`;
+      if (svc.type === "ExternalName") {
+        expect(data(ask(base, "A"))).toEqual([svc.externalName]);
+        continue;
+      }
+      const published = (slicesOf.get(`${svc.namespace}/${svc.name}`) ?? []).flatMap((item) =>
+        item.endpoints.filter((endpoint) => endpoint.conditions.ready || svc.publishNotReadyAddresses).map((endpoint) => ({ endpoint, item })),
+      );
+      const v4 = svc.headless ? published.map(({ endpoint }) => endpoint.addresses[0]).filter((ip) => isIPv4(ip)) : svc.clusterIPs.filter((ip) => isIPv4(ip));
+      const v6 = svc.headless ? published.map(({ endpoint }) => endpoint.addresses[0]).filter((ip) => !isIPv4(ip)) : svc.clusterIPs.filter((ip) => !isIPv4(ip));
+      const a = ask(base, "A");
+      const aaaa = ask(base, "AAAA");
+      expect(a?.rcode).toBe("NOERROR");
+      expect(data(a)).toEqual([...new Set(v4)].sort());
+      expect(data(aaaa)).toEqual([...new Set(v6)].sort());
+      if (v4.length === 0) expect(a?.authorities.map((record) => record.type)).toEqual(["SOA"]);
+      for (const answer of [...(a?.answers ?? []), ...(aaaa?.answers ?? [])]) expect(answer.ttl).toBe(5);
+      // SRV per named port
+      for (const port of svc.ports) {
+        const srvName = `_${port.name}._${port.protocol.toLowerCase()}.${base}`;
+        const reply = ask(srvName, "SRV");
+        if (port.name === "") {
+          expect(reply?.rcode).toBe("NXDOMAIN");
+          continue;
+        }
+        const targets = data(reply).map((line) => line.split(" ").slice(2).join(" "));
+        if (!svc.headless) expect(targets).toEqual([`${port.port} ${base}`]);
+        else {
+          const expected = published.map(({ endpoint }) => `${port.targetPort} ${(endpoint.hostname ?? endpoint.addresses[0].replaceAll(".", "-").replaceAll(":", "-"))}.${base}`);
+          expect(targets).toEqual([...new Set(expected)].sort());
+        }
+      }
+      // PTR for every cluster IP and published endpoint
+      const reverseTargets = svc.headless
+        ? published.map(({ endpoint }) => [endpoint.addresses[0], `${endpoint.hostname ?? endpoint.addresses[0].replaceAll(".", "-").replaceAll(":", "-")}.${base}`])
+        : svc.clusterIPs.map((ip) => [ip, base]);
+      for (const [ip, target] of reverseTargets) expect(data(ask(reverseName(ip)!, "PTR"))).toContain(target);
+      // headless endpoint names resolve to their address
+      for (const { endpoint } of svc.headless ? published : []) {
+        const label = endpoint.hostname ?? endpoint.addresses[0].replaceAll(".", "-").replaceAll(":", "-");
+        expect(data(ask(`${label}.${base}`, isIPv4(endpoint.addresses[0]) ? "A" : "AAAA"))).toContain(endpoint.addresses[0]);
+      }
+      // names that do not exist, types that do not exist
+      expect(ask(`missing-${svc.name}.${svc.namespace}.svc.${domain}`, "A")?.rcode).toBe("NXDOMAIN");
+      expect(ask(`nothere.${base}`, "A")?.rcode).toBe("NXDOMAIN");
+      const mx = ask(base, "MX");
+      expect(mx?.rcode).toBe("NOERROR");
+      expect(mx?.answers).toEqual([]);
+      // outside the domain
+      expect(ask(`${svc.name}.${svc.namespace}.svc.other.test`, "A")).toBeUndefined();
+    }
+  });
+
+  it("covered thousands of questions", () => {
+    expect(cases).toBeGreaterThan(5_000);
+  });
+});
+
+function pickDomain(seed: number): string {
+  return ["cluster.local", "edge.example", "k8s.internal"][seed % 3];
+}
+
+describe("encoded replies", () => {
+  const catalog = feedOf(sampleCatalog()).reader;
+  const names = ["web", "dual", "v6only", "lonely", "db", "db6", "peers", "empty", "big", "ext", "nope"].map((name) => `${name}.shop.svc.cluster.local`);
+  const types = ["A", "AAAA", "SRV", "CNAME", "TXT", "MX", "ANY"] as const;
+
+  it.each(names.flatMap((name) => types.map((type) => [name, type] as const)))("%s %s decodes to the same records with the question echoed", (name, type) => {
+    for (const edns of [false, true]) {
+      const query = dnsPacket.encode({ type: "query", id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: name.toUpperCase(), type, class: "IN" }], additionals: edns ? [{ type: "OPT", name: ".", udpPayloadSize: 4096 } as dnsPacket.Answer] : [] });
+      const parsed = parseQuery(query);
+      if (isProblem(parsed)) throw new Error(parsed.reason);
+      const reply = answerQuestion(catalog, { name, type }, options)!;
+      const decoded = dnsPacket.decode(encodeReply(query, parsed, reply));
+      expect(decoded.questions).toEqual([{ name: name.toUpperCase(), type, class: "IN" }]);
+      expect(decoded.flag_aa && decoded.flag_rd && decoded.flag_ra && decoded.flag_qr).toBe(true);
+      expect(decoded.rcode).toBe(reply.rcode);
+      expect(decoded.answers?.map((record) => record.type)).toEqual(reply.answers.map((record) => record.type));
+      expect(decoded.additionals?.filter((record) => record.type === "OPT").length).toBe(edns ? 1 : 0);
+    }
+  });
+});
