@@ -207,6 +207,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           if (actor.getSnapshot().context.haveListeners) actor.send({ type: "CHANGED" });
         }),
       );
+      // A set that arrived between construction and the subscription above is not lost.
+      bindings = options.listeners.listeners?.() ?? bindings;
       if (bindings.length > 0) actor.send({ type: "CHANGED" });
       actor.send({ type: "START" });
       const state = await waitFor((value) => value !== "idle" && value !== "preparing");

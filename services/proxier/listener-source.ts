@@ -4,7 +4,7 @@
  * with `onListeners` works too (the traffic actor itself has one), which keeps the
  * proxier free of imports from services/traffic.
  */
-import type { Bus } from "../../bus/bus.ts";
+import { rpcRequest, type Bus } from "../../bus/bus.ts";
 import type { ListenerBinding } from "../../bus/events.ts";
 
 export interface ListenerSource {
@@ -31,6 +31,9 @@ export function busListenerSource(bus: Bus): ListenerSource & { close(): void } 
     assembling = undefined;
     for (const subscriber of subscribers) subscriber(latest);
   });
+  // Ask traffic to publish its current set now: a proxier that restarts need not wait for a change.
+  // No answer is fine: a traffic actor that starts later publishes on its first reconcile.
+  void rpcRequest(bus.connection, bus.node, "traffic.listeners", undefined, 2_000).catch(() => undefined);
   return {
     onListeners(listener) {
       subscribers.add(listener);

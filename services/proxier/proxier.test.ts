@@ -106,6 +106,24 @@ describe("proxier actor", () => {
     });
   });
 
+  it("a proxier started after traffic gets the listener set at once (rpc), not at the next periodic publish", async () => {
+    const feed = new IndexFeed();
+    putService(feed, { name: "late", clusterIP: "198.19.2.1", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+    const traffic = createTrafficActor({ bus, feed, log: silentLogger(), node: "edge-a", republishMs: 3_600_000 });
+    await traffic.start();
+    const listeners = busListenerSource(bus);
+    const proxier = createProxierActor({ bus, feed, log: silentLogger(), intercept: "nftables", listeners, namespace });
+    try {
+      await proxier.start();
+      await eventually(async () => (await proxier.inspect()).rules.length === 1, 10_000, "the late proxier's rule");
+    } finally {
+      await traffic.stop();
+      await proxier.stop();
+      listeners.close();
+    }
+    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+  });
+
   it("a missing tool fails start with the Debian package named, and intercept off installs nothing", async () => {
     const bare = mkdtempSync(join(tmpdir(), "lmpx-path-"));
     symlinkSync("/bin/sh", join(bare, "sh"));

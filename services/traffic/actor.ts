@@ -45,11 +45,14 @@ export interface TrafficOptions {
   outlier?: Omit<OutlierOptions, "clock">;
   /** @default 500 — listeners per bus event page (~100 bytes each, well under 1 MiB). */
   pageSize?: number;
-  /** @default 15_000 — the full listener set is published again this often, so a proxier that (re)started catches up. */
+  /** @default 60_000 — the full set is published again this often as a safety net; a (re)started proxier asks for it at once (rpc `traffic.listeners`). */
   republishMs?: number;
   /** Random source for the random policy (tests). */
   random?: () => number;
 }
+
+/** `rpc.<node>.traffic.listeners`: publishes the full listener set again (as `listeners` events) and replies with its generation. */
+export const listenersMethod = "traffic.listeners";
 
 /** Listeners opened concurrently while reconciling. */
 const openBatch = 128;
@@ -121,6 +124,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   let firstReconcile: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   let unsubscribeFeed: (() => void) | undefined;
   let republishTimer: unknown;
+  let stopServing: (() => void) | undefined;
   let link: ActorLink | undefined;
 
   const bindings = (): ListenerBinding[] =>
@@ -196,6 +200,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
       existing.plan = plan;
       existing.balancer.update(plan);
+      if (existing.socket instanceof UdpServicePortListener) existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key)));
     }
     // Opened in batches: one at a time, 10,000 services take seconds to start; all at once, a burst of fds.
     for (let start = 0; start < toOpen.length; start += openBatch) {
@@ -254,7 +259,12 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       actor.start();
       if (options.bus) {
         link = linkActorToBus({ bus: options.bus, actorName: "traffic", actor, clock, detail: () => ({ ...handle.stats() }) });
-        republishTimer = clock.setInterval(publish, options.republishMs ?? 15_000);
+        republishTimer = clock.setInterval(publish, options.republishMs ?? 60_000);
+        // A proxier that (re)starts asks for the current set instead of waiting for the next change.
+        stopServing = options.bus.serve(listenersMethod, () => {
+          publish();
+          return { generation, listeners: listeners.size };
+        });
       }
       unsubscribeFeed = options.feed.onChange(() => actor.send({ type: "CHANGED" }));
       actor.send({ type: "START" });
@@ -263,6 +273,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     },
     async stop() {
       unsubscribeFeed?.();
+      stopServing?.();
       clock.clearInterval(republishTimer);
       if (actor.getSnapshot().status === "done") return;
       const stopped = new Promise<void>((resolve) => {

@@ -54,6 +54,9 @@ describe("UDP flows", () => {
     expect(listener.flows).toBe(1);
     expect(counters.get("udp flow expired")).toBe(2);
     expect(shared.active.get(plan.endpoints[0].key)).toBe(1);
+    listener.retainEndpoints(new Set()); // the endpoint left the service: its flows go at once
+    expect(listener.flows).toBe(0);
+    expect(counters.get("udp flow closed: endpoint removed")).toBe(1);
     for (const client of clients) client.close();
     await listener.close();
     expect(shared.active.size).toBe(0);

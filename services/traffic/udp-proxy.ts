@@ -82,6 +82,19 @@ export class UdpServicePortListener {
     }
   }
 
+  /**
+   * Closes flows to endpoints that left the service: a client that keeps sending
+   * would otherwise keep a flow to a vanished endpoint alive forever (kube-proxy
+   * clears UDP conntrack entries for the same reason).
+   */
+  retainEndpoints(keys: ReadonlySet<string>): void {
+    for (const [key, flow] of this.#flows) {
+      if (keys.has(flow.target.key)) continue;
+      this.#options.counters.count("udp flow closed: endpoint removed");
+      this.#closeFlow(key, flow);
+    }
+  }
+
   async close(): Promise<void> {
     this.#options.shared.clock.clearInterval(this.#sweep);
     for (const [key, flow] of this.#flows) this.#closeFlow(key, flow);
