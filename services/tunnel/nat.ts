@@ -33,19 +33,30 @@ export interface HostPort {
 /** How two nodes can open a TCP connection across their NATs, or "relay" when no way exists. */
 export type PunchPlan = "simultaneous" | "a-listens" | "b-listens" | "relay";
 
-const coneLike = new Set<NatType>(["none", "full-cone", "restricted-cone"]);
-
 /**
  * DESIGN.md's table: a pair where one side is symmetric and the other symmetric
- * or port-restricted cannot be punched. With one symmetric side, the other
- * (full or restricted cone, or no NAT) listens and the symmetric side dials it:
- * its unpredictable mapping does not matter then. Otherwise both sides open
- * simultaneously from agreed ports. An unmeasured side is tried optimistically.
+ * or port-restricted cannot be punched. Otherwise:
+ * - a side whose NAT admits inbound connections once opened (none, full cone,
+ *   restricted cone after one outbound packet to the peer) listens on its
+ *   mapped port and the other side dials it: the dialer's mapping (symmetric or
+ *   not) does not matter, and no SYN meets a cone's DNAT before the listener is
+ *   up (the host would answer it with a RST). The more open side listens.
+ * - two port-restricted (or unmeasured) sides open simultaneously from agreed ports.
+ * "a-listens" means the first argument listens.
  */
 export function punchPlan(a: NatType, b: NatType): PunchPlan {
+  const open = (type: NatType) => type === "none" || type === "full-cone";
   if (a === "symmetric" && b === "symmetric") return "relay";
-  if (a === "symmetric") return coneLike.has(b) ? "b-listens" : b === "unknown" ? "b-listens" : "relay";
-  if (b === "symmetric") return coneLike.has(a) ? "a-listens" : a === "unknown" ? "a-listens" : "relay";
+  if (open(a)) return "a-listens";
+  if (open(b)) return "b-listens";
+  if (a === "restricted-cone") return "a-listens";
+  if (b === "restricted-cone") return "b-listens";
+  if (a === "symmetric" || b === "symmetric") {
+    // The other side is port-restricted (relay) or unmeasured (worth one try: it may be a cone).
+    const other = a === "symmetric" ? b : a;
+    if (other !== "unknown") return "relay";
+    return a === "symmetric" ? "b-listens" : "a-listens";
+  }
   return "simultaneous";
 }
 

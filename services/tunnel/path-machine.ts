@@ -41,7 +41,7 @@ export interface PathContext {
 }
 
 export type PathEvent =
-  | { type: "CONNECTED"; kind: PathKind; rttMs?: number }
+  | { type: "CONNECTED"; kind: PathKind; rttMs?: number; reason?: string }
   | { type: "FAILED"; reason: string }
   | { type: "UPGRADE_FAILED"; reason: string }
   | { type: "LOST"; kind: PathKind; reason: string }
@@ -61,7 +61,7 @@ export const pathMachine = setup({
     announce: (_, _params: { kind: PathStateKind }) => undefined,
     /** Drop connections of a kind the path no longer uses (the relay after an upgrade). */
     released: (_, _params: { kind: PathKind }) => undefined,
-    recordConnected: assign(({ event }) => (event.type === "CONNECTED" ? { rttMs: event.rttMs, reason: undefined } : {})),
+    recordConnected: assign(({ event }) => (event.type === "CONNECTED" ? { rttMs: event.rttMs, reason: event.reason } : {})),
     resetBackoff: assign(({ context }) => ({ backoffMs: context.backoffMinMs })),
     recordReason: assign(({ event }) => ("reason" in event ? { reason: event.reason } : {})),
     doubleBackoff: assign(({ context }) => ({ backoffMs: Math.min(context.backoffMaxMs, context.backoffMs * 2) })),

@@ -70,7 +70,7 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
       clearTimeout(timer);
       reject(error);
     });
-    server.listen(options.localPort);
+    server.listen(options.localPort, "0.0.0.0");
   });
 }
 

@@ -147,6 +147,14 @@ export class TunnelActor implements TunnelDialer {
     return path ? pathKindOf(path.actor.getSnapshot().value) : undefined;
   }
 
+  /** The path's kind, last RTT and the reason of its last failure (for status and tests). */
+  pathDetail(node: string): { kind: PathStateKind; rttMs?: number; reason?: string } | undefined {
+    const path = this.#paths.get(node);
+    if (!path) return undefined;
+    const snapshot = path.actor.getSnapshot();
+    return { kind: pathKindOf(snapshot.value), rttMs: snapshot.context.rttMs, reason: snapshot.context.reason };
+  }
+
   /** Connections to a node by kind (for status and tests). */
   connectionsTo(node: string): { kind: PathKind; connection: Connection }[] {
     const path = this.#paths.get(node);
@@ -262,7 +270,8 @@ export class TunnelActor implements TunnelDialer {
     const machine = pathMachine.provide({
       actions: {
         attempt: () => void this.#attempt(node, false),
-        attemptUpgrade: () => void this.#attempt(node, true),
+        // Only one side of a pair tries upgrades (the smaller name), so two punches never race; the other sees the new connection arrive.
+        attemptUpgrade: () => (this.node < node ? void this.#attempt(node, true) : queueMicrotask(() => path.actor.send({ type: "UPGRADE_FAILED", reason: `${node} tries the upgrades` }))),
         announce: ({ context }, params) => {
           this.#options.bus.publish("tunnel", "path", { at: nowIso(this.#clock.now), peer: node, kind: params.kind, rttMs: context.rttMs, detail: context.reason });
           this.#log.info({ peer: node, kind: params.kind, rttMs: context.rttMs, reason: context.reason }, "path changed");
@@ -319,7 +328,10 @@ export class TunnelActor implements TunnelDialer {
       if (existing) return send({ type: "CONNECTED", kind: existing.kind, rttMs: await this.#rtt(existing.connection) });
       if (ways.relay !== false && this.#relay) {
         const connection = await this.#openRelayed(node, path.peerId).catch((error) => void reasons.push(`relay: ${describeError(error)}`));
-        if (connection) return send({ type: "CONNECTED", kind: "relayed", rttMs: await this.#rtt(connection) });
+        if (connection) {
+          if (reasons.length) this.#log.info({ peer: node, reasons }, "relayed: better ways failed");
+          return send({ type: "CONNECTED", kind: "relayed", rttMs: await this.#rtt(connection), reason: reasons.join("; ") || undefined });
+        }
       }
       send({ type: "FAILED", reason: reasons.join("; ") || "no way to reach it" });
     } catch (error) {
@@ -348,8 +360,9 @@ export class TunnelActor implements TunnelDialer {
     let lastError: unknown;
     for (const address of dedupe(addresses)) {
       try {
-        const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout) });
-        if (connection.remotePeer.toString() === peerId) return connection;
+        // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
+        const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
+        if (connection.remotePeer.toString() === peerId && this.#kindOf(connection) === "direct") return connection;
       } catch (error) {
         lastError = error;
       }
@@ -397,9 +410,9 @@ export class TunnelActor implements TunnelDialer {
     if (plan === "simultaneous") socket = await simultaneousOpen({ localPort, remote: reply.mapped, timeoutMs });
     else if (plan === "a-listens") socket = await accepting!;
     else socket = await dialPunched({ remote: reply.mapped, timeoutMs });
-    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.#punched.add(remote);
-    const connection = await this.#host!.upgrade(socket, "outbound", multiaddr(`/ip4/${socket.remoteAddress}/tcp/${socket.remotePort}`));
+    const remoteHost = plainIPv4(socket.remoteAddress);
+    this.#punched.add(`${remoteHost}:${socket.remotePort}`);
+    const connection = await this.#host!.upgrade(socket, "outbound", multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
     if (!connection || connection.remotePeer.toString() !== record.peerId) {
       await connection?.close();
       throw new LeafmeshError("TUNNEL_FAILED", `the punched connection reached a peer that is not ${record.node}`);
@@ -422,10 +435,11 @@ export class TunnelActor implements TunnelDialer {
     const finish = (socketPromise: Promise<Socket>) =>
       socketPromise
         .then((socket) => {
-          this.#punched.add(`${socket.remoteAddress}:${socket.remotePort}`);
-          return host.upgrade(socket, "inbound", multiaddr(`/ip4/${socket.remoteAddress}/tcp/${socket.remotePort}`));
+          const remoteHost = plainIPv4(socket.remoteAddress);
+          this.#punched.add(`${remoteHost}:${socket.remotePort}`);
+          return host.upgrade(socket, "inbound", multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
         })
-        .catch((error) => this.#log.debug({ peer: request.from, err: describeError(error) }, "punch (answering side) failed"));
+        .catch((error) => this.#log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed"));
     if (plan === "simultaneous") void finish(simultaneousOpen({ localPort, remote: request.mapped, timeoutMs }));
     else if (plan === "b-listens") {
       const accepting = acceptOnce({ localPort, fromHost: request.mapped.host, timeoutMs });
@@ -544,6 +558,11 @@ export class TunnelActor implements TunnelDialer {
       socket.once("error", reject);
     });
   }
+}
+
+/** "::ffff:198.18.64.12" (a dual-stack listener's view) → "198.18.64.12". */
+function plainIPv4(address: string | undefined): string {
+  return (address ?? "").replace(/^::ffff:/, "");
 }
 
 function dedupe(addresses: Multiaddr[]): Multiaddr[] {

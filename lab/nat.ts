@@ -1,0 +1,139 @@
+/**
+ * The NAT lab: a WAN segment, a hub host on it, and sites behind routers that
+ * NAT in each of DESIGN.md's four ways, each site with one or more hosts. Built
+ * on lab/netns.ts; every name starts with the prefix (default `lmtn-`) and every
+ * address comes from 198.18.64.0/18, nothing routed out of the lab.
+ *
+ * Addresses: WAN 198.18.64.0/24 (hub .1 and .2, site routers .10+n); site n's
+ * LAN 198.18.(64+n).0/24 (router .1, hosts .10, .11, ...).
+ *
+ * How each NAT type is made (iptables in the router's namespace):
+ * - every type: MASQUERADE out of the WAN; new connections from the WAN to the
+ *   router itself or past it are dropped (a real NAT drops unsolicited traffic;
+ *   without this the router's own stack would answer with RSTs).
+ * - full cone (NAT1): plus a DNAT of every inbound TCP connection to the first host.
+ * - restricted cone (NAT2): the same DNAT, only from addresses the site has sent
+ *   to (the `recent` match records each destination going out).
+ * - port-restricted (NAT3): plain MASQUERADE (conntrack admits only replies,
+ *   and a simultaneous open's SYN, which matches the outgoing SYN's entry).
+ * - symmetric (NAT4): MASQUERADE --random-fully (a new random port per connection).
+ * - blocked: the site cannot reach the hub at all (for "hub unreachable" tests).
+ *
+ * ```ts
+ * const lab = await buildNatLab({ sites: [{ name: "s1", nat: "full-cone", hosts: 1 }] });
+ * lab.sites[0].hosts[0]; // { namespace: "lmtn-s1h1", address: "198.18.65.10" }
+ * await lab.teardown();
+ * ```
+ */
+import type { NatType } from "../bus/node-record.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import { checkLabPrerequisites, createLab, type Lab, type NamespaceName } from "./netns.ts";
+
+export type LabNat = Exclude<NatType, "unknown" | "none">;
+
+export interface SiteSpec {
+  /** Short name (a few letters): namespaces are `<prefix><name>r` and `<prefix><name>h<k>`. */
+  name: string;
+  nat: LabNat;
+  /** @default 1 */
+  hosts?: number;
+  /** The site cannot reach the hub (its router drops everything towards the WAN's hub addresses). */
+  hubBlocked?: boolean;
+}
+
+export interface LabHost {
+  namespace: NamespaceName;
+  address: string;
+}
+
+export interface LabSite {
+  spec: SiteSpec;
+  router: NamespaceName;
+  routerWanAddress: string;
+  hosts: LabHost[];
+}
+
+export interface NatLab {
+  lab: Lab;
+  hub: { namespace: NamespaceName; addresses: [string, string] };
+  sites: LabSite[];
+  /** Drops every packet to and from the hub host (cuts the relay and the fabric). */
+  cutHub(): Promise<void>;
+  teardown(): Promise<void>;
+}
+
+export const wanPrefix = "198.18.64";
+export const hubAddresses: [string, string] = [`${wanPrefix}.1`, `${wanPrefix}.2`];
+
+/** The iptables commands (argv lists) that make a router NAT one way. Pure, so the table can be read and tested. */
+export function natRules(nat: LabNat, options: { wan: string; lan: string; firstHost: string; hubBlocked?: boolean }): string[][] {
+  const { wan, firstHost } = options;
+  const rules: string[][] = [];
+  if (options.hubBlocked) {
+    for (const hub of hubAddresses) rules.push(["iptables", "-A", "FORWARD", "-d", hub, "-j", "DROP"]);
+  }
+  rules.push(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan, "-j", "MASQUERADE", ...(nat === "symmetric" ? ["--random-fully"] : [])]);
+  if (nat === "full-cone") {
+    rules.push(["iptables", "-t", "nat", "-A", "PREROUTING", "-i", wan, "-p", "tcp", "-j", "DNAT", "--to-destination", firstHost]);
+  }
+  if (nat === "restricted-cone") {
+    rules.push(["iptables", "-t", "mangle", "-A", "POSTROUTING", "-o", wan, "-m", "recent", "--name", "lmcontacted", "--rdest", "--set"]);
+    rules.push([
+      "iptables", "-t", "nat", "-A", "PREROUTING", "-i", wan, "-p", "tcp",
+      "-m", "recent", "--name", "lmcontacted", "--rcheck", "--rsource", "--seconds", "300",
+      "-j", "DNAT", "--to-destination", firstHost,
+    ]);
+  }
+  rules.push(["iptables", "-A", "INPUT", "-i", wan, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
+  rules.push(["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]);
+  rules.push(["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
+  return rules;
+}
+
+export async function buildNatLab(options: { prefix?: string; sites: SiteSpec[] }): Promise<NatLab> {
+  await checkLabPrerequisites([{ tool: "iptables", debianPackage: "iptables" }]);
+  if (options.sites.length > 60) throw new LeafmeshError("CONFIG_INVALID", "the NAT lab has room for 60 sites (198.18.65-124.0/24)");
+  const lab = await createLab({ prefix: options.prefix ?? "lmtn-" });
+  try {
+    const wan = await lab.bridge("wan");
+    const hub = await lab.namespace("hub");
+    await lab.link({ namespace: hub, bridge: wan, address: `${hubAddresses[0]}/24` });
+    await lab.address(hub, "eth0", `${hubAddresses[1]}/24`);
+    const sites: LabSite[] = [];
+    for (const [index, spec] of options.sites.entries()) {
+      const n = index + 1;
+      const lanPrefix = `198.18.${64 + n}`;
+      const router = await lab.namespace(`${spec.name}r`);
+      const routerWanAddress = `${wanPrefix}.${10 + n}`;
+      await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
+      const lanBridge = await lab.bridge(`${spec.name}l`);
+      await lab.link({ namespace: router, bridge: lanBridge, address: `${lanPrefix}.1/24`, name: "lan" });
+      await lab.exec(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+      const hosts: LabHost[] = [];
+      for (let k = 1; k <= (spec.hosts ?? 1); k++) {
+        const namespace = await lab.namespace(`${spec.name}h${k}`);
+        const address = `${lanPrefix}.${9 + k}`;
+        await lab.link({ namespace, bridge: lanBridge, address: `${address}/24` });
+        await lab.route(namespace, "default", { via: `${lanPrefix}.1` });
+        hosts.push({ namespace, address });
+      }
+      for (const rule of natRules(spec.nat, { wan: "wan", lan: "lan", firstHost: hosts[0].address, hubBlocked: spec.hubBlocked })) {
+        await lab.exec(router, rule);
+      }
+      sites.push({ spec, router, routerWanAddress, hosts });
+    }
+    return {
+      lab,
+      hub: { namespace: hub, addresses: hubAddresses },
+      sites,
+      async cutHub() {
+        await lab.exec(hub, ["iptables", "-A", "INPUT", "-j", "DROP"]);
+        await lab.exec(hub, ["iptables", "-A", "OUTPUT", "-j", "DROP"]);
+      },
+      teardown: () => lab.teardown(),
+    };
+  } catch (error) {
+    await lab.teardown();
+    throw error;
+  }
+}
