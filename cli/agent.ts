@@ -24,6 +24,9 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     data: { type: "string", required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror)" },
     natsListen: { type: "string", default: "127.0.0.1:4222", value: "H:P", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" },
     monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "the node nats-server's HTTP monitoring address" },
+    dns: { type: "string", default: "off", value: "H:P", description: "cluster DNS address, e.g. 169.254.96.16:53 on a node (kubelet's clusterDNS) or 127.0.0.1:5353; off: no DNS" },
+    clusterDomain: { type: "string", default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" },
+    upstream: { type: "string", value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" },
     intercept: { type: "string", default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" },
     proxyHost: { type: "string", default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
@@ -38,7 +41,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     }
     const log = createLogger({ level: options.logLevel });
     const agent = await startAgent({
-      actors: agentActors({ proxyHost: options.proxyHost, intercept: options.intercept as InterceptMode }),
+      actors: agentActors({
+        proxyHost: options.proxyHost,
+        intercept: options.intercept as InterceptMode,
+        dns: options.dns === "off" ? undefined : parseHostPort(options.dns, "--dns"),
+        clusterDomain: options.clusterDomain,
+        upstreams: options.upstream ? splitList(options.upstream) : undefined,
+      }),
       node: options.node,
       upstreams,
       dataDir: resolve(options.data),

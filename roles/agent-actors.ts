@@ -8,11 +8,18 @@
 import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, type InterceptMode } from "../services/proxier/index.ts";
+import { createDnsActor } from "../services/dns/index.ts";
+import type { HostPort } from "../nats-config/render.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */
   proxyHost: string;
   intercept: InterceptMode;
+  /** Where the DNS server listens; undefined: no DNS. */
+  dns?: HostPort;
+  clusterDomain: string;
+  /** DNS upstreams; undefined: the node's resolv.conf. */
+  upstreams?: string[];
 }
 
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
@@ -35,5 +42,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  return [proxier, traffic];
+  const dns: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
+    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams });
+    const address = await actor.start();
+    log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
+    return { name: "dns", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
+  };
+  return [...(options.dns ? [dns] : []), proxier, traffic];
 }
