@@ -118,13 +118,14 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       "--listen", `127.0.0.1:${hubPorts.client}`, "--leaf-listen", `127.0.0.1:${hubPorts.leaf}`, "--monitor-listen", `127.0.0.1:${hubPorts.monitor}`,
       "--metrics-listen", `127.0.0.1:${hubPorts.metrics}`, "--manifests", join(base, "manifests"),
     ]);
-    const agentPorts: Record<string, { client: number; monitor: number; metrics: number }> = {};
+    const agentPorts: Record<string, { client: number; monitor: number; metrics: number; dns: number }> = {};
     for (const node of nodes) {
-      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
+      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort(), dns: await freePort() };
       spawnLeafmesh(node, [
         "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
         "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
         "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
+        "--dns", `127.0.0.1:${agentPorts[node].dns}`,
       ]);
     }
 
@@ -178,6 +179,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     say("");
     say("The mesh is up. Try, in another terminal:");
     for (const proxy of proxies) say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy`);
+    say(`  dig @127.0.0.1 -p ${agentPorts[nodes[0]].dns} web.demo.svc.cluster.local     # ${nodes[0]}'s cluster DNS (SRV: _http._tcp.web.demo.svc.cluster.local SRV)`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);
     say(`  npx leafmesh sub --nats nats://127.0.0.1:${hubPorts.client}        # every mesh event, live`);

@@ -1,5 +1,5 @@
 /** `leafmesh demo` as a newcomer runs it: what it prints is true, and Ctrl-C stops everything. */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { appendFileSync } from "node:fs";
 import { stringify } from "yaml";
 import { describe, expect, it } from "vitest";
@@ -24,6 +24,8 @@ describe("leafmesh demo", () => {
       }
       const metricsUrl = /curl (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(output)![1];
       expect(await (await fetch(metricsUrl)).text()).toContain("leafmesh_catalog_objects");
+      const digLine = /dig @127\.0\.0\.1 -p (\d+) web\.demo\.svc\.cluster\.local/.exec(output)!;
+      expect(execFileSync("dig", ["@127.0.0.1", "-p", digLine[1], "web.demo.svc.cluster.local", "+short"], { encoding: "utf8" }).trim()).toBe("198.19.0.10");
       const statusPort = /status --nats nats:\/\/127\.0\.0\.1:(\d+)\s+# what edge-1 knows/.exec(output)![1];
       expect(statusPort).toBeTruthy();
       // Editing the manifest file it names shows up live.
