@@ -1,0 +1,317 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { KubeConfig } from "@kubernetes/client-node";
+import { pino } from "pino";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { ManualClock } from "../../lib/clock.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { FakeKubeApi, type FakeResource } from "../../test/support/fake-kube-api.ts";
+import { sampleService } from "../../test/support/manifests.ts";
+import { eventually, freePort } from "../../test/support/ports.ts";
+import { KubernetesSource, type KubernetesSourceOptions } from "./kubernetes-source.ts";
+import { describeCatalogSourceContract } from "./source-contract.ts";
+import type { CatalogChange, CatalogRejection } from "./source.ts";
+
+const directory = mkdtempSync(join(tmpdir(), "leafmesh-k8s-"));
+afterAll(() => rmSync(directory, { recursive: true, force: true }));
+
+const apis: FakeKubeApi[] = [];
+const sources: KubernetesSource[] = [];
+afterEach(async () => {
+  await Promise.all(sources.splice(0).map((source) => source.stop()));
+  await Promise.all(apis.splice(0).map((api) => api.close()));
+});
+
+async function startApi(options: { istio?: boolean; port?: number } = {}): Promise<FakeKubeApi> {
+  const api = await FakeKubeApi.start(options);
+  apis.push(api);
+  return api;
+}
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** A real pino logger whose lines the test can read. */
+function capturedLogger() {
+  const lines: LogLine[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const text of chunk.toString("utf8").split("\n")) if (text) lines.push(JSON.parse(text) as LogLine);
+      done();
+    },
+  });
+  return { log: pino({ level: "debug" }, stream), lines };
+}
+
+function makeSource(api: FakeKubeApi, options: Partial<KubernetesSourceOptions> = {}) {
+  const source = new KubernetesSource({ kubeconfig: api.writeKubeconfig(directory, `kubeconfig-${api.port}`), log: silentLogger(), retryInitialMs: 50, retryMaxMs: 200, ...options });
+  sources.push(source);
+  const changes: CatalogChange[] = [];
+  const rejections: CatalogRejection[] = [];
+  source.onChange((batch) => changes.push(...batch));
+  source.onReject((rejection) => rejections.push(rejection));
+  return { source, changes, rejections };
+}
+
+async function startedSource(api: FakeKubeApi, options: Partial<KubernetesSourceOptions> = {}) {
+  const handle = makeSource(api, options);
+  await handle.source.start();
+  expect(handle.source.synced).toBe(true);
+  // Both watches open: what the API does from here on reaches the source as events.
+  await eventually(() => api.openWatches === 2 + (api.options.istio ? 1 : 0), 5_000, "the watches to open");
+  return handle;
+}
+
+function service(name: string, clusterIP: string, port = 80, namespace = "demo"): object {
+  return sampleService({ name, clusterIP, port, namespace })[0];
+}
+
+function slice(name: string, namespace = "demo"): object {
+  return sampleService({ name, clusterIP: "198.19.0.1", namespace })[1];
+}
+
+const destinationRule = {
+  apiVersion: "networking.istio.io/v1",
+  kind: "DestinationRule",
+  metadata: { name: "web", namespace: "demo" },
+  spec: { host: "web.demo.svc.cluster.local", trafficPolicy: { loadBalancer: { simple: "LEAST_REQUEST" } } },
+};
+
+function port(source: KubernetesSource, key: string): number | undefined {
+  const object = source.snapshot().get(key);
+  return object?.kind === "Service" ? object.ports[0]?.port : undefined;
+}
+
+function requests(api: FakeKubeApi, resource: FakeResource, watch: boolean) {
+  return api.requests.filter((request) => request.resource === resource && request.watch === watch);
+}
+
+describeCatalogSourceContract("KubernetesSource over the fake API", async () => {
+  const api = await FakeKubeApi.start();
+  return {
+    source: new KubernetesSource({ kubeconfig: api.writeKubeconfig(directory, `kubeconfig-${api.port}`), log: silentLogger(), retryInitialMs: 50, retryMaxMs: 200 }),
+    put: async (raw) => void api.apply(raw),
+    remove: async (kind, namespace, name) => void api.delete(kind, namespace, name),
+    close: () => api.close(),
+  };
+});
+
+describe("KubernetesSource", () => {
+  it("reads through a MetaServer-style kubeconfig (plain http, no credentials), with DestinationRules when Istio is served", async () => {
+    const api = await startApi({ istio: true });
+    for (const raw of [service("web", "198.19.0.1"), slice("web"), destinationRule]) api.apply(raw);
+    const { source } = await startedSource(api);
+    expect(source.name).toBe(`kubernetes:${api.url}`);
+    expect([...source.snapshot().keys()].sort()).toEqual(["dr.demo.web", "eps.demo.web-abc", "svc.demo.web"]);
+    const rule = source.snapshot().get("dr.demo.web");
+    expect(rule?.kind === "DestinationRule" && rule.loadBalancer).toEqual({ simple: "LEAST_REQUEST" });
+    // Lists asked for pages and watches for bookmarks.
+    expect(requests(api, "services", false)[0]).toMatchObject({ watch: false });
+    expect(requests(api, "services", true)[0]).toMatchObject({ allowWatchBookmarks: true, resourceVersion: api.resourceVersion });
+  });
+
+  it("treats a cluster without Istio as having no DestinationRules, logging it once at info", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    const { log, lines } = capturedLogger();
+    const { source } = await startedSource(api, { log, optionalRecheckMs: 100 });
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+    // Several rechecks later, still one line, and nothing above info.
+    await eventually(() => requests(api, "services", false).length === 1 && lines.length > 0, 5_000, "the first log lines");
+    const absent = () => lines.filter((line) => /serves no DestinationRules/.test(line.msg));
+    expect(absent()).toHaveLength(1);
+    expect(absent()[0].level).toBe(30);
+    expect(lines.filter((line) => line.level >= 40)).toEqual([]);
+  });
+
+  it("reads one namespace when asked to", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(service("other", "198.19.0.2", 80, "elsewhere"));
+    const { source, changes } = await startedSource(api, { namespace: "demo" });
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+    expect(requests(api, "services", false)[0].namespace).toBe("demo");
+    api.apply(service("more", "198.19.0.3", 80, "elsewhere"));
+    api.apply(service("api", "198.19.0.4"));
+    await eventually(() => source.snapshot().has("svc.demo.api"), 5_000, "the namespaced watch");
+    expect(changes.map((change) => change.key)).toEqual(["svc.demo.web", "svc.demo.api"]);
+  });
+
+  it("follows ADDED, MODIFIED, DELETED and BOOKMARK events", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    const { source, changes } = await startedSource(api);
+    changes.length = 0;
+
+    api.apply(service("db", "198.19.0.2"));
+    await eventually(() => source.snapshot().has("svc.demo.db"), 5_000, "ADDED");
+    api.apply(service("db", "198.19.0.2", 5432));
+    await eventually(() => port(source, "svc.demo.db") === 5432, 5_000, "MODIFIED");
+    api.delete("Service", "demo", "db");
+    await eventually(() => !source.snapshot().has("svc.demo.db"), 5_000, "DELETED");
+    expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put svc.demo.db", "put svc.demo.db", "delete svc.demo.db"]);
+
+    // Other resources move the cluster's resourceVersion on; a BOOKMARK tells the quiet Services watch.
+    const bookmarked = api.bumpResourceVersion(7);
+    expect(api.bookmark()).toBe(2);
+    api.dropWatches();
+    await eventually(() => requests(api, "services", true).length === 2, 5_000, "the resumed watch");
+    expect(requests(api, "services", true)[1]).toMatchObject({ resourceVersion: bookmarked, allowWatchBookmarks: true });
+    expect(requests(api, "services", false)).toHaveLength(1);
+  });
+
+  it("resumes a dropped watch from the last resourceVersion without relisting", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(slice("web"));
+    const { source, changes } = await startedSource(api);
+    const lastSeen = api.apply(service("web", "198.19.0.1", 81));
+    await eventually(() => port(source, "svc.demo.web") === 81, 5_000, "the edit");
+    changes.length = 0;
+
+    api.dropWatches();
+    // Made while no watch is open: the resumed watch must replay it.
+    api.apply(service("web", "198.19.0.1", 82));
+    await eventually(() => port(source, "svc.demo.web") === 82, 5_000, "the change made while the watch was down");
+    expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put svc.demo.web"]);
+    expect(requests(api, "services", false)).toHaveLength(1);
+    expect(requests(api, "endpointslices", false)).toHaveLength(1);
+    expect(requests(api, "services", true).map((request) => request.resourceVersion)).toEqual([expect.any(String), lastSeen]);
+  });
+
+  it("relists on 410 Gone and emits only the difference", async () => {
+    const api = await startApi();
+    for (const raw of [service("a", "198.19.0.1"), service("b", "198.19.0.2"), service("c", "198.19.0.3"), slice("a")]) api.apply(raw);
+    const { source, changes } = await startedSource(api);
+    changes.length = 0;
+
+    // Cut off for long: the API moved on and compacted the history the source would resume from.
+    await api.stop();
+    api.delete("Service", "demo", "b");
+    api.apply(service("c", "198.19.0.3", 8443));
+    api.apply(service("d", "198.19.0.4"));
+    api.compact();
+    await api.start();
+
+    await eventually(() => source.snapshot().has("svc.demo.d") && changes.length >= 3, 10_000, "the relist after 410");
+    await eventually(() => requests(api, "endpointslices", false).length === 2, 5_000, "the EndpointSlices relist");
+    expect(changes.map((change) => `${change.op} ${change.key}`).sort()).toEqual(["delete svc.demo.b", "put svc.demo.c", "put svc.demo.d"]);
+    expect(port(source, "svc.demo.c")).toBe(8443);
+    expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.a-abc", "svc.demo.a", "svc.demo.c", "svc.demo.d"]);
+    expect(api.requests.filter((request) => request.watch && request.status === 410).map((request) => request.resource).sort()).toEqual(["endpointslices", "services"]);
+    expect(requests(api, "services", false)).toHaveLength(2);
+  });
+
+  it("relists on 410 with nothing changed and emits nothing", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    const { source, changes } = await startedSource(api);
+    changes.length = 0;
+    api.compact();
+    api.dropWatches();
+    await eventually(() => requests(api, "services", false).length === 2 && requests(api, "endpointslices", false).length === 2, 5_000, "the relists");
+    await eventually(() => api.openWatches === 2, 5_000, "the watches after the relist");
+    expect(changes).toEqual([]);
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+  });
+
+  it("starts while the API is down and takes the catalog when it comes up", async () => {
+    const api = await startApi({ port: await freePort() });
+    await api.stop();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(slice("web"));
+    const { log, lines } = capturedLogger();
+    const { source, changes } = makeSource(api, { log });
+    await source.start();
+    expect(source.synced).toBe(false);
+    expect(source.snapshot().size).toBe(0);
+    expect(lines.some((line) => line.level === 40 && /connection refused/.test(line.msg))).toBe(true);
+
+    await api.start();
+    await eventually(() => source.synced, 10_000, "the sync after the API came up");
+    expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
+    expect(changes.map((change) => change.key).sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
+    expect(lines.some((line) => line.level === 30 && /reachable again/.test(line.msg))).toBe(true);
+  });
+
+  it("keeps the last catalog while the API is down and catches up without a relist when it returns", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(slice("web"));
+    const { log, lines } = capturedLogger();
+    const { source, changes } = await startedSource(api, { log });
+    changes.length = 0;
+
+    await api.stop();
+    await eventually(() => lines.some((line) => line.level === 40 && /keeping the last catalog/.test(line.msg)), 5_000, "the source to notice");
+    expect(source.synced).toBe(true);
+    expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
+    expect(changes).toEqual([]);
+
+    api.apply(service("api", "198.19.0.2"));
+    await api.start();
+    await eventually(() => source.snapshot().has("svc.demo.api"), 10_000, "the change made during the outage");
+    expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put svc.demo.api"]);
+    expect(requests(api, "services", false)).toHaveLength(1);
+  });
+
+  it("backs off exponentially up to the maximum on the handed-in clock, and says why it fails", async () => {
+    const api = await startApi();
+    api.failWith(403);
+    const clock = new ManualClock();
+    const { log, lines } = capturedLogger();
+    const { source } = makeSource(api, { log, clock, retryInitialMs: 1_000, retryMaxMs: 8_000 });
+    await source.start();
+    expect(source.synced).toBe(false);
+    const warning = lines.find((line) => line.level === 40 && line.resource === "services");
+    expect(warning?.msg).toMatch(/forbidden: the account needs list and watch on services/);
+
+    const delays = () => lines.filter((line) => line.resource === "services" && typeof line.retryInMs === "number").map((line) => line.retryInMs as number);
+    for (let attempt = 2; attempt <= 6; attempt++) {
+      clock.advance(10_000);
+      await eventually(() => delays().length === attempt, 5_000, `attempt ${attempt}`);
+    }
+    const expected = [1_000, 2_000, 4_000, 8_000, 8_000, 8_000];
+    delays().forEach((delay, index) => {
+      expect(delay).toBeGreaterThanOrEqual(expected[index] * 0.8);
+      expect(delay).toBeLessThanOrEqual(expected[index] * 1.2);
+    });
+    expect(requests(api, "services", false)).toHaveLength(6);
+
+    api.failWith(undefined);
+    clock.advance(10_000);
+    await eventually(() => source.synced, 5_000, "the sync once allowed");
+  });
+
+  it("reports an invalid object once with object and field, also across relists, and drops it when deleted", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply({ ...slice("web"), metadata: { name: "orphan", namespace: "demo" } });
+    const { source, rejections, changes } = await startedSource(api);
+    expect(rejections).toEqual([
+      expect.objectContaining({ source: source.name, object: "EndpointSlice demo/orphan", field: 'metadata.labels["kubernetes.io/service-name"]' }),
+    ]);
+    api.compact();
+    api.dropWatches();
+    await eventually(() => requests(api, "endpointslices", false).length === 2 && api.openWatches === 2, 5_000, "the relist");
+    expect(rejections).toHaveLength(1);
+    changes.length = 0;
+    api.delete("EndpointSlice", "demo", "orphan");
+    api.apply(slice("web"));
+    await eventually(() => source.snapshot().has("eps.demo.web-abc"), 5_000, "the next slice");
+    expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put eps.demo.web-abc"]);
+  });
+
+  it("refuses a kubeconfig it cannot use, naming it", () => {
+    expect(() => new KubernetesSource({ kubeconfig: join(directory, "missing"), log: silentLogger() })).toThrow(LeafmeshError);
+    const empty = new KubeConfig();
+    empty.loadFromOptions({ clusters: [], users: [], contexts: [], currentContext: "" });
+    expect(() => new KubernetesSource({ kubeconfig: empty, log: silentLogger() })).toThrow(/no current cluster/);
+  });
+});

@@ -1,0 +1,369 @@
+/**
+ * A small real Kubernetes API server for tests (node:http), speaking the real
+ * list/watch wire format for the three resources leafmesh reads: core/v1
+ * Services, discovery.k8s.io/v1 EndpointSlices and (when enabled)
+ * networking.istio.io DestinationRules. Everything else answers 404 with a
+ * Status object, as the real API server does for a resource it does not serve.
+ *
+ * It keeps one resourceVersion counter for all resources (like etcd's revision),
+ * a history of events for watch resumes, and test levers that the real server
+ * pulls by itself: `compact()` (history forgotten: a resume gets ERROR 410),
+ * `dropWatches()` (streams closed: the client must resume), `bookmark()`
+ * (a BOOKMARK to every watch that asked for them), `stop()`/`start()` (the API
+ * unreachable, then back on the same port with the same state).
+ *
+ * ```ts
+ * const api = await FakeKubeApi.start();
+ * api.apply({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "demo" }, spec: { ... } });
+ * const kubeconfig = api.writeKubeconfig(dir); // server: http://127.0.0.1:PORT, no credentials (like KubeEdge's MetaServer)
+ * api.requests.filter((r) => r.watch && r.resource === "services");
+ * await api.close();
+ * ```
+ */
+import { writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { join } from "node:path";
+
+export type FakeResource = "services" | "endpointslices" | "destinationrules";
+
+interface ResourceInfo {
+  resource: FakeResource;
+  kind: string;
+  listKind: string;
+  /** "" for the core group. */
+  group: string;
+  versions: string[];
+}
+
+const resourceInfos: ResourceInfo[] = [
+  { resource: "services", kind: "Service", listKind: "ServiceList", group: "", versions: ["v1"] },
+  { resource: "endpointslices", kind: "EndpointSlice", listKind: "EndpointSliceList", group: "discovery.k8s.io", versions: ["v1"] },
+  { resource: "destinationrules", kind: "DestinationRule", listKind: "DestinationRuleList", group: "networking.istio.io", versions: ["v1", "v1beta1", "v1alpha3"] },
+];
+
+const resourceOfKind = new Map(resourceInfos.map((info) => [info.kind, info]));
+
+export interface FakeKubeApiOptions {
+  /** @default 0 (any free port) */
+  port?: number;
+  /** Serve networking.istio.io DestinationRules. @default false — most clusters and MetaServer have no Istio. */
+  istio?: boolean;
+}
+
+/** One request the fake answered, for assertions (a resume did not relist, a 410 did). */
+export interface FakeRequest {
+  resource: FakeResource;
+  namespace?: string;
+  watch: boolean;
+  resourceVersion?: string;
+  allowWatchBookmarks: boolean;
+  status: number;
+}
+
+type KubeObject = { apiVersion?: string; kind?: string; metadata: { name: string; namespace?: string; resourceVersion?: string; uid?: string; [key: string]: unknown }; [key: string]: unknown };
+
+interface HistoryEvent {
+  resourceVersion: number;
+  resource: FakeResource;
+  namespace: string;
+  type: "ADDED" | "MODIFIED" | "DELETED";
+  object: KubeObject;
+}
+
+interface OpenWatch {
+  resource: FakeResource;
+  namespace?: string;
+  bookmarks: boolean;
+  apiVersion: string;
+  kind: string;
+  response: ServerResponse;
+}
+
+export class FakeKubeApi {
+  readonly options: FakeKubeApiOptions;
+  readonly requests: FakeRequest[] = [];
+  #port = 0;
+  #server: Server | undefined;
+  #resourceVersion = 100;
+  /** Resume requests below this resourceVersion get 410 Gone. */
+  #compactedBefore = 0;
+  #objects = new Map<string, KubeObject>();
+  #history: HistoryEvent[] = [];
+  #watches = new Set<OpenWatch>();
+  #uid = 0;
+  #failWith: number | undefined;
+
+  private constructor(options: FakeKubeApiOptions) {
+    this.options = options;
+  }
+
+  static async start(options: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
+    const api = new FakeKubeApi(options);
+    api.#port = options.port ?? 0;
+    await api.start();
+    return api;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  get resourceVersion(): string {
+    return String(this.#resourceVersion);
+  }
+
+  get openWatches(): number {
+    return this.#watches.size;
+  }
+
+  /** Listens again (same port, same objects) after `stop()`. */
+  async start(): Promise<void> {
+    if (this.#server) return;
+    const server = createServer((request, response) => this.#handle(request, response));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.#port, "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    this.#port = typeof address === "object" && address ? address.port : this.#port;
+    this.#server = server;
+  }
+
+  /** The API unreachable: the port closed, every connection (watches too) cut. Objects and history stay. */
+  async stop(): Promise<void> {
+    const server = this.#server;
+    if (!server) return;
+    this.#server = undefined;
+    this.#watches.clear();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+  }
+
+  /** A kubeconfig like KubeEdge's MetaServer needs: plain http, no credentials. Returns its path. */
+  writeKubeconfig(directory: string, file = "kubeconfig"): string {
+    const path = join(directory, file);
+    writeFileSync(
+      path,
+      [
+        "apiVersion: v1",
+        "kind: Config",
+        "clusters:",
+        "- name: fake",
+        "  cluster:",
+        `    server: ${this.url}`,
+        "contexts:",
+        "- name: fake",
+        "  context:",
+        "    cluster: fake",
+        "current-context: fake",
+        "",
+      ].join("\n"),
+    );
+    return path;
+  }
+
+  /** Creates or replaces an object (kind and apiVersion as in a manifest); returns its new resourceVersion. */
+  apply(raw: object): string {
+    const object = structuredClone(raw) as KubeObject;
+    const info = resourceOfKind.get(String(object.kind));
+    if (!info) throw new Error(`the fake API does not serve kind ${String(object.kind)}`);
+    if (!object.metadata?.name) throw new Error("the fake API needs metadata.name");
+    const namespace = object.metadata.namespace ?? "default";
+    object.metadata.namespace = namespace;
+    const key = objectKey(info.resource, namespace, object.metadata.name);
+    const previous = this.#objects.get(key);
+    object.metadata.uid = previous?.metadata.uid ?? `uid-${++this.#uid}`;
+    object.metadata.resourceVersion = String(++this.#resourceVersion);
+    this.#objects.set(key, object);
+    this.#record({ resourceVersion: this.#resourceVersion, resource: info.resource, namespace, type: previous ? "MODIFIED" : "ADDED", object });
+    return object.metadata.resourceVersion;
+  }
+
+  /** Deletes an object; false when there was none. */
+  delete(kind: string, namespace: string, name: string): boolean {
+    const info = resourceOfKind.get(kind);
+    if (!info) throw new Error(`the fake API does not serve kind ${kind}`);
+    const key = objectKey(info.resource, namespace, name);
+    const previous = this.#objects.get(key);
+    if (!previous) return false;
+    this.#objects.delete(key);
+    // A DELETED event carries the object's last state with the deletion's resourceVersion.
+    const object = { ...structuredClone(previous), metadata: { ...previous.metadata, resourceVersion: String(++this.#resourceVersion) } };
+    this.#record({ resourceVersion: this.#resourceVersion, resource: info.resource, namespace, type: "DELETED", object });
+    return true;
+  }
+
+  /**
+   * Forgets the history: a watch resuming from any resourceVersion handed out so
+   * far gets ERROR 410 Gone. The resourceVersion moves on by one, so a fresh
+   * list returns a version a watch can start from again.
+   */
+  compact(): void {
+    this.#history = [];
+    this.#compactedBefore = ++this.#resourceVersion;
+  }
+
+  /** Closes every open watch stream cleanly, as the API server does at its watch timeout. */
+  dropWatches(): void {
+    for (const watch of this.#watches) watch.response.end();
+    this.#watches.clear();
+  }
+
+  /** Sends a BOOKMARK with the current resourceVersion to every watch that allowed bookmarks. */
+  bookmark(): number {
+    let sent = 0;
+    for (const watch of this.#watches) {
+      if (!watch.bookmarks) continue;
+      writeEvent(watch.response, "BOOKMARK", { apiVersion: watch.apiVersion, kind: watch.kind, metadata: { resourceVersion: this.resourceVersion } });
+      sent++;
+    }
+    return sent;
+  }
+
+  /** Answers every request with this HTTP status and a Status object (403, 500, 503…) until called with undefined. */
+  failWith(code: number | undefined): void {
+    this.#failWith = code;
+  }
+
+  /** Advances the resourceVersion without touching an object (other resources of a real cluster do this all the time). */
+  bumpResourceVersion(by = 1): string {
+    this.#resourceVersion += by;
+    return this.resourceVersion;
+  }
+
+  count(resource: FakeResource, what: "list" | "watch"): number {
+    return this.requests.filter((request) => request.resource === resource && request.watch === (what === "watch")).length;
+  }
+
+  #record(event: HistoryEvent): void {
+    this.#history.push(event);
+    for (const watch of this.#watches) {
+      if (watch.resource !== event.resource || (watch.namespace && watch.namespace !== event.namespace)) continue;
+      writeEvent(watch.response, event.type, this.#wireObject(event.object, watch.apiVersion));
+    }
+  }
+
+  #wireObject(object: KubeObject, apiVersion: string): KubeObject {
+    // Istio serves every version of a DestinationRule; the object says which one was asked for.
+    return object.kind === "DestinationRule" ? { ...object, apiVersion } : object;
+  }
+
+  #handle(request: IncomingMessage, response: ServerResponse): void {
+    const url = new URL(request.url ?? "/", "http://fake");
+    const route = this.#route(url.pathname);
+    if (request.method !== "GET" || !route) {
+      sendStatus(response, 404, "NotFound", `the server could not find the requested resource (${request.method} ${url.pathname})`);
+      return;
+    }
+    const watch = url.searchParams.get("watch") === "true" || url.searchParams.get("watch") === "1";
+    const resourceVersion = url.searchParams.get("resourceVersion") ?? undefined;
+    const allowWatchBookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
+    const entry: FakeRequest = { resource: route.info.resource, namespace: route.namespace, watch, resourceVersion, allowWatchBookmarks, status: this.#failWith ?? 200 };
+    this.requests.push(entry);
+    if (this.#failWith !== undefined) {
+      sendStatus(response, this.#failWith, this.#failWith === 403 ? "Forbidden" : "ServiceUnavailable", `the fake API was told to fail with ${this.#failWith}`);
+      return;
+    }
+    const apiVersion = route.info.group ? `${route.info.group}/${route.version}` : route.version;
+    if (!watch) {
+      const items = [...this.#objects.entries()]
+        .filter(([key]) => key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`))
+        .sort(([a], [b]) => a.localeCompare(b))
+        // A real list leaves kind and apiVersion out of its items: the list's kind says them.
+        .map(([, object]) => {
+          const { kind: _kind, apiVersion: _apiVersion, ...rest } = object;
+          return rest;
+        });
+      sendJson(response, 200, { kind: route.info.listKind, apiVersion, metadata: { resourceVersion: this.resourceVersion }, items });
+      return;
+    }
+
+    response.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
+    response.flushHeaders();
+    const requested = resourceVersion === undefined || resourceVersion === "" || resourceVersion === "0" ? undefined : Number(resourceVersion);
+    if (requested !== undefined && (!Number.isFinite(requested) || requested < this.#compactedBefore)) {
+      entry.status = 410;
+      writeEvent(response, "ERROR", {
+        kind: "Status",
+        apiVersion: "v1",
+        metadata: {},
+        status: "Failure",
+        message: `too old resource version: ${resourceVersion} (${this.#compactedBefore})`,
+        reason: "Expired",
+        code: 410,
+      });
+      response.end();
+      return;
+    }
+    const open: OpenWatch = { resource: route.info.resource, namespace: route.namespace, bookmarks: allowWatchBookmarks, apiVersion, kind: route.info.kind, response };
+    if (requested !== undefined) {
+      for (const event of this.#history) {
+        if (event.resourceVersion <= requested || event.resource !== open.resource || (open.namespace && open.namespace !== event.namespace)) continue;
+        writeEvent(response, event.type, this.#wireObject(event.object, apiVersion));
+      }
+    }
+    this.#watches.add(open);
+    const timeoutSeconds = Number(url.searchParams.get("timeoutSeconds") ?? "0");
+    const timer = timeoutSeconds > 0 ? setTimeout(() => response.end(), timeoutSeconds * 1000) : undefined;
+    response.on("close", () => {
+      clearTimeout(timer);
+      this.#watches.delete(open);
+    });
+  }
+
+  #route(pathname: string): { info: ResourceInfo; version: string; namespace?: string } | undefined {
+    const parts = pathname.split("/").filter(Boolean);
+    let group = "";
+    let version: string;
+    let rest: string[];
+    if (parts[0] === "api" && parts.length >= 3) {
+      version = parts[1];
+      rest = parts.slice(2);
+    } else if (parts[0] === "apis" && parts.length >= 4) {
+      group = parts[1];
+      version = parts[2];
+      rest = parts.slice(3);
+    } else {
+      return undefined;
+    }
+    let namespace: string | undefined;
+    if (rest[0] === "namespaces" && rest.length === 3) {
+      namespace = rest[1];
+      rest = rest.slice(2);
+    }
+    if (rest.length !== 1) return undefined;
+    const info = resourceInfos.find((candidate) => candidate.resource === rest[0] && candidate.group === group && candidate.versions.includes(version));
+    if (!info || (info.resource === "destinationrules" && !this.options.istio)) return undefined;
+    return { info, version, namespace };
+  }
+}
+
+function objectKey(resource: FakeResource, namespace: string, name: string): string {
+  return `${resource}/${namespace}/${name}`;
+}
+
+function writeEvent(response: ServerResponse, type: string, object: object): void {
+  response.write(`${JSON.stringify({ type, object })}\n`);
+}
+
+function sendJson(response: ServerResponse, status: number, body: object): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  response.end(text);
+}
+
+function sendStatus(response: ServerResponse, code: number, reason: string, message: string): void {
+  sendJson(response, code, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code });
+}
