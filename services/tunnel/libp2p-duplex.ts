@@ -10,6 +10,7 @@
  */
 import { Duplex } from "node:stream";
 import type { Socket } from "node:net";
+import { LeafmeshError } from "../../lib/errors.ts";
 import type { AbortOptions, Stream } from "@libp2p/interface";
 import { AbstractMultiaddrConnection } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
@@ -99,10 +100,19 @@ export function streamToDuplex(stream: Stream): Duplex {
     const buffer = data instanceof Uint8Array ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data.subarray());
     if (!duplex.push(buffer)) stream.pause();
   });
-  stream.addEventListener("remoteCloseWrite", () => duplex.push(null));
+  let remoteEnded = false;
+  stream.addEventListener("remoteCloseWrite", () => {
+    remoteEnded = true;
+    duplex.push(null);
+  });
   stream.addEventListener("close", (event) => {
     if (event.error) duplex.destroy(event.error);
-    else duplex.push(null);
+    else if (!remoteEnded) {
+      // libp2p's muxer closes its streams without the error when the connection
+      // under them is aborted (abstract-stream-muxer.js, muxerOnMaConnClose): a
+      // "clean" close without the remote's end of stream is a cut, never an end.
+      duplex.destroy(new LeafmeshError("TUNNEL_FAILED", "the connection carrying this stream was lost before the stream ended (stream reset)"));
+    }
   });
   return duplex;
 }

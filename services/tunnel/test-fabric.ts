@@ -9,7 +9,9 @@
  * await fabric.stop();
  * ```
  */
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import type { Duplex } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -102,3 +104,22 @@ export async function startFabric(options: { hubs: number; leaves: string[] }): 
   }
   return fabric;
 }
+
+export const testPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"5a".repeat(32)}\n`;
+
+/** Writes `payload`, ends, and resolves with everything read back. */
+export async function roundTrip(stream: Duplex, payload: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const done = new Promise<Buffer>((resolve, reject) => {
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.once("end", () => resolve(Buffer.concat(chunks)));
+    stream.once("error", reject);
+  });
+  stream.end(payload);
+  return done;
+}
+
+export function sha(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+

@@ -2,35 +2,18 @@
  * The tunnel actor on loopback with a real fabric (hub + one leaf per agent):
  * direct paths from node records, relayed paths, bad input and wrong keys.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:net";
-import { Writable, type Duplex } from "node:stream";
+import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
 import { relaySubject } from "../../bus/subjects.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
-import { startFabric, type TestFabric } from "./test-fabric.ts";
+import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "./test-fabric.ts";
 
-export const testPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"5a".repeat(32)}\n`;
 const otherPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"a5".repeat(32)}\n`;
-
-/** Writes `payload`, ends, and resolves with everything read back. */
-export async function roundTrip(stream: Duplex, payload: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.once("end", () => resolve(Buffer.concat(chunks)));
-    stream.once("error", reject);
-  });
-  stream.end(payload);
-  return done;
-}
-
-export function sha(bytes: Buffer): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}
 
 describe("tunnel actor on loopback", () => {
   let fabric: TestFabric;
