@@ -108,7 +108,7 @@ export class Forwarder {
     if (cached && cached.expiresAt > now) {
       this.counters.cacheHits++;
       this.#touch(key, cached);
-      return { response: this.#forClient(cached, query, parsed, Math.ceil((cached.expiresAt - now) / 1000), Math.floor((now - cached.storedAt) / 1000)), source: "cache" };
+      return { response: this.#forClient(cached, query, parsed, undefined, Math.floor((now - cached.storedAt) / 1000)), source: "cache" };
     }
     this.counters.cacheMisses++;
     let pending = this.#inFlight.get(key);
@@ -205,8 +205,9 @@ export class Forwarder {
       const destination = record.start + shift - (dropOpt && opt.start < record.start ? opt.end - opt.start : 0);
       bytes.copy(out, destination, record.start, record.end);
       if (record.type !== qtypes.OPT) {
+        // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
         const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
-        out.writeUInt32BE(Math.min(ttl, record.ttl), destination + (record.ttlOffset - record.start));
+        out.writeUInt32BE(ttl, destination + (record.ttlOffset - record.start));
       } else {
         out.writeUInt16BE(serverUdpPayloadSize, destination + (record.ttlOffset - record.start) - 2);
       }

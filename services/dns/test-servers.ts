@@ -17,7 +17,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import dnsPacket, { type DecodedPacket } from "dns-packet";
+import dnsPacket from "dns-packet";
 
 const debianPackages: Record<string, string> = {
   dig: "dnsutils",
@@ -54,6 +54,25 @@ export function requireTools(tools: string[]): Record<string, string> {
     throw new Error(`missing tools: ${missing.join(", ")}; install with apt-get install -y ${[...new Set(missing.map((tool) => debianPackages[tool] ?? tool))].join(" ")} (scripts/install.sh does)`);
   }
   return paths;
+}
+
+/** A decoded record or packet as the tests read them (dns-packet's own types hide `data` behind a union and omit `rcode`). */
+export interface LooseRecord {
+  name: string;
+  type: string;
+  ttl?: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  data?: any;
+}
+export interface LoosePacket {
+  id?: number;
+  rcode?: string;
+  flag_tc?: boolean;
+  flag_aa?: boolean;
+  questions?: { name: string; type: string; class?: string }[];
+  answers?: LooseRecord[];
+  authorities?: LooseRecord[];
+  additionals?: LooseRecord[];
 }
 
 export interface TestRecord {
@@ -158,7 +177,7 @@ export async function startDnsmasq(options: { port: number; records: TestRecord[
 }
 
 /** One question over UDP with dns-packet; rejects after the timeout. */
-export function udpQuery(port: number, name: string, type: string, options: { timeoutMs?: number; host?: string; edns?: number; id?: number } = {}): Promise<DecodedPacket> {
+export function udpQuery(port: number, name: string, type: string, options: { timeoutMs?: number; host?: string; edns?: number; id?: number } = {}): Promise<LoosePacket> {
   const id = options.id ?? Math.floor(Math.random() * 65536);
   const packet = dnsPacket.encode({
     type: "query",
@@ -171,7 +190,7 @@ export function udpQuery(port: number, name: string, type: string, options: { ti
 }
 
 /** Sends raw bytes over UDP and decodes the reply whose id matches. */
-export function udpExchange(port: number, packet: Buffer, options: { timeoutMs?: number; host?: string; id?: number } = {}): Promise<DecodedPacket> {
+export function udpExchange(port: number, packet: Buffer, options: { timeoutMs?: number; host?: string; id?: number } = {}): Promise<LoosePacket> {
   return new Promise((resolve, reject) => {
     const socket = createSocket("udp4");
     const timer = setTimeout(() => {
@@ -188,7 +207,7 @@ export function udpExchange(port: number, packet: Buffer, options: { timeoutMs?:
       clearTimeout(timer);
       socket.close();
       try {
-        resolve(dnsPacket.decode(message));
+        resolve(dnsPacket.decode(message) as LoosePacket);
       } catch (error) {
         reject(error);
       }
@@ -198,11 +217,11 @@ export function udpExchange(port: number, packet: Buffer, options: { timeoutMs?:
 }
 
 /** Sends raw frames (already length-prefixed or not) over one TCP connection and collects `expected` replies. */
-export function tcpExchange(port: number, bytes: Buffer, expected: number, timeoutMs = 3000): Promise<DecodedPacket[]> {
+export function tcpExchange(port: number, bytes: Buffer, expected: number, timeoutMs = 3000): Promise<LoosePacket[]> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: "127.0.0.1", port });
     let buffered = Buffer.alloc(0);
-    const replies: DecodedPacket[] = [];
+    const replies: LoosePacket[] = [];
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`got ${replies.length} of ${expected} TCP replies within ${timeoutMs} ms`));
@@ -215,7 +234,7 @@ export function tcpExchange(port: number, bytes: Buffer, expected: number, timeo
     socket.on("data", (chunk) => {
       buffered = Buffer.concat([buffered, chunk]);
       while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
-        replies.push(dnsPacket.decode(buffered.subarray(2, 2 + buffered.readUInt16BE(0))));
+        replies.push(dnsPacket.decode(buffered.subarray(2, 2 + buffered.readUInt16BE(0))) as LoosePacket);
         buffered = buffered.subarray(2 + buffered.readUInt16BE(0));
       }
       if (replies.length >= expected) {
