@@ -5,9 +5,31 @@ import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
+import { readFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
+import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { agentActors } from "../roles/agent-actors.ts";
 import { interceptModes, type InterceptMode } from "../services/proxier/index.ts";
+
+/** "198.18.64.1:3478,3479" → the observer's host and two ports. */
+export function parseObserver(text: string): ObserverAddress {
+  const match = /^(.+):(\d+),(\d+)$/.exec(text.trim());
+  if (!match) throw new LeafmeshError("CONFIG_INVALID", `--observer: '${text}' is not HOST:PORT1,PORT2 (for example 198.18.64.1:3478,3479)`);
+  return { host: match[1].replace(/^\[|\]$/g, ""), ports: [Number(match[2]), Number(match[3])] };
+}
+
+function parseOnOff(text: string, flag: string): boolean {
+  if (text !== "on" && text !== "off") throw new LeafmeshError("CONFIG_INVALID", `${flag}: '${text}' is not on or off`);
+  return text === "on";
+}
+
+function readSecretFile(path: string, flag: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (cause) {
+    throw new LeafmeshError("CONFIG_INVALID", `${flag}: cannot read ${path}`, { cause });
+  }
+}
 
 export const agentCommand = defineCommand({
   name: "agent",
@@ -29,6 +51,12 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     upstream: { type: "string", value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" },
     intercept: { type: "string", default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" },
     proxyHost: { type: "string", default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" },
+    psk: { type: "string", value: "FILE", description: "the mesh's pre-shared key (swarm.key format, from leafmesh keys); enables the node-to-node tunnel" },
+    tunnelListen: { type: "string", default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" },
+    site: { type: "string", value: "NAME", description: "the edge site this node belongs to (published in its node record)" },
+    region: { type: "string", value: "NAME", description: "the cloud region this node uses (published in its node record)" },
+    observer: { type: "string", value: "HOST:P1,P2", description: "the hub's NAT observer (leafmesh hub --observer): lets the node learn its NAT type" },
+    mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
     metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
@@ -47,6 +75,16 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         dns: options.dns === "off" ? undefined : parseHostPort(options.dns, "--dns"),
         clusterDomain: options.clusterDomain,
         upstreams: options.upstream ? splitList(options.upstream) : undefined,
+        tunnel: options.psk
+          ? {
+              psk: readSecretFile(options.psk, "--psk"),
+              listen: splitList(options.tunnelListen),
+              site: options.site,
+              region: options.region,
+              observer: options.observer ? parseObserver(options.observer) : undefined,
+              mdns: parseOnOff(options.mdns, "--mdns"),
+            }
+          : undefined,
       }),
       node: options.node,
       upstreams,

@@ -9,6 +9,13 @@ import type { CatalogSource } from "../services/controller/source.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
+/** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
+export function parseHubObserver(text: string): { hosts: [string, string]; ports: [number, number] } {
+  const match = /^([^,]+),([^:]+):(\d+),(\d+)$/.exec(text.trim());
+  if (!match) throw new LeafmeshError("CONFIG_INVALID", `--observer: '${text}' is not HOST1,HOST2:PORT1,PORT2 (two addresses of this host, two ports)`);
+  return { hosts: [match[1], match[2]], ports: [Number(match[3]), Number(match[4])] };
+}
+
 export const hubCommand = defineCommand({
   name: "hub",
   summary: "run a cloud hub: the NATS hub server and the catalog publisher",
@@ -30,6 +37,7 @@ given each other's --routes form one JetStream cluster.`,
     gatewayName: { type: "string", value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" },
     gatewayListen: { type: "string", default: "0.0.0.0:7222", value: "H:P", description: "gateway address (used with --gateway-name)" },
     gateways: { type: "string", value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" },
+    observer: { type: "string", value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type" },
     manifests: { type: "string", value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" },
     kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" },
     replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
@@ -82,6 +90,7 @@ given each other's --routes form one JetStream cluster.`,
         ? { name: options.gatewayName, listen: parseHostPort(options.gatewayListen, "--gateway-listen"), gateways: gatewayList }
         : undefined,
       source,
+      observer: options.observer ? parseHubObserver(options.observer) : undefined,
       replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
       leaseTtlMs: parsePositiveInt(options.leaseTtl, "--lease-ttl"),
       metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),

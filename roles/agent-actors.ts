@@ -9,6 +9,8 @@ import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor } from "../services/dns/index.ts";
+import { createTunnelActor, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
+import { linkActorToBus } from "../bus/actor-link.ts";
 import type { HostPort } from "../nats-config/render.ts";
 
 export interface AgentActorOptions {
@@ -20,11 +22,50 @@ export interface AgentActorOptions {
   clusterDomain: string;
   /** DNS upstreams; undefined: the node's resolv.conf. */
   upstreams?: string[];
+  /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
+  tunnel?: {
+    psk: string;
+    listen: string[];
+    site?: string;
+    region?: string;
+    observer?: ObserverAddress;
+    mdns: boolean;
+  };
 }
 
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
+  // The one thing handed across in-process: the tunnel's stream opener, to traffic.
+  let dialer: TunnelDialer | undefined;
+  const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
+    const settings = options.tunnel!;
+    const actor = createTunnelActor({
+      bus,
+      log: log.child({ actor: "tunnel" }),
+      node,
+      nats: connection,
+      psk: settings.psk,
+      listen: settings.listen,
+      site: settings.site,
+      region: settings.region,
+      observer: settings.observer,
+      mdns: settings.mdns,
+    });
+    await actor.start();
+    dialer = actor;
+    const paths = () => Object.fromEntries((actor.directory?.all() ?? []).filter((record) => record.node !== node).map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
+    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths() }) });
+    return {
+      name: "tunnel",
+      actor: actor.actor,
+      detail: () => ({ nat: actor.nat, paths: paths() }),
+      stop: async () => {
+        link.stop();
+        await actor.stop();
+      },
+    };
+  };
   const traffic: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer });
     await actor.start();
     return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(), rejected: actor.rejected() }), stop: () => actor.stop() };
   };
@@ -48,5 +89,5 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
     return { name: "dns", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
-  return [...(options.dns ? [dns] : []), proxier, traffic];
+  return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic];
 }

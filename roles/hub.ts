@@ -24,6 +24,7 @@ import { MetricsServer } from "../lib/metrics.ts";
 import { registerFabricMetrics } from "./agent.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
+import { startObserver } from "../services/tunnel/index.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -41,6 +42,8 @@ export interface HubConfig {
   leaseTtlMs?: number;
   /** Where /metrics, /healthz and /readyz listen; undefined: not served. */
   metrics?: HostPort;
+  /** The NAT observer agents ask to learn their NAT type: two addresses of this host, two ports. */
+  observer?: { hosts: [string, string]; ports: [number, number] };
   security?: string;
   log: Logger;
 }
@@ -142,6 +145,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   });
   registerFabricMetrics(metrics.registry, { objects: () => publisher.stored.size, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops, leading: () => publisher.leading });
   if (config.metrics) await metrics.start();
+  const observer = config.observer ? await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) }) : undefined;
   log.info({ name: config.name }, "hub ready");
 
   return {
@@ -154,6 +158,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       stopStatus();
       stopSnapshot();
       await metrics.stop();
+      await observer?.close();
       for (const link of links) link.stop();
       await publisher.stop();
       fabric.stop();

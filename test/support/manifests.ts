@@ -1,4 +1,5 @@
 /** Manifest files for tests: real Kubernetes YAML, as a user would write it. */
+import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -47,4 +48,11 @@ export function manyServices(count: number, prefix = "svc"): object[] {
   return Array.from({ length: count }, (_, index) =>
     sampleService({ name: `${prefix}-${index}`, clusterIP: `198.19.${Math.floor(index / 250)}.${(index % 250) + 1}`, endpoints: [{ ip: `198.18.${Math.floor(index / 250) + 100}.${(index % 250) + 1}`, node: `edge-${index % 3}` }] }),
   ).flat();
+}
+
+/** A fresh mesh pre-shared key in swarm.key format, written 0600; returns its path. */
+export function writePsk(directory: string): string {
+  const path = join(directory, "swarm.key");
+  writeFileSync(path, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+  return path;
 }

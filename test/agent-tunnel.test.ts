@@ -1,0 +1,56 @@
+/**
+ * Cross-node service traffic through real agent processes on loopback: a
+ * connection to edge-a's proxy for a Service whose only endpoint runs on edge-b
+ * goes through the tunnel to edge-b's agent, which connects to the endpoint
+ * there. The path appears on the bus.
+ */
+import { createServer, type Server } from "node:http";
+import { afterEach, describe, expect, it } from "vitest";
+import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
+import { eventually, freePort } from "./support/ports.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) server.close();
+  await stopAllProcesses();
+});
+
+async function proxyPort(agent: AgentProcess, key: string): Promise<number> {
+  return eventually(async () => {
+    const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic");
+    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
+    return listeners.find((listener) => listener.key === key)?.listenerPort;
+  }, 15_000, `${agent.name}'s listener for ${key}`);
+}
+
+describe("service traffic across nodes through the tunnel", () => {
+  it("reaches a backend on another node through that node's agent, and reports the path", async () => {
+    const backendPort = await freePort();
+    const backend = createServer((_request, response) => response.end("hello from edge-b's backend\n"));
+    await new Promise<void>((resolve) => backend.listen(backendPort, "127.0.0.1", resolve));
+    servers.push(backend);
+
+    const manifests = tempDir();
+    const [service, slice] = sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }] }) as [object, { ports: { port: number }[] }];
+    slice.ports[0].port = backendPort;
+    writeManifest(manifests, "web.yaml", [service, slice]);
+    const psk = writePsk(tempDir());
+    const hub = await startHubProcess({ name: "hub-1", manifests });
+    const tunnelArgs = ["--psk", psk, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];
+    const [edgeA, edgeB] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], extraArgs: tunnelArgs })));
+
+    const paths: { peer: string; kind: string }[] = [];
+    const connection = await edgeA.connection();
+    connection.subscribe("mesh.edge-a.tunnel.path", { callback: (_error, message) => void paths.push(message.json()) });
+    await connection.flush();
+
+    const port = await proxyPort(edgeA, "demo/web:http/TCP");
+    const body = await eventually(async () => (await fetch(`http://127.0.0.1:${port}/`)).text(), 30_000, "a response through the tunnel");
+    expect(body).toBe("hello from edge-b's backend\n");
+    await eventually(() => paths.some((path) => path.peer === "edge-b" && path.kind === "direct"), 15_000, "a direct path to edge-b on the bus");
+    const tunnel = (await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel");
+    expect((tunnel?.detail?.paths as Record<string, string>)["edge-b"]).toBe("direct");
+    expect(edgeB.output()).not.toMatch(/"level":50/);
+  });
+});
