@@ -69,7 +69,7 @@ lines.on("line", (line) => {
   if (!line.trim()) return;
   const command = JSON.parse(line) as { op: string; key?: string; object?: CatalogObject };
   if (command.op === "stop") return void stop();
-  if (command.op === "stats") return say({ event: "stats", traffic: traffic.stats(), proxier: proxier.stats(), rejected: traffic.rejected() });
+  if (command.op === "stats") return say({ event: "stats", traffic: traffic.stats(), proxier: proxier.stats(), rejected: traffic.rejected(), listeners: traffic.listeners() });
   if (command.op === "put" && command.object && command.key) {
     if (feed.reader.apply({ op: "put", key: command.key, object: command.object })) feed.notify([command.key]);
   } else if (command.op === "delete" && command.key) {
