@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -25,7 +26,19 @@ afterEach(async () => {
   await Promise.all(apis.splice(0).map((api) => api.close()));
 });
 
-async function startApi(options: { istio?: boolean; port?: number } = {}): Promise<FakeKubeApi> {
+/** A self-signed certificate for 127.0.0.1, made by openssl (scripts/packages.d/kubernetes.txt). */
+function selfSignedCertificate(): { key: string; cert: string } {
+  const key = join(directory, "api.key");
+  const cert = join(directory, "api.crt");
+  try {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "pipe" });
+  } catch (error) {
+    throw new Error("openssl is needed to make the fake API server's certificate: apt-get install -y openssl (scripts/install.sh does)", { cause: error });
+  }
+  return { key: readFileSync(key, "utf8"), cert: readFileSync(cert, "utf8") };
+}
+
+async function startApi(options: { istio?: boolean; port?: number; tls?: { key: string; cert: string }; token?: string } = {}): Promise<FakeKubeApi> {
   const api = await FakeKubeApi.start(options);
   apis.push(api);
   return api;
@@ -306,6 +319,40 @@ describe("KubernetesSource", () => {
     api.apply(slice("web"));
     await eventually(() => source.snapshot().has("eps.demo.web-abc"), 5_000, "the next slice");
     expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put eps.demo.web-abc"]);
+  });
+
+  it("reads a real API's way: https with its CA and a bearer token; a wrong token is a clear 401", async () => {
+    const api = await startApi({ tls: selfSignedCertificate(), token: "s3cret" });
+    api.apply(service("web", "198.19.0.1"));
+    const { source } = await startedSource(api);
+    expect(source.name).toBe(`kubernetes:https://127.0.0.1:${api.port}`);
+    api.apply(service("db", "198.19.0.2"));
+    await eventually(() => source.snapshot().has("svc.demo.db"), 5_000, "an event over the https watch");
+
+    const { log, lines } = capturedLogger();
+    const wrong = new KubernetesSource({ kubeconfig: api.writeKubeconfig(directory, "kubeconfig-wrong", { token: "guess" }), log, retryInitialMs: 50, retryMaxMs: 200 });
+    sources.push(wrong);
+    await wrong.start();
+    expect(wrong.synced).toBe(false);
+    expect(lines.find((line) => line.level === 40 && line.resource === "services")?.msg).toMatch(/not authenticated: check the kubeconfig's credentials/);
+  });
+
+  it("times out a hung API and retries, and stops while a request hangs", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.stall(true);
+    const { source } = makeSource(api, { requestTimeoutMs: 300 });
+    await source.start();
+    expect(source.synced).toBe(false);
+    api.stall(false);
+    await eventually(() => source.synced, 5_000, "the sync once the API answers");
+    await eventually(() => api.openWatches === 2, 5_000, "the watches");
+
+    api.stall(true);
+    api.dropWatches();
+    await eventually(() => requests(api, "services", true).length >= 2, 5_000, "the hung watch request");
+    await source.stop();
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
   });
 
   it("refuses a kubeconfig it cannot use, naming it", () => {

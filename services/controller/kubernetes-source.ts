@@ -203,7 +203,10 @@ class Reflector {
   #firstAttempt: { promise: Promise<void>; resolve: () => void };
   #wake: (() => void) | undefined;
   #sleepTimer: unknown;
+  /** Aborts the list request in flight. */
   #abort: AbortController | undefined;
+  /** Ends the watch in flight. */
+  #cancelWatch: (() => void) | undefined;
 
   constructor(spec: ResourceSpec, source: KubernetesSource) {
     this.spec = spec;
@@ -225,6 +228,7 @@ class Reflector {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#abort?.abort();
+    this.#cancelWatch?.();
     this.#source.clock.clearTimeout(this.#sleepTimer);
     this.#wake?.();
     this.#firstAttempt.resolve();
@@ -408,10 +412,19 @@ class Reflector {
     let streamError: Error | undefined;
     return new Promise((resolve) => {
       let settled = false;
+      let controller: AbortController | undefined;
+      // The library's watch has no timeout until the response headers arrive: a server that accepts and never answers would hold this loop for ever.
+      const headerTimeoutMs = this.#source.options.requestTimeoutMs ?? 30_000;
+      const headerTimer = this.#source.clock.setTimeout(
+        () => finish(new LeafmeshError("KUBERNETES_FAILED", `watch ${this.spec.resource}: no answer within ${headerTimeoutMs} ms`)),
+        headerTimeoutMs,
+      );
       const finish = (error: unknown) => {
         if (settled) return;
         settled = true;
-        this.#abort = undefined;
+        this.#source.clock.clearTimeout(headerTimer);
+        this.#cancelWatch = undefined;
+        controller?.abort();
         const statusCode = (error as { statusCode?: number } | null)?.statusCode;
         if (expired || statusCode === 410) resolve({ expired: true, healthy: true });
         else if (streamError) resolve({ error: streamError, healthy: false });
@@ -425,7 +438,7 @@ class Reflector {
           const status = object as { code?: number; reason?: string; message?: string };
           if (status.code === 410) expired = true;
           else streamError = new HttpStatusError(status.code ?? 500, `watch ${this.spec.resource}: ${status.message ?? status.reason ?? "ERROR event"}`);
-          this.#abort?.abort();
+          controller?.abort();
           return;
         }
         const resourceVersion = object?.metadata?.resourceVersion;
@@ -442,12 +455,14 @@ class Reflector {
         allowWatchBookmarks: true,
         timeoutSeconds: this.#source.options.watchTimeoutSeconds ?? 300,
       };
+      this.#cancelWatch = () => finish(null);
       new Watch(this.#source.kubeconfig)
         .watch(this.#path(version), query, onEvent, finish)
-        .then((controller) => {
-          if (settled) return;
-          this.#abort = controller;
-          if (this.#stopped) controller.abort();
+        .then((opened) => {
+          controller = opened;
+          this.#source.clock.clearTimeout(headerTimer);
+          // Finished meanwhile (stopped, timed out, or the stream already ended): let go of the connection.
+          if (settled) opened.abort();
         })
         .catch(finish);
     });

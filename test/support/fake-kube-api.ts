@@ -22,6 +22,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import { join } from "node:path";
 
 export type FakeResource = "services" | "endpointslices" | "destinationrules";
@@ -48,6 +49,10 @@ export interface FakeKubeApiOptions {
   port?: number;
   /** Serve networking.istio.io DestinationRules. @default false — most clusters and MetaServer have no Istio. */
   istio?: boolean;
+  /** Serve https with this key and certificate (PEM) instead of plain http, as a real API server does. */
+  tls?: { key: string; cert: string };
+  /** Require `Authorization: Bearer <token>`; anything else gets 401 like a real API server. */
+  token?: string;
 }
 
 /** One request the fake answered, for assertions (a resume did not relist, a 410 did). */
@@ -57,6 +62,7 @@ export interface FakeRequest {
   watch: boolean;
   resourceVersion?: string;
   allowWatchBookmarks: boolean;
+  /** The HTTP status answered (a watch's 410 comes as an ERROR event on a 200 stream but is recorded as 410); 0 when stalled. */
   status: number;
 }
 
@@ -92,6 +98,7 @@ export class FakeKubeApi {
   #watches = new Set<OpenWatch>();
   #uid = 0;
   #failWith: number | undefined;
+  #stalled = false;
 
   private constructor(options: FakeKubeApiOptions) {
     this.options = options;
@@ -109,7 +116,7 @@ export class FakeKubeApi {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.#port}`;
+    return `${this.options.tls ? "https" : "http"}://127.0.0.1:${this.#port}`;
   }
 
   get resourceVersion(): string {
@@ -123,7 +130,8 @@ export class FakeKubeApi {
   /** Listens again (same port, same objects) after `stop()`. */
   async start(): Promise<void> {
     if (this.#server) return;
-    const server = createServer((request, response) => this.#handle(request, response));
+    const handler = (request: IncomingMessage, response: ServerResponse) => this.#handle(request, response);
+    const server: Server = this.options.tls ? createTlsServer({ key: this.options.tls.key, cert: this.options.tls.cert }, handler) : createServer(handler);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(this.#port, "127.0.0.1", () => {
@@ -151,26 +159,21 @@ export class FakeKubeApi {
     await this.stop();
   }
 
-  /** A kubeconfig like KubeEdge's MetaServer needs: plain http, no credentials. Returns its path. */
-  writeKubeconfig(directory: string, file = "kubeconfig"): string {
+  /**
+   * A kubeconfig for this server; returns its path. Plain http and no
+   * credentials is what KubeEdge's MetaServer needs; with `tls` it trusts the
+   * server's certificate, with a token (the server's own unless given) it sends it.
+   */
+  writeKubeconfig(directory: string, file = "kubeconfig", credentials: { token?: string } = {}): string {
     const path = join(directory, file);
-    writeFileSync(
-      path,
-      [
-        "apiVersion: v1",
-        "kind: Config",
-        "clusters:",
-        "- name: fake",
-        "  cluster:",
-        `    server: ${this.url}`,
-        "contexts:",
-        "- name: fake",
-        "  context:",
-        "    cluster: fake",
-        "current-context: fake",
-        "",
-      ].join("\n"),
-    );
+    const token = credentials.token ?? this.options.token;
+    const lines = ["apiVersion: v1", "kind: Config", "clusters:", "- name: fake", "  cluster:", `    server: ${this.url}`];
+    if (this.options.tls) lines.push(`    certificate-authority-data: ${Buffer.from(this.options.tls.cert).toString("base64")}`);
+    lines.push("contexts:", "- name: fake", "  context:", "    cluster: fake");
+    if (token) lines.push("    user: fake");
+    lines.push("current-context: fake");
+    if (token) lines.push("users:", "- name: fake", "  user:", `    token: ${token}`);
+    writeFileSync(path, `${lines.join("\n")}\n`);
     return path;
   }
 
@@ -237,6 +240,11 @@ export class FakeKubeApi {
     this.#failWith = code;
   }
 
+  /** Accepts requests and never answers them (a hung API server or proxy) until called with false. */
+  stall(on: boolean): void {
+    this.#stalled = on;
+  }
+
   /** Advances the resourceVersion without touching an object (other resources of a real cluster do this all the time). */
   bumpResourceVersion(by = 1): string {
     this.#resourceVersion += by;
@@ -261,6 +269,10 @@ export class FakeKubeApi {
   }
 
   #handle(request: IncomingMessage, response: ServerResponse): void {
+    if (this.options.token && request.headers.authorization !== `Bearer ${this.options.token}`) {
+      sendStatus(response, 401, "Unauthorized", "Unauthorized");
+      return;
+    }
     const url = new URL(request.url ?? "/", "http://fake");
     const route = this.#route(url.pathname);
     if (request.method !== "GET" || !route) {
@@ -272,6 +284,10 @@ export class FakeKubeApi {
     const allowWatchBookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
     const entry: FakeRequest = { resource: route.info.resource, namespace: route.namespace, watch, resourceVersion, allowWatchBookmarks, status: this.#failWith ?? 200 };
     this.requests.push(entry);
+    if (this.#stalled) {
+      entry.status = 0;
+      return;
+    }
     if (this.#failWith !== undefined) {
       sendStatus(response, this.#failWith, this.#failWith === 403 ? "Forbidden" : "ServiceUnavailable", `the fake API was told to fail with ${this.#failWith}`);
       return;
