@@ -247,7 +247,9 @@ describe("cluster IPs in network namespaces", () => {
       expect(result).toMatchObject({ answers: { s1: expect.any(Number), s3: expect.any(Number) }, errors: {} });
       expect(result.answers.s2).toBeUndefined();
       const reported = await stats(agent);
-      expect(reported.traffic.ejected).toContain(`${endpointIps.s2}:8080`);
+      // Ejections last 1 s in this lab, so the count says it, not the list of the moment.
+      expect(reported.traffic.counters["endpoint ejected"]).toBeGreaterThanOrEqual(1);
+      expect(reported.traffic.counters["tcp refused: no endpoint reachable"]).toBeUndefined();
       await startEndpoint("s2");
     });
 
