@@ -1,0 +1,191 @@
+/**
+ * The mesh's NATS accounts and users as JWT claims (pure: keys in, JWT text out).
+ *
+ * One account per node (FACTS.md: on 2.9.10 the hub does not enforce a leaf's
+ * user permissions, so only account boundaries hold against a stolen node):
+ *
+ * - `mesh` account: JetStream (the KV buckets live here), the catalog publisher's
+ *   user, and what every node may reach, exported service by service.
+ * - one account per node: no JetStream of its own at the hub, no users but the
+ *   node's leaf user. It exports what only that node may say (`mesh.<node>.>`,
+ *   relay frames *from* it, its `rpc.<node>.>` service) and imports only what it
+ *   may use (its own `mesh-nodes` key, the catalog and node records read-only,
+ *   relay frames addressed to it). Anything else it publishes dies in its account.
+ * - `SYS`: the system account; its user pushes account updates (revocations).
+ *
+ * ```ts
+ * const jwt = await nodeAccountJwt({ node: "edge-a", accountSeed, operatorSeed, meshAccount, revocations: {} });
+ * ```
+ */
+import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
+import { buckets, hubDomain, meshRoot, relayRoot } from "../bus/subjects.ts";
+
+const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
+
+/** FACTS.md: @nats-io/jwt fills in no limits and `{}` means zero connections; say -1 explicitly. */
+const unlimitedNats: OperatorLimits = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
+/** The mesh account's JetStream: -1 = no account cap (the server's max_file_store still applies). */
+const meshJetStream: OperatorLimits = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1, max_ack_pending: -1, mem_max_stream_bytes: -1, disk_max_stream_bytes: -1 };
+/** Node accounts have no JetStream at the hub: their JetStream is their own leaf's domain. */
+const noJetStream: OperatorLimits = { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0 };
+
+export const meshAccountName = "mesh";
+export const systemAccountName = "SYS";
+
+export function nodeAccountName(node: string): string {
+  return `node-${node}`;
+}
+
+/** The inbox prefix of a node's clients: its replies and deliveries stay addressed to it. */
+export function nodeInboxPrefix(node: string): string {
+  return `_INBOX_${node}`;
+}
+
+const catalogStream = `KV_${buckets.catalog}`;
+const nodesStream = `KV_${buckets.nodes}`;
+
+/**
+ * JetStream API subjects a node may call in the mesh account, as the hub sees
+ * them after its domain mapping (`$JS.hub.API.X` → `$JS.API.X`; FACTS.md: the
+ * import subjects must be the mapped names).
+ */
+function readOnlyKvApi(stream: string): string[] {
+  return [
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+  ];
+}
+
+const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>"];
+
+function service(subject: string, account?: string): Export & Import {
+  return { name: subject, subject, type: "service", account: account ?? "" };
+}
+function stream(subject: string, account?: string): Export & Import {
+  return { name: subject, subject, type: "stream", account: account ?? "" };
+}
+const exportOf = ({ account: _account, ...rest }: Export & Import): Export => rest;
+
+export interface NodeAccountRef {
+  node: string;
+  /** The account's public nkey (A...). */
+  account: string;
+}
+
+export async function operatorJwt(options: { operatorSeed: string; systemAccount: string; name?: string }): Promise<string> {
+  return encodeOperator(options.name ?? "leafmesh", options.operatorSeed, { system_account: options.systemAccount }, algorithm);
+}
+
+export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string }): Promise<string> {
+  return encodeAccount(systemAccountName, options.accountSeed, { limits: { ...unlimitedNats, ...noJetStream } }, { ...algorithm, signer: options.operatorSeed });
+}
+
+/** The mesh account: re-signed whenever a node is issued (it imports from every node account). */
+export async function meshAccountJwt(options: { operatorSeed: string; accountSeed: string; nodes: NodeAccountRef[]; revocations?: Record<string, number> }): Promise<string> {
+  const exports: Export[] = [
+    ...sharedServices.map((subject) => exportOf(service(subject))),
+    exportOf(service(`$KV.${buckets.nodes}.>`)),
+    // Mirror and consumer deliveries, and relay frames; each node imports only its part.
+    exportOf(stream("$JS.M.>")),
+    ...options.nodes.map(({ node }) => exportOf(stream(`${nodeInboxPrefix(node)}.>`))),
+  ];
+  const imports: Import[] = options.nodes.flatMap(({ node, account }) => [
+    stream(`${meshRoot}.${node}.>`, account) as Import,
+    service(`rpc.${node}.>`, account) as Import,
+  ]);
+  return encodeAccount(
+    meshAccountName,
+    options.accountSeed,
+    { limits: { ...unlimitedNats, ...meshJetStream }, exports, imports, revocations: options.revocations ?? {} },
+    { ...algorithm, signer: options.operatorSeed },
+  );
+}
+
+/**
+ * A node's account. Relay frames go straight from account to account
+ * (`relay.<to>.<from>.>` imported by <to> from <from>'s export `relay.*.<from>.>`):
+ * through the mesh account the chain A → mesh → A overlaps and nats-server 2.9.10
+ * drops such imports without a word (measured), so every node account lists its
+ * peers and is re-signed when a node joins.
+ */
+export async function nodeAccountJwt(options: {
+  node: string;
+  operatorSeed: string;
+  accountSeed: string;
+  meshAccount: string;
+  /** The other nodes: relay frames from them addressed to this node are imported. */
+  peers: NodeAccountRef[];
+  revocations?: Record<string, number>;
+}): Promise<string> {
+  const { node, meshAccount } = options;
+  const exports: Export[] = [
+    exportOf(stream(`${meshRoot}.${node}.>`)),
+    // Only frames that name this node as the sender leave its account: it cannot forge another sender.
+    exportOf(stream(`${relayRoot}.*.${node}.>`)),
+    exportOf(service(`rpc.${node}.>`)),
+  ];
+  const imports: Import[] = [
+    ...sharedServices.map((subject) => service(subject, meshAccount) as Import),
+    service(`$KV.${buckets.nodes}.${node}`, meshAccount) as Import,
+    stream("$JS.M.>", meshAccount) as Import,
+    ...options.peers.filter((peer) => peer.node !== node).map((peer) => stream(`${relayRoot}.${node}.${peer.node}.>`, peer.account) as Import),
+    stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
+  ];
+  return encodeAccount(
+    nodeAccountName(node),
+    options.accountSeed,
+    { limits: { ...unlimitedNats, ...noJetStream }, exports, imports, revocations: options.revocations ?? {} },
+    { ...algorithm, signer: options.operatorSeed },
+  );
+}
+
+/**
+ * What the node's own leaf server lets through towards the hub. It holds an
+ * honest agent to its subjects (and makes its mistakes local); the account
+ * boundary is what holds against a stolen key.
+ */
+export function nodeUserPermissions(node: string): Permissions {
+  const api = `$JS.${hubDomain}.API`;
+  const readApi = (stream: string) => readOnlyKvApi(stream).map((subject) => subject.replace("$JS.API", api));
+  return {
+    pub: {
+      allow: [
+        `${meshRoot}.${node}.>`,
+        `${relayRoot}.*.${node}.>`,
+        `${api}.$KV.${buckets.nodes}.${node}`,
+        ...readApi(catalogStream),
+        ...readApi(nodesStream),
+        "$JS.FC.>",
+        // replies to requests that reached this node (rpc.<node>.>) through the mesh account
+        "_R_.>",
+        "_INBOX.>",
+      ],
+    },
+    sub: {
+      allow: [`${relayRoot}.${node}.>`, `rpc.${node}.>`, `${nodeInboxPrefix(node)}.>`, "$JS.M.>", "$JSC.R.>", "_INBOX.>"],
+    },
+  };
+}
+
+export async function nodeUserJwt(options: { node: string; userSeed: string; accountSeed: string; expires?: number }): Promise<string> {
+  return encodeUser(
+    options.node,
+    options.userSeed,
+    options.accountSeed,
+    { ...nodeUserPermissions(options.node), subs: -1, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
+    { ...algorithm, ...(options.expires ? { exp: options.expires } : {}) },
+  );
+}
+
+/** A user with the whole mesh account (the hub's catalog publisher, operators' tools). */
+export async function meshUserJwt(options: { name: string; userSeed: string; accountSeed: string }): Promise<string> {
+  return encodeUser(options.name, options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
+}
+
+export async function systemUserJwt(options: { userSeed: string; accountSeed: string }): Promise<string> {
+  return encodeUser("sys", options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
+}

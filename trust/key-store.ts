@@ -1,0 +1,295 @@
+/**
+ * The mesh's root of trust on disk (`leafmesh keys --dir D`), and what hubs and
+ * agents load from it at start.
+ *
+ * Layout of D (everything secret is 0600, directories 0700):
+ *
+ *   state.json                     nodes issued, their user keys, revocations (no secrets)
+ *   operator.seed  operator.jwt    the operator: signs accounts
+ *   accounts/<name>.seed|.jwt      SYS, mesh, node-<node> (account seeds stay here)
+ *   hub/sys.creds                  pushes account updates (revocations) to running hubs
+ *   hub/publisher.creds            the hub's catalog publisher (the mesh account)
+ *   hub/ca.crt hub/hub.crt hub/hub.key   the hubs' TLS identity
+ *   ca/ca.crt ca/ca.key            the mesh CA (keep ca.key offline in production)
+ *   swarm.key                      the libp2p pre-shared key (@libp2p/pnet format)
+ *   nodes/<node>/                  the bundle to copy to that node:
+ *       node.creds node.crt node.key ca.crt swarm.key (local.nk is made on the node)
+ *
+ * ```ts
+ * await initKeys({ dir });
+ * await issueNode({ dir, node: "edge-a" });
+ * const hub = await loadHubSecurity(dir);          // config fragment + files for nats-server
+ * const agent = loadNodeSecurity(dir, "edge-a");   // remote fragment, local auth, connect options, psk
+ * ```
+ */
+import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createAccount, createOperator, createUser, fmtCreds, fromSeed, decode, type User } from "@nats-io/jwt";
+import { generateKey } from "@libp2p/pnet";
+import { LeafmeshError } from "../lib/errors.ts";
+import { checkNodeName } from "../bus/subjects.ts";
+import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { createCertificateAuthority, issueCertificate } from "./tls.ts";
+import {
+  meshAccountJwt,
+  meshAccountName,
+  meshUserJwt,
+  nodeAccountJwt,
+  nodeAccountName,
+  operatorJwt,
+  systemAccountJwt,
+  systemAccountName,
+  systemUserJwt,
+  nodeUserJwt,
+} from "./claims.ts";
+
+export interface NodeState {
+  node: string;
+  /** The node account's public key (A...). */
+  account: string;
+  /** The current user's public key (U...); undefined after a revocation until the next issue. */
+  user?: string;
+  issuedAt: string;
+  expiresAt?: string;
+  /** Revoked user keys → unix seconds of the revocation (the account JWT's `revocations`). */
+  revocations: Record<string, number>;
+}
+
+export interface KeyState {
+  version: 1;
+  operator: string;
+  systemAccount: string;
+  meshAccount: string;
+  nodes: Record<string, NodeState>;
+}
+
+const stateFile = (dir: string) => join(dir, "state.json");
+const seedFile = (dir: string, account: string) => join(dir, "accounts", `${account}.seed`);
+const jwtFile = (dir: string, account: string) => join(dir, "accounts", `${account}.jwt`);
+
+export function nodeBundleDir(dir: string, node: string): string {
+  return join(dir, "nodes", node);
+}
+
+export function readKeyState(dir: string): KeyState {
+  const path = stateFile(dir);
+  if (!existsSync(path)) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} holds no mesh keys (no state.json): run \`leafmesh keys init --dir ${dir}\` first`);
+  return JSON.parse(readFileSync(path, "utf8")) as KeyState;
+}
+
+function writeKeyState(dir: string, state: KeyState): void {
+  writeFileSync(stateFile(dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+}
+
+function readSeed(path: string): string {
+  checkSecretFilePermissions(path);
+  return readFileSync(path, "utf8").trim();
+}
+
+export interface InitOptions {
+  dir: string;
+  /** Host names and IPs the hubs' certificate is valid for. @default ["localhost", "127.0.0.1", "::1"] */
+  hubHosts?: string[];
+}
+
+/** Creates the operator, the SYS and mesh accounts, the hub users, the CA, the hub certificate and the PSK. Refuses to overwrite. */
+export async function initKeys(options: InitOptions): Promise<KeyState> {
+  const { dir } = options;
+  if (existsSync(stateFile(dir))) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} already holds mesh keys: refusing to overwrite them (use another --dir)`);
+  makePrivateDir(dir);
+  for (const sub of ["accounts", "hub", "ca", "nodes"]) makePrivateDir(join(dir, sub));
+
+  const operator = createOperator();
+  const systemAccount = createAccount();
+  const meshAccount = createAccount();
+  const seedText = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
+  writeSecretFile(join(dir, "operator.seed"), seedText(operator));
+  writeSecretFile(seedFile(dir, systemAccountName), seedText(systemAccount));
+  writeSecretFile(seedFile(dir, meshAccountName), seedText(meshAccount));
+
+  const state: KeyState = { version: 1, operator: operator.getPublicKey(), systemAccount: systemAccount.getPublicKey(), meshAccount: meshAccount.getPublicKey(), nodes: {} };
+  writeFileSync(join(dir, "operator.jwt"), await operatorJwt({ operatorSeed: seedText(operator), systemAccount: state.systemAccount }));
+  writeFileSync(jwtFile(dir, systemAccountName), await systemAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(systemAccount) }));
+  writeFileSync(jwtFile(dir, meshAccountName), await meshAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(meshAccount), nodes: [] }));
+
+  const sysUser = createUser();
+  writeSecretFile(join(dir, "hub", "sys.creds"), fmtCreds(await systemUserJwt({ userSeed: seedText(sysUser), accountSeed: seedText(systemAccount) }), sysUser));
+  const publisher = createUser();
+  writeSecretFile(join(dir, "hub", "publisher.creds"), fmtCreds(await meshUserJwt({ name: "publisher", userSeed: seedText(publisher), accountSeed: seedText(meshAccount) }), publisher));
+
+  await createCertificateAuthority({ certFile: join(dir, "ca", "ca.crt"), keyFile: join(dir, "ca", "ca.key"), name: "leafmesh mesh CA" });
+  copyFileSync(join(dir, "ca", "ca.crt"), join(dir, "hub", "ca.crt"));
+  await issueCertificate({
+    caCertFile: join(dir, "ca", "ca.crt"),
+    caKeyFile: join(dir, "ca", "ca.key"),
+    certFile: join(dir, "hub", "hub.crt"),
+    keyFile: join(dir, "hub", "hub.key"),
+    commonName: "leafmesh hub",
+    hosts: options.hubHosts ?? ["localhost", "127.0.0.1", "::1"],
+  });
+
+  const swarmKey = new Uint8Array(95);
+  generateKey(swarmKey);
+  writeSecretFile(join(dir, "swarm.key"), swarmKey);
+
+  writeKeyState(dir, state);
+  return state;
+}
+
+/** Re-signs the mesh account (it imports from every node account, revoked or not: their accounts stay, their users go). */
+async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
+  const jwt = await meshAccountJwt({
+    operatorSeed: readSeed(join(dir, "operator.seed")),
+    accountSeed: readSeed(seedFile(dir, meshAccountName)),
+    nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account })),
+  });
+  writeFileSync(jwtFile(dir, meshAccountName), jwt);
+  return jwt;
+}
+
+async function resignNodeAccount(dir: string, state: KeyState, node: NodeState): Promise<string> {
+  const jwt = await nodeAccountJwt({
+    node: node.node,
+    operatorSeed: readSeed(join(dir, "operator.seed")),
+    accountSeed: readSeed(seedFile(dir, nodeAccountName(node.node))),
+    meshAccount: state.meshAccount,
+    peers: Object.values(state.nodes).map(({ node: peer, account }) => ({ node: peer, account })),
+    revocations: node.revocations,
+  });
+  writeFileSync(jwtFile(dir, nodeAccountName(node.node)), jwt);
+  return jwt;
+}
+
+export interface IssueOptions {
+  dir: string;
+  node: string;
+  /** Host names / IPs for the node's certificate. @default [node] */
+  hosts?: string[];
+  /** Unix seconds after which the node's NATS credentials expire. @default never (revoke instead) */
+  expires?: number;
+}
+
+export interface IssueResult {
+  node: NodeState;
+  bundleDir: string;
+  /** Account JWTs that changed and must reach running hubs (pushClaims). */
+  changedAccounts: string[];
+}
+
+/**
+ * Issues (or re-issues) a node: its account on first issue, always a NEW user
+ * key (FACTS.md: a new JWT for a revoked key silently undoes the revocation), a
+ * TLS certificate, and the bundle directory to copy to the node.
+ */
+export async function issueNode(options: IssueOptions): Promise<IssueResult> {
+  const { dir } = options;
+  const node = checkNodeName(options.node, "--node");
+  const state = readKeyState(dir);
+  const changedAccounts: string[] = [];
+  let entry = state.nodes[node];
+  if (!entry) {
+    const account = createAccount();
+    writeSecretFile(seedFile(dir, nodeAccountName(node)), new TextDecoder().decode(account.getSeed()));
+    entry = { node, account: account.getPublicKey(), issuedAt: new Date().toISOString(), revocations: {} };
+    state.nodes[node] = entry;
+    // Every node account imports relay frames from every other one: all are re-signed.
+    for (const other of Object.values(state.nodes)) changedAccounts.push(await resignNodeAccount(dir, state, other));
+    changedAccounts.push(await resignMeshAccount(dir, state));
+  }
+  const user = createUser();
+  const bundle = nodeBundleDir(dir, node);
+  makePrivateDir(bundle);
+  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires });
+  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
+  entry.user = user.getPublicKey();
+  entry.issuedAt = new Date().toISOString();
+  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
+
+  await issueCertificate({
+    caCertFile: join(dir, "ca", "ca.crt"),
+    caKeyFile: join(dir, "ca", "ca.key"),
+    certFile: join(bundle, "node.crt"),
+    keyFile: join(bundle, "node.key"),
+    commonName: node,
+    hosts: options.hosts ?? [node],
+  });
+  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
+  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
+  writeKeyState(dir, state);
+  return { node: entry, bundleDir: bundle, changedAccounts };
+}
+
+export interface RevokeResult {
+  node: NodeState;
+  revokedUser: string;
+  /** The node account JWT carrying the revocation: push it to running hubs. */
+  accountJwt: string;
+}
+
+/** Revokes the node's current user key (from now on) and deletes its creds from the bundle. */
+export async function revokeNode(options: { dir: string; node: string; now?: () => number }): Promise<RevokeResult> {
+  const state = readKeyState(options.dir);
+  const entry = state.nodes[options.node];
+  if (!entry) throw new LeafmeshError("TRUST_FAILED", `node '${options.node}' was never issued in ${resolve(options.dir)} (see \`leafmesh keys list\`)`);
+  if (!entry.user) throw new LeafmeshError("TRUST_FAILED", `node '${options.node}' is already revoked and has no current credentials (issue new ones with \`leafmesh keys issue\`)`);
+  const revokedUser = entry.user;
+  // A revocation covers JWTs issued at or before its time; +1 s so one issued in this very second is covered too.
+  entry.revocations[revokedUser] = Math.floor((options.now ?? Date.now)() / 1000) + 1;
+  entry.user = undefined;
+  const accountJwt = await resignNodeAccount(options.dir, state, entry);
+  writeKeyState(options.dir, state);
+  return { node: entry, revokedUser, accountJwt };
+}
+
+export interface NodeListing {
+  node: string;
+  account: string;
+  user?: string;
+  status: "active" | "revoked" | "expired";
+  issuedAt: string;
+  expiresAt?: string;
+  revokedKeys: number;
+}
+
+export function listNodes(dir: string, now: () => number = Date.now): NodeListing[] {
+  const state = readKeyState(dir);
+  return Object.values(state.nodes)
+    .sort((a, b) => a.node.localeCompare(b.node))
+    .map((entry) => ({
+      node: entry.node,
+      account: entry.account,
+      user: entry.user,
+      status: !entry.user ? "revoked" : entry.expiresAt && Date.parse(entry.expiresAt) <= now() ? "expired" : "active",
+      issuedAt: entry.issuedAt,
+      expiresAt: entry.expiresAt,
+      revokedKeys: Object.keys(entry.revocations).length,
+    }));
+}
+
+/** Every account JWT of the mesh (for resolver_preload and pushes). */
+export function allAccountJwts(dir: string): { account: string; jwt: string }[] {
+  return readdirSync(join(dir, "accounts"))
+    .filter((file) => file.endsWith(".jwt"))
+    .map((file) => {
+      const jwt = readFileSync(join(dir, "accounts", file), "utf8").trim();
+      return { account: decode(jwt).sub, jwt };
+    });
+}
+
+/**
+ * Says why a user JWT would be refused, from what the key directory knows: the
+ * hub tells a client only "Authorization Violation" (FACTS.md).
+ */
+export function explainUserKey(dir: string, userJwt: string, now: () => number = Date.now): string {
+  const claims = decode<User>(userJwt);
+  const state = readKeyState(dir);
+  const entry = Object.values(state.nodes).find((candidate) => candidate.account === claims.iss || candidate.account === claims.nats.issuer_account);
+  if (!entry) return `credentials of '${claims.name}' are signed by account ${claims.iss}, which this mesh does not know (wrong credentials, or another mesh's)`;
+  const revokedAt = entry.revocations[claims.sub];
+  if (revokedAt !== undefined && claims.iat <= revokedAt) return `credentials of node '${entry.node}' (user ${claims.sub}) were revoked at ${new Date(revokedAt * 1000).toISOString()}`;
+  if (claims.exp && claims.exp * 1000 <= now()) return `credentials of node '${entry.node}' expired at ${new Date(claims.exp * 1000).toISOString()}`;
+  if (entry.user !== claims.sub) return `credentials of node '${entry.node}' are not its current ones (user ${claims.sub}, current ${entry.user ?? "none"})`;
+  return `credentials of node '${entry.node}' are valid in ${resolve(dir)}`;
+}
+
+export { fromSeed };

@@ -1,0 +1,60 @@
+/**
+ * Secret files of the mesh (nkey seeds, creds, TLS keys, the pre-shared key):
+ * written 0600 in one step (never readable by others, not even for a moment),
+ * and refused at start when someone loosened them.
+ *
+ * ```ts
+ * writeSecretFile("/etc/leafmesh/keys/nodes/edge-a/node.creds", creds);
+ * checkSecretFilePermissions("/etc/leafmesh/keys/nodes/edge-a/node.creds"); // throws TRUST_FAILED if group/other may read it
+ * ```
+ */
+import { chmodSync, closeSync, mkdirSync, openSync, statSync, writeSync, renameSync, constants } from "node:fs";
+import { dirname, basename, join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { LeafmeshError } from "../lib/errors.ts";
+
+/** Creates a directory that only the owner may enter (0700). */
+export function makePrivateDir(path: string): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  chmodSync(path, 0o700);
+}
+
+/**
+ * Writes `content` to `path` with mode 0600. The data goes to a temporary file
+ * created 0600 (O_EXCL) and is renamed over the target, so a crash never leaves a
+ * half-written key and the content is never visible with looser permissions.
+ */
+export function writeSecretFile(path: string, content: string | Uint8Array): void {
+  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
+  const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
+  } finally {
+    closeSync(fd);
+  }
+  chmodSync(temporary, 0o600); // the umask could only have narrowed it; make it exact
+  renameSync(temporary, path);
+}
+
+/**
+ * Throws TRUST_FAILED when `path` is missing, not a regular file, or readable or
+ * writable by group or others (like ssh does for private keys). Call it for every
+ * secret before handing it to nats-server or libp2p.
+ */
+export function checkSecretFilePermissions(path: string): void {
+  let stats;
+  try {
+    stats = statSync(path);
+  } catch (cause) {
+    throw new LeafmeshError("TRUST_FAILED", `secret file ${path} cannot be read: ${(cause as Error).message} (create it with \`leafmesh keys issue\`)`, { cause });
+  }
+  if (!stats.isFile()) throw new LeafmeshError("TRUST_FAILED", `secret file ${path} is not a regular file`);
+  const loose = stats.mode & 0o077;
+  if (loose !== 0) {
+    const mode = (stats.mode & 0o777).toString(8).padStart(4, "0");
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `secret file ${path} has permissions ${mode}: group or others may access it, so it is refused. Run \`chmod 600 ${path}\` (and check who could have copied it)`,
+    );
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * What hubs and agents load at start: nats-server config fragments (text to
+ * splice into nats-config/render.ts's output), the files they reference, and
+ * the options their own nats.js clients connect with.
+ *
+ * ```ts
+ * const hub = loadHubSecurity(keysDir, { resolverDir: join(dataDir, "accounts") });
+ * renderHubConfig({ ..., security: hub.configFragment });  // + hub.leafnodesFragment inside `leafnodes {}`
+ * const publisher = await connect({ servers, ...hub.publisherConnectOptions });
+ *
+ * const node = loadNodeSecurity(bundleDir, "edge-a");
+ * renderLeafConfig({ ..., remoteSecurity: node.leafRemoteFragment, security: node.localAuthFragment });
+ * const local = await connect({ servers: localUrl, ...node.clientConnectOptions });
+ * ```
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
+import { createUser, fromSeed } from "@nats-io/jwt";
+import { LeafmeshError } from "../lib/errors.ts";
+import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
+import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
+import { nodeInboxPrefix } from "./claims.ts";
+
+const quote = (value: string) => JSON.stringify(value);
+
+/** @default "2s" — TLS handshakes over a slow edge uplink; nats-server's 0.5 s default fails them. */
+const tlsTimeoutSeconds = 2;
+
+function tlsBlock(options: { cert: string; key: string; ca: string; verify: boolean }): string[] {
+  return [
+    `tls {`,
+    `  cert_file: ${quote(options.cert)}`,
+    `  key_file: ${quote(options.key)}`,
+    `  ca_file: ${quote(options.ca)}`,
+    ...(options.verify ? [`  verify: true`] : []),
+    `  timeout: ${tlsTimeoutSeconds}`,
+    `}`,
+  ];
+}
+
+export interface HubSecurity {
+  /** Top level of the hub's config: operator, system account, full resolver with preloads, TLS for the client port. */
+  configFragment: string;
+  /** Inside the hub's `leafnodes {}` block: TLS with client certificates required. */
+  leafnodesFragment: string;
+  /** Files the fragments reference (all absolute), for checks and docs. */
+  files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
+  /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
+  publisherConnectOptions: Partial<ConnectionOptions>;
+  /** A system-account client: pushes account updates (revocations). */
+  systemConnectOptions: Partial<ConnectionOptions>;
+}
+
+function readCreds(path: string): Uint8Array {
+  checkSecretFilePermissions(path);
+  return readFileSync(path);
+}
+
+export function loadHubSecurity(dir: string, options: { resolverDir: string }): HubSecurity {
+  const root = resolve(dir);
+  const state = readKeyState(root);
+  const files = {
+    operatorJwt: join(root, "operator.jwt"),
+    cert: join(root, "hub", "hub.crt"),
+    key: join(root, "hub", "hub.key"),
+    ca: join(root, "hub", "ca.crt"),
+    resolverDir: resolve(options.resolverDir),
+  };
+  checkSecretFilePermissions(files.key);
+  const preload = allAccountJwts(root).map(({ account, jwt }) => `  ${account}: ${quote(jwt)}`);
+  const configFragment = [
+    `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
+    `operator: ${quote(files.operatorJwt)}`,
+    `system_account: ${quote(state.systemAccount)}`,
+    // full: takes account updates pushed by the system account and keeps them in dir (FACTS.md).
+    `resolver {`,
+    `  type: full`,
+    `  dir: ${quote(files.resolverDir)}`,
+    `  allow_delete: false`,
+    `  interval: "2m"`,
+    `}`,
+    `resolver_preload {`,
+    ...preload,
+    `}`,
+    ...tlsBlock({ ...files, verify: true }),
+  ].join("\n");
+  const tls = { keyFile: files.key, certFile: files.cert, caFile: files.ca };
+  return {
+    configFragment,
+    leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
+    files,
+    publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
+    systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
+  };
+}
+
+export interface NodeSecurity {
+  node: string;
+  /** Inside the leaf remote (render's `remoteSecurity`): the node's creds and TLS. Use tls:// or nats-leaf:// URLs. */
+  leafRemoteFragment: string;
+  /** Top level of the agent's own nats-server: only holders of the local nkey may connect (FACTS.md: leaf-local clients are not covered by leaf permissions). */
+  localAuthFragment: string;
+  /** For the agent's clients of its own nats-server: the local nkey and the node's inbox prefix. */
+  clientConnectOptions: Partial<ConnectionOptions>;
+  /** The libp2p pre-shared key (swarm.key format) for @libp2p/pnet. */
+  psk: Uint8Array;
+  files: { creds: string; cert: string; key: string; ca: string; psk: string; localNkey: string };
+}
+
+/**
+ * Loads a node's bundle: `dir` is either the whole keys directory (then
+ * `nodes/<node>` in it is used) or the bundle copied to the node. Refuses
+ * secrets with loose permissions.
+ */
+export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
+  const nested = nodeBundleDir(resolve(dir), node);
+  const bundle = existsSync(nested) ? nested : resolve(dir);
+  const files = {
+    creds: join(bundle, "node.creds"),
+    cert: join(bundle, "node.crt"),
+    key: join(bundle, "node.key"),
+    ca: join(bundle, "ca.crt"),
+    psk: join(bundle, "swarm.key"),
+    localNkey: join(bundle, "local.nk"),
+  };
+  if (!existsSync(files.creds)) {
+    throw new LeafmeshError("TRUST_FAILED", `no credentials for node '${node}' in ${bundle} (node.creds is missing: issue them with \`leafmesh keys issue --node ${node}\`, or they were revoked)`);
+  }
+  for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
+  // The local nkey is made on the node itself at first start: it never has to travel.
+  if (!existsSync(files.localNkey)) writeSecretFile(files.localNkey, new TextDecoder().decode(createUser().getSeed()));
+  checkSecretFilePermissions(files.localNkey);
+  const localSeed = readFileSync(files.localNkey, "utf8").trim();
+  const localPublic = fromSeed(new TextEncoder().encode(localSeed)).getPublicKey();
+  return {
+    node,
+    leafRemoteFragment: [`credentials: ${quote(files.creds)}`, ...tlsBlock({ ...files, verify: false })].join("\n"),
+    localAuthFragment: [`authorization {`, `  users: [ { nkey: ${quote(localPublic)} } ]`, `}`].join("\n"),
+    clientConnectOptions: { authenticator: nkeyAuthenticator(new TextEncoder().encode(localSeed)), inboxPrefix: nodeInboxPrefix(node) },
+    psk: new Uint8Array(readFileSync(files.psk)),
+    files,
+  };
+}

@@ -1,0 +1,115 @@
+/**
+ * The mesh's TLS material, made with the `openssl` CLI (Debian package
+ * `openssl`): one CA per mesh, a certificate per hub and per node signed by it.
+ * Private keys never touch the disk with loose permissions: openssl prints them
+ * to a pipe and writeSecretFile stores them 0600.
+ *
+ * ```ts
+ * await createCertificateAuthority({ certFile, keyFile, name: "leafmesh mesh CA" });
+ * await issueCertificate({ caCertFile, caKeyFile, certFile, keyFile, commonName: "edge-a", hosts: [] });
+ * ```
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { isIP } from "node:net";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LeafmeshError } from "../lib/errors.ts";
+import { writeSecretFile } from "./secret-files.ts";
+
+async function openssl(args: string[], what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("openssl", args, { encoding: "utf8", maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+      if (error) {
+        const missing = (error as NodeJS.ErrnoException).code === "ENOENT";
+        reject(
+          new LeafmeshError(
+            missing ? "TOOL_MISSING" : "TRUST_FAILED",
+            missing ? `${what}: the openssl command is missing (Debian: apt-get install -y openssl)` : `${what}: openssl failed: ${stderr.trim()}`,
+            { cause: error },
+          ),
+        );
+      } else resolve(stdout);
+    });
+  });
+}
+
+async function newPrivateKey(keyFile: string, what: string): Promise<void> {
+  // Printed to stdout (a pipe) and stored 0600 by us: openssl's own file would follow the umask.
+  const pem = await openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], what);
+  writeSecretFile(keyFile, pem);
+}
+
+export async function createCertificateAuthority(options: { certFile: string; keyFile: string; name: string; days?: number }): Promise<void> {
+  await newPrivateKey(options.keyFile, "CA key");
+  const pem = await openssl(
+    [
+      "req", "-x509", "-new", "-key", options.keyFile, "-sha256",
+      "-days", String(options.days ?? 3650),
+      "-subj", `/CN=${options.name}`,
+      "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    "CA certificate",
+  );
+  writeFileSync(options.certFile, pem, { mode: 0o644 });
+}
+
+export interface CertificateRequest {
+  caCertFile: string;
+  caKeyFile: string;
+  certFile: string;
+  keyFile: string;
+  commonName: string;
+  /** Host names and IP addresses the certificate is valid for (subjectAltName). */
+  hosts: string[];
+  /** @default 825 — the longest lifetime common TLS clients accept for a leaf certificate. */
+  days?: number;
+}
+
+/** A key and a certificate for both ends of TLS (serverAuth and clientAuth): hubs and nodes verify each other. */
+export async function issueCertificate(request: CertificateRequest): Promise<void> {
+  await newPrivateKey(request.keyFile, `key of ${request.commonName}`);
+  const scratch = mkdtempSync(join(tmpdir(), "leafmesh-csr-"));
+  try {
+    const csrFile = join(scratch, "request.csr");
+    const extFile = join(scratch, "extensions.cnf");
+    const csr = await openssl(["req", "-new", "-key", request.keyFile, "-subj", `/CN=${request.commonName}`], `certificate request of ${request.commonName}`);
+    writeFileSync(csrFile, csr);
+    const names = request.hosts.length > 0 ? request.hosts : [request.commonName];
+    const alternativeNames = names.map((host) => (isIP(host) ? `IP:${host}` : `DNS:${host}`)).join(",");
+    writeFileSync(
+      extFile,
+      [
+        "basicConstraints=critical,CA:FALSE",
+        "keyUsage=critical,digitalSignature",
+        "extendedKeyUsage=serverAuth,clientAuth",
+        `subjectAltName=${alternativeNames}`,
+      ].join("\n"),
+    );
+    const pem = await openssl(
+      [
+        "x509", "-req", "-in", csrFile, "-CA", request.caCertFile, "-CAkey", request.caKeyFile,
+        "-set_serial", `0x${randomBytes(16).toString("hex")}`, "-sha256",
+        "-days", String(request.days ?? 825), "-extfile", extFile,
+      ],
+      `certificate of ${request.commonName}`,
+    );
+    writeFileSync(request.certFile, pem, { mode: 0o644 });
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** The certificate's subject and validity as openssl prints them (for `keys list`). */
+export async function describeCertificate(certFile: string): Promise<{ subject: string; notAfter: string }> {
+  const text = await openssl(["x509", "-in", certFile, "-noout", "-subject", "-enddate"], `reading ${certFile}`);
+  const subject = /subject=\s*(.*)/.exec(text)?.[1]?.trim() ?? "";
+  const notAfter = /notAfter=(.*)/.exec(text)?.[1]?.trim() ?? "";
+  return { subject, notAfter };
+}
+
+export function readPem(file: string): string {
+  return readFileSync(file, "utf8");
+}
