@@ -355,6 +355,76 @@ describe("KubernetesSource", () => {
     expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
   });
 
+  it("takes objects as a real API server returns them (status, managedFields, uids, dual-stack, hints)", async () => {
+    const api = await startApi();
+    api.apply({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: {
+        name: "web",
+        namespace: "shop",
+        uid: "0b6d2a4e-6a55-4c2e-9d0f-3b0c6a1f9e11",
+        creationTimestamp: "2026-11-20T10:00:00Z",
+        labels: { app: "web" },
+        annotations: { "kubectl.kubernetes.io/last-applied-configuration": "{}" },
+        managedFields: [{ manager: "kubectl-client-side-apply", operation: "Update", apiVersion: "v1", time: "2026-11-20T10:00:00Z", fieldsType: "FieldsV1", fieldsV1: { "f:spec": {} } }],
+      },
+      spec: {
+        type: "ClusterIP",
+        clusterIP: "10.96.12.34",
+        clusterIPs: ["10.96.12.34", "fd00:10:96::1234"],
+        ipFamilies: ["IPv4", "IPv6"],
+        ipFamilyPolicy: "PreferDualStack",
+        internalTrafficPolicy: "Cluster",
+        selector: { app: "web" },
+        sessionAffinity: "None",
+        ports: [
+          { name: "http", protocol: "TCP", port: 80, targetPort: "http" },
+          { name: "dns", protocol: "UDP", port: 53, targetPort: 5353 },
+        ],
+      },
+      status: { loadBalancer: {} },
+    });
+    api.apply({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: {
+        name: "web-x7k2p",
+        namespace: "shop",
+        generateName: "web-",
+        labels: { "kubernetes.io/service-name": "web", "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io" },
+        ownerReferences: [{ apiVersion: "v1", kind: "Service", name: "web", uid: "0b6d2a4e-6a55-4c2e-9d0f-3b0c6a1f9e11", controller: true, blockOwnerDeletion: true }],
+      },
+      addressType: "IPv4",
+      endpoints: [
+        {
+          addresses: ["10.244.1.7"],
+          conditions: { ready: true, serving: true, terminating: false },
+          nodeName: "edge-a",
+          zone: "site-1",
+          targetRef: { kind: "Pod", namespace: "shop", name: "web-5d9c7b-abcde", uid: "9f1c0f5e-1111-2222-3333-444455556666" },
+          hints: { forZones: [{ name: "site-1" }] },
+        },
+        { addresses: ["10.244.2.9"], conditions: { ready: false, serving: true, terminating: true }, nodeName: "edge-b" },
+      ],
+      ports: [
+        { name: "http", protocol: "TCP", port: 8080 },
+        { name: "dns", protocol: "UDP", port: 5353 },
+      ],
+    });
+    const { source, rejections } = await startedSource(api);
+    expect(rejections).toEqual([]);
+    const web = source.snapshot().get("svc.shop.web");
+    expect(web).toMatchObject({ kind: "Service", clusterIPs: ["10.96.12.34", "fd00:10:96::1234"], ipFamilies: ["IPv4", "IPv6"], selector: { app: "web" } });
+    expect(web?.kind === "Service" && web.ports.map((entry) => `${entry.name}:${entry.port}/${entry.protocol}->${entry.targetPort}`)).toEqual(["http:80/TCP->http", "dns:53/UDP->5353"]);
+    const endpoints = source.snapshot().get("eps.shop.web-x7k2p");
+    expect(endpoints).toMatchObject({ kind: "EndpointSlice", serviceName: "web" });
+    expect(endpoints?.kind === "EndpointSlice" && endpoints.endpoints.map((entry) => [entry.addresses[0], entry.nodeName, entry.conditions])).toEqual([
+      ["10.244.1.7", "edge-a", { ready: true, serving: true, terminating: false }],
+      ["10.244.2.9", "edge-b", { ready: false, serving: true, terminating: true }],
+    ]);
+  });
+
   it("refuses a kubeconfig it cannot use, naming it", () => {
     expect(() => new KubernetesSource({ kubeconfig: join(directory, "missing"), log: silentLogger() })).toThrow(LeafmeshError);
     const empty = new KubeConfig();
