@@ -167,7 +167,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
             idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000,
             maxAttempts: options.maxAttempts ?? 4,
           })
-        : new UdpServicePortListener({ ...common, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
+        : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
     await socket.listen(0);
     return { plan, balancer, socket };
   };

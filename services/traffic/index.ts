@@ -19,3 +19,4 @@ export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./ac
 export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
 export { lbPolicies, type LbPolicy } from "./policy.ts";
 export { lbPolicyAnnotation, noProxyLabel } from "./plan.ts";
+export { DatagramDecoder, encodeDatagram } from "./dialer.ts";

@@ -8,6 +8,8 @@ import { Counters } from "./counters.ts";
 import { OutlierDetector } from "./outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
+import { createServer, connect, type Socket as TcpSocket } from "node:net";
+import { DatagramDecoder, encodeDatagram } from "./dialer.ts";
 
 describe("UDP flows", () => {
   let echo: Socket;
@@ -60,5 +62,71 @@ describe("UDP flows", () => {
     for (const client of clients) client.close();
     await listener.close();
     expect(shared.active.size).toBe(0);
+  });
+
+  it("frames datagrams on a stream and splits them back whatever the chunking", () => {
+    const datagrams = [Buffer.from("a"), Buffer.alloc(0), Buffer.alloc(65_507, 3), Buffer.from("last")];
+    const bytes = Buffer.concat(datagrams.map(encodeDatagram));
+    for (const step of [1, 2, 3, 1000, bytes.length]) {
+      const decoder = new DatagramDecoder();
+      const out: Buffer[] = [];
+      for (let offset = 0; offset < bytes.length; offset += step) out.push(...decoder.push(bytes.subarray(offset, offset + step)));
+      expect(out.map((d) => d.toString("hex"))).toEqual(datagrams.map((d) => d.toString("hex")));
+    }
+  });
+
+  it("reaches an endpoint on another node through the dialer, one framed stream per flow", async () => {
+    // The far end of a tunnel, as the tunnel actor would run it: frames in, datagrams to the target, replies framed back.
+    const bridge = createServer((stream) => {
+      const [host, port] = ["127.0.0.2", echoPort];
+      const udp = createSocket("udp4");
+      const decoder = new DatagramDecoder();
+      udp.connect(port, host, () => {
+        stream.on("data", (chunk: Buffer) => {
+          for (const datagram of decoder.push(chunk)) udp.send(datagram);
+        });
+      });
+      udp.on("message", (reply) => stream.write(encodeDatagram(reply)));
+      stream.on("close", () => udp.close());
+      stream.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => bridge.listen(0, "127.0.0.1", resolve));
+    const bridgePort = (bridge.address() as { port: number }).port;
+    const opened: string[] = [];
+    const dialer = {
+      openStream: (node: string, target: { host: string; port: number; protocol: string }) =>
+        new Promise<TcpSocket>((resolve, reject) => {
+          opened.push(`${node} ${target.protocol} ${target.host}:${target.port}`);
+          const stream = connect({ host: "127.0.0.1", port: bridgePort });
+          stream.once("connect", () => resolve(stream));
+          stream.once("error", reject);
+        }),
+    };
+    const clock = new ManualClock(0);
+    const shared: BalancerShared = { node: "edge-a", clock, outliers: new OutlierDetector({ clock }), active: new Map() };
+    const plan: ServicePortPlan = {
+      key: "lab/remote:u/UDP",
+      namespace: "lab",
+      service: "remote",
+      portName: "u",
+      protocol: "UDP",
+      port: 7,
+      clusterIPs: ["198.19.0.2"],
+      endpoints: [{ key: `127.0.0.2:${echoPort}`, host: "127.0.0.2", port: echoPort, nodeName: "edge-b" }],
+      policy: { policy: "round-robin", source: "default" },
+    };
+    const counters = new Counters();
+    const listener = new UdpServicePortListener({ balancer: new ServicePortBalancer(plan, shared), shared, log: silentLogger(), counters, listenHost: "127.0.0.1", idleTimeoutMs: 30_000, maxFlows: 16, dialer });
+    const port = await listener.listen();
+    const client = createSocket("udp4");
+    const replies: string[] = [];
+    client.on("message", (message) => replies.push(message.toString()));
+    for (let i = 0; i < 5; i++) client.send(`datagram ${i}`, port, "127.0.0.1");
+    await eventually(() => replies.length === 5, 5000, "five replies through the tunnel stream");
+    expect(replies.sort()).toEqual([0, 1, 2, 3, 4].map((i) => `datagram ${i}`));
+    expect(opened).toEqual([`edge-b UDP 127.0.0.2:${echoPort}`]); // one flow, one stream
+    client.close();
+    await listener.close();
+    await new Promise((resolve) => bridge.close(resolve));
   });
 });

@@ -3,12 +3,15 @@
  * its own connected socket to the chosen endpoint, so replies find their way back
  * without a lookup. The flow table is bounded (new flows beyond it are dropped and
  * counted) and idle flows expire; datagrams sent before a flow's socket is ready
- * wait in a small bounded queue.
+ * wait in a small bounded queue. Endpoints on other nodes are reached through the
+ * tunnel's dialer, one stream per flow with framed datagrams.
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "./balancer.ts";
 import type { Counters } from "./counters.ts";
+import { DatagramDecoder, encodeDatagram, type RemoteDialer } from "./dialer.ts";
+import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "./policy.ts";
 
 export interface UdpProxyOptions {
@@ -21,14 +24,21 @@ export interface UdpProxyOptions {
   idleTimeoutMs: number;
   /** @default 4_096 — flows per service port; a UDP flood from spoofed sources cannot grow memory past it. */
   maxFlows: number;
+  /** Endpoints on other nodes are reached through it (datagrams framed on a stream); directly when absent. */
+  dialer?: RemoteDialer;
 }
+
+/** Bytes a tunnel stream may hold unsent before datagrams are dropped (UDP drops rather than queues). */
+const streamBacklogLimit = 256 * 1024;
 
 /** Datagrams held per flow until its socket is connected; more are dropped. */
 const pendingLimit = 16;
 
 interface Flow {
   target: EndpointTarget;
-  socket: Socket;
+  /** A connected UDP socket to the endpoint, or a tunnel stream carrying framed datagrams. */
+  socket?: Socket;
+  stream?: Duplex;
   lastActive: number;
   ready: boolean;
   pending: Buffer[];
@@ -112,33 +122,60 @@ export class UdpServicePortListener {
       flow = this.#openFlow(key, remote, target);
     }
     flow.lastActive = shared.clock.now();
-    if (flow.ready) flow.socket.send(message);
+    if (flow.ready) this.#send(flow, message);
     else if (flow.pending.length < pendingLimit) flow.pending.push(message);
     else counters.count("udp dropped: flow not ready");
   }
 
+  #send(flow: Flow, message: Buffer): void {
+    if (flow.socket) return flow.socket.send(message);
+    if (flow.stream!.writableLength > streamBacklogLimit) return this.#options.counters.count("udp dropped: tunnel backlog");
+    flow.stream!.write(encodeDatagram(message));
+  }
+
   #openFlow(key: string, remote: RemoteInfo, target: EndpointTarget): Flow {
-    const { counters, shared } = this.#options;
-    const socket = createSocket({ type: "udp4" });
-    const flow: Flow = { target, socket, lastActive: shared.clock.now(), ready: false, pending: [], closed: false };
+    const { counters, shared, dialer } = this.#options;
+    const flow: Flow = { target, lastActive: shared.clock.now(), ready: false, pending: [], closed: false };
     this.#flows.set(key, flow);
     shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
     counters.count("udp flows");
-    socket.on("message", (reply) => {
+    const reply = (datagram: Buffer) => {
       flow.lastActive = shared.clock.now();
       shared.outliers.success(target.key);
-      this.#socket.send(reply, remote.port, remote.address);
-    });
-    socket.on("error", (error: NodeJS.ErrnoException) => {
-      // ECONNREFUSED: the endpoint answered with ICMP port unreachable.
-      counters.count(error.code === "ECONNREFUSED" ? "udp endpoint refused" : "udp flow error");
+      this.#socket.send(datagram, remote.port, remote.address);
+    };
+    const fail = (reason: string) => {
+      counters.count(reason);
       if (shared.outliers.failure(target.key)) counters.count("endpoint ejected");
       this.#closeFlow(key, flow);
-    });
-    socket.connect(target.port, target.host, () => {
+    };
+    const flush = () => {
       flow.ready = true;
-      for (const message of flow.pending.splice(0)) socket.send(message);
-    });
+      for (const message of flow.pending.splice(0)) this.#send(flow, message);
+    };
+    if (dialer && target.nodeName && target.nodeName !== shared.node) {
+      dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "UDP" }).then(
+        (stream) => {
+          if (flow.closed) return void stream.destroy();
+          flow.stream = stream;
+          const decoder = new DatagramDecoder();
+          stream.on("data", (chunk: Buffer) => {
+            for (const datagram of decoder.push(chunk)) reply(datagram);
+          });
+          stream.on("error", () => fail("udp tunnel stream error"));
+          stream.on("close", () => this.#closeFlow(key, flow));
+          flush();
+        },
+        () => fail("udp tunnel open failed"),
+      );
+      return flow;
+    }
+    const socket = createSocket({ type: "udp4" });
+    flow.socket = socket;
+    socket.on("message", reply);
+    // ECONNREFUSED: the endpoint answered with ICMP port unreachable.
+    socket.on("error", (error: NodeJS.ErrnoException) => fail(error.code === "ECONNREFUSED" ? "udp endpoint refused" : "udp flow error"));
+    socket.connect(target.port, target.host, flush);
     return flow;
   }
 
@@ -150,8 +187,9 @@ export class UdpServicePortListener {
     const next = (active.get(flow.target.key) ?? 1) - 1;
     if (next <= 0) active.delete(flow.target.key);
     else active.set(flow.target.key, next);
+    flow.stream?.destroy();
     try {
-      flow.socket.close();
+      flow.socket?.close();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ERR_SOCKET_DGRAM_NOT_RUNNING") throw error;
     }
