@@ -39,6 +39,11 @@ export class TcpServicePortListener {
   constructor(options: TcpProxyOptions) {
     this.#options = options;
     this.#server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => void this.#accept(client));
+    // After listen, errors are accept failures (EMFILE when out of fds): count them, keep serving; unhandled they would end the agent.
+    this.#server.on("error", (error: NodeJS.ErrnoException) => {
+      if (this.#port === 0) return; // listen errors reject listen() instead
+      options.counters.count(`tcp accept failed: ${error.code ?? "error"}`);
+    });
   }
 
   get port(): number {
@@ -125,7 +130,25 @@ export class TcpServicePortListener {
   #connect(target: EndpointTarget): Promise<Duplex> {
     const { dialer, shared, connectTimeoutMs } = this.#options;
     if (dialer && target.nodeName && target.nodeName !== shared.node) {
-      return dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
+      const opening = dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
+      return new Promise((resolve, reject) => {
+        let timedOut = false;
+        const timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${connectTimeoutMs} ms`));
+        }, connectTimeoutMs);
+        opening.then(
+          (stream) => {
+            clearTimeout(timer);
+            if (timedOut) stream.destroy(); // too late: the connection moved on
+            else resolve(stream);
+          },
+          (error: unknown) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        );
+      });
     }
     return new Promise((resolve, reject) => {
       const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
