@@ -141,6 +141,8 @@ describe("KubernetesSource", () => {
     expect(absent()).toHaveLength(1);
     expect(absent()[0].level).toBe(30);
     expect(lines.filter((line) => line.level >= 40)).toEqual([]);
+    expect(source.status().find((entry) => entry.resource === "destinationrules")).toMatchObject({ state: "absent", synced: true, objects: 0, failures: 0 });
+    expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ state: "watching", apiVersion: "v1", objects: 1 });
   });
 
   it("reads one namespace when asked to", async () => {
@@ -196,6 +198,7 @@ describe("KubernetesSource", () => {
     expect(requests(api, "services", false)).toHaveLength(1);
     expect(requests(api, "endpointslices", false)).toHaveLength(1);
     expect(requests(api, "services", true).map((request) => request.resourceVersion)).toEqual([expect.any(String), lastSeen]);
+    expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ lists: 1, watches: 2, expired: 0, failures: 0 });
   });
 
   it("relists on 410 Gone and emits only the difference", async () => {
@@ -219,6 +222,7 @@ describe("KubernetesSource", () => {
     expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.a-abc", "svc.demo.a", "svc.demo.c", "svc.demo.d"]);
     expect(api.requests.filter((request) => request.watch && request.status === 410).map((request) => request.resource).sort()).toEqual(["endpointslices", "services"]);
     expect(requests(api, "services", false)).toHaveLength(2);
+    expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ lists: 2, expired: 1, objects: 3 });
   });
 
   it("relists on 410 with nothing changed and emits nothing", async () => {
@@ -263,6 +267,8 @@ describe("KubernetesSource", () => {
 
     await api.stop();
     await eventually(() => lines.some((line) => line.level === 40 && /keeping the last catalog/.test(line.msg)), 5_000, "the source to notice");
+    // The open watch is cut first; the retries then find the port closed.
+    await eventually(() => source.status().find((entry) => entry.resource === "services" && entry.state === "backoff" && /connection refused/.test(entry.lastError ?? "")), 5_000, "the backoff state");
     expect(source.synced).toBe(true);
     expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
     expect(changes).toEqual([]);
@@ -272,6 +278,8 @@ describe("KubernetesSource", () => {
     await eventually(() => source.snapshot().has("svc.demo.api"), 10_000, "the change made during the outage");
     expect(changes.map((change) => `${change.op} ${change.key}`)).toEqual(["put svc.demo.api"]);
     expect(requests(api, "services", false)).toHaveLength(1);
+    expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ state: "watching", lists: 1 });
+    expect(source.status().find((entry) => entry.resource === "services")?.lastError).toBeUndefined();
   });
 
   it("backs off exponentially up to the maximum on the handed-in clock, and says why it fails", async () => {
@@ -314,6 +322,7 @@ describe("KubernetesSource", () => {
     api.dropWatches();
     await eventually(() => requests(api, "endpointslices", false).length === 2 && api.openWatches === 2, 5_000, "the relist");
     expect(rejections).toHaveLength(1);
+    expect(source.status().find((entry) => entry.resource === "endpointslices")).toMatchObject({ rejected: 1, objects: 0 });
     changes.length = 0;
     api.delete("EndpointSlice", "demo", "orphan");
     api.apply(slice("web"));
@@ -353,6 +362,7 @@ describe("KubernetesSource", () => {
     await eventually(() => requests(api, "services", true).length >= 2, 5_000, "the hung watch request");
     await source.stop();
     expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+    expect(source.status().map((entry) => entry.state)).toEqual(["stopped", "stopped", "stopped"]);
   });
 
   it("takes objects as a real API server returns them (status, managedFields, uids, dual-stack, hints)", async () => {

@@ -18,6 +18,7 @@
 import http from "node:http";
 import https from "node:https";
 import { KubeConfig, Watch } from "@kubernetes/client-node";
+import { createActor, setup } from "xstate";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
@@ -132,6 +133,11 @@ export class KubernetesSource implements CatalogSource {
     await Promise.all(this.#reflectors.map((reflector) => reflector.stop()));
   }
 
+  /** Per resource: state, resourceVersion, counters (lists, watches, 410s, failures, refusals) and the current error. */
+  status(): KubernetesResourceStatus[] {
+    return this.#reflectors.map((reflector) => reflector.status());
+  }
+
   // ---- for the reflectors (internal) ----
 
   get log(): Logger {
@@ -183,6 +189,56 @@ export class KubernetesSource implements CatalogSource {
   }
 }
 
+/** Where one resource's list/watch loop is; `backoff` waits after a failure, `absent` rechecks an API that is not installed. */
+export type ReflectorState = "listing" | "watching" | "backoff" | "absent" | "stopped";
+
+/** One resource as the source sees it, for status pages and /readyz. */
+export interface KubernetesResourceStatus {
+  /** "services", "endpointslices", "destinationrules". */
+  resource: string;
+  state: ReflectorState;
+  synced: boolean;
+  /** Where a resumed watch starts ("" before the first list and after a 410). */
+  resourceVersion: string;
+  /** The group/version read ("networking.istio.io/v1"); absent while not found. */
+  apiVersion?: string;
+  /** Objects held in the catalog. */
+  objects: number;
+  /** Lists made (the first one, and one per 410 Gone or recheck). */
+  lists: number;
+  /** Watch streams opened (a resume opens one, without a list). */
+  watches: number;
+  /** Watches answered 410 Gone (history compacted): each costs a relist. */
+  expired: number;
+  /** Failed requests, all told. */
+  failures: number;
+  /** Object versions refused by normalisation (each reported through onReject once). */
+  rejected: number;
+  /** Why the API is failing now; absent when it is not. */
+  lastError?: string;
+}
+
+type ReflectorEvent = { type: "LIST" } | { type: "WATCH" } | { type: "ABSENT" } | { type: "WAIT" } | { type: "STOP" };
+
+/**
+ *   listing → watching ⟲ (a resume opens a new watch) → listing (410 Gone)
+ *   listing | watching → backoff → listing | watching
+ *   listing → absent (optional API not installed) → listing (recheck)
+ *   any → stopped
+ */
+const reflectorMachine = setup({ types: { events: {} as ReflectorEvent } }).createMachine({
+  id: "reflector",
+  initial: "listing",
+  on: { STOP: ".stopped" },
+  states: {
+    listing: { on: { WATCH: "watching", ABSENT: "absent", WAIT: "backoff" } },
+    watching: { on: { WATCH: { target: "watching", reenter: true }, LIST: "listing", WAIT: "backoff" } },
+    backoff: { on: { LIST: "listing", WATCH: "watching" } },
+    absent: { on: { LIST: "listing" } },
+    stopped: { type: "final" },
+  },
+});
+
 /**
  * The list/watch loop of one resource, the job client-go's Reflector does:
  * list, watch from the list's resourceVersion, follow events and BOOKMARKs,
@@ -198,7 +254,13 @@ class Reflector {
   #absent = false;
   #synced = false;
   #stopped = false;
+  /** Consecutive failed requests (the API unreachable, refusing, erring). */
   #failures = 0;
+  /** Consecutive watches that ended at once with nothing on them (not an error, but no reason to spin). */
+  #quickEnds = 0;
+  #lastError: string | undefined;
+  readonly #counters = { lists: 0, watches: 0, expired: 0, failures: 0, rejected: 0 };
+  readonly #machine = createActor(reflectorMachine);
   #loop: Promise<void> | undefined;
   #firstAttempt: { promise: Promise<void>; resolve: () => void };
   #wake: (() => void) | undefined;
@@ -250,11 +312,13 @@ class Reflector {
   }
 
   async #run(): Promise<void> {
+    this.#machine.start();
     // Bounded by #stopped: every pass either lists, watches until the stream ends, or sleeps.
     while (!this.#stopped) {
       let listed = false;
       try {
         if (!this.#resourceVersion) {
+          this.#machine.send({ type: "LIST" });
           await this.#list();
           listed = true;
           this.#firstAttempt.resolve();
@@ -263,35 +327,43 @@ class Reflector {
         }
         if (this.#stopped) break;
         if (this.#absent) {
+          this.#machine.send({ type: "ABSENT" });
           await this.#sleep(this.#source.options.optionalRecheckMs ?? 300_000);
           this.#resourceVersion = "";
           continue;
         }
+        this.#machine.send({ type: "WATCH" });
+        this.#counters.watches++;
         const outcome = await this.#watch();
         if (outcome.expired) {
+          this.#counters.expired++;
           this.#log.info({ resource: this.spec.resource, resourceVersion: this.#resourceVersion }, "watch resourceVersion expired (410 Gone); relisting");
           this.#resourceVersion = "";
           if (listed) {
             // Expired straight after a list: the server's history is shorter than a list takes. Relisting at once would spin.
-            this.#failures++;
+            this.#quickEnds++;
+            this.#machine.send({ type: "WAIT" });
             await this.#sleep(this.#backoff());
           }
           continue;
         }
         if (outcome.error) throw outcome.error;
         if (outcome.healthy) {
-          if (this.#failures > 0) this.#log.info({ resource: this.spec.resource, failures: this.#failures }, "Kubernetes API reachable again; watch resumed");
-          this.#failures = 0;
+          this.#quickEnds = 0;
         } else {
           // The stream closed at once with nothing on it: pause before asking again rather than spin.
-          this.#failures++;
+          this.#quickEnds++;
           this.#log.debug({ resource: this.spec.resource }, "watch closed without events; resuming after a pause");
+          this.#machine.send({ type: "WAIT" });
           await this.#sleep(this.#backoff());
         }
       } catch (error) {
         if (this.#stopped) break;
         this.#failures++;
+        this.#counters.failures++;
+        this.#lastError = `${explain(error, this.spec)}: ${describeError(error)}`;
         this.#firstAttempt.resolve();
+        this.#machine.send({ type: "WAIT" });
         const delay = this.#backoff();
         const fields = { resource: this.spec.resource, server: this.#source.server, attempt: this.#failures, retryInMs: Math.round(delay), err: describeError(error) };
         if (this.#failures === 1) this.#log.warn(fields, `Kubernetes API request failed (${explain(error, this.spec)}); keeping the last catalog and retrying`);
@@ -299,12 +371,27 @@ class Reflector {
         await this.#sleep(delay);
       }
     }
+    this.#machine.send({ type: "STOP" });
+  }
+
+  status(): KubernetesResourceStatus {
+    return {
+      resource: this.spec.resource,
+      state: this.#machine.getSnapshot().value as ReflectorState,
+      synced: this.#synced,
+      resourceVersion: this.#resourceVersion,
+      ...(this.#version ? { apiVersion: this.#apiVersion(this.#version) } : {}),
+      objects: [...this.#held.values()].filter((held) => held.good).length,
+      ...this.#counters,
+      ...(this.#lastError && this.#failures > 0 ? { lastError: this.#lastError } : {}),
+    };
   }
 
   #backoff(): number {
     const initial = this.#source.options.retryInitialMs ?? 500;
     const max = this.#source.options.retryMaxMs ?? 30_000;
-    const base = Math.min(max, initial * 2 ** Math.min(30, Math.max(0, this.#failures - 1)));
+    const attempts = this.#failures + this.#quickEnds;
+    const base = Math.min(max, initial * 2 ** Math.min(30, Math.max(0, attempts - 1)));
     // Jitter: a fleet of hubs cut off together must not come back in lockstep.
     return base * (0.8 + Math.random() * 0.4);
   }
@@ -357,6 +444,7 @@ class Reflector {
     for (let page = 0; page < 10_000; page++) {
       const query = new URLSearchParams({ limit: String(this.#source.options.pageSize ?? 500) });
       if (continueToken) query.set("continue", continueToken);
+      if (page === 0) this.#counters.lists++;
       const body = (await this.#get(`${this.#path(version)}?${query}`)) as { items?: RawObject[] | null; metadata?: { resourceVersion?: string; continue?: string } };
       items.push(...(body.items ?? []));
       resourceVersion = body.metadata?.resourceVersion ?? "";
@@ -392,6 +480,7 @@ class Reflector {
     if (result.status === "ignored") return previous;
     const version = raw.metadata?.resourceVersion;
     if (previous?.refusedVersion !== version) {
+      this.#counters.rejected++;
       for (const problem of result.problems) {
         this.#source.reject({
           object: describeObject(result.kind, result.name),
@@ -461,11 +550,18 @@ class Reflector {
         .then((opened) => {
           controller = opened;
           this.#source.clock.clearTimeout(headerTimer);
+          if (!settled) this.#watchOpened();
           // Finished meanwhile (stopped, timed out, or the stream already ended): let go of the connection.
           if (settled) opened.abort();
         })
         .catch(finish);
     });
+  }
+
+  /** The server answered the watch: whatever failed before works again. */
+  #watchOpened(): void {
+    if (this.#failures > 0) this.#log.info({ resource: this.spec.resource, failures: this.#failures }, "Kubernetes API reachable again; watch resumed");
+    this.#failures = 0;
   }
 
   #follow(type: "ADDED" | "MODIFIED" | "DELETED", raw: RawObject): void {
@@ -543,6 +639,9 @@ function explain(error: unknown, spec: ResourceSpec): string {
   if (status) return `HTTP ${status}`;
   const code = (error as { code?: string }).code ?? ((error as { cause?: { code?: string } }).cause?.code);
   if (code === "ECONNREFUSED") return "connection refused: is the API server (or MetaServer) running?";
+  if (code === "ECONNRESET" || code === "ERR_STREAM_PREMATURE_CLOSE") return "the connection was cut";
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "the API server's name does not resolve";
+  if (code === "ETIMEDOUT" || code === "EHOSTUNREACH" || code === "ENETUNREACH") return `the API server is unreachable (${code})`;
   if (code) return code;
   return describeError(error);
 }
