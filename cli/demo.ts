@@ -5,6 +5,7 @@
  * and a live view of the mesh's events until Ctrl-C.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer as createNetServer } from "node:net";
@@ -96,6 +97,10 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const manifestFile = join(base, "manifests", "demo.yaml");
     writeFileSync(manifestFile, demoManifests(started, { web: "198.19.0.10", api: "198.19.0.11" }));
 
+    // The mesh's pre-shared key: only holders join the tunnel (leafmesh keys makes one for a real mesh).
+    const pskFile = join(base, "swarm.key");
+    writeFileSync(pskFile, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+
     const children: { name: string; child: ChildProcess }[] = [];
     const spawnLeafmesh = (name: string, args: string[]) => {
       const log = join(base, `${name}.log`);
@@ -118,17 +123,6 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       "--listen", `127.0.0.1:${hubPorts.client}`, "--leaf-listen", `127.0.0.1:${hubPorts.leaf}`, "--monitor-listen", `127.0.0.1:${hubPorts.monitor}`,
       "--metrics-listen", `127.0.0.1:${hubPorts.metrics}`, "--manifests", join(base, "manifests"),
     ]);
-    const agentPorts: Record<string, { client: number; monitor: number; metrics: number; dns: number }> = {};
-    for (const node of nodes) {
-      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort(), dns: await freePort() };
-      spawnLeafmesh(node, [
-        "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
-        "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
-        "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
-        "--dns", `127.0.0.1:${agentPorts[node].dns}`,
-      ]);
-    }
-
     const stopAll = async () => {
       await Promise.all(
         children.map(
@@ -144,7 +138,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     };
 
     // Watch the mesh from the hub: the same view as `leafmesh sub`.
-    say("starting the hub and agents …");
+    say("starting the hub …");
     let connection;
     const deadline = Date.now() + 30_000;
     for (;;) {
@@ -159,6 +153,27 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         await new Promise((resolveWait) => setTimeout(resolveWait, 250));
       }
     }
+    // Agents start once the hub answers: their first node records and mirrors then land at once.
+    while (!(await rpcRequest(connection, "hub-1", "status", undefined, 1_000).then(() => true, () => false))) {
+      if (Date.now() > deadline || hub.exitCode !== null) {
+        await stopAll();
+        throw new LeafmeshError("NATS_SERVER_FAILED", `the demo hub did not become ready; see ${join(base, "hub-1.log")}`);
+      }
+      await new Promise((resolveWait) => setTimeout(resolveWait, 250));
+    }
+    say(`starting ${nodes.length} agents …`);
+    const agentPorts: Record<string, { client: number; monitor: number; metrics: number; dns: number }> = {};
+    for (const node of nodes) {
+      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort(), dns: await freePort() };
+      spawnLeafmesh(node, [
+        "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
+        "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
+        "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
+        "--dns", `127.0.0.1:${agentPorts[node].dns}`,
+        "--psk", pskFile, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off",
+      ]);
+    }
+
     // Each agent's proxy listeners (one per service port), from its status reply.
     const proxies: { node: string; key: string; port: number }[] = [];
     say("waiting for the agents' proxies …");
@@ -169,7 +184,9 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         const status = agentConnection ? await rpcRequest<NodeStatus>(agentConnection, node, "status", undefined, 2_000).catch(() => undefined) : undefined;
         await agentConnection?.close();
         const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
-        if (listeners.length >= 2) {
+        // Ready when its proxies listen and its tunnel knows every other node's record.
+        const knownPeers = Object.keys((status?.actors.find((actor) => actor.name === "tunnel")?.detail?.paths ?? {}) as object).length;
+        if (listeners.length >= 2 && knownPeers >= nodes.length - 1) {
           for (const listener of listeners) proxies.push({ node, key: listener.key, port: listener.listenerPort });
           break;
         }
@@ -178,7 +195,11 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     }
     say("");
     say("The mesh is up. Try, in another terminal:");
-    for (const proxy of proxies) say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy`);
+    for (const proxy of proxies) {
+      const backend = started.find((candidate) => proxy.key.startsWith(`demo/${candidate.service}:`));
+      const via = backend && backend.node !== proxy.node ? `, tunnelled to ${backend.node}` : "";
+      say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
+    }
     say(`  dig @127.0.0.1 -p ${agentPorts[nodes[0]].dns} web.demo.svc.cluster.local     # ${nodes[0]}'s cluster DNS (SRV: _http._tcp.web.demo.svc.cluster.local SRV)`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
     say(`  npx leafmesh status --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);

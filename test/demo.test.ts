@@ -7,7 +7,7 @@ import { eventually } from "./support/ports.ts";
 import { cliPath, nodeBinary, tempDir } from "./support/processes.ts";
 
 describe("leafmesh demo", () => {
-  it("starts a hub and agents, prints proxies that answer and commands that work, and stops cleanly on SIGINT", async () => {
+  it("starts a hub and agents, prints proxies that answer and commands that work, and stops cleanly on SIGINT", { timeout: 150_000 }, async () => {
     const data = tempDir();
     const child = spawn(nodeBinary, [cliPath, "demo", "--data", data], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
@@ -15,13 +15,17 @@ describe("leafmesh demo", () => {
     child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
     try {
-      await eventually(() => output.includes("Live events"), 90_000, `the demo to come up; it printed:\n${output}`);
-      const proxies = [...output.matchAll(/curl (http:\/\/127\.0\.0\.1:\d+\/)\s+# (demo\/\w+):http\/TCP through (edge-\d)'s proxy/g)];
+      await eventually(() => output.includes("Live events"), 90_000, "the demo to come up").catch((error: Error) => {
+        throw new Error(`${error.message}; it printed:\n${output}`);
+      });
+      const proxies = [...output.matchAll(/curl (http:\/\/127\.0\.0\.1:\d+\/)\s+# (demo\/\w+):http\/TCP through (edge-\d)'s proxy(, tunnelled to edge-\d)?/g)];
       expect(proxies.map((match) => `${match[2]}@${match[3]}`).sort()).toEqual(["demo/api@edge-1", "demo/api@edge-2", "demo/web@edge-1", "demo/web@edge-2"]);
       for (const [, url, service] of proxies) {
         const body = await (await fetch(url)).text();
         expect(body).toContain(`hello from ${service.split("/")[1]}`);
       }
+      // The cross-node requests went through the tunnel: its path shows up live.
+      await eventually(() => /mesh\.edge-\d\.tunnel\.path \{[^}]*"kind":"direct"/.test(output), 15_000, "a tunnel path event");
       const metricsUrl = /curl (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(output)![1];
       expect(await (await fetch(metricsUrl)).text()).toContain("leafmesh_catalog_objects");
       const digLine = /dig @127\.0\.0\.1 -p (\d+) web\.demo\.svc\.cluster\.local/.exec(output)!;
