@@ -34,6 +34,8 @@ export interface TrafficOptions {
   clock?: Clock;
   /** @default 3_000 — see TcpProxyOptions.connectTimeoutMs */
   connectTimeoutMs?: number;
+  /** @default 10_000 — see TcpProxyOptions.remoteConnectTimeoutMs */
+  remoteConnectTimeoutMs?: number;
   /** @default 3_600_000 — see TcpProxyOptions.idleTimeoutMs */
   tcpIdleTimeoutMs?: number;
   /** @default 30_000 — see UdpProxyOptions.idleTimeoutMs */
@@ -164,6 +166,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
             ...common,
             dialer: options.dialer,
             connectTimeoutMs: options.connectTimeoutMs ?? 3_000,
+            remoteConnectTimeoutMs: options.remoteConnectTimeoutMs ?? 10_000,
             idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000,
             maxAttempts: options.maxAttempts ?? 4,
           })

@@ -22,6 +22,8 @@ export interface TcpProxyOptions {
   dialer?: RemoteDialer;
   /** @default 3_000 — a LAN endpoint answers a SYN in milliseconds; 3 s covers one SYN retransmit (1 s) and then moves on. */
   connectTimeoutMs: number;
+  /** @default 10_000 — a tunnel stream to a node not yet reached waits for its path (a hole punch, then a relay fallback). */
+  remoteConnectTimeoutMs: number;
   /** @default 3_600_000 — like Envoy's TCP proxy idle timeout: long-lived but silent connections (a DB pool) survive an hour. */
   idleTimeoutMs: number;
   /** @default 4 — endpoints tried per connection before it is refused. */
@@ -128,15 +130,15 @@ export class TcpServicePortListener {
   }
 
   #connect(target: EndpointTarget): Promise<Duplex> {
-    const { dialer, shared, connectTimeoutMs } = this.#options;
+    const { dialer, shared, connectTimeoutMs, remoteConnectTimeoutMs } = this.#options;
     if (dialer && target.nodeName && target.nodeName !== shared.node) {
       const opening = dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
       return new Promise((resolve, reject) => {
         let timedOut = false;
         const timer = setTimeout(() => {
           timedOut = true;
-          reject(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${connectTimeoutMs} ms`));
-        }, connectTimeoutMs);
+          reject(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${remoteConnectTimeoutMs} ms`));
+        }, remoteConnectTimeoutMs);
         opening.then(
           (stream) => {
             clearTimeout(timer);
@@ -153,14 +155,15 @@ export class TcpServicePortListener {
     return new Promise((resolve, reject) => {
       const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(() => socket.destroy(new Error(`connect to ${target.key} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        socket.off("error", reject);
-        resolve(socket);
-      });
-      socket.once("error", (error) => {
+      const onError = (error: Error) => {
         clearTimeout(timer);
         reject(error);
+      };
+      socket.once("error", onError);
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        socket.off("error", onError);
+        resolve(socket);
       });
     });
   }
