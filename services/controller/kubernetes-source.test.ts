@@ -238,6 +238,27 @@ describe("KubernetesSource", () => {
     expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
   });
 
+  it("does not spin when even a fresh list's resourceVersion is expired: it waits on its clock", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.expireEveryWatch(true);
+    const clock = new ManualClock();
+    const { source } = makeSource(api, { clock, retryInitialMs: 1_000 });
+    await source.start();
+    expect(source.synced).toBe(true);
+    const services = () => source.status().find((entry) => entry.resource === "services");
+    await eventually(() => services()?.state === "backoff", 5_000, "the wait after the 410");
+    expect(requests(api, "services", false)).toHaveLength(1);
+    expect(requests(api, "services", true)).toHaveLength(1);
+
+    api.expireEveryWatch(false);
+    clock.advance(2_000);
+    await eventually(() => services()?.state === "watching" && api.openWatches === 2, 5_000, "the watch after the next list");
+    expect(requests(api, "services", false)).toHaveLength(2);
+    expect(services()).toMatchObject({ expired: 1, lists: 2 });
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+  });
+
   it("starts while the API is down and takes the catalog when it comes up", async () => {
     const api = await startApi({ port: await freePort() });
     await api.stop();

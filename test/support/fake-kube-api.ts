@@ -99,6 +99,7 @@ export class FakeKubeApi {
   #uid = 0;
   #failWith: number | undefined;
   #stalled = false;
+  #expireEveryWatch = false;
 
   private constructor(options: FakeKubeApiOptions) {
     this.options = options;
@@ -240,6 +241,11 @@ export class FakeKubeApi {
     this.#failWith = code;
   }
 
+  /** Answers every watch with ERROR 410, even one from a fresh list (a server whose history is shorter than a list takes). */
+  expireEveryWatch(on: boolean): void {
+    this.#expireEveryWatch = on;
+  }
+
   /** Accepts requests and never answers them (a hung API server or proxy) until called with false. */
   stall(on: boolean): void {
     this.#stalled = on;
@@ -309,7 +315,7 @@ export class FakeKubeApi {
     response.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
     response.flushHeaders();
     const requested = resourceVersion === undefined || resourceVersion === "" || resourceVersion === "0" ? undefined : Number(resourceVersion);
-    if (requested !== undefined && (!Number.isFinite(requested) || requested < this.#compactedBefore)) {
+    if (this.#expireEveryWatch || (requested !== undefined && (!Number.isFinite(requested) || requested < this.#compactedBefore))) {
       entry.status = 410;
       writeEvent(response, "ERROR", {
         kind: "Status",
