@@ -75,6 +75,18 @@ interface Held {
   refusedVersion?: string;
 }
 
+/** What a reflector needs of its source: handed in, so the source keeps no public internals. */
+interface ReflectorHost {
+  log: Logger;
+  clock: Clock;
+  options: KubernetesSourceOptions;
+  kubeconfig: KubeConfig;
+  server: string;
+  replaceAll(before: Iterable<Held>, after: Iterable<Held>): void;
+  replaceOne(before: CatalogObject | undefined, after: CatalogObject | undefined): void;
+  reject(rejection: Omit<CatalogRejection, "source">): void;
+}
+
 class HttpStatusError extends Error {
   readonly statusCode: number;
   constructor(statusCode: number, message: string) {
@@ -124,7 +136,17 @@ export class KubernetesSource implements CatalogSource {
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
-    this.#reflectors = resourceSpecs.map((spec) => new Reflector(spec, this));
+    const host: ReflectorHost = {
+      log: this.#log,
+      clock: this.#clock,
+      options: this.#options,
+      kubeconfig: this.#kubeconfig,
+      server: this.#server,
+      replaceAll: (before, after) => this.#replaceAll(before, after),
+      replaceOne: (before, after) => this.#replaceOne(before, after),
+      reject: (rejection) => this.#reject(rejection),
+    };
+    this.#reflectors = resourceSpecs.map((spec) => new Reflector(spec, host));
     await Promise.all(this.#reflectors.map((reflector) => reflector.start()));
     if (!this.synced) this.#log.warn({ server: this.#server }, "the Kubernetes API is not reachable yet; retrying in the background, the catalog stays as it was");
   }
@@ -138,30 +160,8 @@ export class KubernetesSource implements CatalogSource {
     return this.#reflectors.map((reflector) => reflector.status());
   }
 
-  // ---- for the reflectors (internal) ----
-
-  get log(): Logger {
-    return this.#log;
-  }
-
-  get clock(): Clock {
-    return this.#clock;
-  }
-
-  get options(): KubernetesSourceOptions {
-    return this.#options;
-  }
-
-  get kubeconfig(): KubeConfig {
-    return this.#kubeconfig;
-  }
-
-  get server(): string {
-    return this.#server;
-  }
-
   /** Replaces everything a resource held (after a list) and emits the difference. */
-  replaceAll(before: Iterable<Held>, after: Iterable<Held>): void {
+  #replaceAll(before: Iterable<Held>, after: Iterable<Held>): void {
     const next = new Map(this.#catalog);
     for (const held of before) if (held.good) next.delete(catalogKey(held.good));
     for (const held of after) if (held.good) next.set(catalogKey(held.good), held.good);
@@ -172,7 +172,7 @@ export class KubernetesSource implements CatalogSource {
   }
 
   /** One object added, changed or gone (after a watch event). */
-  replaceOne(before: CatalogObject | undefined, after: CatalogObject | undefined): void {
+  #replaceOne(before: CatalogObject | undefined, after: CatalogObject | undefined): void {
     const key = catalogKey((after ?? before)!);
     const previous = this.#catalog.get(key);
     const changes = diffCatalog(previous ? new Map([[key, previous]]) : new Map(), after ? new Map([[key, after]]) : new Map());
@@ -182,7 +182,7 @@ export class KubernetesSource implements CatalogSource {
     this.#listeners.emitChanges(changes);
   }
 
-  reject(rejection: Omit<CatalogRejection, "source">): void {
+  #reject(rejection: Omit<CatalogRejection, "source">): void {
     const full = { source: this.name, ...rejection };
     this.#log.warn(full, `rejected: ${[full.object, full.message].filter(Boolean).join(": ")}`);
     this.#listeners.emitRejection(full);
@@ -246,7 +246,7 @@ const reflectorMachine = setup({ types: { events: {} as ReflectorEvent } }).crea
  */
 class Reflector {
   readonly spec: ResourceSpec;
-  readonly #source: KubernetesSource;
+  readonly #source: ReflectorHost;
   #held = new Map<string, Held>();
   #resourceVersion = "";
   /** The version the server serves this resource at (DestinationRules have several). */
@@ -270,7 +270,7 @@ class Reflector {
   /** Ends the watch in flight. */
   #cancelWatch: (() => void) | undefined;
 
-  constructor(spec: ResourceSpec, source: KubernetesSource) {
+  constructor(spec: ResourceSpec, source: ReflectorHost) {
     this.spec = spec;
     this.#source = source;
     let resolve!: () => void;
