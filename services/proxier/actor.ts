@@ -108,7 +108,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   let bindings: ListenerBinding[] = options.listeners.listeners?.() ?? [];
   let lastApplied: string | undefined;
   let clashes: RuleClash[] = [];
-  const loggedClashes = new Set<string>();
+  let loggedClashes = new Set<string>();
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
   let inFlight: Promise<void> = Promise.resolve();
   let syncWaiters: (() => void)[] = [];
@@ -121,11 +121,13 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     syncWaiters = [];
     const built = buildRules(bindings, { listenHost, catalog: options.feed.reader });
     clashes = built.clashes;
+    const current = new Set<string>();
     for (const clash of clashes) {
+      current.add(clash.error);
       if (loggedClashes.has(clash.error)) continue;
-      loggedClashes.add(clash.error);
       log.error({ clusterIP: clash.clusterIP, port: clash.port, kept: clash.kept, dropped: clash.dropped }, clash.error);
     }
+    loggedClashes = current; // logged once while it lasts, again if it comes back
     const wanted = JSON.stringify(built.rules);
     if (wanted === lastApplied) {
       for (const waiter of waiters) waiter();

@@ -14,6 +14,9 @@ export interface ListenerSource {
   listeners?(): ListenerBinding[];
 }
 
+/** More pages than 500 listeners × 1,000 would be a broken publisher: ignored rather than allocated. */
+const maxPages = 1_000;
+
 /** Assembles the paged `listeners` events of this node's traffic actor into full sets. */
 export function busListenerSource(bus: Bus): ListenerSource & { close(): void } {
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
@@ -21,10 +24,11 @@ export function busListenerSource(bus: Bus): ListenerSource & { close(): void } 
   let assembling: { generation: number; pages: (ListenerBinding[] | undefined)[] } | undefined;
   const unsubscribe = bus.subscribe({ actor: "traffic", event: "listeners" }, ({ payload }) => {
     // A new generation (or a restarted traffic actor counting from 1 again) starts over.
+    if (!Number.isInteger(payload.pages) || payload.pages < 1 || payload.pages > maxPages) return;
     if (!assembling || assembling.generation !== payload.generation || assembling.pages.length !== payload.pages) {
       assembling = { generation: payload.generation, pages: new Array(payload.pages).fill(undefined) };
     }
-    if (payload.page < 0 || payload.page >= payload.pages) return;
+    if (!Number.isInteger(payload.page) || payload.page < 0 || payload.page >= payload.pages) return;
     assembling.pages[payload.page] = payload.listeners;
     if (assembling.pages.some((page) => page === undefined)) return;
     latest = assembling.pages.flatMap((page) => page!);

@@ -119,7 +119,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   };
   const listeners = new Map<string, Listener>();
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
-  const loggedRejections = new Set<string>();
+  let loggedRejections = new Set<string>();
   let rejected: { service: string; reason: string; error: string }[] = [];
   let generation = 0;
   let inFlight: Promise<void> = Promise.resolve();
@@ -178,13 +178,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const reconcile = async () => {
     const { plans, rejected: nowRejected } = planServicePorts(options.feed.reader);
     rejected = nowRejected;
+    // Logged and counted once per (service, error) while it lasts; the set holds only current rejections.
+    const current = new Set<string>();
     for (const rejection of nowRejected) {
       const once = `${rejection.service}:${rejection.error}`;
+      current.add(once);
       if (loggedRejections.has(once)) continue;
-      loggedRejections.add(once);
       counters.count(`service rejected: ${rejection.reason}`);
       log.error({ service: rejection.service, error: rejection.error }, "service not proxied");
     }
+    loggedRejections = current;
     let changed = false;
     for (const [key, listener] of listeners) {
       if (plans.has(key)) continue;
