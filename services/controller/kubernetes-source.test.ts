@@ -145,6 +145,23 @@ describe("KubernetesSource", () => {
     expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ state: "watching", apiVersion: "v1", objects: 1 });
   });
 
+  it("goes on without DestinationRules when the API refuses them (RBAC), and takes them once allowed", async () => {
+    const api = await startApi({ istio: true });
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(destinationRule);
+    api.failWith(403, "destinationrules");
+    const { log, lines } = capturedLogger();
+    const { source } = makeSource(api, { log });
+    await source.start();
+    expect(source.synced).toBe(true);
+    expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
+    expect(lines.find((line) => line.level === 40 && line.resource === "destinationrules")?.msg).toMatch(
+      /forbidden: the account needs list and watch on destinationrules.networking.istio.io\); going on without DestinationRules/,
+    );
+    api.failWith(undefined);
+    await eventually(() => source.snapshot().has("dr.demo.web"), 5_000, "the DestinationRule once allowed");
+  });
+
   it("reads one namespace when asked to", async () => {
     const api = await startApi();
     api.apply(service("web", "198.19.0.1"));

@@ -362,11 +362,16 @@ class Reflector {
         this.#failures++;
         this.#counters.failures++;
         this.#lastError = `${explain(error, this.spec)}: ${describeError(error)}`;
+        // An optional resource the API answers with an error (RBAC without Istio's group, a MetaServer that cannot serve it)
+        // must not hold the Services back: it counts as synced with what it holds (nothing, the first time).
+        const passOver = this.spec.optional && error instanceof HttpStatusError && !this.#synced;
+        if (passOver) this.#synced = true;
         this.#firstAttempt.resolve();
         this.#machine.send({ type: "WAIT" });
         const delay = this.#backoff();
         const fields = { resource: this.spec.resource, server: this.#source.server, attempt: this.#failures, retryInMs: Math.round(delay), err: describeError(error) };
-        if (this.#failures === 1) this.#log.warn(fields, `Kubernetes API request failed (${explain(error, this.spec)}); keeping the last catalog and retrying`);
+        const consequence = passOver ? `going on without ${this.spec.kind}s and retrying` : "keeping the last catalog and retrying";
+        if (this.#failures === 1) this.#log.warn(fields, `Kubernetes API request failed (${explain(error, this.spec)}); ${consequence}`);
         else this.#log.debug(fields, "Kubernetes API still failing");
         await this.#sleep(delay);
       }

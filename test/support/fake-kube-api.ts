@@ -98,6 +98,7 @@ export class FakeKubeApi {
   #watches = new Set<OpenWatch>();
   #uid = 0;
   #failWith: number | undefined;
+  #failResource: FakeResource | undefined;
   #stalled = false;
   #expireEveryWatch = false;
 
@@ -236,9 +237,10 @@ export class FakeKubeApi {
     return sent;
   }
 
-  /** Answers every request with this HTTP status and a Status object (403, 500, 503…) until called with undefined. */
-  failWith(code: number | undefined): void {
+  /** Answers every request (or those for one resource) with this HTTP status and a Status object (403, 500, 503…) until called with undefined. */
+  failWith(code: number | undefined, resource?: FakeResource): void {
     this.#failWith = code;
+    this.#failResource = resource;
   }
 
   /** Answers every watch with ERROR 410, even one from a fresh list (a server whose history is shorter than a list takes). */
@@ -288,14 +290,15 @@ export class FakeKubeApi {
     const watch = url.searchParams.get("watch") === "true" || url.searchParams.get("watch") === "1";
     const resourceVersion = url.searchParams.get("resourceVersion") ?? undefined;
     const allowWatchBookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
-    const entry: FakeRequest = { resource: route.info.resource, namespace: route.namespace, watch, resourceVersion, allowWatchBookmarks, status: this.#failWith ?? 200 };
+    const failWith = this.#failResource === undefined || this.#failResource === route.info.resource ? this.#failWith : undefined;
+    const entry: FakeRequest = { resource: route.info.resource, namespace: route.namespace, watch, resourceVersion, allowWatchBookmarks, status: failWith ?? 200 };
     this.requests.push(entry);
     if (this.#stalled) {
       entry.status = 0;
       return;
     }
-    if (this.#failWith !== undefined) {
-      sendStatus(response, this.#failWith, this.#failWith === 403 ? "Forbidden" : "ServiceUnavailable", `the fake API was told to fail with ${this.#failWith}`);
+    if (failWith !== undefined) {
+      sendStatus(response, failWith, failWith === 403 ? "Forbidden" : "ServiceUnavailable", `the fake API was told to fail with ${failWith}`);
       return;
     }
     const apiVersion = route.info.group ? `${route.info.group}/${route.version}` : route.version;
