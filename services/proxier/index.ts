@@ -17,5 +17,6 @@
 export { createBackend, createProxierActor, type ProxierActor, type ProxierOptions } from "./actor.ts";
 export { interceptModes, type InterceptBackend, type InterceptMode, type InterceptState } from "./backend.ts";
 export { busListenerSource, type ListenerSource } from "./listener-source.ts";
+export { registerProxierMetrics } from "./metrics.ts";
 export { IptablesBackend } from "./iptables.ts";
 export { NftablesBackend } from "./nftables.ts";

@@ -19,6 +19,8 @@ import { createTrafficActor, type TrafficActor } from "../traffic/index.ts";
 import { deleteService, putService } from "../traffic/testing.ts";
 import { createProxierActor, type ProxierActor } from "./actor.ts";
 import { busListenerSource } from "./listener-source.ts";
+import { registerProxierMetrics } from "./metrics.ts";
+import { Registry } from "prom-client";
 
 const tcp80 = [{ name: "main", protocol: "TCP" as const, port: 80, targetPort: 8080 }];
 
@@ -86,6 +88,11 @@ describe("proxier actor", () => {
       expect(clashes).toHaveLength(1);
       expect(clashes[0].error).toBe("lab/z-clash:main/TCP claims 198.19.1.1:80/TCP, already taken by lab/a:main/TCP: lab/z-clash:main/TCP is not intercepted there (fix the Services' clusterIP or port)");
       expect(proxier.actor.getSnapshot().value).toBe("synced");
+      const registry = new Registry();
+      registerProxierMetrics(registry, proxier);
+      const text = await registry.metrics();
+      expect(text).toContain("leafmesh_proxier_rules 2");
+      expect(text).toContain("leafmesh_proxier_clashes 1");
     });
 
     it("follows the catalog: a removed service frees its cluster IP for the other claimant, a noproxy label removes a rule", async () => {

@@ -15,7 +15,8 @@
  * await traffic.stop();
  * ```
  */
-export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
+export { createTrafficActor, listenersMethod, type TrafficActor, type TrafficOptions } from "./actor.ts";
+export { registerTrafficMetrics } from "./metrics.ts";
 export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
 export { lbPolicies, type LbPolicy } from "./policy.ts";
 export { lbPolicyAnnotation, noProxyLabel } from "./plan.ts";

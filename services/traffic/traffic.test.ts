@@ -9,7 +9,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
+import { Registry } from "prom-client";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
+import { registerTrafficMetrics } from "./metrics.ts";
 import { putService } from "./testing.ts";
 
 const hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
@@ -132,6 +134,11 @@ describe("traffic actor on loopback", () => {
     await start();
     expect(await whoAnswers(listenerOf("lab/empty:main/TCP")!)).toBe("ECONNRESET");
     expect(traffic.stats().counters["tcp refused: no endpoints"]).toBe(1);
+    const registry = new Registry();
+    registerTrafficMetrics(registry, traffic);
+    const text = await registry.metrics();
+    expect(text).toContain('leafmesh_traffic_events{reason="tcp refused: no endpoints"} 1');
+    expect(text).toContain("leafmesh_traffic_listeners 1");
   });
 
   it("moves to the next endpoint when a connect fails and ejects the dead one: no client sees a failure", async () => {
