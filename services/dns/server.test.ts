@@ -171,3 +171,29 @@ describe("DNS server with dig", () => {
     expect(digHeader(await dig(port, ["example.com", "A"])).status).toBe("REFUSED");
   });
 });
+
+describe("DNS server while the catalog changes all the time", () => {
+  const objects = Array.from({ length: 3000 }, (_, index) => service(`ns-${index % 10}`, `svc-${index}`, { clusterIPs: [`10.97.${Math.floor(index / 250)}.${(index % 250) + 1}`] }));
+  const feed = feedOf(objects);
+  let dns: DnsActor;
+  let port: number;
+
+  beforeAll(async () => {
+    dns = createDnsActor({ feed, log: silentLogger(), listen: { host: "127.0.0.1", port: 0 }, upstreams: [] });
+    port = (await dns.start()).port;
+  });
+  afterAll(async () => {
+    await dns?.stop();
+  });
+
+  it("keeps answering through 500 changes and shows the last one within a second", async () => {
+    for (let change = 0; change < 500; change++) {
+      put(feed, service("ns-0", "svc-0", { clusterIPs: [`10.98.${Math.floor(change / 250)}.${(change % 250) + 1}`] }));
+      if (change % 25 === 0) {
+        const answer = await udpQuery(port, `svc-${change + 1}.ns-${(change + 1) % 10}.svc.cluster.local`, "A");
+        expect(answer.answers).toHaveLength(1);
+      }
+    }
+    await eventually(async () => (await udpQuery(port, "svc-0.ns-0.svc.cluster.local", "A")).answers?.[0]?.data === "10.98.1.250", 1000, "the last change answered");
+  });
+});

@@ -35,7 +35,7 @@ import {
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
-import { answerFromZone, clusterZone, type ClusterReply, type ZoneOptions } from "./zone.ts";
+import { answerFromZone, buildClusterZone, type ClusterReply, type ClusterZone, type ZoneOptions } from "./zone.ts";
 
 export interface DnsServerOptions extends ZoneOptions {
   catalog: CatalogReader;
@@ -50,6 +50,14 @@ export interface DnsServerOptions extends ZoneOptions {
   tcpPipelineDepth?: number;
   /** @default 50_000 — encoded cluster answers kept per catalog version. */
   answerCacheSize?: number;
+  /**
+   * @default 500 — the longest a catalog change waits before answers show it.
+   * Rebuilding the zone of a large catalog costs milliseconds; while the catalog
+   * changes faster than that, rebuilds are spaced so they take at most a tenth
+   * of the time, and the previous zone answers meanwhile (the issue asks for a
+   * change in the answers within a second).
+   */
+  maxZoneLagMs?: number;
 }
 
 export interface ListenAddress {
@@ -70,9 +78,13 @@ export class DnsServer {
   #udp?: Socket;
   #tcp?: Server;
   readonly #tcpClients = new Set<TcpSocket>();
-  /** Encoded answers (id 0) by question bytes + flags, for the catalog version in #answersVersion. */
+  /** Encoded answers (id 0) by question bytes + flags, for #zone. */
   #answers = new Map<string, Buffer>();
-  #answersVersion = -1;
+  #zone?: ClusterZone;
+  #zoneVersion = -1;
+  #zoneBuiltAt = 0;
+  #zoneBuildMs = 0;
+  #zoneTimer?: NodeJS.Timeout;
   #address?: ListenAddress;
 
   constructor(options: DnsServerOptions) {
@@ -149,6 +161,8 @@ export class DnsServer {
     const tcp = this.#tcp;
     this.#udp = undefined;
     this.#tcp = undefined;
+    if (this.#zoneTimer) clearTimeout(this.#zoneTimer);
+    this.#zoneTimer = undefined;
     for (const client of this.#tcpClients) client.destroy();
     this.#tcpClients.clear();
     await Promise.all([
@@ -173,11 +187,7 @@ export class DnsServer {
       if (response && parsed.kind === "reply") stats.countRcode(parsed.rcode);
       return response;
     }
-    const catalog = this.#options.catalog;
-    if (catalog.version !== this.#answersVersion) {
-      this.#answers = new Map();
-      this.#answersVersion = catalog.version;
-    }
+    if (this.#options.catalog.version !== this.#zoneVersion) this.#refreshZone();
     const ednsCode = parsed.edns ? (parsed.edns.dnssecOk ? 2 : 1) : 0;
     const key = String.fromCharCode((parsed.flags >> 4) & 0x11, ednsCode) + query.toString("latin1", 12, parsed.questionEnd);
     let template = this.#answers.get(key);
@@ -192,6 +202,28 @@ export class DnsServer {
       return this.#fit(template, query, parsed, transport, true);
     }
     return this.#forward(query, parsed, transport);
+  }
+
+  /**
+   * Rebuilds the zone now, or (when the last build was recent and costly) in a
+   * moment: real elapsed time, because this guards the CPU, not a protocol timer.
+   */
+  #refreshZone(): void {
+    const now = performance.now();
+    const spacing = Math.min(this.#options.maxZoneLagMs ?? 500, this.#zoneBuildMs * 10);
+    if (this.#zone && now - this.#zoneBuiltAt < spacing) {
+      this.#zoneTimer ??= setTimeout(() => {
+        this.#zoneTimer = undefined;
+        if (this.#options.catalog.version !== this.#zoneVersion) this.#refreshZone();
+      }, spacing - (now - this.#zoneBuiltAt) + 1).unref();
+      return;
+    }
+    const version = this.#options.catalog.version;
+    this.#zone = buildClusterZone(this.#options.catalog, this.#options);
+    this.#zoneVersion = version;
+    this.#zoneBuiltAt = performance.now();
+    this.#zoneBuildMs = this.#zoneBuiltAt - now;
+    this.#answers = new Map();
   }
 
   /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client. */
@@ -212,7 +244,7 @@ export class DnsServer {
   #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery): Buffer {
     const name = queryName(query, parsed);
     if (name === undefined) return forwardMarker;
-    const zone = clusterZone(this.#options.catalog, this.#options);
+    const zone = this.#zone!;
     const type = typeNames[parsed.qtype] ?? `TYPE${parsed.qtype}`;
     const klass = classNames[parsed.qclass] ?? `CLASS${parsed.qclass}`;
     const reply = answerFromZone(zone, name, type, klass);
@@ -299,7 +331,11 @@ export class DnsServer {
       // Backpressure: a client that does not read stops being read.
       if (!socket.write(frame)) {
         socket.pause();
-        socket.once("drain", () => pending < depth && socket.resume());
+        socket.once("drain", () => {
+          if (pending >= depth) return; // the last pending answer resumes
+          socket.resume();
+          drain(); // messages already buffered do not wait for more data
+        });
       }
       this.#stats.latency(performance.now() - started);
     };
