@@ -10,7 +10,7 @@
  *   stdout: {"id":1,"ok":true,"kind":"hole-punched","ms":41}
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:net";
+import { connect as netConnect, createServer } from "node:net";
 import { createInterface } from "node:readline";
 import type { Duplex } from "node:stream";
 import { Bus } from "../bus/bus.ts";
@@ -20,6 +20,94 @@ import { createLogger } from "../lib/log.ts";
 import { createTunnelActor, startObserver, type ObserverAddress } from "../services/tunnel/index.ts";
 
 export const echoPort = 7007;
+/** Reads everything, then answers with the byte count (8 bytes, big endian): throughput target. */
+export const sinkPort = 7009;
+/** The same echo and sink on every address, for raw TCP baselines (not through the tunnel). */
+export const rawEchoPort = 7010;
+
+function sinkServer() {
+  return createServer((socket) => {
+    let count = 0;
+    socket.on("error", () => undefined);
+    socket.on("data", (chunk: Buffer) => (count += chunk.byteLength));
+    socket.once("end", () => {
+      const reply = Buffer.alloc(8);
+      reply.writeBigUInt64BE(BigInt(count));
+      socket.end(reply);
+    });
+  });
+}
+
+function echoServer() {
+  return createServer((socket) => {
+    socket.on("error", () => undefined);
+    socket.pipe(socket);
+  });
+}
+
+/** Sends `bytes` to a sink and waits for its count: MB/s over the whole exchange. */
+async function throughput(stream: Duplex, bytes: number): Promise<number> {
+  const piece = randomBytes(256 * 1024);
+  const started = performance.now();
+  const answered = new Promise<number>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.once("end", () => resolve(Number(Buffer.concat(chunks).readBigUInt64BE(0))));
+    stream.once("error", reject);
+  });
+  for (let sent = 0; sent < bytes; sent += piece.byteLength) {
+    if (!stream.write(piece)) await new Promise((resolve) => stream.once("drain", resolve));
+  }
+  stream.end();
+  const counted = await answered;
+  if (counted < bytes) throw new Error(`sink counted ${counted} of ${bytes} bytes`);
+  return counted / 1e6 / ((performance.now() - started) / 1000);
+}
+
+/** One byte there and back, `count` times on one stream: RTT samples in ms. */
+async function rttSamples(stream: Duplex, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  let failed: Error | undefined;
+  stream.on("error", (error) => (failed = error));
+  for (let index = 0; index < count && !failed; index++) {
+    const started = performance.now();
+    await new Promise<void>((resolve) => {
+      stream.once("data", () => resolve());
+      stream.once("close", () => resolve());
+      stream.write(Buffer.from([index & 255]));
+    });
+    samples.push(performance.now() - started);
+  }
+  stream.destroy();
+  if (failed) throw failed;
+  return samples;
+}
+
+/** Time from asking for a new stream to the first echoed byte, `count` times. */
+async function firstByteSamples(open: () => Promise<Duplex>, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let index = 0; index < count; index++) {
+    const started = performance.now();
+    const stream = await open();
+    await new Promise<void>((resolve, reject) => {
+      stream.once("data", () => resolve());
+      stream.once("error", reject);
+      stream.write(Buffer.from([1]));
+    });
+    samples.push(performance.now() - started);
+    stream.destroy();
+  }
+  return samples;
+}
+
+function rawConnect(host: string, port: number): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port });
+    socket.setNoDelay(true);
+    socket.once("connect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
 
 const [mode, configText] = process.argv.slice(2);
 const config = JSON.parse(configText ?? "{}") as Record<string, unknown>;
@@ -52,6 +140,8 @@ if (mode === "observer") {
     socket.pipe(socket);
   });
   await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => sinkServer().listen(sinkPort, "0.0.0.0", resolve));
+  await new Promise<void>((resolve) => echoServer().listen(rawEchoPort, "0.0.0.0", resolve));
   const node = config.node as string;
   // The leaf nats-server next to us may still be starting: bounded retries.
   let nats: Awaited<ReturnType<typeof connectNats>> | undefined;
@@ -108,6 +198,51 @@ if (mode === "observer") {
               openedMs,
               firstByteMs,
             });
+          }
+          case "bench": {
+            // Through the tunnel (node) or raw TCP (host): throughput, RTT samples, first-byte samples.
+            const raw = typeof (request as { host?: string }).host === "string";
+            const host = (request as { host?: string }).host!;
+            const open = (port: number) => (raw ? rawConnect(host, port === echoPort ? rawEchoPort : port) : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" }));
+            const mbps = await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024);
+            const rtt = await rttSamples(await open(echoPort), 200);
+            const firstByte = await firstByteSamples(() => open(echoPort), 30);
+            return reply({ id: request.id, ok: true, mbps, rtt, firstByte, kind: raw ? "raw" : tunnel.pathTo(request.node!) });
+          }
+          case "nats-serve": {
+            // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf.
+            let count = 0;
+            nats.subscribe(`bench.${node}.sink`, {
+              callback: (_, message) => {
+                if (message.data.byteLength === 0) {
+                  message.respond(new TextEncoder().encode(String(count)));
+                  count = 0;
+                } else count += message.data.byteLength;
+              },
+            });
+            nats.subscribe(`bench.${node}.echo`, { callback: (_, message) => void message.respond(message.data) });
+            await nats.flush();
+            return reply({ id: request.id, ok: true });
+          }
+          case "nats-bench": {
+            const to = request.node!;
+            const bytes = request.bytes ?? 32 * 1024 * 1024;
+            const piece = randomBytes(32 * 1024);
+            const started = performance.now();
+            for (let sent = 0; sent < bytes; sent += piece.byteLength) {
+              nats.publish(`bench.${to}.sink`, piece);
+              // The same 1 MiB window the relay uses, so neither side is a slow consumer.
+              if ((sent / piece.byteLength) % 32 === 31) await nats.flush();
+            }
+            const counted = Number(new TextDecoder().decode((await nats.request(`bench.${to}.sink`, new Uint8Array(0), { timeout: 60_000 })).data));
+            const mbps = counted / 1e6 / ((performance.now() - started) / 1000);
+            const rtt: number[] = [];
+            for (let index = 0; index < 200; index++) {
+              const begun = performance.now();
+              await nats.request(`bench.${to}.echo`, new Uint8Array([1]), { timeout: 5_000 });
+              rtt.push(performance.now() - begun);
+            }
+            return reply({ id: request.id, ok: counted >= bytes, mbps, rtt, counted });
           }
           case "stop":
             await tunnel.stop();

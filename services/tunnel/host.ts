@@ -161,7 +161,12 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     addresses: { listen: options.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // yamux grows a stream's window up to 16 MiB by default, while a libp2p stream
+    // aborts once 4 MiB sit unread (abstract-message-stream.js) and pnet xors its
+    // whole pending write buffer in one WebAssembly call that fails past its
+    // memory limit ("Memory.grow(): Maximum memory size exceeded", seen with 1-2
+    // MiB windows under load). 256 KiB per stream keeps every layer bounded.
+    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 256 * 1024 } })],
     connectionProtector: preSharedKey({ psk: options.psk }),
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
     nodeInfo: { userAgent: `${agentVersionPrefix}${options.node}` },
@@ -181,7 +186,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   await libp2p.handle(
     tunnelProtocol,
     async (stream: Stream, connection: Connection) => {
-      const duplex = streamToDuplex(stream);
+      const duplex = streamToDuplex(stream, connection);
       duplex.on("error", (error) => log.debug({ err: error }, "tunnel stream error"));
       let target: TunnelTarget;
       try {
@@ -243,7 +248,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     },
     async openTarget(connection, target) {
       const stream = await connection.newStream(tunnelProtocol, { runOnLimitedConnection: true, signal: AbortSignal.timeout(10_000) });
-      const duplex = streamToDuplex(stream);
+      const duplex = streamToDuplex(stream, connection);
       duplex.write(frameHeader(target));
       const status = (await readExactly(duplex, 1, targetTimeout + 5_000))[0];
       const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };

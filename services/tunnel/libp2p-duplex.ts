@@ -11,7 +11,7 @@
 import { Duplex } from "node:stream";
 import type { Socket } from "node:net";
 import { LeafmeshError } from "../../lib/errors.ts";
-import type { AbortOptions, Stream } from "@libp2p/interface";
+import type { AbortOptions, Connection, Stream } from "@libp2p/interface";
 import { AbstractMultiaddrConnection } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import type { Logger as Libp2pLogger } from "@libp2p/interface";
@@ -69,12 +69,22 @@ export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
   }
 }
 
-/** A libp2p stream as a Node Duplex: end() half-closes, destroy() resets. */
-export function streamToDuplex(stream: Stream): Duplex {
+/**
+ * A libp2p stream as a Node Duplex: end() half-closes, destroy() resets.
+ *
+ * libp2p's muxer ends its streams *cleanly* when the connection under them is
+ * aborted (abstract-stream-muxer.js, muxerOnMaConnClose drops the error): the
+ * streams dispatch "end" and "close" as if the remote had finished. An end that
+ * arrives while the connection is no longer open is therefore a cut, and
+ * becomes an error here — a reader never mistakes a cut for an end of stream.
+ */
+export function streamToDuplex(stream: Stream, connection: Pick<Connection, "status">): Duplex {
+  let ended = false;
+  const cut = () => new LeafmeshError("TUNNEL_FAILED", "the connection carrying this stream was lost before the stream ended (stream reset)");
   const duplex = new Duplex({
     allowHalfOpen: true,
     read() {
-      if (stream.status === "open" || stream.status === "closing") stream.resume();
+      if (stream.readStatus === "paused") stream.resume();
     },
     write(chunk: Buffer, _encoding, callback) {
       try {
@@ -89,8 +99,7 @@ export function streamToDuplex(stream: Stream): Duplex {
     },
     destroy(error, callback) {
       if (stream.status === "open" || stream.status === "closing") {
-        if (error) stream.abort(error);
-        else stream.abort(new Error("stream destroyed locally"));
+        if (error || !ended) stream.abort(error ?? new Error("stream destroyed locally"));
       }
       callback(error);
     },
@@ -98,21 +107,16 @@ export function streamToDuplex(stream: Stream): Duplex {
   stream.addEventListener("message", (event) => {
     const data = event.data;
     const buffer = data instanceof Uint8Array ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data.subarray());
-    if (!duplex.push(buffer)) stream.pause();
+    if (!duplex.push(buffer) && stream.readStatus === "readable") stream.pause();
   });
-  let remoteEnded = false;
-  stream.addEventListener("remoteCloseWrite", () => {
-    remoteEnded = true;
+  stream.addEventListener("end", () => {
+    if (connection.status !== "open") return void duplex.destroy(cut());
+    ended = true;
     duplex.push(null);
   });
   stream.addEventListener("close", (event) => {
     if (event.error) duplex.destroy(event.error);
-    else if (!remoteEnded) {
-      // libp2p's muxer closes its streams without the error when the connection
-      // under them is aborted (abstract-stream-muxer.js, muxerOnMaConnClose): a
-      // "clean" close without the remote's end of stream is a cut, never an end.
-      duplex.destroy(new LeafmeshError("TUNNEL_FAILED", "the connection carrying this stream was lost before the stream ended (stream reset)"));
-    }
+    else if (!ended && connection.status !== "open") duplex.destroy(cut());
   });
   return duplex;
 }
