@@ -52,8 +52,10 @@ export function tempDir(prefix = "leafmesh-test-"): string {
   return dir;
 }
 
-function launch(name: string, args: string[], clientUrl: string, dataDir: string, env: NodeJS.ProcessEnv = {}): LeafmeshProcess {
-  const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+/** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string): LeafmeshProcess {
+  const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
