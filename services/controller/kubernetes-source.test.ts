@@ -4,20 +4,26 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { KubeConfig } from "@kubernetes/client-node";
+import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { buckets } from "../../bus/subjects.ts";
 import { ManualClock } from "../../lib/clock.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { FakeKubeApi, type FakeResource } from "../../test/support/fake-kube-api.ts";
 import { sampleService } from "../../test/support/manifests.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
+import { startHubProcess, stopAllProcesses } from "../../test/support/processes.ts";
 import { KubernetesSource, type KubernetesSourceOptions } from "./kubernetes-source.ts";
 import { describeCatalogSourceContract } from "./source-contract.ts";
 import type { CatalogChange, CatalogRejection } from "./source.ts";
 
 const directory = mkdtempSync(join(tmpdir(), "leafmesh-k8s-"));
-afterAll(() => rmSync(directory, { recursive: true, force: true }));
+afterAll(async () => {
+  await stopAllProcesses();
+  rmSync(directory, { recursive: true, force: true });
+});
 
 const apis: FakeKubeApi[] = [];
 const sources: KubernetesSource[] = [];
@@ -478,5 +484,33 @@ describe("KubernetesSource", () => {
     const empty = new KubeConfig();
     empty.loadFromOptions({ clusters: [], users: [], contexts: [], currentContext: "" });
     expect(() => new KubernetesSource({ kubeconfig: empty, log: silentLogger() })).toThrow(/no current cluster/);
+  });
+});
+
+describe("leafmesh hub --kubeconfig, end to end", () => {
+  it("publishes what the API holds into KV mesh-catalog, follows changes, and keeps it while the API is away", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(slice("web"));
+    const hub = await startHubProcess({ name: "hub-k8s", kubeconfig: api.writeKubeconfig(directory, "kubeconfig-hub") });
+    const kv = await new Kvm(await hub.connection()).open(buckets.catalog);
+    const keys = async () => {
+      const found: string[] = [];
+      for await (const key of await kv.keys()) found.push(key);
+      return found.sort().join(" ");
+    };
+    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.web", 20_000, "the catalog in KV");
+
+    api.apply(service("db", "198.19.0.2", 5432));
+    api.delete("Service", "demo", "web");
+    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.db", 10_000, "the changes in KV");
+    expect((await kv.get("svc.demo.db"))?.json<{ ports: { port: number }[] }>().ports[0].port).toBe(5432);
+
+    await api.stop();
+    await eventually(() => /Kubernetes API request failed/.test(hub.output()), 10_000, "the hub to notice the API is away");
+    expect(await keys()).toBe("eps.demo.web-abc svc.demo.db");
+    api.apply(service("api", "198.19.0.3"));
+    await api.start();
+    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.api svc.demo.db", 15_000, "the change made while the API was away");
   });
 });
