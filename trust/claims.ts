@@ -189,3 +189,81 @@ export async function meshUserJwt(options: { name: string; userSeed: string; acc
 export async function systemUserJwt(options: { userSeed: string; accountSeed: string }): Promise<string> {
   return encodeUser("sys", options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
 }
+
+/**
+ * What a client of the agent's OWN nats-server may publish (its local auth
+ * user). The leaf remote's permissions do not cover leaf-local clients
+ * (FACTS.md), and a violation here is answered and logged by that server
+ * ("Publish Violation"), so an agent that oversteps sees why at once.
+ */
+export function localClientPermissions(node: string): { publish: { allow: string[] }; subscribe: { allow: string[] } } {
+  const remote = nodeUserPermissions(node);
+  return {
+    publish: {
+      allow: [
+        ...(remote.pub?.allow ?? []),
+        // the leaf's own JetStream (its domain = the node name) and its KV mirrors
+        "$JS.API.>",
+        `$JS.${node}.API.>`,
+        "$JS.ACK.>",
+        `${nodeInboxPrefix(node)}.>`,
+        "rpc.>",
+      ],
+    },
+    subscribe: { allow: [">"] },
+  };
+}
+
+/** Subjects the hub's auditor watches inside a node's account: anything here that is not the node's own is an attempt to overstep. */
+export const auditSubjects = [`${meshRoot}.>`, "rpc.>", "$JS.API.>", `$JS.${hubDomain}.API.>`, "$KV.>", "$SYS.REQ.>"];
+
+/** The hub's auditor in a node's account: may only listen (standard connection, publishes nothing). */
+export async function auditUserJwt(options: { node: string; userSeed: string; accountSeed: string }): Promise<string> {
+  return encodeUser(
+    `audit-${options.node}`,
+    options.userSeed,
+    options.accountSeed,
+    { pub: { deny: [">"] }, sub: { allow: auditSubjects }, subs: -1, data: -1, payload: -1, allowed_connection_types: ["STANDARD"] },
+    algorithm,
+  );
+}
+
+/**
+ * Why a subject seen in `node`'s account oversteps, or undefined when it is the
+ * node's own business. Pure, so the rules are tested without servers.
+ */
+export function oversteppingReason(node: string, subject: string): string | undefined {
+  const tokens = subject.split(".");
+  if (tokens[0] === meshRoot) return tokens[1] === node ? undefined : `publishes as node '${tokens[1]}' (only ${meshRoot}.${node}.> is its own)`;
+  if (tokens[0] === "rpc") return `calls rpc.${tokens[1]} (nodes answer rpc, they do not call other nodes)`;
+  if (tokens[0] === "$KV") {
+    if (tokens[1] === buckets.nodes && tokens[2] === node && tokens.length === 3) return undefined;
+    if (tokens[1] === buckets.catalog) return `writes the catalog (key ${tokens.slice(2).join(".")}): only the hub's publisher may`;
+    if (tokens[1] === buckets.nodes) return `writes the node record of '${tokens.slice(2).join(".")}' (only its own, ${node})`;
+    return `writes KV bucket ${tokens[1]}`;
+  }
+  if (tokens[0] === "$JS") {
+    const api = tokens[1] === "API" ? tokens.slice(2) : tokens.slice(3);
+    const call = api.join(".");
+    if (api[0] === "$KV") return oversteppingReason(node, call);
+    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream)].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
+    if (allowed) return undefined;
+    if (call.includes(catalogStream)) return `calls JetStream ${call} on the catalog (read-only for nodes)`;
+    return `calls JetStream ${call} in the hub domain (not allowed for nodes)`;
+  }
+  if (tokens[0] === "$SYS") return `sends system request ${subject}`;
+  return undefined;
+}
+
+/** NATS subject matching with * and >. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const patternTokens = pattern.split(".");
+  const subjectTokens = subject.split(".");
+  for (let index = 0; index < patternTokens.length; index++) {
+    const token = patternTokens[index];
+    if (token === ">") return subjectTokens.length > index;
+    if (index >= subjectTokens.length) return false;
+    if (token !== "*" && token !== subjectTokens[index]) return false;
+  }
+  return patternTokens.length === subjectTokens.length;
+}

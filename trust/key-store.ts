@@ -10,6 +10,7 @@
  *   hub/sys.creds                  pushes account updates (revocations) to running hubs
  *   hub/publisher.creds            the hub's catalog publisher (the mesh account)
  *   hub/ca.crt hub/hub.crt hub/hub.key   the hubs' TLS identity
+ *   hub/audit/<node>.creds         the hub's auditor inside each node account (listens only)
  *   ca/ca.crt ca/ca.key            the mesh CA (keep ca.key offline in production)
  *   swarm.key                      the libp2p pre-shared key (@libp2p/pnet format)
  *   nodes/<node>/                  the bundle to copy to that node:
@@ -41,6 +42,7 @@ import {
   systemAccountName,
   systemUserJwt,
   nodeUserJwt,
+  auditUserJwt,
 } from "./claims.ts";
 
 export interface NodeState {
@@ -195,6 +197,10 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     // Every node account imports relay frames from every other one: all are re-signed.
     for (const other of Object.values(state.nodes)) changedAccounts.push(await resignNodeAccount(dir, state, other));
     changedAccounts.push(await resignMeshAccount(dir, state));
+    const auditor = createUser();
+    makePrivateDir(join(dir, "hub", "audit"));
+    const auditJwt = await auditUserJwt({ node, userSeed: new TextDecoder().decode(auditor.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))) });
+    writeSecretFile(join(dir, "hub", "audit", `${node}.creds`), fmtCreds(auditJwt, auditor));
   }
   const user = createUser();
   const bundle = nodeBundleDir(dir, node);

@@ -20,7 +20,7 @@ import { createUser, fromSeed } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
-import { nodeInboxPrefix } from "./claims.ts";
+import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
 
 const quote = (value: string) => JSON.stringify(value);
 
@@ -136,7 +136,7 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   return {
     node,
     leafRemoteFragment: [`credentials: ${quote(files.creds)}`, ...tlsBlock({ ...files, verify: false })].join("\n"),
-    localAuthFragment: [`authorization {`, `  users: [ { nkey: ${quote(localPublic)} } ]`, `}`].join("\n"),
+    localAuthFragment: [`authorization {`, `  users: [ { nkey: ${quote(localPublic)}, permissions: ${JSON.stringify(localClientPermissions(node))} } ]`, `}`].join("\n"),
     clientConnectOptions: { authenticator: nkeyAuthenticator(new TextEncoder().encode(localSeed)), inboxPrefix: nodeInboxPrefix(node) },
     psk: new Uint8Array(readFileSync(files.psk)),
     files,

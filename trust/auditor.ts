@@ -1,0 +1,98 @@
+/**
+ * The hub's trust auditor: makes denials visible. nats-server 2.9.10 drops what
+ * a node may not do without a log line (FACTS.md: "denials are quiet"); the
+ * auditor listens inside every node's account (listen-only users issued by
+ * `keys issue`) and logs, once per node and subject, what that node tried
+ * beyond its own subjects: publishing as another node, writing the catalog or
+ * another node's record, calling JetStream it may not. Each is counted by
+ * reason. It also logs refused connections from the system account's
+ * `CLIENT.AUTH.ERR` events.
+ *
+ * ```ts
+ * const auditor = await startTrustAuditor({ dir: keysDir, servers: [hub.clientUrl], tls, log });
+ * auditor.counts();  // Map "edge-a publishes as node 'edge-b'..." → 3
+ * await auditor.stop();
+ * ```
+ */
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { connect, credsAuthenticator, type NatsConnection, type ConnectionOptions } from "@nats-io/transport-node";
+import type { Logger } from "../lib/log.ts";
+import { describeError } from "../lib/errors.ts";
+import { auditSubjects, oversteppingReason } from "./claims.ts";
+import { checkSecretFilePermissions } from "./secret-files.ts";
+
+export interface TrustAuditor {
+  /** Denials seen so far, by node and reason. */
+  counts(): Map<string, number>;
+  stop(): Promise<void>;
+}
+
+/** @default 1000 — distinct (node, subject) pairs logged in full; the rest are only counted. */
+const maxLoggedPairs = 1000;
+
+export async function startTrustAuditor(options: {
+  dir: string;
+  servers: string[];
+  tls?: ConnectionOptions["tls"];
+  /** The system user's options (hub.systemConnectOptions), to hear refused connections. */
+  systemConnectOptions?: Partial<ConnectionOptions>;
+  log: Logger;
+}): Promise<TrustAuditor> {
+  const log = options.log.child({ actor: "trust" });
+  const counts = new Map<string, number>();
+  const logged = new Set<string>();
+  const connections: NatsConnection[] = [];
+  const auditDir = join(options.dir, "hub", "audit");
+  const nodes = existsSync(auditDir) ? readdirSync(auditDir).filter((file) => file.endsWith(".creds")).map((file) => file.slice(0, -".creds".length)) : [];
+  const count = (key: string) => counts.set(key, (counts.get(key) ?? 0) + 1);
+
+  for (const node of nodes) {
+    const credsFile = join(auditDir, `${node}.creds`);
+    checkSecretFilePermissions(credsFile);
+    const connection = await connect({
+      servers: options.servers,
+      tls: options.tls,
+      authenticator: credsAuthenticator(readFileSync(credsFile)),
+      name: `leafmesh trust auditor ${node}`,
+      reconnect: true,
+      maxReconnectAttempts: -1,
+    });
+    connections.push(connection);
+    for (const subject of auditSubjects) {
+      connection.subscribe(subject, {
+        callback: (error, message) => {
+          if (error) return log.warn({ node, error: describeError(error) }, "trust auditor subscription failed");
+          const reason = oversteppingReason(node, message.subject);
+          if (!reason) return;
+          const key = `${node} ${reason}`;
+          count(key);
+          const pair = `${node} ${message.subject}`;
+          if (logged.has(pair) || logged.size >= maxLoggedPairs) return;
+          logged.add(pair);
+          log.warn({ node, subject: message.subject, denied: true }, `denied: node '${node}' ${reason}; the hub dropped it (its account has no route for ${message.subject})`);
+        },
+      });
+    }
+  }
+
+  if (options.systemConnectOptions) {
+    const system = await connect({ ...options.systemConnectOptions, servers: options.servers, name: "leafmesh trust auditor (system)", reconnect: true, maxReconnectAttempts: -1 });
+    connections.push(system);
+    system.subscribe("$SYS.SERVER.*.CLIENT.AUTH.ERR", {
+      callback: (_error, message) => {
+        const event = message.json<{ client?: { host?: string; name?: string; user?: string; acc?: string; kind?: string }; reason?: string }>();
+        count(`refused ${event.reason ?? "?"}`);
+        log.warn({ client: event.client, reason: event.reason, denied: true }, `refused a connection from ${event.client?.host ?? "?"} (${event.client?.kind ?? "client"} ${event.client?.name ?? ""}): ${event.reason ?? "authentication failed"}`);
+      },
+    });
+  }
+  await Promise.all(connections.map((connection) => connection.flush()));
+  log.info({ nodes: nodes.length }, "trust auditor watching node accounts");
+  return {
+    counts: () => new Map(counts),
+    async stop() {
+      await Promise.all(connections.map((connection) => connection.close().catch(() => undefined)));
+    },
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * Turning NATS's quiet refusals into messages that say what happened.
+ * FACTS.md: a client never sees a permission error across a leaf — a denied
+ * JetStream call comes back as "jetstream is not enabled", "no responders" or
+ * a timeout — and a refused login says only "Authorization Violation". These
+ * helpers name the cause (denied subject, expired/revoked/foreign credentials,
+ * another CA, plaintext to a TLS port) for the agent's and hub's logs.
+ *
+ * ```ts
+ * try { await kv.put("edge-b", bytes); } catch (error) { throw explainDenial(error, { node: "edge-a", action: "write node record edge-b", subject: "$KV.mesh-nodes.edge-b" }); }
+ * watchPermissionErrors(connection, log, "edge-a");  // logs "Publish Violation" answers of the local server
+ * classifyServerLogLine("[ERR] ... x509: certificate signed by unknown authority")  // { cause: "foreign-ca", message }
+ * ```
+ */
+import { readFileSync } from "node:fs";
+import { decode, type User } from "@nats-io/jwt";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { LeafmeshError, describeError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+
+const quietDenial = /jetstream is not enabled|no responders|timeout|timed out|503/i;
+const localDenial = /permissions? violation/i;
+
+/** Wraps an error from a JetStream/KV call or request into NATS_DENIED when it has the shape of a denial. */
+export function explainDenial(error: unknown, context: { node: string; action: string; subject: string }): LeafmeshError {
+  const text = describeError(error);
+  const rules = `Nodes publish only mesh.${context.node}.>, write only their own node record, and read the catalog; the hub's publisher writes it`;
+  if (localDenial.test(text)) {
+    return new LeafmeshError("NATS_DENIED", `node '${context.node}' may not ${context.action} (${context.subject}): refused by its own nats-server ("${text}"). ${rules}`, { cause: error });
+  }
+  if (quietDenial.test(text)) {
+    return new LeafmeshError(
+      "NATS_DENIED",
+      `node '${context.node}' may not ${context.action} (${context.subject}): the hub gave no route for it ("${text}" is how NATS answers a denied call across a leaf). ${rules}`,
+      { cause: error },
+    );
+  }
+  return new LeafmeshError("NATS_UNREACHABLE", `node '${context.node}' could not ${context.action} (${context.subject}): ${text}`, { cause: error });
+}
+
+/** Logs every permission error the server sends on `connection` (the agent's local server answers "Permissions Violation"). */
+export function watchPermissionErrors(connection: NatsConnection, log: Logger, node: string): void {
+  void (async () => {
+    for await (const status of connection.status()) {
+      if (status.type !== "error") continue;
+      const error = status.error as Error & { operation?: string; subject?: string };
+      if (error.name === "PermissionViolationError" || /permissions violation/i.test(error.message)) {
+        log.warn({ node, subject: error.subject, operation: error.operation, denied: true }, `denied: node '${node}' may not ${error.operation ?? "use"} ${error.subject ?? "?"} (refused by its own nats-server: not one of its subjects)`);
+      }
+    }
+  })();
+}
+
+export type RefusalCause =
+  | "foreign-ca"
+  | "no-client-certificate"
+  | "plaintext-to-tls"
+  | "tls-handshake"
+  | "credentials-refused"
+  | "credentials-expired"
+  | "permission-denied";
+
+export interface Refusal {
+  cause: RefusalCause;
+  message: string;
+}
+
+/**
+ * Classifies a nats-server log line (the hub's or the agent's leaf) that reports
+ * a refusal; undefined for any other line. The texts are the ones FACTS.md saw
+ * on 2.9.10.
+ */
+export function classifyServerLogLine(line: string): Refusal | undefined {
+  if (/certificate signed by unknown authority|unable to verify the first certificate|self[- ]signed certificate/i.test(line)) {
+    return { cause: "foreign-ca", message: "TLS refused: the other side's certificate is not signed by this mesh's CA (another mesh's hub, or a wrong ca.crt)" };
+  }
+  if (/didn't provide a certificate|certificate required/i.test(line)) {
+    return { cause: "no-client-certificate", message: "TLS refused: the connecting side presented no client certificate of this mesh's CA" };
+  }
+  if (/does not look like a TLS handshake/i.test(line)) {
+    return { cause: "plaintext-to-tls", message: "TLS refused: a client spoke plaintext to a TLS port (use tls:// and the mesh's certificates)" };
+  }
+  if (/bad certificate|unknown certificate authority|tls: .*(handshake|alert)|remote error: tls/i.test(line)) {
+    return { cause: "tls-handshake", message: "TLS refused during the handshake: a certificate from another CA (or none) on one side" };
+  }
+  if (/authorization violation|authentication (error|failure)/i.test(line)) {
+    const expired = /expired/i.test(line);
+    return expired
+      ? { cause: "credentials-expired", message: "credentials refused: they expired (issue new ones with `leafmesh keys issue`)" }
+      : { cause: "credentials-refused", message: "credentials refused: expired, revoked or from another mesh (`leafmesh keys list` on the keys host says which)" };
+  }
+  if (/(publish|subscription) violation|permissions violation|not permitted/i.test(line)) {
+    const subject = /subject "?([^"\s]+)"?/i.exec(line)?.[1] ?? /"([^"]+)"/.exec(line)?.[1];
+    return { cause: "permission-denied", message: `denied: ${subject ?? "a subject"} is not this node's to use` };
+  }
+  return undefined;
+}
+
+/**
+ * What the node itself can tell about its credentials when the hub refuses
+ * them: expired (the JWT says so), or else revoked / foreign (only the keys
+ * host knows which: `leafmesh keys list`).
+ */
+export function diagnoseCredentialsFile(credsFile: string, now: () => number = Date.now): string {
+  const text = readFileSync(credsFile, "utf8");
+  const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-]+)\s*------END NATS USER JWT------/.exec(text)?.[1];
+  if (!jwt) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
+  const claims = decode<User>(jwt);
+  if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
+  return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)`;
+}

@@ -1,0 +1,96 @@
+/**
+ * Test support: a "stolen node" that speaks the leafnode protocol itself with a
+ * node's valid credentials and certificate, without any of the restrictions an
+ * honest leaf server applies (FACTS.md: a client like this got past per-user
+ * permissions on 2.9.10). What it can reach is what the hub's accounts allow.
+ */
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tcpConnect } from "node:net";
+import { readFileSync } from "node:fs";
+import { parseCreds, fromSeed } from "@nats-io/jwt";
+
+export interface RogueLeaf {
+  publish(subject: string, payload: string, reply?: string): void;
+  subscribe(subject: string): void;
+  /** Messages received so far: subject and payload. */
+  received: { subject: string; payload: string }[];
+  /** Protocol errors and lines the hub sent (-ERR ...). */
+  errors: string[];
+  closed: Promise<void>;
+  close(): void;
+}
+
+export async function connectRogueLeaf(options: { port: number; creds: string; cert: string; key: string; ca: string }): Promise<RogueLeaf> {
+  const creds = await parseCreds(readFileSync(options.creds));
+  // nats-server 2.9 sends INFO in plaintext first, then expects the TLS handshake.
+  const plain = tcpConnect({ host: "127.0.0.1", port: options.port });
+  const infoLine = await new Promise<string>((resolve, reject) => {
+    let text = "";
+    plain.once("error", reject);
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString("latin1");
+      const end = text.indexOf("\r\n");
+      if (end >= 0) {
+        plain.off("data", onData);
+        plain.pause();
+        resolve(text.slice(0, end));
+      }
+    };
+    plain.on("data", onData);
+  });
+  const { nonce } = JSON.parse(infoLine.slice("INFO ".length)) as { nonce?: string };
+  const socket: TLSSocket = tlsConnect({ socket: plain, cert: readFileSync(options.cert), key: readFileSync(options.key), ca: readFileSync(options.ca), servername: "localhost" });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("secureConnect", () => resolve());
+    socket.once("error", reject);
+  });
+  const received: RogueLeaf["received"] = [];
+  const errors: string[] = [];
+  let buffer = "";
+  let pendingMessage: { subject: string; size: number } | undefined;
+  let resolvePong!: () => void;
+  const pong = new Promise<void>((resolve) => (resolvePong = resolve));
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  socket.on("error", (error) => errors.push(error.message));
+  socket.on("data", (chunk: Buffer) => {
+    buffer += chunk.toString("latin1");
+    for (;;) {
+      if (pendingMessage) {
+        if (buffer.length < pendingMessage.size + 2) return;
+        received.push({ subject: pendingMessage.subject, payload: buffer.slice(0, pendingMessage.size) });
+        buffer = buffer.slice(pendingMessage.size + 2);
+        pendingMessage = undefined;
+        continue;
+      }
+      const end = buffer.indexOf("\r\n");
+      if (end < 0) return;
+      const line = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (line.startsWith("INFO ")) continue;
+      else if (line === "PING") socket.write("PONG\r\n");
+      else if (line === "PONG") resolvePong();
+      else if (line.startsWith("-ERR")) errors.push(line);
+      else if (line.startsWith("LMSG ")) {
+        const tokens = line.split(" ");
+        pendingMessage = { subject: tokens[1], size: Number(tokens[tokens.length - 1]) };
+      }
+    }
+  });
+  const signature = Buffer.from(fromSeed(new TextEncoder().encode(creds.key)).sign(new TextEncoder().encode(nonce ?? ""))).toString("base64url");
+  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: "rogue", headers: true, hub: false })}\r\nPING\r\n`);
+  await Promise.race([pong, closed]);
+  return {
+    received,
+    errors,
+    closed,
+    publish(subject, payload, reply) {
+      socket.write(`LMSG ${subject}${reply ? ` ${reply}` : ""} ${Buffer.byteLength(payload)}\r\n${payload}\r\n`);
+    },
+    subscribe(subject) {
+      socket.write(`LS+ ${subject}\r\n`);
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
