@@ -25,3 +25,4 @@ export { answerQuestion, buildClusterZone, reverseName, specVersion, type Cluste
 export { DnsServer, type DnsServerOptions, type ListenAddress } from "./server.ts";
 export { Forwarder, parseUpstream, upstreamsFromResolvConf, type ForwarderOptions, type Upstream } from "./forwarder.ts";
 export { DnsStats, registerDnsMetrics } from "./stats.ts";
+export { ensureDummyInterface, type DummyInterface, type DummyInterfaceOptions } from "./dummy-interface.ts";

@@ -25,6 +25,8 @@ const debianPackages: Record<string, string> = {
   dnsmasq: "dnsmasq-base",
   dnsperf: "dnsperf",
   "nats-server": "nats-server",
+  ip: "iproute2",
+  ping: "iputils-ping",
 };
 
 const toolPaths: Record<string, string[]> = {
