@@ -7,6 +7,8 @@ import { createServer as createTcpServer, connect, type Server, type Socket } fr
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
+import { catalogKey, type DestinationRule } from "../../bus/catalog.ts";
+import { ManualClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { Registry } from "prom-client";
@@ -282,5 +284,37 @@ describe("traffic actor on loopback", () => {
     await eventually(async () => (await whoAnswers(listener)) === hosts[1], 5000, "the remote endpoint to answer");
     expect(dialled.every((entry) => entry === `edge-b/${hosts[1]}`)).toBe(true);
     expect(dialled.length).toBeGreaterThan(0);
+  });
+
+  it("takes the policy from an Istio DestinationRule in the catalog", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "dr", clusterIP: "198.19.0.21", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: hosts.slice(0, 3).map((ip) => ({ ip })) });
+    const rule: DestinationRule = { kind: "DestinationRule", namespace: "lab", name: "dr-rule", host: "dr.lab.svc.cluster.local", loadBalancer: { simple: "RANDOM" }, labels: {}, annotations: {} };
+    feed.reader.apply({ op: "put", key: catalogKey(rule), object: rule });
+    // A random source that always says "last": round robin would cycle, random with it never does.
+    await start({ random: () => 0.999 });
+    const listener = listenerOf("lab/dr:main/TCP")!;
+    const answers: string[] = [];
+    for (let i = 0; i < 9; i++) answers.push(await whoAnswers(listener));
+    expect(tally(answers)).toEqual({ [hosts[2]]: 9 });
+    // The rule changes to ROUND_ROBIN: the service follows.
+    feed.reader.apply({ op: "put", key: catalogKey(rule), object: { ...rule, loadBalancer: { simple: "ROUND_ROBIN" } } });
+    feed.notify([catalogKey(rule)]);
+    await eventually(async () => new Set([await whoAnswers(listener), await whoAnswers(listener), await whoAnswers(listener)]).size === 3, 5000, "round robin");
+  });
+
+  it("forgets a client's endpoint after the affinity timeout, on the injected clock", async () => {
+    const clock = new ManualClock(Date.now());
+    feed = new IndexFeed();
+    putService(feed, { name: "timeout", clusterIP: "198.19.0.22", affinityTimeoutSeconds: 60, ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: hosts.slice(0, 3).map((ip) => ({ ip })) });
+    await start({ clock });
+    const listener = listenerOf("lab/timeout:main/TCP")!;
+    const first = await whoAnswers(listener, "127.0.2.1");
+    for (let i = 0; i < 5; i++) {
+      clock.advance(59_000); // each connection renews the timeout
+      expect(await whoAnswers(listener, "127.0.2.1")).toBe(first);
+    }
+    clock.advance(61_000);
+    expect(await whoAnswers(listener, "127.0.2.1")).not.toBe(first); // round robin underneath moved on
   });
 });
