@@ -33,6 +33,8 @@ export async function simultaneousOpen(options: { localPort: number; remote: Hos
         const socket = netConnect({ host: options.remote.host, port: options.remote.port, localPort: options.localPort, timeout: Math.max(100, deadline - Date.now()) });
         socket.once("connect", () => {
           socket.setTimeout(0);
+          // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.
+          socket.setNoDelay(true);
           socket.removeAllListeners("error");
           resolve(socket);
         });
@@ -60,6 +62,7 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
       }
       clearTimeout(timer);
       server.close();
+      socket.setNoDelay(true);
       resolve(socket);
     });
     const timer = setTimeout(() => {
@@ -84,6 +87,8 @@ export async function dialPunched(options: { remote: HostPort; timeoutMs: number
         const socket = netConnect({ host: options.remote.host, port: options.remote.port, timeout: Math.max(100, deadline - Date.now()) });
         socket.once("connect", () => {
           socket.setTimeout(0);
+          // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.
+          socket.setNoDelay(true);
           socket.removeAllListeners("error");
           resolve(socket);
         });
