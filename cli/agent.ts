@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
+import { parseUpstreamOrder } from "./upstream-order.ts";
 import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { readFileSync } from "node:fs";
@@ -59,6 +60,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
     metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
+    upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -92,6 +94,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       client: parseHostPort(options.natsListen, "--nats-listen"),
       monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
       upstreamDomain: options.upstreamDomain,
+      upstreamOrder: parseUpstreamOrder(options.upstreamOrder),
       metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
       log,
     });

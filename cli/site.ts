@@ -4,6 +4,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
+import { parseUpstreamOrder } from "./upstream-order.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
@@ -30,6 +31,7 @@ mirror is then replicated on all three). All servers of one site use the same --
     clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
     replicas: { type: "string", value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" },
     metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
+    upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -47,6 +49,7 @@ mirror is then replicated on all three). All servers of one site use the same --
       cluster: options.routes ? { name: options.name, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) } : undefined,
       replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
       domain: options.name,
+      upstreamOrder: parseUpstreamOrder(options.upstreamOrder),
       metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
       log,
     });

@@ -64,6 +64,8 @@ export interface AgentConfig {
   monitor: HostPort;
   /** @default "hub" */
   upstreamDomain?: string;
+  /** "rtt": nearest upstream first (measured at start); "given": the order given. @default "rtt" */
+  upstreamOrder?: "rtt" | "given";
   /** JetStream domain of this server. @default the node name (a site cluster's servers share the site's name) */
   domain?: string;
   actors?: ActorFactory[];
@@ -97,9 +99,12 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   const log = config.log.child({ node: config.node });
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
   checkUpstreamUrls(config.upstreams.map(toLeafUrl));
-  const measured = await orderByRtt(config.upstreams.map(toLeafUrl));
-  const upstreams = measured.map((upstream) => upstream.url);
-  log.info({ upstreams: measured }, "upstreams ordered by round-trip time");
+  let upstreams = config.upstreams.map(toLeafUrl);
+  if ((config.upstreamOrder ?? "rtt") === "rtt") {
+    const measured = await orderByRtt(upstreams);
+    upstreams = measured.map((upstream) => upstream.url);
+    log.info({ upstreams: measured }, "upstreams ordered by round-trip time");
+  }
   const server = new NatsServerSupervisor({
     name: config.node,
     dataDir: config.dataDir,
