@@ -107,6 +107,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   const backendName = backend?.name ?? "off";
   let bindings: ListenerBinding[] = options.listeners.listeners?.() ?? [];
   let lastApplied: string | undefined;
+  let lastLoggedFailure: string | undefined;
   let clashes: RuleClash[] = [];
   let loggedClashes = new Set<string>();
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
@@ -140,10 +141,14 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       counters.failures++;
       syncWaiters.push(...waiters);
       options.bus?.publish("proxier", "rules", { at: nowIso(clock.now), backend: backendName, services: built.rules.length, durationMs: performance.now() - started, error: describeError(error) });
-      log.error({ err: error }, "rule sync failed, retrying");
+      const message = describeError(error);
+      if (message !== lastLoggedFailure) log.error({ err: error }, "rule sync failed, retrying (logged again only when the error changes)");
+      lastLoggedFailure = message;
       throw error;
     }
     lastApplied = wanted;
+    if (lastLoggedFailure) log.info({ rules: built.rules.length }, "rule sync works again");
+    lastLoggedFailure = undefined;
     counters.syncs++;
     counters.rules = built.rules.length;
     counters.lastSyncMs = performance.now() - started;
