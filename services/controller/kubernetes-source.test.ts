@@ -168,6 +168,19 @@ describe("KubernetesSource", () => {
     await eventually(() => source.snapshot().has("dr.demo.web"), 5_000, "the DestinationRule once allowed");
   });
 
+  it("lists in pages (limit and continue) from one snapshot", async () => {
+    const api = await startApi();
+    for (let index = 1; index <= 5; index++) api.apply(service(`svc-${index}`, `198.19.0.${index}`));
+    const { source } = await startedSource(api, { pageSize: 2 });
+    expect(requests(api, "services", false).map((request) => [request.limit, request.continue?.split(":")[1]])).toEqual([
+      ["2", undefined],
+      ["2", "2"],
+      ["2", "4"],
+    ]);
+    expect(source.snapshot().size).toBe(5);
+    expect(requests(api, "services", true)[0].resourceVersion).toBe(api.resourceVersion);
+  });
+
   it("reads one namespace when asked to", async () => {
     const api = await startApi();
     api.apply(service("web", "198.19.0.1"));

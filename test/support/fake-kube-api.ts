@@ -61,6 +61,9 @@ export interface FakeRequest {
   namespace?: string;
   watch: boolean;
   resourceVersion?: string;
+  /** A list's page size and continue token, when given. */
+  limit?: string;
+  continue?: string;
   allowWatchBookmarks: boolean;
   /** The HTTP status answered (a watch's 410 comes as an ERROR event on a 200 stream but is recorded as 410); 0 when stalled. */
   status: number;
@@ -100,6 +103,8 @@ export class FakeKubeApi {
   #failWith: number | undefined;
   #failResource: FakeResource | undefined;
   #stalled = false;
+  #listSnapshots = new Map<string, { resourceVersion: string; items: object[] }>();
+  #listSnapshotId = 0;
   #expireEveryWatch = false;
 
   private constructor(options: FakeKubeApiOptions) {
@@ -291,7 +296,16 @@ export class FakeKubeApi {
     const resourceVersion = url.searchParams.get("resourceVersion") ?? undefined;
     const allowWatchBookmarks = url.searchParams.get("allowWatchBookmarks") === "true";
     const failWith = this.#failResource === undefined || this.#failResource === route.info.resource ? this.#failWith : undefined;
-    const entry: FakeRequest = { resource: route.info.resource, namespace: route.namespace, watch, resourceVersion, allowWatchBookmarks, status: failWith ?? 200 };
+    const entry: FakeRequest = {
+      resource: route.info.resource,
+      namespace: route.namespace,
+      watch,
+      resourceVersion,
+      allowWatchBookmarks,
+      ...(url.searchParams.has("limit") ? { limit: url.searchParams.get("limit")! } : {}),
+      ...(url.searchParams.has("continue") ? { continue: url.searchParams.get("continue")! } : {}),
+      status: failWith ?? 200,
+    };
     this.requests.push(entry);
     if (this.#stalled) {
       entry.status = 0;
@@ -303,15 +317,40 @@ export class FakeKubeApi {
     }
     const apiVersion = route.info.group ? `${route.info.group}/${route.version}` : route.version;
     if (!watch) {
-      const items = [...this.#objects.entries()]
-        .filter(([key]) => key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`))
-        .sort(([a], [b]) => a.localeCompare(b))
-        // A real list leaves kind and apiVersion out of its items: the list's kind says them.
-        .map(([, object]) => {
-          const { kind: _kind, apiVersion: _apiVersion, ...rest } = object;
-          return rest;
-        });
-      sendJson(response, 200, { kind: route.info.listKind, apiVersion, metadata: { resourceVersion: this.resourceVersion }, items });
+      // Pages (limit/continue) come from one snapshot, as the real server serves them from one etcd revision.
+      const token = url.searchParams.get("continue");
+      let snapshot: { resourceVersion: string; items: object[] };
+      let offset = 0;
+      if (token) {
+        const [id, from] = token.split(":");
+        const kept = this.#listSnapshots.get(id);
+        if (!kept || Number(kept.resourceVersion) < this.#compactedBefore) {
+          entry.status = 410;
+          sendStatus(response, 410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.");
+          return;
+        }
+        snapshot = kept;
+        offset = Number(from);
+      } else {
+        const items = [...this.#objects.entries()]
+          .filter(([key]) => key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`))
+          .sort(([a], [b]) => a.localeCompare(b))
+          // A real list leaves kind and apiVersion out of its items: the list's kind says them.
+          .map(([, object]) => {
+            const { kind: _kind, apiVersion: _apiVersion, ...rest } = structuredClone(object);
+            return rest;
+          });
+        snapshot = { resourceVersion: this.resourceVersion, items };
+      }
+      const limit = Number(url.searchParams.get("limit") ?? "0");
+      const end = limit > 0 ? Math.min(snapshot.items.length, offset + limit) : snapshot.items.length;
+      const metadata: { resourceVersion: string; continue?: string } = { resourceVersion: snapshot.resourceVersion };
+      if (end < snapshot.items.length) {
+        const id = token?.split(":")[0] ?? String(++this.#listSnapshotId);
+        this.#listSnapshots.set(id, snapshot);
+        metadata.continue = `${id}:${end}`;
+      }
+      sendJson(response, 200, { kind: route.info.listKind, apiVersion, metadata, items: snapshot.items.slice(offset, end) });
       return;
     }
 
