@@ -9,7 +9,7 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort } from "../../test/support/ports.ts";
 import { requireTools, startDnsmasq, startUnbound, type RunningDnsServer } from "../../services/dns/test-servers.ts";
@@ -119,6 +119,7 @@ export async function runDnsBench(): Promise<BenchTable> {
   requireTools(["dnsperf", "unbound", "dnsmasq"]);
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-dns-bench-"));
   try {
+    const loadBefore = loadavg()[0];
     const names = benchNames();
     const dataFile = join(dir, "queries.txt");
     // shuffled so that no server profits from answering the same name twice in a row
@@ -150,6 +151,7 @@ export async function runDnsBench(): Promise<BenchTable> {
       ],
       notes: [
         `Same machine (${cpus().length} cores), same run, loopback; every server is one process with one thread (unbound num-threads: 1; leafmesh is one Node event loop; dnsmasq is single-threaded); dnsperf -T 1 -c 4 takes the other core.`,
+        `1-minute load average ${loadBefore.toFixed(1)} before the run and ${loadavg()[0].toFixed(1)} after it on ${cpus().length} cores: with other work on the machine the rounds vary by up to 2×, so compare ratios from one run, never numbers across runs.`,
         `Best of ${rounds} interleaved rounds per server (leafmesh, unbound, dnsmasq, again): the machine is shared, and the best round is the one least disturbed by other load.`,
         `queries/s: dnsperf -l ${throughputSeconds} -q 200 through the ${benchServiceCount.toLocaleString("en-US")} names in a fixed shuffled order (A queries, no EDNS); lost = no answer within 2 s.`,
         `p50/p99: the round with the lowest p99; per-query latencies from dnsperf -v over ${latencySeconds} s at ${latencyRate.toLocaleString("en-US")} q/s, a rate below every server's maximum, so they compare answering time rather than queueing.`,
