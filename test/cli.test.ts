@@ -21,22 +21,31 @@ async function runInProcess(command: Command, argv: string[]): Promise<{ code: n
 }
 
 describe("leafmesh CLI", () => {
-  it("lists every command in --help, and and every flag a command's --help shows is accepted", async () => {
+  it("lists every command in --help, and every flag a command's --help shows is accepted", async () => {
     const top = await runCli(["--help"]);
     expect(top.code).toBe(0);
-    for (const command of commands) {
-      expect(top.stdout).toContain(`  ${command.name}`);
-      const help = await runInProcess(command, ["--help"]);
+    const probeHelp = async (command: Command, prefix: string[]) => {
+      const help = await runInProcess(command, [...prefix, "--help"]);
       expect(help.code, help.stderr).toBe(0);
-      expect(help.stdout).toContain(`Usage: leafmesh ${command.name}`);
+      expect(help.stdout).toContain(`Usage: leafmesh ${[command.name, ...prefix].join(" ")}`);
+      // A command group (leafmesh keys): each of its commands has a help of its own.
+      const group = help.stdout.split("Commands:")[1];
+      if (group) {
+        for (const [, sub] of group.matchAll(/^ {2}([a-z]+) /gm)) await probeHelp(command, [...prefix, sub]);
+        return;
+      }
       // Every flag the help shows parses (the help cannot advertise a flag that is refused).
       const flags = [...help.stdout.matchAll(/^\s+(?:-\w, )?(--[a-z-]+)( \S+)?/gm)].filter((match) => match[1] !== "--help");
       expect(flags.length).toBeGreaterThan(0);
       for (const [, flag, value] of flags) {
-        const probe = await runInProcess(command, [flag, ...(value ? ["x"] : []), "--help"]);
+        const probe = await runInProcess(command, [...prefix, flag, ...(value ? ["x"] : []), "--help"]);
         expect(probe.stderr, `${command.name} ${flag}`).toBe("");
         expect(probe.code).toBe(0);
       }
+    };
+    for (const command of commands) {
+      expect(top.stdout).toContain(`  ${command.name}`);
+      await probeHelp(command, []);
     }
     expect((await runCli(["hub", "--help"])).stdout).toBe((await runInProcess(commands.find((command) => command.name === "hub")!, ["--help"])).stdout);
   });
