@@ -217,22 +217,17 @@ export class Forwarder {
     return write === outLength ? out : out.subarray(0, write);
   }
 
+  /** The first usable answer of the upstreams in order; undefined when every one failed (then stale or SERVFAIL). */
   async #exchangeAll(query: Uint8Array, parsed: ParsedQuery): Promise<Buffer | undefined> {
-    let last: Buffer | undefined;
     for (const upstream of this.#upstreams) {
       if (this.#closed) return undefined;
       this.counters.upstreamQueries++;
       try {
         const response = await this.#exchange(upstream, query, parsed);
-        const walked = walkResponse(response);
-        if (!walked) {
-          this.#fail("malformed response", `${upstream.host}:${upstream.port}`);
-          continue;
-        }
+        const rcode = response[3] & 0xf;
         // An upstream that fails or refuses is no answer: the next one may know.
-        if (walked.rcode === rcodes.SERVFAIL || walked.rcode === rcodes.REFUSED || walked.rcode === rcodes.NOTIMP || walked.rcode === rcodes.FORMERR) {
-          this.#fail(`rcode ${walked.rcode}`, `${upstream.host}:${upstream.port}`);
-          last = response;
+        if (rcode === rcodes.SERVFAIL || rcode === rcodes.REFUSED || rcode === rcodes.NOTIMP || rcode === rcodes.FORMERR) {
+          this.#fail(`rcode ${rcode}`, `${upstream.host}:${upstream.port}`);
           continue;
         }
         return response;
@@ -240,7 +235,7 @@ export class Forwarder {
         this.#fail((error as Error).message, `${upstream.host}:${upstream.port}`);
       }
     }
-    return last && walkResponse(last)?.rcode === rcodes.NXDOMAIN ? last : undefined;
+    return undefined;
   }
 
   #fail(reason: string, upstream: string): void {
