@@ -235,9 +235,29 @@ export class TunnelActor implements TunnelDialer {
         throw new LeafmeshError("TUNNEL_FAILED", `node '${node}' is unreachable: ${snapshot.context.reason ?? "every way failed"}`);
       }
     }
-    const best = this.#connectionsOf(path.peerId)[0];
-    if (!best) throw new LeafmeshError("TUNNEL_FAILED", `no connection to '${node}' right now (path ${pathKindOf(snapshot.value)}); retry`);
-    return this.#host.openTarget(best.connection, target);
+    let lastError: unknown;
+    // Best connection first; a connection closing under us (both sides punched at once,
+    // a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250 * round));
+      for (const { connection } of this.#connectionsOf(path.peerId)) {
+        try {
+          return await this.#host.openTarget(connection, target);
+        } catch (error) {
+          if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error; // the target refused: no other path changes that
+          lastError = error;
+        }
+      }
+    }
+    if (!lastError) throw new LeafmeshError("TUNNEL_FAILED", `no connection to '${node}' right now (path ${pathKindOf(path.actor.getSnapshot().value)}); retry`);
+    throw new LeafmeshError("TUNNEL_FAILED", `could not open a stream to '${node}': ${describeError(lastError)}`, { cause: lastError });
+  }
+
+  /** A summary for status replies and heartbeats. */
+  status(): { nat: NatType; paths: Record<string, PathStateKind>; relayChannels: number; relayDrops: Record<string, number> } {
+    const paths: Record<string, PathStateKind> = {};
+    for (const [node, path] of this.#paths) paths[node] = pathKindOf(path.actor.getSnapshot().value);
+    return { nat: this.#nat, paths, relayChannels: this.#relay?.channelCount ?? 0, relayDrops: Object.fromEntries(this.#relay?.drops ?? []) };
   }
 
   // ---------- paths ----------
@@ -277,7 +297,7 @@ export class TunnelActor implements TunnelDialer {
           this.#log.info({ peer: node, kind: params.kind, rttMs: context.rttMs, reason: context.reason }, "path changed");
         },
         released: (_, params) => {
-          for (const { kind, connection } of this.#connectionsOf(peerId)) if (kind === params.kind) void connection.close().catch(() => undefined);
+          for (const { kind, connection } of this.#connectionsOf(peerId)) if (kind === params.kind) this.#closeWhenIdle(connection);
         },
       },
     });
@@ -289,6 +309,20 @@ export class TunnelActor implements TunnelDialer {
     this.#paths.set(node, path);
     actor.start();
     return path;
+  }
+
+  /** Closes a connection the path no longer uses once its last stream is done (bounded: checks for an hour). */
+  #closeWhenIdle(connection: Connection): void {
+    let checks = 0;
+    const check = () => {
+      if (connection.status !== "open") return this.#clock.clearInterval(timer);
+      if (connection.streams.length === 0 || ++checks > 720) {
+        this.#clock.clearInterval(timer);
+        void connection.close().catch(() => undefined);
+      }
+    };
+    const timer = this.#clock.setInterval(check, 5_000);
+    if (connection.streams.length === 0) check();
   }
 
   async #attempt(node: string, upgradeOnly: boolean): Promise<void> {
