@@ -179,6 +179,17 @@ describe("KubernetesSource", () => {
     ]);
     expect(source.snapshot().size).toBe(5);
     expect(requests(api, "services", true)[0].resourceVersion).toBe(api.resourceVersion);
+
+    // A continue token outlived by the history: the list starts over from the first page, without a failure.
+    api.expireContinueTokens(1);
+    api.apply(service("svc-6", "198.19.0.6"));
+    api.compact();
+    api.dropWatches();
+    await eventually(() => source.snapshot().size === 6 && api.openWatches === 2, 10_000, "the relist");
+    const refused = requests(api, "services", false).filter((request) => request.status === 410);
+    expect(refused).toHaveLength(1);
+    expect(refused[0].continue).toBeDefined();
+    expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ failures: 0 });
   });
 
   it("reads one namespace when asked to", async () => {

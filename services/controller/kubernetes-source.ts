@@ -442,15 +442,29 @@ class Reflector {
   }
 
   async #listPages(version: string): Promise<{ version: string; items: RawObject[]; resourceVersion: string }> {
-    const items: RawObject[] = [];
+    let items: RawObject[] = [];
     let resourceVersion = "";
     let continueToken: string | undefined;
+    let restarts = 0;
     // Bounded: each page is a request; a server returning `continue` forever would be a broken server, cut at 10,000 pages.
     for (let page = 0; page < 10_000; page++) {
       const query = new URLSearchParams({ limit: String(this.#source.options.pageSize ?? 500) });
       if (continueToken) query.set("continue", continueToken);
-      if (page === 0) this.#counters.lists++;
-      const body = (await this.#get(`${this.#path(version)}?${query}`)) as { items?: RawObject[] | null; metadata?: { resourceVersion?: string; continue?: string } };
+      if (!continueToken) this.#counters.lists++;
+      let body: { items?: RawObject[] | null; metadata?: { resourceVersion?: string; continue?: string } };
+      try {
+        body = (await this.#get(`${this.#path(version)}?${query}`)) as typeof body;
+      } catch (error) {
+        // A continue token outlives its snapshot when the list takes longer than the server keeps history: start the list again.
+        if (continueToken && error instanceof HttpStatusError && error.statusCode === 410 && restarts < 3) {
+          restarts++;
+          this.#log.info({ resource: this.spec.resource, pages: page }, "list continue token expired (410 Gone); listing again from the start");
+          items = [];
+          continueToken = undefined;
+          continue;
+        }
+        throw error;
+      }
       items.push(...(body.items ?? []));
       resourceVersion = body.metadata?.resourceVersion ?? "";
       continueToken = body.metadata?.continue || undefined;

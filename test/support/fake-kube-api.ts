@@ -106,6 +106,7 @@ export class FakeKubeApi {
   #listSnapshots = new Map<string, { resourceVersion: string; items: object[] }>();
   #listSnapshotId = 0;
   #expireEveryWatch = false;
+  #expireContinueTokens = 0;
 
   private constructor(options: FakeKubeApiOptions) {
     this.options = options;
@@ -253,6 +254,11 @@ export class FakeKubeApi {
     this.#expireEveryWatch = on;
   }
 
+  /** Answers the next `count` list pages asked for with a continue token with 410, as after a compaction in the middle of a paged list. */
+  expireContinueTokens(count: number): void {
+    this.#expireContinueTokens = count;
+  }
+
   /** Accepts requests and never answers them (a hung API server or proxy) until called with false. */
   stall(on: boolean): void {
     this.#stalled = on;
@@ -324,7 +330,9 @@ export class FakeKubeApi {
       if (token) {
         const [id, from] = token.split(":");
         const kept = this.#listSnapshots.get(id);
-        if (!kept || Number(kept.resourceVersion) < this.#compactedBefore) {
+        const forcedExpiry = this.#expireContinueTokens > 0;
+        if (forcedExpiry) this.#expireContinueTokens--;
+        if (!kept || Number(kept.resourceVersion) < this.#compactedBefore || forcedExpiry) {
           entry.status = 410;
           sendStatus(response, 410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.");
           return;
