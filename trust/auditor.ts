@@ -21,6 +21,7 @@ import type { Logger } from "../lib/log.ts";
 import { describeError } from "../lib/errors.ts";
 import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
+import { explainUserKey } from "./key-store.ts";
 
 export interface TrustAuditor {
   /** Denials seen so far, by node and reason. */
@@ -81,9 +82,19 @@ export async function startTrustAuditor(options: {
     connections.push(system);
     system.subscribe("$SYS.SERVER.*.CLIENT.AUTH.ERR", {
       callback: (_error, message) => {
-        const event = message.json<{ client?: { host?: string; name?: string; user?: string; acc?: string; kind?: string }; reason?: string }>();
-        count(`refused ${event.reason ?? "?"}`);
-        log.warn({ client: event.client, reason: event.reason, denied: true }, `refused a connection from ${event.client?.host ?? "?"} (${event.client?.kind ?? "client"} ${event.client?.name ?? ""}): ${event.reason ?? "authentication failed"}`);
+        const event = message.json<{ client?: { host?: string; name?: string; kind?: string; jwt?: string }; reason?: string }>();
+        // The event carries the user JWT the client presented: the keys directory knows whether it is revoked, expired or foreign.
+        let why = event.reason ?? "authentication failed";
+        if (event.client?.jwt) {
+          try {
+            why = explainUserKey(options.dir, event.client.jwt);
+          } catch (error) {
+            why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
+          }
+        }
+        count(`refused ${why.replace(/ at \S+$/, "")}`);
+        const { jwt: _jwt, ...client } = event.client ?? {};
+        log.warn({ client, reason: event.reason, denied: true }, `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}`);
       },
     });
   }

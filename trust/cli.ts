@@ -16,7 +16,7 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "../cli/command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { allAccountJwts, initKeys, issueNode, listNodes, revokeNode } from "./key-store.ts";
+import { initKeys, issueNode, listNodes, revokeNode } from "./key-store.ts";
 import { loadHubSecurity } from "./security.ts";
 import { pushAccountClaims } from "./push.ts";
 
@@ -102,7 +102,7 @@ key: a revoked key never comes back.`,
         "",
       ].join("\n"),
     );
-    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, allAccountJwts(values.dir).map(({ jwt }) => jwt), io);
+    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, io);
     return 0;
   },
 });

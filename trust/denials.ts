@@ -53,6 +53,7 @@ export function watchPermissionErrors(connection: NatsConnection, log: Logger, n
 
 export type RefusalCause =
   | "foreign-ca"
+  | "foreign-node-certificate"
   | "no-client-certificate"
   | "plaintext-to-tls"
   | "tls-handshake"
@@ -71,6 +72,9 @@ export interface Refusal {
  * on 2.9.10.
  */
 export function classifyServerLogLine(line: string): Refusal | undefined {
+  if (/failed to verify client certificate/i.test(line)) {
+    return { cause: "foreign-node-certificate", message: "TLS refused: the connecting node's certificate is not signed by this mesh's CA (issue it with `leafmesh keys issue`)" };
+  }
   if (/certificate signed by unknown authority|unable to verify the first certificate|self[- ]signed certificate/i.test(line)) {
     return { cause: "foreign-ca", message: "TLS refused: the other side's certificate is not signed by this mesh's CA (another mesh's hub, or a wrong ca.crt)" };
   }
@@ -103,7 +107,7 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
  */
 export function diagnoseCredentialsFile(credsFile: string, now: () => number = Date.now): string {
   const text = readFileSync(credsFile, "utf8");
-  const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-]+)\s*------END NATS USER JWT------/.exec(text)?.[1];
+  const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(text)?.[1];
   if (!jwt) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
   const claims = decode<User>(jwt);
   if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
