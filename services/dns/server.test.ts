@@ -197,3 +197,17 @@ describe("DNS server while the catalog changes all the time", () => {
     await eventually(async () => (await udpQuery(port, "svc-0.ns-0.svc.cluster.local", "A")).answers?.[0]?.data === "10.98.1.250", 1000, "the last change answered");
   });
 });
+
+describe("DNS server on IPv6 loopback", () => {
+  it("answers over UDP and TCP on ::1", async () => {
+    requireTools(["dig"]);
+    const dns = createDnsActor({ feed: feedOf(sampleCatalog()), log: silentLogger(), listen: { host: "::1", port: 0 }, upstreams: [] });
+    const { port } = await dns.start();
+    try {
+      expect((await dig(port, ["web.shop.svc.cluster.local", "A", "+short"], "::1")).trim()).toBe("10.96.0.10");
+      expect((await dig(port, ["dual.shop.svc.cluster.local", "AAAA", "+short", "+tcp"], "::1")).trim()).toBe("fd00:96::11");
+    } finally {
+      await dns.stop();
+    }
+  });
+});

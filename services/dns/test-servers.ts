@@ -260,10 +260,10 @@ export function frame(packet: Buffer): Buffer {
   return Buffer.concat([length, packet]);
 }
 
-/** Runs real dig against 127.0.0.1:port; returns its stdout. */
-export function dig(port: number, args: string[]): Promise<string> {
+/** Runs real dig against 127.0.0.1:port (or `host`); returns its stdout. */
+export function dig(port: number, args: string[], host = "127.0.0.1"): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile("dig", ["@127.0.0.1", "-p", String(port), "+time=2", "+tries=1", "+nocookie", ...args], { timeout: 15_000 }, (error, stdout, stderr) => {
+    execFile("dig", [`@${host}`, "-p", String(port), "+time=2", "+tries=1", "+nocookie", ...args], { timeout: 15_000 }, (error, stdout, stderr) => {
       if (error && !stdout) reject(new Error(`dig ${args.join(" ")} failed: ${stderr || error.message}`));
       else resolve(stdout);
     });
