@@ -64,7 +64,14 @@ const proxierMachine = setup({
   initial: "idle",
   context: ({ input }) => ({ off: input.off, dirty: false, haveListeners: false }),
   states: {
-    idle: { on: { START: [{ guard: ({ context }) => context.off, target: "off" }, { target: "preparing" }], STOP: "stopped" } },
+    idle: {
+      on: {
+        START: [{ guard: ({ context }) => context.off, target: "off" }, { target: "preparing" }],
+        // A listener set known before start (traffic started first) is synced right after preparing.
+        CHANGED: { actions: assign({ haveListeners: true }) },
+        STOP: "stopped",
+      },
+    },
     off: { on: { STOP: "stopped" } },
     preparing: {
       invoke: {

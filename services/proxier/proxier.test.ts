@@ -131,6 +131,31 @@ describe("proxier actor", () => {
     expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
   });
 
+  it("retries a failed sync and recovers when the kernel side is back", async () => {
+    const ns = await lab.namespace("gone");
+    const feed = new IndexFeed();
+    putService(feed, { name: "r", clusterIP: "198.19.3.1", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+    const traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a" });
+    await traffic.start();
+    const proxier = createProxierActor({ feed, log: silentLogger(), intercept: "iptables", listeners: traffic, namespace: ns, retryMs: 100 });
+    try {
+      await proxier.start();
+      await eventually(() => proxier.stats().syncs === 1, 10_000, "first sync");
+      await lab.exec("host", ["ip", "netns", "delete", ns]); // the namespace (our stand-in for a broken kernel side) goes away
+      putService(feed, { name: "r2", clusterIP: "198.19.3.2", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+      await eventually(() => proxier.stats().failures >= 2, 10_000, "failed syncs being retried");
+      expect(proxier.actor.getSnapshot().value).toMatch(/retrying|syncing/);
+      expect(proxier.stats().lastError).toContain("Cannot open network namespace");
+      await lab.exec("host", ["ip", "netns", "add", ns]);
+      await eventually(() => proxier.actor.getSnapshot().value === "synced", 10_000, "recovery");
+      expect((await proxier.inspect()).rules).toHaveLength(2);
+    } finally {
+      await traffic.stop();
+      await proxier.stop();
+    }
+    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+  });
+
   it("a missing tool fails start with the Debian package named, and intercept off installs nothing", async () => {
     const bare = mkdtempSync(join(tmpdir(), "lmpx-path-"));
     symlinkSync("/bin/sh", join(bare, "sh"));
