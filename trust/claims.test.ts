@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
+import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix } from "./claims.ts";
+
+const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
+
+describe("subjectMatches", () => {
+  it.each([
+    ["mesh.edge-a.>", "mesh.edge-a.dns.stats", true],
+    ["mesh.edge-a.>", "mesh.edge-a", false],
+    ["relay.*.edge-a.>", "relay.edge-b.edge-a.c1", true],
+    ["relay.*.edge-a.>", "relay.edge-b.edge-c.c1", false],
+    ["$JS.API.STREAM.INFO.KV_mesh-catalog", "$JS.API.STREAM.INFO.KV_mesh-catalog", true],
+    ["$JS.API.STREAM.INFO.KV_mesh-catalog", "$JS.API.STREAM.INFO.KV_mesh-catalog.x", false],
+    ["a.*", "a.b.c", false],
+  ])("%s ~ %s = %s", (pattern, subject, expected) => expect(subjectMatches(pattern, subject)).toBe(expected));
+});
+
+describe("oversteppingReason (what the hub's auditor reports)", () => {
+  it.each([
+    ["mesh.edge-a.dns.stats", undefined],
+    ["mesh.edge-b.dns.stats", "publishes as node 'edge-b'"],
+    ["$KV.mesh-nodes.edge-a", undefined],
+    ["$KV.mesh-nodes.edge-b", "writes the node record of 'edge-b'"],
+    ["$KV.mesh-catalog.services.shop.web", "writes the catalog"],
+    ["$JS.API.$KV.mesh-catalog.x", "writes the catalog"],
+    ["$JS.hub.API.$KV.mesh-nodes.edge-b", "writes the node record of 'edge-b'"],
+    ["$JS.API.CONSUMER.CREATE.KV_mesh-catalog", undefined],
+    ["$JS.API.STREAM.INFO.KV_mesh-nodes", undefined],
+    ["$JS.API.DIRECT.GET.KV_mesh-nodes.$KV.mesh-nodes.edge-b", undefined],
+    ["$JS.API.STREAM.PURGE.KV_mesh-catalog", "calls JetStream STREAM.PURGE.KV_mesh-catalog on the catalog"],
+    ["$JS.API.STREAM.CREATE.KV_mesh-nodes", "calls JetStream STREAM.CREATE.KV_mesh-nodes in the hub domain"],
+    ["rpc.edge-b.status", "calls rpc.edge-b"],
+    ["$SYS.REQ.SERVER.PING", "sends system request"],
+  ])("%s → %s", (subject, expected) => {
+    const reason = oversteppingReason("edge-a", subject);
+    if (expected === undefined) expect(reason).toBeUndefined();
+    else expect(reason).toContain(expected);
+  });
+});
+
+describe("claims", () => {
+  it("node accounts set every limit explicitly, export only the node's own subjects and import relay frames per peer", async () => {
+    const operator = createOperator();
+    const mesh = createAccount();
+    const a = createAccount();
+    const b = createAccount();
+    const jwt = await nodeAccountJwt({ node: "edge-a", operatorSeed: seed(operator), accountSeed: seed(a), meshAccount: mesh.getPublicKey(), peers: [{ node: "edge-a", account: a.getPublicKey() }, { node: "edge-b", account: b.getPublicKey() }], revocations: { UABC: 5 } });
+    const claims = decode<Account>(jwt);
+    expect(claims.iss).toBe(operator.getPublicKey());
+    expect(claims.nats.limits).toMatchObject({ conn: -1, leaf: -1, subs: -1, data: -1, payload: -1, imports: -1, exports: -1, disk_storage: 0 });
+    expect(claims.nats.exports?.map((entry) => entry.subject).sort()).toEqual(["mesh.edge-a.>", "relay.*.edge-a.>", "rpc.edge-a.>"]);
+    const relayImports = claims.nats.imports?.filter((entry) => entry.subject.startsWith("relay."));
+    expect(relayImports).toEqual([expect.objectContaining({ subject: "relay.edge-a.edge-b.>", account: b.getPublicKey(), type: "stream" })]);
+    expect(claims.nats.imports?.some((entry) => entry.subject === "$KV.mesh-nodes.edge-a")).toBe(true);
+    expect(claims.nats.imports?.some((entry) => entry.subject.startsWith("$KV.mesh-catalog"))).toBe(false);
+    expect(claims.nats.revocations).toEqual({ UABC: 5 });
+
+    const meshJwt = decode<Account>(await meshAccountJwt({ operatorSeed: seed(operator), accountSeed: seed(mesh), nodes: [{ node: "edge-a", account: a.getPublicKey() }] }));
+    expect(meshJwt.nats.limits).toMatchObject({ conn: -1, disk_storage: -1, mem_storage: -1, streams: -1, consumer: -1 });
+    expect(meshJwt.nats.imports?.map((entry) => entry.subject).sort()).toEqual(["mesh.edge-a.>", "rpc.edge-a.>"]);
+  });
+
+  it("node users are leaf-only, with the node's inbox prefix allowed and an expiry when asked", async () => {
+    const account = createAccount();
+    const user = createUser();
+    const claims = decode<User>(await nodeUserJwt({ node: "edge-a", userSeed: seed(user), accountSeed: seed(account), expires: 2_000_000_000 }));
+    expect(claims.nats.allowed_connection_types).toEqual(["LEAFNODE"]);
+    expect(claims.exp).toBe(2_000_000_000);
+    expect(claims.nats.sub?.allow).toContain(`${nodeInboxPrefix("edge-a")}.>`);
+    expect(claims.nats.pub?.allow).toContain("mesh.edge-a.>");
+    expect(claims.nats.pub?.allow?.some((subject) => subject.startsWith("mesh.") && subject !== "mesh.edge-a.>")).toBe(false);
+  });
+});

@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { Writable } from "node:stream";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { execFileSync } from "node:child_process";
+import { runKeysCommand } from "./cli.ts";
+import { loadHubSecurity, loadNodeSecurity } from "./security.ts";
+import { parsePsk } from "../services/tunnel/host.ts";
+import { requireTools } from "./test-servers.ts";
+
+const base = mkdtempSync(join(tmpdir(), "leafmesh-keys-cli-"));
+const dir = join(base, "keys");
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+async function keys(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = "";
+  let stderr = "";
+  const sink = (append: (text: string) => void) =>
+    new Writable({
+      write(chunk, _encoding, done) {
+        append(chunk.toString());
+        done();
+      },
+    });
+  const code = await runKeysCommand(argv, { stdout: sink((text) => (stdout += text)), stderr: sink((text) => (stderr += text)) }, {});
+  return { code, stdout, stderr };
+}
+
+function everyFile(root: string): string[] {
+  return readdirSync(root, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? everyFile(join(root, entry.name)) : [join(root, entry.name)]));
+}
+
+const secrets = () => everyFile(dir).filter((file) => /\.(seed|creds|key|nk)$/.test(file));
+
+beforeAll(() => requireTools());
+
+describe("leafmesh keys", () => {
+  it("has a help for itself and each command", async () => {
+    const top = await keys("--help");
+    expect(top.code).toBe(0);
+    for (const command of ["init", "issue", "list", "revoke"]) {
+      expect(top.stdout).toContain(`  ${command}`);
+      const help = await keys(command, "--help");
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain(`Usage: leafmesh keys ${command}`);
+      expect(help.stdout).toContain("--dir DIR");
+    }
+    expect((await keys("issue", "--help")).stdout).toContain("--node NODE");
+    expect((await keys("revoke", "--help")).stdout).toContain("--hub URLS");
+    expect((await keys("frobnicate")).code).toBe(2);
+    expect((await keys()).code).toBe(2);
+  });
+
+  it("init creates the root of trust with every secret 0600 and refuses to overwrite it", async () => {
+    const result = await keys("init", "--dir", dir);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/operator\s+O[A-Z2-7]{55}/);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(secrets().length).toBeGreaterThanOrEqual(7);
+    for (const file of secrets()) expect(statSync(file).mode & 0o777, relative(dir, file)).toBe(0o600);
+    expect(statSync(join(dir, "swarm.key")).mode & 0o777).toBe(0o600);
+    // the pre-shared key is in @libp2p/pnet's swarm.key format: the tunnel parses it
+    expect(parsePsk(readFileSync(join(dir, "swarm.key"))).byteLength).toBeGreaterThan(0);
+    // the CA signed the hub's certificate
+    expect(execFileSync("openssl", ["verify", "-CAfile", join(dir, "ca", "ca.crt"), join(dir, "hub", "hub.crt")], { encoding: "utf8" })).toContain(": OK");
+    const again = await keys("init", "--dir", dir);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain("already holds mesh keys: refusing to overwrite them");
+  });
+
+  it("issue writes a node bundle (creds, cert, key, CA, PSK) without printing a secret; issuing again makes a new key", async () => {
+    const first = await keys("issue", "--dir", dir, "--node", "edge-a");
+    expect(first.code, first.stderr).toBe(0);
+    const bundle = join(dir, "nodes", "edge-a");
+    expect(readdirSync(bundle).sort()).toEqual(["ca.crt", "node.creds", "node.crt", "node.key", "swarm.key"]);
+    expect(execFileSync("openssl", ["verify", "-CAfile", join(bundle, "ca.crt"), join(bundle, "node.crt")], { encoding: "utf8" })).toContain(": OK");
+    const firstUser = /user\s+(U\w+)/.exec(first.stdout)![1];
+    const second = await keys("issue", "--dir", dir, "--node", "edge-a");
+    expect(/user\s+(U\w+)/.exec(second.stdout)![1]).not.toBe(firstUser);
+    for (const output of [first, second]) expect(output.stdout + output.stderr).not.toMatch(/S[UAO][A-Z2-7]{50,}|eyJ|BEGIN/);
+    // the first issue created the node's account (hubs must learn it); a new key for it changes no account
+    expect(first.stdout).toContain("not pushed to any hub (no --hub)");
+    expect(second.stdout).not.toContain("pushed");
+    for (const file of secrets()) expect(statSync(file).mode & 0o777, relative(dir, file)).toBe(0o600);
+    const bad = await keys("issue", "--dir", dir, "--node", "Edge_A");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--node 'Edge_A' is not valid");
+    const badTime = await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", "tomorrow");
+    expect(badTime.stderr).toContain("--expires: 'tomorrow' is not an ISO 8601 time");
+  });
+
+  it("list shows each node's status; revoke marks it and says it was not pushed without --hub", async () => {
+    expect((await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", "2001-01-01T00:00:00Z")).code).toBe(0);
+    expect((await keys("issue", "--dir", dir, "--node", "edge-c")).code).toBe(0);
+    const revoke = await keys("revoke", "--dir", dir, "--node", "edge-c");
+    expect(revoke.code, revoke.stderr).toBe(0);
+    expect(revoke.stdout).toMatch(/node edge-c: user key U\w+ revoked/);
+    const table = (await keys("list", "--dir", dir)).stdout.split("\n");
+    expect(table[0]).toMatch(/^NODE\s+STATUS\s+USER KEY/);
+    expect(table.find((line) => line.startsWith("edge-a"))).toMatch(/edge-a\s+active\s+U\w+/);
+    expect(table.find((line) => line.startsWith("edge-b"))).toMatch(/edge-b\s+expired/);
+    expect(table.find((line) => line.startsWith("edge-c"))).toMatch(/edge-c\s+revoked\s+-.*\s1$/);
+    const json = JSON.parse((await keys("list", "--dir", dir, "--json")).stdout);
+    expect(json.map((node: { status: string }) => node.status)).toEqual(["active", "expired", "revoked"]);
+    const twice = await keys("revoke", "--dir", dir, "--node", "edge-c");
+    expect(twice.stderr).toContain("already revoked");
+    expect((await keys("revoke", "--dir", dir, "--node", "edge-z")).stderr).toContain("node 'edge-z' was never issued");
+    expect((await keys("list", "--dir", join(base, "nowhere"))).stderr).toContain("holds no mesh keys (no state.json): run `leafmesh keys init");
+  });
+
+  it("hubs and agents refuse to start from secrets with loose permissions", () => {
+    expect(() => loadNodeSecurity(dir, "edge-a")).not.toThrow();
+    expect(() => loadHubSecurity(dir, { resolverDir: join(base, "resolver") })).not.toThrow();
+    for (const file of [join(dir, "nodes", "edge-a", "node.creds"), join(dir, "nodes", "edge-a", "node.key"), join(dir, "nodes", "edge-a", "swarm.key")]) {
+      chmodSync(file, 0o644);
+      expect(() => loadNodeSecurity(dir, "edge-a")).toThrow(`secret file ${file} has permissions 0644`);
+      chmodSync(file, 0o600);
+    }
+    const hubKey = join(dir, "hub", "hub.key");
+    chmodSync(hubKey, 0o640);
+    expect(() => loadHubSecurity(dir, { resolverDir: join(base, "resolver") })).toThrow(`secret file ${hubKey} has permissions 0640`);
+    chmodSync(hubKey, 0o600);
+    const publisher = join(dir, "hub", "publisher.creds");
+    chmodSync(publisher, 0o604);
+    expect(() => loadHubSecurity(dir, { resolverDir: join(base, "resolver") })).toThrow(/publisher\.creds has permissions 0604/);
+    chmodSync(publisher, 0o600);
+  });
+
+  it("the node's own bundle directory (as copied to the node) loads too, without the rest of the keys", () => {
+    const node = loadNodeSecurity(join(dir, "nodes", "edge-a"), "edge-a");
+    expect(node.leafRemoteFragment).toContain(`credentials: ${JSON.stringify(join(dir, "nodes", "edge-a", "node.creds"))}`);
+    expect(node.localAuthFragment).toMatch(/nkey: "U[A-Z2-7]{55}"/);
+    expect(node.localAuthFragment).not.toMatch(/S[UA][A-Z2-7]{50,}/);
+    expect(node.clientConnectOptions.inboxPrefix).toBe("_INBOX_edge-a");
+    expect(statSync(join(dir, "nodes", "edge-a", "local.nk")).mode & 0o777).toBe(0o600);
+    expect(() => loadNodeSecurity(join(dir, "nodes", "edge-c"), "edge-c")).not.toThrow(); // revoked creds still load: the hub refuses them
+    expect(() => loadNodeSecurity(join(base, "empty"), "edge-q")).toThrow(/no credentials for node 'edge-q'/);
+  });
+});

@@ -1,0 +1,53 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createAccount, createUser, fmtCreds } from "@nats-io/jwt";
+import { classifyServerLogLine, diagnoseCredentialsFile, explainDenial } from "./denials.ts";
+import { nodeUserJwt } from "./claims.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "leafmesh-denials-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
+
+describe("classifyServerLogLine: nats-server 2.9.10's refusal lines", () => {
+  it.each([
+    ["[ERR] 127.0.0.1:4 - lid:5 - TLS leafnode handshake error: tls: failed to verify client certificate: x509: certificate signed by unknown authority", "foreign-node-certificate"],
+    ["[ERR] 127.0.0.1:4 - lid:5 - TLS leafnode handshake error: x509: certificate signed by unknown authority", "foreign-ca"],
+    ["[ERR] 127.0.0.1:4 - lid:5 - TLS handshake error: client didn't provide a certificate", "no-client-certificate"],
+    ["[ERR] 127.0.0.1:4 - lid:5 - TLS leafnode handshake error: tls: first record does not look like a TLS handshake", "plaintext-to-tls"],
+    ["[ERR] 127.0.0.1:4 - lid:5 - Leafnode Error 'Authorization Violation'", "credentials-refused"],
+    ['[ERR] 127.0.0.1:4 - cid:5 - "v1.0.0:nats.js" - Publish Violation - User "UABC", Subject "mesh.edge-b.dns.stats"', "permission-denied"],
+  ])("%s", (line, cause) => expect(classifyServerLogLine(line)?.cause).toBe(cause));
+
+  it("ignores ordinary lines", () => {
+    expect(classifyServerLogLine("[INF] Server is ready")).toBeUndefined();
+  });
+});
+
+describe("explainDenial", () => {
+  it("names the node, the action and the subject for every quiet denial shape", () => {
+    for (const text of ["jetstream is not enabled", "503 no responders", "TimeoutError: timeout", 'Permissions Violation for Publish to "$JS.hub.API.$KV.mesh-nodes.edge-b"']) {
+      const error = explainDenial(new Error(text), { node: "edge-a", action: "write node record edge-b", subject: "$KV.mesh-nodes.edge-b" });
+      expect(error.code).toBe("NATS_DENIED");
+      expect(error.message).toContain("node 'edge-a' may not write node record edge-b ($KV.mesh-nodes.edge-b)");
+    }
+    expect(explainDenial(new Error("connection refused"), { node: "edge-a", action: "x", subject: "y" }).code).toBe("NATS_UNREACHABLE");
+  });
+});
+
+describe("diagnoseCredentialsFile", () => {
+  it("tells an expired file from one the hub refuses for another reason", async () => {
+    const account = createAccount();
+    const user = createUser();
+    const expired = join(dir, "expired.creds");
+    writeFileSync(expired, fmtCreds(await nodeUserJwt({ node: "edge-a", userSeed: seed(user), accountSeed: seed(account), expires: 1_000_000 }), user));
+    expect(diagnoseCredentialsFile(expired)).toContain("(node 'edge-a') expired at 1970-01-12");
+    const current = join(dir, "current.creds");
+    writeFileSync(current, fmtCreds(await nodeUserJwt({ node: "edge-a", userSeed: seed(user), accountSeed: seed(account) }), user));
+    expect(diagnoseCredentialsFile(current)).toContain("are not expired: the hub refuses them because they were revoked or belong to another mesh");
+    const garbage = join(dir, "garbage.creds");
+    writeFileSync(garbage, "hello");
+    expect(diagnoseCredentialsFile(garbage)).toContain("does not hold a NATS user JWT");
+  });
+});
