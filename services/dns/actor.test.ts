@@ -97,6 +97,12 @@ describe("DNS actor on the bus", () => {
 });
 
 describe("DNS actor start failure", () => {
+  it("stops at once when it was never started", async () => {
+    const idle = createDnsActor({ feed: feedOf([]), log: silentLogger(), listen: { host: "127.0.0.1", port: 0 }, upstreams: [] });
+    await idle.stop();
+    expect(idle.address).toBeUndefined();
+  });
+
   it("goes to failed and throws DNS_FAILED when the port is taken", async () => {
     const first = createDnsActor({ feed: feedOf([]), log: silentLogger(), listen: { host: "127.0.0.1", port: 0 }, upstreams: [] });
     const { port } = await first.start();

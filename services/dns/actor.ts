@@ -131,6 +131,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   if (options.registry) registerDnsMetrics(options.registry, stats, () => forwarder.counters);
   let link: ActorLink | undefined;
   let statsTimer: unknown;
+  let started = false;
 
   const snapshot = () => ({ ...stats.snapshot(), forwarder: { ...forwarder.counters }, catalogVersion: options.feed.reader.version });
 
@@ -174,6 +175,8 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
     upstreams,
     stats: snapshot,
     async start() {
+      if (started) throw new LeafmeshError("INTERNAL", "the DNS actor was already started");
+      started = true;
       actor.start();
       if (options.bus) {
         const bus = options.bus;
@@ -186,6 +189,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
       return server.address!;
     },
     async stop() {
+      if (!started) return;
       if (statsTimer !== undefined) clock.clearInterval(statsTimer);
       actor.send({ type: "STOP" });
       await waitFor(() => false);
