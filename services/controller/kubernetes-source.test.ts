@@ -248,6 +248,16 @@ describe("KubernetesSource", () => {
     expect(source.status().find((entry) => entry.resource === "services")).toMatchObject({ lists: 1, watches: 2, expired: 0, failures: 0 });
   });
 
+  it("takes a watch that outlives its timeout for a dead connection and resumes", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    const { source } = await startedSource(api, { watchTimeoutSeconds: 1 });
+    api.freezeWatches();
+    api.apply(service("db", "198.19.0.2"));
+    await eventually(() => source.snapshot().has("svc.demo.db"), 10_000, "the change after the dead watch was given up");
+    expect(requests(api, "services", false)).toHaveLength(1);
+  });
+
   it("relists on 410 Gone and emits only the difference", async () => {
     const api = await startApi();
     for (const raw of [service("a", "198.19.0.1"), service("b", "198.19.0.2"), service("c", "198.19.0.3"), slice("a")]) api.apply(raw);

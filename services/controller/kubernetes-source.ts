@@ -38,7 +38,10 @@ export interface KubernetesSourceOptions {
   retryInitialMs?: number;
   /** Longest retry delay. @default 30_000 — an edge site cut off for hours must not hammer its API when the link returns, nor wait minutes. */
   retryMaxMs?: number;
-  /** Asked of the server per watch (`timeoutSeconds`). @default 300 — like client-go's reflector (5–10 min): a silently dead connection is noticed and resumed. */
+  /**
+   * Asked of the server per watch (`timeoutSeconds`); a watch still open a quarter longer is taken for a silently dead
+   * connection (a NAT that forgot it, a cut link) and resumed. @default 300 — client-go's reflector asks 5–10 min.
+   */
   watchTimeoutSeconds?: number;
   /** Per list request. @default 30_000 — a list of tens of thousands of objects over a slow edge link. */
   requestTimeoutMs?: number;
@@ -527,10 +530,12 @@ class Reflector {
         () => finish(new LeafmeshError("KUBERNETES_FAILED", `watch ${this.spec.resource}: no answer within ${headerTimeoutMs} ms`)),
         headerTimeoutMs,
       );
+      let deadlineTimer: unknown;
       const finish = (error: unknown) => {
         if (settled) return;
         settled = true;
         this.#source.clock.clearTimeout(headerTimer);
+        this.#source.clock.clearTimeout(deadlineTimer);
         this.#cancelWatch = undefined;
         controller?.abort();
         const statusCode = (error as { statusCode?: number } | null)?.statusCode;
@@ -558,18 +563,22 @@ class Reflector {
         this.#follow(type, this.#complete(object, version));
         if (resourceVersion) this.#resourceVersion = resourceVersion;
       };
-      const query: Record<string, string | number | boolean> = {
-        resourceVersion: this.#resourceVersion,
-        allowWatchBookmarks: true,
-        timeoutSeconds: this.#source.options.watchTimeoutSeconds ?? 300,
-      };
+      const timeoutSeconds = this.#source.options.watchTimeoutSeconds ?? 300;
+      const query: Record<string, string | number | boolean> = { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true, timeoutSeconds };
       this.#cancelWatch = () => finish(null);
       new Watch(this.#source.kubeconfig)
         .watch(this.#path(version), query, onEvent, finish)
         .then((opened) => {
           controller = opened;
           this.#source.clock.clearTimeout(headerTimer);
-          if (!settled) this.#watchOpened();
+          if (!settled) {
+            this.#watchOpened();
+            // The server ends the watch at timeoutSeconds; one still open well after is a connection that died without a word.
+            deadlineTimer = this.#source.clock.setTimeout(() => {
+              this.#log.info({ resource: this.spec.resource, timeoutSeconds }, "watch outlived its timeout: the connection is taken for dead; resuming");
+              finish(null);
+            }, timeoutSeconds * 1_250 + 1_000);
+          }
           // Finished meanwhile (stopped, timed out, or the stream already ended): let go of the connection.
           if (settled) opened.abort();
         })

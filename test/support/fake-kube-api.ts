@@ -86,6 +86,8 @@ interface OpenWatch {
   apiVersion: string;
   kind: string;
   response: ServerResponse;
+  /** Silent for good: no events, no end (see `freezeWatches`). */
+  frozen?: boolean;
 }
 
 export class FakeKubeApi {
@@ -229,6 +231,12 @@ export class FakeKubeApi {
   /** Closes every open watch stream cleanly, as the API server does at its watch timeout. */
   dropWatches(): void {
     for (const watch of this.#watches) watch.response.end();
+    this.#watches.clear();
+  }
+
+  /** Leaves every open watch stream open but silent for good, neither events nor an end: a connection that died without a FIN. */
+  freezeWatches(): void {
+    for (const watch of this.#watches) watch.frozen = true;
     this.#watches.clear();
   }
 
@@ -388,7 +396,7 @@ export class FakeKubeApi {
     }
     this.#watches.add(open);
     const timeoutSeconds = Number(url.searchParams.get("timeoutSeconds") ?? "0");
-    const timer = timeoutSeconds > 0 ? setTimeout(() => response.end(), timeoutSeconds * 1000) : undefined;
+    const timer = timeoutSeconds > 0 ? setTimeout(() => open.frozen || response.end(), timeoutSeconds * 1000) : undefined;
     response.on("close", () => {
       clearTimeout(timer);
       this.#watches.delete(open);
