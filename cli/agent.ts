@@ -4,6 +4,7 @@ import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { parseUpstreamOrder } from "./upstream-order.ts";
+import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
 import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { readFileSync } from "node:fs";
@@ -52,7 +53,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     upstream: { type: "string", value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" },
     intercept: { type: "string", default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" },
     proxyHost: { type: "string", default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" },
-    psk: { type: "string", value: "FILE", description: "the mesh's pre-shared key (swarm.key format, from leafmesh keys); enables the node-to-node tunnel" },
+    psk: { type: "string", value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" },
     tunnelListen: { type: "string", default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" },
     site: { type: "string", value: "NAME", description: "the edge site this node belongs to (published in its node record)" },
     region: { type: "string", value: "NAME", description: "the cloud region this node uses (published in its node record)" },
@@ -61,6 +62,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
     metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
+    ...securityOptions,
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -70,16 +72,19 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       throw new LeafmeshError("CONFIG_INVALID", `--intercept: '${options.intercept}' is not one of ${interceptModes.join(", ")}`);
     }
     const log = createLogger({ level: options.logLevel });
+    const security = resolveNodeSecurity({ keys: options.keys, insecure: options.insecure }, options.node, "agent", log);
+    const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({
+      security,
       actors: agentActors({
         proxyHost: options.proxyHost,
         intercept: options.intercept as InterceptMode,
         dns: options.dns === "off" ? undefined : parseHostPort(options.dns, "--dns"),
         clusterDomain: options.clusterDomain,
         upstreams: options.upstream ? splitList(options.upstream) : undefined,
-        tunnel: options.psk
+        tunnel: psk
           ? {
-              psk: readSecretFile(options.psk, "--psk"),
+              psk,
               listen: splitList(options.tunnelListen),
               site: options.site,
               region: options.region,

@@ -6,6 +6,7 @@ import { parseHostPort } from "../nats-config/render.ts";
 import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
+import { resolveHubSecurity, securityOptions } from "./security-options.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
@@ -43,6 +44,7 @@ given each other's --routes form one JetStream cluster.`,
     replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
     leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
     metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
+    ...securityOptions,
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
@@ -77,7 +79,9 @@ given each other's --routes form one JetStream cluster.`,
     if (options.gatewayName && !options.routes) {
       throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
     }
+    const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, resolve(options.data), log);
     const hub = await startHub({
+      security,
       name: options.name,
       dataDir: resolve(options.data),
       client: parseHostPort(options.listen, "--listen"),

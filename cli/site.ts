@@ -5,6 +5,7 @@ import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { parseUpstreamOrder } from "./upstream-order.ts";
+import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
@@ -32,12 +33,15 @@ mirror is then replicated on all three). All servers of one site use the same --
     replicas: { type: "string", value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" },
     metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
+    ...securityOptions,
     logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
   },
   async run(options, _positionals, io) {
     if (options.routes && !options.server) throw new LeafmeshError("CONFIG_INVALID", "--server is required with --routes: every server of a site cluster needs its own name");
     const log = createLogger({ level: options.logLevel });
+    const security = resolveNodeSecurity({ keys: options.keys, insecure: options.insecure }, options.server ?? options.name, "site", log);
     const site = await startAgent({
+      security,
       role: "site",
       node: options.server ?? options.name,
       upstreamDomain: "hub",

@@ -59,6 +59,8 @@ export interface CommonServerOptions {
 
 export interface HubServerOptions extends CommonServerOptions {
   leaf: HostPort;
+  /** Config text spliced inside `leafnodes {}` (TLS for leaf connections: see trust/). */
+  leafSecurity?: string;
   cluster?: ClusterOptions;
   gateway?: GatewayOptions;
 }
@@ -132,6 +134,7 @@ export function renderHubConfig(options: HubServerOptions): string {
     `  listen: ${hostPort(options.leaf)}`,
     // FACTS.md: advertised leafnode URLs make leafs bypass the address they were given.
     `  no_advertise: true`,
+    ...(options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `}`,
   ];
   if (options.cluster) lines.push(...clusterLines(options.cluster));

@@ -29,6 +29,7 @@ import { orderByRtt } from "../nats-config/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
+import type { NodeSecurity } from "../trust/security.ts";
 
 export interface AgentContext {
   node: string;
@@ -77,8 +78,8 @@ export interface AgentConfig {
   replicas?: number;
   /** Where /metrics, /healthz and /readyz listen; undefined: not served. */
   metrics?: HostPort;
-  security?: string;
-  remoteSecurity?: string;
+  /** Mesh security (trust/): the node's credentials, local auth and client options. Undefined: --insecure. */
+  security?: NodeSecurity;
   log: Logger;
 }
 
@@ -100,7 +101,8 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
   checkUpstreamUrls(config.upstreams.map(toLeafUrl));
   let upstreams = config.upstreams.map(toLeafUrl);
-  if ((config.upstreamOrder ?? "rtt") === "rtt") {
+  // Only a choice needs measuring (each probe is a bare TCP connect, which a TLS hub logs as a failed handshake).
+  if ((config.upstreamOrder ?? "rtt") === "rtt" && upstreams.length > 1) {
     const measured = await orderByRtt(upstreams);
     upstreams = measured.map((upstream) => upstream.url);
     log.info({ upstreams: measured }, "upstreams ordered by round-trip time");
@@ -119,13 +121,13 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       upstreams,
       leaf: config.leaf,
       cluster: config.cluster,
-      security: config.security,
-      remoteSecurity: config.remoteSecurity,
+      security: config.security?.localAuthFragment,
+      remoteSecurity: config.security?.leafRemoteFragment,
     }),
   });
   log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
   await server.start();
-  const connection = await connectNats({ servers: [localClientUrl(config.client)], name: `leafmesh-agent ${config.node}` });
+  const connection = await connectNats({ ...config.security?.clientConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-agent ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 

@@ -25,6 +25,7 @@ import { registerFabricMetrics } from "./agent.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
+import type { HubSecurity } from "../trust/security.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -44,7 +45,8 @@ export interface HubConfig {
   metrics?: HostPort;
   /** The NAT observer agents ask to learn their NAT type: two addresses of this host, two ports. */
   observer?: { hosts: [string, string]; ports: [number, number] };
-  security?: string;
+  /** Mesh security (trust/): config fragments and the hub's own client options. Undefined: --insecure. */
+  security?: HubSecurity;
   log: Logger;
 }
 
@@ -73,12 +75,13 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       monitor: config.monitor,
       cluster: config.cluster,
       gateway: config.gateway,
-      security: config.security,
+      security: config.security?.configFragment,
+      leafSecurity: config.security?.leafnodesFragment,
     }),
   });
   log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
   await server.start();
-  const connection = await connectNats({ servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });
+  const connection = await connectNats({ ...config.security?.publisherConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });
   const bus = new Bus({ connection, node: config.name, log: log.child({ actor: "bus" }) });
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 

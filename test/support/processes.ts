@@ -130,6 +130,8 @@ export interface HubProcessOptions {
   ports?: { client: number; leaf: number; monitor: number; metrics?: number };
   dataDir?: string;
   leaseTtlMs?: number;
+  /** The mesh's keys directory; without it the hub runs --insecure. */
+  keys?: string;
   extraArgs?: string[];
   waitReady?: boolean;
 }
@@ -153,6 +155,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     ...(options.kubeconfig ? ["--kubeconfig", options.kubeconfig] : []),
     ...(options.routes ? ["--routes", options.routes.join(","), "--cluster-listen", `127.0.0.1:${options.clusterPort}`] : []),
     ...(options.leaseTtlMs ? ["--lease-ttl", String(options.leaseTtlMs)] : []),
+    ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
     ...(options.extraArgs ?? []),
   ];
   const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir);
@@ -193,7 +196,7 @@ export interface AgentProcess extends LeafmeshProcess {
   restart(): Promise<AgentProcess>;
 }
 
-export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; extraArgs?: string[] }): Promise<AgentProcess> {
+export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; keys?: string; extraArgs?: string[] }): Promise<AgentProcess> {
   const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
   const base = launch(
@@ -206,6 +209,7 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
       "--nats-listen", `127.0.0.1:${ports.client}`,
       "--monitor-listen", `127.0.0.1:${ports.monitor}`,
       "--metrics-listen", `127.0.0.1:${ports.metrics}`,
+      ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
       ...(options.extraArgs ?? []),
     ],
     `nats://127.0.0.1:${ports.client}`,
@@ -254,6 +258,7 @@ export async function startSiteCluster(options: { site: string; servers: string[
         "--leaf-listen", `127.0.0.1:${port.leaf}`,
         "--monitor-listen", `127.0.0.1:${port.monitor}`,
         "--metrics-listen", `127.0.0.1:${port.metrics}`,
+        "--insecure",
         ...(options.servers.length > 1 ? ["--routes", routes.join(","), "--cluster-listen", `127.0.0.1:${port.cluster}`] : []),
       ],
       `nats://127.0.0.1:${port.client}`,

@@ -1,0 +1,41 @@
+/**
+ * The security flags every server command shares: `--keys DIR` (the mesh's keys
+ * from `leafmesh keys init`, or a node's bundle from `keys issue`) or an explicit
+ * `--insecure`. There is no insecure default: with neither, the command refuses
+ * to start and says what to do.
+ */
+import { join } from "node:path";
+import { LeafmeshError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../trust/security.ts";
+import type { OptionSpec } from "./command.ts";
+
+export const securityOptions = {
+  keys: { type: "string", value: "DIR", description: "the mesh's keys (leafmesh keys init; on a node, its bundle from leafmesh keys issue): authentication, TLS and the pre-shared key" },
+  insecure: { type: "boolean", description: "run without authentication or TLS, for a local experiment only (prints a warning)" },
+} satisfies Record<string, OptionSpec>;
+
+function choose(options: { keys?: string; insecure: boolean }, command: string, log: Logger): string | undefined {
+  if (options.keys && options.insecure) throw new LeafmeshError("CONFIG_INVALID", "give either --keys or --insecure, not both");
+  if (!options.keys && !options.insecure) {
+    throw new LeafmeshError(
+      "CONFIG_INVALID",
+      `no security configured: pass --keys DIR (create one with 'leafmesh keys init --dir DIR', then 'leafmesh keys issue --dir DIR --node NAME' per node), or --insecure for a local experiment`,
+    );
+  }
+  if (options.insecure) {
+    log.warn(`INSECURE: leafmesh ${command} runs without authentication or TLS (--insecure); anyone who can reach its ports can join the mesh, read the catalog and relay. Use --keys outside local experiments.`);
+    return undefined;
+  }
+  return options.keys;
+}
+
+export function resolveHubSecurity(options: { keys?: string; insecure: boolean }, dataDir: string, log: Logger): HubSecurity | undefined {
+  const dir = choose(options, "hub", log);
+  return dir ? loadHubSecurity(dir, { resolverDir: join(dataDir, "accounts") }) : undefined;
+}
+
+export function resolveNodeSecurity(options: { keys?: string; insecure: boolean }, node: string, command: string, log: Logger): NodeSecurity | undefined {
+  const dir = choose(options, command, log);
+  return dir ? loadNodeSecurity(dir, node) : undefined;
+}
