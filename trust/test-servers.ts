@@ -8,6 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, eventually } from "../test/support/ports.ts";
+import { renderLeafConfig } from "../nats-config/render.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "./security.ts";
 
 export interface TestServer {
@@ -124,25 +125,24 @@ export interface SecuredLeaf extends TestServer {
 /** An agent's leaf server (domain = node), attached to the hub with the node's bundle. */
 export async function startSecuredLeaf(options: { node: string; bundleDir: string; hubLeafUrl: string; dir: string; remoteFragment?: string; waitConnected?: boolean }): Promise<SecuredLeaf> {
   const security = loadNodeSecurity(options.bundleDir, options.node);
+  // The agent side goes through the lead's renderer, as `leafmesh agent` will: the fragments must splice in as they are.
   const server = await startNatsServer({
     name: options.node,
     dir: options.dir,
     config: (ports) =>
-      [
-        `server_name: ${JSON.stringify(options.node)}`,
-        `listen: "127.0.0.1:${ports.client}"`,
-        `http: "127.0.0.1:${ports.monitor}"`,
-        `ping_interval: "1s"`,
-        `jetstream { domain: ${JSON.stringify(options.node)}, store_dir: ${JSON.stringify(join(options.dir, `${options.node}-js`))}, max_memory_store: 67108864, max_file_store: 67108864 }`,
-        `leafnodes {`,
-        `  reconnect: 1`,
-        `  remotes: [ {`,
-        `    urls: [${JSON.stringify(options.hubLeafUrl)}]`,
-        options.remoteFragment ?? security.leafRemoteFragment,
-        `  } ]`,
-        `}`,
-        security.localAuthFragment,
-      ].join("\n"),
+      renderLeafConfig({
+        serverName: options.node,
+        storeDir: join(options.dir, `${options.node}-js`),
+        client: { host: "127.0.0.1", port: ports.client },
+        monitor: { host: "127.0.0.1", port: ports.monitor },
+        pingInterval: "1s",
+        maxMemoryStore: 64 << 20,
+        maxFileStore: 64 << 20,
+        domain: options.node,
+        upstreams: [options.hubLeafUrl],
+        remoteSecurity: options.remoteFragment ?? security.leafRemoteFragment,
+        security: security.localAuthFragment,
+      }),
   });
   const leaf = Object.assign(server, { security });
   if (options.waitConnected !== false) await waitLeafConnected(leaf);
