@@ -11,7 +11,7 @@ import { buckets } from "../../bus/subjects.ts";
 import { ManualClock } from "../../lib/clock.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { FakeKubeApi, type FakeResource } from "../../test/support/fake-kube-api.ts";
+import { FakeKubeApi, type FakeKubeApiOptions, type FakeResource } from "../../test/support/fake-kube-api.ts";
 import { sampleService } from "../../test/support/manifests.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { startHubProcess, stopAllProcesses } from "../../test/support/processes.ts";
@@ -44,7 +44,7 @@ function selfSignedCertificate(): { key: string; cert: string } {
   return { key: readFileSync(key, "utf8"), cert: readFileSync(cert, "utf8") };
 }
 
-async function startApi(options: { istio?: boolean; port?: number; tls?: { key: string; cert: string }; token?: string } = {}): Promise<FakeKubeApi> {
+async function startApi(options: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
   const api = await FakeKubeApi.start(options);
   apis.push(api);
   return api;
@@ -256,6 +256,26 @@ describe("KubernetesSource", () => {
     api.apply(service("db", "198.19.0.2"));
     await eventually(() => source.snapshot().has("svc.demo.db"), 10_000, "the change after the dead watch was given up");
     expect(requests(api, "services", false)).toHaveLength(1);
+  });
+
+  it("relists after every watch against a server that replays instead of resuming (KubeEdge's MetaServer), so deletions are not missed", async () => {
+    const api = await startApi({ metaServer: true });
+    for (const raw of [service("a", "198.19.0.1"), service("b", "198.19.0.2"), slice("a")]) api.apply(raw);
+    const { log, lines } = capturedLogger();
+    const { source, changes } = await startedSource(api, { log });
+    // The first watch replays what the list gave: nothing changes, and the source learns how this server behaves.
+    await eventually(() => lines.some((line) => /replays every object instead of resuming/.test(line.msg)), 5_000, "the replay noticed");
+    expect(changes.map((change) => change.key).sort()).toEqual(["eps.demo.a-abc", "svc.demo.a", "svc.demo.b"]);
+    changes.length = 0;
+
+    await api.stop();
+    api.delete("Service", "demo", "b");
+    api.apply(service("c", "198.19.0.3"));
+    await api.start();
+    await eventually(() => source.snapshot().has("svc.demo.c") && !source.snapshot().has("svc.demo.b"), 10_000, "the catalog after the outage");
+    expect(changes.map((change) => `${change.op} ${change.key}`).sort()).toEqual(["delete svc.demo.b", "put svc.demo.c"]);
+    expect(requests(api, "services", false).length).toBeGreaterThanOrEqual(2);
+    expect(lines.filter((line) => /replays every object/.test(line.msg)).length).toBe(2); // once per resource that had objects
   });
 
   it("relists on 410 Gone and emits only the difference", async () => {

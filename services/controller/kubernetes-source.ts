@@ -74,6 +74,8 @@ const resourceSpecs: ResourceSpec[] = [
 interface Held {
   /** The last version that normalised; kept when a later version is refused. */
   good?: CatalogObject;
+  /** metadata.resourceVersion of the last version seen, good or refused. */
+  seenVersion?: string;
   /** resourceVersion of the last refused version, so a relist does not report it again. */
   refusedVersion?: string;
 }
@@ -261,6 +263,8 @@ class Reflector {
   #failures = 0;
   /** Consecutive watches that ended at once with nothing on them (not an error, but no reason to spin). */
   #quickEnds = 0;
+  /** The server ignores a watch's resourceVersion (KubeEdge's MetaServer): relist instead of resuming. */
+  #replaysOnResume = false;
   #lastError: string | undefined;
   readonly #counters = { lists: 0, watches: 0, expired: 0, failures: 0, rejected: 0 };
   readonly #machine = createActor(reflectorMachine);
@@ -319,6 +323,7 @@ class Reflector {
     // Bounded by #stopped: every pass either lists, watches until the stream ends, or sleeps.
     while (!this.#stopped) {
       let listed = false;
+      if (this.#replaysOnResume) this.#resourceVersion = "";
       try {
         if (!this.#resourceVersion) {
           this.#machine.send({ type: "LIST" });
@@ -498,9 +503,9 @@ class Reflector {
   /** What to hold for a raw object: its normalised form, or the previous good one when it is refused. */
   #normalize(raw: RawObject, previous: Held | undefined): Held | undefined {
     const result = normalizeObject(raw);
-    if (result.status === "ok") return { good: result.object };
-    if (result.status === "ignored") return previous;
     const version = raw.metadata?.resourceVersion;
+    if (result.status === "ok") return { good: result.object, seenVersion: version };
+    if (result.status === "ignored") return previous;
     if (previous?.refusedVersion !== version) {
       this.#counters.rejected++;
       for (const problem of result.problems) {
@@ -511,13 +516,14 @@ class Reflector {
         });
       }
     }
-    return { good: previous?.good, refusedVersion: version };
+    return { good: previous?.good, refusedVersion: version, seenVersion: version };
   }
 
   /** One watch stream, from #resourceVersion until it ends. */
   #watch(): Promise<{ expired?: boolean; error?: unknown; healthy: boolean }> {
     const version = this.#version ?? this.spec.versions[0];
     const startedAt = this.#source.clock.now();
+    const resumedFrom = this.#resourceVersion;
     let sawEvent = false;
     let expired = false;
     let streamError: Error | undefined;
@@ -560,7 +566,15 @@ class Reflector {
           return;
         }
         if (type !== "ADDED" && type !== "MODIFIED" && type !== "DELETED") return;
-        this.#follow(type, this.#complete(object, version));
+        const raw = this.#complete(object, version);
+        // A server that resumes from a resourceVersion never sends again a version the client holds. KubeEdge's
+        // MetaServer does: it ignores the resourceVersion and replays every object as ADDED. Resuming there would
+        // miss what was deleted meanwhile, so from now on every watch that ends is followed by a list.
+        if (resumedFrom && type !== "DELETED" && resourceVersion && this.#held.get(objectId(raw))?.seenVersion === resourceVersion && !this.#replaysOnResume) {
+          this.#replaysOnResume = true;
+          this.#log.info({ resource: this.spec.resource, resourceVersion: resumedFrom }, "the server replays every object instead of resuming a watch (as KubeEdge's MetaServer does); relisting after every watch so that deletions are not missed");
+        }
+        this.#follow(type, raw);
         if (resourceVersion) this.#resourceVersion = resourceVersion;
       };
       const timeoutSeconds = this.#source.options.watchTimeoutSeconds ?? 300;

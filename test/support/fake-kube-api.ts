@@ -53,6 +53,12 @@ export interface FakeKubeApiOptions {
   tls?: { key: string; cert: string };
   /** Require `Authorization: Bearer <token>`; anything else gets 401 like a real API server. */
   token?: string;
+  /**
+   * Behave like KubeEdge's MetaServer (edge/pkg/metamanager/metaserver/kubernetes/storage/sqlite/watcher.go):
+   * a watch ignores its resourceVersion ("base storage now only support rev == 0"), replays every current object
+   * as ADDED and then follows; it never answers 410. @default false
+   */
+  metaServer?: boolean;
 }
 
 /** One request the fake answered, for assertions (a resume did not relist, a 410 did). */
@@ -373,6 +379,15 @@ export class FakeKubeApi {
     response.writeHead(200, { "Content-Type": "application/json", "Transfer-Encoding": "chunked" });
     response.flushHeaders();
     const requested = resourceVersion === undefined || resourceVersion === "" || resourceVersion === "0" ? undefined : Number(resourceVersion);
+    if (this.options.metaServer) {
+      const open: OpenWatch = { resource: route.info.resource, namespace: route.namespace, bookmarks: false, apiVersion, kind: route.info.kind, response };
+      for (const [key, object] of [...this.#objects.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+        if (key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`)) writeEvent(response, "ADDED", this.#wireObject(object, apiVersion));
+      }
+      this.#watches.add(open);
+      response.on("close", () => this.#watches.delete(open));
+      return;
+    }
     if (this.#expireEveryWatch || (requested !== undefined && (!Number.isFinite(requested) || requested < this.#compactedBefore))) {
       entry.status = 410;
       writeEvent(response, "ERROR", {
