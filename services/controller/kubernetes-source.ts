@@ -6,13 +6,18 @@
  * watched from the list's resourceVersion (with BOOKMARKs, so a quiet resource
  * still advances); a dropped watch resumes where it stopped, a 410 Gone relists
  * and emits only what differs from what was held. While the API is unreachable
- * the last catalog stays and the source retries with backoff.
+ * the last catalog stays and the source retries with backoff. An object that
+ * fails `normalizeObject` is reported through onReject (once per version) and
+ * its previous good version, if any, stays. A server that replays instead of
+ * resuming (MetaServer ignores a watch's resourceVersion) is noticed and
+ * relisted after every watch, so no deletion is missed.
  *
  * ```ts
  * const source = new KubernetesSource({ kubeconfig: "/etc/kubeedge/metaserver.kubeconfig", log });
  * source.onChange((changes) => publisher.apply(changes));
  * source.onReject((rejection) => log.warn(rejection));
  * await source.start(); // resolves after the first attempt to list everything; synced says whether it worked
+ * source.status();      // per resource: state (listing, watching, backoff, absent), resourceVersion, counters, error
  * ```
  */
 import http from "node:http";
