@@ -170,9 +170,14 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     connectionProtector: preSharedKey({ psk: options.psk }),
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
     nodeInfo: { userAgent: `${agentVersionPrefix}${options.node}` },
+    // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
+    connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
     services: {
       identify: identify(),
-      ping: ping(),
+      // The connection monitor pings every connection every 10 s over this same
+      // protocol and aborts a connection whose ping fails; with the default of 2
+      // inbound / 1 outbound ping streams, our RTT probes made its pings fail.
+      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 }),
       // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in: STYLE.md 5).
       leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
     },

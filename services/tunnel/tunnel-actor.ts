@@ -385,9 +385,14 @@ export class TunnelActor implements TunnelDialer {
     const host = this.#host!;
     const id: PeerId = peerIdFromString(peerId);
     const known = (await host.libp2p.peerStore.get(id).catch(() => undefined))?.addresses.map((address) => address.multiaddr) ?? [];
-    const fromRecord = (record?.listen ?? []).map((text) => multiaddr(text));
+    // A record lists loopback next to the LAN addresses (listen 0.0.0.0): from another
+    // host, loopback is ourselves, so use it only when it is all the record has (one machine).
+    const listen = record?.listen ?? [];
+    const isLoopback = (text: string) => text.startsWith("/ip4/127.") || text.startsWith("/ip6/::1/");
+    const usable = listen.some((text) => !isLoopback(text)) ? listen.filter((text) => !isLoopback(text)) : listen;
+    const fromRecord = usable.map((text) => multiaddr(text));
     const addresses = [...known, ...fromRecord]
-      .filter((address) => !address.toString().startsWith(relayMarker))
+      .filter((address) => !address.toString().startsWith(relayMarker) && (usable === listen || !isLoopback(address.toString())))
       .map((address) => (address.toString().includes("/p2p/") ? address : address.encapsulate(`/p2p/${peerId}`)));
     if (addresses.length === 0) throw new LeafmeshError("TUNNEL_FAILED", "no address known");
     const timeout = this.#options.dialTimeoutMs ?? 3_000;
