@@ -17,7 +17,8 @@ import { runTool, type InterceptBackend, type InterceptMode, type InterceptState
 import { IptablesBackend } from "./iptables.ts";
 import type { ListenerSource } from "./listener-source.ts";
 import { NftablesBackend } from "./nftables.ts";
-import { buildRules, type RuleClash } from "./rules.ts";
+import { buildRules, type InterceptRule, type RuleClash } from "./rules.ts";
+import { changedUdpTargets, clearUdpConntrack } from "./conntrack.ts";
 
 export interface ProxierOptions {
   /** Optional: without a bus the actor runs alone (tests, the lab) and publishes nothing. */
@@ -114,6 +115,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   const backendName = backend?.name ?? "off";
   let bindings: ListenerBinding[] = options.listeners.listeners?.() ?? [];
   let lastApplied: string | undefined;
+  let appliedRules: InterceptRule[] = [];
+  let conntrackMissingLogged = false;
   let lastLoggedFailure: string | undefined;
   let clashes: RuleClash[] = [];
   let loggedClashes = new Set<string>();
@@ -154,6 +157,17 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       throw error;
     }
     lastApplied = wanted;
+    const stale = changedUdpTargets(appliedRules, built.rules);
+    appliedRules = built.rules;
+    try {
+      const cleared = await clearUdpConntrack(stale, { namespace: options.namespace, listenHost, log });
+      if (cleared.missing && !conntrackMissingLogged) {
+        conntrackMissingLogged = true;
+        log.warn("conntrack is not installed (apt-get install -y conntrack): UDP clients that keep their source port may reach an old listener after a restart until their conntrack entry expires");
+      }
+    } catch (error) {
+      log.warn({ err: error }, "clearing stale UDP conntrack entries failed");
+    }
     if (lastLoggedFailure) log.info({ rules: built.rules.length }, "rule sync works again");
     lastLoggedFailure = undefined;
     counters.syncs++;
@@ -184,6 +198,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           await inFlight.catch(() => undefined);
           await backend?.remove();
           lastApplied = undefined;
+          appliedRules = [];
         }),
       },
       delays: { retry: options.retryMs ?? 2_000 },

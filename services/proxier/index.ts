@@ -18,5 +18,6 @@ export { createBackend, createProxierActor, type ProxierActor, type ProxierOptio
 export { interceptModes, type InterceptBackend, type InterceptMode, type InterceptState } from "./backend.ts";
 export { busListenerSource, type ListenerSource } from "./listener-source.ts";
 export { registerProxierMetrics } from "./metrics.ts";
+export { changedUdpTargets, clearUdpConntrack } from "./conntrack.ts";
 export { IptablesBackend } from "./iptables.ts";
 export { NftablesBackend } from "./nftables.ts";

@@ -133,6 +133,7 @@ describe("cluster IPs in network namespaces", () => {
       { tool: "iptables-restore", debianPackage: "iptables" },
       { tool: "nft", debianPackage: "nftables" },
       { tool: "nats-server", debianPackage: "nats-server" },
+      { tool: "conntrack", debianPackage: "conntrack" },
     ]);
     lab = await createLab({ prefix: "lmpxl-" });
     const bridge = await lab.bridge("br");
@@ -264,6 +265,9 @@ describe("cluster IPs in network namespaces", () => {
     });
 
     it("kill -9 and a restart leave exactly one set of rules; a clean stop leaves none", async () => {
+      // A UDP client that keeps its source port across the restart (its conntrack entry points at the old listener).
+      const fixedPort = ["--host", "198.19.0.20", "--port", "53", "--count", "1", "--udp", "--sport", "40053", "--timeout-ms", "2000"];
+      expect((await probe(fixedPort)).errors).toEqual({});
       agent.child.kill("SIGKILL");
       await agent.exited;
       expect((await inspect()).rules).toHaveLength(expectedRules); // a crash leaves its rules behind
@@ -277,6 +281,7 @@ describe("cluster IPs in network namespaces", () => {
       expect(new Set(state.rules.map((rule) => rule.split(" -> ")[0])).size).toBe(expectedRules);
       const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "30"]);
       expect(result).toMatchObject({ answers: { s1: 10, s2: 10, s3: 10 }, errors: {} });
+      expect((await probe(fixedPort)).errors).toEqual({}); // the stale entry was cleared with the sync
 
       agent.child.kill("SIGTERM");
       expect(await agent.exited).toBe(0);

@@ -4,7 +4,7 @@
  *
  *   node probe.ts --host 198.19.0.10 --port 80 --count 300 [--udp] [--from 198.18.1.100,198.18.1.101]
  *                 [--hold]   (keep every connection open until all answered: concurrent load)
- *                 [--timeout-ms 3000]
+ *                 [--timeout-ms 3000] [--sport N]   (UDP: send from this source port)
  */
 import { createSocket } from "node:dgram";
 import { connect, type Socket } from "node:net";
@@ -19,6 +19,7 @@ const { values } = parseArgs({
     hold: { type: "boolean" },
     from: { type: "string" },
     "timeout-ms": { type: "string" },
+    sport: { type: "string" },
   },
 });
 const host = values.host!;
@@ -90,7 +91,7 @@ function udpOnce(source: string | undefined, i: number): Promise<void> {
       socket.close();
       resolve();
     });
-    socket.bind(0, source, () => socket.send(`probe ${i}`, port, host));
+    socket.bind(Number(values.sport ?? 0), source, () => socket.send(`probe ${i}`, port, host));
   });
 }
 

@@ -1,0 +1,38 @@
+import { describe, expect, it } from "vitest";
+import { changedUdpTargets } from "./conntrack.ts";
+import { buildRules, iptablesCleanupInput, iptablesRestoreInput, nftInput, type InterceptRule } from "./rules.ts";
+
+const binding = (key: string, clusterIPs: string[], port: number, protocol: "TCP" | "UDP", listenerPort: number) => ({ key, clusterIPs, port, protocol, listenerPort });
+
+describe("rules", () => {
+  it("builds one rule per IPv4 cluster IP, reports clashes by key order, skips IPv6", () => {
+    const { rules, clashes } = buildRules(
+      [binding("b/x:p/TCP", ["198.19.0.1"], 80, "TCP", 40001), binding("a/x:p/TCP", ["198.19.0.1", "fd00::1"], 80, "TCP", 40002), binding("a/x:d/UDP", ["198.19.0.1"], 80, "UDP", 40003)],
+      { listenHost: "127.0.0.1" },
+    );
+    expect(rules.map((rule) => `${rule.key} ${rule.clusterIP}:${rule.port}/${rule.protocol} ${rule.listenerPort}`)).toEqual(["a/x:d/UDP 198.19.0.1:80/UDP 40003", "a/x:p/TCP 198.19.0.1:80/TCP 40002"]);
+    expect(clashes).toEqual([expect.objectContaining({ kept: "a/x:p/TCP", dropped: "b/x:p/TCP" })]);
+  });
+
+  it("renders iptables-restore and nft inputs, and a cleanup that touches only our chains", () => {
+    const rules: InterceptRule[] = [{ key: "a/x:p/TCP", clusterIP: "198.19.0.1", port: 80, protocol: "TCP", listenHost: "127.0.0.1", listenerPort: 40001 }];
+    expect(iptablesRestoreInput(rules)).toBe(
+      '*nat\n:LEAFMESH-SERVICES - [0:0]\n-A LEAFMESH-SERVICES -d 198.19.0.1/32 -p tcp -m tcp --dport 80 -m comment --comment "a/x:p/TCP" -j DNAT --to-destination 127.0.0.1:40001\nCOMMIT\n',
+    );
+    expect(nftInput(rules)).toContain("map tcp_services { type ipv4_addr . inet_service : ipv4_addr . inet_service; elements = { 198.19.0.1 . 80 : 127.0.0.1 . 40001 } }");
+    const dump = ["*nat", ":OUTPUT ACCEPT [0:0]", ":LEAFMESH-SERVICES - [0:0]", ":DOCKER - [0:0]", "-A OUTPUT -j LEAFMESH-SERVICES", "-A OUTPUT -j DOCKER", "-A PREROUTING -j LEAFMESH-SERVICES", "-A LEAFMESH-SERVICES -d 1.2.3.4/32 -j DNAT", "COMMIT"].join("\n");
+    expect(iptablesCleanupInput(dump)).toBe("*nat\n-D OUTPUT -j LEAFMESH-SERVICES\n-D PREROUTING -j LEAFMESH-SERVICES\n-F LEAFMESH-SERVICES\n-X LEAFMESH-SERVICES\nCOMMIT\n");
+    expect(iptablesCleanupInput("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j DOCKER\nCOMMIT\n")).toBeNull();
+  });
+
+  it("finds the UDP mappings whose conntrack entries went stale", () => {
+    const udp = (ip: string, listenerPort: number): InterceptRule => ({ key: ip, clusterIP: ip, port: 53, protocol: "UDP", listenHost: "127.0.0.1", listenerPort });
+    const tcp: InterceptRule = { ...udp("198.19.0.9", 1), protocol: "TCP" };
+    expect(changedUdpTargets([], [udp("198.19.0.1", 1), tcp])).toEqual([{ clusterIP: "198.19.0.1", port: 53 }]);
+    expect(changedUdpTargets([udp("198.19.0.1", 1), udp("198.19.0.2", 2)], [udp("198.19.0.1", 1), udp("198.19.0.2", 3), udp("198.19.0.3", 4)])).toEqual([
+      { clusterIP: "198.19.0.2", port: 53 },
+      { clusterIP: "198.19.0.3", port: 53 },
+    ]);
+    expect(changedUdpTargets([udp("198.19.0.1", 1)], [])).toEqual([{ clusterIP: "198.19.0.1", port: 53 }]);
+  });
+});
