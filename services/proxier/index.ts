@@ -4,7 +4,11 @@
  * iptables (own chain LEAFMESH-SERVICES, one `iptables-restore --noflush` per
  * change) or nftables (table `ip leafmesh`, one `nft -f` per change). Services
  * labelled `service.leafmesh.io/noproxy` are left alone. Start removes what a
- * crashed run left; stop removes everything.
+ * crashed run left; stop removes everything. After a sync that changed a UDP
+ * mapping, stale UDP conntrack entries of those cluster IPs are deleted
+ * (`conntrack`, Debian package conntrack). With a loopback listenHost it sets
+ * net.ipv4.conf.all.route_localnet=1 so PREROUTING (pods, forwarded traffic)
+ * can be DNATed to 127.0.0.1, as kube-proxy does.
  *
  * ```ts
  * import { busListenerSource, createProxierActor } from "./services/proxier/index.ts";
