@@ -60,9 +60,9 @@ describe("DNS server with dig", () => {
     expect(await digShort(port, "db6.shop.svc.cluster.local", "AAAA")).toEqual(["fd00:1::1"]);
   });
 
-  it("answers a headless service without endpoints with NODATA and the SOA", async () => {
+  it("answers a headless service without ready endpoints with NXDOMAIN and the SOA (spec §2.4.1)", async () => {
     const out = await dig(port, ["empty.shop.svc.cluster.local", "A"]);
-    expect(digHeader(out)).toMatchObject({ status: "NOERROR", answer: 0, authority: 1 });
+    expect(digHeader(out)).toMatchObject({ status: "NXDOMAIN", answer: 0, authority: 1 });
     expect(out).toMatch(/^cluster\.local\.\s+5\s+IN\s+SOA\s+ns\.dns\.cluster\.local\. hostmaster\.cluster\.local\. \d+ 7200 1800 86400 5$/m);
   });
 
@@ -77,6 +77,10 @@ describe("DNS server with dig", () => {
   it("answers ExternalName with a CNAME", async () => {
     expect(await digShort(port, "ext.shop.svc.cluster.local", "A")).toEqual(["db.example.org."]);
     expect(await digShort(port, "ext.shop.svc.cluster.local", "CNAME")).toEqual(["db.example.org."]);
+  });
+
+  it("answers the deprecated pod records (spec §2.6)", async () => {
+    expect(await digShort(port, "10-244-1-7.shop.pod.cluster.local", "A")).toEqual(["10.244.1.7"]);
   });
 
   it("answers PTR for cluster IPs (IPv4 and IPv6) and headless endpoint IPs", async () => {

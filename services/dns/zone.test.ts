@@ -47,7 +47,7 @@ describe("cluster zone: named cases", () => {
   });
 
   it("says NXDOMAIN with the SOA for names under the domain that do not exist", () => {
-    for (const name of ["nope.shop.svc.cluster.local", "web.nope.svc.cluster.local", "x.web.shop.svc.cluster.local", "_http._udp.web.shop.svc.cluster.local", "pod.cluster.local", "web.shop.cluster.local"]) {
+    for (const name of ["nope.shop.svc.cluster.local", "web.nope.svc.cluster.local", "x.web.shop.svc.cluster.local", "_http._udp.web.shop.svc.cluster.local", "nosuch.cluster.local", "web.shop.cluster.local"]) {
       const reply = ask(name, "A");
       expect(reply?.rcode, name).toBe("NXDOMAIN");
       expect(reply?.authorities.map((record) => record.type)).toEqual(["SOA"]);
@@ -80,10 +80,24 @@ describe("cluster zone: named cases", () => {
     ]);
   });
 
-  it("keeps a headless service without endpoints as an existing name with no data", () => {
-    const reply = ask("empty.shop.svc.cluster.local", "A");
-    expect(reply?.rcode).toBe("NOERROR");
-    expect(reply?.answers).toEqual([]);
+  it("says NXDOMAIN for a headless service without ready endpoints (spec §2.4.1)", () => {
+    for (const type of ["A", "AAAA", "SRV"]) {
+      const reply = ask("empty.shop.svc.cluster.local", type);
+      expect(reply?.rcode).toBe("NXDOMAIN");
+      expect(reply?.authorities.map((record) => record.type)).toEqual(["SOA"]);
+    }
+    expect(ask("_http._tcp.empty.shop.svc.cluster.local", "SRV")?.rcode).toBe("NXDOMAIN");
+  });
+
+  it("answers the deprecated pod records of spec §2.6 for any namespace", () => {
+    expect(data(ask("10-244-1-7.shop.pod.cluster.local", "A"))).toEqual(["10.244.1.7"]);
+    expect(data(ask("10-244-1-7.anywhere.pod.cluster.local", "A"))).toEqual(["10.244.1.7"]);
+    expect(data(ask("fd00--7.shop.pod.cluster.local", "AAAA"))).toEqual(["fd00::7"]);
+    expect(ask("10-244-1-7.shop.pod.cluster.local", "AAAA")?.rcode).toBe("NOERROR");
+    expect(ask("10-244-1-7.shop.pod.cluster.local", "AAAA")?.answers).toEqual([]);
+    expect(ask("10-244-1-999.shop.pod.cluster.local", "A")?.rcode).toBe("NXDOMAIN");
+    expect(ask("x.10-244-1-7.shop.pod.cluster.local", "A")?.rcode).toBe("NXDOMAIN");
+    expect(ask("shop.pod.cluster.local", "A")?.rcode).toBe("NOERROR");
   });
 
   it("answers SRV for named ports: the service for ClusterIP, each endpoint for headless, with addresses in additional", () => {
@@ -233,6 +247,14 @@ describe("cluster zone: generated catalogs", () => {
       const v6 = svc.headless ? published.map(({ endpoint }) => endpoint.addresses[0]).filter((ip) => !isIPv4(ip)) : svc.clusterIPs.filter((ip) => !isIPv4(ip));
       const a = ask(base, "A");
       const aaaa = ask(base, "AAAA");
+      if (svc.headless && published.length === 0) {
+        // spec §2.4.1: no ready endpoints, no name
+        expect(a?.rcode).toBe("NXDOMAIN");
+        expect(aaaa?.rcode).toBe("NXDOMAIN");
+        for (const port of svc.ports) expect(ask(`_${port.name}._${port.protocol.toLowerCase()}.${base}`, "SRV")?.rcode).toBe("NXDOMAIN");
+        expect(ask(base, "MX")?.rcode).toBe("NXDOMAIN");
+        continue;
+      }
       expect(a?.rcode).toBe("NOERROR");
       expect(data(a)).toEqual([...new Set(v4)].sort());
       expect(data(aaaa)).toEqual([...new Set(v6)].sort());

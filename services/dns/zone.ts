@@ -169,6 +169,9 @@ export function buildClusterZone(catalog: CatalogReader, options: ZoneOptions = 
 
   for (const service of catalog.services()) {
     const base = `${service.name}.${service.namespace}.svc.${domain}`.toLowerCase();
+    const endpoints = service.headless && service.type !== "ExternalName" ? publishedEndpoints(service, catalog.slices(service.namespace, service.name)) : [];
+    // Spec §2.4.1: a headless Service without ready endpoints answers NXDOMAIN, so its names do not exist.
+    if (service.headless && service.type !== "ExternalName" && endpoints.length === 0) continue;
     const records = nodeWithAncestors(base);
     if (service.type === "ExternalName") {
       if (service.externalName) records.cname = normaliseDomain(service.externalName);
@@ -187,7 +190,6 @@ export function buildClusterZone(catalog: CatalogReader, options: ZoneOptions = 
       }
       continue;
     }
-    const endpoints = publishedEndpoints(service, catalog.slices(service.namespace, service.name));
     for (const endpoint of endpoints) {
       const hostName = `${endpoint.label}.${base}`;
       const host = nodeWithAncestors(hostName);
@@ -278,6 +280,24 @@ function recordsOf(zone: ClusterZone, name: string, records: NameRecords, type: 
   return { answers, additionals };
 }
 
+/**
+ * Spec §2.6 (deprecated, still required): `<a>-<b>-<c>-<d>.<ns>.pod.<zone>` has
+ * the A record a.b.c.d for any namespace, as CoreDNS's "pods insecure"; IPv6
+ * with dashes for colons (`fd00--1`) has the AAAA record.
+ */
+function podRecords(zone: ClusterZone, name: string): NameRecords | undefined {
+  const suffix = `.pod.${zone.domain}`;
+  if (!name.endsWith(suffix)) return name === `pod.${zone.domain}` ? emptyRecords() : undefined;
+  const labels = name.slice(0, -suffix.length).split(".");
+  if (labels.length === 1 && /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(labels[0])) return emptyRecords(); // the namespace itself
+  if (labels.length !== 2) return undefined;
+  const v4 = labels[0].replaceAll("-", ".");
+  if (isIPv4(v4)) return { ...emptyRecords(), a: [v4] };
+  const v6 = labels[0].replaceAll("-", ":");
+  if (isIPv6(v6)) return { ...emptyRecords(), aaaa: [v6] };
+  return undefined;
+}
+
 function isUnder(name: string, zone: string): boolean {
   return name === zone || (name.length > zone.length && name.endsWith(zone) && name[name.length - zone.length - 1] === ".");
 }
@@ -307,7 +327,7 @@ export function answerFromZone(zone: ClusterZone, name: string, type: string, kl
   }
   if (!isUnder(name, zone.domain)) return undefined;
   if (klass !== "IN" && klass !== "ANY") return { rcode: "REFUSED", authoritative: true, answers: [], authorities: [], additionals: [] };
-  const records = zone.names.get(name);
+  const records = zone.names.get(name) ?? podRecords(zone, name);
   if (!records) return { rcode: "NXDOMAIN", authoritative: true, answers: [], authorities: [soaRecord(zone)], additionals: [] };
   const { answers, additionals } = recordsOf(zone, name, records, type);
   // NOERROR with no answer is NODATA: the name exists, not with this type (RFC 2308 §2.2).
