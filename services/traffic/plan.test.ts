@@ -73,4 +73,17 @@ describe("service port plans", () => {
     expect(plans.get("lab/web:dns/UDP")!.endpoints.map((e) => e.key)).toEqual(["198.18.1.2:5353", "198.18.1.3:5353"]);
     expect(rejected).toEqual([{ service: "lab/bad", reason: "invalid lb-policy annotation", error: expect.stringContaining("'nope'") }]);
   });
+
+  it("falls back to serving, terminating endpoints when none is ready", () => {
+    const index = new CatalogIndex();
+    const { service, slice } = testService({ name: "roll", clusterIP: "198.19.0.5", endpoints: [{ ip: "198.18.1.2", ready: false }, { ip: "198.18.1.3", ready: false }] });
+    slice.endpoints[0].conditions = { ready: false, serving: true, terminating: true };
+    slice.endpoints[1].conditions = { ready: false, serving: false, terminating: true };
+    index.apply({ op: "put", key: catalogKey(service), object: service });
+    index.apply({ op: "put", key: catalogKey(slice), object: slice });
+    expect(planServicePorts(index).plans.get("lab/roll:main/TCP")!.endpoints.map((e) => e.host)).toEqual(["198.18.1.2"]);
+    slice.endpoints[1].conditions = { ready: true, serving: true, terminating: false };
+    index.apply({ op: "put", key: catalogKey(slice), object: { ...slice } });
+    expect(planServicePorts(index).plans.get("lab/roll:main/TCP")!.endpoints.map((e) => e.host)).toEqual(["198.18.1.3"]);
+  });
 });

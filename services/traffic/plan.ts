@@ -88,8 +88,19 @@ export function choosePolicy(service: Service, rule: DestinationRule | undefined
   }
 }
 
-/** The ready endpoints of one Service port, as Kubernetes matches slice ports to service ports (by name and protocol). */
+/**
+ * The ready endpoints of one Service port, as Kubernetes matches slice ports to
+ * service ports (by name and protocol). When none is ready, the serving ones that
+ * are terminating take the traffic instead of a refusal (kube-proxy's
+ * ProxyTerminatingEndpoints, KEP-1669): a rolling update's last old pod keeps
+ * serving until its replacement is ready.
+ */
 export function endpointsOf(port: ServicePort, slices: readonly EndpointSlice[]): EndpointTarget[] {
+  const ready = collectEndpoints(port, slices, (conditions) => conditions.ready);
+  return ready.length > 0 ? ready : collectEndpoints(port, slices, (conditions) => conditions.serving && conditions.terminating);
+}
+
+function collectEndpoints(port: ServicePort, slices: readonly EndpointSlice[], wanted: (conditions: EndpointSlice["endpoints"][number]["conditions"]) => boolean): EndpointTarget[] {
   const byKey = new Map<string, EndpointTarget>();
   for (const slice of slices) {
     if (slice.addressType !== "IPv4") continue; // the data path is IPv4 for now
@@ -97,7 +108,7 @@ export function endpointsOf(port: ServicePort, slices: readonly EndpointSlice[])
     const targetPort = slicePort?.port ?? (typeof port.targetPort === "number" && slice.ports.length === 0 ? port.targetPort : undefined);
     if (targetPort === undefined) continue;
     for (const endpoint of slice.endpoints) {
-      if (!endpoint.conditions.ready) continue;
+      if (!wanted(endpoint.conditions)) continue;
       for (const host of endpoint.addresses) {
         const key = `${host}:${targetPort}`;
         if (!byKey.has(key)) byKey.set(key, { key, host, port: targetPort, nodeName: endpoint.nodeName });
