@@ -448,9 +448,12 @@ describe("KubernetesSource", () => {
     const api = await startApi();
     api.apply(service("web", "198.19.0.1"));
     api.stall(true);
-    const { source } = makeSource(api, { requestTimeoutMs: 300 });
+    // start() does not wait out the request timeout: it returns and the lists go on.
+    const { source } = makeSource(api, { requestTimeoutMs: 3_000, startWaitMs: 100 });
     await source.start();
     expect(source.synced).toBe(false);
+    await eventually(() => source.status().find((entry) => entry.resource === "services" && entry.state === "backoff"), 10_000, "the request timeout");
+    expect(source.status().find((entry) => entry.resource === "services")?.lastError).toMatch(/no answer within 3000 ms/);
     api.stall(false);
     await eventually(() => source.synced, 5_000, "the sync once the API answers");
     await eventually(() => api.openWatches === 2, 5_000, "the watches");

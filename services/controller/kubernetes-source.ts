@@ -54,6 +54,11 @@ export interface KubernetesSourceOptions {
   optionalRecheckMs?: number;
   /** Objects per list page (`limit`). @default 500 — client-go's default page size. */
   pageSize?: number;
+  /**
+   * How long `start()` waits for the first attempt to list everything before it returns and lets the lists go on in
+   * the background. @default 10_000 — a black-holed API costs a request timeout per attempt; the hub has other work to start.
+   */
+  startWaitMs?: number;
 }
 
 type RawObject = { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string; resourceVersion?: string; [key: string]: unknown }; [key: string]: unknown };
@@ -157,7 +162,12 @@ export class KubernetesSource implements CatalogSource {
       reject: (rejection) => this.#reject(rejection),
     };
     this.#reflectors = resourceSpecs.map((spec) => new Reflector(spec, host));
-    await Promise.all(this.#reflectors.map((reflector) => reflector.start()));
+    let timer: unknown;
+    await Promise.race([
+      Promise.all(this.#reflectors.map((reflector) => reflector.start())),
+      new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, this.#options.startWaitMs ?? 10_000))),
+    ]);
+    this.#clock.clearTimeout(timer);
     if (!this.synced) this.#log.warn({ server: this.#server }, "the Kubernetes API is not reachable yet; retrying in the background, the catalog stays as it was");
   }
 
