@@ -5,8 +5,7 @@
  * and a live view of the mesh's events until Ctrl-C.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -15,6 +14,8 @@ import { stringify } from "yaml";
 import { rpcRequest } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
 import type { NodeStatus } from "../roles/status.ts";
+import { initKeys, issueNode } from "../trust/key-store.ts";
+import { clientConnectOptions } from "./security-options.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
 
@@ -97,9 +98,13 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const manifestFile = join(base, "manifests", "demo.yaml");
     writeFileSync(manifestFile, demoManifests(started, { web: "198.19.0.10", api: "198.19.0.11" }));
 
-    // The mesh's pre-shared key: only holders join the tunnel (leafmesh keys makes one for a real mesh).
-    const pskFile = join(base, "swarm.key");
-    writeFileSync(pskFile, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+    // Security on, as in a real mesh: the demo's own keys (operator, accounts, CA, PSK) and one identity per node.
+    const keys = join(base, "keys");
+    if (!existsSync(join(keys, "hub"))) {
+      say("creating the demo mesh's keys (leafmesh keys init / issue) …");
+      await initKeys({ dir: keys });
+      for (const node of nodes) await issueNode({ dir: keys, node });
+    }
 
     const children: { name: string; child: ChildProcess }[] = [];
     const spawnLeafmesh = (name: string, args: string[]) => {
@@ -121,7 +126,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const hub = spawnLeafmesh("hub-1", [
       "hub", "--name", "hub-1", "--data", join(base, "hub-1"),
       "--listen", `127.0.0.1:${hubPorts.client}`, "--leaf-listen", `127.0.0.1:${hubPorts.leaf}`, "--monitor-listen", `127.0.0.1:${hubPorts.monitor}`,
-      "--metrics-listen", `127.0.0.1:${hubPorts.metrics}`, "--manifests", join(base, "manifests"),
+      "--metrics-listen", `127.0.0.1:${hubPorts.metrics}`, "--manifests", join(base, "manifests"), "--keys", keys,
     ]);
     const stopAll = async () => {
       await Promise.all(
@@ -143,7 +148,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const deadline = Date.now() + 30_000;
     for (;;) {
       try {
-        connection = await connectNats({ servers: [`nats://127.0.0.1:${hubPorts.client}`], name: "leafmesh-demo", keepReconnecting: true });
+        connection = await connectNats({ ...clientConnectOptions({ keys }), servers: [`nats://127.0.0.1:${hubPorts.client}`], name: "leafmesh-demo", keepReconnecting: true });
         break;
       } catch (error) {
         if (Date.now() > deadline || hub.exitCode !== null) {
@@ -170,7 +175,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
         "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
         "--dns", `127.0.0.1:${agentPorts[node].dns}`,
-        "--psk", pskFile, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off",
+        "--keys", keys, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off",
       ]);
     }
 
@@ -180,7 +185,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     for (const node of nodes) {
       const until = Date.now() + 45_000;
       while (Date.now() < until) {
-        const agentConnection = await connectNats({ servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
+        const agentConnection = await connectNats({ ...clientConnectOptions({ keys, node }), servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
         const status = agentConnection ? await rpcRequest<NodeStatus>(agentConnection, node, "status", undefined, 2_000).catch(() => undefined) : undefined;
         await agentConnection?.close();
         const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
@@ -201,10 +206,11 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
     }
     say(`  dig @127.0.0.1 -p ${agentPorts[nodes[0]].dns} web.demo.svc.cluster.local     # ${nodes[0]}'s cluster DNS (SRV: _http._tcp.web.demo.svc.cluster.local SRV)`);
-    say(`  npx leafmesh status --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
-    say(`  npx leafmesh status --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);
-    say(`  npx leafmesh sub --nats nats://127.0.0.1:${hubPorts.client}        # every mesh event, live`);
-    say(`  npx leafmesh status --tree --nats nats://127.0.0.1:${hubPorts.client}     # the fabric as a tree`);
+    say(`  npx leafmesh status --keys ${keys} --node ${nodes[0]} --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
+    say(`  npx leafmesh status --keys ${keys} --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);
+    say(`  npx leafmesh sub --keys ${keys} --nats nats://127.0.0.1:${hubPorts.client}        # every mesh event, live`);
+    say(`  npx leafmesh status --tree --keys ${keys} --nats nats://127.0.0.1:${hubPorts.client}     # the fabric as a tree`);
+    say(`  npx leafmesh keys list --dir ${keys}     # the nodes' identities (revoke one with keys revoke --dir ${keys} --node NAME --hub …)`);
     say(`  curl http://127.0.0.1:${agentPorts[nodes[0]].metrics}/metrics     # ${nodes[0]}'s Prometheus metrics`);
     say(`  $EDITOR ${manifestFile}     # change the catalog: agents follow within a second`);
     say(`  kill ${hub.pid}     # stop the hub: agents keep serving their catalog from their mirrors`);

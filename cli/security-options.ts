@@ -39,3 +39,16 @@ export function resolveNodeSecurity(options: { keys?: string; insecure: boolean 
   const dir = choose(options, command, log);
   return dir ? loadNodeSecurity(dir, node) : undefined;
 }
+
+/** Client flags of status and sub: how to authenticate to a secured hub or agent. */
+export const clientSecurityOptions = {
+  keys: { type: "string", value: "DIR", description: "the mesh's keys directory (or a node's bundle) when the server is secured" },
+  node: { type: "string", value: "NAME", description: "with --keys: connect to this node's agent (its local credentials); without: to a hub (the hub's credentials and TLS)" },
+} satisfies Record<string, OptionSpec>;
+
+/** Connection options for a client of a secured hub or agent; {} without --keys. */
+export function clientConnectOptions(options: { keys?: string; node?: string }): Partial<import("@nats-io/transport-node").ConnectionOptions> {
+  if (!options.keys) return {};
+  if (options.node) return loadNodeSecurity(options.keys, options.node).clientConnectOptions;
+  return loadHubSecurity(options.keys, { resolverDir: join(options.keys, "hub") }).publisherConnectOptions;
+}

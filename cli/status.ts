@@ -8,6 +8,7 @@ import { connectNats } from "../bus/connect.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
+import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
@@ -127,6 +128,7 @@ Connects to the node's NATS server (an agent's --nats-listen, or a hub's
 --listen), asks the leafmesh process there for its status, and pages through
 its catalog.`,
   options: {
+    ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
     tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
@@ -134,7 +136,7 @@ its catalog.`,
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
   },
   async run(options, _positionals, io) {
-    const connection = await connectNats({ servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
+    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
     if (options.tree) {
       try {
         const beats = await gatherFabricHeartbeats(connection, Number(options.wait));

@@ -1,6 +1,7 @@
 /** `leafmesh sub`: tail mesh events, as `nats sub 'mesh.>'` would. */
 import { connectNats } from "../bus/connect.ts";
 import { defineCommand } from "./command.ts";
+import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 
 export const subCommand = defineCommand({
   name: "sub",
@@ -12,12 +13,13 @@ the time received, the subject and the JSON payload. Subjects are
 mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'.`,
   positionals: 1,
   options: {
+    ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of a hub's or node's NATS server" },
     count: { type: "string", value: "N", description: "exit after N messages" },
   },
   async run(options, positionals, io) {
     const subject = positionals[0] ?? "mesh.>";
-    const connection = await connectNats({ servers: [options.nats], name: "leafmesh-sub" });
+    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-sub" });
     const limit = options.count ? Number(options.count) : Infinity;
     io.stderr.write(`listening on ${subject} at ${options.nats} (Ctrl-C to stop)\n`);
     const subscription = connection.subscribe(subject, limit !== Infinity ? { max: limit } : {});

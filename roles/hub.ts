@@ -26,6 +26,12 @@ import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPor
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
+import { Kvm } from "@nats-io/kv";
+import { buckets } from "../bus/subjects.ts";
+import { retryUntilReady } from "../lib/retry.ts";
+
+/** @default 30_000 — a node refreshes its record every 5 s (services/tunnel/node-directory.ts); a stopped node's record expires after 30 s. */
+const nodeRecordTtlMs = 30_000;
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -100,6 +106,8 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   });
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
   await publisher.start();
+  // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts).
+  await retryUntilReady(() => new Kvm(connection).create(buckets.nodes, { history: 1, ttl: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
 
   const links: ActorLink[] = [
     linkActorToBus({

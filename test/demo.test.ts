@@ -4,7 +4,7 @@ import { appendFileSync } from "node:fs";
 import { stringify } from "yaml";
 import { describe, expect, it } from "vitest";
 import { eventually } from "./support/ports.ts";
-import { cliPath, nodeBinary, tempDir } from "./support/processes.ts";
+import { cliPath, nodeBinary, runCli, tempDir } from "./support/processes.ts";
 
 describe("leafmesh demo", () => {
   it("starts a hub and agents, prints proxies that answer and commands that work, and stops cleanly on SIGINT", { timeout: 150_000 }, async () => {
@@ -30,8 +30,11 @@ describe("leafmesh demo", () => {
       expect(await (await fetch(metricsUrl)).text()).toContain("leafmesh_catalog_objects");
       const digLine = /dig @127\.0\.0\.1 -p (\d+) web\.demo\.svc\.cluster\.local/.exec(output)!;
       expect(execFileSync("dig", ["@127.0.0.1", "-p", digLine[1], "web.demo.svc.cluster.local", "+short"], { encoding: "utf8" }).trim()).toBe("198.19.0.10");
-      const statusPort = /status --nats nats:\/\/127\.0\.0\.1:(\d+)\s+# what edge-1 knows/.exec(output)![1];
-      expect(statusPort).toBeTruthy();
+            // The status command it prints works, with the demo's keys.
+      const statusLine = /npx leafmesh (status --keys \S+ --node edge-1 --nats \S+)/.exec(output)![1];
+      const status = await runCli(statusLine.split(" ").concat(["--json"]));
+      expect(status.code, status.stderr).toBe(0);
+      expect(JSON.parse(status.stdout).services.map((service: { name: string }) => service.name).sort()).toEqual(["api", "web"]);
       // Editing the manifest file it names shows up live.
       const manifest = /\$EDITOR (\S+)/.exec(output)![1];
       appendFileSync(manifest, `---\n${stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "extra", namespace: "demo" }, spec: { clusterIP: "198.19.0.99", ports: [{ port: 80 }] } })}`);

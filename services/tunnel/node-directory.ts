@@ -43,6 +43,7 @@ export class NodeDirectory {
   #timer: unknown;
   #stopped = false;
   #watching = false;
+  #triedCreate = false;
   #failing = false;
   #iterator: { stop(): void } | undefined;
 
@@ -97,12 +98,20 @@ export class NodeDirectory {
   async #refresh(): Promise<void> {
     if (this.#stopped) return;
     try {
-      if (!this.#kv) {
-        const kvm = new Kvm(jetstream(this.#options.nats, { domain: hubDomain }));
-        this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs }).catch(() => kvm.open(buckets.nodes));
-      }
+      // checkAPI false: no `$JS.hub.API.INFO`, which a node's credentials may not publish (trust/claims.ts).
+      const kvm = new Kvm(jetstream(this.#options.nats, { domain: hubDomain, checkAPI: false }));
+      // The hub creates the bucket (roles/hub.ts); bind to it, which sends nothing.
+      this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
-      await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+      try {
+        await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+      } catch (error) {
+        // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
+        if (this.#triedCreate) throw error;
+        this.#triedCreate = true;
+        this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
+        await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+      }
       if (!this.#watching) await this.#watch(this.#kv);
       if (this.#failing) this.#options.log.info("node directory reachable again");
       this.#failing = false;
