@@ -1,11 +1,11 @@
 /**
- * The libp2p host of one agent: TCP, pnet (the mesh's pre-shared key), noise,
- * yamux, identify, ping and mDNS, plus the tunnel protocol: a stream that asks
- * the remote agent to connect to a target and splice.
+ * The libp2p host of one agent: TCP, noise (with the mesh's pre-shared key bound
+ * into its handshake), yamux, identify, ping and mDNS, plus the tunnel protocol:
+ * a stream that asks the remote agent to connect to a target and splice.
  *
  * Every path ends as an ordinary libp2p connection: a LAN dial through
  * @libp2p/tcp, a hole-punched socket or a relay channel handed to
- * `upgrade()` (the libp2p upgrader runs pnet + noise + yamux over it).
+ * `upgrade()` (the libp2p upgrader runs noise + yamux over it).
  *
  * ```ts
  * const host = await startTunnelHost({ node: "edge-a", listen: ["/ip4/0.0.0.0/tcp/4101"], psk, log });
@@ -24,7 +24,6 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify, type Identify } from "@libp2p/identify";
 import { ping, type Ping } from "@libp2p/ping";
 import { mdns } from "@libp2p/mdns";
-import { preSharedKey } from "@libp2p/pnet";
 import type { Connection, Stream, Upgrader, ComponentLogger } from "@libp2p/interface";
 import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
@@ -54,6 +53,11 @@ export function parsePsk(psk: string | Uint8Array): Uint8Array {
   return new TextEncoder().encode(`${lines.join("\n")}\n`);
 }
 
+/** The noise prologue made of the PSK: peers with another key fail the handshake. */
+export function pskPrologue(psk: Uint8Array): Uint8Array {
+  return createHash("sha256").update("leafmesh noise prologue\0").update(psk).digest();
+}
+
 /** A salted hash of the PSK, published in the node record: lets peers say "the keys differ". */
 export function pskFingerprint(psk: Uint8Array): string {
   return createHash("sha256").update("leafmesh psk fingerprint\0").update(psk).digest("hex").slice(0, 16);
@@ -76,7 +80,7 @@ export interface TunnelHostOptions {
 export interface TunnelHost {
   readonly libp2p: Libp2p<{ identify: Identify; ping: Ping; leafmeshUpgrade: { upgrader: Upgrader; logger: ComponentLogger } }>;
   readonly pskFingerprint: string;
-  /** Makes a libp2p connection of a connected socket or relay channel (pnet + noise + yamux over it). */
+  /** Makes a libp2p connection of a connected socket or relay channel (noise + yamux over it). */
   upgrade(duplex: Duplex, direction: "inbound" | "outbound", remoteAddr: Multiaddr): Promise<Connection | undefined>;
   /** Opens a tunnel stream on a connection: the remote side connects to `target` and splices. */
   openTarget(connection: Connection, target: TunnelTarget): Promise<Duplex>;
@@ -160,14 +164,17 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   const libp2p = await createLibp2p({
     addresses: { listen: options.listen },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    // The mesh key is bound into every noise handshake as its prologue (both sides
+    // must hash the same prologue or the handshake fails), which keeps foreign
+    // peers out like @libp2p/pnet does, without pnet's second cipher over every byte
+    // (XSalsa20 in WebAssembly: measured ~40% of the direct path's throughput, and
+    // it xors a connection's whole pending write buffer in one call, which failed
+    // with "Memory.grow(): Maximum memory size exceeded" under load).
+    connectionEncrypters: [noise({ prologueBytes: pskPrologue(options.psk) })],
     // yamux grows a stream's window up to 16 MiB by default, while a libp2p stream
-    // aborts once 4 MiB sit unread (abstract-message-stream.js) and pnet xors its
-    // whole pending write buffer in one WebAssembly call that fails past its
-    // memory limit ("Memory.grow(): Maximum memory size exceeded", seen with 1-2
-    // MiB windows under load). 256 KiB per stream keeps every layer bounded.
-    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 256 * 1024 } })],
-    connectionProtector: preSharedKey({ psk: options.psk }),
+    // aborts once 4 MiB sit unread (abstract-message-stream.js): a slow reader would
+    // get its stream reset. 1 MiB keeps the two consistent and fills a LAN or relay path.
+    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
     nodeInfo: { userAgent: `${agentVersionPrefix}${options.node}` },
     // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.

@@ -1,7 +1,7 @@
 /**
  * The tunnel actor: streams to any node of the mesh — direct on a LAN (mDNS),
  * hole-punched across NATs that allow it, relayed through the NATS fabric
- * otherwise — all as libp2p connections (pnet + noise + yamux), so a relaying
+ * otherwise — all as libp2p connections (noise + yamux, the mesh key bound into the handshake), so a relaying
  * hub sees ciphertext only. One path machine per remote node publishes every
  * change on `mesh.<node>.tunnel.path`.
  *

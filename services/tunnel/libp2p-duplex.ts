@@ -3,7 +3,7 @@
  *
  * - `DuplexMultiaddrConnection`: any Node Duplex (a hole-punched TCP socket, a
  *   relay channel) as a libp2p MultiaddrConnection, so the libp2p upgrader runs
- *   pnet, noise and yamux over it and the result is an ordinary connection. It
+ *   noise and yamux over it and the result is an ordinary connection. It
  *   follows @libp2p/tcp's socket-to-conn.js (which is not exported).
  * - `streamToDuplex`: a libp2p Stream as a Node Duplex for the traffic actor,
  *   honouring backpressure both ways (pause/resume, send()/onDrain).

@@ -1,9 +1,9 @@
 /**
  * The relay: byte channels between two nodes carried over NATS subjects
  * (`relay.<to>.<from>.<channel>`, outside `mesh.>`) through leaf → hub → leaf.
- * A channel is a Node Duplex; the tunnel runs a libp2p upgrade (pnet, noise,
- * yamux) on top, so a hub only ever sees ciphertext and one channel carries
- * every stream between the pair.
+ * A channel is a Node Duplex; the tunnel runs a libp2p upgrade (noise with the
+ * mesh key, yamux) on top, so a hub only ever sees ciphertext and one channel
+ * carries every stream between the pair.
  *
  * What the channel itself guarantees:
  * - order: every frame carries a per-direction sequence number; a gap (a frame

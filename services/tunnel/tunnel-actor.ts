@@ -8,7 +8,7 @@
  * neighbours found by mDNS, or the listen addresses in the node's record); a TCP
  * hole punch agreed through the fabric when the NAT pair allows it (nat.ts); the
  * relay through the NATS fabric. Every path is an ordinary libp2p connection
- * (pnet + noise + yamux), so a hub relaying bytes sees ciphertext only.
+ * (noise + yamux, the mesh key bound into the handshake), so a hub relaying bytes sees ciphertext only.
  */
 import { connect as netConnect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
@@ -532,9 +532,17 @@ export class TunnelActor implements TunnelDialer {
     libp2p.addEventListener("peer:discovery", (event) => {
       // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
       if (this.#stopped || this.#options.ways?.direct === false) return;
-      void libp2p.dial(event.detail.id, { signal: AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000) }).catch((error) =>
-        this.#log.debug({ peer: event.detail.id.toString(), err: describeError(error) }, "LAN peer did not answer (if this persists, its pre-shared key may differ)"),
-      );
+      const peer = event.detail.id.toString();
+      void libp2p.dial(event.detail.id, { signal: AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000) }).catch((error) => {
+        const message = describeError(error);
+        // The mesh key is the noise prologue: another key fails the handshake's first decryption.
+        if (/decrypt|handshake|invalid tag|ciphertext|noise/i.test(message) && !this.#warnedKeys.has(peer)) {
+          this.#warnedKeys.add(peer);
+          this.#log.error({ peer, err: message }, "a LAN peer failed the encrypted handshake: the pre-shared keys differ (give every agent of the mesh the same --psk)");
+        } else {
+          this.#log.debug({ peer, err: message }, "LAN peer did not answer");
+        }
+      });
     });
     libp2p.addEventListener("peer:identify", (event) => {
       const peerId = event.detail.peerId.toString();

@@ -125,3 +125,26 @@ describe("tunnel actor on loopback", () => {
     await expect(a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" })).rejects.toThrow(/edge-b cannot connect to 127.0.0.1/);
   }, 30_000);
 });
+
+describe("the mesh key", () => {
+  it("keeps a peer with another key out at the handshake", async () => {
+    const { startTunnelHost, parsePsk } = await import("./host.ts");
+    const a = await startTunnelHost({ node: "key-a", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
+    const b = await startTunnelHost({ node: "key-b", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(otherPsk), log: silentLogger(), mdns: false });
+    const c = await startTunnelHost({ node: "key-c", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
+    try {
+      await expect(a.libp2p.dial(b.libp2p.getMultiaddrs()[0])).rejects.toThrow(/handshake|decrypt/i);
+      const connection = await a.libp2p.dial(c.libp2p.getMultiaddrs()[0]);
+      expect(connection.remotePeer.toString()).toBe(c.libp2p.peerId.toString());
+      expect(a.pskFingerprint).toBe(c.pskFingerprint);
+      expect(a.pskFingerprint).not.toBe(b.pskFingerprint);
+    } finally {
+      await Promise.all([a.stop(), b.stop(), c.stop()]);
+    }
+  });
+
+  it("rejects a key that is not in the swarm.key format, saying what it expects", async () => {
+    const { parsePsk } = await import("./host.ts");
+    expect(() => parsePsk("secret")).toThrow(/swarm.key format/);
+  });
+});
