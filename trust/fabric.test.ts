@@ -19,6 +19,8 @@ import { connectRogueLeaf } from "./rogue-leaf.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { explainDenial, watchPermissionErrors } from "./denials.ts";
 import { runKeysCommand } from "./cli.ts";
+import { createUser, encodeUser, fmtCreds, type Algorithms } from "@nats-io/jwt";
+import { writeSecretFile } from "./secret-files.ts";
 
 function capturingLogger(): { log: Logger; lines: () => string } {
   let text = "";
@@ -172,18 +174,19 @@ describe("an honest agent that oversteps is refused by its own server and says s
 });
 
 describe("a stolen node speaking the leafnode protocol itself reaches only its own subjects", () => {
-  it("cannot publish as another node, write the catalog or another record, read or forge another node's relay frames; the hub logs each attempt", async () => {
-    const bundle = join(keys, "nodes", "edge-a");
-    const rogue = await connectRogueLeaf({ port: hub.leafPort, creds: join(bundle, "node.creds"), cert: join(bundle, "node.crt"), key: join(bundle, "node.key"), ca: join(bundle, "ca.crt") });
+  const bundle = () => join(keys, "nodes", "edge-a");
+  const tlsFiles = () => ({ cert: join(bundle(), "node.crt"), key: join(bundle(), "node.key"), ca: join(bundle(), "ca.crt") });
+
+  it("with the node's credentials: cannot publish as another node, write the catalog or another record, purge, or forge relay frames; the hub logs each attempt", async () => {
+    const rogue = await connectRogueLeaf({ port: hub.leafPort, creds: join(bundle(), "node.creds"), ...tlsFiles() });
     try {
       expect(rogue.errors).toEqual([]);
       const b = clients.get("edge-b")!;
-      const c = clients.get("edge-c")!;
-      const forgedAtHub = collect(publisher, "mesh.edge-b.>");
+      const atHub = collect(publisher, "mesh.>");
       const relayAtB = collect(b, "relay.edge-b.>");
       await Promise.all([publisher.flush(), b.flush()]);
-      rogue.subscribe("relay.edge-b.>");
       rogue.subscribe("_INBOX_edge-a.>");
+      rogue.subscribe("relay.edge-b.>");
 
       rogue.publish("mesh.edge-b.dns.stats", "forged");
       rogue.publish("$JS.hub.API.$KV.mesh-catalog.services.shop.web", "forged", "_INBOX_edge-a.r1");
@@ -191,24 +194,61 @@ describe("a stolen node speaking the leafnode protocol itself reaches only its o
       rogue.publish("$JS.hub.API.$KV.mesh-nodes.edge-b", "forged", "_INBOX_edge-a.r3");
       rogue.publish("$JS.hub.API.STREAM.PURGE.KV_mesh-catalog", "{}", "_INBOX_edge-a.r4");
       rogue.publish("relay.edge-b.edge-c.ch9", "forged as edge-c");
-
-      // edge-c relays to edge-b: edge-b gets it, the rogue subscribed to relay.edge-b.> gets nothing.
-      await eventually(async () => {
-        c.publish("relay.edge-b.edge-c.ch2", "secret for b");
-        await c.flush();
-        return relayAtB.includes("relay.edge-b.edge-c.ch2 secret for b");
-      }, 10_000, "edge-c's frame at edge-b");
+      // Same connection, same order: once this marker is at the hub, every forgery above was processed.
+      rogue.publish("mesh.edge-a.marker", "after the forgeries");
+      await eventually(() => atHub.includes("mesh.edge-a.marker after the forgeries"), 10_000, "the rogue's own marker at the hub");
 
       const expected = ["publishes as node 'edge-b'", "writes the catalog", "writes the node record of 'edge-b'", "calls JetStream STREAM.PURGE.KV_mesh-catalog on the catalog"];
       await eventually(() => expected.every((text) => hubLog.lines().includes(text)), 10_000, `the hub's log to name each attempt: ${expected.join("; ")}`);
       expect(hubLog.lines()).toContain("denied: node 'edge-a'");
 
-      expect(forgedAtHub).toEqual([]);
+      expect(atHub.filter((line) => !line.startsWith("mesh.edge-a."))).toEqual([]);
       expect(relayAtB.filter((line) => line.includes("forged"))).toEqual([]);
-      expect(rogue.received.filter((message) => message.subject.startsWith("relay."))).toEqual([]);
       expect((await catalog.get("services.shop.web"))?.string()).toBe("catalog-v1");
       expect(await nodesKv.get("edge-b")).toBeNull();
-      expect((await new Kvm(publisher).open("mesh-catalog").then((kv) => kv.status())).values).toBe(1);
+      expect((await catalog.status()).values).toBe(1);
+      // edge-c relays to edge-b: edge-b gets it, the rogue subscribed to relay.edge-b.> gets nothing
+      const c = clients.get("edge-c")!;
+      await eventually(async () => {
+        c.publish("relay.edge-b.edge-c.ch2", "secret for b");
+        await c.flush();
+        return relayAtB.includes("relay.edge-b.edge-c.ch2 secret for b");
+      }, 10_000, "edge-c's frame at edge-b");
+      expect(rogue.received.filter((message) => message.subject.startsWith("relay."))).toEqual([]);
+    } finally {
+      rogue.close();
+    }
+  });
+
+  it("even a user of the node's account without any permission limits reads no other node's relay frames and forges nothing", async () => {
+    // The worst case FACTS.md warns about: user permissions not enforced. Only the account boundary is left.
+    const accountSeed = readFileSync(join(keys, "accounts", "node-edge-a.seed"), "utf8").trim();
+    const user = createUser();
+    const jwt = await encodeUser("edge-a-unlimited", user, accountSeed, { subs: -1, data: -1, payload: -1 }, { algorithm: "ed25519-nkey" as Algorithms });
+    const credsFile = join(base, "unlimited.creds");
+    writeSecretFile(credsFile, fmtCreds(jwt, user));
+    const rogue = await connectRogueLeaf({ port: hub.leafPort, creds: credsFile, ...tlsFiles() });
+    try {
+      for (const subject of ["relay.>", "mesh.>", "_INBOX_edge-b.>", "$KV.>", "rpc.>"]) rogue.subscribe(subject);
+      const b = clients.get("edge-b")!;
+      const c = clients.get("edge-c")!;
+      const relayAtB = collect(b, "relay.edge-b.>");
+      const atHub = collect(publisher, "mesh.>");
+      await Promise.all([b.flush(), publisher.flush()]);
+      rogue.publish("mesh.edge-b.dns.stats", "forged");
+      rogue.publish("relay.edge-b.edge-c.ch9", "forged as edge-c");
+      rogue.publish("mesh.edge-a.marker", "unlimited marker");
+      await eventually(() => atHub.includes("mesh.edge-a.marker unlimited marker"), 10_000, "the unlimited rogue's marker at the hub");
+      await eventually(async () => {
+        c.publish("relay.edge-b.edge-c.ch3", "secret for b");
+        b.publish("mesh.edge-b.dns.stats", "b's own event");
+        await Promise.all([c.flush(), b.flush()]);
+        return relayAtB.includes("relay.edge-b.edge-c.ch3 secret for b") && atHub.includes("mesh.edge-b.dns.stats b's own event");
+      }, 10_000, "edge-c's frame at edge-b and edge-b's event at the hub");
+      expect(rogue.errors).toEqual([]);
+      expect(rogue.received.map((message) => message.subject).filter((subject) => !subject.startsWith("mesh.edge-a."))).toEqual([]);
+      expect(relayAtB.filter((line) => line.includes("forged"))).toEqual([]);
+      expect(atHub.filter((line) => line.includes("forged"))).toEqual([]);
     } finally {
       rogue.close();
     }
