@@ -100,7 +100,17 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
       : table(["KIND", "DIRECTION", "REMOTE", "URL", "RTT"], status.links.map((link) => [link.kind, link.direction, link.remote, link.url ?? "", link.rttMs !== undefined ? `${link.rttMs}ms` : ""])),
   );
   parts.push("", "ACTORS");
-  parts.push(table(["ACTOR", "STATE", "SINCE"], status.actors.map((actor) => [actor.name, actor.state + (actor.detail ? ` ${JSON.stringify(actor.detail)}` : ""), actor.since])));
+  parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
+  const tunnel = status.actors.find((actor) => actor.name === "tunnel")?.detail;
+  if (tunnel) {
+    const peers = (tunnel.peers ?? []) as { node: string; site: string | null; region: string | null; nat: string; path: string; rttMs: number | null }[];
+    parts.push("", `NODES (this node's NAT: ${String(tunnel.nat)})`);
+    parts.push(
+      peers.length === 0
+        ? "  (no other node known yet)"
+        : table(["NODE", "SITE", "REGION", "NAT", "PATH", "RTT"], peers.map((peer) => [peer.node, peer.site ?? "-", peer.region ?? "-", peer.nat, peer.path, peer.rttMs !== null ? `${peer.rttMs.toFixed(2)}ms` : "-"])),
+    );
+  }
   parts.push("", "SERVICES");
   parts.push(
     services.length === 0
@@ -118,6 +128,20 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
         ),
   );
   return `${parts.join("\n")}\n`;
+}
+
+/** One line per actor for the table; the full detail is in --json. */
+function summarizeActor(name: string, detail: Record<string, unknown> | undefined): string {
+  if (!detail) return "";
+  if (name === "dns") {
+    const address = detail.address as { host: string; port: number } | undefined;
+    return `${address ? `on ${address.host}:${address.port}, ` : ""}${String(detail.queries ?? 0)} queries`;
+  }
+  if (name === "traffic") return `${(detail.listeners as unknown[] | undefined)?.length ?? 0} listeners, ${String(detail.connections ?? 0)} connections`;
+  if (name === "proxier") return `${String(detail.backend)}: ${String(detail.rules ?? 0)} rules, ${String(detail.syncs ?? 0)} syncs`;
+  if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers`;
+  if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
+  return "";
 }
 
 export const statusCommand = defineCommand({

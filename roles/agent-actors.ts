@@ -52,12 +52,19 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     });
     await actor.start();
     dialer = actor;
-    const paths = () => Object.fromEntries((actor.directory?.all() ?? []).filter((record) => record.node !== node).map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
+    const others = () => (actor.directory?.all() ?? []).filter((record) => record.node !== node);
+    const paths = () => Object.fromEntries(others().map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
+    // One row per known node for `leafmesh status`: where it is, how this node reaches it.
+    const peers = () =>
+      others().map((record) => {
+        const path = actor.pathDetail(record.node);
+        return { node: record.node, site: record.site ?? null, region: record.region ?? null, nat: record.nat, path: path?.kind ?? "none", rttMs: path?.rttMs ?? null };
+      });
     const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths() }) });
     return {
       name: "tunnel",
       actor: actor.actor,
-      detail: () => ({ nat: actor.nat, paths: paths() }),
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers() }),
       stop: async () => {
         link.stop();
         await actor.stop();
