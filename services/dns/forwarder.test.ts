@@ -12,7 +12,7 @@ import { freePort } from "../../test/support/ports.ts";
 import { createDnsActor, type DnsActor } from "./actor.ts";
 import { parseUpstream, upstreamsFromResolvConf } from "./forwarder.ts";
 import { dig, digHeader, digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer, type TestRecord } from "./test-servers.ts";
-import { feedOf, sampleCatalog } from "./testing.ts";
+import { feedOf, sampleCatalog, service } from "./testing.ts";
 
 const records: TestRecord[] = [
   { name: "a.test", type: "A", value: "192.0.2.1", ttl: 60 },
@@ -32,7 +32,8 @@ describe("forwarding to a real upstream", () => {
   beforeAll(async () => {
     requireTools(["dig", "unbound"]);
     upstream = await startUnbound({ port: await freePort(), records });
-    dns = createDnsActor({ feed: feedOf(sampleCatalog()), log: silentLogger(), clock, listen: { host: "127.0.0.1", port: 0 }, upstreams: [`127.0.0.1:${upstream.port}`] });
+    const catalog = [...sampleCatalog(), service("shop", "outside", { type: "ExternalName", externalName: "a.test", ports: [] })];
+    dns = createDnsActor({ feed: feedOf(catalog), log: silentLogger(), clock, listen: { host: "127.0.0.1", port: 0 }, upstreams: [`127.0.0.1:${upstream.port}`] });
     port = (await dns.start()).port;
   });
   afterAll(async () => {
@@ -45,6 +46,12 @@ describe("forwarding to a real upstream", () => {
     expect(await digShort(port, "web.shop.svc.cluster.local", "A")).toEqual(["10.96.0.10"]);
     const out = await dig(port, ["A.TeSt", "A"]);
     expect(out).toMatch(/^;A\.TeSt\.\s+IN\s+A$/m);
+  });
+
+  it("follows an ExternalName to an outside name through the upstream: the CNAME, then the address", async () => {
+    const out = await dig(port, ["outside.shop.svc.cluster.local", "A", "+noall", "+answer"]);
+    expect(out).toMatch(/^outside\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+CNAME\s+a\.test\.$/m);
+    expect(out).toMatch(/^a\.test\.\s+\d+\s+IN\s+A\s+192\.0\.2\.1$/m);
   });
 
   it("serves from the cache with the TTL counted down, and asks again after it expires", async () => {

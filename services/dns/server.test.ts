@@ -74,9 +74,16 @@ describe("DNS server with dig", () => {
     expect(out).toMatch(/^db-0\.db\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.1\.1\.1$/m);
   });
 
-  it("answers ExternalName with a CNAME", async () => {
+  it("answers ExternalName with a CNAME (alone when the target is outside and there is no upstream)", async () => {
     expect(await digShort(port, "ext.shop.svc.cluster.local", "A")).toEqual(["db.example.org."]);
     expect(await digShort(port, "ext.shop.svc.cluster.local", "CNAME")).toEqual(["db.example.org."]);
+  });
+
+  it("follows an ExternalName to a cluster service: the CNAME, then its address", async () => {
+    const out = await dig(port, ["alias.shop.svc.cluster.local", "A", "+noall", "+answer"]);
+    expect(out).toMatch(/^alias\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+CNAME\s+web\.shop\.svc\.cluster\.local\.$/m);
+    expect(out).toMatch(/^web\.shop\.svc\.cluster\.local\.\s+5\s+IN\s+A\s+10\.96\.0\.10$/m);
+    expect(await digShort(port, "alias.shop.svc.cluster.local", "CNAME")).toEqual(["web.shop.svc.cluster.local."]);
   });
 
   it("answers the deprecated pod records (spec §2.6)", async () => {

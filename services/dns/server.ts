@@ -15,7 +15,7 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
 import { createServer, type Server, type Socket as TcpSocket } from "node:net";
-import dnsPacket from "dns-packet";
+import dnsPacket, { type Answer } from "dns-packet";
 import type { CatalogReader } from "../../bus/catalog.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -69,6 +69,15 @@ export interface ListenAddress {
 const typeNames: Record<number, string> = { 1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 16: "TXT", 28: "AAAA", 33: "SRV", 255: "ANY" };
 const classNames: Record<number, string> = { 1: "IN", 3: "CH", 4: "HS", 255: "ANY" };
 const forwardMarker = Buffer.alloc(0);
+
+/** An ExternalName answer to an address question: the CNAME, then the target's addresses (spec §2.5), fetched per query. */
+interface ChaseEntry {
+  reply: ClusterReply;
+  target: string;
+  type: "A" | "AAAA";
+}
+/** CNAME → CNAME inside the cluster zone is followed this far (RFC 1034 §3.6.2 warns of loops). */
+const maxChaseDepth = 8;
 /** A zone built faster than this is rebuilt on every change without spacing. */
 const cheapZoneBuildMs = 2;
 
@@ -81,8 +90,8 @@ export class DnsServer {
   #udp?: Socket;
   #tcp?: Server;
   readonly #tcpClients = new Set<TcpSocket>();
-  /** Encoded answers (id 0) by question bytes + flags, for #zone. */
-  #answers = new Map<string, Buffer>();
+  /** Encoded answers (id 0) by question bytes + flags, for #zone; ExternalName chases are kept unencoded. */
+  #answers = new Map<string, Buffer | ChaseEntry>();
   #zone?: ClusterZone;
   #zoneVersion = -1;
   #zoneBuiltAt = 0;
@@ -199,6 +208,7 @@ export class DnsServer {
       if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#answers.clear();
       this.#answers.set(key, template);
     }
+    if ("target" in template) return this.#chase(query, parsed, template, transport);
     if (template !== forwardMarker) {
       stats.answers.cluster++;
       stats.countRcode(template[3] & 0xf);
@@ -244,8 +254,8 @@ export class DnsServer {
     return out;
   }
 
-  /** The encoded cluster answer (id 0), or the forward marker when the question is not the cluster's. */
-  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery): Buffer {
+  /** The encoded cluster answer (id 0), an ExternalName to chase, or the forward marker when the question is not the cluster's. */
+  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery): Buffer | ChaseEntry {
     const name = queryName(query, parsed);
     if (name === undefined) return forwardMarker;
     const zone = this.#zone!;
@@ -253,7 +263,69 @@ export class DnsServer {
     const klass = classNames[parsed.qclass] ?? `CLASS${parsed.qclass}`;
     const reply = answerFromZone(zone, name, type, klass);
     if (!reply) return forwardMarker;
+    const alias = reply.answers[0];
+    if ((type === "A" || type === "AAAA") && reply.answers.length === 1 && alias.type === "CNAME") return { reply, target: alias.data, type };
     return encodeReply(query, parsed, reply);
+  }
+
+  /**
+   * An ExternalName asked for addresses: the CNAME plus the target's records, from
+   * the cluster zone when the target is in it, else through the forwarder (and
+   * its cache), as a recursive server answers: stub resolvers such as glibc's do
+   * not follow a bare CNAME themselves. Without an answer for the target, the
+   * CNAME alone.
+   */
+  async #chase(query: Buffer, parsed: ParsedQuery, entry: ChaseEntry, transport: Transport): Promise<Buffer | undefined> {
+    const stats = this.#stats;
+    stats.answers.cluster++;
+    const answers: Answer[] = [...entry.reply.answers];
+    let authorities: Answer[] = [];
+    let rcode: ClusterReply["rcode"] = "NOERROR";
+    let target = entry.target;
+    for (let depth = 0; depth < maxChaseDepth; depth++) {
+      const inZone = answerFromZone(this.#zone!, target, entry.type, "IN");
+      if (inZone) {
+        answers.push(...inZone.answers);
+        rcode = inZone.rcode;
+        authorities = inZone.answers.length === 0 ? inZone.authorities : [];
+        const next = inZone.answers.length === 1 && inZone.answers[0].type === "CNAME" ? inZone.answers[0].data : undefined;
+        if (next === undefined) break;
+        target = next;
+        continue;
+      }
+      const upstream = await this.#resolveUpstream(target, entry.type);
+      if (upstream) {
+        answers.push(...upstream.answers);
+        authorities = upstream.answers.length === 0 ? upstream.authorities : [];
+        rcode = upstream.rcode;
+      }
+      break;
+    }
+    let response: Buffer;
+    try {
+      response = encodeReply(query, parsed, { rcode, authoritative: true, answers, authorities, additionals: [] });
+    } catch (error) {
+      // a record type dns-packet cannot write back: the alias alone
+      this.#internalError(error);
+      response = encodeReply(query, parsed, entry.reply);
+    }
+    stats.countRcode(response[3] & 0xf);
+    return this.#fit(response, query, parsed, transport, false);
+  }
+
+  /** One question for the forwarder (cache, upstreams), decoded; undefined when nothing usable came back. */
+  async #resolveUpstream(name: string, type: "A" | "AAAA"): Promise<{ rcode: ClusterReply["rcode"]; answers: Answer[]; authorities: Answer[] } | undefined> {
+    const forwarder = this.#options.forwarder;
+    if (!forwarder || forwarder.upstreams.length === 0) return undefined;
+    const query = dnsPacket.encode({ type: "query", id: 0, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type, class: "IN" }] });
+    const parsed = parseQuery(query);
+    if (isProblem(parsed)) return undefined;
+    const result = await forwarder.resolve(query, parsed);
+    if (!result.response) return undefined;
+    const decoded = dnsPacket.decode(result.response) as { rcode?: string; answers?: Answer[]; authorities?: Answer[] };
+    const rcode = decoded.rcode === "NXDOMAIN" ? "NXDOMAIN" : decoded.rcode === "NOERROR" ? "NOERROR" : undefined;
+    if (!rcode) return undefined;
+    return { rcode, answers: decoded.answers ?? [], authorities: decoded.authorities ?? [] };
   }
 
   async #forward(query: Buffer, parsed: ParsedQuery, transport: Transport): Promise<Buffer | undefined> {

@@ -87,5 +87,8 @@ export function sampleCatalog(): CatalogObject[] {
     service("shop", "big", { headless: true, ports: [] }),
     slice("shop", "big", "big-1", many),
     service("shop", "ext", { type: "ExternalName", externalName: "db.example.org", ports: [] }),
+    service("shop", "alias", { type: "ExternalName", externalName: "web.shop.svc.cluster.local", ports: [] }),
+    service("shop", "legacy", { headless: true, ports: [], annotations: { "service.alpha.kubernetes.io/tolerate-unready-endpoints": "true" } }),
+    slice("shop", "legacy", "legacy-1", [{ ip: "10.1.3.1", ready: false }]),
   ];
 }

@@ -89,6 +89,10 @@ describe("cluster zone: named cases", () => {
     expect(ask("_http._tcp.empty.shop.svc.cluster.local", "SRV")?.rcode).toBe("NXDOMAIN");
   });
 
+  it("publishes not-ready endpoints of a service with the tolerate-unready-endpoints annotation", () => {
+    expect(data(ask("legacy.shop.svc.cluster.local", "A"))).toEqual(["10.1.3.1"]);
+  });
+
   it("answers the deprecated pod records of spec §2.6 for any namespace", () => {
     expect(data(ask("10-244-1-7.shop.pod.cluster.local", "A"))).toEqual(["10.244.1.7"]);
     expect(data(ask("10-244-1-7.anywhere.pod.cluster.local", "A"))).toEqual(["10.244.1.7"]);

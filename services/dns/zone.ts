@@ -104,13 +104,18 @@ export function endpointLabel(hostname: string | undefined, address: string): st
   return address.toLowerCase().replaceAll(".", "-").replaceAll(":", "-");
 }
 
+/** publishNotReadyAddresses, or the annotation that preceded it (spec §2.1 "ready"). */
+function publishesNotReady(service: Service): boolean {
+  return service.publishNotReadyAddresses || service.annotations["service.alpha.kubernetes.io/tolerate-unready-endpoints"] === "true";
+}
+
 /** Addresses a headless Service publishes: ready endpoints, plus the rest with publishNotReadyAddresses (spec §2.4.1). */
 function publishedEndpoints(service: Service, slices: readonly EndpointSlice[]) {
   const out: { label: string; addresses: string[]; slice: EndpointSlice }[] = [];
   for (const slice of slices) {
     if (slice.addressType === "FQDN") continue;
     for (const endpoint of slice.endpoints) {
-      if (!endpoint.conditions.ready && !service.publishNotReadyAddresses) continue;
+      if (!endpoint.conditions.ready && !publishesNotReady(service)) continue;
       const addresses = endpoint.addresses.filter((address) => (slice.addressType === "IPv4" ? isIPv4(address) : isIPv6(address)));
       if (addresses.length === 0) continue;
       out.push({ label: endpointLabel(endpoint.hostname, addresses[0]), addresses, slice });
