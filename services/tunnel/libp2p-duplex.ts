@@ -33,14 +33,10 @@ export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
   }
 
   sendData(data: Parameters<AbstractMultiaddrConnection["sendData"]>[0]): { sentBytes: number; canSendMore: boolean } {
-    let sentBytes = 0;
-    let canSendMore = true;
-    for (const buffer of data) {
-      sentBytes += buffer.byteLength;
-      canSendMore = this.duplex.write(buffer);
-      if (!canSendMore) break;
-    }
-    return { sentBytes, canSendMore };
+    // One write per call: noise hands over [2-byte length, ciphertext] pairs, and
+    // over the relay every write becomes a NATS message — tiny ones would halve it.
+    const buffer = data.subarray();
+    return { sentBytes: buffer.byteLength, canSendMore: this.duplex.write(buffer) };
   }
 
   async sendClose(_options?: AbortOptions): Promise<void> {

@@ -68,7 +68,7 @@ export interface RelayEndpointOptions {
   clock?: Clock;
   /** @default 1_048_576 — credit granted per channel: enough to fill a leaf→hub→leaf path of ~10 ms at ~100 MB/s, small enough that 100 channels stay under the 64 MiB slow-consumer limit of a NATS client. */
   windowBytes?: number;
-  /** @default 32_768 — payload bytes per NATS message: far under max_payload (1 MiB) so one frame never delays others for long. */
+  /** @default 65_536 — payload bytes per NATS message: one noise message fits whole; far under max_payload (1 MiB) so one frame never delays others for long. */
   frameBytes?: number;
   /** @default 5_000 — how long `open` waits for the peer to accept. */
   openTimeoutMs?: number;
@@ -96,7 +96,7 @@ export class RelayEndpoint {
     this.#options = {
       clock: systemClock,
       windowBytes: 1_048_576,
-      frameBytes: 32_768,
+      frameBytes: 65_536,
       openTimeoutMs: 5_000,
       pingIntervalMs: 2_000,
       idleTimeoutMs: 8_000,
