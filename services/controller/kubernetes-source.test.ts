@@ -348,8 +348,12 @@ describe("KubernetesSource", () => {
     expect(source.snapshot().size).toBe(0);
     expect(lines.some((line) => line.level === 40 && /connection refused/.test(line.msg))).toBe(true);
 
+    let unsyncedBatches = 0;
+    source.onChange(() => void (source.synced || unsyncedBatches++));
     await api.start();
     await eventually(() => source.synced, 10_000, "the sync after the API came up");
+    // Nothing went out before every resource was listed: a listener never sees a half catalog as if it were all.
+    expect(unsyncedBatches).toBe(0);
     expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
     expect(changes.map((change) => change.key).sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
     expect(lines.some((line) => line.level === 30 && /reachable again/.test(line.msg))).toBe(true);
@@ -568,6 +572,24 @@ describe("leafmesh hub --kubeconfig, end to end", () => {
     expect(await keys()).toBe("eps.demo.web-abc svc.demo.db");
     api.apply(service("api", "198.19.0.3"));
     await api.start();
-    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.api svc.demo.db", 15_000, "the change made while the API was away");
+    // The hub's source backs off up to 30 s (±20 %) while the API is away: its next try may be that far.
+    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.api svc.demo.db", 40_000, "the change made while the API was away");
+  });
+
+  it("publishes once the API comes up when the hub started while it was down", async () => {
+    const api = await startApi({ port: await freePort() });
+    await api.stop();
+    api.apply(service("web", "198.19.0.1"));
+    api.apply(slice("web"));
+    const hub = await startHubProcess({ name: "hub-k8s-late", kubeconfig: api.writeKubeconfig(directory, "kubeconfig-hub-late") });
+    const kv = await new Kvm(await hub.connection()).open(buckets.catalog);
+    const keys = async () => {
+      const found: string[] = [];
+      for await (const key of await kv.keys()) found.push(key);
+      return found.sort().join(" ");
+    };
+    expect(await keys()).toBe("");
+    await api.start();
+    await eventually(async () => (await keys()) === "eps.demo.web-abc svc.demo.web", 20_000, "the catalog in KV once the API is up");
   });
 });

@@ -100,6 +100,8 @@ interface ReflectorHost {
   replaceAll(before: Iterable<Held>, after: Iterable<Held>): void;
   replaceOne(before: CatalogObject | undefined, after: CatalogObject | undefined): void;
   reject(rejection: Omit<CatalogRejection, "source">): void;
+  /** A resource counts as synced without a list (an optional API that refused): announce the catalog if all are. */
+  synced(): void;
 }
 
 class HttpStatusError extends Error {
@@ -121,6 +123,8 @@ export class KubernetesSource implements CatalogSource {
   #catalog = new Map<string, CatalogObject>();
   #reflectors: Reflector[] = [];
   #started = false;
+  /** Whether the first full sync went out to listeners (see #emit). */
+  #announced = false;
 
   constructor(options: KubernetesSourceOptions) {
     this.#options = options;
@@ -160,6 +164,7 @@ export class KubernetesSource implements CatalogSource {
       replaceAll: (before, after) => this.#replaceAll(before, after),
       replaceOne: (before, after) => this.#replaceOne(before, after),
       reject: (rejection) => this.#reject(rejection),
+      synced: () => this.#emit([]),
     };
     this.#reflectors = resourceSpecs.map((spec) => new Reflector(spec, host));
     let timer: unknown;
@@ -188,7 +193,7 @@ export class KubernetesSource implements CatalogSource {
     const changes = diffCatalog(this.#catalog, next);
     this.#catalog = next;
     if (changes.length > 0) this.#log.info({ changes: changes.length, objects: next.size }, "Kubernetes catalog changed (list)");
-    this.#listeners.emitChanges(changes);
+    this.#emit(changes);
   }
 
   /** One object added, changed or gone (after a watch event). */
@@ -199,6 +204,20 @@ export class KubernetesSource implements CatalogSource {
     if (after) this.#catalog.set(key, after);
     else this.#catalog.delete(key);
     if (changes.length > 0) this.#log.debug({ key, op: changes[0].op }, "Kubernetes catalog changed (watch)");
+    this.#emit(changes);
+  }
+
+  /**
+   * Until every resource has been listed once, nothing is emitted: a listener (the publisher) acts only on a synced
+   * source, and the last resource to sync may change nothing (no DestinationRules), which would leave it waiting for
+   * a change that never comes. On the first full sync the whole catalog goes out as one batch of puts.
+   */
+  #emit(changes: CatalogChange[]): void {
+    if (!this.#announced) {
+      if (!this.synced) return;
+      this.#announced = true;
+      changes = diffCatalog(new Map(), this.#catalog);
+    }
     this.#listeners.emitChanges(changes);
   }
 
@@ -388,7 +407,10 @@ class Reflector {
         // An optional resource the API answers with an error (RBAC without Istio's group, a MetaServer that cannot serve it)
         // must not hold the Services back: it counts as synced with what it holds (nothing, the first time).
         const passOver = this.spec.optional && error instanceof HttpStatusError && !this.#synced;
-        if (passOver) this.#synced = true;
+        if (passOver) {
+          this.#synced = true;
+          this.#source.synced();
+        }
         this.#firstAttempt.resolve();
         this.#machine.send({ type: "WAIT" });
         const delay = this.#backoff();
