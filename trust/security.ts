@@ -44,6 +44,11 @@ export interface HubSecurity {
   configFragment: string;
   /** Inside the hub's `leafnodes {}` block: TLS with client certificates required. */
   leafnodesFragment: string;
+  /**
+   * Inside `cluster {}` (and `gateway {}`): TLS with certificates of the mesh CA both ways. Without it
+   * any process that reaches a route port joins the cluster and sees every account.
+   */
+  routesFragment: string;
   /** Files the fragments reference (all absolute), for checks and docs. */
   files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
   /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
@@ -89,6 +94,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
   return {
     configFragment,
     leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
+    routesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     files,
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },

@@ -93,20 +93,32 @@ export interface SecuredHub extends TestServer {
   security: HubSecurity;
 }
 
-export async function startSecuredHub(options: { keysDir: string; dir: string; debug?: boolean }): Promise<SecuredHub> {
+export async function startSecuredHub(options: { keysDir: string; dir: string; debug?: boolean; name?: string; cluster?: { port: number; routes: number[] } }): Promise<SecuredHub> {
   const leafPort = await freePort();
-  const security = loadHubSecurity(options.keysDir, { resolverDir: join(options.dir, "hub-accounts") });
+  const name = options.name ?? "hub";
+  const security = loadHubSecurity(options.keysDir, { resolverDir: join(options.dir, `${name}-accounts`) });
   const server = await startNatsServer({
-    name: "hub",
+    name,
     dir: options.dir,
     debug: options.debug,
     config: (ports) =>
       [
-        `server_name: "hub"`,
+        `server_name: ${JSON.stringify(name)}`,
         `listen: "127.0.0.1:${ports.client}"`,
         `http: "127.0.0.1:${ports.monitor}"`,
         `ping_interval: "1s"`,
-        `jetstream { domain: "hub", store_dir: ${JSON.stringify(join(options.dir, "hub-js"))}, max_memory_store: 268435456, max_file_store: 268435456 }`,
+        `jetstream { domain: "hub", store_dir: ${JSON.stringify(join(options.dir, `${name}-js`))}, max_memory_store: 268435456, max_file_store: 268435456 }`,
+        ...(options.cluster
+          ? [
+              `cluster {`,
+              `  name: "hubs"`,
+              `  listen: "127.0.0.1:${options.cluster.port}"`,
+              `  routes: ${JSON.stringify(options.cluster.routes.map((port) => `nats-route://localhost:${port}`))}`,
+              `  no_advertise: true`,
+              security.routesFragment,
+              `}`,
+            ]
+          : []),
         `leafnodes {`,
         `  listen: "127.0.0.1:${leafPort}"`,
         `  no_advertise: true`,
