@@ -118,6 +118,13 @@ describe("refused, saying which", () => {
     await refusedLeaf("revoked", remote({ creds, cert: join(issued.bundleDir, "node.crt"), key: join(issued.bundleDir, "node.key"), ca: join(issued.bundleDir, "ca.crt") }), { leaf: "credentials-refused" });
     const jwt = /JWT-----\s*(\S+)/.exec(readFileSync(creds, "utf8"))![1];
     expect(explainUserKey(keys, jwt)).toMatch(/node 'edge-gone' .* were revoked at/);
+    // issued again: a new key, which the revocation does not cover, gets in (the account changed nothing: no push)
+    const again = await issueNode({ dir: keys, node: "edge-gone" });
+    expect(again.changedAccounts).toEqual([]);
+    expect(again.node.user).not.toBe(revoked.revokedUser);
+    const back = await startSecuredLeaf({ node: "edge-gone", bundleDir: keys, hubLeafUrl: hub.leafUrl, dir: join(base, "reissued") });
+    expect(await leafConnections(back)).toBe(1);
+    await back.stop();
   });
 
   it("a hub certificate from another CA (the node trusts only its mesh's CA)", async () => {
