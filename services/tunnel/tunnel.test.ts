@@ -116,6 +116,33 @@ describe("tunnel actor on loopback", () => {
     expect(sha(await roundTrip(stream, payload))).toBe(sha(payload));
   }, 60_000);
 
+  it("carries UDP datagrams, one 2-byte-length frame each (the traffic actor's framing)", async () => {
+    const { createSocket } = await import("node:dgram");
+    const udpEcho = createSocket("udp4");
+    udpEcho.on("message", (message, remote) => udpEcho.send(message, remote.port, remote.address));
+    await new Promise<void>((resolve) => udpEcho.bind(0, "127.0.0.1", resolve));
+    try {
+      const stream = await actors[0].openStream("edge-b", { host: "127.0.0.1", port: udpEcho.address().port, protocol: "UDP" });
+      const frame = (text: string) => {
+        const payload = Buffer.from(text);
+        const bytes = Buffer.alloc(2 + payload.length);
+        bytes.writeUInt16BE(payload.length, 0);
+        payload.copy(bytes, 2);
+        return bytes;
+      };
+      let received = Buffer.alloc(0);
+      stream.on("data", (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+      stream.write(Buffer.concat([frame("first datagram"), frame("second")]));
+      await eventually(() => received.length >= 2 + 14 + 2 + 6, 5_000, "two echoed datagrams");
+      expect(received.readUInt16BE(0)).toBe(14);
+      expect(received.subarray(2, 16).toString()).toBe("first datagram");
+      expect(received.subarray(18, 24).toString()).toBe("second");
+      stream.destroy();
+    } finally {
+      udpEcho.close();
+    }
+  }, 30_000);
+
   it("tells the caller when the target refuses on the remote side", async () => {
     const a = actors[0];
     const closed = createServer();
