@@ -26,6 +26,8 @@ import { explainUserKey } from "./key-store.ts";
 export interface TrustAuditor {
   /** Denials seen so far, by node and reason. */
   counts(): Map<string, number>;
+  /** Watches node accounts issued since the start (or the last rescan); returns their names. */
+  rescan(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -39,18 +41,21 @@ export async function startTrustAuditor(options: {
   /** The system user's options (hub.systemConnectOptions), to hear refused connections. */
   systemConnectOptions?: Partial<ConnectionOptions>;
   log: Logger;
+  /** Look for newly issued nodes this often. @default off — call rescan() after `keys issue` instead */
+  rescanIntervalMs?: number;
 }): Promise<TrustAuditor> {
   const log = options.log.child({ actor: "trust" });
   const counts = new Map<string, number>();
   const logged = new Set<string>();
   const connections: NatsConnection[] = [];
   const auditDir = join(options.dir, "hub", "audit");
-  const nodes = existsSync(auditDir) ? readdirSync(auditDir).filter((file) => file.endsWith(".creds")).map((file) => file.slice(0, -".creds".length)) : [];
+  const watched = new Set<string>();
   const count = (key: string) => counts.set(key, (counts.get(key) ?? 0) + 1);
 
-  for (const node of nodes) {
+  const watchNode = async (node: string) => {
     const credsFile = join(auditDir, `${node}.creds`);
     checkSecretFilePermissions(credsFile);
+    watched.add(node);
     const connection = await connect({
       servers: options.servers,
       tls: options.tls,
@@ -75,7 +80,17 @@ export async function startTrustAuditor(options: {
         },
       });
     }
-  }
+    await connection.flush();
+  };
+
+  /** Starts watching nodes issued since the last scan (their audit creds appeared in hub/audit/). */
+  const rescan = async (): Promise<string[]> => {
+    const nodes = existsSync(auditDir) ? readdirSync(auditDir).filter((file) => file.endsWith(".creds")).map((file) => file.slice(0, -".creds".length)) : [];
+    const added = nodes.filter((node) => !watched.has(node));
+    for (const node of added) await watchNode(node);
+    return added;
+  };
+  await rescan();
 
   if (options.systemConnectOptions) {
     const system = await connect({ ...options.systemConnectOptions, servers: options.servers, name: "leafmesh trust auditor (system)", reconnect: true, maxReconnectAttempts: -1 });
@@ -99,10 +114,21 @@ export async function startTrustAuditor(options: {
     });
   }
   await Promise.all(connections.map((connection) => connection.flush()));
-  log.info({ nodes: nodes.length }, "trust auditor watching node accounts");
+  log.info({ nodes: watched.size }, "trust auditor watching node accounts");
+  const timer = options.rescanIntervalMs
+    ? setInterval(() => {
+        rescan().then(
+          (added) => added.length > 0 && log.info({ added }, "trust auditor watching new node accounts"),
+          (error: unknown) => log.warn({ error: describeError(error) }, "trust auditor could not watch a new node account"),
+        );
+      }, options.rescanIntervalMs)
+    : undefined;
+  timer?.unref();
   return {
     counts: () => new Map(counts),
+    rescan,
     async stop() {
+      if (timer) clearInterval(timer);
       await Promise.all(connections.map((connection) => connection.close().catch(() => undefined)));
     },
   };

@@ -13,6 +13,12 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { initKeys, issueNode } from "./key-store.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
 import { runKeysCommand } from "./cli.ts";
+import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
+import { connectRogueLeaf } from "./rogue-leaf.ts";
+import { createLogger } from "../lib/log.ts";
+
+let auditLog = "";
+let auditor: TrustAuditor;
 
 let base: string;
 let keys: string;
@@ -74,11 +80,18 @@ beforeAll(async () => {
     const routes = await Promise.all(hubs.map(async (hub) => ((await (await fetch(`http://127.0.0.1:${hub.monitorPort}/routez`)).json()) as { num_routes: number }).num_routes));
     return routes.every((count) => count >= 1);
   }, 15_000, "the hubs' routes (TLS with the mesh CA)");
+  auditor = await startTrustAuditor({
+    dir: keys,
+    servers: [hubs[0].clientUrl],
+    tls: hubs[0].security.publisherConnectOptions.tls,
+    log: createLogger({ destination: new Writable({ write: (chunk, _encoding, done) => ((auditLog += chunk.toString()), done()) }) }),
+  });
   leaves.set("edge-a", await startSecuredLeaf({ node: "edge-a", bundleDir: keys, hubLeafUrl: hubs[0].leafUrl, dir: join(base, "edge-a") }));
   leaves.set("edge-b", await startSecuredLeaf({ node: "edge-b", bundleDir: keys, hubLeafUrl: hubs[1].leafUrl, dir: join(base, "edge-b") }));
 }, 90_000);
 
 afterAll(async () => {
+  await auditor?.stop();
   for (const connection of connections) await connection.close().catch(() => undefined);
   await stopAllServers();
   if (base) rmSync(base, { recursive: true, force: true });
@@ -95,6 +108,19 @@ describe("a hub cluster takes account updates from any one hub", () => {
     leaves.set("edge-n", await startSecuredLeaf({ node: "edge-n", bundleDir: keys, hubLeafUrl: hubs[1].leafUrl, dir: join(base, "edge-n") }));
     await relays(await client("edge-n"), "edge-n", await client("edge-a"), "edge-a", "from-new");
     await relays(await client("edge-a"), "edge-a", await client("edge-n"), "edge-n", "to-new");
+
+    // the hub-1 auditor picks the new node up and sees what it tries at hub-2
+    expect(await auditor.rescan()).toEqual(["edge-n"]);
+    const bundle = join(keys, "nodes", "edge-n");
+    const rogue = await connectRogueLeaf({ port: hubs[1].leafPort, creds: join(bundle, "node.creds"), cert: join(bundle, "node.crt"), key: join(bundle, "node.key"), ca: join(bundle, "ca.crt") });
+    try {
+      await eventually(() => {
+        rogue.publish("mesh.edge-a.dns.stats", "forged by edge-n");
+        return auditLog.includes("denied: node 'edge-n' publishes as node 'edge-a'");
+      }, 10_000, "the auditor at hub-1 to report edge-n's forgery at hub-2");
+    } finally {
+      rogue.close();
+    }
   });
 
   it("a node revoked at hub-1 is cut at hub-2 within seconds; the others stay", async () => {
