@@ -9,6 +9,8 @@ import type { OutlierDetector } from "./outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type Picker } from "./policy.ts";
 
+const noKeys: string[] = [];
+
 export interface BalancerShared {
   node: string;
   clock: Clock;
@@ -55,7 +57,8 @@ export class ServicePortBalancer {
     const load = (key: string) => this.#shared.active.get(key) ?? 0;
     const outliers = this.#shared.outliers;
     for (const tier of this.#tiers) {
-      const ejected = tier.filter((endpoint) => outliers.isEjected(endpoint.key)).map((endpoint) => endpoint.key);
+      // The common case, no endpoint with a failure on record, allocates nothing here.
+      const ejected = outliers.tracked === 0 ? noKeys : tier.filter((endpoint) => outliers.isEjected(endpoint.key)).map((endpoint) => endpoint.key);
       const skip = ejected.length > 0 ? new Set([...exclude, ...ejected]) : exclude;
       const chosen = this.#picker.pick(tier, { clientIp, load, exclude: skip });
       if (chosen) return chosen;

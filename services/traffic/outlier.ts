@@ -68,6 +68,11 @@ export class OutlierDetector {
     return true;
   }
 
+  /** Endpoints with a failure or ejection on record; 0 on the healthy fast path. */
+  get tracked(): number {
+    return this.#health.size;
+  }
+
   isEjected(key: string): boolean {
     const health = this.#health.get(key);
     return health !== undefined && health.ejectedUntil > this.#clock.now();
