@@ -6,7 +6,8 @@
  *   carrying streams after the hub is cut off (no hub on the path);
  * - every other pair ends relayed; every pair carries a stream both ways;
  * - two agents on one LAN find each other by mDNS and connect directly, also
- *   on a LAN whose hub is unreachable.
+ *   on a LAN whose hub is unreachable;
+ * - a direct path that breaks falls back to the relay, and returns when it heals.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatType } from "../../bus/node-record.ts";
@@ -97,6 +98,23 @@ describe("NAT lab", () => {
     const blocked = await lab.call("s6h1", { op: "status" });
     expect(blocked.records).toEqual([]); // it never reached the directory
   }, 90_000);
+
+  it("falls back to the relay when a direct path breaks, and back to direct when it heals", async () => {
+    const [s1h1, s1h2] = lab.nat.sites[0].hosts;
+    const block = (op: "-A" | "-D") => [
+      lab.nat.lab.exec(s1h2.namespace, ["iptables", op, "INPUT", "-s", s1h1.address, "-j", "DROP"]),
+      lab.nat.lab.exec(s1h2.namespace, ["iptables", op, "OUTPUT", "-d", s1h1.address, "-j", "DROP"]),
+    ];
+    expect(await pathKind("s1h1", "s1h2")).toBe("direct");
+    await Promise.all(block("-A"));
+    // The connection monitor's pings stop being answered; the path machine falls back.
+    await eventually(async () => (await pathKind("s1h1", "s1h2")) === "relayed", 80_000, "s1h1 → s1h2 relayed after the LAN cut");
+    await roundTripBothWays("s1h1", "s1h2");
+    await Promise.all(block("-D"));
+    // While relayed, the path keeps trying to upgrade (every 3 s in the lab).
+    await eventually(async () => (await pathKind("s1h1", "s1h2")) === "direct", 60_000, "s1h1 → s1h2 direct again");
+    await roundTripBothWays("s1h1", "s1h2");
+  }, 180_000);
 
   it("keeps hole-punched pairs working with the hub cut off", async () => {
     await lab.nat.cutHub();
