@@ -108,8 +108,9 @@ export class NodeDirectory {
       } catch (error) {
         // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
         if (this.#triedCreate) throw error;
-        this.#triedCreate = true;
+        // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
         this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
+        this.#triedCreate = true;
         await this.#kv.put(this.#options.node, encodeNodeRecord(record));
       }
       if (!this.#watching) await this.#watch(this.#kv);
