@@ -12,7 +12,7 @@
 import type { ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { catalogKey } from "../../bus/catalog.ts";
 import { checkLabPrerequisites, createLab, type Lab } from "../../lab/netns.ts";
 import { eventually } from "../../test/support/ports.ts";
@@ -50,6 +50,7 @@ interface Agent {
   send(line: object): void;
   waitFor(test: (event: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>>;
   exited: Promise<number | null>;
+  stderr(): string;
 }
 
 interface ProbeResult {
@@ -102,6 +103,7 @@ describe("cluster IPs in network namespaces", () => {
       child,
       events,
       exited,
+      stderr: () => stderr,
       send: (line) => child.stdin!.write(`${JSON.stringify(line)}\n`),
       waitFor: (test, what) =>
         eventually(() => events.find(test) ?? (child.exitCode !== null ? Promise.reject(new Error(`agent exited: ${stderr}`)) : undefined), 20_000, what),
@@ -170,6 +172,11 @@ describe("cluster IPs in network namespaces", () => {
   describe.each(backends)("with %s", (intercept, makeBackend) => {
     let agent: Agent;
     const inspect = () => makeBackend(cli).inspect();
+
+    afterEach(({ task }) => {
+      // On a failure, what the agent said helps more than the assertion alone.
+      if (task.result?.state === "fail") console.error(`agent (${intercept}) exit ${agent.child.exitCode}, stderr:\n${agent.stderr().slice(-4000)}`);
+    });
 
     beforeAll(async () => {
       if (!servers.has("s2")) await startEndpoint("s2");
