@@ -51,6 +51,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     dns: { type: "string", default: "off", value: "H:P", description: "cluster DNS address, e.g. 169.254.96.16:53 on a node (kubelet's clusterDNS) or 127.0.0.1:5353; off: no DNS" },
     clusterDomain: { type: "string", default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" },
     upstream: { type: "string", value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" },
+    socks: { type: "string", default: "off", value: "H:P", description: "SOCKS5 proxy for operators: any node by name (ssh through NATs), any Service by name; e.g. 127.0.0.1:1080; off: none" },
     intercept: { type: "string", default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" },
     proxyHost: { type: "string", default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" },
     psk: { type: "string", value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" },
@@ -81,6 +82,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         intercept: options.intercept as InterceptMode,
         dns: options.dns === "off" ? undefined : parseHostPort(options.dns, "--dns"),
         clusterDomain: options.clusterDomain,
+        socks: options.socks === "off" ? undefined : parseHostPort(options.socks, "--socks"),
         upstreams: options.upstream ? splitList(options.upstream) : undefined,
         tunnel: psk
           ? {

@@ -167,14 +167,14 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       await new Promise((resolveWait) => setTimeout(resolveWait, 250));
     }
     say(`starting ${nodes.length} agents …`);
-    const agentPorts: Record<string, { client: number; monitor: number; metrics: number; dns: number }> = {};
+    const agentPorts: Record<string, { client: number; monitor: number; metrics: number; dns: number; socks: number }> = {};
     for (const node of nodes) {
-      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort(), dns: await freePort() };
+      agentPorts[node] = { client: await freePort(), monitor: await freePort(), metrics: await freePort(), dns: await freePort(), socks: await freePort() };
       spawnLeafmesh(node, [
         "agent", "--node", node, "--hub", `nats://127.0.0.1:${hubPorts.leaf}`, "--data", join(base, node),
         "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
         "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
-        "--dns", `127.0.0.1:${agentPorts[node].dns}`,
+        "--dns", `127.0.0.1:${agentPorts[node].dns}`, "--socks", `127.0.0.1:${agentPorts[node].socks}`,
         "--keys", keys, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off",
       ]);
     }
@@ -205,6 +205,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       const via = backend && backend.node !== proxy.node ? `, tunnelled to ${backend.node}` : "";
       say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
     }
+    say(`  curl --socks5-hostname 127.0.0.1:${agentPorts[nodes[0]].socks} http://web.demo.svc.cluster.local/     # ${nodes[0]}'s SOCKS5 proxy: Services and nodes by name`);
     say(`  dig @127.0.0.1 -p ${agentPorts[nodes[0]].dns} web.demo.svc.cluster.local     # ${nodes[0]}'s cluster DNS (SRV: _http._tcp.web.demo.svc.cluster.local SRV)`);
     say(`  npx leafmesh status --keys ${keys} --node ${nodes[0]} --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);
     say(`  npx leafmesh status --keys ${keys} --nats nats://127.0.0.1:${hubPorts.client}     # the hub`);

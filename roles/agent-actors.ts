@@ -11,6 +11,7 @@ import { busListenerSource, createProxierActor, type InterceptMode } from "../se
 import { createDnsActor } from "../services/dns/index.ts";
 import { createTunnelActor, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
+import { createSocksActor } from "../services/socks/index.ts";
 import type { HostPort } from "../nats-config/render.ts";
 
 export interface AgentActorOptions {
@@ -22,6 +23,8 @@ export interface AgentActorOptions {
   clusterDomain: string;
   /** DNS upstreams; undefined: the node's resolv.conf. */
   upstreams?: string[];
+  /** Where the SOCKS5 proxy for operators listens; undefined: no proxy. */
+  socks?: HostPort;
   /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
   tunnel?: {
     psk: string;
@@ -36,6 +39,7 @@ export interface AgentActorOptions {
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
   // The one thing handed across in-process: the tunnel's stream opener, to traffic.
   let dialer: TunnelDialer | undefined;
+  let knownNodes: () => ReadonlySet<string> = () => new Set();
   const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
     const settings = options.tunnel!;
     const actor = createTunnelActor({
@@ -52,6 +56,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     });
     await actor.start();
     dialer = actor;
+    knownNodes = () => new Set((actor.directory?.all() ?? []).map((record) => record.node));
     const others = () => (actor.directory?.all() ?? []).filter((record) => record.node !== node);
     const paths = () => Object.fromEntries(others().map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
     // One row per known node for `leafmesh status`: where it is, how this node reaches it.
@@ -96,5 +101,10 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
     return { name: "dns", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
-  return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic];
+  const socks: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
+    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain });
+    await actor.start();
+    return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
+  };
+  return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : [])];
 }

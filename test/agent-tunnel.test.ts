@@ -4,6 +4,7 @@
  * goes through the tunnel to edge-b's agent, which connects to the endpoint
  * there. The path appears on the bus.
  */
+import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
@@ -38,7 +39,10 @@ describe("service traffic across nodes through the tunnel", () => {
     const psk = writePsk(tempDir());
     const hub = await startHubProcess({ name: "hub-1", manifests });
     const tunnelArgs = ["--psk", psk, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];
-    const [edgeA, edgeB] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], extraArgs: tunnelArgs })));
+    const socksPort = await freePort();
+    const [edgeA, edgeB] = await Promise.all(
+      ["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], extraArgs: [...tunnelArgs, ...(node === "edge-a" ? ["--socks", `127.0.0.1:${socksPort}`] : [])] })),
+    );
 
     const paths: { peer: string; kind: string }[] = [];
     const connection = await edgeA.connection();
@@ -52,5 +56,23 @@ describe("service traffic across nodes through the tunnel", () => {
     const tunnel = (await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel");
     expect((tunnel?.detail?.paths as Record<string, string>)["edge-b"]).toBe("direct");
     expect(edgeB.output()).not.toMatch(/"level":50/);
+
+    // The SOCKS5 proxy on edge-a, with real curl: a Service by name, and a node by name (its own loopback, through the tunnel).
+    // Asynchronous curl: the backend runs in this process and must keep answering meanwhile.
+    const curlViaSocks = (url: string) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        execFile("curl", ["-sS", "--max-time", "10", "--socks5-hostname", `127.0.0.1:${socksPort}`, url], (error, stdout, stderr) =>
+          resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    const viaSocks = async (url: string) => {
+      const result = await curlViaSocks(url);
+      if (result.code !== 0) throw new Error(`curl ${url} via SOCKS: exit ${result.code}: ${result.stderr}`);
+      return result.stdout;
+    };
+    expect(await viaSocks("http://web.demo.svc.cluster.local/")).toBe("hello from edge-b's backend\n");
+    expect(await viaSocks(`http://edge-b:${backendPort}/`)).toBe("hello from edge-b's backend\n");
+    const refused = await curlViaSocks("http://nope.demo.svc.cluster.local/");
+    expect(refused.code).toBe(97); // curl: "proxy handshake error" — the proxy refused the unknown Service
   });
 });

@@ -1,0 +1,67 @@
+import { describe, expect, it } from "vitest";
+import { CatalogIndex } from "../../bus/catalog-index.ts";
+import { catalogKey, type EndpointSlice, type Service } from "../../bus/catalog.ts";
+import { parseGreeting, parseRequest, replyCodes } from "./protocol.ts";
+import { resolveSocksTarget, serviceOfName } from "./resolve.ts";
+
+const service: Service = {
+  kind: "Service", namespace: "shop", name: "web", type: "ClusterIP", headless: false, clusterIPs: ["198.19.0.10"], ipFamilies: ["IPv4"],
+  ports: [{ name: "http", protocol: "TCP", port: 80, targetPort: 8080 }], sessionAffinity: "None", sessionAffinityTimeoutSeconds: 10800, publishNotReadyAddresses: false, labels: {}, annotations: {},
+};
+const slice: EndpointSlice = {
+  kind: "EndpointSlice", namespace: "shop", name: "web-1", serviceName: "web", addressType: "IPv4",
+  endpoints: [
+    { addresses: ["198.18.2.1"], nodeName: "edge-b", conditions: { ready: true, serving: true, terminating: false } },
+    { addresses: ["198.18.2.2"], nodeName: "edge-c", conditions: { ready: false, serving: false, terminating: true } },
+  ],
+  ports: [{ name: "http", protocol: "TCP", port: 8081 }], labels: {}, annotations: {},
+};
+const catalog = new CatalogIndex();
+for (const object of [service, slice]) catalog.apply({ op: "put", key: catalogKey(object), object });
+const options = { clusterDomain: "cluster.local", node: "edge-a", knownNodes: new Set(["edge-a", "edge-b"]) };
+
+describe("SOCKS5 wire format", () => {
+  it("parses greetings and requests in pieces, and refuses what it does not speak", () => {
+    expect(parseGreeting(Uint8Array.of(5))).toEqual({ status: "need", bytes: 1 });
+    expect(parseGreeting(Uint8Array.of(5, 2, 0))).toEqual({ status: "need", bytes: 1 });
+    expect(parseGreeting(Uint8Array.of(5, 2, 0, 2))).toEqual({ status: "ok", value: { methods: [0, 2] }, length: 4 });
+    expect(parseGreeting(Uint8Array.of(4, 1, 0)).status).toBe("error");
+    const name = new TextEncoder().encode("web.shop.svc.cluster.local");
+    const request = Uint8Array.of(5, 1, 0, 3, name.length, ...name, 0, 80);
+    expect(parseRequest(request.subarray(0, 10))).toEqual({ status: "need", bytes: request.length - 10 });
+    expect(parseRequest(request)).toEqual({ status: "ok", value: { command: 1, host: "web.shop.svc.cluster.local", port: 80 }, length: request.length });
+    expect(parseRequest(Uint8Array.of(5, 1, 0, 1, 198, 19, 0, 10, 0x1f, 0x90))).toMatchObject({ status: "ok", value: { host: "198.19.0.10", port: 8080 } });
+    expect(parseRequest(Uint8Array.of(5, 2, 0, 1, 1, 2, 3, 4, 0, 80))).toMatchObject({ status: "error", reply: replyCodes.commandNotSupported });
+    expect(parseRequest(Uint8Array.of(5, 1, 0, 9, 1, 2, 3, 4, 0, 80))).toMatchObject({ status: "error", reply: replyCodes.addressTypeNotSupported });
+  });
+
+  it("never throws on random bytes", () => {
+    for (let round = 0; round < 20_000; round++) {
+      const bytes = Uint8Array.from({ length: Math.floor(Math.random() * 40) }, () => Math.floor(Math.random() * 256));
+      if (round % 2) bytes[0] = 5;
+      expect(() => parseRequest(bytes)).not.toThrow();
+      expect(() => parseGreeting(bytes)).not.toThrow();
+    }
+  });
+});
+
+describe("where a SOCKS CONNECT goes", () => {
+  it("sends a Service name or cluster IP to a ready endpoint, with the endpoint's port", () => {
+    for (const host of ["web.shop.svc.cluster.local", "web.shop.svc", "web.shop", "198.19.0.10"]) {
+      expect(resolveSocksTarget(catalog, host, 80, options)).toEqual({ kind: "endpoint", service: "shop/web", node: "edge-b", host: "198.18.2.1", port: 8081 });
+    }
+  });
+
+  it("sends a node name to that node's own loopback through the tunnel", () => {
+    expect(resolveSocksTarget(catalog, "edge-b", 22, options)).toEqual({ kind: "node", node: "edge-b", host: "127.0.0.1", port: 22 });
+    expect(resolveSocksTarget(catalog, "edge-z.node", 22, options)).toEqual({ kind: "node", node: "edge-z", host: "127.0.0.1", port: 22 });
+    expect(resolveSocksTarget(catalog, "edge-a", 22, options)).toEqual({ kind: "direct", host: "127.0.0.1", port: 22 });
+  });
+
+  it("refuses a missing Service or port clearly, and dials anything else as given", () => {
+    expect(resolveSocksTarget(catalog, "nope.shop.svc.cluster.local", 80, options)).toEqual({ kind: "refused", reason: "no Service shop/nope" });
+    expect(resolveSocksTarget(catalog, "web.shop.svc.cluster.local", 81, options)).toEqual({ kind: "refused", reason: "Service shop/web has no TCP port 81" });
+    expect(resolveSocksTarget(catalog, "example.org", 443, options)).toEqual({ kind: "direct", host: "example.org", port: 443 });
+    expect(serviceOfName("a.b.c.d", "cluster.local")).toBeUndefined();
+  });
+});
