@@ -396,17 +396,20 @@ export class TunnelActor implements TunnelDialer {
       .map((address) => (address.toString().includes("/p2p/") ? address : address.encapsulate(`/p2p/${peerId}`)));
     if (addresses.length === 0) throw new LeafmeshError("TUNNEL_FAILED", "no address known");
     const timeout = this.#options.dialTimeoutMs ?? 3_000;
-    let lastError: unknown;
-    for (const address of dedupe(addresses)) {
-      try {
-        // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
-        const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
-        if (connection.remotePeer.toString() === peerId && this.#kindOf(connection) === "direct") return connection;
-      } catch (error) {
-        lastError = error;
-      }
+    // All addresses at once: a silent one (a NAT that drops) must not delay an answering one.
+    try {
+      return await Promise.any(
+        dedupe(addresses).map(async (address) => {
+          // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
+          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
+          if (connection.remotePeer.toString() === peerId && this.#kindOf(connection) === "direct") return connection;
+          throw new LeafmeshError("TUNNEL_FAILED", `${address.toString()} is not a direct connection to ${peerId}`);
+        }),
+      );
+    } catch (error) {
+      const causes = error instanceof AggregateError ? error.errors : [error];
+      throw new LeafmeshError("TUNNEL_FAILED", `no listen address answered (${addresses.length} tried): ${describeError(causes[0])}`, { cause: error });
     }
-    throw new LeafmeshError("TUNNEL_FAILED", `no listen address answered (${addresses.length} tried)`, { cause: lastError });
   }
 
   async #openRelayed(node: string, peerId: string): Promise<Connection> {
