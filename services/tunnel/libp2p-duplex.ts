@@ -101,8 +101,9 @@ export function streamToDuplex(stream: Stream, connection: Pick<Connection, "sta
     },
   });
   stream.addEventListener("message", (event) => {
-    const data = event.data;
-    const buffer = data instanceof Uint8Array ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data.subarray());
+    // A view, not a copy (Buffer.from(Uint8Array) would copy; a list's subarray() already did).
+    const bytes = event.data instanceof Uint8Array ? event.data : event.data.subarray();
+    const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (!duplex.push(buffer) && stream.readStatus === "readable") stream.pause();
   });
   stream.addEventListener("end", () => {
