@@ -6,9 +6,10 @@
  * to traffic (DESIGN.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
-import { createTrafficActor } from "../services/traffic/index.ts";
-import { busListenerSource, createProxierActor, type InterceptMode } from "../services/proxier/index.ts";
-import { createDnsActor } from "../services/dns/index.ts";
+import { createTrafficActor, registerTrafficMetrics } from "../services/traffic/index.ts";
+import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
+import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
+import { describeError } from "../lib/errors.ts";
 import { createTunnelActor, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
@@ -76,15 +77,26 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const traffic: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
+  const traffic: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
     const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer });
     await actor.start();
-    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(), rejected: actor.rejected() }), stop: () => actor.stop() };
+    registerTrafficMetrics(registry, actor);
+    // Status shows the first listeners (the full set is on the bus as `listeners` events).
+    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners().slice(0, 500), rejected: actor.rejected() }), stop: () => actor.stop() };
   };
-  const proxier: ActorFactory = async ({ bus, feed, log }): Promise<StartedActor> => {
+  const proxier: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
     const listeners = busListenerSource(bus);
-    const actor = createProxierActor({ bus, feed, log: log.child({ actor: "proxier" }), intercept: options.intercept, listeners, listenHost: options.proxyHost });
-    await actor.start();
+    const proxierLog = log.child({ actor: "proxier" });
+    let actor = createProxierActor({ bus, feed, log: proxierLog, intercept: options.intercept, listeners, listenHost: options.proxyHost });
+    try {
+      await actor.start();
+    } catch (error) {
+      // A missing kernel tool must not take DNS, traffic and the tunnel down with it: say so, and run without interception.
+      proxierLog.error({ err: describeError(error) }, `cluster-IP interception (${options.intercept}) cannot start; running without it: services stay reachable on the proxy listeners and through the SOCKS proxy`);
+      actor = createProxierActor({ bus, feed, log: proxierLog, intercept: "off", listeners, listenHost: options.proxyHost });
+      await actor.start();
+    }
+    registerProxierMetrics(registry, actor);
     return {
       name: "proxier",
       actor: actor.actor,
@@ -96,10 +108,21 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const dns: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
+    // EdgeMesh's link-local address (kubelet's clusterDNS) lives on a dummy interface the agent makes.
+    let dummy: DummyInterface | undefined;
+    if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
     const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams });
     const address = await actor.start();
     log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
-    return { name: "dns", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
+    return {
+      name: "dns",
+      actor: actor.actor,
+      detail: () => ({ address: actor.address, ...actor.stats() }),
+      stop: async () => {
+        await actor.stop();
+        if (dummy?.created) await dummy.remove();
+      },
+    };
   };
   const socks: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
     const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain });

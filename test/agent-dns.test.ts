@@ -20,6 +20,26 @@ function dig(port: number, name: string, type = "A"): { status: string; answers:
 }
 
 describe("cluster DNS on an agent", () => {
+  it("keeps serving DNS and proxies when the interception tool is missing, and says which package to install", async () => {
+    const manifests = tempDir();
+    writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
+    const hub = await startHubProcess({ name: "hub-1", manifests });
+    const dnsPort = await freePort();
+    // A PATH without /usr/sbin, where nft lives (nats-server is named explicitly).
+    const agent = await startAgentProcess({
+      node: "edge-a",
+      hubs: [hub.leafUrl],
+      extraArgs: ["--dns", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:1", "--intercept", "nftables"],
+      env: { PATH: "/usr/bin:/bin", LEAFMESH_NATS_SERVER: "/usr/sbin/nats-server" },
+    });
+    await eventually(() => dig(dnsPort, "web.demo.svc.cluster.local").answers.includes("198.19.0.10"), 10_000, "DNS without interception");
+    expect(agent.output()).toMatch(/cluster-IP interception \(nftables\) cannot start; running without it/);
+    expect(agent.output()).toMatch(/apt-get install -y nftables/);
+    const view = await agent.view();
+    expect(view.status.actors.find((actor) => actor.name === "proxier")?.state).toBe("off");
+    expect(view.status.actors.find((actor) => actor.name === "traffic")?.state).toBe("serving");
+  });
+
   it("answers from the catalog, follows changes, and keeps answering with the hub stopped", async () => {
     const manifests = tempDir();
     writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));

@@ -76,7 +76,9 @@ describe.sequential("the mesh in the NAT lab", () => {
     hub = launch(
       "hub-1",
       ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "0.0.0.0:4222", "--leaf-listen", "0.0.0.0:7422", "--monitor-listen", "127.0.0.1:8222",
-        "--metrics-listen", "off", "--manifests", manifests, "--observer", `${hubAddresses[0]},${hubAddresses[1]}:3478,3479`],
+        "--metrics-listen", "off", "--manifests", manifests, "--observer", `${hubAddresses[0]},${hubAddresses[1]}:3478,3479`,
+        // Hole punching is coordinated by rpc.<peer>.tunnel-punch, which per-node accounts do not route yet (see the trust issue's note).
+        "--insecure"],
       "", "", lab.hub.namespace,
     );
     await eventually(async () => (await statusIn(lab.hub.namespace)).services.length === 2, 45_000, "the hub to publish");
@@ -85,7 +87,7 @@ describe.sequential("the mesh in the NAT lab", () => {
       "agent", "--node", node, "--hub", `nats://${hubAddresses[0]}:7422`, "--data", `/tmp/${prefix}${node}`,
       "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off",
       "--dns", `${address}:53`, "--upstream", "127.0.0.1:1", "--intercept", "nftables",
-      "--psk", psk, "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--observer", `${hubAddresses[0]}:3478,3479`, "--mdns", "off",
+      "--insecure", "--psk", psk, "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--observer", `${hubAddresses[0]}:3478,3479`, "--mdns", "off",
     ];
     for (const [index, site] of [siteA, siteB, siteC].entries()) {
       const node = `node-${"abc"[index]}`;

@@ -39,6 +39,8 @@ export interface CatalogPublisherOptions {
   leaseTtlMs?: number;
   /** @default 64 — puts in flight at once while writing a large catalog. */
   concurrency?: number;
+  /** @default 10_000 — how often the whole catalog is compared with the source, whatever the source said. */
+  resyncMs?: number;
 }
 
 /** Opens (creating when missing) the catalog bucket in the hub domain. */
@@ -63,6 +65,7 @@ export class CatalogPublisher {
   });
   #loaded!: Promise<void>;
   readonly #unsubscribe: (() => void)[] = [];
+  #resync: NodeJS.Timeout | undefined;
 
   constructor(options: CatalogPublisherOptions) {
     this.#options = options;
@@ -138,6 +141,10 @@ export class CatalogPublisher {
     });
     await source.start();
     this.#lease.start();
+    // A source that becomes synced with nothing to change emits nothing (SourceListeners drops empty batches):
+    // a periodic pass compares the whole catalog, so stale keys never outlive it. Cheap: no write when equal.
+    this.#resync = setInterval(() => void this.#schedule(), this.#options.resyncMs ?? 10_000);
+    this.#resync.unref();
   }
 
   /** Runs a reconcile now (coalescing with one in progress) and waits for it. */
@@ -186,6 +193,7 @@ export class CatalogPublisher {
 
   async stop(): Promise<void> {
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
+    clearInterval(this.#resync);
     await this.#reconciler.stop();
     await this.#lease?.stop();
     await this.#options.source?.stop();

@@ -53,9 +53,9 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 }
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
-export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string): LeafmeshProcess {
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv): LeafmeshProcess {
   const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
-  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: env ? { ...process.env, ...env } : process.env });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -196,7 +196,7 @@ export interface AgentProcess extends LeafmeshProcess {
   restart(): Promise<AgentProcess>;
 }
 
-export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; keys?: string; extraArgs?: string[] }): Promise<AgentProcess> {
+export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; keys?: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv }): Promise<AgentProcess> {
   const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
   const base = launch(
@@ -214,6 +214,8 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
     ],
     `nats://127.0.0.1:${ports.client}`,
     dataDir,
+    undefined,
+    options.env,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   await waitReady(agent);
