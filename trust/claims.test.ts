@@ -72,3 +72,36 @@ describe("claims", () => {
     expect(claims.nats.pub?.allow?.some((subject) => subject.startsWith("mesh.") && subject !== "mesh.edge-a.>")).toBe(false);
   });
 });
+
+describe("newestAccountJwts (what a hub preloads)", () => {
+  it("prefers the resolver's stored JWT when it is as new or newer than the keys copy, and the keys copy otherwise", async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { newestAccountJwts } = await import("./security.ts");
+    // Only the issue time matters here: JWT-shaped text with a chosen iat (@nats-io/jwt always stamps "now").
+    const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const operator = createOperator();
+    const jwtAt = (iat: number, name: string) => {
+      const signed = `${b64({ typ: "JWT", alg: "ed25519-nkey" })}.${b64({ iat, name, sub: "ACCOUNT", iss: operator.getPublicKey(), jti: name, nats: { type: "account", version: 2 } })}`;
+      return `${signed}.${Buffer.from(operator.sign(new TextEncoder().encode(signed))).toString("base64url")}`;
+    };
+    const resolverDir = mkdtempSync(join(tmpdir(), "leafmesh-resolver-"));
+    try {
+      const older = jwtAt(1_000, "older");
+      const newer = jwtAt(2_000, "newer");
+      const stored = join(resolverDir, "ACCOUNT.jwt");
+      expect(newestAccountJwts([{ account: "ACCOUNT", jwt: older }], resolverDir)[0].jwt).toBe(older); // nothing stored yet
+      writeFileSync(stored, newer);
+      expect(newestAccountJwts([{ account: "ACCOUNT", jwt: older }], resolverDir)[0].jwt).toBe(newer); // a pushed revocation wins over a stale copy
+      writeFileSync(stored, older);
+      expect(newestAccountJwts([{ account: "ACCOUNT", jwt: newer }], resolverDir)[0].jwt).toBe(newer); // a newer keys copy wins
+      writeFileSync(stored, jwtAt(1_000, "pushed"));
+      expect(newestAccountJwts([{ account: "ACCOUNT", jwt: older }], resolverDir)[0].jwt).toBe(jwtAt(1_000, "pushed")); // a tie: the pushed one
+      writeFileSync(stored, "garbage");
+      expect(newestAccountJwts([{ account: "ACCOUNT", jwt: older }], resolverDir)[0].jwt).toBe(older);
+    } finally {
+      rmSync(resolverDir, { recursive: true, force: true });
+    }
+  });
+});

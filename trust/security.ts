@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
-import { createUser, fromSeed } from "@nats-io/jwt";
+import { createUser, decode, fromSeed } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
@@ -73,7 +73,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     resolverDir: resolve(options.resolverDir),
   };
   checkSecretFilePermissions(files.key);
-  const preload = allAccountJwts(root).map(({ account, jwt }) => `  ${account}: ${quote(jwt)}`);
+  const preload = newestAccountJwts(allAccountJwts(root), files.resolverDir).map(({ account, jwt }) => `  ${account}: ${quote(jwt)}`);
   const configFragment = [
     `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
     `operator: ${quote(files.operatorJwt)}`,
@@ -99,6 +99,27 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
   };
+}
+
+/**
+ * For each account, the newer of the keys directory's JWT and the one the hub's
+ * full resolver stored (pushed updates, e.g. a revocation). nats-server 2.9.10
+ * lets `resolver_preload` overwrite the stored JWT even when it is older
+ * (measured: a hub restarted from a keys copy made before a revocation let the
+ * revoked node back in), so a stale copy must never be preloaded.
+ */
+export function newestAccountJwts(fromKeys: { account: string; jwt: string }[], resolverDir: string): { account: string; jwt: string }[] {
+  return fromKeys.map((entry) => {
+    const storedFile = join(resolverDir, `${entry.account}.jwt`);
+    if (!existsSync(storedFile)) return entry;
+    const stored = readFileSync(storedFile, "utf8").trim();
+    try {
+      // Equal times: the stored one was pushed on purpose; keep it.
+      return decode(stored).iat >= decode(entry.jwt).iat ? { account: entry.account, jwt: stored } : entry;
+    } catch {
+      return entry; // an unreadable stored file: the keys directory's JWT replaces it
+    }
+  });
 }
 
 export interface NodeSecurity {

@@ -35,10 +35,11 @@ export async function startNatsServer(options: { name: string; dir: string; conf
   const ports = { client: await freePort(), monitor: await freePort() };
   mkdirSync(options.dir, { recursive: true });
   const configFile = join(options.dir, `${options.name}.conf`);
-  writeFileSync(configFile, options.config(ports), { mode: 0o600 });
   let output = "";
   let child: ChildProcess;
+  // The config is rendered at every (re)start, as leafmesh does: a restart picks up what changed on disk.
   const launch = async () => {
+    writeFileSync(configFile, options.config(ports), { mode: 0o600 });
     child = spawn("nats-server", ["-c", configFile, ...(options.debug ? ["-D"] : [])], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -96,13 +97,15 @@ export interface SecuredHub extends TestServer {
 export async function startSecuredHub(options: { keysDir: string; dir: string; debug?: boolean; name?: string; cluster?: { port: number; routes: number[] } }): Promise<SecuredHub> {
   const leafPort = await freePort();
   const name = options.name ?? "hub";
-  const security = loadHubSecurity(options.keysDir, { resolverDir: join(options.dir, `${name}-accounts`) });
+  const resolverDir = join(options.dir, `${name}-accounts`);
+  let security = loadHubSecurity(options.keysDir, { resolverDir });
   const server = await startNatsServer({
     name,
     dir: options.dir,
     debug: options.debug,
-    config: (ports) =>
-      [
+    config: (ports) => {
+      security = loadHubSecurity(options.keysDir, { resolverDir });
+      return [
         `server_name: ${JSON.stringify(name)}`,
         `listen: "127.0.0.1:${ports.client}"`,
         `http: "127.0.0.1:${ports.monitor}"`,
@@ -125,7 +128,8 @@ export async function startSecuredHub(options: { keysDir: string; dir: string; d
         security.leafnodesFragment,
         `}`,
         security.configFragment,
-      ].join("\n"),
+      ].join("\n");
+    },
   });
   return Object.assign(server, { leafPort, leafUrl: `nats-leaf://127.0.0.1:${leafPort}`, security });
 }
