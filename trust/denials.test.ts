@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createUser, fmtCreds } from "@nats-io/jwt";
-import { classifyServerLogLine, diagnoseCredentialsFile, explainDenial } from "./denials.ts";
+import { classifyServerLogLine, diagnoseCredentialsFile, explainDenial, explainLeafRefusal } from "./denials.ts";
 import { nodeUserJwt } from "./claims.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "leafmesh-denials-"));
@@ -49,5 +49,18 @@ describe("diagnoseCredentialsFile", () => {
     const garbage = join(dir, "garbage.creds");
     writeFileSync(garbage, "hello");
     expect(diagnoseCredentialsFile(garbage)).toContain("does not hold a NATS user JWT");
+  });
+});
+
+describe("explainLeafRefusal", () => {
+  it("adds what the creds file says to a refused login, and passes TLS refusals through", async () => {
+    const account = createAccount();
+    const user = createUser();
+    const expired = join(dir, "leaf-expired.creds");
+    writeFileSync(expired, fmtCreds(await nodeUserJwt({ node: "edge-a", userSeed: seed(user), accountSeed: seed(account), expires: 1_000_000 }), user));
+    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("the hub refused this node's login: the credentials in");
+    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("expired at");
+    expect(explainLeafRefusal("[ERR] x509: certificate signed by unknown authority")).toContain("not signed by this mesh's CA");
+    expect(explainLeafRefusal("[INF] Server is ready")).toBeUndefined();
   });
 });

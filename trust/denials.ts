@@ -113,3 +113,22 @@ export function diagnoseCredentialsFile(credsFile: string, now: () => number = D
   if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
   return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)`;
 }
+
+/**
+ * One sentence for a refusal line of the agent's own nats-server (its leaf link
+ * to the hub), or undefined for any other line. With the node's creds file, a
+ * refused login says whether the credentials expired or were refused for
+ * another reason. For the nats-server supervisor: log the result at warn.
+ */
+export function explainLeafRefusal(line: string, options: { credsFile?: string; now?: () => number } = {}): string | undefined {
+  const refusal = classifyServerLogLine(line);
+  if (!refusal) return undefined;
+  if ((refusal.cause === "credentials-refused" || refusal.cause === "credentials-expired") && options.credsFile) {
+    try {
+      return `the hub refused this node's login: ${diagnoseCredentialsFile(options.credsFile, options.now)}`;
+    } catch (error) {
+      return `${refusal.message} (${options.credsFile} cannot be read: ${describeError(error)})`;
+    }
+  }
+  return refusal.message;
+}

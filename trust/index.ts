@@ -30,7 +30,7 @@ export { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
 export { initKeys, issueNode, revokeNode, listNodes, explainUserKey, nodeBundleDir, type NodeListing } from "./key-store.ts";
 export { pushAccountClaims } from "./push.ts";
 export { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
-export { explainDenial, watchPermissionErrors, classifyServerLogLine, diagnoseCredentialsFile, type Refusal, type RefusalCause } from "./denials.ts";
+export { explainDenial, watchPermissionErrors, classifyServerLogLine, explainLeafRefusal, diagnoseCredentialsFile, type Refusal, type RefusalCause } from "./denials.ts";
 export { signNodeRecord, verifyNodeRecord, type SignedNodeRecord } from "./record-signature.ts";
 export { nodeInboxPrefix, nodeAccountName, meshAccountName } from "./claims.ts";
 

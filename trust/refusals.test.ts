@@ -15,7 +15,7 @@ import { explainUserKey, initKeys, issueNode, revokeNode } from "./key-store.ts"
 import { pushAccountClaims } from "./push.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
-import { classifyServerLogLine, diagnoseCredentialsFile, type RefusalCause } from "./denials.ts";
+import { classifyServerLogLine, diagnoseCredentialsFile, explainLeafRefusal, type RefusalCause } from "./denials.ts";
 import { readFileSync } from "node:fs";
 
 function capturingLogger(): { log: Logger; lines: () => string } {
@@ -106,8 +106,11 @@ describe("refused, saying which", () => {
     const issued = await issueNode({ dir: keys, node: "edge-old", expires: Math.floor(Date.now() / 1000) - 60 });
     await pushAccountClaims({ servers: [hub.clientUrl], connectOptions: hub.security.systemConnectOptions, jwts: issued.changedAccounts });
     const creds = join(issued.bundleDir, "node.creds");
-    await refusedLeaf("expired", remote({ creds, cert: join(issued.bundleDir, "node.crt"), key: join(issued.bundleDir, "node.key"), ca: join(issued.bundleDir, "ca.crt") }), { leaf: "credentials-refused" });
+    const leaf = await refusedLeaf("expired", remote({ creds, cert: join(issued.bundleDir, "node.crt"), key: join(issued.bundleDir, "node.key"), ca: join(issued.bundleDir, "ca.crt") }), { leaf: "credentials-refused" });
     expect(diagnoseCredentialsFile(creds)).toMatch(/node 'edge-old'\) expired at/);
+    // what the agent's supervisor would log for the leaf's own refusal line
+    const explained = leaf.log().split("\n").map((line) => explainLeafRefusal(line, { credsFile: creds })).filter(Boolean);
+    expect(explained[0]).toMatch(/the hub refused this node's login: .* expired at/);
   });
 
   it("revoked credentials", async () => {
