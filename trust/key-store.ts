@@ -25,7 +25,7 @@
  */
 import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createAccount, createOperator, createUser, fmtCreds, fromSeed, decode, type User } from "@nats-io/jwt";
+import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
 import { generateKey } from "@libp2p/pnet";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -298,4 +298,3 @@ export function explainUserKey(dir: string, userJwt: string, now: () => number =
   return `credentials of node '${entry.node}' are valid in ${resolve(dir)}`;
 }
 
-export { fromSeed };

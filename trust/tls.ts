@@ -12,7 +12,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -108,8 +108,4 @@ export async function describeCertificate(certFile: string): Promise<{ subject: 
   const subject = /subject=\s*(.*)/.exec(text)?.[1]?.trim() ?? "";
   const notAfter = /notAfter=(.*)/.exec(text)?.[1]?.trim() ?? "";
   return { subject, notAfter };
-}
-
-export function readPem(file: string): string {
-  return readFileSync(file, "utf8");
 }
