@@ -20,6 +20,13 @@ export function parseObserver(text: string): ObserverAddress {
   return { host: match[1].replace(/^\[|\]$/g, ""), ports: [Number(match[2]), Number(match[3])] };
 }
 
+function parseWays(text: string): { direct: boolean; punch: boolean; relay: boolean } {
+  const ways = splitList(text);
+  const unknown = ways.filter((way) => !["direct", "punch", "relay"].includes(way));
+  if (unknown.length > 0 || ways.length === 0) throw new LeafmeshError("CONFIG_INVALID", `--tunnel-ways: '${text}' must list direct, punch and/or relay`);
+  return { direct: ways.includes("direct"), punch: ways.includes("punch"), relay: ways.includes("relay") };
+}
+
 function parseOnOff(text: string, flag: string): boolean {
   if (text !== "on" && text !== "off") throw new LeafmeshError("CONFIG_INVALID", `${flag}: '${text}' is not on or off`);
   return text === "on";
@@ -59,6 +66,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     site: { type: "string", value: "NAME", description: "the edge site this node belongs to (published in its node record)" },
     region: { type: "string", value: "NAME", description: "the cloud region this node uses (published in its node record)" },
     observer: { type: "string", value: "HOST:P1,P2", description: "the hub's NAT observer (leafmesh hub --observer): lets the node learn its NAT type" },
+    tunnelWays: { type: "string", default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" },
     mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
     metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
@@ -92,6 +100,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               region: options.region,
               observer: options.observer ? parseObserver(options.observer) : undefined,
               mdns: parseOnOff(options.mdns, "--mdns"),
+              ways: parseWays(options.tunnelWays),
             }
           : undefined,
       }),

@@ -34,6 +34,7 @@ export interface AgentActorOptions {
     region?: string;
     observer?: ObserverAddress;
     mdns: boolean;
+    ways?: { direct: boolean; punch: boolean; relay: boolean };
   };
 }
 
@@ -54,6 +55,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       region: settings.region,
       observer: settings.observer,
       mdns: settings.mdns,
+      ways: settings.ways,
     });
     await actor.start();
     dialer = actor;

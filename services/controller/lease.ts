@@ -57,7 +57,8 @@ export class KvLease {
   holderSeen: string | null = null;
 
   constructor(options: KvLeaseOptions) {
-    this.#options = { ttlMs: 6_000, clock: systemClock, ...options };
+    // Not a spread of defaults: an option passed as undefined must not erase its default.
+    this.#options = { ...options, ttlMs: options.ttlMs ?? 6_000, clock: options.clock ?? systemClock };
   }
 
   get leading(): boolean {

@@ -48,7 +48,9 @@ export class NodeDirectory {
   #iterator: { stop(): void } | undefined;
 
   constructor(options: NodeDirectoryOptions) {
-    this.#options = { refreshMs: 5_000, ttlMs: 30_000, ...options };
+    // `??`, not a spread of defaults: an option passed as undefined (the tunnel forwards its own optional
+    // timings) must not erase the default — setInterval(undefined) fires every millisecond.
+    this.#options = { ...options, refreshMs: options.refreshMs ?? 5_000, ttlMs: options.ttlMs ?? 30_000 };
   }
 
   start(): void {
