@@ -82,6 +82,7 @@ given each other's --routes form one JetStream cluster.`,
     const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, resolve(options.data), log);
     const hub = await startHub({
       security,
+      keysDir: options.keys ? resolve(options.keys) : undefined,
       name: options.name,
       dataDir: resolve(options.data),
       client: parseHostPort(options.listen, "--listen"),

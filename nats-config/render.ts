@@ -25,6 +25,8 @@ export interface HostPort {
 export interface ClusterOptions {
   /** Every server of one cluster uses the same name. */
   name: string;
+  /** Config text spliced inside `cluster {}` (TLS with client certificates for routes: see trust/). */
+  security?: string;
   listen: HostPort;
   /** nats-route://host:port of the other members (own URL may be included: the server skips it). */
   routes: string[];
@@ -33,6 +35,8 @@ export interface ClusterOptions {
 export interface GatewayOptions {
   /** This region's gateway name (one per cluster). */
   name: string;
+  /** Config text spliced inside `gateway {}` (TLS: see trust/). */
+  security?: string;
   listen: HostPort;
   /** The other regions. */
   gateways: { name: string; urls: string[] }[];
@@ -122,6 +126,7 @@ function clusterLines(cluster: ClusterOptions): string[] {
     `  routes: ${list(cluster.routes)}`,
     // Clients and leafs must use the URLs they were given, not whatever the routes advertise.
     `  no_advertise: true`,
+    ...(cluster.security ? [cluster.security.replace(/^/gm, "  ")] : []),
     `}`,
   ];
 }
@@ -147,6 +152,7 @@ export function renderHubConfig(options: HubServerOptions): string {
       `  gateways: [`,
       ...options.gateway.gateways.map((gateway) => `    { name: ${quote(gateway.name)}, urls: ${list(gateway.urls)} }`),
       `  ]`,
+      ...(options.gateway.security ? [options.gateway.security.replace(/^/gm, "  ")] : []),
       `}`,
     );
     // FACTS.md: leaf nodes plus gateways need an explicit system account.

@@ -30,6 +30,7 @@ import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, ty
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
+import { watchPermissionErrors } from "../trust/denials.ts";
 
 export interface AgentContext {
   node: string;
@@ -129,6 +130,8 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   await server.start();
   const connection = await connectNats({ ...config.security?.clientConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-agent ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
+  // A refused publish is silent at the client: log it, explained (which subject, whose it is).
+  if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
   server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 
   // The controller subscribes to link events before the monitor publishes the first one.

@@ -26,6 +26,7 @@ import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPor
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
+import { startTrustAuditor } from "../trust/auditor.ts";
 import { Kvm } from "@nats-io/kv";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";
@@ -53,6 +54,8 @@ export interface HubConfig {
   observer?: { hosts: [string, string]; ports: [number, number] };
   /** Mesh security (trust/): config fragments and the hub's own client options. Undefined: --insecure. */
   security?: HubSecurity;
+  /** The keys directory the security came from: the trust auditor reads node identities there. */
+  keysDir?: string;
   log: Logger;
 }
 
@@ -79,8 +82,9 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       client: config.client,
       leaf: config.leaf,
       monitor: config.monitor,
-      cluster: config.cluster,
-      gateway: config.gateway,
+      // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
+      cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment },
+      gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment },
       security: config.security?.configFragment,
       leafSecurity: config.security?.leafnodesFragment,
     }),
@@ -157,6 +161,18 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   registerFabricMetrics(metrics.registry, { objects: () => publisher.stored.size, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops, leading: () => publisher.leading });
   if (config.metrics) await metrics.start();
   const observer = config.observer ? await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) }) : undefined;
+  // With security: say in this hub's log when a node oversteps (its account's denials are otherwise silent) or is refused, and why.
+  const auditor =
+    config.security && config.keysDir
+      ? await startTrustAuditor({
+          dir: config.keysDir,
+          servers: [localClientUrl(config.client)],
+          tls: config.security.publisherConnectOptions.tls,
+          systemConnectOptions: config.security.systemConnectOptions,
+          log,
+          rescanIntervalMs: 30_000,
+        })
+      : undefined;
   log.info({ name: config.name }, "hub ready");
 
   return {
@@ -170,6 +186,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       stopSnapshot();
       await metrics.stop();
       await observer?.close();
+      await auditor?.stop();
       for (const link of links) link.stop();
       await publisher.stop();
       fabric.stop();

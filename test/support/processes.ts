@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { fetchNodeView } from "../../cli/status.ts";
+import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -53,7 +54,8 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 }
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
-export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv): LeafmeshProcess {
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string }): LeafmeshProcess {
+  const connectOptions = security ? clientConnectOptions(security) : {};
   const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: env ? { ...process.env, ...env } : process.env });
   let output = "";
@@ -68,12 +70,12 @@ export function launch(name: string, args: string[], clientUrl: string, dataDir:
     child,
     output: () => output,
     async connection() {
-      const connection = await connect({ servers: clientUrl, reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      const connection = await connect({ ...connectOptions, servers: clientUrl, reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
       connections.push(connection);
       return connection;
     },
     async view() {
-      const connection = await connect({ servers: clientUrl, reconnect: false, timeout: 2_000 });
+      const connection = await connect({ ...connectOptions, servers: clientUrl, reconnect: false, timeout: 2_000 });
       try {
         return await fetchNodeView(connection, 2_000);
       } finally {
@@ -158,7 +160,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
     ...(options.extraArgs ?? []),
   ];
-  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir);
+  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, undefined, options.keys ? { keys: options.keys } : undefined);
   const hub: HubProcess = {
     ...base,
     leafUrl: `nats://127.0.0.1:${ports.leaf}`,
@@ -172,7 +174,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
 }
 
 /** Three hubs in one cluster; `sources` says which of them get the manifest directory. */
-export async function startHubCluster(options: { names: string[]; manifests?: string; sources?: string[]; leaseTtlMs?: number }): Promise<HubProcess[]> {
+export async function startHubCluster(options: { names: string[]; manifests?: string; sources?: string[]; leaseTtlMs?: number; keys?: string }): Promise<HubProcess[]> {
   const ports = await Promise.all(options.names.map(() => hubPorts()));
   const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
   // Cluster members must start together: JetStream waits for a quorum before it answers.
@@ -185,6 +187,7 @@ export async function startHubCluster(options: { names: string[]; manifests?: st
         routes,
         manifests: !options.sources || options.sources.includes(name) ? options.manifests : undefined,
         leaseTtlMs: options.leaseTtlMs,
+        keys: options.keys,
       }),
     ),
   );
@@ -216,6 +219,7 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
     dataDir,
     undefined,
     options.env,
+    options.keys ? { keys: options.keys, node: options.node } : undefined,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   await waitReady(agent);
