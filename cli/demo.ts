@@ -16,6 +16,7 @@ import { connectNats } from "../bus/connect.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
 import { clientConnectOptions } from "./security-options.ts";
+import { runLabDemo } from "./demo-lab.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
 
@@ -79,9 +80,11 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
   options: {
     agents: { type: "string", default: "2", value: "N", description: "number of agents (nodes) to start" },
     data: { type: "string", value: "DIR", description: "where to keep the demo's data (default: a new directory under the system temp dir)" },
+    lab: { type: "boolean", description: "as root: the same mesh in network namespaces behind NATs (full cone, port-restricted, symmetric), with real cluster IPs, DNS and hole punching" },
     logLevel: { type: "string", default: "warn", value: "LEVEL", description: "log level of the hub and agents (their logs go to DIR/<name>.log)" },
   },
   async run(options, _positionals, io) {
+    if (options.lab) return runLabDemo(io, { logLevel: options.logLevel });
     const agentCount = parsePositiveInt(options.agents, "--agents");
     if (agentCount > 9) throw new LeafmeshError("CONFIG_INVALID", "--agents: at most 9 on one machine");
     const base = options.data ? resolve(options.data) : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));
