@@ -12,7 +12,7 @@ export interface FabricHeartbeat {
   domain?: string;
   upstream?: string | null;
   leafListen?: string;
-  relays?: { peer: string; via?: string }[];
+  relays?: { peer: string; streams?: number }[];
 }
 
 function portOf(address: string | null | undefined): string | undefined {
@@ -55,7 +55,7 @@ export function drawFabricTree(heartbeats: FabricHeartbeat[]): string {
         : `agent ${beat.node}`;
   const walk = (beat: FabricHeartbeat, depth: number) => {
     lines.push(`${"  ".repeat(depth)}${describe(beat)}${beat.state === "ready" ? "" : ` [${beat.state}]`}`);
-    for (const relay of beat.relays ?? []) lines.push(`${"  ".repeat(depth + 1)}↔ relayed stream to ${relay.peer}${relay.via ? ` via ${relay.via}` : ""}`);
+    for (const relay of beat.relays ?? []) lines.push(`${"  ".repeat(depth + 1)}↔ ${relay.streams ?? 1} relayed stream(s) with ${relay.peer}, through the servers above`);
     for (const child of children.get(beat.node) ?? []) walk(child, depth + 1);
   };
   const regions = [...new Set(hubs.map((hub) => hub.region ?? ""))].sort();

@@ -68,7 +68,13 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
         const path = actor.pathDetail(record.node);
         return { node: record.node, site: record.site ?? null, region: record.region ?? null, nat: record.nat, path: path?.kind ?? "none", rttMs: path?.rttMs ?? null };
       });
-    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths() }) });
+    // Open relayed streams by peer: `status --tree` draws them under this node, whose parents in the tree carry them.
+    const relays = () => {
+      const peers = new Map<string, number>();
+      for (const channel of actor.relay?.channels() ?? []) peers.set(channel.peer, (peers.get(channel.peer) ?? 0) + 1);
+      return [...peers].map(([peer, streams]) => ({ peer, streams }));
+    };
+    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths(), relays: relays() }) });
     return {
       name: "tunnel",
       actor: actor.actor,

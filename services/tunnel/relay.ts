@@ -117,6 +117,11 @@ export class RelayEndpoint {
     return this.#channels.size;
   }
 
+  /** The open channels' peers and ids (for status: where relayed streams flow). */
+  channels(): { peer: string; id: string }[] {
+    return [...this.#channels.values()].map((channel) => ({ peer: channel.peer, id: channel.id }));
+  }
+
   /** Opens a channel to `peer`; rejects when the peer does not accept within the open timeout. */
   async open(peer: string): Promise<RelayChannel> {
     if (this.#closed) throw new LeafmeshError("NOT_RUNNING", "relay endpoint is closed");
