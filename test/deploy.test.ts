@@ -71,7 +71,7 @@ describe("deployment files", () => {
   it.each(documents.map((document) => [`${document.file}#${document.index} ${document.object.kind} ${document.object.metadata?.name}`, document.object] as const))(
     "%s matches the Kubernetes schema",
     (_name, object) => {
-      expect(object.metadata?.name).toBeTruthy();
+      expect(object.metadata?.name).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
       expect(checkAgainstModel(object, modelName(object.apiVersion, object.kind), object.kind)).toEqual([]);
     },
   );
