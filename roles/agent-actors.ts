@@ -6,7 +6,7 @@
  * to traffic (DESIGN.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
-import { createTrafficActor, registerTrafficMetrics } from "../services/traffic/index.ts";
+import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
@@ -41,6 +41,7 @@ export interface AgentActorOptions {
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
   // The one thing handed across in-process: the tunnel's stream opener, to traffic.
   let dialer: TunnelDialer | undefined;
+  let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
   const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
     const settings = options.tunnel!;
@@ -59,6 +60,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     });
     await actor.start();
     dialer = actor;
+    // Where other nodes are and whether a path to them exists: traffic's topology tiers.
+    topology = {
+      site: settings.site,
+      of: (peer) => ({ site: actor.directory?.get(peer)?.site, reachable: actor.pathTo(peer) !== "unreachable" }),
+    };
     knownNodes = () => new Set((actor.directory?.all() ?? []).map((record) => record.node));
     const others = () => (actor.directory?.all() ?? []).filter((record) => record.node !== node);
     const paths = () => Object.fromEntries(others().map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
@@ -86,7 +92,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).

@@ -15,6 +15,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
+import type { NodeTopology } from "./policy.ts";
 import type { RemoteDialer } from "./dialer.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
 import { planServicePorts, type ServicePortPlan } from "./plan.ts";
@@ -31,6 +32,8 @@ export interface TrafficOptions {
   /** @default "127.0.0.1" — the proxier DNATs cluster IPs to this address; loopback keeps listeners off the network. */
   listenHost?: string;
   dialer?: RemoteDialer;
+  /** The tunnel's view of other nodes (site, reachable): endpoints are preferred own node, site, reachable, then the rest. */
+  topology?: NodeTopology;
   clock?: Clock;
   /** @default 3_000 — see TcpProxyOptions.connectTimeoutMs */
   connectTimeoutMs?: number;
@@ -116,6 +119,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     outliers: new OutlierDetector({ clock, ...options.outlier }),
     active: new Map(),
     random: options.random,
+    topology: options.topology,
   };
   const listeners = new Map<string, Listener>();
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();

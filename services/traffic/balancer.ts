@@ -7,7 +7,7 @@
 import type { Clock } from "../../lib/clock.ts";
 import type { OutlierDetector } from "./outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
-import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type Picker } from "./policy.ts";
+import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type NodeTopology, type Picker } from "./policy.ts";
 
 const noKeys: string[] = [];
 
@@ -18,6 +18,8 @@ export interface BalancerShared {
   /** Active connections/flows per endpoint key, across service ports. */
   active: Map<string, number>;
   random?: () => number;
+  /** Sites and paths of other nodes (the tunnel's view); without it only this node's endpoints come first. */
+  topology?: NodeTopology;
 }
 
 export class ServicePortBalancer {
@@ -56,14 +58,16 @@ export class ServicePortBalancer {
   choose(clientIp: string, exclude: ReadonlySet<string>): EndpointTarget | undefined {
     const load = (key: string) => this.#shared.active.get(key) ?? 0;
     const outliers = this.#shared.outliers;
-    for (const tier of this.#tiers) {
+    // Paths come and go: with a topology the tiers are worked out per connection (a pass over the endpoints).
+    const tiers = this.#shared.topology ? topologyTiers(this.#plan.endpoints, this.#shared.node, this.#shared.topology) : this.#tiers;
+    for (const tier of tiers) {
       // The common case, no endpoint with a failure on record, allocates nothing here.
       const ejected = outliers.tracked === 0 ? noKeys : tier.filter((endpoint) => outliers.isEjected(endpoint.key)).map((endpoint) => endpoint.key);
       const skip = ejected.length > 0 ? new Set([...exclude, ...ejected]) : exclude;
       const chosen = this.#picker.pick(tier, { clientIp, load, exclude: skip });
       if (chosen) return chosen;
     }
-    for (const tier of this.#tiers) {
+    for (const tier of tiers) {
       const chosen = this.#picker.pick(tier, { clientIp, load, exclude });
       if (chosen) return chosen;
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../lib/clock.ts";
 import { OutlierDetector } from "./outlier.ts";
-import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type Picker } from "./policy.ts";
+import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type NodeTopology, type Picker } from "./policy.ts";
 
 const endpoints = (count: number, nodeName?: string): EndpointTarget[] =>
   Array.from({ length: count }, (_, i) => ({ key: `198.18.2.${i + 1}:80`, host: `198.18.2.${i + 1}`, port: 80, nodeName }));
@@ -190,5 +190,24 @@ describe("outlier ejection", () => {
     outliers.success("a");
     for (let i = 0; i < 2; i++) expect(outliers.failure("a")).toBe(false); // history forgotten after a success
     expect(outliers.ejections).toBe(3);
+  });
+});
+
+describe("topology tiers with the tunnel's view", () => {
+  const endpoint = (key: string, nodeName?: string) => ({ key, host: key, port: 80, nodeName }) as unknown as EndpointTarget;
+  const topology: NodeTopology = {
+    site: "shop-1",
+    of: (node) => ({ site: { "edge-b": "shop-1", "edge-c": "shop-2", "edge-d": "shop-1" }[node], reachable: node !== "edge-d" }),
+  };
+
+  it("prefers this node, then its site, then other reachable nodes, and unreachable nodes only last", () => {
+    const endpoints = [endpoint("d", "edge-d"), endpoint("c", "edge-c"), endpoint("b", "edge-b"), endpoint("a", "edge-a")];
+    expect(topologyTiers(endpoints, "edge-a", topology).map((tier) => tier.map((target) => target.key))).toEqual([["a"], ["b"], ["c"], ["d"]]);
+    expect(topologyTiers(endpoints.slice(0, 2), "edge-a", topology).map((tier) => tier.map((target) => target.key))).toEqual([["c"], ["d"]]);
+  });
+
+  it("keeps the old two tiers without a topology", () => {
+    const endpoints = [endpoint("c", "edge-c"), endpoint("a", "edge-a")];
+    expect(topologyTiers(endpoints, "edge-a").map((tier) => tier.map((target) => target.key))).toEqual([["a"], ["c"]]);
   });
 });

@@ -237,13 +237,38 @@ export function withSessionAffinity(inner: Picker, options: AffinityOptions): Pi
   };
 }
 
+/** Where a node is and whether this node has a path to it (from the tunnel). */
+export interface NodeTopology {
+  /** This node's site, if it belongs to one. */
+  site?: string;
+  /** Another node's site and whether a path to it exists (false: its path is unreachable). */
+  of(node: string): { site?: string; reachable: boolean };
+}
+
 /**
- * Topology preference: endpoints on this node first, the rest only when none of
- * the local ones may be chosen. Returns the tiers in order; the proxy asks the
- * picker tier by tier.
+ * Topology preference: endpoints on this node first, then (with the tunnel's
+ * topology) those on nodes of the same site, then the other nodes it has a path
+ * to, and only last nodes it has no path to — so it never sends to an
+ * unreachable node while another endpoint has a path. Returns the tiers in
+ * order; the proxy asks the picker tier by tier.
  */
-export function topologyTiers(endpoints: readonly EndpointTarget[], node: string): EndpointTarget[][] {
-  const local = endpoints.filter((endpoint) => endpoint.nodeName === node);
-  if (local.length === 0 || local.length === endpoints.length) return [endpoints.slice()];
-  return [local, endpoints.filter((endpoint) => endpoint.nodeName !== node)];
+export function topologyTiers(endpoints: readonly EndpointTarget[], node: string, topology?: NodeTopology): EndpointTarget[][] {
+  if (!topology) {
+    const local = endpoints.filter((endpoint) => endpoint.nodeName === node);
+    if (local.length === 0 || local.length === endpoints.length) return [endpoints.slice()];
+    return [local, endpoints.filter((endpoint) => endpoint.nodeName !== node)];
+  }
+  const tiers: EndpointTarget[][] = [[], [], [], []];
+  for (const endpoint of endpoints) {
+    // No nodeName (an address outside the mesh): dialled directly, as good as the site.
+    if (endpoint.nodeName === node) tiers[0].push(endpoint);
+    else if (!endpoint.nodeName) tiers[1].push(endpoint);
+    else {
+      const where = topology.of(endpoint.nodeName);
+      if (!where.reachable) tiers[3].push(endpoint);
+      else if (topology.site && where.site === topology.site) tiers[1].push(endpoint);
+      else tiers[2].push(endpoint);
+    }
+  }
+  return tiers.filter((tier) => tier.length > 0);
 }
