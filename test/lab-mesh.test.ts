@@ -11,7 +11,9 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildNatLab, hubAddresses, type NatLab } from "../lab/nat.ts";
 import { inNamespace, runCommand } from "../lab/netns.ts";
-import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
+import { join } from "node:path";
+import { initKeys, issueNode } from "../trust/key-store.ts";
+import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
 import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
@@ -24,9 +26,12 @@ interface NodeView {
   services: { name: string }[];
 }
 
-/** `leafmesh status --json` run inside the node's namespace (the lab has no route to the test process). */
-async function statusIn(namespace: string): Promise<NodeView> {
-  const result = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, "status", "--json", "--nats", "nats://127.0.0.1:4222", "--timeout", "2000"]), { timeoutMs: 15_000 });
+let keys = "";
+
+/** `leafmesh status --json` run inside the node's namespace (the lab has no route to the test process), with the mesh's keys. */
+async function statusIn(namespace: string, node?: string): Promise<NodeView> {
+  const argv = [nodeBinary, cliPath, "status", "--json", "--nats", "nats://127.0.0.1:4222", "--timeout", "2000", "--keys", keys, ...(node ? ["--node", node] : [])];
+  const result = await runCommand(inNamespace(namespace, argv), { timeoutMs: 15_000 });
   if (result.code !== 0) throw new Error(`status in ${namespace}: ${result.stderr}`);
   return JSON.parse(result.stdout) as NodeView;
 }
@@ -72,13 +77,15 @@ describe.sequential("the mesh in the NAT lab", () => {
     backend(siteB.hosts[0].namespace, "hello from web on node-b");
     backend(siteC.hosts[0].namespace, "hello from api on node-c");
 
-    const psk = writePsk(tempDir());
+    // Security on, as in production: the mesh's keys, the hubs' certificate for their WAN addresses, one identity per node.
+    keys = join(tempDir(), "keys");
+    await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", ...hubAddresses] });
+    for (const node of ["node-a", "node-b", "node-c"]) await issueNode({ dir: keys, node });
     hub = launch(
       "hub-1",
       ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "0.0.0.0:4222", "--leaf-listen", "0.0.0.0:7422", "--monitor-listen", "127.0.0.1:8222",
         "--metrics-listen", "off", "--manifests", manifests, "--observer", `${hubAddresses[0]},${hubAddresses[1]}:3478,3479`,
-        // Hole punching is coordinated by rpc.<peer>.tunnel-punch, which per-node accounts do not route yet (see the trust issue's note).
-        "--insecure"],
+        "--keys", keys],
       "", "", lab.hub.namespace,
     );
     await eventually(async () => (await statusIn(lab.hub.namespace)).services.length === 2, 45_000, "the hub to publish");
@@ -87,7 +94,7 @@ describe.sequential("the mesh in the NAT lab", () => {
       "agent", "--node", node, "--hub", `nats://${hubAddresses[0]}:7422`, "--data", `/tmp/${prefix}${node}`,
       "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off",
       "--dns", `${address}:53`, "--upstream", "127.0.0.1:1", "--intercept", "nftables",
-      "--insecure", "--psk", psk, "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--observer", `${hubAddresses[0]}:3478,3479`, "--mdns", "off",
+      "--keys", keys, "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--observer", `${hubAddresses[0]}:3478,3479`, "--mdns", "off",
     ];
     for (const [index, site] of [siteA, siteB, siteC].entries()) {
       const node = `node-${"abc"[index]}`;
@@ -102,7 +109,7 @@ describe.sequential("the mesh in the NAT lab", () => {
     }
     for (const [node] of agents) {
       const namespace = lab.sites["abc".indexOf(node.slice(-1))].hosts[0].namespace;
-      await eventually(async () => (await statusIn(namespace)).services.length === 2, 60_000, `${node} to hold the catalog`);
+      await eventually(async () => (await statusIn(namespace, node)).services.length === 2, 60_000, `${node} to hold the catalog`);
     }
   }, 240_000);
 
@@ -115,7 +122,7 @@ describe.sequential("the mesh in the NAT lab", () => {
   }, 60_000);
 
   const nodeA = () => lab.sites[0].hosts[0].namespace;
-  const pathsOfA = async () => ((await statusIn(nodeA())).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths ?? {}) as Record<string, string>;
+  const pathsOfA = async () => ((await statusIn(nodeA(), "node-a")).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths ?? {}) as Record<string, string>;
 
   it("reaches a backend behind another NAT by name and by cluster IP: hole-punched to B, relayed to symmetric C", { timeout: 120_000 }, async () => {
     const byName = await eventually(async () => {
@@ -151,7 +158,7 @@ describe.sequential("the mesh in the NAT lab", () => {
 
     writeManifest(manifests, "late.yaml", sampleService({ name: "late", clusterIP: "198.19.0.12" }));
     hub = launch("hub-1", hub.child.spawnargs.slice(hub.child.spawnargs.indexOf(cliPath) + 1), "", "", lab.hub.namespace);
-    await eventually(async () => (await statusIn(nodeA())).services.some((service) => service.name === "late"), 90_000, "a change made at the hub to reach node A");
+    await eventually(async () => (await statusIn(nodeA(), "node-a")).services.some((service) => service.name === "late"), 90_000, "a change made at the hub to reach node A");
   });
 
   it("resumes after an agent is killed and restarted: traffic flows, one set of rules, paths re-established", { timeout: 180_000 }, async () => {

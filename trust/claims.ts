@@ -133,6 +133,8 @@ export async function nodeAccountJwt(options: {
     service(`$KV.${buckets.nodes}.${node}`, meshAccount) as Import,
     stream("$JS.M.>", meshAccount) as Import,
     ...options.peers.filter((peer) => peer.node !== node).map((peer) => stream(`${relayRoot}.${node}.${peer.node}.>`, peer.account) as Import),
+    // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
+    ...options.peers.filter((peer) => peer.node !== node).map((peer) => service(`rpc.${peer.node}.tunnel-punch`, peer.account) as Import),
     stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
   ];
   return encodeAccount(
@@ -156,6 +158,8 @@ export function nodeUserPermissions(node: string): Permissions {
       allow: [
         `${meshRoot}.${node}.>`,
         `${relayRoot}.*.${node}.>`,
+        // asking a peer to punch (imported per peer by the node's account)
+        "rpc.*.tunnel-punch",
         `${api}.$KV.${buckets.nodes}.${node}`,
         ...readApi(catalogStream),
         ...readApi(nodesStream),

@@ -194,8 +194,10 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     writeSecretFile(seedFile(dir, nodeAccountName(node)), new TextDecoder().decode(account.getSeed()));
     entry = { node, account: account.getPublicKey(), issuedAt: new Date().toISOString(), revocations: {} };
     state.nodes[node] = entry;
-    // Every node account imports relay frames from every other one: all are re-signed.
-    for (const other of Object.values(state.nodes)) changedAccounts.push(await resignNodeAccount(dir, state, other));
+    // Every node account imports relay frames (and the punch service) from every other one: all are re-signed.
+    // The new account goes first: a hub that meets an import from an account it does not know yet spends
+    // seconds looking it up (FACTS.md), long enough for a push to time out.
+    for (const other of [entry, ...Object.values(state.nodes).filter((candidate) => candidate !== entry)]) changedAccounts.push(await resignNodeAccount(dir, state, other));
     changedAccounts.push(await resignMeshAccount(dir, state));
     const auditor = createUser();
     makePrivateDir(join(dir, "hub", "audit"));
