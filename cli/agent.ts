@@ -3,8 +3,8 @@ import { resolve } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
-import { parseUpstreamOrder } from "./upstream-order.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
+import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { readFileSync } from "node:fs";
@@ -54,7 +54,6 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     hub: { type: "string", required: true, value: "URL,…", description: "leafnode URLs of every hub (or site server) to attach to" },
     data: { type: "string", required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror)" },
     natsListen: { type: "string", default: "127.0.0.1:4222", value: "H:P", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" },
-    monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "the node nats-server's HTTP monitoring address" },
     dns: { type: "string", default: "off", value: "H:P", description: "cluster DNS address, e.g. 169.254.96.16:53 on a node (kubelet's clusterDNS) or 127.0.0.1:5353; off: no DNS" },
     clusterDomain: { type: "string", default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" },
     upstream: { type: "string", value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" },
@@ -69,10 +68,9 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelWays: { type: "string", default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" },
     mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
-    metricsListen: { type: "string", default: "127.0.0.1:9465", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
-    upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
     ...securityOptions,
-    logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
+    ...serverOptions({ metricsListen: "127.0.0.1:9465" }),
+    ...upstreamOrderOption,
   },
   async run(options, _positionals, io) {
     const upstreams = splitList(options.hub);

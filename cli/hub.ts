@@ -7,6 +7,7 @@ import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { resolveHubSecurity, securityOptions } from "./security-options.ts";
+import { serverOptions } from "./server-options.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
@@ -31,7 +32,6 @@ given each other's --routes form one JetStream cluster.`,
     data: { type: "string", required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file" },
     listen: { type: "string", default: "0.0.0.0:4222", value: "H:P", description: "NATS client address" },
     leafListen: { type: "string", default: "0.0.0.0:7422", value: "H:P", description: "leafnode address that agents and sites connect to (their --hub URLs)" },
-    monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "nats-server HTTP monitoring address (health, links)" },
     routes: { type: "string", value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" },
     clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
     clusterName: { type: "string", value: "NAME", description: "cluster name, the same on every hub of one cluster (default: the gateway name, else leafmesh)" },
@@ -43,9 +43,8 @@ given each other's --routes form one JetStream cluster.`,
     kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" },
     replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
     leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
-    metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
     ...securityOptions,
-    logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
+    ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
   },
   async run(options, _positionals, io) {
     if (options.manifests && options.kubeconfig) throw new LeafmeshError("CONFIG_INVALID", "give either --manifests or --kubeconfig, not both");

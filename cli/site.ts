@@ -4,8 +4,8 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
-import { parseUpstreamOrder } from "./upstream-order.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
+import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
@@ -27,14 +27,12 @@ mirror is then replicated on all three). All servers of one site use the same --
     upstream: { type: "string", required: true, value: "URL,…", description: "leafnode URLs of every hub to attach to" },
     listen: { type: "string", default: "0.0.0.0:4222", value: "H:P", description: "NATS client address" },
     leafListen: { type: "string", default: "0.0.0.0:7422", value: "H:P", description: "leafnode address the site's agents attach to" },
-    monitorListen: { type: "string", default: "127.0.0.1:8222", value: "H:P", description: "nats-server HTTP monitoring address" },
     routes: { type: "string", value: "URL,…", description: "cluster routes of all servers of this site (enables clustering)" },
     clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
     replicas: { type: "string", value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" },
-    metricsListen: { type: "string", default: "127.0.0.1:9464", value: "H:P", description: "address of /metrics (Prometheus), /healthz and /readyz; 'off' to disable" },
-    upstreamOrder: { type: "string", default: "rtt", value: "rtt|given", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" },
     ...securityOptions,
-    logLevel: { type: "string", default: "info", value: "LEVEL", description: "log level: trace, debug, info, warn, error" },
+    ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
+    ...upstreamOrderOption,
   },
   async run(options, _positionals, io) {
     if (options.routes && !options.server) throw new LeafmeshError("CONFIG_INVALID", "--server is required with --routes: every server of a site cluster needs its own name");
