@@ -227,7 +227,7 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
 }
 
 /** Runs `leafmesh ARGS` to completion; returns exit code and output. */
-export async function runCli(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function runCli(args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
