@@ -85,3 +85,23 @@ export function linkActorToBus(options: ActorLinkOptions): ActorLink {
     },
   };
 }
+
+/**
+ * Resolves with the actor's state name once `test` accepts it, or once the actor
+ * has stopped (reached a final state): for start() and stop() methods that wait
+ * for their machine.
+ */
+export function waitForState(actor: AnyActorRef, test: (state: string) => boolean): Promise<string> {
+  return new Promise<string>((resolve) => {
+    let subscription: { unsubscribe(): void } | undefined;
+    const check = () => {
+      const snapshot = actor.getSnapshot() as { value?: unknown; status?: string };
+      const state = stateName(snapshot.value);
+      if (!test(state) && snapshot.status !== "done") return false;
+      subscription?.unsubscribe();
+      resolve(state);
+      return true;
+    };
+    if (!check()) subscription = actor.subscribe(() => void check());
+  });
+}

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
 import { z } from "zod";
-import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
+import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import { nowIso } from "../../bus/events.ts";
@@ -151,21 +151,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
     { clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
   );
 
-  const waitFor = (test: (value: string) => boolean) =>
-    new Promise<string>((resolve) => {
-      const check = () => {
-        const current = actor.getSnapshot();
-        const value = String(current.value);
-        if (test(value) || current.status === "done") {
-          subscription?.unsubscribe();
-          resolve(value);
-          return true;
-        }
-        return false;
-      };
-      let subscription: { unsubscribe(): void } | undefined;
-      if (!check()) subscription = actor.subscribe(() => void check());
-    });
+  const waitFor = (test: (state: string) => boolean) => waitForState(actor, test);
 
   return {
     actor,

@@ -6,7 +6,7 @@
  * removing → stopped on stop. With intercept "off" it stays in `off`.
  */
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
-import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
+import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import { nowIso, type ListenerBinding } from "../../bus/events.ts";
@@ -206,21 +206,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     { input: { off: !backend }, clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
   );
 
-  const waitFor = (test: (value: string) => boolean) =>
-    new Promise<string>((resolve) => {
-      const check = () => {
-        const snapshot = actor.getSnapshot();
-        const value = typeof snapshot.value === "string" ? snapshot.value : JSON.stringify(snapshot.value);
-        if (test(value) || snapshot.status === "done") {
-          subscription?.unsubscribe();
-          resolve(value);
-          return true;
-        }
-        return false;
-      };
-      let subscription: { unsubscribe(): void } | undefined;
-      if (!check()) subscription = actor.subscribe(() => void check());
-    });
+  const waitFor = (test: (state: string) => boolean) => waitForState(actor, test);
 
   return {
     actor,
