@@ -32,6 +32,33 @@ export interface SnapshotPage {
 
 export const snapshotMethod = "catalog.snapshot";
 
+/**
+ * One page of a snapshot reply: the entries after `request.after` in key order,
+ * at most `request.limit` (capped at 2,000, well under NATS' 1 MiB payload).
+ * Shared by every process that serves `catalog.snapshot` (agents, hubs).
+ */
+export function snapshotPage(
+  sortedKeys: readonly string[],
+  request: unknown,
+  entry: (key: string) => { revision: number; object: CatalogObject } | undefined,
+): SnapshotPage {
+  const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
+  // Binary search: the first key greater than `after`.
+  let start = 0;
+  let high = after ? sortedKeys.length : 0;
+  while (start < high) {
+    const middle = (start + high) >> 1;
+    if (sortedKeys[middle] <= after) start = middle + 1;
+    else high = middle;
+  }
+  const keys = sortedKeys.slice(start, start + Math.max(1, Math.min(limit, 2_000)));
+  const objects = keys.flatMap((key) => {
+    const found = entry(key);
+    return found ? [{ key, ...found }] : [];
+  });
+  return { objects, next: start + keys.length < sortedKeys.length ? keys[keys.length - 1] : null };
+}
+
 /** A feed over an index the caller fills itself (tests, the controller's own view). */
 export class IndexFeed implements CatalogFeed {
   readonly reader: CatalogIndex;

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Bus } from "../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
-import { snapshotMethod, type SnapshotPage } from "../bus/catalog-feed.ts";
+import { snapshotMethod, snapshotPage, type SnapshotPage } from "../bus/catalog-feed.ts";
 import { connectNats, localClientUrl } from "../bus/connect.ts";
 import { nowIso } from "../bus/events.ts";
 import { FabricMonitor } from "../bus/fabric-monitor.ts";
@@ -121,15 +121,12 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
     }),
   ];
-  const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage => {
-    const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
-    const keys = [...publisher.stored.keys()].filter((key) => key > after).sort().slice(0, Math.max(1, Math.min(limit, 2_000)));
-    const objects = keys.map((key) => {
-      const stored = publisher.stored.get(key)!;
-      return { key, revision: stored.revision, object: stored.object };
-    });
-    return { objects, next: keys.length > 0 && publisher.stored.size > 0 && keys.length === Math.min(limit, 2_000) ? keys[keys.length - 1] : null };
-  });
+  const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage =>
+    snapshotPage([...publisher.stored.keys()].sort(), request, (key) => {
+      const stored = publisher.stored.get(key);
+      return stored ? { revision: stored.revision, object: stored.object } : undefined;
+    }),
+  );
 
   const status = (): NodeStatus =>
     buildStatus({

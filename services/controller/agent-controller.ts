@@ -18,7 +18,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
 import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
-import { snapshotMethod, type SnapshotPage } from "../../bus/catalog-feed.ts";
+import { snapshotMethod, snapshotPage, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { nowIso } from "../../bus/events.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
@@ -137,24 +137,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
   });
 
   const stopServing = bus.serve(snapshotMethod, (request): SnapshotPage => {
-    const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
     sortedKeys ??= [...revisions.keys()].sort();
-    let start = 0;
-    if (after) {
-      // Binary search: the first key greater than `after`.
-      let high = sortedKeys.length;
-      while (start < high) {
-        const middle = (start + high) >> 1;
-        if (sortedKeys[middle] <= after) start = middle + 1;
-        else high = middle;
-      }
-    }
-    const keys = sortedKeys.slice(start, start + Math.max(1, Math.min(limit, 2_000)));
-    const objects = keys.flatMap((key) => {
+    return snapshotPage(sortedKeys, request, (key) => {
       const object = index.get(key);
-      return object ? [{ key, revision: revisions.get(key) ?? 0, object }] : [];
+      return object ? { revision: revisions.get(key) ?? 0, object } : undefined;
     });
-    return { objects, next: start + keys.length < sortedKeys.length ? keys[keys.length - 1] : null };
   });
 
   const stopLinks = bus.subscribe({ actor: "fabric", event: "link" }, ({ payload }) => {
