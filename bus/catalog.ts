@@ -170,6 +170,8 @@ export interface CatalogReader {
   slices(namespace: string, serviceName: string): readonly EndpointSlice[];
   services(): Iterable<Service>;
   destinationRule(namespace: string, serviceName: string): DestinationRule | undefined;
+  /** The object stored under a catalog key (`catalogKey`). */
+  get(key: string): CatalogObject | undefined;
   /** Increases on every change, so a reader can cache derived data. */
   readonly version: number;
 }

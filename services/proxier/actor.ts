@@ -9,6 +9,7 @@ import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xsta
 import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import { kindOfKey } from "../../bus/catalog.ts";
 import { nowIso, type ListenerBinding } from "../../bus/events.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
@@ -218,8 +219,9 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           bindings = next;
           actor.send({ type: "CHANGED" });
         }),
-        options.feed.onChange(() => {
-          if (actor.getSnapshot().context.haveListeners) actor.send({ type: "CHANGED" });
+        // The rules read only Services from the catalog (gone, or labelled noproxy): slice and rule changes leave them as they are.
+        options.feed.onChange((keys) => {
+          if (actor.getSnapshot().context.haveListeners && keys.some((key) => kindOfKey(key) === "Service")) actor.send({ type: "CHANGED" });
         }),
       );
       // A set that arrived between construction and the subscription above is not lost.

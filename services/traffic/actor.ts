@@ -9,6 +9,7 @@ import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xsta
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import { catalogKey } from "../../bus/catalog.ts";
 import { nowIso, type ListenerBinding } from "../../bus/events.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
@@ -18,7 +19,7 @@ import { Counters } from "./counters.ts";
 import type { NodeTopology } from "./policy.ts";
 import type { RemoteDialer } from "./dialer.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
-import { planServicePorts, type ServicePortPlan } from "./plan.ts";
+import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 
@@ -179,12 +180,68 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     return { plan, balancer, socket };
   };
 
+  // Incremental state: which plan keys each Service owns, which Service each planned slice belongs to,
+  // and the Services whose keys changed since the last reconcile ("all" for the first one and after a
+  // DestinationRule change). A change to one of 10,000 services re-plans one.
+  const planKeysByService = new Map<string, string[]>();
+  const slicesByService = new Map<string, string[]>();
+  const sliceOwners = new Map<string, string>();
+  const rejectedByService = new Map<string, RejectedService>();
+  let pending: Set<string> | "all" = "all";
+  const noteChanged = (keys: string[]) => {
+    if (pending === "all") return;
+    const affected = affectedServices(keys, options.feed.reader, (key) => sliceOwners.get(key));
+    if (affected === "all") pending = "all";
+    else for (const service of affected) pending.add(service);
+  };
+
+  /** The wanted plans of the Services in scope, and the listener keys they may replace; the book-keeping above brought up to date. */
+  const planScope = (scope: Set<string> | "all"): { desired: Map<string, ServicePortPlan>; considered: string[] } => {
+    const reader = options.feed.reader;
+    let refs: Iterable<string>;
+    let considered: string[];
+    if (scope === "all") {
+      considered = [...listeners.keys()];
+      planKeysByService.clear();
+      slicesByService.clear();
+      sliceOwners.clear();
+      rejectedByService.clear();
+      refs = [...reader.services()].map((service) => serviceRef(service.namespace, service.name));
+    } else {
+      considered = [];
+      for (const ref of scope) {
+        considered.push(...(planKeysByService.get(ref) ?? []));
+        for (const slice of slicesByService.get(ref) ?? []) sliceOwners.delete(slice);
+        planKeysByService.delete(ref);
+        slicesByService.delete(ref);
+        rejectedByService.delete(ref);
+      }
+      refs = scope;
+    }
+    const desired = new Map<string, ServicePortPlan>();
+    for (const ref of refs) {
+      const slash = ref.indexOf("/");
+      const service = reader.service(ref.slice(0, slash), ref.slice(slash + 1));
+      if (!service) continue;
+      const slices = reader.slices(service.namespace, service.name).map((slice) => catalogKey(slice));
+      if (slices.length > 0) slicesByService.set(ref, slices);
+      for (const slice of slices) sliceOwners.set(slice, ref);
+      const planned = planService(service, reader);
+      if (planned.rejected) rejectedByService.set(ref, planned.rejected);
+      if (planned.plans.length > 0) planKeysByService.set(ref, planned.plans.map((plan) => plan.key));
+      for (const plan of planned.plans) desired.set(plan.key, plan);
+    }
+    return { desired, considered };
+  };
+
   const reconcile = async () => {
-    const { plans, rejected: nowRejected } = planServicePorts(options.feed.reader);
-    rejected = nowRejected;
+    const scope = pending;
+    pending = new Set();
+    const { desired, considered } = planScope(scope);
+    rejected = [...rejectedByService.values()];
     // Logged and counted once per (service, error) while it lasts; the set holds only current rejections.
     const current = new Set<string>();
-    for (const rejection of nowRejected) {
+    for (const rejection of rejected) {
       const once = `${rejection.service}:${rejection.error}`;
       current.add(once);
       if (loggedRejections.has(once)) continue;
@@ -193,15 +250,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     }
     loggedRejections = current;
     let changed = false;
-    for (const [key, listener] of listeners) {
-      if (plans.has(key)) continue;
+    for (const key of considered) {
+      const listener = listeners.get(key);
+      if (!listener || desired.has(key)) continue;
       listeners.delete(key);
       await listener.socket.close();
       changed = true;
     }
     const failures: string[] = [];
     const toOpen: ServicePortPlan[] = [];
-    for (const [key, plan] of plans) {
+    for (const [key, plan] of desired) {
       const existing = listeners.get(key);
       if (!existing) {
         toOpen.push(plan);
@@ -224,12 +282,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         } else {
           counters.count("listener failed");
           failures.push(`${key}: ${describeError(result.reason)}`);
+          // Not open: the next change to this Service (or the next full pass) tries again.
+          if (pending !== "all") pending.add(serviceRef(batch[i].namespace, batch[i].service));
         }
       });
     }
-    const known = new Set<string>();
-    for (const plan of plans.values()) for (const endpoint of plan.endpoints) known.add(endpoint.key);
-    shared.outliers.retain(known);
+    if (shared.outliers.tracked > 0) {
+      const known = new Set<string>();
+      for (const listener of listeners.values()) for (const endpoint of listener.plan.endpoints) known.add(endpoint.key);
+      shared.outliers.retain(known);
+    }
     if (changed) {
       publish();
       const current = bindings();
@@ -276,7 +338,10 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           return { generation, listeners: listeners.size };
         });
       }
-      unsubscribeFeed = options.feed.onChange(() => actor.send({ type: "CHANGED" }));
+      unsubscribeFeed = options.feed.onChange((keys) => {
+        noteChanged(keys);
+        actor.send({ type: "CHANGED" });
+      });
       actor.send({ type: "START" });
       await ready;
       log.info({ listeners: listeners.size, listenHost }, "traffic serving");

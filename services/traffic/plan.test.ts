@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { catalogKey, type CatalogObject, type DestinationRule } from "../../bus/catalog.ts";
-import { choosePolicy, planServicePorts } from "./plan.ts";
+import { affectedServices, choosePolicy, planServicePorts } from "./plan.ts";
 import { testService } from "./testing.ts";
 
 const rule = (loadBalancer: DestinationRule["loadBalancer"], host = "web"): DestinationRule => ({
@@ -85,5 +85,29 @@ describe("service port plans", () => {
     slice.endpoints[1].conditions = { ready: true, serving: true, terminating: false };
     index.apply({ op: "put", key: catalogKey(slice), object: { ...slice } });
     expect(planServicePorts(index).plans.get("lab/roll:main/TCP")!.endpoints.map((e) => e.host)).toEqual(["198.18.1.3"]);
+  });
+});
+
+describe("which services a change affects", () => {
+  const index = new CatalogIndex();
+  const { service, slice } = testService({ name: "web", clusterIP: "198.19.0.1" });
+  for (const object of [service, slice] as CatalogObject[]) index.apply({ op: "put", key: catalogKey(object), object });
+  const none = () => undefined;
+
+  it("names the service of a service key and of a slice key (from the slice's body)", () => {
+    expect(affectedServices([catalogKey(service)], index, none)).toEqual(new Set(["lab/web"]));
+    expect(affectedServices([catalogKey(slice)], index, none)).toEqual(new Set(["lab/web"]));
+    expect(affectedServices(["svc.shop.api", "svc.shop.api"], index, none)).toEqual(new Set(["shop/api"]));
+  });
+
+  it("asks the caller for a slice that is gone, and takes both owners of a slice that moved", () => {
+    expect(affectedServices(["eps.lab.gone-slice"], index, (key) => (key === "eps.lab.gone-slice" ? "lab/old" : undefined))).toEqual(new Set(["lab/old"]));
+    expect(affectedServices([catalogKey(slice)], index, () => "lab/previous-owner")).toEqual(new Set(["lab/previous-owner", "lab/web"]));
+    expect(affectedServices(["eps.lab.never-seen"], index, none)).toEqual(new Set());
+  });
+
+  it("re-plans everything for a DestinationRule (its key does not name its service) or an unknown key", () => {
+    expect(affectedServices([catalogKey(service), "dr.lab.web-rule"], index, none)).toBe("all");
+    expect(affectedServices(["weird"], index, none)).toBe("all");
   });
 });

@@ -11,7 +11,7 @@
  * plans.get("shop/web:http/TCP")?.endpoints;   // [{ key: "198.18.1.3:8080", ... }]
  * ```
  */
-import type { CatalogReader, DestinationRule, EndpointSlice, Service, ServicePort } from "../../bus/catalog.ts";
+import { kindOfKey, type CatalogReader, type DestinationRule, type EndpointSlice, type Service, type ServicePort } from "../../bus/catalog.ts";
 import { lbPolicies, type EndpointTarget, type LbPolicy } from "./policy.ts";
 
 export const noProxyLabel = "service.leafmesh.io/noproxy";
@@ -118,34 +118,70 @@ function collectEndpoints(port: ServicePort, slices: readonly EndpointSlice[], w
   return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
+/** "namespace/name" of a Service: the unit the traffic actor re-plans. */
+export function serviceRef(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+/** The plans of one Service's ports, or why it is left out; empty when it is not proxied. */
+export function planService(service: Service, catalog: CatalogReader): { plans: ServicePortPlan[]; rejected?: RejectedService } {
+  if (!isProxied(service)) return { plans: [] };
+  let policy: PolicyChoice;
+  try {
+    policy = choosePolicy(service, catalog.destinationRule(service.namespace, service.name));
+  } catch (error) {
+    return { plans: [], rejected: { service: serviceRef(service.namespace, service.name), reason: "invalid lb-policy annotation", error: (error as Error).message } };
+  }
+  const slices = catalog.slices(service.namespace, service.name);
+  const plans: ServicePortPlan[] = [];
+  for (const port of service.ports) {
+    if (port.protocol !== "TCP" && port.protocol !== "UDP") continue;
+    plans.push({
+      key: servicePortKey(service.namespace, service.name, port.name, port.protocol),
+      namespace: service.namespace,
+      service: service.name,
+      portName: port.name,
+      protocol: port.protocol,
+      port: port.port,
+      clusterIPs: service.clusterIPs.filter((ip) => !ip.includes(":")),
+      endpoints: endpointsOf(port, slices),
+      policy,
+    });
+  }
+  return { plans };
+}
+
 export function planServicePorts(catalog: CatalogReader): { plans: Map<string, ServicePortPlan>; rejected: RejectedService[] } {
   const plans = new Map<string, ServicePortPlan>();
   const rejected: RejectedService[] = [];
   for (const service of catalog.services()) {
-    if (!isProxied(service)) continue;
-    let policy: PolicyChoice;
-    try {
-      policy = choosePolicy(service, catalog.destinationRule(service.namespace, service.name));
-    } catch (error) {
-      rejected.push({ service: `${service.namespace}/${service.name}`, reason: "invalid lb-policy annotation", error: (error as Error).message });
-      continue;
-    }
-    const slices = catalog.slices(service.namespace, service.name);
-    for (const port of service.ports) {
-      if (port.protocol !== "TCP" && port.protocol !== "UDP") continue;
-      const key = servicePortKey(service.namespace, service.name, port.name, port.protocol);
-      plans.set(key, {
-        key,
-        namespace: service.namespace,
-        service: service.name,
-        portName: port.name,
-        protocol: port.protocol,
-        port: port.port,
-        clusterIPs: service.clusterIPs.filter((ip) => !ip.includes(":")),
-        endpoints: endpointsOf(port, slices),
-        policy,
-      });
-    }
+    const planned = planService(service, catalog);
+    if (planned.rejected) rejected.push(planned.rejected);
+    for (const plan of planned.plans) plans.set(plan.key, plan);
   }
   return { plans, rejected };
+}
+
+/**
+ * Which Services a batch of changed catalog keys can affect, so that a change to
+ * one Service re-plans one Service and not the 10,000 others; `"all"` when a key
+ * cannot be narrowed down. A changed EndpointSlice names its Service only in its
+ * body: `sliceOwner` answers for one that is gone (the caller remembers the owners
+ * of the slices it planned), the catalog for one that is there.
+ */
+export function affectedServices(keys: Iterable<string>, catalog: CatalogReader, sliceOwner: (key: string) => string | undefined): Set<string> | "all" {
+  const affected = new Set<string>();
+  for (const key of keys) {
+    const kind = kindOfKey(key);
+    const [, namespace, ...rest] = key.split(".");
+    const name = rest.join(".");
+    if (kind === "Service") affected.add(serviceRef(namespace, name));
+    else if (kind === "EndpointSlice") {
+      const previous = sliceOwner(key);
+      if (previous) affected.add(previous);
+      const current = catalog.get(key);
+      if (current?.kind === "EndpointSlice") affected.add(serviceRef(current.namespace, current.serviceName));
+    } else return "all"; // a DestinationRule (its host may name any Service) or an unknown key: rare, re-plan everything
+  }
+  return affected;
 }
