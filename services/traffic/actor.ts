@@ -18,6 +18,7 @@ import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
 import type { NodeTopology } from "./policy.ts";
 import type { RemoteDialer } from "./dialer.ts";
+import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
 import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
@@ -53,12 +54,17 @@ export interface TrafficOptions {
   pageSize?: number;
   /** @default 60_000 — the full set is published again this often as a safety net; a (re)started proxier asks for it at once (rpc `traffic.listeners`). */
   republishMs?: number;
+  /** @default this namespace's ephemeral range — where listener ports are picked (listener-ports.ts). */
+  listenerPorts?: PortRange;
   /** Random source for the random policy (tests). */
   random?: () => number;
 }
 
 /** `rpc.<node>.traffic.listeners`: publishes the full listener set again (as `listeners` events) and replies with its generation. */
 export const listenersMethod = "traffic.listeners";
+
+/** Ports tried per listener before the kernel is asked for one (port 0). */
+const portAttempts = 32;
 
 /** Listeners opened concurrently while reconciling. */
 const openBatch = 128;
@@ -123,6 +129,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     topology: options.topology,
   };
   const listeners = new Map<string, Listener>();
+  const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange());
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
   let loggedRejections = new Set<string>();
   let rejected: { service: string; reason: string; error: string }[] = [];
@@ -165,7 +172,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);
     const common = { balancer, shared, log, counters, listenHost };
-    const socket =
+    const create = () =>
       plan.protocol === "TCP"
         ? new TcpServicePortListener({
             ...common,
@@ -176,6 +183,18 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
             maxAttempts: options.maxAttempts ?? 4,
           })
         : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
+    // Ports we pick (see listener-ports.ts); a taken one is skipped, and after a run of them the kernel picks.
+    for (let attempt = 0; attempt < portAttempts; attempt++) {
+      const socket = create();
+      try {
+        await socket.listen(ports.next());
+        return { plan, balancer, socket };
+      } catch (error) {
+        await socket.close().catch(() => undefined);
+        if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE" && (error as NodeJS.ErrnoException).code !== "EACCES") throw error;
+      }
+    }
+    const socket = create();
     await socket.listen(0);
     return { plan, balancer, socket };
   };
