@@ -4,7 +4,7 @@
  * slices that move between Services, slices that are deleted and DestinationRules
  * still land where they belong. Real loopback listeners and endpoint servers.
  */
-import { createServer, connect, type Server } from "node:net";
+import { createServer, type Server } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
@@ -12,7 +12,7 @@ import { catalogKey, type DestinationRule, type EndpointSlice } from "../../bus/
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
-import { putService, testService } from "./testing.ts";
+import { putService, testService, whoAnswers } from "./testing.ts";
 
 /** An index that counts whose slices were read (planning a Service reads its slices). */
 class CountingIndex extends CatalogIndex {
@@ -27,21 +27,6 @@ const hosts = ["127.0.0.2", "127.0.0.3"];
 let port = 0;
 const servers: Server[] = [];
 
-function whoAnswers(listenerPort: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port: listenerPort });
-    let text = "";
-    socket.on("data", (data) => {
-      text += data.toString();
-      if (text.includes("\n")) {
-        socket.destroy();
-        resolve(text.split("\n")[0]);
-      }
-    });
-    socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
-    socket.on("close", () => resolve(text || "closed"));
-  });
-}
 
 function put(feed: IndexFeed, objects: (EndpointSlice | DestinationRule)[]): void {
   feed.notify(objects.map((object) => catalogKey(object)).filter((key, i) => feed.reader.apply({ op: "put", key, object: objects[i] })));

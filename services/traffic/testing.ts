@@ -6,6 +6,7 @@
 import type { EndpointSlice, Service } from "../../bus/catalog.ts";
 import { catalogKey } from "../../bus/catalog.ts";
 import type { IndexFeed } from "../../bus/catalog-feed.ts";
+import { connect } from "node:net";
 
 export interface TestServiceOptions {
   namespace?: string;
@@ -69,4 +70,21 @@ export function putService(feed: IndexFeed, options: TestServiceOptions): void {
 export function deleteService(feed: IndexFeed, namespace: string, name: string): void {
   const keys = [catalogKey({ kind: "Service", namespace, name }), catalogKey({ kind: "EndpointSlice", namespace, name: `${name}-slice` })];
   feed.notify(keys.filter((key) => feed.reader.apply({ op: "delete", key })));
+}
+
+/** Connects to the listener, returns the endpoint's name line, or the error code. */
+export function whoAnswers(listenerPort: number, localAddress = "127.0.0.1"): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port: listenerPort, localAddress });
+    let text = "";
+    socket.on("data", (data) => {
+      text += data.toString();
+      if (text.includes("\n")) {
+        socket.destroy();
+        resolve(text.split("\n")[0]);
+      }
+    });
+    socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
+    socket.on("close", () => resolve(text || "closed"));
+  });
 }

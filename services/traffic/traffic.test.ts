@@ -14,7 +14,7 @@ import { eventually, freePort } from "../../test/support/ports.ts";
 import { Registry } from "prom-client";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
 import { registerTrafficMetrics } from "./metrics.ts";
-import { putService } from "./testing.ts";
+import { putService, whoAnswers } from "./testing.ts";
 
 const hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
 let port = 0;
@@ -44,22 +44,6 @@ async function stopEndpoint(host: string): Promise<void> {
   await new Promise((resolve) => server?.close(resolve));
 }
 
-/** Connects to the listener, returns the endpoint's name line, or the error code. */
-function whoAnswers(listenerPort: number, localAddress = "127.0.0.1"): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port: listenerPort, localAddress });
-    let text = "";
-    socket.on("data", (data) => {
-      text += data.toString();
-      if (text.includes("\n")) {
-        socket.destroy();
-        resolve(text.split("\n")[0]);
-      }
-    });
-    socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
-    socket.on("close", () => resolve(text || "closed"));
-  });
-}
 
 function tally(names: string[]): Record<string, number> {
   const counts: Record<string, number> = {};
