@@ -10,7 +10,7 @@ import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from ".
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
-import { createTunnelActor, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
+import { createTunnelActor, type NodeIdentity, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
 import type { HostPort } from "../nats-config/render.ts";
@@ -35,6 +35,8 @@ export interface AgentActorOptions {
     observer?: ObserverAddress;
     mdns: boolean;
     ways?: { direct: boolean; punch: boolean; relay: boolean };
+    /** With --keys: the node's certificate and key and the mesh CA; records and peers are then proven (services/tunnel/node-identity.ts). */
+    identity?: NodeIdentity;
   };
 }
 
@@ -57,6 +59,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       observer: settings.observer,
       mdns: settings.mdns,
       ways: settings.ways,
+      identity: settings.identity,
     });
     await actor.start();
     dialer = actor;
@@ -84,7 +87,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     return {
       name: "tunnel",
       actor: actor.actor,
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers() }),
+      // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {} }),
       stop: async () => {
         link.stop();
         await actor.stop();

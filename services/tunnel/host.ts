@@ -29,10 +29,11 @@ import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
+import { generateKeyPair } from "@libp2p/crypto/keys";
+import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { checkPeerClaim, makePeerProof, userAgentFor, type NodeIdentity } from "./node-identity.ts";
 
 export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
-/** identify's agent version carries the node name, so an mDNS neighbour is known by name without the hub. */
-export const agentVersionPrefix = "leafmesh-agent node=";
 
 export interface TunnelTarget {
   host: string;
@@ -75,6 +76,14 @@ export interface TunnelHostOptions {
   mdnsIntervalMs?: number;
   /** @default 5_000 — connecting to a target on the remote side. */
   targetConnectTimeoutMs?: number;
+  /**
+   * With security on: the node's certificate and key and the mesh CA. The host then
+   * announces a signed proof of (node, peer id) in identify, hangs up on a peer whose
+   * claim it cannot verify, and serves tunnel streams only to proven nodes (node-identity.ts).
+   */
+  identity?: NodeIdentity;
+  /** @default 5_000 — how long an inbound tunnel stream waits for its peer's identify. */
+  identifyTimeoutMs?: number;
 }
 
 export interface TunnelHost {
@@ -84,7 +93,7 @@ export interface TunnelHost {
   upgrade(duplex: Duplex, direction: "inbound" | "outbound", remoteAddr: Multiaddr): Promise<Connection | undefined>;
   /** Opens a tunnel stream on a connection: the remote side connects to `target` and splices. */
   openTarget(connection: Connection, target: TunnelTarget): Promise<Duplex>;
-  /** The node name a peer announced through identify, if known. */
+  /** The node name a peer announced through identify (proven, with an identity), if known. */
   nodeOf(peerId: string): string | undefined;
   stop(): Promise<void>;
 }
@@ -161,7 +170,11 @@ export function spliceUdp(stream: Duplex, target: { host: string; port: number }
 export async function startTunnelHost(options: TunnelHostOptions): Promise<TunnelHost> {
   const log = options.log;
   const nodes = new Map<string, string>();
+  const privateKey = await generateKeyPair("Ed25519");
+  const ownPeerId = peerIdFromPrivateKey(privateKey).toString();
+  const proof = options.identity ? makePeerProof(options.node, ownPeerId, options.identity) : undefined;
   const libp2p = await createLibp2p({
+    privateKey,
     addresses: { listen: options.listen },
     transports: [tcp()],
     // The mesh key is bound into every noise handshake as its prologue (both sides
@@ -176,7 +189,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     // get its stream reset. 1 MiB keeps the two consistent and fills a LAN or relay path.
     streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
-    nodeInfo: { userAgent: `${agentVersionPrefix}${options.node}` },
+    // identify's agent version carries the node name (and, with security on, its signed proof), so a
+    // neighbour found by mDNS is known by name without the hub.
+    nodeInfo: { userAgent: userAgentFor(options.node, proof) },
     // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
     connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
     services: {
@@ -189,15 +204,48 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
     },
   });
+  const identified = new Map<string, Set<() => void>>();
+  const warned = new Set<string>();
   libp2p.addEventListener("peer:identify", (event) => {
-    const agentVersion = event.detail.agentVersion ?? "";
-    if (agentVersion.startsWith(agentVersionPrefix)) nodes.set(event.detail.peerId.toString(), agentVersion.slice(agentVersionPrefix.length));
+    const peerId = event.detail.peerId.toString();
+    const claim = checkPeerClaim(event.detail.agentVersion, peerId, options.identity);
+    if (claim?.refused !== undefined) {
+      nodes.delete(peerId);
+      if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
+      warned.add(claim.refused);
+      void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
+    } else if (claim) {
+      nodes.set(peerId, claim.node);
+    }
+    for (const wake of identified.get(peerId) ?? []) wake();
+    identified.delete(peerId);
   });
+  /** The proven node of a peer, waiting for its identify when a stream comes first. */
+  const provenNode = async (peerId: string): Promise<string | undefined> => {
+    if (nodes.has(peerId)) return nodes.get(peerId);
+    await new Promise<void>((resolve) => {
+      const waiters = identified.get(peerId) ?? new Set();
+      identified.set(peerId, waiters);
+      const timer = setTimeout(done, options.identifyTimeoutMs ?? 5_000);
+      function done() {
+        clearTimeout(timer);
+        waiters.delete(done);
+        resolve();
+      }
+      waiters.add(done);
+    });
+    return nodes.get(peerId);
+  };
 
   const targetTimeout = options.targetConnectTimeoutMs ?? 5_000;
   await libp2p.handle(
     tunnelProtocol,
     async (stream: Stream, connection: Connection) => {
+      if (options.identity && !(await provenNode(connection.remotePeer.toString()))) {
+        log.warn({ peer: connection.remotePeer.toString() }, "tunnel stream refused: the peer has not proven which node of this mesh it is");
+        stream.abort(new LeafmeshError("TRUST_FAILED", "not a proven node of this mesh"));
+        return;
+      }
       const duplex = streamToDuplex(stream, connection);
       duplex.on("error", (error) => log.debug({ err: error }, "tunnel stream error"));
       let target: TunnelTarget;

@@ -22,3 +22,4 @@ export { startObserver, detectNat, punchPlan, canPunch, classifyNat, type Observ
 export { parsePsk, pskFingerprint, tunnelProtocol, type TunnelTarget } from "./host.ts";
 export { pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 export { RelayEndpoint, RelayChannel } from "./relay.ts";
+export { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";

@@ -16,10 +16,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
-import { decodeNodeRecord, encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
+import type { NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";
 
 export interface NodeDirectoryOptions {
   nats: NatsConnection;
@@ -34,11 +35,15 @@ export interface NodeDirectoryOptions {
   ttlMs?: number;
   /** Called when a record appears or changes. */
   onRecord?: (record: NodeRecord) => void;
+  /** With security on: records are signed with this node's certificate, and only records signed by their node's are used (node-identity.ts). */
+  identity?: NodeIdentity;
 }
 
 export class NodeDirectory {
-  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord">> & Pick<NodeDirectoryOptions, "onRecord">;
+  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "identity">> & Pick<NodeDirectoryOptions, "onRecord" | "identity">;
   readonly #records = new Map<string, NodeRecord>();
+  /** Nodes whose current record was refused, and why (shown in status, logged once per reason). */
+  readonly #refused = new Map<string, string>();
   #kv: KV | undefined;
   #timer: unknown;
   #stopped = false;
@@ -80,7 +85,7 @@ export class NodeDirectory {
     try {
       const entry = await kv.get(node);
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
-      this.#accept(decodeNodeRecord(entry.value));
+      this.#take(entry.key, entry.value);
       return this.get(node);
     } catch (error) {
       this.#options.log.debug({ err: error, node }, "node record lookup failed");
@@ -91,6 +96,11 @@ export class NodeDirectory {
   byPeerId(peerId: string): NodeRecord | undefined {
     for (const record of this.#records.values()) if (record.peerId === peerId) return record;
     return undefined;
+  }
+
+  /** Nodes whose record is not used, and why (unsigned, another node's certificate, another CA, altered, malformed). */
+  refused(): Record<string, string> {
+    return Object.fromEntries(this.#refused);
   }
 
   all(): NodeRecord[] {
@@ -106,14 +116,14 @@ export class NodeDirectory {
       this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
       try {
-        await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+        await this.#kv.put(this.#options.node, encodeDirectoryValue(record, this.#options.identity));
       } catch (error) {
         // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
         if (this.#triedCreate) throw error;
         // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
         this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
         this.#triedCreate = true;
-        await this.#kv.put(this.#options.node, encodeNodeRecord(record));
+        await this.#kv.put(this.#options.node, encodeDirectoryValue(record, this.#options.identity));
       }
       if (!this.#watching) await this.#watch(this.#kv);
       if (this.#failing) this.#options.log.info("node directory reachable again");
@@ -134,13 +144,10 @@ export class NodeDirectory {
           if (this.#stopped) break;
           if (entry.operation !== "PUT") {
             this.#records.delete(entry.key);
+            this.#refused.delete(entry.key);
             continue;
           }
-          try {
-            this.#accept(decodeNodeRecord(entry.value));
-          } catch (error) {
-            this.#options.log.warn({ key: entry.key, err: describeError(error) }, "malformed node record ignored");
-          }
+          this.#take(entry.key, entry.value);
         }
       } catch (error) {
         this.#options.log.debug({ err: error }, "node record watch ended");
@@ -149,6 +156,20 @@ export class NodeDirectory {
       }
     })();
     if (this.#stopped) iterator.stop();
+  }
+
+  /** A value read under key `node`: used when it is that node's (and signed by it, with security on), else set aside and said once. */
+  #take(node: string, value: Uint8Array): void {
+    if (node === this.#options.node) return;
+    const verdict = decodeDirectoryValue(node, value, this.#options.identity);
+    if (verdict.refused !== undefined) {
+      this.#records.delete(node);
+      if (this.#refused.get(node) !== verdict.refused) this.#options.log.warn({ node, reason: verdict.refused }, "node record not used");
+      this.#refused.set(node, verdict.refused);
+      return;
+    }
+    if (this.#refused.delete(node)) this.#options.log.info({ node }, "node record usable again");
+    this.#accept(verdict.record);
   }
 
   #accept(record: NodeRecord): void {

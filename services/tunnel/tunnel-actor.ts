@@ -26,6 +26,7 @@ import type { Logger } from "../../lib/log.ts";
 import { parsePsk, startTunnelHost, type TunnelHost, type TunnelTarget } from "./host.ts";
 import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
 import { NodeDirectory } from "./node-directory.ts";
+import type { NodeIdentity } from "./node-identity.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
 import { RelayEndpoint } from "./relay.ts";
@@ -65,6 +66,11 @@ export interface TunnelOptions {
   /** Node record refresh and TTL (see node-directory.ts). */
   recordRefreshMs?: number;
   recordTtlMs?: number;
+  /**
+   * With security on (the agent's --keys bundle): node records are signed and checked, and a
+   * libp2p peer must prove with its mesh certificate which node it is (node-identity.ts).
+   */
+  identity?: NodeIdentity;
 }
 
 /** What the traffic actor needs (services/traffic/dialer.ts `RemoteDialer`). */
@@ -164,7 +170,7 @@ export class TunnelActor implements TunnelDialer {
 
   async start(): Promise<void> {
     try {
-      const host = await startTunnelHost({ node: this.node, listen: this.#options.listen ?? ["/ip4/0.0.0.0/tcp/0"], psk: this.#psk, log: this.#log, mdns: this.#options.mdns });
+      const host = await startTunnelHost({ node: this.node, listen: this.#options.listen ?? ["/ip4/0.0.0.0/tcp/0"], psk: this.#psk, log: this.#log, mdns: this.#options.mdns, identity: this.#options.identity });
       this.#host = host;
       this.#watchConnections(host);
       if (this.#options.ways?.relay !== false) {
@@ -190,6 +196,7 @@ export class TunnelActor implements TunnelDialer {
         record: () => this.#record(),
         refreshMs: this.#options.recordRefreshMs,
         ttlMs: this.#options.recordTtlMs,
+        identity: this.#options.identity,
       });
       this.#directory.start();
       if (this.#options.observer) void this.#detectNat(this.#options.observer);
