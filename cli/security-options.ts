@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../trust/security.ts";
+import { loadSiteSecurity, type SiteSecurity } from "../trust/site-security.ts";
 import type { OptionSpec } from "./command.ts";
 
 export const securityOptions = {
@@ -40,15 +41,23 @@ export function resolveNodeSecurity(options: { keys?: string; insecure: boolean 
   return dir ? loadNodeSecurity(dir, node) : undefined;
 }
 
+/** A site server's security from its site bundle (`leafmesh keys issue-site`), or undefined with --insecure. */
+export function resolveSiteSecurity(options: { keys?: string; insecure: boolean }, site: string, server: string, dataDir: string, log: Logger): SiteSecurity | undefined {
+  const dir = choose(options, "site", log);
+  return dir ? loadSiteSecurity(dir, { site, server, resolverDir: join(dataDir, "accounts") }) : undefined;
+}
+
 /** Client flags of status and sub: how to authenticate to a secured hub or agent. */
 export const clientSecurityOptions = {
   keys: { type: "string", value: "DIR", description: "the mesh's keys directory (or a node's bundle) when the server is secured" },
   node: { type: "string", value: "NAME", description: "with --keys: connect to this node's agent (its local credentials); without: to a hub (the hub's credentials and TLS)" },
+  site: { type: "string", value: "SITE", description: "with --keys: connect to a server of this site (on the server itself: the site's loopback credentials; --node names the server)" },
 } satisfies Record<string, OptionSpec>;
 
 /** Connection options for a client of a secured hub or agent; {} without --keys. */
-export function clientConnectOptions(options: { keys?: string; node?: string }): Partial<import("@nats-io/transport-node").ConnectionOptions> {
+export function clientConnectOptions(options: { keys?: string; node?: string; site?: string }): Partial<import("@nats-io/transport-node").ConnectionOptions> {
   if (!options.keys) return {};
+  if (options.site) return loadSiteSecurity(options.keys, { site: options.site, server: options.node ?? options.site, resolverDir: join(options.keys, "unused") }).clientConnectOptions;
   if (options.node) return loadNodeSecurity(options.keys, options.node).clientConnectOptions;
   return loadHubSecurity(options.keys, { resolverDir: join(options.keys, "hub") }).publisherConnectOptions;
 }

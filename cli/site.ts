@@ -4,7 +4,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { parseHostPort } from "../nats-config/render.ts";
 import { startAgent } from "../roles/agent.ts";
-import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
+import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
 import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
@@ -19,7 +19,14 @@ to the site's agents, which attach to the site instead of the cloud
 (leafmesh agent --hub nats://site-server:7422 --upstream-domain SITE). While the
 cloud is away, the site's agents keep working together through it. One to three
 servers per site; three given each other's --routes form one cluster (the catalog
-mirror is then replicated on all three). All servers of one site use the same --name.`,
+mirror is then replicated on all three). All servers of one site use the same --name.
+
+With --keys, give the site bundle of 'leafmesh keys issue-site --site SITE
+--servers ... --members ...' (or the whole keys directory): the servers check
+their agents' own node credentials as the hubs do, each member keeps its own
+account through the site (one leaf remote each), relayed streams between two
+members stay on the site, and revocations pushed at the hubs reach the site.
+Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
   options: {
     name: { type: "string", required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" },
     server: { type: "string", value: "NAME", description: "this server's name within the site (default: the site name; required with --routes)" },
@@ -37,9 +44,9 @@ mirror is then replicated on all three). All servers of one site use the same --
   async run(options, _positionals, io) {
     if (options.routes && !options.server) throw new LeafmeshError("CONFIG_INVALID", "--server is required with --routes: every server of a site cluster needs its own name");
     const log = createLogger({ level: options.logLevel });
-    const security = resolveNodeSecurity({ keys: options.keys, insecure: options.insecure }, options.server ?? options.name, "site", log);
+    const siteSecurity = resolveSiteSecurity({ keys: options.keys, insecure: options.insecure }, options.name, options.server ?? options.name, resolve(options.data), log);
     const site = await startAgent({
-      security,
+      siteSecurity,
       role: "site",
       node: options.server ?? options.name,
       upstreamDomain: "hub",

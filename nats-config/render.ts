@@ -79,6 +79,23 @@ export interface LeafServerOptions extends CommonServerOptions {
   cluster?: ClusterOptions;
   /** Extra settings for the remote (credentials, tls), spliced inside it. */
   remoteSecurity?: string;
+  /** Config text spliced inside `leafnodes {}` of a site server (TLS for its agents' leaf connections: see trust/). */
+  leafSecurity?: string;
+  /**
+   * A secured site server binds each of its local accounts that must reach the hubs with a
+   * remote of its own (trust/site-security.ts); replaces the one remote of `remoteSecurity`.
+   * All go to the same upstream URLs.
+   */
+  remotes?: LeafRemote[];
+}
+
+export interface LeafRemote {
+  /** The local account this remote binds (an account public key in operator mode). */
+  account: string;
+  /** Settings spliced inside the remote (credentials, tls). */
+  security: string;
+  /** What the remote is for, as a comment in the config. */
+  comment?: string;
 }
 
 const quote = (value: string) => JSON.stringify(value);
@@ -169,14 +186,19 @@ export function renderLeafConfig(options: LeafServerOptions): string {
     ...commonLines(options, options.domain),
     `leafnodes {`,
     ...(options.leaf ? [`  listen: ${hostPort(options.leaf)}`, `  no_advertise: true`] : []),
+    ...(options.leaf && options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `  reconnect: 1`,
     `  remotes: [`,
-    `    {`,
-    `      urls: ${list(options.upstreams)}`,
-    // The caller orders upstreams nearest first (nearest.ts); keep that order on connect and failover.
-    `      dont_randomize: true`,
-    ...(options.remoteSecurity ? [options.remoteSecurity.replace(/^/gm, "      ")] : []),
-    `    }`,
+    ...(options.remotes ?? [{ security: options.remoteSecurity } as Partial<LeafRemote>]).flatMap((remote) => [
+      ...(remote.comment ? [`    # ${remote.comment}`] : []),
+      `    {`,
+      `      urls: ${list(options.upstreams)}`,
+      // The caller orders upstreams nearest first (nearest.ts); keep that order on connect and failover.
+      `      dont_randomize: true`,
+      ...(remote.account ? [`      account: ${quote(remote.account)}`] : []),
+      ...(remote.security ? [remote.security.replace(/^/gm, "      ")] : []),
+      `    }`,
+    ]),
     `  ]`,
     `}`,
   ];

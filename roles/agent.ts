@@ -30,6 +30,7 @@ import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, ty
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
+import type { SiteSecurity } from "../trust/site-security.ts";
 import { watchPermissionErrors } from "../trust/denials.ts";
 
 export interface AgentContext {
@@ -81,6 +82,8 @@ export interface AgentConfig {
   metrics?: HostPort;
   /** Mesh security (trust/): the node's credentials, local auth and client options. Undefined: --insecure. */
   security?: NodeSecurity;
+  /** A secured site server (trust/site-security.ts): operator mode, one remote per account, TLS towards its agents. */
+  siteSecurity?: SiteSecurity;
   log: Logger;
 }
 
@@ -121,14 +124,16 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       upstreams,
       leaf: config.leaf,
-      cluster: config.cluster,
-      security: config.security?.localAuthFragment,
+      cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
+      security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
       remoteSecurity: config.security?.leafRemoteFragment,
+      leafSecurity: config.siteSecurity?.leafnodesFragment,
+      remotes: config.siteSecurity?.remotes,
     }),
   });
   log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
   await server.start();
-  const connection = await connectNats({ ...config.security?.clientConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-agent ${config.node}` });
+  const connection = await connectNats({ ...(config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions), servers: [localClientUrl(config.client)], name: `leafmesh-${config.role ?? "agent"} ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
   // A refused publish is silent at the client: log it, explained (which subject, whose it is).
   if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);

@@ -152,7 +152,8 @@ export async function nodeAccountJwt(options: {
  */
 export function nodeUserPermissions(node: string): Permissions {
   const api = `$JS.${hubDomain}.API`;
-  const readApi = (stream: string) => readOnlyKvApi(stream).map((subject) => subject.replace("$JS.API", api));
+  // Read-only calls in any domain: the hubs' (hub) or an edge site's (its name), where an agent behind a site mirrors from.
+  const readApi = (stream: string) => readOnlyKvApi(stream).map((subject) => subject.replace("$JS.API", "$JS.*.API"));
   return {
     pub: {
       allow: [
@@ -188,6 +189,15 @@ export async function nodeUserJwt(options: { node: string; userSeed: string; acc
 /** A user with the whole mesh account (the hub's catalog publisher, operators' tools). */
 export async function meshUserJwt(options: { name: string; userSeed: string; accountSeed: string }): Promise<string> {
   return encodeUser(options.name, options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
+}
+
+/**
+ * The local user of a secured site server's own leafmesh process: the mesh account, as the
+ * site's JetStream lives there, but only from loopback and as an ordinary client, so the same
+ * credentials are of no use against a hub or from another machine.
+ */
+export async function siteLocalUserJwt(options: { site: string; userSeed: string; accountSeed: string }): Promise<string> {
+  return encodeUser(`site-${options.site}-local`, options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1, src: ["127.0.0.1/32", "::1/128"], allowed_connection_types: ["STANDARD"] }, algorithm);
 }
 
 export async function systemUserJwt(options: { userSeed: string; accountSeed: string }): Promise<string> {

@@ -5,6 +5,7 @@
  *   leafmesh keys issue  --dir D --node N [--hosts ...] [--expires 2027-01-01T00:00:00Z] [--hub tls://hub:4222]
  *   leafmesh keys list   --dir D [--json]
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
+ *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
  *
  * Prints paths and public keys only: seeds, creds and keys never reach
  * stdout, stderr or a log.
@@ -16,7 +17,7 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "../cli/command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, listNodes, revokeNode } from "./key-store.ts";
+import { initKeys, issueNode, issueSite, listNodes, revokeNode } from "./key-store.ts";
 import { loadHubSecurity } from "./security.ts";
 import { pushAccountClaims } from "./push.ts";
 
@@ -142,7 +143,43 @@ later (with a new key).`,
   },
 });
 
-const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand];
+const issueSiteCommand = defineCommand({
+  name: "keys issue-site",
+  summary: "issue an edge site's bundle: its servers' identities, a user in each member node's account, TLS, the accounts to check agents with",
+  description: `
+Writes DIR/sites/SITE/, to copy to the site's servers and pass to 'leafmesh site
+--keys'. Each server is issued as a node of its own (first time only; push the
+changed accounts with --hub). The members are issued nodes whose agents attach
+to this site; the site holds a user in each one's account, so per-node isolation
+holds through the site and relayed streams between members stay on it. Run it
+again when the members change, then restart the site's servers one by one.
+A stolen site bundle lets its holder act for the site's members and read the
+catalog; it cannot write the catalog or act for nodes of other sites.`,
+  options: {
+    dir: dirOption,
+    site: { type: "string", value: "SITE", required: true, description: "the site name (its JetStream domain; a DNS label)" },
+    members: { type: "string", value: "NODES", required: true, description: "issued nodes whose agents attach to this site (comma-separated)" },
+    servers: { type: "string", value: "NAMES", description: "the site's server names, as given to 'leafmesh site --server' (default: the site name)" },
+    hosts: { type: "string", value: "HOSTS", description: "names and IPs in the site's TLS certificate, what its agents dial (default: the site name, localhost, 127.0.0.1, ::1)" },
+    hub: hubOption,
+  },
+  async run(values, _positionals, io) {
+    const hosts = splitList(values.hosts);
+    const result = await issueSite({ dir: values.dir, site: values.site, members: splitList(values.members), servers: splitList(values.servers), hosts: hosts.length > 0 ? hosts : undefined });
+    io.stdout.write(
+      [
+        `site ${values.site} issued: bundle ${result.bundleDir}`,
+        `  servers ${result.site.servers.join(", ")}`,
+        `  members ${result.site.members.join(", ") || "(none)"}`,
+        "",
+      ].join("\n"),
+    );
+    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, io);
+    return 0;
+  },
+});
+
+const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
 
 function keysHelp(): string {
   return [
@@ -151,7 +188,7 @@ function keysHelp(): string {
     "Usage: leafmesh keys <command> [options]",
     "",
     "Commands:",
-    ...subcommands.map((command) => `  ${command.name.slice("keys ".length).padEnd(8)}${command.summary}`),
+    ...subcommands.map((command) => `  ${command.name.slice("keys ".length).padEnd(11)}${command.summary}`),
     "",
     "Run 'leafmesh keys <command> --help' for a command's options.",
     "",

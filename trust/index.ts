@@ -22,12 +22,17 @@
  * renderLeafConfig({ ..., upstreams: ["tls://hub:7422"], remoteSecurity: node.leafRemoteFragment, security: node.localAuthFragment });
  * const local = await connect({ servers: localUrl, ...node.clientConnectOptions });
  * startTunnelHost({ ..., psk: node.psk });
+ *
+ * // leafmesh site --keys DIR (the site bundle of `keys issue-site`, or the whole keys dir)
+ * const site = loadSiteSecurity(keysDir, { site: "shop", server: "shop-1", resolverDir: join(dataDir, "accounts") });
+ * renderLeafConfig({ ..., security: site.configFragment, leafSecurity: site.leafnodesFragment, remotes: site.remotes });
  * ```
  */
 export { runKeysCommand } from "./cli.ts";
 export { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "./security.ts";
 export { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
-export { initKeys, issueNode, revokeNode, listNodes, explainUserKey, nodeBundleDir, type NodeListing } from "./key-store.ts";
+export { initKeys, issueNode, issueSite, revokeNode, listNodes, explainUserKey, nodeBundleDir, siteBundleDir, type NodeListing } from "./key-store.ts";
+export { loadSiteSecurity, type SiteSecurity } from "./site-security.ts";
 export { pushAccountClaims } from "./push.ts";
 export { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 export { explainDenial, watchPermissionErrors, classifyServerLogLine, explainLeafRefusal, diagnoseCredentialsFile, type Refusal, type RefusalCause } from "./denials.ts";

@@ -27,7 +27,7 @@ const quote = (value: string) => JSON.stringify(value);
 /** @default "2s" — TLS handshakes over a slow edge uplink; nats-server's 0.5 s default fails them. */
 const tlsTimeoutSeconds = 2;
 
-function tlsBlock(options: { cert: string; key: string; ca: string; verify: boolean }): string[] {
+export function tlsBlock(options: { cert: string; key: string; ca: string; verify: boolean }): string[] {
   return [
     `tls {`,
     `  cert_file: ${quote(options.cert)}`,
