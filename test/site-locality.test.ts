@@ -1,14 +1,17 @@
 /**
- * Site locality (issue 7), with root: two nodes of one edge site, relayed to
- * each other through their site server (the tunnel may only relay), move a
- * 4 MiB response while the bytes on the site's uplink to the cloud are counted.
- * The relay follows subject interest, so it stays on the site: the uplink
- * carries almost nothing.
+ * Site locality (issue 7), with root and security on (issue 8): two nodes of one
+ * edge site, relayed to each other through their site server (the tunnel may only
+ * relay), move a 4 MiB response while the bytes on the site's uplink to the cloud
+ * are counted. Each node keeps its own account through the site (one leaf remote
+ * per member: trust/site-security.ts), and the relay follows the accounts'
+ * imports on the site itself: the uplink carries almost nothing.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
-import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
+import { join } from "node:path";
+import { initKeys, issueNode, issueSite } from "../trust/key-store.ts";
+import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
 import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
@@ -18,6 +21,7 @@ const siteUplinkAddress = "198.18.128.2";
 const siteLanAddress = "198.18.129.1";
 const nodeAddresses = { "node-a": "198.18.129.10", "node-b": "198.18.129.11" };
 let lab: Lab;
+let keys = "";
 const backgrounds: ChildProcess[] = [];
 
 async function uplinkBytes(siteNamespace: string): Promise<number> {
@@ -26,8 +30,9 @@ async function uplinkBytes(siteNamespace: string): Promise<number> {
   return link.stats64.rx.bytes + link.stats64.tx.bytes;
 }
 
-async function statusIn(namespace: string): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
-  const result = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, "status", "--json", "--nats", "nats://127.0.0.1:4222", "--timeout", "2000"]), { timeoutMs: 15_000 });
+/** `leafmesh status --json` inside a namespace, with the credentials of the hub (no flag), the site server (--site) or a node (--node). */
+async function statusIn(namespace: string, as: string[] = []): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
+  const result = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, "status", "--json", "--nats", "nats://127.0.0.1:4222", "--timeout", "2000", "--keys", keys, ...as]), { timeoutMs: 15_000 });
   if (result.code !== 0) throw new Error(result.stderr);
   return JSON.parse(result.stdout);
 }
@@ -60,20 +65,30 @@ describe.sequential("relayed streams inside one site", () => {
     const [service, slice] = sampleService({ name: "big", clusterIP: "198.19.0.20", endpoints: [{ ip: nodeAddresses["node-b"], node: "node-b" }] }) as [object, { ports: { port: number }[] }];
     slice.ports[0].port = 8080;
     writeManifest(manifests, "big.yaml", [service, slice]);
-    const common = ["--insecure", "--metrics-listen", "off", "--monitor-listen", "127.0.0.1:8222", "--listen", "127.0.0.1:4222"];
+    // The mesh's keys: the hub's certificate for its uplink address, one identity per node, the site's bundle with both nodes as members.
+    keys = join(tempDir(), "keys");
+    await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", hubAddress] });
+    for (const node of Object.keys(nodeAddresses)) await issueNode({ dir: keys, node });
+    await issueSite({ dir: keys, site: "site-a", members: Object.keys(nodeAddresses), hosts: ["localhost", "127.0.0.1", siteLanAddress] });
+    const common = ["--keys", keys, "--metrics-listen", "off", "--monitor-listen", "127.0.0.1:8222", "--listen", "127.0.0.1:4222"];
     launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--leaf-listen", `${hubAddress}:7422`, "--manifests", manifests, ...common], "", "", hub);
     await eventually(async () => (await statusIn(hub)).services.length === 1, 45_000, "the hub");
-    launch("site-a", ["site", "--name", "site-a", "--data", tempDir(), "--upstream", `nats://${hubAddress}:7422`, "--leaf-listen", `${siteLanAddress}:7422`, ...common], "", "", site);
-    await eventually(async () => (await statusIn(site)).services.length === 1, 45_000, "the site server");
-    const psk = writePsk(tempDir());
+    const siteServer = launch("site-a", ["site", "--name", "site-a", "--data", tempDir(), "--upstream", `tls://${hubAddress}:7422`, "--leaf-listen", `${siteLanAddress}:7422`, ...common], "", "", site);
+    await eventually(async () => (await statusIn(site, ["--site", "site-a"])).services.length === 1, 45_000, "the site server").catch((error: Error) => {
+      throw new Error(`${error.message}\n--- site-a ---\n${siteServer.output().slice(-3000)}`);
+    });
     for (const node of Object.keys(nodeAddresses)) {
       agents[node] = launch(node, [
-        "agent", "--node", node, "--hub", `nats://${siteLanAddress}:7422`, "--upstream-domain", "site-a", "--data", tempDir(),
-        "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--insecure",
-        "--psk", psk, "--tunnel-ways", "relay", "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--mdns", "off", "--intercept", "nftables",
+        "agent", "--node", node, "--hub", `tls://${siteLanAddress}:7422`, "--upstream-domain", "site-a", "--data", tempDir(),
+        "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--keys", keys,
+        "--tunnel-ways", "relay", "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--mdns", "off", "--intercept", "nftables",
       ], "", "", nodes[node]);
     }
-    for (const node of Object.keys(nodeAddresses)) await eventually(async () => (await statusIn(nodes[node])).services.length === 1, 45_000, `${node}'s catalog through the site`);
+    for (const node of Object.keys(nodeAddresses)) {
+      await eventually(async () => (await statusIn(nodes[node], ["--node", node])).services.length === 1, 45_000, `${node}'s catalog through the site`).catch((error: Error) => {
+        throw new Error(`${error.message}\n--- ${node} ---\n${agents[node].output().slice(-3000)}`);
+      });
+    }
   }, 200_000);
 
   afterAll(async () => {
@@ -92,7 +107,7 @@ describe.sequential("relayed streams inside one site", () => {
       const warnings = (name: string) => agents[name].output().split("\n").filter((line) => /"level":(40|50)/.test(line)).slice(-8).join("\n");
       throw new Error(`${error.message}\n--- node-a ---\n${warnings("node-a")}\n--- node-b ---\n${warnings("node-b")}`);
     });
-    const paths = (await statusIn(nodes["node-a"])).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths as Record<string, string>;
+    const paths = (await statusIn(nodes["node-a"], ["--node", "node-a"])).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths as Record<string, string>;
     expect(paths["node-b"]).toBe("relayed");
 
     // The fabric's own background on the uplink (JetStream heartbeats, pings) over as long as the transfer takes.
