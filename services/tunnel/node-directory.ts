@@ -69,10 +69,14 @@ export class NodeDirectory {
     this.#iterator?.stop();
   }
 
-  /** A fresh record of a node, or undefined (unknown, or expired). */
+  /**
+   * A fresh record of a node, or undefined (unknown, or expired). While the directory
+   * cannot reach the hubs (a cloud cut), no refresh can arrive: records are then kept as
+   * they were last seen, so paths to the site's other nodes can still be (re)opened.
+   */
   get(node: string): NodeRecord | undefined {
     const record = this.#records.get(node);
-    if (record && this.#options.clock.now() - Date.parse(record.at) > this.#options.ttlMs) return undefined;
+    if (record && !this.#failing && this.#options.clock.now() - Date.parse(record.at) > this.#options.ttlMs) return undefined;
     return record;
   }
 
