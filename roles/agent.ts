@@ -26,7 +26,8 @@ import type { Logger } from "../lib/log.ts";
 import { Gauge, type Registry } from "prom-client";
 import { MetricsServer } from "../lib/metrics.ts";
 import { orderByRtt } from "../nats-config/nearest.ts";
-import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
+import { accountStreamsDir, checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
+import { mkdirSync } from "node:fs";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
@@ -132,6 +133,8 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     }),
   });
   log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
+  // nats-server 2.9.10 can lose an account's JetStream to a start-up race (render.ts accountStreamsDir).
+  for (const account of config.siteSecurity?.jetStreamAccounts ?? []) mkdirSync(accountStreamsDir(join(config.dataDir, "jetstream"), account), { recursive: true });
   await server.start();
   const connection = await connectNats({ ...(config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions), servers: [localClientUrl(config.client)], name: `leafmesh-${config.role ?? "agent"} ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });

@@ -122,9 +122,10 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
         throw new Error(`${error.message}\n${processes[server].output().slice(-3000)}`);
       });
     }
-    const siteUrls = servers.map((_server, index) => `tls://${siteLanAddress}:${serverPorts(index).leaf}`).join(",");
-    for (const [node, address] of Object.entries(nodeAddresses)) {
-      processes[node] = launch(node, ["agent", "--node", node, "--hub", siteUrls, "--upstream-domain", "site-b", "--upstream-order", "given", "--data", tempDir(),
+    // node-a prefers s1, node-b s2: their relayed streams cross between two servers of the site.
+    const siteUrls = (first: number) => [first, ...servers.keys()].filter((index, at, all) => all.indexOf(index) === at).map((index) => `tls://${siteLanAddress}:${serverPorts(index).leaf}`).join(",");
+    for (const [position, [node, address]] of Object.entries(nodeAddresses).entries()) {
+      processes[node] = launch(node, ["agent", "--node", node, "--hub", siteUrls(position), "--upstream-domain", "site-b", "--upstream-order", "given", "--data", tempDir(),
         "--keys", keys, "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off",
         "--dns", `${address}:53`, "--upstream", "127.0.0.1:1", "--intercept", "nftables",
         "--tunnel-ways", "relay", "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--mdns", "off"], "", "", namespaces[node]);
@@ -134,7 +135,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
         throw new Error(`${error.message}\n${processes[node].output().slice(-3000)}`);
       });
     }
-    await eventually(async () => (await curlIn(namespaces["node-a"], "http://web.demo.svc.cluster.local/")) === "hello from node-b\n", 60_000, "node-a to reach web on node-b").catch((error: Error) => {
+    await eventually(async () => (await curlIn(namespaces["node-a"], "http://web.demo.svc.cluster.local/")) === "hello from node-b\n", 60_000, "node-a to reach web on node-b").catch(async (error: Error) => {
       throw new Error(`${error.message}\n${logTail("node-a")}\n${logTail("node-b")}`);
     });
   }, 300_000);

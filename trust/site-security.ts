@@ -51,6 +51,8 @@ export interface SiteSecurity {
   routesFragment: string;
   /** One remote per account that reaches the hubs (see above). */
   remotes: LeafRemote[];
+  /** Accounts with JetStream on this server (the mesh account): their store directories are made before the start (render.ts accountStreamsDir). */
+  jetStreamAccounts: string[];
   /** The site's own process on loopback: the mesh account (where the site's JetStream is). */
   clientConnectOptions: Partial<ConnectionOptions>;
   files: { bundle: string; cert: string; key: string; ca: string; operatorJwt: string; resolverDir: string };
@@ -126,6 +128,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     leafnodesFragment: tls.join("\n"),
     routesFragment: tls.join("\n"),
     remotes,
+    jetStreamAccounts: [description.meshAccount],
     clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: { certFile: files.cert, keyFile: files.key, caFile: files.ca } },
     files,
   };
