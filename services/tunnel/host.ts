@@ -309,6 +309,8 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     async openTarget(connection, target) {
       const stream = await connection.newStream(tunnelProtocol, { runOnLimitedConnection: true, signal: AbortSignal.timeout(10_000) });
       const duplex = streamToDuplex(stream, connection);
+      // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
+      duplex.on("error", (error) => log.debug({ err: error, peer: connection.remotePeer.toString() }, "tunnel stream error"));
       duplex.write(frameHeader(target));
       const status = (await readExactly(duplex, 1, targetTimeout + 5_000))[0];
       const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };
