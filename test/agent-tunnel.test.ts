@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -17,13 +17,6 @@ afterEach(async () => {
   await stopAllProcesses();
 });
 
-async function proxyPort(agent: AgentProcess, key: string): Promise<number> {
-  return eventually(async () => {
-    const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic");
-    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
-    return listeners.find((listener) => listener.key === key)?.listenerPort;
-  }, 15_000, `${agent.name}'s listener for ${key}`);
-}
 
 describe("service traffic across nodes through the tunnel", () => {
   it("reaches a backend on another node through that node's agent, and reports the path", async () => {
@@ -49,7 +42,7 @@ describe("service traffic across nodes through the tunnel", () => {
     connection.subscribe("mesh.edge-a.tunnel.path", { callback: (_error, message) => void paths.push(message.json()) });
     await connection.flush();
 
-    const port = await proxyPort(edgeA, "demo/web:http/TCP");
+    const port = await proxyListenerPort(edgeA, "demo/web:http/TCP");
     const body = await eventually(async () => (await fetch(`http://127.0.0.1:${port}/`)).text(), 30_000, "a response through the tunnel");
     expect(body).toBe("hello from edge-b's backend\n");
     await eventually(() => paths.some((path) => path.peer === "edge-b" && path.kind === "direct"), 15_000, "a direct path to edge-b on the bus");

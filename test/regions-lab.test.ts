@@ -19,7 +19,7 @@ import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
 import { initKeys, issueNode, issueSite } from "../trust/key-store.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 // This test's block: WAN 198.18.170.0/24, gateway link 198.18.171.0/30.
 const wan = { ra: "198.18.170.1", rb: "198.18.170.2", s1: "198.18.170.11", s2: "198.18.170.12", n3: "198.18.170.13" };
@@ -35,11 +35,8 @@ const backgrounds: ChildProcess[] = [];
 const ns: Record<string, string> = {};
 const processes: Record<string, LeafmeshProcess> = {};
 
-async function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
-  const argv = [nodeBinary, cliPath, "status", "--json", "--nats", `nats://127.0.0.1:${port}`, "--timeout", "2000", "--keys", keys, ...as];
-  const result = await runCommand(inNamespace(namespace, argv), { timeoutMs: 15_000 });
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout) as View;
+function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
+  return statusInNamespace<View>(namespace, { port, keys, as });
 }
 
 /** Bytes of a whole transfer through node's proxy: curl of a cluster IP, the body's length. */

@@ -23,7 +23,7 @@ import { initKeys, issueNode } from "../trust/key-store.ts";
 import { loadNodeSecurity } from "../trust/security.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 const servers: Server[] = [];
 let impostor: TunnelHost | undefined;
@@ -33,13 +33,6 @@ afterEach(async () => {
   await stopAllProcesses();
 });
 
-async function proxyPort(agent: AgentProcess, key: string): Promise<number> {
-  return eventually(async () => {
-    const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic");
-    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
-    return listeners.find((listener) => listener.key === key)?.listenerPort;
-  }, 15_000, `${agent.name}'s listener for ${key}`);
-}
 
 describe("node records and libp2p peers proven by the mesh's certificates", () => {
   it("ignores a forged record, refuses a peer with another key, and keeps reaching the genuine node", { timeout: 150_000 }, async () => {
@@ -57,7 +50,7 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
     const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];
     const [edgeA] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));
-    const port = await proxyPort(edgeA, "demo/web:http/TCP");
+    const port = await proxyListenerPort(edgeA, "demo/web:http/TCP");
     const get = async () => (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(10_000) })).text();
     expect(await eventually(get, 30_000, "edge-b's backend through the tunnel")).toBe("hello from edge-b\n");
 

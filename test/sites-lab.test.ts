@@ -22,7 +22,7 @@ import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
 import { initKeys, issueNode, issueSite } from "../trust/key-store.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 // This test's block: uplink 198.18.160.0/30, site LAN 198.18.161.0/24.
 const hubAddress = "198.18.160.1";
@@ -44,11 +44,8 @@ const namespaces: Record<string, string> = {};
 const processes: Record<string, LeafmeshProcess> = {};
 
 /** `leafmesh status --json` inside a namespace: the hub (no flag), a site server (--site, --node) or an agent (--node). */
-async function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
-  const argv = [nodeBinary, cliPath, "status", "--json", "--nats", `nats://127.0.0.1:${port}`, "--timeout", "2000", "--keys", keys, ...as];
-  const result = await runCommand(inNamespace(namespace, argv), { timeoutMs: 15_000 });
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout) as View;
+function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
+  return statusInNamespace<View>(namespace, { port, keys, as });
 }
 const hubView = () => statusIn(namespaces.hub, 4222);
 const agentView = (node: string) => statusIn(namespaces[node], 4222, ["--node", node]);
@@ -122,17 +119,16 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
         throw new Error(`${error.message}\n${processes[server].output().slice(-3000)}`);
       });
     }
-    // node-a prefers s1, node-b s2: their relayed streams cross between two servers of the site.
-    const siteUrls = (first: number) => [first, ...servers.keys()].filter((index, at, all) => all.indexOf(index) === at).map((index) => `tls://${siteLanAddress}:${serverPorts(index).leaf}`).join(",");
-    for (const [position, [node, address]] of Object.entries(nodeAddresses).entries()) {
-      processes[node] = launch(node, ["agent", "--node", node, "--hub", siteUrls(position), "--upstream-domain", "site-b", "--upstream-order", "given", "--data", tempDir(),
+    const siteUrls = servers.map((_server, index) => `tls://${siteLanAddress}:${serverPorts(index).leaf}`).join(",");
+    for (const [node, address] of Object.entries(nodeAddresses)) {
+      processes[node] = launch(node, ["agent", "--node", node, "--hub", siteUrls, "--upstream-domain", "site-b", "--upstream-order", "given", "--data", tempDir(),
         "--keys", keys, "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off",
         "--dns", `${address}:53`, "--upstream", "127.0.0.1:1", "--intercept", "nftables",
         "--tunnel-ways", "relay", "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--mdns", "off"], "", "", namespaces[node]);
     }
     for (const node of Object.keys(nodeAddresses)) {
-      await eventually(async () => (await agentView(node)).services.length === 2, 60_000, `${node}'s catalog through the site`).catch((error: Error) => {
-        throw new Error(`${error.message}\n${processes[node].output().slice(-3000)}`);
+      await eventually(async () => (await agentView(node)).services.length === 2, 90_000, `${node}'s catalog through the site`).catch((error: Error) => {
+        throw new Error(`${error.message}\n${processes[node].output().slice(-3000)}\n${servers.map(logTail).join("\n")}`);
       });
     }
     await eventually(async () => (await curlIn(namespaces["node-a"], "http://web.demo.svc.cluster.local/")) === "hello from node-b\n", 60_000, "node-a to reach web on node-b").catch(async (error: Error) => {

@@ -39,6 +39,27 @@ export function tlsBlock(options: { cert: string; key: string; ca: string; verif
   ];
 }
 
+/**
+ * Operator mode with a full resolver (hubs and secured site servers): the operator, the system
+ * account, and every account JWT preloaded. Full: it takes account updates pushed through the
+ * system account and keeps them in `resolverDir` (FACTS.md).
+ */
+export function operatorLines(options: { operatorJwt: string; systemAccount: string; resolverDir: string; preload: { account: string; jwt: string }[] }): string[] {
+  return [
+    `operator: ${quote(options.operatorJwt)}`,
+    `system_account: ${quote(options.systemAccount)}`,
+    `resolver {`,
+    `  type: full`,
+    `  dir: ${quote(options.resolverDir)}`,
+    `  allow_delete: false`,
+    `  interval: "2m"`,
+    `}`,
+    `resolver_preload {`,
+    ...options.preload.map(({ account, jwt }) => `  ${account}: ${quote(jwt)}`),
+    `}`,
+  ];
+}
+
 export interface HubSecurity {
   /** Top level of the hub's config: operator, system account, full resolver with preloads, TLS for the client port. */
   configFragment: string;
@@ -75,21 +96,10 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     resolverDir: resolve(options.resolverDir),
   };
   checkSecretFilePermissions(files.key);
-  const preload = newestAccountJwts(allAccountJwts(root), files.resolverDir).map(({ account, jwt }) => `  ${account}: ${quote(jwt)}`);
+  const preload = newestAccountJwts(allAccountJwts(root), files.resolverDir);
   const configFragment = [
     `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
-    `operator: ${quote(files.operatorJwt)}`,
-    `system_account: ${quote(state.systemAccount)}`,
-    // full: takes account updates pushed by the system account and keeps them in dir (FACTS.md).
-    `resolver {`,
-    `  type: full`,
-    `  dir: ${quote(files.resolverDir)}`,
-    `  allow_delete: false`,
-    `  interval: "2m"`,
-    `}`,
-    `resolver_preload {`,
-    ...preload,
-    `}`,
+    ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: state.systemAccount, resolverDir: files.resolverDir, preload }),
     ...tlsBlock({ ...files, verify: true }),
   ].join("\n");
   const tls = { keyFile: files.key, certFile: files.cert, caFile: files.ca };

@@ -37,7 +37,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { LeafRemote } from "../nats-config/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { allAccountJwts, siteBundleDir, type SiteDescription } from "./key-store.ts";
-import { newestAccountJwts, tlsBlock } from "./security.ts";
+import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 
 export interface SiteSecurity {
   site: string;
@@ -89,7 +89,6 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     resolverDir: resolve(options.resolverDir),
   };
   checkSecretFilePermissions(files.key);
-  const preload = newestAccountJwts(allAccountJwts(bundle), files.resolverDir).map(({ account, jwt }) => `  ${account}: ${JSON.stringify(jwt)}`);
   const tls = tlsBlock({ ...files, verify: true });
   const remoteTls = tlsBlock({ ...files, verify: false });
   const credentials = (file: string) => {
@@ -112,17 +111,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     members,
     configFragment: [
       `# security (leafmesh trust): the mesh's operator and accounts, checked here as at the hubs`,
-      `operator: ${JSON.stringify(files.operatorJwt)}`,
-      `system_account: ${JSON.stringify(description.systemAccount)}`,
-      `resolver {`,
-      `  type: full`,
-      `  dir: ${JSON.stringify(files.resolverDir)}`,
-      `  allow_delete: false`,
-      `  interval: "2m"`,
-      `}`,
-      `resolver_preload {`,
-      ...preload,
-      `}`,
+      ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: description.systemAccount, resolverDir: files.resolverDir, preload: newestAccountJwts(allAccountJwts(bundle), files.resolverDir) }),
       ...tls,
     ].join("\n"),
     leafnodesFragment: tls.join("\n"),

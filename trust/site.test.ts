@@ -98,27 +98,28 @@ describe("a secured edge site", () => {
     const local = await connect({ servers: site.clientUrl, ...siteSecurity.clientConnectOptions });
     connections.push(local);
     const siteCatalog = await new Kvm(local).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "hub" } });
-    await eventually(async () => (await siteCatalog.get("svc.demo.web"))?.string() === "v1", 15_000, "the site's mirror");
+    await eventually(async () => (await siteCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "the site's mirror");
     // An agent behind the site mirrors from the site's domain.
     const agentCatalog = await new Kvm(jetstream(clients["edge-a"], { checkAPI: false })).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "shop" } });
-    await eventually(async () => (await agentCatalog.get("svc.demo.web"))?.string() === "v1", 15_000, "edge-a's mirror of the site's");
+    await eventually(async () => (await agentCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "edge-a's mirror of the site's");
     // Its node record reaches the hub's mesh-nodes.
     const nodes = await new Kvm(publisher).create("mesh-nodes", { history: 1 });
     await (await new Kvm(jetstream(clients["edge-a"], { domain: "hub", checkAPI: false })).open("mesh-nodes")).put("edge-a", "record of edge-a");
-    await eventually(async () => (await nodes.get("edge-a"))?.string() === "record of edge-a", 10_000, "edge-a's record at the hub");
+    await eventually(async () => (await nodes.get("edge-a"))?.string() === "record of edge-a", 30_000, "edge-a's record at the hub");
     // The hub asks edge-a (status rpc) and hears its events.
     clients["edge-a"].subscribe("rpc.edge-a.status", { callback: (_error, message) => void message.respond("edge-a is fine") });
     const events: string[] = [];
     publisher.subscribe("mesh.>", { callback: (_error, message) => void events.push(message.subject) });
     await clients["edge-a"].flush();
     await publisher.flush();
-    const answer = await eventually(async () => (await publisher.request("rpc.edge-a.status", "", { timeout: 2_000 }).catch(() => undefined))?.string(), 10_000, "edge-a's answer");
+    // Interest travels agent → site → hub; on a loaded machine that can take a while.
+    const answer = await eventually(async () => (await publisher.request("rpc.edge-a.status", "", { timeout: 2_000 }).catch(() => undefined))?.string(), 30_000, "edge-a's answer");
     expect(answer).toBe("edge-a is fine");
     await eventually(async () => {
       clients["edge-a"].publish("mesh.edge-a.tunnel.path", "{}");
       await clients["edge-a"].flush();
       return events.includes("mesh.edge-a.tunnel.path");
-    }, 10_000, "edge-a's event at the hub");
+    }, 30_000, "edge-a's event at the hub");
   });
 
   it("keeps relayed frames between two members on the site, delivered once, and relays to nodes elsewhere through the hub", async () => {
@@ -133,19 +134,20 @@ describe("a secured edge site", () => {
       clients["edge-c"].publish("relay.edge-a.edge-c.probe", "probe");
       await clients["edge-c"].flush();
       return toA.includes("probe");
-    }, 15_000, "a frame from edge-c to edge-a");
+    }, 30_000, "a frame from edge-c to edge-a");
     await new Promise((resolve) => setTimeout(resolve, 500));
     toA.length = 0;
     const before = await hubMessages();
     for (let i = 0; i < 200; i++) clients["edge-b"].publish("relay.edge-a.edge-b.stream-1", `frame ${i}`);
     await clients["edge-b"].flush();
-    await eventually(() => toA.length >= 200, 10_000, "200 frames from edge-b at edge-a");
+    await eventually(() => toA.length >= 200, 30_000, "200 frames from edge-b at edge-a");
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(toA).toEqual(Array.from({ length: 200 }, (_value, i) => `frame ${i}`)); // once each, in order
-    expect(await hubMessages()).toBeLessThan(before + 20); // pings and the like; none of the 200 frames
+    // The hub's own traffic (pings, JetStream heartbeats, more on a loaded machine) goes on; 200 frames through it would add 200 at least.
+    expect(await hubMessages()).toBeLessThan(before + 100);
     clients["edge-a"].publish("relay.edge-c.edge-a.stream-2", "from the site");
     await clients["edge-a"].flush();
-    await eventually(() => toC.includes("from the site"), 10_000, "edge-a's frame at edge-c, through the hub");
+    await eventually(() => toC.includes("from the site"), 30_000, "edge-a's frame at edge-c, through the hub");
   });
 
   it("holds a stolen member's credentials to its own account through the site", async () => {

@@ -18,6 +18,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { fetchNodeView } from "../../cli/status.ts";
 import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
+import { inNamespace, runCommand } from "../../lab/netns.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 export const nodeBinary = join(root, "node_modules/.bin/node");
@@ -275,4 +276,25 @@ export async function startSiteCluster(options: { site: string; servers: string[
     return site;
   };
   return Promise.all(options.servers.map((_server, index) => startOne(index)));
+}
+
+/**
+ * `leafmesh status --json` run inside a lab namespace (the lab has no route to the
+ * test process), with the mesh's keys: a hub (no flag), an agent (`--node N`) or a
+ * site server (`--site S --node SERVER`).
+ */
+export async function statusInNamespace<View = Awaited<ReturnType<typeof fetchNodeView>>>(namespace: string, options: { port: number; keys: string; as?: string[] }): Promise<View> {
+  const argv = [nodeBinary, cliPath, "status", "--json", "--nats", `nats://127.0.0.1:${options.port}`, "--timeout", "2000", "--keys", options.keys, ...(options.as ?? [])];
+  const result = await runCommand(inNamespace(namespace, argv), { timeoutMs: 15_000 });
+  if (result.code !== 0) throw new Error(result.stderr);
+  return JSON.parse(result.stdout) as View;
+}
+
+/** The port of an agent's proxy listener for a service port key, from its status. */
+export async function proxyListenerPort(agent: LeafmeshProcess, key: string): Promise<number> {
+  return eventually(async () => {
+    const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic");
+    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
+    return listeners.find((listener) => listener.key === key)?.listenerPort;
+  }, 15_000, `${agent.name}'s listener for ${key}`);
 }
