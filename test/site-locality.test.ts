@@ -22,6 +22,7 @@ const siteLanAddress = "198.18.129.1";
 const nodeAddresses = { "node-a": "198.18.129.10", "node-b": "198.18.129.11" };
 let lab: Lab;
 let keys = "";
+let siteServer: LeafmeshProcess;
 const backgrounds: ChildProcess[] = [];
 
 async function uplinkBytes(siteNamespace: string): Promise<number> {
@@ -73,7 +74,7 @@ describe.sequential("relayed streams inside one site", () => {
     const common = ["--keys", keys, "--metrics-listen", "off", "--monitor-listen", "127.0.0.1:8222", "--listen", "127.0.0.1:4222"];
     launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--leaf-listen", `${hubAddress}:7422`, "--manifests", manifests, ...common], "", "", hub);
     await eventually(async () => (await statusIn(hub)).services.length === 1, 45_000, "the hub");
-    const siteServer = launch("site-a", ["site", "--name", "site-a", "--data", tempDir(), "--upstream", `tls://${hubAddress}:7422`, "--leaf-listen", `${siteLanAddress}:7422`, ...common], "", "", site);
+    siteServer = launch("site-a", ["site", "--name", "site-a", "--data", tempDir(), "--upstream", `tls://${hubAddress}:7422`, "--leaf-listen", `${siteLanAddress}:7422`, ...common], "", "", site);
     await eventually(async () => (await statusIn(site, ["--site", "site-a"])).services.length === 1, 45_000, "the site server").catch((error: Error) => {
       throw new Error(`${error.message}\n--- site-a ---\n${siteServer.output().slice(-3000)}`);
     });
@@ -86,7 +87,7 @@ describe.sequential("relayed streams inside one site", () => {
     }
     for (const node of Object.keys(nodeAddresses)) {
       await eventually(async () => (await statusIn(nodes[node], ["--node", node])).services.length === 1, 45_000, `${node}'s catalog through the site`).catch((error: Error) => {
-        throw new Error(`${error.message}\n--- ${node} ---\n${agents[node].output().slice(-3000)}`);
+        throw new Error(`${error.message}\n--- ${node} ---\n${agents[node].output().slice(-3000)}\n--- site-a ---\n${siteServer.output().split("\n").filter((line) => /"level":(40|50)|remote|Leafnode|leafnode/.test(line)).slice(-25).join("\n")}`);
       });
     }
   }, 200_000);
