@@ -168,10 +168,24 @@ export function nodeUserPermissions(node: string): Permissions {
         // replies to requests that reached this node (rpc.<node>.>) through the mesh account
         "_R_.>",
         "_INBOX.>",
+        // leafnode loop detection (see sub below): a hub checks a leaf's literal subscriptions, and for a leaf
+        // connection it may check them against this list (its permissions are seen from the other side).
+        "$LDS.>",
       ],
     },
     sub: {
-      allow: [`${relayRoot}.${node}.>`, `rpc.${node}.>`, `${nodeInboxPrefix(node)}.>`, "$JS.M.>", "$JSC.R.>", "_INBOX.>"],
+      allow: [
+        `${relayRoot}.${node}.>`,
+        `rpc.${node}.>`,
+        `${nodeInboxPrefix(node)}.>`,
+        "$JS.M.>",
+        "$JSC.R.>",
+        "_INBOX.>",
+        // The leafnode loop-detection subscription each leaf makes at connect. A hub that refuses it
+        // (2.9.10 checks a leaf's literal subscriptions, FACTS.md) then sent that leaf connection no
+        // more interest: measured, a site's remote for one member carried no relay interest at all.
+        "$LDS.>",
+      ],
     },
   };
 }

@@ -147,7 +147,10 @@ describe("a secured edge site", () => {
     expect(await hubMessages()).toBeLessThan(before + 100);
     clients["edge-a"].publish("relay.edge-c.edge-a.stream-2", "from the site");
     await clients["edge-a"].flush();
-    await eventually(() => toC.includes("from the site"), 30_000, "edge-a's frame at edge-c, through the hub");
+    await eventually(() => toC.includes("from the site"), 30_000, "edge-a's frame at edge-c, through the hub").catch(async (error: Error) => {
+      const leafz = async (port: number) => JSON.stringify(((await (await fetch(`http://127.0.0.1:${port}/leafz?subs=1`)).json()) as { leafs: { account: string; name: string; subscriptions_list?: string[] }[] }).leafs.map((leaf) => ({ account: leaf.account.slice(0, 6), name: leaf.name, subs: (leaf.subscriptions_list ?? []).filter((sub) => sub.startsWith("relay")) })));
+      throw new Error(`${error.message}\nsite leafz: ${await leafz(site.monitorPort)}\nhub leafz: ${await leafz(hub.monitorPort)}\n${site.log().split("\n").filter((line) => /ERR|WRN|Leafnode|remote/.test(line)).slice(-30).join("\n")}`);
+    });
   });
 
   it("holds a stolen member's credentials to its own account through the site", async () => {
