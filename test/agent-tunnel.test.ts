@@ -26,9 +26,7 @@ describe("service traffic across nodes through the tunnel", () => {
     servers.push(backend);
 
     const manifests = tempDir();
-    const [service, slice] = sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }] }) as [object, { ports: { port: number }[] }];
-    slice.ports[0].port = backendPort;
-    writeManifest(manifests, "web.yaml", [service, slice]);
+    writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }], backendPort }));
     const psk = writePsk(tempDir());
     const hub = await startHubProcess({ name: "hub-1", manifests });
     const tunnelArgs = ["--psk", psk, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];

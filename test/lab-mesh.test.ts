@@ -67,11 +67,7 @@ describe.sequential("the mesh in the NAT lab", () => {
     });
     const [siteA, siteB, siteC] = lab.sites;
     manifests = tempDir();
-    const service = (name: string, clusterIP: string, host: string, node: string) => {
-      const [svc, slice] = sampleService({ name, clusterIP, endpoints: [{ ip: host, node }] }) as [object, { ports: { port: number }[] }];
-      slice.ports[0].port = 8080;
-      return [svc, slice];
-    };
+    const service = (name: string, clusterIP: string, host: string, node: string) => sampleService({ name, clusterIP, endpoints: [{ ip: host, node }] });
     writeManifest(manifests, "web.yaml", service("web", "198.19.0.10", siteB.hosts[0].address, "node-b"));
     writeManifest(manifests, "api.yaml", service("api", "198.19.0.11", siteC.hosts[0].address, "node-c"));
     backend(siteB.hosts[0].namespace, "hello from web on node-b");

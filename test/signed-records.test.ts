@@ -44,9 +44,7 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     await new Promise<void>((resolve) => backend.listen(backendPort, "127.0.0.1", resolve));
     servers.push(backend);
     const manifests = tempDir();
-    const [service, slice] = sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }] }) as [object, { ports: { port: number }[] }];
-    slice.ports[0].port = backendPort;
-    writeManifest(manifests, "web.yaml", [service, slice]);
+    writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }], backendPort }));
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
     const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];
     const [edgeA] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));

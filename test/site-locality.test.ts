@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { initKeys, issueNode, issueSite } from "../trust/key-store.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 // Addresses from 198.18.128.0/18, this test's block: uplink 198.18.128.0/30, site LAN 198.18.129.0/24.
 const hubAddress = "198.18.128.1";
@@ -32,10 +32,8 @@ async function uplinkBytes(siteNamespace: string): Promise<number> {
 }
 
 /** `leafmesh status --json` inside a namespace, with the credentials of the hub (no flag), the site server (--site) or a node (--node). */
-async function statusIn(namespace: string, as: string[] = []): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
-  const result = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, "status", "--json", "--nats", "nats://127.0.0.1:4222", "--timeout", "2000", "--keys", keys, ...as]), { timeoutMs: 15_000 });
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout);
+function statusIn(namespace: string, as: string[] = []): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
+  return statusInNamespace(namespace, { port: 4222, keys, as });
 }
 
 describe.sequential("relayed streams inside one site", () => {
@@ -63,9 +61,7 @@ describe.sequential("relayed streams inside one site", () => {
     backgrounds.push(spawn(argv[0], argv.slice(1), { stdio: "ignore" }));
 
     const manifests = tempDir();
-    const [service, slice] = sampleService({ name: "big", clusterIP: "198.19.0.20", endpoints: [{ ip: nodeAddresses["node-b"], node: "node-b" }] }) as [object, { ports: { port: number }[] }];
-    slice.ports[0].port = 8080;
-    writeManifest(manifests, "big.yaml", [service, slice]);
+    writeManifest(manifests, "big.yaml", sampleService({ name: "big", clusterIP: "198.19.0.20", endpoints: [{ ip: nodeAddresses["node-b"], node: "node-b" }] }));
     // The mesh's keys: the hub's certificate for its uplink address, one identity per node, the site's bundle with both nodes as members.
     keys = join(tempDir(), "keys");
     await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", hubAddress] });

@@ -168,8 +168,9 @@ export function nodeUserPermissions(node: string): Permissions {
         // replies to requests that reached this node (rpc.<node>.>) through the mesh account
         "_R_.>",
         "_INBOX.>",
-        // leafnode loop detection (see sub below): a hub checks a leaf's literal subscriptions, and for a leaf
-        // connection it may check them against this list (its permissions are seen from the other side).
+        // The leafnode loop-detection subscription (`$LDS.<id>`) each leaf makes at connect. 2.9.10 checks a
+        // leaf's literal subscriptions (FACTS.md) and, measured, against this list: without it a hub logged
+        // "Permissions Violation for Subscription to $LDS..." for every remote of a site at every connect.
         "$LDS.>",
       ],
     },
@@ -181,9 +182,7 @@ export function nodeUserPermissions(node: string): Permissions {
         "$JS.M.>",
         "$JSC.R.>",
         "_INBOX.>",
-        // The leafnode loop-detection subscription each leaf makes at connect. A hub that refuses it
-        // (2.9.10 checks a leaf's literal subscriptions, FACTS.md) then sent that leaf connection no
-        // more interest: measured, a site's remote for one member carried no relay interest at all.
+        // and here too, for servers that check the subscribe side (see pub above)
         "$LDS.>",
       ],
     },

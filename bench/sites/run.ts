@@ -84,9 +84,7 @@ async function scenario(kind: "site" | "cloud"): Promise<{ p50: number; p99: num
   const backend = createHttpServer((request, response) => response.end(request.url === "/big" ? big : "ok\n"));
   await new Promise<void>((resolve) => backend.listen(backendPort, "127.0.0.1", resolve));
   const manifests = tempDir();
-  const [service, slice] = sampleService({ name: "big", clusterIP: "198.19.0.30", endpoints: [{ ip: "127.0.0.1", node: "node-b" }] }) as [object, { ports: { port: number }[] }];
-  slice.ports[0].port = backendPort;
-  writeManifest(manifests, "big.yaml", [service, slice]);
+  writeManifest(manifests, "big.yaml", sampleService({ name: "big", clusterIP: "198.19.0.30", endpoints: [{ ip: "127.0.0.1", node: "node-b" }], backendPort }));
   const hub = await startHubProcess({ name: "hub-1", manifests });
   const far = await delayProxy(Number(new URL(hub.leafUrl).port), oneWayDelayMs);
   const psk = writePsk(tempDir());

@@ -212,6 +212,8 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     if (claim?.refused !== undefined) {
       nodes.delete(peerId);
       if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
+      // Said once per reason; a flood of impostors (each reason names its peer id) must not grow this without end.
+      if (warned.size >= 1_000) warned.clear();
       warned.add(claim.refused);
       void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
     } else if (claim) {
@@ -230,6 +232,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       function done() {
         clearTimeout(timer);
         waiters.delete(done);
+        if (waiters.size === 0 && identified.get(peerId) === waiters) identified.delete(peerId);
         resolve();
       }
       waiters.add(done);

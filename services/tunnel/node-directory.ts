@@ -177,7 +177,6 @@ export class NodeDirectory {
   }
 
   #accept(record: NodeRecord): void {
-    if (record.node === this.#options.node) return;
     this.#records.set(record.node, record);
     this.#options.onRecord?.(record);
   }

@@ -9,6 +9,8 @@ export interface SampleServiceOptions {
   name: string;
   clusterIP: string;
   port?: number;
+  /** The port the endpoints listen on (the Service's targetPort and the slice's port). @default 8080 */
+  backendPort?: number;
   endpoints?: { ip: string; node: string; ready?: boolean }[];
 }
 
@@ -16,12 +18,13 @@ export interface SampleServiceOptions {
 export function sampleService(options: SampleServiceOptions): object[] {
   const namespace = options.namespace ?? "demo";
   const port = options.port ?? 80;
+  const backendPort = options.backendPort ?? 8080;
   return [
     {
       apiVersion: "v1",
       kind: "Service",
       metadata: { name: options.name, namespace, labels: { app: options.name } },
-      spec: { clusterIP: options.clusterIP, ports: [{ name: "http", port, targetPort: 8080, protocol: "TCP" }] },
+      spec: { clusterIP: options.clusterIP, ports: [{ name: "http", port, targetPort: backendPort, protocol: "TCP" }] },
     },
     {
       apiVersion: "discovery.k8s.io/v1",
@@ -33,7 +36,7 @@ export function sampleService(options: SampleServiceOptions): object[] {
         nodeName: endpoint.node,
         conditions: { ready: endpoint.ready ?? true },
       })),
-      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+      ports: [{ name: "http", port: backendPort, protocol: "TCP" }],
     },
   ];
 }
