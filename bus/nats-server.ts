@@ -23,6 +23,7 @@ import { assign, createActor, setup } from "xstate";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "../nats-config/render.ts";
+import { markAccountsForLoadAtStart } from "../nats-config/account-preload.ts";
 
 export interface NatsServerOptions {
   /** Used in logs and file names. */
@@ -39,6 +40,11 @@ export interface NatsServerOptions {
   /** Backoff between restarts: min, doubling up to max. @default 500 / 15_000 */
   backoffMinMs?: number;
   backoffMaxMs?: number;
+  /**
+   * Secured servers: the config's JetStream store_dir and every account to resolve
+   * at start, one after the other, before any connection (nats-config/account-preload.ts).
+   */
+  loadAccountsAtStart?: { storeDir: string; accounts: readonly string[] };
   /** Called with each transition, for bus events. */
   onStatus?: (status: "starting" | "ready" | "exited" | "restarting" | "stopped", detail?: string) => void;
 }
@@ -143,6 +149,7 @@ export class NatsServerSupervisor {
     mkdirSync(this.options.dataDir, { recursive: true });
     this.#killLeftover();
     writeFileSync(this.configPath, this.options.configText, { mode: 0o600 });
+    if (this.options.loadAccountsAtStart) markAccountsForLoadAtStart(this.options.loadAccountsAtStart.storeDir, this.options.loadAccountsAtStart.accounts);
     const check = spawnSync(binary, ["-t", "-c", this.configPath], { encoding: "utf8" });
     if (check.status !== 0) {
       const detail = `${check.stderr}${check.stdout}`.trim();

@@ -240,16 +240,3 @@ export function parseHostPort(text: string, what: string): HostPort {
   return { host: match[1] ?? match[2], port };
 }
 
-/**
- * Where nats-server keeps an account's streams under a config's `store_dir`.
- * nats-server 2.9.10 enables JetStream for an account by creating this directory,
- * then removing it and its parent again when it was new; two enables of one account
- * at once (the preloaded JWT and the same account pushed by a peer's resolver, as a
- * site's system-account remote does at start) race, and the loser fails with "could
- * not create storage streams directory": the account then has no JetStream on that
- * server. Seen on loaded machines with secured sites. A directory that exists
- * before the start takes the other branch, which removes nothing.
- */
-export function accountStreamsDir(storeDir: string, account: string): string {
-  return `${storeDir}/jetstream/${account}/streams`;
-}

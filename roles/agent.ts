@@ -26,8 +26,7 @@ import type { Logger } from "../lib/log.ts";
 import { Gauge, type Registry } from "prom-client";
 import { MetricsServer } from "../lib/metrics.ts";
 import { orderByRtt } from "../nats-config/nearest.ts";
-import { accountStreamsDir, checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
-import { mkdirSync } from "node:fs";
+import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
@@ -117,6 +116,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     dataDir: config.dataDir,
     monitor: config.monitor,
     log: log.child({ actor: "fabric" }),
+    loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
     configText: renderLeafConfig({
       serverName: config.node,
       domain: config.domain ?? config.node,
@@ -133,8 +133,6 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     }),
   });
   log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
-  // nats-server 2.9.10 can lose an account's JetStream to a start-up race (render.ts accountStreamsDir).
-  for (const account of config.siteSecurity?.jetStreamAccounts ?? []) mkdirSync(accountStreamsDir(join(config.dataDir, "jetstream"), account), { recursive: true });
   await server.start();
   const connection = await connectNats({ ...(config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions), servers: [localClientUrl(config.client)], name: `leafmesh-${config.role ?? "agent"} ${config.node}` });
   const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });

@@ -22,8 +22,7 @@ import { checkNodeName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import { MetricsServer } from "../lib/metrics.ts";
 import { registerFabricMetrics } from "./agent.ts";
-import { accountStreamsDir, renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
-import { mkdirSync } from "node:fs";
+import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats-config/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
@@ -77,6 +76,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
     dataDir: config.dataDir,
     monitor: config.monitor,
     log: log.child({ actor: "fabric" }),
+    loadAccountsAtStart: config.security && { storeDir: join(config.dataDir, "jetstream"), accounts: config.security.accounts },
     configText: renderHubConfig({
       serverName: config.name,
       storeDir: join(config.dataDir, "jetstream"),
@@ -91,8 +91,6 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
     }),
   });
   log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
-  // nats-server 2.9.10 can lose an account's JetStream to a start-up race (render.ts accountStreamsDir).
-  for (const account of config.security?.jetStreamAccounts ?? []) mkdirSync(accountStreamsDir(join(config.dataDir, "jetstream"), account), { recursive: true });
   await server.start();
   const connection = await connectNats({ ...config.security?.publisherConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });
   const bus = new Bus({ connection, node: config.name, log: log.child({ actor: "bus" }) });

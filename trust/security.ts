@@ -72,8 +72,8 @@ export interface HubSecurity {
   routesFragment: string;
   /** Files the fragments reference (all absolute), for checks and docs. */
   files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
-  /** Accounts with JetStream on the hubs (the mesh account): their store directories are made before the start (render.ts accountStreamsDir). */
-  jetStreamAccounts: string[];
+  /** Every account of the mesh but the system account: the hub resolves them all at start (nats-config/account-preload.ts). */
+  accounts: string[];
   /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
   publisherConnectOptions: Partial<ConnectionOptions>;
   /** A system-account client: pushes account updates (revocations). */
@@ -108,7 +108,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     routesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     files,
-    jetStreamAccounts: [state.meshAccount],
+    accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
   };

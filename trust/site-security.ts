@@ -51,8 +51,8 @@ export interface SiteSecurity {
   routesFragment: string;
   /** One remote per account that reaches the hubs (see above). */
   remotes: LeafRemote[];
-  /** Accounts with JetStream on this server (the mesh account): their store directories are made before the start (render.ts accountStreamsDir). */
-  jetStreamAccounts: string[];
+  /** Every account of the mesh but the system account: the site server resolves them all at start (nats-config/account-preload.ts). */
+  accounts: string[];
   /** The site's own process on loopback: the mesh account (where the site's JetStream is). */
   clientConnectOptions: Partial<ConnectionOptions>;
   files: { bundle: string; cert: string; key: string; ca: string; operatorJwt: string; resolverDir: string };
@@ -96,6 +96,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     return [`credentials: ${JSON.stringify(file)}`, ...remoteTls].join("\n");
   };
   const members = Object.keys(description.members).sort();
+  const preload = newestAccountJwts(allAccountJwts(bundle), files.resolverDir);
   const remotes: LeafRemote[] = [
     { comment: `the site's JetStream (catalog mirror) as node '${options.server}' at the hubs`, account: description.meshAccount, security: credentials(join(bundle, "servers", `${options.server}.creds`)) },
     ...members.map((member) => ({
@@ -111,13 +112,13 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     members,
     configFragment: [
       `# security (leafmesh trust): the mesh's operator and accounts, checked here as at the hubs`,
-      ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: description.systemAccount, resolverDir: files.resolverDir, preload: newestAccountJwts(allAccountJwts(bundle), files.resolverDir) }),
+      ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: description.systemAccount, resolverDir: files.resolverDir, preload }),
       ...tls,
     ].join("\n"),
     leafnodesFragment: tls.join("\n"),
     routesFragment: tls.join("\n"),
     remotes,
-    jetStreamAccounts: [description.meshAccount],
+    accounts: preload.map(({ account }) => account).filter((account) => account !== description.systemAccount),
     clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: { certFile: files.cert, keyFile: files.key, caFile: files.ca } },
     files,
   };

@@ -55,6 +55,7 @@ beforeAll(async () => {
   site = await startNatsServer({
     name: "shop",
     dir: siteDir,
+    loadAccountsAtStart: () => ({ storeDir: join(siteDir, "js"), accounts: loadSiteSecurity(join(keys, "sites", "shop"), { site: "shop", server: "shop", resolverDir: join(siteDir, "accounts") }).accounts }),
     config: (ports) => {
       // The bundle as copied to the site: sites/shop (not the whole keys directory).
       const security = loadSiteSecurity(join(keys, "sites", "shop"), { site: "shop", server: "shop", resolverDir: join(siteDir, "accounts") });

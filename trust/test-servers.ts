@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, eventually } from "../test/support/ports.ts";
 import { renderLeafConfig } from "../nats-config/render.ts";
+import { markAccountsForLoadAtStart } from "../nats-config/account-preload.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "./security.ts";
 
 export interface TestServer {
@@ -31,7 +32,14 @@ export function requireTools(): void {
   }
 }
 
-export async function startNatsServer(options: { name: string; dir: string; config: (ports: { client: number; monitor: number }) => string; debug?: boolean }): Promise<TestServer> {
+export async function startNatsServer(options: {
+  name: string;
+  dir: string;
+  config: (ports: { client: number; monitor: number }) => string;
+  debug?: boolean;
+  /** Secured servers, as the supervisor does for leafmesh's hubs and sites (nats-config/account-preload.ts). */
+  loadAccountsAtStart?: () => { storeDir: string; accounts: readonly string[] };
+}): Promise<TestServer> {
   const ports = { client: await freePort(), monitor: await freePort() };
   mkdirSync(options.dir, { recursive: true });
   const configFile = join(options.dir, `${options.name}.conf`);
@@ -40,6 +48,8 @@ export async function startNatsServer(options: { name: string; dir: string; conf
   // The config is rendered at every (re)start, as leafmesh does: a restart picks up what changed on disk.
   const launch = async () => {
     writeFileSync(configFile, options.config(ports), { mode: 0o600 });
+    const load = options.loadAccountsAtStart?.();
+    if (load) markAccountsForLoadAtStart(load.storeDir, load.accounts);
     child = spawn("nats-server", ["-c", configFile, ...(options.debug ? ["-D"] : [])], { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -103,6 +113,7 @@ export async function startSecuredHub(options: { keysDir: string; dir: string; d
     name,
     dir: options.dir,
     debug: options.debug,
+    loadAccountsAtStart: () => ({ storeDir: join(options.dir, `${name}-js`), accounts: security.accounts }),
     config: (ports) => {
       security = loadHubSecurity(options.keysDir, { resolverDir });
       return [
