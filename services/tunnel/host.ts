@@ -29,6 +29,7 @@ import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
+import { tunnelNoiseCrypto } from "./noise-crypto.ts";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { checkPeerClaim, makePeerProof, userAgentFor, type NodeIdentity } from "./node-identity.ts";
@@ -53,6 +54,10 @@ export function parsePsk(psk: string | Uint8Array): Uint8Array {
   }
   return new TextEncoder().encode(`${lines.join("\n")}\n`);
 }
+
+/** Noise transport messages carry at most 65,535 bytes, 16 of them the tag (the noise spec, section 3). */
+const noiseMaxPlaintext = 65_535 - 16;
+const yamuxHeaderBytes = 12;
 
 /** The noise prologue made of the PSK: peers with another key fail the handshake. */
 export function pskPrologue(psk: Uint8Array): Uint8Array {
@@ -183,11 +188,14 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     // (XSalsa20 in WebAssembly: measured ~40% of the direct path's throughput, and
     // it xors a connection's whole pending write buffer in one call, which failed
     // with "Memory.grow(): Maximum memory size exceeded" under load).
-    connectionEncrypters: [noise({ prologueBytes: pskPrologue(options.psk) })],
+    connectionEncrypters: [noise({ prologueBytes: pskPrologue(options.psk), crypto: tunnelNoiseCrypto })],
     // yamux grows a stream's window up to 16 MiB by default, while a libp2p stream
     // aborts once 4 MiB sit unread (abstract-message-stream.js): a slow reader would
     // get its stream reset. 1 MiB keeps the two consistent and fills a LAN or relay path.
-    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
+    // A yamux frame (12-byte header + data) must fit one noise message (65,519 bytes of
+    // plaintext): with yamux's default 64 KiB of data, every frame became a full noise
+    // message plus one of 29 bytes, each with its own cipher, tag and write.
+    streamMuxers: [yamux({ maxMessageSize: noiseMaxPlaintext - yamuxHeaderBytes, streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
     // identify's agent version carries the node name (and, with security on, its signed proof), so a
     // neighbour found by mDNS is known by name without the hub.
