@@ -66,6 +66,12 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     site: { type: "string", value: "NAME", description: "the edge site this node belongs to (published in its node record)" },
     region: { type: "string", value: "NAME", description: "the cloud region this node uses (published in its node record)" },
     observer: { type: "string", value: "HOST:P1,P2", description: "the hub's NAT observer (leafmesh hub --observer): lets the node learn its NAT type" },
+    tunnelTls: {
+      type: "string",
+      default: "0.0.0.0:4102",
+      value: "H:P|off",
+      description: "with --keys: streams on direct (LAN) paths each get a TLS connection of their own, served here (OpenSSL: several times libp2p's throughput); off: every stream on libp2p",
+    },
     tunnelWays: { type: "string", default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" },
     mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },
     upstreamDomain: { type: "string", default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" },
@@ -101,6 +107,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               mdns: parseOnOff(options.mdns, "--mdns"),
               ways: parseWays(options.tunnelWays),
               identity: security ? nodeIdentityOf(security) : undefined,
+              tlsStreams: security && options.tunnelTls !== "off" ? parseHostPort(options.tunnelTls, "--tunnel-tls") : undefined,
             }
           : undefined,
       }),

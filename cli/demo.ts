@@ -178,7 +178,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         "--nats-listen", `127.0.0.1:${agentPorts[node].client}`, "--monitor-listen", `127.0.0.1:${agentPorts[node].monitor}`,
         "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
         "--dns", `127.0.0.1:${agentPorts[node].dns}`, "--socks", `127.0.0.1:${agentPorts[node].socks}`,
-        "--keys", keys, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off",
+        "--keys", keys, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
       ]);
     }
 

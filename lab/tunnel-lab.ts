@@ -11,7 +11,7 @@
  * ```
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -20,6 +20,8 @@ import { renderHubConfig, renderLeafConfig } from "../nats-config/render.ts";
 import { checkNatsServerBinary } from "../bus/nats-server.ts";
 import { buildNatLab, hubAddresses, type NatLab, type SiteSpec } from "./nat.ts";
 import { inNamespace } from "./netns.ts";
+import { initKeys, issueNode } from "../trust/key-store.ts";
+import type { NodeIdentity } from "../services/tunnel/index.ts";
 
 export const labPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"6c".repeat(32)}\n`;
 export const observerPorts: [number, number] = [3478, 3479];
@@ -42,7 +44,11 @@ export interface TunnelLab {
 
 const runner = fileURLToPath(new URL("./tunnel-node.ts", import.meta.url));
 
-export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string }): Promise<TunnelLab> {
+/**
+ * `secured`: every agent gets a mesh certificate (`leafmesh keys` code) as its tunnel
+ * identity, and serves streams on direct paths over TLS (services/tunnel/tls-streams.ts).
+ */
+export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string; secured?: boolean }): Promise<TunnelLab> {
   checkNatsServerBinary();
   const nat = await buildNatLab(options);
   const dir = mkdtempSync(join(tmpdir(), "lm-tunnel-lab-"));
@@ -73,6 +79,14 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
   };
 
   try {
+    const keys = join(dir, "keys");
+    if (options.secured) await initKeys({ dir: keys });
+    const identityOf = async (node: string): Promise<NodeIdentity | undefined> => {
+      if (!options.secured) return undefined;
+      await issueNode({ dir: keys, node });
+      const read = (file: string) => readFileSync(join(keys, "nodes", node, file), "utf8");
+      return { certPem: read("node.crt"), keyPem: read("node.key"), caPem: read("ca.crt") };
+    };
     const hubConfig = join(dir, "hub.conf");
     writeFileSync(
       hubConfig,
@@ -110,7 +124,7 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
             process.execPath,
             runner,
             "agent",
-            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts } }),
+            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts }, identity: await identityOf(name) }),
           ],
           `${name} agent`,
         );

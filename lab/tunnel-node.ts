@@ -17,7 +17,7 @@ import { Bus } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
 import { describeError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
-import { createTunnelActor, startObserver, type ObserverAddress } from "../services/tunnel/index.ts";
+import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
 
 export const echoPort = 7007;
 /** Reads everything, then answers with the byte count (8 bytes, big endian): throughput target. */
@@ -166,6 +166,9 @@ if (mode === "observer") {
     upgradeIntervalMs: 3_000,
     backoffMinMs: 500,
     backoffMaxMs: 4_000,
+    // A secured lab: the node's mesh certificate, and streams on direct paths over TLS (tls-streams.ts).
+    identity: config.identity as NodeIdentity | undefined,
+    tlsStreams: config.identity ? { host: "0.0.0.0", port: 4102 } : undefined,
   });
   await tunnel.start();
   reply({ event: "ready" });

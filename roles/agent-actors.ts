@@ -37,6 +37,8 @@ export interface AgentActorOptions {
     ways?: { direct: boolean; punch: boolean; relay: boolean };
     /** With --keys: the node's certificate and key and the mesh CA; records and peers are then proven (services/tunnel/node-identity.ts). */
     identity?: NodeIdentity;
+    /** With an identity: where streams on direct paths are served over TLS (services/tunnel/tls-streams.ts); undefined: all on libp2p. */
+    tlsStreams?: HostPort;
   };
 }
 
@@ -60,6 +62,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       mdns: settings.mdns,
       ways: settings.ways,
       identity: settings.identity,
+      tlsStreams: settings.tlsStreams,
     });
     await actor.start();
     dialer = actor;

@@ -46,7 +46,7 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     const manifests = tempDir();
     writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-b" }], backendPort }));
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
-    const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off"];
+    const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off"];
     const [edgeA] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));
     const port = await proxyListenerPort(edgeA, "demo/web:http/TCP");
     const get = async () => (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(10_000) })).text();

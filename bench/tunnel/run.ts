@@ -40,6 +40,8 @@ async function bench(lab: TunnelLab, from: string, request: Record<string, unkno
 export async function runTunnelBench(): Promise<BenchTable> {
   const lab = await startTunnelLab({
     prefix: "lmtnb-",
+    // As a mesh runs: node certificates, so direct streams go over TLS (services/tunnel/tls-streams.ts).
+    secured: true,
     sites: [
       { name: "la", nat: "full-cone", hosts: 2 },
       { name: "pa", nat: "port-restricted" },
@@ -87,7 +89,8 @@ export async function runTunnelBench(): Promise<BenchTable> {
       notes: [
         `${(bytes / 1024 / 1024).toFixed(0)} MiB per throughput run, into a sink that answers with its byte count; RTT over 200 one-byte echoes on one stream; first byte = new stream + one echoed byte, 30 times.`,
         "Goals (issue 6): direct and hole-punched ≥ 0.80× raw TCP on the same path; relayed ≥ 0.70× plain NATS on the same leaf → hub → leaf path.",
-        "leafmesh streams run noise (ChaCha20-Poly1305, the mesh key as handshake prologue) + yamux end to end; raw TCP and plain NATS are unencrypted.",
+        "The lab runs secured (node certificates): leafmesh direct streams each get a TLS 1.3 connection of their own (services/tunnel/tls-streams.ts); hole-punched and relayed streams run noise (ChaCha20-Poly1305, the mesh key as handshake prologue) + yamux end to end. Raw TCP and plain NATS are unencrypted.",
+        "leafmesh's receiving agent splices each stream to its target (a second local TCP hop); raw TCP goes straight to the sink.",
         "Plain NATS RTT is request/reply through the same leafs and hub; it has no first-byte figure (no stream to open).",
         "One machine, 2 cores: every namespace shares them, so absolute numbers are far below a real WAN's; compare the ratios.",
       ],

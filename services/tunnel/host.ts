@@ -30,9 +30,10 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
 import { tunnelNoiseCrypto } from "./noise-crypto.ts";
+import { connectTlsStream, startTlsStreamServer } from "./tls-streams.ts";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
-import { checkPeerClaim, makePeerProof, userAgentFor, type NodeIdentity } from "./node-identity.ts";
+import { checkPeerClaim, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
 
 export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
 
@@ -89,6 +90,11 @@ export interface TunnelHostOptions {
   identity?: NodeIdentity;
   /** @default 5_000 — how long an inbound tunnel stream waits for its peer's identify. */
   identifyTimeoutMs?: number;
+  /**
+   * With an identity: where streams on direct paths are served over their own TLS
+   * connections (tls-streams.ts); port 0 picks one. Announced in identify.
+   */
+  tlsStreams?: { host: string; port: number };
 }
 
 export interface TunnelHost {
@@ -98,6 +104,15 @@ export interface TunnelHost {
   upgrade(duplex: Duplex, direction: "inbound" | "outbound", remoteAddr: Multiaddr): Promise<Connection | undefined>;
   /** Opens a tunnel stream on a connection: the remote side connects to `target` and splices. */
   openTarget(connection: Connection, target: TunnelTarget): Promise<Duplex>;
+  /**
+   * The same over a TLS connection of its own to the peer's address on `connection`
+   * (a direct path), when both ends serve TLS streams; undefined when they cannot.
+   */
+  openTlsTarget(connection: Connection, target: TunnelTarget, timeoutMs: number): Promise<Duplex | undefined>;
+  /** Where this host serves TLS streams, if it does. */
+  readonly tlsStreamPort: number | undefined;
+  /** TLS streams opened and served, and connections refused by reason. */
+  tlsStats(): { opened: number; served: number; refused: Record<string, number> };
   /** The node name a peer announced through identify (proven, with an identity), if known. */
   nodeOf(peerId: string): string | undefined;
   stop(): Promise<void>;
@@ -112,6 +127,12 @@ function frameHeader(json: unknown): Uint8Array {
   new DataView(bytes.buffer).setUint16(0, body.byteLength);
   bytes.set(body, 2);
   return bytes;
+}
+
+/** "/ip4/198.18.1.12/tcp/4101[/p2p/…]" → "198.18.1.12": the address of a plain TCP connection, nothing for relayed or other ones. */
+function tcpHostOf(address: Multiaddr): string | undefined {
+  const match = /^\/(ip4|ip6)\/([^/]+)\/tcp\/\d+(\/p2p\/[^/]+)?$/.exec(address.toString());
+  return match?.[2];
 }
 
 /** Reads exactly `size` bytes from a Duplex in paused mode. */
@@ -178,6 +199,13 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   const privateKey = await generateKeyPair("Ed25519");
   const ownPeerId = peerIdFromPrivateKey(privateKey).toString();
   const proof = options.identity ? makePeerProof(options.node, ownPeerId, options.identity) : undefined;
+  const tlsStats = { opened: 0, served: 0 };
+  // Started first: its port goes into identify. The handler is bound once serveTunnelStream exists.
+  let onTlsStream: (socket: Duplex, node: string) => void = (socket) => socket.destroy();
+  const tlsServer =
+    options.identity && options.tlsStreams
+      ? await startTlsStreamServer({ identity: options.identity, listen: options.tlsStreams, log, onStream: (socket, node) => onTlsStream(socket, node) })
+      : undefined;
   const libp2p = await createLibp2p({
     privateKey,
     addresses: { listen: options.listen },
@@ -199,7 +227,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
     // identify's agent version carries the node name (and, with security on, its signed proof), so a
     // neighbour found by mDNS is known by name without the hub.
-    nodeInfo: { userAgent: userAgentFor(options.node, proof) },
+    nodeInfo: { userAgent: userAgentFor(options.node, proof, tlsServer?.port) },
     // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
     connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
     services: {
@@ -213,6 +241,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     },
   });
   const identified = new Map<string, Set<() => void>>();
+  const tlsPorts = new Map<string, number>();
   const warned = new Set<string>();
   libp2p.addEventListener("peer:identify", (event) => {
     const peerId = event.detail.peerId.toString();
@@ -226,6 +255,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
     } else if (claim) {
       nodes.set(peerId, claim.node);
+      const tlsPort = tlsPortOf(event.detail.agentVersion);
+      if (tlsPort) tlsPorts.set(peerId, tlsPort);
+      else tlsPorts.delete(peerId);
     }
     for (const wake of identified.get(peerId) ?? []) wake();
     identified.delete(peerId);
@@ -249,6 +281,71 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   };
 
   const targetTimeout = options.targetConnectTimeoutMs ?? 5_000;
+  /**
+   * Serves one tunnel stream from a proven peer, whatever carries it (a libp2p
+   * stream, a TLS connection): reads the target header, connects to the target,
+   * replies with the status, then splices.
+   */
+  const serveTunnelStream = async (duplex: Duplex, peer: string): Promise<void> => {
+    duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
+    let target: TunnelTarget;
+    try {
+      target = (await readHeader(duplex, targetTimeout)) as TunnelTarget;
+      if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
+        throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
+      }
+    } catch (error) {
+      log.warn({ err: error, peer }, "tunnel stream refused: bad header");
+      duplex.destroy();
+      return;
+    }
+    const reply = (status: number, message?: string) => duplex.write(Buffer.concat([Buffer.from([status]), Buffer.from(frameHeader({ message: message ?? "" }))]));
+    if (target.protocol === "UDP") {
+      reply(statusOk);
+      spliceUdp(duplex, target, log);
+      return;
+    }
+    const socket = netConnect({ host: target.host, port: target.port, timeout: targetTimeout });
+    socket.once("connect", () => {
+      socket.setTimeout(0);
+      reply(statusOk);
+      socket.pipe(duplex);
+      duplex.pipe(socket);
+    });
+    socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `connect to ${target.host}:${target.port} timed out`)));
+    socket.once("error", (error) => {
+      if (socket.connecting || !socket.remoteAddress) {
+        reply(statusError, `${options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`);
+        duplex.end();
+      } else {
+        duplex.destroy(error);
+      }
+    });
+    duplex.once("close", () => socket.destroy());
+    socket.once("close", () => {
+      if (!duplex.writableEnded) duplex.end();
+    });
+  };
+
+  onTlsStream = (socket, node) => {
+    tlsStats.served++;
+    void serveTunnelStream(socket, `node ${node} (TLS)`);
+  };
+
+  /** Sends the target header on a fresh stream and waits for the remote agent's status. */
+  const requestTarget = async (duplex: Duplex, target: TunnelTarget, peer: string): Promise<Duplex> => {
+    // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
+    duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
+    duplex.write(frameHeader(target));
+    const status = (await readExactly(duplex, 1, targetTimeout + 5_000))[0];
+    const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };
+    if (status !== statusOk) {
+      duplex.destroy();
+      throw new LeafmeshError("TUNNEL_FAILED", message || "the remote agent refused the stream");
+    }
+    return duplex;
+  };
+
   await libp2p.handle(
     tunnelProtocol,
     async (stream: Stream, connection: Connection) => {
@@ -257,45 +354,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
         stream.abort(new LeafmeshError("TRUST_FAILED", "not a proven node of this mesh"));
         return;
       }
-      const duplex = streamToDuplex(stream, connection);
-      duplex.on("error", (error) => log.debug({ err: error }, "tunnel stream error"));
-      let target: TunnelTarget;
-      try {
-        target = (await readHeader(duplex, targetTimeout)) as TunnelTarget;
-        if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
-          throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
-        }
-      } catch (error) {
-        log.warn({ err: error, peer: connection.remotePeer.toString() }, "tunnel stream refused: bad header");
-        duplex.destroy();
-        return;
-      }
-      const reply = (status: number, message?: string) => duplex.write(Buffer.concat([Buffer.from([status]), Buffer.from(frameHeader({ message: message ?? "" }))]));
-      if (target.protocol === "UDP") {
-        reply(statusOk);
-        spliceUdp(duplex, target, log);
-        return;
-      }
-      const socket = netConnect({ host: target.host, port: target.port, timeout: targetTimeout });
-      socket.once("connect", () => {
-        socket.setTimeout(0);
-        reply(statusOk);
-        socket.pipe(duplex);
-        duplex.pipe(socket);
-      });
-      socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `connect to ${target.host}:${target.port} timed out`)));
-      socket.once("error", (error) => {
-        if (socket.connecting || !socket.remoteAddress) {
-          reply(statusError, `${options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`);
-          duplex.end();
-        } else {
-          duplex.destroy(error);
-        }
-      });
-      duplex.once("close", () => socket.destroy());
-      socket.once("close", () => {
-        if (!duplex.writableEnded) duplex.end();
-      });
+      void serveTunnelStream(streamToDuplex(stream, connection), connection.remotePeer.toString());
     },
     { runOnLimitedConnection: true, maxInboundStreams: 4096, maxOutboundStreams: 4096 },
   );
@@ -319,22 +378,27 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     },
     async openTarget(connection, target) {
       const stream = await connection.newStream(tunnelProtocol, { runOnLimitedConnection: true, signal: AbortSignal.timeout(10_000) });
-      const duplex = streamToDuplex(stream, connection);
-      // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
-      duplex.on("error", (error) => log.debug({ err: error, peer: connection.remotePeer.toString() }, "tunnel stream error"));
-      duplex.write(frameHeader(target));
-      const status = (await readExactly(duplex, 1, targetTimeout + 5_000))[0];
-      const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };
-      if (status !== statusOk) {
-        duplex.destroy();
-        throw new LeafmeshError("TUNNEL_FAILED", message || "the remote agent refused the stream");
-      }
-      return duplex;
+      return requestTarget(streamToDuplex(stream, connection), target, connection.remotePeer.toString());
     },
+    async openTlsTarget(connection, target, timeoutMs) {
+      const peer = connection.remotePeer.toString();
+      const host = tcpHostOf(connection.remoteAddr);
+      if (!options.identity || !tlsServer || !host) return undefined;
+      // A connection just made is identified a moment later: its TLS port comes with identify.
+      const node = await provenNode(peer);
+      const port = tlsPorts.get(peer);
+      if (!node || !port) return undefined;
+      const socket = await connectTlsStream({ identity: options.identity, node, host, port, timeoutMs });
+      tlsStats.opened++;
+      return requestTarget(socket, target, `node ${node} (TLS)`);
+    },
+    tlsStreamPort: tlsServer?.port,
+    tlsStats: () => ({ ...tlsStats, refused: Object.fromEntries(tlsServer?.refused ?? []) }),
     nodeOf(peerId) {
       return nodes.get(peerId);
     },
     async stop() {
+      await tlsServer?.close();
       await libp2p.stop();
     },
   };

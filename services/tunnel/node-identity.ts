@@ -34,6 +34,7 @@ export interface NodeIdentity {
 /** identify's agent version: the node name, then (with security on) its proof. */
 export const agentVersionPrefix = "leafmesh-agent node=";
 const proofMarker = " proof=";
+const tlsMarker = " tls=";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -96,8 +97,17 @@ export function makePeerProof(node: string, peerId: string, identity: NodeIdenti
   return Buffer.from(JSON.stringify(envelope)).toString("base64url");
 }
 
-export function userAgentFor(node: string, proof?: string): string {
-  return `${agentVersionPrefix}${node}${proof ? `${proofMarker}${proof}` : ""}`;
+/** `leafmesh-agent node=<node>[ tls=<port>][ proof=<proof>]`: the TLS stream port is where tls-streams.ts serves (security on). */
+export function userAgentFor(node: string, proof?: string, tlsPort?: number): string {
+  return `${agentVersionPrefix}${node}${tlsPort ? `${tlsMarker}${tlsPort}` : ""}${proof ? `${proofMarker}${proof}` : ""}`;
+}
+
+/** The TLS stream port a peer announced in identify, if any. */
+export function tlsPortOf(agentVersion: string | undefined): number | undefined {
+  if (!agentVersion?.startsWith(agentVersionPrefix)) return undefined;
+  const match = /^\d{1,5}(?= |$)/.exec(agentVersion.split(tlsMarker)[1] ?? "");
+  const port = match ? Number(match[0]) : undefined;
+  return port !== undefined && port > 0 && port < 65536 ? port : undefined;
 }
 
 export type PeerClaim = { node: string; refused?: undefined } | { node?: string; refused: string };
@@ -111,7 +121,8 @@ export function checkPeerClaim(agentVersion: string | undefined, peerId: string,
   if (!agentVersion?.startsWith(agentVersionPrefix)) return undefined; // not a leafmesh agent (identify still running, or a stranger)
   const rest = agentVersion.slice(agentVersionPrefix.length);
   const at = rest.indexOf(proofMarker);
-  const node = at < 0 ? rest : rest.slice(0, at);
+  // Older agents announced "node=<node> proof=…"; the node name never holds a space.
+  const node = rest.split(" ")[0];
   if (!identity) return { node };
   if (at < 0) return { node, refused: `peer ${peerId} claims to be node '${node}' without a proof (an agent without --keys?)` };
   try {

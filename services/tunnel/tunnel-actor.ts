@@ -33,6 +33,7 @@ import { RelayEndpoint } from "./relay.ts";
 
 /** The remote address given to relayed connections: TEST-NET-1, never routable, so nothing dials it. */
 const relayMarker = "/ip4/192.0.2.1/tcp/1";
+const tlsRetryMs = 60_000;
 
 export interface TunnelOptions {
   bus: Bus;
@@ -71,6 +72,12 @@ export interface TunnelOptions {
    * libp2p peer must prove with its mesh certificate which node it is (node-identity.ts).
    */
   identity?: NodeIdentity;
+  /**
+   * With an identity: where streams on direct paths are served over TLS connections of
+   * their own (tls-streams.ts: OpenSSL instead of noise and yamux in JavaScript); port 0
+   * picks one. Leave out to keep every stream on libp2p.
+   */
+  tlsStreams?: { host: string; port: number };
 }
 
 /** What the traffic actor needs (services/traffic/dialer.ts `RemoteDialer`). */
@@ -114,6 +121,8 @@ export class TunnelActor implements TunnelDialer {
   /** LAN neighbours by node name (from identify), for when the directory is out of reach. */
   readonly #lanPeers = new Map<string, string>();
   readonly #warnedKeys = new Set<string>();
+  /** Peers whose TLS streams failed, until when they are not tried again (only direct peers: bounded by the LAN). */
+  readonly #tlsBackoffUntil = new Map<string, number>();
   #host: TunnelHost | undefined;
   #relay: RelayEndpoint | undefined;
   #directory: NodeDirectory | undefined;
@@ -170,7 +179,15 @@ export class TunnelActor implements TunnelDialer {
 
   async start(): Promise<void> {
     try {
-      const host = await startTunnelHost({ node: this.node, listen: this.#options.listen ?? ["/ip4/0.0.0.0/tcp/0"], psk: this.#psk, log: this.#log, mdns: this.#options.mdns, identity: this.#options.identity });
+      const host = await startTunnelHost({
+        node: this.node,
+        listen: this.#options.listen ?? ["/ip4/0.0.0.0/tcp/0"],
+        psk: this.#psk,
+        log: this.#log,
+        mdns: this.#options.mdns,
+        identity: this.#options.identity,
+        tlsStreams: this.#options.identity ? this.#options.tlsStreams : undefined,
+      });
       this.#host = host;
       this.#watchConnections(host);
       if (this.#options.ways?.relay !== false) {
@@ -242,6 +259,10 @@ export class TunnelActor implements TunnelDialer {
         throw new LeafmeshError("TUNNEL_FAILED", `node '${node}' is unreachable: ${snapshot.context.reason ?? "every way failed"}`);
       }
     }
+    if (pathKindOf(snapshot.value) === "direct") {
+      const overTls = await this.#openOverTls(node, path.peerId, target);
+      if (overTls) return overTls;
+    }
     let lastError: unknown;
     // Best connection first; a connection closing under us (both sides punched at once,
     // a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
@@ -260,11 +281,50 @@ export class TunnelActor implements TunnelDialer {
     throw new LeafmeshError("TUNNEL_FAILED", `could not open a stream to '${node}': ${describeError(lastError)}`, { cause: lastError });
   }
 
+  /** Where this node serves TLS streams, once started with them. */
+  get tlsStreamPort(): number | undefined {
+    return this.#host?.tlsStreamPort;
+  }
+
+  /**
+   * A stream on a direct path over its own TLS connection, when both ends serve them.
+   * A failure other than the target's refusal falls back to libp2p, and TLS is not
+   * tried towards that peer for a while (a firewall in between would otherwise cost
+   * every stream a timeout).
+   */
+  async #openOverTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
+    const now = this.#clock.now();
+    if ((this.#tlsBackoffUntil.get(peerId) ?? 0) > now) return undefined;
+    const direct = this.#connectionsOf(peerId).find((entry) => entry.kind === "direct");
+    if (!direct) return undefined;
+    try {
+      return await this.#host!.openTlsTarget(direct.connection, target, this.#options.dialTimeoutMs ?? 3_000);
+    } catch (error) {
+      if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error; // the target refused: libp2p would not change that
+      if (!this.#tlsBackoffUntil.has(peerId)) this.#log.warn({ node, err: describeError(error) }, "TLS stream to a direct peer failed; its streams use libp2p for a minute");
+      this.#tlsBackoffUntil.set(peerId, now + tlsRetryMs);
+      return undefined;
+    }
+  }
+
   /** A summary for status replies and heartbeats. */
-  status(): { nat: NatType; paths: Record<string, PathStateKind>; relayChannels: number; relayDrops: Record<string, number> } {
+  status(): {
+    nat: NatType;
+    paths: Record<string, PathStateKind>;
+    relayChannels: number;
+    relayDrops: Record<string, number>;
+    /** Streams on direct paths over their own TLS connections (tls-streams.ts). */
+    tlsStreams: { opened: number; served: number; refused: Record<string, number> };
+  } {
     const paths: Record<string, PathStateKind> = {};
     for (const [node, path] of this.#paths) paths[node] = pathKindOf(path.actor.getSnapshot().value);
-    return { nat: this.#nat, paths, relayChannels: this.#relay?.channelCount ?? 0, relayDrops: Object.fromEntries(this.#relay?.drops ?? []) };
+    return {
+      nat: this.#nat,
+      paths,
+      relayChannels: this.#relay?.channelCount ?? 0,
+      relayDrops: Object.fromEntries(this.#relay?.drops ?? []),
+      tlsStreams: this.#host?.tlsStats() ?? { opened: 0, served: 0, refused: {} },
+    };
   }
 
   // ---------- paths ----------
