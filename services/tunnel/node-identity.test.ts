@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { requireTools } from "../../trust/test-servers.ts";
-import { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, makePeerProof, userAgentFor, type NodeIdentity } from "./node-identity.ts";
+import { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-node-identity-"));
 const keys = join(base, "keys");
@@ -64,6 +64,18 @@ describe("which node a libp2p peer is", () => {
   it("takes a proof made by the node for this peer id", () => {
     const agent = userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b));
     expect(checkPeerClaim(agent, peer, identities.a)).toEqual({ node: "edge-b" });
+  });
+
+  it("reads the TLS stream port beside the node name and its proof, and nothing from a malformed one", () => {
+    const agent = userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b), 4102);
+    expect(agent).toMatch(/^leafmesh-agent node=edge-b tls=4102 proof=/);
+    expect(checkPeerClaim(agent, peer, identities.a)).toEqual({ node: "edge-b" });
+    expect(tlsPortOf(agent)).toBe(4102);
+    expect(tlsPortOf(userAgentFor("edge-b", undefined, 4102))).toBe(4102);
+    expect(tlsPortOf(userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b)))).toBeUndefined();
+    expect(tlsPortOf("leafmesh-agent node=edge-b tls=99999")).toBeUndefined();
+    expect(tlsPortOf("leafmesh-agent node=edge-b tls=12ab")).toBeUndefined();
+    expect(tlsPortOf("some-other-agent tls=4102")).toBeUndefined();
   });
 
   it("refuses a claim without proof, a proof for another peer id, another node's or another CA's certificate", () => {
