@@ -70,7 +70,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       type: "string",
       default: "0.0.0.0:4102",
       value: "H:P|off",
-      description: "with --keys: streams on direct (LAN) paths each get a TLS connection of their own, served here (OpenSSL: several times libp2p's throughput); off: every stream on libp2p",
+      description: "with --keys: direct (LAN) streams each get a TLS connection of their own, served here, and relayed streams a TLS session on a relay channel of their own (OpenSSL: faster than libp2p's noise and yamux); off: every stream on libp2p",
     },
     tunnelWays: { type: "string", default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" },
     mdns: { type: "string", default: "on", value: "on|off", description: "find nodes on the same LAN by mDNS (with --psk)" },

@@ -89,7 +89,7 @@ export async function runTunnelBench(): Promise<BenchTable> {
       notes: [
         `${(bytes / 1024 / 1024).toFixed(0)} MiB per throughput run, into a sink that answers with its byte count; RTT over 200 one-byte echoes on one stream; first byte = new stream + one echoed byte, 30 times.`,
         "Goals (issue 6): direct and hole-punched ≥ 0.80× raw TCP on the same path; relayed ≥ 0.70× plain NATS on the same leaf → hub → leaf path.",
-        "The lab runs secured (node certificates): leafmesh direct streams each get a TLS 1.3 connection of their own (services/tunnel/tls-streams.ts); hole-punched and relayed streams run noise (ChaCha20-Poly1305, the mesh key as handshake prologue) + yamux end to end. Raw TCP and plain NATS are unencrypted.",
+        "The lab runs secured (node certificates): leafmesh direct and relayed streams each run under a TLS 1.3 session of their own (services/tunnel/tls-streams.ts; relayed: over a relay channel of their own); hole-punched streams run noise (ChaCha20-Poly1305, the mesh key as handshake prologue) + yamux over the punched socket. Raw TCP and plain NATS are unencrypted.",
         "leafmesh's receiving agent splices each stream to its target (a second local TCP hop); raw TCP goes straight to the sink.",
         "Plain NATS RTT is request/reply through the same leafs and hub; it has no first-byte figure (no stream to open).",
         "One machine, 2 cores: every namespace shares them, so absolute numbers are far below a real WAN's; compare the ratios.",

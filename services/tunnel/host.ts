@@ -30,7 +30,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
 import { tunnelNoiseCrypto } from "./noise-crypto.ts";
-import { connectTlsStream, startTlsStreamServer } from "./tls-streams.ts";
+import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver } from "./tls-streams.ts";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { peerIdFromPrivateKey } from "@libp2p/peer-id";
 import { checkPeerClaim, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
@@ -109,6 +109,12 @@ export interface TunnelHost {
    * (a direct path), when both ends serve TLS streams; undefined when they cannot.
    */
   openTlsTarget(connection: Connection, target: TunnelTarget, timeoutMs: number): Promise<Duplex | undefined>;
+  /** Whether a peer announced in identify that it serves TLS streams (and this host does too). */
+  servesTls(peerId: string): boolean;
+  /** A tunnel stream under TLS over an open relay channel to `node` (it must serve TLS streams). */
+  openTlsTargetOver(channel: Duplex, node: string, target: TunnelTarget, timeoutMs: number): Promise<Duplex>;
+  /** Serves the tunnel stream under TLS that arrives on a relay channel from `peer`. */
+  serveTlsOver(channel: Duplex, peer: string): void;
   /** Where this host serves TLS streams, if it does. */
   readonly tlsStreamPort: number | undefined;
   /** TLS streams opened and served, and connections refused by reason. */
@@ -391,6 +397,31 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       const socket = await connectTlsStream({ identity: options.identity, node, host, port, timeoutMs });
       tlsStats.opened++;
       return requestTarget(socket, target, `node ${node} (TLS)`);
+    },
+    servesTls(peerId) {
+      return tlsServer !== undefined && tlsPorts.has(peerId);
+    },
+    async openTlsTargetOver(channel, node, target, timeoutMs) {
+      if (!options.identity) throw new LeafmeshError("TUNNEL_FAILED", "TLS streams need the node's certificate (--keys)");
+      const socket = await tlsClientOver(channel, { identity: options.identity, node, timeoutMs });
+      tlsStats.opened++;
+      return requestTarget(socket, target, `node ${node} (TLS, relayed)`);
+    },
+    serveTlsOver(channel, peer) {
+      if (!options.identity || !tlsServer) {
+        channel.destroy(new LeafmeshError("TUNNEL_FAILED", "this node does not serve TLS streams"));
+        return;
+      }
+      tlsServerOver(channel, { identity: options.identity, peer, timeoutMs: targetTimeout }).then(
+        (socket) => {
+          tlsStats.served++;
+          void serveTunnelStream(socket, `node ${peer} (TLS, relayed)`);
+        },
+        (error: unknown) => {
+          log.warn({ peer, err: describeError(error) }, "TLS stream over the relay refused");
+          channel.destroy();
+        },
+      );
     },
     tlsStreamPort: tlsServer?.port,
     tlsStats: () => ({ ...tlsStats, refused: Object.fromEntries(tlsServer?.refused ?? []) }),

@@ -83,6 +83,30 @@ describe("relay channels through leaf → hub → leaf", () => {
     expect((await received).toString()).toBe("still here");
   }, 20_000);
 
+  it("tells the accepting side what a channel carries, and resets one opened for an unknown purpose", async () => {
+    const tls = await relayA.open("edge-b", "tls-stream");
+    await eventually(() => accepted.at(-1)?.id === tls.id, 5_000, "the channel at edge-b");
+    expect(accepted.at(-1)!.purpose).toBe("tls-stream");
+    tls.destroy();
+    const plain = await relayA.open("edge-b");
+    await eventually(() => accepted.at(-1)?.id === plain.id, 5_000, "the channel at edge-b");
+    expect(accepted.at(-1)!.purpose).toBe("libp2p");
+    plain.destroy();
+    // A peer that asks for something this node does not know: reset, saying what.
+    const resets: string[] = [];
+    const subscription = a.subscribe(relaySubject("edge-a", "edge-b", "oddpurpose"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        if (frame.type === frameTypes.reset) resets.push(new TextDecoder().decode(frame.payload));
+      },
+    });
+    await a.flush();
+    a.publish(relaySubject("edge-b", "edge-a", "oddpurpose"), encodeFrame(frameTypes.open, 0, new TextEncoder().encode(JSON.stringify({ window: 65536, purpose: "teleport" }))));
+    await eventually(() => resets.length > 0, 5_000, "the reset");
+    expect(resets[0]).toContain("unknown purpose 'teleport'");
+    subscription.unsubscribe();
+  }, 20_000);
+
   it("resets a channel when a frame is lost, never truncating silently", async () => {
     const channel = await relayA.open("edge-b");
     const inbound = accepted.at(-1)!;

@@ -38,6 +38,9 @@ const headerBytes = 5;
 /** What a libp2p connection over the relay writes at a time: one noise message, its 2-byte length and up to 65,535 bytes. */
 const noiseMessageBytes = 2 + 65_535;
 
+/** What a relay channel carries: a libp2p connection, or one tunnel stream under TLS. */
+export type RelayPurpose = "libp2p" | "tls-stream";
+
 export interface RelayFrame {
   type: FrameType;
   sequence: number;
@@ -128,13 +131,17 @@ export class RelayEndpoint {
     return [...this.#channels.values()].map((channel) => ({ peer: channel.peer, id: channel.id }));
   }
 
-  /** Opens a channel to `peer`; rejects when the peer does not accept within the open timeout. */
-  async open(peer: string): Promise<RelayChannel> {
+  /**
+   * Opens a channel to `peer`; rejects when the peer does not accept within the open timeout.
+   * `purpose` tells the peer what runs over it: a libp2p connection (noise + yamux), or
+   * one tunnel stream under TLS (tls-streams.ts).
+   */
+  async open(peer: string, purpose: RelayPurpose = "libp2p"): Promise<RelayChannel> {
     if (this.#closed) throw new LeafmeshError("NOT_RUNNING", "relay endpoint is closed");
     const id = randomBytes(9).toString("base64url").replace(/[^A-Za-z0-9]/g, "x");
-    const channel = new RelayChannel(this, peer, id, "outbound");
+    const channel = new RelayChannel(this, peer, id, "outbound", purpose);
     this.#channels.set(this.#key(peer, id), channel);
-    channel.sendControl(frameTypes.open, new TextEncoder().encode(JSON.stringify({ window: this.#options.windowBytes })));
+    channel.sendControl(frameTypes.open, new TextEncoder().encode(JSON.stringify({ window: this.#options.windowBytes, purpose })));
     await new Promise<void>((resolve, reject) => {
       const fail = (error: Error) => {
         this.#options.clock.clearTimeout(timer);
@@ -209,10 +216,11 @@ export class RelayEndpoint {
     }
     if (this.#closed) return;
     if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
-    const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound");
+    const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound", "libp2p");
     this.#channels.set(key, inbound);
     inbound.receive(frame);
-    this.#options.onChannel(inbound);
+    // An open frame it had to refuse (malformed, unknown purpose) reset the channel already.
+    if (!inbound.destroyed) this.#options.onChannel(inbound);
   }
 }
 
@@ -226,6 +234,8 @@ export class RelayChannel extends Duplex {
   readonly peer: string;
   readonly id: string;
   readonly direction: "inbound" | "outbound";
+  /** What runs over it; an inbound channel learns it from the open frame (an older peer's says nothing: libp2p). */
+  purpose: RelayPurpose;
   bytesSent = 0;
   bytesReceived = 0;
   readonly #endpoint: RelayEndpoint;
@@ -245,12 +255,13 @@ export class RelayChannel extends Duplex {
   #timer: unknown;
   #resetReason: string | undefined;
 
-  constructor(endpoint: RelayEndpoint, peer: string, id: string, direction: "inbound" | "outbound") {
+  constructor(endpoint: RelayEndpoint, peer: string, id: string, direction: "inbound" | "outbound", purpose: RelayPurpose) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
     this.#endpoint = endpoint;
     this.peer = peer;
     this.id = id;
     this.direction = direction;
+    this.purpose = purpose;
     const clock = endpoint.options.clock;
     this.#lastReceived = clock.now();
     this.#lastSent = clock.now();
@@ -285,6 +296,7 @@ export class RelayChannel extends Duplex {
     switch (frame.type) {
       case frameTypes.open: {
         this.#credit += this.#parseWindow(frame.payload);
+        this.purpose = this.#parsePurpose(frame.payload);
         this.#accepted = true;
         this.sendControl(frameTypes.accept, new TextEncoder().encode(JSON.stringify({ window: this.#endpoint.options.windowBytes })));
         this.#event("open");
@@ -342,6 +354,18 @@ export class RelayChannel extends Duplex {
     if (tellPeer) this.sendControl(frameTypes.reset, new TextEncoder().encode(reason.slice(0, 200)));
     this.#event("reset", reason);
     this.destroy(new LeafmeshError("TUNNEL_FAILED", `relay channel ${this.id} with ${this.peer} was reset: ${reason}`));
+  }
+
+  #parsePurpose(payload: Uint8Array): RelayPurpose {
+    let purpose: unknown;
+    try {
+      purpose = (JSON.parse(new TextDecoder().decode(payload)) as { purpose?: unknown }).purpose;
+    } catch {
+      return "libp2p"; // the window check resets a malformed open frame
+    }
+    if (purpose === undefined || purpose === "libp2p" || purpose === "tls-stream") return purpose ?? "libp2p";
+    this.reset(`open frame for an unknown purpose '${String(purpose).slice(0, 40)}'`);
+    return "libp2p";
   }
 
   #parseWindow(payload: Uint8Array): number {

@@ -32,11 +32,11 @@ function identityOf(dir: string, node: string): NodeIdentity {
   return { certPem: read("node.crt"), keyPem: read("node.key"), caPem: read("ca.crt") };
 }
 
-async function agent(node: string, tlsStreams?: { host: string; port: number }): Promise<TunnelActor> {
+async function agent(node: string, tlsStreams?: { host: string; port: number }, ways?: { direct?: boolean; punch?: boolean; relay?: boolean }): Promise<TunnelActor> {
   const nats = await fabric.connect(node);
   const log = createLogger({ level: "info", destination: new Writable({ write: (chunk, _encoding, callback) => (logLines.push(chunk.toString()), callback()) }) });
   const bus = new Bus({ connection: nats, node, log: silentLogger() });
-  const tunnel = createTunnelActor({ bus, log, node, nats, listen: ["/ip4/127.0.0.1/tcp/0"], psk: testPsk, mdns: false, recordRefreshMs: 500, identity: identities[node], tlsStreams });
+  const tunnel = createTunnelActor({ bus, log, node, nats, listen: ["/ip4/127.0.0.1/tcp/0"], psk: testPsk, mdns: false, recordRefreshMs: 500, identity: identities[node], tlsStreams, ways });
   await tunnel.start();
   actors.push(tunnel);
   return tunnel;
@@ -48,7 +48,7 @@ beforeAll(async () => {
   const stranger = join(base, "stranger");
   await initKeys({ dir: keys });
   await initKeys({ dir: stranger });
-  for (const node of ["edge-a", "edge-b", "edge-c", "edge-d"]) {
+  for (const node of ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e", "edge-f"]) {
     await issueNode({ dir: keys, node });
     identities[node] = identityOf(keys, node);
   }
@@ -57,7 +57,7 @@ beforeAll(async () => {
   echo = createServer((socket) => socket.pipe(socket));
   await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
   echoPort = (echo.address() as { port: number }).port;
-  fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d"] });
+  fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e", "edge-f", "edge-x"] });
 }, 90_000);
 
 afterAll(async () => {
@@ -158,3 +158,52 @@ function tlsPortOfActor(actor: TunnelActor): number {
   if (!port) throw new Error("no TLS stream port");
   return port;
 }
+
+describe("TLS streams over the relay", () => {
+  it("gives each relayed stream a relay channel of its own under TLS end to end: the hub sees ciphertext only", async () => {
+    const e = await agent("edge-e", { host: "127.0.0.1", port: 0 }, { direct: false, punch: false });
+    const f = await agent("edge-f", { host: "127.0.0.1", port: 0 }, { direct: false, punch: false });
+    await eventually(() => e.directory?.get("edge-f") && f.directory?.get("edge-e"), 15_000, "records");
+    const spy = await fabric.connect("hub-1");
+    const seen: Buffer[] = [];
+    spy.subscribe("relay.>", { callback: (_, message) => void seen.push(Buffer.from(message.data)) });
+    await spy.flush();
+    const marker = Buffer.from("PLAINTEXT-MARKER-leafmesh-");
+    // The first stream may go over the relayed libp2p connection while identify tells e that f serves TLS.
+    await eventually(async () => {
+      await roundTrip(await e.openStream("edge-f", { host: "127.0.0.1", port: echoPort, protocol: "TCP" }), Buffer.from("warm-up"));
+      return e.status().tlsStreams.opened > 0;
+    }, 15_000, "a relayed TLS stream");
+    expect(e.pathTo("edge-f")).toBe("relayed");
+    const opened = e.status().tlsStreams.opened;
+    const payload = Buffer.concat([randomBytes(4 * 1024 * 1024), Buffer.alloc(64 * 1024, marker)]);
+    const [there, back] = await Promise.all([
+      e.openStream("edge-f", { host: "127.0.0.1", port: echoPort, protocol: "TCP" }).then((stream) => roundTrip(stream, payload)),
+      f.openStream("edge-e", { host: "127.0.0.1", port: echoPort, protocol: "TCP" }).then((stream) => roundTrip(stream, payload)),
+    ]);
+    expect(sha(there)).toBe(sha(payload));
+    expect(sha(back)).toBe(sha(payload));
+    expect(e.status().tlsStreams.opened).toBe(opened + 1);
+    expect(f.status().tlsStreams.served).toBeGreaterThanOrEqual(opened + 1);
+    const carried = Buffer.concat(seen);
+    expect(carried.byteLength).toBeGreaterThan(payload.byteLength);
+    expect(carried.includes(marker)).toBe(false);
+  }, 60_000);
+
+  it("refuses a TLS relay channel whose certificate is not the node its subject names", async () => {
+    // edge-x publishes on its own relay subjects but presents edge-a's certificate (stolen).
+    const { RelayEndpoint } = await import("./relay.ts");
+    const { tlsClientOver } = await import("./tls-streams.ts");
+    const relay = new RelayEndpoint({ nats: await fabric.connect("edge-x"), node: "edge-x", log: silentLogger(), onChannel: () => undefined });
+    try {
+      const channel = await relay.open("edge-f", "tls-stream");
+      channel.on("error", () => undefined);
+      // TLS 1.3: the client may finish its handshake before the server has looked at its certificate.
+      const socket = await tlsClientOver(channel, { identity: identities["edge-a"], node: "edge-f", timeoutMs: 5_000 }).catch(() => undefined);
+      if (socket) await new Promise<void>((resolve) => (socket.on("error", () => resolve()), socket.on("close", () => resolve()), socket.resume()));
+      await eventually(() => logLines.some((line) => line.includes("TLS stream over the relay refused") && line.includes("presented the certificate of 'edge-a'")), 5_000, "the refusal in edge-f's log");
+    } finally {
+      relay.close();
+    }
+  }, 30_000);
+});

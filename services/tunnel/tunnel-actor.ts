@@ -29,7 +29,7 @@ import { NodeDirectory } from "./node-directory.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
-import { RelayEndpoint } from "./relay.ts";
+import { RelayEndpoint, type RelayChannel } from "./relay.ts";
 
 /** The remote address given to relayed connections: TEST-NET-1, never routable, so nothing dials it. */
 const relayMarker = "/ip4/192.0.2.1/tcp/1";
@@ -121,7 +121,7 @@ export class TunnelActor implements TunnelDialer {
   /** LAN neighbours by node name (from identify), for when the directory is out of reach. */
   readonly #lanPeers = new Map<string, string>();
   readonly #warnedKeys = new Set<string>();
-  /** Peers whose TLS streams failed, until when they are not tried again (only direct peers: bounded by the LAN). */
+  /** "direct|relayed <peer id>" whose TLS streams failed, until when they are not tried again (bounded: two per known peer). */
   readonly #tlsBackoffUntil = new Map<string, number>();
   #host: TunnelHost | undefined;
   #relay: RelayEndpoint | undefined;
@@ -197,7 +197,8 @@ export class TunnelActor implements TunnelDialer {
           log: this.#log,
           clock: this.#clock,
           onChannel: (channel) => {
-            channel.on("error", () => undefined); // the libp2p connection on top reports it
+            channel.on("error", () => undefined); // the connection or TLS stream on top reports it
+            if (channel.purpose === "tls-stream") return host.serveTlsOver(channel, channel.peer);
             host.upgrade(channel, "inbound", multiaddr(relayMarker)).catch((error) => this.#log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
           },
           onEvent: (event) =>
@@ -262,6 +263,9 @@ export class TunnelActor implements TunnelDialer {
     if (pathKindOf(snapshot.value) === "direct") {
       const overTls = await this.#openOverTls(node, path.peerId, target);
       if (overTls) return overTls;
+    } else if (pathKindOf(snapshot.value) === "relayed") {
+      const overTls = await this.#openRelayedTls(node, path.peerId, target);
+      if (overTls) return overTls;
     }
     let lastError: unknown;
     // Best connection first; a connection closing under us (both sides punched at once,
@@ -294,15 +298,39 @@ export class TunnelActor implements TunnelDialer {
    */
   async #openOverTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
     const now = this.#clock.now();
-    if ((this.#tlsBackoffUntil.get(peerId) ?? 0) > now) return undefined;
+    const key = `direct ${peerId}`;
+    if ((this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
     const direct = this.#connectionsOf(peerId).find((entry) => entry.kind === "direct");
     if (!direct) return undefined;
     try {
       return await this.#host!.openTlsTarget(direct.connection, target, this.#options.dialTimeoutMs ?? 3_000);
     } catch (error) {
       if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error; // the target refused: libp2p would not change that
-      if (!this.#tlsBackoffUntil.has(peerId)) this.#log.warn({ node, err: describeError(error) }, "TLS stream to a direct peer failed; its streams use libp2p for a minute");
-      this.#tlsBackoffUntil.set(peerId, now + tlsRetryMs);
+      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, "TLS stream to a direct peer failed; its streams use libp2p for a minute");
+      this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
+      return undefined;
+    }
+  }
+
+  /**
+   * A relayed stream on a relay channel of its own, under TLS end to end (the hubs
+   * carry ciphertext only, as with noise), when both ends serve TLS streams: no
+   * yamux or noise in JavaScript on the way. Falls back like #openOverTls.
+   */
+  async #openRelayedTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
+    const now = this.#clock.now();
+    const key = `relayed ${peerId}`;
+    if (!this.#relay || !this.#host!.servesTls(peerId) || (this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
+    let channel: RelayChannel | undefined;
+    try {
+      channel = await this.#relay.open(node, "tls-stream");
+      channel.on("error", () => undefined); // the TLS stream on top reports it
+      return await this.#host!.openTlsTargetOver(channel, node, target, this.#options.dialTimeoutMs ?? 3_000);
+    } catch (error) {
+      channel?.destroy();
+      if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error;
+      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute");
+      this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
       return undefined;
     }
   }
