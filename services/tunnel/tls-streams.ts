@@ -66,9 +66,11 @@ export async function startTlsStreamServer(options: {
   const open = new Set<TLSSocket>();
   const warned = new Set<string>();
   const refuse = (reason: string, detail: Record<string, unknown>) => {
-    refused.set(reason, (refused.get(reason) ?? 0) + 1);
-    if (!warned.has(reason)) options.log.warn(detail, `TLS tunnel connection refused: ${reason}`);
-    warned.add(reason);
+    // Reasons come from strangers' handshakes: a bounded set of counters, "other" beyond it.
+    const key = refused.has(reason) || refused.size < 32 ? reason : "other";
+    refused.set(key, (refused.get(key) ?? 0) + 1);
+    if (!warned.has(key)) options.log.warn(detail, `TLS tunnel connection refused: ${reason}`);
+    warned.add(key);
   };
   const server = createServer(
     {
@@ -95,7 +97,8 @@ export async function startTlsStreamServer(options: {
   );
   // Handshake failures (another CA, no certificate, plaintext): counted and said once per reason.
   server.on("tlsClientError", (error, socket) => {
-    refuse(describeError(error), { remote: socket.remoteAddress });
+    const code = (error as { code?: string }).code;
+    refuse(code ? `${code} (${describeError(error).slice(0, 120)})` : describeError(error).slice(0, 120), { remote: socket.remoteAddress });
     socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
