@@ -218,9 +218,14 @@ export class RelayEndpoint {
     if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
     const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound", "libp2p");
     this.#channels.set(key, inbound);
+    // Until it is handed out nothing listens on it: an open it refuses (malformed, an unknown
+    // purpose) resets it, and that reset must not become an uncaught error in the agent.
+    const unheard = () => undefined;
+    inbound.on("error", unheard);
     inbound.receive(frame);
-    // An open frame it had to refuse (malformed, unknown purpose) reset the channel already.
-    if (!inbound.destroyed) this.#options.onChannel(inbound);
+    if (inbound.destroyed) return;
+    inbound.off("error", unheard);
+    this.#options.onChannel(inbound);
   }
 }
 
