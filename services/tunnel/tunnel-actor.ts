@@ -75,7 +75,8 @@ export interface TunnelOptions {
   /**
    * With an identity: where streams on direct paths are served over TLS connections of
    * their own (tls-streams.ts: OpenSSL instead of noise and yamux in JavaScript); port 0
-   * picks one. Leave out to keep every stream on libp2p.
+   * picks one. With it, relayed streams between two such nodes also get a relay channel
+   * of their own under TLS. Leave out to keep every stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
 }
@@ -341,7 +342,7 @@ export class TunnelActor implements TunnelDialer {
     paths: Record<string, PathStateKind>;
     relayChannels: number;
     relayDrops: Record<string, number>;
-    /** Streams on direct paths over their own TLS connections (tls-streams.ts). */
+    /** Streams under TLS of their own (tls-streams.ts), on direct paths and relay channels. */
     tlsStreams: { opened: number; served: number; refused: Record<string, number> };
   } {
     const paths: Record<string, PathStateKind> = {};
