@@ -88,6 +88,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     const log = createLogger({ level: options.logLevel });
     const security = resolveNodeSecurity({ keys: options.keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
+    // Checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
+    const tunnelTls = options.tunnelTls === "off" ? undefined : parseHostPort(options.tunnelTls, "--tunnel-tls");
     const agent = await startAgent({
       security,
       actors: agentActors({
@@ -107,7 +109,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               mdns: parseOnOff(options.mdns, "--mdns"),
               ways: parseWays(options.tunnelWays),
               identity: security ? nodeIdentityOf(security) : undefined,
-              tlsStreams: security && options.tunnelTls !== "off" ? parseHostPort(options.tunnelTls, "--tunnel-tls") : undefined,
+              tlsStreams: security ? tunnelTls : undefined,
             }
           : undefined,
       }),

@@ -71,6 +71,9 @@ describe("leafmesh CLI", () => {
     const badAddress = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "localhost"]);
     expect(badAddress.code).toBe(2);
     expect(badAddress.stderr).toContain("--nats-listen: 'localhost' is not host:port");
+    const badTls = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--tunnel-tls", "4102"]);
+    expect(badTls.code).toBe(2);
+    expect(badTls.stderr).toContain("--tunnel-tls: '4102' is not host:port");
     const badUrl = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
     expect(badUrl.code).toBe(2);
     expect(badUrl.stderr).toMatch(/upstream: 'nats-leaf:\/\/hub-1:74x22' is not a URL/);
