@@ -56,6 +56,9 @@ export function parsePsk(psk: string | Uint8Array): Uint8Array {
   return new TextEncoder().encode(`${lines.join("\n")}\n`);
 }
 
+/** How long a relayed TLS session made ahead of a stream (a spare) is kept unused. */
+export const spareSessionLifetimeMs = 60_000;
+
 /** Noise transport messages carry at most 65,535 bytes, 16 of them the tag (the noise spec, section 3). */
 const noiseMaxPlaintext = 65_535 - 16;
 const yamuxHeaderBytes = 12;
@@ -111,8 +114,10 @@ export interface TunnelHost {
   openTlsTarget(connection: Connection, target: TunnelTarget, timeoutMs: number): Promise<Duplex | undefined>;
   /** Whether a peer announced in identify that it serves TLS streams (and this host does too). */
   servesTls(peerId: string): boolean;
-  /** A tunnel stream under TLS over an open relay channel to `node` (it must serve TLS streams). */
-  openTlsTargetOver(channel: Duplex, node: string, target: TunnelTarget, timeoutMs: number): Promise<Duplex>;
+  /** TLS with `node` over an open relay channel (it must serve TLS streams): resolves once the handshake proved it is `node`. */
+  tlsOver(channel: Duplex, node: string, timeoutMs: number): Promise<Duplex>;
+  /** Uses a TLS session from tlsOver for one tunnel stream: sends the target, waits for the status. */
+  openTargetOn(session: Duplex, node: string, target: TunnelTarget): Promise<Duplex>;
   /** Serves the tunnel stream under TLS that arrives on a relay channel from `peer`. */
   serveTlsOver(channel: Duplex, peer: string): void;
   /** Where this host serves TLS streams, if it does. */
@@ -292,11 +297,11 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
    * stream, a TLS connection): reads the target header, connects to the target,
    * replies with the status, then splices.
    */
-  const serveTunnelStream = async (duplex: Duplex, peer: string): Promise<void> => {
+  const serveTunnelStream = async (duplex: Duplex, peer: string, headerTimeoutMs = targetTimeout, onTarget?: () => void): Promise<void> => {
     duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
     let target: TunnelTarget;
     try {
-      target = (await readHeader(duplex, targetTimeout)) as TunnelTarget;
+      target = (await readHeader(duplex, headerTimeoutMs)) as TunnelTarget;
       if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
         throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
       }
@@ -305,6 +310,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       duplex.destroy();
       return;
     }
+    onTarget?.();
     const reply = (status: number, message?: string) => duplex.write(Buffer.concat([Buffer.from([status]), Buffer.from(frameHeader({ message: message ?? "" }))]));
     if (target.protocol === "UDP") {
       reply(statusOk);
@@ -401,11 +407,13 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     servesTls(peerId) {
       return tlsServer !== undefined && tlsPorts.has(peerId);
     },
-    async openTlsTargetOver(channel, node, target, timeoutMs) {
+    async tlsOver(channel, node, timeoutMs) {
       if (!options.identity) throw new LeafmeshError("TUNNEL_FAILED", "TLS streams need the node's certificate (--keys)");
-      const socket = await tlsClientOver(channel, { identity: options.identity, node, timeoutMs });
+      return tlsClientOver(channel, { identity: options.identity, node, timeoutMs });
+    },
+    openTargetOn(session, node, target) {
       tlsStats.opened++;
-      return requestTarget(socket, target, `node ${node} (TLS, relayed)`);
+      return requestTarget(session, target, `node ${node} (TLS, relayed)`);
     },
     serveTlsOver(channel, peer) {
       if (!options.identity || !tlsServer) {
@@ -414,8 +422,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       }
       tlsServerOver(channel, { identity: options.identity, peer, timeoutMs: targetTimeout }).then(
         (socket) => {
-          tlsStats.served++;
-          void serveTunnelStream(socket, `node ${peer} (TLS, relayed)`);
+          // The session may be the dialler's spare, made ahead of its next stream: its target
+          // comes when that stream opens (the channel's pings keep it alive meanwhile).
+          void serveTunnelStream(socket, `node ${peer} (TLS, relayed)`, spareSessionLifetimeMs + 60_000, () => tlsStats.served++);
         },
         (error: unknown) => {
           log.warn({ peer, err: describeError(error) }, "TLS stream over the relay refused");

@@ -185,6 +185,13 @@ describe("TLS streams over the relay", () => {
     expect(sha(back)).toBe(sha(payload));
     expect(e.status().tlsStreams.opened).toBe(opened + 1);
     expect(f.status().tlsStreams.served).toBeGreaterThanOrEqual(opened + 1);
+    // A stream leaves a spare session behind (a channel with TLS done): the next stream takes it.
+    await eventually(() => e.status().relayChannels >= 2, 5_000, "the spare's channel");
+    const channelsBefore = e.status().relayChannels;
+    const next = await e.openStream("edge-f", { host: "127.0.0.1", port: echoPort, protocol: "TCP" });
+    expect(sha(await roundTrip(next, payload))).toBe(sha(payload));
+    expect(e.status().tlsStreams.opened).toBe(opened + 2);
+    await eventually(() => e.status().relayChannels <= channelsBefore, 5_000, "the used session's channel closed, a new spare in its place");
     const carried = Buffer.concat(seen);
     expect(carried.byteLength).toBeGreaterThan(payload.byteLength);
     expect(carried.includes(marker)).toBe(false);

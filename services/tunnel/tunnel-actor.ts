@@ -23,7 +23,7 @@ import type { NatType, NodeRecord } from "../../bus/node-record.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { parsePsk, startTunnelHost, type TunnelHost, type TunnelTarget } from "./host.ts";
+import { parsePsk, spareSessionLifetimeMs, startTunnelHost, type TunnelHost, type TunnelTarget } from "./host.ts";
 import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
 import { NodeDirectory } from "./node-directory.ts";
 import type { NodeIdentity } from "./node-identity.ts";
@@ -124,6 +124,8 @@ export class TunnelActor implements TunnelDialer {
   readonly #warnedKeys = new Set<string>();
   /** "direct|relayed <peer id>" whose TLS streams failed, until when they are not tried again (bounded: two per known peer). */
   readonly #tlsBackoffUntil = new Map<string, number>();
+  /** Relayed TLS sessions made ahead of the next stream, one per node streams went to lately. */
+  readonly #spares = new Map<string, { session: Promise<Duplex>; expiry: unknown }>();
   #host: TunnelHost | undefined;
   #relay: RelayEndpoint | undefined;
   #directory: NodeDirectory | undefined;
@@ -235,6 +237,11 @@ export class TunnelActor implements TunnelDialer {
     this.#paths.clear();
     this.#stopServe?.();
     this.#directory?.stop();
+    for (const spare of this.#spares.values()) {
+      this.#clock.clearTimeout(spare.expiry);
+      void spare.session.then((session) => session.destroy(), () => undefined);
+    }
+    this.#spares.clear();
     this.#relay?.close();
     await this.#host?.stop();
     this.actor.send({ type: "STOPPED" });
@@ -322,18 +329,60 @@ export class TunnelActor implements TunnelDialer {
     const now = this.#clock.now();
     const key = `relayed ${peerId}`;
     if (!this.#relay || !this.#host!.servesTls(peerId) || (this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
-    let channel: RelayChannel | undefined;
+    let session: Duplex | undefined;
     try {
-      channel = await this.#relay.open(node, "tls-stream");
-      channel.on("error", () => undefined); // the TLS stream on top reports it
-      return await this.#host!.openTlsTargetOver(channel, node, target, this.#options.dialTimeoutMs ?? 3_000);
+      session = await this.#takeSpare(node);
+      // The next stream to this node finds its session ready: only the target's round trip left.
+      this.#prepareSpare(node);
+      session ??= await this.#relayedTlsSession(node);
+      return await this.#host!.openTargetOn(session, node, target);
     } catch (error) {
-      channel?.destroy();
+      session?.destroy();
       if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error;
       if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute");
       this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
       return undefined;
     }
+  }
+
+  /** A relay channel of its own to `node` with TLS done over it. */
+  async #relayedTlsSession(node: string): Promise<Duplex> {
+    const channel: RelayChannel = await this.#relay!.open(node, "tls-stream");
+    channel.on("error", () => undefined); // the TLS session on top reports it
+    try {
+      const session = await this.#host!.tlsOver(channel, node, this.#options.dialTimeoutMs ?? 3_000);
+      // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.
+      session.on("error", () => undefined);
+      return session;
+    } catch (error) {
+      channel.destroy();
+      throw error;
+    }
+  }
+
+  /** The spare session to `node` if one is ready and still open (it is handed out once). */
+  async #takeSpare(node: string): Promise<Duplex | undefined> {
+    const spare = this.#spares.get(node);
+    if (!spare) return undefined;
+    this.#spares.delete(node);
+    this.#clock.clearTimeout(spare.expiry);
+    const session = await spare.session.catch(() => undefined);
+    if (session && !session.destroyed && session.writable) return session;
+    session?.destroy();
+    return undefined;
+  }
+
+  /** Opens the next relayed TLS session to `node` ahead of time; unused, it goes after spareSessionLifetimeMs. */
+  #prepareSpare(node: string): void {
+    if (this.#stopped || this.#spares.has(node)) return;
+    const session = this.#relayedTlsSession(node);
+    session.catch(() => undefined); // a spare that fails is simply not there; the next stream makes its own
+    const expiry = this.#clock.setTimeout(() => {
+      if (this.#spares.get(node)?.session !== session) return;
+      this.#spares.delete(node);
+      void session.then((ready) => ready.destroy(), () => undefined);
+    }, spareSessionLifetimeMs);
+    this.#spares.set(node, { session, expiry });
   }
 
   /** A summary for status replies and heartbeats. */
