@@ -107,6 +107,55 @@ describe("relay channels through leaf → hub → leaf", () => {
     subscription.unsubscribe();
   }, 20_000);
 
+  it("keeps the credit of all channels towards a node within its budget, and every channel moving", async () => {
+    const budget = 256 * 1024;
+    const minimum = 16 * 1024;
+    const inbound: RelayChannel[] = [];
+    const receiver = new RelayEndpoint({
+      nats: b,
+      node: "edge-c",
+      log: silentLogger(),
+      windowBytes: 128 * 1024,
+      budgetBytes: budget,
+      minWindowBytes: minimum,
+      onChannel: (channel) => {
+        channel.on("error", () => undefined);
+        channel.pause(); // nobody reads yet: credit is all the senders have
+        inbound.push(channel);
+      },
+    });
+    const sender = new RelayEndpoint({ nats: a, node: "edge-d", log: silentLogger(), onChannel: () => undefined });
+    try {
+      await eventually(async () => (await sender.open("edge-c").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path up");
+      await eventually(() => receiver.outstandingCredit === 0, 5_000, "the probe's credit given back");
+      inbound.length = 0;
+      const payloads = Array.from({ length: 8 }, () => randomBytes(512 * 1024));
+      const channels = await Promise.all(payloads.map(() => sender.open("edge-c")));
+      for (const [index, channel] of channels.entries()) channel.end(payloads[index]);
+      await eventually(() => inbound.length === 8, 5_000, "eight channels at edge-c");
+      let highest = 0;
+      const watch = setInterval(() => (highest = Math.max(highest, receiver.outstandingCredit)), 5);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Two full windows fill the budget; the other six hold their minimum.
+      expect(receiver.outstandingCredit).toBeLessThanOrEqual(budget + 8 * minimum);
+      const received = inbound.map((channel) => {
+        const body = collect(channel);
+        channel.resume(); // reading starts: credit flows again
+        return body;
+      });
+      const bodies = await Promise.all(received);
+      for (const channel of inbound) channel.end();
+      clearInterval(watch);
+      expect(highest).toBeLessThanOrEqual(budget + 8 * minimum);
+      const sha = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+      expect(bodies.map(sha).sort()).toEqual(payloads.map(sha).sort());
+      await eventually(() => receiver.outstandingCredit === 0, 5_000, "all credit given back once the channels closed");
+    } finally {
+      sender.close();
+      receiver.close();
+    }
+  }, 30_000);
+
   it("resets a channel when a frame is lost, never truncating silently", async () => {
     const channel = await relayA.open("edge-b");
     const inbound = accepted.at(-1)!;

@@ -9,8 +9,10 @@
  * - order: every frame carries a per-direction sequence number; a gap (a frame
  *   lost while a hub died) resets the channel — bytes are never silently dropped.
  * - flow control: the sender spends credit the receiver grants as its reader
- *   consumes, so a subscriber never holds more than `windowBytes` per channel
- *   and is never a slow consumer.
+ *   consumes, so a subscriber never holds more than `windowBytes` per channel;
+ *   and all channels towards one node together hold at most `budgetBytes` of
+ *   credit (each keeps `minWindowBytes` whatever the others hold), so many busy
+ *   channels do not make the node's NATS client a slow consumer either.
  * - liveness: idle channels exchange pings; silence longer than `idleTimeoutMs`
  *   resets the channel (a cut path loses frames without any error at the sender).
  *
@@ -74,6 +76,14 @@ export interface RelayEndpointOptions {
   /** @default 1_048_576 — credit granted per channel: enough to fill a leaf→hub→leaf path of ~10 ms at ~100 MB/s, small enough that 100 channels stay under the 64 MiB slow-consumer limit of a NATS client. */
   windowBytes?: number;
   /**
+   * @default 16_777_216 — credit all channels towards this node may hold together beyond
+   * their `minWindowBytes` each: bounds what can be in flight to this node's NATS client
+   * (nats-server cuts a client off past 64 MiB pending) when many streams are busy at once.
+   */
+  budgetBytes?: number;
+  /** @default 65_536 — credit a channel may always hold, whatever the budget (no channel starves for good). */
+  minWindowBytes?: number;
+  /**
    * @default 262_148 — payload bytes per NATS message: four whole noise messages. Measured
    * in bench/tunnel: ~45 MB/s relayed against ~33 with one noise message per NATS message;
    * still far under max_payload (1 MiB), so one frame never delays others for long.
@@ -97,6 +107,8 @@ export class RelayEndpoint {
   readonly #options: Required<Omit<RelayEndpointOptions, "onEvent">> & Pick<RelayEndpointOptions, "onEvent">;
   readonly #channels = new Map<string, RelayChannel>();
   readonly #loggedDrops = new Set<string>();
+  readonly #starved = new Set<RelayChannel>();
+  #outstanding = 0;
   #subscription: Subscription;
   #closed = false;
 
@@ -105,6 +117,8 @@ export class RelayEndpoint {
     this.#options = {
       clock: systemClock,
       windowBytes: 1_048_576,
+      budgetBytes: 16 * 1_048_576,
+      minWindowBytes: 65_536,
       frameBytes: 4 * noiseMessageBytes,
       openTimeoutMs: 5_000,
       pingIntervalMs: 2_000,
@@ -120,6 +134,36 @@ export class RelayEndpoint {
         this.#receive(message.subject, message.data);
       },
     });
+  }
+
+  /** Credit granted to peers and not used yet, over all channels: at most what is in flight towards this node. */
+  get outstandingCredit(): number {
+    return this.#outstanding;
+  }
+
+  /** internal: how much of `wanted` a channel that holds `held` may be granted now (and it is counted as granted). */
+  allot(held: number, wanted: number): number {
+    const floor = Math.max(0, this.#options.minWindowBytes - held);
+    const shared = Math.max(0, this.#options.budgetBytes - this.#outstanding);
+    const given = Math.max(0, Math.min(wanted, Math.max(floor, shared)));
+    this.#outstanding += given;
+    return given;
+  }
+
+  /** internal: credit used (data arrived) or given back (a channel ended); starved channels may get theirs now. */
+  release(bytes: number): void {
+    this.#outstanding -= bytes;
+    if (this.#starved.size === 0) return;
+    for (const channel of [...this.#starved]) {
+      if (this.#outstanding >= this.#options.budgetBytes) break;
+      channel.regrant();
+    }
+  }
+
+  /** internal */
+  starve(channel: RelayChannel, starved: boolean): void {
+    if (starved) this.#starved.add(channel);
+    else this.#starved.delete(channel);
   }
 
   get channelCount(): number {
@@ -141,7 +185,7 @@ export class RelayEndpoint {
     const id = randomBytes(9).toString("base64url").replace(/[^A-Za-z0-9]/g, "x");
     const channel = new RelayChannel(this, peer, id, "outbound", purpose);
     this.#channels.set(this.#key(peer, id), channel);
-    channel.sendControl(frameTypes.open, new TextEncoder().encode(JSON.stringify({ window: this.#options.windowBytes, purpose })));
+    channel.sendControl(frameTypes.open, new TextEncoder().encode(JSON.stringify({ window: channel.grantInitial(), purpose })));
     await new Promise<void>((resolve, reject) => {
       const fail = (error: Error) => {
         this.#options.clock.clearTimeout(timer);
@@ -250,6 +294,8 @@ export class RelayChannel extends Duplex {
   #credit = 0;
   /** Bytes delivered to our reader and already credited back. */
   #credited = 0;
+  /** Credit given to the peer so far (initial window and grants); granted − delivered is what it may still send. */
+  #granted = 0;
   #delivered = 0;
   #pending: PendingWrite | undefined;
   #accepted = false;
@@ -303,7 +349,7 @@ export class RelayChannel extends Duplex {
         this.#credit += this.#parseWindow(frame.payload);
         this.purpose = this.#parsePurpose(frame.payload);
         this.#accepted = true;
-        this.sendControl(frameTypes.accept, new TextEncoder().encode(JSON.stringify({ window: this.#endpoint.options.windowBytes })));
+        this.sendControl(frameTypes.accept, new TextEncoder().encode(JSON.stringify({ window: this.grantInitial() })));
         this.#event("open");
         return;
       }
@@ -317,10 +363,11 @@ export class RelayChannel extends Duplex {
       }
       case frameTypes.data: {
         if (this.#ended) return this.reset("data after end of stream");
-        const room = this.#endpoint.options.windowBytes - (this.#delivered - this.#credited);
+        const room = this.#granted - this.#delivered;
         if (frame.payload.byteLength > room) return this.reset(`peer sent ${frame.payload.byteLength} bytes with only ${room} of credit`);
         this.bytesReceived += frame.payload.byteLength;
         this.#delivered += frame.payload.byteLength;
+        this.#endpoint.release(frame.payload.byteLength);
         // Copy: the NATS client reuses its read buffer.
         this.push(Buffer.from(frame.payload));
         this.#maybeGrantCredit();
@@ -388,11 +435,27 @@ export class RelayChannel extends Duplex {
     this.#endpoint.options.onEvent?.({ peer: this.peer, channel: this.id, status, bytes: this.bytesSent + this.bytesReceived, reason });
   }
 
+  /** internal: the credit this end gives the peer at open or accept (within the endpoint's budget). */
+  grantInitial(): number {
+    const window = this.#endpoint.allot(0, this.#endpoint.options.windowBytes);
+    this.#granted += window;
+    return window;
+  }
+
+  /** internal: the endpoint's budget has room again. */
+  regrant(): void {
+    if (!this.destroyed) this.#maybeGrantCredit();
+  }
+
   #maybeGrantCredit(): void {
     const consumed = this.#delivered - this.readableLength;
-    const grant = consumed - this.#credited;
-    if (grant >= this.#endpoint.options.windowBytes / 4 || (grant > 0 && this.readableLength === 0)) {
+    const pending = consumed - this.#credited;
+    if (pending >= this.#endpoint.options.windowBytes / 4 || (pending > 0 && this.readableLength === 0)) {
+      const grant = this.#endpoint.allot(this.#granted - this.#delivered, pending);
+      this.#endpoint.starve(this, grant < pending);
+      if (grant === 0) return;
       this.#credited += grant;
+      this.#granted += grant;
       const payload = new Uint8Array(4);
       new DataView(payload.buffer).setUint32(0, grant);
       this.sendControl(frameTypes.credit, payload);
@@ -455,12 +518,39 @@ export class RelayChannel extends Duplex {
   }
 
   override _read(): void {
-    this.#maybeGrantCredit();
+    this.#scheduleGrant();
+  }
+
+  /**
+   * Every read takes data out of the buffer (flowing readers too: Node's flow() calls
+   * read()), and credit is owed for it. _read alone is not enough: it runs before read()
+   * removes the data, and not again until the next push, so a reader that paused and then
+   * resumed drained the buffer with no credit ever following (a stall, seen in a test).
+   */
+  override read(size?: number): unknown {
+    const chunk: unknown = super.read(size);
+    if (chunk !== null) this.#scheduleGrant();
+    return chunk;
+  }
+
+  #grantScheduled = false;
+
+  #scheduleGrant(): void {
+    if (this.#grantScheduled) return;
+    this.#grantScheduled = true;
+    process.nextTick(() => {
+      this.#grantScheduled = false;
+      this.regrant();
+    });
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#endpoint.options.clock.clearInterval(this.#timer);
     this.#endpoint.forget(this);
+    // Credit the peer can no longer use goes back to the budget.
+    this.#endpoint.starve(this, false);
+    this.#endpoint.release(this.#granted - this.#delivered);
+    this.#granted = this.#delivered;
     if (!this.#resetReason && !(this.#finSent && this.#ended)) {
       // Destroyed locally before a clean close: the peer must not mistake it for an end of stream.
       this.#resetReason = error?.message ?? "closed locally before the end of stream";
