@@ -9,8 +9,8 @@ import { defineCommand, splitList } from "./command.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { readFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
-import type { NodeIdentity, ObserverAddress } from "../services/tunnel/index.ts";
-import type { NodeSecurity } from "../trust/security.ts";
+import type { ObserverAddress } from "../services/tunnel/index.ts";
+import { nodeIdentityPems } from "../trust/security.ts";
 import { agentActors } from "../roles/agent-actors.ts";
 import { interceptModes, type InterceptMode } from "../services/proxier/index.ts";
 
@@ -108,7 +108,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               observer: options.observer ? parseObserver(options.observer) : undefined,
               mdns: parseOnOff(options.mdns, "--mdns"),
               ways: parseWays(options.tunnelWays),
-              identity: security ? nodeIdentityOf(security) : undefined,
+              identity: security ? nodeIdentityPems(security) : undefined,
               tlsStreams: security ? tunnelTls : undefined,
             }
           : undefined,
@@ -126,9 +126,3 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     return runUntilSignal(io, () => agent.stop());
   },
 });
-
-/** The tunnel's identity from the node's bundle (loadNodeSecurity has checked the key's permissions). */
-function nodeIdentityOf(security: NodeSecurity): NodeIdentity {
-  const read = (path: string) => readFileSync(path, "utf8");
-  return { certPem: read(security.files.cert), keyPem: read(security.files.key), caPem: read(security.files.ca) };
-}

@@ -11,7 +11,7 @@
  * ```
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -21,6 +21,7 @@ import { checkNatsServerBinary } from "../bus/nats-server.ts";
 import { buildNatLab, hubAddresses, type NatLab, type SiteSpec } from "./nat.ts";
 import { inNamespace } from "./netns.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
+import { loadNodeSecurity, nodeIdentityPems } from "../trust/security.ts";
 import type { NodeIdentity } from "../services/tunnel/index.ts";
 
 export const labPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"6c".repeat(32)}\n`;
@@ -84,8 +85,7 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
     const identityOf = async (node: string): Promise<NodeIdentity | undefined> => {
       if (!options.secured) return undefined;
       await issueNode({ dir: keys, node });
-      const read = (file: string) => readFileSync(join(keys, "nodes", node, file), "utf8");
-      return { certPem: read("node.crt"), keyPem: read("node.key"), caPem: read("ca.crt") };
+      return nodeIdentityPems(loadNodeSecurity(keys, node));
     };
     const hubConfig = join(dir, "hub.conf");
     writeFileSync(

@@ -28,7 +28,8 @@ export function signNodeRecord(options: { record: Uint8Array; certPem: string; k
   return { record: Buffer.from(options.record).toString("base64"), cert: options.certPem, signature: signature.toString("base64") };
 }
 
-function commonName(cert: X509Certificate): string | undefined {
+/** The CN of a certificate's subject: a node certificate names its node there. */
+export function commonName(cert: X509Certificate): string | undefined {
   return /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1]?.trim();
 }
 

@@ -153,6 +153,12 @@ export interface NodeSecurity {
  * `nodes/<node>` in it is used) or the bundle copied to the node. Refuses
  * secrets with loose permissions.
  */
+/** The node's certificate and key and the mesh CA, as PEM: its tunnel identity (services/tunnel/node-identity.ts). */
+export function nodeIdentityPems(security: NodeSecurity): { certPem: string; keyPem: string; caPem: string } {
+  const read = (path: string) => readFileSync(path, "utf8");
+  return { certPem: read(security.files.cert), keyPem: read(security.files.key), caPem: read(security.files.ca) };
+}
+
 export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   const nested = nodeBundleDir(resolve(dir), node);
   const bundle = existsSync(nested) ? nested : resolve(dir);

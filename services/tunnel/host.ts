@@ -56,6 +56,13 @@ export function parsePsk(psk: string | Uint8Array): Uint8Array {
   return new TextEncoder().encode(`${lines.join("\n")}\n`);
 }
 
+/** The remote agent answered that it cannot reach the stream's target: no other path or carrier changes that. */
+export class TargetRefusedError extends LeafmeshError {
+  constructor(message: string) {
+    super("TUNNEL_FAILED", message);
+  }
+}
+
 /** How long a relayed TLS session made ahead of a stream (a spare) is kept unused. */
 export const spareSessionLifetimeMs = 60_000;
 
@@ -211,86 +218,6 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   const ownPeerId = peerIdFromPrivateKey(privateKey).toString();
   const proof = options.identity ? makePeerProof(options.node, ownPeerId, options.identity) : undefined;
   const tlsStats = { opened: 0, served: 0 };
-  // Started first: its port goes into identify. The handler is bound once serveTunnelStream exists.
-  let onTlsStream: (socket: Duplex, node: string) => void = (socket) => socket.destroy();
-  const tlsServer =
-    options.identity && options.tlsStreams
-      ? await startTlsStreamServer({ identity: options.identity, listen: options.tlsStreams, log, onStream: (socket, node) => onTlsStream(socket, node) })
-      : undefined;
-  const libp2p = await createLibp2p({
-    privateKey,
-    addresses: { listen: options.listen },
-    transports: [tcp()],
-    // The mesh key is bound into every noise handshake as its prologue (both sides
-    // must hash the same prologue or the handshake fails), which keeps foreign
-    // peers out like @libp2p/pnet does, without pnet's second cipher over every byte
-    // (XSalsa20 in WebAssembly: measured ~40% of the direct path's throughput, and
-    // it xors a connection's whole pending write buffer in one call, which failed
-    // with "Memory.grow(): Maximum memory size exceeded" under load).
-    connectionEncrypters: [noise({ prologueBytes: pskPrologue(options.psk), crypto: tunnelNoiseCrypto })],
-    // yamux grows a stream's window up to 16 MiB by default, while a libp2p stream
-    // aborts once 4 MiB sit unread (abstract-message-stream.js): a slow reader would
-    // get its stream reset. 1 MiB keeps the two consistent and fills a LAN or relay path.
-    // A yamux frame (12-byte header + data) must fit one noise message (65,519 bytes of
-    // plaintext): with yamux's default 64 KiB of data, every frame became a full noise
-    // message plus one of 29 bytes, each with its own cipher, tag and write.
-    streamMuxers: [yamux({ maxMessageSize: noiseMaxPlaintext - yamuxHeaderBytes, streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
-    peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
-    // identify's agent version carries the node name (and, with security on, its signed proof), so a
-    // neighbour found by mDNS is known by name without the hub.
-    nodeInfo: { userAgent: userAgentFor(options.node, proof, tlsServer?.port) },
-    // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
-    connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
-    services: {
-      identify: identify(),
-      // The connection monitor pings every connection every 10 s over this same
-      // protocol and aborts a connection whose ping fails; with the default of 2
-      // inbound / 1 outbound ping streams, our RTT probes made its pings fail.
-      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 }),
-      // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in: STYLE.md 5).
-      leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
-    },
-  });
-  const identified = new Map<string, Set<() => void>>();
-  const tlsPorts = new Map<string, number>();
-  const warned = new Set<string>();
-  libp2p.addEventListener("peer:identify", (event) => {
-    const peerId = event.detail.peerId.toString();
-    const claim = checkPeerClaim(event.detail.agentVersion, peerId, options.identity);
-    if (claim?.refused !== undefined) {
-      nodes.delete(peerId);
-      if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
-      // Said once per reason; a flood of impostors (each reason names its peer id) must not grow this without end.
-      if (warned.size >= 1_000) warned.clear();
-      warned.add(claim.refused);
-      void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
-    } else if (claim) {
-      nodes.set(peerId, claim.node);
-      const tlsPort = tlsPortOf(event.detail.agentVersion);
-      if (tlsPort) tlsPorts.set(peerId, tlsPort);
-      else tlsPorts.delete(peerId);
-    }
-    for (const wake of identified.get(peerId) ?? []) wake();
-    identified.delete(peerId);
-  });
-  /** The proven node of a peer, waiting for its identify when a stream comes first. */
-  const provenNode = async (peerId: string): Promise<string | undefined> => {
-    if (nodes.has(peerId)) return nodes.get(peerId);
-    await new Promise<void>((resolve) => {
-      const waiters = identified.get(peerId) ?? new Set();
-      identified.set(peerId, waiters);
-      const timer = setTimeout(done, options.identifyTimeoutMs ?? 5_000);
-      function done() {
-        clearTimeout(timer);
-        waiters.delete(done);
-        if (waiters.size === 0 && identified.get(peerId) === waiters) identified.delete(peerId);
-        resolve();
-      }
-      waiters.add(done);
-    });
-    return nodes.get(peerId);
-  };
-
   const targetTimeout = options.targetConnectTimeoutMs ?? 5_000;
   /**
    * Serves one tunnel stream from a proven peer, whatever carries it (a libp2p
@@ -339,9 +266,91 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     });
   };
 
-  onTlsStream = (socket, node) => {
-    tlsStats.served++;
-    void serveTunnelStream(socket, `node ${node} (TLS)`);
+  // Started before libp2p: its port goes into identify.
+  const tlsServer =
+    options.identity && options.tlsStreams
+      ? await startTlsStreamServer({
+          identity: options.identity,
+          listen: options.tlsStreams,
+          log,
+          onStream: (socket, node) => void serveTunnelStream(socket, `node ${node} (TLS)`, targetTimeout, () => tlsStats.served++),
+        })
+      : undefined;
+  const libp2p = await createLibp2p({
+    privateKey,
+    addresses: { listen: options.listen },
+    transports: [tcp()],
+    // The mesh key is bound into every noise handshake as its prologue (both sides
+    // must hash the same prologue or the handshake fails), which keeps foreign
+    // peers out like @libp2p/pnet does, without pnet's second cipher over every byte
+    // (XSalsa20 in WebAssembly: measured ~40% of the direct path's throughput, and
+    // it xors a connection's whole pending write buffer in one call, which failed
+    // with "Memory.grow(): Maximum memory size exceeded" under load).
+    connectionEncrypters: [noise({ prologueBytes: pskPrologue(options.psk), crypto: tunnelNoiseCrypto })],
+    // yamux grows a stream's window up to 16 MiB by default, while a libp2p stream
+    // aborts once 4 MiB sit unread (abstract-message-stream.js): a slow reader would
+    // get its stream reset. 1 MiB keeps the two consistent and fills a LAN or relay path.
+    // A yamux frame (12-byte header + data) must fit one noise message (65,519 bytes of
+    // plaintext): with yamux's default 64 KiB of data, every frame became a full noise
+    // message plus one of 29 bytes, each with its own cipher, tag and write.
+    streamMuxers: [yamux({ maxMessageSize: noiseMaxPlaintext - yamuxHeaderBytes, streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
+    peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
+    // identify's agent version carries the node name (and, with security on, its signed proof), so a
+    // neighbour found by mDNS is known by name without the hub.
+    nodeInfo: { userAgent: userAgentFor(options.node, proof, tlsServer?.port) },
+    // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
+    connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
+    services: {
+      identify: identify(),
+      // The connection monitor pings every connection every 10 s over this same
+      // protocol and aborts a connection whose ping fails; with the default of 2
+      // inbound / 1 outbound ping streams, our RTT probes made its pings fail.
+      ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 }),
+      // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in: STYLE.md 5).
+      leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
+    },
+  }).catch(async (error: unknown) => {
+    await tlsServer?.close(); // its port must not stay taken by a tunnel that never started
+    throw error;
+  });
+  const identified = new Map<string, Set<() => void>>();
+  const tlsPorts = new Map<string, number>();
+  const warned = new Set<string>();
+  libp2p.addEventListener("peer:identify", (event) => {
+    const peerId = event.detail.peerId.toString();
+    const claim = checkPeerClaim(event.detail.agentVersion, peerId, options.identity);
+    if (claim?.refused !== undefined) {
+      nodes.delete(peerId);
+      if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
+      // Said once per reason; a flood of impostors (each reason names its peer id) must not grow this without end.
+      if (warned.size >= 1_000) warned.clear();
+      warned.add(claim.refused);
+      void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
+    } else if (claim) {
+      nodes.set(peerId, claim.node);
+      const tlsPort = tlsPortOf(event.detail.agentVersion);
+      if (tlsPort) tlsPorts.set(peerId, tlsPort);
+      else tlsPorts.delete(peerId);
+    }
+    for (const wake of identified.get(peerId) ?? []) wake();
+    identified.delete(peerId);
+  });
+  /** The proven node of a peer, waiting for its identify when a stream comes first. */
+  const provenNode = async (peerId: string): Promise<string | undefined> => {
+    if (nodes.has(peerId)) return nodes.get(peerId);
+    await new Promise<void>((resolve) => {
+      const waiters = identified.get(peerId) ?? new Set();
+      identified.set(peerId, waiters);
+      const timer = setTimeout(done, options.identifyTimeoutMs ?? 5_000);
+      function done() {
+        clearTimeout(timer);
+        waiters.delete(done);
+        if (waiters.size === 0 && identified.get(peerId) === waiters) identified.delete(peerId);
+        resolve();
+      }
+      waiters.add(done);
+    });
+    return nodes.get(peerId);
   };
 
   /** Sends the target header on a fresh stream and waits for the remote agent's status. */
@@ -353,7 +362,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     const { message } = (await readHeader(duplex, targetTimeout + 5_000)) as { message: string };
     if (status !== statusOk) {
       duplex.destroy();
-      throw new LeafmeshError("TUNNEL_FAILED", message || "the remote agent refused the stream");
+      throw new TargetRefusedError(message || "the remote agent refused the stream");
     }
     return duplex;
   };

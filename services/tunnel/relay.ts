@@ -142,7 +142,7 @@ export class RelayEndpoint {
     });
   }
 
-  /** Credit granted to peers and not used yet, over all channels: at most what is in flight towards this node. */
+  /** Credit held over all channels: bytes peers may still send, are sending, or this node received and has not read yet. */
   get outstandingCredit(): number {
     return this.#outstanding;
   }
@@ -156,7 +156,7 @@ export class RelayEndpoint {
     return given;
   }
 
-  /** internal: credit used (data arrived) or given back (a channel ended); starved channels may get theirs now. */
+  /** internal: credit given back (a reader took its bytes, or a channel ended); starved channels may get theirs now. */
   release(bytes: number): void {
     this.#outstanding -= bytes;
     if (this.#starved.size === 0 || this.#wakeScheduled) return;

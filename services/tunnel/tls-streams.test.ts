@@ -3,7 +3,7 @@
  * tunnel actors with mesh certificates on a real fabric, on loopback.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
+import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
 import { requireTools } from "../../trust/test-servers.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTunnelActor, type NodeIdentity, type TunnelActor } from "./index.ts";
@@ -27,10 +28,7 @@ let echoPort: number;
 const actors: TunnelActor[] = [];
 const logLines: string[] = [];
 
-function identityOf(dir: string, node: string): NodeIdentity {
-  const read = (file: string) => readFileSync(join(dir, "nodes", node, file), "utf8");
-  return { certPem: read("node.crt"), keyPem: read("node.key"), caPem: read("ca.crt") };
-}
+const identityOf = (dir: string, node: string): NodeIdentity => nodeIdentityPems(loadNodeSecurity(dir, node));
 
 async function agent(node: string, tlsStreams?: { host: string; port: number }, ways?: { direct?: boolean; punch?: boolean; relay?: boolean }): Promise<TunnelActor> {
   const nats = await fabric.connect(node);

@@ -29,9 +29,10 @@
  */
 import { X509Certificate } from "node:crypto";
 import type { Duplex } from "node:stream";
-import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate } from "node:tls";
+import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate, type SecureContext } from "node:tls";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { commonName } from "../../trust/record-signature.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 
 export interface TlsStreamServer {
@@ -48,9 +49,21 @@ function commonNameOf(certificate: PeerCertificate | undefined): string | undefi
 
 /** The node named by our own certificate: a peer claiming it is refused (no streams to ourselves). */
 function ownNode(identity: NodeIdentity): string {
-  const name = /(?:^|\n)CN=([^\n]+)/.exec(new X509Certificate(identity.certPem).subject)?.[1]?.trim();
+  const name = commonName(new X509Certificate(identity.certPem));
   if (!name) throw new LeafmeshError("TRUST_FAILED", "the node certificate has no common name (CN = node name)");
   return name;
+}
+
+const secureContexts = new WeakMap<NodeIdentity, SecureContext>();
+
+/** The identity's certificate, key and CA parsed once: every stream opens a TLS session with them. */
+function secureContextOf(identity: NodeIdentity): SecureContext {
+  let context = secureContexts.get(identity);
+  if (!context) {
+    context = createSecureContext({ cert: identity.certPem, key: identity.keyPem, ca: identity.caPem, minVersion: "TLSv1.3" });
+    secureContexts.set(identity, context);
+  }
+  return context;
 }
 
 export async function startTlsStreamServer(options: {
@@ -144,7 +157,7 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
       isServer: true,
       requestCert: true,
       rejectUnauthorized: true,
-      secureContext: createSecureContext({ cert: options.identity.certPem, key: options.identity.keyPem, ca: options.identity.caPem, minVersion: "TLSv1.3" }),
+      secureContext: secureContextOf(options.identity),
     });
     const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS handshake with ${options.peer} over the relay not done within ${options.timeoutMs} ms`)), options.timeoutMs);
     const onError = (error: Error) => {
@@ -170,10 +183,7 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
   return new Promise((resolve, reject) => {
     const connectOptions: ConnectionOptions & { allowHalfOpen: boolean } = {
       ...options.carrier,
-      cert: options.identity.certPem,
-      key: options.identity.keyPem,
-      ca: options.identity.caPem,
-      minVersion: "TLSv1.3",
+      secureContext: secureContextOf(options.identity),
       allowHalfOpen: true,
       // The chain is checked against the mesh CA (rejectUnauthorized); the name must be the node we meant.
       checkServerIdentity: (_host, certificate) =>

@@ -23,7 +23,7 @@ import type { NatType, NodeRecord } from "../../bus/node-record.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { parsePsk, spareSessionLifetimeMs, startTunnelHost, type TunnelHost, type TunnelTarget } from "./host.ts";
+import { parsePsk, spareSessionLifetimeMs, startTunnelHost, TargetRefusedError, type TunnelHost, type TunnelTarget } from "./host.ts";
 import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
 import { NodeDirectory } from "./node-directory.ts";
 import type { NodeIdentity } from "./node-identity.ts";
@@ -284,7 +284,7 @@ export class TunnelActor implements TunnelDialer {
         try {
           return await this.#host.openTarget(connection, target);
         } catch (error) {
-          if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error; // the target refused: no other path changes that
+          if (error instanceof TargetRefusedError) throw error; // no other path changes that
           lastError = error;
         }
       }
@@ -304,20 +304,11 @@ export class TunnelActor implements TunnelDialer {
    * tried towards that peer for a while (a firewall in between would otherwise cost
    * every stream a timeout).
    */
-  async #openOverTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
-    const now = this.#clock.now();
-    const key = `direct ${peerId}`;
-    if ((this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
-    const direct = this.#connectionsOf(peerId).find((entry) => entry.kind === "direct");
-    if (!direct) return undefined;
-    try {
-      return await this.#host!.openTlsTarget(direct.connection, target, this.#options.dialTimeoutMs ?? 3_000);
-    } catch (error) {
-      if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error; // the target refused: libp2p would not change that
-      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, "TLS stream to a direct peer failed; its streams use libp2p for a minute");
-      this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
-      return undefined;
-    }
+  #openOverTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
+    return this.#tryTls("direct", node, peerId, async () => {
+      const direct = this.#connectionsOf(peerId).find((entry) => entry.kind === "direct");
+      return direct && this.#host!.openTlsTarget(direct.connection, target, this.#options.dialTimeoutMs ?? 3_000);
+    });
   }
 
   /**
@@ -325,21 +316,31 @@ export class TunnelActor implements TunnelDialer {
    * carry ciphertext only, as with noise), when both ends serve TLS streams: no
    * yamux or noise in JavaScript on the way. Falls back like #openOverTls.
    */
-  async #openRelayedTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
-    const now = this.#clock.now();
-    const key = `relayed ${peerId}`;
-    if (!this.#relay || !this.#host!.servesTls(peerId) || (this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
-    let session: Duplex | undefined;
-    try {
-      session = await this.#takeSpare(node);
+  #openRelayedTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
+    if (!this.#relay || !this.#host!.servesTls(peerId)) return Promise.resolve(undefined);
+    return this.#tryTls("relayed", node, peerId, async () => {
+      const spare = await this.#takeSpare(node);
       // The next stream to this node finds its session ready: only the target's round trip left.
       this.#prepareSpare(node);
-      session ??= await this.#relayedTlsSession(node);
-      return await this.#host!.openTargetOn(session, node, target);
+      const session = spare ?? (await this.#relayedTlsSession(node));
+      return this.#host!.openTargetOn(session, node, target).catch((error: unknown) => {
+        session.destroy();
+        throw error;
+      });
+    });
+  }
+
+  /** Runs one TLS way of opening a stream; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
+  async #tryTls(path: "direct" | "relayed", node: string, peerId: string, open: () => Promise<Duplex | undefined>): Promise<Duplex | undefined> {
+    const key = `${path} ${peerId}`;
+    const now = this.#clock.now();
+    if ((this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
+    try {
+      return await open();
     } catch (error) {
-      session?.destroy();
-      if (error instanceof LeafmeshError && error.message.includes(" cannot connect to ")) throw error;
-      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute");
+      if (error instanceof TargetRefusedError) throw error; // libp2p would not change that
+      const said = path === "direct" ? "TLS stream to a direct peer failed; its streams use libp2p for a minute" : "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute";
+      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, said);
       this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
       return undefined;
     }
