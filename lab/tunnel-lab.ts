@@ -74,6 +74,10 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
   };
 
   const teardown = async () => {
+    // SIGTERM first (agents exit cleanly, so NODE_OPTIONS=--cpu-prof writes its profiles), SIGKILL what is left after 2 s.
+    const exited = children.filter((child) => child.exitCode === null && child.signalCode === null).map((child) => new Promise((resolve) => child.once("exit", resolve)));
+    for (const child of children) child.kill("SIGTERM");
+    await Promise.race([Promise.all(exited), new Promise((resolve) => setTimeout(resolve, 2_000))]);
     for (const child of children) child.kill("SIGKILL");
     await nat.teardown();
     rmSync(dir, { recursive: true, force: true });
@@ -136,6 +140,8 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
             try {
               message = JSON.parse(line) as AgentReply & { event?: string };
             } catch {
+              // Not a reply (node's own --trace-gc, for one): shown with the agent's stderr.
+              if (process.env.LEAFMESH_LAB_VERBOSE) process.stderr.write(`[${name}] ${line}\n`);
               return;
             }
             if (message.event === "ready") resolve();

@@ -11,12 +11,14 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { connect as netConnect, createServer } from "node:net";
+import { constants, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import type { Duplex } from "node:stream";
 import { Bus } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
 import { describeError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
+import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
 
 export const echoPort = 7007;
@@ -44,6 +46,18 @@ function echoServer() {
     socket.pipe(socket);
   });
 }
+
+/** Garbage collections so far, by kind (minor, major, incremental, weak): the benchmark reports them per run. */
+const gcCounts = { minor: 0, major: 0, incremental: 0, weak: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind;
+    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gcCounts.minor++;
+    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcCounts.major++;
+    else if (kind === constants.NODE_PERFORMANCE_GC_INCREMENTAL) gcCounts.incremental++;
+    else gcCounts.weak++;
+  }
+}).observe({ entryTypes: ["gc"] });
 
 /** Sends `bytes` to a sink and waits for its count: MB/s over the whole exchange. */
 async function throughput(stream: Duplex, bytes: number): Promise<number> {
@@ -110,6 +124,8 @@ function rawConnect(host: string, port: number): Promise<Duplex> {
 }
 
 const [mode, configText] = process.argv.slice(2);
+// The lab's teardown: exit at once, but through process.exit (so --cpu-prof profiles are written).
+process.once("SIGTERM", () => process.exit(0));
 const config = JSON.parse(configText ?? "{}") as Record<string, unknown>;
 const log = createLogger({ level: process.env.LEAFMESH_LOG_LEVEL ?? "warn" }).child({ node: config.node ?? mode });
 const reply = (message: unknown) => process.stdout.write(`${JSON.stringify(message)}\n`);
@@ -171,6 +187,7 @@ if (mode === "observer") {
     tlsStreams: config.identity ? { host: "0.0.0.0", port: 4102 } : undefined,
   });
   await tunnel.start();
+  accountStreamBuffersInHeapLimits();
   reply({ event: "ready" });
   createInterface({ input: process.stdin }).on("line", (line) => {
     void (async () => {
@@ -202,15 +219,22 @@ if (mode === "observer") {
               firstByteMs,
             });
           }
-          case "bench": {
-            // Through the tunnel (node) or raw TCP (host): throughput, RTT samples, first-byte samples.
+          case "throughput":
+          case "latency": {
+            // Through the tunnel (node) or raw TCP (host): MB/s into the sink, or RTT and first-byte samples.
             const raw = typeof (request as { host?: string }).host === "string";
             const host = (request as { host?: string }).host!;
             const open = (port: number) => (raw ? rawConnect(host, port === echoPort ? rawEchoPort : port) : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" }));
-            const mbps = await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024);
+            const kind = raw ? "raw" : tunnel.pathTo(request.node!);
+            if (request.op === "throughput") return reply({ id: request.id, ok: true, mbps: await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024), kind });
             const rtt = await rttSamples(await open(echoPort), 200);
             const firstByte = await firstByteSamples(() => open(echoPort), 30);
-            return reply({ id: request.id, ok: true, mbps, rtt, firstByte, kind: raw ? "raw" : tunnel.pathTo(request.node!) });
+            return reply({ id: request.id, ok: true, rtt, firstByte, kind });
+          }
+          case "cpu": {
+            // CPU this process used so far (user + system), for CPU per MiB in the benchmark.
+            const usage = process.cpuUsage();
+            return reply({ id: request.id, ok: true, cpuMs: (usage.user + usage.system) / 1000, userMs: usage.user / 1000, systemMs: usage.system / 1000, gc: { ...gcCounts }, maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) });
           }
           case "nats-serve": {
             // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf.
@@ -227,25 +251,28 @@ if (mode === "observer") {
             await nats.flush();
             return reply({ id: request.id, ok: true });
           }
-          case "nats-bench": {
+          case "nats-throughput": {
             const to = request.node!;
             const bytes = request.bytes ?? 32 * 1024 * 1024;
             const piece = randomBytes(32 * 1024);
             const started = performance.now();
             for (let sent = 0; sent < bytes; sent += piece.byteLength) {
               nats.publish(`bench.${to}.sink`, piece);
-              // The same 1 MiB window the relay uses, so neither side is a slow consumer.
+              // A 1 MiB window, so neither side is a slow consumer.
               if ((sent / piece.byteLength) % 32 === 31) await nats.flush();
             }
             const counted = Number(new TextDecoder().decode((await nats.request(`bench.${to}.sink`, new Uint8Array(0), { timeout: 60_000 })).data));
             const mbps = counted / 1e6 / ((performance.now() - started) / 1000);
+            return reply({ id: request.id, ok: counted >= bytes, mbps, counted });
+          }
+          case "nats-latency": {
             const rtt: number[] = [];
             for (let index = 0; index < 200; index++) {
               const begun = performance.now();
-              await nats.request(`bench.${to}.echo`, new Uint8Array([1]), { timeout: 5_000 });
+              await nats.request(`bench.${request.node!}.echo`, new Uint8Array([1]), { timeout: 5_000 });
               rtt.push(performance.now() - begun);
             }
-            return reply({ id: request.id, ok: counted >= bytes, mbps, rtt, counted });
+            return reply({ id: request.id, ok: true, rtt });
           }
           case "stop":
             await tunnel.stop();

@@ -25,6 +25,7 @@ import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import { Gauge, type Registry } from "prom-client";
 import { MetricsServer } from "../lib/metrics.ts";
+import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats-config/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats-config/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
@@ -102,6 +103,8 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   checkNodeName(config.node, config.role === "site" ? "site server name" : "node name");
   if (config.domain) checkNodeName(config.domain, "site name");
   const log = config.log.child({ node: config.node });
+  // This process splices stream bytes (tunnel, cluster IPs): see lib/stream-heap.ts.
+  accountStreamBuffersInHeapLimits();
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
   checkUpstreamUrls(config.upstreams.map(toLeafUrl));
   let upstreams = config.upstreams.map(toLeafUrl);

@@ -14,9 +14,9 @@
  * ```
  */
 import { createHash } from "node:crypto";
-import { connect as netConnect } from "node:net";
+import { Socket, type SocketConstructorOpts } from "node:net";
 import { createSocket } from "node:dgram";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import { createLibp2p, type Libp2p } from "libp2p";
 import { tcp } from "@libp2p/tcp";
 import { noise } from "@chainsafe/libp2p-noise";
@@ -183,6 +183,38 @@ async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unknown> {
   return JSON.parse((await readExactly(duplex, length, timeoutMs)).toString("utf8"));
 }
 
+/** What `pipeBatched` gathers before the writer pushes back. */
+const batchBytes = 256 * 1024;
+
+/**
+ * `from.pipe(to)`, with the chunks that arrive in one turn of the event loop written
+ * to `to` in one go (cork until setImmediate: one writev). A TLS session hands its
+ * plaintext over in 16 KiB records; written one by one, each is a syscall on the
+ * target socket (bench/tunnel, direct: ~10% less CPU at the receiving agent, within
+ * the noise of one run).
+ */
+export function pipeBatched(from: Readable, to: Writable): void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    to.uncork();
+  };
+  const resume = () => from.resume();
+  from.on("data", (chunk: Buffer) => {
+    if (to.destroyed) return;
+    if (!corked) {
+      corked = true;
+      to.cork();
+      setImmediate(uncork);
+    }
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once("drain", resume);
+    }
+  });
+  from.once("end", () => to.end());
+}
+
 /** UDP over a stream: each datagram is a 2-byte length and its bytes. */
 export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger): void {
   const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
@@ -244,12 +276,15 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       spliceUdp(duplex, target, log);
       return;
     }
-    const socket = netConnect({ host: target.host, port: target.port, timeout: targetTimeout });
+    // A write buffer that holds what pipeBatched gathers in one turn (the default, 16 KiB, is one TLS record).
+    // net.Socket hands stream options to its Duplex, though the typings omit them.
+    const socketOptions: SocketConstructorOpts & { writableHighWaterMark: number } = { writableHighWaterMark: batchBytes };
+    const socket = new Socket(socketOptions).setTimeout(targetTimeout).connect({ host: target.host, port: target.port });
     socket.once("connect", () => {
       socket.setTimeout(0);
       reply(statusOk);
       socket.pipe(duplex);
-      duplex.pipe(socket);
+      pipeBatched(duplex, socket);
     });
     socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `connect to ${target.host}:${target.port} timed out`)));
     socket.once("error", (error) => {

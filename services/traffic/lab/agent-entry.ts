@@ -17,6 +17,7 @@ import { Bus } from "../../../bus/bus.ts";
 import { IndexFeed } from "../../../bus/catalog-feed.ts";
 import type { CatalogObject } from "../../../bus/catalog.ts";
 import { createLogger } from "../../../lib/log.ts";
+import { accountStreamBuffersInHeapLimits } from "../../../lib/stream-heap.ts";
 import { busListenerSource, createProxierActor } from "../../proxier/index.ts";
 import type { InterceptMode } from "../../proxier/backend.ts";
 import { createTrafficActor } from "../index.ts";
@@ -46,6 +47,8 @@ proxier.actor.subscribe(() => {
 try {
   await proxier.start();
   await traffic.start();
+  // As roles/agent.ts does for every agent (lib/stream-heap.ts).
+  accountStreamBuffersInHeapLimits();
 } catch (error) {
   say({ event: "failed", error: (error as Error).message });
   process.exit(2);
