@@ -50,10 +50,16 @@ export interface RelayFrame {
 }
 
 export function encodeFrame(type: FrameType, sequence: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const bytes = new Uint8Array(headerBytes + payload.byteLength);
-  bytes[0] = type;
-  new DataView(bytes.buffer).setUint32(1, sequence >>> 0);
+  const bytes = frameWithHeader(type, sequence, payload.byteLength);
   bytes.set(payload, headerBytes);
+  return bytes;
+}
+
+/** A frame of `payloadBytes` with its header written and its payload left to fill (not zeroed: every byte is written). */
+function frameWithHeader(type: FrameType, sequence: number, payloadBytes: number): Buffer {
+  const bytes = Buffer.allocUnsafe(headerBytes + payloadBytes);
+  bytes[0] = type;
+  bytes.writeUInt32BE(sequence >>> 0, 1);
   return bytes;
 }
 
@@ -284,8 +290,11 @@ export class RelayEndpoint {
   }
 }
 
+/** What the writer handed over and credit has not let out yet: whole chunks, the first from `offset` on. */
 interface PendingWrite {
-  chunk: Buffer;
+  chunks: Buffer[];
+  offset: number;
+  remaining: number;
   callback: (error?: Error | null) => void;
 }
 
@@ -380,8 +389,9 @@ export class RelayChannel extends Duplex {
         if (frame.payload.byteLength > room) return this.reset(`peer sent ${frame.payload.byteLength} bytes with only ${room} of credit`);
         this.bytesReceived += frame.payload.byteLength;
         this.#delivered += frame.payload.byteLength;
-        // Copy: the NATS client reuses its read buffer.
-        this.push(Buffer.from(frame.payload));
+        // A view, not a copy: the NATS client hands each message a fresh socket read or
+        // message buffer (@nats-io/transport-node, parser.js) and never writes to it again.
+        this.push(Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength));
         this.#maybeGrantCredit();
         return;
       }
@@ -493,20 +503,36 @@ export class RelayChannel extends Duplex {
     const pending = this.#pending;
     if (!pending || !this.#accepted || this.destroyed) return;
     const frameBytes = this.#endpoint.options.frameBytes;
-    let offset = 0;
-    while (offset < pending.chunk.byteLength && this.#credit > 0) {
-      const size = Math.min(frameBytes, this.#credit, pending.chunk.byteLength - offset);
-      this.sendControl(frameTypes.data, pending.chunk.subarray(offset, offset + size));
+    while (pending.remaining > 0 && this.#credit > 0) {
+      const size = Math.min(frameBytes, this.#credit, pending.remaining);
+      this.#sendData(pending, size);
       this.#credit -= size;
       this.bytesSent += size;
-      offset += size;
+      pending.remaining -= size;
     }
-    if (offset === pending.chunk.byteLength) {
+    if (pending.remaining === 0) {
       this.#pending = undefined;
       pending.callback();
-    } else {
-      pending.chunk = pending.chunk.subarray(offset);
     }
+  }
+
+  /** One data frame of the next `size` pending bytes, copied once: from the writer's chunks into the frame. */
+  #sendData(pending: PendingWrite, size: number): void {
+    const frame = frameWithHeader(frameTypes.data, this.#sendSequence++, size);
+    let filled = 0;
+    while (filled < size) {
+      const chunk = pending.chunks[0];
+      const take = Math.min(size - filled, chunk.byteLength - pending.offset);
+      chunk.copy(frame, headerBytes + filled, pending.offset, pending.offset + take);
+      filled += take;
+      pending.offset += take;
+      if (pending.offset === chunk.byteLength) {
+        pending.chunks.shift();
+        pending.offset = 0;
+      }
+    }
+    this.#endpoint.publish(this.peer, this.id, frame);
+    this.#lastSent = this.#endpoint.options.clock.now();
   }
 
   #maybeFinish(): void {
@@ -517,13 +543,14 @@ export class RelayChannel extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#pending = { chunk, callback };
+    this.#pending = { chunks: [chunk], offset: 0, remaining: chunk.byteLength, callback };
     this.#flush();
   }
 
   /** Writes queued while credit ran out go out together: fewer, fuller NATS messages. */
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.#pending = { chunk: chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map(({ chunk }) => chunk)), callback };
+    const list = chunks.map(({ chunk }) => chunk).filter((chunk) => chunk.byteLength > 0);
+    this.#pending = { chunks: list, offset: 0, remaining: list.reduce((sum, chunk) => sum + chunk.byteLength, 0), callback };
     this.#flush();
   }
 
