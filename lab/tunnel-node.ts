@@ -200,7 +200,7 @@ if (mode === "observer") {
       try {
         switch (request.op) {
           case "status":
-            return reply({ id: request.id, ok: true, nat: tunnel.nat, records: tunnel.directory?.all().map((record) => record.node) ?? [] });
+            return reply({ id: request.id, ok: true, nat: tunnel.nat, records: tunnel.directory?.all().map((record) => record.node) ?? [], tlsStreams: tunnel.status().tlsStreams });
           case "path":
             return reply({ id: request.id, ok: true, kind: tunnel.pathTo(request.node!) ?? null, detail: tunnel.pathDetail(request.node!), connections: tunnel.connectionsTo(request.node!).map((entry) => entry.kind) });
           case "roundtrip": {

@@ -125,8 +125,8 @@ export interface TunnelHost {
   tlsOver(channel: Duplex, node: string, timeoutMs: number): Promise<Duplex>;
   /** Uses a TLS session from tlsOver for one tunnel stream: sends the target, waits for the status. */
   openTargetOn(session: Duplex, node: string, target: TunnelTarget): Promise<Duplex>;
-  /** Serves the tunnel stream under TLS that arrives on a relay channel from `peer`. */
-  serveTlsOver(channel: Duplex, peer: string): void;
+  /** Serves the tunnel stream under TLS that arrives from `peer` on a relay channel or a connection punched for it. */
+  serveTlsOver(channel: Duplex, peer: string, carrier: "relayed" | "hole-punched"): void;
   /** Where this host serves TLS streams, if it does. */
   readonly tlsStreamPort: number | undefined;
   /** TLS streams opened and served, and connections refused by reason. */
@@ -457,9 +457,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     },
     openTargetOn(session, node, target) {
       tlsStats.opened++;
-      return requestTarget(session, target, `node ${node} (TLS, relayed)`);
+      return requestTarget(session, target, `node ${node} (TLS)`);
     },
-    serveTlsOver(channel, peer) {
+    serveTlsOver(channel, peer, carrier) {
       if (!options.identity || !tlsServer) {
         channel.destroy(new LeafmeshError("TUNNEL_FAILED", "this node does not serve TLS streams"));
         return;
@@ -467,11 +467,11 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       tlsServerOver(channel, { identity: options.identity, peer, timeoutMs: targetTimeout }).then(
         (socket) => {
           // The session may be the dialler's spare, made ahead of its next stream: its target
-          // comes when that stream opens (the channel's pings keep it alive meanwhile).
-          void serveTunnelStream(socket, `node ${peer} (TLS, relayed)`, spareSessionLifetimeMs + 60_000, () => tlsStats.served++);
+          // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
+          void serveTunnelStream(socket, `node ${peer} (TLS, ${carrier})`, spareSessionLifetimeMs + 60_000, () => tlsStats.served++);
         },
         (error: unknown) => {
-          log.warn({ peer, err: describeError(error) }, "TLS stream over the relay refused");
+          log.warn({ peer, err: describeError(error) }, carrier === "relayed" ? "TLS stream over the relay refused" : "TLS stream on a punched connection refused");
           channel.destroy();
         },
       );

@@ -86,11 +86,16 @@ export interface TunnelDialer {
   openStream(node: string, target: TunnelTarget): Promise<Duplex>;
 }
 
+/** What a punched socket becomes: the pair's libp2p connection, or one tunnel stream under TLS (tls-streams.ts). */
+type PunchPurpose = "libp2p" | "tls-stream";
+
 interface PunchRequest {
   from: string;
   peerId: string;
   nat: NatType;
   mapped: HostPort;
+  /** @default "libp2p" (agents before TLS streams did not send it) */
+  purpose?: PunchPurpose;
 }
 
 const lifecycleMachine = setup({
@@ -122,10 +127,10 @@ export class TunnelActor implements TunnelDialer {
   /** LAN neighbours by node name (from identify), for when the directory is out of reach. */
   readonly #lanPeers = new Map<string, string>();
   readonly #warnedKeys = new Set<string>();
-  /** "direct|relayed <peer id>" whose TLS streams failed, until when they are not tried again (bounded: two per known peer). */
+  /** "<path kind> <peer id>" whose TLS streams failed, until when they are not tried again (bounded: three per known peer). */
   readonly #tlsBackoffUntil = new Map<string, number>();
-  /** Relayed TLS sessions made ahead of the next stream, one per node streams went to lately. */
-  readonly #spares = new Map<string, { session: Promise<Duplex>; expiry: unknown }>();
+  /** TLS sessions made ahead of the next stream ("relayed|hole-punched <node>"), one per path kind and node streams went to lately. */
+  readonly #spares = new Map<string, { session: Promise<Duplex>; expiry: unknown; ready: boolean }>();
   #host: TunnelHost | undefined;
   #relay: RelayEndpoint | undefined;
   #directory: NodeDirectory | undefined;
@@ -201,7 +206,7 @@ export class TunnelActor implements TunnelDialer {
           clock: this.#clock,
           onChannel: (channel) => {
             channel.on("error", () => undefined); // the connection or TLS stream on top reports it
-            if (channel.purpose === "tls-stream") return host.serveTlsOver(channel, channel.peer);
+            if (channel.purpose === "tls-stream") return host.serveTlsOver(channel, channel.peer, "relayed");
             host.upgrade(channel, "inbound", multiaddr(relayMarker)).catch((error) => this.#log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
           },
           onEvent: (event) =>
@@ -274,6 +279,9 @@ export class TunnelActor implements TunnelDialer {
     } else if (pathKindOf(snapshot.value) === "relayed") {
       const overTls = await this.#openRelayedTls(node, path.peerId, target);
       if (overTls) return overTls;
+    } else if (pathKindOf(snapshot.value) === "hole-punched") {
+      const overTls = await this.#openPunchedTls(node, path.peerId, target);
+      if (overTls) return overTls;
     }
     let lastError: unknown;
     // Best connection first; a connection closing under us (both sides punched at once,
@@ -319,9 +327,9 @@ export class TunnelActor implements TunnelDialer {
   #openRelayedTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
     if (!this.#relay || !this.#host!.servesTls(peerId)) return Promise.resolve(undefined);
     return this.#tryTls("relayed", node, peerId, async () => {
-      const spare = await this.#takeSpare(node);
+      const spare = await this.#takeSpare("relayed", node);
       // The next stream to this node finds its session ready: only the target's round trip left.
-      this.#prepareSpare(node);
+      this.#prepareSpare("relayed", node, () => this.#relayedTlsSession(node));
       const session = spare ?? (await this.#relayedTlsSession(node));
       return this.#host!.openTargetOn(session, node, target).catch((error: unknown) => {
         session.destroy();
@@ -330,20 +338,70 @@ export class TunnelActor implements TunnelDialer {
     });
   }
 
+  /**
+   * A stream on a hole-punched path over a punched TCP connection of its own under
+   * TLS, like a direct one: the pair's libp2p connection (noise and yamux in
+   * JavaScript) carried ~0.25× of raw TCP across the NATs in bench/tunnel. A punch
+   * takes round trips through the fabric, so it is made ahead of time: each stream
+   * takes the spare punched for it and has the next one punched; with none ready (the
+   * first stream to a node, or the hub out of reach) the stream goes over libp2p.
+   */
+  #openPunchedTls(node: string, peerId: string, target: TunnelTarget): Promise<Duplex | undefined> {
+    // Both NATs measured and published first (the punch plan and the address to admit depend on them).
+    const record = this.#directory?.get(node);
+    const measured = this.#mapped !== undefined && this.#nat !== "unknown" && record !== undefined && record.nat !== "unknown" && record.observed.length > 0;
+    if (!this.#host!.servesTls(peerId) || !this.#options.observer || !measured) return Promise.resolve(undefined);
+    return this.#tryTls("hole-punched", node, peerId, async () => {
+      // A punch still under way is not waited for: it can take seconds to fail.
+      const spare = await this.#takeSpare("hole-punched", node, { readyOnly: true });
+      this.#prepareSpare("hole-punched", node, () => this.#punchedTlsSession(node), (error) => this.#tlsFailed("hole-punched", node, peerId, error));
+      if (!spare) return undefined;
+      return this.#host!.openTargetOn(spare, node, target).catch((error: unknown) => {
+        spare.destroy();
+        throw error;
+      });
+    });
+  }
+
+  /** A punched TCP connection to `node` with TLS done over it. */
+  async #punchedTlsSession(node: string): Promise<Duplex> {
+    const record = this.#directory?.get(node);
+    if (!record) throw new LeafmeshError("TUNNEL_FAILED", `no record of ${node} in mesh-nodes to punch by`);
+    const socket = await this.#punchSocket(record, "tls-stream");
+    // A TLSSocket takes allowHalfOpen from the socket it wraps: end() must half-close, as on every tunnel stream.
+    socket.allowHalfOpen = true;
+    try {
+      const session = await this.#host!.tlsOver(socket, node, this.#options.dialTimeoutMs ?? 3_000);
+      session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
+      return session;
+    } catch (error) {
+      socket.destroy();
+      throw error;
+    }
+  }
+
   /** Runs one TLS way of opening a stream; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
-  async #tryTls(path: "direct" | "relayed", node: string, peerId: string, open: () => Promise<Duplex | undefined>): Promise<Duplex | undefined> {
-    const key = `${path} ${peerId}`;
-    const now = this.#clock.now();
-    if ((this.#tlsBackoffUntil.get(key) ?? 0) > now) return undefined;
+  async #tryTls(path: PathKind, node: string, peerId: string, open: () => Promise<Duplex | undefined>): Promise<Duplex | undefined> {
+    if ((this.#tlsBackoffUntil.get(`${path} ${peerId}`) ?? 0) > this.#clock.now()) return undefined;
     try {
       return await open();
     } catch (error) {
       if (error instanceof TargetRefusedError) throw error; // libp2p would not change that
-      const said = path === "direct" ? "TLS stream to a direct peer failed; its streams use libp2p for a minute" : "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute";
-      if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, said);
-      this.#tlsBackoffUntil.set(key, now + tlsRetryMs);
+      this.#tlsFailed(path, node, peerId, error);
       return undefined;
     }
+  }
+
+  /** TLS streams of that path kind towards that peer failed: libp2p carries them for a minute (said once). */
+  #tlsFailed(path: PathKind, node: string, peerId: string, error: unknown): void {
+    const key = `${path} ${peerId}`;
+    const said = {
+      direct: "TLS stream to a direct peer failed; its streams use libp2p for a minute",
+      relayed: "TLS stream over the relay failed; its streams use the relayed libp2p connection for a minute",
+      "hole-punched": "punching a TCP connection for TLS streams failed; streams use the hole-punched libp2p connection for a minute",
+    }[path];
+    if (!this.#tlsBackoffUntil.has(key)) this.#log.warn({ node, err: describeError(error) }, said);
+    this.#tlsBackoffUntil.set(key, this.#clock.now() + tlsRetryMs);
   }
 
   /** A relay channel of its own to `node` with TLS done over it. */
@@ -361,11 +419,12 @@ export class TunnelActor implements TunnelDialer {
     }
   }
 
-  /** The spare session to `node` if one is ready and still open (it is handed out once). */
-  async #takeSpare(node: string): Promise<Duplex | undefined> {
-    const spare = this.#spares.get(node);
-    if (!spare) return undefined;
-    this.#spares.delete(node);
+  /** The spare session to `node` on that path kind if one is ready and still open (it is handed out once). */
+  async #takeSpare(path: "relayed" | "hole-punched", node: string, options: { readyOnly?: boolean } = {}): Promise<Duplex | undefined> {
+    const key = `${path} ${node}`;
+    const spare = this.#spares.get(key);
+    if (!spare || (options.readyOnly && !spare.ready)) return undefined;
+    this.#spares.delete(key);
     this.#clock.clearTimeout(spare.expiry);
     const session = await spare.session.catch(() => undefined);
     if (session && !session.destroyed && session.writable) return session;
@@ -373,17 +432,27 @@ export class TunnelActor implements TunnelDialer {
     return undefined;
   }
 
-  /** Opens the next relayed TLS session to `node` ahead of time; unused, it goes after spareSessionLifetimeMs. */
-  #prepareSpare(node: string): void {
-    if (this.#stopped || this.#spares.has(node)) return;
-    const session = this.#relayedTlsSession(node);
-    session.catch(() => undefined); // a spare that fails is simply not there; the next stream makes its own
+  /** Opens the next TLS session to `node` on that path kind ahead of time; unused, it goes after spareSessionLifetimeMs. */
+  #prepareSpare(path: "relayed" | "hole-punched", node: string, open: () => Promise<Duplex>, onFailure?: (error: unknown) => void): void {
+    const key = `${path} ${node}`;
+    if (this.#stopped || this.#spares.has(key)) return;
+    const session = open();
+    // A spare that fails is simply not there: the next stream makes its own (relayed) or uses libp2p (hole-punched).
+    session.catch((error: unknown) => {
+      if (this.#spares.get(key)?.session === session) {
+        this.#clock.clearTimeout(this.#spares.get(key)!.expiry);
+        this.#spares.delete(key);
+      }
+      if (!this.#stopped) onFailure?.(error);
+    });
     const expiry = this.#clock.setTimeout(() => {
-      if (this.#spares.get(node)?.session !== session) return;
-      this.#spares.delete(node);
+      if (this.#spares.get(key)?.session !== session) return;
+      this.#spares.delete(key);
       void session.then((ready) => ready.destroy(), () => undefined);
     }, spareSessionLifetimeMs);
-    this.#spares.set(node, { session, expiry });
+    const spare = { session, expiry, ready: false };
+    void session.then(() => (spare.ready = true), () => undefined);
+    this.#spares.set(key, spare);
   }
 
   /** A summary for status replies and heartbeats. */
@@ -577,27 +646,7 @@ export class TunnelActor implements TunnelDialer {
   }
 
   async #punch(record: NodeRecord): Promise<Connection> {
-    const plan = punchPlan(this.#nat, record.nat);
-    const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
-    const peerHost = record.observed[0]?.host;
-    const localPort = await freeLocalPort();
-    const mapped = await this.#observe(localPort);
-    let accepting: Promise<Socket> | undefined;
-    if (plan === "a-listens") {
-      // We are the cone side: listen, and open a restricted cone towards the peer's address.
-      accepting = acceptOnce({ localPort, fromHost: peerHost ?? "", timeoutMs });
-      accepting.catch(() => undefined);
-      if (this.#nat === "restricted-cone" && peerHost) primeRestrictedCone(peerHost);
-    }
-    const request: PunchRequest = { from: this.node, peerId: this.#host!.libp2p.peerId.toString(), nat: this.#nat, mapped };
-    const reply = JSON.parse(
-      new TextDecoder().decode((await this.#options.nats.request(`rpc.${record.node}.tunnel-punch`, new TextEncoder().encode(JSON.stringify(request)), { timeout: 5_000 })).data),
-    ) as { mapped?: HostPort; error?: string };
-    if (!reply.mapped) throw new LeafmeshError("TUNNEL_FAILED", `${record.node} declined the punch: ${reply.error ?? "no reason"}`);
-    let socket: Socket;
-    if (plan === "simultaneous") socket = await simultaneousOpen({ localPort, remote: reply.mapped, timeoutMs });
-    else if (plan === "a-listens") socket = await accepting!;
-    else socket = await dialPunched({ remote: reply.mapped, timeoutMs });
+    const socket = await this.#punchSocket(record, "libp2p");
     const remoteHost = plainIPv4(socket.remoteAddress);
     this.#punched.add(`${remoteHost}:${socket.remotePort}`);
     const connection = await this.#host!.upgrade(socket, "outbound", multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
@@ -608,10 +657,42 @@ export class TunnelActor implements TunnelDialer {
     return connection;
   }
 
+  /** Punches a TCP connection to `record`'s node, agreed through the fabric (rpc.<node>.tunnel-punch). */
+  async #punchSocket(record: NodeRecord, purpose: PunchPurpose): Promise<Socket> {
+    const plan = punchPlan(this.#nat, record.nat);
+    const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
+    const peerHost = record.observed[0]?.host;
+    if (plan === "relay") throw new LeafmeshError("TUNNEL_FAILED", `cannot punch between ${this.#nat} and ${record.nat} NATs`);
+    // Listening, we admit only the peer's address: without it (its NAT not measured yet) nothing could come in.
+    if (plan === "a-listens" && !peerHost) throw new LeafmeshError("TUNNEL_FAILED", `${record.node}'s mapped address is not known yet`);
+    const localPort = await freeLocalPort();
+    const mapped = await this.#observe(localPort);
+    let accepting: Promise<Socket> | undefined;
+    if (plan === "a-listens") {
+      // We are the cone side: listen, and open a restricted cone towards the peer's address.
+      accepting = acceptOnce({ localPort, fromHost: peerHost ?? "", timeoutMs });
+      accepting.catch(() => undefined);
+      if (this.#nat === "restricted-cone" && peerHost) primeRestrictedCone(peerHost);
+    }
+    const request: PunchRequest = { from: this.node, peerId: this.#host!.libp2p.peerId.toString(), nat: this.#nat, mapped, purpose };
+    const reply = JSON.parse(
+      new TextDecoder().decode((await this.#options.nats.request(`rpc.${record.node}.tunnel-punch`, new TextEncoder().encode(JSON.stringify(request)), { timeout: 5_000 })).data),
+    ) as { mapped?: HostPort; error?: string };
+    if (!reply.mapped) throw new LeafmeshError("TUNNEL_FAILED", `${record.node} declined the punch: ${reply.error ?? "no reason"}`);
+    let socket: Socket;
+    if (plan === "simultaneous") socket = await simultaneousOpen({ localPort, remote: reply.mapped, timeoutMs });
+    else if (plan === "a-listens") socket = await accepting!;
+    else socket = await dialPunched({ remote: reply.mapped, timeoutMs });
+    return socket;
+  }
+
   /** The answering side of a punch (rpc.<node>.tunnel-punch). */
   async #answerPunch(request: PunchRequest): Promise<{ mapped?: HostPort; error?: string }> {
     if (!this.#options.observer || this.#options.ways?.punch === false) return { error: `${this.node} does not punch (no NAT observer configured)` };
     if (typeof request?.from !== "string" || typeof request.mapped?.host !== "string" || !Number.isInteger(request.mapped?.port)) return { error: "malformed punch request" };
+    const purpose = request.purpose ?? "libp2p";
+    if (purpose !== "libp2p" && purpose !== "tls-stream") return { error: `unknown punch purpose '${String(purpose).slice(0, 40)}'` };
+    if (purpose === "tls-stream" && this.#host?.tlsStreamPort === undefined) return { error: `${this.node} does not serve TLS streams` };
     const record = this.#directory?.get(request.from);
     if (record && record.peerId !== request.peerId) return { error: "peer id does not match the node record" };
     // The plan from the requester's side: "a" is the requester.
@@ -623,6 +704,12 @@ export class TunnelActor implements TunnelDialer {
     const finish = (socketPromise: Promise<Socket>) =>
       socketPromise
         .then((socket) => {
+          // A stream's own connection: the dialler's certificate must name request.from (tls-streams.ts).
+          if (purpose === "tls-stream") {
+            socket.allowHalfOpen = true; // as the dialling side (#punchedTlsSession)
+            host.serveTlsOver(socket, request.from, "hole-punched");
+            return undefined;
+          }
           const remoteHost = plainIPv4(socket.remoteAddress);
           this.#punched.add(`${remoteHost}:${socket.remotePort}`);
           return host.upgrade(socket, "inbound", multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
