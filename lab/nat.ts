@@ -19,6 +19,9 @@
  * - symmetric (NAT4): MASQUERADE --random-fully (a new random port per connection).
  * - blocked: the site cannot reach the hub at all (for "hub unreachable" tests).
  *
+ * Links are veth pairs, as fast as the CPU moves bytes, unless `links` limits their
+ * rate (a token bucket on both ends), like an edge site's uplink.
+ *
  * ```ts
  * const lab = await buildNatLab({ sites: [{ name: "s1", nat: "full-cone", hosts: 1 }] });
  * lab.sites[0].hosts[0]; // { namespace: "lmtn-s1h1", address: "198.18.65.10" }
@@ -27,7 +30,7 @@
  */
 import type { NatType } from "../bus/node-record.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { checkLabPrerequisites, createLab, type Lab, type NamespaceName } from "./netns.ts";
+import { checkLabPrerequisites, createLab, hostNamespace, type Lab, type NamespaceName } from "./netns.ts";
 
 export type LabNat = Exclude<NatType, "unknown" | "none">;
 
@@ -39,6 +42,22 @@ export interface SiteSpec {
   hosts?: number;
   /** The site cannot reach the hub (its router drops everything towards the WAN's hub addresses). */
   hubBlocked?: boolean;
+}
+
+/** A link made as slow as a real one: a rate each way (a token bucket on both ends). */
+export interface LinkShape {
+  rateMbit: number;
+}
+
+/**
+ * The qdisc (tc argv) that limits one end of a link to that rate. Pure, so it can be
+ * read and tested. A token bucket (tbf), not netem: this machine's kernel has no
+ * sch_netem (nor fq, fq_codel, cake), so the lab shapes rates but adds no delay.
+ */
+export function shapeCommand(device: string, shape: LinkShape): string[] {
+  if (!(shape.rateMbit > 0) || !Number.isFinite(shape.rateMbit)) throw new LeafmeshError("CONFIG_INVALID", `a link shape needs a rate above 0 Mbit/s (got ${shape.rateMbit})`);
+  // burst: veth hands over GSO segments of up to 64 KiB, and a bucket smaller than a segment drops it; latency 20 ms bounds the queue.
+  return ["tc", "qdisc", "replace", "dev", device, "root", "tbf", "rate", `${shape.rateMbit}mbit`, "burst", "256kb", "latency", "20ms"];
 }
 
 export interface LabHost {
@@ -90,7 +109,12 @@ export function natRules(nat: LabNat, options: { wan: string; lan: string; first
   return rules;
 }
 
-export async function buildNatLab(options: { prefix?: string; sites: SiteSpec[] }): Promise<NatLab> {
+export async function buildNatLab(options: {
+  prefix?: string;
+  sites: SiteSpec[];
+  /** Shapes (none: veth as fast as the CPU moves it): `wan` each site router's uplink, `lan` each host's link to its site's LAN. */
+  links?: { wan?: LinkShape; lan?: LinkShape };
+}): Promise<NatLab> {
   await checkLabPrerequisites([{ tool: "iptables", debianPackage: "iptables" }]);
   if (options.sites.length > 60) throw new LeafmeshError("CONFIG_INVALID", "the NAT lab has room for 60 sites (198.18.65-124.0/24)");
   const lab = await createLab({ prefix: options.prefix ?? "lmtn-" });
@@ -105,7 +129,11 @@ export async function buildNatLab(options: { prefix?: string; sites: SiteSpec[] 
       const lanPrefix = `198.18.${64 + n}`;
       const router = await lab.namespace(`${spec.name}r`);
       const routerWanAddress = `${wanPrefix}.${10 + n}`;
-      await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
+      const uplink = await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
+      if (options.links?.wan) {
+        await lab.exec(router, shapeCommand("wan", options.links.wan));
+        await lab.exec(hostNamespace, shapeCommand(uplink, options.links.wan));
+      }
       const lanBridge = await lab.bridge(`${spec.name}l`);
       await lab.link({ namespace: router, bridge: lanBridge, address: `${lanPrefix}.1/24`, name: "lan" });
       await lab.exec(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
@@ -113,7 +141,11 @@ export async function buildNatLab(options: { prefix?: string; sites: SiteSpec[] 
       for (let k = 1; k <= (spec.hosts ?? 1); k++) {
         const namespace = await lab.namespace(`${spec.name}h${k}`);
         const address = `${lanPrefix}.${9 + k}`;
-        await lab.link({ namespace, bridge: lanBridge, address: `${address}/24` });
+        const hostLink = await lab.link({ namespace, bridge: lanBridge, address: `${address}/24` });
+        if (options.links?.lan) {
+          await lab.exec(namespace, shapeCommand("eth0", options.links.lan));
+          await lab.exec(hostNamespace, shapeCommand(hostLink, options.links.lan));
+        }
         await lab.route(namespace, "default", { via: `${lanPrefix}.1` });
         hosts.push({ namespace, address });
       }

@@ -18,7 +18,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { renderHubConfig, renderLeafConfig } from "../nats-config/render.ts";
 import { checkNatsServerBinary } from "../bus/nats-server.ts";
-import { buildNatLab, hubAddresses, type NatLab, type SiteSpec } from "./nat.ts";
+import { buildNatLab, hubAddresses, type LinkShape, type NatLab, type SiteSpec } from "./nat.ts";
 import { inNamespace } from "./netns.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../trust/security.ts";
@@ -49,7 +49,7 @@ const runner = fileURLToPath(new URL("./tunnel-node.ts", import.meta.url));
  * `secured`: every agent gets a mesh certificate (`leafmesh keys` code) as its tunnel
  * identity, and serves streams on direct paths over TLS (services/tunnel/tls-streams.ts).
  */
-export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string; secured?: boolean }): Promise<TunnelLab> {
+export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string; secured?: boolean; links?: { wan?: LinkShape; lan?: LinkShape } }): Promise<TunnelLab> {
   checkNatsServerBinary();
   const nat = await buildNatLab(options);
   const dir = mkdtempSync(join(tmpdir(), "lm-tunnel-lab-"));

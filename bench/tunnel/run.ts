@@ -4,17 +4,24 @@
  * - leafmesh direct (LAN, mDNS), hole-punched (port-restricted → full cone) and
  *   relayed (symmetric ↔ symmetric, leaf → hub → leaf) streams,
  * - plain NATS publish/subscribe and request/reply on the same leaf → hub → leaf path.
- * For each: throughput (128 MiB to a sink, median of 3 runs interleaved with the
- * baselines, with the CPU both ends used per MiB), RTT p50/p99 (200 one-byte echoes on
- * one stream) and time to first byte of a new stream (p50 over 30).
+ * For each: throughput (median of 3 runs interleaved with the baselines, with the
+ * CPU both ends used per MiB), RTT p50/p99 (200 one-byte echoes on one stream) and
+ * time to first byte of a new stream (p50 over 30).
+ * Twice: on unshaped veth links (CPU-bound, 128 MiB per run), and on links shaped
+ * like an edge network (1 Gbit/s LAN, 200 Mbit/s uplinks; 48 MiB).
  * Goals (the issue): direct and hole-punched ≥ 80% of raw TCP; relayed ≥ 70% of plain NATS.
  *
  * Run: `node bench/tunnel/run.ts` (or `npm run bench -- tunnel`).
  */
+import type { LinkShape } from "../../lab/nat.ts";
 import { startTunnelLab, type TunnelLab } from "../../lab/tunnel-lab.ts";
 import { percentile, ratio, writeTables, type BenchTable } from "../table.ts";
 
-const bytes = Number(process.env.LEAFMESH_BENCH_TUNNEL_BYTES ?? 128 * 1024 * 1024);
+const unshapedBytes = Number(process.env.LEAFMESH_BENCH_TUNNEL_BYTES ?? 128 * 1024 * 1024);
+/** Shaped links move ~25 MB/s across the WAN: less per run keeps the run under two minutes. */
+const shapedBytes = Number(process.env.LEAFMESH_BENCH_TUNNEL_SHAPED_BYTES ?? 48 * 1024 * 1024);
+/** Like an edge network: hosts on a 1 Gbit/s LAN, each site's uplink 200 Mbit/s. */
+const edgeLinks: { lan: LinkShape; wan: LinkShape } = { lan: { rateMbit: 1_000 }, wan: { rateMbit: 200 } };
 /** Throughput runs per path, interleaved with their baselines (the machine is shared and noisy): the median is reported. */
 const rounds = Number(process.env.LEAFMESH_BENCH_TUNNEL_ROUNDS ?? 3);
 
@@ -57,7 +64,7 @@ interface Path {
   samples: { mbps: number; cpuMsPerMiB: number }[];
 }
 
-async function throughputOnce(lab: TunnelLab, path: Path): Promise<void> {
+async function throughputOnce(lab: TunnelLab, path: Path, bytes: number): Promise<void> {
   const before = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
   const reply = await checked(lab, path.from, { ...path.throughput, bytes });
   const after = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
@@ -74,9 +81,15 @@ async function measure(lab: TunnelLab, path: Path): Promise<Measured> {
   };
 }
 
-export async function runTunnelBench(): Promise<BenchTable> {
+/** Both runs: links as fast as the CPU (CPU-bound: what leafmesh costs), then shaped like an edge network (link-bound: what a user sees). */
+export async function runTunnelBench(): Promise<BenchTable[]> {
+  return [await runOnLinks(unshapedBytes), await runOnLinks(shapedBytes, edgeLinks)];
+}
+
+async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShape }): Promise<BenchTable> {
   const lab = await startTunnelLab({
     prefix: "lmtnb-",
+    links,
     // As a mesh runs: node certificates, so direct streams go over TLS (services/tunnel/tls-streams.ts).
     secured: true,
     sites: [
@@ -112,7 +125,7 @@ export async function runTunnelBench(): Promise<BenchTable> {
     // One run per path first, not counted: the first run of every path in a fresh process was always the slowest (JIT, TCP windows).
     for (const path of Object.values(paths)) await checked(lab, path.from, { ...path.throughput, bytes });
     // Interleaved: each path next to its baseline in every round, so a slow moment of the machine hits both.
-    for (let round = 0; round < rounds; round++) for (const path of Object.values(paths)) await throughputOnce(lab, path);
+    for (let round = 0; round < rounds; round++) for (const path of Object.values(paths)) await throughputOnce(lab, path, bytes);
     const rawLan = await measure(lab, paths.rawLan);
     const direct = await measure(lab, paths.direct);
     const rawWan = await measure(lab, paths.rawWan);
@@ -130,8 +143,11 @@ export async function runTunnelBench(): Promise<BenchTable> {
       measured.cpuMsPerMiB,
       measured === baseline ? "baseline" : `${ratio(measured.mbps, baseline.mbps)} of ${baselineName}`,
     ];
+    const shape = (link: LinkShape) => (link.rateMbit >= 1_000 ? `${link.rateMbit / 1_000} Gbit/s` : `${link.rateMbit} Mbit/s`);
     return {
-      title: "tunnel: streams between lab namespaces (throughput, RTT, time to first byte)",
+      title: links
+        ? `tunnel: streams between lab namespaces, links shaped like an edge network (LAN ${shape(links.lan)}; each site's uplink ${shape(links.wan)})`
+        : "tunnel: streams between lab namespaces, unshaped links (CPU-bound: throughput, RTT, time to first byte)",
       columns: ["path", "between", "MB/s", "RTT p50 ms", "RTT p99 ms", "first byte p50 ms", "CPU ms per MiB (both ends)", "throughput vs baseline"],
       rows: [
         row("raw TCP (LAN)", "lah1 → lah2", rawLan, rawLan, ""),
@@ -143,12 +159,14 @@ export async function runTunnelBench(): Promise<BenchTable> {
       ],
       notes: [
         `${(bytes / 1024 / 1024).toFixed(0)} MiB per throughput run, into a sink that answers with its byte count; median of ${rounds} runs after one uncounted warm-up run, each path interleaved with its baseline; RTT over 200 one-byte echoes on one stream; first byte = new stream + one echoed byte, 30 times.`,
-        "CPU = user + system time of the sending and the receiving process (agent and sink, or NATS client) per MiB; the nats-servers between them are not counted (they carry the same bytes for plain NATS and the relay).",
+        `CPU = user + system time of the sending and the receiving process (agent and sink, or NATS client) per MiB; the nats-servers between them are not counted (they carry the same bytes for plain NATS and the relay).${links ? " On shaped links a run lasts longer, so the figure also holds each process's idle work (timers, pings, record refreshes) over that time." : ""}`,
         "Goals (issue 6): direct and hole-punched ≥ 0.80× raw TCP on the same path; relayed ≥ 0.70× plain NATS on the same leaf → hub → leaf path.",
         "The lab runs secured (node certificates): leafmesh streams each run under a TLS 1.3 session of their own (services/tunnel/tls-streams.ts): direct over a TCP connection to the peer, hole-punched over a TCP connection punched for the stream ahead of time, relayed over a relay channel of their own. The first stream of a hole-punched pair (no spare punched yet) runs noise + yamux over the pair's punched libp2p connection. Raw TCP and plain NATS are unencrypted.",
         "leafmesh's receiving agent splices each stream to its target (a second local TCP hop); raw TCP goes straight to the sink.",
         "Plain NATS RTT is request/reply through the same leafs and hub; it has no first-byte figure (no stream to open).",
-        "One machine, 2 cores: every namespace shares them, so absolute numbers are far below a real WAN's; compare the ratios.",
+        links
+          ? "Shaped with a token bucket (tc tbf) on both ends of each link: the links, not the CPU, bound throughput, as on a real edge network. No delay is added (this kernel has no netem): RTTs are the machine's plus queueing."
+          : "Unshaped: veth moves bytes as fast as the CPU copies them, and one machine's 2 cores run every process of every namespace, so throughput is bound by CPU per MiB (column): leafmesh adds TLS at both ends and the receiving agent's splice to its target (a second TCP hop), raw TCP has neither.",
       ],
     };
   } finally {
@@ -157,7 +175,6 @@ export async function runTunnelBench(): Promise<BenchTable> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const table = await runTunnelBench();
-  const written = writeTables("tunnel", [table]);
+  const written = writeTables("tunnel", await runTunnelBench());
   console.log(written.markdown);
 }
