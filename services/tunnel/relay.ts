@@ -39,6 +39,17 @@ const frameTypeValues = new Set<number>(Object.values(frameTypes));
 const headerBytes = 5;
 /** What a libp2p connection over the relay writes at a time: one noise message, its 2-byte length and up to 65,535 bytes. */
 const noiseMessageBytes = 2 + 65_535;
+/** A full TLS 1.3 record: 5-byte header, 16 KiB of data, its content type and a 16-byte tag. */
+const tlsRecordBytes = 5 + 16_384 + 1 + 16;
+
+/**
+ * Payload bytes per NATS message, by what the channel carries (bench/tunnel, relayed):
+ * - libp2p: four whole noise messages, ~45 MB/s against ~33 with one per message;
+ * - tls-stream: two whole TLS records, 130–150 MB/s against 100–120 with 256 KiB frames.
+ *   A message the NATS client reads in one socket read (64 KiB) is handed over as a view;
+ *   a larger one is gathered into buffers that grow by copying, all of it garbage.
+ */
+const defaultFrameBytes: Record<RelayPurpose, number> = { libp2p: 4 * noiseMessageBytes, "tls-stream": 2 * tlsRecordBytes };
 
 /** What a relay channel carries: a libp2p connection, or one tunnel stream under TLS. */
 export type RelayPurpose = "libp2p" | "tls-stream";
@@ -95,9 +106,9 @@ export interface RelayEndpointOptions {
   /** @default 65_536 — credit a channel may always hold, whatever the budget (no channel starves for good). */
   minWindowBytes?: number;
   /**
-   * @default 262_148 — payload bytes per NATS message: four whole noise messages. Measured
-   * in bench/tunnel: ~45 MB/s relayed against ~33 with one noise message per NATS message;
-   * still far under max_payload (1 MiB), so one frame never delays others for long.
+   * Payload bytes per NATS message, for every channel. @default by purpose (`defaultFrameBytes`):
+   * 262,148 for libp2p, 32,812 for tls-stream; both far under max_payload (1 MiB), so one
+   * frame never delays others for long.
    */
   frameBytes?: number;
   /** @default 5_000 — how long `open` waits for the peer to accept. */
@@ -115,7 +126,7 @@ export class RelayEndpoint {
   readonly node: string;
   /** Frames dropped, by reason (Tailscale DERP style: every drop counted). */
   readonly drops = new Map<string, number>();
-  readonly #options: Required<Omit<RelayEndpointOptions, "onEvent">> & Pick<RelayEndpointOptions, "onEvent">;
+  readonly #options: Required<Omit<RelayEndpointOptions, "onEvent" | "frameBytes">> & Pick<RelayEndpointOptions, "onEvent" | "frameBytes">;
   readonly #channels = new Map<string, RelayChannel>();
   readonly #loggedDrops = new Set<string>();
   readonly #starved = new Set<RelayChannel>();
@@ -131,7 +142,6 @@ export class RelayEndpoint {
       windowBytes: 4 * 1_048_576,
       budgetBytes: 16 * 1_048_576,
       minWindowBytes: 65_536,
-      frameBytes: 4 * noiseMessageBytes,
       openTimeoutMs: 5_000,
       pingIntervalMs: 2_000,
       idleTimeoutMs: 8_000,
@@ -502,7 +512,7 @@ export class RelayChannel extends Duplex {
   #flush(): void {
     const pending = this.#pending;
     if (!pending || !this.#accepted || this.destroyed) return;
-    const frameBytes = this.#endpoint.options.frameBytes;
+    const frameBytes = this.#endpoint.options.frameBytes ?? defaultFrameBytes[this.purpose];
     while (pending.remaining > 0 && this.#credit > 0) {
       const size = Math.min(frameBytes, this.#credit, pending.remaining);
       this.#sendData(pending, size);
