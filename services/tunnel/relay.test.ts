@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { silentLogger } from "../../lib/log.ts";
-import { relaySubject } from "../../bus/subjects.ts";
+import { relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { RelayEndpoint, decodeFrame, encodeFrame, frameTypes, type RelayChannel } from "./relay.ts";
 import { startFabric, type TestFabric } from "./test-fabric.ts";
@@ -106,6 +106,40 @@ describe("relay channels through leaf → hub → leaf", () => {
     expect(resets[0]).toContain("unknown purpose 'teleport'");
     subscription.unsubscribe();
   }, 20_000);
+
+  it("sends a TLS stream's bytes two whole TLS records per NATS message, a libp2p connection's four noise messages", async () => {
+    // Two more endpoints on the same leafs, with the default windows (edge-b's 64 KiB would cap every frame).
+    const sender = new RelayEndpoint({ nats: a, node: "edge-x", log: silentLogger(), onChannel: () => undefined });
+    const received: RelayChannel[] = [];
+    const receiver = new RelayEndpoint({ nats: b, node: "edge-y", log: silentLogger(), onChannel: (channel) => received.push(channel.on("data", () => undefined).on("error", () => undefined)) });
+    const sizes = new Map<string, number[]>();
+    const watcher = b.subscribe(relayInboxPattern("edge-y"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        const channel = message.subject.split(".").at(-1)!;
+        if (frame.type === frameTypes.data) sizes.set(channel, [...(sizes.get(channel) ?? []), frame.payload.byteLength]);
+      },
+    });
+    try {
+      await b.flush();
+      await eventually(async () => (await sender.open("edge-y").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path to edge-y up");
+      for (const [purpose, frameBytes] of [
+        ["tls-stream", 2 * (5 + 16_384 + 1 + 16)],
+        ["libp2p", 4 * (2 + 65_535)],
+      ] as const) {
+        const channel = await sender.open("edge-y", purpose);
+        channel.on("error", () => undefined); // reset when the endpoints close below
+        channel.end(randomBytes(1024 * 1024));
+        await eventually(() => (sizes.get(channel.id) ?? []).reduce((sum, size) => sum + size, 0) === 1024 * 1024, 10_000, `${purpose}: 1 MiB at edge-y`);
+        expect(Math.max(...sizes.get(channel.id)!), purpose).toBe(frameBytes);
+      }
+    } finally {
+      watcher.unsubscribe();
+      for (const channel of received) channel.destroy();
+      sender.close();
+      receiver.close();
+    }
+  }, 30_000);
 
   it("keeps the credit of all channels towards a node within its budget, and every channel moving", async () => {
     const budget = 256 * 1024;
