@@ -11,7 +11,6 @@
  * rate instead (measured in bench/tunnel, relayed: 15–20 → 0–10 full GCs per 128 MiB
  * at the receiving agent, 13–14 → 6–8 ms of agent CPU per MiB; direct 3.5 → 2–3).
  * The price: an agent's peak RSS at full throughput went ~240 → ~290 MB, flat over 3 GiB.
- * Set after start-up, so the process's start is unchanged.
  *
  * Limits are computed at each GC, so setting the flag once the process runs takes
  * effect from the next collection on.
