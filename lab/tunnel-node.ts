@@ -11,7 +11,6 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { connect as netConnect, createServer } from "node:net";
-import { constants, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import type { Duplex } from "node:stream";
 import { Bus } from "../bus/bus.ts";
@@ -46,18 +45,6 @@ function echoServer() {
     socket.pipe(socket);
   });
 }
-
-/** Garbage collections so far, by kind (minor, major, incremental, weak): the benchmark reports them per run. */
-const gcCounts = { minor: 0, major: 0, incremental: 0, weak: 0 };
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    const kind = ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind;
-    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gcCounts.minor++;
-    else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcCounts.major++;
-    else if (kind === constants.NODE_PERFORMANCE_GC_INCREMENTAL) gcCounts.incremental++;
-    else gcCounts.weak++;
-  }
-}).observe({ entryTypes: ["gc"] });
 
 /** Sends `bytes` to a sink and waits for its count: MB/s over the whole exchange. */
 async function throughput(stream: Duplex, bytes: number): Promise<number> {
@@ -234,7 +221,7 @@ if (mode === "observer") {
           case "cpu": {
             // CPU this process used so far (user + system), for CPU per MiB in the benchmark.
             const usage = process.cpuUsage();
-            return reply({ id: request.id, ok: true, cpuMs: (usage.user + usage.system) / 1000, userMs: usage.user / 1000, systemMs: usage.system / 1000, gc: { ...gcCounts }, maxRssMiB: Math.round(process.resourceUsage().maxRSS / 1024) });
+            return reply({ id: request.id, ok: true, cpuMs: (usage.user + usage.system) / 1000 });
           }
           case "nats-serve": {
             // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf.

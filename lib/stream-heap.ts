@@ -17,10 +17,6 @@
  */
 import { setFlagsFromString } from "node:v8";
 
-let applied = false;
-
 export function accountStreamBuffersInHeapLimits(): void {
-  if (applied) return;
-  applied = true;
   setFlagsFromString("--external-memory-accounted-in-global-limit");
 }

@@ -63,7 +63,7 @@ export class TargetRefusedError extends LeafmeshError {
   }
 }
 
-/** How long a relayed TLS session made ahead of a stream (a spare) is kept unused. */
+/** How long a TLS session made ahead of a stream (a spare, relayed or punched) is kept unused. */
 export const spareSessionLifetimeMs = 60_000;
 
 /** Noise transport messages carry at most 65,535 bytes, 16 of them the tag (the noise spec, section 3). */
@@ -121,8 +121,8 @@ export interface TunnelHost {
   openTlsTarget(connection: Connection, target: TunnelTarget, timeoutMs: number): Promise<Duplex | undefined>;
   /** Whether a peer announced in identify that it serves TLS streams (and this host does too). */
   servesTls(peerId: string): boolean;
-  /** TLS with `node` over an open relay channel (it must serve TLS streams): resolves once the handshake proved it is `node`. */
-  tlsOver(channel: Duplex, node: string, timeoutMs: number): Promise<Duplex>;
+  /** TLS with `node` over an open relay channel or punched connection (it must serve TLS streams): resolves once the handshake proved it is `node`. */
+  tlsOver(channel: Duplex, node: string, carrier: "relayed" | "hole-punched", timeoutMs: number): Promise<Duplex>;
   /** Uses a TLS session from tlsOver for one tunnel stream: sends the target, waits for the status. */
   openTargetOn(session: Duplex, node: string, target: TunnelTarget): Promise<Duplex>;
   /** Serves the tunnel stream under TLS that arrives from `peer` on a relay channel or a connection punched for it. */
@@ -182,6 +182,9 @@ async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unknown> {
   const length = (await readExactly(duplex, 2, timeoutMs)).readUInt16BE(0);
   return JSON.parse((await readExactly(duplex, length, timeoutMs)).toString("utf8"));
 }
+
+/** What carries a TLS stream that is not on a connection of its own, as errors and logs say it. */
+const carrierName = { relayed: "the relay", "hole-punched": "a punched connection" } as const;
 
 /** What `pipeBatched` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;
@@ -451,9 +454,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     servesTls(peerId) {
       return tlsServer !== undefined && tlsPorts.has(peerId);
     },
-    async tlsOver(channel, node, timeoutMs) {
+    async tlsOver(channel, node, carrier, timeoutMs) {
       if (!options.identity) throw new LeafmeshError("TUNNEL_FAILED", "TLS streams need the node's certificate (--keys)");
-      return tlsClientOver(channel, { identity: options.identity, node, timeoutMs });
+      return tlsClientOver(channel, { identity: options.identity, node, timeoutMs, where: carrierName[carrier] });
     },
     openTargetOn(session, node, target) {
       tlsStats.opened++;
@@ -464,14 +467,14 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
         channel.destroy(new LeafmeshError("TUNNEL_FAILED", "this node does not serve TLS streams"));
         return;
       }
-      tlsServerOver(channel, { identity: options.identity, peer, timeoutMs: targetTimeout }).then(
+      tlsServerOver(channel, { identity: options.identity, peer, timeoutMs: targetTimeout, where: carrierName[carrier] }).then(
         (socket) => {
           // The session may be the dialler's spare, made ahead of its next stream: its target
           // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
           void serveTunnelStream(socket, `node ${peer} (TLS, ${carrier})`, spareSessionLifetimeMs + 60_000, () => tlsStats.served++);
         },
         (error: unknown) => {
-          log.warn({ peer, err: describeError(error) }, carrier === "relayed" ? "TLS stream over the relay refused" : "TLS stream on a punched connection refused");
+          log.warn({ peer, err: describeError(error) }, `TLS stream over ${carrierName[carrier]} refused`);
           channel.destroy();
         },
       );

@@ -362,7 +362,11 @@ export class RelayChannel extends Duplex {
 
   /** internal */
   sendControl(type: FrameType, payload?: Uint8Array): void {
-    this.#endpoint.publish(this.peer, this.id, encodeFrame(type, this.#sendSequence++, payload));
+    this.#send(encodeFrame(type, this.#sendSequence++, payload));
+  }
+
+  #send(frame: Uint8Array): void {
+    this.#endpoint.publish(this.peer, this.id, frame);
     this.#lastSent = this.#endpoint.options.clock.now();
   }
 
@@ -541,8 +545,7 @@ export class RelayChannel extends Duplex {
         pending.offset = 0;
       }
     }
-    this.#endpoint.publish(this.peer, this.id, frame);
-    this.#lastSent = this.#endpoint.options.clock.now();
+    this.#send(frame);
   }
 
   #maybeFinish(): void {

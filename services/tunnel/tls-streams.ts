@@ -23,8 +23,8 @@
  * ```ts
  * const server = await startTlsStreamServer({ identity, listen: { host: "0.0.0.0", port: 4102 }, log, onStream: (socket, node) => serve(socket, node) });
  * const socket = await connectTlsStream({ identity, node: "edge-b", host: "198.18.1.12", port: 4102, timeoutMs: 3_000 });
- * const relayed = await tlsClientOver(await relay.open("edge-b", "tls-stream"), { identity, node: "edge-b", timeoutMs: 3_000 });
- * const served = await tlsServerOver(inboundChannel, { identity, peer: inboundChannel.peer, timeoutMs: 5_000 });
+ * const relayed = await tlsClientOver(await relay.open("edge-b", "tls-stream"), { identity, node: "edge-b", timeoutMs: 3_000, where: "the relay" });
+ * const served = await tlsServerOver(inboundChannel, { identity, peer: inboundChannel.peer, timeoutMs: 5_000, where: "a relay channel" });
  * ```
  */
 import { X509Certificate } from "node:crypto";
@@ -141,28 +141,38 @@ export function connectTlsStream(options: { identity: NodeIdentity; node: string
   return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: { host: options.host, port: options.port } });
 }
 
-/** TLS to `node` over a byte channel that is already open (a relay channel): resolves once the handshake proved it is `node`. */
-export function tlsClientOver(channel: Duplex, options: { identity: NodeIdentity; node: string; timeoutMs: number }): Promise<TLSSocket> {
-  return tlsClient({ ...options, where: "the relay", carrier: { socket: channel } });
+/**
+ * TLS to `node` over a byte channel that is already open (a relay channel, a punched
+ * connection), said as `where` in errors: resolves once the handshake proved it is `node`.
+ */
+export function tlsClientOver(channel: Duplex, options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
+  return tlsClient({ ...options, carrier: { socket: halfClosing(channel) } });
+}
+
+/** A TLSSocket takes allowHalfOpen from the channel it wraps: end() must half-close, as on every tunnel stream (a punched net.Socket has it off). */
+function halfClosing(channel: Duplex): Duplex {
+  channel.allowHalfOpen = true;
+  return channel;
 }
 
 /**
- * The serving end of TLS over an open byte channel whose far end is `peer` by
- * another proof (a relay channel: its NATS subject, under the node's own
- * account): the client certificate must be `peer`'s too.
+ * The serving end of TLS over an open byte channel whose far end claims to be `peer`
+ * (a relay channel: by its NATS subject, under the node's own account; a punched
+ * connection: by the punch request), said as `where` in errors: the client
+ * certificate must be `peer`'s.
  */
-export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity; peer: string; timeoutMs: number }): Promise<TLSSocket> {
+export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity; peer: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const socket = new TLSSocket(channel, {
+    const socket = new TLSSocket(halfClosing(channel), {
       isServer: true,
       requestCert: true,
       rejectUnauthorized: true,
       secureContext: secureContextOf(options.identity),
     });
-    const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS handshake with ${options.peer} over the relay not done within ${options.timeoutMs} ms`)), options.timeoutMs);
+    const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS handshake with ${options.peer} over ${options.where} not done within ${options.timeoutMs} ms`)), options.timeoutMs);
     const onError = (error: Error) => {
       clearTimeout(timer);
-      reject(error instanceof LeafmeshError ? error : new LeafmeshError("TRUST_FAILED", `TLS from ${options.peer} over the relay: ${describeError(error)}`, { cause: error }));
+      reject(error instanceof LeafmeshError ? error : new LeafmeshError("TRUST_FAILED", `TLS from ${options.peer} over ${options.where}: ${describeError(error)}`, { cause: error }));
     };
     socket.once("error", onError);
     socket.once("secure", () => {
@@ -171,7 +181,7 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
       const node = commonNameOf(socket.getPeerCertificate());
       if (node !== options.peer) {
         socket.destroy();
-        reject(new LeafmeshError("TRUST_FAILED", `a relay channel from ${options.peer} presented the certificate of '${node ?? "no name"}'`));
+        reject(new LeafmeshError("TRUST_FAILED", `${options.where} from ${options.peer} presented the certificate of '${node ?? "no name"}'`));
         return;
       }
       resolve(socket);

@@ -368,10 +368,8 @@ export class TunnelActor implements TunnelDialer {
     const record = this.#directory?.get(node);
     if (!record) throw new LeafmeshError("TUNNEL_FAILED", `no record of ${node} in mesh-nodes to punch by`);
     const socket = await this.#punchSocket(record, "tls-stream");
-    // A TLSSocket takes allowHalfOpen from the socket it wraps: end() must half-close, as on every tunnel stream.
-    socket.allowHalfOpen = true;
     try {
-      const session = await this.#host!.tlsOver(socket, node, this.#options.dialTimeoutMs ?? 3_000);
+      const session = await this.#host!.tlsOver(socket, node, "hole-punched", this.#options.dialTimeoutMs ?? 3_000);
       session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
       return session;
     } catch (error) {
@@ -409,7 +407,7 @@ export class TunnelActor implements TunnelDialer {
     const channel: RelayChannel = await this.#relay!.open(node, "tls-stream");
     channel.on("error", () => undefined); // the TLS session on top reports it
     try {
-      const session = await this.#host!.tlsOver(channel, node, this.#options.dialTimeoutMs ?? 3_000);
+      const session = await this.#host!.tlsOver(channel, node, "relayed", this.#options.dialTimeoutMs ?? 3_000);
       // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.
       session.on("error", () => undefined);
       return session;
@@ -706,7 +704,6 @@ export class TunnelActor implements TunnelDialer {
         .then((socket) => {
           // A stream's own connection: the dialler's certificate must name request.from (tls-streams.ts).
           if (purpose === "tls-stream") {
-            socket.allowHalfOpen = true; // as the dialling side (#punchedTlsSession)
             host.serveTlsOver(socket, request.from, "hole-punched");
             return undefined;
           }
