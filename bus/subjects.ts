@@ -73,7 +73,7 @@ export const leaseKeys = {
 /**
  * Relayed bytes between two nodes, outside `mesh.>`: `relay.<toNode>.<fromNode>.<channel>`.
  * A node subscribes to `relay.<itself>.>` only; the sender's name is a subject token so
- * per-node accounts can stamp it (FACTS.md: "Plan the relay for per-node accounts").
+ * per-node accounts can stamp it (docs/nats-facts.md: "Plan the relay for per-node accounts").
  */
 export const relayRoot = "relay";
 

@@ -1,7 +1,7 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
 import { resolve } from "node:path";
 import { createLogger } from "../lib/log.ts";
-import { parseHostPort } from "../nats-config/render.ts";
+import { parseHostPort } from "../nats/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
 import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";

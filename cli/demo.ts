@@ -16,7 +16,6 @@ import { connectNats } from "../bus/connect.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
 import { clientConnectOptions } from "./security-options.ts";
-import { runLabDemo } from "./demo-lab.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
 
@@ -84,7 +83,12 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     logLevel: { type: "string", default: "warn", value: "LEVEL", description: "log level of the hub and agents (their logs go to DIR/<name>.log)" },
   },
   async run(options, _positionals, io) {
-    if (options.lab) return runLabDemo(io, { logLevel: options.logLevel });
+    if (options.lab) {
+      // The namespace mode is built on the network lab (lab/), which only tests, benches and this mode use:
+      // loaded on demand, so the product never loads lab code unless asked to.
+      const { runLabDemo } = await import("../lab/demo-lab.ts");
+      return runLabDemo(io, { logLevel: options.logLevel });
+    }
     const agentCount = parsePositiveInt(options.agents, "--agents");
     if (agentCount > 9) throw new LeafmeshError("CONFIG_INVALID", "--agents: at most 9 on one machine");
     const base = options.data ? resolve(options.data) : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));

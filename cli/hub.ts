@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
-import { parseHostPort } from "../nats-config/render.ts";
+import { parseHostPort } from "../nats/render.ts";
 import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";

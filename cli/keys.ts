@@ -1,10 +1,217 @@
-/** `leafmesh keys`: the mesh's root of trust and per-node credentials (trust/cli.ts). */
-import type { Command } from "./command.ts";
-import { runKeysCommand } from "../trust/cli.ts";
+/**
+ * `leafmesh keys`: the mesh's root of trust from the command line.
+ *
+ *   leafmesh keys init   --dir D [--hub-hosts h1,10.0.0.5]
+ *   leafmesh keys issue  --dir D --node N [--hosts ...] [--expires 2027-01-01T00:00:00Z] [--hub tls://hub:4222]
+ *   leafmesh keys list   --dir D [--json]
+ *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
+ *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
+ *
+ * Prints paths and public keys only: seeds, creds and keys never reach
+ * stdout, stderr or a log.
+ *
+ * ```ts
+ * const code = await runKeysCommand(["issue", "--dir", dir, "--node", "edge-a"], { stdout: process.stdout, stderr: process.stderr });
+ * ```
+ */
+import { join } from "node:path";
+import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import { initKeys, issueNode, issueSite, listNodes, revokeNode } from "../trust/key-store.ts";
+import { loadHubSecurity } from "../trust/security.ts";
+import { pushAccountClaims } from "../trust/push.ts";
+
+const dirOption = { type: "string", value: "DIR", required: true, description: "the mesh's keys directory (created 0700 by `keys init`)" } as const;
+const hubOption = {
+  type: "string",
+  value: "URLS",
+  description: "client URLs of running hubs (tls://host:4222, comma-separated): push the changed accounts to them now, so the change applies without a restart",
+} as const;
+
+async function pushTo(dir: string, hubs: string | undefined, jwts: string[], io: CommandIO): Promise<void> {
+  const servers = splitList(hubs);
+  if (servers.length === 0) {
+    io.stdout.write("not pushed to any hub (no --hub): running hubs apply it at their next start, or run again with --hub\n");
+    return;
+  }
+  // The system user with the hub's TLS identity; the resolver dir is not used here.
+  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
+  const results = await pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
+  for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
+}
+
+const initCommand = defineCommand({
+  name: "keys init",
+  summary: "create the mesh's root of trust: NATS operator and accounts, a TLS CA and the hubs' certificate, the libp2p pre-shared key",
+  description: `
+Creates DIR (0700) with every secret 0600. Refuses to overwrite an existing
+mesh. Give the hubs' host names and addresses with --hub-hosts so that nodes can
+verify the hubs' certificate. Copy DIR/hub/ to the hubs; keep DIR/ca/ca.key and
+the seeds offline when you can.`,
+  options: {
+    dir: dirOption,
+    hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate" },
+  },
+  async run(values, _positionals, io) {
+    const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) });
+    io.stdout.write(
+      [
+        `mesh keys created in ${values.dir}`,
+        `  operator        ${state.operator}`,
+        `  system account  ${state.systemAccount}`,
+        `  mesh account    ${state.meshAccount}`,
+        `  CA              ${join(values.dir, "ca", "ca.crt")}`,
+        `  pre-shared key  ${join(values.dir, "swarm.key")}`,
+        `next: leafmesh keys issue --dir ${values.dir} --node <name>`,
+        "",
+      ].join("\n"),
+    );
+    return 0;
+  },
+});
+
+const issueCommand = defineCommand({
+  name: "keys issue",
+  summary: "issue a node's identity: NATS credentials (a new key every time), TLS certificate and key, CA, pre-shared key",
+  description: `
+Writes DIR/nodes/NODE/ (node.creds, node.crt, node.key, ca.crt, swarm.key), to
+copy to that node and pass to 'leafmesh agent --keys'. The first issue of a node
+creates its NATS account and re-signs the others (they import its relay frames):
+push them to running hubs with --hub. Issuing again after a revoke makes a new
+key: a revoked key never comes back.`,
+  options: {
+    dir: dirOption,
+    node: { type: "string", value: "NODE", required: true, description: "the node name (a DNS label)" },
+    hosts: { type: "string", value: "HOSTS", description: "names and IPs in the node's TLS certificate (default: the node name)" },
+    expires: { type: "string", value: "TIME", description: "when the NATS credentials expire (ISO 8601); default: never, revoke instead" },
+    hub: hubOption,
+  },
+  async run(values, _positionals, io) {
+    let expires: number | undefined;
+    if (values.expires) {
+      const at = Date.parse(values.expires);
+      if (Number.isNaN(at)) throw new LeafmeshError("CONFIG_INVALID", `--expires: '${values.expires}' is not an ISO 8601 time (for example 2027-01-01T00:00:00Z)`);
+      expires = Math.floor(at / 1000);
+    }
+    const hosts = splitList(values.hosts);
+    const result = await issueNode({ dir: values.dir, node: values.node, hosts: hosts.length > 0 ? hosts : undefined, expires });
+    io.stdout.write(
+      [
+        `node ${values.node} issued: bundle ${result.bundleDir}`,
+        `  account ${result.node.account}`,
+        `  user    ${result.node.user}${result.node.expiresAt ? ` (expires ${result.node.expiresAt})` : ""}`,
+        "",
+      ].join("\n"),
+    );
+    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, io);
+    return 0;
+  },
+});
+
+const listCommand = defineCommand({
+  name: "keys list",
+  summary: "list the nodes issued in a keys directory, with their status (active, expired, revoked)",
+  options: { dir: dirOption, json: { type: "boolean", description: "print JSON instead of a table" } },
+  async run(values, _positionals, io) {
+    const nodes = listNodes(values.dir);
+    if (values.json) {
+      io.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`);
+      return 0;
+    }
+    const rows = [["NODE", "STATUS", "USER KEY", "ISSUED", "EXPIRES", "REVOKED KEYS"], ...nodes.map((node) => [node.node, node.status, node.user ?? "-", node.issuedAt, node.expiresAt ?? "never", String(node.revokedKeys)])];
+    const widths = rows[0].map((_cell, column) => Math.max(...rows.map((row) => row[column].length)));
+    for (const row of rows) io.stdout.write(`${row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd()}\n`);
+    return 0;
+  },
+});
+
+const revokeCommand = defineCommand({
+  name: "keys revoke",
+  summary: "revoke a node's current credentials and push the change to running hubs: its connections close within seconds",
+  description: `
+Adds the node's user key to its account's revocations (its node.creds are dead
+from then on, wherever copies are). With --hub the account update is pushed through the system
+account at once (no hub restart): the node's leaf connection is closed and its
+relayed streams end; other nodes are not touched. The node can be issued again
+later (with a new key).`,
+  options: { dir: dirOption, node: { type: "string", value: "NODE", required: true, description: "the node to revoke" }, hub: hubOption },
+  async run(values, _positionals, io) {
+    const result = await revokeNode({ dir: values.dir, node: values.node });
+    io.stdout.write(`node ${values.node}: user key ${result.revokedUser} revoked\n`);
+    await pushTo(values.dir, values.hub, [result.accountJwt], io);
+    return 0;
+  },
+});
+
+const issueSiteCommand = defineCommand({
+  name: "keys issue-site",
+  summary: "issue an edge site's bundle: its servers' identities, a user in each member node's account, TLS, the accounts to check agents with",
+  description: `
+Writes DIR/sites/SITE/, to copy to the site's servers and pass to 'leafmesh site
+--keys'. Each server is issued as a node of its own (first time only; push the
+changed accounts with --hub). The members are issued nodes whose agents attach
+to this site; the site holds a user in each one's account, so per-node isolation
+holds through the site and relayed streams between members stay on it. Run it
+again when the members change, then restart the site's servers one by one.
+A stolen site bundle lets its holder act for the site's members and read the
+catalog; it cannot write the catalog or act for nodes of other sites.`,
+  options: {
+    dir: dirOption,
+    site: { type: "string", value: "SITE", required: true, description: "the site name (its JetStream domain; a DNS label)" },
+    members: { type: "string", value: "NODES", required: true, description: "issued nodes whose agents attach to this site (comma-separated)" },
+    servers: { type: "string", value: "NAMES", description: "the site's server names, as given to 'leafmesh site --server' (default: the site name)" },
+    hosts: { type: "string", value: "HOSTS", description: "names and IPs in the site's TLS certificate, what its agents dial (default: the site name, localhost, 127.0.0.1, ::1)" },
+    hub: hubOption,
+  },
+  async run(values, _positionals, io) {
+    const hosts = splitList(values.hosts);
+    const result = await issueSite({ dir: values.dir, site: values.site, members: splitList(values.members), servers: splitList(values.servers), hosts: hosts.length > 0 ? hosts : undefined });
+    io.stdout.write(
+      [
+        `site ${values.site} issued: bundle ${result.bundleDir}`,
+        `  servers ${result.site.servers.join(", ")}`,
+        `  members ${result.site.members.join(", ") || "(none)"}`,
+        "",
+      ].join("\n"),
+    );
+    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, io);
+    return 0;
+  },
+});
+
+const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
+
+function keysHelp(): string {
+  return [
+    "leafmesh keys — the mesh's keys: NATS operator and accounts, TLS CA, pre-shared key, per-node credentials",
+    "",
+    "Usage: leafmesh keys <command> [options]",
+    "",
+    "Commands:",
+    ...subcommands.map((command) => `  ${command.name.slice("keys ".length).padEnd(11)}${command.summary}`),
+    "",
+    "Run 'leafmesh keys <command> --help' for a command's options.",
+    "",
+  ].join("\n");
+}
+
+export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    (name === undefined ? out.stderr : out.stdout).write(keysHelp());
+    return name === undefined ? 2 : 0;
+  }
+  const command = subcommands.find((candidate) => candidate.name === `keys ${name}`);
+  if (!command) {
+    out.stderr.write(`leafmesh keys: unknown command '${name}'\n${keysHelp()}`);
+    return 2;
+  }
+  return command.main(rest, { stdout: out.stdout, stderr: out.stderr, env, signal: new AbortController().signal });
+}
 
 export const keysCommand: Command = {
   name: "keys",
   summary: "create the mesh's keys (NATS operator and accounts, TLS CA, pre-shared key) and issue, list and revoke node credentials",
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
-import { parseHostPort } from "../nats-config/render.ts";
+import { parseHostPort } from "../nats/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
 import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";

@@ -13,7 +13,7 @@ import { describeError } from "../lib/errors.ts";
 import { createTunnelActor, type NodeIdentity, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
-import type { HostPort } from "../nats-config/render.ts";
+import type { HostPort } from "../nats/render.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */

@@ -2,7 +2,7 @@
  * What `rpc.<node>.status` answers: the node's role, its fabric links and its
  * actors' states. The catalog itself is paged through `catalog.snapshot`.
  */
-import type { FabricLink } from "../bus/fabric-monitor.ts";
+import type { FabricLink } from "../nats/fabric-monitor.ts";
 
 export interface ActorStatus {
   name: string;

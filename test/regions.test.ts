@@ -23,7 +23,7 @@ describe("regions joined by gateways", () => {
       "--gateways", `east=nats://127.0.0.1:${gateway.east.cluster},nats://127.0.0.1:${gateway.east.leaf};west=nats://127.0.0.1:${gateway.west.cluster}`,
     ];
     // East: two hubs (the catalog lives there, two replicas); west: one hub. Three servers in the
-    // metadata group, so losing west keeps a quorum (FACTS.md: never let one region hold half).
+    // metadata group, so losing west keeps a quorum (docs/nats-facts.md: never let one region hold half).
     const start = (name: string, ports: typeof e1, region: "east" | "west", listen: number, routes?: string[]) =>
       startHubProcess({
         name,

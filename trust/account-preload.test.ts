@@ -10,14 +10,14 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NatsServerSupervisor } from "../bus/nats-server.ts";
-import { loadAtStartMarker, markAccountsForLoadAtStart } from "../nats-config/account-preload.ts";
-import { renderHubConfig } from "../nats-config/render.ts";
+import { NatsServerSupervisor } from "../nats/supervisor.ts";
+import { loadAtStartMarker, markAccountsForLoadAtStart } from "../nats/account-preload.ts";
+import { renderHubConfig } from "../nats/render.ts";
 import { silentLogger } from "../lib/log.ts";
 import { freePort } from "../test/support/ports.ts";
 import { initKeys, issueNode } from "./key-store.ts";
 import { loadHubSecurity } from "./security.ts";
-import { requireTools } from "./test-servers.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-account-preload-"));
 const servers: NatsServerSupervisor[] = [];

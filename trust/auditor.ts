@@ -1,6 +1,6 @@
 /**
  * The hub's trust auditor: makes denials visible. nats-server 2.9.10 drops what
- * a node may not do without a log line (FACTS.md: "denials are quiet"); the
+ * a node may not do without a log line (docs/nats-facts.md: "denials are quiet"); the
  * auditor listens inside every node's account (listen-only users issued by
  * `keys issue`) and logs, once per node and subject, what that node tried
  * beyond its own subjects: publishing as another node, writing the catalog or

@@ -1,7 +1,7 @@
 /**
  * The mesh's NATS accounts and users as JWT claims (pure: keys in, JWT text out).
  *
- * One account per node (FACTS.md: on 2.9.10 the hub does not enforce a leaf's
+ * One account per node (docs/nats-facts.md: on 2.9.10 the hub does not enforce a leaf's
  * user permissions, so only account boundaries hold against a stolen node):
  *
  * - `mesh` account: JetStream (the KV buckets live here), the catalog publisher's
@@ -22,7 +22,7 @@ import { buckets, hubDomain, meshRoot, relayRoot } from "../bus/subjects.ts";
 
 const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
 
-/** FACTS.md: @nats-io/jwt fills in no limits and `{}` means zero connections; say -1 explicitly. */
+/** docs/nats-facts.md: @nats-io/jwt fills in no limits and `{}` means zero connections; say -1 explicitly. */
 const unlimitedNats: OperatorLimits = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
 /** The mesh account's JetStream: -1 = no account cap (the server's max_file_store still applies). */
 const meshJetStream: OperatorLimits = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1, max_ack_pending: -1, mem_max_stream_bytes: -1, disk_max_stream_bytes: -1 };
@@ -46,7 +46,7 @@ const nodesStream = `KV_${buckets.nodes}`;
 
 /**
  * JetStream API subjects a node may call in the mesh account, as the hub sees
- * them after its domain mapping (`$JS.hub.API.X` → `$JS.API.X`; FACTS.md: the
+ * them after its domain mapping (`$JS.hub.API.X` → `$JS.API.X`; docs/nats-facts.md: the
  * import subjects must be the mapped names).
  */
 function readOnlyKvApi(stream: string): string[] {
@@ -169,7 +169,7 @@ export function nodeUserPermissions(node: string): Permissions {
         "_R_.>",
         "_INBOX.>",
         // The leafnode loop-detection subscription (`$LDS.<id>`) each leaf makes at connect. 2.9.10 checks a
-        // leaf's literal subscriptions (FACTS.md) and, measured, against this list: without it a hub logged
+        // leaf's literal subscriptions (docs/nats-facts.md) and, measured, against this list: without it a hub logged
         // "Permissions Violation for Subscription to $LDS..." for every remote of a site at every connect.
         "$LDS.>",
       ],
@@ -220,7 +220,7 @@ export async function systemUserJwt(options: { userSeed: string; accountSeed: st
 /**
  * What a client of the agent's OWN nats-server may publish (its local auth
  * user). The leaf remote's permissions do not cover leaf-local clients
- * (FACTS.md), and a violation here is answered and logged by that server
+ * (docs/nats-facts.md), and a violation here is answered and logged by that server
  * ("Publish Violation"), so an agent that oversteps sees why at once.
  */
 export function localClientPermissions(node: string): { publish: { allow: string[] }; subscribe: { allow: string[] } } {

@@ -11,10 +11,10 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { eventually, freePort } from "../test/support/ports.ts";
 import { initKeys, issueNode } from "./key-store.ts";
-import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
-import { runKeysCommand } from "./cli.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
+import { runKeysCommand } from "../cli/keys.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
-import { connectRogueLeaf } from "./rogue-leaf.ts";
+import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { createLogger } from "../lib/log.ts";
 
 let auditLog = "";

@@ -1,6 +1,6 @@
 /**
  * Turning NATS's quiet refusals into messages that say what happened.
- * FACTS.md: a client never sees a permission error across a leaf — a denied
+ * docs/nats-facts.md: a client never sees a permission error across a leaf — a denied
  * JetStream call comes back as "jetstream is not enabled", "no responders" or
  * a timeout — and a refused login says only "Authorization Violation". These
  * helpers name the cause (denied subject, expired/revoked/foreign credentials,
@@ -68,7 +68,7 @@ export interface Refusal {
 
 /**
  * Classifies a nats-server log line (the hub's or the agent's leaf) that reports
- * a refusal; undefined for any other line. The texts are the ones FACTS.md saw
+ * a refusal; undefined for any other line. The texts are the ones docs/nats-facts.md saw
  * on 2.9.10.
  */
 export function classifyServerLogLine(line: string): Refusal | undefined {

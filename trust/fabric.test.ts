@@ -14,11 +14,11 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys, issueNode, explainUserKey, readKeyState } from "./key-store.ts";
-import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
-import { connectRogueLeaf } from "./rogue-leaf.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
+import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { explainDenial, watchPermissionErrors } from "./denials.ts";
-import { runKeysCommand } from "./cli.ts";
+import { runKeysCommand } from "../cli/keys.ts";
 import { createUser, encodeUser, fmtCreds, type Algorithms } from "@nats-io/jwt";
 import { writeSecretFile } from "./secret-files.ts";
 
@@ -221,7 +221,7 @@ describe("a stolen node speaking the leafnode protocol itself reaches only its o
   });
 
   it("even a user of the node's account without any permission limits reads no other node's relay frames and forges nothing", async () => {
-    // The worst case FACTS.md warns about: user permissions not enforced. Only the account boundary is left.
+    // The worst case docs/nats-facts.md warns about: user permissions not enforced. Only the account boundary is left.
     const accountSeed = readFileSync(join(keys, "accounts", "node-edge-a.seed"), "utf8").trim();
     const user = createUser();
     const jwt = await encodeUser("edge-a-unlimited", user, accountSeed, { subs: -1, data: -1, payload: -1 }, { algorithm: "ed25519-nkey" as Algorithms });

@@ -195,7 +195,7 @@ export interface IssueResult {
 
 /**
  * Issues (or re-issues) a node: its account on first issue, always a NEW user
- * key (FACTS.md: a new JWT for a revoked key silently undoes the revocation), a
+ * key (docs/nats-facts.md: a new JWT for a revoked key silently undoes the revocation), a
  * TLS certificate, and the bundle directory to copy to the node.
  */
 export async function issueNode(options: IssueOptions): Promise<IssueResult> {
@@ -211,7 +211,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     state.nodes[node] = entry;
     // Every node account imports relay frames (and the punch service) from every other one: all are re-signed.
     // The new account goes first: a hub that meets an import from an account it does not know yet spends
-    // seconds looking it up (FACTS.md), long enough for a push to time out.
+    // seconds looking it up (docs/nats-facts.md), long enough for a push to time out.
     for (const other of [entry, ...Object.values(state.nodes).filter((candidate) => candidate !== entry)]) changedAccounts.push(await resignNodeAccount(dir, state, other));
     changedAccounts.push(await resignMeshAccount(dir, state));
     const auditor = createUser();
@@ -301,7 +301,7 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
 
 /**
  * Says why a user JWT would be refused, from what the key directory knows: the
- * hub tells a client only "Authorization Violation" (FACTS.md).
+ * hub tells a client only "Authorization Violation" (docs/nats-facts.md).
  */
 export function explainUserKey(dir: string, userJwt: string, now: () => number = Date.now): string {
   const claims = decode<User>(userJwt);
@@ -344,7 +344,7 @@ export interface IssueSiteResult {
  * isolation holds through the site), a system user (revocations pushed at the
  * hubs reach the site's resolver) and a loopback-only user for the site's own
  * process. Re-run it when members change, then restart the site's servers one by
- * one (leaf remotes cannot be changed by reload, FACTS.md).
+ * one (leaf remotes cannot be changed by reload, docs/nats-facts.md).
  */
 export async function issueSite(options: IssueSiteOptions): Promise<IssueSiteResult> {
   const { dir } = options;

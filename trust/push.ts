@@ -2,7 +2,7 @@
  * Pushes account JWTs to running hubs through the system account
  * (`$SYS.REQ.CLAIMS.UPDATE`). The full resolver stores them and applies them at
  * once: a revocation closes the revoked user's connections without a restart
- * (FACTS.md: ~6 ms), and cluster members pass the update on among themselves.
+ * (docs/nats-facts.md: ~6 ms), and cluster members pass the update on among themselves.
  *
  * ```ts
  * await pushAccountClaims({ servers: ["tls://hub-1:4222"], connectOptions: hub.systemConnectOptions, jwts: [accountJwt] });

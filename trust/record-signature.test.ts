@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { encodeNodeRecord, decodeNodeRecord, type NodeRecord } from "../bus/node-record.ts";
 import { initKeys, issueNode } from "./key-store.ts";
 import { signNodeRecord, verifyNodeRecord } from "./record-signature.ts";
-import { requireTools } from "./test-servers.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-record-sig-"));
 const keys = join(base, "keys");

@@ -1,5 +1,5 @@
 /**
- * Node records signed by the node (FACTS.md: "a second line of defence"): the
+ * Node records signed by the node (docs/nats-facts.md: "a second line of defence"): the
  * record bytes travel with the node's certificate and an ECDSA signature by its
  * TLS key. A peer that holds the mesh CA checks that the certificate is the
  * CA's, names the node the record claims to be, and signed these very bytes —

@@ -13,7 +13,7 @@ import { createLogger, type Logger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
 import { explainUserKey, initKeys, issueNode, revokeNode } from "./key-store.ts";
 import { pushAccountClaims } from "./push.ts";
-import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { classifyServerLogLine, diagnoseCredentialsFile, explainLeafRefusal, type RefusalCause } from "./denials.ts";
 import { readFileSync } from "node:fs";

@@ -13,8 +13,8 @@ import { silentLogger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
 import { RelayEndpoint, type RelayChannel } from "../services/tunnel/relay.ts";
 import { initKeys, issueNode } from "./key-store.ts";
-import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "./test-servers.ts";
-import { runKeysCommand } from "./cli.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
+import { runKeysCommand } from "../cli/keys.ts";
 
 let base: string;
 let keys: string;

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys, issueNode } from "./key-store.ts";
-import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "./test-servers.ts";
-import { runKeysCommand } from "./cli.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
+import { runKeysCommand } from "../cli/keys.ts";
 
 let base: string;
 beforeAll(() => {

@@ -42,7 +42,7 @@ export function tlsBlock(options: { cert: string; key: string; ca: string; verif
 /**
  * Operator mode with a full resolver (hubs and secured site servers): the operator, the system
  * account, and every account JWT preloaded. Full: it takes account updates pushed through the
- * system account and keeps them in `resolverDir` (FACTS.md).
+ * system account and keeps them in `resolverDir` (docs/nats-facts.md).
  */
 export function operatorLines(options: { operatorJwt: string; systemAccount: string; resolverDir: string; preload: { account: string; jwt: string }[] }): string[] {
   return [
@@ -139,7 +139,7 @@ export interface NodeSecurity {
   node: string;
   /** Inside the leaf remote (render's `remoteSecurity`): the node's creds and TLS. Use tls:// or nats-leaf:// URLs. */
   leafRemoteFragment: string;
-  /** Top level of the agent's own nats-server: only holders of the local nkey may connect (FACTS.md: leaf-local clients are not covered by leaf permissions). */
+  /** Top level of the agent's own nats-server: only holders of the local nkey may connect (docs/nats-facts.md: leaf-local clients are not covered by leaf permissions). */
   localAuthFragment: string;
   /** For the agent's clients of its own nats-server: the local nkey and the node's inbox prefix. */
   clientConnectOptions: Partial<ConnectionOptions>;

@@ -34,7 +34,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
 import { LeafmeshError } from "../lib/errors.ts";
-import type { LeafRemote } from "../nats-config/render.ts";
+import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { allAccountJwts, siteBundleDir, type SiteDescription } from "./key-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";

@@ -13,13 +13,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { renderLeafConfig } from "../nats-config/render.ts";
+import { renderLeafConfig } from "../nats/render.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
 import { initKeys, issueNode, issueSite, revokeNode } from "./key-store.ts";
 import { pushAccountClaims } from "./push.ts";
-import { connectRogueLeaf } from "./rogue-leaf.ts";
+import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { loadSiteSecurity } from "./site-security.ts";
-import { leafConnections, requireTools, startNatsServer, startSecuredHub, startSecuredLeaf, stopAllServers, type SecuredHub, type SecuredLeaf, type TestServer } from "./test-servers.ts";
+import { leafConnections, requireTools, startNatsServer, startSecuredHub, startSecuredLeaf, stopAllServers, type SecuredHub, type SecuredLeaf, type TestServer } from "../test/support/trust-servers.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 

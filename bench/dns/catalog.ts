@@ -3,7 +3,7 @@
  * names for leafmesh (catalog), unbound (local-data) and dnsmasq (host-record).
  */
 import type { CatalogObject } from "../../bus/catalog.ts";
-import { service, slice } from "../../services/dns/testing.ts";
+import { service, slice } from "../../test/support/dns-catalog.ts";
 
 export const benchServiceCount = 1000;
 

@@ -5,7 +5,7 @@
  */
 import { createLogger } from "../../lib/log.ts";
 import { createDnsActor } from "../../services/dns/index.ts";
-import { feedOf } from "../../services/dns/testing.ts";
+import { feedOf } from "../../test/support/dns-catalog.ts";
 import { benchCatalog } from "./catalog.ts";
 
 const port = Number(process.argv[2] ?? 0);

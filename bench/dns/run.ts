@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { freePort } from "../../test/support/ports.ts";
-import { requireTools, startDnsmasq, startUnbound, type RunningDnsServer } from "../../services/dns/test-servers.ts";
+import { requireTools, startDnsmasq, startUnbound, type RunningDnsServer } from "../../test/support/dns-servers.ts";
 import { percentile, ratio, writeTables, type BenchTable } from "../table.ts";
 import { benchNames, benchServiceCount } from "./catalog.ts";
 

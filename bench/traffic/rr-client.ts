@@ -3,7 +3,7 @@
  *   rr-client.ts latency --host H --port P --count N   small request/response round trips on one connection
  *   rr-client.ts connect --host H --port P --ms T      new connections per second (connect, read greeting, close)
  * Prints JSON: { samplesUs: [...] } or { connections, ms }.
- * The server is services/traffic/lab/endpoint-server.ts: a greeting line, then echo.
+ * The server is lab/traffic/endpoint-server.ts: a greeting line, then echo.
  */
 import { connect, type Socket } from "node:net";
 import { parseArgs } from "node:util";

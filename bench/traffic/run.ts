@@ -19,7 +19,7 @@ import { IptablesBackend } from "../../services/proxier/iptables.ts";
 import { NftablesBackend } from "../../services/proxier/nftables.ts";
 import type { InterceptBackend } from "../../services/proxier/backend.ts";
 import type { InterceptRule } from "../../services/proxier/rules.ts";
-import { testService } from "../../services/traffic/testing.ts";
+import { testService } from "../../test/support/traffic-catalog.ts";
 import { percentile, ratio, writeTables, type BenchTable } from "../table.ts";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -105,13 +105,13 @@ export async function runTrafficBench(): Promise<BenchTable> {
     await lab.route(cli, "198.19.0.0/16", { device: "eth0" });
 
     lab.spawn(srv, ["iperf3", "-s", "-p", String(iperfPort)]);
-    const echo = lab.spawn(srv, [node24, resolve(root, "services/traffic/lab/endpoint-server.ts"), "--name", "srv", "--port", String(echoPort)]);
+    const echo = lab.spawn(srv, [node24, resolve(root, "lab/traffic/endpoint-server.ts"), "--name", "srv", "--port", String(echoPort)]);
     await waitForLine(echo, (line) => line === "listening", "echo server");
     await waitForPort(lab, srv, iperfPort);
 
     // Every path is up at once and measured in interleaved rounds, medians reported: on a shared
     // 2-core machine a burst of other load then hits all paths alike instead of one.
-    const agent = lab.spawn(cli, [node24, resolve(root, "services/traffic/lab/agent-entry.ts"), "--node", "bench", "--intercept", "nftables"], { stdio: ["pipe", "pipe", "pipe"] });
+    const agent = lab.spawn(cli, [node24, resolve(root, "lab/traffic/agent-entry.ts"), "--node", "bench", "--intercept", "nftables"], { stdio: ["pipe", "pipe", "pipe"] });
     const agentLines = createInterface({ input: agent.stdout! });
     const synced = new Promise<void>((done) => agentLines.on("line", (line) => line.includes('"synced"') && line.includes('"rules":2') && done()));
     const { service, slice } = testService({

@@ -16,7 +16,7 @@ import { sampleService } from "../../test/support/manifests.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { startHubProcess, stopAllProcesses } from "../../test/support/processes.ts";
 import { KubernetesSource, type KubernetesSourceOptions } from "./kubernetes-source.ts";
-import { describeCatalogSourceContract } from "./source-contract.ts";
+import { describeCatalogSourceContract } from "../../test/support/source-contract.ts";
 import type { CatalogChange, CatalogRejection } from "./source.ts";
 
 const directory = mkdtempSync(join(tmpdir(), "leafmesh-k8s-"));

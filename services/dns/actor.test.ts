@@ -12,8 +12,8 @@ import { Bus } from "../../bus/bus.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createDnsActor, type DnsActor } from "./actor.ts";
-import { digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer } from "./test-servers.ts";
-import { feedOf, put, sampleCatalog, service } from "./testing.ts";
+import { digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer } from "../../test/support/dns-servers.ts";
+import { feedOf, put, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 
 describe("DNS actor on the bus", () => {
   const feed = feedOf(sampleCatalog());

@@ -5,9 +5,9 @@
  * only by the call that made it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCommand } from "../../lab/netns.ts";
+import { runCommand } from "../../lib/command.ts";
 import { ensureDummyInterface } from "./dummy-interface.ts";
-import { requireTools } from "./test-servers.ts";
+import { requireTools } from "../../test/support/dns-servers.ts";
 
 const namespace = `lmdns-${process.pid}`;
 

@@ -13,7 +13,7 @@
  * await dummy.remove();                                // only if ensureDummyInterface created it
  * ```
  */
-import { runCommand } from "../../lab/netns.ts";
+import { runCommand } from "../../lib/command.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 
 export interface DummyInterfaceOptions {

@@ -11,8 +11,8 @@ import { silentLogger } from "../../lib/log.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { createDnsActor, type DnsActor } from "./actor.ts";
 import { parseUpstream, upstreamsFromResolvConf } from "./forwarder.ts";
-import { dig, digHeader, digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer, type TestRecord } from "./test-servers.ts";
-import { feedOf, sampleCatalog, service } from "./testing.ts";
+import { dig, digHeader, digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer, type TestRecord } from "../../test/support/dns-servers.ts";
+import { feedOf, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 
 const records: TestRecord[] = [
   { name: "a.test", type: "A", value: "192.0.2.1", ttl: 60 },

@@ -13,8 +13,8 @@ import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { DnsServer } from "./server.ts";
 import { DnsStats } from "./stats.ts";
-import { frame, udpQuery } from "./test-servers.ts";
-import { feedOf, sampleCatalog } from "./testing.ts";
+import { frame, udpQuery } from "../../test/support/dns-servers.ts";
+import { feedOf, sampleCatalog } from "../../test/support/dns-catalog.ts";
 
 function prng(seed: number) {
   return () => {

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createDnsActor, type DnsActor } from "./actor.ts";
-import { dig, digHeader, digShort, frame, requireTools, tcpExchange, udpExchange, udpQuery } from "./test-servers.ts";
-import { feedOf, put, remove, sampleCatalog, service, slice } from "./testing.ts";
+import { dig, digHeader, digShort, frame, requireTools, tcpExchange, udpExchange, udpQuery } from "../../test/support/dns-servers.ts";
+import { feedOf, put, remove, sampleCatalog, service, slice } from "../../test/support/dns-catalog.ts";
 
 describe("DNS server with dig", () => {
   const feed = feedOf([

@@ -9,8 +9,8 @@ import dnsPacket from "dns-packet";
 import { describe, expect, it } from "vitest";
 import type { CatalogObject, EndpointSlice, Service } from "../../bus/catalog.ts";
 import { encodeReply } from "./server.ts";
-import type { LoosePacket, LooseRecord } from "./test-servers.ts";
-import { feedOf, sampleCatalog, service, slice } from "./testing.ts";
+import type { LoosePacket, LooseRecord } from "../../test/support/dns-servers.ts";
+import { feedOf, sampleCatalog, service, slice } from "../../test/support/dns-catalog.ts";
 import { isProblem, parseQuery } from "./wire.ts";
 import { answerQuestion, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
 

@@ -5,7 +5,7 @@
  * takes away everything the backend ever adds; `inspect` reports what is in the
  * kernel now, so tests and `leafmesh status` can see exactly one set of rules.
  */
-import { spawn } from "node:child_process";
+import { runCommand, type ExecResult } from "../../lib/command.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { InterceptRule } from "./rules.ts";
 
@@ -35,25 +35,10 @@ export interface BackendOptions {
   namespace?: string;
 }
 
-export interface ToolResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type ToolResult = ExecResult;
 
 export function runTool(argv: string[], options: BackendOptions & { input?: string } = {}): Promise<ToolResult> {
-  const full = options.namespace ? ["ip", "netns", "exec", options.namespace, ...argv] : argv;
-  return new Promise((resolve, reject) => {
-    const child = spawn(full[0], full.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout!.on("data", (chunk: Buffer) => stdout.push(chunk));
-    child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() }));
-    child.stdin!.on("error", () => undefined);
-    child.stdin!.end(options.input ?? "");
-  });
+  return runCommand(options.namespace ? ["ip", "netns", "exec", options.namespace, ...argv] : argv, { input: options.input });
 }
 
 export async function runToolChecked(argv: string[], options: BackendOptions & { input?: string } = {}): Promise<string> {

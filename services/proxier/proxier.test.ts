@@ -16,7 +16,7 @@ import { checkLabPrerequisites, createLab, type Lab } from "../../lab/netns.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTrafficActor, type TrafficActor } from "../traffic/index.ts";
-import { deleteService, putService } from "../traffic/testing.ts";
+import { deleteService, putService } from "../../test/support/traffic-catalog.ts";
 import { createProxierActor, type ProxierActor } from "./actor.ts";
 import { busListenerSource } from "./listener-source.ts";
 import { registerProxierMetrics } from "./metrics.ts";

@@ -12,7 +12,7 @@ import { catalogKey, type DestinationRule, type EndpointSlice } from "../../bus/
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
-import { putService, testService, whoAnswers } from "./testing.ts";
+import { putService, testService, whoAnswers } from "../../test/support/traffic-catalog.ts";
 
 /** An index that counts whose slices were read (planning a Service reads its slices). */
 class CountingIndex extends CatalogIndex {

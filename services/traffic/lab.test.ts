@@ -19,11 +19,11 @@ import { eventually } from "../../test/support/ports.ts";
 import type { InterceptBackend } from "../proxier/backend.ts";
 import { IptablesBackend } from "../proxier/iptables.ts";
 import { NftablesBackend } from "../proxier/nftables.ts";
-import { testService, type TestServiceOptions } from "./testing.ts";
+import { testService, type TestServiceOptions } from "../../test/support/traffic-catalog.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const node24 = resolve(root, "node_modules/.bin/node");
-const labDir = resolve(import.meta.dirname, "lab");
+const labDir = resolve(import.meta.dirname, "../../lab/traffic");
 const endpointIps = { s1: "198.18.1.11", s2: "198.18.1.12", s3: "198.18.1.13", s4: "198.18.1.14" };
 const clientIps = Array.from({ length: 8 }, (_, i) => `198.18.1.${100 + i}`);
 const tcp = (port: number) => [{ name: "main", protocol: "TCP" as const, port, targetPort: 8080 }];

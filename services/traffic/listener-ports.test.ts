@@ -7,7 +7,7 @@ import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
 import { defaultEphemeralRange, ListenerPortPicker, readEphemeralRange } from "./listener-ports.ts";
-import { putService } from "./testing.ts";
+import { putService } from "../../test/support/traffic-catalog.ts";
 
 describe("listener ports", () => {
   it("walks the range from a random start and wraps around", () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { catalogKey, type CatalogObject, type DestinationRule } from "../../bus/catalog.ts";
 import { affectedServices, choosePolicy, planServicePorts } from "./plan.ts";
-import { testService } from "./testing.ts";
+import { testService } from "../../test/support/traffic-catalog.ts";
 
 const rule = (loadBalancer: DestinationRule["loadBalancer"], host = "web"): DestinationRule => ({
   kind: "DestinationRule",

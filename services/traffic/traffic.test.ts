@@ -14,7 +14,7 @@ import { eventually, freePort } from "../../test/support/ports.ts";
 import { Registry } from "prom-client";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
 import { registerTrafficMetrics } from "./metrics.ts";
-import { putService, whoAnswers } from "./testing.ts";
+import { putService, whoAnswers } from "../../test/support/traffic-catalog.ts";
 
 const hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
 let port = 0;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
-import { requireTools } from "../../trust/test-servers.ts";
+import { requireTools } from "../../test/support/trust-servers.ts";
 import { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-node-identity-"));

@@ -11,7 +11,7 @@ import { Bus } from "../../bus/bus.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "./test-fabric.ts";
+import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 describe("relay under faults", () => {
   let fabric: TestFabric;

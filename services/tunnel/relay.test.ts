@@ -6,7 +6,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { RelayEndpoint, decodeFrame, encodeFrame, frameTypes, type RelayChannel } from "./relay.ts";
-import { startFabric, type TestFabric } from "./test-fabric.ts";
+import { startFabric, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 function collect(channel: RelayChannel): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -115,7 +115,7 @@ export interface RelayEndpointOptions {
   openTimeoutMs?: number;
   /** @default 2_000 — ping interval on a channel with nothing else to send. */
   pingIntervalMs?: number;
-  /** @default 8_000 — silence after which a channel is reset: a leaf moves to another hub in ~1-2 s (FACTS.md); four pings lost means the path is gone. */
+  /** @default 8_000 — silence after which a channel is reset: a leaf moves to another hub in ~1-2 s (docs/nats-facts.md); four pings lost means the path is gone. */
   idleTimeoutMs?: number;
   /** Called when a channel opens or ends (for `mesh.<node>.tunnel.relay`). */
   onEvent?: (event: { peer: string; channel: string; status: "open" | "closed" | "reset"; bytes: number; reason?: string }) => void;

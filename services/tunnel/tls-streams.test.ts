@@ -14,10 +14,10 @@ import { Bus } from "../../bus/bus.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
-import { requireTools } from "../../trust/test-servers.ts";
+import { requireTools } from "../../test/support/trust-servers.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTunnelActor, type NodeIdentity, type TunnelActor } from "./index.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "./test-fabric.ts";
+import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 import { connectTlsStream } from "./tls-streams.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-tls-streams-"));

@@ -11,7 +11,7 @@ import { relaySubject } from "../../bus/subjects.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "./test-fabric.ts";
+import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 const otherPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"a5".repeat(32)}\n`;
 

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NatsServerSupervisor } from "../bus/nats-server.ts";
+import { NatsServerSupervisor } from "./supervisor.ts";
 import { silentLogger } from "../lib/log.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
 import { renderHubConfig, renderLeafConfig, toLeafUrl } from "./render.ts";

@@ -1,7 +1,7 @@
 /**
  * Test support: a "stolen node" that speaks the leafnode protocol itself with a
  * node's valid credentials and certificate, without any of the restrictions an
- * honest leaf server applies (FACTS.md: a client like this got past per-user
+ * honest leaf server applies (docs/nats-facts.md: a client like this got past per-user
  * permissions on 2.9.10). What it can reach is what the hub's accounts allow.
  */
 import { connect as tlsConnect, type TLSSocket } from "node:tls";

@@ -13,14 +13,14 @@
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
-import { Bus } from "../../../bus/bus.ts";
-import { IndexFeed } from "../../../bus/catalog-feed.ts";
-import type { CatalogObject } from "../../../bus/catalog.ts";
-import { createLogger } from "../../../lib/log.ts";
-import { accountStreamBuffersInHeapLimits } from "../../../lib/stream-heap.ts";
-import { busListenerSource, createProxierActor } from "../../proxier/index.ts";
-import type { InterceptMode } from "../../proxier/backend.ts";
-import { createTrafficActor } from "../index.ts";
+import { Bus } from "../../bus/bus.ts";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+import type { CatalogObject } from "../../bus/catalog.ts";
+import { createLogger } from "../../lib/log.ts";
+import { accountStreamBuffersInHeapLimits } from "../../lib/stream-heap.ts";
+import { busListenerSource, createProxierActor } from "../../services/proxier/index.ts";
+import type { InterceptMode } from "../../services/proxier/backend.ts";
+import { createTrafficActor } from "../../services/traffic/index.ts";
 
 const { values } = parseArgs({ options: { node: { type: "string" }, intercept: { type: "string" }, nats: { type: "string" }, "listen-host": { type: "string" }, "ejection-ms": { type: "string" } } });
 const node = values.node ?? "edge-a";

@@ -4,10 +4,10 @@ import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { execFileSync } from "node:child_process";
-import { runKeysCommand } from "./cli.ts";
-import { loadHubSecurity, loadNodeSecurity } from "./security.ts";
+import { runKeysCommand } from "./keys.ts";
+import { loadHubSecurity, loadNodeSecurity } from "../trust/security.ts";
 import { parsePsk } from "../services/tunnel/host.ts";
-import { requireTools } from "./test-servers.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-keys-cli-"));
 const dir = join(base, "keys");

@@ -22,8 +22,8 @@ import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
-import type { HostPort } from "../nats-config/render.ts";
-import { markAccountsForLoadAtStart } from "../nats-config/account-preload.ts";
+import type { HostPort } from "./render.ts";
+import { markAccountsForLoadAtStart } from "./account-preload.ts";
 
 export interface NatsServerOptions {
   /** Used in logs and file names. */

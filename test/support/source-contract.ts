@@ -20,9 +20,9 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import type { CatalogObject } from "../../bus/catalog.ts";
-import { sampleService } from "../../test/support/manifests.ts";
-import { eventually } from "../../test/support/ports.ts";
-import type { CatalogChange, CatalogRejection, CatalogSource } from "./source.ts";
+import { sampleService } from "./manifests.ts";
+import { eventually } from "./ports.ts";
+import type { CatalogChange, CatalogRejection, CatalogSource } from "../../services/controller/source.ts";
 
 export interface CatalogSourceHarness {
   /** Not started yet. */

@@ -11,9 +11,9 @@
  * ```
  */
 import type { Logger } from "../lib/log.ts";
-import type { HostPort } from "../nats-config/render.ts";
-import type { Bus } from "./bus.ts";
-import { nowIso } from "./events.ts";
+import type { HostPort } from "./render.ts";
+import type { Bus } from "../bus/bus.ts";
+import { nowIso } from "../bus/events.ts";
 
 export interface FabricLink {
   kind: "leaf" | "route" | "gateway";

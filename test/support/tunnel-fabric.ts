@@ -16,10 +16,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../../bus/connect.ts";
-import { NatsServerSupervisor } from "../../bus/nats-server.ts";
-import { renderHubConfig, renderLeafConfig } from "../../nats-config/render.ts";
+import { NatsServerSupervisor } from "../../nats/supervisor.ts";
+import { renderHubConfig, renderLeafConfig } from "../../nats/render.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { freePort } from "../../test/support/ports.ts";
+import { freePort } from "./ports.ts";
 
 export interface TestFabric {
   hubs: { name: string; clientUrl: string; leafUrl: string; server: NatsServerSupervisor }[];

@@ -7,7 +7,7 @@
  *   (regions).
  * - leaf: an agent's embedded server (domain = node name) or a site server
  *   (domain = site name, optionally clustered and itself accepting leafs). One
- *   remote listing every upstream URL: FACTS.md found that two remotes into one
+ *   remote listing every upstream URL: docs/nats-facts.md found that two remotes into one
  *   account loop, while one remote with several URLs fails over by itself.
  *
  * ```ts
@@ -49,7 +49,7 @@ export interface CommonServerOptions {
   /** The HTTP monitoring port (/healthz, /leafz, /routez): the supervisor's readiness and link checks use it. */
   monitor: HostPort;
   /**
-   * @default "5s" — FACTS.md: the 2-minute default noticed a silent cut only after
+   * @default "5s" — docs/nats-facts.md: the 2-minute default noticed a silent cut only after
    * minutes; 5 s noticed it in about 13 s.
    */
   pingInterval?: string;
@@ -154,7 +154,7 @@ export function renderHubConfig(options: HubServerOptions): string {
     ...commonLines(options, hubDomain),
     `leafnodes {`,
     `  listen: ${hostPort(options.leaf)}`,
-    // FACTS.md: advertised leafnode URLs make leafs bypass the address they were given.
+    // docs/nats-facts.md: advertised leafnode URLs make leafs bypass the address they were given.
     `  no_advertise: true`,
     ...(options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `}`,
@@ -172,7 +172,7 @@ export function renderHubConfig(options: HubServerOptions): string {
       ...(options.gateway.security ? [options.gateway.security.replace(/^/gm, "  ")] : []),
       `}`,
     );
-    // FACTS.md: leaf nodes plus gateways need an explicit system account.
+    // docs/nats-facts.md: leaf nodes plus gateways need an explicit system account.
     if (!options.security) lines.push(...openAccounts());
   }
   if (options.security) lines.push(options.security);
@@ -213,7 +213,7 @@ export function checkUpstreamUrls(upstreams: string[]): void {
   checkUrls("upstream", upstreams, ["nats-leaf:", "nats:", "tls:"]);
 }
 
-/** The open lab setup FACTS.md found to work with gateways: a system account and a default user. */
+/** The open lab setup docs/nats-facts.md found to work with gateways: a system account and a default user. */
 function openAccounts(): string[] {
   return [
     `accounts {`,

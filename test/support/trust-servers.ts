@@ -7,10 +7,10 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, eventually } from "../test/support/ports.ts";
-import { renderLeafConfig } from "../nats-config/render.ts";
-import { markAccountsForLoadAtStart } from "../nats-config/account-preload.ts";
-import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "./security.ts";
+import { freePort, eventually } from "./ports.ts";
+import { renderLeafConfig } from "../../nats/render.ts";
+import { markAccountsForLoadAtStart } from "../../nats/account-preload.ts";
+import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../../trust/security.ts";
 
 export interface TestServer {
   name: string;

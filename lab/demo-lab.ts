@@ -11,11 +11,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
-import { buildNatLab, hubAddresses } from "../lab/nat.ts";
-import { inNamespace, runCommand } from "../lab/netns.ts";
+import { buildNatLab, hubAddresses } from "./nat.ts";
+import { inNamespace, runCommand } from "./netns.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
-import type { CommandIO } from "./command.ts";
+import type { CommandIO } from "../cli/command.ts";
 
 const cliPath = resolve(import.meta.dirname, "../bin/leafmesh.js");
 
