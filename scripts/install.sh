@@ -38,12 +38,14 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
-# npm install when the lockfile changed since the last install (or nothing is installed).
-stamp=node_modules/.leafmesh-install-stamp
-if [[ ! -f "$stamp" || package-lock.json -nt "$stamp" || package.json -nt "$stamp" ]]; then
+# npm install when the lockfile changed since the last install (or nothing is installed). npm's own
+# record of node_modules (node_modules/.package-lock.json) is the stamp: writing anything else into
+# node_modules after the install makes npm take that record for stale, and every later `npx leafmesh`
+# then rebuilds the tree and prints npm's EBADENGINE warnings (the machine's npm runs on its older Node).
+record=node_modules/.package-lock.json
+if [[ ! -f "$record" || package-lock.json -nt "$record" || package.json -nt "$record" ]]; then
   say "installing npm packages"
   npm install --no-audit --no-fund --loglevel=error
-  touch "$stamp"
 fi
 node_version=$(node_modules/.bin/node --version)
 say "ready: Node ${node_version} (from the node@24 package), $(nats-server --version)"

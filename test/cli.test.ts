@@ -1,5 +1,7 @@
 /** The CLI as a user meets it: help that is true, clear errors and exit codes. */
 import { afterAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
 import { commands } from "../cli/main.ts";
@@ -103,5 +105,26 @@ describe("leafmesh CLI", () => {
     expect(result.stderr).toContain(`cannot connect to NATS at nats://127.0.0.1:${port}`);
     expect(result.stderr).toContain("Is the leafmesh hub or agent running there");
     expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+/**
+ * The README's commands run through the machine's npm, whose Node may be older than 24 (Debian's
+ * is 18 or 20); `npx` then checks the package's `engines` against that Node, not against the
+ * Node 24 of node_modules that actually runs leafmesh. Only a machine with an older system Node
+ * shows it: on another, the case cannot be built here.
+ */
+const systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const systemNode = spawnSync("node", ["--version"], { env: { PATH: systemPath }, encoding: "utf8" });
+const systemNodeMajor = systemNode.status === 0 ? Number(systemNode.stdout.trim().replace(/^v/, "").split(".")[0]) : undefined;
+const olderSystemNode = systemNodeMajor !== undefined && systemNodeMajor < 24;
+
+describe("the README's npx commands on a machine whose Node is older than 24", () => {
+  it.skipIf(!olderSystemNode)(`print leafmesh's own screen, not npm's warnings (needs a system node older than 24 on PATH; here: ${systemNode.stdout?.trim() || "none"})`, () => {
+    const run = spawnSync("npx", ["leafmesh", "--help"], { cwd: resolve(import.meta.dirname, ".."), env: { PATH: systemPath, HOME: process.env.HOME ?? "/root" }, encoding: "utf8", timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout.split("\n")[0]).toMatch(/^leafmesh — /);
+    expect(run.stderr).not.toMatch(/npm warn/i);
+    expect(run.stderr).toBe("");
   });
 });
