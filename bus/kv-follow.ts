@@ -46,6 +46,11 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
         if (!loaded && (await options.kv.status()).values === 0) markLoaded();
         const iterator = await options.kv.watch(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {});
         current = iterator;
+        // stop() may have come while the watch was being set up: it found nothing to stop then.
+        if (stopped) {
+          iterator.stop();
+          break;
+        }
         for await (const entry of iterator) {
           if (entry.revision <= lastRevision) continue;
           lastRevision = entry.revision;

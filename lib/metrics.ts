@@ -5,9 +5,9 @@
  * running). Actors add their own metrics to the registry they are handed.
  *
  * ```ts
- * const metrics = new MetricsServer({ listen: { host: "127.0.0.1", port: 9464 }, log, health: () => ({ healthy: true, ready: true, detail: {} }) });
+ * const metrics = new MetricsServer({ log, health: () => ({ healthy: true, ready: true, detail: {} }) });
  * new Gauge({ name: "leafmesh_catalog_objects", help: "...", registers: [metrics.registry] });
- * await metrics.start();
+ * await metrics.start({ host: "127.0.0.1", port: 9464 });
  * ```
  */
 import { createServer, type Server } from "node:http";
@@ -22,9 +22,11 @@ export interface Health {
 }
 
 export interface MetricsServerOptions {
-  listen: { host: string; port: number };
+  /** Where to serve; or given to `start()`. */
+  listen?: { host: string; port: number };
   log: Logger;
-  health: () => Health;
+  /** What /healthz and /readyz answer; or set later with `setHealth()` (until then: unavailable). */
+  health?: () => Health;
   /** Labels on every metric, e.g. { node: "edge-a", role: "agent" }. */
   labels?: Record<string, string>;
 }
@@ -33,14 +35,21 @@ export class MetricsServer {
   readonly registry = new Registry();
   readonly #options: MetricsServerOptions;
   #server: Server | undefined;
+  #health: () => Health;
 
   constructor(options: MetricsServerOptions) {
     this.#options = options;
+    this.#health = options.health ?? (() => ({ healthy: false, ready: false, detail: { starting: true } }));
     if (options.labels) this.registry.setDefaultLabels(options.labels);
     collectDefaultMetrics({ register: this.registry, prefix: "leafmesh_process_" });
   }
 
-  async start(): Promise<void> {
+  setHealth(health: () => Health): void {
+    this.#health = health;
+  }
+
+  async start(listen = this.#options.listen): Promise<void> {
+    if (!listen) throw new LeafmeshError("INTERNAL", "MetricsServer.start: no address to listen on");
     const server = createServer((request, response) => {
       void (async () => {
         const path = (request.url ?? "/").split("?")[0];
@@ -50,7 +59,7 @@ export class MetricsServer {
           return;
         }
         if (path === "/healthz" || path === "/readyz") {
-          const health = this.#options.health();
+          const health = this.#health();
           const ok = path === "/healthz" ? health.healthy : health.healthy && health.ready;
           response.statusCode = ok ? 200 : 503;
           response.setHeader("content-type", "application/json");
@@ -65,7 +74,7 @@ export class MetricsServer {
         response.end();
       });
     });
-    const { host, port } = this.#options.listen;
+    const { host, port } = listen;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) =>
         reject(new LeafmeshError("CONFIG_INVALID", `--metrics-listen ${host}:${port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
@@ -73,7 +82,7 @@ export class MetricsServer {
       server.listen(port, host, () => resolve());
     });
     this.#server = server;
-    this.#options.log.info({ listen: this.#options.listen }, "metrics and health endpoints listening");
+    this.#options.log.info({ listen }, "metrics and health endpoints listening");
   }
 
   get port(): number | undefined {

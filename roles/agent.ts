@@ -14,17 +14,16 @@
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AnyActorRef } from "xstate";
-import { Bus } from "../bus/bus.ts";
+import type { Bus } from "../bus/bus.ts";
 import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts";
 import { followCatalog, type CatalogFeed } from "../bus/catalog-feed.ts";
-import { connectNats, localClientUrl } from "../bus/connect.ts";
-import { nowIso } from "../bus/events.ts";
-import { FabricMonitor } from "../nats/fabric-monitor.ts";
-import { NatsServerSupervisor } from "../nats/supervisor.ts";
+import type { FabricMonitor } from "../nats/fabric-monitor.ts";
+import type { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
-import { Gauge, type Registry } from "prom-client";
-import { MetricsServer } from "../lib/metrics.ts";
+import type { Registry } from "prom-client";
+import type { MetricsServer } from "../lib/metrics.ts";
+import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
@@ -102,7 +101,7 @@ export interface AgentRuntime {
 export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   checkNodeName(config.node, config.role === "site" ? "site server name" : "node name");
   if (config.domain) checkNodeName(config.domain, "site name");
-  const log = config.log.child({ node: config.node });
+  const role = config.role ?? "agent";
   // This process splices stream bytes (tunnel, cluster IPs): see lib/stream-heap.ts.
   accountStreamBuffersInHeapLimits();
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
@@ -112,41 +111,53 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   if ((config.upstreamOrder ?? "rtt") === "rtt" && upstreams.length > 1) {
     const measured = await orderByRtt(upstreams);
     upstreams = measured.map((upstream) => upstream.url);
-    log.info({ upstreams: measured }, "upstreams ordered by round-trip time");
+    config.log.child({ node: config.node }).info({ upstreams: measured }, "upstreams ordered by round-trip time");
   }
-  const server = new NatsServerSupervisor({
+  config.log.child({ node: config.node }).info({ upstreams }, "the leaf attaches to these upstreams, in this order");
+  const node = await startServerProcess({
     name: config.node,
-    dataDir: config.dataDir,
-    monitor: config.monitor,
-    log: log.child({ actor: "fabric" }),
-    loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
-    configText: renderLeafConfig({
-      serverName: config.node,
-      domain: config.domain ?? config.node,
-      storeDir: join(config.dataDir, "jetstream"),
-      client: config.client,
+    role,
+    client: config.client,
+    connectOptions: config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions,
+    log: config.log,
+    server: {
+      dataDir: config.dataDir,
       monitor: config.monitor,
-      upstreams,
-      leaf: config.leaf,
-      cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
-      security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
-      remoteSecurity: config.security?.leafRemoteFragment,
-      leafSecurity: config.siteSecurity?.leafnodesFragment,
-      remotes: config.siteSecurity?.remotes,
-    }),
+      loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
+      configText: renderLeafConfig({
+        serverName: config.node,
+        domain: config.domain ?? config.node,
+        storeDir: join(config.dataDir, "jetstream"),
+        client: config.client,
+        monitor: config.monitor,
+        upstreams,
+        leaf: config.leaf,
+        cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
+        security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
+        remoteSecurity: config.security?.leafRemoteFragment,
+        leafSecurity: config.siteSecurity?.leafnodesFragment,
+        remotes: config.siteSecurity?.remotes,
+      }),
+    },
   });
-  log.info({ upstreams, client: config.client }, "starting the node's leaf nats-server");
-  await server.start();
-  const connection = await connectNats({ ...(config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions), servers: [localClientUrl(config.client)], name: `leafmesh-${config.role ?? "agent"} ${config.node}` });
-  const bus = new Bus({ connection, node: config.node, log: log.child({ actor: "bus" }) });
+  try {
+    return await startAgentParts(config, node, upstreams);
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+}
+
+async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[]): Promise<AgentRuntime> {
+  const { log, connection, bus, server } = node;
+  const role = config.role ?? "agent";
   // A refused publish is silent at the client: log it, explained (which subject, whose it is).
   if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
-  server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
 
   // The controller subscribes to link events before the monitor publishes the first one.
   const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1) });
-  const fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: config.monitor, upstreams });
-  fabric.start();
+  node.onStop(() => controller.stop(), "the controller");
+  const fabric = node.watchFabric({ upstreams });
 
   const links: ActorLink[] = [
     linkActorToBus({
@@ -155,7 +166,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       actor: server.actor,
       // What `leafmesh status --tree` draws the fabric from.
       detail: () => ({
-        role: config.role ?? "agent",
+        role,
         domain: config.domain ?? config.node,
         upstream: fabric.links.find((link) => link.direction === "upstream")?.url ?? null,
         ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}` } : {}),
@@ -163,30 +174,33 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     }),
     linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
   ];
-  const metrics = new MetricsServer({
-    listen: config.metrics ?? { host: "127.0.0.1", port: 0 },
-    log: log.child({ actor: "metrics" }),
-    labels: { node: config.node, role: config.role ?? "agent" },
+  node.onStop(() => links.forEach((link) => link.stop()), "the actor links");
+  await node.serveMetrics({
+    listen: config.metrics,
     health: () => ({
       healthy: server.state === "ready" && !connection.isClosed(),
       ready: controller.actor.getSnapshot().matches("serving"),
       detail: { server: server.state, controller: stateOf(controller.actor.getSnapshot().value), upstream: fabric.upstreamUp },
     }),
+    objects: () => controller.index.size,
+    upstream: () => fabric.upstreamUp,
   });
-  registerFabricMetrics(metrics.registry, { objects: () => controller.index.size, upstream: () => fabric.upstreamUp, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops });
-  if (config.metrics) await metrics.start();
 
   const started: StartedActor[] = [];
-  const feed = (config.actors ?? []).length > 0 ? await followCatalog({ bus, log: log.child({ actor: "agent" }) }) : undefined;
-  for (const factory of config.actors ?? []) {
-    const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: metrics.registry, feed: feed! });
-    started.push(actor);
+  if ((config.actors ?? []).length > 0) {
+    const feed = await followCatalog({ bus, log: log.child({ actor: "agent" }) });
+    node.onStop(() => feed.close(), "the catalog feed");
+    for (const factory of config.actors ?? []) {
+      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed });
+      started.push(actor);
+      node.onStop(() => actor.stop(), `the ${actor.name} actor`);
+    }
   }
 
   const status = (): NodeStatus =>
     buildStatus({
       node: config.node,
-      role: config.role ?? "agent",
+      role,
       links: fabric.links,
       actors: [
         ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
@@ -194,58 +208,12 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       ],
       catalogObjects: controller.index.size,
     });
-  const stopStatus = bus.serve("status", () => status());
-  log.info({ node: config.node }, `${config.role ?? "agent"} ready`);
+  node.serveStatus(status);
+  log.info({ node: config.node }, `${role} ready`);
 
-  return {
-    connection,
-    bus,
-    server,
-    controller,
-    fabric,
-    metrics,
-    status,
-    async stop() {
-      stopStatus();
-      await metrics.stop();
-      for (const actor of started.reverse()) await actor.stop().catch((error: unknown) => log.error({ err: error, actor: actor.name }, "actor failed to stop"));
-      for (const link of links) link.stop();
-      fabric.stop();
-      feed?.close();
-      await controller.stop();
-      bus.close();
-      await connection.drain().catch(() => connection.close());
-      await server.stop();
-    },
-  };
+  return { connection, bus, server, controller, fabric, metrics: node.metrics, status, stop: () => node.stop() };
 }
 
 function stateOf(value: unknown): string {
   return typeof value === "string" ? value : JSON.stringify(value);
-}
-
-/** Gauges every leafmesh server process exposes, read when Prometheus scrapes. */
-export function registerFabricMetrics(
-  registry: Registry,
-  read: { objects: () => number; upstream?: () => boolean; restarts: () => number; drops: () => ReadonlyMap<string, number>; leading?: () => boolean },
-): void {
-  new Gauge({ name: "leafmesh_catalog_objects", help: "Catalog objects this process holds", registers: [registry], collect() { this.set(read.objects()); } });
-  if (read.upstream) {
-    const upstream = read.upstream;
-    new Gauge({ name: "leafmesh_upstream_connected", help: "1 while the leaf link to a hub or site is up", registers: [registry], collect() { this.set(upstream() ? 1 : 0); } });
-  }
-  if (read.leading) {
-    const leading = read.leading;
-    new Gauge({ name: "leafmesh_publisher_leading", help: "1 while this hub holds the catalog publisher lease", registers: [registry], collect() { this.set(leading() ? 1 : 0); } });
-  }
-  new Gauge({ name: "leafmesh_nats_server_restarts", help: "Times the supervised nats-server was restarted after exiting", registers: [registry], collect() { this.set(read.restarts()); } });
-  new Gauge({
-    name: "leafmesh_bus_dropped",
-    help: "Bus messages dropped, by reason",
-    labelNames: ["reason"],
-    registers: [registry],
-    collect() {
-      for (const [reason, count] of read.drops()) this.set({ reason }, count);
-    },
-  });
 }

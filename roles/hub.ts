@@ -11,17 +11,14 @@
  */
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Bus } from "../bus/bus.ts";
-import { linkActorToBus, type ActorLink } from "../bus/actor-link.ts";
+import type { Bus } from "../bus/bus.ts";
+import { linkActorToBus } from "../bus/actor-link.ts";
 import { snapshotMethod, snapshotPage, type SnapshotPage } from "../bus/catalog-feed.ts";
-import { connectNats, localClientUrl } from "../bus/connect.ts";
-import { nowIso } from "../bus/events.ts";
-import { FabricMonitor } from "../nats/fabric-monitor.ts";
-import { NatsServerSupervisor } from "../nats/supervisor.ts";
+import { localClientUrl } from "../bus/connect.ts";
+import type { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
-import { MetricsServer } from "../lib/metrics.ts";
-import { registerFabricMetrics } from "./agent.ts";
+import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
@@ -70,34 +67,41 @@ export interface HubRuntime {
 
 export async function startHub(config: HubConfig): Promise<HubRuntime> {
   checkNodeName(config.name, "hub name");
-  const log = config.log.child({ node: config.name });
-  const server = new NatsServerSupervisor({
+  const node = await startServerProcess({
     name: config.name,
-    dataDir: config.dataDir,
-    monitor: config.monitor,
-    log: log.child({ actor: "fabric" }),
-    loadAccountsAtStart: config.security && { storeDir: join(config.dataDir, "jetstream"), accounts: config.security.accounts },
-    configText: renderHubConfig({
-      serverName: config.name,
-      storeDir: join(config.dataDir, "jetstream"),
-      client: config.client,
-      leaf: config.leaf,
+    role: "hub",
+    client: config.client,
+    connectOptions: config.security?.publisherConnectOptions,
+    log: config.log,
+    server: {
+      dataDir: config.dataDir,
       monitor: config.monitor,
-      // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
-      cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment },
-      gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment },
-      security: config.security?.configFragment,
-      leafSecurity: config.security?.leafnodesFragment,
-    }),
+      loadAccountsAtStart: config.security && { storeDir: join(config.dataDir, "jetstream"), accounts: config.security.accounts },
+      configText: renderHubConfig({
+        serverName: config.name,
+        storeDir: join(config.dataDir, "jetstream"),
+        client: config.client,
+        leaf: config.leaf,
+        monitor: config.monitor,
+        // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
+        cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment },
+        gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment },
+        security: config.security?.configFragment,
+        leafSecurity: config.security?.leafnodesFragment,
+      }),
+    },
   });
-  log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
-  await server.start();
-  const connection = await connectNats({ ...config.security?.publisherConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });
-  const bus = new Bus({ connection, node: config.name, log: log.child({ actor: "bus" }) });
-  server.options.onStatus = (status, detail) => bus.publish("fabric", "server", { at: nowIso(), status, detail });
+  try {
+    return await startHubParts(config, node);
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+}
 
-  const fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: config.monitor });
-  fabric.start();
+async function startHubParts(config: HubConfig, node: ServerProcess): Promise<HubRuntime> {
+  const { log, connection, bus, server } = node;
+  const fabric = node.watchFabric();
 
   const replicas = config.replicas ?? (config.cluster ? 3 : 1);
   const publisher = new CatalogPublisher({
@@ -110,87 +114,66 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
     leaseTtlMs: config.leaseTtlMs,
   });
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
+  node.onStop(() => publisher.stop(), "the catalog publisher");
   await publisher.start();
   // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts).
   await retryUntilReady(() => new Kvm(connection).create(buckets.nodes, { history: 1, ttl: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
 
-  const links: ActorLink[] = [
-    linkActorToBus({
-      bus,
-      actorName: "fabric",
-      actor: server.actor,
-      detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
-    }),
-  ];
+  const link = linkActorToBus({
+    bus,
+    actorName: "fabric",
+    actor: server.actor,
+    detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
+  });
+  node.onStop(() => link.stop(), "the fabric link");
   const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage =>
     snapshotPage([...publisher.stored.keys()].sort(), request, (key) => {
       const stored = publisher.stored.get(key);
       return stored ? { revision: stored.revision, object: stored.object } : undefined;
     }),
   );
+  node.onStop(stopSnapshot, "the catalog snapshot reply");
 
+  const publisherState = () => (config.source ? (publisher.leading ? "leading" : "following") : "no source");
   const status = (): NodeStatus =>
     buildStatus({
       node: config.name,
       role: "hub",
       links: fabric.links,
       actors: [
-        ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
+        { name: link.actorName, state: link.state, since: new Date(link.since).toISOString() },
         {
           name: "publisher",
-          state: config.source ? (publisher.leading ? "leading" : "following") : "no source",
+          state: publisherState(),
           since: new Date().toISOString(),
           detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
         },
       ],
       catalogObjects: publisher.stored.size,
     });
-  const stopStatus = bus.serve("status", () => status());
-  const metrics = new MetricsServer({
-    listen: config.metrics ?? { host: "127.0.0.1", port: 0 },
-    log: log.child({ actor: "metrics" }),
-    labels: { node: config.name, role: "hub" },
-    health: () => ({
-      healthy: server.state === "ready" && !connection.isClosed(),
-      ready: server.state === "ready",
-      detail: { server: server.state, publisher: config.source ? (publisher.leading ? "leading" : "following") : "no source" },
-    }),
+  node.serveStatus(status);
+  await node.serveMetrics({
+    listen: config.metrics,
+    health: () => ({ healthy: server.state === "ready" && !connection.isClosed(), ready: server.state === "ready", detail: { server: server.state, publisher: publisherState() } }),
+    objects: () => publisher.stored.size,
+    leading: () => publisher.leading,
   });
-  registerFabricMetrics(metrics.registry, { objects: () => publisher.stored.size, restarts: () => server.actor.getSnapshot().context.restarts, drops: () => bus.drops, leading: () => publisher.leading });
-  if (config.metrics) await metrics.start();
-  const observer = config.observer ? await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) }) : undefined;
+  if (config.observer) {
+    const observer = await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) });
+    node.onStop(() => observer.close(), "the NAT observer");
+  }
   // With security: say in this hub's log when a node oversteps (its account's denials are otherwise silent) or is refused, and why.
-  const auditor =
-    config.security && config.keysDir
-      ? await startTrustAuditor({
-          dir: config.keysDir,
-          servers: [localClientUrl(config.client)],
-          tls: config.security.publisherConnectOptions.tls,
-          systemConnectOptions: config.security.systemConnectOptions,
-          log,
-          rescanIntervalMs: 30_000,
-        })
-      : undefined;
+  if (config.security && config.keysDir) {
+    const auditor = await startTrustAuditor({
+      dir: config.keysDir,
+      servers: [localClientUrl(config.client)],
+      tls: config.security.publisherConnectOptions.tls,
+      systemConnectOptions: config.security.systemConnectOptions,
+      log,
+      rescanIntervalMs: 30_000,
+    });
+    node.onStop(() => auditor.stop(), "the trust auditor");
+  }
   log.info({ name: config.name }, "hub ready");
-
-  return {
-    connection,
-    bus,
-    server,
-    publisher,
-    status,
-    async stop() {
-      stopStatus();
-      stopSnapshot();
-      await metrics.stop();
-      await observer?.close();
-      await auditor?.stop();
-      for (const link of links) link.stop();
-      await publisher.stop();
-      fabric.stop();
-      bus.close();
-      await connection.drain().catch(() => connection.close());
-      await server.stop();
-    },
-  };
+  return { connection, bus, server, publisher, status, stop: () => node.stop() };
 }
