@@ -11,6 +11,14 @@
  */
 import { z } from "zod";
 
+/** @default 5_000 — how often a node refreshes its record: a restart or a new address is seen within seconds. */
+export const nodeRecordRefreshMs = 5_000;
+/**
+ * @default 30_000 — the `mesh-nodes` bucket's TTL (made by the hubs): a node that stopped
+ * disappears after six missed refreshes, so a busy node that misses one or two stays listed.
+ */
+export const nodeRecordTtlMs = 30_000;
+
 /** NAT behaviour from DESIGN.md's table; "none" = a public address, "unknown" = not measured yet. */
 export const natTypes = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"] as const;
 export type NatType = (typeof natTypes)[number];

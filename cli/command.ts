@@ -1,26 +1,25 @@
 /**
  * A small command framework for the leafmesh CLI: each command declares its
- * options once (name, type, default, description); parsing, environment
- * variables (`LEAFMESH_<OPTION>`), validation messages and `--help` all come from
- * that one declaration, so the help text cannot drift from what is accepted.
+ * options once, as fields of one schema (cli/options.ts: name, meaning,
+ * default, how its text becomes a value). Parsing, environment variables
+ * (`LEAFMESH_<OPTION>`), a config file for the server roles (`--config FILE`,
+ * one key per flag), validation messages that name the field, `--help` and
+ * docs/options.md all come from that one declaration, so the help text cannot
+ * drift from what is accepted. Precedence: flag, then variable, then file,
+ * then the default.
  *
  * ```ts
- * const command = defineCommand({ name: "sub", summary: "...", options: { nats: { type: "string", default: "nats://127.0.0.1:4222", description: "..." } }, run });
+ * const command = defineCommand({ name: "sub", summary: "...", options: { nats: option.text({ default: "nats://127.0.0.1:4222", description: "..." }) }, run });
  * ```
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
 import { LeafmeshError } from "../lib/errors.ts";
+import { fieldInfo, fieldOf, option, type Field, type FieldInfo, type OptionSpec } from "./options.ts";
 
-export interface OptionSpec {
-  type: "string" | "boolean";
-  description: string;
-  /** Shown in --help and used when neither the flag nor its variable is set. */
-  default?: string | boolean;
-  required?: boolean;
-  /** Value placeholder in --help, e.g. "H:P" or "DIR". */
-  value?: string;
-  short?: string;
-}
+export { splitList, parsePositiveInt, type OptionSpec } from "./options.ts";
 
 export interface CommandIO {
   stdout: NodeJS.WritableStream;
@@ -30,42 +29,102 @@ export interface CommandIO {
   signal: AbortSignal;
 }
 
-export interface CommandSpec<O extends Record<string, OptionSpec>> {
+type Options = Record<string, Field | OptionSpec>;
+
+export interface CommandSpec<O extends Options> {
   name: string;
   summary: string;
   usage?: string;
   description?: string;
   options: O;
+  /** Accept `--config FILE`: a YAML or JSON file with one key per flag (`leaf-listen: 0.0.0.0:7422`). */
+  configFile?: boolean;
   /** Positional arguments allowed (named in usage). @default 0 */
   positionals?: number;
   run(values: OptionValues<O>, positionals: string[], io: CommandIO): Promise<number>;
 }
 
-export type OptionValues<O extends Record<string, OptionSpec>> = {
-  [K in keyof O]: O[K]["type"] extends "boolean" ? boolean : O[K]["required"] extends true ? string : O[K]["default"] extends string ? string : string | undefined;
+type SpecValue<S extends OptionSpec> = S["type"] extends "boolean" ? boolean : S["required"] extends true ? string : S["default"] extends string ? string : string | undefined;
+
+export type OptionValues<O extends Options> = {
+  [K in keyof O]: O[K] extends z.ZodType ? z.output<O[K]> : O[K] extends OptionSpec ? SpecValue<O[K]> : never;
 };
 
 export interface Command {
   name: string;
   summary: string;
   help(): string;
+  /** The command's options as the docs table shows them (flag, variable, default, meaning). */
+  optionTable(): { flag: string; env: string; info: FieldInfo }[];
   main(argv: string[], io: CommandIO): Promise<number>;
 }
 
-const kebab = (name: string) => name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
-const envName = (name: string) => `LEAFMESH_${kebab(name).replaceAll("-", "_").toUpperCase()}`;
+export const kebab = (name: string) => name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+export const envName = (name: string) => `LEAFMESH_${kebab(name).replaceAll("-", "_").toUpperCase()}`;
 
-export function defineCommand<O extends Record<string, OptionSpec>>(spec: CommandSpec<O>): Command {
+const configOption = option.text({ value: "FILE", description: "read options from this YAML or JSON file, one key per flag (e.g. leaf-listen: 0.0.0.0:7422); flags and variables win over it" });
+
+/** A value from a config file as the field's text: lists become "a,b", numbers and switches stay what they say. */
+function fileValue(value: unknown, info: FieldInfo): string | boolean | undefined {
+  if (value === null || value === undefined) return undefined;
+  if (info.kind === "switch") {
+    if (typeof value === "boolean") return value;
+    throw new LeafmeshError("CONFIG_INVALID", `'${String(value)}' is not true or false`);
+  }
+  if (Array.isArray(value) && value.every((item) => typeof item === "string" || typeof item === "number")) return value.join(",");
+  if (typeof value === "string" || typeof value === "number") return String(value);
+  throw new LeafmeshError("CONFIG_INVALID", `expected text${info.value ? ` (${info.value})` : ""}, got ${Array.isArray(value) ? "a list" : typeof value}`);
+}
+
+function readConfigFile(path: string, fields: Record<string, Field>): { values: Record<string, string | boolean | undefined>; errors: string[] } {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (cause) {
+    throw new LeafmeshError("CONFIG_INVALID", `--config: cannot read ${path}`, { cause });
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (cause) {
+    throw new LeafmeshError("CONFIG_INVALID", `${path}: not valid YAML or JSON: ${(cause as Error).message}`, { cause });
+  }
+  if (document === null || document === undefined) return { values: {}, errors: [] };
+  if (typeof document !== "object" || Array.isArray(document)) throw new LeafmeshError("CONFIG_INVALID", `${path}: expected a mapping of option names to values (e.g. leaf-listen: 0.0.0.0:7422)`);
+  const byKey = new Map(Object.keys(fields).map((name) => [kebab(name), name]));
+  const values: Record<string, string | boolean | undefined> = {};
+  const errors: string[] = [];
+  for (const [key, value] of Object.entries(document as Record<string, unknown>)) {
+    const name = byKey.get(key);
+    if (!name || name === "config") {
+      errors.push(`${path}: ${key}: not an option of this command (the keys are the flags without '--': ${[...byKey.keys()].filter((known) => known !== "config").join(", ")})`);
+      continue;
+    }
+    try {
+      values[name] = fileValue(value, fieldInfo(fields[name]));
+    } catch (error) {
+      errors.push(`${path}: ${key}: ${(error as Error).message}`);
+    }
+  }
+  return { values, errors };
+}
+
+export function defineCommand<O extends Options>(spec: CommandSpec<O>): Command {
+  const fields: Record<string, Field> = Object.fromEntries(Object.entries(spec.options).map(([name, option]) => [name, fieldOf(option)]));
+  if (spec.configFile) fields.config = configOption;
+  const infos = Object.fromEntries(Object.entries(fields).map(([name, field]) => [name, fieldInfo(field)]));
+  const schema = z.object(fields);
+
+  const optionTable = () =>
+    Object.entries(infos).map(([name, info]) => ({ flag: `--${kebab(name)}${info.kind === "text" ? ` ${info.value ?? "VALUE"}` : ""}`, env: envName(name), info }));
+
   const help = () => {
     const lines = [`leafmesh ${spec.name} — ${spec.summary}`, "", `Usage: ${spec.usage ?? `leafmesh ${spec.name} [options]`}`, ""];
     if (spec.description) lines.push(spec.description.trim(), "");
     lines.push("Options:");
-    const rows = Object.entries(spec.options).map(([name, option]) => {
-      const flag = `${option.short ? `-${option.short}, ` : ""}--${kebab(name)}${option.type === "string" ? ` ${option.value ?? "VALUE"}` : ""}`;
-      const notes = [option.required ? "required" : undefined, option.default !== undefined && option.default !== false ? `default: ${String(option.default)}` : undefined, `env ${envName(name)}`]
-        .filter(Boolean)
-        .join("; ");
-      return [flag, `${option.description} (${notes})`];
+    const rows = optionTable().map(({ flag, env, info }) => {
+      const notes = [info.required ? "required" : undefined, info.default !== undefined ? `default: ${info.default}` : undefined, `env ${env}`].filter(Boolean).join("; ");
+      return [`${info.short ? `-${info.short}, ` : ""}${flag}`, `${info.description} (${notes})`];
     });
     rows.push(["-h, --help", "Show this help"]);
     const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
@@ -73,44 +132,72 @@ export function defineCommand<O extends Record<string, OptionSpec>>(spec: Comman
     return `${lines.join("\n")}\n`;
   };
 
+  const usageError = (io: CommandIO, message: string) => {
+    io.stderr.write(`leafmesh ${spec.name}: ${message}\nSee 'leafmesh ${spec.name} --help'.\n`);
+    return 2;
+  };
+
   return {
     name: spec.name,
     summary: spec.summary,
     help,
+    optionTable,
     async main(argv, io) {
       let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
       const parseOptions: Record<string, { type: "string" | "boolean"; short?: string }> = { help: { type: "boolean", short: "h" } };
-      for (const [name, option] of Object.entries(spec.options)) parseOptions[kebab(name)] = { type: option.type, ...(option.short ? { short: option.short } : {}) };
+      for (const [name, info] of Object.entries(infos)) parseOptions[kebab(name)] = { type: info.kind === "switch" ? "boolean" : "string", ...(info.short ? { short: info.short } : {}) };
       try {
         parsed = parseArgs({ args: argv, options: parseOptions, allowPositionals: true, strict: true });
       } catch (error) {
-        io.stderr.write(`leafmesh ${spec.name}: ${(error as Error).message.replace(/\. To specify a positional.*$/s, "")}\nSee 'leafmesh ${spec.name} --help'.\n`);
-        return 2;
+        return usageError(io, (error as Error).message.replace(/\. To specify a positional.*$/s, ""));
       }
       if (parsed.values.help) {
         io.stdout.write(help());
         return 0;
       }
-      if (parsed.positionals.length > (spec.positionals ?? 0)) {
-        io.stderr.write(`leafmesh ${spec.name}: unexpected argument '${parsed.positionals[spec.positionals ?? 0]}'\nSee 'leafmesh ${spec.name} --help'.\n`);
-        return 2;
+      if (parsed.positionals.length > (spec.positionals ?? 0)) return usageError(io, `unexpected argument '${parsed.positionals[spec.positionals ?? 0]}'`);
+
+      // Flag, then variable, then file; remember where each value came from, to say so in an error.
+      const raw: Record<string, string | boolean | undefined> = {};
+      const source: Record<string, string> = {};
+      for (const [name, info] of Object.entries(infos)) {
+        const flag = parsed.values[kebab(name)];
+        const variable = io.env[envName(name)];
+        if (flag !== undefined) {
+          raw[name] = flag;
+          source[name] = `--${kebab(name)}`;
+        } else if (variable !== undefined) {
+          raw[name] = info.kind === "switch" ? /^(1|true|yes)$/i.test(variable) : variable;
+          source[name] = envName(name);
+        }
       }
-      const values: Record<string, string | boolean | undefined> = {};
-      for (const [name, option] of Object.entries(spec.options)) {
-        let value = parsed.values[kebab(name)];
-        if (value === undefined && io.env[envName(name)] !== undefined) {
-          const text = io.env[envName(name)]!;
-          value = option.type === "boolean" ? /^(1|true|yes)$/i.test(text) : text;
+      if (typeof raw.config === "string") {
+        let file: ReturnType<typeof readConfigFile>;
+        try {
+          file = readConfigFile(raw.config, fields);
+        } catch (error) {
+          return usageError(io, (error as Error).message);
         }
-        value ??= option.default;
-        if (option.required && (value === undefined || value === "")) {
-          io.stderr.write(`leafmesh ${spec.name}: --${kebab(name)} is required (${option.description})\nSee 'leafmesh ${spec.name} --help'.\n`);
-          return 2;
+        if (file.errors.length > 0) return usageError(io, file.errors.join("\n  "));
+        for (const [name, value] of Object.entries(file.values)) {
+          if (raw[name] !== undefined || value === undefined) continue;
+          raw[name] = value;
+          source[name] = `${raw.config}: ${kebab(name)}`;
         }
-        values[name] = value;
+      }
+      for (const [name, info] of Object.entries(infos)) {
+        if (info.required && (raw[name] === undefined || raw[name] === "")) return usageError(io, `--${kebab(name)} is required (${info.description})`);
+      }
+      const result = schema.safeParse(raw);
+      if (!result.success) {
+        const problems = result.error.issues.map((issue) => {
+          const name = String(issue.path[0] ?? "");
+          return `${source[name] ?? `--${kebab(name)}`}: ${issue.message}`;
+        });
+        return usageError(io, problems.join("\n  "));
       }
       try {
-        return await spec.run(values as OptionValues<O>, parsed.positionals, io);
+        return await spec.run(result.data as OptionValues<O>, parsed.positionals, io);
       } catch (error) {
         if (error instanceof LeafmeshError) {
           io.stderr.write(`leafmesh ${spec.name}: ${error.message}${error.cause ? `\n  cause: ${causeText(error.cause)}` : ""}\n`);
@@ -131,18 +218,4 @@ function causeText(cause: unknown): string {
     current = current instanceof Error ? current.cause : undefined;
   }
   return parts.join(": ");
-}
-
-/** Splits "a,b, c" into trimmed non-empty parts. */
-export function splitList(text: string | undefined): string[] {
-  return (text ?? "")
-    .split(",")
-    .map((part) => part.trim())
-    .filter(Boolean);
-}
-
-export function parsePositiveInt(text: string, what: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value <= 0) throw new LeafmeshError("CONFIG_INVALID", `${what}: '${text}' is not a positive whole number`);
-  return value;
 }

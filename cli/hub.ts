@@ -2,19 +2,21 @@
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
-import { parseHostPort } from "../nats/render.ts";
 import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { resolveHubSecurity, securityOptions } from "./security-options.ts";
 import { serverOptions } from "./server-options.ts";
-import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
+import { defineCommand } from "./command.ts";
+import { option, splitList } from "./options.ts";
+import { checkNodeName } from "../bus/subjects.ts";
+import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
 export function parseHubObserver(text: string): { hosts: [string, string]; ports: [number, number] } {
   const match = /^([^,]+),([^:]+):(\d+),(\d+)$/.exec(text.trim());
-  if (!match) throw new LeafmeshError("CONFIG_INVALID", `--observer: '${text}' is not HOST1,HOST2:PORT1,PORT2 (two addresses of this host, two ports)`);
+  if (!match) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not HOST1,HOST2:PORT1,PORT2 (two addresses of this host, two ports)`);
   return { hosts: [match[1], match[2]], ports: [Number(match[3]), Number(match[4])] };
 }
 
@@ -27,22 +29,23 @@ given a source (--manifests or --kubeconfig), publishes the service catalog into
 KV "mesh-catalog". Several hubs with sources may run: one holds the publisher
 lease and writes; another takes over within seconds when it dies. Three hubs
 given each other's --routes form one JetStream cluster.`,
+  configFile: true,
   options: {
-    name: { type: "string", required: true, value: "NAME", description: "hub name: unique, lowercase letters, digits and '-' (also the nats server_name)" },
-    data: { type: "string", required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file" },
-    listen: { type: "string", default: "0.0.0.0:4222", value: "H:P", description: "NATS client address" },
-    leafListen: { type: "string", default: "0.0.0.0:7422", value: "H:P", description: "leafnode address that agents and sites connect to (their --hub URLs)" },
-    routes: { type: "string", value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" },
-    clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
-    clusterName: { type: "string", value: "NAME", description: "cluster name, the same on every hub of one cluster (default: the gateway name, else leafmesh)" },
-    gatewayName: { type: "string", value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" },
-    gatewayListen: { type: "string", default: "0.0.0.0:7222", value: "H:P", description: "gateway address (used with --gateway-name)" },
-    gateways: { type: "string", value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" },
-    observer: { type: "string", value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type" },
-    manifests: { type: "string", value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" },
-    kubeconfig: { type: "string", value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" },
-    replicas: { type: "string", value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" },
-    leaseTtl: { type: "string", default: "6000", value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" },
+    name: option.parsed({ required: true, value: "NAME", description: "hub name: unique, lowercase letters, digits and '-' (also the nats server_name)" }, (text) => checkNodeName(text, "hub name")),
+    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file" }),
+    listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
+    leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address that agents and sites connect to (their --hub URLs)" }),
+    routes: option.list({ value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" }),
+    clusterListen: option.hostPort({ default: "0.0.0.0:6222", description: "cluster route address (used with --routes)" }),
+    clusterName: option.text({ value: "NAME", description: "cluster name, the same on every hub of one cluster (default: the gateway name, else leafmesh)" }),
+    gatewayName: option.text({ value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" }),
+    gatewayListen: option.hostPort({ default: "0.0.0.0:7222", description: "gateway address (used with --gateway-name)" }),
+    gateways: option.parsed({ value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" }, parseGateways),
+    observer: option.parsed({ value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type" }, parseHubObserver),
+    manifests: option.text({ value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" }),
+    kubeconfig: option.text({ value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" }),
+    replicas: option.integer({ value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" }),
+    leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
   },
@@ -62,15 +65,6 @@ given each other's --routes form one JetStream cluster.`,
       }
       source = new KubernetesSource({ kubeconfig, log: log.child({ node: options.name, actor: "publisher" }) });
     }
-    const gatewayList = (options.gateways ?? "")
-      .split(";")
-      .map((part) => part.trim())
-      .filter(Boolean)
-      .map((part) => {
-        const [name, urls] = part.split("=");
-        if (!name || !urls) throw new LeafmeshError("CONFIG_INVALID", `--gateways: '${part}' is not name=url[,url…]`);
-        return { name: name.trim(), urls: splitList(urls) };
-      });
     const clusterName = options.clusterName ?? options.gatewayName ?? "leafmesh";
     if (options.gatewayName && clusterName !== options.gatewayName) {
       throw new LeafmeshError("CONFIG_INVALID", `--cluster-name '${clusterName}' must equal --gateway-name '${options.gatewayName}': nats-server names a region's gateway after its cluster`);
@@ -84,22 +78,31 @@ given each other's --routes form one JetStream cluster.`,
       keysDir: options.keys ? resolve(options.keys) : undefined,
       name: options.name,
       dataDir: resolve(options.data),
-      client: parseHostPort(options.listen, "--listen"),
-      leaf: parseHostPort(options.leafListen, "--leaf-listen"),
-      monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
-      cluster: options.routes
-        ? { name: clusterName, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) }
-        : undefined,
-      gateway: options.gatewayName
-        ? { name: options.gatewayName, listen: parseHostPort(options.gatewayListen, "--gateway-listen"), gateways: gatewayList }
-        : undefined,
+      client: options.listen,
+      leaf: options.leafListen,
+      monitor: options.monitorListen,
+      cluster: options.routes ? { name: clusterName, listen: options.clusterListen, routes: options.routes } : undefined,
+      gateway: options.gatewayName ? { name: options.gatewayName, listen: options.gatewayListen, gateways: options.gateways ?? [] } : undefined,
       source,
-      observer: options.observer ? parseHubObserver(options.observer) : undefined,
-      replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
-      leaseTtlMs: parsePositiveInt(options.leaseTtl, "--lease-ttl"),
-      metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
+      observer: options.observer,
+      replicas: options.replicas,
+      leaseTtlMs: options.leaseTtl,
+      metrics: options.metricsListen,
       log,
     });
     return runUntilSignal(io, () => hub.stop());
   },
 });
+
+/** "eu=nats://a:7222,nats://b:7222; us=nats://c:7222" → the other regions' gateways. */
+function parseGateways(text: string): { name: string; urls: string[] }[] {
+  return text
+    .split(";")
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part) => {
+      const [name, urls] = part.split("=");
+      if (!name || !urls || splitList(urls).length === 0) throw new LeafmeshError("CONFIG_INVALID", `'${part}' is not name=url[,url…]`);
+      return { name: name.trim(), urls: splitList(urls) };
+    });
+}

@@ -179,7 +179,7 @@ catalog; it cannot write the catalog or act for nodes of other sites.`,
   },
 });
 
-const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
 
 function keysHelp(): string {
   return [
@@ -188,7 +188,7 @@ function keysHelp(): string {
     "Usage: leafmesh keys <command> [options]",
     "",
     "Commands:",
-    ...subcommands.map((command) => `  ${command.name.slice("keys ".length).padEnd(11)}${command.summary}`),
+    ...keysSubcommands.map((command) => `  ${command.name.slice("keys ".length).padEnd(11)}${command.summary}`),
     "",
     "Run 'leafmesh keys <command> --help' for a command's options.",
     "",
@@ -201,7 +201,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
     (name === undefined ? out.stderr : out.stdout).write(keysHelp());
     return name === undefined ? 2 : 0;
   }
-  const command = subcommands.find((candidate) => candidate.name === `keys ${name}`);
+  const command = keysSubcommands.find((candidate) => candidate.name === `keys ${name}`);
   if (!command) {
     out.stderr.write(`leafmesh keys: unknown command '${name}'\n${keysHelp()}`);
     return 2;
@@ -213,5 +213,6 @@ export const keysCommand: Command = {
   name: "keys",
   summary: "create the mesh's keys (NATS operator and accounts, TLS CA, pre-shared key) and issue, list and revoke node credentials",
   help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

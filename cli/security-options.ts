@@ -10,11 +10,12 @@ import type { Logger } from "../lib/log.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../trust/security.ts";
 import { loadSiteSecurity, type SiteSecurity } from "../trust/site-security.ts";
 import type { OptionSpec } from "./command.ts";
+import { option } from "./options.ts";
 
 export const securityOptions = {
-  keys: { type: "string", value: "DIR", description: "the mesh's keys (leafmesh keys init; on a node, its bundle from leafmesh keys issue): authentication, TLS and the pre-shared key" },
-  insecure: { type: "boolean", description: "run without authentication or TLS, for a local experiment only (prints a warning)" },
-} satisfies Record<string, OptionSpec>;
+  keys: option.text({ value: "DIR", description: "the mesh's keys (leafmesh keys init; on a node, its bundle from leafmesh keys issue): authentication, TLS and the pre-shared key" }),
+  insecure: option.flag({ description: "run without authentication or TLS, for a local experiment only (prints a warning)" }),
+};
 
 function choose(options: { keys?: string; insecure: boolean }, command: string, log: Logger): string | undefined {
   if (options.keys && options.insecure) throw new LeafmeshError("CONFIG_INVALID", "give either --keys or --insecure, not both");

@@ -2,11 +2,12 @@
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
-import { parseHostPort } from "../nats/render.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
-import { parseUpstreamOrder, serverOptions, upstreamOrderOption } from "./server-options.ts";
-import { defineCommand, parsePositiveInt, splitList } from "./command.ts";
+import { serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { defineCommand } from "./command.ts";
+import { option } from "./options.ts";
+import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 
 export const siteCommand = defineCommand({
@@ -27,16 +28,17 @@ their agents' own node credentials as the hubs do, each member keeps its own
 account through the site (one leaf remote each), relayed streams between two
 members stay on the site, and revocations pushed at the hubs reach the site.
 Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
+  configFile: true,
   options: {
-    name: { type: "string", required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" },
-    server: { type: "string", value: "NAME", description: "this server's name within the site (default: the site name; required with --routes)" },
-    data: { type: "string", required: true, value: "DIR", description: "directory for the nats-server config and JetStream store" },
-    upstream: { type: "string", required: true, value: "URL,…", description: "leafnode URLs of every hub to attach to" },
-    listen: { type: "string", default: "0.0.0.0:4222", value: "H:P", description: "NATS client address" },
-    leafListen: { type: "string", default: "0.0.0.0:7422", value: "H:P", description: "leafnode address the site's agents attach to" },
-    routes: { type: "string", value: "URL,…", description: "cluster routes of all servers of this site (enables clustering)" },
-    clusterListen: { type: "string", default: "0.0.0.0:6222", value: "H:P", description: "cluster route address (used with --routes)" },
-    replicas: { type: "string", value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" },
+    name: option.parsed({ required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" }, (text) => checkNodeName(text, "site name")),
+    server: option.parsed({ value: "NAME", description: "this server's name within the site (default: the site name; required with --routes)" }, (text) => checkNodeName(text, "site server name")),
+    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config and JetStream store" }),
+    upstream: option.list({ required: true, value: "URL,…", description: "leafnode URLs of every hub to attach to" }),
+    listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
+    leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address the site's agents attach to" }),
+    routes: option.list({ value: "URL,…", description: "cluster routes of all servers of this site (enables clustering)" }),
+    clusterListen: option.hostPort({ default: "0.0.0.0:6222", description: "cluster route address (used with --routes)" }),
+    replicas: option.integer({ value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
     ...upstreamOrderOption,
@@ -50,16 +52,16 @@ Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
       role: "site",
       node: options.server ?? options.name,
       upstreamDomain: "hub",
-      upstreams: splitList(options.upstream),
+      upstreams: options.upstream,
       dataDir: resolve(options.data),
-      client: parseHostPort(options.listen, "--listen"),
-      leaf: parseHostPort(options.leafListen, "--leaf-listen"),
-      monitor: parseHostPort(options.monitorListen, "--monitor-listen"),
-      cluster: options.routes ? { name: options.name, listen: parseHostPort(options.clusterListen, "--cluster-listen"), routes: splitList(options.routes) } : undefined,
-      replicas: options.replicas ? parsePositiveInt(options.replicas, "--replicas") : undefined,
+      client: options.listen,
+      leaf: options.leafListen,
+      monitor: options.monitorListen,
+      cluster: options.routes ? { name: options.name, listen: options.clusterListen, routes: options.routes } : undefined,
+      replicas: options.replicas,
       domain: options.name,
-      upstreamOrder: parseUpstreamOrder(options.upstreamOrder),
-      metrics: options.metricsListen === "off" ? undefined : parseHostPort(options.metricsListen, "--metrics-listen"),
+      upstreamOrder: options.upstreamOrder,
+      metrics: options.metricsListen,
       log,
     });
     return runUntilSignal(io, () => site.stop());

@@ -231,11 +231,11 @@ export function toLeafUrl(url: string): string {
   return withScheme.replace(/^nats:\/\//, "nats-leaf://");
 }
 
-export function parseHostPort(text: string, what: string): HostPort {
+export function parseHostPort(text: string, what?: string): HostPort {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text.trim());
   const port = match ? Number(match[3]) : NaN;
   if (!match || !(port >= 0 && port <= 65535)) {
-    throw new LeafmeshError("CONFIG_INVALID", `${what}: '${text}' is not host:port (for example 127.0.0.1:4222)`);
+    throw new LeafmeshError("CONFIG_INVALID", `${what ? `${what}: ` : ""}'${text}' is not host:port (for example 127.0.0.1:4222)`);
   }
   return { host: match[1] ?? match[2], port };
 }

@@ -27,9 +27,7 @@ import { startTrustAuditor } from "../trust/auditor.ts";
 import { Kvm } from "@nats-io/kv";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";
-
-/** @default 30_000 — a node refreshes its record every 5 s (services/tunnel/node-directory.ts); a stopped node's record expires after 30 s. */
-const nodeRecordTtlMs = 30_000;
+import { nodeRecordTtlMs } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 

@@ -5,6 +5,8 @@ import { resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
 import { commands } from "../cli/main.ts";
+import { renderOptionsDoc } from "../cli/options-doc.ts";
+import { readFileSync } from "node:fs";
 import { freePort } from "./support/ports.ts";
 import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
 
@@ -52,6 +54,10 @@ describe("leafmesh CLI", () => {
     expect((await runCli(["hub", "--help"])).stdout).toBe((await runInProcess(commands.find((command) => command.name === "hub")!, ["--help"])).stdout);
   });
 
+  it("documents in docs/options.md exactly the options the code parses (npm run docs:options rewrites it)", () => {
+    expect(readFileSync(resolve(import.meta.dirname, "../docs/options.md"), "utf8")).toBe(renderOptionsDoc());
+  });
+
   it("refuses an unknown command, an unknown flag and a missing required flag with exit code 2 and no stack trace", async () => {
     const unknown = await runCli(["hubb"]);
     expect(unknown.code).toBe(2);
@@ -93,8 +99,8 @@ describe("leafmesh CLI", () => {
     expect(hubRefused.stderr).toContain("no security configured");
     const both = await runCli(["hub", "--name", "hub-1", "--data", tempDir(), "--keys", tempDir(), "--insecure"]);
     expect(both.stderr).toContain("give either --keys or --insecure, not both");
-    // --insecure warns (then fails here on the bad address, after the warning).
-    const warned = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "nowhere"]);
+    // --insecure warns (then fails here on the bad upstream URL, after the warning).
+    const warned = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
     expect(warned.stderr).toContain("INSECURE: leafmesh agent runs without authentication or TLS");
   });
 

@@ -24,13 +24,20 @@ export interface KvLeaseOptions {
   kv: KV;
   key: string;
   holder: string;
-  /** @default 6_000 — must equal the bucket's TTL; a dead holder is replaced within ttl + one attempt interval. */
+  /** @default defaultLeaseTtlMs — must equal the bucket's TTL; a dead holder is replaced within ttl + one attempt interval. */
   ttlMs?: number;
   log: Logger;
   clock?: Clock;
 }
 
-export function leaseBucketOptions(ttlMs = 6_000, replicas = 1) {
+/**
+ * @default 6_000 — a dead publisher is replaced within about this long (plus one attempt
+ * interval, ttl / 3); shorter would let a hub's GC pause or a slow JetStream write lose a
+ * healthy lease. The one definition: `leafmesh hub --lease-ttl` shows it.
+ */
+export const defaultLeaseTtlMs = 6_000;
+
+export function leaseBucketOptions(ttlMs = defaultLeaseTtlMs, replicas = 1) {
   return { history: 1, ttl: ttlMs, replicas };
 }
 
@@ -58,7 +65,7 @@ export class KvLease {
 
   constructor(options: KvLeaseOptions) {
     // Not a spread of defaults: an option passed as undefined must not erase its default.
-    this.#options = { ...options, ttlMs: options.ttlMs ?? 6_000, clock: options.clock ?? systemClock };
+    this.#options = { ...options, ttlMs: options.ttlMs ?? defaultLeaseTtlMs, clock: options.clock ?? systemClock };
   }
 
   get leading(): boolean {

@@ -35,7 +35,7 @@ export interface CatalogPublisherOptions {
   log: Logger;
   /** @default 1 — 3 in a three-hub cluster so the catalog survives a hub. */
   replicas?: number;
-  /** @default 6_000 — see KvLease. */
+  /** @default defaultLeaseTtlMs (lease.ts) */
   leaseTtlMs?: number;
   /** @default 64 — puts in flight at once while writing a large catalog. */
   concurrency?: number;

@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
-import type { NodeRecord } from "../../bus/node-record.ts";
+import { nodeRecordRefreshMs, nodeRecordTtlMs, type NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -29,9 +29,9 @@ export interface NodeDirectoryOptions {
   clock: Clock;
   /** This node's current record (called at each refresh). */
   record: () => NodeRecord;
-  /** @default 5_000 — a changed address or NAT type reaches peers within seconds. */
+  /** @default nodeRecordRefreshMs (bus/node-record.ts) */
   refreshMs?: number;
-  /** @default 30_000 — the bucket's TTL: a stopped node disappears after six missed refreshes. */
+  /** @default nodeRecordTtlMs (bus/node-record.ts): the bucket's TTL. */
   ttlMs?: number;
   /** Called when a record appears or changes. */
   onRecord?: (record: NodeRecord) => void;
@@ -55,7 +55,7 @@ export class NodeDirectory {
   constructor(options: NodeDirectoryOptions) {
     // `??`, not a spread of defaults: an option passed as undefined (the tunnel forwards its own optional
     // timings) must not erase the default — setInterval(undefined) fires every millisecond.
-    this.#options = { ...options, refreshMs: options.refreshMs ?? 5_000, ttlMs: options.ttlMs ?? 30_000 };
+    this.#options = { ...options, refreshMs: options.refreshMs ?? nodeRecordRefreshMs, ttlMs: options.ttlMs ?? nodeRecordTtlMs };
   }
 
   start(): void {
