@@ -1,0 +1,85 @@
+/**
+ * The code held to docs/architecture.md: every import that crosses parts runs
+ * along an arrow of its picture; product code never imports the lab or test
+ * support; an actor never imports another actor; a product file over 400 lines
+ * says why at its top.
+ */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, relative, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const root = resolve(import.meta.dirname, "..");
+const files = execFileSync("git", ["ls-files", "--cached", "--others", "--exclude-standard", "*.ts"], { cwd: root, encoding: "utf8" })
+  .trim()
+  .split("\n")
+  .filter(Boolean);
+
+/** The part a file belongs to: `services/<actor>` for actors, else its top folder. */
+function partOf(file: string): string {
+  const [top, second] = file.split("/");
+  if (top === "services") return `services/${second}`;
+  return file.includes("/") ? top : "(top)";
+}
+
+const outsideThePicture = new Set(["test", "lab", "bench", "(top)"]);
+const isProduct = (file: string) => !file.endsWith(".test.ts") && !outsideThePicture.has(partOf(file));
+
+/** Relative imports of a file, static and dynamic, as repository paths. */
+function importsOf(file: string): string[] {
+  const text = readFileSync(resolve(root, file), "utf8");
+  return [...text.matchAll(/(?:^|\s)(?:import|export)\b[^"'`]*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']|\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/gm)].map((match) =>
+    relative(root, resolve(root, dirname(file), match[1] ?? match[2])),
+  );
+}
+
+/** The arrows of the picture in docs/architecture.md. */
+function arrows(): Set<string> {
+  const doc = readFileSync(resolve(root, "docs/architecture.md"), "utf8");
+  const picture = /```mermaid\n([\s\S]*?)```/.exec(doc)?.[1] ?? "";
+  return new Set([...picture.matchAll(/^\s*(\S+)\s+-->\s+(\S+)\s*$/gm)].map((match) => `${match[1]} -> ${match[2]}`));
+}
+
+/** Product files allowed into the lab, and why (docs/architecture.md says the same). */
+const labDoors = new Map([["cli/demo.ts -> lab/demo-lab.ts", "leafmesh demo --lab runs the mesh in network namespaces"]]);
+
+describe("the code keeps to docs/architecture.md", () => {
+  const productImports = files.filter(isProduct).flatMap((file) => importsOf(file).map((target) => ({ file, target, from: partOf(file), to: partOf(target) })));
+
+  it("reads a picture and imports to check (the test would pass on nothing otherwise)", () => {
+    expect(arrows().size).toBeGreaterThan(20);
+    expect(productImports.length).toBeGreaterThan(300);
+  });
+
+  it("imports across parts only along the picture's arrows", () => {
+    const drawn = arrows();
+    const undrawn = productImports
+      .filter(({ from, to }) => from !== to && !outsideThePicture.has(to))
+      .filter(({ from, to }) => !drawn.has(`${from} -> ${to}`))
+      .map(({ file, target }) => `${file} -> ${target}`);
+    expect(undrawn).toEqual([]);
+  });
+
+  it("has no product file that imports the lab or test support (but the demo's namespace mode)", () => {
+    const leaks = productImports
+      .filter(({ to }) => to === "lab" || to === "test" || to === "bench")
+      .map(({ file, target }) => `${file} -> ${target}`)
+      .filter((edge) => !labDoors.has(edge));
+    expect(leaks).toEqual([]);
+  });
+
+  it("has no actor that imports another actor", () => {
+    const crossings = productImports.filter(({ from, to }) => from.startsWith("services/") && to.startsWith("services/") && from !== to).map(({ file, target }) => `${file} -> ${target}`);
+    expect(crossings).toEqual([]);
+  });
+
+  it("has no product file over 400 lines without a reason at its top", () => {
+    const long = files
+      .filter(isProduct)
+      .map((file) => ({ file, text: readFileSync(resolve(root, file), "utf8") }))
+      .filter(({ text }) => text.split("\n").length > 400)
+      .filter(({ text }) => !/^\s*\*\s*Why this file is long:/m.test(text.split("*/")[0]))
+      .map(({ file, text }) => `${file} (${text.split("\n").length} lines)`);
+    expect(long).toEqual([]);
+  });
+});
