@@ -19,6 +19,7 @@ import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@
 import { createUser, decode, fromSeed } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
+import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
 
@@ -102,7 +103,8 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: state.systemAccount, resolverDir: files.resolverDir, preload }),
     ...tlsBlock({ ...files, verify: true }),
   ].join("\n");
-  const tls = { keyFile: files.key, certFile: files.cert, caFile: files.ca };
+  // The hub's own clients (and the operator's tools) know the hub by its certificate, not by a host name (ownCertificateTls).
+  const tls = ownCertificateTls({ keyFile: files.key, certFile: files.cert, caFile: files.ca }, "this mesh's hub certificate");
   return {
     configFragment,
     leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
