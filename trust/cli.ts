@@ -50,7 +50,7 @@ verify the hubs' certificate. Copy DIR/hub/ to the hubs; keep DIR/ca/ca.key and
 the seeds offline when you can.`,
   options: {
     dir: dirOption,
-    hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate" },
+    hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate: every name and address agents and sites dial the hubs by (the hubs themselves need none of them)" },
   },
   async run(values, _positionals, io) {
     const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) });
