@@ -27,8 +27,8 @@ import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
-import { Kvm } from "@nats-io/kv";
 import { buckets } from "../bus/subjects.ts";
+import { openNodeRecordsBucket } from "../bus/node-record.ts";
 import { retryUntilReady } from "../lib/retry.ts";
 
 /** @default 30_000 — a node refreshes its record every 5 s (services/tunnel/node-directory.ts); a stopped node's record expires after 30 s. */
@@ -111,8 +111,9 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   });
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
   await publisher.start();
-  // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts).
-  await retryUntilReady(() => new Kvm(connection).create(buckets.nodes, { history: 1, ttl: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
+  // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
+  const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
+  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers, which let any node purge every record");
 
   const links: ActorLink[] = [
     linkActorToBus({
