@@ -90,6 +90,12 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       leafSecurity: config.security?.leafnodesFragment,
     }),
   });
+  if (config.security && config.security.outdatedAccounts.length > 0) {
+    log.warn(
+      { outdated: config.security.outdatedAccounts },
+      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
+    );
+  }
   log.info({ client: config.client, leaf: config.leaf }, "starting the hub's nats-server");
   await server.start();
   const connection = await connectNats({ ...config.security?.publisherConnectOptions, servers: [localClientUrl(config.client)], name: `leafmesh-hub ${config.name}` });

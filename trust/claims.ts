@@ -62,7 +62,23 @@ function readOnlyKvApi(stream: string): string[] {
   ];
 }
 
-const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>"];
+/**
+ * `$JS.API.INFO`, imported by every node account from the mesh account, for what it shuts out.
+ *
+ * nats-server 2.9.10 gives an account without JetStream a service import of the whole `$JS.API.>`
+ * from the system account (jetstream.go `enableJetStreamInfoServiceImportOnly`, so that such an
+ * account's clients hear "JetStream not enabled"), unless the account already imports
+ * `$JS.API.INFO` from elsewhere. Through that import a node reached every system-account handler of
+ * the JetStream API, among them `$JS.API.ACCOUNT.PURGE.<account>`, which checks nothing about who
+ * asks: one message from a stolen node's credentials naming the mesh account deleted the catalog, the
+ * node records and the leases (measured, trust/attacks.test.ts). With its own `$JS.API.INFO` import
+ * the node account gets no system import at all: JetStream calls it does not import from the mesh
+ * account reach nothing. The cost: INFO answers with the mesh account's JetStream usage (stream and
+ * consumer counts, storage), which tells a node nothing it could act on.
+ */
+export const jetStreamInfoApi = "$JS.API.INFO";
+
+const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>", jetStreamInfoApi];
 
 function service(subject: string, account?: string): Export & Import {
   return { name: subject, subject, type: "service", account: account ?? "" };
@@ -162,6 +178,7 @@ function nodePublishSubjects(node: string): string[] {
     // asking a peer to punch (imported per peer by the node's account)
     `rpc.*.${punchMethod}`,
     `${api}.$KV.${buckets.nodes}.${node}`,
+    `${api}.INFO`,
     ...readApi(catalogStream),
     ...readApi(nodesStream),
     "$JS.FC.>",
@@ -305,7 +322,7 @@ export function oversteppingReason(node: string, subject: string): string | unde
     const api = tokens[1] === "API" ? tokens.slice(2) : tokens.slice(3);
     const call = api.join(".");
     if (api[0] === "$KV") return oversteppingReason(node, call);
-    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream)].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
+    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), jetStreamInfoApi].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
     if (allowed) return undefined;
     if (call.includes(catalogStream)) return `calls JetStream ${call} on the catalog (read-only for nodes)`;
     return `calls JetStream ${call} in the hub domain (not allowed for nodes)`;
@@ -325,4 +342,15 @@ export function subjectMatches(pattern: string, subject: string): boolean {
     if (token !== "*" && token !== subjectTokens[index]) return false;
   }
   return patternTokens.length === subjectTokens.length;
+}
+
+/**
+ * Why an account JWT of this mesh was signed by an older leafmesh and must be signed again
+ * (`leafmesh keys resign`), or undefined. Node accounts without the `$JS.API.INFO` import let a
+ * stolen node purge the mesh's JetStream (see jetStreamInfoApi).
+ */
+export function outdatedAccountReason(claims: { name: string; nats: { imports?: Import[] } }): string | undefined {
+  if (!claims.name.startsWith("node-")) return undefined;
+  if (claims.nats.imports?.some((entry) => entry.subject === jetStreamInfoApi && entry.type === "service")) return undefined;
+  return `account ${claims.name} has no ${jetStreamInfoApi} import: on nats-server 2.9.10 its node could purge the mesh's JetStream`;
 }

@@ -6,6 +6,7 @@
  *   leafmesh keys list   --dir D [--json]
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
+ *   leafmesh keys resign --dir D [--hub tls://hub:4222,...]
  *
  * Prints paths and public keys only: seeds, creds and keys never reach
  * stdout, stderr or a log.
@@ -17,7 +18,7 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "../cli/command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, issueSite, listNodes, revokeNode } from "./key-store.ts";
+import { initKeys, issueNode, issueSite, listNodes, resignAccounts, revokeNode } from "./key-store.ts";
 import { loadHubSecurity } from "./security.ts";
 import { pushAccountClaims } from "./push.ts";
 
@@ -179,7 +180,25 @@ catalog; it cannot write the catalog or act for nodes of other sites.`,
   },
 });
 
-const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
+const resignCommand = defineCommand({
+  name: "keys resign",
+  summary: "sign every account again with this leafmesh's rules (after an upgrade) and push them to running hubs",
+  description: `
+Signs the mesh account and every node account again, keeping their revocations;
+node credentials stay as they are. Needed once for keys an older leafmesh made:
+their node accounts let a stolen node purge the mesh's JetStream (hubs warn at
+start). With --hub the accounts are pushed at once; without, hubs apply them at
+their next start.`,
+  options: { dir: dirOption, hub: hubOption },
+  async run(values, _positionals, io) {
+    const jwts = await resignAccounts(values.dir);
+    io.stdout.write(`${jwts.length} accounts signed again in ${values.dir}\n`);
+    await pushTo(values.dir, values.hub, jwts, io);
+    return 0;
+  },
+});
+
+const subcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand];
 
 function keysHelp(): string {
   return [

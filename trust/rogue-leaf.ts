@@ -7,6 +7,7 @@
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { connect as tcpConnect } from "node:net";
 import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { parseCreds, fromSeed } from "@nats-io/jwt";
 
 export interface RogueLeaf {
@@ -88,8 +89,9 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
       }
     }
   });
+  // A name of its own per connection: a hub closes a second leaf connection of one account with the same server name.
   const signature = Buffer.from(fromSeed(new TextEncoder().encode(creds.key)).sign(new TextEncoder().encode(nonce ?? ""))).toString("base64url");
-  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: "rogue", headers: true, hub: false })}\r\nPING\r\n`);
+  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: `rogue-${randomBytes(4).toString("hex")}`, headers: true, hub: false })}\r\nPING\r\n`);
   await Promise.race([pong, closed]);
   return {
     received,

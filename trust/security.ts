@@ -16,12 +16,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
-import { createUser, decode, fromSeed } from "@nats-io/jwt";
+import { createUser, decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
-import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
+import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
 
 const quote = (value: string) => JSON.stringify(value);
 
@@ -75,6 +75,8 @@ export interface HubSecurity {
   files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
   /** Every account of the mesh but the system account: the hub resolves them all at start (nats-config/account-preload.ts). */
   accounts: string[];
+  /** Accounts an older leafmesh signed, with why they must be signed again (`leafmesh keys resign`). */
+  outdatedAccounts: string[];
   /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
   publisherConnectOptions: Partial<ConnectionOptions>;
   /** A system-account client: pushes account updates (revocations). */
@@ -111,6 +113,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     routesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     files,
     accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
+    outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(decode<Account>(jwt)) ?? []),
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
   };
