@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
-import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions } from "./claims.ts";
+import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions, outdatedAccountReason } from "./claims.ts";
 
 const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
 
@@ -73,6 +73,10 @@ describe("claims", () => {
     expect(claims.nats.imports?.some((entry) => entry.subject === "$KV.mesh-nodes.edge-a")).toBe(true);
     expect(claims.nats.imports?.some((entry) => entry.subject.startsWith("$KV.mesh-catalog"))).toBe(false);
     expect(claims.nats.revocations).toEqual({ UABC: 5 });
+    // its own $JS.API.INFO import keeps nats-server from importing the system account's whole JetStream API
+    expect(claims.nats.imports).toContainEqual(expect.objectContaining({ subject: "$JS.API.INFO", account: mesh.getPublicKey(), type: "service" }));
+    expect(outdatedAccountReason(claims)).toBeUndefined();
+    expect(outdatedAccountReason({ ...claims, nats: { ...claims.nats, imports: claims.nats.imports?.filter((entry) => entry.subject !== "$JS.API.INFO") } })).toMatch(/could purge the mesh's JetStream/);
 
     const meshJwt = decode<Account>(await meshAccountJwt({ operatorSeed: seed(operator), accountSeed: seed(mesh), nodes: [{ node: "edge-a", account: a.getPublicKey() }] }));
     expect(meshJwt.nats.limits).toMatchObject({ conn: -1, disk_storage: -1, mem_storage: -1, streams: -1, consumer: -1 });
