@@ -10,6 +10,10 @@
  * ```
  */
 import { z } from "zod";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { buckets } from "./subjects.ts";
 
 /** @default 5_000 — how often a node refreshes its record: a restart or a new address is seen within seconds. */
 export const nodeRecordRefreshMs = 5_000;
@@ -54,4 +58,33 @@ export function encodeNodeRecord(record: NodeRecord): Uint8Array {
 
 export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
   return nodeRecordSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
+}
+
+/**
+ * The `mesh-nodes` bucket as the hubs keep it: a KV bucket whose stream refuses
+ * roll-up headers. Every node may write its own key, and on nats-server 2.9.10 a
+ * `Nats-Rollup: all` header on any write purges every other key of the stream
+ * (docs/nats-facts.md, "Found from outside"): a stolen node could wipe the whole directory
+ * at each refresh. Subject permissions cannot look at headers, so the stream
+ * itself says no ("rollup not permitted"). The mesh needs no roll-up there:
+ * nodes put their record and let it expire through the bucket's TTL; nothing
+ * deletes or purges a node's key.
+ *
+ * nats.js creates every KV stream with roll-ups allowed, and a hub may find a
+ * bucket made before this rule, so the stream's config is checked and updated
+ * at every start (an update may turn roll-ups off; JetStream keeps the data).
+ *
+ * ```ts
+ * const { kv, changed } = await openNodeRecordsBucket(connection, { replicas: 3, ttlMs: 30_000 });
+ * ```
+ */
+export async function openNodeRecordsBucket(connection: NatsConnection, options: { replicas: number; ttlMs: number }): Promise<{ kv: KV; changed: string[] }> {
+  const kv = await new Kvm(connection).create(buckets.nodes, { history: 1, ttl: options.ttlMs, replicas: options.replicas });
+  const jsm = await jetstreamManager(connection);
+  const stream = `KV_${buckets.nodes}`;
+  const { config } = await jsm.streams.info(stream);
+  const changed: string[] = [];
+  if (config.allow_rollup_hdrs) changed.push("allow_rollup_hdrs: true → false");
+  if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false });
+  return { kv, changed };
 }

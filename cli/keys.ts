@@ -6,6 +6,7 @@
  *   leafmesh keys list   --dir D [--json]
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
+ *   leafmesh keys resign --dir D [--hub tls://hub:4222,...]
  *
  * Prints paths and public keys only: seeds, creds and keys never reach
  * stdout, stderr or a log.
@@ -17,7 +18,7 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, issueSite, listNodes, revokeNode } from "../trust/key-store.ts";
+import { initKeys, issueNode, issueSite, listNodes, resignAccounts, revokeNode } from "../trust/key-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
@@ -50,7 +51,7 @@ verify the hubs' certificate. Copy DIR/hub/ to the hubs; keep DIR/ca/ca.key and
 the seeds offline when you can.`,
   options: {
     dir: dirOption,
-    hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate" },
+    hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate: every name and address agents and sites dial the hubs by (the hubs themselves need none of them)" },
   },
   async run(values, _positionals, io) {
     const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) });
@@ -179,7 +180,25 @@ catalog; it cannot write the catalog or act for nodes of other sites.`,
   },
 });
 
-export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand];
+const resignCommand = defineCommand({
+  name: "keys resign",
+  summary: "sign every account again with this leafmesh's rules (after an upgrade) and push them to running hubs",
+  description: `
+Signs the mesh account and every node account again, keeping their revocations;
+node credentials stay as they are. Needed once for keys an older leafmesh made:
+their node accounts let a stolen node purge the mesh's JetStream (hubs warn at
+start). With --hub the accounts are pushed at once; without, hubs apply them at
+their next start.`,
+  options: { dir: dirOption, hub: hubOption },
+  async run(values, _positionals, io) {
+    const jwts = await resignAccounts(values.dir);
+    io.stdout.write(`${jwts.length} accounts signed again in ${values.dir}\n`);
+    await pushTo(values.dir, values.hub, jwts, io);
+    return 0;
+  },
+});
+
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand];
 
 function keysHelp(): string {
   return [
@@ -212,7 +231,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 export const keysCommand: Command = {
   name: "keys",
   summary: "create the mesh's keys (NATS operator and accounts, TLS CA, pre-shared key) and issue, list and revoke node credentials",
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

@@ -24,10 +24,9 @@ import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
-import { Kvm } from "@nats-io/kv";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";
-import { nodeRecordTtlMs } from "../bus/node-record.ts";
+import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 
@@ -65,6 +64,12 @@ export interface HubRuntime {
 
 export async function startHub(config: HubConfig): Promise<HubRuntime> {
   checkNodeName(config.name, "hub name");
+  if (config.security && config.security.outdatedAccounts.length > 0) {
+    config.log.child({ node: config.name }).warn(
+      { outdated: config.security.outdatedAccounts },
+      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
+    );
+  }
   const node = await startServerProcess({
     name: config.name,
     role: "hub",
@@ -114,8 +119,9 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
   node.onStop(() => publisher.stop(), "the catalog publisher");
   await publisher.start();
-  // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts).
-  await retryUntilReady(() => new Kvm(connection).create(buckets.nodes, { history: 1, ttl: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
+  // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
+  const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
+  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers, which let any node purge every record");
 
   const link = linkActorToBus({
     bus,

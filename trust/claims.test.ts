@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
-import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix } from "./claims.ts";
+import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions, outdatedAccountReason } from "./claims.ts";
 
 const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
 
@@ -31,11 +31,29 @@ describe("oversteppingReason (what the hub's auditor reports)", () => {
     ["$JS.API.STREAM.PURGE.KV_mesh-catalog", "calls JetStream STREAM.PURGE.KV_mesh-catalog on the catalog"],
     ["$JS.API.STREAM.CREATE.KV_mesh-nodes", "calls JetStream STREAM.CREATE.KV_mesh-nodes in the hub domain"],
     ["rpc.edge-b.status", "calls rpc.edge-b"],
+    // a peer's punch method is imported for every peer; its own rpc is its own business
+    ["rpc.edge-b.tunnel-punch", undefined],
+    ["rpc.edge-a.status", undefined],
     ["$SYS.REQ.SERVER.PING", "sends system request"],
   ])("%s → %s", (subject, expected) => {
     const reason = oversteppingReason("edge-a", subject);
     if (expected === undefined) expect(reason).toBeUndefined();
     else expect(reason).toContain(expected);
+  });
+});
+
+describe("node user permissions survive an account update at the hub", () => {
+  it("every subject a node subscribes to is in its publish list too (a hub re-checks a leaf's subscriptions against it)", () => {
+    const permissions = nodeUserPermissions("edge-a");
+    const published = permissions.pub?.allow ?? [];
+    for (const subject of permissions.sub?.allow ?? []) expect(published, subject).toContain(subject);
+  });
+
+  it("the node's local clients are still held to what the node publishes", () => {
+    const local = localClientPermissions("edge-a").publish.allow;
+    expect(local).not.toContain("relay.edge-a.>");
+    expect(local).not.toContain("$JS.M.>");
+    expect(local).toContain("relay.*.edge-a.>");
   });
 });
 
@@ -55,6 +73,10 @@ describe("claims", () => {
     expect(claims.nats.imports?.some((entry) => entry.subject === "$KV.mesh-nodes.edge-a")).toBe(true);
     expect(claims.nats.imports?.some((entry) => entry.subject.startsWith("$KV.mesh-catalog"))).toBe(false);
     expect(claims.nats.revocations).toEqual({ UABC: 5 });
+    // its own $JS.API.INFO import keeps nats-server from importing the system account's whole JetStream API
+    expect(claims.nats.imports).toContainEqual(expect.objectContaining({ subject: "$JS.API.INFO", account: mesh.getPublicKey(), type: "service" }));
+    expect(outdatedAccountReason(claims)).toBeUndefined();
+    expect(outdatedAccountReason({ ...claims, nats: { ...claims.nats, imports: claims.nats.imports?.filter((entry) => entry.subject !== "$JS.API.INFO") } })).toMatch(/could purge the mesh's JetStream/);
 
     const meshJwt = decode<Account>(await meshAccountJwt({ operatorSeed: seed(operator), accountSeed: seed(mesh), nodes: [{ node: "edge-a", account: a.getPublicKey() }] }));
     expect(meshJwt.nats.limits).toMatchObject({ conn: -1, disk_storage: -1, mem_storage: -1, streams: -1, consumer: -1 });

@@ -42,6 +42,8 @@ export function nodeInboxPrefix(node: string): string {
 }
 
 const catalogStream = `KV_${buckets.catalog}`;
+/** The one rpc method a node may call on its peers (services/tunnel asks a peer to punch). */
+const punchMethod = "tunnel-punch";
 const nodesStream = `KV_${buckets.nodes}`;
 
 /**
@@ -60,7 +62,23 @@ function readOnlyKvApi(stream: string): string[] {
   ];
 }
 
-const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>"];
+/**
+ * `$JS.API.INFO`, imported by every node account from the mesh account, for what it shuts out.
+ *
+ * nats-server 2.9.10 gives an account without JetStream a service import of the whole `$JS.API.>`
+ * from the system account (jetstream.go `enableJetStreamInfoServiceImportOnly`, so that such an
+ * account's clients hear "JetStream not enabled"), unless the account already imports
+ * `$JS.API.INFO` from elsewhere. Through that import a node reached every system-account handler of
+ * the JetStream API, among them `$JS.API.ACCOUNT.PURGE.<account>`, which checks nothing about who
+ * asks: one message from a stolen node's credentials naming the mesh account deleted the catalog, the
+ * node records and the leases (measured, trust/attacks.test.ts). With its own `$JS.API.INFO` import
+ * the node account gets no system import at all: JetStream calls it does not import from the mesh
+ * account reach nothing. The cost: INFO answers with the mesh account's JetStream usage (stream and
+ * consumer counts, storage), which tells a node nothing it could act on.
+ */
+export const jetStreamInfoApi = "$JS.API.INFO";
+
+const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>", jetStreamInfoApi];
 
 function service(subject: string, account?: string): Export & Import {
   return { name: subject, subject, type: "service", account: account ?? "" };
@@ -134,7 +152,7 @@ export async function nodeAccountJwt(options: {
     stream("$JS.M.>", meshAccount) as Import,
     ...options.peers.filter((peer) => peer.node !== node).map((peer) => stream(`${relayRoot}.${node}.${peer.node}.>`, peer.account) as Import),
     // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
-    ...options.peers.filter((peer) => peer.node !== node).map((peer) => service(`rpc.${peer.node}.tunnel-punch`, peer.account) as Import),
+    ...options.peers.filter((peer) => peer.node !== node).map((peer) => service(`rpc.${peer.node}.${punchMethod}`, peer.account) as Import),
     stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
   ];
   return encodeAccount(
@@ -146,46 +164,74 @@ export async function nodeAccountJwt(options: {
 }
 
 /**
- * What the node's own leaf server lets through towards the hub. It holds an
- * honest agent to its subjects (and makes its mistakes local); the account
- * boundary is what holds against a stolen key.
+ * What a node publishes towards the hub: its leaf server forwards nothing else (it holds an honest
+ * agent to its subjects and makes its mistakes local; the account boundary is what holds against a
+ * stolen key). Its local clients' permissions (localClientPermissions) start from this list too.
  */
-export function nodeUserPermissions(node: string): Permissions {
+function nodePublishSubjects(node: string): string[] {
   const api = `$JS.${hubDomain}.API`;
   // Read-only calls in any domain: the hubs' (hub) or an edge site's (its name), where an agent behind a site mirrors from.
   const readApi = (stream: string) => readOnlyKvApi(stream).map((subject) => subject.replace("$JS.API", "$JS.*.API"));
+  return [
+    `${meshRoot}.${node}.>`,
+    `${relayRoot}.*.${node}.>`,
+    // asking a peer to punch (imported per peer by the node's account)
+    `rpc.*.${punchMethod}`,
+    `${api}.$KV.${buckets.nodes}.${node}`,
+    `${api}.INFO`,
+    ...readApi(catalogStream),
+    ...readApi(nodesStream),
+    "$JS.FC.>",
+    // replies to requests that reached this node (rpc.<node>.>) through the mesh account
+    "_R_.>",
+    "_INBOX.>",
+    // The leafnode loop-detection subscription (`$LDS.<id>`) each leaf makes at connect. 2.9.10 checks a
+    // leaf's literal subscriptions (docs/nats-facts.md) and, measured, against this list: without it a hub logged
+    // "Permissions Violation for Subscription to $LDS..." for every remote of a site at every connect.
+    "$LDS.>",
+  ];
+}
+
+/** What a node's leaf subscribes to at the hub: what is addressed to it, and nothing of another node's. */
+function nodeSubscribeSubjects(node: string): string[] {
+  return [
+    `${relayRoot}.${node}.>`,
+    `rpc.${node}.>`,
+    `${nodeInboxPrefix(node)}.>`,
+    "$JS.M.>",
+    "$JSC.R.>",
+    "_INBOX.>",
+    // and here too, for servers that check the subscribe side (see pub above)
+    "$LDS.>",
+  ];
+}
+
+/**
+ * The node user's permissions (in its user JWT). The publish list is what the node publishes
+ * PLUS everything it subscribes to, because of how nats-server 2.9.10 re-checks a connected leaf:
+ *
+ * - A hub swaps an accepted leaf's permissions (leafnode.go: data flows the other way), so the
+ *   leaf's subscriptions are admitted against the user's *subscribe* list when they are made.
+ * - When an account JWT is updated and the account's stream imports change, or an account it
+ *   imports a stream from changes its stream exports (as issuing a node does: every node account
+ *   gains the new node's relay import, the mesh account its inbox export), the hub re-checks every
+ *   subscription of every connection in those accounts with `canSubscribe`
+ *   (client.go `processSubsOnConfigReload`), which for a leaf reads the swapped list: the user's
+ *   *publish* list. Subscriptions it does not cover are dropped at the hub with "Permissions
+ *   Violation for Subscription" sent to the leaf, and the node stops receiving rpc, relay frames,
+ *   JetStream replies and mirror deliveries (measured: issuing one node broke every running agent).
+ *
+ * With the subscribe subjects in the publish list too, both checks give the same answer, so an
+ * account update (issue, revoke, a hub config reload) leaves connected leaves as they were. What
+ * this adds to what an honest leaf may forward is its own inbound subjects, which reach nothing
+ * outside its account (it exports only `mesh.<node>.>`, `relay.*.<node>.>` and `rpc.<node>.>`),
+ * and its local clients stay held to the narrower list (localClientPermissions).
+ */
+export function nodeUserPermissions(node: string): Permissions {
+  const subscribed = nodeSubscribeSubjects(node);
   return {
-    pub: {
-      allow: [
-        `${meshRoot}.${node}.>`,
-        `${relayRoot}.*.${node}.>`,
-        // asking a peer to punch (imported per peer by the node's account)
-        "rpc.*.tunnel-punch",
-        `${api}.$KV.${buckets.nodes}.${node}`,
-        ...readApi(catalogStream),
-        ...readApi(nodesStream),
-        "$JS.FC.>",
-        // replies to requests that reached this node (rpc.<node>.>) through the mesh account
-        "_R_.>",
-        "_INBOX.>",
-        // The leafnode loop-detection subscription (`$LDS.<id>`) each leaf makes at connect. 2.9.10 checks a
-        // leaf's literal subscriptions (docs/nats-facts.md) and, measured, against this list: without it a hub logged
-        // "Permissions Violation for Subscription to $LDS..." for every remote of a site at every connect.
-        "$LDS.>",
-      ],
-    },
-    sub: {
-      allow: [
-        `${relayRoot}.${node}.>`,
-        `rpc.${node}.>`,
-        `${nodeInboxPrefix(node)}.>`,
-        "$JS.M.>",
-        "$JSC.R.>",
-        "_INBOX.>",
-        // and here too, for servers that check the subscribe side (see pub above)
-        "$LDS.>",
-      ],
-    },
+    pub: { allow: [...new Set([...nodePublishSubjects(node), ...subscribed])] },
+    sub: { allow: subscribed },
   };
 }
 
@@ -224,11 +270,10 @@ export async function systemUserJwt(options: { userSeed: string; accountSeed: st
  * ("Publish Violation"), so an agent that oversteps sees why at once.
  */
 export function localClientPermissions(node: string): { publish: { allow: string[] }; subscribe: { allow: string[] } } {
-  const remote = nodeUserPermissions(node);
   return {
     publish: {
       allow: [
-        ...(remote.pub?.allow ?? []),
+        ...nodePublishSubjects(node),
         // the leaf's own JetStream (its domain = the node name) and its KV mirrors
         "$JS.API.>",
         `$JS.${node}.API.>`,
@@ -262,7 +307,11 @@ export async function auditUserJwt(options: { node: string; userSeed: string; ac
 export function oversteppingReason(node: string, subject: string): string | undefined {
   const tokens = subject.split(".");
   if (tokens[0] === meshRoot) return tokens[1] === node ? undefined : `publishes as node '${tokens[1]}' (only ${meshRoot}.${node}.> is its own)`;
-  if (tokens[0] === "rpc") return `calls rpc.${tokens[1]} (nodes answer rpc, they do not call other nodes)`;
+  if (tokens[0] === "rpc") {
+    // Its own rpc (a local call its leaf forwarded), and a peer's punch method (imported per peer), are its business.
+    if (tokens[1] === node || (tokens.length === 3 && tokens[2] === punchMethod)) return undefined;
+    return `calls rpc.${tokens[1]} (nodes answer rpc; of other nodes they may only ask rpc.<node>.${punchMethod})`;
+  }
   if (tokens[0] === "$KV") {
     if (tokens[1] === buckets.nodes && tokens[2] === node && tokens.length === 3) return undefined;
     if (tokens[1] === buckets.catalog) return `writes the catalog (key ${tokens.slice(2).join(".")}): only the hub's publisher may`;
@@ -273,7 +322,7 @@ export function oversteppingReason(node: string, subject: string): string | unde
     const api = tokens[1] === "API" ? tokens.slice(2) : tokens.slice(3);
     const call = api.join(".");
     if (api[0] === "$KV") return oversteppingReason(node, call);
-    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream)].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
+    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), jetStreamInfoApi].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
     if (allowed) return undefined;
     if (call.includes(catalogStream)) return `calls JetStream ${call} on the catalog (read-only for nodes)`;
     return `calls JetStream ${call} in the hub domain (not allowed for nodes)`;
@@ -293,4 +342,15 @@ export function subjectMatches(pattern: string, subject: string): boolean {
     if (token !== "*" && token !== subjectTokens[index]) return false;
   }
   return patternTokens.length === subjectTokens.length;
+}
+
+/**
+ * Why an account JWT of this mesh was signed by an older leafmesh and must be signed again
+ * (`leafmesh keys resign`), or undefined. Node accounts without the `$JS.API.INFO` import let a
+ * stolen node purge the mesh's JetStream (see jetStreamInfoApi).
+ */
+export function outdatedAccountReason(claims: { name: string; nats: { imports?: Import[] } }): string | undefined {
+  if (!claims.name.startsWith("node-")) return undefined;
+  if (claims.nats.imports?.some((entry) => entry.subject === jetStreamInfoApi && entry.type === "service")) return undefined;
+  return `account ${claims.name} has no ${jetStreamInfoApi} import: on nats-server 2.9.10 its node could purge the mesh's JetStream`;
 }

@@ -177,6 +177,19 @@ async function resignNodeAccount(dir: string, state: KeyState, node: NodeState):
   return jwt;
 }
 
+/**
+ * Signs every account again with this leafmesh's claims (node accounts first, then mesh), keeping
+ * their revocations, for a mesh whose keys an older leafmesh made (claims.ts
+ * `outdatedAccountReason`). Returns the JWTs to push to running hubs. Users are not touched.
+ */
+export async function resignAccounts(dir: string): Promise<string[]> {
+  const state = readKeyState(dir);
+  const jwts: string[] = [];
+  for (const node of Object.values(state.nodes)) jwts.push(await resignNodeAccount(dir, state, node));
+  jwts.push(await resignMeshAccount(dir, state));
+  return jwts;
+}
+
 export interface IssueOptions {
   dir: string;
   node: string;

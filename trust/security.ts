@@ -16,11 +16,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
-import { createUser, decode, fromSeed } from "@nats-io/jwt";
+import { createUser, decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
+import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
-import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
+import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
 
 const quote = (value: string) => JSON.stringify(value);
 
@@ -74,6 +75,8 @@ export interface HubSecurity {
   files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
   /** Every account of the mesh but the system account: the hub resolves them all at start (nats-config/account-preload.ts). */
   accounts: string[];
+  /** Accounts an older leafmesh signed, with why they must be signed again (`leafmesh keys resign`). */
+  outdatedAccounts: string[];
   /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
   publisherConnectOptions: Partial<ConnectionOptions>;
   /** A system-account client: pushes account updates (revocations). */
@@ -102,13 +105,15 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: state.systemAccount, resolverDir: files.resolverDir, preload }),
     ...tlsBlock({ ...files, verify: true }),
   ].join("\n");
-  const tls = { keyFile: files.key, certFile: files.cert, caFile: files.ca };
+  // The hub's own clients (and the operator's tools) know the hub by its certificate, not by a host name (ownCertificateTls).
+  const tls = ownCertificateTls({ keyFile: files.key, certFile: files.cert, caFile: files.ca }, "this mesh's hub certificate");
   return {
     configFragment,
     leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     routesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     files,
     accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
+    outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(decode<Account>(jwt)) ?? []),
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
   };

@@ -38,6 +38,7 @@ import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { allAccountJwts, siteBundleDir, type SiteDescription } from "./key-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
+import { ownCertificateTls } from "./tls.ts";
 
 export interface SiteSecurity {
   site: string;
@@ -119,7 +120,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     routesFragment: tls.join("\n"),
     remotes,
     accounts: preload.map(({ account }) => account).filter((account) => account !== description.systemAccount),
-    clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: { certFile: files.cert, keyFile: files.key, caFile: files.ca } },
+    clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: ownCertificateTls({ certFile: files.cert, keyFile: files.key, caFile: files.ca }, `site '${options.site}''s certificate`) },
     files,
   };
 }

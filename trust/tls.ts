@@ -10,9 +10,10 @@
  * ```
  */
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import type { PeerCertificate } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -108,4 +109,33 @@ export async function describeCertificate(certFile: string): Promise<{ subject: 
   const subject = /subject=\s*(.*)/.exec(text)?.[1]?.trim() ?? "";
   const notAfter = /notAfter=(.*)/.exec(text)?.[1]?.trim() ?? "";
   return { subject, notAfter };
+}
+
+/**
+ * TLS options for clients that hold a server's own identity (the hubs' certificate for the hub's
+ * publisher, auditor and the operator's tools; a site's certificate for the site's own process):
+ * they accept the server when it presents exactly that certificate, whatever host name they dialled.
+ *
+ * Why not the usual name check: nats.js dials an IP address (the loopback address a hub reaches
+ * itself on, `--hub tls://10.0.0.5:4222`) with no TLS server name, and Node then checks the
+ * certificate against `localhost` (tls.connect falls back to it for an upgraded socket), so a hub
+ * whose certificate names only its real hosts (`keys init --hub-hosts hub-1.example.net,...`) could
+ * not reach itself. The pin does not depend on what the certificate names, and it is stricter than
+ * a name check: the chain is still verified against the mesh CA first (Node calls
+ * checkServerIdentity only for a chain that verified), and then only the holder of that very key
+ * passes, not any certificate of the mesh CA that happens to carry the name (a node's, issued with
+ * `--hosts`). Remote clients (agents' leaf connections, sites' remotes) keep verifying the name.
+ */
+export function ownCertificateTls(files: { certFile: string; keyFile: string; caFile: string }, what: string): { certFile: string; keyFile: string; caFile: string; checkServerIdentity: (host: string, certificate: PeerCertificate) => Error | undefined } {
+  const expected = new X509Certificate(readFileSync(files.certFile));
+  return {
+    ...files,
+    checkServerIdentity: (host, certificate) => {
+      if (certificate.raw?.equals(expected.raw)) return undefined;
+      return new LeafmeshError(
+        "TRUST_FAILED",
+        `the server at ${host || "(no name)"} presented a certificate (${certificate.subject?.CN ?? "no CN"}, SHA-256 ${certificate.fingerprint256}) that is not ${what} (${files.certFile}, SHA-256 ${expected.fingerprint256}): another server, or a copy of the keys from before the certificate changed`,
+      );
+    },
+  };
 }

@@ -7,13 +7,19 @@
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { connect as tcpConnect } from "node:net";
 import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { parseCreds, fromSeed } from "@nats-io/jwt";
 
 export interface RogueLeaf {
   publish(subject: string, payload: string, reply?: string): void;
+  /** A message with NATS headers (`HMSG` on a leaf connection), e.g. `{ "Nats-Rollup": "all" }`. */
+  publishWithHeaders(subject: string, headers: Record<string, string>, payload: string, reply?: string): void;
   subscribe(subject: string): void;
-  /** Messages received so far: subject and payload. */
-  received: { subject: string; payload: string }[];
+  unsubscribe(subject: string): void;
+  /** Messages received so far: subject, reply subject, headers (raw block) and payload. */
+  received: { subject: string; reply?: string; headers?: string; payload: string }[];
+  /** Resolves once the hub has answered a PING sent after everything written so far. */
+  flush(): Promise<void>;
   /** Protocol errors and lines the hub sent (-ERR ...). */
   errors: string[];
   closed: Promise<void>;
@@ -47,9 +53,9 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
   const received: RogueLeaf["received"] = [];
   const errors: string[] = [];
   let buffer = "";
-  let pendingMessage: { subject: string; size: number } | undefined;
-  let resolvePong!: () => void;
-  const pong = new Promise<void>((resolve) => (resolvePong = resolve));
+  let pendingMessage: { subject: string; reply?: string; headerSize: number; size: number } | undefined;
+  const pongWaiters: (() => void)[] = [];
+  const pong = new Promise<void>((resolve) => pongWaiters.push(resolve));
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   socket.on("error", (error) => errors.push(error.message));
   socket.on("data", (chunk: Buffer) => {
@@ -57,7 +63,9 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
     for (;;) {
       if (pendingMessage) {
         if (buffer.length < pendingMessage.size + 2) return;
-        received.push({ subject: pendingMessage.subject, payload: buffer.slice(0, pendingMessage.size) });
+        const body = buffer.slice(0, pendingMessage.size);
+        const { subject, reply, headerSize } = pendingMessage;
+        received.push({ subject, ...(reply ? { reply } : {}), ...(headerSize > 0 ? { headers: body.slice(0, headerSize) } : {}), payload: body.slice(headerSize) });
         buffer = buffer.slice(pendingMessage.size + 2);
         pendingMessage = undefined;
         continue;
@@ -68,16 +76,22 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
       buffer = buffer.slice(end + 2);
       if (line.startsWith("INFO ")) continue;
       else if (line === "PING") socket.write("PONG\r\n");
-      else if (line === "PONG") resolvePong();
+      else if (line === "PONG") pongWaiters.shift()?.();
       else if (line.startsWith("-ERR")) errors.push(line);
       else if (line.startsWith("LMSG ")) {
+        // LMSG <subject> [<reply>] <size>
         const tokens = line.split(" ");
-        pendingMessage = { subject: tokens[1], size: Number(tokens[tokens.length - 1]) };
+        pendingMessage = { subject: tokens[1], reply: tokens.length === 4 ? tokens[2] : undefined, headerSize: 0, size: Number(tokens[tokens.length - 1]) };
+      } else if (line.startsWith("HMSG ")) {
+        // HMSG <subject> [<reply>] <header size> <total size>
+        const tokens = line.split(" ");
+        pendingMessage = { subject: tokens[1], reply: tokens.length === 5 ? tokens[2] : undefined, headerSize: Number(tokens[tokens.length - 2]), size: Number(tokens[tokens.length - 1]) };
       }
     }
   });
+  // A name of its own per connection: a hub closes a second leaf connection of one account with the same server name.
   const signature = Buffer.from(fromSeed(new TextEncoder().encode(creds.key)).sign(new TextEncoder().encode(nonce ?? ""))).toString("base64url");
-  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: "rogue", headers: true, hub: false })}\r\nPING\r\n`);
+  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: `rogue-${randomBytes(4).toString("hex")}`, headers: true, hub: false })}\r\nPING\r\n`);
   await Promise.race([pong, closed]);
   return {
     received,
@@ -86,8 +100,21 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
     publish(subject, payload, reply) {
       socket.write(`LMSG ${subject}${reply ? ` ${reply}` : ""} ${Buffer.byteLength(payload)}\r\n${payload}\r\n`);
     },
+    publishWithHeaders(subject, headers, payload, reply) {
+      const block = `NATS/1.0\r\n${Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("")}\r\n`;
+      const headerSize = Buffer.byteLength(block);
+      socket.write(`HMSG ${subject}${reply ? ` ${reply}` : ""} ${headerSize} ${headerSize + Buffer.byteLength(payload)}\r\n${block}${payload}\r\n`);
+    },
     subscribe(subject) {
       socket.write(`LS+ ${subject}\r\n`);
+    },
+    unsubscribe(subject) {
+      socket.write(`LS- ${subject}\r\n`);
+    },
+    flush() {
+      const answered = new Promise<void>((resolve) => pongWaiters.push(resolve));
+      socket.write("PING\r\n");
+      return Promise.race([answered, closed]);
     },
     close() {
       socket.destroy();

@@ -1,0 +1,112 @@
+/**
+ * A stolen node cannot wipe the node directory with a header: a `leafmesh hub`
+ * process with keys, records of other nodes in `mesh-nodes`, and a client that
+ * speaks the leafnode protocol with edge-a's credentials and writes its own key
+ * with `Nats-Rollup: all` (on 2.9.10 that purged every other key of the stream,
+ * docs/nats-facts.md). The hub's `mesh-nodes` stream refuses roll-ups
+ * (bus/node-record.ts `openNodeRecordsBucket`), also when a hub finds a bucket
+ * made before that rule.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { eventually } from "../test/support/ports.ts";
+import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { connectRogueLeaf, type RogueLeaf } from "../test/support/rogue-leaf.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+
+let keys: string;
+let hub: HubProcess;
+let publisher: NatsConnection;
+let nodes: KV;
+
+async function cli(...argv: string[]): Promise<void> {
+  const result = await runCli(argv);
+  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
+}
+
+async function stolenEdgeA(): Promise<RogueLeaf> {
+  const bundle = join(keys, "nodes", "edge-a");
+  const rogue = await connectRogueLeaf({ port: Number(new URL(hub.leafUrl).port), creds: join(bundle, "node.creds"), cert: join(bundle, "node.crt"), key: join(bundle, "node.key"), ca: join(bundle, "ca.crt") });
+  rogue.subscribe("_INBOX_edge-a.>");
+  await rogue.flush();
+  return rogue;
+}
+
+/** Writes edge-a's own key as the stolen node, with `headers`, and returns the hub's JetStream answer. */
+async function writeOwnKey(rogue: RogueLeaf, headers: Record<string, string>, payload: string, reply: string): Promise<{ seq?: number; error?: { description: string } }> {
+  rogue.publishWithHeaders("$JS.hub.API.$KV.mesh-nodes.edge-a", headers, payload, `_INBOX_edge-a.${reply}`);
+  const answer = await eventually(() => rogue.received.find((message) => message.subject === `_INBOX_edge-a.${reply}`), 10_000, `the hub's answer to ${reply}`);
+  return JSON.parse(answer.payload) as { seq?: number; error?: { description: string } };
+}
+
+async function othersStillThere(): Promise<void> {
+  expect((await nodes.get("edge-b"))?.string()).toBe("record of edge-b");
+  expect((await nodes.get("edge-c"))?.string()).toBe("record of edge-c");
+}
+
+beforeAll(async () => {
+  requireTools();
+  keys = join(tempDir("leafmesh-node-records-"), "keys");
+  await cli("keys", "init", "--dir", keys);
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  hub = await startHubProcess({ name: "hub-1", keys });
+  publisher = await hub.connection();
+  nodes = await new Kvm(publisher).open("mesh-nodes");
+  // what edge-b and edge-c wrote (the records' contents do not matter here)
+  await nodes.put("edge-b", "record of edge-b");
+  await nodes.put("edge-c", "record of edge-c");
+}, 90_000);
+
+afterAll(() => stopAllProcesses());
+
+describe("roll-up headers on a node's own key", () => {
+  it("a plain write of its own record goes through", async () => {
+    const rogue = await stolenEdgeA();
+    try {
+      const answer = await writeOwnKey(rogue, {}, "record of edge-a", "plain");
+      expect(answer.error).toBeUndefined();
+      expect((await nodes.get("edge-a"))?.string()).toBe("record of edge-a");
+    } finally {
+      rogue.close();
+    }
+  });
+
+  it("`Nats-Rollup: all` and `Nats-Rollup: sub` are refused and every other record stays", async () => {
+    const rogue = await stolenEdgeA();
+    try {
+      const answers = [];
+      for (const rollup of ["all", "sub"]) answers.push(await writeOwnKey(rogue, { "Nats-Rollup": rollup }, "wiped", `rollup-${rollup}`));
+      await othersStillThere();
+      for (const answer of answers) expect(answer.error?.description, JSON.stringify(answer)).toMatch(/rollup not permitted/);
+      expect((await nodes.get("edge-a"))?.string()).toBe("record of edge-a");
+    } finally {
+      rogue.close();
+    }
+  });
+
+  it("a hub that finds the bucket as an older hub made it (roll-ups allowed) turns them off at start", async () => {
+    const jsm = await jetstreamManager(publisher);
+    const { config } = await jsm.streams.info("KV_mesh-nodes");
+    await jsm.streams.update("KV_mesh-nodes", { ...config, allow_rollup_hdrs: true });
+    await hub.stop();
+    hub = await hub.restart();
+    expect(hub.output()).toContain("node records bucket updated");
+    publisher = await hub.connection();
+    nodes = await new Kvm(publisher).open("mesh-nodes");
+    expect((await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes")).config.allow_rollup_hdrs).toBe(false);
+    // written again: records expire 30 s after their last refresh (the bucket's TTL)
+    await nodes.put("edge-b", "record of edge-b");
+    await nodes.put("edge-c", "record of edge-c");
+    const rogue = await stolenEdgeA();
+    try {
+      const answer = await writeOwnKey(rogue, { "Nats-Rollup": "all" }, "wiped", "after-restart");
+      expect(answer.error?.description).toMatch(/rollup not permitted/);
+      await othersStillThere();
+    } finally {
+      rogue.close();
+    }
+  });
+});
