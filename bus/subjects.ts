@@ -91,3 +91,19 @@ export function parseRelaySubject(subject: string): { toNode: string; fromNode: 
   if (tokens.length !== 4 || tokens[0] !== relayRoot) return undefined;
   return { toNode: tokens[1], fromNode: tokens[2], channel: tokens[3] };
 }
+
+/** The inbox prefix of a node's clients: its replies and deliveries stay addressed to it. */
+export function nodeInboxPrefix(node: string): string {
+  return `_INBOX_${node}`;
+}
+
+/**
+ * Where a node's catalog mirror has its deliveries sent (the mirror's `external.deliver`): under the
+ * node's own inbox prefix, which only that node imports. With the shared `$JS.M.>` every node used
+ * before, a stolen node received every other node's mirror deliveries, learnt their consumer names
+ * from the ack subjects, and with a name could update another node's mirror consumer (measured on
+ * 2.9.10: it changed edge-b's filter and edge-b's catalog stopped).
+ */
+export function mirrorDeliverPrefix(node: string): string {
+  return `${nodeInboxPrefix(node)}.mirror`;
+}

@@ -11,8 +11,8 @@
  * The honest nodes keep relaying, answering rpc and mirroring the catalog.
  *
  * Not here: a revoked node dialling a peer's tunnel directly (the tunnel's own
- * tests), and two things a stolen node CAN still do with the consumer-create
- * call that mirrors need (docs/trust.md, "Known limits").
+ * tests), and what a stolen node CAN still do with the consumer-create call
+ * that mirrors need: make many consumers (docs/trust.md, "Known limits").
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copyFileSync, readFileSync } from "node:fs";
@@ -26,6 +26,9 @@ import { eventually } from "../test/support/ports.ts";
 import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { connectRogueLeaf, type RogueLeaf } from "../test/support/rogue-leaf.ts";
 import { readKeyState } from "./key-store.ts";
+import { mirrorDeliverPrefix } from "./claims.ts";
+import { openCatalogMirror } from "../services/controller/agent-controller.ts";
+import type { Bus } from "../bus/bus.ts";
 import { requireTools, startSecuredLeaf, stopAllServers, type SecuredLeaf } from "../test/support/trust-servers.ts";
 
 let base: string;
@@ -161,12 +164,13 @@ beforeAll(async () => {
   const b = clients.get("edge-b")!;
   b.subscribe("rpc.edge-b.status", { callback: (_error, message) => void message.respond("edge-b ok") });
   await b.flush();
-  // The stolen node listens to every mirror's deliveries it can (it learns edge-b's mirror consumer from them).
+  // The stolen node listens to everything its account lets it hear: mirror deliveries of old ($JS.M.>) and any other.
   rogue = await stolen();
   rogue.subscribe("$JS.M.>");
+  rogue.subscribe(">");
   await rogue.flush();
-  // edge-b's catalog mirror, as its agent keeps it
-  const mirror = await new Kvm(jetstream(b, { timeout: 5_000 })).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "hub" } } as never);
+  // edge-b's catalog mirror, as its agent makes it (services/controller/agent-controller.ts openCatalogMirror)
+  const mirror = await openCatalogMirror({ connection: b, node: "edge-b" } as Bus);
   await eventually(async () => (await mirror.status()).values >= 2, 20_000, "edge-b's catalog mirror");
   await honestRecords();
 }, 120_000);
@@ -443,6 +447,22 @@ describe("a stolen node's credentials reach its own subjects and nothing else", 
     expect(edgeC.errors.join("\n")).toMatch(/Authorization Violation/i);
     expect(decode(oldEdgeCJwt).sub).toBe(edgeCAccount);
     await auditorSaid("denied: node 'edge-a' sends system request $SYS.REQ.CLAIMS.UPDATE");
+  });
+
+  it("hears none of another node's mirror deliveries, so it cannot learn (and then change) that node's mirror consumer", async () => {
+    writeManifest(manifests, "watched.yaml", sampleService({ namespace: "shop", name: "watched", clusterIP: "198.19.0.12" }));
+    const mirror = await new Kvm(jetstream(clients.get("edge-b")!, { timeout: 5_000 })).open("mesh-catalog");
+    await eventually(async () => {
+      for await (const key of await mirror.keys()) if (key.includes("watched")) return true;
+      return false;
+    }, 20_000, "the change in edge-b's mirror");
+    const consumers: string[] = [];
+    for await (const info of jsm.consumers.list("KV_mesh-catalog")) consumers.push(info.name);
+    expect(consumers.length).toBeGreaterThan(0);
+    const overheard = rogue.received.filter(
+      (message) => message.subject.startsWith("$JS.M.") || message.subject.startsWith(mirrorDeliverPrefix("edge-b")) || consumers.some((name) => `${message.subject} ${message.reply ?? ""}`.includes(name)),
+    );
+    expect(overheard.map((message) => message.subject)).toEqual([]);
   });
 
   it("after all of it, the honest node still answers rpc and mirrors the catalog, and logged no violation", async () => {

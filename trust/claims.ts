@@ -18,7 +18,7 @@
  * ```
  */
 import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
-import { buckets, hubDomain, meshRoot, relayRoot } from "../bus/subjects.ts";
+import { buckets, hubDomain, meshRoot, nodeInboxPrefix, relayRoot } from "../bus/subjects.ts";
 
 const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
 
@@ -36,10 +36,7 @@ export function nodeAccountName(node: string): string {
   return `node-${node}`;
 }
 
-/** The inbox prefix of a node's clients: its replies and deliveries stay addressed to it. */
-export function nodeInboxPrefix(node: string): string {
-  return `_INBOX_${node}`;
-}
+export { mirrorDeliverPrefix, nodeInboxPrefix } from "../bus/subjects.ts";
 
 const catalogStream = `KV_${buckets.catalog}`;
 /** The one rpc method a node may call on its peers (services/tunnel asks a peer to punch). */
@@ -107,8 +104,7 @@ export async function meshAccountJwt(options: { operatorSeed: string; accountSee
   const exports: Export[] = [
     ...sharedServices.map((subject) => exportOf(service(subject))),
     exportOf(service(`$KV.${buckets.nodes}.>`)),
-    // Mirror and consumer deliveries, and relay frames; each node imports only its part.
-    exportOf(stream("$JS.M.>")),
+    // Replies and mirror deliveries (a node's mirror delivers under its inbox prefix: mirrorDeliverPrefix); each node imports only its own.
     ...options.nodes.map(({ node }) => exportOf(stream(`${nodeInboxPrefix(node)}.>`))),
   ];
   const imports: Import[] = options.nodes.flatMap(({ node, account }) => [
@@ -149,7 +145,6 @@ export async function nodeAccountJwt(options: {
   const imports: Import[] = [
     ...sharedServices.map((subject) => service(subject, meshAccount) as Import),
     service(`$KV.${buckets.nodes}.${node}`, meshAccount) as Import,
-    stream("$JS.M.>", meshAccount) as Import,
     ...options.peers.filter((peer) => peer.node !== node).map((peer) => stream(`${relayRoot}.${node}.${peer.node}.>`, peer.account) as Import),
     // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
     ...options.peers.filter((peer) => peer.node !== node).map((peer) => service(`rpc.${peer.node}.${punchMethod}`, peer.account) as Import),
@@ -198,7 +193,6 @@ function nodeSubscribeSubjects(node: string): string[] {
     `${relayRoot}.${node}.>`,
     `rpc.${node}.>`,
     `${nodeInboxPrefix(node)}.>`,
-    "$JS.M.>",
     "$JSC.R.>",
     "_INBOX.>",
     // and here too, for servers that check the subscribe side (see pub above)
@@ -349,8 +343,12 @@ export function subjectMatches(pattern: string, subject: string): boolean {
  * (`leafmesh keys resign`), or undefined. Node accounts without the `$JS.API.INFO` import let a
  * stolen node purge the mesh's JetStream (see jetStreamInfoApi).
  */
-export function outdatedAccountReason(claims: { name: string; nats: { imports?: Import[] } }): string | undefined {
+export function outdatedAccountReason(claims: { name: string; nats: { imports?: Import[]; exports?: Export[] } }): string | undefined {
+  if (claims.name === meshAccountName && claims.nats.exports?.some((entry) => entry.subject === "$JS.M.>")) {
+    return `account ${claims.name} exports every mirror's deliveries ($JS.M.>): any node could read other nodes' mirror consumers and change them`;
+  }
   if (!claims.name.startsWith("node-")) return undefined;
+  if (claims.nats.imports?.some((entry) => entry.subject === "$JS.M.>")) return `account ${claims.name} imports every mirror's deliveries ($JS.M.>): its node could change other nodes' mirror consumers`;
   if (claims.nats.imports?.some((entry) => entry.subject === jetStreamInfoApi && entry.type === "service")) return undefined;
   return `account ${claims.name} has no ${jetStreamInfoApi} import: on nats-server 2.9.10 its node could purge the mesh's JetStream`;
 }

@@ -19,6 +19,8 @@ import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { explainDenial, watchPermissionErrors } from "./denials.ts";
 import { runKeysCommand } from "../cli/keys.ts";
+import { openCatalogMirror } from "../services/controller/agent-controller.ts";
+import type { Bus } from "../bus/bus.ts";
 import { createUser, encodeUser, fmtCreds, type Algorithms } from "@nats-io/jwt";
 import { writeSecretFile } from "./secret-files.ts";
 
@@ -104,7 +106,7 @@ describe("a node's own subjects work through its account", () => {
     await remoteKv.put("edge-a", "record-a");
     expect((await nodesKv.get("edge-a"))?.string()).toBe("record-a");
 
-    const mirror = await new Kvm(jetstream(a, { timeout: 5_000 })).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "hub" } } as never);
+    const mirror = await openCatalogMirror({ connection: a, node: "edge-a" } as Bus);
     const mirrored = await eventually(async () => (await mirror.get("services.shop.web"))?.string(), 15_000, "the catalog in edge-a's mirror");
     expect(mirrored).toBe("catalog-v1");
 

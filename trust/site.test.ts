@@ -19,6 +19,8 @@ import { initKeys, issueNode, issueSite, revokeNode } from "./key-store.ts";
 import { pushAccountClaims } from "./push.ts";
 import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { loadSiteSecurity } from "./site-security.ts";
+import { openCatalogMirror } from "../services/controller/agent-controller.ts";
+import type { Bus } from "../bus/bus.ts";
 import { leafConnections, requireTools, startNatsServer, startSecuredHub, startSecuredLeaf, stopAllServers, type SecuredHub, type SecuredLeaf, type TestServer } from "../test/support/trust-servers.ts";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -98,10 +100,10 @@ describe("a secured edge site", () => {
     const siteSecurity = loadSiteSecurity(keys, { site: "shop", server: "shop", resolverDir: join(base, "unused") });
     const local = await connect({ servers: site.clientUrl, ...siteSecurity.clientConnectOptions });
     connections.push(local);
-    const siteCatalog = await new Kvm(local).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "hub" } });
+    const siteCatalog = await openCatalogMirror({ connection: local, node: "shop" } as Bus, "hub");
     await eventually(async () => (await siteCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "the site's mirror");
     // An agent behind the site mirrors from the site's domain.
-    const agentCatalog = await new Kvm(jetstream(clients["edge-a"], { checkAPI: false })).create("mesh-catalog", { mirror: { name: "mesh-catalog", domain: "shop" } });
+    const agentCatalog = await openCatalogMirror({ connection: clients["edge-a"], node: "edge-a" } as Bus, "shop");
     await eventually(async () => (await agentCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "edge-a's mirror of the site's");
     // Its node record reaches the hub's mesh-nodes.
     const nodes = await new Kvm(publisher).create("mesh-nodes", { history: 1 });

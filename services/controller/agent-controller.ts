@@ -14,6 +14,7 @@
  * await controller.stop();
  * ```
  */
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
 import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
@@ -26,6 +27,7 @@ import { buckets, hubDomain } from "../../bus/subjects.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
+import { mirrorDeliverPrefix } from "../../bus/subjects.ts";
 
 export interface ControllerOptions {
   bus: Bus;
@@ -75,10 +77,24 @@ export interface Controller {
   stop(): Promise<void>;
 }
 
-/** Creates (or opens) the node's mirror of the catalog. */
-export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain, replicas = 1): Promise<KV> {
+/**
+ * Creates (or opens) the node's mirror of the catalog. Its deliveries come under the node's own
+ * inbox prefix (mirrorDeliverPrefix: no other node can see them, nor learn the mirror's consumer).
+ * A mirror made by an older leafmesh (deliveries on the shared `$JS.M.>`) cannot be changed in
+ * place (nats-server refuses mirror updates): it is made again, and catches up from its upstream.
+ */
+export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain, replicas = 1, log?: Logger): Promise<KV> {
+  const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(bus.node) };
+  const create = () => new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas });
   try {
-    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, domain: upstreamDomain }, replicas });
+    const manager = await jetstreamManager(bus.connection);
+    const existing = await manager.streams.info(`KV_${buckets.catalog}`).catch(() => undefined);
+    const current = existing?.config.mirror?.external;
+    if (existing && (current?.api !== external.api || current?.deliver !== external.deliver)) {
+      log?.warn({ was: current ?? null, now: external }, "the catalog mirror is made again: its deliveries move to this node's own subjects (or its upstream changed); it catches up from the upstream");
+      await manager.streams.delete(`KV_${buckets.catalog}`);
+    }
+    return await create();
   } catch (cause) {
     throw new LeafmeshError(
       "NATS_SERVER_FAILED",
@@ -95,7 +111,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const revisions = new Map<string, number>();
   let sortedKeys: string[] | undefined;
 
-  const kv = await retryUntilReady(() => openCatalogMirror(bus, options.upstreamDomain, options.replicas), { what: "the node's JetStream (catalog mirror)", log });
+  const kv = await retryUntilReady(() => openCatalogMirror(bus, options.upstreamDomain, options.replicas, log), { what: "the node's JetStream (catalog mirror)", log });
   actor.send({ type: "OPENED" });
 
   const publishSync = () =>
