@@ -61,7 +61,12 @@ export const buckets = {
   nodes: "mesh-nodes",
   /** Leases: who publishes the catalog. */
   leases: "mesh-leases",
+  /** The mesh CA's signed list of revoked node certificates (trust/revocation-list.ts): one key, written by hubs, mirrored by every node. */
+  revocations: "mesh-revocations",
 } as const;
+
+/** The one key of the revocations bucket. */
+export const revocationListKey = "list";
 
 /** The JetStream domain of the cloud hubs. */
 export const hubDomain = "hub";

@@ -20,7 +20,9 @@ import { defineCommand, splitList, type Command, type CommandIO } from "./comman
 import { LeafmeshError } from "../lib/errors.ts";
 import { initKeys, issueNode, issueSite, listNodes, resignAccounts, revokeNode } from "../trust/key-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
-import { pushAccountClaims } from "../trust/push.ts";
+import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
+import { readFileSync } from "node:fs";
+import { silentLogger } from "../lib/log.ts";
 
 const dirOption = { type: "string", value: "DIR", required: true, description: "the mesh's keys directory (created 0700 by `keys init`)" } as const;
 const hubOption = {
@@ -131,15 +133,32 @@ const revokeCommand = defineCommand({
   summary: "revoke a node's current credentials and push the change to running hubs: its connections close within seconds",
   description: `
 Adds the node's user key to its account's revocations (its node.creds are dead
-from then on, wherever copies are). With --hub the account update is pushed through the system
-account at once (no hub restart): the node's leaf connection is closed and its
-relayed streams end; other nodes are not touched. The node can be issued again
-later (with a new key).`,
+from then on, wherever copies are) and its certificate to the mesh's revocation
+list (DIR/hub/revocations.json, signed by the CA). With --hub the account update
+is pushed through the system account at once (no hub restart): the node's leaf
+connection is closed and its relayed streams end; and the list is published to
+the hubs, from where every agent mirrors it: its peers refuse the certificate at
+the TLS handshake (also on the LAN, also while cut off from the hubs) and cut
+its open streams. Other nodes are not touched. The node can be issued again
+later (with a new key and certificate).`,
   options: { dir: dirOption, node: { type: "string", value: "NODE", required: true, description: "the node to revoke" }, hub: hubOption },
   async run(values, _positionals, io) {
     const result = await revokeNode({ dir: values.dir, node: values.node });
-    io.stdout.write(`node ${values.node}: user key ${result.revokedUser} revoked\n`);
+    io.stdout.write(`node ${values.node}: user key ${result.revokedUser} revoked, its certificate is on the revocation list\n`);
     await pushTo(values.dir, values.hub, [result.accountJwt], io);
+    const servers = splitList(values.hub);
+    if (servers.length > 0) {
+      // The list its LAN and punched peers enforce: agents mirror it from the hubs.
+      const security = loadHubSecurity(values.dir, { resolverDir: join(values.dir, "unused") });
+      const version = await pushRevocationList({
+        servers,
+        connectOptions: security.publisherConnectOptions,
+        signed: result.revocationList,
+        caCertPem: readFileSync(join(values.dir, "ca", "ca.crt"), "utf8"),
+        log: silentLogger(),
+      });
+      io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${values.node}'s certificate once it reaches them\n`);
+    }
     return 0;
   },
 });

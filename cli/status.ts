@@ -141,6 +141,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
   if (name === "proxier") return `${String(detail.backend)}: ${String(detail.rules ?? 0)} rules, ${String(detail.syncs ?? 0)} syncs`;
   if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers`;
   if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
+  if (name === "trust") return `revocation list version ${String(detail.revocationList ?? 0)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`;
   return "";
 }
 

@@ -32,6 +32,8 @@ import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
 import { watchPermissionErrors } from "../trust/denials.ts";
+import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
+import { readFileSync } from "node:fs";
 
 export interface AgentContext {
   node: string;
@@ -42,6 +44,8 @@ export interface AgentContext {
   registry: Registry;
   /** The catalog as catalog events build it (one view shared by the actors of this process). */
   feed: CatalogFeed;
+  /** With keys: the mesh's revoked certificates, mirrored and verified (trust/revocations.ts); the tunnel refuses them. */
+  revocations?: RevocationWatch;
 }
 
 /**
@@ -94,6 +98,8 @@ export interface AgentRuntime {
   readonly controller: Controller;
   readonly fabric: FabricMonitor;
   readonly metrics: MetricsServer;
+  /** With keys: the revocation list in force on this node. */
+  readonly revocations: RevocationWatch | undefined;
   status(): NodeStatus;
   stop(): Promise<void>;
 }
@@ -186,12 +192,21 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     upstream: () => fabric.upstreamUp,
   });
 
+  // The revoked certificates this node's peers must not present (mirrored, so they hold offline too).
+  const caFile = config.security?.files.ca ?? config.siteSecurity?.files.ca;
+  let revocations: RevocationWatch | undefined;
+  if (caFile) {
+    const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1) });
+    revocations = watch;
+    node.onStop(() => watch.stop(), "the revocations mirror");
+  }
+
   const started: StartedActor[] = [];
   if ((config.actors ?? []).length > 0) {
     const feed = await followCatalog({ bus, log: log.child({ actor: "agent" }) });
     node.onStop(() => feed.close(), "the catalog feed");
     for (const factory of config.actors ?? []) {
-      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed });
+      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations });
       started.push(actor);
       node.onStop(() => actor.stop(), `the ${actor.name} actor`);
     }
@@ -205,13 +220,16 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       actors: [
         ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
         ...started.map((actor) => ({ name: actor.name, state: stateName(actor.actor.getSnapshot().value), since: "", ...(actor.detail ? { detail: actor.detail() } : {}) })),
+        ...(revocations
+          ? [{ name: "trust", state: revocations.list.version > 0 ? "enforcing" : "no revocations", since: "", detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node) } }]
+          : []),
       ],
       catalogObjects: controller.index.size,
     });
   node.serveStatus(status);
   log.info({ node: config.node }, `${role} ready`);
 
-  return { connection, bus, server, controller, fabric, metrics: node.metrics, status, stop: () => node.stop() };
+  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, status, stop: () => node.stop() };
 }
 
 function stateOf(value: unknown): string {

@@ -24,6 +24,9 @@ import { CatalogPublisher } from "../services/controller/publisher.ts";
 import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
+import { openRevocationsBucket, publishRevocationList } from "../trust/revocations.ts";
+import { readSignedRevocationList } from "../trust/key-store.ts";
+import { readFileSync } from "node:fs";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
@@ -122,6 +125,12 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
   // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
   const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
   if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers, which let any node purge every record");
+  if (config.security) {
+    // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
+    const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });
+    const signed = config.keysDir ? readSignedRevocationList(config.keysDir) : undefined;
+    if (signed) await publishRevocationList({ kv: revocations, signed, caCertPem: readFileSync(config.security.files.ca, "utf8"), log: log.child({ actor: "trust" }) });
+  }
 
   const link = linkActorToBus({
     bus,

@@ -44,7 +44,7 @@ const clients = new Map<string, NatsConnection>();
 let rogue: RogueLeaf;
 let tag = 0;
 
-const streamNames = ["KV_mesh-catalog", "KV_mesh-nodes", "KV_mesh-leases"];
+const streamNames = ["KV_mesh-catalog", "KV_mesh-nodes", "KV_mesh-leases", "KV_mesh-revocations"];
 
 async function cli(...argv: string[]): Promise<string> {
   const result = await runCli(argv);
@@ -270,6 +270,10 @@ describe("a stolen node's credentials reach its own subjects and nothing else", 
       "$JS.hub.API.$KV.mesh-catalog.svc.shop.evil",
       "$JS.hub.API.$KV.mesh-leases.catalog-publisher",
       "$KV.mesh-leases.catalog-publisher",
+      // the revocation list: a node that could write it could undo its own revocation
+      "$JS.hub.API.$KV.mesh-revocations.list",
+      "$KV.mesh-revocations.list",
+      "$JS.API.$KV.mesh-revocations.list",
     ]) {
       send(subject, "forged");
       send(subject, "forged", { "KV-Operation": "PURGE", "Nats-Rollup": "sub" });

@@ -42,6 +42,7 @@ const catalogStream = `KV_${buckets.catalog}`;
 /** The one rpc method a node may call on its peers (services/tunnel asks a peer to punch). */
 const punchMethod = "tunnel-punch";
 const nodesStream = `KV_${buckets.nodes}`;
+const revocationsStream = `KV_${buckets.revocations}`;
 
 /**
  * JetStream API subjects a node may call in the mesh account, as the hub sees
@@ -75,7 +76,7 @@ function readOnlyKvApi(stream: string): string[] {
  */
 export const jetStreamInfoApi = "$JS.API.INFO";
 
-const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), "$JS.FC.>", jetStreamInfoApi];
+const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), ...readOnlyKvApi(revocationsStream), "$JS.FC.>", jetStreamInfoApi];
 
 function service(subject: string, account?: string): Export & Import {
   return { name: subject, subject, type: "service", account: account ?? "" };
@@ -176,6 +177,7 @@ function nodePublishSubjects(node: string): string[] {
     `${api}.INFO`,
     ...readApi(catalogStream),
     ...readApi(nodesStream),
+    ...readApi(revocationsStream),
     "$JS.FC.>",
     // replies to requests that reached this node (rpc.<node>.>) through the mesh account
     "_R_.>",
@@ -316,7 +318,7 @@ export function oversteppingReason(node: string, subject: string): string | unde
     const api = tokens[1] === "API" ? tokens.slice(2) : tokens.slice(3);
     const call = api.join(".");
     if (api[0] === "$KV") return oversteppingReason(node, call);
-    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), jetStreamInfoApi].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
+    const allowed = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), ...readOnlyKvApi(revocationsStream), jetStreamInfoApi].some((pattern) => subjectMatches(pattern.replace("$JS.API.", ""), call));
     if (allowed) return undefined;
     if (call.includes(catalogStream)) return `calls JetStream ${call} on the catalog (read-only for nodes)`;
     return `calls JetStream ${call} in the hub domain (not allowed for nodes)`;
@@ -349,6 +351,9 @@ export function outdatedAccountReason(claims: { name: string; nats: { imports?: 
   }
   if (!claims.name.startsWith("node-")) return undefined;
   if (claims.nats.imports?.some((entry) => entry.subject === "$JS.M.>")) return `account ${claims.name} imports every mirror's deliveries ($JS.M.>): its node could change other nodes' mirror consumers`;
+  if (!claims.nats.imports?.some((entry) => entry.subject === `$JS.API.CONSUMER.CREATE.${revocationsStream}`)) {
+    return `account ${claims.name} cannot mirror the revocation list (${buckets.revocations}): its node would not learn which peers are revoked`;
+  }
   if (claims.nats.imports?.some((entry) => entry.subject === jetStreamInfoApi && entry.type === "service")) return undefined;
   return `account ${claims.name} has no ${jetStreamInfoApi} import: on nats-server 2.9.10 its node could purge the mesh's JetStream`;
 }

@@ -34,6 +34,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
+import { certificateFingerprint, signRevocationList, type RevocationList } from "./revocation-list.ts";
 import {
   meshAccountJwt,
   meshAccountName,
@@ -59,6 +60,8 @@ export interface NodeState {
   expiresAt?: string;
   /** Revoked user keys → unix seconds of the revocation (the account JWT's `revocations`). */
   revocations: Record<string, number>;
+  /** SHA-256 fingerprint of the node's current TLS certificate (trust/revocation-list.ts); undefined after a revocation. */
+  certificate?: string;
 }
 
 export interface KeyState {
@@ -69,6 +72,10 @@ export interface KeyState {
   nodes: Record<string, NodeState>;
   /** Edge sites issued with `keys issue-site`: their servers (nodes of their own) and member nodes. */
   sites?: Record<string, SiteState>;
+  /** Revoked node certificates, as the signed list hubs publish and agents enforce (trust/revocation-list.ts). */
+  revokedCertificates?: RevocationList["revoked"];
+  /** The signed list's version: one more with every revocation. */
+  revocationVersion?: number;
 }
 
 export interface SiteState {
@@ -249,6 +256,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     commonName: node,
     hosts: options.hosts ?? [node],
   });
+  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
   copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
   writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
   writeKeyState(dir, state);
@@ -260,6 +268,19 @@ export interface RevokeResult {
   revokedUser: string;
   /** The node account JWT carrying the revocation: push it to running hubs. */
   accountJwt: string;
+  /** The mesh's revocation list with this node's certificate on it, signed by the CA (also in hub/revocations.json): publish it to running hubs. */
+  revocationList: Uint8Array;
+}
+
+/** Where the signed revocation list is kept: under hub/, which is copied to the hubs. */
+export function revocationListFile(dir: string): string {
+  return join(dir, "hub", "revocations.json");
+}
+
+/** The signed revocation list of a keys directory (or a hub's copy of it), or undefined when nothing was ever revoked. */
+export function readSignedRevocationList(dir: string): Uint8Array | undefined {
+  const path = revocationListFile(dir);
+  return existsSync(path) ? readFileSync(path) : undefined;
 }
 
 /** Revokes the node's current user key (from now on) and deletes its creds from the bundle. */
@@ -270,11 +291,26 @@ export async function revokeNode(options: { dir: string; node: string; now?: () 
   if (!entry.user) throw new LeafmeshError("TRUST_FAILED", `node '${options.node}' is already revoked and has no current credentials (issue new ones with \`leafmesh keys issue\`)`);
   const revokedUser = entry.user;
   // A revocation covers JWTs issued at or before its time; +1 s so one issued in this very second is covered too.
-  entry.revocations[revokedUser] = Math.floor((options.now ?? Date.now)() / 1000) + 1;
+  const now = (options.now ?? Date.now)();
+  entry.revocations[revokedUser] = Math.floor(now / 1000) + 1;
   entry.user = undefined;
+  // Its certificate goes on the list peers enforce (a node issued before certificates were recorded: read from its bundle).
+  const bundleCert = join(nodeBundleDir(options.dir, entry.node), "node.crt");
+  const certificate = entry.certificate ?? (existsSync(bundleCert) ? certificateFingerprint(readFileSync(bundleCert)) : undefined);
+  state.revokedCertificates ??= [];
+  if (certificate && !state.revokedCertificates.some((revoked) => revoked.certificate === certificate)) {
+    state.revokedCertificates.push({ node: entry.node, certificate, at: new Date(now).toISOString() });
+  }
+  entry.certificate = undefined;
+  state.revocationVersion = (state.revocationVersion ?? 0) + 1;
+  const revocationList = signRevocationList(
+    { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },
+    readSeed(join(options.dir, "ca", "ca.key")),
+  );
+  writeFileSync(revocationListFile(options.dir), revocationList, { mode: 0o644 });
   const accountJwt = await resignNodeAccount(options.dir, state, entry);
   writeKeyState(options.dir, state);
-  return { node: entry, revokedUser, accountJwt };
+  return { node: entry, revokedUser, accountJwt, revocationList };
 }
 
 export interface NodeListing {

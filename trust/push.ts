@@ -10,6 +10,8 @@
  */
 import { connect, type ConnectionOptions } from "@nats-io/transport-node";
 import { decode } from "@nats-io/jwt";
+import type { Logger } from "../lib/log.ts";
+import { openRevocationsBucket, publishRevocationList } from "./revocations.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 
 export interface PushResult {
@@ -46,4 +48,25 @@ export async function pushAccountClaims(options: { servers: string[]; connectOpt
     await connection.close();
   }
   return results;
+}
+
+/**
+ * Puts the signed revocation list into running hubs' `mesh-revocations` bucket (as the hub's own
+ * publisher, mesh account), unless it holds a newer one; agents mirror it from there.
+ */
+export async function pushRevocationList(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; signed: Uint8Array; caCertPem: string; log: Logger; timeoutMs?: number }): Promise<number> {
+  let connection;
+  try {
+    connection = await connect({ ...options.connectOptions, servers: options.servers, timeout: options.timeoutMs ?? 5_000, reconnect: false, name: "leafmesh keys" });
+  } catch (cause) {
+    throw new LeafmeshError("NATS_UNREACHABLE", `cannot reach a hub at ${options.servers.join(", ")} to publish the revocation list: ${describeError(cause)}`, { cause });
+  }
+  try {
+    const kv = await openRevocationsBucket(connection);
+    return await publishRevocationList({ kv, signed: options.signed, caCertPem: options.caCertPem, log: options.log });
+  } catch (cause) {
+    throw new LeafmeshError("TRUST_FAILED", `the hubs at ${options.servers.join(", ")} did not take the revocation list: ${describeError(cause)}`, { cause });
+  } finally {
+    await connection.close();
+  }
 }

@@ -71,7 +71,7 @@ describe("keys an older leafmesh signed", () => {
       expect(rogue.received.filter((message) => message.subject === "_INBOX_edge-a.purge")).toEqual([]);
       const names: string[] = [];
       for await (const name of jsm.streams.names()) names.push(name);
-      expect(names.sort()).toEqual(["KV_mesh-catalog", "KV_mesh-nodes"]);
+      expect(names.sort()).toEqual(["KV_mesh-catalog", "KV_mesh-nodes", "KV_mesh-revocations"]);
     } finally {
       rogue.close();
     }

@@ -1,0 +1,104 @@
+/**
+ * The revocation list reaches every agent through the fabric and stays with it
+ * offline: `keys revoke --hub` publishes the CA-signed list to the hubs, agents
+ * mirror and verify it (`leafmesh status` shows it), an agent restarted while
+ * every hub is down still holds it, a hub started with an older keys copy does
+ * not roll it back, and a list not signed by the mesh CA is ignored.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Kvm } from "@nats-io/kv";
+import { connect } from "@nats-io/transport-node";
+import { buckets, revocationListKey } from "../bus/subjects.ts";
+import { eventually } from "../test/support/ports.ts";
+import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+import { loadHubSecurity } from "./security.ts";
+import { certificateFingerprint, signRevocationList, verifyRevocationList } from "./revocation-list.ts";
+import { createCertificateAuthority } from "./tls.ts";
+
+let keys: string;
+let hub: HubProcess;
+const agents = new Map<string, AgentProcess>();
+
+async function keysCommand(...argv: string[]): Promise<string> {
+  const result = await runCli(["keys", ...argv]);
+  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
+  return result.stdout;
+}
+
+async function startAgent(node: string, data?: string): Promise<AgentProcess> {
+  const agent = await startAgentProcess({
+    node,
+    hubs: [hub.leafUrl.replace("nats://", "tls://")],
+    keys: join(keys, "nodes", node),
+    ...(data ? { dataDir: data } : {}),
+    extraArgs: ["--tunnel-ways", "relay", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off"],
+  });
+  agents.set(node, agent);
+  return agent;
+}
+
+async function trustOf(agent: AgentProcess): Promise<{ revocationList: number; revoked: string[] } | undefined> {
+  const view = await agent.view();
+  return view.status.actors.find((actor) => actor.name === "trust")?.detail as { revocationList: number; revoked: string[] } | undefined;
+}
+
+beforeAll(async () => {
+  requireTools();
+  keys = join(tempDir(), "keys");
+  await keysCommand("init", "--dir", keys);
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await keysCommand("issue", "--dir", keys, "--node", node);
+  hub = await startHubProcess({ name: "hub-1", keys });
+  for (const node of ["edge-a", "edge-b"]) await startAgent(node);
+}, 120_000);
+
+afterAll(async () => {
+  await stopAllProcesses();
+});
+
+describe("the revocation list on the fabric", () => {
+  it("reaches every agent within seconds of 'keys revoke --hub', naming the certificate it revoked", async () => {
+    const revokedCert = certificateFingerprint(readFileSync(join(keys, "nodes", "edge-c", "node.crt")));
+    const output = await keysCommand("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    expect(output).toContain("revocation list version 1 published to the hubs");
+    for (const agent of agents.values()) {
+      await eventually(async () => (await trustOf(agent))?.revoked.includes("edge-c"), 15_000, `${agent.name} to hold the revocation`);
+      expect(await trustOf(agent)).toEqual({ revocationList: 1, revoked: ["edge-c"] });
+    }
+    const list = verifyRevocationList(readFileSync(join(keys, "hub", "revocations.json")), readFileSync(join(keys, "ca", "ca.crt"), "utf8"));
+    expect(list.revoked.map((entry) => entry.certificate)).toEqual([revokedCert]);
+  });
+
+  it("is not replaced by an older list, nor by one the mesh CA did not sign", async () => {
+    const security = loadHubSecurity(keys, { resolverDir: join(tempDir(), "unused") });
+    const client = await connect({ servers: hub.clientUrl, ...security.publisherConnectOptions });
+    try {
+      const kv = await new Kvm(client).open(buckets.revocations);
+      // Another CA signs a list that would revoke nobody, with a higher version: every agent refuses it.
+      const stranger = tempDir();
+      await createCertificateAuthority({ certFile: join(stranger, "ca.crt"), keyFile: join(stranger, "ca.key"), name: "another mesh" });
+      await kv.put(revocationListKey, signRevocationList({ version: 99, issuedAt: new Date().toISOString(), revoked: [] }, readFileSync(join(stranger, "ca.key"), "utf8")));
+      for (const agent of agents.values()) await eventually(() => agent.output().includes("revocation list refused"), 15_000, `${agent.name} to refuse the foreign list`);
+      // A list of this CA, but older (version 0: from before the revocation): ignored.
+      await kv.put(revocationListKey, signRevocationList({ version: 0, issuedAt: new Date().toISOString(), revoked: [] }, readFileSync(join(keys, "ca", "ca.key"), "utf8")));
+      for (const agent of agents.values()) await eventually(() => agent.output().includes("revocation list version 0 ignored: version 1 is in force"), 15_000, `${agent.name} to ignore the older list`);
+      // The true list back in the bucket, for what follows.
+      await kv.put(revocationListKey, readFileSync(join(keys, "hub", "revocations.json")));
+    } finally {
+      await client.close();
+    }
+    for (const agent of agents.values()) expect(await trustOf(agent)).toEqual({ revocationList: 1, revoked: ["edge-c"] });
+  });
+
+  it("holds on an agent restarted while every hub is down", async () => {
+    const a = agents.get("edge-a")!;
+    const data = a.dataDir;
+    await a.stop();
+    await hub.stop();
+    const again = await startAgent("edge-a", data);
+    await eventually(async () => (await trustOf(again))?.revoked.includes("edge-c"), 20_000, "edge-a to enforce the list from its mirror");
+    expect((await again.view()).status.links.some((link) => link.direction === "upstream" && link.up)).toBe(false);
+  });
+});
