@@ -19,6 +19,20 @@
  * - symmetric (NAT4): MASQUERADE --random-fully (a new random port per connection).
  * - blocked: the site cannot reach the hub at all (for "hub unreachable" tests).
  *
+ * What a router does with unsolicited traffic from the WAN (`router`), as routers
+ * in the field do, since a probe or a punch meets it:
+ * - "drop" (default): drops it silently.
+ * - "rst": answers a TCP SYN with an RST and UDP with ICMP port unreachable, from
+ *   its own stack (OpenWrt's default REJECT on the WAN zone).
+ * - "icmp": answers with ICMP port unreachable (REJECT's default).
+ * - "linux": no filter at all on the router itself: a plain Linux router, whose
+ *   kernel answers a SYN to a port nothing listens on with an RST.
+ *
+ * Double NAT (`cgnat`): the site router's WAN side sits in 100.64.n.0/24 behind a
+ * carrier-grade NAT (`<prefix><name>c`), which NATs again onto the lab's WAN
+ * (its own `cgnat` type, port-restricted by default, as carriers' are). The node
+ * then sees the composition: the stricter of the two (`composedNat`).
+ *
  * Links are veth pairs, as fast as the CPU moves bytes, unless `links` limits their
  * rate (a token bucket on both ends), like an edge site's uplink.
  *
@@ -34,10 +48,17 @@ import { checkLabPrerequisites, createLab, hostNamespace, type Lab, type Namespa
 
 export type LabNat = Exclude<NatType, "unknown" | "none">;
 
+/** What a router does with unsolicited traffic from its WAN side. */
+export type RouterKind = "drop" | "rst" | "icmp" | "linux";
+
 export interface SiteSpec {
   /** Short name (a few letters): namespaces are `<prefix><name>r` and `<prefix><name>h<k>`. */
   name: string;
   nat: LabNat;
+  /** @default "drop" */
+  router?: RouterKind;
+  /** Put the site behind a carrier-grade NAT of this type too (100.64.0.0/10 between the two). */
+  cgnat?: LabNat;
   /** @default 1 */
   hosts?: number;
   /** The site cannot reach the hub (its router drops everything towards the WAN's hub addresses). */
@@ -68,7 +89,12 @@ export interface LabHost {
 export interface LabSite {
   spec: SiteSpec;
   router: NamespaceName;
+  /** The site's public address on the lab's WAN (the CGNAT's, behind one). */
   routerWanAddress: string;
+  /** The carrier-grade NAT in front of the site router, if any. */
+  cgnat?: NamespaceName;
+  /** The NAT type its hosts see from the WAN (composedNat of the router's and the CGNAT's). */
+  effectiveNat: LabNat;
   hosts: LabHost[];
 }
 
@@ -84,8 +110,16 @@ export interface NatLab {
 export const wanPrefix = "198.18.64";
 export const hubAddresses: [string, string] = [`${wanPrefix}.1`, `${wanPrefix}.2`];
 
+const strictness: LabNat[] = ["full-cone", "restricted-cone", "port-restricted", "symmetric"];
+
+/** What hosts behind two NATs in a row see: the stricter of the two (a mapping that varies varies; a filter that filters filters). */
+export function composedNat(inner: LabNat, outer: LabNat | undefined): LabNat {
+  if (!outer) return inner;
+  return strictness[Math.max(strictness.indexOf(inner), strictness.indexOf(outer))];
+}
+
 /** The iptables commands (argv lists) that make a router NAT one way. Pure, so the table can be read and tested. */
-export function natRules(nat: LabNat, options: { wan: string; lan: string; firstHost: string; hubBlocked?: boolean }): string[][] {
+export function natRules(nat: LabNat, options: { wan: string; lan: string; firstHost: string; hubBlocked?: boolean; router?: RouterKind }): string[][] {
   const { wan, firstHost } = options;
   const rules: string[][] = [];
   if (options.hubBlocked) {
@@ -103,9 +137,26 @@ export function natRules(nat: LabNat, options: { wan: string; lan: string; first
       "-j", "DNAT", "--to-destination", firstHost,
     ]);
   }
-  rules.push(["iptables", "-A", "INPUT", "-i", wan, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
+  const unsolicited = (chain: "INPUT" | "FORWARD"): string[][] => {
+    const match = ["iptables", "-A", chain, "-i", wan, "-m", "conntrack", "--ctstate", "NEW"];
+    switch (options.router ?? "drop") {
+      case "drop":
+        return [[...match, "-j", "DROP"]];
+      case "rst":
+        return [
+          [...match.slice(0, 5), "-p", "tcp", ...match.slice(5), "-j", "REJECT", "--reject-with", "tcp-reset"],
+          [...match, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
+        ];
+      case "icmp":
+        return [[...match, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]];
+      case "linux":
+        // Nothing on the router's own input: its kernel answers what reaches no socket (RST, ICMP).
+        return chain === "INPUT" ? [] : [[...match, "-j", "DROP"]];
+    }
+  };
+  rules.push(...unsolicited("INPUT"));
   rules.push(["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]);
-  rules.push(["iptables", "-A", "FORWARD", "-i", wan, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
+  rules.push(...unsolicited("FORWARD"));
   return rules;
 }
 
@@ -128,11 +179,31 @@ export async function buildNatLab(options: {
       const n = index + 1;
       const lanPrefix = `198.18.${64 + n}`;
       const router = await lab.namespace(`${spec.name}r`);
-      const routerWanAddress = `${wanPrefix}.${10 + n}`;
-      const uplink = await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
-      if (options.links?.wan) {
-        await lab.exec(router, shapeCommand("wan", options.links.wan));
-        await lab.exec(hostNamespace, shapeCommand(uplink, options.links.wan));
+      let routerWanAddress = `${wanPrefix}.${10 + n}`;
+      let cgnat: NamespaceName | undefined;
+      if (spec.cgnat) {
+        // The carrier's NAT on the WAN; the site router's uplink in the carrier's 100.64.n.0/24 behind it.
+        cgnat = await lab.namespace(`${spec.name}c`);
+        routerWanAddress = `${wanPrefix}.${100 + n}`;
+        const carrierUplink = await lab.link({ namespace: cgnat, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
+        if (options.links?.wan) {
+          await lab.exec(cgnat, shapeCommand("wan", options.links.wan));
+          await lab.exec(hostNamespace, shapeCommand(carrierUplink, options.links.wan));
+        }
+        const carrierLan = await lab.bridge(`${spec.name}g`);
+        await lab.link({ namespace: cgnat, bridge: carrierLan, address: `100.64.${n}.1/24`, name: "lan" });
+        await lab.link({ namespace: router, bridge: carrierLan, address: `100.64.${n}.2/24`, name: "wan" });
+        await lab.route(router, "default", { via: `100.64.${n}.1` });
+        await lab.exec(cgnat, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        await lab.route(cgnat, `198.18.${64 + n}.0/24`, { via: `100.64.${n}.2` });
+        // A carrier NAT forwards unsolicited traffic to no one: its DNAT (a cone) goes to the site router.
+        for (const rule of natRules(spec.cgnat, { wan: "wan", lan: "lan", firstHost: `100.64.${n}.2`, hubBlocked: spec.hubBlocked })) await lab.exec(cgnat, rule);
+      } else {
+        const uplink = await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
+        if (options.links?.wan) {
+          await lab.exec(router, shapeCommand("wan", options.links.wan));
+          await lab.exec(hostNamespace, shapeCommand(uplink, options.links.wan));
+        }
       }
       const lanBridge = await lab.bridge(`${spec.name}l`);
       await lab.link({ namespace: router, bridge: lanBridge, address: `${lanPrefix}.1/24`, name: "lan" });
@@ -149,10 +220,10 @@ export async function buildNatLab(options: {
         await lab.route(namespace, "default", { via: `${lanPrefix}.1` });
         hosts.push({ namespace, address });
       }
-      for (const rule of natRules(spec.nat, { wan: "wan", lan: "lan", firstHost: hosts[0].address, hubBlocked: spec.hubBlocked })) {
+      for (const rule of natRules(spec.nat, { wan: "wan", lan: "lan", firstHost: hosts[0].address, hubBlocked: spec.hubBlocked, router: spec.router })) {
         await lab.exec(router, rule);
       }
-      sites.push({ spec, router, routerWanAddress, hosts });
+      sites.push({ spec, router, routerWanAddress, cgnat, effectiveNat: composedNat(spec.nat, spec.cgnat), hosts });
     }
     return {
       lab,

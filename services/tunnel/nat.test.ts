@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { NatType } from "../../bus/node-record.ts";
-import { natRules } from "../../lab/nat.ts";
+import { natRules, composedNat } from "../../lab/nat.ts";
 import { canPunch, classifyNat, punchPlan } from "./nat.ts";
 
 const measured: NatType[] = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric"];
@@ -57,8 +57,27 @@ describe("lab NAT routers", () => {
     expect(restricted.some((rule) => rule.includes("--rdest --set"))).toBe(true);
     expect(restricted.some((rule) => rule.includes("--rcheck --rsource") && rule.includes("DNAT"))).toBe(true);
     for (const nat of ["full-cone", "restricted-cone", "port-restricted", "symmetric"] as const) {
-      // Unsolicited connections from the WAN are dropped, never answered by the router.
+      // By default unsolicited connections from the WAN are dropped, never answered by the router.
       expect(text(natRules(nat, options))).toContain("iptables -A INPUT -i wan -m conntrack --ctstate NEW -j DROP");
     }
+  });
+
+  it("makes routers that answer unsolicited traffic: RST (OpenWrt's REJECT), ICMP, or a bare Linux stack", () => {
+    const rst = text(natRules("port-restricted", { ...options, router: "rst" }));
+    expect(rst).toContain("iptables -A INPUT -i wan -p tcp -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset");
+    expect(rst).toContain("iptables -A FORWARD -i wan -p tcp -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset");
+    expect(rst.some((rule) => rule.includes("-j DROP"))).toBe(false);
+    const icmp = text(natRules("port-restricted", { ...options, router: "icmp" }));
+    expect(icmp).toContain("iptables -A INPUT -i wan -m conntrack --ctstate NEW -j REJECT --reject-with icmp-port-unreachable");
+    const linux = text(natRules("port-restricted", { ...options, router: "linux" }));
+    expect(linux.some((rule) => rule.includes("-A INPUT"))).toBe(false);
+  });
+
+  it("composes a home NAT behind a carrier-grade NAT into the stricter of the two", () => {
+    expect(composedNat("full-cone", undefined)).toBe("full-cone");
+    expect(composedNat("full-cone", "port-restricted")).toBe("port-restricted");
+    expect(composedNat("restricted-cone", "full-cone")).toBe("restricted-cone");
+    expect(composedNat("symmetric", "port-restricted")).toBe("symmetric");
+    expect(composedNat("port-restricted", "symmetric")).toBe("symmetric");
   });
 });

@@ -7,11 +7,15 @@
  * Detection over TCP, from one fresh local port at a time:
  * - mapping: the same local port seen from two observer ports; different mapped
  *   ports mean a symmetric NAT (a new mapping per destination, `--random-fully`).
- * - filtering: while a connection holds a mapping open, the observer sends a
- *   SYN to the mapped address from a second IP (passes: full cone) and from the
- *   same IP but another port (passes: restricted cone). A SYN that gets through
- *   meets no listener and comes back as a RST ("refused"): reaching the node is
- *   what counts; a NAT that filters drops it and the probe times out.
+ * - filtering: while a connection holds a mapping open, the observer connects to
+ *   the mapped address from a second IP (passes: full cone) and from the same IP
+ *   but another port (passes: restricted cone). The node listens on that very
+ *   local port meanwhile and must echo a nonce the observer sends on each probe
+ *   connection (as STUN's CHANGE-REQUEST answer comes from the node itself):
+ *   only then was the node reached. A refused connection, an ICMP error or a
+ *   timeout is "not reached" — many routers (OpenWrt's REJECT, a plain Linux
+ *   stack) answer an unsolicited SYN with an RST of their own, which once made
+ *   every NAT behind them look like a full cone.
  *
  * ```ts
  * const observer = await startObserver({ hosts: ["198.18.64.1", "198.18.64.2"], ports: [3478, 3479], log });
@@ -19,6 +23,7 @@
  * punchPlan("full-cone", "symmetric"); // "a-listens"
  * ```
  */
+import { randomBytes } from "node:crypto";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import type { NatType } from "../../bus/node-record.ts";
@@ -89,18 +94,59 @@ export interface Observer {
   close(): Promise<void>;
 }
 
-/** Tries a TCP connection from `from` to `to`: true if it reached the host (connected or refused by it). */
-export function probeReach(to: HostPort, from: { host: string }, timeoutMs: number): Promise<boolean> {
+/**
+ * Whether a probe connection from `from` to `to` reached the node that asked: it must answer the
+ * nonce sent on the connection with the same nonce (a router's own RST or ICMP, or a host that
+ * happens to listen there, does not).
+ */
+export function probeNode(to: HostPort, from: { host: string }, timeoutMs: number): Promise<{ reached: boolean; answer: string }> {
   return new Promise((resolve) => {
+    const nonce = randomBytes(12).toString("hex");
     const socket = netConnect({ host: to.host, port: to.port, localAddress: from.host, timeout: timeoutMs });
-    const done = (reached: boolean) => {
+    let buffered = "";
+    const done = (reached: boolean, answer: string) => {
       socket.destroy();
-      resolve(reached);
+      resolve({ reached, answer });
     };
-    socket.once("connect", () => done(true));
-    socket.once("timeout", () => done(false));
-    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code === "ECONNREFUSED" || error.code === "ECONNRESET"));
+    socket.once("connect", () => socket.write(`${probeGreeting} ${nonce}\n`));
+    socket.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      if (buffered.includes("\n") || buffered.length > 200) done(buffered.split("\n")[0] === nonce, "answered");
+    });
+    socket.once("timeout", () => done(false, buffered ? "no nonce" : "timeout"));
+    socket.once("error", (error: NodeJS.ErrnoException) => done(false, error.code ?? "error"));
+    socket.once("close", () => done(false, "closed"));
   });
+}
+
+/** The first line of a probe connection; the node answers with the nonce after it. */
+export const probeGreeting = "leafmesh-nat-probe";
+
+/**
+ * The node's side of a filtering probe: a listener on the local port whose mapping is measured,
+ * answering each probe's nonce. Opened after the connection to the observer (a listening socket
+ * would keep the connection from binding that port), closed when the probe is done.
+ */
+export async function answerProbes(localPort: number): Promise<{ close(): Promise<void> }> {
+  const server = createServer((socket) => {
+    socket.setTimeout(5_000, () => socket.destroy());
+    socket.on("error", () => undefined);
+    let buffered = "";
+    socket.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      if (buffered.length > 200) return socket.destroy();
+      const newline = buffered.indexOf("\n");
+      if (newline < 0) return;
+      const [greeting, nonce] = buffered.slice(0, newline).split(" ");
+      if (greeting === probeGreeting && nonce && /^[0-9a-f]{1,64}$/.test(nonce)) socket.end(`${nonce}\n`);
+      else socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(localPort, "0.0.0.0", () => resolve());
+  });
+  return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 /** Line protocol: the client sends one JSON line, the observer answers one JSON line and closes. */
@@ -127,10 +173,13 @@ export async function startObserver(options: ObserverOptions): Promise<Observer>
       if (request.op === "probe") {
         void (async () => {
           const [otherAddress, otherPort] = await Promise.all([
-            probeReach(observed, { host: options.hosts[1] }, probeTimeoutMs),
-            probeReach(observed, { host: options.hosts[0] }, probeTimeoutMs),
+            probeNode(observed, { host: options.hosts[1] }, probeTimeoutMs),
+            probeNode(observed, { host: options.hosts[0] }, probeTimeoutMs),
           ]);
-          socket.end(`${JSON.stringify({ observed, reachedFromOtherAddress: otherAddress, reachedFromOtherPort: otherPort })}\n`);
+          // The evidence goes back too: what each probe met (answered, ECONNREFUSED from a router, timeout...).
+          socket.end(
+            `${JSON.stringify({ observed, reachedFromOtherAddress: otherAddress.reached, reachedFromOtherPort: otherPort.reached, evidence: { otherAddress: otherAddress.answer, otherPort: otherPort.answer } })}\n`,
+          );
         })();
         return;
       }
@@ -160,12 +209,20 @@ export interface ObserverAddress {
   ports: [number, number];
 }
 
-/** Asks the observer over a connection from `localPort`; resolves with its JSON answer. */
-export function askObserver<T>(observer: HostPort, localPort: number, op: "observe" | "probe", timeoutMs = 6_000): Promise<T> {
+/**
+ * Asks the observer over a connection from `localPort`; resolves with its JSON answer.
+ * `beforeAsking` runs once connected, before the request is sent (a probe's listener opens then).
+ */
+export function askObserver<T>(observer: HostPort, localPort: number, op: "observe" | "probe", timeoutMs = 6_000, beforeAsking?: () => Promise<void>): Promise<T> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: observer.host, port: observer.port, localPort, timeout: timeoutMs });
     let buffered = "";
-    socket.once("connect", () => socket.write(`${JSON.stringify({ op })}\n`));
+    socket.once("connect", () => {
+      void (beforeAsking ?? (async () => undefined))().then(
+        () => socket.write(`${JSON.stringify({ op })}\n`),
+        (error: Error) => socket.destroy(error),
+      );
+    });
     socket.on("data", (chunk: Buffer) => (buffered += chunk.toString("utf8")));
     socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `NAT observer ${observer.host}:${observer.port} did not answer within ${timeoutMs} ms`)));
     socket.once("error", reject);
@@ -201,6 +258,8 @@ export interface NatDetection {
   type: NatType;
   /** The address the observer saw (the node's public side). */
   mapped: HostPort;
+  /** What the type was concluded from: the two mapped addresses, and what each filtering probe met. */
+  evidence?: { mapping: [HostPort, HostPort]; filtering?: { otherAddress: string; otherPort: string } };
 }
 
 export async function detectNat(options: { observer: ObserverAddress }): Promise<NatDetection> {
@@ -209,16 +268,20 @@ export async function detectNat(options: { observer: ObserverAddress }): Promise
   const first = await askObserver<{ observed: HostPort }>({ host, port: ports[0] }, mappingPort, "observe");
   const second = await askObserver<{ observed: HostPort }>({ host, port: ports[1] }, mappingPort, "observe");
   const filteringPort = await freeLocalPort();
-  const probe = await askObserver<{ observed: HostPort; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean }>(
-    { host, port: ports[0] },
-    filteringPort,
-    "probe",
-  );
+  let answering: { close(): Promise<void> } | undefined;
+  let probe: { observed: HostPort; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean; evidence?: { otherAddress: string; otherPort: string } };
+  try {
+    probe = await askObserver({ host, port: ports[0] }, filteringPort, "probe", 6_000, async () => {
+      answering = await answerProbes(filteringPort);
+    });
+  } finally {
+    await answering?.close();
+  }
   const type = classifyNat({
     public: localAddresses().has(first.observed.host),
     mappingVaries: first.observed.port !== second.observed.port || first.observed.host !== second.observed.host,
     reachedFromOtherAddress: probe.reachedFromOtherAddress,
     reachedFromOtherPort: probe.reachedFromOtherPort,
   });
-  return { type, mapped: first.observed };
+  return { type, mapped: first.observed, evidence: { mapping: [first.observed, second.observed], filtering: probe.evidence } };
 }

@@ -23,11 +23,32 @@ import { connect as netConnect, createServer, type Socket } from "node:net";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { HostPort } from "./nat.ts";
 
+/**
+ * How a simultaneous open is retried. A router that drops unsolicited SYNs lets the kernel's own
+ * retransmission (1 s) finish the job, so a try lasts long and a failed one waits `retryMs`. A
+ * router that answers with an RST (OpenWrt's REJECT, a plain Linux stack) refuses each SYN that
+ * arrives before its own host's SYN has opened the mapping, and the RST closes our NAT's entry as
+ * well (conntrack): the two SYNs must cross within about one round trip between the routers. So a
+ * refused try is retried at once (after `refusedRetryMs`), in a bounded burst, until two cross; a
+ * TTL-limited first SYN would avoid it, but Node cannot set a TCP socket's TTL.
+ */
+export const punchSchedule = {
+  /** @default 150 — after a try that timed out or failed otherwise. */
+  retryMs: 150,
+  /** @default 1 — after a try an RST (or ICMP) refused: the next SYN goes out within the millisecond. */
+  refusedRetryMs: 1,
+  /** @default 3_000 — at most this many tries in one punch (about 3 s of a refused burst). */
+  maxAttempts: 3_000,
+} as const;
+
+const refusals = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH"]);
+
 export async function simultaneousOpen(options: { localPort: number; remote: HostPort; timeoutMs: number }): Promise<Socket> {
   const deadline = Date.now() + options.timeoutMs;
   let lastError: Error | undefined;
-  // Bounded: each try lasts at most the time left, and a failed try waits 150 ms.
-  for (let attempt = 0; attempt < 100 && Date.now() < deadline; attempt++) {
+  let refused = 0;
+  // Bounded: each try lasts at most the time left, and at most maxAttempts tries.
+  for (let attempt = 0; attempt < punchSchedule.maxAttempts && Date.now() < deadline; attempt++) {
     try {
       return await new Promise<Socket>((resolve, reject) => {
         const socket = netConnect({ host: options.remote.host, port: options.remote.port, localPort: options.localPort, timeout: Math.max(100, deadline - Date.now()) });
@@ -43,12 +64,16 @@ export async function simultaneousOpen(options: { localPort: number; remote: Hos
       });
     } catch (error) {
       lastError = error as Error;
-      await new Promise((resolve) => setTimeout(resolve, 150));
+      const wasRefused = refusals.has((error as NodeJS.ErrnoException).code ?? "");
+      if (wasRefused) refused++;
+      await new Promise((resolve) => setTimeout(resolve, wasRefused ? punchSchedule.refusedRetryMs : punchSchedule.retryMs));
     }
   }
-  throw new LeafmeshError("TUNNEL_FAILED", `hole punch to ${options.remote.host}:${options.remote.port} from local port ${options.localPort} failed within ${options.timeoutMs} ms`, {
-    cause: lastError,
-  });
+  throw new LeafmeshError(
+    "TUNNEL_FAILED",
+    `hole punch to ${options.remote.host}:${options.remote.port} from local port ${options.localPort} failed within ${options.timeoutMs} ms${refused > 0 ? ` (${refused} SYNs refused by a router)` : ""}`,
+    { cause: lastError },
+  );
 }
 
 /** Listens on `localPort` for one connection from `fromHost`; closes the listener after. */
