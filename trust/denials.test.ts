@@ -3,6 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createUser, fmtCreds } from "@nats-io/jwt";
+import { NoRespondersError, PermissionViolationError, RequestError, TimeoutError } from "@nats-io/transport-node";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { jserrors } from "@nats-io/jetstream/internal";
 import { classifyServerLogLine, diagnoseCredentialsFile, explainDenial, explainLeafRefusal } from "./denials.ts";
 import { nodeUserJwt } from "./claims.ts";
 
@@ -26,12 +29,22 @@ describe("classifyServerLogLine: nats-server 2.9.10's refusal lines", () => {
 });
 
 describe("explainDenial", () => {
-  it("names the node, the action and the subject for every quiet denial shape", () => {
-    for (const text of ["jetstream is not enabled", "503 no responders", "TimeoutError: timeout", 'Permissions Violation for Publish to "$JS.hub.API.$KV.mesh-nodes.edge-b"']) {
-      const error = explainDenial(new Error(text), { node: "edge-a", action: "write node record edge-b", subject: "$KV.mesh-nodes.edge-b" });
-      expect(error.code).toBe("NATS_DENIED");
+  it("names the node, the action and the subject for every denial shape nats.js gives, by its error class", () => {
+    const shapes: Error[] = [
+      new jserrors.JetStreamNotEnabled("jetstream is not enabled"),
+      new RequestError("no responders", { cause: new NoRespondersError("$JS.hub.API.$KV.mesh-nodes.edge-b") }),
+      new TimeoutError(),
+      new JetStreamApiError({ code: 503, err_code: 10039, description: "jetstream not enabled for account" }),
+      new PermissionViolationError("Permissions Violation for Publish to \"$JS.hub.API.$KV.mesh-nodes.edge-b\"", "publish", "$JS.hub.API.$KV.mesh-nodes.edge-b"),
+    ];
+    for (const shape of shapes) {
+      const error = explainDenial(shape, { node: "edge-a", action: "write node record edge-b", subject: "$KV.mesh-nodes.edge-b" });
+      expect(error.code, shape.message).toBe("NATS_DENIED");
       expect(error.message).toContain("node 'edge-a' may not write node record edge-b ($KV.mesh-nodes.edge-b)");
     }
+    expect(explainDenial(shapes[4], { node: "edge-a", action: "x", subject: "y" }).message).toContain("refused by its own nats-server");
+    // A message that merely reads like one is not a denial: the class decides.
+    expect(explainDenial(new Error("jetstream is not enabled"), { node: "edge-a", action: "x", subject: "y" }).code).toBe("NATS_UNREACHABLE");
     expect(explainDenial(new Error("connection refused"), { node: "edge-a", action: "x", subject: "y" }).code).toBe("NATS_UNREACHABLE");
   });
 });

@@ -14,21 +14,52 @@
  */
 import { readFileSync } from "node:fs";
 import { decode, type User } from "@nats-io/jwt";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { NoRespondersError, PermissionViolationError, RequestError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamStatusError, jserrors } from "@nats-io/jetstream/internal";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 
-const quietDenial = /jetstream is not enabled|no responders|timeout|timed out|503/i;
-const localDenial = /permissions? violation/i;
+/** The errors in a chain of causes (nats.js wraps a request's NoRespondersError in a RequestError, and so on). */
+function causes(error: unknown): unknown[] {
+  const chain: unknown[] = [];
+  for (let current = error, depth = 0; current !== undefined && depth < 6; depth++) {
+    chain.push(current);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return chain;
+}
+
+/**
+ * How NATS answered: refused by the node's own server (it sends a permission violation), or
+ * quietly, the way a call the hub does not route across a leaf ends (docs/nats-facts.md, "Denials
+ * are quiet": no responders, a timeout, JetStream "not enabled" or 503). Judged by nats.js's error
+ * classes and JetStream's codes, not by message text.
+ */
+export function denialKind(error: unknown): "local" | "quiet" | undefined {
+  const chain = causes(error) as Error[];
+  if (chain.some((cause) => cause instanceof PermissionViolationError)) return "local";
+  const quiet = chain.some(
+    (cause) =>
+      cause instanceof NoRespondersError ||
+      cause instanceof TimeoutError ||
+      cause instanceof jserrors.JetStreamNotEnabled ||
+      (cause instanceof RequestError && cause.isNoResponders()) ||
+      (cause instanceof JetStreamApiError && (cause.code === 10039 || cause.status === 503)) ||
+      (cause instanceof JetStreamStatusError && cause.code === 503),
+  );
+  return quiet ? "quiet" : undefined;
+}
 
 /** Wraps an error from a JetStream/KV call or request into NATS_DENIED when it has the shape of a denial. */
 export function explainDenial(error: unknown, context: { node: string; action: string; subject: string }): LeafmeshError {
   const text = describeError(error);
   const rules = `Nodes publish only mesh.${context.node}.>, write only their own node record, and read the catalog; the hub's publisher writes it`;
-  if (localDenial.test(text)) {
+  const kind = denialKind(error);
+  if (kind === "local") {
     return new LeafmeshError("NATS_DENIED", `node '${context.node}' may not ${context.action} (${context.subject}): refused by its own nats-server ("${text}"). ${rules}`, { cause: error });
   }
-  if (quietDenial.test(text)) {
+  if (kind === "quiet") {
     return new LeafmeshError(
       "NATS_DENIED",
       `node '${context.node}' may not ${context.action} (${context.subject}): the hub gave no route for it ("${text}" is how NATS answers a denied call across a leaf). ${rules}`,
@@ -42,11 +73,9 @@ export function explainDenial(error: unknown, context: { node: string; action: s
 export function watchPermissionErrors(connection: NatsConnection, log: Logger, node: string): void {
   void (async () => {
     for await (const status of connection.status()) {
-      if (status.type !== "error") continue;
-      const error = status.error as Error & { operation?: string; subject?: string };
-      if (error.name === "PermissionViolationError" || /permissions violation/i.test(error.message)) {
-        log.warn({ node, subject: error.subject, operation: error.operation, denied: true }, `denied: node '${node}' may not ${error.operation ?? "use"} ${error.subject ?? "?"} (refused by its own nats-server: not one of its subjects)`);
-      }
+      if (status.type !== "error" || !(status.error instanceof PermissionViolationError)) continue;
+      const error = status.error;
+      log.warn({ node, subject: error.subject, operation: error.operation, denied: true }, `denied: node '${node}' may not ${error.operation} ${error.subject} (refused by its own nats-server: not one of its subjects)`);
     }
   })();
 }

@@ -138,14 +138,17 @@ describe("a secured edge site", () => {
       await clients["edge-c"].flush();
       return toA.includes("probe");
     }, 30_000, "a frame from edge-c to edge-a");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // A marker after the probes: once it is in, every probe before it on that path is too.
+    clients["edge-c"].publish("relay.edge-a.edge-c.probe", "probes done");
+    await clients["edge-c"].flush();
+    await eventually(() => toA.includes("probes done"), 30_000, "the end of the probes");
     toA.length = 0;
     const before = await hubMessages();
     for (let i = 0; i < 200; i++) clients["edge-b"].publish("relay.edge-a.edge-b.stream-1", `frame ${i}`);
+    clients["edge-b"].publish("relay.edge-a.edge-b.stream-1", "end");
     await clients["edge-b"].flush();
-    await eventually(() => toA.length >= 200, 30_000, "200 frames from edge-b at edge-a");
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(toA).toEqual(Array.from({ length: 200 }, (_value, i) => `frame ${i}`)); // once each, in order
+    await eventually(() => toA.includes("end"), 30_000, "200 frames from edge-b at edge-a, then its end marker");
+    expect(toA.slice(0, toA.indexOf("end"))).toEqual(Array.from({ length: 200 }, (_value, i) => `frame ${i}`)); // once each, in order
     // The hub's own traffic (pings, JetStream heartbeats, more on a loaded machine) goes on; 200 frames through it would add 200 at least.
     expect(await hubMessages()).toBeLessThan(before + 100);
     clients["edge-a"].publish("relay.edge-c.edge-a.stream-2", "from the site");
@@ -170,10 +173,14 @@ describe("a secured edge site", () => {
     rogue.publish("$JS.hub.API.$KV.mesh-catalog.svc.demo.forged", "x");
     rogue.publish("$KV.mesh-catalog.svc.demo.forged", "x");
     rogue.publish("$KV.mesh-nodes.edge-b", "forged");
+    // Markers the stolen node may send, on the same connection after the forgeries: when they arrive
+    // (at the hub, and at edge-b), anything forged before them that got through would have too.
+    rogue.publish("mesh.edge-a.marker", "x");
+    rogue.publish("relay.edge-b.edge-a.marker", "x");
     clients["edge-c"].publish("relay.edge-b.edge-c.secret", "for edge-b only");
     await clients["edge-c"].flush();
     await eventually(() => seen.includes("edge-b got relay.edge-b.edge-c.secret"), 10_000, "edge-c's frame at edge-b");
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await eventually(() => seen.includes("mesh.edge-a.marker") && seen.includes("edge-b got relay.edge-b.edge-a.marker"), 10_000, "the stolen node's markers");
     expect(seen.filter((subject) => subject.includes("forged"))).toEqual([]);
     expect(rogue.received.filter((message) => message.subject.startsWith("relay.edge-b"))).toEqual([]);
     const catalog = await new Kvm(publisher).open("mesh-catalog");
@@ -187,7 +194,8 @@ describe("a secured edge site", () => {
     await pushAccountClaims({ servers: [hub.clientUrl], connectOptions: hub.security.systemConnectOptions, jwts: [revoked.accountJwt] });
     await eventually(async () => (await leafConnections(agents["edge-b"])) === 0, 10_000, "edge-b's leaf to the site to close");
     expect(Date.now() - started).toBeLessThan(10_000);
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // edge-a goes on: the hub still reaches it through the site, and it kept its one leaf link.
+    expect((await publisher.request("rpc.edge-a.status", "", { timeout: 5_000 })).string()).toBe("edge-a is fine");
     expect(await leafConnections(agents["edge-a"])).toBe(1);
     expect(site.log()).toMatch(/revoked/i);
   });
