@@ -13,6 +13,8 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node"
 import type { Logger } from "../lib/log.ts";
 import { decodeEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
 import { meshPattern, meshSubject, parseMeshSubject, rpcSubject, type ActorName } from "./subjects.ts";
+import { LeafmeshError } from "../lib/errors.ts";
+import type { RpcMethod } from "./rpc.ts";
 
 export interface ReceivedEvent<E extends MeshEventName> {
   node: string;
@@ -98,9 +100,13 @@ export class Bus {
     return this.#track(subscription);
   }
 
-  /** Serves `rpc.<node>.<method>`: JSON in, JSON out; a thrown error becomes `{ error }`. */
-  serve(method: string, handler: (request: unknown) => Promise<unknown> | unknown): () => void {
-    const subject = rpcSubject(this.node, method);
+  /**
+   * Serves `rpc.<node>.<method>` (bus/rpc.ts): JSON in, checked by the method's parser, JSON out; a
+   * thrown error (a request that does not parse included) becomes `{ error }`, which rpcRequest
+   * throws at the caller.
+   */
+  serve<Request, Reply>(method: RpcMethod<Request, Reply>, handler: (request: Request) => Promise<Reply> | Reply): () => void {
+    const subject = rpcSubject(this.node, method.name);
     const subscription = this.connection.subscribe(subject, {
       callback: (error, message: Msg) => {
         if (error) return;
@@ -108,11 +114,11 @@ export class Bus {
           let reply: unknown;
           try {
             const text = new TextDecoder().decode(message.data);
-            reply = await handler(text ? JSON.parse(text) : undefined);
+            reply = await handler(method.parseRequest(text ? JSON.parse(text) : undefined));
           } catch (cause) {
             reply = { error: cause instanceof Error ? cause.message : String(cause) };
           }
-          if (message.reply) message.respond(new TextEncoder().encode(JSON.stringify(reply)));
+          if (message.reply) message.respond(new TextEncoder().encode(JSON.stringify(reply ?? null)));
         })();
       },
     });
@@ -142,12 +148,26 @@ export class Bus {
   }
 }
 
-/** Sends a JSON request to `rpc.<node>.<method>` and returns the JSON reply. */
-export async function rpcRequest<T>(connection: NatsConnection, node: string, method: string, request?: unknown, timeoutMs = 5000): Promise<T> {
+/** A method's handler failed (or refused the request): its reason, as the serving side said it. */
+export class RpcError extends LeafmeshError {
+  readonly method: string;
+  readonly node: string;
+
+  constructor(method: string, node: string, reason: string) {
+    super("NOT_RUNNING", `${node} answered ${method} with an error: ${reason}`);
+    this.method = method;
+    this.node = node;
+  }
+}
+
+/** Sends a request to `rpc.<node>.<method>` and returns the reply; throws RpcError when the handler failed. */
+export async function rpcRequest<Request, Reply>(connection: NatsConnection, node: string, method: RpcMethod<Request, Reply>, request?: Request, timeoutMs = 5000): Promise<Reply> {
   const reply = await connection.request(
-    rpcSubject(node, method),
+    rpcSubject(node, method.name),
     new TextEncoder().encode(request === undefined ? "" : JSON.stringify(request)),
     { timeout: timeoutMs },
   );
-  return JSON.parse(new TextDecoder().decode(reply.data)) as T;
+  const body = JSON.parse(new TextDecoder().decode(reply.data)) as unknown;
+  if (body !== null && typeof body === "object" && "error" in body && Object.keys(body).length === 1) throw new RpcError(method.name, node, String((body as { error: unknown }).error));
+  return body as Reply;
 }

@@ -18,6 +18,6 @@ describe("snapshotPage", () => {
     expect(last.objects.map((object) => object.key)).toEqual(["e"]);
     expect(last.next).toBeNull();
     expect(snapshotPage(keys, { after: "bb", limit: 10 }, entry).objects.map((object) => object.key)).toEqual(["d", "e"]);
-    expect(snapshotPage([], undefined, entry)).toEqual({ objects: [], next: null });
+    expect(snapshotPage([], {}, entry)).toEqual({ objects: [], next: null });
   });
 });

@@ -16,6 +16,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { rpcRequest, type Bus } from "./bus.ts";
 import type { CatalogObject, CatalogReader } from "./catalog.ts";
 import { CatalogIndex } from "./catalog-index.ts";
+import { rpc, type SnapshotPage, type SnapshotRequest } from "./rpc.ts";
 
 export interface CatalogFeed {
   readonly reader: CatalogReader;
@@ -24,13 +25,7 @@ export interface CatalogFeed {
   close(): void;
 }
 
-export interface SnapshotPage {
-  objects: { key: string; revision: number; object: CatalogObject }[];
-  /** Pass as `after` for the next page; null on the last page. */
-  next: string | null;
-}
-
-export const snapshotMethod = "catalog.snapshot";
+export type { SnapshotPage } from "./rpc.ts";
 
 /**
  * One page of a snapshot reply: the entries after `request.after` in key order,
@@ -39,10 +34,10 @@ export const snapshotMethod = "catalog.snapshot";
  */
 export function snapshotPage(
   sortedKeys: readonly string[],
-  request: unknown,
+  request: SnapshotRequest,
   entry: (key: string) => { revision: number; object: CatalogObject } | undefined,
 ): SnapshotPage {
-  const { after = "", limit = 500 } = (request ?? {}) as { after?: string; limit?: number };
+  const { after = "", limit = 500 } = request;
   // Binary search: the first key greater than `after`.
   let start = 0;
   let high = after ? sortedKeys.length : 0;
@@ -117,7 +112,7 @@ export async function followCatalog(options: FollowOptions): Promise<CatalogFeed
   while (after !== null) {
     let page: SnapshotPage;
     try {
-      page = await rpcRequest<SnapshotPage>(options.bus.connection, options.bus.node, snapshotMethod, {
+      page = await rpcRequest(options.bus.connection, options.bus.node, rpc.catalogSnapshot, {
         after,
         limit: options.pageSize ?? 500,
       });

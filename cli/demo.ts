@@ -18,6 +18,7 @@ import { initKeys, issueNode } from "../trust/key-store.ts";
 import { clientConnectOptions } from "./security-options.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
+import { rpc } from "../bus/rpc.ts";
 
 const cliPath = resolve(import.meta.dirname, "../bin/leafmesh.js");
 
@@ -166,7 +167,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       }
     }
     // Agents start once the hub answers: their first node records and mirrors then land at once.
-    while (!(await rpcRequest(connection, "hub-1", "status", undefined, 1_000).then(() => true, () => false))) {
+    while (!(await rpcRequest(connection, "hub-1", rpc.status, undefined, 1_000).then(() => true, () => false))) {
       if (Date.now() > deadline || hub.exitCode !== null) {
         await stopAll();
         throw new LeafmeshError("NATS_SERVER_FAILED", `the demo hub did not become ready; see ${join(base, "hub-1.log")}`);
@@ -193,7 +194,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       const until = Date.now() + 45_000;
       while (Date.now() < until) {
         const agentConnection = await connectNats({ ...clientConnectOptions({ keys, node }), servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
-        const status = agentConnection ? await rpcRequest<NodeStatus>(agentConnection, node, "status", undefined, 2_000).catch(() => undefined) : undefined;
+        const status = agentConnection ? await rpcRequest(agentConnection, node, rpc.status, undefined, 2_000).catch(() => undefined) : undefined;
         await agentConnection?.close();
         const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
         // Ready when its proxies listen and its tunnel knows every other node's record.

@@ -1,7 +1,7 @@
 /** `leafmesh status`: what one node (agent or hub) knows: catalog, fabric links, actors. */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { rpcRequest } from "../bus/bus.ts";
-import { snapshotMethod, type SnapshotPage } from "../bus/catalog-feed.ts";
+import type { SnapshotPage } from "../bus/catalog-feed.ts";
 import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
 import { connectNats } from "../bus/connect.ts";
@@ -10,6 +10,7 @@ import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
+import { rpc } from "../bus/rpc.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -47,14 +48,14 @@ export async function fetchNodeView(connection: NatsConnection, timeoutMs = 5_00
   if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
   let status: NodeStatus;
   try {
-    status = await rpcRequest<NodeStatus>(connection, node, "status", undefined, timeoutMs);
+    status = await rpcRequest(connection, node, rpc.status, undefined, timeoutMs);
   } catch (cause) {
     throw new LeafmeshError("NOT_RUNNING", `nats-server '${node}' is up but no leafmesh agent or hub answers for it: is the leafmesh process running?`, { cause });
   }
   const index = new CatalogIndex();
   let after: string | null = "";
   while (after !== null) {
-    const page: SnapshotPage = await rpcRequest<SnapshotPage>(connection, node, snapshotMethod, { after, limit: 1_000 }, timeoutMs);
+    const page: SnapshotPage = await rpcRequest(connection, node, rpc.catalogSnapshot, { after, limit: 1_000 }, timeoutMs);
     for (const entry of page.objects) index.apply({ op: "put", key: entry.key, object: entry.object });
     after = page.next;
   }

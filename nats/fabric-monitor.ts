@@ -13,17 +13,11 @@
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import type { Bus } from "../bus/bus.ts";
+import type { FabricLink } from "../bus/status.ts";
+
+export type { FabricLink } from "../bus/status.ts";
 import { nowIso } from "../bus/events.ts";
 
-export interface FabricLink {
-  kind: "leaf" | "route" | "gateway";
-  /** Which end: "upstream" (we dialled it: a hub or site), "downstream" (a leaf attached to us), "peer" (a route or gateway). */
-  direction: "upstream" | "downstream" | "peer";
-  remote: string;
-  url?: string;
-  rttMs?: number;
-  up: boolean;
-}
 
 export interface FabricMonitorOptions {
   bus: Bus;

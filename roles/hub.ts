@@ -13,7 +13,7 @@ import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Bus } from "../bus/bus.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
-import { snapshotMethod, snapshotPage, type SnapshotPage } from "../bus/catalog-feed.ts";
+import { snapshotPage, type SnapshotPage } from "../bus/catalog-feed.ts";
 import { localClientUrl } from "../bus/connect.ts";
 import type { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -32,6 +32,7 @@ import { retryUntilReady } from "../lib/retry.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
+import { rpc } from "../bus/rpc.ts";
 
 export interface HubConfig {
   name: string;
@@ -139,7 +140,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
     detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
   });
   node.onStop(() => link.stop(), "the fabric link");
-  const stopSnapshot = bus.serve(snapshotMethod, (request): SnapshotPage =>
+  const stopSnapshot = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage =>
     snapshotPage([...publisher.stored.keys()].sort(), request, (key) => {
       const stored = publisher.stored.get(key);
       return stored ? { revision: stored.revision, object: stored.object } : undefined;

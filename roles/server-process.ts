@@ -28,6 +28,7 @@ import { MetricsServer, type Health } from "../lib/metrics.ts";
 import { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { HostPort } from "../nats/render.ts";
 import { NatsServerSupervisor } from "../nats/supervisor.ts";
+import { rpc } from "../bus/rpc.ts";
 
 export type ServerRole = "hub" | "site" | "agent";
 
@@ -137,7 +138,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
         stops.push({ what: "the metrics server", stop: () => metrics.stop() });
       },
       serveStatus(status) {
-        const stopServing = bus.serve("status", () => status());
+        const stopServing = bus.serve(rpc.status, () => status());
         stops.push({ what: "the status reply", stop: stopServing });
       },
       stop,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
+import { rpcMethods } from "../bus/rpc.ts";
 import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions, outdatedAccountReason } from "./claims.ts";
 
 const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
@@ -30,7 +31,7 @@ describe("oversteppingReason (what the hub's auditor reports)", () => {
     ["$JS.API.DIRECT.GET.KV_mesh-nodes.$KV.mesh-nodes.edge-b", undefined],
     ["$JS.API.STREAM.PURGE.KV_mesh-catalog", "calls JetStream STREAM.PURGE.KV_mesh-catalog on the catalog"],
     ["$JS.API.STREAM.CREATE.KV_mesh-nodes", "calls JetStream STREAM.CREATE.KV_mesh-nodes in the hub domain"],
-    ["rpc.edge-b.status", "calls rpc.edge-b"],
+    ["rpc.edge-b.status", "calls rpc.edge-b.status"],
     // a peer's punch method is imported for every peer; its own rpc is its own business
     ["rpc.edge-b.tunnel-punch", undefined],
     ["rpc.edge-a.status", undefined],
@@ -125,5 +126,61 @@ describe("newestAccountJwts (what a hub preloads)", () => {
     } finally {
       rmSync(resolverDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("rpc permissions come from the method table (bus/rpc.ts)", () => {
+  /** Who can reach `rpc.<node>.<method>` of edge-a, read off the signed claims as nats-server would apply them. */
+  async function reachable() {
+    const operator = createOperator();
+    const mesh = createAccount();
+    const a = createAccount();
+    const b = createAccount();
+    const peers = [{ node: "edge-a", account: a.getPublicKey() }, { node: "edge-b", account: b.getPublicKey() }];
+    const accountA = decode<Account>(await nodeAccountJwt({ node: "edge-a", operatorSeed: seed(operator), accountSeed: seed(a), meshAccount: mesh.getPublicKey(), peers }));
+    const accountB = decode<Account>(await nodeAccountJwt({ node: "edge-b", operatorSeed: seed(operator), accountSeed: seed(b), meshAccount: mesh.getPublicKey(), peers }));
+    const meshAccount = decode<Account>(await meshAccountJwt({ operatorSeed: seed(operator), accountSeed: seed(mesh), nodes: peers }));
+    const userB = nodeUserPermissions("edge-b");
+    const userA = nodeUserPermissions("edge-a");
+    const exported = (subject: string) => accountA.nats.exports?.some((entry) => entry.type === "service" && subjectMatches(entry.subject!, subject)) ?? false;
+    const result: Record<string, string[]> = {};
+    for (const method of rpcMethods) {
+      const subject = `rpc.edge-a.${method.name}`;
+      const callers: string[] = [];
+      // The node's own processes: its local server (local permissions) serves it directly. (`rpc.*.<m>` is
+      // how a node calls a peer's method: that it also matches the node's own name is no permission of the table's.)
+      const localAllow = localClientPermissions("edge-a").publish.allow.filter((pattern) => !pattern.startsWith("rpc.*."));
+      if (localAllow.some((pattern) => subjectMatches(pattern, subject))) callers.push("local");
+      // The hubs: the mesh account imports the method from edge-a's account, which exports it; edge-a's leaf subscribes to it.
+      const hubImports = meshAccount.nats.imports?.some((entry) => entry.type === "service" && entry.account === a.getPublicKey() && subjectMatches(entry.subject!, subject));
+      const leafServes = userA.sub?.allow?.some((pattern) => subjectMatches(pattern, subject)) ?? false;
+      if (hubImports && exported(subject) && leafServes) callers.push("hub");
+      // A peer: edge-b's account imports it from edge-a's, and edge-b's leaf may send it.
+      const peerImports = accountB.nats.imports?.some((entry) => entry.type === "service" && entry.account === a.getPublicKey() && subjectMatches(entry.subject!, subject));
+      const peerSends = userB.pub?.allow?.some((pattern) => subjectMatches(pattern, subject)) ?? false;
+      if (peerImports && exported(subject) && peerSends && leafServes) callers.push("peers");
+      result[method.name] = callers.sort();
+    }
+    return result;
+  }
+
+  it("lets exactly the callers each method names reach it, and no rpc beyond the table", async () => {
+    expect(await reachable()).toEqual(Object.fromEntries(rpcMethods.map((method) => [method.name, [...method.callers].sort()])));
+    // Nothing exported or imported covers a method that is not in the table.
+    expect(oversteppingReason("edge-b", "rpc.edge-a.traffic.listeners")).toMatch(/may only call tunnel-punch/);
+    expect(oversteppingReason("edge-b", "rpc.edge-a.tunnel-punch")).toBeUndefined();
+  });
+
+  it("is used by every server and caller in the code: no method name written as a string", async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { resolve } = await import("node:path");
+    const root = resolve(import.meta.dirname, "..");
+    let hits = "";
+    try {
+      hits = execFileSync("git", ["grep", "-nE", "\\.serve\\(\"|rpcRequest\\([^)]*\"(status|catalog|traffic|tunnel)|rpc\\.\\$\\{[^}]+\\}\\.(status|tunnel-punch|catalog|traffic)", "--", "*.ts", ":!*.test.ts"], { cwd: root, encoding: "utf8" });
+    } catch (error) {
+      if ((error as { status?: number }).status !== 1) throw error; // 1: nothing found
+    }
+    expect(hits).toBe("");
   });
 });

@@ -8,7 +8,7 @@
  *   user, and what every node may reach, exported service by service.
  * - one account per node: no JetStream of its own at the hub, no users but the
  *   node's leaf user. It exports what only that node may say (`mesh.<node>.>`,
- *   relay frames *from* it, its `rpc.<node>.>` service) and imports only what it
+ *   relay frames *from* it, the rpc methods others may call on it: bus/rpc.ts) and imports only what it
  *   may use (its own `mesh-nodes` key, the catalog and node records read-only,
  *   relay frames addressed to it). Anything else it publishes dies in its account.
  * - `SYS`: the system account; its user pushes account updates (revocations).
@@ -18,7 +18,8 @@
  * ```
  */
 import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
-import { buckets, hubDomain, meshRoot, nodeInboxPrefix, relayRoot } from "../bus/subjects.ts";
+import { buckets, hubDomain, meshRoot, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
+import { methodsCallableBy } from "../bus/rpc.ts";
 
 const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
 
@@ -40,7 +41,9 @@ export { mirrorDeliverPrefix, nodeInboxPrefix } from "../bus/subjects.ts";
 
 const catalogStream = `KV_${buckets.catalog}`;
 /** The one rpc method a node may call on its peers (services/tunnel asks a peer to punch). */
-const punchMethod = "tunnel-punch";
+/** Methods a node answers for callers outside it (bus/rpc.ts): the hubs' and its peers'. */
+const peerMethods = methodsCallableBy("peers");
+const servedToOthers = [...new Set([...methodsCallableBy("hub"), ...peerMethods])];
 const nodesStream = `KV_${buckets.nodes}`;
 const revocationsStream = `KV_${buckets.revocations}`;
 
@@ -110,6 +113,11 @@ export async function meshAccountJwt(options: { operatorSeed: string; accountSee
   ];
   const imports: Import[] = options.nodes.flatMap(({ node, account }) => [
     stream(`${meshRoot}.${node}.>`, account) as Import,
+    // The node's rpc methods, for the hubs' side: which of them reach the node is decided by the node
+    // user's subscribe list, written from bus/rpc.ts. Not one import per method: a literal service
+    // import is interest a consumer can deliver to (consumer.go checks literal interest), so the
+    // mesh account's consumers, which a stolen node may create, could push catalog entries into
+    // another node's status handler (the attack suite saw it).
     service(`rpc.${node}.>`, account) as Import,
   ]);
   return encodeAccount(
@@ -141,6 +149,7 @@ export async function nodeAccountJwt(options: {
     exportOf(stream(`${meshRoot}.${node}.>`)),
     // Only frames that name this node as the sender leave its account: it cannot forge another sender.
     exportOf(stream(`${relayRoot}.*.${node}.>`)),
+    // Its rpc methods (see meshAccountJwt: the node user's subscribe list admits only those of bus/rpc.ts).
     exportOf(service(`rpc.${node}.>`)),
   ];
   const imports: Import[] = [
@@ -148,7 +157,7 @@ export async function nodeAccountJwt(options: {
     service(`$KV.${buckets.nodes}.${node}`, meshAccount) as Import,
     ...options.peers.filter((peer) => peer.node !== node).map((peer) => stream(`${relayRoot}.${node}.${peer.node}.>`, peer.account) as Import),
     // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
-    ...options.peers.filter((peer) => peer.node !== node).map((peer) => service(`rpc.${peer.node}.${punchMethod}`, peer.account) as Import),
+    ...options.peers.filter((peer) => peer.node !== node).flatMap((peer) => peerMethods.map((name) => service(rpcSubject(peer.node, name), peer.account) as Import)),
     stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
   ];
   return encodeAccount(
@@ -172,7 +181,7 @@ function nodePublishSubjects(node: string): string[] {
     `${meshRoot}.${node}.>`,
     `${relayRoot}.*.${node}.>`,
     // asking a peer to punch (imported per peer by the node's account)
-    `rpc.*.${punchMethod}`,
+    ...peerMethods.map((name) => rpcSubject("*", name)),
     `${api}.$KV.${buckets.nodes}.${node}`,
     `${api}.INFO`,
     ...readApi(catalogStream),
@@ -193,7 +202,7 @@ function nodePublishSubjects(node: string): string[] {
 function nodeSubscribeSubjects(node: string): string[] {
   return [
     `${relayRoot}.${node}.>`,
-    `rpc.${node}.>`,
+    ...servedToOthers.map((name) => rpcSubject(node, name)),
     `${nodeInboxPrefix(node)}.>`,
     "$JSC.R.>",
     "_INBOX.>",
@@ -275,7 +284,8 @@ export function localClientPermissions(node: string): { publish: { allow: string
         `$JS.${node}.API.>`,
         "$JS.ACK.>",
         `${nodeInboxPrefix(node)}.>`,
-        "rpc.>",
+        // its own methods for its own processes (bus/rpc.ts)
+        ...methodsCallableBy("local").map((name) => rpcSubject(node, name)),
       ],
     },
     subscribe: { allow: [">"] },
@@ -305,8 +315,9 @@ export function oversteppingReason(node: string, subject: string): string | unde
   if (tokens[0] === meshRoot) return tokens[1] === node ? undefined : `publishes as node '${tokens[1]}' (only ${meshRoot}.${node}.> is its own)`;
   if (tokens[0] === "rpc") {
     // Its own rpc (a local call its leaf forwarded), and a peer's punch method (imported per peer), are its business.
-    if (tokens[1] === node || (tokens.length === 3 && tokens[2] === punchMethod)) return undefined;
-    return `calls rpc.${tokens[1]} (nodes answer rpc; of other nodes they may only ask rpc.<node>.${punchMethod})`;
+    const name = tokens.slice(2).join(".");
+    if (tokens[1] === node || peerMethods.includes(name)) return undefined;
+    return `calls rpc.${tokens[1]}.${name} (nodes answer rpc; of other nodes they may only call ${peerMethods.join(", ")})`;
   }
   if (tokens[0] === "$KV") {
     if (tokens[1] === buckets.nodes && tokens[2] === node && tokens.length === 3) return undefined;

@@ -22,6 +22,7 @@ import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
 import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { rpc } from "../bus/rpc.ts";
 
 let keys: string;
 let manifests: string;
@@ -106,7 +107,7 @@ async function echoes(socket: Socket, line: string): Promise<void> {
 /** What must hold for `nodes` after a change: rpc, relay (held and new streams), the catalog mirror, no violations logged. */
 async function othersUntouched(step: string, nodes: string[]): Promise<void> {
   for (const node of nodes) {
-    const status = await rpcRequest<NodeStatus>(hubClient, node, "status", undefined, 3_000);
+    const status = await rpcRequest(hubClient, node, rpc.status, undefined, 3_000);
     expect(status.node, `rpc.${node}.status after ${step}`).toBe(node);
   }
   await echoes(heldStream, `held stream after ${step}`);
@@ -167,7 +168,7 @@ describe("issuing, revoking and re-issuing nodes on a running mesh", () => {
     await othersUntouched("issue edge-new", ["edge-a", "edge-b", "edge-c"]);
     // and the new node joins
     await startAgent("edge-new");
-    const status = await rpcRequest<NodeStatus>(hubClient, "edge-new", "status", undefined, 3_000);
+    const status = await rpcRequest(hubClient, "edge-new", rpc.status, undefined, 3_000);
     expect(status.node).toBe("edge-new");
     await othersUntouched("edge-new joined", ["edge-a", "edge-b", "edge-c", "edge-new"]);
   });
@@ -175,7 +176,7 @@ describe("issuing, revoking and re-issuing nodes on a running mesh", () => {
   it("a node revoked with --hub is cut off; the others are untouched", async () => {
     await keysCommand("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
     await eventually(async () => {
-      const failure = await rpcRequest(hubClient, "edge-c", "status", undefined, 1_000).then(() => undefined, (error: Error) => error);
+      const failure = await rpcRequest(hubClient, "edge-c", rpc.status, undefined, 1_000).then(() => undefined, (error: Error) => error);
       return failure !== undefined;
     }, 10_000, "edge-c to stop answering at the hub");
     await othersUntouched("revoke edge-c", ["edge-a", "edge-b", "edge-new"]);

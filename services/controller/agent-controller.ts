@@ -19,7 +19,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
 import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
-import { snapshotMethod, snapshotPage, type SnapshotPage } from "../../bus/catalog-feed.ts";
+import { snapshotPage, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { nowIso } from "../../bus/events.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
@@ -28,6 +28,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { mirrorDeliverPrefix } from "../../bus/subjects.ts";
+import { rpc } from "../../bus/rpc.ts";
 
 export interface ControllerOptions {
   bus: Bus;
@@ -152,7 +153,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     },
   });
 
-  const stopServing = bus.serve(snapshotMethod, (request): SnapshotPage => {
+  const stopServing = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage => {
     sortedKeys ??= [...revisions.keys()].sort();
     return snapshotPage(sortedKeys, request, (key) => {
       const object = index.get(key);

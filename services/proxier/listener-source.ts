@@ -6,6 +6,7 @@
  */
 import { rpcRequest, type Bus } from "../../bus/bus.ts";
 import type { ListenerBinding } from "../../bus/events.ts";
+import { rpc } from "../../bus/rpc.ts";
 
 export interface ListenerSource {
   /** Called with the full set whenever it changes (or is published again). */
@@ -37,7 +38,7 @@ export function busListenerSource(bus: Bus): ListenerSource & { close(): void } 
   });
   // Ask traffic to publish its current set now: a proxier that restarts need not wait for a change.
   // No answer is fine: a traffic actor that starts later publishes on its first reconcile.
-  void rpcRequest(bus.connection, bus.node, "traffic.listeners", undefined, 2_000).catch(() => undefined);
+  void rpcRequest(bus.connection, bus.node, rpc.trafficListeners, undefined, 2_000).catch(() => undefined);
   return {
     onListeners(listener) {
       subscribers.add(listener);

@@ -23,6 +23,7 @@ import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
 import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
+import { rpc } from "../../bus/rpc.ts";
 
 export interface TrafficOptions {
   /** Optional: without a bus the actor runs alone (tests, the lab) and reports only through onListeners. */
@@ -60,8 +61,6 @@ export interface TrafficOptions {
   random?: () => number;
 }
 
-/** `rpc.<node>.traffic.listeners`: publishes the full listener set again (as `listeners` events) and replies with its generation. */
-export const listenersMethod = "traffic.listeners";
 
 /** Ports tried per listener before the kernel is asked for one (port 0). */
 const portAttempts = 32;
@@ -352,7 +351,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         link = linkActorToBus({ bus: options.bus, actorName: "traffic", actor, clock, detail: () => ({ ...handle.stats() }) });
         republishTimer = clock.setInterval(publish, options.republishMs ?? 60_000);
         // A proxier that (re)starts asks for the current set instead of waiting for the next change.
-        stopServing = options.bus.serve(listenersMethod, () => {
+        stopServing = options.bus.serve(rpc.trafficListeners, () => {
           publish();
           return { generation, listeners: listeners.size };
         });

@@ -15,7 +15,7 @@
  * await traffic.stop();
  * ```
  */
-export { createTrafficActor, listenersMethod, type TrafficActor, type TrafficOptions } from "./actor.ts";
+export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
 export { registerTrafficMetrics } from "./metrics.ts";
 export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
 export { lbPolicies, type LbPolicy, type NodeTopology } from "./policy.ts";

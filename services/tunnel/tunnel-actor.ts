@@ -30,6 +30,8 @@ import type { NodeIdentity } from "./node-identity.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
 import { RelayEndpoint, type RelayChannel } from "./relay.ts";
+import { rpc } from "../../bus/rpc.ts";
+import { rpcRequest } from "../../bus/bus.ts";
 
 /** The remote address given to relayed connections: TEST-NET-1, never routable, so nothing dials it. */
 const relayMarker = "/ip4/192.0.2.1/tcp/1";
@@ -213,7 +215,7 @@ export class TunnelActor implements TunnelDialer {
             this.#options.bus.publish("tunnel", "relay", { at: nowIso(this.#clock.now), peer: event.peer, stream: event.channel, status: event.status, bytes: event.bytes, reason: event.reason }),
         });
       }
-      this.#stopServe = this.#options.bus.serve("tunnel-punch", (request) => this.#answerPunch(request as PunchRequest));
+      this.#stopServe = this.#options.bus.serve(rpc.tunnelPunch, (request) => this.#answerPunch(request));
       this.#directory = new NodeDirectory({
         nats: this.#options.nats,
         node: this.node,
@@ -673,9 +675,7 @@ export class TunnelActor implements TunnelDialer {
       if (this.#nat === "restricted-cone" && peerHost) primeRestrictedCone(peerHost);
     }
     const request: PunchRequest = { from: this.node, peerId: this.#host!.libp2p.peerId.toString(), nat: this.#nat, mapped, purpose };
-    const reply = JSON.parse(
-      new TextDecoder().decode((await this.#options.nats.request(`rpc.${record.node}.tunnel-punch`, new TextEncoder().encode(JSON.stringify(request)), { timeout: 5_000 })).data),
-    ) as { mapped?: HostPort; error?: string };
+    const reply = await rpcRequest(this.#options.nats, record.node, rpc.tunnelPunch, request, 5_000);
     if (!reply.mapped) throw new LeafmeshError("TUNNEL_FAILED", `${record.node} declined the punch: ${reply.error ?? "no reason"}`);
     let socket: Socket;
     if (plan === "simultaneous") socket = await simultaneousOpen({ localPort, remote: reply.mapped, timeoutMs });
