@@ -111,12 +111,23 @@ function requests(api: FakeKubeApi, resource: FakeResource, watch: boolean) {
   return api.requests.filter((request) => request.resource === resource && request.watch === watch);
 }
 
-describeCatalogSourceContract("KubernetesSource over the fake API", async () => {
+describeCatalogSourceContract("KubernetesSource over the fake API", async (clock) => {
   const api = await FakeKubeApi.start();
+  const kubeconfig = api.writeKubeconfig(directory, `kubeconfig-${api.port}`);
+  const source = () => new KubernetesSource({ kubeconfig, log: silentLogger(), clock, retryInitialMs: 50, retryMaxMs: 200 });
   return {
-    source: new KubernetesSource({ kubeconfig: api.writeKubeconfig(directory, `kubeconfig-${api.port}`), log: silentLogger(), retryInitialMs: 50, retryMaxMs: 200 }),
+    source: source(),
+    twin: source,
     put: async (raw) => void api.apply(raw),
     remove: async (kind, namespace, name) => void api.delete(kind, namespace, name),
+    reread: async () => {
+      const lists = () => requests(api, "services", false).length + requests(api, "endpointslices", false).length;
+      const before = lists();
+      // History forgotten and the watches cut: the resumes get 410 Gone, and each resource lists again.
+      api.compact();
+      api.dropWatches();
+      await eventually(() => lists() === before + 2 && api.openWatches === 2, 10_000, "the relists and the watches after them");
+    },
     close: () => api.close(),
   };
 });
