@@ -6,8 +6,8 @@ import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { describeCatalogSourceContract } from "../../test/support/source-contract.ts";
-import { formatRejection, ManifestSource } from "./manifest-source.ts";
-import type { CatalogChange, CatalogRejection } from "./source.ts";
+import { ManifestSource } from "./manifest-source.ts";
+import { formatRejection, type CatalogChange, type CatalogRejection } from "./source.ts";
 
 const sources: ManifestSource[] = [];
 afterEach(async () => {

@@ -23,7 +23,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import type { Logger } from "../../lib/log.ts";
 import { describeObject, normalizeObject } from "./normalize.ts";
-import { diffCatalog, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
+import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 
 export interface ManifestSourceOptions {
   directory: string;
@@ -250,11 +250,6 @@ export class ManifestSource implements CatalogSource {
   #relative(path: string): string {
     return relative(this.#options.directory, path) || path;
   }
-}
-
-/** "web.yaml: Service shop/web: spec.ports[0].port must be 1 to 65535" */
-export function formatRejection(rejection: CatalogRejection): string {
-  return [rejection.file, rejection.object, rejection.message].filter(Boolean).join(": ");
 }
 
 function isList(raw: unknown): raw is { items: unknown[] } {

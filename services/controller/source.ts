@@ -43,6 +43,11 @@ export interface CatalogSource {
   onReject(listener: (rejection: CatalogRejection) => void): () => void;
 }
 
+/** "web.yaml: Service shop/web: spec.ports[0].port must be 1 to 65535": the rejection as one line for a log or an event. */
+export function formatRejection(rejection: CatalogRejection): string {
+  return [rejection.file, rejection.object, rejection.message].filter(Boolean).join(": ");
+}
+
 /** Listener bookkeeping shared by the sources. */
 export class SourceListeners {
   readonly #change = new Set<(changes: CatalogChange[]) => void>();
