@@ -90,6 +90,7 @@ export class ManifestSource implements CatalogSource {
       throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read directory ${this.#options.directory}`, { cause });
     });
     if (!info.isDirectory()) throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${this.#options.directory} is not a directory`);
+    if (this.#stopped) return;
     // Not through the reloader, which logs and goes on: a first load that fails must not leave an empty catalog that says it is synced.
     await this.#reloadOnce();
     // Stopped while loading: nothing to follow.
@@ -152,6 +153,8 @@ export class ManifestSource implements CatalogSource {
         next.set(path, { signature, objects: new Map() });
       }
     }
+    // Stopped while reading: a stopped source changes and emits nothing.
+    if (this.#stopped) return;
     this.#files = next;
 
     const catalog = new Map<string, CatalogObject>();
@@ -242,6 +245,7 @@ export class ManifestSource implements CatalogSource {
   }
 
   #reject(rejection: Omit<CatalogRejection, "source">): void {
+    if (this.#stopped) return;
     const full = { source: this.name, ...rejection };
     this.#options.log.warn(full, `rejected: ${formatRejection(full)}`);
     this.#listeners.emitRejection(full);

@@ -200,6 +200,20 @@ export function describeCatalogSourceContract(name: string, makeHarness: (clock:
       expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.web-abc", "svc.demo.web"]);
     });
 
+    it("stops while it starts: start() resolves, nothing is emitted, no timer is left", async () => {
+      const clock = new TimerCountingClock();
+      const harness = await makeHarness(clock);
+      open.push(harness);
+      const changes: CatalogChange[] = [];
+      harness.source.onChange((batch) => changes.push(...batch));
+      await harness.put(service("web", "198.19.0.1"));
+      const starting = harness.source.start();
+      await harness.source.stop();
+      await starting;
+      expect(changes).toEqual([]);
+      expect(clock.pending.size, "timers left pending after stop()").toBe(0);
+    });
+
     it("emits nothing after stop()", async () => {
       const { harness, source, changes, rejections, clock } = await started([service("web", "198.19.0.1"), slice("web")]);
       await source.stop();
