@@ -111,12 +111,23 @@ function requests(api: FakeKubeApi, resource: FakeResource, watch: boolean) {
   return api.requests.filter((request) => request.resource === resource && request.watch === watch);
 }
 
-describeCatalogSourceContract("KubernetesSource over the fake API", async () => {
+describeCatalogSourceContract("KubernetesSource over the fake API", async (clock) => {
   const api = await FakeKubeApi.start();
+  const kubeconfig = api.writeKubeconfig(directory, `kubeconfig-${api.port}`);
+  const source = () => new KubernetesSource({ kubeconfig, log: silentLogger(), clock, retryInitialMs: 50, retryMaxMs: 200 });
   return {
-    source: new KubernetesSource({ kubeconfig: api.writeKubeconfig(directory, `kubeconfig-${api.port}`), log: silentLogger(), retryInitialMs: 50, retryMaxMs: 200 }),
+    source: source(),
+    twin: source,
     put: async (raw) => void api.apply(raw),
     remove: async (kind, namespace, name) => void api.delete(kind, namespace, name),
+    reread: async () => {
+      const lists = () => requests(api, "services", false).length + requests(api, "endpointslices", false).length;
+      const before = lists();
+      // History forgotten and the watches cut: the resumes get 410 Gone, and each resource lists again.
+      api.compact();
+      api.dropWatches();
+      await eventually(() => lists() === before + 2 && api.openWatches === 2, 10_000, "the relists and the watches after them");
+    },
     close: () => api.close(),
   };
 });
@@ -139,10 +150,16 @@ describe("KubernetesSource", () => {
     const api = await startApi();
     api.apply(service("web", "198.19.0.1"));
     const { log, lines } = capturedLogger();
-    const { source } = await startedSource(api, { log, optionalRecheckMs: 100 });
+    const clock = new ManualClock();
+    const { source } = await startedSource(api, { log, clock, optionalRecheckMs: 60_000 });
     expect([...source.snapshot().keys()]).toEqual(["svc.demo.web"]);
-    // Several rechecks later, still one line, and nothing above info.
-    await eventually(() => requests(api, "services", false).length === 1 && lines.length > 0, 5_000, "the first log lines");
+    // Several rechecks later (each asks the three versions Istio has served), still one line, and nothing above info.
+    const rulesStatus = () => source.status().find((entry) => entry.resource === "destinationrules");
+    for (let recheck = 1; recheck <= 3; recheck++) {
+      clock.advance(60_000);
+      await eventually(() => rulesStatus()?.lists === 3 * (recheck + 1) && rulesStatus()?.state === "absent", 5_000, `recheck ${recheck}`);
+    }
+    expect(requests(api, "services", false)).toHaveLength(1);
     const absent = () => lines.filter((line) => /serves no DestinationRules/.test(line.msg));
     expect(absent()).toHaveLength(1);
     expect(absent()[0].level).toBe(30);
@@ -251,11 +268,29 @@ describe("KubernetesSource", () => {
   it("takes a watch that outlives its timeout for a dead connection and resumes", async () => {
     const api = await startApi();
     api.apply(service("web", "198.19.0.1"));
-    const { source } = await startedSource(api, { watchTimeoutSeconds: 1 });
+    const clock = new ManualClock();
+    const { source } = await startedSource(api, { watchTimeoutSeconds: 1, clock });
     api.freezeWatches();
     api.apply(service("db", "198.19.0.2"));
+    expect(source.snapshot().has("svc.demo.db")).toBe(false);
+    // 1 s asked of the server, a quarter more and a second of grace: the silent watches are given up for dead.
+    clock.advance(2_250);
     await eventually(() => source.snapshot().has("svc.demo.db"), 10_000, "the change after the dead watch was given up");
     expect(requests(api, "services", false)).toHaveLength(1);
+  });
+
+  it("takes a line of a watch that is not an event for a broken stream and resumes before it, losing no event", async () => {
+    const api = await startApi();
+    api.apply(service("web", "198.19.0.1"));
+    const { source } = await startedSource(api);
+    api.garbleNextEvent();
+    api.apply(service("db", "198.19.0.2"));
+    api.apply(service("api", "198.19.0.3"));
+    await eventually(() => source.snapshot().has("svc.demo.api"), 5_000, "the event after the broken line");
+    // Skipping the line would have lost db for good: the server never sends it again on a watch that goes on.
+    await eventually(() => source.snapshot().has("svc.demo.db"), 5_000, "the event of the broken line, from the resumed watch");
+    expect(requests(api, "services", false)).toHaveLength(1);
+    expect(source.status().find((entry) => entry.resource === "services")?.failures).toBe(1);
   });
 
   it("relists after every watch against a server that replays instead of resuming (KubeEdge's MetaServer), so deletions are not missed", async () => {

@@ -5,8 +5,9 @@ import { silentLogger } from "../../lib/log.ts";
 import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { stopAllProcesses, tempDir } from "../../test/support/processes.ts";
-import { formatRejection, ManifestSource } from "./manifest-source.ts";
-import type { CatalogChange, CatalogRejection } from "./source.ts";
+import { describeCatalogSourceContract } from "../../test/support/source-contract.ts";
+import { ManifestSource } from "./manifest-source.ts";
+import { formatRejection, type CatalogChange, type CatalogRejection } from "./source.ts";
 
 const sources: ManifestSource[] = [];
 afterEach(async () => {
@@ -24,6 +25,28 @@ async function start(directory: string) {
   await source.start();
   return { source, changes, rejections };
 }
+
+/** One file per object, named for it: a put rewrites the file, a remove deletes it. */
+function objectFile(kind: string, namespace: string, name: string): string {
+  return `${kind.toLowerCase()}-${namespace}-${name}.yaml`;
+}
+
+describeCatalogSourceContract("ManifestSource over a directory", async (clock) => {
+  const dir = tempDir();
+  const source = () => new ManifestSource({ directory: dir, log: silentLogger(), clock, rescanMs: 200, debounceMs: 20 });
+  const running = source();
+  return {
+    source: running,
+    twin: source,
+    put: async (raw) => {
+      const { kind, metadata } = raw as { kind: string; metadata: { namespace?: string; name: string } };
+      writeManifest(dir, objectFile(kind, metadata.namespace ?? "default", metadata.name), [raw]);
+    },
+    remove: async (kind, namespace, name) => rmSync(join(dir, objectFile(kind, namespace, name))),
+    reread: () => running.reload(),
+    close: async () => undefined,
+  };
+});
 
 describe("ManifestSource", () => {
   it("loads multi-document YAML, JSON and kind List, and follows edits and deletions", async () => {
@@ -78,6 +101,25 @@ describe("ManifestSource", () => {
     expect(rejections.map(formatRejection)).toContain("b.yaml: Service demo/web: is also defined in a.yaml; the first definition is used");
     const web = source.snapshot().get("svc.demo.web");
     expect(web?.kind === "Service" && web.clusterIPs).toEqual(["198.19.0.1"]);
+  });
+
+  it("reports a duplicate once, not at every rescan, and again only when it comes back", async () => {
+    const dir = tempDir();
+    writeManifest(dir, "a.yaml", sampleService({ name: "web", clusterIP: "198.19.0.1" }));
+    writeManifest(dir, "b.yaml", sampleService({ name: "web", clusterIP: "198.19.0.9" }));
+    const { source, rejections } = await start(dir);
+    const duplicates = () => rejections.map(formatRejection).filter((text) => /is also defined in/.test(text));
+    expect(duplicates()).toHaveLength(2); // the Service and its EndpointSlice
+    await source.reload();
+    await source.reload();
+    expect(duplicates()).toHaveLength(2);
+
+    // Resolved (b.yaml now holds another Service), then made again: a new report.
+    writeManifest(dir, "b.yaml", sampleService({ name: "db", clusterIP: "198.19.0.2" }));
+    await eventually(() => source.snapshot().has("svc.demo.db"), 5_000, "the fixed b.yaml");
+    expect(duplicates()).toHaveLength(2);
+    writeManifest(dir, "b.yaml", sampleService({ name: "web", clusterIP: "198.19.0.9" }));
+    await eventually(() => duplicates().length === 4, 5_000, "the duplicate reported again");
   });
 
   it("says clearly when the directory does not exist", async () => {

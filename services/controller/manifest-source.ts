@@ -3,7 +3,9 @@
  * several documents per file, `kind: List` expanded), reloaded when a file
  * changes. A file with any invalid object is refused as a whole and the objects
  * it held before stay, so a half-saved edit never tears a Service down; the
- * rejection names the file, the object and the field.
+ * rejection names the file, the object and the field. Each refusal is reported
+ * once, not at every rescan: a broken file until it changes, an object defined
+ * in two files until it is no longer.
  *
  * ```ts
  * const source = new ManifestSource({ directory: "/etc/leafmesh/manifests", log });
@@ -16,11 +18,12 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
+import { systemClock, type Clock } from "../../lib/clock.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import type { Logger } from "../../lib/log.ts";
 import { describeObject, normalizeObject } from "./normalize.ts";
-import { diffCatalog, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
+import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 
 export interface ManifestSourceOptions {
   directory: string;
@@ -29,6 +32,8 @@ export interface ManifestSourceOptions {
   rescanMs?: number;
   /** @default 100 — editors write a file in several steps: wait for them to settle. */
   debounceMs?: number;
+  /** @default systemClock — the rescan and the debounce run on it. */
+  clock?: Clock;
 }
 
 interface LoadedFile {
@@ -44,15 +49,20 @@ export class ManifestSource implements CatalogSource {
   readonly #listeners = new SourceListeners();
   #files = new Map<string, LoadedFile>();
   #catalog = new Map<string, CatalogObject>();
+  /** "key file" of every object refused as defined in an earlier file, at the last reload: reported when it first appears. */
+  #duplicates = new Set<string>();
   #synced = false;
   #watcher: FSWatcher | undefined;
-  #rescanTimer: NodeJS.Timeout | undefined;
-  #debounceTimer: NodeJS.Timeout | undefined;
+  #rescanTimer: unknown;
+  #debounceTimer: unknown;
+  readonly #clock: Clock;
   readonly #reloader = new Coalescer(() => this.#reloadOnce().catch((error: unknown) => this.#options.log.error({ err: error }, "reloading manifests failed")));
+  #started = false;
   #stopped = false;
 
   constructor(options: ManifestSourceOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
     this.name = `manifests:${options.directory}`;
   }
 
@@ -72,44 +82,52 @@ export class ManifestSource implements CatalogSource {
     return this.#listeners.onReject(listener);
   }
 
+  /** Loads the directory once (synced when it resolves), then follows it; a directory it cannot read is a CONFIG_INVALID error. */
   async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
     const info = await stat(this.#options.directory).catch((cause: unknown) => {
       throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read directory ${this.#options.directory}`, { cause });
     });
     if (!info.isDirectory()) throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${this.#options.directory} is not a directory`);
-    await this.reload();
-    this.#synced = true;
+    if (this.#stopped) return;
+    // Not through the reloader, which logs and goes on: a first load that fails must not leave an empty catalog that says it is synced.
+    await this.#reloadOnce();
+    // Stopped while loading: nothing to follow.
+    if (this.#stopped) return;
     try {
       this.#watcher = watch(this.#options.directory, { recursive: true }, () => this.#schedule());
       this.#watcher.on("error", (error) => this.#options.log.warn({ err: error }, "watching the manifest directory failed; rescanning on a timer only"));
     } catch (error) {
       this.#options.log.warn({ err: error }, "cannot watch the manifest directory; rescanning on a timer only");
     }
-    this.#rescanTimer = setInterval(() => this.#schedule(), this.#options.rescanMs ?? 2_000);
-    this.#rescanTimer.unref();
+    this.#rescanTimer = this.#clock.setInterval(() => this.#schedule(), this.#options.rescanMs ?? 2_000);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#watcher?.close();
-    clearInterval(this.#rescanTimer);
-    clearTimeout(this.#debounceTimer);
+    this.#clock.clearInterval(this.#rescanTimer);
+    this.#clock.clearTimeout(this.#debounceTimer);
     await this.#reloader.stop();
   }
 
   #schedule(): void {
     if (this.#stopped) return;
-    clearTimeout(this.#debounceTimer);
-    this.#debounceTimer = setTimeout(() => void this.reload(), this.#options.debounceMs ?? 100);
+    this.#clock.clearTimeout(this.#debounceTimer);
+    this.#debounceTimer = this.#clock.setTimeout(() => void this.reload(), this.#options.debounceMs ?? 100);
   }
 
-  /** Reads changed files and emits what changed; concurrent calls coalesce. */
+  /** Reads changed files and emits what changed; concurrent calls coalesce. Does nothing once stopped. */
   reload(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
     return this.#reloader.run();
   }
 
   async #reloadOnce(): Promise<void> {
-    const paths = await listManifestFiles(this.#options.directory);
+    const paths = await listManifestFiles(this.#options.directory).catch((cause: unknown) => {
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot list the files of ${this.#options.directory}`, { cause });
+    });
     const next = new Map<string, LoadedFile>();
     for (const path of paths) {
       let signature: string;
@@ -135,14 +153,20 @@ export class ManifestSource implements CatalogSource {
         next.set(path, { signature, objects: new Map() });
       }
     }
+    // Stopped while reading: a stopped source changes and emits nothing.
+    if (this.#stopped) return;
     this.#files = next;
 
     const catalog = new Map<string, CatalogObject>();
     const origin = new Map<string, string>();
+    const duplicates = new Set<string>();
     for (const [path, file] of next) {
       for (const [key, object] of file.objects) {
         const first = origin.get(key);
         if (first) {
+          const duplicate = `${key} ${path}`;
+          duplicates.add(duplicate);
+          if (this.#duplicates.has(duplicate)) continue; // reported when it appeared
           this.#reject({
             file: this.#relative(path),
             object: describeObject(object.kind, `${object.namespace}/${object.name}`),
@@ -154,8 +178,11 @@ export class ManifestSource implements CatalogSource {
         catalog.set(key, object);
       }
     }
+    this.#duplicates = duplicates;
     const changes = diffCatalog(this.#catalog, catalog);
     this.#catalog = catalog;
+    // Synced before the first batch goes out: a listener acts only on a synced source, and must be able to act on every batch.
+    this.#synced = true;
     if (changes.length > 0) this.#options.log.info({ changes: changes.length, objects: catalog.size }, "manifest catalog changed");
     this.#listeners.emitChanges(changes);
   }
@@ -218,6 +245,7 @@ export class ManifestSource implements CatalogSource {
   }
 
   #reject(rejection: Omit<CatalogRejection, "source">): void {
+    if (this.#stopped) return;
     const full = { source: this.name, ...rejection };
     this.#options.log.warn(full, `rejected: ${formatRejection(full)}`);
     this.#listeners.emitRejection(full);
@@ -226,11 +254,6 @@ export class ManifestSource implements CatalogSource {
   #relative(path: string): string {
     return relative(this.#options.directory, path) || path;
   }
-}
-
-/** "web.yaml: Service shop/web: spec.ports[0].port must be 1 to 65535" */
-export function formatRejection(rejection: CatalogRejection): string {
-  return [rejection.file, rejection.object, rejection.message].filter(Boolean).join(": ");
 }
 
 function isList(raw: unknown): raw is { items: unknown[] } {

@@ -22,8 +22,7 @@ import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import { KvLease, leaseBucketOptions } from "./lease.ts";
-import type { CatalogSource } from "./source.ts";
-import { formatRejection } from "./manifest-source.ts";
+import { formatRejection, type CatalogSource } from "./source.ts";
 
 export interface CatalogPublisherOptions {
   /** A client connection to a hub server (its own JetStream domain is `hub`). */

@@ -1,9 +1,13 @@
 /**
  * The contract every catalog source keeps (manifest files, the Kubernetes API):
  * it holds the complete desired catalog, says when it has loaded it once
- * (`synced`), and tells listeners what changed. The publisher writes whatever a
- * source holds into KV `mesh-catalog`; the shared suite in
- * `source-contract.ts` runs against every implementation.
+ * (`synced`), and tells listeners what changed, never before it is synced (a
+ * listener acts on a synced source only, so an earlier batch would be lost on
+ * it). A refused object is reported once, not again each time the source reads
+ * its unchanged input; after `stop()` nothing is emitted and no timer is left.
+ * The publisher writes whatever a source holds into KV `mesh-catalog`; the
+ * shared suite in `test/support/source-contract.ts` runs over every
+ * implementation.
  *
  * ```ts
  * const source = new ManifestSource({ directory, log });
@@ -37,6 +41,11 @@ export interface CatalogSource {
   snapshot(): ReadonlyMap<string, CatalogObject>;
   onChange(listener: (changes: CatalogChange[]) => void): () => void;
   onReject(listener: (rejection: CatalogRejection) => void): () => void;
+}
+
+/** "web.yaml: Service shop/web: spec.ports[0].port must be 1 to 65535": the rejection as one line for a log or an event. */
+export function formatRejection(rejection: CatalogRejection): string {
+  return [rejection.file, rejection.object, rejection.message].filter(Boolean).join(": ");
 }
 
 /** Listener bookkeeping shared by the sources. */

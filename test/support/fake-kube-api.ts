@@ -115,6 +115,7 @@ export class FakeKubeApi {
   #listSnapshotId = 0;
   #expireEveryWatch = false;
   #expireContinueTokens = 0;
+  #garbleNextEvent = false;
 
   private constructor(options: FakeKubeApiOptions) {
     this.options = options;
@@ -273,6 +274,14 @@ export class FakeKubeApi {
     this.#expireContinueTokens = count;
   }
 
+  /**
+   * Sends the next event to open watches cut in half (a line that is not JSON), as a broken proxy might; the history
+   * keeps it whole, so a watch resumed from before it gets it right.
+   */
+  garbleNextEvent(): void {
+    this.#garbleNextEvent = true;
+  }
+
   /** Accepts requests and never answers them (a hung API server or proxy) until called with false. */
   stall(on: boolean): void {
     this.#stalled = on;
@@ -290,9 +299,13 @@ export class FakeKubeApi {
 
   #record(event: HistoryEvent): void {
     this.#history.push(event);
+    const garble = this.#garbleNextEvent;
+    this.#garbleNextEvent = false;
     for (const watch of this.#watches) {
       if (watch.resource !== event.resource || (watch.namespace && watch.namespace !== event.namespace)) continue;
-      writeEvent(watch.response, event.type, this.#wireObject(event.object, watch.apiVersion));
+      const line = JSON.stringify({ type: event.type, object: this.#wireObject(event.object, watch.apiVersion) });
+      if (garble) watch.response.write(`${line.slice(0, line.length / 2)}\n`);
+      else watch.response.write(`${line}\n`);
     }
   }
 
