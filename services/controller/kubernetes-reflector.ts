@@ -8,7 +8,7 @@
  * holds lives in a ResourceStore (kubernetes-store.ts), the HTTP in
  * kubernetes-client.ts; the source (kubernetes-source.ts) runs one per resource.
  *
- * Over 400 lines for a reason: it is one loop and the state the loop keeps
+ * Why this file is long: it is one loop and the state the loop keeps
  * across list, watch and backoff (resourceVersion, failures, quick ends, the
  * replay verdict); cut in two, that state would be handed back and forth.
  *
