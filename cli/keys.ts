@@ -18,7 +18,8 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, issueSite, listNodes, resignAccounts, revokeNode } from "../trust/key-store.ts";
+import { initKeys, issueNode, listNodes, resignAccounts, revokeNode } from "../trust/key-store.ts";
+import { issueSite } from "../trust/site-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
 import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
 import { readFileSync } from "node:fs";

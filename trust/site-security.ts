@@ -36,7 +36,8 @@ import { credsAuthenticator, type ConnectionOptions } from "@nats-io/transport-n
 import { LeafmeshError } from "../lib/errors.ts";
 import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
-import { allAccountJwts, siteBundleDir, type SiteDescription } from "./key-store.ts";
+import { allAccountJwts } from "./key-store.ts";
+import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 import { ownCertificateTls } from "./tls.ts";
 
