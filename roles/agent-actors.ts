@@ -71,14 +71,25 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       site: settings.site,
       of: (peer) => ({ site: actor.directory?.get(peer)?.site, reachable: actor.pathTo(peer) !== "unreachable" }),
     };
-    knownNodes = () => new Set((actor.directory?.all() ?? []).map((record) => record.node));
-    const others = () => (actor.directory?.all() ?? []).filter((record) => record.node !== node);
-    const paths = () => Object.fromEntries(others().map((record) => [record.node, actor.pathTo(record.node) ?? "none"]));
-    // One row per known node for `leafmesh status`: where it is, how this node reaches it.
+    // Nodes known by name: those with a record in mesh-nodes, and those the tunnel is connected to and has
+    // proven the name of (identify): LAN neighbours found by mDNS, which are all there is while the hub is away.
+    knownNodes = () => {
+      const names = new Set((actor.directory?.all() ?? []).map((record) => record.node));
+      const host = actor.host;
+      for (const peer of host?.libp2p.getPeers() ?? []) {
+        const name = host?.nodeOf(peer.toString());
+        if (name) names.add(name);
+      }
+      return names;
+    };
+    const others = () => [...knownNodes()].filter((name) => name !== node).sort();
+    const paths = () => Object.fromEntries(others().map((name) => [name, actor.pathTo(name) ?? "none"]));
+    // One row per known node for `leafmesh status`: where it is (from its record, when there is one), how this node reaches it.
     const peers = () =>
-      others().map((record) => {
-        const path = actor.pathDetail(record.node);
-        return { node: record.node, site: record.site ?? null, region: record.region ?? null, nat: record.nat, path: path?.kind ?? "none", rttMs: path?.rttMs ?? null };
+      others().map((name) => {
+        const record = actor.directory?.get(name);
+        const path = actor.pathDetail(name);
+        return { node: name, site: record?.site ?? null, region: record?.region ?? null, nat: record?.nat ?? "unknown", path: path?.kind ?? "none", rttMs: path?.rttMs ?? null };
       });
     // Open relayed streams by peer: `status --tree` draws them under this node, whose parents in the tree carry them.
     const relays = () => {

@@ -286,6 +286,11 @@ export function localClientPermissions(node: string): { publish: { allow: string
         `${nodeInboxPrefix(node)}.>`,
         // its own methods for its own processes (bus/rpc.ts)
         ...methodsCallableBy("local").map((name) => rpcSubject(node, name)),
+        // The node directory watches mesh-nodes in the hub's domain with an ordered consumer; when the hub is
+        // away its heartbeats stop, and nats.js resets it by deleting the old consumer first. Refused here, that
+        // was a "Publish Violation" at error level every few seconds of a cut. Allowed here only: the leaf does
+        // not pass it to the hub (not in the remote's permissions), where the consumer expires by itself.
+        `$JS.*.API.CONSUMER.DELETE.${nodesStream}.>`,
       ],
     },
     subscribe: { allow: [">"] },

@@ -133,7 +133,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   let statsTimer: unknown;
   let started = false;
 
-  const snapshot = () => ({ ...stats.snapshot(), forwarder: { ...forwarder.counters }, catalogVersion: options.feed.reader.version });
+  const snapshot = () => ({ ...stats.snapshot(), tcpClients: server.tcpClients, forwarder: { ...forwarder.counters }, catalogVersion: options.feed.reader.version });
 
   const actor = createActor(
     dnsMachine.provide({

@@ -109,6 +109,11 @@ export class DnsServer {
     return this.#address;
   }
 
+  /** TCP clients connected now (a gauge: what a leak would grow). */
+  get tcpClients(): number {
+    return this.#tcpClients.size;
+  }
+
   /** Binds UDP and TCP on the same port (a free one for port 0). */
   async start(listen: ListenAddress): Promise<ListenAddress> {
     let lastError: unknown;

@@ -14,12 +14,13 @@
  * ```
  */
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
-import { pipeline, type Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 import { createActor, setup } from "xstate";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
+import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { buildMethodChoice, buildReply, parseGreeting, parseRequest, replyCodes } from "./protocol.ts";
 import { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
@@ -39,9 +40,9 @@ export interface SocksOptions {
   knownNodes?: () => ReadonlySet<string>;
   /** @default "cluster.local" */
   clusterDomain?: string;
-  /** @default 10_000 — a client that has not finished its request by then is closed. */
+  /** @default 10_000 — a client whose request is not finished, or whose target is not connected (tunnel streams included), by then is closed (a failure reply while connecting). */
   handshakeTimeoutMs?: number;
-  /** @default 5_000 */
+  /** @default 5_000 — a target on this node answers a SYN in milliseconds; 5 s covers two SYN retransmits. */
   connectTimeoutMs?: number;
 }
 
@@ -56,44 +57,93 @@ export function createSocksActor(options: SocksOptions) {
   const log = options.log;
   const counters = new Map<string, number>();
   const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
+  /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
+  /** Dials under way, each abortable (the client hung up, or the proxy stops). */
+  const dials = new Set<AbortController>();
+  /** Clients joined with their upstream. */
+  const joins = new Set<JoinedStreams>();
   let server: Server | undefined;
   let link: ActorLink | undefined;
   let roundRobin = 0;
 
-  const dial = async (target: Exclude<SocksTarget, { kind: "refused" }>): Promise<Duplex> => {
+  const dial = async (target: Exclude<SocksTarget, { kind: "refused" }>, signal: AbortSignal): Promise<Duplex> => {
     const remoteNode = target.kind === "node" ? target.node : target.kind === "endpoint" && target.node && target.node !== options.node ? target.node : undefined;
     if (remoteNode) {
       if (!options.dialer) throw new LeafmeshError("TUNNEL_FAILED", `node ${remoteNode} is reached through the tunnel, which is off on this agent (--psk or --keys)`);
-      return options.dialer.openStream(remoteNode, { host: target.host, port: target.port, protocol: "TCP" });
+      const stream = await options.dialer.openStream(remoteNode, { host: target.host, port: target.port, protocol: "TCP" });
+      // The tunnel takes no abort signal: a stream that arrives for a client already gone is reset.
+      if (signal.aborted) {
+        resetStream(stream, new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened"));
+        throw new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened");
+      }
+      return stream;
     }
+    const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
     return new Promise((resolve, reject) => {
-      const socket = netConnect({ host: target.host, port: target.port, timeout: options.connectTimeoutMs ?? 5_000 });
+      const socket = netConnect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
+      const abort = () => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.host}:${target.port} abandoned: the SOCKS client left`));
+      const timer = setTimeout(() => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.host}:${target.port} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
+      signal.addEventListener("abort", abort, { once: true });
+      const onError = (error: Error) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", abort);
+        reject(error);
+      };
+      socket.once("error", onError);
       socket.once("connect", () => {
-        socket.setTimeout(0);
+        clearTimeout(timer);
+        signal.removeEventListener("abort", abort);
+        socket.off("error", onError);
         resolve(socket);
       });
-      socket.once("timeout", () => socket.destroy(new Error(`connect to ${target.host}:${target.port} timed out`)));
-      socket.once("error", reject);
     });
   };
 
   const handle = (client: Socket) => {
     sockets.add(client);
-    client.once("close", () => sockets.delete(client));
+    // A client's RST or hang-up is ordinary: what it cut is counted where it happens.
     client.on("error", () => undefined);
-    client.setTimeout(options.handshakeTimeoutMs ?? 10_000, () => {
-      count("handshake timeout");
-      client.destroy();
-    });
     let buffer = new Uint8Array(0);
-    let stage: "greeting" | "request" | "connecting" = "greeting";
+    let stage: "greeting" | "request" | "connecting" | "joined" | "refused" = "greeting";
+    let dialing: AbortController | undefined;
+    client.once("close", () => {
+      sockets.delete(client);
+      if (stage === "greeting" || stage === "request") count("client left during the handshake");
+      if (dialing) {
+        count("client left while connecting");
+        const pending = dialing;
+        dialing = undefined;
+        pending.abort();
+      }
+    });
+    // A client that half-closes before its request is done can never finish it: closed at once. Once
+    // connecting, its FIN is kept and passed on to the upstream when joined (the answer still comes back).
+    client.once("end", () => {
+      if (stage === "greeting" || stage === "request" || stage === "refused") client.destroy();
+    });
     const fail = (reason: string, reply?: number) => {
+      stage = "refused";
       count(reason.split(":")[0]);
       log.debug({ reason, client: client.remoteAddress }, "SOCKS request refused");
+      // RFC 1928 §6: a failure reply, then the server closes the connection.
       if (reply !== undefined) client.end(buildReply(reply));
       else client.destroy();
     };
+    // Idle until joined: a stalled greeting or request, a dial that takes too long, a refused client that never closes.
+    client.setTimeout(options.handshakeTimeoutMs ?? 10_000, () => {
+      if (stage === "connecting") {
+        const pending = dialing;
+        dialing = undefined;
+        pending?.abort();
+        return fail("connect timed out", replyCodes.hostUnreachable);
+      }
+      if (stage !== "refused") {
+        stage = "refused";
+        count("handshake timeout");
+      }
+      client.destroy();
+    });
     const onData = (chunk: Buffer) => {
       if (buffer.length + chunk.length > 600) return fail("request too long");
       buffer = Buffer.concat([buffer, chunk]);
@@ -102,16 +152,23 @@ export function createSocksActor(options: SocksOptions) {
         if (greeting.status === "need") return;
         if (greeting.status === "error") return fail(greeting.reason);
         client.write(buildMethodChoice(greeting.value.methods));
-        if (!greeting.value.methods.includes(0x00)) return fail("no acceptable method");
+        if (!greeting.value.methods.includes(0x00)) {
+          // The 0xff choice was the answer (RFC 1928 §3): close after it, not before it is sent.
+          stage = "refused";
+          count("no acceptable method");
+          client.off("data", onData);
+          client.end();
+          return;
+        }
         buffer = buffer.subarray(greeting.length);
         stage = "request";
       }
       if (stage === "request") {
         const request = parseRequest(buffer);
         if (request.status === "need") return;
+        client.off("data", onData);
         if (request.status === "error") return fail(request.reason, request.reply);
         stage = "connecting";
-        client.off("data", onData);
         client.pause();
         const early = buffer.subarray(request.length);
         const target = resolveSocksTarget(options.feed.reader, request.value.host, request.value.port, {
@@ -121,18 +178,35 @@ export function createSocksActor(options: SocksOptions) {
           pick: (candidates) => candidates[roundRobin++ % candidates.length],
         });
         if (target.kind === "refused") return fail(`refused: ${target.reason}`, replyCodes.hostUnreachable);
-        dial(target).then(
+        const controller = new AbortController();
+        dialing = controller;
+        dials.add(controller);
+        dial(target, controller.signal).then(
           (upstream) => {
+            dials.delete(controller);
+            if (dialing !== controller || client.destroyed) {
+              // Gone (or timed out) while the dial went on: the upstream is reset, never left open.
+              resetStream(upstream, new LeafmeshError("PROXY_FAILED", "the SOCKS client left before the connection was made"));
+              return;
+            }
+            dialing = undefined;
+            stage = "joined";
             count("connected");
             client.setTimeout(0);
             client.write(buildReply(replyCodes.succeeded));
             if (early.length > 0) upstream.write(early);
-            // Both directions with backpressure; either side's end half-closes the other.
-            pipeline(client, upstream, () => undefined);
-            pipeline(upstream, client, () => undefined);
-            client.resume();
+            const join = joinStreams(client, upstream, {
+              onClose: (outcome) => {
+                joins.delete(join);
+                if (!outcome.complete) count(outcome.cutBy === "a" ? "stream reset by client" : outcome.cutBy === "b" ? "stream reset by target" : "stream reset by proxy");
+              },
+            });
+            joins.add(join);
           },
           (error: Error) => {
+            dials.delete(controller);
+            if (dialing !== controller) return; // the client left or timed out: counted there
+            dialing = undefined;
             log.info({ target, err: error.message }, "SOCKS connect failed");
             fail(`connect failed: ${error.message}`, /refused/i.test(error.message) ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
           },
@@ -148,22 +222,29 @@ export function createSocksActor(options: SocksOptions) {
       const address = server?.address();
       return typeof address === "object" && address ? { host: address.address, port: address.port } : undefined;
     },
-    stats: () => Object.fromEntries(counters),
+    /** Counters by reason, and gauges: clients connected, dials under way, clients joined with their upstream. */
+    stats: () => ({ ...Object.fromEntries(counters), clients: sockets.size, dialing: dials.size, joined: joins.size }),
     async start() {
-      server = createServer(handle);
+      // allowHalfOpen: a client's FIN half-closes its upstream, whose answer still reaches it.
+      server = createServer({ allowHalfOpen: true, noDelay: true }, handle);
       await new Promise<void>((resolve, reject) => {
         server!.once("error", (error: NodeJS.ErrnoException) =>
           reject(new LeafmeshError("CONFIG_INVALID", `--socks ${options.listen.host}:${options.listen.port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
         );
         server!.listen(options.listen.port, options.listen.host, () => resolve());
       });
+      // After listen, errors are accept failures (EMFILE when out of fds): counted; unhandled they would end the agent.
+      server.on("error", (error: NodeJS.ErrnoException) => count(`accept failed: ${error.code ?? "error"}`));
       actor.send({ type: "LISTENING" });
       if (options.bus) link = linkActorToBus({ bus: options.bus, actorName: "socks", actor, detail: () => Object.fromEntries(counters) });
       log.info({ listen: this.address }, "SOCKS5 proxy listening");
     },
     async stop() {
       link?.stop();
-      for (const socket of sockets) socket.destroy();
+      const stopping = new LeafmeshError("NOT_RUNNING", "the SOCKS proxy stopped");
+      for (const controller of dials) controller.abort();
+      for (const join of joins) join.reset(stopping);
+      for (const socket of sockets) resetStream(socket, stopping);
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       actor.send({ type: "STOP" });
     },

@@ -1,12 +1,16 @@
 /**
  * The TCP listener of one service port: accept, choose an endpoint, connect (the
- * next endpoint when a connect fails), then copy both ways
- * so the kernel's socket buffers are the only buffers (backpressure end to end: a write() that returns false pauses the source until drain),
- * half-close passed through (allowHalfOpen on both sides), and an idle timeout.
- * A service port without endpoints refuses at once with a TCP RST.
+ * next endpoint when a connect fails), then join client and endpoint
+ * (lib/join-streams.ts): backpressure end to end, so the kernel's socket buffers
+ * are the only buffers; half-close passed through; a cut on either side (an RST,
+ * a tunnel stream reset) reaches the other as an RST, never as a clean end; and
+ * an idle timeout, which resets both. A service port without endpoints refuses at
+ * once with a TCP RST.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { LeafmeshError } from "../../lib/errors.ts";
+import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
 import type { RemoteDialer } from "./dialer.ts";
@@ -36,6 +40,9 @@ export class TcpServicePortListener {
   readonly #options: TcpProxyOptions;
   readonly #server: Server;
   readonly #open = new Set<Socket | Duplex>();
+  readonly #joins = new Set<JoinedStreams>();
+  /** Connects under way, aborted when their client leaves or the listener closes. */
+  readonly #connecting = new Set<AbortController>();
   #port = 0;
 
   constructor(options: TcpProxyOptions) {
@@ -79,74 +86,97 @@ export class TcpServicePortListener {
   /** Stops accepting and resets every open connection. */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    for (const stream of this.#open) {
-      if ("resetAndDestroy" in stream && typeof stream.resetAndDestroy === "function") stream.resetAndDestroy();
-      else stream.destroy();
-    }
+    const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
+    for (const controller of this.#connecting) controller.abort();
+    for (const join of this.#joins) join.reset(stopping);
     await closed;
   }
 
   async #accept(client: Socket): Promise<void> {
     const { balancer, counters, shared } = this.#options;
     const clientIp = stripMappedPrefix(client.remoteAddress);
-    client.on("error", () => undefined); // counted where it matters (pipeline); an RST from a client is normal
+    client.on("error", () => undefined); // an RST from a client is ordinary; a cut is counted where the join ends
     if (!balancer.hasEndpoints) {
       counters.count("tcp refused: no endpoints");
       client.resetAndDestroy();
       return;
     }
     const exclude = new Set<string>();
-    for (let attempt = 0; attempt < this.#options.maxAttempts; attempt++) {
-      const target = balancer.choose(clientIp, exclude);
-      if (!target) break;
-      // Counted as active while connecting, so least-connections sees a connect storm.
-      shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
-      let upstream: Duplex;
-      try {
-        upstream = await this.#connect(target);
-      } catch (error) {
-        this.#release(target);
-        exclude.add(target.key);
-        counters.count("tcp connect failed");
-        if (shared.outliers.failure(target.key)) {
-          counters.count("endpoint ejected");
-          this.#options.log.warn({ endpoint: target.key, service: balancer.plan.key, err: error }, "endpoint ejected after repeated connect failures");
+    // A client that leaves while its endpoint is being dialled abandons the dial (a blackholed endpoint would hold it for the connect timeout).
+    const abandon = new AbortController();
+    this.#connecting.add(abandon);
+    const onClientGone = () => abandon.abort();
+    client.once("close", onClientGone);
+    try {
+      for (let attempt = 0; attempt < this.#options.maxAttempts; attempt++) {
+        const target = balancer.choose(clientIp, exclude);
+        if (!target) break;
+        // Counted as active while connecting, so least-connections sees a connect storm.
+        shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
+        let upstream: Duplex;
+        try {
+          upstream = await this.#connect(target, abandon.signal);
+        } catch (error) {
+          this.#release(target);
+          if (abandon.signal.aborted) {
+            // Not the endpoint's fault: no failure counted against it.
+            counters.count("tcp client left before connect");
+            return;
+          }
+          exclude.add(target.key);
+          counters.count("tcp connect failed");
+          if (shared.outliers.failure(target.key)) {
+            counters.count("endpoint ejected");
+            this.#options.log.warn({ endpoint: target.key, service: balancer.plan.key, err: error }, "endpoint ejected after repeated connect failures");
+          }
+          continue;
         }
-        if (client.destroyed) return;
-        continue;
-      }
-      shared.outliers.success(target.key);
-      if (client.destroyed) {
-        this.#release(target);
-        upstream.destroy();
+        shared.outliers.success(target.key);
+        if (client.destroyed) {
+          // Gone while a tunnel stream was opening (no abort reaches the tunnel): the stream is reset, never left open.
+          this.#release(target);
+          counters.count("tcp client left before connect");
+          resetStream(upstream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));
+          return;
+        }
+        counters.count("tcp connections");
+        this.#splice(client, upstream, target);
         return;
       }
-      counters.count("tcp connections");
-      this.#splice(client, upstream, target);
-      return;
+    } finally {
+      this.#connecting.delete(abandon);
+      client.off("close", onClientGone);
     }
     counters.count("tcp refused: no endpoint reachable");
     client.resetAndDestroy();
   }
 
-  #connect(target: EndpointTarget): Promise<Duplex> {
+  #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
     const { dialer, shared, connectTimeoutMs, remoteConnectTimeoutMs } = this.#options;
     if (dialer && target.nodeName && target.nodeName !== shared.node) {
       const opening = dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
       return new Promise((resolve, reject) => {
-        let timedOut = false;
-        const timer = setTimeout(() => {
-          timedOut = true;
-          reject(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${remoteConnectTimeoutMs} ms`));
-        }, remoteConnectTimeoutMs);
+        // Given up (timed out, or the client left) before the stream came: it is reset when it comes,
+        // so the far end does not take it for a finished stream.
+        let givenUp = false;
+        const giveUp = (error: unknown) => {
+          givenUp = true;
+          clearTimeout(timer);
+          reject(error);
+        };
+        const timer = setTimeout(() => giveUp(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${remoteConnectTimeoutMs} ms`)), remoteConnectTimeoutMs);
+        const abort = () => giveUp(new Error(`tunnel stream to ${target.nodeName} for ${target.key} abandoned: the client left`));
+        signal.addEventListener("abort", abort, { once: true });
         opening.then(
           (stream) => {
             clearTimeout(timer);
-            if (timedOut) stream.destroy(); // too late: the connection moved on
+            signal.removeEventListener("abort", abort);
+            if (givenUp) resetStream(stream, new LeafmeshError("PROXY_FAILED", `tunnel stream to ${target.nodeName} for ${target.key} no longer wanted`));
             else resolve(stream);
           },
           (error: unknown) => {
             clearTimeout(timer);
+            signal.removeEventListener("abort", abort);
             reject(error);
           },
         );
@@ -155,13 +185,17 @@ export class TcpServicePortListener {
     return new Promise((resolve, reject) => {
       const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(() => socket.destroy(new Error(`connect to ${target.key} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
+      const abort = () => socket.destroy(new Error(`connect to ${target.key} abandoned: the client left`));
+      signal.addEventListener("abort", abort, { once: true });
       const onError = (error: Error) => {
         clearTimeout(timer);
+        signal.removeEventListener("abort", abort);
         reject(error);
       };
       socket.once("error", onError);
       socket.once("connect", () => {
         clearTimeout(timer);
+        signal.removeEventListener("abort", abort);
         socket.off("error", onError);
         resolve(socket);
       });
@@ -172,33 +206,24 @@ export class TcpServicePortListener {
     const { idleTimeoutMs, counters } = this.#options;
     this.#open.add(client);
     this.#open.add(upstream);
-    let closed = 0;
-    const onClose = () => {
-      if (++closed < 2) return;
-      this.#open.delete(client);
-      this.#open.delete(upstream);
-      this.#release(target);
-    };
-    client.once("close", onClose);
-    upstream.once("close", onClose);
-    const idle = () => {
+    const join = joinStreams(client, upstream, {
+      onClose: (outcome) => {
+        this.#open.delete(client);
+        this.#open.delete(upstream);
+        this.#joins.delete(join);
+        this.#release(target);
+        if (outcome.complete) return;
+        counters.count(outcome.cutBy === "a" ? "tcp stream reset: client" : outcome.cutBy === "b" ? "tcp stream reset: endpoint" : "tcp stream reset: proxy");
+        const code = (outcome.error as NodeJS.ErrnoException | undefined)?.code;
+        if (outcome.cutBy && code !== "ECONNRESET" && code !== "EPIPE" && code !== "ERR_STREAM_PREMATURE_CLOSE") counters.count("tcp stream error");
+      },
+    });
+    this.#joins.add(join);
+    // Every byte either way passes the client socket: its idle timer is the connection's.
+    client.setTimeout(idleTimeoutMs, () => {
       counters.count("tcp idle timeout");
-      client.destroy();
-      upstream.destroy();
-    };
-    client.setTimeout(idleTimeoutMs, idle);
-    if ("setTimeout" in upstream && typeof upstream.setTimeout === "function") (upstream as Socket).setTimeout(idleTimeoutMs, idle);
-    // Each direction ends its destination when its source ends (half-close); an error tears down both.
-    const fail = (error: NodeJS.ErrnoException) => {
-      if (error.code !== "ECONNRESET" && error.code !== "EPIPE") counters.count("tcp stream error");
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", fail);
-    upstream.on("error", fail);
-    relay(client, upstream);
-    relay(upstream, client);
-    client.resume();
+      join.reset(new LeafmeshError("PROXY_FAILED", `connection idle for ${idleTimeoutMs} ms`));
+    });
   }
 
   #release(target: EndpointTarget): void {
@@ -207,19 +232,4 @@ export class TcpServicePortListener {
     if (next <= 0) active.delete(target.key);
     else active.set(target.key, next);
   }
-}
-
-/**
- * Copies `source` to `destination` the way `pipe` does, with less machinery on
- * the hot path (measured: fewer µs per round trip than stream.pipeline): a write
- * that returns false pauses the source until 'drain', so the only buffers are the
- * kernel's socket buffers plus at most one chunk; the source's end half-closes the
- * destination.
- */
-function relay(source: Duplex, destination: Duplex): void {
-  source.on("data", (chunk: Buffer) => {
-    if (!destination.write(chunk)) source.pause();
-  });
-  destination.on("drain", () => source.resume());
-  source.once("end", () => destination.end());
 }

@@ -56,7 +56,15 @@ export class UdpServicePortListener {
     this.#options = options;
     this.#socket = createSocket({ type: "udp4" });
     this.#socket.on("message", (message, remote) => this.#onMessage(message, remote));
-    this.#socket.on("error", (error) => options.log.warn({ err: error, service: options.balancer.plan.key }, "udp listener error"));
+    // Replies are sent without a callback: a failed send (a client gone, EPERM from a firewall) comes here, once per datagram.
+    const warned = new Set<string>();
+    this.#socket.on("error", (error: NodeJS.ErrnoException) => {
+      const reason = `udp listener error: ${error.code ?? "error"}`;
+      options.counters.count(reason);
+      if (warned.has(reason)) return;
+      warned.add(reason);
+      options.log.warn({ err: error, service: options.balancer.plan.key }, "udp listener error (logged once per reason, counted always)");
+    });
   }
 
   get port(): number {

@@ -1,0 +1,135 @@
+/**
+ * joinStreams over real loopback sockets: a proxy in the middle of two TCP
+ * connections (client ⇄ proxy ⇄ target), and of a socket and a plain Duplex
+ * (what a tunnel stream is to the proxy).
+ */
+import { randomBytes } from "node:crypto";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { Duplex } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { joinStreams, type JoinedStreams, type JoinOutcome } from "./join-streams.ts";
+
+/** How a socket's far end finished, as its reader saw it. */
+interface Ending {
+  bytes: number;
+  how: "end" | string;
+}
+
+function watchEnding(socket: Socket): Promise<Ending> {
+  let bytes = 0;
+  socket.on("data", (chunk: Buffer) => (bytes += chunk.length));
+  return new Promise((resolve) => {
+    socket.once("end", () => resolve({ bytes, how: "end" }));
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve({ bytes, how: error.code ?? error.message }));
+  });
+}
+
+describe("joinStreams", () => {
+  let server: Server;
+  let port = 0;
+  const accepted: Socket[] = [];
+  const waiting: ((socket: Socket) => void)[] = [];
+
+  beforeAll(async () => {
+    server = createServer({ allowHalfOpen: true }, (socket) => {
+      const next = waiting.shift();
+      if (next) next(socket);
+      else accepted.push(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(() => server.close());
+
+  /** A connected pair: the dialling end and the accepted end. */
+  async function pair(): Promise<[Socket, Socket]> {
+    const far = new Promise<Socket>((resolve) => waiting.push(resolve));
+    const near = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+    await new Promise((resolve) => near.once("connect", resolve));
+    return [near, await far];
+  }
+
+  /** client ⇄ [proxyClient | proxyUpstream] ⇄ target */
+  async function proxied() {
+    const [client, proxyClient] = await pair();
+    const [proxyUpstream, target] = await pair();
+    for (const socket of [client, target]) socket.on("error", () => undefined);
+    let join!: JoinedStreams;
+    const closed = new Promise<JoinOutcome>((resolve) => (join = joinStreams(proxyClient, proxyUpstream, { onClose: resolve })));
+    return { client, target, closed, join };
+  }
+
+  it("carries both ways with half-close, and closes both as complete", async () => {
+    const { client, target, closed } = await proxied();
+    target.on("data", (chunk: Buffer) => target.write(chunk));
+    target.once("end", () => target.end("bye"));
+    const payload = randomBytes(4 * 1024 * 1024);
+    const received: Buffer[] = [];
+    client.on("data", (chunk: Buffer) => received.push(chunk));
+    const ended = new Promise((resolve) => client.once("end", resolve));
+    client.end(payload);
+    await ended;
+    expect(Buffer.concat(received).equals(Buffer.concat([payload, Buffer.from("bye")]))).toBe(true);
+    expect(await closed).toEqual({ complete: true });
+  });
+
+  it("gives the client an RST, not an end, when the target resets mid-transfer", async () => {
+    const { client, target, closed } = await proxied();
+    const ending = watchEnding(client);
+    target.write(randomBytes(64 * 1024), () => target.resetAndDestroy());
+    const seen = await ending;
+    expect(seen.how).toBe("ECONNRESET");
+    expect(seen.bytes).toBeLessThanOrEqual(64 * 1024);
+    expect((await closed).cutBy).toBe("b");
+  });
+
+  it("gives the target an RST, not an end, when the client resets", async () => {
+    const { client, target, closed } = await proxied();
+    const ending = watchEnding(target);
+    client.write(randomBytes(16 * 1024), () => client.resetAndDestroy());
+    expect((await ending).how).toBe("ECONNRESET");
+    expect((await closed).complete).toBe(false);
+  });
+
+  it("resets the upstream at once, without throwing, when the client is already gone", async () => {
+    const [client, proxyClient] = await pair();
+    const [proxyUpstream, target] = await pair();
+    const ending = watchEnding(target);
+    proxyClient.on("error", () => undefined);
+    client.resetAndDestroy();
+    await new Promise((resolve) => proxyClient.once("close", resolve));
+    const outcome = await new Promise<JoinOutcome>((resolve) => joinStreams(proxyClient, proxyUpstream, { onClose: resolve }));
+    expect(outcome).toMatchObject({ complete: false, cutBy: "a" });
+    expect((await ending).how).toBe("ECONNRESET");
+  });
+
+  it("resets the client when a Duplex upstream (a tunnel stream) is destroyed with an error, and destroys it with an error when the client resets", async () => {
+    const tunnelLike = () => new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback(); } });
+    {
+      const [client, proxyClient] = await pair();
+      const upstream = tunnelLike();
+      const ending = watchEnding(client);
+      joinStreams(proxyClient, upstream);
+      upstream.push(randomBytes(1000));
+      upstream.destroy(new Error("stream reset by the far end"));
+      const seen = await ending;
+      expect(seen.how).toBe("ECONNRESET");
+      expect(seen.bytes).toBeLessThanOrEqual(1000);
+    }
+    {
+      const [client, proxyClient] = await pair();
+      const upstream = tunnelLike();
+      const destroyed = new Promise<Error | null>((resolve) => upstream.once("close", () => resolve(upstream.errored)));
+      joinStreams(proxyClient, upstream);
+      client.resetAndDestroy();
+      expect(await destroyed).toBeInstanceOf(Error);
+    }
+  });
+
+  it("resets both sides on reset() (an idle timeout)", async () => {
+    const { client, target, join } = await proxied();
+    const endings = [watchEnding(client), watchEnding(target)];
+    join.reset(new Error("idle timeout"));
+    expect((await Promise.all(endings)).map((ending) => ending.how)).toEqual(["ECONNRESET", "ECONNRESET"]);
+  });
+});

@@ -1,0 +1,132 @@
+/**
+ * Joins two byte streams both ways (a client socket and its upstream: a socket to
+ * the target, a tunnel stream) so that a cut is never taken for an end, and
+ * nothing either peer does can throw (STYLE 20, 21).
+ *
+ * - Bytes flow both ways with backpressure: a write() that returns false pauses
+ *   the source until 'drain', so the only buffers are the streams' own plus at
+ *   most one chunk.
+ * - A real end from one side ('end': a FIN, a tunnel stream closed by its far
+ *   end) half-closes the other (end()); when both directions have ended, both
+ *   close as they would on their own.
+ * - Anything else that stops one side before both directions ended (an error, an
+ *   RST, a destroy, a close without an end) resets the other side: a TCP socket
+ *   with an RST (resetAndDestroy), any other stream by destroy(error), which a
+ *   tunnel stream turns into a reset of its far end. A reader that reads until
+ *   EOF then never takes a short stream for a whole one.
+ * - Either side may already be gone when the join is made (a client that hung up
+ *   while its upstream was being dialled): the other one is reset at once.
+ *   (`stream.pipeline` throws ERR_STREAM_UNABLE_TO_PIPE there, and ends the
+ *   destination cleanly when its source was destroyed.)
+ *
+ * ```ts
+ * const join = joinStreams(client, upstream, { onClose: (outcome) => outcome.complete || count(`reset by ${outcome.cutBy}`) });
+ * join.reset(new Error("idle timeout")); // both sides get an RST (or destroy(error))
+ * ```
+ */
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+
+export interface JoinOutcome {
+  /** Both directions ended with a real end. */
+  complete: boolean;
+  /** Which side stopped first when not complete ("a" or "b", as passed to joinStreams). */
+  cutBy?: "a" | "b";
+  /** What stopped it: the side's error, or an error saying it closed without an end. */
+  error?: Error;
+}
+
+export interface JoinedStreams {
+  /** Resets both sides (an idle timeout, a shutdown): the join ends as not complete. */
+  reset(error: Error): void;
+}
+
+export interface JoinOptions {
+  /** Called once, when both sides have closed. */
+  onClose?: (outcome: JoinOutcome) => void;
+}
+
+/**
+ * Ends a stream as cut, never as finished: a TCP socket with an RST, anything else
+ * (a TLS socket, whose handle is not TCP; a tunnel stream) by destroy(error).
+ */
+export function resetStream(stream: Duplex, error: Error): void {
+  if (stream.destroyed) return;
+  const socket = stream as Partial<Socket>;
+  if (typeof socket.resetAndDestroy === "function") {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // ERR_INVALID_HANDLE_TYPE: a socket over something other than TCP (a TLS socket); destroyed below.
+    }
+  }
+  stream.destroy(error);
+}
+
+/** Both directions of the stream are done: its far end ended, and our end of it finished. */
+const finished = (stream: Duplex) => stream.readableEnded && stream.writableFinished;
+
+export function joinStreams(a: Duplex, b: Duplex, options: JoinOptions = {}): JoinedStreams {
+  let outcome: JoinOutcome | undefined;
+  let closed = 0;
+  const sideOf = (stream: Duplex) => (stream === a ? "a" : "b");
+  const otherOf = (stream: Duplex) => (stream === a ? b : a);
+
+  const cut = (stream: Duplex, error: Error) => {
+    if (outcome) return;
+    outcome = { complete: false, cutBy: sideOf(stream), error };
+    resetStream(otherOf(stream), error);
+    resetStream(stream, error);
+  };
+  const onClosed = () => {
+    if (++closed < 2) return;
+    outcome ??= { complete: true };
+    options.onClose?.(outcome);
+  };
+
+  for (const stream of [a, b]) {
+    // Half-close passed through: a side's end must not end its own writable side (net's default).
+    stream.allowHalfOpen = true;
+    stream.on("error", (error: Error) => {
+      if (!finished(stream)) cut(stream, error);
+    });
+    const onClose = () => {
+      if (!finished(stream)) cut(stream, (stream.errored as Error | null) ?? closedWithoutEnd(sideOf(stream)));
+      onClosed();
+    };
+    if (stream.closed) queueMicrotask(onClose);
+    else stream.once("close", onClose);
+  }
+  // A side already gone is a cut before anything was carried; its 'close' may have passed already.
+  for (const stream of [a, b]) {
+    if (stream.destroyed && !finished(stream)) cut(stream, (stream.errored as Error | null) ?? closedWithoutEnd(sideOf(stream)));
+  }
+  if (!outcome) {
+    copy(a, b);
+    copy(b, a);
+  }
+  return {
+    reset(error: Error) {
+      if (!outcome) outcome = { complete: false, cutBy: undefined, error };
+      resetStream(a, error);
+      resetStream(b, error);
+    },
+  };
+}
+
+function closedWithoutEnd(side: "a" | "b"): Error & { code: string } {
+  return Object.assign(new Error(`side ${side} of a joined stream closed before its end (a cut, not an end)`), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+}
+
+/** from → to with backpressure; from's end half-closes to. */
+function copy(from: Duplex, to: Duplex): void {
+  from.on("data", (chunk: Buffer) => {
+    if (to.destroyed) return;
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on("drain", () => from.resume());
+  if (from.readableEnded) to.end();
+  else from.once("end", () => to.destroyed || to.end());
+  if (!to.writableNeedDrain) from.resume();
+}
