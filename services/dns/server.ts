@@ -136,7 +136,8 @@ export class DnsServer {
         throw new LeafmeshError("DNS_FAILED", `cannot listen for DNS on udp ${listen.host}:${listen.port}: ${(cause as Error).message}`, { cause });
       }
       const port = udp.address().port;
-      const tcp = createServer({ noDelay: true }, (socket) => this.#onTcpClient(socket));
+      // allowHalfOpen: a client may send its queries and FIN at once; its answers still go back (then our FIN).
+      const tcp = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#onTcpClient(socket));
       tcp.maxConnections = this.#options.maxTcpConnections ?? 256;
       try {
         await new Promise<void>((resolve, reject) => {
@@ -389,39 +390,43 @@ export class DnsServer {
     this.#stats.latency(performance.now() - started);
   }
 
+  /** TCP clients connected now (a gauge in stats: zero when no client is left over). */
+  get tcpClients(): number {
+    return this.#tcpClients.size;
+  }
+
+  /**
+   * One TCP client (RFC 7766): length-prefixed queries, pipelined, answered as
+   * they are ready. Reading stops while `tcpPipelineDepth` answers are pending or
+   * the client does not read its answers (the socket's buffer is full), and goes
+   * on after; a client's FIN is answered with ours once its pending answers went
+   * out. A client that leaves or resets costs nothing more: answers still on the
+   * way are dropped.
+   */
   #onTcpClient(socket: TcpSocket): void {
     this.#tcpClients.add(socket);
     const depth = this.#options.tcpPipelineDepth ?? 32;
     let buffered: Buffer = Buffer.alloc(0);
     let pending = 0;
-    let closed = false;
+    let clientEnded = false;
     socket.setTimeout(this.#options.tcpIdleMs ?? 10_000, () => {
       this.#drop("tcp idle");
       socket.destroy();
     });
     socket.on("error", () => socket.destroy());
-    socket.on("close", () => {
-      closed = true;
-      this.#tcpClients.delete(socket);
-    });
+    socket.on("close", () => this.#tcpClients.delete(socket));
     const write = (bytes: Buffer, started: number) => {
-      if (closed) return;
+      if (socket.destroyed || socket.writableEnded) return;
       const frame = Buffer.allocUnsafe(2 + bytes.length);
       frame.writeUInt16BE(bytes.length, 0);
       bytes.copy(frame, 2);
-      // Backpressure: a client that does not read stops being read.
-      if (!socket.write(frame)) {
-        socket.pause();
-        socket.once("drain", () => {
-          if (pending >= depth) return; // the last pending answer resumes
-          socket.resume();
-          drain(); // messages already buffered do not wait for more data
-        });
-      }
+      // Backpressure: past the socket's high-water mark pump() stops taking queries until 'drain'.
+      socket.write(frame);
       this.#stats.latency(performance.now() - started);
     };
-    const drain = () => {
-      while (!closed && buffered.length >= 2 && pending < depth) {
+    const completeMessageBuffered = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
+    const pump = () => {
+      while (!socket.destroyed && buffered.length >= 2 && pending < depth && !socket.writableNeedDrain) {
         const length = buffered.readUInt16BE(0);
         if (length < 12) {
           // Not even a header: the stream cannot be resynchronised (RFC 7766 §8).
@@ -429,7 +434,7 @@ export class DnsServer {
           socket.destroy();
           return;
         }
-        if (buffered.length < 2 + length) return; // wait for the rest, within the idle timeout
+        if (buffered.length < 2 + length) break; // wait for the rest, within the idle timeout
         const message = buffered.subarray(2, 2 + length);
         buffered = buffered.subarray(2 + length);
         const started = performance.now();
@@ -450,24 +455,32 @@ export class DnsServer {
           (bytes) => {
             pending--;
             if (bytes) write(bytes, started);
-            if (pending < depth && !socket.writableNeedDrain) {
-              socket.resume();
-              drain();
-            }
+            pump();
           },
           (error) => {
             pending--;
             this.#internalError(error);
+            pump();
           },
         );
       }
-      if (pending >= depth) socket.pause();
+      if (socket.destroyed) return;
+      // Read more only while answers can go out and the pipeline has room.
+      if (pending >= depth || socket.writableNeedDrain) socket.pause();
+      else socket.resume();
+      // The client sent FIN: once its last complete query is answered, so do we (a partial one is dropped).
+      if (clientEnded && pending === 0 && !completeMessageBuffered() && !socket.writableEnded) socket.end();
     };
+    socket.on("drain", pump);
+    socket.once("end", () => {
+      clientEnded = true;
+      pump();
+    });
     socket.on("data", (chunk: Buffer) => {
       // One message is at most 65,535 bytes plus its length: more than that buffered means the reader is behind, not that the client may send more.
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      drain();
-      if (buffered.length > 2 * (65_535 + 2)) {
+      pump();
+      if (!socket.destroyed && buffered.length > 2 * (65_535 + 2)) {
         this.#drop("tcp buffer full");
         socket.destroy();
       }
