@@ -390,9 +390,11 @@ export class DnsServer {
     this.#stats.latency(performance.now() - started);
   }
 
-  /** TCP clients connected now (a gauge in stats: zero when no client is left over). */
-  get tcpClients(): number {
-    return this.#tcpClients.size;
+  /** Answer bytes queued in this process for TCP clients, not yet taken by the kernel: about one socket buffer's high-water mark per client that does not read. */
+  get tcpBufferedBytes(): number {
+    let total = 0;
+    for (const client of this.#tcpClients) total += client.writableLength;
+    return total;
   }
 
   /**
