@@ -267,7 +267,8 @@ export class Reflector {
     this.#failures++;
     this.#counters.failures++;
     const reason = explainFailure(error, this.#qualifiedResource);
-    this.#lastError = `${reason}: ${describeError(error)}`;
+    // With nothing to add to the error (a timeout), the reason is its message: said once.
+    this.#lastError = reason === describeError(error) ? reason : `${reason}: ${describeError(error)}`;
     // An optional resource the API answers with an error (RBAC without Istio's group, a MetaServer that cannot serve it)
     // must not hold the Services back: it counts as synced with what it holds (nothing, the first time).
     const passOver = this.spec.optional && apiStatus(error) !== undefined && !this.#synced;
