@@ -15,7 +15,7 @@
  * ```
  */
 import type { CatalogObject } from "../../bus/catalog.ts";
-import { describeObject, normalizeObject } from "./normalize.ts";
+import { describeObject, normalizeObject, problemMessage } from "./normalize.ts";
 import type { CatalogRejection } from "./source.ts";
 
 /** An object as the API sends it. */
@@ -143,7 +143,7 @@ export class ResourceStore {
         this.#onRefused({
           object: describeObject(result.kind, result.name),
           field: problem.field,
-          message: `${problem.field ? `${problem.field} ` : ""}${problem.message}${previous?.good ? " (the previous version stays in the catalog)" : ""}`,
+          message: `${problemMessage(problem)}${previous?.good ? " (the previous version stays in the catalog)" : ""}`,
         });
       }
     }

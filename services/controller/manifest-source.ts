@@ -23,7 +23,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import type { Logger } from "../../lib/log.ts";
-import { describeObject, normalizeObject } from "./normalize.ts";
+import { describeObject, normalizeObject, problemMessage } from "./normalize.ts";
 import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 
 export interface ManifestSourceOptions {
@@ -237,7 +237,7 @@ export class ManifestSource implements CatalogSource {
               file,
               object: result.kind ? describeObject(result.kind, result.name) : where,
               field: problem.field,
-              message: problem.field ? `${problem.field} ${problem.message}` : problem.message,
+              message: problemMessage(problem),
             });
           }
           continue;
