@@ -262,10 +262,16 @@ export function explainFailure(error: unknown, resource: string): string {
   return describeError(error);
 }
 
-/** Node's code of a socket or stream failure (ECONNREFUSED…), on the error or its cause. */
+/**
+ * Node's code of a socket or stream failure (ECONNREFUSED…), on the error or its causes. A LeafmeshError's code is
+ * leafmesh's own ("KUBERNETES_FAILED" on a timeout) and says nothing an operator can act on: its causes are looked at.
+ */
 function systemErrorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code ?? (error as { cause?: { code?: unknown } } | null)?.cause?.code;
-  return typeof code === "string" ? code : undefined;
+  for (let current = error, depth = 0; current && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string" && !(current instanceof LeafmeshError)) return code;
+  }
+  return undefined;
 }
 
 /**

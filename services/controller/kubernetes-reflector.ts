@@ -6,11 +6,8 @@
  * an optional API that is not installed, and relist after every watch on a
  * server that replays instead of resuming (KubeEdge's MetaServer). What it
  * holds lives in a ResourceStore (kubernetes-store.ts), the HTTP in
- * kubernetes-client.ts; the source (kubernetes-source.ts) runs one per resource.
- *
- * Why this file is long: it is one loop and the state the loop keeps
- * across list, watch and backoff (resourceVersion, failures, quick ends, the
- * replay verdict); cut in two, that state would be handed back and forth.
+ * kubernetes-client.ts, what a resource is and where it lives in
+ * kubernetes-store.ts; the source (kubernetes-source.ts) runs one per resource.
  *
  * ```ts
  * const reflector = new Reflector({ resource: "services", kind: "Service", group: "", versions: ["v1"], optional: false }, host);
@@ -24,7 +21,7 @@ import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { apiStatus, explainFailure, type KubernetesClient } from "./kubernetes-client.ts";
-import { ResourceStore, withKind, type RawObject, type Refusal } from "./kubernetes-store.ts";
+import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** How a reflector reads, every value resolved: KubernetesSourceOptions documents each one and its default. */
 export interface ReflectorSettings {
@@ -36,17 +33,6 @@ export interface ReflectorSettings {
   watchTimeoutSeconds: number;
   optionalRecheckMs: number;
   pageSize: number;
-}
-
-export interface ResourceSpec {
-  resource: string;
-  kind: string;
-  /** "" for the core group. */
-  group: string;
-  /** Tried in order; the first the server serves is used. */
-  versions: string[];
-  /** A 404 means "not installed here" (an empty list), not an error. */
-  optional: boolean;
 }
 
 /** What a reflector needs of its source: handed in, so the source keeps no public internals. */
@@ -176,7 +162,7 @@ export class Reflector {
       state: this.#machine.getSnapshot().value as ReflectorState,
       synced: this.#synced,
       resourceVersion: this.#resourceVersion,
-      ...(this.#version ? { apiVersion: this.#apiVersion(this.#version) } : {}),
+      ...(this.#version ? { apiVersion: apiVersionOf(this.spec, this.#version) } : {}),
       objects: this.#store.size,
       ...this.#counters,
       rejected: this.#store.rejected,
@@ -190,21 +176,6 @@ export class Reflector {
 
   get #settings(): ReflectorSettings {
     return this.#host.settings;
-  }
-
-  /** "services", or "destinationrules.networking.istio.io": how RBAC names the resource. */
-  get #qualifiedResource(): string {
-    return `${this.spec.resource}${this.spec.group ? `.${this.spec.group}` : ""}`;
-  }
-
-  #path(version: string): string {
-    const namespace = this.#settings.namespace;
-    const base = this.spec.group ? `/apis/${this.spec.group}/${version}` : `/api/${version}`;
-    return `${base}${namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ""}/${this.spec.resource}`;
-  }
-
-  #apiVersion(version: string): string {
-    return this.spec.group ? `${this.spec.group}/${version}` : version;
   }
 
   async #run(): Promise<void> {
@@ -266,8 +237,9 @@ export class Reflector {
   async #failed(error: unknown): Promise<void> {
     this.#failures++;
     this.#counters.failures++;
-    const reason = explainFailure(error, this.#qualifiedResource);
-    this.#lastError = `${reason}: ${describeError(error)}`;
+    const reason = explainFailure(error, qualifiedResource(this.spec));
+    // With nothing to add to the error (a timeout), the reason is its message: said once.
+    this.#lastError = reason === describeError(error) ? reason : `${reason}: ${describeError(error)}`;
     // An optional resource the API answers with an error (RBAC without Istio's group, a MetaServer that cannot serve it)
     // must not hold the Services back: it counts as synced with what it holds (nothing, the first time).
     const passOver = this.spec.optional && apiStatus(error) !== undefined && !this.#synced;
@@ -325,7 +297,7 @@ export class Reflector {
       return;
     }
     if (this.#absent || (this.spec.optional && this.#version === undefined)) {
-      this.#log.info({ resource: this.spec.resource, version: found.version }, `reading ${this.spec.kind}s from ${this.#apiVersion(found.version)}`);
+      this.#log.info({ resource: this.spec.resource, version: found.version }, `reading ${this.spec.kind}s from ${apiVersionOf(this.spec, found.version)}`);
     }
     this.#absent = false;
     this.#version = found.version;
@@ -338,7 +310,7 @@ export class Reflector {
     this.#inFlight = abort;
     this.#counters.lists++;
     try {
-      const list = await this.#host.client.list(this.#path(version), {
+      const list = await this.#host.client.list(resourcePath(this.spec, version, this.#settings.namespace), {
         pageSize: this.#settings.pageSize,
         signal: abort.signal,
         onRestart: () => {
@@ -353,7 +325,7 @@ export class Reflector {
   }
 
   #replace(items: RawObject[], version: string): void {
-    const { before, after } = this.#store.replace(items.map((item) => withKind(item, this.#apiVersion(version), this.spec.kind)));
+    const { before, after } = this.#store.replace(items.map((item) => withKind(item, apiVersionOf(this.spec, version), this.spec.kind)));
     this.#synced = true;
     this.#host.replaceAll(before, after);
   }
@@ -370,7 +342,7 @@ export class Reflector {
     let sawEvent = false;
     try {
       const ended = await this.#host.client.watch(
-        this.#path(version),
+        resourcePath(this.spec, version, this.#settings.namespace),
         { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
         {
           signal: abort.signal,
@@ -401,7 +373,7 @@ export class Reflector {
       return;
     }
     if (type !== "ADDED" && type !== "MODIFIED" && type !== "DELETED") return;
-    const raw = withKind(object, this.#apiVersion(version), this.spec.kind);
+    const raw = withKind(object, apiVersionOf(this.spec, version), this.spec.kind);
     // A server that resumes from a resourceVersion never sends again a version the client holds. KubeEdge's
     // MetaServer does: it ignores the resourceVersion and replays every object as ADDED. Resuming there would
     // miss what was deleted meanwhile, so from now on every watch that ends is followed by a list.

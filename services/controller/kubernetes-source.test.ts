@@ -488,11 +488,14 @@ describe("KubernetesSource", () => {
     api.apply(service("web", "198.19.0.1"));
     api.stall(true);
     // start() does not wait out the request timeout: it returns and the lists go on.
-    const { source } = makeSource(api, { requestTimeoutMs: 3_000, startWaitMs: 100 });
+    const { log, lines } = capturedLogger();
+    const { source } = makeSource(api, { log, requestTimeoutMs: 3_000, startWaitMs: 100 });
     await source.start();
     expect(source.synced).toBe(false);
     await eventually(() => source.status().find((entry) => entry.resource === "services" && entry.state === "backoff"), 10_000, "the request timeout");
-    expect(source.status().find((entry) => entry.resource === "services")?.lastError).toMatch(/no answer within 3000 ms/);
+    // The operator reads what went wrong, not the error's code (a LeafmeshError's code is no socket's ECONNREFUSED).
+    expect(source.status().find((entry) => entry.resource === "services")?.lastError).toMatch(/^GET \/api\/v1\/services\?limit=500: no answer within 3000 ms$/);
+    expect(lines.find((line) => line.level === 40 && line.resource === "services")?.msg).toMatch(/^Kubernetes API request failed \(GET \/api\/v1\/services\?limit=500: no answer within 3000 ms\); keeping/);
     api.stall(false);
     await eventually(() => source.synced, 5_000, "the sync once the API answers");
     await eventually(() => api.openWatches === 2, 5_000, "the watches");

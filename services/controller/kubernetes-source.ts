@@ -31,7 +31,8 @@ import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { KubernetesClient, loadKubeconfig } from "./kubernetes-client.ts";
-import { Reflector, type KubernetesResourceStatus, type ReflectorHost, type ReflectorSettings, type ResourceSpec } from "./kubernetes-reflector.ts";
+import { Reflector, type KubernetesResourceStatus, type ReflectorHost, type ReflectorSettings } from "./kubernetes-reflector.ts";
+import type { ResourceSpec } from "./kubernetes-store.ts";
 import type { Refusal } from "./kubernetes-store.ts";
 import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 

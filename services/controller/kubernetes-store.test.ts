@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { sampleService } from "../../test/support/manifests.ts";
-import { ResourceStore, withKind, type RawObject, type Refusal } from "./kubernetes-store.ts";
+import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** A Service as the API sends it, at a resourceVersion. */
 function service(name: string, resourceVersion: string, port = 80): RawObject {
@@ -12,6 +12,18 @@ function store() {
   const refusals: Refusal[] = [];
   return { store: new ResourceStore((refusal) => refusals.push(refusal)), refusals };
 }
+
+describe("ResourceSpec", () => {
+  const services: ResourceSpec = { resource: "services", kind: "Service", group: "", versions: ["v1"], optional: false };
+  const rules: ResourceSpec = { resource: "destinationrules", kind: "DestinationRule", group: "networking.istio.io", versions: ["v1", "v1beta1"], optional: true };
+
+  it("names where a resource lives in the API, and how RBAC names it", () => {
+    expect(resourcePath(services, "v1")).toBe("/api/v1/services");
+    expect(resourcePath(rules, "v1beta1", "demo")).toBe("/apis/networking.istio.io/v1beta1/namespaces/demo/destinationrules");
+    expect([apiVersionOf(services, "v1"), apiVersionOf(rules, "v1beta1")]).toEqual(["v1", "networking.istio.io/v1beta1"]);
+    expect([qualifiedResource(services), qualifiedResource(rules)]).toEqual(["services", "destinationrules.networking.istio.io"]);
+  });
+});
 
 describe("ResourceStore", () => {
   it("takes a list in place of what it held, and says what it held before and after", () => {

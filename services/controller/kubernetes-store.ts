@@ -4,7 +4,9 @@
  * catalog objects through `normalizeObject` (normalize.ts, the one conversion
  * of Kubernetes objects, which the manifest source uses too). An object whose
  * new version is refused keeps its last good version, and a refused version is
- * reported once, not again at every relist. Pure: no I/O, no timers.
+ * reported once, not again at every relist. It also says what a resource is
+ * (ResourceSpec) and where it lives in the API (path, apiVersion, the name RBAC
+ * gives it). Pure: no I/O, no timers.
  *
  * ```ts
  * const store = new ResourceStore((refusal) => report(refusal));
@@ -13,7 +15,7 @@
  * ```
  */
 import type { CatalogObject } from "../../bus/catalog.ts";
-import { describeObject, normalizeObject } from "./normalize.ts";
+import { describeObject, normalizeObject, problemMessage } from "./normalize.ts";
 import type { CatalogRejection } from "./source.ts";
 
 /** An object as the API sends it. */
@@ -35,6 +37,34 @@ interface Held {
   seenVersion?: string;
   /** resourceVersion of the last refused version, so a relist does not report it again. */
   refusedVersion?: string;
+}
+
+/** One resource the source reads: where it lives in the API, and whether a cluster may lack it. */
+export interface ResourceSpec {
+  resource: string;
+  kind: string;
+  /** "" for the core group. */
+  group: string;
+  /** Tried in order; the first the server serves is used. */
+  versions: string[];
+  /** A 404 means "not installed here" (an empty list), not an error. */
+  optional: boolean;
+}
+
+/** "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices": the collection to list and watch. */
+export function resourcePath(spec: ResourceSpec, version: string, namespace?: string): string {
+  const base = spec.group ? `/apis/${spec.group}/${version}` : `/api/${version}`;
+  return `${base}${namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ""}/${spec.resource}`;
+}
+
+/** "networking.istio.io/v1", or "v1" for the core group. */
+export function apiVersionOf(spec: ResourceSpec, version: string): string {
+  return spec.group ? `${spec.group}/${version}` : version;
+}
+
+/** "services", or "destinationrules.networking.istio.io": how RBAC names the resource. */
+export function qualifiedResource(spec: ResourceSpec): string {
+  return `${spec.resource}${spec.group ? `.${spec.group}` : ""}`;
 }
 
 /** A list's items carry no kind and apiVersion: the list says them, and normalisation needs them. */
@@ -113,7 +143,7 @@ export class ResourceStore {
         this.#onRefused({
           object: describeObject(result.kind, result.name),
           field: problem.field,
-          message: `${problem.field ? `${problem.field} ` : ""}${problem.message}${previous?.good ? " (the previous version stays in the catalog)" : ""}`,
+          message: `${problemMessage(problem)}${previous?.good ? " (the previous version stays in the catalog)" : ""}`,
         });
       }
     }

@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from "node:fs";
+import { readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../../lib/log.ts";
@@ -35,6 +35,7 @@ describeCatalogSourceContract("ManifestSource over a directory", async (clock) =
   const dir = tempDir();
   const source = () => new ManifestSource({ directory: dir, log: silentLogger(), clock, rescanMs: 200, debounceMs: 20 });
   const running = source();
+  let rereads = 0;
   return {
     source: running,
     twin: source,
@@ -43,7 +44,12 @@ describeCatalogSourceContract("ManifestSource over a directory", async (clock) =
       writeManifest(dir, objectFile(kind, metadata.namespace ?? "default", metadata.name), [raw]);
     },
     remove: async (kind, namespace, name) => rmSync(join(dir, objectFile(kind, namespace, name))),
-    reread: () => running.reload(),
+    // Every file written again with the same bytes (a new mtime), as a config tool or a ConfigMap volume does, then a rescan.
+    reread: async () => {
+      rereads++;
+      for (const file of readdirSync(dir)) utimesSync(join(dir, file), new Date(), new Date(Date.now() + rereads * 1_000));
+      await running.reload();
+    },
     close: async () => undefined,
   };
 });

@@ -4,7 +4,7 @@
  * changes. A file with any invalid object is refused as a whole and the objects
  * it held before stay, so a half-saved edit never tears a Service down; the
  * rejection names the file, the object and the field. Each refusal is reported
- * once, not at every rescan: a broken file until it changes, an object defined
+ * once, not at every rescan: a broken file until its bytes change, an object defined
  * in two files until it is no longer.
  *
  * ```ts
@@ -13,16 +13,17 @@
  * await source.start();
  * ```
  */
+import { createHash } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
-import { LeafmeshError } from "../../lib/errors.ts";
+import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import type { Logger } from "../../lib/log.ts";
-import { describeObject, normalizeObject } from "./normalize.ts";
+import { describeObject, normalizeObject, problemMessage } from "./normalize.ts";
 import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 
 export interface ManifestSourceOptions {
@@ -37,7 +38,13 @@ export interface ManifestSourceOptions {
 }
 
 interface LoadedFile {
+  /** Size, mtime and inode: unchanged means the file is not read again. */
   signature: string;
+  /**
+   * SHA-256 of the bytes last read: a file written again with the same bytes (a config tool, a ConfigMap volume's
+   * swap) is neither parsed again nor, when refused, reported again.
+   */
+  digest?: string;
   objects: Map<string, CatalogObject>;
 }
 
@@ -142,15 +149,19 @@ export class ManifestSource implements CatalogSource {
         next.set(path, previous);
         continue;
       }
-      const parsed = await this.#parseFile(path);
+      const text = await this.#read(path);
+      const digest = text === undefined ? undefined : createHash("sha256").update(text).digest("hex");
+      if (previous && digest !== undefined && previous.digest === digest) {
+        next.set(path, { ...previous, signature });
+        continue;
+      }
+      const parsed = text === undefined ? undefined : this.#parse(path, text);
       if (parsed) {
-        next.set(path, { signature, objects: parsed });
+        next.set(path, { signature, digest, objects: parsed });
         if (previous) this.#options.log.info({ file: this.#relative(path), objects: parsed.size }, "manifest file reloaded");
-      } else if (previous) {
-        // Refused: keep what the file held before, but remember the signature so the same broken content is reported once.
-        next.set(path, { signature, objects: previous.objects });
       } else {
-        next.set(path, { signature, objects: new Map() });
+        // Refused: keep what the file held before, and remember signature and bytes so the same broken file is reported once.
+        next.set(path, { signature, digest, objects: previous?.objects ?? new Map() });
       }
     }
     // Stopped while reading: a stopped source changes and emits nothing.
@@ -187,16 +198,19 @@ export class ManifestSource implements CatalogSource {
     this.#listeners.emitChanges(changes);
   }
 
-  /** The file's objects, or undefined when the file is refused (every problem reported). */
-  async #parseFile(path: string): Promise<Map<string, CatalogObject> | undefined> {
-    const file = this.#relative(path);
-    let text: string;
+  /** The file's text, or undefined (reported) when it cannot be read. */
+  async #read(path: string): Promise<string | undefined> {
     try {
-      text = await readFile(path, "utf8");
+      return await readFile(path, "utf8");
     } catch (error) {
-      this.#reject({ file, message: `cannot read: ${(error as Error).message}` });
+      this.#reject({ file: this.#relative(path), message: `cannot read: ${describeError(error)}` });
       return undefined;
     }
+  }
+
+  /** The file's objects, or undefined when the file is refused (every problem reported). */
+  #parse(path: string, text: string): Map<string, CatalogObject> | undefined {
+    const file = this.#relative(path);
     const documents = parseAllDocuments(text, { prettyErrors: true });
     const objects = new Map<string, CatalogObject>();
     let refused = false;
@@ -223,7 +237,7 @@ export class ManifestSource implements CatalogSource {
               file,
               object: result.kind ? describeObject(result.kind, result.name) : where,
               field: problem.field,
-              message: problem.field ? `${problem.field} ${problem.message}` : problem.message,
+              message: problemMessage(problem),
             });
           }
           continue;

@@ -348,6 +348,11 @@ function normalizeDestinationRule(raw: z.infer<typeof rawDestinationRule>, probl
   };
 }
 
+/** "spec.ports[0].port must be 1 to 65535": how a rejection words a problem, in both sources. */
+export function problemMessage(problem: FieldProblem): string {
+  return problem.field ? `${problem.field} ${problem.message}` : problem.message;
+}
+
 /** "Service shop/web" — how errors name an object. */
 export function describeObject(kind: string, name: string): string {
   return `${kind || "object"} ${name}`;
