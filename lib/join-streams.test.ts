@@ -7,7 +7,12 @@ import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { joinStreams, type JoinedStreams, type JoinOutcome } from "./join-streams.ts";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { createCertificateAuthority, issueCertificate } from "../trust/tls.ts";
+import { joinStreams, resetStream, type JoinedStreams, type JoinOutcome } from "./join-streams.ts";
 
 /** How a socket's far end finished, as its reader saw it. */
 interface Ending {
@@ -131,5 +136,43 @@ describe("joinStreams", () => {
     const endings = [watchEnding(client), watchEnding(target)];
     join.reset(new Error("idle timeout"));
     expect((await Promise.all(endings)).map((ending) => ending.how)).toEqual(["ECONNRESET", "ECONNRESET"]);
+  });
+});
+
+describe("resetStream", () => {
+  it("resets a TLS socket's TCP connection: the far end sees ECONNRESET, not a clean end", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "join-tls-"));
+    try {
+      const ca = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
+      await createCertificateAuthority({ ...ca, name: "join-streams test" });
+      const server = { certFile: join(dir, "s.crt"), keyFile: join(dir, "s.key") };
+      await issueCertificate({ ...server, caCertFile: ca.certFile, caKeyFile: ca.keyFile, commonName: "localhost", hosts: ["127.0.0.1"] });
+      const serverSide: TLSSocket[] = [];
+      const tlsServer = createTlsServer({ cert: readFileSync(server.certFile), key: readFileSync(server.keyFile) }, (socket) => {
+        socket.on("error", () => undefined);
+        serverSide.push(socket);
+        socket.write("hello");
+      });
+      await new Promise<void>((resolve) => tlsServer.listen(0, "127.0.0.1", resolve));
+      const client = tlsConnect({ port: (tlsServer.address() as { port: number }).port, host: "127.0.0.1", ca: readFileSync(ca.certFile) });
+      client.resume(); // read everything, so that a clean end would show as 'end'
+      const seen = new Promise<string>((resolve) => {
+        client.once("end", () => resolve("end"));
+        client.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      });
+      await expect.poll(() => serverSide.length).toBe(1);
+      resetStream(serverSide[0], new Error("cut"));
+      expect(await seen).toBe("ECONNRESET");
+      tlsServer.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("hands its error to a stream nobody listens to without an unhandled 'error' (a late tunnel stream reset on arrival)", async () => {
+    const stream = new Duplex({ read() {}, write: (_chunk, _encoding, callback) => callback() });
+    resetStream(stream, new Error("the client left before the stream opened"));
+    await new Promise((resolve) => stream.once("close", resolve));
+    expect(stream.errored?.message).toBe("the client left before the stream opened");
   });
 });
