@@ -114,7 +114,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
-    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners().slice(0, 500), rejected: actor.rejected() }), stop: () => actor.stop() };
+    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(500), rejected: actor.rejected() }), stop: () => actor.stop() };
   };
   const proxier: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
     const listeners = busListenerSource(bus);

@@ -10,7 +10,7 @@ import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
-import { nowIso, type ListenerBinding } from "../../bus/events.ts";
+import type { ListenerBinding } from "../../bus/events.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -18,6 +18,7 @@ import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
 import type { NodeTopology } from "./policy.ts";
 import type { RemoteDialer } from "./dialer.ts";
+import { ListenerPublisher } from "./listener-publisher.ts";
 import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
 import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
@@ -51,8 +52,10 @@ export interface TrafficOptions {
   /** @default 4 — endpoints tried per TCP connection */
   maxAttempts?: number;
   outlier?: Omit<OutlierOptions, "clock">;
-  /** @default 500 — listeners per bus event page (~100 bytes each, well under 1 MiB). */
+  /** @default 500 — see ListenerPublisherOptions.pageSize */
   pageSize?: number;
+  /** @default 100 — see ListenerPublisherOptions.minIntervalMs */
+  publishIntervalMs?: number;
   /** @default 60_000 — the full set is published again this often as a safety net; a (re)started proxier asks for it at once (rpc `traffic.listeners`). */
   republishMs?: number;
   /** @default this namespace's ephemeral range — where listener ports are picked (listener-ports.ts). */
@@ -76,8 +79,8 @@ export interface TrafficActor {
   start(): Promise<void>;
   /** Closes every listener and connection. */
   stop(): Promise<void>;
-  /** Current listener of every proxied service port. */
-  listeners(): ListenerBinding[];
+  /** Current listener of every proxied service port (the first `limit`). */
+  listeners(limit?: number): ListenerBinding[];
   /** Called after every reconcile with the full set (the proxier's in-process input). */
   onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
   /** Services left out and why (invalid annotation). */
@@ -132,7 +135,6 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
   let loggedRejections = new Set<string>();
   let rejected: { service: string; reason: string; error: string }[] = [];
-  let generation = 0;
   let inFlight: Promise<void> = Promise.resolve();
   let firstReconcile: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   let unsubscribeFeed: (() => void) | undefined;
@@ -140,33 +142,18 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   let stopServing: (() => void) | undefined;
   let link: ActorLink | undefined;
 
-  const bindings = (): ListenerBinding[] =>
-    [...listeners.values()]
-      .filter((listener) => listener.plan.clusterIPs.length > 0)
-      .map((listener) => ({
-        key: listener.plan.key,
-        protocol: listener.plan.protocol,
-        clusterIPs: listener.plan.clusterIPs,
-        port: listener.plan.port,
-        listenerPort: listener.socket.port,
-      }));
-
-  const publish = () => {
-    if (!options.bus) return;
-    const all = bindings();
-    const pageSize = options.pageSize ?? 500;
-    const pages = Math.max(1, Math.ceil(all.length / pageSize));
-    generation++;
-    for (let page = 0; page < pages; page++) {
-      options.bus.publish("traffic", "listeners", {
-        at: nowIso(clock.now),
-        generation,
-        page,
-        pages,
-        listeners: all.slice(page * pageSize, (page + 1) * pageSize),
-      });
+  /** The bindings of the listeners that have a cluster IP, the first `limit` of them (status shows a few). */
+  const bindings = (limit = Number.POSITIVE_INFINITY): ListenerBinding[] => {
+    const result: ListenerBinding[] = [];
+    for (const listener of listeners.values()) {
+      if (result.length >= limit) break;
+      if (listener.plan.clusterIPs.length === 0) continue;
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerPort: listener.socket.port });
     }
+    return result;
   };
+
+  const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: () => bindings(), pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
 
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);
@@ -311,9 +298,11 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       shared.outliers.retain(known);
     }
     if (changed) {
-      publish();
-      const current = bindings();
-      for (const subscriber of subscribers) subscriber(current);
+      publisher?.request();
+      if (subscribers.size > 0) {
+        const current = bindings();
+        for (const subscriber of subscribers) subscriber(current);
+      }
     }
     if (failures.length > 0) throw new LeafmeshError("PROXY_FAILED", `could not open listeners (the other services work): ${failures.join("; ")}`);
   };
@@ -349,11 +338,11 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       actor.start();
       if (options.bus) {
         link = linkActorToBus({ bus: options.bus, actorName: "traffic", actor, clock, detail: () => ({ ...handle.stats() }) });
-        republishTimer = clock.setInterval(publish, options.republishMs ?? 60_000);
+        republishTimer = clock.setInterval(() => publisher?.publishNow(), options.republishMs ?? 60_000);
         // A proxier that (re)starts asks for the current set instead of waiting for the next change.
         stopServing = options.bus.serve(rpc.trafficListeners, () => {
-          publish();
-          return { generation, listeners: listeners.size };
+          publisher?.publishNow();
+          return { generation: publisher?.generation ?? 0, listeners: listeners.size };
         });
       }
       unsubscribeFeed = options.feed.onChange((keys) => {
@@ -368,6 +357,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       unsubscribeFeed?.();
       stopServing?.();
       clock.clearInterval(republishTimer);
+      publisher?.stop();
       if (actor.getSnapshot().status === "done") return;
       const stopped = new Promise<void>((resolve) => {
         const subscription = actor.subscribe((snapshot) => {
@@ -382,7 +372,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       await stopped;
       link?.stop();
     },
-    listeners: bindings,
+    listeners: (limit) => bindings(limit),
     onListeners(listener) {
       subscribers.add(listener);
       return () => subscribers.delete(listener);
