@@ -74,7 +74,26 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
     );
   }
-  const node = await startServerProcess({
+  // The source loads (reads and checks every manifest) while the nats-server starts: both take seconds at 10,000 services.
+  const sourceStarted = config.source?.start();
+  sourceStarted?.catch(() => undefined); // its error is the publisher's to raise, once the server is up
+  let node: ServerProcess;
+  try {
+    node = await startHubServer(config);
+  } catch (error) {
+    await config.source?.stop();
+    throw error;
+  }
+  try {
+    return await startHubParts(config, node, sourceStarted);
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+}
+
+function startHubServer(config: HubConfig): Promise<ServerProcess> {
+  return startServerProcess({
     name: config.name,
     role: "hub",
     client: config.client,
@@ -98,15 +117,9 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       }),
     },
   });
-  try {
-    return await startHubParts(config, node);
-  } catch (error) {
-    await node.stop();
-    throw error;
-  }
 }
 
-async function startHubParts(config: HubConfig, node: ServerProcess): Promise<HubRuntime> {
+async function startHubParts(config: HubConfig, node: ServerProcess, sourceStarted: Promise<void> | undefined): Promise<HubRuntime> {
   const { log, connection, bus, server } = node;
   const fabric = node.watchFabric();
 
@@ -114,6 +127,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
   const publisher = new CatalogPublisher({
     connection,
     source: config.source,
+    sourceStarted,
     holder: config.name,
     bus,
     log: log.child({ actor: "publisher" }),

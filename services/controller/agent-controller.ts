@@ -118,15 +118,21 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const feed = new IndexFeed(index);
   const revisions = new Map<string, number>();
   let sortedKeys: string[] | undefined;
-  // Changed keys gathered over one turn of the event loop: a mirror catching up delivers thousands
-  // of entries in a row, and each actor then works once per batch, not once per object.
-  let changedKeys: string[] = [];
-  let flushScheduled = false;
+  // Changes gathered over one turn of the event loop, then announced together: a mirror catching up
+  // delivers thousands of entries in a row, each in a microtask of its own. Published one by one, each
+  // catalog event was a socket write of its own (the client flushes in a microtask once its buffer is
+  // non-empty): 20,000 writes, 2.2 s of a fresh agent's CPU at 10k services (--cpu-prof). Batched, the
+  // events go out in a few writes, and each actor works once per batch, not once per object.
+  let pending: { key: string; revision: number; object: CatalogObject | undefined }[] = [];
   const flushChanges = () => {
-    flushScheduled = false;
-    const keys = changedKeys;
-    changedKeys = [];
-    feed.notify(keys);
+    const changes = pending;
+    pending = [];
+    const at = nowIso();
+    for (const { key, revision, object } of changes) {
+      // The object came out of decodeCatalogObject: checked once, not again on the way out.
+      bus.publish("controller", "catalog", { at, op: object ? "put" : "delete", key, revision, ...(object ? { object } : {}) }, { checked: true });
+    }
+    feed.notify(changes.map((change) => change.key));
   };
 
   const kv = await retryUntilReady(() => openCatalogMirror(bus, options.upstreamDomain, options.replicas, log), { what: "the node's JetStream (catalog mirror)", log });
@@ -159,18 +165,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       if (!revisions.has(entry.key) || entry.operation !== "PUT") sortedKeys = undefined;
       if (object) revisions.set(entry.key, entry.revision);
       else revisions.delete(entry.key);
-      changedKeys.push(entry.key);
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flushChanges);
-      }
-      // The object came out of decodeCatalogObject: checked once, not again on the way out.
-      bus.publish(
-        "controller",
-        "catalog",
-        { at: nowIso(), op: object ? "put" : "delete", key: entry.key, revision: entry.revision, ...(object ? { object } : {}) },
-        { checked: true },
-      );
+      if (pending.push({ key: entry.key, revision: entry.revision, object }) === 1) setImmediate(flushChanges);
     },
   });
 
