@@ -5,7 +5,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { silentLogger } from "../../lib/log.ts";
 import { relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { eventually } from "../../test/support/ports.ts";
-import { RelayEndpoint, decodeFrame, encodeFrame, frameTypes, type RelayChannel } from "./relay.ts";
+import { RelayEndpoint, type RelayChannel } from "./relay.ts";
+import { decodeFrame, encodeFrame, frameTypes } from "./relay-frames.ts";
 import { startFabric, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 function collect(channel: RelayChannel): Promise<Buffer> {
@@ -16,16 +17,6 @@ function collect(channel: RelayChannel): Promise<Buffer> {
     channel.once("error", reject);
   });
 }
-
-describe("relay frames", () => {
-  it("round-trips and rejects garbage", () => {
-    const frame = decodeFrame(encodeFrame(frameTypes.data, 4_000_000_000, new Uint8Array([1, 2, 3])));
-    expect(frame).toMatchObject({ type: frameTypes.data, sequence: 4_000_000_000 });
-    expect([...frame.payload]).toEqual([1, 2, 3]);
-    expect(() => decodeFrame(new Uint8Array([3, 0]))).toThrow(/too short/);
-    expect(() => decodeFrame(new Uint8Array([99, 0, 0, 0, 0]))).toThrow(/unknown type/);
-  });
-});
 
 describe("relay channels through leaf → hub → leaf", () => {
   let fabric: TestFabric;
@@ -103,7 +94,7 @@ describe("relay channels through leaf → hub → leaf", () => {
     await a.flush();
     a.publish(relaySubject("edge-b", "edge-a", "oddpurpose"), encodeFrame(frameTypes.open, 0, new TextEncoder().encode(JSON.stringify({ window: 65536, purpose: "teleport" }))));
     await eventually(() => resets.length > 0, 5_000, "the reset");
-    expect(resets[0]).toContain("unknown purpose 'teleport'");
+    expect(resets[0]).toContain('unknown purpose "teleport"');
     subscription.unsubscribe();
   }, 20_000);
 
@@ -186,6 +177,39 @@ describe("relay channels through leaf → hub → leaf", () => {
       await eventually(() => receiver.outstandingCredit === 0, 5_000, "all credit given back once the channels closed");
     } finally {
       sender.close();
+      receiver.close();
+    }
+  }, 30_000);
+
+  it("refuses hostile open frames without losing its NATS connection or keeping their credit", async () => {
+    // Its own connection: a frame that broke the client's reader would cut only this endpoint off.
+    const own = await fabric.connect("edge-b");
+    const receiver = new RelayEndpoint({ nats: own, node: "edge-h", log: silentLogger(), onChannel: (channel) => void channel.on("error", () => undefined).resume() });
+    const resets: string[] = [];
+    const watcher = a.subscribe(relaySubject("edge-a", "edge-h", "*"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        if (frame.type === frameTypes.reset) resets.push(new TextDecoder().decode(frame.payload));
+      },
+    });
+    try {
+      await a.flush();
+      await eventually(async () => (await relayA.open("edge-h").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path to edge-h up");
+      await eventually(() => receiver.outstandingCredit === 0, 5_000, "the probe's credit given back");
+      resets.length = 0;
+      const hostile = ['{"window":65536,"purpose":{"toString":1}}', '{"window":65536,"purpose":"teleport"}', '{"window":-5}', "not json"];
+      for (const [index, text] of hostile.entries()) {
+        a.publish(relaySubject("edge-h", "edge-a", `hostile${index}`), encodeFrame(frameTypes.open, 0, new TextEncoder().encode(text)));
+      }
+      await eventually(() => resets.length === hostile.length, 5_000, "every hostile open reset");
+      expect(receiver.channelCount).toBe(0);
+      expect(receiver.outstandingCredit).toBe(0);
+      // Still attached and serving.
+      const channel = await relayA.open("edge-h");
+      channel.destroy();
+      expect(own.isClosed()).toBe(false);
+    } finally {
+      watcher.unsubscribe();
       receiver.close();
     }
   }, 30_000);
