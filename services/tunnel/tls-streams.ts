@@ -16,7 +16,7 @@
  * dialler's node from its certificate. So this exists only with security on;
  * an `--insecure` mesh keeps every stream on libp2p.
  *
- * What goes over it is what goes over a libp2p tunnel stream (host.ts): the
+ * What goes over it is what goes over a libp2p tunnel stream (stream-header.ts): the
  * target header, the status reply, then the spliced bytes; half-close and
  * reset behave as on a socket.
  *

@@ -155,7 +155,8 @@ describe("tunnel actor on loopback", () => {
 
 describe("the mesh key", () => {
   it("keeps a peer with another key out at the handshake", async () => {
-    const { startTunnelHost, parsePsk } = await import("./host.ts");
+    const { startTunnelHost } = await import("./host.ts");
+    const { parsePsk } = await import("./psk.ts");
     const a = await startTunnelHost({ node: "key-a", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
     const b = await startTunnelHost({ node: "key-b", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(otherPsk), log: silentLogger(), mdns: false });
     const c = await startTunnelHost({ node: "key-c", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
@@ -171,7 +172,7 @@ describe("the mesh key", () => {
   });
 
   it("rejects a key that is not in the swarm.key format, saying what it expects", async () => {
-    const { parsePsk } = await import("./host.ts");
+    const { parsePsk } = await import("./psk.ts");
     expect(() => parsePsk("secret")).toThrow(/swarm.key format/);
   });
 });
