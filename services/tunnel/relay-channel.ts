@@ -112,6 +112,11 @@ export class RelayChannel extends Duplex {
     this.id = id;
     this.direction = direction;
     this.purpose = purpose;
+    // A peer can reset a channel at any moment, also before its opener or acceptor has added a
+    // listener (an accept and a reset can arrive in one read, ahead of open()'s continuation): an
+    // 'error' nobody heard would end the agent. Whoever uses the channel listens as well; the reason
+    // stays in resetReason and goes out as a relay event.
+    this.on("error", () => undefined);
     const clock = endpoint.settings.clock;
     this.#lastReceived = clock.now();
     this.#lastSent = clock.now();

@@ -214,6 +214,28 @@ describe("relay channels through leaf → hub → leaf", () => {
     }
   }, 30_000);
 
+  it("survives a peer that accepts a channel and resets it at once (both frames in one read)", async () => {
+    const uncaught: unknown[] = [];
+    const record = (error: unknown) => uncaught.push(error);
+    process.prependListener("uncaughtException", record);
+    const refuser = new RelayEndpoint({ nats: b, node: "edge-r", log: silentLogger(), onChannel: (channel) => channel.destroy() });
+    try {
+      await b.flush();
+      let opened = 0;
+      await eventually(async () => {
+        // open() resolves on the accept; the reset that came in the same read must not be an uncaught 'error'.
+        const channel = await relayA.open("edge-r").catch(() => undefined);
+        if (channel) opened++;
+        await new Promise((resolve) => setImmediate(resolve));
+        return opened >= 20;
+      }, 20_000, "twenty channels accepted and reset");
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off("uncaughtException", record);
+      refuser.close();
+    }
+  }, 30_000);
+
   it("resets a channel when a frame is lost, never truncating silently", async () => {
     const channel = await relayA.open("edge-b");
     const inbound = accepted.at(-1)!;

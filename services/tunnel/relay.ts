@@ -210,13 +210,13 @@ export class RelayEndpoint implements ChannelEndpoint {
     if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
     const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound", "libp2p");
     this.#channels.set(key, inbound);
-    // Until it is handed out nothing listens on it: an open it refuses (malformed, an unknown
-    // purpose) resets it, and that reset must not become an uncaught error in the agent.
-    const unheard = () => undefined;
-    inbound.on("error", unheard);
     inbound.receive(frame);
-    if (inbound.destroyed) return;
-    inbound.off("error", unheard);
-    this.#options.onChannel(inbound);
+    if (inbound.destroyed) return; // refused (malformed, an unknown purpose): reset already
+    try {
+      this.#options.onChannel(inbound);
+    } catch (error) {
+      inbound.reset("the accepting node failed to take the channel");
+      throw error;
+    }
   }
 }
