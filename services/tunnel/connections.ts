@@ -103,7 +103,6 @@ export class PathConnections {
     const relay = this.#options.relay;
     if (!relay) throw new LeafmeshError("TUNNEL_FAILED", "this node does not relay");
     const channel = await relay.open(node);
-    channel.on("error", () => undefined); // surfaced by the connection on top
     const connection = await this.#options.host.upgrade(channel, "outbound", multiaddr(relayMarker));
     if (!connection || connection.remotePeer.toString() !== peerId) {
       await connection?.close();
@@ -114,7 +113,6 @@ export class PathConnections {
 
   /** The far end of openRelayed: a peer's relay channel for a libp2p connection. */
   acceptRelayed(channel: RelayChannel): void {
-    channel.on("error", () => undefined); // the connection on top reports it
     this.#options.host.upgrade(channel, "inbound", multiaddr(relayMarker)).catch((error) => this.#options.log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
   }
 

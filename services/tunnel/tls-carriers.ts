@@ -177,7 +177,6 @@ export class RelayedTlsCarrier implements Carrier {
   /** A relay channel of its own to `node` with TLS done over it. */
   async #session(node: string): Promise<Duplex> {
     const channel = await this.#options.relay.open(node, "tls-stream");
-    channel.on("error", () => undefined); // the TLS session on top reports it
     try {
       const session = await tlsClientOver(channel, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName.relayed });
       // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.

@@ -229,7 +229,6 @@ export class TunnelActor implements TunnelDialer {
             log,
             clock,
             onChannel: (channel) => {
-              channel.on("error", () => undefined); // the connection or TLS stream on top reports it
               if (channel.purpose === "tls-stream") {
                 if (tls) tls.accept(channel, channel.peer, "relayed");
                 else channel.destroy(new LeafmeshError("TUNNEL_FAILED", "this node does not serve TLS streams"));
