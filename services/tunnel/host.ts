@@ -41,6 +41,18 @@ export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
 const noiseMaxPlaintext = 65_535 - 16;
 const yamuxHeaderBytes = 12;
 
+/**
+ * Whether a dial failed in the encrypted handshake: libp2p's EncryptionFailedError
+ * (libp2p tells its errors apart by name), also inside the AggregateError of a
+ * dial to several addresses. A peer whose mesh key differs fails there (the key is
+ * the noise prologue), as does a peer that is no leafmesh agent at all; a dial
+ * that timed out mid-handshake fails there too, so the caller checks its signal.
+ */
+export function failedHandshake(error: unknown): boolean {
+  if (error instanceof AggregateError) return error.errors.some(failedHandshake);
+  return error instanceof Error && (error.name === "EncryptionFailedError" || (error.cause !== undefined && failedHandshake(error.cause)));
+}
+
 export interface TunnelHostOptions {
   node: string;
   /** libp2p listen multiaddrs, e.g. "/ip4/0.0.0.0/tcp/4101". */

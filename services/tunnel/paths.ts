@@ -21,7 +21,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { CarrierPeer } from "./carrier.ts";
 import type { PathConnections } from "./connections.ts";
-import type { TunnelHost } from "./host.ts";
+import { failedHandshake, type TunnelHost } from "./host.ts";
 import type { NodeDirectory } from "./node-directory.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import type { PunchCoordinator } from "./punch-coordinator.ts";
@@ -129,12 +129,14 @@ export class PathTable {
       // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
       if (this.#stopped || this.#options.ways?.direct === false) return;
       const peer = event.detail.id.toString();
-      void libp2p.dial(event.detail.id, { signal: AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000) }).catch((error) => {
+      const signal = AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000);
+      void libp2p.dial(event.detail.id, { signal }).catch((error: unknown) => {
         const message = describeError(error);
-        // The mesh key is the noise prologue: another key fails the handshake's first decryption.
-        if (/decrypt|handshake|invalid tag|ciphertext|noise/i.test(message) && !this.#warnedKeys.has(peer)) {
+        // The mesh key is the noise prologue: another key fails the handshake (a timeout mid-handshake looks the same, hence the signal).
+        if (!signal.aborted && failedHandshake(error)) {
+          if (this.#warnedKeys.has(peer)) return;
           this.#warnedKeys.add(peer);
-          this.#options.log.error({ peer, err: message }, "a LAN peer failed the encrypted handshake: the pre-shared keys differ (give every agent of the mesh the same --psk)");
+          this.#options.log.error({ peer, err: message }, "a LAN peer failed the encrypted handshake: its pre-shared key differs, or it is no agent of this mesh (give every agent of the mesh the same --psk)");
         } else {
           this.#options.log.debug({ peer, err: message }, "LAN peer did not answer");
         }

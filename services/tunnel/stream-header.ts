@@ -4,7 +4,7 @@
  * serving side answers with a status, then the stream carries the spliced bytes.
  *
  *   opener → server:  u16 length | JSON { host, port, protocol }
- *   server → opener:  u8 status (0 ok, 1 refused) | u16 length | JSON { message }
+ *   server → opener:  u8 status (0 ok, 1 refused) | u16 length | JSON { message, code? }
  *
  * The encoding and the target's validation are pure; `requestTarget` and
  * `readTarget` run them on a Duplex.
@@ -27,10 +27,18 @@ export interface TunnelTarget {
 export const statusOk = 0;
 export const statusRefused = 1;
 
-/** The remote agent answered that it cannot reach the stream's target: no other path or carrier changes that. */
+/**
+ * The remote agent answered that it cannot reach the stream's target: no other
+ * path or carrier changes that, and the target is at fault, not the mesh.
+ * `targetCode` is the remote connect's error code (ECONNREFUSED, ETIMEDOUT, ...)
+ * when the agent said it (agents before it did not).
+ */
 export class TargetRefusedError extends LeafmeshError {
-  constructor(message: string) {
-    super("TUNNEL_FAILED", message);
+  readonly targetCode: string | undefined;
+
+  constructor(message: string, targetCode?: string) {
+    super("TUNNEL_TARGET_REFUSED", message);
+    this.targetCode = targetCode;
   }
 }
 
@@ -44,10 +52,10 @@ export function encodeHeader(json: unknown): Uint8Array {
   return bytes;
 }
 
-/** The serving side's answer: the status byte, then a header with a message for the opener. */
-export function encodeStatus(status: typeof statusOk | typeof statusRefused, message = ""): Buffer {
+/** The serving side's answer: the status byte, then a header with a message (and the connect's error code) for the opener. */
+export function encodeStatus(status: typeof statusOk | typeof statusRefused, message = "", code?: string): Buffer {
   // Bounded: a message says why a target could not be reached, a line, never a header's 64 KiB.
-  return Buffer.concat([Buffer.from([status]), encodeHeader({ message: message.slice(0, 1_000) })]);
+  return Buffer.concat([Buffer.from([status]), encodeHeader({ message: message.slice(0, 1_000), code: code?.slice(0, 40) })]);
 }
 
 /** A target header's JSON as a target; throws on anything else (it comes from a peer). */
@@ -105,10 +113,10 @@ export async function requestTarget(duplex: Duplex, target: TunnelTarget, option
   duplex.on("error", (error) => options.log.debug({ err: error, peer: options.peer }, "tunnel stream error"));
   duplex.write(encodeHeader(target));
   const status = (await readExactly(duplex, 1, options.timeoutMs))[0];
-  const { message } = (await readHeader(duplex, options.timeoutMs)) as { message: string };
+  const { message, code } = (await readHeader(duplex, options.timeoutMs)) as { message?: unknown; code?: unknown };
   if (status !== statusOk) {
     duplex.destroy();
-    throw new TargetRefusedError(message || "the remote agent refused the stream");
+    throw new TargetRefusedError(typeof message === "string" && message ? message : "the remote agent refused the stream", typeof code === "string" ? code : undefined);
   }
   return duplex;
 }

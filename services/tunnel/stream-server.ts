@@ -81,10 +81,15 @@ export class StreamServer {
       socket.pipe(duplex);
       pipeBatched(duplex, socket);
     });
-    socket.once("timeout", () => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `connect to ${target.host}:${target.port} timed out`)));
-    socket.once("error", (error) => {
+    let timedOut = false;
+    socket.once("timeout", () => {
+      timedOut = true;
+      socket.destroy(new LeafmeshError("TUNNEL_TARGET_REFUSED", `connect to ${target.host}:${target.port} timed out`));
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
       if (socket.connecting || !socket.remoteAddress) {
-        duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`));
+        const code = timedOut ? "ETIMEDOUT" : error.code;
+        duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
         duplex.end();
       } else {
         duplex.destroy(error);

@@ -8,6 +8,7 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
 import { relaySubject } from "../../bus/subjects.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
@@ -149,19 +150,32 @@ describe("tunnel actor on loopback", () => {
     await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
     const port = (closed.address() as { port: number }).port;
     closed.close();
-    await expect(a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" })).rejects.toThrow(/edge-b cannot connect to 127.0.0.1/);
+    const refused = await a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(LeafmeshError);
+    expect((refused as LeafmeshError).message).toMatch(/edge-b cannot connect to 127.0.0.1/);
+    // A code to branch on: the target refused (its fault), not the mesh (TUNNEL_FAILED), and the remote connect's own code.
+    expect(refused).toMatchObject({ code: "TUNNEL_TARGET_REFUSED", targetCode: "ECONNREFUSED" });
   }, 30_000);
 });
 
 describe("the mesh key", () => {
   it("keeps a peer with another key out at the handshake", async () => {
-    const { startTunnelHost } = await import("./host.ts");
+    const { startTunnelHost, failedHandshake } = await import("./host.ts");
+    const { multiaddr } = await import("@multiformats/multiaddr");
     const { parsePsk } = await import("./psk.ts");
     const a = await startTunnelHost({ node: "key-a", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
     const b = await startTunnelHost({ node: "key-b", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(otherPsk), log: silentLogger(), mdns: false });
     const c = await startTunnelHost({ node: "key-c", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
     try {
-      await expect(a.libp2p.dial(b.libp2p.getMultiaddrs()[0])).rejects.toThrow(/handshake|decrypt/i);
+      const failure = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0]).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(Error);
+      // Told by its class, not its text: what the tunnel branches on to say "the keys differ".
+      expect(failedHandshake(failure)).toBe(true);
+      expect(failedHandshake(new AggregateError([new Error("refused"), failure]))).toBe(true);
+      // A peer that is not there fails elsewhere.
+      const closed = await a.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${b.libp2p.peerId.toString()}`)).catch((error: unknown) => error);
+      expect(closed).toBeInstanceOf(Error);
+      expect(failedHandshake(closed)).toBe(false);
       const connection = await a.libp2p.dial(c.libp2p.getMultiaddrs()[0]);
       expect(connection.remotePeer.toString()).toBe(c.libp2p.peerId.toString());
       expect(a.pskFingerprint).toBe(c.pskFingerprint);
