@@ -154,6 +154,8 @@ export class RelayChannel extends Duplex {
     this.#lastReceived = this.#endpoint.settings.clock.now();
     switch (frame.type) {
       case frameTypes.open: {
+        // Only the first frame of an inbound channel: a second open would grant the peer a second window.
+        if (this.direction !== "inbound" || this.#accepted) return this.reset("open frame on a channel already open");
         const open = decodeOpen(frame.payload);
         // Refused before any credit is granted: a reset channel must hold none of the budget.
         if (open.error !== undefined) return this.reset(open.error);
@@ -165,6 +167,7 @@ export class RelayChannel extends Duplex {
         return;
       }
       case frameTypes.accept: {
+        if (this.direction !== "outbound" || this.#accepted) return this.reset("accept frame on a channel already accepted");
         const accept = decodeAccept(frame.payload);
         if (accept.error !== undefined) return this.reset(accept.error);
         this.#credit += accept.window;

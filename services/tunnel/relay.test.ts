@@ -236,6 +236,29 @@ describe("relay channels through leaf → hub → leaf", () => {
     }
   }, 30_000);
 
+  it("resets a channel on a second open frame instead of granting the peer a second window", async () => {
+    const frames: { type: number; text: string }[] = [];
+    const watcher = a.subscribe(relaySubject("edge-z", "edge-b", "twice"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        frames.push({ type: frame.type, text: new TextDecoder().decode(frame.payload) });
+      },
+    });
+    try {
+      await a.flush();
+      const before = relayB.outstandingCredit;
+      const open = (sequence: number) => a.publish(relaySubject("edge-b", "edge-z", "twice"), encodeFrame(frameTypes.open, sequence, new TextEncoder().encode(JSON.stringify({ window: 65_536 }))));
+      open(0);
+      await eventually(() => frames.some((frame) => frame.type === frameTypes.accept), 5_000, "the accept");
+      open(1);
+      await eventually(() => frames.find((frame) => frame.type === frameTypes.reset), 5_000, "the reset");
+      expect(frames.find((frame) => frame.type === frameTypes.reset)!.text).toBe("open frame on a channel already open");
+      await eventually(() => relayB.outstandingCredit === before, 5_000, "the channel's credit given back");
+    } finally {
+      watcher.unsubscribe();
+    }
+  }, 20_000);
+
   it("resets a channel when a frame is lost, never truncating silently", async () => {
     const channel = await relayA.open("edge-b");
     const inbound = accepted.at(-1)!;
