@@ -3,7 +3,9 @@
  * fed by the ways of reaching it — a direct dial, a hole punch, the relay — and
  * by the libp2p connections that come and go (either side may open one). A path
  * is bound to the peer id its node is known by (its record, or identify on the
- * LAN); streams ask here which path to take, and wait while it is discovered.
+ * LAN) when it is made; a node that restarts comes back with a new one, and
+ * moving its path to it belongs here. Streams ask here which path to take, and
+ * wait while it is discovered.
  *
  * ```ts
  * const paths = new PathTable({ node: "edge-a", host, connections, punches, directory, bus, log, clock });

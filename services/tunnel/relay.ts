@@ -1,8 +1,9 @@
 /**
  * The relay endpoint of one node: byte channels to other nodes carried over NATS
  * subjects (`relay.<to>.<from>.<channel>`, outside `mesh.>`) through leaf → hub →
- * leaf. It opens channels, accepts those addressed to this node, dispatches
- * their frames and counts every frame it drops. What a channel guarantees
+ * leaf. It opens channels, accepts those addressed to this node (`#receive`: where
+ * a peer's channels arrive, and where limits on them belong), dispatches their
+ * frames and counts every frame it drops. What a channel guarantees
  * (order, credit, liveness, resets) is relay-channel.ts; the wire format is
  * relay-frames.ts; the credit all channels towards this node share is
  * relay-budget.ts.
