@@ -95,7 +95,9 @@ export class StreamServer {
         duplex.destroy(error);
       }
     });
-    duplex.once("close", () => socket.destroy());
+    // A tunnel stream that closed before its opener's end (a reset, a cut) resets the target connection:
+    // a FIN would tell the target the client finished (STYLE 20).
+    duplex.once("close", () => (duplex.readableEnded ? socket.destroy() : socket.resetAndDestroy()));
     socket.once("close", () => {
       if (!duplex.writableEnded) duplex.end();
     });

@@ -37,7 +37,8 @@ describe("tunnel actor on loopback", () => {
   }
 
   beforeAll(async () => {
-    echo = createServer((socket) => socket.pipe(socket));
+    // A stream cut by the tunnel resets its target connection: the echo hears ECONNRESET.
+    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
     await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
     echoPort = (echo.address() as { port: number }).port;
     fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e"] });
@@ -141,6 +142,28 @@ describe("tunnel actor on loopback", () => {
       stream.destroy();
     } finally {
       udpEcho.close();
+    }
+  }, 30_000);
+
+  it("resets the target's connection when the stream is reset at the opening side, never ends it", async () => {
+    const outcomes: string[] = [];
+    let received = 0;
+    const target = createServer((socket) => {
+      socket.on("data", (chunk: Buffer) => (received += chunk.byteLength));
+      socket.once("end", () => outcomes.push("end"));
+      socket.once("error", (error: NodeJS.ErrnoException) => outcomes.push(error.code ?? error.message));
+    });
+    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+    try {
+      const stream = await actors[0].openStream("edge-b", { host: "127.0.0.1", port: (target.address() as { port: number }).port, protocol: "TCP" });
+      stream.on("error", () => undefined);
+      stream.write(randomBytes(64 * 1024));
+      await eventually(() => received === 64 * 1024, 10_000, "the bytes at the target");
+      stream.destroy(new Error("the client went away"));
+      await eventually(() => outcomes.length > 0, 10_000, "the target's connection to finish");
+      expect(outcomes).toEqual(["ECONNRESET"]);
+    } finally {
+      target.close();
     }
   }, 30_000);
 
