@@ -65,6 +65,11 @@ export class SpareSessions {
     this.#spares.set(key, spare);
   }
 
+  /** The keys of the spares that are ready to be taken (for status and tests). */
+  ready(): string[] {
+    return [...this.#spares].filter(([, spare]) => spare.ready).map(([key]) => key);
+  }
+
   /** Closes every spare; none is made after. */
   close(): void {
     this.#closed = true;

@@ -329,8 +329,11 @@ export class TunnelActor implements TunnelDialer {
     paths: Record<string, PathStateKind>;
     relayChannels: number;
     relayDrops: Record<string, number>;
-    /** Streams under TLS of their own (tls-carriers.ts), on direct paths, relay channels and punched connections. */
-    tlsStreams: { opened: number; served: number; refused: Record<string, number> };
+    /**
+     * Streams under TLS of their own (tls-carriers.ts), on direct paths, relay channels and punched
+     * connections; `spares`: sessions ready for the next stream ("punched TLS edge-b", spares.ts).
+     */
+    tlsStreams: { opened: number; served: number; refused: Record<string, number>; spares: string[] };
   } {
     const running = this.#running;
     return {
@@ -338,7 +341,7 @@ export class TunnelActor implements TunnelDialer {
       paths: running?.paths.kinds() ?? {},
       relayChannels: running?.relay?.channelCount ?? 0,
       relayDrops: Object.fromEntries(running?.relay?.drops ?? []),
-      tlsStreams: running?.tls?.stats() ?? { opened: 0, served: 0, refused: {} },
+      tlsStreams: { ...(running?.tls?.stats() ?? { opened: 0, served: 0, refused: {} }), spares: running?.spares.ready() ?? [] },
     };
   }
 
