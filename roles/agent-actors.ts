@@ -10,7 +10,7 @@ import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from ".
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
-import { createTunnelActor, type NodeIdentity, type ObserverAddress, type StreamDialer } from "../services/tunnel/index.ts";
+import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
@@ -49,6 +49,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   let knownNodes: () => ReadonlySet<string> = () => new Set();
   const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
     const settings = options.tunnel!;
+    // Loaded only when the tunnel is on: it brings libp2p (~35 MiB resident in an agent without it, measured).
+    const { createTunnelActor } = await import("../services/tunnel/index.ts");
     const actor = createTunnelActor({
       bus,
       log: log.child({ actor: "tunnel" }),

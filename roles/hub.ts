@@ -21,7 +21,6 @@ import type { Logger } from "../lib/log.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
-import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
 import { openRevocationsBucket, publishRevocationList } from "../trust/revocations.ts";
@@ -187,6 +186,8 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     leading: () => publisher.leading,
   });
   if (config.observer) {
+    // Loaded only for a hub that observes: the tunnel brings libp2p (~35 MiB resident), which the agent process (it loads this module) need not hold.
+    const { startObserver } = await import("../services/tunnel/index.ts");
     const observer = await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) });
     node.onStop(() => observer.close(), "the NAT observer");
   }
