@@ -46,12 +46,12 @@ export class Bus {
   }
 
   /**
-   * Publishes an event of this node; a closed connection drops it (counted). The payload is checked
-   * against its schema unless `checked` says the caller built it from checked parts (encodeCheckedEvent).
+   * Publishes an event of this node; a closed or draining connection drops it (counted). The payload is
+   * checked against its schema unless `checked` says the caller built it from checked parts (encodeCheckedEvent).
    */
   publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>, options?: { checked?: boolean }): void {
-    if (this.connection.isClosed()) {
-      this.#drop("connection closed", meshSubject(this.node, actor, event));
+    if (this.connection.isClosed() || this.connection.isDraining()) {
+      this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
     this.connection.publish(meshSubject(this.node, actor, event), options?.checked ? encodeCheckedEvent(event, payload) : encodeEvent(event, payload));
