@@ -8,7 +8,7 @@ import { commands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
 import { readFileSync } from "node:fs";
 import { freePort } from "./support/ports.ts";
-import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { hubPorts, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 afterAll(stopAllProcesses);
 
@@ -136,4 +136,18 @@ describe("the README's npx commands on a machine whose Node is older than 24", (
     expect(run.stderr).not.toMatch(/npm warn/i);
     expect(run.stderr).toBe("");
   });
+});
+
+describe("a long-running leafmesh process", () => {
+  it("runs in place (same pid) with V8's young generation capped, unless the caller chose its own size", async () => {
+    const hub = await startHubProcess({ name: "hub-1", ports: await hubPorts() });
+    const agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl] });
+    const argv = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    for (const process of [hub, agent]) {
+      expect(argv(process.child.pid)).toContain("--max-semi-space-size=4");
+      expect(process.output()).not.toMatch(/ExperimentalWarning|execve/);
+    }
+    const chosen = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], env: { NODE_OPTIONS: "--max-semi-space-size=16" } });
+    expect(argv(chosen.child.pid)).not.toContain("--max-semi-space-size=4");
+  }, 60_000);
 });
