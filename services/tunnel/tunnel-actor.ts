@@ -89,6 +89,8 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
+  /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer */
+  maxStreamsPerPeer?: number;
 }
 
 
@@ -180,7 +182,7 @@ export class TunnelActor implements StreamDialer {
     let tls: TlsStreams | undefined;
     let host: TunnelHost | undefined;
     try {
-      const server = new StreamServer({ node: this.node, log: this.#log });
+      const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
       if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve });
