@@ -6,7 +6,7 @@
  * to traffic (DESIGN.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
-import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from "../services/traffic/index.ts";
+import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
@@ -26,6 +26,9 @@ export interface AgentActorOptions {
   upstreams?: string[];
   /** Where the SOCKS5 proxy for operators listens; undefined: no proxy. */
   socks?: HostPort;
+  /** Admission of cluster-IP proxy connections and of SOCKS clients (defaults: services/traffic/capacity.ts, services/socks). */
+  proxyLimits?: Partial<TrafficLimits>;
+  socksLimits?: Partial<TrafficLimits>;
   /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
   tunnel?: {
     psk: string;
@@ -39,6 +42,8 @@ export interface AgentActorOptions {
     identity?: NodeIdentity;
     /** With an identity: where streams on direct paths are served over TLS (services/tunnel/tls-streams.ts); undefined: all on libp2p. */
     tlsStreams?: HostPort;
+    /** Streams one peer may have open at this node at once. */
+    maxStreamsPerPeer?: number;
   };
 }
 
@@ -63,6 +68,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       ways: settings.ways,
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
+      maxStreamsPerPeer: settings.maxStreamsPerPeer,
     });
     await actor.start();
     dialer = actor;
@@ -110,7 +116,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
@@ -157,7 +163,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const socks: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
-    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain });
+    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits });
     await actor.start();
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };

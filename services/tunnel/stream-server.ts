@@ -23,6 +23,9 @@ import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
 
+/** StreamServerOptions.maxStreamsPerPeer's default (the agent's --tunnel-max-streams-per-peer). */
+export const defaultMaxStreamsPerPeer = 4_096;
+
 /** What `pipeBatched` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;
 
@@ -68,7 +71,7 @@ export class StreamServer {
     const log = this.#options.log;
     duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
     const open = this.#openByPeer.get(peer) ?? 0;
-    const limit = this.#options.maxStreamsPerPeer ?? 4_096;
+    const limit = this.#options.maxStreamsPerPeer ?? defaultMaxStreamsPerPeer;
     if (open >= limit) {
       // Refused before its header is read: the opener reads this status in place of the target's.
       this.refused.set("peer over its limit", (this.refused.get("peer over its limit") ?? 0) + 1);
