@@ -70,6 +70,12 @@ export interface RelayEndpointOptions {
   onEvent?: (event: RelayChannelEvent) => void;
 }
 
+/** Ended channels remembered to tell their late frames from unknown ones (~100 bytes each). */
+const endedMemory = 16_384;
+
+/** The drop reason of a frame that arrived after its channel ended here. */
+const lateFrame = "late frame of an ended channel";
+
 /** The relay endpoint of one node: opens channels and accepts those addressed to it. */
 export class RelayEndpoint implements ChannelEndpoint {
   readonly node: string;
@@ -80,6 +86,12 @@ export class RelayEndpoint implements ChannelEndpoint {
   readonly #options: RelayEndpointOptions;
   readonly #openTimeoutMs: number;
   readonly #channels = new Map<string, RelayChannel>();
+  /**
+   * Channels that ended lately (key → when): frames the peer sent before it learnt of the end
+   * (a credit for bytes just read, a ping, data in flight at a reset) still arrive, and are late,
+   * not unknown (issue 15 item 8). Bounded: the oldest go first past `endedMemory`.
+   */
+  readonly #ended = new Map<string, number>();
   readonly #loggedDrops = new Set<string>();
   #subscription: Subscription;
   #closed = false;
@@ -175,7 +187,16 @@ export class RelayEndpoint implements ChannelEndpoint {
 
   /** internal (ChannelEndpoint): a channel ended. */
   forget(channel: RelayChannel): void {
-    this.#channels.delete(this.#key(channel.peer, channel.id));
+    const key = this.#key(channel.peer, channel.id);
+    if (!this.#channels.delete(key)) return;
+    this.#ended.delete(key);
+    this.#ended.set(key, this.settings.clock.now());
+    // Beyond the idle timeout nothing of the peer's is still on the way (its end would have reset by then).
+    const horizon = this.settings.clock.now() - 2 * this.settings.idleTimeoutMs;
+    for (const [old, at] of this.#ended) {
+      if (this.#ended.size <= endedMemory && at >= horizon) break;
+      this.#ended.delete(old);
+    }
   }
 
   /** internal (ChannelEndpoint): a frame dropped, counted by reason and said once per reason. */
@@ -203,8 +224,9 @@ export class RelayEndpoint implements ChannelEndpoint {
     const channel = this.#channels.get(key);
     if (channel) return channel.receive(frame);
     if (frame.type !== frameTypes.open) {
-      // A late frame of a channel that already ended, or a forged one: nothing to deliver it to.
-      if (frame.type !== frameTypes.reset) this.drop("unknown channel", { subject, type: frame.type });
+      // A late frame of a channel that ended here (counted, not warned about: the peer sent it before it knew), or a forged one.
+      if (this.#ended.has(key)) this.drops.set(lateFrame, (this.drops.get(lateFrame) ?? 0) + 1);
+      else if (frame.type !== frameTypes.reset) this.drop("unknown channel", { subject, type: frame.type });
       return;
     }
     if (this.#closed) return;
