@@ -12,7 +12,7 @@ import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../se
 import { describeError } from "../lib/errors.ts";
 import { createTunnelActor, type NodeIdentity, type ObserverAddress, type StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
-import { createSocksActor } from "../services/socks/index.ts";
+import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
 
 export interface AgentActorOptions {
@@ -162,9 +162,10 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const socks: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
+  const socks: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
     const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits });
     await actor.start();
+    registerSocksMetrics(registry, actor);
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
   return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : [])];

@@ -30,6 +30,7 @@ import { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
 
 export { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
 export { parseGreeting, parseRequest } from "./protocol.ts";
+export { registerSocksMetrics } from "./metrics.ts";
 
 export interface SocksOptions {
   bus?: Bus;

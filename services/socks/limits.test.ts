@@ -7,7 +7,8 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { createSocksActor, type SocksActor } from "./index.ts";
+import { Registry } from "prom-client";
+import { createSocksActor, registerSocksMetrics, type SocksActor } from "./index.ts";
 
 let echo: Server;
 let echoPort: number;
@@ -52,6 +53,9 @@ describe("SOCKS limits", () => {
     expect(outcomes.filter((outcome) => outcome === "joined")).toHaveLength(3);
     expect(outcomes.filter((outcome) => outcome === "ECONNRESET")).toHaveLength(7);
     expect((socks.stats() as Record<string, number>)["refused: client over its limit"]).toBe(7);
+    const registry = new Registry();
+    registerSocksMetrics(registry, socks);
+    expect(await registry.metrics()).toContain('leafmesh_socks_events{reason="refused: client over its limit"} 7');
     const other = await socksConnect("127.0.0.2");
     expect(other.outcome).toBe("joined");
     for (const entry of [...flood, other]) entry.socket.destroy();
