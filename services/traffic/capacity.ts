@@ -4,13 +4,17 @@
  * says its refusals once per burst. One per actor, shared by all its listeners:
  * the limits are the agent's, whatever service a connection is for.
  *
- * Per-connection cost, measured with `bench/capacity` and the capacity test (a
- * download through edge-a's proxy to an endpoint on edge-b over a direct path,
- * TLS streams): the accepted client socket, the tunnel stream's TLS session and
- * the buffers of both, about 60–120 KiB of the agent's RSS each while bytes flow.
- * At the default `maxConnections` of 2,048 that is some 120–250 MiB above an
- * idle agent, and no more however many clients come: the rest wait (a paused
- * accepted socket, a few KiB) or are refused.
+ * Per-connection cost, measured with test/capacity.test.ts and bench/capacity
+ * (2,000 concurrent downloads through edge-a's proxy to an endpoint on edge-b,
+ * a direct path with a TLS session per stream, loopback): edge-a's RSS peaked
+ * 191 → 308 MiB with 200 streams carried at once (and 1,800 waiting), 184 → 381
+ * MiB with ~1,024 carried. So about 100 KiB per carried stream (the client
+ * socket, the stream's TLS session, the buffers of both), on top of ~100 MiB the
+ * runtime takes at full throughput whatever the count. At the default
+ * `maxConnections` of 2,048 that is some 300 MiB above an idle agent, and no more
+ * however many clients come: the rest wait (a paused accepted socket, a few KiB)
+ * or are refused. Before admission, 2,000 streams opened at once grew an agent
+ * 169 → 727 MiB (issue 15 item 12).
  *
  * ```ts
  * const capacity = createTrafficCapacity({ log, clock, limits: { maxConnections: 512 } });
@@ -24,7 +28,7 @@ import type { Logger } from "../../lib/log.ts";
 
 /** The defaults of `AdmissionLimits` for the cluster-IP proxy (also the agent's flags' defaults: cli/agent.ts). */
 export const defaultTrafficLimits: AdmissionLimits = {
-  /** @default 2_048 — Envoy's circuit-breaker default is 1,024 per cluster; an edge gateway node carries more, within ~250 MiB (see above). */
+  /** @default 2_048 — Envoy's circuit-breaker default is 1,024 per cluster; an edge gateway node carries more, within ~300 MiB (see above). */
   maxConnections: 2_048,
   /** @default 64 — a tunnel stream open is a TLS handshake (~1–3 ms of CPU); 64 at once keep the event loop's timers on time on 2 cores. */
   maxOpening: 64,

@@ -38,13 +38,16 @@ export function download(port: number, bytes: number, timeoutMs = 180_000): Prom
   });
 }
 
-/** The backend, a process of its own (the load generator must not share its event loop); resolves once it listens. */
-export async function startDownloadBackend(port: number, bytes: number): Promise<ChildProcess> {
+/**
+ * The backend, a process of its own (the load generator must not share its event loop); resolves once it listens.
+ * `thinkMs`: it answers that long after the request (a slow backend: every connection stays open at least that long).
+ */
+export async function startDownloadBackend(port: number, bytes: number, thinkMs = 0): Promise<ChildProcess> {
   const source = `
     const payload = Buffer.alloc(${bytes}, 7);
     require("node:net").createServer((socket) => {
       socket.on("error", () => {});
-      socket.once("data", () => socket.end(payload));
+      socket.once("data", () => setTimeout(() => socket.end(payload), ${thinkMs}));
     }).listen(${port}, "127.0.0.1", () => console.log("ready"));`;
   const child = spawn(nodeBinary, ["-e", source], { stdio: ["ignore", "pipe", "inherit"] });
   await new Promise((resolve) => child.stdout!.once("data", resolve));
