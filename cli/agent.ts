@@ -68,7 +68,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     proxyQueueTimeout: option.integer({ default: defaultTrafficLimits.waitTimeoutMs, value: "MS", description: "how long a cluster-IP proxy connection may wait for a place before it is reset" }),
     socksMaxConnections: option.integer({ default: defaultSocksLimits.maxConnections, value: "N", description: "SOCKS clients served at once; the next ones wait up to 10 s or are reset" }),
     socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
-    tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
+    tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record)" }),

@@ -27,7 +27,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { parseRelaySubject, relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { CreditBudget } from "./relay-budget.ts";
 import { RelayChannel, type ChannelEndpoint, type RelayChannelEvent } from "./relay-channel.ts";
-import { decodeFrame, encodeOpen, frameTypes, type RelayFrame, type RelayPurpose } from "./relay-frames.ts";
+import { decodeFrame, encodeFrame, encodeOpen, frameTypes, type RelayFrame, type RelayPurpose } from "./relay-frames.ts";
 
 export { RelayChannel, type RelayChannelEvent } from "./relay-channel.ts";
 export type { RelayPurpose } from "./relay-frames.ts";
@@ -68,6 +68,12 @@ export interface RelayEndpointOptions {
   idleTimeoutMs?: number;
   /** Called when a channel opens or ends (for `mesh.<node>.tunnel.relay`). */
   onEvent?: (event: RelayChannelEvent) => void;
+  /**
+   * @default 4_096 — channels one peer may have open towards this node (a relayed TLS stream is
+   * one): the next is reset at once, counted as "peer over its channel limit" (issue 15 item 7).
+   * The agent sets it with --tunnel-max-streams-per-peer.
+   */
+  maxChannelsPerPeer?: number;
 }
 
 /** Ended channels remembered to tell their late frames from unknown ones (~100 bytes each). */
@@ -92,6 +98,8 @@ export class RelayEndpoint implements ChannelEndpoint {
    * not unknown (issue 15 item 8). Bounded: the oldest go first past `endedMemory`.
    */
   readonly #ended = new Map<string, number>();
+  /** Channels each peer opened towards this node, open now. */
+  readonly #inboundByPeer = new Map<string, number>();
   readonly #loggedDrops = new Set<string>();
   #subscription: Subscription;
   #closed = false;
@@ -189,6 +197,11 @@ export class RelayEndpoint implements ChannelEndpoint {
   forget(channel: RelayChannel): void {
     const key = this.#key(channel.peer, channel.id);
     if (!this.#channels.delete(key)) return;
+    if (channel.direction === "inbound") {
+      const left = (this.#inboundByPeer.get(channel.peer) ?? 1) - 1;
+      if (left > 0) this.#inboundByPeer.set(channel.peer, left);
+      else this.#inboundByPeer.delete(channel.peer);
+    }
     this.#ended.delete(key);
     this.#ended.set(key, this.settings.clock.now());
     // Beyond the idle timeout nothing of the peer's is still on the way (its end would have reset by then).
@@ -231,6 +244,13 @@ export class RelayEndpoint implements ChannelEndpoint {
     }
     if (this.#closed) return;
     if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
+    const open = this.#inboundByPeer.get(parts.fromNode) ?? 0;
+    if (open >= (this.#options.maxChannelsPerPeer ?? 4_096)) {
+      // Refused without a channel: the opener's first frame from us is this reset, and its open() fails with the reason.
+      this.publish(parts.fromNode, parts.channel, encodeFrame(frameTypes.reset, 0, new TextEncoder().encode(`${this.node} has ${open} channels open from ${parts.fromNode}, its limit`)));
+      return this.drop("peer over its channel limit", { peer: parts.fromNode, open });
+    }
+    this.#inboundByPeer.set(parts.fromNode, open + 1);
     const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound", "libp2p");
     this.#channels.set(key, inbound);
     inbound.receive(frame);

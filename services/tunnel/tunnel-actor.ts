@@ -89,7 +89,7 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
-  /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer */
+  /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer; also the relay channels a peer may have open here */
   maxStreamsPerPeer?: number;
 }
 
@@ -225,6 +225,7 @@ export class TunnelActor implements StreamDialer {
             nats: options.nats,
             node: this.node,
             log,
+            maxChannelsPerPeer: options.maxStreamsPerPeer,
             clock,
             onChannel: (channel) => {
               if (channel.purpose === "tls-stream") {

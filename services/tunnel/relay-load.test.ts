@@ -5,6 +5,7 @@
  * before it learnt of the close (a credit grant for bytes just read, a ping) are
  * still on the way. Those are late, not unknown: counted apart and not warned
  * about; only a frame of a channel this node never had is "unknown channel".
+ * And a peer that opens channels without end is held to its limit (item 7).
  */
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
@@ -21,6 +22,7 @@ let fabric: TestFabric;
 let a: NatsConnection;
 let relayA: RelayEndpoint;
 let relayB: RelayEndpoint;
+let relayC: RelayEndpoint;
 const warnings: string[] = [];
 const lateFrame = "late frame of an ended channel";
 
@@ -35,7 +37,7 @@ function roundTrip(channel: RelayChannel, payload: Buffer): Promise<number> {
 }
 
 beforeAll(async () => {
-  fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b"] });
+  fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c"] });
   a = await fabric.connect("edge-a");
   const b = await fabric.connect("edge-b");
   const log = (node: string) =>
@@ -43,12 +45,16 @@ beforeAll(async () => {
   // Small windows: many credit frames, some of them still on the way when a channel closes.
   relayA = new RelayEndpoint({ nats: a, node: "edge-a", log: log("edge-a"), windowBytes: 16 * 1024, onChannel: () => undefined });
   relayB = new RelayEndpoint({ nats: b, node: "edge-b", log: log("edge-b"), windowBytes: 16 * 1024, onChannel: (channel) => channel.on("error", () => undefined).pipe(channel) });
+  relayC = new RelayEndpoint({ nats: await fabric.connect("edge-c"), node: "edge-c", log: log("edge-c"), maxChannelsPerPeer: 3, onChannel: (channel) => channel.on("error", () => undefined).pipe(channel) });
+  await eventually(async () => await relayA.open("edge-c").then((channel) => (channel.destroy(), true), () => false), 20_000, "relay path to edge-c up");
+  await eventually(async () => await relayB.open("edge-c").then((channel) => (channel.destroy(), true), () => false), 20_000, "relay path from edge-b to edge-c up");
   await eventually(async () => await relayA.open("edge-b").then((channel) => (channel.destroy(), true), () => false), 20_000, "relay path up");
 }, 60_000);
 
 afterAll(async () => {
   relayA?.close();
   relayB?.close();
+  relayC?.close();
   await fabric?.stop();
 });
 
@@ -73,4 +79,15 @@ describe("relay channels closing by the hundred", () => {
     a.publish(relaySubject("edge-b", "edge-a", "neverseen"), encodeFrame(frameTypes.credit, 3, new Uint8Array(4)));
     await eventually(() => (relayB.drops.get("unknown channel") ?? 0) === before + 1, 5_000, "the unknown channel counted");
   });
+
+  it("holds a peer to its channels: the next open is reset with the reason, another peer opens meanwhile, a closed channel frees a place", async () => {
+    await eventually(() => relayC.channelCount === 0, 10_000, "the set-up channels closed");
+    const held = [await relayA.open("edge-c"), await relayA.open("edge-c"), await relayA.open("edge-c")];
+    await expect(relayA.open("edge-c")).rejects.toThrow(/edge-c has 3 channels open from edge-a, its limit/);
+    expect(relayC.drops.get("peer over its channel limit")).toBe(1);
+    const other = await relayB.open("edge-c");
+    held[0].destroy();
+    const again = await eventually(() => relayA.open("edge-c").catch(() => undefined), 5_000, "a place for edge-a again");
+    for (const channel of [...held, other, again]) channel.on("error", () => undefined).destroy();
+  }, 30_000);
 });
