@@ -12,10 +12,8 @@ import { readFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
-import { agentActors } from "../roles/agent-actors.ts";
+import { agentActors, defaultSocksLimits, defaultTrafficLimits } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
-import { defaultTrafficLimits } from "../services/traffic/index.ts";
-import { defaultSocksLimits } from "../services/socks/index.ts";
 import { defaultMaxStreamsPerPeer } from "../services/tunnel/index.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */

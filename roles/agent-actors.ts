@@ -15,6 +15,10 @@ import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
 
+/** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
+export { defaultTrafficLimits } from "../services/traffic/index.ts";
+export { defaultSocksLimits } from "../services/socks/index.ts";
+
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */
   proxyHost: string;
