@@ -14,7 +14,7 @@ import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 import { agentActors, defaultSocksLimits, defaultTrafficLimits } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
-import { defaultMaxStreamsPerPeer } from "../services/tunnel/index.ts";
+import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/index.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
 export function parseObserver(text: string): ObserverAddress {
@@ -67,6 +67,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     socksMaxConnections: option.integer({ default: defaultSocksLimits.maxConnections, value: "N", description: "SOCKS clients served at once; the next ones wait up to 10 s or are reset" }),
     socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
     tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
+    tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record)" }),
@@ -112,6 +113,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
               tlsStreams: security ? options.tunnelTls : undefined,
               maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
+              maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
             }
           : undefined,
       }),

@@ -48,6 +48,8 @@ export interface AgentActorOptions {
     tlsStreams?: HostPort;
     /** Streams one peer may have open at this node at once. */
     maxStreamsPerPeer?: number;
+    /** Punches one peer may have under way at this node at once. */
+    maxPunchesPerPeer?: number;
   };
 }
 
@@ -73,6 +75,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
       maxStreamsPerPeer: settings.maxStreamsPerPeer,
+      maxPunchesPerPeer: settings.maxPunchesPerPeer,
     });
     await actor.start();
     dialer = actor;

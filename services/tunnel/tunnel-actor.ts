@@ -91,6 +91,8 @@ export interface TunnelOptions {
   tlsStreams?: { host: string; port: number };
   /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer; also the relay channels a peer may have open here */
   maxStreamsPerPeer?: number;
+  /** @default 16 — see PunchCoordinatorOptions.maxPunchesPerPeer */
+  maxPunchesPerPeer?: number;
 }
 
 
@@ -256,6 +258,7 @@ export class TunnelActor implements StreamDialer {
       observer: options.observer,
       allowed: options.ways?.punch !== false,
       punchTimeoutMs: options.punchTimeoutMs,
+      maxPunchesPerPeer: options.maxPunchesPerPeer,
       recordOf: (node) => directory.get(node),
       peerId: () => host.libp2p.peerId.toString(),
       servesTlsStreams: () => tls !== undefined,
