@@ -110,12 +110,12 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       for (const channel of actor.relay?.channels() ?? []) peers.set(channel.peer, (peers.get(channel.peer) ?? 0) + 1);
       return [...peers].map(([peer, streams]) => ({ peer, streams }));
     };
-    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths(), relays: relays() }) });
+    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths(), relays: relays(), refused: actor.refusals() }) });
     return {
       name: "tunnel",
       actor: actor.actor,
       // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {} }),
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: actor.refusals() }),
       stop: async () => {
         link.stop();
         await actor.stop();

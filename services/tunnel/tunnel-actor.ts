@@ -121,6 +121,7 @@ interface Running {
   tls?: TlsStreams;
   spares: SpareSessions;
   opener: StreamOpener;
+  server: StreamServer;
 }
 
 export class TunnelActor implements StreamDialer {
@@ -297,7 +298,7 @@ export class TunnelActor implements StreamDialer {
       headerTimeoutMs: server.targetTimeoutMs + 5_000,
       onTlsOpened: () => tls?.countOpened(),
     });
-    return { host, connections, paths, punches, directory, relay, tls, spares, opener };
+    return { host, connections, paths, punches, directory, relay, tls, spares, opener, server };
   }
 
   async stop(): Promise<void> {
@@ -323,6 +324,13 @@ export class TunnelActor implements StreamDialer {
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
     return running.opener.open(peer, kind, target);
+  }
+
+  /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
+  refusals(): Record<string, number> {
+    const running = this.#running;
+    const channels = running?.relay?.drops.get("peer over its channel limit");
+    return { ...Object.fromEntries(running?.server.refused ?? []), ...Object.fromEntries(running?.punches.refused ?? []), ...(channels ? { "peer over its channel limit": channels } : {}) };
   }
 
   /** A summary for status replies and heartbeats. */
