@@ -34,6 +34,20 @@ export interface StreamDialer {
 }
 
 /**
+ * The code a serving node gives with its refusal (the tunnel's status header) when it
+ * refuses a stream for its own limits (streams per peer), not because the target is
+ * unreachable: the opener's error then carries it as `targetCode`. A proxy must not
+ * hold such a refusal against the endpoint (outlier ejection).
+ */
+export const overCapacityCode = "OVER_CAPACITY";
+
+/** Whether a failed `openStream` was the target's own fault: its node answered that it could not connect to it (not a tunnel failure, not a limit). */
+export function isTargetRefusal(error: unknown): boolean {
+  const refusal = error as { code?: unknown; targetCode?: unknown } | null;
+  return refusal?.code === "TUNNEL_TARGET_REFUSED" && refusal.targetCode !== overCapacityCode;
+}
+
+/**
  * UDP over a stream (`protocol: "UDP"`): each datagram is one frame, a 2-byte
  * big-endian length then the payload (a UDP payload is at most 65,507 bytes, so
  * the length always fits).

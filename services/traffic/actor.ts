@@ -15,6 +15,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
+import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "./policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
@@ -52,6 +53,8 @@ export interface TrafficOptions {
   /** @default 4 — endpoints tried per TCP connection */
   maxAttempts?: number;
   outlier?: Omit<OutlierOptions, "clock">;
+  /** Admission of TCP connections: defaults and why in capacity.ts (`defaultTrafficLimits`). */
+  capacity?: Partial<TrafficLimits>;
   /** @default 500 — see ListenerPublisherOptions.pageSize */
   pageSize?: number;
   /** @default 100 — see ListenerPublisherOptions.minIntervalMs */
@@ -85,7 +88,7 @@ export interface TrafficActor {
   onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
   /** Services left out and why (invalid annotation). */
   rejected(): { service: string; reason: string; error: string }[];
-  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[] };
+  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[]; admission: { connections: number; opening: number; waiting: number; clients: number } };
 }
 
 type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
@@ -122,6 +125,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const clock = options.clock ?? systemClock;
   const listenHost = options.listenHost ?? "127.0.0.1";
   const counters = new Counters();
+  const capacity = createTrafficCapacity({ log, clock, limits: options.capacity });
   const shared: BalancerShared = {
     node: options.node,
     clock,
@@ -157,7 +161,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
 
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);
-    const common = { balancer, shared, log, counters, listenHost };
+    const common = { balancer, shared, log, counters, listenHost, admission: capacity.admission, refusals: capacity.refusals };
     const create = () =>
       plan.protocol === "TCP"
         ? new TcpServicePortListener({
@@ -271,6 +275,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         }),
         shutdown: fromPromise(async () => {
           await inFlight.catch(() => undefined);
+          capacity.close();
           for (const listener of listeners.values()) await listener.socket.close();
           listeners.clear();
         }),
@@ -334,7 +339,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           bufferedBytes += listener.socket.bufferedBytes;
         } else connections += listener.socket.flows;
       }
-      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected() };
+      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected(), admission: capacity.admission.counts };
     },
   };
   return handle;
