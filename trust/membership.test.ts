@@ -138,7 +138,7 @@ beforeAll(async () => {
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
   // The starting mesh's keys as `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process
   // each); the changes under test below go through the documented commands.
-  await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", "::1"] });
+  await initKeys({ dir: keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   // debug: the hub's nats-server says "Removed sub ... not authorized" at INF, which leafmesh logs at debug
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--log-level", "debug"] });

@@ -47,7 +47,7 @@ beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-node-records-"), "keys");
   // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
-  await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", "::1"] });
+  await initKeys({ dir: keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   publisher = await hub.connection();

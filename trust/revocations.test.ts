@@ -51,7 +51,7 @@ beforeAll(async () => {
   keys = join(tempDir(), "keys");
   // The mesh's keys as `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each);
   // the revocation under test goes through `keys revoke --hub`.
-  await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", "::1"] });
+  await initKeys({ dir: keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   await Promise.all(["edge-a", "edge-b"].map((node) => startAgent(node)));
