@@ -18,6 +18,6 @@
 export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
 export { registerTrafficMetrics } from "./metrics.ts";
 export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
-export { lbPolicies, type LbPolicy, type NodeTopology } from "./policy.ts";
+export { lbPolicies, type LbPolicy, type NodeTopology } from "../../balance/policy.ts";
 export { lbPolicyAnnotation, noProxyLabel } from "./plan.ts";
 export { DatagramDecoder, encodeDatagram } from "./dialer.ts";

@@ -12,13 +12,14 @@ import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
-import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
+import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
+import type { ServicePortPlan } from "./plan.ts";
 import type { RemoteDialer } from "./dialer.ts";
-import type { EndpointTarget } from "./policy.ts";
+import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 
 export interface TcpProxyOptions {
-  balancer: ServicePortBalancer;
+  balancer: ServicePortBalancer<ServicePortPlan>;
   shared: BalancerShared;
   log: Logger;
   counters: Counters;
