@@ -18,13 +18,17 @@ export const meshEvents = {
   heartbeat: z.object({ at, state: z.string(), uptimeMs: z.number(), detail: z.record(z.string(), z.unknown()).optional() }),
   /** Every actor, on each transition of its machine. */
   state: z.object({ at, from: z.string().nullable(), to: z.string(), reason: z.string().optional() }),
-  /** controller: one catalog object changed in this node's view. */
+  /**
+   * controller: one catalog object changed in this node's view. A put carries the object, but a TLS Secret's only as
+   * `redacted: true` (its key must not travel under mesh.>): a reader asks the controller for it (rpc `catalog.object`).
+   */
   catalog: z.object({
     at,
     op: z.enum(["put", "delete"]),
     key: z.string(),
     revision: z.number(),
     object: catalogObjectSchema.optional(),
+    redacted: z.boolean().optional(),
   }),
   /** controller: the view is complete (initial load done) and whether it is fresh. */
   sync: z.object({ at, objects: z.number(), revision: z.number(), online: z.boolean() }),

@@ -17,7 +17,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
-import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import { decodeCatalogObject, redactForEvent, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { snapshotPage, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
@@ -148,7 +148,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
         op: object ? "put" : "delete",
         key: entry.key,
         revision: entry.revision,
-        ...(object ? { object } : {}),
+        ...(object ? redactForEvent(object) : {}),
       });
     },
   });
@@ -159,6 +159,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
       const object = index.get(key);
       return object ? { revision: revisions.get(key) ?? 0, object } : undefined;
     });
+  });
+
+  const stopServingObjects = bus.serve(rpc.catalogObject, ({ key }) => {
+    const object = index.get(key);
+    return object ? { revision: revisions.get(key) ?? 0, object } : null;
   });
 
   const stopLinks = bus.subscribe({ actor: "fabric", event: "link" }, ({ payload }) => {
@@ -182,6 +187,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     async stop() {
       stopLinks();
       stopServing();
+      stopServingObjects();
       await follower.stop();
       actor.send({ type: "STOP" });
     },

@@ -12,6 +12,7 @@
  * ```
  */
 import { kindOfKey, type CatalogReader, type Service } from "../../bus/catalog.ts";
+import { isGatewayKind } from "../../bus/catalog-gateway.ts";
 import { choosePolicy, endpointsOf, type PolicyChoice } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
@@ -113,7 +114,8 @@ export function affectedServices(keys: Iterable<string>, catalog: CatalogReader,
       if (previous) affected.add(previous);
       const current = catalog.get(key);
       if (current?.kind === "EndpointSlice") affected.add(serviceRef(current.namespace, current.serviceName));
-    } else return "all"; // a DestinationRule (its host may name any Service) or an unknown key: rare, re-plan everything
+    } else if (kind !== undefined && isGatewayKind(kind)) continue; // ingress objects: the gateway's, nothing traffic plans
+    else return "all"; // a DestinationRule (its host may name any Service) or an unknown key: rare, re-plan everything
   }
   return affected;
 }
