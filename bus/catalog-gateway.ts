@@ -119,6 +119,13 @@ export const virtualServiceSchema = z.object({
 });
 export type VirtualService = z.infer<typeof virtualServiceSchema>;
 
+/**
+ * Which gateway nodes a Gateway API Gateway is for: `key=value` pairs (comma-separated) that must all match the
+ * node's labels (`kubernetes.io/hostname` is the node's name); none: every gateway node. Istio Gateways say the same
+ * with `spec.selector`.
+ */
+export const nodeSelectorAnnotation = "gateway.leafmesh.io/node-selector";
+
 /** The Gateway API class the leafmesh gateway serves; Gateways of other classes belong to other controllers. */
 export const leafmeshGatewayClass = "leafmesh";
 

@@ -52,11 +52,7 @@ export function checkHostname(host: string, field: string, problems: FieldProble
   return lower;
 }
 
-/**
- * Which gateway nodes a Gateway is for: the annotation's `key=value` pairs (comma-separated, all must match the
- * node's labels; `kubernetes.io/hostname` is the node's name). Istio Gateways say the same with `spec.selector`.
- */
-export const nodeSelectorAnnotation = "gateway.leafmesh.io/node-selector";
+export { nodeSelectorAnnotation } from "../../bus/catalog-gateway.ts";
 
 /** `key=value,key2=value2` → a label map; a problem (and an empty map) when malformed. */
 export function parseNodeSelector(text: string, field: string, problems: FieldProblem[]): Record<string, string> {

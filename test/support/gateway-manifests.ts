@@ -59,8 +59,10 @@ function istioManifests(options: IngressOptions): object[] {
   const { ports } = options;
   const to = (host: string, weight?: number) => ({ destination: { host, port: { number: 80 } }, ...(weight !== undefined ? { weight } : {}) });
   const virtualService = (name: string, spec: object) => ({ apiVersion: istioVersion, kind: "VirtualService", metadata: { name, namespace }, spec: { gateways: ["edge"], ...spec } });
+  const httpHosts = ["shop.example.com", "*.wild.example.com", "retry.example.com", "slow.example.com", ...(options.bad ? ["bad-svc.example.com", "bad-regex.example.com"] : [])];
   const servers: object[] = [
-    { port: { number: ports.http, name: "http", protocol: "HTTP" }, hosts: ["*"] },
+    // Not "*": secure.example.com would then be served on the HTTP port too (the Gateway API's HTTP listener takes only the routes that name it).
+    { port: { number: ports.http, name: "http", protocol: "HTTP" }, hosts: httpHosts },
     { port: { number: ports.https, name: "https", protocol: "HTTPS" }, hosts: ["secure.example.com"], tls: { mode: "SIMPLE", credentialName: "secure-cert" } },
     { port: { number: ports.tls, name: "tls-pass", protocol: "TLS" }, hosts: ["pass.example.com"], tls: { mode: "PASSTHROUGH" } },
     { port: { number: ports.tls, name: "tls-term", protocol: "TLS" }, hosts: ["term.example.com"], tls: { mode: "SIMPLE", credentialName: "term-cert" } },
@@ -74,7 +76,8 @@ function istioManifests(options: IngressOptions): object[] {
       // Istio takes the first rule that matches, in order.
       http: [
         { name: "exact", match: [{ uri: { exact: "/exact" } }], route: [to("exact")] },
-        { name: "api", match: [{ uri: { prefix: "/api/" } }], route: [to("api")] },
+        // The Gateway API's PathPrefix "/api/" is "/api" by segments: "/api" itself, or "/api/" and below.
+        { name: "api", match: [{ uri: { exact: "/api" } }, { uri: { prefix: "/api/" } }], route: [to("api")] },
         { name: "items", match: [{ uri: { regex: "/items/[0-9]+" } }], route: [to("items")] },
         { name: "canary", match: [{ headers: { "x-canary": { exact: "yes" } } }], route: [to("canary")] },
         { name: "split", route: [to("web-v1", 90), to("web-v2", 10)] },
