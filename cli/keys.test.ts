@@ -6,7 +6,7 @@ import { join, relative } from "node:path";
 import { execFileSync } from "node:child_process";
 import { runKeysCommand } from "./keys.ts";
 import { loadHubSecurity, loadNodeSecurity } from "../trust/security.ts";
-import { parsePsk } from "../services/tunnel/host.ts";
+import { parsePsk } from "../services/tunnel/index.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-keys-cli-"));

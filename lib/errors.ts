@@ -17,7 +17,10 @@ export const errorCodes = [
   "TOOL_MISSING",
   "DNS_FAILED",
   "PROXY_FAILED",
+  /** The mesh could not carry a stream to a node (no path, a carrier failed, a cut). */
   "TUNNEL_FAILED",
+  /** The stream reached the node, whose agent could not connect to the target (the target's fault, not the mesh's). */
+  "TUNNEL_TARGET_REFUSED",
   "TRUST_FAILED",
   "INTERNAL",
 ] as const;

@@ -16,7 +16,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { encodeNodeRecord } from "../bus/node-record.ts";
 import { buckets } from "../bus/subjects.ts";
 import { silentLogger } from "../lib/log.ts";
-import { parsePsk } from "../services/tunnel/host.ts";
+import { parsePsk } from "../services/tunnel/index.ts";
+import { requestTarget } from "../services/tunnel/stream-header.ts";
 import { startTunnelHost, type TunnelHost } from "../services/tunnel/host.ts";
 import { decodeDirectoryValue } from "../services/tunnel/node-identity.ts";
 import { initKeys, issueNode } from "../trust/key-store.ts";
@@ -68,7 +69,8 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     impostor = await startTunnelHost({ node: "edge-b", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(security.psk), log: silentLogger(), mdns: false, identity: stolen });
     const recordA = decodeDirectoryValue("edge-a", (await nodes.get("edge-a"))!.value, undefined).record!;
     const connection = await impostor.libp2p.dial(multiaddr(`${recordA.listen[0]}/p2p/${recordA.peerId}`));
-    await expect(impostor.openTarget(connection, { host: "127.0.0.1", port: backendPort, protocol: "TCP" })).rejects.toThrow();
+    const target = { host: "127.0.0.1", port: backendPort, protocol: "TCP" as const };
+    await expect(impostor.openStream(connection).then((stream) => requestTarget(stream, target, { timeoutMs: 10_000, peer: "edge-a", log: silentLogger() }))).rejects.toThrow();
     await eventually(
       () => edgeA.output().includes(`claims to be node 'edge-b': node record claiming to be 'edge-b' refused: its certificate belongs to 'edge-a'`),
       15_000,

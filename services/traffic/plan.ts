@@ -11,14 +11,12 @@
  * plans.get("shop/web:http/TCP")?.endpoints;   // [{ key: "198.18.1.3:8080", ... }]
  * ```
  */
-import { kindOfKey, type CatalogReader, type Service } from "../../bus/catalog.ts";
+import { kindOfKey, noProxyLabel, type CatalogReader, type Service } from "../../bus/catalog.ts";
 import { isGatewayKind } from "../../bus/catalog-gateway.ts";
 import { choosePolicy, endpointsOf, type PolicyChoice } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
 export { choosePolicy, endpointsOf, lbPolicyAnnotation, type PolicyChoice } from "../../balance/endpoints.ts";
-
-export const noProxyLabel = "service.leafmesh.io/noproxy";
 
 export type ProxiedProtocol = "TCP" | "UDP";
 

@@ -14,7 +14,7 @@ import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-str
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
-import type { RemoteDialer } from "./dialer.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 
@@ -24,7 +24,7 @@ export interface TcpProxyOptions {
   log: Logger;
   counters: Counters;
   listenHost: string;
-  dialer?: RemoteDialer;
+  dialer?: StreamDialer;
   /** @default 3_000 — a LAN endpoint answers a SYN in milliseconds; 3 s covers one SYN retransmit (1 s) and then moves on. */
   connectTimeoutMs: number;
   /** @default 10_000 — a tunnel stream to a node not yet reached waits for its path (a hole punch, then a relay fallback). */

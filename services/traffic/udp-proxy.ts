@@ -11,7 +11,7 @@ import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import type { Counters } from "./counters.ts";
-import { DatagramDecoder, encodeDatagram, type RemoteDialer } from "./dialer.ts";
+import { DatagramDecoder, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
 import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
@@ -26,7 +26,7 @@ export interface UdpProxyOptions {
   /** @default 4_096 — flows per service port; a UDP flood from spoofed sources cannot grow memory past it. */
   maxFlows: number;
   /** Endpoints on other nodes are reached through it (datagrams framed on a stream); directly when absent. */
-  dialer?: RemoteDialer;
+  dialer?: StreamDialer;
 }
 
 /** Bytes a tunnel stream may hold unsent before datagrams are dropped (UDP drops rather than queues). */

@@ -1,9 +1,11 @@
 /**
  * The tunnel actor: streams to any node of the mesh — direct on a LAN (mDNS),
  * hole-punched across NATs that allow it, relayed through the NATS fabric
- * otherwise — all as libp2p connections (noise + yamux, the mesh key bound into the handshake), so a relaying
- * hub sees ciphertext only. One path machine per remote node publishes every
- * change on `mesh.<node>.tunnel.path`.
+ * otherwise. Every path is a libp2p connection (noise + yamux, the mesh key bound
+ * into the handshake), so a relaying hub sees ciphertext only; with node
+ * certificates each stream rides a TLS session of its own over the path instead
+ * (carrier.ts). One path machine per remote node publishes every change on
+ * `mesh.<node>.tunnel.path`.
  *
  * ```ts
  * import { createTunnelActor } from "./services/tunnel/index.ts";
@@ -16,10 +18,22 @@
  * ```
  *
  * The hub side runs the NAT observer: `startObserver({ hosts: [primary, secondary], ports: [3478, 3479], log })`.
+ *
+ * Inside (one job per file): tunnel-actor.ts assembles the rooms; paths.ts and
+ * path-machine.ts keep one path per node; connections.ts makes and ranks the libp2p
+ * connections that hold paths up; punch-coordinator.ts agrees hole punches (nat.ts
+ * the plan, punch.ts the socket); carrier.ts is the contract of what carries one
+ * stream, stream-opener.ts picks a carrier (tls-carriers.ts, spares.ts), and
+ * stream-header.ts / stream-server.ts are the stream protocol's two ends; relay.ts,
+ * relay-channel.ts, relay-budget.ts and relay-frames.ts are the relay; host.ts the
+ * libp2p host; node-directory.ts and node-identity.ts the node records and proofs.
  */
-export { createTunnelActor, TunnelActor, type TunnelDialer, type TunnelOptions } from "./tunnel-actor.ts";
+export { createTunnelActor, TunnelActor, type TunnelOptions } from "./tunnel-actor.ts";
+export type { StreamDialer } from "../../bus/streams.ts";
 export { startObserver, detectNat, punchPlan, canPunch, classifyNat, type Observer, type ObserverOptions, type ObserverAddress, type PunchPlan } from "./nat.ts";
-export { parsePsk, pskFingerprint, tunnelProtocol, type TunnelTarget } from "./host.ts";
+export { tunnelProtocol } from "./host.ts";
+export { parsePsk, pskFingerprint } from "./psk.ts";
+export type { StreamTarget } from "./stream-header.ts";
 export { pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 export { RelayEndpoint, RelayChannel } from "./relay.ts";
 export { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";

@@ -73,6 +73,12 @@ export class DuplexMultiaddrConnection extends AbstractMultiaddrConnection {
  * streams dispatch "end" and "close" as if the remote had finished. An end that
  * arrives while the connection is no longer open is therefore a cut, and
  * becomes an error here — a reader never mistakes a cut for an end of stream.
+ *
+ * A write the stream could not send at once is done when the stream's own queue
+ * has gone out (its 'idle'), not at its next 'drain': libp2p signals 'drain' to
+ * every stream whenever the connection under them drains, also to a stream whose
+ * send window is spent, and a writer released by that queued chunk after chunk
+ * while its reader did not read (40 MiB in the carrier suite, without bound).
  */
 export function streamToDuplex(stream: Stream, connection: Pick<Connection, "status">): Duplex {
   let ended = false;
@@ -85,7 +91,7 @@ export function streamToDuplex(stream: Stream, connection: Pick<Connection, "sta
     write(chunk: Buffer, _encoding, callback) {
       try {
         if (stream.send(chunk)) callback();
-        else stream.onDrain().then(() => callback(), callback);
+        else sent(stream).then(() => callback(), callback);
       } catch (error) {
         callback(error as Error);
       }
@@ -116,4 +122,21 @@ export function streamToDuplex(stream: Stream, connection: Pick<Connection, "sta
     else if (!ended && connection.status !== "open") duplex.destroy(cut());
   });
   return duplex;
+}
+
+/** Resolves once everything queued on the stream was handed to the muxer; rejects if the stream closes first. */
+function sent(stream: Stream): Promise<void> {
+  if (stream.writeBufferLength === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onIdle = () => {
+      stream.removeEventListener("close", onClose);
+      resolve();
+    };
+    const onClose = (event: Event & { error?: Error }) => {
+      stream.removeEventListener("idle", onIdle);
+      reject(event.error ?? new LeafmeshError("TUNNEL_FAILED", "the stream closed with bytes still queued"));
+    };
+    stream.addEventListener("idle", onIdle, { once: true });
+    stream.addEventListener("close", onClose, { once: true });
+  });
 }

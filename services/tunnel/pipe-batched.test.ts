@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { PassThrough, Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { pipeBatched } from "./host.ts";
+import { pipeBatched } from "./stream-server.ts";
 
 /** A writer that records how many chunks each underlying write carried, and finishes each `delayMs` later. */
 function recorder(options: { highWaterMark: number; delayMs?: number }) {

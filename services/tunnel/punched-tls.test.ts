@@ -30,7 +30,7 @@ describe("hole-punched streams under TLS", () => {
     await lab?.teardown();
   }, 30_000);
 
-  const tls = async (agent: string) => (await lab.call(agent, { op: "status" })).tlsStreams as { opened: number; served: number };
+  const tls = async (agent: string) => (await lab.call(agent, { op: "status" })).tlsStreams as { opened: number; served: number; spares: string[] };
 
   async function roundTrip(a: string, b: string) {
     const reply = await lab.call(a, { op: "roundtrip", node: b, bytes: 262_144 });
@@ -61,7 +61,7 @@ describe("hole-punched streams under TLS", () => {
   it("needs no hub for a stream on a connection punched before the hub was cut; then streams go over libp2p", async () => {
     await roundTrip("p1h1", "f1h1");
     // The spare that stream had punched is ready once the punch and the TLS handshake are done.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await eventually(async () => (await tls("p1h1")).spares.includes("punched TLS f1h1"), 20_000, "p1h1's spare to f1h1 ready");
     const opened = (await tls("p1h1")).opened;
     await lab.nat.cutHub();
     await roundTrip("p1h1", "f1h1");

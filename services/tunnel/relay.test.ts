@@ -5,7 +5,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { silentLogger } from "../../lib/log.ts";
 import { relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { eventually } from "../../test/support/ports.ts";
-import { RelayEndpoint, decodeFrame, encodeFrame, frameTypes, type RelayChannel } from "./relay.ts";
+import { RelayEndpoint, type RelayChannel } from "./relay.ts";
+import { decodeFrame, encodeFrame, frameTypes } from "./relay-frames.ts";
 import { startFabric, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 function collect(channel: RelayChannel): Promise<Buffer> {
@@ -16,16 +17,6 @@ function collect(channel: RelayChannel): Promise<Buffer> {
     channel.once("error", reject);
   });
 }
-
-describe("relay frames", () => {
-  it("round-trips and rejects garbage", () => {
-    const frame = decodeFrame(encodeFrame(frameTypes.data, 4_000_000_000, new Uint8Array([1, 2, 3])));
-    expect(frame).toMatchObject({ type: frameTypes.data, sequence: 4_000_000_000 });
-    expect([...frame.payload]).toEqual([1, 2, 3]);
-    expect(() => decodeFrame(new Uint8Array([3, 0]))).toThrow(/too short/);
-    expect(() => decodeFrame(new Uint8Array([99, 0, 0, 0, 0]))).toThrow(/unknown type/);
-  });
-});
 
 describe("relay channels through leaf → hub → leaf", () => {
   let fabric: TestFabric;
@@ -103,7 +94,7 @@ describe("relay channels through leaf → hub → leaf", () => {
     await a.flush();
     a.publish(relaySubject("edge-b", "edge-a", "oddpurpose"), encodeFrame(frameTypes.open, 0, new TextEncoder().encode(JSON.stringify({ window: 65536, purpose: "teleport" }))));
     await eventually(() => resets.length > 0, 5_000, "the reset");
-    expect(resets[0]).toContain("unknown purpose 'teleport'");
+    expect(resets[0]).toContain('unknown purpose "teleport"');
     subscription.unsubscribe();
   }, 20_000);
 
@@ -189,6 +180,84 @@ describe("relay channels through leaf → hub → leaf", () => {
       receiver.close();
     }
   }, 30_000);
+
+  it("refuses hostile open frames without losing its NATS connection or keeping their credit", async () => {
+    // Its own connection: a frame that broke the client's reader would cut only this endpoint off.
+    const own = await fabric.connect("edge-b");
+    const receiver = new RelayEndpoint({ nats: own, node: "edge-h", log: silentLogger(), onChannel: (channel) => void channel.on("error", () => undefined).resume() });
+    const resets: string[] = [];
+    const watcher = a.subscribe(relaySubject("edge-a", "edge-h", "*"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        if (frame.type === frameTypes.reset) resets.push(new TextDecoder().decode(frame.payload));
+      },
+    });
+    try {
+      await a.flush();
+      await eventually(async () => (await relayA.open("edge-h").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path to edge-h up");
+      await eventually(() => receiver.outstandingCredit === 0, 5_000, "the probe's credit given back");
+      resets.length = 0;
+      const hostile = ['{"window":65536,"purpose":{"toString":1}}', '{"window":65536,"purpose":"teleport"}', '{"window":-5}', "not json"];
+      for (const [index, text] of hostile.entries()) {
+        a.publish(relaySubject("edge-h", "edge-a", `hostile${index}`), encodeFrame(frameTypes.open, 0, new TextEncoder().encode(text)));
+      }
+      await eventually(() => resets.length === hostile.length, 5_000, "every hostile open reset");
+      expect(receiver.channelCount).toBe(0);
+      expect(receiver.outstandingCredit).toBe(0);
+      // Still attached and serving.
+      const channel = await relayA.open("edge-h");
+      channel.destroy();
+      expect(own.isClosed()).toBe(false);
+    } finally {
+      watcher.unsubscribe();
+      receiver.close();
+    }
+  }, 30_000);
+
+  it("survives a peer that accepts a channel and resets it at once (both frames in one read)", async () => {
+    const uncaught: unknown[] = [];
+    const record = (error: unknown) => uncaught.push(error);
+    process.prependListener("uncaughtException", record);
+    const refuser = new RelayEndpoint({ nats: b, node: "edge-r", log: silentLogger(), onChannel: (channel) => channel.destroy() });
+    try {
+      await b.flush();
+      let opened = 0;
+      await eventually(async () => {
+        // open() resolves on the accept; the reset that came in the same read must not be an uncaught 'error'.
+        const channel = await relayA.open("edge-r").catch(() => undefined);
+        if (channel) opened++;
+        await new Promise((resolve) => setImmediate(resolve));
+        return opened >= 20;
+      }, 20_000, "twenty channels accepted and reset");
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off("uncaughtException", record);
+      refuser.close();
+    }
+  }, 30_000);
+
+  it("resets a channel on a second open frame instead of granting the peer a second window", async () => {
+    const frames: { type: number; text: string }[] = [];
+    const watcher = a.subscribe(relaySubject("edge-z", "edge-b", "twice"), {
+      callback: (_, message) => {
+        const frame = decodeFrame(message.data);
+        frames.push({ type: frame.type, text: new TextDecoder().decode(frame.payload) });
+      },
+    });
+    try {
+      await a.flush();
+      const before = relayB.outstandingCredit;
+      const open = (sequence: number) => a.publish(relaySubject("edge-b", "edge-z", "twice"), encodeFrame(frameTypes.open, sequence, new TextEncoder().encode(JSON.stringify({ window: 65_536 }))));
+      open(0);
+      await eventually(() => frames.some((frame) => frame.type === frameTypes.accept), 5_000, "the accept");
+      open(1);
+      await eventually(() => frames.find((frame) => frame.type === frameTypes.reset), 5_000, "the reset");
+      expect(frames.find((frame) => frame.type === frameTypes.reset)!.text).toBe("open frame on a channel already open");
+      await eventually(() => relayB.outstandingCredit === before, 5_000, "the channel's credit given back");
+    } finally {
+      watcher.unsubscribe();
+    }
+  }, 20_000);
 
   it("resets a channel when a frame is lost, never truncating silently", async () => {
     const channel = await relayA.open("edge-b");

@@ -16,9 +16,11 @@
  * dialler's node from its certificate. So this exists only with security on;
  * an `--insecure` mesh keeps every stream on libp2p.
  *
- * What goes over it is what goes over a libp2p tunnel stream (host.ts): the
+ * What goes over it is what goes over a libp2p tunnel stream (stream-header.ts): the
  * target header, the status reply, then the spliced bytes; half-close and
- * reset behave as on a socket.
+ * reset behave as on a socket: a session that ends before both its directions
+ * did resets what carries it (`resetWithCarrier`), so the far end reads an
+ * error, never an end.
  *
  * ```ts
  * const server = await startTlsStreamServer({ identity, listen: { host: "0.0.0.0", port: 4102 }, log, onStream: (socket, node) => serve(socket, node) });
@@ -28,6 +30,7 @@
  * ```
  */
 import { X509Certificate } from "node:crypto";
+import { connect as netConnect, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate, type SecureContext } from "node:tls";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
@@ -99,6 +102,9 @@ export async function startTlsStreamServer(options: {
     (socket) => {
       open.add(socket);
       socket.once("close", () => open.delete(socket));
+      // The TCP connection under a served session (Node keeps it as _parent): reset with it.
+      const tcp = (socket as TLSSocket & { _parent?: unknown })._parent;
+      if (tcp instanceof Socket) resetWithCarrier(socket, tcp);
       const node = commonNameOf(socket.getPeerCertificate());
       if (!node || node === me) {
         refuse(node ? "a peer presented this node's own certificate" : "the peer certificate has no common name", { remote: socket.remoteAddress });
@@ -138,7 +144,9 @@ export async function startTlsStreamServer(options: {
 
 /** A TLS connection to `node`'s stream server: resolves once the handshake proved it is `node`. */
 export function connectTlsStream(options: { identity: NodeIdentity; node: string; host: string; port: number; timeoutMs: number }): Promise<TLSSocket> {
-  return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: { host: options.host, port: options.port } });
+  // A TCP socket of our own under the session, not tls.connect's: it is what a reset resets (resetWithCarrier).
+  const tcp = netConnect({ host: options.host, port: options.port, allowHalfOpen: true });
+  return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: tcp });
 }
 
 /**
@@ -146,7 +154,7 @@ export function connectTlsStream(options: { identity: NodeIdentity; node: string
  * connection), said as `where` in errors: resolves once the handshake proved it is `node`.
  */
 export function tlsClientOver(channel: Duplex, options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
-  return tlsClient({ ...options, carrier: { socket: halfClosing(channel) } });
+  return tlsClient({ ...options, carrier: halfClosing(channel) });
 }
 
 /** A TLSSocket takes allowHalfOpen from the channel it wraps: end() must half-close, as on every tunnel stream (a punched net.Socket has it off). */
@@ -163,12 +171,14 @@ function halfClosing(channel: Duplex): Duplex {
  */
 export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity; peer: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const socket = new TLSSocket(halfClosing(channel), {
+    const carrier = halfClosing(channel);
+    const socket = new TLSSocket(carrier, {
       isServer: true,
       requestCert: true,
       rejectUnauthorized: true,
       secureContext: secureContextOf(options.identity),
     });
+    resetWithCarrier(socket, carrier);
     const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS handshake with ${options.peer} over ${options.where} not done within ${options.timeoutMs} ms`)), options.timeoutMs);
     const onError = (error: Error) => {
       clearTimeout(timer);
@@ -189,10 +199,10 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
   });
 }
 
-function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string; carrier: { host: string; port: number } | { socket: Duplex } }): Promise<TLSSocket> {
+function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string; carrier: Duplex }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const connectOptions: ConnectionOptions & { allowHalfOpen: boolean } = {
-      ...options.carrier,
+      socket: options.carrier,
       secureContext: secureContextOf(options.identity),
       allowHalfOpen: true,
       // The chain is checked against the mesh CA (rejectUnauthorized); the name must be the node we meant.
@@ -201,6 +211,7 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
     };
     // allowHalfOpen reaches the TLSSocket (node's _tls_wrap.js) though the typings omit it: end() half-closes, as on a libp2p stream.
     const socket = tlsConnect(connectOptions);
+    resetWithCarrier(socket, options.carrier);
     const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS connection to ${options.node} at ${options.where} not established within ${options.timeoutMs} ms`)), options.timeoutMs);
     socket.once("secureConnect", () => {
       clearTimeout(timer);
@@ -213,4 +224,29 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
     };
     socket.once("error", onError);
   });
+}
+
+/**
+ * Joins a TLS session to what carries it, both ways, for a cut never to pass for
+ * an end (STYLE 20):
+ * - the session destroyed before both its directions ended (with an error or
+ *   without) resets the carrier: RST on a TCP connection, a reset frame on a relay
+ *   channel. TLS alone closes its TCP connection with a FIN, and the far end read
+ *   that as a clean end of stream;
+ * - the carrier failing (the far end's reset) destroys the session with that
+ *   error: over a JavaScript Duplex (a relay channel) Node's TLSSocket closed
+ *   quietly, with neither an error nor an end.
+ */
+function resetWithCarrier(session: TLSSocket, carrier: Duplex): void {
+  carrier.on("error", (error: Error) => session.destroy(error));
+  const destroy = session._destroy.bind(session);
+  session._destroy = (error: Error | null, callback: (error?: Error | null) => void) => {
+    // Reset before the session closes its handle: TLS's own close sends the FIN we must not send.
+    // (Node then emits the session's 'close' ahead of its 'error'; `errored` is set all the same.)
+    if (!(session.readableEnded && session.writableFinished) && !carrier.destroyed) {
+      if (carrier instanceof Socket) carrier.resetAndDestroy();
+      else carrier.destroy(error ?? new LeafmeshError("TUNNEL_FAILED", "the TLS session over this channel was closed before its end"));
+    }
+    destroy(error, callback);
+  };
 }

@@ -8,6 +8,7 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
 import { relaySubject } from "../../bus/subjects.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
@@ -36,7 +37,8 @@ describe("tunnel actor on loopback", () => {
   }
 
   beforeAll(async () => {
-    echo = createServer((socket) => socket.pipe(socket));
+    // A stream cut by the tunnel resets its target connection: the echo hears ECONNRESET.
+    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
     await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
     echoPort = (echo.address() as { port: number }).port;
     fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e"] });
@@ -143,24 +145,60 @@ describe("tunnel actor on loopback", () => {
     }
   }, 30_000);
 
+  it("resets the target's connection when the stream is reset at the opening side, never ends it", async () => {
+    const outcomes: string[] = [];
+    let received = 0;
+    const target = createServer((socket) => {
+      socket.on("data", (chunk: Buffer) => (received += chunk.byteLength));
+      socket.once("end", () => outcomes.push("end"));
+      socket.once("error", (error: NodeJS.ErrnoException) => outcomes.push(error.code ?? error.message));
+    });
+    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+    try {
+      const stream = await actors[0].openStream("edge-b", { host: "127.0.0.1", port: (target.address() as { port: number }).port, protocol: "TCP" });
+      stream.on("error", () => undefined);
+      stream.write(randomBytes(64 * 1024));
+      await eventually(() => received === 64 * 1024, 10_000, "the bytes at the target");
+      stream.destroy(new Error("the client went away"));
+      await eventually(() => outcomes.length > 0, 10_000, "the target's connection to finish");
+      expect(outcomes).toEqual(["ECONNRESET"]);
+    } finally {
+      target.close();
+    }
+  }, 30_000);
+
   it("tells the caller when the target refuses on the remote side", async () => {
     const a = actors[0];
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
     const port = (closed.address() as { port: number }).port;
     closed.close();
-    await expect(a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" })).rejects.toThrow(/edge-b cannot connect to 127.0.0.1/);
+    const refused = await a.openStream("edge-b", { host: "127.0.0.1", port, protocol: "TCP" }).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(LeafmeshError);
+    expect((refused as LeafmeshError).message).toMatch(/edge-b cannot connect to 127.0.0.1/);
+    // A code to branch on: the target refused (its fault), not the mesh (TUNNEL_FAILED), and the remote connect's own code.
+    expect(refused).toMatchObject({ code: "TUNNEL_TARGET_REFUSED", targetCode: "ECONNREFUSED" });
   }, 30_000);
 });
 
 describe("the mesh key", () => {
   it("keeps a peer with another key out at the handshake", async () => {
-    const { startTunnelHost, parsePsk } = await import("./host.ts");
+    const { startTunnelHost, failedHandshake } = await import("./host.ts");
+    const { multiaddr } = await import("@multiformats/multiaddr");
+    const { parsePsk } = await import("./psk.ts");
     const a = await startTunnelHost({ node: "key-a", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
     const b = await startTunnelHost({ node: "key-b", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(otherPsk), log: silentLogger(), mdns: false });
     const c = await startTunnelHost({ node: "key-c", listen: ["/ip4/127.0.0.1/tcp/0"], psk: parsePsk(testPsk), log: silentLogger(), mdns: false });
     try {
-      await expect(a.libp2p.dial(b.libp2p.getMultiaddrs()[0])).rejects.toThrow(/handshake|decrypt/i);
+      const failure = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0]).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(Error);
+      // Told by its class, not its text: what the tunnel branches on to say "the keys differ".
+      expect(failedHandshake(failure)).toBe(true);
+      expect(failedHandshake(new AggregateError([new Error("refused"), failure]))).toBe(true);
+      // A peer that is not there fails elsewhere.
+      const closed = await a.libp2p.dial(multiaddr(`/ip4/127.0.0.1/tcp/1/p2p/${b.libp2p.peerId.toString()}`)).catch((error: unknown) => error);
+      expect(closed).toBeInstanceOf(Error);
+      expect(failedHandshake(closed)).toBe(false);
       const connection = await a.libp2p.dial(c.libp2p.getMultiaddrs()[0]);
       expect(connection.remotePeer.toString()).toBe(c.libp2p.peerId.toString());
       expect(a.pskFingerprint).toBe(c.pskFingerprint);
@@ -171,7 +209,7 @@ describe("the mesh key", () => {
   });
 
   it("rejects a key that is not in the swarm.key format, saying what it expects", async () => {
-    const { parsePsk } = await import("./host.ts");
+    const { parsePsk } = await import("./psk.ts");
     expect(() => parsePsk("secret")).toThrow(/swarm.key format/);
   });
 });

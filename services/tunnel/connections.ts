@@ -1,0 +1,172 @@
+/**
+ * The libp2p connections that hold the paths up: one per path kind at most
+ * between two nodes, told apart by how they were made. This file makes them —
+ * a direct dial to a node's addresses, libp2p over a relay channel, libp2p over
+ * a punched socket — and classifies and ranks the open ones (direct before
+ * hole-punched before relayed). Streams ride on them (the libp2p carrier), and
+ * their opening and closing drive the path machines (paths.ts).
+ *
+ * ```ts
+ * const connections = new PathConnections({ host, relay, log, clock });
+ * const connection = await connections.dialDirect(peerId, record);
+ * connections.ranked(peerId)[0]; // { kind: "direct", connection }
+ * ```
+ */
+import type { Duplex } from "node:stream";
+import type { Connection, PeerId } from "@libp2p/interface";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
+import type { NodeRecord } from "../../bus/node-record.ts";
+import type { Clock } from "../../lib/clock.ts";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { TunnelHost } from "./host.ts";
+import type { PathKind } from "./path-machine.ts";
+import type { RelayChannel, RelayEndpoint } from "./relay.ts";
+
+/** The remote address given to relayed connections: TEST-NET-1, never routable, so nothing dials it. */
+const relayMarker = "/ip4/192.0.2.1/tcp/1";
+
+const rank: Record<PathKind, number> = { direct: 0, "hole-punched": 1, relayed: 2 };
+
+export interface PathConnectionsOptions {
+  host: TunnelHost;
+  /** Absent when this node does not relay. */
+  relay?: RelayEndpoint;
+  log: Logger;
+  clock: Clock;
+  /** @default 3_000 — direct dial timeout. */
+  dialTimeoutMs?: number;
+}
+
+export class PathConnections {
+  readonly #options: PathConnectionsOptions;
+  /** Remote "host:port" of hole-punched sockets, to tell their connections apart. */
+  readonly #punched = new Set<string>();
+
+  constructor(options: PathConnectionsOptions) {
+    this.#options = options;
+  }
+
+  /** Which path a connection holds up: relayed by its marker address, hole-punched by its punched socket's address, else direct. */
+  kindOf(connection: Connection): PathKind {
+    const address = connection.remoteAddr.toString();
+    if (address.startsWith(relayMarker)) return "relayed";
+    const match = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(address);
+    if (match && this.#punched.has(`${match[1]}:${match[2]}`)) return "hole-punched";
+    return "direct";
+  }
+
+  /** The open connections to a peer, best kind first. */
+  ranked(peerId: string): { kind: PathKind; connection: Connection }[] {
+    return this.#options.host.libp2p
+      .getConnections(peerIdFromString(peerId))
+      .filter((connection) => connection.status === "open")
+      .map((connection) => ({ kind: this.kindOf(connection), connection }))
+      .sort((a, b) => rank[a.kind] - rank[b.kind]);
+  }
+
+  /** Dials every address known for a peer at once (libp2p's peer store, its record's listen addresses); the first direct connection wins. */
+  async dialDirect(peerId: string, record: NodeRecord | undefined): Promise<Connection> {
+    const host = this.#options.host;
+    const id: PeerId = peerIdFromString(peerId);
+    const known = (await host.libp2p.peerStore.get(id).catch(() => undefined))?.addresses.map((address) => address.multiaddr) ?? [];
+    // A record lists loopback next to the LAN addresses (listen 0.0.0.0): from another
+    // host, loopback is ourselves, so use it only when it is all the record has (one machine).
+    const listen = record?.listen ?? [];
+    const isLoopback = (text: string) => text.startsWith("/ip4/127.") || text.startsWith("/ip6/::1/");
+    const usable = listen.some((text) => !isLoopback(text)) ? listen.filter((text) => !isLoopback(text)) : listen;
+    const fromRecord = usable.map((text) => multiaddr(text));
+    const addresses = [...known, ...fromRecord]
+      .filter((address) => !address.toString().startsWith(relayMarker) && (usable === listen || !isLoopback(address.toString())))
+      .map((address) => (address.toString().includes("/p2p/") ? address : address.encapsulate(`/p2p/${peerId}`)));
+    if (addresses.length === 0) throw new LeafmeshError("TUNNEL_FAILED", "no address known");
+    const timeout = this.#options.dialTimeoutMs ?? 3_000;
+    // All addresses at once: a silent one (a NAT that drops) must not delay an answering one.
+    try {
+      return await Promise.any(
+        dedupe(addresses).map(async (address) => {
+          // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
+          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
+          if (connection.remotePeer.toString() === peerId && this.kindOf(connection) === "direct") return connection;
+          throw new LeafmeshError("TUNNEL_FAILED", `${address.toString()} is not a direct connection to ${peerId}`);
+        }),
+      );
+    } catch (error) {
+      const causes = error instanceof AggregateError ? error.errors : [error];
+      throw new LeafmeshError("TUNNEL_FAILED", `no listen address answered (${addresses.length} tried): ${describeError(causes[0])}`, { cause: error });
+    }
+  }
+
+  /** A libp2p connection to `node` over a relay channel of its own; it must reach the node's recorded peer id. */
+  async openRelayed(node: string, peerId: string): Promise<Connection> {
+    const relay = this.#options.relay;
+    if (!relay) throw new LeafmeshError("TUNNEL_FAILED", "this node does not relay");
+    const channel = await relay.open(node);
+    const connection = await this.#options.host.upgrade(channel, "outbound", multiaddr(relayMarker));
+    if (!connection || connection.remotePeer.toString() !== peerId) {
+      await connection?.close();
+      throw new LeafmeshError("TUNNEL_FAILED", `the relay reached a peer that is not ${node}'s recorded peer id`);
+    }
+    return connection;
+  }
+
+  /** The far end of openRelayed: a peer's relay channel for a libp2p connection. */
+  acceptRelayed(channel: RelayChannel): void {
+    this.#options.host.upgrade(channel, "inbound", multiaddr(relayMarker)).catch((error) => this.#options.log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
+  }
+
+  /**
+   * A libp2p connection over a punched socket (either side of the punch). Outbound,
+   * it must reach `expected` (the record's peer id of the node we punched to).
+   */
+  async upgradePunched(socket: Duplex & { remoteAddress?: string; remotePort?: number }, direction: "inbound" | "outbound", expected?: { node: string; peerId: string }): Promise<Connection | undefined> {
+    const remoteHost = plainIPv4(socket.remoteAddress);
+    this.#punched.add(`${remoteHost}:${socket.remotePort}`);
+    const connection = await this.#options.host.upgrade(socket, direction, multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
+    if (direction === "outbound" && expected && (!connection || connection.remotePeer.toString() !== expected.peerId)) {
+      await connection?.close();
+      throw new LeafmeshError("TUNNEL_FAILED", `the punched connection reached a peer that is not ${expected.node}`);
+    }
+    return connection;
+  }
+
+  /** The round trip to a connection's peer by libp2p ping (2 s at most); undefined when it did not answer. */
+  async rtt(connection: Connection): Promise<number | undefined> {
+    try {
+      return await this.#options.host.libp2p.services.ping.ping(connection.remotePeer, { signal: AbortSignal.timeout(2_000) });
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Closes a connection the path no longer uses once its last stream is done (bounded: checks for an hour). */
+  closeWhenIdle(connection: Connection): void {
+    const clock = this.#options.clock;
+    let checks = 0;
+    const check = () => {
+      if (connection.status !== "open") return clock.clearInterval(timer);
+      if (connection.streams.length === 0 || ++checks > 720) {
+        clock.clearInterval(timer);
+        void connection.close().catch(() => undefined);
+      }
+    };
+    const timer = clock.setInterval(check, 5_000);
+    if (connection.streams.length === 0) check();
+  }
+}
+
+/** "::ffff:198.18.64.12" (a dual-stack listener's view) → "198.18.64.12". */
+export function plainIPv4(address: string | undefined): string {
+  return (address ?? "").replace(/^::ffff:/, "");
+}
+
+function dedupe(addresses: Multiaddr[]): Multiaddr[] {
+  const seen = new Set<string>();
+  return addresses.filter((address) => {
+    const key = address.toString();
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

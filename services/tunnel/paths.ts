@@ -1,0 +1,299 @@
+/**
+ * The paths to other nodes: one path machine per remote node (path-machine.ts),
+ * fed by the ways of reaching it — a direct dial, a hole punch, the relay — and
+ * by the libp2p connections that come and go (either side may open one). A path
+ * is bound to the peer id its node is known by (its record, or identify on the
+ * LAN) when it is made; a node that restarts comes back with a new one, and
+ * moving its path to it belongs here. Streams ask here which path to take, and
+ * wait while it is discovered.
+ *
+ * ```ts
+ * const paths = new PathTable({ node: "edge-a", host, connections, punches, directory, bus, log, clock });
+ * paths.watch();                                        // connection and mDNS events
+ * const { peer, kind } = await paths.resolve("edge-b");  // waits for a settled path; throws if unreachable
+ * ```
+ */
+import { createActor, type ActorRefFrom } from "xstate";
+import type { Connection } from "@libp2p/interface";
+import type { Bus } from "../../bus/bus.ts";
+import { nowIso } from "../../bus/events.ts";
+import type { NodeRecord } from "../../bus/node-record.ts";
+import type { Clock } from "../../lib/clock.ts";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { CarrierPeer } from "./carrier.ts";
+import type { PathConnections } from "./connections.ts";
+import { failedHandshake, type TunnelHost } from "./host.ts";
+import type { NodeDirectory } from "./node-directory.ts";
+import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
+import type { PunchCoordinator } from "./punch-coordinator.ts";
+
+type PathActor = ActorRefFrom<typeof pathMachine>;
+type PathSnapshot = ReturnType<PathActor["getSnapshot"]>;
+
+/** The ways this node may use; all on by default (turning them off is for tests and odd networks). */
+export interface Ways {
+  direct?: boolean;
+  punch?: boolean;
+  relay?: boolean;
+}
+
+export interface PathTableOptions {
+  node: string;
+  host: TunnelHost;
+  connections: PathConnections;
+  punches: PunchCoordinator;
+  directory: NodeDirectory;
+  bus: Bus;
+  log: Logger;
+  clock: Clock;
+  ways?: Ways;
+  /** Whether this node has a relay endpoint. */
+  relays: boolean;
+  /** @default 20_000 — how long a stream waits for a path to a node it has none to yet. */
+  pathTimeoutMs?: number;
+  /** @default 3_000 — dialling a LAN neighbour found by mDNS. */
+  dialTimeoutMs?: number;
+  /** Path machine timings (see path-machine.ts). */
+  upgradeIntervalMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+}
+
+export class PathTable {
+  readonly #options: PathTableOptions;
+  readonly #paths = new Map<string, { actor: PathActor; peerId: string }>();
+  /** LAN neighbours by node name (from identify), for when the directory is out of reach. */
+  readonly #lanPeers = new Map<string, string>();
+  /** Peers and nodes already told about with "the keys differ" (said once each). */
+  readonly #warnedKeys = new Set<string>();
+  #stopped = false;
+
+  constructor(options: PathTableOptions) {
+    this.#options = options;
+  }
+
+  /** The current path kind to a node. */
+  pathTo(node: string): PathStateKind | undefined {
+    const path = this.#paths.get(node);
+    return path ? pathKindOf(path.actor.getSnapshot().value) : undefined;
+  }
+
+  /** The path's kind, last RTT and the reason of its last failure. */
+  detail(node: string): { kind: PathStateKind; rttMs?: number; reason?: string } | undefined {
+    const path = this.#paths.get(node);
+    if (!path) return undefined;
+    const snapshot = path.actor.getSnapshot();
+    return { kind: pathKindOf(snapshot.value), rttMs: snapshot.context.rttMs, reason: snapshot.context.reason };
+  }
+
+  /** The peer a node's path is bound to. */
+  peerOf(node: string): CarrierPeer | undefined {
+    const path = this.#paths.get(node);
+    return path && { node, peerId: path.peerId };
+  }
+
+  /** Every path's kind, by node. */
+  kinds(): Record<string, PathStateKind> {
+    const kinds: Record<string, PathStateKind> = {};
+    for (const [node, path] of this.#paths) kinds[node] = pathKindOf(path.actor.getSnapshot().value);
+    return kinds;
+  }
+
+  /** The path a stream to `node` takes: made if there is none, waited for while it is discovered. Throws when the node is unknown or unreachable. */
+  async resolve(node: string): Promise<{ peer: CarrierPeer; kind: PathKind }> {
+    let path = this.#paths.get(node);
+    if (!path) {
+      const peerId = await this.#peerIdOf(node);
+      if (!peerId) {
+        throw new LeafmeshError("TUNNEL_FAILED", `unknown node '${node}': it has no record in ${"mesh-nodes"} and was not seen on the LAN (is its agent running, with the same mesh?)`);
+      }
+      path = this.#ensure(node, peerId);
+    }
+    let snapshot = path.actor.getSnapshot();
+    if (pathKindOf(snapshot.value) === "unreachable") {
+      throw new LeafmeshError("TUNNEL_FAILED", `node '${node}' is unreachable: ${snapshot.context.reason ?? "every way failed"} (retrying in the background)`);
+    }
+    if (pathKindOf(snapshot.value) === "discovering") {
+      snapshot = await this.#settled(path.actor, this.#options.pathTimeoutMs ?? 20_000, node);
+      if (pathKindOf(snapshot.value) === "unreachable") {
+        throw new LeafmeshError("TUNNEL_FAILED", `node '${node}' is unreachable: ${snapshot.context.reason ?? "every way failed"}`);
+      }
+    }
+    return { peer: { node, peerId: path.peerId }, kind: pathKindOf(snapshot.value) as PathKind };
+  }
+
+  /** Follows libp2p's events: mDNS neighbours are dialled, identify names a peer's node, connections opening and closing move the paths. */
+  watch(): void {
+    const { host } = this.#options;
+    const libp2p = host.libp2p;
+    libp2p.addEventListener("peer:discovery", (event) => {
+      // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
+      if (this.#stopped || this.#options.ways?.direct === false) return;
+      const peer = event.detail.id.toString();
+      const signal = AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000);
+      void libp2p.dial(event.detail.id, { signal }).catch((error: unknown) => {
+        const message = describeError(error);
+        // The mesh key is the noise prologue: another key fails the handshake (a timeout mid-handshake looks the same, hence the signal).
+        if (!signal.aborted && failedHandshake(error)) {
+          if (this.#warnedKeys.has(peer)) return;
+          this.#warnedKeys.add(peer);
+          this.#options.log.error({ peer, err: message }, "a LAN peer failed the encrypted handshake: its pre-shared key differs, or it is no agent of this mesh (give every agent of the mesh the same --psk)");
+        } else {
+          this.#options.log.debug({ peer, err: message }, "LAN peer did not answer");
+        }
+      });
+    });
+    libp2p.addEventListener("peer:identify", (event) => {
+      const peerId = event.detail.peerId.toString();
+      const node = host.nodeOf(peerId);
+      if (!node || node === this.#options.node || this.#stopped) return;
+      if (event.detail.connection && this.#options.connections.kindOf(event.detail.connection) === "direct") this.#lanPeers.set(node, peerId);
+      this.#onConnectionChange(node, peerId);
+    });
+    libp2p.addEventListener("connection:open", (event) => {
+      const peerId = event.detail.remotePeer.toString();
+      const node = this.#nodeOfPeer(peerId);
+      if (node && !this.#stopped) this.#onConnectionChange(node, peerId);
+    });
+    libp2p.addEventListener("connection:close", (event) => {
+      const peerId = event.detail.remotePeer.toString();
+      const node = this.#nodeOfPeer(peerId);
+      if (!node || this.#stopped) return;
+      const path = this.#paths.get(node);
+      if (!path) return;
+      const current = pathKindOf(path.actor.getSnapshot().value);
+      const kind = this.#options.connections.kindOf(event.detail);
+      if (kind !== current) return;
+      if (this.#options.connections.ranked(peerId).some((other) => other.kind === kind)) return;
+      path.actor.send({ type: "LOST", kind, reason: `${kind} connection closed` });
+    });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const path of this.#paths.values()) path.actor.stop();
+    this.#paths.clear();
+  }
+
+  #settled(actor: PathActor, timeoutMs: number, node: string): Promise<PathSnapshot> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        subscription.unsubscribe();
+        reject(new LeafmeshError("TUNNEL_FAILED", `no path to '${node}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const check = (snapshot: PathSnapshot) => {
+        if (pathKindOf(snapshot.value) === "discovering") return false;
+        clearTimeout(timer);
+        queueMicrotask(() => subscription.unsubscribe());
+        resolve(snapshot);
+        return true;
+      };
+      const subscription = actor.subscribe(check);
+      check(actor.getSnapshot());
+    });
+  }
+
+  async #peerIdOf(node: string): Promise<string | undefined> {
+    return this.#lanPeers.get(node) ?? (await this.#options.directory.lookup(node))?.peerId;
+  }
+
+  #nodeOfPeer(peerId: string): string | undefined {
+    return this.#options.host.nodeOf(peerId) ?? this.#options.directory.byPeerId(peerId)?.node;
+  }
+
+  /** A connection appeared (either side opened it): tell the node's path, creating it if needed. */
+  #onConnectionChange(node: string, peerId: string): void {
+    const existing = this.#paths.get(node);
+    if (!existing) {
+      this.#ensure(node, peerId);
+      return;
+    }
+    const best = this.#options.connections.ranked(peerId)[0];
+    if (best) existing.actor.send({ type: "CONNECTED", kind: best.kind });
+  }
+
+  #ensure(node: string, peerId: string): { actor: PathActor; peerId: string } {
+    const existing = this.#paths.get(node);
+    if (existing) return existing;
+    const { bus, log, clock, connections } = this.#options;
+    const machine = pathMachine.provide({
+      actions: {
+        attempt: () => void this.#attempt(node, false),
+        // Only one side of a pair tries upgrades (the smaller name), so two punches never race; the other sees the new connection arrive.
+        attemptUpgrade: () => (this.#options.node < node ? void this.#attempt(node, true) : queueMicrotask(() => path.actor.send({ type: "UPGRADE_FAILED", reason: `${node} tries the upgrades` }))),
+        announce: ({ context }, params) => {
+          bus.publish("tunnel", "path", { at: nowIso(clock.now), peer: node, kind: params.kind, rttMs: context.rttMs, detail: context.reason });
+          log.info({ peer: node, kind: params.kind, rttMs: context.rttMs, reason: context.reason }, "path changed");
+        },
+        released: (_, params) => {
+          for (const { kind, connection } of connections.ranked(peerId)) if (kind === params.kind) connections.closeWhenIdle(connection);
+        },
+      },
+    });
+    const actor = createActor(machine, {
+      input: { peer: node, upgradeIntervalMs: this.#options.upgradeIntervalMs, backoffMinMs: this.#options.backoffMinMs, backoffMaxMs: this.#options.backoffMaxMs },
+      clock,
+    });
+    const path = { actor, peerId };
+    this.#paths.set(node, path);
+    actor.start();
+    return path;
+  }
+
+  /** Tries the ways in order (direct, hole punch, relay; `upgradeOnly`: the first two) and tells the path machine what came of it. */
+  async #attempt(node: string, upgradeOnly: boolean): Promise<void> {
+    const path = this.#paths.get(node);
+    if (!path || this.#stopped) return;
+    const { host, connections, punches, directory, log } = this.#options;
+    const send = (event: Parameters<PathActor["send"]>[0]) => {
+      if (!this.#stopped) path.actor.send(event);
+    };
+    const reasons: string[] = [];
+    try {
+      const existing = connections.ranked(path.peerId)[0];
+      if (existing && (!upgradeOnly || existing.kind !== "relayed")) {
+        return send({ type: "CONNECTED", kind: existing.kind, rttMs: await connections.rtt(existing.connection) });
+      }
+      const record = directory.get(node);
+      if (record && record.pskFingerprint !== host.pskFingerprint) {
+        const reason = `the pre-shared keys differ: ${node} uses a PSK with fingerprint ${record.pskFingerprint}, this node ${host.pskFingerprint}; give both agents the same --psk`;
+        if (!this.#warnedKeys.has(node)) log.error({ peer: node }, reason);
+        this.#warnedKeys.add(node);
+        return send({ type: upgradeOnly ? "UPGRADE_FAILED" : "FAILED", reason });
+      }
+      const ways = this.#options.ways ?? {};
+      if (ways.direct !== false) {
+        const connection = await connections.dialDirect(path.peerId, record).catch((error) => void reasons.push(`direct: ${describeError(error)}`));
+        if (connection) return send({ type: "CONNECTED", kind: "direct", rttMs: await connections.rtt(connection) });
+      }
+      if (ways.punch !== false && record) {
+        const cannot = punches.cannotPunch(record);
+        if (cannot) reasons.push(`punch: ${cannot}`);
+        else {
+          const connection = await this.#punch(record).catch((error) => void reasons.push(`punch: ${describeError(error)}`));
+          if (connection) return send({ type: "CONNECTED", kind: "hole-punched", rttMs: await connections.rtt(connection) });
+        }
+      }
+      if (upgradeOnly) return send({ type: "UPGRADE_FAILED", reason: reasons.join("; ") || "no better way" });
+      if (existing) return send({ type: "CONNECTED", kind: existing.kind, rttMs: await connections.rtt(existing.connection) });
+      if (ways.relay !== false && this.#options.relays) {
+        const connection = await connections.openRelayed(node, path.peerId).catch((error) => void reasons.push(`relay: ${describeError(error)}`));
+        if (connection) {
+          if (reasons.length) log.info({ peer: node, reasons }, "relayed: better ways failed");
+          return send({ type: "CONNECTED", kind: "relayed", rttMs: await connections.rtt(connection), reason: reasons.join("; ") || undefined });
+        }
+      }
+      send({ type: "FAILED", reason: reasons.join("; ") || "no way to reach it" });
+    } catch (error) {
+      send({ type: upgradeOnly ? "UPGRADE_FAILED" : "FAILED", reason: describeError(error) });
+    }
+  }
+
+  /** A hole-punched libp2p connection to `record`'s node. */
+  async #punch(record: NodeRecord): Promise<Connection> {
+    const socket = await this.#options.punches.punch(record, "libp2p");
+    const connection = await this.#options.connections.upgradePunched(socket, "outbound", { node: record.node, peerId: record.peerId });
+    return connection!;
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The punch coordinator: this node's NAT as the observer measured it, and the
+ * agreement of a TCP hole punch with a peer through the fabric
+ * (`rpc.<node>.tunnel-punch`): the asking side sends its mapped address and
+ * NAT type, the answering side replies with its own and both open the socket
+ * by the plan of nat.ts (punch.ts opens it). What a punched socket becomes is
+ * the asker's purpose: the pair's libp2p connection (a hole-punched path), or
+ * one tunnel stream under TLS (the punched TLS carrier's spare).
+ *
+ * The answering side is where a peer's requests arrive: the home of what limits
+ * them.
+ *
+ * ```ts
+ * const punches = new PunchCoordinator({ nats, bus, node: "edge-a", log, observer, directory, peerId: () => id, onPunched });
+ * punches.start();                                  // detects the NAT, answers peers
+ * const socket = await punches.punch(record, "libp2p");
+ * ```
+ */
+import type { Socket } from "node:net";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Bus } from "../../bus/bus.ts";
+import type { NatType, NodeRecord } from "../../bus/node-record.ts";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { rpc, type PunchPurpose, type PunchReply, type PunchRequest } from "../../bus/rpc.ts";
+import { rpcRequest, RpcError } from "../../bus/bus.ts";
+import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
+import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
+
+export type { PunchPurpose, PunchReply, PunchRequest } from "../../bus/rpc.ts";
+
+export interface PunchCoordinatorOptions {
+  nats: NatsConnection;
+  bus: Bus;
+  node: string;
+  log: Logger;
+  /** The NAT observer next to the hubs; without it the NAT stays "unknown" and this node neither asks nor answers punches. */
+  observer?: ObserverAddress;
+  /** @default true — false: this node declines every punch (tests, odd networks). */
+  allowed?: boolean;
+  /** @default 8_000 — a hole punch that has not connected by then has failed. */
+  punchTimeoutMs?: number;
+  /** Other nodes' records: an asker's peer id must be its record's. */
+  recordOf: (node: string) => NodeRecord | undefined;
+  /** This node's libp2p peer id, sent with each request. */
+  peerId: () => string;
+  /** Whether this node serves TLS streams (a "tls-stream" punch is declined otherwise). */
+  servesTlsStreams: () => boolean;
+  /** The answering side's punched socket, for what the asker meant it. */
+  onPunched: (socket: Socket, purpose: PunchPurpose, from: string) => Promise<unknown> | void;
+}
+
+export class PunchCoordinator {
+  readonly #options: PunchCoordinatorOptions;
+  #nat: NatType = "unknown";
+  #mapped: HostPort | undefined;
+  #stopServe: (() => void) | undefined;
+  #stopped = false;
+
+  constructor(options: PunchCoordinatorOptions) {
+    this.#options = options;
+  }
+
+  /** This node's NAT type, once measured. */
+  get nat(): NatType {
+    return this.#nat;
+  }
+
+  /** This node's address as the observer saw it (published in the node record). */
+  get mapped(): HostPort | undefined {
+    return this.#mapped;
+  }
+
+  /** Answers peers' punch requests; detects the NAT in the background (bounded retries). */
+  start(): void {
+    this.#stopServe = this.#options.bus.serve(rpc.tunnelPunch, (request) => this.answer(request));
+    if (this.#options.observer) void this.#detect(this.#options.observer);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#stopServe?.();
+  }
+
+  /** Why a punch to `record`'s node cannot be tried now, or undefined when it can. */
+  cannotPunch(record: NodeRecord): string | undefined {
+    if (punchPlan(this.#nat, record.nat) === "relay") return `not possible between ${this.#nat} and ${record.nat} NATs`;
+    if (!this.#mapped || !this.#options.observer) return "own mapped address unknown (no NAT observer)";
+    return undefined;
+  }
+
+  /** Both NATs measured and published (the punch plan and the address to admit depend on them). */
+  measured(record: NodeRecord | undefined): boolean {
+    return this.#options.observer !== undefined && this.#mapped !== undefined && this.#nat !== "unknown" && record !== undefined && record.nat !== "unknown" && record.observed.length > 0;
+  }
+
+  /** Punches a TCP connection to `record`'s node, agreed through the fabric (rpc.<node>.tunnel-punch). */
+  async punch(record: NodeRecord, purpose: PunchPurpose): Promise<Socket> {
+    const plan = punchPlan(this.#nat, record.nat);
+    const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
+    const peerHost = record.observed[0]?.host;
+    if (plan === "relay") throw new LeafmeshError("TUNNEL_FAILED", `cannot punch between ${this.#nat} and ${record.nat} NATs`);
+    // Listening, we admit only the peer's address: without it (its NAT not measured yet) nothing could come in.
+    if (plan === "a-listens" && !peerHost) throw new LeafmeshError("TUNNEL_FAILED", `${record.node}'s mapped address is not known yet`);
+    const localPort = await freeLocalPort();
+    const mapped = await this.#observe(localPort);
+    let accepting: Promise<Socket> | undefined;
+    if (plan === "a-listens") {
+      // We are the cone side: listen, and open a restricted cone towards the peer's address.
+      accepting = acceptOnce({ localPort, fromHost: peerHost ?? "", timeoutMs });
+      accepting.catch(() => undefined);
+      if (this.#nat === "restricted-cone" && peerHost) primeRestrictedCone(peerHost);
+    }
+    const request: PunchRequest = { from: this.#options.node, peerId: this.#options.peerId(), nat: this.#nat, mapped, purpose };
+    let reply: PunchReply;
+    try {
+      reply = await rpcRequest(this.#options.nats, record.node, rpc.tunnelPunch, request, 5_000);
+    } catch (error) {
+      if (error instanceof RpcError) throw new LeafmeshError("TUNNEL_FAILED", `${record.node} declined the punch: ${error.message}`, { cause: error });
+      throw error;
+    }
+    if (!reply.mapped) throw new LeafmeshError("TUNNEL_FAILED", `${record.node} declined the punch: ${reply.error ?? "no reason"}`);
+    if (plan === "simultaneous") return simultaneousOpen({ localPort, remote: reply.mapped, timeoutMs });
+    if (plan === "a-listens") return accepting!;
+    return dialPunched({ remote: reply.mapped, timeoutMs });
+  }
+
+  /** The answering side of a punch: replies at once, and opens its side of the socket in the background. */
+  async answer(request: PunchRequest): Promise<PunchReply> {
+    const { observer, node } = this.#options;
+    if (!observer || this.#options.allowed === false) return { error: `${node} does not punch (no NAT observer configured)` };
+    if (typeof request?.from !== "string" || typeof request.mapped?.host !== "string" || !Number.isInteger(request.mapped?.port)) return { error: "malformed punch request" };
+    const purpose = request.purpose ?? "libp2p";
+    // Said as JSON: String() of a peer's object ({"toString":1}) throws.
+    if (purpose !== "libp2p" && purpose !== "tls-stream") return { error: `unknown punch purpose ${JSON.stringify(purpose).slice(0, 40)}` };
+    if (purpose === "tls-stream" && !this.#options.servesTlsStreams()) return { error: `${node} does not serve TLS streams` };
+    const record = this.#options.recordOf(request.from);
+    if (record && record.peerId !== request.peerId) return { error: "peer id does not match the node record" };
+    // The plan from the requester's side: "a" is the requester.
+    const plan = punchPlan(request.nat, this.#nat);
+    const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
+    const localPort = await freeLocalPort();
+    const mapped = await this.#observe(localPort);
+    const finish = (socketPromise: Promise<Socket>) =>
+      socketPromise
+        .then((socket) => this.#options.onPunched(socket, purpose, request.from))
+        .catch((error) => this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed"));
+    if (plan === "simultaneous") void finish(simultaneousOpen({ localPort, remote: request.mapped, timeoutMs }));
+    else if (plan === "b-listens") {
+      const accepting = acceptOnce({ localPort, fromHost: request.mapped.host, timeoutMs });
+      if (this.#nat === "restricted-cone") primeRestrictedCone(request.mapped.host);
+      void finish(accepting);
+    } else if (plan === "a-listens") void finish(dialPunched({ remote: request.mapped, timeoutMs }));
+    else return { error: `cannot punch between ${request.nat} and ${this.#nat}` };
+    return { mapped };
+  }
+
+  async #observe(localPort: number): Promise<HostPort> {
+    const observer = this.#options.observer!;
+    return (await askObserver<{ observed: HostPort }>({ host: observer.host, port: observer.ports[0] }, localPort, "observe")).observed;
+  }
+
+  async #detect(observer: ObserverAddress): Promise<void> {
+    // Bounded retries: the observer may come up after the agent.
+    for (let attempt = 0; attempt < 5 && !this.#stopped; attempt++) {
+      try {
+        const detection = await detectNat({ observer });
+        this.#nat = detection.type;
+        this.#mapped = detection.mapped;
+        this.#options.log.info({ nat: detection.type, mapped: detection.mapped }, "NAT behaviour detected");
+        return;
+      } catch (error) {
+        this.#options.log.warn({ err: describeError(error), attempt }, "NAT detection failed; retrying");
+        await new Promise((resolve) => setTimeout(resolve, 1_000 * (attempt + 1)));
+      }
+    }
+  }
+}

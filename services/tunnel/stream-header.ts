@@ -1,0 +1,119 @@
+/**
+ * The tunnel stream protocol, the same on every carrier (a libp2p stream, a TLS
+ * session of its own): the opening side sends the target as a header, the
+ * serving side answers with a status, then the stream carries the spliced bytes.
+ *
+ *   opener → server:  u16 length | JSON { host, port, protocol }
+ *   server → opener:  u8 status (0 ok, 1 refused) | u16 length | JSON { message, code? }
+ *
+ * The encoding and the target's validation are pure; `requestTarget` and
+ * `readTarget` run them on a Duplex.
+ *
+ * ```ts
+ * const stream = await requestTarget(carrierStream, { host: "10.0.0.5", port: 80, protocol: "TCP" }, { timeoutMs: 10_000, peer: "edge-b", log });
+ * const target = await readTarget(inbound, 5_000); // on the serving side; then answer with encodeStatus(statusOk)
+ * ```
+ */
+import type { Duplex } from "node:stream";
+import { LeafmeshError } from "../../lib/errors.ts";
+import type { StreamTarget } from "../../bus/streams.ts";
+import type { Logger } from "../../lib/log.ts";
+
+export type { StreamTarget } from "../../bus/streams.ts";
+
+export const statusOk = 0;
+export const statusRefused = 1;
+
+/**
+ * The remote agent answered that it cannot reach the stream's target: no other
+ * path or carrier changes that, and the target is at fault, not the mesh.
+ * `targetCode` is the remote connect's error code (ECONNREFUSED, ETIMEDOUT, ...)
+ * when the agent said it (agents before it did not).
+ */
+export class TargetRefusedError extends LeafmeshError {
+  readonly targetCode: string | undefined;
+
+  constructor(message: string, targetCode?: string) {
+    super("TUNNEL_TARGET_REFUSED", message);
+    this.targetCode = targetCode;
+  }
+}
+
+/** A length-prefixed JSON header (u16 big endian length, then UTF-8 JSON). */
+export function encodeHeader(json: unknown): Uint8Array {
+  const body = new TextEncoder().encode(JSON.stringify(json));
+  if (body.byteLength > 0xffff) throw new LeafmeshError("TUNNEL_FAILED", `tunnel header too long (${body.byteLength} bytes)`);
+  const bytes = new Uint8Array(2 + body.byteLength);
+  new DataView(bytes.buffer).setUint16(0, body.byteLength);
+  bytes.set(body, 2);
+  return bytes;
+}
+
+/** The serving side's answer: the status byte, then a header with a message (and the connect's error code) for the opener. */
+export function encodeStatus(status: typeof statusOk | typeof statusRefused, message = "", code?: string): Buffer {
+  // Bounded: a message says why a target could not be reached, a line, never a header's 64 KiB.
+  return Buffer.concat([Buffer.from([status]), encodeHeader({ message: message.slice(0, 1_000), code: code?.slice(0, 40) })]);
+}
+
+/** A target header's JSON as a target; throws on anything else (it comes from a peer). */
+export function parseTarget(json: unknown): StreamTarget {
+  const target = json as Partial<StreamTarget> | null;
+  if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
+    throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
+  }
+  return { host: target.host, port: target.port!, protocol: target.protocol };
+}
+
+/** Reads exactly `size` bytes from a Duplex in paused mode. */
+export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new LeafmeshError("TUNNEL_FAILED", `tunnel header not received within ${timeoutMs} ms`)), timeoutMs);
+    const finish = (error?: Error, value?: Buffer) => {
+      clearTimeout(timer);
+      duplex.off("readable", onReadable);
+      duplex.off("end", onEnd);
+      duplex.off("error", onError);
+      if (error) reject(error);
+      else resolve(value!);
+    };
+    const onReadable = () => {
+      const chunk = duplex.read(size) as Buffer | null;
+      if (chunk) finish(undefined, chunk);
+    };
+    const onEnd = () => finish(new LeafmeshError("TUNNEL_FAILED", "tunnel stream ended before its header"));
+    const onError = (error: Error) => finish(error);
+    duplex.on("readable", onReadable);
+    duplex.once("end", onEnd);
+    duplex.once("error", onError);
+    onReadable();
+  });
+}
+
+/** Reads one length-prefixed JSON header. */
+export async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unknown> {
+  const length = (await readExactly(duplex, 2, timeoutMs)).readUInt16BE(0);
+  return JSON.parse((await readExactly(duplex, length, timeoutMs)).toString("utf8"));
+}
+
+/** The serving side: the stream's target, or a rejection for a late, short or malformed header. */
+export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<StreamTarget> {
+  return parseTarget(await readHeader(duplex, timeoutMs));
+}
+
+/**
+ * The opening side: sends the target header on a fresh carrier stream and waits
+ * for the remote agent's status. Resolves with the same stream, ready for the
+ * spliced bytes; a refusal rejects with TargetRefusedError (and destroys it).
+ */
+export async function requestTarget(duplex: Duplex, target: StreamTarget, options: { timeoutMs: number; peer: string; log: Logger }): Promise<Duplex> {
+  // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
+  duplex.on("error", (error) => options.log.debug({ err: error, peer: options.peer }, "tunnel stream error"));
+  duplex.write(encodeHeader(target));
+  const status = (await readExactly(duplex, 1, options.timeoutMs))[0];
+  const { message, code } = (await readHeader(duplex, options.timeoutMs)) as { message?: unknown; code?: unknown };
+  if (status !== statusOk) {
+    duplex.destroy();
+    throw new TargetRefusedError(typeof message === "string" && message ? message : "the remote agent refused the stream", typeof code === "string" ? code : undefined);
+  }
+  return duplex;
+}

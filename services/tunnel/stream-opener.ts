@@ -1,0 +1,132 @@
+/**
+ * Opens a tunnel stream to a node over the path its machine holds: the path
+ * kind's TLS carrier first (tls-carriers.ts), libp2p otherwise (carrier.ts lists
+ * them), then the target header (stream-header.ts). A carrier that failed towards
+ * a peer is skipped for a while (CarrierBackoff); a target the remote agent
+ * refused fails the stream at once — no other carrier changes that.
+ *
+ * ```ts
+ * const opener = new StreamOpener({ host, connections, tlsCarriers, backoff, log, headerTimeoutMs: 10_000 });
+ * const stream = await opener.open({ node: "edge-b", peerId }, "direct", { host: "10.0.0.5", port: 80, protocol: "TCP" });
+ * ```
+ */
+import { connect as netConnect } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Connection } from "@libp2p/interface";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { Carrier, CarrierBackoff, CarrierName, CarrierPeer } from "./carrier.ts";
+import type { PathConnections } from "./connections.ts";
+import type { TunnelHost } from "./host.ts";
+import type { PathKind } from "./path-machine.ts";
+import { requestTarget, TargetRefusedError, type StreamTarget } from "./stream-header.ts";
+
+/** A stream on the pair's libp2p connection: the carrier of every path kind, and the last one tried. */
+export class Libp2pCarrier implements Carrier {
+  readonly name: CarrierName = "libp2p";
+  readonly #host: TunnelHost;
+  readonly #connections: PathConnections;
+
+  constructor(options: { host: TunnelHost; connections: PathConnections }) {
+    this.#host = options.host;
+    this.#connections = options.connections;
+  }
+
+  /** On the best open connection to the peer; undefined when there is none. */
+  async open(peer: CarrierPeer): Promise<Duplex | undefined> {
+    const best = this.#connections.ranked(peer.peerId)[0];
+    return best && this.openOn(best.connection);
+  }
+
+  openOn(connection: Connection): Promise<Duplex> {
+    return this.#host.openStream(connection);
+  }
+}
+
+export interface StreamOpenerOptions {
+  connections: PathConnections;
+  libp2p: Libp2pCarrier;
+  /** The TLS carrier of each path kind this node has (none with security off). */
+  tlsCarriers: Partial<Record<PathKind, Carrier>>;
+  backoff: CarrierBackoff;
+  log: Logger;
+  /** How long the remote agent's status may take (its target connect timeout and some). */
+  headerTimeoutMs: number;
+  /** A TLS carrier handed out a stream (counted for status). */
+  onTlsOpened?: () => void;
+}
+
+export class StreamOpener {
+  readonly #options: StreamOpenerOptions;
+
+  constructor(options: StreamOpenerOptions) {
+    this.#options = options;
+  }
+
+  /** A stream to `target` at `peer`'s node over a path of `path` kind. */
+  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+    const tls = this.#options.tlsCarriers[path];
+    if (tls) {
+      const stream = await this.#overTls(tls, peer, target);
+      if (stream) return stream;
+    }
+    return this.#overLibp2p(peer, path, target);
+  }
+
+  /** A TCP connection to a target on this very node (no tunnel). */
+  connectLocal(target: StreamTarget): Promise<Duplex> {
+    if (target.protocol !== "TCP") throw new LeafmeshError("TUNNEL_FAILED", "UDP to this node itself needs no tunnel: the traffic actor sends it directly");
+    return new Promise((resolve, reject) => {
+      const socket = netConnect({ host: target.host, port: target.port });
+      socket.once("connect", () => resolve(socket));
+      socket.once("error", reject);
+    });
+  }
+
+  /** A stream over a TLS carrier; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
+  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget): Promise<Duplex | undefined> {
+    const { backoff } = this.#options;
+    if (backoff.isBackedOff(carrier.name, peer)) return undefined;
+    try {
+      const stream = await carrier.open(peer);
+      if (!stream) return undefined;
+      this.#options.onTlsOpened?.();
+      return await this.#request(stream, target, peer, carrier.name);
+    } catch (error) {
+      if (error instanceof TargetRefusedError) throw error; // libp2p would not change that
+      backoff.failed(carrier.name, peer, error);
+      return undefined;
+    }
+  }
+
+  /**
+   * Best connection first; a connection closing under us (both sides punched at once,
+   * a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
+   */
+  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+    let lastError: unknown;
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250 * round));
+      for (const { connection } of this.#options.connections.ranked(peer.peerId)) {
+        try {
+          return await this.#request(await this.#options.libp2p.openOn(connection), target, peer, "libp2p");
+        } catch (error) {
+          if (error instanceof TargetRefusedError) throw error; // no other path changes that
+          lastError = error;
+        }
+      }
+    }
+    if (!lastError) throw new LeafmeshError("TUNNEL_FAILED", `no connection to '${peer.node}' right now (path ${path}); retry`);
+    throw new LeafmeshError("TUNNEL_FAILED", `could not open a stream to '${peer.node}': ${describeError(lastError)}`, { cause: lastError });
+  }
+
+  /** The target header on a fresh carrier stream; a stream whose header exchange failed is destroyed (it would otherwise stay open, unused). */
+  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName): Promise<Duplex> {
+    try {
+      return await requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
+    } catch (error) {
+      stream.destroy();
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * The TLS carriers (carrier.ts): each tunnel stream under a TLS session of its
+ * own, with the nodes' mesh certificates, instead of on the pair's libp2p
+ * connection (noise and yamux in JavaScript: ~0.2–0.3× of raw TCP; TLS runs in
+ * OpenSSL and needs no multiplexer, tls-streams.ts says more). One per path kind:
+ *
+ * - direct TLS: a TCP connection to the peer's TLS port (announced in identify);
+ * - relayed TLS: a relay channel of its own ("tls-stream"); the hubs carry ciphertext;
+ * - punched TLS: a TCP connection punched for the stream (punch-coordinator.ts).
+ *
+ * A relayed or punched session costs round trips, so it is made ahead of time:
+ * each stream takes the spare made for it and has the next one made (spares.ts).
+ * `TlsStreams` is this node's side of all three: the TLS server, the serving end
+ * of sessions over relay channels and punched connections, and the counts.
+ *
+ * ```ts
+ * const tls = await TlsStreams.start({ identity, listen: { host: "0.0.0.0", port: 4102 }, log, onStream: (stream, peer, options) => server.serve(stream, peer, options) });
+ * const carrier = new RelayedTlsCarrier({ tls, relay, spares, clock, timeoutMs: 3_000, servesTls: (peer) => ... });
+ * const stream = await carrier.open({ node: "edge-b", peerId }); // then the target header (stream-header.ts)
+ * ```
+ */
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "../../lib/log.ts";
+import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import type { Carrier, CarrierBackoff, CarrierName, CarrierPeer } from "./carrier.ts";
+import type { PathConnections } from "./connections.ts";
+import type { TunnelHost } from "./host.ts";
+import type { NodeDirectory } from "./node-directory.ts";
+import type { PathKind } from "./path-machine.ts";
+import type { PunchCoordinator } from "./punch-coordinator.ts";
+import type { NodeIdentity } from "./node-identity.ts";
+import type { RelayEndpoint } from "./relay.ts";
+import { spareSessionLifetimeMs, type SpareSessions } from "./spares.ts";
+import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver, type TlsStreamServer } from "./tls-streams.ts";
+
+/** What carries a TLS session that is not on a connection of its own, as errors and logs say it. */
+const carrierName = { relayed: "the relay", "hole-punched": "a punched connection" } as const;
+
+/** Where a served stream goes: the stream server (stream-server.ts), or a test's own end. */
+export type TlsStreamHandler = (stream: Duplex, peer: string, options: { headerTimeoutMs?: number; onTarget?: () => void }) => void;
+
+/** This node's side of TLS streams: the server for direct ones, the serving end over relay channels and punched connections, the counts. */
+export class TlsStreams {
+  readonly identity: NodeIdentity;
+  readonly #server: TlsStreamServer;
+  readonly #log: Logger;
+  readonly #onStream: TlsStreamHandler;
+  readonly #handshakeTimeoutMs: number;
+  #opened = 0;
+  #served = 0;
+
+  private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number }) {
+    this.identity = options.identity;
+    this.#server = options.server;
+    this.#log = options.log;
+    this.#onStream = options.onStream;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
+  }
+
+  /** Starts the TLS server for streams on direct paths (port 0 picks one). */
+  static async start(options: {
+    identity: NodeIdentity;
+    listen: { host: string; port: number };
+    log: Logger;
+    onStream: TlsStreamHandler;
+    /** @default 5_000 — a TLS handshake over a relay channel or punched connection. */
+    handshakeTimeoutMs?: number;
+  }): Promise<TlsStreams> {
+    let streams: TlsStreams | undefined;
+    const server = await startTlsStreamServer({
+      identity: options.identity,
+      listen: options.listen,
+      log: options.log,
+      onStream: (socket, node) => streams!.#serve(socket, `node ${node} (TLS)`, {}),
+    });
+    streams = new TlsStreams({ identity: options.identity, server, log: options.log, onStream: options.onStream, handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000 });
+    return streams;
+  }
+
+  /** Where this node serves TLS streams on direct paths. */
+  get port(): number {
+    return this.#server.port;
+  }
+
+  /** TLS streams opened and served, and connections refused by reason. */
+  stats(): { opened: number; served: number; refused: Record<string, number> } {
+    return { opened: this.#opened, served: this.#served, refused: Object.fromEntries(this.#server.refused) };
+  }
+
+  /** A TLS carrier handed out a stream. */
+  countOpened(): void {
+    this.#opened++;
+  }
+
+  /** Serves the tunnel stream under TLS that arrives from `peer` on a relay channel or a connection punched for it. */
+  accept(channel: Duplex, peer: string, carrier: "relayed" | "hole-punched"): void {
+    tlsServerOver(channel, { identity: this.identity, peer, timeoutMs: this.#handshakeTimeoutMs, where: carrierName[carrier] }).then(
+      (socket) => {
+        // The session may be the dialler's spare, made ahead of its next stream: its target
+        // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
+        this.#serve(socket, `node ${peer} (TLS, ${carrier})`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
+      },
+      (error: unknown) => {
+        this.#log.warn({ peer, err: describeError(error) }, `TLS stream over ${carrierName[carrier]} refused`);
+        channel.destroy();
+      },
+    );
+  }
+
+  /** Ends the server and every stream it serves (it does not wait for them). */
+  close(): Promise<void> {
+    return this.#server.close();
+  }
+
+  #serve(stream: Duplex, peer: string, options: { headerTimeoutMs?: number }): void {
+    this.#onStream(stream, peer, { ...options, onTarget: () => this.#served++ });
+  }
+}
+
+/** A stream on a direct path over a TLS connection of its own to the peer's TLS port. */
+export interface DirectTlsCarrierOptions {
+  tls: TlsStreams;
+  /** The TCP connect and TLS handshake together. */
+  timeoutMs: number;
+  /** Where the peer serves TLS streams, if it does (its direct connection's address, the port from identify). */
+  addressOf: (peer: CarrierPeer) => Promise<{ host: string; port: number } | undefined>;
+}
+
+export class DirectTlsCarrier implements Carrier {
+  readonly name: CarrierName = "direct TLS";
+  readonly #options: DirectTlsCarrierOptions;
+
+  constructor(options: DirectTlsCarrierOptions) {
+    this.#options = options;
+  }
+
+  async open(peer: CarrierPeer): Promise<Duplex | undefined> {
+    const address = await this.#options.addressOf(peer);
+    if (!address) return undefined;
+    return connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs });
+  }
+}
+
+/**
+ * A relayed stream on a relay channel of its own, under TLS end to end (the hubs
+ * carry ciphertext only, as with noise): no yamux or noise in JavaScript on the
+ * way. The next stream to the node finds its session ready (a spare): only the
+ * target's round trip left.
+ */
+export interface RelayedTlsCarrierOptions {
+  tls: TlsStreams;
+  relay: RelayEndpoint;
+  spares: SpareSessions;
+  /** The channel's TLS handshake. */
+  timeoutMs: number;
+  /** Whether the peer announced TLS streams in identify. */
+  servesTls: (peer: CarrierPeer) => boolean;
+}
+
+export class RelayedTlsCarrier implements Carrier {
+  readonly name: CarrierName = "relayed TLS";
+  readonly #options: RelayedTlsCarrierOptions;
+
+  constructor(options: RelayedTlsCarrierOptions) {
+    this.#options = options;
+  }
+
+  async open(peer: CarrierPeer): Promise<Duplex | undefined> {
+    if (!this.#options.servesTls(peer)) return undefined;
+    const key = `${this.name} ${peer.node}`;
+    const spare = await this.#options.spares.take(key);
+    this.#options.spares.prepare(key, () => this.#session(peer.node));
+    return spare ?? (await this.#session(peer.node));
+  }
+
+  /** A relay channel of its own to `node` with TLS done over it. */
+  async #session(node: string): Promise<Duplex> {
+    const channel = await this.#options.relay.open(node, "tls-stream");
+    try {
+      const session = await tlsClientOver(channel, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName.relayed });
+      // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.
+      session.on("error", () => undefined);
+      return session;
+    } catch (error) {
+      channel.destroy();
+      throw error;
+    }
+  }
+}
+
+/**
+ * A stream on a hole-punched path over a punched TCP connection of its own under
+ * TLS, like a direct one: the pair's libp2p connection carried ~0.25× of raw TCP
+ * across the NATs in bench/tunnel. A punch takes round trips through the fabric,
+ * so it is made ahead of time: each stream takes the spare punched for it and has
+ * the next one punched; with none ready (the first stream to a node, or the hub
+ * out of reach) open() gives undefined and the stream goes over libp2p. A punch
+ * still under way is not waited for: it can take seconds to fail.
+ */
+export interface PunchedTlsCarrierOptions {
+  tls: TlsStreams;
+  spares: SpareSessions;
+  /** The punched connection's TLS handshake. */
+  timeoutMs: number;
+  /** Whether a punch to the peer can be tried (it serves TLS streams, both NATs measured). */
+  ready: (peer: CarrierPeer) => boolean;
+  /** A TCP connection punched to `node` for one TLS stream. */
+  punch: (node: string) => Promise<Socket>;
+  /** A spare's punch or handshake failed (the caller backs off). */
+  onFailure: (peer: CarrierPeer, error: unknown) => void;
+}
+
+export class PunchedTlsCarrier implements Carrier {
+  readonly name: CarrierName = "punched TLS";
+  readonly #options: PunchedTlsCarrierOptions;
+
+  constructor(options: PunchedTlsCarrierOptions) {
+    this.#options = options;
+  }
+
+  async open(peer: CarrierPeer): Promise<Duplex | undefined> {
+    if (!this.#options.ready(peer)) return undefined;
+    const key = `${this.name} ${peer.node}`;
+    const spare = await this.#options.spares.take(key, { readyOnly: true });
+    this.#options.spares.prepare(key, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
+    return spare;
+  }
+
+  /** A punched TCP connection to `node` with TLS done over it. */
+  async #session(node: string): Promise<Duplex> {
+    const socket = await this.#options.punch(node);
+    try {
+      const session = await tlsClientOver(socket, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName["hole-punched"] });
+      session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
+      return session;
+    } catch (error) {
+      socket.destroy();
+      throw error;
+    }
+  }
+}
+
+/**
+ * The TLS carrier of each path kind this node can offer, joined to the tunnel's
+ * rooms: direct always, relayed with a relay endpoint, punched with a NAT observer.
+ */
+export function tlsCarriersOf(options: {
+  tls: TlsStreams;
+  host: TunnelHost;
+  connections: PathConnections;
+  relay?: RelayEndpoint;
+  /** Absent without a NAT observer (no punches). */
+  punches?: PunchCoordinator;
+  directory: NodeDirectory;
+  spares: SpareSessions;
+  backoff: CarrierBackoff;
+  /** A connect and TLS handshake. */
+  timeoutMs: number;
+}): Partial<Record<PathKind, Carrier>> {
+  const { tls, host, connections, relay, punches, directory, spares, backoff, timeoutMs } = options;
+  const servesTls = (peer: CarrierPeer) => host.tlsPortOf(peer.peerId) !== undefined;
+  const carriers: Partial<Record<PathKind, Carrier>> = {};
+  carriers.direct = new DirectTlsCarrier({
+    tls,
+    timeoutMs,
+    addressOf: async (peer) => {
+      const direct = connections.ranked(peer.peerId).find((entry) => entry.kind === "direct");
+      const address = direct && tcpHostOf(direct.connection.remoteAddr.toString());
+      // A connection just made is identified a moment later: its TLS port comes with identify.
+      if (!address || (await host.provenNode(peer.peerId)) !== peer.node) return undefined;
+      const port = host.tlsPortOf(peer.peerId);
+      return port ? { host: address, port } : undefined;
+    },
+  });
+  if (relay) carriers.relayed = new RelayedTlsCarrier({ tls, relay, spares, timeoutMs, servesTls });
+  if (punches) {
+    carriers["hole-punched"] = new PunchedTlsCarrier({
+      tls,
+      spares,
+      timeoutMs,
+      ready: (peer) => servesTls(peer) && punches.measured(directory.get(peer.node)),
+      punch: (node) => {
+        const record = directory.get(node);
+        if (!record) return Promise.reject(new LeafmeshError("TUNNEL_FAILED", `no record of ${node} in mesh-nodes to punch by`));
+        return punches.punch(record, "tls-stream");
+      },
+      onFailure: (peer, error) => backoff.failed("punched TLS", peer, error),
+    });
+  }
+  return carriers;
+}
+
+/** "/ip4/198.18.1.12/tcp/4101[/p2p/…]" → "198.18.1.12": the address of a plain TCP connection, nothing for relayed or other ones. */
+function tcpHostOf(address: string): string | undefined {
+  return /^\/(ip4|ip6)\/([^/]+)\/tcp\/\d+(\/p2p\/[^/]+)?$/.exec(address)?.[2];
+}
