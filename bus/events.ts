@@ -88,6 +88,17 @@ export const meshEvents = {
       }),
     ),
   }),
+  /**
+   * gateway: what this node's ingress gateway serves changed (a route, a refusal or a listener): the whole table,
+   * small (one entry per route and port). Refused routes and listeners carry their reason.
+   */
+  routes: z.object({
+    at,
+    gateways: z.array(z.string()),
+    routes: z.array(z.object({ route: z.string(), port: z.number(), kind: z.enum(["http", "tls-passthrough", "tls-terminate", "tcp"]), hosts: z.array(z.string()) })),
+    refused: z.array(z.object({ object: z.string(), reason: z.string(), error: z.string() })),
+    listeners: z.array(z.object({ port: z.number(), kind: z.enum(["http", "tls", "tcp"]), state: z.enum(["opening", "listening", "failed"]), error: z.string().optional() })),
+  }),
   /** proxier: rules synced. */
   rules: z.object({ at, backend: z.string(), services: z.number(), durationMs: z.number(), error: z.string().optional() }),
 } as const;
