@@ -174,11 +174,68 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect(gateway.status().routeStats[style === "istio" ? "VirtualService shop/shop" : "HTTPRoute shop/shop"]["2xx"]).toBeGreaterThanOrEqual(2_000);
   });
 
+  it("survives what strangers send: garbage, half hellos, a broken h2 preface, resets mid-request; and keeps serving", async () => {
+    const { connect } = await import("node:net");
+    const send = (port: number, bytes: Buffer, reset: boolean) =>
+      new Promise<void>((resolve) => {
+        const socket = connect({ host: "127.0.0.1", port }, () => {
+          socket.write(bytes);
+          if (reset) setImmediate(() => socket.resetAndDestroy());
+          else socket.end();
+        });
+        socket.on("error", () => resolve());
+        socket.on("close", () => resolve());
+        socket.resume();
+      });
+    const hello = Buffer.from([22, 3, 1, 0x02, 0x00, 1, 0, 0x01, 0xfc, 3, 3]);
+    const cases: [number, Buffer][] = [
+      [ports.tls, Buffer.from("GET / HTTP/1.1\r\n\r\n")],
+      [ports.tls, hello],
+      [ports.tls, Buffer.concat([hello, Buffer.alloc(600, 0xff)])],
+      [ports.https, Buffer.alloc(64, 0x16)],
+      [ports.http, Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\xff\x09garbage")],
+      [ports.http, Buffer.from("GET / HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 99\r\n\r\nabc")],
+      [ports.http, Buffer.from("\x00\x01\x02 not http at all\r\n\r\n")],
+      [ports.tcp, Buffer.from("hello")],
+    ];
+    for (const [port, bytes] of cases) for (const reset of [false, true]) await send(port, bytes, reset);
+    expect((await http("shop.example.com", "/api/still")).stdout).toBe("api\n");
+    expect(gateway.status().counters["tls not a ClientHello"]).toBeGreaterThanOrEqual(1);
+  });
+
   it("follows the catalog: a route removed stops being served, and a port that cannot be opened is a failed listener", async () => {
     const key = style === "istio" ? "vs.shop.wild" : "httproute.shop.wild";
     feed.reader.apply({ op: "delete", key });
     feed.notify([key]);
     await gateway.settled();
     expect((await http("a.wild.example.com", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");
+
+    // A Gateway on a port something else holds (a backend's): a failed listener with its reason; the rest serves.
+    const busy = backends.ports.echo;
+    const gatewayName = "busy";
+    const raws =
+      style === "istio"
+        ? [
+            { apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: gatewayName, namespace: "shop" }, spec: { selector: {}, servers: [{ port: { number: busy, name: "tcp", protocol: "TCP" }, hosts: ["*"] }] } },
+            { apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "busy", namespace: "shop" }, spec: { hosts: ["*"], gateways: [gatewayName], tcp: [{ route: [{ destination: { host: "echo", port: { number: 80 } } }] }] } },
+          ]
+        : [
+            { apiVersion: "gateway.networking.k8s.io/v1", kind: "Gateway", metadata: { name: gatewayName, namespace: "shop" }, spec: { gatewayClassName: "leafmesh", listeners: [{ name: "tcp", port: busy, protocol: "TCP" }] } },
+            { apiVersion: "gateway.networking.k8s.io/v1alpha2", kind: "TCPRoute", metadata: { name: "busy", namespace: "shop" }, spec: { parentRefs: [{ name: gatewayName }], rules: [{ backendRefs: [{ name: "echo", port: 80 }] }] } },
+          ];
+    const keys: string[] = [];
+    for (const raw of raws) {
+      const result = normalizeObject(raw);
+      if (result.status !== "ok") throw new Error(JSON.stringify(result));
+      keys.push(catalogKey(result.object));
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+    }
+    feed.notify(keys);
+    await gateway.settled();
+    const failed = gateway.status().listeners.find((listener) => listener.port === busy);
+    expect(failed).toMatchObject({ state: "failed" });
+    expect((failed as { error?: string }).error).toContain("in use");
+    expect(gateway.status().counters["listener failed"]).toBe(1);
+    expect((await http("shop.example.com", "/exact")).stdout).toBe("exact\n");
   });
 });

@@ -94,6 +94,7 @@ export class GatewayPortListener {
     };
     this.#http1 = createHttpServer({ noDelay: true }, onRequest);
     this.#http2 = createHttp2Server(onRequest);
+    this.#http2.on("sessionError", () => deps.count("http2 session error"));
     this.#http2.on("session", (session) => {
       if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
       session.on("error", () => deps.count("http2 session error"));
@@ -239,12 +240,17 @@ export class GatewayPortListener {
       secureContext: this.#secureContext(entry.certificate),
       ...(inner.kind === "http" ? { ALPNProtocols: ["h2", "http/1.1"] } : {}),
     });
+    let handshook = false;
     tls.on("error", (error: Error) => {
-      this.#deps.count("tls handshake failed");
-      this.#deps.log.debug({ err: error.message, serverName }, "TLS handshake failed");
+      // After the handshake a cut is counted where the join or the request ends.
+      if (!handshook) {
+        this.#deps.count("tls handshake failed");
+        this.#deps.log.debug({ err: error.message, serverName }, "TLS handshake failed");
+      }
       resetStream(socket, error);
     });
     tls.once("secure", () => {
+      handshook = true;
       if (inner.kind === "tcp") return this.#joinBackend(tls, inner.route, log, Buffer.alloc(0));
       const context: HttpContext = { port: this.port, hosts: inner.hosts, scheme: "https", client: clientOf(socket) };
       // HTTP/2 on a TLS socket that itself wraps a JS stream fails inside Node (reading 'receive'): it gets a plain stream.
