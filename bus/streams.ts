@@ -1,6 +1,6 @@
 /**
  * The stream contract between the actors: the one thing handed across in-process
- * (DESIGN.md) is a dialer that opens a byte stream to a target as seen from
+ * (docs/architecture.md) is a dialer that opens a byte stream to a target as seen from
  * another node. The tunnel implements it; traffic and the SOCKS proxy use it.
  * UDP rides such a stream as framed datagrams, written here once for both ends
  * (traffic frames a flow's datagrams, the tunnel's far end unframes them).

@@ -3,7 +3,7 @@
  * actor packages (`services/*`) and hands each its components (bus, catalog
  * feed, logger, registry). Actors still talk to each other only through the
  * bus; the tunnel's stream opener is the one thing handed across in-process,
- * to traffic, the SOCKS proxy and the gateway (DESIGN.md).
+ * to traffic, the SOCKS proxy and the gateway (docs/architecture.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from "../services/traffic/index.ts";

@@ -161,7 +161,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
 
   // The controller subscribes to link events before the monitor publishes the first one.
-  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1) });
+  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node });
   node.onStop(() => controller.stop(), "the controller");
   const fabric = node.watchFabric({ upstreams });
 

@@ -37,6 +37,8 @@ export interface ControllerOptions {
   upstreamDomain?: string;
   /** JetStream replicas of the mirror: 3 on a three-server site. @default 1 */
   replicas?: number;
+  /** This node's JetStream domain (MirrorOptions.domain). @default the node name */
+  domain?: string;
 }
 
 const controllerMachine = setup({
@@ -78,14 +80,31 @@ export interface Controller {
   stop(): Promise<void>;
 }
 
+export interface MirrorOptions {
+  /** JetStream domain the catalog is mirrored from. @default hubDomain */
+  upstreamDomain?: string;
+  /** @default 1 */
+  replicas?: number;
+  /**
+   * This node's JetStream domain: the mirror's deliveries come under its prefix. An agent's is its
+   * node name; a site cluster's servers share the site's, so whichever server leads the replicated
+   * mirror receives them (a prefix per server would have each server remake the others' mirror).
+   * @default the bus's node name
+   */
+  domain?: string;
+  log?: Logger;
+}
+
 /**
  * Creates (or opens) the node's mirror of the catalog. Its deliveries come under the node's own
- * inbox prefix (mirrorDeliverPrefix: no other node can see them, nor learn the mirror's consumer).
+ * inbox prefix (mirrorDeliverPrefix of its domain: no other node can see them, nor learn the
+ * mirror's consumer).
  * A mirror made by an older leafmesh (deliveries on the shared `$JS.M.>`) cannot be changed in
  * place (nats-server refuses mirror updates): it is made again, and catches up from its upstream.
  */
-export async function openCatalogMirror(bus: Bus, upstreamDomain = hubDomain, replicas = 1, log?: Logger): Promise<KV> {
-  const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(bus.node) };
+export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): Promise<KV> {
+  const { upstreamDomain = hubDomain, replicas = 1, domain = bus.node, log } = options;
+  const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(domain) };
   const create = () => new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas });
   try {
     const manager = await jetstreamManager(bus.connection);
@@ -112,7 +131,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const revisions = new Map<string, number>();
   let sortedKeys: string[] | undefined;
 
-  const kv = await retryUntilReady(() => openCatalogMirror(bus, options.upstreamDomain, options.replicas, log), { what: "the node's JetStream (catalog mirror)", log });
+  const kv = await retryUntilReady(() => openCatalogMirror(bus, { upstreamDomain: options.upstreamDomain, replicas: options.replicas, domain: options.domain, log }), { what: "the node's JetStream (catalog mirror)", log });
   actor.send({ type: "OPENED" });
 
   const publishSync = () =>

@@ -9,7 +9,6 @@ import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xsta
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
-import { catalogKey } from "../../bus/catalog.ts";
 import { nowIso, type ListenerBinding } from "../../bus/events.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
@@ -20,7 +19,8 @@ import type { NodeTopology } from "../../balance/policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
-import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
+import type { ServicePortPlan } from "./plan.ts";
+import { PlanScope } from "./scope.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 import { rpc } from "../../bus/rpc.ts";
@@ -198,65 +198,12 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     return { plan, balancer, socket };
   };
 
-  // Incremental state: which plan keys each Service owns, which Service each planned slice belongs to,
-  // and the Services whose keys changed since the last reconcile ("all" for the first one and after a
-  // DestinationRule change). A change to one of 10,000 services re-plans one.
-  const planKeysByService = new Map<string, string[]>();
-  const slicesByService = new Map<string, string[]>();
-  const sliceOwners = new Map<string, string>();
-  const rejectedByService = new Map<string, RejectedService>();
-  let pending: Set<string> | "all" = "all";
-  const noteChanged = (keys: string[]) => {
-    if (pending === "all") return;
-    const affected = affectedServices(keys, options.feed.reader, (key) => sliceOwners.get(key));
-    if (affected === "all") pending = "all";
-    else for (const service of affected) pending.add(service);
-  };
-
-  /** The wanted plans of the Services in scope, and the listener keys they may replace; the book-keeping above brought up to date. */
-  const planScope = (scope: Set<string> | "all"): { desired: Map<string, ServicePortPlan>; considered: string[] } => {
-    const reader = options.feed.reader;
-    let refs: Iterable<string>;
-    let considered: string[];
-    if (scope === "all") {
-      considered = [...listeners.keys()];
-      planKeysByService.clear();
-      slicesByService.clear();
-      sliceOwners.clear();
-      rejectedByService.clear();
-      refs = [...reader.services()].map((service) => serviceRef(service.namespace, service.name));
-    } else {
-      considered = [];
-      for (const ref of scope) {
-        considered.push(...(planKeysByService.get(ref) ?? []));
-        for (const slice of slicesByService.get(ref) ?? []) sliceOwners.delete(slice);
-        planKeysByService.delete(ref);
-        slicesByService.delete(ref);
-        rejectedByService.delete(ref);
-      }
-      refs = scope;
-    }
-    const desired = new Map<string, ServicePortPlan>();
-    for (const ref of refs) {
-      const slash = ref.indexOf("/");
-      const service = reader.service(ref.slice(0, slash), ref.slice(slash + 1));
-      if (!service) continue;
-      const slices = reader.slices(service.namespace, service.name).map((slice) => catalogKey(slice));
-      if (slices.length > 0) slicesByService.set(ref, slices);
-      for (const slice of slices) sliceOwners.set(slice, ref);
-      const planned = planService(service, reader);
-      if (planned.rejected) rejectedByService.set(ref, planned.rejected);
-      if (planned.plans.length > 0) planKeysByService.set(ref, planned.plans.map((plan) => plan.key));
-      for (const plan of planned.plans) desired.set(plan.key, plan);
-    }
-    return { desired, considered };
-  };
+  // Which Services the next reconcile plans again (scope.ts).
+  const scope = new PlanScope(() => options.feed.reader);
 
   const reconcile = async () => {
-    const scope = pending;
-    pending = new Set();
-    const { desired, considered } = planScope(scope);
-    rejected = [...rejectedByService.values()];
+    const { desired, considered } = scope.take(listeners.keys());
+    rejected = scope.rejected();
     // Logged and counted once per (service, error) while it lasts; the set holds only current rejections.
     const current = new Set<string>();
     for (const rejection of rejected) {
@@ -301,7 +248,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           counters.count("listener failed");
           failures.push(`${key}: ${describeError(result.reason)}`);
           // Not open: the next change to this Service (or the next full pass) tries again.
-          if (pending !== "all") pending.add(serviceRef(batch[i].namespace, batch[i].service));
+          scope.retry(batch[i].namespace, batch[i].service);
         }
       });
     }
@@ -357,7 +304,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         });
       }
       unsubscribeFeed = options.feed.onChange((keys) => {
-        noteChanged(keys);
+        scope.noteChanged(keys);
         actor.send({ type: "CHANGED" });
       });
       actor.send({ type: "START" });
