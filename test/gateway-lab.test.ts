@@ -18,7 +18,7 @@ import { selfSignedCertificate } from "./support/certificates.ts";
 import { backendManifests, certificateSecrets, ingressManifests, type BackendEndpoint, type BackendService } from "./support/gateway-manifests.ts";
 import { writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
-import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 const prefix = "lmgw-";
 const ports = { http: 8080, https: 8443, tls: 9443, tcp: 9000 };
@@ -26,6 +26,7 @@ const backendBase = 21_000;
 let lab: NatLab;
 let keys = "";
 const backgrounds: ChildProcess[] = [];
+let hub: LeafmeshProcess;
 const certDir = mkdtempSync(join(tmpdir(), "leafmesh-gwlab-"));
 
 interface GatewayDetail {
@@ -107,7 +108,7 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
     keys = join(tempDir(), "keys");
     await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", ...hubAddresses] });
     for (const node of ["node-a", "node-b", "node-c"]) await issueNode({ dir: keys, node });
-    launch(
+    hub = launch(
       "hub-1",
       ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "0.0.0.0:4222", "--leaf-listen", "0.0.0.0:7422", "--monitor-listen", "127.0.0.1:8222",
         "--metrics-listen", "off", "--manifests", manifests, "--observer", `${hubAddresses[0]},${hubAddresses[1]}:3478,3479`, "--keys", keys],
@@ -187,5 +188,16 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
     expect(detail?.refused.map((refusal) => refusal.reason).sort()).toEqual(["bad regex", "missing secret", "unknown service"]);
     expect((await http("bad-svc.example.com", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");
     expect((await http("shop.example.com", "/exact")).stdout).toBe("exact-b\n");
+  });
+
+  it("keeps routing from the mirror with the hub stopped (a site cut from the cloud)", { timeout: 120_000 }, async () => {
+    await hub.stop();
+    // Over the punched path to node-b, which needs no hub once made.
+    for (let request = 0; request < 10; request++) {
+      expect((await http("shop.example.com", "/api/offline")).stdout, `request ${request}`).toBe("api-b\n");
+      expect((await run(client, ["socat", "-t", "3", "-", `TCP:${gatewayAddress}:${ports.tcp}`], `offline ${request}\n`)).stdout).toBe(`offline ${request}\n`);
+    }
+    const pass = await curl(["-k", "--resolve", `pass.example.com:${ports.tls}:${gatewayAddress}`, `https://pass.example.com:${ports.tls}/`]);
+    expect(pass.stdout).toBe("tls-pass-b\n");
   });
 });
