@@ -220,6 +220,7 @@ export function createGatewayActor(options: GatewayOptions) {
       await reconciling.catch(() => undefined);
       for (const listener of listeners.values()) await listener.close();
       listeners.clear();
+      pools.closeIdle();
       actor.send({ type: "STOP" });
     },
   };

@@ -100,6 +100,14 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect(seen.stdout).toMatch(/x-seen-path: \/api\/x\?y=1/);
   });
 
+  it("keeps backend connections alive between requests (one curl, 20 requests: not 20 connections)", async () => {
+    const before = backends.connections.exact;
+    const urls = Array.from({ length: 20 }, () => `http://127.0.0.1:${ports.http}/exact`);
+    const reply = await curl(["-H", "Host: shop.example.com", ...urls]);
+    expect(reply.stdout).toBe("exact\n".repeat(20));
+    expect(backends.connections.exact - before).toBeLessThanOrEqual(2);
+  });
+
   it("answers 404 for a host or path nobody routes, and the bad routes' hosts get nothing", async () => {
     expect((await http("other.org", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");
     expect((await http("bad-svc.example.com", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");

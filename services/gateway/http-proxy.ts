@@ -9,10 +9,10 @@
  * the answer or the failure is one it names. One JSON access-log line per
  * request.
  *
- * Upstream connections are not kept alive between requests: a backend
- * connection may be a tunnel stream to another node, and one stream per request
- * keeps a slow request from holding up others (no head-of-line blocking) at the
- * price of a stream open per request.
+ * Upstream connections (sockets, or tunnel streams to other nodes) are kept
+ * alive between requests without a body, one request at a time each, in a
+ * small idle pool per endpoint (upstream.ts): a connect, or a tunnel stream
+ * open, per request was the gateway's main cost beside haproxy.
  */
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
@@ -221,7 +221,7 @@ export class HttpForwarder {
     };
     const headers = endToEnd(request.headers);
     const forwardedFor = entry.client + (typeof headers["x-forwarded-for"] === "string" ? `, ${headers["x-forwarded-for"]}` : "");
-    Object.assign(headers, { host: entry.host, "x-forwarded-for": forwardedFor, "x-forwarded-proto": context.scheme, connection: "close" });
+    Object.assign(headers, { host: entry.host, "x-forwarded-for": forwardedFor, "x-forwarded-proto": context.scheme, connection: "keep-alive" });
 
     let lastFailure: { status: number; reason: string } = { status: 503, reason: "no backend" };
     for (let attempt = 1; attempt <= attempts; attempt++) {
@@ -237,7 +237,8 @@ export class HttpForwarder {
       const hashKey = (hashHeader && (request.headers[hashHeader] as string | undefined)) || entry.client;
       let upstream: Upstream;
       try {
-        upstream = await pools.connect(backend, hashKey, deadline.signal);
+        // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
+        upstream = await pools.connect(backend, hashKey, deadline.signal, { reuse: !withBody });
       } catch (error) {
         if (deadline.signal.aborted) break;
         lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
@@ -251,6 +252,12 @@ export class HttpForwarder {
       if (outcome.kind === "answered") {
         done();
         return finish(outcome.status);
+      }
+      if (outcome.kind === "stale") {
+        // An idle connection the backend had closed: not the backend's failure, and not an attempt.
+        this.#options.count("http idle connection was closed");
+        attempt--;
+        continue;
       }
       if (outcome.kind === "retry") {
         this.#options.count("http retried");
@@ -279,10 +286,10 @@ export class HttpForwarder {
     perTryTimeoutMs: number | undefined,
     retry: RetryPolicy | undefined,
     onAnswer: () => void,
-  ): Promise<{ kind: "answered"; status: number } | { kind: "retry" | "failed"; status: number; reason: string }> {
+  ): Promise<{ kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }> {
     return new Promise((resolve) => {
       let settled = false;
-      const settle = (result: { kind: "answered"; status: number } | { kind: "retry" | "failed"; status: number; reason: string }) => {
+      const settle = (result: { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }) => {
         if (settled) return;
         settled = true;
         clearTimeout(perTry);
@@ -291,6 +298,7 @@ export class HttpForwarder {
         resolve(result);
       };
       const stream: Duplex = upstream.stream;
+      let answered = false;
       const outgoing = httpRequest({
         method: request.method,
         path: request.url,
@@ -298,6 +306,9 @@ export class HttpForwarder {
         setHost: false,
         createConnection: () => stream as Socket,
       });
+      // Without an agent Node's client would close the connection after one exchange (and say so in a
+      // Connection header unless one is set): the gateway pools connections itself.
+      outgoing.shouldKeepAlive = true;
       const cut = (reason: string) => {
         outgoing.destroy();
         resetStream(stream, new LeafmeshError("PROXY_FAILED", reason));
@@ -316,12 +327,17 @@ export class HttpForwarder {
       outgoing.on("error", (error) => {
         // Before an answer: a reset or refused backend (retried when the policy says "reset"); after: the body was cut.
         if (!settled) {
+          if (upstream.reused && !answered) {
+            resetStream(stream, new LeafmeshError("PROXY_FAILED", "an idle connection the backend closed"));
+            return settle({ kind: "stale", status: 502, reason: "idle connection closed" });
+          }
           this.#options.count("http backend failed");
           this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: error.message }, "backend request failed");
           settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
         }
       });
       outgoing.on("response", (answer) => {
+        answered = true;
         const status = answer.statusCode ?? 502;
         if (retry && retriable(retry, { status })) {
           answer.resume();
@@ -338,8 +354,13 @@ export class HttpForwarder {
         answer.pipe(response as NodeJS.WritableStream);
         answer.on("error", () => undefined);
         response.once("finish", () => {
-          stream.destroy();
           settle({ kind: "answered", status });
+        });
+        // A whole answer on a connection the backend keeps open: Node's client lets go of it ('close' on the
+        // request, the socket no longer its own), and it waits for the next request to this endpoint.
+        outgoing.once("close", () => {
+          if (answer.complete && outgoing.shouldKeepAlive && !stream.destroyed) this.#options.pools.park(upstream.endpoint.key, stream);
+          else if (!stream.destroyed) stream.destroy();
         });
         answer.once("close", () => {
           if (answer.complete) return;

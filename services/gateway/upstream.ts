@@ -24,6 +24,9 @@ import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 
+/** Where an idle connection keeps the function that takes it out of the pool. */
+const taken = Symbol("leave the idle pool");
+
 export interface UpstreamOptions {
   node: string;
   dialer?: StreamDialer;
@@ -42,6 +45,8 @@ export interface UpstreamOptions {
 export interface Upstream {
   stream: Duplex;
   endpoint: EndpointTarget;
+  /** An idle connection used before (HTTP keep-alive): the backend may have closed it meanwhile. */
+  reused: boolean;
   /** Ends its share in least-connections' count; call once, when the connection or request is over. */
   release(): void;
 }
@@ -55,9 +60,16 @@ export class NoUpstreamError extends LeafmeshError {
   }
 }
 
+/** Idle HTTP connections kept per endpoint: enough for a burst of concurrent requests, few enough to hold little. */
+const maxIdlePerEndpoint = 32;
+/** @default 15_000 — an idle connection is closed by the gateway first, well before backends' usual 60 s keep-alive. */
+const idleConnectionMs = 15_000;
+
 export class BackendPools {
   readonly #options: UpstreamOptions;
   readonly #balancers = new Map<string, ServicePortBalancer>();
+  /** Idle HTTP/1.1 connections (sockets or tunnel streams) by endpoint, most recent last. */
+  readonly #idle = new Map<string, Set<Duplex>>();
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -90,11 +102,68 @@ export class BackendPools {
   }
 
   /**
+   * Keeps an HTTP connection whose exchange ended cleanly for the next request to the same endpoint (one
+   * connection, or tunnel stream, per request costs a connect, and over the tunnel a stream open, each time).
+   * A connection that closes or errors while idle leaves the pool; one idle too long is ended.
+   */
+  park(endpoint: string, stream: Duplex): void {
+    if (stream.destroyed || !stream.writable || stream.readableEnded) return void stream.destroy();
+    let idle = this.#idle.get(endpoint);
+    if (!idle) this.#idle.set(endpoint, (idle = new Set()));
+    if (idle.size >= maxIdlePerEndpoint) return void stream.end();
+    const leave = () => {
+      clearTimeout(timer);
+      stream.off("close", leave);
+      stream.off("end", onEnd);
+      stream.off("error", leave);
+      stream.off("data", onData);
+      idle.delete(stream);
+      if (idle.size === 0) this.#idle.delete(endpoint);
+    };
+    const onEnd = () => {
+      leave();
+      stream.destroy();
+    };
+    // Bytes from an idle backend answer nothing: the connection is out of step and is dropped.
+    const onData = () => {
+      this.#options.count("idle backend connection sent data");
+      onEnd();
+    };
+    const timer = setTimeout(() => {
+      leave();
+      stream.end();
+    }, idleConnectionMs);
+    timer.unref();
+    stream.on("close", leave);
+    stream.on("end", onEnd);
+    stream.on("error", leave);
+    stream.on("data", onData);
+    (stream as Duplex & { [taken]?: () => void })[taken] = leave;
+    idle.add(stream);
+  }
+
+  #takeIdle(endpoint: string): Duplex | undefined {
+    const idle = this.#idle.get(endpoint);
+    if (!idle) return undefined;
+    for (const stream of idle) {
+      (stream as Duplex & { [taken]?: () => void })[taken]?.();
+      if (!stream.destroyed && stream.writable) return stream;
+    }
+    return undefined;
+  }
+
+  /** Ends every idle connection (the gateway stops). */
+  closeIdle(): void {
+    for (const idle of this.#idle.values()) for (const stream of idle) stream.end();
+    this.#idle.clear();
+  }
+
+  /**
    * A connection to one endpoint of the backend: endpoints are tried in the balancer's order, a failed one left out
    * and reported to outlier ejection, until one answers or `maxAttempts` failed. `hashKey` is what a consistent hash
    * or session affinity keys on (the client's IP, or a header's value).
    */
-  async connect(backend: PlannedBackend, hashKey: string, signal: AbortSignal): Promise<Upstream> {
+  async connect(backend: PlannedBackend, hashKey: string, signal: AbortSignal, options: { reuse?: boolean } = {}): Promise<Upstream> {
     const { shared, count, log } = this.#options;
     const balancer = this.#balancers.get(backend.key);
     if (!balancer?.hasEndpoints) throw new NoUpstreamError("no endpoints", backend.key);
@@ -112,10 +181,12 @@ export class BackendPools {
         if (left <= 0) shared.active.delete(endpoint.key);
         else shared.active.set(endpoint.key, left);
       };
+      const idle = options.reuse ? this.#takeIdle(endpoint.key) : undefined;
+      if (idle) return { stream: idle, endpoint, release, reused: true };
       try {
         const stream = await this.#dial(endpoint, signal);
         shared.outliers.success(endpoint.key);
-        return { stream, endpoint, release };
+        return { stream, endpoint, release, reused: false };
       } catch (error) {
         release();
         if (signal.aborted) throw error; // the client left: not the endpoint's fault

@@ -22,6 +22,8 @@ import { selfSignedCertificate } from "./certificates.ts";
 
 export interface GatewayBackends {
   ports: Record<BackendService, number>;
+  /** TCP connections each backend accepted so far. */
+  connections: Record<BackendService, number>;
   endpoints(node?: string, ip?: string): Partial<Record<BackendService, BackendEndpoint[]>>;
   close(): Promise<void>;
 }
@@ -29,6 +31,7 @@ export interface GatewayBackends {
 export async function startGatewayBackends(options: { host: string; basePort: number; suffix?: string }): Promise<GatewayBackends> {
   const servers: (Server | HttpServer)[] = [];
   const ports = {} as Record<BackendService, number>;
+  const connections = Object.fromEntries(backendServices.map((name) => [name, 0])) as Record<BackendService, number>;
   for (const [index, name] of backendServices.entries()) {
     const port = options.basePort === 0 ? 0 : options.basePort + index;
     const label = `${name}${options.suffix ?? ""}`;
@@ -61,6 +64,7 @@ export async function startGatewayBackends(options: { host: string; basePort: nu
         } else reply();
       });
     }
+    server.on("connection", () => connections[name]++);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, options.host, () => resolve());
@@ -71,6 +75,7 @@ export async function startGatewayBackends(options: { host: string; basePort: nu
   }
   return {
     ports,
+    connections,
     endpoints: (node, ip = options.host) => Object.fromEntries(backendServices.map((name) => [name, [{ ip, port: ports[name], ...(node ? { node } : {}) }]])),
     close: async () => {
       for (const server of servers) {
