@@ -91,7 +91,7 @@ export interface FollowOptions {
 export async function followCatalog(options: FollowOptions): Promise<CatalogFeed> {
   const feed = new IndexFeed();
   const revisions = new Map<string, number>();
-  const buffered: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject }[] = [];
+  const buffered: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject; redacted?: boolean }[] = [];
   let loading = true;
 
   const applyOne = (change: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject }): boolean => {
@@ -101,9 +101,42 @@ export async function followCatalog(options: FollowOptions): Promise<CatalogFeed
     return feed.reader.apply({ op: "delete", key: change.key });
   };
 
+  let closed = false;
+  /**
+   * A put whose event left the object out (a TLS Secret: its key never goes under mesh.>): the object comes from the
+   * controller by rpc, at the revision it holds then (a later change is ordered by revisions as any other).
+   */
+  const fetchRedacted = (key: string, revision: number, attempt = 1): void => {
+    if (closed || (revisions.get(key) ?? 0) >= revision) return;
+    rpcRequest(options.bus.connection, options.bus.node, rpc.catalogObject, { key }).then(
+      (reply) => {
+        // Gone meanwhile: its delete event follows (or came).
+        if (closed || !reply) return;
+        if (applyOne({ op: "put", key, revision: reply.revision, object: reply.object })) feed.notify([key]);
+      },
+      (error: unknown) => {
+        if (closed) return;
+        if (attempt >= 3) {
+          options.log.warn({ err: error, key }, "could not fetch a catalog object its event left out (a TLS Secret); it stays as it was until it changes again");
+          return;
+        }
+        setTimeout(() => fetchRedacted(key, revision, attempt + 1), 250 * attempt).unref();
+      },
+    );
+  };
+  const receive = (change: { op: "put" | "delete"; key: string; revision: number; object?: CatalogObject; redacted?: boolean }, changed?: string[]) => {
+    if (change.op === "put" && !change.object) {
+      if (change.redacted) fetchRedacted(change.key, change.revision);
+      return;
+    }
+    if (!applyOne(change)) return;
+    if (changed) changed.push(change.key);
+    else feed.notify([change.key]);
+  };
+
   const unsubscribe = options.bus.subscribe({ actor: "controller", event: "catalog" }, ({ payload }) => {
     if (loading) buffered.push(payload);
-    else if (applyOne(payload)) feed.notify([payload.key]);
+    else receive(payload);
   });
 
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
@@ -129,13 +162,14 @@ export async function followCatalog(options: FollowOptions): Promise<CatalogFeed
     after = page.next;
   }
   loading = false;
-  for (const change of buffered.splice(0)) if (applyOne(change)) changed.push(change.key);
+  for (const change of buffered.splice(0)) receive(change, changed);
   feed.notify(changed);
 
   return {
     reader: feed.reader,
     onChange: (listener) => feed.onChange(listener),
     close: () => {
+      closed = true;
       unsubscribe();
       feed.close();
     },

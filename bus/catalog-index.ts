@@ -9,6 +9,7 @@
  * index.slices("shop", "web");
  * ```
  */
+import { isGatewayKind, type GatewayCatalogKind, type GatewayCatalogObject } from "./catalog-gateway.ts";
 import {
   catalogKey,
   type CatalogObject,
@@ -27,6 +28,9 @@ export class CatalogIndex implements CatalogReader {
   #services = new Map<string, Service>();
   #slicesByService = new Map<string, Map<string, EndpointSlice>>();
   #rulesByHost = new Map<string, DestinationRule>();
+  /** The ingress kinds by kind, each sorted by key when read (see ofKind). */
+  #byKind = new Map<GatewayCatalogKind, Map<string, GatewayCatalogObject>>();
+  #sortedByKind = new Map<GatewayCatalogKind, readonly GatewayCatalogObject[]>();
   #version = 0;
 
   get version(): number {
@@ -89,24 +93,43 @@ export class CatalogIndex implements CatalogReader {
     return this.#rulesByHost.get(`${namespace}/${serviceName}`);
   }
 
+  ofKind<K extends GatewayCatalogKind>(kind: K): readonly Extract<GatewayCatalogObject, { kind: K }>[] {
+    let sorted = this.#sortedByKind.get(kind);
+    if (!sorted) {
+      const objects = this.#byKind.get(kind);
+      sorted = objects ? [...objects.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, object]) => object) : [];
+      this.#sortedByKind.set(kind, sorted);
+    }
+    return sorted as readonly Extract<GatewayCatalogObject, { kind: K }>[];
+  }
+
   #add(object: CatalogObject): void {
-    if (object.kind === "Service") this.#services.set(`${object.namespace}/${object.name}`, object);
+    if (isGatewayKind(object.kind)) {
+      const gatewayObject = object as GatewayCatalogObject;
+      let objects = this.#byKind.get(gatewayObject.kind);
+      if (!objects) this.#byKind.set(gatewayObject.kind, (objects = new Map()));
+      objects.set(catalogKey(gatewayObject), gatewayObject);
+      this.#sortedByKind.delete(gatewayObject.kind);
+    } else if (object.kind === "Service") this.#services.set(`${object.namespace}/${object.name}`, object);
     else if (object.kind === "EndpointSlice") {
       const serviceKey = `${object.namespace}/${object.serviceName}`;
       let slices = this.#slicesByService.get(serviceKey);
       if (!slices) this.#slicesByService.set(serviceKey, (slices = new Map()));
       slices.set(object.name, object);
-    } else this.#rulesByHost.set(ruleHostKey(object), object);
+    } else if (object.kind === "DestinationRule") this.#rulesByHost.set(ruleHostKey(object), object);
   }
 
   #remove(object: CatalogObject): void {
-    if (object.kind === "Service") this.#services.delete(`${object.namespace}/${object.name}`);
+    if (isGatewayKind(object.kind)) {
+      this.#byKind.get(object.kind as GatewayCatalogKind)?.delete(catalogKey(object));
+      this.#sortedByKind.delete(object.kind as GatewayCatalogKind);
+    } else if (object.kind === "Service") this.#services.delete(`${object.namespace}/${object.name}`);
     else if (object.kind === "EndpointSlice") {
       const serviceKey = `${object.namespace}/${object.serviceName}`;
       const slices = this.#slicesByService.get(serviceKey);
       slices?.delete(object.name);
       if (slices?.size === 0) this.#slicesByService.delete(serviceKey);
-    } else this.#rulesByHost.delete(ruleHostKey(object));
+    } else if (object.kind === "DestinationRule") this.#rulesByHost.delete(ruleHostKey(object));
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The service catalog's vocabulary: normalised Services, EndpointSlices and Istio
- * DestinationRules, as the hub's publisher writes them into KV `mesh-catalog` and
+ * DestinationRules, and the ingress kinds of `catalog-gateway.ts` (Gateways,
+ * routes, TLS Secrets), as the hub's publisher writes them into KV `mesh-catalog` and
  * as every actor receives them in catalog events. Raw Kubernetes objects are
  * turned into these by `services/controller` (which validates them); everything
  * downstream (DNS, proxier, traffic) reads only these types.
@@ -12,6 +13,7 @@
  * ```
  */
 import { z } from "zod";
+import { gatewayCatalogSchemas, gatewayKindPrefixes, type GatewayCatalogKind, type GatewayCatalogObject } from "./catalog-gateway.ts";
 
 export const protocols = ["TCP", "UDP", "SCTP"] as const;
 export type Protocol = (typeof protocols)[number];
@@ -112,7 +114,7 @@ export const destinationRuleSchema = z.object({
 });
 export type DestinationRule = z.infer<typeof destinationRuleSchema>;
 
-export const catalogObjectSchema = z.discriminatedUnion("kind", [serviceSchema, endpointSliceSchema, destinationRuleSchema]);
+export const catalogObjectSchema = z.discriminatedUnion("kind", [serviceSchema, endpointSliceSchema, destinationRuleSchema, ...gatewayCatalogSchemas]);
 export type CatalogObject = z.infer<typeof catalogObjectSchema>;
 export type CatalogKind = CatalogObject["kind"];
 
@@ -120,10 +122,11 @@ const keyPrefix: Record<CatalogKind, string> = {
   Service: "svc",
   EndpointSlice: "eps",
   DestinationRule: "dr",
+  ...gatewayKindPrefixes,
 };
 
 /**
- * The KV key of an object: `<svc|eps|dr>.<namespace>.<name>`. Namespaces are DNS
+ * The KV key of an object: `<svc|eps|dr|gw|httproute|…>.<namespace>.<name>`. Namespaces are DNS
  * labels (no dots), so the key is unique even where a name holds dots.
  */
 export function catalogKey(object: Pick<CatalogObject, "kind" | "namespace" | "name">): string {
@@ -149,6 +152,15 @@ export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
   return catalogObjectSchema.parse(JSON.parse(decoder.decode(bytes)));
 }
 
+/**
+ * The object as a catalog event carries it: a TLS Secret without its private key, which must not travel under
+ * `mesh.>` (every operator's `leafmesh sub` shows those subjects). A reader that needs the key asks the node's
+ * controller for the object (rpc `catalog.object`, local callers only); `bus/catalog-feed.ts` does.
+ */
+export function redactForEvent(object: CatalogObject): { object?: CatalogObject; redacted?: true } {
+  return object.kind === "TLSSecret" ? { redacted: true } : { object };
+}
+
 /** Kubernetes: an endpoint is ready when conditions.ready is true. */
 export function isReadyEndpoint(endpoint: Endpoint): boolean {
   return endpoint.conditions.ready;
@@ -170,6 +182,8 @@ export interface CatalogReader {
   slices(namespace: string, serviceName: string): readonly EndpointSlice[];
   services(): Iterable<Service>;
   destinationRule(namespace: string, serviceName: string): DestinationRule | undefined;
+  /** Every object of one ingress kind (Gateways, routes, TLS Secrets), in key order. */
+  ofKind<K extends GatewayCatalogKind>(kind: K): readonly Extract<GatewayCatalogObject, { kind: K }>[];
   /** The object stored under a catalog key (`catalogKey`). */
   get(key: string): CatalogObject | undefined;
   /** Increases on every change, so a reader can cache derived data. */

@@ -18,13 +18,17 @@ export const meshEvents = {
   heartbeat: z.object({ at, state: z.string(), uptimeMs: z.number(), detail: z.record(z.string(), z.unknown()).optional() }),
   /** Every actor, on each transition of its machine. */
   state: z.object({ at, from: z.string().nullable(), to: z.string(), reason: z.string().optional() }),
-  /** controller: one catalog object changed in this node's view. */
+  /**
+   * controller: one catalog object changed in this node's view. A put carries the object, but a TLS Secret's only as
+   * `redacted: true` (its key must not travel under mesh.>): a reader asks the controller for it (rpc `catalog.object`).
+   */
   catalog: z.object({
     at,
     op: z.enum(["put", "delete"]),
     key: z.string(),
     revision: z.number(),
     object: catalogObjectSchema.optional(),
+    redacted: z.boolean().optional(),
   }),
   /** controller: the view is complete (initial load done) and whether it is fresh. */
   sync: z.object({ at, objects: z.number(), revision: z.number(), online: z.boolean() }),
@@ -83,6 +87,17 @@ export const meshEvents = {
         listenerPort: z.number(),
       }),
     ),
+  }),
+  /**
+   * gateway: what this node's ingress gateway serves changed (a route, a refusal or a listener): the whole table,
+   * small (one entry per route and port). Refused routes and listeners carry their reason.
+   */
+  routes: z.object({
+    at,
+    gateways: z.array(z.string()),
+    routes: z.array(z.object({ route: z.string(), port: z.number(), kind: z.enum(["http", "tls-passthrough", "tls-terminate", "tcp"]), hosts: z.array(z.string()) })),
+    refused: z.array(z.object({ object: z.string(), reason: z.string(), error: z.string() })),
+    listeners: z.array(z.object({ port: z.number(), kind: z.enum(["http", "tls", "tcp"]), state: z.enum(["opening", "listening", "failed"]), error: z.string().optional() })),
   }),
   /** proxier: rules synced. */
   rules: z.object({ at, backend: z.string(), services: z.number(), durationMs: z.number(), error: z.string().optional() }),

@@ -48,6 +48,8 @@ const noRequest = (request: unknown): undefined => {
 export const snapshotRequestSchema = z.object({ after: z.string().max(1_024).optional(), limit: z.number().int().positive().max(100_000).optional() }).strict();
 export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
 
+export const catalogObjectRequestSchema = z.object({ key: z.string().min(1).max(1_024) }).strict();
+
 export interface SnapshotPage {
   objects: { key: string; revision: number; object: CatalogObject }[];
   /** Pass as `after` to get the next page; null on the last one. */
@@ -82,6 +84,11 @@ export const rpc = {
   status: method<undefined, NodeStatus>("status", ["local", "hub"], noRequest),
   /** A page of the catalog as this process holds it (actors starting late; `leafmesh status`). */
   catalogSnapshot: method<SnapshotRequest, SnapshotPage>("catalog.snapshot", ["local", "hub"], (request) => snapshotRequestSchema.parse(request ?? {})),
+  /**
+   * One catalog object with its revision, or null: how an actor of the node gets an object a catalog event left out
+   * (a TLS Secret's key). The node's own processes only: the hubs hold the catalog already, peers have no business with it.
+   */
+  catalogObject: method<{ key: string }, { revision: number; object: CatalogObject } | null>("catalog.object", ["local"], (request) => catalogObjectRequestSchema.parse(request)),
   /** Traffic publishes its full listener set again (a proxier that (re)started asks); replies with the generation. */
   trafficListeners: method<undefined, { generation: number; listeners: number }>("traffic.listeners", ["local"], noRequest),
   /**

@@ -12,7 +12,7 @@
  */
 import { LeafmeshError } from "../lib/errors.ts";
 
-export const actorNames = ["controller", "dns", "proxier", "traffic", "tunnel", "socks", "fabric", "publisher"] as const;
+export const actorNames = ["controller", "dns", "proxier", "traffic", "tunnel", "socks", "gateway", "fabric", "publisher"] as const;
 export type ActorName = (typeof actorNames)[number];
 
 /** Node and hub names are DNS labels: they become subject tokens, JetStream domains and server names. */

@@ -30,6 +30,17 @@ function parseWays(text: string): { direct: boolean; punch: boolean; relay: bool
   return { direct: ways.includes("direct"), punch: ways.includes("punch"), relay: ways.includes("relay") };
 }
 
+/** "site=shop-7,zone=a" → labels; a part without "=" is a mistake worth stopping for. */
+export function parseLabels(text: string): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const part of splitList(text)) {
+    const equals = part.indexOf("=");
+    if (equals <= 0) throw new LeafmeshError("CONFIG_INVALID", `--node-labels: '${part}' is not KEY=VALUE`);
+    labels[part.slice(0, equals).trim()] = part.slice(equals + 1).trim();
+  }
+  return labels;
+}
+
 function readSecretFile(path: string, flag: string): string {
   try {
     return readFileSync(path, "utf8");
@@ -57,6 +68,12 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     clusterDomain: option.text({ default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" }),
     upstream: option.list({ value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf)" }),
     socks: option.hostPort({ default: "off", off: true, description: "SOCKS5 proxy for operators: any node by name (ssh through NATs), any Service by name; e.g. 127.0.0.1:1080; off: none" }),
+    gateway: option.text({
+      default: "off",
+      value: "HOST|off",
+      description: "run the ingress gateway: listen on this address of the node (0.0.0.0: all) for the Istio and Gateway API Gateways selected for it, and route clients from outside the mesh to Services anywhere in it; off: no gateway",
+    }),
+    nodeLabels: option.text({ default: "", value: "KEY=VALUE,…", description: "the node's labels, which Gateways select gateway nodes by (kubernetes.io/hostname is the node's name without saying)" }),
     intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" }),
     proxyHost: option.text({ default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" }),
     proxyMaxConnections: option.integer({ default: defaultTrafficLimits.maxConnections, value: "N", description: "cluster-IP proxy connections carried at once; the next ones wait (--proxy-queue) or are reset; bounds the agent's memory (~100 KiB each)" }),
@@ -99,6 +116,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         socks: options.socks,
         proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
         socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
+        gateway: options.gateway === "off" ? undefined : { host: options.gateway, labels: parseLabels(options.nodeLabels) },
         upstreams: options.upstream,
         tunnel: psk
           ? {

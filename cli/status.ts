@@ -141,6 +141,12 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
   if (name === "traffic") return `${(detail.listeners as unknown[] | undefined)?.length ?? 0} listeners, ${String(detail.connections ?? 0)} connections`;
   if (name === "proxier") return `${String(detail.backend)}: ${String(detail.rules ?? 0)} rules, ${String(detail.syncs ?? 0)} syncs`;
   if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers`;
+  if (name === "gateway") {
+    const listeners = (detail.listeners ?? []) as { port: number; state: string; error?: string }[];
+    const failed = listeners.filter((listener) => listener.state === "failed");
+    const refused = (detail.refused ?? []) as unknown[];
+    return `${listeners.length - failed.length} listening (${listeners.map((listener) => listener.port).join(",") || "none"}), ${((detail.routes ?? []) as unknown[]).length} routes${refused.length ? `, ${refused.length} refused (see --json)` : ""}${failed.length ? `; failed: ${failed.map((listener) => `${listener.port}: ${listener.error ?? "?"}`).join("; ")}` : ""}`;
+  }
   if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
   if (name === "trust") return `revocation list version ${String(detail.revocationList ?? 0)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`;
   return "";

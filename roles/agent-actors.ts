@@ -3,7 +3,7 @@
  * actor packages (`services/*`) and hands each its components (bus, catalog
  * feed, logger, registry). Actors still talk to each other only through the
  * bus; the tunnel's stream opener is the one thing handed across in-process,
- * to traffic (docs/architecture.md).
+ * to traffic, the SOCKS proxy and the gateway (docs/architecture.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
@@ -13,6 +13,7 @@ import { describeError } from "../lib/errors.ts";
 import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
+import { createGatewayActor, registerGatewayMetrics } from "../services/gateway/index.ts";
 import type { HostPort } from "../nats/render.ts";
 
 /** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
@@ -33,6 +34,8 @@ export interface AgentActorOptions {
   /** Admission of cluster-IP proxy connections and of SOCKS clients (defaults: services/traffic/capacity.ts, services/socks). */
   proxyLimits?: Partial<TrafficLimits>;
   socksLimits?: Partial<TrafficLimits>;
+  /** The ingress gateway: where its listeners bind and the node's labels its Gateways select on; undefined: no gateway. */
+  gateway?: { host: string; labels: Record<string, string> };
   /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
   tunnel?: {
     psk: string;
@@ -177,5 +180,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     registerSocksMetrics(registry, actor);
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
-  return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : [])];
+  const gateway: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
+    const actor = createGatewayActor({ bus, feed, log: log.child({ actor: "gateway" }), node, labels: options.gateway!.labels, listenHost: options.gateway!.host, dialer, topology });
+    await actor.start();
+    registerGatewayMetrics(registry, actor);
+    return { name: "gateway", actor: actor.actor, detail: () => ({ ...actor.status() }), stop: () => actor.stop() };
+  };
+  return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : []), ...(options.gateway ? [gateway] : [])];
 }

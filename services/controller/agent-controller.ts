@@ -17,7 +17,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
-import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import { decodeCatalogObject, redactForEvent, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { IndexFeed, snapshotPage, type CatalogFeed, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
@@ -148,8 +148,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
     pending = [];
     const at = nowIso();
     for (const { key, revision, object } of changes) {
-      // The object came out of decodeCatalogObject: checked once, not again on the way out.
-      bus.publish("controller", "catalog", { at, op: object ? "put" : "delete", key, revision, ...(object ? { object } : {}) }, { checked: true });
+      // The object came out of decodeCatalogObject: checked once, not again on the way out. A TLS
+      // Secret goes out without its key (redactForEvent): mesh.> is for watching.
+      bus.publish("controller", "catalog", { at, op: object ? "put" : "delete", key, revision, ...(object ? redactForEvent(object) : {}) }, { checked: true });
     }
     feed.notify(changes.map((change) => change.key));
   };
@@ -196,6 +197,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
     });
   });
 
+  const stopServingObjects = bus.serve(rpc.catalogObject, ({ key }) => {
+    const object = index.get(key);
+    return object ? { revision: revisions.get(key) ?? 0, object } : null;
+  });
+
   const stopLinks = bus.subscribe({ actor: "fabric", event: "link" }, ({ payload }) => {
     if (payload.kind !== "leaf") return;
     const wasOnline = actor.getSnapshot().matches({ serving: "online" });
@@ -218,6 +224,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     async stop() {
       stopLinks();
       stopServing();
+      stopServingObjects();
       await follower.stop();
       feed.close();
       actor.send({ type: "STOP" });

@@ -86,14 +86,15 @@ export class KubernetesClient {
    * Lists `path` in pages of `pageSize` (limit and continue), all from one snapshot of the server. A continue token
    * outlives its snapshot when the list takes longer than the server keeps history (410 Gone): the list starts over,
    * at most three times, and `onRestart` is told each time. A list answers without kind and apiVersion in its items.
+   * `query` adds parameters to every page's request (a `fieldSelector`).
    */
-  async list(path: string, options: { pageSize: number; signal?: AbortSignal; onRestart?: () => void }): Promise<{ items: unknown[]; resourceVersion: string }> {
+  async list(path: string, options: { pageSize: number; signal?: AbortSignal; onRestart?: () => void; query?: Record<string, string> }): Promise<{ items: unknown[]; resourceVersion: string }> {
     let items: unknown[] = [];
     let continueToken: string | undefined;
     let restarts = 0;
     // Bounded: each page is a request; a server returning `continue` forever would be a broken server, cut at 10,000 pages.
     for (let page = 0; page < 10_000; page++) {
-      const query = new URLSearchParams({ limit: String(options.pageSize) });
+      const query = new URLSearchParams({ ...options.query, limit: String(options.pageSize) });
       if (continueToken) query.set("continue", continueToken);
       let body: { items?: unknown[] | null; metadata?: { resourceVersion?: string; continue?: string } };
       try {

@@ -21,7 +21,7 @@ import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { apiStatus, explainFailure, type KubernetesClient } from "./kubernetes-client.ts";
-import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
+import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, selectorQuery, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** How a reflector reads, every value resolved: KubernetesSourceOptions documents each one and its default. */
 export interface ReflectorSettings {
@@ -55,8 +55,10 @@ export type ReflectorState = "listing" | "watching" | "backoff" | "absent" | "st
 
 /** One resource as the source sees it, for status pages and /readyz. */
 export interface KubernetesResourceStatus {
-  /** "services", "endpointslices", "destinationrules". */
+  /** "services", "endpointslices", "destinationrules", "gateways" (of group networking.istio.io or gateway.networking.k8s.io)… */
   resource: string;
+  /** The API group ("" for the core group): two resources are called gateways. */
+  group: string;
   state: ReflectorState;
   synced: boolean;
   /** Where a resumed watch starts ("" before the first list and after a 410). */
@@ -159,6 +161,7 @@ export class Reflector {
   status(): KubernetesResourceStatus {
     return {
       resource: this.spec.resource,
+      group: this.spec.group,
       state: this.#machine.getSnapshot().value as ReflectorState,
       synced: this.#synced,
       resourceVersion: this.#resourceVersion,
@@ -312,6 +315,7 @@ export class Reflector {
     try {
       const list = await this.#host.client.list(resourcePath(this.spec, version, this.#settings.namespace), {
         pageSize: this.#settings.pageSize,
+        query: selectorQuery(this.spec),
         signal: abort.signal,
         onRestart: () => {
           this.#counters.lists++;
@@ -343,7 +347,7 @@ export class Reflector {
     try {
       const ended = await this.#host.client.watch(
         resourcePath(this.spec, version, this.#settings.namespace),
-        { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
+        { resourceVersion: this.#resourceVersion, allowWatchBookmarks: true, timeoutSeconds, ...selectorQuery(this.spec) },
         {
           signal: abort.signal,
           // The server ends the watch at timeoutSeconds; one still open a quarter later is a connection that died without a word.

@@ -83,11 +83,23 @@ function reflectorSettings(options: KubernetesSourceOptions): ReflectorSettings 
   };
 }
 
-/** What the source reads; the Istio API has served DestinationRules at three versions and may be absent. */
-const resourceSpecs: ResourceSpec[] = [
+/**
+ * What the source reads. Istio's resources have been served at three versions, the Gateway API's at several, and
+ * either may be absent (404: not installed, an empty list). Secrets are only those of type kubernetes.io/tls (a field
+ * selector: no password or token of the cluster comes over) and optional too: an account not allowed to read them
+ * (403) goes on without (docs/gateway.md says which Secrets leafmesh reads and publishes, and why).
+ */
+export const resourceSpecs: ResourceSpec[] = [
   { resource: "services", kind: "Service", group: "", versions: ["v1"], optional: false },
   { resource: "endpointslices", kind: "EndpointSlice", group: "discovery.k8s.io", versions: ["v1"], optional: false },
   { resource: "destinationrules", kind: "DestinationRule", group: "networking.istio.io", versions: ["v1", "v1beta1", "v1alpha3"], optional: true },
+  { resource: "gateways", kind: "Gateway", group: "networking.istio.io", versions: ["v1", "v1beta1", "v1alpha3"], optional: true },
+  { resource: "virtualservices", kind: "VirtualService", group: "networking.istio.io", versions: ["v1", "v1beta1", "v1alpha3"], optional: true },
+  { resource: "gateways", kind: "Gateway", group: "gateway.networking.k8s.io", versions: ["v1", "v1beta1"], optional: true },
+  { resource: "httproutes", kind: "HTTPRoute", group: "gateway.networking.k8s.io", versions: ["v1", "v1beta1"], optional: true },
+  { resource: "tcproutes", kind: "TCPRoute", group: "gateway.networking.k8s.io", versions: ["v1alpha2"], optional: true },
+  { resource: "tlsroutes", kind: "TLSRoute", group: "gateway.networking.k8s.io", versions: ["v1alpha3", "v1alpha2"], optional: true },
+  { resource: "secrets", kind: "Secret", group: "", versions: ["v1"], optional: true, fieldSelector: "type=kubernetes.io/tls" },
 ];
 
 export class KubernetesSource implements CatalogSource {

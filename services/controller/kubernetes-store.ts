@@ -47,8 +47,15 @@ export interface ResourceSpec {
   group: string;
   /** Tried in order; the first the server serves is used. */
   versions: string[];
-  /** A 404 means "not installed here" (an empty list), not an error. */
+  /** A 404 means "not installed here" (an empty list), not an error; an error status means "not allowed here" (going on without). */
   optional: boolean;
+  /** Asked of the server on every list and watch, e.g. "type=kubernetes.io/tls": only what leafmesh reads comes over. */
+  fieldSelector?: string;
+}
+
+/** The query parameters that narrow a resource's lists and watches (its field selector), or none. */
+export function selectorQuery(spec: ResourceSpec): Record<string, string> {
+  return spec.fieldSelector ? { fieldSelector: spec.fieldSelector } : {};
 }
 
 /** "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices": the collection to list and watch. */

@@ -1,9 +1,12 @@
 /**
  * Raw Kubernetes objects (from manifest files or the API) → normalised catalog
  * objects, with every rule a user can break checked and reported by field path.
- * Pure: no I/O. Kinds other than Service, EndpointSlice and DestinationRule are
- * either known Kubernetes kinds leafmesh does not need (ignored) or unknown
- * (rejected, since a typo in `kind` would otherwise drop a Service silently).
+ * Pure: no I/O. The ingress kinds (Istio Gateway and VirtualService, the
+ * Gateway API's Gateway and routes, TLS Secrets) are normalised in
+ * normalize-istio.ts, normalize-gateway-api.ts and normalize-ingress.ts. Other
+ * kinds are either known Kubernetes kinds leafmesh does not need (ignored, as
+ * are Secrets of other types) or unknown (rejected, since a typo in `kind`
+ * would otherwise drop a Service silently).
  *
  * ```ts
  * const result = normalizeObject(raw);
@@ -14,12 +17,12 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import type { CatalogObject, DestinationRule, EndpointSlice, Service } from "../../bus/catalog.ts";
+import { normalizeGatewayApiGateway, normalizeHttpRoute, normalizeTcpRoute, normalizeTlsRoute } from "./normalize-gateway-api.ts";
+import { normalizeTlsSecret } from "./normalize-ingress.ts";
+import { normalizeIstioGateway, normalizeVirtualService } from "./normalize-istio.ts";
+import { checkMetadata, dns1035Label, dns1123Label, dns1123Subdomain, ianaServiceName, labelMap, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
 
-export interface FieldProblem {
-  /** "spec.ports[0].port", or "" for the object as a whole. */
-  field: string;
-  message: string;
-}
+export { fieldPath, type FieldProblem } from "./normalize-fields.ts";
 
 export type NormalizeResult =
   | { status: "ok"; object: CatalogObject }
@@ -29,29 +32,42 @@ export type NormalizeResult =
 /** Kinds a manifest directory often holds next to Services; leafmesh has no use for them. */
 const ignoredKinds = new Set([
   "Namespace", "Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ConfigMap",
-  "Secret", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Endpoints",
+  "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Endpoints",
   "Ingress", "IngressClass", "NetworkPolicy", "PersistentVolume", "PersistentVolumeClaim", "StorageClass",
   "CustomResourceDefinition", "HorizontalPodAutoscaler", "PodDisruptionBudget", "LimitRange", "ResourceQuota",
-  "VirtualService", "Gateway", "ServiceEntry", "PeerAuthentication", "AuthorizationPolicy", "Sidecar",
+  "ServiceEntry", "PeerAuthentication", "AuthorizationPolicy", "Sidecar", "EnvoyFilter", "WorkloadEntry", "Telemetry",
+  // Gateway API kinds the leafmesh gateway does not serve (docs/gateway.md).
+  "GatewayClass", "ReferenceGrant", "GRPCRoute", "UDPRoute", "BackendTLSPolicy",
 ]);
 
-/** RFC 1035 label: what a Service name must be. */
-const dns1035Label = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** RFC 1123 label: what a namespace must be. */
-const dns1123Label = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** RFC 1123 subdomain: other object names, ExternalName targets. */
-const dns1123Subdomain = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-/** IANA service name: named target ports and port names. */
-const ianaServiceName = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?=[a-z0-9]))*$/;
+/** The ingress kinds (normalize-istio.ts, normalize-gateway-api.ts, normalize-ingress.ts), by kind and API group. */
+function normalizeIngress(kind: string, raw: unknown, problems: FieldProblem[]): CatalogObject | undefined | "ignored" {
+  const apiVersion = (raw as { apiVersion?: unknown }).apiVersion;
+  const group = typeof apiVersion === "string" && apiVersion.includes("/") ? apiVersion.slice(0, apiVersion.indexOf("/")) : "";
+  switch (kind) {
+    case "Gateway":
+      if (group === "networking.istio.io") return normalizeIstioGateway(raw, problems);
+      if (group === "gateway.networking.k8s.io") return normalizeGatewayApiGateway(raw, problems);
+      problems.push({ field: "apiVersion", message: `'${String(apiVersion)}' is neither Istio's (networking.istio.io/v1beta1) nor the Gateway API's (gateway.networking.k8s.io/v1) Gateway` });
+      return undefined;
+    case "VirtualService":
+      return normalizeVirtualService(raw, problems);
+    case "HTTPRoute":
+      return normalizeHttpRoute(raw, problems);
+    case "TCPRoute":
+      return normalizeTcpRoute(raw, problems);
+    case "TLSRoute":
+      return normalizeTlsRoute(raw, problems);
+    case "Secret": {
+      const secret = normalizeTlsSecret(raw, problems);
+      // Other Secret types: no use to leafmesh, and not to be held.
+      return secret ?? (problems.length > 0 ? undefined : "ignored");
+    }
+  }
+  return "ignored";
+}
 
-const labelMap = z.record(z.string(), z.string()).optional();
-
-const metadata = z.object({
-  name: z.string().min(1, "is required"),
-  namespace: z.string().optional(),
-  labels: labelMap.nullable(),
-  annotations: labelMap.nullable(),
-});
+const ingressKinds = new Set(["Gateway", "VirtualService", "HTTPRoute", "TCPRoute", "TLSRoute", "Secret"]);
 
 const portNumber = z.number({ error: "must be a number" }).int("must be an integer").min(1, "must be 1 to 65535").max(65535, "must be 1 to 65535");
 const protocol = z.enum(["TCP", "UDP", "SCTP"], { error: "must be TCP, UDP or SCTP" });
@@ -134,28 +150,6 @@ const rawDestinationRule = z.object({
   }),
 });
 
-/** "spec.ports[0].port" from a zod issue path. */
-export function fieldPath(path: readonly PropertyKey[]): string {
-  let text = "";
-  for (const part of path) text += typeof part === "number" ? `[${part}]` : text ? `.${String(part)}` : String(part);
-  return text;
-}
-
-function zodProblems(error: z.ZodError): FieldProblem[] {
-  return error.issues.map((issue) => ({ field: fieldPath(issue.path), message: friendlyMessage(issue) }));
-}
-
-/** zod's generic wording ("Invalid input: expected string, received undefined") in a manifest author's terms. */
-function friendlyMessage(issue: z.core.$ZodIssue): string {
-  if (issue.code === "invalid_type") {
-    const received = (issue as { input?: unknown }).input;
-    if (received === undefined) return "is required";
-    return `must be ${issue.expected === "array" ? "a list" : issue.expected === "object" ? "a mapping" : `a ${issue.expected}`} (got ${Array.isArray(received) ? "a list" : typeof received})`;
-  }
-  if (issue.code === "unrecognized_keys") return `has unknown fields ${issue.keys.join(", ")}`;
-  return issue.message;
-}
-
 function describeRaw(raw: unknown): { kind: string; name: string } {
   const object = (raw && typeof raw === "object" ? raw : {}) as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
   const kind = typeof object.kind === "string" ? object.kind : "";
@@ -185,25 +179,25 @@ export function normalizeObject(raw: unknown): NormalizeResult {
     const parsed = rawDestinationRule.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
     else object = normalizeDestinationRule(parsed.data, problems);
+  } else if (ingressKinds.has(kind)) {
+    const result = normalizeIngress(kind, raw, problems);
+    if (result === "ignored") return { status: "ignored", kind };
+    object = result;
   } else {
     return {
       status: "invalid",
       kind,
       name,
-      problems: [{ field: "kind", message: `unknown kind '${kind}' (leafmesh reads Service, EndpointSlice and DestinationRule, and ignores common workload kinds)` }],
+      problems: [
+        {
+          field: "kind",
+          message: `unknown kind '${kind}' (leafmesh reads Service, EndpointSlice, DestinationRule, Istio Gateway and VirtualService, Gateway API Gateway, HTTPRoute, TCPRoute and TLSRoute, and TLS Secrets, and ignores common workload kinds)`,
+        },
+      ],
     };
   }
   if (problems.length > 0 || !object) return { status: "invalid", kind, name, problems };
   return { status: "ok", object };
-}
-
-function checkMetadata(meta: z.infer<typeof metadata>, namePattern: RegExp, nameRule: string, problems: FieldProblem[]): string {
-  if (!namePattern.test(meta.name)) problems.push({ field: "metadata.name", message: `'${meta.name}' is not a valid name: ${nameRule}` });
-  const namespace = meta.namespace ?? "default";
-  if (!dns1123Label.test(namespace)) {
-    problems.push({ field: "metadata.namespace", message: `'${namespace}' is not a valid namespace: lowercase letters, digits and '-', at most 63 characters` });
-  }
-  return namespace;
 }
 
 function familyOf(ip: string): "IPv4" | "IPv6" {

@@ -22,6 +22,7 @@ import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
 import { KvLease, leaseBucketOptions } from "./lease.ts";
+import { withoutUnreferencedSecrets } from "./gateway-secrets.ts";
 import { formatRejection, type CatalogSource } from "./source.ts";
 
 export interface CatalogPublisherOptions {
@@ -177,7 +178,8 @@ export class CatalogPublisher {
     const source = this.#options.source;
     // An unsynced source would look empty: writing it would delete the whole catalog.
     if (!source?.synced || !this.leading || !this.#kv) return;
-    const desired = source.snapshot();
+    // TLS Secrets only when a Gateway names them: every node mirrors what is written here.
+    const desired = withoutUnreferencedSecrets(source.snapshot());
     const puts: [string, CatalogObject, string][] = [];
     const deletes: string[] = [];
     for (const [key, object] of desired) {

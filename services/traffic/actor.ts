@@ -13,14 +13,14 @@ import type { ListenerBinding } from "../../bus/events.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
-import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
+import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer.ts";
 import { Counters } from "./counters.ts";
 import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
-import type { NodeTopology } from "./policy.ts";
+import type { NodeTopology } from "../../balance/policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
 import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
-import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
+import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
@@ -74,7 +74,7 @@ const portAttempts = 32;
 /** Listeners opened concurrently while reconciling. */
 const openBatch = 128;
 
-type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer; socket: TcpServicePortListener | UdpServicePortListener };
+type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer<ServicePortPlan>; socket: TcpServicePortListener | UdpServicePortListener };
 
 export interface TrafficActor {
   readonly actor: ActorRefFrom<typeof trafficMachine>;

@@ -110,4 +110,8 @@ describe("which services a change affects", () => {
     expect(affectedServices([catalogKey(service), "dr.lab.web-rule"], index, none)).toBe("all");
     expect(affectedServices(["weird"], index, none)).toBe("all");
   });
+
+  it("re-plans nothing for the gateway's objects (routes, Gateways, TLS Secrets): traffic does not read them", () => {
+    expect(affectedServices(["httproute.lab.web", "gw.lab.edge", "vs.lab.web", "igw.lab.edge", "tcproute.lab.db", "tlsroute.lab.tls", "tls.lab.cert"], index, none)).toEqual(new Set());
+  });
 });

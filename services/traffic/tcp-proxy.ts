@@ -24,13 +24,14 @@ import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-str
 import { AdmissionRefused, type Admission, type AdmissionTicket } from "../../lib/admission.ts";
 import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
-import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
+import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
+import type { ServicePortPlan } from "./plan.ts";
 import { isTargetRefusal, type StreamDialer } from "../../bus/streams.ts";
-import type { EndpointTarget } from "./policy.ts";
+import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 
 export interface TcpProxyOptions {
-  balancer: ServicePortBalancer;
+  balancer: ServicePortBalancer<ServicePortPlan>;
   shared: BalancerShared;
   log: Logger;
   counters: Counters;

@@ -8,14 +8,15 @@
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import type { Logger } from "../../lib/log.ts";
-import type { BalancerShared, ServicePortBalancer } from "./balancer.ts";
+import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
+import type { ServicePortPlan } from "./plan.ts";
 import type { Counters } from "./counters.ts";
 import { DatagramDecoder, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
 import type { Duplex } from "node:stream";
-import type { EndpointTarget } from "./policy.ts";
+import type { EndpointTarget } from "../../balance/policy.ts";
 
 export interface UdpProxyOptions {
-  balancer: ServicePortBalancer;
+  balancer: ServicePortBalancer<ServicePortPlan>;
   shared: BalancerShared;
   log: Logger;
   counters: Counters;

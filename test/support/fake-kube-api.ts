@@ -1,9 +1,11 @@
 /**
  * A small real Kubernetes API server for tests (node:http), speaking the real
- * list/watch wire format for the three resources leafmesh reads: core/v1
- * Services, discovery.k8s.io/v1 EndpointSlices and (when enabled)
- * networking.istio.io DestinationRules. Everything else answers 404 with a
- * Status object, as the real API server does for a resource it does not serve.
+ * list/watch wire format for the resources leafmesh reads: core/v1 Services,
+ * discovery.k8s.io/v1 EndpointSlices and, when enabled, networking.istio.io
+ * DestinationRules, Gateways and VirtualServices, the Gateway API's Gateways and
+ * routes, and core/v1 Secrets (with the `type=` field selector). Everything else
+ * answers 404 with a Status object, as the real API server does for a resource
+ * it does not serve.
  *
  * It keeps one resourceVersion counter for all resources (like etcd's revision),
  * a history of events for watch resumes, and test levers that the real server
@@ -25,7 +27,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from "node:https";
 import { join } from "node:path";
 
-export type FakeResource = "services" | "endpointslices" | "destinationrules";
+export type FakeResource = "services" | "endpointslices" | "destinationrules" | "gateways" | "virtualservices" | "httproutes" | "tcproutes" | "tlsroutes" | "secrets";
 
 interface ResourceInfo {
   resource: FakeResource;
@@ -34,21 +36,56 @@ interface ResourceInfo {
   /** "" for the core group. */
   group: string;
   versions: string[];
+  /** Which option makes the fake serve it; undefined: always served. */
+  servedWith?: "istio" | "istioGateways" | "gatewayApi" | "secrets";
 }
 
+const istio = "networking.istio.io";
+const gatewayApi = "gateway.networking.k8s.io";
 const resourceInfos: ResourceInfo[] = [
   { resource: "services", kind: "Service", listKind: "ServiceList", group: "", versions: ["v1"] },
   { resource: "endpointslices", kind: "EndpointSlice", listKind: "EndpointSliceList", group: "discovery.k8s.io", versions: ["v1"] },
-  { resource: "destinationrules", kind: "DestinationRule", listKind: "DestinationRuleList", group: "networking.istio.io", versions: ["v1", "v1beta1", "v1alpha3"] },
+  { resource: "destinationrules", kind: "DestinationRule", listKind: "DestinationRuleList", group: istio, versions: ["v1", "v1beta1", "v1alpha3"], servedWith: "istio" },
+  { resource: "gateways", kind: "Gateway", listKind: "GatewayList", group: istio, versions: ["v1", "v1beta1", "v1alpha3"], servedWith: "istioGateways" },
+  { resource: "virtualservices", kind: "VirtualService", listKind: "VirtualServiceList", group: istio, versions: ["v1", "v1beta1", "v1alpha3"], servedWith: "istioGateways" },
+  { resource: "gateways", kind: "Gateway", listKind: "GatewayList", group: gatewayApi, versions: ["v1", "v1beta1"], servedWith: "gatewayApi" },
+  { resource: "httproutes", kind: "HTTPRoute", listKind: "HTTPRouteList", group: gatewayApi, versions: ["v1", "v1beta1"], servedWith: "gatewayApi" },
+  { resource: "tcproutes", kind: "TCPRoute", listKind: "TCPRouteList", group: gatewayApi, versions: ["v1alpha2"], servedWith: "gatewayApi" },
+  { resource: "tlsroutes", kind: "TLSRoute", listKind: "TLSRouteList", group: gatewayApi, versions: ["v1alpha3", "v1alpha2"], servedWith: "gatewayApi" },
+  { resource: "secrets", kind: "Secret", listKind: "SecretList", group: "", versions: ["v1"], servedWith: "secrets" },
 ];
 
-const resourceOfKind = new Map(resourceInfos.map((info) => [info.kind, info]));
+/** Where the fake keeps a resource's objects: two resources are called gateways. */
+const idOf = (info: ResourceInfo) => (info.group ? `${info.resource}.${info.group}` : info.resource);
+
+/** The resource of a kind; `group` tells Istio's Gateway from the Gateway API's (from an apiVersion, or given). */
+function infoOf(kind: string, group?: string): ResourceInfo | undefined {
+  const matches = resourceInfos.filter((info) => info.kind === kind);
+  return matches.length === 1 ? matches[0] : matches.find((info) => info.group === group);
+}
+
+const groupOf = (apiVersion: unknown) => (typeof apiVersion === "string" && apiVersion.includes("/") ? apiVersion.slice(0, apiVersion.indexOf("/")) : "");
+
+/** What a list or watch's `fieldSelector` keeps (the fake knows the one leafmesh asks: a Secret's type). */
+function selects(object: KubeObject, fieldSelector: string | null): boolean {
+  if (!fieldSelector) return true;
+  return fieldSelector.split(",").every((term) => {
+    const [field, value] = term.split("=");
+    return field === "type" ? object.type === value : true;
+  });
+}
 
 export interface FakeKubeApiOptions {
   /** @default 0 (any free port) */
   port?: number;
   /** Serve networking.istio.io DestinationRules. @default false — most clusters and MetaServer have no Istio. */
   istio?: boolean;
+  /** Serve networking.istio.io Gateways and VirtualServices. @default false */
+  istioGateways?: boolean;
+  /** Serve the Gateway API (gateway.networking.k8s.io Gateways, HTTPRoutes, TCPRoutes, TLSRoutes). @default false */
+  gatewayApi?: boolean;
+  /** Serve core/v1 Secrets (a real API always does; the default keeps the other tests' watch counts). @default false */
+  secrets?: boolean;
   /** Serve https with this key and certificate (PEM) instead of plain http, as a real API server does. */
   tls?: { key: string; cert: string };
   /** Require `Authorization: Bearer <token>`; anything else gets 401 like a real API server. */
@@ -64,6 +101,9 @@ export interface FakeKubeApiOptions {
 /** One request the fake answered, for assertions (a resume did not relist, a 410 did). */
 export interface FakeRequest {
   resource: FakeResource;
+  /** The resource's API group ("" for core): two resources are called gateways. */
+  group: string;
+  fieldSelector?: string;
   namespace?: string;
   watch: boolean;
   resourceVersion?: string;
@@ -79,14 +119,18 @@ type KubeObject = { apiVersion?: string; kind?: string; metadata: { name: string
 
 interface HistoryEvent {
   resourceVersion: number;
-  resource: FakeResource;
+  /** idOf the resource. */
+  resource: string;
   namespace: string;
   type: "ADDED" | "MODIFIED" | "DELETED";
   object: KubeObject;
 }
 
 interface OpenWatch {
-  resource: FakeResource;
+  /** The resource's id (idOf): two resources are called gateways. */
+  resource: string;
+  /** The watch's fieldSelector: events of objects it does not select are not sent. */
+  fieldSelector: string | null;
   namespace?: string;
   bookmarks: boolean;
   apiVersion: string;
@@ -197,31 +241,31 @@ export class FakeKubeApi {
   /** Creates or replaces an object (kind and apiVersion as in a manifest); returns its new resourceVersion. */
   apply(raw: object): string {
     const object = structuredClone(raw) as KubeObject;
-    const info = resourceOfKind.get(String(object.kind));
+    const info = infoOf(String(object.kind), groupOf(object.apiVersion));
     if (!info) throw new Error(`the fake API does not serve kind ${String(object.kind)}`);
     if (!object.metadata?.name) throw new Error("the fake API needs metadata.name");
     const namespace = object.metadata.namespace ?? "default";
     object.metadata.namespace = namespace;
-    const key = objectKey(info.resource, namespace, object.metadata.name);
+    const key = objectKey(idOf(info), namespace, object.metadata.name);
     const previous = this.#objects.get(key);
     object.metadata.uid = previous?.metadata.uid ?? `uid-${++this.#uid}`;
     object.metadata.resourceVersion = String(++this.#resourceVersion);
     this.#objects.set(key, object);
-    this.#record({ resourceVersion: this.#resourceVersion, resource: info.resource, namespace, type: previous ? "MODIFIED" : "ADDED", object });
+    this.#record({ resourceVersion: this.#resourceVersion, resource: idOf(info), namespace, type: previous ? "MODIFIED" : "ADDED", object });
     return object.metadata.resourceVersion;
   }
 
-  /** Deletes an object; false when there was none. */
-  delete(kind: string, namespace: string, name: string): boolean {
-    const info = resourceOfKind.get(kind);
+  /** Deletes an object; false when there was none. `group` tells Istio's Gateway from the Gateway API's. */
+  delete(kind: string, namespace: string, name: string, group?: string): boolean {
+    const info = infoOf(kind, group);
     if (!info) throw new Error(`the fake API does not serve kind ${kind}`);
-    const key = objectKey(info.resource, namespace, name);
+    const key = objectKey(idOf(info), namespace, name);
     const previous = this.#objects.get(key);
     if (!previous) return false;
     this.#objects.delete(key);
     // A DELETED event carries the object's last state with the deletion's resourceVersion.
     const object = { ...structuredClone(previous), metadata: { ...previous.metadata, resourceVersion: String(++this.#resourceVersion) } };
-    this.#record({ resourceVersion: this.#resourceVersion, resource: info.resource, namespace, type: "DELETED", object });
+    this.#record({ resourceVersion: this.#resourceVersion, resource: idOf(info), namespace, type: "DELETED", object });
     return true;
   }
 
@@ -302,7 +346,7 @@ export class FakeKubeApi {
     const garble = this.#garbleNextEvent;
     this.#garbleNextEvent = false;
     for (const watch of this.#watches) {
-      if (watch.resource !== event.resource || (watch.namespace && watch.namespace !== event.namespace)) continue;
+      if (watch.resource !== event.resource || (watch.namespace && watch.namespace !== event.namespace) || !selects(event.object, watch.fieldSelector)) continue;
       const line = JSON.stringify({ type: event.type, object: this.#wireObject(event.object, watch.apiVersion) });
       if (garble) watch.response.write(`${line.slice(0, line.length / 2)}\n`);
       else watch.response.write(`${line}\n`);
@@ -310,8 +354,8 @@ export class FakeKubeApi {
   }
 
   #wireObject(object: KubeObject, apiVersion: string): KubeObject {
-    // Istio serves every version of a DestinationRule; the object says which one was asked for.
-    return object.kind === "DestinationRule" ? { ...object, apiVersion } : object;
+    // Istio and the Gateway API serve every version of their kinds; the object says which one was asked for.
+    return apiVersion.includes("/") && !apiVersion.startsWith("discovery.k8s.io/") ? { ...object, apiVersion } : object;
   }
 
   #handle(request: IncomingMessage, response: ServerResponse): void {
@@ -331,6 +375,8 @@ export class FakeKubeApi {
     const failWith = this.#failResource === undefined || this.#failResource === route.info.resource ? this.#failWith : undefined;
     const entry: FakeRequest = {
       resource: route.info.resource,
+      group: route.info.group,
+      ...(url.searchParams.has("fieldSelector") ? { fieldSelector: url.searchParams.get("fieldSelector")! } : {}),
       namespace: route.namespace,
       watch,
       resourceVersion,
@@ -349,6 +395,7 @@ export class FakeKubeApi {
       return;
     }
     const apiVersion = route.info.group ? `${route.info.group}/${route.version}` : route.version;
+    const fieldSelector = url.searchParams.get("fieldSelector");
     if (!watch) {
       // Pages (limit/continue) come from one snapshot, as the real server serves them from one etcd revision.
       const token = url.searchParams.get("continue");
@@ -368,7 +415,7 @@ export class FakeKubeApi {
         offset = Number(from);
       } else {
         const items = [...this.#objects.entries()]
-          .filter(([key]) => key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`))
+          .filter(([key, object]) => key.startsWith(`${idOf(route.info)}/${route.namespace ? `${route.namespace}/` : ""}`) && selects(object, fieldSelector))
           .sort(([a], [b]) => a.localeCompare(b))
           // A real list leaves kind and apiVersion out of its items: the list's kind says them.
           .map(([, object]) => {
@@ -393,9 +440,9 @@ export class FakeKubeApi {
     response.flushHeaders();
     const requested = resourceVersion === undefined || resourceVersion === "" || resourceVersion === "0" ? undefined : Number(resourceVersion);
     if (this.options.metaServer) {
-      const open: OpenWatch = { resource: route.info.resource, namespace: route.namespace, bookmarks: false, apiVersion, kind: route.info.kind, response };
+      const open: OpenWatch = { resource: idOf(route.info), namespace: route.namespace, bookmarks: false, apiVersion, kind: route.info.kind, response, fieldSelector };
       for (const [key, object] of [...this.#objects.entries()].sort(([a], [b]) => a.localeCompare(b))) {
-        if (key.startsWith(`${route.info.resource}/${route.namespace ? `${route.namespace}/` : ""}`)) writeEvent(response, "ADDED", this.#wireObject(object, apiVersion));
+        if (key.startsWith(`${idOf(route.info)}/${route.namespace ? `${route.namespace}/` : ""}`) && selects(object, fieldSelector)) writeEvent(response, "ADDED", this.#wireObject(object, apiVersion));
       }
       this.#watches.add(open);
       response.on("close", () => this.#watches.delete(open));
@@ -415,10 +462,10 @@ export class FakeKubeApi {
       response.end();
       return;
     }
-    const open: OpenWatch = { resource: route.info.resource, namespace: route.namespace, bookmarks: allowWatchBookmarks, apiVersion, kind: route.info.kind, response };
+    const open: OpenWatch = { resource: idOf(route.info), namespace: route.namespace, bookmarks: allowWatchBookmarks, apiVersion, kind: route.info.kind, response, fieldSelector };
     if (requested !== undefined) {
       for (const event of this.#history) {
-        if (event.resourceVersion <= requested || event.resource !== open.resource || (open.namespace && open.namespace !== event.namespace)) continue;
+        if (event.resourceVersion <= requested || event.resource !== open.resource || (open.namespace && open.namespace !== event.namespace) || !selects(event.object, fieldSelector)) continue;
         writeEvent(response, event.type, this.#wireObject(event.object, apiVersion));
       }
     }
@@ -453,12 +500,12 @@ export class FakeKubeApi {
     }
     if (rest.length !== 1) return undefined;
     const info = resourceInfos.find((candidate) => candidate.resource === rest[0] && candidate.group === group && candidate.versions.includes(version));
-    if (!info || (info.resource === "destinationrules" && !this.options.istio)) return undefined;
+    if (!info || (info.servedWith && !this.options[info.servedWith])) return undefined;
     return { info, version, namespace };
   }
 }
 
-function objectKey(resource: FakeResource, namespace: string, name: string): string {
+function objectKey(resource: string, namespace: string, name: string): string {
   return `${resource}/${namespace}/${name}`;
 }
 

@@ -10,7 +10,7 @@
  * outliers.isEjected("198.18.1.3:80");
  * ```
  */
-import type { Clock } from "../../lib/clock.ts";
+import type { Clock } from "../lib/clock.ts";
 
 export interface OutlierOptions {
   clock: Clock;

@@ -10,7 +10,7 @@
  * const sticky = withSessionAffinity(picker, { timeoutMs: 10_800_000, clock });
  * ```
  */
-import type { Clock } from "../../lib/clock.ts";
+import type { Clock } from "../lib/clock.ts";
 
 export const lbPolicies = ["round-robin", "random", "least-connections", "consistent-hash"] as const;
 export type LbPolicy = (typeof lbPolicies)[number];

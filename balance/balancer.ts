@@ -3,10 +3,15 @@
  * the Service asks), topology tiers (own node first), outlier ejection and the
  * endpoints excluded after a failed connect in this attempt. Loads and outliers are
  * shared by every service port of the agent (an endpoint may back several).
+ *
+ * ```ts
+ * const balancer = new ServicePortBalancer({ endpoints, policy: choosePolicy(service, rule) }, shared);
+ * const target = balancer.choose("198.18.1.7", new Set()); // undefined: no endpoint at all
+ * ```
  */
-import type { Clock } from "../../lib/clock.ts";
+import type { Clock } from "../lib/clock.ts";
+import type { PolicyChoice } from "./endpoints.ts";
 import type { OutlierDetector } from "./outlier.ts";
-import type { ServicePortPlan } from "./plan.ts";
 import { createPicker, topologyTiers, withSessionAffinity, type EndpointTarget, type NodeTopology, type Picker } from "./policy.ts";
 
 const noKeys: string[] = [];
@@ -22,20 +27,26 @@ export interface BalancerShared {
   topology?: NodeTopology;
 }
 
-export class ServicePortBalancer {
+/** What a balancer balances: a Service port's endpoints and policy (the traffic actor's ServicePortPlan is one). */
+export interface BalancedPort {
+  endpoints: EndpointTarget[];
+  policy: PolicyChoice;
+}
+
+export class ServicePortBalancer<Plan extends BalancedPort = BalancedPort> {
   readonly #shared: BalancerShared;
-  #plan: ServicePortPlan;
+  #plan: Plan;
   #picker: Picker;
   #tiers: EndpointTarget[][];
 
-  constructor(plan: ServicePortPlan, shared: BalancerShared) {
+  constructor(plan: Plan, shared: BalancerShared) {
     this.#shared = shared;
     this.#plan = plan;
     this.#picker = this.#makePicker(plan);
     this.#tiers = topologyTiers(plan.endpoints, shared.node);
   }
 
-  get plan(): ServicePortPlan {
+  get plan(): Plan {
     return this.#plan;
   }
 
@@ -43,7 +54,7 @@ export class ServicePortBalancer {
     return this.#plan.endpoints.length > 0;
   }
 
-  update(plan: ServicePortPlan): void {
+  update(plan: Plan): void {
     const policyChanged = JSON.stringify(plan.policy) !== JSON.stringify(this.#plan.policy);
     this.#plan = plan;
     if (policyChanged) this.#picker = this.#makePicker(plan);
@@ -74,7 +85,7 @@ export class ServicePortBalancer {
     return undefined;
   }
 
-  #makePicker(plan: ServicePortPlan): Picker {
+  #makePicker(plan: Plan): Picker {
     const picker = createPicker({ policy: plan.policy.policy, random: this.#shared.random });
     if (plan.policy.affinityTimeoutMs === undefined) return picker;
     return withSessionAffinity(picker, { timeoutMs: plan.policy.affinityTimeoutMs, clock: this.#shared.clock });

@@ -1,0 +1,378 @@
+/**
+ * One HTTP request through the gateway, for HTTP/1.1 and HTTP/2 clients alike
+ * (Node's http2 compatibility API gives both one request/response shape): the
+ * router picks the rule (host, path, method, headers), the rule's weights a
+ * backend, the backend's balancer an endpoint (here or through the tunnel);
+ * the request goes to it as HTTP/1.1 on a connection of its own, and the answer
+ * streams back with backpressure (pipe). A rule's timeout answers 504, a failed
+ * backend 502 or 503; a retry policy sends a request without a body again when
+ * the answer or the failure is one it names. One JSON access-log line per
+ * request.
+ *
+ * Upstream connections (sockets, or tunnel streams to other nodes) are kept
+ * alive between requests without a body, one request at a time each, in a
+ * small idle pool per endpoint (upstream.ts): a connect, or a tunnel stream
+ * open, per request was the gateway's main cost beside haproxy.
+ */
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { constants as http2Constants } from "node:http2";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
+import { LeafmeshError } from "../../lib/errors.ts";
+import { resetStream } from "../../lib/join-streams.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { HostTable } from "./hosts.ts";
+import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
+import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
+import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
+
+export type GatewayRequest = IncomingMessage | Http2ServerRequest;
+export type GatewayResponse = ServerResponse | Http2ServerResponse;
+
+/** Where a request came in: the listener's port and routes, and whether TLS was terminated. */
+export interface HttpContext {
+  port: number;
+  hosts: HostTable<HttpHost>;
+  scheme: "http" | "https";
+  /** The client's address (HTTP/2 sessions run on a wrapped stream that has none). */
+  client?: string;
+}
+
+/** One line of the access log. */
+export interface AccessEntry {
+  kind: "http";
+  port: number;
+  client: string;
+  protocol: string;
+  method: string;
+  host: string;
+  path: string;
+  status: number;
+  route?: string;
+  backend?: string;
+  endpoint?: string;
+  attempts: number;
+  durationMs: number;
+  /** Why the gateway answered itself (no route, no endpoint, timeout...). */
+  reason?: string;
+}
+
+export interface HttpForwarderOptions {
+  pools: BackendPools;
+  log: Logger;
+  /** Counts a reason (every refusal and failure). */
+  count: (reason: string) => void;
+  /** A request's outcome per route, for metrics and status. */
+  routeOutcome: (route: string, status: number) => void;
+  access: (entry: AccessEntry) => void;
+  /** @default 60_000 — a rule without a timeout still ends (Envoy's route timeout default is 15 s; 60 s leaves room for slow edge backends). */
+  defaultTimeoutMs?: number;
+}
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1), and HTTP/2's connection-specific ones that Node refuses to send. */
+const hopByHop = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host"]);
+
+function endToEnd(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const named = new Set(
+    String(headers.connection ?? "")
+      .split(",")
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  const result: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(":") || hopByHop.has(name) || named.has(name)) continue;
+    result[name] = value;
+  }
+  return result;
+}
+
+/** Whether a retry policy names this outcome (Envoy's conditions as Istio writes them, or a status code). */
+export function retriable(retry: RetryPolicy | undefined, outcome: { status?: number; failure?: "connect" | "reset" }): boolean {
+  if (!retry || retry.attempts <= 0) return false;
+  for (const condition of retry.on) {
+    if (outcome.failure === "connect" && (condition === "connect-failure" || condition === "5xx" || condition === "gateway-error")) return true;
+    if (outcome.failure === "reset" && (condition === "reset" || condition === "5xx")) return true;
+    const status = outcome.status;
+    if (status === undefined) continue;
+    if (condition === "5xx" && status >= 500) return true;
+    if (condition === "gateway-error" && (status === 502 || status === 503 || status === 504)) return true;
+    if (condition === "retriable-4xx" && status === 409) return true;
+    if (condition === String(status)) return true;
+  }
+  return false;
+}
+
+function hasBody(request: GatewayRequest): boolean {
+  const length = request.headers["content-length"];
+  if (length !== undefined) return length !== "0";
+  if (request.headers["transfer-encoding"] !== undefined) return true;
+  // HTTP/2 has no framing headers: a stream still open after its headers carries a body.
+  return request.httpVersionMajor === 2 && !(request as Http2ServerRequest).stream?.endAfterHeaders;
+}
+
+/** Cuts a client's request without a clean end: HTTP/2 resets the stream, HTTP/1.1 resets the connection. */
+function cutResponse(response: GatewayResponse): void {
+  if ("stream" in response && response.stream) {
+    response.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  const socket = (response as ServerResponse).socket as Socket | null;
+  if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
+}
+
+export class HttpForwarder {
+  readonly #options: HttpForwarderOptions;
+  readonly #weights = new WeightedChoice();
+
+  constructor(options: HttpForwarderOptions) {
+    this.#options = options;
+  }
+
+  handle(request: GatewayRequest, response: GatewayResponse, context: HttpContext): void {
+    const started = performance.now();
+    const authority = (request.headers[":authority"] as string | undefined) ?? request.headers.host;
+    const url = request.url ?? "/";
+    const query = url.indexOf("?");
+    const view: RequestView = {
+      host: authority,
+      path: query >= 0 ? url.slice(0, query) : url,
+      method: request.method ?? "GET",
+      header: (name) => {
+        const value = request.headers[name];
+        return Array.isArray(value) ? value.join(", ") : value;
+      },
+    };
+    const entry: AccessEntry = {
+      kind: "http",
+      port: context.port,
+      client: context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, ""),
+      protocol: `HTTP/${request.httpVersion}`,
+      method: view.method,
+      host: authority ?? "",
+      path: view.path,
+      status: 0,
+      attempts: 0,
+      durationMs: 0,
+    };
+    const finish = (status: number, reason?: string) => {
+      entry.status = status;
+      entry.durationMs = Math.round((performance.now() - started) * 10) / 10;
+      if (reason) entry.reason = reason;
+      if (entry.route) this.#options.routeOutcome(entry.route, status);
+      this.#options.access(entry);
+    };
+    // A client that sends a broken request or leaves mid-way is ordinary: its error must not end the process.
+    request.on("error", () => undefined);
+    response.on("error", () => undefined);
+    const answer = (status: number, reason: string, headers: Record<string, string> = {}) => {
+      this.#options.count(`http ${reason}`);
+      if (!response.headersSent) {
+        (response as ServerResponse).writeHead(status, { "content-type": "text/plain; charset=utf-8", ...headers });
+        response.end(`${reason}\n`);
+      } else cutResponse(response);
+      // Unread request bytes are dropped, not left to stall the connection.
+      request.resume();
+      finish(status, reason);
+    };
+
+    const decision = routeHttp(context.hosts, view);
+    if (decision.kind === "no host") return answer(404, "no route for the host");
+    if (decision.kind === "no route") return answer(404, "no route for the request");
+    if (decision.kind === "redirect") {
+      const location = `https://${decision.host}${url}`;
+      return answer(301, "redirected to https", { location });
+    }
+    const rule = decision.entry.rule;
+    entry.route = rule.route.name;
+    void this.#forward(request, response, context, rule, entry, answer, finish);
+  }
+
+  async #forward(
+    request: GatewayRequest,
+    response: GatewayResponse,
+    context: HttpContext,
+    rule: PlannedHttpRule,
+    entry: AccessEntry,
+    answer: (status: number, reason: string) => void,
+    finish: (status: number, reason?: string) => void,
+  ): Promise<void> {
+    const { pools } = this.#options;
+    const withBody = hasBody(request);
+    // A body streams through once: a request with one is not sent again.
+    const attempts = 1 + (withBody ? 0 : (rule.retry?.attempts ?? 0));
+    const deadline = new AbortController();
+    const timeoutMs = rule.timeoutMs ?? this.#options.defaultTimeoutMs ?? 60_000;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      deadline.abort();
+    }, timeoutMs);
+    // 'close' also comes after a response that finished: only an unfinished one means the client left.
+    const clientGone = () => {
+      if (!(response as ServerResponse).writableFinished) deadline.abort();
+    };
+    response.once("close", clientGone);
+    const done = () => {
+      clearTimeout(timer);
+      response.off("close", clientGone);
+    };
+    const headers = endToEnd(request.headers);
+    const forwardedFor = entry.client + (typeof headers["x-forwarded-for"] === "string" ? `, ${headers["x-forwarded-for"]}` : "");
+    Object.assign(headers, { host: entry.host, "x-forwarded-for": forwardedFor, "x-forwarded-proto": context.scheme, connection: "keep-alive" });
+
+    let lastFailure: { status: number; reason: string } = { status: 503, reason: "no backend" };
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (deadline.signal.aborted) break;
+      entry.attempts = attempt;
+      const backend: PlannedBackend | undefined = this.#weights.pick(rule.backends);
+      if (!backend) {
+        lastFailure = { status: 503, reason: "no backend with a weight" };
+        break;
+      }
+      entry.backend = backend.key;
+      const hashHeader = pools.hashHeader(backend.key);
+      const hashKey = (hashHeader && (request.headers[hashHeader] as string | undefined)) || entry.client;
+      let upstream: Upstream;
+      try {
+        // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
+        upstream = await pools.connect(backend, hashKey, deadline.signal, { reuse: !withBody });
+      } catch (error) {
+        if (deadline.signal.aborted) break;
+        lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
+        if (attempt < attempts && retriable(rule.retry, { failure: "connect" })) continue;
+        break;
+      }
+      entry.endpoint = upstream.endpoint.key;
+      // Without a rule timeout, the default bounds only the wait for an answer: a long download is not cut.
+      const onAnswer = () => rule.timeoutMs === undefined && clearTimeout(timer);
+      const outcome = await this.#exchange(request, response, upstream, backend, headers, withBody, deadline.signal, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
+      if (outcome.kind === "answered") {
+        done();
+        return finish(outcome.status);
+      }
+      if (outcome.kind === "stale") {
+        // An idle connection the backend had closed: not the backend's failure, and not an attempt.
+        this.#options.count("http idle connection was closed");
+        attempt--;
+        continue;
+      }
+      if (outcome.kind === "retry") {
+        this.#options.count("http retried");
+        lastFailure = { status: outcome.status, reason: outcome.reason };
+        continue;
+      }
+      lastFailure = { status: outcome.status, reason: outcome.reason };
+      break;
+    }
+    done();
+    if (timedOut) return answer(504, "request timed out");
+    if (response.destroyed || (response as ServerResponse).writableEnded) return finish(499, "client left");
+    // A retried 5xx whose attempts ran out: the last answer's status, as the backend gave it.
+    answer(lastFailure.status, lastFailure.reason);
+  }
+
+  /** One attempt: send the request on the upstream connection and stream the answer back, unless it is to be retried. */
+  #exchange(
+    request: GatewayRequest,
+    response: GatewayResponse,
+    upstream: Upstream,
+    backend: PlannedBackend,
+    headers: Record<string, string | string[]>,
+    withBody: boolean,
+    signal: AbortSignal,
+    perTryTimeoutMs: number | undefined,
+    retry: RetryPolicy | undefined,
+    onAnswer: () => void,
+  ): Promise<{ kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (result: { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(perTry);
+        signal.removeEventListener("abort", onAbort);
+        upstream.release();
+        resolve(result);
+      };
+      const stream: Duplex = upstream.stream;
+      let answered = false;
+      const outgoing = httpRequest({
+        method: request.method,
+        path: request.url,
+        headers,
+        setHost: false,
+        createConnection: () => stream as Socket,
+      });
+      // Without an agent Node's client would close the connection after one exchange (and say so in a
+      // Connection header unless one is set): the gateway pools connections itself.
+      outgoing.shouldKeepAlive = true;
+      const cut = (reason: string) => {
+        outgoing.destroy();
+        resetStream(stream, new LeafmeshError("PROXY_FAILED", reason));
+      };
+      const onAbort = () => {
+        cut("the request timed out or its client left");
+        settle({ kind: "failed", status: 504, reason: "request timed out" });
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      const perTry = perTryTimeoutMs
+        ? setTimeout(() => {
+            cut("the attempt timed out");
+            settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
+          }, perTryTimeoutMs)
+        : undefined;
+      outgoing.on("error", (error) => {
+        // Before an answer: a reset or refused backend (retried when the policy says "reset"); after: the body was cut.
+        if (!settled) {
+          if (upstream.reused && !answered) {
+            resetStream(stream, new LeafmeshError("PROXY_FAILED", "an idle connection the backend closed"));
+            return settle({ kind: "stale", status: 502, reason: "idle connection closed" });
+          }
+          this.#options.count("http backend failed");
+          this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: error.message }, "backend request failed");
+          settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
+        }
+      });
+      outgoing.on("response", (answer) => {
+        answered = true;
+        const status = answer.statusCode ?? 502;
+        if (retry && retriable(retry, { status })) {
+          answer.resume();
+          cut("an answer to retry");
+          return settle({ kind: "retry", status, reason: `backend answered ${status}` });
+        }
+        clearTimeout(perTry);
+        onAnswer();
+        if (response.destroyed) {
+          cut("the client left");
+          return settle({ kind: "failed", status: 499, reason: "client left" });
+        }
+        (response as ServerResponse).writeHead(status, endToEnd(answer.headers));
+        answer.pipe(response as NodeJS.WritableStream);
+        answer.on("error", () => undefined);
+        response.once("finish", () => {
+          settle({ kind: "answered", status });
+        });
+        // A whole answer on a connection the backend keeps open: Node's client lets go of it ('close' on the
+        // request, the socket no longer its own), and it waits for the next request to this endpoint.
+        outgoing.once("close", () => {
+          if (answer.complete && outgoing.shouldKeepAlive && !stream.destroyed) this.#options.pools.park(upstream.endpoint.key, stream);
+          else if (!stream.destroyed) stream.destroy();
+        });
+        answer.once("close", () => {
+          if (answer.complete) return;
+          // Cut mid-answer: the client must see a cut, never a short answer that looks whole.
+          this.#options.count("http answer cut by backend");
+          cutResponse(response);
+          resetStream(stream, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
+          settle({ kind: "answered", status });
+        });
+      });
+      if (withBody) (request as NodeJS.ReadableStream).pipe(outgoing);
+      else outgoing.end();
+    });
+  }
+}

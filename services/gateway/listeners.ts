@@ -1,0 +1,386 @@
+/**
+ * The sockets of one gateway port, thin around the plan (plan.ts): a TCP port
+ * joins each client with a backend; an HTTP port hands each connection to an
+ * HTTP/1.1 server, or to an HTTP/2 one when it opens with the HTTP/2 preface
+ * (h2c with prior knowledge, RFC 9113 §3.3); a TLS port reads the ClientHello
+ * (client-hello.ts), picks the entry of its server name, and either passes the
+ * bytes through to a backend untouched or terminates TLS with the entry's
+ * certificate and goes on as HTTP (h2 or http/1.1 by ALPN) or TCP.
+ *
+ * A connection keeps the routes it was accepted with; a new plan applies to
+ * the connections after it. Every refusal resets the client (RST) and is
+ * counted with its reason.
+ */
+import { createHash } from "node:crypto";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
+import { createServer, type Server, type Socket } from "node:net";
+import { Duplex } from "node:stream";
+import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
+import { LeafmeshError } from "../../lib/errors.ts";
+import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
+import type { Logger } from "../../lib/log.ts";
+import { maxClientHelloBytes, parseClientHello } from "./client-hello.ts";
+import type { HttpContext, HttpForwarder } from "./http-proxy.ts";
+import type { PlannedL4Route, PortPlan, SniEntry } from "./plan.ts";
+import { routeSni, WeightedChoice } from "./router.ts";
+import type { BackendPools } from "./upstream.ts";
+
+/** One line of the access log for a TCP or TLS connection. */
+export interface ConnectionEntry {
+  kind: "tcp" | "tls-passthrough" | "tls-terminate";
+  port: number;
+  client: string;
+  serverName?: string;
+  route?: string;
+  backend?: string;
+  endpoint?: string;
+  durationMs: number;
+  /** Whether both directions ended cleanly. */
+  complete: boolean;
+  reason?: string;
+}
+
+export interface ListenerDeps {
+  host: string;
+  forwarder: HttpForwarder;
+  pools: BackendPools;
+  log: Logger;
+  count: (reason: string) => void;
+  routeOutcome: (route: string, status: number) => void;
+  access: (entry: ConnectionEntry) => void;
+  /** @default 10_000 — a client that has not sent its ClientHello (or first bytes) by then is cut: a slow-loris holds no socket longer. */
+  helloTimeoutMs?: number;
+  /** @default 3_600_000 — a TCP or TLS connection silent this long is reset, as the traffic actor's. */
+  idleTimeoutMs?: number;
+}
+
+/** The HTTP/2 connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export type ListenerState = { state: "listening" } | { state: "failed"; error: string } | { state: "opening" };
+
+export class GatewayPortListener {
+  readonly port: number;
+  readonly #deps: ListenerDeps;
+  #plan: PortPlan;
+  readonly #server: Server;
+  readonly #http1: HttpServer;
+  /** HTTP/2 sessions: h2c with prior knowledge, or TLS with ALPN h2. */
+  readonly #http2: Http2Server;
+  readonly #contexts = new WeakMap<object, HttpContext>();
+  /** The context of the connection being handed to the HTTP/2 server: its 'session' event comes synchronously. */
+  #pendingContext: HttpContext | undefined;
+  readonly #sockets = new Set<Socket>();
+  readonly #joins = new Set<JoinedStreams>();
+  readonly #weights = new WeightedChoice();
+  readonly #secureContexts = new Map<string, SecureContext>();
+  #state: ListenerState = { state: "opening" };
+
+  constructor(port: number, plan: PortPlan, deps: ListenerDeps) {
+    this.port = port;
+    this.#plan = plan;
+    this.#deps = deps;
+    this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#accept(socket));
+    const onRequest = (request: IncomingMessage | Http2ServerRequest, response: ServerResponse | Http2ServerResponse) => {
+      const context = request.httpVersionMajor === 2 ? this.#contexts.get((request as Http2ServerRequest).stream.session as ServerHttp2Session) : this.#contexts.get(request.socket);
+      if (!context) {
+        deps.count("http connection without routes");
+        (response as ServerResponse).writeHead(503);
+        response.end();
+        return;
+      }
+      deps.forwarder.handle(request, response, context);
+    };
+    this.#http1 = createHttpServer({ noDelay: true }, onRequest);
+    this.#http2 = createHttp2Server(onRequest);
+    this.#http2.on("sessionError", () => deps.count("http2 session error"));
+    this.#http2.on("session", (session) => {
+      if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
+      session.on("error", () => deps.count("http2 session error"));
+    });
+    for (const server of [this.#http1, this.#http2] as const) {
+      // A malformed request is the client's: answered 400 by Node, counted, never an exception.
+      server.on("clientError", (_error: Error, socket: Duplex) => {
+        deps.count("http malformed request");
+        socket.destroy();
+      });
+    }
+  }
+
+  get state(): ListenerState {
+    return this.#state;
+  }
+
+  get plan(): PortPlan {
+    return this.#plan;
+  }
+
+  get connections(): number {
+    return this.#sockets.size;
+  }
+
+  update(plan: PortPlan): void {
+    this.#plan = plan;
+  }
+
+  async listen(): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.#server.once("error", reject);
+        this.#server.listen({ port: this.port, host: this.#deps.host, backlog: 4096 }, () => {
+          this.#server.off("error", reject);
+          resolve();
+        });
+      });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      this.#state = { state: "failed", error: `${this.#deps.host}:${this.port}: ${code === "EADDRINUSE" ? "the address is in use" : code === "EACCES" ? "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)" : (error as Error).message}` };
+      throw new LeafmeshError("CONFIG_INVALID", this.#state.error, { cause: error });
+    }
+    // After listen, errors are accept failures (EMFILE): counted; unhandled they would end the agent.
+    this.#server.on("error", (error: NodeJS.ErrnoException) => this.#deps.count(`accept failed: ${error.code ?? "error"}`));
+    this.#state = { state: "listening" };
+  }
+
+  /** Stops accepting and resets every open connection. */
+  async close(): Promise<void> {
+    const stopping = new LeafmeshError("NOT_RUNNING", `the gateway listener on port ${this.port} closed`);
+    for (const join of this.#joins) join.reset(stopping);
+    for (const socket of this.#sockets) resetStream(socket, stopping);
+    this.#http2.close();
+    this.#http1.close();
+    if (this.#state.state === "listening") await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#state = { state: "failed", error: "closed" };
+  }
+
+  #accept(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+    // A client's RST is ordinary: what it cut is counted where it matters.
+    socket.on("error", () => undefined);
+    const plan = this.#plan;
+    if (plan.kind === "tcp") return this.#joinBackend(socket, plan.route, { kind: "tcp", port: this.port, client: clientOf(socket), durationMs: 0, complete: false }, Buffer.alloc(0));
+    this.#sniff(socket, plan);
+  }
+
+  /** Reads the first bytes (the ClientHello, or enough to tell h2c from HTTP/1.1) and dispatches. */
+  #sniff(socket: Socket, plan: Exclude<PortPlan, { kind: "tcp" }>): void {
+    const { count } = this.#deps;
+    let buffered = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      cleanup();
+      count(plan.kind === "tls" ? "tls hello timeout" : "http first bytes timeout");
+      resetStream(socket, new LeafmeshError("PROXY_FAILED", "no first bytes in time"));
+    }, this.#deps.helloTimeoutMs ?? 10_000);
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      socket.pause();
+    };
+    const onEnd = () => {
+      cleanup();
+      count("client ended before its first bytes");
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (plan.kind === "http") {
+        const prefix = Math.min(buffered.length, h2Preface.length);
+        if (buffered.length < h2Preface.length && buffered.subarray(0, prefix).equals(h2Preface.subarray(0, prefix))) return;
+        cleanup();
+        const context: HttpContext = { port: this.port, hosts: plan.hosts, scheme: "http", client: clientOf(socket) };
+        if (buffered.subarray(0, h2Preface.length).equals(h2Preface)) this.#toHttp2(replayed(socket, buffered), context);
+        else {
+          // HTTP/1.1 reads through the socket's JS stream: unshift is enough (and cheaper than a wrapper).
+          socket.unshift(buffered);
+          this.#contexts.set(socket, context);
+          this.#http1.emit("connection", socket);
+          socket.resume();
+        }
+        return;
+      }
+      const hello = parseClientHello(buffered);
+      if (hello.status === "incomplete" && buffered.length < maxClientHelloBytes) return;
+      cleanup();
+      if (hello.status !== "ok") {
+        count(hello.status === "incomplete" ? "tls hello too long" : "tls not a ClientHello");
+        return resetStream(socket, new LeafmeshError("PROXY_FAILED", hello.status === "invalid" ? hello.reason : "ClientHello too long"));
+      }
+      const entry = routeSni(plan.sni, hello.serverName);
+      if (!entry) {
+        count("tls no route for the server name");
+        this.#deps.access({ kind: "tls-passthrough", port: this.port, client: clientOf(socket), serverName: hello.serverName ?? "", durationMs: 0, complete: false, reason: "no route for the server name" });
+        return resetStream(socket, new LeafmeshError("PROXY_FAILED", `no route for server name '${hello.serverName ?? ""}'`));
+      }
+      this.#tls(socket, entry, buffered, hello.serverName ?? "");
+    };
+    socket.on("data", onData);
+    socket.on("end", onEnd);
+  }
+
+  #toHttp2(socket: Duplex, context: HttpContext): void {
+    this.#contexts.set(socket, context);
+    this.#pendingContext = context;
+    try {
+      this.#http2.emit("connection", socket);
+    } finally {
+      this.#pendingContext = undefined;
+    }
+    socket.resume();
+  }
+
+  #tls(socket: Socket, entry: SniEntry, hello: Buffer, serverName: string): void {
+    const log: ConnectionEntry = { kind: entry.mode === "passthrough" ? "tls-passthrough" : "tls-terminate", port: this.port, client: clientOf(socket), serverName, durationMs: 0, complete: false };
+    if (entry.mode === "passthrough") return this.#joinBackend(socket, entry.route, log, hello);
+    const inner = entry.inner;
+    const tls = new TLSSocket(replayed(socket, hello), {
+      isServer: true,
+      secureContext: this.#secureContext(entry.certificate),
+      ...(inner.kind === "http" ? { ALPNProtocols: ["h2", "http/1.1"] } : {}),
+    });
+    let handshook = false;
+    tls.on("error", (error: Error) => {
+      // After the handshake a cut is counted where the join or the request ends.
+      if (!handshook) {
+        this.#deps.count("tls handshake failed");
+        this.#deps.log.debug({ err: error.message, serverName }, "TLS handshake failed");
+      }
+      resetStream(socket, error);
+    });
+    tls.once("secure", () => {
+      handshook = true;
+      if (inner.kind === "tcp") return this.#joinBackend(tls, inner.route, log, Buffer.alloc(0));
+      const context: HttpContext = { port: this.port, hosts: inner.hosts, scheme: "https", client: clientOf(socket) };
+      // HTTP/2 on a TLS socket that itself wraps a JS stream fails inside Node (reading 'receive'): it gets a plain stream.
+      if (tls.alpnProtocol === "h2") return this.#toHttp2(replayed(tls, Buffer.alloc(0)), context);
+      // http/1.1, or a client without ALPN.
+      this.#contexts.set(tls, context);
+      this.#http1.emit("connection", tls);
+    });
+  }
+
+  #secureContext(certificate: { key: string; cert: string; secret: string }): SecureContext {
+    const id = createHash("sha256").update(certificate.cert).update(certificate.key).digest("hex");
+    let context = this.#secureContexts.get(id);
+    if (!context) {
+      context = createSecureContext({ key: certificate.key, cert: certificate.cert });
+      // Certificates rotate: keep the few in use, not every one ever seen.
+      if (this.#secureContexts.size > 64) this.#secureContexts.clear();
+      this.#secureContexts.set(id, context);
+    }
+    return context;
+  }
+
+  /** A TCP (or TLS passthrough, or terminated TLS) connection joined with a backend of the route. */
+  #joinBackend(client: Duplex, route: PlannedL4Route, entry: ConnectionEntry, early: Buffer): void {
+    const { pools, count, routeOutcome } = this.#deps;
+    const started = performance.now();
+    entry.route = route.route.name;
+    const finish = (complete: boolean, reason?: string) => {
+      entry.durationMs = Math.round(performance.now() - started);
+      entry.complete = complete;
+      if (reason) entry.reason = reason;
+      routeOutcome(route.route.name, complete ? 200 : 502);
+      this.#deps.access(entry);
+    };
+    const backend = this.#weights.pick(route.backends);
+    if (!backend) {
+      count(`${entry.kind} refused: no backend with a weight`);
+      finish(false, "no backend with a weight");
+      return resetStream(client, new LeafmeshError("PROXY_FAILED", "no backend"));
+    }
+    entry.backend = backend.key;
+    const abandon = new AbortController();
+    const onGone = () => abandon.abort();
+    client.once("close", onGone);
+    client.pause();
+    pools.connect(backend, entry.client, abandon.signal).then(
+      (upstream) => {
+        client.off("close", onGone);
+        entry.endpoint = upstream.endpoint.key;
+        if (client.destroyed) {
+          upstream.release();
+          count(`${entry.kind} client left before connect`);
+          finish(false, "client left before connect");
+          return resetStream(upstream.stream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));
+        }
+        count(`${entry.kind} connections`);
+        if (early.length > 0) upstream.stream.write(early);
+        const join = joinStreams(client, upstream.stream, {
+          onClose: (outcome) => {
+            this.#joins.delete(join);
+            upstream.release();
+            if (!outcome.complete) count(`${entry.kind} cut by ${outcome.cutBy === "a" ? "client" : outcome.cutBy === "b" ? "backend" : "gateway"}`);
+            finish(outcome.complete, outcome.complete ? undefined : outcome.error?.message);
+          },
+        });
+        this.#joins.add(join);
+        const idleMs = this.#deps.idleTimeoutMs ?? 3_600_000;
+        if ("setTimeout" in client && typeof client.setTimeout === "function") {
+          (client as Socket).setTimeout(idleMs, () => {
+            count(`${entry.kind} idle timeout`);
+            join.reset(new LeafmeshError("PROXY_FAILED", `idle for ${idleMs} ms`));
+          });
+        }
+        client.resume();
+      },
+      (error: unknown) => {
+        client.off("close", onGone);
+        if (abandon.signal.aborted) {
+          count(`${entry.kind} client left before connect`);
+          return finish(false, "client left before connect");
+        }
+        const reason = error instanceof Error ? error.message : String(error);
+        count(`${entry.kind} refused: ${/no endpoints/.test(reason) ? "no endpoints" : "no endpoint reachable"}`);
+        finish(false, reason);
+        resetStream(client, new LeafmeshError("PROXY_FAILED", reason));
+      },
+    );
+  }
+}
+
+/**
+ * The socket as a stream that first yields the bytes read from it already. TLS and HTTP/2 read a net.Socket's
+ * kernel handle directly, past its JS buffer, so `unshift` would be lost on them (the ClientHello or the h2
+ * preface read to route the connection): they are given this stream instead (Node wraps a plain Duplex in
+ * a JS stream socket). Backpressure holds both ways; a reset either side reaches the other.
+ */
+export function replayed(socket: Socket, first: Buffer): Duplex {
+  const stream = new Duplex({
+    allowHalfOpen: true,
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      if (socket.write(chunk)) callback();
+      else socket.once("drain", () => callback());
+    },
+    final(callback) {
+      socket.end();
+      callback();
+    },
+    destroy(error, callback) {
+      if (error) resetStream(socket, error);
+      else socket.destroy();
+      callback(error);
+    },
+  });
+  if (first.length > 0) stream.push(first);
+  socket.on("data", (chunk: Buffer) => {
+    if (!stream.push(chunk)) socket.pause();
+  });
+  socket.on("end", () => stream.push(null));
+  socket.on("error", (error) => stream.destroy(error));
+  socket.on("close", () => {
+    if (!stream.destroyed) stream.destroy(socket.readableEnded ? undefined : new LeafmeshError("PROXY_FAILED", "the client's connection closed"));
+  });
+  // Reads come through `stream` from now on.
+  socket.pause();
+  return stream;
+}
+
+function clientOf(socket: Socket): string {
+  return (socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+}
