@@ -26,7 +26,7 @@
  * const agent = loadNodeSecurity(dir, "edge-a");   // remote fragment, local auth, connect options, psk
  * ```
  */
-import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
 import { generateKey } from "@libp2p/pnet";
@@ -62,6 +62,11 @@ export interface NodeState {
   revocations: Record<string, number>;
   /** SHA-256 fingerprint of the node's current TLS certificate (trust/revocation-list.ts); undefined after a revocation. */
   certificate?: string;
+  /** The token the node joined with (`agent --join`, trust/enrolment.ts); undefined when issued with `keys issue`. */
+  enrolledBy?: string;
+  /** The site and tags its token gave it. */
+  site?: string;
+  tags?: string[];
 }
 
 export interface KeyState {
@@ -76,6 +81,10 @@ export interface KeyState {
   revokedCertificates?: RevocationList["revoked"];
   /** The signed list's version: one more with every revocation. */
   revocationVersion?: number;
+  /** The enrol account's public key (made by the first `keys token` or `hub --enrol`: trust/enrolment.ts). */
+  enrolAccount?: string;
+  /** Join tokens (trust/tokens.ts), by id. */
+  tokens?: Record<string, import("./tokens.ts").TokenState>;
 }
 
 export interface SiteState {
@@ -161,8 +170,48 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
   return state;
 }
 
+/**
+ * Runs `change` while holding the keys directory's lock (`DIR/.lock`), so that the CLI (`keys token`,
+ * `keys revoke`) and a hub that enrols nodes from the same directory never write state.json over each
+ * other. A lock left by a process that is gone is taken over.
+ * @default waits up to 30 s — an enrolment (openssl, re-signing every account) takes about a second.
+ */
+export async function withKeysLock<T>(dir: string, change: () => Promise<T>, waitMs = 30_000): Promise<T> {
+  const lock = join(dir, ".lock");
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: "wx", mode: 0o600 });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number(readFileSync(lock, "utf8").trim() || "0");
+      if (holder > 0 && holder !== process.pid && !processAlive(holder)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${holder} (${lock}) for more than ${waitMs / 1000} s`);
+      await new Promise((wake) => setTimeout(wake, 25));
+    }
+  }
+  try {
+    return await change();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** Re-signs the mesh account (it imports from every node account, revoked or not: their accounts stay, their users go). */
-async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
+export async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
   const jwt = await meshAccountJwt({
     operatorSeed: readSeed(join(dir, "operator.seed")),
     accountSeed: readSeed(seedFile(dir, meshAccountName)),
@@ -223,6 +272,39 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
   const { dir } = options;
   const node = checkNodeName(options.node, "--node");
   const state = readKeyState(dir);
+  const { entry, changedAccounts } = await ensureNodeAccount(dir, state, node);
+  const user = createUser();
+  const bundle = nodeBundleDir(dir, node);
+  makePrivateDir(bundle);
+  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires });
+  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
+  entry.user = user.getPublicKey();
+  entry.issuedAt = new Date().toISOString();
+  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
+  entry.enrolledBy = undefined;
+
+  await issueCertificate({
+    caCertFile: join(dir, "ca", "ca.crt"),
+    caKeyFile: join(dir, "ca", "ca.key"),
+    certFile: join(bundle, "node.crt"),
+    keyFile: join(bundle, "node.key"),
+    commonName: node,
+    hosts: options.hosts ?? [node],
+  });
+  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
+  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
+  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
+  writeKeyState(dir, state);
+  return { node: entry, bundleDir: bundle, changedAccounts };
+}
+
+/**
+ * The node's entry, with its account made on first use: the account seed, every node account and
+ * the mesh account signed again (each imports the newcomer), and the hub auditor's user in it.
+ * Returns the account JWTs that changed (to push to running hubs); `state` is changed in place and
+ * not written.
+ */
+export async function ensureNodeAccount(dir: string, state: KeyState, node: string): Promise<{ entry: NodeState; changedAccounts: string[] }> {
   const changedAccounts: string[] = [];
   let entry = state.nodes[node];
   if (!entry) {
@@ -240,28 +322,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     const auditJwt = await auditUserJwt({ node, userSeed: new TextDecoder().decode(auditor.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))) });
     writeSecretFile(join(dir, "hub", "audit", `${node}.creds`), fmtCreds(auditJwt, auditor));
   }
-  const user = createUser();
-  const bundle = nodeBundleDir(dir, node);
-  makePrivateDir(bundle);
-  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires });
-  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
-  entry.user = user.getPublicKey();
-  entry.issuedAt = new Date().toISOString();
-  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
-
-  await issueCertificate({
-    caCertFile: join(dir, "ca", "ca.crt"),
-    caKeyFile: join(dir, "ca", "ca.key"),
-    certFile: join(bundle, "node.crt"),
-    keyFile: join(bundle, "node.key"),
-    commonName: node,
-    hosts: options.hosts ?? [node],
-  });
-  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
-  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
-  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
-  writeKeyState(dir, state);
-  return { node: entry, bundleDir: bundle, changedAccounts };
+  return { entry, changedAccounts };
 }
 
 export interface RevokeResult {
@@ -322,6 +383,10 @@ export interface NodeListing {
   issuedAt: string;
   expiresAt?: string;
   revokedKeys: number;
+  /** The join token it joined with (agent --join), and what that token gave it. */
+  enrolledBy?: string;
+  site?: string;
+  tags?: string[];
 }
 
 export function listNodes(dir: string, now: () => number = Date.now): NodeListing[] {
@@ -336,6 +401,9 @@ export function listNodes(dir: string, now: () => number = Date.now): NodeListin
       issuedAt: entry.issuedAt,
       expiresAt: entry.expiresAt,
       revokedKeys: Object.keys(entry.revocations).length,
+      enrolledBy: entry.enrolledBy,
+      site: entry.site,
+      tags: entry.tags,
     }));
 }
 
