@@ -28,6 +28,7 @@ import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
+import { UpstreamSwitch, type UpstreamState } from "../bus/partition.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
@@ -46,6 +47,8 @@ export interface AgentContext {
   feed: CatalogFeed;
   /** With keys: the mesh's revoked certificates, mirrored and verified (trust/revocations.ts); the tunnel refuses them. */
   revocations?: RevocationWatch;
+  /** Whether the node reaches its upstream (the controller's hub link up/down): the per-service partition policy (bus/partition.ts). */
+  upstream: UpstreamState;
 }
 
 /**
@@ -204,9 +207,13 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   const started: StartedActor[] = [];
   if ((config.actors ?? []).length > 0) {
     const feed = await followCatalog({ bus, log: log.child({ actor: "agent" }) });
+    // The controller's view, in-process and at once: the actors apply each service's partition policy with it.
+    const upstream = new UpstreamSwitch(controller.online);
+    const watchOnline = controller.actor.subscribe(() => upstream.set(controller.online));
+    node.onStop(() => watchOnline.unsubscribe(), "the upstream watch");
     node.onStop(() => feed.close(), "the catalog feed");
     for (const factory of config.actors ?? []) {
-      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations });
+      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations, upstream });
       started.push(actor);
       node.onStop(() => actor.stop(), `the ${actor.name} actor`);
     }

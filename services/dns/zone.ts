@@ -22,6 +22,11 @@ export interface ZoneOptions {
   clusterDomain?: string;
   /** @default 5 — seconds, as CoreDNS's kubernetes plugin: a changed catalog reaches clients' caches within seconds. */
   ttl?: number;
+  /**
+   * Services whose names answer SERVFAIL for now (bus/partition.ts: fail-closed while the node cannot
+   * reach its upstream). Read when the zone is built: the catalog's version must move when it changes.
+   */
+  withheld?: (service: Service) => boolean;
 }
 
 export type QuestionType = "A" | "AAAA" | "CNAME" | "SRV" | "PTR" | "TXT" | "SOA" | "NS" | "ANY" | (string & {});
@@ -35,7 +40,7 @@ export interface ClusterQuestion {
 }
 
 export interface ClusterReply {
-  rcode: "NOERROR" | "NXDOMAIN" | "REFUSED";
+  rcode: "NOERROR" | "NXDOMAIN" | "REFUSED" | "SERVFAIL";
   /** Always true: the agent is the authority for its cluster domain and cluster IPs. */
   authoritative: true;
   answers: Answer[];
@@ -62,6 +67,8 @@ export interface ClusterZone {
   names: Map<string, NameRecords>;
   /** Reverse names (`4.3.2.1.in-addr.arpa`, nibbles in ip6.arpa) to their targets. */
   pointers: Map<string, string[]>;
+  /** `<svc>.<ns>.svc.<domain>` of withheld services (ZoneOptions.withheld): they and every name under them answer SERVFAIL. */
+  withheld: Set<string>;
 }
 
 const emptyRecords = (): NameRecords => ({ a: [], aaaa: [], srv: [], txt: [] });
@@ -168,12 +175,17 @@ export function buildClusterZone(catalog: CatalogReader, options: ZoneOptions = 
     addUnique(targets, target);
   };
 
+  const withheld = new Set<string>();
   node(domain);
   nodeWithAncestors(`svc.${domain}`);
   nodeWithAncestors(`dns-version.${domain}`).txt.push(specVersion);
 
   for (const service of catalog.services()) {
     const base = `${service.name}.${service.namespace}.svc.${domain}`.toLowerCase();
+    if (options.withheld?.(service)) {
+      withheld.add(base);
+      continue;
+    }
     const endpoints = service.headless && service.type !== "ExternalName" ? publishedEndpoints(service, catalog.slices(service.namespace, service.name)) : [];
     // Spec §2.4.1: a headless Service without ready endpoints answers NXDOMAIN, so its names do not exist.
     if (service.headless && service.type !== "ExternalName" && endpoints.length === 0) continue;
@@ -221,7 +233,7 @@ export function buildClusterZone(catalog: CatalogReader, options: ZoneOptions = 
       for (const record of srv) record.weight = Math.max(1, Math.floor(100 / srv.length));
     }
   }
-  return { domain, ttl, serial: catalog.version >>> 0, names, pointers };
+  return { domain, ttl, serial: catalog.version >>> 0, names, pointers, withheld };
 }
 
 const zoneCache = new WeakMap<CatalogReader, { version: number; key: string; zone: ClusterZone }>();
@@ -317,6 +329,13 @@ export function answerQuestion(catalog: CatalogReader, question: ClusterQuestion
   return answerFromZone(zone, question.name.toLowerCase().replace(/\.$/, ""), question.type.toUpperCase(), (question.class ?? "IN").toUpperCase());
 }
 
+/** `<svc>.<ns>.svc.<domain>` of a name at or under a service's name, or undefined. */
+function serviceBaseOf(name: string, domain: string): string | undefined {
+  const labels = name.slice(0, name.length - domain.length - 1).split(".");
+  if (labels.length < 3 || labels[labels.length - 1] !== "svc") return undefined;
+  return `${labels.slice(-3).join(".")}.${domain}`;
+}
+
 /** `answerQuestion` on a built zone and a normalised name (lower case, no trailing dot), the server's hot path. */
 export function answerFromZone(zone: ClusterZone, name: string, type: string, klass: string): ClusterReply | undefined {
   if (name.endsWith(".arpa")) {
@@ -332,6 +351,7 @@ export function answerFromZone(zone: ClusterZone, name: string, type: string, kl
   }
   if (!isUnder(name, zone.domain)) return undefined;
   if (klass !== "IN" && klass !== "ANY") return { rcode: "REFUSED", authoritative: true, answers: [], authorities: [], additionals: [] };
+  if (zone.withheld.size > 0 && zone.withheld.has(serviceBaseOf(name, zone.domain) ?? "")) return { rcode: "SERVFAIL", authoritative: true, answers: [], authorities: [], additionals: [] };
   const records = zone.names.get(name) ?? podRecords(zone, name);
   if (!records) return { rcode: "NXDOMAIN", authoritative: true, answers: [], authorities: [soaRecord(zone)], additionals: [] };
   const { answers, additionals } = recordsOf(zone, name, records, type);

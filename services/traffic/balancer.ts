@@ -20,6 +20,8 @@ export interface BalancerShared {
   random?: () => number;
   /** Sites and paths of other nodes (the tunnel's view); without it only this node's endpoints come first. */
   topology?: NodeTopology;
+  /** Why a new connection or flow to this service port is refused now (partition.ts), or undefined: admitted. */
+  admit?: (plan: ServicePortPlan) => string | undefined;
 }
 
 export class ServicePortBalancer {

@@ -101,6 +101,12 @@ export class TcpServicePortListener {
       client.resetAndDestroy();
       return;
     }
+    const refusal = shared.admit?.(balancer.plan);
+    if (refusal) {
+      counters.count(`tcp refused: ${refusal}`);
+      client.resetAndDestroy();
+      return;
+    }
     const exclude = new Set<string>();
     // A client that leaves while its endpoint is being dialled abandons the dial (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();
