@@ -28,7 +28,8 @@ import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
-import { UpstreamSwitch, type UpstreamState } from "../bus/partition.ts";
+import type { UpstreamState } from "../bus/partition.ts";
+import { watchUpstream } from "./upstream-state.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
@@ -207,10 +208,10 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   const started: StartedActor[] = [];
   if ((config.actors ?? []).length > 0) {
     const feed = await followCatalog({ bus, log: log.child({ actor: "agent" }) });
-    // The controller's view, in-process and at once: the actors apply each service's partition policy with it.
-    const upstream = new UpstreamSwitch(controller.online);
-    const watchOnline = controller.actor.subscribe(() => upstream.set(controller.online));
-    node.onStop(() => watchOnline.unsubscribe(), "the upstream watch");
+    // The controller's view, in-process and at once (and under a site, whether the site reaches the cloud): the actors apply each service's partition policy with it.
+    const watch = watchUpstream({ controller, connection, upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "controller" }) });
+    const upstream = watch.state;
+    node.onStop(() => watch.stop(), "the upstream watch");
     node.onStop(() => feed.close(), "the catalog feed");
     for (const factory of config.actors ?? []) {
       const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations, upstream });

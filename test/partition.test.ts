@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { createServer, connect, type Server } from "node:net";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
 
 function dig(port: number, name: string): { status: string; answers: string[] } {
   const text = execFileSync("dig", ["@127.0.0.1", "-p", String(port), name, "A", "+tries=1", "+time=2"], { encoding: "utf8" });
@@ -98,7 +98,7 @@ describe("per-service policy while the node cannot reach its upstream", () => {
     await eventually(() => heldText.includes("held across the cut"), 5_000, "the connection opened before the cut to carry on");
     const counters = ((await agent.view()).status.actors.find((actor) => actor.name === "traffic")!.detail?.counters ?? {}) as Record<string, number>;
     expect(counters["tcp refused: fail-closed while the node cannot reach its upstream"]).toBeGreaterThanOrEqual(1);
-    expect(agent.output()).toContain("refusing new connections to demo/pay:http/TCP: fail-closed while the node cannot reach its upstream");
+    await eventually(() => agent.output().includes("refusing new connections to demo/pay:http/TCP: fail-closed while the node cannot reach its upstream"), 5_000, "the agent to log the refusal");
 
     // The hub is back: pay serves again.
     await hub.restart();
@@ -106,4 +106,27 @@ describe("per-service policy while the node cannot reach its upstream", () => {
     expect(await exchange(payPort, "pay after")).toBe("echo pay after");
     held.destroy();
   }, 120_000);
+
+  it("under an edge site: the site cut from the cloud counts as partitioned, though the agent's link to its site stays up", async () => {
+    const manifests = tempDir();
+    const payBackend = await echoServer();
+    const telemetryBackend = await echoServer();
+    writeManifest(manifests, "pay.yaml", annotated(sampleService({ name: "pay", clusterIP: "198.19.0.20", backendPort: payBackend, endpoints: [{ ip: "127.0.0.1", node: "edge-a" }] }), { "leafmesh.io/partition": "fail-closed" }));
+    writeManifest(manifests, "telemetry.yaml", sampleService({ name: "telemetry", clusterIP: "198.19.0.21", backendPort: telemetryBackend, endpoints: [{ ip: "127.0.0.1", node: "edge-a" }] }));
+    const hub = await startHubProcess({ name: "hub-1", manifests });
+    const [site] = await startSiteCluster({ site: "site-a", servers: ["site-a-1"], upstreams: [hub.leafUrl] });
+    const dnsPort = await freePort();
+    const agent = await startAgentProcess({ node: "edge-a", hubs: [site.leafUrl], extraArgs: ["--upstream-domain", "site-a", "--dns", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:1"] });
+    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").answers.includes("198.19.0.20"), 30_000, "pay's A record through the site");
+
+    await hub.stop();
+    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").status === "SERVFAIL", 30_000, "pay to answer SERVFAIL while the site is cut off");
+    // Logs reach the pipe a moment after the state changed (pino writes asynchronously).
+    await eventually(() => agent.output().includes("the site is cut off from the cloud: fail-closed services are refused"), 5_000, "the agent to log the site's cut");
+    expect(agent.output()).not.toContain("hub link down");
+    expect(dig(dnsPort, "telemetry.demo.svc.cluster.local")).toEqual({ status: "NOERROR", answers: ["198.19.0.21"] });
+
+    await hub.restart();
+    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").answers.includes("198.19.0.20"), 40_000, "pay's A record once the site reaches the cloud again");
+  }, 150_000);
 });
