@@ -33,7 +33,7 @@ import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import { rpc } from "../bus/rpc.ts";
-import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment.ts";
+import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
 export interface HubConfig {

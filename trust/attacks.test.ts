@@ -34,8 +34,9 @@ import { connect as natsConnect, credsAuthenticator } from "@nats-io/transport-n
 import { createUser, fmtCreds, fromSeed } from "@nats-io/jwt";
 import { X509Certificate } from "node:crypto";
 import { decodeJoinToken, type JoinToken } from "./tokens.ts";
-import { enrolSigningText, maxFailuresPerMinute, type EnrolReply, type EnrolRequest } from "./enrolment.ts";
-import { enrolInboxPrefix } from "./claims.ts";
+import { enrolSigningText, type EnrolReply, type EnrolRequest } from "./enrolment.ts";
+import { maxFailuresPerMinute } from "./enrolment-service.ts";
+import { enrolInboxPrefix } from "./enrolment-claims.ts";
 import { makeCertificateRequest } from "./tls.ts";
 
 let base: string;

@@ -24,7 +24,7 @@ import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./s
 import { makeCertificateRequest } from "./tls.ts";
 import { decodeJoinToken } from "./tokens.ts";
 import { enrolSigningText, type EnrolReply } from "./enrolment.ts";
-import { enrolInboxPrefix } from "./claims.ts";
+import { enrolInboxPrefix } from "./enrolment-claims.ts";
 
 export interface JoinResult {
   bundleDir: string;
