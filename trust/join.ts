@@ -41,6 +41,18 @@ const defaultTimeoutMs = 30_000;
 
 const joinedFile = (dir: string) => join(dir, "joined.json");
 
+/** What a refused or failed connection with the token's credentials means, said before the server's text. */
+function whyRefused(text: string): string {
+  const why = /expired/i.test(text)
+    ? "the token expired (its credentials did, by the hub's clock)"
+    : /authorization violation/i.test(text)
+      ? "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)"
+      : /certificate|self.signed|unable to verify/i.test(text)
+        ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
+        : "no hub answered there";
+  return `${why}: ${text}`;
+}
+
 export async function joinMesh(options: { token: string; node: string; bundleDir: string; urls?: string[]; log: Logger; timeoutMs?: number; now?: () => number }): Promise<JoinResult> {
   const { node, bundleDir, log } = options;
   const credsFile = join(bundleDir, "node.creds");
@@ -82,15 +94,7 @@ export async function joinMesh(options: { token: string; node: string; bundleDir
       name: `leafmesh join ${node}`,
     });
   } catch (cause) {
-    const text = describeError(cause);
-    const why = /expired/i.test(text)
-      ? "the token expired (its credentials did, by the hub's clock)"
-      : /authorization violation/i.test(text)
-      ? "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)"
-      : /certificate|self.signed|unable to verify/i.test(text)
-        ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
-        : "no hub answered there";
-    throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${why}: ${text}`, { cause });
+    throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(cause))}`, { cause });
   }
   let reply: EnrolReply;
   try {
@@ -98,6 +102,9 @@ export async function joinMesh(options: { token: string; node: string; bundleDir
     const message = await connection.request(enrolSubject, JSON.stringify(request), { timeout });
     reply = message.json<EnrolReply>();
   } catch (cause) {
+    // The server may accept the connection and close it right after with the reason (an expired user): say that reason.
+    const closedWith = connection.isClosed() ? await connection.closed() : undefined;
+    if (closedWith) throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(closedWith))}`, { cause: closedWith });
     const text = describeError(cause);
     const why = /no responders/i.test(text) ? "no hub there serves enrolment (start one hub with --enrol)" : "the hub did not answer in time";
     throw new LeafmeshError("TRUST_FAILED", `cannot join with token ${token.id}: ${why}: ${text}`, { cause });
