@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 /**
  * The heaviest tests: whole meshes (hubs, site clusters, agents) in network
@@ -7,6 +8,30 @@ import { defineConfig } from "vitest/config";
  * after the rest of the suite.
  */
 const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts", "test/demo-lab.test.ts"];
+
+/**
+ * The suite's longest files (about a minute or more each, measured alone), longest first. A clean
+ * clone (CI) has no vitest timing cache, and vitest then starts files by size: a short file of
+ * long waits (offline-lan, punched-tls) could start last and leave one worker idle for its whole
+ * run at the end. These start first; every other file follows in vitest's own order.
+ */
+const slowFirst = [
+  "test/offline-lan.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
+  "services/tunnel/nat-routers.test.ts", "test/fabric.test.ts", "services/tunnel/carriers.test.ts", "trust/hub-hosts.test.ts",
+  "test/sites.test.ts", "trust/revocations.test.ts", "trust/attacks.test.ts", "test/agent-tunnel.test.ts",
+];
+
+class SlowFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const rank = (file: TestSpecification) => {
+      const index = slowFirst.findIndex((path) => file.moduleId.endsWith(`/${path}`));
+      return index === -1 ? slowFirst.length : index;
+    };
+    // Array.prototype.sort is stable: files off the list keep vitest's order.
+    return sorted.sort((a, b) => rank(a) - rank(b));
+  }
+}
 
 // Tests start real nats-server processes and network namespaces: give them time,
 // and run files one or two at a time so 2-core CI machines are not oversubscribed.
@@ -18,6 +43,7 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     reporters: ["default"],
+    sequence: { sequencer: SlowFirstSequencer },
     projects: [
       { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab], sequence: { groupOrder: 0 } } },
       { extends: true, test: { name: "lab", include: lab, pool: "forks", poolOptions: { forks: { singleFork: true } }, sequence: { groupOrder: 1 } } },

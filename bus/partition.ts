@@ -18,7 +18,8 @@
  * const view = partitionView(feed.reader, upstream); // a reader whose version moves when the upstream comes or goes
  * ```
  */
-import type { CatalogReader, Service } from "./catalog.ts";
+import { catalogKey, type CatalogReader, type Service } from "./catalog.ts";
+import type { CatalogFeed } from "./catalog-feed.ts";
 
 export const partitionAnnotation = "leafmesh.io/partition";
 export const partitionPolicies = ["serve-last-known", "fail-closed"] as const;
@@ -64,6 +65,31 @@ export function partitionView(reader: CatalogReader, upstream: UpstreamState): C
     get version() {
       return reader.version + flips * 2 ** 32;
     },
+  };
+}
+
+/**
+ * The feed as the actors see it under the policy: the catalog's changes, and, when the upstream comes
+ * or goes, the keys of every fail-closed Service, so that an index kept one Service at a time (the DNS
+ * zone) derives those Services again with the new state.
+ */
+export function partitionFeed(feed: CatalogFeed, upstream: UpstreamState): CatalogFeed {
+  const reader = partitionView(feed.reader, upstream);
+  return {
+    reader,
+    onChange(listener) {
+      const stopCatalog = feed.onChange(listener);
+      const stopUpstream = upstream.onChange(() => {
+        const keys = [...feed.reader.services()].filter((service) => partitionPolicyOf(service).policy === "fail-closed").map((service) => catalogKey(service));
+        if (keys.length > 0) listener(keys);
+      });
+      return () => {
+        stopCatalog();
+        stopUpstream();
+      };
+    },
+    // The feed belongs to whoever made it (the controller): closing this view leaves it open.
+    close: () => undefined,
   };
 }
 

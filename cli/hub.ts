@@ -15,7 +15,7 @@ import { runUntilSignal } from "./run-until-signal.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
-import { withKeysLock } from "../trust/key-store.ts";
+import { withKeysLock } from "../trust/keys-lock.ts";
 
 /** Checks that the keys directory can issue nodes, and sets enrolment up in it (trust/enrolment.ts); returns the accounts that changed. */
 async function prepareEnrolment(keys: string): Promise<string[]> {

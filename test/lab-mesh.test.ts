@@ -4,7 +4,7 @@
  * with cluster DNS, nftables interception and the tunnel. A client on node A
  * runs `curl http://web.demo.svc.cluster.local` and reaches a backend on node B
  * (hole-punched path) and `api` on node C behind a symmetric NAT (relayed).
- * Then: every hub stopped for a full minute, and an agent killed and restarted.
+ * Then: every hub stopped for longer than a node record lives, and an agent killed and restarted.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -138,19 +138,21 @@ describe.sequential("the mesh in the NAT lab", () => {
     }, 60_000, "node A's paths: hole-punched to B, relayed to C");
   });
 
-  it("keeps DNS and punched traffic working for a full minute with every hub stopped, then catches up", { timeout: 180_000 }, async () => {
+  it("keeps DNS and punched traffic working with every hub stopped for longer than a node record lives, then catches up", { timeout: 180_000 }, async () => {
     await hub.stop();
     const started = Date.now();
     let requests = 0;
-    // Bounded: one request every 2 s for 60 s.
-    while (Date.now() - started < 60_000) {
+    // Bounded: one request every 2 s for 40 s. The cut outlasts the longest timer that could end a path while the
+    // hubs are away: a node record unrefreshed for nodeRecordTtlMs (30 s, bus/node-record.ts) would be expired, were
+    // the directory not keeping what it knew while it cannot reach them. 40 s leaves two refreshes' margin past it.
+    while (Date.now() - started < 40_000) {
       const reply = await curlIn(nodeA(), "http://web.demo.svc.cluster.local/");
       expect(reply.code, `request ${requests} at ${Date.now() - started} ms`).toBe(0);
       expect(reply.body).toBe("hello from web on node-b\n");
       requests++;
       await new Promise((resolve) => setTimeout(resolve, 2_000));
     }
-    expect(requests).toBeGreaterThanOrEqual(20);
+    expect(requests).toBeGreaterThanOrEqual(13);
 
     writeManifest(manifests, "late.yaml", sampleService({ name: "late", clusterIP: "198.19.0.12" }));
     hub = launch("hub-1", hub.child.spawnargs.slice(hub.child.spawnargs.indexOf(cliPath) + 1), "", "", lab.hub.namespace);

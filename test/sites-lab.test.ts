@@ -106,8 +106,9 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
     writeManifest(manifests, "old.yaml", sampleService({ name: "old", clusterIP: "198.19.0.21", endpoints: [{ ip: nodeAddresses["node-b"], node: "node-b" }] }));
     processes.hub = launch("hub", ["hub", "--name", "hub-1", "--data", tempDir(), "--keys", keys, "--listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222",
       "--metrics-listen", "off", "--leaf-listen", `${hubAddress}:7422`, "--manifests", manifests], "", "", namespaces.hub);
-    await eventually(async () => (await hubView()).services.length === 2, 45_000, "the hub to publish");
 
+    // The site servers start with the hub, not after it: their cluster's JetStream election overlaps the hub's start,
+    // and a site waits for its upstream as it would in the field.
     const routes = servers.map((_server, index) => `nats-route://127.0.0.1:${serverPorts(index).cluster}`).join(",");
     for (const [index, server] of servers.entries()) {
       const ports = serverPorts(index);
@@ -115,6 +116,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
         "--upstream", `tls://${hubAddress}:7422`, "--listen", `127.0.0.1:${ports.client}`, "--monitor-listen", `127.0.0.1:${ports.monitor}`,
         "--metrics-listen", "off", "--leaf-listen", `${siteLanAddress}:${ports.leaf}`, "--routes", routes, "--cluster-listen", `127.0.0.1:${ports.cluster}`], "", "", namespaces.site);
     }
+    await eventually(async () => (await hubView()).services.length === 2, 45_000, "the hub to publish");
     for (const [index, server] of servers.entries()) {
       await eventually(async () => (await statusIn(namespaces.site, serverPorts(index).client, ["--site", "site-b", "--node", server])).services.length === 2, 90_000, `site server ${server}`).catch((error: Error) => {
         throw new Error(`${error.message}\n${processes[server].output().slice(-3000)}`);

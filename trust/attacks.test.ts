@@ -25,7 +25,7 @@ import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually } from "../test/support/ports.ts";
 import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { connectRogueLeaf, type RogueLeaf } from "../test/support/rogue-leaf.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, issueNode, readKeyState } from "./key-store.ts";
 import { mirrorDeliverPrefix } from "./claims.ts";
 import { openCatalogMirror } from "../services/controller/agent-controller.ts";
 import type { Bus } from "../bus/bus.ts";
@@ -154,8 +154,9 @@ beforeAll(async () => {
   keys = join(base, "keys");
   manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ namespace: "shop", name: "web", clusterIP: "198.19.0.10" }));
-  await cli("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys, manifests, extraArgs: ["--enrol"] });
   publisher = await hub.connection();
   jsm = await jetstreamManager(publisher);

@@ -34,7 +34,8 @@ import { checkCertificateRequest, createCertificateAuthority, issueCertificate, 
 import { certificateFingerprint } from "./revocation-list.ts";
 import { nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { enrolAccountJwt, enrolAccountName, enrolServiceUserJwt, enrolUserJwt } from "./enrolment-claims.ts";
-import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, withKeysLock, writeKeyState, type KeyState } from "./key-store.ts";
+import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, writeKeyState, type KeyState } from "./key-store.ts";
+import { withKeysLock } from "./keys-lock.ts";
 import { encodeJoinToken, hashSecret, tokenRefusal, type TokenRefusalCode, type TokenState } from "./tokens.ts";
 
 const enrolDir = (dir: string) => join(dir, "enrol");

@@ -27,7 +27,6 @@
  * ```
  */
 import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
-export { withKeysLock } from "./keys-lock.ts";
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
 import { generateKey } from "@libp2p/pnet";
@@ -63,9 +62,8 @@ export interface NodeState {
   revocations: Record<string, number>;
   /** SHA-256 fingerprint of the node's current TLS certificate (trust/revocation-list.ts); undefined after a revocation. */
   certificate?: string;
-  /** The token the node joined with (`agent --join`, trust/enrolment.ts); undefined when issued with `keys issue`. */
+  /** The token the node joined with (`agent --join`, trust/enrolment.ts; undefined: `keys issue`), and the site and tags it gave. */
   enrolledBy?: string;
-  /** The site and tags its token gave it. */
   site?: string;
   tags?: string[];
 }
@@ -171,18 +169,23 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
   return state;
 }
 
+/** The site `node` is a server of, when that site's name is not its own (NodeAccountRef.site). */
+export function serverOfSite(state: KeyState, node: string): string | undefined {
+  return Object.values(state.sites ?? {}).find((site) => site.site !== node && site.servers.includes(node))?.site;
+}
+
 /** Re-signs the mesh account (it imports from every node account, revoked or not: their accounts stay, their users go). */
 export async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
   const jwt = await meshAccountJwt({
     operatorSeed: readSeed(join(dir, "operator.seed")),
     accountSeed: readSeed(seedFile(dir, meshAccountName)),
-    nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account })),
+    nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account, site: serverOfSite(state, node) })),
   });
   writeFileSync(jwtFile(dir, meshAccountName), jwt);
   return jwt;
 }
 
-async function resignNodeAccount(dir: string, state: KeyState, node: NodeState): Promise<string> {
+export async function resignNodeAccount(dir: string, state: KeyState, node: NodeState): Promise<string> {
   const jwt = await nodeAccountJwt({
     node: node.node,
     operatorSeed: readSeed(join(dir, "operator.seed")),
@@ -190,6 +193,7 @@ async function resignNodeAccount(dir: string, state: KeyState, node: NodeState):
     meshAccount: state.meshAccount,
     peers: Object.values(state.nodes).map(({ node: peer, account }) => ({ node: peer, account })),
     revocations: node.revocations,
+    site: serverOfSite(state, node.node),
   });
   writeFileSync(jwtFile(dir, nodeAccountName(node.node)), jwt);
   return jwt;
@@ -237,7 +241,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
   const user = createUser();
   const bundle = nodeBundleDir(dir, node);
   makePrivateDir(bundle);
-  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires });
+  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires, site: serverOfSite(state, node) });
   writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
   entry.user = user.getPublicKey();
   entry.issuedAt = new Date().toISOString();
@@ -344,7 +348,6 @@ export interface NodeListing {
   issuedAt: string;
   expiresAt?: string;
   revokedKeys: number;
-  /** The join token it joined with (agent --join), and what that token gave it. */
   enrolledBy?: string;
   site?: string;
   tags?: string[];

@@ -23,6 +23,7 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { rpc } from "../bus/rpc.ts";
+import { initKeys, issueNode } from "./key-store.ts";
 
 let keys: string;
 let manifests: string;
@@ -135,8 +136,10 @@ beforeAll(async () => {
   keys = join(base, "keys");
   manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
-  await keysCommand("init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await keysCommand("issue", "--dir", keys, "--node", node);
+  // The starting mesh's keys as `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process
+  // each); the changes under test below go through the documented commands.
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   // debug: the hub's nats-server says "Removed sub ... not authorized" at INF, which leafmesh logs at debug
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--log-level", "debug"] });
   hubClient = await hub.connection();
@@ -144,7 +147,7 @@ beforeAll(async () => {
   echo = createServer((socket) => socket.pipe(socket));
   await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
   socksPort = await freePort();
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await startAgent(node);
+  await Promise.all(["edge-a", "edge-b", "edge-c"].map((node) => startAgent(node)));
   heldStream = await eventually(() => socksStream("edge-b", echoPort), 30_000, "a relayed stream edge-a → edge-b");
   await echoes(heldStream, "held stream at the start");
   const paths = (await agents.get("edge-a")!.view()).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths as Record<string, string>;

@@ -13,7 +13,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { initKeys, issueNode } from "./key-store.ts";
+import { startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { connectRogueLeaf, type RogueLeaf } from "../test/support/rogue-leaf.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
@@ -21,11 +22,6 @@ let keys: string;
 let hub: HubProcess;
 let publisher: NatsConnection;
 let nodes: KV;
-
-async function cli(...argv: string[]): Promise<void> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-}
 
 async function stolenEdgeA(): Promise<RogueLeaf> {
   const bundle = join(keys, "nodes", "edge-a");
@@ -50,8 +46,9 @@ async function othersStillThere(): Promise<void> {
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-node-records-"), "keys");
-  await cli("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   publisher = await hub.connection();
   nodes = await new Kvm(publisher).open("mesh-nodes");

@@ -13,7 +13,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { eventually } from "../test/support/ports.ts";
 import { jetStreamInfoApi } from "./claims.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, issueNode, readKeyState } from "./key-store.ts";
 import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
@@ -44,8 +44,9 @@ async function signAsBefore(node: string): Promise<void> {
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-resign-"), "keys");
-  await cli("keys", "init", "--dir", keys);
-  await cli("keys", "issue", "--dir", keys, "--node", "edge-a");
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  await issueNode({ dir: keys, node: "edge-a" });
   await signAsBefore("edge-a");
   hub = await startHubProcess({ name: "hub-1", keys });
 }, 90_000);

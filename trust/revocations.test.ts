@@ -17,6 +17,7 @@ import { requireTools } from "../test/support/trust-servers.ts";
 import { loadHubSecurity } from "./security.ts";
 import { certificateFingerprint, signRevocationList, verifyRevocationList } from "./revocation-list.ts";
 import { createCertificateAuthority } from "./tls.ts";
+import { initKeys, issueNode } from "./key-store.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -48,10 +49,12 @@ async function trustOf(agent: AgentProcess): Promise<{ revocationList: number; r
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir(), "keys");
-  await keysCommand("init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await keysCommand("issue", "--dir", keys, "--node", node);
+  // The mesh's keys as `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each);
+  // the revocation under test goes through `keys revoke --hub`.
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
-  for (const node of ["edge-a", "edge-b"]) await startAgent(node);
+  await Promise.all(["edge-a", "edge-b"].map((node) => startAgent(node)));
 }, 120_000);
 
 afterAll(async () => {

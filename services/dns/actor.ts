@@ -1,8 +1,8 @@
 /**
  * The DNS actor: an xstate machine idle → starting (bind UDP and TCP) → serving
  * → stopping → stopped, or failed when the address cannot be bound. While
- * serving it answers from the catalog feed's reader (a catalog change is in the
- * next answer: answers are cached per catalog version), forwards the rest, and
+ * serving it answers from the catalog feed's reader (a change batch of the feed
+ * is in the next answer: only the touched names are encoded again), forwards the rest, and
  * publishes `mesh.<node>.dns.stats` every few seconds.
  */
 import { readFileSync } from "node:fs";
@@ -19,7 +19,7 @@ import type { Registry } from "prom-client";
 import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
 import { DnsServer, type ListenAddress } from "./server.ts";
 import { DnsStats, registerDnsMetrics } from "./stats.ts";
-import { partitionView, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
+import { partitionFeed, partitionView, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
 
 /** The DNS actor's configuration; the CLI merges --dns, --cluster-domain and --upstream into it. */
 export const dnsConfigSchema = z.object({
@@ -133,6 +133,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const upstream = options.upstream;
   const server = new DnsServer({
     catalog: upstream ? partitionView(options.feed.reader, upstream) : options.feed.reader,
+    feed: upstream ? partitionFeed(options.feed, upstream) : options.feed,
     withheld: upstream ? (service) => refusalWhilePartitioned(service, upstream.online) !== undefined : undefined,
     clusterDomain: config.clusterDomain,
     ttl: config.ttl,

@@ -89,6 +89,10 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
+  /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer; also the relay channels a peer may have open here */
+  maxStreamsPerPeer?: number;
+  /** @default 16 — see PunchCoordinatorOptions.maxPunchesPerPeer */
+  maxPunchesPerPeer?: number;
 }
 
 
@@ -117,6 +121,7 @@ interface Running {
   tls?: TlsStreams;
   spares: SpareSessions;
   opener: StreamOpener;
+  server: StreamServer;
 }
 
 export class TunnelActor implements StreamDialer {
@@ -180,7 +185,7 @@ export class TunnelActor implements StreamDialer {
     let tls: TlsStreams | undefined;
     let host: TunnelHost | undefined;
     try {
-      const server = new StreamServer({ node: this.node, log: this.#log });
+      const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
       if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve });
@@ -223,6 +228,7 @@ export class TunnelActor implements StreamDialer {
             nats: options.nats,
             node: this.node,
             log,
+            maxChannelsPerPeer: options.maxStreamsPerPeer,
             clock,
             onChannel: (channel) => {
               if (channel.purpose === "tls-stream") {
@@ -253,6 +259,7 @@ export class TunnelActor implements StreamDialer {
       observer: options.observer,
       allowed: options.ways?.punch !== false,
       punchTimeoutMs: options.punchTimeoutMs,
+      maxPunchesPerPeer: options.maxPunchesPerPeer,
       recordOf: (node) => directory.get(node),
       peerId: () => host.libp2p.peerId.toString(),
       servesTlsStreams: () => tls !== undefined,
@@ -291,7 +298,7 @@ export class TunnelActor implements StreamDialer {
       headerTimeoutMs: server.targetTimeoutMs + 5_000,
       onTlsOpened: () => tls?.countOpened(),
     });
-    return { host, connections, paths, punches, directory, relay, tls, spares, opener };
+    return { host, connections, paths, punches, directory, relay, tls, spares, opener, server };
   }
 
   async stop(): Promise<void> {
@@ -317,6 +324,13 @@ export class TunnelActor implements StreamDialer {
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
     return running.opener.open(peer, kind, target);
+  }
+
+  /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
+  refusals(): Record<string, number> {
+    const running = this.#running;
+    const channels = running?.relay?.drops.get("peer over its channel limit");
+    return { ...Object.fromEntries(running?.server.refused ?? []), ...Object.fromEntries(running?.punches.refused ?? []), ...(channels ? { "peer over its channel limit": channels } : {}) };
   }
 
   /** A summary for status replies and heartbeats. */

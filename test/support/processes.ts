@@ -257,9 +257,14 @@ export interface SiteProcess extends LeafmeshProcess {
   restart(): Promise<SiteProcess>;
 }
 
+/** Ports for the servers of one site, to know their leaf URLs before they start (startSiteCluster's `ports`). */
+export async function siteClusterPorts(servers: number): Promise<Awaited<ReturnType<typeof hubPorts>>[]> {
+  return Promise.all(Array.from({ length: servers }, () => hubPorts()));
+}
+
 /** The servers of one site (one to three), attached to `upstreams` (hub leaf URLs), started together. */
-export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[] }): Promise<SiteProcess[]> {
-  const ports = await Promise.all(options.servers.map(async () => ({ ...(await hubPorts()) })));
+export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[]; ports?: Awaited<ReturnType<typeof hubPorts>>[] }): Promise<SiteProcess[]> {
+  const ports = options.ports ?? (await siteClusterPorts(options.servers.length));
   const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
   const dataDirs = options.servers.map((server) => tempDir(`leafmesh-${server}-`));
   const startOne = async (index: number): Promise<SiteProcess> => {
