@@ -68,6 +68,13 @@ export const buckets = {
 /** The one key of the revocations bucket. */
 export const revocationListKey = "list";
 
+/**
+ * Enrolment by token (trust/enrolment.ts): a joining node's one request, answered by the hub that
+ * serves enrolment (`leafmesh hub --enrol`). Only the `enrol` account imports it, and its users may
+ * publish nothing else (trust/claims.ts enrolUserJwt).
+ */
+export const enrolSubject = "enrol.join";
+
 /** The JetStream domain of the cloud hubs. */
 export const hubDomain = "hub";
 

@@ -1,5 +1,6 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
+import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
@@ -99,12 +100,26 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     mdns: option.choice(["on", "off"] as const, { default: "on", description: "find nodes on the same LAN by mDNS (with --psk)" }),
     upstreamDomain: option.text({ default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" }),
     ...securityOptions,
+    join: option.text({
+      value: "TOKEN",
+      description: "join the mesh with a token (leafmesh keys token) instead of --keys: the node makes its own keys, the enrolling hub issues its identity into DATA/keys, used as its bundle at every later start",
+    }),
+    joinUrl: option.list({ value: "URL,…", description: "with --join: the enrolling hubs' client URLs, instead of those in the token" }),
     ...serverOptions({ metricsListen: "127.0.0.1:9465" }),
     ...upstreamOrderOption,
   },
   async run(options, _positionals, io) {
     const log = createLogger({ level: options.logLevel });
-    const security = resolveNodeSecurity({ keys: options.keys, insecure: options.insecure }, options.node, "agent", log);
+    let keys = options.keys;
+    let site = options.site;
+    if (options.join !== undefined) {
+      if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", "--join makes the node's own identity: give it without --keys and --insecure");
+      const joined = await joinMesh({ token: options.join, node: options.node, bundleDir: join(resolve(options.data), "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
+      if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
+      site = options.site ?? joined.site;
+      keys = joined.bundleDir;
+    }
+    const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({
       security,
@@ -122,7 +137,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
           ? {
               psk,
               listen: options.tunnelListen,
-              site: options.site,
+              site,
               region: options.region,
               observer: options.observer,
               mdns: options.mdns === "on",

@@ -12,6 +12,20 @@ import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ensureEnrolment } from "../trust/enrolment.ts";
+import { withKeysLock } from "../trust/keys-lock.ts";
+
+/** Checks that the keys directory can issue nodes, and sets enrolment up in it (trust/enrolment.ts); returns the accounts that changed. */
+async function prepareEnrolment(keys: string): Promise<string[]> {
+  for (const file of ["operator.seed", join("ca", "ca.key"), join("accounts", "mesh.seed")]) {
+    if (!existsSync(join(keys, file))) {
+      throw new LeafmeshError("CONFIG_INVALID", `--enrol: ${keys} lacks ${file}: a hub that enrols nodes needs the whole keys directory (leafmesh keys init), not the hub's copy`);
+    }
+  }
+  return withKeysLock(keys, () => ensureEnrolment(keys));
+}
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
 export function parseHubObserver(text: string): { hosts: [string, string]; ports: [number, number] } {
@@ -45,6 +59,9 @@ given each other's --routes form one JetStream cluster.`,
     manifests: option.text({ value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" }),
     kubeconfig: option.text({ value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" }),
     replicas: option.integer({ value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" }),
+    enrol: option.flag({
+      description: "serve enrolment by token (leafmesh agent --join, tokens from leafmesh keys token): needs --keys to be the whole keys directory (seeds and CA key), which this hub then writes; one hub of the mesh",
+    }),
     leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
@@ -72,6 +89,12 @@ given each other's --routes form one JetStream cluster.`,
     if (options.gatewayName && !options.routes) {
       throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
     }
+    let enrolAccounts: string[] | undefined;
+    if (options.enrol) {
+      if (!options.keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
+      // Before the security is loaded: the client port must trust the enrolment CA from the start.
+      enrolAccounts = await prepareEnrolment(resolve(options.keys));
+    }
     const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, resolve(options.data), log);
     const hub = await startHub({
       security,
@@ -88,6 +111,7 @@ given each other's --routes form one JetStream cluster.`,
       replicas: options.replicas,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
+      enrol: enrolAccounts && { changedAtStart: enrolAccounts },
       log,
     });
     return runUntilSignal(io, () => hub.stop());

@@ -100,7 +100,7 @@ describe("leafmesh keys", () => {
     expect(table[0]).toMatch(/^NODE\s+STATUS\s+USER KEY/);
     expect(table.find((line) => line.startsWith("edge-a"))).toMatch(/edge-a\s+active\s+U\w+/);
     expect(table.find((line) => line.startsWith("edge-b"))).toMatch(/edge-b\s+expired/);
-    expect(table.find((line) => line.startsWith("edge-c"))).toMatch(/edge-c\s+revoked\s+-.*\s1$/);
+    expect(table.find((line) => line.startsWith("edge-c"))).toMatch(/edge-c\s+revoked\s+-.*\s1\s+-$/);
     const json = JSON.parse((await keys("list", "--dir", dir, "--json")).stdout);
     expect(json.map((node: { status: string }) => node.status)).toEqual(["active", "expired", "revoked"]);
     const twice = await keys("revoke", "--dir", dir, "--node", "edge-c");

@@ -7,6 +7,9 @@
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
  *   leafmesh keys resign --dir D [--hub tls://hub:4222,...]
+ *   leafmesh keys token  --dir D --url tls://hub:4222 [--ttl 24h] [--uses 50] [--site S] [--tags a,b] [--out FILE] [--hub ...]
+ *   leafmesh keys tokens --dir D [--json]
+ *   leafmesh keys revoke --dir D --token ID
  *
  * Prints paths and public keys only: seeds, creds and keys never reach
  * stdout, stderr or a log.
@@ -18,12 +21,15 @@
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, listNodes, resignAccounts, revokeNode } from "../trust/key-store.ts";
+import { initKeys, issueNode, listNodes, readKeyState, resignAccounts, revokeNode } from "../trust/key-store.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
 import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
 import { readFileSync } from "node:fs";
 import { silentLogger } from "../lib/log.ts";
+import { createToken, revokeToken } from "../trust/enrolment.ts";
+import { listTokens, parseDuration } from "../trust/tokens.ts";
+import { writeSecretFile } from "../trust/secret-files.ts";
 
 const dirOption = { type: "string", value: "DIR", required: true, description: "the mesh's keys directory (created 0700 by `keys init`)" } as const;
 const hubOption = {
@@ -122,7 +128,13 @@ const listCommand = defineCommand({
       io.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`);
       return 0;
     }
-    const rows = [["NODE", "STATUS", "USER KEY", "ISSUED", "EXPIRES", "REVOKED KEYS"], ...nodes.map((node) => [node.node, node.status, node.user ?? "-", node.issuedAt, node.expiresAt ?? "never", String(node.revokedKeys)])];
+    const rows = [
+      ["NODE", "STATUS", "USER KEY", "ISSUED", "EXPIRES", "REVOKED KEYS", "JOINED WITH"],
+      ...nodes.map((node) => [
+        node.node, node.status, node.user ?? "-", node.issuedAt, node.expiresAt ?? "never", String(node.revokedKeys),
+        node.enrolledBy ? `token ${node.enrolledBy}${node.site ? ` site=${node.site}` : ""}${node.tags?.length ? ` tags=${node.tags.join(",")}` : ""}` : "-",
+      ]),
+    ];
     const widths = rows[0].map((_cell, column) => Math.max(...rows.map((row) => row[column].length)));
     for (const row of rows) io.stdout.write(`${row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd()}\n`);
     return 0;
@@ -142,10 +154,22 @@ the hubs, from where every agent mirrors it: its peers refuse the certificate at
 the TLS handshake (also on the LAN, also while cut off from the hubs) and cut
 its open streams. Other nodes are not touched. The node can be issued again
 later (with a new key and certificate).`,
-  options: { dir: dirOption, node: { type: "string", value: "NODE", required: true, description: "the node to revoke" }, hub: hubOption },
+  options: {
+    dir: dirOption,
+    node: { type: "string", value: "NODE", description: "the node to revoke" },
+    token: { type: "string", value: "ID", description: "or: the join token to revoke (see keys tokens): the enrolling hub refuses it from then on, saying so; nodes that joined with it keep running" },
+    hub: hubOption,
+  },
   async run(values, _positionals, io) {
-    const result = await revokeNode({ dir: values.dir, node: values.node });
-    io.stdout.write(`node ${values.node}: user key ${result.revokedUser} revoked, its certificate is on the revocation list\n`);
+    if (Boolean(values.node) === Boolean(values.token)) throw new LeafmeshError("CONFIG_INVALID", "give --node NODE or --token ID (one of them)");
+    if (values.token) {
+      const token = await revokeToken({ dir: values.dir, id: values.token });
+      io.stdout.write(`token ${token.id} revoked at ${token.revokedAt}: ${token.used.length} nodes joined with it (${token.used.map((use) => use.node).join(", ") || "none"}); revoke them with --node if they must go too\n`);
+      return 0;
+    }
+    const node = values.node!;
+    const result = await revokeNode({ dir: values.dir, node });
+    io.stdout.write(`node ${node}: user key ${result.revokedUser} revoked, its certificate is on the revocation list\n`);
     await pushTo(values.dir, values.hub, [result.accountJwt], io);
     const servers = splitList(values.hub);
     if (servers.length > 0) {
@@ -158,7 +182,7 @@ later (with a new key and certificate).`,
         caCertPem: readFileSync(join(values.dir, "ca", "ca.crt"), "utf8"),
         log: silentLogger(),
       });
-      io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${values.node}'s certificate once it reaches them\n`);
+      io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
     }
     return 0;
   },
@@ -218,7 +242,65 @@ their next start.`,
   },
 });
 
-export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand];
+const tokenCommand = defineCommand({
+  name: "keys token",
+  summary: "make a join token: nodes started with 'leafmesh agent --join TOKEN' get their own identity from the enrolling hub, up to --uses nodes until --ttl",
+  description: `
+Prints the token (or writes it 0600 to --out): it is a secret, for the nodes
+that should join (a Kubernetes Secret for a DaemonSet). A node joining with it
+makes its own keys, proves the token to a hub started with --enrol (the hub
+that holds this keys directory), and gets credentials and a certificate for
+its own node name only. A used-up, expired or revoked token is refused with
+the reason. The first token also sets up enrolment (the enrol account, the
+enrolment CA): push the changed accounts with --hub, and restart the hubs
+whose client port joining nodes use, or start them with --enrol.`,
+  options: {
+    dir: dirOption,
+    url: { type: "string", value: "URLS", required: true, description: "client URLs of the hubs that serve enrolment (leafmesh hub --enrol), written into the token, e.g. tls://hub-1.example.net:4222" },
+    ttl: { type: "string", value: "DURATION", default: "24h", description: "how long the token can be used (s, m, h or d: 30m, 24h, 7d); nodes that joined keep their identity after it" },
+    uses: { type: "string", value: "N", default: "1", description: "how many nodes may join with it" },
+    site: { type: "string", value: "SITE", description: "the edge site its nodes belong to (their --site, recorded with them)" },
+    tags: { type: "string", value: "TAGS", description: "labels recorded with its nodes (comma-separated), shown by keys list" },
+    out: { type: "string", value: "FILE", description: "write the token to FILE (0600) instead of printing it" },
+    hub: hubOption,
+  },
+  async run(values, _positionals, io) {
+    const uses = Number(values.uses);
+    if (!Number.isInteger(uses) || uses < 1) throw new LeafmeshError("CONFIG_INVALID", `--uses: '${values.uses}' is not a positive whole number`);
+    const result = await createToken({ dir: values.dir, ttlMs: parseDuration(values.ttl!), uses, urls: splitList(values.url), site: values.site, tags: splitList(values.tags) });
+    if (values.out) writeSecretFile(values.out, `${result.token}\n`);
+    const summary = `token ${result.state.id}: ${result.state.uses} uses until ${result.state.expiresAt}${result.state.site ? `, site ${result.state.site}` : ""}${result.state.tags.length ? `, tags ${result.state.tags.join(",")}` : ""}`;
+    if (values.out) io.stdout.write(`${summary}; written to ${values.out}\n`);
+    else {
+      io.stderr.write(`${summary}\n`);
+      io.stdout.write(`${result.token}\n`);
+    }
+    if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, values.out ? io : { ...io, stdout: io.stderr });
+    return 0;
+  },
+});
+
+const tokensCommand = defineCommand({
+  name: "keys tokens",
+  summary: "list the join tokens with their status (active, expired, used up, revoked), uses and the nodes that joined with them",
+  options: { dir: dirOption, json: { type: "boolean", description: "print JSON instead of a table" } },
+  async run(values, _positionals, io) {
+    const tokens = listTokens(readKeyState(values.dir).tokens, Date.now());
+    if (values.json) {
+      io.stdout.write(`${JSON.stringify(tokens, null, 2)}\n`);
+      return 0;
+    }
+    const rows = [
+      ["TOKEN", "STATUS", "USES", "EXPIRES", "SITE", "TAGS", "NODES"],
+      ...tokens.map((token) => [token.id, token.status, `${token.used}/${token.uses}`, token.expiresAt, token.site ?? "-", token.tags.join(",") || "-", token.nodes.join(",") || "-"]),
+    ];
+    const widths = rows[0].map((_cell, column) => Math.max(...rows.map((row) => row[column].length)));
+    for (const row of rows) io.stdout.write(`${row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd()}\n`);
+    return 0;
+  },
+});
+
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, tokenCommand, tokensCommand];
 
 function keysHelp(): string {
   return [
@@ -251,7 +333,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 export const keysCommand: Command = {
   name: "keys",
   summary: "create the mesh's keys (NATS operator and accounts, TLS CA, pre-shared key) and issue, list and revoke node credentials",
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

@@ -127,8 +127,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const traffic: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits });
+  const traffic: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, upstream });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
@@ -157,11 +157,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const dns: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
+  const dns: ActorFactory = async ({ bus, feed, log, registry, upstream }): Promise<StartedActor> => {
     // EdgeMesh's link-local address (kubelet's clusterDNS) lives on a dummy interface the agent makes.
     let dummy: DummyInterface | undefined;
     if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
-    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams });
+    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream });
     const address = await actor.start();
     log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
     return {

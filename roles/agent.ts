@@ -28,6 +28,8 @@ import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
+import type { UpstreamState } from "../bus/partition.ts";
+import { watchUpstream } from "./upstream-state.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
@@ -46,6 +48,8 @@ export interface AgentContext {
   feed: CatalogFeed;
   /** With keys: the mesh's revoked certificates, mirrored and verified (trust/revocations.ts); the tunnel refuses them. */
   revocations?: RevocationWatch;
+  /** Whether the node reaches its upstream (the controller's hub link up/down): the per-service partition policy (bus/partition.ts). */
+  upstream: UpstreamState;
 }
 
 /**
@@ -205,8 +209,12 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   if ((config.actors ?? []).length > 0) {
     // The controller's own index: the actors of this process share it (other processes follow the bus).
     const feed = controller.feed;
+    // The controller's view, in-process and at once (and under a site, whether the site reaches the cloud): the actors apply each service's partition policy with it.
+    const watch = watchUpstream({ controller, connection, upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "controller" }) });
+    const upstream = watch.state;
+    node.onStop(() => watch.stop(), "the upstream watch");
     for (const factory of config.actors ?? []) {
-      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations });
+      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations, upstream });
       started.push(actor);
       node.onStop(() => actor.stop(), `the ${actor.name} actor`);
     }

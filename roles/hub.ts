@@ -32,6 +32,8 @@ import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import { rpc } from "../bus/rpc.ts";
+import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
+import { pushAccountClaims } from "../trust/push.ts";
 
 export interface HubConfig {
   name: string;
@@ -53,6 +55,11 @@ export interface HubConfig {
   security?: HubSecurity;
   /** The keys directory the security came from: the trust auditor reads node identities there. */
   keysDir?: string;
+  /**
+   * Serve enrolment by token (trust/enrolment.ts) from keysDir, the whole keys directory. `changedAtStart`:
+   * account JWTs that setting enrolment up changed, pushed to the cluster once the hub runs.
+   */
+  enrol?: { changedAtStart: string[] };
   log: Logger;
 }
 
@@ -161,6 +168,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   );
   node.onStop(stopSnapshot, "the catalog snapshot reply");
 
+  let enrolment: EnrolmentService | undefined;
   const publisherState = () => (config.source ? (publisher.leading ? "leading" : "following") : "no source");
   const status = (): NodeStatus =>
     buildStatus({
@@ -175,6 +183,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
           since: new Date().toISOString(),
           detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
         },
+        ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts } }] : []),
       ],
       catalogObjects: publisher.stored.size,
     });
@@ -192,8 +201,9 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     node.onStop(() => observer.close(), "the NAT observer");
   }
   // With security: say in this hub's log when a node oversteps (its account's denials are otherwise silent) or is refused, and why.
+  let auditor: Awaited<ReturnType<typeof startTrustAuditor>> | undefined;
   if (config.security && config.keysDir) {
-    const auditor = await startTrustAuditor({
+    auditor = await startTrustAuditor({
       dir: config.keysDir,
       servers: [localClientUrl(config.client)],
       tls: config.security.publisherConnectOptions.tls,
@@ -201,7 +211,25 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       log,
       rescanIntervalMs: 30_000,
     });
-    node.onStop(() => auditor.stop(), "the trust auditor");
+    const started = auditor;
+    node.onStop(() => started.stop(), "the trust auditor");
+  }
+  if (config.enrol && config.security && config.keysDir) {
+    const enrolLog = log.child({ actor: "enrolment" });
+    const systemOptions = config.security.systemConnectOptions;
+    // Through this hub's system account: its full resolver stores the accounts and passes them to the cluster.
+    const push = async (jwts: string[]) => void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts }));
+    if (config.enrol.changedAtStart.length > 0) await push(config.enrol.changedAtStart);
+    enrolment = await startEnrolmentService({
+      servers: [localClientUrl(config.client)],
+      tls: config.security.publisherConnectOptions.tls,
+      dir: config.keysDir,
+      push,
+      onIssued: () => void auditor?.rescan().catch((error: unknown) => enrolLog.warn({ err: String(error) }, "the auditor did not rescan")),
+      log: enrolLog,
+    });
+    const service = enrolment;
+    node.onStop(() => service.stop(), "the enrolment service");
   }
   log.info({ name: config.name }, "hub ready");
   return { connection, bus, server, publisher, status, stop: () => node.stop() };

@@ -64,7 +64,7 @@ function checkLeafmeshArgs(args: string[], where: string): string[] {
 describe("deployment files", () => {
   it("has the objects a cluster needs", () => {
     expect(documents.map((document) => document.object.kind).sort()).toEqual(
-      ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "Service", "Service", "ServiceAccount", "StatefulSet"].sort(),
+      ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace", "Secret", "Service", "Service", "ServiceAccount", "StatefulSet"].sort(),
     );
   });
 
@@ -88,6 +88,12 @@ describe("deployment files", () => {
     for (const { file, object } of documents) {
       const containers = (object as { spec?: { template?: { spec?: { containers?: { args?: string[] }[] } } } }).spec?.template?.spec?.containers ?? [];
       for (const container of containers) if (container.args) problems.push(...checkLeafmeshArgs(container.args, file));
+      // Config files in ConfigMaps: each key one of the command's flags (the hubs' per-pod files).
+      const data = (object as { kind: string; data?: Record<string, string> }).kind === "ConfigMap" ? ((object as { data?: Record<string, string> }).data ?? {}) : {};
+      for (const [name, text] of Object.entries(data)) {
+        const keysOf = Object.keys((parse(text) as Record<string, unknown>) ?? {});
+        problems.push(...checkLeafmeshArgs(["hub", ...keysOf.map((key) => `--${key}`)], `${file} ${name}`));
+      }
     }
     const compose = parse(readFileSync(join(root, "compose.yaml"), "utf8"), { merge: true }) as { services: Record<string, { command?: string[]; image?: string }> };
     expect(Object.keys(compose.services).sort()).toEqual(["agent-1", "agent-2", "hub-1", "hub-2", "hub-3"]);

@@ -30,6 +30,14 @@ import { mirrorDeliverPrefix } from "./claims.ts";
 import { openCatalogMirror } from "../services/controller/agent-controller.ts";
 import type { Bus } from "../bus/bus.ts";
 import { requireTools, startSecuredLeaf, stopAllServers, type SecuredLeaf } from "../test/support/trust-servers.ts";
+import { connect as natsConnect, credsAuthenticator } from "@nats-io/transport-node";
+import { createUser, fmtCreds, fromSeed } from "@nats-io/jwt";
+import { X509Certificate } from "node:crypto";
+import { decodeJoinToken, type JoinToken } from "./tokens.ts";
+import { enrolSigningText, type EnrolReply, type EnrolRequest } from "./enrolment.ts";
+import { maxFailuresPerMinute } from "./enrolment-service.ts";
+import { enrolInboxPrefix } from "./enrolment-claims.ts";
+import { makeCertificateRequest } from "./tls.ts";
 
 let base: string;
 let keys: string;
@@ -149,7 +157,7 @@ beforeAll(async () => {
   // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
   await initKeys({ dir: keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
-  hub = await startHubProcess({ name: "hub-1", keys, manifests });
+  hub = await startHubProcess({ name: "hub-1", keys, manifests, extraArgs: ["--enrol"] });
   publisher = await hub.connection();
   jsm = await jetstreamManager(publisher);
   catalog = await new Kvm(publisher).open("mesh-catalog");
@@ -480,5 +488,168 @@ describe("a stolen node's credentials reach its own subjects and nothing else", 
       return false;
     }, 20_000, "the catalog change in edge-b's mirror");
     expect(leaves.get("edge-b")!.log()).not.toMatch(/Violation/);
+  });
+});
+
+/**
+ * The enrolment service (hub --enrol) is a door for nodes that have no identity yet. What comes
+ * through it with a token: one request, answered for the key and name it proves, within the
+ * token's bounds; everything else the token's credentials try dies in the enrol account.
+ */
+describe("the enrolment service: a token gets one node its own identity, and nothing else", () => {
+  let token: JoinToken;
+  const enrolClients: NatsConnection[] = [];
+
+  async function makeToken(...argv: string[]): Promise<JoinToken> {
+    const text = (await cli("keys", "token", "--dir", keys, "--url", hub.clientUrl.replace("nats://", "tls://"), ...argv)).trim();
+    return decodeJoinToken(text);
+  }
+
+  /** A client with the token's credentials and enrolment certificate, as `agent --join` connects. */
+  async function enrolClient(of: JoinToken, inboxPrefix = enrolInboxPrefix(of.id)): Promise<NatsConnection & { violations: string[] }> {
+    const connection = await natsConnect({
+      servers: of.urls,
+      authenticator: credsAuthenticator(fmtCreds(of.jwt, fromSeed(new TextEncoder().encode(of.seed)))),
+      tls: { ca: of.ca, cert: of.cert, key: of.key },
+      inboxPrefix,
+      reconnect: false,
+    });
+    enrolClients.push(connection);
+    const violations: string[] = [];
+    void (async () => {
+      for await (const status of connection.status()) if (status.type === "error") violations.push(String((status as { error?: unknown }).error ?? status.type));
+    })();
+    return Object.assign(connection, { violations });
+  }
+
+  /** A request as the node side makes it (trust/join.ts), with what an attacker may change. */
+  async function enrolRequest(of: JoinToken, node: string, change: { csrFor?: string; at?: number; secret?: string } = {}): Promise<EnrolRequest> {
+    const user = createUser();
+    const csr = await makeCertificateRequest({ keyFile: join(base, `attack-${node}-${++tag}.key`), commonName: change.csrFor ?? node });
+    const unsigned = { token: of.id, secret: change.secret ?? of.secret, node, userKey: user.getPublicKey(), csr, at: change.at ?? Date.now() };
+    return { ...unsigned, signature: Buffer.from(user.sign(enrolSigningText(unsigned))).toString("base64") };
+  }
+
+  async function ask(connection: NatsConnection, body: unknown): Promise<EnrolReply> {
+    return (await connection.request("enrol.join", typeof body === "string" ? body : JSON.stringify(body), { timeout: 30_000 })).json<EnrolReply>();
+  }
+
+  beforeAll(async () => {
+    token = await makeToken("--uses", "3", "--ttl", "1h");
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const connection of enrolClients) await connection.close().catch(() => undefined);
+  });
+
+  it("its credentials publish nothing but the request, hear no other request or token's answers, and open no leaf", async () => {
+    const before = await meshData();
+    const state = readKeyState(keys);
+    const client = await enrolClient(token);
+    const b = clients.get("edge-b")!;
+    const atB = collect(b, "rpc.edge-b.>");
+    const atHub = collect(publisher, "mesh.>");
+    await Promise.all([b.flush(), publisher.flush()]);
+    for (const subject of [
+      "mesh.edge-b.tunnel.path",
+      "rpc.edge-b.status",
+      "$KV.mesh-nodes.edge-b",
+      "$JS.hub.API.STREAM.PURGE.KV_mesh-catalog",
+      "$JS.API.STREAM.DELETE.KV_mesh-nodes",
+      `$JS.API.ACCOUNT.PURGE.${state.meshAccount}`,
+      "$SYS.REQ.CLAIMS.UPDATE",
+      `${enrolInboxPrefix("other")}.x`,
+    ]) client.publish(subject, "forged");
+    await client.flush();
+    // Listening where secrets pass: others' requests (the tokens' secrets), another token's answers.
+    client.subscribe("enrol.join");
+    client.subscribe(`${enrolInboxPrefix("0000other")}.>`);
+    client.subscribe(">");
+    await client.flush().catch(() => undefined);
+    await eventually(() => client.violations.filter((text) => /Permissions Violation/i.test(text)).length >= 3, 10_000, "the hub's Permissions Violation answers");
+    expect(client.violations.join("\n")).toMatch(/Permissions Violation for Publish to "mesh.edge-b.tunnel.path"/);
+    expect(client.violations.join("\n")).toMatch(/Permissions Violation for Subscription to "enrol.join"/);
+    await settled();
+    expect(await meshData()).toEqual(before);
+    expect(atB).toEqual([]);
+    expect(atHub.filter((line) => line.includes("forged"))).toEqual([]);
+    // The enrolment certificate opens no leaf port (its CA is trusted on the hubs' client port only), even with a node's credentials.
+    const leafWithEnrolCert = await connectRogueLeaf({
+      port: Number(new URL(hub.leafUrl).port),
+      creds: join(keys, "nodes", "edge-a", "node.creds"),
+      cert: join(keys, "enrol", "client.crt"),
+      key: join(keys, "enrol", "client.key"),
+      ca: join(keys, "ca", "ca.crt"),
+    }).catch(() => undefined);
+    if (leafWithEnrolCert) {
+      await Promise.race([leafWithEnrolCert.closed, new Promise((_resolve, reject) => setTimeout(() => reject(new Error("the leaf port kept a connection with the enrolment certificate")), 10_000))]);
+      expect(leafWithEnrolCert.received).toEqual([]);
+    }
+  });
+
+  it("a request for another node's name, or a certificate request naming another node, is refused; the issued certificate names only the node", async () => {
+    const client = await enrolClient(token);
+    const taken = await ask(client, await enrolRequest(token, "edge-b"));
+    expect(taken).toMatchObject({ ok: false, code: "node-taken" });
+    expect((taken as { reason: string }).reason).toMatch(/node 'edge-b' is already issued to another key: a token cannot take over a node/);
+    const otherCsr = await ask(client, await enrolRequest(token, "edge-x1", { csrFor: "edge-b" }));
+    expect(otherCsr).toMatchObject({ ok: false, code: "bad-csr" });
+    expect((otherCsr as { reason: string }).reason).toMatch(/asks for subject 'CN=edge-b', not CN=edge-x1/);
+    expect(readKeyState(keys).nodes["edge-x1"]).toBeUndefined();
+    expect(readKeyState(keys).tokens![token.id].used).toEqual([]);
+    // edge-b is as it was: it still answers through the hub
+    expect((await publisher.request("rpc.edge-b.status", "", { timeout: 5_000 })).string()).toBe("edge-b ok");
+  });
+
+  it("a replayed request gets nothing new: the same bytes give the same key its identity again (no use spent), an altered one fails its signature, an old one is stale", async () => {
+    const client = await enrolClient(token);
+    const request = await enrolRequest(token, "edge-x2");
+    const first = await ask(client, request);
+    expect(first).toMatchObject({ ok: true, node: "edge-x2" });
+    const certificate = new X509Certificate((first as { cert: string }).cert);
+    expect(certificate.subject).toBe("CN=edge-x2");
+    expect(certificate.subjectAltName).toBe("DNS:edge-x2");
+    const replay = await ask(client, request);
+    expect(replay).toMatchObject({ ok: true, node: "edge-x2" });
+    // for the same public key only: the answer is of no use without the node's private keys
+    expect(new X509Certificate((replay as { cert: string }).cert).publicKey.export({ format: "pem", type: "spki" })).toBe(certificate.publicKey.export({ format: "pem", type: "spki" }));
+    expect(readKeyState(keys).tokens![token.id].used.map((use) => use.node)).toEqual(["edge-x2"]);
+    expect(await ask(client, { ...request, node: "edge-x3" })).toMatchObject({ ok: false, code: "bad-signature" });
+    expect(await ask(client, await enrolRequest(token, "edge-x4", { at: Date.now() - 10 * 60_000 }))).toMatchObject({ ok: false, code: "stale-request" });
+    expect(readKeyState(keys).nodes["edge-x3"]).toBeUndefined();
+    expect(readKeyState(keys).nodes["edge-x4"]).toBeUndefined();
+  });
+
+  it("a flood: wrong secrets are cut off per token, a burst is bounded by the queue and the token's uses, connections by the account; the hub keeps serving", async () => {
+    const client = await enrolClient(token);
+    // Guessing the secret: after the limit, the token's requests are refused unread for a minute.
+    const guesses = await Promise.all(Array.from({ length: maxFailuresPerMinute + 5 }, async () => ask(client, await enrolRequest(token, "edge-guess", { secret: "guessed-secret-000000" })).catch((error: Error) => ({ ok: false as const, code: "timeout", reason: error.message }))));
+    const codes = guesses.map((reply) => (reply.ok ? "ok" : reply.code));
+    expect(codes.filter((code) => code === "wrong-secret").length).toBeGreaterThan(0);
+    expect(codes.filter((code) => code === "wrong-secret").length).toBeLessThanOrEqual(maxFailuresPerMinute);
+    expect(codes.filter((code) => code === "too-many-failures" || code === "busy").length).toBeGreaterThan(0);
+    expect(codes).not.toContain("ok");
+
+    // A burst with a good token (another one) and many names: at most its uses are issued, the rest refused with a reason.
+    const burstToken = await makeToken("--uses", "2", "--ttl", "1h");
+    const burstClient = await enrolClient(burstToken);
+    const requests = await Promise.all(Array.from({ length: 24 }, (_unused, index) => enrolRequest(burstToken, `edge-burst-${index}`)));
+    const replies = await Promise.all(requests.map((request) => ask(burstClient, request)));
+    const issued = replies.filter((reply) => reply.ok);
+    expect(issued.length).toBe(2);
+    for (const reply of replies) if (!reply.ok) expect(["busy", "used-up"], reply.reason).toContain(reply.code);
+    expect(Object.keys(readKeyState(keys).nodes).filter((node) => node.startsWith("edge-burst-")).length).toBe(2);
+
+    // Connections: the enrol account admits 64 at once.
+    const many = await Promise.allSettled(Array.from({ length: 70 }, () => enrolClient(burstToken)));
+    expect(many.filter((result) => result.status === "rejected").length).toBeGreaterThan(0);
+    for (const result of many) if (result.status === "fulfilled") await result.value.close();
+
+    // The hub still serves: a good request is answered, and the honest node still answers.
+    const after = await makeToken("--uses", "1");
+    const afterClient = await enrolClient(after);
+    expect(await ask(afterClient, await enrolRequest(after, "edge-after-flood"))).toMatchObject({ ok: true });
+    expect((await publisher.request("rpc.edge-b.status", "", { timeout: 5_000 })).string()).toBe("edge-b ok");
+    expect(hub.output()).toMatch(/enrolment refused: the secret does not match token/);
   });
 });

@@ -21,14 +21,14 @@ import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export
 import { buckets, hubDomain, meshRoot, mirrorDeliverPrefix, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
 import { methodsCallableBy } from "../bus/rpc.ts";
 
-const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
+export const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
 
 /** docs/nats-facts.md: @nats-io/jwt fills in no limits and `{}` means zero connections; say -1 explicitly. */
 const unlimitedNats: OperatorLimits = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
 /** The mesh account's JetStream: -1 = no account cap (the server's max_file_store still applies). */
 const meshJetStream: OperatorLimits = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1, max_ack_pending: -1, mem_max_stream_bytes: -1, disk_max_stream_bytes: -1 };
 /** Node accounts have no JetStream at the hub: their JetStream is their own leaf's domain. */
-const noJetStream: OperatorLimits = { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0 };
+export const noJetStream: OperatorLimits = { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0 };
 
 export const meshAccountName = "mesh";
 export const systemAccountName = "SYS";
@@ -81,7 +81,7 @@ export const jetStreamInfoApi = "$JS.API.INFO";
 
 const sharedServices = [...readOnlyKvApi(catalogStream), ...readOnlyKvApi(nodesStream), ...readOnlyKvApi(revocationsStream), "$JS.FC.>", jetStreamInfoApi];
 
-function service(subject: string, account?: string): Export & Import {
+export function service(subject: string, account?: string): Export & Import {
   return { name: subject, subject, type: "service", account: account ?? "" };
 }
 function stream(subject: string, account?: string): Export & Import {
@@ -251,7 +251,7 @@ export function nodeUserPermissions(node: string, site?: string): Permissions {
   };
 }
 
-export async function nodeUserJwt(options: { node: string; userSeed: string; accountSeed: string; expires?: number; site?: string }): Promise<string> {
+export async function nodeUserJwt(options: { node: string; /** The user's seed, or (enrolment: the key pair stays on the node) its public key. */ userSeed: string; accountSeed: string; expires?: number; site?: string }): Promise<string> {
   return encodeUser(
     options.node,
     options.userSeed,

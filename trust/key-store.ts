@@ -62,6 +62,10 @@ export interface NodeState {
   revocations: Record<string, number>;
   /** SHA-256 fingerprint of the node's current TLS certificate (trust/revocation-list.ts); undefined after a revocation. */
   certificate?: string;
+  /** The token the node joined with (`agent --join`, trust/enrolment.ts; undefined: `keys issue`), and the site and tags it gave. */
+  enrolledBy?: string;
+  site?: string;
+  tags?: string[];
 }
 
 export interface KeyState {
@@ -76,6 +80,10 @@ export interface KeyState {
   revokedCertificates?: RevocationList["revoked"];
   /** The signed list's version: one more with every revocation. */
   revocationVersion?: number;
+  /** The enrol account's public key (made by the first `keys token` or `hub --enrol`: trust/enrolment.ts). */
+  enrolAccount?: string;
+  /** Join tokens (trust/tokens.ts), by id. */
+  tokens?: Record<string, import("./tokens.ts").TokenState>;
 }
 
 export interface SiteState {
@@ -229,6 +237,39 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
   const { dir } = options;
   const node = checkNodeName(options.node, "--node");
   const state = readKeyState(dir);
+  const { entry, changedAccounts } = await ensureNodeAccount(dir, state, node);
+  const user = createUser();
+  const bundle = nodeBundleDir(dir, node);
+  makePrivateDir(bundle);
+  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires, site: serverOfSite(state, node) });
+  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
+  entry.user = user.getPublicKey();
+  entry.issuedAt = new Date().toISOString();
+  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
+  entry.enrolledBy = undefined;
+
+  await issueCertificate({
+    caCertFile: join(dir, "ca", "ca.crt"),
+    caKeyFile: join(dir, "ca", "ca.key"),
+    certFile: join(bundle, "node.crt"),
+    keyFile: join(bundle, "node.key"),
+    commonName: node,
+    hosts: options.hosts ?? [node],
+  });
+  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
+  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
+  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
+  writeKeyState(dir, state);
+  return { node: entry, bundleDir: bundle, changedAccounts };
+}
+
+/**
+ * The node's entry, with its account made on first use: the account seed, every node account and
+ * the mesh account signed again (each imports the newcomer), and the hub auditor's user in it.
+ * Returns the account JWTs that changed (to push to running hubs); `state` is changed in place and
+ * not written.
+ */
+export async function ensureNodeAccount(dir: string, state: KeyState, node: string): Promise<{ entry: NodeState; changedAccounts: string[] }> {
   const changedAccounts: string[] = [];
   let entry = state.nodes[node];
   if (!entry) {
@@ -246,28 +287,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
     const auditJwt = await auditUserJwt({ node, userSeed: new TextDecoder().decode(auditor.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))) });
     writeSecretFile(join(dir, "hub", "audit", `${node}.creds`), fmtCreds(auditJwt, auditor));
   }
-  const user = createUser();
-  const bundle = nodeBundleDir(dir, node);
-  makePrivateDir(bundle);
-  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires, site: serverOfSite(state, node) });
-  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
-  entry.user = user.getPublicKey();
-  entry.issuedAt = new Date().toISOString();
-  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
-
-  await issueCertificate({
-    caCertFile: join(dir, "ca", "ca.crt"),
-    caKeyFile: join(dir, "ca", "ca.key"),
-    certFile: join(bundle, "node.crt"),
-    keyFile: join(bundle, "node.key"),
-    commonName: node,
-    hosts: options.hosts ?? [node],
-  });
-  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
-  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
-  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
-  writeKeyState(dir, state);
-  return { node: entry, bundleDir: bundle, changedAccounts };
+  return { entry, changedAccounts };
 }
 
 export interface RevokeResult {
@@ -328,6 +348,9 @@ export interface NodeListing {
   issuedAt: string;
   expiresAt?: string;
   revokedKeys: number;
+  enrolledBy?: string;
+  site?: string;
+  tags?: string[];
 }
 
 export function listNodes(dir: string, now: () => number = Date.now): NodeListing[] {
@@ -342,6 +365,9 @@ export function listNodes(dir: string, now: () => number = Date.now): NodeListin
       issuedAt: entry.issuedAt,
       expiresAt: entry.expiresAt,
       revokedKeys: Object.keys(entry.revocations).length,
+      enrolledBy: entry.enrolledBy,
+      site: entry.site,
+      tags: entry.tags,
     }));
 }
 

@@ -23,6 +23,9 @@ import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
 
+/** The hubs' client-port CA bundle (mesh CA + enrolment CA), made by trust/enrolment.ts ensureEnrolment. */
+const clientCaFile = (dir: string) => join(dir, "hub", "client-ca.crt");
+
 const quote = (value: string) => JSON.stringify(value);
 
 /** @default "2s" — TLS handshakes over a slow edge uplink; nats-server's 0.5 s default fails them. */
@@ -103,7 +106,9 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
   const configFragment = [
     `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
     ...operatorLines({ operatorJwt: files.operatorJwt, systemAccount: state.systemAccount, resolverDir: files.resolverDir, preload }),
-    ...tlsBlock({ ...files, verify: true }),
+    // The client port also accepts the enrolment CA's certificate (a join token's, trust/enrolment.ts) when enrolment
+    // was set up: joining nodes have no node certificate yet. Leaf and route ports keep the mesh CA only.
+    ...tlsBlock({ ...files, ca: existsSync(clientCaFile(root)) ? clientCaFile(root) : files.ca, verify: true }),
   ].join("\n");
   // The hub's own clients (and the operator's tools) know the hub by its certificate, not by a host name (ownCertificateTls).
   const tls = ownCertificateTls({ keyFile: files.key, certFile: files.cert, caFile: files.ca }, "this mesh's hub certificate");

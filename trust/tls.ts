@@ -12,7 +12,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { PeerCertificate } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -71,13 +71,47 @@ export interface CertificateRequest {
 
 /** A key and a certificate for both ends of TLS (serverAuth and clientAuth): hubs and nodes verify each other. */
 export async function issueCertificate(request: CertificateRequest): Promise<void> {
-  await newPrivateKey(request.keyFile, `key of ${request.commonName}`);
+  const csr = await makeCertificateRequest({ keyFile: request.keyFile, commonName: request.commonName });
+  writeFileSync(request.certFile, await signCertificateRequest({ ...request, csrPem: csr }), { mode: 0o644 });
+}
+
+/**
+ * A new private key (stored 0600 at `keyFile`) and a certificate request for it: on a joining node
+ * (trust/enrolment.ts), the key never leaves the machine; only the request goes to the hub.
+ */
+export async function makeCertificateRequest(options: { keyFile: string; commonName: string; /** Use the key already at keyFile (a request asked again). */ keepKey?: boolean }): Promise<string> {
+  if (!(options.keepKey && existsSync(options.keyFile))) await newPrivateKey(options.keyFile, `key of ${options.commonName}`);
+  return openssl(["req", "-new", "-key", options.keyFile, "-subj", `/CN=${options.commonName}`], `certificate request of ${options.commonName}`);
+}
+
+/**
+ * Checks that a certificate request is signed by its own key (the asker holds the private key) and
+ * asks for exactly `/CN=<expected>`, and nothing else in its subject. Throws TRUST_FAILED otherwise.
+ * What the request asks beyond its key and subject (extensions) is never copied: signCertificateRequest
+ * writes its own.
+ */
+export async function checkCertificateRequest(csrPem: string, expectedCommonName: string): Promise<void> {
+  const scratch = mkdtempSync(join(tmpdir(), "leafmesh-csr-"));
+  try {
+    const csrFile = join(scratch, "request.csr");
+    writeFileSync(csrFile, csrPem);
+    const text = await openssl(["req", "-in", csrFile, "-noout", "-verify", "-subject", "-nameopt", "RFC2253"], "checking a certificate request").catch((cause: unknown) => {
+      throw new LeafmeshError("TRUST_FAILED", "the certificate request is not signed by its own key (or is no certificate request)", { cause });
+    });
+    const subject = /subject=(.*)/.exec(text)?.[1]?.trim();
+    if (subject !== `CN=${expectedCommonName}`) throw new LeafmeshError("TRUST_FAILED", `the certificate request asks for subject '${subject ?? "none"}', not CN=${expectedCommonName}`);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Signs a certificate request with the CA: the certificate (PEM) for `hosts`, with this function's extensions only. */
+export async function signCertificateRequest(request: Omit<CertificateRequest, "keyFile" | "certFile"> & { csrPem: string }): Promise<string> {
   const scratch = mkdtempSync(join(tmpdir(), "leafmesh-csr-"));
   try {
     const csrFile = join(scratch, "request.csr");
     const extFile = join(scratch, "extensions.cnf");
-    const csr = await openssl(["req", "-new", "-key", request.keyFile, "-subj", `/CN=${request.commonName}`], `certificate request of ${request.commonName}`);
-    writeFileSync(csrFile, csr);
+    writeFileSync(csrFile, request.csrPem);
     const names = request.hosts.length > 0 ? request.hosts : [request.commonName];
     const alternativeNames = names.map((host) => (isIP(host) ? `IP:${host}` : `DNS:${host}`)).join(",");
     writeFileSync(
@@ -97,7 +131,7 @@ export async function issueCertificate(request: CertificateRequest): Promise<voi
       ],
       `certificate of ${request.commonName}`,
     );
-    writeFileSync(request.certFile, pem, { mode: 0o644 });
+    return pem;
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

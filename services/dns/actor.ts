@@ -19,6 +19,7 @@ import type { Registry } from "prom-client";
 import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
 import { DnsServer, type ListenAddress } from "./server.ts";
 import { DnsStats, registerDnsMetrics } from "./stats.ts";
+import { partitionFeed, partitionView, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
 
 /** The DNS actor's configuration; the CLI merges --dns, --cluster-domain and --upstream into it. */
 export const dnsConfigSchema = z.object({
@@ -54,6 +55,8 @@ export interface DnsActorOptions extends DnsConfig {
   registry?: Registry;
   /** Read when `upstreams` is not given. @default "/etc/resolv.conf" */
   resolvConfPath?: string;
+  /** Whether the node reaches its upstream: fail-closed services answer SERVFAIL while it does not (bus/partition.ts). */
+  upstream?: UpstreamState;
 }
 
 export interface DnsActor {
@@ -127,7 +130,18 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const upstreams = resolveUpstreams(options);
   const stats = new DnsStats();
   const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
-  const server = new DnsServer({ catalog: options.feed.reader, feed: options.feed, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats, tcpIdleMs: config.tcpIdleMs });
+  const upstream = options.upstream;
+  const server = new DnsServer({
+    catalog: upstream ? partitionView(options.feed.reader, upstream) : options.feed.reader,
+    feed: upstream ? partitionFeed(options.feed, upstream) : options.feed,
+    withheld: upstream ? (service) => refusalWhilePartitioned(service, upstream.online) !== undefined : undefined,
+    clusterDomain: config.clusterDomain,
+    ttl: config.ttl,
+    forwarder,
+    log,
+    stats,
+    tcpIdleMs: config.tcpIdleMs,
+  });
   if (options.registry) registerDnsMetrics(options.registry, stats, () => forwarder.counters);
   let link: ActorLink | undefined;
   let statsTimer: unknown;

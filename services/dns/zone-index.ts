@@ -27,10 +27,13 @@ export class ZoneIndex {
   readonly #namespaces = new Map<string, number>();
   /** How many Services publish each (reverse name, target). */
   readonly #pointerUses = new Map<string, Map<string, number>>();
+  /** ZoneOptions.withheld: such a Service's names are out of the zone and its base is in zone.withheld. */
+  readonly #withheld: ZoneOptions["withheld"];
 
   constructor(options: ZoneOptions = {}) {
     const domain = normaliseDomain(options.clusterDomain ?? "cluster.local");
-    this.zone = { domain, ttl: options.ttl ?? 5, serial: 1, names: new Map(), pointers: new Map() };
+    this.zone = { domain, ttl: options.ttl ?? 5, serial: 1, names: new Map(), pointers: new Map(), withheld: new Set() };
+    this.#withheld = options.withheld;
     this.#reset();
   }
 
@@ -42,6 +45,7 @@ export class ZoneIndex {
     this.#sliceOwner.clear();
     this.#namespaces.clear();
     this.#pointerUses.clear();
+    this.zone.withheld.clear();
     names.set(domain, emptyRecords());
     names.set(`svc.${domain}`, emptyRecords());
     names.set(`dns-version.${domain}`, { ...emptyRecords(), txt: [specVersion] });
@@ -89,7 +93,14 @@ export class ZoneIndex {
     const service = catalog.service(ref.slice(0, slash), ref.slice(slash + 1));
     const slices = service ? catalog.slices(service.namespace, service.name) : [];
     if (changed === undefined) for (const slice of slices) this.#sliceOwner.set(`eps.${slice.namespace}.${slice.name}`, ref);
-    const next = service ? serviceZoneRecords(service, slices, this.zone.domain) : undefined;
+    const base = `${ref.slice(slash + 1)}.${ref.slice(0, slash)}.svc.${this.zone.domain}`.toLowerCase();
+    const withheld = service !== undefined && this.#withheld?.(service) === true;
+    if (withheld !== this.zone.withheld.has(base)) {
+      if (withheld) this.zone.withheld.add(base);
+      else this.zone.withheld.delete(base);
+      changed?.add(base);
+    }
+    const next = service && !withheld ? serviceZoneRecords(service, slices, this.zone.domain) : undefined;
     const previous = this.#services.get(ref);
     if (previous) this.#remove(previous, changed);
     if (next) {

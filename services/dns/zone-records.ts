@@ -18,6 +18,11 @@ export interface ZoneOptions {
   clusterDomain?: string;
   /** @default 5 — seconds, as CoreDNS's kubernetes plugin: a changed catalog reaches clients' caches within seconds. */
   ttl?: number;
+  /**
+   * Services whose names answer SERVFAIL for now (bus/partition.ts: fail-closed while the node cannot
+   * reach its upstream). Read when a Service is (re)applied: its feed must say it changed when the answer does.
+   */
+  withheld?: (service: Service) => boolean;
 }
 
 export interface NameRecords {
@@ -37,6 +42,8 @@ export interface ClusterZone {
   names: Map<string, NameRecords>;
   /** Reverse names (`4.3.2.1.in-addr.arpa`, nibbles in ip6.arpa) to their targets. */
   pointers: Map<string, string[]>;
+  /** `<svc>.<ns>.svc.<domain>` of withheld services (ZoneOptions.withheld): they and every name under them answer SERVFAIL. */
+  withheld: Set<string>;
 }
 
 /** The version of the specification implemented, served as TXT at `dns-version.<domain>` (spec §2.2). */

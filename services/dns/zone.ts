@@ -33,7 +33,7 @@ export interface ClusterQuestion {
 }
 
 export interface ClusterReply {
-  rcode: "NOERROR" | "NXDOMAIN" | "REFUSED";
+  rcode: "NOERROR" | "NXDOMAIN" | "REFUSED" | "SERVFAIL";
   /** Always true: the agent is the authority for its cluster domain and cluster IPs. */
   authoritative: true;
   answers: Answer[];
@@ -136,6 +136,13 @@ export function answerQuestion(catalog: CatalogReader, question: ClusterQuestion
   return answerFromZone(zone, question.name.toLowerCase().replace(/\.$/, ""), question.type.toUpperCase(), (question.class ?? "IN").toUpperCase());
 }
 
+/** `<svc>.<ns>.svc.<domain>` of a name at or under a service's name, or undefined. */
+function serviceBaseOf(name: string, domain: string): string | undefined {
+  const labels = name.slice(0, name.length - domain.length - 1).split(".");
+  if (labels.length < 3 || labels[labels.length - 1] !== "svc") return undefined;
+  return `${labels.slice(-3).join(".")}.${domain}`;
+}
+
 /** `answerQuestion` on a built zone and a normalised name (lower case, no trailing dot), the server's hot path. */
 export function answerFromZone(zone: ClusterZone, name: string, type: string, klass: string): ClusterReply | undefined {
   if (name.endsWith(".arpa")) {
@@ -151,6 +158,7 @@ export function answerFromZone(zone: ClusterZone, name: string, type: string, kl
   }
   if (!isUnder(name, zone.domain)) return undefined;
   if (klass !== "IN" && klass !== "ANY") return { rcode: "REFUSED", authoritative: true, answers: [], authorities: [], additionals: [] };
+  if (zone.withheld.size > 0 && zone.withheld.has(serviceBaseOf(name, zone.domain) ?? "")) return { rcode: "SERVFAIL", authoritative: true, answers: [], authorities: [], additionals: [] };
   const records = zone.names.get(name) ?? podRecords(zone, name);
   if (!records) return { rcode: "NXDOMAIN", authoritative: true, answers: [], authorities: [soaRecord(zone)], additionals: [] };
   const { answers, additionals } = recordsOf(zone, name, records, type);

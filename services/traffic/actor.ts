@@ -25,6 +25,8 @@ import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
+import { partitionAdmission } from "./partition.ts";
+import type { UpstreamState } from "../../bus/partition.ts";
 import { rpc } from "../../bus/rpc.ts";
 
 export interface TrafficOptions {
@@ -39,6 +41,8 @@ export interface TrafficOptions {
   dialer?: StreamDialer;
   /** The tunnel's view of other nodes (site, reachable): endpoints are preferred own node, site, reachable, then the rest. */
   topology?: NodeTopology;
+  /** Whether the node reaches its upstream: fail-closed services refuse new connections while it does not (partition.ts). */
+  upstream?: UpstreamState;
   clock?: Clock;
   /** @default 3_000 — see TcpProxyOptions.connectTimeoutMs */
   connectTimeoutMs?: number;
@@ -133,6 +137,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     active: new Map(),
     random: options.random,
     topology: options.topology,
+    admit: options.upstream && partitionAdmission({ reader: options.feed.reader, upstream: options.upstream, log }),
   };
   const listeners = new Map<string, Listener>();
   const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange());

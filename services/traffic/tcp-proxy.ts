@@ -118,6 +118,12 @@ export class TcpServicePortListener {
       client.resetAndDestroy();
       return;
     }
+    const refusal = shared.admit?.(balancer.plan);
+    if (refusal) {
+      counters.count(`tcp refused: ${refusal}`);
+      client.resetAndDestroy();
+      return;
+    }
     const exclude = new Set<string>();
     // A client that leaves while it waits or its endpoint is being dialled abandons both (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();

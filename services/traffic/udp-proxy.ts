@@ -126,6 +126,8 @@ export class UdpServicePortListener {
     let flow = this.#flows.get(key);
     if (!flow) {
       if (this.#flows.size >= this.#options.maxFlows) return counters.count("udp dropped: flow table full");
+      const refusal = shared.admit?.(balancer.plan);
+      if (refusal) return counters.count(`udp dropped: ${refusal}`);
       const target = balancer.choose(remote.address, new Set());
       if (!target) return counters.count("udp dropped: no endpoints");
       flow = this.#openFlow(key, remote, target);

@@ -56,7 +56,8 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
 export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string }): LeafmeshProcess {
-  const connectOptions = security ? clientConnectOptions(security) : {};
+  // Read when a connection is made: an agent that joins with a token (--join) has its keys only once it runs.
+  const connectOptions = () => (security ? clientConnectOptions(security) : {});
   const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: env ? { ...process.env, ...env } : process.env });
   let output = "";
@@ -71,12 +72,12 @@ export function launch(name: string, args: string[], clientUrl: string, dataDir:
     child,
     output: () => output,
     async connection() {
-      const connection = await connect({ ...connectOptions, servers: clientUrl, reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      const connection = await connect({ ...connectOptions(), servers: clientUrl, reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
       connections.push(connection);
       return connection;
     },
     async view() {
-      const connection = await connect({ ...connectOptions, servers: clientUrl, reconnect: false, timeout: 2_000 });
+      const connection = await connect({ ...connectOptions(), servers: clientUrl, reconnect: false, timeout: 2_000 });
       try {
         return await fetchNodeView(connection, 2_000);
       } finally {
@@ -200,7 +201,18 @@ export interface AgentProcess extends LeafmeshProcess {
   restart(): Promise<AgentProcess>;
 }
 
-export async function startAgentProcess(options: { node: string; hubs: string[]; dataDir?: string; ports?: { client: number; monitor: number; metrics: number }; keys?: string; extraArgs?: string[]; env?: NodeJS.ProcessEnv }): Promise<AgentProcess> {
+export async function startAgentProcess(options: {
+  node: string;
+  hubs: string[];
+  dataDir?: string;
+  ports?: { client: number; monitor: number; metrics: number };
+  keys?: string;
+  /** A join token (agent --join) instead of keys: the agent's identity lands in DATA/keys. */
+  join?: string;
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  waitReady?: boolean;
+}): Promise<AgentProcess> {
   const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
   const base = launch(
@@ -213,17 +225,17 @@ export async function startAgentProcess(options: { node: string; hubs: string[];
       "--nats-listen", `127.0.0.1:${ports.client}`,
       "--monitor-listen", `127.0.0.1:${ports.monitor}`,
       "--metrics-listen", `127.0.0.1:${ports.metrics}`,
-      ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
+      ...(options.join ? ["--join", options.join] : options.keys ? ["--keys", options.keys] : ["--insecure"]),
       ...(options.extraArgs ?? []),
     ],
     `nats://127.0.0.1:${ports.client}`,
     dataDir,
     undefined,
     options.env,
-    options.keys ? { keys: options.keys, node: options.node } : undefined,
+    options.join ? { keys: join(dataDir, "keys"), node: options.node } : options.keys ? { keys: options.keys, node: options.node } : undefined,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
-  await waitReady(agent);
+  if (options.waitReady !== false) await waitReady(agent);
   return agent;
 }
 

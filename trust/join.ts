@@ -1,0 +1,127 @@
+/**
+ * Joining the mesh with a token, the node's side (`leafmesh agent --join TOKEN`): the node makes its
+ * own NATS user key and TLS key, sends their public halves with the token's proof to a hub that
+ * serves enrolment (trust/enrolment.ts), and writes the bundle it gets back where `--keys` would
+ * point (node.creds, node.crt, node.key, ca.crt, swarm.key). Its private keys never leave it.
+ *
+ * Once joined, the bundle is used as it is at every start (the token is not asked again): a node
+ * that restarts after its token expired or was used up keeps running. A reply lost on the way is
+ * asked again with the same keys, which the hub answers with the same identity.
+ *
+ * ```ts
+ * const joined = await joinMesh({ token, node: "edge-a", bundleDir: join(dataDir, "keys"), log });
+ * const security = loadNodeSecurity(joined.bundleDir, "edge-a");
+ * ```
+ */
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { createUser, decode, fmtCreds, fromSeed, type User } from "@nats-io/jwt";
+import { enrolSubject } from "../bus/subjects.ts";
+import { LeafmeshError, describeError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { makeCertificateRequest } from "./tls.ts";
+import { decodeJoinToken } from "./tokens.ts";
+import { enrolSigningText, type EnrolReply } from "./enrolment.ts";
+import { enrolInboxPrefix } from "./enrolment-claims.ts";
+
+export interface JoinResult {
+  bundleDir: string;
+  /** False when the bundle was there already (an earlier join): nothing was asked. */
+  joinedNow: boolean;
+  /** What the token gave the node (joined.json). */
+  site?: string;
+  tags: string[];
+  token?: string;
+}
+
+/** @default 30 s — an enrolment re-signs every account of the mesh and pushes them to the hubs. */
+const defaultTimeoutMs = 30_000;
+
+const joinedFile = (dir: string) => join(dir, "joined.json");
+
+/** What a refused or failed connection with the token's credentials means, said before the server's text. */
+function whyRefused(text: string): string {
+  const why = /expired/i.test(text)
+    ? "the token expired (its credentials did, by the hub's clock)"
+    : /authorization violation/i.test(text)
+      ? "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)"
+      : /certificate|self.signed|unable to verify/i.test(text)
+        ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
+        : "no hub answered there";
+  return `${why}: ${text}`;
+}
+
+export async function joinMesh(options: { token: string; node: string; bundleDir: string; urls?: string[]; log: Logger; timeoutMs?: number; now?: () => number }): Promise<JoinResult> {
+  const { node, bundleDir, log } = options;
+  const credsFile = join(bundleDir, "node.creds");
+  if (existsSync(credsFile)) {
+    const claims = decode<User>(/-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(readFileSync(credsFile, "utf8"))?.[1] ?? "");
+    if (claims.name !== node) throw new LeafmeshError("CONFIG_INVALID", `${bundleDir} holds the identity of node '${claims.name}', not '${node}': give each node its own --data`);
+    const joined = existsSync(joinedFile(bundleDir)) ? (JSON.parse(readFileSync(joinedFile(bundleDir), "utf8")) as { site?: string; tags?: string[]; token?: string }) : {};
+    return { bundleDir, joinedNow: false, site: joined.site, tags: joined.tags ?? [], token: joined.token };
+  }
+  const token = decodeJoinToken(options.token);
+  const now = options.now ?? Date.now;
+  const tokenUser = decode<User>(token.jwt);
+  if (tokenUser.exp && tokenUser.exp * 1000 <= now()) {
+    throw new LeafmeshError("TRUST_FAILED", `token ${token.id} expired at ${new Date(tokenUser.exp * 1000).toISOString()}: make a new one with 'leafmesh keys token'`);
+  }
+  makePrivateDir(bundleDir);
+  // The keys are made once and kept until the answer comes: asking again after a lost answer uses the same ones.
+  const pendingSeed = join(bundleDir, "join.nk");
+  if (!existsSync(pendingSeed)) writeSecretFile(pendingSeed, new TextDecoder().decode(createUser().getSeed()));
+  checkSecretFilePermissions(pendingSeed);
+  const user = fromSeed(new TextEncoder().encode(readFileSync(pendingSeed, "utf8").trim()));
+  const keyFile = join(bundleDir, "node.key");
+  const csr = await makeCertificateRequest({ keyFile, commonName: node, keepKey: true });
+  const unsigned = { token: token.id, secret: token.secret, node, userKey: user.getPublicKey(), csr, at: now() };
+  const request = { ...unsigned, signature: Buffer.from(user.sign(enrolSigningText(unsigned))).toString("base64") };
+
+  const urls = options.urls && options.urls.length > 0 ? options.urls : token.urls;
+  const timeout = options.timeoutMs ?? defaultTimeoutMs;
+  let connection: NatsConnection;
+  try {
+    connection = await connect({
+      servers: urls,
+      authenticator: credsAuthenticator(fmtCreds(token.jwt, fromSeed(new TextEncoder().encode(token.seed)))),
+      tls: { ca: token.ca, cert: token.cert, key: token.key },
+      timeout: 10_000,
+      reconnect: false,
+      // The token's user may listen only under its token's inbox (claims.ts enrolUserJwt).
+      inboxPrefix: enrolInboxPrefix(token.id),
+      name: `leafmesh join ${node}`,
+    });
+  } catch (cause) {
+    throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(cause))}`, { cause });
+  }
+  let reply: EnrolReply;
+  try {
+    log.info({ token: token.id, urls }, `asking the hub to enrol node '${node}'`);
+    const message = await connection.request(enrolSubject, JSON.stringify(request), { timeout });
+    reply = message.json<EnrolReply>();
+  } catch (cause) {
+    // The server may accept the connection and close it right after with the reason (an expired user): say that reason.
+    const closedWith = connection.isClosed() ? await connection.closed() : undefined;
+    if (closedWith) throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(closedWith))}`, { cause: closedWith });
+    const text = describeError(cause);
+    const why = /no responders/i.test(text) ? "no hub there serves enrolment (start one hub with --enrol)" : "the hub did not answer in time";
+    throw new LeafmeshError("TRUST_FAILED", `cannot join with token ${token.id}: ${why}: ${text}`, { cause });
+  } finally {
+    await connection.close().catch(() => undefined);
+  }
+  if (!reply.ok) throw new LeafmeshError("TRUST_FAILED", `the hub refused to enrol node '${node}' with token ${token.id}: ${reply.reason} (${reply.code})`);
+  if (reply.node !== node || decode<User>(reply.jwt).sub !== user.getPublicKey()) {
+    throw new LeafmeshError("TRUST_FAILED", `the hub's answer is for another node or key (${reply.node}): refused`);
+  }
+  writeFileSync(join(bundleDir, "node.crt"), reply.cert, { mode: 0o644 });
+  writeFileSync(join(bundleDir, "ca.crt"), reply.ca, { mode: 0o644 });
+  writeSecretFile(join(bundleDir, "swarm.key"), Buffer.from(reply.swarmKey, "base64"));
+  writeFileSync(joinedFile(bundleDir), `${JSON.stringify({ node, token: reply.token, site: reply.site, tags: reply.tags, at: new Date(now()).toISOString() }, null, 2)}\n`, { mode: 0o644 });
+  // Last: node.creds is what says "joined" at the next start.
+  writeSecretFile(credsFile, fmtCreds(reply.jwt, user));
+  rmSync(pendingSeed, { force: true });
+  log.info({ token: reply.token, site: reply.site, tags: reply.tags }, `node '${node}' joined the mesh: its identity is in ${bundleDir}`);
+  return { bundleDir, joinedNow: true, site: reply.site, tags: reply.tags, token: reply.token };
+}
