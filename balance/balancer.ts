@@ -26,7 +26,7 @@ export interface BalancerShared {
   /** Sites and paths of other nodes (the tunnel's view); without it only this node's endpoints come first. */
   topology?: NodeTopology;
   /** Why a new connection or flow to this service port is refused now (partition.ts), or undefined: admitted. */
-  admit?: (plan: ServicePortPlan) => string | undefined;
+  admit?: (plan: { key: string; namespace: string; service: string }) => string | undefined;
 }
 
 /** What a balancer balances: a Service port's endpoints and policy (the traffic actor's ServicePortPlan is one). */

@@ -62,6 +62,7 @@ export function partitionView(reader: CatalogReader, upstream: UpstreamState): C
     services: () => reader.services(),
     destinationRule: (namespace, name) => reader.destinationRule(namespace, name),
     get: (key) => reader.get(key),
+    ofKind: (kind) => reader.ofKind(kind),
     get version() {
       return reader.version + flips * 2 ** 32;
     },

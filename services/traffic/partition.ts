@@ -15,7 +15,7 @@ import { partitionPolicyOf, refusalWhilePartitioned, type UpstreamState } from "
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortPlan } from "./plan.ts";
 
-export function partitionAdmission(options: { reader: CatalogReader; upstream: UpstreamState; log: Logger }): (plan: ServicePortPlan) => string | undefined {
+export function partitionAdmission(options: { reader: CatalogReader; upstream: UpstreamState; log: Logger }): (plan: Pick<ServicePortPlan, "key" | "namespace" | "service">) => string | undefined {
   const { reader, upstream, log } = options;
   // Said once per service and cut (a log line, not one per connection); the counters have every refusal.
   const said = new Set<string>();
