@@ -652,11 +652,9 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     }
   }, 60_000);
 
-  // The far end of a tunnel stream (services/tunnel/host.ts, serveTunnelStream) still turns a cut into a FIN:
-  // a target's RST after connect is taken for a connect failure (its remoteAddress is gone once destroyed) and
-  // answered with duplex.end(), and a reset stream closes the target socket with destroy() (a FIN). These two
-  // pass once the tunnel joins target and stream with lib/join-streams.ts there: then make them `it`.
-  it.fails("[waits for the tunnel] a target on the far node that resets mid-transfer gives the client an RST", async () => {
+  // The far end of a tunnel stream (services/tunnel/stream-server.ts) joins target and stream with
+  // lib/join-streams.ts: a target's RST after connect is a cut (not a refused connect), a reset stream an RST.
+  it("a target on the far node that resets mid-transfer gives the client an RST", async () => {
     for (const open of opens("reset")) {
       const client = await eventually(() => open().catch(() => undefined), 20_000, "a stream to edge-b");
       client.write("go");
@@ -665,7 +663,7 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     }
   }, 60_000);
 
-  it.fails("[waits for the tunnel] a client that resets gives the target on the far node an RST", async () => {
+  it("a client that resets gives the target on the far node an RST", async () => {
     for (const open of opens("echo")) {
       const client = await eventually(() => open().catch(() => undefined), 20_000, "a stream to edge-b");
       client.on("error", () => undefined);
