@@ -175,3 +175,6 @@ export interface CatalogReader {
   /** Increases on every change, so a reader can cache derived data. */
   readonly version: number;
 }
+
+/** A Service with this label is not proxied by leafmesh (no cluster-IP interception, no listener): its clients reach its endpoints some other way. */
+export const noProxyLabel = "service.leafmesh.io/noproxy";

@@ -10,7 +10,7 @@ import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from ".
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
-import { createTunnelActor, type NodeIdentity, type ObserverAddress, type TunnelDialer } from "../services/tunnel/index.ts";
+import { createTunnelActor, type NodeIdentity, type ObserverAddress, type StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
@@ -44,7 +44,7 @@ export interface AgentActorOptions {
 
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
   // The one thing handed across in-process: the tunnel's stream opener, to traffic.
-  let dialer: TunnelDialer | undefined;
+  let dialer: StreamDialer | undefined;
   let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
   const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {

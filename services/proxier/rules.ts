@@ -9,10 +9,9 @@
  * nftInput(rules);              // "table ip leafmesh {}\ndelete table ip leafmesh\ntable ip leafmesh { ... }"
  * ```
  */
-import type { CatalogReader } from "../../bus/catalog.ts";
+import { noProxyLabel, type CatalogReader } from "../../bus/catalog.ts";
 import type { ListenerBinding } from "../../bus/events.ts";
 
-export const noProxyLabel = "service.leafmesh.io/noproxy";
 
 export interface InterceptRule {
   /** The service port it serves, "namespace/name:portName/PROTOCOL". */

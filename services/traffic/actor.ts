@@ -17,7 +17,7 @@ import type { Logger } from "../../lib/log.ts";
 import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
 import type { NodeTopology } from "./policy.ts";
-import type { RemoteDialer } from "./dialer.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
 import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
@@ -34,7 +34,7 @@ export interface TrafficOptions {
   node: string;
   /** @default "127.0.0.1" — the proxier DNATs cluster IPs to this address; loopback keeps listeners off the network. */
   listenHost?: string;
-  dialer?: RemoteDialer;
+  dialer?: StreamDialer;
   /** The tunnel's view of other nodes (site, reachable): endpoints are preferred own node, site, reachable, then the rest. */
   topology?: NodeTopology;
   clock?: Clock;

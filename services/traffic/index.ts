@@ -5,7 +5,7 @@
  * (annotation `service.leafmesh.io/lb-policy`, else an Istio DestinationRule's
  * `trafficPolicy.loadBalancer`, else round robin; `sessionAffinity: ClientIP` on
  * top). Endpoints on this node first; on other nodes through the tunnel's
- * `RemoteDialer` when one is given, else directly by IP.
+ * `StreamDialer` when one is given, else directly by IP.
  *
  * ```ts
  * import { createTrafficActor } from "./services/traffic/index.ts";
@@ -17,7 +17,5 @@
  */
 export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
 export { registerTrafficMetrics } from "./metrics.ts";
-export type { RemoteDialer, RemoteTarget } from "./dialer.ts";
 export { lbPolicies, type LbPolicy, type NodeTopology } from "./policy.ts";
-export { lbPolicyAnnotation, noProxyLabel } from "./plan.ts";
-export { DatagramDecoder, encodeDatagram } from "./dialer.ts";
+export { lbPolicyAnnotation } from "./plan.ts";

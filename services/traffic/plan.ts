@@ -11,10 +11,9 @@
  * plans.get("shop/web:http/TCP")?.endpoints;   // [{ key: "198.18.1.3:8080", ... }]
  * ```
  */
-import { kindOfKey, type CatalogReader, type DestinationRule, type EndpointSlice, type Service, type ServicePort } from "../../bus/catalog.ts";
+import { kindOfKey, noProxyLabel, type CatalogReader, type DestinationRule, type EndpointSlice, type Service, type ServicePort } from "../../bus/catalog.ts";
 import { lbPolicies, type EndpointTarget, type LbPolicy } from "./policy.ts";
 
-export const noProxyLabel = "service.leafmesh.io/noproxy";
 export const lbPolicyAnnotation = "service.leafmesh.io/lb-policy";
 
 export type ProxiedProtocol = "TCP" | "UDP";

@@ -13,7 +13,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
-import type { RemoteDialer } from "./dialer.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "./policy.ts";
 import type { Counters } from "./counters.ts";
 
@@ -23,7 +23,7 @@ export interface TcpProxyOptions {
   log: Logger;
   counters: Counters;
   listenHost: string;
-  dialer?: RemoteDialer;
+  dialer?: StreamDialer;
   /** @default 3_000 — a LAN endpoint answers a SYN in milliseconds; 3 s covers one SYN retransmit (1 s) and then moves on. */
   connectTimeoutMs: number;
   /** @default 10_000 — a tunnel stream to a node not yet reached waits for its path (a hole punch, then a relay fallback). */

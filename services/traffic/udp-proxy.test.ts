@@ -9,7 +9,7 @@ import { OutlierDetector } from "./outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 import { createServer, connect, type Socket as TcpSocket } from "node:net";
-import { DatagramDecoder, encodeDatagram } from "./dialer.ts";
+import { DatagramDecoder, encodeDatagram } from "../../bus/streams.ts";
 
 describe("UDP flows", () => {
   let echo: Socket;

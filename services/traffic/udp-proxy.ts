@@ -10,7 +10,7 @@ import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "./balancer.ts";
 import type { Counters } from "./counters.ts";
-import { DatagramDecoder, encodeDatagram, type RemoteDialer } from "./dialer.ts";
+import { DatagramDecoder, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
 import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "./policy.ts";
 
@@ -25,7 +25,7 @@ export interface UdpProxyOptions {
   /** @default 4_096 — flows per service port; a UDP flood from spoofed sources cannot grow memory past it. */
   maxFlows: number;
   /** Endpoints on other nodes are reached through it (datagrams framed on a stream); directly when absent. */
-  dialer?: RemoteDialer;
+  dialer?: StreamDialer;
 }
 
 /** Bytes a tunnel stream may hold unsent before datagrams are dropped (UDP drops rather than queues). */

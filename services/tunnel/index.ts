@@ -28,11 +28,12 @@
  * relay-channel.ts, relay-budget.ts and relay-frames.ts are the relay; host.ts the
  * libp2p host; node-directory.ts and node-identity.ts the node records and proofs.
  */
-export { createTunnelActor, TunnelActor, type TunnelDialer, type TunnelOptions } from "./tunnel-actor.ts";
+export { createTunnelActor, TunnelActor, type TunnelOptions } from "./tunnel-actor.ts";
+export type { StreamDialer } from "../../bus/streams.ts";
 export { startObserver, detectNat, punchPlan, canPunch, classifyNat, type Observer, type ObserverOptions, type ObserverAddress, type PunchPlan } from "./nat.ts";
 export { tunnelProtocol } from "./host.ts";
 export { parsePsk, pskFingerprint } from "./psk.ts";
-export type { TunnelTarget } from "./stream-header.ts";
+export type { StreamTarget } from "./stream-header.ts";
 export { pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 export { RelayEndpoint, RelayChannel } from "./relay.ts";
 export { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";

@@ -16,13 +16,10 @@
  */
 import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
+import type { StreamTarget } from "../../bus/streams.ts";
 import type { Logger } from "../../lib/log.ts";
 
-export interface TunnelTarget {
-  host: string;
-  port: number;
-  protocol: "TCP" | "UDP";
-}
+export type { StreamTarget } from "../../bus/streams.ts";
 
 export const statusOk = 0;
 export const statusRefused = 1;
@@ -59,8 +56,8 @@ export function encodeStatus(status: typeof statusOk | typeof statusRefused, mes
 }
 
 /** A target header's JSON as a target; throws on anything else (it comes from a peer). */
-export function parseTarget(json: unknown): TunnelTarget {
-  const target = json as Partial<TunnelTarget> | null;
+export function parseTarget(json: unknown): StreamTarget {
+  const target = json as Partial<StreamTarget> | null;
   if (typeof target?.host !== "string" || !Number.isInteger(target.port) || (target.protocol !== "TCP" && target.protocol !== "UDP")) {
     throw new LeafmeshError("TUNNEL_FAILED", "malformed tunnel target");
   }
@@ -99,7 +96,7 @@ export async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unk
 }
 
 /** The serving side: the stream's target, or a rejection for a late, short or malformed header. */
-export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<TunnelTarget> {
+export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<StreamTarget> {
   return parseTarget(await readHeader(duplex, timeoutMs));
 }
 
@@ -108,7 +105,7 @@ export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<Tun
  * for the remote agent's status. Resolves with the same stream, ready for the
  * spliced bytes; a refusal rejects with TargetRefusedError (and destroys it).
  */
-export async function requestTarget(duplex: Duplex, target: TunnelTarget, options: { timeoutMs: number; peer: string; log: Logger }): Promise<Duplex> {
+export async function requestTarget(duplex: Duplex, target: StreamTarget, options: { timeoutMs: number; peer: string; log: Logger }): Promise<Duplex> {
   // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
   duplex.on("error", (error) => options.log.debug({ err: error, peer: options.peer }, "tunnel stream error"));
   duplex.write(encodeHeader(target));

@@ -19,7 +19,7 @@ import type { Carrier, CarrierBackoff, CarrierName, CarrierPeer } from "./carrie
 import type { PathConnections } from "./connections.ts";
 import type { TunnelHost } from "./host.ts";
 import type { PathKind } from "./path-machine.ts";
-import { requestTarget, TargetRefusedError, type TunnelTarget } from "./stream-header.ts";
+import { requestTarget, TargetRefusedError, type StreamTarget } from "./stream-header.ts";
 
 /** A stream on the pair's libp2p connection: the carrier of every path kind, and the last one tried. */
 export class Libp2pCarrier implements Carrier {
@@ -64,7 +64,7 @@ export class StreamOpener {
   }
 
   /** A stream to `target` at `peer`'s node over a path of `path` kind. */
-  async open(peer: CarrierPeer, path: PathKind, target: TunnelTarget): Promise<Duplex> {
+  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
     const tls = this.#options.tlsCarriers[path];
     if (tls) {
       const stream = await this.#overTls(tls, peer, target);
@@ -74,7 +74,7 @@ export class StreamOpener {
   }
 
   /** A TCP connection to a target on this very node (no tunnel). */
-  connectLocal(target: TunnelTarget): Promise<Duplex> {
+  connectLocal(target: StreamTarget): Promise<Duplex> {
     if (target.protocol !== "TCP") throw new LeafmeshError("TUNNEL_FAILED", "UDP to this node itself needs no tunnel: the traffic actor sends it directly");
     return new Promise((resolve, reject) => {
       const socket = netConnect({ host: target.host, port: target.port });
@@ -84,7 +84,7 @@ export class StreamOpener {
   }
 
   /** A stream over a TLS carrier; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
-  async #overTls(carrier: Carrier, peer: CarrierPeer, target: TunnelTarget): Promise<Duplex | undefined> {
+  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget): Promise<Duplex | undefined> {
     const { backoff } = this.#options;
     if (backoff.isBackedOff(carrier.name, peer)) return undefined;
     try {
@@ -103,7 +103,7 @@ export class StreamOpener {
    * Best connection first; a connection closing under us (both sides punched at once,
    * a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
    */
-  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: TunnelTarget): Promise<Duplex> {
+  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
     let lastError: unknown;
     for (let round = 0; round < 3; round++) {
       if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250 * round));
@@ -121,7 +121,7 @@ export class StreamOpener {
   }
 
   /** The target header on a fresh carrier stream; a stream whose header exchange failed is destroyed (it would otherwise stay open, unused). */
-  async #request(stream: Duplex, target: TunnelTarget, peer: CarrierPeer, carrier: CarrierName): Promise<Duplex> {
+  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName): Promise<Duplex> {
     try {
       return await requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
     } catch (error) {

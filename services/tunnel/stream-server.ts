@@ -19,7 +19,8 @@ import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
-import { encodeStatus, readTarget, statusOk, statusRefused, type TunnelTarget } from "./stream-header.ts";
+import { DatagramDecoder, encodeDatagram } from "../../bus/streams.ts";
+import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
 
 /** What `batchWrites` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;
@@ -54,7 +55,7 @@ export class StreamServer {
   async serve(duplex: Duplex, peer: string, options: { headerTimeoutMs?: number; onTarget?: () => void } = {}): Promise<void> {
     const log = this.#options.log;
     duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
-    let target: TunnelTarget;
+    let target: StreamTarget;
     try {
       target = await readTarget(duplex, options.headerTimeoutMs ?? this.#targetTimeoutMs);
     } catch (error) {
@@ -71,7 +72,7 @@ export class StreamServer {
     this.#spliceTcp(duplex, target);
   }
 
-  #spliceTcp(duplex: Duplex, target: TunnelTarget): void {
+  #spliceTcp(duplex: Duplex, target: StreamTarget): void {
     // A write buffer that holds what batchWrites gathers in one turn (the default, 16 KiB, is one TLS record).
     // net.Socket hands stream options to its Duplex, though the typings omit them.
     const socketOptions: SocketConstructorOpts & { writableHighWaterMark: number } = { writableHighWaterMark: batchBytes, allowHalfOpen: true };
@@ -138,26 +139,15 @@ export function batchWrites(from: Readable, to: Writable): void {
   });
 }
 
-/** UDP over a stream: each datagram is a 2-byte length and its bytes. */
+/** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target. */
 export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger): void {
   const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
   socket.connect(target.port, target.host);
-  let buffered = Buffer.alloc(0);
+  const decoder = new DatagramDecoder();
   stream.on("data", (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    while (buffered.byteLength >= 2) {
-      const length = buffered.readUInt16BE(0);
-      if (buffered.byteLength < 2 + length) break;
-      socket.send(buffered.subarray(2, 2 + length));
-      buffered = buffered.subarray(2 + length);
-    }
+    for (const datagram of decoder.push(chunk)) socket.send(datagram);
   });
-  socket.on("message", (message) => {
-    const frame = Buffer.alloc(2 + message.byteLength);
-    frame.writeUInt16BE(message.byteLength, 0);
-    message.copy(frame, 2);
-    stream.write(frame);
-  });
+  socket.on("message", (message) => stream.write(encodeDatagram(message)));
   socket.on("error", (error) => {
     log.debug({ err: error, target }, "udp target error");
     stream.destroy(error);

@@ -10,7 +10,7 @@
  *   TLS carriers of tls-carriers.ts) and the stream opener that picks one (stream-opener.ts);
  * - the serving end of every inbound stream (stream-server.ts).
  *
- * It implements the traffic actor's `RemoteDialer` (`openStream`). Ways tried for
+ * It implements the stream contract `StreamDialer` (bus/streams.ts: `openStream`). Ways tried for
  * a node, best first: an existing connection; a direct dial (LAN neighbours found
  * by mDNS, or the listen addresses in the node's record); a TCP hole punch agreed
  * through the fabric when the NAT pair allows it (nat.ts); the relay through the
@@ -39,7 +39,7 @@ import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
 import { SpareSessions } from "./spares.ts";
-import type { TunnelTarget } from "./stream-header.ts";
+import type { StreamDialer, StreamTarget } from "../../bus/streams.ts";
 import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
 import { StreamServer } from "./stream-server.ts";
 import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
@@ -91,10 +91,6 @@ export interface TunnelOptions {
   tlsStreams?: { host: string; port: number };
 }
 
-/** What the traffic actor needs (services/traffic/dialer.ts `RemoteDialer`). */
-export interface TunnelDialer {
-  openStream(node: string, target: TunnelTarget): Promise<Duplex>;
-}
 
 const lifecycleMachine = setup({
   types: { context: {} as { error?: string }, events: {} as { type: "STARTED" } | { type: "FAILED"; error: string } | { type: "STOP" } | { type: "STOPPED" } },
@@ -123,7 +119,7 @@ interface Running {
   opener: StreamOpener;
 }
 
-export class TunnelActor implements TunnelDialer {
+export class TunnelActor implements StreamDialer {
   readonly actor = createActor(lifecycleMachine);
   readonly node: string;
   readonly #options: TunnelOptions;
@@ -315,7 +311,7 @@ export class TunnelActor implements TunnelDialer {
     this.actor.send({ type: "STOPPED" });
   }
 
-  async openStream(node: string, target: TunnelTarget): Promise<Duplex> {
+  async openStream(node: string, target: StreamTarget): Promise<Duplex> {
     const running = this.#running;
     if (this.#stopped || !running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
     if (node === this.node) return running.opener.connectLocal(target);

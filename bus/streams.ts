@@ -1,0 +1,65 @@
+/**
+ * The stream contract between the actors: the one thing handed across in-process
+ * (DESIGN.md) is a dialer that opens a byte stream to a target as seen from
+ * another node. The tunnel implements it; traffic and the SOCKS proxy use it.
+ * UDP rides such a stream as framed datagrams, written here once for both ends
+ * (traffic frames a flow's datagrams, the tunnel's far end unframes them).
+ *
+ * ```ts
+ * const stream = await dialer.openStream("edge-b", { host: "10.0.0.5", port: 53, protocol: "UDP" });
+ * stream.write(encodeDatagram(query));
+ * const decoder = new DatagramDecoder();
+ * stream.on("data", (chunk) => decoder.push(chunk).forEach(reply));
+ * ```
+ */
+import type { Duplex } from "node:stream";
+
+export type StreamProtocol = "TCP" | "UDP";
+
+/** Where a stream goes, as seen from the node that serves it. */
+export interface StreamTarget {
+  host: string;
+  port: number;
+  protocol: StreamProtocol;
+}
+
+export interface StreamDialer {
+  /**
+   * A byte stream to `target` as seen from `node`. For TCP the stream is the
+   * connection (end() half-closes; a reset arrives as an error); for UDP it carries
+   * one flow's datagrams, each framed by `encodeDatagram`. Rejects when the node
+   * cannot be reached or refuses.
+   */
+  openStream(node: string, target: StreamTarget): Promise<Duplex>;
+}
+
+/**
+ * UDP over a stream (`protocol: "UDP"`): each datagram is one frame, a 2-byte
+ * big-endian length then the payload (a UDP payload is at most 65,507 bytes, so
+ * the length always fits).
+ */
+export function encodeDatagram(payload: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(2 + payload.length);
+  frame.writeUInt16BE(payload.length, 0);
+  frame.set(payload, 2);
+  return frame;
+}
+
+/** Splits a byte stream back into datagrams; holds at most one partial frame (≤ 65,537 bytes). */
+export class DatagramDecoder {
+  #pending: Buffer = Buffer.alloc(0);
+
+  /** Feeds bytes; returns the complete datagrams they finish. */
+  push(chunk: Buffer): Buffer[] {
+    let buffer = this.#pending.length > 0 ? Buffer.concat([this.#pending, chunk]) : chunk;
+    const datagrams: Buffer[] = [];
+    while (buffer.length >= 2) {
+      const length = buffer.readUInt16BE(0);
+      if (buffer.length < 2 + length) break;
+      datagrams.push(buffer.subarray(2, 2 + length));
+      buffer = buffer.subarray(2 + length);
+    }
+    this.#pending = Buffer.from(buffer);
+    return datagrams;
+  }
+}
