@@ -39,6 +39,8 @@ export interface AgentActorOptions {
     identity?: NodeIdentity;
     /** With an identity: where streams on direct paths are served over TLS (services/tunnel/tls-streams.ts); undefined: all on libp2p. */
     tlsStreams?: HostPort;
+    /** Where the libp2p key is kept (in the data dir), so the node keeps its peer id across restarts (services/tunnel/peer-key.ts). */
+    keyFile?: string;
   };
 }
 
@@ -47,7 +49,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   let dialer: StreamDialer | undefined;
   let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
-  const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
+  const tunnel: ActorFactory = async ({ bus, log, node, connection, revocations }): Promise<StartedActor> => {
     const settings = options.tunnel!;
     const actor = createTunnelActor({
       bus,
@@ -63,6 +65,9 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       ways: settings.ways,
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
+      keyFile: settings.keyFile,
+      // The mesh's revoked certificates (trust/revocations.ts): refused on every carrier, open streams cut.
+      revocations,
     });
     await actor.start();
     dialer = actor;
@@ -102,7 +107,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       name: "tunnel",
       actor: actor.actor,
       // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {} }),
+      // refused: revoked certificates refused and connections cut, by reason (services/tunnel/peer-trust.ts)
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: actor.status().trust }),
       stop: async () => {
         link.stop();
         await actor.stop();
