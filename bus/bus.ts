@@ -45,10 +45,14 @@ export class Bus {
     this.#log = options.log;
   }
 
-  /** Publishes an event of this node; a closed connection drops it (counted). */
+  /**
+   * Publishes an event of this node; a closed or draining connection drops it (counted). A draining
+   * one throws DrainingConnectionError: an agent whose actor failed to start died with that stack
+   * (a poll of the fabric monitor during the stop), before it said why it stopped.
+   */
   publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>): void {
-    if (this.connection.isClosed()) {
-      this.#drop("connection closed", meshSubject(this.node, actor, event));
+    if (this.connection.isClosed() || this.connection.isDraining()) {
+      this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
     this.connection.publish(meshSubject(this.node, actor, event), encodeEvent(event, payload));
