@@ -110,7 +110,9 @@ export class TlsStreams {
       },
       (error: unknown) => {
         this.#log.warn({ peer, err: describeError(error) }, `TLS stream over ${carrierName[carrier]} refused`);
-        channel.destroy();
+        // A turn later: a session refused in its handshake callback resets its carrier then (tls-streams.ts
+        // destroyOutsideRead); destroyed first, the carrier would end without that reset.
+        setImmediate(() => channel.destroy());
       },
     );
   }
