@@ -53,6 +53,8 @@ export interface AgentActorOptions {
     maxStreamsPerPeer?: number;
     /** Punches one peer may have under way at this node at once. */
     maxPunchesPerPeer?: number;
+    /** Where the libp2p key is kept (in the data dir), so the node keeps its peer id across restarts (services/tunnel/peer-key.ts). */
+    keyFile?: string;
   };
 }
 
@@ -61,7 +63,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   let dialer: StreamDialer | undefined;
   let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
-  const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
+  const tunnel: ActorFactory = async ({ bus, log, node, connection, revocations }): Promise<StartedActor> => {
     const settings = options.tunnel!;
     // Loaded only when the tunnel is on: it brings libp2p (~35 MiB resident in an agent without it, measured).
     const { createTunnelActor } = await import("../services/tunnel/index.ts");
@@ -81,6 +83,9 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       tlsStreams: settings.tlsStreams,
       maxStreamsPerPeer: settings.maxStreamsPerPeer,
       maxPunchesPerPeer: settings.maxPunchesPerPeer,
+      keyFile: settings.keyFile,
+      // The mesh's revoked certificates (trust/revocations.ts): refused on every carrier, open streams cut.
+      revocations,
     });
     await actor.start();
     dialer = actor;
@@ -120,7 +125,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       name: "tunnel",
       actor: actor.actor,
       // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: actor.refusals() }),
+      // refused: limits (per peer) and revoked certificates refused or cut, by reason (peer-trust.ts)
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: { ...actor.refusals(), ...actor.status().trust } }),
       stop: async () => {
         link.stop();
         await actor.stop();

@@ -43,6 +43,7 @@ import {
 } from "./support/fault-targets.ts";
 import { writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
+import { connected, readAtLeast, roundTrip, socksConnect } from "./support/socks-client.ts";
 import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
 import { putService } from "./support/traffic-catalog.ts";
 import { startFabric, testPsk, type TestFabric } from "./support/tunnel-fabric.ts";
@@ -58,68 +59,6 @@ function socketFds(pid: number): number {
     }
   }
   return sockets;
-}
-
-function connected(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
-    socket.once("connect", () => resolve(socket));
-    socket.once("error", reject);
-  });
-}
-
-/** Reads until at least `bytes` arrived (or the socket ends or fails): what arrived. */
-function readAtLeast(socket: Socket, bytes: number, timeoutMs = 10_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    const timer = setTimeout(() => finish(new Error(`read ${total} of ${bytes} bytes within ${timeoutMs} ms`)), timeoutMs);
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      total += chunk.length;
-      if (total >= bytes) finish();
-    };
-    const onEnd = () => finish(total >= bytes ? undefined : new Error(`the stream ended after ${total} of ${bytes} bytes`));
-    const onError = (error: Error) => finish(error);
-    function finish(error?: Error) {
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("end", onEnd);
-      socket.off("error", onError);
-      socket.pause();
-      if (error) reject(error);
-      else resolve(Buffer.concat(chunks));
-    }
-    socket.on("data", onData);
-    socket.once("end", onEnd);
-    socket.once("error", onError);
-    socket.resume();
-  });
-}
-
-/** A SOCKS5 CONNECT through `socksPort`: the socket once the proxy replied success, or the reply code it refused with. */
-async function socksConnect(socksPort: number, host: string, port: number): Promise<Socket> {
-  const socket = await connected(socksPort);
-  socket.on("error", () => undefined);
-  socket.write(Buffer.concat([socksGreeting, socksRequest(host, port)]));
-  const reply = await readAtLeast(socket, 12);
-  if (reply[1] !== 0x00 || reply[3] !== 0x00) throw new Error(`SOCKS refused: method ${reply[1]}, reply ${reply[3]}`);
-  if (reply.length > 12) socket.unshift(reply.subarray(12));
-  return socket;
-}
-
-/** Writes `payload`, half-closes, and reads until the far side ends: what came back. */
-async function roundTrip(socket: Socket, payload: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const ended = new Promise<void>((resolve, reject) => {
-    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
-    socket.once("end", resolve);
-    socket.once("error", reject);
-  });
-  socket.end(payload);
-  socket.resume();
-  await ended;
-  return Buffer.concat(chunks);
 }
 
 const dnsQuery = (name: string, id = 1) => dnsPacket.encode({ type: "query", id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: "A", name, class: "IN" }] });
@@ -652,11 +591,9 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     }
   }, 60_000);
 
-  // The far end of a tunnel stream (services/tunnel/host.ts, serveTunnelStream) still turns a cut into a FIN:
-  // a target's RST after connect is taken for a connect failure (its remoteAddress is gone once destroyed) and
-  // answered with duplex.end(), and a reset stream closes the target socket with destroy() (a FIN). These two
-  // pass once the tunnel joins target and stream with lib/join-streams.ts there: then make them `it`.
-  it.fails("[waits for the tunnel] a target on the far node that resets mid-transfer gives the client an RST", async () => {
+  // The far end of a tunnel stream (services/tunnel/stream-server.ts) joins target and stream with
+  // lib/join-streams.ts: a target's RST after connect is a cut (not a refused connect), a reset stream an RST.
+  it("a target on the far node that resets mid-transfer gives the client an RST", async () => {
     for (const open of opens("reset")) {
       const client = await eventually(() => open().catch(() => undefined), 20_000, "a stream to edge-b");
       client.write("go");
@@ -665,7 +602,7 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     }
   }, 60_000);
 
-  it.fails("[waits for the tunnel] a client that resets gives the target on the far node an RST", async () => {
+  it("a client that resets gives the target on the far node an RST", async () => {
     for (const open of opens("echo")) {
       const client = await eventually(() => open().catch(() => undefined), 20_000, "a stream to edge-b");
       client.on("error", () => undefined);

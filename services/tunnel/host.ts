@@ -24,16 +24,18 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify, type Identify } from "@libp2p/identify";
 import { ping, type Ping } from "@libp2p/ping";
 import { mdns } from "@libp2p/mdns";
-import type { Connection, Stream, Upgrader, ComponentLogger } from "@libp2p/interface";
+import type { Connection, PeerId, Stream, Upgrader, ComponentLogger } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { generateKeyPair } from "@libp2p/crypto/keys";
-import { peerIdFromPrivateKey } from "@libp2p/peer-id";
+import { peerIdFromPrivateKey, peerIdFromString } from "@libp2p/peer-id";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
 import { tunnelNoiseCrypto } from "./noise-crypto.ts";
 import { checkPeerClaim, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
 import { pskFingerprint, pskPrologue } from "./psk.ts";
+import type { PeerTrust } from "./peer-trust.ts";
+import { loadOrCreatePeerKey } from "./peer-key.ts";
 
 export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
 
@@ -69,6 +71,10 @@ export interface TunnelHostOptions {
    * claim it cannot verify, and hands over tunnel streams only of proven nodes (node-identity.ts).
    */
   identity?: NodeIdentity;
+  /** With an identity: a peer whose proof is signed by a revoked certificate is refused, and cut when revoked later (peer-trust.ts). */
+  trust?: PeerTrust;
+  /** Where the libp2p key is kept across restarts (peer-key.ts); undefined: a new key, so a new peer id, at every start. */
+  keyFile?: string;
   /** @default 5_000 — how long an inbound tunnel stream waits for its peer's identify. */
   identifyTimeoutMs?: number;
   /** Where this node serves TLS streams (tls-carriers.ts), announced in identify. */
@@ -90,13 +96,18 @@ export interface TunnelHost {
   provenNode(peerId: string): Promise<string | undefined>;
   /** The port a peer announced in identify for TLS streams, if it serves them. */
   tlsPortOf(peerId: string): number | undefined;
+  /**
+   * Aborts the connections of every proven peer whose certificate is now revoked (their streams
+   * are reset, not closed) and forgets which node they were; returns those nodes.
+   */
+  cutRevoked(): string[];
   stop(): Promise<void>;
 }
 
 export async function startTunnelHost(options: TunnelHostOptions): Promise<TunnelHost> {
   const log = options.log;
   const nodes = new Map<string, string>();
-  const privateKey = await generateKeyPair("Ed25519");
+  const privateKey = options.keyFile ? await loadOrCreatePeerKey(options.keyFile) : await generateKeyPair("Ed25519");
   const ownPeerId = peerIdFromPrivateKey(privateKey).toString();
   const proof = options.identity ? makePeerProof(options.node, ownPeerId, options.identity) : undefined;
   const libp2p = await createLibp2p({
@@ -135,19 +146,33 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   });
   const identified = new Map<string, Set<() => void>>();
   const tlsPorts = new Map<string, number>();
+  /** The certificate each proven peer's proof was signed with, for a revocation that comes later. */
+  const certificates = new Map<string, string>();
   const warned = new Set<string>();
+  /** Aborted, not closed: a close lets streams end cleanly, and a stream of a revoked peer must read as cut (STYLE 20). */
+  const abortPeer = (peerId: PeerId, reason: string) => {
+    const error = new LeafmeshError("TRUST_FAILED", reason);
+    for (const connection of libp2p.getConnections(peerId)) connection.abort(error);
+  };
   libp2p.addEventListener("peer:identify", (event) => {
     const peerId = event.detail.peerId.toString();
-    const claim = checkPeerClaim(event.detail.agentVersion, peerId, options.identity);
+    const claim = checkPeerClaim(event.detail.agentVersion, peerId, options.identity, (fingerprint) => options.trust?.isRevoked(fingerprint) ?? false);
     if (claim?.refused !== undefined) {
       nodes.delete(peerId);
-      if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
-      // Said once per reason; a flood of impostors (each reason names its peer id) must not grow this without end.
-      if (warned.size >= 1_000) warned.clear();
-      warned.add(claim.refused);
-      void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
+      certificates.delete(peerId);
+      if (claim.revoked) {
+        options.trust?.refuse("libp2p", claim.node, { peerId });
+        abortPeer(event.detail.peerId, claim.refused);
+      } else {
+        if (!warned.has(claim.refused)) log.warn({ peer: peerId, claimed: claim.node }, `libp2p peer refused: ${claim.refused}`);
+        // Said once per reason; a flood of impostors (each reason names its peer id) must not grow this without end.
+        if (warned.size >= 1_000) warned.clear();
+        warned.add(claim.refused);
+        void libp2p.hangUp(event.detail.peerId).catch(() => undefined);
+      }
     } else if (claim) {
       nodes.set(peerId, claim.node);
+      if (claim.certificate) certificates.set(peerId, claim.certificate);
       const tlsPort = tlsPortOf(event.detail.agentVersion);
       if (tlsPort) tlsPorts.set(peerId, tlsPort);
       else tlsPorts.delete(peerId);
@@ -214,6 +239,20 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     nodeOf: (peerId) => nodes.get(peerId),
     provenNode,
     tlsPortOf: (peerId) => tlsPorts.get(peerId),
+    cutRevoked() {
+      const cut: string[] = [];
+      for (const [peerId, certificate] of [...certificates]) {
+        if (!options.trust?.isRevoked(certificate)) continue;
+        const node = nodes.get(peerId) ?? "?";
+        certificates.delete(peerId);
+        nodes.delete(peerId);
+        tlsPorts.delete(peerId);
+        options.trust.cut("libp2p", node);
+        abortPeer(peerIdFromString(peerId), `node '${node}''s certificate was revoked`);
+        cut.push(node);
+      }
+      return cut;
+    },
     async stop() {
       await libp2p.stop();
     },

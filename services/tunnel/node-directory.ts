@@ -21,6 +21,7 @@ import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";
+import type { PeerTrust } from "./peer-trust.ts";
 
 export interface NodeDirectoryOptions {
   nats: NatsConnection;
@@ -37,11 +38,15 @@ export interface NodeDirectoryOptions {
   onRecord?: (record: NodeRecord) => void;
   /** With security on: records are signed with this node's certificate, and only records signed by their node's are used (node-identity.ts). */
   identity?: NodeIdentity;
+  /** With an identity: a record signed by a revoked certificate is not used (peer-trust.ts). */
+  trust?: PeerTrust;
 }
 
 export class NodeDirectory {
-  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "identity">> & Pick<NodeDirectoryOptions, "onRecord" | "identity">;
+  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "identity" | "trust">;
   readonly #records = new Map<string, NodeRecord>();
+  /** The certificate that signed each record used (with an identity), for a revocation that comes later. */
+  readonly #certificates = new Map<string, string>();
   /** Nodes whose current record was refused, and why (shown in status, logged once per reason). */
   readonly #refused = new Map<string, string>();
   #kv: KV | undefined;
@@ -107,6 +112,20 @@ export class NodeDirectory {
     return Object.fromEntries(this.#refused);
   }
 
+  /** Drops the records signed by a certificate that is now revoked; returns their nodes. */
+  dropRevoked(): string[] {
+    const dropped: string[] = [];
+    for (const [node, certificate] of [...this.#certificates]) {
+      if (!this.#options.trust?.isRevoked(certificate)) continue;
+      this.#certificates.delete(node);
+      this.#records.delete(node);
+      this.#refused.set(node, `node record of '${node}' refused: its certificate is revoked (the mesh's revocation list)`);
+      this.#options.trust.cut("node record", node);
+      dropped.push(node);
+    }
+    return dropped;
+  }
+
   all(): NodeRecord[] {
     return [...this.#records.keys()].map((node) => this.get(node)).filter((record): record is NodeRecord => record !== undefined);
   }
@@ -148,6 +167,7 @@ export class NodeDirectory {
           if (this.#stopped) break;
           if (entry.operation !== "PUT") {
             this.#records.delete(entry.key);
+            this.#certificates.delete(entry.key);
             this.#refused.delete(entry.key);
             continue;
           }
@@ -165,14 +185,19 @@ export class NodeDirectory {
   /** A value read under key `node`: used when it is that node's (and signed by it, with security on), else set aside and said once. */
   #take(node: string, value: Uint8Array): void {
     if (node === this.#options.node) return;
-    const verdict = decodeDirectoryValue(node, value, this.#options.identity);
+    const trust = this.#options.trust;
+    const verdict = decodeDirectoryValue(node, value, this.#options.identity, (certificate) => trust?.isRevoked(certificate) ?? false);
     if (verdict.refused !== undefined) {
       this.#records.delete(node);
-      if (this.#refused.get(node) !== verdict.refused) this.#options.log.warn({ node, reason: verdict.refused }, "node record not used");
+      this.#certificates.delete(node);
+      if (verdict.revoked) trust?.refuse("node record", node);
+      else if (this.#refused.get(node) !== verdict.refused) this.#options.log.warn({ node, reason: verdict.refused }, "node record not used");
       this.#refused.set(node, verdict.refused);
       return;
     }
     if (this.#refused.delete(node)) this.#options.log.info({ node }, "node record usable again");
+    if (verdict.certificate) this.#certificates.set(node, verdict.certificate);
+    else this.#certificates.delete(node);
     this.#accept(verdict.record);
   }
 

@@ -10,6 +10,7 @@ import { encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { requireTools } from "../../test/support/trust-servers.ts";
 import { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
+import { fingerprintOf } from "./peer-trust.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-node-identity-"));
 const keys = join(base, "keys");
@@ -36,7 +37,7 @@ const recordOf = (node: string, peerId = "12D3KooWGenuine"): NodeRecord => ({ no
 describe("node records in mesh-nodes", () => {
   it("a record signed by its node is used; the same bytes read in an insecure mesh too", () => {
     const value = encodeDirectoryValue(recordOf("edge-b"), identities.b);
-    expect(decodeDirectoryValue("edge-b", value, identities.a)).toEqual({ record: recordOf("edge-b") });
+    expect(decodeDirectoryValue("edge-b", value, identities.a)).toEqual({ record: recordOf("edge-b"), certificate: fingerprintOf(identities.b.certPem) });
     expect(decodeDirectoryValue("edge-b", value, undefined)).toEqual({ record: recordOf("edge-b") });
     // an insecure mesh's plain record
     expect(decodeDirectoryValue("edge-b", encodeDirectoryValue(recordOf("edge-b"), undefined), undefined)).toEqual({ record: recordOf("edge-b") });
@@ -63,13 +64,25 @@ describe("which node a libp2p peer is", () => {
 
   it("takes a proof made by the node for this peer id", () => {
     const agent = userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b));
-    expect(checkPeerClaim(agent, peer, identities.a)).toEqual({ node: "edge-b" });
+    expect(checkPeerClaim(agent, peer, identities.a)).toEqual({ node: "edge-b", certificate: fingerprintOf(identities.b.certPem) });
+  });
+
+  it("refuses a proof, and a node record, signed by a revoked certificate (issue 15, item 6)", () => {
+    const revokedB = (fingerprint: string | undefined) => fingerprint === fingerprintOf(identities.b.certPem);
+    const claim = checkPeerClaim(userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b)), peer, identities.a, revokedB);
+    expect(claim).toMatchObject({ node: "edge-b", revoked: true });
+    expect(claim?.refused).toMatch("whose certificate is revoked");
+    const record = decodeDirectoryValue("edge-b", encodeDirectoryValue(recordOf("edge-b"), identities.b), identities.a, revokedB);
+    expect(record).toMatchObject({ revoked: true });
+    expect(record.refused).toMatch("its certificate is revoked");
+    // another node's certificate is not touched by edge-b's revocation
+    expect(checkPeerClaim(userAgentFor("edge-a", makePeerProof("edge-a", peer, identities.a)), peer, identities.b, revokedB)).toEqual({ node: "edge-a", certificate: fingerprintOf(identities.a.certPem) });
   });
 
   it("reads the TLS stream port beside the node name and its proof, and nothing from a malformed one", () => {
     const agent = userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b), 4102);
     expect(agent).toMatch(/^leafmesh-agent node=edge-b tls=4102 proof=/);
-    expect(checkPeerClaim(agent, peer, identities.a)).toEqual({ node: "edge-b" });
+    expect(checkPeerClaim(agent, peer, identities.a)).toMatchObject({ node: "edge-b" });
     expect(tlsPortOf(agent)).toBe(4102);
     expect(tlsPortOf(userAgentFor("edge-b", undefined, 4102))).toBe(4102);
     expect(tlsPortOf(userAgentFor("edge-b", makePeerProof("edge-b", peer, identities.b)))).toBeUndefined();

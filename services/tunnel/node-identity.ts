@@ -23,6 +23,10 @@
 import { decodeNodeRecord, encodeNodeRecord, type NodeRecord } from "../../bus/node-record.ts";
 import { describeError } from "../../lib/errors.ts";
 import { signNodeRecord, verifyNodeRecord, type SignedNodeRecord } from "../../trust/record-signature.ts";
+import { fingerprintOf } from "./peer-trust.ts";
+
+/** Whether a certificate (by its SHA-256 fingerprint) is on the mesh's revocation list (peer-trust.ts). */
+export type IsRevoked = (certificateFingerprint: string | undefined) => boolean;
 
 /** The node's certificate and key (PEM) and the mesh CA it checks peers against. */
 export interface NodeIdentity {
@@ -51,14 +55,16 @@ export function encodeDirectoryValue(record: NodeRecord, identity: NodeIdentity 
   return encoder.encode(JSON.stringify({ signed: signNodeRecord({ record: bytes, certPem: identity.certPem, keyPem: identity.keyPem }) }));
 }
 
-export type DirectoryVerdict = { record: NodeRecord; refused?: undefined } | { record?: undefined; refused: string };
+/** `certificate`: the fingerprint of the certificate that signed the record (with an identity), for a revocation that comes later. */
+export type DirectoryVerdict = { record: NodeRecord; certificate?: string; refused?: undefined; revoked?: undefined } | { record?: undefined; refused: string; revoked?: boolean };
 
 /**
  * Reads the value under key `node`. With an identity only a record signed by
  * `node`'s certificate of this mesh's CA is accepted; without one, a plain record
  * (or a signed one, read without checking: an insecure mesh has no CA to check with).
+ * A record signed by a revoked certificate is refused (`revoked: true`).
  */
-export function decodeDirectoryValue(node: string, bytes: Uint8Array, identity: NodeIdentity | undefined): DirectoryVerdict {
+export function decodeDirectoryValue(node: string, bytes: Uint8Array, identity: NodeIdentity | undefined, isRevoked?: IsRevoked): DirectoryVerdict {
   let parsed: unknown;
   try {
     parsed = JSON.parse(decoder.decode(bytes));
@@ -67,6 +73,7 @@ export function decodeDirectoryValue(node: string, bytes: Uint8Array, identity: 
   }
   const envelope = (parsed as { signed?: unknown })?.signed;
   let recordBytes: Uint8Array;
+  let certificate: string | undefined;
   if (isEnvelope(envelope)) {
     if (identity) {
       try {
@@ -74,6 +81,8 @@ export function decodeDirectoryValue(node: string, bytes: Uint8Array, identity: 
       } catch (error) {
         return { refused: describeError(error) };
       }
+      certificate = fingerprintOf(envelope.cert);
+      if (isRevoked?.(certificate)) return { refused: `node record of '${node}' refused: its certificate is revoked (the mesh's revocation list)`, revoked: true };
     } else {
       recordBytes = Buffer.from(envelope.record, "base64");
     }
@@ -88,7 +97,7 @@ export function decodeDirectoryValue(node: string, bytes: Uint8Array, identity: 
     return { refused: `malformed node record: ${describeError(error)}` };
   }
   if (record.node !== node) return { refused: `the record under key '${node}' names node '${record.node}'` };
-  return { record };
+  return { record, certificate };
 }
 
 /** The proof a node announces in identify: its node name and peer id, signed with its certificate (base64url of the envelope). */
@@ -110,14 +119,16 @@ export function tlsPortOf(agentVersion: string | undefined): number | undefined 
   return port !== undefined && port > 0 && port < 65536 ? port : undefined;
 }
 
-export type PeerClaim = { node: string; refused?: undefined } | { node?: string; refused: string };
+/** `certificate`: the fingerprint of the certificate that signed the proof (with an identity), for a revocation that comes later. */
+export type PeerClaim = { node: string; certificate?: string; refused?: undefined; revoked?: undefined } | { node?: string; refused: string; revoked?: boolean };
 
 /**
  * Which node a connected peer is, from its identify agent version. With an
  * identity the claim must carry a proof, signed by the claimed node's
- * certificate of this mesh, naming this very peer id.
+ * certificate of this mesh, naming this very peer id, and that certificate must
+ * not be revoked (`revoked: true`).
  */
-export function checkPeerClaim(agentVersion: string | undefined, peerId: string, identity: NodeIdentity | undefined): PeerClaim | undefined {
+export function checkPeerClaim(agentVersion: string | undefined, peerId: string, identity: NodeIdentity | undefined, isRevoked?: IsRevoked): PeerClaim | undefined {
   if (!agentVersion?.startsWith(agentVersionPrefix)) return undefined; // not a leafmesh agent (identify still running, or a stranger)
   const rest = agentVersion.slice(agentVersionPrefix.length);
   const at = rest.indexOf(proofMarker);
@@ -131,7 +142,9 @@ export function checkPeerClaim(agentVersion: string | undefined, peerId: string,
     const statement = JSON.parse(decoder.decode(verifyNodeRecord({ node, envelope, caPem: identity.caPem }))) as { node?: unknown; peerId?: unknown };
     if (statement.node !== node) return { node, refused: `peer ${peerId} claims to be node '${node}' with a proof for '${String(statement.node)}'` };
     if (statement.peerId !== peerId) return { node, refused: `peer ${peerId} claims to be node '${node}', whose proof names peer ${String(statement.peerId)} (another key)` };
-    return { node };
+    const certificate = fingerprintOf(envelope.cert);
+    if (isRevoked?.(certificate)) return { node, refused: `peer ${peerId} is node '${node}', whose certificate is revoked (the mesh's revocation list)`, revoked: true };
+    return { node, certificate };
   } catch (error) {
     return { node, refused: `peer ${peerId} claims to be node '${node}': ${describeError(error)}` };
   }

@@ -3,9 +3,12 @@
  * fed by the ways of reaching it — a direct dial, a hole punch, the relay — and
  * by the libp2p connections that come and go (either side may open one). A path
  * is bound to the peer id its node is known by (its record, or identify on the
- * LAN) when it is made; a node that restarts comes back with a new one, and
- * moving its path to it belongs here. Streams ask here which path to take, and
- * wait while it is discovered.
+ * LAN) when it is made. A node that comes back with another peer id (its data dir
+ * and with it its libp2p key lost, host.ts) is followed here: its new record or
+ * its proven identify moves the path to the new peer id, and a new record
+ * (new listen addresses after a restart) retries a path that had given up. A
+ * node whose certificate is revoked loses its path (`forget`). Streams ask here
+ * which path to take, and wait while it is discovered.
  *
  * ```ts
  * const paths = new PathTable({ node: "edge-a", host, connections, punches, directory, bus, log, clock });
@@ -170,6 +173,30 @@ export class PathTable {
     });
   }
 
+  /**
+   * A record of `node` arrived (directory.onRecord): a new peer id moves the path to it (the node
+   * restarted with another key; the old one answers no more), and a path that had given up is
+   * retried at once (a restart usually brings new listen addresses), not after its backoff.
+   */
+  onRecord(record: NodeRecord): void {
+    const path = this.#paths.get(record.node);
+    if (!path || this.#stopped) return;
+    if (path.peerId !== record.peerId) return this.#rebind(record.node, record.peerId, "its node record");
+    if (pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
+  }
+
+  /** Drops the path to `node` and what is known of it on the LAN (its certificate was revoked): a stream to it then finds no path. */
+  forget(node: string, reason: string): void {
+    const path = this.#paths.get(node);
+    this.#lanPeers.delete(node);
+    if (!path) return;
+    path.actor.stop();
+    this.#paths.delete(node);
+    const { bus, clock, log } = this.#options;
+    bus.publish("tunnel", "path", { at: nowIso(clock.now), peer: node, kind: "unreachable", detail: reason });
+    log.info({ peer: node, reason }, "path dropped");
+  }
+
   stop(): void {
     this.#stopped = true;
     for (const path of this.#paths.values()) path.actor.stop();
@@ -209,8 +236,21 @@ export class PathTable {
       this.#ensure(node, peerId);
       return;
     }
+    // identify proved `node` at another peer id (with an identity, by its certificate): it restarted with a new key.
+    if (existing.peerId !== peerId && this.#options.host.nodeOf(peerId) === node) return this.#rebind(node, peerId, "identify");
     const best = this.#options.connections.ranked(peerId)[0];
     if (best) existing.actor.send({ type: "CONNECTED", kind: best.kind });
+  }
+
+  /** The path to `node` made again for its new peer id: the old machine's connections and state belong to a key that is gone. */
+  #rebind(node: string, peerId: string, from: string): void {
+    const old = this.#paths.get(node);
+    if (!old || old.peerId === peerId) return;
+    this.#options.log.info({ peer: node, from: old.peerId, to: peerId, by: from }, "node has a new peer id (restarted with another key): its path follows");
+    old.actor.stop();
+    this.#paths.delete(node);
+    for (const { connection } of this.#options.connections.ranked(old.peerId)) void connection.close().catch(() => undefined);
+    this.#ensure(node, peerId);
   }
 
   #ensure(node: string, peerId: string): { actor: PathActor; peerId: string } {

@@ -17,6 +17,7 @@ import { Socket, type SocketConstructorOpts } from "node:net";
 import { createSocket } from "node:dgram";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { joinStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DatagramDecoder, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
@@ -26,7 +27,7 @@ import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } 
 /** StreamServerOptions.maxStreamsPerPeer's default (the agent's --tunnel-max-streams-per-peer). */
 export const defaultMaxStreamsPerPeer = 4_096;
 
-/** What `pipeBatched` gathers before the writer pushes back. */
+/** What `batchWrites` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;
 
 export interface StreamServerOptions {
@@ -106,15 +107,19 @@ export class StreamServer {
   }
 
   #spliceTcp(duplex: Duplex, target: StreamTarget): void {
-    // A write buffer that holds what pipeBatched gathers in one turn (the default, 16 KiB, is one TLS record).
+    // A write buffer that holds what batchWrites gathers in one turn (the default, 16 KiB, is one TLS record).
     // net.Socket hands stream options to its Duplex, though the typings omit them.
-    const socketOptions: SocketConstructorOpts & { writableHighWaterMark: number } = { writableHighWaterMark: batchBytes };
+    const socketOptions: SocketConstructorOpts & { writableHighWaterMark: number } = { writableHighWaterMark: batchBytes, allowHalfOpen: true };
     const socket = new Socket(socketOptions).setTimeout(this.#targetTimeoutMs).connect({ host: target.host, port: target.port });
+    // Whether the target answered: after that, an error is a cut of a stream under way, never a refused connect
+    // (socket.remoteAddress cannot tell: it is gone once a reset destroyed the socket).
+    let connected = false;
     socket.once("connect", () => {
+      connected = true;
       socket.setTimeout(0);
+      if (duplex.destroyed) return void socket.resetAndDestroy(); // the stream went while the target was dialled
       duplex.write(encodeStatus(statusOk));
-      socket.pipe(duplex);
-      pipeBatched(duplex, socket);
+      spliceToTarget(duplex, socket);
     });
     let timedOut = false;
     socket.once("timeout", () => {
@@ -122,50 +127,50 @@ export class StreamServer {
       socket.destroy(new LeafmeshError("TUNNEL_TARGET_REFUSED", `connect to ${target.host}:${target.port} timed out`));
     });
     socket.once("error", (error: NodeJS.ErrnoException) => {
-      if (socket.connecting || !socket.remoteAddress) {
-        const code = timedOut ? "ETIMEDOUT" : error.code;
-        duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
-        duplex.end();
-      } else {
-        duplex.destroy(error);
-      }
+      if (connected || duplex.destroyed) return; // a cut after connect: the splice resets the stream
+      const code = timedOut ? "ETIMEDOUT" : error.code;
+      duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
+      duplex.end();
     });
-    // A tunnel stream that closed before its opener's end (a reset, a cut) resets the target connection:
-    // a FIN would tell the target the client finished (STYLE 20).
-    duplex.once("close", () => (duplex.readableEnded ? socket.destroy() : socket.resetAndDestroy()));
-    socket.once("close", () => {
-      if (!duplex.writableEnded) duplex.end();
+    // A stream that goes while its target is being dialled takes the dial with it (nothing was carried yet).
+    duplex.once("close", () => {
+      if (!connected) socket.destroy();
     });
   }
 }
 
 /**
- * `from.pipe(to)`, with the chunks that arrive in one turn of the event loop written
- * to `to` in one go (cork until setImmediate: one writev). A TLS session hands its
- * plaintext over in 16 KiB records; written one by one, each is a syscall on the
- * target socket (bench/tunnel, direct: ~10% less CPU at the receiving agent, within
- * the noise of one run).
+ * The tunnel stream and its target's connection joined (lib/join-streams.ts): bytes
+ * both ways with backpressure, a real end passed on as a half-close, and anything
+ * else — the target's RST, the stream's reset by its far end, a carrier cut — as a
+ * reset of the other side (STYLE 20): the client and the target each read an
+ * error, never a clean end of a stream that did not finish.
  */
-export function pipeBatched(from: Readable, to: Writable): void {
+export function spliceToTarget(stream: Duplex, target: Socket): void {
+  batchWrites(stream, target);
+  joinStreams(stream, target);
+}
+
+/**
+ * The chunks `from` emits in one turn of the event loop go to `to` in one write:
+ * `to` is corked at the turn's first chunk and uncorked at setImmediate (one
+ * writev). Register it before whatever copies from → to, so the cork comes first.
+ * A TLS session hands its plaintext over in 16 KiB records; written one by one,
+ * each is a syscall on the target socket (bench/tunnel, direct: ~10% less CPU at
+ * the receiving agent, within the noise of one run).
+ */
+export function batchWrites(from: Readable, to: Writable): void {
   let corked = false;
   const uncork = () => {
     corked = false;
     to.uncork();
   };
-  const resume = () => from.resume();
-  from.on("data", (chunk: Buffer) => {
-    if (to.destroyed) return;
-    if (!corked) {
-      corked = true;
-      to.cork();
-      setImmediate(uncork);
-    }
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once("drain", resume);
-    }
+  from.on("data", () => {
+    if (corked || to.destroyed) return;
+    corked = true;
+    to.cork();
+    setImmediate(uncork);
   });
-  from.once("end", () => to.end());
 }
 
 /** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target. */

@@ -32,6 +32,7 @@ import type { NodeDirectory } from "./node-directory.ts";
 import type { PathKind } from "./path-machine.ts";
 import type { PunchCoordinator } from "./punch-coordinator.ts";
 import type { NodeIdentity } from "./node-identity.ts";
+import type { PeerTrust } from "./peer-trust.ts";
 import type { RelayEndpoint } from "./relay.ts";
 import { spareSessionLifetimeMs, type SpareSessions } from "./spares.ts";
 import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver, type TlsStreamServer } from "./tls-streams.ts";
@@ -45,6 +46,8 @@ export type TlsStreamHandler = (stream: Duplex, peer: string, options: { headerT
 /** This node's side of TLS streams: the server for direct ones, the serving end over relay channels and punched connections, the counts. */
 export class TlsStreams {
   readonly identity: NodeIdentity;
+  /** Revoked certificates refused at every TLS handshake, sessions cut when revoked later (peer-trust.ts). */
+  readonly trust: PeerTrust | undefined;
   readonly #server: TlsStreamServer;
   readonly #log: Logger;
   readonly #onStream: TlsStreamHandler;
@@ -54,8 +57,9 @@ export class TlsStreams {
   #opened = 0;
   #served = 0;
 
-  private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number }) {
+  private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number; trust?: PeerTrust }) {
     this.identity = options.identity;
+    this.trust = options.trust;
     this.#server = options.server;
     this.#log = options.log;
     this.#onStream = options.onStream;
@@ -72,15 +76,17 @@ export class TlsStreams {
     onStream: TlsStreamHandler;
     /** @default 5_000 — a TLS handshake over a relay channel or punched connection. */
     handshakeTimeoutMs?: number;
+    trust?: PeerTrust;
   }): Promise<TlsStreams> {
     let streams: TlsStreams | undefined;
     const server = await startTlsStreamServer({
       identity: options.identity,
       listen: options.listen,
       log: options.log,
+      trust: options.trust,
       onStream: (socket, node) => streams!.#serve(socket, `node ${node} (TLS)`, {}),
     });
-    streams = new TlsStreams({ identity: options.identity, server, log: options.log, onStream: options.onStream, handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000 });
+    streams = new TlsStreams({ identity: options.identity, server, log: options.log, onStream: options.onStream, handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000, trust: options.trust });
     return streams;
   }
 
@@ -101,7 +107,8 @@ export class TlsStreams {
 
   /** Serves the tunnel stream under TLS that arrives from `peer` on a relay channel or a connection punched for it. */
   accept(channel: Duplex, peer: string, carrier: "relayed" | "hole-punched"): void {
-    tlsServerOver(channel, { identity: this.identity, peer, timeoutMs: this.#handshakeTimeoutMs, where: carrierName[carrier] }).then(
+    const point = carrier === "relayed" ? "relayed TLS" : "punched TLS";
+    tlsServerOver(channel, { identity: this.identity, peer, timeoutMs: this.#handshakeTimeoutMs, where: carrierName[carrier], trust: this.trust, point }).then(
       (socket) => {
         // The session may be the dialler's spare, made ahead of its next stream: its target
         // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
@@ -109,7 +116,9 @@ export class TlsStreams {
       },
       (error: unknown) => {
         this.#refusals[carrier].note(peer, { peer, err: describeError(error) });
-        channel.destroy();
+        // A turn later: a session refused in its handshake callback resets its carrier then (tls-streams.ts
+        // destroyOutsideRead); destroyed first, the carrier would end without that reset.
+        setImmediate(() => channel.destroy());
       },
     );
   }
@@ -144,7 +153,7 @@ export class DirectTlsCarrier implements Carrier {
   async open(peer: CarrierPeer): Promise<Duplex | undefined> {
     const address = await this.#options.addressOf(peer);
     if (!address) return undefined;
-    return connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs });
+    return connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
   }
 }
 
@@ -184,7 +193,7 @@ export class RelayedTlsCarrier implements Carrier {
   async #session(node: string): Promise<Duplex> {
     const channel = await this.#options.relay.open(node, "tls-stream");
     try {
-      const session = await tlsClientOver(channel, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName.relayed });
+      const session = await tlsClientOver(channel, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName.relayed, trust: this.#options.tls.trust, point: "relayed TLS" });
       // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.
       session.on("error", () => undefined);
       return session;
@@ -237,7 +246,7 @@ export class PunchedTlsCarrier implements Carrier {
   async #session(node: string): Promise<Duplex> {
     const socket = await this.#options.punch(node);
     try {
-      const session = await tlsClientOver(socket, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName["hole-punched"] });
+      const session = await tlsClientOver(socket, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName["hole-punched"], trust: this.#options.tls.trust, point: "punched TLS" });
       session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
       return session;
     } catch (error) {

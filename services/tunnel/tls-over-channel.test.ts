@@ -36,8 +36,8 @@ describe("TLS over an open channel that fails", () => {
     const onUncaught = (error: Error) => uncaught.push(error);
     process.on("uncaughtException", onUncaught);
     try {
-      const client = tlsClientOver(silentChannel(), { identity, node: "edge-b", timeoutMs: 200, where: "the relay" });
-      const server = tlsServerOver(silentChannel(), { identity, peer: "edge-b", timeoutMs: 200, where: "the relay" });
+      const client = tlsClientOver(silentChannel(), { identity, node: "edge-b", timeoutMs: 200, where: "the relay", point: "relayed TLS" });
+      const server = tlsServerOver(silentChannel(), { identity, peer: "edge-b", timeoutMs: 200, where: "the relay", point: "relayed TLS" });
       await expect(client).rejects.toThrow(/not established within 200 ms/);
       await expect(server).rejects.toThrow(/not done within 200 ms/);
       // A second 'error' of the same session would come a turn or two later.
@@ -50,7 +50,7 @@ describe("TLS over an open channel that fails", () => {
 
   it("a channel destroyed during the handshake rejects it instead of leaving it pending", async () => {
     const channel = silentChannel();
-    const client = tlsClientOver(channel, { identity, node: "edge-b", timeoutMs: 10_000, where: "the relay" });
+    const client = tlsClientOver(channel, { identity, node: "edge-b", timeoutMs: 10_000, where: "the relay", point: "relayed TLS" });
     setImmediate(() => channel.destroy());
     await expect(client).rejects.toThrow(/closed before its handshake/);
   }, 5_000);

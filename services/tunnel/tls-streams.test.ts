@@ -205,7 +205,7 @@ describe("TLS streams over the relay", () => {
       const channel = await relay.open("edge-f", "tls-stream");
       channel.on("error", () => undefined);
       // TLS 1.3: the client may finish its handshake before the server has looked at its certificate.
-      const socket = await tlsClientOver(channel, { identity: identities["edge-a"], node: "edge-f", timeoutMs: 5_000, where: "the relay" }).catch(() => undefined);
+      const socket = await tlsClientOver(channel, { identity: identities["edge-a"], node: "edge-f", timeoutMs: 5_000, where: "the relay", point: "relayed TLS" }).catch(() => undefined);
       if (socket) await new Promise<void>((resolve) => (socket.on("error", () => resolve()), socket.on("close", () => resolve()), socket.resume()));
       await eventually(() => logLines.some((line) => line.includes("TLS stream over the relay refused") && line.includes("presented the certificate of 'edge-a'")), 5_000, "the refusal in edge-f's log");
     } finally {

@@ -14,7 +14,9 @@
  * by the mesh CA, the same certificate that signs node records); the dialler
  * accepts only the certificate of the node it meant, the listener learns the
  * dialler's node from its certificate. So this exists only with security on;
- * an `--insecure` mesh keeps every stream on libp2p.
+ * an `--insecure` mesh keeps every stream on libp2p. With a `PeerTrust`
+ * (peer-trust.ts) both ends also refuse a revoked certificate at the handshake,
+ * and hand every session over to be reset if its certificate is revoked later.
  *
  * What goes over it is what goes over a libp2p tunnel stream (stream-header.ts): the
  * target header, the status reply, then the spliced bytes; half-close and
@@ -37,6 +39,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { commonName } from "../../trust/record-signature.ts";
 import type { NodeIdentity } from "./node-identity.ts";
+import type { PeerTrust, TrustPoint } from "./peer-trust.ts";
 
 export interface TlsStreamServer {
   readonly port: number;
@@ -76,6 +79,8 @@ export async function startTlsStreamServer(options: {
   onStream: (socket: TLSSocket, node: string) => void;
   /** @default 5_000 */
   handshakeTimeoutMs?: number;
+  /** Refuses revoked certificates, and cuts sessions whose certificate is revoked later. */
+  trust?: PeerTrust;
 }): Promise<TlsStreamServer> {
   const me = ownNode(options.identity);
   const refused = new Map<string, number>();
@@ -108,9 +113,18 @@ export async function startTlsStreamServer(options: {
       const node = commonNameOf(socket.getPeerCertificate());
       if (!node || node === me) {
         refuse(node ? "a peer presented this node's own certificate" : "the peer certificate has no common name", { remote: socket.remoteAddress });
-        socket.destroy();
+        destroyOutsideRead(socket);
         return;
       }
+      // The chain is the CA's (rejectUnauthorized); the CA's word is taken back for what the revocation list names.
+      const fingerprint = socket.getPeerX509Certificate()?.fingerprint256;
+      if (options.trust?.isRevoked(fingerprint)) {
+        refuse("revoked certificate", { remote: socket.remoteAddress, peer: node });
+        options.trust.refuse("direct TLS", node, { remote: socket.remoteAddress });
+        destroyOutsideRead(socket); // before a byte was served: resetWithCarrier resets the TCP connection
+        return;
+      }
+      options.trust?.track(socket, fingerprint, node, "direct TLS");
       options.onStream(socket, node);
     },
   );
@@ -143,17 +157,17 @@ export async function startTlsStreamServer(options: {
 }
 
 /** A TLS connection to `node`'s stream server: resolves once the handshake proved it is `node`. */
-export function connectTlsStream(options: { identity: NodeIdentity; node: string; host: string; port: number; timeoutMs: number }): Promise<TLSSocket> {
+export function connectTlsStream(options: { identity: NodeIdentity; node: string; host: string; port: number; timeoutMs: number; trust?: PeerTrust }): Promise<TLSSocket> {
   // A TCP socket of our own under the session, not tls.connect's: it is what a reset resets (resetWithCarrier).
   const tcp = netConnect({ host: options.host, port: options.port, allowHalfOpen: true });
-  return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: tcp });
+  return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: tcp, point: "direct TLS" });
 }
 
 /**
  * TLS to `node` over a byte channel that is already open (a relay channel, a punched
  * connection), said as `where` in errors: resolves once the handshake proved it is `node`.
  */
-export function tlsClientOver(channel: Duplex, options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
+export function tlsClientOver(channel: Duplex, options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string; trust?: PeerTrust; point: TrustPoint }): Promise<TLSSocket> {
   return tlsClient({ ...options, carrier: halfClosing(channel) });
 }
 
@@ -169,7 +183,7 @@ function halfClosing(channel: Duplex): Duplex {
  * connection: by the punch request), said as `where` in errors: the client
  * certificate must be `peer`'s.
  */
-export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity; peer: string; timeoutMs: number; where: string }): Promise<TLSSocket> {
+export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity; peer: string; timeoutMs: number; where: string; trust?: PeerTrust; point: TrustPoint }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const carrier = halfClosing(channel);
     const socket = new TLSSocket(carrier, {
@@ -195,24 +209,38 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
       socket.off("error", onError);
       const node = commonNameOf(socket.getPeerCertificate());
       if (node !== options.peer) {
-        socket.destroy();
+        destroyOutsideRead(socket);
         reject(new LeafmeshError("TRUST_FAILED", `${options.where} from ${options.peer} presented the certificate of '${node ?? "no name"}'`));
         return;
       }
+      const fingerprint = socket.getPeerX509Certificate()?.fingerprint256;
+      if (options.trust?.isRevoked(fingerprint)) {
+        const error = options.trust.refuse(options.point, node);
+        destroyOutsideRead(socket, error); // resets the channel (resetWithCarrier): the dialler reads an error
+        reject(error);
+        return;
+      }
+      options.trust?.track(socket, fingerprint, node, options.point);
       resolve(socket);
     });
   });
 }
 
-function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string; carrier: Duplex }): Promise<TLSSocket> {
+function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: number; where: string; carrier: Duplex; trust?: PeerTrust; point: TrustPoint }): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const connectOptions: ConnectionOptions & { allowHalfOpen: boolean } = {
       socket: options.carrier,
       secureContext: secureContextOf(options.identity),
       allowHalfOpen: true,
-      // The chain is checked against the mesh CA (rejectUnauthorized); the name must be the node we meant.
-      checkServerIdentity: (_host, certificate) =>
-        commonNameOf(certificate) === options.node ? undefined : new LeafmeshError("TRUST_FAILED", `${options.where} presented the certificate of '${commonNameOf(certificate) ?? "no name"}', not of node '${options.node}'`),
+      // The chain is checked against the mesh CA (rejectUnauthorized); the name must be the node we meant, and
+      // its certificate not on the revocation list: an error here fails the handshake before a byte is sent.
+      checkServerIdentity: (_host, certificate) => {
+        if (commonNameOf(certificate) !== options.node) {
+          return new LeafmeshError("TRUST_FAILED", `${options.where} presented the certificate of '${commonNameOf(certificate) ?? "no name"}', not of node '${options.node}'`);
+        }
+        if (options.trust?.isRevoked(certificate.fingerprint256)) return options.trust.refuse(options.point, options.node, { where: options.where });
+        return undefined;
+      },
     };
     // allowHalfOpen reaches the TLSSocket (node's _tls_wrap.js) though the typings omit it: end() half-closes, as on a libp2p stream.
     const socket = tlsConnect(connectOptions);
@@ -221,6 +249,7 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
     socket.once("secureConnect", () => {
       clearTimeout(timer);
       socket.off("error", onError);
+      options.trust?.track(socket, socket.getPeerX509Certificate()?.fingerprint256, options.node, options.point);
       resolve(socket);
     });
     const onError = (error: Error) => {
@@ -234,6 +263,20 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
     // (a turn later: a real error, emitted after 'close', says more and comes first).
     socket.once("close", () => setImmediate(() => onError(new LeafmeshError("TUNNEL_FAILED", `TLS connection to ${options.node} at ${options.where} closed before its handshake`))));
   });
+}
+
+/**
+ * Destroys a TLS session from within its own handshake callback ('secure'), one turn
+ * later. Those callbacks run inside OpenSSL's read of the session (TLSWrap::ClearOut);
+ * destroyed there, its TCP connection reset under it (resetWithCarrier), OpenSSL went
+ * on reading the freed session: the agent died with SIGSEGV (state_machine ←
+ * SSL_read ← TLSWrap::ClearOut, from a core of the revocation test) when a
+ * revoked peer's first bytes came in the same read as its handshake.
+ */
+function destroyOutsideRead(socket: TLSSocket, error?: Error): void {
+  if (error && socket.listenerCount("error") === 0) socket.on("error", () => undefined);
+  socket.pause();
+  setImmediate(() => socket.destroy(error));
 }
 
 /**

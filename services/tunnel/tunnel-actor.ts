@@ -35,6 +35,7 @@ import { NodeDirectory } from "./node-directory.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
 import { PathTable, type Ways } from "./paths.ts";
+import { PeerTrust, type RevocationSource } from "./peer-trust.ts";
 import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
@@ -93,6 +94,17 @@ export interface TunnelOptions {
   maxStreamsPerPeer?: number;
   /** @default 16 — see PunchCoordinatorOptions.maxPunchesPerPeer */
   maxPunchesPerPeer?: number;
+  /**
+   * With an identity: the mesh's revocation list in force (trust/revocations.ts followRevocations).
+   * A revoked node's certificate is then refused on every carrier and in node records, and what
+   * it has open is cut when the list arrives (peer-trust.ts).
+   */
+  revocations?: RevocationSource;
+  /**
+   * Where the node's libp2p key is kept (peer-key.ts): made once, reused at every start, so the
+   * node keeps its peer id across restarts. Undefined: a new key (and peer id) at every start.
+   */
+  keyFile?: string;
 }
 
 
@@ -113,6 +125,7 @@ const lifecycleMachine = setup({
 /** The rooms of a running tunnel, made by start(). */
 interface Running {
   host: TunnelHost;
+  trust: PeerTrust;
   connections: PathConnections;
   paths: PathTable;
   punches: PunchCoordinator;
@@ -184,12 +197,16 @@ export class TunnelActor implements StreamDialer {
     const options = this.#options;
     let tls: TlsStreams | undefined;
     let host: TunnelHost | undefined;
+    // Revocations mean something only where certificates are checked (an identity).
+    const trust = new PeerTrust({ revocations: options.identity ? options.revocations : undefined, log: this.#log });
     try {
       const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
-      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve });
+      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve, trust });
       host = await startTunnelHost({
+        trust,
+        keyFile: options.keyFile,
         node: this.node,
         listen: options.listen ?? ["/ip4/0.0.0.0/tcp/0"],
         psk: this.#psk,
@@ -199,7 +216,7 @@ export class TunnelActor implements StreamDialer {
         tlsStreamPort: tls?.port,
         onStream: (stream, peerId) => serve(stream, peerId),
       });
-      this.#running = this.#assemble(host, tls, server);
+      this.#running = this.#assemble(host, tls, server, trust);
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
@@ -209,18 +226,20 @@ export class TunnelActor implements StreamDialer {
       // Its ports must not stay taken by a tunnel that never started.
       await host?.stop().catch(() => undefined);
       await tls?.close();
+      trust.stop();
       this.actor.send({ type: "FAILED", error: describeError(error) });
       throw new LeafmeshError("TUNNEL_FAILED", `tunnel could not start: ${describeError(error)}`, { cause: error });
     }
   }
 
   /** Makes the rooms around a started host and joins them up. */
-  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer): Running {
+  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust): Running {
     const options = this.#options;
     const log = this.#log;
     const clock = this.#clock;
     const dialTimeoutMs = options.dialTimeoutMs ?? 3_000;
     let connections: PathConnections | undefined;
+    let paths: PathTable | undefined;
     const relay =
       options.ways?.relay === false
         ? undefined
@@ -250,6 +269,9 @@ export class TunnelActor implements StreamDialer {
       refreshMs: options.recordRefreshMs,
       ttlMs: options.recordTtlMs,
       identity: options.identity,
+      trust,
+      // A node back with a new peer id or new addresses (a restart): its path follows.
+      onRecord: (record) => paths?.onRecord(record),
     });
     const punches = new PunchCoordinator({
       nats: options.nats,
@@ -269,7 +291,7 @@ export class TunnelActor implements StreamDialer {
         return connections!.upgradePunched(socket, "inbound");
       },
     });
-    const paths = new PathTable({
+    paths = new PathTable({
       node: this.node,
       host,
       connections,
@@ -298,7 +320,13 @@ export class TunnelActor implements StreamDialer {
       headerTimeoutMs: server.targetTimeoutMs + 5_000,
       onTlsOpened: () => tls?.countOpened(),
     });
-    return { host, connections, paths, punches, directory, relay, tls, spares, opener, server };
+    // A newer revocation list: TLS sessions it names were reset (peer-trust.ts); now the revoked nodes'
+    // libp2p connections are aborted, their records dropped and their paths forgotten.
+    trust.onRevocation(() => {
+      const revoked = new Set([...host.cutRevoked(), ...directory.dropRevoked()]);
+      for (const node of revoked) paths!.forget(node, "its certificate is revoked (the mesh's revocation list)");
+    });
+    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server };
   }
 
   async stop(): Promise<void> {
@@ -311,6 +339,7 @@ export class TunnelActor implements StreamDialer {
       running.punches.stop();
       running.directory.stop();
       running.spares.close();
+      running.trust.stop();
       running.relay?.close();
       await running.tls?.close();
       await running.host.stop();
@@ -344,6 +373,8 @@ export class TunnelActor implements StreamDialer {
      * connections; `spares`: sessions ready for the next stream ("punched TLS edge-b", spares.ts).
      */
     tlsStreams: { opened: number; served: number; refused: Record<string, number>; spares: string[] };
+    /** Revoked certificates refused at a handshake or in a record, and what was cut when they were revoked, by reason (peer-trust.ts). */
+    trust: Record<string, number>;
   } {
     const running = this.#running;
     return {
@@ -352,6 +383,7 @@ export class TunnelActor implements StreamDialer {
       relayChannels: running?.relay?.channelCount ?? 0,
       relayDrops: Object.fromEntries(running?.relay?.drops ?? []),
       tlsStreams: { ...(running?.tls?.stats() ?? { opened: 0, served: 0, refused: {} }), spares: running?.spares.ready() ?? [] },
+      trust: running?.trust.counts() ?? {},
     };
   }
 

@@ -1,0 +1,74 @@
+/**
+ * A client of a SOCKS5 proxy and of plain TCP listeners, for tests that read a
+ * stream to its end and must tell how it ended (test/peer-faults.test.ts, the
+ * tunnel revocation and kill tests).
+ *
+ * ```ts
+ * const socket = await socksConnect(socksPort, "edge-b", 8080);  // CONNECT by node name
+ * const echoed = await roundTrip(socket, payload);
+ * ```
+ */
+import { connect, type Socket } from "node:net";
+import { socksGreeting, socksRequest } from "./fault-targets.ts";
+
+export function connected(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+    socket.once("connect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
+
+/** Reads until at least `bytes` arrived (or the socket ends or fails): what arrived. */
+export function readAtLeast(socket: Socket, bytes: number, timeoutMs = 10_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const timer = setTimeout(() => finish(new Error(`read ${total} of ${bytes} bytes within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total >= bytes) finish();
+    };
+    const onEnd = () => finish(total >= bytes ? undefined : new Error(`the stream ended after ${total} of ${bytes} bytes`));
+    const onError = (error: Error) => finish(error);
+    function finish(error?: Error) {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      socket.off("error", onError);
+      socket.pause();
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks));
+    }
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.once("error", onError);
+    socket.resume();
+  });
+}
+
+/** A SOCKS5 CONNECT through `socksPort`: the socket once the proxy replied success, or the reply code it refused with. */
+export async function socksConnect(socksPort: number, host: string, port: number): Promise<Socket> {
+  const socket = await connected(socksPort);
+  socket.on("error", () => undefined);
+  socket.write(Buffer.concat([socksGreeting, socksRequest(host, port)]));
+  const reply = await readAtLeast(socket, 12);
+  if (reply[1] !== 0x00 || reply[3] !== 0x00) throw new Error(`SOCKS refused: method ${reply[1]}, reply ${reply[3]}`);
+  if (reply.length > 12) socket.unshift(reply.subarray(12));
+  return socket;
+}
+
+/** Writes `payload`, half-closes, and reads until the far side ends: what came back. */
+export async function roundTrip(socket: Socket, payload: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const ended = new Promise<void>((resolve, reject) => {
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.once("end", resolve);
+    socket.once("error", reject);
+  });
+  socket.end(payload);
+  socket.resume();
+  await ended;
+  return Buffer.concat(chunks);
+}
