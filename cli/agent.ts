@@ -100,6 +100,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               identity: security ? nodeIdentityPems(security) : undefined,
               // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
               tlsStreams: security ? options.tunnelTls : undefined,
+              hubs: options.hub,
             }
           : undefined,
       }),

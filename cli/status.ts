@@ -1,6 +1,6 @@
 /** `leafmesh status`: what one node (agent or hub) knows: catalog, fabric links, actors. */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { rpcRequest } from "../bus/bus.ts";
+import { RpcError, rpcRequest } from "../bus/bus.ts";
 import type { SnapshotPage } from "../bus/catalog-feed.ts";
 import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
@@ -11,6 +11,7 @@ import { defineCommand } from "./command.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
+import { formatWhy } from "./why.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -152,11 +153,17 @@ export const statusCommand = defineCommand({
   description: `
 Connects to the node's NATS server (an agent's --nats-listen, or a hub's
 --listen), asks the leafmesh process there for its status, and pages through
-its catalog.`,
+its catalog.
+
+With --why PEER: why this node reaches PEER the way it does — both nodes'
+NAT behaviour with the evidence it was measured from, every recent attempt
+(way, plan, time, outcome), the reason the path in use is the best
+available, and what would change it (docs/why.md).`,
   options: {
     ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
+    why: { type: "string", value: "PEER", description: "explain the path from this node to node PEER instead: NATs with evidence, attempts, the reason, what would change it" },
     tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
     wait: { type: "string", default: "6000", value: "MS", description: "with --tree: how long to gather heartbeats (each server sends one every 5 s)" },
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
@@ -167,6 +174,23 @@ its catalog.`,
       try {
         const beats = await gatherFabricHeartbeats(connection, Number(options.wait));
         io.stdout.write(options.json ? `${JSON.stringify(beats, null, 2)}\n` : drawFabricTree(beats));
+        return 0;
+      } finally {
+        await connection.close();
+      }
+    }
+    if (options.why) {
+      try {
+        const node = connection.info?.server_name;
+        if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
+        let why;
+        try {
+          why = await rpcRequest(connection, node, rpc.tunnelWhy, { node: options.why }, Number(options.timeout));
+        } catch (cause) {
+          if (cause instanceof RpcError) throw new LeafmeshError("NOT_RUNNING", `${node} cannot explain its path to '${options.why}': ${cause.message}`, { cause });
+          throw new LeafmeshError("NOT_RUNNING", `no tunnel answers on '${node}' (is it an agent with the tunnel on, i.e. with --keys or --psk?)`, { cause });
+        }
+        io.stdout.write(options.json ? `${JSON.stringify(why, null, 2)}\n` : formatWhy(why));
         return 0;
       } finally {
         await connection.close();

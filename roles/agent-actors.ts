@@ -14,6 +14,7 @@ import { createTunnelActor, type NodeIdentity, type ObserverAddress, type Stream
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
+import { measureUpstreams } from "../nats/nearest.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */
@@ -39,6 +40,8 @@ export interface AgentActorOptions {
     identity?: NodeIdentity;
     /** With an identity: where streams on direct paths are served over TLS (services/tunnel/tls-streams.ts); undefined: all on libp2p. */
     tlsStreams?: HostPort;
+    /** The leaf's upstream URLs (--hub), timed by `leafmesh netcheck`. */
+    hubs?: string[];
   };
 }
 
@@ -63,6 +66,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       ways: settings.ways,
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
+      measureUpstreams: () => measureUpstreams(settings.hubs ?? []),
     });
     await actor.start();
     dialer = actor;

@@ -24,7 +24,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { rpc, type PunchPurpose, type PunchReply, type PunchRequest } from "../../bus/rpc.ts";
 import { rpcRequest, RpcError } from "../../bus/bus.ts";
-import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
+import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type NatDetection, type ObserverAddress } from "./nat.ts";
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
 
 export type { PunchPurpose, PunchReply, PunchRequest } from "../../bus/rpc.ts";
@@ -48,12 +48,15 @@ export interface PunchCoordinatorOptions {
   servesTlsStreams: () => boolean;
   /** The answering side's punched socket, for what the asker meant it. */
   onPunched: (socket: Socket, purpose: PunchPurpose, from: string) => Promise<unknown> | void;
+  /** How each punch a peer asked for ended on this side (`status --why` on the side that did not ask). */
+  onAnswered?: (from: string, outcome: { plan: string; ok: boolean; ms: number; detail: string }) => void;
 }
 
 export class PunchCoordinator {
   readonly #options: PunchCoordinatorOptions;
   #nat: NatType = "unknown";
   #mapped: HostPort | undefined;
+  #detection: (NatDetection & { at: string }) | undefined;
   #stopServe: (() => void) | undefined;
   #stopped = false;
 
@@ -69,6 +72,21 @@ export class PunchCoordinator {
   /** This node's address as the observer saw it (published in the node record). */
   get mapped(): HostPort | undefined {
     return this.#mapped;
+  }
+
+  /** The last detection with what it was concluded from (status --why, netcheck, the node record). */
+  get detection(): (NatDetection & { at: string }) | undefined {
+    return this.#detection;
+  }
+
+  /** Runs the NAT detection again now (netcheck); the result replaces the last one. */
+  async detectNow(): Promise<NatDetection & { at: string }> {
+    if (!this.#options.observer) throw new LeafmeshError("TUNNEL_FAILED", "no NAT observer configured (agent --observer): the NAT cannot be measured");
+    const detection = { ...(await detectNat({ observer: this.#options.observer })), at: new Date().toISOString() };
+    this.#nat = detection.type;
+    this.#mapped = detection.mapped;
+    this.#detection = detection;
+    return detection;
   }
 
   /** Answers peers' punch requests; detects the NAT in the background (bounded retries). */
@@ -141,10 +159,18 @@ export class PunchCoordinator {
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
     const localPort = await freeLocalPort();
     const mapped = await this.#observe(localPort);
+    const started = Date.now();
+    const answered = (ok: boolean, detail: string) => this.#options.onAnswered?.(request.from, { plan, ok, ms: Date.now() - started, detail });
     const finish = (socketPromise: Promise<Socket>) =>
       socketPromise
-        .then((socket) => this.#options.onPunched(socket, purpose, request.from))
-        .catch((error) => this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed"));
+        .then((socket) => {
+          answered(true, `${request.from} asked for a ${purpose} punch (plan ${plan}): connected from ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`);
+          return this.#options.onPunched(socket, purpose, request.from);
+        })
+        .catch((error) => {
+          answered(false, `${request.from} asked for a ${purpose} punch (plan ${plan}): ${describeError(error)}`);
+          this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed");
+        });
     if (plan === "simultaneous") void finish(simultaneousOpen({ localPort, remote: request.mapped, timeoutMs }));
     else if (plan === "b-listens") {
       const accepting = acceptOnce({ localPort, fromHost: request.mapped.host, timeoutMs });
@@ -167,6 +193,7 @@ export class PunchCoordinator {
         const detection = await detectNat({ observer });
         this.#nat = detection.type;
         this.#mapped = detection.mapped;
+        this.#detection = { ...detection, at: new Date().toISOString() };
         this.#options.log.info({ nat: detection.type, mapped: detection.mapped }, "NAT behaviour detected");
         return;
       } catch (error) {

@@ -34,7 +34,10 @@ import type { ObserverAddress } from "./nat.ts";
 import { NodeDirectory } from "./node-directory.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
+import { gatherNetcheck, PathReasons } from "./path-reasons.ts";
 import { PathTable, type Ways } from "./paths.ts";
+import { rpc } from "../../bus/rpc.ts";
+import type { Netcheck, PathWhy } from "../../bus/path-why.ts";
 import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
@@ -89,6 +92,11 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
+  /**
+   * The upstreams the node's leaf may attach to, each with its TCP connect time measured now
+   * (`leafmesh netcheck`); handed in by the role, which knows them. Absent: netcheck lists none.
+   */
+  measureUpstreams?: () => Promise<{ url: string; rttMs?: number }[]>;
 }
 
 
@@ -117,6 +125,8 @@ interface Running {
   tls?: TlsStreams;
   spares: SpareSessions;
   opener: StreamOpener;
+  reasons: PathReasons;
+  stopServing: (() => void)[];
 }
 
 export class TunnelActor implements StreamDialer {
@@ -169,6 +179,21 @@ export class TunnelActor implements StreamDialer {
     return this.#running?.paths.detail(node);
   }
 
+  /** Why the path to `node` is what it is (`leafmesh status --why`, rpc.<node>.tunnel.why). */
+  why(node: string): PathWhy {
+    if (node === this.node) throw new LeafmeshError("CONFIG_INVALID", `'${node}' is this node itself`);
+    if (!this.#running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
+    return this.#running.paths.why(node);
+  }
+
+  /** This node's network as measured now (`leafmesh netcheck`, rpc.<node>.netcheck): NAT detected again, upstream RTTs, LAN peers. */
+  async netcheck(): Promise<Netcheck> {
+    const running = this.#running;
+    if (!running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
+    const { observer, mdns, measureUpstreams } = this.#options;
+    return gatherNetcheck({ node: this.node, ...running, clock: this.#clock, observer, mdns: mdns !== false, measureUpstreams });
+  }
+
   /** Connections to a node by kind (for status and tests). */
   connectionsTo(node: string): { kind: PathKind; connection: Connection }[] {
     const peer = this.#running?.paths.peerOf(node);
@@ -181,6 +206,7 @@ export class TunnelActor implements StreamDialer {
     let host: TunnelHost | undefined;
     try {
       const server = new StreamServer({ node: this.node, log: this.#log });
+      const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
       if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve });
@@ -192,12 +218,14 @@ export class TunnelActor implements StreamDialer {
         mdns: options.mdns,
         identity: options.identity,
         tlsStreamPort: tls?.port,
+        onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),
         onStream: (stream, peerId) => serve(stream, peerId),
       });
-      this.#running = this.#assemble(host, tls, server);
+      this.#running = this.#assemble(host, tls, server, reasons);
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
+      this.#running.stopServing.push(options.bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)), options.bus.serve(rpc.netcheck, () => this.netcheck()));
       this.actor.send({ type: "STARTED" });
       this.#log.info({ peerId: host.libp2p.peerId.toString(), listen: host.libp2p.getMultiaddrs().map(String) }, "tunnel started");
     } catch (error) {
@@ -210,7 +238,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** Makes the rooms around a started host and joins them up. */
-  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer): Running {
+  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, reasons: PathReasons): Running {
     const options = this.#options;
     const log = this.#log;
     const clock = this.#clock;
@@ -261,6 +289,8 @@ export class TunnelActor implements StreamDialer {
         if (purpose === "tls-stream") return tls ? tls.accept(socket, from, "hole-punched") : void socket.destroy();
         return connections!.upgradePunched(socket, "inbound");
       },
+      onAnswered: (from, outcome) =>
+        reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
     });
     const paths = new PathTable({
       node: this.node,
@@ -273,6 +303,7 @@ export class TunnelActor implements StreamDialer {
       clock,
       ways: options.ways,
       relays: relay !== undefined,
+      reasons,
       pathTimeoutMs: options.pathTimeoutMs,
       dialTimeoutMs,
       upgradeIntervalMs: options.upgradeIntervalMs,
@@ -291,7 +322,7 @@ export class TunnelActor implements StreamDialer {
       headerTimeoutMs: server.targetTimeoutMs + 5_000,
       onTlsOpened: () => tls?.countOpened(),
     });
-    return { host, connections, paths, punches, directory, relay, tls, spares, opener };
+    return { host, connections, paths, punches, directory, relay, tls, spares, opener, reasons, stopServing: [] };
   }
 
   async stop(): Promise<void> {
@@ -300,6 +331,7 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOP" });
     const running = this.#running;
     if (running) {
+      for (const stop of running.stopServing) stop();
       running.paths.stop();
       running.punches.stop();
       running.directory.stop();
@@ -351,6 +383,7 @@ export class TunnelActor implements StreamDialer {
       site: this.#options.site,
       region: this.#options.region,
       nat: punches.nat,
+      ...(punches.detection?.evidence ? { natEvidence: punches.detection.evidence } : {}),
       relay: this.#options.ways?.relay !== false,
       pskFingerprint: host.pskFingerprint,
       at: nowIso(this.#clock.now),
