@@ -6,7 +6,16 @@ import { defineConfig } from "vitest/config";
  * nats-servers (JetStream meta elections, mirrors), so they run one at a time,
  * after the rest of the suite.
  */
-const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts", "test/demo-lab.test.ts"];
+const lab = [
+  "test/lab-mesh.test.ts",
+  "test/sites-lab.test.ts",
+  "test/regions-lab.test.ts",
+  "test/site-locality.test.ts",
+  "test/demo-lab.test.ts",
+  "test/why-lab.test.ts",
+  "test/drill-lab.test.ts",
+  "test/one-connection-lab.test.ts",
+];
 
 // Tests start real nats-server processes and network namespaces: give them time,
 // and run files one or two at a time so 2-core CI machines are not oversubscribed.
