@@ -12,6 +12,9 @@ import { clientConnectOptions, clientSecurityOptions } from "./security-options.
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
 import { formatWhy } from "./why.ts";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -92,7 +95,41 @@ export function table(header: string[], rows: string[][]): string {
   return [header, ...rows].map((row) => row.map((cell, column) => (cell ?? "").padEnd(widths[column])).join("  ").trimEnd()).join("\n");
 }
 
-export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[] }): string {
+/** A connection to the cloud, and whether it is the leaf link (to an upstream's leafnode port). */
+export interface CloudConnection extends SocketEntry {
+  leaf: boolean;
+}
+
+/**
+ * The node's connections to its upstreams' hosts, from this namespace's socket table: only
+ * meaningful where `status` runs on the node itself (its --nats is a loopback address).
+ */
+export async function nodeCloudConnections(upstreams: string[]): Promise<CloudConnection[]> {
+  const endpoints = await Promise.all(
+    upstreams.map(async (url) => {
+      const parsed = new URL(url);
+      const host = parsed.hostname.replace(/^\[|\]$/g, "");
+      const address = isIP(host) ? host : await lookup(host).then((answer) => answer.address, () => host);
+      return { address, port: Number(parsed.port || 7422) };
+    }),
+  );
+  const leafEndpoints = new Set(endpoints.map((endpoint) => `${endpoint.address}:${endpoint.port}`));
+  return cloudConnections(readTcpTables(), endpoints.map((endpoint) => endpoint.address)).map((entry) => ({
+    ...entry,
+    leaf: leafEndpoints.has(entry.remote.replace(/^\[(.*)\]:/, "$1:")),
+  }));
+}
+
+function isLoopbackUrl(url: string): boolean {
+  try {
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
+    return host === "localhost" || host.startsWith("127.") || host === "::1";
+  } catch {
+    return false;
+  }
+}
+
+export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[]; cloudConnections?: CloudConnection[] }): string {
   const { status, services } = view;
   const parts = [`${status.role} ${status.node} — ${status.catalogObjects} catalog objects, as of ${status.at}`, ""];
   parts.push("FABRIC LINKS");
@@ -101,6 +138,15 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
       ? "  (none: not connected to any hub)"
       : table(["KIND", "DIRECTION", "REMOTE", "URL", "RTT"], status.links.map((link) => [link.kind, link.direction, link.remote, link.url ?? "", link.rttMs !== undefined ? `${link.rttMs}ms` : ""])),
   );
+  if (view.cloudConnections) {
+    const leafs = view.cloudConnections.filter((connection) => connection.leaf).length;
+    parts.push("", `CLOUD CONNECTIONS (this host's sockets to its upstreams: ${view.cloudConnections.length}, ${leafs} of them the leaf link)`);
+    parts.push(
+      view.cloudConnections.length === 0
+        ? "  (none: the upstream is cut or not reached yet)"
+        : table(["LOCAL", "REMOTE", "STATE", "WHAT"], view.cloudConnections.map((connection) => [connection.local, connection.remote, connection.state, connection.leaf ? "leaf link (control, catalog, relayed streams)" : "other"])),
+    );
+  }
   parts.push("", "ACTORS");
   parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
   const tunnel = status.actors.find((actor) => actor.name === "tunnel")?.detail;
@@ -198,7 +244,11 @@ available, and what would change it (docs/why.md).`,
     }
     try {
       const view = await fetchNodeView(connection, Number(options.timeout));
-      io.stdout.write(options.json ? `${JSON.stringify({ status: view.status, services: view.services }, null, 2)}\n` : formatNodeView(view));
+      // One outbound connection per node: counted where status runs on the node itself.
+      const cloud = view.status.upstreams && isLoopbackUrl(options.nats) ? await nodeCloudConnections(view.status.upstreams) : undefined;
+      io.stdout.write(
+        options.json ? `${JSON.stringify({ status: view.status, services: view.services, ...(cloud ? { cloudConnections: cloud } : {}) }, null, 2)}\n` : formatNodeView({ ...view, cloudConnections: cloud }),
+      );
       return 0;
     } finally {
       await connection.close();
