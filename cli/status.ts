@@ -204,12 +204,14 @@ its catalog.
 With --why PEER: why this node reaches PEER the way it does — both nodes'
 NAT behaviour with the evidence it was measured from, every recent attempt
 (way, plan, time, outcome), the reason the path in use is the best
-available, and what would change it (docs/why.md).`,
+available, and what would change it (docs/why.md). From a hub, --from NODE
+asks NODE through the fabric.`,
   options: {
     ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
     why: { type: "string", value: "PEER", description: "explain the path from this node to node PEER instead: NATs with evidence, attempts, the reason, what would change it" },
+    from: { type: "string", value: "NODE", description: "with --why, from a hub: explain NODE's path (asked through the fabric) instead of the path of the node behind --nats" },
     tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
     wait: { type: "string", default: "6000", value: "MS", description: "with --tree: how long to gather heartbeats (each server sends one every 5 s)" },
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
@@ -227,7 +229,7 @@ available, and what would change it (docs/why.md).`,
     }
     if (options.why) {
       try {
-        const node = connection.info?.server_name;
+        const node = options.from ?? connection.info?.server_name;
         if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
         let why;
         try {

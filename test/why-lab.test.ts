@@ -148,6 +148,10 @@ describe.sequential("status --why and netcheck in the NAT lab", () => {
     expect(text).toContain("WHY  [nat-pair-unpunchable]");
     expect(text).toMatch(/punch plan for the pair: relay/);
     expect(text).toContain("WOULD CHANGE IT");
+    // From the cloud: the hub asks p1h1 through the fabric.
+    const fromHub = await runCommand(inNamespace(lab.nat.hub.namespace, [nodeBinary, cliPath, "status", "--why", "s1h1", "--from", "p1h1", "--json", "--nats", "nats://127.0.0.1:4222"]), { timeoutMs: 30_000 });
+    expect(fromHub.code, fromHub.stderr).toBe(0);
+    expect(JSON.parse(fromHub.stdout)).toMatchObject({ node: "p1h1", peer: "s1h1", path: "relayed", reason: { code: "nat-pair-unpunchable" } });
     if (process.env.LEAFMESH_TRANSCRIPT) process.stdout.write(`\n$ leafmesh status --why s1h1\n${text}\n$ leafmesh status --why p2h1 (on p1h1)\n${await cliIn("p1h1", ["status", "--why", "p2h1"])}`);
   }, 60_000);
 
