@@ -191,6 +191,9 @@ if (mode === "observer") {
         switch (request.op) {
           case "status":
             return reply({ id: request.id, ok: true, nat: tunnel.nat, records: tunnel.directory?.all().map((record) => record.node) ?? [], tlsStreams: tunnel.status().tlsStreams });
+          case "why":
+            // What `leafmesh status --why` shows (rpc tunnel.why), without a CLI process per pair.
+            return reply({ id: request.id, ok: true, why: tunnel.why(request.node!) });
           case "path":
             return reply({ id: request.id, ok: true, kind: tunnel.pathTo(request.node!) ?? null, detail: tunnel.pathDetail(request.node!), connections: tunnel.connectionsTo(request.node!).map((entry) => entry.kind) });
           case "roundtrip": {
