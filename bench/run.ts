@@ -14,6 +14,7 @@ const benches: Record<string, { module: string; exportName: string }> = {
   traffic: { module: "./traffic/run.ts", exportName: "runTrafficBench" },
   tunnel: { module: "./tunnel/run.ts", exportName: "runTunnelBench" },
   sites: { module: "./sites/run.ts", exportName: "runSitesBench" },
+  capacity: { module: "./capacity/run.ts", exportName: "runCapacityBench" },
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));

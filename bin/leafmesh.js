@@ -8,6 +8,22 @@ if (major < 24) {
   process.exit(1);
 }
 process.removeAllListeners("warning");
+// The processes that run for long (agent, hub, site, demo) start again at once, in place (execve: same
+// pid, same stdio), with V8's young generation capped at 4 MiB per semi-space. V8's default lets it grow
+// to 3 × 32 MiB, which a start that decodes 20,000 catalog objects fills and RSS keeps: measured with
+// bench/fabric, agent RSS at 10,000 services 345 → 225 MiB, at 1,000 154 → 136 MiB, with no more CPU
+// until the catalog is held. A --max-semi-space-size of the caller's own (NODE_OPTIONS, node's flags) wins.
+const longRunning = ["agent", "hub", "site", "demo"];
+const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((arg) => arg.includes("--max-semi-space-size"));
+if (longRunning.includes(process.argv[2]) && !semiSpaceChosen && typeof process.execve === "function") {
+  process.execve(process.execPath, [process.execPath, "--max-semi-space-size=4", ...process.execArgv, ...process.argv.slice(1)], process.env);
+}
+// V8's code cache for leafmesh's modules, kept in the OS's temporary directory (NODE_COMPILE_CACHE
+// moves it, NODE_DISABLE_COMPILE_CACHE=1 turns it off): a start no longer strips the types of every
+// TypeScript file and compiles it again. Measured: `leafmesh --help` 1.5 s → 0.8 s; the agent's and the
+// hub's start by as much, and the agent ~12 MiB less resident (no type stripper loaded).
+const { enableCompileCache } = await import("node:module");
+enableCompileCache?.();
 const { main } = await import("../cli/main.ts");
 const controller = new AbortController();
 for (const signal of ["SIGINT", "SIGTERM"]) {

@@ -11,7 +11,7 @@
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "../lib/log.ts";
-import { decodeEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
+import { decodeEvent, encodeCheckedEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
 import { meshPattern, meshSubject, parseMeshSubject, rpcSubject, type ActorName } from "./subjects.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { RpcMethod } from "./rpc.ts";
@@ -45,13 +45,16 @@ export class Bus {
     this.#log = options.log;
   }
 
-  /** Publishes an event of this node; a closed connection drops it (counted). */
-  publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>): void {
-    if (this.connection.isClosed()) {
-      this.#drop("connection closed", meshSubject(this.node, actor, event));
+  /**
+   * Publishes an event of this node; a closed or draining connection drops it (counted). The payload is
+   * checked against its schema unless `checked` says the caller built it from checked parts (encodeCheckedEvent).
+   */
+  publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>, options?: { checked?: boolean }): void {
+    if (this.connection.isClosed() || this.connection.isDraining()) {
+      this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
-    this.connection.publish(meshSubject(this.node, actor, event), encodeEvent(event, payload));
+    this.connection.publish(meshSubject(this.node, actor, event), options?.checked ? encodeCheckedEvent(event, payload) : encodeEvent(event, payload));
   }
 
   /** Subscribes to events of one name, from this node unless `node` says otherwise ("*" for all). */

@@ -23,7 +23,7 @@ export const nodeRecordRefreshMs = 5_000;
  */
 export const nodeRecordTtlMs = 30_000;
 
-/** NAT behaviour from DESIGN.md's table; "none" = a public address, "unknown" = not measured yet. */
+/** NAT behaviour from the NAT table of docs/nat.md; "none" = a public address, "unknown" = not measured yet. */
 export const natTypes = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"] as const;
 export type NatType = (typeof natTypes)[number];
 

@@ -1,6 +1,6 @@
 /**
  * The stream contract between the actors: the one thing handed across in-process
- * (DESIGN.md) is a dialer that opens a byte stream to a target as seen from
+ * (docs/architecture.md) is a dialer that opens a byte stream to a target as seen from
  * another node. The tunnel implements it; traffic and the SOCKS proxy use it.
  * UDP rides such a stream as framed datagrams, written here once for both ends
  * (traffic frames a flow's datagrams, the tunnel's far end unframes them).
@@ -31,6 +31,20 @@ export interface StreamDialer {
    * cannot be reached or refuses.
    */
   openStream(node: string, target: StreamTarget): Promise<Duplex>;
+}
+
+/**
+ * The code a serving node gives with its refusal (the tunnel's status header) when it
+ * refuses a stream for its own limits (streams per peer), not because the target is
+ * unreachable: the opener's error then carries it as `targetCode`. A proxy must not
+ * hold such a refusal against the endpoint (outlier ejection).
+ */
+export const overCapacityCode = "OVER_CAPACITY";
+
+/** Whether a failed `openStream` was the target's own fault: its node answered that it could not connect to it (not a tunnel failure, not a limit). */
+export function isTargetRefusal(error: unknown): boolean {
+  const refusal = error as { code?: unknown; targetCode?: unknown } | null;
+  return refusal?.code === "TUNNEL_TARGET_REFUSED" && refusal.targetCode !== overCapacityCode;
 }
 
 /**

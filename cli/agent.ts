@@ -12,8 +12,9 @@ import { readFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
-import { agentActors } from "../roles/agent-actors.ts";
+import { agentActors, defaultSocksLimits, defaultTrafficLimits } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
+import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/index.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
 export function parseObserver(text: string): ObserverAddress {
@@ -58,6 +59,15 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     socks: option.hostPort({ default: "off", off: true, description: "SOCKS5 proxy for operators: any node by name (ssh through NATs), any Service by name; e.g. 127.0.0.1:1080; off: none" }),
     intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" }),
     proxyHost: option.text({ default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" }),
+    proxyMaxConnections: option.integer({ default: defaultTrafficLimits.maxConnections, value: "N", description: "cluster-IP proxy connections carried at once; the next ones wait (--proxy-queue) or are reset; bounds the agent's memory (~100 KiB each)" }),
+    proxyMaxOpening: option.integer({ default: defaultTrafficLimits.maxOpening, value: "N", description: "cluster-IP proxy connects and tunnel stream opens under way at once (each a TLS handshake); the rest wait their turn" }),
+    proxyMaxPerClient: option.integer({ default: defaultTrafficLimits.maxPerClient, value: "N", description: "cluster-IP proxy connections one client address may hold, carried and waiting; beyond, reset at once" }),
+    proxyQueue: option.integer({ default: defaultTrafficLimits.maxWaiting, min: 0, value: "N", description: "cluster-IP proxy connections that may wait for a place; beyond, reset at once" }),
+    proxyQueueTimeout: option.integer({ default: defaultTrafficLimits.waitTimeoutMs, value: "MS", description: "how long a cluster-IP proxy connection may wait for a place before it is reset" }),
+    socksMaxConnections: option.integer({ default: defaultSocksLimits.maxConnections, value: "N", description: "SOCKS clients served at once; the next ones wait up to 10 s or are reset" }),
+    socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
+    tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
+    tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record)" }),
@@ -87,6 +97,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         dns: options.dns,
         clusterDomain: options.clusterDomain,
         socks: options.socks,
+        proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
+        socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
         upstreams: options.upstream,
         tunnel: psk
           ? {
@@ -101,6 +113,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
               tlsStreams: security ? options.tunnelTls : undefined,
               hubs: options.hub,
+              maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
+              maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
             }
           : undefined,
       }),

@@ -1,6 +1,6 @@
 /**
  * The NAT lab: a WAN segment, a hub host on it, and sites behind routers that
- * NAT in each of DESIGN.md's four ways, each site with one or more hosts. Built
+ * NAT in each of the four ways of docs/nat.md, each site with one or more hosts. Built
  * on lab/netns.ts; every name starts with the prefix (default `lmtn-`) and every
  * address comes from 198.18.64.0/18, nothing routed out of the lab.
  *

@@ -22,6 +22,8 @@ export const errorCodes = [
   /** The stream reached the node, whose agent could not connect to the target (the target's fault, not the mesh's). */
   "TUNNEL_TARGET_REFUSED",
   "TRUST_FAILED",
+  /** Refused at the door: a limit of this agent, or of the peer towards this client or node, was reached (not the target's fault). */
+  "OVER_CAPACITY",
   "INTERNAL",
 ] as const;
 

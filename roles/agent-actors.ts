@@ -3,18 +3,22 @@
  * actor packages (`services/*`) and hands each its components (bus, catalog
  * feed, logger, registry). Actors still talk to each other only through the
  * bus; the tunnel's stream opener is the one thing handed across in-process,
- * to traffic (DESIGN.md).
+ * to traffic (docs/architecture.md).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
-import { createTrafficActor, registerTrafficMetrics, type NodeTopology } from "../services/traffic/index.ts";
+import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
-import { createTunnelActor, type NodeIdentity, type ObserverAddress, type StreamDialer } from "../services/tunnel/index.ts";
+import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
-import { createSocksActor } from "../services/socks/index.ts";
+import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
+
+/** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
+export { defaultTrafficLimits } from "../services/traffic/index.ts";
+export { defaultSocksLimits } from "../services/socks/index.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */
@@ -27,6 +31,9 @@ export interface AgentActorOptions {
   upstreams?: string[];
   /** Where the SOCKS5 proxy for operators listens; undefined: no proxy. */
   socks?: HostPort;
+  /** Admission of cluster-IP proxy connections and of SOCKS clients (defaults: services/traffic/capacity.ts, services/socks). */
+  proxyLimits?: Partial<TrafficLimits>;
+  socksLimits?: Partial<TrafficLimits>;
   /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
   tunnel?: {
     psk: string;
@@ -42,6 +49,10 @@ export interface AgentActorOptions {
     tlsStreams?: HostPort;
     /** The leaf's upstream URLs (--hub), timed by `leafmesh netcheck`. */
     hubs?: string[];
+    /** Streams one peer may have open at this node at once. */
+    maxStreamsPerPeer?: number;
+    /** Punches one peer may have under way at this node at once. */
+    maxPunchesPerPeer?: number;
   };
 }
 
@@ -52,6 +63,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   let knownNodes: () => ReadonlySet<string> = () => new Set();
   const tunnel: ActorFactory = async ({ bus, log, node, connection }): Promise<StartedActor> => {
     const settings = options.tunnel!;
+    // Loaded only when the tunnel is on: it brings libp2p (~35 MiB resident in an agent without it, measured).
+    const { createTunnelActor } = await import("../services/tunnel/index.ts");
     const actor = createTunnelActor({
       bus,
       log: log.child({ actor: "tunnel" }),
@@ -67,6 +80,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
       measureUpstreams: () => measureUpstreams(settings.hubs ?? []),
+      maxStreamsPerPeer: settings.maxStreamsPerPeer,
+      maxPunchesPerPeer: settings.maxPunchesPerPeer,
     });
     await actor.start();
     dialer = actor;
@@ -101,12 +116,12 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       for (const channel of actor.relay?.channels() ?? []) peers.set(channel.peer, (peers.get(channel.peer) ?? 0) + 1);
       return [...peers].map(([peer, streams]) => ({ peer, streams }));
     };
-    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths(), relays: relays() }) });
+    const link = linkActorToBus({ bus, actorName: "tunnel", actor: actor.actor, detail: () => ({ nat: actor.nat, paths: paths(), relays: relays(), refused: actor.refusals() }) });
     return {
       name: "tunnel",
       actor: actor.actor,
       // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {} }),
+      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: actor.refusals() }),
       stop: async () => {
         link.stop();
         await actor.stop();
@@ -114,11 +129,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
-    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners().slice(0, 500), rejected: actor.rejected() }), stop: () => actor.stop() };
+    return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(500), rejected: actor.rejected() }), stop: () => actor.stop() };
   };
   const proxier: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
     const listeners = busListenerSource(bus);
@@ -160,9 +175,10 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const socks: ActorFactory = async ({ bus, feed, log, node }): Promise<StartedActor> => {
-    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain });
+  const socks: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
+    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits });
     await actor.start();
+    registerSocksMetrics(registry, actor);
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
   return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : [])];

@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { AnyActorRef } from "xstate";
 import type { Bus } from "../bus/bus.ts";
 import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts";
-import { followCatalog, type CatalogFeed } from "../bus/catalog-feed.ts";
+import type { CatalogFeed } from "../bus/catalog-feed.ts";
 import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
@@ -161,7 +161,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
 
   // The controller subscribes to link events before the monitor publishes the first one.
-  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1) });
+  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node });
   node.onStop(() => controller.stop(), "the controller");
   const fabric = node.watchFabric({ upstreams });
 
@@ -203,8 +203,8 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
 
   const started: StartedActor[] = [];
   if ((config.actors ?? []).length > 0) {
-    const feed = await followCatalog({ bus, log: log.child({ actor: "agent" }) });
-    node.onStop(() => feed.close(), "the catalog feed");
+    // The controller's own index: the actors of this process share it (other processes follow the bus).
+    const feed = controller.feed;
     for (const factory of config.actors ?? []) {
       const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations });
       started.push(actor);

@@ -21,7 +21,6 @@ import type { Logger } from "../lib/log.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
-import { startObserver } from "../services/tunnel/index.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
 import { openRevocationsBucket, publishRevocationList } from "../trust/revocations.ts";
@@ -74,7 +73,26 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
     );
   }
-  const node = await startServerProcess({
+  // The source loads (reads and checks every manifest) while the nats-server starts: both take seconds at 10,000 services.
+  const sourceStarted = config.source?.start();
+  sourceStarted?.catch(() => undefined); // its error is the publisher's to raise, once the server is up
+  let node: ServerProcess;
+  try {
+    node = await startHubServer(config);
+  } catch (error) {
+    await config.source?.stop();
+    throw error;
+  }
+  try {
+    return await startHubParts(config, node, sourceStarted);
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+}
+
+function startHubServer(config: HubConfig): Promise<ServerProcess> {
+  return startServerProcess({
     name: config.name,
     role: "hub",
     client: config.client,
@@ -98,15 +116,9 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       }),
     },
   });
-  try {
-    return await startHubParts(config, node);
-  } catch (error) {
-    await node.stop();
-    throw error;
-  }
 }
 
-async function startHubParts(config: HubConfig, node: ServerProcess): Promise<HubRuntime> {
+async function startHubParts(config: HubConfig, node: ServerProcess, sourceStarted: Promise<void> | undefined): Promise<HubRuntime> {
   const { log, connection, bus, server } = node;
   const fabric = node.watchFabric();
 
@@ -114,6 +126,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
   const publisher = new CatalogPublisher({
     connection,
     source: config.source,
+    sourceStarted,
     holder: config.name,
     bus,
     log: log.child({ actor: "publisher" }),
@@ -173,6 +186,8 @@ async function startHubParts(config: HubConfig, node: ServerProcess): Promise<Hu
     leading: () => publisher.leading,
   });
   if (config.observer) {
+    // Loaded only for a hub that observes: the tunnel brings libp2p (~35 MiB resident), which the agent process (it loads this module) need not hold.
+    const { startObserver } = await import("../services/tunnel/index.ts");
     const observer = await startObserver({ ...config.observer, log: log.child({ actor: "tunnel" }) });
     node.onStop(() => observer.close(), "the NAT observer");
   }

@@ -8,7 +8,7 @@ import { commands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
 import { readFileSync } from "node:fs";
 import { freePort } from "./support/ports.ts";
-import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { hubPorts, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 afterAll(stopAllProcesses);
 
@@ -116,9 +116,12 @@ describe("leafmesh CLI", () => {
 
 /**
  * The README's commands run through the machine's npm, whose Node may be older than 24 (Debian's
- * is 18 or 20); `npx` then checks the package's `engines` against that Node, not against the
- * Node 24 of node_modules that actually runs leafmesh. Only a machine with an older system Node
- * shows it: on another, the case cannot be built here.
+ * is 18 or 20). npm 11 runs a project's own bin by installing the project into its npx cache
+ * once per cache, and checked the package's `engines` (Node 24) against that older Node, not
+ * the Node 24 of node_modules that actually runs leafmesh (bin/leafmesh.js checks that itself):
+ * a warning on the first run on a fresh machine, which a warm cache hid here. Hence an empty npm
+ * cache per run. Only a machine with an older system Node shows it: on another, the case cannot
+ * be built here.
  */
 const systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const systemNode = spawnSync("node", ["--version"], { env: { PATH: systemPath }, encoding: "utf8" });
@@ -127,10 +130,24 @@ const olderSystemNode = systemNodeMajor !== undefined && systemNodeMajor < 24;
 
 describe("the README's npx commands on a machine whose Node is older than 24", () => {
   it.skipIf(!olderSystemNode)(`print leafmesh's own screen, not npm's warnings (needs a system node older than 24 on PATH; here: ${systemNode.stdout?.trim() || "none"})`, () => {
-    const run = spawnSync("npx", ["leafmesh", "--help"], { cwd: resolve(import.meta.dirname, ".."), env: { PATH: systemPath, HOME: process.env.HOME ?? "/root" }, encoding: "utf8", timeout: 60_000 });
+    const run = spawnSync("npx", ["leafmesh", "--help"], { cwd: resolve(import.meta.dirname, ".."), env: { PATH: systemPath, HOME: process.env.HOME ?? "/root", npm_config_cache: tempDir() }, encoding: "utf8", timeout: 60_000 });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout.split("\n")[0]).toMatch(/^leafmesh — /);
     expect(run.stderr).not.toMatch(/npm warn/i);
     expect(run.stderr).toBe("");
   });
+});
+
+describe("a long-running leafmesh process", () => {
+  it("runs in place (same pid) with V8's young generation capped, unless the caller chose its own size", async () => {
+    const hub = await startHubProcess({ name: "hub-1", ports: await hubPorts() });
+    const agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl] });
+    const argv = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    for (const process of [hub, agent]) {
+      expect(argv(process.child.pid)).toContain("--max-semi-space-size=4");
+      expect(process.output()).not.toMatch(/ExperimentalWarning|execve/);
+    }
+    const chosen = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], env: { NODE_OPTIONS: "--max-semi-space-size=16" } });
+    expect(argv(chosen.child.pid)).not.toContain("--max-semi-space-size=4");
+  }, 60_000);
 });

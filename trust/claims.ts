@@ -18,7 +18,7 @@
  * ```
  */
 import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
-import { buckets, hubDomain, meshRoot, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
+import { buckets, hubDomain, meshRoot, mirrorDeliverPrefix, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
 import { methodsCallableBy } from "../bus/rpc.ts";
 
 const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
@@ -91,6 +91,12 @@ const exportOf = ({ account: _account, ...rest }: Export & Import): Export => re
 
 export interface NodeAccountRef {
   node: string;
+  /**
+   * The site this node is a server of, when the site's name is not the node's own: the site's
+   * clustered catalog mirror delivers under the site's prefix (mirrorDeliverPrefix(site)), which
+   * every server of the site must receive, whichever of them leads the mirror.
+   */
+  site?: string;
   /** The account's public nkey (A...). */
   account: string;
 }
@@ -110,6 +116,7 @@ export async function meshAccountJwt(options: { operatorSeed: string; accountSee
     exportOf(service(`$KV.${buckets.nodes}.>`)),
     // Replies and mirror deliveries (a node's mirror delivers under its inbox prefix: mirrorDeliverPrefix); each node imports only its own.
     ...options.nodes.map(({ node }) => exportOf(stream(`${nodeInboxPrefix(node)}.>`))),
+    ...[...new Set(options.nodes.flatMap(({ site }) => (site ? [site] : [])))].map((site) => exportOf(stream(`${mirrorDeliverPrefix(site)}.>`))),
   ];
   const imports: Import[] = options.nodes.flatMap(({ node, account }) => [
     stream(`${meshRoot}.${node}.>`, account) as Import,
@@ -142,6 +149,8 @@ export async function nodeAccountJwt(options: {
   meshAccount: string;
   /** The other nodes: relay frames from them addressed to this node are imported. */
   peers: NodeAccountRef[];
+  /** The site this node is a server of (NodeAccountRef.site). */
+  site?: string;
   revocations?: Record<string, number>;
 }): Promise<string> {
   const { node, meshAccount } = options;
@@ -159,6 +168,7 @@ export async function nodeAccountJwt(options: {
     // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
     ...options.peers.filter((peer) => peer.node !== node).flatMap((peer) => peerMethods.map((name) => service(rpcSubject(peer.node, name), peer.account) as Import)),
     stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
+    ...(options.site ? [stream(`${mirrorDeliverPrefix(options.site)}.>`, meshAccount) as Import] : []),
   ];
   return encodeAccount(
     nodeAccountName(node),
@@ -199,8 +209,9 @@ function nodePublishSubjects(node: string): string[] {
 }
 
 /** What a node's leaf subscribes to at the hub: what is addressed to it, and nothing of another node's. */
-function nodeSubscribeSubjects(node: string): string[] {
+function nodeSubscribeSubjects(node: string, site?: string): string[] {
   return [
+    ...(site ? [`${mirrorDeliverPrefix(site)}.>`] : []),
     `${relayRoot}.${node}.>`,
     ...servedToOthers.map((name) => rpcSubject(node, name)),
     `${nodeInboxPrefix(node)}.>`,
@@ -232,20 +243,20 @@ function nodeSubscribeSubjects(node: string): string[] {
  * outside its account (it exports only `mesh.<node>.>`, `relay.*.<node>.>` and `rpc.<node>.>`),
  * and its local clients stay held to the narrower list (localClientPermissions).
  */
-export function nodeUserPermissions(node: string): Permissions {
-  const subscribed = nodeSubscribeSubjects(node);
+export function nodeUserPermissions(node: string, site?: string): Permissions {
+  const subscribed = nodeSubscribeSubjects(node, site);
   return {
     pub: { allow: [...new Set([...nodePublishSubjects(node), ...subscribed])] },
     sub: { allow: subscribed },
   };
 }
 
-export async function nodeUserJwt(options: { node: string; userSeed: string; accountSeed: string; expires?: number }): Promise<string> {
+export async function nodeUserJwt(options: { node: string; userSeed: string; accountSeed: string; expires?: number; site?: string }): Promise<string> {
   return encodeUser(
     options.node,
     options.userSeed,
     options.accountSeed,
-    { ...nodeUserPermissions(options.node), subs: -1, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
+    { ...nodeUserPermissions(options.node, options.site), subs: -1, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
     { ...algorithm, ...(options.expires ? { exp: options.expires } : {}) },
   );
 }

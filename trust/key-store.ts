@@ -161,18 +161,23 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
   return state;
 }
 
+/** The site `node` is a server of, when that site's name is not its own (NodeAccountRef.site). */
+export function serverOfSite(state: KeyState, node: string): string | undefined {
+  return Object.values(state.sites ?? {}).find((site) => site.site !== node && site.servers.includes(node))?.site;
+}
+
 /** Re-signs the mesh account (it imports from every node account, revoked or not: their accounts stay, their users go). */
-async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
+export async function resignMeshAccount(dir: string, state: KeyState): Promise<string> {
   const jwt = await meshAccountJwt({
     operatorSeed: readSeed(join(dir, "operator.seed")),
     accountSeed: readSeed(seedFile(dir, meshAccountName)),
-    nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account })),
+    nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account, site: serverOfSite(state, node) })),
   });
   writeFileSync(jwtFile(dir, meshAccountName), jwt);
   return jwt;
 }
 
-async function resignNodeAccount(dir: string, state: KeyState, node: NodeState): Promise<string> {
+export async function resignNodeAccount(dir: string, state: KeyState, node: NodeState): Promise<string> {
   const jwt = await nodeAccountJwt({
     node: node.node,
     operatorSeed: readSeed(join(dir, "operator.seed")),
@@ -180,6 +185,7 @@ async function resignNodeAccount(dir: string, state: KeyState, node: NodeState):
     meshAccount: state.meshAccount,
     peers: Object.values(state.nodes).map(({ node: peer, account }) => ({ node: peer, account })),
     revocations: node.revocations,
+    site: serverOfSite(state, node.node),
   });
   writeFileSync(jwtFile(dir, nodeAccountName(node.node)), jwt);
   return jwt;
@@ -243,7 +249,7 @@ export async function issueNode(options: IssueOptions): Promise<IssueResult> {
   const user = createUser();
   const bundle = nodeBundleDir(dir, node);
   makePrivateDir(bundle);
-  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires });
+  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires, site: serverOfSite(state, node) });
   writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
   entry.user = user.getPublicKey();
   entry.issuedAt = new Date().toISOString();

@@ -12,7 +12,7 @@ import { checkNodeName } from "../bus/subjects.ts";
 import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
 import { meshAccountName, nodeAccountName, nodeUserJwt, siteLocalUserJwt, systemAccountName, systemUserJwt } from "./claims.ts";
-import { issueNode, nodeBundleDir, readKeyState, readSeed, seedFile, writeKeyState, type SiteState } from "./key-store.ts";
+import { issueNode, readKeyState, readSeed, resignMeshAccount, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type SiteState } from "./key-store.ts";
 
 export function siteBundleDir(dir: string, site: string): string {
   return join(dir, "sites", site);
@@ -69,6 +69,12 @@ export async function issueSite(options: IssueSiteOptions): Promise<IssueSiteRes
   state = readKeyState(dir);
   const entry: SiteState = { site, servers, members, issuedAt: new Date().toISOString() };
   state.sites = { ...state.sites, [site]: entry };
+  // A clustered site's mirror delivers under the site's prefix (claims.ts NodeAccountRef.site): its
+  // servers' accounts import it and the mesh account exports it, so both are signed again.
+  if (servers.some((server) => server !== site)) {
+    for (const server of servers) changedAccounts.push(await resignNodeAccount(dir, state, state.nodes[server]));
+    changedAccounts.push(await resignMeshAccount(dir, state));
+  }
 
   const bundle = siteBundleDir(dir, site);
   for (const sub of ["", "accounts", "servers", "members"]) makePrivateDir(join(bundle, sub));
@@ -84,7 +90,12 @@ export async function issueSite(options: IssueSiteOptions): Promise<IssueSiteRes
     hosts: options.hosts ?? [site, "localhost", "127.0.0.1", "::1"],
   });
   const seedText = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
-  for (const server of servers) writeSecretFile(join(bundle, "servers", `${server}.creds`), readFileSync(join(nodeBundleDir(dir, server), "node.creds")));
+  for (const server of servers) {
+    // The server's own user, allowed the site's mirror deliveries as well as its own subjects.
+    const user = createUser();
+    const jwt = await nodeUserJwt({ node: server, userSeed: seedText(user), accountSeed: readSeed(seedFile(dir, nodeAccountName(server))), site: serverOfSite(state, server) });
+    writeSecretFile(join(bundle, "servers", `${server}.creds`), fmtCreds(jwt, user));
+  }
   for (const member of members) {
     const user = createUser();
     const jwt = await nodeUserJwt({ node: member, userSeed: seedText(user), accountSeed: readSeed(seedFile(dir, nodeAccountName(member))) });

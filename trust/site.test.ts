@@ -101,10 +101,10 @@ describe("a secured edge site", () => {
     const siteSecurity = loadSiteSecurity(keys, { site: "shop", server: "shop", resolverDir: join(base, "unused") });
     const local = await connect({ servers: site.clientUrl, ...siteSecurity.clientConnectOptions });
     connections.push(local);
-    const siteCatalog = await openCatalogMirror({ connection: local, node: "shop" } as Bus, "hub");
+    const siteCatalog = await openCatalogMirror({ connection: local, node: "shop" } as Bus, { upstreamDomain: "hub" });
     await eventually(async () => (await siteCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "the site's mirror");
     // An agent behind the site mirrors from the site's domain.
-    const agentCatalog = await openCatalogMirror({ connection: clients["edge-a"], node: "edge-a" } as Bus, "shop");
+    const agentCatalog = await openCatalogMirror({ connection: clients["edge-a"], node: "edge-a" } as Bus, { upstreamDomain: "shop" });
     await eventually(async () => (await agentCatalog.get("svc.demo.web"))?.string() === "v1", 30_000, "edge-a's mirror of the site's");
     // Its node record reaches the hub's mesh-nodes.
     const nodes = await new Kvm(publisher).create("mesh-nodes", { history: 1 });

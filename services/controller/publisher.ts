@@ -13,7 +13,7 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
-import { encodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import type { CatalogObject } from "../../bus/catalog.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { nowIso } from "../../bus/events.ts";
 import { buckets, leaseKeys } from "../../bus/subjects.ts";
@@ -29,6 +29,11 @@ export interface CatalogPublisherOptions {
   connection: NatsConnection;
   /** Absent: this hub only serves and follows the catalog, it never writes. */
   source?: CatalogSource;
+  /**
+   * The source's start() when the caller began it already (the hub starts loading manifests while its
+   * nats-server starts: parsing 10,000 services no longer waits for JetStream). @default source.start()
+   */
+  sourceStarted?: Promise<void>;
   holder: string;
   bus: Bus;
   log: Logger;
@@ -46,6 +51,8 @@ export interface CatalogPublisherOptions {
 export async function openCatalogBucket(connection: NatsConnection, replicas = 1): Promise<KV> {
   return new Kvm(connection).create(buckets.catalog, { history: 1, replicas });
 }
+
+const encoder = new TextEncoder();
 
 export class CatalogPublisher {
   readonly #options: CatalogPublisherOptions;
@@ -65,6 +72,19 @@ export class CatalogPublisher {
   #loaded!: Promise<void>;
   readonly #unsubscribe: (() => void)[] = [];
   #resync: NodeJS.Timeout | undefined;
+
+  /**
+   * The JSON of a source's object, once per object: a source hands out the same object until it changes
+   * (a manifest file unchanged, a Kubernetes object at the same version), and the periodic resync
+   * compares every object (JSON.stringify of 20,000 objects every 10 s at 10,000 services).
+   */
+  readonly #jsonOf = new WeakMap<CatalogObject, string>();
+
+  #json(object: CatalogObject): string {
+    let json = this.#jsonOf.get(object);
+    if (json === undefined) this.#jsonOf.set(object, (json = JSON.stringify(object)));
+    return json;
+  }
 
   constructor(options: CatalogPublisherOptions) {
     this.#options = options;
@@ -101,7 +121,9 @@ export class CatalogPublisher {
         if (entry.operation === "PUT") {
           const json = entry.string();
           try {
-            const object = JSON.parse(json) as CatalogObject;
+            // Our own write coming back (the hub writing 10,000 services sees each again): the object is known.
+            const seen = this.stored.get(entry.key);
+            const object = seen?.json === json ? seen.object : (JSON.parse(json) as CatalogObject);
             this.stored.set(entry.key, { json, revision: entry.revision, object });
             this.onStoredChange?.(entry.key, entry.revision, object);
           } catch (error) {
@@ -138,7 +160,7 @@ export class CatalogPublisher {
       this.#options.bus.publish("publisher", "lease", { at: nowIso(), holder: leading ? this.#options.holder : this.#lease!.holderSeen, held: leading });
       if (leading) this.#schedule();
     });
-    await source.start();
+    await (this.#options.sourceStarted ?? source.start());
     this.#lease.start();
     // A source that becomes synced with nothing to change emits nothing (SourceListeners drops empty batches):
     // a periodic pass compares the whole catalog, so stale keys never outlive it. Cheap: no write when equal.
@@ -159,7 +181,7 @@ export class CatalogPublisher {
     const puts: [string, CatalogObject, string][] = [];
     const deletes: string[] = [];
     for (const [key, object] of desired) {
-      const json = JSON.stringify(object);
+      const json = this.#json(object);
       if (this.stored.get(key)?.json !== json) puts.push([key, object, json]);
     }
     for (const key of this.stored.keys()) if (!desired.has(key)) deletes.push(key);
@@ -168,7 +190,7 @@ export class CatalogPublisher {
     const kv = this.#kv;
     const work: (() => Promise<void>)[] = [
       ...puts.map(([key, object, json]) => async () => {
-        const revision = await kv.put(key, encodeCatalogObject(object));
+        const revision = await kv.put(key, encoder.encode(json));
         const seen = this.stored.get(key);
         if (!seen || seen.revision < revision) this.stored.set(key, { json, revision, object });
       }),

@@ -82,7 +82,8 @@ export function diffCatalog(
   for (const key of before.keys()) if (!after.has(key)) changes.push({ op: "delete", key });
   for (const [key, object] of after) {
     const previous = before.get(key);
-    if (!previous || JSON.stringify(previous) !== JSON.stringify(object)) changes.push({ op: "put", key, object });
+    // The same object (from a file that did not change) is unchanged without comparing its JSON.
+    if (!previous || (previous !== object && JSON.stringify(previous) !== JSON.stringify(object))) changes.push({ op: "put", key, object });
   }
   return changes;
 }

@@ -1,8 +1,8 @@
 /**
  * The DNS actor: an xstate machine idle → starting (bind UDP and TCP) → serving
  * → stopping → stopped, or failed when the address cannot be bound. While
- * serving it answers from the catalog feed's reader (a catalog change is in the
- * next answer: answers are cached per catalog version), forwards the rest, and
+ * serving it answers from the catalog feed's reader (a change batch of the feed
+ * is in the next answer: only the touched names are encoded again), forwards the rest, and
  * publishes `mesh.<node>.dns.stats` every few seconds.
  */
 import { readFileSync } from "node:fs";
@@ -127,7 +127,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const upstreams = resolveUpstreams(options);
   const stats = new DnsStats();
   const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
-  const server = new DnsServer({ catalog: options.feed.reader, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats, tcpIdleMs: config.tcpIdleMs });
+  const server = new DnsServer({ catalog: options.feed.reader, feed: options.feed, clusterDomain: config.clusterDomain, ttl: config.ttl, forwarder, log, stats, tcpIdleMs: config.tcpIdleMs });
   if (options.registry) registerDnsMetrics(options.registry, stats, () => forwarder.counters);
   let link: ActorLink | undefined;
   let statsTimer: unknown;

@@ -1,10 +1,12 @@
 /**
- * The DNS server around the pure zone: UDP and TCP (RFC 7766 framing, pipelined
- * queries) on one port, EDNS0 sizes honoured, TC when an answer does not fit a
- * UDP client, FORMERR/NOTIMP for malformed or unsupported queries, drops
- * counted by reason. Cluster answers are encoded once per catalog version and
- * question and then served as a copy with the client's id; questions outside the
- * cluster go to the forwarder.
+ * The DNS server around the cluster zone: what each message is answered with.
+ * EDNS0 sizes honoured, TC when an answer does not fit a UDP client,
+ * FORMERR/NOTIMP for malformed or unsupported queries, drops counted by reason.
+ * Cluster answers are encoded once per question and served as a copy with the
+ * client's id; a catalog change (the feed's batch) updates the zone one Service
+ * at a time and drops the cached answers of the names it touched, nothing else.
+ * Questions outside the cluster go to the forwarder. The sockets (UDP, TCP per
+ * RFC 7766) are transport.ts's.
  *
  * ```ts
  * const server = new DnsServer({ catalog: feed.reader, clusterDomain: "cluster.local", forwarder, log, stats });
@@ -12,15 +14,13 @@
  * await server.stop();
  * ```
  */
-import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
-import { isIPv6 } from "node:net";
-import { createServer, type Server, type Socket as TcpSocket } from "node:net";
 import dnsPacket, { type Answer } from "dns-packet";
+import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
-import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Forwarder } from "./forwarder.ts";
 import type { DnsStats } from "./stats.ts";
+import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Transport } from "./transport.ts";
 import {
   bareResponse,
   flagAA,
@@ -35,23 +35,23 @@ import {
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
-import { answerFromZone, buildClusterZone, type ClusterReply, type ClusterZone, type ZoneOptions } from "./zone.ts";
+import { answerFromZone, ZoneIndex, type ClusterReply, type ZoneOptions } from "./zone.ts";
 
-export interface DnsServerOptions extends ZoneOptions {
+export type { ListenAddress } from "./transport.ts";
+
+export interface DnsServerOptions extends ZoneOptions, Omit<DnsTransportOptions, "respond"> {
   catalog: CatalogReader;
+  /**
+   * The catalog's change batches. Given, the zone follows each batch one Service at a time and only the
+   * touched names' answers are encoded again: a change shows in the next answer at any catalog size.
+   * Absent (tests, tools), the zone is derived again for each catalog version, spaced by maxZoneLagMs.
+   */
+  feed?: Pick<CatalogFeed, "onChange">;
   forwarder?: Forwarder;
-  log: Logger;
-  stats: DnsStats;
-  /** @default 256 — TCP clients at once; more are refused (counted). */
-  maxTcpConnections?: number;
-  /** @default 10_000 — RFC 7766 §6.2.3 suggests seconds: an idle or half-sent TCP client is closed. */
-  tcpIdleMs?: number;
-  /** @default 32 — queries of one TCP connection being answered at once; reading pauses past it. */
-  tcpPipelineDepth?: number;
-  /** @default 50_000 — encoded cluster answers kept per catalog version. */
+  /** @default 50_000 — encoded answers kept; past it the cache starts again empty. */
   answerCacheSize?: number;
   /**
-   * @default 500 — the longest a catalog change waits before answers show it.
+   * @default 500 — without a feed, the longest a catalog change waits before answers show it.
    * A small catalog's zone is rebuilt for the next answer after any change. A
    * large one costs milliseconds to rebuild; while it changes faster than that,
    * rebuilds are spaced so they take at most a tenth of the time, and the
@@ -59,11 +59,6 @@ export interface DnsServerOptions extends ZoneOptions {
    * within a second).
    */
   maxZoneLagMs?: number;
-}
-
-export interface ListenAddress {
-  host: string;
-  port: number;
 }
 
 const typeNames: Record<number, string> = { 1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 16: "TXT", 28: "AAAA", 33: "SRV", 255: "ANY" };
@@ -81,112 +76,58 @@ const maxChaseDepth = 8;
 /** A zone built faster than this is rebuilt on every change without spacing. */
 const cheapZoneBuildMs = 2;
 
-type Transport = "udp" | "tcp";
-
 export class DnsServer {
   readonly #options: DnsServerOptions;
   readonly #log: Logger;
   readonly #stats: DnsStats;
-  #udp?: Socket;
-  #tcp?: Server;
-  readonly #tcpClients = new Set<TcpSocket>();
-  /** Encoded answers (id 0) by question bytes + flags, for #zone; ExternalName chases are kept unencoded. */
+  readonly #transport: DnsTransport;
+  /** Encoded answers (id 0) by question bytes + flags, for the current zone; ExternalName chases are kept unencoded. */
   #answers = new Map<string, Buffer | ChaseEntry>();
-  #zone?: ClusterZone;
+  /** The cache keys of each question name, so that a changed name drops its answers (any type, any flags). */
+  #keysByName = new Map<string, string[]>();
+  readonly #index: ZoneIndex;
+  #zoneBuilt = false;
   #zoneVersion = -1;
   #zoneBuiltAt = 0;
   #zoneBuildMs = 0;
   #zoneTimer?: NodeJS.Timeout;
-  #address?: ListenAddress;
+  #unfollow?: () => void;
 
   constructor(options: DnsServerOptions) {
     this.#options = options;
     this.#log = options.log;
     this.#stats = options.stats;
+    this.#index = new ZoneIndex(options);
+    this.#transport = new DnsTransport({ ...options, respond: (query, transport) => this.respond(query, transport) });
   }
 
   get address(): ListenAddress | undefined {
-    return this.#address;
+    return this.#transport.address;
   }
 
   /** TCP clients connected now (a gauge: what a leak would grow). */
   get tcpClients(): number {
-    return this.#tcpClients.size;
+    return this.#transport.tcpClients;
   }
 
-  /** Binds UDP and TCP on the same port (a free one for port 0). */
+  /** Answer bytes queued in this process for TCP clients, not yet taken by the kernel. */
+  get tcpBufferedBytes(): number {
+    return this.#transport.tcpBufferedBytes;
+  }
+
+  /** Binds UDP and TCP on the same port (a free one for port 0) and follows the feed's changes. */
   async start(listen: ListenAddress): Promise<ListenAddress> {
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const udp = createSocket({
-        type: isIPv6(listen.host) ? "udp6" : "udp4",
-        // Replies go to the IP a query came from: no name lookup (and no extra tick) per send.
-        lookup: (address, _options, callback) => (callback as (error: null, address: string, family: number) => void)(null, address, isIPv6(address) ? 6 : 4),
-      });
-      try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once("error", reject);
-          udp.bind(listen.port, listen.host, () => {
-            udp.off("error", reject);
-            resolve();
-          });
-        });
-      } catch (cause) {
-        udp.close();
-        throw new LeafmeshError("DNS_FAILED", `cannot listen for DNS on udp ${listen.host}:${listen.port}: ${(cause as Error).message}`, { cause });
-      }
-      const port = udp.address().port;
-      // allowHalfOpen: a client may send its queries and FIN at once; its answers still go back (then our FIN).
-      const tcp = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#onTcpClient(socket));
-      tcp.maxConnections = this.#options.maxTcpConnections ?? 256;
-      try {
-        await new Promise<void>((resolve, reject) => {
-          tcp.once("error", reject);
-          tcp.listen(port, listen.host, () => {
-            tcp.off("error", reject);
-            resolve();
-          });
-        });
-      } catch (cause) {
-        udp.close();
-        lastError = cause;
-        if (listen.port === 0 && (cause as NodeJS.ErrnoException).code === "EADDRINUSE") continue; // the UDP port's TCP twin was taken: try another
-        throw new LeafmeshError("DNS_FAILED", `cannot listen for DNS on tcp ${listen.host}:${port}: ${(cause as Error).message}`, { cause });
-      }
-      tcp.on("drop", () => this.#drop("tcp connection limit"));
-      tcp.on("error", (error) => this.#log.error({ err: error }, "DNS TCP server error"));
-      udp.on("error", (error) => {
-        if (this.#stats.drop("udp socket error")) this.#log.error({ err: error }, "DNS UDP socket error (logged once, counted always)");
-      });
-      udp.on("message", (message, remote) => this.#onUdp(message, remote));
-      try {
-        // Room for bursts: the kernel caps these at net.core.[rw]mem_max.
-        udp.setRecvBufferSize(4 * 1024 * 1024);
-        udp.setSendBufferSize(4 * 1024 * 1024);
-      } catch (error) {
-        this.#log.debug({ err: error }, "could not enlarge the UDP socket buffers");
-      }
-      this.#udp = udp;
-      this.#tcp = tcp;
-      this.#address = { host: listen.host, port };
-      return this.#address;
-    }
-    throw new LeafmeshError("DNS_FAILED", `no free port for DNS on ${listen.host} with both UDP and TCP`, { cause: lastError });
+    const address = await this.#transport.start(listen);
+    this.#unfollow ??= this.#options.feed?.onChange((keys) => this.#applyChanges(keys));
+    return address;
   }
 
   async stop(): Promise<void> {
-    const udp = this.#udp;
-    const tcp = this.#tcp;
-    this.#udp = undefined;
-    this.#tcp = undefined;
+    this.#unfollow?.();
+    this.#unfollow = undefined;
     if (this.#zoneTimer) clearTimeout(this.#zoneTimer);
     this.#zoneTimer = undefined;
-    for (const client of this.#tcpClients) client.destroy();
-    this.#tcpClients.clear();
-    await Promise.all([
-      udp ? new Promise<void>((resolve) => udp.close(() => resolve())) : undefined,
-      tcp ? new Promise<void>((resolve) => tcp.close(() => resolve())) : undefined,
-    ]);
+    await this.#transport.stop();
   }
 
   /**
@@ -205,14 +146,20 @@ export class DnsServer {
       if (response && parsed.kind === "reply") stats.countRcode(parsed.rcode);
       return response;
     }
-    if (this.#options.catalog.version !== this.#zoneVersion) this.#refreshZone();
+    if (!this.#zoneBuilt || (!this.#options.feed && this.#options.catalog.version !== this.#zoneVersion)) this.#refreshZone();
     const ednsCode = parsed.edns ? (parsed.edns.dnssecOk ? 2 : 1) : 0;
     const key = String.fromCharCode((parsed.flags >> 4) & 0x11, ednsCode) + query.toString("latin1", 12, parsed.questionEnd);
     let template = this.#answers.get(key);
     if (template === undefined) {
-      template = this.#encodeClusterAnswer(query, parsed);
-      if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#answers.clear();
+      const name = queryName(query, parsed);
+      template = name === undefined ? forwardMarker : this.#encodeClusterAnswer(query, parsed, name);
+      if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#clearAnswers();
       this.#answers.set(key, template);
+      if (name !== undefined) {
+        const keys = this.#keysByName.get(name);
+        if (keys) keys.push(key);
+        else this.#keysByName.set(name, [key]);
+      }
     }
     if ("target" in template) return this.#chase(query, parsed, template, transport);
     if (template !== forwardMarker) {
@@ -224,14 +171,14 @@ export class DnsServer {
   }
 
   /**
-   * Rebuilds the zone now, or (when the last build was recent and costly) in a
+   * Derives the whole zone now, or (without a feed, when the last build was recent and costly) in a
    * moment: real elapsed time, because this guards the CPU, not a protocol timer.
    */
   #refreshZone(): void {
     const now = performance.now();
     const spacing = Math.min(this.#options.maxZoneLagMs ?? 500, this.#zoneBuildMs * 10);
     // A cheap build (a small catalog) always runs, so the very next answer shows the change.
-    if (this.#zone && this.#zoneBuildMs >= cheapZoneBuildMs && now - this.#zoneBuiltAt < spacing) {
+    if (this.#zoneBuilt && this.#zoneBuildMs >= cheapZoneBuildMs && now - this.#zoneBuiltAt < spacing) {
       this.#zoneTimer ??= setTimeout(() => {
         this.#zoneTimer = undefined;
         if (this.#options.catalog.version !== this.#zoneVersion) this.#refreshZone();
@@ -239,11 +186,35 @@ export class DnsServer {
       return;
     }
     const version = this.#options.catalog.version;
-    this.#zone = buildClusterZone(this.#options.catalog, this.#options);
+    this.#index.rebuild(this.#options.catalog);
+    this.#zoneBuilt = true;
     this.#zoneVersion = version;
     this.#zoneBuiltAt = performance.now();
     this.#zoneBuildMs = this.#zoneBuiltAt - now;
+    this.#clearAnswers();
+  }
+
+  /**
+   * A batch of changed catalog keys: the touched Services' records are derived again and the
+   * cached answers of every name whose records changed are dropped (other names keep theirs; a
+   * cached negative answer elsewhere keeps the SOA serial it was encoded with, which only says
+   * how old it is). Before the first question nothing is built: the first question builds all.
+   */
+  #applyChanges(keys: readonly string[]): void {
+    if (!this.#zoneBuilt) return;
+    const changed = this.#index.apply(this.#options.catalog, keys);
+    this.#zoneVersion = this.#options.catalog.version;
+    for (const name of changed) {
+      const cached = this.#keysByName.get(name);
+      if (!cached) continue;
+      for (const key of cached) this.#answers.delete(key);
+      this.#keysByName.delete(name);
+    }
+  }
+
+  #clearAnswers(): void {
     this.#answers = new Map();
+    this.#keysByName = new Map();
   }
 
   /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client. */
@@ -261,10 +232,8 @@ export class DnsServer {
   }
 
   /** The encoded cluster answer (id 0), an ExternalName to chase, or the forward marker when the question is not the cluster's. */
-  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery): Buffer | ChaseEntry {
-    const name = queryName(query, parsed);
-    if (name === undefined) return forwardMarker;
-    const zone = this.#zone!;
+  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery, name: string): Buffer | ChaseEntry {
+    const zone = this.#index.zone;
     const type = typeNames[parsed.qtype] ?? `TYPE${parsed.qtype}`;
     const klass = classNames[parsed.qclass] ?? `CLASS${parsed.qclass}`;
     const reply = answerFromZone(zone, name, type, klass);
@@ -289,7 +258,7 @@ export class DnsServer {
     let rcode: ClusterReply["rcode"] = "NOERROR";
     let target = entry.target;
     for (let depth = 0; depth < maxChaseDepth; depth++) {
-      const inZone = answerFromZone(this.#zone!, target, entry.type, "IN");
+      const inZone = answerFromZone(this.#index.zone, target, entry.type, "IN");
       if (inZone) {
         answers.push(...inZone.answers);
         rcode = inZone.rcode;
@@ -360,133 +329,6 @@ export class DnsServer {
     else stats.answers.stale++;
     stats.countRcode(result.response[3] & 0xf);
     return this.#fit(result.response, query, parsed, transport, false);
-  }
-
-  #onUdp(message: Buffer, remote: RemoteInfo): void {
-    const started = performance.now();
-    let response: ReturnType<DnsServer["respond"]>;
-    try {
-      response = this.respond(message, "udp");
-    } catch (error) {
-      this.#internalError(error);
-      return;
-    }
-    if (response === undefined) return;
-    if (!(response instanceof Promise)) {
-      this.#sendUdp(response, remote, started);
-      return;
-    }
-    response.then(
-      (bytes) => bytes && this.#sendUdp(bytes, remote, started),
-      (error) => this.#internalError(error),
-    );
-  }
-
-  #sendUdp(bytes: Buffer, remote: RemoteInfo, started: number): void {
-    const udp = this.#udp;
-    if (!udp) return;
-    // No callback: a failed send surfaces as the socket's 'error' event, and the hot path saves a tick per reply.
-    udp.send(bytes, remote.port, remote.address);
-    this.#stats.latency(performance.now() - started);
-  }
-
-  /** Answer bytes queued in this process for TCP clients, not yet taken by the kernel: about one socket buffer's high-water mark per client that does not read. */
-  get tcpBufferedBytes(): number {
-    let total = 0;
-    for (const client of this.#tcpClients) total += client.writableLength;
-    return total;
-  }
-
-  /**
-   * One TCP client (RFC 7766): length-prefixed queries, pipelined, answered as
-   * they are ready. Reading stops while `tcpPipelineDepth` answers are pending or
-   * the client does not read its answers (the socket's buffer is full), and goes
-   * on after; a client's FIN is answered with ours once its pending answers went
-   * out. A client that leaves or resets costs nothing more: answers still on the
-   * way are dropped.
-   */
-  #onTcpClient(socket: TcpSocket): void {
-    this.#tcpClients.add(socket);
-    const depth = this.#options.tcpPipelineDepth ?? 32;
-    let buffered: Buffer = Buffer.alloc(0);
-    let pending = 0;
-    let clientEnded = false;
-    socket.setTimeout(this.#options.tcpIdleMs ?? 10_000, () => {
-      this.#drop("tcp idle");
-      socket.destroy();
-    });
-    socket.on("error", () => socket.destroy());
-    socket.on("close", () => this.#tcpClients.delete(socket));
-    const write = (bytes: Buffer, started: number) => {
-      if (socket.destroyed || socket.writableEnded) return;
-      const frame = Buffer.allocUnsafe(2 + bytes.length);
-      frame.writeUInt16BE(bytes.length, 0);
-      bytes.copy(frame, 2);
-      // Backpressure: past the socket's high-water mark pump() stops taking queries until 'drain'.
-      socket.write(frame);
-      this.#stats.latency(performance.now() - started);
-    };
-    const completeMessageBuffered = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
-    const pump = () => {
-      while (!socket.destroyed && buffered.length >= 2 && pending < depth && !socket.writableNeedDrain) {
-        const length = buffered.readUInt16BE(0);
-        if (length < 12) {
-          // Not even a header: the stream cannot be resynchronised (RFC 7766 §8).
-          this.#drop("tcp short message");
-          socket.destroy();
-          return;
-        }
-        if (buffered.length < 2 + length) break; // wait for the rest, within the idle timeout
-        const message = buffered.subarray(2, 2 + length);
-        buffered = buffered.subarray(2 + length);
-        const started = performance.now();
-        let response: ReturnType<DnsServer["respond"]>;
-        try {
-          response = this.respond(message, "tcp");
-        } catch (error) {
-          this.#internalError(error);
-          continue;
-        }
-        if (response === undefined) continue;
-        if (!(response instanceof Promise)) {
-          write(response, started);
-          continue;
-        }
-        pending++;
-        response.then(
-          (bytes) => {
-            pending--;
-            if (bytes) write(bytes, started);
-            pump();
-          },
-          (error) => {
-            pending--;
-            this.#internalError(error);
-            pump();
-          },
-        );
-      }
-      if (socket.destroyed) return;
-      // Read more only while answers can go out and the pipeline has room.
-      if (pending >= depth || socket.writableNeedDrain) socket.pause();
-      else socket.resume();
-      // The client sent FIN: once its last complete query is answered, so do we (a partial one is dropped).
-      if (clientEnded && pending === 0 && !completeMessageBuffered() && !socket.writableEnded) socket.end();
-    };
-    socket.on("drain", pump);
-    socket.once("end", () => {
-      clientEnded = true;
-      pump();
-    });
-    socket.on("data", (chunk: Buffer) => {
-      // One message is at most 65,535 bytes plus its length: more than that buffered means the reader is behind, not that the client may send more.
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      pump();
-      if (!socket.destroyed && buffered.length > 2 * (65_535 + 2)) {
-        this.#drop("tcp buffer full");
-        socket.destroy();
-      }
-    });
   }
 
   #drop(reason: string): void {

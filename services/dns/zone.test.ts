@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import type { CatalogObject, EndpointSlice, Service } from "../../bus/catalog.ts";
 import { encodeReply } from "./server.ts";
 import type { LoosePacket, LooseRecord } from "../../test/support/dns-servers.ts";
-import { feedOf, sampleCatalog, service, slice } from "../../test/support/dns-catalog.ts";
+import { feedOf, generateCatalog, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 import { isProblem, parseQuery } from "./wire.ts";
 import { answerQuestion, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
 
@@ -169,62 +169,6 @@ describe("cluster zone: named cases", () => {
     expect(reverseName("not-an-ip")).toBeUndefined();
   });
 });
-
-/** A small deterministic PRNG (mulberry32) so a failing case can be replayed. */
-function prng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function generateCatalog(seed: number) {
-  const random = prng(seed);
-  const pick = <T,>(items: T[]) => items[Math.floor(random() * items.length)];
-  const objects: CatalogObject[] = [];
-  const services: Service[] = [];
-  const slicesOf = new Map<string, EndpointSlice[]>();
-  let ipCounter = 1;
-  const ipv4 = () => `10.${seed % 200}.${Math.floor(ipCounter / 250)}.${(ipCounter++ % 250) + 1}`;
-  const ipv6 = () => `fd00:${(seed % 0xffff).toString(16)}::${(ipCounter++).toString(16)}`;
-  const count = 3 + Math.floor(random() * 10);
-  for (let index = 0; index < count; index++) {
-    const namespace = pick(["default", "shop", "kube-system", "edge"]);
-    const name = `svc-${index}-${Math.floor(random() * 1000)}`;
-    const kind = pick(["clusterip", "clusterip", "dual", "v6", "headless", "headless", "external"]);
-    const ports = Array.from({ length: Math.floor(random() * 3) }, (_, portIndex) => ({
-      name: portIndex === 0 && random() < 0.3 ? "" : `p${portIndex}`,
-      protocol: pick(["TCP", "UDP"] as const),
-      port: 1000 + portIndex,
-      targetPort: 2000 + portIndex,
-    }));
-    let svc: Service;
-    if (kind === "external") svc = service(namespace, name, { type: "ExternalName", externalName: `${name}.example.org`, ports: [] });
-    else if (kind === "headless") svc = service(namespace, name, { headless: true, ports, publishNotReadyAddresses: random() < 0.3 });
-    else if (kind === "dual") svc = service(namespace, name, { clusterIPs: [ipv4(), ipv6()], ipFamilies: ["IPv4", "IPv6"], ports });
-    else if (kind === "v6") svc = service(namespace, name, { clusterIPs: [ipv6()], ipFamilies: ["IPv6"], ports });
-    else svc = service(namespace, name, { clusterIPs: [ipv4()], ports });
-    services.push(svc);
-    objects.push(svc);
-    const sliceCount = kind === "external" ? 0 : Math.floor(random() * 3);
-    const list: EndpointSlice[] = [];
-    for (let sliceIndex = 0; sliceIndex < sliceCount; sliceIndex++) {
-      const v6 = random() < 0.3;
-      const endpoints = Array.from({ length: Math.floor(random() * 5) + 1 }, (_, endpointIndex) => ({
-        ip: v6 ? ipv6() : ipv4(),
-        ready: random() < 0.7,
-        hostname: random() < 0.5 ? `host-${sliceIndex}-${endpointIndex}` : undefined,
-      }));
-      const item = slice(namespace, name, `${name}-${sliceIndex}`, endpoints, { ports: ports.map((port) => ({ name: port.name, protocol: port.protocol, port: port.targetPort })) });
-      list.push(item);
-      objects.push(item);
-    }
-    slicesOf.set(`${namespace}/${name}`, list);
-  }
-  return { objects, services, slicesOf, random };
-}
 
 describe("cluster zone: generated catalogs", () => {
   const seeds = Array.from({ length: 150 }, (_, index) => index + 1);

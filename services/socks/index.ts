@@ -21,12 +21,16 @@ import type { Bus } from "../../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
+import { Admission, AdmissionRefused, type AdmissionLimits, type AdmissionTicket } from "../../lib/admission.ts";
+import { BurstLog } from "../../lib/burst-log.ts";
+import { systemClock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { buildMethodChoice, buildReply, parseGreeting, parseRequest, replyCodes } from "./protocol.ts";
 import { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
 
 export { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
 export { parseGreeting, parseRequest } from "./protocol.ts";
+export { registerSocksMetrics } from "./metrics.ts";
 
 export interface SocksOptions {
   bus?: Bus;
@@ -44,7 +48,27 @@ export interface SocksOptions {
   handshakeTimeoutMs?: number;
   /** @default 5_000 — a target on this node answers a SYN in milliseconds; 5 s covers two SYN retransmits. */
   connectTimeoutMs?: number;
+  /** Admission of clients (lib/admission.ts): defaults and why in `defaultSocksLimits`. */
+  limits?: Partial<AdmissionLimits>;
 }
+
+/**
+ * The SOCKS proxy's limits: an operator's tool (ssh, curl, a browser), not a data
+ * path for a fleet; a scan or a runaway script must not take the agent's memory
+ * or every tunnel stream to a peer.
+ */
+export const defaultSocksLimits: AdmissionLimits = {
+  /** @default 1_024 — clients served at once (each a socket and, through the tunnel, a TLS session: ~100 KiB). */
+  maxConnections: 1_024,
+  /** @default 128 — clients between accept and joined at once (their handshake, then the target's connect or tunnel stream open, a TLS handshake). */
+  maxOpening: 128,
+  /** @default 64 — one client address's share: a browser opens tens, a scan thousands; half the openings, so one stalling client never holds them all. */
+  maxPerClient: 64,
+  /** @default 512 — clients waiting for a place before the next is refused at once. */
+  maxWaiting: 512,
+  /** @default 10_000 — as the handshake timeout: a client waits no longer for a place than for its target. */
+  waitTimeoutMs: 10_000,
+};
 
 const socksMachine = setup({ types: { events: {} as { type: "LISTENING" } | { type: "STOP" } } }).createMachine({
   id: "socks",
@@ -57,6 +81,8 @@ export function createSocksActor(options: SocksOptions) {
   const log = options.log;
   const counters = new Map<string, number>();
   const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
+  const admission = new Admission({ clock: systemClock, limits: { ...defaultSocksLimits, ...options.limits } });
+  const refusals = new BurstLog({ log, clock: systemClock, message: "SOCKS client refused at the door" });
   /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
   /** Dials under way, each abortable (the client hung up, or the proxy stops). */
@@ -100,15 +126,47 @@ export function createSocksActor(options: SocksOptions) {
     });
   };
 
-  const handle = (client: Socket) => {
+  /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */
+  const admit = (client: Socket) => {
     sockets.add(client);
     // A client's RST or hang-up is ordinary: what it cut is counted where it happens.
     client.on("error", () => undefined);
+    client.pause();
+    const left = new AbortController();
+    const onClose = () => {
+      sockets.delete(client);
+      left.abort();
+    };
+    client.once("close", onClose);
+    const address = client.remoteAddress ?? "unknown";
+    admission.admit(address, left.signal).then(
+      (ticket) => {
+        client.off("close", onClose);
+        if (client.destroyed) {
+          ticket.release();
+          sockets.delete(client);
+          return;
+        }
+        client.resume();
+        handle(client, ticket);
+      },
+      (error: unknown) => {
+        const reason = error instanceof AdmissionRefused ? error.reason : "admission failed";
+        if (reason === "client left while queued") return count(reason);
+        count(`refused: ${reason}`);
+        refusals.note(reason, { client: address, ...admission.counts });
+        client.resetAndDestroy();
+      },
+    );
+  };
+
+  const handle = (client: Socket, ticket: AdmissionTicket) => {
     let buffer = new Uint8Array(0);
     let stage: "greeting" | "request" | "connecting" | "joined" | "refused" = "greeting";
     let dialing: AbortController | undefined;
     client.once("close", () => {
       sockets.delete(client);
+      ticket.release();
       if (stage === "greeting" || stage === "request") count("client left during the handshake");
       if (dialing) {
         count("client left while connecting");
@@ -192,6 +250,7 @@ export function createSocksActor(options: SocksOptions) {
             dialing = undefined;
             stage = "joined";
             count("connected");
+            ticket.opened();
             client.setTimeout(0);
             client.write(buildReply(replyCodes.succeeded));
             if (early.length > 0) upstream.write(early);
@@ -223,10 +282,10 @@ export function createSocksActor(options: SocksOptions) {
       return typeof address === "object" && address ? { host: address.address, port: address.port } : undefined;
     },
     /** Counters by reason, and gauges: clients connected, dials under way, clients joined with their upstream. */
-    stats: () => ({ ...Object.fromEntries(counters), clients: sockets.size, dialing: dials.size, joined: joins.size }),
+    stats: () => ({ ...Object.fromEntries(counters), clients: sockets.size, dialing: dials.size, joined: joins.size, waiting: admission.counts.waiting }),
     async start() {
       // allowHalfOpen: a client's FIN half-closes its upstream, whose answer still reaches it.
-      server = createServer({ allowHalfOpen: true, noDelay: true }, handle);
+      server = createServer({ allowHalfOpen: true, noDelay: true }, admit);
       await new Promise<void>((resolve, reject) => {
         server!.once("error", (error: NodeJS.ErrnoException) =>
           reject(new LeafmeshError("CONFIG_INVALID", `--socks ${options.listen.host}:${options.listen.port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
@@ -242,6 +301,8 @@ export function createSocksActor(options: SocksOptions) {
     async stop() {
       link?.stop();
       const stopping = new LeafmeshError("NOT_RUNNING", "the SOCKS proxy stopped");
+      admission.close();
+      refusals.close();
       for (const controller of dials) controller.abort();
       for (const join of joins) join.reset(stopping);
       for (const socket of sockets) resetStream(socket, stopping);

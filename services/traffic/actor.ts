@@ -9,18 +9,20 @@ import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xsta
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
-import { catalogKey } from "../../bus/catalog.ts";
-import { nowIso, type ListenerBinding } from "../../bus/events.ts";
+import type { ListenerBinding } from "../../bus/events.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ServicePortBalancer, type BalancerShared } from "./balancer.ts";
 import { Counters } from "./counters.ts";
+import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "./policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
+import { ListenerPublisher } from "./listener-publisher.ts";
 import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "./outlier.ts";
-import { affectedServices, planService, serviceRef, type RejectedService, type ServicePortPlan } from "./plan.ts";
+import type { ServicePortPlan } from "./plan.ts";
+import { PlanScope } from "./scope.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 import { rpc } from "../../bus/rpc.ts";
@@ -51,8 +53,12 @@ export interface TrafficOptions {
   /** @default 4 — endpoints tried per TCP connection */
   maxAttempts?: number;
   outlier?: Omit<OutlierOptions, "clock">;
-  /** @default 500 — listeners per bus event page (~100 bytes each, well under 1 MiB). */
+  /** Admission of TCP connections: defaults and why in capacity.ts (`defaultTrafficLimits`). */
+  capacity?: Partial<TrafficLimits>;
+  /** @default 500 — see ListenerPublisherOptions.pageSize */
   pageSize?: number;
+  /** @default 100 — see ListenerPublisherOptions.minIntervalMs */
+  publishIntervalMs?: number;
   /** @default 60_000 — the full set is published again this often as a safety net; a (re)started proxier asks for it at once (rpc `traffic.listeners`). */
   republishMs?: number;
   /** @default this namespace's ephemeral range — where listener ports are picked (listener-ports.ts). */
@@ -76,13 +82,13 @@ export interface TrafficActor {
   start(): Promise<void>;
   /** Closes every listener and connection. */
   stop(): Promise<void>;
-  /** Current listener of every proxied service port. */
-  listeners(): ListenerBinding[];
+  /** Current listener of every proxied service port (the first `limit`). */
+  listeners(limit?: number): ListenerBinding[];
   /** Called after every reconcile with the full set (the proxier's in-process input). */
   onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
   /** Services left out and why (invalid annotation). */
   rejected(): { service: string; reason: string; error: string }[];
-  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[] };
+  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[]; admission: { connections: number; opening: number; waiting: number; clients: number } };
 }
 
 type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
@@ -119,6 +125,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const clock = options.clock ?? systemClock;
   const listenHost = options.listenHost ?? "127.0.0.1";
   const counters = new Counters();
+  const capacity = createTrafficCapacity({ log, clock, limits: options.capacity });
   const shared: BalancerShared = {
     node: options.node,
     clock,
@@ -132,7 +139,6 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
   let loggedRejections = new Set<string>();
   let rejected: { service: string; reason: string; error: string }[] = [];
-  let generation = 0;
   let inFlight: Promise<void> = Promise.resolve();
   let firstReconcile: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   let unsubscribeFeed: (() => void) | undefined;
@@ -140,37 +146,22 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   let stopServing: (() => void) | undefined;
   let link: ActorLink | undefined;
 
-  const bindings = (): ListenerBinding[] =>
-    [...listeners.values()]
-      .filter((listener) => listener.plan.clusterIPs.length > 0)
-      .map((listener) => ({
-        key: listener.plan.key,
-        protocol: listener.plan.protocol,
-        clusterIPs: listener.plan.clusterIPs,
-        port: listener.plan.port,
-        listenerPort: listener.socket.port,
-      }));
-
-  const publish = () => {
-    if (!options.bus) return;
-    const all = bindings();
-    const pageSize = options.pageSize ?? 500;
-    const pages = Math.max(1, Math.ceil(all.length / pageSize));
-    generation++;
-    for (let page = 0; page < pages; page++) {
-      options.bus.publish("traffic", "listeners", {
-        at: nowIso(clock.now),
-        generation,
-        page,
-        pages,
-        listeners: all.slice(page * pageSize, (page + 1) * pageSize),
-      });
+  /** The bindings of the listeners that have a cluster IP, the first `limit` of them (status shows a few). */
+  const bindings = (limit = Number.POSITIVE_INFINITY): ListenerBinding[] => {
+    const result: ListenerBinding[] = [];
+    for (const listener of listeners.values()) {
+      if (result.length >= limit) break;
+      if (listener.plan.clusterIPs.length === 0) continue;
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerPort: listener.socket.port });
     }
+    return result;
   };
+
+  const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: () => bindings(), pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
 
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);
-    const common = { balancer, shared, log, counters, listenHost };
+    const common = { balancer, shared, log, counters, listenHost, admission: capacity.admission, refusals: capacity.refusals };
     const create = () =>
       plan.protocol === "TCP"
         ? new TcpServicePortListener({
@@ -198,65 +189,12 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     return { plan, balancer, socket };
   };
 
-  // Incremental state: which plan keys each Service owns, which Service each planned slice belongs to,
-  // and the Services whose keys changed since the last reconcile ("all" for the first one and after a
-  // DestinationRule change). A change to one of 10,000 services re-plans one.
-  const planKeysByService = new Map<string, string[]>();
-  const slicesByService = new Map<string, string[]>();
-  const sliceOwners = new Map<string, string>();
-  const rejectedByService = new Map<string, RejectedService>();
-  let pending: Set<string> | "all" = "all";
-  const noteChanged = (keys: string[]) => {
-    if (pending === "all") return;
-    const affected = affectedServices(keys, options.feed.reader, (key) => sliceOwners.get(key));
-    if (affected === "all") pending = "all";
-    else for (const service of affected) pending.add(service);
-  };
-
-  /** The wanted plans of the Services in scope, and the listener keys they may replace; the book-keeping above brought up to date. */
-  const planScope = (scope: Set<string> | "all"): { desired: Map<string, ServicePortPlan>; considered: string[] } => {
-    const reader = options.feed.reader;
-    let refs: Iterable<string>;
-    let considered: string[];
-    if (scope === "all") {
-      considered = [...listeners.keys()];
-      planKeysByService.clear();
-      slicesByService.clear();
-      sliceOwners.clear();
-      rejectedByService.clear();
-      refs = [...reader.services()].map((service) => serviceRef(service.namespace, service.name));
-    } else {
-      considered = [];
-      for (const ref of scope) {
-        considered.push(...(planKeysByService.get(ref) ?? []));
-        for (const slice of slicesByService.get(ref) ?? []) sliceOwners.delete(slice);
-        planKeysByService.delete(ref);
-        slicesByService.delete(ref);
-        rejectedByService.delete(ref);
-      }
-      refs = scope;
-    }
-    const desired = new Map<string, ServicePortPlan>();
-    for (const ref of refs) {
-      const slash = ref.indexOf("/");
-      const service = reader.service(ref.slice(0, slash), ref.slice(slash + 1));
-      if (!service) continue;
-      const slices = reader.slices(service.namespace, service.name).map((slice) => catalogKey(slice));
-      if (slices.length > 0) slicesByService.set(ref, slices);
-      for (const slice of slices) sliceOwners.set(slice, ref);
-      const planned = planService(service, reader);
-      if (planned.rejected) rejectedByService.set(ref, planned.rejected);
-      if (planned.plans.length > 0) planKeysByService.set(ref, planned.plans.map((plan) => plan.key));
-      for (const plan of planned.plans) desired.set(plan.key, plan);
-    }
-    return { desired, considered };
-  };
+  // Which Services the next reconcile plans again (scope.ts).
+  const scope = new PlanScope(() => options.feed.reader);
 
   const reconcile = async () => {
-    const scope = pending;
-    pending = new Set();
-    const { desired, considered } = planScope(scope);
-    rejected = [...rejectedByService.values()];
+    const { desired, considered } = scope.take(listeners.keys());
+    rejected = scope.rejected();
     // Logged and counted once per (service, error) while it lasts; the set holds only current rejections.
     const current = new Set<string>();
     for (const rejection of rejected) {
@@ -301,7 +239,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           counters.count("listener failed");
           failures.push(`${key}: ${describeError(result.reason)}`);
           // Not open: the next change to this Service (or the next full pass) tries again.
-          if (pending !== "all") pending.add(serviceRef(batch[i].namespace, batch[i].service));
+          scope.retry(batch[i].namespace, batch[i].service);
         }
       });
     }
@@ -311,9 +249,11 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       shared.outliers.retain(known);
     }
     if (changed) {
-      publish();
-      const current = bindings();
-      for (const subscriber of subscribers) subscriber(current);
+      publisher?.request();
+      if (subscribers.size > 0) {
+        const current = bindings();
+        for (const subscriber of subscribers) subscriber(current);
+      }
     }
     if (failures.length > 0) throw new LeafmeshError("PROXY_FAILED", `could not open listeners (the other services work): ${failures.join("; ")}`);
   };
@@ -335,6 +275,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         }),
         shutdown: fromPromise(async () => {
           await inFlight.catch(() => undefined);
+          capacity.close();
           for (const listener of listeners.values()) await listener.socket.close();
           listeners.clear();
         }),
@@ -349,15 +290,15 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       actor.start();
       if (options.bus) {
         link = linkActorToBus({ bus: options.bus, actorName: "traffic", actor, clock, detail: () => ({ ...handle.stats() }) });
-        republishTimer = clock.setInterval(publish, options.republishMs ?? 60_000);
+        republishTimer = clock.setInterval(() => publisher?.publishNow(), options.republishMs ?? 60_000);
         // A proxier that (re)starts asks for the current set instead of waiting for the next change.
         stopServing = options.bus.serve(rpc.trafficListeners, () => {
-          publish();
-          return { generation, listeners: listeners.size };
+          publisher?.publishNow();
+          return { generation: publisher?.generation ?? 0, listeners: listeners.size };
         });
       }
       unsubscribeFeed = options.feed.onChange((keys) => {
-        noteChanged(keys);
+        scope.noteChanged(keys);
         actor.send({ type: "CHANGED" });
       });
       actor.send({ type: "START" });
@@ -368,6 +309,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       unsubscribeFeed?.();
       stopServing?.();
       clock.clearInterval(republishTimer);
+      publisher?.stop();
       if (actor.getSnapshot().status === "done") return;
       const stopped = new Promise<void>((resolve) => {
         const subscription = actor.subscribe((snapshot) => {
@@ -382,7 +324,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       await stopped;
       link?.stop();
     },
-    listeners: bindings,
+    listeners: (limit) => bindings(limit),
     onListeners(listener) {
       subscribers.add(listener);
       return () => subscribers.delete(listener);
@@ -397,7 +339,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           bufferedBytes += listener.socket.bufferedBytes;
         } else connections += listener.socket.flows;
       }
-      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected() };
+      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected(), admission: capacity.admission.counts };
     },
   };
   return handle;

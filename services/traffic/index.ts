@@ -17,5 +17,6 @@
  */
 export { createTrafficActor, type TrafficActor, type TrafficOptions } from "./actor.ts";
 export { registerTrafficMetrics } from "./metrics.ts";
+export { defaultTrafficLimits, type TrafficLimits } from "./capacity.ts";
 export { lbPolicies, type LbPolicy, type NodeTopology } from "./policy.ts";
 export { lbPolicyAnnotation } from "./plan.ts";

@@ -6,14 +6,26 @@
  * a tunnel stream reset) reaches the other as an RST, never as a clean end; and
  * an idle timeout, which resets both. A service port without endpoints refuses at
  * once with a TCP RST.
+ *
+ * Every connection passes the agent's admission first (lib/admission.ts): a place
+ * among the connections carried, a turn among the connects under way, within its
+ * client's share; it waits in line for them, or is refused with an RST before any
+ * byte, with its reason counted and logged once per burst. Only what proves the
+ * endpoint bad counts towards its ejection: a refused or timed-out connect to it,
+ * here or at the node that runs it; a tunnel that could not carry the stream
+ * (no path, a handshake or open that took too long under load, the peer's own
+ * limit) excludes the endpoint for this connection only (issue 15 item 12: the only
+ * endpoint was ejected for failures the agent caused itself).
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
+import { AdmissionRefused, type Admission, type AdmissionTicket } from "../../lib/admission.ts";
+import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "./balancer.ts";
-import type { StreamDialer } from "../../bus/streams.ts";
+import { isTargetRefusal, type StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "./policy.ts";
 import type { Counters } from "./counters.ts";
 
@@ -24,6 +36,10 @@ export interface TcpProxyOptions {
   counters: Counters;
   listenHost: string;
   dialer?: StreamDialer;
+  /** The agent's admission, shared by all its TCP listeners (traffic/capacity.ts has the defaults). */
+  admission: Admission;
+  /** Refusals at the door, logged once per burst. */
+  refusals: BurstLog;
   /** @default 3_000 — a LAN endpoint answers a SYN in milliseconds; 3 s covers one SYN retransmit (1 s) and then moves on. */
   connectTimeoutMs: number;
   /** @default 10_000 — a tunnel stream to a node not yet reached waits for its path (a hole punch, then a relay fallback). */
@@ -102,11 +118,28 @@ export class TcpServicePortListener {
       return;
     }
     const exclude = new Set<string>();
-    // A client that leaves while its endpoint is being dialled abandons the dial (a blackholed endpoint would hold it for the connect timeout).
+    // A client that leaves while it waits or its endpoint is being dialled abandons both (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();
     this.#connecting.add(abandon);
     const onClientGone = () => abandon.abort();
     client.once("close", onClientGone);
+    let ticket: AdmissionTicket;
+    try {
+      ticket = await this.#options.admission.admit(clientIp, abandon.signal);
+    } catch (error) {
+      this.#connecting.delete(abandon);
+      client.off("close", onClientGone);
+      const reason = error instanceof AdmissionRefused ? error.reason : "admission failed";
+      if (reason === "client left while queued") {
+        counters.count("tcp client left while queued");
+        return;
+      }
+      counters.count(`tcp refused: ${reason}`);
+      this.#options.refusals.note(`tcp ${reason}`, { client: clientIp, service: balancer.plan.key, ...this.#options.admission.counts });
+      client.resetAndDestroy();
+      return;
+    }
+    let joined = false;
     try {
       for (let attempt = 0; attempt < this.#options.maxAttempts; attempt++) {
         const target = balancer.choose(clientIp, exclude);
@@ -125,6 +158,11 @@ export class TcpServicePortListener {
           }
           exclude.add(target.key);
           counters.count("tcp connect failed");
+          if (!this.#endpointAtFault(target, error)) {
+            // The tunnel could not carry it (no path, a slow open, the peer's limit): the next endpoint, and no mark against this one.
+            counters.count("tcp connect failed: tunnel");
+            continue;
+          }
           if (shared.outliers.failure(target.key)) {
             counters.count("endpoint ejected");
             this.#options.log.warn({ endpoint: target.key, service: balancer.plan.key, err: error }, "endpoint ejected after repeated connect failures");
@@ -140,15 +178,25 @@ export class TcpServicePortListener {
           return;
         }
         counters.count("tcp connections");
-        this.#splice(client, upstream, target);
+        ticket.opened();
+        this.#splice(client, upstream, target, ticket);
+        joined = true;
         return;
       }
     } finally {
       this.#connecting.delete(abandon);
       client.off("close", onClientGone);
+      if (!joined) ticket.release();
     }
     counters.count("tcp refused: no endpoint reachable");
     client.resetAndDestroy();
+  }
+
+  /** A failed connect that proves the endpoint bad: refused or timed out at this node, or at the node that runs it (its agent said so). */
+  #endpointAtFault(target: EndpointTarget, error: unknown): boolean {
+    const { dialer, shared } = this.#options;
+    const remote = dialer !== undefined && target.nodeName !== undefined && target.nodeName !== shared.node;
+    return !remote || isTargetRefusal(error);
   }
 
   #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
@@ -202,7 +250,7 @@ export class TcpServicePortListener {
     });
   }
 
-  #splice(client: Socket, upstream: Duplex, target: EndpointTarget): void {
+  #splice(client: Socket, upstream: Duplex, target: EndpointTarget, ticket: AdmissionTicket): void {
     const { idleTimeoutMs, counters } = this.#options;
     this.#open.add(client);
     this.#open.add(upstream);
@@ -212,6 +260,7 @@ export class TcpServicePortListener {
         this.#open.delete(upstream);
         this.#joins.delete(join);
         this.#release(target);
+        ticket.release();
         if (outcome.complete) return;
         counters.count(outcome.cutBy === "a" ? "tcp stream reset: client" : outcome.cutBy === "b" ? "tcp stream reset: endpoint" : "tcp stream reset: proxy");
         const code = (outcome.error as NodeJS.ErrnoException | undefined)?.code;

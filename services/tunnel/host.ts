@@ -132,7 +132,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
       // protocol and aborts a connection whose ping fails; with the default of 2
       // inbound / 1 outbound ping streams, our RTT probes made its pings fail.
       ping: ping({ maxInboundStreams: 32, maxOutboundStreams: 32 }),
-      // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in: STYLE.md 5).
+      // Hands us the upgrader, the same one @libp2p/tcp uses (components are handed in, not reached for).
       leafmeshUpgrade: (components: { upgrader: Upgrader; logger: ComponentLogger }) => ({ upgrader: components.upgrader, logger: components.logger }),
     },
   });

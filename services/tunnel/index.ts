@@ -34,6 +34,8 @@ export { startObserver, detectNat, punchPlan, canPunch, classifyNat, type Observ
 export { tunnelProtocol } from "./host.ts";
 export { parsePsk, pskFingerprint } from "./psk.ts";
 export type { StreamTarget } from "./stream-header.ts";
+export { defaultMaxStreamsPerPeer } from "./stream-server.ts";
+export { defaultMaxPunchesPerPeer } from "./punch-coordinator.ts";
 export { pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 export { RelayEndpoint, RelayChannel } from "./relay.ts";
 export { checkPeerClaim, decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";

@@ -1,6 +1,6 @@
 /**
  * The NAT matrix in the lab (root, network namespaces, iptables, nats-server):
- * one agent per site behind each of DESIGN.md's NAT types, every pair:
+ * one agent per site behind each of the NAT types of docs/nat.md, every pair:
  * - each agent detects its own NAT type;
  * - a pair the NAT table says can be punched ends hole-punched, and keeps
  *   carrying streams after the hub is cut off (no hub on the path);
@@ -23,7 +23,7 @@ const natSites: { name: string; nat: LabNat }[] = [
   { name: "s5", nat: "symmetric" },
 ];
 
-/** DESIGN.md: a pair where one side is symmetric and the other symmetric or port-restricted cannot be punched. */
+/** docs/nat.md: a pair where one side is symmetric and the other symmetric or port-restricted cannot be punched. */
 function punchable(a: NatType, b: NatType): boolean {
   const hard = (x: NatType, y: NatType) => x === "symmetric" && (y === "symmetric" || y === "port-restricted");
   return !hard(a, b) && !hard(b, a);

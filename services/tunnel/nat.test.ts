@@ -6,7 +6,7 @@ import { canPunch, classifyNat, punchPlan } from "./nat.ts";
 const measured: NatType[] = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric"];
 
 describe("NAT table", () => {
-  it("refuses exactly the pairs DESIGN.md says cannot be punched", () => {
+  it("refuses exactly the pairs docs/nat.md says cannot be punched", () => {
     for (const a of measured) {
       for (const b of measured) {
         const hard = (a === "symmetric" && (b === "symmetric" || b === "port-restricted")) || (b === "symmetric" && (a === "symmetric" || a === "port-restricted"));
@@ -49,7 +49,7 @@ describe("lab NAT routers", () => {
   const options = { wan: "wan", lan: "lan", firstHost: "198.18.65.10" };
   const text = (rules: string[][]) => rules.map((rule) => rule.join(" "));
 
-  it("makes each type the way DESIGN.md describes", () => {
+  it("makes each type the way docs/nat.md describes", () => {
     expect(text(natRules("symmetric", options)).some((rule) => rule.includes("MASQUERADE --random-fully"))).toBe(true);
     expect(text(natRules("port-restricted", options)).some((rule) => rule.includes("--random-fully") || rule.includes("-j DNAT"))).toBe(false);
     expect(text(natRules("full-cone", options))).toContain("iptables -t nat -A PREROUTING -i wan -p tcp -j DNAT --to-destination 198.18.65.10");

@@ -1,5 +1,5 @@
 /**
- * NAT behaviour: the table of DESIGN.md (which pairs can be punched, and how),
+ * NAT behaviour: the NAT table of docs/nat.md (which pairs can be punched, and how),
  * the observer a hub runs (it tells a node the address its connection came
  * from, and probes that address from elsewhere), and the detection a node runs
  * against it.
@@ -39,7 +39,7 @@ export interface HostPort {
 export type PunchPlan = "simultaneous" | "a-listens" | "b-listens" | "relay";
 
 /**
- * DESIGN.md's table: a pair where one side is symmetric and the other symmetric
+ * the NAT table of docs/nat.md: a pair where one side is symmetric and the other symmetric
  * or port-restricted cannot be punched. Otherwise:
  * - a side whose NAT admits inbound connections once opened (none, full cone,
  *   restricted cone after one outbound packet to the peer) listens on its

@@ -1,5 +1,5 @@
 /**
- * The path to one remote node, as an xstate machine (DESIGN.md "Paths between nodes"):
+ * The path to one remote node, as an xstate machine (docs/nat.md, "The NAT types and which pairs punch"):
  *
  *   discovering → direct | holePunched | relayed → (while relayed: retry upgrades)
  *              ↘ unreachable → (backoff, doubling) → discovering

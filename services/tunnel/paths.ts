@@ -29,7 +29,8 @@ import { punchPlan } from "./nat.ts";
 import { explainPath, type PathReasons } from "./path-reasons.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import type { PunchCoordinator } from "./punch-coordinator.ts";
-import type { NatView, PathAttempt, PathWhy } from "../../bus/path-why.ts";
+import type { NatView, Netcheck, PathAttempt, PathWhy } from "../../bus/path-why.ts";
+import { rpc } from "../../bus/rpc.ts";
 
 type PathActor = ActorRefFrom<typeof pathMachine>;
 type PathSnapshot = ReturnType<PathActor["getSnapshot"]>;
@@ -55,6 +56,8 @@ export interface PathTableOptions {
   relays: boolean;
   /** Where attempts are recorded for `status --why` (path-reasons.ts). */
   reasons: PathReasons;
+  /** Answers `rpc.<node>.netcheck` (served here with `tunnel.why`, while the paths are watched). */
+  netcheck?: () => Promise<Netcheck>;
   /** @default 20_000 — how long a stream waits for a path to a node it has none to yet. */
   pathTimeoutMs?: number;
   /** @default 3_000 — dialling a LAN neighbour found by mDNS. */
@@ -73,6 +76,7 @@ export class PathTable {
   /** Peers and nodes already told about with "the keys differ" (said once each). */
   readonly #warnedKeys = new Set<string>();
   #stopped = false;
+  readonly #stopServing: (() => void)[] = [];
 
   constructor(options: PathTableOptions) {
     this.#options = options;
@@ -97,6 +101,7 @@ export class PathTable {
    * evidence, the attempts, the reason and what would change it.
    */
   why(node: string): PathWhy {
+    if (node === this.#options.node) throw new LeafmeshError("CONFIG_INVALID", `'${node}' is this node itself: --why takes another node's name`);
     const { punches, directory, reasons, clock, host } = this.#options;
     const path = this.#paths.get(node);
     const snapshot = path?.actor.getSnapshot();
@@ -168,8 +173,10 @@ export class PathTable {
 
   /** Follows libp2p's events: mDNS neighbours are dialled, identify names a peer's node, connections opening and closing move the paths. */
   watch(): void {
-    const { host } = this.#options;
+    const { host, bus, netcheck } = this.#options;
     const libp2p = host.libp2p;
+    this.#stopServing.push(bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)));
+    if (netcheck) this.#stopServing.push(bus.serve(rpc.netcheck, netcheck));
     libp2p.addEventListener("peer:discovery", (event) => {
       // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
       if (this.#stopped || this.#options.ways?.direct === false) return;
@@ -215,6 +222,7 @@ export class PathTable {
 
   stop(): void {
     this.#stopped = true;
+    for (const stopServing of this.#stopServing.splice(0)) stopServing();
     for (const path of this.#paths.values()) path.actor.stop();
     this.#paths.clear();
   }

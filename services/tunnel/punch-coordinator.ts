@@ -21,6 +21,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Bus } from "../../bus/bus.ts";
 import type { NatType, NodeRecord } from "../../bus/node-record.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { BurstLog } from "../../lib/burst-log.ts";
+import { systemClock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { rpc, type PunchPurpose, type PunchReply, type PunchRequest } from "../../bus/rpc.ts";
 import { rpcRequest, RpcError } from "../../bus/bus.ts";
@@ -28,6 +30,9 @@ import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type N
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
 
 export type { PunchPurpose, PunchReply, PunchRequest } from "../../bus/rpc.ts";
+
+/** PunchCoordinatorOptions.maxPunchesPerPeer's default (the agent's --tunnel-max-punches-per-peer). */
+export const defaultMaxPunchesPerPeer = 16;
 
 export interface PunchCoordinatorOptions {
   nats: NatsConnection;
@@ -50,6 +55,12 @@ export interface PunchCoordinatorOptions {
   onPunched: (socket: Socket, purpose: PunchPurpose, from: string) => Promise<unknown> | void;
   /** How each punch a peer asked for ended on this side (`status --why` on the side that did not ask). */
   onAnswered?: (from: string, outcome: { plan: string; ok: boolean; ms: number; detail: string }) => void;
+  /**
+   * @default 16 — punches one peer may have under way here at once (each holds a port, an
+   * observer query and a socket for up to the punch timeout); the next is declined with the
+   * reason, counted in `refused` (issue 15 item 7). A node's spares need one at a time.
+   */
+  maxPunchesPerPeer?: number;
 }
 
 export class PunchCoordinator {
@@ -59,6 +70,10 @@ export class PunchCoordinator {
   #detection: (NatDetection & { at: string }) | undefined;
   #stopServe: (() => void) | undefined;
   #stopped = false;
+  readonly #answering = new Map<string, number>();
+  /** Punch requests declined for a limit, by reason. */
+  readonly refused = new Map<string, number>();
+  #refusals: BurstLog | undefined;
 
   constructor(options: PunchCoordinatorOptions) {
     this.#options = options;
@@ -154,6 +169,31 @@ export class PunchCoordinator {
     if (purpose === "tls-stream" && !this.#options.servesTlsStreams()) return { error: `${node} does not serve TLS streams` };
     const record = this.#options.recordOf(request.from);
     if (record && record.peerId !== request.peerId) return { error: "peer id does not match the node record" };
+    const under = this.#answering.get(request.from) ?? 0;
+    const limit = this.#options.maxPunchesPerPeer ?? defaultMaxPunchesPerPeer;
+    if (under >= limit) {
+      this.refused.set("peer over its punch limit", (this.refused.get("peer over its punch limit") ?? 0) + 1);
+      (this.#refusals ??= new BurstLog({ log: this.#options.log, clock: systemClock, message: "punch request declined" })).note("peer over its punch limit", { peer: request.from, under });
+      return { error: `${node} has ${under} punches under way for ${request.from}, its limit` };
+    }
+    this.#answering.set(request.from, under + 1);
+    let handedOver = false;
+    try {
+      const reply = await this.#answerPunch(request, purpose, () => (handedOver = true), () => this.#doneAnswering(request.from));
+      return reply;
+    } finally {
+      if (!handedOver) this.#doneAnswering(request.from);
+    }
+  }
+
+  #doneAnswering(from: string): void {
+    const left = (this.#answering.get(from) ?? 1) - 1;
+    if (left > 0) this.#answering.set(from, left);
+    else this.#answering.delete(from);
+  }
+
+  /** A punch request that passed the checks: opens this side in the background; `handOver` once that runs, `done` when it ends. */
+  async #answerPunch(request: PunchRequest, purpose: PunchPurpose, handOver: () => void, done: () => void): Promise<PunchReply> {
     // The plan from the requester's side: "a" is the requester.
     const plan = punchPlan(request.nat, this.#nat);
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
@@ -161,8 +201,9 @@ export class PunchCoordinator {
     const mapped = await this.#observe(localPort);
     const started = Date.now();
     const answered = (ok: boolean, detail: string) => this.#options.onAnswered?.(request.from, { plan, ok, ms: Date.now() - started, detail });
-    const finish = (socketPromise: Promise<Socket>) =>
-      socketPromise
+    const finish = (socketPromise: Promise<Socket>) => {
+      handOver();
+      return socketPromise
         .then((socket) => {
           answered(true, `${request.from} asked for a ${purpose} punch (plan ${plan}): connected from ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`);
           return this.#options.onPunched(socket, purpose, request.from);
@@ -170,7 +211,9 @@ export class PunchCoordinator {
         .catch((error) => {
           answered(false, `${request.from} asked for a ${purpose} punch (plan ${plan}): ${describeError(error)}`);
           this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed");
-        });
+        })
+        .finally(done);
+    };
     if (plan === "simultaneous") void finish(simultaneousOpen({ localPort, remote: request.mapped, timeoutMs }));
     else if (plan === "b-listens") {
       const accepting = acceptOnce({ localPort, fromHost: request.mapped.host, timeoutMs });

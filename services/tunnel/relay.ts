@@ -27,7 +27,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { parseRelaySubject, relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
 import { CreditBudget } from "./relay-budget.ts";
 import { RelayChannel, type ChannelEndpoint, type RelayChannelEvent } from "./relay-channel.ts";
-import { decodeFrame, encodeOpen, frameTypes, type RelayFrame, type RelayPurpose } from "./relay-frames.ts";
+import { decodeFrame, encodeFrame, encodeOpen, frameTypes, type RelayFrame, type RelayPurpose } from "./relay-frames.ts";
 
 export { RelayChannel, type RelayChannelEvent } from "./relay-channel.ts";
 export type { RelayPurpose } from "./relay-frames.ts";
@@ -68,7 +68,19 @@ export interface RelayEndpointOptions {
   idleTimeoutMs?: number;
   /** Called when a channel opens or ends (for `mesh.<node>.tunnel.relay`). */
   onEvent?: (event: RelayChannelEvent) => void;
+  /**
+   * @default 4_096 — channels one peer may have open towards this node (a relayed TLS stream is
+   * one): the next is reset at once, counted as "peer over its channel limit" (issue 15 item 7).
+   * The agent sets it with --tunnel-max-streams-per-peer.
+   */
+  maxChannelsPerPeer?: number;
 }
+
+/** Ended channels remembered to tell their late frames from unknown ones (~100 bytes each). */
+const endedMemory = 16_384;
+
+/** The drop reason of a frame that arrived after its channel ended here. */
+const lateFrame = "late frame of an ended channel";
 
 /** The relay endpoint of one node: opens channels and accepts those addressed to it. */
 export class RelayEndpoint implements ChannelEndpoint {
@@ -80,6 +92,14 @@ export class RelayEndpoint implements ChannelEndpoint {
   readonly #options: RelayEndpointOptions;
   readonly #openTimeoutMs: number;
   readonly #channels = new Map<string, RelayChannel>();
+  /**
+   * Channels that ended lately (key → when): frames the peer sent before it learnt of the end
+   * (a credit for bytes just read, a ping, data in flight at a reset) still arrive, and are late,
+   * not unknown (issue 15 item 8). Bounded: the oldest go first past `endedMemory`.
+   */
+  readonly #ended = new Map<string, number>();
+  /** Channels each peer opened towards this node, open now. */
+  readonly #inboundByPeer = new Map<string, number>();
   readonly #loggedDrops = new Set<string>();
   #subscription: Subscription;
   #closed = false;
@@ -175,7 +195,21 @@ export class RelayEndpoint implements ChannelEndpoint {
 
   /** internal (ChannelEndpoint): a channel ended. */
   forget(channel: RelayChannel): void {
-    this.#channels.delete(this.#key(channel.peer, channel.id));
+    const key = this.#key(channel.peer, channel.id);
+    if (!this.#channels.delete(key)) return;
+    if (channel.direction === "inbound") {
+      const left = (this.#inboundByPeer.get(channel.peer) ?? 1) - 1;
+      if (left > 0) this.#inboundByPeer.set(channel.peer, left);
+      else this.#inboundByPeer.delete(channel.peer);
+    }
+    this.#ended.delete(key);
+    this.#ended.set(key, this.settings.clock.now());
+    // Beyond the idle timeout nothing of the peer's is still on the way (its end would have reset by then).
+    const horizon = this.settings.clock.now() - 2 * this.settings.idleTimeoutMs;
+    for (const [old, at] of this.#ended) {
+      if (this.#ended.size <= endedMemory && at >= horizon) break;
+      this.#ended.delete(old);
+    }
   }
 
   /** internal (ChannelEndpoint): a frame dropped, counted by reason and said once per reason. */
@@ -203,12 +237,20 @@ export class RelayEndpoint implements ChannelEndpoint {
     const channel = this.#channels.get(key);
     if (channel) return channel.receive(frame);
     if (frame.type !== frameTypes.open) {
-      // A late frame of a channel that already ended, or a forged one: nothing to deliver it to.
-      if (frame.type !== frameTypes.reset) this.drop("unknown channel", { subject, type: frame.type });
+      // A late frame of a channel that ended here (counted, not warned about: the peer sent it before it knew), or a forged one.
+      if (this.#ended.has(key)) this.drops.set(lateFrame, (this.drops.get(lateFrame) ?? 0) + 1);
+      else if (frame.type !== frameTypes.reset) this.drop("unknown channel", { subject, type: frame.type });
       return;
     }
     if (this.#closed) return;
     if (frame.sequence !== 0) return this.drop("open out of sequence", { subject });
+    const open = this.#inboundByPeer.get(parts.fromNode) ?? 0;
+    if (open >= (this.#options.maxChannelsPerPeer ?? 4_096)) {
+      // Refused without a channel: the opener's first frame from us is this reset, and its open() fails with the reason.
+      this.publish(parts.fromNode, parts.channel, encodeFrame(frameTypes.reset, 0, new TextEncoder().encode(`${this.node} has ${open} channels open from ${parts.fromNode}, its limit`)));
+      return this.drop("peer over its channel limit", { peer: parts.fromNode, open });
+    }
+    this.#inboundByPeer.set(parts.fromNode, open + 1);
     const inbound = new RelayChannel(this, parts.fromNode, parts.channel, "inbound", "libp2p");
     this.#channels.set(key, inbound);
     inbound.receive(frame);

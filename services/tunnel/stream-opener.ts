@@ -20,6 +20,8 @@ import type { PathConnections } from "./connections.ts";
 import type { TunnelHost } from "./host.ts";
 import type { PathKind } from "./path-machine.ts";
 import { requestTarget, TargetRefusedError, type StreamTarget } from "./stream-header.ts";
+import { Admission, AdmissionRefused } from "../../lib/admission.ts";
+import { systemClock } from "../../lib/clock.ts";
 
 /** A stream on the pair's libp2p connection: the carrier of every path kind, and the last one tried. */
 export class Libp2pCarrier implements Carrier {
@@ -54,17 +56,54 @@ export interface StreamOpenerOptions {
   headerTimeoutMs: number;
   /** A TLS carrier handed out a stream (counted for status). */
   onTlsOpened?: () => void;
+  /**
+   * @default 64 — stream opens under way at once towards one node; the next wait their turn.
+   * Why: 2,000 relayed opens at once were 2,000 relay channels and TLS handshakes in one burst;
+   * the event loop fell seconds behind, channels went silent past their idle timeout and were
+   * reset, the TLS carrier was backed off, and libp2p refused the rest ("max outbound streams
+   * exceeded"): not one stream carried (issue 15 item 8). 64 at a time, each opens in milliseconds.
+   */
+  maxOpeningPerPeer?: number;
+  /** @default 20_000 — how long an open may wait for its turn (the path timeout: as long as waiting for a path). */
+  openQueueTimeoutMs?: number;
 }
 
 export class StreamOpener {
   readonly #options: StreamOpenerOptions;
+  /** Opens under way towards each node (lib/admission.ts: only its opening limit and queue are used here). */
+  readonly #turns = new Map<string, Admission>();
 
   constructor(options: StreamOpenerOptions) {
     this.#options = options;
   }
 
-  /** A stream to `target` at `peer`'s node over a path of `path` kind. */
+  #turnsTo(node: string): Admission {
+    let turns = this.#turns.get(node);
+    if (!turns) {
+      // The wait is bounded in time; its length by what the callers (the proxies' admission) let through, 16,384 at most.
+      const limits = { maxConnections: Infinity, maxOpening: this.#options.maxOpeningPerPeer ?? 64, maxPerClient: Infinity, maxWaiting: 16_384, waitTimeoutMs: this.#options.openQueueTimeoutMs ?? 20_000 };
+      this.#turns.set(node, (turns = new Admission({ clock: systemClock, limits })));
+    }
+    return turns;
+  }
+
+  /** A stream to `target` at `peer`'s node over a path of `path` kind, opened in turn with the other opens towards that node. */
   async open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+    let turn;
+    try {
+      turn = await this.#turnsTo(peer.node).admit(peer.node);
+    } catch (error) {
+      const reason = error instanceof AdmissionRefused ? error.reason : "refused";
+      throw new LeafmeshError("OVER_CAPACITY", `stream to '${peer.node}' not opened: ${reason} (${describeError(error)})`, { cause: error });
+    }
+    try {
+      return await this.#open(peer, path, target);
+    } finally {
+      turn.release();
+    }
+  }
+
+  async #open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
     const tls = this.#options.tlsCarriers[path];
     if (tls) {
       const stream = await this.#overTls(tls, peer, target);

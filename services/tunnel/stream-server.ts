@@ -18,8 +18,13 @@ import { createSocket } from "node:dgram";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { DatagramDecoder, encodeDatagram } from "../../bus/streams.ts";
+import { DatagramDecoder, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
+import { BurstLog } from "../../lib/burst-log.ts";
+import { systemClock } from "../../lib/clock.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
+
+/** StreamServerOptions.maxStreamsPerPeer's default (the agent's --tunnel-max-streams-per-peer). */
+export const defaultMaxStreamsPerPeer = 4_096;
 
 /** What `pipeBatched` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;
@@ -30,15 +35,26 @@ export interface StreamServerOptions {
   log: Logger;
   /** @default 5_000 — connecting to a target; also how long a fresh stream's header may take. */
   targetConnectTimeoutMs?: number;
+  /**
+   * @default 4_096 — streams one peer may have open here at once (counted per carrier label: its
+   * libp2p streams apart from its TLS ones); beyond, a stream is refused with `OVER_CAPACITY`. A
+   * peer's own proxies admit 2,048 + 1,024 at most by default; this bounds a peer that does not.
+   */
+  maxStreamsPerPeer?: number;
 }
 
 export class StreamServer {
   readonly #options: StreamServerOptions;
   readonly #targetTimeoutMs: number;
+  readonly #openByPeer = new Map<string, number>();
+  readonly #refusals: BurstLog;
+  /** Streams refused by reason (for status and metrics). */
+  readonly refused = new Map<string, number>();
 
   constructor(options: StreamServerOptions) {
     this.#options = options;
     this.#targetTimeoutMs = options.targetConnectTimeoutMs ?? 5_000;
+    this.#refusals = new BurstLog({ log: options.log, clock: systemClock, message: "tunnel stream refused" });
   }
 
   /** How long a target connect may take (an opener waits for the status a little longer). */
@@ -54,6 +70,24 @@ export class StreamServer {
   async serve(duplex: Duplex, peer: string, options: { headerTimeoutMs?: number; onTarget?: () => void } = {}): Promise<void> {
     const log = this.#options.log;
     duplex.on("error", (error) => log.debug({ err: error, peer }, "tunnel stream error"));
+    const open = this.#openByPeer.get(peer) ?? 0;
+    const limit = this.#options.maxStreamsPerPeer ?? defaultMaxStreamsPerPeer;
+    if (open >= limit) {
+      // Refused before its header is read: the opener reads this status in place of the target's.
+      this.refused.set("peer over its limit", (this.refused.get("peer over its limit") ?? 0) + 1);
+      this.#refusals.note("peer over its limit", { peer, open });
+      duplex.end(encodeStatus(statusRefused, `${this.#options.node} carries ${open} streams from ${peer}, its limit (--tunnel-max-streams-per-peer)`, overCapacityCode));
+      // Read to its end (unread, the header would keep it from closing), and no longer than a header may take.
+      duplex.resume();
+      setTimeout(() => duplex.destroy(), this.#targetTimeoutMs).unref();
+      return;
+    }
+    this.#openByPeer.set(peer, open + 1);
+    duplex.once("close", () => {
+      const left = (this.#openByPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.#openByPeer.set(peer, left);
+      else this.#openByPeer.delete(peer);
+    });
     let target: StreamTarget;
     try {
       target = await readTarget(duplex, options.headerTimeoutMs ?? this.#targetTimeoutMs);

@@ -23,6 +23,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../../lib/log.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { BurstLog } from "../../lib/burst-log.ts";
+import { systemClock } from "../../lib/clock.ts";
 import type { Carrier, CarrierBackoff, CarrierName, CarrierPeer } from "./carrier.ts";
 import type { PathConnections } from "./connections.ts";
 import type { TunnelHost } from "./host.ts";
@@ -47,6 +49,8 @@ export class TlsStreams {
   readonly #log: Logger;
   readonly #onStream: TlsStreamHandler;
   readonly #handshakeTimeoutMs: number;
+  /** Refused sessions over a relay channel or punched connection: said once per burst, not per session. */
+  readonly #refusals: Record<"relayed" | "hole-punched", BurstLog>;
   #opened = 0;
   #served = 0;
 
@@ -56,6 +60,8 @@ export class TlsStreams {
     this.#log = options.log;
     this.#onStream = options.onStream;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
+    const refusals = (carrier: "relayed" | "hole-punched") => new BurstLog({ log: options.log, clock: systemClock, message: `TLS stream over ${carrierName[carrier]} refused` });
+    this.#refusals = { relayed: refusals("relayed"), "hole-punched": refusals("hole-punched") };
   }
 
   /** Starts the TLS server for streams on direct paths (port 0 picks one). */
@@ -102,7 +108,7 @@ export class TlsStreams {
         this.#serve(socket, `node ${peer} (TLS, ${carrier})`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
       },
       (error: unknown) => {
-        this.#log.warn({ peer, err: describeError(error) }, `TLS stream over ${carrierName[carrier]} refused`);
+        this.#refusals[carrier].note(peer, { peer, err: describeError(error) });
         channel.destroy();
       },
     );

@@ -184,7 +184,12 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
       clearTimeout(timer);
       reject(error instanceof LeafmeshError ? error : new LeafmeshError("TRUST_FAILED", `TLS from ${options.peer} over ${options.where}: ${describeError(error)}`, { cause: error }));
     };
-    socket.once("error", onError);
+    // `on`, not `once`: a TLSSocket over a JavaScript Duplex (a relay channel) can emit a failed handshake's error twice
+    // (seen with the handshake timeout under a burst of relayed opens), and an unheard second one ends the process.
+    socket.on("error", onError);
+    // A carrier closed without an error (destroyed here) closes the session quietly: the handshake failed all the same
+    // (a turn later: a real error, emitted after 'close', says more and comes first).
+    socket.once("close", () => setImmediate(() => onError(new LeafmeshError("TUNNEL_FAILED", `TLS from ${options.peer} over ${options.where} closed before its handshake`))));
     socket.once("secure", () => {
       clearTimeout(timer);
       socket.off("error", onError);
@@ -222,7 +227,12 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
       clearTimeout(timer);
       reject(error instanceof LeafmeshError ? error : new LeafmeshError("TUNNEL_FAILED", `TLS connection to ${options.node} at ${options.where}: ${describeError(error)}`, { cause: error }));
     };
-    socket.once("error", onError);
+    // `on`, not `once`: a TLSSocket over a JavaScript Duplex (a relay channel) can emit a failed handshake's error twice
+    // (seen with the handshake timeout under a burst of relayed opens), and an unheard second one ends the process.
+    socket.on("error", onError);
+    // A carrier closed without an error (destroyed here) closes the session quietly: the handshake failed all the same
+    // (a turn later: a real error, emitted after 'close', says more and comes first).
+    socket.once("close", () => setImmediate(() => onError(new LeafmeshError("TUNNEL_FAILED", `TLS connection to ${options.node} at ${options.where} closed before its handshake`))));
   });
 }
 

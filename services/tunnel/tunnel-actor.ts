@@ -36,7 +36,6 @@ import type { NodeIdentity } from "./node-identity.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
 import { gatherNetcheck, PathReasons } from "./path-reasons.ts";
 import { PathTable, type Ways } from "./paths.ts";
-import { rpc } from "../../bus/rpc.ts";
 import type { Netcheck, PathWhy } from "../../bus/path-why.ts";
 import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
@@ -92,13 +91,13 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
-  /**
-   * The upstreams the node's leaf may attach to, each with its TCP connect time measured now
-   * (`leafmesh netcheck`); handed in by the role, which knows them. Absent: netcheck lists none.
-   */
+  /** The leaf's upstreams with their TCP connect time measured now (`leafmesh netcheck`); the role knows them. */
   measureUpstreams?: () => Promise<{ url: string; rttMs?: number }[]>;
+  /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer; also the relay channels a peer may have open here */
+  maxStreamsPerPeer?: number;
+  /** @default 16 — see PunchCoordinatorOptions.maxPunchesPerPeer */
+  maxPunchesPerPeer?: number;
 }
-
 
 const lifecycleMachine = setup({
   types: { context: {} as { error?: string }, events: {} as { type: "STARTED" } | { type: "FAILED"; error: string } | { type: "STOP" } | { type: "STOPPED" } },
@@ -126,7 +125,7 @@ interface Running {
   spares: SpareSessions;
   opener: StreamOpener;
   reasons: PathReasons;
-  stopServing: (() => void)[];
+  server: StreamServer;
 }
 
 export class TunnelActor implements StreamDialer {
@@ -187,12 +186,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** This node's network as measured now (`leafmesh netcheck`, rpc.<node>.netcheck): NAT detected again, upstream RTTs, LAN peers. */
-  async netcheck(): Promise<Netcheck> {
-    const running = this.#running;
-    if (!running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
-    const { observer, mdns, measureUpstreams } = this.#options;
-    return gatherNetcheck({ node: this.node, ...running, clock: this.#clock, observer, mdns: mdns !== false, measureUpstreams });
-  }
+  netcheck = (): Promise<Netcheck> => gatherNetcheck({ node: this.node, ...this.#running!, clock: this.#clock, observer: this.#options.observer, mdns: this.#options.mdns !== false, measureUpstreams: this.#options.measureUpstreams });
 
   /** Connections to a node by kind (for status and tests). */
   connectionsTo(node: string): { kind: PathKind; connection: Connection }[] {
@@ -205,7 +199,7 @@ export class TunnelActor implements StreamDialer {
     let tls: TlsStreams | undefined;
     let host: TunnelHost | undefined;
     try {
-      const server = new StreamServer({ node: this.node, log: this.#log });
+      const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
       const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
@@ -225,7 +219,6 @@ export class TunnelActor implements StreamDialer {
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
-      this.#running.stopServing.push(options.bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)), options.bus.serve(rpc.netcheck, () => this.netcheck()));
       this.actor.send({ type: "STARTED" });
       this.#log.info({ peerId: host.libp2p.peerId.toString(), listen: host.libp2p.getMultiaddrs().map(String) }, "tunnel started");
     } catch (error) {
@@ -251,6 +244,7 @@ export class TunnelActor implements StreamDialer {
             nats: options.nats,
             node: this.node,
             log,
+            maxChannelsPerPeer: options.maxStreamsPerPeer,
             clock,
             onChannel: (channel) => {
               if (channel.purpose === "tls-stream") {
@@ -281,6 +275,7 @@ export class TunnelActor implements StreamDialer {
       observer: options.observer,
       allowed: options.ways?.punch !== false,
       punchTimeoutMs: options.punchTimeoutMs,
+      maxPunchesPerPeer: options.maxPunchesPerPeer,
       recordOf: (node) => directory.get(node),
       peerId: () => host.libp2p.peerId.toString(),
       servesTlsStreams: () => tls !== undefined,
@@ -289,8 +284,7 @@ export class TunnelActor implements StreamDialer {
         if (purpose === "tls-stream") return tls ? tls.accept(socket, from, "hole-punched") : void socket.destroy();
         return connections!.upgradePunched(socket, "inbound");
       },
-      onAnswered: (from, outcome) =>
-        reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
+      onAnswered: (from, outcome) => reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
     });
     const paths = new PathTable({
       node: this.node,
@@ -304,6 +298,7 @@ export class TunnelActor implements StreamDialer {
       ways: options.ways,
       relays: relay !== undefined,
       reasons,
+      netcheck: () => this.netcheck(),
       pathTimeoutMs: options.pathTimeoutMs,
       dialTimeoutMs,
       upgradeIntervalMs: options.upgradeIntervalMs,
@@ -322,7 +317,7 @@ export class TunnelActor implements StreamDialer {
       headerTimeoutMs: server.targetTimeoutMs + 5_000,
       onTlsOpened: () => tls?.countOpened(),
     });
-    return { host, connections, paths, punches, directory, relay, tls, spares, opener, reasons, stopServing: [] };
+    return { host, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons };
   }
 
   async stop(): Promise<void> {
@@ -331,7 +326,6 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOP" });
     const running = this.#running;
     if (running) {
-      for (const stop of running.stopServing) stop();
       running.paths.stop();
       running.punches.stop();
       running.directory.stop();
@@ -349,6 +343,13 @@ export class TunnelActor implements StreamDialer {
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
     return running.opener.open(peer, kind, target);
+  }
+
+  /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
+  refusals(): Record<string, number> {
+    const running = this.#running;
+    const channels = running?.relay?.drops.get("peer over its channel limit");
+    return { ...Object.fromEntries(running?.server.refused ?? []), ...Object.fromEntries(running?.punches.refused ?? []), ...(channels ? { "peer over its channel limit": channels } : {}) };
   }
 
   /** A summary for status replies and heartbeats. */

@@ -92,3 +92,60 @@ export function sampleCatalog(): CatalogObject[] {
     slice("shop", "legacy", "legacy-1", [{ ip: "10.1.3.1", ready: false }]),
   ];
 }
+
+/** A small deterministic PRNG (mulberry32) so a failing case can be replayed. */
+export function prng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A few services of every kind (ClusterIP, dual-stack, IPv6-only, headless, ExternalName) with their slices: the same seed, the same catalog. */
+export function generateCatalog(seed: number) {
+  const random = prng(seed);
+  const pick = <T,>(items: T[]) => items[Math.floor(random() * items.length)];
+  const objects: CatalogObject[] = [];
+  const services: Service[] = [];
+  const slicesOf = new Map<string, EndpointSlice[]>();
+  let ipCounter = 1;
+  const ipv4 = () => `10.${seed % 200}.${Math.floor(ipCounter / 250)}.${(ipCounter++ % 250) + 1}`;
+  const ipv6 = () => `fd00:${(seed % 0xffff).toString(16)}::${(ipCounter++).toString(16)}`;
+  const count = 3 + Math.floor(random() * 10);
+  for (let index = 0; index < count; index++) {
+    const namespace = pick(["default", "shop", "kube-system", "edge"]);
+    const name = `svc-${index}-${Math.floor(random() * 1000)}`;
+    const kind = pick(["clusterip", "clusterip", "dual", "v6", "headless", "headless", "external"]);
+    const ports = Array.from({ length: Math.floor(random() * 3) }, (_, portIndex) => ({
+      name: portIndex === 0 && random() < 0.3 ? "" : `p${portIndex}`,
+      protocol: pick(["TCP", "UDP"] as const),
+      port: 1000 + portIndex,
+      targetPort: 2000 + portIndex,
+    }));
+    let svc: Service;
+    if (kind === "external") svc = service(namespace, name, { type: "ExternalName", externalName: `${name}.example.org`, ports: [] });
+    else if (kind === "headless") svc = service(namespace, name, { headless: true, ports, publishNotReadyAddresses: random() < 0.3 });
+    else if (kind === "dual") svc = service(namespace, name, { clusterIPs: [ipv4(), ipv6()], ipFamilies: ["IPv4", "IPv6"], ports });
+    else if (kind === "v6") svc = service(namespace, name, { clusterIPs: [ipv6()], ipFamilies: ["IPv6"], ports });
+    else svc = service(namespace, name, { clusterIPs: [ipv4()], ports });
+    services.push(svc);
+    objects.push(svc);
+    const sliceCount = kind === "external" ? 0 : Math.floor(random() * 3);
+    const list: EndpointSlice[] = [];
+    for (let sliceIndex = 0; sliceIndex < sliceCount; sliceIndex++) {
+      const v6 = random() < 0.3;
+      const endpoints = Array.from({ length: Math.floor(random() * 5) + 1 }, (_, endpointIndex) => ({
+        ip: v6 ? ipv6() : ipv4(),
+        ready: random() < 0.7,
+        hostname: random() < 0.5 ? `host-${sliceIndex}-${endpointIndex}` : undefined,
+      }));
+      const item = slice(namespace, name, `${name}-${sliceIndex}`, endpoints, { ports: ports.map((port) => ({ name: port.name, protocol: port.protocol, port: port.targetPort })) });
+      list.push(item);
+      objects.push(item);
+    }
+    slicesOf.set(`${namespace}/${name}`, list);
+  }
+  return { objects, services, slicesOf, random };
+}

@@ -1,0 +1,98 @@
+/**
+ * Stream opens in turn (stream-opener.ts, issue 15 item 8): a burst of opens
+ * towards one node runs a bounded number at a time, every one carried; one that
+ * cannot get its turn in time is refused with its reason, never half-opened.
+ * A carrier over real TCP connections to a real StreamServer stands in for a
+ * relay channel (it counts how many opens are under way at once).
+ */
+import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ManualClock } from "../../lib/clock.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { CarrierBackoff, type Carrier, type CarrierPeer } from "./carrier.ts";
+import type { PathConnections } from "./connections.ts";
+import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
+import { StreamServer } from "./stream-server.ts";
+
+let echo: Server;
+let carrierServer: Server;
+const target = { host: "127.0.0.1", port: 0, protocol: "TCP" as const };
+const peer: CarrierPeer = { node: "edge-b", peerId: "peer-b" };
+const served = new Set<Socket>();
+
+beforeAll(async () => {
+  echo = createServer((socket) => {
+    served.add(socket);
+    socket.on("error", () => undefined).pipe(socket);
+  });
+  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+  target.port = (echo.address() as { port: number }).port;
+  const server = new StreamServer({ node: "edge-b", log: silentLogger() });
+  carrierServer = createServer((socket) => {
+    served.add(socket);
+    void server.serve(socket, "edge-a");
+  });
+  await new Promise<void>((resolve) => carrierServer.listen(0, "127.0.0.1", resolve));
+});
+afterAll(async () => {
+  for (const socket of served) socket.destroy();
+  await new Promise((resolve) => carrierServer.close(resolve));
+  await new Promise((resolve) => echo.close(resolve));
+});
+
+/** A relay-like carrier: each open takes `delayMs` (its channel and handshake), then is a TCP connection to the serving end. */
+function countingCarrier(delayMs: number) {
+  const stats = { opening: 0, maxOpening: 0 };
+  const carrier: Carrier = {
+    name: "relayed TLS",
+    async open() {
+      stats.opening++;
+      stats.maxOpening = Math.max(stats.maxOpening, stats.opening);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        const socket = connect({ host: "127.0.0.1", port: (carrierServer.address() as { port: number }).port });
+        await new Promise((resolve) => socket.once("connect", resolve));
+        return socket;
+      } finally {
+        stats.opening--;
+      }
+    },
+  };
+  return { carrier, stats };
+}
+
+function opener(carrier: Carrier, options: { maxOpeningPerPeer: number; openQueueTimeoutMs?: number }): StreamOpener {
+  const connections = { ranked: () => [] } as unknown as PathConnections;
+  return new StreamOpener({
+    connections,
+    libp2p: new Libp2pCarrier({ host: undefined as never, connections }),
+    tlsCarriers: { relayed: carrier },
+    backoff: new CarrierBackoff({ clock: new ManualClock(), log: silentLogger() }),
+    log: silentLogger(),
+    headerTimeoutMs: 10_000,
+    ...options,
+  });
+}
+
+describe("stream opens in turn", () => {
+  it("opens a burst of 300 streams towards one node a few at a time, and carries every one", async () => {
+    const { carrier, stats } = countingCarrier(5);
+    const shared = opener(carrier, { maxOpeningPerPeer: 8 });
+    const opened: Duplex[] = await Promise.all(Array.from({ length: 300 }, () => shared.open(peer, "relayed", target)));
+    expect(opened).toHaveLength(300);
+    expect(stats.maxOpening).toBeLessThanOrEqual(8);
+    for (const stream of opened) stream.destroy();
+  });
+
+  it("refuses an open that cannot get its turn in time with the reason", async () => {
+    const { carrier } = countingCarrier(300);
+    const shared = opener(carrier, { maxOpeningPerPeer: 1, openQueueTimeoutMs: 100 });
+    const results = await Promise.allSettled([shared.open(peer, "relayed", target), shared.open(peer, "relayed", target)]);
+    expect(results[0].status).toBe("fulfilled");
+    expect(results[1].status).toBe("rejected");
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/stream to 'edge-b' not opened: queue timeout/);
+    expect((results[1] as PromiseRejectedResult).reason.code).toBe("OVER_CAPACITY");
+    (results[0] as PromiseFulfilledResult<Duplex>).value.destroy();
+  });
+});
