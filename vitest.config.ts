@@ -7,7 +7,16 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
  * nats-servers (JetStream meta elections, mirrors), so they run one at a time,
  * after the rest of the suite.
  */
-const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts", "test/demo-lab.test.ts"];
+const lab = [
+  "test/lab-mesh.test.ts",
+  "test/sites-lab.test.ts",
+  "test/regions-lab.test.ts",
+  "test/site-locality.test.ts",
+  "test/demo-lab.test.ts",
+  "test/why-lab.test.ts",
+  "test/drill-lab.test.ts",
+  "test/one-connection-lab.test.ts",
+];
 
 /**
  * The suite's longest files (about a minute or more each, measured alone), longest first. A clean

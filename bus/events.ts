@@ -10,6 +10,8 @@
  */
 import { z } from "zod";
 import { catalogObjectSchema } from "./catalog.ts";
+import { natTypes } from "./node-record.ts";
+import { pathAttemptSchema, pathReasonCodes } from "./path-why.ts";
 
 const at = z.string(); // ISO time of the event at its source
 
@@ -57,6 +59,21 @@ export const meshEvents = {
     kind: z.enum(["discovering", "direct", "hole-punched", "relayed", "unreachable"]),
     rttMs: z.number().optional(),
     detail: z.string().optional(),
+  }),
+  /**
+   * tunnel: why the path to a peer is what it became (sent after each `path` change but
+   * discovering): the reason as a code and a sentence, what would change it, both NAT types
+   * and the attempt that decided it. The whole story: `rpc.<node>.tunnel.why` (bus/path-why.ts).
+   */
+  why: z.object({
+    at,
+    peer: z.string(),
+    kind: z.enum(["none", "discovering", "direct", "hole-punched", "relayed", "unreachable"]),
+    code: z.enum(pathReasonCodes),
+    reason: z.string(),
+    wouldChange: z.array(z.string()),
+    nat: z.object({ local: z.enum(natTypes), peer: z.enum(natTypes) }),
+    lastAttempt: pathAttemptSchema.optional(),
   }),
   /** tunnel: a relayed stream opened or closed. */
   relay: z.object({

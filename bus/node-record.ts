@@ -29,6 +29,18 @@ export type NatType = (typeof natTypes)[number];
 
 const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
 
+/**
+ * What a NAT type was concluded from (services/tunnel/nat.ts): the address the observer saw
+ * from one local port on each of its two ports (different: a symmetric NAT), and what each
+ * filtering probe met at the mapped address ("answered": the node echoed the probe's nonce;
+ * "ECONNREFUSED": a router's own RST; "timeout": dropped; "EHOSTUNREACH": ICMP).
+ */
+export const natEvidenceSchema = z.object({
+  mapping: z.tuple([hostPortSchema, hostPortSchema]),
+  filtering: z.object({ otherAddress: z.string().max(64), otherPort: z.string().max(64) }).optional(),
+});
+export type NatEvidence = z.infer<typeof natEvidenceSchema>;
+
 export const nodeRecordSchema = z.object({
   node: z.string().min(1),
   peerId: z.string().min(1),
@@ -39,6 +51,8 @@ export const nodeRecordSchema = z.object({
   site: z.string().optional(),
   region: z.string().optional(),
   nat: z.enum(natTypes),
+  /** What the NAT type was concluded from (peers show it in `leafmesh status --why`); absent before it was measured and from older agents. */
+  natEvidence: natEvidenceSchema.optional(),
   /** The node accepts relayed channels over the NATS fabric. */
   relay: z.boolean(),
   /**

@@ -16,6 +16,7 @@ import { z } from "zod";
 import type { NatType } from "./node-record.ts";
 import type { CatalogObject } from "./catalog.ts";
 import type { NodeStatus } from "./status.ts";
+import type { Netcheck, PathWhy } from "./path-why.ts";
 
 /**
  * Who may call a method:
@@ -79,6 +80,10 @@ export interface PunchReply {
   error?: string;
 }
 
+/** `status --why PEER`: the peer's node name. */
+export const tunnelWhyRequestSchema = z.object({ node: z.string().min(1).max(63) }).strict();
+export type TunnelWhyRequest = z.infer<typeof tunnelWhyRequestSchema>;
+
 export const rpc = {
   /** The node's role, links and actors (`leafmesh status`; the hubs ask too). */
   status: method<undefined, NodeStatus>("status", ["local", "hub"], noRequest),
@@ -96,6 +101,10 @@ export const rpc = {
    * another. The hubs' side (trusted operators) reaches every method a node serves outside itself.
    */
   tunnelPunch: method<PunchRequest, PunchReply>("tunnel-punch", ["peers", "hub"], (request) => punchRequestSchema.parse(request)),
+  /** Why the path to one peer is what it is: NATs with evidence, attempts, reason, what would change it (`leafmesh status --why`). */
+  tunnelWhy: method<TunnelWhyRequest, PathWhy>("tunnel.why", ["local", "hub"], (request) => tunnelWhyRequestSchema.parse(request)),
+  /** This node's network measured now: NAT (detected again), RTT to each upstream, LAN peers by mDNS (`leafmesh netcheck`). */
+  netcheck: method<undefined, Netcheck>("netcheck", ["local", "hub"], noRequest),
 } as const;
 
 export const rpcMethods: readonly RpcMethod<unknown, unknown>[] = Object.values(rpc);

@@ -28,6 +28,8 @@ export interface NodeStatus {
   links: FabricLink[];
   actors: ActorStatus[];
   catalogObjects: number;
+  /** The URLs this node's (or site server's) leaf attaches to, in order (what `leafmesh drill` cuts); absent on a hub. */
+  upstreams?: string[];
   /** Extra tables from actors (tunnel paths, DNS stats...). */
   extra?: Record<string, unknown>;
 }

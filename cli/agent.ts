@@ -145,6 +145,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               identity: security ? nodeIdentityPems(security) : undefined,
               // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
               tlsStreams: security ? options.tunnelTls : undefined,
+              hubs: options.hub,
               maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
               maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
               // The node keeps its peer id across restarts: peers' paths stay bound to it.

@@ -9,8 +9,10 @@ import { subCommand } from "./sub.ts";
 import { siteCommand } from "./site.ts";
 import { demoCommand } from "./demo.ts";
 import { keysCommand } from "./keys.ts";
+import { netcheckCommand } from "./netcheck.ts";
+import { drillCommand } from "./drill.ts";
 
-export const commands: Command[] = [hubCommand, siteCommand, agentCommand, keysCommand, statusCommand, subCommand, demoCommand];
+export const commands: Command[] = [hubCommand, siteCommand, agentCommand, keysCommand, statusCommand, netcheckCommand, drillCommand, subCommand, demoCommand];
 
 export function mainHelp(): string {
   const width = Math.max(...commands.map((command) => command.name.length)) + 2;

@@ -1,6 +1,6 @@
 /** `leafmesh status`: what one node (agent or hub) knows: catalog, fabric links, actors. */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { rpcRequest } from "../bus/bus.ts";
+import { RpcError, rpcRequest } from "../bus/bus.ts";
 import type { SnapshotPage } from "../bus/catalog-feed.ts";
 import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
@@ -11,6 +11,10 @@ import { defineCommand } from "./command.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
+import { formatWhy } from "./why.ts";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -91,7 +95,41 @@ export function table(header: string[], rows: string[][]): string {
   return [header, ...rows].map((row) => row.map((cell, column) => (cell ?? "").padEnd(widths[column])).join("  ").trimEnd()).join("\n");
 }
 
-export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[] }): string {
+/** A connection to the cloud, and whether it is the leaf link (to an upstream's leafnode port). */
+export interface CloudConnection extends SocketEntry {
+  leaf: boolean;
+}
+
+/**
+ * The node's connections to its upstreams' hosts, from this namespace's socket table: only
+ * meaningful where `status` runs on the node itself (its --nats is a loopback address).
+ */
+export async function nodeCloudConnections(upstreams: string[]): Promise<CloudConnection[]> {
+  const endpoints = await Promise.all(
+    upstreams.map(async (url) => {
+      const parsed = new URL(url);
+      const host = parsed.hostname.replace(/^\[|\]$/g, "");
+      const address = isIP(host) ? host : await lookup(host).then((answer) => answer.address, () => host);
+      return { address, port: Number(parsed.port || 7422) };
+    }),
+  );
+  const leafEndpoints = new Set(endpoints.map((endpoint) => `${endpoint.address}:${endpoint.port}`));
+  return cloudConnections(readTcpTables(), endpoints.map((endpoint) => endpoint.address)).map((entry) => ({
+    ...entry,
+    leaf: leafEndpoints.has(entry.remote.replace(/^\[(.*)\]:/, "$1:")),
+  }));
+}
+
+function isLoopbackUrl(url: string): boolean {
+  try {
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, "");
+    return host === "localhost" || host.startsWith("127.") || host === "::1";
+  } catch {
+    return false;
+  }
+}
+
+export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[]; cloudConnections?: CloudConnection[] }): string {
   const { status, services } = view;
   const parts = [`${status.role} ${status.node} — ${status.catalogObjects} catalog objects, as of ${status.at}`, ""];
   parts.push("FABRIC LINKS");
@@ -100,6 +138,15 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
       ? "  (none: not connected to any hub)"
       : table(["KIND", "DIRECTION", "REMOTE", "URL", "RTT"], status.links.map((link) => [link.kind, link.direction, link.remote, link.url ?? "", link.rttMs !== undefined ? `${link.rttMs}ms` : ""])),
   );
+  if (view.cloudConnections) {
+    const leafs = view.cloudConnections.filter((connection) => connection.leaf).length;
+    parts.push("", `CLOUD CONNECTIONS (this host's sockets to its upstreams: ${view.cloudConnections.length}, ${leafs} of them the leaf link)`);
+    parts.push(
+      view.cloudConnections.length === 0
+        ? "  (none: the upstream is cut or not reached yet)"
+        : table(["LOCAL", "REMOTE", "STATE", "WHAT"], view.cloudConnections.map((connection) => [connection.local, connection.remote, connection.state, connection.leaf ? "leaf link (control, catalog, relayed streams)" : "other"])),
+    );
+  }
   parts.push("", "ACTORS");
   parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
   const tunnel = status.actors.find((actor) => actor.name === "tunnel")?.detail;
@@ -158,11 +205,19 @@ export const statusCommand = defineCommand({
   description: `
 Connects to the node's NATS server (an agent's --nats-listen, or a hub's
 --listen), asks the leafmesh process there for its status, and pages through
-its catalog.`,
+its catalog.
+
+With --why PEER: why this node reaches PEER the way it does — both nodes'
+NAT behaviour with the evidence it was measured from, every recent attempt
+(way, plan, time, outcome), the reason the path in use is the best
+available, and what would change it (docs/why.md). From a hub, --from NODE
+asks NODE through the fabric.`,
   options: {
     ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
+    why: { type: "string", value: "PEER", description: "explain the path from this node to node PEER instead: NATs with evidence, attempts, the reason, what would change it" },
+    from: { type: "string", value: "NODE", description: "with --why, from a hub: explain NODE's path (asked through the fabric) instead of the path of the node behind --nats" },
     tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
     wait: { type: "string", default: "6000", value: "MS", description: "with --tree: how long to gather heartbeats (each server sends one every 5 s)" },
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
@@ -178,9 +233,30 @@ its catalog.`,
         await connection.close();
       }
     }
+    if (options.why) {
+      try {
+        const node = options.from ?? connection.info?.server_name;
+        if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
+        let why;
+        try {
+          why = await rpcRequest(connection, node, rpc.tunnelWhy, { node: options.why }, Number(options.timeout));
+        } catch (cause) {
+          if (cause instanceof RpcError) throw new LeafmeshError("NOT_RUNNING", `${node} cannot explain its path to '${options.why}': ${cause.message}`, { cause });
+          throw new LeafmeshError("NOT_RUNNING", `no tunnel answers on '${node}' (is it an agent with the tunnel on, i.e. with --keys or --psk?)`, { cause });
+        }
+        io.stdout.write(options.json ? `${JSON.stringify(why, null, 2)}\n` : formatWhy(why));
+        return 0;
+      } finally {
+        await connection.close();
+      }
+    }
     try {
       const view = await fetchNodeView(connection, Number(options.timeout));
-      io.stdout.write(options.json ? `${JSON.stringify({ status: view.status, services: view.services }, null, 2)}\n` : formatNodeView(view));
+      // One outbound connection per node: counted where status runs on the node itself.
+      const cloud = view.status.upstreams && isLoopbackUrl(options.nats) ? await nodeCloudConnections(view.status.upstreams) : undefined;
+      io.stdout.write(
+        options.json ? `${JSON.stringify({ status: view.status, services: view.services, ...(cloud ? { cloudConnections: cloud } : {}) }, null, 2)}\n` : formatNodeView({ ...view, cloudConnections: cloud }),
+      );
       return 0;
     } finally {
       await connection.close();

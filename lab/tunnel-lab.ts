@@ -128,7 +128,7 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
             process.execPath,
             runner,
             "agent",
-            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts }, identity: await identityOf(name) }),
+            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", hubs: [`nats-leaf://${hubAddresses[0]}:7422`], psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts }, identity: await identityOf(name) }),
           ],
           `${name} agent`,
         );

@@ -19,6 +19,7 @@ import { describeError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
+import { measureUpstreams } from "../nats/nearest.ts";
 
 export const echoPort = 7007;
 /** Reads everything, then answers with the byte count (8 bytes, big endian): throughput target. */
@@ -172,6 +173,8 @@ if (mode === "observer") {
     // A secured lab: the node's mesh certificate, and streams on direct paths over TLS (tls-streams.ts).
     identity: config.identity as NodeIdentity | undefined,
     tlsStreams: config.identity ? { host: "0.0.0.0", port: 4102 } : undefined,
+    // What `leafmesh netcheck` times: the leaf's upstreams, as an agent's --hub.
+    measureUpstreams: () => measureUpstreams((config.hubs as string[] | undefined) ?? []),
   });
   await tunnel.start();
   accountStreamBuffersInHeapLimits();
@@ -188,6 +191,9 @@ if (mode === "observer") {
         switch (request.op) {
           case "status":
             return reply({ id: request.id, ok: true, nat: tunnel.nat, records: tunnel.directory?.all().map((record) => record.node) ?? [], tlsStreams: tunnel.status().tlsStreams });
+          case "why":
+            // What `leafmesh status --why` shows (rpc tunnel.why), without a CLI process per pair.
+            return reply({ id: request.id, ok: true, why: tunnel.why(request.node!) });
           case "path":
             return reply({ id: request.id, ok: true, kind: tunnel.pathTo(request.node!) ?? null, detail: tunnel.pathDetail(request.node!), connections: tunnel.connectionsTo(request.node!).map((entry) => entry.kind) });
           case "roundtrip": {

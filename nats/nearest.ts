@@ -42,13 +42,18 @@ export async function measureTcpRtt(host: string, port: number, tries = 3, timeo
 }
 
 export async function orderByRtt(urls: string[]): Promise<MeasuredUpstream[]> {
-  const measured = await Promise.all(
-    urls.map(async (url, index) => {
+  return orderMeasured(await measureUpstreams(urls));
+}
+
+/** Each URL's TCP connect time, in the order given (`leafmesh netcheck` shows them). */
+export function measureUpstreams(urls: string[]): Promise<MeasuredUpstream[]> {
+  return Promise.all(
+    urls.map(async (url) => {
       const parsed = new URL(url);
-      return { url, index, rttMs: await measureTcpRtt(parsed.hostname.replace(/^\[|\]$/g, ""), Number(parsed.port)) };
+      const rttMs = await measureTcpRtt(parsed.hostname.replace(/^\[|\]$/g, ""), Number(parsed.port));
+      return rttMs === undefined ? { url } : { url, rttMs };
     }),
   );
-  return orderMeasured(measured.map(({ url, rttMs }) => ({ url, rttMs })));
 }
 
 /** Pure: nearest first, unreachable last; see orderByRtt. */

@@ -15,6 +15,7 @@ import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import { createGatewayActor, registerGatewayMetrics } from "../services/gateway/index.ts";
 import type { HostPort } from "../nats/render.ts";
+import { measureUpstreams } from "../nats/nearest.ts";
 
 /** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
 export { defaultTrafficLimits } from "../services/traffic/index.ts";
@@ -49,6 +50,8 @@ export interface AgentActorOptions {
     identity?: NodeIdentity;
     /** With an identity: where streams on direct paths are served over TLS (services/tunnel/tls-streams.ts); undefined: all on libp2p. */
     tlsStreams?: HostPort;
+    /** The leaf's upstream URLs (--hub), timed by `leafmesh netcheck`. */
+    hubs?: string[];
     /** Streams one peer may have open at this node at once. */
     maxStreamsPerPeer?: number;
     /** Punches one peer may have under way at this node at once. */
@@ -81,6 +84,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       ways: settings.ways,
       identity: settings.identity,
       tlsStreams: settings.tlsStreams,
+      measureUpstreams: () => measureUpstreams(settings.hubs ?? []),
       maxStreamsPerPeer: settings.maxStreamsPerPeer,
       maxPunchesPerPeer: settings.maxPunchesPerPeer,
       keyFile: settings.keyFile,

@@ -233,6 +233,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
           : []),
       ],
       catalogObjects: controller.index.size,
+      upstreams,
     });
   node.serveStatus(status);
   log.info({ node: config.node }, `${role} ready`);

@@ -24,7 +24,7 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify, type Identify } from "@libp2p/identify";
 import { ping, type Ping } from "@libp2p/ping";
 import { mdns } from "@libp2p/mdns";
-import type { Connection, PeerId, Stream, Upgrader, ComponentLogger } from "@libp2p/interface";
+import type { Connection, PeerId, Stream, Upgrader, ComponentLogger, PeerDiscovery } from "@libp2p/interface";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { generateKeyPair } from "@libp2p/crypto/keys";
 import { peerIdFromPrivateKey, peerIdFromString } from "@libp2p/peer-id";
@@ -79,6 +79,8 @@ export interface TunnelHostOptions {
   identifyTimeoutMs?: number;
   /** Where this node serves TLS streams (tls-carriers.ts), announced in identify. */
   tlsStreamPort?: number;
+  /** Called with each peer mDNS announces on the LAN (`leafmesh netcheck` lists them). */
+  onLanPeer?: (peerId: string, addresses: string[]) => void;
   /** Called with each inbound tunnel stream and its peer id; without it, inbound streams are refused. */
   onStream?: (stream: Duplex, peerId: string) => void;
 }
@@ -128,7 +130,8 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     // plaintext): with yamux's default 64 KiB of data, every frame became a full noise
     // message plus one of 29 bytes, each with its own cipher, tag and write.
     streamMuxers: [yamux({ maxMessageSize: noiseMaxPlaintext - yamuxHeaderBytes, streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
-    peerDiscovery: options.mdns === false ? [] : [mdns({ interval: options.mdnsIntervalMs ?? 1_000 })],
+    // libp2p's own peer:discovery fires for every new peer (a relayed one too): only mDNS's answers are LAN peers.
+    peerDiscovery: options.mdns === false ? [] : [lanDiscovery(mdns({ interval: options.mdnsIntervalMs ?? 1_000 }), options.onLanPeer)],
     // identify's agent version carries the node name (and, with security on, its signed proof), so a
     // neighbour found by mDNS is known by name without the hub.
     nodeInfo: { userAgent: userAgentFor(options.node, proof, options.tlsStreamPort) },
@@ -256,5 +259,14 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     async stop() {
       await libp2p.stop();
     },
+  };
+}
+
+/** An mDNS discovery whose answers are also told to `onLanPeer`. */
+function lanDiscovery<C>(factory: (components: C) => PeerDiscovery, onLanPeer: TunnelHostOptions["onLanPeer"]): (components: C) => PeerDiscovery {
+  return (components) => {
+    const discovery = factory(components);
+    if (onLanPeer) discovery.addEventListener("peer", (event) => onLanPeer(event.detail.id.toString(), event.detail.multiaddrs.map(String)));
+    return discovery;
   };
 }

@@ -89,4 +89,22 @@ describe("the NAT matrix on routers that RST, answer ICMP, have no filter, and b
     );
     expect(kinds).toEqual(pairs.map((pair) => `${pair.a}-${pair.b}:${pair.expected}`));
   }, 180_000);
+
+  it("names the right reason for every pair, from both sides (status --why)", async () => {
+    const expectedCode = (pair: (typeof pairs)[number]) => (pair.expected === "hole-punched" ? "punched" : "nat-pair-unpunchable");
+    const reasons = await Promise.all(
+      pairs.flatMap((pair) =>
+        [
+          [pair.a, pair.b],
+          [pair.b, pair.a],
+        ].map(async ([from, to]) => {
+          const why = (await lab.call(from, { op: "why", node: to })).why as { path: string; reason: { code: string; text: string }; punchPlan: string };
+          return `${from}→${to}:${why.path}:${why.reason.code}:${why.punchPlan === "relay" ? "no-punch" : "punch"}`;
+        }),
+      ),
+    );
+    expect(reasons).toEqual(
+      pairs.flatMap((pair) => [pair.a, pair.b].map((from, index) => `${from}→${index === 0 ? pair.b : pair.a}:${pair.expected}:${expectedCode(pair)}:${pair.expected === "relayed" ? "no-punch" : "punch"}`)),
+    );
+  }, 60_000);
 });

@@ -10,6 +10,11 @@
  * node whose certificate is revoked loses its path (`forget`). Streams ask here
  * which path to take, and wait while it is discovered.
  *
+ * Why this file is long: it is the one place where a path's machine, the peer id it is bound
+ * to, the connections that hold it and the attempts that made it meet; `why` reads all four at
+ * one instant. The ways themselves (punch-coordinator.ts, connections.ts), the machine
+ * (path-machine.ts) and the explanation (path-reasons.ts) are apart already.
+ *
  * ```ts
  * const paths = new PathTable({ node: "edge-a", host, connections, punches, directory, bus, log, clock });
  * paths.watch();                                        // connection and mDNS events
@@ -28,8 +33,12 @@ import type { CarrierPeer } from "./carrier.ts";
 import type { PathConnections } from "./connections.ts";
 import { failedHandshake, type TunnelHost } from "./host.ts";
 import type { NodeDirectory } from "./node-directory.ts";
+import { punchPlan } from "./nat.ts";
+import { explainPath, type PathReasons } from "./path-reasons.ts";
 import { pathKindOf, pathMachine, type PathKind, type PathStateKind } from "./path-machine.ts";
 import type { PunchCoordinator } from "./punch-coordinator.ts";
+import type { NatView, Netcheck, PathAttempt, PathWhy } from "../../bus/path-why.ts";
+import { rpc } from "../../bus/rpc.ts";
 
 type PathActor = ActorRefFrom<typeof pathMachine>;
 type PathSnapshot = ReturnType<PathActor["getSnapshot"]>;
@@ -53,6 +62,10 @@ export interface PathTableOptions {
   ways?: Ways;
   /** Whether this node has a relay endpoint. */
   relays: boolean;
+  /** Where attempts are recorded for `status --why` (path-reasons.ts). */
+  reasons: PathReasons;
+  /** Answers `rpc.<node>.netcheck` (served here with `tunnel.why`, while the paths are watched). */
+  netcheck?: () => Promise<Netcheck>;
   /** @default 20_000 — how long a stream waits for a path to a node it has none to yet. */
   pathTimeoutMs?: number;
   /** @default 3_000 — dialling a LAN neighbour found by mDNS. */
@@ -71,6 +84,7 @@ export class PathTable {
   /** Peers and nodes already told about with "the keys differ" (said once each). */
   readonly #warnedKeys = new Set<string>();
   #stopped = false;
+  readonly #stopServing: (() => void)[] = [];
 
   constructor(options: PathTableOptions) {
     this.#options = options;
@@ -88,6 +102,45 @@ export class PathTable {
     if (!path) return undefined;
     const snapshot = path.actor.getSnapshot();
     return { kind: pathKindOf(snapshot.value), rttMs: snapshot.context.rttMs, reason: snapshot.context.reason };
+  }
+
+  /**
+   * Why the path to `node` is what it is (`leafmesh status --why`): both NATs with their
+   * evidence, the attempts, the reason and what would change it.
+   */
+  why(node: string): PathWhy {
+    if (node === this.#options.node) throw new LeafmeshError("CONFIG_INVALID", `'${node}' is this node itself: --why takes another node's name`);
+    const { punches, directory, reasons, clock, host } = this.#options;
+    const path = this.#paths.get(node);
+    const snapshot = path?.actor.getSnapshot();
+    const record = directory.get(node);
+    const detection = punches.detection;
+    const local: NatView = {
+      node: this.#options.node,
+      type: punches.nat,
+      ...(punches.mapped ? { mapped: punches.mapped } : {}),
+      ...(detection?.evidence ? { evidence: detection.evidence } : {}),
+      source: detection ? "measured" : "none",
+      ...(detection ? { at: detection.at } : {}),
+    };
+    const peerNat: NatView = record
+      ? { node, type: record.nat, ...(record.observed[0] ? { mapped: record.observed[0] } : {}), ...(record.natEvidence ? { evidence: record.natEvidence } : {}), source: "record", at: record.at }
+      : { node, type: "unknown", source: "none" };
+    const peerId = path?.peerId ?? record?.peerId;
+    const lanPeerIds = new Set(reasons.lanPeers().map((peer) => peer.peerId));
+    return explainPath({
+      node: this.#options.node,
+      peer: node,
+      path: snapshot ? pathKindOf(snapshot.value) : "none",
+      rttMs: snapshot?.context.rttMs,
+      connections: peerId ? this.#options.connections.ranked(peerId).map((entry) => `${entry.kind} ${entry.connection.remoteAddr.toString()}`) : [],
+      local,
+      peerNat,
+      attempts: reasons.attemptsOf(node),
+      ways: this.#options.ways ?? {},
+      lan: this.#lanPeers.has(node) || (peerId !== undefined && lanPeerIds.has(peerId) && host.nodeOf(peerId) === node),
+      at: nowIso(clock.now),
+    });
   }
 
   /** The peer a node's path is bound to. */
@@ -128,8 +181,10 @@ export class PathTable {
 
   /** Follows libp2p's events: mDNS neighbours are dialled, identify names a peer's node, connections opening and closing move the paths. */
   watch(): void {
-    const { host } = this.#options;
+    const { host, bus, netcheck } = this.#options;
     const libp2p = host.libp2p;
+    this.#stopServing.push(bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)));
+    if (netcheck) this.#stopServing.push(bus.serve(rpc.netcheck, netcheck));
     libp2p.addEventListener("peer:discovery", (event) => {
       // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
       if (this.#stopped || this.#options.ways?.direct === false) return;
@@ -199,6 +254,7 @@ export class PathTable {
 
   stop(): void {
     this.#stopped = true;
+    for (const stopServing of this.#stopServing.splice(0)) stopServing();
     for (const path of this.#paths.values()) path.actor.stop();
     this.#paths.clear();
   }
@@ -239,7 +295,12 @@ export class PathTable {
     // identify proved `node` at another peer id (with an identity, by its certificate): it restarted with a new key.
     if (existing.peerId !== peerId && this.#options.host.nodeOf(peerId) === node) return this.#rebind(node, peerId, "identify");
     const best = this.#options.connections.ranked(peerId)[0];
-    if (best) existing.actor.send({ type: "CONNECTED", kind: best.kind });
+    if (!best) return;
+    // A better connection the peer opened (its punch, its dial): said once, where this node made no attempt of its own.
+    if (pathKindOf(existing.actor.getSnapshot().value) !== best.kind) {
+      this.#options.reasons.attempt(node, { way: "inbound", outcome: "connected", ms: 0, detail: `${node} connected (${best.kind}, from ${best.connection.remoteAddr.toString()})` });
+    }
+    existing.actor.send({ type: "CONNECTED", kind: best.kind });
   }
 
   /** The path to `node` made again for its new peer id: the old machine's connections and state belong to a key that is gone. */
@@ -265,6 +326,8 @@ export class PathTable {
         announce: ({ context }, params) => {
           bus.publish("tunnel", "path", { at: nowIso(clock.now), peer: node, kind: params.kind, rttMs: context.rttMs, detail: context.reason });
           log.info({ peer: node, kind: params.kind, rttMs: context.rttMs, reason: context.reason }, "path changed");
+          // The reasons go out with the change (mesh.<node>.tunnel.why), once the machine is in its new state.
+          if (params.kind !== "discovering") queueMicrotask(() => this.#announceWhy(node));
         },
         released: (_, params) => {
           for (const { kind, connection } of connections.ranked(peerId)) if (kind === params.kind) connections.closeWhenIdle(connection);
@@ -281,6 +344,21 @@ export class PathTable {
     return path;
   }
 
+  #announceWhy(node: string): void {
+    if (this.#stopped || !this.#paths.has(node)) return;
+    const why = this.why(node);
+    this.#options.bus.publish("tunnel", "why", {
+      at: why.at,
+      peer: node,
+      kind: why.path,
+      code: why.reason.code,
+      reason: why.reason.text,
+      wouldChange: why.wouldChange,
+      nat: { local: why.nat.local.type, peer: why.nat.peer.type },
+      lastAttempt: why.attempts.at(-1),
+    });
+  }
+
   /** Tries the ways in order (direct, hole punch, relay; `upgradeOnly`: the first two) and tells the path machine what came of it. */
   async #attempt(node: string, upgradeOnly: boolean): Promise<void> {
     const path = this.#paths.get(node);
@@ -290,36 +368,63 @@ export class PathTable {
       if (!this.#stopped) path.actor.send(event);
     };
     const reasons: string[] = [];
+    // Each way tried is recorded for `status --why` with its plan, time and outcome.
+    const record = (way: PathAttempt["way"], started: number, outcome: PathAttempt["outcome"], detail: string, plan?: string) =>
+      this.#options.reasons.attempt(node, { way, outcome, ms: Math.round((performance.now() - started) * 10) / 10, detail, ...(plan ? { plan } : {}) });
     try {
       const existing = connections.ranked(path.peerId)[0];
       if (existing && (!upgradeOnly || existing.kind !== "relayed")) {
+        record("existing", performance.now(), "connected", `a ${existing.kind} connection was already open (${existing.connection.remoteAddr.toString()})`);
         return send({ type: "CONNECTED", kind: existing.kind, rttMs: await connections.rtt(existing.connection) });
       }
-      const record = directory.get(node);
-      if (record && record.pskFingerprint !== host.pskFingerprint) {
-        const reason = `the pre-shared keys differ: ${node} uses a PSK with fingerprint ${record.pskFingerprint}, this node ${host.pskFingerprint}; give both agents the same --psk`;
+      const peerRecord = directory.get(node);
+      if (peerRecord && peerRecord.pskFingerprint !== host.pskFingerprint) {
+        const reason = `the pre-shared keys differ: ${node} uses a PSK with fingerprint ${peerRecord.pskFingerprint}, this node ${host.pskFingerprint}; give both agents the same --psk`;
+        record("existing", performance.now(), "skipped", reason);
         if (!this.#warnedKeys.has(node)) log.error({ peer: node }, reason);
         this.#warnedKeys.add(node);
         return send({ type: upgradeOnly ? "UPGRADE_FAILED" : "FAILED", reason });
       }
       const ways = this.#options.ways ?? {};
       if (ways.direct !== false) {
-        const connection = await connections.dialDirect(path.peerId, record).catch((error) => void reasons.push(`direct: ${describeError(error)}`));
-        if (connection) return send({ type: "CONNECTED", kind: "direct", rttMs: await connections.rtt(connection) });
+        const started = performance.now();
+        const connection = await connections.dialDirect(path.peerId, peerRecord).catch((error) => {
+          reasons.push(`direct: ${describeError(error)}`);
+          record("direct", started, "failed", describeError(error));
+        });
+        if (connection) {
+          record("direct", started, "connected", `${connection.remoteAddr.toString()} answered`);
+          return send({ type: "CONNECTED", kind: "direct", rttMs: await connections.rtt(connection) });
+        }
       }
-      if (ways.punch !== false && record) {
-        const cannot = punches.cannotPunch(record);
-        if (cannot) reasons.push(`punch: ${cannot}`);
-        else {
-          const connection = await this.#punch(record).catch((error) => void reasons.push(`punch: ${describeError(error)}`));
-          if (connection) return send({ type: "CONNECTED", kind: "hole-punched", rttMs: await connections.rtt(connection) });
+      if (ways.punch !== false && peerRecord) {
+        const cannot = punches.cannotPunch(peerRecord);
+        const plan = `${punchPlan(punches.nat, peerRecord.nat)} (${punches.nat} ↔ ${peerRecord.nat})`;
+        if (cannot) {
+          reasons.push(`punch: ${cannot}`);
+          record("punch", performance.now(), "skipped", cannot, plan);
+        } else {
+          const started = performance.now();
+          const connection = await this.#punch(peerRecord).catch((error) => {
+            reasons.push(`punch: ${describeError(error)}`);
+            record("punch", started, "failed", describeError(error), plan);
+          });
+          if (connection) {
+            record("punch", started, "connected", `punched to ${connection.remoteAddr.toString()}`, plan);
+            return send({ type: "CONNECTED", kind: "hole-punched", rttMs: await connections.rtt(connection) });
+          }
         }
       }
       if (upgradeOnly) return send({ type: "UPGRADE_FAILED", reason: reasons.join("; ") || "no better way" });
       if (existing) return send({ type: "CONNECTED", kind: existing.kind, rttMs: await connections.rtt(existing.connection) });
       if (ways.relay !== false && this.#options.relays) {
-        const connection = await connections.openRelayed(node, path.peerId).catch((error) => void reasons.push(`relay: ${describeError(error)}`));
+        const started = performance.now();
+        const connection = await connections.openRelayed(node, path.peerId).catch((error) => {
+          reasons.push(`relay: ${describeError(error)}`);
+          record("relay", started, "failed", describeError(error), "through the fabric (leaf → hub → leaf)");
+        });
         if (connection) {
+          record("relay", started, "connected", "a relay channel through the fabric carries the connection", "through the fabric (leaf → hub → leaf)");
           if (reasons.length) log.info({ peer: node, reasons }, "relayed: better ways failed");
           return send({ type: "CONNECTED", kind: "relayed", rttMs: await connections.rtt(connection), reason: reasons.join("; ") || undefined });
         }

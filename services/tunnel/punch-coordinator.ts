@@ -26,7 +26,7 @@ import { systemClock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { rpc, type PunchPurpose, type PunchReply, type PunchRequest } from "../../bus/rpc.ts";
 import { rpcRequest, RpcError } from "../../bus/bus.ts";
-import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type ObserverAddress } from "./nat.ts";
+import { askObserver, detectNat, freeLocalPort, punchPlan, type HostPort, type NatDetection, type ObserverAddress } from "./nat.ts";
 import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "./punch.ts";
 
 export type { PunchPurpose, PunchReply, PunchRequest } from "../../bus/rpc.ts";
@@ -53,6 +53,8 @@ export interface PunchCoordinatorOptions {
   servesTlsStreams: () => boolean;
   /** The answering side's punched socket, for what the asker meant it. */
   onPunched: (socket: Socket, purpose: PunchPurpose, from: string) => Promise<unknown> | void;
+  /** How each punch a peer asked for ended on this side (`status --why` on the side that did not ask). */
+  onAnswered?: (from: string, outcome: { plan: string; ok: boolean; ms: number; detail: string }) => void;
   /**
    * @default 16 — punches one peer may have under way here at once (each holds a port, an
    * observer query and a socket for up to the punch timeout); the next is declined with the
@@ -65,6 +67,7 @@ export class PunchCoordinator {
   readonly #options: PunchCoordinatorOptions;
   #nat: NatType = "unknown";
   #mapped: HostPort | undefined;
+  #detection: (NatDetection & { at: string }) | undefined;
   #stopServe: (() => void) | undefined;
   #stopped = false;
   readonly #answering = new Map<string, number>();
@@ -84,6 +87,21 @@ export class PunchCoordinator {
   /** This node's address as the observer saw it (published in the node record). */
   get mapped(): HostPort | undefined {
     return this.#mapped;
+  }
+
+  /** The last detection with what it was concluded from (status --why, netcheck, the node record). */
+  get detection(): (NatDetection & { at: string }) | undefined {
+    return this.#detection;
+  }
+
+  /** Runs the NAT detection again now (netcheck); the result replaces the last one. */
+  async detectNow(): Promise<NatDetection & { at: string }> {
+    if (!this.#options.observer) throw new LeafmeshError("TUNNEL_FAILED", "no NAT observer configured (agent --observer): the NAT cannot be measured");
+    const detection = { ...(await detectNat({ observer: this.#options.observer })), at: new Date().toISOString() };
+    this.#nat = detection.type;
+    this.#mapped = detection.mapped;
+    this.#detection = detection;
+    return detection;
   }
 
   /** Answers peers' punch requests; detects the NAT in the background (bounded retries). */
@@ -181,11 +199,19 @@ export class PunchCoordinator {
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
     const localPort = await freeLocalPort();
     const mapped = await this.#observe(localPort);
+    const started = Date.now();
+    const answered = (ok: boolean, detail: string) => this.#options.onAnswered?.(request.from, { plan, ok, ms: Date.now() - started, detail });
     const finish = (socketPromise: Promise<Socket>) => {
       handOver();
       return socketPromise
-        .then((socket) => this.#options.onPunched(socket, purpose, request.from))
-        .catch((error) => this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed"))
+        .then((socket) => {
+          answered(true, `${request.from} asked for a ${purpose} punch (plan ${plan}): connected from ${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`);
+          return this.#options.onPunched(socket, purpose, request.from);
+        })
+        .catch((error) => {
+          answered(false, `${request.from} asked for a ${purpose} punch (plan ${plan}): ${describeError(error)}`);
+          this.#options.log.info({ peer: request.from, err: describeError(error) }, "punch (answering side) failed");
+        })
         .finally(done);
     };
     if (plan === "simultaneous") void finish(simultaneousOpen({ localPort, remote: request.mapped, timeoutMs }));
@@ -210,6 +236,7 @@ export class PunchCoordinator {
         const detection = await detectNat({ observer });
         this.#nat = detection.type;
         this.#mapped = detection.mapped;
+        this.#detection = { ...detection, at: new Date().toISOString() };
         this.#options.log.info({ nat: detection.type, mapped: detection.mapped }, "NAT behaviour detected");
         return;
       } catch (error) {

@@ -47,8 +47,10 @@ export async function simultaneousOpen(options: { localPort: number; remote: Hos
   const deadline = Date.now() + options.timeoutMs;
   let lastError: Error | undefined;
   let refused = 0;
+  let tries = 0;
   // Bounded: each try lasts at most the time left, and at most maxAttempts tries.
   for (let attempt = 0; attempt < punchSchedule.maxAttempts && Date.now() < deadline; attempt++) {
+    tries++;
     try {
       return await new Promise<Socket>((resolve, reject) => {
         const socket = netConnect({ host: options.remote.host, port: options.remote.port, localPort: options.localPort, timeout: Math.max(100, deadline - Date.now()) });
@@ -69,9 +71,11 @@ export async function simultaneousOpen(options: { localPort: number; remote: Hos
       await new Promise((resolve) => setTimeout(resolve, wasRefused ? punchSchedule.refusedRetryMs : punchSchedule.retryMs));
     }
   }
+  // Said for `status --why`: how many tries went out and what met them (a router's RST or ICMP, or silence).
+  const lastCode = (lastError as NodeJS.ErrnoException | undefined)?.code;
   throw new LeafmeshError(
     "TUNNEL_FAILED",
-    `hole punch to ${options.remote.host}:${options.remote.port} from local port ${options.localPort} failed within ${options.timeoutMs} ms${refused > 0 ? ` (${refused} SYNs refused by a router)` : ""}`,
+    `hole punch to ${options.remote.host}:${options.remote.port} from local port ${options.localPort} failed within ${options.timeoutMs} ms: ${tries} connect ${tries === 1 ? "try" : "tries"} (SYNs) sent, ${refused > 0 ? `${refused} refused by a router (RST or ICMP)` : "none answered (dropped)"}${lastCode ? `, last ${lastCode}` : ""}`,
     { cause: lastError },
   );
 }
@@ -106,7 +110,9 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
 export async function dialPunched(options: { remote: HostPort; timeoutMs: number }): Promise<Socket> {
   const deadline = Date.now() + options.timeoutMs;
   let lastError: Error | undefined;
+  let tries = 0;
   for (let attempt = 0; attempt < 100 && Date.now() < deadline; attempt++) {
+    tries++;
     try {
       return await new Promise<Socket>((resolve, reject) => {
         const socket = netConnect({ host: options.remote.host, port: options.remote.port, timeout: Math.max(100, deadline - Date.now()) });
@@ -125,7 +131,8 @@ export async function dialPunched(options: { remote: HostPort; timeoutMs: number
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
   }
-  throw new LeafmeshError("TUNNEL_FAILED", `dial to ${options.remote.host}:${options.remote.port} failed within ${options.timeoutMs} ms`, { cause: lastError });
+  const lastCode = (lastError as NodeJS.ErrnoException | undefined)?.code;
+  throw new LeafmeshError("TUNNEL_FAILED", `dial to ${options.remote.host}:${options.remote.port} failed within ${options.timeoutMs} ms: ${tries} tries${lastCode ? `, last ${lastCode}` : ""}`, { cause: lastError });
 }
 
 /**

@@ -32,6 +32,8 @@ import { NodeDirectory } from "./node-directory.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
 import { PathTable } from "./paths.ts";
 import { PeerTrust } from "./peer-trust.ts";
+import { gatherNetcheck, PathReasons } from "./path-reasons.ts";
+import type { Netcheck, PathWhy } from "../../bus/path-why.ts";
 import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
@@ -43,7 +45,6 @@ import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
 import type { TunnelOptions } from "./tunnel-options.ts";
 
 export type { TunnelOptions } from "./tunnel-options.ts";
-
 
 
 const lifecycleMachine = setup({
@@ -72,6 +73,7 @@ interface Running {
   tls?: TlsStreams;
   spares: SpareSessions;
   opener: StreamOpener;
+  reasons: PathReasons;
   server: StreamServer;
 }
 
@@ -125,6 +127,16 @@ export class TunnelActor implements StreamDialer {
     return this.#running?.paths.detail(node);
   }
 
+  /** Why the path to `node` is what it is (`leafmesh status --why`, rpc.<node>.tunnel.why). */
+  why(node: string): PathWhy {
+    if (node === this.node) throw new LeafmeshError("CONFIG_INVALID", `'${node}' is this node itself`);
+    if (!this.#running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
+    return this.#running.paths.why(node);
+  }
+
+  /** This node's network as measured now (`leafmesh netcheck`, rpc.<node>.netcheck): NAT detected again, upstream RTTs, LAN peers. */
+  netcheck = (): Promise<Netcheck> => gatherNetcheck({ node: this.node, ...this.#running!, clock: this.#clock, observer: this.#options.observer, mdns: this.#options.mdns !== false, measureUpstreams: this.#options.measureUpstreams });
+
   /** Connections to a node by kind (for status and tests). */
   connectionsTo(node: string): { kind: PathKind; connection: Connection }[] {
     const peer = this.#running?.paths.peerOf(node);
@@ -139,6 +151,7 @@ export class TunnelActor implements StreamDialer {
     const trust = new PeerTrust({ revocations: options.identity ? options.revocations : undefined, log: this.#log });
     try {
       const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
+      const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
       if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve, trust });
@@ -152,9 +165,10 @@ export class TunnelActor implements StreamDialer {
         mdns: options.mdns,
         identity: options.identity,
         tlsStreamPort: tls?.port,
+        onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),
         onStream: (stream, peerId) => serve(stream, peerId),
       });
-      this.#running = this.#assemble(host, tls, server, trust);
+      this.#running = this.#assemble(host, tls, server, trust, reasons);
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
@@ -171,7 +185,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** Makes the rooms around a started host and joins them up. */
-  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust): Running {
+  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust, reasons: PathReasons): Running {
     const options = this.#options;
     const log = this.#log;
     const clock = this.#clock;
@@ -228,6 +242,7 @@ export class TunnelActor implements StreamDialer {
         if (purpose === "tls-stream") return tls ? tls.accept(socket, from, "hole-punched") : void socket.destroy();
         return connections!.upgradePunched(socket, "inbound");
       },
+      onAnswered: (from, outcome) => reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
     });
     paths = new PathTable({
       node: this.node,
@@ -240,6 +255,8 @@ export class TunnelActor implements StreamDialer {
       clock,
       ways: options.ways,
       relays: relay !== undefined,
+      reasons,
+      netcheck: () => this.netcheck(),
       pathTimeoutMs: options.pathTimeoutMs,
       dialTimeoutMs,
       upgradeIntervalMs: options.upgradeIntervalMs,
@@ -264,7 +281,7 @@ export class TunnelActor implements StreamDialer {
       const revoked = new Set([...host.cutRevoked(), ...directory.dropRevoked()]);
       for (const node of revoked) paths!.forget(node, "its certificate is revoked (the mesh's revocation list)");
     });
-    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server };
+    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons };
   }
 
   async stop(): Promise<void> {
@@ -335,6 +352,7 @@ export class TunnelActor implements StreamDialer {
       site: this.#options.site,
       region: this.#options.region,
       nat: punches.nat,
+      ...(punches.detection?.evidence ? { natEvidence: punches.detection.evidence } : {}),
       relay: this.#options.ways?.relay !== false,
       pskFingerprint: host.pskFingerprint,
       at: nowIso(this.#clock.now),

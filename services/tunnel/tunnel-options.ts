@@ -58,6 +58,8 @@ export interface TunnelOptions {
    * stream on libp2p.
    */
   tlsStreams?: { host: string; port: number };
+  /** The leaf's upstreams with their TCP connect time measured now (`leafmesh netcheck`); the role knows them. */
+  measureUpstreams?: () => Promise<{ url: string; rttMs?: number }[]>;
   /** @default 4_096 — see StreamServerOptions.maxStreamsPerPeer; also the relay channels a peer may have open here */
   maxStreamsPerPeer?: number;
   /** @default 16 — see PunchCoordinatorOptions.maxPunchesPerPeer */
