@@ -5,7 +5,7 @@
  * (RFC 2308 §5), and serves an expired answer (RFC 8767) when every upstream
  * fails. Identical questions in flight share one upstream exchange.
  *
- * Upstream responses are kept as bytes and handed back with the client's id and
+ * One exchange with one upstream is upstream-exchange.ts. Upstream responses are kept as bytes and handed back with the client's id and
  * question and the remaining TTLs written in place: names are never re-encoded.
  *
  * ```ts
@@ -13,18 +13,14 @@
  * const result = await forwarder.resolve(queryBytes, parsed); // { response, source: "upstream" | "cache" | "stale" }
  * ```
  */
-import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
-import { connect } from "node:net";
-import { randomInt } from "node:crypto";
 import { systemClock, type Clock } from "../../lib/clock.ts";
+import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { flagRD, flagTC, qtypes, rcodes, sameQuestion, serverUdpPayloadSize, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
+import { exchangeWithUpstream, UpstreamFailure, type Upstream } from "./upstream-exchange.ts";
+import { flagRD, flagTC, qtypes, rcodes, serverUdpPayloadSize, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
 
-export interface Upstream {
-  host: string;
-  port: number;
-}
+export type { Upstream } from "./upstream-exchange.ts";
 
 export interface ForwarderOptions {
   upstreams: Upstream[];
@@ -114,7 +110,7 @@ export class Forwarder {
     let pending = this.#inFlight.get(key);
     if (!pending) {
       if (this.#inFlight.size >= this.#maxInFlight) {
-        this.#fail("too many questions in flight", "in-flight limit");
+        this.#fail("in-flight limit", "in-flight limit", "too many questions in flight");
         return this.#staleOr(key, query, parsed);
       }
       pending = this.#exchangeAll(query, parsed).finally(() => this.#inFlight.delete(key));
@@ -223,100 +219,29 @@ export class Forwarder {
       if (this.#closed) return undefined;
       this.counters.upstreamQueries++;
       try {
-        const response = await this.#exchange(upstream, query, parsed);
+        const response = await exchangeWithUpstream(upstream, query, parsed, { clock: this.#clock, timeoutMs: this.#timeoutMs });
         const rcode = response[3] & 0xf;
         // An upstream that fails or refuses is no answer: the next one may know.
         if (rcode === rcodes.SERVFAIL || rcode === rcodes.REFUSED || rcode === rcodes.NOTIMP || rcode === rcodes.FORMERR) {
-          this.#fail(`rcode ${rcode}`, `${upstream.host}:${upstream.port}`);
+          this.#fail(`rcode ${rcode}`, `${upstream.host}:${upstream.port}`, `answered rcode ${rcode}`);
           continue;
         }
         return response;
       } catch (error) {
-        this.#fail((error as Error).message, `${upstream.host}:${upstream.port}`);
+        const failure = error instanceof UpstreamFailure ? error : new UpstreamFailure("error", describeError(error));
+        this.#fail(failure.label, `${upstream.host}:${upstream.port}`, failure.message);
       }
     }
     return undefined;
   }
 
-  #fail(reason: string, upstream: string): void {
-    const label = reason.startsWith("rcode") ? reason : reason.includes("timed out") ? "timeout" : reason.includes("ECONNREFUSED") ? "refused" : reason.includes("in-flight") ? "in-flight limit" : reason.includes("mismatch") ? "mismatch" : reason.includes("malformed") ? "malformed" : "error";
+  /** Counted by `label` (a failure's kind, never its message text), logged once per upstream and label. */
+  #fail(label: string, upstream: string, reason: string): void {
     this.counters.upstreamFailures[label] = (this.counters.upstreamFailures[label] ?? 0) + 1;
     const once = `${label}:${upstream}`;
     if (this.#loggedFailures.has(once)) return;
     this.#loggedFailures.add(once);
     this.#log?.warn({ upstream, reason }, "upstream DNS failed (logged once per upstream and reason)");
-  }
-
-  /** One upstream exchange over UDP, and over TCP when the UDP answer is truncated. */
-  async #exchange(upstream: Upstream, query: Uint8Array, parsed: ParsedQuery): Promise<Buffer> {
-    const id = randomInt(0, 0x10000);
-    const upstreamQuery = buildUpstreamQuery(query, parsed, id);
-    const response = await this.#udpExchange(upstream, upstreamQuery, parsed, id);
-    if (response.readUInt16BE(2) & flagTC) return this.#tcpExchange(upstream, upstreamQuery, parsed, id);
-    return response;
-  }
-
-  #udpExchange(upstream: Upstream, packet: Buffer, parsed: ParsedQuery, id: number): Promise<Buffer> {
-    return new Promise<Buffer>((resolve, reject) => {
-      const socket: Socket = createSocket(isIPv6(upstream.host) ? "udp6" : "udp4");
-      let done = false;
-      const finish = (error: Error | undefined, value?: Buffer) => {
-        if (done) return;
-        done = true;
-        this.#clock.clearTimeout(timer);
-        socket.close();
-        if (error) reject(error);
-        else resolve(value!);
-      };
-      const timer = this.#clock.setTimeout(() => finish(new Error(`timed out after ${this.#timeoutMs} ms`)), this.#timeoutMs);
-      socket.on("error", (error) => finish(error));
-      socket.on("message", (message) => {
-        // Anything but the answer to our id and question is ignored (a late or spoofed reply).
-        if (message.length < 12 || message.readUInt16BE(0) !== id) return;
-        const walked = walkResponse(message);
-        if (!walked || !sameQuestion(message, walked.questionEnd, packet, parsed.questionEnd)) return;
-        finish(undefined, message);
-      });
-      // A connected socket hears ICMP port unreachable as ECONNREFUSED: a dead upstream fails at once.
-      socket.connect(upstream.port, upstream.host, () => socket.send(packet, (error) => error && finish(error)));
-    });
-  }
-
-  #tcpExchange(upstream: Upstream, packet: Buffer, parsed: ParsedQuery, id: number): Promise<Buffer> {
-    return new Promise<Buffer>((resolve, reject) => {
-      const socket = connect({ host: upstream.host, port: upstream.port });
-      let buffered = Buffer.alloc(0);
-      let done = false;
-      const finish = (error: Error | undefined, value?: Buffer) => {
-        if (done) return;
-        done = true;
-        this.#clock.clearTimeout(timer);
-        socket.destroy();
-        if (error) reject(error);
-        else resolve(value!);
-      };
-      const timer = this.#clock.setTimeout(() => finish(new Error(`timed out after ${this.#timeoutMs} ms (tcp)`)), this.#timeoutMs);
-      socket.on("error", (error) => finish(error));
-      socket.on("connect", () => {
-        const length = Buffer.allocUnsafe(2);
-        length.writeUInt16BE(packet.length);
-        socket.write(Buffer.concat([length, packet]));
-      });
-      socket.on("data", (chunk) => {
-        buffered = Buffer.concat([buffered, chunk]);
-        if (buffered.length < 2) return;
-        const length = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + length) return;
-        const message = buffered.subarray(2, 2 + length);
-        const walked = walkResponse(message);
-        if (message.length < 12 || message.readUInt16BE(0) !== id || !walked || !sameQuestion(message, walked.questionEnd, packet, parsed.questionEnd)) {
-          finish(new Error("tcp response mismatch"));
-          return;
-        }
-        finish(undefined, Buffer.from(message));
-      });
-      socket.on("end", () => finish(new Error("tcp connection closed before a response")));
-    });
   }
 }
 
@@ -329,22 +254,6 @@ function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
     key += String.fromCharCode(byte);
   }
   return key;
-}
-
-/** Our query to an upstream: a fresh id, RD, the client's question, and our own EDNS0 size. */
-function buildUpstreamQuery(query: Uint8Array, parsed: ParsedQuery, id: number): Buffer {
-  const questionLength = parsed.questionEnd - 12;
-  const out = Buffer.alloc(12 + questionLength + 11);
-  out.writeUInt16BE(id, 0);
-  out.writeUInt16BE(flagRD | (parsed.flags & 0x0010), 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(1, 10);
-  out.set(query.subarray(12, parsed.questionEnd), 12);
-  const opt = 12 + questionLength;
-  out[opt] = 0;
-  out.writeUInt16BE(qtypes.OPT, opt + 1);
-  out.writeUInt16BE(serverUdpPayloadSize, opt + 3);
-  return out;
 }
 
 /** `H`, `H:P`, `[v6]:P` or a bare IPv6 address; port 53 when none is given. */
