@@ -44,8 +44,26 @@ async function startBackend(service: string, node: string): Promise<{ server: Se
   return { server, port };
 }
 
-export function demoManifests(backends: { service: string; node: string; port: number }[], clusterIPs: Record<string, string>): string {
-  const documents: object[] = [];
+/**
+ * The demo's ingress (docs/gateway.md): an Istio Gateway on `gatewayPort` served by the first
+ * agent (started with --gateway), host shop.demo.example: /api to api, the rest to web.
+ */
+function demoIngress(gatewayPort: number): object[] {
+  const istio = "networking.istio.io/v1beta1";
+  const to = (host: string) => ({ destination: { host, port: { number: 80 } } });
+  return [
+    { apiVersion: istio, kind: "Gateway", metadata: { name: "demo", namespace: "demo" }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["shop.demo.example"] }] } },
+    {
+      apiVersion: istio,
+      kind: "VirtualService",
+      metadata: { name: "shop", namespace: "demo" },
+      spec: { gateways: ["demo"], hosts: ["shop.demo.example"], http: [{ name: "api", match: [{ uri: { prefix: "/api" } }], route: [to("api")] }, { name: "web", route: [to("web")] }] },
+    },
+  ];
+}
+
+export function demoManifests(backends: { service: string; node: string; port: number }[], clusterIPs: Record<string, string>, gatewayPort?: number): string {
+  const documents: object[] = gatewayPort ? demoIngress(gatewayPort) : [];
   for (const service of Object.keys(clusterIPs)) {
     documents.push({
       apiVersion: "v1",
@@ -104,7 +122,8 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     ];
     const started = await Promise.all(backends.map(async (backend) => ({ ...backend, ...(await startBackend(backend.service, backend.node)) })));
     const manifestFile = join(base, "manifests", "demo.yaml");
-    writeFileSync(manifestFile, demoManifests(started, { web: "198.19.0.10", api: "198.19.0.11" }));
+    const gatewayPort = await freePort();
+    writeFileSync(manifestFile, demoManifests(started, { web: "198.19.0.10", api: "198.19.0.11" }, gatewayPort));
 
     // Security on, as in a real mesh: the demo's own keys (operator, accounts, CA, PSK) and one identity per node.
     const keys = join(base, "keys");
@@ -184,6 +203,8 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         "--metrics-listen", `127.0.0.1:${agentPorts[node].metrics}`,
         "--dns", `127.0.0.1:${agentPorts[node].dns}`, "--socks", `127.0.0.1:${agentPorts[node].socks}`,
         "--keys", keys, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
+        // The first agent is also the ingress gateway: clients outside the mesh reach Services through it.
+        ...(node === nodes[0] ? ["--gateway", "127.0.0.1"] : []),
       ]);
     }
 
@@ -213,6 +234,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
       const via = backend && backend.node !== proxy.node ? `, tunnelled to ${backend.node}` : "";
       say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
     }
+    say(`  curl -H 'Host: shop.demo.example' http://127.0.0.1:${gatewayPort}/api     # ${nodes[0]}'s ingress gateway, as a client outside the mesh: /api to api, the rest to web (docs/gateway.md)`);
     say(`  curl --socks5-hostname 127.0.0.1:${agentPorts[nodes[0]].socks} http://web.demo.svc.cluster.local/     # ${nodes[0]}'s SOCKS5 proxy: Services and nodes by name`);
     say(`  dig @127.0.0.1 -p ${agentPorts[nodes[0]].dns} web.demo.svc.cluster.local     # ${nodes[0]}'s cluster DNS (SRV: _http._tcp.web.demo.svc.cluster.local SRV)`);
     say(`  npx leafmesh status --keys ${keys} --node ${nodes[0]} --nats nats://127.0.0.1:${agentPorts[nodes[0]].client}     # what ${nodes[0]} knows: catalog, links, actors`);

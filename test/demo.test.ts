@@ -24,6 +24,12 @@ describe("leafmesh demo", () => {
         const body = await (await fetch(url)).text();
         expect(body).toContain(`hello from ${service.split("/")[1]}`);
       }
+      // The ingress gateway it prints answers a client outside the mesh, as printed: /api to api (on edge-1), / to web (on edge-2, through the tunnel).
+      const gatewayLine = /(curl -H 'Host: shop\.demo\.example' (http:\/\/127\.0\.0\.1:\d+)\/api)\s+#/.exec(output);
+      expect(gatewayLine, output).not.toBeNull();
+      const viaGateway = (path: string) => execFileSync("curl", ["-s", "--max-time", "5", "-H", "Host: shop.demo.example", `${gatewayLine![2]}${path}`], { encoding: "utf8" });
+      await eventually(() => viaGateway("/api").includes("hello from api"), 30_000, "the demo's gateway to route /api");
+      expect(viaGateway("/")).toContain("hello from web, served by a backend on node edge-2");
       // The cross-node requests went through the tunnel: its path shows up live.
       await eventually(() => /mesh\.edge-\d\.tunnel\.path \{[^}]*"kind":"direct"/.test(output), 15_000, "a tunnel path event");
       const metricsUrl = /curl (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(output)![1];
