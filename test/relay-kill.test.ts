@@ -8,11 +8,13 @@
  * agent is killed with SIGKILL, and the client reads on: its stream must end in
  * ECONNRESET with fewer bytes than were sent.
  *
- * The issue's run moved 400 MiB between two NATs and killed the hub; the cut is
- * the same at any size once it falls mid-transfer, so 32 MiB and a pause keep
- * this short. It runs on loopback: the NAT lab adds nothing to how a relayed
+ * The same when the hub's nats-server, which carries the relay, is killed
+ * (the issue's run: 400 MiB between two NATs, the hub's nats-server killed after
+ * 1.5 s, a clean short end). The cut is the same at any size once it falls
+ * mid-transfer, so 32 MiB and a pause keep this short. It runs on loopback: the NAT lab adds nothing to how a relayed
  * stream ends (the relay through the hub is the only path either way).
  */
+import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Socket } from "node:net";
 import { startTarget, watchEnding, type FaultTarget } from "./support/fault-targets.ts";
@@ -54,6 +56,49 @@ const ways: [string, () => Promise<Socket>][] = [
   ["through edge-a's SOCKS proxy, by Service name", () => socksConnect(socksPort, "bulk.demo.svc.cluster.local", 80)],
   ["through edge-a's cluster-IP proxy listener", async () => connected(await proxyListenerPort(edgeA, "demo/bulk:http/TCP"))],
 ];
+
+/** Opens a transfer from edge-c and reads 4 MiB of it (retried while the relay path comes up). */
+async function transferUnderWay(open: () => Promise<Socket>): Promise<{ client: Socket; before: number }> {
+  let before = 0;
+  const client = await eventually(
+    async () => {
+      const socket = await open().catch(() => undefined);
+      if (!socket) return undefined;
+      socket.on("error", () => undefined);
+      const head = await readAtLeast(socket, 4 * 1024 * 1024, 15_000).catch(() => undefined);
+      before = head?.length ?? 0;
+      if (head) return socket;
+      socket.destroy();
+      return undefined;
+    },
+    60_000,
+    "a transfer from edge-c under way",
+  );
+  return { client, before };
+}
+
+/** The pid of the hub's own nats-server (its config lives in the hub's data dir). */
+function hubNatsServerPid(): number {
+  const pids = execFileSync("pgrep", ["-f", `nats-server.*${hub.dataDir}`], { encoding: "utf8" }).trim().split("\n").map(Number);
+  expect(pids, "one nats-server of the hub").toHaveLength(1);
+  return pids[0];
+}
+
+describe("a relayed transfer whose relay, the hub's nats-server, is killed mid-transfer", () => {
+  for (const [name, open] of ways) {
+    it(`ends in ECONNRESET, never a clean short end, ${name}`, async () => {
+      const { client, before } = await transferUnderWay(open);
+      expect(await pathFromA()).toBe("relayed");
+      process.kill(hubNatsServerPid(), "SIGKILL");
+      const ending = await watchEnding(client);
+      expect(ending.how, `${before + ending.bytes} of ${sourceBytes} bytes, then ${ending.how}`).toBe("ECONNRESET");
+      expect(before + ending.bytes).toBeLessThan(sourceBytes);
+      // A whole hub again (same ports and data) for what follows, whatever its supervisor did meanwhile.
+      await hub.stop();
+      hub = await hub.restart();
+    }, 120_000);
+  }
+});
 
 describe("a relayed transfer whose far agent is killed mid-transfer", () => {
   for (const [name, open] of ways) {
