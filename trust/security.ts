@@ -18,7 +18,7 @@ import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
 import { createUser, decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
-import { checkSecretFilePermissions, writeSecretFile } from "./secret-files.ts";
+import { checkSecretFilePermissions, writeSecretFileOnce } from "./secret-files.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
@@ -184,8 +184,9 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
     throw new LeafmeshError("TRUST_FAILED", `no credentials for node '${node}' in ${bundle} (node.creds is missing: issue them with \`leafmesh keys issue --node ${node}\`, or they were revoked)`);
   }
   for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
-  // The local nkey is made on the node itself at first start: it never has to travel.
-  if (!existsSync(files.localNkey)) writeSecretFile(files.localNkey, new TextDecoder().decode(createUser().getSeed()));
+  // The local nkey is made on the node itself at first start: it never has to travel. First writer
+  // wins (writeSecretFileOnce): an agent starting and a `leafmesh status` beside it end with one key.
+  if (!existsSync(files.localNkey)) writeSecretFileOnce(files.localNkey, new TextDecoder().decode(createUser().getSeed()));
   checkSecretFilePermissions(files.localNkey);
   const localSeed = readFileSync(files.localNkey, "utf8").trim();
   const localPublic = fromSeed(new TextEncoder().encode(localSeed)).getPublicKey();
