@@ -52,7 +52,7 @@ describe("the LAN without the hub", () => {
   afterAll(() => echo?.close());
 
   it("takes a LAN peer found by mDNS as a node name in the SOCKS proxy, and lists it in status", async () => {
-    echo = createServer((socket) => socket.pipe(socket));
+    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
     await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
     const echoPort = (echo.address() as { port: number }).port;
     const psk = writePsk(tempDir());

@@ -46,7 +46,7 @@ afterAll(async () => {
 
 async function echoServer(): Promise<number> {
   const port = await freePort();
-  const server = createServer((socket) => socket.pipe(socket));
+  const server = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return port;

@@ -95,7 +95,7 @@ beforeAll(async () => {
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
   echoPort = await freePort();
-  echo = createServer((socket) => socket.pipe(socket));
+  echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
   await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
   edgeB = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl.replace("nats://", "tls://")], keys: join(keys, "nodes", "edge-b"), extraArgs: tunnelArgs() });
 }, 120_000);
