@@ -2,21 +2,14 @@ import { defineConfig } from "vitest/config";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 /**
- * The heaviest tests: whole meshes (hubs, site clusters, agents) in network
- * namespaces. On a loaded 2-core machine two of them at once starve each other's
- * nats-servers (JetStream meta elections, mirrors), so they run one at a time,
- * after the rest of the suite.
+ * The heaviest tests: whole meshes with JetStream clusters (hub clusters, site
+ * clusters, regions) in network namespaces. On a loaded 2-core machine two of them
+ * at once starve each other's nats-servers (JetStream meta elections, mirrors), so
+ * they run one at a time, after the rest of the suite. Namespace tests with one hub
+ * and a few agents (the NAT lab, why, drill, one connection, the demo's --lab) run
+ * in the suite: one at a time here, they left a core idle for minutes.
  */
-const lab = [
-  "test/lab-mesh.test.ts",
-  "test/sites-lab.test.ts",
-  "test/regions-lab.test.ts",
-  "test/site-locality.test.ts",
-  "test/demo-lab.test.ts",
-  "test/why-lab.test.ts",
-  "test/drill-lab.test.ts",
-  "test/one-connection-lab.test.ts",
-];
+const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts"];
 
 /**
  * The suite's longest files (about a minute or more each, measured alone), longest first. A clean
@@ -25,9 +18,10 @@ const lab = [
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  "test/offline-lan.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
+  "test/offline-lan.test.ts", "test/peer-faults.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
   "services/tunnel/nat-routers.test.ts", "test/fabric.test.ts", "services/tunnel/carriers.test.ts", "trust/hub-hosts.test.ts",
   "test/sites.test.ts", "trust/revocations.test.ts", "trust/attacks.test.ts", "test/agent-tunnel.test.ts",
+  "test/why-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "trust/enrolment.test.ts", "test/one-connection-lab.test.ts",
 ];
 
 class SlowFirstSequencer extends BaseSequencer {
@@ -42,14 +36,15 @@ class SlowFirstSequencer extends BaseSequencer {
   }
 }
 
-// Tests start real nats-server processes and network namespaces: give them time,
-// and run files one or two at a time so 2-core CI machines are not oversubscribed.
+// Tests start real nats-server processes and network namespaces: give them time. Three files at
+// a time: most of a file's time is spent waiting (for a leaf to link, a timer to fire), and two
+// left a 2-core machine idle about a fifth of the time; the lab files run one at a time after.
 export default defineConfig({
   test: {
     exclude: ["node_modules/**", "bench/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    maxWorkers: 2,
+    maxWorkers: 3,
     minWorkers: 1,
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
