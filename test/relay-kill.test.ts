@@ -104,21 +104,7 @@ describe("a relayed transfer whose far agent is killed mid-transfer", () => {
   for (const [name, open] of ways) {
     it(`ends in ECONNRESET, never a clean short end, ${name}`, async () => {
       if (edgeC.child.exitCode !== null || edgeC.child.signalCode !== null) edgeC = await edgeC.restart();
-      let before = 0;
-      const client = await eventually(
-        async () => {
-          const socket = await open().catch(() => undefined);
-          if (!socket) return undefined;
-          socket.on("error", () => undefined);
-          const head = await readAtLeast(socket, 4 * 1024 * 1024, 15_000).catch(() => undefined);
-          before = head?.length ?? 0;
-          if (head) return socket;
-          socket.destroy();
-          return undefined;
-        },
-        60_000,
-        "a transfer from edge-c under way",
-      );
+      const { client, before } = await transferUnderWay(open);
       expect(await pathFromA()).toBe("relayed");
       await edgeC.kill();
       const ending = await watchEnding(client);

@@ -25,14 +25,7 @@ export function makePrivateDir(path: string): void {
  * half-written key and the content is never visible with looser permissions.
  */
 export function writeSecretFile(path: string, content: string | Uint8Array): void {
-  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
-  const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  try {
-    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
-  } finally {
-    closeSync(fd);
-  }
-  chmodSync(temporary, 0o600); // the umask could only have narrowed it; make it exact
+  const temporary = writeTemporary(path, content);
   renameSync(temporary, path);
 }
 
@@ -67,14 +60,7 @@ export function checkSecretFilePermissions(path: string): void {
  * Returns whether this call wrote it.
  */
 export function writeSecretFileOnce(path: string, content: string | Uint8Array): boolean {
-  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
-  const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-  try {
-    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
-  } finally {
-    closeSync(fd);
-  }
-  chmodSync(temporary, 0o600);
+  const temporary = writeTemporary(path, content);
   try {
     linkSync(temporary, path);
     return true;
@@ -84,4 +70,17 @@ export function writeSecretFileOnce(path: string, content: string | Uint8Array):
   } finally {
     unlinkSync(temporary);
   }
+}
+
+/** The content in a new 0600 file beside `path` (a name of its own, created exclusively); returns its path. */
+function writeTemporary(path: string, content: string | Uint8Array): string {
+  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
+  const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
+  } finally {
+    closeSync(fd);
+  }
+  chmodSync(temporary, 0o600); // the umask could only have narrowed it; make it exact
+  return temporary;
 }
