@@ -12,7 +12,7 @@
  * const { stream, endpoint, release } = await pools.connect(backend, "198.18.1.7", signal);
  * ```
  */
-import { connect } from "node:net";
+import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer.ts";
 import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
@@ -236,23 +236,6 @@ export class BackendPools {
       });
     }
     const timeoutMs = this.#options.connectTimeoutMs ?? 3_000;
-    return new Promise((resolve, reject) => {
-      const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-      const timer = setTimeout(() => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.key} timed out after ${timeoutMs} ms`)), timeoutMs);
-      const abort = () => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.key} abandoned: the client left`));
-      signal.addEventListener("abort", abort, { once: true });
-      const onError = (error: Error) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        reject(error);
-      };
-      socket.once("error", onError);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        socket.off("error", onError);
-        resolve(socket);
-      });
-    });
+    return connectTcp({ host: target.host, port: target.port, timeoutMs, signal, what: target.key });
   }
 }

@@ -13,7 +13,8 @@
  * await socks.stop();
  * ```
  */
-import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
+import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { createActor, setup } from "xstate";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
@@ -106,24 +107,7 @@ export function createSocksActor(options: SocksOptions) {
       return stream;
     }
     const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
-    return new Promise((resolve, reject) => {
-      const socket = netConnect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-      const abort = () => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.host}:${target.port} abandoned: the SOCKS client left`));
-      const timer = setTimeout(() => socket.destroy(new LeafmeshError("PROXY_FAILED", `connect to ${target.host}:${target.port} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
-      signal.addEventListener("abort", abort, { once: true });
-      const onError = (error: Error) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        reject(error);
-      };
-      socket.once("error", onError);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        socket.off("error", onError);
-        resolve(socket);
-      });
-    });
+    return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: `${target.host}:${target.port}`, client: "SOCKS client" });
   };
 
   /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */

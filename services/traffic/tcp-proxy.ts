@@ -17,7 +17,8 @@
  * limit) excludes the endpoint for this connection only (issue 15 item 12: the only
  * endpoint was ejected for failures the agent caused itself).
  */
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
+import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
@@ -237,24 +238,7 @@ export class TcpServicePortListener {
         );
       });
     }
-    return new Promise((resolve, reject) => {
-      const socket = connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-      const timer = setTimeout(() => socket.destroy(new Error(`connect to ${target.key} timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
-      const abort = () => socket.destroy(new Error(`connect to ${target.key} abandoned: the client left`));
-      signal.addEventListener("abort", abort, { once: true });
-      const onError = (error: Error) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        reject(error);
-      };
-      socket.once("error", onError);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", abort);
-        socket.off("error", onError);
-        resolve(socket);
-      });
-    });
+    return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: target.key });
   }
 
   #splice(client: Socket, upstream: Duplex, target: EndpointTarget, ticket: AdmissionTicket): void {
