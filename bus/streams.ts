@@ -13,6 +13,8 @@
  * ```
  */
 import type { Duplex } from "node:stream";
+import { LeafmeshError } from "../lib/errors.ts";
+import { resetStream } from "../lib/join-streams.ts";
 
 export type StreamProtocol = "TCP" | "UDP";
 
@@ -76,4 +78,40 @@ export class DatagramDecoder {
     this.#pending = Buffer.from(buffer);
     return datagrams;
   }
+}
+
+/**
+ * A stream to `target` on `node`, given up after `timeoutMs` or when `signal` aborts (the client
+ * that wanted it left). A stream that arrives after it was given up is reset at once, so the far
+ * end does not take it for a finished one. The remote twin of lib/connect-tcp.ts, for the
+ * cluster-IP proxy and the gateway; `what` names the connection in errors.
+ */
+export function openStreamWithin(dialer: StreamDialer, node: string, target: StreamTarget, options: { timeoutMs: number; signal: AbortSignal; what: string }): Promise<Duplex> {
+  const { timeoutMs, signal, what } = options;
+  const opening = dialer.openStream(node, target);
+  return new Promise((resolve, reject) => {
+    let givenUp = false;
+    const giveUp = (error: unknown) => {
+      givenUp = true;
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+      reject(error);
+    };
+    const timer = setTimeout(() => giveUp(new LeafmeshError("PROXY_FAILED", `tunnel stream to ${node} for ${what} not open after ${timeoutMs} ms`)), timeoutMs);
+    const abort = () => giveUp(new LeafmeshError("PROXY_FAILED", `tunnel stream to ${node} for ${what} abandoned: the client left`));
+    signal.addEventListener("abort", abort, { once: true });
+    opening.then(
+      (stream) => {
+        if (givenUp) resetStream(stream, new LeafmeshError("PROXY_FAILED", `tunnel stream to ${node} for ${what} no longer wanted`));
+        else {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", abort);
+          resolve(stream);
+        }
+      },
+      (error: unknown) => {
+        if (!givenUp) giveUp(error);
+      },
+    );
+  });
 }

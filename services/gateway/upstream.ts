@@ -18,7 +18,7 @@ import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer
 import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
-import type { StreamDialer } from "../../bus/streams.ts";
+import { openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -207,33 +207,7 @@ export class BackendPools {
     if (signal.aborted) return Promise.reject(new LeafmeshError("PROXY_FAILED", `connect to ${target.key} abandoned: the client left`));
     if (dialer && target.nodeName && target.nodeName !== node) {
       const timeoutMs = this.#options.remoteConnectTimeoutMs ?? 10_000;
-      const opening = dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
-      return new Promise((resolve, reject) => {
-        // Given up before the stream came: it is reset when it comes, so the far end does not read a finished stream.
-        let givenUp = false;
-        const giveUp = (error: unknown) => {
-          givenUp = true;
-          clearTimeout(timer);
-          signal.removeEventListener("abort", abort);
-          reject(error);
-        };
-        const timer = setTimeout(() => giveUp(new LeafmeshError("PROXY_FAILED", `tunnel stream to ${target.nodeName} for ${target.key} not open after ${timeoutMs} ms`)), timeoutMs);
-        const abort = () => giveUp(new LeafmeshError("PROXY_FAILED", `tunnel stream to ${target.nodeName} for ${target.key} abandoned: the client left`));
-        signal.addEventListener("abort", abort, { once: true });
-        opening.then(
-          (stream) => {
-            if (givenUp) resetStream(stream, new LeafmeshError("PROXY_FAILED", `tunnel stream to ${target.nodeName} for ${target.key} no longer wanted`));
-            else {
-              clearTimeout(timer);
-              signal.removeEventListener("abort", abort);
-              resolve(stream);
-            }
-          },
-          (error: unknown) => {
-            if (!givenUp) giveUp(error);
-          },
-        );
-      });
+      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs, signal, what: target.key });
     }
     const timeoutMs = this.#options.connectTimeoutMs ?? 3_000;
     return connectTcp({ host: target.host, port: target.port, timeoutMs, signal, what: target.key });

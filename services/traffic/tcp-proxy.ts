@@ -27,7 +27,7 @@ import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
-import { isTargetRefusal, type StreamDialer } from "../../bus/streams.ts";
+import { isTargetRefusal, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 
@@ -210,33 +210,7 @@ export class TcpServicePortListener {
   #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
     const { dialer, shared, connectTimeoutMs, remoteConnectTimeoutMs } = this.#options;
     if (dialer && target.nodeName && target.nodeName !== shared.node) {
-      const opening = dialer.openStream(target.nodeName, { host: target.host, port: target.port, protocol: "TCP" });
-      return new Promise((resolve, reject) => {
-        // Given up (timed out, or the client left) before the stream came: it is reset when it comes,
-        // so the far end does not take it for a finished stream.
-        let givenUp = false;
-        const giveUp = (error: unknown) => {
-          givenUp = true;
-          clearTimeout(timer);
-          reject(error);
-        };
-        const timer = setTimeout(() => giveUp(new Error(`tunnel stream to ${target.nodeName} for ${target.key} not open after ${remoteConnectTimeoutMs} ms`)), remoteConnectTimeoutMs);
-        const abort = () => giveUp(new Error(`tunnel stream to ${target.nodeName} for ${target.key} abandoned: the client left`));
-        signal.addEventListener("abort", abort, { once: true });
-        opening.then(
-          (stream) => {
-            clearTimeout(timer);
-            signal.removeEventListener("abort", abort);
-            if (givenUp) resetStream(stream, new LeafmeshError("PROXY_FAILED", `tunnel stream to ${target.nodeName} for ${target.key} no longer wanted`));
-            else resolve(stream);
-          },
-          (error: unknown) => {
-            clearTimeout(timer);
-            signal.removeEventListener("abort", abort);
-            reject(error);
-          },
-        );
-      });
+      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: remoteConnectTimeoutMs, signal, what: target.key });
     }
     return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: target.key });
   }
