@@ -15,7 +15,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
-import { afterAll } from "vitest";
+import { createServer, connect as netConnect, type Server } from "node:net";
+import { afterAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { multiaddr } from "@multiformats/multiaddr";
 import { silentLogger } from "../../lib/log.ts";
@@ -121,6 +122,66 @@ const edgeB: CarrierPeer = { node: "edge-b", peerId: "not-used-by-tls-carriers" 
     },
   });
 }
+
+{
+  const pairs = new TaggedPairs();
+  let tls: Awaited<ReturnType<typeof tlsPair>>;
+  const spares = new SpareSessions({ clock });
+  // As the tunnel runs it: each stream takes the connection made ahead of it.
+  carrierCompliance("direct TLS with spare connections", {
+    async setup() {
+      tls = await tlsPair(pairs);
+      const carrier = new DirectTlsCarrier({ tls: tls.near, timeoutMs: 5_000, spares, addressOf: async () => ({ host: "127.0.0.1", port: tls.far.port }) });
+      return { pair: async () => pairs.pair((await carrier.open(edgeB))!), maxAheadBytes: 16 * mib };
+    },
+    async teardown() {
+      spares.close();
+      pairs.close();
+      await tls?.near.close();
+      await tls?.far.close();
+    },
+  });
+}
+
+describe("direct TLS with spare connections", () => {
+  it("makes the next stream's TLS connection ahead of it, and the next stream takes it", async () => {
+    const pairs = new TaggedPairs();
+    const tls = await tlsPair(pairs);
+    const spares = new SpareSessions({ clock });
+    // Counts the TCP connections the carrier makes to the far end's TLS port.
+    let connections = 0;
+    const counter: Server = createServer((socket) => {
+      connections++;
+      const far = netConnect({ host: "127.0.0.1", port: tls.far.port });
+      socket.on("error", () => far.destroy());
+      far.on("error", () => socket.destroy());
+      socket.pipe(far).pipe(socket);
+    });
+    await new Promise<void>((resolve) => counter.listen(0, "127.0.0.1", resolve));
+    const port = (counter.address() as { port: number }).port;
+    try {
+      const carrier = new DirectTlsCarrier({ tls: tls.near, timeoutMs: 5_000, spares, addressOf: async () => ({ host: "127.0.0.1", port }) });
+      const first = await pairs.pair((await carrier.open(edgeB))!);
+      // The first stream's own connection, and the spare made for the next.
+      await eventually(() => connections === 2, 10_000, "a spare connection made");
+      const second = await pairs.pair((await carrier.open(edgeB))!);
+      second.near.end(Buffer.from("over the spare"));
+      second.far.resume();
+      expect(second.far.readable || second.far.readableEnded).toBe(true);
+      // The second stream used the spare; only the spare for a third was made.
+      await eventually(() => connections === 3, 10_000, "the next spare made");
+      expect(connections).toBe(3);
+      first.near.destroy();
+      second.near.destroy();
+    } finally {
+      spares.close();
+      pairs.close();
+      counter.close();
+      await tls.near.close();
+      await tls.far.close();
+    }
+  }, 30_000);
+});
 
 {
   const pairs = new TaggedPairs();

@@ -85,6 +85,8 @@ export async function startTlsStreamServer(options: {
   const me = ownNode(options.identity);
   const refused = new Map<string, number>();
   const open = new Set<TLSSocket>();
+  /** Every TCP connection, the ones still in their handshake too: close() ends them all (a spare being made must not hold the server open). */
+  const connections = new Set<Socket>();
   const warned = new Set<string>();
   const refuse = (reason: string, detail: Record<string, unknown>) => {
     // Reasons come from strangers' handshakes: a bounded set of counters, "other" beyond it.
@@ -128,6 +130,10 @@ export async function startTlsStreamServer(options: {
       options.onStream(socket, node);
     },
   );
+  server.on("connection", (tcp: Socket) => {
+    connections.add(tcp);
+    tcp.once("close", () => connections.delete(tcp));
+  });
   // Handshake failures (another CA, no certificate, plaintext): counted and said once per reason.
   server.on("tlsClientError", (error, socket) => {
     const code = (error as { code?: string }).code;
@@ -152,6 +158,7 @@ export async function startTlsStreamServer(options: {
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const socket of open) socket.destroy();
+        for (const tcp of connections) tcp.destroy();
       }),
   };
 }
