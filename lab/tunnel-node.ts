@@ -12,6 +12,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { connect as netConnect, createServer } from "node:net";
 import { createInterface } from "node:readline";
+import { connect as tlsConnect, createServer as createTlsServer } from "node:tls";
 import type { Duplex } from "node:stream";
 import { Bus } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
@@ -26,6 +27,36 @@ export const echoPort = 7007;
 export const sinkPort = 7009;
 /** The same echo and sink on every address, for raw TCP baselines (not through the tunnel). */
 export const rawEchoPort = 7010;
+/**
+ * The benchmark's ceiling: Node's own TLS 1.3 (the node's certificate, no leafmesh code) on every
+ * address, each connection spliced to the local sink or echo as an agent splices a stream to its
+ * target. What any Node process pays for the same security and shape.
+ */
+export const tlsSinkPort = 7011;
+export const tlsEchoPort = 7012;
+
+/** TLS in front of a local port: decrypt, then a plain pipe to 127.0.0.1:target (and back). */
+function tlsSpliceServer(identity: NodeIdentity, target: number) {
+  return createTlsServer({ cert: identity.certPem, key: identity.keyPem, minVersion: "TLSv1.3", allowHalfOpen: true }, (socket) => {
+    // Half-open both ways: the client's end reaches the sink, whose count comes back after it.
+    const local = netConnect({ host: "127.0.0.1", port: target, allowHalfOpen: true });
+    socket.on("error", () => local.destroy());
+    local.on("error", () => socket.destroy());
+    socket.setNoDelay(true);
+    local.setNoDelay(true);
+    socket.pipe(local).pipe(socket);
+  });
+}
+
+function tlsConnectRaw(host: string, port: number): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    // A ceiling measure only: the certificate is the lab node's, not checked here.
+    const socket = tlsConnect({ host, port, rejectUnauthorized: false, minVersion: "TLSv1.3" });
+    socket.setNoDelay(true);
+    socket.once("secureConnect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
 
 function sinkServer() {
   return createServer((socket) => {
@@ -146,6 +177,11 @@ if (mode === "observer") {
   await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
   await new Promise<void>((resolve) => sinkServer().listen(sinkPort, "0.0.0.0", resolve));
   await new Promise<void>((resolve) => echoServer().listen(rawEchoPort, "0.0.0.0", resolve));
+  const identity = config.identity as NodeIdentity | undefined;
+  if (identity) {
+    await new Promise<void>((resolve) => tlsSpliceServer(identity, sinkPort).listen(tlsSinkPort, "0.0.0.0", resolve));
+    await new Promise<void>((resolve) => tlsSpliceServer(identity, echoPort).listen(tlsEchoPort, "0.0.0.0", resolve));
+  }
   const node = config.node as string;
   // The leaf nats-server next to us may still be starting: bounded retries.
   let nats: Awaited<ReturnType<typeof connectNats>> | undefined;
@@ -214,11 +250,17 @@ if (mode === "observer") {
           }
           case "throughput":
           case "latency": {
-            // Through the tunnel (node) or raw TCP (host): MB/s into the sink, or RTT and first-byte samples.
+            // Through the tunnel (node), raw TCP (host) or Node's TLS with no leafmesh (host, tls): MB/s into the sink, or RTT and first-byte samples.
             const raw = typeof (request as { host?: string }).host === "string";
             const host = (request as { host?: string }).host!;
-            const open = (port: number) => (raw ? rawConnect(host, port === echoPort ? rawEchoPort : port) : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" }));
-            const kind = raw ? "raw" : tunnel.pathTo(request.node!);
+            const tls = (request as { tls?: boolean }).tls === true;
+            const open = (port: number) =>
+              raw
+                ? tls
+                  ? tlsConnectRaw(host, port === echoPort ? tlsEchoPort : tlsSinkPort)
+                  : rawConnect(host, port === echoPort ? rawEchoPort : port)
+                : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" });
+            const kind = raw ? (tls ? "node-tls" : "raw") : tunnel.pathTo(request.node!);
             if (request.op === "throughput") return reply({ id: request.id, ok: true, mbps: await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024), kind });
             const rtt = await rttSamples(await open(echoPort), 200);
             const firstByte = await firstByteSamples(() => open(echoPort), 30);

@@ -116,8 +116,10 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
     });
     const paths = {
       rawLan: stream("lah1", "lah2", { host: lanPeer }),
+      nodeTlsLan: stream("lah1", "lah2", { host: lanPeer, tls: true } as { host: string }),
       direct: stream("lah1", "lah2", { node: "lah2" }),
       rawWan: stream("pah1", "pbh1", { host: punchRouter }),
+      nodeTlsWan: stream("pah1", "pbh1", { host: punchRouter, tls: true } as { host: string }),
       punched: stream("pah1", "pbh1", { node: "pbh1" }),
       plainNats: { from: "rah1", to: "rbh1", throughput: { op: "nats-throughput", node: "rbh1" }, latency: { op: "nats-latency", node: "rbh1" }, samples: [] } as Path,
       relayed: stream("rah1", "rbh1", { node: "rbh1" }),
@@ -127,13 +129,15 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
     // Interleaved: each path next to its baseline in every round, so a slow moment of the machine hits both.
     for (let round = 0; round < rounds; round++) for (const path of Object.values(paths)) await throughputOnce(lab, path, bytes);
     const rawLan = await measure(lab, paths.rawLan);
+    const nodeTlsLan = await measure(lab, paths.nodeTlsLan);
     const direct = await measure(lab, paths.direct);
     const rawWan = await measure(lab, paths.rawWan);
+    const nodeTlsWan = await measure(lab, paths.nodeTlsWan);
     const punched = await measure(lab, paths.punched);
     const plainNats = await measure(lab, paths.plainNats);
     const relayed = await measure(lab, paths.relayed);
 
-    const row = (name: string, path: string, measured: Measured, baseline: Measured, baselineName: string) => [
+    const row = (name: string, path: string, measured: Measured, baseline: Measured, baselineName: string, ceiling?: Measured) => [
       name,
       path,
       measured.mbps,
@@ -142,18 +146,21 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
       measured.firstByte ? percentile(measured.firstByte, 50) : "n/a",
       measured.cpuMsPerMiB,
       measured === baseline ? "baseline" : `${ratio(measured.mbps, baseline.mbps)} of ${baselineName}`,
+      ceiling ? `${ratio(measured.mbps, ceiling.mbps)}; CPU per MiB ${ratio(measured.cpuMsPerMiB, ceiling.cpuMsPerMiB)}` : "",
     ];
     const shape = (link: LinkShape) => (link.rateMbit >= 1_000 ? `${link.rateMbit / 1_000} Gbit/s` : `${link.rateMbit} Mbit/s`);
     return {
       title: links
         ? `tunnel: streams between lab namespaces, links shaped like an edge network (LAN ${shape(links.lan)}; each site's uplink ${shape(links.wan)})`
         : "tunnel: streams between lab namespaces, unshaped links (CPU-bound: throughput, RTT, time to first byte)",
-      columns: ["path", "between", "MB/s", "RTT p50 ms", "RTT p99 ms", "first byte p50 ms", "CPU ms per MiB (both ends)", "throughput vs baseline"],
+      columns: ["path", "between", "MB/s", "RTT p50 ms", "RTT p99 ms", "first byte p50 ms", "CPU ms per MiB (both ends)", "throughput vs baseline", "vs Node TLS (ceiling)"],
       rows: [
         row("raw TCP (LAN)", "lah1 → lah2", rawLan, rawLan, ""),
-        row("leafmesh direct", "lah1 → lah2 (mDNS)", direct, rawLan, "raw LAN"),
+        row("Node TLS 1.3 + splice, no leafmesh (LAN)", "lah1 → lah2", nodeTlsLan, rawLan, "raw LAN"),
+        row("leafmesh direct", "lah1 → lah2 (mDNS)", direct, rawLan, "raw LAN", nodeTlsLan),
         row("raw TCP (across NATs)", "pah1 → pb router (DNAT)", rawWan, rawWan, ""),
-        row("leafmesh hole-punched", "pah1 (NAT3) → pbh1 (NAT1)", punched, rawWan, "raw across NATs"),
+        row("Node TLS 1.3 + splice, no leafmesh (across NATs)", "pah1 → pb router (DNAT)", nodeTlsWan, rawWan, "raw across NATs"),
+        row("leafmesh hole-punched", "pah1 (NAT3) → pbh1 (NAT1)", punched, rawWan, "raw across NATs", nodeTlsWan),
         row("plain NATS pub/sub", "rah1 → hub → rbh1 (leafs)", plainNats, plainNats, ""),
         row("leafmesh relayed", "rah1 (NAT4) → hub → rbh1 (NAT4)", relayed, plainNats, "plain NATS"),
       ],
@@ -163,6 +170,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
         "Goals (issue 6): direct and hole-punched ≥ 0.80× raw TCP on the same path; relayed ≥ 0.70× plain NATS on the same leaf → hub → leaf path.",
         "The lab runs secured (node certificates): leafmesh streams each run under a TLS 1.3 session of their own (services/tunnel/tls-streams.ts): direct over a TCP connection to the peer, hole-punched over a TCP connection punched for the stream ahead of time, relayed over a relay channel of their own. The first stream of a hole-punched pair (no spare punched yet) runs noise + yamux over the pair's punched libp2p connection. Raw TCP and plain NATS are unencrypted.",
         "leafmesh's receiving agent splices each stream to its target (a second local TCP hop); raw TCP goes straight to the sink.",
+        "Node TLS 1.3 + splice is the ceiling of the encrypted paths: a TLS 1.3 connection with the node's certificate, served by Node's own tls module (no leafmesh code: no stream header, no path choice) and piped to the same local sink as a stream's target. It pays what docs/trust.md requires (encryption at both ends) and the second local hop; the last column is leafmesh against it, for throughput and for CPU per MiB.",
         "Plain NATS RTT is request/reply through the same leafs and hub; it has no first-byte figure (no stream to open).",
         links
           ? "Shaped with a token bucket (tc tbf) on both ends of each link: the links, not the CPU, bound throughput, as on a real edge network. No delay is added (this kernel has no netem): RTTs are the machine's plus queueing."
