@@ -157,7 +157,8 @@ export async function runTrafficBench(): Promise<BenchTable> {
     lab.spawn(cli, ["haproxy", "-db", "-f", haproxyConfig]);
     lab.spawn(cli, ["socat", "TCP-LISTEN:25201,bind=127.0.0.1,fork,reuseaddr", `TCP:${serverIp}:${iperfPort}`]);
     lab.spawn(cli, ["socat", "TCP-LISTEN:28080,bind=127.0.0.1,fork,reuseaddr", `TCP:${serverIp}:${echoPort},nodelay`]);
-    for (const port of [18080, 15201, 28080, 25201]) await waitForPort(lab, cli, port);
+    lab.spawn(cli, [node24, resolve(import.meta.dirname, "node-pipe.ts"), `127.0.0.1:35201=${serverIp}:${iperfPort}`, `127.0.0.1:38080=${serverIp}:${echoPort}`]);
+    for (const port of [18080, 15201, 28080, 25201, 38080, 35201]) await waitForPort(lab, cli, port);
 
     const paths: { name: string; host: string; iperfPort: number; echoPort: number }[] = [
       { name: "direct", host: serverIp, iperfPort, echoPort },
@@ -165,6 +166,7 @@ export async function runTrafficBench(): Promise<BenchTable> {
       { name: "leafmesh listener, no DNAT", host: "127.0.0.1", iperfPort: listenerPort("iperf"), echoPort: listenerPort("echo") },
       { name: "haproxy (tcp mode)", host: "127.0.0.1", iperfPort: 15201, echoPort: 18080 },
       { name: "socat", host: "127.0.0.1", iperfPort: 25201, echoPort: 28080 },
+      { name: "Node pipe(), no leafmesh (ceiling)", host: "127.0.0.1", iperfPort: 35201, echoPort: 38080 },
     ];
     const rounds = Number(process.env.LEAFMESH_BENCH_ROUNDS ?? 3);
     const samples = new Map<string, PathResult[]>();
@@ -193,6 +195,8 @@ export async function runTrafficBench(): Promise<BenchTable> {
 
     const leafmesh = results.find((result) => result.name === "leafmesh")!;
     const haproxyResult = results.find((result) => result.name.startsWith("haproxy"))!;
+    const nodePipe = results.find((result) => result.name.startsWith("Node pipe"))!;
+    const noDnat = results.find((result) => result.name.includes("no DNAT"))!;
     const table: BenchTable = {
       title: "Traffic: throughput, latency and new connections per path; rule sync",
       columns: ["path", "iperf3 Gbit/s", "RR p50 µs", "RR p99 µs", "new conn/s"],
@@ -200,6 +204,7 @@ export async function runTrafficBench(): Promise<BenchTable> {
       notes: [
         `leafmesh / haproxy: throughput ${ratio(leafmesh.gbits, haproxyResult.gbits)}, p50 ${ratio(leafmesh.p50Us, haproxyResult.p50Us)}, p99 ${ratio(leafmesh.p99Us, haproxyResult.p99Us)}, new conn/s ${ratio(leafmesh.connectionsPerSecond, haproxyResult.connectionsPerSecond)} (throughput and conn/s: higher is better; latency: lower is better)`,
         `leafmesh / direct: throughput ${ratio(leafmesh.gbits, results[0].gbits)}, p50 ${ratio(leafmesh.p50Us, results[0].p50Us)}`,
+        `Node pipe() / haproxy: throughput ${ratio(nodePipe.gbits, haproxyResult.gbits)}, p99 ${ratio(nodePipe.p99Us, haproxyResult.p99Us)}, new conn/s ${ratio(nodePipe.connectionsPerSecond, haproxyResult.connectionsPerSecond)}; leafmesh (no DNAT) / Node pipe(): throughput ${ratio(noDnat.gbits, nodePipe.gbits)}, p99 ${ratio(noDnat.p99Us, nodePipe.p99Us)}, new conn/s ${ratio(noDnat.connectionsPerSecond, nodePipe.connectionsPerSecond)}. Node pipe() is the ceiling of a proxy in one Node event loop (accept, connect, pipe both ways; nothing else): the first ratio is what Node itself leaves to haproxy (haproxy moves bytes with splice(2) in the kernel, Node copies each read through JavaScript), the second what leafmesh adds to Node.`,
         `rule sync for 10,000 services: iptables ${syncIptables.toFixed(0)} ms, nftables ${syncNftables.toFixed(0)} ms (one transaction each; goal for nftables: under 1,000 ms)`,
         `Client and server in two network namespaces joined by a veth pair; proxies in the client namespace; medians of ${rounds} interleaved rounds; iperf3 -t 3 single stream; RR = 64-byte request/response on one connection, 3,000 round trips (first 200 dropped); new conn/s = connect, read greeting, close, 8 in parallel for 2 s.`,
       ],
