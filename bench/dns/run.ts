@@ -63,8 +63,9 @@ function runDnsperf(port: number, dataFile: string, args: string[], verbose: boo
   });
 }
 
-async function startLeafmesh(port: number): Promise<RunningDnsServer> {
-  const child = spawn(resolve(import.meta.dirname, "../../node_modules/.bin/node"), [resolve(import.meta.dirname, "leafmesh-server.ts"), String(port)], { stdio: ["ignore", "pipe", "pipe"] });
+/** leafmesh's DNS actor in a process of its own, or (`script` node-floor.ts) the floor of any Node DNS server. */
+async function startLeafmesh(port: number, script = "leafmesh-server.ts"): Promise<RunningDnsServer> {
+  const child = spawn(resolve(import.meta.dirname, "../../node_modules/.bin/node"), [resolve(import.meta.dirname, script), String(port)], { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
   await new Promise<void>((resolveReady, reject) => {
@@ -146,12 +147,13 @@ export async function runDnsBench(): Promise<BenchTable> {
       servers.push({ name: "leafmesh", server: await startLeafmesh(await freePort()) });
       servers.push({ name: "unbound (local-data)", server: await startUnbound({ port: await freePort(), records, zones: ["cluster.local"], threads: 1 }) });
       servers.push({ name: "dnsmasq (host-record)", server: await startDnsmasq({ port: await freePort(), records, ttl: 5 }) });
+      servers.push({ name: "Node dgram floor, no leafmesh (query echoed as its reply)", server: await startLeafmesh(await freePort(), "node-floor.ts") });
       results = await measureAll(servers, dataFile);
     } finally {
       await Promise.all(servers.map(({ server }) => server.stop()));
     }
 
-    const [leafmesh, unbound, dnsmasq] = results;
+    const [leafmesh, unbound, dnsmasq, floor] = results;
     const p = (result: ServerResult, q: number) => Math.round(percentile(result.latency.latencies, q) * 1000) / 1000;
     const lostPercent = (result: PerfResult) => `${((100 * result.lost) / Math.max(1, result.sent)).toFixed(2)}%`;
     const row = (result: ServerResult) => [result.name, Math.round(result.throughput.qps), Math.round(result.cpuUsPerQuery * 10) / 10, lostPercent(result.throughput), Math.round(result.throughput.averageMs * 1000) / 1000, p(result, 50), p(result, 99), result.latency.latencies.length];
@@ -162,6 +164,8 @@ export async function runDnsBench(): Promise<BenchTable> {
         ...results.map(row),
         ["leafmesh / unbound", ratio(leafmesh.throughput.qps, unbound.throughput.qps), ratio(leafmesh.cpuUsPerQuery, unbound.cpuUsPerQuery), "", ratio(leafmesh.throughput.averageMs, unbound.throughput.averageMs), ratio(p(leafmesh, 50), p(unbound, 50)), ratio(p(leafmesh, 99), p(unbound, 99)), ""],
         ["leafmesh / dnsmasq", ratio(leafmesh.throughput.qps, dnsmasq.throughput.qps), ratio(leafmesh.cpuUsPerQuery, dnsmasq.cpuUsPerQuery), "", ratio(leafmesh.throughput.averageMs, dnsmasq.throughput.averageMs), ratio(p(leafmesh, 50), p(dnsmasq, 50)), ratio(p(leafmesh, 99), p(dnsmasq, 99)), ""],
+        ["leafmesh / Node dgram floor", ratio(leafmesh.throughput.qps, floor.throughput.qps), ratio(leafmesh.cpuUsPerQuery, floor.cpuUsPerQuery), "", ratio(leafmesh.throughput.averageMs, floor.throughput.averageMs), ratio(p(leafmesh, 50), p(floor, 50)), ratio(p(leafmesh, 99), p(floor, 99)), ""],
+        ["Node dgram floor / unbound", ratio(floor.throughput.qps, unbound.throughput.qps), ratio(floor.cpuUsPerQuery, unbound.cpuUsPerQuery), "", ratio(floor.throughput.averageMs, unbound.throughput.averageMs), ratio(p(floor, 50), p(unbound, 50)), ratio(p(floor, 99), p(unbound, 99)), ""],
       ],
       notes: [
         `Same machine (${cpus().length} cores), same run, loopback; every server is one process with one thread (unbound num-threads: 1; leafmesh is one Node event loop; dnsmasq is single-threaded); dnsperf -T 1 -c 4 takes the other core.`,
@@ -172,6 +176,7 @@ export async function runDnsBench(): Promise<BenchTable> {
         "leafmesh answers from its zone index: each answer is encoded once per question (again only when a catalog change touches its name), then served as a copy with the client's id. Profiled (--cpu-prof at full speed): about half of leafmesh's busy time is the sendmsg of each reply (node:dgram doSend), under 5% its own answering (respond).",
         "server CPU per query: user + system CPU of the server's process during its throughput run (/proc/PID/stat) over the queries answered, lowest of the rounds. On a shared machine queries/s follows the other load and dnsperf's own share of the cores; CPU per query barely does, and it is what bounds queries/s once a server has a core to itself.",
         "For a ratio of queries/s, above 1× is better for leafmesh; for latencies and CPU, below 1× is better.",
+        "Node dgram floor: a Node process that sends each query back as its own reply (QR bit set; no parsing, lookup or encoding), on the same socket settings as leafmesh's transport. It is the least any DNS server in one Node event loop pays per query (a receive and a send through libuv and JavaScript): 'Node dgram floor / unbound' is the part of the gap to unbound that is Node's, 'leafmesh / Node dgram floor' the part that is leafmesh's.",
       ],
     };
   } finally {
