@@ -235,6 +235,8 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
       // The site hears its silent uplink cut at its leaf pings; node-a asks its site's mirror every 2 s.
       await eventually(async () => (await lookup(a, "ledger.demo.svc.cluster.local")).status === "SERVFAIL", 60_000, "ledger (its backend outside the site) to answer SERVFAIL while the site is cut off");
       console.log(`ledger refused ${Date.now() - cutAt} ms after the uplink went down`);
+      await eventually(() => processes["node-a"].output().includes("the site is cut off from the cloud: fail-closed services with a backend outside the site are refused"), 5_000, "node-a to log its site's cut");
+      expect(processes["node-a"].output()).not.toContain("hub link down");
       // pay is fail-closed too, but its backend runs in the site: the site vouches for it.
       const phase = "site cut";
       shown(phase, "dig ledger.demo.svc.cluster.local", await lookup(a, "ledger.demo.svc.cluster.local"));
