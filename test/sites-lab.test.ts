@@ -117,15 +117,19 @@ async function trafficCounters(node: string): Promise<Record<string, number>> {
 }
 
 /**
- * Cuts node-a from everything on the LAN (its site's servers, node-b), in its own namespace: what
- * arrives on eth0 is dropped, TCP it sends there is reset at once (its leaf hears the cut at its next
- * write, not after the ping timeout), the rest dropped. Its own address stays reachable from inside
- * (its DNS), and cluster IPs, DNATed to the proxy on loopback, are not matched.
+ * Cuts node-a from everything on the LAN (its site's servers, node-b), in its own namespace: TCP
+ * either way is answered with a reset, so both ends of its leaf link hear the cut at their next
+ * write (not after the ping timeout: a site server that still held the old link was seen to keep
+ * node-a out for more than 30 s after the restore); everything else is dropped. Its own address
+ * stays reachable from inside (its DNS), and cluster IPs, DNATed to the proxy on loopback, are not
+ * matched. Inserted in this order, they end up in the reverse one (the resets' own RSTs go out first).
  */
 const nodeCutRules = [
   ["INPUT", "-i", "eth0", "-j", "DROP"],
+  ["INPUT", "-i", "eth0", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
   ["OUTPUT", "-d", "198.18.161.0/24", "-j", "DROP"],
   ["OUTPUT", "-d", "198.18.161.0/24", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+  ["OUTPUT", "-d", "198.18.161.0/24", "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "ACCEPT"],
   ["OUTPUT", "-d", nodeAddresses["node-a"], "-j", "ACCEPT"],
 ];
 async function nodeCut(node: string, cut: boolean): Promise<void> {
@@ -133,6 +137,15 @@ async function nodeCut(node: string, cut: boolean): Promise<void> {
     const result = await runCommand(inNamespace(namespaces[node], ["iptables", "-w", cut ? "-I" : "-D", ...rule]));
     if (result.code !== 0) throw new Error(`iptables ${rule.join(" ")}: ${result.stderr}`);
   }
+}
+
+/** Whether a server of the site still lists a leaf link from the node. */
+async function siteHoldsLeafOf(node: string): Promise<boolean> {
+  for (const [index, server] of servers.entries()) {
+    const view = await statusIn(namespaces.site, serverPorts(index).client, ["--site", "site-b", "--node", server]).catch(() => undefined);
+    if (view?.status.links.some((link) => link.direction === "downstream" && link.remote === node && link.up)) return true;
+  }
+  return false;
 }
 
 async function uplinkUp(up: boolean): Promise<void> {
@@ -307,11 +320,16 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
       const counters = shown(phase, "leafmesh status --json: traffic counters", await trafficCounters("node-a"));
       expect(counters["tcp refused: fail-closed while the node cannot reach its upstream"]).toBeGreaterThanOrEqual(1);
       await eventually(() => processes["node-a"].output().slice(logFrom).includes("refusing new connections to demo/pay:http/TCP: fail-closed while the node cannot reach its upstream"), 5_000, "node-a to log pay's refusal");
+      // Restored only once the site has let go of node-a's old leaf link (reset at the site's next write): a server that
+      // still holds it takes node-a's new link for a loop, and nats-server then keeps the leaf away for 30 s.
+      await eventually(async () => !(await siteHoldsLeafOf("node-a")), 30_000, "the site servers to drop node-a's old leaf link");
     } finally {
       await nodeCut("node-a", false);
     }
     const restoredAt = Date.now();
-    await eventually(async () => (await lookup(a, "pay.demo.svc.cluster.local")).status === "NOERROR", 30_000, "pay to answer again after the restore");
+    await eventually(async () => (await lookup(a, "pay.demo.svc.cluster.local")).status === "NOERROR", 45_000, "pay to answer again after the restore").catch((error: Error) => {
+      throw new Error(`${error.message}\n${logTail("node-a")}\n${servers.map(logTail).join("\n")}`);
+    });
     console.log(`pay served ${Date.now() - restoredAt} ms after the restore`);
     expect(await eventually(() => curlOutcome(a, "http://pay.demo.svc.cluster.local/").then((body) => (body === "hello from node-b\n" ? body : undefined)), 30_000, "pay to serve again")).toBe("hello from node-b\n");
     shown("restored", "dig pay.demo.svc.cluster.local", await lookup(a, "pay.demo.svc.cluster.local"));
