@@ -9,16 +9,26 @@
  *   it are reset at once. A payment service refuses rather than reach a backend the node can no
  *   longer verify. Connections already open stay (they were made while the node could verify).
  *
- * "Cannot reach its upstream" is the controller's view (hub link up/down: the catalog follows the
- * hub, or is served from the mirror), handed to the actors as an `UpstreamState` by the agent role.
+ * How far the node reaches (`UpstreamReach`, handed to the actors by the agent role) decides:
+ *
+ * - "cloud": its leaf link is up and, under an edge site, the site reaches the cloud: all served.
+ * - "site": the node reaches its site's servers, and the site is cut off from the cloud. The site is
+ *   the local master then: its servers authenticate every member and carry the member-to-member
+ *   streams, its mirrors hold the catalog and the revocations. A fail-closed service whose ready
+ *   backends all run on nodes of this site (or on this node) is served; one with a backend outside
+ *   the site (another site's node, the cloud, an address outside the mesh) is refused: nothing the
+ *   node still reaches can vouch for that backend.
+ * - "none": the node does not reach its upstream (the hubs, or its site's servers): every fail-closed
+ *   service is refused, also one whose backend runs on this node: the catalog that names it can no
+ *   longer be checked against anyone.
  *
  * ```ts
- * partitionPolicyOf(service);                       // { policy: "fail-closed" }
- * refusalWhilePartitioned(service, upstream.online); // "fail-closed while the node cannot reach its upstream" | undefined
- * const view = partitionView(feed.reader, upstream); // a reader whose version moves when the upstream comes or goes
+ * partitionPolicyOf(service);                                  // { policy: "fail-closed" }
+ * refusalWhilePartitioned(service, slices, upstream);           // "fail-closed while the node cannot reach its upstream" | undefined
+ * const view = partitionView(feed.reader, upstream);            // a reader whose version moves when the reach changes
  * ```
  */
-import { catalogKey, type CatalogReader, type Service } from "./catalog.ts";
+import { catalogKey, isReadyEndpoint, type CatalogReader, type EndpointSlice, type Service } from "./catalog.ts";
 import type { CatalogFeed } from "./catalog-feed.ts";
 
 export const partitionAnnotation = "leafmesh.io/partition";
@@ -27,11 +37,29 @@ export type PartitionPolicy = (typeof partitionPolicies)[number];
 /** @default serve-last-known — an edge site keeps working through a cut; refusing is the exception a service asks for. */
 export const defaultPartitionPolicy: PartitionPolicy = "serve-last-known";
 
-/** Whether the node reaches its upstream (hub or site), and when that changes. */
+/**
+ * How far the node reaches: "cloud" (its upstream, and under an edge site the site's uplink too),
+ * "site" (its site's servers, while the site is cut off from the cloud), "none" (not its upstream).
+ */
+export type UpstreamReach = "cloud" | "site" | "none";
+
+/** How far the node reaches, when that changes, and (under a site) which nodes are of its site. */
 export interface UpstreamState {
-  readonly online: boolean;
-  onChange(listener: (online: boolean) => void): () => void;
+  readonly reach: UpstreamReach;
+  onChange(listener: (reach: UpstreamReach) => void): () => void;
+  /**
+   * Whether a node runs in this node's edge site (this node itself included). Absent: only this node
+   * is known to be inside (no tunnel, so no node records): a fail-closed service with a backend on
+   * another node is refused while the site is cut off.
+   */
+  insideSite?(node: string): boolean;
 }
+
+/** The reasons a fail-closed service is refused: counter labels and log lines (few and fixed). */
+export const partitionRefusals = {
+  cut: "fail-closed while the node cannot reach its upstream",
+  outsideSite: "fail-closed while the site is cut off from the cloud: a backend outside the site",
+} as const;
 
 /** The service's policy; an unknown value falls back to the default and says why (`problem`). */
 export function partitionPolicyOf(service: Pick<Service, "annotations">): { policy: PartitionPolicy; problem?: string } {
@@ -42,15 +70,43 @@ export function partitionPolicyOf(service: Pick<Service, "annotations">): { poli
   return { policy: defaultPartitionPolicy, problem: `${partitionAnnotation}: '${value}' is not one of ${partitionPolicies.join(", ")}: ${defaultPartitionPolicy} applies` };
 }
 
-/** Why the service is refused now, or undefined when it is served. */
-export function refusalWhilePartitioned(service: Pick<Service, "annotations"> | undefined, online: boolean): string | undefined {
-  if (online || !service) return undefined;
-  return partitionPolicyOf(service).policy === "fail-closed" ? "fail-closed while the node cannot reach its upstream" : undefined;
+/** Why the service is refused now (one of `partitionRefusals`), or undefined when it is served. */
+export function refusalWhilePartitioned(service: Pick<Service, "annotations"> | undefined, slices: readonly EndpointSlice[], upstream: Pick<UpstreamState, "reach" | "insideSite">): string | undefined {
+  if (upstream.reach === "cloud" || !service || partitionPolicyOf(service).policy !== "fail-closed") return undefined;
+  if (upstream.reach === "none") return partitionRefusals.cut;
+  return backendsOutsideSite(slices, upstream).length > 0 ? partitionRefusals.outsideSite : undefined;
+}
+
+/**
+ * The ready backends of a service that are not in this node's site: their node's name, or their
+ * address when they name no node (outside the mesh: nothing in the site vouches for them). Ready
+ * ones only: the balancer sends to nothing else, and during a cut the catalog cannot change.
+ */
+export function backendsOutsideSite(slices: readonly EndpointSlice[], upstream: Pick<UpstreamState, "insideSite">): string[] {
+  const outside = new Set<string>();
+  for (const slice of slices)
+    for (const endpoint of slice.endpoints) {
+      if (!isReadyEndpoint(endpoint)) continue;
+      if (endpoint.nodeName === undefined) outside.add(endpoint.addresses[0] ?? "(no address)");
+      else if (upstream.insideSite?.(endpoint.nodeName) !== true) outside.add(endpoint.nodeName);
+    }
+  return [...outside].sort();
+}
+
+/** The upstream state with the site's members known (the tunnel's node records): the agent hands this to DNS and traffic. */
+export function withSiteMembers(upstream: UpstreamState, insideSite: (node: string) => boolean): UpstreamState {
+  return {
+    get reach() {
+      return upstream.reach;
+    },
+    onChange: (listener) => upstream.onChange(listener),
+    insideSite,
+  };
 }
 
 /**
  * The catalog as the actors see it under the policy: the same objects, and a version that moves
- * whenever the upstream comes or goes, so that what is derived per version (the DNS zone, its
+ * whenever the node's reach changes, so that what is derived per version (the DNS zone, its
  * encoded answers) is derived again with the new state.
  */
 export function partitionView(reader: CatalogReader, upstream: UpstreamState): CatalogReader {
@@ -70,8 +126,8 @@ export function partitionView(reader: CatalogReader, upstream: UpstreamState): C
 }
 
 /**
- * The feed as the actors see it under the policy: the catalog's changes, and, when the upstream comes
- * or goes, the keys of every fail-closed Service, so that an index kept one Service at a time (the DNS
+ * The feed as the actors see it under the policy: the catalog's changes, and, when the node's reach
+ * changes, the keys of every fail-closed Service, so that an index kept one Service at a time (the DNS
  * zone) derives those Services again with the new state.
  */
 export function partitionFeed(feed: CatalogFeed, upstream: UpstreamState): CatalogFeed {
@@ -96,24 +152,24 @@ export function partitionFeed(feed: CatalogFeed, upstream: UpstreamState): Catal
 
 /** An UpstreamState fed by hand: the agent role sets it from the controller, tests set it directly. */
 export class UpstreamSwitch implements UpstreamState {
-  #online: boolean;
-  readonly #listeners = new Set<(online: boolean) => void>();
+  #reach: UpstreamReach;
+  readonly #listeners = new Set<(reach: UpstreamReach) => void>();
 
-  constructor(online = true) {
-    this.#online = online;
+  constructor(reach: UpstreamReach = "cloud") {
+    this.#reach = reach;
   }
 
-  get online(): boolean {
-    return this.#online;
+  get reach(): UpstreamReach {
+    return this.#reach;
   }
 
-  set(online: boolean): void {
-    if (online === this.#online) return;
-    this.#online = online;
-    for (const listener of this.#listeners) listener(online);
+  set(reach: UpstreamReach): void {
+    if (reach === this.#reach) return;
+    this.#reach = reach;
+    for (const listener of this.#listeners) listener(reach);
   }
 
-  onChange(listener: (online: boolean) => void): () => void {
+  onChange(listener: (reach: UpstreamReach) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }

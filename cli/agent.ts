@@ -88,7 +88,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" }),
-    site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record)" }),
+    site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record; default: the --upstream-domain, when it names a site)" }),
     region: option.text({ value: "NAME", description: "the cloud region this node uses (published in its node record)" }),
     observer: option.parsed({ value: "HOST:P1,P2", description: "the hub's NAT observer (leafmesh hub --observer): lets the node learn its NAT type" }, parseObserver),
     tunnelTls: option.hostPort({
@@ -119,6 +119,9 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       site = options.site ?? joined.site;
       keys = joined.bundleDir;
     }
+    // A node attached to an edge site's domain is of that site (its record says so): the partition policy
+    // and traffic's locality then know the site's other nodes without a second flag.
+    if (site === undefined && options.upstreamDomain !== "hub") site = options.upstreamDomain;
     const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({

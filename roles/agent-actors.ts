@@ -16,6 +16,7 @@ import { createSocksActor, registerSocksMetrics } from "../services/socks/index.
 import { createGatewayActor, registerGatewayMetrics } from "../services/gateway/index.ts";
 import type { HostPort } from "../nats/render.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
+import { withSiteMembers, type UpstreamState } from "../bus/partition.ts";
 
 /** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
 export { defaultTrafficLimits } from "../services/traffic/index.ts";
@@ -66,6 +67,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   let dialer: StreamDialer | undefined;
   let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
+  // The partition policy under an edge site (bus/partition.ts): a node is of this site when it is this
+  // node, or its record (signed with --keys) names this node's site. Read at each decision: DNS starts
+  // before the tunnel, and records arrive later.
+  const siteAware = (upstream: UpstreamState, node: string) =>
+    withSiteMembers(upstream, (peer) => peer === node || (topology?.site !== undefined && topology.of(peer).site === topology.site));
   const tunnel: ActorFactory = async ({ bus, log, node, connection, revocations }): Promise<StartedActor> => {
     const settings = options.tunnel!;
     // Loaded only when the tunnel is on: it brings libp2p (~35 MiB resident in an agent without it, measured).
@@ -138,7 +144,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, upstream });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, upstream: siteAware(upstream, node) });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
@@ -167,11 +173,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const dns: ActorFactory = async ({ bus, feed, log, registry, upstream }): Promise<StartedActor> => {
+  const dns: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
     // EdgeMesh's link-local address (kubelet's clusterDNS) lives on a dummy interface the agent makes.
     let dummy: DummyInterface | undefined;
     if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
-    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream });
+    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream: siteAware(upstream, node) });
     const address = await actor.start();
     log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
     return {

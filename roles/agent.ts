@@ -48,7 +48,7 @@ export interface AgentContext {
   feed: CatalogFeed;
   /** With keys: the mesh's revoked certificates, mirrored and verified (trust/revocations.ts); the tunnel refuses them. */
   revocations?: RevocationWatch;
-  /** Whether the node reaches its upstream (the controller's hub link up/down): the per-service partition policy (bus/partition.ts). */
+  /** How far the node reaches (its leaf link, and under a site the site's uplink): the per-service partition policy (bus/partition.ts). */
   upstream: UpstreamState;
 }
 

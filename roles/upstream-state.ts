@@ -1,14 +1,15 @@
 /**
- * Whether this agent reaches the mesh's source of truth, for the per-service partition policy
- * (bus/partition.ts): its leaf link up (the controller's online state), and, when it attaches to an
- * edge site (`--upstream-domain <site>`), that site still reaching the cloud. An agent under a site
+ * How far this agent reaches, for the per-service partition policy (bus/partition.ts): "none" while
+ * its leaf link is down (the controller's online state); "cloud" while it is up and, when the agent
+ * attaches to an edge site (`--upstream-domain <site>`), that site still reaches the cloud; "site"
+ * while the agent reaches its site and the site is cut off from the cloud. An agent under a site
  * keeps its link to the site through a cut of the site's uplink; only the site's catalog mirror knows
  * that the cloud is gone: its source reports `active: -1` during a cut (docs/nats-facts.md: lag stays
  * 0, `active` is the signal). So the agent asks its site for that mirror's state every few seconds.
  *
  * ```ts
  * const upstream = watchUpstream({ controller, connection, upstreamDomain: "shop-7", log });
- * upstream.state.online; // false while the site is cut from the cloud
+ * upstream.state.reach; // "site" while the site is cut from the cloud, "none" while the node is cut from its site
  * ```
  */
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -26,9 +27,10 @@ export const siteSilenceMs = 30_000;
 
 export function watchUpstream(options: { controller: Controller; connection: NatsConnection; upstreamDomain: string; log: Logger; intervalMs?: number }): { state: UpstreamState; stop(): void } {
   const { controller, log } = options;
-  const state = new UpstreamSwitch(controller.online);
   let siteReachesCloud = true;
-  const update = () => state.set(controller.online && siteReachesCloud);
+  const reach = () => (!controller.online ? "none" : siteReachesCloud ? "cloud" : "site");
+  const state = new UpstreamSwitch(reach());
+  const update = () => state.set(reach());
   const subscription = controller.actor.subscribe(update);
   let timer: NodeJS.Timeout | undefined;
   if (options.upstreamDomain !== hubDomain) {
@@ -47,7 +49,7 @@ export function watchUpstream(options: { controller: Controller; connection: Nat
       siteReachesCloud = reaches;
       if (said !== reaches) {
         said = reaches;
-        log.info({ site: options.upstreamDomain, reachesCloud: reaches }, reaches ? "the site reaches the cloud" : "the site is cut off from the cloud: fail-closed services are refused");
+        log.info({ site: options.upstreamDomain, reachesCloud: reaches }, reaches ? "the site reaches the cloud" : "the site is cut off from the cloud: fail-closed services with a backend outside the site are refused");
       }
       update();
     };

@@ -4,7 +4,10 @@
  * fail-closed` and `telemetry` with no annotation (serve-last-known), and an agent with DNS and
  * its proxy listeners. While the hub is stopped (the node cannot reach its upstream), pay's name
  * answers SERVFAIL and a new connection to its listener is reset, with the refusal counted; telemetry
- * answers and carries bytes as before. When the hub is back, pay does too.
+ * answers and carries bytes as before. When the hub is back, pay does too. Under an edge site cut off
+ * from the cloud, pay (its backend on the agent's node, in the site) is served and `ledger` (its
+ * backend on a node outside the site) is refused. The namespace site lab (test/sites-lab.test.ts)
+ * shows the same with traffic through cluster IPs and a node cut from its site.
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
@@ -107,26 +110,30 @@ describe("per-service policy while the node cannot reach its upstream", () => {
     held.destroy();
   }, 120_000);
 
-  it("under an edge site: the site cut from the cloud counts as partitioned, though the agent's link to its site stays up", async () => {
+  it("under an edge site cut off from the cloud: a fail-closed service with its backends in the site is served, one with a backend outside is refused", async () => {
     const manifests = tempDir();
     const payBackend = await echoServer();
     const telemetryBackend = await echoServer();
+    // pay's backend runs on the agent's own node (in the site); ledger's on cloud-1, a node outside the site.
     writeManifest(manifests, "pay.yaml", annotated(sampleService({ name: "pay", clusterIP: "198.19.0.20", backendPort: payBackend, endpoints: [{ ip: "127.0.0.1", node: "edge-a" }] }), { "leafmesh.io/partition": "fail-closed" }));
+    writeManifest(manifests, "ledger.yaml", annotated(sampleService({ name: "ledger", clusterIP: "198.19.0.22", backendPort: payBackend, endpoints: [{ ip: "127.0.0.1", node: "cloud-1" }] }), { "leafmesh.io/partition": "fail-closed" }));
     writeManifest(manifests, "telemetry.yaml", sampleService({ name: "telemetry", clusterIP: "198.19.0.21", backendPort: telemetryBackend, endpoints: [{ ip: "127.0.0.1", node: "edge-a" }] }));
     const hub = await startHubProcess({ name: "hub-1", manifests });
     const [site] = await startSiteCluster({ site: "site-a", servers: ["site-a-1"], upstreams: [hub.leafUrl] });
     const dnsPort = await freePort();
     const agent = await startAgentProcess({ node: "edge-a", hubs: [site.leafUrl], extraArgs: ["--upstream-domain", "site-a", "--dns", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:1"] });
-    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").answers.includes("198.19.0.20"), 30_000, "pay's A record through the site");
+    await eventually(() => dig(dnsPort, "ledger.demo.svc.cluster.local").answers.includes("198.19.0.22"), 30_000, "ledger's A record through the site");
+    expect(dig(dnsPort, "pay.demo.svc.cluster.local").answers).toEqual(["198.19.0.20"]);
 
     await hub.stop();
-    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").status === "SERVFAIL", 30_000, "pay to answer SERVFAIL while the site is cut off");
+    await eventually(() => dig(dnsPort, "ledger.demo.svc.cluster.local").status === "SERVFAIL", 30_000, "ledger to answer SERVFAIL while the site is cut off");
     // Logs reach the pipe a moment after the state changed (pino writes asynchronously).
-    await eventually(() => agent.output().includes("the site is cut off from the cloud: fail-closed services are refused"), 5_000, "the agent to log the site's cut");
+    await eventually(() => agent.output().includes("the site is cut off from the cloud"), 5_000, "the agent to log the site's cut");
     expect(agent.output()).not.toContain("hub link down");
+    expect(dig(dnsPort, "pay.demo.svc.cluster.local")).toEqual({ status: "NOERROR", answers: ["198.19.0.20"] });
     expect(dig(dnsPort, "telemetry.demo.svc.cluster.local")).toEqual({ status: "NOERROR", answers: ["198.19.0.21"] });
 
     await hub.restart();
-    await eventually(() => dig(dnsPort, "pay.demo.svc.cluster.local").answers.includes("198.19.0.20"), 40_000, "pay's A record once the site reaches the cloud again");
+    await eventually(() => dig(dnsPort, "ledger.demo.svc.cluster.local").answers.includes("198.19.0.22"), 40_000, "ledger's A record once the site reaches the cloud again");
   }, 150_000);
 });

@@ -55,7 +55,7 @@ export interface DnsActorOptions extends DnsConfig {
   registry?: Registry;
   /** Read when `upstreams` is not given. @default "/etc/resolv.conf" */
   resolvConfPath?: string;
-  /** Whether the node reaches its upstream: fail-closed services answer SERVFAIL while it does not (bus/partition.ts). */
+  /** How far the node reaches: fail-closed services answer SERVFAIL while it is partitioned (bus/partition.ts). */
   upstream?: UpstreamState;
 }
 
@@ -134,7 +134,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const server = new DnsServer({
     catalog: upstream ? partitionView(options.feed.reader, upstream) : options.feed.reader,
     feed: upstream ? partitionFeed(options.feed, upstream) : options.feed,
-    withheld: upstream ? (service) => refusalWhilePartitioned(service, upstream.online) !== undefined : undefined,
+    withheld: upstream ? (service, slices) => refusalWhilePartitioned(service, slices, upstream) !== undefined : undefined,
     clusterDomain: config.clusterDomain,
     ttl: config.ttl,
     forwarder,

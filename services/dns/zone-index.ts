@@ -94,7 +94,7 @@ export class ZoneIndex {
     const slices = service ? catalog.slices(service.namespace, service.name) : [];
     if (changed === undefined) for (const slice of slices) this.#sliceOwner.set(`eps.${slice.namespace}.${slice.name}`, ref);
     const base = `${ref.slice(slash + 1)}.${ref.slice(0, slash)}.svc.${this.zone.domain}`.toLowerCase();
-    const withheld = service !== undefined && this.#withheld?.(service) === true;
+    const withheld = service !== undefined && this.#withheld?.(service, slices) === true;
     if (withheld !== this.zone.withheld.has(base)) {
       if (withheld) this.zone.withheld.add(base);
       else this.zone.withheld.delete(base);

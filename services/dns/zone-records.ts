@@ -20,9 +20,10 @@ export interface ZoneOptions {
   ttl?: number;
   /**
    * Services whose names answer SERVFAIL for now (bus/partition.ts: fail-closed while the node cannot
-   * reach its upstream). Read when a Service is (re)applied: its feed must say it changed when the answer does.
+   * reach its upstream, or while its site is cut off and a backend is outside the site). Read when a
+   * Service is (re)applied: its feed must say it changed when the answer does.
    */
-  withheld?: (service: Service) => boolean;
+  withheld?: (service: Service, slices: readonly EndpointSlice[]) => boolean;
 }
 
 export interface NameRecords {

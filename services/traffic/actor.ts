@@ -41,7 +41,7 @@ export interface TrafficOptions {
   dialer?: StreamDialer;
   /** The tunnel's view of other nodes (site, reachable): endpoints are preferred own node, site, reachable, then the rest. */
   topology?: NodeTopology;
-  /** Whether the node reaches its upstream: fail-closed services refuse new connections while it does not (partition.ts). */
+  /** How far the node reaches: fail-closed services refuse new connections while it is partitioned (partition.ts). */
   upstream?: UpstreamState;
   clock?: Clock;
   /** @default 3_000 — see TcpProxyOptions.connectTimeoutMs */

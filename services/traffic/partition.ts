@@ -1,9 +1,10 @@
 /**
- * Traffic under the per-service partition policy (bus/partition.ts): while the node cannot reach
- * its upstream, a new connection (or UDP flow) to a `fail-closed` service is refused at once, a
- * TCP client with an RST, and counted with the reason; `serve-last-known` services go on from the
- * node's catalog mirror. Connections already open are left alone: they were made while the node
- * could verify its backends.
+ * Traffic under the per-service partition policy (bus/partition.ts): while the node is partitioned,
+ * a new connection (or UDP flow) to a `fail-closed` service is refused at once, a TCP client with an
+ * RST, and counted with the reason; `serve-last-known` services go on from the node's catalog
+ * mirror. Under an edge site cut off from the cloud, a fail-closed service whose backends all run in
+ * the site is still served (the site vouches for its members). Connections already open are left
+ * alone: they were made while the node could verify its backends.
  *
  * ```ts
  * shared.admit = partitionAdmission({ reader: feed.reader, upstream, log });
@@ -11,18 +12,16 @@
  * ```
  */
 import type { CatalogReader } from "../../bus/catalog.ts";
-import { partitionPolicyOf, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
+import { backendsOutsideSite, partitionPolicyOf, partitionRefusals, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortPlan } from "./plan.ts";
 
 export function partitionAdmission(options: { reader: CatalogReader; upstream: UpstreamState; log: Logger }): (plan: Pick<ServicePortPlan, "key" | "namespace" | "service">) => string | undefined {
   const { reader, upstream, log } = options;
-  // Said once per service and cut (a log line, not one per connection); the counters have every refusal.
+  // Said once per service and reach (a log line, not one per connection); the counters have every refusal.
   const said = new Set<string>();
   const badAnnotations = new Set<string>();
-  upstream.onChange((online) => {
-    if (online) said.clear();
-  });
+  upstream.onChange(() => said.clear());
   return (plan) => {
     const service = reader.service(plan.namespace, plan.service);
     if (service && !badAnnotations.has(`${plan.namespace}/${plan.service}`)) {
@@ -32,10 +31,13 @@ export function partitionAdmission(options: { reader: CatalogReader; upstream: U
         log.warn({ service: `${plan.namespace}/${plan.service}` }, problem);
       }
     }
-    const refusal = refusalWhilePartitioned(service, upstream.online);
+    const slices = service ? reader.slices(plan.namespace, plan.service) : [];
+    const refusal = refusalWhilePartitioned(service, slices, upstream);
     if (refusal && !said.has(plan.key)) {
       said.add(plan.key);
-      log.info({ service: plan.key }, `refusing new connections to ${plan.key}: ${refusal}`);
+      // The backends the site cannot vouch for, named once in the log (the counter's label stays fixed).
+      const outside = refusal === partitionRefusals.outsideSite ? { outside: backendsOutsideSite(slices, upstream) } : {};
+      log.info({ service: plan.key, ...outside }, `refusing new connections to ${plan.key}: ${refusal}`);
     }
     return refusal;
   };

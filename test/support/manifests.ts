@@ -11,7 +11,10 @@ export interface SampleServiceOptions {
   port?: number;
   /** The port the endpoints listen on (the Service's targetPort and the slice's port). @default 8080 */
   backendPort?: number;
-  endpoints?: { ip: string; node: string; ready?: boolean }[];
+  /** An endpoint without a node is an address outside the mesh (dialled directly). */
+  endpoints?: { ip: string; node?: string; ready?: boolean }[];
+  /** The Service's annotations (e.g. leafmesh.io/partition). */
+  annotations?: Record<string, string>;
 }
 
 /** A Service and its EndpointSlice as raw Kubernetes objects. */
@@ -23,7 +26,7 @@ export function sampleService(options: SampleServiceOptions): object[] {
     {
       apiVersion: "v1",
       kind: "Service",
-      metadata: { name: options.name, namespace, labels: { app: options.name } },
+      metadata: { name: options.name, namespace, labels: { app: options.name }, ...(options.annotations ? { annotations: options.annotations } : {}) },
       spec: { clusterIP: options.clusterIP, ports: [{ name: "http", port, targetPort: backendPort, protocol: "TCP" }] },
     },
     {
