@@ -26,6 +26,8 @@
  *   LEAFMESH_BENCH_ROUNDS=5 LEAFMESH_BENCH_SECONDS=5 LEAFMESH_BENCH_CONNECTIONS=32
  *   LEAFMESH_BENCH_PARTS=http or tcp: only that part (to profile one).
  *   LEAFMESH_BENCH_CPU_PROF=DIR: the agent runs with --cpu-prof into DIR (bench/profile/cpu-profile.ts reads it).
+ *   LEAFMESH_BENCH_AGENT_NODE_FLAGS="--trace-gc": Node flags for the agent alone.
+ *   LEAFMESH_BENCH_KEEP=1: keep the scratch directory (agent.log, haproxy.log, configuration).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -62,6 +64,14 @@ interface HttpSample {
   p99Ms: number;
   errors: number;
   cpuUsPerRequest: number;
+  /** The kernel's share of that CPU (system time: the sockets' syscalls, loopback TCP). */
+  systemShare: number;
+}
+
+/** User and system CPU time of a process so far, in ms (proc(5) fields 14 and 15, 10 ms ticks). */
+function cpuSplit(pid: number | undefined): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
 }
 
 interface TcpSample {
@@ -273,11 +283,13 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     const agent = spawn(
       nodeBinary,
       [
+        ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []),
+        ...(process.env.LEAFMESH_BENCH_AGENT_NODE_FLAGS ?? "").split(" ").filter(Boolean),
         cliPath, "agent", "--node", "edge-a", "--hub", hub.leafUrl, "--data", join(scratch, "edge-a"),
         "--nats-listen", `127.0.0.1:${agentPorts.client}`, "--monitor-listen", `127.0.0.1:${agentPorts.monitor}`, "--metrics-listen", "off",
         "--insecure", "--mdns", "off", "--gateway", "127.0.0.1",
       ],
-      { stdio: ["ignore", agentLog, agentLog], env: { ...process.env, ...(profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {}) } },
+      { stdio: ["ignore", agentLog, agentLog] },
     );
     closeSync(agentLog);
     children.push(agent);
@@ -311,11 +323,13 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
       // Alternate which goes first: a burst of other load then falls on each in turn.
       const order = round % 2 === 0 ? targets : [...targets].reverse();
       for (const target of parts.includes("http") ? order : []) {
-        const before = cpuMs(target.pid);
+        const before = cpuSplit(target.pid);
         const result = runWrk(target.http, script, seconds, connections);
-        const cpu = cpuMs(target.pid) - before;
-        http.get(target.name)!.push({ ...result, cpuUsPerRequest: (cpu * 1000) / result.requests });
-        console.error(`round ${round + 1} ${target.name} http: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms, ${((cpu * 1000) / result.requests).toFixed(1)} µs CPU/request, errors ${result.errors}`);
+        const after = cpuSplit(target.pid);
+        const cpu = after.user + after.system - before.user - before.system;
+        const systemShare = (after.system - before.system) / cpu;
+        http.get(target.name)!.push({ ...result, cpuUsPerRequest: (cpu * 1000) / result.requests, systemShare });
+        console.error(`round ${round + 1} ${target.name} http: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms, ${((cpu * 1000) / result.requests).toFixed(1)} µs CPU/request (${(systemShare * 100).toFixed(0)} % system), errors ${result.errors}`);
       }
       for (const target of parts.includes("tcp") ? order : []) {
         const before = cpuMs(target.pid);
@@ -338,6 +352,7 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
         p50Ms: median(runs.map((run) => run.p50Ms)),
         p99Ms: median(runs.map((run) => run.p99Ms)),
         cpuUsPerRequest: median(runs.map((run) => run.cpuUsPerRequest)),
+        systemShare: `${(median(runs.map((run) => run.systemShare)) * 100).toFixed(0)} %`,
         errors: runs.reduce((sum, run) => sum + run.errors, 0),
         all: runs.map((run) => Math.round(run.requestsPerSecond)).join(" / "),
       };
@@ -357,17 +372,17 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
 
     const httpTable: BenchTable = {
       title: "Gateway: HTTP through the leafmesh gateway and haproxy (same routes, same backends)",
-      columns: ["proxy", "requests/s", "p50 ms", "p99 ms", "CPU µs/request", "errors", "requests/s per round"],
+      columns: ["proxy", "requests/s", "p50 ms", "p99 ms", "CPU µs/request", "of it system", "errors", "requests/s per round"],
       rows: [
-        ["leafmesh gateway", gatewayHttp.requestsPerSecond, gatewayHttp.p50Ms, gatewayHttp.p99Ms, gatewayHttp.cpuUsPerRequest, gatewayHttp.errors, gatewayHttp.all],
-        ["haproxy (http mode, nbthread 1)", haproxyHttp.requestsPerSecond, haproxyHttp.p50Ms, haproxyHttp.p99Ms, haproxyHttp.cpuUsPerRequest, haproxyHttp.errors, haproxyHttp.all],
-        ["leafmesh / haproxy", `${httpRatio.toFixed(2)}× (goal ≥ 0.7×)`, ratio(gatewayHttp.p50Ms, haproxyHttp.p50Ms), ratio(gatewayHttp.p99Ms, haproxyHttp.p99Ms), ratio(gatewayHttp.cpuUsPerRequest, haproxyHttp.cpuUsPerRequest), "", ""],
-        ["backend alone (no proxy)", median(direct.map((run) => run.requestsPerSecond)), "", median(direct.map((run) => run.p99Ms)), "", "", ""],
+        ["leafmesh gateway", gatewayHttp.requestsPerSecond, gatewayHttp.p50Ms, gatewayHttp.p99Ms, gatewayHttp.cpuUsPerRequest, gatewayHttp.systemShare, gatewayHttp.errors, gatewayHttp.all],
+        ["haproxy (http mode, nbthread 1)", haproxyHttp.requestsPerSecond, haproxyHttp.p50Ms, haproxyHttp.p99Ms, haproxyHttp.cpuUsPerRequest, haproxyHttp.systemShare, haproxyHttp.errors, haproxyHttp.all],
+        ["leafmesh / haproxy", `${httpRatio.toFixed(2)}× (goal ≥ 0.7×)`, ratio(gatewayHttp.p50Ms, haproxyHttp.p50Ms), ratio(gatewayHttp.p99Ms, haproxyHttp.p99Ms), ratio(gatewayHttp.cpuUsPerRequest, haproxyHttp.cpuUsPerRequest), "", "", ""],
+        ["backend alone (no proxy)", median(direct.map((run) => run.requestsPerSecond)), "", median(direct.map((run) => run.p99Ms)), "", "", "", ""],
       ],
       notes: [
         `wrk -t1 -c${connections} -d${seconds}s --latency, keep-alive, requests rotating over 3 routes (host shop.example.com prefix /api/ → api, shop.example.com / → web, other.example.com → web); medians of ${rounds} interleaved rounds, the order alternating; the ratio row is the median of per-round ratios (requests/s: higher is better; latency and CPU: lower is better).`,
         "Backends local to the gateway node (127.0.0.1): one C epoll server (bench/gateway/backend.c) for api and web; the gateway is `leafmesh agent --gateway 127.0.0.1` with Gateway API manifests from a hub; haproxy 1 thread, http-reuse always, option forwardfor, X-Forwarded-Proto, one log line per request (the gateway writes its access log line too).",
-        "CPU = user + system time of the proxy's process over the run (/proc, 10 ms ticks); the gateway's is the whole agent process.",
+        "CPU = user + system time of the proxy's process over the run (/proc, 10 ms ticks), and the system (kernel: syscalls, loopback TCP) part of it; the gateway's is the whole agent process.",
         `Machine: ${process.platform}/${process.arch}, 2 cores shared with other sessions; wrk, the proxy and the backend share them; 1-minute load average ${load.map((value) => value.toFixed(1)).join(" → ")} over the run.`,
       ],
     };
@@ -389,7 +404,8 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     for (const child of children.reverse()) if (child.exitCode === null) child.kill("SIGTERM");
     await Promise.all(children.map((child) => (child.exitCode === null && child.signalCode === null ? new Promise((done) => { const timer = setTimeout(() => child.kill("SIGKILL"), 10_000); child.once("exit", () => { clearTimeout(timer); done(undefined); }); }) : undefined)));
     await stopAllProcesses();
-    rmSync(scratch, { recursive: true, force: true });
+    if (process.env.LEAFMESH_BENCH_KEEP) console.error(`kept ${scratch}`);
+    else rmSync(scratch, { recursive: true, force: true });
   }
 }
 
