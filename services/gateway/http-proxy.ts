@@ -146,6 +146,39 @@ function cutResponse(response: GatewayResponse): void {
   if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
 }
 
+/**
+ * A request's end before its answer (its timeout, or its client left): a flag and one listener, the exchange in
+ * progress. An AbortSignal is made only when a connect needs one: an AbortController and its EventTarget per
+ * request were a cost of their own, and most requests reuse an idle connection.
+ */
+class RequestAbort {
+  aborted = false;
+  #listener: (() => void) | undefined;
+  #controller: AbortController | undefined;
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort();
+    }
+    return this.#controller.signal;
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.#controller?.abort();
+    const listener = this.#listener;
+    this.#listener = undefined;
+    listener?.();
+  }
+
+  /** The one listener (undefined: none); called once, at abort. */
+  onAbort(listener: (() => void) | undefined): void {
+    this.#listener = listener;
+  }
+}
+
 export class HttpForwarder {
   readonly #options: HttpForwarderOptions;
   readonly #weights = new WeightedChoice();
@@ -226,7 +259,7 @@ export class HttpForwarder {
     const withBody = hasBody(request);
     // A body streams through once: a request with one is not sent again.
     const attempts = 1 + (withBody ? 0 : (rule.retry?.attempts ?? 0));
-    const deadline = new AbortController();
+    const deadline = new RequestAbort();
     const timeoutMs = rule.timeoutMs ?? this.#options.defaultTimeoutMs ?? 60_000;
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -253,7 +286,7 @@ export class HttpForwarder {
 
     let lastFailure: { status: number; reason: string } = { status: 503, reason: "no backend" };
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (deadline.signal.aborted) break;
+      if (deadline.aborted) break;
       entry.attempts = attempt;
       const backend: PlannedBackend | undefined = this.#weights.pick(rule.backends);
       if (!backend) {
@@ -266,9 +299,9 @@ export class HttpForwarder {
       let upstream: Upstream;
       try {
         // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
-        upstream = await pools.connect(backend, hashKey, deadline.signal, { reuse: !withBody });
+        upstream = await pools.connect(backend, hashKey, deadline, { reuse: !withBody });
       } catch (error) {
-        if (deadline.signal.aborted) break;
+        if (deadline.aborted) break;
         lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
         if (attempt < attempts && retriable(rule.retry, { failure: "connect" })) continue;
         break;
@@ -276,7 +309,7 @@ export class HttpForwarder {
       entry.endpoint = upstream.endpoint.key;
       // Without a rule timeout, the default bounds only the wait for an answer: a long download is not cut.
       const onAnswer = () => rule.timeoutMs === undefined && clearTimeout(timer);
-      const outcome = await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline.signal, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
+      const outcome = await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
       if (outcome.kind === "answered") {
         done();
         return finish(outcome.status);
@@ -314,7 +347,7 @@ export class HttpForwarder {
     backend: PlannedBackend,
     head: string,
     body: "length" | "chunked" | undefined,
-    signal: AbortSignal,
+    deadline: RequestAbort,
     perTryTimeoutMs: number | undefined,
     retry: RetryPolicy | undefined,
     onAnswer: () => void,
@@ -331,7 +364,7 @@ export class HttpForwarder {
         if (settled) return;
         settled = true;
         clearTimeout(perTry);
-        signal.removeEventListener("abort", onAbort);
+        deadline.onAbort(undefined);
         parser.stop();
         stream.off("data", onData);
         stream.off("end", onEnd);
@@ -435,7 +468,7 @@ export class HttpForwarder {
         cut("the request timed out or its client left");
         settle({ kind: "failed", status: 504, reason: "request timed out" });
       };
-      signal.addEventListener("abort", onAbort, { once: true });
+      deadline.onAbort(onAbort);
       const perTry = perTryTimeoutMs
         ? setTimeout(() => {
             cut("the attempt timed out");
