@@ -311,6 +311,7 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     // Warm-up (JIT, pools), not counted.
     runWrk(ports.gatewayHttp, script, 2, connections);
     runWrk(ports.haproxyHttp, script, 1, connections);
+    if (parts.includes("tcp")) for (const port of [ports.gatewayTcp, ports.haproxyTcp]) runIperf(port, 1);
 
     const targets = [
       { name: "leafmesh gateway", pid: agent.pid, http: ports.gatewayHttp, tcp: ports.gatewayTcp },
