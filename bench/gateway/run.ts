@@ -190,10 +190,13 @@ function wrkScript(): string {
   ].join("\n");
 }
 
-/** A duration in wrk's notation (1.23ms, 456.00us, 1.20s) in milliseconds. */
+/** A duration in wrk's notation (1.23ms, 456.00us, 1.20s, 1.05m) in milliseconds. */
 function wrkMs(text: string): number {
-  const match = /([\d.]+)(us|ms|s|m)/.exec(text);
-  if (!match) return NaN;
+  const match = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!match) {
+    console.error(`wrk: a latency not understood: '${text}'`);
+    return NaN;
+  }
   const value = Number(match[1]);
   return match[2] === "us" ? value / 1000 : match[2] === "ms" ? value : match[2] === "s" ? value * 1000 : value * 60_000;
 }
@@ -345,7 +348,8 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
       load.push(loadavg()[0]);
     }
 
-    const median = (values: number[]) => percentile(values, 50);
+    // A round whose value could not be read (NaN) is left out, not allowed to spoil the median.
+    const median = (values: number[]) => percentile(values.filter((value) => Number.isFinite(value)), 50);
     const httpRow = (name: string) => {
       const runs = http.get(name)!;
       return {
