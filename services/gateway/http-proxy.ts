@@ -3,8 +3,8 @@
  * (Node's http2 compatibility API gives both one request/response shape): the
  * router picks the rule (host, path, method, headers), the rule's weights a
  * backend, the backend's balancer an endpoint (here or through the tunnel);
- * the request goes to it as HTTP/1.1 on a connection of its own, and the answer
- * streams back with backpressure (pipe). A rule's timeout answers 504, a failed
+ * the request goes to it as HTTP/1.1, written and parsed by the gateway itself
+ * (http1-codec.ts), and the answer streams back with backpressure. A rule's timeout answers 504, a failed
  * backend 502 or 503; a retry policy sends a request without a body again when
  * the answer or the failure is one it names. One JSON access-log line per
  * request.
