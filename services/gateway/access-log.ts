@@ -37,6 +37,9 @@ export function batchedAccessLog(log: Logger): AccessLog {
     return { write: (entry, message) => log.info(entry, message), flush: () => undefined };
   }
   const level = log.levels.values.info;
+  // One time string per millisecond: under load a turn logs many requests within one.
+  let lastMs = -1;
+  let lastTime = "";
   let pending = "";
   let scheduled = false;
   const flush = () => {
@@ -50,7 +53,12 @@ export function batchedAccessLog(log: Logger): AccessLog {
     write(entry, message) {
       if (!log.isLevelEnabled("info")) return;
       const fields = JSON.stringify(entry);
-      pending += `{"level":${level}${time()}${bindings}${fields.length > 2 ? `,${fields.slice(1, -1)}` : ""},"msg":${JSON.stringify(message)}}\n`;
+      const now = Date.now();
+      if (now !== lastMs) {
+        lastMs = now;
+        lastTime = time();
+      }
+      pending += `{"level":${level}${lastTime}${bindings}${fields.length > 2 ? `,${fields.slice(1, -1)}` : ""},"msg":${JSON.stringify(message)}}\n`;
       if (pending.length >= maxPendingBytes) flush();
       else if (!scheduled) {
         scheduled = true;

@@ -55,6 +55,8 @@ const gatewayMachine = setup({ types: { events: {} as { type: "SERVING" } | { ty
 
 type RoutesEvent = MeshEventPayload<"routes">;
 
+const statusClasses = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
 export function createGatewayActor(options: GatewayOptions) {
   const actor = createActor(gatewayMachine).start();
   const log = options.log;
@@ -66,7 +68,8 @@ export function createGatewayActor(options: GatewayOptions) {
   const routeOutcome = (route: string, status: number) => {
     let stats = routeStats.get(route);
     if (!stats) routeStats.set(route, (stats = {}));
-    const bucket = `${Math.floor(status / 100)}xx`;
+    // The class's name made once, not per request (1xx … 5xx; anything else by its own name).
+    const bucket = statusClasses[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`;
     stats[bucket] = (stats[bucket] ?? 0) + 1;
   };
   const accessLog = batchedAccessLog(log.child({ log: "access" }));
