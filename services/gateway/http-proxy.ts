@@ -397,6 +397,15 @@ export class HttpForwarder {
         cut(why);
         settle({ kind: "answered", status });
       };
+      let held: Buffer | undefined;
+      const writeHeld = () => {
+        const chunk = held!;
+        held = undefined;
+        if ((response as ServerResponse).write(chunk) || waitingForDrain) return;
+        waitingForDrain = true;
+        stream.pause();
+        response.once("drain", onResponseDrain);
+      };
       const onResponseDrain = () => {
         waitingForDrain = false;
         if (!settled) stream.resume();
@@ -422,10 +431,10 @@ export class HttpForwarder {
           (response as ServerResponse).writeHead(status, endToEnd(answer.headers, hopByHop, connectionNamed(rawConnection(answer.headers))));
         },
         onBody: (chunk) => {
-          if ((response as ServerResponse).write(chunk) || waitingForDrain) return;
-          waitingForDrain = true;
-          stream.pause();
-          response.once("drain", onResponseDrain);
+          // Held until the end of this read: the last piece of an answer goes with response.end(), one call
+          // that writes head and body together, where write() then end() took two passes through the streams.
+          if (held) writeHeld();
+          held = chunk;
         },
         onEnd: (extra) => {
           // The backend is done with this request: its connection waits for the next one, unless it cannot.
@@ -436,12 +445,17 @@ export class HttpForwarder {
             if (stream.isPaused()) stream.resume();
             this.#options.pools.park(upstream.endpoint.key, stream);
           } else if (!stream.destroyed) stream.destroy();
-          response.end();
+          const last = held;
+          held = undefined;
+          if (last) response.end(last);
+          else response.end();
         },
       });
       const onData = (chunk: Buffer) => {
         try {
           parser.feed(chunk);
+          // What this read brought of an answer still going on is written now: a stream (server-sent events) is never held back.
+          if (held && !settled) writeHeld();
         } catch (error) {
           this.#options.count("http backend answer malformed");
           if (answered) cutMidAnswer((error as Error).message);
