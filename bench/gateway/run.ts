@@ -211,8 +211,9 @@ function runWrk(port: number, script: string, seconds: number, connections: numb
   return {
     requestsPerSecond,
     requests: total,
-    p50Ms: wrkMs(/50%\s+(\S+)/.exec(output)?.[1] ?? ""),
-    p99Ms: wrkMs(/99%\s+(\S+)/.exec(output)?.[1] ?? ""),
+    // Lines of the Latency Distribution only ("     99%    5.67ms"): a +/- Stdev column such as "71.99%" also ends in a percent.
+    p50Ms: wrkMs(/^\s+50%\s+(\S+)$/m.exec(output)?.[1] ?? ""),
+    p99Ms: wrkMs(/^\s+99%\s+(\S+)$/m.exec(output)?.[1] ?? ""),
     errors: non2xx + socketErrors,
   };
 }
