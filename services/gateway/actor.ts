@@ -20,6 +20,7 @@ import type { StreamDialer } from "../../bus/streams.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { batchedAccessLog } from "./access-log.ts";
 import { compileGateway } from "./compile.ts";
 import { HttpForwarder, type AccessEntry } from "./http-proxy.ts";
 import { GatewayPortListener, type ConnectionEntry } from "./listeners.ts";
@@ -54,6 +55,8 @@ const gatewayMachine = setup({ types: { events: {} as { type: "SERVING" } | { ty
 
 type RoutesEvent = MeshEventPayload<"routes">;
 
+const statusClasses = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
 export function createGatewayActor(options: GatewayOptions) {
   const actor = createActor(gatewayMachine).start();
   const log = options.log;
@@ -65,11 +68,12 @@ export function createGatewayActor(options: GatewayOptions) {
   const routeOutcome = (route: string, status: number) => {
     let stats = routeStats.get(route);
     if (!stats) routeStats.set(route, (stats = {}));
-    const bucket = `${Math.floor(status / 100)}xx`;
+    // The class's name made once, not per request (1xx … 5xx; anything else by its own name).
+    const bucket = statusClasses[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`;
     stats[bucket] = (stats[bucket] ?? 0) + 1;
   };
-  const accessLog = log.child({ log: "access" });
-  const access = options.access ?? ((entry: AccessEntry | ConnectionEntry) => accessLog.info(entry, entry.kind === "http" ? "request" : "connection"));
+  const accessLog = batchedAccessLog(log.child({ log: "access" }));
+  const access = options.access ?? ((entry: AccessEntry | ConnectionEntry) => accessLog.write(entry, entry.kind === "http" ? "request" : "connection"));
   const shared: BalancerShared = { node: options.node, clock, outliers: new OutlierDetector({ clock, ...options.outliers }), active: new Map(), topology: options.topology };
   const pools = new BackendPools({ node: options.node, dialer: options.dialer, shared, count, log });
   const forwarder = new HttpForwarder({ pools, log, count, routeOutcome, access });
@@ -221,6 +225,7 @@ export function createGatewayActor(options: GatewayOptions) {
       for (const listener of listeners.values()) await listener.close();
       listeners.clear();
       pools.closeIdle();
+      accessLog.flush();
       actor.send({ type: "STOP" });
     },
   };

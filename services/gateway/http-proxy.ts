@@ -3,8 +3,8 @@
  * (Node's http2 compatibility API gives both one request/response shape): the
  * router picks the rule (host, path, method, headers), the rule's weights a
  * backend, the backend's balancer an endpoint (here or through the tunnel);
- * the request goes to it as HTTP/1.1 on a connection of its own, and the answer
- * streams back with backpressure (pipe). A rule's timeout answers 504, a failed
+ * the request goes to it as HTTP/1.1, written and parsed by the gateway itself
+ * (http1-codec.ts), and the answer streams back with backpressure. A rule's timeout answers 504, a failed
  * backend 502 or 503; a retry policy sends a request without a body again when
  * the answer or the failure is one it names. One JSON access-log line per
  * request.
@@ -14,7 +14,7 @@
  * small idle pool per endpoint (upstream.ts): a connect, or a tunnel stream
  * open, per request was the gateway's main cost beside haproxy.
  */
-import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { constants as http2Constants } from "node:http2";
 import type { Socket } from "node:net";
@@ -24,6 +24,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { HostTable } from "./hosts.ts";
+import { chunkPrefix, chunkSuffix, lastChunk, requestHead, ResponseParser } from "./http1-codec.ts";
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
 import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
 import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
@@ -39,6 +40,8 @@ export interface HttpContext {
   /** The client's address (HTTP/2 sessions run on a wrapped stream that has none). */
   client?: string;
 }
+
+type ExchangeOutcome = { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
 
 /** One line of the access log. */
 export interface AccessEntry {
@@ -73,20 +76,40 @@ export interface HttpForwarderOptions {
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), and HTTP/2's connection-specific ones that Node refuses to send. */
 const hopByHop = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host"]);
+/** Request headers the gateway writes itself. */
+const setByGateway = new Set([...hopByHop, "x-forwarded-for", "x-forwarded-proto"]);
 
-function endToEnd(headers: IncomingHttpHeaders): Record<string, string | string[]> {
-  const named = new Set(
-    String(headers.connection ?? "")
-      .split(",")
-      .map((name) => name.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  const result: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(":") || hopByHop.has(name) || named.has(name)) continue;
-    result[name] = value;
+/** The header names a Connection header lists (they are hop-by-hop too); undefined when it lists none. */
+function connectionNamed(connection: string | string[] | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined;
+  const names = String(connection)
+    .split(",")
+    .map((name) => name.trim().toLowerCase())
+    .filter(Boolean);
+  return names.length > 0 ? new Set(names) : undefined;
+}
+
+/**
+ * The end-to-end headers of a raw list ([name, value, …], as received), without HTTP/2 pseudo-headers and without
+ * those in `drop` or named by a Connection header: what goes on to the other side, in order, duplicates kept.
+ */
+function endToEnd(raw: readonly string[], drop: ReadonlySet<string>, named: ReadonlySet<string> | undefined): string[] {
+  const result: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) === 58 /* ":" */) continue;
+    const lower = name.toLowerCase();
+    if (drop.has(lower) || named?.has(lower)) continue;
+    result.push(name, raw[i + 1]);
   }
   return result;
+}
+
+/** The Connection header of a raw list, its values joined. */
+function rawConnection(raw: readonly string[]): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 10 && raw[i].toLowerCase() === "connection") value = value === undefined ? raw[i + 1] : `${value},${raw[i + 1]}`;
+  return value;
 }
 
 /** Whether a retry policy names this outcome (Envoy's conditions as Istio writes them, or a status code). */
@@ -121,6 +144,39 @@ function cutResponse(response: GatewayResponse): void {
   }
   const socket = (response as ServerResponse).socket as Socket | null;
   if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
+}
+
+/**
+ * A request's end before its answer (its timeout, or its client left): a flag and one listener, the exchange in
+ * progress. An AbortSignal is made only when a connect needs one: an AbortController and its EventTarget per
+ * request were a cost of their own, and most requests reuse an idle connection.
+ */
+class RequestAbort {
+  aborted = false;
+  #listener: (() => void) | undefined;
+  #controller: AbortController | undefined;
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort();
+    }
+    return this.#controller.signal;
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.#controller?.abort();
+    const listener = this.#listener;
+    this.#listener = undefined;
+    listener?.();
+  }
+
+  /** The one listener (undefined: none); called once, at abort. */
+  onAbort(listener: (() => void) | undefined): void {
+    this.#listener = listener;
+  }
 }
 
 export class HttpForwarder {
@@ -203,7 +259,7 @@ export class HttpForwarder {
     const withBody = hasBody(request);
     // A body streams through once: a request with one is not sent again.
     const attempts = 1 + (withBody ? 0 : (rule.retry?.attempts ?? 0));
-    const deadline = new AbortController();
+    const deadline = new RequestAbort();
     const timeoutMs = rule.timeoutMs ?? this.#options.defaultTimeoutMs ?? 60_000;
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -219,13 +275,18 @@ export class HttpForwarder {
       clearTimeout(timer);
       response.off("close", clientGone);
     };
-    const headers = endToEnd(request.headers);
-    const forwardedFor = entry.client + (typeof headers["x-forwarded-for"] === "string" ? `, ${headers["x-forwarded-for"]}` : "");
-    Object.assign(headers, { host: entry.host, "x-forwarded-for": forwardedFor, "x-forwarded-proto": context.scheme, connection: "keep-alive" });
+    // Written once per request (not per attempt): the client's end-to-end headers as received, then the gateway's own.
+    const headers = endToEnd(request.rawHeaders, setByGateway, connectionNamed(request.headers.connection));
+    const forwardedFor = request.headers["x-forwarded-for"];
+    headers.push("host", entry.host, "x-forwarded-for", entry.client + (typeof forwardedFor === "string" ? `, ${forwardedFor}` : ""), "x-forwarded-proto", context.scheme, "connection", "keep-alive");
+    // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes on chunked.
+    const chunked = withBody && request.headers["content-length"] === undefined;
+    if (chunked) headers.push("transfer-encoding", "chunked");
+    const head = requestHead(request.method ?? "GET", request.url ?? "/", headers);
 
     let lastFailure: { status: number; reason: string } = { status: 503, reason: "no backend" };
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (deadline.signal.aborted) break;
+      if (deadline.aborted) break;
       entry.attempts = attempt;
       const backend: PlannedBackend | undefined = this.#weights.pick(rule.backends);
       if (!backend) {
@@ -238,9 +299,9 @@ export class HttpForwarder {
       let upstream: Upstream;
       try {
         // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
-        upstream = await pools.connect(backend, hashKey, deadline.signal, { reuse: !withBody });
+        upstream = await pools.connect(backend, hashKey, deadline, { reuse: !withBody });
       } catch (error) {
-        if (deadline.signal.aborted) break;
+        if (deadline.aborted) break;
         lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
         if (attempt < attempts && retriable(rule.retry, { failure: "connect" })) continue;
         break;
@@ -248,7 +309,7 @@ export class HttpForwarder {
       entry.endpoint = upstream.endpoint.key;
       // Without a rule timeout, the default bounds only the wait for an answer: a long download is not cut.
       const onAnswer = () => rule.timeoutMs === undefined && clearTimeout(timer);
-      const outcome = await this.#exchange(request, response, upstream, backend, headers, withBody, deadline.signal, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
+      const outcome = await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
       if (outcome.kind === "answered") {
         done();
         return finish(outcome.status);
@@ -274,105 +335,180 @@ export class HttpForwarder {
     answer(lastFailure.status, lastFailure.reason);
   }
 
-  /** One attempt: send the request on the upstream connection and stream the answer back, unless it is to be retried. */
+  /**
+   * One attempt: the request on the upstream connection (http1-codec.ts), and the answer streamed back with
+   * backpressure, unless it is to be retried. A whole answer on a connection the backend keeps open sends the
+   * connection back to the idle pool at once.
+   */
   #exchange(
     request: GatewayRequest,
     response: GatewayResponse,
     upstream: Upstream,
     backend: PlannedBackend,
-    headers: Record<string, string | string[]>,
-    withBody: boolean,
-    signal: AbortSignal,
+    head: string,
+    body: "length" | "chunked" | undefined,
+    deadline: RequestAbort,
     perTryTimeoutMs: number | undefined,
     retry: RetryPolicy | undefined,
     onAnswer: () => void,
-  ): Promise<{ kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }> {
+  ): Promise<ExchangeOutcome> {
     return new Promise((resolve) => {
+      const stream: Duplex = upstream.stream;
       let settled = false;
-      const settle = (result: { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string }) => {
+      let answered = false;
+      let status = 502;
+      let keepAlive = false;
+      let requestSent = body === undefined;
+      let waitingForDrain = false;
+      const settle = (result: ExchangeOutcome) => {
         if (settled) return;
         settled = true;
         clearTimeout(perTry);
-        signal.removeEventListener("abort", onAbort);
+        deadline.onAbort(undefined);
+        parser.stop();
+        stream.off("data", onData);
+        stream.off("end", onEnd);
+        stream.off("close", onClose);
+        stream.off("error", onError);
+        stream.off("drain", onUpstreamDrain);
+        if (body !== undefined) {
+          request.off("data", onRequestData);
+          request.off("end", onRequestEnd);
+        }
         upstream.release();
         resolve(result);
       };
-      const stream: Duplex = upstream.stream;
-      let answered = false;
-      const outgoing = httpRequest({
-        method: request.method,
-        path: request.url,
-        headers,
-        setHost: false,
-        createConnection: () => stream as Socket,
+      const cut = (reason: string) => resetStream(stream, new LeafmeshError("PROXY_FAILED", reason));
+      /** The backend failed before its answer: an idle connection it had closed is stale, not a failure. */
+      const failedBeforeAnswer = (why: string) => {
+        if (upstream.reused && !answered) {
+          cut("an idle connection the backend closed");
+          return settle({ kind: "stale", status: 502, reason: "idle connection closed" });
+        }
+        this.#options.count("http backend failed");
+        this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: why }, "backend request failed");
+        cut(why);
+        settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
+      };
+      /** Cut mid-answer: the client must see a cut, never a short answer that looks whole. */
+      const cutMidAnswer = (why: string) => {
+        this.#options.count("http answer cut by backend");
+        cutResponse(response);
+        cut(why);
+        settle({ kind: "answered", status });
+      };
+      let held: Buffer | undefined;
+      const writeHeld = () => {
+        const chunk = held!;
+        held = undefined;
+        if ((response as ServerResponse).write(chunk) || waitingForDrain) return;
+        waitingForDrain = true;
+        stream.pause();
+        response.once("drain", onResponseDrain);
+      };
+      const onResponseDrain = () => {
+        waitingForDrain = false;
+        if (!settled) stream.resume();
+      };
+      const parser = new ResponseParser({
+        head: request.method === "HEAD",
+        onHead: (answer) => {
+          answered = true;
+          status = answer.status;
+          keepAlive = answer.keepAlive;
+          if (retry && retriable(retry, { status })) {
+            parser.stop();
+            cut("an answer to retry");
+            return settle({ kind: "retry", status, reason: `backend answered ${status}` });
+          }
+          clearTimeout(perTry);
+          onAnswer();
+          if (response.destroyed) {
+            parser.stop();
+            cut("the client left");
+            return settle({ kind: "failed", status: 499, reason: "client left" });
+          }
+          (response as ServerResponse).writeHead(status, endToEnd(answer.headers, hopByHop, connectionNamed(rawConnection(answer.headers))));
+        },
+        onBody: (chunk) => {
+          // Held until the end of this read: the last piece of an answer goes with response.end(), one call
+          // that writes head and body together, where write() then end() took two passes through the streams.
+          if (held) writeHeld();
+          held = chunk;
+        },
+        onEnd: (extra) => {
+          // The backend is done with this request: its connection waits for the next one, unless it cannot.
+          const reusable = keepAlive && extra === 0 && requestSent && !stream.destroyed;
+          settle({ kind: "answered", status });
+          if (extra > 0) this.#options.count("http backend sent bytes after its answer");
+          if (reusable) {
+            if (stream.isPaused()) stream.resume();
+            this.#options.pools.park(upstream.endpoint.key, stream);
+          } else if (!stream.destroyed) stream.destroy();
+          const last = held;
+          held = undefined;
+          if (last) response.end(last);
+          else response.end();
+        },
       });
-      // Without an agent Node's client would close the connection after one exchange (and say so in a
-      // Connection header unless one is set): the gateway pools connections itself.
-      outgoing.shouldKeepAlive = true;
-      const cut = (reason: string) => {
-        outgoing.destroy();
-        resetStream(stream, new LeafmeshError("PROXY_FAILED", reason));
+      const onData = (chunk: Buffer) => {
+        try {
+          parser.feed(chunk);
+          // What this read brought of an answer still going on is written now: a stream (server-sent events) is never held back.
+          if (held && !settled) writeHeld();
+        } catch (error) {
+          this.#options.count("http backend answer malformed");
+          if (answered) cutMidAnswer((error as Error).message);
+          else failedBeforeAnswer((error as Error).message);
+        }
+      };
+      const onEnd = () => {
+        // A body that runs until the close ends here (its onEnd settles); anything else unfinished was cut.
+        if (parser.finishOnEof() || settled) return;
+        if (answered) cutMidAnswer("the backend closed mid-answer");
+        else failedBeforeAnswer("the backend closed before its answer");
+      };
+      const onClose = () => {
+        if (settled) return;
+        if (answered) cutMidAnswer("the backend's connection closed mid-answer");
+        else failedBeforeAnswer("the backend's connection closed before its answer");
+      };
+      const onError = (error: Error) => {
+        if (settled) return;
+        if (answered) cutMidAnswer(error.message);
+        else failedBeforeAnswer(error.message);
       };
       const onAbort = () => {
         cut("the request timed out or its client left");
         settle({ kind: "failed", status: 504, reason: "request timed out" });
       };
-      signal.addEventListener("abort", onAbort, { once: true });
+      deadline.onAbort(onAbort);
       const perTry = perTryTimeoutMs
         ? setTimeout(() => {
             cut("the attempt timed out");
             settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
           }, perTryTimeoutMs)
         : undefined;
-      outgoing.on("error", (error) => {
-        // Before an answer: a reset or refused backend (retried when the policy says "reset"); after: the body was cut.
-        if (!settled) {
-          if (upstream.reused && !answered) {
-            resetStream(stream, new LeafmeshError("PROXY_FAILED", "an idle connection the backend closed"));
-            return settle({ kind: "stale", status: 502, reason: "idle connection closed" });
-          }
-          this.#options.count("http backend failed");
-          this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: error.message }, "backend request failed");
-          settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
-        }
-      });
-      outgoing.on("response", (answer) => {
-        answered = true;
-        const status = answer.statusCode ?? 502;
-        if (retry && retriable(retry, { status })) {
-          answer.resume();
-          cut("an answer to retry");
-          return settle({ kind: "retry", status, reason: `backend answered ${status}` });
-        }
-        clearTimeout(perTry);
-        onAnswer();
-        if (response.destroyed) {
-          cut("the client left");
-          return settle({ kind: "failed", status: 499, reason: "client left" });
-        }
-        (response as ServerResponse).writeHead(status, endToEnd(answer.headers));
-        answer.pipe(response as NodeJS.WritableStream);
-        answer.on("error", () => undefined);
-        response.once("finish", () => {
-          settle({ kind: "answered", status });
-        });
-        // A whole answer on a connection the backend keeps open: Node's client lets go of it ('close' on the
-        // request, the socket no longer its own), and it waits for the next request to this endpoint.
-        outgoing.once("close", () => {
-          if (answer.complete && outgoing.shouldKeepAlive && !stream.destroyed) this.#options.pools.park(upstream.endpoint.key, stream);
-          else if (!stream.destroyed) stream.destroy();
-        });
-        answer.once("close", () => {
-          if (answer.complete) return;
-          // Cut mid-answer: the client must see a cut, never a short answer that looks whole.
-          this.#options.count("http answer cut by backend");
-          cutResponse(response);
-          resetStream(stream, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
-          settle({ kind: "answered", status });
-        });
-      });
-      if (withBody) (request as NodeJS.ReadableStream).pipe(outgoing);
-      else outgoing.end();
+      // The request body, framed as its head says, with backpressure both ways.
+      const onRequestData = (chunk: Buffer) => {
+        const ok = body === "chunked" ? stream.write(chunkPrefix(chunk.length), "latin1") && stream.write(chunk) && stream.write(chunkSuffix, "latin1") : stream.write(chunk);
+        if (!ok) request.pause();
+      };
+      const onRequestEnd = () => {
+        if (body === "chunked") stream.write(lastChunk, "latin1");
+        requestSent = true;
+      };
+      const onUpstreamDrain = () => request.resume();
+      stream.on("data", onData);
+      stream.on("end", onEnd);
+      stream.on("close", onClose);
+      stream.on("error", onError);
+      stream.write(head, "latin1");
+      if (body !== undefined) {
+        stream.on("drain", onUpstreamDrain);
+        request.on("data", onRequestData);
+        request.on("end", onRequestEnd);
+      }
     });
   }
 }

@@ -296,7 +296,7 @@ export class GatewayPortListener {
     const onGone = () => abandon.abort();
     client.once("close", onGone);
     client.pause();
-    pools.connect(backend, entry.client, abandon.signal).then(
+    pools.connect(backend, entry.client, abandon).then(
       (upstream) => {
         client.off("close", onGone);
         entry.endpoint = upstream.endpoint.key;

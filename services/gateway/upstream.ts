@@ -9,7 +9,7 @@
  * ```ts
  * const pools = new BackendPools({ node: "edge-a", dialer: tunnel, shared, count, log });
  * pools.refresh(catalog, plannedBackends);
- * const { stream, endpoint, release } = await pools.connect(backend, "198.18.1.7", signal);
+ * const { stream, endpoint, release } = await pools.connect(backend, "198.18.1.7", new AbortController());
  * ```
  */
 import { connectTcp } from "../../lib/connect-tcp.ts";
@@ -161,9 +161,10 @@ export class BackendPools {
   /**
    * A connection to one endpoint of the backend: endpoints are tried in the balancer's order, a failed one left out
    * and reported to outlier ejection, until one answers or `maxAttempts` failed. `hashKey` is what a consistent hash
-   * or session affinity keys on (the client's IP, or a header's value).
+   * or session affinity keys on (the client's IP, or a header's value). `abort.signal` is read only when a connect is
+   * made (an AbortController, or the HTTP forwarder's request that makes its signal only then).
    */
-  async connect(backend: PlannedBackend, hashKey: string, signal: AbortSignal, options: { reuse?: boolean } = {}): Promise<Upstream> {
+  async connect(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, options: { reuse?: boolean } = {}): Promise<Upstream> {
     const { shared, count, log } = this.#options;
     const balancer = this.#balancers.get(backend.key);
     if (!balancer?.hasEndpoints) throw new NoUpstreamError("no endpoints", backend.key);
@@ -184,12 +185,12 @@ export class BackendPools {
       const idle = options.reuse ? this.#takeIdle(endpoint.key) : undefined;
       if (idle) return { stream: idle, endpoint, release, reused: true };
       try {
-        const stream = await this.#dial(endpoint, signal);
+        const stream = await this.#dial(endpoint, abort.signal);
         shared.outliers.success(endpoint.key);
         return { stream, endpoint, release, reused: false };
       } catch (error) {
         release();
-        if (signal.aborted) throw error; // the client left: not the endpoint's fault
+        if (abort.signal.aborted) throw error; // the client left: not the endpoint's fault
         lastError = error;
         exclude.add(endpoint.key);
         count("backend connect failed");

@@ -1,0 +1,49 @@
+/**
+ * The batched access log writes the lines pino would, byte for byte, and a
+ * turn's lines in one write to the logger's destination.
+ */
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { createLogger } from "../../lib/log.ts";
+import { batchedAccessLog } from "./access-log.ts";
+
+function capture(): { destination: Writable; writes: string[] } {
+  const writes: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      writes.push(chunk.toString());
+      callback();
+    },
+  });
+  return { destination, writes };
+}
+
+const withoutTime = (line: string) => line.replace(/"time":"[^"]+"/, '"time":"T"');
+
+describe("the gateway's access log", () => {
+  it("writes what pino writes, a turn's lines in one write", async () => {
+    const direct = capture();
+    const batched = capture();
+    const entries = Array.from({ length: 50 }, (_, index) => ({ kind: "http", port: 8080, path: `/a"b\\${index}`, status: 200, route: "HTTPRoute shop/x" }));
+    const pinoLog = createLogger({ destination: direct.destination }).child({ node: "edge-a", actor: "gateway" }).child({ log: "access" });
+    for (const entry of entries) pinoLog.info(entry, "request");
+    const access = batchedAccessLog(createLogger({ destination: batched.destination }).child({ node: "edge-a", actor: "gateway" }).child({ log: "access" }));
+    for (const entry of entries) access.write(entry, "request");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batched.writes).toHaveLength(1);
+    const lines = batched.writes[0].split("\n").filter(Boolean);
+    expect(lines.map(withoutTime)).toEqual(direct.writes.join("").split("\n").filter(Boolean).map(withoutTime).map((line) => line.replace(/"pid":\d+/, `"pid":${process.pid}`)));
+  });
+
+  it("writes nothing below the logger's level, and flushes at once when asked", () => {
+    const quiet = capture();
+    batchedAccessLog(createLogger({ level: "warn", destination: quiet.destination })).write({ kind: "tcp" }, "connection");
+    const loud = capture();
+    const access = batchedAccessLog(createLogger({ destination: loud.destination }));
+    access.write({ kind: "tcp" }, "connection");
+    access.flush();
+    expect(quiet.writes).toEqual([]);
+    expect(loud.writes).toHaveLength(1);
+    expect(JSON.parse(loud.writes[0])).toMatchObject({ level: 30, kind: "tcp", msg: "connection" });
+  });
+});

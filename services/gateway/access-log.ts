@@ -1,0 +1,70 @@
+/**
+ * The gateway's access log: one JSON line a request or connection, the very
+ * line the actor's pino logger would write (level, time, its bindings, the
+ * entry, msg), but gathered for the rest of the event-loop turn and written to
+ * the logger's destination in one write. A line a request written at once was
+ * one write(2) per request, a tenth of the gateway's CPU per request in
+ * bench/gateway; under load one turn serves tens of requests.
+ *
+ * ```ts
+ * const access = batchedAccessLog(log.child({ log: "access" }));
+ * access.write({ kind: "http", status: 200 }, "request"); // on its way by the next turn
+ * access.flush(); // at stop
+ * ```
+ */
+import { pino, type Logger } from "pino";
+
+export interface AccessLog {
+  write(entry: object, message: string): void;
+  /** Writes what is gathered now. */
+  flush(): void;
+}
+
+/** @default 65_536 — a turn that gathers more is written at once: a burst holds little memory. */
+const maxPendingBytes = 65_536;
+
+interface PinoInternals {
+  [key: symbol]: unknown;
+}
+
+export function batchedAccessLog(log: Logger): AccessLog {
+  const internals = log as unknown as PinoInternals;
+  const stream = internals[pino.symbols.streamSym] as { write(text: string): unknown } | undefined;
+  const time = internals[pino.symbols.timeSym] as (() => string) | undefined;
+  const bindings = internals[pino.symbols.chindingsSym] as string | undefined;
+  // Not a pino logger of the usual make (or one with a custom serializer chain): line by line through it.
+  if (typeof stream?.write !== "function" || typeof time !== "function" || typeof bindings !== "string") {
+    return { write: (entry, message) => log.info(entry, message), flush: () => undefined };
+  }
+  const level = log.levels.values.info;
+  // One time string per millisecond: under load a turn logs many requests within one.
+  let lastMs = -1;
+  let lastTime = "";
+  let pending = "";
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === "") return;
+    const text = pending;
+    pending = "";
+    stream.write(text);
+  };
+  return {
+    write(entry, message) {
+      if (!log.isLevelEnabled("info")) return;
+      const fields = JSON.stringify(entry);
+      const now = Date.now();
+      if (now !== lastMs) {
+        lastMs = now;
+        lastTime = time();
+      }
+      pending += `{"level":${level}${lastTime}${bindings}${fields.length > 2 ? `,${fields.slice(1, -1)}` : ""},"msg":${JSON.stringify(message)}}\n`;
+      if (pending.length >= maxPendingBytes) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
+}
