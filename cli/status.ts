@@ -12,6 +12,7 @@ import { clientConnectOptions, clientSecurityOptions } from "./security-options.
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
 import { formatWhy } from "./why.ts";
+import { formatRelayChoice } from "./relay-choice-view.ts";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
@@ -147,6 +148,7 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
         : table(["LOCAL", "REMOTE", "STATE", "WHAT"], view.cloudConnections.map((connection) => [connection.local, connection.remote, connection.state, connection.leaf ? "leaf link (control, catalog, relayed streams)" : "other"])),
     );
   }
+  if (status.relayChoice) parts.push("", ...formatRelayChoice(status.relayChoice));
   parts.push("", "ACTORS");
   parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
   const tunnel = status.actors.find((actor) => actor.name === "tunnel")?.detail;
