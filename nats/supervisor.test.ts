@@ -152,3 +152,39 @@ describe("restarting with a new configuration (relay choice moves the leaf link 
     await eventually(() => agent.state === "ready" && agent.pid !== pid, 15_000, "the replaced server restarted after a crash");
   }, 60_000);
 });
+
+describe("a TLS leafnode port probed by agents", () => {
+  it("logs a dialler that hung up after INFO (an upstream probe) at debug, not as an error", async () => {
+    const { selfSignedCertificate } = await import("../test/support/certificates.ts");
+    const { probeLeafPort } = await import("./upstream-probe.ts");
+    const { writeFileSync } = await import("node:fs");
+    const { Writable } = await import("node:stream");
+    const { createLogger } = await import("../lib/log.ts");
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(["localhost"]);
+    writeFileSync(join(dir, "cert.pem"), cert);
+    writeFileSync(join(dir, "key.pem"), key);
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const lines: { level: number; msg: string }[] = [];
+    const destination = new Writable({ write: (chunk, _encoding, done) => void (lines.push(JSON.parse(String(chunk))), done()) });
+    const hub = new NatsServerSupervisor({
+      name: "hub-tls",
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log: createLogger({ level: "debug", destination }),
+      configText: [
+        `server_name: hub-tls`,
+        `listen: 127.0.0.1:${client}`,
+        `http: 127.0.0.1:${monitor}`,
+        `leafnodes { listen: 127.0.0.1:${leaf}, tls { cert_file: "${join(dir, "cert.pem")}", key_file: "${join(dir, "key.pem")}", ca_file: "${join(dir, "cert.pem")}", verify: true } }`,
+      ].join("\n"),
+    });
+    servers.push(hub);
+    await hub.start();
+    const probe = await probeLeafPort("127.0.0.1", leaf, 2_000);
+    expect(probe).toMatchObject({ ok: true, server: "hub-tls" });
+    const line = await eventually(() => lines.find((entry) => /handshake error: EOF/.test(entry.msg)), 5_000, "the hub's line about the probe");
+    expect(line.level, `logged as ${line.level}: ${line.msg}`).toBe(20);
+    expect(lines.filter((entry) => entry.level >= 50)).toEqual([]);
+  }, 30_000);
+});

@@ -240,7 +240,11 @@ export class NatsServerSupervisor {
     this.#recentLines.push(line);
     if (this.#recentLines.length > 50) this.#recentLines.shift();
     const match = /^\[\d+\] \S+ \S+ \[(\w{3})\] (.*)$/.exec(line);
-    const level = match ? (levelOf[match[1]] ?? "info") : "info";
+    // A dialler that read the INFO line and hung up before TLS: what agents' upstream probes do
+    // (nats/upstream-probe.ts, every few seconds per hub), not a failed leaf. A real TLS failure says
+    // more than EOF (no certificate, unknown authority, not a TLS record).
+    const probe = match && /TLS (leafnode )?handshake error: EOF$/.test(match[2]);
+    const level = probe ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     this.#log[level]({ server: this.options.name }, match ? match[2] : line);
   }
 
