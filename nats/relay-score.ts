@@ -70,7 +70,11 @@ export function scoreUpstream(input: { url: string; server?: string; probes: rea
 export interface ChoiceSettings {
   /** @default 3 — probe rounds in a row the upstream in use must be worse than the best other by the margin before the leaf moves (one slow round is noise). */
   badRounds: number;
-  /** @default 20 — the best other must be better by at least this many ms-equivalents (and by marginRatio): moving costs a leaf restart. */
+  /**
+   * @default 50 — the best other must be better by at least this many ms-equivalents (and by marginRatio):
+   * moving costs a leaf restart, and a probe's time jitters by tens of ms on a busy node (20 ms was
+   * crossed twice in a row by jitter alone in the lab, on 2 shared cores).
+   */
   marginMs: number;
   /** @default 0.5 — and better by this share of its own score: 50 ms vs 80 ms is not worth a move, 50 vs 200 is. */
   marginRatio: number;
@@ -78,7 +82,7 @@ export interface ChoiceSettings {
   holdMs: number;
 }
 
-export const defaultChoiceSettings: ChoiceSettings = { badRounds: 3, marginMs: 20, marginRatio: 0.5, holdMs: 30_000 };
+export const defaultChoiceSettings: ChoiceSettings = { badRounds: 3, marginMs: 50, marginRatio: 0.5, holdMs: 30_000 };
 
 export interface ChoiceState {
   /** The upstream the leaf is attached to now (undefined while it is attached to none). */
