@@ -196,6 +196,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
     const refused = (detail.refused ?? []) as unknown[];
     return `${listeners.length - failed.length} listening (${listeners.map((listener) => listener.port).join(",") || "none"}), ${((detail.routes ?? []) as unknown[]).length} routes${refused.length ? `, ${refused.length} refused (see --json)` : ""}${failed.length ? `; failed: ${failed.map((listener) => `${listener.port}: ${listener.error ?? "?"}`).join("; ")}` : ""}`;
   }
+  if (name === "relay") return `load record: ${String(detail.channels ?? 0)} relay channels, ${Math.round(Number(detail.bytesPerSecond ?? 0) / 1024)} KiB/s through ${String(detail.leafs ?? 0)} leafs`;
   if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
   if (name === "trust") return `revocation list version ${String(detail.revocationList ?? 0)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`;
   return "";
