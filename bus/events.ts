@@ -15,6 +15,18 @@ import { pathAttemptSchema, pathReasonCodes } from "./path-why.ts";
 
 const at = z.string(); // ISO time of the event at its source
 
+/** One upstream as relay choice scored it (bus/status.ts RelayUpstreamScore). */
+const relayUpstreamScoreSchema = z.object({
+  url: z.string(),
+  server: z.string().optional(),
+  rttMs: z.number().optional(),
+  loss: z.number(),
+  probes: z.number(),
+  load: z.object({ channels: z.number(), bytesPerSecond: z.number() }).optional(),
+  /** null: unreachable (no probe answered). */
+  score: z.number().nullable(),
+});
+
 export const meshEvents = {
   /** Every actor, every few seconds: it is alive, and in which state. */
   heartbeat: z.object({ at, state: z.string(), uptimeMs: z.number(), detail: z.record(z.string(), z.unknown()).optional() }),
@@ -45,6 +57,28 @@ export const meshEvents = {
   }),
   /** fabric: the embedded nats-server started, exited or is restarting. */
   server: z.object({ at, status: z.enum(["starting", "ready", "exited", "restarting", "stopped"]), detail: z.string().optional() }),
+  /**
+   * fabric, on a hub, every few seconds: its relay load, what agents weigh in choosing their upstream
+   * (docs/relay-choice.md): relay channels open through it and bytes/s through its leaf connections.
+   */
+  load: z.object({ at, channels: z.number().int().min(0), bytesPerSecond: z.number().min(0), leafs: z.number().int().min(0) }),
+  /**
+   * fabric, on an agent: relay choice moved the leaf link (which carries every relayed stream) to
+   * another upstream, and why: the scores of every upstream when it decided (roles/relay-choice.ts).
+   * Sent twice: when it decides (through the degraded link, so it may be lost) and after the first
+   * probe round through the new one (with `movedInMs` and the scores `after`).
+   */
+  upstream: z.object({
+    at,
+    from: z.string().nullable(),
+    to: z.string(),
+    reason: z.string(),
+    scores: z.array(relayUpstreamScoreSchema),
+    /** How long the leaf server's restart took: present on the second event, sent after the move. */
+    movedInMs: z.number().optional(),
+    /** The scores of the first probe round after the move (second event). */
+    after: z.array(relayUpstreamScoreSchema).optional(),
+  }),
   /** publisher: lease taken or lost; catalog writes done. */
   lease: z.object({ at, holder: z.string().nullable(), held: z.boolean() }),
   publish: z.object({ at, puts: z.number(), deletes: z.number(), objects: z.number(), source: z.string() }),

@@ -30,6 +30,44 @@ export interface NodeStatus {
   catalogObjects: number;
   /** The URLs this node's (or site server's) leaf attaches to, in order (what `leafmesh drill` cuts); absent on a hub. */
   upstreams?: string[];
+  /** Relay choice on an agent with several upstreams (roles/relay-choice.ts, docs/relay-choice.md). */
+  relayChoice?: RelayChoiceStatus;
   /** Extra tables from actors (tunnel paths, DNS stats...). */
   extra?: Record<string, unknown>;
+}
+
+/** One upstream as relay choice scored it (nats/relay-score.ts); score null: unreachable. */
+export interface RelayUpstreamScore {
+  url: string;
+  server?: string;
+  rttMs?: number;
+  loss: number;
+  probes: number;
+  load?: { channels: number; bytesPerSecond: number };
+  score: number | null;
+}
+
+export interface RelayMoveStatus {
+  at: string;
+  from: string | null;
+  to: string;
+  reason: string;
+  scores: RelayUpstreamScore[];
+  movedInMs?: number;
+  error?: string;
+}
+
+/** What relay choice shows in `leafmesh status` and `netcheck`. */
+export interface RelayChoiceStatus {
+  /** The upstream the leaf is attached to now. */
+  inUse: string | null;
+  /** The order the leaf remote is rendered in now. */
+  order: string[];
+  scores: RelayUpstreamScore[];
+  /** Bad rounds in a row so far (a move after `settings.badRounds`). */
+  badRounds: number;
+  /** The last round's verdict, in words. */
+  verdict: string;
+  lastMove?: RelayMoveStatus;
+  settings: Record<string, number>;
 }

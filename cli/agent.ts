@@ -3,6 +3,8 @@ import { join, resolve } from "node:path";
 import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
+import { defaultRelayChoiceSettings } from "../roles/relay-choice.ts";
+import { defaultScoreWeights } from "../nats/relay-score.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
 import { serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
@@ -107,6 +109,20 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     joinUrl: option.list({ value: "URL,…", description: "with --join: the enrolling hubs' client URLs, instead of those in the token" }),
     ...serverOptions({ metricsListen: "127.0.0.1:9465" }),
     ...upstreamOrderOption,
+    relayChoice: option.choice(["on", "off"] as const, {
+      default: "on",
+      description: "with several --hub URLs: keep scoring them (RTT, loss, the hub's relay load) and move the leaf link, which carries every relayed stream, to a better one when the one in use degrades (docs/relay-choice.md)",
+    }),
+    relayProbeInterval: option.integer({ default: defaultRelayChoiceSettings.probeIntervalMs, min: 100, value: "MS", description: "relay choice: time between probe rounds of every upstream" }),
+    relayProbeTimeout: option.integer({ default: defaultRelayChoiceSettings.probeTimeoutMs, min: 50, value: "MS", description: "relay choice: a probe unanswered this long counts as lost (less than --relay-probe-interval)" }),
+    relayWindow: option.integer({ default: defaultRelayChoiceSettings.windowRounds, max: 1000, value: "ROUNDS", description: "relay choice: probe rounds RTT (median) and loss are taken over" }),
+    relayBadRounds: option.integer({ default: defaultRelayChoiceSettings.badRounds, max: 100, value: "N", description: "relay choice: rounds in a row the upstream in use must be worse than the best other by the margin before the leaf moves" }),
+    relayMargin: option.integer({ default: defaultRelayChoiceSettings.marginMs, min: 0, value: "MS", description: "relay choice: the best other upstream must score better by at least this much (and by --relay-margin-percent)" }),
+    relayMarginPercent: option.integer({ default: defaultRelayChoiceSettings.marginRatio * 100, min: 0, max: 10_000, value: "PERCENT", description: "relay choice: ... and by this share of its own score" }),
+    relayHold: option.integer({ default: defaultRelayChoiceSettings.holdMs, min: 0, value: "MS", description: "relay choice: no second move for this long after one" }),
+    relayLossPenalty: option.integer({ default: defaultScoreWeights.lossPenaltyMs, min: 0, value: "MS", description: "relay choice score: ms added for 100% probe loss (10% loss adds a tenth)" }),
+    relayChannelPenalty: option.integer({ default: defaultScoreWeights.channelPenaltyMs, min: 0, value: "MS", description: "relay choice score: ms added per relay channel open through the hub" }),
+    relayLoadPenalty: option.integer({ default: defaultScoreWeights.loadPenaltyMsPerMiBps, min: 0, value: "MS", description: "relay choice score: ms added per MiB/s through the hub's leaf connections" }),
   },
   async run(options, _positionals, io) {
     const log = createLogger({ level: options.logLevel });
@@ -122,6 +138,9 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     // A node attached to an edge site's domain is of that site (its record says so): the partition policy
     // and traffic's locality then know the site's other nodes without a second flag.
     if (site === undefined && options.upstreamDomain !== "hub") site = options.upstreamDomain;
+    if (options.relayProbeTimeout >= options.relayProbeInterval) {
+      throw new LeafmeshError("CONFIG_INVALID", `--relay-probe-timeout ${options.relayProbeTimeout} must be less than --relay-probe-interval ${options.relayProbeInterval}: a round must end before the next begins`);
+    }
     const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({
@@ -163,6 +182,17 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       monitor: options.monitorListen,
       upstreamDomain: options.upstreamDomain,
       upstreamOrder: options.upstreamOrder,
+      relayChoice: options.relayChoice,
+      relayChoiceSettings: {
+        probeIntervalMs: options.relayProbeInterval,
+        probeTimeoutMs: options.relayProbeTimeout,
+        windowRounds: options.relayWindow,
+        badRounds: options.relayBadRounds,
+        marginMs: options.relayMargin,
+        marginRatio: options.relayMarginPercent / 100,
+        holdMs: options.relayHold,
+      },
+      relayScoreWeights: { lossPenaltyMs: options.relayLossPenalty, channelPenaltyMs: options.relayChannelPenalty, loadPenaltyMsPerMiBps: options.relayLoadPenalty },
       metrics: options.metricsListen,
       log,
     });

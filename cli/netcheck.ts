@@ -42,7 +42,7 @@ the LAN are listed with whether a direct connection to them is open
         throw new LeafmeshError("NOT_RUNNING", `no tunnel answers on '${node}' (netcheck runs on an agent with the tunnel on, i.e. with --keys or --psk)`, { cause });
       }
       const status = await rpcRequest(connection, node, rpc.status, undefined, timeout).catch(() => undefined);
-      io.stdout.write(options.json ? `${JSON.stringify({ ...check, links: status?.links ?? [] }, null, 2)}\n` : formatNetcheck(check, status?.links));
+      io.stdout.write(options.json ? `${JSON.stringify({ ...check, links: status?.links ?? [], ...(status?.relayChoice ? { relayChoice: status.relayChoice } : {}) }, null, 2)}\n` : formatNetcheck(check, status?.links, status?.relayChoice));
       return 0;
     } finally {
       await connection.close();

@@ -12,6 +12,7 @@ import { clientConnectOptions, clientSecurityOptions } from "./security-options.
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
 import { formatWhy } from "./why.ts";
+import { formatRelayChoice } from "./relay-choice-view.ts";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
@@ -147,6 +148,7 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
         : table(["LOCAL", "REMOTE", "STATE", "WHAT"], view.cloudConnections.map((connection) => [connection.local, connection.remote, connection.state, connection.leaf ? "leaf link (control, catalog, relayed streams)" : "other"])),
     );
   }
+  if (status.relayChoice) parts.push("", ...formatRelayChoice(status.relayChoice));
   parts.push("", "ACTORS");
   parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
   const tunnel = status.actors.find((actor) => actor.name === "tunnel")?.detail;
@@ -194,6 +196,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
     const refused = (detail.refused ?? []) as unknown[];
     return `${listeners.length - failed.length} listening (${listeners.map((listener) => listener.port).join(",") || "none"}), ${((detail.routes ?? []) as unknown[]).length} routes${refused.length ? `, ${refused.length} refused (see --json)` : ""}${failed.length ? `; failed: ${failed.map((listener) => `${listener.port}: ${listener.error ?? "?"}`).join("; ")}` : ""}`;
   }
+  if (name === "relay") return `load record: ${String(detail.channels ?? 0)} relay channels, ${Math.round(Number(detail.bytesPerSecond ?? 0) / 1024)} KiB/s through ${String(detail.leafs ?? 0)} leafs`;
   if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
   if (name === "trust") return `revocation list version ${String(detail.revocationList ?? 0)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`;
   return "";

@@ -4,7 +4,8 @@
  * (bus/path-why.ts), so a test can read them without a mesh.
  */
 import type { Netcheck, NatView, PathWhy } from "../bus/path-why.ts";
-import type { FabricLink } from "../bus/status.ts";
+import type { FabricLink, RelayChoiceStatus } from "../bus/status.ts";
+import { formatRelayChoice } from "./relay-choice-view.ts";
 import { table } from "./status.ts";
 
 function natLine(view: NatView): string {
@@ -51,7 +52,7 @@ export function formatWhy(why: PathWhy): string {
 }
 
 /** `links`: the node's fabric links from its status; undefined when no leafmesh process answered status. */
-export function formatNetcheck(check: Netcheck, links: FabricLink[] | undefined): string {
+export function formatNetcheck(check: Netcheck, links: FabricLink[] | undefined, relayChoice?: RelayChoiceStatus): string {
   const lines = [`netcheck ${check.node} (as of ${check.at})`, ""];
   lines.push("NAT", `  ${natLine(check.nat)}${check.nat.error ? ` — ${check.nat.error}` : ""}`);
   if (check.observer) lines.push(`  observer: ${check.observer.host} ports ${check.observer.ports.join(", ")}`);
@@ -71,6 +72,7 @@ export function formatNetcheck(check: Netcheck, links: FabricLink[] | undefined)
   );
   const leaf = links?.find((link) => link.direction === "upstream");
   lines.push(`  leaf link: ${!links ? "unknown (no status answer)" : leaf ? `${leaf.up ? "up" : "down"} to ${leaf.remote}${leaf.url ? ` (${leaf.url})` : ""}${leaf.rttMs !== undefined ? `, RTT ${leaf.rttMs} ms` : ""}` : "none"}`);
+  if (relayChoice) lines.push("", ...formatRelayChoice(relayChoice));
   lines.push("", `LAN (mDNS ${check.mdns ? "on" : "off"})`);
   lines.push(
     check.lan.length === 0

@@ -106,3 +106,85 @@ describe("nats-server configs and supervisor", () => {
     ).toThrow(/upstream/);
   });
 });
+
+describe("restarting with a new configuration (relay choice moves the leaf link this way)", () => {
+  it("moves a leaf to the upstream now rendered first, keeps the old server when nats-server rejects the new config, and stays supervised", async () => {
+    const hubs = await Promise.all(
+      ["hub-a", "hub-b"].map(async (name) => {
+        const dir = tempDir();
+        const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+        const hub = new NatsServerSupervisor({
+          name,
+          dataDir: dir,
+          monitor: { host: "127.0.0.1", port: monitor },
+          log: silentLogger(),
+          configText: renderHubConfig({ serverName: name, storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+        });
+        servers.push(hub);
+        await hub.start();
+        return { hub, leafUrl: toLeafUrl(`nats://127.0.0.1:${leaf}`), monitor };
+      }),
+    );
+    const dir = tempDir();
+    const [client, monitor] = [await freePort(), await freePort()];
+    const render = (upstreams: string[]) =>
+      renderLeafConfig({ serverName: "edge-m", domain: "edge-m", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, monitor: { host: "127.0.0.1", port: monitor }, upstreams });
+    const statuses: string[] = [];
+    const agent = new NatsServerSupervisor({ name: "edge-m", dataDir: dir, monitor: { host: "127.0.0.1", port: monitor }, log: silentLogger(), onStatus: (status) => statuses.push(status), configText: render(hubs.map((hub) => hub.leafUrl)) });
+    servers.push(agent);
+    await agent.start();
+    await eventually(async () => (await leafz(hubs[0].monitor)).leafnodes === 1, 10_000, "the leaf at hub-a");
+
+    const firstPid = agent.pid;
+    await agent.restartWith(render([hubs[1].leafUrl, hubs[0].leafUrl]));
+    expect(agent.state).toBe("ready");
+    expect(agent.pid).not.toBe(firstPid);
+    await eventually(async () => (await leafz(hubs[1].monitor)).leafnodes === 1 && (await leafz(hubs[0].monitor)).leafnodes === 0, 10_000, "the leaf at hub-b only");
+    expect(statuses.slice(-4)).toEqual(["exited", "restarting", "starting", "ready"]);
+
+    const pid = agent.pid;
+    await expect(agent.restartWith("this is { not a config")).rejects.toThrow(/rejected the new configuration/);
+    expect(agent.pid).toBe(pid);
+    expect(agent.state).toBe("ready");
+
+    // Still supervised: a crash after the replacement is restarted as before.
+    process.kill(agent.pid!, "SIGKILL");
+    await eventually(() => agent.state === "ready" && agent.pid !== pid, 15_000, "the replaced server restarted after a crash");
+  }, 60_000);
+});
+
+describe("a TLS leafnode port probed by agents", () => {
+  it("logs a dialler that hung up after INFO (an upstream probe) at debug, not as an error", async () => {
+    const { selfSignedCertificate } = await import("../test/support/certificates.ts");
+    const { probeLeafPort } = await import("./upstream-probe.ts");
+    const { writeFileSync } = await import("node:fs");
+    const { Writable } = await import("node:stream");
+    const { createLogger } = await import("../lib/log.ts");
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(["localhost"]);
+    writeFileSync(join(dir, "cert.pem"), cert);
+    writeFileSync(join(dir, "key.pem"), key);
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const lines: { level: number; msg: string }[] = [];
+    const destination = new Writable({ write: (chunk, _encoding, done) => void (lines.push(JSON.parse(String(chunk))), done()) });
+    const hub = new NatsServerSupervisor({
+      name: "hub-tls",
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log: createLogger({ level: "debug", destination }),
+      configText: [
+        `server_name: hub-tls`,
+        `listen: 127.0.0.1:${client}`,
+        `http: 127.0.0.1:${monitor}`,
+        `leafnodes { listen: 127.0.0.1:${leaf}, tls { cert_file: "${join(dir, "cert.pem")}", key_file: "${join(dir, "key.pem")}", ca_file: "${join(dir, "cert.pem")}", verify: true } }`,
+      ].join("\n"),
+    });
+    servers.push(hub);
+    await hub.start();
+    const probe = await probeLeafPort("127.0.0.1", leaf, 2_000);
+    expect(probe).toMatchObject({ ok: true, server: "hub-tls" });
+    const line = await eventually(() => lines.find((entry) => /handshake error: EOF/.test(entry.msg)), 5_000, "the hub's line about the probe");
+    expect(line.level, `logged as ${line.level}: ${line.msg}`).toBe(20);
+    expect(lines.filter((entry) => entry.level >= 50)).toEqual([]);
+  }, 30_000);
+});

@@ -120,6 +120,8 @@ export class NatsServerSupervisor {
   #recentLines: string[] = [];
   #backoffTimer: NodeJS.Timeout | undefined;
   #stopping = false;
+  /** Set while restartWith() replaces the server: its exit is no crash. */
+  #replacing = false;
   #readySince = 0;
 
   constructor(options: NatsServerOptions) {
@@ -238,13 +240,58 @@ export class NatsServerSupervisor {
     this.#recentLines.push(line);
     if (this.#recentLines.length > 50) this.#recentLines.shift();
     const match = /^\[\d+\] \S+ \S+ \[(\w{3})\] (.*)$/.exec(line);
-    const level = match ? (levelOf[match[1]] ?? "info") : "info";
+    // A dialler that read the INFO line and hung up before TLS: what agents' upstream probes do
+    // (nats/upstream-probe.ts, every few seconds per hub), not a failed leaf. A real TLS failure says
+    // more than EOF (no certificate, unknown authority, not a TLS record).
+    const probe = match && /TLS (leafnode )?handshake error: EOF$/.test(match[2]);
+    const level = probe ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     this.#log[level]({ server: this.options.name }, match ? match[2] : line);
+  }
+
+  /**
+   * Stops the server and starts it again with `configText`, resolving once it is healthy
+   * again. What cannot change by a config reload changes this way: a leaf's remotes
+   * (nats-server 2.9.10 refuses "config reload not supported for LeafNode"), which relay
+   * choice (roles/relay-choice.ts) reorders to move the leaf link to another upstream.
+   * The JetStream store stays on disk; local clients reconnect by themselves.
+   */
+  async restartWith(configText: string, graceMs = 5_000): Promise<void> {
+    const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
+    if (this.state !== "ready") throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' is ${this.state}, not ready: not restarted with a new configuration`);
+    const previous = this.options.configText;
+    writeFileSync(this.configPath, configText, { mode: 0o600 });
+    const check = spawnSync(binary, ["-t", "-c", this.configPath], { encoding: "utf8" });
+    if (check.status !== 0) {
+      writeFileSync(this.configPath, previous, { mode: 0o600 });
+      throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the new configuration: ${`${check.stderr}${check.stdout}`.trim()}`);
+    }
+    this.options.configText = configText;
+    const child = this.#child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      this.#replacing = true;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+      this.#replacing = false;
+    }
+    if (this.#stopping) return;
+    this.actor.send({ type: "RETRY" });
+    this.options.onStatus?.("restarting", "new configuration");
+    await this.#launch(binary, false);
+    if (this.state !== "ready") throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' did not come back with the new configuration: ${this.#recentLines.slice(-5).join(" | ")}`);
   }
 
   #onExit(child: ChildProcess, binary: string, detail: string): void {
     if (this.#child !== child) return;
     this.#child = undefined;
+    if (this.#replacing && !this.#stopping) {
+      // restartWith() starts the next one itself.
+      this.actor.send({ type: "EXITED", detail: `replaced: ${detail}` });
+      this.options.onStatus?.("exited", "replaced with a new configuration");
+      return;
+    }
     if (this.#stopping) {
       this.actor.send({ type: "STOPPED" });
       this.options.onStatus?.("stopped");

@@ -36,6 +36,8 @@ import type { SiteSecurity } from "../trust/site-security.ts";
 import { watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
 import { readFileSync } from "node:fs";
+import { RelayChoice, type RelayChoiceSettings } from "./relay-choice.ts";
+import type { ScoreWeights } from "../nats/relay-score.ts";
 
 export interface AgentContext {
   node: string;
@@ -77,6 +79,13 @@ export interface AgentConfig {
   upstreamDomain?: string;
   /** "rtt": nearest upstream first (measured at start); "given": the order given. @default "rtt" */
   upstreamOrder?: "rtt" | "given";
+  /**
+   * Relay choice (roles/relay-choice.ts): with several upstreams, keep scoring them and move the leaf
+   * link to a better one when the one in use degrades. @default "on" (it acts only with 2 or more upstreams)
+   */
+  relayChoice?: "on" | "off";
+  relayChoiceSettings?: Partial<RelayChoiceSettings>;
+  relayScoreWeights?: Partial<ScoreWeights>;
   /** JetStream domain of this server. @default the node name (a site cluster's servers share the site's name) */
   domain?: string;
   actors?: ActorFactory[];
@@ -124,6 +133,22 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     config.log.child({ node: config.node }).info({ upstreams: measured }, "upstreams ordered by round-trip time");
   }
   config.log.child({ node: config.node }).info({ upstreams }, "the leaf attaches to these upstreams, in this order");
+  // Rendered again, in another order, when relay choice moves the leaf link.
+  const renderConfig = (order: string[]) =>
+    renderLeafConfig({
+      serverName: config.node,
+      domain: config.domain ?? config.node,
+      storeDir: join(config.dataDir, "jetstream"),
+      client: config.client,
+      monitor: config.monitor,
+      upstreams: order,
+      leaf: config.leaf,
+      cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
+      security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
+      remoteSecurity: config.security?.leafRemoteFragment,
+      leafSecurity: config.siteSecurity?.leafnodesFragment,
+      remotes: config.siteSecurity?.remotes,
+    });
   const node = await startServerProcess({
     name: config.node,
     role,
@@ -134,31 +159,18 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       dataDir: config.dataDir,
       monitor: config.monitor,
       loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
-      configText: renderLeafConfig({
-        serverName: config.node,
-        domain: config.domain ?? config.node,
-        storeDir: join(config.dataDir, "jetstream"),
-        client: config.client,
-        monitor: config.monitor,
-        upstreams,
-        leaf: config.leaf,
-        cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
-        security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
-        remoteSecurity: config.security?.leafRemoteFragment,
-        leafSecurity: config.siteSecurity?.leafnodesFragment,
-        remotes: config.siteSecurity?.remotes,
-      }),
+      configText: renderConfig(upstreams),
     },
   });
   try {
-    return await startAgentParts(config, node, upstreams);
+    return await startAgentParts(config, node, upstreams, renderConfig);
   } catch (error) {
     await node.stop();
     throw error;
   }
 }
 
-async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[]): Promise<AgentRuntime> {
+async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[], renderConfig: (order: string[]) => string): Promise<AgentRuntime> {
   const { log, connection, bus, server } = node;
   const role = config.role ?? "agent";
   // A refused publish is silent at the client: log it, explained (which subject, whose it is).
@@ -220,6 +232,28 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     }
   }
 
+  // A site server's remotes are per account and its cluster moves as one: relay choice is an agent's.
+  let relayChoice: RelayChoice | undefined;
+  if (role === "agent" && (config.relayChoice ?? "on") === "on" && upstreams.length > 1 && !config.siteSecurity) {
+    const choice = new RelayChoice({
+      node: config.node,
+      upstreams,
+      bus,
+      log: log.child({ actor: "fabric" }),
+      currentUpstream: () => fabric.links.find((link) => link.direction === "upstream")?.url,
+      moveLeaf: async (order) => {
+        await server.restartWith(renderConfig(order));
+        // The monitor's view of the leaf at once, not at its next tick: status and the next round read it.
+        await fabric.poll();
+      },
+      settings: config.relayChoiceSettings,
+      weights: config.relayScoreWeights,
+    });
+    choice.start();
+    relayChoice = choice;
+    node.onStop(() => choice.stop(), "relay choice");
+  }
+
   const status = (): NodeStatus =>
     buildStatus({
       node: config.node,
@@ -234,6 +268,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       ],
       catalogObjects: controller.index.size,
       upstreams,
+      relayChoice: relayChoice?.status(),
     });
   node.serveStatus(status);
   log.info({ node: config.node }, `${role} ready`);

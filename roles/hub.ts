@@ -28,6 +28,7 @@ import { readSignedRevocationList } from "../trust/key-store.ts";
 import { readFileSync } from "node:fs";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";
+import { startHubLoad } from "./hub-load.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
@@ -183,11 +184,15 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
           since: new Date().toISOString(),
           detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
         },
+        { name: "relay", state: "publishing load", since: "", detail: { ...load.current() } },
         ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts } }] : []),
       ],
       catalogObjects: publisher.stored.size,
     });
   node.serveStatus(status);
+  // What agents weigh in choosing their relay (roles/relay-choice.ts): this hub's relay channels and leaf bytes/s.
+  const load = startHubLoad({ bus, monitor: config.monitor, log: log.child({ actor: "fabric" }) });
+  node.onStop(() => load.stop(), "the relay load record");
   await node.serveMetrics({
     listen: config.metrics,
     health: () => ({ healthy: server.state === "ready" && !connection.isClosed(), ready: server.state === "ready", detail: { server: server.state, publisher: publisherState() } }),

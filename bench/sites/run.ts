@@ -10,9 +10,9 @@
  */
 import { readFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
-import { connect, createServer, type Socket } from "node:net";
 import { sampleService, writeManifest, writePsk } from "../../test/support/manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
+import { startDegradingProxy } from "../../test/support/degrading-proxy.ts";
 import { startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type AgentProcess } from "../../test/support/processes.ts";
 import { percentile, ratio, writeTables, type BenchTable } from "../table.ts";
 
@@ -20,30 +20,6 @@ const oneWayDelayMs = Number(process.env.LEAFMESH_BENCH_CLOUD_DELAY_MS ?? 20);
 const requests = Number(process.env.LEAFMESH_BENCH_REQUESTS ?? 200);
 const downloadBytes = 16 << 20;
 
-/** A TCP proxy that delays every chunk by `delayMs` in each direction, in order (a long link, not a lossy one). */
-async function delayProxy(target: number, delayMs: number): Promise<{ port: number; close(): void }> {
-  const port = await freePort();
-  const sockets = new Set<Socket>();
-  const relay = (from: Socket, to: Socket) => {
-    from.on("data", (chunk) => {
-      from.pause();
-      setTimeout(() => {
-        if (!to.destroyed) to.write(chunk);
-        from.resume();
-      }, delayMs);
-    });
-    from.on("end", () => setTimeout(() => to.end(), delayMs));
-    from.on("error", () => to.destroy());
-  };
-  const server = createServer((client) => {
-    const upstream = connect({ host: "127.0.0.1", port: target });
-    sockets.add(client).add(upstream);
-    relay(client, upstream);
-    relay(upstream, client);
-  });
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return { port, close: () => { for (const socket of sockets) socket.destroy(); server.close(); } };
-}
 
 async function proxyPort(agent: AgentProcess): Promise<number> {
   for (let attempt = 0; attempt < 300; attempt++) {
@@ -86,7 +62,9 @@ async function scenario(kind: "site" | "cloud"): Promise<{ p50: number; p99: num
   const manifests = tempDir();
   writeManifest(manifests, "big.yaml", sampleService({ name: "big", clusterIP: "198.19.0.30", endpoints: [{ ip: "127.0.0.1", node: "node-b" }], backendPort }));
   const hub = await startHubProcess({ name: "hub-1", manifests });
-  const far = await delayProxy(Number(new URL(hub.leafUrl).port), oneWayDelayMs);
+  // A long link to the cloud: every chunk delayed, in order and pipelined (test/support/degrading-proxy.ts).
+  const far = await startDegradingProxy(Number(new URL(hub.leafUrl).port));
+  far.set({ delayMs: oneWayDelayMs, lossRate: 0 });
   const psk = writePsk(tempDir());
   let upstream = `nats://127.0.0.1:${far.port}`;
   const extra: string[] = [];
@@ -104,7 +82,7 @@ async function scenario(kind: "site" | "cloud"): Promise<{ p50: number; p99: num
     return await measure(await proxyPort(agents[0]));
   } finally {
     await stopAllProcesses();
-    far.close();
+    await far.close();
     backend.close();
   }
 }
