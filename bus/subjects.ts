@@ -93,6 +93,18 @@ export function relaySubject(toNode: string, fromNode: string, channel: string):
   return `${relayRoot}.${toNode}.${fromNode}.${channel}`;
 }
 
+/**
+ * A hub's relay load for the nodes that choose their relay by it (roles/hub-load.ts,
+ * roles/relay-choice.ts): `fabric-load.<hub>`, outside `mesh.>` so that only the mesh
+ * account (hubs) publishes it; every node account imports it (trust/claims.ts), where
+ * a `mesh.<hub>.fabric.load` event never reaches a node of a secured mesh.
+ */
+export const hubLoadRoot = "fabric-load";
+
+export function hubLoadSubject(hub: string): string {
+  return `${hubLoadRoot}.${hub}`;
+}
+
 /** Everything addressed to one node. */
 export function relayInboxPattern(node: string): string {
   return `${relayRoot}.${node}.>`;

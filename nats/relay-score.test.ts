@@ -99,3 +99,14 @@ describe("ranking and the order after a move", () => {
     expect(orderAfterMove([scored(a, 300), scored(b, 50), scored(c, 5)], b)).toEqual([b, c, a]);
   });
 });
+
+describe("parseHubLoad (what a hub's fabric-load record may be)", () => {
+  it("takes two non-negative numbers and refuses anything else", async () => {
+    const { parseHubLoad } = await import("../roles/relay-choice.ts");
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    expect(parseHubLoad(bytes('{"channels":3,"bytesPerSecond":1024}'))).toEqual({ channels: 3, bytesPerSecond: 1024 });
+    for (const bad of ['{"channels":-1,"bytesPerSecond":0}', '{"channels":"3","bytesPerSecond":0}', '{"channels":1e999,"bytesPerSecond":0}', "not json", "null", "[]", '{"channels":1}']) {
+      expect(parseHubLoad(bytes(bad))).toBeUndefined();
+    }
+  });
+});

@@ -18,6 +18,7 @@
  */
 import type { Bus } from "../bus/bus.ts";
 import { nowIso } from "../bus/events.ts";
+import { hubLoadSubject } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "../nats/render.ts";
 
@@ -83,6 +84,9 @@ export function startHubLoad(options: { bus: Bus; monitor: HostPort; log: Logger
       last = { at: now, bytes };
       report = { channels: channels.size, bytesPerSecond, leafs: leafs.length };
       bus.publish("fabric", "load", { at: nowIso(), ...report });
+      // For the nodes' relay choice: a subject every node account imports (a node of a secured mesh
+      // never sees the event above, which stays in the mesh account).
+      bus.connection.publish(hubLoadSubject(bus.node), JSON.stringify({ channels: report.channels, bytesPerSecond: report.bytesPerSecond }));
     } catch (error) {
       log.debug({ err: error }, "hub load not measured this time");
     } finally {

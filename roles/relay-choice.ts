@@ -24,6 +24,7 @@
 import type { Bus } from "../bus/bus.ts";
 import type { RelayChoiceStatus, RelayMoveStatus, RelayUpstreamScore } from "../bus/status.ts";
 import { nowIso } from "../bus/events.ts";
+import { hubLoadRoot } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
 import { probeLeafPort, type LeafPortProbe } from "../nats/upstream-probe.ts";
@@ -50,6 +51,17 @@ export interface RelayChoiceSettings extends ChoiceSettings {
   windowRounds: number;
   /** @default 15_000 — a hub's published load older than this is ignored (hubs publish every 5 s). */
   loadMaxAgeMs: number;
+}
+
+/** A hub's load record as sent (roles/hub-load.ts), or undefined for anything else: two non-negative finite numbers. */
+export function parseHubLoad(data: Uint8Array): HubLoad | undefined {
+  try {
+    const value = JSON.parse(new TextDecoder().decode(data)) as { channels?: unknown; bytesPerSecond?: unknown };
+    const ok = (number: unknown): number is number => typeof number === "number" && Number.isFinite(number) && number >= 0;
+    return ok(value.channels) && ok(value.bytesPerSecond) ? { channels: value.channels, bytesPerSecond: value.bytesPerSecond } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export const defaultRelayChoiceSettings: RelayChoiceSettings = {
@@ -109,9 +121,19 @@ export class RelayChoice {
   }
 
   start(): void {
-    this.#unsubscribe = this.#options.bus.subscribe({ node: "*", actor: "fabric", event: "load" }, (event) => {
-      this.#loads.set(event.node, { channels: event.payload.channels, bytesPerSecond: event.payload.bytesPerSecond, receivedAt: this.#clock.now() });
+    // `fabric-load.<hub>`: published by hubs only (the mesh account), imported by every node account.
+    const subscription = this.#options.bus.connection.subscribe(`${hubLoadRoot}.*`, {
+      callback: (error, message) => {
+        if (error) return;
+        const hub = message.subject.slice(hubLoadRoot.length + 1);
+        const load = parseHubLoad(message.data);
+        if (!load) return;
+        // Bounded: one entry per hub name heard, at most a thousand.
+        if (!this.#loads.has(hub) && this.#loads.size >= 1_000) return;
+        this.#loads.set(hub, { ...load, receivedAt: this.#clock.now() });
+      },
     });
+    this.#unsubscribe = () => subscription.unsubscribe();
     this.#timer = this.#clock.setInterval(() => {
       if (!this.#round) this.#round = this.round().finally(() => (this.#round = undefined));
     }, this.#settings.probeIntervalMs);

@@ -2,7 +2,9 @@
  * The fabric with security on (issue 8 with the fabric of issue 2): three hubs
  * clustered over TLS routes with the mesh's certificates, agents with their own
  * credentials; the catalog flows, `status` needs the keys, and a hub started
- * with another mesh's keys cannot join the cluster.
+ * with another mesh's keys cannot join the cluster. The agent, given all three
+ * hubs, scores them with their relay load (fabric-load.<hub>, which every node
+ * account imports: the hubs' own bus events stay in the mesh account).
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -37,5 +39,12 @@ describe("the fabric with security on", () => {
       expect(routez.num_routes).toBe(2);
     }
     for (const hub of hubs) expect(hub.output()).not.toMatch(/TLS route handshake error|certificate/i);
+    // Relay choice: each hub's load reaches the node through its own account (before: scored by RTT and loss only).
+    const scores = await eventually(async () => {
+      const result = await status();
+      const upstreams = (JSON.parse(result.stdout) as { status: { relayChoice?: { scores: { server?: string; load?: unknown }[] } } }).status.relayChoice?.scores ?? [];
+      return upstreams.length === 3 && upstreams.every((score) => score.load !== undefined) ? upstreams : undefined;
+    }, 30_000, "each hub's relay load at the secured agent");
+    expect(scores.map((score) => score.server).sort()).toEqual(["hub-1", "hub-2", "hub-3"]);
   });
 });

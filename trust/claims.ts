@@ -18,7 +18,7 @@
  * ```
  */
 import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
-import { buckets, hubDomain, meshRoot, mirrorDeliverPrefix, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
+import { buckets, hubDomain, hubLoadRoot, meshRoot, mirrorDeliverPrefix, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
 import { methodsCallableBy } from "../bus/rpc.ts";
 
 export const algorithm = { algorithm: "ed25519-nkey" as Algorithms };
@@ -114,6 +114,8 @@ export async function meshAccountJwt(options: { operatorSeed: string; accountSee
   const exports: Export[] = [
     ...sharedServices.map((subject) => exportOf(service(subject))),
     exportOf(service(`$KV.${buckets.nodes}.>`)),
+    // The hubs' relay load, read by every node's relay choice (bus/subjects.ts hubLoadSubject); published by hubs only.
+    exportOf(stream(`${hubLoadRoot}.*`)),
     // Replies and mirror deliveries (a node's mirror delivers under its inbox prefix: mirrorDeliverPrefix); each node imports only its own.
     ...options.nodes.map(({ node }) => exportOf(stream(`${nodeInboxPrefix(node)}.>`))),
     ...[...new Set(options.nodes.flatMap(({ site }) => (site ? [site] : [])))].map((site) => exportOf(stream(`${mirrorDeliverPrefix(site)}.>`))),
@@ -168,6 +170,7 @@ export async function nodeAccountJwt(options: {
     // Hole punching is agreed by request/reply with the peer (services/tunnel): only that one method of each peer.
     ...options.peers.filter((peer) => peer.node !== node).flatMap((peer) => peerMethods.map((name) => service(rpcSubject(peer.node, name), peer.account) as Import)),
     stream(`${nodeInboxPrefix(node)}.>`, meshAccount) as Import,
+    stream(`${hubLoadRoot}.*`, meshAccount) as Import,
     ...(options.site ? [stream(`${mirrorDeliverPrefix(options.site)}.>`, meshAccount) as Import] : []),
   ];
   return encodeAccount(
@@ -215,6 +218,8 @@ function nodeSubscribeSubjects(node: string, site?: string): string[] {
     `${relayRoot}.${node}.>`,
     ...servedToOthers.map((name) => rpcSubject(node, name)),
     `${nodeInboxPrefix(node)}.>`,
+    // the hubs' relay load (relay choice)
+    `${hubLoadRoot}.*`,
     "$JSC.R.>",
     "_INBOX.>",
     // and here too, for servers that check the subscribe side (see pub above)
