@@ -15,6 +15,7 @@ const benches: Record<string, { module: string; exportName: string }> = {
   tunnel: { module: "./tunnel/run.ts", exportName: "runTunnelBench" },
   sites: { module: "./sites/run.ts", exportName: "runSitesBench" },
   capacity: { module: "./capacity/run.ts", exportName: "runCapacityBench" },
+  scale: { module: "./scale/run.ts", exportName: "runScaleBench" },
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));
