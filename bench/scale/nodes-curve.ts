@@ -52,6 +52,7 @@ export interface NodesPoint {
   lastNodeP50: number;
   lastNodeP99: number;
   changes: number;
+  failed?: string;
 }
 
 interface LightNode {
@@ -82,6 +83,10 @@ export async function measureNodesCurve(counts: number[], services: number, chan
     console.error(`scale: ${nodes} simulated nodes on one hub (${services} services)`);
     try {
       points.push(await measureNodes(nodes, services, changes, restSeconds));
+    } catch (error) {
+      const failed = (error as Error).message.split("\n")[0];
+      console.error(`scale: ${nodes} nodes: ${failed}`);
+      points.push({ nodes, services, joinMs: NaN, hubJoinCpuMs: NaN, hubRestCpuMsPerS: NaN, benchRestCpuMsPerS: NaN, hubServerRssMiB: NaN, hubProcessRssMiB: NaN, changeP50: NaN, changeP99: NaN, lastNodeP50: NaN, lastNodeP99: NaN, changes, failed });
     } finally {
       await stopAllProcesses();
     }
@@ -131,7 +136,7 @@ async function measureNodes(count: number, services: number, changes: number, re
   for (let start = 0; start < count; start += 50) {
     lightNodes.push(...(await Promise.all(Array.from({ length: Math.min(50, count - start) }, (_, offset) => startLightNode(start + offset)))));
   }
-  await poll(() => lightNodes.every((light) => light.catalogEntries >= entries.length && light.directory.all().length >= count - 1), 600_000, `${count} nodes to hold the catalog and every peer's record`);
+  await poll(() => lightNodes.every((light) => light.catalogEntries >= entries.length && light.directory.all().length >= count - 1), 300_000, `${count} nodes to hold the catalog and every peer's record`);
   const joinMs = performance.now() - joinStarted;
   const hubJoinCpuMs = hubCpu() - cpuBeforeJoin;
 

@@ -89,7 +89,11 @@ export async function runScaleBench(): Promise<BenchTable[]> {
         `${r(p.agentRssLoadedMiB)} / ${r(p.agentRssMiB)}`, r(p.agentServerRssMiB), r(p.plainServerRssMiB),
         `${r(p.changeP50, 2)} / ${r(p.changeP99, 2)}`, `${r(p.plainChangeP50, 2)} / ${r(p.plainChangeP99, 2)}`,
       ]),
-      notes: [`Each size is bench/fabric's scenario (bench/fabric/scenario.ts: what each column times); ${catalogChanges} single changes per size.`, loads.at(-1)!],
+      notes: [
+        `Each size is bench/fabric's scenario (bench/fabric/scenario.ts: what each column times); ${catalogChanges} single changes per size.`,
+        ...points.filter((p) => p.failed).map((p) => `${count(p.services)} services: leafmesh not measured: ${p.failed}.`),
+        loads.at(-1)!,
+      ],
     });
   }
 
@@ -114,6 +118,7 @@ export async function runScaleBench(): Promise<BenchTable[]> {
       rows: points.map((p) => [count(p.nodes), r(p.joinMs), r(p.hubJoinCpuMs), r(p.hubRestCpuMsPerS), r(p.benchRestCpuMsPerS), r(p.hubServerRssMiB), r(p.hubProcessRssMiB), `${r(p.changeP50, 2)} / ${r(p.changeP99, 2)}`, `${r(p.lastNodeP50, 2)} / ${r(p.lastNodeP99, 2)}`]),
       notes: [
         "Simulated nodes (bench/scale/nodes-curve.ts): light NATS clients of the hub in the benchmark's process, each running the agent's NodeDirectory (its record every 5 s, a watch of every record) and the controller's followBucket on the catalog (at the hub the same push consumer with flow control a leaf's mirror is). Insecure hub, one account: node credentials are measured apart (the next table).",
+        ...points.filter((p) => p.failed).map((p) => `${count(p.nodes)} nodes: not measured: ${p.failed}.`),
         `At rest: ${restSeconds} s after every node joined. The nodes share this machine's two cores with the hub: at the largest point they compete with it.`,
         loads.at(-1)!,
       ],
