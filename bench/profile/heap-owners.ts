@@ -7,7 +7,7 @@
  * What no single owner keeps alive (shared between actors, Node itself, code)
  * is "not owned by one actor".
  *
- *   node --max-old-space-size=8192 bench/profile/heap-owners.ts FILE.heapsnapshot
+ *   node --max-old-space-size=8192 bench/profile/heap-owners.ts FILE.heapsnapshot [--json]
  */
 import { readFileSync } from "node:fs";
 
@@ -42,7 +42,8 @@ export function retainedByOwner(snapshot: Snapshot, owners: Record<string, strin
   const edgeTypeField = edgeFields.indexOf("type");
   const edgeToField = edgeFields.indexOf("to_node");
   const weakType = snapshot.snapshot.meta.edge_types[0].indexOf("weak");
-  const objectTypes = new Set(["object", "closure", "native"].map((name) => snapshot.snapshot.meta.node_types[0].indexOf(name)));
+  // Roots are instances (a class's constructor function carries its name too, as a closure).
+  const objectType = snapshot.snapshot.meta.node_types[0].indexOf("object");
   const count = snapshot.nodes.length / stride;
 
   // Where each node's edges start.
@@ -145,7 +146,7 @@ export function retainedByOwner(snapshot: Snapshot, owners: Record<string, strin
     const node = order[number];
     const offset = node * stride;
     let owner = number === rootNumber ? -1 : ownerOf[idom[number]];
-    if (objectTypes.has(snapshot.nodes[offset + typeField])) {
+    if (snapshot.nodes[offset + typeField] === objectType) {
       const label = owners[snapshot.strings[snapshot.nodes[offset + nameField]]];
       if (label !== undefined && owner === -1) {
         owner = labels.indexOf(label);
@@ -189,12 +190,16 @@ export const agentOwners: Record<string, string> = {
 };
 
 if (import.meta.main) {
-  const [file] = process.argv.slice(2);
+  const [file, format] = process.argv.slice(2);
   if (!file) {
     console.error("usage: node --max-old-space-size=8192 bench/profile/heap-owners.ts FILE.heapsnapshot");
     process.exit(2);
   }
   const result = retainedByOwner(JSON.parse(readFileSync(file, "utf8")) as Snapshot, agentOwners);
+  if (format === "--json") {
+    console.log(JSON.stringify(result));
+    process.exit(0);
+  }
   console.log(`heap (self sizes): ${(result.total / 1048576).toFixed(1)} MiB`);
   for (const owner of result.owners) console.log(`${(owner.retainedBytes / 1048576).toFixed(1).padStart(8)} MiB  ${owner.owner}${owner.roots ? ` (${owner.roots} roots)` : ""}`);
 }

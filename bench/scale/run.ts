@@ -15,7 +15,8 @@
  * LEAFMESH_BENCH_SCALE_SERVICES (1000,10000,50000), _CHANGES (200 per size),
  * _NODES (100,1000), _NODE_SERVICES (1000), _NODE_CHANGES (20), _REST_S (10),
  * _STREAMS (1,100,1000), _RELAY_MIB (64 in all per point, at least 64 KiB a
- * stream), _KEY_NODES (10,20,40), _PARTS (catalog,nodes,keys,relay). A quick run:
+ * stream), _KEY_NODES (10,20,40), _MEMORY_SERVICES (10000: memory per actor, a heap
+ * snapshot), _PARTS (catalog,nodes,keys,relay,memory). A quick run:
  * LEAFMESH_BENCH_SCALE_SERVICES=500,2000 LEAFMESH_BENCH_SCALE_NODES=10,50
  * LEAFMESH_BENCH_SCALE_STREAMS=1,20 LEAFMESH_BENCH_SCALE_KEY_NODES=5,10.
  */
@@ -28,6 +29,7 @@ import { measureCatalogCurve } from "./catalog-curve.ts";
 import { measureNodesCurve } from "./nodes-curve.ts";
 import { measureKeysCurve } from "./keys-curve.ts";
 import { measureRelayCurve } from "./relay-curve.ts";
+import { measureActorMemory } from "./actor-memory.ts";
 
 const list = (name: string, fallback: number[]) => (process.env[name] ? process.env[name]!.split(",").map(Number).filter((value) => value > 0) : fallback);
 const number = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
@@ -41,7 +43,8 @@ const restSeconds = number("LEAFMESH_BENCH_SCALE_REST_S", 10);
 const streamCounts = list("LEAFMESH_BENCH_SCALE_STREAMS", [1, 100, 1_000]);
 const relayBytes = number("LEAFMESH_BENCH_SCALE_RELAY_MIB", 64) * 1024 * 1024;
 const keyNodes = list("LEAFMESH_BENCH_SCALE_KEY_NODES", [10, 20, 40]);
-const parts = (process.env.LEAFMESH_BENCH_SCALE_PARTS ?? "catalog,nodes,keys,relay").split(",");
+const memoryServices = number("LEAFMESH_BENCH_SCALE_MEMORY_SERVICES", 10_000);
+const parts = (process.env.LEAFMESH_BENCH_SCALE_PARTS ?? "catalog,nodes,keys,relay,memory").split(",");
 
 const r = (value: number, digits = 0) => (Number.isFinite(value) ? Math.round(value * 10 ** digits) / 10 ** digits : NaN);
 const count = (value: number) => value.toLocaleString("en-US");
@@ -168,6 +171,27 @@ export async function runScaleBench(): Promise<BenchTable[]> {
         `${r(p.cpuMsPerMiB, 1)} / ${r(p.plainCpuMsPerMiB, 1)}`, `${r(p.agentCpuMsPerMiB, 1)} / ${r(p.hubCpuMsPerMiB, 1)}`, r(p.agentRssMiB), `${r(p.hubServerRssMiB)} / ${r(p.plainHubServerRssMiB)}`,
       ]),
       notes: ["bench/scale/relay-curve.ts says what is counted. Secured agents: each relayed stream runs its own TLS session over its own relay channel.", loads.at(-1)!],
+    });
+  }
+
+  if (parts.includes("memory")) {
+    loads.push(`memory: load average ${load()} at its start`);
+    const memory = await measureActorMemory(memoryServices);
+    const mib = (bytes: number) => r(bytes / 1048576, 1);
+    tables.push({
+      title: `Memory per actor: an agent holding ${count(memoryServices)} services (heap snapshot, retained by owner)`,
+      columns: ["owner", "retained (MiB)", "root objects"],
+      rows: [
+        ...memory.owners.map((owner) => [owner.owner, mib(owner.retainedBytes), owner.roots ? count(owner.roots) : "—"]),
+        ["JS heap in all (self sizes)", r(memory.heapMiB, 1), "—"],
+        ["agent process RSS at the snapshot", r(memory.rssMiB), "—"],
+        ["its nats-server RSS", r(memory.serverRssMiB), "—"],
+      ],
+      notes: [
+        "bench/profile/heap-owners.ts: each object is charged to the outermost actor root that dominates it (every path from the GC roots to it passes through that root); what several actors share (the catalog objects the controller's index and DNS both hold) stays with no single actor.",
+        "RSS beyond the JS heap: code, V8's spaces not yet returned, Node's and libuv's buffers, one socket per traffic listener.",
+        loads.at(-1)!,
+      ],
     });
   }
 
