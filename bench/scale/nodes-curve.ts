@@ -115,7 +115,9 @@ async function measureNodes(count: number, services: number, changes: number, re
   const log = silentLogger();
   const startLightNode = async (index: number): Promise<LightNode> => {
     const node = `sim-${index}`;
-    const connection = await connect({ servers: hub.clientUrl, name: node, reconnectTimeWait: 500, maxReconnectAttempts: -1 });
+    const connection = await connect({ servers: hub.clientUrl, name: node, reconnectTimeWait: 500, maxReconnectAttempts: -1 }).catch((error: Error) => {
+      throw new Error(`${node} could not connect (${error.message}) with ${lightNodes.length} nodes joined, the hub's nats-server at ${Math.round(rssMiB(serverPid))} MiB`);
+    });
     const directory = new NodeDirectory({ nats: connection, node, log, clock: systemClock, record: () => nodeRecord(node, index) });
     directory.start();
     const kv = await new Kvm(jetstream(connection, { domain: hubDomain, checkAPI: false })).open(buckets.catalog);
