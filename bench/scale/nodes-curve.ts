@@ -138,7 +138,7 @@ async function measureNodes(count: number, services: number, changes: number, re
   for (let start = 0; start < count; start += 50) {
     lightNodes.push(...(await Promise.all(Array.from({ length: Math.min(50, count - start) }, (_, offset) => startLightNode(start + offset)))));
   }
-  await poll(() => lightNodes.every((light) => light.catalogEntries >= entries.length && light.directory.all().length >= count - 1), 300_000, `${count} nodes to hold the catalog and every peer's record`);
+  await poll(() => lightNodes.every((light) => light.catalogEntries >= entries.length && light.directory.all().length >= count - 1), 120_000, `${count} nodes to hold the catalog and every peer's record`);
   const joinMs = performance.now() - joinStarted;
   const hubJoinCpuMs = hubCpu() - cpuBeforeJoin;
 

@@ -13,7 +13,7 @@
  *
  * Run: `node bench/scale/run.ts` (or `npm run bench -- scale`). Sizes (comma lists):
  * LEAFMESH_BENCH_SCALE_SERVICES (1000,10000,50000), _CHANGES (200 per size),
- * _NODES (100,1000), _NODE_SERVICES (1000), _NODE_CHANGES (20), _REST_S (10),
+ * _NODES (100,300,1000), _NODE_SERVICES (1000), _NODE_CHANGES (20), _REST_S (10),
  * _STREAMS (1,100,1000), _RELAY_MIB (64 in all per point, at least 64 KiB a
  * stream), _KEY_NODES (10,20,40), _MEMORY_SERVICES (10000: memory per actor, a heap
  * snapshot), _PARTS (catalog,nodes,keys,relay,memory). A quick run:
@@ -36,7 +36,7 @@ const number = (name: string, fallback: number) => Number(process.env[name] ?? f
 
 const services = list("LEAFMESH_BENCH_SCALE_SERVICES", [1_000, 10_000, 50_000]);
 const catalogChanges = number("LEAFMESH_BENCH_SCALE_CHANGES", 200);
-const nodeCounts = list("LEAFMESH_BENCH_SCALE_NODES", [100, 1_000]);
+const nodeCounts = list("LEAFMESH_BENCH_SCALE_NODES", [100, 300, 1_000]);
 const nodeServices = number("LEAFMESH_BENCH_SCALE_NODE_SERVICES", 1_000);
 const nodeChanges = number("LEAFMESH_BENCH_SCALE_NODE_CHANGES", 20);
 const restSeconds = number("LEAFMESH_BENCH_SCALE_REST_S", 10);
