@@ -16,6 +16,7 @@ const benches: Record<string, { module: string; exportName: string }> = {
   sites: { module: "./sites/run.ts", exportName: "runSitesBench" },
   capacity: { module: "./capacity/run.ts", exportName: "runCapacityBench" },
   gateway: { module: "./gateway/run.ts", exportName: "runGatewayBench" },
+  scale: { module: "./scale/run.ts", exportName: "runScaleBench" },
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));

@@ -54,6 +54,14 @@ export function isTargetRefusal(error: unknown): boolean {
  * big-endian length then the payload (a UDP payload is at most 65,507 bytes, so
  * the length always fits).
  */
+/**
+ * Bytes of framed datagrams a UDP-over-stream end may hold unsent in the tunnel stream's write
+ * buffer; past it, datagrams are dropped and counted (UDP drops rather than queues: a late
+ * datagram is worth less than a fresh one, and a stalled stream must not grow memory without end).
+ * @default 262_144 — 64 full-size (4 KiB) DNS/QUIC-sized datagrams, a few ms at the relay's rates.
+ */
+export const datagramBacklogBytes = 256 * 1024;
+
 export function encodeDatagram(payload: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(2 + payload.length);
   frame.writeUInt16BE(payload.length, 0);

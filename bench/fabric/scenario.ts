@@ -180,7 +180,16 @@ function dnsAnswers(port: number, name: string, ip: string): Promise<boolean> {
   });
 }
 
-export async function measureLeafmesh(count: number, entries: Entries, changes: number, options: { onLoaded?: (agentPid: number) => Promise<void> } = {}): Promise<LeafmeshResult> {
+export interface LeafmeshOptions {
+  /** Called once the agent holds the catalog, before the single changes (a heap snapshot, say). */
+  onLoaded?: (agentPid: number) => Promise<void>;
+  /** Called at each poll while the agent loads; a throw ends the wait (a wall reached: no use waiting). */
+  whileLoading?: (agentPid: number) => void;
+  /** @default 600_000 */
+  loadTimeoutMs?: number;
+}
+
+export async function measureLeafmesh(count: number, entries: Entries, changes: number, options: LeafmeshOptions = {}): Promise<LeafmeshResult> {
   try {
     return await runLeafmesh(count, entries, changes, options);
   } finally {
@@ -188,7 +197,7 @@ export async function measureLeafmesh(count: number, entries: Entries, changes: 
   }
 }
 
-async function runLeafmesh(count: number, entries: Entries, changes: number, options: { onLoaded?: (agentPid: number) => Promise<void> }): Promise<LeafmeshResult> {
+async function runLeafmesh(count: number, entries: Entries, changes: number, options: LeafmeshOptions): Promise<LeafmeshResult> {
   const manifests = tempDir();
   writeManifests(manifests, count);
   const started = performance.now();
@@ -235,12 +244,17 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   const last = serviceName(count - 1);
   let leafHoldsMs = NaN;
   let dnsAnswersMs = NaN;
+  // A failure to load keeps what the hub measured: the hub's cost stands whether or not an agent can hold it.
+  const hubPart = { writeMs, hubCpuMs, hubRssMiB };
   await poll(async () => {
     if (agent.child.exitCode !== null) throw new Error(`the agent exited: ${agent.output().slice(-2000)}`);
+    options.whileLoading?.(agent.child.pid!);
     if (Number.isNaN(leafHoldsMs) && (await streamMessages(connection).catch(() => 0)) >= entries.length) leafHoldsMs = performance.now() - agentStarted;
     if (Number.isNaN(dnsAnswersMs) && (await dnsAnswers(dns, last.name, last.ip))) dnsAnswersMs = performance.now() - agentStarted;
     return [leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value));
-  }, 600_000, "the agent to hold the catalog");
+  }, options.loadTimeoutMs ?? 600_000, "the agent to hold the catalog").catch((error: Error) => {
+    throw Object.assign(error, { hub: hubPart });
+  });
   const nodeHoldsMs = Math.max(controllerHoldsMs, trafficHoldsMs, dnsAnswersMs);
   const agentCpuLoadMs = cpuMs(agent.child.pid);
   const rssLoadedMiB = rssMiB(agent.child.pid);

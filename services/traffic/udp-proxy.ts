@@ -11,7 +11,7 @@ import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import type { Counters } from "./counters.ts";
-import { DatagramDecoder, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
+import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
 import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
@@ -29,8 +29,6 @@ export interface UdpProxyOptions {
   dialer?: StreamDialer;
 }
 
-/** Bytes a tunnel stream may hold unsent before datagrams are dropped (UDP drops rather than queues). */
-const streamBacklogLimit = 256 * 1024;
 
 /** Datagrams held per flow until its socket is connected; more are dropped. */
 const pendingLimit = 16;
@@ -140,7 +138,7 @@ export class UdpServicePortListener {
 
   #send(flow: Flow, message: Buffer): void {
     if (flow.socket) return flow.socket.send(message);
-    if (flow.stream!.writableLength > streamBacklogLimit) return this.#options.counters.count("udp dropped: tunnel backlog");
+    if (flow.stream!.writableLength > datagramBacklogBytes) return this.#options.counters.count("udp dropped: tunnel backlog");
     flow.stream!.write(encodeDatagram(message));
   }
 

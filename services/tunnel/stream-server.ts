@@ -19,7 +19,7 @@ import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
-import { DatagramDecoder, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
+import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
@@ -51,6 +51,8 @@ export class StreamServer {
   readonly #refusals: BurstLog;
   /** Streams refused by reason (for status and metrics). */
   readonly refused = new Map<string, number>();
+  /** What was dropped inside streams under way, by reason (UDP answers past the stream's backlog). */
+  readonly dropped = new Map<string, number>();
 
   constructor(options: StreamServerOptions) {
     this.#options = options;
@@ -100,7 +102,7 @@ export class StreamServer {
     options.onTarget?.();
     if (target.protocol === "UDP") {
       duplex.write(encodeStatus(statusOk));
-      spliceUdp(duplex, target, log);
+      spliceUdp(duplex, target, log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1));
       return;
     }
     this.#spliceTcp(duplex, target);
@@ -173,15 +175,24 @@ export function batchWrites(from: Readable, to: Writable): void {
   });
 }
 
-/** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target. */
-export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger): void {
+/** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target; answers past `datagramBacklogBytes` unsent are dropped (`onDrop`). */
+export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger, onDrop: (reason: string) => void = () => undefined): void {
   const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
-  socket.connect(target.port, target.host);
   const decoder = new DatagramDecoder();
-  stream.on("data", (chunk: Buffer) => {
-    for (const datagram of decoder.push(chunk)) socket.send(datagram);
+  // Read only once connected: a send() on a socket still connecting is taken for an unconnected one
+  // and throws (no port), and a datagram can come in the same read as the header. Until then the
+  // bytes wait in the stream, within its own window.
+  socket.connect(target.port, target.host, () => {
+    stream.on("data", (chunk: Buffer) => {
+      for (const datagram of decoder.push(chunk)) socket.send(datagram);
+    });
   });
-  socket.on("message", (message) => stream.write(encodeDatagram(message)));
+  socket.on("message", (message) => {
+    // Bounded as the opening end is (services/traffic/udp-proxy.ts): a stream that cannot take more
+    // (a relay channel out of credit, a stalled peer) drops answers instead of queueing them all.
+    if (stream.writableLength > datagramBacklogBytes) return onDrop("udp answer dropped: tunnel backlog");
+    stream.write(encodeDatagram(message));
+  });
   socket.on("error", (error) => {
     log.debug({ err: error, target }, "udp target error");
     stream.destroy(error);
