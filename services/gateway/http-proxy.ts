@@ -14,10 +14,7 @@
  * small idle pool per endpoint (upstream.ts): a connect, or a tunnel stream
  * open, per request was the gateway's main cost beside haproxy.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { constants as http2Constants } from "node:http2";
-import type { Socket } from "node:net";
+import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -28,9 +25,9 @@ import { chunkPrefix, chunkSuffix, lastChunk, requestHead, ResponseParser } from
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
 import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
 import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
+import { connectionNamed, cutResponse, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
-export type GatewayRequest = IncomingMessage | Http2ServerRequest;
-export type GatewayResponse = ServerResponse | Http2ServerResponse;
+export { retriable, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
 /** Where a request came in: the listener's port and routes, and whether TLS was terminated. */
 export interface HttpContext {
@@ -43,25 +40,6 @@ export interface HttpContext {
 
 type ExchangeOutcome = { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
 
-/** One line of the access log. */
-export interface AccessEntry {
-  kind: "http";
-  port: number;
-  client: string;
-  protocol: string;
-  method: string;
-  host: string;
-  path: string;
-  status: number;
-  route?: string;
-  backend?: string;
-  endpoint?: string;
-  attempts: number;
-  durationMs: number;
-  /** Why the gateway answered itself (no route, no endpoint, timeout...). */
-  reason?: string;
-}
-
 export interface HttpForwarderOptions {
   pools: BackendPools;
   log: Logger;
@@ -72,111 +50,6 @@ export interface HttpForwarderOptions {
   access: (entry: AccessEntry) => void;
   /** @default 60_000 — a rule without a timeout still ends (Envoy's route timeout default is 15 s; 60 s leaves room for slow edge backends). */
   defaultTimeoutMs?: number;
-}
-
-/** Hop-by-hop headers (RFC 9110 §7.6.1), and HTTP/2's connection-specific ones that Node refuses to send. */
-const hopByHop = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host"]);
-/** Request headers the gateway writes itself. */
-const setByGateway = new Set([...hopByHop, "x-forwarded-for", "x-forwarded-proto"]);
-
-/** The header names a Connection header lists (they are hop-by-hop too); undefined when it lists none. */
-function connectionNamed(connection: string | string[] | undefined): Set<string> | undefined {
-  if (connection === undefined) return undefined;
-  const names = String(connection)
-    .split(",")
-    .map((name) => name.trim().toLowerCase())
-    .filter(Boolean);
-  return names.length > 0 ? new Set(names) : undefined;
-}
-
-/**
- * The end-to-end headers of a raw list ([name, value, …], as received), without HTTP/2 pseudo-headers and without
- * those in `drop` or named by a Connection header: what goes on to the other side, in order, duplicates kept.
- */
-function endToEnd(raw: readonly string[], drop: ReadonlySet<string>, named: ReadonlySet<string> | undefined): string[] {
-  const result: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i];
-    if (name.charCodeAt(0) === 58 /* ":" */) continue;
-    const lower = name.toLowerCase();
-    if (drop.has(lower) || named?.has(lower)) continue;
-    result.push(name, raw[i + 1]);
-  }
-  return result;
-}
-
-/** The Connection header of a raw list, its values joined. */
-function rawConnection(raw: readonly string[]): string | undefined {
-  let value: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 10 && raw[i].toLowerCase() === "connection") value = value === undefined ? raw[i + 1] : `${value},${raw[i + 1]}`;
-  return value;
-}
-
-/** Whether a retry policy names this outcome (Envoy's conditions as Istio writes them, or a status code). */
-export function retriable(retry: RetryPolicy | undefined, outcome: { status?: number; failure?: "connect" | "reset" }): boolean {
-  if (!retry || retry.attempts <= 0) return false;
-  for (const condition of retry.on) {
-    if (outcome.failure === "connect" && (condition === "connect-failure" || condition === "5xx" || condition === "gateway-error")) return true;
-    if (outcome.failure === "reset" && (condition === "reset" || condition === "5xx")) return true;
-    const status = outcome.status;
-    if (status === undefined) continue;
-    if (condition === "5xx" && status >= 500) return true;
-    if (condition === "gateway-error" && (status === 502 || status === 503 || status === 504)) return true;
-    if (condition === "retriable-4xx" && status === 409) return true;
-    if (condition === String(status)) return true;
-  }
-  return false;
-}
-
-function hasBody(request: GatewayRequest): boolean {
-  const length = request.headers["content-length"];
-  if (length !== undefined) return length !== "0";
-  if (request.headers["transfer-encoding"] !== undefined) return true;
-  // HTTP/2 has no framing headers: a stream still open after its headers carries a body.
-  return request.httpVersionMajor === 2 && !(request as Http2ServerRequest).stream?.endAfterHeaders;
-}
-
-/** Cuts a client's request without a clean end: HTTP/2 resets the stream, HTTP/1.1 resets the connection. */
-function cutResponse(response: GatewayResponse): void {
-  if ("stream" in response && response.stream) {
-    response.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
-    return;
-  }
-  const socket = (response as ServerResponse).socket as Socket | null;
-  if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
-}
-
-/**
- * A request's end before its answer (its timeout, or its client left): a flag and one listener, the exchange in
- * progress. An AbortSignal is made only when a connect needs one: an AbortController and its EventTarget per
- * request were a cost of their own, and most requests reuse an idle connection.
- */
-class RequestAbort {
-  aborted = false;
-  #listener: (() => void) | undefined;
-  #controller: AbortController | undefined;
-
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController();
-      if (this.aborted) this.#controller.abort();
-    }
-    return this.#controller.signal;
-  }
-
-  abort(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.#controller?.abort();
-    const listener = this.#listener;
-    this.#listener = undefined;
-    listener?.();
-  }
-
-  /** The one listener (undefined: none); called once, at abort. */
-  onAbort(listener: (() => void) | undefined): void {
-    this.#listener = listener;
-  }
 }
 
 export class HttpForwarder {

@@ -20,7 +20,6 @@ import type { EndpointTarget } from "../../balance/policy.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
 import { openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
-import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 
