@@ -12,6 +12,15 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts"];
 
 /**
+ * Long files that mostly wait (for heartbeats to be missed, a drill's cut to pass, a node to
+ * be partitioned), run one at a time beside the lab files, in a worker thread (another pool:
+ * vitest runs a group's pools at once, a pool's single-fork files only after its others): the
+ * lab phase left the machine's second core mostly idle, and these ~4 minutes came off the
+ * suite's three workers. Light on CPU, so the JetStream clusters beside them keep their time.
+ */
+const alongsideLab = ["test/offline-lan.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts"];
+
+/**
  * The suite's longest files (about a minute or more each, measured alone), longest first. A clean
  * clone (CI) has no vitest timing cache, and vitest then starts files by size: a short file of
  * long waits (offline-lan, punched-tls) could start last and leave one worker idle for its whole
@@ -49,8 +58,9 @@ export default defineConfig({
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [
-      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...alongsideLab], sequence: { groupOrder: 0 } } },
       { extends: true, test: { name: "lab", include: lab, pool: "forks", poolOptions: { forks: { singleFork: true } }, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "beside-lab", include: alongsideLab, pool: "threads", poolOptions: { threads: { singleThread: true } }, sequence: { groupOrder: 1 } } },
     ],
   },
 });

@@ -1,26 +1,38 @@
 /**
- * Free loopback ports for tests: ask the kernel for an ephemeral port, release it
- * and hand the number out, never twice in one process.
+ * Free loopback ports for tests: a random port below the kernel's ephemeral range
+ * that binds now, handed out never twice in one process.
+ *
+ * Not a port from listen(0): those come from the ephemeral range
+ * (net.ipv4.ip_local_port_range, 32768–60999 here), where every outgoing
+ * connection of every process also takes its local port. Between a test taking
+ * the number and its server binding it, an outgoing connection (an agent's
+ * upstream probe, a leaf reconnecting) could take it: a full run saw a leaf
+ * nats-server die with "bind: address already in use" that way.
  */
 import { createServer } from "node:net";
 
 const handedOut = new Set<number>();
+/** Below 32768 (the ephemeral range's default start) and above the well-known and common service ports. */
+const range = { from: 12_000, to: 32_000 };
+
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
+}
 
 export async function freePort(host = "127.0.0.1"): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const server = createServer();
-      server.once("error", reject);
-      server.listen(0, host, () => {
-        const address = server.address();
-        server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
+  // Bounded: 2,000 tries over 20,000 ports.
+  for (let attempt = 0; attempt < 2_000; attempt++) {
+    const port = range.from + Math.floor(Math.random() * (range.to - range.from));
+    if (handedOut.has(port)) continue;
+    if (!(await bindable(port, host))) continue;
+    handedOut.add(port);
+    return port;
   }
+  throw new Error(`no free port on ${host} between ${range.from} and ${range.to} after 2,000 tries`);
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
