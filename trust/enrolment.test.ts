@@ -170,7 +170,16 @@ describe("a used-up, expired or revoked token is refused with the reason", () =>
     await eventually(() => Date.now() > Date.parse(id.expiresAt) + 100, 5_000, "the token's expiry");
     await expect(join1(token, "edge-e1")).rejects.toThrow(/token \w+ expired at/);
     // and a node whose clock says otherwise meets the server's refusal
-    await expect(joinMesh({ token, node: "edge-e2", bundleDir: join(base, "joins", "edge-e2"), log: silentLogger(), now: () => 0 })).rejects.toThrow(/the token expired \(its credentials did, by the hub's clock\): User Authentication Expired/);
+    // (a login the hub timed out on a loaded machine says so, and is tried again: a bounded three times)
+    let refused: Error | undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      refused = await joinMesh({ token, node: "edge-e2", bundleDir: join(base, "joins", "edge-e2"), log: silentLogger(), now: () => 0 }).then(
+        () => undefined,
+        (error: Error) => error,
+      );
+      if (!refused || !/timed out the login/.test(refused.message)) break;
+    }
+    expect(refused?.message).toMatch(/the token expired \(its credentials did, by the hub's clock\): User Authentication Expired/);
   });
 
   it("revoked: the hub says when; an agent started with it exits with that reason", async () => {

@@ -47,7 +47,9 @@ function whyRefused(text: string): string {
     ? "the token expired (its credentials did, by the hub's clock)"
     : /authorization violation/i.test(text)
       ? "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)"
-      : /certificate|self.signed|unable to verify/i.test(text)
+      : /authentication timeout/i.test(text)
+        ? "the hub timed out the login before it was done (a slow TLS handshake, or a busy machine at either end): try again"
+        : /certificate|self.signed|unable to verify/i.test(text)
         ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
         : "no hub answered there";
   return `${why}: ${text}`;
