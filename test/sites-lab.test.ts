@@ -306,7 +306,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
     await nodeCut("node-a", true);
     const cutAt = Date.now();
     try {
-      await eventually(async () => (await lookup(a, "pay.demo.svc.cluster.local")).status === "SERVFAIL", 30_000, "pay to answer SERVFAIL with node-a cut from its site").catch((error: Error) => {
+      await eventually(async () => (await lookup(a, "pay.demo.svc.cluster.local")).status === "SERVFAIL", 45_000, "pay to answer SERVFAIL with node-a cut from its site").catch((error: Error) => {
         throw new Error(`${error.message}\n${logTail("node-a")}`);
       });
       console.log(`pay refused ${Date.now() - cutAt} ms after node-a's cut`);

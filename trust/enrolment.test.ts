@@ -170,16 +170,19 @@ describe("a used-up, expired or revoked token is refused with the reason", () =>
     await eventually(() => Date.now() > Date.parse(id.expiresAt) + 100, 5_000, "the token's expiry");
     await expect(join1(token, "edge-e1")).rejects.toThrow(/token \w+ expired at/);
     // and a node whose clock says otherwise meets the server's refusal
-    // (a login the hub timed out on a loaded machine says so, and is tried again: a bounded three times)
+    // (a hub not reached, or a login it timed out, is tried again: a bounded three times)
     let refused: Error | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       refused = await joinMesh({ token, node: "edge-e2", bundleDir: join(base, "joins", "edge-e2"), log: silentLogger(), now: () => 0 }).then(
         () => undefined,
         (error: Error) => error,
       );
-      if (!refused || !/timed out the login/.test(refused.message)) break;
+      // Retried only when the hub was not reached or timed the login out (twice in full runs on a loaded machine, reason unseen):
+      // the refusal asserted below is the hub's own, whenever it is reached.
+      if (!refused || !/timed out the login|no hub answered there/.test(refused.message)) break;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
     }
-    expect(refused?.message).toMatch(/the token expired \(its credentials did, by the hub's clock\): User Authentication Expired/);
+    expect(refused?.message, `the join was refused with: ${refused?.message}`).toMatch(/the token expired \(its credentials did, by the hub's clock\): User Authentication Expired/);
   });
 
   it("revoked: the hub says when; an agent started with it exits with that reason", async () => {

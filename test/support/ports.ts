@@ -10,10 +10,22 @@
  * nats-server die with "bind: address already in use" that way.
  */
 import { createServer } from "node:net";
+import { isMainThread } from "node:worker_threads";
 
 const handedOut = new Set<number>();
-/** Below 32768 (the ephemeral range's default start) and above the well-known and common service ports. */
-const range = { from: 12_000, to: 32_000 };
+/**
+ * Below 32768 (the ephemeral range's default start) and above the well-known and common service
+ * ports, cut into slices: each vitest worker draws from its own (VITEST_POOL_ID, forks and threads
+ * apart), so two files running at once never draw the same number between a draw and its bind.
+ * Drawn at random from one shared range, about one pair of files a run did (two workers' hubs on
+ * one port), where the kernel's listen(0) had only the outgoing connections to fear.
+ */
+const slices = 17;
+const sliceSize = Math.floor((32_000 - 12_000) / slices);
+const poolId = Number(process.env.VITEST_POOL_ID ?? 0);
+/** 0: outside vitest (benches, scripts); 1–8: a forks worker; 9–16: a threads worker. */
+const slice = poolId <= 0 ? 0 : isMainThread ? 1 + ((poolId - 1) % 8) : 9 + ((poolId - 1) % 8);
+const range = { from: 12_000 + slice * sliceSize, to: 12_000 + (slice + 1) * sliceSize };
 
 function bindable(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -24,7 +36,7 @@ function bindable(port: number, host: string): Promise<boolean> {
 }
 
 export async function freePort(host = "127.0.0.1"): Promise<number> {
-  // Bounded: 2,000 tries over 20,000 ports.
+  // Bounded: 2,000 tries over the slice's ~1,176 ports.
   for (let attempt = 0; attempt < 2_000; attempt++) {
     const port = range.from + Math.floor(Math.random() * (range.to - range.from));
     if (handedOut.has(port)) continue;
