@@ -17,6 +17,7 @@ import type { Duplex } from "node:stream";
 import { Bus } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
 import { describeError } from "../lib/errors.ts";
+import { joinStreams } from "../lib/join-streams.ts";
 import { createLogger } from "../lib/log.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
@@ -29,22 +30,19 @@ export const sinkPort = 7009;
 export const rawEchoPort = 7010;
 /**
  * The benchmark's ceiling: Node's own TLS 1.3 (the node's certificate, no leafmesh code) on every
- * address, each connection spliced to the local sink or echo as an agent splices a stream to its
- * target. What any Node process pays for the same security and shape.
+ * address, each connection joined to the local sink or echo with the agent's own splice
+ * (lib/join-streams.ts: half-close passed on, a cut passed on as a reset, a side already gone
+ * resets the other). What any Node process pays for the same security and shape.
  */
 export const tlsSinkPort = 7011;
 export const tlsEchoPort = 7012;
 
-/** TLS in front of a local port: decrypt, then a plain pipe to 127.0.0.1:target (and back). */
+/** TLS in front of a local port: decrypt, then joined to 127.0.0.1:target both ways. */
 function tlsSpliceServer(identity: NodeIdentity, target: number) {
   return createTlsServer({ cert: identity.certPem, key: identity.keyPem, minVersion: "TLSv1.3", allowHalfOpen: true }, (socket) => {
-    // Half-open both ways: the client's end reaches the sink, whose count comes back after it.
-    const local = netConnect({ host: "127.0.0.1", port: target, allowHalfOpen: true });
-    socket.on("error", () => local.destroy());
-    local.on("error", () => socket.destroy());
+    const local = netConnect({ host: "127.0.0.1", port: target, noDelay: true });
     socket.setNoDelay(true);
-    local.setNoDelay(true);
-    socket.pipe(local).pipe(socket);
+    joinStreams(socket, local);
   });
 }
 

@@ -19,6 +19,7 @@ import { createServer, connect as netConnect, type Server } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { multiaddr } from "@multiformats/multiaddr";
+import { joinStreams } from "../../lib/join-streams.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
@@ -152,10 +153,7 @@ describe("direct TLS with spare connections", () => {
     let connections = 0;
     const counter: Server = createServer((socket) => {
       connections++;
-      const far = netConnect({ host: "127.0.0.1", port: tls.far.port });
-      socket.on("error", () => far.destroy());
-      far.on("error", () => socket.destroy());
-      socket.pipe(far).pipe(socket);
+      joinStreams(socket, netConnect({ host: "127.0.0.1", port: tls.far.port }));
     });
     await new Promise<void>((resolve) => counter.listen(0, "127.0.0.1", resolve));
     const port = (counter.address() as { port: number }).port;
