@@ -14,7 +14,7 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { parse as parseYaml } from "yaml";
+import { createRequire } from "node:module";
 import { z } from "zod";
 import { LeafmeshError } from "../lib/errors.ts";
 import { fieldInfo, fieldOf, option, type Field, type FieldInfo, type OptionSpec } from "./options.ts";
@@ -85,6 +85,8 @@ function readConfigFile(path: string, fields: Record<string, Field>): { values: 
   }
   let document: unknown;
   try {
+    // Loaded only when a config file is given (yaml is ~70 modules that every process would carry otherwise).
+    const { parse: parseYaml } = createRequire(import.meta.url)("yaml") as typeof import("yaml");
     document = parseYaml(text);
   } catch (cause) {
     throw new LeafmeshError("CONFIG_INVALID", `${path}: not valid YAML or JSON: ${(cause as Error).message}`, { cause });

@@ -26,10 +26,10 @@
  * const agent = loadNodeSecurity(dir, "edge-a");   // remote fragment, local auth, connect options, psk
  * ```
  */
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
-import { generateKey } from "@libp2p/pnet";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
@@ -161,8 +161,9 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
     hosts: options.hubHosts ?? ["localhost", "127.0.0.1", "::1"],
   });
 
-  const swarmKey = new Uint8Array(95);
-  generateKey(swarmKey);
+  // @libp2p/pnet's swarm.key format (its generateKey writes the same), written here so that the
+  // commands that load this module (the agent's among them) do not load libp2p for it.
+  const swarmKey = Buffer.from(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}`);
   writeSecretFile(join(dir, "swarm.key"), swarmKey);
 
   writeKeyState(dir, state);

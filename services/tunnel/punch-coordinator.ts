@@ -31,8 +31,9 @@ import { acceptOnce, dialPunched, primeRestrictedCone, simultaneousOpen } from "
 
 export type { PunchPurpose, PunchReply, PunchRequest } from "../../bus/rpc.ts";
 
-/** PunchCoordinatorOptions.maxPunchesPerPeer's default (the agent's --tunnel-max-punches-per-peer). */
-export const defaultMaxPunchesPerPeer = 16;
+import { defaultMaxPunchesPerPeer } from "./limits.ts";
+
+export { defaultMaxPunchesPerPeer };
 
 export interface PunchCoordinatorOptions {
   nats: NatsConnection;

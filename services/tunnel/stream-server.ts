@@ -24,8 +24,9 @@ import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
 
-/** StreamServerOptions.maxStreamsPerPeer's default (the agent's --tunnel-max-streams-per-peer). */
-export const defaultMaxStreamsPerPeer = 4_096;
+import { defaultMaxStreamsPerPeer } from "./limits.ts";
+
+export { defaultMaxStreamsPerPeer };
 
 /** What `batchWrites` gathers before the writer pushes back. */
 const batchBytes = 256 * 1024;

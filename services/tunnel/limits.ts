@@ -1,0 +1,11 @@
+/**
+ * The tunnel's per-peer limits, in a module of their own: the agent's options
+ * show them as defaults without loading the tunnel (which brings libp2p: the
+ * agent loads it only when the tunnel is on, roles/agent-actors.ts).
+ */
+
+/** StreamServerOptions.maxStreamsPerPeer's default (the agent's --tunnel-max-streams-per-peer). */
+export const defaultMaxStreamsPerPeer = 4_096;
+
+/** PunchCoordinatorOptions.maxPunchesPerPeer's default (the agent's --tunnel-max-punches-per-peer). */
+export const defaultMaxPunchesPerPeer = 16;
