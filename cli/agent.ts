@@ -17,7 +17,7 @@ import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 import { agentActors, defaultSocksLimits, defaultTrafficLimits } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
-import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/index.ts";
+import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
 export function parseObserver(text: string): ObserverAddress {
@@ -77,7 +77,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       description: "run the ingress gateway: listen on this address of the node (0.0.0.0: all) for the Istio and Gateway API Gateways selected for it, and route clients from outside the mesh to Services anywhere in it; off: no gateway",
     }),
     nodeLabels: option.text({ default: "", value: "KEY=VALUE,…", description: "the node's labels, which Gateways select gateway nodes by (kubernetes.io/hostname is the node's name without saying)" }),
-    intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly)" }),
+    intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly); with either, each intercepted cluster IP is routed on lo (ip route proto 76), so a node without a default route reaches them too" }),
     proxyHost: option.text({ default: "127.0.0.1", value: "HOST", description: "address the per-service-port proxy listeners bind (the interception rules point there)" }),
     proxyMaxConnections: option.integer({ default: defaultTrafficLimits.maxConnections, value: "N", description: "cluster-IP proxy connections carried at once; the next ones wait (--proxy-queue) or are reset; bounds the agent's memory (~100 KiB each)" }),
     proxyMaxOpening: option.integer({ default: defaultTrafficLimits.maxOpening, value: "N", description: "cluster-IP proxy connects and tunnel stream opens under way at once (each a TLS handshake); the rest wait their turn" }),
