@@ -20,6 +20,7 @@ import type { ListenerSource } from "./listener-source.ts";
 import { NftablesBackend } from "./nftables.ts";
 import { buildRules, type InterceptRule, type RuleClash } from "./rules.ts";
 import { changedUdpTargets, clearUdpConntrack } from "./conntrack.ts";
+import { ClusterRoutes } from "./routes.ts";
 
 export interface ProxierOptions {
   /** Optional: without a bus the actor runs alone (tests, the lab) and publishes nothing. */
@@ -46,7 +47,9 @@ export interface ProxierActor {
   /** Removes every rule it added. */
   stop(): Promise<void>;
   inspect(): Promise<InterceptState>;
-  stats(): { backend: string; syncs: number; failures: number; rules: number; lastSyncMs?: number; lastError?: string; clashes: RuleClash[] };
+  /** The cluster IPs routed on `lo` now (routes.ts), as the kernel lists them. */
+  routes(): Promise<string[]>;
+  stats(): { backend: string; syncs: number; failures: number; rules: number; routes: number; lastSyncMs?: number; lastError?: string; clashes: RuleClash[] };
   /** Resolves after the next sync that includes everything known now. */
   synced(): Promise<void>;
 }
@@ -114,6 +117,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   const listenHost = options.listenHost ?? "127.0.0.1";
   const backend = typeof options.intercept === "string" ? createBackend(options.intercept, options.namespace) : options.intercept;
   const backendName = backend?.name ?? "off";
+  // With interception on, every intercepted cluster IP is routed on lo (routes.ts: reachable without a default route, and full-size segments).
+  const routes = backend ? new ClusterRoutes({ namespace: options.namespace }) : undefined;
   let bindings: ListenerBinding[] = options.listeners.listeners?.() ?? [];
   let lastApplied: string | undefined;
   let appliedRules: InterceptRule[] = [];
@@ -148,6 +153,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     const started = performance.now();
     try {
       await backend.sync(built.rules);
+      await routes?.sync(built.rules.map((rule) => rule.clusterIP));
     } catch (error) {
       counters.failures++;
       syncWaiters.push(...waiters);
@@ -185,6 +191,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
         prepare: fromPromise(async () => {
           if (!backend) return;
           await backend.prepare();
+          await routes?.prepare();
           // DNAT to a loopback listener from PREROUTING is dropped as martian unless route_localnet is on (kube-proxy sets it for the same reason).
           if (listenHost.startsWith("127.")) {
             const result = await runTool(["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"], { namespace: options.namespace });
@@ -197,9 +204,12 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
         }),
         remove: fromPromise(async () => {
           await inFlight.catch(() => undefined);
-          await backend?.remove();
+          // Both, even when one fails: a rule or a route left behind would outlive the agent.
+          const removed = await Promise.allSettled([backend?.remove(), routes?.remove()]);
           lastApplied = undefined;
           appliedRules = [];
+          const failed = removed.find((result) => result.status === "rejected");
+          if (failed) throw failed.reason;
         }),
       },
       delays: { retry: options.retryMs ?? 2_000 },
@@ -242,7 +252,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       if (error && backend) log.warn({ error }, "proxier stopped with an error");
     },
     inspect: () => (backend ? backend.inspect() : Promise.resolve({ rules: [], hooks: 0 })),
-    stats: () => ({ backend: backendName, ...counters, lastError: actor.getSnapshot().context.lastError, clashes }),
+    routes: () => (routes ? routes.list() : Promise.resolve([])),
+    stats: () => ({ backend: backendName, ...counters, routes: routes?.size ?? 0, lastError: actor.getSnapshot().context.lastError, clashes }),
     synced() {
       return new Promise<void>((resolve) => {
         syncWaiters.push(resolve);

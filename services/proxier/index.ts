@@ -8,7 +8,9 @@
  * mapping, stale UDP conntrack entries of those cluster IPs are deleted
  * (`conntrack`, Debian package conntrack). With a loopback listenHost it sets
  * net.ipv4.conf.all.route_localnet=1 so PREROUTING (pods, forwarded traffic)
- * can be DNATed to 127.0.0.1, as kube-proxy does.
+ * can be DNATed to 127.0.0.1, as kube-proxy does. Each intercepted cluster IP is
+ * routed on `lo` (routes.ts, `proto 76`): host clients reach it without a default
+ * route, with full-size TCP segments to the listener.
  *
  * ```ts
  * import { busListenerSource, createProxierActor } from "./services/proxier/index.ts";

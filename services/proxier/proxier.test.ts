@@ -88,6 +88,7 @@ describe("proxier actor", () => {
       expect(clashes).toHaveLength(1);
       expect(clashes[0].error).toBe("lab/z-clash:main/TCP claims 198.19.1.1:80/TCP, already taken by lab/a:main/TCP: lab/z-clash:main/TCP is not intercepted there (fix the Services' clusterIP or port)");
       expect(proxier.actor.getSnapshot().value).toBe("synced");
+      expect(await proxier.routes()).toEqual(["198.19.1.1", "198.19.1.2"]); // each intercepted cluster IP routed on lo (routes.ts)
       const registry = new Registry();
       registerProxierMetrics(registry, proxier);
       const text = await registry.metrics();
@@ -109,6 +110,7 @@ describe("proxier actor", () => {
       await traffic.stop();
       await proxier.stop();
       expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+      expect(await proxier.routes()).toEqual([]);
       expect(proxier.actor.getSnapshot().value).toBe("stopped");
     });
   });
@@ -147,6 +149,7 @@ describe("proxier actor", () => {
       expect(proxier.actor.getSnapshot().value).toMatch(/retrying|syncing/);
       expect(proxier.stats().lastError).toContain("Cannot open network namespace");
       await lab.exec("host", ["ip", "netns", "add", ns]);
+      await lab.exec("host", ["ip", "-n", ns, "link", "set", "lo", "up"]); // a fresh namespace's lo is down: no route (routes.ts) can go on it
       await eventually(() => proxier.actor.getSnapshot().value === "synced", 10_000, "recovery");
       expect((await proxier.inspect()).rules).toHaveLength(2);
     } finally {

@@ -43,6 +43,8 @@ const services: TestServiceOptions[] = [
 ];
 /** TCP rules: web rnd lc hash sticky empty flaky; UDP: echo. "skip" and "bad" get none. */
 const expectedRules = 8;
+/** Their cluster IPs, each routed on lo while intercepted (services/proxier/routes.ts). */
+const ruledClusterIps = ["198.19.0.10", "198.19.0.11", "198.19.0.12", "198.19.0.13", "198.19.0.14", "198.19.0.20", "198.19.0.30", "198.19.0.33"];
 
 interface Agent {
   child: ChildProcess;
@@ -122,6 +124,12 @@ describe("cluster IPs in network namespaces", () => {
 
   async function probe(args: string[], from = cli): Promise<ProbeResult> {
     return JSON.parse(await lab.exec(from, [node24, resolve(labDir, "probe.ts"), ...args], { timeoutMs: 60_000 })) as ProbeResult;
+  }
+
+  /** The cluster IPs the proxier routed on lo in cli (proto 76), sorted. */
+  async function routedOnLo(): Promise<string[]> {
+    const listed = await lab.exec(cli, ["ip", "-4", "-o", "route", "show", "proto", "76"]);
+    return listed.split("\n").filter((line) => line.includes(" dev lo ")).map((line) => line.split(" ")[0]).sort();
   }
 
   async function stats(agent: Agent): Promise<Record<string, any>> {
@@ -271,6 +279,23 @@ describe("cluster IPs in network namespaces", () => {
       putAll(agent, [web]);
     });
 
+    it("a node with no route to the cluster IPs (no default route: an offline site) still reaches them: each is routed on lo", async () => {
+      const ours = await routedOnLo();
+      expect(ours).toEqual(ruledClusterIps);
+      await lab.exec(cli, ["ip", "route", "del", "198.19.0.0/16"]);
+      try {
+        // Without the routes on lo, connect() failed with ENETUNREACH before the OUTPUT hook's DNAT.
+        const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "30"]);
+        expect(result).toMatchObject({ answers: { s1: 10, s2: 10, s3: 10 }, errors: {} });
+        const udp = await probe(["--host", "198.19.0.20", "--port", "53", "--count", "6", "--udp"]);
+        expect(udp).toMatchObject({ answers: { s1: 2, s2: 2, s3: 2 }, errors: {} });
+        // The route the kernel takes for a cluster IP is ours, on lo (MTU 65,536: full-size TCP segments to the listener).
+        expect((await lab.exec(cli, ["ip", "-o", "route", "get", "198.19.0.10"])).trim()).toMatch(/^198\.19\.0\.10 dev lo /);
+      } finally {
+        await lab.exec(cli, ["ip", "route", "add", "198.19.0.0/16", "dev", "eth0"]);
+      }
+    });
+
     it("kill -9 and a restart leave exactly one set of rules; a clean stop leaves none", async () => {
       // A UDP client that keeps its source port across the restart (its conntrack entry points at the old listener).
       const fixedPort = ["--host", "198.19.0.20", "--port", "53", "--count", "1", "--udp", "--sport", "40053", "--timeout-ms", "2000"];
@@ -278,6 +303,7 @@ describe("cluster IPs in network namespaces", () => {
       agent.child.kill("SIGKILL");
       await agent.exited;
       expect((await inspect()).rules).toHaveLength(expectedRules); // a crash leaves its rules behind
+      expect(await routedOnLo()).toEqual(ruledClusterIps); // and its routes
       agent = startAgent(intercept);
       await agent.waitFor((event) => event.event === "ready", "restarted agent ready");
       putAll(agent, services);
@@ -286,6 +312,7 @@ describe("cluster IPs in network namespaces", () => {
       expect(state).toEqual({ rules: expect.any(Array), hooks: 2 });
       expect(state.rules).toHaveLength(expectedRules);
       expect(new Set(state.rules.map((rule) => rule.split(" -> ")[0])).size).toBe(expectedRules);
+      expect(await routedOnLo()).toEqual(ruledClusterIps); // one route each, not two
       const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "30"]);
       expect(result).toMatchObject({ answers: { s1: 10, s2: 10, s3: 10 }, errors: {} });
       expect((await probe(fixedPort)).errors).toEqual({}); // the stale entry was cleared with the sync
@@ -293,6 +320,7 @@ describe("cluster IPs in network namespaces", () => {
       agent.child.kill("SIGTERM");
       expect(await agent.exited).toBe(0);
       expect(await inspect()).toEqual({ rules: [], hooks: 0 });
+      expect(await routedOnLo()).toEqual([]);
     });
   });
 });
