@@ -17,6 +17,8 @@ function open(): Promise<Socket> {
     const socket = connect({ host, port, noDelay: true });
     socket.once("error", reject);
     socket.once("data", () => resolve(socket)); // the greeting
+    // A proxy that closes before the greeting (a bare pipe() whose upstream failed passes it on as a FIN) is a failure, not a wait forever.
+    socket.once("close", () => reject(new Error("closed before the greeting")));
   });
 }
 
