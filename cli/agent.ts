@@ -1,4 +1,5 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
+import { commandSummaries } from "./command-list.ts";
 import { join, resolve } from "node:path";
 import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
@@ -54,7 +55,7 @@ function readSecretFile(path: string, flag: string): string {
 
 export const agentCommand = defineCommand({
   name: "agent",
-  summary: "run the agent of one node: its leaf NATS server and its actors",
+  summary: commandSummaries.agent,
   description: `
 The agent runs a leaf nats-server (JetStream domain = node name) connected to
 every --hub URL (it fails over between them by itself), mirrors the service

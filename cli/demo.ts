@@ -4,6 +4,7 @@
  * services whose backends are small HTTP servers "running on" different nodes,
  * and a live view of the mesh's events until Ctrl-C.
  */
+import { commandSummaries } from "./command-list.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type Server } from "node:http";
@@ -87,7 +88,7 @@ export function demoManifests(backends: { service: string; node: string; port: n
 
 export const demoCommand = defineCommand({
   name: "demo",
-  summary: "run a hub and agents on this machine with sample services, and show the mesh live (no root needed)",
+  summary: commandSummaries.demo,
   description: `
 Starts, on loopback: a hub publishing sample manifests, N agents (edge-1 …), and
 small HTTP backends for the sample services, each on one node. Prints what to

@@ -11,6 +11,7 @@
  * if it is killed outright, the cut's set elements expire in the kernel by
  * themselves a grace period after the planned end.
  */
+import { commandSummaries } from "./command-list.ts";
 import { execFileSync } from "node:child_process";
 import { lookup, Resolver } from "node:dns/promises";
 import { connect as netConnect, isIP } from "node:net";
@@ -160,7 +161,7 @@ async function restore(): Promise<boolean> {
 
 export const drillCommand = defineCommand({
   name: "drill",
-  summary: "cut this node's upstream for N seconds on purpose, check its services every second, restore, report",
+  summary: commandSummaries.drill,
   description: `
 Runs on an agent or a site server, as root (nftables). Cuts the node's leaf
 link to its upstreams (every --hub URL it was given) with an nftables table of

@@ -1,4 +1,5 @@
 /** `leafmesh hub`: a cloud hub (nats-server with JetStream domain `hub`, catalog publisher). */
+import { commandSummaries } from "./command-list.ts";
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
@@ -36,7 +37,7 @@ export function parseHubObserver(text: string): { hosts: [string, string]; ports
 
 export const hubCommand = defineCommand({
   name: "hub",
-  summary: "run a cloud hub: the NATS hub server and the catalog publisher",
+  summary: commandSummaries.hub,
   description: `
 A hub runs nats-server (JetStream domain "hub") as a supervised child and, when
 given a source (--manifests or --kubeconfig), publishes the service catalog into

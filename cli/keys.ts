@@ -18,6 +18,7 @@
  * const code = await runKeysCommand(["issue", "--dir", dir, "--node", "edge-a"], { stdout: process.stdout, stderr: process.stderr });
  * ```
  */
+import { commandSummaries } from "./command-list.ts";
 import { join } from "node:path";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -332,7 +333,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 
 export const keysCommand: Command = {
   name: "keys",
-  summary: "create the mesh's keys (NATS operator and accounts, TLS CA, pre-shared key) and issue, list and revoke node credentials",
+  summary: commandSummaries.keys,
   help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),

@@ -4,6 +4,7 @@
  * and site upstream its leaf may attach to, and the LAN peers mDNS shows. Asks
  * the agent behind --nats (`rpc.<node>.netcheck` and `rpc.<node>.status`).
  */
+import { commandSummaries } from "./command-list.ts";
 import { RpcError, rpcRequest } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
 import { rpc } from "../bus/rpc.ts";
@@ -14,7 +15,7 @@ import { formatNetcheck } from "./why.ts";
 
 export const netcheckCommand = defineCommand({
   name: "netcheck",
-  summary: "this node's network now: its NAT (with evidence), RTT to each hub and site upstream, LAN peers by mDNS",
+  summary: commandSummaries.netcheck,
   description: `
 Connects to the agent's NATS server (its --nats-listen) and asks the agent to
 measure: the NAT type is detected again against the hub's NAT observer (the

@@ -10,11 +10,12 @@
  */
 import type { Command } from "./command.ts";
 import { keysSubcommands } from "./keys.ts";
-import { commands } from "./main.ts";
+import { loadCommands } from "./main.ts";
 
 const cell = (text: string) => text.replaceAll("|", "\\|");
 
-export function renderOptionsDoc(): string {
+export async function renderOptionsDoc(): Promise<string> {
+  const commands = await loadCommands();
   const lines = [
     "# Options of every command",
     "",
@@ -40,4 +41,4 @@ export function renderOptionsDoc(): string {
   return lines.join("\n");
 }
 
-if (import.meta.main) process.stdout.write(renderOptionsDoc());
+if (import.meta.main) process.stdout.write(await renderOptionsDoc());

@@ -1,4 +1,5 @@
 /** `leafmesh site`: an edge site's NATS server(s): a leaf of the hubs that its agents attach to. */
+import { commandSummaries } from "./command-list.ts";
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
@@ -12,7 +13,7 @@ import { runUntilSignal } from "./run-until-signal.ts";
 
 export const siteCommand = defineCommand({
   name: "site",
-  summary: "run an edge site server: the site's local master, a leaf of the hubs that its agents attach to",
+  summary: commandSummaries.site,
   description: `
 A site server runs nats-server with JetStream domain = the site name, attached as a
 leaf to every --upstream hub URL, mirroring the catalog from the hubs and serving it

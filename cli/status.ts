@@ -1,4 +1,5 @@
 /** `leafmesh status`: what one node (agent or hub) knows: catalog, fabric links, actors. */
+import { commandSummaries } from "./command-list.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { RpcError, rpcRequest } from "../bus/bus.ts";
 import type { SnapshotPage } from "../bus/catalog-feed.ts";
@@ -204,7 +205,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
 
 export const statusCommand = defineCommand({
   name: "status",
-  summary: "show what one node knows: its catalog, fabric links and actors",
+  summary: commandSummaries.status,
   description: `
 Connects to the node's NATS server (an agent's --nats-listen, or a hub's
 --listen), asks the leafmesh process there for its status, and pages through

@@ -1,11 +1,12 @@
 /** `leafmesh sub`: tail mesh events, as `nats sub 'mesh.>'` would. */
+import { commandSummaries } from "./command-list.ts";
 import { connectNats } from "../bus/connect.ts";
 import { defineCommand } from "./command.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 
 export const subCommand = defineCommand({
   name: "sub",
-  summary: "tail mesh events (default subject mesh.>) on any hub or node",
+  summary: commandSummaries.sub,
   usage: "leafmesh sub [options] [SUBJECT]",
   description: `
 Prints every message on SUBJECT (default "mesh.>"), one line each:

@@ -4,11 +4,12 @@ import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
-import { commands } from "../cli/main.ts";
+import { loadCommands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
 import { readFileSync } from "node:fs";
 import { freePort } from "./support/ports.ts";
 import { hubPorts, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+
 
 afterAll(stopAllProcesses);
 
@@ -47,6 +48,7 @@ describe("leafmesh CLI", () => {
         expect(probe.code).toBe(0);
       }
     };
+    const commands = await loadCommands();
     for (const command of commands) {
       expect(top.stdout).toContain(`  ${command.name}`);
       await probeHelp(command, []);
@@ -54,8 +56,8 @@ describe("leafmesh CLI", () => {
     expect((await runCli(["hub", "--help"])).stdout).toBe((await runInProcess(commands.find((command) => command.name === "hub")!, ["--help"])).stdout);
   });
 
-  it("documents in docs/options.md exactly the options the code parses (npm run docs:options rewrites it)", () => {
-    expect(readFileSync(resolve(import.meta.dirname, "../docs/options.md"), "utf8")).toBe(renderOptionsDoc());
+  it("documents in docs/options.md exactly the options the code parses (npm run docs:options rewrites it)", async () => {
+    expect(readFileSync(resolve(import.meta.dirname, "../docs/options.md"), "utf8")).toBe(await renderOptionsDoc());
   });
 
   it("refuses an unknown command, an unknown flag and a missing required flag with exit code 2 and no stack trace", async () => {

@@ -8,8 +8,14 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
-import { describe, expect, it } from "vitest";
-import { commands } from "../cli/main.ts";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { Command } from "../cli/command.ts";
+import { loadCommands } from "../cli/main.ts";
+
+let commands: Command[] = [];
+beforeAll(async () => {
+  commands = await loadCommands();
+});
 
 const root = resolve(import.meta.dirname, "..");
 type Attribute = { name: string; baseName: string; type: string };

@@ -161,8 +161,7 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
     hosts: options.hubHosts ?? ["localhost", "127.0.0.1", "::1"],
   });
 
-  // @libp2p/pnet's swarm.key format (its generateKey writes the same), written here so that the
-  // commands that load this module (the agent's among them) do not load libp2p for it.
+  // @libp2p/pnet's swarm.key format, written here: the agent loads this module, and libp2p only with its tunnel.
   const swarmKey = Buffer.from(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}`);
   writeSecretFile(join(dir, "swarm.key"), swarmKey);
 
