@@ -1,13 +1,17 @@
 /**
  * The ceiling of an L4 proxy in one Node event loop, for bench/traffic: accept,
- * connect to the target, `pipe()` both ways, nothing else (no catalog, no
- * balancing, no admission, no counters). What leafmesh's proxy is measured
+ * connect to the target, join the two sockets both ways, nothing else (no
+ * catalog, no balancing, no admission, no counters). The join is the agent's
+ * own (lib/join-streams.ts: data events and backpressure, as `pipe()` does),
+ * so a cut on either side, an upstream that refuses, or a client that left
+ * before the connect reaches the other side as a reset, never as a clean end. What leafmesh's proxy is measured
  * against beside haproxy: the share of the gap that is Node's, not leafmesh's.
  *
  *   node bench/traffic/node-pipe.ts 127.0.0.1:35201=198.18.0.2:5201 127.0.0.1:38080=198.18.0.2:8080
  *   stdout: listening
  */
 import { connect, createServer } from "node:net";
+import { joinStreams } from "../../lib/join-streams.ts";
 
 const pairs = process.argv.slice(2).map((argument) => {
   const [from, to] = argument.split("=");
@@ -28,10 +32,7 @@ await Promise.all(
     ({ listen, target }) =>
       new Promise<void>((resolve) => {
         const server = createServer({ noDelay: true }, (client) => {
-          const upstream = connect({ ...target, noDelay: true });
-          client.on("error", () => upstream.destroy());
-          upstream.on("error", () => client.destroy());
-          client.pipe(upstream).pipe(client);
+          joinStreams(client, connect({ ...target, noDelay: true }));
         });
         server.listen(listen.port, listen.host, () => resolve());
       }),
