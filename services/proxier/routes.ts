@@ -58,9 +58,14 @@ export class ClusterRoutes {
     if (lines.length === 0) return;
     // -force: one line that fails (a route someone else removed) does not stop the others; the exit code still says so.
     const result = await runTool(["ip", "-4", "-force", "-batch", "-"], { ...this.#options, input: `${lines.join("\n")}\n` });
+    if (result.code === 0) {
+      this.#current = wanted;
+      return;
+    }
+    // Some line failed: what holds now is read back, not assumed.
     this.#current = new Set(await this.list());
     const missing = [...wanted].filter((address) => !this.#current.has(address));
-    if (result.code !== 0 && missing.length > 0) {
+    if (missing.length > 0) {
       throw new LeafmeshError("PROXY_FAILED", `could not route ${missing.length} cluster IP(s) on lo (first ${missing[0]}): ${result.stderr.trim().split("\n")[0] ?? ""}`);
     }
   }
