@@ -49,6 +49,12 @@ async function cliIn(agent: string, args: string[]): Promise<string> {
 }
 
 const whyOf = async (agent: string, peer: string) => JSON.parse(await cliIn(agent, ["status", "--why", peer, "--json"])) as PathWhy;
+/** `whyOf` once the agent holds a record of the peer's with its NAT in it: a record from before the peer's detection says "unknown" until the next one (every 5 s). */
+const whyWithPeerNat = (agent: string, peer: string) =>
+  eventually(async () => {
+    const why = await whyOf(agent, peer);
+    return why.nat.peer?.type !== "unknown" ? why : undefined;
+  }, 20_000, `${agent} to hold ${peer}'s record with its NAT`);
 
 describe.sequential("status --why and netcheck in the NAT lab", () => {
   let lab: TunnelLab;
@@ -81,21 +87,23 @@ describe.sequential("status --why and netcheck in the NAT lab", () => {
       }, 60_000, `${agent} NAT detection and records`);
     }
     // Records carry the evidence to peers: the LAN neighbour sees each node's probes.
-    const why = await whyOf("p1h2", "f1h1");
+    const why = await whyWithPeerNat("p1h2", "f1h1");
     expect(why.nat.peer).toMatchObject({ type: "full-cone", source: "record" });
     expect(why.nat.peer.evidence?.filtering?.otherAddress).toBe("answered");
-    const rst = await whyOf("p1h2", "p2h1");
+    const rst = await whyWithPeerNat("p1h2", "p2h1");
     // The RST router refused the probe from another address itself: no proof of a cone.
     expect(rst.nat.peer).toMatchObject({ type: "port-restricted" });
     expect(rst.nat.peer.evidence?.filtering).toEqual({ otherAddress: "ECONNREFUSED", otherPort: "ECONNREFUSED" });
     expect(rst.nat.local.evidence?.filtering).toEqual({ otherAddress: "timeout", otherPort: "timeout" });
-    const symmetric = await whyOf("p1h2", "s1h1");
+    const symmetric = await whyWithPeerNat("p1h2", "s1h1");
     const [first, second] = symmetric.nat.peer.evidence!.mapping;
     expect(first.port).not.toBe(second.port);
   }, 150_000);
 
   it("names the right reason for every pair, from both sides, and says it on mesh.<node>.tunnel.why", async () => {
     const failures: string[] = [];
+    // Each side plans its path from the other's NAT in its record: wait until both hold one that has it.
+    await Promise.all(pairs.flatMap((pair) => [whyWithPeerNat(pair.a, pair.b), whyWithPeerNat(pair.b, pair.a)]));
     await Promise.all(
       pairs.map(async (pair) => {
         const [there, back] = await Promise.all([lab.call(pair.a, { op: "roundtrip", node: pair.b, bytes: 4096 }), lab.call(pair.b, { op: "roundtrip", node: pair.a, bytes: 4096 })]);
