@@ -270,6 +270,81 @@ describe("relay channels through leaf → hub → leaf", () => {
     expect((await errored).message).toMatch(/reset/);
   }, 20_000);
 
+  /**
+   * One end done writing closes (destroy, no error) after reading all the peer sent, while the
+   * peer's FIN is still on its way: a TLS socket does this once it reads the close_notify that
+   * comes ahead of that FIN. Like TCP after a shutdown, the channel waits for the FIN.
+   */
+  async function lingerPair(name: string, far: (channel: RelayChannel) => void, idleTimeoutMs?: number) {
+    const events: string[] = [];
+    const near = new RelayEndpoint({ nats: a, node: `${name}-a`, log: silentLogger(), onChannel: () => undefined, idleTimeoutMs, pingIntervalMs: idleTimeoutMs ? 100 : undefined, onEvent: (event) => events.push(`${event.status}${event.reason ? `: ${event.reason}` : ""}`) });
+    let armed = false;
+    const farEnd = new RelayEndpoint({ nats: b, node: `${name}-b`, log: silentLogger(), onChannel: (channel) => (armed ? far(channel) : channel.destroy()) });
+    await eventually(async () => (await near.open(`${name}-b`).then((c) => (c.destroy(), true), () => false)), 20_000, "relay path up");
+    armed = true;
+    const channel = await near.open(`${name}-b`);
+    channel.on("error", () => undefined);
+    channel.end(Buffer.from("request"));
+    channel.once("data", () => channel.destroy());
+    return { near, farEnd, events, channel };
+  }
+
+  /** The far end: reads the request to its end, replies at once, and `then` (its FIN, or more) `delayMs` later. */
+  function replier(then: (channel: RelayChannel) => void, delayMs = 300) {
+    let outcome: Promise<{ error?: string; finished: boolean }> | undefined;
+    const onChannel = (channel: RelayChannel) => {
+      outcome = new Promise((resolve) => {
+        channel.resume();
+        channel.once("end", () => {
+          channel.write(Buffer.from("reply"));
+          setTimeout(() => then(channel), delayMs);
+        });
+        channel.once("error", (error) => resolve({ error: error.message, finished: channel.writableFinished }));
+        channel.once("close", () => resolve({ finished: channel.writableFinished }));
+      });
+    };
+    return { onChannel, outcome: () => eventually(() => outcome !== undefined, 5_000, "the far channel").then(() => outcome!) };
+  }
+
+  it("closes cleanly at both ends when one end closes after its end and the peer's FIN is still on its way", async () => {
+    const far = replier((channel) => channel.end());
+    const { near, farEnd, events } = await lingerPair("linger-fin", far.onChannel);
+    try {
+      expect(await far.outcome()).toEqual({ finished: true });
+      await eventually(() => near.channelCount === 0, 5_000, "the near channel forgotten after the peer's FIN");
+      expect(events.at(-1)).toBe("closed");
+    } finally {
+      near.close();
+      farEnd.close();
+    }
+  }, 30_000);
+
+  it("resets a peer that writes after the channel was closed here, as TCP answers data after a close", async () => {
+    const far = replier((channel) => channel.write(Buffer.from("late")));
+    const { near, farEnd, events } = await lingerPair("linger-data", far.onChannel);
+    try {
+      expect((await far.outcome()).error).toMatch(/4 bytes from linger-data-b after the channel was closed here/);
+      expect(events.at(-1)).toMatch(/^reset: 4 bytes/);
+      expect(near.channelCount).toBe(0);
+    } finally {
+      near.close();
+      farEnd.close();
+    }
+  }, 30_000);
+
+  it("resets a peer whose FIN does not come within the idle timeout after the channel was closed here", async () => {
+    const far = replier(() => undefined); // never ends
+    const { near, farEnd, events } = await lingerPair("linger-silent", far.onChannel, 1_000);
+    try {
+      expect((await far.outcome()).error).toMatch(/closed here after its end; no end from linger-silent-b within 1000 ms/);
+      expect(events.at(-1)).toMatch(/^reset: closed here after its end/);
+      expect(near.channelCount).toBe(0);
+    } finally {
+      near.close();
+      farEnd.close();
+    }
+  }, 30_000);
+
   it("refuses a channel to a node that does not exist with a clear error", async () => {
     const quick = new RelayEndpoint({ nats: a, node: "edge-a2", log: silentLogger(), onChannel: () => undefined, openTimeoutMs: 1_000 });
     await expect(quick.open("nobody")).rejects.toThrow(/nobody did not accept/);
