@@ -18,6 +18,7 @@ import type { Bus } from "../../bus/bus.ts";
 import { nowIso } from "../../bus/events.ts";
 import { buckets, leaseKeys } from "../../bus/subjects.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
+import { KvPuts } from "../../bus/kv-puts.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
@@ -42,7 +43,7 @@ export interface CatalogPublisherOptions {
   replicas?: number;
   /** @default defaultLeaseTtlMs (lease.ts) */
   leaseTtlMs?: number;
-  /** @default 64 — puts in flight at once while writing a large catalog. */
+  /** @default 256 — puts in flight at once while writing a large catalog (pipelined: bus/kv-puts.ts). */
   concurrency?: number;
   /** @default 10_000 — how often the whole catalog is compared with the source, whatever the source said. */
   resyncMs?: number;
@@ -60,6 +61,7 @@ export class CatalogPublisher {
   /** key → JSON of what the bucket holds (as seen by our watch, plus our own acknowledged writes). */
   readonly stored = new Map<string, { json: string; revision: number; object: CatalogObject }>();
   #kv: KV | undefined;
+  #puts: KvPuts | undefined;
   #follower: BucketFollower | undefined;
   #lease: KvLease | undefined;
   readonly #reconciler = new Coalescer(async () => {
@@ -190,9 +192,11 @@ export class CatalogPublisher {
     if (puts.length === 0 && deletes.length === 0) return;
 
     const kv = this.#kv;
+    if (!this.#puts || this.#puts.closed) this.#puts = new KvPuts({ connection: this.#options.connection, bucket: buckets.catalog });
+    const pipeline = this.#puts;
     const work: (() => Promise<void>)[] = [
       ...puts.map(([key, object, json]) => async () => {
-        const revision = await kv.put(key, encoder.encode(json));
+        const revision = await pipeline.put(key, encoder.encode(json));
         const seen = this.stored.get(key);
         if (!seen || seen.revision < revision) this.stored.set(key, { json, revision, object });
       }),
@@ -209,7 +213,7 @@ export class CatalogPublisher {
         await work[next++]();
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.#options.concurrency ?? 64, work.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(this.#options.concurrency ?? 256, work.length) }, worker));
     this.#options.log.info({ puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name }, "catalog written");
     this.#options.bus.publish("publisher", "publish", { at: nowIso(), puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name });
   }
@@ -221,5 +225,6 @@ export class CatalogPublisher {
     await this.#lease?.stop();
     await this.#options.source?.stop();
     await this.#follower?.stop();
+    this.#puts?.close();
   }
 }
