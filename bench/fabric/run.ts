@@ -44,6 +44,7 @@ export async function runFabricBench(): Promise<BenchTable> {
     rows: [
       [`${size} services written at the hub, from a cold start (ms)`, ms(leafmesh.writeMs), ms(plain.writeMs), ratio(leafmesh.writeMs, plain.writeMs), "≤ 1.5×"],
       [`  of which plain NATS's 64 concurrent puts alone (ms)`, "—", ms(plain.putsMs), "—", ""],
+      [`  plain NATS, the same puts pipelined as leafmesh's hub writes them (256 in flight, bus/kv-puts.ts; ms)`, "—", ms(plain.pipelinedPutsMs), "—", ""],
       [`  hub process CPU until written (ms)`, ms(leafmesh.hubCpuMs), "—", "—", ""],
       [`fresh node holds the catalog (ms; leafmesh: controller, traffic and DNS; plain: a KV watcher on the mirror read it all)`, ms(leafmesh.nodeHoldsMs), ms(plain.clientHoldsMs), ratio(leafmesh.nodeHoldsMs, plain.clientHoldsMs), "< 2,000 ms, ≤ 3×"],
       [`  its leaf's mirror holds every object (ms)`, ms(leafmesh.leafHoldsMs), ms(plain.leafHoldsMs), ratio(leafmesh.leafHoldsMs, plain.leafHoldsMs), ""],
@@ -58,7 +59,7 @@ export async function runFabricBench(): Promise<BenchTable> {
     ],
     notes: [
       "leafmesh: `leafmesh hub --manifests` (20 YAML files parsed, validated, written under the publisher lease) and a fresh `leafmesh agent --dns` (controller, DNS, traffic with one listener per service port, proxier without interception; no tunnel). Times count from launching the process: Node's start and the nats-server's are in them, as plain NATS's rows count its nats-server's start.",
-      "plain NATS: the same nats-server configs with no leafmesh process: 64 concurrent KV puts of the normalised objects; a KV mirror on a fresh leaf and a KV watcher on it.",
+      "plain NATS: the same nats-server configs with no leafmesh process: 64 concurrent KV puts of the normalised objects (nats.js kv.put: a request per put), the baseline of the ratio; a KV mirror on a fresh leaf and a KV watcher on it. The pipelined row puts the same objects again the way leafmesh's hub writes since 2026-12-04 (a core publish per put with its own reply subject, JetStream's ack settles it): what NATS itself allows, after the baseline's mirror and changes were measured.",
       "Single changes: a KV put at the hub, timed until the agent's controller announces it on its bus (leafmesh) or the mirror's watcher sees it (plain).",
       "Nothing polls the leafmesh processes while they load: the benchmark follows their bus events, the servers' stream info and one DNS query every 20 ms.",
     ],

@@ -22,6 +22,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { encodeCatalogObject, type EndpointSlice, type Service } from "../../bus/catalog.ts";
 import { buckets } from "../../bus/subjects.ts";
+import { KvPuts } from "../../bus/kv-puts.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { NatsServerSupervisor } from "../../nats/supervisor.ts";
 import { renderHubConfig, renderLeafConfig, toLeafUrl } from "../../nats/render.ts";
@@ -36,6 +37,8 @@ export interface PlainResult {
   /** nats-server launched → every put acked. */
   writeMs: number;
   putsMs: number;
+  /** The same objects put again through pipelined publishes (bus/kv-puts.ts, 256 in flight), as leafmesh's hub writes. */
+  pipelinedPutsMs: number;
   /** Leaf launched → its mirror holds every object. */
   leafHoldsMs: number;
   /** Leaf launched → a KV watcher on the mirror has read every object. */
@@ -148,9 +151,24 @@ export async function measurePlain(entries: Entries, changes: number): Promise<P
     const latencies = await measureChanges(kv, entries, changes, (key) => new Promise<void>((resolve) => waiting.set(key, resolve)));
     const serverRssMiB = rssMiB(leafServer.pid);
     watch.stop();
+    // Without the leaf and its mirror, as the baseline's puts ran: the mirror's consumer would slow every write.
     await leafConnection.close();
+    await leafServer.stop();
+    const pipeline = new KvPuts({ connection: hubConnection, bucket: buckets.catalog });
+    const pipelinedStarted = performance.now();
+    next = 0;
+    await Promise.all(
+      Array.from({ length: 256 }, async () => {
+        while (next < entries.length) {
+          const [key, object] = entries[next++];
+          await pipeline.put(key, encodeCatalogObject(object));
+        }
+      }),
+    );
+    const pipelinedPutsMs = performance.now() - pipelinedStarted;
+    pipeline.close();
     await hubConnection.close();
-    return { writeMs, putsMs, leafHoldsMs, clientHoldsMs, latencies, serverRssMiB };
+    return { writeMs, putsMs, pipelinedPutsMs, leafHoldsMs, clientHoldsMs, latencies, serverRssMiB };
   } finally {
     await leafServer.stop().catch(() => undefined);
     await hub.stop().catch(() => undefined);
