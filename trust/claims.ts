@@ -18,6 +18,7 @@
  * ```
  */
 import { encodeAccount, encodeOperator, encodeUser, type Algorithms, type Export, type Import, type OperatorLimits, type Permissions } from "@nats-io/jwt";
+import { signingKey } from "./signing-keys.ts";
 import { buckets, hubDomain, hubLoadRoot, meshRoot, mirrorDeliverPrefix, nodeInboxPrefix, relayRoot, rpcSubject } from "../bus/subjects.ts";
 import { methodsCallableBy } from "../bus/rpc.ts";
 
@@ -102,11 +103,11 @@ export interface NodeAccountRef {
 }
 
 export async function operatorJwt(options: { operatorSeed: string; systemAccount: string; name?: string }): Promise<string> {
-  return encodeOperator(options.name ?? "leafmesh", options.operatorSeed, { system_account: options.systemAccount }, algorithm);
+  return encodeOperator(options.name ?? "leafmesh", signingKey(options.operatorSeed), { system_account: options.systemAccount }, algorithm);
 }
 
 export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string }): Promise<string> {
-  return encodeAccount(systemAccountName, options.accountSeed, { limits: { ...unlimitedNats, ...noJetStream } }, { ...algorithm, signer: options.operatorSeed });
+  return encodeAccount(systemAccountName, signingKey(options.accountSeed), { limits: { ...unlimitedNats, ...noJetStream } }, { ...algorithm, signer: signingKey(options.operatorSeed) });
 }
 
 /** The mesh account: re-signed whenever a node is issued (it imports from every node account). */
@@ -131,9 +132,9 @@ export async function meshAccountJwt(options: { operatorSeed: string; accountSee
   ]);
   return encodeAccount(
     meshAccountName,
-    options.accountSeed,
+    signingKey(options.accountSeed),
     { limits: { ...unlimitedNats, ...meshJetStream }, exports, imports, revocations: options.revocations ?? {} },
-    { ...algorithm, signer: options.operatorSeed },
+    { ...algorithm, signer: signingKey(options.operatorSeed) },
   );
 }
 
@@ -175,9 +176,9 @@ export async function nodeAccountJwt(options: {
   ];
   return encodeAccount(
     nodeAccountName(node),
-    options.accountSeed,
+    signingKey(options.accountSeed),
     { limits: { ...unlimitedNats, ...noJetStream }, exports, imports, revocations: options.revocations ?? {} },
-    { ...algorithm, signer: options.operatorSeed },
+    { ...algorithm, signer: signingKey(options.operatorSeed) },
   );
 }
 
@@ -259,8 +260,8 @@ export function nodeUserPermissions(node: string, site?: string): Permissions {
 export async function nodeUserJwt(options: { node: string; /** The user's seed, or (enrolment: the key pair stays on the node) its public key. */ userSeed: string; accountSeed: string; expires?: number; site?: string }): Promise<string> {
   return encodeUser(
     options.node,
-    options.userSeed,
-    options.accountSeed,
+    signingKey(options.userSeed),
+    signingKey(options.accountSeed),
     { ...nodeUserPermissions(options.node, options.site), subs: -1, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
     { ...algorithm, ...(options.expires ? { exp: options.expires } : {}) },
   );
@@ -268,7 +269,7 @@ export async function nodeUserJwt(options: { node: string; /** The user's seed, 
 
 /** A user with the whole mesh account (the hub's catalog publisher, operators' tools). */
 export async function meshUserJwt(options: { name: string; userSeed: string; accountSeed: string }): Promise<string> {
-  return encodeUser(options.name, options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
+  return encodeUser(options.name, signingKey(options.userSeed), signingKey(options.accountSeed), { subs: -1, data: -1, payload: -1 }, algorithm);
 }
 
 /**
@@ -277,11 +278,11 @@ export async function meshUserJwt(options: { name: string; userSeed: string; acc
  * credentials are of no use against a hub or from another machine.
  */
 export async function siteLocalUserJwt(options: { site: string; userSeed: string; accountSeed: string }): Promise<string> {
-  return encodeUser(`site-${options.site}-local`, options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1, src: ["127.0.0.1/32", "::1/128"], allowed_connection_types: ["STANDARD"] }, algorithm);
+  return encodeUser(`site-${options.site}-local`, signingKey(options.userSeed), signingKey(options.accountSeed), { subs: -1, data: -1, payload: -1, src: ["127.0.0.1/32", "::1/128"], allowed_connection_types: ["STANDARD"] }, algorithm);
 }
 
 export async function systemUserJwt(options: { userSeed: string; accountSeed: string }): Promise<string> {
-  return encodeUser("sys", options.userSeed, options.accountSeed, { subs: -1, data: -1, payload: -1 }, algorithm);
+  return encodeUser("sys", signingKey(options.userSeed), signingKey(options.accountSeed), { subs: -1, data: -1, payload: -1 }, algorithm);
 }
 
 /**
@@ -320,8 +321,8 @@ export const auditSubjects = [`${meshRoot}.>`, "rpc.>", "$JS.API.>", `$JS.${hubD
 export async function auditUserJwt(options: { node: string; userSeed: string; accountSeed: string }): Promise<string> {
   return encodeUser(
     `audit-${options.node}`,
-    options.userSeed,
-    options.accountSeed,
+    signingKey(options.userSeed),
+    signingKey(options.accountSeed),
     { pub: { deny: [">"] }, sub: { allow: auditSubjects }, subs: -1, data: -1, payload: -1, allowed_connection_types: ["STANDARD"] },
     algorithm,
   );

@@ -3,6 +3,7 @@
  * the enrolling hub's user in it (pure: keys in, JWT text out, as trust/claims.ts).
  */
 import { encodeAccount, encodeUser, type Import, type OperatorLimits } from "@nats-io/jwt";
+import { signingKey } from "./signing-keys.ts";
 import { enrolSubject } from "../bus/subjects.ts";
 import { algorithm, jetStreamInfoApi, noJetStream, service } from "./claims.ts";
 
@@ -22,9 +23,9 @@ export async function enrolAccountJwt(options: { operatorSeed: string; accountSe
   const imports: Import[] = [service(jetStreamInfoApi, options.meshAccount) as Import];
   return encodeAccount(
     enrolAccountName,
-    options.accountSeed,
+    signingKey(options.accountSeed),
     { limits: { ...enrolLimits, ...noJetStream }, imports, exports: [], revocations: options.revocations ?? {} },
-    { ...algorithm, signer: options.operatorSeed },
+    { ...algorithm, signer: signingKey(options.operatorSeed) },
   );
 }
 
@@ -49,8 +50,8 @@ export function enrolInboxPrefix(token: string): string {
 export async function enrolUserJwt(options: { token: string; userSeed: string; accountSeed: string; expires: number }): Promise<string> {
   return encodeUser(
     `enrol-${options.token}`,
-    options.userSeed,
-    options.accountSeed,
+    signingKey(options.userSeed),
+    signingKey(options.accountSeed),
     { pub: { allow: [enrolSubject] }, sub: { allow: [`${enrolInboxPrefix(options.token)}.>`] }, subs: 4, data: -1, payload: 16 * 1024, allowed_connection_types: ["STANDARD"] },
     { ...algorithm, exp: options.expires },
   );
@@ -60,8 +61,8 @@ export async function enrolUserJwt(options: { token: string; userSeed: string; a
 export async function enrolServiceUserJwt(options: { userSeed: string; accountSeed: string }): Promise<string> {
   return encodeUser(
     "enrol-service",
-    options.userSeed,
-    options.accountSeed,
+    signingKey(options.userSeed),
+    signingKey(options.accountSeed),
     { pub: { allow: ["_ENROL.>"] }, sub: { allow: [enrolSubject] }, subs: 4, data: -1, payload: 64 * 1024, src: ["127.0.0.1/32", "::1/128"], allowed_connection_types: ["STANDARD"] },
     algorithm,
   );

@@ -1,0 +1,119 @@
+/**
+ * NKey pairs that sign through Node's own Ed25519 (OpenSSL) instead of
+ * tweetnacl's JavaScript. @nats-io/nkeys derives the key pair from the seed
+ * again at every call (a scalar multiplication in JavaScript), and
+ * @nats-io/jwt makes four to six such calls per JWT: on this project's machine
+ * re-signing the mesh's accounts for one new node took ~0.1 s per node already
+ * in the mesh (6 s at 60 nodes, CPU profile: 85 % tweetnacl), so joins queued
+ * behind each other past their 30 s timeout from a few dozen nodes on. Ed25519
+ * is deterministic: the signatures are the same bytes.
+ *
+ * ```ts
+ * await encodeAccount(name, signingKey(accountSeed), claims, { ...algorithm, signer: signingKey(operatorSeed) });
+ * ```
+ */
+import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import { fromSeed, type KeyPair } from "@nats-io/jwt";
+
+const base32Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/** The DER of an Ed25519 private key (PKCS #8) before its 32-byte seed. */
+const ed25519Pkcs8Prefix = Buffer.from("302e020100300506032b657004220420", "hex");
+
+class NativeKeyPair implements KeyPair {
+  readonly #seed: Uint8Array;
+  readonly #publicKey: string;
+  readonly #privateKey: KeyObject;
+  readonly #verifyKey: KeyObject;
+  readonly #nkey: KeyPair;
+
+  constructor(seed: string) {
+    this.#seed = new TextEncoder().encode(seed);
+    // Checks the seed's encoding and checksum (no curve arithmetic): a malformed seed throws here as with nkeys.
+    this.#nkey = fromSeed(this.#seed);
+    const raw = (this.#nkey as unknown as { getRawSeed(): Uint8Array }).getRawSeed();
+    this.#privateKey = createPrivateKey({ key: Buffer.concat([ed25519Pkcs8Prefix, raw]), format: "der", type: "pkcs8" });
+    this.#verifyKey = createPublicKey(this.#privateKey);
+    const rawPublic = Buffer.from(this.#verifyKey.export({ format: "jwk" }).x!, "base64url");
+    // The key's role is the seed's second character (SA… account, SO… operator, SU… user): its prefix byte.
+    this.#publicKey = encodePublic(base32Alphabet.indexOf(seed.charAt(1)) << 3, rawPublic);
+  }
+
+  getPublicKey(): string {
+    return this.#publicKey;
+  }
+
+  getPrivateKey(): Uint8Array {
+    return this.#nkey.getPrivateKey();
+  }
+
+  getSeed(): Uint8Array {
+    return this.#seed;
+  }
+
+  sign(input: Uint8Array): Uint8Array {
+    return new Uint8Array(sign(null, input, this.#privateKey));
+  }
+
+  verify(input: Uint8Array, signature: Uint8Array): boolean {
+    return verify(null, input, this.#verifyKey, signature);
+  }
+
+  clear(): void {
+    // Seeds live in the keys directory's files; nothing here outlives the process.
+  }
+
+  seal(): Uint8Array {
+    throw new Error("signing keys do not seal");
+  }
+
+  open(): Uint8Array | null {
+    throw new Error("signing keys do not open");
+  }
+}
+
+/** nkeys' public key text: base32 of the prefix byte, the key and its CRC-16 (XMODEM, little-endian), unpadded. */
+function encodePublic(prefix: number, key: Uint8Array): string {
+  const raw = new Uint8Array(key.byteLength + 3);
+  raw[0] = prefix;
+  raw.set(key, 1);
+  const checksum = crc16(raw.subarray(0, key.byteLength + 1));
+  raw[key.byteLength + 1] = checksum & 0xff;
+  raw[key.byteLength + 2] = checksum >> 8;
+  let text = "";
+  let bits = 0;
+  let value = 0;
+  for (const byte of raw) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      text += base32Alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) text += base32Alphabet[(value << (5 - bits)) & 31];
+  return text;
+}
+
+function crc16(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const byte of bytes) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+const cache = new Map<string, KeyPair>();
+
+/** The key pair of an nkey seed ("S…"), made once per process; anything else (a public key) is passed on as it is. */
+export function signingKey(seedOrPublic: string): KeyPair | string {
+  if (!seedOrPublic.startsWith("S")) return seedOrPublic;
+  let pair = cache.get(seedOrPublic);
+  if (!pair) {
+    // Bounded: one per account and operator of the mesh in practice; a process signing for more starts again.
+    if (cache.size >= 100_000) cache.clear();
+    pair = new NativeKeyPair(seedOrPublic);
+    cache.set(seedOrPublic, pair);
+  }
+  return pair;
+}
