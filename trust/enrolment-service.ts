@@ -1,14 +1,25 @@
 /**
  * The enrolling hub's service (`leafmesh hub --enrol`): answers `enrol.join` in the enrol account,
- * one request at a time, with bounded waiting and per-token failure limits (trust/enrolment.ts has
- * what one request does).
+ * in batches, with bounded waiting and per-token failure limits (trust/enrolment.ts has what one
+ * request does). Requests that arrive while a batch is enrolled form the next batch: each is
+ * checked and issued on its own, and the accounts they changed go to the hubs once for the batch.
+ * A join re-signs every account of the mesh (claims.ts), and the hub applies each pushed account
+ * with all its imports: pushed once per request, a fleet joining at once queued past its timeout.
  */
+import { decode } from "@nats-io/jwt";
 import { readFileSync } from "node:fs";
 import { connect, credsAuthenticator, type ConnectionOptions, type Msg } from "@nats-io/transport-node";
 import { enrolSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { enrolNode, enrolServiceCreds, type EnrolRefusalCode, type EnrolReply } from "./enrolment.ts";
+
+/** A request issued in the keys directory, waiting for its batch's push before it is answered. */
+interface Issued {
+  message: Msg;
+  reply: EnrolReply & { ok: true };
+  changedAccounts: string[];
+}
 
 export interface EnrolmentService {
   /** Requests handled, by outcome ("issued" or a refusal code): every refusal counted with its reason. */
@@ -53,8 +64,6 @@ export async function startEnrolmentService(options: {
   const counts: Record<string, number> = {};
   const failures = new Map<string, { since: number; count: number }>();
   const loggedReasons = new Set<string>();
-  let waiting = 0;
-  let chain: Promise<void> = Promise.resolve();
   const count = (outcome: string) => (counts[outcome] = (counts[outcome] ?? 0) + 1);
   const refuse = (message: Msg, code: EnrolRefusalCode, reason: string) => {
     count(code);
@@ -73,19 +82,20 @@ export async function startEnrolmentService(options: {
       log.debug({ err: describeError(error) }, "enrolment reply not sent");
     }
   };
-  const handle = async (message: Msg) => {
+  /** Checks and issues one request; refusals are answered at once, an issued node waits for its batch's push. */
+  const handle = async (message: Msg): Promise<Issued | undefined> => {
     let body: unknown;
     try {
       body = message.json();
     } catch {
       refuse(message, "malformed", "the request is not JSON");
-      return;
+      return undefined;
     }
     const tokenId = typeof (body as { token?: unknown })?.token === "string" ? String((body as { token: string }).token).slice(0, 64) : "";
     const failed = failures.get(tokenId);
     if (failed && now() - failed.since < 60_000 && failed.count >= maxFailuresPerMinute) {
       refuse(message, "too-many-failures", `token ${tokenId}: ${failed.count} failed attempts in the last minute; try again later`);
-      return;
+      return undefined;
     }
     let result;
     try {
@@ -93,7 +103,7 @@ export async function startEnrolmentService(options: {
     } catch (error) {
       log.error({ err: describeError(error) }, "enrolment failed");
       refuse(message, "internal", `the hub could not enrol the node: ${describeError(error)}`);
-      return;
+      return undefined;
     }
     if (!result.reply.ok) {
       if (["wrong-secret", "unknown-token", "bad-signature"].includes(result.reply.code)) {
@@ -103,22 +113,51 @@ export async function startEnrolmentService(options: {
         if (failures.size > 10_000) failures.clear();
       }
       refuse(message, result.reply.code, result.reply.reason);
-      return;
+      return undefined;
     }
-    // The accounts first, so that the node's leaf is accepted at its first attempt.
-    if (result.changedAccounts.length > 0) {
+    return { message, reply: result.reply, changedAccounts: result.changedAccounts };
+  };
+  /** Enrols a batch: every request on its own, then the accounts they changed pushed once, then the answers. */
+  const handleBatch = async (messages: Msg[]) => {
+    const issued: Issued[] = [];
+    for (const message of messages) {
+      const done = await handle(message).catch((error: unknown) => void refuse(message, "internal", `the hub could not enrol the node: ${describeError(error)}`));
+      if (done) issued.push(done);
+    }
+    if (issued.length === 0) return;
+    // Each issue re-signs every account: the last JWT of each account holds all of the batch. A hub that meets an
+    // import from an account it does not know yet spends ~2 s per import looking it up (nats-server: "fetching jwt
+    // timed out"), so each new account goes first as it was signed at its creation (importing only accounts the
+    // hub knows, and the batch's earlier ones, pushed before it), and then every account's last JWT.
+    const created: string[] = [];
+    const latest = new Map<string, string>();
+    for (const { changedAccounts } of issued) {
+      if (changedAccounts.length > 0) created.push(changedAccounts[0]);
+      for (const jwt of changedAccounts) latest.set(decode(jwt).sub, jwt);
+    }
+    const ordered = [...new Set([...created, ...latest.values()])];
+    if (ordered.length > 0) {
       try {
-        await options.push(result.changedAccounts);
+        await options.push(ordered);
       } catch (error) {
-        // Issued in the keys directory, not yet known to the running hubs: the node asks again (same key: the same identity).
-        refuse(message, "internal", `node '${result.reply.node}' is issued but the hubs did not take its account yet (${describeError(error)}): ask again`);
+        // Issued in the keys directory, not yet known to the running hubs: the nodes ask again (same key: the same identity).
+        for (const { message, reply } of issued) refuse(message, "internal", `node '${reply.node}' is issued but the hubs did not take its account yet (${describeError(error)}): ask again`);
         return;
       }
     }
-    count("issued");
-    log.info({ node: result.reply.node, token: result.reply.token }, `node '${result.reply.node}' enrolled with token ${result.reply.token}`);
-    respond(message, result.reply);
-    options.onIssued?.();
+    if (issued.length > 1) log.info({ nodes: issued.length, accounts: ordered.length }, "enrolled a batch of nodes with one push of their accounts");
+    for (const { message, reply } of issued) {
+      count("issued");
+      log.info({ node: reply.node, token: reply.token }, `node '${reply.node}' enrolled with token ${reply.token}`);
+      respond(message, reply);
+      options.onIssued?.();
+    }
+  };
+  const queue: Msg[] = [];
+  let draining: Promise<void> | undefined;
+  const drain = async () => {
+    while (queue.length > 0) await handleBatch(queue.splice(0, queue.length));
+    draining = undefined;
   };
   const subscription = connection.subscribe(enrolSubject, {
     queue: "leafmesh-enrol",
@@ -127,15 +166,15 @@ export async function startEnrolmentService(options: {
         log.warn({ err: describeError(error) }, "enrolment subscription failed");
         return;
       }
-      if (waiting >= maxWaitingRequests) {
-        refuse(message, "busy", `the hub is enrolling other nodes (${waiting} waiting): retry in a few seconds`);
+      if (queue.length >= maxWaitingRequests) {
+        refuse(message, "busy", `the hub is enrolling other nodes (${queue.length} waiting): retry in a few seconds`);
         return;
       }
-      waiting++;
-      chain = chain
-        .then(() => handle(message))
-        .catch((error: unknown) => refuse(message, "internal", `the hub could not enrol the node: ${describeError(error)}`))
-        .finally(() => waiting--);
+      queue.push(message);
+      draining ??= drain().catch((error: unknown) => {
+        log.error({ err: describeError(error) }, "enrolment failed");
+        draining = undefined;
+      });
     },
   });
   log.info({ subject: enrolSubject }, "serving enrolment by token");
@@ -143,7 +182,7 @@ export async function startEnrolmentService(options: {
     counts,
     stop: async () => {
       subscription.unsubscribe();
-      await chain;
+      await draining;
       await connection.close();
     },
   };

@@ -155,6 +155,25 @@ describe("a node joins with a token", () => {
   });
 });
 
+describe("a fleet joining at once", () => {
+  it("enrols 20 nodes that ask at the same moment: the hub enrols them in batches, one push each, and those it finds busy ask again", async () => {
+    const token = await makeToken("--uses", "20");
+    const nodes = Array.from({ length: 20 }, (_, index) => `edge-f${index}`);
+    const outcomes = await Promise.allSettled(nodes.map((node) => joinMesh({ token, node, bundleDir: join(base, "joins", node), log: silentLogger() })));
+    const refused = outcomes.flatMap((outcome, index) => (outcome.status === "rejected" ? [`${nodes[index]}: ${(outcome.reason as Error).message}`] : []));
+    expect(refused).toEqual([]);
+    // More than the hub queues (16) asked at once: some were told "busy" and asked again, and a batch was pushed as one.
+    expect(hub.output()).toMatch(/the hub is enrolling other nodes \(16 waiting\)/);
+    expect(hub.output()).toMatch(/enrolled a batch of nodes with one push of their accounts/);
+    const state = readKeyState(keys);
+    for (const node of nodes) expect(state.nodes[node]?.user, node).toBeDefined();
+    // A joined node's account reached the hub: its leaf connects with its new identity, and the hub reaches it.
+    await startAgentProcess({ node: "edge-f7", hubs: [hub.leafUrl.replace("nats://", "tls://")], keys: join(base, "joins", "edge-f7") });
+    const status = await rpcRequest(hubClient, "edge-f7", rpc.status, undefined, 3_000);
+    expect(status.node).toBe("edge-f7");
+  }, 120_000);
+});
+
 describe("a used-up, expired or revoked token is refused with the reason", () => {
   const join1 = (token: string, node: string) => joinMesh({ token, node, bundleDir: join(base, "joins", node), log: silentLogger() });
 

@@ -34,7 +34,7 @@ import { checkCertificateRequest, createCertificateAuthority, issueCertificate, 
 import { certificateFingerprint } from "./revocation-list.ts";
 import { nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { enrolAccountJwt, enrolAccountName, enrolServiceUserJwt, enrolUserJwt } from "./enrolment-claims.ts";
-import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, writeKeyState, type KeyState } from "./key-store.ts";
+import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, storedAccountJwts, writeKeyState, type KeyState } from "./key-store.ts";
 import { withKeysLock } from "./keys-lock.ts";
 import { encodeJoinToken, hashSecret, tokenRefusal, type TokenRefusalCode, type TokenState } from "./tokens.ts";
 
@@ -246,7 +246,11 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
 }
 
 async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
-  const { entry, changedAccounts } = await ensureNodeAccount(dir, state, request.node);
+  const ensured = await ensureNodeAccount(dir, state, request.node);
+  const { entry } = ensured;
+  // Asked again: the answer was lost, or the push before it failed and the hubs may not hold the node's account
+  // (nor the imports of it): the accounts go to the hubs again, as the keys directory holds them.
+  const changedAccounts = again ? storedAccountJwts(dir, state, request.node) : ensured.changedAccounts;
   const jwt = await nodeUserJwt({ node: request.node, userSeed: request.userKey, accountSeed: readSeed(seedFile(dir, nodeAccountName(request.node))) });
   const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: request.node, hosts: [request.node], csrPem: request.csr });
   const at = new Date(now()).toISOString();

@@ -38,6 +38,15 @@ export interface JoinResult {
 
 /** @default 30 s — an enrolment re-signs every account of the mesh and pushes them to the hubs. */
 const defaultTimeoutMs = 30_000;
+/** @default 3 min — how long a node asks again while the hub is busy enrolling others. */
+const defaultRetryForMs = 180_000;
+
+/** The hub took no request now (busy with other joins) or answered too late: asking again is safe. */
+class BusyHub extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+  }
+}
 
 const joinedFile = (dir: string) => join(dir, "joined.json");
 
@@ -55,7 +64,18 @@ function whyRefused(text: string): string {
   return `${why}: ${text}`;
 }
 
-export async function joinMesh(options: { token: string; node: string; bundleDir: string; urls?: string[]; log: Logger; timeoutMs?: number; now?: () => number }): Promise<JoinResult> {
+export async function joinMesh(options: {
+  token: string;
+  node: string;
+  bundleDir: string;
+  urls?: string[];
+  log: Logger;
+  /** One request's timeout. @default 30 s */
+  timeoutMs?: number;
+  /** How long to ask again while the hub is busy or late. @default 3 min */
+  retryForMs?: number;
+  now?: () => number;
+}): Promise<JoinResult> {
   const { node, bundleDir, log } = options;
   const credsFile = join(bundleDir, "node.creds");
   if (existsSync(credsFile)) {
@@ -83,35 +103,55 @@ export async function joinMesh(options: { token: string; node: string; bundleDir
 
   const urls = options.urls && options.urls.length > 0 ? options.urls : token.urls;
   const timeout = options.timeoutMs ?? defaultTimeoutMs;
-  let connection: NatsConnection;
-  try {
-    connection = await connect({
-      servers: urls,
-      authenticator: credsAuthenticator(fmtCreds(token.jwt, fromSeed(new TextEncoder().encode(token.seed)))),
-      tls: { ca: token.ca, cert: token.cert, key: token.key },
-      timeout: 10_000,
-      reconnect: false,
-      // The token's user may listen only under its token's inbox (claims.ts enrolUserJwt).
-      inboxPrefix: enrolInboxPrefix(token.id),
-      name: `leafmesh join ${node}`,
-    });
-  } catch (cause) {
-    throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(cause))}`, { cause });
-  }
+  const askOnce = async (): Promise<EnrolReply> => {
+    let connection: NatsConnection;
+    try {
+      connection = await connect({
+        servers: urls,
+        authenticator: credsAuthenticator(fmtCreds(token.jwt, fromSeed(new TextEncoder().encode(token.seed)))),
+        tls: { ca: token.ca, cert: token.cert, key: token.key },
+        timeout: 10_000,
+        reconnect: false,
+        // The token's user may listen only under its token's inbox (claims.ts enrolUserJwt).
+        inboxPrefix: enrolInboxPrefix(token.id),
+        name: `leafmesh join ${node}`,
+      });
+    } catch (cause) {
+      throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(cause))}`, { cause });
+    }
+    try {
+      log.info({ token: token.id, urls }, `asking the hub to enrol node '${node}'`);
+      const message = await connection.request(enrolSubject, JSON.stringify(request), { timeout });
+      return message.json<EnrolReply>();
+    } catch (cause) {
+      // The server may accept the connection and close it right after with the reason (an expired user): say that reason.
+      const closedWith = connection.isClosed() ? await connection.closed() : undefined;
+      if (closedWith) throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(closedWith))}`, { cause: closedWith });
+      const text = describeError(cause);
+      if (/no responders/i.test(text)) throw new LeafmeshError("TRUST_FAILED", `cannot join with token ${token.id}: no hub there serves enrolment (start one hub with --enrol): ${text}`, { cause });
+      throw new BusyHub(`cannot join with token ${token.id}: the hub did not answer within ${timeout} ms: ${text}`, cause);
+    } finally {
+      await connection.close().catch(() => undefined);
+    }
+  };
+  // A hub enrolling other nodes (a fleet joining at once) answers "busy", or later than the timeout: the same
+  // request again, with the same keys, is safe (an answer that was lost is the same identity again).
+  const deadline = Date.now() + (options.retryForMs ?? defaultRetryForMs);
   let reply: EnrolReply;
-  try {
-    log.info({ token: token.id, urls }, `asking the hub to enrol node '${node}'`);
-    const message = await connection.request(enrolSubject, JSON.stringify(request), { timeout });
-    reply = message.json<EnrolReply>();
-  } catch (cause) {
-    // The server may accept the connection and close it right after with the reason (an expired user): say that reason.
-    const closedWith = connection.isClosed() ? await connection.closed() : undefined;
-    if (closedWith) throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(closedWith))}`, { cause: closedWith });
-    const text = describeError(cause);
-    const why = /no responders/i.test(text) ? "no hub there serves enrolment (start one hub with --enrol)" : "the hub did not answer in time";
-    throw new LeafmeshError("TRUST_FAILED", `cannot join with token ${token.id}: ${why}: ${text}`, { cause });
-  } finally {
-    await connection.close().catch(() => undefined);
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await askOnce().catch((error: unknown) => error as Error);
+    const busy = outcome instanceof BusyHub || (!(outcome instanceof Error) && !outcome.ok && (outcome.code === "busy" || (outcome.code === "internal" && /ask again/.test(outcome.reason))));
+    const waitMs = Math.min(10_000, 1_000 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
+    if (busy && Date.now() + waitMs < deadline) {
+      const why = outcome instanceof Error ? outcome.message : `${outcome.reason} (${outcome.code})`;
+      log.warn({ attempt, retryInMs: Math.round(waitMs) }, `the hub did not enrol node '${node}' yet: ${why}; asking again`);
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      continue;
+    }
+    if (outcome instanceof BusyHub) throw new LeafmeshError("TRUST_FAILED", `${outcome.message} (asked ${attempt} times)`, { cause: outcome.cause });
+    if (outcome instanceof Error) throw outcome;
+    reply = outcome;
+    break;
   }
   if (!reply.ok) throw new LeafmeshError("TRUST_FAILED", `the hub refused to enrol node '${node}' with token ${token.id}: ${reply.reason} (${reply.code})`);
   if (reply.node !== node || decode<User>(reply.jwt).sub !== user.getPublicKey()) {
