@@ -32,9 +32,9 @@ import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { checkCertificateRequest, createCertificateAuthority, issueCertificate, signCertificateRequest } from "./tls.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
-import { nodeAccountName, nodeUserJwt } from "./claims.ts";
+import { meshAccountName, nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { enrolAccountJwt, enrolAccountName, enrolServiceUserJwt, enrolUserJwt } from "./enrolment-claims.ts";
-import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, storedAccountJwts, writeKeyState, type KeyState } from "./key-store.ts";
+import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, jwtFile, writeKeyState, type KeyState } from "./key-store.ts";
 import { withKeysLock } from "./keys-lock.ts";
 import { encodeJoinToken, hashSecret, tokenRefusal, type TokenRefusalCode, type TokenState } from "./tokens.ts";
 
@@ -243,6 +243,16 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
     if (error instanceof Refusal) return { reply: { ok: false, code: error.code, reason: error.message }, changedAccounts: [] };
     throw error;
   }
+}
+
+/**
+ * The account JWTs as the keys directory holds them, the node's own first, then every other node's, the mesh's
+ * last: what a node asking again after a failed push needs the hubs to hold (its own account, and its peers' and
+ * the mesh's imports of it).
+ */
+function storedAccountJwts(dir: string, state: KeyState, first: string): string[] {
+  const nodes = [first, ...Object.keys(state.nodes).filter((node) => node !== first)];
+  return [...nodes.map((node) => jwtFile(dir, nodeAccountName(node))), jwtFile(dir, meshAccountName)].filter((file) => existsSync(file)).map((file) => readFileSync(file, "utf8").trim());
 }
 
 async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {

@@ -97,17 +97,7 @@ export interface SiteState {
 
 const stateFile = (dir: string) => join(dir, "state.json");
 export const seedFile = (dir: string, account: string) => join(dir, "accounts", `${account}.seed`);
-const jwtFile = (dir: string, account: string) => join(dir, "accounts", `${account}.jwt`);
-
-/**
- * The account JWTs as the keys directory holds them, the node's own first, then every other node's, the mesh's
- * last: what a node asking again after a failed push needs the hubs to hold (its own account, and its peers' and
- * the mesh's imports of it).
- */
-export function storedAccountJwts(dir: string, state: KeyState, first: string): string[] {
-  const nodes = [first, ...Object.keys(state.nodes).filter((node) => node !== first)];
-  return [...nodes.map((node) => jwtFile(dir, nodeAccountName(node))), jwtFile(dir, meshAccountName)].filter((file) => existsSync(file)).map((file) => readFileSync(file, "utf8").trim());
-}
+export const jwtFile = (dir: string, account: string) => join(dir, "accounts", `${account}.jwt`);
 
 export function nodeBundleDir(dir: string, node: string): string {
   return join(dir, "nodes", node);
