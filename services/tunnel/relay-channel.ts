@@ -14,14 +14,6 @@
  *   resets the channel (a cut path loses frames without any error at the sender).
  * - an end is a FIN from the far side; anything else (a local destroy, a gap, a
  *   peer's reset, silence) is a reset that reaches the other end as an error.
- *   As TCP closes after a shutdown, a channel destroyed after its own FIN with
- *   nothing left unread waits (lingers) for the peer's FIN on its way: the FIN
- *   closes it cleanly at both ends; the peer's data, or no FIN within the idle
- *   timeout, resets it.
- *
- * Why this file is long: it is one state machine (open, credit, data, FIN,
- * linger, reset) over private fields that each transition reads and writes;
- * split, those fields would have to become public.
  *
  * ```ts
  * const channel = await relay.open("edge-b");   // relay.ts
@@ -112,8 +104,6 @@ export class RelayChannel extends Duplex {
   #lastSent: number;
   #timer: unknown;
   #resetReason: string | undefined;
-  /** Destroyed after its own FIN, nothing unread, waiting for the peer's FIN (since this time). */
-  #lingerSince: number | undefined;
 
   constructor(endpoint: ChannelEndpoint, peer: string, id: string, direction: "inbound" | "outbound", purpose: RelayPurpose) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
@@ -154,10 +144,7 @@ export class RelayChannel extends Duplex {
 
   /** internal: a frame from the peer, in arrival order. */
   receive(frame: RelayFrame): void {
-    if (this.destroyed) {
-      if (this.#lingerSince !== undefined) this.#lingerReceive(frame);
-      return;
-    }
+    if (this.destroyed) return;
     if (frame.sequence !== this.#receiveSequence) {
       this.#endpoint.drop("sequence gap", { peer: this.peer, channel: this.id, expected: this.#receiveSequence, got: frame.sequence });
       this.reset(`sequence gap: expected frame ${this.#receiveSequence}, got ${frame.sequence} (frames were lost on the relay path)`);
@@ -231,10 +218,7 @@ export class RelayChannel extends Duplex {
   }
 
   #terminate(reason: string, tellPeer: boolean): void {
-    if (this.destroyed) {
-      if (this.#lingerSince !== undefined) this.#endLinger(reason, tellPeer);
-      return;
-    }
+    if (this.destroyed) return;
     this.#resetReason = reason;
     if (tellPeer) this.sendControl(frameTypes.reset, new TextEncoder().encode(reason.slice(0, 200)));
     this.#event("reset", reason);
@@ -278,10 +262,6 @@ export class RelayChannel extends Duplex {
   #tick(): void {
     const { clock, pingIntervalMs, idleTimeoutMs } = this.#endpoint.settings;
     const now = clock.now();
-    if (this.#lingerSince !== undefined && now - this.#lingerSince > idleTimeoutMs) {
-      this.#endLinger(`closed here after its end; no end from ${this.peer} within ${idleTimeoutMs} ms`, true);
-      return;
-    }
     if (now - this.#lastReceived > idleTimeoutMs) {
       this.reset(`no frame from ${this.peer} for ${now - this.#lastReceived} ms (relay path lost)`);
       return;
@@ -378,61 +358,19 @@ export class RelayChannel extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#endpoint.settings.clock.clearInterval(this.#timer);
+    this.#endpoint.forget(this);
     // Credit the peer can no longer use goes back to the budget.
     this.#endpoint.budget.starve(this, false);
     this.#endpoint.budget.release(this.#granted - this.#released);
     this.#released = this.#granted;
-    this.#pending = undefined;
     if (!this.#resetReason && !(this.#finSent && this.#ended)) {
-      if (error === null && this.#finSent && this.#accepted && this.readableLength === 0) {
-        // Closed after its own end with nothing unread (a TLS socket that read the peer's close_notify,
-        // the frame ahead of the peer's FIN): the peer may well be done too, and a reset now would be
-        // its error after a complete stream. Wait for that FIN, as TCP does after a shutdown.
-        this.#lingerSince = this.#endpoint.settings.clock.now();
-        callback(null);
-        return;
-      }
       // Destroyed locally before a clean close: the peer must not mistake it for an end of stream.
       this.#resetReason = error?.message ?? "closed locally before the end of stream";
       this.sendControl(frameTypes.reset, new TextEncoder().encode(this.#resetReason.slice(0, 200)));
       this.#event("reset", this.#resetReason);
     }
-    this.#release();
+    this.#pending = undefined;
     callback(error);
-  }
-
-  #release(): void {
-    this.#lingerSince = undefined;
-    this.#endpoint.settings.clock.clearInterval(this.#timer);
-    this.#endpoint.forget(this);
-  }
-
-  /** A frame while lingering: the peer's FIN ends the channel cleanly; its data is refused with a reset, as TCP answers data after a close. */
-  #lingerReceive(frame: RelayFrame): void {
-    if (frame.sequence !== this.#receiveSequence) return this.#endLinger(`sequence gap: expected frame ${this.#receiveSequence}, got ${frame.sequence}`, true);
-    this.#receiveSequence = (this.#receiveSequence + 1) >>> 0;
-    this.#lastReceived = this.#endpoint.settings.clock.now();
-    switch (frame.type) {
-      case frameTypes.fin:
-        this.#ended = true;
-        this.#event("closed");
-        return this.#release();
-      case frameTypes.data:
-        return this.#endLinger(`${frame.payload.byteLength} bytes from ${this.peer} after the channel was closed here`, true);
-      case frameTypes.reset:
-        return this.#endLinger(`peer reset the channel: ${new TextDecoder().decode(frame.payload) || "reset by peer"}`, false);
-      case frameTypes.credit:
-      case frameTypes.ping:
-        return;
-      default:
-        return this.#endLinger(`unexpected frame type ${frame.type} after the channel was closed here`, true);
-    }
-  }
-
-  #endLinger(reason: string, tellPeer: boolean): void {
-    this.#resetReason = reason;
-    if (tellPeer) this.sendControl(frameTypes.reset, new TextEncoder().encode(reason.slice(0, 200)));
-    this.#event("reset", reason);
-    this.#release();
   }
 }
