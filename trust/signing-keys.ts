@@ -16,6 +16,8 @@ import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 
 import { fromSeed, type KeyPair } from "@nats-io/jwt";
 
 const base32Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/** nkeys' prefix byte of a private key ("P…"). */
+const privatePrefix = 15 << 3;
 /** The DER of an Ed25519 private key (PKCS #8) before its 32-byte seed. */
 const ed25519Pkcs8Prefix = Buffer.from("302e020100300506032b657004220420", "hex");
 
@@ -24,18 +26,19 @@ class NativeKeyPair implements KeyPair {
   readonly #publicKey: string;
   readonly #privateKey: KeyObject;
   readonly #verifyKey: KeyObject;
-  readonly #nkey: KeyPair;
+  /** nkeys' private key text ("P…": the seed and the public key), which @nats-io/jwt asks for at every signing. */
+  readonly #privateText: Uint8Array;
 
   constructor(seed: string) {
     this.#seed = new TextEncoder().encode(seed);
     // Checks the seed's encoding and checksum (no curve arithmetic): a malformed seed throws here as with nkeys.
-    this.#nkey = fromSeed(this.#seed);
-    const raw = (this.#nkey as unknown as { getRawSeed(): Uint8Array }).getRawSeed();
+    const raw = (fromSeed(this.#seed) as unknown as { getRawSeed(): Uint8Array }).getRawSeed();
     this.#privateKey = createPrivateKey({ key: Buffer.concat([ed25519Pkcs8Prefix, raw]), format: "der", type: "pkcs8" });
     this.#verifyKey = createPublicKey(this.#privateKey);
     const rawPublic = Buffer.from(this.#verifyKey.export({ format: "jwk" }).x!, "base64url");
     // The key's role is the seed's second character (SA… account, SO… operator, SU… user): its prefix byte.
-    this.#publicKey = encodePublic(base32Alphabet.indexOf(seed.charAt(1)) << 3, rawPublic);
+    this.#publicKey = new TextDecoder().decode(encodeKey(base32Alphabet.indexOf(seed.charAt(1)) << 3, rawPublic));
+    this.#privateText = encodeKey(privatePrefix, Buffer.concat([raw, rawPublic]));
   }
 
   getPublicKey(): string {
@@ -43,7 +46,7 @@ class NativeKeyPair implements KeyPair {
   }
 
   getPrivateKey(): Uint8Array {
-    return this.#nkey.getPrivateKey();
+    return this.#privateText;
   }
 
   getSeed(): Uint8Array {
@@ -71,8 +74,11 @@ class NativeKeyPair implements KeyPair {
   }
 }
 
-/** nkeys' public key text: base32 of the prefix byte, the key and its CRC-16 (XMODEM, little-endian), unpadded. */
-function encodePublic(prefix: number, key: Uint8Array): string {
+/**
+ * nkeys' key text: base32 of the prefix byte, the key and its CRC-16 (XMODEM, little-endian), unpadded. Written
+ * here because @nats-io/nkeys does not export its codec; the test compares both texts with nkeys'.
+ */
+function encodeKey(prefix: number, key: Uint8Array): Uint8Array {
   const raw = new Uint8Array(key.byteLength + 3);
   raw[0] = prefix;
   raw.set(key, 1);
@@ -91,7 +97,7 @@ function encodePublic(prefix: number, key: Uint8Array): string {
     }
   }
   if (bits > 0) text += base32Alphabet[(value << (5 - bits)) & 31];
-  return text;
+  return new TextEncoder().encode(text);
 }
 
 function crc16(bytes: Uint8Array): number {

@@ -97,6 +97,19 @@ async function measureChanges(kv: KV, entries: Entries, changes: number, waitSee
   return latencies;
 }
 
+/** Puts every entry, `inFlight` at a time, through `put`. */
+async function putAll(entries: Entries, inFlight: number, put: (key: string, value: Uint8Array) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < entries.length) {
+        const [key, object] = entries[next++];
+        await put(key, encodeCatalogObject(object));
+      }
+    }),
+  );
+}
+
 export async function measurePlain(entries: Entries, changes: number): Promise<PlainResult> {
   const dir = tempDir();
   const [client, leaf, monitor, leafClient, leafMonitor] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
@@ -114,15 +127,7 @@ export async function measurePlain(entries: Entries, changes: number): Promise<P
     const hubConnection = await connect({ servers: `nats://127.0.0.1:${client}` });
     const kv = await new Kvm(hubConnection).create(buckets.catalog, { history: 1 });
     const putsStarted = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 64 }, async () => {
-        while (next < entries.length) {
-          const [key, object] = entries[next++];
-          await kv.put(key, encodeCatalogObject(object));
-        }
-      }),
-    );
+    await putAll(entries, 64, (key, value) => kv.put(key, value));
     const writeMs = performance.now() - started;
     const putsMs = performance.now() - putsStarted;
 
@@ -156,15 +161,7 @@ export async function measurePlain(entries: Entries, changes: number): Promise<P
     await leafServer.stop();
     const pipeline = new KvPuts({ connection: hubConnection, bucket: buckets.catalog });
     const pipelinedStarted = performance.now();
-    next = 0;
-    await Promise.all(
-      Array.from({ length: 256 }, async () => {
-        while (next < entries.length) {
-          const [key, object] = entries[next++];
-          await pipeline.put(key, encodeCatalogObject(object));
-        }
-      }),
-    );
+    await putAll(entries, 256, (key, value) => pipeline.put(key, value));
     const pipelinedPutsMs = performance.now() - pipelinedStarted;
     pipeline.close();
     await hubConnection.close();
