@@ -141,7 +141,7 @@ export async function startEnrolmentService(options: {
         await options.push(ordered);
       } catch (error) {
         // Issued in the keys directory, not yet known to the running hubs: the nodes ask again (same key: the same identity).
-        for (const { message, reply } of issued) refuse(message, "internal", `node '${reply.node}' is issued but the hubs did not take its account yet (${describeError(error)}): ask again`);
+        for (const { message, reply } of issued) refuse(message, "not-pushed", `node '${reply.node}' is issued but the hubs did not take its account yet (${describeError(error)}): ask again`);
         return;
       }
     }

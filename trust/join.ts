@@ -23,7 +23,7 @@ import type { Logger } from "../lib/log.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
 import { decodeJoinToken } from "./tokens.ts";
-import { enrolSigningText, type EnrolReply } from "./enrolment.ts";
+import { askAgainCodes, enrolSigningText, type EnrolReply } from "./enrolment.ts";
 import { enrolInboxPrefix } from "./enrolment-claims.ts";
 
 export interface JoinResult {
@@ -41,10 +41,15 @@ const defaultTimeoutMs = 30_000;
 /** @default 3 min — how long a node asks again while the hub is busy enrolling others. */
 const defaultRetryForMs = 180_000;
 
-/** The hub took no request now (busy with other joins) or answered too late: asking again is safe. */
-class BusyHub extends Error {
-  constructor(message: string, cause: unknown) {
-    super(message, { cause });
+/**
+ * An answer that asking again with the same request may change: the hub was not reached yet, was busy, answered
+ * late, or served no enrolment yet (a hub starting). `attempts` bounds the ones that are more likely final.
+ */
+class AskAgain extends LeafmeshError {
+  readonly attempts: number;
+  constructor(code: "NATS_UNREACHABLE" | "TRUST_FAILED", message: string, cause: unknown, attempts = Infinity) {
+    super(code, message, { cause });
+    this.attempts = attempts;
   }
 }
 
@@ -62,6 +67,17 @@ function whyRefused(text: string): string {
         ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
         : "no hub answered there";
   return `${why}: ${text}`;
+}
+
+/**
+ * A connection refused or lost: asked again unless it cannot change (an expired token, a certificate of
+ * another CA). A refused login is asked again twice: accounts being pushed to the hub refuse one for a
+ * moment, a token of another mesh is refused every time.
+ */
+function refusedConnection(what: string, text: string, cause: unknown): LeafmeshError {
+  const message = `${what}: ${whyRefused(text)}`;
+  if (/expired|certificate|self.signed|unable to verify/i.test(text)) return new LeafmeshError("NATS_UNREACHABLE", message, { cause });
+  return new AskAgain("NATS_UNREACHABLE", message, cause, /authorization violation/i.test(text) ? 3 : Infinity);
 }
 
 export async function joinMesh(options: {
@@ -117,7 +133,7 @@ export async function joinMesh(options: {
         name: `leafmesh join ${node}`,
       });
     } catch (cause) {
-      throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(cause))}`, { cause });
+      throw refusedConnection(`cannot join with token ${token.id} at ${urls.join(", ")}`, describeError(cause), cause);
     }
     try {
       log.info({ token: token.id, urls }, `asking the hub to enrol node '${node}'`);
@@ -126,29 +142,37 @@ export async function joinMesh(options: {
     } catch (cause) {
       // The server may accept the connection and close it right after with the reason (an expired user): say that reason.
       const closedWith = connection.isClosed() ? await connection.closed() : undefined;
-      if (closedWith) throw new LeafmeshError("NATS_UNREACHABLE", `cannot join with token ${token.id} at ${urls.join(", ")}: ${whyRefused(describeError(closedWith))}`, { cause: closedWith });
+      if (closedWith) throw refusedConnection(`cannot join with token ${token.id} at ${urls.join(", ")}`, describeError(closedWith), closedWith);
       const text = describeError(cause);
-      if (/no responders/i.test(text)) throw new LeafmeshError("TRUST_FAILED", `cannot join with token ${token.id}: no hub there serves enrolment (start one hub with --enrol): ${text}`, { cause });
-      throw new BusyHub(`cannot join with token ${token.id}: the hub did not answer within ${timeout} ms: ${text}`, cause);
+      // A hub that is starting serves enrolment a moment after it takes connections: "no responders" is asked again too.
+      if (/no responders/i.test(text)) throw new AskAgain("TRUST_FAILED", `cannot join with token ${token.id}: no hub there serves enrolment (start one hub with --enrol): ${text}`, cause);
+      throw new AskAgain("TRUST_FAILED", `cannot join with token ${token.id}: the hub did not answer within ${timeout} ms: ${text}`, cause);
     } finally {
       await connection.close().catch(() => undefined);
     }
   };
-  // A hub enrolling other nodes (a fleet joining at once) answers "busy", or later than the timeout: the same
-  // request again, with the same keys, is safe (an answer that was lost is the same identity again).
-  const deadline = Date.now() + (options.retryForMs ?? defaultRetryForMs);
+  // A node started before its hub is up, or while it restarts, and a hub enrolling other nodes (a fleet joining at
+  // once) that answers "busy" or late: the same request again, with the same keys, is safe (an answer that was lost
+  // is the same identity again). Asked again until retryForMs has passed; what cannot change is said at once.
+  const retryForMs = options.retryForMs ?? defaultRetryForMs;
+  const deadline = Date.now() + retryForMs;
   let reply: EnrolReply;
   for (let attempt = 1; ; attempt++) {
     const outcome = await askOnce().catch((error: unknown) => error as Error);
-    const busy = outcome instanceof BusyHub || (!(outcome instanceof Error) && !outcome.ok && (outcome.code === "busy" || (outcome.code === "internal" && /ask again/.test(outcome.reason))));
+    const again =
+      outcome instanceof AskAgain ? outcome
+      : !(outcome instanceof Error) && !outcome.ok && askAgainCodes.has(outcome.code) ? new AskAgain("TRUST_FAILED", `${outcome.reason} (${outcome.code})`, undefined)
+      : undefined;
     const waitMs = Math.min(10_000, 1_000 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
-    if (busy && Date.now() + waitMs < deadline) {
-      const why = outcome instanceof Error ? outcome.message : `${outcome.reason} (${outcome.code})`;
-      log.warn({ attempt, retryInMs: Math.round(waitMs) }, `the hub did not enrol node '${node}' yet: ${why}; asking again`);
+    if (again && attempt < again.attempts && Date.now() + waitMs < deadline) {
+      log.warn({ attempt, retryInMs: Math.round(waitMs) }, `the hub did not enrol node '${node}' yet: ${again.message}; asking again`);
       await new Promise((resolve) => setTimeout(resolve, waitMs));
       continue;
     }
-    if (outcome instanceof BusyHub) throw new LeafmeshError("TRUST_FAILED", `${outcome.message} (asked ${attempt} times)`, { cause: outcome.cause });
+    if (outcome instanceof AskAgain) {
+      const over = attempt < outcome.attempts ? ` over ${Math.round(retryForMs / 1000)} s` : "";
+      throw new LeafmeshError(outcome.code, `${outcome.message} (asked ${attempt} time${attempt === 1 ? "" : "s"}${over})`, { cause: outcome.cause });
+    }
     if (outcome instanceof Error) throw outcome;
     reply = outcome;
     break;
