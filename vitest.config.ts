@@ -1,5 +1,9 @@
 import { defineConfig } from "vitest/config";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
+import { reportWorkerDeaths } from "./test/support/worker-deaths.ts";
+
+// A worker that dies names its file, and the run ends with its summary (test/support/worker-deaths.ts).
+reportWorkerDeaths();
 
 /**
  * The heaviest tests: whole meshes with JetStream clusters (hub clusters, site
@@ -53,6 +57,7 @@ export default defineConfig({
     exclude: ["node_modules/**", "bench/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
     reporters: ["default"],
