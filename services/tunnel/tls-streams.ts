@@ -301,12 +301,18 @@ function resetWithCarrier(session: TLSSocket, carrier: Duplex): void {
   carrier.on("error", (error: Error) => session.destroy(error));
   const destroy = session._destroy.bind(session);
   session._destroy = (error: Error | null, callback: (error?: Error | null) => void) => {
-    // Reset before the session closes its handle: TLS's own close sends the FIN we must not send.
-    // (Node then emits the session's 'close' ahead of its 'error'; `errored` is set all the same.)
-    if (!(session.readableEnded && session.writableFinished) && !carrier.destroyed) {
-      if (carrier instanceof Socket) carrier.resetAndDestroy();
-      else carrier.destroy(error ?? new LeafmeshError("TUNNEL_FAILED", "the TLS session over this channel was closed before its end"));
-    }
-    destroy(error, callback);
+    // A turn later, never on OpenSSL's stack: Node destroys a client session from within its handshake callback
+    // (checkServerIdentity's error, in SSL_read), and a TCP connection reset under it there left OpenSSL reading
+    // a freed session: SIGSEGV, in 1 of ~4 runs of tls-streams.test.ts, every time in a loop of refused handshakes
+    // (tls-crash.test.ts). Destroyed, the session takes no more writes meanwhile.
+    setImmediate(() => {
+      // Reset before the session closes its handle: TLS's own close sends the FIN we must not send.
+      // (Node then emits the session's 'close' ahead of its 'error'; `errored` is set all the same.)
+      if (!(session.readableEnded && session.writableFinished) && !carrier.destroyed) {
+        if (carrier instanceof Socket) carrier.resetAndDestroy();
+        else carrier.destroy(error ?? new LeafmeshError("TUNNEL_FAILED", "the TLS session over this channel was closed before its end"));
+      }
+      destroy(error, callback);
+    });
   };
 }
