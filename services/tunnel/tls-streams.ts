@@ -306,13 +306,41 @@ function resetWithCarrier(session: TLSSocket, carrier: Duplex): void {
     // a freed session: SIGSEGV, in 1 of ~4 runs of tls-streams.test.ts, every time in a loop of refused handshakes
     // (tls-crash.test.ts). Destroyed, the session takes no more writes meanwhile.
     setImmediate(() => {
+      const complete = session.readableEnded && session.writableFinished;
       // Reset before the session closes its handle: TLS's own close sends the FIN we must not send.
       // (Node then emits the session's 'close' ahead of its 'error'; `errored` is set all the same.)
-      if (!(session.readableEnded && session.writableFinished) && !carrier.destroyed) {
+      if (!complete && !carrier.destroyed) {
         if (carrier instanceof Socket) carrier.resetAndDestroy();
         else carrier.destroy(error ?? new LeafmeshError("TUNNEL_FAILED", "the TLS session over this channel was closed before its end"));
       }
+      if (complete && !(carrier instanceof Socket)) return afterCarrierEnd(carrier, () => destroy(error, callback));
       destroy(error, callback);
     });
   };
+}
+
+/** @default 5 s — how long a session that ended whole waits for its channel's own end before it closes the channel. */
+const carrierEndWaitMs = 5_000;
+
+/**
+ * Runs `then` once a channel has read its far end's end (or is gone), within carrierEndWaitMs.
+ * A session that ended whole read the peer's close_notify, which travels in a data frame ahead
+ * of the channel's end (a relay channel's FIN): closed at once, the channel was closed before
+ * its end, which is a reset, and the peer saw an error after a complete stream (the relayed-TLS
+ * half-close flake: when the two frames came in separate reads). A peer that never ends it is
+ * reset after the wait, as before.
+ */
+function afterCarrierEnd(carrier: Duplex, then: () => void): void {
+  if (carrier.readableEnded || carrier.destroyed) return then();
+  const done = () => {
+    clearTimeout(timer);
+    carrier.off("end", done);
+    carrier.off("close", done);
+    then();
+  };
+  const timer = setTimeout(done, carrierEndWaitMs);
+  carrier.once("end", done);
+  carrier.once("close", done);
+  // Node's TLS stopped reading the channel at close_notify: the end behind it is read here.
+  carrier.resume();
 }
