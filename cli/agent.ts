@@ -105,7 +105,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     ...securityOptions,
     join: option.text({
       value: "TOKEN",
-      description: "join the mesh with a token (leafmesh keys token) instead of --keys: the node makes its own keys, the enrolling hub issues its identity into DATA/keys, used as its bundle at every later start; while no hub answers yet (down, starting, unreachable) or the hub is busy enrolling other nodes (a fleet joining at once) it asks again for up to 3 minutes; an expired token, a hub of another CA or a refused token ends it at once",
+      description: "join the mesh with a token (leafmesh keys token) instead of --keys: the node makes its own keys, the enrolling hub issues its identity into DATA/keys, used as its bundle at every later start; while no hub answers yet (down, starting, unreachable) or the hub is busy enrolling other nodes (a fleet joining at once) it asks again for up to 3 minutes; an expired token, a hub of another CA or a refused token ends it at once (a refused login after ~15 s)",
     }),
     joinUrl: option.list({ value: "URL,…", description: "with --join: the enrolling hubs' client URLs, instead of those in the token" }),
     ...serverOptions({ metricsListen: "127.0.0.1:9465" }),

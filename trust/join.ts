@@ -71,13 +71,14 @@ function whyRefused(text: string): string {
 
 /**
  * A connection refused or lost: asked again unless it cannot change (an expired token, a certificate of
- * another CA). A refused login is asked again twice: accounts being pushed to the hub refuse one for a
- * moment, a token of another mesh is refused every time.
+ * another CA). A refused login is asked again four times (~15 s): while the joins before it push their
+ * accounts, the hub refuses the enrol account's users for seconds (three tries over 3 s were refused in a
+ * full run); an enrol account the hub does not know is refused every time.
  */
 function refusedConnection(what: string, text: string, cause: unknown): LeafmeshError {
   const message = `${what}: ${whyRefused(text)}`;
   if (/expired|certificate|self.signed|unable to verify/i.test(text)) return new LeafmeshError("NATS_UNREACHABLE", message, { cause });
-  return new AskAgain("NATS_UNREACHABLE", message, cause, /authorization violation/i.test(text) ? 3 : Infinity);
+  return new AskAgain("NATS_UNREACHABLE", message, cause, /authorization violation/i.test(text) ? 5 : Infinity);
 }
 
 export async function joinMesh(options: {
