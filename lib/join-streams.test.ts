@@ -140,7 +140,7 @@ describe("joinStreams", () => {
 });
 
 describe("resetStream", () => {
-  it("resets a TLS socket's TCP connection: the far end sees ECONNRESET, not a clean end", async () => {
+  it("resets a TLS socket's TCP connection: the far end sees ECONNRESET, not a clean end, and the socket closes", async () => {
     const dir = mkdtempSync(join(tmpdir(), "join-tls-"));
     try {
       const ca = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
@@ -161,8 +161,14 @@ describe("resetStream", () => {
         client.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
       });
       await expect.poll(() => serverSide.length).toBe(1);
+      // and the reset socket closes (a raw reset of the handle under its net.Socket left it without 'close' for good)
+      const closed = new Promise<string>((resolve) => {
+        serverSide[0].once("close", () => resolve("closed"));
+        setTimeout(() => resolve("no close within 3 s"), 3_000);
+      });
       resetStream(serverSide[0], new Error("cut"));
       expect(await seen).toBe("ECONNRESET");
+      expect(await closed).toBe("closed");
       tlsServer.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -24,7 +24,7 @@
  * join.reset(new Error("idle timeout")); // both sides get an RST (or destroy(error))
  * ```
  */
-import type { Socket } from "node:net";
+import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 
@@ -57,16 +57,7 @@ export interface JoinOptions {
 export function resetStream(stream: Duplex, error: Error): void {
   if (stream.destroyed) return;
   if (stream.listenerCount("error") === 0) stream.on("error", () => undefined);
-  if (stream instanceof TLSSocket) {
-    // Node has no reset for a TLS socket (resetAndDestroy refuses its handle), and destroying one,
-    // even with an error, closes TCP with a FIN that the far end reads as a clean end (measured on
-    // Node 24: 'end', no error). The TCP handle under the TLS one can reset: the far end then sees
-    // ECONNRESET. An internal of Node's, so only when it is there; else destroy(error) alone.
-    const tcp = (stream as unknown as { _handle?: { _parent?: { reset?: (callback: () => void) => unknown } } })._handle?._parent;
-    if (typeof tcp?.reset === "function") tcp.reset(() => undefined);
-    stream.destroy(error);
-    return;
-  }
+  if (stream instanceof TLSSocket) return resetTls(stream, error);
   const socket = stream as Partial<Socket>;
   if (typeof socket.resetAndDestroy === "function") {
     try {
@@ -77,6 +68,45 @@ export function resetStream(stream: Duplex, error: Error): void {
     }
   }
   stream.destroy(error);
+}
+
+const resetting = new WeakSet<TLSSocket>();
+
+/**
+ * Node has no reset for a TLS socket (resetAndDestroy refuses its handle), and destroying one, even with an
+ * error, closes TCP with a FIN that the far end reads as a clean end (measured on Node 24: 'end', no error).
+ * The TCP connection under it can reset: the far end then sees ECONNRESET.
+ * - Through the net.Socket under it when it has one (a TLS server's connection, tls.connect({ socket })), so
+ *   that it closes and the TLS socket with it: a raw reset of the handle under that net.Socket left both
+ *   without 'close' for good (joinStreams never called onClose).
+ * - Else through Node's internal TCP handle, when it is there (a TLS socket that made its own TCP connection:
+ *   none of leafmesh's; measured, that one then never emits 'close'); else destroy(error) alone (TLS over a
+ *   JavaScript stream: its stream is destroyed with the error, which a tunnel stream passes on as a reset).
+ * - A turn later, never on OpenSSL's stack: a TLS socket destroyed and its TCP reset from within a handshake
+ *   callback left OpenSSL reading a freed session (SIGSEGV; services/tunnel/tls-crash.test.ts). Paused
+ *   meanwhile: nothing more is read from it.
+ */
+function resetTls(stream: TLSSocket, error: Error): void {
+  if (resetting.has(stream)) return;
+  resetting.add(stream);
+  stream.pause();
+  setImmediate(() => {
+    if (stream.destroyed) return;
+    const handle = (stream as unknown as { _handle?: { _parentWrap?: unknown; _parent?: { reset?: (callback: () => void) => unknown } } })._handle;
+    const wrap = handle?._parentWrap;
+    let reset = false;
+    if (wrap instanceof Socket && !wrap.destroyed) {
+      if (wrap.listenerCount("error") === 0) wrap.on("error", () => undefined);
+      try {
+        wrap.resetAndDestroy();
+        reset = true;
+      } catch {
+        // ERR_INVALID_HANDLE_TYPE: TLS over a JavaScript stream (its wrap holds no TCP handle): destroyed below.
+      }
+    }
+    if (!reset && !(wrap instanceof Socket) && typeof handle?._parent?.reset === "function") handle._parent.reset(() => undefined);
+    stream.destroy(error);
+  });
 }
 
 /** Both directions of the stream are done: its far end ended, and our end of it finished. */
