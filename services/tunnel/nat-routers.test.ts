@@ -71,12 +71,18 @@ describe("the NAT matrix on routers that RST, answer ICMP, have no filter, and b
 
   it("punches every pair the NAT table calls punchable, relays the rest, and every pair carries streams both ways", async () => {
     const failures: string[] = [];
-    await Promise.all(
-      pairs.map(async (pair) => {
-        const [there, back] = await Promise.all([lab.call(pair.a, { op: "roundtrip", node: pair.b, bytes: 65_536 }), lab.call(pair.b, { op: "roundtrip", node: pair.a, bytes: 65_536 })]);
-        if (!there.ok || !back.ok) failures.push(`${pair.a} ↔ ${pair.b}: ${there.error ?? ""} ${back.error ?? ""}`);
-      }),
-    );
+    // Eight pairs at a time, both ways at once: all 55 at once were 110 libp2p handshakes at the same moment on a
+    // 2-core machine running eleven agents and a hub, and a relayed one now and then outlived its 10 s upgrade
+    // timeout ("relay: The operation was aborted due to timeout", seen in full runs before and after this round's
+    // changes). What this test holds is each pair's way, not that burst.
+    for (let start = 0; start < pairs.length; start += 8) {
+      await Promise.all(
+        pairs.slice(start, start + 8).map(async (pair) => {
+          const [there, back] = await Promise.all([lab.call(pair.a, { op: "roundtrip", node: pair.b, bytes: 65_536 }), lab.call(pair.b, { op: "roundtrip", node: pair.a, bytes: 65_536 })]);
+          if (!there.ok || !back.ok) failures.push(`${pair.a} ↔ ${pair.b}: ${there.error ?? ""} ${back.error ?? ""}`);
+        }),
+      );
+    }
     expect(failures).toEqual([]);
     const kinds = await Promise.all(
       pairs.map(async (pair) => {
