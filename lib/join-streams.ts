@@ -70,8 +70,6 @@ export function resetStream(stream: Duplex, error: Error): void {
   stream.destroy(error);
 }
 
-const resetting = new WeakSet<TLSSocket>();
-
 /**
  * Node has no reset for a TLS socket (resetAndDestroy refuses its handle), and destroying one, even with an
  * error, closes TCP with a FIN that the far end reads as a clean end (measured on Node 24: 'end', no error).
@@ -87,24 +85,22 @@ const resetting = new WeakSet<TLSSocket>();
  *   meanwhile: nothing more is read from it.
  */
 function resetTls(stream: TLSSocket, error: Error): void {
-  if (resetting.has(stream)) return;
-  resetting.add(stream);
   stream.pause();
+  // Called again before then, the second turn finds it destroyed.
   setImmediate(() => {
     if (stream.destroyed) return;
     const handle = (stream as unknown as { _handle?: { _parentWrap?: unknown; _parent?: { reset?: (callback: () => void) => unknown } } })._handle;
     const wrap = handle?._parentWrap;
-    let reset = false;
-    if (wrap instanceof Socket && !wrap.destroyed) {
+    if (wrap instanceof Socket) {
       if (wrap.listenerCount("error") === 0) wrap.on("error", () => undefined);
       try {
-        wrap.resetAndDestroy();
-        reset = true;
+        if (!wrap.destroyed) wrap.resetAndDestroy();
       } catch {
         // ERR_INVALID_HANDLE_TYPE: TLS over a JavaScript stream (its wrap holds no TCP handle): destroyed below.
       }
+    } else if (typeof handle?._parent?.reset === "function") {
+      handle._parent.reset(() => undefined);
     }
-    if (!reset && !(wrap instanceof Socket) && typeof handle?._parent?.reset === "function") handle._parent.reset(() => undefined);
     stream.destroy(error);
   });
 }

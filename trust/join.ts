@@ -38,7 +38,7 @@ export interface JoinResult {
 
 /** @default 30 s — an enrolment re-signs every account of the mesh and pushes them to the hubs. */
 const defaultTimeoutMs = 30_000;
-/** @default 3 min — how long a node asks again while the hub is busy enrolling others. */
+/** @default 3 min — how long a node asks again while no hub answers, serves enrolment yet, or has time for it. */
 const defaultRetryForMs = 180_000;
 
 /**
@@ -55,30 +55,24 @@ class AskAgain extends LeafmeshError {
 
 const joinedFile = (dir: string) => join(dir, "joined.json");
 
-/** What a refused or failed connection with the token's credentials means, said before the server's text. */
-function whyRefused(text: string): string {
-  const why = /expired/i.test(text)
-    ? "the token expired (its credentials did, by the hub's clock)"
-    : /authorization violation/i.test(text)
-      ? "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)"
-      : /authentication timeout/i.test(text)
-        ? "the hub timed out the login before it was done (a slow TLS handshake, or a busy machine at either end): try again"
-        : /certificate|self.signed|unable to verify/i.test(text)
-        ? "the hub's certificate is not of the token's mesh CA, or does not name the host dialled"
-        : "no hub answered there";
-  return `${why}: ${text}`;
-}
-
 /**
- * A connection refused or lost: asked again unless it cannot change (an expired token, a certificate of
- * another CA). A refused login is asked again four times (~15 s): while the joins before it push their
- * accounts, the hub refuses the enrol account's users for seconds (three tries over 3 s were refused in a
- * full run); an enrol account the hub does not know is refused every time.
+ * What a refused or failed connection with the token's credentials means, said before the server's text, and how
+ * many times it is asked in all (1: it cannot change, said at once). A refused login is asked five times (~15 s):
+ * while the joins before it push their accounts, the hub refuses the enrol account's users for seconds (three
+ * tries over 3 s were refused in a full run); an enrol account the hub does not know is refused every time.
  */
+const refusals: { pattern: RegExp; why: string; attempts: number }[] = [
+  { pattern: /expired/i, why: "the token expired (its credentials did, by the hub's clock)", attempts: 1 },
+  { pattern: /authorization violation/i, why: "the hub refused the token's credentials (the token is of another mesh, or its enrol account is unknown to that hub)", attempts: 5 },
+  { pattern: /authentication timeout/i, why: "the hub timed out the login before it was done (a slow TLS handshake, or a busy machine at either end): try again", attempts: Infinity },
+  { pattern: /certificate|self.signed|unable to verify/i, why: "the hub's certificate is not of the token's mesh CA, or does not name the host dialled", attempts: 1 },
+];
+
+/** A connection refused or lost, as an error: asked again (AskAgain) unless it cannot change. */
 function refusedConnection(what: string, text: string, cause: unknown): LeafmeshError {
-  const message = `${what}: ${whyRefused(text)}`;
-  if (/expired|certificate|self.signed|unable to verify/i.test(text)) return new LeafmeshError("NATS_UNREACHABLE", message, { cause });
-  return new AskAgain("NATS_UNREACHABLE", message, cause, /authorization violation/i.test(text) ? 5 : Infinity);
+  const { why, attempts } = refusals.find((refusal) => refusal.pattern.test(text)) ?? { why: "no hub answered there", attempts: Infinity };
+  const message = `${what}: ${why}: ${text}`;
+  return attempts === 1 ? new LeafmeshError("NATS_UNREACHABLE", message, { cause }) : new AskAgain("NATS_UNREACHABLE", message, cause, attempts);
 }
 
 export async function joinMesh(options: {
@@ -89,7 +83,7 @@ export async function joinMesh(options: {
   log: Logger;
   /** One request's timeout. @default 30 s */
   timeoutMs?: number;
-  /** How long to ask again while the hub is busy or late. @default 3 min */
+  /** How long to ask again while no hub answers, serves enrolment yet, or has time for it. @default 3 min */
   retryForMs?: number;
   now?: () => number;
 }): Promise<JoinResult> {
