@@ -4,7 +4,7 @@
  * (what a tunnel stream is to the proxy).
  */
 import { randomBytes } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { createCertificateAuthority, issueCertificate } from "../trust/tls.ts";
-import { joinStreams, resetStream, type JoinedStreams, type JoinOutcome } from "./join-streams.ts";
+import { loopbackPairs, type LoopbackPairs } from "../test/support/loopback-pairs.ts";
+import { joinStreams, resetStream, type JoinOutcome } from "./join-streams.ts";
 
 /** How a socket's far end finished, as its reader saw it. */
 interface Ending {
@@ -30,39 +31,11 @@ function watchEnding(socket: Socket): Promise<Ending> {
 }
 
 describe("joinStreams", () => {
-  let server: Server;
-  let port = 0;
-  const accepted: Socket[] = [];
-  const waiting: ((socket: Socket) => void)[] = [];
-
-  beforeAll(async () => {
-    server = createServer({ allowHalfOpen: true }, (socket) => {
-      const next = waiting.shift();
-      if (next) next(socket);
-      else accepted.push(socket);
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    port = (server.address() as { port: number }).port;
-  });
-  afterAll(() => server.close());
-
-  /** A connected pair: the dialling end and the accepted end. */
-  async function pair(): Promise<[Socket, Socket]> {
-    const far = new Promise<Socket>((resolve) => waiting.push(resolve));
-    const near = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
-    await new Promise((resolve) => near.once("connect", resolve));
-    return [near, await far];
-  }
-
-  /** client ⇄ [proxyClient | proxyUpstream] ⇄ target */
-  async function proxied() {
-    const [client, proxyClient] = await pair();
-    const [proxyUpstream, target] = await pair();
-    for (const socket of [client, target]) socket.on("error", () => undefined);
-    let join!: JoinedStreams;
-    const closed = new Promise<JoinOutcome>((resolve) => (join = joinStreams(proxyClient, proxyUpstream, { onClose: resolve })));
-    return { client, target, closed, join };
-  }
+  let pairs: LoopbackPairs;
+  beforeAll(async () => (pairs = await loopbackPairs()));
+  afterAll(() => pairs.close());
+  const pair = () => pairs.pair();
+  const proxied = () => pairs.proxied();
 
   it("carries both ways with half-close, and closes both as complete", async () => {
     const { client, target, closed } = await proxied();

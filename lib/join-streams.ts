@@ -27,6 +27,7 @@
 import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
+import { bulkReadBytes, readIntoOwnBuffer } from "./read-buffers.ts";
 
 export interface JoinOutcome {
   /** Both directions ended with a real end. */
@@ -160,12 +161,18 @@ function closedWithoutEnd(side: "a" | "b"): Error & { code: string } {
   return Object.assign(new Error(`side ${side} of a joined stream closed before its end (a cut, not an end)`), { code: "ERR_STREAM_PREMATURE_CLOSE" });
 }
 
-/** from → to with backpressure; from's end half-closes to. */
+/**
+ * from → to with backpressure; from's end half-closes to. Between two kernel sockets, a direction whose read
+ * filled Node's whole read size (bulk: the kernel held more) goes on reading into a buffer of its own
+ * (lib/read-buffers.ts): no allocation and no Readable turn per read.
+ */
 function copy(from: Duplex, to: Duplex): void {
-  from.on("data", (chunk: Buffer) => {
+  const onData = (chunk: Buffer) => {
     if (to.destroyed) return;
     if (!to.write(chunk)) from.pause();
-  });
+    else if (chunk.length >= bulkReadBytes && readIntoOwnBuffer(from as Socket, to as Socket)) from.off("data", onData);
+  };
+  from.on("data", onData);
   to.on("drain", () => from.resume());
   if (from.readableEnded) to.end();
   else from.once("end", () => to.destroyed || to.end());

@@ -2,7 +2,8 @@
  * The ceiling of an L4 proxy in one Node event loop, for bench/traffic: accept,
  * connect to the target, join the two sockets both ways, nothing else (no
  * catalog, no balancing, no admission, no counters). The join is the agent's
- * own (lib/join-streams.ts: data events and backpressure, as `pipe()` does),
+ * own (lib/join-streams.ts: data events and backpressure, as `pipe()` does, and
+ * bulk read into buffers of its own, lib/read-buffers.ts),
  * so a cut on either side, an upstream that refuses, or a client that left
  * before the connect reaches the other side as a reset, never as a clean end. What leafmesh's proxy is measured
  * against beside haproxy: the share of the gap that is Node's, not leafmesh's.

@@ -1,0 +1,147 @@
+/**
+ * Bulk bytes between two TCP sockets read into a buffer the copy keeps, not into
+ * a new one per read (lib/join-streams.ts hands a direction over here once it
+ * carries bulk).
+ *
+ * Node reads a socket into a fresh 64 KiB ArrayBuffer every time and hands it to
+ * JavaScript through the Readable machinery; at loopback speeds that allocation
+ * drives ~10 mark-compact GCs a second and a JavaScript turn per 64 KiB
+ * (docs/performance.md). Node's `onread` option reads into a buffer the caller
+ * owns and calls back with the byte count, but only on sockets Node is asked to
+ * create: a server's accepted sockets (every proxy's client side) never get it.
+ * This module turns it on for a socket that exists, through the same three
+ * fields Node's own constructor sets (found by their symbols' names), and the
+ * handle's `useUserBuffer`. On a Node where they are not found, nothing is
+ * switched: the copy stays on data events.
+ *
+ * The buffer is reused, so a chunk must be gone before the next read lands in
+ * it. A write that the kernel takes at once (Node tried it synchronously) leaves
+ * nothing behind; a write left pending keeps a reference to the buffer, so the
+ * direction stops reading until that write completes. Nothing is copied, nothing
+ * is buffered beyond the sockets' own.
+ *
+ * Memory is bounded per process: a direction reads into 256 KiB while it moves
+ * bulk, at most `bigBuffersMax` of those at once (16 MiB); a direction whose
+ * reads turn small gives its big buffer back and reads into 16 KiB of its own.
+ * An idle connection that never carried bulk holds none (Node's default).
+ *
+ * ```ts
+ * if (readIntoOwnBuffer(from, to, onEnd)) from.off("data", onData);
+ * ```
+ */
+import { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
+import type { Duplex } from "node:stream";
+
+export const bigBufferBytes = 256 * 1024;
+export const smallBufferBytes = 16 * 1024;
+export const bigBuffersMax = 64;
+
+/** A read of at least this many bytes says the kernel held more: Node's own read size. */
+export const bulkReadBytes = 64 * 1024;
+
+let bigBuffersLent = 0;
+let directionsSwitched = 0;
+let readsHeldForWrites = 0;
+
+/**
+ * What the process holds now and has done, for tests and metrics: big buffers lent, directions switched to
+ * their own buffer, and reads held back until a pending write of the buffer was done.
+ */
+export function readBufferStats(): { bigBuffersLent: number; directionsSwitched: number; readsHeldForWrites: number } {
+  return { bigBuffersLent, directionsSwitched, readsHeldForWrites };
+}
+
+interface Fields {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+/** The symbols of Node's own onread fields, from a socket of this Node (undefined where they are not found). */
+const fields: Fields | undefined = (() => {
+  const probe = new Socket();
+  const named = (name: string) => Object.getOwnPropertySymbols(probe).find((symbol) => symbol.description === name);
+  const found = { buffer: named("kBuffer"), callback: named("kBufferCb"), generator: named("kBufferGen") };
+  probe.destroy();
+  return found.buffer && found.callback && found.generator ? (found as Fields) : undefined;
+})();
+
+interface StreamHandle {
+  useUserBuffer?: (buffer: Uint8Array) => void;
+  constructor: { name: string };
+}
+
+const handleOf = (stream: Duplex): StreamHandle | undefined => (stream as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
+
+/** A net.Socket over a kernel stream (TCP or a Unix socket), not TLS, not a JavaScript stream. */
+function kernelSocket(stream: Duplex): stream is Socket {
+  if (!(stream instanceof Socket) || stream instanceof TLSSocket) return false;
+  const handle = handleOf(stream);
+  return typeof handle?.useUserBuffer === "function" && (handle.constructor.name === "TCP" || handle.constructor.name === "Pipe");
+}
+
+/** Both ends are kernel sockets, still open, on a Node whose onread fields were found. */
+export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
+  return fields !== undefined && kernelSocket(from) && kernelSocket(to) && !from.destroyed && !to.destroyed && from.readableLength === 0;
+}
+
+/**
+ * Switches from's reads into a buffer of this copy's own: each read is written to `to` at once, and from
+ * reads again only when that write is done. Call it from from's 'data' handler (the chunk just taken was the
+ * last one Node allocates) or while from is paused with nothing buffered (canReadIntoOwnBuffer checks that).
+ * `to.end()` on from's end stays the caller's ('end' is emitted as before).
+ */
+export function readIntoOwnBuffer(from: Socket, to: Socket): boolean {
+  if (!fields || !canReadIntoOwnBuffer(from, to)) return false;
+  let buffer: Buffer;
+  let big = bigBuffersLent < bigBuffersMax;
+  if (big) bigBuffersLent++;
+  buffer = Buffer.allocUnsafe(big ? bigBufferBytes : smallBufferBytes);
+  let small: Buffer | undefined = big ? undefined : buffer;
+  let lastRead = 0;
+  /** The buffer is referenced by a write still pending: no read may land in it, and it may not be swapped. */
+  let lent = false;
+
+  const giveBack = () => {
+    if (!big) return;
+    big = false;
+    bigBuffersLent--;
+  };
+  const written = () => {
+    if (!lent || to.writableLength !== 0) return;
+    lent = false;
+    if (!from.destroyed) from.resume();
+  };
+  const onRead = (bytes: number, into: Buffer): boolean => {
+    lastRead = bytes;
+    if (to.destroyed) return false;
+    to.write(into.subarray(0, bytes), written);
+    if (to.writableLength === 0) return true;
+    lent = true;
+    readsHeldForWrites++;
+    return false;
+  };
+  /** Called by Node after every read: the buffer the next read goes into. */
+  const next = (): Buffer => {
+    if (lent) return buffer;
+    if (big && lastRead < smallBufferBytes) {
+      giveBack();
+      buffer = small ??= Buffer.allocUnsafe(smallBufferBytes);
+    } else if (!big && lastRead === buffer.length && bigBuffersLent < bigBuffersMax) {
+      big = true;
+      bigBuffersLent++;
+      buffer = Buffer.allocUnsafe(bigBufferBytes);
+    }
+    return buffer;
+  };
+
+  const socket = from as unknown as Record<symbol, unknown>;
+  socket[fields.buffer] = buffer;
+  socket[fields.callback] = onRead;
+  socket[fields.generator] = next;
+  handleOf(from)?.useUserBuffer?.(buffer);
+  directionsSwitched++;
+  from.once("close", giveBack);
+  return true;
+}
