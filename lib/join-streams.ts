@@ -169,8 +169,10 @@ function closedWithoutEnd(side: "a" | "b"): Error & { code: string } {
 function copy(from: Duplex, to: Duplex): void {
   const onData = (chunk: Buffer) => {
     if (to.destroyed) return;
-    if (!to.write(chunk)) from.pause();
-    else if (chunk.length >= bulkReadBytes && readIntoOwnBuffer(from as Socket, to as Socket)) from.off("data", onData);
+    const more = to.write(chunk);
+    if (chunk.length >= bulkReadBytes && readIntoOwnBuffer(from, to)) from.off("data", onData);
+    // Switched or not, a full `to` stops the reads until 'drain'.
+    if (!more) from.pause();
   };
   from.on("data", onData);
   to.on("drain", () => from.resume());

@@ -6,10 +6,16 @@
  * and the big buffers stay within their bound and come back.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect, createServer as createTlsServer } from "node:tls";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loopbackPairs, type LoopbackPairs } from "../test/support/loopback-pairs.ts";
+import { createCertificateAuthority, issueCertificate } from "../trust/tls.ts";
+import { joinStreams, type JoinOutcome } from "./join-streams.ts";
 import { bigBuffersMax, canReadIntoOwnBuffer, readBufferStats } from "./read-buffers.ts";
 
 const sha = (data: Buffer) => createHash("sha256").update(data).digest("hex");
@@ -109,6 +115,47 @@ describe("reads into the copy's own buffer", () => {
     expect(ending.how).toBe("ECONNRESET");
     expect((await closed).cutBy).toBe("a");
     expect(readBufferStats().directionsSwitched).toBeGreaterThan(before);
+  });
+
+  it("carries bulk intact into a TLS socket (a tunnel stream) whose far end reads in bursts, and passes the client's end on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "read-buffers-"));
+    try {
+      const ca = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
+      await createCertificateAuthority({ ...ca, name: "read-buffers test" });
+      const server = { certFile: join(dir, "s.crt"), keyFile: join(dir, "s.key") };
+      await issueCertificate({ ...server, caCertFile: ca.certFile, caKeyFile: ca.keyFile, commonName: "localhost", hosts: ["127.0.0.1"] });
+      let atSink!: Promise<{ data: Buffer; how: string }>;
+      const accepted = new Promise<void>((resolve) => {
+        const sink = createTlsServer({ cert: readFileSync(server.certFile), key: readFileSync(server.keyFile), allowHalfOpen: true }, (socket) => {
+          atSink = drain(socket as unknown as Socket, { burst: 1 << 20, pauseMs: 3 });
+          sink.close();
+          resolve();
+        });
+        sink.listen(0, "127.0.0.1", () => {
+          void pairs.pair().then(([client, proxyClient]) => {
+            const tunnel = tlsConnect({ port: (sink.address() as { port: number }).port, host: "127.0.0.1", ca: readFileSync(ca.certFile) });
+            const before = readBufferStats();
+            const closedJoin = new Promise<JoinOutcome>((done) => joinStreams(proxyClient, tunnel, { onClose: done }));
+            tlsFlow = { client, closedJoin, before };
+          });
+        });
+      });
+      let tlsFlow!: { client: Socket; closedJoin: Promise<JoinOutcome>; before: ReturnType<typeof readBufferStats> };
+      await accepted;
+      await expect.poll(() => tlsFlow).toBeDefined();
+      const payload = randomBytes(24 << 20);
+      await send(tlsFlow.client, payload);
+      const received = await atSink;
+      expect(received.how).toBe("end");
+      expect(received.data.length).toBe(payload.length);
+      expect(sha(received.data)).toBe(sha(payload));
+      expect(readBufferStats().directionsSwitched).toBeGreaterThan(tlsFlow.before.directionsSwitched);
+      // The client's way ended; the other stays open, and the big buffer is back already.
+      expect(readBufferStats().bigBuffersLent).toBe(tlsFlow.before.bigBuffersLent);
+      tlsFlow.client.destroy();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("lends at most its bound of big buffers to flows at once, and takes them back when reads turn small", async () => {

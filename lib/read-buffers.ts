@@ -81,18 +81,23 @@ function kernelSocket(stream: Duplex): stream is Socket {
   return typeof handle?.useUserBuffer === "function" && (handle.constructor.name === "TCP" || handle.constructor.name === "Pipe");
 }
 
-/** Both ends are kernel sockets, still open, on a Node whose onread fields were found. */
-export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
-  return fields !== undefined && kernelSocket(from) && kernelSocket(to) && !from.destroyed && !to.destroyed && from.readableLength === 0;
+/**
+ * from is a kernel socket with nothing buffered, still open, on a Node whose onread fields were found; to is
+ * a kernel socket or a TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when
+ * the records are out, a turn later at the soonest).
+ */
+export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
+  return fields !== undefined && kernelSocket(from) && (kernelSocket(to) || to instanceof TLSSocket) && !from.destroyed && !to.destroyed && from.readableLength === 0;
 }
 
 /**
  * Switches from's reads into a buffer of this copy's own: each read is written to `to` at once, and from
- * reads again only when that write is done. Call it from from's 'data' handler (the chunk just taken was the
- * last one Node allocates) or while from is paused with nothing buffered (canReadIntoOwnBuffer checks that).
+ * reads again only when that write is done (any write to `to` still pending, ours or one before). Call it
+ * from from's 'data' handler (the chunk just taken was the last one Node allocates) or while from is paused
+ * with nothing buffered (canReadIntoOwnBuffer checks that).
  * `to.end()` on from's end stays the caller's ('end' is emitted as before).
  */
-export function readIntoOwnBuffer(from: Socket, to: Socket): boolean {
+export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   if (!fields || !canReadIntoOwnBuffer(from, to)) return false;
   let buffer: Buffer;
   let big = bigBuffersLent < bigBuffersMax;
@@ -142,6 +147,8 @@ export function readIntoOwnBuffer(from: Socket, to: Socket): boolean {
   socket[fields.generator] = next;
   handleOf(from)?.useUserBuffer?.(buffer);
   directionsSwitched++;
+  // No read comes after from's end: its big buffer goes back then, even while the other way stays open.
+  from.once("end", giveBack);
   from.once("close", giveBack);
   return true;
 }
