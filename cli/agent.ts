@@ -53,6 +53,15 @@ function readSecretFile(path: string, flag: string): string {
   }
 }
 
+/** The join token, from --join or from --join-file's file; never both. */
+function joinToken(join: string | undefined, file: string | undefined): string | undefined {
+  if (file === undefined) return join;
+  if (join !== undefined) throw new LeafmeshError("CONFIG_INVALID", "--join and --join-file both give a token: give one of them");
+  const token = readSecretFile(file, "--join-file").trim();
+  if (token === "") throw new LeafmeshError("CONFIG_INVALID", `--join-file: ${file} is empty (expected a token from leafmesh keys token)`);
+  return token;
+}
+
 export const agentCommand = defineCommand({
   name: "agent",
   summary: commandSummaries.agent,
@@ -107,7 +116,11 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       value: "TOKEN",
       description: "join the mesh with a token (leafmesh keys token) instead of --keys: the node makes its own keys, the enrolling hub issues its identity into DATA/keys, used as its bundle at every later start; while no hub answers yet (down, starting, unreachable) or the hub is busy enrolling other nodes (a fleet joining at once) it asks again for up to 3 minutes; an expired token, a hub of another CA or a refused token ends it at once (a refused login after ~15 s)",
     }),
-    joinUrl: option.list({ value: "URL,…", description: "with --join: the enrolling hubs' client URLs, instead of those in the token" }),
+    joinFile: option.text({
+      value: "FILE",
+      description: "as --join, with the token read from FILE (surrounding whitespace ignored): a token on the command line is shown to every local user by ps, and it holds the enrol user's seed; not with --join",
+    }),
+    joinUrl: option.list({ value: "URL,…", description: "with --join or --join-file: the enrolling hubs' client URLs, instead of those in the token" }),
     ...serverOptions({ metricsListen: "127.0.0.1:9465" }),
     ...upstreamOrderOption,
     relayChoice: option.choice(["on", "off"] as const, {
@@ -129,9 +142,10 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     const log = createLogger({ level: options.logLevel });
     let keys = options.keys;
     let site = options.site;
-    if (options.join !== undefined) {
+    const token = joinToken(options.join, options.joinFile);
+    if (token !== undefined) {
       if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", "--join makes the node's own identity: give it without --keys and --insecure");
-      const joined = await joinMesh({ token: options.join, node: options.node, bundleDir: join(resolve(options.data), "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
+      const joined = await joinMesh({ token, node: options.node, bundleDir: join(resolve(options.data), "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
       if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
       site = options.site ?? joined.site;
       keys = joined.bundleDir;

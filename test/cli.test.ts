@@ -1,12 +1,12 @@
 /** The CLI as a user meets it: help that is true, clear errors and exit codes. */
 import { afterAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
 import { loadCommands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { freePort } from "./support/ports.ts";
 import { hubPorts, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
@@ -90,6 +90,23 @@ describe("leafmesh CLI", () => {
     const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
     expect(badDir.code).toBe(2);
     expect(badDir.stderr).toContain("--manifests: cannot read directory /nonexistent/dir");
+    const agentArgs = ["agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:7422", "--data", tempDir()];
+    const noTokenFile = await runCli([...agentArgs, "--join-file", "/nonexistent/token"]);
+    expect(noTokenFile.code).toBe(2);
+    expect(noTokenFile.stderr).toContain("--join-file: cannot read /nonexistent/token");
+    const emptyFile = join(tempDir(), "token");
+    writeFileSync(emptyFile, "\n");
+    const emptyToken = await runCli([...agentArgs, "--join-file", emptyFile]);
+    expect(emptyToken.code).toBe(2);
+    expect(emptyToken.stderr).toContain(`--join-file: ${emptyFile} is empty`);
+    const bothTokens = await runCli([...agentArgs, "--join-file", emptyFile, "--join", "lmjoin1.x"]);
+    expect(bothTokens.code).toBe(2);
+    expect(bothTokens.stderr).toContain("--join and --join-file both give a token");
+    writeFileSync(emptyFile, "lmjoin1.cut-short\n");
+    const damaged = await runCli([...agentArgs, "--join-file", emptyFile]);
+    expect(damaged.code).toBe(2);
+    expect(damaged.stderr).toContain("the join token (--join, --join-file) is damaged");
+    expect(damaged.stderr).not.toContain("cut-short");
   });
 
   it("refuses to start a hub or agent without security unless --insecure is explicit, and warns when it is", async () => {

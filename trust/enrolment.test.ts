@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -113,8 +113,12 @@ describe("a node joins with a token", () => {
     const token = await makeToken("--ttl", "1h", "--uses", "2", "--site", "shop-7", "--tags", "pos,eu");
     expect(token).toMatch(/^lmjoin1\./);
     socksPort = await freePort();
-    joined = await startAgentProcess({ node: "edge-j1", hubs: [hub.leafUrl.replace("nats://", "tls://")], join: token, extraArgs: tunnelArgs(socksPort) });
+    // As docs/enrolment.md has it: the token in a file of its own (--join-file), never on the command line, where ps shows it.
+    const tokenFile = join(base, "edge-j1.token");
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    joined = await startAgentProcess({ node: "edge-j1", hubs: [hub.leafUrl.replace("nats://", "tls://")], joinFile: tokenFile, extraArgs: tunnelArgs(socksPort) });
     expect(joined.output()).toContain("node 'edge-j1' joined the mesh");
+    expect(readFileSync(`/proc/${joined.child.pid}/cmdline`, "utf8")).not.toContain(token.slice(8, 40));
 
     // Its identity: made on the node (keys 0600 there), and only public halves in the keys directory.
     const bundle = join(joined.dataDir, "keys");

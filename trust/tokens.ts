@@ -71,11 +71,11 @@ export function encodeJoinToken(token: JoinToken): string {
 /** The token's content; CONFIG_INVALID (saying what is wrong, never echoing the text) when it is not a leafmesh join token. */
 export function decodeJoinToken(text: string): JoinToken {
   const trimmed = text.trim();
-  if (!trimmed.startsWith(joinTokenPrefix)) throw new LeafmeshError("CONFIG_INVALID", `--join: not a leafmesh join token (it starts with '${joinTokenPrefix}'; make one with 'leafmesh keys token')`);
+  if (!trimmed.startsWith(joinTokenPrefix)) throw new LeafmeshError("CONFIG_INVALID", `the join token (--join, --join-file) is not a leafmesh join token (it starts with '${joinTokenPrefix}'; make one with 'leafmesh keys token')`);
   try {
     return joinTokenSchema.parse(JSON.parse(Buffer.from(trimmed.slice(joinTokenPrefix.length), "base64url").toString("utf8")));
   } catch (cause) {
-    throw new LeafmeshError("CONFIG_INVALID", "--join: the token is damaged (cut short when copied?): its content does not parse", { cause });
+    throw new LeafmeshError("CONFIG_INVALID", "the join token (--join, --join-file) is damaged (cut short when copied?): its content does not parse", { cause });
   }
 }
 

@@ -209,6 +209,8 @@ export async function startAgentProcess(options: {
   keys?: string;
   /** A join token (agent --join) instead of keys: the agent's identity lands in DATA/keys. */
   join?: string;
+  /** A file holding the join token (agent --join-file), as the docs advise. */
+  joinFile?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
   waitReady?: boolean;
@@ -225,14 +227,14 @@ export async function startAgentProcess(options: {
       "--nats-listen", `127.0.0.1:${ports.client}`,
       "--monitor-listen", `127.0.0.1:${ports.monitor}`,
       "--metrics-listen", `127.0.0.1:${ports.metrics}`,
-      ...(options.join ? ["--join", options.join] : options.keys ? ["--keys", options.keys] : ["--insecure"]),
+      ...(options.join ? ["--join", options.join] : options.joinFile ? ["--join-file", options.joinFile] : options.keys ? ["--keys", options.keys] : ["--insecure"]),
       ...(options.extraArgs ?? []),
     ],
     `nats://127.0.0.1:${ports.client}`,
     dataDir,
     undefined,
     options.env,
-    options.join ? { keys: join(dataDir, "keys"), node: options.node } : options.keys ? { keys: options.keys, node: options.node } : undefined,
+    options.join || options.joinFile ? { keys: join(dataDir, "keys"), node: options.node } : options.keys ? { keys: options.keys, node: options.node } : undefined,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   if (options.waitReady !== false) await waitReady(agent);
