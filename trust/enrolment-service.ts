@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { connect, credsAuthenticator, type ConnectionOptions, type Msg } from "@nats-io/transport-node";
 import { enrolSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
+import { batchQueue } from "../lib/batch-queue.ts";
 import type { Logger } from "../lib/log.ts";
 import { enrolNode, enrolServiceCreds, type EnrolRefusalCode, type EnrolReply } from "./enrolment.ts";
 
@@ -75,7 +76,10 @@ export async function startEnrolmentService(options: {
     }
     respond(message, { ok: false, code, reason });
   };
+  /** Requests already answered: a failed batch answers the others. */
+  const answered = new WeakSet<Msg>();
   const respond = (message: Msg, reply: EnrolReply) => {
+    answered.add(message);
     try {
       message.respond(JSON.stringify(reply));
     } catch (error) {
@@ -153,12 +157,14 @@ export async function startEnrolmentService(options: {
       options.onIssued?.();
     }
   };
-  const queue: Msg[] = [];
-  let draining: Promise<void> | undefined;
-  const drain = async () => {
-    while (queue.length > 0) await handleBatch(queue.splice(0, queue.length));
-    draining = undefined;
-  };
+  // A batch that fails past handle() (a decode, a log, onIssued) leaves requests unanswered: each is told to ask
+  // again (an issued one gets the same identity again), and the queue goes on with what waited behind the batch.
+  const queue = batchQueue(handleBatch, (batch, error) => {
+    log.error({ err: describeError(error) }, "enrolment batch failed");
+    for (const message of batch) {
+      if (!answered.has(message)) refuse(message, "interrupted", `the hub failed while enrolling this request (${describeError(error)}): ask again`);
+    }
+  });
   const subscription = connection.subscribe(enrolSubject, {
     queue: "leafmesh-enrol",
     callback: (error, message) => {
@@ -166,15 +172,11 @@ export async function startEnrolmentService(options: {
         log.warn({ err: describeError(error) }, "enrolment subscription failed");
         return;
       }
-      if (queue.length >= maxWaitingRequests) {
-        refuse(message, "busy", `the hub is enrolling other nodes (${queue.length} waiting): retry in a few seconds`);
+      if (queue.waiting >= maxWaitingRequests) {
+        refuse(message, "busy", `the hub is enrolling other nodes (${queue.waiting} waiting): retry in a few seconds`);
         return;
       }
       queue.push(message);
-      draining ??= drain().catch((error: unknown) => {
-        log.error({ err: describeError(error) }, "enrolment failed");
-        draining = undefined;
-      });
     },
   });
   log.info({ subject: enrolSubject }, "serving enrolment by token");
@@ -182,7 +184,7 @@ export async function startEnrolmentService(options: {
     counts,
     stop: async () => {
       subscription.unsubscribe();
-      await draining;
+      await queue.idle();
       await connection.close();
     },
   };

@@ -179,10 +179,10 @@ export function enrolSigningText(request: Omit<EnrolRequest, "signature">): Uint
  */
 export const requestMaxAgeMs = 5 * 60_000;
 
-export type EnrolRefusalCode = TokenRefusalCode | "malformed" | "bad-signature" | "stale-request" | "bad-node-name" | "node-taken" | "revoked-key" | "bad-csr" | "busy" | "not-pushed" | "too-many-failures" | "internal";
+export type EnrolRefusalCode = TokenRefusalCode | "malformed" | "bad-signature" | "stale-request" | "bad-node-name" | "node-taken" | "revoked-key" | "bad-csr" | "busy" | "not-pushed" | "interrupted" | "too-many-failures" | "internal";
 
 /** Refusals a node answers by asking again with the same request (trust/join.ts): nothing of the request was wrong. */
-export const askAgainCodes: ReadonlySet<EnrolRefusalCode> = new Set(["busy", "not-pushed"]);
+export const askAgainCodes: ReadonlySet<EnrolRefusalCode> = new Set(["busy", "not-pushed", "interrupted"]);
 
 export type EnrolReply =
   | { ok: true; node: string; jwt: string; cert: string; ca: string; swarmKey: string; site?: string; tags: string[]; token: string }
