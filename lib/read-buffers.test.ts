@@ -198,11 +198,17 @@ describe("reads into the copy's own buffer", () => {
     expect(outcomes.every((outcome) => outcome.complete)).toBe(true);
   });
 
-  it("is never taken between a socket and a JavaScript stream (a tunnel stream), nor with bytes already buffered", async () => {
+  it("is never taken from a socket into a JavaScript stream, nor with bytes already buffered, nor with another reader listening", async () => {
     const [near, far] = await pair();
     expect(canReadIntoOwnBuffer(far, new PassThrough())).toBe(false);
     const [other] = await pair();
     expect(canReadIntoOwnBuffer(far, other)).toBe(true);
+    // Another reader of the socket would stop hearing: a byte counter, a sniffer not yet done.
+    const counter = () => undefined;
+    far.on("data", counter);
+    far.on("data", () => undefined);
+    expect(canReadIntoOwnBuffer(far, other)).toBe(false);
+    far.removeAllListeners("data");
     far.pause();
     near.write("buffered");
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -82,12 +82,16 @@ function kernelSocket(stream: Duplex): stream is Socket {
 }
 
 /**
- * from is a kernel socket with nothing buffered, still open, on a Node whose onread fields were found; to is
- * a kernel socket or a TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when
- * the records are out, a turn later at the soonest).
+ * from is a kernel socket with nothing buffered, still open, on a Node whose onread fields were found, and
+ * no reader of its own besides the copy (at most one 'data' listener, no 'readable' one: a read into the
+ * copy's buffer emits no 'data', so another listener would silently stop hearing); to is a kernel socket or a
+ * TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when the records are out,
+ * a turn later at the soonest).
  */
 export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
-  return fields !== undefined && kernelSocket(from) && (kernelSocket(to) || to instanceof TLSSocket) && !from.destroyed && !to.destroyed && from.readableLength === 0;
+  if (fields === undefined || !kernelSocket(from) || !(kernelSocket(to) || to instanceof TLSSocket)) return false;
+  if (from.listenerCount("data") > 1 || from.listenerCount("readable") > 0) return false;
+  return !from.destroyed && !to.destroyed && from.readableLength === 0;
 }
 
 /**
