@@ -3,12 +3,14 @@
  * listener port the actor reports). Endpoints are servers on 127.0.0.2-6 that say
  * who they are and then echo.
  */
+import { randomBytes } from "node:crypto";
 import { createServer as createTcpServer, connect, type Server, type Socket } from "node:net";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey, type DestinationRule } from "../../bus/catalog.ts";
 import { ManualClock } from "../../lib/clock.ts";
+import { readBufferStats } from "../../lib/read-buffers.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { Registry } from "prom-client";
@@ -94,12 +96,12 @@ describe("traffic actor on loopback", () => {
     await stopEndpoint(hosts[3]);
   });
 
-  it("passes half-close both ways and copies bytes unchanged", async () => {
+  it("passes half-close both ways and copies bytes unchanged (bulk read into the join's own buffers)", async () => {
     feed = new IndexFeed();
     putService(feed, { name: "echo", clusterIP: "198.19.0.11", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[0] }] });
     await start();
-    const payload = Buffer.alloc(4 << 20);
-    for (let i = 0; i < payload.length; i++) payload[i] = (i * 31) & 255;
+    const switched = readBufferStats().directionsSwitched;
+    const payload = randomBytes(16 << 20);
     const received = await new Promise<Buffer>((resolve, reject) => {
       const socket: Socket = connect({ host: "127.0.0.1", port: listenerOf("lab/echo:main/TCP")!, allowHalfOpen: true });
       const chunks: Buffer[] = [];
@@ -112,6 +114,7 @@ describe("traffic actor on loopback", () => {
     expect(received.subarray(0, text.length).toString()).toBe(text);
     expect(received.subarray(text.length, text.length + payload.length).equals(payload)).toBe(true);
     expect(received.subarray(text.length + payload.length).toString()).toBe(`bye from ${hosts[0]}\n`);
+    expect(readBufferStats().directionsSwitched).toBeGreaterThan(switched);
   });
 
   it("refuses at once (RST) when a service has no endpoints, and counts it", async () => {
@@ -241,6 +244,30 @@ describe("traffic actor on loopback", () => {
     });
     expect(closed).toBe("closed");
     expect(traffic.stats().counters["tcp idle timeout"]).toBe(1);
+  });
+
+  it("keeps a connection that carries bulk for longer than the idle timeout, and closes it once idle (reads into the join's own buffers count as activity)", async () => {
+    feed = new IndexFeed();
+    putService(feed, { name: "idle-bulk", clusterIP: "198.19.0.20", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: port }], endpoints: [{ ip: hosts[0] }] });
+    await start({ tcpIdleTimeoutMs: 400 });
+    const switched = readBufferStats().directionsSwitched;
+    const socket = connect({ host: "127.0.0.1", port: listenerOf("lab/idle-bulk:main/TCP")! });
+    let echoed = 0;
+    socket.on("data", (data: Buffer) => (echoed += data.length));
+    socket.on("error", () => undefined);
+    const closed = new Promise<number>((resolve) => socket.on("close", () => resolve(Date.now())));
+    await new Promise((resolve) => socket.once("connect", resolve));
+    // 4 MiB every 100 ms for 1.2 s: three times the idle timeout, never idle for it.
+    for (let round = 0; round < 12; round++) {
+      socket.write(randomBytes(4 << 20));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(socket.destroyed, `cut in round ${round}`).toBe(false);
+    }
+    await eventually(() => echoed >= 48 << 20, 10_000, "every byte echoed");
+    const idleFrom = Date.now();
+    const closedAt = await closed;
+    expect(closedAt - idleFrom).toBeGreaterThanOrEqual(300);
+    expect(readBufferStats().directionsSwitched).toBeGreaterThan(switched);
   });
 
   it("prefers endpoints on its own node and reaches other nodes' endpoints through the dialer", async () => {
