@@ -158,6 +158,26 @@ describe("reads into the copy's own buffer", () => {
     }
   });
 
+  it("gives its big buffer back when a client resets while the target stalls with a write of the buffer pending", async () => {
+    const before = readBufferStats();
+    const { client, target, closed } = await proxied();
+    target.pause(); // accepts, does not read: the proxy's write to it stays pending, and the proxy reads no more
+    const sent = send(client, randomBytes(96 << 20), false).catch(() => undefined);
+    await expect.poll(() => readBufferStats().readsHeldForWrites > before.readsHeldForWrites, { timeout: 10_000 }).toBe(true);
+    client.resetAndDestroy();
+    await sent;
+    // A socket that is not read is not polled: the proxy hears the client's RST at its next read, once the
+    // target takes the pending write (as with Node's own streams, which stop reading at their high-water mark).
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const atTarget = drain(target);
+    target.resume();
+    const outcome = await closed;
+    expect(outcome.complete).toBe(false);
+    expect(outcome.cutBy).toBe("a");
+    expect((await atTarget).how).toBe("ECONNRESET");
+    expect(readBufferStats().bigBuffersLent).toBe(before.bigBuffersLent);
+  });
+
   it("lends at most its bound of big buffers to flows at once, and takes them back when reads turn small", async () => {
     const flows = await Promise.all(Array.from({ length: bigBuffersMax + 8 }, () => proxied()));
     let most = 0;
