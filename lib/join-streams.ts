@@ -27,7 +27,7 @@
 import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
-import { bulkReadBytes, readIntoOwnBuffer } from "./read-buffers.ts";
+import { bulkReadOf, readIntoOwnBuffer } from "./read-buffers.ts";
 
 export interface JoinOutcome {
   /** Both directions ended with a real end. */
@@ -162,15 +162,16 @@ function closedWithoutEnd(side: "a" | "b"): Error & { code: string } {
 }
 
 /**
- * from → to with backpressure; from's end half-closes to. Between two kernel sockets, a direction whose read
- * filled Node's whole read size (bulk: the kernel held more) goes on reading into a buffer of its own
- * (lib/read-buffers.ts): no allocation and no Readable turn per read.
+ * from → to with backpressure; from's end half-closes to. From a kernel or TLS socket into a kernel or TLS
+ * socket, a direction whose read filled Node's whole read size (bulk: more was waiting) goes on reading into
+ * a buffer of its own (lib/read-buffers.ts): no allocation and no Readable turn per read.
  */
 function copy(from: Duplex, to: Duplex): void {
+  const bulk = bulkReadOf(from);
   const onData = (chunk: Buffer) => {
     if (to.destroyed) return;
     const more = to.write(chunk);
-    if (chunk.length >= bulkReadBytes && readIntoOwnBuffer(from, to)) from.off("data", onData);
+    if (chunk.length >= bulk && readIntoOwnBuffer(from, to)) from.off("data", onData);
     // Switched or not, a full `to` stops the reads until 'drain'.
     if (!more) from.pause();
   };

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as tlsConnect, createServer as createTlsServer } from "node:tls";
+import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loopbackPairs, type LoopbackPairs } from "../test/support/loopback-pairs.ts";
@@ -117,45 +117,73 @@ describe("reads into the copy's own buffer", () => {
     expect(readBufferStats().directionsSwitched).toBeGreaterThan(before);
   });
 
+  /** A CA and a server certificate for 127.0.0.1, made once. */
+  let tlsDir: string;
+  let tlsFiles: { ca: Buffer; cert: Buffer; key: Buffer };
+  beforeAll(async () => {
+    tlsDir = mkdtempSync(join(tmpdir(), "read-buffers-"));
+    const ca = { certFile: join(tlsDir, "ca.crt"), keyFile: join(tlsDir, "ca.key") };
+    await createCertificateAuthority({ ...ca, name: "read-buffers test" });
+    const server = { certFile: join(tlsDir, "s.crt"), keyFile: join(tlsDir, "s.key") };
+    await issueCertificate({ ...server, caCertFile: ca.certFile, caKeyFile: ca.keyFile, commonName: "localhost", hosts: ["127.0.0.1"] });
+    tlsFiles = { ca: readFileSync(ca.certFile), cert: readFileSync(server.certFile), key: readFileSync(server.keyFile) };
+  });
+  afterAll(() => rmSync(tlsDir, { recursive: true, force: true }));
+
+  /** A TLS connection on loopback: the dialling end and the accepted end, both connected. */
+  async function tlsPair(): Promise<[TLSSocket, TLSSocket]> {
+    let accepted!: (socket: TLSSocket) => void;
+    const far = new Promise<TLSSocket>((resolve) => (accepted = resolve));
+    const server = createTlsServer({ cert: tlsFiles.cert, key: tlsFiles.key, allowHalfOpen: true }, (socket) => {
+      server.close();
+      accepted(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const near = tlsConnect({ port: (server.address() as { port: number }).port, host: "127.0.0.1", ca: tlsFiles.ca });
+    await new Promise((resolve) => near.once("secureConnect", resolve));
+    return [near, await far];
+  }
+
   it("carries bulk intact into a TLS socket (a tunnel stream) whose far end reads in bursts, and passes the client's end on", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "read-buffers-"));
-    try {
-      const ca = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
-      await createCertificateAuthority({ ...ca, name: "read-buffers test" });
-      const server = { certFile: join(dir, "s.crt"), keyFile: join(dir, "s.key") };
-      await issueCertificate({ ...server, caCertFile: ca.certFile, caKeyFile: ca.keyFile, commonName: "localhost", hosts: ["127.0.0.1"] });
-      let atSink!: Promise<{ data: Buffer; how: string }>;
-      const accepted = new Promise<void>((resolve) => {
-        const sink = createTlsServer({ cert: readFileSync(server.certFile), key: readFileSync(server.keyFile), allowHalfOpen: true }, (socket) => {
-          atSink = drain(socket as unknown as Socket, { burst: 1 << 20, pauseMs: 3 });
-          sink.close();
-          resolve();
-        });
-        sink.listen(0, "127.0.0.1", () => {
-          void pairs.pair().then(([client, proxyClient]) => {
-            const tunnel = tlsConnect({ port: (sink.address() as { port: number }).port, host: "127.0.0.1", ca: readFileSync(ca.certFile) });
-            const before = readBufferStats();
-            const closedJoin = new Promise<JoinOutcome>((done) => joinStreams(proxyClient, tunnel, { onClose: done }));
-            tlsFlow = { client, closedJoin, before };
-          });
-        });
-      });
-      let tlsFlow!: { client: Socket; closedJoin: Promise<JoinOutcome>; before: ReturnType<typeof readBufferStats> };
-      await accepted;
-      await expect.poll(() => tlsFlow).toBeDefined();
-      const payload = randomBytes(24 << 20);
-      await send(tlsFlow.client, payload);
-      const received = await atSink;
-      expect(received.how).toBe("end");
-      expect(received.data.length).toBe(payload.length);
-      expect(sha(received.data)).toBe(sha(payload));
-      expect(readBufferStats().directionsSwitched).toBeGreaterThan(tlsFlow.before.directionsSwitched);
-      // The client's way ended; the other stays open, and the big buffer is back already.
-      expect(readBufferStats().bigBuffersLent).toBe(tlsFlow.before.bigBuffersLent);
-      tlsFlow.client.destroy();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const [client, proxyClient] = await pair();
+    const [tunnel, sink] = await tlsPair();
+    const before = readBufferStats();
+    joinStreams(proxyClient, tunnel);
+    const atSink = drain(sink as unknown as Socket, { burst: 1 << 20, pauseMs: 3 });
+    const payload = randomBytes(24 << 20);
+    await send(client, payload);
+    const received = await atSink;
+    expect(received.how).toBe("end");
+    expect(received.data.length).toBe(payload.length);
+    expect(sha(received.data)).toBe(sha(payload));
+    expect(readBufferStats().directionsSwitched).toBeGreaterThan(before.directionsSwitched);
+    // The client's way ended; the other stays open, and the big buffer is back already.
+    expect(readBufferStats().bigBuffersLent).toBe(before.bigBuffersLent);
+    for (const socket of [client, sink]) socket.destroy();
+  });
+
+  it("carries bulk intact out of a TLS socket (a tunnel stream's far end) into a target that reads in bursts, a record a read, with no big buffer", async () => {
+    const [tunnel, proxyStream] = await tlsPair();
+    const [proxyUpstream, target] = await pair();
+    const before = readBufferStats();
+    let lentMost = 0;
+    const sampler = setInterval(() => (lentMost = Math.max(lentMost, readBufferStats().bigBuffersLent - before.bigBuffersLent)), 1);
+    const closed = new Promise<JoinOutcome>((resolve) => joinStreams(proxyStream, proxyUpstream, { onClose: resolve }));
+    const atTarget = drain(target, { burst: 1 << 20, pauseMs: 3 });
+    const payload = randomBytes(24 << 20);
+    await send(tunnel as unknown as Socket, payload);
+    const received = await atTarget;
+    clearInterval(sampler);
+    expect(received.how).toBe("end");
+    expect(sha(received.data)).toBe(sha(payload));
+    const after = readBufferStats();
+    expect(after.directionsSwitched).toBeGreaterThan(before.directionsSwitched);
+    expect(after.readsHeldForWrites).toBeGreaterThan(before.readsHeldForWrites);
+    expect(lentMost).toBe(0);
+    target.end();
+    tunnel.on("data", () => undefined);
+    expect(await closed).toEqual({ complete: true });
+    expect(readBufferStats().directionsOpen).toBe(before.directionsOpen);
   });
 
   it("gives its big buffer back when a client resets while the target stalls with a write of the buffer pending", async () => {

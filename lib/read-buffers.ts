@@ -22,8 +22,11 @@
  *
  * Memory is bounded per process: a direction reads into 256 KiB while it moves
  * bulk, at most `bigBuffersMax` of those at once (16 MiB); a direction whose
- * reads turn small gives its big buffer back and reads into 16 KiB of its own.
- * An idle connection that never carried bulk holds none (Node's default).
+ * reads turn small gives its big buffer back and reads into 16 KiB of its own;
+ * at most `directionsMax` directions at once (16 MiB more). A TLS socket (a
+ * tunnel stream) hands out a record (16 KiB) a read: it reads into 16 KiB, and
+ * saves the allocation, not the turns. An idle connection that never carried
+ * bulk holds none (Node's default).
  *
  * ```ts
  * if (readIntoOwnBuffer(from, to, onEnd)) from.off("data", onData);
@@ -37,19 +40,29 @@ export const bigBufferBytes = 256 * 1024;
 export const smallBufferBytes = 16 * 1024;
 export const bigBuffersMax = 64;
 
-/** A read of at least this many bytes says the kernel held more: Node's own read size. */
+/** A read of at least this many bytes from a kernel socket says the kernel held more: Node's own read size. */
 export const bulkReadBytes = 64 * 1024;
+/** What a TLS socket hands out per read: one record's plaintext at most (Node reads 16 KiB of cleartext at a time). */
+export const tlsReadBytes = 16 * 1024;
+/** @default 1024 directions reading into buffers of their own at once (16 KiB each at least); more stay on data events. */
+export const directionsMax = 1024;
 
 let bigBuffersLent = 0;
+let directionsOpen = 0;
 let directionsSwitched = 0;
 let readsHeldForWrites = 0;
 
 /**
- * What the process holds now and has done, for tests and metrics: big buffers lent, directions switched to
- * their own buffer, and reads held back until a pending write of the buffer was done.
+ * What the process holds now and has done, for tests and metrics: big buffers lent, directions reading into
+ * buffers of their own now and ever, and reads held back until a pending write of the buffer was done.
  */
-export function readBufferStats(): { bigBuffersLent: number; directionsSwitched: number; readsHeldForWrites: number } {
-  return { bigBuffersLent, directionsSwitched, readsHeldForWrites };
+export function readBufferStats(): { bigBuffersLent: number; directionsOpen: number; directionsSwitched: number; readsHeldForWrites: number } {
+  return { bigBuffersLent, directionsOpen, directionsSwitched, readsHeldForWrites };
+}
+
+/** The read size that says `from` carries bulk: a full read (Node's 64 KiB from a kernel socket, a whole record from TLS). */
+export function bulkReadOf(from: Duplex): number {
+  return from instanceof TLSSocket ? tlsReadBytes : bulkReadBytes;
 }
 
 interface Fields {
@@ -81,15 +94,22 @@ function kernelSocket(stream: Duplex): stream is Socket {
   return typeof handle?.useUserBuffer === "function" && (handle.constructor.name === "TCP" || handle.constructor.name === "Pipe");
 }
 
+/** A TLS socket over Node's TLSWrap (over TCP or over a JavaScript stream: a relay channel). */
+function tlsSocket(stream: Duplex): stream is TLSSocket {
+  const handle = handleOf(stream);
+  return stream instanceof TLSSocket && typeof handle?.useUserBuffer === "function" && handle.constructor.name === "TLSWrap";
+}
+
 /**
- * from is a kernel socket with nothing buffered, still open, on a Node whose onread fields were found, and
- * no reader of its own besides the copy (at most one 'data' listener, no 'readable' one: a read into the
+ * from is a kernel or TLS socket with nothing buffered, still open, on a Node whose onread fields were found,
+ * and no reader of its own besides the copy (at most one 'data' listener, no 'readable' one: a read into the
  * copy's buffer emits no 'data', so another listener would silently stop hearing); to is a kernel socket or a
  * TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when the records are out,
- * a turn later at the soonest).
+ * a turn later at the soonest); fewer than `directionsMax` directions read into buffers of their own.
  */
 export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
-  if (fields === undefined || !kernelSocket(from) || !(kernelSocket(to) || to instanceof TLSSocket)) return false;
+  if (fields === undefined || directionsOpen >= directionsMax) return false;
+  if (!(kernelSocket(from) || tlsSocket(from)) || !(kernelSocket(to) || to instanceof TLSSocket)) return false;
   if (from.listenerCount("data") > 1 || from.listenerCount("readable") > 0) return false;
   return !from.destroyed && !to.destroyed && from.readableLength === 0;
 }
@@ -103,8 +123,10 @@ export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
  */
 export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   if (!fields || !canReadIntoOwnBuffer(from, to)) return false;
+  // TLS hands out a record at a time: a bigger buffer would never fill.
+  const grows = !(from instanceof TLSSocket);
   let buffer: Buffer;
-  let big = bigBuffersLent < bigBuffersMax;
+  let big = grows && bigBuffersLent < bigBuffersMax;
   if (big) bigBuffersLent++;
   buffer = Buffer.allocUnsafe(big ? bigBufferBytes : smallBufferBytes);
   let small: Buffer | undefined = big ? undefined : buffer;
@@ -126,18 +148,20 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
     lastRead = bytes;
     if (to.destroyed) return false;
     to.write(into.subarray(0, bytes), written);
-    if (to.writableLength === 0) return true;
+    if (!lent && to.writableLength === 0) return true;
     lent = true;
     readsHeldForWrites++;
     return false;
   };
   /** Called by Node after every read: the buffer the next read goes into. */
   const next = (): Buffer => {
-    if (lent) return buffer;
+    // Reads can come after the one that stopped them: TLS decrypts every record it holds in one go, each a
+    // read of its own. None may land in a buffer a pending write still reads: each gets a fresh one.
+    if (lent) return (buffer = Buffer.allocUnsafe(buffer.length));
     if (big && lastRead < smallBufferBytes) {
       giveBack();
       buffer = small ??= Buffer.allocUnsafe(smallBufferBytes);
-    } else if (!big && lastRead === buffer.length && bigBuffersLent < bigBuffersMax) {
+    } else if (grows && !big && lastRead === buffer.length && bigBuffersLent < bigBuffersMax) {
       big = true;
       bigBuffersLent++;
       buffer = Buffer.allocUnsafe(bigBufferBytes);
@@ -151,8 +175,12 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   socket[fields.generator] = next;
   handleOf(from)?.useUserBuffer?.(buffer);
   directionsSwitched++;
+  directionsOpen++;
   // No read comes after from's end: its big buffer goes back then, even while the other way stays open.
   from.once("end", giveBack);
-  from.once("close", giveBack);
+  from.once("close", () => {
+    giveBack();
+    directionsOpen--;
+  });
   return true;
 }
