@@ -94,6 +94,15 @@ function kernelSocket(stream: Duplex): stream is Socket {
   return typeof handle?.useUserBuffer === "function" && (handle.constructor.name === "TCP" || handle.constructor.name === "Pipe");
 }
 
+/**
+ * Marks a 'data' listener that only watches for reads (services/tunnel/stream-server.ts batchWrites corks
+ * the target at a turn's first chunk): it does not count as another reader, and goes when the direction
+ * switches to its own buffer (which emits no 'data').
+ */
+export const watchesReadsOnly: unique symbol = Symbol("leafmesh.watchesReadsOnly");
+
+const readers = (stream: Duplex) => stream.listeners("data").filter((listener) => !(watchesReadsOnly in listener)).length;
+
 /** A TLS socket over Node's TLSWrap (over TCP or over a JavaScript stream: a relay channel). */
 function tlsSocket(stream: Duplex): stream is TLSSocket {
   const handle = handleOf(stream);
@@ -102,15 +111,16 @@ function tlsSocket(stream: Duplex): stream is TLSSocket {
 
 /**
  * from is a kernel or TLS socket with nothing buffered, still open, on a Node whose onread fields were found,
- * and no reader of its own besides the copy (at most one 'data' listener, no 'readable' one: a read into the
- * copy's buffer emits no 'data', so another listener would silently stop hearing); to is a kernel socket or a
+ * and no reader of its own besides the copy (at most one 'data' listener besides those marked
+ * `watchesReadsOnly`, no 'readable' one: a read into the copy's buffer emits no 'data', so another listener
+ * would silently stop hearing); to is a kernel socket or a
  * TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when the records are out,
  * a turn later at the soonest); fewer than `directionsMax` directions read into buffers of their own.
  */
 export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
   if (fields === undefined || directionsOpen >= directionsMax) return false;
   if (!(kernelSocket(from) || tlsSocket(from)) || !(kernelSocket(to) || to instanceof TLSSocket)) return false;
-  if (from.listenerCount("data") > 1 || from.listenerCount("readable") > 0) return false;
+  if (readers(from) > 1 || from.listenerCount("readable") > 0) return false;
   return !from.destroyed && !to.destroyed && from.readableLength === 0;
 }
 
@@ -169,6 +179,7 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
     return buffer;
   };
 
+  for (const listener of from.listeners("data")) if (watchesReadsOnly in listener) from.off("data", listener as unknown as (...args: unknown[]) => void);
   const socket = from as unknown as Record<symbol, unknown>;
   socket[fields.buffer] = buffer;
   socket[fields.callback] = onRead;

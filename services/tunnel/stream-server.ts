@@ -18,6 +18,7 @@ import { createSocket } from "node:dgram";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
+import { watchesReadsOnly } from "../../lib/read-buffers.ts";
 import type { Logger } from "../../lib/log.ts";
 import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
@@ -168,12 +169,16 @@ export function batchWrites(from: Readable, to: Writable): void {
     corked = false;
     to.uncork();
   };
-  from.on("data", () => {
+  const onData = () => {
     if (corked || to.destroyed) return;
     corked = true;
     to.cork();
     setImmediate(uncork);
-  });
+  };
+  // Once the join reads bulk into a buffer of its own (lib/read-buffers.ts), this watcher goes: a record
+  // written into the uncorked target costs less than a record through the stream's allocation and 'data'
+  // (TLS into a TCP sink on loopback, three runs each: 546-580 MiB/s against 424-485 with the batching).
+  from.on("data", Object.assign(onData, { [watchesReadsOnly]: true }));
 }
 
 /** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target; answers past `datagramBacklogBytes` unsent are dropped (`onDrop`). */
