@@ -11,9 +11,10 @@
  * ```
  */
 import { createServer, type Server } from "node:http";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { LeafmeshError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { bigBuffersMax, readBufferStats } from "./read-buffers.ts";
 
 export interface Health {
   healthy: boolean;
@@ -31,6 +32,37 @@ export interface MetricsServerOptions {
   labels?: Record<string, string>;
 }
 
+/** How the process's joins read bulk (lib/read-buffers.ts): buffers lent now, and directions switched so far. */
+function registerReadBufferMetrics(registry: Registry): void {
+  new Gauge({
+    name: "leafmesh_read_buffers_big",
+    help: `big (256 KiB) read buffers lent to joined directions that move bulk now, at most ${bigBuffersMax}`,
+    registers: [registry],
+    collect() {
+      this.set(readBufferStats().bigBuffersLent);
+    },
+  });
+  new Gauge({
+    name: "leafmesh_read_buffer_directions",
+    help: "joined directions (client to upstream, tunnel stream to target, ...) reading into a buffer of their own now",
+    registers: [registry],
+    collect() {
+      this.set(readBufferStats().directionsOpen);
+    },
+  });
+  let switched = 0;
+  new Counter({
+    name: "leafmesh_read_buffer_switches_total",
+    help: "joined directions that went on reading into a buffer of their own once they carried bulk",
+    registers: [registry],
+    collect() {
+      const now = readBufferStats().directionsSwitched;
+      this.inc(now - switched);
+      switched = now;
+    },
+  });
+}
+
 export class MetricsServer {
   readonly registry = new Registry();
   readonly #options: MetricsServerOptions;
@@ -42,6 +74,7 @@ export class MetricsServer {
     this.#health = options.health ?? (() => ({ healthy: false, ready: false, detail: { starting: true } }));
     if (options.labels) this.registry.setDefaultLabels(options.labels);
     collectDefaultMetrics({ register: this.registry, prefix: "leafmesh_process_" });
+    registerReadBufferMetrics(this.registry);
   }
 
   setHealth(health: () => Health): void {

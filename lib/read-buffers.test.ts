@@ -16,6 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loopbackPairs, type LoopbackPairs } from "../test/support/loopback-pairs.ts";
 import { createCertificateAuthority, issueCertificate } from "../trust/tls.ts";
 import { joinStreams, type JoinOutcome } from "./join-streams.ts";
+import { silentLogger } from "./log.ts";
+import { MetricsServer } from "./metrics.ts";
 import { bigBuffersMax, canReadIntoOwnBuffer, readBufferStats, watchesReadsOnly } from "./read-buffers.ts";
 
 const sha = (data: Buffer) => createHash("sha256").update(data).digest("hex");
@@ -82,6 +84,10 @@ describe("reads into the copy's own buffer", () => {
     expect(after.directionsSwitched - before.directionsSwitched).toBe(2);
     expect(after.readsHeldForWrites).toBeGreaterThan(before.readsHeldForWrites);
     expect(after.bigBuffersLent).toBe(before.bigBuffersLent);
+    // Every process's /metrics says so.
+    const metrics = await new MetricsServer({ log: silentLogger() }).registry.metrics();
+    expect(metrics).toMatch(new RegExp(`^leafmesh_read_buffer_switches_total ${after.directionsSwitched}$`, "m"));
+    expect(metrics).toMatch(/^leafmesh_read_buffers_big \d+$/m);
   });
 
   it("passes a target's RST in the middle of bulk on to the client as a reset, never an end", async () => {
