@@ -110,12 +110,13 @@ function tlsSocket(stream: Duplex): stream is TLSSocket {
 }
 
 /**
- * from is a kernel or TLS socket with nothing buffered, still open, on a Node whose onread fields were found,
- * and no reader of its own besides the copy (at most one 'data' listener besides those marked
- * `watchesReadsOnly`, no 'readable' one: a read into the copy's buffer emits no 'data', so another listener
- * would silently stop hearing); to is a kernel socket or a
- * TLS socket (a tunnel stream: it encrypts the chunk, and its write completes only when the records are out,
- * a turn later at the soonest); fewer than `directionsMax` directions read into buffers of their own.
+ * - from is a kernel or TLS socket with nothing buffered, still open, on a Node whose onread fields were
+ *   found, with no reader besides the copy: at most one 'data' listener besides those marked
+ *   `watchesReadsOnly`, no 'readable' one (a read into the copy's buffer emits no 'data', so another
+ *   listener would silently stop hearing).
+ * - to is a kernel socket or a TLS socket (a tunnel stream: it encrypts the chunk, and its write completes
+ *   only when the records are out, a turn later at the soonest).
+ * - Fewer than `directionsMax` directions read into buffers of their own.
  */
 export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
   if (fields === undefined || directionsOpen >= directionsMax) return false;
@@ -133,8 +134,10 @@ export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
  */
 export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   if (!fields || !canReadIntoOwnBuffer(from, to)) return false;
-  // TLS hands out a record at a time: a bigger buffer would never fill.
-  const grows = !(from instanceof TLSSocket);
+  // TLS hands out a record at a time: a bigger buffer would never fill. And it decrypts every record it holds
+  // in one go, a read each, also after the read that stopped the reads (a kernel socket's reads stop at once).
+  const tls = from instanceof TLSSocket;
+  const grows = !tls;
   let buffer: Buffer;
   let big = grows && bigBuffersLent < bigBuffersMax;
   if (big) bigBuffersLent++;
@@ -165,9 +168,9 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   };
   /** Called by Node after every read: the buffer the next read goes into. */
   const next = (): Buffer => {
-    // Reads can come after the one that stopped them: TLS decrypts every record it holds in one go, each a
-    // read of its own. None may land in a buffer a pending write still reads: each gets a fresh one.
-    if (lent) return (buffer = Buffer.allocUnsafe(buffer.length));
+    // No read may land in a buffer a pending write still reads: TLS's reads after the one that stopped them
+    // each get a fresh buffer; a kernel socket reads no more until from.resume().
+    if (lent) return tls ? (buffer = Buffer.allocUnsafe(buffer.length)) : buffer;
     if (big && lastRead < smallBufferBytes) {
       giveBack();
       buffer = small ??= Buffer.allocUnsafe(smallBufferBytes);
