@@ -144,7 +144,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     let site = options.site;
     const token = joinToken(options.join, options.joinFile);
     if (token !== undefined) {
-      if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", "--join makes the node's own identity: give it without --keys and --insecure");
+      if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", `${options.joinFile === undefined ? "--join" : "--join-file"} makes the node's own identity: give it without --keys and --insecure`);
       const joined = await joinMesh({ token, node: options.node, bundleDir: join(resolve(options.data), "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
       if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
       site = options.site ?? joined.site;

@@ -27,7 +27,7 @@
 import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
-import { bulkReadOf, readIntoOwnBuffer } from "./read-buffers.ts";
+import { bulkReadOf, readIntoOwnBuffer, socketsCanSwitch } from "./read-buffers.ts";
 
 export interface JoinOutcome {
   /** Both directions ended with a real end. */
@@ -167,7 +167,8 @@ function closedWithoutEnd(side: "a" | "b"): Error & { code: string } {
  * a buffer of its own (lib/read-buffers.ts): no allocation and no Readable turn per read.
  */
 function copy(from: Duplex, to: Duplex): void {
-  const bulk = bulkReadOf(from);
+  // A pair that can never switch (a tunnel stream over libp2p, a channel) is not asked again at every read.
+  const bulk = socketsCanSwitch(from, to) ? bulkReadOf(from) : Infinity;
   const onData = (chunk: Buffer) => {
     if (to.destroyed) return;
     const more = to.write(chunk);

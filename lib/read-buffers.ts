@@ -110,6 +110,15 @@ function tlsSocket(stream: Duplex): stream is TLSSocket {
 }
 
 /**
+ * What never changes for a pair: from is a kernel or TLS socket, to a kernel or TLS socket, and this Node's
+ * onread fields were found. A copy asks once (a tunnel stream over libp2p never switches: no need to ask again
+ * at every read).
+ */
+export function socketsCanSwitch(from: Duplex, to: Duplex): boolean {
+  return fields !== undefined && (kernelSocket(from) || tlsSocket(from)) && (kernelSocket(to) || to instanceof TLSSocket);
+}
+
+/**
  * - from is a kernel or TLS socket with nothing buffered, still open, on a Node whose onread fields were
  *   found, with no reader besides the copy: at most one 'data' listener besides those marked
  *   `watchesReadsOnly`, no 'readable' one (a read into the copy's buffer emits no 'data', so another
@@ -119,8 +128,7 @@ function tlsSocket(stream: Duplex): stream is TLSSocket {
  * - Fewer than `directionsMax` directions read into buffers of their own.
  */
 export function canReadIntoOwnBuffer(from: Duplex, to: Duplex): from is Socket {
-  if (fields === undefined || directionsOpen >= directionsMax) return false;
-  if (!(kernelSocket(from) || tlsSocket(from)) || !(kernelSocket(to) || to instanceof TLSSocket)) return false;
+  if (!socketsCanSwitch(from, to) || directionsOpen >= directionsMax) return false;
   if (readers(from) > 1 || from.listenerCount("readable") > 0) return false;
   return !from.destroyed && !to.destroyed && from.readableLength === 0;
 }
