@@ -56,6 +56,8 @@ interface Ports {
   gatewayTcp: number;
   haproxyHttp: number;
   haproxyTcp: number;
+  bareNodeHttp: number;
+  bareLlhttp: number;
 }
 
 interface HttpSample {
@@ -271,6 +273,8 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
       gatewayTcp: await freePort(),
       haproxyHttp: await freePort(),
       haproxyTcp: await freePort(),
+      bareNodeHttp: await freePort(),
+      bareLlhttp: await freePort(),
     };
     const backend = spawn(backendBinary, [`api:${ports.api}`, `web:${ports.web}`], { stdio: ["ignore", "pipe", "inherit"] });
     children.push(backend);
@@ -304,10 +308,21 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     closeSync(haproxyLog);
     children.push(haproxy);
 
-    // Both answer every route with the right backend before anything is measured.
-    for (const [port, log] of [[ports.gatewayHttp, "agent.log"], [ports.haproxyHttp, "haproxy.log"]] as const) {
+    // The floors: the least a proxy in Node does (bare-proxy.ts), on Node's HTTP server and on llhttp directly.
+    const bare = (mode: "node-http" | "llhttp", port: number) => {
+      const child = spawn(nodeBinary, [resolve(import.meta.dirname, "bare-proxy.ts"), mode, String(port), String(ports.api), String(ports.web)], { stdio: ["ignore", "pipe", "inherit"] });
+      children.push(child);
+      return child;
+    };
+    const bareNodeHttp = bare("node-http", ports.bareNodeHttp);
+    const bareLlhttp = bare("llhttp", ports.bareLlhttp);
+    await waitForLine(bareNodeHttp, "listening", "the bare proxy on Node's HTTP server");
+    await waitForLine(bareLlhttp, "listening", "the bare proxy on llhttp");
+
+    // Each answers every route with the right backend before anything is measured.
+    for (const [port, log] of [[ports.gatewayHttp, "agent.log"], [ports.haproxyHttp, "haproxy.log"], [ports.bareNodeHttp, ""], [ports.bareLlhttp, ""]] as const) {
       await eventually(() => requests.every(([host, path, expected]) => get(port, host, path) === `${expected}\n`), 60_000, `every route through port ${port}`).catch((error: Error) => {
-        throw new Error(`${error.message}\n--- ${log} ---\n${readFileSync(join(scratch, log), "utf8").slice(-3000)}`);
+        throw new Error(log ? `${error.message}\n--- ${log} ---\n${readFileSync(join(scratch, log), "utf8").slice(-3000)}` : error.message);
       });
     }
     const script = join(scratch, "rotate.lua");
@@ -315,11 +330,15 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     // Warm-up (JIT, pools), not counted.
     runWrk(ports.gatewayHttp, script, 2, connections);
     runWrk(ports.haproxyHttp, script, 1, connections);
+    runWrk(ports.bareNodeHttp, script, 1, connections);
+    runWrk(ports.bareLlhttp, script, 1, connections);
     if (parts.includes("tcp")) for (const port of [ports.gatewayTcp, ports.haproxyTcp]) runIperf(port, 1);
 
     const targets = [
       { name: "leafmesh gateway", pid: agent.pid, http: ports.gatewayHttp, tcp: ports.gatewayTcp },
       { name: "haproxy", pid: haproxy.pid, http: ports.haproxyHttp, tcp: ports.haproxyTcp },
+      { name: "bare node-http", pid: bareNodeHttp.pid, http: ports.bareNodeHttp, tcp: undefined },
+      { name: "bare llhttp", pid: bareLlhttp.pid, http: ports.bareLlhttp, tcp: undefined },
     ];
     const http = new Map<string, HttpSample[]>(targets.map((target) => [target.name, []]));
     const tcp = new Map<string, TcpSample[]>(targets.map((target) => [target.name, []]));
@@ -337,6 +356,7 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
         console.error(`round ${round + 1} ${target.name} http: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms} ms, ${((cpu * 1000) / result.requests).toFixed(1)} µs CPU/request (${(systemShare * 100).toFixed(0)} % system), errors ${result.errors}`);
       }
       for (const target of parts.includes("tcp") ? order : []) {
+        if (target.tcp === undefined) continue;
         const before = cpuMs(target.pid);
         const result = runIperf(target.tcp, iperfSeconds);
         const cpu = cpuMs(target.pid) - before;
@@ -373,7 +393,10 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
     const haproxyTcp = tcpRow("haproxy");
     // Per-round ratios (each round's pair ran back to back): their median is steadier than a ratio of medians under other load.
     const roundRatios = (leafmesh: number[], baseline: number[]) => median(leafmesh.map((value, index) => value / baseline[index]));
-    const httpRatio = roundRatios(http.get("leafmesh gateway")!.map((run) => run.requestsPerSecond), http.get("haproxy")!.map((run) => run.requestsPerSecond));
+    const rps = (name: string) => http.get(name)!.map((run) => run.requestsPerSecond);
+    const httpRatio = roundRatios(rps("leafmesh gateway"), rps("haproxy"));
+    const bareNodeRow = httpRow("bare node-http");
+    const bareLlhttpRow = httpRow("bare llhttp");
     const tcpRatio = roundRatios(tcp.get("leafmesh gateway")!.map((run) => run.gbits), tcp.get("haproxy")!.map((run) => run.gbits));
 
     const httpTable: BenchTable = {
@@ -384,10 +407,15 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
         ["haproxy (http mode, nbthread 1)", haproxyHttp.requestsPerSecond, haproxyHttp.p50Ms, haproxyHttp.p99Ms, haproxyHttp.cpuUsPerRequest, haproxyHttp.systemShare, haproxyHttp.errors, haproxyHttp.all],
         ["leafmesh / haproxy", `${httpRatio.toFixed(2)}× (goal ≥ 0.7×)`, ratio(gatewayHttp.p50Ms, haproxyHttp.p50Ms), ratio(gatewayHttp.p99Ms, haproxyHttp.p99Ms), ratio(gatewayHttp.cpuUsPerRequest, haproxyHttp.cpuUsPerRequest), "", "", ""],
         ["backend alone (no proxy)", median(direct.map((run) => run.requestsPerSecond)), "", median(direct.map((run) => run.p99Ms)), "", "", "", ""],
+        ["floor: bare proxy on Node's HTTP server", bareNodeRow.requestsPerSecond, bareNodeRow.p50Ms, bareNodeRow.p99Ms, bareNodeRow.cpuUsPerRequest, bareNodeRow.systemShare, bareNodeRow.errors, bareNodeRow.all],
+        ["floor: bare proxy on llhttp directly", bareLlhttpRow.requestsPerSecond, bareLlhttpRow.p50Ms, bareLlhttpRow.p99Ms, bareLlhttpRow.cpuUsPerRequest, bareLlhttpRow.systemShare, bareLlhttpRow.errors, bareLlhttpRow.all],
+        ["floors / haproxy (Node HTTP server; llhttp)", `${roundRatios(rps("bare node-http"), rps("haproxy")).toFixed(2)}×; ${roundRatios(rps("bare llhttp"), rps("haproxy")).toFixed(2)}×`, "", "", `${ratio(bareNodeRow.cpuUsPerRequest, haproxyHttp.cpuUsPerRequest)}; ${ratio(bareLlhttpRow.cpuUsPerRequest, haproxyHttp.cpuUsPerRequest)}`, "", "", ""],
+        ["leafmesh / floor on Node's HTTP server", `${roundRatios(rps("leafmesh gateway"), rps("bare node-http")).toFixed(2)}×`, "", "", ratio(gatewayHttp.cpuUsPerRequest, bareNodeRow.cpuUsPerRequest), "", "", ""],
       ],
       notes: [
         `wrk -t1 -c${connections} -d${seconds}s --latency, keep-alive, requests rotating over 3 routes (host shop.example.com prefix /api/ → api, shop.example.com / → web, other.example.com → web); medians of ${rounds} interleaved rounds, the order alternating; the ratio row is the median of per-round ratios (requests/s: higher is better; latency and CPU: lower is better).`,
         "Backends local to the gateway node (127.0.0.1): one C epoll server (bench/gateway/backend.c) for api and web; the gateway is `leafmesh agent --gateway 127.0.0.1` with Gateway API manifests from a hub; haproxy 1 thread, http-reuse always, option forwardfor, X-Forwarded-Proto, one log line per request (the gateway writes its access log line too).",
+        "The floors (bench/gateway/bare-proxy.ts) are the least a proxy in Node does, in the same rounds: the benchmark's routes, kept-alive backend connections, the request head written as one string and the answer read with the gateway's own parser; no balancing, timeouts, retries, access log or metrics. One runs on Node's HTTP server, as the gateway does; the other drives Node's parser (llhttp) on the socket's handle without request and response objects. A floor below 0.7× haproxy is a ceiling for any gateway written on it.",
         "CPU = user + system time of the proxy's process over the run (/proc, 10 ms ticks), and the system (kernel: syscalls, loopback TCP) part of it; the gateway's is the whole agent process.",
         `Machine: ${process.platform}/${process.arch}, 2 cores shared with other sessions; wrk, the proxy and the backend share them; 1-minute load average ${load.map((value) => value.toFixed(1)).join(" → ")} over the run.`,
       ],
