@@ -8,12 +8,16 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { constants as http2Constants } from "node:http2";
 import type { Socket } from "node:net";
+import type { Http1Request, Http1Response } from "./http1-messages.ts";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 
-export type GatewayRequest = IncomingMessage | Http2ServerRequest;
-export type GatewayResponse = ServerResponse | Http2ServerResponse;
+/** HTTP/1.x over TLS and HTTP/2 come through Node's servers; plain HTTP/1.x through the gateway's own (http1-server.ts). */
+export type GatewayRequest = IncomingMessage | Http2ServerRequest | Http1Request;
+export type GatewayResponse = ServerResponse | Http2ServerResponse | Http1Response;
+// The three share what the forwarder calls (writeHead, write, end, once/off of close and drain); a call goes through
+// ServerResponse's signatures where TypeScript cannot unite their overloads.
 
 /** One line of the access log. */
 export interface AccessEntry {

@@ -95,12 +95,12 @@ export class HttpForwarder {
     };
     // A client that sends a broken request or leaves mid-way is ordinary: its error must not end the process.
     request.on("error", () => undefined);
-    response.on("error", () => undefined);
+    (response as ServerResponse).on("error", () => undefined);
     const answer = (status: number, reason: string, headers: Record<string, string> = {}) => {
       this.#options.count(`http ${reason}`);
       if (!response.headersSent) {
         (response as ServerResponse).writeHead(status, { "content-type": "text/plain; charset=utf-8", ...headers });
-        response.end(`${reason}\n`);
+        (response as ServerResponse).end(`${reason}\n`);
       } else cutResponse(response);
       // Unread request bytes are dropped, not left to stall the connection.
       request.resume();
@@ -143,7 +143,7 @@ export class HttpForwarder {
     const clientGone = () => {
       if (!(response as ServerResponse).writableFinished) deadline.abort();
     };
-    response.once("close", clientGone);
+    (response as ServerResponse).once("close", clientGone);
     const done = () => {
       clearTimeout(timer);
       response.off("close", clientGone);
@@ -277,7 +277,7 @@ export class HttpForwarder {
         if ((response as ServerResponse).write(chunk) || waitingForDrain) return;
         waitingForDrain = true;
         stream.pause();
-        response.once("drain", onResponseDrain);
+        (response as ServerResponse).once("drain", onResponseDrain);
       };
       const onResponseDrain = () => {
         waitingForDrain = false;
@@ -320,8 +320,8 @@ export class HttpForwarder {
           } else if (!stream.destroyed) stream.destroy();
           const last = held;
           held = undefined;
-          if (last) response.end(last);
-          else response.end();
+          if (last) (response as ServerResponse).end(last);
+          else (response as ServerResponse).end();
         },
       });
       const onData = (chunk: Buffer) => {

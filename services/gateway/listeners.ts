@@ -15,6 +15,7 @@ import { createHash } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
 import { createServer, type Server, type Socket } from "node:net";
+import { Http1Connection } from "./http1-server.ts";
 import { Duplex } from "node:stream";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -192,13 +193,8 @@ export class GatewayPortListener {
         cleanup();
         const context: HttpContext = { port: this.port, hosts: plan.hosts, scheme: "http", client: clientOf(socket) };
         if (buffered.subarray(0, h2Preface.length).equals(h2Preface)) this.#toHttp2(replayed(socket, buffered), context);
-        else {
-          // HTTP/1.1 reads through the socket's JS stream: unshift is enough (and cheaper than a wrapper).
-          socket.unshift(buffered);
-          this.#contexts.set(socket, context);
-          this.#http1.emit("connection", socket);
-          socket.resume();
-        }
+        // HTTP/1.x on Node's parser driven on the socket's handle, the bytes read so far first (http1-server.ts).
+        else new Http1Connection(socket, buffered, { count, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
         return;
       }
       const hello = parseClientHello(buffered);

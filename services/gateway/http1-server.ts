@@ -1,0 +1,258 @@
+/**
+ * HTTP/1.x from clients on a gateway's plain (not TLS) listeners, on Node's own
+ * parser (llhttp, strict, as Node's HTTP server runs it) driven on the
+ * accepted socket's handle, with a request and a response object per exchange
+ * that carry only what the forwarder (http-proxy.ts) uses.
+ *
+ * Why: Node's HTTP server builds an IncomingMessage (a Readable) and a
+ * ServerResponse (an OutgoingMessage) per request; beside haproxy that was the
+ * largest part of the gateway's cost that the gateway could remove
+ * (bench/gateway: a bare proxy on Node's HTTP server 0.60× haproxy, on llhttp
+ * directly 0.75×, in the same run).
+ *
+ * What it keeps of Node's server: llhttp's checks (request smuggling, bad
+ * characters, header size), 400/431 to a malformed request, 100-continue,
+ * 417 to another expectation, 400 to an HTTP/1.1 request without Host, a
+ * client's pipelined requests answered in order, keep-alive (5 s idle), the
+ * headers' deadline (60 s), chunked answers to HTTP/1.1 clients when the
+ * length is unknown, `Connection: close` as the client and HTTP/1.0 ask.
+ * An upgrade request is answered as a plain request, then the connection closes.
+ */
+import { HTTPParser, methods } from "node:_http_common";
+import type { Socket } from "node:net";
+import { Http1Request, Http1Response, type ExchangeConnection } from "./http1-messages.ts";
+
+export { Http1Request, Http1Response } from "./http1-messages.ts";
+
+/** @default 5_000 — Node's keepAliveTimeout: an idle keep-alive connection closes. */
+const idleMs = 5_000;
+/** @default 60_000 — Node's headersTimeout: a request's head must be whole this long after its first byte. */
+const headersMs = 60_000;
+/** Pipelined requests held behind the one being answered; a client that sends more is cut. */
+const maxQueued = 32;
+/** Header fields in one head (Node's server refuses about as many, with 431). */
+const maxHeaderFields = 1000;
+
+const closeResponses = {
+  400: Buffer.from("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n", "latin1"),
+  408: Buffer.from("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n", "latin1"),
+  431: Buffer.from("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n", "latin1"),
+};
+
+export interface Http1ServerDeps {
+  onRequest(request: Http1Request, response: Http1Response): void;
+  count(reason: string): void;
+  /** @default 5_000 */
+  idleMs?: number;
+  /** @default 60_000 */
+  headersMs?: number;
+}
+
+type Handle = { readStart(): number; readStop(): number };
+
+export class Http1Connection implements ExchangeConnection {
+  readonly #socket: Socket;
+  readonly #deps: Http1ServerDeps;
+  readonly #parser = new HTTPParser();
+  readonly #handle: Handle;
+  /** Parsed requests not yet answered; the first is being answered. */
+  readonly #queue: { request: Http1Request; response: Http1Response }[] = [];
+  /** The request whose body is being parsed (the last parsed). */
+  #parsing: Http1Request | undefined;
+  #headerPairs: string[] = [];
+  #url = "";
+  /** One timer per connection, every `idleMs` while it guards something: an idle connection, or a head under way. */
+  #timer: NodeJS.Timeout;
+  #waiting: "idle" | "head" | "none" = "idle";
+  #since = Date.now();
+  readonly #idleMs: number;
+  readonly #headersMs: number;
+  #clientEnded = false;
+  #closing = false;
+
+  constructor(socket: Socket, early: Buffer, deps: Http1ServerDeps) {
+    this.#socket = socket;
+    this.#deps = deps;
+    this.#handle = (socket as Socket & { _handle: Handle })._handle;
+    const parser = this.#parser;
+    parser.initialize(HTTPParser.REQUEST, {}, 0, 0);
+    // Heads of more than 32 fields come in batches; llhttp bounds their bytes (16 KiB), this their number.
+    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      if (this.#headerPairs.length + headers.length > maxHeaderFields * 2) {
+        this.#deps.count("http request head too large");
+        return this.#refuse(closeResponses[431]);
+      }
+      this.#headerPairs.push(...headers);
+      this.#url += url;
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (major: number, minor: number, headers: string[] | undefined, method: number, url: string | undefined, _status: unknown, _message: unknown, upgrade: boolean, keepAlive: boolean) =>
+      this.#onHead(major, minor, headers ?? this.#takeHeaders(), methods[method], url ?? this.#takeUrl(), upgrade, keepAlive);
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.#parsing?.pushBody(chunk);
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.#parsing?.endBody();
+      this.#parsing = undefined;
+      if (this.#queue.length === 0) this.#arm("idle");
+    };
+    parser[HTTPParser.kOnExecute] = (result: number | Error) => this.#onExecute(result);
+    this.#idleMs = deps.idleMs ?? idleMs;
+    this.#headersMs = deps.headersMs ?? headersMs;
+    this.#timer = setTimeout(() => this.#onTimeout(), Math.min(this.#idleMs, this.#headersMs));
+    socket.on("end", () => this.#onClientEnd());
+    // A write the forwarder waits on ('drain' after write() said false) is the answer being written.
+    socket.on("drain", () => this.#queue[0]?.response.emit("drain"));
+    socket.once("close", () => this.#onClose());
+    const result = early.length > 0 ? parser.execute(early) : 0;
+    parser.consume(this.#handle);
+    this.#onExecute(result);
+    if (!socket.destroyed) socket.resume();
+  }
+
+  readStop(): void {
+    this.#handle.readStop?.();
+  }
+
+  readStart(): void {
+    if (!this.#socket.destroyed && this.#queue.length <= 1) this.#handle.readStart?.();
+  }
+
+  /** An answer was written whole: the next request, or the close the answer asked for. */
+  finished(response: Http1Response): void {
+    const first = this.#queue[0];
+    // A write whose connection closed first: the answer was told at the close.
+    if (first?.response !== response || this.#socket.destroyed) return;
+    response.writableFinished = true;
+    response.emit("finish");
+    response.emitClose();
+    this.#queue.shift();
+    if (response.close || (this.#clientEnded && this.#queue.length === 0)) return this.#end();
+    const next = this.#queue[0];
+    if (next) return this.#start(next.request, next.response);
+    // Idle once the request's body is read too (an answer can go before its request's end: a 404 to a POST).
+    if (this.#parsing === undefined) this.#arm("idle");
+    this.readStart();
+  }
+
+  #onHead(major: number, minor: number, rawHeaders: string[], method: string, url: string, upgrade: boolean, keepAlive: boolean): number {
+    // Refused (a head too large) or closing: nothing more is answered on this connection.
+    if (this.#closing) return 1;
+    const request = new Http1Request(this, this.#socket, { major, minor, method, url, rawHeaders });
+    const response = new Http1Response(this, this.#socket, request, keepAlive && !upgrade && !this.#closing);
+    this.#parsing = request;
+    this.#arm("none");
+    if (this.#queue.length >= maxQueued) {
+      this.#deps.count("http too many pipelined requests");
+      this.#refuse(undefined);
+      this.#socket.destroy();
+      return 1;
+    }
+    this.#queue.push({ request, response });
+    if (this.#queue.length > 1) this.readStop();
+    if (this.#queue.length === 1) this.#start(request, response);
+    return 0;
+  }
+
+  /** What Node's server answers itself (no Host, an expectation), else the forwarder. */
+  #start(request: Http1Request, response: Http1Response): void {
+    if (this.#socket.destroyed) return;
+    if (request.httpVersionMinor === 1 && request.headers.host === undefined) {
+      this.#deps.count("http request without Host");
+      response.close = true;
+      response.writeHead(400);
+      response.end();
+      return;
+    }
+    const expect = request.headers.expect;
+    if (expect !== undefined) {
+      if (!/^100-continue$/i.test(expect.trim())) {
+        response.close = true;
+        response.writeHead(417);
+        response.end();
+        return;
+      }
+      this.#socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1");
+    }
+    this.#deps.onRequest(request, response);
+  }
+
+  #onExecute(result: number | Error): void {
+    if (result instanceof Error) {
+      if (this.#closing) return;
+      const code = (result as Error & { code?: string }).code;
+      this.#deps.count(code === "HPE_HEADER_OVERFLOW" ? "http request head too large" : "http malformed request");
+      // An answer already under way is cut; otherwise the client is told, as Node's server tells it.
+      const idle = this.#queue.length === 0 || !this.#queue[0].response.headersSent;
+      return this.#refuse(idle ? (code === "HPE_HEADER_OVERFLOW" ? closeResponses[431] : closeResponses[400]) : undefined);
+    }
+    if (this.#waiting === "idle" && result > 0 && this.#parsing === undefined && this.#queue.length === 0) this.#arm("head");
+  }
+
+  #arm(waiting: "idle" | "head" | "none"): void {
+    this.#waiting = waiting;
+    if (waiting === "none") return;
+    this.#since = Date.now();
+    this.#timer.refresh();
+  }
+
+  #onTimeout(): void {
+    const elapsed = Date.now() - this.#since;
+    if (this.#waiting === "idle" && elapsed >= this.#idleMs) {
+      this.#closing = true;
+      return void this.#socket.destroy();
+    }
+    if (this.#waiting === "head" && elapsed >= this.#headersMs) {
+      // A head under way for longer than its deadline: a slow client, or one that never finishes (slowloris).
+      this.#deps.count("http request head timed out");
+      return this.#refuse(closeResponses[408]);
+    }
+    if (this.#waiting !== "none") this.#timer.refresh();
+  }
+
+  /** A last answer of the connection's own (400, 408, 431), then the close. */
+  #refuse(answer: Buffer | undefined): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    this.readStop();
+    if (answer && !this.#socket.destroyed) this.#socket.end(answer);
+    this.#socket.destroySoon();
+  }
+
+  #takeHeaders(): string[] {
+    const headers = this.#headerPairs;
+    this.#headerPairs = [];
+    return headers;
+  }
+
+  #takeUrl(): string {
+    const url = this.#url;
+    this.#url = "";
+    return url;
+  }
+
+  #onClientEnd(): void {
+    this.#clientEnded = true;
+    if (this.#queue.length === 0) this.#end();
+  }
+
+  /** The last answer is out: closed once written, as Node's server does (reads may be stopped: a FIN would go unread). */
+  #end(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    this.#socket.destroySoon();
+  }
+
+  #onClose(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    const parser = this.#parser;
+    parser.unconsume();
+    parser.remove();
+    // As Node frees its parsers: once the stack that may be inside it has unwound.
+    setImmediate(() => parser.close());
+    for (const { request, response } of this.#queue.splice(0)) {
+      // Heard only by a reader of the body (an unheard 'error' would throw).
+      if (!request.complete && request.listenerCount("error") > 0) request.emit("error", Object.assign(new Error("the client left mid-request"), { code: "ECONNRESET" }));
+      if (!response.writableFinished) response.emitClose();
+    }
+  }
+}
