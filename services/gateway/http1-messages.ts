@@ -106,6 +106,15 @@ export class Http1Request extends EventEmitter {
     return this;
   }
 
+  /** The rest of the body is dropped as it comes: its answer is out (Node's server dumps such a request too). */
+  dump(): void {
+    this.#dumped = true;
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#flowing = true;
+    this.#connection.readStart();
+  }
+
   #emitEnd(): void {
     if (this.#endEmitted) return;
     this.#endEmitted = true;

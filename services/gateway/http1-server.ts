@@ -124,6 +124,8 @@ export class Http1Connection implements ExchangeConnection {
     response.emit("finish");
     response.emitClose();
     this.#queue.shift();
+    // A body nobody will read now (the answer went before it, or its reader left) must not hold the connection.
+    if (!first.request.complete) first.request.dump();
     if (response.close || (this.#clientEnded && this.#queue.length === 0)) return this.#end();
     const next = this.#queue[0];
     if (next) return this.#start(next.request, next.response);
