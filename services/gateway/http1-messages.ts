@@ -14,6 +14,9 @@ import type { Socket } from "node:net";
 /** Body bytes held for a request whose forwarder does not read yet; reading stops above. */
 const maxHeldBody = 64 * 1024;
 
+/** Headers whose duplicates Node's IncomingMessage drops, keeping the first (_http_incoming.js, matchKnownFields). */
+const firstOnly = new Set(["age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host", "if-modified-since", "if-unmodified-since", "last-modified", "location", "max-forwards", "proxy-authorization", "referer", "retry-after", "server", "user-agent"]);
+
 /** What an exchange needs of its connection: reads stopped and started, and its answer's end. */
 export interface ExchangeConnection {
   readStop(): void;
@@ -50,7 +53,7 @@ export class Http1Request extends EventEmitter {
     this.rawHeaders = head.rawHeaders;
   }
 
-  /** Lower-cased names; duplicates joined with ", " (Host and framing headers: the first), as Node does. */
+  /** Lower-cased names; duplicates joined with ", " (Cookie with "; "), except those Node keeps the first of (Host, Content-Length, …). */
   get headers(): IncomingHttpHeaders {
     if (this.#headers) return this.#headers;
     const headers: Record<string, string> = {};
@@ -58,7 +61,7 @@ export class Http1Request extends EventEmitter {
       const name = this.rawHeaders[i].toLowerCase();
       const existing = headers[name];
       if (existing === undefined) headers[name] = this.rawHeaders[i + 1];
-      else if (name !== "host" && name !== "content-length" && name !== "content-type" && name !== "authorization") headers[name] = `${existing}, ${this.rawHeaders[i + 1]}`;
+      else if (!firstOnly.has(name)) headers[name] = `${existing}${name === "cookie" ? "; " : ", "}${this.rawHeaders[i + 1]}`;
     }
     return (this.#headers = headers);
   }
@@ -98,8 +101,11 @@ export class Http1Request extends EventEmitter {
     }
     this.#flowing = true;
     queueMicrotask(() => {
-      while (this.#flowing && this.#held.length > 0) this.emit("data", this.#held.shift());
-      this.#heldBytes = 0;
+      while (this.#flowing && this.#held.length > 0) {
+        const chunk = this.#held.shift()!;
+        this.#heldBytes -= chunk.length;
+        this.emit("data", chunk);
+      }
       if (this.complete && this.#held.length === 0) this.#emitEnd();
       if (this.#flowing) this.#connection.readStart();
     });

@@ -31,6 +31,11 @@ function handle(request: Http1Request, response: Http1Response): void {
     response.writeHead(200, ["Content-Length", "5", "X-Seen-Host", request.headers.host ?? ""]);
     return void response.end("hello");
   }
+  if (request.url === "/headers") {
+    const text = JSON.stringify(request.headers);
+    response.writeHead(200, ["Content-Length", String(Buffer.byteLength(text))]);
+    return void response.end(text);
+  }
   if (request.url === "/bad-header") {
     try {
       response.writeHead(200, ["X-Evil", "a\r\nSet-Cookie: stolen=1"]);
@@ -166,6 +171,12 @@ describe("the gateway's HTTP/1.x front end", () => {
     const seen = await raw("GET /len HTTP/1.1\r\nHost: a\r\n\r\nGET /len HTTP/1.1\r\n\r\n");
     expect(seen.text).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*helloHTTP\/1\.1 400 Bad Request\r\n/);
     expect(seen.closed).toBe(true);
+  });
+
+  it("gives the forwarder the headers Node would: duplicates joined, Cookie with '; ', User-Agent the first", async () => {
+    const seen = await raw("GET /headers HTTP/1.1\r\nHost: a.example.net\r\nUser-Agent: one\r\nUser-Agent: two\r\nX-Tag: x\r\nx-tag: y\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n");
+    const headers = JSON.parse(seen.text.slice(seen.text.indexOf("\r\n\r\n") + 4));
+    expect(headers).toMatchObject({ host: "a.example.net", "user-agent": "one", "x-tag": "x, y", cookie: "a=1; b=2" });
   });
 
   it("answers HTTP/1.0 without chunks (the close ends the body) and closes after, as it asked", async () => {
