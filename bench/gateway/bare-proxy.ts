@@ -12,7 +12,7 @@
  * what wrk sends (no request bodies, no pipelining).
  *
  * - `node-http`: Node's HTTP server on the client side (an IncomingMessage and
- *   a ServerResponse per request), as the gateway runs today.
+ *   a ServerResponse per request), as the gateway ran before its own front end.
  * - `llhttp`: Node's parser (llhttp) driven directly on the accepted socket's
  *   handle, as Node's own server drives it, without the request and response
  *   objects; the answer's head and body go out in one write.
@@ -24,6 +24,7 @@ import { createServer as createHttpServer } from "node:http";
 import { HTTPParser, methods } from "node:_http_common";
 import { connect, createServer, type Socket } from "node:net";
 import { requestHead, ResponseParser } from "../../services/gateway/http1-codec.ts";
+import { endToEnd, hopByHop, setByGateway } from "../../services/gateway/http-message.ts";
 
 type Answer = (status: number, headers: string[], body: Buffer[]) => void;
 
@@ -55,7 +56,7 @@ function dial(port: number): Socket {
 }
 
 /** One request to a backend on a kept-alive connection; the answer whole (the benchmark's answers are a few bytes). */
-function forward(port: number, method: string, url: string, raw: readonly string[], answer: Answer): void {
+function forward(port: number, method: string, url: string, host: string | undefined, raw: readonly string[], answer: Answer): void {
   const socket = idle.get(port)!.pop() ?? dial(port);
   const body: Buffer[] = [];
   let status = 502;
@@ -75,25 +76,10 @@ function forward(port: number, method: string, url: string, raw: readonly string
   });
   const onData = (chunk: Buffer) => parser.feed(chunk);
   socket.on("data", onData);
-  const out: string[] = [];
-  let host = "";
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (name === "host") host = raw[i + 1];
-    else if (name !== "connection" && name !== "keep-alive") out.push(raw[i], raw[i + 1]);
-  }
-  out.push("host", host, "x-forwarded-for", "127.0.0.1", "x-forwarded-proto", "http", "connection", "keep-alive");
+  // The gateway's own header rules (http-message.ts), without Connection's named headers: wrk names none.
+  const out = endToEnd(raw, setByGateway, undefined);
+  out.push("host", host ?? "", "x-forwarded-for", "127.0.0.1", "x-forwarded-proto", "http", "connection", "keep-alive");
   socket.write(requestHead(method, url, out), "latin1");
-}
-
-/** The answer's end-to-end headers (hop-by-hop ones dropped), as [name, value, …]. */
-function endToEnd(headers: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i].toLowerCase();
-    if (name !== "connection" && name !== "keep-alive" && name !== "transfer-encoding") out.push(headers[i], headers[i + 1]);
-  }
-  return out;
 }
 
 function hostOf(raw: readonly string[]): string | undefined {
@@ -105,8 +91,8 @@ const server =
   mode === "node-http"
     ? createHttpServer({ noDelay: true }, (request, response) => {
         const url = request.url ?? "/";
-        forward(backendOf(request.headers.host, url), request.method ?? "GET", url, request.rawHeaders, (status, headers, body) => {
-          response.writeHead(status, endToEnd(headers));
+        forward(backendOf(request.headers.host, url), request.method ?? "GET", url, request.headers.host, request.rawHeaders, (status, headers, body) => {
+          response.writeHead(status, endToEnd(headers, hopByHop, undefined));
           response.end(body.length === 1 ? body[0] : Buffer.concat(body));
         });
       })
@@ -121,9 +107,10 @@ const server =
         parser[HTTPParser.kOnBody] = () => undefined;
         parser[HTTPParser.kOnMessageComplete] = () => {
           const { method, url, headers } = request!;
-          forward(backendOf(hostOf(headers), url), method, url, headers, (status, answerHeaders, body) => {
+          const host = hostOf(headers);
+          forward(backendOf(host, url), method, url, host, headers, (status, answerHeaders, body) => {
             let head = `HTTP/1.1 ${status} \r\n`;
-            const out = endToEnd(answerHeaders);
+            const out = endToEnd(answerHeaders, hopByHop, undefined);
             for (let i = 0; i < out.length; i += 2) head += `${out[i]}: ${out[i + 1]}\r\n`;
             socket.cork();
             socket.write(`${head}\r\n`, "latin1");
