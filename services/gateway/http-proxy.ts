@@ -15,16 +15,15 @@
  * open, per request was the gateway's main cost beside haproxy.
  */
 import type { ServerResponse } from "node:http";
-import type { Duplex } from "node:stream";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { HostTable } from "./hosts.ts";
-import { chunkPrefix, chunkSuffix, lastChunk, requestHead, ResponseParser } from "./http1-codec.ts";
+import { chunkPrefix, chunkSuffix, lastChunk, requestHead } from "./http1-codec.ts";
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
 import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
-import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
+import { NoUpstreamError, type BackendPools, type HttpUpstream } from "./upstream.ts";
 import { connectionNamed, cutResponse, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
 export { retriable, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
@@ -169,10 +168,12 @@ export class HttpForwarder {
       entry.backend = backend.key;
       const hashHeader = pools.hashHeader(backend.key);
       const hashKey = (hashHeader && (request.headers[hashHeader] as string | undefined)) || entry.client;
-      let upstream: Upstream;
+      let upstream: HttpUpstream;
       try {
         // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
-        upstream = await pools.connect(backend, hashKey, deadline, { reuse: !withBody });
+        const connecting = pools.connectHttp(backend, hashKey, deadline, !withBody);
+        // An idle connection comes at once: no turn of the event loop is spent waiting for it.
+        upstream = connecting instanceof Promise ? await connecting : connecting;
       } catch (error) {
         if (deadline.aborted) break;
         lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
@@ -216,7 +217,7 @@ export class HttpForwarder {
   #exchange(
     request: GatewayRequest,
     response: GatewayResponse,
-    upstream: Upstream,
+    upstream: HttpUpstream,
     backend: PlannedBackend,
     head: string,
     body: "length" | "chunked" | undefined,
@@ -226,7 +227,7 @@ export class HttpForwarder {
     onAnswer: () => void,
   ): Promise<ExchangeOutcome> {
     return new Promise((resolve) => {
-      const stream: Duplex = upstream.stream;
+      const { stream, connection } = upstream;
       let settled = false;
       let answered = false;
       let status = 502;
@@ -239,11 +240,7 @@ export class HttpForwarder {
         clearTimeout(perTry);
         deadline.onAbort(undefined);
         parser.stop();
-        stream.off("data", onData);
-        stream.off("end", onEnd);
-        stream.off("close", onClose);
-        stream.off("error", onError);
-        stream.off("drain", onUpstreamDrain);
+        connection.detach();
         if (body !== undefined) {
           request.off("data", onRequestData);
           request.off("end", onRequestEnd);
@@ -283,7 +280,8 @@ export class HttpForwarder {
         waitingForDrain = false;
         if (!settled) stream.resume();
       };
-      const parser = new ResponseParser({
+      const parser = connection.parser;
+      parser.reset({
         head: request.method === "HEAD",
         onHead: (answer) => {
           answered = true;
@@ -314,10 +312,8 @@ export class HttpForwarder {
           const reusable = keepAlive && extra === 0 && requestSent && !stream.destroyed;
           settle({ kind: "answered", status });
           if (extra > 0) this.#options.count("http backend sent bytes after its answer");
-          if (reusable) {
-            if (stream.isPaused()) stream.resume();
-            this.#options.pools.park(upstream.endpoint.key, stream);
-          } else if (!stream.destroyed) stream.destroy();
+          if (reusable) this.#options.pools.park(connection);
+          else if (!stream.destroyed) stream.destroy();
           const last = held;
           held = undefined;
           if (last) (response as ServerResponse).end(last);
@@ -371,14 +367,10 @@ export class HttpForwarder {
         if (body === "chunked") stream.write(lastChunk, "latin1");
         requestSent = true;
       };
-      const onUpstreamDrain = () => request.resume();
-      stream.on("data", onData);
-      stream.on("end", onEnd);
-      stream.on("close", onClose);
-      stream.on("error", onError);
+      const onUpstreamDrain = () => body !== undefined && request.resume();
+      connection.attach({ data: onData, end: onEnd, close: onClose, error: onError, drain: onUpstreamDrain });
       stream.write(head, "latin1");
       if (body !== undefined) {
-        stream.on("drain", onUpstreamDrain);
         request.on("data", onRequestData);
         request.on("end", onRequestEnd);
       }

@@ -63,21 +63,32 @@ export interface ResponseParserOptions {
 type BodyMode = { kind: "none" } | { kind: "length"; left: number } | { kind: "chunked" } | { kind: "close" };
 
 const crlfcrlf = Buffer.from("\r\n\r\n");
+const noBody: BodyMode = { kind: "none" };
 
 /**
  * Reads one response (interim 1xx answers skipped) from the bytes fed in order. Callbacks come synchronously from
  * feed(); a malformed answer throws HttpParseError.
  */
 export class ResponseParser {
-  readonly #options: ResponseParserOptions;
+  #options: ResponseParserOptions;
   #state: "head" | "body" | "chunk-size" | "chunk-data" | "chunk-end" | "trailers" | "done" = "head";
   #pending: Buffer | undefined;
-  #body: BodyMode = { kind: "none" };
+  #body: BodyMode = noBody;
   #chunkLeft = 0;
   #stopped = false;
 
   constructor(options: ResponseParserOptions) {
     this.#options = options;
+  }
+
+  /** Ready for the next answer on the same connection, with its own callbacks (a parser is made once per connection). */
+  reset(options: ResponseParserOptions): void {
+    this.#options = options;
+    this.#state = "head";
+    this.#pending = undefined;
+    this.#body = noBody;
+    this.#chunkLeft = 0;
+    this.#stopped = false;
   }
 
   /** Whether the whole answer was read. */
@@ -215,11 +226,11 @@ export class ResponseParser {
       if (status === 101) throw new HttpParseError("101 Switching Protocols, never asked for");
       return false;
     }
-    if (this.#options.head || status === 204 || status === 304) this.#body = { kind: "none" };
+    if (this.#options.head || status === 204 || status === 304) this.#body = noBody;
     else if (transferEncoding !== undefined) {
       // Chunked last, or the body runs until the close (RFC 9112 §6.3 items 3 and 4).
       this.#body = /(?:^|,)\s*chunked\s*$/i.test(transferEncoding) ? { kind: "chunked" } : { kind: "close" };
-    } else if (contentLength !== undefined) this.#body = contentLength === 0 ? { kind: "none" } : { kind: "length", left: contentLength };
+    } else if (contentLength !== undefined) this.#body = contentLength === 0 ? noBody : { kind: "length", left: contentLength };
     else this.#body = { kind: "close" };
     const closes = /(?:^|[\s,])close\s*,/.test(connection);
     const keepAlive = this.#body.kind !== "close" && !closes && (minor === "1" || /(?:^|[\s,])keep-alive\s*,/.test(connection));

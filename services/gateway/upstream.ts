@@ -22,9 +22,9 @@ import { openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
+import { HttpConnection, IdleConnections } from "./upstream-http.ts";
 
-/** Where an idle connection keeps the function that takes it out of the pool. */
-const taken = Symbol("leave the idle pool");
+const noneExcluded: ReadonlySet<string> = new Set();
 
 export interface UpstreamOptions {
   node: string;
@@ -39,6 +39,8 @@ export interface UpstreamOptions {
   remoteConnectTimeoutMs?: number;
   /** @default 4 — endpoints tried per connection or request before it fails. */
   maxAttempts?: number;
+  /** @default 15_000 — an idle HTTP connection to a backend is ended after this (upstream-http.ts). */
+  idleConnectionMs?: number;
 }
 
 export interface Upstream {
@@ -50,6 +52,11 @@ export interface Upstream {
   release(): void;
 }
 
+/** An HTTP/1.1 connection for one request: kept alive between requests (upstream-http.ts). */
+export interface HttpUpstream extends Upstream {
+  connection: HttpConnection;
+}
+
 /** No endpoint could be reached (or there is none): a gateway answers 503, or resets a TCP client. */
 export class NoUpstreamError extends LeafmeshError {
   readonly reason: "no endpoints" | "no endpoint reachable";
@@ -59,19 +66,15 @@ export class NoUpstreamError extends LeafmeshError {
   }
 }
 
-/** Idle HTTP connections kept per endpoint: enough for a burst of concurrent requests, few enough to hold little. */
-const maxIdlePerEndpoint = 32;
-/** @default 15_000 — an idle connection is closed by the gateway first, well before backends' usual 60 s keep-alive. */
-const idleConnectionMs = 15_000;
-
 export class BackendPools {
   readonly #options: UpstreamOptions;
   readonly #balancers = new Map<string, ServicePortBalancer>();
-  /** Idle HTTP/1.1 connections (sockets or tunnel streams) by endpoint, most recent last. */
-  readonly #idle = new Map<string, Set<Duplex>>();
+  /** Idle HTTP/1.1 connections (sockets or tunnel streams) by endpoint. */
+  readonly #idle: IdleConnections;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
+    this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
   }
 
   /** Balancers for exactly these Service ports, with the catalog's current endpoints and policies (kept state: picker positions). */
@@ -103,58 +106,19 @@ export class BackendPools {
   /**
    * Keeps an HTTP connection whose exchange ended cleanly for the next request to the same endpoint (one
    * connection, or tunnel stream, per request costs a connect, and over the tunnel a stream open, each time).
-   * A connection that closes or errors while idle leaves the pool; one idle too long is ended.
    */
-  park(endpoint: string, stream: Duplex): void {
-    if (stream.destroyed || !stream.writable || stream.readableEnded) return void stream.destroy();
-    let idle = this.#idle.get(endpoint);
-    if (!idle) this.#idle.set(endpoint, (idle = new Set()));
-    if (idle.size >= maxIdlePerEndpoint) return void stream.end();
-    const leave = () => {
-      clearTimeout(timer);
-      stream.off("close", leave);
-      stream.off("end", onEnd);
-      stream.off("error", leave);
-      stream.off("data", onData);
-      idle.delete(stream);
-      if (idle.size === 0) this.#idle.delete(endpoint);
-    };
-    const onEnd = () => {
-      leave();
-      stream.destroy();
-    };
-    // Bytes from an idle backend answer nothing: the connection is out of step and is dropped.
-    const onData = () => {
-      this.#options.count("idle backend connection sent data");
-      onEnd();
-    };
-    const timer = setTimeout(() => {
-      leave();
-      stream.end();
-    }, idleConnectionMs);
-    timer.unref();
-    stream.on("close", leave);
-    stream.on("end", onEnd);
-    stream.on("error", leave);
-    stream.on("data", onData);
-    (stream as Duplex & { [taken]?: () => void })[taken] = leave;
-    idle.add(stream);
+  park(connection: HttpConnection): void {
+    this.#idle.park(connection);
   }
 
-  #takeIdle(endpoint: string): Duplex | undefined {
-    const idle = this.#idle.get(endpoint);
-    if (!idle) return undefined;
-    for (const stream of idle) {
-      (stream as Duplex & { [taken]?: () => void })[taken]?.();
-      if (!stream.destroyed && stream.writable) return stream;
-    }
-    return undefined;
+  /** Idle connections waiting, for tests. */
+  get idleConnections(): number {
+    return this.#idle.size;
   }
 
   /** Ends every idle connection (the gateway stops). */
   closeIdle(): void {
-    for (const idle of this.#idle.values()) for (const stream of idle) stream.end();
-    this.#idle.clear();
+    this.#idle.closeAll();
   }
 
   /**
@@ -163,26 +127,51 @@ export class BackendPools {
    * or session affinity keys on (the client's IP, or a header's value). `abort.signal` is read only when a connect is
    * made (an AbortController, or the HTTP forwarder's request that makes its signal only then).
    */
-  async connect(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, options: { reuse?: boolean } = {}): Promise<Upstream> {
-    const { shared, count, log } = this.#options;
+  async connect(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }): Promise<Upstream> {
+    const balancer = this.#balancer(backend);
+    return this.#connectFrom(balancer, backend, hashKey, abort, balancer.choose(hashKey, noneExcluded));
+  }
+
+  /**
+   * An HTTP/1.1 connection for one request: an idle one to the endpoint the balancer picks when `reuse` (at once,
+   * no promise), else a new one as `connect` makes it. Throws NoUpstreamError at once when there is no endpoint.
+   */
+  connectHttp(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, reuse: boolean): HttpUpstream | Promise<HttpUpstream> {
+    const balancer = this.#balancer(backend);
+    const endpoint = balancer.choose(hashKey, noneExcluded);
+    const idle = reuse && endpoint ? this.#idle.take(endpoint.key) : undefined;
+    if (idle) return { stream: idle.stream, connection: idle, endpoint: endpoint!, release: this.#hold(endpoint!), reused: true };
+    return this.#connectFrom(balancer, backend, hashKey, abort, endpoint).then((upstream) => ({ ...upstream, connection: new HttpConnection(upstream.stream, upstream.endpoint.key, this.#idle) }));
+  }
+
+  #balancer(backend: PlannedBackend): ServicePortBalancer {
     const balancer = this.#balancers.get(backend.key);
     if (!balancer?.hasEndpoints) throw new NoUpstreamError("no endpoints", backend.key);
+    return balancer;
+  }
+
+  /** Counts a connection or request on the endpoint for least-connections; the function ends it, once. */
+  #hold(endpoint: EndpointTarget): () => void {
+    const { active } = this.#options.shared;
+    active.set(endpoint.key, (active.get(endpoint.key) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (active.get(endpoint.key) ?? 1) - 1;
+      if (left <= 0) active.delete(endpoint.key);
+      else active.set(endpoint.key, left);
+    };
+  }
+
+  /** Dials `first`, then the balancer's next endpoints, one failed endpoint left out each time. */
+  async #connectFrom(balancer: ServicePortBalancer, backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first: EndpointTarget | undefined): Promise<Upstream> {
+    const { shared, count, log } = this.#options;
     const exclude = new Set<string>();
     let lastError: unknown;
-    for (let attempt = 0; attempt < (this.#options.maxAttempts ?? 4); attempt++) {
-      const endpoint = balancer.choose(hashKey, exclude);
-      if (!endpoint) break;
-      shared.active.set(endpoint.key, (shared.active.get(endpoint.key) ?? 0) + 1);
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        const left = (shared.active.get(endpoint.key) ?? 1) - 1;
-        if (left <= 0) shared.active.delete(endpoint.key);
-        else shared.active.set(endpoint.key, left);
-      };
-      const idle = options.reuse ? this.#takeIdle(endpoint.key) : undefined;
-      if (idle) return { stream: idle, endpoint, release, reused: true };
+    let endpoint = first;
+    for (let attempt = 0; endpoint && attempt < (this.#options.maxAttempts ?? 4); attempt++) {
+      const release = this.#hold(endpoint);
       try {
         const stream = await this.#dial(endpoint, abort.signal);
         shared.outliers.success(endpoint.key);
@@ -198,6 +187,7 @@ export class BackendPools {
           log.warn({ endpoint: endpoint.key, backend: backend.key, err: error }, "endpoint ejected after repeated connect failures");
         }
       }
+      endpoint = balancer.choose(hashKey, exclude);
     }
     throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
   }
