@@ -1,6 +1,6 @@
 /**
- * The batched access log writes the lines pino would, byte for byte, and a
- * turn's lines in one write to the logger's destination.
+ * The batched access log writes the lines pino would, byte for byte, and the
+ * lines of many turns of the event loop in one write to the logger's destination.
  */
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
@@ -21,15 +21,20 @@ function capture(): { destination: Writable; writes: string[] } {
 const withoutTime = (line: string) => line.replace(/"time":"[^"]+"/, '"time":"T"');
 
 describe("the gateway's access log", () => {
-  it("writes what pino writes, a turn's lines in one write", async () => {
+  it("writes what pino writes, the lines of many turns in one write", async () => {
     const direct = capture();
     const batched = capture();
     const entries = Array.from({ length: 50 }, (_, index) => ({ kind: "http", port: 8080, path: `/a"b\\${index}`, status: 200, route: "HTTPRoute shop/x" }));
     const pinoLog = createLogger({ destination: direct.destination }).child({ node: "edge-a", actor: "gateway" }).child({ log: "access" });
     for (const entry of entries) pinoLog.info(entry, "request");
-    const access = batchedAccessLog(createLogger({ destination: batched.destination }).child({ node: "edge-a", actor: "gateway" }).child({ log: "access" }));
-    for (const entry of entries) access.write(entry, "request");
-    await new Promise((resolve) => setImmediate(resolve));
+    const access = batchedAccessLog(createLogger({ destination: batched.destination }).child({ node: "edge-a", actor: "gateway" }).child({ log: "access" }), { flushAfterMs: 50 });
+    // Ten turns of the event loop, five lines each: nothing written until the 50 ms are up, then one write.
+    for (let turn = 0; turn < 10; turn++) {
+      for (const entry of entries.slice(turn * 5, turn * 5 + 5)) access.write(entry, "request");
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(batched.writes).toHaveLength(0);
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(batched.writes).toHaveLength(1);
     const lines = batched.writes[0].split("\n").filter(Boolean);
     expect(lines.map(withoutTime)).toEqual(direct.writes.join("").split("\n").filter(Boolean).map(withoutTime).map((line) => line.replace(/"pid":\d+/, `"pid":${process.pid}`)));
