@@ -142,7 +142,8 @@ export class HttpForwarder {
     const clientGone = () => {
       if (!(response as ServerResponse).writableFinished) deadline.abort();
     };
-    (response as ServerResponse).once("close", clientGone);
+    // on, not once: once wraps the listener in a bound function, per request; done() takes it off either way.
+    (response as ServerResponse).on("close", clientGone);
     const done = () => {
       clearTimeout(timer);
       response.off("close", clientGone);

@@ -11,6 +11,8 @@ import { STATUS_CODES, type IncomingHttpHeaders } from "node:http";
 import { _checkInvalidHeaderChar as badValue, _checkIsHttpToken as isToken } from "node:_http_common";
 import type { Socket } from "node:net";
 
+/** @default 16_384 — an answer's last bytes up to this go out in one buffer with its head (copied); more go beside it (writev). */
+const maxCopiedBody = 16_384;
 /** Body bytes held for a request whose forwarder does not read yet; reading stops above. */
 const maxHeldBody = 64 * 1024;
 
@@ -204,9 +206,17 @@ export class Http1Response extends EventEmitter {
     this.writableEnded = true;
     const body = chunk === undefined || this.#noBody ? undefined : typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     const finished = () => this.#connection.finished(this);
-    this.socket.cork();
     const head = this.headersSent ? undefined : this.#headText(body?.length ?? 0);
     const hasBody = body !== undefined && body.length > 0;
+    if (head !== undefined && hasBody && !this.#chunked && body.length <= maxCopiedBody) {
+      // The usual answer, head and a small body, as one buffer in one write: no corking, no writev of two pieces.
+      const whole = Buffer.allocUnsafe(head.length + body.length);
+      whole.write(head, 0, "latin1");
+      body.copy(whole, head.length);
+      this.socket.write(whole, finished);
+      return this;
+    }
+    this.socket.cork();
     // The last write carries the callback: the answer is finished when it is out.
     if (head !== undefined) this.socket.write(head, "latin1", hasBody || this.#chunked ? undefined : finished);
     if (hasBody) {
