@@ -22,6 +22,7 @@ import { createLogger } from "../lib/log.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
+import type { RunningCpuProfile } from "../bench/profile/in-process.ts";
 
 export const echoPort = 7007;
 /** Reads everything, then answers with the byte count (8 bytes, big endian): throughput target. */
@@ -213,6 +214,7 @@ if (mode === "observer") {
   await tunnel.start();
   accountStreamBuffersInHeapLimits();
   reply({ event: "ready" });
+  let cpuProfile: RunningCpuProfile | undefined;
   createInterface({ input: process.stdin }).on("line", (line) => {
     void (async () => {
       let request: { id: number; op: string; node?: string; bytes?: number };
@@ -268,6 +270,21 @@ if (mode === "observer") {
             // CPU this process used so far (user + system), for CPU per MiB in the benchmark.
             const usage = process.cpuUsage();
             return reply({ id: request.id, ok: true, cpuMs: (usage.user + usage.system) / 1000 });
+          }
+          case "profile-start": {
+            // LEAFMESH_BENCH_PROFILE (bench/tunnel/run.ts): a CPU profile of this process around one transfer.
+            // Imported here, so a lab that never profiles loads no inspector.
+            if (cpuProfile) throw new Error("a CPU profile is already running");
+            const { startCpuProfile } = await import("../bench/profile/in-process.ts");
+            cpuProfile = await startCpuProfile((request as { intervalUs?: number }).intervalUs ?? 250);
+            return reply({ id: request.id, ok: true });
+          }
+          case "profile-stop": {
+            // Written now, not at exit: the lab kills its nodes at teardown.
+            if (!cpuProfile) throw new Error("no CPU profile is running");
+            const running = cpuProfile;
+            cpuProfile = undefined;
+            return reply({ id: request.id, ok: true, ...(await running.stopInto((request as { file?: string }).file!)) });
           }
           case "nats-serve": {
             // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf.

@@ -8,6 +8,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename, relative, resolve } from "node:path";
+import type { ProfileWindow } from "./in-process.ts";
 
 interface ProfileNode {
   id: number;
@@ -47,8 +48,13 @@ export interface CpuSummary {
   svg: string;
 }
 
-/** Self and total milliseconds per node, from the samples and their time deltas. */
-export function summarizeCpuProfile(profile: Profile, title: string): CpuSummary {
+/**
+ * Self and total milliseconds per node, from the samples and their time deltas.
+ * `window` (a profile taken in-process, bench/profile/in-process.ts): the CPU the
+ * kernel counted, so the summary can say how much of "(idle)" was native work
+ * and give each item's share of the main thread's CPU.
+ */
+export function summarizeCpuProfile(profile: Profile, title: string, window?: ProfileWindow): CpuSummary {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const parent = new Map<number, number>();
   for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
@@ -78,14 +84,27 @@ export function summarizeCpuProfile(profile: Profile, title: string): CpuSummary
     }
   }
   const idle = [...selfByName].filter(([name]) => idleNames.has(name.split(" ")[0])).reduce((sum, [, ms]) => sum + ms, 0);
+  const sampledIdle = selfByName.get("(idle)") ?? 0;
+  const share = (ms: number, of: number) => `${((100 * ms) / of).toFixed(1).padStart(5)}%`;
   const top = (map: Map<string, number>, count: number) =>
     [...map]
       .sort((a, b) => b[1] - a[1])
       .slice(0, count)
-      .map(([name, ms]) => `${ms.toFixed(1).padStart(9)} ms ${((100 * ms) / totalMs).toFixed(1).padStart(5)}%  ${name}`);
+      .map(([name, ms]) => `${ms.toFixed(1).padStart(9)} ms ${share(ms, totalMs)} ${name.startsWith("(idle)") ? "      " : share(ms, totalMs - sampledIdle)}  ${name}`);
+  const windowLines = window
+    ? [
+        `main thread CPU over the window ${window.mainThreadCpuMs.toFixed(0)} ms of ${window.wallMs.toFixed(0)} ms wall (the whole process, all threads: ${window.processCpuMs.toFixed(0)} ms)`,
+        window.mainThreadCpuMs >= totalMs - sampledIdle
+          ? `sampled outside "(idle)": ${(totalMs - sampledIdle).toFixed(0)} ms; the other ~${(window.mainThreadCpuMs - (totalMs - sampledIdle)).toFixed(0)} ms of CPU is native work V8 counts as "(idle)": libuv's poll phase outside JavaScript (socket reads, TLS decrypting what was read, epoll)`
+          : // V8 samples on a wall clock: a thread that waits for a core (or for GC helper threads) counts where it stands.
+            `sampled outside "(idle)": ${(totalMs - sampledIdle).toFixed(0)} ms, more than the thread's CPU: V8 samples wall time, so time the thread waited for a core or for GC's helper threads counts too; read shares as shares of busy wall time`,
+      ]
+    : [];
   const text = [
     `# ${title}`,
     `sampled ${totalMs.toFixed(0)} ms, of which idle/program/GC ${idle.toFixed(0)} ms (GC alone ${(selfByName.get("(garbage collector)") ?? 0).toFixed(0)} ms)`,
+    ...windowLines,
+    'columns: ms, share of the whole window, share of the busy samples (all but "(idle)")',
     "",
     "## self time by source file or package",
     ...top(selfByFile, 30),
@@ -151,9 +170,9 @@ function escapeXml(text: string): string {
 }
 
 /** Summarizes one .cpuprofile file into OUT-PREFIX.txt and .svg; returns the text. */
-export function writeCpuSummary(file: string, outPrefix = file.replace(/\.cpuprofile$/, "")): string {
+export function writeCpuSummary(file: string, outPrefix = file.replace(/\.cpuprofile$/, ""), window?: ProfileWindow): string {
   const profile = JSON.parse(readFileSync(file, "utf8")) as Profile;
-  const summary = summarizeCpuProfile(profile, basename(file));
+  const summary = summarizeCpuProfile(profile, basename(file), window);
   writeFileSync(`${outPrefix}.txt`, summary.text);
   writeFileSync(`${outPrefix}.svg`, summary.svg);
   return summary.text;
