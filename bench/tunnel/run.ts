@@ -11,10 +11,18 @@
  * like an edge network (1 Gbit/s LAN, 200 Mbit/s uplinks; 48 MiB).
  * Goals (the issue): direct and hole-punched ≥ 80% of raw TCP; relayed ≥ 70% of plain NATS.
  *
+ * LEAFMESH_BENCH_PROFILE=1: after the unshaped runs are measured, one more transfer per
+ * leafmesh path (and per Node TLS ceiling) runs with both ends' CPU profiled around it, into
+ * bench/results/profiles/tunnel-<path>/ (bench/profile/transfer.ts): sender-<node> and
+ * receiver-<node>, each a .cpuprofile, a text summary and a flame graph. The measured runs
+ * are not profiled; LEAFMESH_BENCH_PROFILE_BYTES sets the profiled transfer's size.
+ *
  * Run: `node bench/tunnel/run.ts` (or `npm run bench -- tunnel`).
  */
 import type { LinkShape } from "../../lab/nat.ts";
 import { startTunnelLab, type TunnelLab } from "../../lab/tunnel-lab.ts";
+import { profiling } from "../profile/children.ts";
+import { profileTransfer } from "../profile/transfer.ts";
 import { percentile, ratio, writeTables, type BenchTable } from "../table.ts";
 
 const unshapedBytes = Number(process.env.LEAFMESH_BENCH_TUNNEL_BYTES ?? 128 * 1024 * 1024);
@@ -24,6 +32,8 @@ const shapedBytes = Number(process.env.LEAFMESH_BENCH_TUNNEL_SHAPED_BYTES ?? 48 
 const edgeLinks: { lan: LinkShape; wan: LinkShape } = { lan: { rateMbit: 1_000 }, wan: { rateMbit: 200 } };
 /** Throughput runs per path, interleaved with their baselines (the machine is shared and noisy): the median is reported. */
 const rounds = Number(process.env.LEAFMESH_BENCH_TUNNEL_ROUNDS ?? 3);
+/** A profiled transfer: 512 MiB lasts one to two seconds on the encrypted direct paths (several thousand samples an end), ~6 s relayed. */
+const profiledBytes = Number(process.env.LEAFMESH_BENCH_PROFILE_BYTES ?? 512 * 1024 * 1024);
 
 interface Measured {
   /** Median over the rounds. */
@@ -69,6 +79,25 @@ async function throughputOnce(lab: TunnelLab, path: Path, bytes: number): Promis
   const reply = await checked(lab, path.from, { ...path.throughput, bytes });
   const after = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
   path.samples.push({ mbps: reply.mbps as number, cpuMsPerMiB: (after - before) / (bytes / 1024 / 1024) });
+}
+
+/** One transfer on `path` with both ends' CPU profiled around it (LEAFMESH_BENCH_PROFILE=1). */
+async function profileOnce(lab: TunnelLab, name: string, path: Path): Promise<void> {
+  await profileTransfer({
+    name: `tunnel-${name}`,
+    call: (agent, request) => checked(lab, agent, request),
+    ends: [
+      { role: "sender", process: path.from },
+      { role: "receiver", process: path.to },
+    ],
+    transfer: async () => {
+      const before = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
+      const reply = await checked(lab, path.from, { ...path.throughput, bytes: profiledBytes });
+      const after = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
+      const mib = profiledBytes / 1024 / 1024;
+      return `${mib.toFixed(0)} MiB ${path.from} → ${path.to} (${JSON.stringify(path.throughput)}, path kind ${String(reply.kind)}): ${(reply.mbps as number).toFixed(1)} MB/s under the profiler, CPU of both ends ${((after - before) / mib).toFixed(2)} ms per MiB`;
+    },
+  });
 }
 
 async function measure(lab: TunnelLab, path: Path): Promise<Measured> {
@@ -136,6 +165,18 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
     const punched = await measure(lab, paths.punched);
     const plainNats = await measure(lab, paths.plainNats);
     const relayed = await measure(lab, paths.relayed);
+    if (profiling && !links) {
+      // After the measured runs, so the profiler's cost is in none of them; the ceilings beside their paths, to tell Node's share from leafmesh's.
+      const profiled: [string, Path][] = [
+        ["direct", paths.direct],
+        ["node-tls-lan", paths.nodeTlsLan],
+        ["punched", paths.punched],
+        ["node-tls-wan", paths.nodeTlsWan],
+        ["relayed", paths.relayed],
+        ["plain-nats", paths.plainNats],
+      ];
+      for (const [name, path] of profiled) await profileOnce(lab, name, path);
+    }
 
     const row = (name: string, path: string, measured: Measured, baseline: Measured, baselineName: string, ceiling?: Measured) => [
       name,
