@@ -74,11 +74,17 @@ interface Path {
   samples: { mbps: number; cpuMsPerMiB: number }[];
 }
 
-async function throughputOnce(lab: TunnelLab, path: Path, bytes: number): Promise<void> {
+/** One transfer of `bytes` on `path`: the lab's reply, and the CPU both ends used per MiB. */
+async function transferOnce(lab: TunnelLab, path: Path, bytes: number): Promise<{ reply: Record<string, unknown>; cpuMsPerMiB: number }> {
   const before = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
   const reply = await checked(lab, path.from, { ...path.throughput, bytes });
   const after = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
-  path.samples.push({ mbps: reply.mbps as number, cpuMsPerMiB: (after - before) / (bytes / 1024 / 1024) });
+  return { reply, cpuMsPerMiB: (after - before) / (bytes / 1024 / 1024) };
+}
+
+async function throughputOnce(lab: TunnelLab, path: Path, bytes: number): Promise<void> {
+  const { reply, cpuMsPerMiB } = await transferOnce(lab, path, bytes);
+  path.samples.push({ mbps: reply.mbps as number, cpuMsPerMiB });
 }
 
 /** One transfer on `path` with both ends' CPU profiled around it (LEAFMESH_BENCH_PROFILE=1). */
@@ -91,11 +97,8 @@ async function profileOnce(lab: TunnelLab, name: string, path: Path): Promise<vo
       { role: "receiver", process: path.to },
     ],
     transfer: async () => {
-      const before = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
-      const reply = await checked(lab, path.from, { ...path.throughput, bytes: profiledBytes });
-      const after = (await cpuOf(lab, path.from)) + (await cpuOf(lab, path.to));
-      const mib = profiledBytes / 1024 / 1024;
-      return `${mib.toFixed(0)} MiB ${path.from} → ${path.to} (${JSON.stringify(path.throughput)}, path kind ${String(reply.kind)}): ${(reply.mbps as number).toFixed(1)} MB/s under the profiler, CPU of both ends ${((after - before) / mib).toFixed(2)} ms per MiB`;
+      const { reply, cpuMsPerMiB } = await transferOnce(lab, path, profiledBytes);
+      return `${(profiledBytes / 1024 / 1024).toFixed(0)} MiB ${path.from} → ${path.to} (${JSON.stringify(path.throughput)}, path kind ${String(reply.kind)}): ${(reply.mbps as number).toFixed(1)} MB/s under the profiler, CPU of both ends ${cpuMsPerMiB.toFixed(2)} ms per MiB`;
     },
   });
 }
