@@ -93,6 +93,8 @@ export class RelayChannel extends Duplex {
   #credited = 0;
   /** Credit given to the peer so far (initial window and grants); granted − delivered is what it may still send. */
   #granted = 0;
+  /** The window this end gave the peer at open or accept: credit goes back a quarter of it at a time. */
+  #window = 0;
   /** Bytes the reader took and the endpoint's budget was told of; granted − released is held against the budget. */
   #released = 0;
   #delivered = 0;
@@ -233,6 +235,7 @@ export class RelayChannel extends Duplex {
   grantInitial(): number {
     const window = this.#endpoint.budget.allot(0, this.#endpoint.settings.windowBytes);
     this.#granted += window;
+    this.#window = window;
     return window;
   }
 
@@ -248,8 +251,12 @@ export class RelayChannel extends Duplex {
       this.#endpoint.budget.release(consumed - this.#released);
       this.#released = consumed;
     }
+    // Credit goes back a quarter of the window given at a time, not after every frame the reader
+    // took (that was one credit message per data message): the peer still holds at least three
+    // quarters of it meanwhile. A peer out of credit whose bytes were all read is owed the whole
+    // window, so the threshold is always met then (a budget that gave less than windowBytes too).
     const pending = consumed - this.#credited;
-    if (pending >= this.#endpoint.settings.windowBytes / 4 || (pending > 0 && this.readableLength === 0)) {
+    if (pending > 0 && pending >= this.#window / 4) {
       const grant = this.#endpoint.budget.allot(this.#granted - consumed, pending);
       this.#endpoint.budget.starve(this, grant < pending);
       if (grant === 0) return;

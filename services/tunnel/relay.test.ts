@@ -132,6 +132,46 @@ describe("relay channels through leaf → hub → leaf", () => {
     }
   }, 30_000);
 
+  it("gives credit back a quarter of the window at a time, not one credit message per data message", async () => {
+    // Default windows (4 MiB), a reader that keeps up: the case where every frame read once left
+    // the buffer empty and sent a credit of its own (a tunnel bench profile: 13 % of the receiver).
+    const sender = new RelayEndpoint({ nats: a, node: "edge-p", log: silentLogger(), onChannel: () => undefined });
+    const bodies: Promise<Buffer>[] = [];
+    const receiver = new RelayEndpoint({ nats: b, node: "edge-q", log: silentLogger(), onChannel: (channel) => {
+        const body = collect(channel);
+        body.catch(() => undefined); // the probe channel below is reset
+        bodies.push(body);
+      },
+    });
+    const counts = { data: 0, credit: 0 };
+    const count = (connection: NatsConnection, node: string, type: number, key: keyof typeof counts) =>
+      connection.subscribe(relayInboxPattern(node), { callback: (_, message) => void (decodeFrame(message.data).type === type && counts[key]++) });
+    const watchers = [count(b, "edge-q", frameTypes.data, "data"), count(a, "edge-p", frameTypes.credit, "credit")];
+    try {
+      await Promise.all([a.flush(), b.flush()]);
+      await eventually(async () => (await sender.open("edge-q").then((c) => (c.destroy(), true), () => false)), 20_000, "relay path to edge-q up");
+      bodies.length = 0;
+      counts.data = counts.credit = 0;
+      const payload = randomBytes(16 * 1024 * 1024);
+      const channel = await sender.open("edge-q", "tls-stream");
+      channel.on("error", () => undefined);
+      channel.end(payload);
+      await eventually(() => bodies.length === 1, 5_000, "the channel at edge-q");
+      channel.resume();
+      const body = await bodies[0];
+      expect(createHash("sha256").update(body).digest("hex")).toBe(createHash("sha256").update(payload).digest("hex"));
+      await eventually(() => counts.data >= 16 * 1024 * 1024 / (2 * (5 + 16_384 + 1 + 16)), 5_000, "every data frame counted");
+      // 16 MiB in ~33 KiB frames: ~500 data messages; a credit per MiB read is 16, plus what the end leaves.
+      expect(counts.data).toBeGreaterThan(400);
+      expect(counts.credit).toBeGreaterThan(0);
+      expect(counts.credit).toBeLessThanOrEqual(16 + 4);
+    } finally {
+      for (const watcher of watchers) watcher.unsubscribe();
+      sender.close();
+      receiver.close();
+    }
+  }, 30_000);
+
   it("keeps the credit of all channels towards a node within its budget, and every channel moving", async () => {
     const budget = 256 * 1024;
     const minimum = 16 * 1024;
