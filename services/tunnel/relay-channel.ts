@@ -8,8 +8,9 @@
  * - order: every frame carries a per-direction sequence number; a gap (a frame
  *   lost while a hub died) resets the channel — bytes are never silently dropped.
  * - flow control: the sender spends credit the receiver grants as its reader
- *   consumes, so a subscriber never holds more than `windowBytes` per channel,
- *   within the endpoint's budget for all channels (relay-budget.ts).
+ *   consumes, so a subscriber never holds more than its window per channel
+ *   (`windowBytes`, grown on a long path: relay-window.ts), within the
+ *   endpoint's budget for all channels (relay-budget.ts).
  * - liveness: idle channels exchange pings; silence longer than `idleTimeoutMs`
  *   resets the channel (a cut path loses frames without any error at the sender).
  * - an end is a FIN from the far side; anything else (a local destroy, a gap, a
@@ -24,6 +25,7 @@ import { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Clock } from "../../lib/clock.ts";
 import type { CreditBudget } from "./relay-budget.ts";
+import { ReceiveWindow } from "./relay-window.ts";
 import {
   decodeAccept,
   decodeCredit,
@@ -53,8 +55,10 @@ export interface RelayChannelEvent {
 export interface ChannelEndpoint {
   readonly settings: {
     clock: Clock;
-    /** Credit granted per channel. */
+    /** Credit granted per channel at first. */
     windowBytes: number;
+    /** What a channel's window may grow to on a long path (relay-window.ts). */
+    maxWindowBytes: number;
     pingIntervalMs: number;
     idleTimeoutMs: number;
     /** Payload bytes per NATS message; by purpose when undefined. */
@@ -93,8 +97,9 @@ export class RelayChannel extends Duplex {
   #credited = 0;
   /** Credit given to the peer so far (initial window and grants); granted − delivered is what it may still send. */
   #granted = 0;
-  /** The window this end gave the peer at open or accept: credit goes back a quarter of it at a time. */
-  #window = 0;
+  /** The window this end gives the peer (at open or accept, then grown on a long path): credit goes back a quarter of it at a time. */
+  readonly #window: ReceiveWindow;
+  #openedAt: number | undefined;
   /** Bytes the reader took and the endpoint's budget was told of; granted − released is held against the budget. */
   #released = 0;
   #delivered = 0;
@@ -114,19 +119,23 @@ export class RelayChannel extends Duplex {
     this.id = id;
     this.direction = direction;
     this.purpose = purpose;
-    // A peer can reset a channel at any moment, also before its opener or acceptor has added a
-    // listener (an accept and a reset can arrive in one read, ahead of open()'s continuation): an
-    // 'error' nobody heard would end the agent. Whoever uses the channel listens as well; the reason
-    // stays in resetReason and goes out as a relay event.
+    // A peer can reset a channel before its opener or acceptor listens (an accept and a reset in one
+    // read): an 'error' nobody heard would end the agent. The reason stays in resetReason and an event.
     this.on("error", () => undefined);
     const clock = endpoint.settings.clock;
     this.#lastReceived = clock.now();
     this.#lastSent = clock.now();
+    this.#window = new ReceiveWindow({ bytes: 0, maxBytes: endpoint.settings.maxWindowBytes });
     this.#timer = clock.setInterval(() => this.#tick(), Math.max(100, Math.floor(endpoint.settings.pingIntervalMs / 2)));
   }
 
   get accepted(): boolean {
     return this.#accepted;
+  }
+
+  /** The window this end gives the peer now, and the smallest round trip it measured (relay-window.ts). */
+  get receiveWindow(): { bytes: number; minRttMs: number | undefined } {
+    return { bytes: this.#window.bytes, minRttMs: this.#window.minRttMs };
   }
 
   /** Why the channel was reset, if it was. */
@@ -174,6 +183,7 @@ export class RelayChannel extends Duplex {
         if (accept.error !== undefined) return this.reset(accept.error);
         this.#credit += accept.window;
         this.#accepted = true;
+        if (this.#openedAt !== undefined) this.#window.sample(this.#lastReceived - this.#openedAt);
         this.emit("accepted");
         this.#event("open");
         this.#flush();
@@ -185,6 +195,7 @@ export class RelayChannel extends Duplex {
         if (frame.payload.byteLength > room) return this.reset(`peer sent ${frame.payload.byteLength} bytes with only ${room} of credit`);
         this.bytesReceived += frame.payload.byteLength;
         this.#delivered += frame.payload.byteLength;
+        this.#window.dataArrived(this.#lastReceived, this.#delivered);
         // A view, not a copy: the NATS client hands each message a fresh socket read or
         // message buffer (@nats-io/transport-node, parser.js) and never writes to it again.
         this.push(Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength));
@@ -235,7 +246,8 @@ export class RelayChannel extends Duplex {
   grantInitial(): number {
     const window = this.#endpoint.budget.allot(0, this.#endpoint.settings.windowBytes);
     this.#granted += window;
-    this.#window = window;
+    this.#window.bytes = window;
+    if (this.direction === "outbound") this.#openedAt = this.#endpoint.settings.clock.now();
     return window;
   }
 
@@ -251,16 +263,21 @@ export class RelayChannel extends Duplex {
       this.#endpoint.budget.release(consumed - this.#released);
       this.#released = consumed;
     }
-    // Credit goes back a quarter of the window given at a time, not after every frame the reader
-    // took (that was one credit message per data message): the peer still holds at least three
-    // quarters of it meanwhile. A peer out of credit whose bytes were all read is owed the whole
-    // window, so the threshold is always met then (a budget that gave less than windowBytes too).
+    // Credit goes back a quarter window at a time (not per frame read: a credit message per data
+    // message), on a long path with the window's growth. A peer out of credit whose bytes were all
+    // read is owed the whole window, so the threshold is always met then.
     const pending = consumed - this.#credited;
-    if (pending > 0 && pending >= this.#window / 4) {
-      const grant = this.#endpoint.budget.allot(this.#granted - consumed, pending);
+    const window = this.#window.bytes;
+    if (pending > 0 && pending >= window / 4) {
+      const now = this.#endpoint.settings.clock.now();
+      const extra = this.#window.growth(now, consumed, this.readableLength < window / 4);
+      const grant = this.#endpoint.budget.allot(this.#granted - consumed, pending + extra);
       this.#endpoint.budget.starve(this, grant < pending);
       if (grant === 0) return;
-      this.#credited += grant;
+      const credited = Math.min(grant, pending);
+      this.#credited += credited;
+      this.#window.bytes += grant - credited;
+      this.#window.grantSent(now, this.#granted);
       this.#granted += grant;
       this.sendControl(frameTypes.credit, encodeCredit(grant));
     }

@@ -36,6 +36,7 @@ describe("relay channels through leaf → hub → leaf", () => {
       node: "edge-b",
       log: silentLogger(),
       windowBytes: 64 * 1024,
+      maxWindowBytes: 64 * 1024,
       onChannel: (channel) => {
         accepted.push(channel);
         channel.on("error", () => undefined); // resets are asserted through resetReason

@@ -40,11 +40,16 @@ export interface RelayEndpointOptions {
   onChannel: (channel: RelayChannel) => void;
   clock?: Clock;
   /**
-   * @default 4_194_304 — credit granted per channel: fills a leaf→hub→leaf path of ~40 ms at
-   * ~100 MB/s (bench/tunnel: 67–77 MB/s relayed against 53–62 with 1 MiB); all channels
-   * towards a node together stay within `budgetBytes`.
+   * @default 4_194_304 — credit granted per channel at first: fills a leaf→hub→leaf path of
+   * ~40 ms at ~100 MB/s (bench/tunnel: 67–77 MB/s relayed against 53–62 with 1 MiB); all
+   * channels towards a node together stay within `budgetBytes`.
    */
   windowBytes?: number;
+  /**
+   * @default 16_777_216 — what a channel's window may grow to while the path's bandwidth × round
+   * trip asks for more than `windowBytes` (a long path: relay-window.ts); within the budget.
+   */
+  maxWindowBytes?: number;
   /**
    * @default 16_777_216 — credit all channels towards this node may hold together (bytes in
    * flight or received and not yet read) beyond their `minWindowBytes` each: bounds what can
@@ -111,6 +116,7 @@ export class RelayEndpoint implements ChannelEndpoint {
     this.settings = {
       clock: options.clock ?? systemClock,
       windowBytes: options.windowBytes ?? 4 * 1_048_576,
+      maxWindowBytes: options.maxWindowBytes ?? 16 * 1_048_576,
       pingIntervalMs: options.pingIntervalMs ?? 2_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 8_000,
       frameBytes: options.frameBytes,
