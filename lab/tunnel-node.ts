@@ -23,6 +23,7 @@ import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { createTunnelActor, startObserver, type NodeIdentity, type ObserverAddress } from "../services/tunnel/index.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
 import type { RunningCpuProfile } from "../bench/profile/in-process.ts";
+import { openTlsOverNats, serveTlsOverNats } from "./tls-over-nats.ts";
 
 export const echoPort = 7007;
 /** Reads everything, then answers with the byte count (8 bytes, big endian): throughput target. */
@@ -250,17 +251,21 @@ if (mode === "observer") {
           }
           case "throughput":
           case "latency": {
-            // Through the tunnel (node), raw TCP (host) or Node's TLS with no leafmesh (host, tls): MB/s into the sink, or RTT and first-byte samples.
+            // Through the tunnel (node), raw TCP (host), Node's TLS with no leafmesh (host, tls) or Node's TLS over
+            // plain NATS (node, overNats: lab/tls-over-nats.ts): MB/s into the sink, or RTT and first-byte samples.
             const raw = typeof (request as { host?: string }).host === "string";
             const host = (request as { host?: string }).host!;
             const tls = (request as { tls?: boolean }).tls === true;
+            const overNats = (request as { overNats?: boolean }).overNats === true;
             const open = (port: number) =>
               raw
                 ? tls
                   ? tlsConnectRaw(host, port === echoPort ? tlsEchoPort : tlsSinkPort)
                   : rawConnect(host, port === echoPort ? rawEchoPort : port)
-                : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" });
-            const kind = raw ? (tls ? "node-tls" : "raw") : tunnel.pathTo(request.node!);
+                : overNats
+                  ? openTlsOverNats(nats, node, request.node!, port)
+                  : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" });
+            const kind = raw ? (tls ? "node-tls" : "raw") : overNats ? "node-tls-over-nats" : tunnel.pathTo(request.node!);
             if (request.op === "throughput") return reply({ id: request.id, ok: true, mbps: await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024), kind });
             const rtt = await rttSamples(await open(echoPort), 200);
             const firstByte = await firstByteSamples(() => open(echoPort), 30);
@@ -287,7 +292,9 @@ if (mode === "observer") {
             return reply({ id: request.id, ok: true, ...(await running.stopInto((request as { file?: string }).file!)) });
           }
           case "nats-serve": {
-            // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf.
+            // Plain NATS beside the relay: a sink that reports its byte count, and an echo, on this leaf;
+            // and Node's TLS over plain NATS (lab/tls-over-nats.ts) to the local sink and echo.
+            if (identity) serveTlsOverNats(nats, node, identity, [sinkPort, echoPort]);
             let count = 0;
             nats.subscribe(`bench.${node}.sink`, {
               callback: (_, message) => {

@@ -154,6 +154,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
       nodeTlsWan: stream("pah1", "pbh1", { host: punchRouter, tls: true } as { host: string }),
       punched: stream("pah1", "pbh1", { node: "pbh1" }),
       plainNats: { from: "rah1", to: "rbh1", throughput: { op: "nats-throughput", node: "rbh1" }, latency: { op: "nats-latency", node: "rbh1" }, samples: [] } as Path,
+      tlsOverNats: stream("rah1", "rbh1", { node: "rbh1", overNats: true } as { node: string }),
       relayed: stream("rah1", "rbh1", { node: "rbh1" }),
     };
     // One run per path first, not counted: the first run of every path in a fresh process was always the slowest (JIT, TCP windows).
@@ -167,6 +168,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
     const nodeTlsWan = await measure(lab, paths.nodeTlsWan);
     const punched = await measure(lab, paths.punched);
     const plainNats = await measure(lab, paths.plainNats);
+    const tlsOverNats = await measure(lab, paths.tlsOverNats);
     const relayed = await measure(lab, paths.relayed);
     if (profiling && !links) {
       // After the measured runs, so the profiler's cost is in none of them; the ceilings beside their paths, to tell Node's share from leafmesh's.
@@ -177,6 +179,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
         ["node-tls-wan", paths.nodeTlsWan],
         ["relayed", paths.relayed],
         ["plain-nats", paths.plainNats],
+        ["tls-over-nats", paths.tlsOverNats],
       ];
       for (const [name, path] of profiled) await profileOnce(lab, name, path);
     }
@@ -197,7 +200,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
       title: links
         ? `tunnel: streams between lab namespaces, links shaped like an edge network (LAN ${shape(links.lan)}; each site's uplink ${shape(links.wan)})`
         : "tunnel: streams between lab namespaces, unshaped links (CPU-bound: throughput, RTT, time to first byte)",
-      columns: ["path", "between", "MB/s", "RTT p50 ms", "RTT p99 ms", "first byte p50 ms", "CPU ms per MiB (both ends)", "throughput vs baseline", "vs Node TLS (ceiling)"],
+      columns: ["path", "between", "MB/s", "RTT p50 ms", "RTT p99 ms", "first byte p50 ms", "CPU ms per MiB (both ends)", "throughput vs baseline", "vs its Node TLS ceiling"],
       rows: [
         row("raw TCP (LAN)", "lah1 → lah2", rawLan, rawLan, ""),
         row("Node TLS 1.3 + splice, no leafmesh (LAN)", "lah1 → lah2", nodeTlsLan, rawLan, "raw LAN"),
@@ -206,7 +209,8 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
         row("Node TLS 1.3 + splice, no leafmesh (across NATs)", "pah1 → pb router (DNAT)", nodeTlsWan, rawWan, "raw across NATs"),
         row("leafmesh hole-punched", "pah1 (NAT3) → pbh1 (NAT1)", punched, rawWan, "raw across NATs", nodeTlsWan),
         row("plain NATS pub/sub", "rah1 → hub → rbh1 (leafs)", plainNats, plainNats, ""),
-        row("leafmesh relayed", "rah1 (NAT4) → hub → rbh1 (NAT4)", relayed, plainNats, "plain NATS"),
+        row("Node TLS 1.3 over plain NATS, no leafmesh", "rah1 → hub → rbh1 (leafs)", tlsOverNats, plainNats, "plain NATS"),
+        row("leafmesh relayed", "rah1 (NAT4) → hub → rbh1 (NAT4)", relayed, plainNats, "plain NATS", tlsOverNats),
       ],
       notes: [
         `${(bytes / 1024 / 1024).toFixed(0)} MiB per throughput run, into a sink that answers with its byte count; median of ${rounds} runs after one uncounted warm-up run, each path interleaved with its baseline; RTT over 200 one-byte echoes on one stream; first byte = new stream + one echoed byte, 30 times.`,
@@ -216,6 +220,7 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
         "leafmesh's receiving agent splices each stream to its target (a second local TCP hop); raw TCP goes straight to the sink.",
         "Node TLS 1.3 + splice is the ceiling of the encrypted paths: a TLS 1.3 connection with the node's certificate, served by Node's own tls module (no tunnel code: no stream header, no path choice) and joined to the same local sink as a stream's target with the agent's own splice (lib/join-streams.ts). It pays what docs/trust.md requires (encryption at both ends) and the second local hop; the last column is leafmesh against it, for throughput and for CPU per MiB.",
         "Plain NATS RTT is request/reply through the same leafs and hub; it has no first-byte figure (no stream to open).",
+        "Node TLS 1.3 over plain NATS is the relayed path's ceiling (lab/tls-over-nats.ts): Node's own TLS client and server over two NATS subjects on the same leafs and hub, each TLS write published as it is, each message handed to TLS as it arrives, a flush after every MiB as plain NATS does (no frames, sequence numbers, credit or pings), the server's end joined to the same sink or echo with the agent's splice. Its first byte is a new TLS session over NATS (a request to open it, then the handshake) and one echoed byte; a relayed stream's is leafmesh's whole open (a spare TLS session when one is ready).",
         links
           ? "Shaped with a token bucket (tc tbf) on both ends of each link: the links, not the CPU, bound throughput, as on a real edge network. No delay is added (this kernel has no netem): RTTs are the machine's plus queueing."
           : "Unshaped: veth moves bytes as fast as the CPU copies them, and one machine's 2 cores run every process of every namespace, so throughput is bound by CPU per MiB (column): leafmesh adds TLS at both ends and the receiving agent's splice to its target (a second TCP hop), raw TCP has neither.",
