@@ -111,6 +111,7 @@ export class RelayChannel extends Duplex {
   #lastSent: number;
   #timer: unknown;
   #resetReason: string | undefined;
+  #grantScheduled = false;
 
   constructor(endpoint: ChannelEndpoint, peer: string, id: string, direction: "inbound" | "outbound", purpose: RelayPurpose) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
@@ -369,8 +370,6 @@ export class RelayChannel extends Duplex {
     if (chunk !== null) this.#scheduleGrant();
     return chunk;
   }
-
-  #grantScheduled = false;
 
   #scheduleGrant(): void {
     if (this.#grantScheduled) return;
