@@ -105,6 +105,8 @@ const proxierMachine = setup({
   },
 });
 
+const localnetSysctl = "net.ipv4.conf.all.route_localnet";
+
 export function createBackend(mode: InterceptMode, namespace?: string): InterceptBackend | undefined {
   if (mode === "iptables") return new IptablesBackend({ namespace });
   if (mode === "nftables") return new NftablesBackend({ namespace });
@@ -128,6 +130,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   let loggedClashes = new Set<string>();
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
   let inFlight: Promise<void> = Promise.resolve();
+  /** This run turned route_localnet on (it was off): stop turns it off again. */
+  let localnetTurnedOn = false;
   let syncWaiters: (() => void)[] = [];
   const unsubscribers: (() => void)[] = [];
   let link: ActorLink | undefined;
@@ -190,12 +194,16 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       actors: {
         prepare: fromPromise(async () => {
           if (!backend) return;
-          await backend.prepare();
+          // A guard left in the kernel is a crashed run's: that run had turned route_localnet on, unless it found it on.
+          const leftover = await backend.inspect().catch(() => undefined);
+          await backend.prepare(); // the localnet guard is in before route_localnet goes on
           await routes?.prepare();
           // DNAT to a loopback listener from PREROUTING is dropped as martian unless route_localnet is on (kube-proxy sets it for the same reason).
           if (listenHost.startsWith("127.")) {
-            const result = await runTool(["sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"], { namespace: options.namespace });
-            if (result.code !== 0) log.warn({ stderr: result.stderr.trim() }, "could not set net.ipv4.conf.all.route_localnet=1: cluster IPs work for this host's clients only");
+            const before = await runTool(["sysctl", "-n", localnetSysctl], { namespace: options.namespace });
+            const result = await runTool(["sysctl", "-q", "-w", `${localnetSysctl}=1`], { namespace: options.namespace });
+            if (result.code !== 0) log.warn({ stderr: result.stderr.trim() }, `could not set ${localnetSysctl}=1: cluster IPs work for this host's clients only`);
+            else localnetTurnedOn = before.stdout.trim() === "0" || leftover?.guard === true;
           }
         }),
         sync: fromPromise(async () => {
@@ -204,6 +212,12 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
         }),
         remove: fromPromise(async () => {
           await inFlight.catch(() => undefined);
+          // route_localnet goes back off before the guard goes: loopback is never open to the network in between.
+          if (localnetTurnedOn) {
+            const result = await runTool(["sysctl", "-q", "-w", `${localnetSysctl}=0`], { namespace: options.namespace });
+            if (result.code === 0) localnetTurnedOn = false;
+            else log.warn({ stderr: result.stderr.trim() }, `could not set ${localnetSysctl} back to 0`);
+          }
           // Both, even when one fails: a rule or a route left behind would outlive the agent.
           const removed = await Promise.allSettled([backend?.remove(), routes?.remove()]);
           lastApplied = undefined;
@@ -251,7 +265,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       const error = actor.getSnapshot().context.lastError;
       if (error && backend) log.warn({ error }, "proxier stopped with an error");
     },
-    inspect: () => (backend ? backend.inspect() : Promise.resolve({ rules: [], hooks: 0 })),
+    inspect: () => (backend ? backend.inspect() : Promise.resolve({ rules: [], hooks: 0, guard: false })),
     routes: () => (routes ? routes.list() : Promise.resolve([])),
     stats: () => ({ backend: backendName, ...counters, routes: routes?.size ?? 0, lastError: actor.getSnapshot().context.lastError, clashes }),
     synced() {

@@ -1,9 +1,10 @@
 /**
  * The contract every interception backend keeps (iptables, nftables), tested by
- * one suite (backends.test.ts): `prepare` checks the tool and removes what a
- * crashed run left; `sync` replaces the whole rule set in one transaction; `remove`
- * takes away everything the backend ever adds; `inspect` reports what is in the
- * kernel now, so tests and `leafmesh status` can see exactly one set of rules.
+ * one suite (backends.test.ts): `prepare` checks the tool, removes what a crashed
+ * run left and puts in the localnet guard (rules.ts); `sync` replaces the whole
+ * rule set in one transaction; `remove` takes away everything the backend ever
+ * adds; `inspect` reports what is in the kernel now, so tests and `leafmesh
+ * status` can see exactly one set of rules.
  */
 import { runCommand, type ExecResult } from "../../lib/command.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -15,17 +16,19 @@ export type InterceptMode = (typeof interceptModes)[number];
 export interface InterceptState {
   /** Our rules now in the kernel, one normalised line each ("198.19.0.1:80/TCP -> 127.0.0.1:40001"). */
   rules: string[];
-  /** Hooks into the kernel's chains (jumps, base chains): exactly 2 when installed, 0 when clean. */
+  /** Hooks of the DNAT rules into the kernel's chains (jumps, base chains): exactly 2 when synced, 0 before and after. */
   hooks: number;
+  /** The localnet guard (rules.ts) is in place: from prepare to remove. */
+  guard: boolean;
 }
 
 export interface InterceptBackend {
   readonly name: InterceptMode;
-  /** Checks the tool is there (TOOL_MISSING names the Debian package) and removes leftovers. */
+  /** Checks the tool is there (TOOL_MISSING names the Debian package), removes leftovers and puts the localnet guard in. */
   prepare(): Promise<void>;
   /** Makes the kernel hold exactly these rules, in one transaction. */
   sync(rules: readonly InterceptRule[]): Promise<void>;
-  /** Removes every rule, chain and table of ours. */
+  /** Removes every rule, chain and table of ours, the guard too. */
   remove(): Promise<void>;
   inspect(): Promise<InterceptState>;
 }

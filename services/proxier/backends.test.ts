@@ -43,18 +43,18 @@ describe.each(backends)("interception backend %s", (name, make) => {
   it("syncs exactly the given rules, replaces them on change, and removes them all", async () => {
     const backend = make(namespace);
     await backend.prepare();
-    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0, guard: true }); // the localnet guard from prepare on
     const first = [rule(1), rule(2), rule(3, "UDP")];
     await backend.sync(first);
-    expect(await backend.inspect()).toEqual({ rules: first.map(line).sort(), hooks: 2 });
+    expect(await backend.inspect()).toEqual({ rules: first.map(line).sort(), hooks: 2, guard: true });
     const second = [rule(2), rule(4), rule(5, "UDP")];
     await backend.sync(second);
     await backend.sync(second); // a repeat changes nothing, adds no second hook
-    expect(await backend.inspect()).toEqual({ rules: second.map(line).sort(), hooks: 2 });
+    expect(await backend.inspect()).toEqual({ rules: second.map(line).sort(), hooks: 2, guard: true });
     await backend.sync([]);
-    expect(await backend.inspect()).toEqual({ rules: [], hooks: 2 });
+    expect(await backend.inspect()).toEqual({ rules: [], hooks: 2, guard: true });
     await backend.remove();
-    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
   });
 
   it("a new instance after a crash removes the leftovers and leaves exactly one set", async () => {
@@ -63,9 +63,9 @@ describe.each(backends)("interception backend %s", (name, make) => {
     await crashed.sync([rule(7), rule(8)]);
     const next = make(namespace);
     await next.prepare();
-    expect(await next.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await next.inspect()).toEqual({ rules: [], hooks: 0, guard: true });
     await next.sync([rule(9)]);
-    expect(await next.inspect()).toEqual({ rules: [line(rule(9))], hooks: 2 });
+    expect(await next.inspect()).toEqual({ rules: [line(rule(9))], hooks: 2, guard: true });
     await next.remove();
   });
 
@@ -77,6 +77,20 @@ describe.each(backends)("interception backend %s", (name, make) => {
     await backend.remove();
     expect(await lab.exec(namespace, ["iptables-save", "-t", "nat"])).toContain("-A OUTPUT -d 198.18.9.9/32 -j ACCEPT");
     await lab.exec(namespace, ["iptables", "-t", "nat", "-D", "OUTPUT", "-d", "198.18.9.9/32", "-j", "ACCEPT"]);
+  });
+
+  it("leaves other rules of the filter table alone, and keeps one guard through repeated prepares", async () => {
+    const backend = make(namespace);
+    await lab.exec(namespace, ["iptables", "-A", "INPUT", "-s", "198.18.9.9/32", "-j", "ACCEPT"]);
+    await backend.prepare();
+    await backend.prepare();
+    const filter = await lab.exec(namespace, ["iptables-save", "-t", "filter"]);
+    expect(filter.split("\n").filter((text) => text === "-A INPUT -j LEAFMESH-LOCALNET")).toHaveLength(name === "iptables" ? 1 : 0);
+    if (name === "nftables") expect((await lab.exec(namespace, ["nft", "list", "tables"])).match(/leafmesh-localnet/g)).toHaveLength(1);
+    await backend.remove();
+    expect(await lab.exec(namespace, ["iptables-save", "-t", "filter"])).toContain("-A INPUT -s 198.18.9.9/32 -j ACCEPT");
+    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
+    await lab.exec(namespace, ["iptables", "-D", "INPUT", "-s", "198.18.9.9/32", "-j", "ACCEPT"]);
   });
 
   it("syncs 10,000 services in one transaction", async () => {

@@ -8,7 +8,9 @@
  * mapping, stale UDP conntrack entries of those cluster IPs are deleted
  * (`conntrack`, Debian package conntrack). With a loopback listenHost it sets
  * net.ipv4.conf.all.route_localnet=1 so PREROUTING (pods, forwarded traffic)
- * can be DNATed to 127.0.0.1, as kube-proxy does. Each intercepted cluster IP is
+ * can be DNATed to 127.0.0.1, as kube-proxy does, behind kube-proxy's guard
+ * against CVE-2020-8558 (rules.ts: 127.0.0.0/8 only from loopback or DNAT), and
+ * turns it back off at stop when it found it off. Each intercepted cluster IP is
  * routed on `lo` (routes.ts, `proto 76`): host clients reach it without a default
  * route, with full-size TCP segments to the listener.
  *

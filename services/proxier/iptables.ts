@@ -2,11 +2,12 @@
  * The iptables backend: our own nat chain LEAFMESH-SERVICES, jumped to from OUTPUT
  * and PREROUTING, its content replaced by one `iptables-restore --noflush` per
  * change (kube-proxy's way: the restore is atomic per table, and --noflush leaves
- * everyone else's rules alone).
+ * everyone else's rules alone); and the localnet guard (rules.ts), a filter chain
+ * LEAFMESH-LOCALNET jumped to from INPUT, from prepare to remove.
  */
 import { LeafmeshError } from "../../lib/errors.ts";
 import { requireTool, runTool, runToolChecked, type BackendOptions, type InterceptBackend, type InterceptState } from "./backend.ts";
-import { iptablesChain, iptablesCleanupInput, iptablesHooks, iptablesRestoreInput, type InterceptRule } from "./rules.ts";
+import { iptablesChain, iptablesCleanupInput, iptablesGuardChain, iptablesGuardInput, iptablesHooks, iptablesRestoreInput, type InterceptRule } from "./rules.ts";
 
 export class IptablesBackend implements InterceptBackend {
   readonly name = "iptables" as const;
@@ -19,25 +20,37 @@ export class IptablesBackend implements InterceptBackend {
   async prepare(): Promise<void> {
     await requireTool("iptables-restore", "iptables", "iptables");
     await requireTool("iptables-save", "iptables", "iptables");
-    await this.remove();
+    await this.#clean("nat");
+    // The guard's chain is flushed and filled in one restore: a crashed run's guard is replaced, never missing.
+    await runToolChecked(["iptables-restore", "--noflush", "-w", "5"], { ...this.#options, input: iptablesGuardInput() });
+    await this.#hook("filter", "INPUT", iptablesGuardChain);
+  }
+
+  async #hook(table: string, hook: string, chain: string): Promise<void> {
+    // -C first so a re-sync never adds a second jump.
+    const present = await runTool(["iptables", "-w", "5", "-t", table, "-C", hook, "-j", chain], this.#options);
+    if (present.code !== 0) await runToolChecked(["iptables", "-w", "5", "-t", table, "-I", hook, "1", "-j", chain], this.#options);
+  }
+
+  async #clean(table: "nat" | "filter"): Promise<void> {
+    const dump = await runToolChecked(["iptables-save", "-t", table], this.#options);
+    const input = iptablesCleanupInput(dump, table);
+    if (!input) return;
+    const result = await runTool(["iptables-restore", "--noflush", "-w", "5"], { ...this.#options, input });
+    if (result.code !== 0) throw new LeafmeshError("PROXY_FAILED", `removing leafmesh iptables rules (${table}) failed: ${result.stderr.trim()}`);
   }
 
   async sync(rules: readonly InterceptRule[]): Promise<void> {
     await runToolChecked(["iptables-restore", "--noflush", "-w", "5"], { ...this.#options, input: iptablesRestoreInput(rules) });
-    // The jumps go in after the chain exists; -C first so a re-sync never adds a second jump.
-    for (const hook of iptablesHooks) {
-      const present = await runTool(["iptables", "-w", "5", "-t", "nat", "-C", hook, "-j", iptablesChain], this.#options);
-      if (present.code === 0) continue;
-      await runToolChecked(["iptables", "-w", "5", "-t", "nat", "-I", hook, "1", "-j", iptablesChain], this.#options);
-    }
+    // The jumps go in after the chain exists.
+    for (const hook of iptablesHooks) await this.#hook("nat", hook, iptablesChain);
   }
 
   async remove(): Promise<void> {
-    const dump = await runToolChecked(["iptables-save", "-t", "nat"], this.#options);
-    const input = iptablesCleanupInput(dump);
-    if (!input) return;
-    const result = await runTool(["iptables-restore", "--noflush", "-w", "5"], { ...this.#options, input });
-    if (result.code !== 0) throw new LeafmeshError("PROXY_FAILED", `removing leafmesh iptables rules failed: ${result.stderr.trim()}`);
+    // Both tables, even when one fails: a rule left behind would outlive the agent.
+    const removed = await Promise.allSettled([this.#clean("nat"), this.#clean("filter")]);
+    const failed = removed.find((result) => result.status === "rejected");
+    if (failed) throw failed.reason;
   }
 
   async inspect(): Promise<InterceptState> {
@@ -49,6 +62,8 @@ export class IptablesBackend implements InterceptBackend {
       const rule = /^-A LEAFMESH-SERVICES -d ([\d.]+)\/32 -p (\w+) .*--dport (\d+) .*--to-destination ([\d.]+:\d+)/.exec(line);
       if (rule) rules.push(`${rule[1]}:${rule[3]}/${rule[2].toUpperCase()} -> ${rule[4]}`);
     }
-    return { rules: rules.sort(), hooks };
+    const filter = await runToolChecked(["iptables-save", "-t", "filter"], this.#options);
+    const guard = filter.includes(`-A INPUT -j ${iptablesGuardChain}`) && filter.includes(`-A ${iptablesGuardChain} ! -s 127.0.0.0/8 -d 127.0.0.0/8`);
+    return { rules: rules.sort(), hooks, guard };
   }
 }

@@ -2,10 +2,12 @@
  * The nftables backend: one table `ip leafmesh` with two maps (TCP and UDP) from
  * clusterIP . port to listenHost . listenerPort, and nat chains on output and
  * prerouting that DNAT through them. Each change is one `nft -f` transaction that
- * replaces the table: a map lookup costs the same for 10 services or 10,000.
+ * replaces the table: a map lookup costs the same for 10 services or 10,000. The
+ * localnet guard (rules.ts) is a table of its own, `ip leafmesh-localnet`, from
+ * prepare to remove.
  */
 import { requireTool, runToolChecked, type BackendOptions, type InterceptBackend, type InterceptState } from "./backend.ts";
-import { nftCleanupInput, nftInput, nftTable, type InterceptRule } from "./rules.ts";
+import { nftCleanupInput, nftGuardInput, nftGuardTable, nftInput, nftTable, type InterceptRule } from "./rules.ts";
 
 export class NftablesBackend implements InterceptBackend {
   readonly name = "nftables" as const;
@@ -17,7 +19,8 @@ export class NftablesBackend implements InterceptBackend {
 
   async prepare(): Promise<void> {
     await requireTool("nft", "nftables", "nftables");
-    await this.remove();
+    // One transaction: a crashed run's DNAT table goes, its guard is replaced, never missing in between.
+    await runToolChecked(["nft", "-f", "-"], { ...this.#options, input: `table ip ${nftTable} {}\ndelete table ip ${nftTable}\n${nftGuardInput()}` });
   }
 
   async sync(rules: readonly InterceptRule[]): Promise<void> {
@@ -33,8 +36,10 @@ export class NftablesBackend implements InterceptBackend {
     const parsed = JSON.parse(dump) as { nftables: Record<string, { family?: string; name?: string; table?: string; type?: string; hook?: string; elem?: unknown[] }>[] };
     const rules: string[] = [];
     let hooks = 0;
+    let guard = false;
     for (const item of parsed.nftables) {
       if (item.chain && item.chain.table === nftTable && item.chain.hook) hooks++;
+      if (item.chain && item.chain.table === nftGuardTable && item.chain.hook === "input") guard = true;
       const map = item.map;
       if (!map || map.table !== nftTable || !map.name) continue;
       const protocol = map.name.startsWith("tcp") ? "TCP" : "UDP";
@@ -44,6 +49,6 @@ export class NftablesBackend implements InterceptBackend {
         rules.push(`${key.concat[0]}:${key.concat[1]}/${protocol} -> ${value.concat[0]}:${value.concat[1]}`);
       }
     }
-    return { rules: rules.sort(), hooks };
+    return { rules: rules.sort(), hooks, guard };
   }
 }

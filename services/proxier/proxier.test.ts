@@ -83,7 +83,7 @@ describe("proxier actor", () => {
 
     it("installs a rule per proxied service port from traffic's paged listener events, reports a clash, and publishes each sync", async () => {
       await eventually(() => events.some((event) => event.services === 2 && event.backend === intercept), 10_000, "a rules event for 2 services");
-      expect(await proxier.inspect()).toEqual({ rules: [ruleFor("lab/a:main/TCP"), ruleFor("lab/c:dns/UDP")].sort(), hooks: 2 });
+      expect(await proxier.inspect()).toEqual({ rules: [ruleFor("lab/a:main/TCP"), ruleFor("lab/c:dns/UDP")].sort(), hooks: 2, guard: true });
       const clashes = proxier.stats().clashes;
       expect(clashes).toHaveLength(1);
       expect(clashes[0].error).toBe("lab/z-clash:main/TCP claims 198.19.1.1:80/TCP, already taken by lab/a:main/TCP: lab/z-clash:main/TCP is not intercepted there (fix the Services' clusterIP or port)");
@@ -109,7 +109,7 @@ describe("proxier actor", () => {
     it("removes everything on stop", async () => {
       await traffic.stop();
       await proxier.stop();
-      expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+      expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
       expect(await proxier.routes()).toEqual([]);
       expect(proxier.actor.getSnapshot().value).toBe("stopped");
     });
@@ -130,7 +130,7 @@ describe("proxier actor", () => {
       await proxier.stop();
       listeners.close();
     }
-    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
   });
 
   it("retries a failed sync and recovers when the kernel side is back", async () => {
@@ -156,7 +156,7 @@ describe("proxier actor", () => {
       await traffic.stop();
       await proxier.stop();
     }
-    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
   });
 
   it("a missing tool fails start with the Debian package named, and intercept off installs nothing", async () => {
@@ -181,7 +181,7 @@ describe("proxier actor", () => {
     const off = createProxierActor({ feed, log: silentLogger(), intercept: "off", listeners });
     await off.start();
     expect(off.actor.getSnapshot().value).toBe("off");
-    expect(await off.inspect()).toEqual({ rules: [], hooks: 0 });
+    expect(await off.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
     await off.stop();
   });
 });

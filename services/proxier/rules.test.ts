@@ -23,6 +23,8 @@ describe("rules", () => {
     const dump = ["*nat", ":OUTPUT ACCEPT [0:0]", ":LEAFMESH-SERVICES - [0:0]", ":DOCKER - [0:0]", "-A OUTPUT -j LEAFMESH-SERVICES", "-A OUTPUT -j DOCKER", "-A PREROUTING -j LEAFMESH-SERVICES", "-A LEAFMESH-SERVICES -d 1.2.3.4/32 -j DNAT", "COMMIT"].join("\n");
     expect(iptablesCleanupInput(dump)).toBe("*nat\n-D OUTPUT -j LEAFMESH-SERVICES\n-D PREROUTING -j LEAFMESH-SERVICES\n-F LEAFMESH-SERVICES\n-X LEAFMESH-SERVICES\nCOMMIT\n");
     expect(iptablesCleanupInput("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j DOCKER\nCOMMIT\n")).toBeNull();
+    const filter = ["*filter", ":INPUT ACCEPT [0:0]", ":LEAFMESH-LOCALNET - [0:0]", "-A INPUT -j LEAFMESH-LOCALNET", "-A INPUT -j KUBE-FIREWALL", "-A LEAFMESH-LOCALNET ! -s 127.0.0.0/8 -d 127.0.0.0/8 -j DROP", "COMMIT"].join("\n");
+    expect(iptablesCleanupInput(filter, "filter")).toBe("*filter\n-D INPUT -j LEAFMESH-LOCALNET\n-F LEAFMESH-LOCALNET\n-X LEAFMESH-LOCALNET\nCOMMIT\n");
   });
 
   it("finds the UDP mappings whose conntrack entries went stale", () => {

@@ -88,17 +88,38 @@ export function iptablesRestoreInput(rules: readonly InterceptRule[]): string {
   return lines.join("\n");
 }
 
-/** Removes our jumps and chains from an `iptables-save -t nat` dump, as one restore input (null when nothing is ours). */
-export function iptablesCleanupInput(natDump: string): string | null {
+/**
+ * The localnet guard (kube-proxy's answer to CVE-2020-8558). DNAT from PREROUTING to a loopback listener needs
+ * net.ipv4.conf.all.route_localnet=1, and with it the kernel no longer drops packets that arrive from the network
+ * addressed to 127.0.0.0/8: a neighbour on the LAN that routes 127.0.0.0/8 to this node reaches everything bound to
+ * loopback here (the node's nats-server, its monitor, traffic's listeners). The guard drops those packets in INPUT
+ * unless they come from loopback or were DNATed (a cluster IP's traffic, which the rules send there on purpose).
+ */
+export const iptablesGuardChain = "LEAFMESH-LOCALNET";
+export const guardComment = "leafmesh: 127.0.0.0/8 only from loopback or DNAT (route_localnet, CVE-2020-8558)";
+
+/** One `iptables-restore --noflush` input for the filter table: declaring the chain flushes it, then its one rule. */
+export function iptablesGuardInput(): string {
+  return [
+    "*filter",
+    `:${iptablesGuardChain} - [0:0]`,
+    `-A ${iptablesGuardChain} ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment "${guardComment}" -j DROP`,
+    "COMMIT",
+    "",
+  ].join("\n");
+}
+
+/** Removes our jumps and chains from an `iptables-save -t <table>` dump, as one restore input (null when nothing is ours). */
+export function iptablesCleanupInput(dump: string, table: "nat" | "filter" = "nat"): string | null {
   const deletes: string[] = [];
   const chains: string[] = [];
-  for (const line of natDump.split("\n")) {
+  for (const line of dump.split("\n")) {
     const chain = /^:(LEAFMESH-[A-Z0-9-]+) /.exec(line);
     if (chain) chains.push(chain[1]);
     else if (/^-A (?!LEAFMESH-)\S+ .*-j LEAFMESH-/.test(line)) deletes.push(line.replace(/^-A /, "-D "));
   }
   if (deletes.length === 0 && chains.length === 0) return null;
-  return ["*nat", ...deletes, ...chains.map((chain) => `-F ${chain}`), ...chains.map((chain) => `-X ${chain}`), "COMMIT", ""].join("\n");
+  return [`*${table}`, ...deletes, ...chains.map((chain) => `-F ${chain}`), ...chains.map((chain) => `-X ${chain}`), "COMMIT", ""].join("\n");
 }
 
 export const nftTable = "leafmesh";
@@ -138,6 +159,24 @@ export function nftInput(rules: readonly InterceptRule[]): string {
   ].join("\n");
 }
 
+/** The localnet guard (above) as a table of its own: the DNAT table is replaced per sync, the guard stays from prepare to remove. */
+export const nftGuardTable = "leafmesh-localnet";
+
+export function nftGuardInput(): string {
+  return [
+    `table ip ${nftGuardTable} {}`,
+    `delete table ip ${nftGuardTable}`,
+    `table ip ${nftGuardTable} {`,
+    "  chain input {",
+    "    type filter hook input priority filter; policy accept;",
+    // `ct status & dnat == 0`: not DNATed (nft prints it `ct status ! dnat`; `!= dnat` would compare the whole status).
+    `    ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 counter drop comment "${guardComment}"`,
+    "  }",
+    "}",
+    "",
+  ].join("\n");
+}
+
 export function nftCleanupInput(): string {
-  return `table ip ${nftTable} {}\ndelete table ip ${nftTable}\n`;
+  return `table ip ${nftTable} {}\ndelete table ip ${nftTable}\ntable ip ${nftGuardTable} {}\ndelete table ip ${nftGuardTable}\n`;
 }

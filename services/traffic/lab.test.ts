@@ -309,7 +309,7 @@ describe("cluster IPs in network namespaces", () => {
       putAll(agent, services);
       await agent.waitFor((event) => event.event === "synced" && event.rules === expectedRules, "rules synced after restart");
       const state = await inspect();
-      expect(state).toEqual({ rules: expect.any(Array), hooks: 2 });
+      expect(state).toEqual({ rules: expect.any(Array), hooks: 2, guard: true });
       expect(state.rules).toHaveLength(expectedRules);
       expect(new Set(state.rules.map((rule) => rule.split(" -> ")[0])).size).toBe(expectedRules);
       expect(await routedOnLo()).toEqual(ruledClusterIps); // one route each, not two
@@ -319,7 +319,7 @@ describe("cluster IPs in network namespaces", () => {
 
       agent.child.kill("SIGTERM");
       expect(await agent.exited).toBe(0);
-      expect(await inspect()).toEqual({ rules: [], hooks: 0 });
+      expect(await inspect()).toEqual({ rules: [], hooks: 0, guard: false });
       expect(await routedOnLo()).toEqual([]);
     });
   });
