@@ -148,6 +148,31 @@ describe("resetStream", () => {
     }
   });
 
+  it("closes a socket whose end() is still shutting down: no RST is possible then, and none is tried (its handle would leak)", async () => {
+    const pairs = await loopbackPairs();
+    try {
+      const [client, server] = await pairs.pair();
+      const clientEnding = watchEnding(client);
+      const errors: string[] = [];
+      server.on("error", (error: NodeJS.ErrnoException) => errors.push(error.code ? `${error.code} ${error.syscall}` : error.message));
+      const handlesBefore = process.getActiveResourcesInfo().filter((kind) => kind === "TCPSocketWrap").length;
+      server.end("last words"); // the shutdown goes out at once: nothing was queued
+      resetStream(server, new Error("cut"));
+      const closed = await new Promise((resolve) => {
+        server.once("close", () => resolve("closed"));
+        setTimeout(() => resolve("no close within 3 s"), 3_000);
+      });
+      expect(errors).toEqual(["cut"]); // resetAndDestroy here failed with "EINVAL reset" and left the handle open, never closed
+      expect(closed).toBe("closed");
+      expect(await clientEnding).toEqual({ bytes: 10, how: "end" });
+      client.destroy();
+      await new Promise((resolve) => client.once("close", resolve));
+      expect(process.getActiveResourcesInfo().filter((kind) => kind === "TCPSocketWrap").length).toBe(handlesBefore - 2);
+    } finally {
+      pairs.close();
+    }
+  });
+
   it("hands its error to a stream nobody listens to without an unhandled 'error' (a late tunnel stream reset on arrival)", async () => {
     const stream = new Duplex({ read() {}, write: (_chunk, _encoding, callback) => callback() });
     resetStream(stream, new Error("the client left before the stream opened"));

@@ -62,13 +62,25 @@ export function resetStream(stream: Duplex, error: Error): void {
   const socket = stream as Partial<Socket>;
   if (typeof socket.resetAndDestroy === "function") {
     try {
-      socket.resetAndDestroy();
+      resetSocket(socket as Socket, error);
       return;
     } catch {
       // ERR_INVALID_HANDLE_TYPE: a socket over something other than TCP (a TLS socket); destroyed below.
     }
   }
   stream.destroy(error);
+}
+
+/**
+ * A TCP socket's RST (resetAndDestroy), or a plain close when its end() may be shutting down: libuv refuses an RST
+ * then (uv_tcp_close_reset: EINVAL), and Node drops the handle without closing it: its descriptor leaks, and the
+ * process spins at 100 % CPU when it exits (Environment::CleanupHandles waits for the handle forever). That
+ * socket's own direction ended cleanly already; closing it is all that is left. Throws ERR_INVALID_HANDLE_TYPE for
+ * a socket over something other than TCP, as resetAndDestroy does.
+ */
+export function resetSocket(socket: Socket, error?: Error): void {
+  if (socket.writableEnded && !socket.writableFinished) socket.destroy(error);
+  else socket.resetAndDestroy();
 }
 
 /**
@@ -95,7 +107,7 @@ function resetTls(stream: TLSSocket, error: Error): void {
     if (wrap instanceof Socket) {
       if (wrap.listenerCount("error") === 0) wrap.on("error", () => undefined);
       try {
-        if (!wrap.destroyed) wrap.resetAndDestroy();
+        if (!wrap.destroyed) resetSocket(wrap);
       } catch {
         // ERR_INVALID_HANDLE_TYPE: TLS over a JavaScript stream (its wrap holds no TCP handle): destroyed below.
       }

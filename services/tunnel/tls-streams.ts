@@ -36,6 +36,7 @@ import { connect as netConnect, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate, type SecureContext } from "node:tls";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { resetSocket } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { commonName } from "../../trust/record-signature.ts";
 import type { NodeIdentity } from "./node-identity.ts";
@@ -310,7 +311,7 @@ function resetWithCarrier(session: TLSSocket, carrier: Duplex): void {
       // Reset before the session closes its handle: TLS's own close sends the FIN we must not send.
       // (Node then emits the session's 'close' ahead of its 'error'; `errored` is set all the same.)
       if (!complete && !carrier.destroyed) {
-        if (carrier instanceof Socket) carrier.resetAndDestroy();
+        if (carrier instanceof Socket) resetSocket(carrier);
         else carrier.destroy(error ?? new LeafmeshError("TUNNEL_FAILED", "the TLS session over this channel was closed before its end"));
       }
       if (complete && !(carrier instanceof Socket)) return afterCarrierEnd(carrier, () => destroy(error, callback));
