@@ -135,6 +135,8 @@ export const meshEvents = {
         protocol: z.enum(["TCP", "UDP"]),
         clusterIPs: z.array(z.string()),
         port: z.number(),
+        /** Where the listener takes it: the agent's listenHost, or a TCP service port's own loopback address on the shared listener. Absent from agents before it. */
+        listenerHost: z.string().optional(),
         listenerPort: z.number(),
       }),
     ),

@@ -210,7 +210,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     }
 
     // Each agent's proxy listeners (one per service port), from its status reply.
-    const proxies: { node: string; key: string; port: number }[] = [];
+    const proxies: { node: string; key: string; host: string; port: number }[] = [];
     say("waiting for the agents' proxies …");
     for (const node of nodes) {
       const until = Date.now() + 45_000;
@@ -218,11 +218,11 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
         const agentConnection = await connectNats({ ...clientConnectOptions({ keys, node }), servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
         const status = agentConnection ? await rpcRequest(agentConnection, node, rpc.status, undefined, 2_000).catch(() => undefined) : undefined;
         await agentConnection?.close();
-        const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
+        const listeners = (status?.actors.find((actor) => actor.name === "traffic")?.detail?.listeners ?? []) as { key: string; listenerHost?: string; listenerPort: number }[];
         // Ready when its proxies listen and its tunnel knows every other node's record.
         const knownPeers = Object.keys((status?.actors.find((actor) => actor.name === "tunnel")?.detail?.paths ?? {}) as object).length;
         if (listeners.length >= 2 && knownPeers >= nodes.length - 1) {
-          for (const listener of listeners) proxies.push({ node, key: listener.key, port: listener.listenerPort });
+          for (const listener of listeners) proxies.push({ node, key: listener.key, host: listener.listenerHost ?? "127.0.0.1", port: listener.listenerPort });
           break;
         }
         await new Promise((resolveWait) => setTimeout(resolveWait, 500));
@@ -233,7 +233,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     for (const proxy of proxies) {
       const backend = started.find((candidate) => proxy.key.startsWith(`demo/${candidate.service}:`));
       const via = backend && backend.node !== proxy.node ? `, tunnelled to ${backend.node}` : "";
-      say(`  curl http://127.0.0.1:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
+      say(`  curl http://${proxy.host}:${proxy.port}/     # ${proxy.key} through ${proxy.node}'s proxy${via}`);
     }
     say(`  curl -H 'Host: shop.demo.example' http://127.0.0.1:${gatewayPort}/api     # ${nodes[0]}'s ingress gateway, as a client outside the mesh: /api to api, the rest to web (docs/gateway.md)`);
     say(`  curl --socks5-hostname 127.0.0.1:${agentPorts[nodes[0]].socks} http://web.demo.svc.cluster.local/     # ${nodes[0]}'s SOCKS5 proxy: Services and nodes by name`);

@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -40,8 +40,8 @@ describe("service traffic across nodes through the tunnel", () => {
     connection.subscribe("mesh.edge-a.tunnel.path", { callback: (_error, message) => void paths.push(message.json()) });
     await connection.flush();
 
-    const port = await proxyListenerPort(edgeA, "demo/web:http/TCP");
-    const body = await eventually(async () => (await fetch(`http://127.0.0.1:${port}/`)).text(), 30_000, "a response through the tunnel");
+    const listener = await proxyListener(edgeA, "demo/web:http/TCP");
+    const body = await eventually(async () => (await fetch(`http://${listener.host}:${listener.port}/`)).text(), 30_000, "a response through the tunnel");
     expect(body).toBe("hello from edge-b's backend\n");
     await eventually(() => paths.some((path) => path.peer === "edge-b" && path.kind === "direct"), 15_000, "a direct path to edge-b on the bus");
     const tunnel = (await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel");

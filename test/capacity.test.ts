@@ -14,7 +14,7 @@ import { initKeys, issueNode } from "../trust/key-store.ts";
 import { download, rssMiB, startDownloadBackend, type DownloadOutcome } from "./support/downloads.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
 import type { ChildProcess } from "node:child_process";
 
 const concurrency = 2_000;
@@ -26,7 +26,7 @@ const maxConnections = 200;
 
 let backend: ChildProcess;
 let edgeA: AgentProcess;
-let port: number;
+let port: { host: string; port: number };
 
 const trafficDetail = async (agent: AgentProcess) => ((await agent.view()).status.actors.find((actor) => actor.name === "traffic")?.detail ?? {}) as {
   counters?: Record<string, number>;
@@ -50,7 +50,7 @@ beforeAll(async () => {
     startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], keys, extraArgs: [...tunnelArgs, ...limits] }),
     startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs }),
   ]);
-  port = await proxyListenerPort(edgeA, "demo/files:http/TCP");
+  port = await proxyListener(edgeA, "demo/files:http/TCP");
   // The path to edge-b is made by the first stream.
   await eventually(async () => (await download(port, bytes, 10_000)) === "whole", 30_000, "a first download through the tunnel");
 }, 120_000);

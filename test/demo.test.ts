@@ -18,7 +18,7 @@ describe("leafmesh demo", () => {
       await eventually(() => output.includes("Live events"), 90_000, "the demo to come up").catch((error: Error) => {
         throw new Error(`${error.message}; it printed:\n${output}`);
       });
-      const proxies = [...output.matchAll(/curl (http:\/\/127\.0\.0\.1:\d+\/)\s+# (demo\/\w+):http\/TCP through (edge-\d)'s proxy(, tunnelled to edge-\d)?/g)];
+      const proxies = [...output.matchAll(/curl (http:\/\/127\.\d+\.\d+\.\d+:\d+\/)\s+# (demo\/\w+):http\/TCP through (edge-\d)'s proxy(, tunnelled to edge-\d)?/g)];
       expect(proxies.map((match) => `${match[2]}@${match[3]}`).sort()).toEqual(["demo/api@edge-1", "demo/api@edge-2", "demo/web@edge-1", "demo/web@edge-2"]);
       for (const [, url, service] of proxies) {
         const body = await (await fetch(url)).text();

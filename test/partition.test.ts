@@ -24,9 +24,9 @@ function dig(port: number, name: string): { status: string; answers: string[] } 
 }
 
 /** Connects to a proxy listener, sends a line, and says what came of it: the echo, or how it ended. */
-function exchange(port: number, line: string): Promise<string> {
+function exchange(listener: { host: string; port: number }, line: string): Promise<string> {
   return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
+    const socket = connect(listener);
     let text = "";
     socket.on("data", (chunk) => {
       text += chunk.toString();
@@ -72,8 +72,9 @@ describe("per-service policy while the node cannot reach its upstream", () => {
     const agent: AgentProcess = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], extraArgs: ["--dns", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:1"] });
     const listenerOf = async (name: string) => {
       const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic")!;
-      const listeners = (traffic.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
-      return listeners.find((binding) => binding.key === `demo/${name}:http/TCP`)?.listenerPort;
+      const listeners = (traffic.detail?.listeners ?? []) as { key: string; listenerHost?: string; listenerPort: number }[];
+      const found = listeners.find((binding) => binding.key === `demo/${name}:http/TCP`);
+      return found && { host: found.listenerHost ?? "127.0.0.1", port: found.listenerPort };
     };
     const payPort = await eventually(() => listenerOf("pay"), 20_000, "pay's proxy listener");
     const telemetryPort = await eventually(() => listenerOf("telemetry"), 20_000, "telemetry's proxy listener");
@@ -84,7 +85,7 @@ describe("per-service policy while the node cannot reach its upstream", () => {
     expect(await exchange(payPort, "pay online")).toBe("echo pay online");
     expect(await exchange(telemetryPort, "telemetry online")).toBe("echo telemetry online");
     // A connection opened before the cut stays: it was made while the node could verify.
-    const held = connect({ host: "127.0.0.1", port: payPort });
+    const held = connect(payPort);
     let heldText = "";
     held.on("data", (chunk) => (heldText += chunk.toString()));
     held.on("error", () => undefined);

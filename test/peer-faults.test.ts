@@ -44,8 +44,8 @@ import {
 import { writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
 import { connected, readAtLeast, roundTrip, socksConnect } from "./support/socks-client.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
-import { putService } from "./support/traffic-catalog.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { listenerAddress, putService } from "./support/traffic-catalog.ts";
 import { startFabric, testPsk, type TestFabric } from "./support/tunnel-fabric.ts";
 
 /** The sockets a process holds: its fds that are sockets (an fd closing meanwhile is skipped). */
@@ -90,7 +90,7 @@ describe("an agent whose clients and targets hang up, reset and stall", () => {
   let udpEcho: UdpEcho;
   let udpDeadPort: number;
   let upstream: TruncatingUpstream;
-  const listener: Record<string, number> = {};
+  const listener: Record<string, { host: string; port: number }> = {};
 
   const detail = async (name: string): Promise<Record<string, unknown>> => {
     const actor = (await agent.view()).status.actors.find((candidate) => candidate.name === name);
@@ -186,7 +186,7 @@ describe("an agent whose clients and targets hang up, reset and stall", () => {
       extraArgs: ["--socks", `127.0.0.1:${socksPort}`, "--dns", `127.0.0.1:${dnsPort}`, "--upstream", `127.0.0.1:${upstream.port}`, "--intercept", "off"],
     });
     pid = agent.child.pid!;
-    for (const service of services) listener[service.name] = await proxyListenerPort(agent, `faults/${service.name}:main/${service.protocol}`);
+    for (const service of services) listener[service.name] = await proxyListener(agent, `faults/${service.name}:main/${service.protocol}`);
     // Warmed up once (what is made lazily is made), then the sockets it holds idle are the baseline.
     await servesNextClients();
     baseline = await eventually(async () => {
@@ -469,7 +469,7 @@ describe("an agent whose clients and targets hang up, reset and stall", () => {
           await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
           const port = index < 15 ? listener.uecho : listener.udead;
           const answered = index < 15 ? new Promise((resolve) => socket.once("message", resolve)) : undefined;
-          socket.send(Buffer.from(`datagram ${index}`), port, "127.0.0.1");
+          socket.send(Buffer.from(`datagram ${index}`), port.port, port.host);
           await answered;
           return socket;
         }),
@@ -480,7 +480,7 @@ describe("an agent whose clients and targets hang up, reset and stall", () => {
       await eventually(
         async () => {
           if ((await counters())["udp endpoint refused"] >= 1) return true;
-          for (const socket of clients.slice(15)) socket.send(Buffer.from("again"), listener.udead, "127.0.0.1");
+          for (const socket of clients.slice(15)) socket.send(Buffer.from("again"), listener.udead.port, listener.udead.host);
           return false;
         },
         10_000,
@@ -548,7 +548,7 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     for (const target of Object.values(targets)) await target?.close();
   });
 
-  const listenerOf = (name: string) => traffic.listeners().find((binding) => binding.key === `faults/${name}:main/TCP`)!.listenerPort;
+  const listenerOf = (name: string) => listenerAddress(traffic.listeners().find((binding) => binding.key === `faults/${name}:main/TCP`)!);
   const tcpHandles = () => process.getActiveResourcesInfo().filter((kind) => kind === "TCPSocketWrap").length;
 
   /** Both proxies' ways to a target on edge-b: SOCKS by node name, and the cluster-IP listener of its Service. */

@@ -20,7 +20,7 @@ import type { Socket } from "node:net";
 import { startTarget, watchEnding, type FaultTarget } from "./support/fault-targets.ts";
 import { sampleService, writeManifest, writePsk } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
 import { connected, readAtLeast, socksConnect } from "./support/socks-client.ts";
 
 const sourceBytes = 32 * 1024 * 1024;
@@ -54,7 +54,7 @@ afterAll(async () => {
 
 const ways: [string, () => Promise<Socket>][] = [
   ["through edge-a's SOCKS proxy, by Service name", () => socksConnect(socksPort, "bulk.demo.svc.cluster.local", 80)],
-  ["through edge-a's cluster-IP proxy listener", async () => connected(await proxyListenerPort(edgeA, "demo/bulk:http/TCP"))],
+  ["through edge-a's cluster-IP proxy listener", async () => connected(await proxyListener(edgeA, "demo/bulk:http/TCP"))],
 ];
 
 /** Opens a transfer from edge-c and reads 4 MiB of it (retried while the relay path comes up). */

@@ -24,7 +24,7 @@ import { initKeys, issueNode } from "../trust/key-store.ts";
 import { loadNodeSecurity } from "../trust/security.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 const servers: Server[] = [];
 let impostor: TunnelHost | undefined;
@@ -49,8 +49,8 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
     const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off"];
     const [edgeA] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));
-    const port = await proxyListenerPort(edgeA, "demo/web:http/TCP");
-    const get = async () => (await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(10_000) })).text();
+    const listener = await proxyListener(edgeA, "demo/web:http/TCP");
+    const get = async () => (await fetch(`http://${listener.host}:${listener.port}/`, { signal: AbortSignal.timeout(10_000) })).text();
     expect(await eventually(get, 30_000, "edge-b's backend through the tunnel")).toBe("hello from edge-b\n");
 
     // A record for edge-b with an attacker's peer id, written past the node accounts (the mesh account may write any key).

@@ -21,7 +21,7 @@ import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { download as downloadOnce, rssMiB, startDownloadBackend, type DownloadOutcome as Outcome } from "../../test/support/downloads.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "../../test/support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "../../test/support/processes.ts";
 import { writeTables, type BenchTable } from "../table.ts";
 
 const concurrency = Number(process.env.LEAFMESH_BENCH_CAPACITY_CONCURRENCY ?? 2_000);
@@ -30,7 +30,7 @@ const rounds = Number(process.env.LEAFMESH_BENCH_CAPACITY_ROUNDS ?? 3);
 const extraArgs = (process.env.LEAFMESH_BENCH_CAPACITY_ARGS ?? "").split(/\s+/).filter(Boolean);
 /** A download that has not finished by then counts as failed (it would be a hung client). */
 const downloadTimeoutMs = 180_000;
-const download = (port: number) => downloadOnce(port, bytes, downloadTimeoutMs);
+const download = (listener: { host: string; port: number }) => downloadOnce(listener, bytes, downloadTimeoutMs);
 
 async function detail(agent: AgentProcess, actor: string): Promise<Record<string, unknown>> {
   return ((await agent.view()).status.actors.find((entry) => entry.name === actor)?.detail ?? {}) as Record<string, unknown>;
@@ -48,7 +48,7 @@ export async function runCapacityBench(): Promise<BenchTable> {
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
     const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off", ...extraArgs];
     const [edgeA, edgeB] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));
-    const port = await proxyListenerPort(edgeA, "demo/files:http/TCP");
+    const port = await proxyListener(edgeA, "demo/files:http/TCP");
     // One download first: the path to edge-b is made (not part of a round).
     if ((await download(port)) !== "whole") throw new Error("the first download through the tunnel failed");
     const rows: (string | number)[][] = [];

@@ -24,7 +24,7 @@ import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { download, startDownloadBackend } from "../../test/support/downloads.ts";
 import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
-import { proxyListenerPort, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
+import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { cpuMs, rssMiB } from "../fabric/process-stats.ts";
 
 export interface RelayPoint {
@@ -70,7 +70,7 @@ async function measureLeafmeshRelay(counts: number[], totalBytes: number, minByt
     const hub = await startHubProcess({ name: "hub-1", manifests, keys });
     const tunnelArgs = ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off", "--tunnel-ways", "relay"];
     const [edgeA, edgeB] = await Promise.all(["edge-a", "edge-b"].map((node) => startAgentProcess({ node, hubs: [hub.leafUrl], keys, extraArgs: tunnelArgs })));
-    const port = await proxyListenerPort(edgeA, "demo/files:http/TCP");
+    const port = await proxyListener(edgeA, "demo/files:http/TCP");
     // The relay path comes up first (not part of a point).
     for (let attempt = 0; (await download(port, 1024, 15_000)) !== "whole"; attempt++) {
       if (attempt > 30) throw new Error("no download through the relay");

@@ -21,18 +21,18 @@ const requests = Number(process.env.LEAFMESH_BENCH_REQUESTS ?? 200);
 const downloadBytes = 16 << 20;
 
 
-async function proxyPort(agent: AgentProcess): Promise<number> {
+async function proxyPort(agent: AgentProcess): Promise<{ host: string; port: number }> {
   for (let attempt = 0; attempt < 300; attempt++) {
     const traffic = (await agent.view().catch(() => undefined))?.status.actors.find((actor) => actor.name === "traffic");
-    const listener = ((traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[]).find((candidate) => candidate.key.startsWith("demo/big"));
-    if (listener) return listener.listenerPort;
+    const listener = ((traffic?.detail?.listeners ?? []) as { key: string; listenerHost?: string; listenerPort: number }[]).find((candidate) => candidate.key.startsWith("demo/big"));
+    if (listener) return { host: listener.listenerHost ?? "127.0.0.1", port: listener.listenerPort };
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`no proxy listener on ${agent.name}`);
 }
 
-async function measure(port: number): Promise<{ p50: number; p99: number; mbps: number }> {
-  const fetchText = async (path: string) => (await fetch(`http://127.0.0.1:${port}${path}`)).arrayBuffer();
+async function measure(listener: { host: string; port: number }): Promise<{ p50: number; p99: number; mbps: number }> {
+  const fetchText = async (path: string) => (await fetch(`http://${listener.host}:${listener.port}${path}`)).arrayBuffer();
   for (let warm = 0; warm < 60; warm++) {
     try {
       await fetchText("/small");

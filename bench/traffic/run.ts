@@ -59,12 +59,12 @@ async function waitForPort(lab: Lab, namespace: string, port: number): Promise<v
   throw new Error(`nothing listens on ${port} in ${namespace}`);
 }
 
-async function measurePath(lab: Lab, cli: string, name: string, target: { host: string; iperfPort: number; echoPort: number }): Promise<PathResult> {
+async function measurePath(lab: Lab, cli: string, name: string, target: { host: string; echoHost?: string; iperfPort: number; echoPort: number }): Promise<PathResult> {
   const iperf = JSON.parse(await lab.exec(cli, ["iperf3", "-J", "-c", target.host, "-p", String(target.iperfPort), "-t", "3"], { timeoutMs: 60_000 }));
   const gbits = iperf.end.sum_received.bits_per_second / 1e9;
-  const latency = JSON.parse(await lab.exec(cli, [node24, resolve(import.meta.dirname, "rr-client.ts"), "latency", "--host", target.host, "--port", String(target.echoPort), "--count", "3000"], { timeoutMs: 60_000 }));
+  const latency = JSON.parse(await lab.exec(cli, [node24, resolve(import.meta.dirname, "rr-client.ts"), "latency", "--host", target.echoHost ?? target.host, "--port", String(target.echoPort), "--count", "3000"], { timeoutMs: 60_000 }));
   const samples = (latency.samplesUs as number[]).slice(200); // the first round trips warm the JIT
-  const rate = JSON.parse(await lab.exec(cli, [node24, resolve(import.meta.dirname, "rr-client.ts"), "connect", "--host", target.host, "--port", String(target.echoPort), "--ms", "2000"], { timeoutMs: 60_000 }));
+  const rate = JSON.parse(await lab.exec(cli, [node24, resolve(import.meta.dirname, "rr-client.ts"), "connect", "--host", target.echoHost ?? target.host, "--port", String(target.echoPort), "--ms", "2000"], { timeoutMs: 60_000 }));
   return { name, gbits, p50Us: percentile(samples, 50), p99Us: percentile(samples, 99), connectionsPerSecond: (rate.connections / rate.ms) * 1000 };
 }
 
@@ -127,12 +127,13 @@ export async function runTrafficBench(): Promise<BenchTable> {
     for (const object of [service, slice]) agent.stdin!.write(`${JSON.stringify({ op: "put", key: catalogKey(object), object })}\n`);
     await synced;
     // The same proxy without interception (its listener ports dialled directly): separates the cost of DNAT from the cost of the proxy.
-    const statsLine = new Promise<{ listeners: { key: string; listenerPort: number }[] }>((done) =>
+    const statsLine = new Promise<{ listeners: { key: string; listenerHost?: string; listenerPort: number }[] }>((done) =>
       agentLines.on("line", (line) => line.includes('"event":"stats"') && done(JSON.parse(line))),
     );
     agent.stdin!.write(`${JSON.stringify({ op: "stats" })}\n`);
     const { listeners } = await statsLine;
-    const listenerPort = (name: string) => listeners.find((listener) => listener.key === `bench/bench:${name}/TCP`)!.listenerPort;
+    const listenerOf = (name: string) => listeners.find((listener) => listener.key === `bench/bench:${name}/TCP`)!;
+    const listenerHost = (name: string) => listenerOf(name).listenerHost ?? "127.0.0.1";
 
     const haproxyConfig = join(scratch, "haproxy.cfg");
     writeFileSync(
@@ -160,10 +161,10 @@ export async function runTrafficBench(): Promise<BenchTable> {
     lab.spawn(cli, [node24, resolve(import.meta.dirname, "node-pipe.ts"), `127.0.0.1:35201=${serverIp}:${iperfPort}`, `127.0.0.1:38080=${serverIp}:${echoPort}`]);
     for (const port of [18080, 15201, 28080, 25201, 38080, 35201]) await waitForPort(lab, cli, port);
 
-    const paths: { name: string; host: string; iperfPort: number; echoPort: number }[] = [
+    const paths: { name: string; host: string; echoHost?: string; iperfPort: number; echoPort: number }[] = [
       { name: "direct", host: serverIp, iperfPort, echoPort },
       { name: "leafmesh", host: clusterIp, iperfPort, echoPort },
-      { name: "leafmesh listener, no DNAT", host: "127.0.0.1", iperfPort: listenerPort("iperf"), echoPort: listenerPort("echo") },
+      { name: "leafmesh listener, no DNAT", host: listenerHost("iperf"), echoHost: listenerHost("echo"), iperfPort: listenerOf("iperf").listenerPort, echoPort: listenerOf("echo").listenerPort },
       { name: "haproxy (tcp mode)", host: "127.0.0.1", iperfPort: 15201, echoPort: 18080 },
       { name: "socat", host: "127.0.0.1", iperfPort: 25201, echoPort: 28080 },
       { name: "Node pipe(), no leafmesh (ceiling)", host: "127.0.0.1", iperfPort: 35201, echoPort: 38080 },

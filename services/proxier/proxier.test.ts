@@ -78,7 +78,7 @@ describe("proxier actor", () => {
 
     const ruleFor = (key: string) => {
       const binding = traffic.listeners().find((candidate) => candidate.key === key)!;
-      return `${binding.clusterIPs[0]}:${binding.port}/${binding.protocol} -> 127.0.0.1:${binding.listenerPort}`;
+      return `${binding.clusterIPs[0]}:${binding.port}/${binding.protocol} -> ${binding.listenerHost}:${binding.listenerPort}`;
     };
 
     it("installs a rule per proxied service port from traffic's paged listener events, reports a clash, and publishes each sync", async () => {

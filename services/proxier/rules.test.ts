@@ -14,6 +14,18 @@ describe("rules", () => {
     expect(clashes).toEqual([expect.objectContaining({ kept: "a/x:p/TCP", dropped: "b/x:p/TCP" })]);
   });
 
+  it("sends a binding to its own listener address when it names one (the shared TCP listener), and never writes anything but an IPv4 address", () => {
+    const { rules } = buildRules(
+      [
+        { ...binding("a/x:p/TCP", ["198.19.0.1"], 80, "TCP", 40001), listenerHost: "127.128.0.7" },
+        { ...binding("a/y:p/TCP", ["198.19.0.2"], 80, "TCP", 40001), listenerHost: "127.0.0.1 } ; flush ruleset ; {" },
+        binding("a/z:p/UDP", ["198.19.0.3"], 53, "UDP", 40002),
+      ],
+      { listenHost: "127.0.0.1" },
+    );
+    expect(rules.map((rule) => `${rule.clusterIP}:${rule.port} -> ${rule.listenHost}:${rule.listenerPort}`)).toEqual(["198.19.0.1:80 -> 127.128.0.7:40001", "198.19.0.3:53 -> 127.0.0.1:40002"]);
+  });
+
   it("renders iptables-restore and nft inputs, and a cleanup that touches only our chains", () => {
     const rules: InterceptRule[] = [{ key: "a/x:p/TCP", clusterIP: "198.19.0.1", port: 80, protocol: "TCP", listenHost: "127.0.0.1", listenerPort: 40001 }];
     expect(iptablesRestoreInput(rules)).toBe(

@@ -50,6 +50,9 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
       const service = options.catalog.service(namespace, rest?.split(":")[0] ?? "");
       if (!service || Object.hasOwn(service.labels, noProxyLabel)) continue;
     }
+    // Written into nft and iptables inputs: nothing but a dotted quad goes there.
+    const listenHost = binding.listenerHost ?? options.listenHost;
+    if (!ipv4.test(listenHost)) continue;
     for (const clusterIP of binding.clusterIPs) {
       if (!ipv4.test(clusterIP)) continue; // IPv6 cluster IPs need ip6tables / an ip6 table: not yet
       const target = `${clusterIP}:${binding.port}/${binding.protocol}`;
@@ -65,7 +68,7 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
         });
         continue;
       }
-      byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, listenHost: options.listenHost, listenerPort: binding.listenerPort });
+      byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, listenHost, listenerPort: binding.listenerPort });
     }
   }
   return { rules: [...byTarget.values()], clashes };

@@ -1,6 +1,8 @@
 /**
- * The traffic actor: keeps one listener per proxied service port (TCP and UDP) in
- * step with the catalog, and tells the proxier where each one listens (bus event
+ * The traffic actor: keeps a listener per proxied service port in step with the
+ * catalog (UDP: a socket each; TCP: a loopback address each on one shared
+ * listener, shared-listener.ts, or a socket each on a non-loopback listenHost),
+ * and tells the proxier where each one listens (bus event
  * `mesh.<node>.traffic.listeners`, and `onListeners` in process). Its machine:
  * idle → reconciling ⇄ serving → stopping → stopped; a catalog change during a
  * reconcile marks it dirty and runs one more.
@@ -24,6 +26,7 @@ import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
+import { SharedTcpListener } from "./shared-listener.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 import { partitionAdmission } from "./partition.ts";
 import type { UpstreamState } from "../../bus/partition.ts";
@@ -67,6 +70,11 @@ export interface TrafficOptions {
   republishMs?: number;
   /** @default this namespace's ephemeral range — where listener ports are picked (listener-ports.ts). */
   listenerPorts?: PortRange;
+  /**
+   * @default true when listenHost is a loopback address — every TCP service port on one listener, each on a loopback
+   * address of its own (shared-listener.ts); false: a listener per TCP service port on listenHost.
+   */
+  sharedTcpListener?: boolean;
   /** Random source for the random policy (tests). */
   random?: () => number;
 }
@@ -141,6 +149,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   };
   const listeners = new Map<string, Listener>();
   const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange());
+  const front = (options.sharedTcpListener ?? listenHost.startsWith("127.")) ? new SharedTcpListener({ counters, log }) : undefined;
+  let frontOpen: Promise<number> | undefined;
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();
   let loggedRejections = new Set<string>();
   let rejected: { service: string; reason: string; error: string }[] = [];
@@ -157,7 +167,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     for (const listener of listeners.values()) {
       if (result.length >= limit) break;
       if (listener.plan.clusterIPs.length === 0) continue;
-      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerPort: listener.socket.port });
+      const listenerHost = listener.socket instanceof TcpServicePortListener ? listener.socket.host : listenHost;
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port });
     }
     return result;
   };
@@ -176,8 +187,20 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
             remoteConnectTimeoutMs: options.remoteConnectTimeoutMs ?? 10_000,
             idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000,
             maxAttempts: options.maxAttempts ?? 4,
+            front,
           })
         : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
+    if (front && plan.protocol === "TCP") {
+      // The shared listener opens once, with the first TCP service port; a failed open is tried again by the next.
+      frontOpen ??= front.listen(ports).catch((error: unknown) => {
+        frontOpen = undefined;
+        throw error;
+      });
+      await frontOpen;
+      const socket = create();
+      await socket.listen();
+      return { plan, balancer, socket };
+    }
     // Ports we pick (see listener-ports.ts); a taken one is skipped, and after a run of them the kernel picks.
     for (let attempt = 0; attempt < portAttempts; attempt++) {
       const socket = create();
@@ -260,7 +283,9 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         for (const subscriber of subscribers) subscriber(current);
       }
     }
-    if (failures.length > 0) throw new LeafmeshError("PROXY_FAILED", `could not open listeners (the other services work): ${failures.join("; ")}`);
+    // The first few by name: out of descriptors, thousands fail alike, and one log line must not carry them all.
+    const more = failures.length > 5 ? `; and ${failures.length - 5} more` : "";
+    if (failures.length > 0) throw new LeafmeshError("PROXY_FAILED", `could not open ${failures.length} listeners (the other services work): ${failures.slice(0, 5).join("; ")}${more}`);
   };
 
   const actor = createActor(
@@ -283,6 +308,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           capacity.close();
           for (const listener of listeners.values()) await listener.socket.close();
           listeners.clear();
+          await front?.close();
         }),
       },
     }),

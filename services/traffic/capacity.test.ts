@@ -12,7 +12,7 @@ import { overCapacityCode } from "../../bus/streams.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
-import { putService, whoAnswers } from "../../test/support/traffic-catalog.ts";
+import { listenerAddress, putService, whoAnswers, type ListenerAddress } from "../../test/support/traffic-catalog.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
 
 const endpointHost = "127.0.0.7";
@@ -61,18 +61,18 @@ function testDialer(behaviour: { delayMs?: number; fail?: () => Error | undefine
   return { dialer, stats };
 }
 
-async function startRemoteService(extra: Partial<Parameters<typeof createTrafficActor>[0]>): Promise<number> {
+async function startRemoteService(extra: Partial<Parameters<typeof createTrafficActor>[0]>): Promise<ListenerAddress> {
   const feed = new IndexFeed();
   putService(feed, { name: "files", clusterIP: "198.19.0.30", ports: [{ name: "main", protocol: "TCP", port: 80, targetPort: endpointPort }], endpoints: [{ ip: endpointHost, node: "edge-b" }] });
   traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", ...extra });
   await traffic.start();
-  return traffic.listeners().find((binding) => binding.key === "lab/files:main/TCP")!.listenerPort;
+  return listenerAddress(traffic.listeners().find((binding) => binding.key === "lab/files:main/TCP")!);
 }
 
 /** Connects, reads the endpoint's name line and closes; or the error code the proxy answered with. */
-const hold = (port: number): Promise<{ socket: Socket; answer: string }> =>
+const hold = (listener: ListenerAddress): Promise<{ socket: Socket; answer: string }> =>
   new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
+    const socket = connect(listener);
     let text = "";
     socket.on("data", (chunk) => {
       text += chunk.toString();

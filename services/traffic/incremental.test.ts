@@ -12,7 +12,7 @@ import { catalogKey, type DestinationRule, type EndpointSlice } from "../../bus/
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
-import { putService, testService, whoAnswers } from "../../test/support/traffic-catalog.ts";
+import { listenerAddress, putService, testService, whoAnswers } from "../../test/support/traffic-catalog.ts";
 
 /** An index that counts whose slices were read (planning a Service reads its slices). */
 class CountingIndex extends CatalogIndex {
@@ -62,7 +62,7 @@ describe("traffic actor: incremental reconcile", () => {
     traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a" });
     await traffic.start();
     expect(traffic.listeners()).toHaveLength(2_000);
-    const listener = traffic.listeners().find((binding) => binding.key === "lab/svc-7:main/TCP")!.listenerPort;
+    const listener = listenerAddress(traffic.listeners().find((binding) => binding.key === "lab/svc-7:main/TCP")!);
     expect(await whoAnswers(listener)).toBe(hosts[0]);
 
     index.sliceReads.clear();
@@ -70,7 +70,7 @@ describe("traffic actor: incremental reconcile", () => {
     await eventually(async () => (await whoAnswers(listener)) === hosts[1], 5_000, "svc-7's new endpoint to answer");
     expect([...index.sliceReads]).toEqual(["lab/svc-7"]);
     // the others did not move
-    const other = traffic.listeners().find((binding) => binding.key === "lab/svc-8:main/TCP")!.listenerPort;
+    const other = listenerAddress(traffic.listeners().find((binding) => binding.key === "lab/svc-8:main/TCP")!);
     expect(await whoAnswers(other)).toBe(hosts[0]);
   });
 
@@ -80,7 +80,7 @@ describe("traffic actor: incremental reconcile", () => {
     putService(feed, { name: "b", clusterIP: "198.19.1.2", ports: ports(), endpoints: [] });
     traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a", connectTimeoutMs: 500 });
     await traffic.start();
-    const listenerOf = (key: string) => traffic!.listeners().find((binding) => binding.key === key)!.listenerPort;
+    const listenerOf = (key: string) => listenerAddress(traffic!.listeners().find((binding) => binding.key === key)!);
     const a = listenerOf("lab/a:main/TCP");
     const b = listenerOf("lab/b:main/TCP");
     expect(await whoAnswers(a)).toBe(hosts[0]);

@@ -1,6 +1,8 @@
 /**
  * services/traffic: L4 proxying and load balancing of cluster IPs on the agent.
- * One listener per proxied service port (TCP and UDP) on `listenHost`; each new
+ * A listener per proxied service port: UDP a socket each on `listenHost`; TCP, with
+ * a loopback `listenHost` (the default), a loopback address each on one shared
+ * listener (shared-listener.ts), else a socket each on `listenHost`. Each new
  * connection or UDP flow goes to a ready endpoint chosen by the service's policy
  * (annotation `service.leafmesh.io/lb-policy`, else an Istio DestinationRule's
  * `trafficPolicy.loadBalancer`, else round robin; `sessionAffinity: ClientIP` on
@@ -11,7 +13,7 @@
  * import { createTrafficActor } from "./services/traffic/index.ts";
  * const traffic = createTrafficActor({ bus, feed, log, node: "edge-a", listenHost: "127.0.0.1", dialer: tunnel, clock });
  * await traffic.start();
- * traffic.listeners();   // [{ key: "shop/web:http/TCP", clusterIPs: ["198.19.0.10"], port: 80, listenerPort: 41234, protocol: "TCP" }]
+ * traffic.listeners();   // [{ key: "shop/web:http/TCP", clusterIPs: ["198.19.0.10"], port: 80, listenerHost: "127.128.0.1", listenerPort: 41234, protocol: "TCP" }]
  * await traffic.stop();
  * ```
  */

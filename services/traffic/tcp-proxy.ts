@@ -1,5 +1,6 @@
 /**
- * The TCP listener of one service port: accept, choose an endpoint, connect (the
+ * The TCP listener of one service port (a socket of its own, or an address of its
+ * own on the shared listener, shared-listener.ts): accept, choose an endpoint, connect (the
  * next endpoint when a connect fails), then join client and endpoint
  * (lib/join-streams.ts): backpressure end to end, so the kernel's socket buffers
  * are the only buffers; half-close passed through; a cut on either side (an RST,
@@ -30,6 +31,7 @@ import type { ServicePortPlan } from "./plan.ts";
 import { isTargetRefusal, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
+import type { SharedTcpListener } from "./shared-listener.ts";
 
 export interface TcpProxyOptions {
   balancer: ServicePortBalancer<ServicePortPlan>;
@@ -50,13 +52,17 @@ export interface TcpProxyOptions {
   idleTimeoutMs: number;
   /** @default 4 — endpoints tried per connection before it is refused. */
   maxAttempts: number;
+  /** The node's one TCP listener (shared-listener.ts): this service port takes a loopback address of its own on it instead of a socket. */
+  front?: SharedTcpListener;
 }
 
 export const stripMappedPrefix = (address: string | undefined) => (address?.startsWith("::ffff:") ? address.slice(7) : (address ?? ""));
 
 export class TcpServicePortListener {
   readonly #options: TcpProxyOptions;
-  readonly #server: Server;
+  /** Its own socket, or none on the shared listener (options.front). */
+  readonly #server?: Server;
+  #host: string;
   readonly #open = new Set<Socket | Duplex>();
   readonly #joins = new Set<JoinedStreams>();
   /** Connects under way, aborted when their client leaves or the listener closes. */
@@ -65,6 +71,8 @@ export class TcpServicePortListener {
 
   constructor(options: TcpProxyOptions) {
     this.#options = options;
+    this.#host = options.listenHost;
+    if (options.front) return;
     this.#server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => void this.#accept(client));
     // After listen, errors are accept failures (EMFILE when out of fds): count them, keep serving; unhandled they would end the agent.
     this.#server.on("error", (error: NodeJS.ErrnoException) => {
@@ -75,6 +83,11 @@ export class TcpServicePortListener {
 
   get port(): number {
     return this.#port;
+  }
+
+  /** The address it takes connections on: listenHost, or its own loopback address on the shared listener. */
+  get host(): string {
+    return this.#host;
   }
 
   get connections(): number {
@@ -88,22 +101,31 @@ export class TcpServicePortListener {
     return total;
   }
 
+  /** Listens on `port` of listenHost, or (on the shared listener, `port` unused) takes an address of its own there. */
   async listen(port = 0): Promise<number> {
+    const server = this.#server;
+    if (!server) {
+      this.#host = this.#options.front!.register((client) => void this.#accept(client));
+      this.#port = this.#options.front!.port;
+      return this.#port;
+    }
     await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen({ port, host: this.#options.listenHost, backlog: 4096 }, () => {
-        this.#server.off("error", reject);
+      server.once("error", reject);
+      server.listen({ port, host: this.#options.listenHost, backlog: 4096 }, () => {
+        server.off("error", reject);
         resolve();
       });
     });
-    const address = this.#server.address();
+    const address = server.address();
     this.#port = typeof address === "object" && address ? address.port : 0;
     return this.#port;
   }
 
   /** Stops accepting and resets every open connection. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const server = this.#server;
+    if (!server && this.#port !== 0) this.#options.front!.unregister(this.#host);
+    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
     for (const controller of this.#connecting) controller.abort();
     for (const join of this.#joins) join.reset(stopping);

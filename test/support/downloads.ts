@@ -14,15 +14,16 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { nodeBinary } from "./processes.ts";
+import { toAddress, type ListenTarget } from "./ports.ts";
 
 export type DownloadOutcome = "whole" | "refused at the door" | "cut after bytes" | "short, clean end" | "timed out";
 
 /** One download: connect, ask, read to the end; a download not done within `timeoutMs` is "timed out" (a hung client). */
-export function download(port: number, bytes: number, timeoutMs = 180_000): Promise<DownloadOutcome> {
+export function download(target: ListenTarget, bytes: number, timeoutMs = 180_000): Promise<DownloadOutcome> {
   return new Promise((resolve) => {
     let received = 0;
     let settled = false;
-    const socket = connect({ host: "127.0.0.1", port });
+    const socket = connect(toAddress(target));
     const done = (outcome: DownloadOutcome) => {
       if (settled) return;
       settled = true;

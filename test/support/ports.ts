@@ -35,6 +35,11 @@ function bindable(port: number, host: string): Promise<boolean> {
   });
 }
 
+/** A listener: a port of 127.0.0.1, or a host and port (a service port's own address on the agent's shared TCP listener). */
+export type ListenTarget = number | { host: string; port: number };
+
+export const toAddress = (target: ListenTarget): { host: string; port: number } => (typeof target === "number" ? { host: "127.0.0.1", port: target } : target);
+
 export async function freePort(host = "127.0.0.1"): Promise<number> {
   // Bounded: 2,000 tries over the slice's ~1,176 ports.
   for (let attempt = 0; attempt < 2_000; attempt++) {

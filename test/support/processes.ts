@@ -309,11 +309,12 @@ export async function statusInNamespace<View = Awaited<ReturnType<typeof fetchNo
   return JSON.parse(result.stdout) as View;
 }
 
-/** The port of an agent's proxy listener for a service port key, from its status. */
-export async function proxyListenerPort(agent: LeafmeshProcess, key: string): Promise<number> {
+/** Where an agent's proxy listener takes a service port key (its own address on the shared TCP listener, or 127.0.0.1), from its status. */
+export async function proxyListener(agent: LeafmeshProcess, key: string): Promise<{ host: string; port: number }> {
   return eventually(async () => {
     const traffic = (await agent.view()).status.actors.find((actor) => actor.name === "traffic");
-    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerPort: number }[];
-    return listeners.find((listener) => listener.key === key)?.listenerPort;
+    const listeners = (traffic?.detail?.listeners ?? []) as { key: string; listenerHost?: string; listenerPort: number }[];
+    const found = listeners.find((listener) => listener.key === key);
+    return found && { host: found.listenerHost ?? "127.0.0.1", port: found.listenerPort };
   }, 15_000, `${agent.name}'s listener for ${key}`);
 }

@@ -10,10 +10,11 @@
  */
 import { connect, type Socket } from "node:net";
 import { socksGreeting, socksRequest } from "./fault-targets.ts";
+import { toAddress, type ListenTarget } from "./ports.ts";
 
-export function connected(port: number): Promise<Socket> {
+export function connected(target: ListenTarget): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: "127.0.0.1", port, allowHalfOpen: true });
+    const socket = connect({ ...toAddress(target), allowHalfOpen: true });
     socket.once("connect", () => resolve(socket));
     socket.once("error", reject);
   });

@@ -72,10 +72,20 @@ export function deleteService(feed: IndexFeed, namespace: string, name: string):
   feed.notify(keys.filter((key) => feed.reader.apply({ op: "delete", key })));
 }
 
-/** Connects to the listener, returns the endpoint's name line, or the error code. */
-export function whoAnswers(listenerPort: number, localAddress = "127.0.0.1"): Promise<string> {
+export type ListenerAddress = { host: string; port: number };
+
+/** Where a binding's listener takes connections: its own address on the shared TCP listener, or 127.0.0.1. */
+export function listenerAddress(binding: { listenerHost?: string; listenerPort: number }): ListenerAddress;
+export function listenerAddress(binding: { listenerHost?: string; listenerPort: number } | undefined): ListenerAddress | undefined;
+export function listenerAddress(binding: { listenerHost?: string; listenerPort: number } | undefined): ListenerAddress | undefined {
+  return binding && { host: binding.listenerHost ?? "127.0.0.1", port: binding.listenerPort };
+}
+
+/** Connects to the listener (a port of 127.0.0.1, or an address), returns the endpoint's name line, or the error code. */
+export function whoAnswers(listener: number | ListenerAddress, localAddress = "127.0.0.1"): Promise<string> {
+  const { host, port } = typeof listener === "number" ? { host: "127.0.0.1", port: listener } : listener;
   return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port: listenerPort, localAddress });
+    const socket = connect({ host, port, localAddress });
     let text = "";
     socket.on("data", (data) => {
       text += data.toString();
