@@ -38,13 +38,14 @@ export function openFiles(pid: number): { open: number; limit: number } {
 }
 
 /**
- * Ends the wait once the agent holds as many descriptors as it may: traffic listens once per
- * service port (services/traffic), so past the process's open-files limit it can never hold the
- * catalog, and waiting out the timeout would tell nothing more.
+ * Ends the wait once the agent holds as many descriptors as it may: past the process's open-files
+ * limit it can never hold the catalog, and waiting out the timeout would tell nothing more. (Until
+ * 2026-12-05 traffic listened once per TCP service port and 50,000 services met this; TCP service
+ * ports now share one listener, services/traffic/shared-listener.ts, and only UDP ones take a socket each.)
  */
 function failAtDescriptorLimit(pid: number): void {
   const { open, limit } = openFiles(pid);
-  if (open >= limit - 8) throw new Error(`the agent holds ${open} file descriptors, its limit (ulimit -n ${limit}): one listener per service port`);
+  if (open >= limit - 8) throw new Error(`the agent holds ${open} file descriptors, its limit (ulimit -n ${limit})`);
 }
 
 export async function measureCatalogCurve(sizes: number[], changes: number): Promise<CatalogPoint[]> {
