@@ -20,12 +20,18 @@ const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].so
 if (longRunning.includes(process.argv[2]) && !semiSpaceChosen && typeof process.execve === "function") {
   process.execve(process.execPath, [process.execPath, "--max-semi-space-size=4", ...process.execArgv, ...process.argv.slice(1)], process.env);
 }
-// V8's code cache for leafmesh's modules, kept in the OS's temporary directory (NODE_COMPILE_CACHE
-// moves it, NODE_DISABLE_COMPILE_CACHE=1 turns it off): a start no longer strips the types of every
-// TypeScript file and compiles it again. Measured: `leafmesh --help` 1.5 s → 0.8 s; the agent's and the
-// hub's start by as much, and the agent ~12 MiB less resident (no type stripper loaded).
+// V8's code cache for leafmesh's modules (NODE_COMPILE_CACHE moves it, NODE_DISABLE_COMPILE_CACHE=1
+// turns it off): a start no longer strips the types of every TypeScript file and compiles it again.
+// Measured: `leafmesh --help` 1.5 s → 0.8 s; the agent's and the hub's start by as much, and the agent
+// ~12 MiB less resident (no type stripper loaded). Kept where only this user can write
+// (lib/compile-cache.ts): in Node's default place, any local user could plant code root's leafmesh runs.
 const { enableCompileCache } = await import("node:module");
-enableCompileCache?.();
+if (enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env.NODE_DISABLE_COMPILE_CACHE) {
+  const { privateCompileCacheDir } = await import("../lib/compile-cache.ts");
+  const dir = privateCompileCacheDir();
+  if (typeof dir === "string") enableCompileCache(dir);
+  else process.stderr.write(`leafmesh: no compile cache (${dir.refused}); starts are slower\n`);
+}
 const { main } = await import("../cli/main.ts");
 const controller = new AbortController();
 for (const signal of ["SIGINT", "SIGTERM"]) {
