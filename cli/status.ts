@@ -188,7 +188,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
     const address = detail.address as { host: string; port: number } | undefined;
     return `${address ? `on ${address.host}:${address.port}, ` : ""}${String(detail.queries ?? 0)} queries`;
   }
-  if (name === "traffic") return `${(detail.listeners as unknown[] | undefined)?.length ?? 0} listeners, ${String(detail.connections ?? 0)} connections`;
+  if (name === "traffic") return `${(detail.listeners as unknown[] | undefined)?.length ?? 0} listeners${detail.sharedTcpPort ? ` (TCP on port ${String(detail.sharedTcpPort)}, each on its own 127.128.0.0/9 address)` : ""}, ${String(detail.connections ?? 0)} connections`;
   if (name === "proxier") return `${String(detail.backend)}: ${String(detail.rules ?? 0)} rules, ${String(detail.syncs ?? 0)} syncs`;
   if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers`;
   if (name === "gateway") {

@@ -100,7 +100,8 @@ export interface TrafficActor {
   onListeners(listener: (bindings: ListenerBinding[]) => void): () => void;
   /** Services left out and why (invalid annotation). */
   rejected(): { service: string; reason: string; error: string }[];
-  stats(): { counters: Record<string, number>; listeners: number; connections: number; bufferedBytes: number; ejected: string[]; admission: { connections: number; opening: number; waiting: number; clients: number } };
+  /** sharedTcpPort: the one port every TCP service port's own loopback address is on (shared-listener.ts), once open. */
+  stats(): { counters: Record<string, number>; listeners: number; sharedTcpPort?: number; connections: number; bufferedBytes: number; ejected: string[]; admission: { connections: number; opening: number; waiting: number; clients: number } };
 }
 
 type MachineEvent = { type: "START" } | { type: "CHANGED" } | { type: "STOP" };
@@ -370,7 +371,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           bufferedBytes += listener.socket.bufferedBytes;
         } else connections += listener.socket.flows;
       }
-      return { counters: counters.snapshot(), listeners: listeners.size, connections, bufferedBytes, ejected: shared.outliers.ejected(), admission: capacity.admission.counts };
+      const sharedTcpPort = front && front.port !== 0 ? front.port : undefined;
+      return { counters: counters.snapshot(), listeners: listeners.size, ...(sharedTcpPort ? { sharedTcpPort } : {}), connections, bufferedBytes, ejected: shared.outliers.ejected(), admission: capacity.admission.counts };
     },
   };
   return handle;

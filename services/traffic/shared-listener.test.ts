@@ -55,6 +55,7 @@ describe("the shared TCP listener", () => {
     const a = listenerAddress(byKey.get("lab/a:main/TCP")!);
     const b = listenerAddress(byKey.get("lab/b:main/TCP")!);
     expect(a.port).toBe(b.port);
+    expect(traffic.stats().sharedTcpPort).toBe(a.port); // what status shows beside the listeners
     expect(a.host).not.toBe(b.host);
     for (const host of [a.host, b.host]) expect(host).toMatch(/^127\.(12[89]|1[3-9]\d|2[0-5]\d)\./);
     expect(byKey.get("lab/d:dns/UDP")).toMatchObject({ listenerHost: "127.0.0.1" });
