@@ -24,10 +24,10 @@ if (longRunning.includes(process.argv[2]) && !semiSpaceChosen && typeof process.
 // turns it off): a start no longer strips the types of every TypeScript file and compiles it again.
 // Measured: `leafmesh --help` 1.5 s → 0.8 s; the agent's and the hub's start by as much, and the agent
 // ~12 MiB less resident (no type stripper loaded). Kept where only this user can write
-// (lib/compile-cache.ts): in Node's default place, any local user could plant code root's leafmesh runs.
+// (compile-cache.js): in Node's default place, any local user could plant code root's leafmesh runs.
 const { enableCompileCache } = await import("node:module");
 if (enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env.NODE_DISABLE_COMPILE_CACHE) {
-  const { privateCompileCacheDir } = await import("../lib/compile-cache.ts");
+  const { privateCompileCacheDir } = await import("./compile-cache.js");
   const dir = privateCompileCacheDir();
   if (typeof dir === "string") enableCompileCache(dir);
   else process.stderr.write(`leafmesh: no compile cache (${dir.refused}); starts are slower\n`);

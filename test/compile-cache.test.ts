@@ -1,5 +1,5 @@
 /**
- * The compile cache's directory (compile-cache.ts), and the attack it stands
+ * The compile cache's directory (bin/compile-cache.js), and the attack it stands
  * against: a local user who creates the cache directory first plants a cache
  * entry (a TypeScript file's stripped source behind two CRC32s) that leafmesh,
  * run by root, would execute in place of its own code.
@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { crc32 } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
-import { cliPath, nodeBinary } from "../test/support/processes.ts";
-import { privateCompileCacheDir } from "./compile-cache.ts";
+import { cliPath, nodeBinary } from "./support/processes.ts";
+import { privateCompileCacheDir } from "../bin/compile-cache.js";
 
 const root = resolve(import.meta.dirname, "..");
 const isRoot = process.getuid?.() === 0;

@@ -1,0 +1,2 @@
+/** Types of bin/compile-cache.js (plain JavaScript: see there why). */
+export function privateCompileCacheDir(parent?: string, uid?: number): string | { refused: string };
