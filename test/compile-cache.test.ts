@@ -30,6 +30,15 @@ describe("the compile cache's directory", () => {
     for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
   });
 
+  it("is turned on before bin/leafmesh.js imports any TypeScript (one .ts file before it loads Node's type stripper in every process: +12 MiB, +0.1 s)", () => {
+    const bin = readFileSync(join(root, "bin/leafmesh.js"), "utf8");
+    const enabled = bin.indexOf("enableCompileCache(dir)");
+    const firstTs = bin.search(/import\([^)]*\.ts"\)|from "[^"]*\.ts"/);
+    expect(enabled).toBeGreaterThan(0);
+    expect(firstTs).toBeGreaterThan(enabled);
+    expect(readFileSync(join(root, "bin/compile-cache.js"), "utf8")).not.toMatch(/from "[^"]*\.ts"/);
+  });
+
   it("is made for this user alone, in a sticky parent, and used again when it is still so", () => {
     const parent = scratch();
     const dir = privateCompileCacheDir(parent);
