@@ -21,7 +21,7 @@ import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "../../balance/policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
-import { ListenerPortPicker, readEphemeralRange, type PortRange } from "./listener-ports.ts";
+import { ListenerPortPicker, listenOnPickedPort, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
@@ -79,9 +79,6 @@ export interface TrafficOptions {
   random?: () => number;
 }
 
-
-/** Ports tried per listener before the kernel is asked for one (port 0). */
-const portAttempts = 32;
 
 /** Listeners opened concurrently while reconciling. */
 const openBatch = 128;
@@ -203,18 +200,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       return { plan, balancer, socket };
     }
     // Ports we pick (see listener-ports.ts); a taken one is skipped, and after a run of them the kernel picks.
-    for (let attempt = 0; attempt < portAttempts; attempt++) {
-      const socket = create();
+    const socket = await listenOnPickedPort(ports, async (port) => {
+      const candidate = create();
       try {
-        await socket.listen(ports.next());
-        return { plan, balancer, socket };
+        await candidate.listen(port);
+        return candidate;
       } catch (error) {
-        await socket.close().catch(() => undefined);
-        if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE" && (error as NodeJS.ErrnoException).code !== "EACCES") throw error;
+        await candidate.close().catch(() => undefined);
+        throw error;
       }
-    }
-    const socket = create();
-    await socket.listen(0);
+    });
     return { plan, balancer, socket };
   };
 

@@ -9,7 +9,7 @@
  *
  * ```ts
  * const picker = new ListenerPortPicker(readEphemeralRange());
- * await listener.listen(picker.next());   // on EADDRINUSE: try picker.next() again
+ * const socket = await listenOnPickedPort(picker, async (port) => { ...; return socket; });
  * ```
  */
 import { readFileSync } from "node:fs";
@@ -49,4 +49,23 @@ export class ListenerPortPicker {
     this.#cursor = (this.#cursor + 1) % size;
     return port;
   }
+}
+
+/** Ports tried from the picker before the kernel is asked for one (port 0). */
+export const pickedPortAttempts = 32;
+
+/**
+ * Runs `listen` on the picker's ports until one binds: a taken one (EADDRINUSE, EACCES) is skipped, and after
+ * `pickedPortAttempts` of them the kernel picks (port 0). `listen` cleans up after its own failure.
+ */
+export async function listenOnPickedPort<T>(picker: Pick<ListenerPortPicker, "next">, listen: (port: number) => Promise<T>): Promise<T> {
+  for (let attempt = 0; attempt < pickedPortAttempts; attempt++) {
+    try {
+      return await listen(picker.next());
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "EADDRINUSE" && code !== "EACCES") throw error;
+    }
+  }
+  return listen(0);
 }

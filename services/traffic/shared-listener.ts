@@ -29,7 +29,8 @@
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "../../lib/log.ts";
 import type { Counters } from "./counters.ts";
-import type { ListenerPortPicker } from "./listener-ports.ts";
+import { listenOnPickedPort, type ListenerPortPicker } from "./listener-ports.ts";
+import { stripMappedPrefix } from "./tcp-proxy.ts";
 
 /** 127.128.0.0/9: away from 127.0.0.1, 127.0.0.53 (systemd-resolved) and 127.0.1.1 (Debian's host name). */
 const base = (127 << 24) | (128 << 16);
@@ -46,12 +47,7 @@ export type AcceptHandler = (socket: Socket) => void;
 export interface SharedTcpListenerOptions {
   counters: Counters;
   log: Logger;
-  /** @default "0.0.0.0" */
-  bindHost?: string;
 }
-
-/** Ports tried before the kernel is asked for one (port 0). */
-const portAttempts = 32;
 
 export class SharedTcpListener {
   readonly #options: SharedTcpListenerOptions;
@@ -73,33 +69,21 @@ export class SharedTcpListener {
     return this.#port;
   }
 
-  /** Service addresses registered now. */
-  get size(): number {
-    return this.#handlers.size;
-  }
-
-  /** Binds one port from the picker (a taken one is skipped; after a run of them the kernel picks). */
+  /** Binds one port from the picker (listener-ports.ts: a taken one is skipped; after a run of them the kernel picks). */
   async listen(picker: Pick<ListenerPortPicker, "next">): Promise<number> {
-    for (let attempt = 0; attempt <= portAttempts; attempt++) {
-      const port = attempt < portAttempts ? picker.next() : 0;
-      try {
-        await new Promise<void>((resolve, reject) => {
-          this.#server.once("error", reject);
-          this.#server.listen({ port, host: this.#options.bindHost ?? "0.0.0.0", backlog: 4096 }, () => {
-            this.#server.off("error", reject);
-            resolve();
-          });
+    await listenOnPickedPort(picker, (port) =>
+      new Promise<void>((resolve, reject) => {
+        this.#server.once("error", reject);
+        this.#server.listen({ port, host: "0.0.0.0", backlog: 4096 }, () => {
+          this.#server.off("error", reject);
+          resolve();
         });
-        const address = this.#server.address();
-        this.#port = typeof address === "object" && address ? address.port : 0;
-        this.#options.log.debug({ port: this.#port }, "shared TCP listener open");
-        return this.#port;
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (attempt === portAttempts || (code !== "EADDRINUSE" && code !== "EACCES")) throw error;
-      }
-    }
-    throw new Error("unreachable");
+      }),
+    );
+    const address = this.#server.address();
+    this.#port = typeof address === "object" && address ? address.port : 0;
+    this.#options.log.debug({ port: this.#port }, "shared TCP listener open");
+    return this.#port;
   }
 
   /** A new service address whose connections go to `handler`. */
@@ -127,8 +111,7 @@ export class SharedTcpListener {
   }
 
   #accept(socket: Socket): void {
-    const local = socket.localAddress;
-    const handler = local === undefined ? undefined : this.#handlers.get(local.startsWith("::ffff:") ? local.slice(7) : local);
+    const handler = socket.localAddress === undefined ? undefined : this.#handlers.get(stripMappedPrefix(socket.localAddress));
     if (handler) return handler(socket);
     socket.on("error", () => undefined);
     this.#options.counters.count("tcp refused: not a service address");
