@@ -3,6 +3,12 @@
  * from the last revision seen when the watch breaks (a server restart, a
  * consumer lost with its server). `loaded` fires once the initial values are in.
  *
+ * A watch that cannot be made is asked for again after a wait that doubles (from
+ * `retryMs` to `maxRetryMs`, each a random half to whole of it) and starts over
+ * once a watch is made: a hub that answered a thousand followers too late (they
+ * time out at 5 s, and it still makes each consumer) is not asked by each of them
+ * again every second (docs/limits.md, "nodes on one hub").
+ *
  * ```ts
  * const follower = followBucket({ kv, log, onEntry: (entry) => ..., onLoaded: () => ... });
  * follower.lastRevision;
@@ -17,8 +23,12 @@ export interface FollowBucketOptions {
   log: Logger;
   onEntry: (entry: KvWatchEntry) => void;
   onLoaded?: () => void;
-  /** @default 1_000 — wait before re-watching after the watch broke. */
+  /** @default 1_000 — the first wait before re-watching after the watch broke or could not be made. */
   retryMs?: number;
+  /** @default 30_000 — the longest wait, after failures in a row. */
+  maxRetryMs?: number;
+  /** @default Math.random */
+  random?: () => number;
 }
 
 export interface BucketFollower {
@@ -40,12 +50,17 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
     options.onLoaded?.();
   };
 
+  const firstWait = options.retryMs ?? 1_000;
+  const random = options.random ?? Math.random;
+  let wait = firstWait;
+
   const run = async () => {
     while (!stopped) {
       try {
         if (!loaded && (await options.kv.status()).values === 0) markLoaded();
         const iterator = await options.kv.watch(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {});
         current = iterator;
+        wait = firstWait;
         // stop() may have come while the watch was being set up: it found nothing to stop then.
         if (stopped) {
           iterator.stop();
@@ -63,9 +78,11 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
         options.log.warn({ err: error, lastRevision }, "KV watch failed; retrying");
       }
       if (stopped) break;
+      const waitMs = wait * (0.5 + 0.5 * random());
+      wait = Math.min(wait * 2, options.maxRetryMs ?? 30_000);
       await new Promise<void>((resolve) => {
         wake = resolve;
-        setTimeout(resolve, options.retryMs ?? 1_000).unref();
+        setTimeout(resolve, waitMs).unref();
       });
     }
   };
