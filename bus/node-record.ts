@@ -10,18 +10,31 @@
  * ```
  */
 import { z } from "zod";
-import type { NatsConnection } from "@nats-io/transport-node";
+
 import { jetstreamManager } from "@nats-io/jetstream";
+import { millis, nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
 import { buckets } from "./subjects.ts";
 
-/** @default 5_000 — how often a node refreshes its record: a restart or a new address is seen within seconds. */
+/**
+ * @default 5_000 — how often a node looks at its record: a changed one (a restart, a new address, a NAT
+ * type measured) is put at once, so it is seen within seconds. An unchanged one is not put again until
+ * its keep-alive is due.
+ */
 export const nodeRecordRefreshMs = 5_000;
 /**
- * @default 30_000 — the `mesh-nodes` bucket's TTL (made by the hubs): a node that stopped
- * disappears after six missed refreshes, so a busy node that misses one or two stays listed.
+ * @default 60_000 — how often an unchanged record is put again, so that it does not expire (less by up
+ * to a quarter, at random, so that nodes started together do not put together). Every put reaches every
+ * node watching the bucket: N nodes cost N² / keep-alive deliveries a second at the hub, where a put
+ * every 5 s had cost twelve times as many (docs/limits.md, wall 2).
  */
-export const nodeRecordTtlMs = 30_000;
+export const nodeRecordKeepaliveMs = 60_000;
+/**
+ * @default 150_000 — the `mesh-nodes` bucket's TTL (made by the hubs) and how long a peer's record counts
+ * as fresh: a node that stopped disappears after two missed keep-alives and a half, so a busy node whose
+ * put fails once (it is tried again at the next look, 5 s later) stays listed.
+ */
+export const nodeRecordTtlMs = 150_000;
 
 /** NAT behaviour from the NAT table of docs/nat.md; "none" = a public address, "unknown" = not measured yet. */
 export const natTypes = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"] as const;
@@ -89,7 +102,7 @@ export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
  * at every start (an update may turn roll-ups off; JetStream keeps the data).
  *
  * ```ts
- * const { kv, changed } = await openNodeRecordsBucket(connection, { replicas: 3, ttlMs: 30_000 });
+ * const { kv, changed } = await openNodeRecordsBucket(connection, { replicas: 3, ttlMs: 150_000 });
  * ```
  */
 export async function openNodeRecordsBucket(connection: NatsConnection, options: { replicas: number; ttlMs: number }): Promise<{ kv: KV; changed: string[] }> {
@@ -99,6 +112,11 @@ export async function openNodeRecordsBucket(connection: NatsConnection, options:
   const { config } = await jsm.streams.info(stream);
   const changed: string[] = [];
   if (config.allow_rollup_hdrs) changed.push("allow_rollup_hdrs: true → false");
-  if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false });
+  // nats.js opens an existing bucket as it is: a bucket made with another TTL (30 s before records were kept
+  // alive every 60 s) would expire records between their keep-alives.
+  const maxAge = nanos(options.ttlMs);
+  if (config.max_age !== maxAge) changed.push(`max_age: ${millis(config.max_age) / 1000} s → ${options.ttlMs / 1000} s`);
+  // JetStream refuses a duplicate window longer than max_age; nats.js makes it 2 minutes, or max_age if shorter.
+  if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false, max_age: maxAge, duplicate_window: Math.min(nanos(120_000), maxAge) });
   return { kv, changed };
 }

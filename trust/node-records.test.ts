@@ -9,9 +9,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { nodeRecordTtlMs } from "../bus/node-record.ts";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys, issueNode } from "./key-store.ts";
 import { startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
@@ -84,17 +85,22 @@ describe("roll-up headers on a node's own key", () => {
     }
   });
 
-  it("a hub that finds the bucket as an older hub made it (roll-ups allowed) turns them off at start", async () => {
+  it("a hub that finds the bucket as an older hub made it (roll-ups allowed, records kept 30 s) sets it as records need at start", async () => {
     const jsm = await jetstreamManager(publisher);
     const { config } = await jsm.streams.info("KV_mesh-nodes");
-    await jsm.streams.update("KV_mesh-nodes", { ...config, allow_rollup_hdrs: true });
+    expect(config.max_age).toBe(nanos(nodeRecordTtlMs));
+    await jsm.streams.update("KV_mesh-nodes", { ...config, allow_rollup_hdrs: true, max_age: nanos(30_000), duplicate_window: nanos(30_000) });
     await hub.stop();
     hub = await hub.restart();
     expect(hub.output()).toContain("node records bucket updated");
     publisher = await hub.connection();
     nodes = await new Kvm(publisher).open("mesh-nodes");
-    expect((await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes")).config.allow_rollup_hdrs).toBe(false);
-    // written again: records expire 30 s after their last refresh (the bucket's TTL)
+    expect(hub.output()).toContain("max_age: 30 s → 150 s");
+    const after = (await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes")).config;
+    expect(after.allow_rollup_hdrs).toBe(false);
+    // A 30 s TTL would expire a record between two keep-alives (nodeRecordKeepaliveMs, 60 s).
+    expect(after.max_age).toBe(nanos(nodeRecordTtlMs));
+    // written again: records expire after the bucket's TTL
     await nodes.put("edge-b", "record of edge-b");
     await nodes.put("edge-c", "record of edge-c");
     const rogue = await stolenEdgeA();

@@ -105,7 +105,7 @@ export async function runScaleBench(): Promise<BenchTable[]> {
     const points = await measureNodesCurve(nodeCounts, nodeServices, nodeChanges, restSeconds);
     const at = (pick: (point: (typeof points)[number]) => number): [number, number][] => points.map((point) => [point.nodes, pick(point)]);
     charts.push(
-      chart("scale-nodes-cpu.svg", "Hub CPU at rest vs nodes (records every 5 s)", "nodes", "CPU ms per s (1,000 = a core)", [
+      chart("scale-nodes-cpu.svg", "Hub CPU at rest vs nodes (records kept alive every 45–60 s)", "nodes", "CPU ms per s (1,000 = a core)", [
         { name: "hub (server + process)", points: at((p) => p.hubRestCpuMsPerS) }, { name: "the simulated nodes", points: at((p) => p.benchRestCpuMsPerS), dashed: true },
       ]),
       chart("scale-nodes-rss.svg", "Hub memory vs nodes", "nodes", "MiB (RSS)", [
@@ -120,7 +120,7 @@ export async function runScaleBench(): Promise<BenchTable[]> {
       columns: ["nodes", "all joined and hold catalog + peers (ms)", "hub CPU to join them (ms)", "hub CPU at rest (ms/s)", "simulated nodes' CPU at rest (ms/s)", "hub nats-server RSS (MiB)", "hub process RSS (MiB)", "change per node p50 / p99 (ms)", "change to the last node p50 / p99 (ms)"],
       rows: points.map((p) => [count(p.nodes), r(p.joinMs), r(p.hubJoinCpuMs), r(p.hubRestCpuMsPerS), r(p.benchRestCpuMsPerS), r(p.hubServerRssMiB), r(p.hubProcessRssMiB), `${r(p.changeP50, 2)} / ${r(p.changeP99, 2)}`, `${r(p.lastNodeP50, 2)} / ${r(p.lastNodeP99, 2)}`]),
       notes: [
-        "Simulated nodes (bench/scale/nodes-curve.ts): light NATS clients of the hub in the benchmark's process, each running the agent's NodeDirectory (its record every 5 s, a watch of every record) and the controller's followBucket on the catalog (at the hub the same push consumer with flow control a leaf's mirror is). Insecure hub, one account: node credentials are measured apart (the next table).",
+        "Simulated nodes (bench/scale/nodes-curve.ts): light NATS clients of the hub in the benchmark's process, each running the agent's NodeDirectory (its record put when it changes and kept alive every 45–60 s, a watch of every record) and the controller's followBucket on the catalog (at the hub the same push consumer with flow control a leaf's mirror is). Nodes join in waves of 50, each once the wave before holds the catalog. Insecure hub, one account: node credentials are measured apart (the next table).",
         ...points.filter((p) => p.failed).map((p) => `${count(p.nodes)} nodes: not measured: ${p.failed}.`),
         `At rest: ${restSeconds} s after every node joined. The nodes share this machine's two cores with the hub: at the largest point they compete with it.`,
         loads.at(-1)!,

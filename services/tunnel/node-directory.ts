@@ -1,7 +1,13 @@
 /**
  * The node directory: this node's record in KV `mesh-nodes` (hub domain, through
- * the leaf), refreshed every `refreshMs` and expiring by the bucket's TTL when
- * the node stops; and a watched cache of every other node's record.
+ * the leaf), looked at every `refreshMs` and put when it changed or its keep-alive
+ * is due (`keepaliveMs`), expiring by the bucket's TTL when the node stops; and a
+ * watched cache of every other node's record.
+ *
+ * Every put reaches every node, so an unchanged record is not put again until its
+ * keep-alive: N nodes cost N² / keep-alive deliveries a second (docs/limits.md,
+ * wall 2). A peer's path that gave up is still retried at every look while the
+ * peer's record is fresh (`onAlive`), as it was when records came every 5 s.
  *
  * While the hub is away the cache keeps what it knew (LAN peers are still found
  * by mDNS) and the directory keeps retrying in the background.
@@ -16,7 +22,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
-import { nodeRecordRefreshMs, nodeRecordTtlMs, type NodeRecord } from "../../bus/node-record.ts";
+import { nodeRecordKeepaliveMs, nodeRecordRefreshMs, nodeRecordTtlMs, type NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -30,12 +36,18 @@ export interface NodeDirectoryOptions {
   clock: Clock;
   /** This node's current record (called at each refresh). */
   record: () => NodeRecord;
-  /** @default nodeRecordRefreshMs (bus/node-record.ts) */
+  /** @default nodeRecordRefreshMs (bus/node-record.ts): how often the record is looked at (and put if it changed). */
   refreshMs?: number;
-  /** @default nodeRecordTtlMs (bus/node-record.ts): the bucket's TTL. */
+  /** @default nodeRecordKeepaliveMs (bus/node-record.ts): an unchanged record is put again after 3/4 to all of this. */
+  keepaliveMs?: number;
+  /** @default nodeRecordTtlMs (bus/node-record.ts): the bucket's TTL, and how long a peer's record counts as fresh. */
   ttlMs?: number;
-  /** Called when a record appears or changes. */
+  /** Called when a record arrives (it appeared, changed, or was kept alive). */
   onRecord?: (record: NodeRecord) => void;
+  /** Called at every look with the peers whose record is fresh. */
+  onAlive?: (records: NodeRecord[]) => void;
+  /** @default Math.random — where in the last quarter of `keepaliveMs` the next keep-alive falls. */
+  random?: () => number;
   /** With security on: records are signed with this node's certificate, and only records signed by their node's are used (node-identity.ts). */
   identity?: NodeIdentity;
   /** With an identity: a record signed by a revoked certificate is not used (peer-trust.ts). */
@@ -43,7 +55,7 @@ export interface NodeDirectoryOptions {
 }
 
 export class NodeDirectory {
-  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "identity" | "trust">;
+  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">;
   readonly #records = new Map<string, NodeRecord>();
   /** The certificate that signed each record used (with an identity), for a revocation that comes later. */
   readonly #certificates = new Map<string, string>();
@@ -56,11 +68,25 @@ export class NodeDirectory {
   #triedCreate = false;
   #failing = false;
   #iterator: { stop(): void } | undefined;
+  /** The last record put, without its time (`at`): what a look compares to. */
+  #lastPut: string | undefined;
+  /** The bytes of the last put, to tell this node's own value from another writer's in the watch. */
+  #lastPutValue: Buffer | undefined;
+  /** The bucket holds something else under this node's key than its last put. */
+  #ownReplaced = false;
+  #keepaliveDue = 0;
+  #puts = 0;
 
   constructor(options: NodeDirectoryOptions) {
     // `??`, not a spread of defaults: an option passed as undefined (the tunnel forwards its own optional
     // timings) must not erase the default — setInterval(undefined) fires every millisecond.
-    this.#options = { ...options, refreshMs: options.refreshMs ?? nodeRecordRefreshMs, ttlMs: options.ttlMs ?? nodeRecordTtlMs };
+    this.#options = {
+      ...options,
+      refreshMs: options.refreshMs ?? nodeRecordRefreshMs,
+      keepaliveMs: options.keepaliveMs ?? nodeRecordKeepaliveMs,
+      ttlMs: options.ttlMs ?? nodeRecordTtlMs,
+      random: options.random ?? Math.random,
+    };
   }
 
   start(): void {
@@ -126,6 +152,11 @@ export class NodeDirectory {
     return dropped;
   }
 
+  /** Records this node has put since it started (status, tests). */
+  get puts(): number {
+    return this.#puts;
+  }
+
   all(): NodeRecord[] {
     return [...this.#records.keys()].map((node) => this.get(node)).filter((record): record is NodeRecord => record !== undefined);
   }
@@ -138,23 +169,43 @@ export class NodeDirectory {
       // The hub creates the bucket (roles/hub.ts); bind to it, which sends nothing.
       this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
-      try {
-        await this.#kv.put(this.#options.node, encodeDirectoryValue(record, this.#options.identity));
-      } catch (error) {
-        // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
-        if (this.#triedCreate) throw error;
-        // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
-        this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
-        this.#triedCreate = true;
-        await this.#kv.put(this.#options.node, encodeDirectoryValue(record, this.#options.identity));
+      const { at: _at, ...content } = record;
+      const unchanged = JSON.stringify(content);
+      if (this.#ownReplaced || unchanged !== this.#lastPut || this.#options.clock.now() >= this.#keepaliveDue) {
+        // Cleared before the put: another writer's value seen while it is under way is put over at the next look.
+        this.#ownReplaced = false;
+        await this.#put(kvm, record);
+        this.#lastPut = unchanged;
+        this.#keepaliveDue = this.#options.clock.now() + this.#options.keepaliveMs * (0.75 + 0.25 * this.#options.random());
       }
       if (!this.#watching) await this.#watch(this.#kv);
       if (this.#failing) this.#options.log.info("node directory reachable again");
       this.#failing = false;
     } catch (error) {
+      // The next look puts again, whatever changed.
+      this.#lastPut = undefined;
       if (!this.#failing) this.#options.log.warn({ err: describeError(error) }, "cannot publish the node record in mesh-nodes (hub unreachable?); LAN peers are still found by mDNS; retrying");
       this.#failing = true;
     }
+    if (!this.#stopped) this.#options.onAlive?.(this.all());
+  }
+
+  async #put(kvm: Kvm, record: NodeRecord): Promise<void> {
+    const kv = this.#kv!;
+    const value = Buffer.from(encodeDirectoryValue(record, this.#options.identity));
+    // Set before the put: the watch may hand the value back before the put's answer arrives.
+    this.#lastPutValue = value;
+    try {
+      await kv.put(this.#options.node, value);
+    } catch (error) {
+      // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
+      if (this.#triedCreate) throw error;
+      // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
+      this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
+      this.#triedCreate = true;
+      await this.#kv.put(this.#options.node, value);
+    }
+    this.#puts++;
   }
 
   async #watch(kv: KV): Promise<void> {
@@ -165,6 +216,10 @@ export class NodeDirectory {
       try {
         for await (const entry of iterator as AsyncIterable<KvWatchEntry>) {
           if (this.#stopped) break;
+          if (entry.key === this.#options.node) {
+            this.#ownEntry(entry);
+            continue;
+          }
           if (entry.operation !== "PUT") {
             this.#records.delete(entry.key);
             this.#certificates.delete(entry.key);
@@ -180,6 +235,17 @@ export class NodeDirectory {
       }
     })();
     if (this.#stopped) iterator.stop();
+  }
+
+  /**
+   * This node's own key as the bucket has it: anything but the last value put here (another writer's
+   * value, a delete) is replaced at the next look, not at the keep-alive.
+   */
+  #ownEntry(entry: KvWatchEntry): void {
+    const last = this.#lastPutValue;
+    if (entry.operation === "PUT" && last && Buffer.from(entry.value.buffer, entry.value.byteOffset, entry.value.byteLength).equals(last)) return;
+    if (!this.#ownReplaced) this.#options.log.info({ operation: entry.operation }, "this node's record in mesh-nodes is not the one it put: putting it again");
+    this.#ownReplaced = true;
   }
 
   /** A value read under key `node`: used when it is that node's (and signed by it, with security on), else set aside and said once. */

@@ -240,6 +240,20 @@ export class PathTable {
     if (pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
   }
 
+  /**
+   * The peers whose record is fresh, at each of the directory's looks (directory.onAlive): a path to one
+   * of them that had given up is retried then, not after its backoff (up to a minute). Records are put
+   * only when they change or every minute, so this, not their arrival, keeps the pace they set when
+   * they came every 5 s.
+   */
+  retryAlive(records: NodeRecord[]): void {
+    if (this.#stopped) return;
+    for (const record of records) {
+      const path = this.#paths.get(record.node);
+      if (path && path.peerId === record.peerId && pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
+    }
+  }
+
   /** Drops the path to `node` and what is known of it on the LAN (its certificate was revoked): a stream to it then finds no path. */
   forget(node: string, reason: string): void {
     const path = this.#paths.get(node);

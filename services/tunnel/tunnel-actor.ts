@@ -224,6 +224,7 @@ export class TunnelActor implements StreamDialer {
       trust,
       // A node back with a new peer id or new addresses (a restart): its path follows.
       onRecord: (record) => paths?.onRecord(record),
+      onAlive: (records) => paths?.retryAlive(records),
     });
     const punches = new PunchCoordinator({
       nats: options.nats,

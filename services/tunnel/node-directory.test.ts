@@ -1,0 +1,183 @@
+/**
+ * The node directory on a real hub and leaves (test/support/tunnel-fabric.ts): a record is put when it
+ * changes or its keep-alive is due, never at every look, so N nodes cost N² / keep-alive deliveries a
+ * second, not N² / 5 s (docs/limits.md, wall 2); a put that fails is tried again at the next look; a
+ * peer's record is kept past its TTL while the hubs are away, and expires when they are not.
+ *
+ * Time is a ManualClock: each look is `advance(refreshMs)`, then the look's network work is awaited
+ * (`onAlive` ends every look).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { NodeRecord } from "../../bus/node-record.ts";
+import { Kvm } from "@nats-io/kv";
+import { ManualClock } from "../../lib/clock.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { eventually } from "../../test/support/ports.ts";
+import { startFabric, type TestFabric } from "../../test/support/tunnel-fabric.ts";
+import { NodeDirectory } from "./node-directory.ts";
+
+const refreshMs = 5_000;
+const keepaliveMs = 60_000;
+const ttlMs = 150_000;
+
+interface Member {
+  directory: NodeDirectory;
+  /** Looks finished (onAlive calls). */
+  looks: number;
+  /** Records of other nodes that arrived, by node. */
+  arrivals: Map<string, number>;
+  observed: { host: string; port: number }[];
+}
+
+describe("node directory", () => {
+  let fabric: TestFabric;
+  const members: Member[] = [];
+
+  beforeAll(async () => {
+    fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b"] });
+  }, 60_000);
+  afterEach(() => {
+    for (const member of members.splice(0)) member.directory.stop();
+  });
+  afterAll(async () => {
+    await fabric?.stop();
+  });
+
+  /** A node on leaf `leaf` (edge-a or edge-b); names differ per test, as the bucket outlives each. */
+  async function member(node: string, leaf: string, clock: ManualClock, random = () => 0): Promise<Member> {
+    const nats = await fabric.connect(leaf);
+    const self: Member = { directory: undefined as unknown as NodeDirectory, looks: 0, arrivals: new Map(), observed: [{ host: "203.0.113.7", port: 40_001 }] };
+    const record = (): NodeRecord => ({
+      node, peerId: `12D3KooW${node}`, listen: ["/ip4/198.18.0.1/tcp/4101"], observed: self.observed, nat: "port-restricted",
+      relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString(),
+    });
+    self.directory = new NodeDirectory({
+      nats, node, log: silentLogger(), clock, record, refreshMs, keepaliveMs, ttlMs, random,
+      onRecord: (arrived) => self.arrivals.set(arrived.node, (self.arrivals.get(arrived.node) ?? 0) + 1),
+      onAlive: () => void self.looks++,
+    });
+    members.push(self);
+    self.directory.start();
+    await eventually(() => self.looks === 1, 15_000, `${node}'s first look`);
+    return self;
+  }
+
+  /** One look of every member: the clock moves by refreshMs and each member's look is awaited. */
+  async function look(clock: ManualClock, ...all: Member[]): Promise<void> {
+    const before = all.map((one) => one.looks);
+    clock.advance(refreshMs);
+    await eventually(() => all.every((one, index) => one.looks > before[index]), 15_000, "every member's look");
+  }
+
+  it("puts an unchanged record only when its keep-alive is due, and a peer receives it that often", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a1", "edge-a", clock);
+    const b = await member("b1", "edge-b", clock);
+    await eventually(() => b.arrivals.get("a1") === 1 && a.arrivals.get("b1") === 1, 10_000, "each node to hold the other's record");
+    expect(a.directory.puts).toBe(1);
+
+    // random 0: the keep-alive falls at 3/4 of keepaliveMs (45 s). Eight looks (40 s) put nothing.
+    for (let index = 0; index < 8; index++) await look(clock, a, b);
+    expect(a.directory.puts).toBe(1);
+    expect(b.arrivals.get("a1")).toBe(1);
+    // Its record is still fresh at B: 40 s is within the TTL.
+    expect(b.directory.get("a1")?.peerId).toBe("12D3KooWa1");
+
+    await look(clock, a, b); // 45 s: the keep-alive
+    expect(a.directory.puts).toBe(2);
+    await eventually(() => b.arrivals.get("a1") === 2, 10_000, "B to receive A's keep-alive");
+    expect(Date.parse(b.directory.get("a1")!.at)).toBe(clock.now());
+  });
+
+  it("puts a changed record at the next look, whatever its keep-alive", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a2", "edge-a", clock);
+    const b = await member("b2", "edge-b", clock);
+    await eventually(() => b.directory.get("a2") !== undefined, 10_000, "B to hold A's record");
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(1);
+
+    a.observed = [{ host: "203.0.113.7", port: 40_002 }]; // its NAT mapped it anew
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(2);
+    await eventually(() => b.directory.get("a2")?.observed[0]?.port === 40_002, 10_000, "B to see A's new address");
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(2);
+  });
+
+  it("puts its record back at the next look when the bucket holds another value under its key", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a5", "edge-a", clock);
+    const b = await member("b5", "edge-b", clock);
+    await eventually(() => b.directory.get("a5") !== undefined, 10_000, "B to hold A's record");
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(1);
+    // Another writer (the mesh account may write any key) puts a value of its own under A's key.
+    const kv = await new Kvm(await fabric.connect("hub-1")).open("mesh-nodes");
+    await kv.put("a5", JSON.stringify({ node: "a5", peerId: "12D3KooWforged" }));
+    await eventually(() => b.directory.get("a5") === undefined, 10_000, "B to drop the value it cannot use");
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(2);
+    await eventually(() => b.directory.get("a5")?.peerId === "12D3KooWa5", 10_000, "B to hold A's genuine record again");
+    // Its own put seen back in the watch is not another writer's: nothing more is put.
+    await look(clock, a, b);
+    expect(a.directory.puts).toBe(2);
+  });
+
+  it("tells at every look which peers are fresh, and drops a peer whose record expired", async () => {
+    const clock = new ManualClock(Date.now());
+    const alive: string[][] = [];
+    const a = await member("a3", "edge-a", clock);
+    const b = await member("b3", "edge-b", clock);
+    await eventually(() => a.directory.get("b3") !== undefined, 10_000, "A to hold B's record");
+    b.directory.stop(); // B stops: no keep-alive any more
+    const nats = await fabric.connect("edge-a");
+    const watcher = new NodeDirectory({
+      nats, node: "c3", log: silentLogger(), clock, refreshMs, keepaliveMs, ttlMs,
+      record: () => ({ node: "c3", peerId: "12D3KooWc3", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString() }),
+      // This test's nodes only: the bucket still holds the other tests' records.
+      onAlive: (records) => void alive.push(records.map((record) => record.node).filter((node) => node.endsWith("3")).sort()),
+    });
+    members.push({ directory: watcher, looks: 0, arrivals: new Map(), observed: [] });
+    watcher.start();
+    await eventually(() => watcher.get("b3") !== undefined, 10_000, "C to hold B's record");
+    const firstLooks = alive.length;
+    clock.advance(refreshMs);
+    await eventually(() => alive.length > firstLooks, 10_000, "C's second look");
+    expect(alive.at(-1)).toEqual(["a3", "b3"]);
+    // Past B's TTL (no keep-alive from it), with the hubs reachable: B is no longer fresh, A still is (kept alive).
+    for (let elapsed = 0; elapsed <= ttlMs; elapsed += refreshMs) await look(clock, a);
+    const looksBefore = alive.length;
+    clock.advance(refreshMs);
+    await eventually(() => alive.length > looksBefore, 10_000, "C's next look");
+    expect(alive.at(-1)).toEqual(["a3"]);
+    expect(watcher.get("b3")).toBeUndefined();
+  }, 60_000);
+
+  it("tries a failed put again at the next look, and keeps peers' records past their TTL while the hubs are away", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a4", "edge-a", clock);
+    const b = await member("b4", "edge-b", clock);
+    await eventually(() => a.directory.get("b4") !== undefined, 10_000, "A to hold B's record");
+    const bAt = Date.parse(a.directory.get("b4")!.at);
+    const hub = fabric.hubs[0].server;
+    await hub.stop();
+    try {
+      // The keep-alive falls due with the hub away: the put fails, and is tried at every look after.
+      for (let elapsed = 0; elapsed < 60_000; elapsed += refreshMs) await look(clock, a);
+      expect(a.directory.puts).toBe(1);
+      // Past B's TTL: A keeps B's record, as paths to the site's nodes must still open.
+      while (clock.now() <= bAt + ttlMs) await look(clock, a);
+      expect(a.directory.puts).toBe(1);
+      expect(a.directory.get("b4")?.peerId).toBe("12D3KooWb4");
+    } finally {
+      await hub.start();
+    }
+    await eventually(async () => {
+      await look(clock, a, b);
+      return a.directory.puts === 2 && b.directory.puts === 2;
+    }, 60_000, "both nodes to put their records again once the hub is back");
+    await eventually(() => a.arrivals.get("b4") === 2, 10_000, "A to receive B's record again");
+    expect(Date.parse(a.directory.get("b4")!.at)).toBeGreaterThan(clock.now() - 2 * refreshMs);
+  }, 180_000);
+});
