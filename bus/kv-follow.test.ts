@@ -63,4 +63,29 @@ describe("following a KV bucket", () => {
       await spy.close();
     }
   }, 30_000);
+  it("follows a bucket made again from its first revision after restart(), and says when it holds all of it", async () => {
+    const kvm = new Kvm(connection);
+    const kv = await kvm.create("follow-restart", { history: 1 });
+    for (const key of ["a", "b", "c", "d"]) await kv.put(key, "old");
+    const seen: string[] = [];
+    const follower = followBucket({ kv, log: silentLogger(), retryMs: 100, onEntry: (entry) => void seen.push(`${entry.key}=${entry.string()}`) });
+    try {
+      await eventually(() => follower.loaded && seen.length === 4, 10_000, "the first values");
+      await (await jetstreamManager(connection)).streams.delete("KV_follow-restart");
+      const again = await kvm.create("follow-restart", { history: 1 });
+      await again.put("a", "new");
+      await again.put("e", "new");
+      let reloaded = 0;
+      follower.restart(() => void reloaded++);
+      await eventually(() => reloaded === 1, 10_000, "the reload to end");
+      // Revisions 1 and 2 of the new stream: without the restart they are at or below the last one seen (4) and skipped.
+      expect(seen.slice(4)).toEqual(["a=new", "e=new"]);
+      expect(follower.lastRevision).toBe(2);
+      await again.put("f", "new");
+      await eventually(() => seen.includes("f=new"), 10_000, "a change after the reload");
+      expect(reloaded).toBe(1);
+    } finally {
+      await follower.stop();
+    }
+  });
 });

@@ -34,6 +34,11 @@ export interface FollowBucketOptions {
 export interface BucketFollower {
   readonly lastRevision: number;
   readonly loaded: boolean;
+  /**
+   * Follows the bucket again from its first revision (its stream was made again: revisions start
+   * over). `onReloaded` is called once every value it holds then has been handed to onEntry.
+   */
+  restart(onReloaded: () => void): void;
   stop(): Promise<void>;
 }
 
@@ -43,8 +48,13 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
   let stopped = false;
   let current: { stop(): void } | undefined;
   let wake: (() => void) | undefined;
+  let restarting = false;
+  let onReloaded: (() => void) | undefined;
 
   const markLoaded = () => {
+    const reloaded = onReloaded;
+    onReloaded = undefined;
+    reloaded?.();
     if (loaded) return;
     loaded = true;
     options.onLoaded?.();
@@ -57,7 +67,7 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
   const run = async () => {
     while (!stopped) {
       try {
-        if (!loaded && (await options.kv.status()).values === 0) markLoaded();
+        if ((!loaded || onReloaded) && (await options.kv.status()).values === 0) markLoaded();
         const iterator = await options.kv.watch(lastRevision > 0 ? { resumeFromRevision: lastRevision + 1 } : {});
         current = iterator;
         wait = firstWait;
@@ -66,18 +76,24 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
           iterator.stop();
           break;
         }
+        // So may restart(): this watch began at the revision before it.
+        if (restarting) iterator.stop();
         for await (const entry of iterator) {
           if (entry.revision <= lastRevision) continue;
           lastRevision = entry.revision;
           options.onEntry(entry);
           if (entry.isUpdate) markLoaded();
         }
-        if (!stopped) options.log.warn({ lastRevision }, "KV watch ended; watching again from the last revision");
+        if (!stopped && !restarting) options.log.warn({ lastRevision }, "KV watch ended; watching again from the last revision");
       } catch (error) {
         if (stopped) break;
         options.log.warn({ err: error, lastRevision }, "KV watch failed; retrying");
       }
       if (stopped) break;
+      if (restarting) {
+        restarting = false;
+        continue;
+      }
       const waitMs = wait * (0.5 + 0.5 * random());
       wait = Math.min(wait * 2, options.maxRetryMs ?? 30_000);
       await new Promise<void>((resolve) => {
@@ -94,6 +110,13 @@ export function followBucket(options: FollowBucketOptions): BucketFollower {
     },
     get loaded() {
       return loaded;
+    },
+    restart(reloaded) {
+      lastRevision = 0;
+      onReloaded = reloaded;
+      restarting = true;
+      current?.stop();
+      wake?.();
     },
     async stop() {
       stopped = true;

@@ -28,6 +28,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { mirrorDeliverPrefix } from "../../bus/subjects.ts";
+import { describeUpstream, lineageBroken, upstreamCatalog } from "./catalog-lineage.ts";
 import { rpc } from "../../bus/rpc.ts";
 
 export interface ControllerOptions {
@@ -39,6 +40,10 @@ export interface ControllerOptions {
   replicas?: number;
   /** This node's JetStream domain (MirrorOptions.domain). @default the node name */
   domain?: string;
+  /** @default 30_000 — how often the mirror is checked against the upstream's stream (catalog-lineage.ts), and at each leaf link up. */
+  lineageCheckMs?: number;
+  /** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
+  remadeGraceMs?: number;
 }
 
 const controllerMachine = setup({
@@ -111,7 +116,11 @@ export interface MirrorOptions {
 export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): Promise<KV> {
   const { upstreamDomain = hubDomain, replicas = 1, domain = bus.node, log } = options;
   const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(domain) };
-  const create = () => new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas });
+  // The mirror records which upstream stream it was made from (catalog-lineage.ts), when the upstream answers.
+  const create = async () => {
+    const description = describeUpstream(await upstreamCatalog(bus.connection, upstreamDomain, 2_000));
+    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas, ...(description ? { description } : {}) });
+  };
   try {
     const manager = await jetstreamManager(bus.connection);
     const existing = await manager.streams.info(`KV_${buckets.catalog}`).catch(() => undefined);
@@ -170,6 +179,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       publishSync();
     },
     onEntry: (entry) => {
+      sweeping?.delete(entry.key);
       let object: CatalogObject | undefined;
       if (entry.operation === "PUT") {
         try {
@@ -189,6 +199,52 @@ export async function startController(options: ControllerOptions): Promise<Contr
     },
   });
 
+  // The mirror against the upstream's stream: made again (a hub that lost its store), the mirror is made
+  // again and the catalog reloaded; what the new one lacks goes once it has had remadeGraceMs to be written.
+  const upstreamDomain = options.upstreamDomain ?? hubDomain;
+  let sweeping: Set<string> | undefined;
+  let checking = false;
+  let stopped = false;
+  const sweep = (stale: Set<string>) => {
+    if (stopped || sweeping !== stale) return;
+    sweeping = undefined;
+    for (const key of stale) {
+      index.apply({ op: "delete", key });
+      revisions.delete(key);
+      if (pending.push({ key, revision: 0, object: undefined }) === 1) setImmediate(flushChanges);
+    }
+    sortedKeys = undefined;
+    log.info({ removed: stale.size }, "catalog reloaded from the remade upstream: objects it does not hold are removed");
+  };
+  const checkLineage = async () => {
+    if (checking || stopped) return;
+    checking = true;
+    try {
+      const upstream = await upstreamCatalog(bus.connection, upstreamDomain);
+      if (!upstream) return;
+      const manager = await jetstreamManager(bus.connection);
+      const reason = lineageBroken(await manager.streams.info(`KV_${buckets.catalog}`), upstream);
+      if (!reason || stopped) return;
+      log.warn({ reason }, "the catalog's upstream stream was made again (a hub that lost its store?): the mirror is made again and the catalog reloaded from it; until then the catalog is served as it was");
+      await manager.streams.delete(`KV_${buckets.catalog}`);
+      await openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log });
+      // Reloaded only once the new mirror holds what the upstream held when it was found made again.
+      for (let waited = 0; waited < 120_000 && !stopped; waited += 250) {
+        if ((await manager.streams.info(`KV_${buckets.catalog}`)).state.last_seq >= upstream.lastSeq) break;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      const stale = new Set(revisions.keys());
+      sweeping = stale;
+      follower.restart(() => setTimeout(() => sweep(stale), options.remadeGraceMs ?? 30_000).unref());
+    } catch (error) {
+      log.warn({ err: error }, "checking the catalog mirror against its upstream failed; trying again later");
+    } finally {
+      checking = false;
+    }
+  };
+  const lineageTimer = setInterval(() => void checkLineage(), options.lineageCheckMs ?? 30_000);
+  lineageTimer.unref();
+
   const stopServing = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage => {
     sortedKeys ??= [...revisions.keys()].sort();
     return snapshotPage(sortedKeys, request, (key) => {
@@ -206,6 +262,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     if (payload.kind !== "leaf") return;
     const wasOnline = actor.getSnapshot().matches({ serving: "online" });
     actor.send({ type: payload.up ? "LINK_UP" : "LINK_DOWN" });
+    if (payload.up) void checkLineage();
     const online = actor.getSnapshot().matches({ serving: "online" });
     if (online !== wasOnline) {
       log.info({ online }, online ? "hub link up: catalog follows the hub" : "hub link down: serving the catalog from the node's mirror");
@@ -222,6 +279,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
       return actor.getSnapshot().matches({ serving: "online" });
     },
     async stop() {
+      stopped = true;
+      clearInterval(lineageTimer);
       stopLinks();
       stopServing();
       stopServingObjects();
