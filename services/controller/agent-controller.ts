@@ -28,7 +28,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { mirrorDeliverPrefix } from "../../bus/subjects.ts";
-import { describeUpstream, lineageBroken, upstreamCatalog } from "./catalog-lineage.ts";
+import { describeUpstream, lineageCheckMs, remakeIfUpstreamRemade, upstreamStream } from "../../bus/mirror-lineage.ts";
 import { rpc } from "../../bus/rpc.ts";
 
 export interface ControllerOptions {
@@ -40,7 +40,7 @@ export interface ControllerOptions {
   replicas?: number;
   /** This node's JetStream domain (MirrorOptions.domain). @default the node name */
   domain?: string;
-  /** @default 30_000 — how often the mirror is checked against the upstream's stream (catalog-lineage.ts), and at each leaf link up. */
+  /** @default 30_000 — how often the mirror is checked against the upstream's stream (bus/mirror-lineage.ts), and at each leaf link up. */
   lineageCheckMs?: number;
   /** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
   remadeGraceMs?: number;
@@ -116,9 +116,9 @@ export interface MirrorOptions {
 export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): Promise<KV> {
   const { upstreamDomain = hubDomain, replicas = 1, domain = bus.node, log } = options;
   const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(domain) };
-  // The mirror records which upstream stream it was made from (catalog-lineage.ts), when the upstream answers.
+  // The mirror records which upstream stream it was made from (bus/mirror-lineage.ts), when the upstream answers.
   const create = async () => {
-    const description = describeUpstream(await upstreamCatalog(bus.connection, upstreamDomain, 2_000));
+    const description = describeUpstream(await upstreamStream(bus.connection, upstreamDomain, `KV_${buckets.catalog}`, 2_000));
     return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas, ...(description ? { description } : {}) });
   };
   try {
@@ -220,19 +220,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
     if (checking || stopped) return;
     checking = true;
     try {
-      const upstream = await upstreamCatalog(bus.connection, upstreamDomain);
-      if (!upstream) return;
-      const manager = await jetstreamManager(bus.connection);
-      const reason = lineageBroken(await manager.streams.info(`KV_${buckets.catalog}`), upstream);
-      if (!reason || stopped) return;
-      log.warn({ reason }, "the catalog's upstream stream was made again (a hub that lost its store?): the mirror is made again and the catalog reloaded from it; until then the catalog is served as it was");
-      await manager.streams.delete(`KV_${buckets.catalog}`);
-      await openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log });
-      // Reloaded only once the new mirror holds what the upstream held when it was found made again.
-      for (let waited = 0; waited < 120_000 && !stopped; waited += 250) {
-        if ((await manager.streams.info(`KV_${buckets.catalog}`)).state.last_seq >= upstream.lastSeq) break;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
+      const remade = await remakeIfUpstreamRemade({
+        connection: bus.connection, upstreamDomain, stream: `KV_${buckets.catalog}`, log, what: "catalog", stopped: () => stopped,
+        remake: () => openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log }),
+      });
+      if (!remade || stopped) return;
       const stale = new Set(revisions.keys());
       sweeping = stale;
       follower.restart(() => setTimeout(() => sweep(stale), options.remadeGraceMs ?? 30_000).unref());
@@ -242,7 +234,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       checking = false;
     }
   };
-  const lineageTimer = setInterval(() => void checkLineage(), options.lineageCheckMs ?? 30_000);
+  const lineageTimer = setInterval(() => void checkLineage(), options.lineageCheckMs ?? lineageCheckMs);
   lineageTimer.unref();
 
   const stopServing = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage => {

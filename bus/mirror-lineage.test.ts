@@ -1,15 +1,15 @@
 /**
- * The mirror's lineage (catalog-lineage.ts): a stream of another creation time upstream, or one that holds
+ * A mirror's lineage (mirror-lineage.ts): a stream of another creation time upstream, or one that holds
  * fewer revisions than the mirror has mirrored, is a stream made again; the same stream, ahead or behind
  * the mirror, is not. The end-to-end case (a hub that lost its store) is test/hub-store-lost.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { describeUpstream, lineageBroken } from "./catalog-lineage.ts";
+import { describeUpstream, lineageBroken } from "./mirror-lineage.ts";
 
 const upstream = { created: "2026-12-05T10:00:00.000Z", lastSeq: 500 };
 const mirror = (description: string | undefined, lastSeq: number) => ({ config: { description }, state: { last_seq: lastSeq } }) as Parameters<typeof lineageBroken>[0];
 
-describe("catalog mirror lineage", () => {
+describe("mirror lineage", () => {
   it("keeps a mirror of the same stream, behind it or caught up", () => {
     expect(lineageBroken(mirror(describeUpstream(upstream), 500), upstream)).toBeUndefined();
     expect(lineageBroken(mirror(describeUpstream(upstream), 120), upstream)).toBeUndefined();

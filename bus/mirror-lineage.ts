@@ -1,0 +1,95 @@
+/**
+ * Whether a node's mirror of a hub bucket (the catalog, the revocation list) still mirrors the stream
+ * its upstream holds. A hub that lost its JetStream store (a rebuilt machine, a wiped disk, a new hub
+ * under the old name) makes the bucket's stream again and writes it anew, from revision 1. A mirror
+ * keeps its origin's sequence numbers and asks only for those after its last: it ignored the new
+ * stream until its revisions passed the old ones, then mirrored the rest of it on top of the old
+ * values — an agent kept a stale catalog, and missed the next revocations, without a word. Checked
+ * against the upstream's stream info (which a node's credentials may read: trust/claims.ts):
+ * - the mirror records in its description when the upstream stream it was made from was created;
+ *   another creation time upstream is another stream;
+ * - a mirror made before that record: an upstream holding fewer revisions than the mirror has
+ *   mirrored cannot be the stream it mirrored.
+ * When it differs the mirror is made again, and its follower reads it again from the start
+ * (followBucket's restart).
+ *
+ * ```ts
+ * const description = describeUpstream(await upstreamStream(connection, "hub", "KV_mesh-catalog"));
+ * const remade = await remakeIfUpstreamRemade({ connection, upstreamDomain: "hub", stream, remake, log, what: "catalog" });
+ * if (remade) follower.restart(() => ...);
+ * ```
+ */
+import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "../lib/log.ts";
+
+export interface UpstreamStream {
+  /** When the upstream's stream was created (its stream info). */
+  created: string;
+  lastSeq: number;
+}
+
+/** @default 30_000 — how often a mirror is checked against its upstream's stream. */
+export const lineageCheckMs = 30_000;
+
+const recordPrefix = "mirrors the upstream stream created ";
+
+/** The mirror's description: when the upstream stream it mirrors was created. */
+export function describeUpstream(upstream: UpstreamStream | undefined): string | undefined {
+  return upstream ? `${recordPrefix}${upstream.created}` : undefined;
+}
+
+/** The upstream's stream as it is now, or undefined when it cannot be asked (the link is down). */
+export async function upstreamStream(connection: NatsConnection, upstreamDomain: string, stream: string, timeoutMs = 5_000): Promise<UpstreamStream | undefined> {
+  try {
+    const manager = await jetstreamManager(connection, { domain: upstreamDomain, checkAPI: false, timeout: timeoutMs });
+    const info = await manager.streams.info(stream);
+    return { created: info.created, lastSeq: info.state.last_seq };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why `local` no longer mirrors `upstream` (a sentence for the log), or undefined while it does. */
+export function lineageBroken(local: Pick<StreamInfo, "config" | "state">, upstream: UpstreamStream): string | undefined {
+  const description = local.config.description ?? "";
+  const recorded = description.startsWith(recordPrefix) ? description.slice(recordPrefix.length) : undefined;
+  if (recorded !== undefined && recorded !== upstream.created) {
+    return `the upstream's stream was made again: created ${upstream.created}, where the one this mirror was made from was created ${recorded}`;
+  }
+  if (upstream.lastSeq < local.state.last_seq) {
+    return `the upstream's stream holds revisions up to ${upstream.lastSeq}, fewer than the ${local.state.last_seq} this mirror has mirrored: it was made again`;
+  }
+  return undefined;
+}
+
+/**
+ * Compares the local mirror `stream` with its upstream; when the upstream was made again, deletes the
+ * mirror, makes it again (`remake`, which records the new upstream) and waits (up to 2 minutes) until
+ * it holds what the upstream held. Returns whether it did; false also when the upstream cannot be asked.
+ */
+export async function remakeIfUpstreamRemade(options: {
+  connection: NatsConnection;
+  upstreamDomain: string;
+  stream: string;
+  remake: () => Promise<unknown>;
+  log: Logger;
+  /** What the mirror holds, for the log: "catalog", "revocation list". */
+  what: string;
+  stopped?: () => boolean;
+}): Promise<boolean> {
+  const { connection, stream, log } = options;
+  const upstream = await upstreamStream(connection, options.upstreamDomain, stream);
+  if (!upstream) return false;
+  const manager = await jetstreamManager(connection);
+  const reason = lineageBroken(await manager.streams.info(stream), upstream);
+  if (!reason || options.stopped?.()) return false;
+  log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
+  await manager.streams.delete(stream);
+  await options.remake();
+  for (let waited = 0; waited < 120_000 && !options.stopped?.(); waited += 250) {
+    if ((await manager.streams.info(stream)).state.last_seq >= upstream.lastSeq) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return true;
+}
