@@ -7,6 +7,8 @@
  * Time is a ManualClock: each look is `advance(refreshMs)`, then the look's network work is awaited
  * (`onAlive` ends every look).
  */
+import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { NodeRecord } from "../../bus/node-record.ts";
 import { Kvm } from "@nats-io/kv";
@@ -180,4 +182,24 @@ describe("node directory", () => {
     await eventually(() => a.arrivals.get("b4") === 2, 10_000, "A to receive B's record again");
     expect(Date.parse(a.directory.get("b4")!.at)).toBeGreaterThan(clock.now() - 2 * refreshMs);
   }, 180_000);
+  it("watches the bucket again from its first record when a put finds its stream made again (a hub that lost its store)", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a6", "edge-a", clock);
+    const b = await member("b6", "edge-b", clock);
+    await eventually(() => a.directory.get("b6") !== undefined, 10_000, "A to hold B's record");
+    const hub = fabric.hubs[0].server;
+    await hub.stop();
+    rmSync(join(hub.options.dataDir, "js"), { recursive: true, force: true });
+    await hub.start();
+    // The hub makes the bucket again at its start (roles/hub.ts); its revisions start over.
+    await new Kvm(await fabric.connect("hub-1")).create("mesh-nodes", { history: 1, ttl: ttlMs });
+    // B's changed record goes into the new stream (the looks also move A's clock: it may put there first).
+    b.observed = [{ host: "203.0.113.7", port: 40_006 }];
+    await eventually(async () => {
+      await look(clock, a, b);
+      return b.directory.get("a6") !== undefined && b.directory.puts >= 2 && a.directory.puts >= 2;
+    }, 60_000, "both to put into the new stream");
+    // A's put got a revision below the old stream's: A watches again from the first record, and finds B's.
+    await eventually(() => a.directory.get("b6")?.observed[0]?.port === 40_006, 10_000, "A to see B's record written after the loss");
+  }, 120_000);
 });

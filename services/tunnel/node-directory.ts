@@ -76,6 +76,9 @@ export class NodeDirectory {
   #ownReplaced = false;
   #keepaliveDue = 0;
   #puts = 0;
+  /** The highest revision of `mesh-nodes` seen (watched or put): a put below it finds the stream made again. */
+  #highestRevision = 0;
+  #watchGeneration = 0;
 
   constructor(options: NodeDirectoryOptions) {
     // `??`, not a spread of defaults: an option passed as undefined (the tunnel forwards its own optional
@@ -196,7 +199,7 @@ export class NodeDirectory {
     // Set before the put: the watch may hand the value back before the put's answer arrives.
     this.#lastPutValue = value;
     try {
-      await kv.put(this.#options.node, value);
+      this.#putAt(await kv.put(this.#options.node, value));
     } catch (error) {
       // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
       if (this.#triedCreate) throw error;
@@ -210,12 +213,14 @@ export class NodeDirectory {
 
   async #watch(kv: KV): Promise<void> {
     const iterator = await kv.watch();
+    const generation = ++this.#watchGeneration;
     this.#iterator = iterator;
     this.#watching = true;
     void (async () => {
       try {
         for await (const entry of iterator as AsyncIterable<KvWatchEntry>) {
-          if (this.#stopped) break;
+          if (this.#stopped || generation !== this.#watchGeneration) break;
+          this.#highestRevision = Math.max(this.#highestRevision, entry.revision);
           if (entry.key === this.#options.node) {
             this.#ownEntry(entry);
             continue;
@@ -231,10 +236,27 @@ export class NodeDirectory {
       } catch (error) {
         this.#options.log.debug({ err: error }, "node record watch ended");
       } finally {
-        this.#watching = false;
+        if (generation === this.#watchGeneration) this.#watching = false;
       }
     })();
     if (this.#stopped) iterator.stop();
+  }
+
+  /**
+   * The revision a put of this node got back. Lower than one seen before: the bucket's stream was made
+   * again (a hub that lost its store), and the watch, an ordered consumer, would wait for revisions after
+   * the old stream's last, missing every record written since. It starts again from the first.
+   */
+  #putAt(revision: number): void {
+    if (revision < this.#highestRevision && this.#watching) {
+      this.#options.log.warn({ revision, highest: this.#highestRevision }, "the mesh-nodes stream was made again (a hub that lost its store?): its records are watched again from the first");
+      this.#watchGeneration++;
+      this.#watching = false;
+      this.#iterator?.stop();
+      this.#highestRevision = revision;
+      return;
+    }
+    this.#highestRevision = Math.max(this.#highestRevision, revision);
   }
 
   /**
