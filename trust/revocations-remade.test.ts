@@ -9,7 +9,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { initKeys, issueNode } from "./key-store.ts";
 
@@ -22,10 +22,7 @@ async function revoke(node: string): Promise<void> {
   expect(result.code, `${result.stdout}${result.stderr}`).toBe(0);
 }
 
-async function revoked(): Promise<{ revocationList: number; revoked: string[] } | undefined> {
-  const view = await agent.view();
-  return view.status.actors.find((actor) => actor.name === "trust")?.detail as { revocationList: number; revoked: string[] } | undefined;
-}
+const revoked = () => trustOf(agent);
 
 beforeAll(async () => {
   requireTools();

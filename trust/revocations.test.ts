@@ -12,7 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { buckets, revocationListKey } from "../bus/subjects.ts";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { loadHubSecurity } from "./security.ts";
 import { certificateFingerprint, signRevocationList, verifyRevocationList } from "./revocation-list.ts";
@@ -39,11 +39,6 @@ async function startAgent(node: string, data?: string): Promise<AgentProcess> {
   });
   agents.set(node, agent);
   return agent;
-}
-
-async function trustOf(agent: AgentProcess): Promise<{ revocationList: number; revoked: string[] } | undefined> {
-  const view = await agent.view();
-  return view.status.actors.find((actor) => actor.name === "trust")?.detail as { revocationList: number; revoked: string[] } | undefined;
 }
 
 beforeAll(async () => {

@@ -259,6 +259,12 @@ export interface SiteProcess extends LeafmeshProcess {
   restart(): Promise<SiteProcess>;
 }
 
+/** The revocation list an agent enforces, as its trust actor reports it (`leafmesh status`). */
+export async function trustOf(agent: LeafmeshProcess): Promise<{ revocationList: number; revoked: string[] } | undefined> {
+  const view = await agent.view();
+  return view.status.actors.find((actor) => actor.name === "trust")?.detail as { revocationList: number; revoked: string[] } | undefined;
+}
+
 /** Ports for the servers of one site, to know their leaf URLs before they start (startSiteCluster's `ports`). */
 export async function siteClusterPorts(servers: number): Promise<Awaited<ReturnType<typeof hubPorts>>[]> {
   return Promise.all(Array.from({ length: servers }, () => hubPorts()));
