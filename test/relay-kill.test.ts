@@ -73,7 +73,13 @@ async function transferUnderWay(open: () => Promise<Socket>): Promise<{ client: 
     },
     60_000,
     "a transfer from edge-c under way",
-  );
+  ).catch(async (error: Error) => {
+    // Once in a loaded full run (both far-agent cases, after the hub's nats-server had been killed twice) no transfer
+    // came under way in 60 s; alone and under load it passed. What both agents said, for the next time.
+    const said = (agent: AgentProcess) => agent.output().split("\n").filter((line) => /"level":(40|50)/.test(line)).slice(-12).join("\n");
+    const path = await pathFromA().catch((cause: Error) => `unknown (${cause.message})`);
+    throw new Error(`${error.message}; edge-a's path to edge-c: ${path}\nedge-a warned:\n${said(edgeA)}\nedge-c warned:\n${said(edgeC)}`);
+  });
   return { client, before };
 }
 
