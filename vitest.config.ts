@@ -31,7 +31,7 @@ const alongsideLab = ["test/offline-lan.test.ts", "test/drill-lab.test.ts", "tes
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  "test/offline-lan.test.ts", "test/peer-faults.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
+  "test/offline-lan.test.ts", "test/peer-faults.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
   "services/tunnel/nat-routers.test.ts", "test/fabric.test.ts", "services/tunnel/carriers.test.ts", "trust/hub-hosts.test.ts",
   "test/sites.test.ts", "trust/revocations.test.ts", "trust/attacks.test.ts", "test/agent-tunnel.test.ts",
   "test/why-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "trust/enrolment.test.ts", "test/one-connection-lab.test.ts",
