@@ -14,9 +14,10 @@
  * (followBucket's restart).
  *
  * ```ts
- * const description = describeUpstream(await upstreamStream(connection, "hub", "KV_mesh-catalog"));
- * const remade = await remakeIfUpstreamRemade({ connection, upstreamDomain: "hub", stream, remake, log, what: "catalog" });
- * if (remade) follower.restart(() => ...);
+ * await kvm.create(bucket, { mirror, ...(await upstreamRecord(connection, "hub", "KV_mesh-catalog")) });
+ * const lineage = watchMirrorLineage({ connection, upstreamDomain: "hub", stream, remake, log, what: "catalog", onRemade: () => follower.restart(...) });
+ * lineage.check(); // now (a link came up), besides every 30 s
+ * lineage.stop();
  * ```
  */
 import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
@@ -37,6 +38,12 @@ const recordPrefix = "mirrors the upstream stream created ";
 /** The mirror's description: when the upstream stream it mirrors was created. */
 export function describeUpstream(upstream: UpstreamStream | undefined): string | undefined {
   return upstream ? `${recordPrefix}${upstream.created}` : undefined;
+}
+
+/** The mirror's description to make it with, recording its upstream stream (nothing when the upstream does not answer in 2 s). */
+export async function upstreamRecord(connection: NatsConnection, upstreamDomain: string, stream: string): Promise<{ description?: string }> {
+  const description = describeUpstream(await upstreamStream(connection, upstreamDomain, stream, 2_000));
+  return description ? { description } : {};
 }
 
 /** The upstream's stream as it is now, or undefined when it cannot be asked (the link is down). */
@@ -68,28 +75,58 @@ export function lineageBroken(local: Pick<StreamInfo, "config" | "state">, upstr
  * mirror, makes it again (`remake`, which records the new upstream) and waits (up to 2 minutes) until
  * it holds what the upstream held. Returns whether it did; false also when the upstream cannot be asked.
  */
-export async function remakeIfUpstreamRemade(options: {
+interface LineageOptions {
   connection: NatsConnection;
   upstreamDomain: string;
   stream: string;
+  /** Makes the mirror again (recording its upstream: upstreamRecord). */
   remake: () => Promise<unknown>;
   log: Logger;
   /** What the mirror holds, for the log: "catalog", "revocation list". */
   what: string;
-  stopped?: () => boolean;
-}): Promise<boolean> {
+}
+
+async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () => boolean }): Promise<boolean> {
   const { connection, stream, log } = options;
   const upstream = await upstreamStream(connection, options.upstreamDomain, stream);
   if (!upstream) return false;
   const manager = await jetstreamManager(connection);
   const reason = lineageBroken(await manager.streams.info(stream), upstream);
-  if (!reason || options.stopped?.()) return false;
+  if (!reason || options.stopped()) return false;
   log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
   await manager.streams.delete(stream);
   await options.remake();
-  for (let waited = 0; waited < 120_000 && !options.stopped?.(); waited += 250) {
+  for (let waited = 0; waited < 120_000 && !options.stopped(); waited += 250) {
     if ((await manager.streams.info(stream)).state.last_seq >= upstream.lastSeq) break;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   return true;
+}
+
+/**
+ * Checks the mirror every lineageCheckMs and at each `check()`, one check at a time; `onRemade` once
+ * the mirror was made again and holds what the upstream held (its follower then reads it from the start).
+ */
+export function watchMirrorLineage(options: LineageOptions & { onRemade: () => void }): { check(): void; stop(): void } {
+  let stopped = false;
+  let checking = false;
+  const check = () => {
+    if (checking || stopped) return;
+    checking = true;
+    remakeIfUpstreamRemade({ ...options, stopped: () => stopped })
+      .then((remade) => {
+        if (remade && !stopped) options.onRemade();
+      })
+      .catch((error: unknown) => options.log.warn({ err: error, stream: options.stream }, `checking the ${options.what}'s mirror against its upstream failed; trying again later`))
+      .finally(() => (checking = false));
+  };
+  const timer = setInterval(check, lineageCheckMs);
+  timer.unref();
+  return {
+    check,
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
 }

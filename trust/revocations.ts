@@ -19,7 +19,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Bus } from "../bus/bus.ts";
 import { followBucket, type BucketFollower } from "../bus/kv-follow.ts";
-import { describeUpstream, lineageCheckMs, remakeIfUpstreamRemade, upstreamStream } from "../bus/mirror-lineage.ts";
+import { upstreamRecord, watchMirrorLineage } from "../bus/mirror-lineage.ts";
 import { buckets, hubDomain, nodeInboxPrefix, revocationListKey } from "../bus/subjects.ts";
 import { describeError, LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
@@ -71,15 +71,7 @@ export function revocationsDeliverPrefix(node: string): string {
  * list that does not verify is ignored (logged once): nobody but the CA's holder can revoke, nor
  * undo a revocation, by writing the bucket. A list older than the one in force is ignored too.
  */
-export async function followRevocations(options: {
-  bus: Bus;
-  caCertPem: string;
-  upstreamDomain?: string;
-  log: Logger;
-  replicas?: number;
-  /** @default lineageCheckMs (bus/mirror-lineage.ts): how often the mirror is checked against its upstream's stream. */
-  lineageCheckMs?: number;
-}): Promise<RevocationWatch> {
+export async function followRevocations(options: { bus: Bus; caCertPem: string; upstreamDomain?: string; log: Logger; replicas?: number }): Promise<RevocationWatch> {
   const { bus, log } = options;
   let list = emptyRevocationList();
   let revoked = new Set<string>();
@@ -95,9 +87,9 @@ export async function followRevocations(options: {
       const existing = await manager.streams.info(stream).catch(() => undefined);
       const kept = existing?.config.mirror?.external?.api === external.api;
       if (existing && !kept) await manager.streams.delete(stream);
-      // The mirror records which upstream stream it was made from (bus/mirror-lineage.ts), when the upstream answers.
-      const description = kept ? undefined : describeUpstream(await upstreamStream(bus.connection, upstreamDomain, stream, 2_000));
-      return await new Kvm(bus.connection).create(buckets.revocations, { mirror: { name: buckets.revocations, external }, replicas: options.replicas ?? 1, ...(description ? { description } : {}) });
+      // A mirror made here records which upstream stream it was made from (bus/mirror-lineage.ts).
+      const record = kept ? {} : await upstreamRecord(bus.connection, upstreamDomain, stream);
+      return await new Kvm(bus.connection).create(buckets.revocations, { mirror: { name: buckets.revocations, external }, replicas: options.replicas ?? 1, ...record });
     } catch (cause) {
       throw new LeafmeshError("NATS_SERVER_FAILED", `cannot mirror the revocation list into domain '${bus.node}'`, { cause });
     }
@@ -131,19 +123,10 @@ export async function followRevocations(options: {
   // A hub that lost its store writes the list again from revision 1, which the mirror would ignore: the
   // next revocations would never reach this node. Made again, the mirror is read again from the start;
   // a list no newer than the one in force is ignored as ever.
-  let stopped = false;
-  let checking = false;
-  const lineageTimer = setInterval(() => {
-    if (checking || stopped) return;
-    checking = true;
-    remakeIfUpstreamRemade({ connection: bus.connection, upstreamDomain, stream, remake: openMirror, log, what: "revocation list", stopped: () => stopped })
-      .then((remade) => {
-        if (remade && !stopped) follower.restart(() => log.info({ version: list.version }, "revocation list read again from the remade upstream"));
-      })
-      .catch((error: unknown) => log.warn({ err: describeError(error) }, "checking the revocations mirror against its upstream failed; trying again later"))
-      .finally(() => (checking = false));
-  }, options.lineageCheckMs ?? lineageCheckMs);
-  lineageTimer.unref();
+  const lineage = watchMirrorLineage({
+    connection: bus.connection, upstreamDomain, stream, remake: openMirror, log, what: "revocation list",
+    onRemade: () => follower.restart(() => log.info({ version: list.version }, "revocation list read again from the remade upstream")),
+  });
   return {
     get list() {
       return list;
@@ -154,8 +137,7 @@ export async function followRevocations(options: {
       return () => listeners.delete(listener);
     },
     stop: () => {
-      stopped = true;
-      clearInterval(lineageTimer);
+      lineage.stop();
       return follower.stop();
     },
   };

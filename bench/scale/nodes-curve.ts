@@ -150,10 +150,13 @@ async function measureNodes(count: number, services: number, changes: number, re
 
   const cpuBeforeJoin = hubCpu();
   const joinStarted = performance.now();
-  const progress = setInterval(() => {
+  const joined = () => {
     const catalogs = lightNodes.filter((light) => light.catalogEntries >= entries.length).length;
     const peers = lightNodes.map((light) => light.directory.all().length).sort((a, b) => a - b);
-    console.error(`scale: ${count} nodes, ${Math.round((performance.now() - joinStarted) / 1000)} s: ${catalogs} hold the catalog; peers' records: fewest ${peers[0]}, median ${peers[peers.length >> 1]}; hub CPU ${Math.round(hubCpu() - cpuBeforeJoin)} ms; warnings ${JSON.stringify(Object.fromEntries(warnings))}`);
+    return `${catalogs} hold the catalog; peers' records: fewest ${peers[0]}, median ${peers[peers.length >> 1]}`;
+  };
+  const progress = setInterval(() => {
+    console.error(`scale: ${count} nodes, ${Math.round((performance.now() - joinStarted) / 1000)} s: ${joined()}; hub CPU ${Math.round(hubCpu() - cpuBeforeJoin)} ms; warnings ${JSON.stringify(Object.fromEntries(warnings))}`);
   }, 10_000);
   // In waves of 50, each once the wave before holds the catalog: nodes that join a running mesh. A thousand
   // asking at once (a hub restart) is another test: on two shared cores the hub then answers their consumer
@@ -169,9 +172,7 @@ async function measureNodes(count: number, services: number, changes: number, re
     throw error;
   }
   await poll(() => lightNodes.every((light) => light.catalogEntries >= entries.length && light.directory.all().length >= count - 1), 120_000, `${count} nodes to hold the catalog and every peer's record`).catch((error: Error) => {
-    const catalogs = lightNodes.filter((light) => light.catalogEntries >= entries.length).length;
-    const peers = lightNodes.map((light) => light.directory.all().length).sort((a, b) => a - b);
-    throw new Error(`${error.message} (${catalogs} held the catalog; peers' records held: fewest ${peers[0]}, median ${peers[peers.length >> 1]}; the hub's nats-server at ${Math.round(rssMiB(serverPid))} MiB)`);
+    throw new Error(`${error.message} (${joined()}; the hub's nats-server at ${Math.round(rssMiB(serverPid))} MiB)`);
   }).finally(() => clearInterval(progress));
   const joinMs = performance.now() - joinStarted;
   const hubJoinCpuMs = hubCpu() - cpuBeforeJoin;

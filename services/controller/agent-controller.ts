@@ -28,7 +28,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { mirrorDeliverPrefix } from "../../bus/subjects.ts";
-import { describeUpstream, lineageCheckMs, remakeIfUpstreamRemade, upstreamStream } from "../../bus/mirror-lineage.ts";
+import { upstreamRecord, watchMirrorLineage } from "../../bus/mirror-lineage.ts";
 import { rpc } from "../../bus/rpc.ts";
 
 export interface ControllerOptions {
@@ -40,10 +40,6 @@ export interface ControllerOptions {
   replicas?: number;
   /** This node's JetStream domain (MirrorOptions.domain). @default the node name */
   domain?: string;
-  /** @default 30_000 — how often the mirror is checked against the upstream's stream (bus/mirror-lineage.ts), and at each leaf link up. */
-  lineageCheckMs?: number;
-  /** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
-  remadeGraceMs?: number;
 }
 
 const controllerMachine = setup({
@@ -117,10 +113,8 @@ export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): 
   const { upstreamDomain = hubDomain, replicas = 1, domain = bus.node, log } = options;
   const external = { api: `$JS.${upstreamDomain}.API`, deliver: mirrorDeliverPrefix(domain) };
   // The mirror records which upstream stream it was made from (bus/mirror-lineage.ts), when the upstream answers.
-  const create = async () => {
-    const description = describeUpstream(await upstreamStream(bus.connection, upstreamDomain, `KV_${buckets.catalog}`, 2_000));
-    return await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas, ...(description ? { description } : {}) });
-  };
+  const create = async () =>
+    await new Kvm(bus.connection).create(buckets.catalog, { mirror: { name: buckets.catalog, external }, replicas, ...(await upstreamRecord(bus.connection, upstreamDomain, `KV_${buckets.catalog}`)) });
   try {
     const manager = await jetstreamManager(bus.connection);
     const existing = await manager.streams.info(`KV_${buckets.catalog}`).catch(() => undefined);
@@ -138,6 +132,9 @@ export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): 
     );
   }
 }
+
+/** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
+const remadeGraceMs = 30_000;
 
 export async function startController(options: ControllerOptions): Promise<Controller> {
   const { bus, log } = options;
@@ -199,11 +196,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
     },
   });
 
-  // The mirror against the upstream's stream: made again (a hub that lost its store), the mirror is made
-  // again and the catalog reloaded; what the new one lacks goes once it has had remadeGraceMs to be written.
+  // The mirror against the upstream's stream (bus/mirror-lineage.ts), every 30 s and at each leaf link up: made
+  // again (a hub that lost its store), the mirror is made again and the catalog reloaded; what the new one lacks
+  // goes once its hub has had remadeGraceMs to write it.
   const upstreamDomain = options.upstreamDomain ?? hubDomain;
   let sweeping: Set<string> | undefined;
-  let checking = false;
   let stopped = false;
   const sweep = (stale: Set<string>) => {
     if (stopped || sweeping !== stale) return;
@@ -216,26 +213,15 @@ export async function startController(options: ControllerOptions): Promise<Contr
     sortedKeys = undefined;
     log.info({ removed: stale.size }, "catalog reloaded from the remade upstream: objects it does not hold are removed");
   };
-  const checkLineage = async () => {
-    if (checking || stopped) return;
-    checking = true;
-    try {
-      const remade = await remakeIfUpstreamRemade({
-        connection: bus.connection, upstreamDomain, stream: `KV_${buckets.catalog}`, log, what: "catalog", stopped: () => stopped,
-        remake: () => openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log }),
-      });
-      if (!remade || stopped) return;
+  const lineage = watchMirrorLineage({
+    connection: bus.connection, upstreamDomain, stream: `KV_${buckets.catalog}`, log, what: "catalog",
+    remake: () => openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log }),
+    onRemade: () => {
       const stale = new Set(revisions.keys());
       sweeping = stale;
-      follower.restart(() => setTimeout(() => sweep(stale), options.remadeGraceMs ?? 30_000).unref());
-    } catch (error) {
-      log.warn({ err: error }, "checking the catalog mirror against its upstream failed; trying again later");
-    } finally {
-      checking = false;
-    }
-  };
-  const lineageTimer = setInterval(() => void checkLineage(), options.lineageCheckMs ?? lineageCheckMs);
-  lineageTimer.unref();
+      follower.restart(() => setTimeout(() => sweep(stale), remadeGraceMs).unref());
+    },
+  });
 
   const stopServing = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage => {
     sortedKeys ??= [...revisions.keys()].sort();
@@ -254,7 +240,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     if (payload.kind !== "leaf") return;
     const wasOnline = actor.getSnapshot().matches({ serving: "online" });
     actor.send({ type: payload.up ? "LINK_UP" : "LINK_DOWN" });
-    if (payload.up) void checkLineage();
+    if (payload.up) lineage.check();
     const online = actor.getSnapshot().matches({ serving: "online" });
     if (online !== wasOnline) {
       log.info({ online }, online ? "hub link up: catalog follows the hub" : "hub link down: serving the catalog from the node's mirror");
@@ -272,7 +258,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     },
     async stop() {
       stopped = true;
-      clearInterval(lineageTimer);
+      lineage.stop();
       stopLinks();
       stopServing();
       stopServingObjects();

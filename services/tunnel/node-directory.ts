@@ -155,7 +155,7 @@ export class NodeDirectory {
     return dropped;
   }
 
-  /** Records this node has put since it started (status, tests). */
+  /** Records this node has put since it started (tests read it). */
   get puts(): number {
     return this.#puts;
   }

@@ -237,7 +237,7 @@ export class PathTable {
     const path = this.#paths.get(record.node);
     if (!path || this.#stopped) return;
     if (path.peerId !== record.peerId) return this.#rebind(record.node, record.peerId, "its node record");
-    if (pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
+    this.#retryIfUnreachable(path);
   }
 
   /**
@@ -250,8 +250,12 @@ export class PathTable {
     if (this.#stopped) return;
     for (const record of records) {
       const path = this.#paths.get(record.node);
-      if (path && path.peerId === record.peerId && pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
+      if (path && path.peerId === record.peerId) this.#retryIfUnreachable(path);
     }
+  }
+
+  #retryIfUnreachable(path: { actor: PathActor }): void {
+    if (pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
   }
 
   /** Drops the path to `node` and what is known of it on the LAN (its certificate was revoked): a stream to it then finds no path. */
