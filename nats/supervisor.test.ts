@@ -80,6 +80,48 @@ describe("nats-server configs and supervisor", () => {
     expect(() => process.kill(firstPid, 0)).toThrow();
   });
 
+  it("supervises again once started after a stop: a crash of the second server is restarted, and the actor follows it", async () => {
+    const dir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const statuses: string[] = [];
+    const server = new NatsServerSupervisor({
+      name: "again",
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log: silentLogger(),
+      backoffMinMs: 50,
+      onStatus: (status) => statuses.push(status),
+      configText: renderHubConfig({ serverName: "again", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+    });
+    servers.push(server);
+    const states: string[] = [];
+    server.actor.subscribe((snapshot) => states.push(String(snapshot.value)));
+    const warnings: unknown[][] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => void warnings.push(args);
+    try {
+      await server.start();
+      await server.stop();
+      expect(server.state).toBe("stopped");
+      await server.start();
+      expect(server.state).toBe("ready");
+      await expect(server.start()).rejects.toThrow(/already ready: started twice/);
+
+      const pid = server.pid!;
+      process.kill(pid, "SIGKILL");
+      await eventually(() => server.pid !== undefined && server.pid !== pid && server.state === "ready", 15_000, "the second server's crash to be restarted");
+      expect(statuses.filter((status) => status === "exited")).toHaveLength(1);
+      expect(states).toEqual(["starting", "ready", "stopping", "stopped", "starting", "ready", "backoff", "starting", "ready"]);
+      await server.stop();
+      expect(server.state).toBe("stopped");
+      expect(() => process.kill(pid, 0)).toThrow();
+    } finally {
+      console.warn = warn;
+    }
+    // xstate warns when an event is sent to a stopped actor, as it was when "stopped" was final.
+    expect(warnings.map((args) => args.join(" "))).toEqual([]);
+  });
+
   it("refuses a config nats-server rejects, quoting its error", async () => {
     const dir = tempDir();
     const server = new NatsServerSupervisor({

@@ -83,8 +83,10 @@ const supervisorMachine = setup({
     },
     backoff: { on: { RETRY: "starting", STOP: "stopped" } },
     stopping: { on: { STOPPED: "stopped", EXITED: "stopped" } },
-    stopped: { type: "final" },
-    failed: { type: "final" },
+    // Not final: start() after stop() (or after a start that failed) starts the server again, and the
+    // same actor, which the bus link follows, supervises it; a final state would ignore its events.
+    stopped: { on: { START: { target: "starting", actions: assign({ restarts: 0, lastExit: "" }) } } },
+    failed: { on: { START: { target: "starting", actions: assign({ restarts: 0 }) }, STOP: "stopped" } },
   },
 });
 
@@ -144,9 +146,15 @@ export class NatsServerSupervisor {
     return this.#recentLines;
   }
 
-  /** Starts the server and resolves once it is healthy; rejects with its last log lines if it cannot start. */
+  /**
+   * Starts the server and resolves once it is healthy; rejects with its last log lines if it cannot start.
+   * A supervisor that was stopped (or failed to start) may be started again: it then supervises the new server.
+   */
   async start(): Promise<void> {
+    if (this.#child) throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' is already ${this.state}: started twice`);
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
+    this.#stopping = false;
+    this.#readySince = 0;
     checkNatsServerBinary(binary);
     mkdirSync(this.options.dataDir, { recursive: true });
     this.#killLeftover();
@@ -195,7 +203,8 @@ export class NatsServerSupervisor {
     }
     if (first) {
       const tail = this.#recentLines.slice(-8).join("\n");
-      this.#stopping = true;
+      // This server is given up: its exit is no crash to restart, and start() may be called again at once.
+      if (this.#child === child) this.#child = undefined;
       child.kill("SIGKILL");
       this.actor.send({ type: "GIVE_UP", detail: tail });
       throw new LeafmeshError(
@@ -319,7 +328,7 @@ export class NatsServerSupervisor {
     this.#stopping = true;
     clearTimeout(this.#backoffTimer);
     const child = this.#child;
-    if (this.actor.getSnapshot().status === "done" && !child) return;
+    if (!child && (this.state === "stopped" || this.state === "idle")) return;
     this.actor.send({ type: "STOP" });
     if (!child || child.exitCode !== null || child.signalCode !== null) {
       this.actor.send({ type: "STOPPED" });
