@@ -7,6 +7,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
+import { agentOwners, retainedByOwner } from "./heap-owners.ts";
 
 interface Snapshot {
   snapshot: { meta: { node_fields: string[]; node_types: [string[], ...unknown[]] }; node_count: number };
@@ -58,7 +59,15 @@ export function summarizeHeapSnapshot(snapshot: Snapshot, title: string): string
 }
 
 export function writeHeapSummary(file: string, out = file.replace(/\.heapsnapshot$/, ".txt")): string {
-  const text = summarizeHeapSnapshot(JSON.parse(readFileSync(file, "utf8")) as Snapshot, basename(file));
+  const snapshot = JSON.parse(readFileSync(file, "utf8")) as Snapshot & Parameters<typeof retainedByOwner>[0];
+  const owned = retainedByOwner(snapshot, agentOwners);
+  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2).padStart(8)} MiB`;
+  const text = [
+    summarizeHeapSnapshot(snapshot, basename(file)),
+    "## retained by owner (bench/profile/heap-owners.ts; the agent's actors)",
+    ...owned.owners.map((entry) => `${mib(entry.retainedBytes)} ${String(entry.roots).padStart(9)}×  ${entry.owner}`),
+    "",
+  ].join("\n");
   writeFileSync(out, text);
   return text;
 }
