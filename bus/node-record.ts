@@ -94,8 +94,9 @@ export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
  * (docs/nats-facts.md, "Found from outside"): a stolen node could wipe the whole directory
  * at each refresh. Subject permissions cannot look at headers, so the stream
  * itself says no ("rollup not permitted"). The mesh needs no roll-up there:
- * nodes put their record and let it expire through the bucket's TTL; nothing
- * deletes or purges a node's key.
+ * nodes put their record and let it expire through the bucket's TTL, or delete
+ * it (a marker on their own key, not a purge) as they stop cleanly; nothing
+ * purges a node's key.
  *
  * nats.js creates every KV stream with roll-ups allowed, and a hub may find a
  * bucket made before this rule, so the stream's config is checked and updated

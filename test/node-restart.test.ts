@@ -8,11 +8,15 @@
  * - Started with its key gone (a data dir lost), it comes back with a new peer
  *   id: edge-a's path follows it (its record) and streams work again.
  * - A key file that holds no key stops the agent with an error that says so.
+ *
+ * Stopped cleanly (SIGTERM) first: its record leaves mesh-nodes at once, and comes back with it.
  */
 import { statSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { startTarget, type FaultTarget } from "./support/fault-targets.ts";
 import { writePsk } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
@@ -71,6 +75,20 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopAllProcesses();
   await echo?.close();
+});
+
+describe("a node stopped cleanly and started again", () => {
+  it("withdraws its record at once (peers drop it, where a record left to expire stays listed 150 s), and puts it back when started", async () => {
+    const nodes = await new Kvm(jetstream(await hub.connection(), { domain: "hub" })).open("mesh-nodes");
+    expect((await nodes.get("edge-b"))?.operation).toBe("PUT");
+    expect(await edgeB.stop()).toBe(0);
+    expect((await nodes.get("edge-b"))?.operation, "edge-b's key in mesh-nodes right after its stop").toBe("DEL");
+    expect(edgeB.output()).toMatch(/node record withdrawn from mesh-nodes/);
+    edgeB = await edgeB.restart();
+    await eventually(async () => (await nodes.get("edge-b"))?.operation === "PUT", 15_000, "edge-b's record back");
+    expect(await streamWorks(20_000)).toBeLessThan(20_000);
+    await eventually(async () => (await pathFromA()) === "direct", 15_000, "the direct path back");
+  }, 90_000);
 });
 
 describe("a node killed and started again", () => {

@@ -81,5 +81,10 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     // The genuine edge-b is still served.
     expect(await get()).toBe("hello from edge-b\n");
     expect(edgeA.output()).not.toMatch(/"level":50/);
+
+    // Stopped cleanly, edge-a takes its own record out with its own credentials (a delete of its key only).
+    expect(await edgeA.stop()).toBe(0);
+    expect((await nodes.get("edge-a"))?.operation).toBe("DEL");
+    expect(edgeA.output()).toMatch(/node record withdrawn from mesh-nodes/);
   });
 });

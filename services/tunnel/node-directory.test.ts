@@ -12,6 +12,8 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { NodeRecord } from "../../bus/node-record.ts";
 import { Kvm } from "@nats-io/kv";
+import { jetstream } from "@nats-io/jetstream";
+import { hubDomain } from "../../bus/subjects.ts";
 import { ManualClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
@@ -155,6 +157,42 @@ describe("node directory", () => {
     expect(alive.at(-1)).toEqual(["a3"]);
     expect(watcher.get("b3")).toBeUndefined();
   }, 60_000);
+
+  it("withdraws its record on a clean stop: a peer drops the node at once, not at its TTL; with the hub away it gives up within its bound", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a7", "edge-a", clock);
+    const b = await member("b7", "edge-b", clock);
+    await eventually(() => a.directory.get("b7") !== undefined, 10_000, "A to hold B's record");
+    expect(await b.directory.withdraw()).toBe(true);
+    // No clock movement: the delete itself, not an expiry, takes the record away.
+    await eventually(() => a.directory.get("b7") === undefined, 10_000, "A to drop B once B withdrew");
+    expect(a.directory.all().map((record) => record.node)).not.toContain("b7");
+    const kv = await new Kvm(await fabric.connect("hub-1")).open("mesh-nodes");
+    expect((await kv.get("b7"))?.operation).toBe("DEL");
+    // Withdrawn means stopped: later looks put nothing.
+    const putsAfter = b.directory.puts;
+    clock.advance(keepaliveMs);
+    await look(clock, a);
+    expect(b.directory.puts).toBe(putsAfter);
+
+    const hub = fabric.hubs[0].server;
+    await hub.stop();
+    try {
+      const started = performance.now();
+      expect(await a.directory.withdraw(500)).toBe(false);
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      await hub.start();
+    }
+    // The next test starts on a whole fabric: each leaf reaches the bucket through its link again.
+    for (const leaf of ["edge-a", "edge-b"]) {
+      const nats = await fabric.connect(leaf);
+      await eventually(async () => {
+        const kv = await new Kvm(jetstream(nats, { domain: hubDomain, checkAPI: false })).open("mesh-nodes");
+        return (await kv.get("b7").catch(() => undefined)) !== undefined;
+      }, 30_000, `${leaf} to reach mesh-nodes again`);
+    }
+  }, 90_000);
 
   it("tries a failed put again at the next look, and keeps peers' records past their TTL while the hubs are away", async () => {
     const clock = new ManualClock(Date.now());

@@ -1,8 +1,9 @@
 /**
  * The node directory: this node's record in KV `mesh-nodes` (hub domain, through
  * the leaf), looked at every `refreshMs` and put when it changed or its keep-alive
- * is due (`keepaliveMs`), expiring by the bucket's TTL when the node stops; and a
- * watched cache of every other node's record.
+ * is due (`keepaliveMs`), deleted when the node stops cleanly (`withdraw`) and
+ * expiring by the bucket's TTL when it dies; and a watched cache of every other
+ * node's record.
  *
  * Every put reaches every node, so an unchanged record is not put again until its
  * keep-alive: N nodes cost N² / keep-alive deliveries a second (docs/limits.md,
@@ -79,6 +80,8 @@ export class NodeDirectory {
   /** The highest revision of `mesh-nodes` seen (watched or put): a put below it finds the stream made again. */
   #highestRevision = 0;
   #watchGeneration = 0;
+  /** The look under way (or the last one). */
+  #looking: Promise<void> = Promise.resolve();
 
   constructor(options: NodeDirectoryOptions) {
     // `??`, not a spread of defaults: an option passed as undefined (the tunnel forwards its own optional
@@ -101,6 +104,33 @@ export class NodeDirectory {
     this.#stopped = true;
     this.#options.clock.clearInterval(this.#timer);
     this.#iterator?.stop();
+  }
+
+  /**
+   * Stops, and takes this node's record out of `mesh-nodes` (a KV delete of its own key): on a clean stop
+   * peers drop the node at once, where a record left to expire stays listed, and paths to it are tried,
+   * for up to the TTL (150 s). A look under way ends first, so its put cannot land after the delete.
+   * Bounded by `timeoutMs`: with the hubs away the record is left to expire. True when it was deleted.
+   */
+  async withdraw(timeoutMs = 1_000): Promise<boolean> {
+    this.stop();
+    const kv = this.#kv;
+    if (!kv || this.#puts === 0) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)));
+    try {
+      await Promise.race([(async () => {
+        await this.#looking;
+        await kv.delete(this.#options.node);
+      })(), late]);
+      this.#options.log.info("node record withdrawn from mesh-nodes: peers drop this node now");
+      return true;
+    } catch (error) {
+      this.#options.log.info({ err: describeError(error) }, "node record not withdrawn (hub unreachable?): it expires by its TTL");
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -164,7 +194,13 @@ export class NodeDirectory {
     return [...this.#records.keys()].map((node) => this.get(node)).filter((record): record is NodeRecord => record !== undefined);
   }
 
-  async #refresh(): Promise<void> {
+  #refresh(): Promise<void> {
+    const look = this.#look();
+    this.#looking = look;
+    return look;
+  }
+
+  async #look(): Promise<void> {
     if (this.#stopped) return;
     try {
       // checkAPI false: no `$JS.hub.API.INFO`, which a node's credentials may not publish (trust/claims.ts).

@@ -293,7 +293,8 @@ export class TunnelActor implements StreamDialer {
     if (running) {
       running.paths.stop();
       running.punches.stop();
-      running.directory.stop();
+      // A clean stop takes the node's record out of mesh-nodes: peers drop it now, not at its TTL.
+      await running.directory.withdraw();
       running.spares.close();
       running.trust.stop();
       running.relay?.close();
