@@ -12,6 +12,7 @@
  */
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
+import { monitorJson } from "./monitor-http.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { FabricLink } from "../bus/status.ts";
 
@@ -149,11 +150,4 @@ export class FabricMonitor {
   }
 }
 
-async function getJson<T>(url: string): Promise<T | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-    return response.ok ? ((await response.json()) as T) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const getJson = <T>(url: string): Promise<T | undefined> => monitorJson<T>(url, 2_000);

@@ -24,6 +24,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
+import { monitorGet } from "./monitor-http.ts";
 
 export interface NatsServerOptions {
   /** Used in logs and file names. */
@@ -237,12 +238,8 @@ export class NatsServerSupervisor {
   }
 
   async #healthy(): Promise<boolean> {
-    try {
-      const response = await fetch(`http://${this.options.monitor.host}:${this.options.monitor.port}/healthz`, { signal: AbortSignal.timeout(1000) });
-      return response.ok;
-    } catch {
-      return false;
-    }
+    const answer = await monitorGet(`http://${this.options.monitor.host}:${this.options.monitor.port}/healthz`, 1_000);
+    return answer !== undefined && answer.status >= 200 && answer.status < 300;
   }
 
   #forward(line: string): void {

@@ -21,6 +21,7 @@ import { nowIso } from "../bus/events.ts";
 import { hubLoadSubject } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "../nats/render.ts";
+import { monitorJson } from "../nats/monitor-http.ts";
 
 /** @default 5_000 — what agents' relay choice sees is at most 5 s old; one small message per hub per period. */
 export const hubLoadIntervalMs = 5_000;
@@ -67,9 +68,8 @@ export function startHubLoad(options: { bus: Bus; monitor: HostPort; log: Logger
     if (polling) return;
     polling = true;
     try {
-      const response = await fetch(`http://${monitor.host}:${monitor.port}/leafz?subs=1`, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
-      if (!response?.ok) return;
-      const leafz = (await response.json()) as { leafs?: LeafzEntry[] };
+      const leafz = await monitorJson<{ leafs?: LeafzEntry[] }>(`http://${monitor.host}:${monitor.port}/leafz?subs=1`, 2_000);
+      if (!leafz) return;
       const leafs = leafz.leafs ?? [];
       const names = new Set(leafs.flatMap(relayNodesOf));
       // Forget nodes no longer attached here: their channels, if any, go through another hub now.

@@ -82,4 +82,11 @@ describe("the code keeps to docs/architecture.md", () => {
       .map(({ file, text }) => `${file} (${text.split("\n").length} lines)`);
     expect(long).toEqual([]);
   });
+
+  it("has no product file that calls fetch: undici costs every agent ~100 ms of CPU and ~20 MiB at start (nats/monitor-http.ts)", () => {
+    const callers = files
+      .filter(isProduct)
+      .filter((file) => /(?<![\w.])fetch\(/.test(readFileSync(resolve(root, file), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "")));
+    expect(callers).toEqual([]);
+  });
 });
