@@ -154,12 +154,14 @@ export async function startTlsStreamServer(options: {
   return {
     port: typeof address === "object" && address ? address.port : options.listen.port,
     refused,
-    // Streams still open end with the tunnel (close() alone waits for every one of them).
+    // Streams still open end with the tunnel (close() alone waits for every one of them), reset: a stream cut by
+    // the stop must end in an error at the far end. A plain destroy closed TCP with a FIN, and the peer read a
+    // clean end of stream (its stream ended whole to its reader) whenever it had read all that was sent.
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const socket of open) socket.destroy();
-        for (const tcp of connections) tcp.destroy();
+        for (const tcp of connections) resetSocket(tcp);
       }),
   };
 }
