@@ -7,7 +7,8 @@
 import { commandSummaries } from "./command-list.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { createServer as createHttpServer, type Server } from "node:http";
+import type { Server } from "node:http";
+import { http } from "../lib/node-http.ts";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -37,7 +38,7 @@ async function freePort(): Promise<number> {
 /** A backend of a sample service: answers with the node it "runs on". */
 async function startBackend(service: string, node: string): Promise<{ server: Server; port: number }> {
   const port = await freePort();
-  const server = createHttpServer((request, response) => {
+  const server = http.createServer((request, response) => {
     response.setHeader("content-type", "text/plain");
     response.end(`hello from ${service}, served by a backend on node ${node} (${request.method} ${request.url})\n`);
   });

@@ -10,7 +10,8 @@
  * await metrics.start({ host: "127.0.0.1", port: 9464 });
  * ```
  */
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
+import { http } from "./node-http.ts";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { LeafmeshError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -83,7 +84,7 @@ export class MetricsServer {
 
   async start(listen = this.#options.listen): Promise<void> {
     if (!listen) throw new LeafmeshError("INTERNAL", "MetricsServer.start: no address to listen on");
-    const server = createServer((request, response) => {
+    const server = http.createServer((request, response) => {
       void (async () => {
         const path = (request.url ?? "/").split("?")[0];
         if (path === "/metrics") {

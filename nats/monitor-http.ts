@@ -1,6 +1,6 @@
 /**
  * GET from a nats-server's monitoring port (`/healthz`, `/varz`, `/leafz`) with
- * node:http, not `fetch`. Node's fetch is undici, loaded on first use with its
+ * node:http (taken as lib/node-http.ts does), not `fetch`. Node's fetch is undici, loaded on first use with its
  * own HTTP parser compiled from WebAssembly: in a bare Node 24 process three
  * fetches cost ~120 ms of CPU and ~26 MiB of RSS where node:http costs ~20 ms and
  * nothing a process does not already hold. Every agent polls its own server's
@@ -12,7 +12,7 @@
  * const leafz = await monitorJson<{ leafs?: unknown[] }>("http://127.0.0.1:8222/leafz", 2_000);
  * ```
  */
-import { get } from "node:http";
+import { http } from "../lib/node-http.ts";
 
 /** @default 64 MiB — a monitor answer larger than this is refused (leafz with subscriptions grows with the nodes). */
 const maxBodyBytes = 64 * 1024 * 1024;
@@ -27,13 +27,13 @@ export function monitorGet(url: string, timeoutMs: number): Promise<{ status: nu
       clearTimeout(timer);
       resolve(value);
     };
-    let request: ReturnType<typeof get> | undefined;
+    let request: ReturnType<typeof http.get> | undefined;
     const timer = setTimeout(() => {
       request?.destroy();
       done(undefined);
     }, timeoutMs);
     try {
-      request = get(url, (response) => {
+      request = http.get(url, (response) => {
         const chunks: Buffer[] = [];
         let size = 0;
         response.on("data", (chunk: Buffer) => {

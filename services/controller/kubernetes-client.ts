@@ -16,7 +16,8 @@
  * const ended = await client.watch("/api/v1/services", { resourceVersion: "42" }, { onOpen, onEvent, signal, deadlineMs }); // "server" | "deadline"
  * ```
  */
-import http, { type IncomingMessage } from "node:http";
+import type { IncomingMessage } from "node:http";
+import { http } from "../../lib/node-http.ts";
 import https from "node:https";
 import { finished } from "node:stream/promises";
 import { KubeConfig } from "@kubernetes/client-node";

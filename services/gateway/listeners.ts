@@ -12,7 +12,8 @@
  * counted with its reason.
  */
 import { createHash } from "node:crypto";
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import { http } from "../../lib/node-http.ts";
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
 import { createServer, type Server, type Socket } from "node:net";
 import { Http1Connection } from "./http1-server.ts";
@@ -93,7 +94,7 @@ export class GatewayPortListener {
       }
       deps.forwarder.handle(request, response, context);
     };
-    this.#http1 = createHttpServer({ noDelay: true }, onRequest);
+    this.#http1 = http.createServer({ noDelay: true }, onRequest);
     this.#http2 = createHttp2Server(onRequest);
     this.#http2.on("sessionError", () => deps.count("http2 session error"));
     this.#http2.on("session", (session) => {
