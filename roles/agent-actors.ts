@@ -13,7 +13,6 @@ import { describeError } from "../lib/errors.ts";
 import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
-import { createGatewayActor, registerGatewayMetrics } from "../services/gateway/index.ts";
 import type { HostPort } from "../nats/render.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
 import { withSiteMembers, type UpstreamState } from "../bus/partition.ts";
@@ -197,6 +196,8 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };
   };
   const gateway: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
+    // Loaded only with --gateway: node:http2, which the gateway serves on, is ~10 MiB of RSS an agent without one does not need.
+    const { createGatewayActor, registerGatewayMetrics } = await import("../services/gateway/index.ts");
     const actor = createGatewayActor({ bus, feed, log: log.child({ actor: "gateway" }), node, labels: options.gateway!.labels, listenHost: options.gateway!.host, dialer, topology });
     await actor.start();
     registerGatewayMetrics(registry, actor);
