@@ -25,8 +25,8 @@ export class ZoneIndex {
   readonly #sliceOwner = new Map<string, string>();
   /** How many Services use each namespace name (an empty non-terminal while one does). */
   readonly #namespaces = new Map<string, number>();
-  /** How many Services publish each (reverse name, target). */
-  readonly #pointerUses = new Map<string, Map<string, number>>();
+  /** How many Services publish each (reverse name, target), keyed `reverse target` (one Map, not one per reverse name). */
+  readonly #pointerUses = new Map<string, number>();
   /** ZoneOptions.withheld: such a Service's names are out of the zone and its base is in zone.withheld. */
   readonly #withheld: ZoneOptions["withheld"];
 
@@ -122,12 +122,13 @@ export class ZoneIndex {
       changed?.add(records.namespaceName);
     }
     for (const [reverse, target] of records.pointers) {
-      let targets = this.#pointerUses.get(reverse);
-      if (!targets) this.#pointerUses.set(reverse, (targets = new Map()));
-      const count = (targets.get(target) ?? 0) + 1;
-      targets.set(target, count);
+      const key = `${reverse} ${target}`;
+      const count = (this.#pointerUses.get(key) ?? 0) + 1;
+      this.#pointerUses.set(key, count);
       if (count === 1) {
-        pointers.set(reverse, [...targets.keys()]);
+        // A new array: an answer being encoded may hold the old one.
+        const targets = pointers.get(reverse);
+        pointers.set(reverse, targets ? [...targets, target] : [target]);
         changed?.add(reverse);
       }
     }
@@ -148,19 +149,18 @@ export class ZoneIndex {
       changed?.add(records.namespaceName);
     }
     for (const [reverse, target] of records.pointers) {
-      const targets = this.#pointerUses.get(reverse);
-      const count = (targets?.get(target) ?? 1) - 1;
-      if (!targets) continue;
-      if (count > 0) {
-        targets.set(target, count);
+      const key = `${reverse} ${target}`;
+      const uses = this.#pointerUses.get(key);
+      if (uses === undefined) continue;
+      if (uses > 1) {
+        this.#pointerUses.set(key, uses - 1);
         continue;
       }
-      targets.delete(target);
+      this.#pointerUses.delete(key);
       changed?.add(reverse);
-      if (targets.size === 0) {
-        this.#pointerUses.delete(reverse);
-        pointers.delete(reverse);
-      } else pointers.set(reverse, [...targets.keys()]);
+      const targets = (pointers.get(reverse) ?? []).filter((existing) => existing !== target);
+      if (targets.length === 0) pointers.delete(reverse);
+      else pointers.set(reverse, targets);
     }
   }
 }

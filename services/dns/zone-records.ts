@@ -52,6 +52,25 @@ export const specVersion = "1.1.0";
 
 export const emptyRecords = (): NameRecords => ({ a: [], aaaa: [], srv: [], txt: [] });
 
+/** The one empty list every finished record shares (frozen: a write to it throws). */
+const none = Object.freeze([]) as unknown as never[];
+/** The one finished record with nothing in it: every empty non-terminal (`_tcp.<base>`) of every Service. */
+const nothing: NameRecords = Object.freeze({ a: none, aaaa: none, srv: none, txt: none });
+
+/**
+ * A Service's records once built: empty lists become the shared `none`, an empty name the shared `nothing`.
+ * Most of a Service's names hold one kind of record or none (its own name A, `_port._tcp` SRV, `_tcp` nothing),
+ * and four lists a name were a large part of the zone's memory.
+ */
+function finished(names: Map<string, NameRecords>): Map<string, NameRecords> {
+  for (const [name, records] of names) {
+    const { a, aaaa, srv, txt, cname } = records;
+    if (cname === undefined && a.length + aaaa.length + srv.length + txt.length === 0) names.set(name, nothing);
+    else names.set(name, { a: a.length ? a : none, aaaa: aaaa.length ? aaaa : none, srv: srv.length ? srv : none, txt: txt.length ? txt : none, ...(cname === undefined ? {} : { cname }) });
+  }
+  return names;
+}
+
 export function normaliseDomain(domain: string): string {
   return domain.toLowerCase().replace(/^\.+|\.+$/g, "");
 }
@@ -156,7 +175,7 @@ export function serviceZoneRecords(service: Service, slices: readonly EndpointSl
   const records = node(base);
   if (service.type === "ExternalName") {
     if (service.externalName) records.cname = normaliseDomain(service.externalName);
-    return { names, namespaceName, pointers };
+    return { names: finished(names), namespaceName, pointers };
   }
   const namedPorts = service.ports.filter((port) => port.name !== "");
   if (!headless) {
@@ -167,7 +186,7 @@ export function serviceZoneRecords(service: Service, slices: readonly EndpointSl
       pointer(ip, base);
     }
     for (const port of namedPorts) node(`_${port.name}._${port.protocol}.${base}`.toLowerCase()).srv.push({ priority: 0, weight: 100, port: port.port, target: base });
-    return { names, namespaceName, pointers };
+    return { names: finished(names), namespaceName, pointers };
   }
   for (const endpoint of endpoints) {
     const hostName = `${endpoint.label}.${base}`;
@@ -192,5 +211,5 @@ export function serviceZoneRecords(service: Service, slices: readonly EndpointSl
     // Equal weights that add up to about 100, as CoreDNS spreads them.
     for (const record of srv) record.weight = Math.max(1, Math.floor(100 / srv.length));
   }
-  return { names, namespaceName, pointers };
+  return { names: finished(names), namespaceName, pointers };
 }
