@@ -20,35 +20,26 @@ const maxBodyBytes = 64 * 1024 * 1024;
 /** The status and body, or undefined when nothing answered in time (refused, reset, timed out, too large). */
 export function monitorGet(url: string, timeoutMs: number): Promise<{ status: number; body: string } | undefined> {
   return new Promise((resolve) => {
-    let settled = false;
-    const done = (value: { status: number; body: string } | undefined) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(value);
-    };
-    let request: ReturnType<typeof http.get> | undefined;
-    const timer = setTimeout(() => {
-      request?.destroy();
-      done(undefined);
-    }, timeoutMs);
+    // A promise settles once: whichever of the answer, an error or the deadline comes first wins.
+    const fail = () => resolve(undefined);
     try {
-      request = http.get(url, (response) => {
+      const request = http.get(url, { signal: AbortSignal.timeout(timeoutMs) }, (response) => {
         const chunks: Buffer[] = [];
         let size = 0;
         response.on("data", (chunk: Buffer) => {
           size += chunk.length;
-          if (size > maxBodyBytes) {
-            request?.destroy();
-            done(undefined);
-          } else chunks.push(chunk);
+          if (size <= maxBodyBytes) chunks.push(chunk);
+          else {
+            request.destroy();
+            fail();
+          }
         });
-        response.on("end", () => done({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
-        response.on("error", () => done(undefined));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
+        response.on("error", fail);
       });
-      request.on("error", () => done(undefined));
+      request.on("error", fail);
     } catch {
-      done(undefined); // a URL node:http cannot request
+      fail(); // a URL node:http cannot request
     }
   });
 }

@@ -15,6 +15,8 @@ interface Snapshot {
   strings: string[];
 }
 
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2).padStart(8)} MiB`;
+
 export function summarizeHeapSnapshot(snapshot: Snapshot, title: string): string {
   const fields = snapshot.snapshot.meta.node_fields;
   const stride = fields.length;
@@ -39,7 +41,6 @@ export function summarizeHeapSnapshot(snapshot: Snapshot, title: string): string
     if (type === "object" || type === "closure" || type === "native") add(byConstructor, `${type}:${snapshot.strings[snapshot.nodes[offset + nameField]].slice(0, 80)}`, bytes);
     if (type === "array" || type === "hidden") add(byConstructor, `${type}:${snapshot.strings[snapshot.nodes[offset + nameField]].slice(0, 80)}`, bytes);
   }
-  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2).padStart(8)} MiB`;
   const rows = (map: Map<string, { bytes: number; count: number }>, count: number) =>
     [...map]
       .sort((a, b) => b[1].bytes - a[1].bytes)
@@ -61,7 +62,6 @@ export function summarizeHeapSnapshot(snapshot: Snapshot, title: string): string
 export function writeHeapSummary(file: string, out = file.replace(/\.heapsnapshot$/, ".txt")): string {
   const snapshot = JSON.parse(readFileSync(file, "utf8")) as Snapshot & Parameters<typeof retainedByOwner>[0];
   const owned = retainedByOwner(snapshot, agentOwners);
-  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2).padStart(8)} MiB`;
   const text = [
     summarizeHeapSnapshot(snapshot, basename(file)),
     "## retained by owner (bench/profile/heap-owners.ts; the agent's actors)",

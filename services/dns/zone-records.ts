@@ -64,9 +64,14 @@ const nothing: NameRecords = Object.freeze({ a: none, aaaa: none, srv: none, txt
  */
 function finished(names: Map<string, NameRecords>): Map<string, NameRecords> {
   for (const [name, records] of names) {
-    const { a, aaaa, srv, txt, cname } = records;
-    if (cname === undefined && a.length + aaaa.length + srv.length + txt.length === 0) names.set(name, nothing);
-    else names.set(name, { a: a.length ? a : none, aaaa: aaaa.length ? aaaa : none, srv: srv.length ? srv : none, txt: txt.length ? txt : none, ...(cname === undefined ? {} : { cname }) });
+    if (records.cname === undefined && records.a.length + records.aaaa.length + records.srv.length + records.txt.length === 0) {
+      names.set(name, nothing);
+      continue;
+    }
+    if (records.a.length === 0) records.a = none;
+    if (records.aaaa.length === 0) records.aaaa = none;
+    if (records.srv.length === 0) records.srv = none;
+    if (records.txt.length === 0) records.txt = none;
   }
   return names;
 }

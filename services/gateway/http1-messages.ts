@@ -9,6 +9,8 @@
 import { EventEmitter } from "node:events";
 import type { IncomingHttpHeaders } from "node:http";
 import { http } from "../../lib/node-http.ts";
+
+const { STATUS_CODES } = http;
 import { _checkInvalidHeaderChar as badValue, _checkIsHttpToken as isToken } from "node:_http_common";
 import type { Socket } from "node:net";
 
@@ -166,7 +168,7 @@ export class Http1Response extends EventEmitter {
     if (this.headersSent) throw new Error("the answer's head was sent already");
     const list = Array.isArray(headers) ? headers : Object.entries(headers).flat();
     this.statusCode = status;
-    let head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Unknown"}\r\n`;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`;
     let date = false;
     for (let i = 0; i < list.length; i += 2) {
       const name = list[i];
