@@ -228,6 +228,7 @@ export async function startAgentProcess(options: {
       "--monitor-listen", `127.0.0.1:${ports.monitor}`,
       "--metrics-listen", `127.0.0.1:${ports.metrics}`,
       ...(options.join ? ["--join", options.join] : options.joinFile ? ["--join-file", options.joinFile] : options.keys ? ["--keys", options.keys] : ["--insecure"]),
+      ...loopbackTunnel(options.extraArgs ?? []),
       ...(options.extraArgs ?? []),
     ],
     `nats://127.0.0.1:${ports.client}`,
@@ -239,6 +240,19 @@ export async function startAgentProcess(options: {
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   if (options.waitReady !== false) await waitReady(agent);
   return agent;
+}
+
+/**
+ * The tunnel's listeners on loopback ports of the kernel's choosing, unless the
+ * test names them: the defaults (0.0.0.0:4101 and :4102) are one per machine,
+ * and test files run side by side (a secured agent once died of EADDRINUSE on
+ * 4102 in CI because another file's agent held it).
+ */
+function loopbackTunnel(extraArgs: readonly string[]): string[] {
+  return [
+    ...(extraArgs.includes("--tunnel-listen") ? [] : ["--tunnel-listen", "/ip4/127.0.0.1/tcp/0"]),
+    ...(extraArgs.includes("--tunnel-tls") ? [] : ["--tunnel-tls", "127.0.0.1:0"]),
+  ];
 }
 
 /** Runs `leafmesh ARGS` to completion; returns exit code and output. */
