@@ -35,6 +35,7 @@
 import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
+import { frameInPlace, framedReadsOf, framesEnds, withHeadroom } from "./end-frames.ts";
 
 export const bigBufferBytes = 256 * 1024;
 export const smallBufferBytes = 16 * 1024;
@@ -149,12 +150,29 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   let buffer: Buffer;
   let big = grows && bigBuffersLent < bigBuffersMax;
   if (big) bigBuffersLent++;
-  buffer = Buffer.allocUnsafe(big ? bigBufferBytes : smallBufferBytes);
+  // Into a socket that frames ends (lib/end-frames.ts): each read is framed where it lies, in room left before it.
+  const framesTo = framesEnds(to);
+  const allocate = (size: number) => (framesTo ? withHeadroom(size) : Buffer.allocUnsafe(size));
+  buffer = allocate(big ? bigBufferBytes : smallBufferBytes);
   let small: Buffer | undefined = big ? undefined : buffer;
   let lastRead = 0;
   /** The buffer is referenced by a write still pending: no read may land in it, and it may not be swapped. */
   let lent = false;
 
+  // A socket that frames ends (lib/end-frames.ts): Node's onread bypasses its push, so its reader strips the
+  // headers here (its end still goes through push, which checks for the end frame).
+  const frames = framedReadsOf(from);
+  const writeData = (chunk: Buffer): boolean => {
+    let data: Buffer[];
+    try {
+      data = frames!.read(chunk);
+    } catch (error) {
+      from.destroy(error as Error);
+      return false;
+    }
+    for (let index = 0; index < data.length; index++) to.write(data[index], index === data.length - 1 ? written : undefined);
+    return data.length > 0;
+  };
   const giveBack = () => {
     if (!big) return;
     big = false;
@@ -168,7 +186,8 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   const onRead = (bytes: number, into: Buffer): boolean => {
     lastRead = bytes;
     if (to.destroyed) return false;
-    to.write(into.subarray(0, bytes), written);
+    if (!frames) to.write(framesTo ? frameInPlace(into, bytes) : into.subarray(0, bytes), written);
+    else if (!writeData(into.subarray(0, bytes))) return !from.destroyed; // headers alone: nothing refers to the buffer
     if (!lent && to.writableLength === 0) return true;
     lent = true;
     readsHeldForWrites++;
@@ -178,14 +197,14 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   const next = (): Buffer => {
     // No read may land in a buffer a pending write still reads: TLS's reads after the one that stopped them
     // each get a fresh buffer; a kernel socket reads no more until from.resume().
-    if (lent) return tls ? (buffer = Buffer.allocUnsafe(buffer.length)) : buffer;
+    if (lent) return tls ? (buffer = allocate(buffer.length)) : buffer;
     if (big && lastRead < smallBufferBytes) {
       giveBack();
-      buffer = small ??= Buffer.allocUnsafe(smallBufferBytes);
+      buffer = small ??= allocate(smallBufferBytes);
     } else if (grows && !big && lastRead === buffer.length && bigBuffersLent < bigBuffersMax) {
       big = true;
       bigBuffersLent++;
-      buffer = Buffer.allocUnsafe(bigBufferBytes);
+      buffer = allocate(bigBufferBytes);
     }
     return buffer;
   };

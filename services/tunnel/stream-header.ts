@@ -6,6 +6,9 @@
  *   opener → server:  u16 length | JSON { host, port, protocol }
  *   server → opener:  u8 status (0 ok, 1 refused) | u16 length | JSON { message, code? }
  *
+ * Then the bytes, as they are; on a TLS session whose ends both offered end
+ * frames by ALPN, a TCP stream's bytes go in end frames both ways (lib/end-frames.ts).
+ *
  * The encoding and the target's validation are pure; `requestTarget` and
  * `readTarget` run them on a Duplex.
  *
@@ -15,6 +18,7 @@
  * ```
  */
 import type { Duplex } from "node:stream";
+import { frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { StreamTarget } from "../../bus/streams.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -53,6 +57,15 @@ export function encodeHeader(json: unknown): Uint8Array {
 export function encodeStatus(status: typeof statusOk | typeof statusRefused, message = "", code?: string): Buffer {
   // Bounded: a message says why a target could not be reached, a line, never a header's 64 KiB.
   return Buffer.concat([Buffer.from([status]), encodeHeader({ message: message.slice(0, 1_000), code: code?.slice(0, 40) })]);
+}
+
+/**
+ * How long the serving side's status is, from its first bytes (lib/end-frames.ts RawPrefix): undefined until
+ * its length is read; Infinity for a refusal, after which nothing is framed (the server ends the stream).
+ */
+export function statusLength(head: Buffer): number | undefined {
+  if (head.length >= 1 && head[0] !== statusOk) return Infinity;
+  return head.length >= 3 ? 3 + head.readUInt16BE(1) : undefined;
 }
 
 /** A target header's JSON as a target; throws on anything else (it comes from a peer). */
@@ -108,7 +121,10 @@ export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<Str
 export async function requestTarget(duplex: Duplex, target: StreamTarget, options: { timeoutMs: number; peer: string; log: Logger }): Promise<Duplex> {
   // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
   duplex.on("error", (error) => options.log.debug({ err: error, peer: options.peer }, "tunnel stream error"));
-  duplex.write(encodeHeader(target));
+  const header = encodeHeader(target);
+  // A TCP stream on a session that frames ends (lib/end-frames.ts): the header and the status go as they are.
+  if (target.protocol === "TCP" && sessionFramesEnds(duplex)) frameEnds(duplex, { rawWrites: header.length, rawReads: statusLength });
+  duplex.write(header);
   const status = (await readExactly(duplex, 1, options.timeoutMs))[0];
   const { message, code } = (await readHeader(duplex, options.timeoutMs)) as { message?: unknown; code?: unknown };
   if (status !== statusOk) {

@@ -23,6 +23,7 @@ import type { Logger } from "../../lib/log.ts";
 import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
+import { frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
 
 import { defaultMaxStreamsPerPeer } from "./limits.ts";
@@ -122,7 +123,10 @@ export class StreamServer {
       connected = true;
       socket.setTimeout(0);
       if (duplex.destroyed) return void socket.resetAndDestroy(); // the stream went while the target was dialled
-      duplex.write(encodeStatus(statusOk));
+      const status = encodeStatus(statusOk);
+      // A session that frames ends frames this TCP stream after its status, as the opener reads it (stream-header.ts).
+      if (sessionFramesEnds(duplex)) frameEnds(duplex, { rawWrites: status.length });
+      duplex.write(status);
       spliceToTarget(duplex, socket);
     });
     let timedOut = false;

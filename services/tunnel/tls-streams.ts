@@ -22,7 +22,10 @@
  * target header, the status reply, then the spliced bytes; half-close and
  * reset behave as on a socket: a session that ends before both its directions
  * did resets what carries it (`resetWithCarrier`), so the far end reads an
- * error, never an end.
+ * error, never an end. A TCP stream's bytes go in end frames (lib/end-frames.ts)
+ * when both ends offer `endFramesProtocol` by ALPN: a session that ends without
+ * its end frame was cut, which a kernel's FIN for a crashed agent would
+ * otherwise pass for (Node's TLS takes a FIN without close_notify for an end).
  *
  * ```ts
  * const server = await startTlsStreamServer({ identity, listen: { host: "0.0.0.0", port: 4102 }, log, onStream: (socket, node) => serve(socket, node) });
@@ -35,6 +38,7 @@ import { X509Certificate } from "node:crypto";
 import { connect as netConnect, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate, type SecureContext } from "node:tls";
+import { endFramesProtocol } from "../../lib/end-frames.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { resetSocket } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -105,6 +109,7 @@ export async function startTlsStreamServer(options: {
       rejectUnauthorized: true,
       minVersion: "TLSv1.3",
       allowHalfOpen: true,
+      ALPNProtocols: [endFramesProtocol],
       handshakeTimeout: options.handshakeTimeoutMs ?? 5_000,
     },
     (socket) => {
@@ -201,6 +206,7 @@ export function tlsServerOver(channel: Duplex, options: { identity: NodeIdentity
       requestCert: true,
       rejectUnauthorized: true,
       secureContext: secureContextOf(options.identity),
+      ALPNProtocols: [endFramesProtocol],
     });
     resetWithCarrier(socket, carrier);
     const timer = setTimeout(() => socket.destroy(new LeafmeshError("TUNNEL_FAILED", `TLS handshake with ${options.peer} over ${options.where} not done within ${options.timeoutMs} ms`)), options.timeoutMs);
@@ -242,6 +248,8 @@ function tlsClient(options: { identity: NodeIdentity; node: string; timeoutMs: n
       socket: options.carrier,
       secureContext: secureContextOf(options.identity),
       allowHalfOpen: true,
+      // Offered, not required: a node of a release before end frames answers without it, and its streams go unframed.
+      ALPNProtocols: [endFramesProtocol],
       // The chain is checked against the mesh CA (rejectUnauthorized); the name must be the node we meant, and
       // its certificate not on the revocation list: an error here fails the handshake before a byte is sent.
       checkServerIdentity: (_host, certificate) => {
