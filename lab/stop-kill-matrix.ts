@@ -1,12 +1,13 @@
 /**
  * How a client's stream ends when an agent under it stops or dies mid-transfer, for each way in: a
- * diagnostic, not a test. On 2026-12-05 (32 rows) every SIGTERM row read ECONNRESET, and two kinds of
- * SIGKILL row read a clean end:
+ * diagnostic, not a test (test/crash-mid-stream.test.ts holds the rows that matter). Run again on the
+ * evening of 2026-12-05 (32 rows), after end frames (lib/end-frames.ts): every SIGTERM row and every
+ * row of edge-c killed read ECONNRESET, in every mode. One kind of row reads a clean end:
  * - edge-a killed, the agent the client is connected to: the kernel closes a dead process's sockets
  *   with a FIN. Only SO_LINGER 0, set ahead of time, would make it a reset, and Node does not expose it.
- * - edge-c killed under a direct TLS stream (keys, no relay): a known defect. Node's TLS reports a FIN
- *   without close_notify as a clean end, and edge-a passes it on as a half-close.
- * Every other row read ECONNRESET.
+ *   (The target behind edge-c is reset there: edge-c reads no end frame.)
+ * Before end frames, edge-c killed under a direct TLS stream read a clean end too: Node's TLS reports a
+ * FIN without close_notify as an end, and edge-a passed it on as a half-close.
  *
  * Real processes on loopback: a hub, edge-a (the client's side: its cluster-IP listener and SOCKS) and
  * edge-c (the far side), a 256 MiB source behind the Service's endpoint, 1 MiB read before the cut.
