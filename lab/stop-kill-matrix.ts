@@ -5,14 +5,15 @@
  * row of edge-c killed read ECONNRESET, in every mode. One kind of row reads a clean end:
  * - edge-a killed, the agent the client is connected to: the kernel closes a dead process's sockets
  *   with a FIN. Only SO_LINGER 0, set ahead of time, would make it a reset, and Node does not expose it.
- *   (The target behind edge-c is reset there: edge-c reads no end frame.)
+ *   (With keys on a direct path, the target behind edge-c is reset: edge-c reads no end frame;
+ *   test/crash-mid-stream.test.ts.)
  * Before end frames, edge-c killed under a direct TLS stream read a clean end too: Node's TLS reports a
  * FIN without close_notify as an end, and edge-a passed it on as a half-close.
  *
  * Real processes on loopback: a hub, edge-a (the client's side: its cluster-IP listener and SOCKS) and
  * edge-c (the far side), a 256 MiB source behind the Service's endpoint, 1 MiB read before the cut.
  *
- *   node lab/stop-kill-matrix.ts                    every row (~5 minutes)
+ *   node lab/stop-kill-matrix.ts                    every row (~13 minutes)
  *   node lab/stop-kill-matrix.ts keys direct far c kill listener   one row: trust (psk|keys), ways (direct|relay),
  *                                                   backend (far|local), who stops (a|c), how (term|kill), way in (listener|socks)
  */
