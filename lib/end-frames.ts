@@ -101,6 +101,13 @@ export class EndFrameReader {
     const data: Buffer[] = [];
     const pass = (from: number, to: number) => data.push(from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to));
     let offset = 0;
+    /** Passes up to `count` bytes on as data; returns how many it passed. */
+    const passUpTo = (count: number): number => {
+      const take = Math.min(count, chunk.length - offset);
+      pass(offset, offset + take);
+      offset += take;
+      return take;
+    };
     while (offset < chunk.length) {
       if (this.#head) {
         const head = this.#head;
@@ -116,18 +123,12 @@ export class EndFrameReader {
         continue;
       }
       if (this.#raw > 0) {
-        const take = Math.min(this.#raw, chunk.length - offset);
-        pass(offset, offset + take);
-        this.#raw -= take;
-        offset += take;
+        this.#raw -= passUpTo(this.#raw);
         continue;
       }
       if (this.#ended) throw new EndFrameError(`${chunk.length - offset} bytes came after the tunnel stream's end frame`);
       if (this.#remaining > 0) {
-        const take = Math.min(this.#remaining, chunk.length - offset);
-        pass(offset, offset + take);
-        this.#remaining -= take;
-        offset += take;
+        this.#remaining -= passUpTo(this.#remaining);
         continue;
       }
       const take = Math.min(headerBytes - this.#headerFilled, chunk.length - offset);
