@@ -47,8 +47,6 @@ export function sessionFramesEnds(stream: Duplex): stream is TLSSocket {
 }
 
 const headerBytes = 4;
-/** Data this small goes with its header in one write (a copy of it): a header written alone is a TLS record of its own. */
-const joinBelowBytes = 16 * 1024;
 /** The end frame. Shared, never written into. */
 const endFrame = Buffer.alloc(headerBytes);
 /** What Node's own writes say of a Buffer chunk (the typings know only string encodings). */
@@ -223,16 +221,13 @@ export function frameEnds(socket: TLSSocket, options: { rawWrites?: number; rawR
 /** Chunks whose frame header was written in the bytes before them (frameInPlace): written as they are. */
 const framedInPlace = new WeakSet<Buffer>();
 
-/** Bytes a buffer leaves before a read's data for `frameInPlace` to put the header in. */
-export const headroomBytes = headerBytes;
-
 /** Whether `stream` frames ends (frameEnds): what is written to it goes in frames. */
 export function framesEnds(stream: Duplex): boolean {
   return (stream as Framed)[readers] !== undefined;
 }
 
 /**
- * A read of `bytes` into `into`, which has `headroomBytes` of its own memory before it (a buffer made by
+ * A read of `bytes` into `into`, which has 4 bytes of its own memory before it (a buffer made by
  * `withHeadroom`), as one frame without a copy: the header goes in those bytes, and the socket's write
  * takes the frame as it is.
  */
@@ -243,7 +238,7 @@ export function frameInPlace(into: Buffer, bytes: number): Buffer {
   return frame;
 }
 
-/** A buffer of `size` bytes with `headroomBytes` of its own before it, for frameInPlace. */
+/** A buffer of `size` bytes with room of its own for a frame header before it, for frameInPlace. */
 export function withHeadroom(size: number): Buffer {
   return Buffer.from(new ArrayBuffer(headerBytes + size), headerBytes, size);
 }
