@@ -9,15 +9,17 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { endFramesProtocol, frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
+import { endFramesProtocol, frameEnds, framesEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
 import { readBufferStats } from "../../lib/read-buffers.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { initKeys, issueNode } from "../../trust/key-store.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
 import type { NodeIdentity } from "./node-identity.ts";
+import { encodeHeader, requestTarget, statusOk } from "./stream-header.ts";
+import { StreamServer } from "./stream-server.ts";
 import { connectTlsStream, startTlsStreamServer, type TlsStreamServer } from "./tls-streams.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-end-frames-"));
@@ -95,6 +97,42 @@ describe("end frames over TLS stream sessions", () => {
     expect(old.alpnProtocol).toBe(false);
     expect(sessionFramesEnds(await servedOld)).toBe(false);
     old.destroy();
+  });
+
+  it("frame a stream only when both ends offered them: an opener of an earlier release reads and writes the bytes as they are", async () => {
+    const echo = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on("data", (chunk: Buffer) => socket.write(chunk));
+      socket.once("end", () => socket.end());
+    });
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+    const streams = new StreamServer({ node: "edge-b", log: silentLogger() });
+    serve = (socket) => void streams.serve(socket, "edge-a");
+    const target = { host: "127.0.0.1", port: (echo.address() as { port: number }).port, protocol: "TCP" as const };
+    const payload = randomBytes(300_000);
+    try {
+      // This release: the target header, the status, then frames both ways; requestTarget's stream reads plain bytes.
+      const framed = await requestTarget(await dial(), target, { timeoutMs: 5_000, peer: "edge-b", log: silentLogger() });
+      expect(framesEnds(framed)).toBe(true);
+      const back = readAll(framed as TLSSocket);
+      framed.end(payload);
+      const echoed = await back;
+      expect(echoed.how).toBe("end");
+      expect(sha(echoed.bytes)).toBe(sha(payload));
+
+      // An earlier release: no ALPN, so no frames either way (a framed server would send a header first and wait for one).
+      const old = tlsConnect({ host: "127.0.0.1", port: server.port, cert: identities["edge-a"].certPem, key: identities["edge-a"].keyPem, ca: identities["edge-a"].caPem, checkServerIdentity: () => undefined, allowHalfOpen: true } as ConnectionOptions);
+      await new Promise((resolve) => old.once("secureConnect", resolve));
+      const answer = readAll(old);
+      old.write(encodeHeader(target));
+      old.end(payload);
+      const { bytes, how } = await answer;
+      expect(how).toBe("end");
+      expect(bytes[0]).toBe(statusOk);
+      const statusBytes = 3 + bytes.readUInt16BE(1);
+      expect(bytes.subarray(statusBytes).equals(payload)).toBe(true);
+    } finally {
+      echo.close();
+    }
   });
 
   it("carry every kind of write both ways, whole, and an end as an end", async () => {
