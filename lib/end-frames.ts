@@ -21,7 +21,7 @@
  * frame destroys it with an error instead ('error', never 'end'). A copy that
  * reads the socket into a buffer of its own (read-buffers.ts: Node's onread,
  * which bypasses `push`) strips them with the socket's own reader
- * (`framedReadsOf`); the end still comes through `push`.
+ * (`stripHeaders`); the end still comes through `push`.
  *
  * Both ends frame only when both offered it (tls-streams.ts: the ALPN protocol
  * `endFramesProtocol`; a node of an older release is served as before, without)
@@ -174,45 +174,42 @@ export function frameEnds(socket: TLSSocket, options: { rawWrites?: number; rawR
       socket.destroy(cut);
       return false;
     }
-    let data: Buffer[];
-    try {
-      data = reader.read(typeof chunk === "string" ? Buffer.from(chunk, encoding) : (chunk as Buffer));
-    } catch (error) {
-      socket.destroy(error as Error);
-      return false;
-    }
+    const data = stripHeaders(socket, typeof chunk === "string" ? Buffer.from(chunk, encoding) : (chunk as Buffer));
+    if (!data) return false;
     let more = socket.readableLength < socket.readableHighWaterMark;
     for (const piece of data) more = push(piece);
     return more;
   };
 
-  // Node's own writes under the socket's (net.Socket's _write and _writev), each chunk as a frame: in one write,
-  // as TLSWrap takes one at a time (a second one under way aborts the process: Assertion failed: !current_write_).
-  // A chunk framed in place already (`framedInPlace`) goes as it is; any other is copied behind its header
-  // (TLSWrap would copy a writev of the two into one buffer all the same).
+  // Node's own writes under the socket's (net.Socket's _write and _writev), each chunk as a frame. A chunk framed
+  // in place already (`frameInPlace`) goes as it is. Any other goes behind its header: in one write of the two
+  // joined (TLSWrap takes one write at a time: a second one under way aborts the process, Assertion failed:
+  // !current_write_), or in a writev, which TLSWrap joins into one buffer itself.
   let rawWrites = options.rawWrites ?? 0;
-  /** The chunk as it goes: raw bytes first while some are left, then a frame. */
-  const framesOf = (data: Buffer): Buffer[] => {
-    if (framedInPlace.has(data)) return [data];
+  /** The chunk as it goes: raw bytes first while some are left, then a header and the rest. */
+  const partsOf = (data: Buffer): Buffer[] => {
     // Empty: as it is (a frame of length 0 is the end).
-    if (data.length === 0) return [data];
-    if (rawWrites === 0) return [frameOf(data)];
+    if (framedInPlace.has(data) || data.length === 0) return [data];
     const raw = Math.min(rawWrites, data.length);
     rawWrites -= raw;
-    return raw === data.length ? [data] : [data.subarray(0, raw), frameOf(data.subarray(raw))];
+    if (raw === data.length) return [data];
+    const rest = data.subarray(raw);
+    const header = Buffer.allocUnsafe(headerBytes);
+    header.writeUInt32BE(rest.length, 0);
+    return raw > 0 ? [data.subarray(0, raw), header, rest] : [header, rest];
   };
+  const bytesOf = (chunk: Buffer | string, encoding: BufferEncoding) => (typeof chunk === "string" ? Buffer.from(chunk, encoding) : chunk);
   const write = socket._write.bind(socket);
   const writev = socket._writev!.bind(socket);
   socket._write = (chunk: Buffer | string, encoding: BufferEncoding, callback: WriteCallback) => {
-    const out = framesOf(typeof chunk === "string" ? Buffer.from(chunk, encoding) : chunk);
-    if (out.length === 1) write(out[0], asBuffer, callback);
-    else writev(out.map((part) => ({ chunk: part, encoding: asBuffer })), callback); // the header's last raw bytes and a first frame
+    const parts = partsOf(bytesOf(chunk, encoding));
+    write(parts.length === 1 ? parts[0] : Buffer.concat(parts), asBuffer, callback);
   };
-  socket._writev = (chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], callback: WriteCallback) => {
-    const out: { chunk: Buffer; encoding: BufferEncoding }[] = [];
-    for (const { chunk, encoding } of chunks) for (const part of framesOf(typeof chunk === "string" ? Buffer.from(chunk, encoding) : chunk)) out.push({ chunk: part, encoding: asBuffer });
-    writev(out, callback);
-  };
+  socket._writev = (chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], callback: WriteCallback) =>
+    writev(
+      chunks.flatMap(({ chunk, encoding }) => partsOf(bytesOf(chunk, encoding)).map((part) => ({ chunk: part, encoding: asBuffer }))),
+      callback,
+    );
   const final = socket._final.bind(socket);
   // The end frame, then close_notify and the FIN once it is out (a write under way holds TLS's output back).
   socket._final = (callback: WriteCallback) => write(endFrame, asBuffer, (error) => (error ? callback(error) : final(callback)));
@@ -243,14 +240,16 @@ export function withHeadroom(size: number): Buffer {
   return Buffer.from(new ArrayBuffer(headerBytes + size), headerBytes, size);
 }
 
-/** The reader of a socket that frames ends (frameEnds), for a copy that reads it into a buffer of its own. */
-export function framedReadsOf(stream: Duplex): EndFrameReader | undefined {
-  return (stream as Framed)[readers];
-}
-
-function frameOf(data: Buffer): Buffer {
-  const frame = Buffer.allocUnsafe(headerBytes + data.length);
-  frame.writeUInt32BE(data.length, 0);
-  data.copy(frame, headerBytes);
-  return frame;
+/**
+ * The data in `chunk`, read from `stream` (a socket that frames ends), without frame headers: what its push hands
+ * on, and what a copy that reads the socket into a buffer of its own writes (Node's onread bypasses push). Bytes
+ * after the end frame destroy the stream with the error; undefined then.
+ */
+export function stripHeaders(stream: Duplex, chunk: Buffer): Buffer[] | undefined {
+  try {
+    return (stream as Framed)[readers]!.read(chunk);
+  } catch (error) {
+    stream.destroy(error as Error);
+    return undefined;
+  }
 }

@@ -35,7 +35,7 @@
 import { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
-import { frameInPlace, framedReadsOf, framesEnds, withHeadroom } from "./end-frames.ts";
+import { frameInPlace, framesEnds, stripHeaders, withHeadroom } from "./end-frames.ts";
 
 export const bigBufferBytes = 256 * 1024;
 export const smallBufferBytes = 16 * 1024;
@@ -161,15 +161,10 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
 
   // A socket that frames ends (lib/end-frames.ts): Node's onread bypasses its push, so its reader strips the
   // headers here (its end still goes through push, which checks for the end frame).
-  const frames = framedReadsOf(from);
+  const framesFrom = framesEnds(from);
+  /** Whether anything of `chunk` was written (not when it held headers alone, nor when it broke the frames). */
   const writeData = (chunk: Buffer): boolean => {
-    let data: Buffer[];
-    try {
-      data = frames!.read(chunk);
-    } catch (error) {
-      from.destroy(error as Error);
-      return false;
-    }
+    const data = stripHeaders(from, chunk) ?? [];
     for (let index = 0; index < data.length; index++) to.write(data[index], index === data.length - 1 ? written : undefined);
     return data.length > 0;
   };
@@ -186,7 +181,7 @@ export function readIntoOwnBuffer(from: Duplex, to: Duplex): boolean {
   const onRead = (bytes: number, into: Buffer): boolean => {
     lastRead = bytes;
     if (to.destroyed) return false;
-    if (!frames) to.write(framesTo ? frameInPlace(into, bytes) : into.subarray(0, bytes), written);
+    if (!framesFrom) to.write(framesTo ? frameInPlace(into, bytes) : into.subarray(0, bytes), written);
     else if (!writeData(into.subarray(0, bytes))) return !from.destroyed; // headers alone: nothing refers to the buffer
     if (!lent && to.writableLength === 0) return true;
     lent = true;

@@ -55,13 +55,22 @@ function readAll(socket: TLSSocket): Promise<{ bytes: Buffer; how: string }> {
   });
 }
 
-/** A TCP relay to the stream server that, once `cutAfter` bytes of the server's came through, ends the client's side with a FIN and drops the server's. */
+/**
+ * A TCP relay to the stream server that, once `cutAfter` bytes of the server's came through, ends the client's
+ * side with a FIN and drops the server's. Before that, either side's reset or error destroys the other; close()
+ * destroys what is still open.
+ */
 async function startRelay(cutAfter: number): Promise<{ port: number; close(): void }> {
+  const open = new Set<Socket>();
   const relay: Server = createServer({ allowHalfOpen: true }, (client: Socket) => {
     const upstream = netConnect({ host: "127.0.0.1", port: server.port, allowHalfOpen: true });
-    client.on("error", () => undefined);
-    upstream.on("error", () => undefined);
+    for (const socket of [client, upstream]) {
+      open.add(socket);
+      socket.once("close", () => open.delete(socket));
+    }
     let carried = 0;
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => carried < cutAfter && client.destroy());
     client.pipe(upstream);
     upstream.on("data", (chunk: Buffer) => {
       if (carried >= cutAfter) return;
@@ -76,7 +85,13 @@ async function startRelay(cutAfter: number): Promise<{ port: number; close(): vo
     upstream.on("end", () => client.end());
   });
   await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  return { port: (relay.address() as { port: number }).port, close: () => relay.close() };
+  return {
+    port: (relay.address() as { port: number }).port,
+    close: () => {
+      relay.close();
+      for (const socket of open) socket.destroy();
+    },
+  };
 }
 
 const dial = (port = server.port) => connectTlsStream({ identity: identities["edge-a"], node: "edge-b", host: "127.0.0.1", port, timeoutMs: 5_000 });
