@@ -33,7 +33,7 @@ import type { Logger } from "../../lib/log.ts";
 import { DuplexMultiaddrConnection, streamToDuplex } from "./libp2p-duplex.ts";
 import { tunnelNoiseCrypto } from "./noise-crypto.ts";
 import { checkPeerClaim, makePeerProof, tlsPortOf, userAgentFor, type NodeIdentity } from "./node-identity.ts";
-import { pskFingerprint, pskPrologue } from "./psk.ts";
+import { lanServiceTag, pskFingerprint, pskPrologue } from "./psk.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import { loadOrCreatePeerKey } from "./peer-key.ts";
 
@@ -131,7 +131,8 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     // message plus one of 29 bytes, each with its own cipher, tag and write.
     streamMuxers: [yamux({ maxMessageSize: noiseMaxPlaintext - yamuxHeaderBytes, streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
     // libp2p's own peer:discovery fires for every new peer (a relayed one too): only mDNS's answers are LAN peers.
-    peerDiscovery: options.mdns === false ? [] : [lanDiscovery(mdns({ interval: options.mdnsIntervalMs ?? 1_000 }), options.onLanPeer)],
+    // The service is the mesh's own (psk.ts): another mesh's agents on the LAN are not found.
+    peerDiscovery: options.mdns === false ? [] : [lanDiscovery(mdns({ interval: options.mdnsIntervalMs ?? 1_000, serviceTag: lanServiceTag(options.psk) }), options.onLanPeer)],
     // identify's agent version carries the node name (and, with security on, its signed proof), so a
     // neighbour found by mDNS is known by name without the hub.
     nodeInfo: { userAgent: userAgentFor(options.node, proof, options.tlsStreamPort) },

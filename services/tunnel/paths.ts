@@ -193,10 +193,11 @@ export class PathTable {
       void libp2p.dial(event.detail.id, { signal }).catch((error: unknown) => {
         const message = describeError(error);
         // The mesh key is the noise prologue: another key fails the handshake (a timeout mid-handshake looks the same, hence the signal).
+        // mDNS finds only this mesh's service (psk.ts), so a peer that answers on it and then fails is not one of ours.
         if (!signal.aborted && failedHandshake(error)) {
           if (this.#warnedKeys.has(peer)) return;
           this.#warnedKeys.add(peer);
-          this.#options.log.error({ peer, err: message }, "a LAN peer failed the encrypted handshake: its pre-shared key differs, or it is no agent of this mesh (give every agent of the mesh the same --psk)");
+          this.#options.log.warn({ peer, err: message }, "a LAN peer answered on this mesh's mDNS service but failed the encrypted handshake: it does not hold this mesh's pre-shared key");
         } else {
           this.#options.log.debug({ peer, err: message }, "LAN peer did not answer");
         }

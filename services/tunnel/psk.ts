@@ -2,7 +2,8 @@
  * The mesh's pre-shared key: parsed from the swarm.key format, bound into every
  * noise handshake as its prologue (host.ts), and published as a salted
  * fingerprint in the node record, so that a peer with another key is told
- * "the keys differ" instead of seeing handshakes fail.
+ * "the keys differ" instead of seeing handshakes fail. The LAN discovery's mDNS
+ * service is named after the key too, so meshes sharing a LAN never see each other.
  *
  * ```ts
  * const psk = parsePsk(readFileSync("swarm.key"));
@@ -34,4 +35,14 @@ export function pskPrologue(psk: Uint8Array): Uint8Array {
 /** A salted hash of the PSK, published in the node record: lets peers say "the keys differ". */
 export function pskFingerprint(psk: Uint8Array): string {
   return createHash("sha256").update("leafmesh psk fingerprint\0").update(psk).digest("hex").slice(0, 16);
+}
+
+/**
+ * The mDNS service the mesh's agents query and answer on the LAN, named after its key: agents of another mesh
+ * on the same LAN (a second line in the factory, a staging mesh, another test) are never found, so never dialled
+ * (each dial would be a failed handshake, repeated at every query). 40 bits of a salted hash: it tells nothing of
+ * the key, and a DNS-SD service name holds at most 15 characters.
+ */
+export function lanServiceTag(psk: Uint8Array): string {
+  return `_lm-${createHash("sha256").update("leafmesh mdns service\0").update(psk).digest("hex").slice(0, 10)}._udp.local`;
 }
