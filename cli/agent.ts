@@ -109,7 +109,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       description: "with --keys: direct (LAN) streams each get a TLS connection of their own, served here, and relayed streams a TLS session on a relay channel of their own (OpenSSL: faster than libp2p's noise and yamux); off: every stream on libp2p",
     }),
     tunnelWays: option.parsed({ default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" }, parseWays),
-    mdns: option.choice(["on", "off"] as const, { default: "on", description: "find nodes on the same LAN by mDNS (with --psk)" }),
+    mdns: option.choice(["on", "off"] as const, { default: "on", description: "find nodes on the same LAN by mDNS (with --psk), on a service of this mesh's own (_lm-HASH._udp.local, named after its key): meshes sharing a LAN never find each other" }),
     upstreamDomain: option.text({ default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" }),
     ...securityOptions,
     join: option.text({
