@@ -28,6 +28,7 @@ import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
 import { startController, type Controller } from "../services/controller/agent-controller.ts";
+import { ReleaseAfterChurn } from "../lib/release-memory.ts";
 import type { UpstreamState } from "../bus/partition.ts";
 import { watchUpstream } from "./upstream-state.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
@@ -179,6 +180,13 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   // The controller subscribes to link events before the monitor publishes the first one.
   const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node });
   node.onStop(() => controller.stop(), "the controller");
+  // A large catalog change (a fresh node's first load above all) leaves garbage V8 keeps resident: one full collection once it settles (lib/release-memory.ts).
+  const release = new ReleaseAfterChurn({ log: log.child({ actor: "controller" }) });
+  const stopCounting = controller.feed.onChange((keys) => release.note(keys.length));
+  node.onStop(() => {
+    stopCounting();
+    release.stop();
+  }, "the memory release after catalog changes");
   const fabric = node.watchFabric({ upstreams });
 
   const links: ActorLink[] = [

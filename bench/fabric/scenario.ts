@@ -65,6 +65,8 @@ export interface LeafmeshResult {
   agentCpuLoadMs: number;
   rssLoadedMiB: number;
   rssMiB: number;
+  /** Resident memory at rest: 5 s after the last change, what `top` shows on an idle node (the agent gives back a load's garbage once it settles, lib/release-memory.ts). */
+  rssAtRestMiB: number;
   serverRssMiB: number;
   latencies: number[];
 }
@@ -276,9 +278,12 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   await options.onLoaded?.(agent.child.pid!);
 
   const latencies = await measureChanges(hubKv!, entries, changes, (key) => new Promise<void>((resolve) => waiting.set(key, resolve)));
+  const rssAfterChangesMiB = rssMiB(agent.child.pid);
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
   const result: LeafmeshResult = {
     writeMs, hubCpuMs, hubRssMiB, leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs, nodeHoldsMs, agentCpuLoadMs, rssLoadedMiB,
-    rssMiB: rssMiB(agent.child.pid),
+    rssMiB: rssAfterChangesMiB,
+    rssAtRestMiB: rssMiB(agent.child.pid),
     serverRssMiB: rssMiB(Number(readFileSync(join(dataDir, "nats-server.pid"), "utf8"))),
     latencies,
   };

@@ -20,6 +20,7 @@ export interface CatalogPoint {
   agentCpuLoadMs: number;
   agentRssLoadedMiB: number;
   agentRssMiB: number;
+  agentRssAtRestMiB: number;
   agentServerRssMiB: number;
   plainServerRssMiB: number;
   changeP50: number;
@@ -60,7 +61,7 @@ export async function measureCatalogCurve(sizes: number[], changes: number): Pro
       const hub = (leafmesh as Error & { hub?: { writeMs: number; hubCpuMs: number; hubRssMiB: number } }).hub;
       points.push({
         services, hubWriteMs: hub?.writeMs ?? NaN, plainWriteMs: plain.writeMs, hubCpuMs: hub?.hubCpuMs ?? NaN, hubRssMiB: hub?.hubRssMiB ?? NaN, agentHoldsMs: NaN, plainHoldsMs: plain.clientHoldsMs, agentCpuLoadMs: NaN,
-        agentRssLoadedMiB: NaN, agentRssMiB: NaN, agentServerRssMiB: NaN, plainServerRssMiB: plain.serverRssMiB, changeP50: NaN, changeP99: NaN,
+        agentRssLoadedMiB: NaN, agentRssMiB: NaN, agentRssAtRestMiB: NaN, agentServerRssMiB: NaN, plainServerRssMiB: plain.serverRssMiB, changeP50: NaN, changeP99: NaN,
         plainChangeP50: percentile(plain.latencies, 50), plainChangeP99: percentile(plain.latencies, 99), changes, failed: leafmesh.message.split("\n")[0],
       });
       continue;
@@ -75,6 +76,7 @@ export async function measureCatalogCurve(sizes: number[], changes: number): Pro
       plainHoldsMs: plain.clientHoldsMs,
       agentCpuLoadMs: leafmesh.agentCpuLoadMs,
       agentRssLoadedMiB: leafmesh.rssLoadedMiB,
+      agentRssAtRestMiB: leafmesh.rssAtRestMiB,
       agentRssMiB: leafmesh.rssMiB,
       agentServerRssMiB: leafmesh.serverRssMiB,
       plainServerRssMiB: plain.serverRssMiB,

@@ -72,7 +72,7 @@ export async function runScaleBench(): Promise<BenchTable[]> {
         { name: "plain KV p50", points: at((p) => p.plainChangeP50), dashed: true }, { name: "plain KV p99", points: at((p) => p.plainChangeP99), dashed: true },
       ]),
       chart("scale-catalog-rss.svg", "Agent memory vs catalog size", "services", "MiB (RSS)", [
-        { name: "agent, loaded", points: at((p) => p.agentRssLoadedMiB) }, { name: "agent, after changes", points: at((p) => p.agentRssMiB) },
+        { name: "agent, loaded", points: at((p) => p.agentRssLoadedMiB) }, { name: "agent, after changes", points: at((p) => p.agentRssMiB) }, { name: "agent, at rest", points: at((p) => p.agentRssAtRestMiB) },
         { name: "agent's nats-server", points: at((p) => p.agentServerRssMiB) }, { name: "plain leaf nats-server", points: at((p) => p.plainServerRssMiB), dashed: true },
       ]),
       chart("scale-catalog-time.svg", "Catalog written at the hub / held by a fresh node", "services", "ms", [
@@ -85,11 +85,11 @@ export async function runScaleBench(): Promise<BenchTable[]> {
     );
     tables.push({
       title: "Scale (a): cost against catalog size (Services + EndpointSlices of 3 endpoints)",
-      columns: ["services", "hub writes (ms)", "plain KV (ms)", "×", "hub process CPU (ms)", "hub RSS (MiB)", "fresh agent holds (ms)", "plain mirror (ms)", "×", "agent CPU to hold (ms)", "agent RSS loaded / after changes (MiB)", "agent's nats-server RSS (MiB)", "plain leaf RSS (MiB)", "change p50 / p99 (ms)", "plain p50 / p99 (ms)"],
+      columns: ["services", "hub writes (ms)", "plain KV (ms)", "×", "hub process CPU (ms)", "hub RSS (MiB)", "fresh agent holds (ms)", "plain mirror (ms)", "×", "agent CPU to hold (ms)", "agent RSS loaded / after changes / at rest (MiB)", "agent's nats-server RSS (MiB)", "plain leaf RSS (MiB)", "change p50 / p99 (ms)", "plain p50 / p99 (ms)"],
       rows: points.map((p) => [
         count(p.services), r(p.hubWriteMs), r(p.plainWriteMs), ratio(p.hubWriteMs, p.plainWriteMs), r(p.hubCpuMs), r(p.hubRssMiB),
         r(p.agentHoldsMs), r(p.plainHoldsMs), ratio(p.agentHoldsMs, p.plainHoldsMs), r(p.agentCpuLoadMs),
-        `${r(p.agentRssLoadedMiB)} / ${r(p.agentRssMiB)}`, r(p.agentServerRssMiB), r(p.plainServerRssMiB),
+        `${r(p.agentRssLoadedMiB)} / ${r(p.agentRssMiB)} / ${r(p.agentRssAtRestMiB)}`, r(p.agentServerRssMiB), r(p.plainServerRssMiB),
         `${r(p.changeP50, 2)} / ${r(p.changeP99, 2)}`, `${r(p.plainChangeP50, 2)} / ${r(p.plainChangeP99, 2)}`,
       ]),
       notes: [
