@@ -135,6 +135,22 @@ describe("nats-server configs and supervisor", () => {
     expect(server.state).toBe("failed");
   });
 
+  it("says how to install nats-server when its binary cannot be run, and starts nothing", async () => {
+    const dir = tempDir();
+    const server = new NatsServerSupervisor({
+      name: "missing",
+      dataDir: dir,
+      binary: join(dir, "no-such-nats-server"),
+      monitor: { host: "127.0.0.1", port: await freePort() },
+      log: silentLogger(),
+      configText: "listen: 127.0.0.1:4222\n",
+    });
+    const failure = await server.start().catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: "NATS_SERVER_MISSING" });
+    expect(String((failure as Error).message)).toMatch(/cannot run '.*no-such-nats-server': .*ENOENT.*apt-get install -y nats-server/);
+    expect(server.pid).toBeUndefined();
+  });
+
   it("rejects upstream URLs that are not URLs", () => {
     expect(() =>
       renderLeafConfig({

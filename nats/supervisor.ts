@@ -15,7 +15,7 @@
  * await server.stop();
  * ```
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -105,13 +105,25 @@ const levelOf: Record<string, "debug" | "info" | "warn" | "error" | "fatal" | "t
 /** Checks that the nats-server binary exists; the message says how to get it. */
 export function checkNatsServerBinary(binary = process.env.LEAFMESH_NATS_SERVER ?? "nats-server"): string {
   const result = spawnSync(binary, ["--version"], { encoding: "utf8" });
-  if (result.error || result.status !== 0) {
-    throw new LeafmeshError(
-      "NATS_SERVER_MISSING",
-      `cannot run '${binary}': ${result.error?.message ?? result.stderr}. Install it (Debian: apt-get install -y nats-server, or run scripts/install.sh) or set LEAFMESH_NATS_SERVER to its path`,
-    );
-  }
+  if (result.error || result.status !== 0) throw missingBinary(binary, result.error?.message ?? result.stderr);
   return result.stdout.trim();
+}
+
+function missingBinary(binary: string, why: string): LeafmeshError {
+  return new LeafmeshError("NATS_SERVER_MISSING", `cannot run '${binary}': ${why}. Install it (Debian: apt-get install -y nats-server, or run scripts/install.sh) or set LEAFMESH_NATS_SERVER to its path`);
+}
+
+/** `nats-server -t -c PATH`: `missing` when the binary cannot be run at all, else its exit status and output. */
+function testConfiguration(binary: string, path: string): Promise<{ missing?: string; status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    execFile(binary, ["-t", "-c", path], { encoding: "utf8", timeout: 30_000 }, (error, stdout, stderr) => {
+      const code = (error as NodeJS.ErrnoException | null)?.code;
+      // A spawn failure carries an errno string (ENOENT, EACCES); an exit status is a number.
+      if (typeof code === "string") resolve({ missing: error!.message, status: null, output: "" });
+      else if (error?.killed) resolve({ status: null, output: `'${binary} -t' did not finish within 30 s` });
+      else resolve({ status: error ? (typeof code === "number" ? code : null) : 0, output: `${stderr}${stdout}`.trim() });
+    });
+  });
 }
 
 export class NatsServerSupervisor {
@@ -156,14 +168,16 @@ export class NatsServerSupervisor {
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
     this.#stopping = false;
     this.#readySince = 0;
-    checkNatsServerBinary(binary);
     mkdirSync(this.options.dataDir, { recursive: true });
     this.#killLeftover();
     writeFileSync(this.configPath, this.options.configText, { mode: 0o600 });
     if (this.options.loadAccountsAtStart) markAccountsForLoadAtStart(this.options.loadAccountsAtStart.storeDir, this.options.loadAccountsAtStart.accounts);
-    const check = spawnSync(binary, ["-t", "-c", this.configPath], { encoding: "utf8" });
+    // One run of the binary, off the event loop, says both whether it runs and whether it takes the configuration
+    // (a --version and a -t, each spawned synchronously, held a starting agent's loop ~70 ms).
+    const check = await testConfiguration(binary, this.configPath);
+    if (check.missing) throw missingBinary(binary, check.missing);
     if (check.status !== 0) {
-      const detail = `${check.stderr}${check.stdout}`.trim();
+      const detail = check.output;
       this.actor.send({ type: "START" });
       this.actor.send({ type: "GIVE_UP", detail });
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
