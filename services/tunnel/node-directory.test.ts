@@ -158,6 +158,21 @@ describe("node directory", () => {
     expect(watcher.get("b3")).toBeUndefined();
   }, 60_000);
 
+  it("withdraws only the record it put: a newer one under its name (the node started again) stays", async () => {
+    const clock = new ManualClock(Date.now());
+    const old = await member("a8", "edge-a", clock);
+    const kv = await new Kvm(await fabric.connect("hub-1")).open("mesh-nodes");
+    await eventually(async () => (await kv.get("a8"))?.operation === "PUT", 10_000, "A's record in mesh-nodes");
+    // The node's next process puts its record while the old one's withdraw is still to land.
+    const restarted = JSON.stringify({ node: "a8", peerId: "12D3KooWa8again" });
+    const newer = await kv.put("a8", restarted);
+    expect(await old.directory.withdraw()).toBe(false);
+    const standing = await kv.get("a8");
+    expect(standing?.operation).toBe("PUT");
+    expect(standing?.revision).toBe(newer);
+    expect(standing?.string()).toBe(restarted);
+  });
+
   it("withdraws its record on a clean stop: a peer drops the node at once, not at its TTL; with the hub away it gives up within its bound", async () => {
     const clock = new ManualClock(Date.now());
     const a = await member("a7", "edge-a", clock);

@@ -77,6 +77,8 @@ export class NodeDirectory {
   #ownReplaced = false;
   #keepaliveDue = 0;
   #puts = 0;
+  /** The revision of this node's last put: a withdraw deletes that record only, never a newer one. */
+  #ownRevision = 0;
   /** The highest revision of `mesh-nodes` seen (watched or put): a put below it finds the stream made again. */
   #highestRevision = 0;
   #watchGeneration = 0;
@@ -111,6 +113,8 @@ export class NodeDirectory {
    * peers drop the node at once, where a record left to expire stays listed, and paths to it are tried,
    * for up to the TTL (150 s). A look under way ends first, so its put cannot land after the delete.
    * Bounded by `timeoutMs`: with the hubs away the record is left to expire. True when it was deleted.
+   * The delete names the revision this node put last: one that lands late (its answer timed out, the process
+   * started again and put a new record meanwhile) fails instead of taking the new record out for a keep-alive.
    */
   async withdraw(timeoutMs = 1_000): Promise<boolean> {
     this.stop();
@@ -121,11 +125,15 @@ export class NodeDirectory {
     try {
       await Promise.race([(async () => {
         await this.#looking;
-        await kv.delete(this.#options.node);
+        await kv.delete(this.#options.node, { previousSeq: this.#ownRevision });
       })(), late]);
       this.#options.log.info("node record withdrawn from mesh-nodes: peers drop this node now");
       return true;
     } catch (error) {
+      if (isWrongLastSequence(error)) {
+        this.#options.log.info({ revision: this.#ownRevision }, "node record not withdrawn: mesh-nodes holds a newer record under this node's name (this node started again?), which stays");
+        return false;
+      }
       this.#options.log.info({ err: describeError(error) }, "node record not withdrawn (hub unreachable?): it expires by its TTL");
       return false;
     } finally {
@@ -235,14 +243,15 @@ export class NodeDirectory {
     // Set before the put: the watch may hand the value back before the put's answer arrives.
     this.#lastPutValue = value;
     try {
-      this.#putAt(await kv.put(this.#options.node, value));
+      this.#ownRevision = await kv.put(this.#options.node, value);
+      this.#putAt(this.#ownRevision);
     } catch (error) {
       // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
       if (this.#triedCreate) throw error;
       // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
       this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
       this.#triedCreate = true;
-      await this.#kv.put(this.#options.node, value);
+      this.#ownRevision = await this.#kv.put(this.#options.node, value);
     }
     this.#puts++;
   }
@@ -329,4 +338,9 @@ export class NodeDirectory {
     this.#records.set(record.node, record);
     this.#options.onRecord?.(record);
   }
+}
+
+/** JetStream's refusal of a write that names a revision the key is no longer at (err_code 10071). */
+function isWrongLastSequence(error: unknown): boolean {
+  return error instanceof Error && (/wrong last sequence/i.test(error.message) || (error as { api_error?: { err_code?: number } }).api_error?.err_code === 10071);
 }
