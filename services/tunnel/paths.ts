@@ -31,7 +31,8 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { CarrierPeer } from "./carrier.ts";
 import type { PathConnections } from "./connections.ts";
-import { failedHandshake, type TunnelHost } from "./host.ts";
+import type { TunnelHost } from "./host.ts";
+import { LanDials } from "./lan-dials.ts";
 import type { NodeDirectory } from "./node-directory.ts";
 import { punchPlan } from "./nat.ts";
 import { explainPath, type PathReasons } from "./path-reasons.ts";
@@ -81,13 +82,16 @@ export class PathTable {
   readonly #paths = new Map<string, { actor: PathActor; peerId: string }>();
   /** LAN neighbours by node name (from identify), for when the directory is out of reach. */
   readonly #lanPeers = new Map<string, string>();
-  /** Peers and nodes already told about with "the keys differ" (said once each). */
+  /** Nodes already told about with "the keys differ" (said once each). */
   readonly #warnedKeys = new Set<string>();
   #stopped = false;
   readonly #stopServing: (() => void)[] = [];
 
+  readonly #lanDials: LanDials;
+
   constructor(options: PathTableOptions) {
     this.#options = options;
+    this.#lanDials = new LanDials({ dial: (peer, signal) => options.host.libp2p.dial(peer, { signal }), log: options.log, clock: options.clock, dialTimeoutMs: options.dialTimeoutMs });
   }
 
   /** The current path kind to a node. */
@@ -185,23 +189,9 @@ export class PathTable {
     const libp2p = host.libp2p;
     this.#stopServing.push(bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)));
     if (netcheck) this.#stopServing.push(bus.serve(rpc.netcheck, netcheck));
+    // mDNS: a LAN neighbour. Dialled so identify tells us its node name (lan-dials.ts).
     libp2p.addEventListener("peer:discovery", (event) => {
-      // mDNS: a LAN neighbour. Dial it so identify tells us its node name.
-      if (this.#stopped || this.#options.ways?.direct === false) return;
-      const peer = event.detail.id.toString();
-      const signal = AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000);
-      void libp2p.dial(event.detail.id, { signal }).catch((error: unknown) => {
-        const message = describeError(error);
-        // The mesh key is the noise prologue: another key fails the handshake (a timeout mid-handshake looks the same, hence the signal).
-        // mDNS finds only this mesh's service (psk.ts), so a peer that answers on it and then fails is not one of ours.
-        if (!signal.aborted && failedHandshake(error)) {
-          if (this.#warnedKeys.has(peer)) return;
-          this.#warnedKeys.add(peer);
-          this.#options.log.warn({ peer, err: message }, "a LAN peer answered on this mesh's mDNS service but failed the encrypted handshake: it does not hold this mesh's pre-shared key");
-        } else {
-          this.#options.log.debug({ peer, err: message }, "LAN peer did not answer");
-        }
-      });
+      if (!this.#stopped && this.#options.ways?.direct !== false) this.#lanDials.found(event.detail.id);
     });
     libp2p.addEventListener("peer:identify", (event) => {
       const peerId = event.detail.peerId.toString();
@@ -273,6 +263,7 @@ export class PathTable {
 
   stop(): void {
     this.#stopped = true;
+    this.#lanDials.stop();
     for (const stopServing of this.#stopServing.splice(0)) stopServing();
     for (const path of this.#paths.values()) path.actor.stop();
     this.#paths.clear();
