@@ -26,7 +26,10 @@ const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].so
 const arenasChosen = process.env.MALLOC_ARENA_MAX !== undefined;
 if (longRunning.includes(process.argv[2]) && (!semiSpaceChosen || !arenasChosen) && typeof process.execve === "function") {
   const flags = semiSpaceChosen ? [] : ["--max-semi-space-size=4"];
-  process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "1" });
+  // LEAFMESH_ARENAS_DEFAULTED marks the arena set here, not by the caller: the demo takes both away from the
+  // processes it starts (cli/demo.ts), so that each decides for its role and its hub keeps glibc's default.
+  const arenas = arenasChosen ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } : { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" };
+  process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...arenas });
 }
 // V8's code cache for leafmesh's modules (NODE_COMPILE_CACHE moves it, NODE_DISABLE_COMPILE_CACHE=1
 // turns it off): a start no longer strips the types of every TypeScript file and compiles it again.

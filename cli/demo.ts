@@ -138,7 +138,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const children: { name: string; child: ChildProcess }[] = [];
     const spawnLeafmesh = (name: string, args: string[]) => {
       const log = join(base, `${name}.log`);
-      const child = spawn(process.execPath, [cliPath, ...args, "--log-level", options.logLevel], { stdio: ["ignore", "ignore", "pipe"] });
+      const child = spawn(process.execPath, [cliPath, ...args, "--log-level", options.logLevel], { stdio: ["ignore", "ignore", "pipe"], env: childEnvironment() });
       const chunks: Buffer[] = [];
       child.stderr!.on("data", (chunk: Buffer) => {
         chunks.push(chunk);
@@ -267,3 +267,13 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     return 0;
   },
 });
+
+/**
+ * The demo's environment for the processes it starts, without the one malloc arena bin/leafmesh.js set for the
+ * demo itself (LEAFMESH_ARENAS_DEFAULTED): each child decides for its role, and the hub keeps glibc's default.
+ */
+function childEnvironment(): NodeJS.ProcessEnv {
+  if (process.env.LEAFMESH_ARENAS_DEFAULTED !== "1") return process.env;
+  const { MALLOC_ARENA_MAX: _arenas, LEAFMESH_ARENAS_DEFAULTED: _defaulted, ...rest } = process.env;
+  return rest;
+}

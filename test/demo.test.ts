@@ -1,6 +1,6 @@
 /** `leafmesh demo` as a newcomer runs it: what it prints is true, and Ctrl-C stops everything. */
 import { execFileSync, spawn } from "node:child_process";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { stringify } from "yaml";
 import { describe, expect, it } from "vitest";
 import { eventually } from "./support/ports.ts";
@@ -36,7 +36,11 @@ describe("leafmesh demo", () => {
       expect(await (await fetch(metricsUrl)).text()).toContain("leafmesh_catalog_objects");
       const digLine = /dig @127\.0\.0\.1 -p (\d+) web\.demo\.svc\.cluster\.local/.exec(output)!;
       expect(execFileSync("dig", ["@127.0.0.1", "-p", digLine[1], "web.demo.svc.cluster.local", "+short"], { encoding: "utf8" }).trim()).toBe("198.19.0.10");
-            // The status command it prints works, with the demo's keys.
+            // The hub it starts keeps glibc's malloc arenas: the one arena is for the demo's own process and its agents (bin/leafmesh.js).
+      const hubPid = /kill (\d+)\s+# stop the hub/.exec(output)![1];
+      const hubEnvironment = readFileSync(`/proc/${hubPid}/environ`, "utf8").split("\0");
+      expect(hubEnvironment.filter((entry) => /^(MALLOC_ARENA_MAX|LEAFMESH_ARENAS_DEFAULTED)=/.test(entry))).toEqual([]);
+      // The status command it prints works, with the demo's keys.
       const statusLine = /npx leafmesh (status --keys \S+ --node edge-1 --nats \S+)/.exec(output)![1];
       const status = await runCli(statusLine.split(" ").concat(["--json"]));
       expect(status.code, status.stderr).toBe(0);
