@@ -86,7 +86,7 @@ export class PathTable {
   readonly #warnedKeys = new Set<string>();
   #stopped = false;
   readonly #stopServing: (() => void)[] = [];
-
+  /** Dials the LAN neighbours mDNS finds; leaves one that fails the handshake alone for a while. */
   readonly #lanDials: LanDials;
 
   constructor(options: PathTableOptions) {
