@@ -1,26 +1,15 @@
-import { Writable } from "node:stream";
 import { getHeapStatistics } from "node:v8";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "./clock.ts";
-import { createLogger } from "./log.ts";
+import { capturedLog } from "../test/support/log-lines.ts";
 import { fullCollection, ReleaseAfterChurn } from "./release-memory.ts";
 
-function capture() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: createLogger({ destination, level: "info" }), lines };
-}
 
 describe("ReleaseAfterChurn", () => {
   it("collects once a large change has been quiet for quietMs, never while it goes on, never for small ones", async () => {
     const clock = new ManualClock();
     let collected = 0;
-    const { log, lines } = capture();
+    const { log, lines } = capturedLog("info");
     const release = new ReleaseAfterChurn({ log, clock, threshold: 1_000, quietMs: 2_000, collect: () => collected++ });
     // Small changes add up but stay below the threshold: nothing, however long it waits.
     release.note(400);
@@ -53,7 +42,7 @@ describe("ReleaseAfterChurn", () => {
   it("collects during a change that goes on past maxWaitMs, then waits for the next large one", () => {
     const clock = new ManualClock();
     let collected = 0;
-    const { log } = capture();
+    const { log } = capturedLog("info");
     const release = new ReleaseAfterChurn({ log, clock, threshold: 100, quietMs: 2_000, maxWaitMs: 10_000, collect: () => collected++ });
     // A change every second, for a minute: never quiet for 2 s.
     const at: number[] = [];
@@ -69,7 +58,7 @@ describe("ReleaseAfterChurn", () => {
 
   it("says so and goes on when the collection throws", () => {
     const clock = new ManualClock();
-    const { log, lines } = capture();
+    const { log, lines } = capturedLog("info");
     const release = new ReleaseAfterChurn({ log, clock, threshold: 1, quietMs: 10, collect: () => { throw new Error("no gc here"); } });
     release.note(5);
     expect(() => clock.advance(10)).not.toThrow();

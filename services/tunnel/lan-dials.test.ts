@@ -4,10 +4,10 @@
  * neighbour of the same mesh is dialled at each answer as before.
  */
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../lib/clock.ts";
-import { createLogger, silentLogger } from "../../lib/log.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { capturedLog } from "../../test/support/log-lines.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { LanDials } from "./lan-dials.ts";
@@ -15,16 +15,6 @@ import { parsePsk } from "./psk.ts";
 
 const newPsk = () => parsePsk(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString("hex")}\n`);
 
-function capture() {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: createLogger({ destination, level: "debug" }), lines };
-}
 
 describe("LanDials", () => {
   it("leaves a neighbour that fails the handshake alone for retryMs, logs failures as one burst, and keeps dialling its own mesh's", { timeout: 30_000 }, async () => {
@@ -42,7 +32,7 @@ describe("LanDials", () => {
       for (const other of [friend, ...strangers]) await a.libp2p.peerStore.merge(other.libp2p.peerId, { multiaddrs: other.libp2p.getMultiaddrs() });
 
       const clock = new ManualClock(Date.now());
-      const { log, lines } = capture();
+      const { log, lines } = capturedLog("debug");
       const dialled: string[] = [];
       const dials = new LanDials({
         dial: (peer, signal) => {

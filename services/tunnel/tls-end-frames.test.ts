@@ -57,8 +57,8 @@ function readAll(socket: TLSSocket): Promise<{ bytes: Buffer; how: string }> {
 
 /**
  * A TCP relay to the stream server that, once `cutAfter` bytes of the server's came through, ends the client's
- * side with a FIN and drops the server's. Before that, either side's reset or error destroys the other; close()
- * destroys what is still open.
+ * side with a FIN and drops the server's. Before that, either side's reset or error destroys the other, and a
+ * client that closes takes its upstream along; close() destroys what is still open.
  */
 async function startRelay(cutAfter: number): Promise<{ port: number; close(): void }> {
   const open = new Set<Socket>();
@@ -70,6 +70,8 @@ async function startRelay(cutAfter: number): Promise<{ port: number; close(): vo
     }
     let carried = 0;
     client.on("error", () => upstream.destroy());
+    // A client gone without an error (the test destroyed it) takes its upstream with it, not only at close().
+    client.once("close", () => upstream.destroy());
     upstream.on("error", () => carried < cutAfter && client.destroy());
     client.pipe(upstream);
     upstream.on("data", (chunk: Buffer) => {
