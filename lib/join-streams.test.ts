@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { createCertificateAuthority, issueCertificate } from "../trust/tls.ts";
 import { loopbackPairs, type LoopbackPairs } from "../test/support/loopback-pairs.ts";
-import { joinStreams, resetStream, type JoinOutcome } from "./join-streams.ts";
+import { joinStreams, resetStream, stallProbeMs, type JoinOutcome } from "./join-streams.ts";
 
 /** How a socket's far end finished, as its reader saw it. */
 interface Ending {
@@ -68,6 +68,23 @@ describe("joinStreams", () => {
     expect((await ending).how).toBe("ECONNRESET");
     expect((await closed).complete).toBe(false);
   });
+
+  it("lets go of a client that resets while its target does not read (its socket was not being read), and resets the target", async () => {
+    const { client, target, closed } = await proxied();
+    target.pause(); // takes nothing: the client's bytes fill every buffer up to the join, which stops reading
+    client.on("error", () => undefined);
+    const chunk = Buffer.alloc(1 << 20);
+    for (let i = 0; i < 64; i++) client.write(chunk);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(client.writableLength).toBeGreaterThan(0); // stalled
+    const started = performance.now();
+    client.resetAndDestroy();
+    const outcome = await closed;
+    expect(outcome).toMatchObject({ complete: false, cutBy: "a" });
+    expect(performance.now() - started).toBeLessThan(3 * stallProbeMs);
+    target.resume(); // the target's own socket (paused by this test) now reads what was carried, then the RST
+    expect((await watchEnding(target)).how).toBe("ECONNRESET");
+  }, 30_000);
 
   it("resets the upstream at once, without throwing, when the client is already gone", async () => {
     const [client, proxyClient] = await pair();

@@ -118,6 +118,41 @@ function resetTls(stream: TLSSocket, error: Error): void {
   });
 }
 
+/**
+ * How often, while a direction waits on a full side, the join asks the kernel whether the side it stopped reading
+ * is still there. A socket whose reads are stopped and that has nothing to write is not watched by the event loop
+ * at all, so an RST from its peer went unnoticed: a client that gave up on a stalled endpoint (reset, then tried
+ * again) kept its connection, its admission place and the endpoint's connection until the idle timeout, an hour.
+ * A write of no bytes answers ECONNRESET or EPIPE from a reset socket, and does nothing on a live one (no segment
+ * is sent). One timer for every join of the process, running while any join is open.
+ */
+export const stallProbeMs = 5_000;
+const noBytes = Buffer.alloc(0);
+const probes = new Set<() => void>();
+let probeTimer: NodeJS.Timeout | undefined;
+
+function watchStalls(probe: () => void): () => void {
+  probes.add(probe);
+  probeTimer ??= setInterval(() => {
+    for (const each of probes) each();
+  }, stallProbeMs).unref();
+  return () => {
+    probes.delete(probe);
+    if (probes.size > 0 || probeTimer === undefined) return;
+    clearInterval(probeTimer);
+    probeTimer = undefined;
+  };
+}
+
+/**
+ * Asks the kernel about a socket whose reads may be stopped: a reset one then emits its 'error'. TLS sockets are
+ * left alone: a write to one is a record, and under end frames (end-frames.ts) a frame of no bytes is the end.
+ */
+function askKernel(stream: Duplex): void {
+  if (!(stream instanceof Socket) || stream instanceof TLSSocket || stream.destroyed || stream.connecting || !stream.writable || stream.writableLength > 0) return;
+  stream.write(noBytes);
+}
+
 /** Both directions of the stream are done: its far end ended, and our end of it finished. */
 const finished = (stream: Duplex) => stream.readableEnded && stream.writableFinished;
 
@@ -133,8 +168,15 @@ export function joinStreams(a: Duplex, b: Duplex, options: JoinOptions = {}): Jo
     resetStream(otherOf(stream), error);
     resetStream(stream, error);
   };
+  // A direction waiting on a full side (`to` holds bytes it has not written) stopped reading `from`.
+  const forget = watchStalls(() => {
+    if (outcome) return;
+    if (b.writableLength > 0) askKernel(a);
+    if (a.writableLength > 0) askKernel(b);
+  });
   const onClosed = () => {
     if (++closed < 2) return;
+    forget();
     outcome ??= { complete: true };
     options.onClose?.(outcome);
   };

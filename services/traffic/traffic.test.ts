@@ -11,6 +11,7 @@ import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey, type DestinationRule } from "../../bus/catalog.ts";
 import { ManualClock } from "../../lib/clock.ts";
 import { readBufferStats } from "../../lib/read-buffers.ts";
+import { stallProbeMs } from "../../lib/join-streams.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { Registry } from "prom-client";
@@ -200,7 +201,7 @@ describe("traffic actor on loopback", () => {
     expect(traffic.stats().counters["udp flows"]).toBe(10);
   });
 
-  it("honours backpressure: an endpoint that stops reading stalls the client, and the proxy holds no more than a chunk or two", async () => {
+  it("honours backpressure: an endpoint that stops reading stalls the client, the proxy holds no more than a chunk or two, and a client that resets meanwhile is let go", async () => {
     const stalledPort = await freePort();
     const stalledSockets: Socket[] = [];
     const stalled = createTcpServer((socket) => {
@@ -228,7 +229,11 @@ describe("traffic actor on loopback", () => {
     }, 30_000, "the stream to stall");
     expect(client.writableLength).toBeGreaterThan(100 << 20); // most of it never left the client
     expect(maxBuffered).toBeLessThan(1 << 20);
+    expect(traffic.stats().connections).toBe(1); // counted while it lasts, and no longer once cut
     client.resetAndDestroy();
+    // Its socket was not being read (the endpoint is full): the cut is found by the join's probe (lib/join-streams.ts stallProbeMs).
+    await eventually(() => traffic.stats().connections === 0 && traffic.stats().bufferedBytes === 0, stallProbeMs * 3, "the cut connection to be forgotten");
+    expect(traffic.stats().counters["tcp stream reset: client"]).toBe(1);
     for (const socket of stalledSockets) socket.destroy();
     await new Promise((resolve) => stalled.close(resolve));
   });
