@@ -4,7 +4,7 @@
  * (what a tunnel stream is to the proxy).
  */
 import { randomBytes } from "node:crypto";
-import type { Socket } from "node:net";
+import { connect as connectTcp, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -84,6 +84,45 @@ describe("joinStreams", () => {
     expect(performance.now() - started).toBeLessThan(3 * stallProbeMs);
     target.resume(); // the target's own socket (paused by this test) now reads what was carried, then the RST
     expect((await watchEnding(target)).how).toBe("ECONNRESET");
+  }, 30_000);
+
+  it("lets go of a TLS client that resets while its target does not read, through the TCP socket under it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "join-tls-stall-"));
+    const [proxyUpstream, target] = await pair();
+    target.pause(); // takes nothing: the client's bytes fill every buffer up to the join, which stops reading
+    target.on("error", () => undefined);
+    try {
+      const ca = { certFile: join(dir, "ca.crt"), keyFile: join(dir, "ca.key") };
+      await createCertificateAuthority({ ...ca, name: "join-streams test" });
+      const server = { certFile: join(dir, "s.crt"), keyFile: join(dir, "s.key") };
+      await issueCertificate({ ...server, caCertFile: ca.certFile, caKeyFile: ca.keyFile, commonName: "localhost", hosts: ["127.0.0.1"] });
+      let closed!: Promise<JoinOutcome>;
+      const tlsServer = createTlsServer({ cert: readFileSync(server.certFile), key: readFileSync(server.keyFile), allowHalfOpen: true });
+      const served = new Promise<void>((resolve) => {
+        tlsServer.once("secureConnection", (session: TLSSocket) => {
+          closed = new Promise<JoinOutcome>((settle) => joinStreams(session, proxyUpstream, { onClose: settle }));
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => tlsServer.listen(0, "127.0.0.1", resolve));
+      const tcp = connectTcp({ host: "127.0.0.1", port: (tlsServer.address() as { port: number }).port });
+      tcp.on("error", () => undefined);
+      const client = tlsConnect({ socket: tcp, ca: readFileSync(ca.certFile), servername: "localhost" });
+      client.on("error", () => undefined);
+      await new Promise((resolve) => client.once("secureConnect", resolve));
+      await served;
+      const chunk = Buffer.alloc(1 << 20);
+      for (let i = 0; i < 64; i++) client.write(chunk);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(client.writableLength).toBeGreaterThan(0); // stalled
+      tcp.resetAndDestroy();
+      tlsServer.close();
+      expect(await closed).toMatchObject({ complete: false, cutBy: "a" });
+      target.resume();
+      expect((await watchEnding(target)).how).toBe("ECONNRESET");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 30_000);
 
   it("resets the upstream at once, without throwing, when the client is already gone", async () => {

@@ -124,7 +124,8 @@ function resetTls(stream: TLSSocket, error: Error): void {
  * at all, so an RST from its peer went unnoticed: a client that gave up on a stalled endpoint (reset, then tried
  * again) kept its connection, its admission place and the endpoint's connection until the idle timeout, an hour.
  * A write of no bytes answers ECONNRESET or EPIPE from a reset socket, and does nothing on a live one (no segment
- * is sent). One timer for every join of the process, running while any join is open.
+ * is sent); a TLS socket is asked through its TCP socket. One timer for every join of the process, running while
+ * any join is open.
  */
 export const stallProbeMs = 5_000;
 const noBytes = Buffer.alloc(0);
@@ -145,12 +146,19 @@ function watchStalls(probe: () => void): () => void {
 }
 
 /**
- * Asks the kernel about a socket whose reads may be stopped: a reset one then emits its 'error'. TLS sockets are
- * left alone: a write to one is a record, and under end frames (end-frames.ts) a frame of no bytes is the end.
+ * Asks the kernel about a socket whose reads may be stopped: a reset one then emits its 'error'. A TLS socket is
+ * asked through the TCP socket under it (a served session, tls.connect({ socket }), a punched connection), whose
+ * error Node hands to the TLS socket: a write to the TLS socket itself would be a record, and under end frames
+ * (end-frames.ts) a frame of no bytes is the end. TLS over a JavaScript stream (a relay channel) is not asked: its
+ * channel hears of a cut on its own. Nor is a socket that has finished writing (a write after its end is an
+ * error of ours, not the peer's), nor one nobody listens to for errors.
  */
 function askKernel(stream: Duplex): void {
-  if (!(stream instanceof Socket) || stream instanceof TLSSocket || stream.destroyed || stream.connecting || !stream.writable || stream.writableLength > 0) return;
-  stream.write(noBytes);
+  if (stream.destroyed || !stream.writable) return;
+  const socket = stream instanceof TLSSocket ? (stream as TLSSocket & { _parent?: unknown })._parent : stream;
+  if (!(socket instanceof Socket) || socket instanceof TLSSocket) return;
+  if (socket.destroyed || socket.connecting || !socket.writable || socket.writableLength > 0 || socket.listenerCount("error") === 0) return;
+  socket.write(noBytes);
 }
 
 /** Both directions of the stream are done: its far end ended, and our end of it finished. */
