@@ -15,7 +15,7 @@
  * ```
  */
 import { kindOfKey, type CatalogReader } from "../../bus/catalog.ts";
-import { emptyRecords, normaliseDomain, serviceZoneRecords, specVersion, type ClusterZone, type ServiceRecords, type ZoneOptions } from "./zone-records.ts";
+import { emptyRecords, normaliseDomain, serviceZoneRecords, specVersion, type ClusterZone, type NameRecords, type ServiceRecords, type ZoneOptions } from "./zone-records.ts";
 
 export class ZoneIndex {
   readonly zone: ClusterZone;
@@ -111,8 +111,9 @@ export class ZoneIndex {
 
   #add(records: ServiceRecords, changed: Set<string> | undefined): void {
     const { names, pointers } = this.zone;
-    for (const [name, value] of records.names) {
-      names.set(name, value);
+    for (let index = 0; index < records.names.length; index += 2) {
+      const name = records.names[index] as string;
+      names.set(name, records.names[index + 1] as NameRecords);
       changed?.add(name);
     }
     const uses = (this.#namespaces.get(records.namespaceName) ?? 0) + 1;
@@ -121,7 +122,9 @@ export class ZoneIndex {
       names.set(records.namespaceName, emptyRecords());
       changed?.add(records.namespaceName);
     }
-    for (const [reverse, target] of records.pointers) {
+    for (let index = 0; index < records.pointers.length; index += 2) {
+      const reverse = records.pointers[index];
+      const target = records.pointers[index + 1];
       const key = `${reverse} ${target}`;
       const count = (this.#pointerUses.get(key) ?? 0) + 1;
       this.#pointerUses.set(key, count);
@@ -136,8 +139,9 @@ export class ZoneIndex {
 
   #remove(records: ServiceRecords, changed: Set<string> | undefined): void {
     const { names, pointers } = this.zone;
-    for (const [name, value] of records.names) {
-      if (names.get(name) !== value) continue;
+    for (let index = 0; index < records.names.length; index += 2) {
+      const name = records.names[index] as string;
+      if (names.get(name) !== records.names[index + 1]) continue;
       names.delete(name);
       changed?.add(name);
     }
@@ -148,7 +152,9 @@ export class ZoneIndex {
       names.delete(records.namespaceName);
       changed?.add(records.namespaceName);
     }
-    for (const [reverse, target] of records.pointers) {
+    for (let index = 0; index < records.pointers.length; index += 2) {
+      const reverse = records.pointers[index];
+      const target = records.pointers[index + 1];
       const key = `${reverse} ${target}`;
       const uses = this.#pointerUses.get(key);
       if (uses === undefined) continue;

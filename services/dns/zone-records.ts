@@ -7,7 +7,7 @@
  *
  * ```ts
  * const records = serviceZoneRecords(service, reader.slices("shop", "web"), "cluster.local");
- * records?.names.get("web.shop.svc.cluster.local")?.a; // ["10.96.0.10"]
+ * records?.names; // ["web.shop.svc.cluster.local", { a: ["10.96.0.10"], … }, "_http._tcp.web.shop.svc.cluster.local", { srv: […] }, …]
  * ```
  */
 import { isIPv4, isIPv6 } from "node:net";
@@ -62,19 +62,27 @@ const nothing: NameRecords = Object.freeze({ a: none, aaaa: none, srv: none, txt
  * Most of a Service's names hold one kind of record or none (its own name A, `_port._tcp` SRV, `_tcp` nothing),
  * and four lists a name were a large part of the zone's memory.
  */
-function finished(names: Map<string, NameRecords>): Map<string, NameRecords> {
+function finished(names: Map<string, NameRecords>): NamesAndRecords {
+  const flat: NamesAndRecords = [];
   for (const [name, records] of names) {
     if (records.cname === undefined && records.a.length + records.aaaa.length + records.srv.length + records.txt.length === 0) {
-      names.set(name, nothing);
+      flat.push(name, nothing);
       continue;
     }
     if (records.a.length === 0) records.a = none;
     if (records.aaaa.length === 0) records.aaaa = none;
     if (records.srv.length === 0) records.srv = none;
     if (records.txt.length === 0) records.txt = none;
+    flat.push(name, records);
   }
-  return names;
+  return flat;
 }
+
+/**
+ * Names and their records in one array, name then records: a Service's part of the zone is kept for every
+ * Service, and a Map each (184 bytes empty) was the largest part of it (services/dns heap, 10,000 services).
+ */
+export type NamesAndRecords = (string | NameRecords)[];
 
 export function normaliseDomain(domain: string): string {
   return domain.toLowerCase().replace(/^\.+|\.+$/g, "");
@@ -148,12 +156,12 @@ function addUnique(list: string[], value: string): void {
 
 /** One Service's part of the zone. */
 export interface ServiceRecords {
-  /** Its names (its own empty non-terminals, such as `_tcp.<base>`, included), each owned by this Service alone. */
-  names: Map<string, NameRecords>;
+  /** Its names (its own empty non-terminals, such as `_tcp.<base>`, included), each owned by this Service alone, then its records. */
+  names: NamesAndRecords;
   /** `<namespace>.svc.<domain>`: shared with the namespace's other Services. */
   namespaceName: string;
-  /** Reverse name → target, for each address it publishes (several Services may publish one address). */
-  pointers: [reverse: string, target: string][];
+  /** Reverse name, target, reverse name, target, …: one pair for each address it publishes (several Services may publish one address). */
+  pointers: string[];
 }
 
 /** The names and reverse names of one Service; undefined when it has none (a headless Service without ready endpoints, spec §2.4.1). */
@@ -164,7 +172,7 @@ export function serviceZoneRecords(service: Service, slices: readonly EndpointSl
   const endpoints = headless ? publishedEndpoints(service, slices) : [];
   if (headless && endpoints.length === 0) return undefined;
   const names = new Map<string, NameRecords>();
-  const pointers: [string, string][] = [];
+  const pointers: string[] = [];
   // A name and its ancestors up to the Service's own name (an empty non-terminal answers NODATA, RFC 8020).
   const node = (name: string) => {
     let records = names.get(name);
@@ -175,7 +183,9 @@ export function serviceZoneRecords(service: Service, slices: readonly EndpointSl
   };
   const pointer = (ip: string, target: string) => {
     const reverse = reverseName(ip);
-    if (reverse && !pointers.some(([name, existing]) => name === reverse && existing === target)) pointers.push([reverse, target]);
+    if (!reverse) return;
+    for (let index = 0; index < pointers.length; index += 2) if (pointers[index] === reverse && pointers[index + 1] === target) return;
+    pointers.push(reverse, target);
   };
   const records = node(base);
   if (service.type === "ExternalName") {
