@@ -42,6 +42,31 @@ describe("createLogger", () => {
     expect(await exitWithReaderGone(script)).toBe(3);
   }, 20_000);
 
+  it("holds a bounded amount of lines for a reader that stopped reading (the rest are dropped, not kept)", async () => {
+    // 40 MB of lines into a pipe nobody reads: what the kernel does not take waits in the process.
+    const script = `
+      const { createLogger } = await import(${JSON.stringify(logModule)});
+      const log = createLogger();
+      const before = process.memoryUsage().heapUsed;
+      const text = "x".repeat(200);
+      for (let i = 0; i < 200_000; i++) log.info({ i }, text);
+      globalThis.gc?.();
+      process.stdout.write(String(Math.round((process.memoryUsage().heapUsed - before) / 1048576)) + "\\n");
+      setInterval(() => undefined, 1_000); // waits to be killed: an exit would wait for the reader to take what is left`;
+    const child = spawn(nodeBinary, ["--expose-gc", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stderr!.pause(); // never read: the pipe fills, then the logger holds what is left
+    let grewMiB = "";
+    await new Promise<void>((resolve) =>
+      child.stdout!.on("data", (chunk: Buffer) => {
+        grewMiB += chunk.toString();
+        if (grewMiB.endsWith("\n")) resolve();
+      }),
+    );
+    child.kill("SIGKILL");
+    child.stderr!.destroy();
+    expect(Number(grewMiB)).toBeLessThan(24);
+  }, 30_000);
+
   it("still writes every line to a reader that reads", async () => {
     const script = `
       const { createLogger } = await import(${JSON.stringify(logModule)});

@@ -19,11 +19,18 @@ export interface LoggerOptions {
   destination?: NodeJS.WritableStream;
 }
 
+/**
+ * @default 16 MiB — lines held for a stderr reader that does not read (a paused terminal, a stuck log shipper):
+ * past it, new lines are dropped rather than kept without end. The writes go out through libuv's threads, so a
+ * reader that stalls never stops the process; only what it holds is bounded.
+ */
+export const logBacklogBytes = 16 * 1024 * 1024;
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = process.env.LEAFMESH_LOG_LEVEL ?? options.level ?? "info";
   return pino(
     { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-    (options.destination as pino.DestinationStream | undefined) ?? pino.destination(2),
+    (options.destination as pino.DestinationStream | undefined) ?? pino.destination({ dest: 2, minLength: 0, maxLength: logBacklogBytes }),
   );
 }
 
