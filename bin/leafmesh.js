@@ -51,6 +51,12 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
     controller.abort();
   });
 }
+// A reader of stdout that went away (`leafmesh sub | head`): stop as on Ctrl-C, quietly, as a Unix tool stops on
+// SIGPIPE (which Node ignores). Unhandled, the EPIPE ended the process with a stack trace.
+process.stdout.on("error", (error) => {
+  if (error.code !== "EPIPE") throw error;
+  if (!controller.signal.aborted) controller.abort();
+});
 const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal });
 process.exitCode = code;
 // Long-running commands stop on a signal; one-shot commands end here even if a library left a handle open.

@@ -1,14 +1,16 @@
 /** The CLI as a user meets it: help that is true, clear errors and exit codes. */
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { connect } from "@nats-io/transport-node";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
 import { loadCommands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
 import { readFileSync, writeFileSync } from "node:fs";
-import { freePort } from "./support/ports.ts";
-import { hubPorts, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { eventually, freePort } from "./support/ports.ts";
+import { cliPath, hubPorts, nodeBinary, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { startNatsServer } from "./support/trust-servers.ts";
 
 
 afterAll(stopAllProcesses);
@@ -146,6 +148,35 @@ const systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 const systemNode = spawnSync("node", ["--version"], { env: { PATH: systemPath }, encoding: "utf8" });
 const systemNodeMajor = systemNode.status === 0 ? Number(systemNode.stdout.trim().replace(/^v/, "").split(".")[0]) : undefined;
 const olderSystemNode = systemNodeMajor !== undefined && systemNodeMajor < 24;
+
+describe("a reader of the CLI's output that goes away", () => {
+  it("`leafmesh sub | head`: sub stops quietly with exit code 0, no EPIPE stack trace", async () => {
+    const dir = tempDir();
+    const server = await startNatsServer({ name: "sub-epipe", dir, config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\n` });
+    try {
+      const child = spawn(nodeBinary, [cliPath, "sub", "--nats", server.clientUrl], { stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      await eventually(() => stderr.includes("listening on"), 10_000, "sub to listen");
+      const publisher = await connect({ servers: server.clientUrl });
+      const firstLine = new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
+      publisher.publish("mesh.edge-a.traffic.x", "{}");
+      await firstLine;
+      child.stdout!.destroy(); // as head does after its lines
+      // Lines keep coming: the next write finds no reader.
+      const publishing = setInterval(() => publisher.publish("mesh.edge-a.traffic.x", "{}"), 50);
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve("still running after 10 s"), 10_000))]);
+      clearInterval(publishing);
+      child.kill("SIGKILL");
+      await publisher.close();
+      expect(code, stderr).toBe(0);
+      expect(stderr).not.toContain("EPIPE");
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
+});
 
 describe("the README's npx commands on a machine whose Node is older than 24", () => {
   it.skipIf(!olderSystemNode)(`print leafmesh's own screen, not npm's warnings (needs a system node older than 24 on PATH; here: ${systemNode.stdout?.trim() || "none"})`, () => {
