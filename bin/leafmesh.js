@@ -57,6 +57,11 @@ process.stdout.on("error", (error) => {
   if (error.code !== "EPIPE") throw error;
   if (!controller.signal.aborted) controller.abort();
 });
+// A stderr reader that went away leaves nowhere to say anything: the command goes on (the logs stop by
+// themselves, lib/log.ts). Unhandled, the EPIPE ended the process.
+process.stderr.on("error", (error) => {
+  if (error.code !== "EPIPE") throw error;
+});
 const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal });
 process.exitCode = code;
 // Long-running commands stop on a signal; one-shot commands end here even if a library left a handle open.

@@ -176,6 +176,26 @@ describe("a reader of the CLI's output that goes away", () => {
       await server.stop();
     }
   }, 30_000);
+
+  it("`leafmesh sub 2>/closed`: sub goes on printing when its stderr reader is gone", async () => {
+    const dir = tempDir();
+    const server = await startNatsServer({ name: "sub-stderr-epipe", dir, config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\n` });
+    try {
+      const child = spawn(nodeBinary, [cliPath, "sub", "--nats", server.clientUrl], { stdio: ["ignore", "pipe", "pipe"] });
+      child.stderr!.destroy(); // gone before sub says it listens
+      let stdout = "";
+      child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      const publisher = await connect({ servers: server.clientUrl });
+      const publishing = setInterval(() => publisher.publish("mesh.edge-a.traffic.x", "{}"), 50);
+      await eventually(() => stdout.includes("mesh.edge-a.traffic.x") || child.exitCode !== null, 10_000, "a line from sub, or its exit");
+      clearInterval(publishing);
+      expect(child.exitCode, "sub exited").toBeNull();
+      child.kill("SIGKILL");
+      await publisher.close();
+    } finally {
+      await server.stop();
+    }
+  }, 30_000);
 });
 
 describe("the README's npx commands on a machine whose Node is older than 24", () => {
