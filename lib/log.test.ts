@@ -4,7 +4,9 @@
  * pino's async destination flushes what it holds at exit, and sonic-boom 4's
  * flushSync retried any failed write forever, EPIPE included, 100 ms at a time:
  * an agent stopped after its reader was gone never exited (measured: still there
- * 30 minutes later, in Atomics.wait under flushSync).
+ * 30 minutes later, in Atomics.wait under flushSync). And against a reader that
+ * is there but does not read (a paused terminal, a stuck shipper): what waits for
+ * it is bounded (lib/log.ts logBacklogBytes), not kept without end.
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -12,6 +14,7 @@ import { describe, expect, it } from "vitest";
 import { nodeBinary } from "../test/support/processes.ts";
 
 const logModule = fileURLToPath(new URL("./log.ts", import.meta.url));
+const metricsModule = fileURLToPath(new URL("./metrics.ts", import.meta.url));
 
 /** Runs `script` with stderr into a pipe nobody reads any more; resolves with its exit code, or "hung". */
 function exitWithReaderGone(script: string): Promise<number | string | null> {
@@ -51,20 +54,27 @@ describe("createLogger", () => {
       const text = "x".repeat(200);
       for (let i = 0; i < 200_000; i++) log.info({ i }, text);
       globalThis.gc?.();
-      process.stdout.write(String(Math.round((process.memoryUsage().heapUsed - before) / 1048576)) + "\\n");
+      const { MetricsServer } = await import(${JSON.stringify(metricsModule)});
+      const metrics = await new MetricsServer({ log }).registry.metrics();
+      const dropped = /^leafmesh_log_lines_dropped_total (\\d+)$/m.exec(metrics)?.[1];
+      process.stdout.write(JSON.stringify({ grewMiB: Math.round((process.memoryUsage().heapUsed - before) / 1048576), dropped: Number(dropped) }) + "\\n");
       setInterval(() => undefined, 1_000); // waits to be killed: an exit would wait for the reader to take what is left`;
     const child = spawn(nodeBinary, ["--expose-gc", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
     child.stderr!.pause(); // never read: the pipe fills, then the logger holds what is left
-    let grewMiB = "";
+    let said = "";
     await new Promise<void>((resolve) =>
       child.stdout!.on("data", (chunk: Buffer) => {
-        grewMiB += chunk.toString();
-        if (grewMiB.endsWith("\n")) resolve();
+        said += chunk.toString();
+        if (said.endsWith("\n")) resolve();
       }),
     );
     child.kill("SIGKILL");
     child.stderr!.destroy();
-    expect(Number(grewMiB)).toBeLessThan(24);
+    const { grewMiB, dropped } = JSON.parse(said) as { grewMiB: number; dropped: number };
+    expect(grewMiB).toBeLessThan(24);
+    // Most of the 200,000 lines found the backlog full: counted, for /metrics.
+    expect(dropped).toBeGreaterThan(100_000);
+    expect(dropped).toBeLessThan(200_000);
   }, 30_000);
 
   it("still writes every line to a reader that reads", async () => {

@@ -26,11 +26,31 @@ export interface LoggerOptions {
  */
 export const logBacklogBytes = 16 * 1024 * 1024;
 
+let droppedLines = 0;
+
+/** Log lines dropped so far in this process because stderr's reader held logBacklogBytes already (`leafmesh_log_lines_dropped_total`). */
+export function droppedLogLines(): number {
+  return droppedLines;
+}
+
+/** stderr, asynchronously, holding at most logBacklogBytes for its reader. */
+function stderrDestination(): pino.DestinationStream {
+  const destination = pino.destination({ dest: 2, minLength: 0, maxLength: logBacklogBytes });
+  destination.on("drop", (data: string | Buffer) => {
+    // One write may carry many lines (the gateway's access log writes a turn's lines at once).
+    const text = typeof data === "string" ? data : data.toString("latin1");
+    let lines = 0;
+    for (let index = text.indexOf("\n"); index !== -1; index = text.indexOf("\n", index + 1)) lines++;
+    droppedLines += Math.max(1, lines);
+  });
+  return destination;
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = process.env.LEAFMESH_LOG_LEVEL ?? options.level ?? "info";
   return pino(
     { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-    (options.destination as pino.DestinationStream | undefined) ?? pino.destination({ dest: 2, minLength: 0, maxLength: logBacklogBytes }),
+    (options.destination as pino.DestinationStream | undefined) ?? stderrDestination(),
   );
 }
 

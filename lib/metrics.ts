@@ -14,7 +14,7 @@ import type { Server } from "node:http";
 import { http } from "./node-http.ts";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { LeafmeshError } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import { droppedLogLines, logBacklogBytes, type Logger } from "./log.ts";
 import { bigBuffersMax, readBufferStats } from "./read-buffers.ts";
 
 export interface Health {
@@ -64,6 +64,21 @@ function registerReadBufferMetrics(registry: Registry): void {
   });
 }
 
+/** Log lines dropped for a stderr reader that did not read (lib/log.ts logBacklogBytes). */
+function registerLogMetrics(registry: Registry): void {
+  let counted = 0;
+  new Counter({
+    name: "leafmesh_log_lines_dropped_total",
+    help: `log lines dropped because stderr's reader did not take them and ${logBacklogBytes / 1048576} MiB waited already`,
+    registers: [registry],
+    collect() {
+      const now = droppedLogLines();
+      this.inc(now - counted);
+      counted = now;
+    },
+  });
+}
+
 export class MetricsServer {
   readonly registry = new Registry();
   readonly #options: MetricsServerOptions;
@@ -76,6 +91,7 @@ export class MetricsServer {
     if (options.labels) this.registry.setDefaultLabels(options.labels);
     collectDefaultMetrics({ register: this.registry, prefix: "leafmesh_process_" });
     registerReadBufferMetrics(this.registry);
+    registerLogMetrics(this.registry);
   }
 
   setHealth(health: () => Health): void {

@@ -80,7 +80,8 @@ function finished(names: Map<string, NameRecords>): NamesAndRecords {
 
 /**
  * Names and their records in one array, name then records: a Service's part of the zone is kept for every
- * Service, and a Map each (184 bytes empty) was the largest part of it (services/dns heap, 10,000 services).
+ * Service, and a Map each (184 bytes empty) was about a third of it (570 bytes a Service in a heap snapshot
+ * of an agent at 10,000 services).
  */
 export type NamesAndRecords = (string | NameRecords)[];
 
