@@ -1,6 +1,6 @@
 /** The CLI as a user meets it: help that is true, clear errors and exit codes. */
 import { afterAll, describe, expect, it } from "vitest";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { connect } from "@nats-io/transport-node";
 import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
@@ -10,7 +10,7 @@ import { renderOptionsDoc } from "../cli/options-doc.ts";
 import { readFileSync, writeFileSync } from "node:fs";
 import { eventually, freePort } from "./support/ports.ts";
 import { cliPath, hubPorts, nodeBinary, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
-import { startNatsServer } from "./support/trust-servers.ts";
+import { startNatsServer, type TestServer } from "./support/trust-servers.ts";
 
 
 afterAll(stopAllProcesses);
@@ -150,11 +150,18 @@ const systemNodeMajor = systemNode.status === 0 ? Number(systemNode.stdout.trim(
 const olderSystemNode = systemNodeMajor !== undefined && systemNodeMajor < 24;
 
 describe("a reader of the CLI's output that goes away", () => {
-  it("`leafmesh sub | head`: sub stops quietly with exit code 0, no EPIPE stack trace", async () => {
-    const dir = tempDir();
-    const server = await startNatsServer({ name: "sub-epipe", dir, config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\n` });
+  /** `leafmesh sub` against a plain nats-server of its own, its stdout and stderr piped here; the server stops after `use`. */
+  const withSub = async (name: string, use: (child: ChildProcess, server: TestServer) => Promise<void>) => {
+    const server = await startNatsServer({ name, dir: tempDir(), config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\n` });
     try {
-      const child = spawn(nodeBinary, [cliPath, "sub", "--nats", server.clientUrl], { stdio: ["ignore", "pipe", "pipe"] });
+      await use(spawn(nodeBinary, [cliPath, "sub", "--nats", server.clientUrl], { stdio: ["ignore", "pipe", "pipe"] }), server);
+    } finally {
+      await server.stop();
+    }
+  };
+
+  it("`leafmesh sub | head`: sub stops quietly with exit code 0, no EPIPE stack trace", async () => {
+    await withSub("sub-epipe", async (child, server) => {
       let stderr = "";
       child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
       const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -172,16 +179,11 @@ describe("a reader of the CLI's output that goes away", () => {
       await publisher.close();
       expect(code, stderr).toBe(0);
       expect(stderr).not.toContain("EPIPE");
-    } finally {
-      await server.stop();
-    }
+    });
   }, 30_000);
 
   it("`leafmesh sub 2>/closed`: sub goes on printing when its stderr reader is gone", async () => {
-    const dir = tempDir();
-    const server = await startNatsServer({ name: "sub-stderr-epipe", dir, config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\n` });
-    try {
-      const child = spawn(nodeBinary, [cliPath, "sub", "--nats", server.clientUrl], { stdio: ["ignore", "pipe", "pipe"] });
+    await withSub("sub-stderr-epipe", async (child, server) => {
       child.stderr!.destroy(); // gone before sub says it listens
       let stdout = "";
       child.stdout!.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -192,9 +194,7 @@ describe("a reader of the CLI's output that goes away", () => {
       expect(child.exitCode, "sub exited").toBeNull();
       child.kill("SIGKILL");
       await publisher.close();
-    } finally {
-      await server.stop();
-    }
+    });
   }, 30_000);
 });
 
