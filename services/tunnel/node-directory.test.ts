@@ -255,4 +255,29 @@ describe("node directory", () => {
     // A's put got a revision below the old stream's: A watches again from the first record, and finds B's.
     await eventually(() => a.directory.get("b6")?.observed[0]?.port === 40_006, 10_000, "A to see B's record written after the loss");
   }, 120_000);
+
+  it("watches again from the first record also when its own put found no bucket and made it (the put before anyone's)", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a7", "edge-a", clock);
+    const b = await member("b7", "edge-b", clock);
+    await eventually(() => a.directory.get("b7") !== undefined, 10_000, "A to hold B's record");
+    const hub = fabric.hubs[0].server;
+    await hub.stop();
+    rmSync(join(hub.options.dataDir, "js"), { recursive: true, force: true });
+    await hub.start();
+    // No bucket yet: A's put is refused, A makes the bucket (a plain nats-server hub has none) and puts the new stream's first record.
+    a.observed = [{ host: "203.0.113.7", port: 40_107 }];
+    await eventually(async () => {
+      await look(clock, a);
+      return a.directory.puts >= 2;
+    }, 60_000, "A to make the bucket again and put into it");
+    // Then B's changed record, into the stream A made.
+    b.observed = [{ host: "203.0.113.7", port: 40_007 }];
+    await eventually(async () => {
+      await look(clock, b);
+      return b.directory.puts >= 2 && b.directory.get("a7")?.observed[0]?.port === 40_107;
+    }, 60_000, "B to put into the new stream and see A's record there");
+    // A's watch, an ordered consumer, waits for revisions after the old stream's last: only a watch from the first finds B's.
+    await eventually(() => a.directory.get("b7")?.observed[0]?.port === 40_007, 10_000, "A to see B's record written after the loss");
+  }, 120_000);
 });

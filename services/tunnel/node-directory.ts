@@ -252,6 +252,8 @@ export class NodeDirectory {
       this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
       this.#triedCreate = true;
       this.#ownRevision = await this.#kv.put(this.#options.node, value);
+      // The bucket was made here: after a hub that lost its store, this put is the new stream's first, below what the watch saw.
+      this.#putAt(this.#ownRevision);
     }
     this.#puts++;
   }
