@@ -4,6 +4,11 @@
  * idle → preparing (tool check, leftovers of a crashed run removed) → waiting
  * (no listener set yet) → syncing ⇄ synced, retrying after a failed sync, and
  * removing → stopped on stop. With intercept "off" it stays in `off`.
+ *
+ * A change after a quiet spell is synced at once; changes that follow a sync
+ * closer than minSyncMs wait in `pausing` until then and go in one sync, as
+ * kube-proxy's --iptables-min-sync-period does: under churn (a service added and
+ * removed every few ms) each sync ran nft and ip two or three times, back to back.
  */
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
 import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
@@ -36,6 +41,8 @@ export interface ProxierOptions {
   clock?: Clock;
   /** @default 2_000 — a failed sync (a lock held by another tool) is retried this often. */
   retryMs?: number;
+  /** @default 1_000 — at least this long from one sync's start to the next one's: changes meanwhile wait and go in one. */
+  minSyncMs?: number;
   /** Run the tools inside this network namespace (tests); the current one when omitted. */
   namespace?: string;
 }
@@ -63,7 +70,7 @@ const proxierMachine = setup({
     sync: fromPromise<void>(async () => undefined),
     remove: fromPromise<void>(async () => undefined),
   },
-  delays: { retry: 2_000 },
+  delays: { retry: 2_000, gap: 0 },
 }).createMachine({
   id: "proxier",
   initial: "idle",
@@ -91,12 +98,14 @@ const proxierMachine = setup({
       entry: assign({ dirty: false }),
       invoke: {
         src: "sync",
-        onDone: [{ guard: ({ context }) => context.dirty, target: "syncing", reenter: true }, { target: "synced", actions: assign({ lastError: undefined }) }],
+        onDone: [{ guard: ({ context }) => context.dirty, target: "pausing" }, { target: "synced", actions: assign({ lastError: undefined }) }],
         onError: { target: "retrying", actions: assign({ lastError: ({ event }) => describeError(event.error) }) },
       },
       on: { CHANGED: { actions: assign({ dirty: true }) }, STOP: "removing" },
     },
-    synced: { on: { CHANGED: "syncing", STOP: "removing" } },
+    synced: { on: { CHANGED: "pausing", STOP: "removing" } },
+    /** Until minSyncMs after the last sync's start (no wait after a quiet spell); the sync then takes every change made meanwhile. */
+    pausing: { after: { gap: "syncing" }, on: { STOP: "removing" } },
     retrying: { after: { retry: "syncing" }, on: { STOP: "removing" } },
     /** prepare failed (a missing tool): nothing to retry until the operator fixes it. */
     failed: { on: { STOP: "stopped" } },
@@ -129,6 +138,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   let clashes: RuleClash[] = [];
   let loggedClashes = new Set<string>();
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
+  const minSyncMs = options.minSyncMs ?? 1_000;
+  let lastSyncStarted = -Infinity;
   let inFlight: Promise<void> = Promise.resolve();
   /** This run turned route_localnet on (it was off): stop turns it off again. */
   let localnetTurnedOn = false;
@@ -207,6 +218,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           }
         }),
         sync: fromPromise(async () => {
+          lastSyncStarted = clock.now();
           inFlight = sync();
           await inFlight;
         }),
@@ -226,7 +238,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           if (failed) throw failed.reason;
         }),
       },
-      delays: { retry: options.retryMs ?? 2_000 },
+      delays: { retry: options.retryMs ?? 2_000, gap: () => Math.max(0, lastSyncStarted + minSyncMs - clock.now()) },
     }),
     { input: { off: !backend }, clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
   );

@@ -133,6 +133,42 @@ describe("proxier actor", () => {
     expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
   });
 
+  it("under churn syncs at most once per minSyncMs, every change in; a change after a quiet spell goes in at once", async () => {
+    const feed = new IndexFeed();
+    putService(feed, { name: "first", clusterIP: "198.19.4.250", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+    const traffic = createTrafficActor({ feed, log: silentLogger(), node: "edge-a" });
+    await traffic.start();
+    const minSyncMs = 2_500;
+    const proxier = createProxierActor({ feed, log: silentLogger(), intercept: "nftables", listeners: traffic, namespace, minSyncMs });
+    try {
+      await proxier.start();
+      await eventually(() => proxier.stats().syncs === 1, 10_000, "the first sync");
+      // 40 services, one every 10 ms: without the gap each sync ran again at once, nft and ip each time (~15 syncs here).
+      const before = proxier.stats().syncs;
+      for (let index = 0; index < 40; index++) {
+        putService(feed, { name: `churn-${index}`, clusterIP: `198.19.4.${index + 1}`, ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await eventually(async () => (await proxier.inspect()).rules.length === 41, 10_000, "every churned service's rule");
+      expect(proxier.stats().syncs - before).toBeLessThanOrEqual(2);
+      // Quiet for longer than the gap: the next change waits for nothing.
+      await new Promise((resolve) => setTimeout(resolve, minSyncMs + 200));
+      const changed = Date.now();
+      putService(feed, { name: "after-quiet", clusterIP: "198.19.4.200", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+      await eventually(async () => (await proxier.inspect()).rules.length === 42, 10_000, "the rule of the change after the quiet spell");
+      expect(Date.now() - changed).toBeLessThan(minSyncMs);
+      // A stop while changes wait for the gap removes everything, and no sync runs after it.
+      putService(feed, { name: "during-stop", clusterIP: "198.19.4.201", ports: tcp80, endpoints: [{ ip: "198.18.5.1" }] });
+      await eventually(() => proxier.actor.getSnapshot().value === "pausing", 5_000, "the change waiting for the gap");
+      await proxier.stop();
+      await new Promise((resolve) => setTimeout(resolve, minSyncMs));
+      expect(await proxier.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
+    } finally {
+      await traffic.stop();
+      await proxier.stop();
+    }
+  });
+
   it("retries a failed sync and recovers when the kernel side is back", async () => {
     const ns = await lab.namespace("gone");
     const feed = new IndexFeed();
