@@ -17,24 +17,29 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
 
 /**
  * Long files that mostly wait (for heartbeats to be missed, a drill's cut to pass, a node to
- * be partitioned), run one at a time beside the lab files, in a worker thread (another pool:
- * vitest runs a group's pools at once, a pool's single-fork files only after its others): the
- * lab phase left the machine's second core mostly idle, and these ~4 minutes came off the
- * suite's three workers. Light on CPU, so the JetStream clusters beside them keep their time.
+ * be partitioned, a remade stream's 30 s grace, UDP flows to expire), run two at a time beside
+ * the lab files, in worker threads (another pool: vitest runs a group's pools at once, a pool's
+ * single-fork files only after its others). Light on CPU (measured per file, 2026-12-06: 11–28 s of
+ * CPU in 50–101 s), they fill the lab phase, which used ~60 % of a 2-core machine, and their ~6.5
+ * minutes of waiting come off the suite's three workers. The two lanes end within seconds of the
+ * lab's ~200 s when each file starts in slowFirst's order.
  */
-const alongsideLab = ["test/offline-lan.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts"];
+const alongsideLab = ["test/offline-lan.test.ts", "test/peer-faults.test.ts", "test/hub-store-lost.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts"];
 
 /**
- * The suite's longest files (about a minute or more each, measured alone), longest first. A clean
+ * The longest files (20 s to 100 s each in a full run), longest first. A clean
  * clone (CI) has no vitest timing cache, and vitest then starts files by size: a short file of
  * long waits (offline-lan, punched-tls) could start last and leave one worker idle for its whole
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  "test/offline-lan.test.ts", "test/peer-faults.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/punched-tls.test.ts", "services/tunnel/nat-lab.test.ts", "trust/membership.test.ts",
-  "services/tunnel/nat-routers.test.ts", "test/fabric.test.ts", "services/tunnel/carriers.test.ts", "trust/hub-hosts.test.ts",
-  "test/sites.test.ts", "trust/revocations.test.ts", "trust/attacks.test.ts", "test/agent-tunnel.test.ts",
-  "test/why-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "trust/enrolment.test.ts", "test/one-connection-lab.test.ts",
+  // beside-lab's, in this order its two lanes end together: offline-lan, then drill and partition; peer-faults, then hub-store-lost
+  "test/offline-lan.test.ts", "test/peer-faults.test.ts", "test/hub-store-lost.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts",
+  // the suite's, by their time in a full run (2026-12-06)
+  "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
+  "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
+  "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts", "test/capacity.test.ts",
+  "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts", "test/demo-lab.test.ts",
 ];
 
 class SlowFirstSequencer extends BaseSequencer {
@@ -60,12 +65,14 @@ export default defineConfig({
     setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
+    // Only beside-lab runs in threads: two lanes beside the lab's one fork.
+    poolOptions: { threads: { maxThreads: 2, minThreads: 1 } },
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [
       { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...alongsideLab], sequence: { groupOrder: 0 } } },
       { extends: true, test: { name: "lab", include: lab, pool: "forks", poolOptions: { forks: { singleFork: true } }, sequence: { groupOrder: 1 } } },
-      { extends: true, test: { name: "beside-lab", include: alongsideLab, pool: "threads", poolOptions: { threads: { singleThread: true } }, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "beside-lab", include: alongsideLab, pool: "threads", sequence: { groupOrder: 1 } } },
     ],
   },
 });
