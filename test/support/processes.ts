@@ -138,6 +138,8 @@ export interface HubProcessOptions {
   keys?: string;
   extraArgs?: string[];
   waitReady?: boolean;
+  /** More environment for the hub's process. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function hubPorts(): Promise<{ client: number; leaf: number; monitor: number; cluster: number; metrics: number }> {
@@ -162,7 +164,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
     ...(options.extraArgs ?? []),
   ];
-  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, undefined, options.keys ? { keys: options.keys } : undefined);
+  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, options.env, options.keys ? { keys: options.keys } : undefined);
   const hub: HubProcess = {
     ...base,
     leafUrl: `nats://127.0.0.1:${ports.leaf}`,
