@@ -12,7 +12,7 @@
  */
 import type { Server } from "node:http";
 import { http } from "./node-http.ts";
-import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import { collectProcessMetrics, Counter, Gauge, Registry } from "./prom.ts";
 import { LeafmeshError } from "./errors.ts";
 import { droppedLogLines, logBacklogBytes, type Logger } from "./log.ts";
 import { bigBuffersMax, readBufferStats } from "./read-buffers.ts";
@@ -89,7 +89,7 @@ export class MetricsServer {
     this.#options = options;
     this.#health = options.health ?? (() => ({ healthy: false, ready: false, detail: { starting: true } }));
     if (options.labels) this.registry.setDefaultLabels(options.labels);
-    collectDefaultMetrics({ register: this.registry, prefix: "leafmesh_process_" });
+    collectProcessMetrics(this.registry, "leafmesh_process_");
     registerReadBufferMetrics(this.registry);
     registerLogMetrics(this.registry);
   }

@@ -21,7 +21,7 @@ import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
-import type { Registry } from "prom-client";
+import type { Registry } from "../lib/prom.ts";
 import type { MetricsServer } from "../lib/metrics.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";

@@ -18,7 +18,7 @@
  * ```
  */
 import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "../lib/prom.ts";
 import { Bus } from "../bus/bus.ts";
 import { connectNats, localClientUrl } from "../bus/connect.ts";
 import { nowIso } from "../bus/events.ts";

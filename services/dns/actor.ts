@@ -15,7 +15,7 @@ import { nowIso } from "../../bus/events.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import type { Registry } from "prom-client";
+import type { Registry } from "../../lib/prom.ts";
 import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
 import { DnsServer, type ListenAddress } from "./server.ts";
 import { DnsStats, registerDnsMetrics } from "./stats.ts";

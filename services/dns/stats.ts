@@ -10,7 +10,7 @@
  * registerDnsMetrics(registry, stats, () => forwarder.counters);
  * ```
  */
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "../../lib/prom.ts";
 import type { ForwarderCounters } from "./forwarder.ts";
 
 export type AnswerKind = "cluster" | "forwarded" | "cache" | "stale" | "servfail" | "error";

@@ -7,7 +7,7 @@
  * registerGatewayMetrics(registry, gateway); // leafmesh_gateway_route_requests{route="HTTPRoute shop/web",class="2xx"} 1200
  * ```
  */
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "../../lib/prom.ts";
 import type { GatewayActor } from "./actor.ts";
 
 export function registerGatewayMetrics(registry: Registry, gateway: Pick<GatewayActor, "status">, prefix = "leafmesh_gateway_"): void {

@@ -6,7 +6,7 @@
  * registerProxierMetrics(registry, proxier);   // leafmesh_proxier_rules 42
  * ```
  */
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "../../lib/prom.ts";
 import type { ProxierActor } from "./actor.ts";
 
 export function registerProxierMetrics(registry: Registry, proxier: Pick<ProxierActor, "stats">, prefix = "leafmesh_proxier_"): void {

@@ -7,7 +7,7 @@
  * registerSocksMetrics(registry, socks);   // leafmesh_socks_events{reason="refused: queue full"} 3
  * ```
  */
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "../../lib/prom.ts";
 import type { SocksActor } from "./index.ts";
 
 const gauges = ["clients", "waiting", "dialing", "joined"] as const;

@@ -7,7 +7,7 @@
  * registerTrafficMetrics(registry, traffic);   // leafmesh_traffic_events{reason="tcp refused: no endpoints"} 3
  * ```
  */
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "../../lib/prom.ts";
 import type { TrafficActor } from "./actor.ts";
 
 export function registerTrafficMetrics(registry: Registry, traffic: Pick<TrafficActor, "stats">, prefix = "leafmesh_traffic_"): void {
