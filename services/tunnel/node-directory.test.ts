@@ -235,15 +235,20 @@ describe("node directory", () => {
     await eventually(() => a.arrivals.get("b4") === 2, 10_000, "A to receive B's record again");
     expect(Date.parse(a.directory.get("b4")!.at)).toBeGreaterThan(clock.now() - 2 * refreshMs);
   }, 180_000);
-  it("watches the bucket again from its first record when a put finds its stream made again (a hub that lost its store)", async () => {
+  /** Nodes A and B holding each other's records, then the hub loses its store (its JetStream directory) and starts again. */
+  async function pairThroughLostStore(a: string, b: string): Promise<{ clock: ManualClock; a: Member; b: Member }> {
     const clock = new ManualClock(Date.now());
-    const a = await member("a6", "edge-a", clock);
-    const b = await member("b6", "edge-b", clock);
-    await eventually(() => a.directory.get("b6") !== undefined, 10_000, "A to hold B's record");
+    const pair = { clock, a: await member(a, "edge-a", clock), b: await member(b, "edge-b", clock) };
+    await eventually(() => pair.a.directory.get(b) !== undefined, 10_000, "A to hold B's record");
     const hub = fabric.hubs[0].server;
     await hub.stop();
     rmSync(join(hub.options.dataDir, "js"), { recursive: true, force: true });
     await hub.start();
+    return pair;
+  }
+
+  it("watches the bucket again from its first record when a put finds its stream made again (a hub that lost its store)", async () => {
+    const { clock, a, b } = await pairThroughLostStore("a6", "b6");
     // The hub makes the bucket again at its start (roles/hub.ts); its revisions start over.
     await new Kvm(await fabric.connect("hub-1")).create("mesh-nodes", { history: 1, ttl: ttlMs });
     // B's changed record goes into the new stream (the looks also move A's clock: it may put there first).
@@ -257,14 +262,7 @@ describe("node directory", () => {
   }, 120_000);
 
   it("watches again from the first record also when its own put found no bucket and made it (the put before anyone's)", async () => {
-    const clock = new ManualClock(Date.now());
-    const a = await member("a7", "edge-a", clock);
-    const b = await member("b7", "edge-b", clock);
-    await eventually(() => a.directory.get("b7") !== undefined, 10_000, "A to hold B's record");
-    const hub = fabric.hubs[0].server;
-    await hub.stop();
-    rmSync(join(hub.options.dataDir, "js"), { recursive: true, force: true });
-    await hub.start();
+    const { clock, a, b } = await pairThroughLostStore("a7", "b7");
     // No bucket yet: A's put is refused, A makes the bucket (a plain nats-server hub has none) and puts the new stream's first record.
     a.observed = [{ host: "203.0.113.7", port: 40_107 }];
     await eventually(async () => {
