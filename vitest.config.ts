@@ -1,6 +1,6 @@
 import { defineConfig } from "vitest/config";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
-import { privateCompileCacheDir } from "./bin/compile-cache.js";
+import { compileCacheFor } from "./bin/compile-cache.js";
 import { reportWorkerDeaths } from "./test/support/worker-deaths.ts";
 
 // A worker that dies names its file, and the run ends with its summary (test/support/worker-deaths.ts).
@@ -10,10 +10,8 @@ reportWorkerDeaths();
 // (leafmesh's own, bin/compile-cache.js) they are not compiled again in every one. Measured on 31 files, three
 // runs each: 40.7–41.3 s of user CPU without, 35.0–40.7 with. The processes the tests start inherit it, as
 // `leafmesh` would pick the same directory itself; test/compile-cache.test.ts takes it out where it tests the choice.
-if (!process.env.NODE_COMPILE_CACHE && !process.env.NODE_DISABLE_COMPILE_CACHE) {
-  const dir = privateCompileCacheDir();
-  if (typeof dir === "string") process.env.NODE_COMPILE_CACHE = dir;
-}
+const compileCache = compileCacheFor(process.env);
+if (typeof compileCache === "string") process.env.NODE_COMPILE_CACHE = compileCache;
 
 /**
  * The heaviest tests: whole meshes with JetStream clusters (hub clusters, site

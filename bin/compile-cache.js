@@ -47,3 +47,23 @@ export function privateCompileCacheDir(parent = tmpdir(), uid = process.getuid?.
     return { refused: `${dir}: ${error.message}` };
   }
 }
+
+/**
+ * The compile cache leafmesh picks for a process with environment `env`: undefined where the operator decided
+ * (NODE_COMPILE_CACHE set, or NODE_DISABLE_COMPILE_CACHE=1), else privateCompileCacheDir()'s answer.
+ * @param {NodeJS.ProcessEnv} [env] @returns {string | { refused: string } | undefined}
+ */
+export function compileCacheFor(env = process.env) {
+  if (env.NODE_COMPILE_CACHE || env.NODE_DISABLE_COMPILE_CACHE) return undefined;
+  return privateCompileCacheDir();
+}
+
+/**
+ * `env` with NODE_COMPILE_CACHE at leafmesh's own cache, for a process started without `leafmesh` (a lab's
+ * node, a test worker); `env` itself where the operator decided or no private directory can be had.
+ * @param {NodeJS.ProcessEnv} [env] @returns {NodeJS.ProcessEnv}
+ */
+export function withCompileCache(env = process.env) {
+  const dir = compileCacheFor(env);
+  return typeof dir === "string" ? { ...env, NODE_COMPILE_CACHE: dir } : env;
+}

@@ -24,15 +24,15 @@ process.removeAllListeners("warning");
 // (2.75–2.82 s; 2.76–2.80). Main-thread allocations take glibc's per-thread cache first, not the arena lock. The
 // hub keeps glibc's default. A --max-semi-space-size or a MALLOC_ARENA_MAX of the caller's own (NODE_OPTIONS,
 // node's flags, the environment) wins.
-const semiSpaceMiB = { agent: 4, site: 4, demo: 4, hub: 16 }[process.argv[2]];
-const edge = semiSpaceMiB === 4;
+const edge = { semiSpaceMiB: 4, oneArena: true };
+const memory = { agent: edge, site: edge, demo: edge, hub: { semiSpaceMiB: 16, oneArena: false } }[process.argv[2]];
 const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((arg) => arg.includes("--max-semi-space-size"));
 const arenasChosen = process.env.MALLOC_ARENA_MAX !== undefined;
-if (semiSpaceMiB !== undefined && (!semiSpaceChosen || (edge && !arenasChosen)) && typeof process.execve === "function") {
-  const flags = semiSpaceChosen ? [] : [`--max-semi-space-size=${semiSpaceMiB}`];
+if (memory && (!semiSpaceChosen || (memory.oneArena && !arenasChosen)) && typeof process.execve === "function") {
+  const flags = semiSpaceChosen ? [] : [`--max-semi-space-size=${memory.semiSpaceMiB}`];
   // LEAFMESH_ARENAS_DEFAULTED marks the arena set here, not by the caller: the demo takes both away from the
   // processes it starts (cli/demo.ts), so that each decides for its role and its hub keeps glibc's default.
-  const arenas = !edge || arenasChosen ? {} : { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" };
+  const arenas = memory.oneArena && !arenasChosen ? { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" } : {};
   process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...arenas });
 }
 // V8's code cache for leafmesh's modules (NODE_COMPILE_CACHE moves it, NODE_DISABLE_COMPILE_CACHE=1
@@ -41,11 +41,11 @@ if (semiSpaceMiB !== undefined && (!semiSpaceChosen || (edge && !arenasChosen)) 
 // ~12 MiB less resident (no type stripper loaded). Kept where only this user can write
 // (compile-cache.js): in Node's default place, any local user could plant code root's leafmesh runs.
 const { enableCompileCache } = await import("node:module");
-if (enableCompileCache && !process.env.NODE_COMPILE_CACHE && !process.env.NODE_DISABLE_COMPILE_CACHE) {
-  const { privateCompileCacheDir } = await import("./compile-cache.js");
-  const dir = privateCompileCacheDir();
+if (enableCompileCache) {
+  const { compileCacheFor } = await import("./compile-cache.js");
+  const dir = compileCacheFor(process.env);
   if (typeof dir === "string") enableCompileCache(dir);
-  else process.stderr.write(`leafmesh: no compile cache (${dir.refused}); starts are slower\n`);
+  else if (dir) process.stderr.write(`leafmesh: no compile cache (${dir.refused}); starts are slower\n`);
 }
 const { main } = await import("../cli/main.ts");
 const controller = new AbortController();
