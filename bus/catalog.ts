@@ -133,11 +133,11 @@ export function catalogKey(object: Pick<CatalogObject, "kind" | "namespace" | "n
   return `${keyPrefix[object.kind]}.${object.namespace}.${object.name}`;
 }
 
+const kindOfPrefix = new Map(Object.entries(keyPrefix).map(([kind, prefix]) => [prefix, kind as CatalogKind]));
+
 /** Which kind a key holds, or undefined for a key that is not a catalog object. */
 export function kindOfKey(key: string): CatalogKind | undefined {
-  const prefix = key.slice(0, key.indexOf("."));
-  for (const [kind, value] of Object.entries(keyPrefix)) if (value === prefix) return kind as CatalogKind;
-  return undefined;
+  return kindOfPrefix.get(key.slice(0, key.indexOf(".")));
 }
 
 const encoder = new TextEncoder();
