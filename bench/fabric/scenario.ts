@@ -13,6 +13,7 @@
  * Nothing polls the leafmesh processes while they load: the benchmark listens to
  * their bus events and asks the servers (stream info), so it does not slow them.
  */
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createSocket } from "node:dgram";
 import { join } from "node:path";
@@ -27,7 +28,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { NatsServerSupervisor } from "../../nats/supervisor.ts";
 import { renderHubConfig, renderLeafConfig, toLeafUrl } from "../../nats/render.ts";
 import { freePort } from "../../test/support/ports.ts";
-import { launch, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
+import { launch, nodeBinary, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { serviceName, writeManifests } from "./catalog.ts";
 import { cpuMs, rssMiB } from "./process-stats.ts";
 
@@ -62,6 +63,10 @@ export interface LeafmeshResult {
   dnsAnswersMs: number;
   /** The latest of the three: the node holds the catalog. */
   nodeHoldsMs: number;
+  /** The floor (node-floor.ts) launched → it holds every object, parsed; and its RSS then. */
+  floorHoldsMs: number;
+  floorRssMiB: number;
+  floorRssAtRestMiB: number;
   agentCpuLoadMs: number;
   rssLoadedMiB: number;
   rssMiB: number;
@@ -174,6 +179,44 @@ export async function measurePlain(entries: Entries, changes: number): Promise<P
   }
 }
 
+const floorScript = join(import.meta.dirname, "node-floor.ts");
+
+/**
+ * Runs the floor (node-floor.ts) against the hub until it holds every object and has collected once: its time
+ * from launch to holding, and its RSS then and at rest. With the agent's memory settings (bin/leafmesh.js).
+ */
+async function measureFloor(hubLeafUrl: string, count: number): Promise<{ holdsMs: number; rssMiB: number; rssAtRestMiB: number }> {
+  const [client, monitor] = await Promise.all([freePort(), freePort()]);
+  const started = performance.now();
+  const args = ["--max-semi-space-size=4", floorScript, hubLeafUrl, String(count), tempDir("leafmesh-floor-"), String(client), String(monitor)];
+  const child = spawn(nodeBinary, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MALLOC_ARENA_MAX: "1" } });
+  let output = "";
+  let holdsMs = NaN;
+  try {
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the floor did not hold the catalog in 600 s: ${output.slice(-2000)}`)), 600_000);
+      child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+      child.stdout!.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+        const held = /held (\d+)/.exec(output);
+        if (held && Number.isNaN(holdsMs)) holdsMs = performance.now() - started;
+        const rest = /rest (\d+)/.exec(output);
+        if (!held || !rest) return;
+        clearTimeout(timer);
+        resolve({ holdsMs, rssMiB: Number(held[1]), rssAtRestMiB: Number(rest[1]) });
+      });
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the floor exited (${code}) before it held the catalog: ${output.slice(-2000)}`));
+      });
+    });
+  } finally {
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    if (child.exitCode === null) child.kill("SIGTERM");
+    await exited;
+  }
+}
+
 /** Asks the agent's DNS for `name` (A); true when it answers with `ip`. */
 function dnsAnswers(port: number, name: string, ip: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -229,6 +272,7 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   const hubCpuMs = cpuMs(hub.child.pid);
   const hubRssMiB = rssMiB(hub.child.pid);
 
+  const floor = await measureFloor(hub.leafUrl, entries.length);
   const node = "edge-bench";
   const [client, monitor, metrics, dns] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const agentStarted = performance.now();
@@ -282,6 +326,7 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   await new Promise((resolve) => setTimeout(resolve, 5_000));
   const result: LeafmeshResult = {
     writeMs, hubCpuMs, hubRssMiB, leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs, nodeHoldsMs, agentCpuLoadMs, rssLoadedMiB,
+    floorHoldsMs: floor.holdsMs, floorRssMiB: floor.rssMiB, floorRssAtRestMiB: floor.rssAtRestMiB,
     rssMiB: rssAfterChangesMiB,
     rssAtRestMiB: rssMiB(agent.child.pid),
     serverRssMiB: rssMiB(Number(readFileSync(join(dataDir, "nats-server.pid"), "utf8"))),
