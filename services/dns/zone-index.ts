@@ -25,8 +25,6 @@ export class ZoneIndex {
   readonly #sliceOwner = new Map<string, string>();
   /** How many Services use each namespace name (an empty non-terminal while one does). */
   readonly #namespaces = new Map<string, number>();
-  /** How many Services publish each (reverse name, target), keyed `reverse target` (one Map, not one per reverse name). */
-  readonly #pointerUses = new Map<string, number>();
   /** ZoneOptions.withheld: such a Service's names are out of the zone and its base is in zone.withheld. */
   readonly #withheld: ZoneOptions["withheld"];
 
@@ -44,7 +42,6 @@ export class ZoneIndex {
     this.#services.clear();
     this.#sliceOwner.clear();
     this.#namespaces.clear();
-    this.#pointerUses.clear();
     this.zone.withheld.clear();
     names.set(domain, emptyRecords());
     names.set(`svc.${domain}`, emptyRecords());
@@ -122,18 +119,17 @@ export class ZoneIndex {
       names.set(records.namespaceName, emptyRecords());
       changed?.add(records.namespaceName);
     }
+    // A (reverse name, target) pair is one Service's alone: its target is the Service's own name, or a host name
+    // under it (zone-records.ts), and a Service's old records are removed before its new ones are added. So a
+    // pair is in `pointers` or not, with no count of who else publishes it.
     for (let index = 0; index < records.pointers.length; index += 2) {
       const reverse = records.pointers[index];
       const target = records.pointers[index + 1];
-      const key = `${reverse} ${target}`;
-      const count = (this.#pointerUses.get(key) ?? 0) + 1;
-      this.#pointerUses.set(key, count);
-      if (count === 1) {
-        // A new array: an answer being encoded may hold the old one.
-        const targets = pointers.get(reverse);
-        pointers.set(reverse, targets ? [...targets, target] : [target]);
-        changed?.add(reverse);
-      }
+      const targets = pointers.get(reverse);
+      if (targets?.includes(target)) continue;
+      // A new array: an answer being encoded may hold the old one.
+      pointers.set(reverse, targets ? [...targets, target] : [target]);
+      changed?.add(reverse);
     }
   }
 
@@ -155,16 +151,10 @@ export class ZoneIndex {
     for (let index = 0; index < records.pointers.length; index += 2) {
       const reverse = records.pointers[index];
       const target = records.pointers[index + 1];
-      const key = `${reverse} ${target}`;
-      const uses = this.#pointerUses.get(key);
-      if (uses === undefined) continue;
-      if (uses > 1) {
-        this.#pointerUses.set(key, uses - 1);
-        continue;
-      }
-      this.#pointerUses.delete(key);
+      const before = pointers.get(reverse);
+      if (!before?.includes(target)) continue;
       changed?.add(reverse);
-      const targets = (pointers.get(reverse) ?? []).filter((existing) => existing !== target);
+      const targets = before.filter((existing) => existing !== target);
       if (targets.length === 0) pointers.delete(reverse);
       else pointers.set(reverse, targets);
     }
