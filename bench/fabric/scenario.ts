@@ -307,11 +307,19 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   let dnsAnswersMs = NaN;
   // A failure to load keeps what the hub measured: the hub's cost stands whether or not an agent can hold it.
   const hubPart = { writeMs, hubCpuMs, hubRssMiB };
+  // The catalog events are counted from this connection's subscription: one made after the agent's first events
+  // would wait for the rest forever. Once everything else is held, events that stop coming end the wait, said.
+  let announcedBefore = 0;
+  let quietSince = performance.now();
   await poll(async () => {
     if (agent.child.exitCode !== null) throw new Error(`the agent exited: ${agent.output().slice(-2000)}`);
     options.whileLoading?.(agent.child.pid!);
     if (Number.isNaN(leafHoldsMs) && (await streamMessages(connection).catch(() => 0)) >= entries.length) leafHoldsMs = performance.now() - agentStarted;
     if (Number.isNaN(dnsAnswersMs) && (await dnsAnswers(dns, last.name, last.ip))) dnsAnswersMs = performance.now() - agentStarted;
+    if (announced.size !== announcedBefore) [announcedBefore, quietSince] = [announced.size, performance.now()];
+    if (Number.isNaN(controllerHoldsMs) && [leafHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value)) && performance.now() - quietSince > 15_000) {
+      throw new Error(`the agent holds the catalog (its mirror, traffic and DNS do), but this benchmark saw ${announced.size} of its ${entries.length} catalog events and no more for 15 s: did it subscribe after the first ones?`);
+    }
     return [leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value));
   }, options.loadTimeoutMs ?? 600_000, "the agent to hold the catalog").catch((error: Error) => {
     throw Object.assign(error, { hub: hubPart });
