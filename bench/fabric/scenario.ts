@@ -70,7 +70,11 @@ export interface LeafmeshResult {
   agentCpuLoadMs: number;
   rssLoadedMiB: number;
   rssMiB: number;
-  /** Resident memory at rest: 5 s after the last change, what `top` shows on an idle node (the agent gives back a load's garbage once it settles, lib/release-memory.ts). */
+  /**
+   * Resident memory at rest, what `top` shows on an idle node: once the hub has put back what the changes wrote
+   * past it and no catalog event has come for 12 s (the agent gives back a change's garbage 2 s after it settles,
+   * lib/release-memory.ts).
+   */
   rssAtRestMiB: number;
   serverRssMiB: number;
   latencies: number[];
@@ -283,8 +287,10 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   const waiting = new Map<string, () => void>();
   let controllerHoldsMs = NaN;
   let trafficHoldsMs = NaN;
+  let lastCatalogEventAt = performance.now();
   connection.subscribe(`mesh.${node}.controller.catalog`, {
     callback: (_error, message) => {
+      lastCatalogEventAt = performance.now();
       const key = message.json<{ key: string }>().key;
       waiting.get(key)?.();
       if (announced.size < entries.length) {
@@ -331,7 +337,10 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
 
   const latencies = await measureChanges(hubKv!, entries, changes, (key) => new Promise<void>((resolve) => waiting.set(key, resolve)));
   const rssAfterChangesMiB = rssMiB(agent.child.pid);
-  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  // At rest: nothing in flight. The hub puts back what the changes above wrote past it at its next resync (every
+  // 10 s: services/controller/publisher.ts), and the agent takes those as changes too; once no catalog event has
+  // come for 12 s, that has happened, and so has the collection the agent makes 2 s after a large change.
+  await poll(() => performance.now() - lastCatalogEventAt > 12_000, 60_000, "the agent's catalog to be quiet for 12 s", 250);
   const result: LeafmeshResult = {
     writeMs, hubCpuMs, hubRssMiB, leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs, nodeHoldsMs, agentCpuLoadMs, rssLoadedMiB,
     floorHoldsMs: floor.holdsMs, floorRssMiB: floor.rssMiB, floorRssAtRestMiB: floor.rssAtRestMiB,
