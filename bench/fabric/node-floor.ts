@@ -7,7 +7,8 @@
  * (scenario.ts times it from the launch, as it times the agent), then, as an agent gives back what a load
  * left behind (lib/release-memory.ts), one full collection and `rest <its RSS in MiB>` a second later, and waits
  * to be stopped. scenario.ts starts it with the agent's memory settings (bin/leafmesh.js: a 4 MiB young
- * generation, one malloc arena), so its RSS at rest is what Node, nats.js and the parsed objects take.
+ * generation, one malloc arena, leafmesh's compile cache), so its RSS at rest is what Node, nats.js and the
+ * parsed objects take.
  *
  *   node bench/fabric/node-floor.ts HUB_LEAF_URL COUNT DATA_DIR CLIENT_PORT MONITOR_PORT
  *

@@ -14,6 +14,7 @@
  * their bus events and asks the servers (stream info), so it does not slow them.
  */
 import { spawn } from "node:child_process";
+import { withCompileCache } from "../../bin/compile-cache.js";
 import { readFileSync } from "node:fs";
 import { createSocket } from "node:dgram";
 import { join } from "node:path";
@@ -193,7 +194,8 @@ async function measureFloor(hubLeafUrl: string, count: number): Promise<{ holdsM
   const [client, monitor] = await Promise.all([freePort(), freePort()]);
   const started = performance.now();
   const args = ["--max-semi-space-size=4", floorScript, hubLeafUrl, String(count), tempDir("leafmesh-floor-"), String(client), String(monitor)];
-  const child = spawn(nodeBinary, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MALLOC_ARENA_MAX: "1" } });
+  // The agent's compile cache too, as bin/leafmesh.js enables it: the floor does not strip its types at each start either.
+  const child = spawn(nodeBinary, args, { stdio: ["ignore", "pipe", "pipe"], env: withCompileCache({ ...process.env, MALLOC_ARENA_MAX: "1" }) });
   let output = "";
   let holdsMs = NaN;
   try {
