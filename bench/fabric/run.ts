@@ -66,6 +66,7 @@ export async function runFabricBench(): Promise<BenchTable> {
       "plain NATS: the same nats-server configs with no leafmesh process: 64 concurrent KV puts of the normalised objects (nats.js kv.put: a request per put), the baseline of the ratio; a KV mirror on a fresh leaf and a KV watcher on it. The pipelined row puts the same objects again the way leafmesh's hub writes since 2026-12-04 (a core publish per put with its own reply subject, JetStream's ack settles it): what NATS itself allows, after the baseline's mirror and changes were measured.",
       "Single changes: a KV put at the hub, timed until the agent's controller announces it on its bus (leafmesh) or the mirror's watcher sees it (plain).",
       "Nothing polls the leafmesh processes while they load: the benchmark follows their bus events, the servers' stream info and one DNS query every 20 ms.",
+      ...(leafmesh.missedEvents > 0 ? [`The agent sent ${leafmesh.missedEvents} catalog events before this benchmark's subscription was in place; its own count said it held every object, and the last event's time is the controller's.`] : []),
     ],
   };
 }
