@@ -8,24 +8,12 @@ if (major < 24) {
   process.exit(1);
 }
 process.removeAllListeners("warning");
-// The processes that run for long start again at once, in place (execve: same pid, same stdio), with V8's young
-// generation capped per semi-space. V8's default on a large machine lets it grow past 100 MiB (Node 24 read a new
-// space of 128 MiB after a loop of allocations on this project's 24 GiB machine); a start that decodes 20,000
-// catalog objects fills it, copies what survives between its halves again and again, and RSS keeps it.
-// - On edge nodes (agent, site, demo): 4 MiB. Measured with bench/fabric, agent RSS at 10,000 services 345 → 225
-//   MiB, at 1,000 154 → 136 MiB, with no more CPU until the catalog is held.
-// - The hub: 16 MiB. It writes 10,000 services from manifests in 2.18 s instead of 3.03 (medians of six
-//   alternating runs each, 2026-12-06; 8 MiB 2.23 s), with ~0.35 s less CPU and 195 MiB of RSS instead of 280.
-//   At 4 MiB it had been slower than the default (3.65 s against 3.0).
-// The edge processes also start with one malloc arena (MALLOC_ARENA_MAX=1): glibc gives each thread that allocates
-// its own arena of up to 64 MiB (V8's compiler and GC threads, libuv's pool) and keeps what was freed in it; the
-// agent at 10,000 services held 20–25 MiB in four such arenas after loading the catalog. Measured with
-// bench/fabric's agent, two runs each: RSS 210–216 → 192–198 MiB, CPU until the catalog is held the same
-// (2.75–2.82 s; 2.76–2.80). Main-thread allocations take glibc's per-thread cache first, not the arena lock. The
-// hub keeps glibc's default. A --max-semi-space-size or a MALLOC_ARENA_MAX of the caller's own (NODE_OPTIONS,
-// node's flags, the environment) wins.
-const edge = { semiSpaceMiB: 4, oneArena: true };
-const memory = { agent: edge, site: edge, demo: edge, hub: { semiSpaceMiB: 16, oneArena: false } }[process.argv[2]];
+// The processes that run for long start again at once, in place (execve: same pid, same stdio), with the memory
+// settings of their role (bin/memory.js: V8's young generation capped per semi-space, one malloc arena on edge
+// nodes). A --max-semi-space-size or a MALLOC_ARENA_MAX of the caller's own (NODE_OPTIONS, node's flags, the
+// environment) wins.
+const { memoryOf } = await import("./memory.js");
+const memory = memoryOf(process.argv[2]);
 const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((arg) => arg.includes("--max-semi-space-size"));
 const arenasChosen = process.env.MALLOC_ARENA_MAX !== undefined;
 if (memory && (!semiSpaceChosen || (memory.oneArena && !arenasChosen)) && typeof process.execve === "function") {

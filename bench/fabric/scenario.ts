@@ -15,6 +15,7 @@
  */
 import { spawn } from "node:child_process";
 import { withCompileCache } from "../../bin/compile-cache.js";
+import { memoryOf } from "../../bin/memory.js";
 import { readFileSync } from "node:fs";
 import { createSocket } from "node:dgram";
 import { join } from "node:path";
@@ -192,14 +193,16 @@ const floorScript = join(import.meta.dirname, "node-floor.ts");
 
 /**
  * Runs the floor (node-floor.ts) against the hub until it holds every object and has collected once: its time
- * from launch to holding, and its RSS then and at rest. With the agent's memory settings (bin/leafmesh.js).
+ * from launch to holding, and its RSS then and at rest. With the agent's memory settings (bin/memory.js).
  */
 async function measureFloor(hubLeafUrl: string, count: number): Promise<{ holdsMs: number; rssMiB: number; rssAtRestMiB: number }> {
   const [client, monitor] = await Promise.all([freePort(), freePort()]);
   const started = performance.now();
-  const args = ["--max-semi-space-size=4", floorScript, hubLeafUrl, String(count), tempDir("leafmesh-floor-"), String(client), String(monitor)];
+  const agent = memoryOf("agent")!;
+  const args = [`--max-semi-space-size=${agent.semiSpaceMiB}`, floorScript, hubLeafUrl, String(count), tempDir("leafmesh-floor-"), String(client), String(monitor)];
   // The agent's compile cache too, as bin/leafmesh.js enables it: the floor does not strip its types at each start either.
-  const child = spawn(nodeBinary, args, { stdio: ["ignore", "pipe", "pipe"], env: withCompileCache({ ...process.env, MALLOC_ARENA_MAX: "1" }) });
+  const env = withCompileCache(agent.oneArena ? { ...process.env, MALLOC_ARENA_MAX: "1" } : process.env);
+  const child = spawn(nodeBinary, args, { stdio: ["ignore", "pipe", "pipe"], env });
   let output = "";
   let holdsMs = NaN;
   try {
@@ -324,20 +327,17 @@ async function runLeafmesh(count: number, entries: Entries, changes: number, opt
   // that in 50 fresh starts. Events go out in the mirror's order, so missing some of the first ones does not move
   // the time of the last. Once everything else is held and no event has come for 2 s, the agent's own count
   // (its status, asked once) says whether the last one seen was the last one.
-  let announcedBefore = 0;
-  let quietSince = performance.now();
-  let lastAnnouncedMs = NaN;
   let missedEvents = 0;
   await poll(async () => {
     if (agent.child.exitCode !== null) throw new Error(`the agent exited: ${agent.output().slice(-2000)}`);
     options.whileLoading?.(agent.child.pid!);
     if (Number.isNaN(leafHoldsMs) && (await streamMessages(connection).catch(() => 0)) >= entries.length) leafHoldsMs = performance.now() - agentStarted;
     if (Number.isNaN(dnsAnswersMs) && (await dnsAnswers(dns, last.name, last.ip))) dnsAnswersMs = performance.now() - agentStarted;
-    if (announced.size !== announcedBefore) [announcedBefore, quietSince, lastAnnouncedMs] = [announced.size, performance.now(), performance.now() - agentStarted];
-    if (Number.isNaN(controllerHoldsMs) && announced.size > 0 && [leafHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value)) && performance.now() - quietSince > 2_000) {
+    const quietMs = performance.now() - lastCatalogEventAt;
+    if (Number.isNaN(controllerHoldsMs) && announced.size > 0 && [leafHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value)) && quietMs > 2_000) {
       const objects = (await rpcRequest(connection, node, rpc.status, undefined, 5_000).catch(() => undefined))?.catalogObjects;
-      if (objects === entries.length) [controllerHoldsMs, missedEvents] = [lastAnnouncedMs, entries.length - announced.size];
-      else if (performance.now() - quietSince > 15_000) throw new Error(`this benchmark saw ${announced.size} of ${entries.length} catalog events and no more for 15 s; the agent says it holds ${objects ?? "(no answer)"} objects`);
+      if (objects === entries.length) [controllerHoldsMs, missedEvents] = [lastCatalogEventAt - agentStarted, entries.length - announced.size];
+      else if (quietMs > 15_000) throw new Error(`this benchmark saw ${announced.size} of ${entries.length} catalog events and no more for 15 s; the agent says it holds ${objects ?? "(no answer)"} objects`);
     }
     return [leafHoldsMs, controllerHoldsMs, trafficHoldsMs, dnsAnswersMs].every((value) => !Number.isNaN(value));
   }, options.loadTimeoutMs ?? 600_000, "the agent to hold the catalog").catch((error: Error) => {
