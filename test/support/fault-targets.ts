@@ -20,7 +20,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import dnsPacket from "dns-packet";
 import { nodeBinary } from "./processes.ts";
 
@@ -214,19 +214,17 @@ export interface TruncatingUpstream {
  * question's first label says (`reset.fault.test`: an RST after the query).
  */
 export async function startTruncatingUpstream(): Promise<TruncatingUpstream> {
-  const udp = createSocket("udp4");
-  udp.on("message", (message, remote) => {
-    try {
-      const query = dnsPacket.decode(message);
-      udp.send(dnsPacket.encode({ id: query.id, type: "response", flags: dnsPacket.TRUNCATED_RESPONSE, questions: query.questions }), remote.port, remote.address);
-    } catch {
-      // not a query: dropped
-    }
-  });
-  await new Promise<void>((resolve) => udp.bind(0, "127.0.0.1", resolve));
-  const port = udp.address().port;
   const tcpEndings: Ending[] = [];
   const sockets = new Set<Socket>();
+  const answerTruncated = (udp: UdpSocket) =>
+    udp.on("message", (message, remote) => {
+      try {
+        const query = dnsPacket.decode(message);
+        udp.send(dnsPacket.encode({ id: query.id, type: "response", flags: dnsPacket.TRUNCATED_RESPONSE, questions: query.questions }), remote.port, remote.address);
+      } catch {
+        // not a query: dropped
+      }
+    });
   const tcp = createServer((socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -245,15 +243,43 @@ export async function startTruncatingUpstream(): Promise<TruncatingUpstream> {
       // "stall": nothing
     });
   });
-  await new Promise<void>((resolve) => tcp.listen(port, "127.0.0.1", resolve));
-  return {
-    port,
-    tcpEndings,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await Promise.all([new Promise<void>((resolve) => tcp.close(() => resolve())), new Promise<void>((resolve) => udp.close(() => resolve()))]);
-    },
-  };
+  // One port number for both, and either protocol may find it taken by another test's socket. It had UDP take a
+  // free port and TCP listen on the same number: once in a full run that number was in use over TCP, the error
+  // went uncaught and the file's set-up hung for 90 s. TCP now takes a free port, UDP binds the same number, and
+  // a refused bind starts over with a new TCP port (a few times), or fails with the reason.
+  for (let attempt = 1; ; attempt++) {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once("error", reject);
+      tcp.listen(0, "127.0.0.1", () => {
+        tcp.off("error", reject);
+        resolve();
+      });
+    });
+    const port = (tcp.address() as AddressInfo).port;
+    const udp = createSocket("udp4");
+    const bound = await new Promise<Error | undefined>((resolve) => {
+      udp.once("error", resolve);
+      udp.bind(port, "127.0.0.1", () => {
+        udp.off("error", resolve);
+        resolve(undefined);
+      });
+    });
+    if (bound) {
+      udp.close();
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      if (attempt >= 20) throw new Error(`no port free for both TCP and UDP after 20 tries: ${bound.message}`);
+      continue;
+    }
+    answerTruncated(udp);
+    return {
+      port,
+      tcpEndings,
+      close: async () => {
+        for (const socket of sockets) socket.destroy();
+        await Promise.all([new Promise<void>((resolve) => tcp.close(() => resolve())), new Promise<void>((resolve) => udp.close(() => resolve()))]);
+      },
+    };
+  }
 }
 
 /** SOCKS5: "no authentication" offered. */
