@@ -245,6 +245,13 @@ killed outright (SIGKILL), the kernel lifts the cut by itself
       });
       const startedAt = new Date().toISOString();
       const planned = options.seconds;
+      // Listened for before the cut goes in: a signal while nft applies it (the cut already in force) is an
+      // interruption too. Listened for after, it had passed unseen: the drill restored the link and went on to
+      // its catch-up as if its time had run out, and ended with 0 instead of 130.
+      let interrupted: string | undefined;
+      const onAbort = () => (interrupted = "a signal (Ctrl-C or kill)");
+      if (io.signal.aborted) onAbort();
+      else io.signal.addEventListener("abort", onAbort, { once: true });
       await nft(nftCutScript(targets, planned + options.grace));
       cutAt = performance.now();
       // Restore on the way out whatever happens: interrupted, failed, or the process ending.
@@ -253,9 +260,6 @@ killed outright (SIGKILL), the kernel lifts the cut by itself
         if (!restored) restoreSync();
       };
       process.once("exit", onExit);
-      let interrupted: string | undefined;
-      const onAbort = () => (interrupted = "a signal (Ctrl-C or kill)");
-      io.signal.addEventListener("abort", onAbort, { once: true });
       const leaf: DrillReport["leaf"] = {};
       let heldMs = 0;
       let dropped: number | undefined;
