@@ -211,7 +211,7 @@ export class NatsServerSupervisor {
         this.#readySince = Date.now();
         this.actor.send({ type: "READY" });
         this.options.onStatus?.("ready");
-        this.#log.info({ pid: child.pid, monitor: this.options.monitor }, "nats-server ready");
+        this.#log.info({ serverPid: child.pid, monitor: this.options.monitor }, "nats-server ready");
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -246,7 +246,7 @@ export class NatsServerSupervisor {
       return; // not running any more
     }
     if (cmdline.includes("nats-server") && cmdline.includes(this.configPath)) {
-      this.#log.warn({ pid }, "stopping a nats-server left running by an earlier run");
+      this.#log.warn({ serverPid: pid }, "stopping a nats-server left running by an earlier run");
       process.kill(pid, "SIGKILL");
     }
   }

@@ -176,9 +176,10 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     // EdgeMesh's link-local address (kubelet's clusterDNS) lives on a dummy interface the agent makes.
     let dummy: DummyInterface | undefined;
     if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
-    const actor = createDnsActor({ bus, feed, log: log.child({ actor: "dns" }), registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream: siteAware(upstream, node) });
+    const dnsLog = log.child({ actor: "dns" });
+    const actor = createDnsActor({ bus, feed, log: dnsLog, registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream: siteAware(upstream, node) });
     const address = await actor.start();
-    log.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
+    dnsLog.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
     return {
       name: "dns",
       actor: actor.actor,

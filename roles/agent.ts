@@ -234,7 +234,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     const upstream = watch.state;
     node.onStop(() => watch.stop(), "the upstream watch");
     for (const factory of config.actors ?? []) {
-      const actor = await factory({ node: config.node, bus, connection, log: log.child({ actor: "agent" }), registry: node.metrics.registry, feed, revocations, upstream });
+      const actor = await factory({ node: config.node, bus, connection, log, registry: node.metrics.registry, feed, revocations, upstream });
       started.push(actor);
       node.onStop(() => actor.stop(), `the ${actor.name} actor`);
     }
@@ -279,7 +279,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       relayChoice: relayChoice?.status(),
     });
   node.serveStatus(status);
-  log.info({ node: config.node }, `${role} ready`);
+  log.info(`${role} ready`);
 
   return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, status, stop: () => node.stop() };
 }

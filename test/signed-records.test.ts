@@ -58,10 +58,10 @@ describe("node records and libp2p peers proven by the mesh's certificates", () =
     const nodes = await new Kvm(hubConnection).open(buckets.nodes);
     const genuineB = decodeDirectoryValue("edge-b", (await nodes.get("edge-b"))!.value, undefined).record!;
     await nodes.put("edge-b", encodeNodeRecord({ ...genuineB, peerId: "12D3KooWD3vMmZtkYsvG6cVqU3ZvdcBw6TQ8ugQxENvRFdqXnXvt" }));
-    await eventually(() => /"node":"edge-b","reason":"node record claiming to be 'edge-b' refused: it is not signed[^"]*","msg":"node record not used"/.test(edgeA.output()), 15_000, "edge-a to refuse the unsigned record");
+    await eventually(() => /"peer":"edge-b","reason":"node record claiming to be 'edge-b' refused: it is not signed[^"]*","msg":"node record not used"/.test(edgeA.output()), 15_000, "edge-a to refuse the unsigned record");
     // edge-b sees its key hold another value and puts its genuine record back at its next look (5 s, not at its
     // keep-alive a minute later); edge-a uses it again.
-    await eventually(() => /"node":"edge-b","msg":"node record usable again"/.test(edgeA.output()), 20_000, "edge-a to take edge-b's genuine record again");
+    await eventually(() => /"peer":"edge-b","msg":"node record usable again"/.test(edgeA.output()), 20_000, "edge-a to take edge-b's genuine record again");
     expect(await get()).toBe("hello from edge-b\n");
 
     // A libp2p host with the mesh key and edge-a's stolen certificate, claiming to be edge-b, dials edge-a.

@@ -80,7 +80,7 @@ export class CarrierBackoff {
 
   failed(carrier: CarrierName, peer: CarrierPeer, error: unknown): void {
     const key = `${carrier} ${peer.peerId}`;
-    if (!this.#until.has(key)) this.#log.warn({ node: peer.node, err: describeError(error) }, failureSaid[carrier]);
+    if (!this.#until.has(key)) this.#log.warn({ peer: peer.node, err: describeError(error) }, failureSaid[carrier]);
     this.#until.set(key, this.#clock.now() + carrierRetryMs);
   }
 }

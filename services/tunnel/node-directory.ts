@@ -164,7 +164,7 @@ export class NodeDirectory {
       this.#take(entry.key, entry.value);
       return this.get(node);
     } catch (error) {
-      this.#options.log.debug({ err: error, node }, "node record lookup failed");
+      this.#options.log.debug({ err: error, peer: node }, "node record lookup failed");
       return undefined;
     }
   }
@@ -326,11 +326,11 @@ export class NodeDirectory {
       this.#records.delete(node);
       this.#certificates.delete(node);
       if (verdict.revoked) trust?.refuse("node record", node);
-      else if (this.#refused.get(node) !== verdict.refused) this.#options.log.warn({ node, reason: verdict.refused }, "node record not used");
+      else if (this.#refused.get(node) !== verdict.refused) this.#options.log.warn({ peer: node, reason: verdict.refused }, "node record not used");
       this.#refused.set(node, verdict.refused);
       return;
     }
-    if (this.#refused.delete(node)) this.#options.log.info({ node }, "node record usable again");
+    if (this.#refused.delete(node)) this.#options.log.info({ peer: node }, "node record usable again");
     if (verdict.certificate) this.#certificates.set(node, verdict.certificate);
     else this.#certificates.delete(node);
     this.#accept(verdict.record);

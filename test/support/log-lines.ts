@@ -12,3 +12,38 @@ export function capturedLog(level = "info"): { log: Logger; lines: Record<string
   });
   return { log: createLogger({ destination, level }), lines };
 }
+
+/**
+ * The names a JSON text repeats within one object, as "path.name" (the top level's as "name"): JSON.parse keeps the
+ * last and says nothing, jq too, where Elasticsearch refuses the whole line (its parser detects duplicates). Throws on
+ * text that is not JSON.
+ */
+export function repeatedNames(text: string): string[] {
+  JSON.parse(text);
+  const repeated: string[] = [];
+  // Each open object: its path and the names seen; an open array: its path.
+  const open: { path: string; names?: Set<string> }[] = [];
+  let lastName = "";
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (char === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      const value = JSON.parse(text.slice(i, end + 1)) as string;
+      let next = end + 1;
+      while (" \t\r\n".includes(text[next])) next++;
+      const names = open.at(-1)?.names;
+      if (text[next] === ":" && names) {
+        if (names.has(value)) repeated.push(open.at(-1)!.path ? `${open.at(-1)!.path}.${value}` : value);
+        names.add(value);
+        lastName = value;
+      }
+      i = end;
+    } else if (char === "{" || char === "[") {
+      const parent = open.at(-1);
+      const path = parent === undefined ? "" : parent.names ? (parent.path ? `${parent.path}.${lastName}` : lastName) : `${parent.path}[]`;
+      open.push(char === "{" ? { path, names: new Set() } : { path });
+    } else if (char === "}" || char === "]") open.pop();
+  }
+  return repeated;
+}
