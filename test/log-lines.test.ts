@@ -12,7 +12,7 @@ import { backendManifests, ingressManifests } from "./support/gateway-manifests.
 import { repeatedNames } from "./support/log-lines.ts";
 import { writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
-import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 let backends: GatewayBackends | undefined;
 afterEach(async () => {
@@ -50,25 +50,29 @@ function badLines(process: LeafmeshProcess): string[] {
 }
 
 describe("log lines", () => {
-  it("are JSON objects that name each field once, from the hub and from an agent running every actor, at debug level", async () => {
+  it("are JSON objects that name each field once, from the hub, a site's servers and an agent running every actor, at debug level", { timeout: 120_000 }, async () => {
     backends = await startGatewayBackends({ host: "127.0.0.1", basePort: 0 });
     const ports = { http: await freePort(), https: await freePort(), tls: await freePort(), tcp: await freePort() };
     const manifests = tempDir();
     writeManifest(manifests, "backends.yaml", backendManifests(backends.endpoints("edge-a", "127.0.0.1")));
     writeManifest(manifests, "ingress.yaml", ingressManifests("gateway-api", { ports }));
     const hub = await startHubProcess({ name: "hub-1", manifests, extraArgs: ["--log-level", "debug"] });
+    // A site server between them, as at an edge site: the agent attaches to the site.
+    const site = await startSiteCluster({ site: "factory", servers: ["factory-1"], upstreams: [hub.leafUrl], extraArgs: ["--log-level", "debug"] });
     const agent = await startAgentProcess({
       node: "edge-a",
-      hubs: [hub.leafUrl],
-      extraArgs: ["--log-level", "debug", "--dns", `127.0.0.1:${await freePort()}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
+      hubs: site.map((server) => server.leafUrl),
+      extraArgs: ["--upstream-domain", "factory", "--log-level", "debug", "--dns", `127.0.0.1:${await freePort()}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
     });
     // A request through the gateway: its access-log line, after the lines of every actor's start.
     await eventually(async () => (await statusOf(ports.http, "shop.example.com", "/api/orders")) === 200, 30_000, "an answer through the gateway");
     await eventually(() => /"msg":"request"/.test(agent.output()), 5_000, "the request's access-log line");
     for (const actor of ["dns", "traffic", "proxier", "socks", "gateway"]) expect(agent.output(), `a line of the ${actor} actor`).toContain(`"actor":"${actor}"`);
     await agent.stop();
+    for (const server of site) await server.stop();
     await hub.stop();
     expect(badLines(agent)).toEqual([]);
+    for (const server of site) expect(badLines(server)).toEqual([]);
     expect(badLines(hub)).toEqual([]);
   });
 });

@@ -287,7 +287,7 @@ export async function siteClusterPorts(servers: number): Promise<Awaited<ReturnT
 }
 
 /** The servers of one site (one to three), attached to `upstreams` (hub leaf URLs), started together. */
-export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[]; ports?: Awaited<ReturnType<typeof hubPorts>>[] }): Promise<SiteProcess[]> {
+export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[]; ports?: Awaited<ReturnType<typeof hubPorts>>[]; extraArgs?: string[] }): Promise<SiteProcess[]> {
   const ports = options.ports ?? (await siteClusterPorts(options.servers.length));
   const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
   const dataDirs = options.servers.map((server) => tempDir(`leafmesh-${server}-`));
@@ -308,6 +308,7 @@ export async function startSiteCluster(options: { site: string; servers: string[
         "--metrics-listen", `127.0.0.1:${port.metrics}`,
         "--insecure",
         ...(options.servers.length > 1 ? ["--routes", routes.join(","), "--cluster-listen", `127.0.0.1:${port.cluster}`] : []),
+        ...(options.extraArgs ?? []),
       ],
       `nats://127.0.0.1:${port.client}`,
       dataDirs[index],
