@@ -16,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
-import { agentActors, defaultSocksLimits, defaultTrafficLimits } from "../roles/agent-actors.ts";
+import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, parseAccessLogTarget, type AccessLogTarget } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
 import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
 
@@ -43,6 +43,13 @@ export function parseLabels(text: string): Record<string, string> {
     labels[part.slice(0, equals).trim()] = part.slice(equals + 1).trim();
   }
   return labels;
+}
+
+/** --gateway-access-log, checked before anything starts: a file that cannot be appended to is refused with the reason. */
+function gatewayAccessLog(text: string): AccessLogTarget {
+  const target = parseAccessLogTarget(text);
+  if (target.kind === "file") checkAccessLogFile(target.path);
+  return target;
 }
 
 function readSecretFile(path: string, flag: string): string {
@@ -85,6 +92,11 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       default: "off",
       value: "HOST|off",
       description: "run the ingress gateway: listen on this address of the node (0.0.0.0: all) for the Istio and Gateway API Gateways selected for it, and route clients from outside the mesh to Services anywhere in it; off: no gateway",
+    }),
+    gatewayAccessLog: option.text({
+      default: "stderr",
+      value: "stderr|off|FILE",
+      description: "where the gateway's access log goes (one JSON line a request or connection): stderr, in the agent's own log; off: none; FILE: appended to this file, followed by name when it is rotated (logrotate's create or copytruncate)",
     }),
     nodeLabels: option.text({ default: "", value: "KEY=VALUE,…", description: "the node's labels, which Gateways select gateway nodes by (kubernetes.io/hostname is the node's name without saying)" }),
     intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly); with either, each intercepted cluster IP is routed on lo (ip route proto 76), so a node without a default route reaches them too; with a loopback --proxy-host it turns net.ipv4.conf.all.route_localnet on (off again at a clean stop) behind a guard that keeps 127.0.0.0/8 closed to the network (docs/trust.md)" }),
@@ -168,7 +180,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         socks: options.socks,
         proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
         socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
-        gateway: options.gateway === "off" ? undefined : { host: options.gateway, labels: parseLabels(options.nodeLabels) },
+        gateway: options.gateway === "off" ? undefined : { host: options.gateway, labels: parseLabels(options.nodeLabels), accessLog: gatewayAccessLog(options.gatewayAccessLog) },
         upstreams: options.upstream,
         tunnel: psk
           ? {

@@ -14,6 +14,9 @@ import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tu
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
+// The access log's target is read with the options; the gateway itself (node:http2) loads only with --gateway.
+import type { AccessLogTarget } from "../services/gateway/access-file.ts";
+export { checkAccessLogFile, parseAccessLogTarget, type AccessLogTarget } from "../services/gateway/access-file.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
 import { withSiteMembers, type UpstreamState } from "../bus/partition.ts";
 
@@ -36,7 +39,7 @@ export interface AgentActorOptions {
   proxyLimits?: Partial<TrafficLimits>;
   socksLimits?: Partial<TrafficLimits>;
   /** The ingress gateway: where its listeners bind and the node's labels its Gateways select on; undefined: no gateway. */
-  gateway?: { host: string; labels: Record<string, string> };
+  gateway?: { host: string; labels: Record<string, string>; accessLog?: AccessLogTarget };
   /** The node-to-node tunnel; undefined: off (endpoints on other nodes are dialled by IP). */
   tunnel?: {
     psk: string;
@@ -199,7 +202,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   const gateway: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
     // Loaded only with --gateway: node:http2, which the gateway serves on, is ~10 MiB of RSS an agent without one does not need.
     const { createGatewayActor, registerGatewayMetrics } = await import("../services/gateway/index.ts");
-    const actor = createGatewayActor({ bus, feed, log: log.child({ actor: "gateway" }), node, labels: options.gateway!.labels, listenHost: options.gateway!.host, dialer, topology });
+    const actor = createGatewayActor({ bus, feed, log: log.child({ actor: "gateway" }), node, labels: options.gateway!.labels, listenHost: options.gateway!.host, accessLog: options.gateway!.accessLog, dialer, topology });
     await actor.start();
     registerGatewayMetrics(registry, actor);
     return { name: "gateway", actor: actor.actor, detail: () => ({ ...actor.status() }), stop: () => actor.stop() };

@@ -76,7 +76,7 @@ describe("leafmesh CLI", () => {
     for (const result of [unknown, badFlag, missing]) expect(result.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it("explains bad values: a node name, an address, a manifest directory", async () => {
+  it("explains bad values: a node name, an address, a manifest directory, an access log file", async () => {
     const badName = await runCli(["agent", "--insecure", "--node", "Edge_A", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()]);
     expect(badName.code).toBe(2);
     expect(badName.stderr).toContain("node name 'Edge_A' is not valid");
@@ -92,6 +92,9 @@ describe("leafmesh CLI", () => {
     const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
     expect(badDir.code).toBe(2);
     expect(badDir.stderr).toContain("--manifests: cannot read directory /nonexistent/dir");
+    const badAccessLog = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--gateway", "127.0.0.1", "--gateway-access-log", "/nonexistent/dir/access.log"]);
+    expect(badAccessLog.code).toBe(2);
+    expect(badAccessLog.stderr).toContain("--gateway-access-log: cannot append to /nonexistent/dir/access.log: its directory does not exist");
     const agentArgs = ["agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:7422", "--data", tempDir()];
     const noTokenFile = await runCli([...agentArgs, "--join-file", "/nonexistent/token"]);
     expect(noTokenFile.code).toBe(2);

@@ -5,7 +5,9 @@
  * exactly that (their loggers were children of one bound to actor "agent"), and "nats-server ready" and "agent
  * ready" named pid and node twice.
  */
+import { existsSync, readFileSync } from "node:fs";
 import { get } from "node:http";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startGatewayBackends, type GatewayBackends } from "./support/gateway-backends.ts";
 import { backendManifests, ingressManifests } from "./support/gateway-manifests.ts";
@@ -57,16 +59,22 @@ describe("log lines", () => {
     writeManifest(manifests, "backends.yaml", backendManifests(backends.endpoints("edge-a", "127.0.0.1")));
     writeManifest(manifests, "ingress.yaml", ingressManifests("gateway-api", { ports }));
     const hub = await startHubProcess({ name: "hub-1", manifests, extraArgs: ["--log-level", "debug"] });
+    // The access log in a file of its own (--gateway-access-log); services/gateway/access-file.test.ts reads the default's lines.
+    const accessFile = join(tempDir(), "access.log");
     // A site server between them, as at an edge site: the agent attaches to the site.
     const site = await startSiteCluster({ site: "factory", servers: ["factory-1"], upstreams: [hub.leafUrl], extraArgs: ["--log-level", "debug"] });
     const agent = await startAgentProcess({
       node: "edge-a",
       hubs: site.map((server) => server.leafUrl),
-      extraArgs: ["--upstream-domain", "factory", "--log-level", "debug", "--dns", `127.0.0.1:${await freePort()}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
+      extraArgs: ["--upstream-domain", "factory", "--log-level", "debug", "--gateway-access-log", accessFile, "--dns", `127.0.0.1:${await freePort()}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
     });
     // A request through the gateway: its access-log line, after the lines of every actor's start.
     await eventually(async () => (await statusOf(ports.http, "shop.example.com", "/api/orders")) === 200, 30_000, "an answer through the gateway");
-    await eventually(() => /"msg":"request"/.test(agent.output()), 5_000, "the request's access-log line");
+    await eventually(() => existsSync(accessFile) && /"msg":"request"/.test(readFileSync(accessFile, "utf8")), 5_000, "the request's access-log line in its file");
+    const accessLines = readFileSync(accessFile, "utf8").split("\n").filter(Boolean);
+    expect(accessLines.flatMap((line) => repeatedNames(line))).toEqual([]);
+    expect(JSON.parse(accessLines[0])).toEqual(expect.objectContaining({ node: "edge-a", actor: "gateway", log: "access", host: "shop.example.com", path: "/api/orders", status: 200, msg: "request" }));
+    expect(agent.output()).not.toContain('"log":"access"');
     for (const actor of ["dns", "traffic", "proxier", "socks", "gateway"]) expect(agent.output(), `a line of the ${actor} actor`).toContain(`"actor":"${actor}"`);
     await agent.stop();
     for (const server of site) await server.stop();

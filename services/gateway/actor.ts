@@ -20,6 +20,7 @@ import type { StreamDialer } from "../../bus/streams.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { openAccessLog, type AccessLogTarget } from "./access-file.ts";
 import { batchedAccessLog } from "./access-log.ts";
 import { compileGateway } from "./compile.ts";
 import { HttpForwarder, type AccessEntry } from "./http-proxy.ts";
@@ -43,8 +44,10 @@ export interface GatewayOptions {
   outliers?: Omit<OutlierOptions, "clock">;
   /** @default 50 — catalog changes arriving together (a relist, a rollout) make one re-plan. */
   replanDelayMs?: number;
-  /** Access log lines (JSON); default: the actor's logger at info, as `access`. */
+  /** Access log lines (JSON); default: written to `accessLog`. */
   access?: (entry: AccessEntry | ConnectionEntry) => void;
+  /** Where the access log goes (access-file.ts): @default { kind: "stderr" } — the actor's logger at info, as `"log":"access"`. */
+  accessLog?: AccessLogTarget;
 }
 
 const gatewayMachine = setup({ types: { events: {} as { type: "SERVING" } | { type: "STOP" } } }).createMachine({
@@ -72,8 +75,9 @@ export function createGatewayActor(options: GatewayOptions) {
     const bucket = statusClasses[Math.floor(status / 100)] ?? `${Math.floor(status / 100)}xx`;
     stats[bucket] = (stats[bucket] ?? 0) + 1;
   };
-  const accessLog = batchedAccessLog(log.child({ log: "access" }));
-  const access = options.access ?? ((entry: AccessEntry | ConnectionEntry) => accessLog.write(entry, entry.kind === "http" ? "request" : "connection"));
+  const accessSink = openAccessLog(options.accessLog ?? { kind: "stderr" }, log);
+  const accessLog = accessSink.log && batchedAccessLog(accessSink.log);
+  const access = options.access ?? (accessLog ? (entry: AccessEntry | ConnectionEntry) => accessLog.write(entry, entry.kind === "http" ? "request" : "connection") : () => undefined);
   const shared: BalancerShared = { node: options.node, clock, outliers: new OutlierDetector({ clock, ...options.outliers }), active: new Map(), topology: options.topology };
   const pools = new BackendPools({ node: options.node, dialer: options.dialer, shared, count, log });
   const forwarder = new HttpForwarder({ pools, log, count, routeOutcome, access });
@@ -225,7 +229,8 @@ export function createGatewayActor(options: GatewayOptions) {
       for (const listener of listeners.values()) await listener.close();
       listeners.clear();
       pools.closeIdle();
-      accessLog.flush();
+      accessLog?.flush();
+      accessSink.close();
       actor.send({ type: "STOP" });
     },
   };

@@ -23,3 +23,4 @@ export { createGatewayActor, type GatewayActor, type GatewayOptions } from "./ac
 export { registerGatewayMetrics } from "./metrics.ts";
 export { compileGateway } from "./compile.ts";
 export type { GatewayPlan, Refusal, RouteSummary } from "./plan.ts";
+export { checkAccessLogFile, parseAccessLogTarget, type AccessLogTarget } from "./access-file.ts";
