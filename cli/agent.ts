@@ -7,12 +7,13 @@ import { startAgent } from "../roles/agent.ts";
 import { defaultRelayChoiceSettings } from "../roles/relay-choice.ts";
 import { defaultScoreWeights } from "../nats/relay-score.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
-import { serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
@@ -43,6 +44,17 @@ export function parseLabels(text: string): Record<string, string> {
     labels[part.slice(0, equals).trim()] = part.slice(equals + 1).trim();
   }
   return labels;
+}
+
+/** --gateway's address: an IP address or a host name; its ports come from the Gateways' listeners, not from here. */
+function gatewayHost(text: string): string {
+  const host = text.trim();
+  if (isIP(host) !== 0) return host;
+  if (host.startsWith("[") && host.endsWith("]") && isIP(host.slice(1, -1)) === 6) return host.slice(1, -1);
+  if (/^\[?[0-9a-fA-F:.]+\]?:\d+$/.test(host) && !/^[\d.]+$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' has a port; give the address only (the Gateways' listeners say the ports)`);
+  if (/^[\d.]+$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' is not an IPv4 address`);
+  if (!/^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' is not an address or a host name`);
+  return host;
 }
 
 /** --gateway-access-log, checked before anything starts: a file that cannot be appended to is refused with the reason. */
@@ -151,13 +163,16 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     relayLoadPenalty: option.integer({ default: defaultScoreWeights.loadPenaltyMsPerMiBps, min: 0, value: "MS", description: "relay choice score: ms added per MiB/s through the hub's leaf connections" }),
   },
   async run(options, _positionals, io) {
+    const dataDir = dataDirectory(options.data);
+    // Read with or without --gateway: a label mistyped now is said now, not when a gateway is added.
+    const nodeLabels = parseLabels(options.nodeLabels);
     const log = createLogger({ level: options.logLevel });
     let keys = options.keys;
     let site = options.site;
     const token = joinToken(options.join, options.joinFile);
     if (token !== undefined) {
       if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", `${options.joinFile === undefined ? "--join" : "--join-file"} makes the node's own identity: give it without --keys and --insecure`);
-      const joined = await joinMesh({ token, node: options.node, bundleDir: join(resolve(options.data), "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
+      const joined = await joinMesh({ token, node: options.node, bundleDir: join(dataDir, "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
       if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
       site = options.site ?? joined.site;
       keys = joined.bundleDir;
@@ -180,7 +195,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         socks: options.socks,
         proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
         socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
-        gateway: options.gateway === "off" ? undefined : { host: options.gateway, labels: parseLabels(options.nodeLabels), accessLog: gatewayAccessLog(options.gatewayAccessLog) },
+        gateway: options.gateway === "off" ? undefined : { host: gatewayHost(options.gateway), labels: nodeLabels, accessLog: gatewayAccessLog(options.gatewayAccessLog) },
         upstreams: options.upstream,
         tunnel: psk
           ? {
@@ -198,13 +213,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
               maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
               maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
               // The node keeps its peer id across restarts: peers' paths stay bound to it.
-              keyFile: join(resolve(options.data), "tunnel", "peer.key"),
+              keyFile: join(dataDir, "tunnel", "peer.key"),
             }
           : undefined,
       }),
       node: options.node,
       upstreams: options.hub,
-      dataDir: resolve(options.data),
+      dataDir,
       client: options.natsListen,
       monitor: options.monitorListen,
       upstreamDomain: options.upstreamDomain,

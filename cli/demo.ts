@@ -6,7 +6,7 @@
  */
 import { commandSummaries } from "./command-list.ts";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { http } from "../lib/node-http.ts";
 import { createServer as createNetServer } from "node:net";
@@ -21,6 +21,7 @@ import { clientConnectOptions } from "./security-options.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand, parsePositiveInt } from "./command.ts";
 import { rpc } from "../bus/rpc.ts";
+import { makeDirectories } from "../lib/make-dirs.ts";
 
 const cliPath = resolve(import.meta.dirname, "../bin/leafmesh.js");
 
@@ -113,7 +114,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const agentCount = parsePositiveInt(options.agents, "--agents");
     if (agentCount > 9) throw new LeafmeshError("CONFIG_INVALID", "--agents: at most 9 on one machine");
     const base = options.data ? resolve(options.data) : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));
-    mkdirSync(join(base, "manifests"), { recursive: true });
+    makeDirectories(join(base, "manifests"));
     const say = (line: string) => io.stdout.write(`${line}\n`);
     const nodes = Array.from({ length: agentCount }, (_, index) => `edge-${index + 1}`);
 

@@ -7,7 +7,7 @@ import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { resolveHubSecurity, securityOptions } from "./security-options.ts";
-import { serverOptions } from "./server-options.ts";
+import { dataDirectory, serverOptions } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -69,6 +69,7 @@ given each other's --routes form one JetStream cluster.`,
   },
   async run(options, _positionals, io) {
     if (options.manifests && options.kubeconfig) throw new LeafmeshError("CONFIG_INVALID", "give either --manifests or --kubeconfig, not both");
+    const dataDir = dataDirectory(options.data);
     const log = createLogger({ level: options.logLevel });
     let source: CatalogSource | undefined;
     if (options.manifests) source = new ManifestSource({ directory: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
@@ -96,12 +97,12 @@ given each other's --routes form one JetStream cluster.`,
       // Before the security is loaded: the client port must trust the enrolment CA from the start.
       enrolAccounts = await prepareEnrolment(resolve(options.keys));
     }
-    const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, resolve(options.data), log);
+    const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, dataDir, log);
     const hub = await startHub({
       security,
       keysDir: options.keys ? resolve(options.keys) : undefined,
       name: options.name,
-      dataDir: resolve(options.data),
+      dataDir,
       client: options.listen,
       leaf: options.leafListen,
       monitor: options.monitorListen,

@@ -3,7 +3,28 @@
  * metrics port differs per role so that a hub and an agent on one machine do
  * not collide by default.
  */
+import { accessSync, constants } from "node:fs";
+import { resolve } from "node:path";
+import { LeafmeshError } from "../lib/errors.ts";
+import { makeDirectories } from "../lib/make-dirs.ts";
 import { option } from "./options.ts";
+
+/**
+ * --data, made (with its parents) and checked writable before anything starts: a directory that cannot be had is
+ * a configuration error that names it and says why, not a stack trace from the first file written in it.
+ */
+export function dataDirectory(text: string): string {
+  const path = resolve(text);
+  try {
+    makeDirectories(path);
+    accessSync(path, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "";
+    const why: Record<string, string> = { ENOENT: "it cannot be made there", EACCES: "permission denied", EPERM: "permission denied", ENOTDIR: "a file is in the way", EEXIST: "it is a file", EROFS: "the file system is read-only" };
+    throw new LeafmeshError("CONFIG_INVALID", `--data: cannot use ${path}: ${why[code] ?? (error as Error).message}`, { cause: error });
+  }
+  return path;
+}
 
 export const logLevels = ["trace", "debug", "info", "warn", "error"] as const;
 

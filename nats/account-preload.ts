@@ -25,20 +25,21 @@
  * markAccountsForLoadAtStart(join(dataDir, "jetstream"), security.accounts);
  * ```
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
+import { makeDirectories } from "../lib/make-dirs.ts";
 
 export const loadAtStartMarker = "leafmesh-load-at-start";
 
 /** `storeDir` is the config's `jetstream.store_dir`; nats-server keeps accounts under its `jetstream/`. */
 export function markAccountsForLoadAtStart(storeDir: string, accounts: readonly string[]): void {
   const root = join(storeDir, "jetstream");
-  mkdirSync(root, { recursive: true });
+  makeDirectories(root);
   const wanted = new Set(accounts);
   for (const account of wanted) {
     if (!/^A[A-Z2-7]{55}$/.test(account)) throw new LeafmeshError("CONFIG_INVALID", `not an account public key: '${account}' (expected A followed by 55 base32 characters)`);
-    mkdirSync(join(root, account), { recursive: true });
+    makeDirectories(join(root, account));
     writeFileSync(join(root, account, loadAtStartMarker), "leafmesh: nats-server looks this account up at start (nats-config/account-preload.ts)\n");
   }
   for (const entry of readdirSync(root, { withFileTypes: true })) {

@@ -16,7 +16,7 @@
  * ```
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
@@ -25,6 +25,7 @@ import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
 import { monitorGet } from "./monitor-http.ts";
+import { makeDirectories } from "../lib/make-dirs.ts";
 
 export interface NatsServerOptions {
   /** Used in logs and file names. */
@@ -168,7 +169,7 @@ export class NatsServerSupervisor {
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
     this.#stopping = false;
     this.#readySince = 0;
-    mkdirSync(this.options.dataDir, { recursive: true });
+    makeDirectories(this.options.dataDir);
     this.#killLeftover();
     writeFileSync(this.configPath, this.options.configText, { mode: 0o600 });
     if (this.options.loadAccountsAtStart) markAccountsForLoadAtStart(this.options.loadAccountsAtStart.storeDir, this.options.loadAccountsAtStart.accounts);

@@ -76,7 +76,7 @@ describe("leafmesh CLI", () => {
     for (const result of [unknown, badFlag, missing]) expect(result.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it("explains bad values: a node name, an address, a manifest directory, an access log file", async () => {
+  it("explains bad values: a node name, an address, a manifest directory, a data directory, an access log file", async () => {
     const badName = await runCli(["agent", "--insecure", "--node", "Edge_A", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()]);
     expect(badName.code).toBe(2);
     expect(badName.stderr).toContain("node name 'Edge_A' is not valid");
@@ -92,6 +92,29 @@ describe("leafmesh CLI", () => {
     const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
     expect(badDir.code).toBe(2);
     expect(badDir.stderr).toContain("--manifests: cannot read directory /nonexistent/dir");
+    // Under /proc Node's own recursive mkdir spun for ever at 100 % CPU, deaf to SIGTERM (lib/make-dirs.ts).
+    const badData = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", "/proc/leafmesh-test"], 20_000);
+    expect(badData.code).toBe(2);
+    expect(badData.stderr).toContain("--data: cannot use /proc/leafmesh-test: it cannot be made there");
+    const dataIsFile = join(tempDir(), "a-file");
+    writeFileSync(dataIsFile, "");
+    const badHubData = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", join(dataIsFile, "hub")], 20_000);
+    expect(badHubData.code).toBe(2);
+    expect(badHubData.stderr).toContain(`--data: cannot use ${join(dataIsFile, "hub")}: a file is in the way`);
+    const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()];
+    for (const [gateway, said] of [
+      ["999.1.1.1", "--gateway: '999.1.1.1' is not an IPv4 address"],
+      ["0.0.0.0:8080", "--gateway: '0.0.0.0:8080' has a port; give the address only (the Gateways' listeners say the ports)"],
+      ["edge a", "--gateway: 'edge a' is not an address or a host name"],
+    ]) {
+      const badGateway = await runCli([...agentBase, "--gateway", gateway], 20_000);
+      expect(badGateway.code, gateway).toBe(2);
+      expect(badGateway.stderr).toContain(said);
+    }
+    // Node labels are read with or without --gateway: a mistake is said when it is made.
+    const badLabels = await runCli([...agentBase, "--node-labels", "=x"], 20_000);
+    expect(badLabels.code).toBe(2);
+    expect(badLabels.stderr).toContain("--node-labels: '=x' is not KEY=VALUE");
     const badAccessLog = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--gateway", "127.0.0.1", "--gateway-access-log", "/nonexistent/dir/access.log"]);
     expect(badAccessLog.code).toBe(2);
     expect(badAccessLog.stderr).toContain("--gateway-access-log: cannot append to /nonexistent/dir/access.log: its directory does not exist");

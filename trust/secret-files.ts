@@ -8,14 +8,15 @@
  * checkSecretFilePermissions("/etc/leafmesh/keys/nodes/edge-a/node.creds"); // throws TRUST_FAILED if group/other may read it
  * ```
  */
-import { chmodSync, closeSync, linkSync, mkdirSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
+import { chmodSync, closeSync, linkSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { LeafmeshError } from "../lib/errors.ts";
+import { makeDirectories } from "../lib/make-dirs.ts";
 
 /** Creates a directory that only the owner may enter (0700). */
 export function makePrivateDir(path: string): void {
-  mkdirSync(path, { recursive: true, mode: 0o700 });
+  makeDirectories(path, 0o700);
   chmodSync(path, 0o700);
 }
 

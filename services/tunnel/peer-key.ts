@@ -13,18 +13,19 @@
  * const privateKey = await loadOrCreatePeerKey(join(dataDir, "tunnel-peer.key"));
  * ```
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { PrivateKey } from "@libp2p/interface";
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from "@libp2p/crypto/keys";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { checkSecretFilePermissions, writeSecretFile } from "../../trust/secret-files.ts";
+import { makeDirectories } from "../../lib/make-dirs.ts";
 
 /** The key in `file`, made there first when there is none; throws CONFIG_INVALID when the file holds no key. */
 export async function loadOrCreatePeerKey(file: string): Promise<PrivateKey> {
   if (!existsSync(file)) {
     const key = await generateKeyPair("Ed25519");
-    mkdirSync(dirname(file), { recursive: true });
+    makeDirectories(dirname(file));
     writeSecretFile(file, privateKeyToProtobuf(key));
     return key;
   }
