@@ -107,6 +107,11 @@ describe("leafmesh keys", () => {
     expect(twice.stderr).toContain("already revoked");
     expect((await keys("revoke", "--dir", dir, "--node", "edge-z")).stderr).toContain("node 'edge-z' was never issued");
     expect((await keys("list", "--dir", join(base, "nowhere"))).stderr).toContain("holds no mesh keys (no state.json): run `leafmesh keys init");
+    // A directory that cannot be had is a bad --dir (under /proc Node's recursive mkdir never returned: lib/make-dirs.ts).
+    const underProc = await keys("init", "--dir", "/proc/leafmesh-keys");
+    expect(underProc.code).toBe(2);
+    expect(underProc.stderr).toContain("--dir: cannot use /proc/leafmesh-keys: it cannot be made there");
+    expect(underProc.stderr).not.toMatch(/\n\s+at /);
   });
 
   it("hubs and agents refuse to start from secrets with loose permissions", () => {

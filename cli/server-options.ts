@@ -19,11 +19,16 @@ export function dataDirectory(text: string): string {
     makeDirectories(path);
     accessSync(path, constants.W_OK | constants.X_OK);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? "";
-    const why: Record<string, string> = { ENOENT: "it cannot be made there", EACCES: "permission denied", EPERM: "permission denied", ENOTDIR: "a file is in the way", EEXIST: "it is a file", EROFS: "the file system is read-only" };
-    throw new LeafmeshError("CONFIG_INVALID", `--data: cannot use ${path}: ${why[code] ?? (error as Error).message}`, { cause: error });
+    throw directoryError("--data", path, error);
   }
   return path;
+}
+
+/** A directory a flag names that cannot be made or written: what to tell the user (the cause keeps the system's words). */
+export function directoryError(flag: string, path: string, error: unknown): LeafmeshError {
+  const code = (error as NodeJS.ErrnoException).code ?? "";
+  const why: Record<string, string> = { ENOENT: "it cannot be made there", EACCES: "permission denied", EPERM: "permission denied", ENOTDIR: "a file is in the way", EEXIST: "it is a file", EROFS: "the file system is read-only" };
+  return new LeafmeshError("CONFIG_INVALID", `${flag}: cannot use ${path}: ${why[code] ?? (error as Error).message}`, { cause: error });
 }
 
 export const logLevels = ["trace", "debug", "info", "warn", "error"] as const;
