@@ -101,6 +101,9 @@ describe("leafmesh CLI", () => {
     const badHubData = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", join(dataIsFile, "hub")], 20_000);
     expect(badHubData.code).toBe(2);
     expect(badHubData.stderr).toContain(`--data: cannot use ${join(dataIsFile, "hub")}: a file is in the way`);
+    const badDemoData = await runCli(["demo", "--data", dataIsFile], 20_000);
+    expect(badDemoData.code).toBe(2);
+    expect(badDemoData.stderr).toContain(`--data: cannot use ${dataIsFile}: it is a file`);
     const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()];
     for (const [gateway, said] of [
       ["999.1.1.1", "--gateway: '999.1.1.1' is not an IPv4 address"],
