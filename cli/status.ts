@@ -6,6 +6,7 @@ import type { SnapshotPage } from "../bus/catalog-feed.ts";
 import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
 import { connectNats } from "../bus/connect.ts";
+import { checkNodeName } from "../bus/subjects.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
@@ -238,6 +239,7 @@ asks NODE through the fabric.`,
       }
     }
     if (options.why) {
+      checkNodeName(options.why, "--why: node name");
       try {
         const node = options.from ?? connection.info?.server_name;
         if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");

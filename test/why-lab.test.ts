@@ -160,6 +160,13 @@ describe.sequential("status --why and netcheck in the NAT lab", () => {
     const fromHub = await runCommand(inNamespace(lab.nat.hub.namespace, [nodeBinary, cliPath, "status", "--why", "s1h1", "--from", "p1h1", "--json", "--nats", "nats://127.0.0.1:4222"]), { timeoutMs: 30_000 });
     expect(fromHub.code, fromHub.stderr).toBe(0);
     expect(JSON.parse(fromHub.stdout)).toMatchObject({ node: "p1h1", peer: "s1h1", path: "relayed", reason: { code: "nat-pair-unpunchable" } });
+    // A name it does not know (a typo) is said to be one, with the names it knows, not explained as a path to nobody.
+    const unknown = await runCommand(inNamespace(namespaceOf("p1h1"), [nodeBinary, cliPath, "status", "--why", "s1hl", "--nats", "nats://127.0.0.1:4222"]), { timeoutMs: 30_000 });
+    expect(unknown.code, unknown.stderr).toBe(1);
+    expect(unknown.stderr).toMatch(/'s1hl' is not a node p1h1 knows: no node record, path or attempt \(nodes it knows: [^)]*\bs1h1\b/);
+    const badName = await runCommand(inNamespace(namespaceOf("p1h1"), [nodeBinary, cliPath, "status", "--why", "S1H1", "--nats", "nats://127.0.0.1:4222"]), { timeoutMs: 30_000 });
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain("--why: node name 'S1H1' is not valid");
     if (process.env.LEAFMESH_TRANSCRIPT) process.stdout.write(`\n$ leafmesh status --why s1h1\n${text}\n$ leafmesh status --why p2h1 (on p1h1)\n${await cliIn("p1h1", ["status", "--why", "p2h1"])}`);
   }, 60_000);
 

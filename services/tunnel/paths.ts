@@ -127,6 +127,15 @@ export class PathTable {
       source: detection ? "measured" : "none",
       ...(detection ? { at: detection.at } : {}),
     };
+    // A name no record, path or attempt knows is most often a typo: saying so beats explaining a path to nobody.
+    if (!path && !record && reasons.attemptsOf(node).length === 0) {
+      const known = directory
+        .all()
+        .map((entry) => entry.node)
+        .filter((name) => name !== this.#options.node)
+        .sort();
+      throw new LeafmeshError("CONFIG_INVALID", `'${node}' is not a node ${this.#options.node} knows: no node record, path or attempt (nodes it knows: ${known.length > 0 ? known.join(", ") : "none yet"})`);
+    }
     const peerNat: NatView = record
       ? { node, type: record.nat, ...(record.observed[0] ? { mapped: record.observed[0] } : {}), ...(record.natEvidence ? { evidence: record.natEvidence } : {}), source: "record", at: record.at }
       : { node, type: "unknown", source: "none" };
