@@ -2,7 +2,18 @@
 import { commandSummaries } from "./command-list.ts";
 import { connectNats } from "../bus/connect.ts";
 import { defineCommand } from "./command.ts";
+import { LeafmeshError } from "../lib/errors.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+
+/**
+ * A subject to subscribe to, as NATS reads one: tokens between dots, none empty and none with white space, '*' and
+ * '>' only as whole tokens, '>' only last. The server takes a bad one without a word and delivers nothing.
+ */
+function checkSubjectPattern(subject: string): void {
+  const tokens = subject.split(".");
+  const bad = tokens.findIndex((token, index) => token === "" || /\s/.test(token) || (token.length > 1 && /[*>]/.test(token)) || (token === ">" && index !== tokens.length - 1));
+  if (bad >= 0) throw new LeafmeshError("CONFIG_INVALID", `'${subject}' is not a NATS subject: token ${bad + 1} ('${tokens[bad]}') ${tokens[bad] === "" ? "is empty" : /\s/.test(tokens[bad]) ? "holds white space" : tokens[bad] === ">" ? "'>' may only be the last token" : "mixes '*' or '>' with other characters"}; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'`);
+}
 
 export const subCommand = defineCommand({
   name: "sub",
@@ -20,6 +31,8 @@ mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'
   },
   async run(options, positionals, io) {
     const subject = positionals[0] ?? "mesh.>";
+    checkSubjectPattern(subject);
+    if (options.count !== undefined && !/^[1-9]\d*$/.test(options.count)) throw new LeafmeshError("CONFIG_INVALID", `--count: '${options.count}' is not a whole number of at least 1`);
     const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-sub" });
     const limit = options.count ? Number(options.count) : Infinity;
     io.stderr.write(`listening on ${subject} at ${options.nats} (Ctrl-C to stop)\n`);

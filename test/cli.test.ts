@@ -118,6 +118,15 @@ describe("leafmesh CLI", () => {
     const badLabels = await runCli([...agentBase, "--node-labels", "=x"], 20_000);
     expect(badLabels.code).toBe(2);
     expect(badLabels.stderr).toContain("--node-labels: '=x' is not KEY=VALUE");
+    // A subject the server would take without a word and deliver nothing on: said before connecting.
+    const badSubject = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh.edge-*.tunnel.path"], 20_000);
+    expect(badSubject.code).toBe(2);
+    expect(badSubject.stderr).toContain("'mesh.edge-*.tunnel.path' is not a NATS subject: token 2 ('edge-*') mixes '*' or '>' with other characters");
+    const emptySubjectToken = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh..path"], 20_000);
+    expect(emptySubjectToken.stderr).toContain("token 2 ('') is empty");
+    const badCount = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "--count", "zero"], 20_000);
+    expect(badCount.code).toBe(2);
+    expect(badCount.stderr).toContain("--count: 'zero' is not a whole number of at least 1");
     const badAccessLog = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--gateway", "127.0.0.1", "--gateway-access-log", "/nonexistent/dir/access.log"]);
     expect(badAccessLog.code).toBe(2);
     expect(badAccessLog.stderr).toContain("--gateway-access-log: cannot append to /nonexistent/dir/access.log: its directory does not exist");
