@@ -130,6 +130,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelTls: option.hostPort({
       default: "0.0.0.0:4102",
       off: true,
+      // Port 0 works here: the node's record publishes the port the listener got.
+      anyPort: true,
       description: "with --keys: direct (LAN) streams each get a TLS connection of their own, served here, and relayed streams a TLS session on a relay channel of their own (OpenSSL: faster than libp2p's noise and yamux); off: every stream on libp2p",
     }),
     tunnelWays: option.parsed({ default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" }, parseWays),

@@ -101,9 +101,18 @@ export const option = {
   flag(options: FieldMeta) {
     return z.boolean().default(false).meta({ description: options.description, short: options.short });
   },
-  /** host:port, or with `off`: the word "off" for none. */
-  hostPort<O extends TextOptions & { off?: boolean }>(options: O) {
-    return parsedText({ value: options.off ? "H:P|off" : "H:P", ...options }, (text) => (options.off && text === "off" ? undefined : parseHostPort(text))) as O extends { off: true }
+  /**
+   * host:port, or with `off`: the word "off" for none. Port 0 (a free port of the kernel's choosing) only with
+   * `anyPort`: for a nats-server, 0 is not "any" (the client port falls back to 4222, monitoring turns off), and
+   * elsewhere nobody would know which port answers.
+   */
+  hostPort<O extends TextOptions & { off?: boolean; anyPort?: boolean }>(options: O) {
+    return parsedText({ value: options.off ? "H:P|off" : "H:P", ...options }, (text) => {
+      if (options.off && text === "off") return undefined;
+      const address = parseHostPort(text);
+      if (address.port === 0 && !options.anyPort) throw new LeafmeshError("CONFIG_INVALID", `'${text}': port 0 cannot be used here (give the port to listen on: the mesh and its users must know it)`);
+      return address;
+    }) as O extends { off: true }
       ? z.ZodType<HostPort | undefined, string | undefined>
       : O extends { default: string } | { required: true }
         ? z.ZodType<HostPort, string>

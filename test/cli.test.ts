@@ -83,6 +83,10 @@ describe("leafmesh CLI", () => {
     const badAddress = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "localhost"]);
     expect(badAddress.code).toBe(2);
     expect(badAddress.stderr).toContain("--nats-listen: 'localhost' is not host:port");
+    // Port 0 is no port for a nats-server (its client port would be 4222, its monitoring off) nor for a listener nobody could find.
+    const portZero = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--monitor-listen", "127.0.0.1:0"], 20_000);
+    expect(portZero.code).toBe(2);
+    expect(portZero.stderr).toContain("--monitor-listen: '127.0.0.1:0': port 0 cannot be used here");
     const badTls = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--tunnel-tls", "4102"]);
     expect(badTls.code).toBe(2);
     expect(badTls.stderr).toContain("--tunnel-tls: '4102' is not host:port");
