@@ -94,7 +94,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
   options: {
     node: option.parsed({ required: true, value: "NAME", description: "node name: unique, lowercase letters, digits and '-' (the node's JetStream domain)" }, (text) => checkNodeName(text)),
     hub: option.list({ required: true, value: "URL,…", description: "leafnode URLs of every hub (or site server) to attach to" }),
-    data: option.text({ required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror), and the tunnel's libp2p key (tunnel/peer.key: the node keeps its peer id across restarts)" }),
+    data: option.text({ required: true, value: "DIR", description: "directory for the leaf server's config and JetStream store (the catalog mirror), and the tunnel's libp2p key (tunnel/peer.key: the node keeps its peer id across restarts); one leafmesh process per directory (a second is refused)" }),
     natsListen: option.hostPort({ default: "127.0.0.1:4222", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" }),
     dns: option.hostPort({ default: "off", off: true, description: "cluster DNS address, e.g. 169.254.96.16:53 on a node (kubelet's clusterDNS) or 127.0.0.1:5353; off: no DNS" }),
     clusterDomain: option.text({ default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" }),
@@ -165,7 +165,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     relayLoadPenalty: option.integer({ default: defaultScoreWeights.loadPenaltyMsPerMiBps, min: 0, value: "MS", description: "relay choice score: ms added per MiB/s through the hub's leaf connections" }),
   },
   async run(options, _positionals, io) {
-    const dataDir = dataDirectory(options.data);
+    const dataDir = dataDirectory(options.data, "agent");
     // Read with or without --gateway: a label mistyped now is said now, not when a gateway is added.
     const nodeLabels = parseLabels(options.nodeLabels);
     const log = createLogger({ level: options.logLevel });

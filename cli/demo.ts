@@ -114,7 +114,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     }
     const agentCount = parsePositiveInt(options.agents, "--agents");
     if (agentCount > 9) throw new LeafmeshError("CONFIG_INVALID", "--agents: at most 9 on one machine");
-    const base = options.data ? dataDirectory(options.data) : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));
+    const base = options.data ? dataDirectory(options.data, "demo") : mkdtempSync(join(tmpdir(), "leafmesh-demo-"));
     makeDirectories(join(base, "manifests"));
     const say = (line: string) => io.stdout.write(`${line}\n`);
     const nodes = Array.from({ length: agentCount }, (_, index) => `edge-${index + 1}`);

@@ -47,7 +47,7 @@ given each other's --routes form one JetStream cluster.`,
   configFile: true,
   options: {
     name: option.parsed({ required: true, value: "NAME", description: "hub name: unique, lowercase letters, digits and '-' (also the nats server_name)" }, (text) => checkNodeName(text, "hub name")),
-    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file" }),
+    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file; one leafmesh process per directory (a second is refused)" }),
     listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
     leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address that agents and sites connect to (their --hub URLs)" }),
     routes: option.list({ value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" }),
@@ -69,7 +69,7 @@ given each other's --routes form one JetStream cluster.`,
   },
   async run(options, _positionals, io) {
     if (options.manifests && options.kubeconfig) throw new LeafmeshError("CONFIG_INVALID", "give either --manifests or --kubeconfig, not both");
-    const dataDir = dataDirectory(options.data);
+    const dataDir = dataDirectory(options.data, "hub");
     const log = createLogger({ level: options.logLevel });
     let source: CatalogSource | undefined;
     if (options.manifests) source = new ManifestSource({ directory: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });

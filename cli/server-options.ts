@@ -7,13 +7,15 @@ import { accessSync, constants } from "node:fs";
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
+import { lockDataDirectory } from "./data-lock.ts";
 import { option } from "./options.ts";
 
 /**
- * --data, made (with its parents) and checked writable before anything starts: a directory that cannot be had is
- * a configuration error that names it and says why, not a stack trace from the first file written in it.
+ * --data, made (with its parents), checked writable and locked for this process before anything starts: a directory
+ * that cannot be had is a configuration error that names it and says why, not a stack trace from the first file
+ * written in it.
  */
-export function dataDirectory(text: string): string {
+export function dataDirectory(text: string, role: string): string {
   const path = resolve(text);
   try {
     makeDirectories(path);
@@ -21,6 +23,8 @@ export function dataDirectory(text: string): string {
   } catch (error) {
     throw directoryError("--data", path, error);
   }
+  // One process per data directory (data-lock.ts says what two did to each other).
+  lockDataDirectory(path, role);
   return path;
 }
 

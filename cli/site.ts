@@ -33,7 +33,7 @@ Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
   options: {
     name: option.parsed({ required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" }, (text) => checkNodeName(text, "site name")),
     server: option.parsed({ value: "NAME", description: "this server's name within the site (default: the site name; required with --routes)" }, (text) => checkNodeName(text, "site server name")),
-    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config and JetStream store" }),
+    data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config and JetStream store; one leafmesh process per directory (a second is refused)" }),
     upstream: option.list({ required: true, value: "URL,…", description: "leafnode URLs of every hub to attach to" }),
     listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
     leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address the site's agents attach to" }),
@@ -46,7 +46,7 @@ Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
   },
   async run(options, _positionals, io) {
     if (options.routes && !options.server) throw new LeafmeshError("CONFIG_INVALID", "--server is required with --routes: every server of a site cluster needs its own name");
-    const dataDir = dataDirectory(options.data);
+    const dataDir = dataDirectory(options.data, "site");
     const log = createLogger({ level: options.logLevel });
     const siteSecurity = resolveSiteSecurity({ keys: options.keys, insecure: options.insecure }, options.name, options.server ?? options.name, dataDir, log);
     const site = await startAgent({
