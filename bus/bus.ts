@@ -147,7 +147,10 @@ export class Bus {
     const once = `${reason}:${subject}`;
     if (this.#loggedDrops.has(once)) return;
     this.#loggedDrops.add(once);
-    this.#log.warn({ reason, subject, err: cause }, "bus message dropped (logged once per subject and reason)");
+    // A closed or draining connection is a stop under way (the bus's connection reconnects otherwise): an event
+    // then has nowhere to go and that is no one's fault. Said at warn, it was a false alarm at every stop.
+    const level = reason === "connection closed" || reason === "connection draining" ? "debug" : "warn";
+    this.#log[level]({ reason, subject, err: cause }, "bus message dropped (logged once per subject and reason)");
   }
 }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NatsServerSupervisor } from "./supervisor.ts";
 import { silentLogger } from "../lib/log.ts";
+import { capturedLog } from "../test/support/log-lines.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
 import { renderHubConfig, renderLeafConfig, toLeafUrl } from "./render.ts";
 
@@ -120,6 +121,33 @@ describe("nats-server configs and supervisor", () => {
     }
     // xstate warns when an event is sent to a stopped actor, as it was when "stopped" was final.
     expect(warnings.map((args) => args.join(" "))).toEqual([]);
+  });
+
+  it("takes a server's exit that a stop follows at once (a Ctrl-C reaches both) for the stop, not a failure", async () => {
+    const dir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const statuses: string[] = [];
+    const { log, lines } = capturedLog("debug");
+    const server = new NatsServerSupervisor({
+      name: "ctrl-c",
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log,
+      onStatus: (status) => statuses.push(status),
+      configText: renderHubConfig({ serverName: "ctrl-c", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+    });
+    servers.push(server);
+    await server.start();
+    const pid = server.pid!;
+    // The terminal's SIGINT goes to the whole process group: the server exits by itself as leafmesh starts its stop.
+    process.kill(pid, "SIGINT");
+    await eventually(() => server.state === "backoff", 10_000, "the server's exit to be seen");
+    await server.stop();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(lines.filter((line) => line.msg === "nats-server exited unexpectedly; restarting")).toEqual([]);
+    expect(statuses).not.toContain("exited");
+    expect(server.state).toBe("stopped");
+    expect(server.pid).toBeUndefined();
   });
 
   it("refuses a config nats-server rejects, quoting its error", async () => {

@@ -27,6 +27,9 @@ import { markAccountsForLoadAtStart } from "./account-preload.ts";
 import { monitorGet } from "./monitor-http.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 
+/** @default 300 — how long an unexpected exit waits to be said: a stop that comes meanwhile makes it no failure. */
+const exitReportDelayMs = 300;
+
 export interface NatsServerOptions {
   /** Used in logs and file names. */
   name: string;
@@ -135,6 +138,7 @@ export class NatsServerSupervisor {
   #child: ChildProcess | undefined;
   #recentLines: string[] = [];
   #backoffTimer: NodeJS.Timeout | undefined;
+  #exitReportTimer: NodeJS.Timeout | undefined;
   #stopping = false;
   /** Set while restartWith() replaces the server: its exit is no crash. */
   #replacing = false;
@@ -326,8 +330,13 @@ export class NatsServerSupervisor {
     const stableRun = this.#readySince > 0 && Date.now() - this.#readySince > 60_000;
     const min = this.options.backoffMinMs ?? 500;
     const delay = stableRun ? min : Math.min(this.options.backoffMaxMs ?? 15_000, min * 2 ** Math.min(restarts - 1, 10));
-    this.#log.error({ detail, restarts, retryInMs: delay, lastLines: this.#recentLines.slice(-5) }, "nats-server exited unexpectedly; restarting");
-    this.options.onStatus?.("exited", detail);
+    // Said a moment later, unless a stop comes first: a Ctrl-C in a terminal (or systemd's stop, which signals every
+    // process of the unit) reaches the server with leafmesh itself, and its exit then is the stop, not a failure.
+    const lastLines = this.#recentLines.slice(-5);
+    this.#exitReportTimer = setTimeout(() => {
+      this.#log.error({ detail, restarts, retryInMs: delay, lastLines }, "nats-server exited unexpectedly; restarting");
+      this.options.onStatus?.("exited", detail);
+    }, Math.min(delay, exitReportDelayMs));
     this.#backoffTimer = setTimeout(() => {
       this.actor.send({ type: "RETRY" });
       this.options.onStatus?.("restarting", `restart ${restarts}`);
@@ -339,6 +348,7 @@ export class NatsServerSupervisor {
   async stop(graceMs = 5_000): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#backoffTimer);
+    clearTimeout(this.#exitReportTimer);
     const child = this.#child;
     if (!child && (this.state === "stopped" || this.state === "idle")) return;
     this.actor.send({ type: "STOP" });
