@@ -51,7 +51,8 @@ function gatewayHost(text: string): string {
   const host = text.trim();
   if (isIP(host) !== 0) return host;
   if (host.startsWith("[") && host.endsWith("]") && isIP(host.slice(1, -1)) === 6) return host.slice(1, -1);
-  if (/^\[?[0-9a-fA-F:.]+\]?:\d+$/.test(host) && !/^[\d.]+$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' has a port; give the address only (the Gateways' listeners say the ports)`);
+  // IPv6 literals are taken above: what still ends in :digits is an address or a name with a port.
+  if (/:\d+$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' has a port; give the address only (the Gateways' listeners say the ports)`);
   if (/^[\d.]+$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' is not an IPv4 address`);
   if (!/^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(host)) throw new LeafmeshError("CONFIG_INVALID", `--gateway: '${text}' is not an address or a host name`);
   return host;

@@ -19,8 +19,8 @@
  * ```
  */
 import { commandSummaries } from "./command-list.ts";
-import { join, resolve } from "node:path";
-import { directoryError } from "./server-options.ts";
+import { join } from "node:path";
+import { usableDirectory } from "./server-options.ts";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { initKeys, issueNode, listNodes, readKeyState, resignAccounts, revokeNode } from "../trust/key-store.ts";
@@ -65,11 +65,10 @@ the seeds offline when you can.`,
     hubHosts: { type: "string", value: "HOSTS", default: "localhost,127.0.0.1,::1", description: "names and IPs in the hubs' TLS certificate: every name and address agents and sites dial the hubs by (the hubs themselves need none of them)" },
   },
   async run(values, _positionals, io) {
-    const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) }).catch((error: unknown) => {
-      // The directory itself (under /proc, below a file, read-only): said as a bad --dir, not as a crash.
-      if ((error as NodeJS.ErrnoException).syscall === "mkdir" || (error as NodeJS.ErrnoException).syscall === "stat") throw directoryError("--dir", resolve(values.dir), error);
-      throw error;
-    });
+    // The directory itself (under /proc, below a file, read-only) is said as a bad --dir, not as a crash; made
+    // private, as initKeys would make it.
+    usableDirectory("--dir", values.dir, 0o700);
+    const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) });
     io.stdout.write(
       [
         `mesh keys created in ${values.dir}`,

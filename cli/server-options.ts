@@ -16,23 +16,27 @@ import { option } from "./options.ts";
  * written in it.
  */
 export function dataDirectory(text: string, role: string): string {
-  const path = resolve(text);
-  try {
-    makeDirectories(path);
-    accessSync(path, constants.W_OK | constants.X_OK);
-  } catch (error) {
-    throw directoryError("--data", path, error);
-  }
+  const path = usableDirectory("--data", text);
   // One process per data directory (data-lock.ts says what two did to each other).
   lockDataDirectory(path, role);
   return path;
 }
 
-/** A directory a flag names that cannot be made or written: what to tell the user (the cause keeps the system's words). */
-export function directoryError(flag: string, path: string, error: unknown): LeafmeshError {
-  const code = (error as NodeJS.ErrnoException).code ?? "";
-  const why: Record<string, string> = { ENOENT: "it cannot be made there", EACCES: "permission denied", EPERM: "permission denied", ENOTDIR: "a file is in the way", EEXIST: "it is a file", EROFS: "the file system is read-only" };
-  return new LeafmeshError("CONFIG_INVALID", `${flag}: cannot use ${path}: ${why[code] ?? (error as Error).message}`, { cause: error });
+/**
+ * The directory a flag names, made (with its parents, in `mode`) and checked writable: its absolute path, or
+ * CONFIG_INVALID that names the flag and says why (the cause keeps the system's words).
+ */
+export function usableDirectory(flag: string, text: string, mode?: number): string {
+  const path = resolve(text);
+  try {
+    makeDirectories(path, mode);
+    accessSync(path, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "";
+    const why: Record<string, string> = { ENOENT: "it cannot be made there", EACCES: "permission denied", EPERM: "permission denied", ENOTDIR: "a file is in the way", EEXIST: "it is a file", EROFS: "the file system is read-only" };
+    throw new LeafmeshError("CONFIG_INVALID", `${flag}: cannot use ${path}: ${why[code] ?? (error as Error).message}`, { cause: error });
+  }
+  return path;
 }
 
 export const logLevels = ["trace", "debug", "info", "warn", "error"] as const;

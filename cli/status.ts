@@ -228,6 +228,7 @@ asks NODE through the fabric.`,
     timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
   },
   async run(options, _positionals, io) {
+    if (options.why) checkNodeName(options.why, "--why: node name");
     const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
     if (options.tree) {
       try {
@@ -239,7 +240,6 @@ asks NODE through the fabric.`,
       }
     }
     if (options.why) {
-      checkNodeName(options.why, "--why: node name");
       try {
         const node = options.from ?? connection.info?.server_name;
         if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");

@@ -2,6 +2,7 @@
 import { commandSummaries } from "./command-list.ts";
 import { connectNats } from "../bus/connect.ts";
 import { defineCommand } from "./command.ts";
+import { option } from "./options.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 
@@ -27,14 +28,13 @@ mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'
   options: {
     ...clientSecurityOptions,
     nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of a hub's or node's NATS server" },
-    count: { type: "string", value: "N", description: "exit after N messages" },
+    count: option.integer({ value: "N", description: "exit after N messages" }),
   },
   async run(options, positionals, io) {
     const subject = positionals[0] ?? "mesh.>";
     checkSubjectPattern(subject);
-    if (options.count !== undefined && !/^[1-9]\d*$/.test(options.count)) throw new LeafmeshError("CONFIG_INVALID", `--count: '${options.count}' is not a whole number of at least 1`);
     const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-sub" });
-    const limit = options.count ? Number(options.count) : Infinity;
+    const limit = options.count ?? Infinity;
     io.stderr.write(`listening on ${subject} at ${options.nats} (Ctrl-C to stop)\n`);
     const subscription = connection.subscribe(subject, limit !== Infinity ? { max: limit } : {});
     io.signal.addEventListener("abort", () => subscription.unsubscribe(), { once: true });

@@ -19,6 +19,7 @@ import { closeSync, fstatSync, openSync, statSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { pino, type Logger } from "pino";
 import { LeafmeshError } from "../../lib/errors.ts";
+import { createLogger } from "../../lib/log.ts";
 
 export type AccessLogTarget = { kind: "stderr" } | { kind: "off" } | { kind: "file"; path: string };
 
@@ -70,9 +71,10 @@ export function openAccessLog(target: AccessLogTarget, log: Logger, options: { f
     lastReport = Date.now();
     log.warn({ path, err: error.message }, "the gateway's access log file cannot be written; its lines are lost until it can");
   });
-  // The same line as in the agent's log: the logger's bindings without its pid (pino's base gives the file's own).
+  // The same line as in the agent's log (lib/log.ts's logger, which takes a SonicBoom as pino does though its type
+  // says a Writable): the logger's bindings without its pid (the new logger's base gives it).
   const { pid: _pid, ...bindings } = log.bindings();
-  const fileLog = pino({ level: "info", base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination).child({ ...bindings, log: "access" });
+  const fileLog = createLogger({ destination: destination as unknown as NodeJS.WritableStream, level: "info" }).child({ ...bindings, log: "access" });
   const follow = setInterval(() => {
     if (destination.fd < 0) return;
     let moved: boolean;
