@@ -69,19 +69,26 @@ describe("leafmesh keys", () => {
     expect(again.stderr).toContain("already holds mesh keys: refusing to overwrite them");
   });
 
-  it("issue writes a node bundle (creds, cert, key, CA, PSK) without printing a secret; issuing again makes a new key", async () => {
+  it("issue writes a node bundle (creds, cert, key, CA, PSK) without printing a secret; issuing again is refused, --rotate revokes and makes a new key", async () => {
     const first = await keys("issue", "--dir", dir, "--node", "edge-a");
     expect(first.code, first.stderr).toBe(0);
     const bundle = join(dir, "nodes", "edge-a");
     expect(readdirSync(bundle).sort()).toEqual(["ca.crt", "node.creds", "node.crt", "node.key", "swarm.key"]);
     expect(execFileSync("openssl", ["verify", "-CAfile", join(bundle, "ca.crt"), join(bundle, "node.crt")], { encoding: "utf8" })).toContain(": OK");
     const firstUser = /user\s+(U\w+)/.exec(first.stdout)![1];
-    const second = await keys("issue", "--dir", dir, "--node", "edge-a");
+    const refused = await keys("issue", "--dir", dir, "--node", "edge-a");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`node 'edge-a' already has credentials (user ${firstUser}`);
+    expect(refused.stderr).toContain("Give --rotate");
+    const second = await keys("issue", "--dir", dir, "--node", "edge-a", "--rotate");
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain(`node edge-a: user key ${firstUser} revoked, its certificate is on the revocation list`);
     expect(/user\s+(U\w+)/.exec(second.stdout)![1]).not.toBe(firstUser);
+    expect(JSON.parse((await keys("list", "--dir", dir, "--json")).stdout)[0]).toMatchObject({ node: "edge-a", status: "active", revokedKeys: 1 });
     for (const output of [first, second]) expect(output.stdout + output.stderr).not.toMatch(/(?<![A-Z2-7])S[UAO][A-Z2-7]{56}(?![A-Z2-7])|eyJ|BEGIN/); // a seed stands alone (58 characters); "SU" inside a public key is not one
-    // the first issue created the node's account (hubs must learn it); a new key for it changes no account
+    // the first issue created the node's account (hubs must learn it); the rotation changed it (its revocations)
     expect(first.stdout).toContain("not pushed to any hub (no --hub)");
-    expect(second.stdout).not.toContain("pushed");
+    expect(second.stdout).toContain("not pushed to any hub (no --hub)");
     for (const file of secrets()) expect(statSync(file).mode & 0o777, relative(dir, file)).toBe(0o600);
     const bad = await keys("issue", "--dir", dir, "--node", "Edge_A");
     expect(bad.code).toBe(2);

@@ -2,7 +2,7 @@
  * `leafmesh keys`: the mesh's root of trust from the command line.
  *
  *   leafmesh keys init   --dir D [--hub-hosts h1,10.0.0.5]
- *   leafmesh keys issue  --dir D --node N [--hosts ...] [--expires 2027-01-01T00:00:00Z] [--hub tls://hub:4222]
+ *   leafmesh keys issue  --dir D --node N [--hosts ...] [--expires 2027-01-01T00:00:00Z] [--rotate] [--hub tls://hub:4222]
  *   leafmesh keys list   --dir D [--json]
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
@@ -23,7 +23,8 @@ import { join } from "node:path";
 import { usableDirectory } from "./server-options.ts";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode, listNodes, readKeyState, resignAccounts, revokeNode } from "../trust/key-store.ts";
+import { initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
+import { issueNode, revokeNode, type RevokeResult } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
 import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
@@ -50,6 +51,23 @@ async function pushTo(dir: string, hubs: string | undefined, jwts: string[], io:
   const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
   const results = await pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
   for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
+}
+
+/** A revocation to running hubs: the account's revocations, then the signed list agents mirror. */
+async function pushRevocation(dir: string, hubs: string | undefined, node: string, revoked: RevokeResult, io: CommandIO): Promise<void> {
+  await pushTo(dir, hubs, [revoked.accountJwt], io);
+  const servers = splitList(hubs);
+  if (servers.length === 0) return;
+  // The list its LAN and punched peers enforce: agents mirror it from the hubs.
+  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
+  const version = await pushRevocationList({
+    servers,
+    connectOptions: security.publisherConnectOptions,
+    signed: revoked.revocationList,
+    caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"),
+    log: silentLogger(),
+  });
+  io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
 }
 
 const initCommand = defineCommand({
@@ -92,13 +110,17 @@ const issueCommand = defineCommand({
 Writes DIR/nodes/NODE/ (node.creds, node.crt, node.key, ca.crt, swarm.key), to
 copy to that node and pass to 'leafmesh agent --keys'. The first issue of a node
 creates its NATS account and re-signs the others (they import its relay frames):
-push them to running hubs with --hub. Issuing again after a revoke makes a new
-key: a revoked key never comes back.`,
+push them to running hubs with --hub. A node that has credentials is refused:
+give --rotate to revoke them (key and certificate, as 'keys revoke' does) and
+issue new ones in one step; its running agent is cut off until it has the new
+bundle. Issuing again after a revoke makes a new key: a revoked key never comes
+back.`,
   options: {
     dir: dirOption,
     node: { type: "string", value: "NODE", required: true, description: "the node name (a DNS label)" },
     hosts: { type: "string", value: "HOSTS", description: "names and IPs in the node's TLS certificate (default: the node name)" },
     expires: { type: "string", value: "TIME", description: "when the NATS credentials expire (ISO 8601); default: never, revoke instead" },
+    rotate: { type: "boolean", description: "the node has credentials: revoke them and issue new ones (without it such a node is refused)" },
     hub: hubOption,
   },
   async run(values, _positionals, io) {
@@ -109,9 +131,11 @@ key: a revoked key never comes back.`,
       expires = Math.floor(at / 1000);
     }
     const hosts = splitList(values.hosts);
-    const result = await issueNode({ dir: values.dir, node: values.node, hosts: hosts.length > 0 ? hosts : undefined, expires });
+    const result = await issueNode({ dir: values.dir, node: values.node, hosts: hosts.length > 0 ? hosts : undefined, expires, rotate: values.rotate });
+    if (values.rotate && !result.revoked) io.stdout.write(`node ${values.node} had no current credentials: nothing to revoke\n`);
     io.stdout.write(
       [
+        ...(result.revoked ? [`node ${values.node}: user key ${result.revoked.revokedUser} revoked, its certificate is on the revocation list`] : []),
         `node ${values.node} issued: bundle ${result.bundleDir}`,
         `  account ${result.node.account}`,
         `  user    ${result.node.user}${result.node.expiresAt ? ` (expires ${result.node.expiresAt})` : ""}`,
@@ -119,6 +143,7 @@ key: a revoked key never comes back.`,
       ].join("\n"),
     );
     if (result.changedAccounts.length > 0) await pushTo(values.dir, values.hub, result.changedAccounts, io);
+    if (result.revoked) await pushRevocation(values.dir, values.hub, values.node, result.revoked, io);
     return 0;
   },
 });
@@ -175,20 +200,7 @@ later (with a new key and certificate).`,
     const node = values.node!;
     const result = await revokeNode({ dir: values.dir, node });
     io.stdout.write(`node ${node}: user key ${result.revokedUser} revoked, its certificate is on the revocation list\n`);
-    await pushTo(values.dir, values.hub, [result.accountJwt], io);
-    const servers = splitList(values.hub);
-    if (servers.length > 0) {
-      // The list its LAN and punched peers enforce: agents mirror it from the hubs.
-      const security = loadHubSecurity(values.dir, { resolverDir: join(values.dir, "unused") });
-      const version = await pushRevocationList({
-        servers,
-        connectOptions: security.publisherConnectOptions,
-        signed: result.revocationList,
-        caCertPem: readFileSync(join(values.dir, "ca", "ca.crt"), "utf8"),
-        log: silentLogger(),
-      });
-      io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
-    }
+    await pushRevocation(values.dir, values.hub, node, result, io);
     return 0;
   },
 });

@@ -14,7 +14,8 @@ import { stringify } from "yaml";
 import { buildNatLab, hubAddresses } from "./nat.ts";
 import { inNamespace, runCommand } from "./netns.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, issueNode } from "../trust/key-store.ts";
+import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 import type { CommandIO } from "../cli/command.ts";
 
 const cliPath = resolve(import.meta.dirname, "../bin/leafmesh.js");

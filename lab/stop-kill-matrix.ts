@@ -23,7 +23,8 @@ import { sampleService, writeManifest, writePsk } from "../test/support/manifest
 import { freePort } from "../test/support/ports.ts";
 import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "../test/support/processes.ts";
 import { connected, readAtLeast, socksConnect } from "../test/support/socks-client.ts";
-import { initKeys, issueNode } from "../trust/key-store.ts";
+import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 
 interface Row {
   trust: "psk" | "keys";

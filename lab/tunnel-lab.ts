@@ -21,7 +21,8 @@ import { renderHubConfig, renderLeafConfig } from "../nats/render.ts";
 import { checkNatsServerBinary } from "../nats/supervisor.ts";
 import { buildNatLab, hubAddresses, type LinkShape, type NatLab, type SiteSpec } from "./nat.ts";
 import { inNamespace } from "./netns.ts";
-import { initKeys, issueNode } from "../trust/key-store.ts";
+import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../trust/security.ts";
 import type { NodeIdentity } from "../services/tunnel/index.ts";
 

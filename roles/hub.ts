@@ -24,7 +24,7 @@ import { CatalogPublisher } from "../services/controller/publisher.ts";
 import type { HubSecurity } from "../trust/security.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
 import { openRevocationsBucket, publishRevocationList } from "../trust/revocations.ts";
-import { readSignedRevocationList } from "../trust/key-store.ts";
+import { readSignedRevocationList } from "../trust/node-credentials.ts";
 import { readFileSync } from "node:fs";
 import { buckets } from "../bus/subjects.ts";
 import { retryUntilReady } from "../lib/retry.ts";

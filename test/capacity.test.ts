@@ -10,7 +10,8 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { initKeys, issueNode } from "../trust/key-store.ts";
+import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 import { download, rssMiB, startDownloadBackend, type DownloadOutcome } from "./support/downloads.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";

@@ -8,7 +8,8 @@
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { initKeys, issueNode } from "../trust/key-store.ts";
+import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
 import { runCli, startAgentProcess, startHubCluster, stopAllProcesses, tempDir } from "./support/processes.ts";

@@ -15,7 +15,8 @@ import { loadAtStartMarker, markAccountsForLoadAtStart } from "../nats/account-p
 import { renderHubConfig } from "../nats/render.ts";
 import { silentLogger } from "../lib/log.ts";
 import { freePort } from "../test/support/ports.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 import { loadHubSecurity } from "./security.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 

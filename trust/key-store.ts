@@ -21,7 +21,7 @@
  *
  * ```ts
  * await initKeys({ dir });
- * await issueNode({ dir, node: "edge-a" });
+ * await issueNode({ dir, node: "edge-a" });      // node-credentials.ts
  * const hub = await loadHubSecurity(dir);          // config fragment + files for nats-server
  * const agent = loadNodeSecurity(dir, "edge-a");   // remote fragment, local auth, connect options, psk
  * ```
@@ -31,10 +31,10 @@ import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } fr
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
-import { checkNodeName } from "../bus/subjects.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
-import { certificateFingerprint, signRevocationList, type RevocationList } from "./revocation-list.ts";
+import type { RevocationList } from "./revocation-list.ts";
+import { withKeysLock } from "./keys-lock.ts";
 import {
   meshAccountJwt,
   meshAccountName,
@@ -45,9 +45,7 @@ import {
   systemAccountJwt,
   systemAccountName,
   systemUserJwt,
-  nodeUserJwt,
   auditUserJwt,
-  siteLocalUserJwt,
 } from "./claims.ts";
 
 export interface NodeState {
@@ -205,62 +203,13 @@ export async function resignNodeAccount(dir: string, state: KeyState, node: Node
  * `outdatedAccountReason`). Returns the JWTs to push to running hubs. Users are not touched.
  */
 export async function resignAccounts(dir: string): Promise<string[]> {
-  const state = readKeyState(dir);
-  const jwts: string[] = [];
-  for (const node of Object.values(state.nodes)) jwts.push(await resignNodeAccount(dir, state, node));
-  jwts.push(await resignMeshAccount(dir, state));
-  return jwts;
-}
-
-export interface IssueOptions {
-  dir: string;
-  node: string;
-  /** Host names / IPs for the node's certificate. @default [node] */
-  hosts?: string[];
-  /** Unix seconds after which the node's NATS credentials expire. @default never (revoke instead) */
-  expires?: number;
-}
-
-export interface IssueResult {
-  node: NodeState;
-  bundleDir: string;
-  /** Account JWTs that changed and must reach running hubs (pushClaims). */
-  changedAccounts: string[];
-}
-
-/**
- * Issues (or re-issues) a node: its account on first issue, always a NEW user
- * key (docs/nats-facts.md: a new JWT for a revoked key silently undoes the revocation), a
- * TLS certificate, and the bundle directory to copy to the node.
- */
-export async function issueNode(options: IssueOptions): Promise<IssueResult> {
-  const { dir } = options;
-  const node = checkNodeName(options.node, "--node");
-  const state = readKeyState(dir);
-  const { entry, changedAccounts } = await ensureNodeAccount(dir, state, node);
-  const user = createUser();
-  const bundle = nodeBundleDir(dir, node);
-  makePrivateDir(bundle);
-  const userJwt = await nodeUserJwt({ node, userSeed: new TextDecoder().decode(user.getSeed()), accountSeed: readSeed(seedFile(dir, nodeAccountName(node))), expires: options.expires, site: serverOfSite(state, node) });
-  writeSecretFile(join(bundle, "node.creds"), fmtCreds(userJwt, user));
-  entry.user = user.getPublicKey();
-  entry.issuedAt = new Date().toISOString();
-  entry.expiresAt = options.expires ? new Date(options.expires * 1000).toISOString() : undefined;
-  entry.enrolledBy = undefined;
-
-  await issueCertificate({
-    caCertFile: join(dir, "ca", "ca.crt"),
-    caKeyFile: join(dir, "ca", "ca.key"),
-    certFile: join(bundle, "node.crt"),
-    keyFile: join(bundle, "node.key"),
-    commonName: node,
-    hosts: options.hosts ?? [node],
+  return withKeysLock(dir, async () => {
+    const state = readKeyState(dir);
+    const jwts: string[] = [];
+    for (const node of Object.values(state.nodes)) jwts.push(await resignNodeAccount(dir, state, node));
+    jwts.push(await resignMeshAccount(dir, state));
+    return jwts;
   });
-  entry.certificate = certificateFingerprint(readFileSync(join(bundle, "node.crt")));
-  copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
-  writeSecretFile(join(bundle, "swarm.key"), readFileSync(join(dir, "swarm.key")));
-  writeKeyState(dir, state);
-  return { node: entry, bundleDir: bundle, changedAccounts };
 }
 
 /**
@@ -288,56 +237,6 @@ export async function ensureNodeAccount(dir: string, state: KeyState, node: stri
     writeSecretFile(join(dir, "hub", "audit", `${node}.creds`), fmtCreds(auditJwt, auditor));
   }
   return { entry, changedAccounts };
-}
-
-export interface RevokeResult {
-  node: NodeState;
-  revokedUser: string;
-  /** The node account JWT carrying the revocation: push it to running hubs. */
-  accountJwt: string;
-  /** The mesh's revocation list with this node's certificate on it, signed by the CA (also in hub/revocations.json): publish it to running hubs. */
-  revocationList: Uint8Array;
-}
-
-/** Where the signed revocation list is kept: under hub/, which is copied to the hubs. */
-export function revocationListFile(dir: string): string {
-  return join(dir, "hub", "revocations.json");
-}
-
-/** The signed revocation list of a keys directory (or a hub's copy of it), or undefined when nothing was ever revoked. */
-export function readSignedRevocationList(dir: string): Uint8Array | undefined {
-  const path = revocationListFile(dir);
-  return existsSync(path) ? readFileSync(path) : undefined;
-}
-
-/** Revokes the node's current user key (from now on) and deletes its creds from the bundle. */
-export async function revokeNode(options: { dir: string; node: string; now?: () => number }): Promise<RevokeResult> {
-  const state = readKeyState(options.dir);
-  const entry = state.nodes[options.node];
-  if (!entry) throw new LeafmeshError("TRUST_FAILED", `node '${options.node}' was never issued in ${resolve(options.dir)} (see \`leafmesh keys list\`)`);
-  if (!entry.user) throw new LeafmeshError("TRUST_FAILED", `node '${options.node}' is already revoked and has no current credentials (issue new ones with \`leafmesh keys issue\`)`);
-  const revokedUser = entry.user;
-  // A revocation covers JWTs issued at or before its time; +1 s so one issued in this very second is covered too.
-  const now = (options.now ?? Date.now)();
-  entry.revocations[revokedUser] = Math.floor(now / 1000) + 1;
-  entry.user = undefined;
-  // Its certificate goes on the list peers enforce (a node issued before certificates were recorded: read from its bundle).
-  const bundleCert = join(nodeBundleDir(options.dir, entry.node), "node.crt");
-  const certificate = entry.certificate ?? (existsSync(bundleCert) ? certificateFingerprint(readFileSync(bundleCert)) : undefined);
-  state.revokedCertificates ??= [];
-  if (certificate && !state.revokedCertificates.some((revoked) => revoked.certificate === certificate)) {
-    state.revokedCertificates.push({ node: entry.node, certificate, at: new Date(now).toISOString() });
-  }
-  entry.certificate = undefined;
-  state.revocationVersion = (state.revocationVersion ?? 0) + 1;
-  const revocationList = signRevocationList(
-    { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },
-    readSeed(join(options.dir, "ca", "ca.key")),
-  );
-  writeFileSync(revocationListFile(options.dir), revocationList, { mode: 0o644 });
-  const accountJwt = await resignNodeAccount(options.dir, state, entry);
-  writeKeyState(options.dir, state);
-  return { node: entry, revokedUser, accountJwt, revocationList };
 }
 
 export interface NodeListing {

@@ -1,15 +1,22 @@
 /** The keys directory's lock (`DIR/.lock`): the CLI and an enrolling hub change state.json one at a time. */
+import { AsyncLocalStorage } from "node:async_hooks";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 
 /**
- * Runs `change` while holding the keys directory's lock (`DIR/.lock`), so that the CLI (`keys token`,
- * `keys revoke`) and a hub that enrols nodes from the same directory never write state.json over each
- * other. A lock left by a process that is gone is taken over.
+ * Runs `change` while holding the keys directory's lock (`DIR/.lock`), so that the CLI (every `keys`
+ * command that writes) and a hub that enrols nodes from the same directory never write state.json, or
+ * an account JWT, over each other: a revocation written over by a concurrent enrolment would be lost,
+ * and the next re-signing would make the revoked key valid again. A lock left by a process that is gone
+ * is taken over. A change made inside another one on the same directory (issuing a site's servers as
+ * nodes) runs in its caller's hold.
  * @default waits up to 30 s — an enrolment (openssl, re-signing every account) takes about a second.
  */
 export async function withKeysLock<T>(dir: string, change: () => Promise<T>, waitMs = 30_000): Promise<T> {
+  const held = holding.getStore();
+  const key = resolve(dir);
+  if (held?.has(key)) return change();
   const lock = join(dir, ".lock");
   const deadline = Date.now() + waitMs;
   for (;;) {
@@ -17,7 +24,11 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
       writeFileSync(lock, String(process.pid), { flag: "wx", mode: 0o600 });
       break;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      // No directory: nothing to keep apart, and the change says there is no mesh there (readKeyState).
+      if (code === "ENOENT" || code === "ENOTDIR") return change();
+      if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)}: cannot take its lock ${lock} (${code}): the keys directory must be writable by this user`, { cause: error });
+      if (code !== "EEXIST") throw error;
       const holder = Number(readFileSync(lock, "utf8").trim() || "0");
       if (holder > 0 && holder !== process.pid && !processAlive(holder)) {
         rmSync(lock, { force: true });
@@ -28,11 +39,14 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
     }
   }
   try {
-    return await change();
+    return await holding.run(new Set([...(held ?? []), key]), change);
   } finally {
     rmSync(lock, { force: true });
   }
 }
+
+/** The keys directories the current async call chain holds. */
+const holding = new AsyncLocalStorage<Set<string>>();
 
 function processAlive(pid: number): boolean {
   try {

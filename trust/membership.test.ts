@@ -23,7 +23,8 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { rpc } from "../bus/rpc.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let manifests: string;

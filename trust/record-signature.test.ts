@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodeNodeRecord, decodeNodeRecord, type NodeRecord } from "../bus/node-record.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 import { signNodeRecord, verifyNodeRecord } from "./record-signature.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 

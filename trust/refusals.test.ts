@@ -4,17 +4,19 @@
  * refused, and the logs (the hub's, the agent leaf's) say which it was.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
-import { explainUserKey, initKeys, issueNode, revokeNode } from "./key-store.ts";
+import { explainUserKey, initKeys } from "./key-store.ts";
+import { issueNode, revokeNode } from "./node-credentials.ts";
 import { pushAccountClaims } from "./push.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
+import { certificateFingerprint, verifyRevocationList } from "./revocation-list.ts";
 import { classifyServerLogLine, diagnoseCredentialsFile, explainLeafRefusal, type RefusalCause } from "./denials.ts";
 import { readFileSync } from "node:fs";
 
@@ -128,6 +130,30 @@ describe("refused, saying which", () => {
     const back = await startSecuredLeaf({ node: "edge-gone", bundleDir: keys, hubLeafUrl: hub.leafUrl, dir: join(base, "reissued") });
     expect(await leafConnections(back)).toBe(1);
     await back.stop();
+  });
+
+  it("credentials replaced with --rotate: the old key is refused from the push on, the new one gets in; a plain second issue is refused", async () => {
+    const issued = await issueNode({ dir: keys, node: "edge-rotated" });
+    await pushAccountClaims({ servers: [hub.clientUrl], connectOptions: hub.security.systemConnectOptions, jwts: issued.changedAccounts });
+    // the copy already on the node: the bundle directory is written over by the rotation
+    const old = join(base, "edge-rotated-old");
+    cpSync(issued.bundleDir, old, { recursive: true });
+    const before = readFileSync(join(issued.bundleDir, "node.creds"), "utf8");
+    await expect(issueNode({ dir: keys, node: "edge-rotated" })).rejects.toThrow(/node 'edge-rotated' already has credentials \(user U\w+, .*Give --rotate/);
+    expect(readFileSync(join(issued.bundleDir, "node.creds"), "utf8")).toBe(before);
+
+    const rotated = await issueNode({ dir: keys, node: "edge-rotated", rotate: true });
+    expect(rotated.revoked?.revokedUser).toBe(issued.node.user);
+    expect(rotated.node.user).not.toBe(issued.node.user);
+    // the old certificate is on the signed list peers enforce
+    expect(verifyRevocationList(rotated.revoked!.revocationList, readFileSync(join(keys, "ca", "ca.crt"), "utf8")).revoked.map((entry) => entry.certificate)).toContain(
+      certificateFingerprint(readFileSync(join(old, "node.crt"))),
+    );
+    await pushAccountClaims({ servers: [hub.clientUrl], connectOptions: hub.security.systemConnectOptions, jwts: [rotated.revoked!.accountJwt] });
+    await refusedLeaf("rotated-old", remote({ creds: join(old, "node.creds"), cert: join(old, "node.crt"), key: join(old, "node.key"), ca: join(old, "ca.crt") }), { leaf: "credentials-refused" });
+    const fresh = await startSecuredLeaf({ node: "edge-rotated", bundleDir: keys, hubLeafUrl: hub.leafUrl, dir: join(base, "rotated-new") });
+    expect(await leafConnections(fresh)).toBe(1);
+    await fresh.stop();
   });
 
   it("a hub certificate from another CA (the node trusts only its mesh's CA)", async () => {

@@ -12,7 +12,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { silentLogger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
 import { RelayEndpoint, type RelayChannel } from "../services/tunnel/relay.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
 

@@ -13,7 +13,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { eventually } from "../test/support/ports.ts";
 import { jetStreamInfoApi } from "./claims.ts";
-import { initKeys, issueNode, readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 

@@ -9,7 +9,8 @@ import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../test/support/ports.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
 

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
 import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hub: HubProcess;

@@ -17,7 +17,8 @@ import { requireTools } from "../test/support/trust-servers.ts";
 import { loadHubSecurity } from "./security.ts";
 import { certificateFingerprint, signRevocationList, verifyRevocationList } from "./revocation-list.ts";
 import { createCertificateAuthority } from "./tls.ts";
-import { initKeys, issueNode } from "./key-store.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hub: HubProcess;

@@ -12,7 +12,9 @@ import { checkNodeName } from "../bus/subjects.ts";
 import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
 import { meshAccountName, nodeAccountName, nodeUserJwt, siteLocalUserJwt, systemAccountName, systemUserJwt } from "./claims.ts";
-import { issueNode, readKeyState, readSeed, resignMeshAccount, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type SiteState } from "./key-store.ts";
+import { readKeyState, readSeed, resignMeshAccount, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type SiteState } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
+import { withKeysLock } from "./keys-lock.ts";
 
 export function siteBundleDir(dir: string, site: string): string {
   return join(dir, "sites", site);
@@ -43,9 +45,13 @@ export interface IssueSiteResult {
  * isolation holds through the site), a system user (revocations pushed at the
  * hubs reach the site's resolver) and a loopback-only user for the site's own
  * process. Re-run it when members change, then restart the site's servers one by
- * one (leaf remotes cannot be changed by reload, docs/nats-facts.md).
+ * one (leaf remotes cannot be changed by reload, docs/nats-facts.md). Holds the keys directory's lock.
  */
 export async function issueSite(options: IssueSiteOptions): Promise<IssueSiteResult> {
+  return withKeysLock(options.dir, () => issueSiteHeld(options));
+}
+
+async function issueSiteHeld(options: IssueSiteOptions): Promise<IssueSiteResult> {
   const { dir } = options;
   const site = checkNodeName(options.site, "--site");
   const servers = [...new Set((options.servers?.length ? options.servers : [site]).map((server) => checkNodeName(server, "--servers")))];

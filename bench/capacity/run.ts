@@ -17,7 +17,8 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { initKeys, issueNode } from "../../trust/key-store.ts";
+import { initKeys } from "../../trust/key-store.ts";
+import { issueNode } from "../../trust/node-credentials.ts";
 import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { download as downloadOnce, rssMiB, startDownloadBackend, type DownloadOutcome as Outcome } from "../../test/support/downloads.ts";

@@ -11,7 +11,8 @@
 import { join } from "node:path";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { allAccountJwts, initKeys, issueNode } from "../../trust/key-store.ts";
+import { allAccountJwts, initKeys } from "../../trust/key-store.ts";
+import { issueNode } from "../../trust/node-credentials.ts";
 import { startHubProcess, stopAllProcesses } from "../../test/support/processes.ts";
 import { rssMiB } from "../fabric/process-stats.ts";
 

@@ -15,7 +15,8 @@ import { endFramesProtocol, frameEnds, framesEnds, sessionFramesEnds } from "../
 import { joinStreams } from "../../lib/join-streams.ts";
 import { readBufferStats } from "../../lib/read-buffers.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { initKeys, issueNode } from "../../trust/key-store.ts";
+import { initKeys } from "../../trust/key-store.ts";
+import { issueNode } from "../../trust/node-credentials.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import { encodeHeader, requestTarget, statusOk } from "./stream-header.ts";

@@ -1,0 +1,89 @@
+/**
+ * The keys directory's lock keeps every writer of state.json apart: the CLI's `keys` commands and an
+ * enrolling hub (another process, the same directory). A revocation written while an enrolment held
+ * the state it had read would be lost when that enrolment wrote its copy back, and the next re-signing
+ * would make the revoked key valid again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { initKeys, readKeyState, resignAccounts, writeKeyState } from "./key-store.ts";
+import { issueNode, revokeNode } from "./node-credentials.ts";
+import { issueSite } from "./site-store.ts";
+import { withKeysLock } from "./keys-lock.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+
+let base: string;
+let keys: string;
+const sleep = (ms: number) => new Promise((wake) => setTimeout(wake, ms));
+
+beforeAll(async () => {
+  requireTools();
+  base = mkdtempSync(join(tmpdir(), "leafmesh-keys-lock-"));
+  keys = join(base, "keys");
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b"]) await issueNode({ dir: keys, node });
+}, 60_000);
+
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+/** What an enrolling hub does under the lock: read state.json, work for a while, write its copy back. */
+async function slowWriter(ms: number): Promise<void> {
+  await withKeysLock(keys, async () => {
+    const state = readKeyState(keys);
+    await sleep(ms);
+    state.nodes["edge-b"].tags = ["written-by-the-slow-writer"];
+    writeKeyState(keys, state);
+  });
+}
+
+describe("the keys directory's lock", () => {
+  it("a revocation made while another writer holds the state waits for it and is not lost", async () => {
+    const writer = slowWriter(400);
+    await sleep(50);
+    const revoked = await revokeNode({ dir: keys, node: "edge-a" });
+    await writer;
+    const state = readKeyState(keys);
+    expect(state.nodes["edge-a"].user).toBeUndefined();
+    expect(state.nodes["edge-a"].revocations[revoked.revokedUser]).toBeGreaterThan(0);
+    expect(state.nodes["edge-b"].tags).toEqual(["written-by-the-slow-writer"]);
+    // the re-signed account keeps the revocation
+    const jwts = await resignAccounts(keys);
+    expect(jwts.length).toBeGreaterThan(0);
+    expect(readKeyState(keys).nodes["edge-a"].revocations[revoked.revokedUser]).toBeGreaterThan(0);
+  });
+
+  it("an issue, a rotation and a site's issue wait for it too, and each nested change runs in its caller's hold", async () => {
+    const writer = slowWriter(300);
+    await sleep(50);
+    const started = Date.now();
+    // issueSite issues its server as a node inside its own hold: it must not wait for itself
+    const [, rotated, site] = await Promise.all([
+      issueNode({ dir: keys, node: "edge-c" }),
+      issueNode({ dir: keys, node: "edge-b", rotate: true }),
+      issueSite({ dir: keys, site: "site-1", members: ["edge-a"] }),
+      writer,
+    ]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    const state = readKeyState(keys);
+    expect(Object.keys(state.nodes).sort()).toEqual(["edge-a", "edge-b", "edge-c", "site-1"]);
+    expect(state.nodes["edge-b"].user).toBe(rotated.node.user);
+    expect(state.nodes["edge-b"].revocations[rotated.revoked!.revokedUser]).toBeGreaterThan(0);
+    expect(state.nodes["edge-b"].tags).toEqual(["written-by-the-slow-writer"]);
+    expect(state.sites?.["site-1"].servers).toEqual(site.site.servers);
+    expect(existsSync(join(keys, ".lock"))).toBe(false);
+  }, 60_000);
+
+  it("a lock left by a process that is gone is taken over; one held by a live process is waited for, then refused", async () => {
+    writeFileSync(join(keys, ".lock"), "999999999");
+    expect(await withKeysLock(keys, async () => "taken over")).toBe("taken over");
+    writeFileSync(join(keys, ".lock"), String(process.ppid));
+    await expect(withKeysLock(keys, async () => "never", 200)).rejects.toThrow(`is locked by process ${process.ppid}`);
+    rmSync(join(keys, ".lock"));
+  });
+
+  it("a directory with no mesh says so, not that its lock could not be made", async () => {
+    await expect(issueNode({ dir: join(base, "nowhere"), node: "edge-a" })).rejects.toThrow("holds no mesh keys (no state.json)");
+  });
+});
