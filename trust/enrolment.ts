@@ -22,14 +22,14 @@
  * const service = await startEnrolmentService({ servers, tls, dir, push, log });   // in the hub: trust/enrolment-service.ts
  * ```
  */
-import { existsSync, readFileSync, writeFileSync, copyFileSync } from "node:fs";
+import { existsSync, readFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { createAccount, createUser, fmtCreds, fromPublic } from "@nats-io/jwt";
 import { nodeNamePattern } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
-import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { checkCertificateRequest, createCertificateAuthority, issueCertificate, signCertificateRequest } from "./tls.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
 import { meshAccountName, nodeAccountName, nodeUserJwt } from "./claims.ts";
@@ -58,7 +58,7 @@ export async function ensureEnrolment(dir: string): Promise<string[]> {
     writeSecretFile(seedFile(dir, enrolAccountName), new TextDecoder().decode(account.getSeed()));
     state.enrolAccount = account.getPublicKey();
     const jwt = await enrolAccountJwt({ operatorSeed, accountSeed: readSeed(seedFile(dir, enrolAccountName)), meshAccount: state.meshAccount });
-    writeFileSync(join(dir, "accounts", `${enrolAccountName}.jwt`), jwt);
+    writeFileWhole(join(dir, "accounts", `${enrolAccountName}.jwt`), jwt);
     changed.push(jwt);
     writeKeyState(dir, state);
   }
@@ -75,7 +75,7 @@ export async function ensureEnrolment(dir: string): Promise<string[]> {
     await issueCertificate({ caCertFile: join(enrol, "ca.crt"), caKeyFile: join(enrol, "ca.key"), certFile: join(enrol, "client.crt"), keyFile: join(enrol, "client.key"), commonName: "leafmesh enrolment", hosts: ["enrolment.invalid"] });
   }
   const bundle = `${readFileSync(join(dir, "ca", "ca.crt"), "utf8").trim()}\n${readFileSync(join(enrol, "ca.crt"), "utf8").trim()}\n`;
-  if (!existsSync(clientCaFile(dir)) || readFileSync(clientCaFile(dir), "utf8") !== bundle) writeFileSync(clientCaFile(dir), bundle, { mode: 0o644 });
+  if (!existsSync(clientCaFile(dir)) || readFileSync(clientCaFile(dir), "utf8") !== bundle) writeFileWhole(clientCaFile(dir), bundle);
   return changed;
 }
 
@@ -278,7 +278,7 @@ async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolReq
   // What `keys issue` keeps of a node, but public only: the private keys are on the node.
   const bundle = nodeBundleDir(dir, request.node);
   makePrivateDir(bundle);
-  writeFileSync(join(bundle, "node.crt"), cert, { mode: 0o644 });
+  writeFileWhole(join(bundle, "node.crt"), cert);
   copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
   writeKeyState(dir, state);
   return {

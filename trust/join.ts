@@ -13,14 +13,14 @@
  * const security = loadNodeSecurity(joined.bundleDir, "edge-a");
  * ```
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { createUser, decode, fmtCreds, fromSeed, type User } from "@nats-io/jwt";
 import { enrolSubject } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
-import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
 import { decodeJoinToken } from "./tokens.ts";
 import { askAgainCodes, enrolSigningText, type EnrolReply } from "./enrolment.ts";
@@ -178,10 +178,10 @@ export async function joinMesh(options: {
   if (reply.node !== node || decode<User>(reply.jwt).sub !== user.getPublicKey()) {
     throw new LeafmeshError("TRUST_FAILED", `the hub's answer is for another node or key (${reply.node}): refused`);
   }
-  writeFileSync(join(bundleDir, "node.crt"), reply.cert, { mode: 0o644 });
-  writeFileSync(join(bundleDir, "ca.crt"), reply.ca, { mode: 0o644 });
+  writeFileWhole(join(bundleDir, "node.crt"), reply.cert);
+  writeFileWhole(join(bundleDir, "ca.crt"), reply.ca);
   writeSecretFile(join(bundleDir, "swarm.key"), Buffer.from(reply.swarmKey, "base64"));
-  writeFileSync(joinedFile(bundleDir), `${JSON.stringify({ node, token: reply.token, site: reply.site, tags: reply.tags, at: new Date(now()).toISOString() }, null, 2)}\n`, { mode: 0o644 });
+  writeFileWhole(joinedFile(bundleDir), `${JSON.stringify({ node, token: reply.token, site: reply.site, tags: reply.tags, at: new Date(now()).toISOString() }, null, 2)}\n`);
   // Last: node.creds is what says "joined" at the next start.
   writeSecretFile(credsFile, fmtCreds(reply.jwt, user));
   rmSync(pendingSeed, { force: true });

@@ -27,11 +27,11 @@
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, readdirSync, writeFileSync, copyFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
-import { checkSecretFilePermissions, makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
 import type { RevocationList } from "./revocation-list.ts";
 import { withKeysLock } from "./keys-lock.ts";
@@ -104,12 +104,19 @@ export function nodeBundleDir(dir: string, node: string): string {
 export function readKeyState(dir: string): KeyState {
   const path = stateFile(dir);
   if (!existsSync(path)) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} holds no mesh keys (no state.json): run \`leafmesh keys init --dir ${dir}\` first`);
-  return JSON.parse(readFileSync(path, "utf8")) as KeyState;
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as KeyState;
+  } catch (cause) {
+    throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is not readable mesh state (${(cause as Error).message}): restore it from a backup of the keys directory`, { cause });
+  }
 }
 
-/** For the other stores of the keys directory (site-store.ts). */
+/**
+ * For the other stores of the keys directory (site-store.ts). Written whole or not at all (a new file
+ * renamed over it): a full disk or a crash leaves the previous state.json, with every revocation in it.
+ */
 export function writeKeyState(dir: string, state: KeyState): void {
-  writeFileSync(stateFile(dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  writeSecretFile(stateFile(dir), `${JSON.stringify(state, null, 2)}\n`);
 }
 
 export function readSeed(path: string): string {
@@ -139,9 +146,9 @@ export async function initKeys(options: InitOptions): Promise<KeyState> {
   writeSecretFile(seedFile(dir, meshAccountName), seedText(meshAccount));
 
   const state: KeyState = { version: 1, operator: operator.getPublicKey(), systemAccount: systemAccount.getPublicKey(), meshAccount: meshAccount.getPublicKey(), nodes: {} };
-  writeFileSync(join(dir, "operator.jwt"), await operatorJwt({ operatorSeed: seedText(operator), systemAccount: state.systemAccount }));
-  writeFileSync(jwtFile(dir, systemAccountName), await systemAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(systemAccount) }));
-  writeFileSync(jwtFile(dir, meshAccountName), await meshAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(meshAccount), nodes: [] }));
+  writeFileWhole(join(dir, "operator.jwt"), await operatorJwt({ operatorSeed: seedText(operator), systemAccount: state.systemAccount }));
+  writeFileWhole(jwtFile(dir, systemAccountName), await systemAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(systemAccount) }));
+  writeFileWhole(jwtFile(dir, meshAccountName), await meshAccountJwt({ operatorSeed: seedText(operator), accountSeed: seedText(meshAccount), nodes: [] }));
 
   const sysUser = createUser();
   writeSecretFile(join(dir, "hub", "sys.creds"), fmtCreds(await systemUserJwt({ userSeed: seedText(sysUser), accountSeed: seedText(systemAccount) }), sysUser));
@@ -179,7 +186,7 @@ export async function resignMeshAccount(dir: string, state: KeyState): Promise<s
     accountSeed: readSeed(seedFile(dir, meshAccountName)),
     nodes: Object.values(state.nodes).map(({ node, account }) => ({ node, account, site: serverOfSite(state, node) })),
   });
-  writeFileSync(jwtFile(dir, meshAccountName), jwt);
+  writeFileWhole(jwtFile(dir, meshAccountName), jwt);
   return jwt;
 }
 
@@ -193,7 +200,7 @@ export async function resignNodeAccount(dir: string, state: KeyState, node: Node
     revocations: node.revocations,
     site: serverOfSite(state, node.node),
   });
-  writeFileSync(jwtFile(dir, nodeAccountName(node.node)), jwt);
+  writeFileWhole(jwtFile(dir, nodeAccountName(node.node)), jwt);
   return jwt;
 }
 

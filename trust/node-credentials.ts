@@ -10,12 +10,12 @@
  * const { accountJwt, revocationList } = await revokeNode({ dir, node: "edge-a" });
  * ```
  */
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createUser, fmtCreds } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
-import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
 import { certificateFingerprint, signRevocationList } from "./revocation-list.ts";
 import { withKeysLock } from "./keys-lock.ts";
@@ -144,7 +144,7 @@ async function revokeHeld(options: { dir: string; node: string; now?: () => numb
     { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },
     readSeed(join(options.dir, "ca", "ca.key")),
   );
-  writeFileSync(revocationListFile(options.dir), revocationList, { mode: 0o644 });
+  writeFileWhole(revocationListFile(options.dir), revocationList);
   const accountJwt = await resignNodeAccount(options.dir, state, entry);
   writeKeyState(options.dir, state);
   return { node: entry, revokedUser, accountJwt, revocationList };

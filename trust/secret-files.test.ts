@@ -1,9 +1,10 @@
-import { afterAll, describe, expect, it } from "vitest";
-import { chmodSync, mkdtempSync, rmSync, statSync, readFileSync, readdirSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { chmodSync, mkdtempSync, rmSync, statSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { checkSecretFilePermissions, makePrivateDir, writeSecretFile, writeSecretFileOnce } from "./secret-files.ts";
+import { readKeyState, writeKeyState, type KeyState } from "./key-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "leafmesh-secrets-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -73,5 +74,36 @@ describe("secret files", () => {
     );
     const onDisk = readFileSync(path, "utf8");
     expect(new Set(seen)).toEqual(new Set([onDisk]));
+  });
+});
+
+describe("the keys directory's state on a full disk", () => {
+  // A real file system that fills up: a 256 KiB tmpfs (root, as the lab tests; throws otherwise).
+  let mount: string;
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) throw new Error("this test mounts a tmpfs: run it as root");
+    mount = mkdtempSync(join(tmpdir(), "leafmesh-full-disk-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]);
+  });
+  afterAll(() => {
+    if (!mount) return;
+    execFileSync("umount", [mount]);
+    rmSync(mount, { recursive: true, force: true });
+  });
+
+  it("a write that does not fit leaves the previous state.json whole, with its revocations, and no temporary file", () => {
+    const before: KeyState = { nodes: { "edge-a": { node: "edge-a", account: "A", issuedAt: "2026-12-06T00:00:00Z", revocations: { UREVOKED: 1 } } } } as unknown as KeyState;
+    writeKeyState(mount, before);
+    writeFileSync(join(mount, "filler"), Buffer.alloc(256 * 1024 - 8192), { flag: "w" }); // leaves less than the next state needs
+    const grown = structuredClone(before);
+    grown.nodes["edge-a"].tags = Array.from({ length: 2000 }, (_, i) => `tag-${i}`);
+    expect(() => writeKeyState(mount, grown)).toThrow(/ENOSPC/);
+    expect(readKeyState(mount)).toEqual(before);
+    expect(readdirSync(mount).sort()).toEqual(["filler", "state.json"]);
+  });
+
+  it("a state.json that is not JSON is refused naming the file, not with a parser's stack", () => {
+    writeFileSync(join(mount, "state.json"), '{"nodes": {"edge-a"');
+    expect(() => readKeyState(mount)).toThrow(/state\.json is not readable mesh state .*restore it from a backup/);
   });
 });

@@ -8,7 +8,7 @@
  * checkSecretFilePermissions("/etc/leafmesh/keys/nodes/edge-a/node.creds"); // throws TRUST_FAILED if group/other may read it
  * ```
  */
-import { chmodSync, closeSync, linkSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -26,7 +26,17 @@ export function makePrivateDir(path: string): void {
  * half-written key and the content is never visible with looser permissions.
  */
 export function writeSecretFile(path: string, content: string | Uint8Array): void {
-  const temporary = writeTemporary(path, content);
+  writeFileWhole(path, content, 0o600);
+}
+
+/**
+ * Writes a file of the keys directory or a node's bundle that is not secret (account JWTs, the
+ * revocation list, certificates) the same way: whole or not at all, never a truncated JWT or list
+ * after a crash or on a full disk.
+ * @default mode 0o644
+ */
+export function writeFileWhole(path: string, content: string | Uint8Array, mode = 0o644): void {
+  const temporary = writeTemporary(path, content, mode);
   renameSync(temporary, path);
 }
 
@@ -74,14 +84,24 @@ export function writeSecretFileOnce(path: string, content: string | Uint8Array):
 }
 
 /** The content in a new 0600 file beside `path` (a name of its own, created exclusively); returns its path. */
-function writeTemporary(path: string, content: string | Uint8Array): string {
+/**
+ * The content in a new 0600 file beside `path`, on the disk (fsync) before it is renamed or linked
+ * over it: an edge node loses power, and a rename of data still in the page cache can leave an empty
+ * file where the old one was. A write that fails (a full disk) removes the temporary file and throws.
+ */
+function writeTemporary(path: string, content: string | Uint8Array, mode = 0o600): string {
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
   const fd = openSync(temporary, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
-    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
-  } finally {
+    const bytes = typeof content === "string" ? Buffer.from(content) : content;
+    for (let written = 0; written < bytes.byteLength; ) written += writeSync(fd, bytes, written);
+    fsyncSync(fd);
+  } catch (error) {
     closeSync(fd);
+    unlinkSync(temporary);
+    throw error;
   }
-  chmodSync(temporary, 0o600); // the umask could only have narrowed it; make it exact
+  closeSync(fd);
+  chmodSync(temporary, mode); // the umask could only have narrowed it; make it exact
   return temporary;
 }

@@ -4,12 +4,12 @@
  * account, the site's TLS identity, and the bundle its servers load
  * (trust/site-security.ts). Split from key-store.ts, which keeps the nodes.
  */
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { createUser, fmtCreds } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
-import { makePrivateDir, writeSecretFile } from "./secret-files.ts";
+import { makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
 import { meshAccountName, nodeAccountName, nodeUserJwt, siteLocalUserJwt, systemAccountName, systemUserJwt } from "./claims.ts";
 import { readKeyState, readSeed, resignMeshAccount, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type SiteState } from "./key-store.ts";
@@ -118,7 +118,7 @@ async function issueSiteHeld(options: IssueSiteOptions): Promise<IssueSiteResult
     systemAccount: state.systemAccount,
     meshAccount: state.meshAccount,
   };
-  writeFileSync(join(bundle, "site.json"), `${JSON.stringify(description, null, 2)}\n`);
+  writeFileWhole(join(bundle, "site.json"), `${JSON.stringify(description, null, 2)}\n`);
   writeKeyState(dir, state);
   return { site: entry, bundleDir: bundle, changedAccounts };
 }

@@ -17,7 +17,7 @@ import type { PeerCertificate } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
-import { writeSecretFile } from "./secret-files.ts";
+import { writeFileWhole, writeSecretFile } from "./secret-files.ts";
 
 async function openssl(args: string[], what: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -54,7 +54,7 @@ export async function createCertificateAuthority(options: { certFile: string; ke
     ],
     "CA certificate",
   );
-  writeFileSync(options.certFile, pem, { mode: 0o644 });
+  writeFileWhole(options.certFile, pem);
 }
 
 export interface CertificateRequest {
@@ -72,7 +72,7 @@ export interface CertificateRequest {
 /** A key and a certificate for both ends of TLS (serverAuth and clientAuth): hubs and nodes verify each other. */
 export async function issueCertificate(request: CertificateRequest): Promise<void> {
   const csr = await makeCertificateRequest({ keyFile: request.keyFile, commonName: request.commonName });
-  writeFileSync(request.certFile, await signCertificateRequest({ ...request, csrPem: csr }), { mode: 0o644 });
+  writeFileWhole(request.certFile, await signCertificateRequest({ ...request, csrPem: csr }));
 }
 
 /**
