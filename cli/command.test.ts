@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { tempDir } from "../test/support/processes.ts";
 import { defineCommand, type Command } from "./command.ts";
 import { option } from "./options.ts";
+import { LeafmeshError } from "../lib/errors.ts";
 
 async function run(command: Command, argv: string[], env: Record<string, string> = {}) {
   const stdout = new PassThrough();
@@ -84,5 +85,24 @@ describe("defineCommand on a schema", () => {
     writeFileSync(file, "- a list\n");
     expect((await run(command, ["--config", file])).stderr).toContain("expected a mapping of option names");
     expect(seen).toEqual([]);
+  });
+
+  it("says an error's causes once each: a cause the message already carries is not said again", async () => {
+    const failing = (error: Error) =>
+      defineCommand({
+        name: "fail",
+        summary: "a command that fails",
+        options: {},
+        async run() {
+          throw error;
+        },
+      });
+    const remote = new Error("no node 'edge-z' is known here (known: edge-a, edge-b)");
+    const repeated = await run(failing(new LeafmeshError("INTERNAL", `status --why: ${remote.message}`, { cause: remote })), []);
+    expect(repeated.code).toBe(1);
+    expect(repeated.stderr).toBe("leafmesh fail: status --why: no node 'edge-z' is known here (known: edge-a, edge-b)\n");
+    const inner = new Error("connect ECONNREFUSED 127.0.0.1:4222");
+    const chained = await run(failing(new LeafmeshError("NATS_UNREACHABLE", "cannot connect to NATS", { cause: new Error("connection refused", { cause: inner }) })), []);
+    expect(chained.stderr).toBe("leafmesh fail: cannot connect to NATS\n  cause: connection refused: connect ECONNREFUSED 127.0.0.1:4222\n");
   });
 });

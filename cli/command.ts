@@ -202,7 +202,8 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): Command 
         return await spec.run(result.data as OptionValues<O>, parsed.positionals, io);
       } catch (error) {
         if (error instanceof LeafmeshError) {
-          io.stderr.write(`leafmesh ${spec.name}: ${error.message}${error.cause ? `\n  cause: ${causeText(error.cause)}` : ""}\n`);
+          const cause = error.cause ? causeText(error.cause, error.message) : "";
+          io.stderr.write(`leafmesh ${spec.name}: ${error.message}${cause ? `\n  cause: ${cause}` : ""}\n`);
           return error.code === "CONFIG_INVALID" ? 2 : 1;
         }
         io.stderr.write(`leafmesh ${spec.name}: unexpected error: ${(error as Error)?.stack ?? String(error)}\n`);
@@ -212,11 +213,17 @@ export function defineCommand<O extends Options>(spec: CommandSpec<O>): Command 
   };
 }
 
-function causeText(cause: unknown): string {
+/** The chain of causes, each said once: a cause whose text the message (or an outer cause) already carries is left out. */
+function causeText(cause: unknown, message: string): string {
   const parts: string[] = [];
+  let said = message;
   let current: unknown = cause;
   for (let depth = 0; current && depth < 4; depth++) {
-    parts.push(current instanceof Error ? current.message : String(current));
+    const text = current instanceof Error ? current.message : String(current);
+    if (text && !said.includes(text)) {
+      parts.push(text);
+      said += `\n${text}`;
+    }
     current = current instanceof Error ? current.cause : undefined;
   }
   return parts.join(": ");
