@@ -181,8 +181,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
     const dnsLog = log.child({ actor: "dns" });
     const actor = createDnsActor({ bus, feed, log: dnsLog, registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream: siteAware(upstream, node) });
-    const address = await actor.start();
-    dnsLog.info({ address, upstreams: actor.upstreams }, "cluster DNS serving");
+    await actor.start(); // it says where it serves, for which domain, forwarding to which upstreams
     return {
       name: "dns",
       actor: actor.actor,

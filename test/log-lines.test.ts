@@ -63,10 +63,11 @@ describe("log lines", () => {
     const accessFile = join(tempDir(), "access.log");
     // A site server between them, as at an edge site: the agent attaches to the site.
     const site = await startSiteCluster({ site: "factory", servers: ["factory-1"], upstreams: [hub.leafUrl], extraArgs: ["--log-level", "debug"] });
+    const dnsPort = await freePort();
     const agent = await startAgentProcess({
       node: "edge-a",
       hubs: site.map((server) => server.leafUrl),
-      extraArgs: ["--upstream-domain", "factory", "--log-level", "debug", "--gateway-access-log", accessFile, "--dns", `127.0.0.1:${await freePort()}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
+      extraArgs: ["--upstream-domain", "factory", "--log-level", "debug", "--gateway-access-log", accessFile, "--dns", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:1", "--socks", `127.0.0.1:${await freePort()}`, "--gateway", "127.0.0.1"],
     });
     // A request through the gateway: its access-log line, after the lines of every actor's start.
     await eventually(async () => (await statusOf(ports.http, "shop.example.com", "/api/orders")) === 200, 30_000, "an answer through the gateway");
@@ -76,6 +77,9 @@ describe("log lines", () => {
     expect(JSON.parse(accessLines[0])).toEqual(expect.objectContaining({ node: "edge-a", actor: "gateway", log: "access", host: "shop.example.com", path: "/api/orders", status: 200, msg: "request" }));
     expect(agent.output()).not.toContain('"log":"access"');
     for (const actor of ["dns", "traffic", "proxier", "socks", "gateway"]) expect(agent.output(), `a line of the ${actor} actor`).toContain(`"actor":"${actor}"`);
+    // Said once: the DNS actor's start was announced twice, by the actor and again by the agent ("DNS serving", "cluster DNS serving").
+    const dnsServing = agent.output().split("\n").filter((line) => line.includes('"actor":"dns"') && line.includes('"level":30') && line.includes(String(dnsPort)));
+    expect(dnsServing).toHaveLength(1);
     await agent.stop();
     for (const server of site) await server.stop();
     await hub.stop();
