@@ -113,6 +113,19 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect((await http("bad-svc.example.com", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");
   });
 
+  it("routes a request in absolute form by its target, not Host, and sends the backend the origin form; refuses CONNECT", async () => {
+    // What a client configured with the gateway as its HTTP proxy sends (RFC 9112 §3.2.2: the target's authority wins over Host).
+    const absolute = await http("other.org", "", ["--request-target", "http://shop.example.com/api/x?y=1", "-D", "-"]);
+    expect(absolute.stdout).toMatch(/^HTTP\/1\.1 200/);
+    expect(absolute.stdout).toMatch(/x-seen-host: shop\.example\.com/);
+    expect(absolute.stdout).toMatch(/x-seen-path: \/api\/x\?y=1/);
+    expect(absolute.stdout).toMatch(/\napi\n$/);
+    expect((await http("other.org", "", ["--request-target", "HTTP://shop.example.com?q", "-D", "-"])).stdout).toMatch(/x-seen-path: \/\?q/);
+    const connect = await http("shop.example.com", "", ["-X", "CONNECT", "--request-target", "shop.example.com:80", "-o", "/dev/null", "-w", "%{http_code}"]);
+    expect(connect.stdout).toBe("405");
+    expect(accessLog.at(-1)).toMatchObject({ method: "CONNECT", status: 405, reason: "CONNECT is not served" });
+  });
+
   it("speaks h2c with prior knowledge on the HTTP port", async () => {
     const reply = await http("shop.example.com", "/api/v2", ["--http2-prior-knowledge", "-w", " %{http_version}"]);
     expect(reply.stdout).toBe("api\n 2");

@@ -51,6 +51,9 @@ export interface HttpForwarderOptions {
   defaultTimeoutMs?: number;
 }
 
+/** A request target in absolute form: the authority, and the rest (path and query). */
+const absoluteForm = /^https?:\/\/([^/?#]*)([^#]*)/i;
+
 export class HttpForwarder {
   readonly #options: HttpForwarderOptions;
   readonly #weights = new WeightedChoice();
@@ -61,8 +64,18 @@ export class HttpForwarder {
 
   handle(request: GatewayRequest, response: GatewayResponse, context: HttpContext): void {
     const started = performance.now();
-    const authority = (request.headers[":authority"] as string | undefined) ?? request.headers.host;
-    const url = request.url ?? "/";
+    let authority = (request.headers[":authority"] as string | undefined) ?? request.headers.host;
+    let url = request.url ?? "/";
+    // The absolute form a client sends to a proxy (GET http://shop.example/api): RFC 9112 §3.2.2 routes it
+    // by the target's authority, not Host, and the backend gets the origin form. Routed as it came, its
+    // path ("http://…") matched no path rule: a way around every prefix route.
+    if (url.charCodeAt(0) !== 47) {
+      const absolute = absoluteForm.exec(url);
+      if (absolute) {
+        authority = absolute[1];
+        url = absolute[2].startsWith("/") ? absolute[2] : `/${absolute[2]}`;
+      }
+    }
     const query = url.indexOf("?");
     const view: RequestView = {
       host: authority,
@@ -106,6 +119,8 @@ export class HttpForwarder {
       finish(status, reason);
     };
 
+    // CONNECT asks for a tunnel to any address: a gateway to services is not a forward proxy.
+    if (view.method === "CONNECT") return answer(405, "CONNECT is not served", { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" });
     const decision = routeHttp(context.hosts, view);
     if (decision.kind === "no host") return answer(404, "no route for the host");
     if (decision.kind === "no route") return answer(404, "no route for the request");
@@ -115,7 +130,7 @@ export class HttpForwarder {
     }
     const rule = decision.entry.rule;
     entry.route = rule.route.name;
-    void this.#forward(request, response, context, rule, entry, answer, finish);
+    void this.#forward(request, response, context, rule, url, entry, answer, finish);
   }
 
   async #forward(
@@ -123,6 +138,7 @@ export class HttpForwarder {
     response: GatewayResponse,
     context: HttpContext,
     rule: PlannedHttpRule,
+    target: string,
     entry: AccessEntry,
     answer: (status: number, reason: string) => void,
     finish: (status: number, reason?: string) => void,
@@ -155,7 +171,7 @@ export class HttpForwarder {
     // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes on chunked.
     const chunked = withBody && request.headers["content-length"] === undefined;
     if (chunked) headers.push("transfer-encoding", "chunked");
-    const head = requestHead(request.method ?? "GET", request.url ?? "/", headers);
+    const head = requestHead(request.method ?? "GET", target, headers);
 
     let lastFailure: { status: number; reason: string } = { status: 503, reason: "no backend" };
     for (let attempt = 1; attempt <= attempts; attempt++) {
