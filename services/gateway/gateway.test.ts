@@ -113,7 +113,7 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect((await http("bad-svc.example.com", "/", ["-o", "/dev/null", "-w", "%{http_code}"])).stdout).toBe("404");
   });
 
-  it("routes a request in absolute form by its target, not Host, and sends the backend the origin form; refuses CONNECT", async () => {
+  it("routes a request in absolute form by its target, not Host, on its normalized path, and sends the backend that; refuses CONNECT", async () => {
     // What a client configured with the gateway as its HTTP proxy sends (RFC 9112 §3.2.2: the target's authority wins over Host).
     const absolute = await http("other.org", "", ["--request-target", "http://shop.example.com/api/x?y=1", "-D", "-"]);
     expect(absolute.stdout).toMatch(/^HTTP\/1\.1 200/);
@@ -121,6 +121,11 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect(absolute.stdout).toMatch(/x-seen-path: \/api\/x\?y=1/);
     expect(absolute.stdout).toMatch(/\napi\n$/);
     expect((await http("other.org", "", ["--request-target", "HTTP://shop.example.com?q", "-D", "-"])).stdout).toMatch(/x-seen-path: \/\?q/);
+    // Dot segments are routed as the backend will read them: "/exact/../api/x" is /api's, not /exact's.
+    const dotted = await http("shop.example.com", "/exact/../api/x", ["--path-as-is", "-D", "-"]);
+    expect(dotted.stdout).toMatch(/x-seen-path: \/api\/x\r?\n/);
+    expect(dotted.stdout).toMatch(/\napi\n$/);
+    expect((await http("shop.example.com", "/%2e/exact", ["--path-as-is"])).stdout).toBe("exact\n");
     const connect = await http("shop.example.com", "", ["-X", "CONNECT", "--request-target", "shop.example.com:80", "-o", "/dev/null", "-w", "%{http_code}"]);
     expect(connect.stdout).toBe("405");
     expect(accessLog.at(-1)).toMatchObject({ method: "CONNECT", status: 405, reason: "CONNECT is not served" });

@@ -22,6 +22,7 @@ import type { Logger } from "../../lib/log.ts";
 import type { HostTable } from "./hosts.ts";
 import { chunkPrefix, chunkSuffix, lastChunk, requestHead } from "./http1-codec.ts";
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
+import { requestTarget } from "./request-target.ts";
 import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
 import { NoUpstreamError, type BackendPools, type HttpUpstream } from "./upstream.ts";
 import { connectionNamed, cutResponse, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
@@ -51,9 +52,6 @@ export interface HttpForwarderOptions {
   defaultTimeoutMs?: number;
 }
 
-/** A request target in absolute form: the authority, and the rest (path and query). */
-const absoluteForm = /^https?:\/\/([^/?#]*)([^#]*)/i;
-
 export class HttpForwarder {
   readonly #options: HttpForwarderOptions;
   readonly #weights = new WeightedChoice();
@@ -64,22 +62,10 @@ export class HttpForwarder {
 
   handle(request: GatewayRequest, response: GatewayResponse, context: HttpContext): void {
     const started = performance.now();
-    let authority = (request.headers[":authority"] as string | undefined) ?? request.headers.host;
-    let url = request.url ?? "/";
-    // The absolute form a client sends to a proxy (GET http://shop.example/api): RFC 9112 §3.2.2 routes it
-    // by the target's authority, not Host, and the backend gets the origin form. Routed as it came, its
-    // path ("http://…") matched no path rule: a way around every prefix route.
-    if (url.charCodeAt(0) !== 47) {
-      const absolute = absoluteForm.exec(url);
-      if (absolute) {
-        authority = absolute[1];
-        url = absolute[2].startsWith("/") ? absolute[2] : `/${absolute[2]}`;
-      }
-    }
-    const query = url.indexOf("?");
+    const { authority, path, target } = requestTarget(request.url ?? "/", (request.headers[":authority"] as string | undefined) ?? request.headers.host);
     const view: RequestView = {
       host: authority,
-      path: query >= 0 ? url.slice(0, query) : url,
+      path,
       method: request.method ?? "GET",
       header: (name) => {
         const value = request.headers[name];
@@ -125,12 +111,12 @@ export class HttpForwarder {
     if (decision.kind === "no host") return answer(404, "no route for the host");
     if (decision.kind === "no route") return answer(404, "no route for the request");
     if (decision.kind === "redirect") {
-      const location = `https://${decision.host}${url}`;
+      const location = `https://${decision.host}${target}`;
       return answer(301, "redirected to https", { location });
     }
     const rule = decision.entry.rule;
     entry.route = rule.route.name;
-    void this.#forward(request, response, context, rule, url, entry, answer, finish);
+    void this.#forward(request, response, context, rule, target, entry, answer, finish);
   }
 
   async #forward(
