@@ -94,10 +94,14 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     expect((await http("shop.example.com", "/items/42")).stdout).toBe("items\n");
     expect((await http("shop.example.com", "/", ["-H", "x-canary: yes"])).stdout).toBe("canary\n");
     expect((await http("a.wild.example.com", "/")).stdout).toBe("wild\n");
-    // The backend sees the client's Host and path.
+    // The backend sees the client's Host and path, and the client's address appended to what it said (the last one is the gateway's word).
     const seen = await http("shop.example.com", "/api/x?y=1", ["-D", "-"]);
     expect(seen.stdout).toMatch(/x-seen-host: shop\.example\.com/);
     expect(seen.stdout).toMatch(/x-seen-path: \/api\/x\?y=1/);
+    expect(seen.stdout).toMatch(/x-seen-forwarded-for: 127\.0\.0\.1\r?\n/);
+    expect(seen.stdout).toMatch(/x-seen-forwarded-proto: http\r?\n/);
+    const spoofed = await http("shop.example.com", "/api/x", ["-D", "-", "-H", "X-Forwarded-For: 6.6.6.6"]);
+    expect(spoofed.stdout).toMatch(/x-seen-forwarded-for: 6\.6\.6\.6, 127\.0\.0\.1\r?\n/);
   });
 
   it("keeps backend connections alive between requests (one curl, 20 requests: not 20 connections)", async () => {

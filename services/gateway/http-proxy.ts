@@ -153,7 +153,8 @@ export class HttpForwarder {
     // Written once per request (not per attempt): the client's end-to-end headers as received, then the gateway's own.
     const headers = endToEnd(request.rawHeaders, setByGateway, connectionNamed(request.headers.connection));
     const forwardedFor = request.headers["x-forwarded-for"];
-    headers.push("host", entry.host, "x-forwarded-for", entry.client + (typeof forwardedFor === "string" ? `, ${forwardedFor}` : ""), "x-forwarded-proto", context.scheme, "connection", "keep-alive");
+    // Appended, as every proxy does: a backend that trusts one hop reads the last address, the client the gateway saw.
+    headers.push("host", entry.host, "x-forwarded-for", typeof forwardedFor === "string" ? `${forwardedFor}, ${entry.client}` : entry.client, "x-forwarded-proto", context.scheme, "connection", "keep-alive");
     // A body of unknown length (HTTP/1.1 chunked, HTTP/2 without content-length) goes on chunked.
     const chunked = withBody && request.headers["content-length"] === undefined;
     if (chunked) headers.push("transfer-encoding", "chunked");

@@ -49,7 +49,7 @@ export async function startGatewayBackends(options: { host: string; basePort: nu
       server = createHttpServer((request, response) => {
         requests++;
         const reply = () => {
-          response.writeHead(200, { "x-backend": label, "x-seen-host": request.headers.host ?? "", "x-seen-path": request.url ?? "" });
+          response.writeHead(200, { "x-backend": label, "x-seen-host": request.headers.host ?? "", "x-seen-path": request.url ?? "", "x-seen-forwarded-for": String(request.headers["x-forwarded-for"] ?? ""), "x-seen-forwarded-proto": String(request.headers["x-forwarded-proto"] ?? "") });
           response.end(`${label}\n`);
         };
         if (name === "flaky" && requests % 2 === 1) {
