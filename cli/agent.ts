@@ -17,9 +17,10 @@ import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
-import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, parseAccessLogTarget, type AccessLogTarget } from "../roles/agent-actors.ts";
+import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-actors.ts";
 import { interceptModes } from "../services/proxier/index.ts";
 import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
+import type { HostPort } from "../nats/render.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
 export function parseObserver(text: string): ObserverAddress {
@@ -119,6 +120,10 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     proxyMaxPerClient: option.integer({ default: defaultTrafficLimits.maxPerClient, value: "N", description: "cluster-IP proxy connections one client address may hold, carried and waiting; beyond, reset at once" }),
     proxyQueue: option.integer({ default: defaultTrafficLimits.maxWaiting, min: 0, value: "N", description: "cluster-IP proxy connections that may wait for a place; beyond, reset at once" }),
     proxyQueueTimeout: option.integer({ default: defaultTrafficLimits.waitTimeoutMs, value: "MS", description: "how long a cluster-IP proxy connection may wait for a place before it is reset" }),
+    socksClients: option.list({
+      value: "CIDR,…",
+      description: "client addresses that may use the SOCKS proxy, which dials any node and any address for them without a password (e.g. 10.0.0.0/24); others are reset at once. Default: loopback only; required when --socks listens beyond loopback",
+    }),
     socksMaxConnections: option.integer({ default: defaultSocksLimits.maxConnections, value: "N", description: "SOCKS clients served at once; the next ones wait up to 10 s or are reset" }),
     socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
     tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
@@ -186,6 +191,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     if (options.relayProbeTimeout >= options.relayProbeInterval) {
       throw new LeafmeshError("CONFIG_INVALID", `--relay-probe-timeout ${options.relayProbeTimeout} must be less than --relay-probe-interval ${options.relayProbeInterval}: a round must end before the next begins`);
     }
+    const socksClientRanges = socksClientsFor(options.socks, options.socksClients);
     const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({
@@ -196,6 +202,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
         dns: options.dns,
         clusterDomain: options.clusterDomain,
         socks: options.socks,
+        socksClients: socksClientRanges,
         proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
         socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
         gateway: options.gateway === "off" ? undefined : { host: gatewayHost(options.gateway), labels: nodeLabels, accessLog: gatewayAccessLog(options.gatewayAccessLog) },
@@ -244,3 +251,17 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     return runUntilSignal(io, () => agent.stop());
   },
 });
+
+/**
+ * Who may use the SOCKS proxy: loopback by default; named (--socks-clients) when it listens beyond
+ * loopback, where anyone who reaches the port could otherwise dial every node and any address.
+ */
+function socksClientsFor(socks: HostPort | undefined, ranges: string[] = []): string[] {
+  if (!socks) return [];
+  if (ranges.length > 0) return socksClients(ranges, "--socks-clients").ranges.slice();
+  if (isLoopbackHost(socks.host)) return loopbackClients;
+  throw new LeafmeshError(
+    "CONFIG_INVALID",
+    `--socks ${socks.host}:${socks.port} listens beyond this machine, and the proxy dials every node and any address for whoever connects, without a password: name who may use it with --socks-clients CIDR,… (e.g. 10.0.0.0/24), or listen on 127.0.0.1`,
+  );
+}

@@ -22,7 +22,7 @@ import { withSiteMembers, type UpstreamState } from "../bus/partition.ts";
 
 /** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
 export { defaultTrafficLimits } from "../services/traffic/index.ts";
-export { defaultSocksLimits } from "../services/socks/index.ts";
+export { defaultSocksLimits, isLoopbackHost, loopbackClients, socksClients } from "../services/socks/index.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */
@@ -35,6 +35,8 @@ export interface AgentActorOptions {
   upstreams?: string[];
   /** Where the SOCKS5 proxy for operators listens; undefined: no proxy. */
   socks?: HostPort;
+  /** Who may use the SOCKS proxy (CIDR ranges). @default loopback only */
+  socksClients?: string[];
   /** Admission of cluster-IP proxy connections and of SOCKS clients (defaults: services/traffic/capacity.ts, services/socks). */
   proxyLimits?: Partial<TrafficLimits>;
   socksLimits?: Partial<TrafficLimits>;
@@ -193,7 +195,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const socks: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits });
+    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits, clients: options.socksClients });
     await actor.start();
     registerSocksMetrics(registry, actor);
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };

@@ -118,6 +118,14 @@ describe("leafmesh CLI", () => {
       expect(badGateway.code, gateway).toBe(2);
       expect(badGateway.stderr).toContain(said);
     }
+    // A SOCKS proxy beyond loopback dials anything for anyone: it must say who may use it.
+    const openSocks = await runCli([...agentBase, "--socks", "0.0.0.0:1080"], 20_000);
+    expect(openSocks.code).toBe(2);
+    expect(openSocks.stderr).toContain("--socks 0.0.0.0:1080 listens beyond this machine");
+    expect(openSocks.stderr).toContain("--socks-clients CIDR,…");
+    const badClients = await runCli([...agentBase, "--socks", "0.0.0.0:1080", "--socks-clients", "10.0.0.0/24,fd00::/129"], 20_000);
+    expect(badClients.code).toBe(2);
+    expect(badClients.stderr).toContain("--socks-clients: 'fd00::/129' is not an address or a CIDR range");
     // Node labels are read with or without --gateway: a mistake is said when it is made.
     const badLabels = await runCli([...agentBase, "--node-labels", "=x"], 20_000);
     expect(badLabels.code).toBe(2);

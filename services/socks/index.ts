@@ -28,9 +28,11 @@ import { systemClock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { buildMethodChoice, buildReply, parseGreeting, parseRequest, replyCodes } from "./protocol.ts";
 import { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
+import { loopbackClients, socksClients } from "./clients.ts";
 
 export { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
 export { parseGreeting, parseRequest } from "./protocol.ts";
+export { isLoopbackHost, loopbackClients, socksClients } from "./clients.ts";
 export { registerSocksMetrics } from "./metrics.ts";
 
 export interface SocksOptions {
@@ -51,6 +53,8 @@ export interface SocksOptions {
   connectTimeoutMs?: number;
   /** Admission of clients (lib/admission.ts): defaults and why in `defaultSocksLimits`. */
   limits?: Partial<AdmissionLimits>;
+  /** Client addresses that may use the proxy (CIDR ranges, clients.ts); others are reset at accept. @default loopback only */
+  clients?: readonly string[];
 }
 
 /**
@@ -84,6 +88,7 @@ export function createSocksActor(options: SocksOptions) {
   const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
   const admission = new Admission({ clock: systemClock, limits: { ...defaultSocksLimits, ...options.limits } });
   const refusals = new BurstLog({ log, clock: systemClock, message: "SOCKS client refused at the door" });
+  const clients = socksClients(options.clients ?? loopbackClients, "--socks-clients");
   /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
   /** Dials under way, each abortable (the client hung up, or the proxy stops). */
@@ -112,6 +117,14 @@ export function createSocksActor(options: SocksOptions) {
 
   /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */
   const admit = (client: Socket) => {
+    if (!clients.allows(client.remoteAddress ?? "")) {
+      // Before any byte: a stranger learns only that the port is there.
+      count("refused: client not allowed");
+      refusals.note("client not allowed (--socks-clients)", { client: client.remoteAddress });
+      client.on("error", () => undefined);
+      client.resetAndDestroy();
+      return;
+    }
     sockets.add(client);
     // A client's RST or hang-up is ordinary: what it cut is counted where it happens.
     client.on("error", () => undefined);
