@@ -80,7 +80,7 @@ export function parseTarget(json: unknown): StreamTarget {
 /** Reads exactly `size` bytes from a Duplex in paused mode. */
 export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new LeafmeshError("TUNNEL_FAILED", `tunnel header not received within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => finish(new HeaderTimeout(timeoutMs)), timeoutMs);
     const finish = (error?: Error, value?: Buffer) => {
       clearTimeout(timer);
       duplex.off("readable", onReadable);
@@ -102,9 +102,33 @@ export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Pr
   });
 }
 
+/** A header (or a status) that did not come in time: a peer that stalls, unlike one that closed. */
+class HeaderTimeout extends LeafmeshError {
+  constructor(timeoutMs: number) {
+    super("TUNNEL_FAILED", `tunnel header not received within ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * A carrier that closed before the first byte of a header: a TLS session made ahead of a stream (a
+ * spare) that its opener retired unused, or a peer that went away. Ordinary, unlike a header that
+ * came and is wrong.
+ */
+export class StreamNeverStarted extends LeafmeshError {
+  constructor(cause: unknown) {
+    super("TUNNEL_FAILED", "the carrier closed before a stream header began", { cause });
+  }
+}
+
 /** Reads one length-prefixed JSON header. */
 export async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unknown> {
-  const length = (await readExactly(duplex, 2, timeoutMs)).readUInt16BE(0);
+  const started = duplex.readableLength > 0;
+  const length = (
+    await readExactly(duplex, 2, timeoutMs).catch((error: unknown) => {
+      const closed = !started && duplex.readableLength === 0 && !(error instanceof HeaderTimeout);
+      throw closed ? new StreamNeverStarted(error) : error;
+    })
+  ).readUInt16BE(0);
   return JSON.parse((await readExactly(duplex, length, timeoutMs)).toString("utf8"));
 }
 

@@ -24,7 +24,7 @@ import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
-import { encodeStatus, readTarget, statusOk, statusRefused, type StreamTarget } from "./stream-header.ts";
+import { encodeStatus, readTarget, statusOk, statusRefused, StreamNeverStarted, type StreamTarget } from "./stream-header.ts";
 
 import { defaultMaxStreamsPerPeer } from "./limits.ts";
 
@@ -98,7 +98,9 @@ export class StreamServer {
     try {
       target = await readTarget(duplex, options.headerTimeoutMs ?? this.#targetTimeoutMs);
     } catch (error) {
-      log.warn({ err: error, peer }, "tunnel stream refused: bad header");
+      // A spare session retired unused closes before any header: said at debug, not as a peer's fault.
+      if (error instanceof StreamNeverStarted) log.debug({ err: error.cause, peer }, "tunnel carrier closed before a stream header (a spare session retired, or the peer left)");
+      else log.warn({ err: error, peer }, "tunnel stream refused: bad header");
       duplex.destroy();
       return;
     }
