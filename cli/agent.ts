@@ -256,7 +256,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
  * Who may use the SOCKS proxy: loopback by default; named (--socks-clients) when it listens beyond
  * loopback, where anyone who reaches the port could otherwise dial every node and any address.
  */
-function socksClientsFor(socks: HostPort | undefined, ranges: string[] = []): string[] {
+export function socksClientsFor(socks: HostPort | undefined, ranges: string[] = []): string[] {
   if (!socks) return [];
   if (ranges.length > 0) return socksClients(ranges, "--socks-clients").ranges.slice();
   if (isLoopbackHost(socks.host)) return loopbackClients;

@@ -11,6 +11,8 @@ import { parse, parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Command } from "../cli/command.ts";
 import { loadCommands } from "../cli/main.ts";
+import { socksClientsFor } from "../cli/agent.ts";
+import { parseHostPort } from "../nats/render.ts";
 
 let commands: Command[] = [];
 beforeAll(async () => {
@@ -108,6 +110,20 @@ describe("deployment files", () => {
       problems.push(...checkLeafmeshArgs(service.command ?? [], `compose.yaml ${name}`));
     }
     expect(problems).toEqual([]);
+  });
+
+  it("starts the SOCKS proxy as configured: an address beyond loopback names its clients", () => {
+    // The agent refuses such a --socks at start (cli/agent.ts); a DaemonSet that did would crash-loop on every node.
+    const agents = documents.flatMap(({ file, object }) =>
+      ((object as { spec?: { template?: { spec?: { containers?: { args?: string[] }[] } } } }).spec?.template?.spec?.containers ?? []).filter((container) => container.args?.[0] === "agent").map((container) => ({ file, args: container.args! })),
+    );
+    expect(agents.length).toBeGreaterThan(0);
+    for (const { file, args } of agents) {
+      const value = (flag: string) => args.find((arg) => arg.startsWith(`${flag}=`))?.slice(flag.length + 1);
+      const socks = value("--socks");
+      if (socks === undefined || socks === "off") continue;
+      expect(() => socksClientsFor(parseHostPort(socks), value("--socks-clients")?.split(",")), file).not.toThrow();
+    }
   });
 
   it("ships sample manifests (for compose) that the catalog accepts", async () => {
