@@ -1,6 +1,6 @@
 /**
  * Beside curve (b): what node credentials cost as nodes join, with the key
- * store's own functions (trust/key-store.ts issueNode, as `leafmesh keys issue`
+ * store's own functions (trust/node-credentials.ts issueNode, as `leafmesh keys issue`
  * runs it). Every node has an account that imports relay frames and the punch
  * method from every other node's account (trust/claims.ts nodeAccountJwt), so
  * each join signs every account again and pushes them all to the hubs. Measured

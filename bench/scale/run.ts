@@ -139,7 +139,7 @@ export async function runScaleBench(): Promise<BenchTable[]> {
       ]),
     );
     tables.push({
-      title: "Scale (b'): node credentials against nodes (trust/key-store.ts issueNode)",
+      title: "Scale (b'): node credentials against nodes (trust/node-credentials.ts issueNode)",
       columns: ["nodes", "one more node issued (ms)", "all issued, one by one (ms)", "account JWTs, all (KiB)", "largest account JWT (KiB)", "secured hub ready (ms)", "its nats-server RSS (MiB)"],
       rows: points.map((p) => [count(p.nodes), r(p.lastIssueMs), r(p.allIssuesMs), r(p.accountJwtBytes / 1024), r(p.largestAccountJwtBytes / 1024, 1), r(p.hubReadyMs), r(p.hubServerRssMiB)]),
       notes: ["Each node account imports relay frames and the punch method from every other node account (trust/claims.ts nodeAccountJwt): a join signs every account again, and the JWTs grow with the square of the nodes.", loads.at(-1)!],

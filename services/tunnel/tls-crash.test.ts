@@ -15,7 +15,8 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const script = (dir: string) => `
-import { initKeys, issueNode } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../../trust/key-store.ts")).href)};
+import { initKeys } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../../trust/key-store.ts")).href)};
+import { issueNode } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../../trust/node-credentials.ts")).href)};
 import { loadNodeSecurity, nodeIdentityPems } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../../trust/security.ts")).href)};
 import { silentLogger } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "../../lib/log.ts")).href)};
 import { connectTlsStream, startTlsStreamServer } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "tls-streams.ts")).href)};
