@@ -7,6 +7,7 @@
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
  *   leafmesh keys resign --dir D [--hub tls://hub:4222,...]
+ *   leafmesh keys push   --dir D --hub tls://hub:4222,...
  *   leafmesh keys token  --dir D --url tls://hub:4222 [--ttl 24h] [--uses 50] [--site S] [--tags a,b] [--out FILE] [--hub ...]
  *   leafmesh keys tokens --dir D [--json]
  *   leafmesh keys revoke --dir D --token ID
@@ -23,8 +24,8 @@ import { join } from "node:path";
 import { usableDirectory } from "./server-options.ts";
 import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
-import { issueNode, revokeNode, type RevokeResult } from "../trust/node-credentials.ts";
+import { allAccountJwts, initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
+import { issueNode, readSignedRevocationList, revokeNode, type RevokeResult } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
 import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
@@ -41,16 +42,31 @@ const hubOption = {
   description: "client URLs of running hubs (tls://host:4222, comma-separated): push the changed accounts to them now, so the change applies without a restart",
 } as const;
 
-async function pushTo(dir: string, hubs: string | undefined, jwts: string[], io: CommandIO): Promise<void> {
+async function pushTo(dir: string, hubs: string | undefined, jwts: string[], io: CommandIO, advise = true): Promise<void> {
   const servers = splitList(hubs);
   if (servers.length === 0) {
-    io.stdout.write("not pushed to any hub (no --hub): running hubs apply it at their next start, or run again with --hub\n");
+    io.stdout.write(`not pushed to any hub (no --hub): running hubs apply it at their next start, or push it with \`leafmesh keys push --dir ${dir} --hub URL\`\n`);
     return;
   }
   // The system user with the hub's TLS identity; the resolver dir is not used here.
   const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const results = await pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
+  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
+  const results = advise ? await keptIfUnpushed(dir, servers, push) : await push();
   for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
+}
+
+/** A push that fails says that the change is kept in the directory, and how to push it later (a second revoke or issue would be refused). */
+async function keptIfUnpushed<T>(dir: string, servers: string[], push: () => Promise<T>): Promise<T> {
+  try {
+    return await push();
+  } catch (error) {
+    if (!(error instanceof LeafmeshError)) throw error;
+    throw new LeafmeshError(
+      error.code,
+      `${error.message}. The change is kept in ${dir}: push it when a hub answers with \`leafmesh keys push --dir ${dir} --hub ${servers.join(",")}\` (hubs also apply it at their next start)`,
+      { cause: error },
+    );
+  }
 }
 
 /** A revocation to running hubs: the account's revocations, then the signed list agents mirror. */
@@ -58,16 +74,15 @@ async function pushRevocation(dir: string, hubs: string | undefined, node: strin
   await pushTo(dir, hubs, [revoked.accountJwt], io);
   const servers = splitList(hubs);
   if (servers.length === 0) return;
-  // The list its LAN and punched peers enforce: agents mirror it from the hubs.
-  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const version = await pushRevocationList({
-    servers,
-    connectOptions: security.publisherConnectOptions,
-    signed: revoked.revocationList,
-    caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"),
-    log: silentLogger(),
-  });
+  const version = await publishList(dir, servers, revoked.revocationList);
   io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
+}
+
+/** The signed revocation list to the hubs, from where every agent mirrors it (its LAN and punched peers enforce it). */
+async function publishList(dir: string, servers: string[], signed: Uint8Array, advise = true): Promise<number> {
+  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
+  const publish = () => pushRevocationList({ servers, connectOptions: security.publisherConnectOptions, signed, caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"), log: silentLogger() });
+  return advise ? keptIfUnpushed(dir, servers, publish) : publish();
 }
 
 const initCommand = defineCommand({
@@ -259,6 +274,31 @@ their next start.`,
   },
 });
 
+const pushCommand = defineCommand({
+  name: "keys push",
+  summary: "push what the keys directory holds now (every account, the revocation list) to running hubs: after a push that failed, or to a hub started from an older copy",
+  description: `
+Pushes every account JWT of DIR through the system account, and publishes the
+mesh's signed revocation list, to the hubs given with --hub. Nothing in DIR
+changes. Use it when 'keys revoke', 'issue' or 'issue-site' could not reach a
+hub (the change was kept in DIR), or for hubs started from an older copy of
+the keys. Hubs keep a newer revocation list over an older one.`,
+  options: { dir: dirOption, hub: { ...hubOption, required: true } },
+  async run(values, _positionals, io) {
+    const servers = splitList(values.hub);
+    const jwts = allAccountJwts(values.dir).map((entry) => entry.jwt);
+    await pushTo(values.dir, values.hub, jwts, io, false);
+    const signed = readSignedRevocationList(values.dir);
+    if (!signed) {
+      io.stdout.write("no revocation list in the keys directory (nothing was ever revoked)\n");
+      return 0;
+    }
+    const version = await publishList(values.dir, servers, signed, false);
+    io.stdout.write(`revocation list version ${version} published to the hubs\n`);
+    return 0;
+  },
+});
+
 const tokenCommand = defineCommand({
   name: "keys token",
   summary: "make a join token: nodes started with 'leafmesh agent --join TOKEN' get their own identity from the enrolling hub, up to --uses nodes until --ttl",
@@ -317,7 +357,7 @@ const tokensCommand = defineCommand({
   },
 });
 
-export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, tokenCommand, tokensCommand];
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, pushCommand, tokenCommand, tokensCommand];
 
 function keysHelp(): string {
   return [
@@ -350,7 +390,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 export const keysCommand: Command = {
   name: "keys",
   summary: commandSummaries.keys,
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|push|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

@@ -48,7 +48,7 @@ beforeAll(async () => {
   // The mesh's keys as `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each);
   // the revocation under test goes through `keys revoke --hub`.
   await initKeys({ dir: keys });
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
+  for (const node of ["edge-a", "edge-b", "edge-c", "edge-d"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   await Promise.all(["edge-a", "edge-b"].map((node) => startAgent(node)));
 }, 120_000);
@@ -89,6 +89,22 @@ describe("the revocation list on the fabric", () => {
       await client.close();
     }
     for (const agent of agents.values()) expect(await trustOf(agent)).toEqual({ revocationList: 1, revoked: ["edge-c"] });
+  });
+
+  it("a revocation whose push failed is kept, says how to push it, and 'keys push' brings it to the hubs and every agent", async () => {
+    const unpushed = await runCli(["keys", "revoke", "--dir", keys, "--node", "edge-d", "--hub", "tls://127.0.0.1:1"]);
+    expect(unpushed.code).toBe(1);
+    expect(unpushed.stdout).toMatch(/node edge-d: user key U\w+ revoked/);
+    expect(unpushed.stderr).toContain(`The change is kept in ${keys}: push it when a hub answers with \`leafmesh keys push --dir ${keys} --hub tls://127.0.0.1:1\``);
+    expect(unpushed.stderr).not.toContain("cause:");
+    for (const agent of agents.values()) expect((await trustOf(agent))?.revoked).not.toContain("edge-d");
+    const output = await keysCommand("push", "--dir", keys, "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    expect(output).toMatch(/pushed account A\w+ to hub /);
+    expect(output).toContain("revocation list version 2 published to the hubs");
+    for (const agent of agents.values()) {
+      await eventually(async () => (await trustOf(agent))?.revoked.includes("edge-d"), 15_000, `${agent.name} to hold the pushed revocation`);
+      expect(await trustOf(agent)).toEqual({ revocationList: 2, revoked: ["edge-c", "edge-d"] });
+    }
   });
 
   it("holds on an agent restarted while every hub is down", async () => {
