@@ -88,10 +88,14 @@ interface LineageOptions {
 
 async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () => boolean }): Promise<boolean> {
   const { connection, stream, log } = options;
+  // The mirror first, then its upstream: a mirror only lags, so the upstream read after it holds at least
+  // as much unless it was made again. Read the other way round, writes in between (a busy catalog) made the
+  // mirror look ahead of its upstream, and it was deleted and read again whole.
+  const manager = await jetstreamManager(connection);
+  const local = await manager.streams.info(stream);
   const upstream = await upstreamStream(connection, options.upstreamDomain, stream);
   if (!upstream) return false;
-  const manager = await jetstreamManager(connection);
-  const reason = lineageBroken(await manager.streams.info(stream), upstream);
+  const reason = lineageBroken(local, upstream);
   if (!reason || options.stopped()) return false;
   log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
   await manager.streams.delete(stream);
