@@ -344,11 +344,21 @@ export class NatsServerSupervisor {
     }, delay);
   }
 
-  /** Stops the server (SIGTERM, then SIGKILL after the grace period). */
-  async stop(graceMs = 5_000): Promise<void> {
+  /**
+   * A stop of the whole process has begun; the server itself stops last (`stop`), after the parts that
+   * use it. Its exit from now on is the stop's: not said as a failure, not restarted. A Ctrl-C or
+   * systemd's stop signals the server too, and the parts' own stops (a lease released, a publisher
+   * drained) can take seconds before the server's turn.
+   */
+  stopBegun(): void {
     this.#stopping = true;
     clearTimeout(this.#backoffTimer);
     clearTimeout(this.#exitReportTimer);
+  }
+
+  /** Stops the server (SIGTERM, then SIGKILL after the grace period). */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.stopBegun();
     const child = this.#child;
     if (!child && (this.state === "stopped" || this.state === "idle")) return;
     this.actor.send({ type: "STOP" });

@@ -2,7 +2,9 @@
 import { createServer, connect, type Server } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../lib/log.ts";
-import { freePort } from "../test/support/ports.ts";
+import { eventually, freePort } from "../test/support/ports.ts";
+import { capturedLog } from "../test/support/log-lines.ts";
+import { ManifestSource } from "../services/controller/manifest-source.ts";
 import { tempDir } from "../test/support/processes.ts";
 import { startHub } from "./hub.ts";
 import { startAgent } from "./agent.ts";
@@ -74,4 +76,26 @@ describe("a server process that cannot finish starting", () => {
       await hub.stop();
     }
   });
+});
+
+describe("a server process stopped by a signal to its whole group (Ctrl-C, systemd's stop)", () => {
+  it("takes its nats-server's exit for the stop while its parts still stop: no failure said, no restart", async () => {
+    const { log, lines } = capturedLog("debug");
+    const hub = await startHub({
+      name: "hub-1",
+      dataDir: tempDir(),
+      client: { host: "127.0.0.1", port: await freePort() },
+      leaf: { host: "127.0.0.1", port: await freePort() },
+      monitor: { host: "127.0.0.1", port: await freePort() },
+      source: new ManifestSource({ directory: tempDir(), log }),
+      log,
+    });
+    await eventually(() => hub.publisher.leading, 10_000, "the hub to hold the publisher lease");
+    // The signal reaches the server and leafmesh at once; leafmesh's stop releases its lease first, which now cannot answer (seconds).
+    process.kill(hub.server.pid!, "SIGTERM");
+    await hub.stop();
+    expect(lines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([]);
+    expect(lines.filter((line) => /restart/.test(String(line.msg)))).toEqual([]);
+    expect(hub.server.state).toBe("stopped");
+  }, 30_000);
 });

@@ -77,6 +77,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      server.stopBegun();
       for (const { what, stop } of stops.reverse()) {
         try {
           await stop();

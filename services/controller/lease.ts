@@ -18,6 +18,7 @@ import type { KV } from "@nats-io/kv";
 import { createActor, setup } from "xstate";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
+import { describeError } from "../../lib/errors.ts";
 
 export interface KvLeaseOptions {
   /** A bucket created with `ttl` = ttlMs and history 1 (see `leaseBucketOptions`). */
@@ -52,6 +53,9 @@ const leaseMachine = setup({
     stopped: { type: "final" },
   },
 });
+
+/** @default 1_000 — how long a stop waits for its lease's release. */
+const releaseWaitMs = 1_000;
 
 export class KvLease {
   readonly actor = createActor(leaseMachine);
@@ -127,9 +131,17 @@ export class KvLease {
     if (this.actor.getSnapshot().status === "active") this.actor.send({ type: "STOP" });
     if (wasLeading) {
       for (const listener of this.#listeners) listener(false);
-      await this.#options.kv.delete(this.#options.key, { previousSeq: this.#revision }).catch((error: unknown) => {
-        this.#options.log.warn({ err: error }, "could not release the lease; it expires by itself");
+      // A second at most: a stop whose server is already gone (a signal to the whole group) would otherwise wait for the client's
+      // request timeout, and an unreleased lease only expires as if the holder had crashed.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error("no answer within 1 s")), releaseWaitMs);
       });
+      await Promise.race([this.#options.kv.delete(this.#options.key, { previousSeq: this.#revision }), late])
+        .catch((error: unknown) => {
+          this.#options.log.warn({ err: describeError(error) }, "could not release the lease; it expires by itself");
+        })
+        .finally(() => clearTimeout(timer));
     }
   }
 }
