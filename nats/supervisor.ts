@@ -197,7 +197,10 @@ export class NatsServerSupervisor {
     const usePdeathsig = existsSync("/usr/bin/setpriv");
     const command = usePdeathsig ? "/usr/bin/setpriv" : binary;
     const args = usePdeathsig ? ["--pdeathsig", "TERM", "--", binary, "-c", this.configPath] : ["-c", this.configPath];
-    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+    // Its own process group: a Ctrl-C in a terminal (or timeout(1)) signals leafmesh's group, and leafmesh then stops its parts
+    // in order with the server still up (a lease released, streams drained), and the server last. If leafmesh dies the
+    // server gets SIGTERM (--pdeathsig). systemd's default stop signals every process of the unit alike (KillMode=mixed spares it).
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.#child = child;
     writeFileSync(this.#pidFile, String(child.pid ?? ""));
     for (const stream of [child.stdout, child.stderr]) {
@@ -330,8 +333,8 @@ export class NatsServerSupervisor {
     const stableRun = this.#readySince > 0 && Date.now() - this.#readySince > 60_000;
     const min = this.options.backoffMinMs ?? 500;
     const delay = stableRun ? min : Math.min(this.options.backoffMaxMs ?? 15_000, min * 2 ** Math.min(restarts - 1, 10));
-    // Said a moment later, unless a stop comes first: a Ctrl-C in a terminal (or systemd's stop, which signals every
-    // process of the unit) reaches the server with leafmesh itself, and its exit then is the stop, not a failure.
+    // Said a moment later, unless a stop comes first: systemd's stop (which signals every process of the unit) or a
+    // kill of the group reaches the server with leafmesh itself, and its exit then is the stop, not a failure.
     const lastLines = this.#recentLines.slice(-5);
     this.#exitReportTimer = setTimeout(() => {
       this.#log.error({ detail, restarts, retryInMs: delay, lastLines }, "nats-server exited unexpectedly; restarting");
@@ -346,9 +349,9 @@ export class NatsServerSupervisor {
 
   /**
    * A stop of the whole process has begun; the server itself stops last (`stop`), after the parts that
-   * use it. Its exit from now on is the stop's: not said as a failure, not restarted. A Ctrl-C or
-   * systemd's stop signals the server too, and the parts' own stops (a lease released, a publisher
-   * drained) can take seconds before the server's turn.
+   * use it. Its exit from now on is the stop's: not said as a failure, not restarted. systemd's stop
+   * signals the server too (a Ctrl-C no longer does: its own process group), and the parts' own stops (a
+   * lease released, a publisher drained) can take seconds before the server's turn.
    */
   stopBegun(): void {
     this.#stopping = true;

@@ -1,0 +1,35 @@
+/**
+ * A Ctrl-C in a terminal signals the whole foreground process group: leafmesh and, unless it runs in a
+ * group of its own, its nats-server. The server must still be up while leafmesh stops its parts (the
+ * hub releases its publisher lease through it), and stop last: no warning, no failure, exit 0.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { eventually, freePort } from "./support/ports.ts";
+import { cliPath, nodeBinary, tempDir } from "./support/processes.ts";
+
+describe("a hub stopped by a signal to its process group (Ctrl-C)", () => {
+  it("stops its parts with its nats-server still up, releases its lease, and exits 0 without a warning", { timeout: 60_000 }, async () => {
+    const data = tempDir();
+    const manifests = tempDir();
+    writeFileSync(join(manifests, "web.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 198.19.0.10, ports: [{port: 80}]}\n");
+    const args = ["hub", "--name", "hub-1", "--insecure", "--data", data, "--manifests", manifests, "--log-level", "info", "--metrics-listen", "off"];
+    for (const [flag, port] of [["--listen", await freePort()], ["--leaf-listen", await freePort()], ["--monitor-listen", await freePort()]] as const) args.push(flag, `127.0.0.1:${port}`);
+    // A group of its own, as a shell gives a foreground job.
+    const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"], detached: true });
+    let output = "";
+    child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await eventually(() => output.includes('"lease acquired"'), 30_000, "the hub to hold the publisher lease");
+    const serverPid = Number(/"serverPid":(\d+)/.exec(output)![1]);
+    const signalledAt = output.length;
+    process.kill(-child.pid!, "SIGINT");
+    expect(await exited).toBe(0);
+    const after = output.slice(signalledAt).split("\n").filter(Boolean);
+    expect(after.filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
+    expect(existsSync(`/proc/${serverPid}`) && !readFileSync(`/proc/${serverPid}/stat`, "utf8").includes(") Z ")).toBe(false);
+  });
+});
