@@ -33,4 +33,15 @@ describe("parseManifestDocuments", () => {
     const text = "base: &b {x: 1}\nderived:\n  <<: *b\n  y: 2\n";
     expect(parseManifestDocuments(text)).toEqual(slowly(text));
   });
+
+  it("refuses a document whose aliases expand without end (billion laughs), beside a file js-yaml refuses: no throw", () => {
+    const levels = "abcdefghi".split("");
+    const bomb = levels.map((name, index) => `  ${name}: &${name} [${Array.from({ length: 10 }, () => (index === 0 ? '"x"' : `*${levels[index - 1]}`)).join(",")}]`).join("\n");
+    // A second document naming the first one's anchor: js-yaml refuses the file, so yaml reads it, and expands the first.
+    const text = `kind: ConfigMap\ndata:\n${bomb}\n---\nkind: Service\nmetadata: {labels: *i}\n`;
+    const documents = parseManifestDocuments(text);
+    expect(documents[0]).toEqual({ error: { message: expect.stringMatching(/Excessive alias count/), line: 1, column: 1 } });
+    expect(documents).toHaveLength(2);
+    expect("error" in documents[1]).toBe(true);
+  });
 });

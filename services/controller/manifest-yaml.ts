@@ -30,9 +30,25 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
 function parseSlowly(text: string): ManifestDocument[] {
   const documents = parseAllDocuments(text, { prettyErrors: true });
   return (Array.isArray(documents) ? documents : [documents]).map((document) => {
-    if (document.errors.length === 0) return { value: document.toJS() as unknown };
+    if (document.errors.length === 0) {
+      // toJS expands aliases: a "billion laughs" document throws here ('Excessive alias count'), a refusal like any other.
+      try {
+        return { value: document.toJS() as unknown };
+      } catch (error) {
+        const start = document.contents?.range?.[0];
+        const position = start === undefined ? undefined : lineAndColumn(text, start);
+        return { error: { message: (error as Error).message, ...position } };
+      }
+    }
     const error = document.errors[0];
     const position = error.linePos?.[0];
     return { error: { message: error.message.split("\n")[0], line: position?.line, column: position?.col } };
   });
+}
+
+/** The 1-based line and column of an offset in `text`. */
+function lineAndColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const line = before.split("\n").length;
+  return { line, column: offset - before.lastIndexOf("\n") };
 }
