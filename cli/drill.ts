@@ -178,7 +178,7 @@ killed outright (SIGKILL), the kernel lifts the cut by itself
 --grace seconds after its planned end.`,
   options: {
     ...clientSecurityOptions,
-    nats: option.text({ default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server (the agent's --nats-listen)" }),
+    nats: option.natsUrl({ default: "nats://127.0.0.1:4222", description: "client URL of the node's NATS server (the agent's --nats-listen)" }),
     seconds: option.integer({ default: 30, min: 1, max: 3_600, value: "N", description: "how long the upstream stays cut" }),
     services: option.list({ value: "NS/NAME,…", description: "the services to check (default: every service of the catalog with a cluster IP, up to --max-services)" }),
     maxServices: option.integer({ default: 20, min: 1, value: "N", description: "at most this many services are checked when --services is not given" }),

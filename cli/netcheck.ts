@@ -10,6 +10,7 @@ import { connectNats } from "../bus/connect.ts";
 import { rpc } from "../bus/rpc.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand } from "./command.ts";
+import { option } from "./options.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { formatNetcheck } from "./why.ts";
 
@@ -25,16 +26,16 @@ the LAN are listed with whether a direct connection to them is open
 (docs/why.md).`,
   options: {
     ...clientSecurityOptions,
-    nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the agent's NATS server" },
+    nats: option.natsUrl({ default: "nats://127.0.0.1:4222", description: "client URL of the agent's NATS server" }),
     json: { type: "boolean", description: "print JSON for scripts instead of the screen" },
-    timeout: { type: "string", default: "20000", value: "MS", description: "how long to wait for the measurements (NAT detection takes a few seconds)" },
+    timeout: option.integer({ default: 20_000, value: "MS", description: "how long to wait for the measurements (NAT detection takes a few seconds)" }),
   },
   async run(options, _positionals, io) {
     const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-netcheck", keepReconnecting: false });
     try {
       const node = connection.info?.server_name;
       if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
-      const timeout = Number(options.timeout);
+      const timeout = options.timeout;
       let check;
       try {
         check = await rpcRequest(connection, node, rpc.netcheck, undefined, timeout);

@@ -118,6 +118,10 @@ export const option = {
         ? z.ZodType<HostPort, string>
         : z.ZodType<HostPort | undefined, string | undefined>;
   },
+  /** A NATS client URL (nats:// or tls://, or host:port as nats.js takes it), refused when it is none: a typo is said, not dialled. */
+  natsUrl<O extends TextOptions>(options: O) {
+    return parsedText({ value: "URL", ...options }, checkNatsUrl) as O extends { default: string } | { required: true } ? z.ZodType<string, string> : z.ZodType<string | undefined, string | undefined>;
+  },
   /** A comma-separated list (a YAML list in a config file). */
   list<O extends TextOptions>(options: O) {
     return parsedText(options, (text) => {
@@ -184,4 +188,19 @@ export function fieldInfo(field: Field): FieldInfo {
     default: kind === "switch" || defaultValue === undefined ? undefined : String(defaultValue),
     required: kind === "text" && defaultValue === undefined && !optional,
   };
+}
+
+/** `text` when nats.js can dial it as a client URL; otherwise CONFIG_INVALID saying what it expects. */
+export function checkNatsUrl(text: string): string {
+  const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `nats://${text}`;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || !["nats:", "tls:"].includes(parsed.protocol) || parsed.hostname === "" || (parsed.pathname !== "" && parsed.pathname !== "/")) {
+    throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not a NATS client URL (nats://host:port, tls://host:port, or host:port)`);
+  }
+  return text;
 }

@@ -10,6 +10,7 @@ import { checkNodeName } from "../bus/subjects.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
+import { option } from "./options.ts";
 import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
@@ -219,13 +220,13 @@ available, and what would change it (docs/why.md). From a hub, --from NODE
 asks NODE through the fabric.`,
   options: {
     ...clientSecurityOptions,
-    nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of the node's NATS server" },
+    nats: option.natsUrl({ default: "nats://127.0.0.1:4222", description: "client URL of the node's NATS server" }),
     json: { type: "boolean", description: "print JSON for scripts instead of tables" },
     why: { type: "string", value: "PEER", description: "explain the path from this node to node PEER instead: NATs with evidence, attempts, the reason, what would change it" },
     from: { type: "string", value: "NODE", description: "with --why, from a hub: explain NODE's path (asked through the fabric) instead of the path of the node behind --nats" },
     tree: { type: "boolean", description: "draw the whole fabric (regions, hubs, sites, agents, relayed streams) from heartbeats, instead of one node" },
     wait: { type: "string", default: "6000", value: "MS", description: "with --tree: how long to gather heartbeats (each server sends one every 5 s)" },
-    timeout: { type: "string", default: "5000", value: "MS", description: "how long to wait for answers" },
+    timeout: option.integer({ default: 5_000, value: "MS", description: "how long to wait for answers" }),
   },
   async run(options, _positionals, io) {
     if (options.why) checkNodeName(options.why, "--why: node name");
@@ -245,7 +246,7 @@ asks NODE through the fabric.`,
         if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");
         let why;
         try {
-          why = await rpcRequest(connection, node, rpc.tunnelWhy, { node: options.why }, Number(options.timeout));
+          why = await rpcRequest(connection, node, rpc.tunnelWhy, { node: options.why }, options.timeout);
         } catch (cause) {
           if (cause instanceof RpcError) throw new LeafmeshError("NOT_RUNNING", `${node} cannot explain its path to '${options.why}': ${cause.message}`, { cause });
           throw new LeafmeshError("NOT_RUNNING", `no tunnel answers on '${node}' (is it an agent with the tunnel on, i.e. with --keys or --psk?)`, { cause });
@@ -257,7 +258,7 @@ asks NODE through the fabric.`,
       }
     }
     try {
-      const view = await fetchNodeView(connection, Number(options.timeout));
+      const view = await fetchNodeView(connection, options.timeout);
       // One outbound connection per node: counted where status runs on the node itself.
       const cloud = view.status.upstreams && isLoopbackUrl(options.nats) ? await nodeCloudConnections(view.status.upstreams) : undefined;
       io.stdout.write(

@@ -27,7 +27,7 @@ mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'
   positionals: 1,
   options: {
     ...clientSecurityOptions,
-    nats: { type: "string", default: "nats://127.0.0.1:4222", value: "URL", description: "client URL of a hub's or node's NATS server" },
+    nats: option.natsUrl({ default: "nats://127.0.0.1:4222", description: "client URL of a hub's or node's NATS server" }),
     count: option.integer({ value: "N", description: "exit after N messages" }),
   },
   async run(options, positionals, io) {

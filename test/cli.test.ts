@@ -136,6 +136,15 @@ describe("leafmesh CLI", () => {
     expect(badSubject.stderr).toContain("'mesh.edge-*.tunnel.path' is not a NATS subject: token 2 ('edge-*') mixes '*' or '>' with other characters");
     const emptySubjectToken = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh..path"], 20_000);
     expect(emptySubjectToken.stderr).toContain("token 2 ('') is empty");
+    // A --nats that is no NATS URL is said as such, not dialled and blamed on a server that is not there.
+    for (const [command, url] of [["status", "http://127.0.0.1:4222"], ["sub", "nats://[::1:4222"], ["netcheck", "nats://hub-1.example.net:4222/x"], ["drill", "ftp://edge-a"]]) {
+      const badUrl = await runCli([command, "--nats", url], 20_000);
+      expect(badUrl.code, `${command} --nats ${url}`).toBe(2);
+      expect(badUrl.stderr).toContain(`--nats: '${url}' is not a NATS client URL (nats://host:port, tls://host:port, or host:port)`);
+    }
+    const badTimeout = await runCli(["status", "--timeout", "soon"], 20_000);
+    expect(badTimeout.code).toBe(2);
+    expect(badTimeout.stderr).toContain("--timeout: 'soon' is not a whole number of at least 1");
     const badCount = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "--count", "zero"], 20_000);
     expect(badCount.code).toBe(2);
     expect(badCount.stderr).toContain("--count: 'zero' is not a whole number of at least 1");
