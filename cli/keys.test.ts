@@ -95,14 +95,30 @@ describe("leafmesh keys", () => {
     expect(bad.stderr).toContain("--node 'Edge_A' is not valid");
     const badTime = await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", "tomorrow");
     expect(badTime.stderr).toContain("--expires: 'tomorrow' is not an ISO 8601 time");
+    const pastTime = await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", "2001-01-01T00:00:00Z");
+    expect(pastTime.code).toBe(2);
+    expect(pastTime.stderr).toContain("--expires: 2001-01-01T00:00:00.000Z is in the past");
+    // Hosts a certificate cannot usefully carry are refused, each named, before anything is written.
+    for (const [flag, command, host] of [["--hosts", "issue", "1.2.3.999"], ["--hosts", "issue", "bad host"], ["--hosts", "issue", "-x.example.net"], ["--hosts", "issue", "a\nkeyUsage=keyCertSign"]]) {
+      const bad = await keys(command, "--dir", dir, "--node", "edge-h", `${flag}=${host}`);
+      expect(bad.code, host).toBe(2);
+      expect(bad.stderr).toContain(`${flag}: '${host}' is not an IP address or a DNS name`);
+    }
+    expect(readdirSync(join(dir, "nodes"))).not.toContain("edge-h");
+    const badHub = await keys("init", "--dir", join(base, "other-keys"), "--hub-hosts", "hub 1.example.net");
+    expect(badHub.code).toBe(2);
+    expect(badHub.stderr).toContain("--hub-hosts: 'hub 1.example.net' is not an IP address or a DNS name");
   });
 
   it("list shows each node's status; revoke marks it and says it was not pushed without --hub", async () => {
-    expect((await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", "2001-01-01T00:00:00Z")).code).toBe(0);
+    // Credentials that expire in a second: expired by the time they are listed (a time in the past is refused).
+    const edgeBExpires = Date.now() + 1_500;
+    expect((await keys("issue", "--dir", dir, "--node", "edge-b", "--expires", new Date(edgeBExpires).toISOString())).code).toBe(0);
     expect((await keys("issue", "--dir", dir, "--node", "edge-c")).code).toBe(0);
     const revoke = await keys("revoke", "--dir", dir, "--node", "edge-c");
     expect(revoke.code, revoke.stderr).toBe(0);
     expect(revoke.stdout).toMatch(/node edge-c: user key U\w+ revoked/);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, edgeBExpires + 1_000 - Date.now())));
     const table = (await keys("list", "--dir", dir)).stdout.split("\n");
     expect(table[0]).toMatch(/^NODE\s+STATUS\s+USER KEY/);
     expect(table.find((line) => line.startsWith("edge-a"))).toMatch(/edge-a\s+active\s+U\w+/);

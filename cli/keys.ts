@@ -28,6 +28,7 @@ import { allAccountJwts, initKeys, listNodes, readKeyState, resignAccounts } fro
 import { issueNode, readSignedRevocationList, revokeNode, type RevokeResult } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { loadHubSecurity } from "../trust/security.ts";
+import { checkCertificateHosts } from "../trust/tls.ts";
 import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
 import { readFileSync } from "node:fs";
 import { silentLogger } from "../lib/log.ts";
@@ -101,7 +102,9 @@ the seeds offline when you can.`,
     // The directory itself (under /proc, below a file, read-only) is said as a bad --dir, not as a crash; made
     // private, as initKeys would make it.
     usableDirectory("--dir", values.dir, 0o700);
-    const state = await initKeys({ dir: values.dir, hubHosts: splitList(values.hubHosts) });
+    const hubHosts = splitList(values.hubHosts);
+    checkCertificateHosts(hubHosts, "--hub-hosts");
+    const state = await initKeys({ dir: values.dir, hubHosts });
     io.stdout.write(
       [
         `mesh keys created in ${values.dir}`,
@@ -143,9 +146,11 @@ back.`,
     if (values.expires) {
       const at = Date.parse(values.expires);
       if (Number.isNaN(at)) throw new LeafmeshError("CONFIG_INVALID", `--expires: '${values.expires}' is not an ISO 8601 time (for example 2027-01-01T00:00:00Z)`);
+      if (at <= Date.now()) throw new LeafmeshError("CONFIG_INVALID", `--expires: ${new Date(at).toISOString()} is in the past: every hub would refuse these credentials from the start`);
       expires = Math.floor(at / 1000);
     }
     const hosts = splitList(values.hosts);
+    checkCertificateHosts(hosts, "--hosts");
     const result = await issueNode({ dir: values.dir, node: values.node, hosts: hosts.length > 0 ? hosts : undefined, expires, rotate: values.rotate });
     if (values.rotate && !result.revoked) io.stdout.write(`node ${values.node} had no current credentials: nothing to revoke\n`);
     io.stdout.write(
@@ -242,6 +247,7 @@ catalog; it cannot write the catalog or act for nodes of other sites.`,
   },
   async run(values, _positionals, io) {
     const hosts = splitList(values.hosts);
+    checkCertificateHosts(hosts, "--hosts");
     const result = await issueSite({ dir: values.dir, site: values.site, members: splitList(values.members), servers: splitList(values.servers), hosts: hosts.length > 0 ? hosts : undefined });
     io.stdout.write(
       [

@@ -105,8 +105,27 @@ export async function checkCertificateRequest(csrPem: string, expectedCommonName
   }
 }
 
+const dnsName = /^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\.?$/i;
+
+/**
+ * Refuses a host that a certificate cannot carry usefully: each is an IP address or a DNS name (a
+ * leading "*." allowed). "1.2.3.999" or "hub 1.example.net" would be written in as names that no client
+ * ever dials, and the mistake found only when TLS refuses the connection; a newline would write an
+ * extension of its own into the certificate.
+ */
+export function checkCertificateHosts(hosts: readonly string[], what: string): void {
+  for (const host of hosts) {
+    if (isIP(host)) continue;
+    const lastLabel = host.replace(/\.$/, "").split(".").pop() ?? "";
+    if (host.length > 253 || !dnsName.test(host) || /^\d+$/.test(lastLabel)) {
+      throw new LeafmeshError("CONFIG_INVALID", `${what}: '${host}' is not an IP address or a DNS name (e.g. hub-1.example.net, 10.0.0.5, ::1)`);
+    }
+  }
+}
+
 /** Signs a certificate request with the CA: the certificate (PEM) for `hosts`, with this function's extensions only. */
 export async function signCertificateRequest(request: Omit<CertificateRequest, "keyFile" | "certFile"> & { csrPem: string }): Promise<string> {
+  checkCertificateHosts(request.hosts, `the certificate of ${request.commonName}`);
   const scratch = mkdtempSync(join(tmpdir(), "leafmesh-csr-"));
   try {
     const csrFile = join(scratch, "request.csr");
