@@ -168,6 +168,17 @@ describe("leafmesh CLI", () => {
     expect(damaged.code).toBe(2);
     expect(damaged.stderr).toContain("the join token (--join, --join-file) is damaged");
     expect(damaged.stderr).not.toContain("cut-short");
+    // Neither the parser's quote of the decoded bytes (a token carries a secret) nor a schema dump: what is wrong, in a line.
+    const secret = "s3cret-value-of-the-token";
+    writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"`).toString("base64url")}\n`);
+    const cut = await runCli([...agentArgs, "--join-file", emptyFile]);
+    expect(cut.stderr).toContain("is damaged (cut short when copied?): its content does not parse\n");
+    expect(cut.stderr).not.toContain(secret);
+    expect(cut.stderr).not.toContain("cause:");
+    writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"}`).toString("base64url")}\n`);
+    const lacking = await runCli([...agentArgs, "--join-file", emptyFile]);
+    expect(lacking.code).toBe(2);
+    expect(lacking.stderr).toBe("leafmesh agent: the join token (--join, --join-file) is damaged (cut short when copied?): its content lacks or mangles id, urls, jwt, seed, ca, cert, key\n");
   });
 
   it("refuses to start a hub or agent without security unless --insecure is explicit, and warns when it is", async () => {

@@ -72,11 +72,17 @@ export function encodeJoinToken(token: JoinToken): string {
 export function decodeJoinToken(text: string): JoinToken {
   const trimmed = text.trim();
   if (!trimmed.startsWith(joinTokenPrefix)) throw new LeafmeshError("CONFIG_INVALID", `the join token (--join, --join-file) is not a leafmesh join token (it starts with '${joinTokenPrefix}'; make one with 'leafmesh keys token')`);
+  const damaged = (what: string) => new LeafmeshError("CONFIG_INVALID", `the join token (--join, --join-file) is damaged (cut short when copied?): ${what}`);
+  let content: unknown;
   try {
-    return joinTokenSchema.parse(JSON.parse(Buffer.from(trimmed.slice(joinTokenPrefix.length), "base64url").toString("utf8")));
-  } catch (cause) {
-    throw new LeafmeshError("CONFIG_INVALID", "the join token (--join, --join-file) is damaged (cut short when copied?): its content does not parse", { cause });
+    content = JSON.parse(Buffer.from(trimmed.slice(joinTokenPrefix.length), "base64url").toString("utf8"));
+  } catch {
+    // Not the parser's words: they quote the token's bytes, and a token carries a secret.
+    throw damaged("its content does not parse");
   }
+  const parsed = joinTokenSchema.safeParse(content);
+  if (!parsed.success) throw damaged(`its content lacks or mangles ${[...new Set(parsed.error.issues.map((issue) => String(issue.path[0] ?? "the whole")))].join(", ")}`);
+  return parsed.data;
 }
 
 export function hashSecret(secret: string): string {
