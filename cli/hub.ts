@@ -7,7 +7,7 @@ import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { resolveHubSecurity, securityOptions } from "./security-options.ts";
-import { dataDirectory, serverOptions } from "./server-options.ts";
+import { checkReplicas, dataDirectory, serverOptions } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -69,6 +69,7 @@ given each other's --routes form one JetStream cluster.`,
   },
   async run(options, _positionals, io) {
     if (options.manifests && options.kubeconfig) throw new LeafmeshError("CONFIG_INVALID", "give either --manifests or --kubeconfig, not both");
+    checkReplicas(options.replicas, options.routes);
     const dataDir = dataDirectory(options.data, "hub");
     const log = createLogger({ level: options.logLevel });
     let source: CatalogSource | undefined;

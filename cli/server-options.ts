@@ -41,6 +41,17 @@ export function usableDirectory(flag: string, text: string, mode?: number): stri
 
 export const logLevels = ["trace", "debug", "info", "warn", "error"] as const;
 
+/**
+ * --replicas against --routes: one server keeps one copy (nats-server refuses more, and the catalog would
+ * never open: the role retried for minutes, saying only "replicas > 1 not supported in non-clustered mode"),
+ * and JetStream keeps at most 5.
+ */
+export function checkReplicas(replicas: number | undefined, routes: string[] | undefined): void {
+  if (replicas === undefined) return;
+  if (!routes?.length && replicas > 1) throw new LeafmeshError("CONFIG_INVALID", `--replicas ${replicas} needs a cluster: one server keeps one copy (give --routes of the cluster's servers, or leave --replicas out)`);
+  if (replicas > 5) throw new LeafmeshError("CONFIG_INVALID", `--replicas ${replicas}: JetStream keeps at most 5 copies`);
+}
+
 export function serverOptions(defaults: { metricsListen: string }) {
   return {
     monitorListen: option.hostPort({ default: "127.0.0.1:8222", description: "the nats-server's HTTP monitoring address (health, links)" }),

@@ -5,7 +5,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
-import { dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { checkReplicas, dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -46,6 +46,7 @@ Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
   },
   async run(options, _positionals, io) {
     if (options.routes && !options.server) throw new LeafmeshError("CONFIG_INVALID", "--server is required with --routes: every server of a site cluster needs its own name");
+    checkReplicas(options.replicas, options.routes);
     const dataDir = dataDirectory(options.data, "site");
     const log = createLogger({ level: options.logLevel });
     const siteSecurity = resolveSiteSecurity({ keys: options.keys, insecure: options.insecure }, options.name, options.server ?? options.name, dataDir, log);

@@ -118,6 +118,13 @@ describe("leafmesh CLI", () => {
       expect(badGateway.code, gateway).toBe(2);
       expect(badGateway.stderr).toContain(said);
     }
+    // More catalog copies than servers: refused at once, not retried for minutes at the catalog's opening.
+    const lonelyReplicas = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--replicas", "3"], 20_000);
+    expect(lonelyReplicas.code).toBe(2);
+    expect(lonelyReplicas.stderr).toContain("--replicas 3 needs a cluster: one server keeps one copy");
+    const manyReplicas = await runCli(["site", "--insecure", "--name", "factory", "--server", "f1", "--upstream", "nats://127.0.0.1:7422", "--data", tempDir(), "--routes", "nats://f1:6222,nats://f2:6222", "--replicas", "7"], 20_000);
+    expect(manyReplicas.code).toBe(2);
+    expect(manyReplicas.stderr).toContain("--replicas 7: JetStream keeps at most 5 copies");
     // A SOCKS proxy beyond loopback dials anything for anyone: it must say who may use it.
     const openSocks = await runCli([...agentBase, "--socks", "0.0.0.0:1080"], 20_000);
     expect(openSocks.code).toBe(2);
