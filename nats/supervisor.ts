@@ -27,6 +27,8 @@ import { markAccountsForLoadAtStart } from "./account-preload.ts";
 import { monitorGet } from "./monitor-http.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 
+/** @default 60_000 — the same explanation of the server's lines is said at most this often. */
+const explainEveryMs = 60_000;
 /** @default 300 — how long an unexpected exit waits to be said: a stop that comes meanwhile makes it no failure. */
 const exitReportDelayMs = 300;
 
@@ -52,6 +54,12 @@ export interface NatsServerOptions {
   loadAccountsAtStart?: { storeDir: string; accounts: readonly string[] };
   /** Called with each transition, for bus events. */
   onStatus?: (status: "starting" | "ready" | "exited" | "restarting" | "stopped", detail?: string) => void;
+  /**
+   * Says what a line of the server's own log means for this node, when it means something the line does not
+   * say (a leaf refused for revoked credentials: trust/denials.ts). Said as an error after the line, at most
+   * once a minute for the same words: a refused leaf retries every second.
+   */
+  explainLine?: (line: string) => string | undefined;
 }
 
 const supervisorMachine = setup({
@@ -140,6 +148,8 @@ export class NatsServerSupervisor {
   #backoffTimer: NodeJS.Timeout | undefined;
   #exitReportTimer: NodeJS.Timeout | undefined;
   #stopping = false;
+  /** When each explanation of a server line was last said (explainLine). */
+  readonly #explained = new Map<string, number>();
   /** Set while restartWith() replaces the server: its exit is no crash. */
   #replacing = false;
   #readySince = 0;
@@ -274,6 +284,11 @@ export class NatsServerSupervisor {
     const probe = match && /TLS (leafnode )?handshake error: EOF$/.test(match[2]);
     const level = probe ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     this.#log[level]({ server: this.options.name }, match ? match[2] : line);
+    const explained = level === "debug" ? undefined : this.options.explainLine?.(line);
+    if (explained && Date.now() - (this.#explained.get(explained) ?? -Infinity) >= explainEveryMs) {
+      this.#explained.set(explained, Date.now());
+      this.#log.error({ server: this.options.name }, explained);
+    }
   }
 
   /**

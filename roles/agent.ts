@@ -34,8 +34,9 @@ import { watchUpstream } from "./upstream-state.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
-import { watchPermissionErrors } from "../trust/denials.ts";
+import { explainLeafRefusal, watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
+import { certificateFingerprint } from "../trust/revocation-list.ts";
 import { readFileSync } from "node:fs";
 import { RelayChoice, type RelayChoiceSettings } from "./relay-choice.ts";
 import type { ScoreWeights } from "../nats/relay-score.ts";
@@ -161,6 +162,9 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
       configText: renderConfig(upstreams),
+      // This node's leaf refused by its upstream (the remote's error, received: "Leafnode Error '...'"): said in this
+      // node's words (revoked, expired, another mesh's), not only nats-server's. Connections refused here are the auditor's.
+      explainLine: (line) => (/Leafnode Error '/.test(line) ? explainLeafRefusal(line, { credsFile: config.security?.files.creds }) : undefined),
     },
   });
   try {
@@ -219,10 +223,28 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   // The revoked certificates this node's peers must not present (mirrored, so they hold offline too).
   const caFile = config.security?.files.ca ?? config.siteSecurity?.files.ca;
   let revocations: RevocationWatch | undefined;
+  let selfRevoked = false;
   if (caFile) {
     const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1) });
     revocations = watch;
     node.onStop(() => watch.stop(), "the revocations mirror");
+    // This node's own certificate, as loaded now: once it is on the list every peer refuses it, and only a restart
+    // with a new bundle brings the node's tunnel back. Said once, as an error, and shown in status.
+    const ownCert = config.security?.files.cert ?? config.siteSecurity?.files.cert;
+    const ownFingerprint = ownCert ? certificateFingerprint(readFileSync(ownCert)) : undefined;
+    const checkSelf = () => {
+      const revoked = ownFingerprint !== undefined && watch.isRevoked(ownFingerprint);
+      if (revoked && !selfRevoked) {
+        log.error(
+          { actor: "trust", revocationList: watch.list.version, certificate: ownCert },
+          "this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): restart it with its new bundle",
+        );
+      }
+      selfRevoked = revoked;
+    };
+    checkSelf();
+    const stopSelfCheck = watch.onChange(checkSelf);
+    node.onStop(() => void stopSelfCheck(), "the own-certificate check");
   }
 
   const started: StartedActor[] = [];
@@ -271,7 +293,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
         ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
         ...started.map((actor) => ({ name: actor.name, state: stateName(actor.actor.getSnapshot().value), since: "", ...(actor.detail ? { detail: actor.detail() } : {}) })),
         ...(revocations
-          ? [{ name: "trust", state: revocations.list.version > 0 ? "enforcing" : "no revocations", since: "", detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node) } }]
+          ? [{ name: "trust", state: selfRevoked ? "this node revoked" : revocations.list.version > 0 ? "enforcing" : "no revocations", since: "", detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node) } }]
           : []),
       ],
       catalogObjects: controller.index.size,

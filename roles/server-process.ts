@@ -42,6 +42,8 @@ export interface ServerProcessOptions {
     configText: string;
     /** Accounts nats-server must resolve at start (secured hubs and sites: nats/account-preload.ts). */
     loadAccountsAtStart?: { storeDir: string; accounts: string[] };
+    /** What a line of the server's log means for this node (NatsServerOptions.explainLine). */
+    explainLine?: (line: string) => string | undefined;
   };
   /** The server's client address: this process connects to it over loopback. */
   client: HostPort;
@@ -94,6 +96,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     log: log.child({ actor: "fabric" }),
     loadAccountsAtStart: options.server.loadAccountsAtStart,
     configText: options.server.configText,
+    explainLine: options.server.explainLine,
   });
   try {
     log.info({ client: options.client }, `starting the ${options.role}'s nats-server`);

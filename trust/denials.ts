@@ -88,6 +88,7 @@ export type RefusalCause =
   | "tls-handshake"
   | "credentials-refused"
   | "credentials-expired"
+  | "credentials-revoked"
   | "permission-denied";
 
 export interface Refusal {
@@ -115,6 +116,9 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
   }
   if (/bad certificate|unknown certificate authority|tls: .*(handshake|alert)|remote error: tls/i.test(line)) {
     return { cause: "tls-handshake", message: "TLS refused during the handshake: a certificate from another CA (or none) on one side" };
+  }
+  if (/authentication revoked/i.test(line)) {
+    return { cause: "credentials-revoked", message: "credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle" };
   }
   if (/authorization violation|authentication (error|failure)/i.test(line)) {
     const expired = /expired/i.test(line);
@@ -152,6 +156,7 @@ export function diagnoseCredentialsFile(credsFile: string, now: () => number = D
 export function explainLeafRefusal(line: string, options: { credsFile?: string; now?: () => number } = {}): string | undefined {
   const refusal = classifyServerLogLine(line);
   if (!refusal) return undefined;
+  if (refusal.cause === "credentials-revoked") return `the hub refused this node's login: ${refusal.message}${options.credsFile ? ` (${options.credsFile})` : ""}`;
   if ((refusal.cause === "credentials-refused" || refusal.cause === "credentials-expired") && options.credsFile) {
     try {
       return `the hub refused this node's login: ${diagnoseCredentialsFile(options.credsFile, options.now)}`;

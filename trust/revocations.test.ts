@@ -107,6 +107,22 @@ describe("the revocation list on the fabric", () => {
     }
   });
 
+  it("tells a running node that it was revoked, in its own words, once however often its leaf retries; and, issued again, that it holds a revoked certificate", async () => {
+    const b = agents.get("edge-b")!;
+    await keysCommand("revoke", "--dir", keys, "--node", "edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    const said = "the hub refused this node's login: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle";
+    await eventually(() => b.output().includes(said), 15_000, "edge-b to say that it was revoked");
+    await new Promise((resolve) => setTimeout(resolve, 3_000)); // its leaf retries every second
+    expect(b.output().split(said)).toHaveLength(2);
+    expect(agents.get("edge-a")!.output()).not.toContain("the hub refused this node's login");
+    // Issued again, its bundle written over where it runs: nats-server reads the new credentials at its next try and the
+    // leaf is back, but the agent still holds the old certificate, which every peer refuses: it says so, and status shows it.
+    await keysCommand("issue", "--dir", keys, "--node", "edge-b");
+    await eventually(() => b.output().includes("this node's own certificate is on the mesh's revocation list"), 20_000, "edge-b to say its certificate is revoked");
+    expect((await b.view()).status.actors.find((actor) => actor.name === "trust")?.state).toBe("this node revoked");
+    expect(agents.get("edge-a")!.output()).not.toContain("this node's own certificate");
+  });
+
   it("holds on an agent restarted while every hub is down", async () => {
     const a = agents.get("edge-a")!;
     const data = a.dataDir;
