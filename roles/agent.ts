@@ -162,9 +162,10 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
       configText: renderConfig(upstreams),
-      // This node's leaf refused by its upstream (the remote's error, received: "Leafnode Error '...'"): said in this
+      // This node's leaf refused by its upstream (the remote's error received, "Leafnode Error '...'", or its own dial's,
+      // "Error trying to connect as leafnode": a clock behind the certificates, another mesh's hub): said in this
       // node's words (revoked, expired, another mesh's), not only nats-server's. Connections refused here are the auditor's.
-      explainLine: (line) => (/Leafnode Error '/.test(line) ? explainLeafRefusal(line, { credsFile: config.security?.files.creds }) : undefined),
+      explainLine: (line) => (/Leafnode Error '|Error trying to connect as leafnode/.test(line) ? explainLeafRefusal(line, { credsFile: config.security?.files.creds }) : undefined),
     },
   });
   try {

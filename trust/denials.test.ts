@@ -21,6 +21,9 @@ describe("classifyServerLogLine: nats-server 2.9.10's refusal lines", () => {
     ["[ERR] 127.0.0.1:4 - lid:5 - TLS leafnode handshake error: tls: first record does not look like a TLS handshake", "plaintext-to-tls"],
     ["[ERR] 127.0.0.1:4 - lid:5 - Leafnode Error 'Authorization Violation'", "credentials-refused"],
     ['[ERR] 127.0.0.1:4 - cid:5 - "v1.0.0:nats.js" - Publish Violation - User "UABC", Subject "mesh.edge-b.dns.stats"', "permission-denied"],
+    ["[ERR] 127.0.0.1:4 - lid:5 - Leafnode Error 'User Authentication Revoked'", "credentials-revoked"],
+    ['[ERR] Error trying to connect as leafnode to remote server "hub-1.example.net:7422" (attempt 3): tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:00Z is before 2026-12-06T12:20:16Z', "clock-behind"],
+    ['[ERR] Error trying to connect as leafnode to remote server "hub-1.example.net:7422" (attempt 3): x509: certificate has expired or is not yet valid: current time 2029-03-11T08:00:00Z is after 2029-03-10T12:20:16Z', "certificate-expired"],
   ])("%s", (line, cause) => expect(classifyServerLogLine(line)?.cause).toBe(cause));
 
   it("ignores ordinary lines", () => {
@@ -74,6 +77,10 @@ describe("explainLeafRefusal", () => {
     expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("the hub refused this node's login: the credentials in");
     expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("expired at");
     expect(explainLeafRefusal("[ERR] x509: certificate signed by unknown authority")).toContain("not signed by this mesh's CA");
+    expect(explainLeafRefusal("[ERR] Error trying to connect as leafnode to remote server \"h:7422\" (attempt 1): tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:00Z is before 2026-12-06T12:20:16Z")).toBe(
+      "TLS refused: by this machine's clock (2026-12-01T08:00:00Z) a certificate is not valid until 2026-12-06T12:20:16Z: this machine's clock is behind (set it, or let NTP reach a time server); the certificates themselves are fine",
+    );
+    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'User Authentication Revoked'", { credsFile: expired })).toBe(`the hub refused this node's login: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle (${expired})`);
     expect(explainLeafRefusal("[INF] Server is ready")).toBeUndefined();
   });
 });

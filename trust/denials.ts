@@ -89,6 +89,8 @@ export type RefusalCause =
   | "credentials-refused"
   | "credentials-expired"
   | "credentials-revoked"
+  | "clock-behind"
+  | "certificate-expired"
   | "permission-denied";
 
 export interface Refusal {
@@ -102,6 +104,14 @@ export interface Refusal {
  * on 2.9.10.
  */
 export function classifyServerLogLine(line: string): Refusal | undefined {
+  // Go's words for a certificate outside its validity: "current time T is before NOTBEFORE" (or "after NOTAFTER").
+  const validity = /not yet valid: current time (\S+) is (before|after) (\S+)/.exec(line);
+  if (validity) {
+    const [, now, side, bound] = validity;
+    return side === "before"
+      ? { cause: "clock-behind", message: `TLS refused: by this machine's clock (${now}) a certificate is not valid until ${bound}: this machine's clock is behind (set it, or let NTP reach a time server); the certificates themselves are fine` }
+      : { cause: "certificate-expired", message: `TLS refused: a certificate expired at ${bound} (this machine's clock says ${now}): if the clock is right, issue it again (\`leafmesh keys issue --rotate\`, or \`keys init\` for the hubs')` };
+  }
   if (/failed to verify client certificate/i.test(line)) {
     return { cause: "foreign-node-certificate", message: "TLS refused: the connecting node's certificate is not signed by this mesh's CA (issue it with `leafmesh keys issue`)" };
   }
