@@ -158,6 +158,24 @@ export function diagnoseCredentialsFile(credsFile: string, now: () => number = D
 }
 
 /**
+ * This node's leaf refused again and again as a duplicate ("Duplicate Remote LeafNode Connection"): the hub
+ * already holds a leaf from a server of the same name, and the two replace each other every second. Once is
+ * a reconnect the hub had not yet seen the end of; three within a minute is a second machine running under
+ * this node's name (a cloned image, a copied config or bundle).
+ */
+export function duplicateNodeExplainer(node: string, now: () => number = Date.now): (line: string) => string | undefined {
+  const seen: number[] = [];
+  return (line) => {
+    if (!/Duplicate Remote LeafNode Connection/i.test(line)) return undefined;
+    const at = now();
+    seen.push(at);
+    while (seen.length > 0 && seen[0] < at - 60_000) seen.shift();
+    if (seen.length < 3) return undefined;
+    return `another machine runs as node '${node}': the hub refuses this node's leaf as a duplicate again and again, and the two take the link from each other every second. Give each machine its own --node name and bundle (a cloned image, or a copied config?)`;
+  };
+}
+
+/**
  * One sentence for a refusal line of the agent's own nats-server (its leaf link
  * to the hub), or undefined for any other line. With the node's creds file, a
  * refused login says whether the credentials expired or were refused for
