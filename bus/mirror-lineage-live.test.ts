@@ -12,12 +12,9 @@ import { catalogKey, encodeCatalogObject } from "./catalog.ts";
 import { buckets } from "./subjects.ts";
 import { watchMirrorLineage } from "./mirror-lineage.ts";
 import { capturedLog } from "../test/support/log-lines.ts";
-import { silentLogger } from "../lib/log.ts";
-import { startAgent } from "../roles/agent.ts";
-import { startHub } from "../roles/hub.ts";
 import { service } from "../test/support/dns-catalog.ts";
-import { eventually, freePort } from "../test/support/ports.ts";
-import { tempDir } from "../test/support/processes.ts";
+import { eventually } from "../test/support/ports.ts";
+import { startInProcessMesh } from "../test/support/in-process-mesh.ts";
 
 const running: { stop(): Promise<void> }[] = [];
 afterAll(async () => {
@@ -26,20 +23,9 @@ afterAll(async () => {
 
 describe("the mirror lineage check while the upstream is written", () => {
   it("never takes a mirror that keeps up with a busy upstream for one of a remade upstream", async () => {
-    const hubClient = await freePort();
-    const hubLeaf = await freePort();
-    const hub = await startHub({ name: "hub-1", dataDir: tempDir(), client: { host: "127.0.0.1", port: hubClient }, leaf: { host: "127.0.0.1", port: hubLeaf }, monitor: { host: "127.0.0.1", port: await freePort() }, log: silentLogger() });
-    running.push(hub);
-    const agent = await startAgent({
-      node: "edge-a",
-      upstreams: [`nats://127.0.0.1:${hubLeaf}`],
-      dataDir: tempDir(),
-      client: { host: "127.0.0.1", port: await freePort() },
-      monitor: { host: "127.0.0.1", port: await freePort() },
-      log: silentLogger(),
-    });
-    running.push(agent);
-    const writer = await connect({ servers: `nats://127.0.0.1:${hubClient}` });
+    const { agent, hubClientUrl, stop } = await startInProcessMesh();
+    running.push({ stop });
+    const writer = await connect({ servers: hubClientUrl });
     running.push({ stop: () => writer.close() });
     const kv = await new Kvm(writer).create(buckets.catalog, { history: 1 });
 

@@ -9,12 +9,9 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it } from "vitest";
 import { catalogKey, encodeCatalogObject } from "../../bus/catalog.ts";
 import { buckets } from "../../bus/subjects.ts";
-import { silentLogger } from "../../lib/log.ts";
-import { startAgent, type AgentRuntime } from "../../roles/agent.ts";
-import { startHub, type HubRuntime } from "../../roles/hub.ts";
 import { service } from "../../test/support/dns-catalog.ts";
-import { eventually, freePort } from "../../test/support/ports.ts";
-import { tempDir } from "../../test/support/processes.ts";
+import { eventually } from "../../test/support/ports.ts";
+import { startInProcessMesh } from "../../test/support/in-process-mesh.ts";
 
 const running: { stop(): Promise<void> }[] = [];
 afterAll(async () => {
@@ -23,26 +20,15 @@ afterAll(async () => {
 
 describe("agent controller: a burst of catalog changes", () => {
   it("reaches the process's actors in batches, and the bus as one event per object", async () => {
-    const hubClient = await freePort();
-    const hubLeaf = await freePort();
-    const hub: HubRuntime = await startHub({ name: "hub-1", dataDir: tempDir(), client: { host: "127.0.0.1", port: hubClient }, leaf: { host: "127.0.0.1", port: hubLeaf }, monitor: { host: "127.0.0.1", port: await freePort() }, log: silentLogger() });
-    running.push(hub);
-    const agent: AgentRuntime = await startAgent({
-      node: "edge-a",
-      upstreams: [`nats://127.0.0.1:${hubLeaf}`],
-      dataDir: tempDir(),
-      client: { host: "127.0.0.1", port: await freePort() },
-      monitor: { host: "127.0.0.1", port: await freePort() },
-      log: silentLogger(),
-    });
-    running.push(agent);
+    const { agent, hubClientUrl, stop } = await startInProcessMesh();
+    running.push({ stop });
 
     const batches: number[] = [];
     const unsubscribe = agent.controller.feed.onChange((keys) => batches.push(keys.length));
     const events = new Set<string>();
     const stopEvents = agent.bus.subscribe({ actor: "controller", event: "catalog" }, ({ payload }) => events.add((payload as { key: string }).key));
 
-    const writer = await connect({ servers: `nats://127.0.0.1:${hubClient}` });
+    const writer = await connect({ servers: hubClientUrl });
     running.push({ stop: () => writer.close() });
     const kv = await new Kvm(writer).create(buckets.catalog, { history: 1 });
     const objects = Array.from({ length: 600 }, (_, index) => service(`ns-${index % 6}`, `svc-${index}`, { clusterIPs: [`10.96.${Math.floor(index / 250)}.${(index % 250) + 1}`] }));

@@ -2,10 +2,11 @@
  * Who may use the SOCKS proxy: ranges as given, loopback by default, and over real sockets a client
  * outside them reset before any byte (counted), while a client inside is served.
  */
-import { connect, createServer, type Server } from "node:net";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { silentLogger } from "../../lib/log.ts";
+import { startTarget, type FaultTarget } from "../../test/support/fault-targets.ts";
 import { isLoopbackHost, socksClients } from "./clients.ts";
 import { createSocksActor, type SocksActor } from "./index.ts";
 
@@ -29,20 +30,19 @@ describe("SOCKS clients", () => {
 });
 
 describe("the SOCKS proxy with its clients named", () => {
-  let echo: Server;
+  let echo: FaultTarget;
   let echoPort: number;
   let socks: SocksActor;
 
   beforeAll(async () => {
-    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-    echoPort = (echo.address() as { port: number }).port;
+    echo = await startTarget("echo");
+    echoPort = echo.port;
     socks = createSocksActor({ feed: new IndexFeed(), log: silentLogger(), node: "edge-a", listen: { host: "127.0.0.1", port: 0 }, clients: ["127.0.0.2/32"] });
     await socks.start();
   });
   afterAll(async () => {
     await socks.stop();
-    await new Promise((resolve) => echo.close(resolve));
+    await echo.close();
   });
 
   /** A SOCKS5 CONNECT to the echo from `localAddress`: what came back before the end, and how it ended. */
