@@ -22,16 +22,13 @@
 import { commandSummaries } from "./command-list.ts";
 import { join } from "node:path";
 import { usableDirectory } from "./server-options.ts";
-import { defineCommand, splitList, type Command, type CommandIO } from "./command.ts";
+import { defineCommand, splitList, type Command } from "./command.ts";
+import { publishList, pushRevocation, pushTo } from "./keys-push.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { allAccountJwts, initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
-import { issueNode, readSignedRevocationList, revokeNode, type RevokeResult } from "../trust/node-credentials.ts";
+import { issueNode, readSignedRevocationList, revokeNode } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
-import { loadHubSecurity } from "../trust/security.ts";
 import { checkCertificateHosts } from "../trust/tls.ts";
-import { pushAccountClaims, pushRevocationList } from "../trust/push.ts";
-import { readFileSync } from "node:fs";
-import { silentLogger } from "../lib/log.ts";
 import { createToken, revokeToken } from "../trust/enrolment.ts";
 import { listTokens, parseDuration } from "../trust/tokens.ts";
 import { writeSecretFile } from "../trust/secret-files.ts";
@@ -42,49 +39,6 @@ const hubOption = {
   value: "URLS",
   description: "client URLs of running hubs (tls://host:4222, comma-separated): push the changed accounts to them now, so the change applies without a restart",
 } as const;
-
-async function pushTo(dir: string, hubs: string | undefined, jwts: string[], io: CommandIO, advise = true): Promise<void> {
-  const servers = splitList(hubs);
-  if (servers.length === 0) {
-    io.stdout.write(`not pushed to any hub (no --hub): running hubs apply it at their next start, or push it with \`leafmesh keys push --dir ${dir} --hub URL\`\n`);
-    return;
-  }
-  // The system user with the hub's TLS identity; the resolver dir is not used here.
-  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
-  const results = advise ? await keptIfUnpushed(dir, servers, push) : await push();
-  for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
-}
-
-/** A push that fails says that the change is kept in the directory, and how to push it later (a second revoke or issue would be refused). */
-async function keptIfUnpushed<T>(dir: string, servers: string[], push: () => Promise<T>): Promise<T> {
-  try {
-    return await push();
-  } catch (error) {
-    if (!(error instanceof LeafmeshError)) throw error;
-    throw new LeafmeshError(
-      error.code,
-      `${error.message}. The change is kept in ${dir}: push it when a hub answers with \`leafmesh keys push --dir ${dir} --hub ${servers.join(",")}\` (hubs also apply it at their next start)`,
-      { cause: error },
-    );
-  }
-}
-
-/** A revocation to running hubs: the account's revocations, then the signed list agents mirror. */
-async function pushRevocation(dir: string, hubs: string | undefined, node: string, revoked: RevokeResult, io: CommandIO): Promise<void> {
-  await pushTo(dir, hubs, [revoked.accountJwt], io);
-  const servers = splitList(hubs);
-  if (servers.length === 0) return;
-  const version = await publishList(dir, servers, revoked.revocationList);
-  io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
-}
-
-/** The signed revocation list to the hubs, from where every agent mirrors it (its LAN and punched peers enforce it). */
-async function publishList(dir: string, servers: string[], signed: Uint8Array, advise = true): Promise<number> {
-  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const publish = () => pushRevocationList({ servers, connectOptions: security.publisherConnectOptions, signed, caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"), log: silentLogger() });
-  return advise ? keptIfUnpushed(dir, servers, publish) : publish();
-}
 
 const initCommand = defineCommand({
   name: "keys init",
