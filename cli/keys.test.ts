@@ -4,6 +4,7 @@ import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { runKeysCommand } from "./keys.ts";
 import { loadHubSecurity, loadNodeSecurity } from "../trust/security.ts";
 import { parsePsk } from "../services/tunnel/index.ts";
@@ -75,6 +76,11 @@ describe("leafmesh keys", () => {
     const bundle = join(dir, "nodes", "edge-a");
     expect(readdirSync(bundle).sort()).toEqual(["ca.crt", "node.creds", "node.crt", "node.key", "swarm.key"]);
     expect(execFileSync("openssl", ["verify", "-CAfile", join(bundle, "ca.crt"), join(bundle, "node.crt")], { encoding: "utf8" })).toContain(": OK");
+    // Valid from a week before they were issued: an edge box whose clock runs days behind (no RTC, no NTP yet) still takes them.
+    for (const file of [join(bundle, "ca.crt"), join(bundle, "node.crt"), join(dir, "hub", "hub.crt")]) {
+      const validFrom = Date.parse(new X509Certificate(readFileSync(file)).validFrom);
+      expect(Date.now() - validFrom, file).toBeGreaterThan(6.9 * 24 * 3_600_000);
+    }
     const firstUser = /user\s+(U\w+)/.exec(first.stdout)![1];
     const refused = await keys("issue", "--dir", dir, "--node", "edge-a");
     expect(refused.code).toBe(1);

@@ -10,7 +10,7 @@
  * ```
  */
 import { execFile } from "node:child_process";
-import { randomBytes, X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { PeerCertificate } from "node:tls";
@@ -42,19 +42,55 @@ async function newPrivateKey(keyFile: string, what: string): Promise<void> {
   writeSecretFile(keyFile, pem);
 }
 
+/**
+ * How far back a certificate's validity starts. An edge box without a working RTC boots with the time it
+ * last saved (fake-hwclock) until NTP answers, which a factory network may never let it do: a certificate
+ * valid only from the minute it was issued would be refused there ("not yet valid") for days.
+ */
+const backdateMs = 7 * 24 * 3_600_000;
+
+/** openssl's GeneralizedTime: YYYYMMDDHHMMSSZ. */
+const asn1Time = (at: number) => `${new Date(at).toISOString().replace(/[-:T]/g, "").slice(0, 14)}Z`;
+
+/**
+ * Signs `csrFile` with `openssl ca` (the one openssl command of 3.0 that sets a certificate's start), valid
+ * from backdateMs ago for `days`, with `extFile`'s extensions only and the request's subject as it is. Without
+ * `caCertFile` the request is signed by its own key (a CA's certificate).
+ */
+async function caSign(options: { scratch: string; csrFile: string; caKeyFile: string; caCertFile?: string; extFile: string; days: number; what: string }): Promise<string> {
+  const { scratch } = options;
+  const config = join(scratch, "ca.cnf");
+  writeFileSync(join(scratch, "index.txt"), "");
+  writeFileSync(
+    config,
+    ["[ca]", "default_ca = leafmesh", "[leafmesh]", `database = ${join(scratch, "index.txt")}`, `new_certs_dir = ${scratch}`, `serial = ${join(scratch, "serial")}`, "default_md = sha256", "policy = any", "unique_subject = no", "[any]", "commonName = supplied", ""].join("\n"),
+  );
+  const out = join(scratch, "signed.crt");
+  const now = Date.now();
+  await openssl(
+    [
+      "ca", "-batch", "-config", config, "-in", options.csrFile, "-out", out, "-keyfile", options.caKeyFile,
+      ...(options.caCertFile ? ["-cert", options.caCertFile] : ["-selfsign"]),
+      "-startdate", asn1Time(now - backdateMs), "-enddate", asn1Time(now + options.days * 86_400_000),
+      "-extfile", options.extFile, "-notext", "-rand_serial", "-preserveDN",
+    ],
+    options.what,
+  );
+  return readFileSync(out, "utf8");
+}
+
 export async function createCertificateAuthority(options: { certFile: string; keyFile: string; name: string; days?: number }): Promise<void> {
   await newPrivateKey(options.keyFile, "CA key");
-  const pem = await openssl(
-    [
-      "req", "-x509", "-new", "-key", options.keyFile, "-sha256",
-      "-days", String(options.days ?? 3650),
-      "-subj", `/CN=${options.name}`,
-      "-addext", "basicConstraints=critical,CA:TRUE",
-      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    ],
-    "CA certificate",
-  );
-  writeFileWhole(options.certFile, pem);
+  const scratch = mkdtempSync(join(tmpdir(), "leafmesh-ca-"));
+  try {
+    const csrFile = join(scratch, "ca.csr");
+    const extFile = join(scratch, "extensions.cnf");
+    writeFileSync(csrFile, await openssl(["req", "-new", "-key", options.keyFile, "-subj", `/CN=${options.name}`], "CA certificate request"));
+    writeFileSync(extFile, ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign", "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid:always"].join("\n"));
+    writeFileWhole(options.certFile, await caSign({ scratch, csrFile, caKeyFile: options.keyFile, extFile, days: options.days ?? 3650, what: "CA certificate" }));
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
 }
 
 export interface CertificateRequest {
@@ -142,15 +178,7 @@ export async function signCertificateRequest(request: Omit<CertificateRequest, "
         `subjectAltName=${alternativeNames}`,
       ].join("\n"),
     );
-    const pem = await openssl(
-      [
-        "x509", "-req", "-in", csrFile, "-CA", request.caCertFile, "-CAkey", request.caKeyFile,
-        "-set_serial", `0x${randomBytes(16).toString("hex")}`, "-sha256",
-        "-days", String(request.days ?? 825), "-extfile", extFile,
-      ],
-      `certificate of ${request.commonName}`,
-    );
-    return pem;
+    return await caSign({ scratch, csrFile, caKeyFile: request.caKeyFile, caCertFile: request.caCertFile, extFile, days: request.days ?? 825, what: `certificate of ${request.commonName}` });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
