@@ -19,7 +19,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { Http1Connection } from "./http1-server.ts";
 import { Duplex } from "node:stream";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
-import { LeafmeshError } from "../../lib/errors.ts";
+import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { maxClientHelloBytes, parseClientHello } from "./client-hello.ts";
@@ -232,9 +232,22 @@ export class GatewayPortListener {
     const log: ConnectionEntry = { kind: entry.mode === "passthrough" ? "tls-passthrough" : "tls-terminate", port: this.port, client: clientOf(socket), serverName, durationMs: 0, complete: false };
     if (entry.mode === "passthrough") return this.#joinBackend(socket, entry.route, log, hello);
     const inner = entry.inner;
+    let secureContext: SecureContext;
+    try {
+      secureContext = this.#secureContext(entry.certificate);
+    } catch (error) {
+      // The hub refuses a Secret whose key is not its certificate's (normalize-ingress.ts); one that got past (a hub
+      // of an older leafmesh) costs its clients, not the agent.
+      this.#deps.count("tls certificate unusable");
+      if (!this.#unusable.has(entry.certificate.secret)) {
+        this.#unusable.add(entry.certificate.secret);
+        this.#deps.log.warn({ err: describeError(error), secret: entry.certificate.secret, serverName }, "TLS certificate of the Secret cannot be used; its clients are reset (counted)");
+      }
+      return resetStream(socket, new LeafmeshError("PROXY_FAILED", `the certificate of Secret ${entry.certificate.secret} cannot be used`));
+    }
     const tls = new TLSSocket(replayed(socket, hello), {
       isServer: true,
-      secureContext: this.#secureContext(entry.certificate),
+      secureContext,
       ...(inner.kind === "http" ? { ALPNProtocols: ["h2", "http/1.1"] } : {}),
     });
     let handshook = false;
@@ -257,6 +270,9 @@ export class GatewayPortListener {
       this.#http1.emit("connection", tls);
     });
   }
+
+  /** Secrets whose certificate could not be used, said once each. */
+  readonly #unusable = new Set<string>();
 
   #secureContext(certificate: { key: string; cert: string; secret: string }): SecureContext {
     const id = createHash("sha256").update(certificate.cert).update(certificate.key).digest("hex");
