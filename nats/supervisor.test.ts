@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -148,6 +148,28 @@ describe("nats-server configs and supervisor", () => {
     expect(statuses).not.toContain("exited");
     expect(server.state).toBe("stopped");
     expect(server.pid).toBeUndefined();
+  });
+
+  it("takes the health check that fails while the server starts (our own readiness poll) for what it is: not a warning", async () => {
+    const dir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    // The real nats-server, with the line it writes when our first /healthz poll comes before it is ready said up front.
+    const wrapper = join(dir, "nats-server-wrapper");
+    writeFileSync(wrapper, `#!/bin/sh\n[ "$1" = "-t" ] || echo "[$$] 2026/12/06 12:00:00.000000 [WRN] Healthcheck failed: \\"failed to be ready for connections after 1ms: server\\""\nexec nats-server "$@"\n`, { mode: 0o755 });
+    const { log, lines } = capturedLog("debug");
+    const server = new NatsServerSupervisor({
+      name: "starting",
+      binary: wrapper,
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log,
+      configText: renderHubConfig({ serverName: "starting", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+    });
+    servers.push(server);
+    await server.start();
+    const said = lines.filter((line) => String(line.msg).startsWith("Healthcheck failed"));
+    expect(said.map((line) => line.level)).toEqual([20]);
+    await server.stop();
   });
 
   it("refuses a config nats-server rejects, quoting its error", async () => {

@@ -153,6 +153,8 @@ export class NatsServerSupervisor {
   /** Set while restartWith() replaces the server: its exit is no crash. */
   #replacing = false;
   #readySince = 0;
+  /** Between a launch and its readiness: the health checks failing meanwhile are our own polls. */
+  #awaitingReady = false;
 
   constructor(options: NatsServerOptions) {
     this.options = options;
@@ -203,13 +205,13 @@ export class NatsServerSupervisor {
 
   async #launch(binary: string, first: boolean): Promise<void> {
     this.options.onStatus?.("starting");
+    this.#awaitingReady = true;
     this.#recentLines = [];
     const usePdeathsig = existsSync("/usr/bin/setpriv");
     const command = usePdeathsig ? "/usr/bin/setpriv" : binary;
     const args = usePdeathsig ? ["--pdeathsig", "TERM", "--", binary, "-c", this.configPath] : ["-c", this.configPath];
-    // Its own process group: a Ctrl-C in a terminal (or timeout(1)) signals leafmesh's group, and leafmesh then stops its parts
-    // in order with the server still up (a lease released, streams drained), and the server last. If leafmesh dies the
-    // server gets SIGTERM (--pdeathsig). systemd's default stop signals every process of the unit alike (KillMode=mixed spares it).
+    // Its own process group: a Ctrl-C (or timeout(1)) reaches leafmesh only, which stops its parts with the server still up,
+    // and the server last. If leafmesh dies the server gets SIGTERM (--pdeathsig). systemd's stop still signals both.
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.#child = child;
     writeFileSync(this.#pidFile, String(child.pid ?? ""));
@@ -227,6 +229,7 @@ export class NatsServerSupervisor {
       if (this.#child !== child || child.exitCode !== null || child.signalCode !== null) break;
       if (await this.#healthy()) {
         this.#readySince = Date.now();
+        this.#awaitingReady = false;
         this.actor.send({ type: "READY" });
         this.options.onStatus?.("ready");
         this.#log.info({ serverPid: child.pid, monitor: this.options.monitor }, "nats-server ready");
@@ -282,7 +285,10 @@ export class NatsServerSupervisor {
     // (nats/upstream-probe.ts, every few seconds per hub), not a failed leaf. A real TLS failure says
     // more than EOF (no certificate, unknown authority, not a TLS record).
     const probe = match && /TLS (leafnode )?handshake error: EOF$/.test(match[2]);
-    const level = probe ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
+    // Our own readiness polls while the server starts (every 100 ms on /healthz): its "not ready yet" is the answer
+    // we asked for, not a warning. Once it was ready, a failed health check is said at its level.
+    const startingCheck = match && this.#awaitingReady && /^Healthcheck failed/.test(match[2]);
+    const level = probe || startingCheck ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     this.#log[level]({ server: this.options.name }, match ? match[2] : line);
     const explained = level === "debug" ? undefined : this.options.explainLine?.(line);
     if (explained && Date.now() - (this.#explained.get(explained) ?? -Infinity) >= explainEveryMs) {
@@ -363,10 +369,8 @@ export class NatsServerSupervisor {
   }
 
   /**
-   * A stop of the whole process has begun; the server itself stops last (`stop`), after the parts that
-   * use it. Its exit from now on is the stop's: not said as a failure, not restarted. systemd's stop
-   * signals the server too (a Ctrl-C no longer does: its own process group), and the parts' own stops (a
-   * lease released, a publisher drained) can take seconds before the server's turn.
+   * A stop of the whole process has begun; the server stops last (`stop`), after the parts that use it, which
+   * can take seconds. Its exit from now on (systemd's stop signals it too) is the stop's: no failure, no restart.
    */
   stopBegun(): void {
     this.#stopping = true;
