@@ -172,6 +172,32 @@ describe("nats-server configs and supervisor", () => {
     await server.stop();
   });
 
+  it("says an explanation of its lines once a minute per kind, though each line's words differ (a time in each)", async () => {
+    const dir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const refused = (second: number) => `[$$] 2026/12/06 12:00:0${second}.000000 [ERR] Error trying to connect as leafnode to remote server: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:0${second}Z is before 2026-12-06T12:00:00Z`;
+    const wrapper = join(dir, "nats-server-wrapper");
+    writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" != "-t" ]; then\n${[1, 2, 3].map((second) => `echo '${refused(second)}'`).join("\n")}\nfi\nexec nats-server "$@"\n`, { mode: 0o755 });
+    const { log, lines } = capturedLog("debug");
+    const server = new NatsServerSupervisor({
+      name: "explained",
+      binary: wrapper,
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitor },
+      log,
+      explainLine: (line) => {
+        const time = /current time (\S+)/.exec(line)?.[1];
+        return time ? { kind: "clock-behind", text: `this machine's clock (${time}) is behind` } : undefined;
+      },
+      configText: renderHubConfig({ serverName: "explained", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+    });
+    servers.push(server);
+    await server.start();
+    await eventually(() => lines.filter((line) => /Error trying to connect/.test(String(line.msg))).length === 3, 5_000, "the three lines");
+    expect(lines.filter((line) => /is behind$/.test(String(line.msg))).map((line) => [line.level, line.msg])).toEqual([[50, "this machine's clock (2026-12-01T08:00:01Z) is behind"]]);
+    await server.stop();
+  });
+
   it("refuses a config nats-server rejects, quoting its error", async () => {
     const dir = tempDir();
     const server = new NatsServerSupervisor({

@@ -57,9 +57,9 @@ export interface NatsServerOptions {
   /**
    * Says what a line of the server's own log means for this node, when it means something the line does not
    * say (a leaf refused for revoked credentials: trust/denials.ts). Said as an error after the line, at most
-   * once a minute for the same words: a refused leaf retries every second.
+   * once a minute for each `kind` (the words may carry a time): a refused leaf retries every second.
    */
-  explainLine?: (line: string) => string | undefined;
+  explainLine?: (line: string) => { kind: string; text: string } | undefined;
 }
 
 const supervisorMachine = setup({
@@ -148,7 +148,7 @@ export class NatsServerSupervisor {
   #backoffTimer: NodeJS.Timeout | undefined;
   #exitReportTimer: NodeJS.Timeout | undefined;
   #stopping = false;
-  /** When each explanation of a server line was last said (explainLine). */
+  /** When each kind of explanation of a server line was last said (explainLine). */
   readonly #explained = new Map<string, number>();
   /** Set while restartWith() replaces the server: its exit is no crash. */
   #replacing = false;
@@ -291,9 +291,9 @@ export class NatsServerSupervisor {
     const level = probe || startingCheck ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     this.#log[level]({ server: this.options.name }, match ? match[2] : line);
     const explained = level === "debug" ? undefined : this.options.explainLine?.(line);
-    if (explained && Date.now() - (this.#explained.get(explained) ?? -Infinity) >= explainEveryMs) {
-      this.#explained.set(explained, Date.now());
-      this.#log.error({ server: this.options.name }, explained);
+    if (explained && Date.now() - (this.#explained.get(explained.kind) ?? -Infinity) >= explainEveryMs) {
+      this.#explained.set(explained.kind, Date.now());
+      this.#log.error({ server: this.options.name }, explained.text);
     }
   }
 

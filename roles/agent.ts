@@ -34,7 +34,7 @@ import { watchUpstream } from "./upstream-state.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
-import { duplicateNodeExplainer, explainLeafRefusal, watchPermissionErrors } from "../trust/denials.ts";
+import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
 import { certificateFingerprint } from "../trust/revocation-list.ts";
 import { readFileSync } from "node:fs";
@@ -166,8 +166,13 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       // This node's leaf refused by its upstream (the remote's error received, "Leafnode Error '...'", or its own dial's,
       // "Error trying to connect as leafnode": a clock behind the certificates, another mesh's hub): said in this
       // node's words (revoked, expired, another mesh's), not only nats-server's. Connections refused here are the auditor's.
-      explainLine: (line) =>
-        duplicate(line) ?? (/Leafnode Error '|Error trying to connect as leafnode/.test(line) ? explainLeafRefusal(line, { credsFile: config.security?.files.creds }) : undefined),
+      explainLine: (line) => {
+        const twin = duplicate(line);
+        if (twin) return { kind: "duplicate-node", text: twin };
+        if (!/Leafnode Error '|Error trying to connect as leafnode/.test(line)) return undefined;
+        const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds });
+        return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
+      },
     },
   });
   try {

@@ -43,7 +43,7 @@ export interface ServerProcessOptions {
     /** Accounts nats-server must resolve at start (secured hubs and sites: nats/account-preload.ts). */
     loadAccountsAtStart?: { storeDir: string; accounts: string[] };
     /** What a line of the server's log means for this node (NatsServerOptions.explainLine). */
-    explainLine?: (line: string) => string | undefined;
+    explainLine?: (line: string) => { kind: string; text: string } | undefined;
   };
   /** The server's client address: this process connects to it over loopback. */
   client: HostPort;
