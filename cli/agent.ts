@@ -1,6 +1,6 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
 import { commandSummaries } from "./command-list.ts";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
@@ -258,7 +258,10 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
  */
 export function socksClientsFor(socks: HostPort | undefined, ranges: string[] = []): string[] {
   if (!socks) return [];
-  if (ranges.length > 0) return socksClients(ranges, "--socks-clients").ranges.slice();
+  if (ranges.length > 0) {
+    socksClients(ranges, "--socks-clients"); // refused now, naming the flag, rather than when the actor starts
+    return ranges;
+  }
   if (isLoopbackHost(socks.host)) return loopbackClients;
   throw new LeafmeshError(
     "CONFIG_INVALID",

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NatsServerSupervisor } from "./supervisor.ts";
+import { NatsServerSupervisor, type NatsServerOptions } from "./supervisor.ts";
 import { silentLogger } from "../lib/log.ts";
 import { capturedLog } from "../test/support/log-lines.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
@@ -150,49 +150,47 @@ describe("nats-server configs and supervisor", () => {
     expect(server.pid).toBeUndefined();
   });
 
-  it("takes the health check that fails while the server starts (our own readiness poll) for what it is: not a warning", async () => {
+  /**
+   * The real nats-server behind a wrapper that first writes `lines` as the server would (its own words, which
+   * it writes only in moments a test cannot bring about at will), with a log that keeps every line.
+   */
+  async function serverWriting(name: string, lines: string[], options: Pick<NatsServerOptions, "explainLine"> = {}) {
     const dir = tempDir();
     const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
-    // The real nats-server, with the line it writes when our first /healthz poll comes before it is ready said up front.
     const wrapper = join(dir, "nats-server-wrapper");
-    writeFileSync(wrapper, `#!/bin/sh\n[ "$1" = "-t" ] || echo "[$$] 2026/12/06 12:00:00.000000 [WRN] Healthcheck failed: \\"failed to be ready for connections after 1ms: server\\""\nexec nats-server "$@"\n`, { mode: 0o755 });
-    const { log, lines } = capturedLog("debug");
+    const echoes = lines.map((line) => `echo '${line.replaceAll("'", "'\\''")}'`).join("\n");
+    writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" != "-t" ]; then\n${echoes}\nfi\nexec nats-server "$@"\n`, { mode: 0o755 });
+    const captured = capturedLog("debug");
     const server = new NatsServerSupervisor({
-      name: "starting",
+      name,
       binary: wrapper,
       dataDir: dir,
       monitor: { host: "127.0.0.1", port: monitor },
-      log,
-      configText: renderHubConfig({ serverName: "starting", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
+      log: captured.log,
+      ...options,
+      configText: renderHubConfig({ serverName: name, storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
     });
     servers.push(server);
     await server.start();
+    return { server, lines: captured.lines };
+  }
+
+  it("takes the health check that fails while the server starts (our own readiness poll) for what it is: not a warning", async () => {
+    // The line it writes when our first /healthz poll comes before it is ready, said up front.
+    const { server, lines } = await serverWriting("starting", ['[4242] 2026/12/06 12:00:00.000000 [WRN] Healthcheck failed: "failed to be ready for connections after 1ms: server"']);
     const said = lines.filter((line) => String(line.msg).startsWith("Healthcheck failed"));
     expect(said.map((line) => line.level)).toEqual([20]);
     await server.stop();
   });
 
   it("says an explanation of its lines once a minute per kind, though each line's words differ (a time in each)", async () => {
-    const dir = tempDir();
-    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
-    const refused = (second: number) => `[$$] 2026/12/06 12:00:0${second}.000000 [ERR] Error trying to connect as leafnode to remote server: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:0${second}Z is before 2026-12-06T12:00:00Z`;
-    const wrapper = join(dir, "nats-server-wrapper");
-    writeFileSync(wrapper, `#!/bin/sh\nif [ "$1" != "-t" ]; then\n${[1, 2, 3].map((second) => `echo '${refused(second)}'`).join("\n")}\nfi\nexec nats-server "$@"\n`, { mode: 0o755 });
-    const { log, lines } = capturedLog("debug");
-    const server = new NatsServerSupervisor({
-      name: "explained",
-      binary: wrapper,
-      dataDir: dir,
-      monitor: { host: "127.0.0.1", port: monitor },
-      log,
+    const refused = (second: number) => `[4242] 2026/12/06 12:00:0${second}.000000 [ERR] Error trying to connect as leafnode to remote server: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:0${second}Z is before 2026-12-06T12:00:00Z`;
+    const { server, lines } = await serverWriting("explained", [1, 2, 3].map(refused), {
       explainLine: (line) => {
         const time = /current time (\S+)/.exec(line)?.[1];
         return time ? { kind: "clock-behind", text: `this machine's clock (${time}) is behind` } : undefined;
       },
-      configText: renderHubConfig({ serverName: "explained", storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }),
     });
-    servers.push(server);
-    await server.start();
     await eventually(() => lines.filter((line) => /Error trying to connect/.test(String(line.msg))).length === 3, 5_000, "the three lines");
     expect(lines.filter((line) => /is behind$/.test(String(line.msg))).map((line) => [line.level, line.msg])).toEqual([[50, "this machine's clock (2026-12-01T08:00:01Z) is behind"]]);
     await server.stop();

@@ -83,11 +83,11 @@ export function writeSecretFileOnce(path: string, content: string | Uint8Array):
   }
 }
 
-/** The content in a new 0600 file beside `path` (a name of its own, created exclusively); returns its path. */
 /**
- * The content in a new 0600 file beside `path`, on the disk (fsync) before it is renamed or linked
- * over it: an edge node loses power, and a rename of data still in the page cache can leave an empty
- * file where the old one was. A write that fails (a full disk) removes the temporary file and throws.
+ * The content in a new file beside `path` (a name of its own, created 0600 exclusively, then given
+ * `mode`), on the disk (fsync) before it is renamed or linked over it; returns its path. The fsync: an
+ * edge node loses power, and a rename of data still in the page cache can leave an empty file where the
+ * old one was. A write that fails (a full disk) removes the temporary file and throws.
  */
 function writeTemporary(path: string, content: string | Uint8Array, mode = 0o600): string {
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);

@@ -19,6 +19,7 @@ import { createActor, setup } from "xstate";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { describeError } from "../../lib/errors.ts";
+import { within } from "../../lib/within.ts";
 
 export interface KvLeaseOptions {
   /** A bucket created with `ttl` = ttlMs and history 1 (see `leaseBucketOptions`). */
@@ -133,15 +134,9 @@ export class KvLease {
       for (const listener of this.#listeners) listener(false);
       // A second at most: a stop whose server is already gone (a signal to the whole group) would otherwise wait for the client's
       // request timeout, and an unreleased lease only expires as if the holder had crashed.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(new Error("no answer within 1 s")), releaseWaitMs);
+      await within(this.#options.kv.delete(this.#options.key, { previousSeq: this.#revision }), releaseWaitMs).catch((error: unknown) => {
+        this.#options.log.warn({ err: describeError(error) }, "could not release the lease; it expires by itself");
       });
-      await Promise.race([this.#options.kv.delete(this.#options.key, { previousSeq: this.#revision }), late])
-        .catch((error: unknown) => {
-          this.#options.log.warn({ err: describeError(error) }, "could not release the lease; it expires by itself");
-        })
-        .finally(() => clearTimeout(timer));
     }
   }
 }

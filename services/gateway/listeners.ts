@@ -77,6 +77,8 @@ export class GatewayPortListener {
   readonly #joins = new Set<JoinedStreams>();
   readonly #weights = new WeightedChoice();
   readonly #secureContexts = new Map<string, SecureContext>();
+  /** Secrets whose certificate could not be used, said once each. */
+  readonly #unusable = new Set<string>();
   #state: ListenerState = { state: "opening" };
 
   constructor(port: number, plan: PortPlan, deps: ListenerDeps) {
@@ -270,9 +272,6 @@ export class GatewayPortListener {
       this.#http1.emit("connection", tls);
     });
   }
-
-  /** Secrets whose certificate could not be used, said once each. */
-  readonly #unusable = new Set<string>();
 
   #secureContext(certificate: { key: string; cert: string; secret: string }): SecureContext {
     const id = createHash("sha256").update(certificate.cert).update(certificate.key).digest("hex");

@@ -29,6 +29,7 @@ import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust } from "./peer-trust.ts";
+import { within } from "../../lib/within.ts";
 
 export interface NodeDirectoryOptions {
   nats: NatsConnection;
@@ -120,13 +121,14 @@ export class NodeDirectory {
     this.stop();
     const kv = this.#kv;
     if (!kv || this.#puts === 0) return false;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)));
     try {
-      await Promise.race([(async () => {
-        await this.#looking;
-        await kv.delete(this.#options.node, { previousSeq: this.#ownRevision });
-      })(), late]);
+      await within(
+        (async () => {
+          await this.#looking;
+          await kv.delete(this.#options.node, { previousSeq: this.#ownRevision });
+        })(),
+        timeoutMs,
+      );
       this.#options.log.info("node record withdrawn from mesh-nodes: peers drop this node now");
       return true;
     } catch (error) {
@@ -136,8 +138,6 @@ export class NodeDirectory {
       }
       this.#options.log.info({ err: describeError(error) }, "node record not withdrawn (hub unreachable?): it expires by its TTL");
       return false;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
