@@ -178,8 +178,10 @@ describe("nats-server configs and supervisor", () => {
   it("takes the health check that fails while the server starts (our own readiness poll) for what it is: not a warning", async () => {
     // The line it writes when our first /healthz poll comes before it is ready, said up front.
     const { server, lines } = await serverWriting("starting", ['[4242] 2026/12/06 12:00:00.000000 [WRN] Healthcheck failed: "failed to be ready for connections after 1ms: server"']);
+    // The one written up front, and the server's own when a poll of ours did come early (under load): each at debug.
     const said = lines.filter((line) => String(line.msg).startsWith("Healthcheck failed"));
-    expect(said.map((line) => line.level)).toEqual([20]);
+    expect(said.length).toBeGreaterThanOrEqual(1);
+    expect(said.filter((line) => line.level !== 20)).toEqual([]);
     await server.stop();
   });
 
