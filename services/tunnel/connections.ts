@@ -21,11 +21,10 @@ import type { Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { TunnelHost } from "./host.ts";
+import { fabricAddress } from "./inbound-gate.ts";
 import type { PathKind } from "./path-machine.ts";
 import type { RelayChannel, RelayEndpoint } from "./relay.ts";
 
-/** The remote address given to relayed connections: TEST-NET-1, never routable, so nothing dials it. */
-const relayMarker = "/ip4/192.0.2.1/tcp/1";
 
 const rank: Record<PathKind, number> = { direct: 0, "hole-punched": 1, relayed: 2 };
 
@@ -51,7 +50,7 @@ export class PathConnections {
   /** Which path a connection holds up: relayed by its marker address, hole-punched by its punched socket's address, else direct. */
   kindOf(connection: Connection): PathKind {
     const address = connection.remoteAddr.toString();
-    if (address.startsWith(relayMarker)) return "relayed";
+    if (address.startsWith(fabricAddress)) return "relayed";
     const match = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)/.exec(address);
     if (match && this.#punched.has(`${match[1]}:${match[2]}`)) return "hole-punched";
     return "direct";
@@ -78,7 +77,7 @@ export class PathConnections {
     const usable = listen.some((text) => !isLoopback(text)) ? listen.filter((text) => !isLoopback(text)) : listen;
     const fromRecord = usable.map((text) => multiaddr(text));
     const addresses = [...known, ...fromRecord]
-      .filter((address) => !address.toString().startsWith(relayMarker) && (usable === listen || !isLoopback(address.toString())))
+      .filter((address) => !address.toString().startsWith(fabricAddress) && (usable === listen || !isLoopback(address.toString())))
       .map((address) => (address.toString().includes("/p2p/") ? address : address.encapsulate(`/p2p/${peerId}`)));
     if (addresses.length === 0) throw new LeafmeshError("TUNNEL_FAILED", "no address known");
     const timeout = this.#options.dialTimeoutMs ?? 3_000;
@@ -103,7 +102,7 @@ export class PathConnections {
     const relay = this.#options.relay;
     if (!relay) throw new LeafmeshError("TUNNEL_FAILED", "this node does not relay");
     const channel = await relay.open(node);
-    const connection = await this.#options.host.upgrade(channel, "outbound", multiaddr(relayMarker));
+    const connection = await this.#options.host.upgrade(channel, "outbound", multiaddr(fabricAddress));
     if (!connection || connection.remotePeer.toString() !== peerId) {
       await connection?.close();
       throw new LeafmeshError("TUNNEL_FAILED", `the relay reached a peer that is not ${node}'s recorded peer id`);
@@ -113,7 +112,7 @@ export class PathConnections {
 
   /** The far end of openRelayed: a peer's relay channel for a libp2p connection. */
   acceptRelayed(channel: RelayChannel): void {
-    this.#options.host.upgrade(channel, "inbound", multiaddr(relayMarker)).catch((error) => this.#options.log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
+    this.#options.host.upgrade(channel, "inbound", multiaddr(fabricAddress)).catch((error) => this.#options.log.warn({ peer: channel.peer, err: describeError(error) }, "relayed connection upgrade failed"));
   }
 
   /**

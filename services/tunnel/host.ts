@@ -36,6 +36,7 @@ import { checkPeerClaim, makePeerProof, tlsPortOf, userAgentFor, type NodeIdenti
 import { lanServiceTag, pskFingerprint, pskPrologue } from "./psk.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import { loadOrCreatePeerKey } from "./peer-key.ts";
+import { fabricAddress, InboundGate } from "./inbound-gate.ts";
 
 export const tunnelProtocol = "/leafmesh/tunnel/1.0.0";
 
@@ -112,6 +113,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
   const privateKey = options.keyFile ? await loadOrCreatePeerKey(options.keyFile) : await generateKeyPair("Ed25519");
   const ownPeerId = peerIdFromPrivateKey(privateKey).toString();
   const proof = options.identity ? makePeerProof(options.node, ownPeerId, options.identity) : undefined;
+  const gate = new InboundGate();
   const libp2p = await createLibp2p({
     privateKey,
     addresses: { listen: options.listen },
@@ -138,6 +140,9 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     nodeInfo: { userAgent: userAgentFor(options.node, proof, options.tlsStreamPort) },
     // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
     connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
+    // A stranger's idle sockets must not hold every place in the handshakes (inbound-gate.ts).
+    connectionManager: { allow: [fabricAddress], maxIncomingPendingConnections: gate.pendingLimit },
+    connectionGater: gate.gater,
     services: {
       identify: identify(),
       // The connection monitor pings every connection every 10 s over this same
