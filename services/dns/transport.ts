@@ -5,6 +5,14 @@
  * backpressure both ways, idle clients closed, a client's FIN answered once its
  * answers went out). What an answer says is the answering side's (server.ts).
  *
+ * A TCP client is idle from its last whole query, not its last byte: one that
+ * trickles a byte now and then is closed as one that sends nothing. When all
+ * places are taken, a new client takes the place of the one idle longest (RFC
+ * 7766 §6.2.3 lets a server close idle connections under pressure); only when
+ * none is idle is the new one refused. Before, the 256 places went to whoever
+ * took them first, and a program that held them (a byte every few seconds kept
+ * each alive for ever) kept every other client on the node off DNS over TCP.
+ *
  * ```ts
  * const transport = new DnsTransport({ respond: (query, via) => server.respond(query, via), log, stats });
  * const { port } = await transport.start({ host: "127.0.0.1", port: 0 });
@@ -31,9 +39,9 @@ export interface DnsTransportOptions {
   respond: Respond;
   log: Logger;
   stats: DnsStats;
-  /** @default 256 — TCP clients at once; more are refused (counted). */
+  /** @default 256 — TCP clients at once; past it a new one takes the place of the one idle longest, or is refused (counted) when none is idle. */
   maxTcpConnections?: number;
-  /** @default 10_000 — RFC 7766 §6.2.3 suggests seconds: an idle or half-sent TCP client is closed. */
+  /** @default 10_000 — RFC 7766 §6.2.3 suggests seconds: a TCP client this long without a whole query (idle or half-sent) and with no answer pending is closed. */
   tcpIdleMs?: number;
   /** @default 32 — queries of one TCP connection being answered at once; reading pauses past it. */
   tcpPipelineDepth?: number;
@@ -45,7 +53,9 @@ export class DnsTransport {
   readonly #stats: DnsStats;
   #udp?: Socket;
   #tcp?: Server;
-  readonly #tcpClients = new Set<TcpSocket>();
+  /** Each TCP client, since when it is idle (its last whole query, or its connect) and how many of its answers are pending. */
+  readonly #tcpClients = new Map<TcpSocket, { since: number; pending: number }>();
+  #idleSweep?: NodeJS.Timeout;
   #address?: ListenAddress;
 
   constructor(options: DnsTransportOptions) {
@@ -66,7 +76,7 @@ export class DnsTransport {
   /** Answer bytes queued in this process for TCP clients, not yet taken by the kernel: about one socket buffer's high-water mark per client that does not read. */
   get tcpBufferedBytes(): number {
     let total = 0;
-    for (const client of this.#tcpClients) total += client.writableLength;
+    for (const client of this.#tcpClients.keys()) total += client.writableLength;
     return total;
   }
 
@@ -94,7 +104,6 @@ export class DnsTransport {
       const port = udp.address().port;
       // allowHalfOpen: a client may send its queries and FIN at once; its answers still go back (then our FIN).
       const tcp = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#onTcpClient(socket));
-      tcp.maxConnections = this.#options.maxTcpConnections ?? 256;
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once("error", reject);
@@ -109,7 +118,6 @@ export class DnsTransport {
         if (listen.port === 0 && (cause as NodeJS.ErrnoException).code === "EADDRINUSE") continue; // the UDP port's TCP twin was taken: try another
         throw new LeafmeshError("DNS_FAILED", `cannot listen for DNS on tcp ${listen.host}:${port}: ${(cause as Error).message}`, { cause });
       }
-      tcp.on("drop", () => this.#drop("tcp connection limit"));
       tcp.on("error", (error) => this.#log.error({ err: error }, "DNS TCP server error"));
       udp.on("error", (error) => {
         if (this.#stats.drop("udp socket error")) this.#log.error({ err: error }, "DNS UDP socket error (logged once, counted always)");
@@ -124,6 +132,8 @@ export class DnsTransport {
       }
       this.#udp = udp;
       this.#tcp = tcp;
+      const idleMs = this.#options.tcpIdleMs ?? 10_000;
+      this.#idleSweep = setInterval(() => this.#closeIdle(idleMs), Math.max(25, Math.min(1_000, idleMs / 4))).unref();
       this.#address = { host: listen.host, port };
       return this.#address;
     }
@@ -135,7 +145,8 @@ export class DnsTransport {
     const tcp = this.#tcp;
     this.#udp = undefined;
     this.#tcp = undefined;
-    for (const client of this.#tcpClients) client.destroy();
+    clearInterval(this.#idleSweep);
+    for (const client of this.#tcpClients.keys()) client.destroy();
     this.#tcpClients.clear();
     await Promise.all([
       udp ? new Promise<void>((resolve) => udp.close(() => resolve())) : undefined,
@@ -180,16 +191,17 @@ export class DnsTransport {
    * way are dropped.
    */
   #onTcpClient(socket: TcpSocket): void {
-    this.#tcpClients.add(socket);
+    socket.on("error", () => socket.destroy());
+    if (this.#tcpClients.size >= (this.#options.maxTcpConnections ?? 256) && !this.#closeIdlest()) {
+      this.#drop("tcp connection limit");
+      socket.destroy();
+      return;
+    }
+    const client = { since: performance.now(), pending: 0 };
+    this.#tcpClients.set(socket, client);
     const depth = this.#options.tcpPipelineDepth ?? 32;
     let buffered: Buffer = Buffer.alloc(0);
-    let pending = 0;
     let clientEnded = false;
-    socket.setTimeout(this.#options.tcpIdleMs ?? 10_000, () => {
-      this.#drop("tcp idle");
-      socket.destroy();
-    });
-    socket.on("error", () => socket.destroy());
     socket.on("close", () => this.#tcpClients.delete(socket));
     const write = (bytes: Buffer, started: number) => {
       if (socket.destroyed || socket.writableEnded) return;
@@ -202,7 +214,7 @@ export class DnsTransport {
     };
     const completeMessageBuffered = () => buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0);
     const pump = () => {
-      while (!socket.destroyed && buffered.length >= 2 && pending < depth && !socket.writableNeedDrain) {
+      while (!socket.destroyed && buffered.length >= 2 && client.pending < depth && !socket.writableNeedDrain) {
         const length = buffered.readUInt16BE(0);
         if (length < 12) {
           // Not even a header: the stream cannot be resynchronised (RFC 7766 §8).
@@ -213,6 +225,7 @@ export class DnsTransport {
         if (buffered.length < 2 + length) break; // wait for the rest, within the idle timeout
         const message = buffered.subarray(2, 2 + length);
         buffered = buffered.subarray(2 + length);
+        client.since = performance.now();
         const started = performance.now();
         let response: ReturnType<Respond>;
         try {
@@ -226,15 +239,15 @@ export class DnsTransport {
           write(response, started);
           continue;
         }
-        pending++;
+        client.pending++;
         response.then(
           (bytes) => {
-            pending--;
+            client.pending--;
             if (bytes) write(bytes, started);
             pump();
           },
           (error) => {
-            pending--;
+            client.pending--;
             this.#internalError(error);
             pump();
           },
@@ -242,10 +255,10 @@ export class DnsTransport {
       }
       if (socket.destroyed) return;
       // Read more only while answers can go out and the pipeline has room.
-      if (pending >= depth || socket.writableNeedDrain) socket.pause();
+      if (client.pending >= depth || socket.writableNeedDrain) socket.pause();
       else socket.resume();
       // The client sent FIN: once its last complete query is answered, so do we (a partial one is dropped).
-      if (clientEnded && pending === 0 && !completeMessageBuffered() && !socket.writableEnded) socket.end();
+      if (clientEnded && client.pending === 0 && !completeMessageBuffered() && !socket.writableEnded) socket.end();
     };
     socket.on("drain", pump);
     socket.once("end", () => {
@@ -261,6 +274,28 @@ export class DnsTransport {
         socket.destroy();
       }
     });
+  }
+
+  /** Closes the clients idle for `idleMs` with no answer pending (a half-sent query does not count as activity). */
+  #closeIdle(idleMs: number): void {
+    const now = performance.now();
+    for (const [socket, client] of this.#tcpClients) {
+      if (client.pending > 0 || now - client.since < idleMs) continue;
+      this.#drop("tcp idle");
+      socket.destroy();
+      this.#tcpClients.delete(socket);
+    }
+  }
+
+  /** Makes room for a new client: closes the one idle longest with no answer pending; false when every client waits for one. */
+  #closeIdlest(): boolean {
+    let idlest: [TcpSocket, { since: number }] | undefined;
+    for (const entry of this.#tcpClients) if (entry[1].pending === 0 && (!idlest || entry[1].since < idlest[1].since)) idlest = entry;
+    if (!idlest) return false;
+    this.#drop("tcp idle client closed for a new one");
+    idlest[0].destroy();
+    this.#tcpClients.delete(idlest[0]);
+    return true;
   }
 
   #drop(reason: string): void {
