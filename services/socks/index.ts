@@ -185,8 +185,10 @@ export function createSocksActor(options: SocksOptions) {
       if (reply !== undefined) client.end(buildReply(reply));
       else client.destroy();
     };
-    // Idle until joined: a stalled greeting or request, a dial that takes too long, a refused client that never closes.
-    client.setTimeout(options.handshakeTimeoutMs ?? 10_000, () => {
+    // Joined within handshakeTimeoutMs of accept, or closed: a stalled greeting or request, a dial that takes too
+    // long, a refused client that never closes. Counted from accept, not from the last byte: a client that sends
+    // a byte of its greeting every few seconds stalls as much as one that sends none, and held its place for ever.
+    const deadline = setTimeout(() => {
       if (stage === "connecting") {
         const pending = dialing;
         dialing = undefined;
@@ -198,7 +200,8 @@ export function createSocksActor(options: SocksOptions) {
         count("handshake timeout");
       }
       client.destroy();
-    });
+    }, options.handshakeTimeoutMs ?? 10_000);
+    client.once("close", () => clearTimeout(deadline));
     const onData = (chunk: Buffer) => {
       if (buffer.length + chunk.length > 600) return fail("request too long");
       buffer = Buffer.concat([buffer, chunk]);
@@ -248,7 +251,7 @@ export function createSocksActor(options: SocksOptions) {
             stage = "joined";
             count("connected");
             ticket.opened();
-            client.setTimeout(0);
+            clearTimeout(deadline);
             client.write(buildReply(replyCodes.succeeded));
             if (early.length > 0) upstream.write(early);
             const join = joinStreams(client, upstream, {

@@ -61,3 +61,28 @@ describe("SOCKS limits", () => {
     for (const entry of [...flood, other]) entry.socket.destroy();
   });
 });
+
+describe("a SOCKS client that trickles its greeting", () => {
+  it("is closed when the handshake time is up, however often a byte comes", async () => {
+    const quick = createSocksActor({ feed: new IndexFeed(), log: silentLogger(), node: "edge-a", listen: { host: "127.0.0.1", port: 0 }, handshakeTimeoutMs: 600 });
+    await quick.start();
+    try {
+      const socket = connect({ host: "127.0.0.1", port: quick.address!.port });
+      socket.on("error", () => undefined);
+      await new Promise((resolve) => socket.once("connect", resolve));
+      // Version 5, 200 methods: a byte every 150 ms, each well within the handshake time, would take 30 s.
+      const greeting = Uint8Array.of(5, 200, ...Array<number>(200).fill(0));
+      let sent = 0;
+      while (sent < greeting.length && !socket.destroyed && socket.readyState === "open") {
+        socket.write(greeting.subarray(sent, sent + 1));
+        sent++;
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      }
+      expect(sent).toBeLessThan(greeting.length);
+      expect((quick.stats() as Record<string, number>)["handshake timeout"]).toBe(1);
+      socket.destroy();
+    } finally {
+      await quick.stop();
+    }
+  });
+});
