@@ -25,6 +25,7 @@ import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-str
 import { Admission, AdmissionRefused, type AdmissionLimits, type AdmissionTicket } from "../../lib/admission.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
+import { deadline } from "../../lib/socket-deadline.ts";
 import type { Logger } from "../../lib/log.ts";
 import { buildMethodChoice, buildReply, parseGreeting, parseRequest, replyCodes } from "./protocol.ts";
 import { resolveSocksTarget, type SocksTarget } from "./resolve.ts";
@@ -188,7 +189,7 @@ export function createSocksActor(options: SocksOptions) {
     // Joined within handshakeTimeoutMs of accept, or closed: a stalled greeting or request, a dial that takes too
     // long, a refused client that never closes. Counted from accept, not from the last byte: a client that sends
     // a byte of its greeting every few seconds stalls as much as one that sends none, and held its place for ever.
-    const deadline = setTimeout(() => {
+    const liftDeadline = deadline(client, options.handshakeTimeoutMs ?? 10_000, () => {
       if (stage === "connecting") {
         const pending = dialing;
         dialing = undefined;
@@ -200,8 +201,7 @@ export function createSocksActor(options: SocksOptions) {
         count("handshake timeout");
       }
       client.destroy();
-    }, options.handshakeTimeoutMs ?? 10_000);
-    client.once("close", () => clearTimeout(deadline));
+    });
     const onData = (chunk: Buffer) => {
       if (buffer.length + chunk.length > 600) return fail("request too long");
       buffer = Buffer.concat([buffer, chunk]);
@@ -251,7 +251,7 @@ export function createSocksActor(options: SocksOptions) {
             stage = "joined";
             count("connected");
             ticket.opened();
-            clearTimeout(deadline);
+            liftDeadline();
             client.write(buildReply(replyCodes.succeeded));
             if (early.length > 0) upstream.write(early);
             const join = joinStreams(client, upstream, {

@@ -29,6 +29,7 @@ import { networkInterfaces } from "node:os";
 import type { NatType } from "../../bus/node-record.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
+import { deadline } from "../../lib/socket-deadline.ts";
 
 export interface HostPort {
   host: string;
@@ -88,6 +89,8 @@ export interface ObserverOptions {
   log: Logger;
   /** @default 1_500 — a probe SYN that gets no answer in this time was filtered (the kernel retransmits the SYN after 1 s). */
   probeTimeoutMs?: number;
+  /** @default 10_000 — a client's line must come whole within this time of its connect. */
+  lineTimeoutMs?: number;
 }
 
 export interface Observer {
@@ -129,7 +132,7 @@ export const probeGreeting = "leafmesh-nat-probe";
  */
 export async function answerProbes(localPort: number): Promise<{ close(): Promise<void> }> {
   const server = createServer((socket) => {
-    socket.setTimeout(5_000, () => socket.destroy());
+    deadline(socket, 5_000, () => socket.destroy());
     socket.on("error", () => undefined);
     let buffered = "";
     socket.on("data", (chunk: Buffer) => {
@@ -154,7 +157,8 @@ export async function startObserver(options: ObserverOptions): Promise<Observer>
   const probeTimeoutMs = options.probeTimeoutMs ?? 1_500;
   const servers: Server[] = [];
   const handle = (socket: Socket) => {
-    socket.setTimeout(10_000, () => socket.destroy());
+    // From accept, not the last byte: the observer answers strangers, and a trickled line held its socket for hours.
+    deadline(socket, options.lineTimeoutMs ?? 10_000, () => socket.destroy());
     socket.on("error", () => undefined);
     let buffered = "";
     socket.on("data", (chunk: Buffer) => {
