@@ -1,9 +1,11 @@
 /**
  * An answer that streams (server-sent events, a long download) reaches the
  * client piece by piece through the gateway: nothing of it is held back until
- * the backend ends it.
+ * the backend ends it. HTTP/2 streams a client resets as it opens them (a rapid
+ * reset) are counted as such, not as requests on a connection without routes.
  */
 import { createServer, request, type Server, type ServerResponse } from "node:http";
+import { connect as connectHttp2, constants as http2 } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
@@ -78,5 +80,27 @@ describe("the gateway with an answer that streams", () => {
     await ended;
     expect(pieces[0]).toBe("data: first\n\n");
     expect(pieces.join("")).toBe("data: first\n\ndata: second\n\n");
+  });
+
+  it("takes HTTP/2 streams the client resets as it opens them for resets, not for a connection without routes", async () => {
+    const session = connectHttp2(`http://127.0.0.1:${port}`);
+    session.on("error", () => undefined);
+    await new Promise((resolve) => session.once("connect", resolve));
+    for (let index = 0; index < 50; index++) {
+      const stream = session.request({ ":path": "/events", host: "any.example.com" });
+      stream.on("error", () => undefined);
+      stream.close(http2.NGHTTP2_CANCEL);
+    }
+    // The session serves on: a request that is not reset is answered.
+    const status = await new Promise<number>((resolve, reject) => {
+      const stream = session.request({ ":path": "/events", host: "any.example.com" });
+      stream.on("response", (headers) => resolve(Number(headers[":status"])));
+      stream.on("error", reject);
+    });
+    expect(status).toBe(200);
+    session.destroy();
+    const counters = gateway.stats().counters;
+    expect(counters["http connection without routes"]).toBeUndefined();
+    expect(counters["http2 stream reset by the client before its request"]).toBeGreaterThan(0);
   });
 });
