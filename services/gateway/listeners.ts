@@ -87,8 +87,7 @@ export class GatewayPortListener {
     this.#deps = deps;
     this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#accept(socket));
     const onRequest = (request: IncomingMessage | Http2ServerRequest, response: ServerResponse | Http2ServerResponse) => {
-      // An HTTP/2 stream the client reset before its request came up has no session any more: nothing to answer.
-      if (request.httpVersionMajor === 2 && (request as Http2ServerRequest).stream.destroyed) return deps.count("http2 stream reset by the client before its request");
+      if (request.httpVersionMajor === 2 && (request as Http2ServerRequest).stream.destroyed) return deps.count("http2 stream reset by the client before its request"); // no session left to route by
       const context = request.httpVersionMajor === 2 ? this.#contexts.get((request as Http2ServerRequest).stream.session as ServerHttp2Session) : this.#contexts.get(request.socket);
       if (!context) {
         deps.count("http connection without routes");
