@@ -19,7 +19,7 @@ import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts"
 import type { CatalogFeed } from "../bus/catalog-feed.ts";
 import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { NatsServerSupervisor } from "../nats/supervisor.ts";
-import { checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
+import { buckets, checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Registry } from "../lib/prom.ts";
 import type { MetricsServer } from "../lib/metrics.ts";
@@ -39,6 +39,7 @@ import { followRevocations, type RevocationWatch } from "../trust/revocations.ts
 import { certificateFingerprint } from "../trust/revocation-list.ts";
 import { readFileSync } from "node:fs";
 import { RelayChoice, type RelayChoiceSettings } from "./relay-choice.ts";
+import { watchStore, type StoreWatchdogOptions } from "../nats/store-watchdog.ts";
 import type { ScoreWeights } from "../nats/relay-score.ts";
 
 export interface AgentContext {
@@ -103,6 +104,8 @@ export interface AgentConfig {
   security?: NodeSecurity;
   /** A secured site server (trust/site-security.ts): operator mode, one remote per account, TLS towards its agents. */
   siteSecurity?: SiteSecurity;
+  /** The watch on the node's own JetStream (nats/store-watchdog.ts; agents only): timings for tests. */
+  storeWatch?: Pick<StoreWatchdogOptions, "intervalMs" | "timeoutMs" | "restartAfter" | "lowSpaceBytes">;
   log: Logger;
 }
 
@@ -200,6 +203,11 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     release.stop();
   }, "the memory release after catalog changes");
   const fabric = node.watchFabric({ upstreams });
+  if (role === "agent") {
+    // A store that stopped answering (a full disk) is restarted, and said; a site server may be waiting for its cluster.
+    const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), ...config.storeWatch });
+    node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");
+  }
 
   const links: ActorLink[] = [
     linkActorToBus({

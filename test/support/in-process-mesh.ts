@@ -9,8 +9,8 @@
  * await mesh.stop();
  * ```
  */
-import { silentLogger } from "../../lib/log.ts";
-import { startAgent, type AgentRuntime } from "../../roles/agent.ts";
+import { silentLogger, type Logger } from "../../lib/log.ts";
+import { startAgent, type AgentConfig, type AgentRuntime } from "../../roles/agent.ts";
 import { startHub, type HubRuntime } from "../../roles/hub.ts";
 import { freePort } from "./ports.ts";
 import { tempDir } from "./processes.ts";
@@ -24,7 +24,7 @@ export interface InProcessMesh {
   stop(): Promise<void>;
 }
 
-export async function startInProcessMesh(options: { node?: string } = {}): Promise<InProcessMesh> {
+export async function startInProcessMesh(options: { node?: string; agentDataDir?: string; agentLog?: Logger; storeWatch?: AgentConfig["storeWatch"] } = {}): Promise<InProcessMesh> {
   const hubClient = await freePort();
   const hubLeaf = await freePort();
   const hub = await startHub({ name: "hub-1", dataDir: tempDir(), client: { host: "127.0.0.1", port: hubClient }, leaf: { host: "127.0.0.1", port: hubLeaf }, monitor: { host: "127.0.0.1", port: await freePort() }, log: silentLogger() });
@@ -32,10 +32,11 @@ export async function startInProcessMesh(options: { node?: string } = {}): Promi
     const agent = await startAgent({
       node: options.node ?? "edge-a",
       upstreams: [`nats://127.0.0.1:${hubLeaf}`],
-      dataDir: tempDir(),
+      dataDir: options.agentDataDir ?? tempDir(),
       client: { host: "127.0.0.1", port: await freePort() },
       monitor: { host: "127.0.0.1", port: await freePort() },
-      log: silentLogger(),
+      storeWatch: options.storeWatch,
+      log: options.agentLog ?? silentLogger(),
     });
     return {
       hub,
