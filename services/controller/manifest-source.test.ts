@@ -1,4 +1,5 @@
-import { readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { stringify } from "yaml";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../../lib/log.ts";
@@ -126,6 +127,26 @@ describe("ManifestSource", () => {
     expect(duplicates()).toHaveLength(2);
     writeManifest(dir, "b.yaml", sampleService({ name: "web", clusterIP: "198.19.0.9" }));
     await eventually(() => duplicates().length === 4, 5_000, "the duplicate reported again");
+  });
+
+  it("takes a file once its writer is done with it: a slow rewrite in place never takes its objects out on the way", async () => {
+    const dir = tempDir();
+    const services = ["a", "b", "c", "d"].map((name, index) => sampleService({ name, clusterIP: `198.19.0.${index + 1}` }));
+    writeManifest(dir, "shop.yaml", services.slice(0, 3).flat());
+    const { source, changes } = await start(dir);
+    expect(source.snapshot().has("svc.demo.c")).toBe(true);
+    changes.length = 0;
+    // As `cat shop.yaml > manifests/shop.yaml` over a slow link does: the file is truncated, then a document
+    // comes every 150 ms (each time a file that parses, with fewer objects), then a fourth Service.
+    const fd = openSync(join(dir, "shop.yaml"), "w");
+    for (const object of services.flat()) {
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      writeSync(fd, `${stringify(object)}---\n`);
+    }
+    closeSync(fd);
+    await eventually(() => source.snapshot().has("svc.demo.d"), 5_000, "the fourth Service");
+    expect(changes.filter((change) => change.op === "delete")).toEqual([]);
+    expect([...source.snapshot().keys()].filter((key) => key.startsWith("svc.")).sort()).toEqual(["svc.demo.a", "svc.demo.b", "svc.demo.c", "svc.demo.d"]);
   });
 
   it("says clearly when the directory does not exist", async () => {

@@ -1,7 +1,10 @@
 /**
  * A catalog source reading a directory of Kubernetes manifests (YAML or JSON,
  * several documents per file, `kind: List` expanded), reloaded when a file
- * changes. A file with any invalid object is refused as a whole and the objects
+ * changes. A file is taken once it was last written `settleMs` ago: one being
+ * written (truncated, then filled over a slow link) parses at every step, each
+ * time with fewer objects, and each step took Services out of the mesh for a
+ * moment. A file with any invalid object is refused as a whole and the objects
  * it held before stay, so a half-saved edit never tears a Service down; the
  * rejection names the file, the object and the field. Each refusal is reported
  * once, not at every rescan: a broken file until its bytes change, an object defined
@@ -33,6 +36,8 @@ export interface ManifestSourceOptions {
   rescanMs?: number;
   /** @default 100 — editors write a file in several steps: wait for them to settle. */
   debounceMs?: number;
+  /** @default 300 — a file written less than this long ago (its mtime) is still being written: read again later. */
+  settleMs?: number;
   /** @default systemClock — the rescan and the debounce run on it. */
   clock?: Clock;
 }
@@ -63,7 +68,7 @@ export class ManifestSource implements CatalogSource {
   #rescanTimer: unknown;
   #debounceTimer: unknown;
   readonly #clock: Clock;
-  readonly #reloader = new Coalescer(() => this.#reloadOnce().catch((error: unknown) => this.#options.log.error({ err: error }, "reloading manifests failed")));
+  readonly #reloader = new Coalescer(() => this.#reloadOnce().then(() => undefined, (error: unknown) => void this.#options.log.error({ err: error }, "reloading manifests failed")));
   #started = false;
   #stopped = false;
 
@@ -99,7 +104,14 @@ export class ManifestSource implements CatalogSource {
     if (!info.isDirectory()) throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${this.#options.directory} is not a directory`);
     if (this.#stopped) return;
     // Not through the reloader, which logs and goes on: a first load that fails must not leave an empty catalog that says it is synced.
-    await this.#reloadOnce();
+    // Files still being written are waited for (real time: their mtimes are), so the first catalog is whole.
+    let wait = await this.#reloadOnce();
+    for (let waits = 0; wait > 0 && waits < 100 && !this.#stopped; waits++) {
+      await new Promise((resolve) => setTimeout(resolve, wait + 1));
+      wait = await this.#reloadOnce();
+    }
+    // Written to all along (half a minute): taken as it is.
+    if (wait > 0) await this.#reloadOnce(0);
     // Stopped while loading: nothing to follow.
     if (this.#stopped) return;
     try {
@@ -131,7 +143,8 @@ export class ManifestSource implements CatalogSource {
     return this.#reloader.run();
   }
 
-  async #reloadOnce(): Promise<void> {
+  /** One pass over the directory; returns how long until the files still being written have settled (0: none is). */
+  async #reloadOnce(settleMs = this.#options.settleMs ?? 300): Promise<number> {
     const paths = await listManifestFiles(this.#options.directory).catch((cause: unknown) => {
       throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot list the files of ${this.#options.directory}`, { cause });
     });
@@ -139,15 +152,24 @@ export class ManifestSource implements CatalogSource {
     // Whether any file's objects may differ from the last pass: a rescan that finds every file as it was
     // rebuilds and compares nothing (at 10,000 services that was ~0.2 s of CPU every 2 s; --cpu-prof).
     let changed = !this.#synced || paths.length !== this.#files.size;
+    let unsettled = 0;
     for (const path of paths) {
       let signature: string;
+      let age: number;
       try {
         const info = await stat(path);
         signature = `${info.size}:${info.mtimeMs}:${info.ino}`;
+        age = Date.now() - info.mtimeMs;
       } catch {
         continue; // removed while we listed
       }
       const previous = this.#files.get(path);
+      // Still being written (a future mtime, a clock set back, is no writer): what it held stays until the writer is done.
+      if (previous?.signature !== signature && age >= 0 && age < settleMs) {
+        unsettled = Math.max(unsettled, settleMs - age);
+        if (previous) next.set(path, previous);
+        continue;
+      }
       if (!previous) changed = true;
       if (previous?.signature === signature) {
         next.set(path, previous);
@@ -170,9 +192,16 @@ export class ManifestSource implements CatalogSource {
       }
     }
     // Stopped while reading: a stopped source changes and emits nothing.
-    if (this.#stopped) return;
+    if (this.#stopped) return 0;
+    // The files read are remembered (a refusal is said once); those still being written are read again later.
     this.#files = next;
-    if (!changed) return;
+    if (unsettled > 0) {
+      // The first load waits for them (start) before it says anything; a later one keeps what they held.
+      if (!this.#synced) return unsettled;
+      this.#clock.clearTimeout(this.#debounceTimer);
+      this.#debounceTimer = this.#clock.setTimeout(() => void this.reload(), unsettled + 1);
+    }
+    if (!changed) return unsettled;
 
     const catalog = new Map<string, CatalogObject>();
     const origin = new Map<string, string>();
@@ -202,6 +231,7 @@ export class ManifestSource implements CatalogSource {
     this.#synced = true;
     if (changes.length > 0) this.#options.log.info({ changes: changes.length, objects: catalog.size }, "manifest catalog changed");
     this.#listeners.emitChanges(changes);
+    return unsettled;
   }
 
   /** The file's text, or undefined (reported) when it cannot be read. */
