@@ -18,7 +18,8 @@ describe("the node's connections to the cloud, from /proc/net/tcp", () => {
     expect(decodeProcAddress("0100007F:10BE")).toBe("127.0.0.1:4286");
     expect(decodeProcAddress("014012C6:1CFE")).toBe("198.18.64.1:7422");
     expect(decodeProcAddress("0000000000000000FFFF0000014012C6:0D97")).toBe("198.18.64.1:3479");
-    expect(decodeProcAddress("000080FE00000000FF005450E5C3A2FE:1F90")).toBe("[fe80:0:0:0:5054:ff:fea2:c3e5]:8080");
+    expect(decodeProcAddress("000080FE00000000FF005450E5C3A2FE:1F90")).toBe("[fe80::5054:ff:fea2:c3e5]:8080");
+    expect(decodeProcAddress("00000000000000000000000001000000:4449")).toBe("[::1]:17481");
     expect(parseProcTcp(tcp).map((entry) => entry.state)).toEqual(["LISTEN", "ESTABLISHED", "TIME_WAIT", "SYN_SENT"]);
   });
 
@@ -28,5 +29,15 @@ describe("the node's connections to the cloud, from /proc/net/tcp", () => {
       { local: "198.18.65.10:50000", remote: "198.18.64.1:3479", state: "ESTABLISHED" },
     ]);
     expect(cloudConnections([tcp], ["198.18.64.1", "198.18.64.2"])).toHaveLength(2);
+  });
+
+  it("finds an upstream given by an IPv6 address however it is spelt", () => {
+    // A leaf link to [::1]:17422 and to 2001:db8::a:7422, as an agent started with --hub nats://[::1]:17422 holds it.
+    const links = `  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:440E 01 00000000:00000000
+   1: B80D0120000000000000000001000000:9C41 B80D012000000000000000000A000000:1CFE 01 00000000:00000000
+`;
+    expect(cloudConnections([links], ["::1"]).map((entry) => entry.remote)).toEqual(["[::1]:17422"]);
+    expect(cloudConnections([links], ["[2001:DB8:0:0::A]"]).map((entry) => entry.remote)).toEqual(["[2001:db8::a]:7422"]);
   });
 });

@@ -48,7 +48,17 @@ export function decodeProcAddress(text: string): string {
   if (bytes.slice(0, 10).every((byte) => byte === 0) && bytes[10] === 255 && bytes[11] === 255) return `${bytes.slice(12).join(".")}:${port}`;
   const groups = [];
   for (let index = 0; index < 16; index += 2) groups.push(((bytes[index] << 8) | bytes[index + 1]).toString(16));
-  return `[${groups.join(":")}]:${port}`;
+  return `[${canonicalIp(groups.join(":"))}]:${port}`;
+}
+
+/** One spelling per IPv6 address (compressed, lower case: `0:0:0:0:0:0:0:1` and `::1` are one host); IPv4 as it is. */
+export function canonicalIp(ip: string): string {
+  if (!ip.includes(":")) return ip;
+  try {
+    return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  } catch {
+    return ip;
+  }
 }
 
 /** The entries of a /proc/net/tcp(6) text. */
@@ -65,7 +75,7 @@ const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":")).r
 
 /** Connections (not listeners, not closed) whose far end is one of `cloudHosts`. */
 export function cloudConnections(tables: string[], cloudHosts: string[]): SocketEntry[] {
-  const hosts = new Set(cloudHosts);
+  const hosts = new Set(cloudHosts.map((host) => canonicalIp(host.replace(/^\[|\]$/g, ""))));
   return tables.flatMap(parseProcTcp).filter((entry) => entry.state !== "LISTEN" && entry.state !== "CLOSE" && entry.state !== "TIME_WAIT" && hosts.has(hostOf(entry.remote)));
 }
 

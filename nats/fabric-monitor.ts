@@ -12,7 +12,7 @@
  */
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
-import { monitorJson } from "./monitor-http.ts";
+import { monitorBase, monitorJson } from "./monitor-http.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { FabricLink } from "../bus/status.ts";
 
@@ -90,7 +90,7 @@ export class FabricMonitor {
     if (this.#polling) return;
     this.#polling = true;
     try {
-      const base = `http://${this.#options.monitor.host}:${this.#options.monitor.port}`;
+      const base = monitorBase(this.#options.monitor);
       const [leafz, routez, gatewayz] = await Promise.all([
         getJson<{ leafs?: LeafzEntry[] }>(`${base}/leafz`),
         getJson<{ routes?: { remote_id: string; ip: string; port: number; rtt?: string }[] }>(`${base}/routez`),

@@ -14,6 +14,15 @@
  */
 import { http } from "../lib/node-http.ts";
 
+/**
+ * The monitor's base URL for a listen address: an IPv6 host in brackets, a wildcard (0.0.0.0, ::) reached on
+ * loopback. `http://::1:8222` is no URL: a server listening on ::1 never became ready, as nothing could ask it.
+ */
+export function monitorBase(monitor: { host: string; port: number }): string {
+  const host = monitor.host === "0.0.0.0" ? "127.0.0.1" : monitor.host === "::" ? "[::1]" : monitor.host.includes(":") ? `[${monitor.host}]` : monitor.host;
+  return `http://${host}:${monitor.port}`;
+}
+
 /** @default 64 MiB — a monitor answer larger than this is refused (leafz with subscriptions grows with the nodes). */
 const maxBodyBytes = 64 * 1024 * 1024;
 

@@ -81,6 +81,22 @@ describe("nats-server configs and supervisor", () => {
     expect(() => process.kill(firstPid, 0)).toThrow();
   });
 
+  it("starts a server whose addresses are IPv6: its monitor is asked at http://[::1]:port, not http://::1:port", async () => {
+    const dir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const server = new NatsServerSupervisor({
+      name: "six",
+      dataDir: dir,
+      monitor: { host: "::1", port: monitor },
+      log: silentLogger(),
+      configText: renderHubConfig({ serverName: "six", storeDir: join(dir, "js"), client: { host: "::1", port: client }, leaf: { host: "::1", port: leaf }, monitor: { host: "::1", port: monitor } }),
+    });
+    servers.push(server);
+    await server.start();
+    expect(server.state).toBe("ready");
+    await server.stop();
+  });
+
   it("supervises again once started after a stop: a crash of the second server is restarted, and the actor follows it", async () => {
     const dir = tempDir();
     const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];

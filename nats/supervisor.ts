@@ -24,7 +24,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
-import { monitorGet } from "./monitor-http.ts";
+import { monitorBase, monitorGet } from "./monitor-http.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 
 /** @default 60_000 — the same explanation of the server's lines is said at most this often. */
@@ -245,7 +245,7 @@ export class NatsServerSupervisor {
       this.actor.send({ type: "GIVE_UP", detail: tail });
       throw new LeafmeshError(
         "NATS_SERVER_FAILED",
-        `nats-server '${this.options.name}' did not become ready (monitor http://${this.options.monitor.host}:${this.options.monitor.port}/healthz). Its last lines:\n${tail || "(none)"}`,
+        `nats-server '${this.options.name}' did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz). Its last lines:\n${tail || "(none)"}`,
       );
     }
   }
@@ -273,7 +273,7 @@ export class NatsServerSupervisor {
   }
 
   async #healthy(): Promise<boolean> {
-    const answer = await monitorGet(`http://${this.options.monitor.host}:${this.options.monitor.port}/healthz`, 1_000);
+    const answer = await monitorGet(`${monitorBase(this.options.monitor)}/healthz`, 1_000);
     return answer !== undefined && answer.status >= 200 && answer.status < 300;
   }
 

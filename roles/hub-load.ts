@@ -21,7 +21,7 @@ import { nowIso } from "../bus/events.ts";
 import { hubLoadSubject } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "../nats/render.ts";
-import { monitorJson } from "../nats/monitor-http.ts";
+import { monitorBase, monitorJson } from "../nats/monitor-http.ts";
 
 /** @default 5_000 — what agents' relay choice sees is at most 5 s old; one small message per hub per period. */
 export const hubLoadIntervalMs = 5_000;
@@ -68,7 +68,7 @@ export function startHubLoad(options: { bus: Bus; monitor: HostPort; log: Logger
     if (polling) return;
     polling = true;
     try {
-      const leafz = await monitorJson<{ leafs?: LeafzEntry[] }>(`http://${monitor.host}:${monitor.port}/leafz?subs=1`, 2_000);
+      const leafz = await monitorJson<{ leafs?: LeafzEntry[] }>(`${monitorBase(monitor)}/leafz?subs=1`, 2_000);
       if (!leafz) return;
       const leafs = leafz.leafs ?? [];
       const names = new Set(leafs.flatMap(relayNodesOf));
