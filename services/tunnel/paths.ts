@@ -151,7 +151,8 @@ export class PathTable {
       peerNat,
       attempts: reasons.attemptsOf(node),
       ways: this.#options.ways ?? {},
-      lan: this.#lanPeers.has(node) || (peerId !== undefined && lanPeerIds.has(peerId) && host.nodeOf(peerId) === node),
+      // Found by mDNS, as the answer says: a peer dialled at its record's address is direct, not "found on the LAN".
+      lan: peerId !== undefined && lanPeerIds.has(peerId) && host.nodeOf(peerId) === node,
       at: nowIso(clock.now),
     });
   }

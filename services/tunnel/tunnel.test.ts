@@ -60,6 +60,8 @@ describe("tunnel actor on loopback", () => {
     const payload = randomBytes(2 * 1024 * 1024);
     expect(sha(await roundTrip(stream, payload))).toBe(sha(payload));
     expect(a.pathTo("edge-b")).toBe("direct");
+    // Dialled at its record's address with mDNS off: direct, never "found on the LAN by mDNS".
+    expect(a.why("edge-b").reason.code).toBe("direct");
     await eventually(() => events.some((event) => event.subject === "mesh.edge-a.tunnel.path" && (event.payload as { kind: string; peer: string }).kind === "direct"), 5_000, "path event");
   }, 60_000);
 
