@@ -33,11 +33,12 @@ export async function connectNats(options: ConnectNatsOptions): Promise<NatsConn
       ...rest,
     });
   } catch (cause) {
-    throw new LeafmeshError(
-      "NATS_UNREACHABLE",
-      `cannot connect to NATS at ${options.servers.join(", ")}: ${(cause as Error).message || String(cause)}. Is the leafmesh hub or agent running there, and is that its client address?`,
-      { cause },
-    );
+    const message = (cause as Error).message || String(cause);
+    // A hub's client port speaks TLS, an agent's local one does not: the hub's credentials were used on an agent's port.
+    const hint = /does not support 'tls'/.test(message)
+      ? "That server does not speak TLS, as a hub's client port does: for an agent's (or a site server's) local port, give its name with --node (and --site for a site) besides --keys"
+      : "Is the leafmesh hub or agent running there, and is that its client address?";
+    throw new LeafmeshError("NATS_UNREACHABLE", `cannot connect to NATS at ${options.servers.join(", ")}: ${message}. ${hint}`, { cause });
   }
 }
 
