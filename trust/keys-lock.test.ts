@@ -83,6 +83,13 @@ describe("the keys directory's lock", () => {
     rmSync(join(keys, ".lock"));
   });
 
+  it("a lock whose pid another process has now (a reboot after a power cut) is taken over", async () => {
+    // The pid is alive (this test's parent), but it started at another time: not the process that took the lock.
+    writeFileSync(join(keys, ".lock"), JSON.stringify({ pid: process.ppid, start: 1 }));
+    expect(await withKeysLock(keys, async () => "taken over", 2_000)).toBe("taken over");
+    expect(existsSync(join(keys, ".lock"))).toBe(false);
+  });
+
   it("a directory with no mesh says so, not that its lock could not be made", async () => {
     await expect(issueNode({ dir: join(base, "nowhere"), node: "edge-a" })).rejects.toThrow("holds no mesh keys (no state.json)");
   });

@@ -1,15 +1,16 @@
 /** The keys directory's lock (`DIR/.lock`): the CLI and an enrolling hub change state.json one at a time. */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
+import { ownerAlive, readOwner, thisProcess } from "../lib/lock-owner.ts";
 
 /**
  * Runs `change` while holding the keys directory's lock (`DIR/.lock`), so that the CLI (every `keys`
  * command that writes) and a hub that enrols nodes from the same directory never write state.json, or
  * an account JWT, over each other: a revocation written over by a concurrent enrolment would be lost,
  * and the next re-signing would make the revoked key valid again. A lock left by a process that is gone
- * is taken over. A change made inside another one on the same directory (issuing a site's servers as
+ * (or whose pid another process has now, after a reboot: lib/lock-owner.ts) is taken over. A change made inside another one on the same directory (issuing a site's servers as
  * nodes) runs in its caller's hold.
  * @default waits up to 30 s — an enrolment (openssl, re-signing every account) takes about a second.
  */
@@ -21,7 +22,7 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      writeFileSync(lock, String(process.pid), { flag: "wx", mode: 0o600 });
+      writeFileSync(lock, JSON.stringify(thisProcess()), { flag: "wx", mode: 0o600 });
       break;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
@@ -29,12 +30,13 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
       if (code === "ENOENT" || code === "ENOTDIR") return change();
       if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)}: cannot take its lock ${lock} (${code}): the keys directory must be writable by this user`, { cause: error });
       if (code !== "EEXIST") throw error;
-      const holder = Number(readFileSync(lock, "utf8").trim() || "0");
-      if (holder > 0 && holder !== process.pid && !processAlive(holder)) {
+      const holder = readOwner(lock);
+      // Our own pid is a lock this process left (a change that failed to clean up), not another writer's.
+      if (holder && holder.pid !== process.pid && !ownerAlive(holder)) {
         rmSync(lock, { force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${holder} (${lock}) for more than ${waitMs / 1000} s`);
+      if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${holder?.pid ?? "?"} (${lock}) for more than ${waitMs / 1000} s`);
       await new Promise((wake) => setTimeout(wake, 25));
     }
   }
@@ -47,12 +49,3 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
 
 /** The keys directories the current async call chain holds. */
 const holding = new AsyncLocalStorage<Set<string>>();
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
