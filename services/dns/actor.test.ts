@@ -5,13 +5,17 @@
  * cache.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
-import { silentLogger } from "../../lib/log.ts";
+import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
-import { createDnsActor, type DnsActor } from "./actor.ts";
+import { createDnsActor, resolveUpstreams, type DnsActor } from "./actor.ts";
 import { digShort, requireTools, startUnbound, udpQuery, type RunningDnsServer } from "../../test/support/dns-servers.ts";
 import { feedOf, put, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 
@@ -111,5 +115,32 @@ describe("DNS actor start failure", () => {
     expect(String(second.actor.getSnapshot().value)).toBe("failed");
     await second.stop();
     await first.stop();
+  });
+});
+
+describe("DNS upstreams that are the cluster DNS itself", () => {
+  // A host whose resolv.conf names the cluster DNS (to resolve Services from the host too) made it its own upstream:
+  // every name outside the cluster was asked of itself and failed after the upstream timeout, said as "upstream timed out".
+  const listen = { host: "127.0.0.1", port: 25_353 };
+  const resolvConf = (text: string) => {
+    const path = join(mkdtempSync(join(tmpdir(), "leafmesh-resolv-")), "resolv.conf");
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it("refuses an --upstream that is its own listen address", () => {
+    expect(() => resolveUpstreams({ upstreams: ["127.0.0.1:25353"], listen })).toThrow(/upstream 127.0.0.1:25353 is this cluster DNS itself/);
+    expect(() => resolveUpstreams({ upstreams: ["127.0.0.2:25353"], listen: { host: "0.0.0.0", port: 25_353 } })).toThrow(/is this cluster DNS itself/);
+    expect(resolveUpstreams({ upstreams: ["127.0.0.1:53"], listen })).toEqual([{ host: "127.0.0.1", port: 53 }]);
+  });
+
+  it("leaves itself out of resolv.conf's nameservers, saying so, and refuses a resolv.conf that names only itself", () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "info", destination: new Writable({ write: (chunk, _encoding, callback) => (lines.push(chunk.toString()), callback()) }) });
+    const both = resolvConf("nameserver 169.254.96.16\nnameserver 192.0.2.53\n");
+    expect(resolveUpstreams({ resolvConfPath: both, listen: { host: "169.254.96.16", port: 53 }, log })).toEqual([{ host: "192.0.2.53", port: 53 }]);
+    expect(lines.join("")).toContain("names this cluster DNS itself");
+    const only = resolvConf("nameserver 169.254.96.16\n");
+    expect(() => resolveUpstreams({ resolvConfPath: only, listen: { host: "169.254.96.16", port: 53 } })).toThrow(/names only this cluster DNS .* pass --upstream/);
   });
 });

@@ -6,6 +6,7 @@
  * publishes `mesh.<node>.dns.stats` every few seconds.
  */
 import { readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
 import { z } from "zod";
 import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
@@ -100,22 +101,47 @@ const dnsMachine = setup({
   },
 });
 
-export function resolveUpstreams(options: Pick<DnsActorOptions, "upstreams" | "resolvConfPath">): Upstream[] {
+export function resolveUpstreams(options: Pick<DnsActorOptions, "upstreams" | "resolvConfPath" | "listen"> & { log?: Logger }): Upstream[] {
+  const listen = options.listen;
   if (options.upstreams) {
     return options.upstreams.map((text, index) => {
+      let upstream: Upstream;
       try {
-        return parseUpstream(text);
+        upstream = parseUpstream(text);
       } catch (cause) {
         throw new LeafmeshError("CONFIG_INVALID", `upstreams[${index}]: ${(cause as Error).message}`, { cause });
       }
+      if (listen && isOwnAddress(upstream, listen)) {
+        throw new LeafmeshError("CONFIG_INVALID", `upstream ${text} is this cluster DNS itself (it listens on ${listen.host}:${listen.port}): names outside the cluster would be asked of it again and again; give the DNS servers it should forward to`);
+      }
+      return upstream;
     });
   }
   const path = options.resolvConfPath ?? "/etc/resolv.conf";
+  let found: Upstream[];
   try {
-    return upstreamsFromResolvConf(readFileSync(path, "utf8"));
+    found = upstreamsFromResolvConf(readFileSync(path, "utf8"));
   } catch (cause) {
     throw new LeafmeshError("CONFIG_INVALID", `no upstreams given and ${path} cannot be read: pass --upstream HOST:PORT`, { cause });
   }
+  // A host whose resolv.conf names the cluster DNS (to resolve Services from the host too) must not make it its own upstream.
+  const own = listen ? found.filter((upstream) => isOwnAddress(upstream, listen)) : [];
+  if (own.length === 0) return found;
+  const rest = found.filter((upstream) => !own.includes(upstream));
+  if (rest.length === 0) {
+    throw new LeafmeshError("CONFIG_INVALID", `${path} names only this cluster DNS (${own.map((upstream) => `${upstream.host}:${upstream.port}`).join(", ")}) as nameserver: names outside the cluster would be asked of it again and again; pass --upstream HOST:PORT with the DNS servers to forward to`);
+  }
+  options.log?.warn({ skipped: own.map((upstream) => `${upstream.host}:${upstream.port}`), upstreams: rest.map((upstream) => `${upstream.host}:${upstream.port}`) }, `${path} names this cluster DNS itself: not used as an upstream`);
+  return rest;
+}
+
+/** Whether a DNS upstream is the listen address itself: the same port on the same address, or on a local one when it listens on all of them. */
+function isOwnAddress(upstream: Upstream, listen: { host: string; port: number }): boolean {
+  if (listen.port === 0 || upstream.port !== listen.port) return false;
+  if (upstream.host === listen.host) return true;
+  if (listen.host !== "0.0.0.0" && listen.host !== "::") return false;
+  if (upstream.host.startsWith("127.") || upstream.host === "::1") return true;
+  return Object.values(networkInterfaces()).some((addresses) => addresses?.some((address) => address.address === upstream.host));
 }
 
 export function createDnsActor(options: DnsActorOptions): DnsActor {
@@ -127,7 +153,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const config = parsed.data;
   const clock = options.clock ?? systemClock;
   const log = options.log;
-  const upstreams = resolveUpstreams(options);
+  const upstreams = resolveUpstreams({ ...options, listen: config.listen });
   const stats = new DnsStats();
   const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
   const upstream = options.upstream;
