@@ -130,7 +130,9 @@ describe("DNS upstreams that are the cluster DNS itself", () => {
 
   it("refuses an --upstream that is its own listen address", () => {
     expect(() => resolveUpstreams({ upstreams: ["127.0.0.1:25353"], listen })).toThrow(/upstream 127.0.0.1:25353 is this cluster DNS itself/);
-    expect(() => resolveUpstreams({ upstreams: ["127.0.0.2:25353"], listen: { host: "0.0.0.0", port: 25_353 } })).toThrow(/is this cluster DNS itself/);
+    expect(() => resolveUpstreams({ upstreams: ["127.0.0.1:25353"], listen: { host: "0.0.0.0", port: 25_353 } })).toThrow(/is this cluster DNS itself/);
+    // systemd-resolved's stub is another server on loopback, also beside a wildcard bind of the same port.
+    expect(resolveUpstreams({ upstreams: ["127.0.0.53:25353"], listen: { host: "0.0.0.0", port: 25_353 } })).toEqual([{ host: "127.0.0.53", port: 25_353 }]);
     expect(resolveUpstreams({ upstreams: ["127.0.0.1:53"], listen })).toEqual([{ host: "127.0.0.1", port: 53 }]);
   });
 

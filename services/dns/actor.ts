@@ -140,7 +140,8 @@ function isOwnAddress(upstream: Upstream, listen: { host: string; port: number }
   if (listen.port === 0 || upstream.port !== listen.port) return false;
   if (upstream.host === listen.host) return true;
   if (listen.host !== "0.0.0.0" && listen.host !== "::") return false;
-  if (upstream.host.startsWith("127.") || upstream.host === "::1") return true;
+  // Loopback's own address, not all of 127/8: systemd-resolved's stub listens on 127.0.0.53:53 beside a wildcard bind.
+  if (upstream.host === "127.0.0.1" || upstream.host === "::1") return true;
   return Object.values(networkInterfaces()).some((addresses) => addresses?.some((address) => address.address === upstream.host));
 }
 
