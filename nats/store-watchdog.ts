@@ -19,8 +19,9 @@
  * - A file system with less than `lowSpaceBytes` free is said (once in ten
  *   minutes): that is where JetStream keeps the mirror.
  *
- * For agents only: a hub or site server in a cluster may wait for its
- * cluster's quorum, which no restart brings.
+ * A server in a cluster (hubs or site servers with routes) is not restarted
+ * (`restart: false`): it may be waiting for its cluster's quorum, which no
+ * restart brings; its silence and the free space are said all the same.
  *
  * ```ts
  * const watchdog = watchStore({ connection, stream: "KV_mesh-catalog", dataDir, server: supervisor, log });
@@ -50,6 +51,8 @@ export interface StoreWatchdogOptions {
   restartAfter?: number;
   /** @default 64 MiB — less free space than this on the data directory's file system is said. */
   lowSpaceBytes?: number;
+  /** @default true — restart a silent server; false: only say it (a clustered server, which may be waiting for quorum). */
+  restart?: boolean;
 }
 
 /** Free and total bytes of the file system holding `path`, or undefined when it cannot be read. */
@@ -105,12 +108,15 @@ export function watchStore(options: StoreWatchdogOptions): { stop(): void; reado
     silent++;
     if (silent < restartAfter || stopped || server.state !== "ready" || server.pid === undefined) return;
     silent = 0;
-    restarts++;
     const full = space !== undefined && space.free < lowSpace;
-    log.error(
-      { dataDir: options.dataDir, free: space?.free, total: space?.total, unanswered: restartAfter, timeoutMs },
-      `the node's JetStream has not answered for ${restartAfter} asks in a row (its catalog mirror is stuck${full ? `: the data directory's file system has ${mib(space.free)} free, free some space` : ""}); restarting its nats-server`,
-    );
+    const why = `its store is stuck${full ? `: the data directory's file system has ${mib(space.free)} free, free some space` : ""}`;
+    const fields = { dataDir: options.dataDir, free: space?.free, total: space?.total, unanswered: restartAfter, timeoutMs };
+    if (options.restart === false) {
+      log.error(fields, `this server's JetStream has not answered for ${restartAfter} asks in a row (its cluster may have lost its quorum, or ${why}); not restarted, as a server of a cluster`);
+      return;
+    }
+    restarts++;
+    log.error(fields, `the node's JetStream has not answered for ${restartAfter} asks in a row (${why}); restarting its nats-server`);
     try {
       process.kill(server.pid, "SIGKILL");
     } catch (error) {

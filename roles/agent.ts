@@ -104,7 +104,7 @@ export interface AgentConfig {
   security?: NodeSecurity;
   /** A secured site server (trust/site-security.ts): operator mode, one remote per account, TLS towards its agents. */
   siteSecurity?: SiteSecurity;
-  /** The watch on the node's own JetStream (nats/store-watchdog.ts; agents only): timings for tests. */
+  /** The watch on the node's own JetStream (nats/store-watchdog.ts): timings for tests. */
   storeWatch?: Pick<StoreWatchdogOptions, "intervalMs" | "timeoutMs" | "restartAfter" | "lowSpaceBytes">;
   log: Logger;
 }
@@ -203,11 +203,9 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     release.stop();
   }, "the memory release after catalog changes");
   const fabric = node.watchFabric({ upstreams });
-  if (role === "agent") {
-    // A store that stopped answering (a full disk) is restarted, and said; a site server may be waiting for its cluster.
-    const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), ...config.storeWatch });
-    node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");
-  }
+  // A store that stopped answering (a full disk) is said, and restarted unless the server is one of a site's cluster (quorum).
+  const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, ...config.storeWatch });
+  node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");
 
   const links: ActorLink[] = [
     linkActorToBus({

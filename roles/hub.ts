@@ -27,6 +27,7 @@ import { openRevocationsBucket, publishRevocationList } from "../trust/revocatio
 import { readSignedRevocationList } from "../trust/node-credentials.ts";
 import { readFileSync } from "node:fs";
 import { buckets } from "../bus/subjects.ts";
+import { watchStore } from "../nats/store-watchdog.ts";
 import { retryUntilReady } from "../lib/retry.ts";
 import { startHubLoad } from "./hub-load.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
@@ -129,6 +130,9 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
 async function startHubParts(config: HubConfig, node: ServerProcess, sourceStarted: Promise<void> | undefined): Promise<HubRuntime> {
   const { log, connection, bus, server } = node;
   const fabric = node.watchFabric();
+  // A store that stopped answering (a full disk) is said, and restarted unless the hub is one of a cluster (quorum).
+  const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster });
+  node.onStop(() => watchdog.stop(), "the watch on the hub's JetStream");
 
   const replicas = config.replicas ?? (config.cluster ? 3 : 1);
   const publisher = new CatalogPublisher({
