@@ -16,6 +16,9 @@ function checkSubjectPattern(subject: string): void {
   if (bad >= 0) throw new LeafmeshError("CONFIG_INVALID", `'${subject}' is not a NATS subject: token ${bad + 1} ('${tokens[bad]}') ${tokens[bad] === "" ? "is empty" : /\s/.test(tokens[bad]) ? "holds white space" : tokens[bad] === ">" ? "'>' may only be the last token" : "mixes '*' or '>' with other characters"}; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'`);
 }
 
+/** Output waiting for a slow reader, past which lines are dropped (counted). */
+const maxWaitingOutput = 8 * 1024 * 1024;
+
 export const subCommand = defineCommand({
   name: "sub",
   summary: commandSummaries.sub,
@@ -39,8 +42,20 @@ mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'
     const subscription = connection.subscribe(subject, limit !== Infinity ? { max: limit } : {});
     io.signal.addEventListener("abort", () => subscription.unsubscribe(), { once: true });
     const decoder = new TextDecoder();
+    const stdout = io.stdout as NodeJS.WritableStream & { writableLength?: number };
+    let dropped = 0;
     for await (const message of subscription) {
-      io.stdout.write(`${new Date().toISOString()} ${message.subject} ${decoder.decode(message.data)}\n`);
+      // A reader that stops reading (sub | less, paused) must not grow this process without bound: past a few MiB
+      // waiting for it, lines are dropped and counted, and the count is said once it reads again.
+      if ((stdout.writableLength ?? 0) > maxWaitingOutput) {
+        dropped++;
+        continue;
+      }
+      if (dropped > 0) {
+        stdout.write(`${new Date().toISOString()} (${dropped} messages dropped here: the output did not keep up)\n`);
+        dropped = 0;
+      }
+      stdout.write(`${new Date().toISOString()} ${message.subject} ${decoder.decode(message.data)}\n`);
     }
     await connection.close();
     return 0;

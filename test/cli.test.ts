@@ -259,6 +259,36 @@ describe("a reader of the CLI's output that goes away", () => {
     });
   }, 30_000);
 
+  it("`leafmesh sub | less`, paused: sub drops what its reader cannot take and says how much, holding bounded memory", async () => {
+    await withSub("sub-paused", async (child, server) => {
+      let stderr = "";
+      child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      await eventually(() => stderr.includes("listening on"), 10_000, "sub to listen");
+      child.stdout!.pause(); // the reader stops reading: the pipe fills, then sub's own output buffer
+      const publisher = await connect({ servers: server.clientUrl });
+      const payload = JSON.stringify({ padding: "y".repeat(4_000) });
+      // 400 MB of lines for a reader that takes none.
+      for (let index = 0; index < 100_000; index++) {
+        publisher.publish("mesh.edge-a.traffic.x", payload);
+        if (index % 1_000 === 0) await publisher.flush();
+      }
+      await publisher.flush();
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const rssMiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"))![1]) / 1024;
+      let stdout = "";
+      child.stdout!.on("data", (chunk: Buffer) => (stdout = (stdout + chunk.toString()).slice(-100_000)));
+      child.stdout!.resume();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      publisher.publish("mesh.edge-a.traffic.x", '{"last":true}');
+      await eventually(() => stdout.includes('{"last":true}'), 10_000, "the line after the reader came back");
+      await publisher.close();
+      child.kill("SIGKILL");
+      expect(stdout).toMatch(/\(\d+ messages dropped here: the output did not keep up\)/);
+      // Without the bound every line waited in sub's memory (over 600 MiB here).
+      expect(rssMiB).toBeLessThan(300);
+    });
+  }, 60_000);
+
   it("`leafmesh sub 2>/closed`: sub goes on printing when its stderr reader is gone", async () => {
     await withSub("sub-stderr-epipe", async (child, server) => {
       child.stderr!.destroy(); // gone before sub says it listens
