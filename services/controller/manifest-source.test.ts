@@ -1,4 +1,4 @@
-import { closeSync, openSync, readdirSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { stringify } from "yaml";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -147,6 +147,40 @@ describe("ManifestSource", () => {
     await eventually(() => source.snapshot().has("svc.demo.d"), 5_000, "the fourth Service");
     expect(changes.filter((change) => change.op === "delete")).toEqual([]);
     expect([...source.snapshot().keys()].filter((key) => key.startsWith("svc.")).sort()).toEqual(["svc.demo.a", "svc.demo.b", "svc.demo.c", "svc.demo.d"]);
+  });
+
+  it("reads a file linked in, and says once that a link leads nowhere", async () => {
+    const dir = tempDir();
+    const elsewhere = tempDir();
+    writeManifest(elsewhere, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.1" }));
+    symlinkSync(join(elsewhere, "web.yaml"), join(dir, "web.yaml"));
+    symlinkSync(join(elsewhere, "gone.yaml"), join(dir, "gone.yaml"));
+    const { source, rejections } = await start(dir);
+    expect(source.snapshot().has("svc.demo.web")).toBe(true);
+    expect(rejections.map((rejection) => `${rejection.file}: ${rejection.message}`)).toEqual(["gone.yaml: cannot read: it is a symbolic link to a file that does not exist"]);
+    await source.reload();
+    await source.reload();
+    expect(rejections).toHaveLength(1);
+  });
+
+  it("reads a ConfigMap volume once per name, and follows its atomic update", async () => {
+    // kubelet's layout: the names link into ..data, itself a link to a timestamped directory swapped on update.
+    const dir = tempDir();
+    mkdirSync(join(dir, "..2026_12_06_01"));
+    writeManifest(join(dir, "..2026_12_06_01"), "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1" }));
+    symlinkSync("..2026_12_06_01", join(dir, "..data"));
+    symlinkSync("..data/shop.yaml", join(dir, "shop.yaml"));
+    const { source, changes, rejections } = await start(dir);
+    expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.shop-abc", "svc.demo.shop"]);
+    changes.length = 0;
+    mkdirSync(join(dir, "..2026_12_06_02"));
+    writeManifest(join(dir, "..2026_12_06_02"), "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1", port: 8080 }));
+    symlinkSync("..2026_12_06_02", join(dir, "..data_tmp"));
+    renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+    rmSync(join(dir, "..2026_12_06_01"), { recursive: true });
+    await eventually(() => changes.some((change) => change.key === "svc.demo.shop" && change.op === "put"), 5_000, "the update");
+    expect(changes.filter((change) => change.op === "delete")).toEqual([]);
+    expect(rejections).toEqual([]);
   });
 
   it("says clearly when the directory does not exist", async () => {

@@ -18,8 +18,8 @@
  */
 import { createHash } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
-import { readdir, readFile, stat } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { lstat, readdir, readFile, stat } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
@@ -63,6 +63,8 @@ export class ManifestSource implements CatalogSource {
   #catalog = new Map<string, CatalogObject>();
   /** "key file" of every object refused as defined in an earlier file, at the last reload: reported when it first appears. */
   #duplicates = new Set<string>();
+  /** Symbolic links to nothing, said when first found. */
+  readonly #broken = new Set<string>();
   #synced = false;
   #watcher: FSWatcher | undefined;
   #rescanTimer: unknown;
@@ -157,11 +159,20 @@ export class ManifestSource implements CatalogSource {
       let signature: string;
       let age: number;
       try {
+        // Through a symbolic link to its file (a file linked in, a ConfigMap volume's names).
         const info = await stat(path);
+        if (!info.isFile()) continue;
         signature = `${info.size}:${info.mtimeMs}:${info.ino}`;
         age = Date.now() - info.mtimeMs;
-      } catch {
-        continue; // removed while we listed
+        this.#broken.delete(path);
+      } catch (error) {
+        // Removed while we listed, or a link to nothing (said once, until it changes).
+        const code = (error as NodeJS.ErrnoException).code;
+        if ((code === "ENOENT" || code === "ELOOP") && (await isLink(path)) && !this.#broken.has(path)) {
+          this.#broken.add(path);
+          this.#reject({ file: this.#relative(path), message: `cannot read: it is a symbolic link to ${code === "ELOOP" ? "itself, through a loop" : "a file that does not exist"}` });
+        }
+        continue;
       }
       const previous = this.#files.get(path);
       // Still being written (a future mtime, a clock set back, is no writer): what it held stays until the writer is done.
@@ -191,6 +202,7 @@ export class ManifestSource implements CatalogSource {
         next.set(path, { signature, digest, objects: previous?.objects ?? new Map() });
       }
     }
+    for (const path of this.#broken) if (!paths.includes(path)) this.#broken.delete(path);
     // Stopped while reading: a stopped source changes and emits nothing.
     if (this.#stopped) return 0;
     // The files read are remembered (a refusal is said once); those still being written are read again later.
@@ -307,10 +319,23 @@ function isList(raw: unknown): raw is { items: unknown[] } {
   return typeof raw === "object" && raw !== null && (raw as { kind?: unknown }).kind === "List" && Array.isArray((raw as { items?: unknown }).items);
 }
 
+/**
+ * The manifest files under `directory`: files and symbolic links (to files: a file linked in, a ConfigMap volume's
+ * names, which link into its hidden `..data`). Nothing inside a hidden directory: a ConfigMap volume's timestamped
+ * `..2026_…` directory holds the same files its names link to, which would be read twice.
+ */
 async function listManifestFiles(directory: string): Promise<string[]> {
   const entries = await readdir(directory, { recursive: true, withFileTypes: true });
   return entries
-    .filter((entry) => entry.isFile() && manifestPattern.test(entry.name) && !entry.name.startsWith("."))
+    .filter((entry) => (entry.isFile() || entry.isSymbolicLink()) && manifestPattern.test(entry.name) && !entry.name.startsWith("."))
+    .filter((entry) => !relative(directory, entry.parentPath).split(sep).some((part) => part.startsWith(".")))
     .map((entry) => join(entry.parentPath, entry.name))
     .sort();
+}
+
+async function isLink(path: string): Promise<boolean> {
+  return lstat(path).then(
+    (info) => info.isSymbolicLink(),
+    () => false,
+  );
 }
