@@ -37,7 +37,9 @@ if (enableCompileCache) {
 }
 const { main } = await import("../cli/main.ts");
 const controller = new AbortController();
-for (const signal of ["SIGINT", "SIGTERM"]) {
+// SIGHUP too: a terminal that closes (an ssh session that ends) ends its jobs with it. Unhandled, it ended leafmesh at
+// once without its stop: an agent left its nftables rules behind (cluster IPs sent to a proxy that was gone).
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(signal, () => {
     if (controller.signal.aborted) process.exit(130);
     controller.abort();

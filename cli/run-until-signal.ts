@@ -1,4 +1,4 @@
-/** Keeps a long-running command alive until SIGINT/SIGTERM, then stops it cleanly. */
+/** Keeps a long-running command alive until SIGINT, SIGTERM or SIGHUP (bin/leafmesh.js), then stops it cleanly. */
 import type { CommandIO } from "./command.ts";
 
 export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>): Promise<number> {

@@ -2,6 +2,9 @@
  * A Ctrl-C in a terminal signals the whole foreground process group: leafmesh and, unless it runs in a
  * group of its own, its nats-server. The server must still be up while leafmesh stops its parts (the
  * hub releases its publisher lease through it), and stop last: no warning, no failure, exit 0.
+ * A terminal that closes (an ssh session that ends) sends SIGHUP the same way: it stops the same. Before,
+ * SIGHUP ended leafmesh at once, without a word and without its stop: an agent left its nftables rules
+ * (cluster IPs sent to a proxy that was gone) and a hub its publisher lease.
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -10,8 +13,8 @@ import { describe, expect, it } from "vitest";
 import { eventually, freePort } from "./support/ports.ts";
 import { cliPath, nodeBinary, tempDir } from "./support/processes.ts";
 
-describe("a hub stopped by a signal to its process group (Ctrl-C)", () => {
-  it("stops its parts with its nats-server still up, releases its lease, and exits 0 without a warning", { timeout: 60_000 }, async () => {
+describe("a hub stopped by a signal to its process group (Ctrl-C, or its terminal closing)", () => {
+  it.each(["SIGINT", "SIGHUP"] as const)("%s: stops its parts with its nats-server still up, releases its lease, and exits 0 without a warning", { timeout: 60_000 }, async (signal) => {
     const data = tempDir();
     const manifests = tempDir();
     writeFileSync(join(manifests, "web.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 198.19.0.10, ports: [{port: 80}]}\n");
@@ -26,7 +29,7 @@ describe("a hub stopped by a signal to its process group (Ctrl-C)", () => {
     await eventually(() => output.includes('"lease acquired"'), 30_000, "the hub to hold the publisher lease");
     const serverPid = Number(/"serverPid":(\d+)/.exec(output)![1]);
     const signalledAt = output.length;
-    process.kill(-child.pid!, "SIGINT");
+    process.kill(-child.pid!, signal);
     expect(await exited).toBe(0);
     const after = output.slice(signalledAt).split("\n").filter(Boolean);
     expect(after.filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
