@@ -8,6 +8,9 @@ if (major < 24) {
   process.exit(1);
 }
 process.removeAllListeners("warning");
+// Node opens its inspector (a debugger that runs any code, on 127.0.0.1:9229, for any local user) on SIGUSR1: a
+// logrotate script that sends it, as to nginx, would open a root shell to every user of the machine. Not here.
+process.on("SIGUSR1", () => process.stderr.write("leafmesh: SIGUSR1 ignored (it does not open Node's inspector here; leafmesh reopens no logs on a signal)\n"));
 // The processes that run for long start again at once, in place (execve: same pid, same stdio), with the memory
 // settings of their role (bin/memory.js: V8's young generation capped per semi-space, one malloc arena on edge
 // nodes). A --max-semi-space-size or a MALLOC_ARENA_MAX of the caller's own (NODE_OPTIONS, node's flags, the

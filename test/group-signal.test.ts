@@ -36,3 +36,23 @@ describe("a hub stopped by a signal to its process group (Ctrl-C, or its termina
     expect(existsSync(`/proc/${serverPid}`) && !readFileSync(`/proc/${serverPid}/stat`, "utf8").includes(") Z ")).toBe(false);
   });
 });
+
+describe("SIGUSR1 to a running leafmesh", () => {
+  it("does not open Node's inspector (a debugger any local user could reach), and leafmesh runs on", { timeout: 60_000 }, async () => {
+    const data = tempDir();
+    const args = ["hub", "--name", "hub-1", "--insecure", "--data", data, "--log-level", "info", "--metrics-listen", "off"];
+    for (const [flag, port] of [["--listen", await freePort()], ["--leaf-listen", await freePort()], ["--monitor-listen", await freePort()]] as const) args.push(flag, `127.0.0.1:${port}`);
+    const child = spawn(nodeBinary, [cliPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    await eventually(() => output.includes('"hub ready"'), 30_000, "the hub to be up");
+    child.kill("SIGUSR1");
+    await eventually(() => output.includes("SIGUSR1 ignored"), 10_000, "the signal to be said");
+    expect(output).not.toContain("Debugger listening");
+    expect(child.exitCode).toBeNull();
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+});
