@@ -15,7 +15,6 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { rpcRequest } from "../bus/bus.ts";
 import { connectNats } from "../bus/connect.ts";
-import type { NodeStatus } from "../roles/status.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
 import { clientConnectOptions } from "./security-options.ts";

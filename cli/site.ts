@@ -1,6 +1,5 @@
 /** `leafmesh site`: an edge site's NATS server(s): a leaf of the hubs that its agents attach to. */
 import { commandSummaries } from "./command-list.ts";
-import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
