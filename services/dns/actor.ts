@@ -6,7 +6,6 @@
  * publishes `mesh.<node>.dns.stats` every few seconds.
  */
 import { readFileSync } from "node:fs";
-import { networkInterfaces } from "node:os";
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
 import { z } from "zod";
 import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
@@ -17,6 +16,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Registry } from "../../lib/prom.ts";
+import { localAddresses } from "../../lib/local-addresses.ts";
 import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
 import { DnsServer, type ListenAddress } from "./server.ts";
 import { DnsStats, registerDnsMetrics } from "./stats.ts";
@@ -142,7 +142,7 @@ function isOwnAddress(upstream: Upstream, listen: { host: string; port: number }
   if (listen.host !== "0.0.0.0" && listen.host !== "::") return false;
   // Loopback's own address, not all of 127/8: systemd-resolved's stub listens on 127.0.0.53:53 beside a wildcard bind.
   if (upstream.host === "127.0.0.1" || upstream.host === "::1") return true;
-  return Object.values(networkInterfaces()).some((addresses) => addresses?.some((address) => address.address === upstream.host));
+  return localAddresses().has(upstream.host);
 }
 
 export function createDnsActor(options: DnsActorOptions): DnsActor {

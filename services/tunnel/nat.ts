@@ -25,11 +25,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
-import { networkInterfaces } from "node:os";
 import type { NatType } from "../../bus/node-record.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { deadline } from "../../lib/socket-deadline.ts";
+import { localAddresses } from "../../lib/local-addresses.ts";
 
 export interface HostPort {
   host: string;
@@ -250,12 +250,6 @@ export function freeLocalPort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-function localAddresses(): Set<string> {
-  const addresses = new Set<string>();
-  for (const list of Object.values(networkInterfaces())) for (const entry of list ?? []) addresses.add(entry.address);
-  return addresses;
 }
 
 export interface NatDetection {
