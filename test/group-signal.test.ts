@@ -26,14 +26,19 @@ describe("a hub stopped by a signal to its process group (Ctrl-C, or its termina
     child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    await eventually(() => output.includes('"lease acquired"'), 30_000, "the hub to hold the publisher lease");
-    const serverPid = Number(/"serverPid":(\d+)/.exec(output)![1]);
-    const signalledAt = output.length;
-    process.kill(-child.pid!, signal);
-    expect(await exited).toBe(0);
-    const after = output.slice(signalledAt).split("\n").filter(Boolean);
-    expect(after.filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
-    expect(existsSync(`/proc/${serverPid}`) && !readFileSync(`/proc/${serverPid}/stat`, "utf8").includes(") Z ")).toBe(false);
+    try {
+      await eventually(() => output.includes('"lease acquired"'), 30_000, "the hub to hold the publisher lease");
+      const serverPid = Number(/"serverPid":(\d+)/.exec(output)![1]);
+      const signalledAt = output.length;
+      process.kill(-child.pid!, signal);
+      expect(await exited).toBe(0);
+      const after = output.slice(signalledAt).split("\n").filter(Boolean);
+      expect(after.filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
+      expect(existsSync(`/proc/${serverPid}`) && !readFileSync(`/proc/${serverPid}/stat`, "utf8").includes(") Z ")).toBe(false);
+    } finally {
+      // A failed test leaves no hub running.
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }
   });
 });
 
@@ -47,12 +52,17 @@ describe("SIGUSR1 to a running leafmesh", () => {
     child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    await eventually(() => output.includes('"hub ready"'), 30_000, "the hub to be up");
-    child.kill("SIGUSR1");
-    await eventually(() => output.includes("SIGUSR1 ignored"), 10_000, "the signal to be said");
-    expect(output).not.toContain("Debugger listening");
-    expect(child.exitCode).toBeNull();
-    child.kill("SIGTERM");
-    expect(await exited).toBe(0);
+    try {
+      await eventually(() => output.includes('"hub ready"'), 30_000, "the hub to be up");
+      child.kill("SIGUSR1");
+      await eventually(() => output.includes("SIGUSR1 ignored"), 10_000, "the signal to be said");
+      expect(output).not.toContain("Debugger listening");
+      expect(child.exitCode).toBeNull();
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      // A failed test leaves no hub running (it ends its nats-server with it).
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
   });
 });
