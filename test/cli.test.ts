@@ -1,5 +1,5 @@
 /** The CLI as a user meets it: help that is true, clear errors and exit codes. */
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { connect } from "@nats-io/transport-node";
 import { join, resolve } from "node:path";
@@ -261,6 +261,8 @@ describe("a reader of the CLI's output that goes away", () => {
 
   it("`leafmesh sub | less`, paused: sub drops what its reader cannot take and says how much, holding bounded memory", async () => {
     await withSub("sub-paused", async (child, server) => {
+      // A failed test leaves no sub running (it would reconnect for ever).
+      onTestFinished(() => void child.kill("SIGKILL"));
       let stderr = "";
       child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
       await eventually(() => stderr.includes("listening on"), 10_000, "sub to listen");
