@@ -225,8 +225,8 @@ export class DnsTransport {
         if (buffered.length < 2 + length) break; // wait for the rest, within the idle timeout
         const message = buffered.subarray(2, 2 + length);
         buffered = buffered.subarray(2 + length);
-        client.since = performance.now();
-        const started = performance.now();
+        // The query's start is also where the client's idle time starts again.
+        const started = (client.since = performance.now());
         let response: ReturnType<Respond>;
         try {
           response = this.#options.respond(message, "tcp");

@@ -8,20 +8,20 @@
  * Now one host holds at most four places (inbound-gate.ts), and connections
  * the fabric brought are not counted at all.
  */
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
+import { roundTrip, sha, startFabric, startTcpEcho, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("a node whose tunnel port strangers flood with idle connections", () => {
   let fabric: TestFabric;
-  let echo: Server;
+  let echo: Awaited<ReturnType<typeof startTcpEcho>>;
   let echoPort: number;
   const actors: TunnelActor[] = [];
   let idle: Socket[] = [];
@@ -52,9 +52,8 @@ describe("a node whose tunnel port strangers flood with idle connections", () =>
   const stillOpen = () => idle.filter((socket) => !socket.destroyed && socket.readyState === "open").length;
 
   beforeAll(async () => {
-    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-    echoPort = (echo.address() as { port: number }).port;
+    echo = await startTcpEcho();
+    echoPort = echo.port;
     fabric = await startFabric({ hubs: 1, leaves: ["flood-a", "flood-b", "flood-c"] });
   }, 60_000);
 
@@ -66,7 +65,7 @@ describe("a node whose tunnel port strangers flood with idle connections", () =>
   afterAll(async () => {
     for (const actor of actors) await actor.stop();
     await fabric?.stop();
-    echo?.close();
+    void echo?.close();
   });
 
   it("one stranger holds four places at most, and a peer dials in directly", async () => {

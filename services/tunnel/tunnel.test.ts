@@ -3,7 +3,7 @@
  * direct paths from node records, relayed paths, bad input and wrong keys.
  */
 import { randomBytes } from "node:crypto";
-import { createServer, type Server } from "node:net";
+import { createServer } from "node:net";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../../bus/bus.ts";
@@ -12,13 +12,13 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
+import { roundTrip, sha, startFabric, startTcpEcho, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 const otherPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"a5".repeat(32)}\n`;
 
 describe("tunnel actor on loopback", () => {
   let fabric: TestFabric;
-  let echo: Server;
+  let echo: Awaited<ReturnType<typeof startTcpEcho>>;
   let echoPort: number;
   const actors: TunnelActor[] = [];
   const events: { subject: string; payload: unknown }[] = [];
@@ -38,9 +38,8 @@ describe("tunnel actor on loopback", () => {
 
   beforeAll(async () => {
     // A stream cut by the tunnel resets its target connection: the echo hears ECONNRESET.
-    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-    echoPort = (echo.address() as { port: number }).port;
+    echo = await startTcpEcho();
+    echoPort = echo.port;
     fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e"] });
     const watcher = await fabric.connect("edge-a");
     watcher.subscribe("mesh.*.tunnel.>", { callback: (_, message) => void events.push({ subject: message.subject, payload: message.json() }) });
@@ -49,7 +48,7 @@ describe("tunnel actor on loopback", () => {
   afterAll(async () => {
     for (const actor of actors) await actor.stop();
     await fabric?.stop();
-    echo?.close();
+    void echo?.close();
   });
 
   it("connects directly to a node from its record and carries a stream both ways", async () => {

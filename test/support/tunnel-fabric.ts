@@ -10,6 +10,7 @@
  * ```
  */
 import { createHash } from "node:crypto";
+import { createServer, type Server } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import { tmpdir } from "node:os";
@@ -117,6 +118,17 @@ export async function roundTrip(stream: Duplex, payload: Buffer): Promise<Buffer
   });
   stream.end(payload);
   return done;
+}
+
+/**
+ * A TCP echo on loopback, the target of test streams. Each connection is piped to itself: a FIN from the
+ * client ends the echo's side once what came before it went back; a reset (a stream the tunnel cut) or any
+ * other error is swallowed and destroys that connection only, which ends its pipe.
+ */
+export async function startTcpEcho(): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  const server = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as { port: number }).port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 export function sha(bytes: Buffer): string {
