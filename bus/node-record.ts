@@ -107,9 +107,17 @@ export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
  * ```
  */
 export async function openNodeRecordsBucket(connection: NatsConnection, options: { replicas: number; ttlMs: number }): Promise<{ kv: KV; changed: string[] }> {
-  const kv = await new Kvm(connection).create(buckets.nodes, { history: 1, ttl: options.ttlMs, replicas: options.replicas });
   const jsm = await jetstreamManager(connection);
   const stream = `KV_${buckets.nodes}`;
+  // nats.js makes a bucket that allows roll-ups: one made just now is set right here, and only an older one is "changed".
+  const existed = await jsm.streams.info(stream).then(
+    () => true,
+    (error: unknown) => {
+      if (error instanceof Error && /stream not found/i.test(error.message)) return false;
+      throw error;
+    },
+  );
+  const kv = await new Kvm(connection).create(buckets.nodes, { history: 1, ttl: options.ttlMs, replicas: options.replicas });
   const { config } = await jsm.streams.info(stream);
   const changed: string[] = [];
   if (config.allow_rollup_hdrs) changed.push("allow_rollup_hdrs: true → false");
@@ -119,5 +127,5 @@ export async function openNodeRecordsBucket(connection: NatsConnection, options:
   if (config.max_age !== maxAge) changed.push(`max_age: ${millis(config.max_age) / 1000} s → ${options.ttlMs / 1000} s`);
   // JetStream refuses a duplicate window longer than max_age; nats.js makes it 2 minutes, or max_age if shorter.
   if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false, max_age: maxAge, duplicate_window: Math.min(nanos(120_000), maxAge) });
-  return { kv, changed };
+  return { kv, changed: existed ? changed : [] };
 }

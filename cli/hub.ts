@@ -57,7 +57,7 @@ given each other's --routes form one JetStream cluster.`,
     gatewayListen: option.hostPort({ default: "0.0.0.0:7222", description: "gateway address (used with --gateway-name)" }),
     gateways: option.parsed({ value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" }, parseGateways),
     observer: option.parsed({ value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type" }, parseHubObserver),
-    manifests: option.text({ value: "DIR", description: "publish the catalog from a directory of YAML/JSON manifests (reloaded on change)" }),
+    manifests: option.text({ value: "PATH", description: "publish the catalog from a directory of YAML/JSON manifests, or one such file (reloaded on change)" }),
     kubeconfig: option.text({ value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" }),
     replicas: option.integer({ value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" }),
     enrol: option.flag({
@@ -73,7 +73,7 @@ given each other's --routes form one JetStream cluster.`,
     const dataDir = dataDirectory(options.data, "hub");
     const log = createLogger({ level: options.logLevel });
     let source: CatalogSource | undefined;
-    if (options.manifests) source = new ManifestSource({ directory: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
+    if (options.manifests) source = new ManifestSource({ path: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
     if (options.kubeconfig) {
       const { KubernetesSource } = await import("../services/controller/kubernetes-source.ts");
       let kubeconfig: string | import("@kubernetes/client-node").KubeConfig = resolve(options.kubeconfig);

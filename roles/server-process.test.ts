@@ -87,7 +87,7 @@ describe("a server process stopped by a signal to its whole group (Ctrl-C, syste
       client: { host: "127.0.0.1", port: await freePort() },
       leaf: { host: "127.0.0.1", port: await freePort() },
       monitor: { host: "127.0.0.1", port: await freePort() },
-      source: new ManifestSource({ directory: tempDir(), log }),
+      source: new ManifestSource({ path: tempDir(), log }),
       log,
     });
     await eventually(() => hub.publisher.leading, 10_000, "the hub to hold the publisher lease");

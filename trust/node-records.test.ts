@@ -62,6 +62,13 @@ beforeAll(async () => {
 afterAll(() => stopAllProcesses());
 
 describe("roll-up headers on a node's own key", () => {
+  it("a fresh hub makes the bucket refusing roll-ups and reports no update of a bucket it just made", async () => {
+    const { config } = await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes");
+    expect(config.allow_rollup_hdrs).toBe(false);
+    expect(hub.output()).toContain("hub ready");
+    expect(hub.output()).not.toContain("node records bucket updated");
+  });
+
   it("a plain write of its own record goes through", async () => {
     const rogue = await stolenEdgeA();
     try {

@@ -61,7 +61,7 @@ const harnesses: [string, (objects: object[]) => Promise<Harness>][] = [
     async (objects) => {
       const dir = join(directory, `m${started.length}-${Date.now()}`);
       writeManifest(dir, "ingress.yaml", objects);
-      const source = new ManifestSource({ directory: dir, log: silentLogger(), rescanMs: 200, debounceMs: 20 });
+      const source = new ManifestSource({ path: dir, log: silentLogger(), rescanMs: 200, debounceMs: 20 });
       const rejections: CatalogRejection[] = [];
       source.onReject((rejection) => rejections.push(rejection));
       started.push(source);

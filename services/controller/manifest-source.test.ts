@@ -17,7 +17,7 @@ afterEach(async () => {
 });
 
 async function start(directory: string) {
-  const source = new ManifestSource({ directory, log: silentLogger(), rescanMs: 200, debounceMs: 20 });
+  const source = new ManifestSource({ path: directory, log: silentLogger(), rescanMs: 200, debounceMs: 20 });
   sources.push(source);
   const changes: CatalogChange[] = [];
   const rejections: CatalogRejection[] = [];
@@ -34,7 +34,7 @@ function objectFile(kind: string, namespace: string, name: string): string {
 
 describeCatalogSourceContract("ManifestSource over a directory", async (clock) => {
   const dir = tempDir();
-  const source = () => new ManifestSource({ directory: dir, log: silentLogger(), clock, rescanMs: 200, debounceMs: 20 });
+  const source = () => new ManifestSource({ path: dir, log: silentLogger(), clock, rescanMs: 200, debounceMs: 20 });
   const running = source();
   let rereads = 0;
   return {
@@ -183,8 +183,57 @@ describe("ManifestSource", () => {
     expect(rejections).toEqual([]);
   });
 
-  it("says clearly when the directory does not exist", async () => {
-    const source = new ManifestSource({ directory: "/nonexistent/leafmesh", log: silentLogger() });
-    await expect(source.start()).rejects.toThrow("--manifests: cannot read directory /nonexistent/leafmesh");
+  it("says clearly when the path does not exist", async () => {
+    const source = new ManifestSource({ path: "/nonexistent/leafmesh", log: silentLogger() });
+    await expect(source.start()).rejects.toThrow("--manifests: cannot read /nonexistent/leafmesh: ENOENT");
+  });
+
+  it("takes one file named on its own, follows a save by rename, and keeps what it held while the file is gone", async () => {
+    const dir = tempDir();
+    writeManifest(dir, "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1" }));
+    // Beside it, a file that is not the one named: never read.
+    writeManifest(dir, "other.yaml", sampleService({ name: "other", clusterIP: "198.19.0.2" }));
+    const file = join(dir, "shop.yaml");
+    const { source, changes, rejections } = await start(file);
+    expect(source.name).toBe(`manifests:${file}`);
+    expect([...source.snapshot().keys()].sort()).toEqual(["eps.demo.shop-abc", "svc.demo.shop"]);
+    // An editor's save: a new file renamed over the old one.
+    writeManifest(dir, ".shop.yaml.swp", sampleService({ name: "shop", clusterIP: "198.19.0.1", port: 8080 }));
+    renameSync(join(dir, ".shop.yaml.swp"), file);
+    await eventually(() => changes.some((change) => change.key === "svc.demo.shop" && change.op === "put"), 5_000, "the saved file");
+    // Gone for longer than two rescans: nothing leaves the catalog.
+    rmSync(file);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    await source.reload();
+    expect(changes.filter((change) => change.op === "delete")).toEqual([]);
+    expect(source.snapshot().has("svc.demo.shop")).toBe(true);
+    // Back with another Service in it: the file's objects are what it now holds.
+    writeManifest(dir, "shop.yaml", sampleService({ name: "till", clusterIP: "198.19.0.3" }));
+    await eventually(() => source.snapshot().has("svc.demo.till"), 5_000, "the file back");
+    expect(source.snapshot().has("svc.demo.shop")).toBe(false);
+    expect(source.snapshot().has("svc.demo.other")).toBe(false);
+    expect(rejections).toEqual([]);
+  });
+
+  it("follows one file of a ConfigMap volume through its atomic update", async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, "..2026_12_06_01"));
+    writeManifest(join(dir, "..2026_12_06_01"), "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1" }));
+    symlinkSync("..2026_12_06_01", join(dir, "..data"));
+    symlinkSync("..data/shop.yaml", join(dir, "shop.yaml"));
+    const { source, changes } = await start(join(dir, "shop.yaml"));
+    expect(source.snapshot().has("svc.demo.shop")).toBe(true);
+    mkdirSync(join(dir, "..2026_12_06_02"));
+    writeManifest(join(dir, "..2026_12_06_02"), "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1", port: 8080 }));
+    symlinkSync("..2026_12_06_02", join(dir, "..data_tmp"));
+    renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+    rmSync(join(dir, "..2026_12_06_01"), { recursive: true });
+    await eventually(() => changes.some((change) => change.key === "svc.demo.shop" && change.op === "put"), 5_000, "the update");
+    expect(changes.filter((change) => change.op === "delete")).toEqual([]);
+  });
+
+  it("refuses a path that is neither a directory nor a file", async () => {
+    const source = new ManifestSource({ path: "/dev/null", log: silentLogger() });
+    await expect(source.start()).rejects.toThrow("--manifests: /dev/null is neither a directory nor a file");
   });
 });

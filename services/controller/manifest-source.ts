@@ -1,7 +1,9 @@
 /**
  * A catalog source reading a directory of Kubernetes manifests (YAML or JSON,
- * several documents per file, `kind: List` expanded), reloaded when a file
- * changes. A file is taken once it was last written `settleMs` ago: one being
+ * several documents per file, `kind: List` expanded), or one such file, as
+ * `kubectl apply -f` takes either, reloaded when a file changes. One file named
+ * on its own that goes missing (an editor saving by rename, a tool replacing
+ * it) keeps what it held: an empty catalog is never read from a file's absence. A file is taken once it was last written `settleMs` ago: one being
  * written (truncated, then filled over a slow link) parses at every step, each
  * time with fewer objects, and each step took Services out of the mesh for a
  * moment. A file with any invalid object is refused as a whole and the objects
@@ -11,7 +13,7 @@
  * in two files until it is no longer.
  *
  * ```ts
- * const source = new ManifestSource({ directory: "/etc/leafmesh/manifests", log });
+ * const source = new ManifestSource({ path: "/etc/leafmesh/manifests", log });
  * source.onReject((r) => log.warn(r));
  * await source.start();
  * ```
@@ -19,7 +21,7 @@
 import { createHash } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
 import { lstat, readdir, readFile, stat } from "node:fs/promises";
-import { join, relative, sep } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { catalogKey, type CatalogObject } from "../../bus/catalog.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
@@ -30,7 +32,8 @@ import { describeObject, normalizeObject, problemMessage } from "./normalize.ts"
 import { diffCatalog, formatRejection, SourceListeners, type CatalogChange, type CatalogRejection, type CatalogSource } from "./source.ts";
 
 export interface ManifestSourceOptions {
-  directory: string;
+  /** A directory (every manifest file under it) or one file. */
+  path: string;
   log: Logger;
   /** @default 2_000 — a rescan catches changes that inotify misses (editors renaming files, network filesystems). */
   rescanMs?: number;
@@ -73,11 +76,18 @@ export class ManifestSource implements CatalogSource {
   readonly #reloader = new Coalescer(() => this.#reloadOnce().then(() => undefined, (error: unknown) => void this.#options.log.error({ err: error }, "reloading manifests failed")));
   #started = false;
   #stopped = false;
+  /** The directory that file names are relative to and that is watched: `path`, or the directory of the one file. */
+  #root: string;
+  /** `path` when it names one file. */
+  #single: string | undefined;
+  /** The one file was missing at the last pass (said once). */
+  #singleMissing = false;
 
   constructor(options: ManifestSourceOptions) {
     this.#options = options;
     this.#clock = options.clock ?? systemClock;
-    this.name = `manifests:${options.directory}`;
+    this.#root = options.path;
+    this.name = `manifests:${options.path}`;
   }
 
   get synced(): boolean {
@@ -96,14 +106,20 @@ export class ManifestSource implements CatalogSource {
     return this.#listeners.onReject(listener);
   }
 
-  /** Loads the directory once (synced when it resolves), then follows it; a directory it cannot read is a CONFIG_INVALID error. */
+  /** Loads the directory or file once (synced when it resolves), then follows it; one it cannot read is a CONFIG_INVALID error. */
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
-    const info = await stat(this.#options.directory).catch((cause: unknown) => {
-      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read directory ${this.#options.directory}`, { cause });
+    const path = this.#options.path;
+    const info = await stat(path).catch((cause: unknown) => {
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read ${path}: ${describeError(cause)}`, { cause });
     });
-    if (!info.isDirectory()) throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${this.#options.directory} is not a directory`);
+    if (info.isFile()) {
+      this.#single = path;
+      this.#root = dirname(path);
+    } else if (!info.isDirectory()) {
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: ${path} is neither a directory nor a file`);
+    }
     if (this.#stopped) return;
     // Not through the reloader, which logs and goes on: a first load that fails must not leave an empty catalog that says it is synced.
     // Files still being written are waited for (real time: their mtimes are), so the first catalog is whole.
@@ -117,7 +133,8 @@ export class ManifestSource implements CatalogSource {
     // Stopped while loading: nothing to follow.
     if (this.#stopped) return;
     try {
-      this.#watcher = watch(this.#options.directory, { recursive: true }, () => this.#schedule());
+      // One file: its directory, where an editor's rename and a ConfigMap volume's swap of `..data` happen.
+      this.#watcher = watch(this.#root, { recursive: this.#single === undefined }, () => this.#schedule());
       this.#watcher.on("error", (error) => this.#options.log.warn({ err: error }, "watching the manifest directory failed; rescanning on a timer only"));
     } catch (error) {
       this.#options.log.warn({ err: error }, "cannot watch the manifest directory; rescanning on a timer only");
@@ -147,9 +164,11 @@ export class ManifestSource implements CatalogSource {
 
   /** One pass over the directory; returns how long until the files still being written have settled (0: none is). */
   async #reloadOnce(settleMs = this.#options.settleMs ?? 300): Promise<number> {
-    const paths = await listManifestFiles(this.#options.directory).catch((cause: unknown) => {
-      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot list the files of ${this.#options.directory}`, { cause });
+    const paths = this.#single !== undefined ? await this.#singleFile(this.#single) : await listManifestFiles(this.#root).catch((cause: unknown) => {
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot list the files of ${this.#root}`, { cause });
     });
+    // The one file gone: what it held stays until it is back (an empty catalog would take every Service out of the mesh).
+    if (paths.length === 0 && this.#single !== undefined && this.#synced) return 0;
     const next = new Map<string, LoadedFile>();
     // Whether any file's objects may differ from the last pass: a rescan that finds every file as it was
     // rebuilds and compares nothing (at 10,000 services that was ~0.2 s of CPU every 2 s; --cpu-prof).
@@ -246,6 +265,16 @@ export class ManifestSource implements CatalogSource {
     return unsettled;
   }
 
+  /** [file] while it exists; [] (said once) while it does not. */
+  async #singleFile(file: string): Promise<string[]> {
+    const exists = await stat(file).then(() => true, () => false);
+    if (exists === !this.#singleMissing) return exists ? [file] : [];
+    this.#singleMissing = !exists;
+    if (exists) this.#options.log.info({ file }, "the manifest file is back");
+    else this.#options.log.warn({ file }, "the manifest file is gone; the catalog keeps what it held until it is back");
+    return exists ? [file] : [];
+  }
+
   /** The file's text, or undefined (reported) when it cannot be read. */
   async #read(path: string): Promise<string | undefined> {
     try {
@@ -311,7 +340,7 @@ export class ManifestSource implements CatalogSource {
   }
 
   #relative(path: string): string {
-    return relative(this.#options.directory, path) || path;
+    return relative(this.#root, path) || path;
   }
 }
 

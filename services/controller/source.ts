@@ -10,7 +10,7 @@
  * implementation.
  *
  * ```ts
- * const source = new ManifestSource({ directory, log });
+ * const source = new ManifestSource({ path: directory, log });
  * source.onChange((changes) => publisher.apply(changes));
  * await source.start();
  * source.snapshot(); // Map key → CatalogObject
