@@ -33,6 +33,7 @@ function probe() {
       peers: option.list({ value: "URL,…", description: "a list" }),
       mode: option.choice(["a", "b"] as const, { default: "a", description: "a choice" }),
       verbose: option.flag({ description: "a switch" }),
+      gates: option.text({ value: "NAME=URL;…", description: "a list separated by ';'" }),
     },
     async run(values) {
       seen.push(values);
@@ -46,7 +47,7 @@ describe("defineCommand on a schema", () => {
   it("turns flags into typed values, with the defaults the help shows", async () => {
     const { command, seen } = probe();
     expect((await run(command, ["--name", "x", "--peers", "a, b", "--verbose"])).code).toBe(0);
-    expect(seen[0]).toEqual({ name: "x", listen: { host: "127.0.0.1", port: 4222 }, metrics: undefined, ttl: 6000, peers: ["a", "b"], mode: "a", verbose: true, config: undefined });
+    expect(seen[0]).toEqual({ name: "x", listen: { host: "127.0.0.1", port: 4222 }, metrics: undefined, ttl: 6000, peers: ["a", "b"], mode: "a", verbose: true, gates: undefined, config: undefined });
     const help = command.help();
     expect(help).toContain("--listen H:P");
     expect(help).toMatch(/--ttl MS\s+a time \(default: 6000; env LEAFMESH_TTL\)/);
@@ -82,6 +83,16 @@ describe("defineCommand on a schema", () => {
     expect(missing.stderr).toContain("--name is required (a name)");
     const unreadable = await run(command, ["--config", join(tempDir(), "none.yaml")]);
     expect(unreadable.stderr).toContain("--config: cannot read");
+    // A YAML list for a field of one value is refused, not read as its items joined; for a list field it is the list.
+    writeFileSync(file, "name: [edge-c]\nttl: [1, 2]\npeers: [a, b]\n");
+    const listed = await run(command, ["--config", file]);
+    expect(listed.code).toBe(2);
+    expect(listed.stderr).toContain(`${file}: name: expected one value (NAME), got a list`);
+    expect(listed.stderr).toContain(`${file}: ttl: expected one value (MS), got a list`);
+    expect(listed.stderr).not.toContain("peers");
+    writeFileSync(file, "name: x\npeers: [a, b]\ngates: [a=nats://h:1, b=nats://h:2]\n");
+    expect((await run(command, ["--config", file])).code).toBe(0);
+    expect(seen.pop()).toMatchObject({ name: "x", peers: ["a", "b"], gates: "a=nats://h:1;b=nats://h:2" });
     writeFileSync(file, "- a list\n");
     expect((await run(command, ["--config", file])).stderr).toContain("expected a mapping of option names");
     expect(seen).toEqual([]);

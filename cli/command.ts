@@ -64,16 +64,21 @@ export const envName = (name: string) => `LEAFMESH_${kebab(name).replaceAll("-",
 
 const configOption = option.text({ value: "FILE", description: "read options from this YAML or JSON file, one key per flag (e.g. leaf-listen: 0.0.0.0:7422); flags and variables win over it" });
 
-/** A value from a config file as the field's text: lists become "a,b", numbers and switches stay what they say. */
+/**
+ * A value from a config file as the field's text: a list becomes "a,b" for a field that takes a comma-separated list
+ * (its placeholder ends in ",…"; "a;b" for ";…"), numbers and switches stay what they say. A list where one value is expected is
+ * refused: `name: [edge-c]` is not the name "edge-c".
+ */
 function fileValue(value: unknown, info: FieldInfo): string | boolean | undefined {
   if (value === null || value === undefined) return undefined;
   if (info.kind === "switch") {
     if (typeof value === "boolean") return value;
     throw new LeafmeshError("CONFIG_INVALID", `'${String(value)}' is not true or false`);
   }
-  if (Array.isArray(value) && value.every((item) => typeof item === "string" || typeof item === "number")) return value.join(",");
+  const separator = info.value?.endsWith(",…") ? "," : info.value?.endsWith(";…") ? ";" : undefined;
+  if (Array.isArray(value) && separator && value.every((item) => typeof item === "string" || typeof item === "number")) return value.join(separator);
   if (typeof value === "string" || typeof value === "number") return String(value);
-  throw new LeafmeshError("CONFIG_INVALID", `expected text${info.value ? ` (${info.value})` : ""}, got ${Array.isArray(value) ? "a list" : typeof value}`);
+  throw new LeafmeshError("CONFIG_INVALID", `expected ${Array.isArray(value) && !separator ? "one value" : "text"}${info.value ? ` (${info.value})` : ""}, got ${Array.isArray(value) ? "a list" : typeof value}`);
 }
 
 function readConfigFile(path: string, fields: Record<string, Field>): { values: Record<string, string | boolean | undefined>; errors: string[] } {
