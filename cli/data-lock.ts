@@ -12,21 +12,17 @@
  * lockDataDirectory("/var/lib/leafmesh", "agent"); // or throws CONFIG_INVALID: … is in use by leafmesh agent (pid 812) …
  * ```
  */
-import { closeSync, openSync, rmSync, writeSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
-import { ownerAlive, readOwner, thisProcess } from "../lib/lock-owner.ts";
+import { createLock, ownerAlive, readOwner, removeStaleLock, thisProcess } from "../lib/lock-owner.ts";
 
 export function lockDataDirectory(dir: string, role: string): void {
   const file = join(dir, "leafmesh.lock");
   const mine = thisProcess(role);
   // Twice at most: once, and once more after taking a stale lock away.
   for (let attempt = 0; attempt < 2; attempt++) {
-    let fd: number;
-    try {
-      fd = openSync(file, "wx", 0o644);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    if (!createLock(file, mine, 0o644)) {
       const owner = readOwner(file);
       if (owner && ownerAlive(owner)) {
         throw new LeafmeshError(
@@ -34,11 +30,9 @@ export function lockDataDirectory(dir: string, role: string): void {
           `--data ${dir} is in use by leafmesh ${owner.role ?? "process"} (pid ${owner.pid}): two processes on one data directory overwrite each other's nats-server and stop each other's server; stop that one first, or give this one a --data of its own`,
         );
       }
-      rmSync(file, { force: true });
+      removeStaleLock(file, (holder) => !ownerAlive(holder));
       continue;
     }
-    writeSync(fd, JSON.stringify(mine));
-    closeSync(fd);
     process.once("exit", () => {
       // Only our own: a later process may have taken a lock we left (it would not, while we run).
       if (readOwner(file)?.pid === process.pid) rmSync(file, { force: true });

@@ -6,13 +6,19 @@
  * not the owner. Used by the data directory's lock (cli/data-lock.ts) and the
  * keys directory's (trust/keys-lock.ts).
  *
+ * A lock file is made whole (written aside, then linked in: a reader never
+ * finds it empty), and a stale one is taken away only under a second lock,
+ * `FILE.takeover`, after reading it again there: two processes that both found
+ * the same stale lock each removed it, the second removing the lock the first
+ * had just made, and both went on holding it.
+ *
  * ```ts
- * writeFileSync(file, JSON.stringify(thisProcess("agent")), { flag: "wx" });
- * const owner = readOwner(file);
- * if (owner && !ownerAlive(owner)) rmSync(file); // stale: a kill -9, a power cut
+ * while (!createLock(file, thisProcess("agent"))) {
+ *   if (!removeStaleLock(file, (owner) => !ownerAlive(owner))) await sleep(25); // stale: a kill -9, a power cut
+ * }
  * ```
  */
-import { readFileSync } from "node:fs";
+import { linkSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 
 export interface LockOwner {
   pid: number;
@@ -68,5 +74,68 @@ export function readOwner(file: string): LockOwner | undefined {
     return Number.isInteger(owner.pid) && owner.pid > 0 ? owner : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** An owner that reads as no owner (its file cut short by a crash) is stale once its file is this old. */
+const unreadableStaleMs = 1_000;
+
+/**
+ * Makes `file` naming `owner`; false when it exists. The text is written to a file of this process's own and linked
+ * in, so the lock appears whole; where the file system has no hard links (FAT), it is created and written in place.
+ * Errors other than EEXIST (no directory, no permission) are thrown as they come.
+ */
+export function createLock(file: string, owner: LockOwner, mode = 0o600): boolean {
+  const text = JSON.stringify(owner);
+  const aside = `${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
+  writeFileSync(aside, text, { flag: "wx", mode });
+  try {
+    linkSync(aside, file);
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return false;
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "ENOSYS" && code !== "EOPNOTSUPP") throw error;
+  } finally {
+    rmSync(aside, { force: true });
+  }
+  try {
+    writeFileSync(file, text, { flag: "wx", mode });
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  }
+}
+
+/**
+ * Takes `file` away when `stale` says its owner is stale (an owner that cannot be read is, once the file is a second
+ * old), reading it again under `FILE.takeover`, which one process holds at a time. True: it is gone, make it again;
+ * false: it is held (or another process is taking it over this moment), wait.
+ */
+export function removeStaleLock(file: string, stale: (owner: LockOwner) => boolean): boolean {
+  const guard = `${file}.takeover`;
+  if (!createLock(guard, thisProcess())) {
+    // A taker that died in the few hundred microseconds it holds the guard leaves it behind.
+    const taker = readOwner(guard);
+    if ((taker && taker.pid !== process.pid && !ownerAlive(taker)) || (!taker && olderThan(guard, unreadableStaleMs))) rmSync(guard, { force: true });
+    return false;
+  }
+  try {
+    const owner = readOwner(file);
+    if (owner ? !stale(owner) : !olderThan(file, unreadableStaleMs)) return false;
+    rmSync(file, { force: true });
+    return true;
+  } finally {
+    rmSync(guard, { force: true });
+  }
+}
+
+/** Whether `file` was last written more than `ms` ago (a file that is gone is: nothing holds it). */
+function olderThan(file: string, ms: number): boolean {
+  try {
+    return Date.now() - statSync(file).mtimeMs > ms;
+  } catch {
+    return true;
   }
 }

@@ -5,7 +5,8 @@
  * would make the revoked key valid again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initKeys, readKeyState, resignAccounts, writeKeyState } from "./key-store.ts";
@@ -89,6 +90,67 @@ describe("the keys directory's lock", () => {
     expect(await withKeysLock(keys, async () => "taken over", 2_000)).toBe("taken over");
     expect(existsSync(join(keys, ".lock"))).toBe(false);
   });
+
+  it("a lock file a crash left empty is taken over once it is a second old", async () => {
+    writeFileSync(join(keys, ".lock"), "");
+    const started = Date.now();
+    expect(await withKeysLock(keys, async () => "taken over", 5_000)).toBe("taken over");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  it("processes that find the same stale lock at once take it one at a time", async () => {
+    // Each child, at every round's signal, takes the lock and marks itself inside (a file made exclusively):
+    // two inside at once is an overlap. Before the take-over was guarded, 6 processes over 30 rounds overlapped ~15 times.
+    const dir = join(base, "race");
+    mkdirSync(dir);
+    const child = join(base, "race-child.mjs");
+    writeFileSync(
+      child,
+      `import { existsSync, writeFileSync, rmSync } from "node:fs";
+const { withKeysLock } = await import(${JSON.stringify(join(import.meta.dirname, "keys-lock.ts"))});
+const [dir, rounds] = [process.argv[2], Number(process.argv[3])];
+const sleep = (ms) => new Promise((wake) => setTimeout(wake, ms));
+let overlaps = 0;
+for (let round = 0; round < rounds; round++) {
+  for (let waits = 0; !existsSync(dir + "/go-" + round) && waits < 30000; waits++) await sleep(1);
+  await withKeysLock(dir, async () => {
+    try { writeFileSync(dir + "/inside", "", { flag: "wx" }); } catch { overlaps++; return; }
+    await sleep(5);
+    rmSync(dir + "/inside");
+  });
+  writeFileSync(dir + "/done-" + round + "-" + process.pid, "");
+}
+process.stdout.write(String(overlaps));
+`,
+    );
+    const processes = 6;
+    const rounds = 30;
+    const children = Array.from({ length: processes }, () => spawn(process.execPath, [child, dir, String(rounds)], { stdio: ["ignore", "pipe", "inherit"] }));
+    try {
+      const overlaps = children.map(
+        (running) =>
+          new Promise<number>((done) => {
+            let out = "";
+            running.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+            running.on("exit", () => done(Number(out)));
+          }),
+      );
+      await sleep(1_500); // the children are up and waiting
+      for (let round = 0; round < rounds; round++) {
+        // A lock left by a process that is gone, found by all of them within a millisecond.
+        writeFileSync(join(dir, ".lock"), JSON.stringify({ pid: 999_999_999, start: 1 }));
+        writeFileSync(join(dir, `go-${round}`), "");
+        for (let waits = 0; readdirSync(dir).filter((name) => name.startsWith(`done-${round}-`)).length < processes; waits++) {
+          if (waits > 2_000) throw new Error(`round ${round} did not finish`);
+          await sleep(5);
+        }
+      }
+      expect(await Promise.all(overlaps)).toEqual(Array(processes).fill(0));
+      expect(readdirSync(dir).filter((name) => name.startsWith(".lock"))).toEqual([]);
+    } finally {
+      for (const running of children) running.kill("SIGKILL");
+    }
+  }, 60_000);
 
   it("a directory with no mesh says so, not that its lock could not be made", async () => {
     await expect(issueNode({ dir: join(base, "nowhere"), node: "edge-a" })).rejects.toThrow("holds no mesh keys (no state.json)");

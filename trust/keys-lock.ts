@@ -1,9 +1,9 @@
 /** The keys directory's lock (`DIR/.lock`): the CLI and an enrolling hub change state.json one at a time. */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
-import { ownerAlive, readOwner, thisProcess } from "../lib/lock-owner.ts";
+import { createLock, ownerAlive, readOwner, removeStaleLock, thisProcess } from "../lib/lock-owner.ts";
 
 /**
  * Runs `change` while holding the keys directory's lock (`DIR/.lock`), so that the CLI (every `keys`
@@ -22,23 +22,18 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      writeFileSync(lock, JSON.stringify(thisProcess()), { flag: "wx", mode: 0o600 });
-      break;
+      if (createLock(lock, thisProcess())) break;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       // No directory: nothing to keep apart, and the change says there is no mesh there (readKeyState).
       if (code === "ENOENT" || code === "ENOTDIR") return change();
       if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)}: cannot take its lock ${lock} (${code}): the keys directory must be writable by this user`, { cause: error });
-      if (code !== "EEXIST") throw error;
-      const holder = readOwner(lock);
-      // Our own pid is a lock this process left (a change that failed to clean up), not another writer's.
-      if (holder && holder.pid !== process.pid && !ownerAlive(holder)) {
-        rmSync(lock, { force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${holder?.pid ?? "?"} (${lock}) for more than ${waitMs / 1000} s`);
-      await new Promise((wake) => setTimeout(wake, 25));
+      throw error;
     }
+    // Our own pid is another change of this process (two enrolments at once), not a lock left behind: it is waited for.
+    if (removeStaleLock(lock, (holder) => holder.pid !== process.pid && !ownerAlive(holder))) continue;
+    if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${readOwner(lock)?.pid ?? "?"} (${lock}) for more than ${waitMs / 1000} s`);
+    await new Promise((wake) => setTimeout(wake, 25));
   }
   try {
     return await holding.run(new Set([...(held ?? []), key]), change);
