@@ -60,6 +60,13 @@ process.stderr.on("error", (error) => {
   if (error.code !== "EPIPE") throw error;
 });
 const code = await main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal });
+// Stopped to start again with what changed on disk (an agent's bundle replaced: trust/bundle-watch.ts): the same
+// command line, in place (the same pid, so a service manager sees no exit). The data directory's lock names this pid
+// and is taken back by the new image (lib/lock-owner.ts).
+const { startAgainRequested } = await import("../cli/run-until-signal.ts");
+if (startAgainRequested() && typeof process.execve === "function") {
+  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], process.env);
+}
 process.exitCode = code;
 // Long-running commands stop on a signal; one-shot commands end here even if a library left a handle open.
 setTimeout(() => process.exit(code), 2_000).unref();

@@ -12,6 +12,7 @@ import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
+import { watchBundle } from "../trust/bundle-watch.ts";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -248,7 +249,24 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       metrics: options.metricsListen,
       log,
     });
-    return runUntilSignal(io, () => agent.stop());
+    // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.
+    const again = new AbortController();
+    const bundle = security
+      ? watchBundle({
+          files: security.files,
+          node: options.node,
+          log: log.child({ node: options.node, actor: "trust" }),
+          onReplaced: (what) => {
+            log.warn({ node: options.node, actor: "trust", bundle: security.files.cert, changed: what }, "the node's bundle was replaced on disk: stopping, and starting again in place with it");
+            again.abort();
+          },
+        })
+      : undefined;
+    const code = await runUntilSignal(io, () => agent.stop(), again.signal);
+    bundle?.stop();
+    // The lines said so far reach stderr before the process image is replaced.
+    await new Promise<void>((resolve) => log.flush(() => resolve()));
+    return code;
   },
 });
 

@@ -242,8 +242,9 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1) });
     revocations = watch;
     node.onStop(() => watch.stop(), "the revocations mirror");
-    // This node's own certificate, as loaded now: once it is on the list every peer refuses it, and only a restart
-    // with a new bundle brings the node's tunnel back. Said once, as an error, and shown in status.
+    // This node's own certificate, as loaded now: once it is on the list every peer refuses it, and only a new bundle
+    // brings the node's tunnel back (an agent starts again with one put in place: trust/bundle-watch.ts). Said once,
+    // as an error, and shown in status.
     const ownCert = config.security?.files.cert ?? config.siteSecurity?.files.cert;
     const ownFingerprint = ownCert ? certificateFingerprint(readFileSync(ownCert)) : undefined;
     const checkSelf = () => {
@@ -251,7 +252,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       if (revoked && !selfRevoked) {
         log.error(
           { actor: "trust", revocationList: watch.list.version, certificate: ownCert },
-          "this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): restart it with its new bundle",
+          `this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): ${role === "site" ? "restart it with its new bundle" : "put its new bundle where its old one is (--keys), and it starts again with it"}`,
         );
       }
       selfRevoked = revoked;

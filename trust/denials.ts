@@ -149,12 +149,16 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
  * host knows which: `leafmesh keys list`).
  */
 export function diagnoseCredentialsFile(credsFile: string, now: () => number = Date.now): string {
-  const text = readFileSync(credsFile, "utf8");
-  const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(text)?.[1];
-  if (!jwt) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
-  const claims = decode<User>(jwt);
+  const claims = readCredsClaims(credsFile);
+  if (!claims) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
   if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
   return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)`;
+}
+
+/** The user claims of a .creds file (name: the node), or undefined when it holds no user JWT. Throws when it cannot be read. */
+export function readCredsClaims(credsFile: string): ReturnType<typeof decode<User>> | undefined {
+  const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(readFileSync(credsFile, "utf8"))?.[1];
+  return jwt ? decode<User>(jwt) : undefined;
 }
 
 /**

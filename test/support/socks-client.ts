@@ -8,9 +8,10 @@
  * const echoed = await roundTrip(socket, payload);
  * ```
  */
+import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { socksGreeting, socksRequest } from "./fault-targets.ts";
-import { toAddress, type ListenTarget } from "./ports.ts";
+import { eventually, toAddress, type ListenTarget } from "./ports.ts";
 
 export function connected(target: ListenTarget): Promise<Socket> {
   return new Promise((resolve, reject) => {
@@ -72,4 +73,30 @@ export async function roundTrip(socket: Socket, payload: Buffer): Promise<Buffer
   socket.resume();
   await ended;
   return Buffer.concat(chunks);
+}
+
+/**
+ * Waits until a stream through the SOCKS proxy on `socksPort` to `host`:`port` (an echo server) carries 2 KiB
+ * back, trying again on any failure; returns how long that took.
+ */
+export async function echoesThroughSocks(socksPort: number, host: string, port: number, timeoutMs: number, what = `a stream to ${host}`): Promise<number> {
+  const started = Date.now();
+  const payload = randomBytes(2048);
+  await eventually(
+    async () => {
+      const socket = await socksConnect(socksPort, host, port).catch(() => undefined);
+      if (!socket) return undefined;
+      try {
+        socket.write(payload);
+        return (await readAtLeast(socket, payload.length, 3_000)).equals(payload) || undefined;
+      } catch {
+        return undefined;
+      } finally {
+        socket.destroy();
+      }
+    },
+    timeoutMs,
+    what,
+  );
+  return Date.now() - started;
 }
