@@ -25,10 +25,9 @@ import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
 import { monitorBase, monitorGet } from "./monitor-http.ts";
+import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 
-/** @default 60_000 — the same explanation of the server's lines is said at most this often. */
-const explainEveryMs = 60_000;
 /** @default 300 — how long an unexpected exit waits to be said: a stop that comes meanwhile makes it no failure. */
 const exitReportDelayMs = 300;
 
@@ -103,17 +102,6 @@ const supervisorMachine = setup({
   },
 });
 
-const levelOf: Record<string, "debug" | "info" | "warn" | "error" | "fatal" | "trace"> = {
-  DBG: "debug",
-  TRC: "trace",
-  // nats-server's info lines (banner, domain mappings, every connection) drown an
-  // operator's log; link changes are logged by the fabric monitor instead.
-  INF: "debug",
-  WRN: "warn",
-  ERR: "error",
-  FTL: "fatal",
-};
-
 /** Checks that the nats-server binary exists; the message says how to get it. */
 export function checkNatsServerBinary(binary = process.env.LEAFMESH_NATS_SERVER ?? "nats-server"): string {
   const result = spawnSync(binary, ["--version"], { encoding: "utf8" });
@@ -144,12 +132,10 @@ export class NatsServerSupervisor {
   readonly configPath: string;
   readonly #log: Logger;
   #child: ChildProcess | undefined;
-  #recentLines: string[] = [];
+  readonly #lines: ServerLines;
   #backoffTimer: NodeJS.Timeout | undefined;
   #exitReportTimer: NodeJS.Timeout | undefined;
   #stopping = false;
-  /** When each kind of explanation of a server line was last said (explainLine). */
-  readonly #explained = new Map<string, number>();
   /** Set while restartWith() replaces the server: its exit is no crash. */
   #replacing = false;
   #readySince = 0;
@@ -159,6 +145,7 @@ export class NatsServerSupervisor {
   constructor(options: NatsServerOptions) {
     this.options = options;
     this.#log = options.log;
+    this.#lines = new ServerLines({ name: options.name, log: options.log, explainLine: options.explainLine, startingUp: () => this.#awaitingReady });
     this.configPath = join(options.dataDir, `nats-server.conf`);
     this.actor = createActor(supervisorMachine).start();
   }
@@ -173,7 +160,7 @@ export class NatsServerSupervisor {
 
   /** The last lines nats-server printed, for error messages. */
   get recentLines(): readonly string[] {
-    return this.#recentLines;
+    return this.#lines.recent;
   }
 
   /**
@@ -206,7 +193,7 @@ export class NatsServerSupervisor {
   async #launch(binary: string, first: boolean): Promise<void> {
     this.options.onStatus?.("starting");
     this.#awaitingReady = true;
-    this.#recentLines = [];
+    this.#lines.clear();
     const usePdeathsig = existsSync("/usr/bin/setpriv");
     const command = usePdeathsig ? "/usr/bin/setpriv" : binary;
     const args = usePdeathsig ? ["--pdeathsig", "TERM", "--", binary, "-c", this.configPath] : ["-c", this.configPath];
@@ -216,7 +203,7 @@ export class NatsServerSupervisor {
     this.#child = child;
     writeFileSync(this.#pidFile, String(child.pid ?? ""));
     for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream! }).on("line", (line) => this.#forward(line));
+      createInterface({ input: stream! }).on("line", (line) => this.#lines.forward(line));
     }
     const exited = new Promise<string>((resolve) => {
       child.once("error", (error) => resolve(`could not start: ${error.message}`));
@@ -238,7 +225,7 @@ export class NatsServerSupervisor {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (first) {
-      const tail = this.#recentLines.slice(-8).join("\n");
+      const tail = this.#lines.recent.slice(-8).join("\n");
       // This server is given up: its exit is no crash to restart, and start() may be called again at once.
       if (this.#child === child) this.#child = undefined;
       child.kill("SIGKILL");
@@ -277,26 +264,6 @@ export class NatsServerSupervisor {
     return answer !== undefined && answer.status >= 200 && answer.status < 300;
   }
 
-  #forward(line: string): void {
-    this.#recentLines.push(line);
-    if (this.#recentLines.length > 50) this.#recentLines.shift();
-    const match = /^\[\d+\] \S+ \S+ \[(\w{3})\] (.*)$/.exec(line);
-    // A dialler that read the INFO line and hung up before TLS: what agents' upstream probes do
-    // (nats/upstream-probe.ts, every few seconds per hub), not a failed leaf. A real TLS failure says
-    // more than EOF (no certificate, unknown authority, not a TLS record).
-    const probe = match && /TLS (leafnode )?handshake error: EOF$/.test(match[2]);
-    // Our own readiness polls while the server starts (every 100 ms on /healthz): its "not ready yet" is the answer
-    // we asked for, not a warning. Once it was ready, a failed health check is said at its level.
-    const startingCheck = match && this.#awaitingReady && /^Healthcheck failed/.test(match[2]);
-    const level = probe || startingCheck ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
-    this.#log[level]({ server: this.options.name }, match ? match[2] : line);
-    const explained = level === "debug" ? undefined : this.options.explainLine?.(line);
-    if (explained && Date.now() - (this.#explained.get(explained.kind) ?? -Infinity) >= explainEveryMs) {
-      this.#explained.set(explained.kind, Date.now());
-      this.#log.error({ server: this.options.name }, explained.text);
-    }
-  }
-
   /**
    * Stops the server and starts it again with `configText`, resolving once it is healthy
    * again. What cannot change by a config reload changes this way: a leaf's remotes
@@ -329,7 +296,7 @@ export class NatsServerSupervisor {
     this.actor.send({ type: "RETRY" });
     this.options.onStatus?.("restarting", "new configuration");
     await this.#launch(binary, false);
-    if (this.state !== "ready") throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' did not come back with the new configuration: ${this.#recentLines.slice(-5).join(" | ")}`);
+    if (this.state !== "ready") throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' did not come back with the new configuration: ${this.#lines.recent.slice(-5).join(" | ")}`);
   }
 
   #onExit(child: ChildProcess, binary: string, detail: string): void {
@@ -356,7 +323,7 @@ export class NatsServerSupervisor {
     const delay = stableRun ? min : Math.min(this.options.backoffMaxMs ?? 15_000, min * 2 ** Math.min(restarts - 1, 10));
     // Said a moment later, unless a stop comes first: systemd's stop (which signals every process of the unit) or a
     // kill of the group reaches the server with leafmesh itself, and its exit then is the stop, not a failure.
-    const lastLines = this.#recentLines.slice(-5);
+    const lastLines = this.#lines.recent.slice(-5);
     this.#exitReportTimer = setTimeout(() => {
       this.#log.error({ detail, restarts, retryInMs: delay, lastLines }, "nats-server exited unexpectedly; restarting");
       this.options.onStatus?.("exited", detail);
