@@ -37,7 +37,17 @@ describe("the node's connections to the cloud, from /proc/net/tcp", () => {
    0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:440E 01 00000000:00000000
    1: B80D0120000000000000000001000000:9C41 B80D012000000000000000000A000000:1CFE 01 00000000:00000000
 `;
-    expect(cloudConnections([links], ["::1"]).map((entry) => entry.remote)).toEqual(["[::1]:17422"]);
+    expect(cloudConnections([links], ["::1"], [17422]).map((entry) => entry.remote)).toEqual(["[::1]:17422"]);
     expect(cloudConnections([links], ["[2001:DB8:0:0::A]"]).map((entry) => entry.remote)).toEqual(["[2001:db8::a]:7422"]);
+  });
+
+  it("takes only the upstreams' ports from an upstream on this machine: other loopback connections are not the cloud's", () => {
+    // A one-machine mesh: the leaf link to 127.0.0.1:17422, and status's own connection to the agent's 127.0.0.1:4222.
+    const loopback = `  sl  local_address rem_address   st
+   0: 0100007F:9C40 0100007F:440E 01 00000000:00000000
+   1: 0100007F:9C41 0100007F:107E 01 00000000:00000000
+`;
+    expect(cloudConnections([loopback], ["127.0.0.1"], [17422]).map((entry) => entry.remote)).toEqual(["127.0.0.1:17422"]);
+    expect(cloudConnections([loopback], ["127.0.0.1"])).toEqual([]);
   });
 });

@@ -73,10 +73,21 @@ export function parseProcTcp(text: string): SocketEntry[] {
 
 const hostOf = (address: string) => address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
 
-/** Connections (not listeners, not closed) whose far end is one of `cloudHosts`. */
-export function cloudConnections(tables: string[], cloudHosts: string[]): SocketEntry[] {
+const isLoopback = (ip: string) => ip.startsWith("127.") || ip === "::1";
+
+/**
+ * Connections (not listeners, not closed) whose far end is one of `cloudHosts`. An upstream on this machine (a
+ * one-machine mesh, an upstream on 127.0.0.1) is only its `loopbackPorts`: every other process's loopback
+ * connection is not the cloud's.
+ */
+export function cloudConnections(tables: string[], cloudHosts: string[], loopbackPorts: number[] = []): SocketEntry[] {
   const hosts = new Set(cloudHosts.map((host) => canonicalIp(host.replace(/^\[|\]$/g, ""))));
-  return tables.flatMap(parseProcTcp).filter((entry) => entry.state !== "LISTEN" && entry.state !== "CLOSE" && entry.state !== "TIME_WAIT" && hosts.has(hostOf(entry.remote)));
+  const ports = new Set(loopbackPorts);
+  return tables.flatMap(parseProcTcp).filter((entry) => {
+    if (entry.state === "LISTEN" || entry.state === "CLOSE" || entry.state === "TIME_WAIT") return false;
+    const host = hostOf(entry.remote);
+    return hosts.has(host) && (!isLoopback(host) || ports.has(Number(entry.remote.slice(entry.remote.lastIndexOf(":") + 1))));
+  });
 }
 
 /** This namespace's socket tables, or none where they cannot be read (not Linux). */

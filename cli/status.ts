@@ -118,7 +118,7 @@ export async function nodeCloudConnections(upstreams: string[]): Promise<CloudCo
     }),
   );
   const leafEndpoints = new Set(endpoints.map((endpoint) => `${endpoint.address}:${endpoint.port}`));
-  return cloudConnections(readTcpTables(), endpoints.map((endpoint) => endpoint.address)).map((entry) => ({
+  return cloudConnections(readTcpTables(), endpoints.map((endpoint) => endpoint.address), endpoints.map((endpoint) => endpoint.port)).map((entry) => ({
     ...entry,
     leaf: leafEndpoints.has(entry.remote.replace(/^\[(.*)\]:/, "$1:")),
   }));
