@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { stringify } from "yaml";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -7,7 +7,7 @@ import { sampleService, writeManifest } from "../../test/support/manifests.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { describeCatalogSourceContract } from "../../test/support/source-contract.ts";
-import { ManifestSource } from "./manifest-source.ts";
+import { ManifestSource, maxManifestBytes } from "./manifest-source.ts";
 import { formatRejection, type CatalogChange, type CatalogRejection } from "./source.ts";
 
 const sources: ManifestSource[] = [];
@@ -230,6 +230,22 @@ describe("ManifestSource", () => {
     rmSync(join(dir, "..2026_12_06_01"), { recursive: true });
     await eventually(() => changes.some((change) => change.key === "svc.demo.shop" && change.op === "put"), 5_000, "the update");
     expect(changes.filter((change) => change.op === "delete")).toEqual([]);
+  });
+
+  it("refuses a file too large to read whole, once, and keeps what it held", async () => {
+    const dir = tempDir();
+    writeManifest(dir, "shop.yaml", sampleService({ name: "shop", clusterIP: "198.19.0.1" }));
+    writeManifest(dir, "big.yaml", sampleService({ name: "big", clusterIP: "198.19.0.2" }));
+    const { source, rejections } = await start(dir);
+    expect(source.snapshot().has("svc.demo.big")).toBe(true);
+    // A dump written over it by mistake (sparse: no disk used).
+    truncateSync(join(dir, "big.yaml"), maxManifestBytes + 1);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await source.reload();
+    await source.reload();
+    expect(rejections.map((rejection) => `${rejection.file}: ${rejection.message}`)).toEqual(["big.yaml: is 64 MiB: a manifest file is read whole, up to 64 MiB; split it into several files"]);
+    expect(source.snapshot().has("svc.demo.big")).toBe(true);
+    expect(source.snapshot().has("svc.demo.shop")).toBe(true);
   });
 
   it("refuses a path that is neither a directory nor a file", async () => {

@@ -57,6 +57,8 @@ interface LoadedFile {
 }
 
 const manifestPattern = /\.(ya?ml|json)$/i;
+/** A manifest file larger than this is refused, not read: ~95,000 Services with their EndpointSlices (10,000 are 6.7 MB of YAML). */
+export const maxManifestBytes = 64 * 2 ** 20;
 
 export class ManifestSource implements CatalogSource {
   readonly name: string;
@@ -177,11 +179,13 @@ export class ManifestSource implements CatalogSource {
     for (const path of paths) {
       let signature: string;
       let age: number;
+      let size: number;
       try {
         // Through a symbolic link to its file (a file linked in, a ConfigMap volume's names).
         const info = await stat(path);
         if (!info.isFile()) continue;
         signature = `${info.size}:${info.mtimeMs}:${info.ino}`;
+        size = info.size;
         age = Date.now() - info.mtimeMs;
         this.#broken.delete(path);
       } catch (error) {
@@ -203,6 +207,12 @@ export class ManifestSource implements CatalogSource {
       if (!previous) changed = true;
       if (previous?.signature === signature) {
         next.set(path, previous);
+        continue;
+      }
+      if (size > maxManifestBytes) {
+        // A log or a dump named .yaml by mistake: read whole, it would take the hub's memory. What it held stays.
+        this.#reject({ file: this.#relative(path), message: `is ${(size / 2 ** 20).toFixed(0)} MiB: a manifest file is read whole, up to ${maxManifestBytes / 2 ** 20} MiB; split it into several files` });
+        next.set(path, { signature, objects: previous?.objects ?? new Map() });
         continue;
       }
       const text = await this.#read(path);
