@@ -95,7 +95,7 @@ describe("leafmesh CLI", () => {
     expect(badUrl.stderr).toMatch(/upstream: 'nats-leaf:\/\/hub-1:74x22' is not a URL/);
     const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
     expect(badDir.code).toBe(2);
-    expect(badDir.stderr).toContain("--manifests: cannot read directory /nonexistent/dir");
+    expect(badDir.stderr).toContain("--manifests: cannot read /nonexistent/dir: no such file or directory");
     // Under /proc Node's own recursive mkdir spun for ever at 100 % CPU, deaf to SIGTERM (lib/make-dirs.ts).
     const badData = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", "/proc/leafmesh-test"], 20_000);
     expect(badData.code).toBe(2);

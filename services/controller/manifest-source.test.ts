@@ -185,7 +185,7 @@ describe("ManifestSource", () => {
 
   it("says clearly when the path does not exist", async () => {
     const source = new ManifestSource({ path: "/nonexistent/leafmesh", log: silentLogger() });
-    await expect(source.start()).rejects.toThrow("--manifests: cannot read /nonexistent/leafmesh: ENOENT");
+    await expect(source.start()).rejects.toThrow("--manifests: cannot read /nonexistent/leafmesh: no such file or directory");
   });
 
   it("takes one file named on its own, follows a save by rename, and keeps what it held while the file is gone", async () => {

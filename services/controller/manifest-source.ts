@@ -114,7 +114,8 @@ export class ManifestSource implements CatalogSource {
     this.#started = true;
     const path = this.#options.path;
     const info = await stat(path).catch((cause: unknown) => {
-      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read ${path}: ${describeError(cause)}`, { cause });
+      const code = (cause as NodeJS.ErrnoException).code;
+      throw new LeafmeshError("CONFIG_INVALID", `--manifests: cannot read ${path}: ${code === "ENOENT" ? "no such file or directory" : code === "EACCES" ? "permission denied" : describeError(cause)}`, { cause });
     });
     if (info.isFile()) {
       this.#single = path;
