@@ -250,23 +250,9 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       log,
     });
     // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.
-    const again = new AbortController();
-    const bundle = security
-      ? watchBundle({
-          files: security.files,
-          node: options.node,
-          log: log.child({ node: options.node, actor: "trust" }),
-          onReplaced: (what) => {
-            log.warn({ node: options.node, actor: "trust", bundle: security.files.cert, changed: what }, "the node's bundle was replaced on disk: stopping, and starting again in place with it");
-            again.abort();
-          },
-        })
-      : undefined;
-    const code = await runUntilSignal(io, () => agent.stop(), again.signal);
-    bundle?.stop();
-    // The lines said so far reach stderr before the process image is replaced.
-    await new Promise<void>((resolve) => log.flush(() => resolve()));
-    return code;
+    const trustLog = log.child({ node: options.node, actor: "trust" });
+    const restart = security && { log: trustLog, watch: (onReplaced: (what: string) => void) => watchBundle({ files: security.files, node: options.node, log: trustLog, onReplaced }) };
+    return runUntilSignal(io, () => agent.stop(), restart);
   },
 });
 

@@ -13,6 +13,7 @@ import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
+import { watchHubCertificate } from "../trust/bundle-watch.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
@@ -117,7 +118,10 @@ given each other's --routes form one JetStream cluster.`,
       enrol: enrolAccounts && { changedAtStart: enrolAccounts },
       log,
     });
-    return runUntilSignal(io, () => hub.stop());
+    // The hubs' certificate issued again (keys hub-cert) and copied here: the hub starts again in place with it.
+    const trustLog = log.child({ node: options.name, actor: "trust" });
+    const restart = security && { log: trustLog, watch: (onReplaced: (what: string) => void) => watchHubCertificate({ files: security.files, name: options.name, log: trustLog, onReplaced }) };
+    return runUntilSignal(io, () => hub.stop(), restart);
   },
 });
 

@@ -7,6 +7,7 @@
  *   leafmesh keys revoke --dir D --node N [--hub tls://hub:4222,...]
  *   leafmesh keys issue-site --dir D --site S --members n1,n2 [--servers s1,s2,s3] [--hosts ...] [--hub ...]
  *   leafmesh keys resign --dir D [--hub tls://hub:4222,...]
+ *   leafmesh keys hub-cert --dir D [--hub-hosts h1,10.0.0.5]
  *   leafmesh keys push   --dir D --hub tls://hub:4222,...
  *   leafmesh keys token  --dir D --url tls://hub:4222 [--ttl 24h] [--uses 50] [--site S] [--tags a,b] [--out FILE] [--hub ...]
  *   leafmesh keys tokens --dir D [--json]
@@ -29,6 +30,7 @@ import { allAccountJwts, initKeys, listNodes, readKeyState, resignAccounts } fro
 import { issueNode, readSignedRevocationList, revokeNode } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { checkCertificateHosts } from "../trust/tls.ts";
+import { reissueHubCertificate } from "../trust/hub-certificate.ts";
 import { createToken, revokeToken } from "../trust/enrolment.ts";
 import { listTokens, parseDuration } from "../trust/tokens.ts";
 import { writeSecretFile } from "../trust/secret-files.ts";
@@ -234,6 +236,35 @@ their next start.`,
   },
 });
 
+const hubCertCommand = defineCommand({
+  name: "keys hub-cert",
+  summary: "issue the hubs' TLS certificate again: before it ends (825 days after keys init), or for host names it does not list",
+  description: `
+Writes a new key and certificate to DIR/hub/ (hub.key, hub.crt), signed by the
+mesh CA, for --hub-hosts, or for the names and addresses the current certificate
+lists. The CA stays: nodes and sites keep their bundles. Copy DIR/hub/ to each
+hub: a running hub takes the new files by itself, starting again in place (do
+one hub of a cluster at a time).`,
+  options: {
+    dir: dirOption,
+    hubHosts: { type: "string", value: "HOSTS", description: "names and IPs in the new certificate: every name and address agents and sites dial the hubs by (default: those of the current certificate)" },
+  },
+  async run(values, _positionals, io) {
+    const hosts = values.hubHosts === undefined ? undefined : splitList(values.hubHosts);
+    const result = await reissueHubCertificate({ dir: values.dir, hosts });
+    io.stdout.write(
+      [
+        `hub certificate issued again: ${result.certFile}`,
+        `  hosts      ${result.hosts.join(", ")}`,
+        `  not after  ${new Date(result.notAfter).toISOString()}`,
+        `next: copy ${join(values.dir, "hub")}/ to each hub (one hub of a cluster at a time): each starts again with it`,
+        "",
+      ].join("\n"),
+    );
+    return 0;
+  },
+});
+
 const pushCommand = defineCommand({
   name: "keys push",
   summary: "push what the keys directory holds now (every account, the revocation list) to running hubs: after a push that failed, or to a hub started from an older copy",
@@ -317,7 +348,7 @@ const tokensCommand = defineCommand({
   },
 });
 
-export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, pushCommand, tokenCommand, tokensCommand];
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, hubCertCommand, pushCommand, tokenCommand, tokensCommand];
 
 function keysHelp(): string {
   return [
@@ -350,7 +381,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 export const keysCommand: Command = {
   name: "keys",
   summary: commandSummaries.keys,
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|push|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|hub-cert|push|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

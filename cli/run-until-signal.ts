@@ -1,10 +1,11 @@
 /** Keeps a long-running command alive until SIGINT, SIGTERM or SIGHUP (bin/leafmesh.js), then stops it cleanly. */
+import type { Logger } from "../lib/log.ts";
 import type { CommandIO } from "./command.ts";
 
 let startAgain = false;
 
 /**
- * Whether the command stopped to start again in place (its bundle replaced on disk: trust/bundle-watch.ts):
+ * Whether the command stopped to start again in place (its keys replaced on disk: trust/bundle-watch.ts):
  * bin/leafmesh.js then runs the same command line again in this process (execve: the same pid, stdio and
  * service unit). A command run inside another program (a test) only stops.
  */
@@ -12,14 +13,27 @@ export function startAgainRequested(): boolean {
   return startAgain;
 }
 
-/** Runs until `io.signal`, or until `again` asks to stop and start again in place; stops either way. */
-export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, again?: AbortSignal): Promise<number> {
-  await new Promise<void>((resolve) => {
-    if (io.signal.aborted || again?.aborted) resolve();
-    io.signal.addEventListener("abort", () => resolve(), { once: true });
-    again?.addEventListener("abort", () => resolve(), { once: true });
+/** A watch that calls `onReplaced` once, with what changed, when the process should start again with new files. */
+export type ReplacementWatch = (onReplaced: (what: string) => void) => { stop(): void };
+
+/**
+ * Runs until `io.signal`, or until `watch` reports its files replaced (then it says so, and the command starts again
+ * in place); stops either way, and lets the log's last lines out before the process image may be replaced.
+ */
+export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, restart?: { watch: ReplacementWatch; log: Logger }): Promise<number> {
+  const again = new AbortController();
+  const watching = restart?.watch((what) => {
+    restart.log.warn({ changed: what }, "keys replaced on disk: stopping, and starting again in place with them");
+    again.abort();
   });
+  await new Promise<void>((resolve) => {
+    if (io.signal.aborted) resolve();
+    io.signal.addEventListener("abort", () => resolve(), { once: true });
+    again.signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  watching?.stop();
   await stop();
-  if (again?.aborted && !io.signal.aborted) startAgain = true;
+  if (again.signal.aborted && !io.signal.aborted) startAgain = true;
+  if (restart) await new Promise<void>((resolve) => restart.log.flush(() => resolve()));
   return 0;
 }

@@ -4,6 +4,7 @@
  * mesh's or a secret left readable are said once and never taken. The agent that starts again with it:
  * trust/rotation.test.ts.
  */
+import { X509Certificate } from "node:crypto";
 import { chmodSync, copyFileSync, cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -11,7 +12,7 @@ import pino from "pino";
 import { Writable } from "node:stream";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
-import { bundleProblem, watchBundle } from "./bundle-watch.ts";
+import { bundleProblem, hubCertificateProblem, watchBundle } from "./bundle-watch.ts";
 import { eventually } from "../test/support/ports.ts";
 import { tempDir } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
@@ -102,11 +103,43 @@ describe("a node's bundle replaced on disk", () => {
     await sleep(300);
     expect(replaced).toEqual([]);
     expect(lines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([
-      expect.stringMatching(/^the node's bundle changed on disk, but this node cannot start with it: .*is node 'edge-b''s certificate, not 'edge-a''s; it runs on with the bundle it loaded$/),
+      expect.stringMatching(/^node edge-a's files changed on disk, but it cannot start with them: .*is node 'edge-b''s certificate, not 'edge-a''s; it runs on with those it loaded$/),
     ]);
     // The operator rotates edge-a and copies its new bundle.
     await issueNode({ dir: keys, node: "edge-a", rotate: true });
     for (const name of names) copyFileSync(join(keys, "nodes", "edge-a", name), join(running, name));
     await eventually(() => replaced.length > 0 || undefined, 5_000, "edge-a's own bundle taken");
   }, 60_000);
+
+  it("says once a day, not more, when the certificate it runs with ends within 30 days", async () => {
+    const running = copyOfBundle("edge-b");
+    const ends = Date.parse(new X509Certificate(readFileSync(join(running, "node.crt"))).validTo);
+    let now = ends - 40 * 86_400_000;
+    const { log, lines } = capture();
+    const ending = () => lines.filter((line) => line.level === 40).map((line) => line.msg);
+    watches.push(watchBundle({ files: filesIn(running), node: "edge-b", log, intervalMs: 20, now: () => now, onReplaced: () => undefined }));
+    await sleep(100);
+    expect(ending()).toEqual([]);
+    now = ends - 10 * 86_400_000;
+    await sleep(100);
+    now += 3_600_000;
+    await sleep(100);
+    expect(ending()).toEqual([
+      "node edge-b's certificate ends in 10 days: peers refuse it from then on. Issue its bundle again (leafmesh keys issue --node edge-b --rotate) and put it where the old one is: the node starts again with it.",
+    ]);
+    now += 86_400_000;
+    await sleep(100);
+    expect(ending()).toHaveLength(2);
+    expect(ending()[1]).toMatch(/^node edge-b's certificate ends in 8 days/);
+  });
+
+  it("judges a hub's certificate files: its key, the mesh CA, the end date", async () => {
+    const hub = join(keys, "hub");
+    const files = { cert: join(hub, "hub.crt"), key: join(hub, "hub.key"), ca: join(hub, "ca.crt") };
+    const ca = readFileSync(files.ca, "utf8");
+    expect(hubCertificateProblem(files, ca)).toBeUndefined();
+    expect(hubCertificateProblem({ ...files, key: join(keys, "nodes", "edge-a", "node.key") }, ca)).toMatch(/node\.key is not the key of .*hub\.crt/);
+    expect(hubCertificateProblem(files, readFileSync(join(otherMesh, "hub", "ca.crt"), "utf8"))).toMatch(/is another CA than the one this hub runs with/);
+    expect(hubCertificateProblem(files, ca, () => Date.parse("2040-01-01T00:00:00Z"))).toMatch(/hub\.crt expired at/);
+  });
 });

@@ -7,6 +7,10 @@
  * still being copied (files from two issues, a key that is not the certificate's) is waited for; one that stays
  * wrong is said once, and the node runs on with what it loaded.
  *
+ * A hub does the same with its TLS certificate and key (`keys hub-cert`: trust/hub-certificate.ts).
+ *
+ * Both say, once a day, when the certificate they run with ends within 30 days: at its end every peer refuses it.
+ *
  * ```ts
  * const watch = watchBundle({ files: security.files, node: "edge-a", log, onReplaced: (why) => restart(why) });
  * node.onStop(() => watch.stop());
@@ -31,29 +35,44 @@ export interface BundleWatchOptions {
   now?: () => number;
 }
 
-/** The bundle's files as read now: their digest, or undefined when one cannot be read (being replaced). */
-function digestOf(files: BundleWatchOptions["files"]): string | undefined {
+/** The files as read now: their digest, or undefined when one cannot be read (being replaced). */
+function digestOf(paths: readonly string[]): string | undefined {
   const hash = createHash("sha256");
   try {
-    for (const path of [files.creds, files.cert, files.key, files.ca, files.psk]) hash.update(readFileSync(path)).update("\0");
+    for (const path of paths) hash.update(readFileSync(path)).update("\0");
   } catch {
     return undefined;
   }
   return hash.digest("hex");
 }
 
+/** @default 30 days — a certificate that ends sooner is said, once a day. */
+const endsSoonMs = 30 * 86_400_000;
+const dayMs = 86_400_000;
+
+/**
+ * Why a certificate and key (and the CA beside them) cannot be run with, or undefined when they can: the CA the
+ * process runs with (`loadedCaPem`), a certificate it signed, the key its own, not ended. Throws when one is unreadable.
+ */
+function tlsFilesProblem(files: { cert: string; key: string; ca: string }, loadedCaPem: string, who: string, now: () => number): { problem: string } | { cert: X509Certificate } {
+  checkSecretFilePermissions(files.key);
+  const cert = new X509Certificate(readFileSync(files.cert));
+  const ca = new X509Certificate(readFileSync(files.ca));
+  if (ca.fingerprint256 !== new X509Certificate(loadedCaPem).fingerprint256) return { problem: `${files.ca} is another CA than the one this ${who} runs with (keys of another mesh?)` };
+  if (!cert.verify(ca.publicKey)) return { problem: `${files.cert} is not signed by the mesh CA in ${files.ca}` };
+  if (!cert.checkPrivateKey(createPrivateKey(readFileSync(files.key)))) return { problem: `${files.key} is not the key of ${files.cert} (files of two issues?)` };
+  if (Date.parse(cert.validTo) <= now()) return { problem: `${files.cert} expired at ${new Date(cert.validTo).toISOString()}` };
+  return { cert };
+}
+
 /** Why the bundle on disk cannot be started with, or undefined when it can. `loadedCa`: the CA the node runs with. */
 export function bundleProblem(files: BundleWatchOptions["files"], node: string, loadedCaPem: string, now: () => number = Date.now): string | undefined {
   try {
-    for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
-    const cert = new X509Certificate(readFileSync(files.cert));
-    const ca = new X509Certificate(readFileSync(files.ca));
-    if (ca.fingerprint256 !== new X509Certificate(loadedCaPem).fingerprint256) return `${files.ca} is another CA than the one this node runs with (a bundle of another mesh?)`;
-    if (!cert.verify(ca.publicKey)) return `${files.cert} is not signed by the mesh CA in ${files.ca}`;
-    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(files.key)))) return `${files.key} is not the key of ${files.cert} (files of two issues?)`;
-    const commonName = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+    for (const secret of [files.creds, files.psk]) checkSecretFilePermissions(secret);
+    const tls = tlsFilesProblem(files, loadedCaPem, "node", now);
+    if ("problem" in tls) return tls.problem;
+    const commonName = /(?:^|\n)CN=([^\n]+)/.exec(tls.cert.subject)?.[1];
     if (commonName !== node) return `${files.cert} is node '${commonName ?? "?"}''s certificate, not '${node}''s`;
-    if (Date.parse(cert.validTo) <= now()) return `${files.cert} expired at ${new Date(cert.validTo).toISOString()}`;
     const claims = readCredsClaims(files.creds);
     if (!claims) return `${files.creds} does not hold a NATS user JWT`;
     if (claims.name !== node) return `${files.creds} holds node '${claims.name}''s credentials, not '${node}''s`;
@@ -64,31 +83,53 @@ export function bundleProblem(files: BundleWatchOptions["files"], node: string, 
   }
 }
 
-export function watchBundle(options: BundleWatchOptions): { stop(): void } {
-  const now = options.now ?? Date.now;
-  const loaded = digestOf(options.files);
-  const loadedCaPem = readFileSync(options.files.ca, "utf8");
-  const loadedCert = new X509Certificate(readFileSync(options.files.cert));
-  /** The digest seen at the last look: a bundle is judged once it reads the same twice in a row (copied whole). */
+/**
+ * Follows `paths`; once they changed and read the same twice in a row, `problem()` judges them: undefined takes them
+ * (`onReplaced`, once), a reason is said once (as `what`) and they are not taken. Also says, at start and once a day,
+ * when `certFile` (as loaded) ends within 30 days, with `renew`: what to do.
+ */
+function watchReplacedFiles(options: {
+  paths: readonly string[];
+  what: string;
+  certFile: string;
+  renew: string;
+  problem: () => string | undefined;
+  onReplaced: (what: string) => void;
+  log: Logger;
+  intervalMs?: number;
+  now: () => number;
+}): { stop(): void } {
+  const loaded = digestOf(options.paths);
+  const loadedCert = new X509Certificate(readFileSync(options.certFile));
   let previous = loaded;
-  /** The digest of a bundle said to be wrong: said once. */
+  /** The digest of files said to be wrong: said once. */
   let refused: string | undefined;
   let done = false;
+  let endSaidAt = -Infinity;
+  const sayEnd = () => {
+    const left = Date.parse(loadedCert.validTo) - options.now();
+    if (left > endsSoonMs || options.now() - endSaidAt < dayMs) return;
+    endSaidAt = options.now();
+    const days = Math.floor(left / dayMs);
+    options.log.warn({ certificate: options.certFile, notAfter: new Date(loadedCert.validTo).toISOString() }, `${options.what}'s certificate ${left <= 0 ? "has ended" : `ends in ${days} day${days === 1 ? "" : "s"}`}: peers refuse it from then on. ${options.renew}`);
+  };
+  sayEnd();
   const look = () => {
     if (done) return;
-    const current = digestOf(options.files);
+    sayEnd();
+    const current = digestOf(options.paths);
     const settled = current !== undefined && current === previous;
     previous = current;
     if (!settled || current === loaded || current === refused) return;
-    const problem = bundleProblem(options.files, options.node, loadedCaPem, now);
+    const problem = options.problem();
     if (problem) {
       refused = current;
-      options.log.error({ bundle: options.files.cert }, `the node's bundle changed on disk, but this node cannot start with it: ${problem}; it runs on with the bundle it loaded`);
+      options.log.error({ certificate: options.certFile }, `${options.what}'s files changed on disk, but it cannot start with them: ${problem}; it runs on with those it loaded`);
       return;
     }
     done = true;
     clearInterval(timer);
-    const cert = new X509Certificate(readFileSync(options.files.cert));
+    const cert = new X509Certificate(readFileSync(options.certFile));
     options.onReplaced(cert.fingerprint256 === loadedCert.fingerprint256 ? "its credentials or pre-shared key" : `certificate ${loadedCert.serialNumber} → ${cert.serialNumber}`);
   };
   const timer = setInterval(look, options.intervalMs ?? 2_000);
@@ -99,4 +140,48 @@ export function watchBundle(options: BundleWatchOptions): { stop(): void } {
       clearInterval(timer);
     },
   };
+}
+
+export function watchBundle(options: BundleWatchOptions): { stop(): void } {
+  const now = options.now ?? Date.now;
+  const { files, node } = options;
+  const loadedCaPem = readFileSync(files.ca, "utf8");
+  return watchReplacedFiles({
+    paths: [files.creds, files.cert, files.key, files.ca, files.psk],
+    what: `node ${node}`,
+    certFile: files.cert,
+    renew: `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`,
+    problem: () => bundleProblem(files, node, loadedCaPem, now),
+    onReplaced: options.onReplaced,
+    log: options.log,
+    intervalMs: options.intervalMs,
+    now,
+  });
+}
+
+/** Why a hub cannot start with the TLS files under its keys' hub/, or undefined when it can. */
+export function hubCertificateProblem(files: { cert: string; key: string; ca: string }, loadedCaPem: string, now: () => number = Date.now): string | undefined {
+  try {
+    const tls = tlsFilesProblem(files, loadedCaPem, "hub", now);
+    return "problem" in tls ? tls.problem : undefined;
+  } catch (error) {
+    return describeError(error);
+  }
+}
+
+/** A hub's TLS certificate and key replaced on disk (`keys hub-cert`, copied to the hub): as `watchBundle`. */
+export function watchHubCertificate(options: { files: { cert: string; key: string; ca: string }; name: string; log: Logger; onReplaced: (what: string) => void; intervalMs?: number; now?: () => number }): { stop(): void } {
+  const now = options.now ?? Date.now;
+  const loadedCaPem = readFileSync(options.files.ca, "utf8");
+  return watchReplacedFiles({
+    paths: [options.files.cert, options.files.key, options.files.ca],
+    what: `hub ${options.name}`,
+    certFile: options.files.cert,
+    renew: "Issue the hubs' certificate again (leafmesh keys hub-cert) and copy DIR/hub/ to each hub: each starts again with it.",
+    problem: () => hubCertificateProblem(options.files, loadedCaPem, now),
+    onReplaced: options.onReplaced,
+    log: options.log,
+    intervalMs: options.intervalMs,
+    now,
+  });
 }

@@ -71,7 +71,7 @@ describe("a node whose credentials are rotated on a live mesh", () => {
     for (const [from, to] of [["edge-a", "edge-b"], ["edge-b", "edge-a"], ["edge-c", "edge-b"], ["edge-b", "edge-c"]]) await streamWorks(from, to);
     const edgeB = agents.get("edge-b")!.agent;
     const pid = edgeB.child.pid;
-    const taken = () => edgeB.output().match(/the node's bundle was replaced on disk/g)?.length ?? 0;
+    const taken = () => edgeB.output().match(/keys replaced on disk: stopping/g)?.length ?? 0;
     await keysCommand("issue", "--dir", keys, "--node", "edge-b", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     // Cut off: its login refused by the hub (and, when the new list reached it before the cut, its certificate listed).
     await eventually(() => /the hub refused this node's login: credentials revoked|own certificate is on the mesh's revocation list/.test(edgeB.output()) || undefined, 20_000, "edge-b to say it is cut off");
@@ -97,7 +97,7 @@ describe("a node whose credentials are rotated on a live mesh", () => {
     // `keys issue --rotate` writes edge-a's new bundle into keys/nodes/edge-a, the directory edge-a runs from.
     await keysCommand("issue", "--dir", keys, "--node", "edge-a", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     await eventually(() => readyLines() > readyBefore || undefined, 60_000, "edge-a to start again with its new bundle");
-    expect(edgeA.output()).toMatch(/the node's bundle was replaced on disk: stopping, and starting again in place with it/);
+    expect(edgeA.output()).toMatch(/keys replaced on disk: stopping, and starting again in place with them/);
     expect(edgeA.child.pid).toBe(pid);
     expect(edgeA.child.exitCode).toBeNull();
     for (const [from, to] of [["edge-a", "edge-b"], ["edge-b", "edge-a"], ["edge-c", "edge-a"], ["edge-a", "edge-c"]]) await streamWorks(from, to);
