@@ -130,6 +130,10 @@ describe("leafmesh keys", () => {
     expect(table.find((line) => line.startsWith("edge-a"))).toMatch(/edge-a\s+active\s+U\w+/);
     expect(table.find((line) => line.startsWith("edge-b"))).toMatch(/edge-b\s+expired/);
     expect(table.find((line) => line.startsWith("edge-c"))).toMatch(/edge-c\s+revoked\s+-.*\s1\s+-$/);
+    // Each node's certificate end (825 days from its issue), and the hubs' certificate with its names.
+    expect(table[0]).toMatch(/EXPIRES\s+CERTIFICATE ENDS\s+REVOKED KEYS/);
+    expect(table.find((line) => line.startsWith("edge-a"))).toMatch(new RegExp(`\\s${new Date(Date.now() + 825 * 86_400_000).toISOString().slice(0, 10)}T`));
+    expect(table.find((line) => line.startsWith("hub certificate"))).toMatch(/^hub certificate .*hub\.crt: ends \d{4}-\d\d-\d\dT.*, names localhost, 127\.0\.0\.1, ::1 \(issue it again with leafmesh keys hub-cert\)$/);
     const json = JSON.parse((await keys("list", "--dir", dir, "--json")).stdout);
     expect(json.map((node: { status: string }) => node.status)).toEqual(["active", "expired", "revoked"]);
     const twice = await keys("revoke", "--dir", dir, "--node", "edge-c");

@@ -26,11 +26,12 @@ import { usableDirectory } from "./server-options.ts";
 import { defineCommand, splitList, type Command } from "./command.ts";
 import { publishList, pushRevocation, pushTo } from "./keys-push.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { allAccountJwts, initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
+import { allAccountJwts, certificateEnds, initKeys, listNodes, readKeyState, resignAccounts } from "../trust/key-store.ts";
 import { issueNode, readSignedRevocationList, revokeNode } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
 import { checkCertificateHosts } from "../trust/tls.ts";
-import { reissueHubCertificate } from "../trust/hub-certificate.ts";
+import { certificateHosts, reissueHubCertificate } from "../trust/hub-certificate.ts";
+import { readFileSync } from "node:fs";
 import { createToken, revokeToken } from "../trust/enrolment.ts";
 import { listTokens, parseDuration } from "../trust/tokens.ts";
 import { writeSecretFile } from "../trust/secret-files.ts";
@@ -135,14 +136,17 @@ const listCommand = defineCommand({
       return 0;
     }
     const rows = [
-      ["NODE", "STATUS", "USER KEY", "ISSUED", "EXPIRES", "REVOKED KEYS", "JOINED WITH"],
+      ["NODE", "STATUS", "USER KEY", "ISSUED", "EXPIRES", "CERTIFICATE ENDS", "REVOKED KEYS", "JOINED WITH"],
       ...nodes.map((node) => [
-        node.node, node.status, node.user ?? "-", node.issuedAt, node.expiresAt ?? "never", String(node.revokedKeys),
+        node.node, node.status, node.user ?? "-", node.issuedAt, node.expiresAt ?? "never", node.certificateEnds ?? "-", String(node.revokedKeys),
         node.enrolledBy ? `token ${node.enrolledBy}${node.site ? ` site=${node.site}` : ""}${node.tags?.length ? ` tags=${node.tags.join(",")}` : ""}` : "-",
       ]),
     ];
     const widths = rows[0].map((_cell, column) => Math.max(...rows.map((row) => row[column].length)));
     for (const row of rows) io.stdout.write(`${row.map((cell, column) => cell.padEnd(widths[column])).join("  ").trimEnd()}\n`);
+    const hubCertificate = join(values.dir, "hub", "hub.crt");
+    const hubEnds = certificateEnds(hubCertificate);
+    if (hubEnds) io.stdout.write(`\nhub certificate ${hubCertificate}: ends ${hubEnds}, names ${certificateHosts(readFileSync(hubCertificate)).join(", ")} (issue it again with leafmesh keys hub-cert)\n`);
     return 0;
   },
 });

@@ -26,7 +26,7 @@
  * const agent = loadNodeSecurity(dir, "edge-a");   // remote fragment, local auth, connect options, psk
  * ```
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
@@ -257,6 +257,17 @@ export interface NodeListing {
   enrolledBy?: string;
   site?: string;
   tags?: string[];
+  /** When the node's TLS certificate in the keys directory ends (ISO 8601); undefined when none is kept there (a joined node's). */
+  certificateEnds?: string;
+}
+
+/** When the certificate in `file` ends (ISO 8601), or undefined when there is none to read. */
+export function certificateEnds(file: string): string | undefined {
+  try {
+    return new Date(new X509Certificate(readFileSync(file)).validTo).toISOString();
+  } catch {
+    return undefined;
+  }
 }
 
 export function listNodes(dir: string, now: () => number = Date.now): NodeListing[] {
@@ -274,6 +285,7 @@ export function listNodes(dir: string, now: () => number = Date.now): NodeListin
       enrolledBy: entry.enrolledBy,
       site: entry.site,
       tags: entry.tags,
+      certificateEnds: entry.user ? certificateEnds(join(dir, "nodes", entry.node, "node.crt")) : undefined,
     }));
 }
 
