@@ -116,14 +116,24 @@ export function createLock(file: string, owner: LockOwner, mode = 0o600): boolea
 export function removeStaleLock(file: string, stale: (owner: LockOwner) => boolean): boolean {
   const guard = `${file}.takeover`;
   if (!createLock(guard, thisProcess())) {
-    // A taker that died in the few hundred microseconds it holds the guard leaves it behind.
+    // A taker that died in the few hundred microseconds it holds the guard leaves it behind: taken away once it is
+    // old as well. Never on a read that found no guard: the guard that is there by the time of the removal may be a
+    // new taker's, and removing it let two takers in at once (a stale lock removed after one of them had made it anew).
     const taker = readOwner(guard);
-    if ((taker && taker.pid !== process.pid && !ownerAlive(taker)) || (!taker && olderThan(guard, unreadableStaleMs))) rmSync(guard, { force: true });
+    const age = ageOf(guard);
+    if (age !== undefined && age > takerStaleMs && (taker ? taker.pid !== process.pid && !ownerAlive(taker) : true)) rmSync(guard, { force: true });
     return false;
   }
   try {
+    // Under the guard only this process removes a stale lock, and a lock is made only where there is none: a stale
+    // owner read here is still the file's at the removal. A lock that is gone is not removed "again": the one at its
+    // name by then may be a new holder's (its holder released it, another made it).
     const owner = readOwner(file);
-    if (owner ? !stale(owner) : !olderThan(file, unreadableStaleMs)) return false;
+    if (owner === undefined) {
+      const age = ageOf(file);
+      if (age === undefined) return true; // gone: make it again
+      if (age <= unreadableStaleMs) return false; // being written, where there are no hard links
+    } else if (!stale(owner)) return false;
     rmSync(file, { force: true });
     return true;
   } finally {
@@ -131,11 +141,14 @@ export function removeStaleLock(file: string, stale: (owner: LockOwner) => boole
   }
 }
 
-/** Whether `file` was last written more than `ms` ago (a file that is gone is: nothing holds it). */
-function olderThan(file: string, ms: number): boolean {
+/** A guard older than this was left by a taker that died holding it (it holds it for well under a millisecond). */
+const takerStaleMs = 5_000;
+
+/** How long ago `file` was last written, or undefined when it is not there. */
+function ageOf(file: string): number | undefined {
   try {
-    return Date.now() - statSync(file).mtimeMs > ms;
+    return Date.now() - statSync(file).mtimeMs;
   } catch {
-    return true;
+    return undefined;
   }
 }
