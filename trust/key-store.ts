@@ -14,7 +14,7 @@
  *   ca/ca.crt ca/ca.key            the mesh CA (keep ca.key offline in production)
  *   swarm.key                      the libp2p pre-shared key (@libp2p/pnet format)
  *   nodes/<node>/                  the bundle to copy to that node:
- *       node.creds node.crt node.key ca.crt swarm.key (local.nk is made on the node)
+ *       node.creds node.crt node.key ca.crt swarm.key
  *   sites/<site>/                  the bundle to copy to a site's servers (trust/site-security.ts):
  *       site.json operator.jwt accounts/*.jwt ca.crt site.crt site.key sys.creds local.creds
  *       servers/<server>.creds members/<node>.creds

@@ -8,7 +8,7 @@
  * checkSecretFilePermissions("/etc/leafmesh/keys/nodes/edge-a/node.creds"); // throws TRUST_FAILED if group/other may read it
  * ```
  */
-import { chmodSync, closeSync, fsyncSync, linkSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, openSync, statSync, unlinkSync, writeSync, renameSync, constants } from "node:fs";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -60,26 +60,6 @@ export function checkSecretFilePermissions(path: string): void {
       "TRUST_FAILED",
       `secret file ${path} has permissions ${mode}: group or others may access it, so it is refused. Run \`chmod 600 ${path}\` (and check who could have copied it)`,
     );
-  }
-}
-
-/**
- * Writes a secret file only if none is there yet (first writer wins, atomically: a link that fails
- * when the name exists). Two processes that make the same secret at once (an agent starting and a
- * `leafmesh status` run beside it, each making the node's local nkey) end with one key, which both
- * then read; with a rename, the second writer replaced the key the first had already loaded.
- * Returns whether this call wrote it.
- */
-export function writeSecretFileOnce(path: string, content: string | Uint8Array): boolean {
-  const temporary = writeTemporary(path, content);
-  try {
-    linkSync(temporary, path);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw error;
-  } finally {
-    unlinkSync(temporary);
   }
 }
 

@@ -16,9 +16,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
-import { createUser, decode, fromSeed, type Account } from "@nats-io/jwt";
+import { decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
-import { checkSecretFilePermissions, writeSecretFileOnce } from "./secret-files.ts";
+import { checkSecretFilePermissions } from "./secret-files.ts";
+import { derivedLocalSeed } from "./local-nkey.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
@@ -184,11 +185,15 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
     throw new LeafmeshError("TRUST_FAILED", `no credentials for node '${node}' in ${bundle} (node.creds is missing: issue them with \`leafmesh keys issue --node ${node}\`, or they were revoked)`);
   }
   for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
-  // The local nkey is made on the node itself at first start: it never has to travel. First writer
-  // wins (writeSecretFileOnce): an agent starting and a `leafmesh status` beside it end with one key.
-  if (!existsSync(files.localNkey)) writeSecretFileOnce(files.localNkey, new TextDecoder().decode(createUser().getSeed()));
-  checkSecretFilePermissions(files.localNkey);
-  const localSeed = readFileSync(files.localNkey, "utf8").trim();
+  // The local nkey: a local.nk an earlier leafmesh made in the bundle, else derived from node.key (trust/local-nkey.ts),
+  // so that nothing is written into the bundle: it may be read-only (a Secret volume), and it failed there.
+  let localSeed: string;
+  if (existsSync(files.localNkey)) {
+    checkSecretFilePermissions(files.localNkey);
+    localSeed = readFileSync(files.localNkey, "utf8").trim();
+  } else {
+    localSeed = derivedLocalSeed(readFileSync(files.key), node);
+  }
   const localPublic = fromSeed(new TextEncoder().encode(localSeed)).getPublicKey();
   return {
     node,
