@@ -76,20 +76,30 @@ function tcpOnce(source: string | undefined): Promise<void> {
   });
 }
 
+/**
+ * UDP sockets kept open until the probe ends, so that every probe is a flow of its own: a socket closed at once let
+ * the kernel give its port to the next one, whose datagram then belonged to the earlier flow (11/10/9 where round
+ * robin gives 10/10/10). With --sport every probe is meant to be the same flow, and closes to free the port.
+ */
+const udpHeld: ReturnType<typeof createSocket>[] = [];
+
 function udpOnce(source: string | undefined, i: number): Promise<void> {
   return new Promise((resolve) => {
     const socket = createSocket("udp4");
+    const done = () => {
+      if (values.sport === undefined) udpHeld.push(socket);
+      else socket.close();
+      resolve();
+    };
     const timer = setTimeout(() => {
       record(source, undefined, "timeout");
-      socket.close();
-      resolve();
+      done();
     }, timeoutMs);
     socket.on("message", (message) => {
       clearTimeout(timer);
       const [name, ...rest] = message.toString().split(":");
       record(source, rest.join(":") === `probe ${i}` ? name : undefined, "wrong payload");
-      socket.close();
-      resolve();
+      done();
     });
     socket.bind(Number(values.sport ?? 0), source, () => socket.send(`probe ${i}`, port, host));
   });
@@ -105,4 +115,5 @@ if (values.hold) {
   }
 }
 for (const socket of held) socket.destroy();
+for (const socket of udpHeld) socket.close();
 process.stdout.write(`${JSON.stringify({ answers, errors, bySource })}\n`);
