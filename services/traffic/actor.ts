@@ -21,7 +21,7 @@ import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "../../balance/policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
-import { ListenerPortPicker, listenOnPickedPort, readEphemeralRange, type PortRange } from "./listener-ports.ts";
+import { ListenerPortPicker, listenOnPickedPort, nameFraction, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
@@ -146,7 +146,9 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     admit: options.upstream && partitionAdmission({ reader: options.feed.reader, upstream: options.upstream, log }),
   };
   const listeners = new Map<string, Listener>();
-  const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange());
+  // From a start of this node's own (its name's hash), not a random one: an agent started again (by hand, or by
+  // itself on new keys) binds the same shared port, so the addresses a user was given without interception stay.
+  const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange(), () => nameFraction(options.node));
   const front = (options.sharedTcpListener ?? listenHost.startsWith("127.")) ? new SharedTcpListener({ counters, log }) : undefined;
   let frontOpen: Promise<number> | undefined;
   const subscribers = new Set<(bindings: ListenerBinding[]) => void>();

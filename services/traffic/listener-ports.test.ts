@@ -10,7 +10,7 @@ import { defaultEphemeralRange, ListenerPortPicker, readEphemeralRange } from ".
 import { putService } from "../../test/support/traffic-catalog.ts";
 
 describe("listener ports", () => {
-  it("walks the range from a random start and wraps around", () => {
+  it("walks the range from the start it is given and wraps around", () => {
     const picker = new ListenerPortPicker({ low: 40000, high: 40003 }, () => 0.5);
     expect([1, 2, 3, 4, 5].map(() => picker.next())).toEqual([40002, 40003, 40000, 40001, 40002]);
   });
@@ -51,6 +51,22 @@ describe("listener ports", () => {
       expect(portOf("lab/a:main/TCP")).toBeLessThanOrEqual(low + 9);
       expect(portOf("lab/b:dns/UDP")).toBeGreaterThanOrEqual(low);
       expect(portOf("lab/b:dns/UDP")).toBeLessThanOrEqual(low + 9);
+    });
+
+    it("binds the same shared port when the agent starts again, and another node another", async () => {
+      const feed = new IndexFeed();
+      putService(feed, { name: "a", clusterIP: "198.19.2.1" });
+      const sharedPort = async (node: string) => {
+        traffic = createTrafficActor({ feed, log: silentLogger(), node });
+        await traffic.start();
+        const port = traffic.listeners().find((binding) => binding.key === "lab/a:main/TCP")!.listenerPort;
+        await traffic.stop();
+        traffic = undefined;
+        return port;
+      };
+      const first = await sharedPort("edge-a");
+      expect(await sharedPort("edge-a")).toBe(first);
+      expect(await sharedPort("edge-b")).not.toBe(first);
     });
   });
 });

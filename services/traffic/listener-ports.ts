@@ -4,8 +4,10 @@
  * thousands of listeners bound each search gets longer: measured on this kind of
  * machine, 10,000 loopback listeners took 4.2 s with port 0 and 0.2 s with ports
  * given explicitly. The picker walks the same range the kernel would use (so
- * nothing else expects those ports to be free) from a random start; a port that
- * turns out to be taken is skipped by the caller, which asks for the next.
+ * nothing else expects those ports to be free) from a start of the caller's
+ * choosing (the agent's: its node name's, so that it binds the same ports when it
+ * starts again); a port that turns out to be taken is skipped by the caller, which
+ * asks for the next.
  *
  * ```ts
  * const picker = new ListenerPortPicker(readEphemeralRange());
@@ -31,6 +33,13 @@ export function readEphemeralRange(path = "/proc/sys/net/ipv4/ip_local_port_rang
     // not Linux, or /proc not mounted: the default range
   }
   return defaultEphemeralRange;
+}
+
+/** A fraction in [0, 1) that a name always gives (FNV-1a): where a node's picker starts, the same at every start. */
+export function nameFraction(name: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < name.length; index++) hash = Math.imul(hash ^ name.charCodeAt(index), 0x01000193) >>> 0;
+  return hash / 2 ** 32;
 }
 
 export class ListenerPortPicker {
