@@ -14,8 +14,8 @@
  */
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import { fromSeed, type KeyPair } from "@nats-io/jwt";
+import { encodeNkey, nkeyPrefixOf } from "./nkey-text.ts";
 
-const base32Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /** nkeys' prefix byte of a private key ("P…"). */
 const privatePrefix = 15 << 3;
 /** The DER of an Ed25519 private key (PKCS #8) before its 32-byte seed. */
@@ -37,8 +37,8 @@ class NativeKeyPair implements KeyPair {
     this.#verifyKey = createPublicKey(this.#privateKey);
     const rawPublic = Buffer.from(this.#verifyKey.export({ format: "jwk" }).x!, "base64url");
     // The key's role is the seed's second character (SA… account, SO… operator, SU… user): its prefix byte.
-    this.#publicKey = new TextDecoder().decode(encodeKey(base32Alphabet.indexOf(seed.charAt(1)) << 3, rawPublic));
-    this.#privateText = encodeKey(privatePrefix, Buffer.concat([raw, rawPublic]));
+    this.#publicKey = new TextDecoder().decode(encodeNkey([nkeyPrefixOf(seed.charAt(1))], rawPublic));
+    this.#privateText = encodeNkey([privatePrefix], Buffer.concat([raw, rawPublic]));
   }
 
   getPublicKey(): string {
@@ -72,41 +72,6 @@ class NativeKeyPair implements KeyPair {
   open(): Uint8Array | null {
     throw new Error("signing keys do not open");
   }
-}
-
-/**
- * nkeys' key text: base32 of the prefix byte, the key and its CRC-16 (XMODEM, little-endian), unpadded. Written
- * here because @nats-io/nkeys does not export its codec; the test compares both texts with nkeys'.
- */
-function encodeKey(prefix: number, key: Uint8Array): Uint8Array {
-  const raw = new Uint8Array(key.byteLength + 3);
-  raw[0] = prefix;
-  raw.set(key, 1);
-  const checksum = crc16(raw.subarray(0, key.byteLength + 1));
-  raw[key.byteLength + 1] = checksum & 0xff;
-  raw[key.byteLength + 2] = checksum >> 8;
-  let text = "";
-  let bits = 0;
-  let value = 0;
-  for (const byte of raw) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      text += base32Alphabet[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) text += base32Alphabet[(value << (5 - bits)) & 31];
-  return new TextEncoder().encode(text);
-}
-
-function crc16(bytes: Uint8Array): number {
-  let crc = 0;
-  for (const byte of bytes) {
-    crc ^= byte << 8;
-    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
 }
 
 const cache = new Map<string, KeyPair>();
