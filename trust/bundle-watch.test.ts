@@ -133,6 +133,19 @@ describe("a node's bundle replaced on disk", () => {
     expect(ending()[1]).toMatch(/^node edge-b's certificate ends in 8 days/);
   });
 
+  it("says when NATS credentials issued with an expiry end within 30 days", async () => {
+    const running = copyOfBundle("edge-b");
+    await issueNode({ dir: keys, node: "edge-c", expires: Math.floor((Date.now() + 20 * 86_400_000) / 1000) });
+    const bundle = copyOfBundle("edge-c");
+    const { log, lines } = capture();
+    watches.push(watchBundle({ files: filesIn(bundle), node: "edge-c", log, intervalMs: 20, onReplaced: () => undefined }));
+    watches.push(watchBundle({ files: filesIn(running), node: "edge-b", log, intervalMs: 20, onReplaced: () => undefined }));
+    await sleep(100);
+    expect(lines.filter((line) => line.level === 40).map((line) => line.msg)).toEqual([
+      expect.stringMatching(/^node edge-c's NATS credentials end in 19 days: the hubs refuse them from then on\. Issue its bundle again/),
+    ]);
+  });
+
   it("judges a hub's certificate files: its key, the mesh CA, the end date", async () => {
     const hub = join(keys, "hub");
     const files = { cert: join(hub, "hub.crt"), key: join(hub, "hub.key"), ca: join(hub, "ca.crt") };

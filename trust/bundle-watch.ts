@@ -9,7 +9,8 @@
  *
  * A hub does the same with its TLS certificate and key (`keys hub-cert`: trust/hub-certificate.ts).
  *
- * Both say, once a day, when the certificate they run with ends within 30 days: at its end every peer refuses it.
+ * Both say, once a day, when the certificate they run with ends within 30 days (an agent also when its NATS
+ * credentials do, issued with --expires): at its end every peer refuses it.
  *
  * ```ts
  * const watch = watchBundle({ files: security.files, node: "edge-a", log, onReplaced: (why) => restart(why) });
@@ -86,12 +87,14 @@ export function bundleProblem(files: BundleWatchOptions["files"], node: string, 
 /**
  * Follows `paths`; once they changed and read the same twice in a row, `problem()` judges them: undefined takes them
  * (`onReplaced`, once), a reason is said once (as `what`) and they are not taken. Also says, at start and once a day,
- * when `certFile` (as loaded) ends within 30 days, with `renew`: what to do.
+ * when something loaded (`ending`: the certificate, credentials with an expiry) ends within 30 days, with `renew`.
  */
 function watchReplacedFiles(options: {
   paths: readonly string[];
   what: string;
   certFile: string;
+  /** What the process loaded that ends, and when (ms since the epoch). */
+  ending: { what: string; file: string; at: number }[];
   renew: string;
   problem: () => string | undefined;
   onReplaced: (what: string) => void;
@@ -107,11 +110,16 @@ function watchReplacedFiles(options: {
   let done = false;
   let endSaidAt = -Infinity;
   const sayEnd = () => {
-    const left = Date.parse(loadedCert.validTo) - options.now();
-    if (left > endsSoonMs || options.now() - endSaidAt < dayMs) return;
-    endSaidAt = options.now();
-    const days = Math.floor(left / dayMs);
-    options.log.warn({ certificate: options.certFile, notAfter: new Date(loadedCert.validTo).toISOString() }, `${options.what}'s certificate ${left <= 0 ? "has ended" : `ends in ${days} day${days === 1 ? "" : "s"}`}: peers refuse it from then on. ${options.renew}`);
+    if (options.now() - endSaidAt < dayMs) return;
+    for (const { what, file, at } of options.ending) {
+      const left = at - options.now();
+      if (left > endsSoonMs) continue;
+      endSaidAt = options.now();
+      const days = Math.floor(left / dayMs);
+      const one = what === "certificate";
+      const when = left <= 0 ? (one ? "has ended" : "have ended") : `${one ? "ends" : "end"} in ${days} day${days === 1 ? "" : "s"}`;
+      options.log.warn({ file, notAfter: new Date(at).toISOString() }, `${options.what}'s ${what} ${when}: ${one ? "peers refuse it" : "the hubs refuse them"} from then on. ${options.renew}`);
+    }
   };
   sayEnd();
   const look = () => {
@@ -142,6 +150,16 @@ function watchReplacedFiles(options: {
   };
 }
 
+/** The credentials' end, when they were issued with one (keys issue --expires). */
+function credentialsEnd(creds: string): { what: string; file: string; at: number }[] {
+  try {
+    const exp = readCredsClaims(creds)?.exp;
+    return exp ? [{ what: "NATS credentials", file: creds, at: exp * 1000 }] : [];
+  } catch {
+    return [];
+  }
+}
+
 export function watchBundle(options: BundleWatchOptions): { stop(): void } {
   const now = options.now ?? Date.now;
   const { files, node } = options;
@@ -150,6 +168,7 @@ export function watchBundle(options: BundleWatchOptions): { stop(): void } {
     paths: [files.creds, files.cert, files.key, files.ca, files.psk],
     what: `node ${node}`,
     certFile: files.cert,
+    ending: [{ what: "certificate", file: files.cert, at: Date.parse(new X509Certificate(readFileSync(files.cert)).validTo) }, ...credentialsEnd(files.creds)],
     renew: `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`,
     problem: () => bundleProblem(files, node, loadedCaPem, now),
     onReplaced: options.onReplaced,
@@ -177,6 +196,7 @@ export function watchHubCertificate(options: { files: { cert: string; key: strin
     paths: [options.files.cert, options.files.key, options.files.ca],
     what: `hub ${options.name}`,
     certFile: options.files.cert,
+    ending: [{ what: "certificate", file: options.files.cert, at: Date.parse(new X509Certificate(readFileSync(options.files.cert)).validTo) }],
     renew: "Issue the hubs' certificate again (leafmesh keys hub-cert) and copy DIR/hub/ to each hub: each starts again with it.",
     problem: () => hubCertificateProblem(options.files, loadedCaPem, now),
     onReplaced: options.onReplaced,
