@@ -9,6 +9,7 @@ import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
+import { watchSiteBundle } from "../trust/bundle-watch.ts";
 
 export const siteCommand = defineCommand({
   name: "site",
@@ -27,7 +28,9 @@ With --keys, give the site bundle of 'leafmesh keys issue-site --site SITE
 their agents' own node credentials as the hubs do, each member keeps its own
 account through the site (one leaf remote each), relayed streams between two
 members stay on the site, and revocations pushed at the hubs reach the site.
-Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
+Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.
+The site bundle issued again and copied over the old one (a member added), a
+running server checks it and starts again in place with it.`,
   configFile: true,
   options: {
     name: option.parsed({ required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" }, (text) => checkNodeName(text, "site name")),
@@ -66,6 +69,12 @@ Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.`,
       metrics: options.metricsListen,
       log,
     });
-    return runUntilSignal(io, () => site.stop());
+    // The site's bundle issued again (a member added, its certificate renewed) and copied here: the server starts again with it.
+    const trustLog = log.child({ node: options.server ?? options.name, actor: "trust" });
+    const restart = siteSecurity && {
+      log: trustLog,
+      watch: (onReplaced: (what: string) => void) => watchSiteBundle({ bundle: siteSecurity.files.bundle, site: options.name, server: options.server ?? options.name, log: trustLog, onReplaced }),
+    };
+    return runUntilSignal(io, () => site.stop(), restart);
   },
 });

@@ -12,7 +12,8 @@ import pino from "pino";
 import { Writable } from "node:stream";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
-import { bundleProblem, hubCertificateProblem, watchBundle } from "./bundle-watch.ts";
+import { bundleProblem, hubCertificateProblem, siteBundleProblem, watchBundle } from "./bundle-watch.ts";
+import { issueSite } from "./site-store.ts";
 import { eventually } from "../test/support/ports.ts";
 import { tempDir } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
@@ -47,6 +48,7 @@ beforeAll(async () => {
   await initKeys({ dir: otherMesh });
   for (const node of ["edge-a", "edge-b"]) await issueNode({ dir: keys, node });
   await issueNode({ dir: otherMesh, node: "edge-a" });
+  await issueSite({ dir: keys, site: "shop", members: ["edge-b"] });
 }, 60_000);
 
 describe("a node's bundle replaced on disk", () => {
@@ -154,5 +156,14 @@ describe("a node's bundle replaced on disk", () => {
     expect(hubCertificateProblem({ ...files, key: join(keys, "nodes", "edge-a", "node.key") }, ca)).toMatch(/node\.key is not the key of .*hub\.crt/);
     expect(hubCertificateProblem(files, readFileSync(join(otherMesh, "hub", "ca.crt"), "utf8"))).toMatch(/is another CA than the one this hub runs with/);
     expect(hubCertificateProblem(files, ca, () => Date.parse("2040-01-01T00:00:00Z"))).toMatch(/hub\.crt expired at/);
+  });
+
+  it("judges a site server's bundle: its site, its server, its certificate and credentials", () => {
+    const bundle = join(keys, "sites", "shop");
+    const ca = readFileSync(join(bundle, "ca.crt"), "utf8");
+    expect(siteBundleProblem(bundle, { site: "shop", server: "shop" }, ca)).toBeUndefined();
+    expect(siteBundleProblem(bundle, { site: "mall", server: "shop" }, ca)).toBe("the bundle is site 'shop''s, not 'mall''s");
+    expect(siteBundleProblem(bundle, { site: "shop", server: "shop-2" }, ca)).toMatch(/server 'shop-2' is not one of the bundle's servers \(shop\)/);
+    expect(siteBundleProblem(bundle, { site: "shop", server: "shop" }, readFileSync(join(otherMesh, "ca", "ca.crt"), "utf8"))).toMatch(/another CA than the one this site server runs with/);
   });
 });

@@ -7,7 +7,8 @@
  * still being copied (files from two issues, a key that is not the certificate's) is waited for; one that stays
  * wrong is said once, and the node runs on with what it loaded.
  *
- * A hub does the same with its TLS certificate and key (`keys hub-cert`: trust/hub-certificate.ts).
+ * A hub does the same with its TLS certificate and key (`keys hub-cert`: trust/hub-certificate.ts), and a site
+ * server with its site bundle (`keys issue-site` again: a member added, the site's certificate renewed).
  *
  * Both say, once a day, when the certificate they run with ends within 30 days (an agent also when its NATS
  * credentials do, issued with --expires): at its end every peer refuses it.
@@ -19,6 +20,7 @@
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { readCredsClaims } from "./denials.ts";
@@ -199,6 +201,50 @@ export function watchHubCertificate(options: { files: { cert: string; key: strin
     ending: [{ what: "certificate", file: options.files.cert, at: Date.parse(new X509Certificate(readFileSync(options.files.cert)).validTo) }],
     renew: "Issue the hubs' certificate again (leafmesh keys hub-cert) and copy DIR/hub/ to each hub: each starts again with it.",
     problem: () => hubCertificateProblem(options.files, loadedCaPem, now),
+    onReplaced: options.onReplaced,
+    log: options.log,
+    intervalMs: options.intervalMs,
+    now,
+  });
+}
+
+/** Why a site server cannot start with the site bundle on disk, or undefined when it can. */
+export function siteBundleProblem(bundle: string, options: { site: string; server: string }, loadedCaPem: string, now: () => number = Date.now): string | undefined {
+  try {
+    const tls = tlsFilesProblem({ cert: join(bundle, "site.crt"), key: join(bundle, "site.key"), ca: join(bundle, "ca.crt") }, loadedCaPem, "site server", now);
+    if ("problem" in tls) return tls.problem;
+    const description = JSON.parse(readFileSync(join(bundle, "site.json"), "utf8")) as { site?: string; servers?: string[]; members?: Record<string, string> };
+    if (description.site !== options.site) return `the bundle is site '${description.site}''s, not '${options.site}''s`;
+    if (!description.servers?.includes(options.server)) return `server '${options.server}' is not one of the bundle's servers (${description.servers?.join(", ")})`;
+    for (const creds of siteCredentials(bundle, options.server, Object.keys(description.members ?? {}))) {
+      checkSecretFilePermissions(creds);
+      if (!readCredsClaims(creds)) return `${creds} does not hold a NATS user JWT`;
+    }
+    return undefined;
+  } catch (error) {
+    return describeError(error);
+  }
+}
+
+function siteCredentials(bundle: string, server: string, members: string[]): string[] {
+  return [join(bundle, "local.creds"), join(bundle, "sys.creds"), join(bundle, "servers", `${server}.creds`), ...members.map((member) => join(bundle, "members", `${member}.creds`))];
+}
+
+/** A site server's bundle replaced on disk (`keys issue-site` again, copied to the site): as `watchBundle`. */
+export function watchSiteBundle(options: { bundle: string; site: string; server: string; log: Logger; onReplaced: (what: string) => void; intervalMs?: number; now?: () => number }): { stop(): void } {
+  const now = options.now ?? Date.now;
+  const { bundle } = options;
+  const cert = join(bundle, "site.crt");
+  const loadedCaPem = readFileSync(join(bundle, "ca.crt"), "utf8");
+  const members = Object.keys((JSON.parse(readFileSync(join(bundle, "site.json"), "utf8")) as { members?: Record<string, string> }).members ?? {});
+  return watchReplacedFiles({
+    // site.json names the members: one added changes it, and the server then starts again with a remote for it.
+    paths: [cert, join(bundle, "site.key"), join(bundle, "ca.crt"), join(bundle, "site.json"), ...siteCredentials(bundle, options.server, members)],
+    what: `site server ${options.server}`,
+    certFile: cert,
+    ending: [{ what: "certificate", file: cert, at: Date.parse(new X509Certificate(readFileSync(cert)).validTo) }],
+    renew: `Issue the site's bundle again (leafmesh keys issue-site --site ${options.site} …) and copy it to each of its servers: each starts again with it.`,
+    problem: () => siteBundleProblem(bundle, options, loadedCaPem, now),
     onReplaced: options.onReplaced,
     log: options.log,
     intervalMs: options.intervalMs,
