@@ -64,6 +64,9 @@ export function parseHubLoad(data: Uint8Array): HubLoad | undefined {
   }
 }
 
+/** How long a move's second event waits after the leaf server restarted (a round at least). */
+const announceAfterMs = 1_000;
+
 export const defaultRelayChoiceSettings: RelayChoiceSettings = {
   ...defaultChoiceSettings,
   probeIntervalMs: 2_000,
@@ -111,6 +114,8 @@ export class RelayChoice {
   #round: Promise<void> | undefined;
   /** A move to announce again with the first round's scores through the new link (see the `upstream` event). */
   #toAnnounce: RelayMoveStatus | undefined;
+  /** Not before then (the clock's ms). */
+  #announceAt = 0;
 
   constructor(options: RelayChoiceOptions) {
     this.#options = options;
@@ -171,9 +176,11 @@ export class RelayChoice {
     });
     const current = this.#options.currentUpstream();
     const announce = this.#toAnnounce;
-    if (announce && current === announce.to) {
+    // Through the new link, once it has been up a while: the hubs' interest reaches a new leaf link a moment after it
+    // is up, longer on a busy machine, and an event published before is dropped (the lab test missed it under load).
+    if (announce && current === announce.to && now >= this.#announceAt) {
       this.#toAnnounce = undefined;
-      this.#options.bus.publish("fabric", "upstream", { at: nowIso(this.#clock.now), from: announce.from, to: announce.to, reason: announce.reason, scores: announce.scores, movedInMs: announce.movedInMs, after: this.#scores.map(eventScore) });
+      this.#options.bus.publish("fabric", "upstream", { at: nowIso(() => this.#clock.now()), from: announce.from, to: announce.to, reason: announce.reason, scores: announce.scores, movedInMs: announce.movedInMs, after: this.#scores.map(eventScore) });
     }
     const decision = decideMove(this.#scores, { current, badRounds: this.#badRounds, lastMoveAt: this.#lastMoveAt }, this.#settings, now);
     this.#badRounds = decision.badRounds;
@@ -185,7 +192,7 @@ export class RelayChoice {
   async #move(from: UpstreamScore, to: UpstreamScore, reason: string): Promise<void> {
     this.#state = "moving";
     const order = orderAfterMove(this.#scores, to.url);
-    const move: RelayMoveStatus = { at: nowIso(this.#clock.now), from: from.url, to: to.url, reason, scores: this.#scores.map(eventScore) };
+    const move: RelayMoveStatus = { at: nowIso(() => this.#clock.now()), from: from.url, to: to.url, reason, scores: this.#scores.map(eventScore) };
     this.#lastMove = move;
     this.#lastMoveAt = this.#clock.now();
     const { log, bus } = this.#options;
@@ -196,6 +203,7 @@ export class RelayChoice {
       await this.#options.moveLeaf(order);
       this.#order = order;
       move.movedInMs = this.#clock.now() - started;
+      this.#announceAt = this.#clock.now() + announceAfterMs;
       log.info({ to: to.url, movedInMs: move.movedInMs }, "relay choice: the leaf server restarted with the new upstream first");
       // Published now it could be lost (the hub's interest reaches a new leaf link a moment after it is up): after the next round.
       this.#toAnnounce = move;
