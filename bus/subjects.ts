@@ -80,6 +80,8 @@ export const hubDomain = "hub";
 
 export const leaseKeys = {
   catalogPublisher: "catalog-publisher",
+  /** The hub of a cluster that is starting again with new keys (roles/restart-turn.ts). */
+  hubRestart: "hub-restart",
 } as const;
 
 /**

@@ -14,6 +14,7 @@ import { checkNodeName } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchHubCertificate } from "../trust/bundle-watch.ts";
+import { restartTurn } from "../roles/restart-turn.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
@@ -120,7 +121,15 @@ given each other's --routes form one JetStream cluster.`,
     });
     // The hubs' certificate issued again (keys hub-cert) and copied here: the hub starts again in place with it.
     const trustLog = log.child({ node: options.name, actor: "trust" });
-    const restart = security && { log: trustLog, watch: (onReplaced: (what: string) => void) => watchHubCertificate({ files: security.files, name: options.name, log: trustLog, onReplaced }) };
+    // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.
+    const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
+    const restart = security && {
+      log: trustLog,
+      watch: (onReplaced: (what: string) => void) => {
+        const watch = watchHubCertificate({ files: security.files, name: options.name, log: trustLog, onReplaced: (what) => (turn ? turn.wait(() => onReplaced(what)) : onReplaced(what)) });
+        return { stop: () => (watch.stop(), turn?.stop()) };
+      },
+    };
     return runUntilSignal(io, () => hub.stop(), restart);
   },
 });

@@ -247,8 +247,8 @@ const hubCertCommand = defineCommand({
 Writes a new key and certificate to DIR/hub/ (hub.key, hub.crt), signed by the
 mesh CA, for --hub-hosts, or for the names and addresses the current certificate
 lists. The CA stays: nodes and sites keep their bundles. Copy DIR/hub/ to each
-hub: a running hub takes the new files by itself, starting again in place (do
-one hub of a cluster at a time).`,
+hub: a running hub takes the new files by itself, starting again in place; the
+hubs of a cluster take turns, one at a time, however the copies land.`,
   options: {
     dir: dirOption,
     hubHosts: { type: "string", value: "HOSTS", description: "names and IPs in the new certificate: every name and address agents and sites dial the hubs by (default: those of the current certificate)" },
@@ -261,7 +261,7 @@ one hub of a cluster at a time).`,
         `hub certificate issued again: ${result.certFile}`,
         `  hosts      ${result.hosts.join(", ")}`,
         `  not after  ${new Date(result.notAfter).toISOString()}`,
-        `next: copy ${join(values.dir, "hub")}/ to each hub (one hub of a cluster at a time): each starts again with it`,
+        `next: copy ${join(values.dir, "hub")}/ to each hub: each starts again with it (the hubs of a cluster one at a time, by themselves)`,
         "",
       ].join("\n"),
     );

@@ -1,0 +1,56 @@
+/**
+ * The hubs' certificate issued again where all three hubs of a cluster read it at once (one keys directory here; in
+ * the field, one command copying hub/ to every hub): they take it one at a time (roles/restart-turn.ts), so the
+ * cluster keeps two of three and its JetStream quorum throughout. Before, all three restarted together.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../test/support/ports.ts";
+import { runCli, startHubCluster, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+
+let keys: string;
+let hubs: HubProcess[];
+
+async function cli(...argv: string[]): Promise<string> {
+  const result = await runCli(argv);
+  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
+  return result.stdout;
+}
+
+/** When the hub said it was starting again with new keys (its log's time), if it did. */
+function restartedAt(hub: HubProcess): number | undefined {
+  const line = hub.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
+  return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
+}
+
+beforeAll(async () => {
+  requireTools();
+  keys = join(tempDir("leafmesh-hub-cert-cluster-"), "keys");
+  await cli("keys", "init", "--dir", keys);
+  hubs = await startHubCluster({ names: ["hub-1", "hub-2", "hub-3"], keys, leaseTtlMs: 3_000 });
+}, 120_000);
+
+afterAll(() => stopAllProcesses());
+
+describe("keys hub-cert in a cluster", () => {
+  it("the three hubs take the new certificate one at a time, each in place", async () => {
+    const pids = hubs.map((hub) => hub.child.pid);
+    await cli("keys", "hub-cert", "--dir", keys);
+    const times = await eventually(() => {
+      const seen = hubs.map(restartedAt);
+      return seen.every((time) => time !== undefined) ? (seen as number[]) : undefined;
+    }, 90_000, "every hub to start again").catch((error: Error) => {
+      throw new Error(`${error.message}\n${hubs.map((hub) => `--- ${hub.name}\n${hub.output().split("\n").filter((line) => /trust|turn|ready|lease|"level":[45]0/.test(line)).slice(-12).join("\n")}`).join("\n")}`);
+    });
+    const ordered = [...times].sort((a, b) => a - b);
+    // Each after the one before had its turn expire: the lease's TTL (3 s) after that hub's last renewal.
+    expect(ordered[1] - ordered[0]).toBeGreaterThanOrEqual(1_500);
+    expect(ordered[2] - ordered[1]).toBeGreaterThanOrEqual(1_500);
+    for (const hub of hubs) expect(hub.output()).toMatch(/waiting for this hub's turn to start again: one hub of a cluster at a time/);
+    expect(hubs.map((hub) => hub.child.pid)).toEqual(pids);
+    // All three back, and the cluster answers.
+    await eventually(() => hubs.every((hub) => (hub.output().match(/"msg":"hub ready"/g)?.length ?? 0) >= 2) || undefined, 60_000, "every hub ready again");
+    expect(JSON.parse(await cli("status", "--json", "--keys", keys, "--nats", hubs[0].clientUrl)).status.role).toBe("hub");
+  }, 180_000);
+});
