@@ -23,7 +23,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { decode } from "@nats-io/jwt";
 import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { connectRogueLeaf, type RogueLeaf } from "../test/support/rogue-leaf.ts";
 import { initKeys, readKeyState } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
@@ -54,12 +54,6 @@ let rogue: RogueLeaf;
 let tag = 0;
 
 const streamNames = ["KV_mesh-catalog", "KV_mesh-nodes", "KV_mesh-leases", "KV_mesh-revocations"];
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 async function stolen(node = "edge-a", credsFile?: string): Promise<RogueLeaf> {
   const bundle = join(keys, "nodes", node);

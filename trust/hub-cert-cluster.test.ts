@@ -6,17 +6,11 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startHubCluster, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubCluster, stopAllProcesses, tempDir, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 let keys: string;
 let hubs: HubProcess[];
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 /** When the hub said it was starting again with new keys (its log's time), if it did. */
 function restartedAt(hub: HubProcess): number | undefined {

@@ -10,19 +10,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { natsServerResolving } from "../test/support/hosts-file.ts";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { certificateHosts } from "./hub-certificate.ts";
 
 let keys: string;
 let hub: HubProcess;
 let agent: AgentProcess;
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 const leafUp = async (process: AgentProcess) => (await process.view().catch(() => undefined))?.status.links.some((link) => link.kind === "leaf" && link.direction === "upstream" && link.up) ?? false;
 

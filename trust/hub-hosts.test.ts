@@ -19,17 +19,11 @@ import { connect as tlsConnect, createServer as createTlsServer } from "node:tls
 import { eventually } from "../test/support/ports.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { natsServerResolving } from "../test/support/hosts-file.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 interface StatusJson {
   status: { node: string; role: string; links: { kind: string; direction: string; up: boolean; remote?: string }[] };
-}
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
 }
 
 beforeAll(() => requireTools());

@@ -9,18 +9,12 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, write
 import { join } from "node:path";
 import { createUser, fromSeed } from "@nats-io/jwt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { loadNodeSecurity } from "./security.ts";
 
 let keys: string;
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 beforeAll(async () => {
   requireTools();

@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { decode, encodeAccount, type Account, type Algorithms } from "@nats-io/jwt";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { eventually } from "../test/support/ports.ts";
 import { jetStreamInfoApi } from "./claims.ts";
 import { initKeys, readKeyState } from "./key-store.ts";
@@ -20,12 +20,6 @@ import { requireTools } from "../test/support/trust-servers.ts";
 
 let keys: string;
 let hub: HubProcess;
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 /** Signs edge-a's account again as leafmesh did before: without the `$JS.API.INFO` import. */
 async function signAsBefore(node: string): Promise<void> {

@@ -6,18 +6,12 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, freePort } from "../test/support/ports.ts";
-import { launch, runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess, type LeafmeshProcess } from "../test/support/processes.ts";
+import { launch, startHubProcess, stopAllProcesses, tempDir, type HubProcess, type LeafmeshProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 let keys: string;
 let hub: HubProcess;
 let site: LeafmeshProcess;
-
-async function cli(...argv: string[]): Promise<string> {
-  const result = await runCli(argv);
-  expect(result.code, `leafmesh ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 /** The hub's leaf connections (all of them the site's: no agent attaches to the hub here), by account. */
 async function siteLeafAccounts(): Promise<string[]> {

@@ -270,6 +270,13 @@ export async function runCli(args: string[], timeoutMs = 90_000): Promise<{ code
   return { code, stdout, stderr };
 }
 
+/** Runs `leafmesh ARGS` and returns its stdout; a non-zero exit throws, with the command and its output. */
+export async function runCliOk(...args: string[]): Promise<string> {
+  const result = await runCli(args);
+  if (result.code !== 0) throw new Error(`leafmesh ${args.join(" ")} exited with ${result.code}:\n${result.stdout}${result.stderr}`);
+  return result.stdout;
+}
+
 export interface SiteProcess extends LeafmeshProcess {
   readonly leafUrl: string;
   restart(): Promise<SiteProcess>;
