@@ -151,14 +151,15 @@ describe("fabric: hub and agents", () => {
     const tookOverMs = Date.now() - killedAt;
 
     // The new holder found the catalog complete: it wrote nothing.
-    const after = (await jsm.streams.info(`KV_${buckets.catalog}`)).state;
+    // Asked again if it times out: the killed hub may have led the stream, and its new leader is being elected.
+    const after = await eventually(async () => (await jsm.streams.info(`KV_${buckets.catalog}`)).state, 20_000, "the catalog stream's state after the kill");
     expect(after.last_seq).toBe(before.last_seq);
     expect(after.messages).toBe(100);
 
     // And it publishes what changes from now on, once.
     writeManifest(manifests, "extra.yaml", sampleService({ name: "late", clusterIP: "198.19.9.9" }));
     await eventually(async () => (await kv.status()).values === 102, 10_000, "the new holder to publish a change");
-    const final = (await jsm.streams.info(`KV_${buckets.catalog}`)).state;
+    const final = await eventually(async () => (await jsm.streams.info(`KV_${buckets.catalog}`)).state, 20_000, "the catalog stream's state after the change");
     expect(final.last_seq).toBe(before.last_seq + 2);
     console.log(`publisher lease taken over ${tookOverMs} ms after its holder was killed`);
   });
