@@ -10,7 +10,7 @@
  *
  * mDNS runs on this machine's own network, as an agent's would on a LAN.
  */
-import { connect, createServer, type Server } from "node:net";
+import { connect, type Server } from "node:net";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -21,6 +21,7 @@ import { socksGreeting, socksRequest } from "./support/fault-targets.ts";
 import { writePsk } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { startTcpEcho } from "./support/tunnel-fabric.ts";
 
 afterEach(stopAllProcesses);
 
@@ -53,9 +54,9 @@ describe("the LAN without the hub", () => {
   afterAll(() => echo?.close());
 
   it("takes a LAN peer found by mDNS as a node name in the SOCKS proxy, and lists it in status", async () => {
-    echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-    const echoPort = (echo.address() as { port: number }).port;
+    const started = await startTcpEcho();
+    echo = started.server;
+    const echoPort = started.port;
     const psk = writePsk(tempDir());
     const unreachableHub = `nats://127.0.0.1:${await freePort()}`;
     const socksPort = await freePort();

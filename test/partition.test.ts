@@ -11,10 +11,11 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { createServer, connect, type Server } from "node:net";
+import { connect, type Server } from "node:net";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually, freePort } from "./support/ports.ts";
 import { startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type AgentProcess } from "./support/processes.ts";
+import { startTcpEcho } from "./support/tunnel-fabric.ts";
 
 function dig(port: number, name: string): { status: string; answers: string[] } {
   const text = execFileSync("dig", ["@127.0.0.1", "-p", String(port), name, "A", "+tries=1", "+time=2"], { encoding: "utf8" });
@@ -48,10 +49,8 @@ afterAll(async () => {
 });
 
 async function echoServer(): Promise<number> {
-  const port = await freePort();
-  const server = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
+  const { server, port } = await startTcpEcho();
   servers.push(server);
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   return port;
 }
 

@@ -89,14 +89,15 @@ export function bundleProblem(files: BundleWatchOptions["files"], node: string, 
 /**
  * Follows `paths`; once they changed and read the same twice in a row, `problem()` judges them: undefined takes them
  * (`onReplaced`, once), a reason is said once (as `what`) and they are not taken. Also says, at start and once a day,
- * when something loaded (`ending`: the certificate, credentials with an expiry) ends within 30 days, with `renew`.
+ * when something loaded (`certFile`'s certificate, and `alsoEnding`: credentials with an expiry) ends within 30 days,
+ * with `renew`.
  */
 function watchReplacedFiles(options: {
   paths: readonly string[];
   what: string;
   certFile: string;
   /** What the process loaded that ends, and when (ms since the epoch). */
-  ending: { what: string; file: string; at: number }[];
+  alsoEnding?: { what: string; file: string; at: number }[];
   renew: string;
   problem: () => string | undefined;
   onReplaced: (what: string) => void;
@@ -106,6 +107,7 @@ function watchReplacedFiles(options: {
 }): { stop(): void } {
   const loaded = digestOf(options.paths);
   const loadedCert = new X509Certificate(readFileSync(options.certFile));
+  const ending = [{ what: "certificate", file: options.certFile, at: Date.parse(loadedCert.validTo) }, ...(options.alsoEnding ?? [])];
   let previous = loaded;
   /** The digest of files said to be wrong: said once. */
   let refused: string | undefined;
@@ -113,7 +115,7 @@ function watchReplacedFiles(options: {
   let endSaidAt = -Infinity;
   const sayEnd = () => {
     if (options.now() - endSaidAt < dayMs) return;
-    for (const { what, file, at } of options.ending) {
+    for (const { what, file, at } of ending) {
       const left = at - options.now();
       if (left > endsSoonMs) continue;
       endSaidAt = options.now();
@@ -170,7 +172,7 @@ export function watchBundle(options: BundleWatchOptions): { stop(): void } {
     paths: [files.creds, files.cert, files.key, files.ca, files.psk],
     what: `node ${node}`,
     certFile: files.cert,
-    ending: [{ what: "certificate", file: files.cert, at: Date.parse(new X509Certificate(readFileSync(files.cert)).validTo) }, ...credentialsEnd(files.creds)],
+    alsoEnding: credentialsEnd(files.creds),
     renew: `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`,
     problem: () => bundleProblem(files, node, loadedCaPem, now),
     onReplaced: options.onReplaced,
@@ -198,7 +200,6 @@ export function watchHubCertificate(options: { files: { cert: string; key: strin
     paths: [options.files.cert, options.files.key, options.files.ca],
     what: `hub ${options.name}`,
     certFile: options.files.cert,
-    ending: [{ what: "certificate", file: options.files.cert, at: Date.parse(new X509Certificate(readFileSync(options.files.cert)).validTo) }],
     renew: "Issue the hubs' certificate again (leafmesh keys hub-cert) and copy DIR/hub/ to each hub: each starts again with it.",
     problem: () => hubCertificateProblem(options.files, loadedCaPem, now),
     onReplaced: options.onReplaced,
@@ -242,7 +243,6 @@ export function watchSiteBundle(options: { bundle: string; site: string; server:
     paths: [cert, join(bundle, "site.key"), join(bundle, "ca.crt"), join(bundle, "site.json"), ...siteCredentials(bundle, options.server, members)],
     what: `site server ${options.server}`,
     certFile: cert,
-    ending: [{ what: "certificate", file: cert, at: Date.parse(new X509Certificate(readFileSync(cert)).validTo) }],
     renew: `Issue the site's bundle again (leafmesh keys issue-site --site ${options.site} …) and copy it to each of its servers: each starts again with it.`,
     problem: () => siteBundleProblem(bundle, options, loadedCaPem, now),
     onReplaced: options.onReplaced,

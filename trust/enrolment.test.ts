@@ -8,7 +8,7 @@
  * The attacks on the enrolment service (replays, other names, floods) are in trust/attacks.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
+import { connect as tcpConnect, type Server, type Socket } from "node:net";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
@@ -22,6 +22,7 @@ import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
 import { readKeyState } from "./key-store.ts";
 import { silentLogger } from "../lib/log.ts";
+import { startTcpEcho } from "../test/support/tunnel-fabric.ts";
 
 let base: string;
 let keys: string;
@@ -94,9 +95,7 @@ beforeAll(async () => {
   await keysCommand("issue", "--dir", keys, "--node", "edge-b");
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
-  echoPort = await freePort();
-  echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-  await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
+  ({ server: echo, port: echoPort } = await startTcpEcho());
   edgeB = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl.replace("nats://", "tls://")], keys: join(keys, "nodes", "edge-b"), extraArgs: tunnelArgs() });
 }, 120_000);
 

@@ -3,21 +3,20 @@
  * client address is held to its share and refused with an RST before any byte,
  * counted by reason; another client is served all the while, and the agent lives.
  */
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { Registry } from "prom-client";
 import { createSocksActor, registerSocksMetrics, type SocksActor } from "./index.ts";
+import { startTcpEcho } from "../../test/support/tunnel-fabric.ts";
 
 let echo: Server;
 let echoPort: number;
 let socks: SocksActor;
 
 beforeAll(async () => {
-  echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-  echoPort = (echo.address() as { port: number }).port;
+  ({ server: echo, port: echoPort } = await startTcpEcho());
   socks = createSocksActor({ feed: new IndexFeed(), log: silentLogger(), node: "edge-a", listen: { host: "127.0.0.1", port: 0 }, limits: { maxPerClient: 3 } });
   await socks.start();
 });

@@ -11,6 +11,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { requestTarget, TargetRefusedError } from "./stream-header.ts";
 import { StreamServer } from "./stream-server.ts";
+import { startTcpEcho } from "../../test/support/tunnel-fabric.ts";
 
 let echo: Server;
 let carrier: Server;
@@ -18,9 +19,9 @@ let server: StreamServer;
 const target = { host: "127.0.0.1", port: 0, protocol: "TCP" as const };
 
 beforeAll(async () => {
-  echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-  target.port = (echo.address() as { port: number }).port;
+  const started = await startTcpEcho();
+  echo = started.server;
+  target.port = started.port;
   server = new StreamServer({ node: "edge-b", log: silentLogger(), maxStreamsPerPeer: 2 });
   // The peer is told by the address it comes from (a real carrier proves it by certificate or subject).
   carrier = createServer((socket) => void server.serve(socket, socket.remoteAddress === "127.0.0.1" ? "edge-a" : "edge-c"));

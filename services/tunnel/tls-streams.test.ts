@@ -18,7 +18,7 @@ import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
 import { requireTools } from "../../test/support/trust-servers.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { createTunnelActor, type NodeIdentity, type TunnelActor } from "./index.ts";
-import { roundTrip, sha, startFabric, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
+import { roundTrip, sha, startFabric, testPsk, type TestFabric, startTcpEcho } from "../../test/support/tunnel-fabric.ts";
 import { connectTlsStream } from "./tls-streams.ts";
 
 const base = mkdtempSync(join(tmpdir(), "leafmesh-tls-streams-"));
@@ -54,9 +54,7 @@ beforeAll(async () => {
   await issueNode({ dir: stranger, node: "edge-a" });
   identities.stranger = identityOf(stranger, "edge-a");
   // A stream cut by the tunnel resets its target connection: the echo hears ECONNRESET.
-  echo = createServer((socket) => socket.on("error", () => undefined).pipe(socket));
-  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
-  echoPort = (echo.address() as { port: number }).port;
+  ({ server: echo, port: echoPort } = await startTcpEcho());
   fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b", "edge-c", "edge-d", "edge-e", "edge-f", "edge-x"] });
 }, 90_000);
 
