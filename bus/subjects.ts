@@ -82,6 +82,8 @@ export const leaseKeys = {
   catalogPublisher: "catalog-publisher",
   /** The hub of a cluster that is starting again with new keys (roles/restart-turn.ts). */
   hubRestart: "hub-restart",
+  /** The server of a site cluster that is starting again with a new site bundle (in the site's own domain). */
+  siteRestart: "site-restart",
 } as const;
 
 /**

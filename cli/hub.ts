@@ -10,7 +10,7 @@ import { resolveHubSecurity, securityOptions } from "./security-options.ts";
 import { checkReplicas, dataDirectory, serverOptions } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
-import { checkNodeName } from "../bus/subjects.ts";
+import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchHubCertificate } from "../trust/bundle-watch.ts";
@@ -122,7 +122,7 @@ given each other's --routes form one JetStream cluster.`,
     // The hubs' certificate issued again (keys hub-cert) and copied here: the hub starts again in place with it.
     const trustLog = log.child({ node: options.name, actor: "trust" });
     // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.
-    const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
+    const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, key: leaseKeys.hubRestart, who: "hub", ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
     const restart = security && {
       log: trustLog,
       watch: (onReplaced: (what: string) => void) => {

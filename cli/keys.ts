@@ -194,7 +194,9 @@ Writes DIR/sites/SITE/, to copy to the site's servers and pass to 'leafmesh site
 changed accounts with --hub). The members are issued nodes whose agents attach
 to this site; the site holds a user in each one's account, so per-node isolation
 holds through the site and relayed streams between members stay on it. Run it
-again when the members change, then restart the site's servers one by one.
+again when the members change and copy DIR/sites/SITE/ over the servers' copy:
+each running server takes it by itself, starting again in place, one server of
+a site cluster at a time.
 A stolen site bundle lets its holder act for the site's members and read the
 catalog; it cannot write the catalog or act for nodes of other sites.`,
   options: {

@@ -7,7 +7,9 @@ import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
 import { checkReplicas, dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
-import { checkNodeName } from "../bus/subjects.ts";
+import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
+import { restartTurn } from "../roles/restart-turn.ts";
+import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchSiteBundle } from "../trust/bundle-watch.ts";
 
@@ -30,7 +32,8 @@ account through the site (one leaf remote each), relayed streams between two
 members stay on the site, and revocations pushed at the hubs reach the site.
 Agents of the site keep their own bundle and use --hub tls://SITE-SERVER:7422.
 The site bundle issued again and copied over the old one (a member added), a
-running server checks it and starts again in place with it.`,
+running server checks it and starts again in place with it; the servers of a
+site cluster take turns, one at a time, so the site keeps serving its agents.`,
   configFile: true,
   options: {
     name: option.parsed({ required: true, value: "SITE", description: "site name: the site's JetStream domain, the same on every server of the site" }, (text) => checkNodeName(text, "site name")),
@@ -71,9 +74,16 @@ running server checks it and starts again in place with it.`,
     });
     // The site's bundle issued again (a member added, its certificate renewed) and copied here: the server starts again with it.
     const trustLog = log.child({ node: options.server ?? options.name, actor: "trust" });
+    // Clustered, the servers take turns (as hubs do): copied to all of them at once, the site's agents lost every server together.
+    const turn = options.routes
+      ? restartTurn({ connection: site.connection, holder: options.server ?? options.name, key: leaseKeys.siteRestart, who: "site server", ttlMs: defaultLeaseTtlMs, replicas: options.replicas ?? 3, log: trustLog })
+      : undefined;
     const restart = siteSecurity && {
       log: trustLog,
-      watch: (onReplaced: (what: string) => void) => watchSiteBundle({ bundle: siteSecurity.files.bundle, site: options.name, server: options.server ?? options.name, log: trustLog, onReplaced }),
+      watch: (onReplaced: (what: string) => void) => {
+        const watch = watchSiteBundle({ bundle: siteSecurity.files.bundle, site: options.name, server: options.server ?? options.name, log: trustLog, onReplaced: (what) => (turn ? turn.wait(() => onReplaced(what)) : onReplaced(what)) });
+        return { stop: () => (watch.stop(), turn?.stop()) };
+      },
     };
     return runUntilSignal(io, () => site.stop(), restart);
   },

@@ -55,7 +55,7 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 }
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
-export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string }): LeafmeshProcess {
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }): LeafmeshProcess {
   // Read when a connection is made: an agent that joins with a token (--join) has its keys only once it runs.
   const connectOptions = () => (security ? clientConnectOptions(security) : {});
   const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
@@ -293,8 +293,11 @@ export async function siteClusterPorts(servers: number): Promise<Awaited<ReturnT
   return Promise.all(Array.from({ length: servers }, () => hubPorts()));
 }
 
-/** The servers of one site (one to three), attached to `upstreams` (hub leaf URLs), started together. */
-export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[]; ports?: Awaited<ReturnType<typeof hubPorts>>[]; extraArgs?: string[] }): Promise<SiteProcess[]> {
+/**
+ * The servers of one site (one to three), attached to `upstreams` (hub leaf URLs), started together: `--insecure`, or
+ * with `keys` (the mesh's keys directory, which holds the site's bundle) over TLS to the hubs.
+ */
+export async function startSiteCluster(options: { site: string; servers: string[]; upstreams: string[]; ports?: Awaited<ReturnType<typeof hubPorts>>[]; keys?: string; extraArgs?: string[] }): Promise<SiteProcess[]> {
   const ports = options.ports ?? (await siteClusterPorts(options.servers.length));
   const routes = ports.map((port) => `nats-route://127.0.0.1:${port.cluster}`);
   const dataDirs = options.servers.map((server) => tempDir(`leafmesh-${server}-`));
@@ -308,17 +311,20 @@ export async function startSiteCluster(options: { site: string; servers: string[
         "--name", options.site,
         "--server", server,
         "--data", dataDirs[index],
-        "--upstream", options.upstreams.join(","),
+        "--upstream", (options.keys ? options.upstreams.map((url) => url.replace(/^nats:/, "tls:")) : options.upstreams).join(","),
         "--listen", `127.0.0.1:${port.client}`,
         "--leaf-listen", `127.0.0.1:${port.leaf}`,
         "--monitor-listen", `127.0.0.1:${port.monitor}`,
         "--metrics-listen", `127.0.0.1:${port.metrics}`,
-        "--insecure",
+        ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
         ...(options.servers.length > 1 ? ["--routes", routes.join(","), "--cluster-listen", `127.0.0.1:${port.cluster}`] : []),
         ...(options.extraArgs ?? []),
       ],
       `nats://127.0.0.1:${port.client}`,
       dataDirs[index],
+      undefined,
+      undefined,
+      options.keys ? { keys: options.keys, site: options.site, node: server } : undefined,
     );
     const site: SiteProcess = { ...base, leafUrl: `nats://127.0.0.1:${port.leaf}`, restart: () => startOne(index) };
     await waitReady(site, 60_000);

@@ -1,0 +1,58 @@
+/**
+ * A site's bundle issued again where the three servers of a site cluster read it at once (one keys directory here;
+ * in the field, one command copying DIR/sites/SITE/ to every server): they take it one at a time (roles/restart-turn.ts,
+ * a lease in the site's own domain), so the site keeps two of its three servers, and its agents a server to attach
+ * to, throughout. Before, all three started again together.
+ */
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../test/support/ports.ts";
+import { startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type HubProcess, type SiteProcess, runCliOk as cli } from "../test/support/processes.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+
+let keys: string;
+let hub: HubProcess;
+let servers: SiteProcess[];
+
+/** When the server said it was starting again with new keys (its log's time), if it did. */
+function restartedAt(server: SiteProcess): number | undefined {
+  const line = server.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
+  return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
+}
+
+beforeAll(async () => {
+  requireTools();
+  keys = join(tempDir("leafmesh-site-turns-"), "keys");
+  await cli("keys", "init", "--dir", keys);
+  for (const node of ["edge-a", "edge-b"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  await cli("keys", "issue-site", "--dir", keys, "--site", "shop", "--servers", "s1,s2,s3", "--members", "edge-a");
+  hub = await startHubProcess({ name: "hub-1", keys });
+  servers = await startSiteCluster({ site: "shop", servers: ["s1", "s2", "s3"], upstreams: [hub.leafUrl], keys });
+}, 150_000);
+
+afterAll(() => stopAllProcesses());
+
+describe("a site cluster's bundle issued again", () => {
+  it("is taken by the three servers one at a time, each in place", async () => {
+    const pids = servers.map((server) => server.child.pid);
+    await cli("keys", "issue-site", "--dir", keys, "--site", "shop", "--servers", "s1,s2,s3", "--members", "edge-a,edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    const times = await eventually(() => {
+      const seen = servers.map(restartedAt);
+      return seen.every((time) => time !== undefined) ? (seen as number[]) : undefined;
+    }, 120_000, "every site server to start again").catch((error: Error) => {
+      throw new Error(`${error.message}\n${servers.map((server) => `--- ${server.name}\n${server.output().split("\n").filter((line) => /trust|turn|ready|lease|"level":[45]0/.test(line)).slice(-12).join("\n")}`).join("\n")}`);
+    });
+    const ordered = [...times].sort((a, b) => a - b);
+    // Each after the one before had its turn expire: the lease's TTL (6 s) after that server's last renewal.
+    expect(ordered[1] - ordered[0]).toBeGreaterThanOrEqual(3_000);
+    expect(ordered[2] - ordered[1]).toBeGreaterThanOrEqual(3_000);
+    for (const server of servers) expect(server.output()).toMatch(/waiting for this site server's turn to start again: one site server of a cluster at a time/);
+    expect(servers.map((server) => server.child.pid)).toEqual(pids);
+    // All three back.
+    for (const server of servers) {
+      const view = await eventually(() => server.view().catch(() => undefined), 60_000, `${server.name} to answer status again`);
+      expect(view.status.role).toBe("site");
+      expect(server.child.exitCode).toBeNull();
+    }
+  }, 200_000);
+});
