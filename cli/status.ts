@@ -201,7 +201,12 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
   }
   if (name === "relay") return `load record: ${String(detail.channels ?? 0)} relay channels, ${Math.round(Number(detail.bytesPerSecond ?? 0) / 1024)} KiB/s through ${String(detail.leafs ?? 0)} leafs`;
   if (name === "publisher") return `holder ${String(detail.holder ?? "none")}, source ${String(detail.source ?? "none")}`;
-  if (name === "trust") return `revocation list version ${String(detail.revocationList ?? 0)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`;
+  if (name === "trust") {
+    const parts = detail.revocationList === undefined ? [] : [`revocation list version ${String(detail.revocationList)}; revoked: ${((detail.revoked ?? []) as string[]).join(", ") || "none"}`];
+    if (typeof detail.certificateEnds === "string") parts.push(`certificate ends ${detail.certificateEnds.slice(0, 10)}`);
+    if (typeof detail.credentialsEnd === "string") parts.push(`NATS credentials end ${detail.credentialsEnd.slice(0, 10)}`);
+    return parts.join("; ");
+  }
   return "";
 }
 

@@ -37,6 +37,7 @@ import type { SiteSecurity } from "../trust/site-security.ts";
 import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
 import { certificateFingerprint } from "../trust/revocation-list.ts";
+import { endsDetail, endsState, loadedEnds, type Ending } from "../trust/ends.ts";
 import { readFileSync } from "node:fs";
 import { RelayChoice, type RelayChoiceSettings } from "./relay-choice.ts";
 import { watchStore, type StoreWatchdogOptions } from "../nats/store-watchdog.ts";
@@ -238,6 +239,8 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   const caFile = config.security?.files.ca ?? config.siteSecurity?.files.ca;
   let revocations: RevocationWatch | undefined;
   let selfRevoked = false;
+  /** When this node's certificate (and its credentials, issued with --expires) end: shown in status. */
+  let ownEnds: Ending[] = [];
   if (caFile) {
     const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1) });
     revocations = watch;
@@ -247,6 +250,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
     // as an error, and shown in status.
     const ownCert = config.security?.files.cert ?? config.siteSecurity?.files.cert;
     const ownFingerprint = ownCert ? certificateFingerprint(readFileSync(ownCert)) : undefined;
+    ownEnds = ownCert ? loadedEnds({ cert: ownCert, creds: config.security?.files.creds }) : [];
     const checkSelf = () => {
       const revoked = ownFingerprint !== undefined && watch.isRevoked(ownFingerprint);
       if (revoked && !selfRevoked) {
@@ -308,7 +312,14 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
         ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
         ...started.map((actor) => ({ name: actor.name, state: stateName(actor.actor.getSnapshot().value), since: "", ...(actor.detail ? { detail: actor.detail() } : {}) })),
         ...(revocations
-          ? [{ name: "trust", state: selfRevoked ? "this node revoked" : revocations.list.version > 0 ? "enforcing" : "no revocations", since: "", detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node) } }]
+          ? [
+              {
+                name: "trust",
+                state: selfRevoked ? "this node revoked" : (endsState(ownEnds, Date.now()) ?? (revocations.list.version > 0 ? "enforcing" : "no revocations")),
+                since: "",
+                detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node), ...endsDetail(ownEnds) },
+              },
+            ]
           : []),
       ],
       catalogObjects: controller.index.size,

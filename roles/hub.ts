@@ -22,6 +22,7 @@ import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { renderHubConfig, type ClusterOptions, type GatewayOptions, type HostPort } from "../nats/render.ts";
 import { CatalogPublisher } from "../services/controller/publisher.ts";
 import type { HubSecurity } from "../trust/security.ts";
+import { endsDetail, endsState, loadedEnds } from "../trust/ends.ts";
 import { startTrustAuditor } from "../trust/auditor.ts";
 import { openRevocationsBucket, publishRevocationList } from "../trust/revocations.ts";
 import { readSignedRevocationList } from "../trust/node-credentials.ts";
@@ -174,6 +175,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   node.onStop(stopSnapshot, "the catalog snapshot reply");
 
   let enrolment: EnrolmentService | undefined;
+  const hubEnds = config.security ? loadedEnds({ cert: config.security.files.cert }) : [];
   const publisherState = () => (config.source ? (publisher.leading ? "leading" : "following") : "no source");
   const status = (): NodeStatus =>
     buildStatus({
@@ -190,6 +192,8 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
         },
         { name: "relay", state: "publishing load", since: "", detail: { ...load.current() } },
         ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts } }] : []),
+        // The hubs' certificate ends 825 days after keys init or keys hub-cert: shown here so it is seen coming.
+        ...(config.security ? [{ name: "trust", state: endsState(hubEnds, Date.now()) ?? "certificate valid", since: "", detail: endsDetail(hubEnds) }] : []),
       ],
       catalogObjects: publisher.stored.size,
     });

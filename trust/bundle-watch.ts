@@ -24,6 +24,7 @@ import { join } from "node:path";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { readCredsClaims } from "./denials.ts";
+import { dayMs, endPhrase, endsSoonMs, loadedEnds, type Ending } from "./ends.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import type { NodeSecurity } from "./security.ts";
 
@@ -49,9 +50,6 @@ function digestOf(paths: readonly string[]): string | undefined {
   return hash.digest("hex");
 }
 
-/** @default 30 days — a certificate that ends sooner is said, once a day. */
-const endsSoonMs = 30 * 86_400_000;
-const dayMs = 86_400_000;
 
 /**
  * Why a certificate and key (and the CA beside them) cannot be run with, or undefined when they can: the CA the
@@ -89,15 +87,15 @@ export function bundleProblem(files: BundleWatchOptions["files"], node: string, 
 /**
  * Follows `paths`; once they changed and read the same twice in a row, `problem()` judges them: undefined takes them
  * (`onReplaced`, once), a reason is said once (as `what`) and they are not taken. Also says, at start and once a day,
- * when something loaded (`certFile`'s certificate, and `alsoEnding`: credentials with an expiry) ends within 30 days,
+ * when something loaded (`certFile`'s certificate, and `credsFile`'s credentials when they have an expiry) ends within 30 days,
  * with `renew`.
  */
 function watchReplacedFiles(options: {
   paths: readonly string[];
   what: string;
   certFile: string;
-  /** What the process loaded that ends, and when (ms since the epoch). */
-  alsoEnding?: { what: string; file: string; at: number }[];
+  /** The credentials the process loaded, when their end is to be said too. */
+  credsFile?: string;
   renew: string;
   problem: () => string | undefined;
   onReplaced: (what: string) => void;
@@ -107,7 +105,7 @@ function watchReplacedFiles(options: {
 }): { stop(): void } {
   const loaded = digestOf(options.paths);
   const loadedCert = new X509Certificate(readFileSync(options.certFile));
-  const ending = [{ what: "certificate", file: options.certFile, at: Date.parse(loadedCert.validTo) }, ...(options.alsoEnding ?? [])];
+  const ending: Ending[] = loadedEnds({ cert: options.certFile, creds: options.credsFile });
   let previous = loaded;
   /** The digest of files said to be wrong: said once. */
   let refused: string | undefined;
@@ -115,14 +113,11 @@ function watchReplacedFiles(options: {
   let endSaidAt = -Infinity;
   const sayEnd = () => {
     if (options.now() - endSaidAt < dayMs) return;
-    for (const { what, file, at } of ending) {
-      const left = at - options.now();
-      if (left > endsSoonMs) continue;
+    for (const end of ending) {
+      if (end.at - options.now() > endsSoonMs) continue;
       endSaidAt = options.now();
-      const days = Math.floor(left / dayMs);
-      const one = what === "certificate";
-      const when = left <= 0 ? (one ? "has ended" : "have ended") : `${one ? "ends" : "end"} in ${days} day${days === 1 ? "" : "s"}`;
-      options.log.warn({ file, notAfter: new Date(at).toISOString() }, `${options.what}'s ${what} ${when}: ${one ? "peers refuse it" : "the hubs refuse them"} from then on. ${options.renew}`);
+      const one = end.what === "certificate";
+      options.log.warn({ file: end.file, notAfter: new Date(end.at).toISOString() }, `${options.what}'s ${endPhrase(end, options.now())}: ${one ? "peers refuse it" : "the hubs refuse them"} from then on. ${options.renew}`);
     }
   };
   sayEnd();
@@ -154,16 +149,6 @@ function watchReplacedFiles(options: {
   };
 }
 
-/** The credentials' end, when they were issued with one (keys issue --expires). */
-function credentialsEnd(creds: string): { what: string; file: string; at: number }[] {
-  try {
-    const exp = readCredsClaims(creds)?.exp;
-    return exp ? [{ what: "NATS credentials", file: creds, at: exp * 1000 }] : [];
-  } catch {
-    return [];
-  }
-}
-
 export function watchBundle(options: BundleWatchOptions): { stop(): void } {
   const now = options.now ?? Date.now;
   const { files, node } = options;
@@ -172,7 +157,7 @@ export function watchBundle(options: BundleWatchOptions): { stop(): void } {
     paths: [files.creds, files.cert, files.key, files.ca, files.psk],
     what: `node ${node}`,
     certFile: files.cert,
-    alsoEnding: credentialsEnd(files.creds),
+    credsFile: files.creds,
     renew: `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`,
     problem: () => bundleProblem(files, node, loadedCaPem, now),
     onReplaced: options.onReplaced,
