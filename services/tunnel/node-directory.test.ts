@@ -109,6 +109,46 @@ describe("node directory", () => {
     expect(a.directory.puts).toBe(2);
   });
 
+  it("judges a peer's record fresh by when it arrived, not by the time written in it on the peer's clock", async () => {
+    const clock = new ManualClock(Date.now());
+    // Edge boxes without an RTC or NTP: one 10 minutes slow, one 10 minutes fast.
+    const a = await member("a7", "edge-a", clock);
+    const slow = await member("b7", "edge-b", new ManualClock(Date.now() - 600_000));
+    const fast = await member("c7", "edge-b", new ManualClock(Date.now() + 600_000));
+    await eventually(() => (a.directory.get("b7") && a.directory.get("c7") && slow.directory.get("a7") && fast.directory.get("b7") ? true : undefined), 10_000, "every node to hold the others' records");
+    // A watch begun after the records were written takes them as they are in the bucket, aged by its timestamps.
+    const later = await member("d7", "edge-a", clock);
+    await eventually(() => (later.directory.get("b7") && later.directory.get("c7") ? true : undefined), 10_000, "a node started later to hold both records");
+    // The fast node stops: its record expires on this node's clock, where the time written in it is still to come.
+    fast.directory.stop();
+    for (let elapsed = 0; elapsed <= ttlMs; elapsed += refreshMs) await look(clock, a);
+    expect(a.directory.get("c7")).toBeUndefined();
+    expect(a.directory.all().map((record) => record.node)).not.toContain("c7");
+  }, 60_000);
+
+  it("watches the bucket once, also when looks start while its watch is on its way (a slow hub)", async () => {
+    const clock = new ManualClock(Date.now());
+    await member("a8", "edge-a", clock);
+    const nats = await fabric.connect("edge-b");
+    const arrivals: string[] = [];
+    let looks = 0;
+    const directory = new NodeDirectory({
+      nats, node: "b8", log: silentLogger(), clock, refreshMs, keepaliveMs, ttlMs,
+      record: () => ({ node: "b8", peerId: "12D3KooWb8", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString() }),
+      onRecord: (record) => void (record.node === "a8" && arrivals.push(record.node)),
+      onAlive: () => void looks++,
+    });
+    members.push({ directory, looks: 0, arrivals: new Map(), observed: [] });
+    directory.start();
+    // Four more looks before the first has its watch: each found none yet, and asked for one of its own.
+    for (let index = 0; index < 4; index++) clock.advance(refreshMs);
+    await eventually(() => looks >= 5, 15_000, "the five looks");
+    await eventually(() => arrivals.length >= 1, 10_000, "A's record");
+    await new Promise((wake) => setTimeout(wake, 1_000));
+    // One watch: A's record came once (each watch hands over every record it finds).
+    expect(arrivals).toHaveLength(1);
+  }, 60_000);
+
   it("puts its record back at the next look when the bucket holds another value under its key", async () => {
     const clock = new ManualClock(Date.now());
     const a = await member("a5", "edge-a", clock);

@@ -59,6 +59,15 @@ export interface NodeDirectoryOptions {
 export class NodeDirectory {
   readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">;
   readonly #records = new Map<string, NodeRecord>();
+  /**
+   * When each peer's record was last written, on this node's clock: when it arrived, or, for the records already in
+   * the bucket when the watch began, that less their age by the bucket's own timestamps. Never the record's `at`,
+   * which is the peer's clock: an edge box whose clock ran 10 minutes slow (no RTC, no NTP) had its record taken as
+   * expired by every other node, and nothing could reach it.
+   */
+  readonly #writtenAt = new Map<string, number>();
+  /** The write each peer's time is for (revision and the bucket's timestamp). */
+  readonly #writes = new Map<string, string>();
   /** The certificate that signed each record used (with an identity), for a revocation that comes later. */
   readonly #certificates = new Map<string, string>();
   /** Nodes whose current record was refused, and why (shown in status, logged once per reason). */
@@ -148,7 +157,7 @@ export class NodeDirectory {
    */
   get(node: string): NodeRecord | undefined {
     const record = this.#records.get(node);
-    if (record && !this.#failing && this.#options.clock.now() - Date.parse(record.at) > this.#options.ttlMs) return undefined;
+    if (record && !this.#failing && this.#options.clock.now() - (this.#writtenAt.get(node) ?? -Infinity) > this.#options.ttlMs) return undefined;
     return record;
   }
 
@@ -161,6 +170,9 @@ export class NodeDirectory {
     try {
       const entry = await kv.get(node);
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+      // A node not seen before, still in the bucket, so written within its TTL: counted from now, as a record that just
+      // arrived (its age by the hub's clock cannot be set against this node's). One seen before keeps its time.
+      if (!this.#writtenAt.has(entry.key)) this.#writtenAt.set(entry.key, this.#options.clock.now());
       this.#take(entry.key, entry.value);
       return this.get(node);
     } catch (error) {
@@ -259,26 +271,41 @@ export class NodeDirectory {
   }
 
   async #watch(kv: KV): Promise<void> {
-    const iterator = await kv.watch();
+    // Marked before the watch is asked for: a look that starts while it is on its way (a slow hub; the looks do not
+    // wait for each other) started a second watch, a consumer more at the hub, each time.
+    this.#watching = true;
+    const asked = this.#watchGeneration;
+    let iterator: Awaited<ReturnType<KV["watch"]>>;
+    try {
+      iterator = await kv.watch();
+    } catch (error) {
+      if (asked === this.#watchGeneration) this.#watching = false;
+      throw error;
+    }
     const generation = ++this.#watchGeneration;
     this.#iterator = iterator;
-    this.#watching = true;
     void (async () => {
+      /** The records the bucket held when the watch began, taken together once the last has come. */
+      let initial: KvWatchEntry[] = [];
+      const takeInitial = () => {
+        // Their ages by the bucket's timestamps (one clock, the hub's), from the newest: this node's own put, made
+        // just before the watch began, so that newest is now.
+        const newest = Math.max(...initial.map((entry) => entry.created.getTime()));
+        const now = this.#options.clock.now();
+        for (const entry of initial) this.#entry(entry, now - Math.max(0, newest - entry.created.getTime()));
+        initial = [];
+      };
       try {
         for await (const entry of iterator as AsyncIterable<KvWatchEntry>) {
           if (this.#stopped || generation !== this.#watchGeneration) break;
           this.#highestRevision = Math.max(this.#highestRevision, entry.revision);
-          if (entry.key === this.#options.node) {
-            this.#ownEntry(entry);
+          if (!entry.isUpdate) {
+            initial.push(entry);
+            if (!entry.delta) takeInitial();
             continue;
           }
-          if (entry.operation !== "PUT") {
-            this.#records.delete(entry.key);
-            this.#certificates.delete(entry.key);
-            this.#refused.delete(entry.key);
-            continue;
-          }
-          this.#take(entry.key, entry.value);
+          if (initial.length > 0) takeInitial();
+          this.#entry(entry, this.#options.clock.now());
         }
       } catch (error) {
         this.#options.log.debug({ err: error }, "node record watch ended");
@@ -287,6 +314,26 @@ export class NodeDirectory {
       }
     })();
     if (this.#stopped) iterator.stop();
+  }
+
+  /** One entry of the bucket, written at `writtenAt` on this node's clock. */
+  #entry(entry: KvWatchEntry, writtenAt: number): void {
+    if (entry.key === this.#options.node) return this.#ownEntry(entry);
+    if (entry.operation !== "PUT") {
+      this.#records.delete(entry.key);
+      this.#writtenAt.delete(entry.key);
+      this.#writes.delete(entry.key);
+      this.#certificates.delete(entry.key);
+      this.#refused.delete(entry.key);
+      return;
+    }
+    const write = `${entry.revision} ${entry.created.getTime()}`;
+    // The same write again (a watch begun again hands over every record): it keeps the time it was written at.
+    if (this.#writes.get(entry.key) !== write) {
+      this.#writes.set(entry.key, write);
+      this.#writtenAt.set(entry.key, writtenAt);
+    }
+    this.#take(entry.key, entry.value);
   }
 
   /**
