@@ -66,7 +66,7 @@ export async function startEnrolmentService(options: {
   const failures = new Map<string, { since: number; count: number }>();
   const loggedReasons = new Set<string>();
   const count = (outcome: string) => (counts[outcome] = (counts[outcome] ?? 0) + 1);
-  const refuse = (message: Msg, code: EnrolRefusalCode, reason: string) => {
+  const refuse = (message: Msg, code: EnrolRefusalCode, reason: string, hubTime?: number) => {
     count(code);
     const key = `${code} ${reason}`;
     // Once per reason: a flood of the same refusal is a counter, not a log.
@@ -74,7 +74,7 @@ export async function startEnrolmentService(options: {
       loggedReasons.add(key);
       log.warn({ code }, `enrolment refused: ${reason}`);
     }
-    respond(message, { ok: false, code, reason });
+    respond(message, { ok: false, code, reason, ...(hubTime !== undefined ? { hubTime } : {}) });
   };
   /** Requests already answered: a failed batch answers the others. */
   const answered = new WeakSet<Msg>();
@@ -116,7 +116,7 @@ export async function startEnrolmentService(options: {
         else entry.count++;
         if (failures.size > 10_000) failures.clear();
       }
-      refuse(message, result.reply.code, result.reply.reason);
+      refuse(message, result.reply.code, result.reply.reason, result.reply.hubTime);
       return undefined;
     }
     return { message, reply: result.reply, changedAccounts: result.changedAccounts };

@@ -186,13 +186,21 @@ export const askAgainCodes: ReadonlySet<EnrolRefusalCode> = new Set(["busy", "no
 
 export type EnrolReply =
   | { ok: true; node: string; jwt: string; cert: string; ca: string; swarmKey: string; site?: string; tags: string[]; token: string }
-  | { ok: false; code: EnrolRefusalCode; reason: string };
+  | {
+      ok: false;
+      code: EnrolRefusalCode;
+      reason: string;
+      /** With "stale-request": the hub's clock (ms), so that a node whose clock is wrong can sign again by it. */
+      hubTime?: number;
+    };
 
 class Refusal extends Error {
   readonly code: EnrolRefusalCode;
-  constructor(code: EnrolRefusalCode, reason: string) {
+  readonly hubTime: number | undefined;
+  constructor(code: EnrolRefusalCode, reason: string, hubTime?: number) {
     super(reason);
     this.code = code;
+    this.hubTime = hubTime;
   }
 }
 
@@ -215,7 +223,7 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
     }
     if (!signatureOk) throw new Refusal("bad-signature", "the request is not signed by the user key it carries");
     if (Math.abs(now() - request.at) > requestMaxAgeMs) {
-      throw new Refusal("stale-request", `the request was signed at ${new Date(request.at).toISOString()}, more than ${requestMaxAgeMs / 60_000} minutes from the hub's clock (a replayed request, or the node's clock is wrong)`);
+      throw new Refusal("stale-request", `the request was signed at ${new Date(request.at).toISOString()}, more than ${requestMaxAgeMs / 60_000} minutes from the hub's clock (a replayed request, or the node's clock is wrong)`, now());
     }
     if (!nodeNamePattern.test(request.node)) throw new Refusal("bad-node-name", `'${request.node}' is not a node name (lowercase letters, digits and '-', at most 63)`);
     return await withKeysLock(dir, async () => {
@@ -243,7 +251,7 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
       return issueEnrolledNode(dir, state, request, token!, now, again);
     });
   } catch (error) {
-    if (error instanceof Refusal) return { reply: { ok: false, code: error.code, reason: error.message }, changedAccounts: [] };
+    if (error instanceof Refusal) return { reply: { ok: false, code: error.code, reason: error.message, ...(error.hubTime !== undefined ? { hubTime: error.hubTime } : {}) }, changedAccounts: [] };
     throw error;
   }
 }

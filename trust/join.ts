@@ -101,7 +101,10 @@ export async function joinMesh(options: {
   const now = options.now ?? Date.now;
   const tokenUser = decode<User>(token.jwt);
   if (tokenUser.exp && tokenUser.exp * 1000 <= now()) {
-    throw new LeafmeshError("TRUST_FAILED", `token ${token.id} expired at ${new Date(tokenUser.exp * 1000).toISOString()}: make a new one with 'leafmesh keys token'`);
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `token ${token.id} expired at ${new Date(tokenUser.exp * 1000).toISOString()} by this machine's clock, which reads ${new Date(now()).toISOString()}: make a new one with 'leafmesh keys token' (or, if this clock is wrong, set it and start again)`,
+    );
   }
   makePrivateDir(bundleDir);
   // The keys are made once and kept until the answer comes: asking again after a lost answer uses the same ones.
@@ -111,8 +114,13 @@ export async function joinMesh(options: {
   const user = fromSeed(new TextEncoder().encode(readFileSync(pendingSeed, "utf8").trim()));
   const keyFile = join(bundleDir, "node.key");
   const csr = await makeCertificateRequest({ keyFile, commonName: node, keepKey: true });
-  const unsigned = { token: token.id, secret: token.secret, node, userKey: user.getPublicKey(), csr, at: now() };
-  const request = { ...unsigned, signature: Buffer.from(user.sign(enrolSigningText(unsigned))).toString("base64") };
+  /** The request, signed now by this machine's clock moved by `offsetMs` (the hub's clock less this one's, once known). */
+  const signedRequest = (offsetMs: number) => {
+    const unsigned = { token: token.id, secret: token.secret, node, userKey: user.getPublicKey(), csr, at: Math.round(now() + offsetMs) };
+    return { ...unsigned, signature: Buffer.from(user.sign(enrolSigningText(unsigned))).toString("base64") };
+  };
+  let request = signedRequest(0);
+  let clockFixed = false;
 
   const urls = options.urls && options.urls.length > 0 ? options.urls : token.urls;
   const timeout = options.timeoutMs ?? defaultTimeoutMs;
@@ -171,6 +179,19 @@ export async function joinMesh(options: {
       throw new LeafmeshError(outcome.code, `${outcome.message} (asked ${attempt} time${attempt === 1 ? "" : "s"}${over})`, { cause: outcome.cause });
     }
     if (outcome instanceof Error) throw outcome;
+    // This machine's clock is wrong (an edge box without an RTC, before NTP has set it): signed again by the hub's
+    // clock, once. The hub still judges the time, so a captured request is no more replayable than before.
+    if (!outcome.ok && outcome.code === "stale-request" && outcome.hubTime !== undefined && !clockFixed) {
+      clockFixed = true;
+      const offsetMs = outcome.hubTime - now();
+      log.warn(
+        { offsetMs: Math.round(offsetMs) },
+        `this machine's clock is ${describeOffset(offsetMs)} the hub's: the enrolment request is signed again by the hub's clock. Set this clock (NTP): certificates and tokens are judged by it`,
+      );
+      request = signedRequest(offsetMs);
+      attempt--;
+      continue;
+    }
     reply = outcome;
     break;
   }
@@ -187,4 +208,11 @@ export async function joinMesh(options: {
   rmSync(pendingSeed, { force: true });
   log.info({ token: reply.token, site: reply.site, tags: reply.tags }, `node '${node}' joined the mesh: its identity is in ${bundleDir}`);
   return { bundleDir, joinedNow: true, site: reply.site, tags: reply.tags, token: reply.token };
+}
+
+/** "3 min 20 s behind", "2 h 5 min ahead of" (offset: the hub's clock less this machine's). */
+function describeOffset(offsetMs: number): string {
+  const seconds = Math.round(Math.abs(offsetMs) / 1000);
+  const parts = seconds >= 86_400 ? [`${Math.floor(seconds / 86_400)} d`, `${Math.floor((seconds % 86_400) / 3_600)} h`] : seconds >= 3_600 ? [`${Math.floor(seconds / 3_600)} h`, `${Math.floor((seconds % 3_600) / 60)} min`] : [`${Math.floor(seconds / 60)} min`, `${seconds % 60} s`];
+  return `${parts.join(" ")} ${offsetMs > 0 ? "behind" : "ahead of"}`;
 }
