@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { readCredsClaims } from "./denials.ts";
-import { dayMs, endPhrase, endsSoonMs, loadedEnds, type Ending } from "./ends.ts";
+import { clockBeforeStart, dayMs, endPhrase, endsSoonMs, loadedEnds, type Ending } from "./ends.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import type { NodeSecurity } from "./security.ts";
 
@@ -113,6 +113,11 @@ function watchReplacedFiles(options: {
   let endSaidAt = -Infinity;
   const sayEnd = () => {
     if (options.now() - endSaidAt < dayMs) return;
+    const clock = clockBeforeStart(ending, options.now());
+    if (clock) {
+      endSaidAt = options.now();
+      options.log.error({ file: options.certFile }, `${options.what}: ${clock}`);
+    }
     for (const end of ending) {
       if (end.at - options.now() > endsSoonMs) continue;
       endSaidAt = options.now();

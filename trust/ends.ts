@@ -21,12 +21,14 @@ export interface Ending {
   file: string;
   /** ms since the epoch. */
   at: number;
+  /** The certificate's start (ms since the epoch). */
+  from?: number;
 }
 
 /** The certificate's end, and the credentials' when they were issued with one. Throws when the certificate cannot be read. */
 export function loadedEnds(files: { cert: string; creds?: string }): Ending[] {
   const cert = new X509Certificate(readFileSync(files.cert));
-  return [{ what: "certificate", file: files.cert, at: Date.parse(cert.validTo) }, ...(files.creds ? credentialsEnd(files.creds) : [])];
+  return [{ what: "certificate", file: files.cert, at: Date.parse(cert.validTo), from: Date.parse(cert.validFrom) }, ...(files.creds ? credentialsEnd(files.creds) : [])];
 }
 
 function credentialsEnd(creds: string): Ending[] {
@@ -38,8 +40,19 @@ function credentialsEnd(creds: string): Ending[] {
   }
 }
 
-/** "certificate ends in 3 days", "NATS credentials have ended": the first that ends within 30 days, or undefined. */
+/**
+ * When this machine's clock reads a time before the start of the certificate it runs with (an edge box without an
+ * RTC, more than the 7 days certificates are backdated by behind): what that does, in words; else undefined.
+ */
+export function clockBeforeStart(ends: readonly Ending[], now: number): string | undefined {
+  const cert = ends.find((ending) => ending.what === "certificate");
+  if (cert?.from === undefined || now >= cert.from) return undefined;
+  return `this machine's clock reads ${new Date(now).toISOString()}, before the start of the certificate it runs with (${new Date(cert.from).toISOString()}): its peers' certificates look not yet valid to it, and their node records and tunnels are refused. Set this clock (NTP)`;
+}
+
+/** "clock before the certificate's start", "certificate ends in 3 days", "NATS credentials have ended": the first that applies within 30 days, or undefined. */
 export function endsState(ends: readonly Ending[], now: number): string | undefined {
+  if (clockBeforeStart(ends, now)) return "clock before the certificate's start";
   const soonest = [...ends].sort((a, b) => a.at - b.at)[0];
   if (!soonest || soonest.at - now > endsSoonMs) return undefined;
   return endPhrase(soonest, now);

@@ -47,7 +47,10 @@ export function verifyNodeRecord(options: { node: string; envelope: SignedNodeRe
   const name = commonName(cert);
   if (name !== options.node) throw refuse(`its certificate belongs to '${name ?? "?"}'`);
   const now = (options.now ?? Date.now)();
-  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) throw refuse(`its certificate is valid only from ${cert.validFrom} to ${cert.validTo}`);
+  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) {
+    const clock = now < Date.parse(cert.validFrom) ? `; this machine's clock reads ${new Date(now).toISOString()}: if that is wrong, set it (NTP)` : "";
+    throw refuse(`its certificate is valid only from ${cert.validFrom} to ${cert.validTo}${clock}`);
+  }
   const record = Buffer.from(options.envelope.record, "base64");
   if (!verify("sha256", record, cert.publicKey, Buffer.from(options.envelope.signature, "base64"))) throw refuse("the signature does not match the record (altered on the way, or signed with another key)");
   return new Uint8Array(record);
