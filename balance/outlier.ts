@@ -49,7 +49,7 @@ export class OutlierDetector {
     if (!health) return;
     health.failures = 0;
     // A healthy endpoint's ejection history fades: the next ejection starts short again.
-    if (health.ejectedUntil <= this.#clock.now()) this.#health.delete(key);
+    if (health.ejectedUntil <= this.#clock.monotonic()) this.#health.delete(key);
   }
 
   /** Records a failed connect; returns true when this failure ejected the endpoint. */
@@ -57,7 +57,7 @@ export class OutlierDetector {
     let health = this.#health.get(key);
     if (!health) this.#health.set(key, (health = { failures: 0, ejections: 0, ejectedUntil: 0 }));
     health.failures++;
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     // An endpoint just back from ejection that fails again goes straight back out.
     const returning = health.ejections > 0 && health.ejectedUntil <= now;
     if (health.ejectedUntil > now || (health.failures < this.#threshold && !returning)) return false;
@@ -75,12 +75,12 @@ export class OutlierDetector {
 
   isEjected(key: string): boolean {
     const health = this.#health.get(key);
-    return health !== undefined && health.ejectedUntil > this.#clock.now();
+    return health !== undefined && health.ejectedUntil > this.#clock.monotonic();
   }
 
   /** Keys currently ejected. */
   ejected(): string[] {
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     return [...this.#health].filter(([, health]) => health.ejectedUntil > now).map(([key]) => key);
   }
 

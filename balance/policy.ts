@@ -216,7 +216,7 @@ export function withSessionAffinity(inner: Picker, options: AffinityOptions): Pi
       return clients.size;
     },
     pick(candidates, context) {
-      const now = options.clock.now();
+      const now = options.clock.monotonic();
       const known = clients.get(context.clientIp);
       if (known && now - known.lastUsed <= options.timeoutMs && !context.exclude?.has(known.key)) {
         const target = candidates.find((candidate) => candidate.key === known.key);

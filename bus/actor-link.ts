@@ -50,6 +50,7 @@ export function stateName(value: unknown): string {
 export function linkActorToBus(options: ActorLinkOptions): ActorLink {
   const clock = options.clock ?? systemClock;
   const started = clock.now();
+  const startedMonotonic = clock.monotonic();
   let state = stateName(options.actor.getSnapshot()?.value);
   let since = started;
   options.bus.publish(options.actorName, "state", { at: nowIso(clock.now), from: null, to: state });
@@ -66,7 +67,7 @@ export function linkActorToBus(options: ActorLinkOptions): ActorLink {
     options.bus.publish(options.actorName, "heartbeat", {
       at: nowIso(clock.now),
       state,
-      uptimeMs: clock.now() - started,
+      uptimeMs: clock.monotonic() - startedMonotonic,
       detail: options.detail?.(),
     });
   const timer = clock.setInterval(beat, options.heartbeatMs ?? 5_000);

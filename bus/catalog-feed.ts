@@ -139,7 +139,7 @@ export async function followCatalog(options: FollowOptions): Promise<CatalogFeed
     else receive(payload);
   });
 
-  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  const deadline = performance.now() + (options.timeoutMs ?? 30_000);
   let after: string | null = "";
   const changed: string[] = [];
   while (after !== null) {
@@ -150,7 +150,7 @@ export async function followCatalog(options: FollowOptions): Promise<CatalogFeed
         limit: options.pageSize ?? 500,
       });
     } catch (cause) {
-      if (Date.now() > deadline) {
+      if (performance.now() > deadline) {
         unsubscribe();
         throw new LeafmeshError("NOT_RUNNING", `no catalog snapshot from the controller of ${options.bus.node} (is the agent running?)`, { cause });
       }

@@ -76,7 +76,7 @@ export class KvPuts {
     if (this.#closed) return Promise.reject(this.#closed);
     const id = this.#next++;
     const settled = new Promise<number>((resolve, reject) => {
-      this.#inFlight.set(id, { key, deadline: this.#clock.now() + (this.#options.timeoutMs ?? 5_000), resolve, reject });
+      this.#inFlight.set(id, { key, deadline: this.#clock.monotonic() + (this.#options.timeoutMs ?? 5_000), resolve, reject });
     });
     try {
       this.#options.connection.publish(`$KV.${this.#options.bucket}.${key}`, value, { reply: `${this.#prefix}.${id}` });
@@ -123,7 +123,7 @@ export class KvPuts {
 
   /** Puts past their deadline reject; they were sent in order, so the first one not due ends the sweep. */
   #sweep(): void {
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     for (const [id, put] of this.#inFlight) {
       if (put.deadline > now) break;
       this.#inFlight.delete(id);

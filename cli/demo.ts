@@ -176,13 +176,13 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     // Watch the mesh from the hub: the same view as `leafmesh sub`.
     say("starting the hub …");
     let connection;
-    const deadline = Date.now() + 30_000;
+    const deadline = performance.now() + 30_000;
     for (;;) {
       try {
         connection = await connectNats({ ...clientConnectOptions({ keys }), servers: [`nats://127.0.0.1:${hubPorts.client}`], name: "leafmesh-demo", keepReconnecting: true });
         break;
       } catch (error) {
-        if (Date.now() > deadline || hub.exitCode !== null) {
+        if (performance.now() > deadline || hub.exitCode !== null) {
           await stopAll();
           throw new LeafmeshError("NATS_SERVER_FAILED", `the demo hub did not start; see ${join(base, "hub-1.log")}`, { cause: error });
         }
@@ -191,7 +191,7 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     }
     // Agents start once the hub answers: their first node records and mirrors then land at once.
     while (!(await rpcRequest(connection, "hub-1", rpc.status, undefined, 1_000).then(() => true, () => false))) {
-      if (Date.now() > deadline || hub.exitCode !== null) {
+      if (performance.now() > deadline || hub.exitCode !== null) {
         await stopAll();
         throw new LeafmeshError("NATS_SERVER_FAILED", `the demo hub did not become ready; see ${join(base, "hub-1.log")}`);
       }
@@ -216,8 +216,8 @@ their mirrors; edit the manifest file it prints to see changes propagate.`,
     const proxies: { node: string; key: string; host: string; port: number }[] = [];
     say("waiting for the agents' proxies …");
     for (const node of nodes) {
-      const until = Date.now() + 45_000;
-      while (Date.now() < until) {
+      const until = performance.now() + 45_000;
+      while (performance.now() < until) {
         const agentConnection = await connectNats({ ...clientConnectOptions({ keys, node }), servers: [`nats://127.0.0.1:${agentPorts[node].client}`], name: "leafmesh-demo", keepReconnecting: false }).catch(() => undefined);
         const status = agentConnection ? await rpcRequest(agentConnection, node, rpc.status, undefined, 2_000).catch(() => undefined) : undefined;
         await agentConnection?.close();

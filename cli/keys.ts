@@ -103,6 +103,7 @@ back.`,
     if (values.expires) {
       const at = Date.parse(values.expires);
       if (Number.isNaN(at)) throw new LeafmeshError("CONFIG_INVALID", `--expires: '${values.expires}' is not an ISO 8601 time (for example 2027-01-01T00:00:00Z)`);
+      // The wall clock: credentials end at a date.
       if (at <= Date.now()) throw new LeafmeshError("CONFIG_INVALID", `--expires: ${new Date(at).toISOString()} is in the past: every hub would refuse these credentials from the start`);
       expires = Math.floor(at / 1000);
     }

@@ -41,7 +41,7 @@ export class BurstLog {
   }
 
   note(reason: string, detail: Record<string, unknown> = {}): void {
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     const burst = this.#bursts.get(reason);
     if (burst) {
       burst.count++;
@@ -65,7 +65,7 @@ export class BurstLog {
 
   #schedule(reason: string, burst: Burst, delayMs: number): void {
     burst.timer = this.#clock.setTimeout(() => {
-      const quietFor = this.#clock.now() - burst.lastAt;
+      const quietFor = this.#clock.monotonic() - burst.lastAt;
       if (quietFor < this.#quietMs) return this.#schedule(reason, burst, this.#quietMs - quietFor);
       this.#bursts.delete(reason);
       this.#end(reason, burst);

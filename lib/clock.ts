@@ -9,7 +9,13 @@
  * ```
  */
 export interface Clock {
+  /** The wall clock (ms since the epoch): for times shown or written down. It jumps when the machine's clock is set. */
   now(): number;
+  /**
+   * A clock that only moves on with time (performance.now on the system clock): for durations, deadlines and ages.
+   * An edge box's wall clock is set by NTP at any moment, by minutes or hours either way.
+   */
+  monotonic(): number;
   setTimeout(callback: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
   setInterval(callback: () => void, ms: number): unknown;
@@ -18,6 +24,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   setTimeout: (callback, ms) => {
     const timer = setTimeout(callback, ms);
     timer.unref?.();
@@ -39,9 +46,11 @@ interface Pending {
   callback: () => void;
 }
 
-/** A clock that moves only when told to. */
+/** A clock that moves only when told to; its wall clock can also be set (`jump`), as NTP sets a machine's. */
 export class ManualClock implements Clock {
   #now: number;
+  /** What the wall clock was set by (jump), on top of the time that passed. */
+  #set = 0;
   #nextId = 1;
   #pending = new Map<number, Pending>();
 
@@ -50,7 +59,16 @@ export class ManualClock implements Clock {
   }
 
   now(): number {
+    return this.#now + this.#set;
+  }
+
+  monotonic(): number {
     return this.#now;
+  }
+
+  /** Sets the wall clock `ms` forward (or back, when negative): no time passes, and no timer fires. */
+  jump(ms: number): void {
+    this.#set += ms;
   }
 
   setTimeout(callback: () => void, ms: number): unknown {

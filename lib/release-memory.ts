@@ -57,7 +57,7 @@ export class ReleaseAfterChurn {
     if (this.#stopped) return;
     this.#changed += objects;
     if (this.#changed < (this.#options.threshold ?? 1_000)) return;
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     this.#crossedAt ??= now;
     const due = Math.min(now + (this.#options.quietMs ?? 2_000), this.#crossedAt + (this.#options.maxWaitMs ?? 15_000));
     this.#clock.clearTimeout(this.#timer);

@@ -21,14 +21,14 @@ export interface RetryOptions {
 }
 
 export async function retryUntilReady<T>(step: () => Promise<T>, options: RetryOptions): Promise<T> {
-  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  const deadline = performance.now() + (options.timeoutMs ?? 60_000);
   let attempts = 0;
   for (;;) {
     try {
       return await step();
     } catch (error) {
       attempts++;
-      if (Date.now() > deadline) {
+      if (performance.now() > deadline) {
         throw new LeafmeshError(options.code ?? "NATS_SERVER_FAILED", `gave up waiting for ${options.what} after ${attempts} attempts`, { cause: error });
       }
       if (attempts === 1) options.log.info({ err: error }, `waiting for ${options.what}`);

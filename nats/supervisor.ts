@@ -211,11 +211,11 @@ export class NatsServerSupervisor {
     });
     void exited.then((detail) => this.#onExit(child, binary, detail));
 
-    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 20_000);
-    while (Date.now() < deadline) {
+    const deadline = performance.now() + (this.options.readyTimeoutMs ?? 20_000);
+    while (performance.now() < deadline) {
       if (this.#child !== child || child.exitCode !== null || child.signalCode !== null) break;
       if (await this.#healthy()) {
-        this.#readySince = Date.now();
+        this.#readySince = performance.now();
         this.#awaitingReady = false;
         this.actor.send({ type: "READY" });
         this.options.onStatus?.("ready");
@@ -318,7 +318,7 @@ export class NatsServerSupervisor {
     if (state === "failed" || this.state !== "backoff") return;
     const restarts = this.actor.getSnapshot().context.restarts;
     // A server that ran for a minute was healthy: start the backoff over.
-    const stableRun = this.#readySince > 0 && Date.now() - this.#readySince > 60_000;
+    const stableRun = this.#readySince > 0 && performance.now() - this.#readySince > 60_000;
     const min = this.options.backoffMinMs ?? 500;
     const delay = stableRun ? min : Math.min(this.options.backoffMaxMs ?? 15_000, min * 2 ** Math.min(restarts - 1, 10));
     // Said a moment later, unless a stop comes first: systemd's stop (which signals every process of the unit) or a

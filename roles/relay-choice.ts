@@ -135,7 +135,7 @@ export class RelayChoice {
         if (!load) return;
         // Bounded: one entry per hub name heard, at most a thousand.
         if (!this.#loads.has(hub) && this.#loads.size >= 1_000) return;
-        this.#loads.set(hub, { ...load, receivedAt: this.#clock.now() });
+        this.#loads.set(hub, { ...load, receivedAt: this.#clock.monotonic() });
       },
     });
     this.#unsubscribe = () => subscription.unsubscribe();
@@ -167,7 +167,8 @@ export class RelayChoice {
       }),
     );
     if (this.#state !== "measuring") return;
-    const now = this.#clock.now();
+    // Ages and hold times on the monotonic clock: NTP setting the wall clock must not hold a move, or make a load look fresh.
+    const now = this.#clock.monotonic();
     this.#scores = this.#options.upstreams.map((url) => {
       const server = this.#servers.get(url);
       const load = server ? this.#loads.get(server) : undefined;
@@ -194,16 +195,16 @@ export class RelayChoice {
     const order = orderAfterMove(this.#scores, to.url);
     const move: RelayMoveStatus = { at: nowIso(() => this.#clock.now()), from: from.url, to: to.url, reason, scores: this.#scores.map(eventScore) };
     this.#lastMove = move;
-    this.#lastMoveAt = this.#clock.now();
+    this.#lastMoveAt = this.#clock.monotonic();
     const { log, bus } = this.#options;
     log.warn({ from: from.url, to: to.url, scores: this.#scores.map(describe), order }, `relay choice: moving the leaf link to ${describe(to)}: ${reason}`);
     bus.publish("fabric", "upstream", { at: move.at, from: move.from, to: move.to, reason, scores: this.#scores.map(eventScore) });
-    const started = this.#clock.now();
+    const started = this.#clock.monotonic();
     try {
       await this.#options.moveLeaf(order);
       this.#order = order;
-      move.movedInMs = this.#clock.now() - started;
-      this.#announceAt = this.#clock.now() + announceAfterMs;
+      move.movedInMs = this.#clock.monotonic() - started;
+      this.#announceAt = this.#clock.monotonic() + announceAfterMs;
       log.info({ to: to.url, movedInMs: move.movedInMs }, "relay choice: the leaf server restarted with the new upstream first");
       // Published now it could be lost (the hub's interest reaches a new leaf link a moment after it is up): after the next round.
       this.#toAnnounce = move;

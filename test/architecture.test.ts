@@ -83,6 +83,24 @@ describe("the code keeps to docs/architecture.md", () => {
     expect(long).toEqual([]);
   });
 
+  it("measures durations, deadlines and ages on a monotonic clock: no wall-clock reading in arithmetic or a comparison", () => {
+    // NTP sets an edge box's wall clock by minutes or hours, at any moment: a keep-alive due at a wall time was held
+    // for the hour a clock was set back, and the node's record expired everywhere (services/tunnel/node-directory.ts).
+    // Durations take performance.now() or a Clock's monotonic(); a line that compares with the wall clock on purpose
+    // (an expiry written as a date) says "wall clock" in a comment, on it or the line above.
+    const wallArithmetic = /(?:\bDate|\bclock|#clock)\.now\(\)\s*[-+<>]|(?:[-+<]|(?<!=)>)=?\s*[\w#.]*?(?:\bDate|\bclock|#clock)\.now\(\)/;
+    const offending = files
+      .filter(isProduct)
+      .flatMap((file) =>
+        readFileSync(resolve(root, file), "utf8")
+          .split("\n")
+          .map((line, index, lines) => ({ where: `${file}:${index + 1}`, line, above: lines[index - 1] ?? "" }))
+          .filter(({ line, above }) => wallArithmetic.test(line) && !/wall clock|mtimeMs/i.test(line) && !/wall clock/i.test(above)),
+      )
+      .map(({ where, line }) => `${where}: ${line.trim()}`);
+    expect(offending).toEqual([]);
+  });
+
   it("has no product file that loads undici: no fetch, no value import of node:http (lib/node-http.ts, nats/monitor-http.ts say why)", () => {
     const code = (file: string) => readFileSync(resolve(root, file), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
     const callers = files.filter(isProduct).filter((file) => /(?<![\w.])fetch\(/.test(code(file)));

@@ -8,15 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
 import { startHubCluster, stopAllProcesses, tempDir, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { restartedInPlaceAt } from "../test/support/log-lines.ts";
 
 let keys: string;
 let hubs: HubProcess[];
-
-/** When the hub said it was starting again with new keys (its log's time), if it did. */
-function restartedAt(hub: HubProcess): number | undefined {
-  const line = hub.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
-  return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
-}
 
 beforeAll(async () => {
   requireTools();
@@ -32,7 +27,7 @@ describe("keys hub-cert in a cluster", () => {
     const pids = hubs.map((hub) => hub.child.pid);
     await cli("keys", "hub-cert", "--dir", keys);
     const times = await eventually(() => {
-      const seen = hubs.map(restartedAt);
+      const seen = hubs.map(restartedInPlaceAt);
       return seen.every((time) => time !== undefined) ? (seen as number[]) : undefined;
     }, 90_000, "every hub to start again").catch((error: Error) => {
       throw new Error(`${error.message}\n${hubs.map((hub) => `--- ${hub.name}\n${hub.output().split("\n").filter((line) => /trust|turn|ready|lease|"level":[45]0/.test(line)).slice(-12).join("\n")}`).join("\n")}`);

@@ -160,7 +160,7 @@ export async function joinMesh(options: {
   // once) that answers "busy" or late: the same request again, with the same keys, is safe (an answer that was lost
   // is the same identity again). Asked again until retryForMs has passed; what cannot change is said at once.
   const retryForMs = options.retryForMs ?? defaultRetryForMs;
-  const deadline = Date.now() + retryForMs;
+  const deadline = performance.now() + retryForMs;
   let reply: EnrolReply;
   for (let attempt = 1; ; attempt++) {
     const outcome = await askOnce().catch((error: unknown) => error as Error);
@@ -169,7 +169,7 @@ export async function joinMesh(options: {
       : !(outcome instanceof Error) && !outcome.ok && askAgainCodes.has(outcome.code) ? new AskAgain("TRUST_FAILED", `${outcome.reason} (${outcome.code})`, undefined)
       : undefined;
     const waitMs = Math.min(10_000, 1_000 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
-    if (again && attempt < again.attempts && Date.now() + waitMs < deadline) {
+    if (again && attempt < again.attempts && performance.now() + waitMs < deadline) {
       log.warn({ attempt, retryInMs: Math.round(waitMs) }, `the hub did not enrol node '${node}' yet: ${again.message}; asking again`);
       await new Promise((resolve) => setTimeout(resolve, waitMs));
       continue;

@@ -19,7 +19,7 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
   const key = resolve(dir);
   if (held?.has(key)) return change();
   const lock = join(dir, ".lock");
-  const deadline = Date.now() + waitMs;
+  const deadline = performance.now() + waitMs;
   for (;;) {
     try {
       if (createLock(lock, thisProcess())) break;
@@ -32,7 +32,7 @@ export async function withKeysLock<T>(dir: string, change: () => Promise<T>, wai
     }
     // Our own pid is another change of this process (two enrolments at once), not a lock left behind: it is waited for.
     if (removeStaleLock(lock, (holder) => holder.pid !== process.pid && !ownerAlive(holder))) continue;
-    if (Date.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${readOwner(lock)?.pid ?? "?"} (${lock}) for more than ${waitMs / 1000} s`);
+    if (performance.now() > deadline) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} is locked by process ${readOwner(lock)?.pid ?? "?"} (${lock}) for more than ${waitMs / 1000} s`);
     await new Promise((wake) => setTimeout(wake, 25));
   }
   try {

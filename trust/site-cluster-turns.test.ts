@@ -9,16 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
 import { startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type HubProcess, type SiteProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { restartedInPlaceAt } from "../test/support/log-lines.ts";
 
 let keys: string;
 let hub: HubProcess;
 let servers: SiteProcess[];
-
-/** When the server said it was starting again with new keys (its log's time), if it did. */
-function restartedAt(server: SiteProcess): number | undefined {
-  const line = server.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
-  return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
-}
 
 beforeAll(async () => {
   requireTools();
@@ -37,7 +32,7 @@ describe("a site cluster's bundle issued again", () => {
     const pids = servers.map((server) => server.child.pid);
     await cli("keys", "issue-site", "--dir", keys, "--site", "shop", "--servers", "s1,s2,s3", "--members", "edge-a,edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     const times = await eventually(() => {
-      const seen = servers.map(restartedAt);
+      const seen = servers.map(restartedInPlaceAt);
       return seen.every((time) => time !== undefined) ? (seen as number[]) : undefined;
     }, 120_000, "every site server to start again").catch((error: Error) => {
       throw new Error(`${error.message}\n${servers.map((server) => `--- ${server.name}\n${server.output().split("\n").filter((line) => /trust|turn|ready|lease|"level":[45]0/.test(line)).slice(-12).join("\n")}`).join("\n")}`);

@@ -338,7 +338,7 @@ export class Reflector {
   async #watch(): Promise<WatchOutcome> {
     const clock = this.#host.clock;
     const version = this.#version ?? this.spec.versions[0];
-    const startedAt = clock.now();
+    const startedAt = clock.monotonic();
     const resumedFrom = this.#resourceVersion;
     const timeoutSeconds = this.#settings.watchTimeoutSeconds;
     const abort = new AbortController();
@@ -367,7 +367,7 @@ export class Reflector {
       if (this.#inFlight === abort) this.#inFlight = undefined;
     }
     // Ended by the server (or given up as dead): healthy unless it ended at once with nothing on it.
-    return { healthy: sawEvent || clock.now() - startedAt >= 1_000 };
+    return { healthy: sawEvent || clock.monotonic() - startedAt >= 1_000 };
   }
 
   #onEvent(type: string, object: RawObject, version: string, resumedFrom: string): void {

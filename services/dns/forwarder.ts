@@ -99,7 +99,7 @@ export class Forwarder {
   /** Answers a parsed query from the cache or the upstreams. */
   async resolve(query: Uint8Array, parsed: ParsedQuery): Promise<ForwardResult> {
     const key = cacheKey(query, parsed);
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     const cached = this.#cache.get(key);
     if (cached && cached.expiresAt > now) {
       this.counters.cacheHits++;
@@ -121,7 +121,7 @@ export class Forwarder {
     const walked = walkResponse(bytes);
     if (!walked) return this.#staleOr(key, query, parsed);
     const ttl = this.#cacheTtl(bytes, walked);
-    const storedAt = this.#clock.now();
+    const storedAt = this.#clock.monotonic();
     const entry: CacheEntry = { bytes, walked, storedAt, expiresAt: storedAt + ttl * 1000 };
     if (ttl > 0) this.#store(key, entry);
     return { response: this.#forClient(entry, query, parsed, undefined, 0), source: "upstream" };
@@ -134,7 +134,7 @@ export class Forwarder {
 
   #staleOr(key: string, query: Uint8Array, parsed: ParsedQuery): ForwardResult {
     const entry = this.#cache.get(key);
-    const now = this.#clock.now();
+    const now = this.#clock.monotonic();
     if (entry && now - entry.expiresAt <= this.#staleMaxMs) {
       this.counters.staleServed++;
       return { response: this.#forClient(entry, query, parsed, this.#staleTtl, 0), source: "stale" };

@@ -67,8 +67,8 @@ export function openAccessLog(target: AccessLogTarget, log: Logger, options: { f
   let lastReport = -Infinity;
   let lastMoved = -Infinity;
   destination.on("error", (error: Error) => {
-    if (Date.now() - lastReport < failureReportMs) return;
-    lastReport = Date.now();
+    if (performance.now() - lastReport < failureReportMs) return;
+    lastReport = performance.now();
     log.warn({ path, err: error.message }, "the gateway's access log file cannot be written; its lines are lost until it can");
   });
   // The same line as in the agent's log (lib/log.ts's logger, which takes a SonicBoom as pino does though its type
@@ -85,8 +85,8 @@ export function openAccessLog(target: AccessLogTarget, log: Logger, options: { f
     }
     if (!moved) return;
     // Said once a minute at most: a name that cannot be made again (its directory gone) is tried at each check.
-    if (Date.now() - lastMoved >= failureReportMs) log.info({ path }, "the gateway's access log file was moved (rotated): writing to a new one at its name");
-    lastMoved = Date.now();
+    if (performance.now() - lastMoved >= failureReportMs) log.info({ path }, "the gateway's access log file was moved (rotated): writing to a new one at its name");
+    lastMoved = performance.now();
     destination.reopen();
   }, options.followMs ?? followMs);
   follow.unref();

@@ -64,7 +64,7 @@ export class Http1Connection implements ExchangeConnection {
   /** One timer per connection, every `idleMs` while it guards something: an idle connection, or a head under way. */
   #timer: NodeJS.Timeout;
   #waiting: "idle" | "head" | "none" = "idle";
-  #since = Date.now();
+  #since = performance.now();
   readonly #idleMs: number;
   readonly #headersMs: number;
   #clientEnded = false;
@@ -191,12 +191,12 @@ export class Http1Connection implements ExchangeConnection {
   #arm(waiting: "idle" | "head" | "none"): void {
     this.#waiting = waiting;
     if (waiting === "none") return;
-    this.#since = Date.now();
+    this.#since = performance.now();
     this.#timer.refresh();
   }
 
   #onTimeout(): void {
-    const elapsed = Date.now() - this.#since;
+    const elapsed = performance.now() - this.#since;
     if (this.#waiting === "idle" && elapsed >= this.#idleMs) {
       this.#closing = true;
       return void this.#socket.destroy();

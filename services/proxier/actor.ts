@@ -218,7 +218,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           }
         }),
         sync: fromPromise(async () => {
-          lastSyncStarted = clock.now();
+          lastSyncStarted = clock.monotonic();
           inFlight = sync();
           await inFlight;
         }),
@@ -238,7 +238,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           if (failed) throw failed.reason;
         }),
       },
-      delays: { retry: options.retryMs ?? 2_000, gap: () => Math.max(0, lastSyncStarted + minSyncMs - clock.now()) },
+      delays: { retry: options.retryMs ?? 2_000, gap: () => Math.max(0, lastSyncStarted + minSyncMs - clock.monotonic()) },
     }),
     { input: { off: !backend }, clock: clock as unknown as NonNullable<Parameters<typeof createActor>[1]>["clock"] },
   );

@@ -49,7 +49,7 @@ export class ListenerPublisher {
   /** The set changed: published now, or at the end of the current interval with whatever changed meanwhile. */
   request(): void {
     if (this.#timer !== undefined) return;
-    const wait = this.#lastAt + this.#spacingMs - this.#options.clock.now();
+    const wait = this.#lastAt + this.#spacingMs - this.#options.clock.monotonic();
     if (wait <= 0) {
       this.publishNow();
       return;
@@ -77,7 +77,7 @@ export class ListenerPublisher {
       bus.publish("traffic", "listeners", { at: nowIso(clock.now), generation: this.#generation, page, pages, listeners: all.slice(page * pageSize, (page + 1) * pageSize) }, { checked: true });
     }
     // The next one waits at least ten times what this one cost: publishing stays under a tenth of the time.
-    this.#lastAt = clock.now();
+    this.#lastAt = clock.monotonic();
     this.#spacingMs = Math.max(this.#options.minIntervalMs ?? 100, 10 * (performance.now() - started));
   }
 

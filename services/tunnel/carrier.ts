@@ -75,13 +75,13 @@ export class CarrierBackoff {
   }
 
   isBackedOff(carrier: CarrierName, peer: CarrierPeer): boolean {
-    return (this.#until.get(`${carrier} ${peer.peerId}`) ?? 0) > this.#clock.now();
+    return (this.#until.get(`${carrier} ${peer.peerId}`) ?? 0) > this.#clock.monotonic();
   }
 
   failed(carrier: CarrierName, peer: CarrierPeer, error: unknown): void {
     const key = `${carrier} ${peer.peerId}`;
     if (!this.#until.has(key)) this.#log.warn({ peer: peer.node, err: describeError(error) }, failureSaid[carrier]);
-    this.#until.set(key, this.#clock.now() + carrierRetryMs);
+    this.#until.set(key, this.#clock.monotonic() + carrierRetryMs);
   }
 }
 

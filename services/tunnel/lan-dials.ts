@@ -59,7 +59,7 @@ export class LanDials {
     const id = peer.toString();
     const until = this.#refused.get(id);
     if (until !== undefined) {
-      if (this.#options.clock.now() < until) return;
+      if (this.#options.clock.monotonic() < until) return;
       this.#refused.delete(id);
     }
     const signal = AbortSignal.timeout(this.#options.dialTimeoutMs ?? 3_000);
@@ -70,7 +70,7 @@ export class LanDials {
         return;
       }
       this.#failed++;
-      this.#refused.set(id, this.#options.clock.now() + (this.#options.retryMs ?? 300_000));
+      this.#refused.set(id, this.#options.clock.monotonic() + (this.#options.retryMs ?? 300_000));
       if (this.#refused.size > (this.#options.maxRemembered ?? 1_000)) this.#refused.delete(this.#refused.keys().next().value!);
       this.#failures.note("handshake failed", { peer: id, err: describeError(error) });
     });

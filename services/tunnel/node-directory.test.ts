@@ -126,6 +126,23 @@ describe("node directory", () => {
     expect(a.directory.all().map((record) => record.node)).not.toContain("c7");
   }, 60_000);
 
+  it("keeps its keep-alives and its peers through its wall clock set an hour back, then ten minutes on (NTP)", async () => {
+    const clock = new ManualClock(Date.now());
+    const a = await member("a9", "edge-a", clock);
+    const b = await member("b9", "edge-b", clock);
+    await eventually(() => (a.directory.get("b9") && b.directory.get("a9") ? true : undefined), 10_000, "each node to hold the other's record");
+    clock.jump(-3_600_000);
+    // Past a keep-alive: A puts its record again, an hour of wall clock "before" the last one.
+    for (let elapsed = 0; elapsed <= keepaliveMs; elapsed += refreshMs) await look(clock, a, b);
+    expect(a.directory.puts).toBe(2);
+    expect(b.directory.puts).toBe(2);
+    clock.jump(3_600_000 + 600_000);
+    await look(clock, a, b);
+    // Ten minutes on by the wall clock, seconds by time: each still holds the other.
+    expect(a.directory.get("b9")?.peerId).toBe("12D3KooWb9");
+    expect(b.directory.get("a9")?.peerId).toBe("12D3KooWa9");
+  }, 120_000);
+
   it("watches the bucket once, also when looks start while its watch is on its way (a slow hub)", async () => {
     const clock = new ManualClock(Date.now());
     await member("a8", "edge-a", clock);

@@ -60,10 +60,11 @@ export class NodeDirectory {
   readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">;
   readonly #records = new Map<string, NodeRecord>();
   /**
-   * When each peer's record was last written, on this node's clock: when it arrived, or, for the records already in
+   * When each peer's record was last written, on this node's monotonic clock: when it arrived, or, for the records already in
    * the bucket when the watch began, that less their age by the bucket's own timestamps. Never the record's `at`,
    * which is the peer's clock: an edge box whose clock ran 10 minutes slow (no RTC, no NTP) had its record taken as
-   * expired by every other node, and nothing could reach it.
+   * expired by every other node, and nothing could reach it. Monotonic, as the keep-alive's due time is: this node's
+   * own clock set back an hour by NTP held its keep-alives for that hour, and its record expired everywhere.
    */
   readonly #writtenAt = new Map<string, number>();
   /** The write each peer's time is for (revision and the bucket's timestamp). */
@@ -157,7 +158,7 @@ export class NodeDirectory {
    */
   get(node: string): NodeRecord | undefined {
     const record = this.#records.get(node);
-    if (record && !this.#failing && this.#options.clock.now() - (this.#writtenAt.get(node) ?? -Infinity) > this.#options.ttlMs) return undefined;
+    if (record && !this.#failing && this.#options.clock.monotonic() - (this.#writtenAt.get(node) ?? -Infinity) > this.#options.ttlMs) return undefined;
     return record;
   }
 
@@ -172,7 +173,7 @@ export class NodeDirectory {
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
       // A node not seen before, still in the bucket, so written within its TTL: counted from now, as a record that just
       // arrived (its age by the hub's clock cannot be set against this node's). One seen before keeps its time.
-      if (!this.#writtenAt.has(entry.key)) this.#writtenAt.set(entry.key, this.#options.clock.now());
+      if (!this.#writtenAt.has(entry.key)) this.#writtenAt.set(entry.key, this.#options.clock.monotonic());
       this.#take(entry.key, entry.value);
       return this.get(node);
     } catch (error) {
@@ -230,12 +231,12 @@ export class NodeDirectory {
       const record = this.#options.record();
       const { at: _at, ...content } = record;
       const unchanged = JSON.stringify(content);
-      if (this.#ownReplaced || unchanged !== this.#lastPut || this.#options.clock.now() >= this.#keepaliveDue) {
+      if (this.#ownReplaced || unchanged !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepaliveDue) {
         // Cleared before the put: another writer's value seen while it is under way is put over at the next look.
         this.#ownReplaced = false;
         await this.#put(kvm, record);
         this.#lastPut = unchanged;
-        this.#keepaliveDue = this.#options.clock.now() + this.#options.keepaliveMs * (0.75 + 0.25 * this.#options.random());
+        this.#keepaliveDue = this.#options.clock.monotonic() + this.#options.keepaliveMs * (0.75 + 0.25 * this.#options.random());
       }
       if (!this.#watching) await this.#watch(this.#kv);
       if (this.#failing) this.#options.log.info("node directory reachable again");
@@ -291,7 +292,7 @@ export class NodeDirectory {
         // Their ages by the bucket's timestamps (one clock, the hub's), from the newest: this node's own put, made
         // just before the watch began, so that newest is now.
         const newest = Math.max(...initial.map((entry) => entry.created.getTime()));
-        const now = this.#options.clock.now();
+        const now = this.#options.clock.monotonic();
         for (const entry of initial) this.#entry(entry, now - Math.max(0, newest - entry.created.getTime()));
         initial = [];
       };
@@ -305,7 +306,7 @@ export class NodeDirectory {
             continue;
           }
           if (initial.length > 0) takeInitial();
-          this.#entry(entry, this.#options.clock.now());
+          this.#entry(entry, this.#options.clock.monotonic());
         }
       } catch (error) {
         this.#options.log.debug({ err: error }, "node record watch ended");

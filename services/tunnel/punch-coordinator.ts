@@ -200,8 +200,8 @@ export class PunchCoordinator {
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
     const localPort = await freeLocalPort();
     const mapped = await this.#observe(localPort);
-    const started = Date.now();
-    const answered = (ok: boolean, detail: string) => this.#options.onAnswered?.(request.from, { plan, ok, ms: Date.now() - started, detail });
+    const started = performance.now();
+    const answered = (ok: boolean, detail: string) => this.#options.onAnswered?.(request.from, { plan, ok, ms: performance.now() - started, detail });
     const finish = (socketPromise: Promise<Socket>) => {
       handOver();
       return socketPromise

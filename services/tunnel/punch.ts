@@ -44,16 +44,16 @@ export const punchSchedule = {
 const refusals = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH"]);
 
 export async function simultaneousOpen(options: { localPort: number; remote: HostPort; timeoutMs: number }): Promise<Socket> {
-  const deadline = Date.now() + options.timeoutMs;
+  const deadline = performance.now() + options.timeoutMs;
   let lastError: Error | undefined;
   let refused = 0;
   let tries = 0;
   // Bounded: each try lasts at most the time left, and at most maxAttempts tries.
-  for (let attempt = 0; attempt < punchSchedule.maxAttempts && Date.now() < deadline; attempt++) {
+  for (let attempt = 0; attempt < punchSchedule.maxAttempts && performance.now() < deadline; attempt++) {
     tries++;
     try {
       return await new Promise<Socket>((resolve, reject) => {
-        const socket = netConnect({ host: options.remote.host, port: options.remote.port, localPort: options.localPort, timeout: Math.max(100, deadline - Date.now()) });
+        const socket = netConnect({ host: options.remote.host, port: options.remote.port, localPort: options.localPort, timeout: Math.max(100, deadline - performance.now()) });
         socket.once("connect", () => {
           socket.setTimeout(0);
           // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.
@@ -108,14 +108,14 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
 
 /** Dials a listening cone side, retrying until the deadline (its listener may not be up yet). */
 export async function dialPunched(options: { remote: HostPort; timeoutMs: number }): Promise<Socket> {
-  const deadline = Date.now() + options.timeoutMs;
+  const deadline = performance.now() + options.timeoutMs;
   let lastError: Error | undefined;
   let tries = 0;
-  for (let attempt = 0; attempt < 100 && Date.now() < deadline; attempt++) {
+  for (let attempt = 0; attempt < 100 && performance.now() < deadline; attempt++) {
     tries++;
     try {
       return await new Promise<Socket>((resolve, reject) => {
-        const socket = netConnect({ host: options.remote.host, port: options.remote.port, timeout: Math.max(100, deadline - Date.now()) });
+        const socket = netConnect({ host: options.remote.host, port: options.remote.port, timeout: Math.max(100, deadline - performance.now()) });
         socket.once("connect", () => {
           socket.setTimeout(0);
           // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.

@@ -209,9 +209,9 @@ export class RelayEndpoint implements ChannelEndpoint {
       else this.#inboundByPeer.delete(channel.peer);
     }
     this.#ended.delete(key);
-    this.#ended.set(key, this.settings.clock.now());
+    this.#ended.set(key, this.settings.clock.monotonic());
     // Beyond the idle timeout nothing of the peer's is still on the way (its end would have reset by then).
-    const horizon = this.settings.clock.now() - 2 * this.settings.idleTimeoutMs;
+    const horizon = this.settings.clock.monotonic() - 2 * this.settings.idleTimeoutMs;
     for (const [old, at] of this.#ended) {
       if (this.#ended.size <= endedMemory && at >= horizon) break;
       this.#ended.delete(old);

@@ -47,3 +47,9 @@ export function repeatedNames(text: string): string[] {
   }
   return repeated;
 }
+
+/** When a leafmesh process said it was starting again in place with new keys (its log's time), if it did. */
+export function restartedInPlaceAt(process: { output(): string }): number | undefined {
+  const line = process.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
+  return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
+}

@@ -53,6 +53,9 @@ class TimerCountingClock implements Clock {
   now(): number {
     return systemClock.now();
   }
+  monotonic(): number {
+    return systemClock.monotonic();
+  }
   setTimeout(callback: () => void, ms: number): unknown {
     const handle = systemClock.setTimeout(() => {
       this.pending.delete(handle);
