@@ -22,7 +22,7 @@ describe("UDP flows", () => {
   });
   afterAll(() => echo.close());
 
-  it("bounds the flow table (drops counted) and expires idle flows on the clock", async () => {
+  it("bounds the flow table (drops counted) and expires idle flows on the clock, not when the wall clock is set", async () => {
     const clock = new ManualClock(1_000);
     const shared: BalancerShared = { node: "edge-a", clock, outliers: new OutlierDetector({ clock }), active: new Map() };
     const plan: ServicePortPlan = {
@@ -49,6 +49,10 @@ describe("UDP flows", () => {
     await eventually(() => replies.size === 3, 5000, "replies to the three flows");
     expect(shared.active.get(plan.endpoints[0].key)).toBe(3);
 
+    // NTP sets the wall clock an hour on: no time passed, no flow is idle.
+    clock.jump(3_600_000);
+    listener.expireIdle();
+    expect(listener.flows).toBe(3);
     clock.advance(20_000);
     clients[0].send("still here", port, "127.0.0.1");
     await eventually(() => replies.get(clients[0]) === 2, 5000, "second reply");

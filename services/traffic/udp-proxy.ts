@@ -90,7 +90,7 @@ export class UdpServicePortListener {
 
   /** Closes flows idle for longer than the timeout (run by a timer; public for tests with a manual clock). */
   expireIdle(): void {
-    const now = this.#options.shared.clock.now();
+    const now = this.#options.shared.clock.monotonic();
     for (const [key, flow] of this.#flows) {
       if (now - flow.lastActive > this.#options.idleTimeoutMs) {
         this.#options.counters.count("udp flow expired");
@@ -130,7 +130,7 @@ export class UdpServicePortListener {
       if (!target) return counters.count("udp dropped: no endpoints");
       flow = this.#openFlow(key, remote, target);
     }
-    flow.lastActive = shared.clock.now();
+    flow.lastActive = shared.clock.monotonic();
     if (flow.ready) this.#send(flow, message);
     else if (flow.pending.length < pendingLimit) flow.pending.push(message);
     else counters.count("udp dropped: flow not ready");
@@ -144,12 +144,12 @@ export class UdpServicePortListener {
 
   #openFlow(key: string, remote: RemoteInfo, target: EndpointTarget): Flow {
     const { counters, shared, dialer } = this.#options;
-    const flow: Flow = { target, lastActive: shared.clock.now(), ready: false, pending: [], closed: false };
+    const flow: Flow = { target, lastActive: shared.clock.monotonic(), ready: false, pending: [], closed: false };
     this.#flows.set(key, flow);
     shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
     counters.count("udp flows");
     const reply = (datagram: Buffer) => {
-      flow.lastActive = shared.clock.now();
+      flow.lastActive = shared.clock.monotonic();
       shared.outliers.success(target.key);
       this.#socket.send(datagram, remote.port, remote.address);
     };

@@ -124,8 +124,8 @@ export class RelayChannel extends Duplex {
     // read): an 'error' nobody heard would end the agent. The reason stays in resetReason and an event.
     this.on("error", () => undefined);
     const clock = endpoint.settings.clock;
-    this.#lastReceived = clock.now();
-    this.#lastSent = clock.now();
+    this.#lastReceived = clock.monotonic();
+    this.#lastSent = clock.monotonic();
     this.#window = new ReceiveWindow({ bytes: 0, maxBytes: endpoint.settings.maxWindowBytes });
     this.#timer = clock.setInterval(() => this.#tick(), Math.max(100, Math.floor(endpoint.settings.pingIntervalMs / 2)));
   }
@@ -151,7 +151,7 @@ export class RelayChannel extends Duplex {
 
   #send(frame: Uint8Array): void {
     this.#endpoint.publish(this.peer, this.id, frame);
-    this.#lastSent = this.#endpoint.settings.clock.now();
+    this.#lastSent = this.#endpoint.settings.clock.monotonic();
   }
 
   /** internal: a frame from the peer, in arrival order. */
@@ -163,7 +163,7 @@ export class RelayChannel extends Duplex {
       return;
     }
     this.#receiveSequence = (this.#receiveSequence + 1) >>> 0;
-    this.#lastReceived = this.#endpoint.settings.clock.now();
+    this.#lastReceived = this.#endpoint.settings.clock.monotonic();
     switch (frame.type) {
       case frameTypes.open: {
         // Only the first frame of an inbound channel: a second open would grant the peer a second window.
@@ -248,7 +248,7 @@ export class RelayChannel extends Duplex {
     const window = this.#endpoint.budget.allot(0, this.#endpoint.settings.windowBytes);
     this.#granted += window;
     this.#window.bytes = window;
-    if (this.direction === "outbound") this.#openedAt = this.#endpoint.settings.clock.now();
+    if (this.direction === "outbound") this.#openedAt = this.#endpoint.settings.clock.monotonic();
     return window;
   }
 
@@ -270,7 +270,7 @@ export class RelayChannel extends Duplex {
     const pending = consumed - this.#credited;
     const window = this.#window.bytes;
     if (pending > 0 && pending >= window / 4) {
-      const now = this.#endpoint.settings.clock.now();
+      const now = this.#endpoint.settings.clock.monotonic();
       const extra = this.#window.growth(now, consumed, this.readableLength < window / 4);
       const grant = this.#endpoint.budget.allot(this.#granted - consumed, pending + extra);
       this.#endpoint.budget.starve(this, grant < pending);
@@ -286,7 +286,7 @@ export class RelayChannel extends Duplex {
 
   #tick(): void {
     const { clock, pingIntervalMs, idleTimeoutMs } = this.#endpoint.settings;
-    const now = clock.now();
+    const now = clock.monotonic();
     if (now - this.#lastReceived > idleTimeoutMs) {
       this.reset(`no frame from ${this.peer} for ${now - this.#lastReceived} ms (relay path lost)`);
       return;
