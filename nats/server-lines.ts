@@ -36,6 +36,7 @@ export interface ServerLinesOptions {
   explainLine?: (line: string) => { kind: string; text: string } | undefined;
   /** True while the server starts: its failing health checks are our own readiness polls. */
   startingUp: () => boolean;
+  /** @default performance.now: a monotonic clock (how long since a line was said, not when). */
   now?: () => number;
 }
 
@@ -49,7 +50,7 @@ export class ServerLines {
 
   constructor(options: ServerLinesOptions) {
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** The server's last 50 lines, oldest first. */
