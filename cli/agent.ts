@@ -101,7 +101,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     natsListen: option.hostPort({ default: "127.0.0.1:4222", description: "client address of the node's own nats-server (leafmesh status/sub connect here)" }),
     dns: option.hostPort({ default: "off", off: true, description: "cluster DNS address, e.g. 169.254.96.16:53 on a node (kubelet's clusterDNS) or 127.0.0.1:5353; off: no DNS" }),
     clusterDomain: option.text({ default: "cluster.local", value: "DOMAIN", description: "the cluster domain the DNS answers for" }),
-    upstream: option.list({ value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf but the --dns address itself)" }),
+    upstream: option.list({ value: "ADDR,…", description: "DNS servers for names outside the cluster domain (default: the nameservers of /etc/resolv.conf but the --dns address itself, followed when the file changes)" }),
     socks: option.hostPort({ default: "off", off: true, description: "SOCKS5 proxy for operators: any node by name (ssh through NATs), any Service by name; e.g. 127.0.0.1:1080; off: none" }),
     gateway: option.text({
       default: "off",

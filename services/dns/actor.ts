@@ -16,10 +16,10 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Registry } from "../../lib/prom.ts";
-import { localAddresses } from "../../lib/local-addresses.ts";
-import { Forwarder, parseUpstream, upstreamsFromResolvConf, type Upstream } from "./forwarder.ts";
+import { Forwarder, parseUpstream, type Upstream } from "./forwarder.ts";
 import { DnsServer, type ListenAddress } from "./server.ts";
 import { DnsStats, registerDnsMetrics } from "./stats.ts";
+import { hostPort, isOwnAddress, upstreamsOfResolvConf, watchResolvConf } from "./resolv-watch.ts";
 import { partitionFeed, partitionView, refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
 
 /** The DNS actor's configuration; the CLI merges --dns, --cluster-domain and --upstream into it. */
@@ -54,8 +54,10 @@ export interface DnsActorOptions extends DnsConfig {
   clock?: Clock;
   /** Registers `leafmesh_dns_*` metrics on it. */
   registry?: Registry;
-  /** Read when `upstreams` is not given. @default "/etc/resolv.conf" */
+  /** Read when `upstreams` is not given, and followed while the actor runs (resolv-watch.ts). @default "/etc/resolv.conf" */
   resolvConfPath?: string;
+  /** @default 2_000 — how often resolv.conf is read again. */
+  resolvConfIntervalMs?: number;
   /** How far the node reaches: fail-closed services answer SERVFAIL while it is partitioned (bus/partition.ts). */
   upstream?: UpstreamState;
 }
@@ -118,31 +120,15 @@ export function resolveUpstreams(options: Pick<DnsActorOptions, "upstreams" | "r
     });
   }
   const path = options.resolvConfPath ?? "/etc/resolv.conf";
-  let found: Upstream[];
+  let text: string;
   try {
-    found = upstreamsFromResolvConf(readFileSync(path, "utf8"));
+    text = readFileSync(path, "utf8");
   } catch (cause) {
     throw new LeafmeshError("CONFIG_INVALID", `no upstreams given and ${path} cannot be read: pass --upstream HOST:PORT`, { cause });
   }
-  // A host whose resolv.conf names the cluster DNS (to resolve Services from the host too) must not make it its own upstream.
-  const own = listen ? found.filter((upstream) => isOwnAddress(upstream, listen)) : [];
-  if (own.length === 0) return found;
-  const rest = found.filter((upstream) => !own.includes(upstream));
-  if (rest.length === 0) {
-    throw new LeafmeshError("CONFIG_INVALID", `${path} names only this cluster DNS (${own.map((upstream) => `${upstream.host}:${upstream.port}`).join(", ")}) as nameserver: names outside the cluster would be asked of it again and again; pass --upstream HOST:PORT with the DNS servers to forward to`);
-  }
-  options.log?.warn({ skipped: own.map((upstream) => `${upstream.host}:${upstream.port}`), upstreams: rest.map((upstream) => `${upstream.host}:${upstream.port}`) }, `${path} names this cluster DNS itself: not used as an upstream`);
-  return rest;
-}
-
-/** Whether a DNS upstream is the listen address itself: the same port on the same address, or on a local one when it listens on all of them. */
-function isOwnAddress(upstream: Upstream, listen: { host: string; port: number }): boolean {
-  if (listen.port === 0 || upstream.port !== listen.port) return false;
-  if (upstream.host === listen.host) return true;
-  if (listen.host !== "0.0.0.0" && listen.host !== "::") return false;
-  // Loopback's own address, not all of 127/8: systemd-resolved's stub listens on 127.0.0.53:53 beside a wildcard bind.
-  if (upstream.host === "127.0.0.1" || upstream.host === "::1") return true;
-  return localAddresses().has(upstream.host);
+  const { upstreams, skipped } = upstreamsOfResolvConf(text, path, listen);
+  if (skipped.length > 0) options.log?.warn({ skipped, upstreams: upstreams.map(hostPort) }, `${path} names this cluster DNS itself: not used as an upstream`);
+  return upstreams;
 }
 
 export function createDnsActor(options: DnsActorOptions): DnsActor {
@@ -157,6 +143,8 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   const upstreams = resolveUpstreams({ ...options, listen: config.listen });
   const stats = new DnsStats();
   const forwarder = new Forwarder({ upstreams, clock, log, timeoutMs: config.upstreamTimeoutMs, cacheSize: config.cacheSize });
+  // Nameservers from resolv.conf follow it (a DHCP lease, another network); --upstream's are the operator's and stay.
+  let resolvWatch: { stop(): void } | undefined;
   const upstream = options.upstream;
   const server = new DnsServer({
     catalog: upstream ? partitionView(options.feed.reader, upstream) : options.feed.reader,
@@ -199,7 +187,9 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
     get address() {
       return server.address;
     },
-    upstreams,
+    get upstreams() {
+      return forwarder.upstreams;
+    },
     stats: snapshot,
     async start() {
       if (started) throw new LeafmeshError("INTERNAL", "the DNS actor was already started");
@@ -211,6 +201,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
         statsTimer = clock.setInterval(() => bus.publish("dns", "stats", { at: nowIso(clock.now), ...snapshot() }), config.statsIntervalMs);
       }
       actor.send({ type: "START" });
+      if (!options.upstreams) resolvWatch = watchResolvConf({ path: options.resolvConfPath ?? "/etc/resolv.conf", listen: config.listen, forwarder, clock, log, intervalMs: options.resolvConfIntervalMs });
       const state = await waitFor((value) => value === "serving" || value === "failed");
       if (state === "failed") throw new LeafmeshError("DNS_FAILED", actor.getSnapshot().context.lastError ?? "DNS server failed to start");
       return server.address!;
@@ -218,6 +209,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
     async stop() {
       if (!started) return;
       if (statsTimer !== undefined) clock.clearInterval(statsTimer);
+      resolvWatch?.stop();
       actor.send({ type: "STOP" });
       await waitFor(() => false);
       link?.stop();

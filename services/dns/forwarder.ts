@@ -65,7 +65,7 @@ export interface ForwarderCounters {
 }
 
 export class Forwarder {
-  readonly #upstreams: Upstream[];
+  #upstreams: Upstream[];
   readonly #clock: Clock;
   readonly #log?: Logger;
   readonly #timeoutMs: number;
@@ -94,6 +94,11 @@ export class Forwarder {
 
   get upstreams(): readonly Upstream[] {
     return this.#upstreams;
+  }
+
+  /** The upstreams from now on (resolv.conf changed: resolv-watch.ts); questions on their way finish with the old ones, the cache stays. */
+  setUpstreams(upstreams: Upstream[]): void {
+    this.#upstreams = upstreams;
   }
 
   /** Answers a parsed query from the cache or the upstreams. */

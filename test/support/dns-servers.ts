@@ -109,17 +109,17 @@ function supervise(command: string, args: string[], port: number, dir: string): 
 }
 
 /** Waits until the server answers a query for `name` (bounded: 10 s). */
-async function waitForAnswer(server: RunningDnsServer, name: string, what: string): Promise<void> {
+async function waitForAnswer(server: RunningDnsServer, name: string, what: string, host = "127.0.0.1"): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (server.child.exitCode !== null) throw new Error(`${what} exited at start: ${server.output()}`);
     try {
-      await udpQuery(server.port, name, "A", { timeoutMs: 300 });
+      await udpQuery(server.port, name, "A", { timeoutMs: 300, host });
       return;
     } catch (error) {
       if (Date.now() > deadline) {
         await server.kill();
-        throw new Error(`${what} did not answer on 127.0.0.1:${server.port} within 10 s: ${server.output()}`, { cause: error });
+        throw new Error(`${what} did not answer on ${host}:${server.port} within 10 s: ${server.output()}`, { cause: error });
       }
     }
   }
@@ -130,13 +130,13 @@ async function waitForAnswer(server: RunningDnsServer, name: string, what: strin
  * "<zone>." static`): NXDOMAIN with the zone's SOA for names it does not hold,
  * never a query to the Internet.
  */
-export async function startUnbound(options: { port: number; records: TestRecord[]; zones?: string[]; threads?: number }): Promise<RunningDnsServer> {
+export async function startUnbound(options: { port: number; records: TestRecord[]; zones?: string[]; threads?: number; host?: string }): Promise<RunningDnsServer> {
   const binary = requireTool("unbound");
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-"));
   const zones = options.zones ?? [...new Set(options.records.map((record) => record.name.split(".").slice(1).join(".")))];
   const lines = [
     "server:",
-    "  interface: 127.0.0.1",
+    `  interface: ${options.host ?? "127.0.0.1"}`,
     `  port: ${options.port}`,
     "  do-ip6: no",
     "  do-daemonize: no",
@@ -158,7 +158,7 @@ export async function startUnbound(options: { port: number; records: TestRecord[
   const config = join(dir, "unbound.conf");
   writeFileSync(config, `${lines.join("\n")}\n`);
   const server = supervise(binary, ["-d", "-c", config], options.port, dir);
-  await waitForAnswer(server, options.records[0]?.name ?? `probe.${zones[0]}`, "unbound");
+  await waitForAnswer(server, options.records[0]?.name ?? `probe.${zones[0]}`, "unbound", options.host);
   return server;
 }
 
