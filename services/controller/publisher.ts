@@ -56,6 +56,12 @@ export async function openCatalogBucket(connection: NatsConnection, replicas = 1
 
 const encoder = new TextEncoder();
 
+/**
+ * @default 1 MiB less 8 KiB — the most a catalog entry may hold: the servers' max_payload (nats/render.ts) counts the
+ * subject and headers too.
+ */
+export const maxCatalogValueBytes = 1_048_576 - 8_192;
+
 export class CatalogPublisher {
   readonly #options: CatalogPublisherOptions;
   /** key → JSON of what the bucket holds (as seen by our watch, plus our own acknowledged writes). */
@@ -73,6 +79,8 @@ export class CatalogPublisher {
     }
   });
   #loaded!: Promise<void>;
+  /** Objects too large for a catalog entry, with the size said (once per object and size). */
+  readonly #saidTooLarge = new Map<string, number>();
   readonly #unsubscribe: (() => void)[] = [];
   #resync: NodeJS.Timeout | undefined;
 
@@ -186,7 +194,12 @@ export class CatalogPublisher {
     const deletes: string[] = [];
     for (const [key, object] of desired) {
       const json = this.#json(object);
-      if (this.stored.get(key)?.json !== json) puts.push([key, object, json]);
+      if (this.stored.get(key)?.json === json) continue;
+      if (json.length * 3 > maxCatalogValueBytes && Buffer.byteLength(json) > maxCatalogValueBytes) {
+        this.#tooLarge(key, Buffer.byteLength(json), source.name);
+        continue;
+      }
+      puts.push([key, object, json]);
     }
     for (const key of this.stored.keys()) if (!desired.has(key)) deletes.push(key);
     if (puts.length === 0 && deletes.length === 0) return;
@@ -216,6 +229,20 @@ export class CatalogPublisher {
     await Promise.all(Array.from({ length: Math.min(this.#options.concurrency ?? 256, work.length) }, worker));
     this.#options.log.info({ puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name }, "catalog written");
     this.#options.bus.publish("publisher", "publish", { at: nowIso(), puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name });
+  }
+
+  /**
+   * An object whose entry the servers cannot carry (NATS max_payload, nats/render.ts): never put (it would fail at every
+   * resync, and stop nothing else), said once per object and size, as an error and an event. What the bucket held
+   * under its key before stays.
+   */
+  #tooLarge(key: string, bytes: number, source: string): void {
+    if (this.#saidTooLarge.get(key) === bytes) return;
+    if (this.#saidTooLarge.size >= 10_000) this.#saidTooLarge.clear();
+    this.#saidTooLarge.set(key, bytes);
+    const reason = `${key} is ${bytes} bytes as a catalog entry, over the ${maxCatalogValueBytes} a NATS message carries here: not written (split it: Kubernetes keeps an EndpointSlice to 1,000 endpoints); what the catalog held under its key stays`;
+    this.#options.log.error({ key, bytes, source }, reason);
+    this.#options.bus.publish("publisher", "rejected", { at: nowIso(), source, object: key, error: reason });
   }
 
   async stop(): Promise<void> {
