@@ -79,7 +79,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   if (config.security && config.security.outdatedAccounts.length > 0) {
     config.log.child({ node: config.name }).warn(
       { outdated: config.security.outdatedAccounts },
-      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
+      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could reach beyond its own subjects or exhaust a hub (each account's reason is in 'outdated'). Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
     );
   }
   // The source loads (reads and checks every manifest) while the nats-server starts: both take seconds at 10,000 services.
