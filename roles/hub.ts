@@ -150,7 +150,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   await publisher.start();
   // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
   const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
-  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers (which let any node purge every record) and keeps a record between two keep-alives");
+  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers (which let any node purge every record), keeps a record between two keep-alives, and refuses a record over 64 KiB (which cut every agent off its own server)");
   if (config.security) {
     // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
     const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });
