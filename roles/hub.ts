@@ -118,8 +118,9 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
         leaf: config.leaf,
         monitor: config.monitor,
         // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
-        cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment },
-        gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment },
+        // And the hubs' route password (trust/route-credentials.ts): a node's certificate is the mesh CA's too.
+        cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment, credentials: config.security?.routeCredentials },
+        gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment, credentials: config.security?.routeCredentials },
         security: config.security?.configFragment,
         leafSecurity: config.security?.leafnodesFragment,
       }),

@@ -40,6 +40,7 @@ import { allAccountJwts } from "./key-store.ts";
 import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 import { ownCertificateTls } from "./tls.ts";
+import { siteRouteCredentials, siteRouteSecretFile, type RouteCredentials } from "./route-credentials.ts";
 
 export interface SiteSecurity {
   site: string;
@@ -51,6 +52,11 @@ export interface SiteSecurity {
   leafnodesFragment: string;
   /** Inside `cluster {}`: routes between the site's servers, TLS both ways. */
   routesFragment: string;
+  /**
+   * What the site's routes present and ask (trust/route-credentials.ts), from the bundle's
+   * `routes.secret`; undefined for a bundle an older leafmesh made (issue the site again).
+   */
+  routeCredentials?: RouteCredentials;
   /** One remote per account that reaches the hubs (see above). */
   remotes: LeafRemote[];
   /** Every account of the mesh but the system account: the site server resolves them all at start (nats-config/account-preload.ts). */
@@ -119,6 +125,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     ].join("\n"),
     leafnodesFragment: tls.join("\n"),
     routesFragment: tls.join("\n"),
+    routeCredentials: existsSync(join(bundle, siteRouteSecretFile)) ? siteRouteCredentials(readCreds(join(bundle, siteRouteSecretFile)).toString()) : undefined,
     remotes,
     accounts: preload.map(({ account }) => account).filter((account) => account !== description.systemAccount),
     clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: ownCertificateTls({ certFile: files.cert, keyFile: files.key, caFile: files.ca }, `site '${options.site}''s certificate`) },

@@ -4,7 +4,8 @@
  * account, the site's TLS identity, and the bundle its servers load
  * (trust/site-security.ts). Split from key-store.ts, which keeps the nodes.
  */
-import { copyFileSync, readdirSync } from "node:fs";
+import { copyFileSync, existsSync, readdirSync } from "node:fs";
+import { newRouteSecret, siteRouteSecretFile } from "./route-credentials.ts";
 import { join } from "node:path";
 import { createUser, fmtCreds } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -107,6 +108,8 @@ async function issueSiteHeld(options: IssueSiteOptions): Promise<IssueSiteResult
     const jwt = await nodeUserJwt({ node: member, userSeed: seedText(user), accountSeed: readSeed(seedFile(dir, nodeAccountName(member))) });
     writeSecretFile(join(bundle, "members", `${member}.creds`), fmtCreds(jwt, user));
   }
+  // Kept from the first issue: servers restarted one by one with a new bundle must still route with the others.
+  if (!existsSync(join(bundle, siteRouteSecretFile))) writeSecretFile(join(bundle, siteRouteSecretFile), `${newRouteSecret()}\n`);
   const sysUser = createUser();
   writeSecretFile(join(bundle, "sys.creds"), fmtCreds(await systemUserJwt({ userSeed: seedText(sysUser), accountSeed: readSeed(seedFile(dir, systemAccountName)) }), sysUser));
   const localUser = createUser();
