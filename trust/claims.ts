@@ -123,8 +123,15 @@ export async function operatorJwt(options: { operatorSeed: string; systemAccount
   return encodeOperator(options.name ?? "leafmesh", signingKey(options.operatorSeed), { system_account: options.systemAccount }, algorithm);
 }
 
-export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string }): Promise<string> {
-  return encodeAccount(systemAccountName, signingKey(options.accountSeed), { limits: { ...unlimitedNats, ...noJetStream } }, { ...algorithm, signer: signingKey(options.operatorSeed) });
+/** The system account: it exports the claim updates to `site-claims` (trust/site-claims.ts), so no site holds a user of it. */
+export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string; revocations?: Record<string, number> }): Promise<string> {
+  const exports: Export[] = ["$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"].map((subject) => exportOf(stream(subject)));
+  return encodeAccount(
+    systemAccountName,
+    signingKey(options.accountSeed),
+    { limits: { ...unlimitedNats, ...noJetStream }, exports, revocations: options.revocations ?? {} },
+    { ...algorithm, signer: signingKey(options.operatorSeed) },
+  );
 }
 
 /** The mesh account: re-signed whenever a node is issued (it imports from every node account). */

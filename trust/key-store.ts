@@ -16,7 +16,7 @@
  *   nodes/<node>/                  the bundle to copy to that node:
  *       node.creds node.crt node.key ca.crt swarm.key
  *   sites/<site>/                  the bundle to copy to a site's servers (trust/site-security.ts):
- *       site.json operator.jwt accounts/*.jwt ca.crt site.crt site.key sys.creds local.creds
+ *       site.json operator.jwt accounts/*.jwt ca.crt site.crt site.key claims.creds local.creds routes.secret
  *       servers/<server>.creds members/<node>.creds
  *
  * ```ts
@@ -80,6 +80,8 @@ export interface KeyState {
   revocationVersion?: number;
   /** The enrol account's public key (made by the first `keys token` or `hub --enrol`: trust/enrolment.ts). */
   enrolAccount?: string;
+  /** The account sites take account updates through (made by the first `keys issue-site`: trust/site-claims.ts). */
+  siteClaimsAccount?: string;
   /** Join tokens (trust/tokens.ts), by id. */
   tokens?: Record<string, import("./tokens.ts").TokenState>;
 }

@@ -41,6 +41,7 @@ import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { siteRouteCredentials, siteRouteSecretFile, type RouteCredentials } from "./route-credentials.ts";
+import { siteClaimsCredsFile } from "./site-claims.ts";
 
 export interface SiteSecurity {
   site: string;
@@ -112,7 +113,12 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
       account: description.members[member],
       security: credentials(join(bundle, "members", `${member}.creds`)),
     })),
-    { comment: "system account: account updates (revocations) pushed at the hubs reach this site's resolver", account: description.systemAccount, security: credentials(join(bundle, "sys.creds")) },
+    // Through the hubs' `site-claims` account (trust/site-claims.ts); a bundle an older leafmesh made holds a system-account user instead.
+    {
+      comment: "system account: account updates (revocations) pushed at the hubs reach this site's resolver",
+      account: description.systemAccount,
+      security: credentials(join(bundle, existsSync(join(bundle, siteClaimsCredsFile)) ? siteClaimsCredsFile : "sys.creds")),
+    },
   ];
   return {
     site: options.site,
