@@ -59,7 +59,7 @@ export async function siteClaimsUserJwt(options: { site: string; userSeed: strin
     `site-${options.site}-claims`,
     signingKey(options.userSeed),
     signingKey(options.accountSeed),
-    { pub: { allow: subjects }, sub: { allow: subjects }, subs: 64, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
+    { pub: { allow: subjects }, sub: { allow: subjects }, subs: 1024, data: -1, payload: -1, allowed_connection_types: ["LEAFNODE"] },
     algorithm,
   );
 }
