@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
 import { rpcMethods } from "../bus/rpc.ts";
-import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions, outdatedAccountReason } from "./claims.ts";
+import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions } from "./claims.ts";
+import { outdatedAccountReason } from "./outdated-accounts.ts";
 
 const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
 

@@ -209,7 +209,7 @@ export async function resignNodeAccount(dir: string, state: KeyState, node: Node
 /**
  * Signs every account again with this leafmesh's claims (node accounts first, then mesh), keeping
  * their revocations, for a mesh whose keys an older leafmesh made (claims.ts
- * `outdatedAccountReason`). Returns the JWTs to push to running hubs. Users are not touched.
+ * `outdatedAccountReason`, trust/outdated-accounts.ts). Returns the JWTs to push to running hubs. Users are not touched.
  */
 export async function resignAccounts(dir: string): Promise<string[]> {
   return withKeysLock(dir, async () => {

@@ -22,7 +22,8 @@ import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
-import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
+import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
+import { outdatedAccountReason } from "./outdated-accounts.ts";
 import { hubRouteCredentials, type RouteCredentials } from "./route-credentials.ts";
 
 /** The hubs' client-port CA bundle (mesh CA + enrolment CA), made by trust/enrolment.ts ensureEnrolment. */
