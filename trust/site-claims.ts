@@ -46,8 +46,9 @@ export async function siteClaimsAccountJwt(options: { operatorSeed: string; acco
   return encodeAccount(
     siteClaimsAccountName,
     signingKey(options.accountSeed),
-    // one leaf per site server; nothing subscribes here but those leafs (their resolvers' claim updates)
-    { limits: { subs: 1024, data: -1, payload: -1, imports: 4, exports: 0, wildcards: true, conn: 0, leaf: -1, ...noJetStream }, imports, exports: [] },
+    // One leaf per site server, for every site of the mesh (@default 1,024 leafs: 340 sites of three
+    // servers); nothing subscribes here but those leafs (their resolvers' claim updates).
+    { limits: { subs: 1024, data: -1, payload: -1, imports: 4, exports: 0, wildcards: true, conn: 0, leaf: 1024, ...noJetStream }, imports, exports: [] },
     { ...algorithm, signer: signingKey(options.operatorSeed) },
   );
 }
