@@ -109,11 +109,16 @@ export const meshEvents = {
     nat: z.object({ local: z.enum(natTypes), peer: z.enum(natTypes) }),
     lastAttempt: pathAttemptSchema.optional(),
   }),
-  /** tunnel: a relayed stream opened or closed. */
+  /**
+   * tunnel: a relayed stream opened or closed. The hubs keep the ids of open channels per node
+   * (roles/hub-load.ts, at most 10,000 each): bounded here too, as a node's events are its own word
+   * (a stolen node's 10,000 ids of 100 KB each would have been a gigabyte in a hub's process).
+   * Channel ids are 12 characters (services/tunnel/relay.ts).
+   */
   relay: z.object({
-    at,
-    peer: z.string(),
-    stream: z.string(),
+    at: at.max(64),
+    peer: z.string().max(63),
+    stream: z.string().max(64),
     status: z.enum(["open", "closed", "reset"]),
     bytes: z.number().optional(),
     reason: z.string().optional(),

@@ -36,6 +36,15 @@ export const nodeRecordKeepaliveMs = 60_000;
  */
 export const nodeRecordTtlMs = 150_000;
 
+/**
+ * @default 65_536 — the largest value the `mesh-nodes` stream stores (its `max_msg_size`). A signed
+ * record is about 3 KB (its certificate included); 64 KiB leaves room for a node with many addresses.
+ * Unbounded, a stolen node's credentials stored a 100 MB record under its own key: every agent
+ * watches the bucket, and a message over 64 MB makes a node's own nats-server cut the agent off as a
+ * slow consumer, again at each reconnect while the record lives.
+ */
+export const maxNodeRecordBytes = 65_536;
+
 /** NAT behaviour from the NAT table of docs/nat.md; "none" = a public address, "unknown" = not measured yet. */
 export const natTypes = ["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"] as const;
 export type NatType = (typeof natTypes)[number];
@@ -98,8 +107,11 @@ export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
  * it (a marker on their own key, not a purge) as they stop cleanly; nothing
  * purges a node's key.
  *
+ * It also refuses a value over `maxNodeRecordBytes`: a node may write its own key
+ * only, but nothing else bounds what it writes there.
+ *
  * nats.js creates every KV stream with roll-ups allowed, and a hub may find a
- * bucket made before this rule, so the stream's config is checked and updated
+ * bucket made before these rules, so the stream's config is checked and updated
  * at every start (an update may turn roll-ups off; JetStream keeps the data).
  *
  * ```ts
@@ -117,15 +129,16 @@ export async function openNodeRecordsBucket(connection: NatsConnection, options:
       throw error;
     },
   );
-  const kv = await new Kvm(connection).create(buckets.nodes, { history: 1, ttl: options.ttlMs, replicas: options.replicas });
+  const kv = await new Kvm(connection).create(buckets.nodes, { history: 1, ttl: options.ttlMs, replicas: options.replicas, maxValueSize: maxNodeRecordBytes });
   const { config } = await jsm.streams.info(stream);
   const changed: string[] = [];
   if (config.allow_rollup_hdrs) changed.push("allow_rollup_hdrs: true → false");
+  if (config.max_msg_size !== maxNodeRecordBytes) changed.push(`max_msg_size: ${config.max_msg_size} → ${maxNodeRecordBytes}`);
   // nats.js opens an existing bucket as it is: a bucket made with another TTL (30 s before records were kept
   // alive every 60 s) would expire records between their keep-alives.
   const maxAge = nanos(options.ttlMs);
   if (config.max_age !== maxAge) changed.push(`max_age: ${millis(config.max_age) / 1000} s → ${options.ttlMs / 1000} s`);
   // JetStream refuses a duplicate window longer than max_age; nats.js makes it 2 minutes, or max_age if shorter.
-  if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false, max_age: maxAge, duplicate_window: Math.min(nanos(120_000), maxAge) });
+  if (changed.length > 0) await jsm.streams.update(stream, { ...config, allow_rollup_hdrs: false, max_age: maxAge, duplicate_window: Math.min(nanos(120_000), maxAge), max_msg_size: maxNodeRecordBytes });
   return { kv, changed: existed ? changed : [] };
 }

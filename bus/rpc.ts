@@ -72,6 +72,10 @@ export const punchRequestSchema = z.object({
   mapped: hostPortSchema,
   /** @default "libp2p" (agents before TLS streams did not send it) */
   purpose: z.enum(punchPurposes).optional(),
+  /** Security on (services/tunnel/punch-proof.ts): the node asked, the time of asking (ms), and the asker's certificate and signature over the request. */
+  to: z.string().min(1).max(63).optional(),
+  at: z.number().int().optional(),
+  proof: z.object({ cert: z.string().min(1).max(16_384), signature: z.string().min(1).max(1_024) }).optional(),
 });
 export type PunchRequest = z.infer<typeof punchRequestSchema>;
 /** The answering side's mapped address for the punch; a decline says why. */

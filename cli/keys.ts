@@ -231,8 +231,8 @@ const resignCommand = defineCommand({
   description: `
 Signs the mesh account and every node account again, keeping their revocations;
 node credentials stay as they are. Needed once for keys an older leafmesh made:
-their node accounts let a stolen node purge the mesh's JetStream (hubs warn at
-start). With --hub the accounts are pushed at once; without, hubs apply them at
+their node accounts let a stolen node purge the mesh's JetStream, or hold
+unbounded subscriptions and leaf connections at a hub (hubs warn at start). With --hub the accounts are pushed at once; without, hubs apply them at
 their next start.`,
   options: { dir: dirOption, hub: hubOption },
   async run(values, _positionals, io) {

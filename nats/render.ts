@@ -22,11 +22,19 @@ export interface HostPort {
   port: number;
 }
 
+/** What a route or gateway connection presents, and what the listener asks of one (trust/route-credentials.ts). */
+export interface RouteCredentials {
+  user: string;
+  password: string;
+}
+
 export interface ClusterOptions {
   /** Every server of one cluster uses the same name. */
   name: string;
   /** Config text spliced inside `cluster {}` (TLS with client certificates for routes: see trust/). */
   security?: string;
+  /** Routes must present these (and this server's routes present them): trust/route-credentials.ts. */
+  credentials?: RouteCredentials;
   listen: HostPort;
   /** nats-route://host:port of the other members (own URL may be included: the server skips it). */
   routes: string[];
@@ -37,6 +45,8 @@ export interface GatewayOptions {
   name: string;
   /** Config text spliced inside `gateway {}` (TLS: see trust/). */
   security?: string;
+  /** Gateways must present these (and this server's gateways present them): trust/route-credentials.ts. */
+  credentials?: RouteCredentials;
   listen: HostPort;
   /** The other regions. */
   gateways: { name: string; urls: string[] }[];
@@ -134,16 +144,31 @@ function commonLines(options: CommonServerOptions, domain: string): string[] {
   ];
 }
 
+/** A route or gateway URL that presents `credentials` (nats-server sends a URL's user and password in its CONNECT). */
+export function withRouteCredentials(url: string, credentials: RouteCredentials | undefined): string {
+  if (!credentials) return url;
+  const parsed = new URL(url);
+  parsed.username = credentials.user;
+  parsed.password = credentials.password;
+  return parsed.toString().replace(/\/$/, "");
+}
+
+/** The `authorization {}` block a route or gateway listener asks of the other side. */
+export function routeAuthorizationLines(credentials: RouteCredentials | undefined): string[] {
+  return credentials ? [`authorization {`, `  user: ${quote(credentials.user)}`, `  password: ${quote(credentials.password)}`, `}`] : [];
+}
+
 function clusterLines(cluster: ClusterOptions): string[] {
   checkUrls("cluster route", cluster.routes, ["nats-route:", "nats:"]);
   return [
     `cluster {`,
     `  name: ${quote(cluster.name)}`,
     `  listen: ${hostPort(cluster.listen)}`,
-    `  routes: ${list(cluster.routes)}`,
+    `  routes: ${list(cluster.routes.map((url) => withRouteCredentials(url, cluster.credentials)))}`,
     // Clients and leafs must use the URLs they were given, not whatever the routes advertise.
     `  no_advertise: true`,
     ...(cluster.security ? [cluster.security.replace(/^/gm, "  ")] : []),
+    ...routeAuthorizationLines(cluster.credentials).map((line) => `  ${line}`),
     `}`,
   ];
 }
@@ -167,9 +192,10 @@ export function renderHubConfig(options: HubServerOptions): string {
       `  name: ${quote(options.gateway.name)}`,
       `  listen: ${hostPort(options.gateway.listen)}`,
       `  gateways: [`,
-      ...options.gateway.gateways.map((gateway) => `    { name: ${quote(gateway.name)}, urls: ${list(gateway.urls)} }`),
+      ...options.gateway.gateways.map((gateway) => `    { name: ${quote(gateway.name)}, urls: ${list(gateway.urls.map((url) => withRouteCredentials(url, options.gateway!.credentials)))} }`),
       `  ]`,
       ...(options.gateway.security ? [options.gateway.security.replace(/^/gm, "  ")] : []),
+      ...routeAuthorizationLines(options.gateway.credentials).map((line) => `  ${line}`),
       `}`,
     );
     // docs/nats-facts.md: leaf nodes plus gateways need an explicit system account.

@@ -139,6 +139,12 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     config.log.child({ node: config.node }).info({ upstreams: measured }, "upstreams ordered by round-trip time");
   }
   config.log.child({ node: config.node }).info({ upstreams }, "the leaf attaches to these upstreams, in this order");
+  if (config.cluster && config.siteSecurity && !config.siteSecurity.routeCredentials) {
+    config.log.child({ node: config.node }).warn(
+      { site: config.siteSecurity.site },
+      "this site bundle has no routes.secret (an older leafmesh made it): the site's route port takes any certificate of the mesh CA, a node's too. Issue the site again (`leafmesh keys issue-site`) and give every server the new bundle",
+    );
+  }
   // Rendered again, in another order, when relay choice moves the leaf link.
   const renderConfig = (order: string[]) =>
     renderLeafConfig({
@@ -149,7 +155,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       upstreams: order,
       leaf: config.leaf,
-      cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment } : config.cluster,
+      cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment, credentials: config.siteSecurity.routeCredentials } : config.cluster,
       security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
       remoteSecurity: config.security?.leafRemoteFragment,
       leafSecurity: config.siteSecurity?.leafnodesFragment,

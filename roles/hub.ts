@@ -80,7 +80,7 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
   if (config.security && config.security.outdatedAccounts.length > 0) {
     config.log.child({ node: config.name }).warn(
       { outdated: config.security.outdatedAccounts },
-      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could purge the mesh's JetStream. Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
+      `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could reach beyond its own subjects or exhaust a hub (each account's reason is in 'outdated'). Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
     );
   }
   // The source loads (reads and checks every manifest) while the nats-server starts: both take seconds at 10,000 services.
@@ -119,8 +119,9 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
         leaf: config.leaf,
         monitor: config.monitor,
         // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
-        cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment },
-        gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment },
+        // And the hubs' route password (trust/route-credentials.ts): a node's certificate is the mesh CA's too.
+        cluster: config.cluster && { ...config.cluster, security: config.security?.routesFragment, credentials: config.security?.routeCredentials },
+        gateway: config.gateway && { ...config.gateway, security: config.security?.routesFragment, credentials: config.security?.routeCredentials },
         security: config.security?.configFragment,
         leafSecurity: config.security?.leafnodesFragment,
       }),
@@ -151,7 +152,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   await publisher.start();
   // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
   const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
-  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers (which let any node purge every record) and keeps a record between two keep-alives");
+  if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers (which let any node purge every record), keeps a record between two keep-alives, and refuses a record over 64 KiB (which cut every agent off its own server)");
   if (config.security) {
     // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
     const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });

@@ -5,8 +5,9 @@
  * `keys issue`) and logs, once per node and subject, what that node tried
  * beyond its own subjects: publishing as another node, writing the catalog or
  * another node's record, calling JetStream it may not. Each is counted by
- * reason. It also logs refused connections from the system account's
- * `CLIENT.AUTH.ERR` events.
+ * reason (a bounded number of reasons). It also logs refused connections from the
+ * system account's `CLIENT.AUTH.ERR` events, once a minute per client host and
+ * reason, counting every one.
  *
  * ```ts
  * const auditor = await startTrustAuditor({ dir: keysDir, servers: [hub.clientUrl], tls, log });
@@ -22,6 +23,7 @@ import { describeError } from "../lib/errors.ts";
 import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { explainUserKey } from "./key-store.ts";
+import { systemClock, type Clock } from "../lib/clock.ts";
 
 export interface TrustAuditor {
   /** Denials seen so far, by node and reason. */
@@ -34,6 +36,22 @@ export interface TrustAuditor {
 /** @default 1000 — distinct (node, subject) pairs logged in full; the rest are only counted. */
 const maxLoggedPairs = 1000;
 
+/**
+ * @default 100 — distinct reasons counted each by itself, per node (and for refused logins
+ * together). A reason names what the node tried (`mesh.<x>.…`, a KV key, a JetStream call): a
+ * stolen node that varies it at every message made the hub's counts grow by one entry per
+ * message. Beyond this many, that node's denials are counted under "<node> other denials".
+ */
+export const maxCountedReasons = 100;
+
+/**
+ * @default 60_000 — a refused login is logged once per client host and reason in this long, and
+ * only counted otherwise. A revoked node retries about once a second, and anyone holding a mesh
+ * certificate can send CONNECTs with refused credentials as fast as the hub answers them: each
+ * was a warning line at the hub, and a read of the keys directory.
+ */
+export const refusalLogIntervalMs = 60_000;
+
 export async function startTrustAuditor(options: {
   dir: string;
   servers: string[];
@@ -43,14 +61,30 @@ export async function startTrustAuditor(options: {
   log: Logger;
   /** Look for newly issued nodes this often. @default off — call rescan() after `keys issue` instead */
   rescanIntervalMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
 }): Promise<TrustAuditor> {
+  const clock = options.clock ?? systemClock;
   const log = options.log.child({ actor: "trust" });
   const counts = new Map<string, number>();
   const logged = new Set<string>();
   const connections: NatsConnection[] = [];
   const auditDir = join(options.dir, "hub", "audit");
   const watched = new Set<string>();
-  const count = (key: string) => counts.set(key, (counts.get(key) ?? 0) + 1);
+  /** Distinct reasons counted so far per node ("refused" for refused logins). */
+  const reasonsOf = new Map<string, number>();
+  const count = (key: string, node = "refused") => {
+    let counted = key;
+    if (!counts.has(key)) {
+      const reasons = reasonsOf.get(node) ?? 0;
+      if (reasons >= maxCountedReasons) counted = `${node} other denials`;
+      else reasonsOf.set(node, reasons + 1);
+    }
+    counts.set(counted, (counts.get(counted) ?? 0) + 1);
+  };
+  /** When each (host, reason) of refused logins was last logged; and what each presented JWT was found to be. */
+  const refusalsLogged = new Map<string, number>();
+  const explained = new Map<string, { why: string; at: number }>();
 
   const watchNode = async (node: string) => {
     const credsFile = join(auditDir, `${node}.creds`);
@@ -72,7 +106,7 @@ export async function startTrustAuditor(options: {
           const reason = oversteppingReason(node, message.subject);
           if (!reason) return;
           const key = `${node} ${reason}`;
-          count(key);
+          count(key, node);
           const pair = `${node} ${message.subject}`;
           if (logged.has(pair) || logged.size >= maxLoggedPairs) return;
           logged.add(pair);
@@ -99,17 +133,35 @@ export async function startTrustAuditor(options: {
       callback: (_error, message) => {
         const event = message.json<{ client?: { host?: string; name?: string; kind?: string; jwt?: string }; reason?: string }>();
         // The event carries the user JWT the client presented: the keys directory knows whether it is revoked, expired or foreign.
+        const now = clock.now();
         let why = event.reason ?? "authentication failed";
-        if (event.client?.jwt) {
-          try {
-            why = explainUserKey(options.dir, event.client.jwt);
-          } catch (error) {
-            why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
+        const jwt = event.client?.jwt;
+        if (jwt) {
+          // The keys directory is read once per presented JWT and interval, not at every attempt.
+          const known = explained.get(jwt);
+          if (known && now - known.at < refusalLogIntervalMs) why = known.why;
+          else {
+            try {
+              why = explainUserKey(options.dir, jwt);
+            } catch (error) {
+              why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
+            }
+            if (explained.size >= maxCountedReasons) explained.clear();
+            explained.set(jwt, { why, at: now });
           }
         }
-        count(`refused ${why.replace(/ at \S+$/, "")}`);
+        const kind = `refused ${why.replace(/ at \S+$/, "")}`;
+        count(kind);
         const { jwt: _jwt, ...client } = event.client ?? {};
-        log.warn({ client, reason: event.reason, denied: true }, `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}`);
+        const logKey = `${client.host ?? "?"} ${kind}`;
+        const lastLogged = refusalsLogged.get(logKey);
+        if (lastLogged !== undefined && now - lastLogged < refusalLogIntervalMs) return;
+        if (refusalsLogged.size >= maxCountedReasons) refusalsLogged.clear();
+        refusalsLogged.set(logKey, now);
+        log.warn(
+          { client, reason: event.reason, denied: true, refusedSoFar: counts.get(kind) ?? counts.get("refused other denials") },
+          `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}${lastLogged === undefined ? "" : ` (said once a minute per host and reason; counted in between)`}`,
+        );
       },
     });
   }

@@ -19,7 +19,7 @@
  * ```
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
@@ -27,6 +27,7 @@ import { readCredsClaims } from "./denials.ts";
 import { clockBeforeStart, dayMs, endPhrase, endsSoonMs, loadedEnds, type Ending } from "./ends.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import type { NodeSecurity } from "./security.ts";
+import { siteClaimsCredsFile } from "./site-claims.ts";
 
 export interface BundleWatchOptions {
   files: Pick<NodeSecurity["files"], "creds" | "cert" | "key" | "ca" | "psk">;
@@ -218,7 +219,9 @@ export function siteBundleProblem(bundle: string, options: { site: string; serve
 }
 
 function siteCredentials(bundle: string, server: string, members: string[]): string[] {
-  return [join(bundle, "local.creds"), join(bundle, "sys.creds"), join(bundle, "servers", `${server}.creds`), ...members.map((member) => join(bundle, "members", `${member}.creds`))];
+  // The account updates' user (trust/site-claims.ts); a bundle an older leafmesh made holds sys.creds instead.
+  const claims = existsSync(join(bundle, siteClaimsCredsFile)) ? siteClaimsCredsFile : "sys.creds";
+  return [join(bundle, "local.creds"), join(bundle, claims), join(bundle, "servers", `${server}.creds`), ...members.map((member) => join(bundle, "members", `${member}.creds`))];
 }
 
 /** A site server's bundle replaced on disk (`keys issue-site` again, copied to the site): as `watchBundle`. */

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { decode, createAccount, createOperator, createUser, type Account, type User } from "@nats-io/jwt";
 import { rpcMethods } from "../bus/rpc.ts";
-import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions, outdatedAccountReason } from "./claims.ts";
+import { nodeAccountJwt, nodeUserJwt, meshAccountJwt, oversteppingReason, subjectMatches, nodeInboxPrefix, nodeUserPermissions, localClientPermissions } from "./claims.ts";
+import { outdatedAccountReason } from "./outdated-accounts.ts";
 
 const seed = (key: { getSeed(): Uint8Array }) => new TextDecoder().decode(key.getSeed());
 
@@ -67,7 +68,8 @@ describe("claims", () => {
     const jwt = await nodeAccountJwt({ node: "edge-a", operatorSeed: seed(operator), accountSeed: seed(a), meshAccount: mesh.getPublicKey(), peers: [{ node: "edge-a", account: a.getPublicKey() }, { node: "edge-b", account: b.getPublicKey() }], revocations: { UABC: 5 } });
     const claims = decode<Account>(jwt);
     expect(claims.iss).toBe(operator.getPublicKey());
-    expect(claims.nats.limits).toMatchObject({ conn: -1, leaf: -1, subs: -1, data: -1, payload: -1, imports: -1, exports: -1, disk_storage: 0 });
+    // subscriptions and leaf connections bounded (trust/exhaustion.test.ts), the rest stated
+    expect(claims.nats.limits).toMatchObject({ conn: -1, leaf: 16, subs: 1024, data: -1, payload: -1, imports: -1, exports: -1, disk_storage: 0 });
     expect(claims.nats.exports?.map((entry) => entry.subject).sort()).toEqual(["mesh.edge-a.>", "relay.*.edge-a.>", "rpc.edge-a.>"]);
     const relayImports = claims.nats.imports?.filter((entry) => entry.subject.startsWith("relay."));
     expect(relayImports).toEqual([expect.objectContaining({ subject: "relay.edge-a.edge-b.>", account: b.getPublicKey(), type: "stream" })]);
@@ -78,6 +80,9 @@ describe("claims", () => {
     expect(claims.nats.imports).toContainEqual(expect.objectContaining({ subject: "$JS.API.INFO", account: mesh.getPublicKey(), type: "service" }));
     expect(outdatedAccountReason(claims)).toBeUndefined();
     expect(outdatedAccountReason({ ...claims, nats: { ...claims.nats, imports: claims.nats.imports?.filter((entry) => entry.subject !== "$JS.API.INFO") } })).toMatch(/could purge the mesh's JetStream/);
+    // signed before the limits: unbounded subscriptions and leaf connections at the hubs
+    expect(outdatedAccountReason({ ...claims, nats: { ...claims.nats, limits: { ...claims.nats.limits, subs: -1, leaf: -1 } } })).toMatch(/could exhaust a hub's memory/);
+    expect(outdatedAccountReason({ ...claims, nats: { ...claims.nats, limits: { ...claims.nats.limits, leaf: -1 } } })).toMatch(/subs 1024, leaf -1/);
 
     const meshJwt = decode<Account>(await meshAccountJwt({ operatorSeed: seed(operator), accountSeed: seed(mesh), nodes: [{ node: "edge-a", account: a.getPublicKey() }] }));
     expect(meshJwt.nats.limits).toMatchObject({ conn: -1, disk_storage: -1, mem_storage: -1, streams: -1, consumer: -1 });

@@ -31,6 +31,23 @@ const meshJetStream: OperatorLimits = { mem_storage: -1, disk_storage: -1, strea
 /** Node accounts have no JetStream at the hub: their JetStream is their own leaf's domain. */
 export const noJetStream: OperatorLimits = { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0 };
 
+/**
+ * What one node's credentials may hold open at a hub or site server. Unlimited, a stolen node's own
+ * leafnode client sent 200,000 subscriptions in 1.5 s and took a hub from 14 to 197 MB (nothing else
+ * checks a leaf's subscriptions but their count), and opened 300 leaf connections with no refusal.
+ *
+ * - `subs` is per connection (nats-server applies the smaller of the user's and the account's
+ *   limit to each): @default 1024 — an honest agent's leaf holds 13 at its hub (its inbox,
+ *   rpc methods, relay frames, two mirrors), a site's member remote about as many. Beyond it the
+ *   server answers "Maximum Subscriptions Exceeded" and drops the subscription.
+ * - `leaf` is per account, counted over the servers that share the system account: @default 16 —
+ *   one for the agent, one per server of its site (up to three), and room for connections that a
+ *   reconnect leaves behind until they time out.
+ *
+ * So a stolen node holds at most 16 × 1024 subscriptions (about 15 MB at a hub) and 16 connections.
+ */
+export const nodeConnectionLimits = { subs: 1024, leaf: 16 } as const satisfies OperatorLimits;
+
 export const meshAccountName = "mesh";
 export const systemAccountName = "SYS";
 
@@ -106,8 +123,15 @@ export async function operatorJwt(options: { operatorSeed: string; systemAccount
   return encodeOperator(options.name ?? "leafmesh", signingKey(options.operatorSeed), { system_account: options.systemAccount }, algorithm);
 }
 
-export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string }): Promise<string> {
-  return encodeAccount(systemAccountName, signingKey(options.accountSeed), { limits: { ...unlimitedNats, ...noJetStream } }, { ...algorithm, signer: signingKey(options.operatorSeed) });
+/** The system account: it exports the claim updates to `site-claims` (trust/site-claims.ts), so no site holds a user of it. */
+export async function systemAccountJwt(options: { operatorSeed: string; accountSeed: string; revocations?: Record<string, number> }): Promise<string> {
+  const exports: Export[] = ["$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"].map((subject) => exportOf(stream(subject)));
+  return encodeAccount(
+    systemAccountName,
+    signingKey(options.accountSeed),
+    { limits: { ...unlimitedNats, ...noJetStream }, exports, revocations: options.revocations ?? {} },
+    { ...algorithm, signer: signingKey(options.operatorSeed) },
+  );
 }
 
 /** The mesh account: re-signed whenever a node is issued (it imports from every node account). */
@@ -177,7 +201,7 @@ export async function nodeAccountJwt(options: {
   return encodeAccount(
     nodeAccountName(node),
     signingKey(options.accountSeed),
-    { limits: { ...unlimitedNats, ...noJetStream }, exports, imports, revocations: options.revocations ?? {} },
+    { limits: { ...unlimitedNats, ...nodeConnectionLimits, ...noJetStream }, exports, imports, revocations: options.revocations ?? {} },
     { ...algorithm, signer: signingKey(options.operatorSeed) },
   );
 }
@@ -371,22 +395,4 @@ export function subjectMatches(pattern: string, subject: string): boolean {
     if (token !== "*" && token !== subjectTokens[index]) return false;
   }
   return patternTokens.length === subjectTokens.length;
-}
-
-/**
- * Why an account JWT of this mesh was signed by an older leafmesh and must be signed again
- * (`leafmesh keys resign`), or undefined. Node accounts without the `$JS.API.INFO` import let a
- * stolen node purge the mesh's JetStream (see jetStreamInfoApi).
- */
-export function outdatedAccountReason(claims: { name: string; nats: { imports?: Import[]; exports?: Export[] } }): string | undefined {
-  if (claims.name === meshAccountName && claims.nats.exports?.some((entry) => entry.subject === "$JS.M.>")) {
-    return `account ${claims.name} exports every mirror's deliveries ($JS.M.>): any node could read other nodes' mirror consumers and change them`;
-  }
-  if (!claims.name.startsWith("node-")) return undefined;
-  if (claims.nats.imports?.some((entry) => entry.subject === "$JS.M.>")) return `account ${claims.name} imports every mirror's deliveries ($JS.M.>): its node could change other nodes' mirror consumers`;
-  if (!claims.nats.imports?.some((entry) => entry.subject === `$JS.API.CONSUMER.CREATE.${revocationsStream}`)) {
-    return `account ${claims.name} cannot mirror the revocation list (${buckets.revocations}): its node would not learn which peers are revoked`;
-  }
-  if (claims.nats.imports?.some((entry) => entry.subject === jetStreamInfoApi && entry.type === "service")) return undefined;
-  return `account ${claims.name} has no ${jetStreamInfoApi} import: on nats-server 2.9.10 its node could purge the mesh's JetStream`;
 }

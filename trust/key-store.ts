@@ -16,7 +16,7 @@
  *   nodes/<node>/                  the bundle to copy to that node:
  *       node.creds node.crt node.key ca.crt swarm.key
  *   sites/<site>/                  the bundle to copy to a site's servers (trust/site-security.ts):
- *       site.json operator.jwt accounts/*.jwt ca.crt site.crt site.key sys.creds local.creds
+ *       site.json operator.jwt accounts/*.jwt ca.crt site.crt site.key claims.creds local.creds routes.secret
  *       servers/<server>.creds members/<node>.creds
  *
  * ```ts
@@ -80,6 +80,8 @@ export interface KeyState {
   revocationVersion?: number;
   /** The enrol account's public key (made by the first `keys token` or `hub --enrol`: trust/enrolment.ts). */
   enrolAccount?: string;
+  /** The account sites take account updates through (made by the first `keys issue-site`: trust/site-claims.ts). */
+  siteClaimsAccount?: string;
   /** Join tokens (trust/tokens.ts), by id. */
   tokens?: Record<string, import("./tokens.ts").TokenState>;
 }
@@ -207,7 +209,7 @@ export async function resignNodeAccount(dir: string, state: KeyState, node: Node
 /**
  * Signs every account again with this leafmesh's claims (node accounts first, then mesh), keeping
  * their revocations, for a mesh whose keys an older leafmesh made (claims.ts
- * `outdatedAccountReason`). Returns the JWTs to push to running hubs. Users are not touched.
+ * `outdatedAccountReason`, trust/outdated-accounts.ts). Returns the JWTs to push to running hubs. Users are not touched.
  */
 export async function resignAccounts(dir: string): Promise<string[]> {
   return withKeysLock(dir, async () => {

@@ -5,14 +5,17 @@
  * with `Nats-Rollup: all` (on 2.9.10 that purged every other key of the stream,
  * docs/nats-facts.md). The hub's `mesh-nodes` stream refuses roll-ups
  * (bus/node-record.ts `openNodeRecordsBucket`), also when a hub finds a bucket
- * made before that rule.
+ * made before that rule. Nor can it write a record so large that every agent
+ * watching the bucket is cut off by its own server (`maxNodeRecordBytes`).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { nodeRecordTtlMs } from "../bus/node-record.ts";
+import { readFileSync } from "node:fs";
+import { maxNodeRecordBytes, nodeRecordTtlMs, type NodeRecord } from "../bus/node-record.ts";
+import { encodeDirectoryValue } from "../services/tunnel/node-identity.ts";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
@@ -80,6 +83,33 @@ describe("roll-up headers on a node's own key", () => {
     }
   });
 
+  it("a value over the bucket's size is refused and changes nothing; a signed record with many addresses fits", async () => {
+    const rogue = await stolenEdgeA();
+    try {
+      const big = await writeOwnKey(rogue, {}, "r".repeat(2 * 1024 * 1024), "big");
+      expect(big.error?.description, JSON.stringify(big)).toMatch(/message size exceeds maximum allowed/);
+      expect((await nodes.get("edge-a"))?.string()).toBe("record of edge-a");
+      const bundle = join(keys, "nodes", "edge-a");
+      const identity = { certPem: readFileSync(join(bundle, "node.crt"), "utf8"), keyPem: readFileSync(join(bundle, "node.key"), "utf8"), caPem: readFileSync(join(bundle, "ca.crt"), "utf8") };
+      const record: NodeRecord = {
+        node: "edge-a",
+        peerId: "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo",
+        listen: Array.from({ length: 64 }, (_unused, index) => `/ip6/fd00:198:18::${index.toString(16)}/tcp/4101/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo`),
+        observed: [{ host: "198.18.0.1", port: 40_000 }],
+        nat: "port-restricted",
+        relay: true,
+        pskFingerprint: "0123456789abcdef",
+        at: new Date().toISOString(),
+      };
+      const signed = new TextDecoder().decode(encodeDirectoryValue(record, identity));
+      expect(signed.length).toBeLessThan(maxNodeRecordBytes);
+      expect((await writeOwnKey(rogue, {}, signed, "signed")).error).toBeUndefined();
+      await nodes.put("edge-a", "record of edge-a");
+    } finally {
+      rogue.close();
+    }
+  });
+
   it("`Nats-Rollup: all` and `Nats-Rollup: sub` are refused and every other record stays", async () => {
     const rogue = await stolenEdgeA();
     try {
@@ -97,13 +127,14 @@ describe("roll-up headers on a node's own key", () => {
     const jsm = await jetstreamManager(publisher);
     const { config } = await jsm.streams.info("KV_mesh-nodes");
     expect(config.max_age).toBe(nanos(nodeRecordTtlMs));
-    await jsm.streams.update("KV_mesh-nodes", { ...config, allow_rollup_hdrs: true, max_age: nanos(30_000), duplicate_window: nanos(30_000) });
+    await jsm.streams.update("KV_mesh-nodes", { ...config, allow_rollup_hdrs: true, max_age: nanos(30_000), duplicate_window: nanos(30_000), max_msg_size: -1 });
     await hub.stop();
     hub = await hub.restart();
     expect(hub.output()).toContain("node records bucket updated");
     publisher = await hub.connection();
     nodes = await new Kvm(publisher).open("mesh-nodes");
     expect(hub.output()).toContain("max_age: 30 s → 150 s");
+    expect(hub.output()).toContain(`max_msg_size: -1 → ${maxNodeRecordBytes}`);
     const after = (await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes")).config;
     expect(after.allow_rollup_hdrs).toBe(false);
     // A 30 s TTL would expire a record between two keep-alives (nodeRecordKeepaliveMs, 60 s).
@@ -115,6 +146,7 @@ describe("roll-up headers on a node's own key", () => {
     try {
       const answer = await writeOwnKey(rogue, { "Nats-Rollup": "all" }, "wiped", "after-restart");
       expect(answer.error?.description).toMatch(/rollup not permitted/);
+      expect((await writeOwnKey(rogue, {}, "r".repeat(2 * 1024 * 1024), "big-after-restart")).error?.description).toMatch(/message size exceeds maximum allowed/);
       await othersStillThere();
     } finally {
       rogue.close();

@@ -34,13 +34,21 @@ export function commonName(cert: X509Certificate): string | undefined {
 }
 
 /** Returns the record bytes when `envelope` is `node`'s, signed with a certificate of the CA in `caPem`; throws otherwise. */
-export function verifyNodeRecord(options: { node: string; envelope: SignedNodeRecord; caPem: string; now?: () => number }): Uint8Array {
-  const refuse = (why: string) => new LeafmeshError("TRUST_FAILED", `node record claiming to be '${options.node}' refused: ${why}`);
+export function verifyNodeRecord(options: {
+  node: string;
+  envelope: SignedNodeRecord;
+  caPem: string;
+  now?: () => number;
+  /** What the signed bytes are, for the refusal. @default "node record" */
+  what?: string;
+}): Uint8Array {
+  const what = options.what ?? "node record";
+  const refuse = (why: string) => new LeafmeshError("TRUST_FAILED", `${what} claiming to be '${options.node}' refused: ${why}`);
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(options.envelope.cert);
   } catch (cause) {
-    throw new LeafmeshError("TRUST_FAILED", `node record claiming to be '${options.node}' refused: its certificate cannot be read`, { cause });
+    throw new LeafmeshError("TRUST_FAILED", `${what} claiming to be '${options.node}' refused: its certificate cannot be read`, { cause });
   }
   const ca = new X509Certificate(options.caPem);
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) throw refuse(`its certificate (${cert.subject.replaceAll("\n", ", ")}) is not signed by this mesh's CA`);
@@ -52,6 +60,6 @@ export function verifyNodeRecord(options: { node: string; envelope: SignedNodeRe
     throw refuse(`its certificate is valid only from ${cert.validFrom} to ${cert.validTo}${clock}`);
   }
   const record = Buffer.from(options.envelope.record, "base64");
-  if (!verify("sha256", record, cert.publicKey, Buffer.from(options.envelope.signature, "base64"))) throw refuse("the signature does not match the record (altered on the way, or signed with another key)");
+  if (!verify("sha256", record, cert.publicKey, Buffer.from(options.envelope.signature, "base64"))) throw refuse(`the signature does not match the ${options.what ?? "record"} (altered on the way, or signed with another key)`);
   return new Uint8Array(record);
 }

@@ -22,7 +22,9 @@ import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
-import { localClientPermissions, nodeInboxPrefix, outdatedAccountReason } from "./claims.ts";
+import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
+import { outdatedAccountReason } from "./outdated-accounts.ts";
+import { hubRouteCredentials, type RouteCredentials } from "./route-credentials.ts";
 
 /** The hubs' client-port CA bundle (mesh CA + enrolment CA), made by trust/enrolment.ts ensureEnrolment. */
 const clientCaFile = (dir: string) => join(dir, "hub", "client-ca.crt");
@@ -75,6 +77,8 @@ export interface HubSecurity {
    * any process that reaches a route port joins the cluster and sees every account.
    */
   routesFragment: string;
+  /** What routes and gateways present and ask (nats/render.ts ClusterOptions.credentials): trust/route-credentials.ts. */
+  routeCredentials: RouteCredentials;
   /** Files the fragments reference (all absolute), for checks and docs. */
   files: { operatorJwt: string; cert: string; key: string; ca: string; resolverDir: string };
   /** Every account of the mesh but the system account: the hub resolves them all at start (nats-config/account-preload.ts). */
@@ -117,6 +121,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     configFragment,
     leafnodesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
     routesFragment: tlsBlock({ ...files, verify: true }).join("\n"),
+    routeCredentials: hubRouteCredentials(readCreds(join(root, "hub", "sys.creds")).toString()),
     files,
     accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
     outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(decode<Account>(jwt)) ?? []),

@@ -40,6 +40,8 @@ import { allAccountJwts } from "./key-store.ts";
 import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 import { ownCertificateTls } from "./tls.ts";
+import { siteRouteCredentials, siteRouteSecretFile, type RouteCredentials } from "./route-credentials.ts";
+import { siteClaimsCredsFile } from "./site-claims.ts";
 
 export interface SiteSecurity {
   site: string;
@@ -51,6 +53,11 @@ export interface SiteSecurity {
   leafnodesFragment: string;
   /** Inside `cluster {}`: routes between the site's servers, TLS both ways. */
   routesFragment: string;
+  /**
+   * What the site's routes present and ask (trust/route-credentials.ts), from the bundle's
+   * `routes.secret`; undefined for a bundle an older leafmesh made (issue the site again).
+   */
+  routeCredentials?: RouteCredentials;
   /** One remote per account that reaches the hubs (see above). */
   remotes: LeafRemote[];
   /** Every account of the mesh but the system account: the site server resolves them all at start (nats-config/account-preload.ts). */
@@ -106,7 +113,12 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
       account: description.members[member],
       security: credentials(join(bundle, "members", `${member}.creds`)),
     })),
-    { comment: "system account: account updates (revocations) pushed at the hubs reach this site's resolver", account: description.systemAccount, security: credentials(join(bundle, "sys.creds")) },
+    // Through the hubs' `site-claims` account (trust/site-claims.ts); a bundle an older leafmesh made holds a system-account user instead.
+    {
+      comment: "system account: account updates (revocations) pushed at the hubs reach this site's resolver",
+      account: description.systemAccount,
+      security: credentials(join(bundle, existsSync(join(bundle, siteClaimsCredsFile)) ? siteClaimsCredsFile : "sys.creds")),
+    },
   ];
   return {
     site: options.site,
@@ -119,6 +131,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     ].join("\n"),
     leafnodesFragment: tls.join("\n"),
     routesFragment: tls.join("\n"),
+    routeCredentials: existsSync(join(bundle, siteRouteSecretFile)) ? siteRouteCredentials(readCreds(join(bundle, siteRouteSecretFile)).toString()) : undefined,
     remotes,
     accounts: preload.map(({ account }) => account).filter((account) => account !== description.systemAccount),
     clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: ownCertificateTls({ certFile: files.cert, keyFile: files.key, caFile: files.ca }, `site '${options.site}''s certificate`) },

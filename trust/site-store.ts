@@ -4,14 +4,16 @@
  * account, the site's TLS identity, and the bundle its servers load
  * (trust/site-security.ts). Split from key-store.ts, which keeps the nodes.
  */
-import { copyFileSync, readdirSync } from "node:fs";
+import { copyFileSync, existsSync, readdirSync } from "node:fs";
+import { ensureSiteClaimsAccount, revokeOldSiteSystemUser, siteClaimsCreds, siteClaimsCredsFile } from "./site-claims.ts";
+import { newRouteSecret, siteRouteSecretFile } from "./route-credentials.ts";
 import { join } from "node:path";
 import { createUser, fmtCreds } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
-import { meshAccountName, nodeAccountName, nodeUserJwt, siteLocalUserJwt, systemAccountName, systemUserJwt } from "./claims.ts";
+import { meshAccountName, nodeAccountName, nodeUserJwt, siteLocalUserJwt } from "./claims.ts";
 import { readKeyState, readSeed, resignMeshAccount, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type SiteState } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 import { withKeysLock } from "./keys-lock.ts";
@@ -82,7 +84,13 @@ async function issueSiteHeld(options: IssueSiteOptions): Promise<IssueSiteResult
     changedAccounts.push(await resignMeshAccount(dir, state));
   }
 
+  // Account updates reach the site through `site-claims`, not a system-account user (trust/site-claims.ts);
+  // the one an older bundle of this site holds is revoked.
   const bundle = siteBundleDir(dir, site);
+  changedAccounts.push(...(await ensureSiteClaimsAccount(dir)));
+  changedAccounts.push(...(await revokeOldSiteSystemUser(dir, bundle)));
+  state.siteClaimsAccount = readKeyState(dir).siteClaimsAccount;
+
   for (const sub of ["", "accounts", "servers", "members"]) makePrivateDir(join(bundle, sub));
   copyFileSync(join(dir, "operator.jwt"), join(bundle, "operator.jwt"));
   copyFileSync(join(dir, "ca", "ca.crt"), join(bundle, "ca.crt"));
@@ -107,8 +115,9 @@ async function issueSiteHeld(options: IssueSiteOptions): Promise<IssueSiteResult
     const jwt = await nodeUserJwt({ node: member, userSeed: seedText(user), accountSeed: readSeed(seedFile(dir, nodeAccountName(member))) });
     writeSecretFile(join(bundle, "members", `${member}.creds`), fmtCreds(jwt, user));
   }
-  const sysUser = createUser();
-  writeSecretFile(join(bundle, "sys.creds"), fmtCreds(await systemUserJwt({ userSeed: seedText(sysUser), accountSeed: readSeed(seedFile(dir, systemAccountName)) }), sysUser));
+  // Kept from the first issue: servers restarted one by one with a new bundle must still route with the others.
+  if (!existsSync(join(bundle, siteRouteSecretFile))) writeSecretFile(join(bundle, siteRouteSecretFile), `${newRouteSecret()}\n`);
+  writeSecretFile(join(bundle, siteClaimsCredsFile), await siteClaimsCreds(dir, site));
   const localUser = createUser();
   writeSecretFile(join(bundle, "local.creds"), fmtCreds(await siteLocalUserJwt({ site, userSeed: seedText(localUser), accountSeed: readSeed(seedFile(dir, meshAccountName)) }), localUser));
   const description: SiteDescription = {

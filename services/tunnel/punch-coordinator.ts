@@ -62,6 +62,14 @@ export interface PunchCoordinatorOptions {
    * reason, counted in `refused` (issue 15 item 7). A node's spares need one at a time.
    */
   maxPunchesPerPeer?: number;
+  /**
+   * Security on: signs this node's requests, and says why a peer's request does not prove its
+   * `from` (services/tunnel/punch-proof.ts). Such a request is declined before it takes a place.
+   */
+  proof?: {
+    sign: (request: PunchRequest, to: string) => PunchRequest;
+    check: (request: PunchRequest) => string | undefined;
+  };
 }
 
 export class PunchCoordinator {
@@ -145,7 +153,8 @@ export class PunchCoordinator {
       accepting.catch(() => undefined);
       if (this.#nat === "restricted-cone" && peerHost) primeRestrictedCone(peerHost);
     }
-    const request: PunchRequest = { from: this.#options.node, peerId: this.#options.peerId(), nat: this.#nat, mapped, purpose };
+    const unsigned: PunchRequest = { from: this.#options.node, peerId: this.#options.peerId(), nat: this.#nat, mapped, purpose };
+    const request = this.#options.proof ? this.#options.proof.sign(unsigned, record.node) : unsigned;
     let reply: PunchReply;
     try {
       reply = await rpcRequest(this.#options.nats, record.node, rpc.tunnelPunch, request, 5_000);
@@ -168,6 +177,13 @@ export class PunchCoordinator {
     // Said as JSON: String() of a peer's object ({"toString":1}) throws.
     if (purpose !== "libp2p" && purpose !== "tls-stream") return { error: `unknown punch purpose ${JSON.stringify(purpose).slice(0, 40)}` };
     if (purpose === "tls-stream" && !this.#options.servesTlsStreams()) return { error: `${node} does not serve TLS streams` };
+    // Before anything is counted under `from`: a request that does not prove it would take that node's places.
+    const unproven = this.#options.proof?.check(request);
+    if (unproven) {
+      this.refused.set("asker not proven", (this.refused.get("asker not proven") ?? 0) + 1);
+      (this.#refusals ??= new BurstLog({ log: this.#options.log, clock: systemClock, message: "punch request declined" })).note("asker not proven", { claimed: request.from, why: unproven });
+      return { error: unproven };
+    }
     const record = this.#options.recordOf(request.from);
     if (record && record.peerId !== request.peerId) return { error: "peer id does not match the node record" };
     const under = this.#answering.get(request.from) ?? 0;

@@ -42,6 +42,7 @@ import type { StreamDialer, StreamTarget } from "../../bus/streams.ts";
 import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
 import { StreamServer } from "./stream-server.ts";
 import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
+import { checkPunchRequest, provePunchRequest } from "./punch-proof.ts";
 import type { TunnelOptions } from "./tunnel-options.ts";
 
 export type { TunnelOptions } from "./tunnel-options.ts";
@@ -226,6 +227,8 @@ export class TunnelActor implements StreamDialer {
       onRecord: (record) => paths?.onRecord(record),
       onAlive: (records) => paths?.retryAlive(records),
     });
+    // Security on: punch requests carry the asker's signature, and only proven ones are taken on (punch-proof.ts).
+    const punchIdentity = options.identity;
     const punches = new PunchCoordinator({
       nats: options.nats,
       bus: options.bus,
@@ -244,6 +247,12 @@ export class TunnelActor implements StreamDialer {
         return connections!.upgradePunched(socket, "inbound");
       },
       onAnswered: (from, outcome) => reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
+      proof: punchIdentity
+        ? {
+            sign: (request, to) => provePunchRequest(request, { to, identity: punchIdentity, now: clock.now() }),
+            check: (request) => checkPunchRequest(request, { node: this.node, identity: punchIdentity, now: clock.now(), isRevoked: (fingerprint) => trust.isRevoked(fingerprint) }),
+          }
+        : undefined,
     });
     paths = new PathTable({
       node: this.node,

@@ -26,7 +26,15 @@ export interface RogueLeaf {
   close(): void;
 }
 
-export async function connectRogueLeaf(options: { port: number; creds: string; cert: string; key: string; ca: string }): Promise<RogueLeaf> {
+export async function connectRogueLeaf(options: {
+  port: number;
+  creds: string;
+  cert: string;
+  key: string;
+  ca: string;
+  /** Fields added to (or replacing those of) its CONNECT: e.g. `{ hub: true }` or a JetStream `domain`. */
+  connect?: Record<string, unknown>;
+}): Promise<RogueLeaf> {
   const creds = await parseCreds(readFileSync(options.creds));
   // nats-server 2.9 sends INFO in plaintext first, then expects the TLS handshake.
   const plain = tcpConnect({ host: "127.0.0.1", port: options.port });
@@ -91,7 +99,7 @@ export async function connectRogueLeaf(options: { port: number; creds: string; c
   });
   // A name of its own per connection: a hub closes a second leaf connection of one account with the same server name.
   const signature = Buffer.from(fromSeed(new TextEncoder().encode(creds.key)).sign(new TextEncoder().encode(nonce ?? ""))).toString("base64url");
-  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: `rogue-${randomBytes(4).toString("hex")}`, headers: true, hub: false })}\r\nPING\r\n`);
+  socket.write(`CONNECT ${JSON.stringify({ jwt: creds.jwt, sig: signature, tls_required: true, name: `rogue-${randomBytes(4).toString("hex")}`, headers: true, hub: false, ...options.connect })}\r\nPING\r\n`);
   await Promise.race([pong, closed]);
   return {
     received,

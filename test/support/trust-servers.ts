@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, eventually } from "./ports.ts";
-import { renderLeafConfig } from "../../nats/render.ts";
+import { renderLeafConfig, routeAuthorizationLines, withRouteCredentials } from "../../nats/render.ts";
 import { markAccountsForLoadAtStart } from "../../nats/account-preload.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../../trust/security.ts";
 
@@ -127,9 +127,10 @@ export async function startSecuredHub(options: { keysDir: string; dir: string; d
               `cluster {`,
               `  name: "hubs"`,
               `  listen: "127.0.0.1:${options.cluster.port}"`,
-              `  routes: ${JSON.stringify(options.cluster.routes.map((port) => `nats-route://localhost:${port}`))}`,
+              `  routes: ${JSON.stringify(options.cluster.routes.map((port) => withRouteCredentials(`nats-route://localhost:${port}`, security.routeCredentials)))}`,
               `  no_advertise: true`,
               security.routesFragment,
+              ...routeAuthorizationLines(security.routeCredentials),
               `}`,
             ]
           : []),
