@@ -116,6 +116,9 @@ describe("node directory", () => {
     const slow = await member("b7", "edge-b", new ManualClock(Date.now() - 600_000));
     const fast = await member("c7", "edge-b", new ManualClock(Date.now() + 600_000));
     await eventually(() => (a.directory.get("b7") && a.directory.get("c7") && slow.directory.get("a7") && fast.directory.get("b7") ? true : undefined), 10_000, "every node to hold the others' records");
+    // How far each peer's clock is from A's, as their records tell (for what they sign with their time: punch-proof.ts).
+    expect(Math.abs(a.directory.clockOffsetOf("b7")! - 600_000)).toBeLessThan(5_000);
+    expect(Math.abs(a.directory.clockOffsetOf("c7")! + 600_000)).toBeLessThan(5_000);
     // A watch begun after the records were written takes them as they are in the bucket, aged by its timestamps.
     const later = await member("d7", "edge-a", clock);
     await eventually(() => (later.directory.get("b7") && later.directory.get("c7") ? true : undefined), 10_000, "a node started later to hold both records");

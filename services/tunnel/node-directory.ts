@@ -30,6 +30,7 @@ import type { Logger } from "../../lib/log.ts";
 import { decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import { within } from "../../lib/within.ts";
+import { RecordTimes } from "./record-times.ts";
 
 export interface NodeDirectoryOptions {
   nats: NatsConnection;
@@ -59,16 +60,8 @@ export interface NodeDirectoryOptions {
 export class NodeDirectory {
   readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">;
   readonly #records = new Map<string, NodeRecord>();
-  /**
-   * When each peer's record was last written, on this node's monotonic clock: when it arrived, or, for the records already in
-   * the bucket when the watch began, that less their age by the bucket's own timestamps. Never the record's `at`,
-   * which is the peer's clock: an edge box whose clock ran 10 minutes slow (no RTC, no NTP) had its record taken as
-   * expired by every other node, and nothing could reach it. Monotonic, as the keep-alive's due time is: this node's
-   * own clock set back an hour by NTP held its keep-alives for that hour, and its record expired everywhere.
-   */
-  readonly #writtenAt = new Map<string, number>();
-  /** The write each peer's time is for (revision and the bucket's timestamp). */
-  readonly #writes = new Map<string, string>();
+  /** When each peer's record was written, on this node's clocks (record-times.ts). */
+  readonly #times: RecordTimes;
   /** The certificate that signed each record used (with an identity), for a revocation that comes later. */
   readonly #certificates = new Map<string, string>();
   /** Nodes whose current record was refused, and why (shown in status, logged once per reason). */
@@ -106,6 +99,7 @@ export class NodeDirectory {
       ttlMs: options.ttlMs ?? nodeRecordTtlMs,
       random: options.random ?? Math.random,
     };
+    this.#times = new RecordTimes(options.clock);
   }
 
   start(): void {
@@ -158,8 +152,16 @@ export class NodeDirectory {
    */
   get(node: string): NodeRecord | undefined {
     const record = this.#records.get(node);
-    if (record && !this.#failing && this.#options.clock.monotonic() - (this.#writtenAt.get(node) ?? -Infinity) > this.#options.ttlMs) return undefined;
+    if (record && !this.#failing && this.#times.ageMs(node) > this.#options.ttlMs) return undefined;
     return record;
+  }
+
+  /**
+   * This node's wall clock less `node`'s, in ms, as its last record tells (the time written in it against when it was
+   * written here); undefined when no record of it came. For what a peer signs with its time (punch-proof.ts).
+   */
+  clockOffsetOf(node: string): number | undefined {
+    return this.#times.clockOffsetOf(node);
   }
 
   /** Asks the KV directly when the cache does not know the node yet. */
@@ -173,7 +175,7 @@ export class NodeDirectory {
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
       // A node not seen before, still in the bucket, so written within its TTL: counted from now, as a record that just
       // arrived (its age by the hub's clock cannot be set against this node's). One seen before keeps its time.
-      if (!this.#writtenAt.has(entry.key)) this.#writtenAt.set(entry.key, this.#options.clock.monotonic());
+      this.#times.seenNow(entry.key);
       this.#take(entry.key, entry.value);
       return this.get(node);
     } catch (error) {
@@ -322,19 +324,15 @@ export class NodeDirectory {
     if (entry.key === this.#options.node) return this.#ownEntry(entry);
     if (entry.operation !== "PUT") {
       this.#records.delete(entry.key);
-      this.#writtenAt.delete(entry.key);
-      this.#writes.delete(entry.key);
+      this.#times.forget(entry.key);
       this.#certificates.delete(entry.key);
       this.#refused.delete(entry.key);
       return;
     }
-    const write = `${entry.revision} ${entry.created.getTime()}`;
-    // The same write again (a watch begun again hands over every record): it keeps the time it was written at.
-    if (this.#writes.get(entry.key) !== write) {
-      this.#writes.set(entry.key, write);
-      this.#writtenAt.set(entry.key, writtenAt);
-    }
+    const fresh = this.#times.wrote(entry.key, `${entry.revision} ${entry.created.getTime()}`, writtenAt);
     this.#take(entry.key, entry.value);
+    const record = this.#records.get(entry.key);
+    if (fresh && record) this.#times.peerClock(entry.key, record.at);
   }
 
   /**

@@ -142,6 +142,14 @@ describe("a punch request proves who asks", () => {
     expect(check(provePunchRequest(unsigned("edge-c"), { to: "edge-d", identity: c, now }))).toMatch(/addressed to 'edge-d', not to this node/);
     expect(check(provePunchRequest(unsigned("edge-c"), { to: "edge-b", identity: c, now: now - maxPunchRequestAgeMs - 1_000 }))).toMatch(/more than 120 s from this node's clock/);
     expect(check({ ...good, mapped: { host: "198.18.0.99", port: 22 } })).toMatch(/the signature does not match the punch request/);
+    // An asker whose clock is 10 minutes slow: judged on this node's clock through the offset its record shows.
+    const slow = provePunchRequest(unsigned("edge-c"), { to: "edge-b", identity: c, now: now - 600_000 });
+    expect(check(slow)).toMatch(/more than 120 s from this node's clock$/);
+    const checkWithOffset = (request: PunchRequest) => checkPunchRequest(request, { node: "edge-b", identity: identityOf("edge-b"), now, peerClockOffsetMs: 600_000 });
+    expect(checkWithOffset(slow)).toBeUndefined();
+    expect(checkWithOffset(provePunchRequest(unsigned("edge-c"), { to: "edge-b", identity: c, now: now - 600_000 - maxPunchRequestAgeMs - 1_000 }))).toMatch(
+      /more than 120 s from this node's clock \(its clock is 600 s behind this node's, by its node record\)/,
+    );
     expect(check({ ...good, purpose: "tls-stream" })).toMatch(/the signature does not match the punch request/);
     revoked.add(fingerprintOf(c.certPem)!);
     try {

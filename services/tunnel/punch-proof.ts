@@ -13,7 +13,8 @@
  * Now the asker signs the request with its node key (its certificate by the mesh CA, CN = its
  * name), binding it to the node it asks (`to`) and the time (`at`); the answering node takes on
  * only a request whose signature and certificate name `from`, whose certificate is not revoked,
- * that is addressed to it and at most `maxPunchRequestAgeMs` old. Pure: node:crypto only.
+ * that is addressed to it and at most `maxPunchRequestAgeMs` old, by the asker's clock set against this node's (the
+ * offset its node record shows). Pure: node:crypto only.
  *
  * ```ts
  * const request = provePunchRequest({ from: "edge-a", peerId, nat, mapped, purpose }, { to: "edge-b", identity, now });
@@ -46,12 +47,30 @@ export function provePunchRequest(request: Omit<PunchRequest, "to" | "at" | "pro
 }
 
 /** Why this node (`node`) refuses `request`'s claim to come from `request.from`, or undefined when it is proven. */
-export function checkPunchRequest(request: PunchRequest, options: { node: string; identity: NodeIdentity; now: number; isRevoked?: IsRevoked }): string | undefined {
+export function checkPunchRequest(
+  request: PunchRequest,
+  options: {
+    node: string;
+    identity: NodeIdentity;
+    now: number;
+    isRevoked?: IsRevoked;
+    /**
+     * This node's clock less the asker's, as the asker's node record tells (node-directory.ts `clockOffsetOf`): the
+     * request's time is judged on this node's clock. Edge boxes' clocks disagree by minutes (no RTC, no NTP): judged
+     * as written, every punch between two of them was refused, and their streams went through the relay.
+     */
+    peerClockOffsetMs?: number;
+  },
+): string | undefined {
   const claim = `a punch request claiming to be from '${request.from}'`;
   if (!request.proof) return `${claim} is not signed (an agent without --keys, an older leafmesh, or another node's credentials)`;
   if (request.to !== options.node) return `${claim} is addressed to '${request.to ?? "?"}', not to this node`;
-  const age = options.now - (request.at ?? 0);
-  if (!(Math.abs(age) <= maxPunchRequestAgeMs)) return `${claim} was signed at ${new Date(request.at ?? 0).toISOString()}, more than ${maxPunchRequestAgeMs / 1000} s from this node's clock`;
+  const offset = options.peerClockOffsetMs ?? 0;
+  const age = options.now - ((request.at ?? 0) + offset);
+  if (!(Math.abs(age) <= maxPunchRequestAgeMs)) {
+    const clocks = offset ? ` (its clock is ${Math.round(Math.abs(offset) / 1000)} s ${offset > 0 ? "behind" : "ahead of"} this node's, by its node record)` : "";
+    return `${claim} was signed at ${new Date(request.at ?? 0).toISOString()}, more than ${maxPunchRequestAgeMs / 1000} s from this node's clock${clocks}`;
+  }
   try {
     verifyNodeRecord({
       node: request.from,

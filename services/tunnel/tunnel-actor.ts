@@ -250,7 +250,8 @@ export class TunnelActor implements StreamDialer {
       proof: punchIdentity
         ? {
             sign: (request, to) => provePunchRequest(request, { to, identity: punchIdentity, now: clock.now() }),
-            check: (request) => checkPunchRequest(request, { node: this.node, identity: punchIdentity, now: clock.now(), isRevoked: (fingerprint) => trust.isRevoked(fingerprint) }),
+            check: (request) =>
+              checkPunchRequest(request, { node: this.node, identity: punchIdentity, now: clock.now(), isRevoked: (fingerprint) => trust.isRevoked(fingerprint), peerClockOffsetMs: directory.clockOffsetOf(request.from) }),
           }
         : undefined,
     });
