@@ -5,19 +5,23 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli, runCliOk as cli, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { runCli, runCliOk as cli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
 import { requireTools } from "./support/trust-servers.ts";
 
 let keys: string;
 let base: string;
+let hub: HubProcess;
+let agent: AgentProcess;
 
 beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-mistakes-");
   keys = join(base, "keys");
-  await cli("keys", "init", "--dir", keys, "--hub-hosts", "hub-1.example.net,hub-2.example.net");
+  await cli("keys", "init", "--dir", keys, "--hub-hosts", "hub-1.example.net,hub-2.example.net,127.0.0.1");
   await cli("keys", "issue", "--dir", keys, "--node", "edge-a");
-}, 60_000);
+  hub = await startHubProcess({ name: "hub-1", keys });
+  agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], keys: join(keys, "nodes", "edge-a") });
+}, 120_000);
 
 afterAll(() => stopAllProcesses());
 
@@ -28,5 +32,28 @@ describe("a new user's mistakes", () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toContain("is node 'edge-a''s (its certificate names 'edge-a'), not node 'edge-c''s: give --node edge-a, or the bundle issued for 'edge-c'");
     expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("status on a node with its bundle and no --node: that node's status (README: 'watch the mesh from any hub or node')", async () => {
+    // Before: "holds no mesh keys (no state.json): run `leafmesh keys init --dir BUNDLE` first".
+    const out = await cli("status", "--keys", join(keys, "nodes", "edge-a"), "--nats", agent.clientUrl);
+    expect(out).toMatch(/^agent edge-a — /);
+  });
+
+  it("status --tree with a node's bundle: refused, saying where the tree can be drawn", async () => {
+    // Before: the node alone, "not attached to any server seen" (a node's account carries only its own heartbeats).
+    const result = await runCli(["status", "--tree", "--keys", join(keys, "nodes", "edge-a"), "--nats", agent.clientUrl], 30_000);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("a node's credentials see only its own: run it against a hub's client address with the mesh's keys directory");
+  });
+
+  it("status without --keys on a secured agent or hub: says to give --keys, not Node's advice about system CAs", async () => {
+    const onAgent = await runCli(["status", "--nats", agent.clientUrl], 30_000);
+    expect(onAgent.code).toBe(1);
+    expect(onAgent.stderr).toContain("Authorization Violation. The server is secured and wants credentials: give --keys DIR");
+    const onHub = await runCli(["status", "--nats", hub.clientUrl], 30_000);
+    expect(onHub.code).toBe(1);
+    expect(onHub.stderr.split("\n")[0]).toContain("unable to verify the first certificate. The server speaks TLS with a certificate of the mesh's own CA, as a secured hub does: give --keys DIR");
+    expect(onHub.stderr.split("\n")[0]).not.toContain("--use-system-ca");
   });
 });
