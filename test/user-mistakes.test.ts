@@ -7,6 +7,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, runCliOk as cli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
 import { requireTools } from "./support/trust-servers.ts";
+import { freePort } from "./support/ports.ts";
+
+/** A hub's listeners on free loopback ports: one that did start (without the check) must not clash. */
+async function loopbackPorts(): Promise<string[]> {
+  const flags = ["--listen", "--leaf-listen", "--cluster-listen", "--monitor-listen"];
+  return (await Promise.all(flags.map(async (flag) => [flag, `127.0.0.1:${await freePort()}`]))).flat();
+}
 
 let keys: string;
 let base: string;
@@ -55,5 +62,15 @@ describe("a new user's mistakes", () => {
     expect(onHub.code).toBe(1);
     expect(onHub.stderr.split("\n")[0]).toContain("unable to verify the first certificate. The server speaks TLS with a certificate of the mesh's own CA, as a secured hub does: give --keys DIR");
     expect(onHub.stderr.split("\n")[0]).not.toContain("--use-system-ca");
+  });
+
+  it("a hub whose --routes name a host the hubs' certificate does not: refused, with the keys hub-cert command to run", async () => {
+    // Before: the hubs ran, never joined, and logged nats-server's x509 error every second.
+    const routes = "nats-route://hub-1.example.net:6222,nats-route://hub-2.example.net:6222,nats-route://hub-3.example.net:6222";
+    const result = await runCli(["hub", "--name", "hub-3", "--data", join(base, "hub-3"), "--keys", keys, "--routes", routes, ...(await loopbackPorts()), "--metrics-listen", "off"], 30_000);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("--routes nats-route://hub-3.example.net:6222: the hubs' certificate");
+    expect(result.stderr).toContain("does not name hub-3.example.net (it names hub-1.example.net, hub-2.example.net, 127.0.0.1)");
+    expect(result.stderr).toContain(`leafmesh keys hub-cert --dir ${keys} --hub-hosts hub-1.example.net,hub-2.example.net,127.0.0.1,hub-3.example.net`);
   });
 });
