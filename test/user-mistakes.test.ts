@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, runCliOk as cli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
 import { requireTools } from "./support/trust-servers.ts";
-import { freePort } from "./support/ports.ts";
+import { eventually, freePort } from "./support/ports.ts";
 
 /** A hub's listeners on free loopback ports: one that did start (without the check) must not clash. */
 async function loopbackPorts(): Promise<string[]> {
@@ -72,5 +72,22 @@ describe("a new user's mistakes", () => {
     expect(result.stderr).toContain("--routes nats-route://hub-3.example.net:6222: the hubs' certificate");
     expect(result.stderr).toContain("does not name hub-3.example.net (it names hub-1.example.net, hub-2.example.net, 127.0.0.1)");
     expect(result.stderr).toContain(`leafmesh keys hub-cert --dir ${keys} --hub-hosts hub-1.example.net,hub-2.example.net,127.0.0.1,hub-3.example.net`);
+  });
+
+  it("an agent that dials the hub by a name its certificate does not hold: says so in leafmesh's words, with what to do", async () => {
+    // A mesh whose hubs' certificate names hub-1.example.net only; the agent dials localhost. Before: only
+    // nats-server's "x509: certificate is valid for hub-1.example.net, not localhost", and "not connected to any upstream".
+    const named = join(base, "named-keys");
+    await cli("keys", "init", "--dir", named, "--hub-hosts", "hub-1.example.net");
+    await cli("keys", "issue", "--dir", named, "--node", "edge-b");
+    const namedHub = await startHubProcess({ name: "hub-1", keys: named });
+    const misnamed = namedHub.leafUrl.replace("nats://127.0.0.1:", "tls://localhost:");
+    const lost = await startAgentProcess({ node: "edge-b", hubs: [misnamed], keys: join(named, "nodes", "edge-b"), extraArgs: ["--mdns", "off"], waitReady: false });
+    await eventually(() => lost.output().includes("TLS refused: the upstream's certificate names hub-1.example.net, not localhost, the host this server dials"), 30_000, "the explanation").catch((error: Error) => {
+      throw new Error(`${error.message}\n${lost.output().slice(0, 6000)}`);
+    });
+    expect(lost.output()).toContain("`leafmesh keys hub-cert --hub-hosts …,localhost`");
+    await lost.stop();
+    await namedHub.stop();
   });
 });
