@@ -144,7 +144,7 @@ export class FabricMonitor {
       for (const leaf of leafz.leafs ?? []) {
         const upstream = upstreamOfLeaf(leaf, this.#upstreams);
         const link: FabricLink = upstream
-          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, rttMs: parseGoDuration(leaf.rtt), up: true }
+          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address: `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true }
           : { kind: "leaf", direction: "downstream", remote: leaf.name ?? `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true };
         next.set(`leaf:${link.remote}`, link);
       }

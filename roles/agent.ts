@@ -31,6 +31,7 @@ import { startController, type Controller } from "../services/controller/agent-c
 import { ReleaseAfterChurn } from "../lib/release-memory.ts";
 import type { UpstreamState } from "../bus/partition.ts";
 import { watchUpstream } from "./upstream-state.ts";
+import { hostAddresses } from "./host-addresses.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
@@ -217,7 +218,8 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
         role,
         domain: config.domain ?? config.node,
         upstream: fabric.links.find((link) => link.direction === "upstream")?.url ?? null,
-        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}` } : {}),
+        upstreamAddress: fabric.links.find((link) => link.direction === "upstream")?.address ?? null,
+        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}`, addresses: hostAddresses(config.leaf) } : {}),
       }),
     }),
     linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
