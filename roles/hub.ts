@@ -220,6 +220,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       systemConnectOptions: config.security.systemConnectOptions,
       log,
       rescanIntervalMs: 30_000,
+      resolverDir: config.security.files.resolverDir,
     });
     const started = auditor;
     node.onStop(() => started.stop(), "the trust auditor");

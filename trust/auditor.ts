@@ -43,6 +43,9 @@ export async function startTrustAuditor(options: {
   log: Logger;
   /** Look for newly issued nodes this often. @default off — call rescan() after `keys issue` instead */
   rescanIntervalMs?: number;
+  /** The server's resolver directory: the accounts pushed to it (revocations the keys copy may not hold yet). */
+  resolverDir?: string;
+  now?: () => number;
 }): Promise<TrustAuditor> {
   const log = options.log.child({ actor: "trust" });
   const counts = new Map<string, number>();
@@ -51,6 +54,8 @@ export async function startTrustAuditor(options: {
   const auditDir = join(options.dir, "hub", "audit");
   const watched = new Set<string>();
   const count = (key: string) => counts.set(key, (counts.get(key) ?? 0) + 1);
+  const now = options.now ?? Date.now;
+  const refusals = new RepeatedLines(now);
 
   const watchNode = async (node: string) => {
     const credsFile = join(auditDir, `${node}.creds`);
@@ -102,14 +107,17 @@ export async function startTrustAuditor(options: {
         let why = event.reason ?? "authentication failed";
         if (event.client?.jwt) {
           try {
-            why = explainUserKey(options.dir, event.client.jwt);
+            why = explainUserKey(options.dir, event.client.jwt, now, options.resolverDir);
           } catch (error) {
             why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
           }
         }
         count(`refused ${why.replace(/ at \S+$/, "")}`);
         const { jwt: _jwt, ...client } = event.client ?? {};
-        log.warn({ client, reason: event.reason, denied: true }, `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}`);
+        const text = `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}`;
+        // A refused leaf dials again every second for as long as it runs: said once a minute, with how often it came.
+        const repeats = refusals.repeated(text);
+        if (repeats !== undefined) log.warn({ client, reason: event.reason, denied: true, ...(repeats > 0 ? { repeatsSinceLastSaid: repeats } : {}) }, repeats > 0 ? `${text} (and ${repeats} more like it since this was last said)` : text);
       },
     });
   }
@@ -132,4 +140,31 @@ export async function startTrustAuditor(options: {
       await Promise.all(connections.map((connection) => connection.close().catch(() => undefined)));
     },
   };
+}
+
+/** @default 60_000 — the same refusal is said at most this often; the ones between are counted. */
+const repeatEveryMs = 60_000;
+
+/** Lines said once a minute each, with how often they came between (at most 256 kinds remembered). */
+class RepeatedLines {
+  readonly #seen = new Map<string, { saidAt: number; since: number }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number) {
+    this.#now = now;
+  }
+
+  /** undefined: a repeat to count, not say; otherwise say it, with how many came since it was last said. */
+  repeated(text: string): number | undefined {
+    const now = this.#now();
+    const seen = this.#seen.get(text);
+    if (seen && now - seen.saidAt < repeatEveryMs) {
+      seen.since++;
+      return undefined;
+    }
+    this.#seen.delete(text);
+    this.#seen.set(text, { saidAt: now, since: 0 });
+    if (this.#seen.size > 256) this.#seen.delete(this.#seen.keys().next().value!);
+    return seen?.since ?? 0;
+  }
 }
