@@ -173,7 +173,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       explainLine: (line) => {
         const twin = duplicate(line);
         if (twin) return { kind: "duplicate-node", text: twin };
-        if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509/.test(line)) return undefined;
+        if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509|attempted to connect to wrong port/.test(line)) return undefined;
         const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds });
         return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
       },

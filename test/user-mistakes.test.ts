@@ -90,4 +90,13 @@ describe("a new user's mistakes", () => {
     await lost.stop();
     await namedHub.stop();
   });
+
+  it("an agent given a hub's client port as --hub: says it is not a leafnode port, and which one to use", async () => {
+    // Before: only nats-server's "attempted to connect to wrong port".
+    const wrong = await startAgentProcess({ node: "edge-a", hubs: [hub.clientUrl.replace("nats://", "tls://")], keys: join(keys, "nodes", "edge-a"), extraArgs: ["--mdns", "off"], waitReady: false });
+    await eventually(() => wrong.output().includes("the upstream URL is not a leafnode port (a hub's client port, 4222, answered)"), 30_000, "the explanation").catch((error: Error) => {
+      throw new Error(`${error.message}\n${wrong.output().slice(0, 6000)}`);
+    });
+    await wrong.stop();
+  });
 });

@@ -92,6 +92,7 @@ export type RefusalCause =
   | "clock-behind"
   | "certificate-expired"
   | "host-not-in-certificate"
+  | "not-a-leafnode-port"
   | "permission-denied";
 
 export interface Refusal {
@@ -120,6 +121,12 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
     return {
       cause: "host-not-in-certificate",
       message: `TLS refused: the upstream's certificate names ${names}, not ${host}, the host this server dials: give it by one of those names (--hub, --upstream), or issue the certificate again with ${host} (\`leafmesh keys hub-cert --hub-hosts …,${host}\` for the hubs, \`keys issue-site --hosts\` for a site)`,
+    };
+  }
+  if (/attempted to connect to wrong port/i.test(line)) {
+    return {
+      cause: "not-a-leafnode-port",
+      message: "the upstream URL is not a leafnode port (a hub's client port, 4222, answered): --hub and --upstream take the hubs' (or site servers') --leaf-listen address, 7422 by default",
     };
   }
   if (/failed to verify client certificate/i.test(line)) {
