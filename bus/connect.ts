@@ -33,13 +33,28 @@ export async function connectNats(options: ConnectNatsOptions): Promise<NatsConn
       ...rest,
     });
   } catch (cause) {
-    const message = (cause as Error).message || String(cause);
-    // A hub's client port speaks TLS, an agent's local one does not: the hub's credentials were used on an agent's port.
-    const hint = /does not support 'tls'/.test(message)
-      ? "That server does not speak TLS, as a hub's client port does: for an agent's (or a site server's) local port, give its name with --node (and --site for a site) besides --keys"
-      : "Is the leafmesh hub or agent running there, and is that its client address?";
+    // Node's advice for a CA it does not know (--use-system-ca) is no use here: the mesh's CA comes with --keys.
+    const message = ((cause as Error).message || String(cause)).replace(/; if the root CA is installed locally, try running Node\.js with --use-system-ca/, "");
+    const hint = connectHint(message, { credentials: rest.authenticator !== undefined, tls: rest.tls !== undefined });
     throw new LeafmeshError("NATS_UNREACHABLE", `cannot connect to NATS at ${options.servers.join(", ")}: ${message}. ${hint}`, { cause });
   }
+}
+
+/** What to check, for the way a connection failed. */
+function connectHint(message: string, given: { credentials: boolean; tls: boolean }): string {
+  // A hub's client port speaks TLS, an agent's local one does not: the hub's credentials were used on an agent's port.
+  if (/does not support 'tls'/.test(message)) {
+    return "That server does not speak TLS, as a hub's client port does: for an agent's (or a site server's) local port, give its name with --node (and --site for a site) besides --keys";
+  }
+  if (/unable to verify|self[- ]signed|certificate/i.test(message) && !given.tls) {
+    return "The server speaks TLS with a certificate of the mesh's own CA, as a secured hub does: give --keys DIR (the mesh's keys directory or a hub's copy of it)";
+  }
+  if (/Authorization Violation/i.test(message)) {
+    return given.credentials
+      ? "The server refused the credentials given: is --keys of this mesh, and does --node name the node whose agent listens there (or none, for a hub)?"
+      : "The server is secured and wants credentials: give --keys DIR (for a hub, the mesh's keys directory or a hub's copy of it; for an agent, its bundle and --node NAME)";
+  }
+  return "Is the leafmesh hub or agent running there, and is that its client address?";
 }
 
 /** The URL a process uses to reach the server it runs: a wildcard listen address is reached on loopback. */

@@ -10,6 +10,8 @@ export interface FabricLink {
   direction: "upstream" | "downstream" | "peer";
   remote: string;
   url?: string;
+  /** An upstream leaf: the address (ip:port) it is connected to, which its URL's host name resolved to. */
+  address?: string;
   rttMs?: number;
   up: boolean;
 }

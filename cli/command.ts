@@ -37,7 +37,7 @@ export interface CommandSpec<O extends Options> {
   usage?: string;
   description?: string;
   options: O;
-  /** Accept `--config FILE`: a YAML or JSON file with one key per flag (`leaf-listen: 0.0.0.0:7422`). */
+  /** Accept `--config FILE`: a YAML or JSON file with one key per flag (`log-level: debug`). */
   configFile?: boolean;
   /** Positional arguments allowed (named in usage). @default 0 */
   positionals?: number;
@@ -62,7 +62,7 @@ export interface Command {
 export const kebab = (name: string) => name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
 export const envName = (name: string) => `LEAFMESH_${kebab(name).replaceAll("-", "_").toUpperCase()}`;
 
-const configOption = option.text({ value: "FILE", description: "read options from this YAML or JSON file, one key per flag (e.g. leaf-listen: 0.0.0.0:7422); flags and variables win over it" });
+const configOption = option.text({ value: "FILE", description: "read options from this YAML or JSON file, one key per flag without its dashes (e.g. log-level: debug); flags and variables win over it" });
 
 /**
  * A value from a config file as the field's text: a list becomes "a,b" for a field that takes a comma-separated list
@@ -97,7 +97,7 @@ function readConfigFile(path: string, fields: Record<string, Field>): { values: 
     throw new LeafmeshError("CONFIG_INVALID", `${path}: not valid YAML or JSON: ${(cause as Error).message}`, { cause });
   }
   if (document === null || document === undefined) return { values: {}, errors: [] };
-  if (typeof document !== "object" || Array.isArray(document)) throw new LeafmeshError("CONFIG_INVALID", `${path}: expected a mapping of option names to values (e.g. leaf-listen: 0.0.0.0:7422)`);
+  if (typeof document !== "object" || Array.isArray(document)) throw new LeafmeshError("CONFIG_INVALID", `${path}: expected a mapping of option names to values (e.g. log-level: debug)`);
   const byKey = new Map(Object.keys(fields).map((name) => [kebab(name), name]));
   const values: Record<string, string | boolean | undefined> = {};
   const errors: string[] = [];

@@ -27,4 +27,16 @@ describe("drawFabricTree", () => {
       ].join("\n"),
     );
   });
+
+  it("places leafs dialled by host name under the server whose address they are connected to, every server on 0.0.0.0:7422", () => {
+    // Before: every leaf under the first hub (a wildcard listen address matched them all).
+    const tree = drawFabricTree([
+      { node: "hub-1", state: "ready", role: "hub", leafListen: "0.0.0.0:7422", addresses: ["198.18.222.11"] },
+      { node: "hub-2", state: "ready", role: "hub", leafListen: "0.0.0.0:7422", addresses: ["198.18.222.12"] },
+      { node: "shop-7-1", state: "ready", role: "site", domain: "shop-7", upstream: "tls://hub-2.example.net:7422", upstreamAddress: "198.18.222.12:7422", leafListen: "0.0.0.0:7422", addresses: ["198.18.222.21", "fe80::1"] },
+      { node: "edge-a", state: "ready", role: "agent", domain: "edge-a", upstream: "tls://hub-2.example.net:7422", upstreamAddress: "198.18.222.12:7422" },
+      { node: "edge-b", state: "ready", role: "agent", domain: "edge-b", upstream: "tls://shop-7.lan:7422", upstreamAddress: "198.18.222.21:7422" },
+    ]);
+    expect(tree).toBe(["cloud", "  hub hub-1", "  hub hub-2", "    site shop-7 server shop-7-1", "      agent edge-b", "    agent edge-a", ""].join("\n"));
+  });
 });

@@ -11,7 +11,11 @@ export interface FabricHeartbeat {
   region?: string | null;
   domain?: string;
   upstream?: string | null;
+  /** The address (ip:port) the leaf is connected to: its upstream's host name resolved. */
+  upstreamAddress?: string | null;
   leafListen?: string;
+  /** A hub's or site server's addresses (all of the host's when its leaf listens on a wildcard). */
+  addresses?: string[];
   relays?: { peer: string; streams?: number }[];
 }
 
@@ -30,7 +34,11 @@ function parentOf(child: FabricHeartbeat, servers: FabricHeartbeat[]): FabricHea
   const port = portOf(child.upstream);
   const host = hostOf(child.upstream);
   const candidates = servers.filter((server) => server.leafListen && portOf(server.leafListen) === port);
-  return candidates.find((server) => hostOf(server.leafListen!) === host) ?? candidates.find((server) => ["0.0.0.0", "::", "[::]"].includes(hostOf(server.leafListen!))) ?? candidates[0];
+  // By the address the leaf is connected to first: agents dial by name (tls://shop-7.lan:7422) and servers listen
+  // on 0.0.0.0:7422, and the first wildcard server (a hub) took every agent of a site.
+  const address = child.upstreamAddress ? hostOf(child.upstreamAddress).replace(/^\[|\]$/g, "") : undefined;
+  const byAddress = address ? candidates.find((server) => server.addresses?.includes(address)) : undefined;
+  return byAddress ?? candidates.find((server) => hostOf(server.leafListen!) === host) ?? candidates.find((server) => ["0.0.0.0", "::", "[::]"].includes(hostOf(server.leafListen!))) ?? candidates[0];
 }
 
 export function drawFabricTree(heartbeats: FabricHeartbeat[]): string {

@@ -14,6 +14,7 @@ import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchHubCertificate } from "../trust/bundle-watch.ts";
+import { checkPeerHostsInCertificate } from "../trust/hub-certificate.ts";
 import { restartTurn } from "../roles/restart-turn.ts";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -101,6 +102,12 @@ given each other's --routes form one JetStream cluster.`,
       enrolAccounts = await prepareEnrolment(resolve(options.keys));
     }
     const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, dataDir, log);
+    if (security) {
+      checkPeerHostsInCertificate(security.files.cert, options.keys!, [
+        { flag: "--routes", urls: options.routes ?? [] },
+        { flag: "--gateways", urls: (options.gateways ?? []).flatMap((gateway) => gateway.urls) },
+      ]);
+    }
     const hub = await startHub({
       security,
       keysDir: options.keys ? resolve(options.keys) : undefined,

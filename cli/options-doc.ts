@@ -22,7 +22,7 @@ export async function renderOptionsDoc(): Promise<string> {
     "Written by `npm run docs:options` from the option schemas in `cli/` (the same ones `--help`",
     "prints); do not edit by hand. Every option can also be set by its environment variable and,",
     "for `hub`, `site` and `agent`, in the YAML or JSON file given with `--config`, one key per flag",
-    "without its dashes (`leaf-listen: 0.0.0.0:7422`). A flag wins over its variable, a variable over",
+    "without its dashes (`log-level: debug`; a hub's `leaf-listen: 0.0.0.0:7422`). A flag wins over its variable, a variable over",
     "the file, the file over the default.",
     "",
   ];

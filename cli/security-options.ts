@@ -4,7 +4,10 @@
  * `--insecure`. There is no insecure default: with neither, the command refuses
  * to start and says what to do.
  */
+import { X509Certificate } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { commonName } from "../trust/record-signature.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../trust/security.ts";
@@ -55,10 +58,28 @@ export const clientSecurityOptions = {
   site: { type: "string", value: "SITE", description: "with --keys: connect to a server of this site (on the server itself: the site's loopback credentials; --node names the server)" },
 } satisfies Record<string, OptionSpec>;
 
-/** Connection options for a client of a secured hub or agent; {} without --keys. */
+/**
+ * The node a bundle (`keys issue`, or an agent's DATA/keys) was issued for, from its certificate; undefined for
+ * anything else (the keys directory, a hub's copy, a site bundle).
+ */
+export function bundleNode(dir: string): string | undefined {
+  if (existsSync(join(dir, "state.json")) || !existsSync(join(dir, "node.creds")) || !existsSync(join(dir, "node.crt"))) return undefined;
+  try {
+    return commonName(new X509Certificate(readFileSync(join(dir, "node.crt"))));
+  } catch {
+    return undefined; // loadNodeSecurity says what is wrong with the certificate
+  }
+}
+
+/**
+ * Connection options for a client of a secured hub or agent; {} without --keys. A node's bundle without --node
+ * is that node's (README: "watch the mesh from any hub or node"): before, it was read as a keys directory, and
+ * the user was told to run `keys init` into the bundle.
+ */
 export function clientConnectOptions(options: { keys?: string; node?: string; site?: string }): Partial<import("@nats-io/transport-node").ConnectionOptions> {
   if (!options.keys) return {};
   if (options.site) return loadSiteSecurity(options.keys, { site: options.site, server: options.node ?? options.site, resolverDir: join(options.keys, "unused") }).clientConnectOptions;
-  if (options.node) return loadNodeSecurity(options.keys, options.node).clientConnectOptions;
+  const node = options.node ?? bundleNode(options.keys);
+  if (node) return loadNodeSecurity(options.keys, node).clientConnectOptions;
   return loadHubSecurity(options.keys, { resolverDir: join(options.keys, "hub") }).publisherConnectOptions;
 }

@@ -11,7 +11,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
-import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+import { bundleNode, clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
 import { formatWhy } from "./why.ts";
@@ -235,6 +235,13 @@ asks NODE through the fabric.`,
   },
   async run(options, _positionals, io) {
     if (options.why) checkNodeName(options.why, "--why: node name");
+    if (options.tree && options.keys && !options.site && (options.node ?? bundleNode(options.keys))) {
+      // A node's account carries only its own heartbeats: the tree drew the node alone, "not attached to any server seen".
+      throw new LeafmeshError(
+        "CONFIG_INVALID",
+        "--tree draws the fabric from every server's heartbeats, and a node's credentials see only its own: run it against a hub's client address with the mesh's keys directory or a hub's copy of it (--keys DIR --nats tls://HUB:4222), without --node",
+      );
+    }
     const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
     if (options.tree) {
       try {

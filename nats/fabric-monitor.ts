@@ -18,6 +18,8 @@ import type { FabricLink } from "../bus/status.ts";
 
 export type { FabricLink } from "../bus/status.ts";
 import { nowIso } from "../bus/events.ts";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 
 
 export interface FabricMonitorOptions {
@@ -50,6 +52,29 @@ interface LeafzEntry {
   name?: string;
 }
 
+/** An upstream URL with the addresses its host name resolved to (an IP literal: itself). */
+export interface ResolvedUpstream {
+  url: string;
+  host: string;
+  port: number;
+  addresses: ReadonlySet<string>;
+}
+
+/**
+ * Pure: which upstream a leaf connection (the remote address /leafz shows) goes to. By address first:
+ * upstreams given by host name (tls://hub-1.example.net:7422, tls://hub-2.example.net:7422) all share a
+ * port, and the port alone named the first of them whichever hub the leaf was on. Without an address
+ * match (a name that resolves differently here than for nats-server), the first upstream of that port
+ * given by name, so that a leaf link is never taken for a downstream one.
+ */
+export function upstreamOfLeaf(leaf: { ip: string; port: number }, upstreams: readonly ResolvedUpstream[]): ResolvedUpstream | undefined {
+  const samePort = upstreams.filter((upstream) => upstream.port === leaf.port);
+  return samePort.find((upstream) => upstream.addresses.has(leaf.ip)) ?? samePort.find((upstream) => !isIP(upstream.host));
+}
+
+/** @default 5_000 — an unmatched leaf resolves the upstreams' names again at most this often. */
+const resolveEveryMs = 5_000;
+
 export class FabricMonitor {
   readonly #options: FabricMonitorOptions;
   #links = new Map<string, FabricLink>();
@@ -57,14 +82,31 @@ export class FabricMonitor {
   #polling = false;
   #upstreamUp = false;
   #first = true;
-  readonly #upstreams: { url: string; host: string; port: number }[];
+  #upstreams: ResolvedUpstream[];
+  #resolvedAt = -Infinity;
 
   constructor(options: FabricMonitorOptions) {
     this.#options = options;
     this.#upstreams = (options.upstreams ?? []).map((url) => {
       const parsed = new URL(url);
-      return { url, host: parsed.hostname, port: Number(parsed.port) };
+      const host = parsed.hostname.replace(/^\[|\]$/g, "");
+      return { url, host, port: Number(parsed.port), addresses: new Set(isIP(host) ? [host] : []) };
     });
+  }
+
+  /** Resolves the upstreams' host names again when a leaf's address matches none (at start, or a name that moved). */
+  async #resolveFor(leafs: readonly LeafzEntry[]): Promise<void> {
+    const ports = new Set(this.#upstreams.map((upstream) => upstream.port));
+    const unmatched = leafs.some((leaf) => ports.has(leaf.port) && !this.#upstreams.some((upstream) => upstream.addresses.has(leaf.ip)));
+    if (!unmatched || performance.now() - this.#resolvedAt < resolveEveryMs) return;
+    this.#resolvedAt = performance.now();
+    this.#upstreams = await Promise.all(
+      this.#upstreams.map(async (upstream) => {
+        if (isIP(upstream.host)) return upstream;
+        const answers = await lookup(upstream.host, { all: true }).catch(() => []);
+        return { ...upstream, addresses: new Set(answers.map((answer) => answer.address)) };
+      }),
+    );
   }
 
   get links(): FabricLink[] {
@@ -97,11 +139,12 @@ export class FabricMonitor {
         getJson<{ outbound_gateways?: Record<string, { connection?: { ip: string; port: number; rtt?: string } }> }>(`${base}/gatewayz`),
       ]);
       if (!leafz) return; // the server is restarting: keep the last view
+      await this.#resolveFor(leafz.leafs ?? []);
       const next = new Map<string, FabricLink>();
       for (const leaf of leafz.leafs ?? []) {
-        const upstream = this.#upstreams.find((candidate) => candidate.port === leaf.port && (candidate.host === leaf.ip || !/^[\d.:]+$/.test(candidate.host)));
+        const upstream = upstreamOfLeaf(leaf, this.#upstreams);
         const link: FabricLink = upstream
-          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, rttMs: parseGoDuration(leaf.rtt), up: true }
+          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address: `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true }
           : { kind: "leaf", direction: "downstream", remote: leaf.name ?? `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true };
         next.set(`leaf:${link.remote}`, link);
       }

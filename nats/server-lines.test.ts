@@ -39,6 +39,26 @@ describe("a nats-server's lines", () => {
     expect(lines.slice(3).map((line) => [line.level, line.msg])).toEqual([[40, "JetStream is running low on disk space"]]);
   });
 
+  it("takes a line from a new port, or of a new dial attempt, for a repeat (a refused route, every second)", () => {
+    const { log, lines } = capture();
+    let now = 0;
+    const server = new ServerLines({ name: "hub-3", log, startingUp: () => false, now: () => now });
+    for (let second = 0; second < 61; second++) {
+      now = second * 1_000;
+      server.forward(serverLine("ERR", `198.18.222.11:${50_000 + second} - rid:${19 + second} - TLS route handshake error: remote error: tls: bad certificate`));
+      server.forward(serverLine("ERR", `Error trying to connect to route (attempt ${second + 1}): dial tcp 198.18.222.13:6222: connect: connection refused`));
+    }
+    expect(lines.map((line) => line.msg)).toEqual([
+      "198.18.222.11:50000 - rid:19 - TLS route handshake error: remote error: tls: bad certificate",
+      "Error trying to connect to route (attempt 1): dial tcp 198.18.222.13:6222: connect: connection refused",
+      "198.18.222.11:50060 - rid:79 - TLS route handshake error: remote error: tls: bad certificate (and 59 more like it since this was last said)",
+      "Error trying to connect to route (attempt 61): dial tcp 198.18.222.13:6222: connect: connection refused (and 59 more like it since this was last said)",
+    ]);
+    // Another far side is another line.
+    server.forward(serverLine("ERR", "198.18.222.12:40278 - rid:500 - TLS route handshake error: remote error: tls: bad certificate"));
+    expect(lines).toHaveLength(5);
+  });
+
   it("lets an explainer count every line, the repeats it does not say too", () => {
     const { log, lines } = capture();
     let now = 0;

@@ -30,6 +30,18 @@ const levelOf: Record<string, "debug" | "info" | "warn" | "error" | "fatal" | "t
   FTL: "fatal",
 };
 
+/**
+ * A line without what changes between its repeats: connection ids, the far side's port (an inbound connection
+ * comes from a new ephemeral port each time: a hub refusing another hub's route said it every second) and the
+ * attempt count of a dial retried.
+ */
+export function lineKind(text: string): string {
+  return text
+    .replace(/\b([a-z]id):\d+/g, "$1:*")
+    .replace(/(\b\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d+\b/g, "$1:*")
+    .replace(/\(attempt \d+\)/g, "(attempt *)");
+}
+
 export interface ServerLinesOptions {
   name: string;
   log: Logger;
@@ -81,7 +93,7 @@ export class ServerLines {
       log[level]({ server: name }, text);
       return;
     }
-    const repeated = this.#repeated(`${level} ${text.replace(/\b([a-z]id):\d+/g, "$1:*")}`);
+    const repeated = this.#repeated(`${level} ${lineKind(text)}`);
     if (repeated === undefined) log.debug({ server: name }, text);
     else log[level]({ server: name, ...(repeated > 0 ? { repeatsSinceLastSaid: repeated } : {}) }, repeated > 0 ? `${text} (and ${repeated} more like it since this was last said)` : text);
     // Every line, counted repeats too: an explainer may count lines (three duplicate refusals within a minute).

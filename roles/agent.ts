@@ -31,6 +31,7 @@ import { startController, type Controller } from "../services/controller/agent-c
 import { ReleaseAfterChurn } from "../lib/release-memory.ts";
 import type { UpstreamState } from "../bus/partition.ts";
 import { watchUpstream } from "./upstream-state.ts";
+import { hostAddresses } from "./host-addresses.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
@@ -179,7 +180,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       explainLine: (line) => {
         const twin = duplicate(line);
         if (twin) return { kind: "duplicate-node", text: twin };
-        if (!/Leafnode Error '|Error trying to connect as leafnode/.test(line)) return undefined;
+        if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509|attempted to connect to wrong port/.test(line)) return undefined;
         const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds });
         return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
       },
@@ -224,7 +225,8 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
         role,
         domain: config.domain ?? config.node,
         upstream: fabric.links.find((link) => link.direction === "upstream")?.url ?? null,
-        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}` } : {}),
+        upstreamAddress: fabric.links.find((link) => link.direction === "upstream")?.address ?? null,
+        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}`, addresses: hostAddresses(config.leaf) } : {}),
       }),
     }),
     linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),

@@ -34,6 +34,7 @@ import { startHubLoad } from "./hub-load.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
+import { hostAddresses } from "./host-addresses.ts";
 import { rpc } from "../bus/rpc.ts";
 import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
 import { pushAccountClaims } from "../trust/push.ts";
@@ -164,7 +165,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     bus,
     actorName: "fabric",
     actor: server.actor,
-    detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}` }),
+    detail: () => ({ role: "hub", region: config.gateway?.name ?? null, cluster: config.cluster?.name ?? null, leafListen: `${config.leaf.host}:${config.leaf.port}`, addresses: hostAddresses(config.leaf) }),
   });
   node.onStop(() => link.stop(), "the fabric link");
   const stopSnapshot = bus.serve(rpc.catalogSnapshot, (request): SnapshotPage =>
@@ -224,6 +225,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       systemConnectOptions: config.security.systemConnectOptions,
       log,
       rescanIntervalMs: 30_000,
+      resolverDir: config.security.files.resolverDir,
     });
     const started = auditor;
     node.onStop(() => started.stop(), "the trust auditor");

@@ -63,6 +63,8 @@ export async function startTrustAuditor(options: {
   rescanIntervalMs?: number;
   /** @default systemClock */
   clock?: Clock;
+  /** The server's resolver directory: the accounts pushed to it (revocations the keys copy may not hold yet). */
+  resolverDir?: string;
 }): Promise<TrustAuditor> {
   const clock = options.clock ?? systemClock;
   const log = options.log.child({ actor: "trust" });
@@ -133,7 +135,7 @@ export async function startTrustAuditor(options: {
       callback: (_error, message) => {
         const event = message.json<{ client?: { host?: string; name?: string; kind?: string; jwt?: string }; reason?: string }>();
         // The event carries the user JWT the client presented: the keys directory knows whether it is revoked, expired or foreign.
-        const now = clock.now();
+        const now = clock.monotonic();
         let why = event.reason ?? "authentication failed";
         const jwt = event.client?.jwt;
         if (jwt) {
@@ -142,7 +144,7 @@ export async function startTrustAuditor(options: {
           if (known && now - known.at < refusalLogIntervalMs) why = known.why;
           else {
             try {
-              why = explainUserKey(options.dir, jwt);
+              why = explainUserKey(options.dir, jwt, () => clock.now(), options.resolverDir);
             } catch (error) {
               why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
             }

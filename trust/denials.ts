@@ -91,6 +91,8 @@ export type RefusalCause =
   | "credentials-revoked"
   | "clock-behind"
   | "certificate-expired"
+  | "host-not-in-certificate"
+  | "not-a-leafnode-port"
   | "permission-denied";
 
 export interface Refusal {
@@ -111,6 +113,21 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
     return side === "before"
       ? { cause: "clock-behind", message: `TLS refused: by this machine's clock (${now}) a certificate is not valid until ${bound}: this machine's clock is behind (set it, or let NTP reach a time server); the certificates themselves are fine` }
       : { cause: "certificate-expired", message: `TLS refused: a certificate expired at ${bound} (this machine's clock says ${now}): if the clock is right, issue it again (\`leafmesh keys issue --rotate\`, or \`keys init\` for the hubs')` };
+  }
+  // Go's words for a certificate that does not name the host dialled: the name is missing from --hub-hosts (or --hosts).
+  const misnamed = /certificate is valid for (.+), not (\S+)/.exec(line);
+  if (misnamed) {
+    const [, names, host] = misnamed;
+    return {
+      cause: "host-not-in-certificate",
+      message: `TLS refused: the upstream's certificate names ${names}, not ${host}, the host this server dials: give it by one of those names (--hub, --upstream), or issue the certificate again with ${host} (\`leafmesh keys hub-cert --hub-hosts …,${host}\` for the hubs, \`keys issue-site --hosts\` for a site)`,
+    };
+  }
+  if (/attempted to connect to wrong port/i.test(line)) {
+    return {
+      cause: "not-a-leafnode-port",
+      message: "the upstream URL is not a leafnode port (a hub's client port, 4222, answered): --hub and --upstream take the hubs' (or site servers') --leaf-listen address, 7422 by default",
+    };
   }
   if (/failed to verify client certificate/i.test(line)) {
     return { cause: "foreign-node-certificate", message: "TLS refused: the connecting node's certificate is not signed by this mesh's CA (issue it with `leafmesh keys issue`)" };

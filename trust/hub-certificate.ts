@@ -11,7 +11,8 @@
  * ```
  */
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { readKeyState } from "./key-store.ts";
@@ -53,4 +54,32 @@ export async function reissueHubCertificate(options: { dir: string; hosts?: stri
     });
     return { hosts, notAfter: new X509Certificate(readFileSync(certFile)).validTo, certFile };
   });
+}
+
+/**
+ * Refuses route and gateway URLs whose host the hubs' certificate does not name. Routes and gateways run TLS
+ * and check the far hub's certificate by the name dialled: a hub missing from `--hub-hosts` never joined, and
+ * each hub said nats-server's "x509: certificate is valid for …, not hub-3.example.net" every second.
+ */
+export function checkPeerHostsInCertificate(certFile: string, keysDir: string, peers: { flag: string; urls: readonly string[] }[]): void {
+  const cert = new X509Certificate(readFileSync(certFile));
+  for (const { flag, urls } of peers) {
+    for (const url of urls) {
+      let host: string;
+      try {
+        host = new URL(url).hostname.replace(/^\[|\]$/g, "");
+      } catch {
+        continue; // the URL's own check says what is wrong with it
+      }
+      if ((isIP(host) ? cert.checkIP(host) : cert.checkHost(host, { subject: "never" })) !== undefined) continue;
+      const names = certificateHosts(cert.toString());
+      // A hub's copy of the keys holds no CA key: the certificate is issued where the mesh's keys directory is.
+      const dir = existsSync(join(keysDir, "ca", "ca.key")) ? keysDir : "MESH-KEYS (the mesh's keys directory, where keys init ran)";
+      throw new LeafmeshError(
+        "CONFIG_INVALID",
+        `${flag} ${url}: the hubs' certificate (${certFile}) does not name ${host} (it names ${names.join(", ")}), and hubs check each other's certificate by the name dialled: ` +
+          `issue it again with every hub's name, \`leafmesh keys hub-cert --dir ${dir} --hub-hosts ${[...new Set([...names, host])].join(",")}\`, and copy hub/ to every hub`,
+      );
+    }
+  }
 }

@@ -29,7 +29,7 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createAccount, createOperator, createUser, fmtCreds, decode, type User } from "@nats-io/jwt";
+import { createAccount, createOperator, createUser, fmtCreds, decode, type Account, type User } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
@@ -305,7 +305,7 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
  * Says why a user JWT would be refused, from what the key directory knows: the
  * hub tells a client only "Authorization Violation" (docs/nats-facts.md).
  */
-export function explainUserKey(dir: string, userJwt: string, now: () => number = Date.now): string {
+export function explainUserKey(dir: string, userJwt: string, now: () => number = Date.now, resolverDir?: string): string {
   const claims = decode<User>(userJwt);
   const state = readKeyState(dir);
   const entry = Object.values(state.nodes).find((candidate) => candidate.account === claims.iss || candidate.account === claims.nats.issuer_account);
@@ -313,7 +313,25 @@ export function explainUserKey(dir: string, userJwt: string, now: () => number =
   const revokedAt = entry.revocations[claims.sub];
   if (revokedAt !== undefined && claims.iat <= revokedAt) return `credentials of node '${entry.node}' (user ${claims.sub}) were revoked at ${new Date(revokedAt * 1000).toISOString()}`;
   if (claims.exp && claims.exp * 1000 <= now()) return `credentials of node '${entry.node}' expired at ${new Date(claims.exp * 1000).toISOString()}`;
+  // A hub runs from a copy of the keys (state.json and all) that `keys revoke --hub` does not update: the account
+  // pushed to its resolver holds the revocation. Said from the copy alone, a revoked node was "valid".
+  const pushedAt = resolverDir ? pushedRevocation(join(resolverDir, `${entry.account}.jwt`), claims.sub) : undefined;
+  if (pushedAt !== undefined && claims.iat <= pushedAt) {
+    return `credentials of node '${entry.node}' (user ${claims.sub}) were revoked at ${new Date(pushedAt * 1000).toISOString()} (pushed to this hub; its keys in ${resolve(dir)} predate the revocation)`;
+  }
   if (entry.user !== claims.sub) return `credentials of node '${entry.node}' are not its current ones (user ${claims.sub}, current ${entry.user ?? "none"})`;
-  return `credentials of node '${entry.node}' are valid in ${resolve(dir)}`;
+  return `credentials of node '${entry.node}' are valid in ${resolve(dir)}, yet the server refused them: the keys there may be older than the mesh's (a revocation or a new key since); \`leafmesh keys list\` where the keys are made says`;
+}
+
+/** The time a user (or every user, "*") was revoked at in an account JWT the server holds; undefined when none. */
+function pushedRevocation(accountJwtFile: string, user: string): number | undefined {
+  if (!existsSync(accountJwtFile)) return undefined;
+  try {
+    const revocations = decode<Account>(readFileSync(accountJwtFile, "utf8").trim()).nats.revocations ?? {};
+    const times = [revocations[user], revocations["*"]].filter((time): time is number => typeof time === "number");
+    return times.length > 0 ? Math.max(...times) : undefined;
+  } catch {
+    return undefined; // not a JWT: the keys directory's word stands
+  }
 }
 

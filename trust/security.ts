@@ -13,6 +13,7 @@
  * const local = await connect({ servers: localUrl, ...node.clientConnectOptions });
  * ```
  */
+import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
@@ -21,6 +22,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { ownCertificateTls } from "./tls.ts";
+import { commonName } from "./record-signature.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
 import { outdatedAccountReason } from "./outdated-accounts.ts";
@@ -175,6 +177,27 @@ export function nodeIdentityPems(security: NodeSecurity): { certPem: string; key
   return { certPem: read(security.files.cert), keyPem: read(security.files.key), caPem: read(security.files.ca) };
 }
 
+/**
+ * A bundle is one node's: its certificate names that node. Another node's bundle under this node's name
+ * ran, attached with the other node's credentials, and failed later with nothing said but timeouts
+ * (its node record, its catalog mirror: the hub holds it to the other node's subjects).
+ */
+function checkBundleNode(certFile: string, bundle: string, node: string): void {
+  if (!existsSync(certFile)) return;
+  let owner: string | undefined;
+  try {
+    owner = commonName(new X509Certificate(readFileSync(certFile)));
+  } catch (cause) {
+    throw new LeafmeshError("TRUST_FAILED", `${certFile} is not a certificate that can be read: copy the bundle of node '${node}' again (leafmesh keys issue --node ${node})`, { cause });
+  }
+  if (owner !== undefined && owner !== node) {
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `the bundle in ${bundle} is node '${owner}''s (its certificate names '${owner}'), not node '${node}''s: give --node ${owner}, or the bundle issued for '${node}' (leafmesh keys issue --node ${node})`,
+    );
+  }
+}
+
 export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   const nested = nodeBundleDir(resolve(dir), node);
   const bundle = existsSync(nested) ? nested : resolve(dir);
@@ -189,6 +212,7 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   if (!existsSync(files.creds)) {
     throw new LeafmeshError("TRUST_FAILED", `no credentials for node '${node}' in ${bundle} (node.creds is missing: issue them with \`leafmesh keys issue --node ${node}\`, or they were revoked)`);
   }
+  checkBundleNode(files.cert, bundle, node);
   for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
   // The local nkey: a local.nk an earlier leafmesh made in the bundle, else derived from node.key (trust/local-nkey.ts),
   // so that nothing is written into the bundle: it may be read-only (a Secret volume), and it failed there.

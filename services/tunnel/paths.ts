@@ -206,13 +206,16 @@ export class PathTable {
     libp2p.addEventListener("peer:identify", (event) => {
       const peerId = event.detail.peerId.toString();
       const node = host.nodeOf(peerId);
-      if (!node || node === this.#options.node || this.#stopped) return;
+      if (node === this.#options.node) return this.#sameName(peerId);
+      if (!node || this.#stopped) return;
       if (event.detail.connection && this.#options.connections.kindOf(event.detail.connection) === "direct") this.#lanPeers.set(node, peerId);
       this.#onConnectionChange(node, peerId);
     });
     libp2p.addEventListener("connection:open", (event) => {
       const peerId = event.detail.remotePeer.toString();
       const node = this.#nodeOfPeer(peerId);
+      // A path to this node's own name ended the agent (PathTable.why threw from a microtask).
+      if (node === this.#options.node) return this.#sameName(peerId);
       if (node && !this.#stopped) this.#onConnectionChange(node, peerId);
     });
     libp2p.addEventListener("connection:close", (event) => {
@@ -303,6 +306,22 @@ export class PathTable {
 
   #nodeOfPeer(peerId: string): string | undefined {
     return this.#options.host.nodeOf(peerId) ?? this.#options.directory.byPeerId(peerId)?.node;
+  }
+
+  /**
+   * A peer that goes by this node's own name: another process with this node's identity (a bundle copied to two
+   * machines, one node started twice). Said once, and its connections closed: nothing of ours goes there.
+   */
+  #sameName(peerId: string): void {
+    if (this.#stopped) return;
+    if (!this.#warnedKeys.has(`same-name ${peerId}`)) {
+      this.#warnedKeys.add(`same-name ${peerId}`);
+      this.#options.log.error(
+        { peerId },
+        `another process runs as node '${this.#options.node}' (libp2p peer ${peerId}): two agents with one node's name or bundle; stop one, or give it a name and bundle of its own (leafmesh keys issue --node NAME)`,
+      );
+    }
+    for (const { connection } of this.#options.connections.ranked(peerId)) void connection.close().catch(() => undefined);
   }
 
   /** A connection appeared (either side opened it): tell the node's path, creating it if needed. */

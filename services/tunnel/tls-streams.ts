@@ -312,6 +312,11 @@ function resetWithCarrier(session: TLSSocket, carrier: Duplex): void {
   carrier.on("error", (error: Error) => session.destroy(error));
   const destroy = session._destroy.bind(session);
   session._destroy = (error: Error | null, callback: (error?: Error | null) => void) => {
+    // Reads that come meanwhile go nowhere, as Node's own _destroy sends them a turn later: they reached Node's read
+    // callback on a session already destroyed, and Node 24 threw ERR_OUT_OF_RANGE there ("Received 4": the far end's
+    // end frame behind an answer that the gateway's HTTP/1.0 backend closed after), which ended the agent.
+    const handle = (session as unknown as { _handle?: { onread?: unknown } | null })._handle;
+    if (handle) handle.onread = () => undefined;
     // A turn later, never on OpenSSL's stack: Node destroys a client session from within its handshake callback
     // (checkServerIdentity's error, in SSL_read), and a TCP connection reset under it there left OpenSSL reading
     // a freed session: SIGSEGV, in 1 of ~4 runs of tls-streams.test.ts, every time in a loop of refused handshakes

@@ -17,6 +17,7 @@
  * NATS fabric. Every path is an ordinary libp2p connection (noise + yamux, the
  * mesh key bound into the handshake), so a hub relaying bytes sees ciphertext only.
  */
+import { mdnsRouteProblem } from "./mdns-route.ts";
 import type { Duplex } from "node:stream";
 import { assign, createActor, setup } from "xstate";
 import type { Connection } from "@libp2p/interface";
@@ -175,6 +176,10 @@ export class TunnelActor implements StreamDialer {
       this.#running.directory.start();
       this.actor.send({ type: "STARTED" });
       this.#log.info({ peerId: host.libp2p.peerId.toString(), listen: host.libp2p.getMultiaddrs().map(String) }, "tunnel started");
+      if (options.mdns !== false && this.#psk) {
+        const problem = await mdnsRouteProblem();
+        if (problem) this.#log.warn({ problem }, `mDNS cannot send from this host, ${problem}: LAN peers are not found by mDNS (direct paths come only from node records); give the LAN a route for it (ip route add 224.0.0.0/4 dev IFACE) or a default route, or --mdns off to say so`);
+      }
     } catch (error) {
       // Its ports must not stay taken by a tunnel that never started.
       await host?.stop().catch(() => undefined);
