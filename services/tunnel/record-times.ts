@@ -53,6 +53,7 @@ export class RecordTimes {
     const written = this.#writtenAt.get(node);
     const peer = Date.parse(at);
     if (written === undefined || !Number.isFinite(peer)) return;
+    // The wall clock on purpose: what this node's clock read when the record was written, against the peer's.
     this.#offsets.set(node, this.#clock.now() - (this.#clock.monotonic() - written) - peer);
   }
 
