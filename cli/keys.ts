@@ -175,7 +175,7 @@ later (with a new key and certificate).`,
     if (Boolean(values.node) === Boolean(values.token)) throw new LeafmeshError("CONFIG_INVALID", "give --node NODE or --token ID (one of them)");
     if (values.token) {
       const token = await revokeToken({ dir: values.dir, id: values.token });
-      io.stdout.write(`token ${token.id} revoked at ${token.revokedAt}: ${token.used.length} nodes joined with it (${token.used.map((use) => use.node).join(", ") || "none"}); revoke them with --node if they must go too\n`);
+      io.stdout.write(`token ${token.id} revoked at ${token.revokedAt}: ${token.used.length} node${token.used.length === 1 ? "" : "s"} joined with it (${token.used.map((use) => use.node).join(", ") || "none"}); revoke them with --node if they must go too\n`);
       return 0;
     }
     const node = values.node!;

@@ -233,10 +233,19 @@ export function renderLeafConfig(options: LeafServerOptions): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** Throws a CONFIG_INVALID error naming the first upstream URL that is not nats-leaf://host:port. */
-export function checkUpstreamUrls(upstreams: string[]): void {
-  if (upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", "a leaf server needs at least one upstream URL (--hub)");
-  checkUrls("upstream", upstreams, ["nats-leaf:", "nats:", "tls:"]);
+/**
+ * Throws a CONFIG_INVALID error naming the first upstream URL that is not [scheme://]host:port, as the user gave it
+ * (`option`: the option that gave it, "--hub" or "--upstream"), not as toLeafUrl rewrites it.
+ */
+export function checkUpstreamUrls(upstreams: string[], option = "--hub"): void {
+  if (upstreams.length === 0) throw new LeafmeshError("CONFIG_INVALID", `a leaf server needs at least one upstream URL (${option})`);
+  for (const url of upstreams) {
+    try {
+      checkUrls(option, [/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `nats-leaf://${url}`], ["nats-leaf:", "nats:", "tls:"]);
+    } catch {
+      throw new LeafmeshError("CONFIG_INVALID", `${option}: '${url}' must look like tls://host:7422 or nats://host:7422 (the upstream's leafnode port; scheme tls, nats or nats-leaf, or none)`);
+    }
+  }
 }
 
 /** The open lab setup docs/nats-facts.md found to work with gateways: a system account and a default user. */

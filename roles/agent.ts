@@ -131,7 +131,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // This process splices stream bytes (tunnel, cluster IPs): see lib/stream-heap.ts.
   accountStreamBuffersInHeapLimits();
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
-  checkUpstreamUrls(config.upstreams.map(toLeafUrl));
+  checkUpstreamUrls(config.upstreams, role === "site" ? "--upstream" : "--hub");
   let upstreams = config.upstreams.map(toLeafUrl);
   // Only a choice needs measuring (each probe is a bare TCP connect, which a TLS hub logs as a failed handshake).
   if ((config.upstreamOrder ?? "rtt") === "rtt" && upstreams.length > 1) {

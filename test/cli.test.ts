@@ -92,7 +92,11 @@ describe("leafmesh CLI", () => {
     expect(badTls.stderr).toContain("--tunnel-tls: '4102' is not host:port");
     const badUrl = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
     expect(badUrl.code).toBe(2);
-    expect(badUrl.stderr).toMatch(/upstream: 'nats-leaf:\/\/hub-1:74x22' is not a URL/);
+    // Said as given, with the option that gave it: it read "upstream: 'nats-leaf://hub-1:74x22'", a URL the user never wrote.
+    expect(badUrl.stderr).toContain("--hub: 'hub-1:74x22' must look like tls://host:7422 or nats://host:7422");
+    const noPort = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "tls://hub-1.example.net", "--data", tempDir()]);
+    expect(noPort.code).toBe(2);
+    expect(noPort.stderr).toContain("--hub: 'tls://hub-1.example.net' must look like tls://host:7422");
     const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
     expect(badDir.code).toBe(2);
     expect(badDir.stderr).toContain("--manifests: cannot read /nonexistent/dir: no such file or directory");
