@@ -22,7 +22,8 @@
  * | direct (psk) | edge-c's ports DROP 5 s | goes on whole | at once |
  * | direct (psk) | edge-c's ports REJECT tcp-reset 5 s | ECONNRESET | at once |
  * | direct,relay (psk) | edge-c's ports DROP 60 s | ECONNRESET ~17 s in | during the cut (edge-c dials edge-a) |
- * | direct (keys) | edge-c SIGSTOP 30 s, or its TLS port DROP 50 s | hung with no error for the whole cut (fixed: TCP keepalive, ~15 s) | at once |
+ * | direct (keys) | edge-c's TLS port DROP 50 s, download or upload | hung with no error for the whole cut (fixed since: TCP keepalive, reset ~15 s in) | at once |
+ * | direct (keys) | edge-a SIGSTOP 30 s | goes on whole after SIGCONT (the kernel keeps TCP up; keepalive too) | at once |
  * | direct, relay (keys) | keys issue --rotate of edge-c (it starts again in place) | ECONNRESET | 3–4 s |
  * | direct (keys) | keys revoke edge-c | ECONNRESET | refused (revoked), as meant |
  *
