@@ -124,7 +124,7 @@ try {
         log(`attempt ${i}: ${Date.now() - began} ms: ${outcome}; path`, JSON.stringify((view.status.actors.find((a) => a.name === "tunnel")?.detail as { paths?: unknown })?.paths));
         await sleep(5_000);
       }
-      process.exit(0);
+      break;
     }
     case "ddrop": case "dreset": case "dicmp":
     case "drop": case "reset": case "icmp": {
@@ -150,16 +150,18 @@ try {
   }
   log("fault over");
   undo();
+  // gone-c measured its attempts above; it has no recovery to wait for.
+  const recovery = fault === "gone-c" ? 0 : 60;
   const deadline = Date.now() + 20_000;
-  while (!ended && Date.now() < deadline) await sleep(200);
+  while (!ended && recovery > 0 && Date.now() < deadline) await sleep(200);
   if (!ended) log("client stream still open 20 s after the fault: continues (bytes flowing?)");
   client.destroy();
   const started = Date.now();
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < recovery; i++) {
     try { await echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000); log("new stream works after", Date.now() - started, "ms"); break; } catch (e) { if (i % 5 === 0) log("new stream fails:", (e as Error).message); }
   }
   await sleep(3_000);
-  for (const agent of [edgeA, edgeC]) {
+  for (const agent of [edgeA, edgeC].filter((agent) => agent.child.exitCode === null && agent.child.signalCode === null)) {
     const metrics = execFileSync("curl", ["-s", "-m", "2", `${agent.metricsUrl}/metrics`], { encoding: "utf8" }).split("\n").filter((l) => /relay_channels|streams_open|open_streams|connections_open|_open\b|active/.test(l) && !l.startsWith("#"));
     log(agent.name, "gauges:", metrics.join(" | ").slice(0, 900));
   }
