@@ -22,6 +22,7 @@
 import { connect as netConnect, createServer, type Socket } from "node:net";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { HostPort } from "./nat.ts";
+import { keepTunnelConnectionAlive } from "./tcp-liveness.ts";
 
 /**
  * How a simultaneous open is retried. A router that drops unsolicited SYNs lets the kernel's own
@@ -58,6 +59,7 @@ export async function simultaneousOpen(options: { localPort: number; remote: Hos
           socket.setTimeout(0);
           // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.
           socket.setNoDelay(true);
+          keepTunnelConnectionAlive(socket); // a punched path gone silent is noticed (tcp-liveness.ts)
           socket.removeAllListeners("error");
           resolve(socket);
         });
@@ -92,6 +94,7 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
       clearTimeout(timer);
       server.close();
       socket.setNoDelay(true);
+      keepTunnelConnectionAlive(socket); // a punched path gone silent is noticed (tcp-liveness.ts)
       resolve(socket);
     });
     const timer = setTimeout(() => {
@@ -120,6 +123,7 @@ export async function dialPunched(options: { remote: HostPort; timeoutMs: number
           socket.setTimeout(0);
           // As @libp2p/tcp does: Nagle plus delayed ACKs would add ~40 ms to every small yamux frame.
           socket.setNoDelay(true);
+          keepTunnelConnectionAlive(socket); // a punched path gone silent is noticed (tcp-liveness.ts)
           socket.removeAllListeners("error");
           resolve(socket);
         });

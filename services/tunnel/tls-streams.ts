@@ -45,6 +45,7 @@ import type { Logger } from "../../lib/log.ts";
 import { commonName } from "../../trust/record-signature.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust, TrustPoint } from "./peer-trust.ts";
+import { keepTunnelConnectionAlive } from "./tcp-liveness.ts";
 
 export interface TlsStreamServer {
   readonly port: number;
@@ -137,6 +138,8 @@ export async function startTlsStreamServer(options: {
     },
   );
   server.on("connection", (tcp: Socket) => {
+    // A dialler gone silent (no FIN, no RST) is noticed: its sessions reset, never left open (tcp-liveness.ts).
+    keepTunnelConnectionAlive(tcp);
     connections.add(tcp);
     tcp.once("close", () => connections.delete(tcp));
   });
@@ -175,6 +178,8 @@ export async function startTlsStreamServer(options: {
 export function connectTlsStream(options: { identity: NodeIdentity; node: string; host: string; port: number; timeoutMs: number; trust?: PeerTrust }): Promise<TLSSocket> {
   // A TCP socket of our own under the session, not tls.connect's: it is what a reset resets (resetWithCarrier).
   const tcp = netConnect({ host: options.host, port: options.port, allowHalfOpen: true });
+  // A peer gone silent mid-stream (no FIN, no RST) is noticed: the stream resets, never hangs (tcp-liveness.ts).
+  keepTunnelConnectionAlive(tcp);
   return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: tcp, point: "direct TLS" });
 }
 

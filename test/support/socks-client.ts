@@ -55,8 +55,15 @@ export async function socksConnect(socksPort: number, host: string, port: number
   const socket = await connected(socksPort);
   socket.on("error", () => undefined);
   socket.write(Buffer.concat([socksGreeting, socksRequest(host, port)]));
-  const reply = await readAtLeast(socket, 12);
-  if (reply[1] !== 0x00 || reply[3] !== 0x00) throw new Error(`SOCKS refused: method ${reply[1]}, reply ${reply[3]}`);
+  // A refusal or a silent proxy: the socket is closed here, or it would hold one of this client's places at the proxy until the proxy's handshake timeout.
+  const reply = await readAtLeast(socket, 12).catch((error: Error) => {
+    socket.destroy();
+    throw error;
+  });
+  if (reply[1] !== 0x00 || reply[3] !== 0x00) {
+    socket.destroy();
+    throw new Error(`SOCKS refused: method ${reply[1]}, reply ${reply[3]}`);
+  }
   if (reply.length > 12) socket.unshift(reply.subarray(12));
   return socket;
 }
