@@ -51,6 +51,28 @@ describe("the fabric monitor's upstream, with upstreams given by host name", () 
     }
   });
 
+  it("writes an IPv6 leaf's address in brackets, on both ends (it read '::1:36584')", async () => {
+    const leafPort = await freePort();
+    const hub = await startNatsServer({ name: "hub6", dir, config: ({ client, monitor }) => `server_name: hub6\nport: ${client}\nhost: 127.0.0.1\nhttp: 127.0.0.1:${monitor}\nleafnodes { listen: "[::1]:${leafPort}" }\n` });
+    const upstreams = [`nats-leaf://[::1]:${leafPort}`];
+    const leaf = await startNatsServer({
+      name: "edge-6",
+      dir,
+      config: ({ client, monitor }) => `server_name: edge-6\nport: ${client}\nhost: 127.0.0.1\nhttp: 127.0.0.1:${monitor}\nleafnodes { reconnect: 1, remotes: [ { urls: ${JSON.stringify(upstreams)} } ] }\n`,
+    });
+    const connections = [await connect({ servers: leaf.clientUrl }), await connect({ servers: hub.clientUrl })];
+    const edge = new FabricMonitor({ bus: new Bus({ connection: connections[0], node: "edge-6", log: silentLogger() }), log: silentLogger(), monitor: { host: "127.0.0.1", port: leaf.monitorPort }, upstreams });
+    const hubSide = new FabricMonitor({ bus: new Bus({ connection: connections[1], node: "hub6", log: silentLogger() }), log: silentLogger(), monitor: { host: "127.0.0.1", port: hub.monitorPort }, upstreams: [] });
+    try {
+      const up = await eventually(async () => (await edge.poll(), edge.links.find((candidate) => candidate.direction === "upstream")), 20_000, "the leaf link at the leaf");
+      expect(up.address).toBe(`[::1]:${leafPort}`);
+      const down = await eventually(async () => (await hubSide.poll(), hubSide.links.find((candidate) => candidate.direction === "downstream")), 20_000, "the leaf link at the hub");
+      expect(down.remote).toMatch(/^\[::1\]:\d+$/);
+    } finally {
+      for (const connection of connections) await connection.close();
+    }
+  });
+
   it("takes an address match first, else the first upstream of that port given by name (a leaf is never taken for a downstream)", () => {
     const hub1 = { url: "tls://hub-1.example.net:7422", host: "hub-1.example.net", port: 7422, addresses: new Set(["198.18.0.11"]) };
     const hub2 = { url: "tls://hub-2.example.net:7422", host: "hub-2.example.net", port: 7422, addresses: new Set(["198.18.0.12"]) };

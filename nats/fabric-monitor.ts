@@ -144,12 +144,12 @@ export class FabricMonitor {
       for (const leaf of leafz.leafs ?? []) {
         const upstream = upstreamOfLeaf(leaf, this.#upstreams);
         const link: FabricLink = upstream
-          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address: `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true }
-          : { kind: "leaf", direction: "downstream", remote: leaf.name ?? `${leaf.ip}:${leaf.port}`, rttMs: parseGoDuration(leaf.rtt), up: true };
+          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address: joinHostPort(leaf.ip, leaf.port), rttMs: parseGoDuration(leaf.rtt), up: true }
+          : { kind: "leaf", direction: "downstream", remote: leaf.name ?? joinHostPort(leaf.ip, leaf.port), rttMs: parseGoDuration(leaf.rtt), up: true };
         next.set(`leaf:${link.remote}`, link);
       }
       for (const route of routez?.routes ?? []) {
-        next.set(`route:${route.remote_id}`, { kind: "route", direction: "peer", remote: route.remote_id, url: `${route.ip}:${route.port}`, rttMs: parseGoDuration(route.rtt), up: true });
+        next.set(`route:${route.remote_id}`, { kind: "route", direction: "peer", remote: route.remote_id, url: joinHostPort(route.ip, route.port), rttMs: parseGoDuration(route.rtt), up: true });
       }
       for (const [name, gateway] of Object.entries(gatewayz?.outbound_gateways ?? {})) {
         next.set(`gateway:${name}`, {
@@ -194,3 +194,8 @@ export class FabricMonitor {
 }
 
 const getJson = <T>(url: string): Promise<T | undefined> => monitorJson<T>(url, 2_000);
+
+/** "198.18.0.1:7422", "[2001:db8::1]:7422": an IPv6 address in brackets, as a URL has it ("::1:36584" read as one address). */
+function joinHostPort(ip: string | undefined, port: number | undefined): string {
+  return `${ip?.includes(":") ? `[${ip}]` : ip}:${port}`;
+}
