@@ -57,7 +57,7 @@ function handle(request: Http1Request, response: Http1Response): void {
 beforeAll(async () => {
   server = createServer({ allowHalfOpen: true }, (socket) => {
     socket.on("error", () => undefined);
-    new Http1Connection(socket, Buffer.alloc(0), { onRequest: handle, count: (reason) => counts.set(reason, (counts.get(reason) ?? 0) + 1), idleMs: 1_000, headersMs: 1_500 });
+    new Http1Connection(socket, Buffer.alloc(0), { onRequest: handle, count: (reason) => counts.set(reason, (counts.get(reason) ?? 0) + 1), idleMs: 1_000, headersMs: 1_500, requestMs: 2_000 });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   port = (server.address() as AddressInfo).port;
@@ -205,6 +205,43 @@ describe("the gateway's HTTP/1.x front end", () => {
     expect(slow.closed).toBe(true);
     expect(counts.get("http request head timed out")).toBeGreaterThanOrEqual(1);
   });
+
+  it("closes a connection whose request body stops halfway: 408 before an answer, a plain close after one", async () => {
+    const before = counts.get("http request body timed out") ?? 0;
+    // Nothing answered yet (the handler waits): 408, then the close.
+    const unanswered = await raw("POST /hold HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc", 6_000);
+    expect(unanswered.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(unanswered.closed).toBe(true);
+    // Answered before its body (a 404 to a POST, here /len): the rest of the body never comes, and the connection
+    // closes all the same; no second answer after the first.
+    for (const body of ["Content-Length: 100\r\n\r\nabc", "Transfer-Encoding: chunked\r\n\r\n5\r\nab"]) {
+      const answered = await raw(`POST /len HTTP/1.1\r\nHost: a\r\n${body}`, 6_000);
+      expect(answered.text).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nhello$/);
+      expect(answered.closed).toBe(true);
+    }
+    expect((counts.get("http request body timed out") ?? 0) - before).toBe(3);
+  }, 20_000);
+
+  it("cuts an answer under way whose request body stops halfway, with an RST", async () => {
+    // /echo answers as the body comes: its head and the first bytes are out when the body stops.
+    const result = await new Promise<{ text: string; error?: string }>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      let text = "";
+      const timer = setTimeout(() => resolve({ text, error: "still open" }), 6_000);
+      socket.on("data", (chunk) => (text += chunk.toString("latin1")));
+      socket.on("error", (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve({ text, error: error.code });
+      });
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve({ text });
+      });
+      socket.write("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc");
+    });
+    expect(result.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(result.error).toBe("ECONNRESET");
+  }, 10_000);
 
   it("tells the handler when its client leaves mid-answer", async () => {
     const before = endings.length;
