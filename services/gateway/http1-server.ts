@@ -22,6 +22,7 @@
 import { HTTPParser, methods } from "node:_http_common";
 import type { Socket } from "node:net";
 import { resetSocket } from "../../lib/join-streams.ts";
+import { answerStallMs, cutStalledReader } from "./stalled-reader.ts";
 import { Http1Request, Http1Response, type ExchangeConnection } from "./http1-messages.ts";
 
 export { Http1Request, Http1Response } from "./http1-messages.ts";
@@ -56,6 +57,8 @@ export interface Http1ServerDeps {
   headersMs?: number;
   /** @default 300_000 */
   requestMs?: number;
+  /** @default 300_000 (stalled-reader.ts) */
+  answerStallMs?: number;
 }
 
 type Handle = { readStart(): number; readStop(): number };
@@ -113,6 +116,7 @@ export class Http1Connection implements ExchangeConnection {
     // A write the forwarder waits on ('drain' after write() said false) is the answer being written.
     socket.on("drain", () => this.#queue[0]?.response.emit("drain"));
     socket.once("close", () => this.#onClose());
+    cutStalledReader(socket, deps.answerStallMs ?? answerStallMs, deps.count);
     const result = early.length > 0 ? parser.execute(early) : 0;
     parser.consume(this.#handle);
     this.#onExecute(result);
