@@ -49,7 +49,7 @@ export interface GatewayOptions {
   /** Where the access log goes (access-file.ts): @default { kind: "stderr" } — the actor's logger at info, as `"log":"access"`. */
   accessLog?: AccessLogTarget;
   /** The listeners' deadlines for clients (listeners.ts: defaults and why there). */
-  clientTimeouts?: Pick<ListenerDeps, "helloTimeoutMs" | "idleTimeoutMs" | "handshakeTimeoutMs" | "http2IdleMs" | "http2RequestMs">;
+  clientTimeouts?: Pick<ListenerDeps, "helloTimeoutMs" | "idleTimeoutMs" | "handshakeTimeoutMs" | "http2IdleMs" | "http2RequestMs" | "answerStallMs">;
 }
 
 const gatewayMachine = setup({ types: { events: {} as { type: "SERVING" } | { type: "STOP" } } }).createMachine({

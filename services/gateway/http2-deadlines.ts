@@ -4,6 +4,7 @@
  * held their connection for ever. Each closing is counted by its reason.
  */
 import { constants, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
+import { answerStallMs } from "./stalled-reader.ts";
 
 export interface Http2Deadlines {
   count: (reason: string) => void;
@@ -14,6 +15,8 @@ export interface Http2Deadlines {
   idleMs?: number;
   /** @default 300_000 — a request whose body stops (no frame on its stream) this long is reset, as HTTP/1's body deadline (http1-server.ts). */
   requestMs?: number;
+  /** @default 300_000 (stalled-reader.ts) — an answer its client takes none of (no WINDOW_UPDATE) this long is reset. */
+  answerStallMs?: number;
 }
 
 export function boundHttp2Session(session: ServerHttp2Session, deadlines: Http2Deadlines): void {
@@ -22,10 +25,16 @@ export function boundHttp2Session(session: ServerHttp2Session, deadlines: Http2D
   session.on("stream", (stream: ServerHttp2Stream) => {
     open++;
     stream.once("close", () => open--);
-    // Fires after this long without a frame on the stream; a request whose body ended waits on its backend, not on its client.
-    stream.setTimeout(deadlines.requestMs ?? 300_000, () => {
-      if (stream.destroyed || stream.closed || stream.state.state === constants.NGHTTP2_STREAM_STATE_HALF_CLOSED_REMOTE) return;
-      count("http2 request body timed out");
+    // Fires after this long without a frame on the stream: a request body that stopped, or an answer whose client
+    // opens no window for it. A request whose body ended with nothing owed waits on its backend, not on its client.
+    stream.setTimeout(Math.min(deadlines.requestMs ?? 300_000, deadlines.answerStallMs ?? answerStallMs), () => {
+      if (stream.destroyed || stream.closed) return;
+      if (stream.state.state !== constants.NGHTTP2_STREAM_STATE_HALF_CLOSED_REMOTE) {
+        count("http2 request body timed out");
+        return void stream.close(constants.NGHTTP2_CANCEL);
+      }
+      if (stream.writableLength === 0) return;
+      count("http answer not read by the client");
       stream.close(constants.NGHTTP2_CANCEL);
     });
   });

@@ -16,6 +16,7 @@ import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node
 import { http } from "../../lib/node-http.ts";
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
 import { boundHttp2Session } from "./http2-deadlines.ts";
+import { answerStallMs, cutIfStalled } from "./stalled-reader.ts";
 import { createServer, type Server, type Socket } from "node:net";
 import { Http1Connection } from "./http1-server.ts";
 import { replayed } from "./replayed.ts";
@@ -59,6 +60,8 @@ export interface ListenerDeps {
   idleTimeoutMs?: number;
   /** @default 10_000 — a terminated TLS handshake not done this long after the ClientHello is reset (as the hello's own deadline). */
   handshakeTimeoutMs?: number;
+  /** stalled-reader.ts's: @default 300_000 */
+  answerStallMs?: number;
   /** http2-deadlines.ts's idleMs (@default 60_000) and requestMs (@default 300_000). */
   http2IdleMs?: number;
   http2RequestMs?: number;
@@ -105,12 +108,16 @@ export class GatewayPortListener {
       deps.forwarder.handle(request, response, context);
     };
     this.#http1 = http.createServer({ noDelay: true }, onRequest);
+    // Node's server keeps no deadline for an answer its client does not read (its timeout is off); with a handler
+    // of ours, a socket quiet for other reasons is left to Node's own deadlines (headers, request, keep-alive).
+    const stallMs = deps.answerStallMs ?? answerStallMs;
+    this.#http1.setTimeout(stallMs, (socket: Socket) => cutIfStalled(socket, stallMs, deps.count));
     this.#http2 = createHttp2Server(onRequest);
     this.#http2.on("sessionError", () => deps.count("http2 session error"));
     this.#http2.on("session", (session) => {
       if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
       session.on("error", () => deps.count("http2 session error"));
-      boundHttp2Session(session, { count: deps.count, idleMs: deps.http2IdleMs, requestMs: deps.http2RequestMs });
+      boundHttp2Session(session, { count: deps.count, idleMs: deps.http2IdleMs, requestMs: deps.http2RequestMs, answerStallMs: deps.answerStallMs });
     });
     for (const server of [this.#http1, this.#http2] as const) {
       // A malformed request is the client's: answered 400 by Node, counted, never an exception.
@@ -206,7 +213,7 @@ export class GatewayPortListener {
         const context: HttpContext = { port: this.port, hosts: plan.hosts, scheme: "http", client: clientOf(socket) };
         if (buffered.subarray(0, h2Preface.length).equals(h2Preface)) this.#toHttp2(replayed(socket, buffered), context);
         // HTTP/1.x on Node's parser driven on the socket's handle, the bytes read so far first (http1-server.ts).
-        else new Http1Connection(socket, buffered, { count, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
+        else new Http1Connection(socket, buffered, { count, answerStallMs: this.#deps.answerStallMs, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
         return;
       }
       const hello = parseClientHello(buffered);

@@ -1,11 +1,13 @@
 /**
  * Clients of the gateway that start and then go quiet, on real sockets: each must cost its connection
  * only until a deadline, counted by reason, while the gateway serves on. HTTP/1's own deadlines (idle,
- * head, body) are http1-server.test.ts's; here the ones of HTTP/2 (h2c) and of a terminated TLS handshake.
+ * head, body, an answer not read) are http1-server.test.ts's; here the ones of HTTP/2 (h2c), of a terminated
+ * TLS handshake, and of an answer not read over HTTPS (Node's HTTP server) and h2c.
  * The deadlines are shortened (a second or so) so that the test waits little.
  */
 import { connect as connectHttp2, constants as http2 } from "node:http2";
-import { connect, createServer, type Socket } from "node:net";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
@@ -68,13 +70,36 @@ async function clientHello(serverName: string): Promise<Buffer> {
 describe("the gateway with clients that go quiet", () => {
   let backends: GatewayBackends;
   let gateway: GatewayActor;
+  let big: HttpServer;
+  /** How each answer of the big backend ended. */
+  const bigEndings: string[] = [];
   const ports = { http: 0, https: 0, tls: 0, tcp: 0 };
 
   beforeAll(async () => {
     backends = await startGatewayBackends({ host: "127.0.0.1", basePort: 0 });
     for (const key of Object.keys(ports) as (keyof typeof ports)[]) ports[key] = await freePort();
     const feed = new IndexFeed();
-    for (const raw of [...ingressManifests("gateway-api", { ports }), ...backendManifests(backends.endpoints()), ...certificateSecrets()]) {
+    // /api/…/big (HTTP) and secure.example.com/big (HTTPS) answer 64 MiB from the big backend, for the clients that read none of it.
+    big = createHttpServer((request, response) => {
+      if (!request.url?.endsWith("/big")) return void response.end("secure\n");
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      let left = 1024;
+      response.once("close", () => bigEndings.push(response.writableFinished ? "finished" : "closed early"));
+      response.writeHead(200, { "content-length": String(left * chunk.length) });
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (left === 0) return void response.end(chunk);
+          if (!response.write(chunk)) return void response.once("drain", more);
+        }
+      };
+      request.resume();
+      request.on("end", more);
+    });
+    await new Promise<void>((resolve) => big.listen(0, "127.0.0.1", resolve));
+    const endpoints = { ...backends.endpoints(), api: [{ ip: "127.0.0.1", port: (big.address() as AddressInfo).port }] };
+    endpoints.secure = endpoints.api;
+    for (const raw of [...ingressManifests("gateway-api", { ports }), ...backendManifests(endpoints), ...certificateSecrets()]) {
       const result = normalizeObject(raw);
       if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
       feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
@@ -85,7 +110,7 @@ describe("the gateway with clients that go quiet", () => {
       node: "edge-a",
       listenHost: "127.0.0.1",
       access: () => undefined,
-      clientTimeouts: { handshakeTimeoutMs: 1_000, http2IdleMs: 1_000, http2RequestMs: 1_500 },
+      clientTimeouts: { handshakeTimeoutMs: 1_000, http2IdleMs: 1_000, http2RequestMs: 1_500, answerStallMs: 1_500 },
     });
     await gateway.start();
   }, 30_000);
@@ -93,6 +118,8 @@ describe("the gateway with clients that go quiet", () => {
   afterAll(async () => {
     await gateway?.stop();
     await backends?.close();
+    big?.closeAllConnections();
+    await new Promise((resolve) => big?.close(resolve));
   });
 
   const counter = (reason: string) => gateway.stats().counters[reason] ?? 0;
@@ -157,5 +184,44 @@ describe("the gateway with clients that go quiet", () => {
     });
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
     expect(answer).toContain("\r\nsecure\n");
+  }, 15_000);
+
+  /** Waits for the big backend's next answer to end; how it ended. */
+  async function nextBigEnding(before: number): Promise<string | undefined> {
+    for (let i = 0; i < 200 && bigEndings.length === before; i++) await new Promise((resolve) => setTimeout(resolve, 40));
+    return bigEndings[before];
+  }
+
+  it("cuts an HTTPS client (HTTP/1.1) that reads none of its answer, and the backend's answer with it", async () => {
+    const before = counter("http answer not read by the client");
+    const ended = bigEndings.length;
+    const client = connectTls({ host: "127.0.0.1", port: ports.https, servername: "secure.example.com", rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] }, () => {
+      client.write("GET /big HTTP/1.1\r\nHost: secure.example.com\r\n\r\n");
+    });
+    client.on("error", () => undefined);
+    client.pause();
+    try {
+      expect(await nextBigEnding(ended)).toBe("closed early");
+      expect(counter("http answer not read by the client") - before).toBe(1);
+    } finally {
+      client.destroy();
+    }
+  }, 15_000);
+
+  it("resets an h2c stream whose client reads none of its answer", async () => {
+    const before = counter("http answer not read by the client");
+    const ended = bigEndings.length;
+    const session = connectHttp2(`http://127.0.0.1:${ports.http}`);
+    session.on("error", () => undefined);
+    try {
+      const stream = session.request({ ":path": "/api/big", host: "shop.example.com" });
+      stream.on("error", () => undefined);
+      // Never read: no WINDOW_UPDATE goes back, and the gateway's writes stop at the flow-control window.
+      stream.pause();
+      expect(await nextBigEnding(ended)).toBe("closed early");
+      expect(counter("http answer not read by the client") - before).toBe(1);
+    } finally {
+      session.destroy();
+    }
   }, 15_000);
 });

@@ -11,11 +11,14 @@ import { resetStream } from "../../lib/join-streams.ts";
 /** @default 300_000 — Envoy's stream_idle_timeout: an answer no byte of which was taken this long is cut. */
 export const answerStallMs = 300_000;
 
+/** On a socket's timeout (`ms` without a write, or a read Node sees): reset when bytes are still owed to it; one with nothing owed is another deadline's business. */
+export function cutIfStalled(socket: Socket, ms: number, count: (reason: string) => void): void {
+  if (socket.destroyed || socket.writableLength === 0) return;
+  count("http answer not read by the client");
+  resetStream(socket, new LeafmeshError("PROXY_FAILED", `the client read none of its answer for ${ms} ms`));
+}
+
+/** For a socket no HTTP server of Node's watches (one that does destroys a socket on any timeout nobody handles: use the server's setTimeout). */
 export function cutStalledReader(socket: Socket, ms: number, count: (reason: string) => void): void {
-  // Fires after `ms` without a write (or a read Node sees); one with nothing owed is another deadline's business.
-  socket.setTimeout(ms, () => {
-    if (socket.destroyed || socket.writableLength === 0) return;
-    count("http answer not read by the client");
-    resetStream(socket, new LeafmeshError("PROXY_FAILED", `the client read none of its answer for ${ms} ms`));
-  });
+  socket.setTimeout(ms, () => cutIfStalled(socket, ms, count));
 }
