@@ -118,7 +118,15 @@ export function createSocksActor(options: SocksOptions) {
 
   /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */
   const admit = (client: Socket) => {
-    if (!clients.allows(client.remoteAddress ?? "")) {
+    // No address: the client reset before it was accepted (the kernel still hands it over). Not a stranger: said as
+    // what it is, not as "client not allowed" (an operator would look for a foreign address that was never there).
+    if (client.remoteAddress === undefined) {
+      count("client left before accept");
+      client.on("error", () => undefined);
+      client.destroy();
+      return;
+    }
+    if (!clients.allows(client.remoteAddress)) {
       // Before any byte: a stranger learns only that the port is there.
       count("refused: client not allowed");
       refusals.note("client not allowed (--socks-clients)", { client: client.remoteAddress });
