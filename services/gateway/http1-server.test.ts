@@ -22,8 +22,10 @@ let port: number;
 const counts = new Map<string, number>();
 /** What each answered response saw of its end, with its path: finished, or closed before. */
 const endings: string[] = [];
+/** How the bodies the echo read failed. */
+const bodyOutcomes: string[] = [];
 
-/** /echo: the body back (written as it comes, no length: chunked); /hold: never answers; /len: a fixed-length answer. */
+/** /echo (and any other path not below): the body back (written as it comes, no length: chunked); /hold: never answers; /len: a fixed-length answer. */
 function handle(request: Http1Request, response: Http1Response): void {
   response.once("close", () => endings.push(`${request.url} ${response.writableFinished ? "finished" : "closed early"}`));
   if (request.url === "/hold") return;
@@ -59,6 +61,7 @@ function handle(request: Http1Request, response: Http1Response): void {
     return void response.end("refused\n");
   }
   response.writeHead(200, ["Content-Type", "application/octet-stream"]);
+  request.on("error", (error: NodeJS.ErrnoException) => bodyOutcomes.push(`${request.url} body error ${error.code}`));
   request.on("data", (chunk: Buffer) => {
     if (!response.write(chunk)) {
       request.pause();
@@ -256,6 +259,30 @@ describe("the gateway's HTTP/1.x front end", () => {
     expect(result.text).toMatch(/^HTTP\/1\.1 200 /);
     expect(result.error).toBe("ECONNRESET");
   }, 10_000);
+
+  it("takes a FIN inside a request body for a cut: its reader gets an error, the client an RST", async () => {
+    const before = counts.get("http request body cut by the client") ?? 0;
+    const finOutcomes = () => bodyOutcomes.filter((outcome) => outcome.startsWith("/echo-fin "));
+    const result = await new Promise<{ text: string; error?: string }>((resolve) => {
+      const socket = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+      let text = "";
+      const timer = setTimeout(() => resolve({ text, error: "still open" }), 1_500);
+      socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")));
+      socket.on("error", (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve({ text, error: error.code });
+      });
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve({ text });
+      });
+      socket.end("POST /echo-fin HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc");
+    });
+    expect(result.error).toBe("ECONNRESET");
+    expect((counts.get("http request body cut by the client") ?? 0) - before).toBe(1);
+    for (let i = 0; i < 50 && finOutcomes().length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(finOutcomes()).toEqual(["/echo-fin body error ECONNRESET"]);
+  });
 
   it("cuts a client that reads none of its answer, and not one that reads it for longer than the deadline", async () => {
     const before = counts.get("http answer not read by the client") ?? 0;

@@ -266,6 +266,15 @@ export class Http1Connection implements ExchangeConnection {
 
   #onClientEnd(): void {
     this.#clientEnded = true;
+    // A FIN inside a request body (requests are never delimited by the close) is a cut body: its reader is told at
+    // the close (an error), and its answer is abandoned with an RST. Unsaid, the body neither ended nor failed and
+    // the backend waited for the rest until the route's timeout.
+    if (this.#parsing !== undefined && !this.#parsing.complete) {
+      this.#deps.count("http request body cut by the client");
+      this.#closing = true;
+      clearTimeout(this.#timer);
+      return resetSocket(this.#socket);
+    }
     if (this.#queue.length === 0) this.#end();
   }
 
