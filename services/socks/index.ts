@@ -89,6 +89,8 @@ export function createSocksActor(options: SocksOptions) {
   const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
   const admission = new Admission({ clock: systemClock, limits: { ...defaultSocksLimits, ...options.limits } });
   const refusals = new BurstLog({ log, clock: systemClock, message: "SOCKS client refused at the door" });
+  // Each client's failed target is its SOCKS reply; the log says a burst of them once (a scan through the proxy was a line per port).
+  const connectFailures = new BurstLog({ log, clock: systemClock, message: "SOCKS connect failed" });
   const clients = socksClients(options.clients ?? loopbackClients, "--socks-clients");
   /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
@@ -274,8 +276,9 @@ export function createSocksActor(options: SocksOptions) {
             dials.delete(controller);
             if (dialing !== controller) return; // the client left or timed out: counted there
             dialing = undefined;
-            log.info({ target, err: error.message }, "SOCKS connect failed");
-            fail(`connect failed: ${error.message}`, /refused/i.test(error.message) ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
+            const refused = /refused/i.test(error.message);
+            connectFailures.note(refused ? "connection refused" : "unreachable", { target, err: error.message });
+            fail(`connect failed: ${error.message}`, refused ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
           },
         );
       }
@@ -311,6 +314,7 @@ export function createSocksActor(options: SocksOptions) {
       const stopping = new LeafmeshError("NOT_RUNNING", "the SOCKS proxy stopped");
       admission.close();
       refusals.close();
+      connectFailures.close();
       for (const controller of dials) controller.abort();
       for (const join of joins) join.reset(stopping);
       for (const socket of sockets) resetStream(socket, stopping);
