@@ -113,9 +113,9 @@ export class GatewayPortListener {
     const stallMs = deps.answerStallMs ?? answerStallMs;
     this.#http1.setTimeout(stallMs, (socket: Socket) => cutIfStalled(socket, stallMs, deps.count));
     this.#http2 = createHttp2Server(onRequest);
-    this.#http2.on("sessionError", () => deps.count("http2 session error"));
     this.#http2.on("session", (session) => {
       if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
+      // Counted here only: the server's 'sessionError' is this same error again (each was counted twice).
       session.on("error", () => deps.count("http2 session error"));
       boundHttp2Session(session, { count: deps.count, idleMs: deps.http2IdleMs, requestMs: deps.http2RequestMs, answerStallMs: deps.answerStallMs });
     });

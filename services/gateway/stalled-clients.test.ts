@@ -136,6 +136,15 @@ describe("the gateway with clients that go quiet", () => {
     expect(counter("http2 session idle") - before).toBe(3);
   }, 15_000);
 
+  it("counts each h2c session broken by its client once", async () => {
+    const before = counter("http2 session error");
+    // A frame header that announces a frame larger than the session's maximum: a protocol error of the session.
+    const broken = Buffer.concat([preface, Buffer.from([0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]), Buffer.from("garbage")]);
+    const outcomes = await Promise.all(Array.from({ length: 5 }, () => sendAndStall(ports.http, broken, 5_000)));
+    for (const outcome of outcomes) expect(outcome.ended).not.toBe("open");
+    expect(counter("http2 session error") - before).toBe(5);
+  });
+
   it("resets an h2c request whose body stops halfway, and keeps its session for the next request", async () => {
     const session = connectHttp2(`http://127.0.0.1:${ports.http}`);
     session.on("error", () => undefined);
