@@ -24,7 +24,7 @@ import { openAccessLog, type AccessLogTarget } from "./access-file.ts";
 import { batchedAccessLog } from "./access-log.ts";
 import { compileGateway } from "./compile.ts";
 import { HttpForwarder, type AccessEntry } from "./http-proxy.ts";
-import { GatewayPortListener, type ConnectionEntry } from "./listeners.ts";
+import { GatewayPortListener, type ConnectionEntry, type ListenerDeps } from "./listeners.ts";
 import type { GatewayPlan, PlannedBackend, PortPlan, Refusal } from "./plan.ts";
 import { BackendPools } from "./upstream.ts";
 
@@ -48,6 +48,8 @@ export interface GatewayOptions {
   access?: (entry: AccessEntry | ConnectionEntry) => void;
   /** Where the access log goes (access-file.ts): @default { kind: "stderr" } — the actor's logger at info, as `"log":"access"`. */
   accessLog?: AccessLogTarget;
+  /** The listeners' deadlines for clients (listeners.ts: defaults and why there). */
+  clientTimeouts?: Pick<ListenerDeps, "helloTimeoutMs" | "idleTimeoutMs" | "handshakeTimeoutMs" | "http2IdleMs" | "http2RequestMs" | "answerStallMs">;
 }
 
 const gatewayMachine = setup({ types: { events: {} as { type: "SERVING" } | { type: "STOP" } } }).createMachine({
@@ -150,7 +152,7 @@ export function createGatewayActor(options: GatewayOptions) {
     plan = compileGateway(reader, { name: options.node, labels: options.labels ?? {} });
     pools.refresh(reader, backendsOf(plan));
     noteRefusals(plan.refused);
-    const deps = { host: options.listenHost, forwarder, pools, log, count, routeOutcome, access };
+    const deps = { host: options.listenHost, forwarder, pools, log, count, routeOutcome, access, ...options.clientTimeouts };
     for (const [port, listener] of listeners) {
       const next = plan.ports.get(port);
       // A port whose kind changed gets a new listener: its connections were accepted as another kind.

@@ -20,12 +20,14 @@ const run = promisify(execFile);
 let server: Server;
 let port: number;
 const counts = new Map<string, number>();
-/** What the last answered response saw of its end: finished, or closed before. */
+/** What each answered response saw of its end, with its path: finished, or closed before. */
 const endings: string[] = [];
+/** How the bodies the echo read failed. */
+const bodyOutcomes: string[] = [];
 
-/** /echo: the body back (written as it comes, no length: chunked); /hold: never answers; /len: a fixed-length answer. */
+/** /echo (and any other path not below): the body back (written as it comes, no length: chunked); /hold: never answers; /len: a fixed-length answer. */
 function handle(request: Http1Request, response: Http1Response): void {
-  response.once("close", () => endings.push(response.writableFinished ? "finished" : "closed early"));
+  response.once("close", () => endings.push(`${request.url} ${response.writableFinished ? "finished" : "closed early"}`));
   if (request.url === "/hold") return;
   if (request.url === "/len") {
     response.writeHead(200, ["Content-Length", "5", "X-Seen-Host", request.headers.host ?? ""]);
@@ -36,6 +38,20 @@ function handle(request: Http1Request, response: Http1Response): void {
     response.writeHead(200, ["Content-Length", String(Buffer.byteLength(text))]);
     return void response.end(text);
   }
+  if (request.url === "/big") {
+    // 64 MiB in pieces of 64 KiB (as the forwarder passes on a backend's reads), as fast as the client takes it.
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let left = 1024;
+    response.writeHead(200, ["Content-Length", String(left * chunk.length)]);
+    const more = () => {
+      while (left > 0) {
+        left--;
+        if (left === 0) return void response.end(chunk);
+        if (!response.write(chunk)) return void response.once("drain", more);
+      }
+    };
+    return more();
+  }
   if (request.url === "/bad-header") {
     try {
       response.writeHead(200, ["X-Evil", "a\r\nSet-Cookie: stolen=1"]);
@@ -45,6 +61,7 @@ function handle(request: Http1Request, response: Http1Response): void {
     return void response.end("refused\n");
   }
   response.writeHead(200, ["Content-Type", "application/octet-stream"]);
+  request.on("error", (error: NodeJS.ErrnoException) => bodyOutcomes.push(`${request.url} body error ${error.code}`));
   request.on("data", (chunk: Buffer) => {
     if (!response.write(chunk)) {
       request.pause();
@@ -57,7 +74,7 @@ function handle(request: Http1Request, response: Http1Response): void {
 beforeAll(async () => {
   server = createServer({ allowHalfOpen: true }, (socket) => {
     socket.on("error", () => undefined);
-    new Http1Connection(socket, Buffer.alloc(0), { onRequest: handle, count: (reason) => counts.set(reason, (counts.get(reason) ?? 0) + 1), idleMs: 1_000, headersMs: 1_500 });
+    new Http1Connection(socket, Buffer.alloc(0), { onRequest: handle, count: (reason) => counts.set(reason, (counts.get(reason) ?? 0) + 1), idleMs: 1_000, headersMs: 1_500, requestMs: 2_000, answerStallMs: 1_500 });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   port = (server.address() as AddressInfo).port;
@@ -206,15 +223,109 @@ describe("the gateway's HTTP/1.x front end", () => {
     expect(counts.get("http request head timed out")).toBeGreaterThanOrEqual(1);
   });
 
+  it("closes a connection whose request body stops halfway: 408 before an answer, a plain close after one", async () => {
+    const before = counts.get("http request body timed out") ?? 0;
+    // Nothing answered yet (the handler waits): 408, then the close.
+    const unanswered = await raw("POST /hold HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc", 6_000);
+    expect(unanswered.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(unanswered.closed).toBe(true);
+    // Answered before its body (a 404 to a POST, here /len): the rest of the body never comes, and the connection
+    // closes all the same; no second answer after the first.
+    for (const body of ["Content-Length: 100\r\n\r\nabc", "Transfer-Encoding: chunked\r\n\r\n5\r\nab"]) {
+      const answered = await raw(`POST /len HTTP/1.1\r\nHost: a\r\n${body}`, 6_000);
+      expect(answered.text).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nhello$/);
+      expect(answered.closed).toBe(true);
+    }
+    expect((counts.get("http request body timed out") ?? 0) - before).toBe(3);
+  }, 20_000);
+
+  it("cuts an answer under way whose request body stops halfway, with an RST", async () => {
+    // /echo answers as the body comes: its head and the first bytes are out when the body stops.
+    const result = await new Promise<{ text: string; error?: string }>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      let text = "";
+      const timer = setTimeout(() => resolve({ text, error: "still open" }), 6_000);
+      socket.on("data", (chunk) => (text += chunk.toString("latin1")));
+      socket.on("error", (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve({ text, error: error.code });
+      });
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve({ text });
+      });
+      socket.write("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc");
+    });
+    expect(result.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(result.error).toBe("ECONNRESET");
+  }, 10_000);
+
+  it("takes a FIN inside a request body for a cut: its reader gets an error, the client an RST", async () => {
+    const before = counts.get("http request body cut by the client") ?? 0;
+    const finOutcomes = () => bodyOutcomes.filter((outcome) => outcome.startsWith("/echo-fin "));
+    const result = await new Promise<{ text: string; error?: string }>((resolve) => {
+      const socket = connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+      let text = "";
+      const timer = setTimeout(() => resolve({ text, error: "still open" }), 1_500);
+      socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")));
+      socket.on("error", (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve({ text, error: error.code });
+      });
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve({ text });
+      });
+      socket.end("POST /echo-fin HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc");
+    });
+    expect(result.error).toBe("ECONNRESET");
+    expect((counts.get("http request body cut by the client") ?? 0) - before).toBe(1);
+    for (let i = 0; i < 50 && finOutcomes().length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(finOutcomes()).toEqual(["/echo-fin body error ECONNRESET"]);
+  });
+
+  it("cuts a client that reads none of its answer, and not one that reads it for longer than the deadline", async () => {
+    const before = counts.get("http answer not read by the client") ?? 0;
+    const bigEndings = () => endings.filter((ending) => ending.startsWith("/big "));
+    const ended = bigEndings().length;
+    // Asks for 64 MiB and reads nothing: the answer stops at the socket's buffers, and is cut.
+    const idle = connect(port, "127.0.0.1");
+    idle.on("error", () => undefined);
+    idle.pause();
+    idle.write("GET /big HTTP/1.1\r\nHost: a\r\n\r\n");
+    for (let i = 0; i < 150 && bigEndings().length === ended; i++) await new Promise((resolve) => setTimeout(resolve, 40));
+    idle.destroy();
+    expect(bigEndings().slice(ended)).toEqual(["/big closed early"]);
+    expect((counts.get("http answer not read by the client") ?? 0) - before).toBe(1);
+    // One that reads all the time, a piece every few milliseconds, for longer than the deadline: served whole
+    // (the deadline counts from the last write, and each drain lets one more go).
+    const started = Date.now();
+    const slow = await new Promise<number>((resolve, reject) => {
+      const socket = connect(port, "127.0.0.1");
+      let received = 0;
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.length;
+        socket.pause();
+        setTimeout(() => socket.resume(), 5);
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(received));
+      socket.write("GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    });
+    expect(slow).toBeGreaterThan(64 * 1024 * 1024);
+    expect(Date.now() - started).toBeGreaterThan(1_500);
+  }, 30_000);
+
   it("tells the handler when its client leaves mid-answer", async () => {
-    const before = endings.length;
+    const holdEndings = () => endings.filter((ending) => ending.startsWith("/hold "));
+    const before = holdEndings().length;
     const socket = connect(port, "127.0.0.1");
     socket.on("error", () => undefined);
     socket.write("GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
     await new Promise((resolve) => setTimeout(resolve, 100));
     socket.resetAndDestroy();
-    for (let i = 0; i < 50 && endings.length === before; i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(endings.slice(before)).toEqual(["closed early"]);
+    for (let i = 0; i < 50 && holdEndings().length === before; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(holdEndings().slice(before)).toEqual(["/hold closed early"]);
   });
 
   it("survives a thousand malformed requests, each refused and its connection closed", async () => {

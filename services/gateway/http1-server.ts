@@ -14,12 +14,15 @@
  * characters, header size), 400/431 to a malformed request, 100-continue,
  * 417 to another expectation, 400 to an HTTP/1.1 request without Host, a
  * client's pipelined requests answered in order, keep-alive (5 s idle), the
- * headers' deadline (60 s), chunked answers to HTTP/1.1 clients when the
+ * headers' deadline (60 s), the request's deadline (its body whole within 300 s
+ * of its head: Node's requestTimeout), chunked answers to HTTP/1.1 clients when the
  * length is unknown, `Connection: close` as the client and HTTP/1.0 ask.
  * An upgrade request is answered as a plain request, then the connection closes.
  */
 import { HTTPParser, methods } from "node:_http_common";
 import type { Socket } from "node:net";
+import { resetSocket } from "../../lib/join-streams.ts";
+import { answerStallMs, cutStalledReader } from "./stalled-reader.ts";
 import { Http1Request, Http1Response, type ExchangeConnection } from "./http1-messages.ts";
 
 export { Http1Request, Http1Response } from "./http1-messages.ts";
@@ -28,6 +31,12 @@ export { Http1Request, Http1Response } from "./http1-messages.ts";
 const idleMs = 5_000;
 /** @default 60_000 — Node's headersTimeout: a request's head must be whole this long after its first byte. */
 const headersMs = 60_000;
+/**
+ * @default 300_000 — Node's requestTimeout: a request's body must be whole this long after its head. Without
+ * it a client that stops halfway through a body (a slow-loris on the body) held its connection for ever, the
+ * answer sent or not: the parser waits for the rest, and no idle or head deadline runs while a body is read.
+ */
+const requestMs = 300_000;
 /** Pipelined requests held behind the one being answered; a client that sends more is cut. */
 const maxQueued = 32;
 /** Header fields in one head (Node's server refuses about as many, with 431). */
@@ -46,6 +55,10 @@ export interface Http1ServerDeps {
   idleMs?: number;
   /** @default 60_000 */
   headersMs?: number;
+  /** @default 300_000 */
+  requestMs?: number;
+  /** @default 300_000 (stalled-reader.ts) */
+  answerStallMs?: number;
 }
 
 type Handle = { readStart(): number; readStop(): number };
@@ -63,10 +76,11 @@ export class Http1Connection implements ExchangeConnection {
   #url = "";
   /** One timer per connection, every `idleMs` while it guards something: an idle connection, or a head under way. */
   #timer: NodeJS.Timeout;
-  #waiting: "idle" | "head" | "none" = "idle";
+  #waiting: "idle" | "head" | "body" | "none" = "idle";
   #since = performance.now();
   readonly #idleMs: number;
   readonly #headersMs: number;
+  readonly #requestMs: number;
   #clientEnded = false;
   #closing = false;
 
@@ -91,16 +105,18 @@ export class Http1Connection implements ExchangeConnection {
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.#parsing?.endBody();
       this.#parsing = undefined;
-      if (this.#queue.length === 0) this.#arm("idle");
+      this.#arm(this.#queue.length === 0 ? "idle" : "none");
     };
     parser[HTTPParser.kOnExecute] = (result: number | Error) => this.#onExecute(result);
     this.#idleMs = deps.idleMs ?? idleMs;
     this.#headersMs = deps.headersMs ?? headersMs;
-    this.#timer = setTimeout(() => this.#onTimeout(), Math.min(this.#idleMs, this.#headersMs));
+    this.#requestMs = deps.requestMs ?? requestMs;
+    this.#timer = setTimeout(() => this.#onTimeout(), Math.min(this.#idleMs, this.#headersMs, this.#requestMs));
     socket.on("end", () => this.#onClientEnd());
     // A write the forwarder waits on ('drain' after write() said false) is the answer being written.
     socket.on("drain", () => this.#queue[0]?.response.emit("drain"));
     socket.once("close", () => this.#onClose());
+    cutStalledReader(socket, deps.answerStallMs ?? answerStallMs, deps.count);
     const result = early.length > 0 ? parser.execute(early) : 0;
     parser.consume(this.#handle);
     this.#onExecute(result);
@@ -128,7 +144,11 @@ export class Http1Connection implements ExchangeConnection {
     if (!first.request.complete) first.request.dump();
     if (response.close || (this.#clientEnded && this.#queue.length === 0)) return this.#end();
     const next = this.#queue[0];
-    if (next) return this.#start(next.request, next.response);
+    if (next) {
+      // Its body's deadline starts now: reads were stopped while it waited its turn.
+      if (this.#parsing === next.request) this.#arm("body");
+      return this.#start(next.request, next.response);
+    }
     // Idle once the request's body is read too (an answer can go before its request's end: a 404 to a POST).
     if (this.#parsing === undefined) this.#arm("idle");
     this.readStart();
@@ -140,7 +160,8 @@ export class Http1Connection implements ExchangeConnection {
     const request = new Http1Request(this, this.#socket, { major, minor, method, url, rawHeaders });
     const response = new Http1Response(this, this.#socket, request, keepAlive && !upgrade && !this.#closing);
     this.#parsing = request;
-    this.#arm("none");
+    // The body (if any: kOnMessageComplete comes after this) must be whole in time, unless it waits behind another.
+    this.#arm(this.#queue.length === 0 ? "body" : "none");
     if (this.#queue.length >= maxQueued) {
       this.#deps.count("http too many pipelined requests");
       this.#refuse(undefined);
@@ -188,7 +209,7 @@ export class Http1Connection implements ExchangeConnection {
     if (this.#waiting === "idle" && result > 0 && this.#parsing === undefined && this.#queue.length === 0) this.#arm("head");
   }
 
-  #arm(waiting: "idle" | "head" | "none"): void {
+  #arm(waiting: "idle" | "head" | "body" | "none"): void {
     this.#waiting = waiting;
     if (waiting === "none") return;
     this.#since = performance.now();
@@ -205,6 +226,18 @@ export class Http1Connection implements ExchangeConnection {
       // A head under way for longer than its deadline: a slow client, or one that never finishes (slowloris).
       this.#deps.count("http request head timed out");
       return this.#refuse(closeResponses[408]);
+    }
+    if (this.#waiting === "body" && elapsed >= this.#requestMs) {
+      // A body stalled halfway: 408 if nothing was answered yet; an answer under way is cut (RST: not an end);
+      // after a whole answer, the connection just closes (a 408 then would read as the next request's answer).
+      this.#deps.count("http request body timed out");
+      const answering = this.#queue.length > 0;
+      if (answering && this.#queue[0].response.headersSent) {
+        this.#closing = true;
+        clearTimeout(this.#timer);
+        return resetSocket(this.#socket);
+      }
+      return this.#refuse(answering ? closeResponses[408] : undefined);
     }
     if (this.#waiting !== "none") this.#timer.refresh();
   }
@@ -233,6 +266,15 @@ export class Http1Connection implements ExchangeConnection {
 
   #onClientEnd(): void {
     this.#clientEnded = true;
+    // A FIN inside a request body (requests are never delimited by the close) is a cut body: its reader is told at
+    // the close (an error), and its answer is abandoned with an RST. Unsaid, the body neither ended nor failed and
+    // the backend waited for the rest until the route's timeout.
+    if (this.#parsing !== undefined && !this.#parsing.complete) {
+      this.#deps.count("http request body cut by the client");
+      this.#closing = true;
+      clearTimeout(this.#timer);
+      return resetSocket(this.#socket);
+    }
     if (this.#queue.length === 0) this.#end();
   }
 

@@ -15,9 +15,12 @@ import { createHash } from "node:crypto";
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { http } from "../../lib/node-http.ts";
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
+import { boundHttp2Session } from "./http2-deadlines.ts";
+import { answerStallMs, cutIfStalled } from "./stalled-reader.ts";
 import { createServer, type Server, type Socket } from "node:net";
 import { Http1Connection } from "./http1-server.ts";
-import { Duplex } from "node:stream";
+import { replayed } from "./replayed.ts";
+import type { Duplex } from "node:stream";
 import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
@@ -55,6 +58,13 @@ export interface ListenerDeps {
   helloTimeoutMs?: number;
   /** @default 3_600_000 — a TCP or TLS connection silent this long is reset, as the traffic actor's. */
   idleTimeoutMs?: number;
+  /** @default 10_000 — a terminated TLS handshake not done this long after the ClientHello is reset (as the hello's own deadline). */
+  handshakeTimeoutMs?: number;
+  /** stalled-reader.ts's: @default 300_000 */
+  answerStallMs?: number;
+  /** http2-deadlines.ts's idleMs (@default 60_000) and requestMs (@default 300_000). */
+  http2IdleMs?: number;
+  http2RequestMs?: number;
 }
 
 /** The HTTP/2 connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
@@ -98,11 +108,16 @@ export class GatewayPortListener {
       deps.forwarder.handle(request, response, context);
     };
     this.#http1 = http.createServer({ noDelay: true }, onRequest);
+    // Node's server keeps no deadline for an answer its client does not read (its timeout is off); with a handler
+    // of ours, a socket quiet for other reasons is left to Node's own deadlines (headers, request, keep-alive).
+    const stallMs = deps.answerStallMs ?? answerStallMs;
+    this.#http1.setTimeout(stallMs, (socket: Socket) => cutIfStalled(socket, stallMs, deps.count));
     this.#http2 = createHttp2Server(onRequest);
-    this.#http2.on("sessionError", () => deps.count("http2 session error"));
     this.#http2.on("session", (session) => {
       if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
+      // Counted here only: the server's 'sessionError' is this same error again (each was counted twice).
       session.on("error", () => deps.count("http2 session error"));
+      boundHttp2Session(session, { count: deps.count, idleMs: deps.http2IdleMs, requestMs: deps.http2RequestMs, answerStallMs: deps.answerStallMs });
     });
     for (const server of [this.#http1, this.#http2] as const) {
       // A malformed request is the client's: answered 400 by Node, counted, never an exception.
@@ -198,7 +213,7 @@ export class GatewayPortListener {
         const context: HttpContext = { port: this.port, hosts: plan.hosts, scheme: "http", client: clientOf(socket) };
         if (buffered.subarray(0, h2Preface.length).equals(h2Preface)) this.#toHttp2(replayed(socket, buffered), context);
         // HTTP/1.x on Node's parser driven on the socket's handle, the bytes read so far first (http1-server.ts).
-        else new Http1Connection(socket, buffered, { count, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
+        else new Http1Connection(socket, buffered, { count, answerStallMs: this.#deps.answerStallMs, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
         return;
       }
       const hello = parseClientHello(buffered);
@@ -254,6 +269,14 @@ export class GatewayPortListener {
       ...(inner.kind === "http" ? { ALPNProtocols: ["h2", "http/1.1"] } : {}),
     });
     let handshook = false;
+    // A client that sent its hello and then nothing (or too little) held its socket and a TLS session for ever.
+    const handshakeMs = this.#deps.handshakeTimeoutMs ?? 10_000;
+    const handshakeTimer = setTimeout(() => {
+      if (handshook) return;
+      this.#deps.count("tls handshake timeout");
+      resetStream(socket, new LeafmeshError("PROXY_FAILED", `TLS handshake not done within ${handshakeMs} ms`));
+    }, handshakeMs);
+    socket.once("close", () => clearTimeout(handshakeTimer));
     tls.on("error", (error: Error) => {
       // After the handshake a cut is counted where the join or the request ends.
       if (!handshook) {
@@ -264,6 +287,7 @@ export class GatewayPortListener {
     });
     tls.once("secure", () => {
       handshook = true;
+      clearTimeout(handshakeTimer);
       if (inner.kind === "tcp") return this.#joinBackend(tls, inner.route, log, Buffer.alloc(0));
       const context: HttpContext = { port: this.port, hosts: inner.hosts, scheme: "https", client: clientOf(socket) };
       // HTTP/2 on a TLS socket that itself wraps a JS stream fails inside Node (reading 'receive'): it gets a plain stream.
@@ -352,46 +376,6 @@ export class GatewayPortListener {
       },
     );
   }
-}
-
-/**
- * The socket as a stream that first yields the bytes read from it already. TLS and HTTP/2 read a net.Socket's
- * kernel handle directly, past its JS buffer, so `unshift` would be lost on them (the ClientHello or the h2
- * preface read to route the connection): they are given this stream instead (Node wraps a plain Duplex in
- * a JS stream socket). Backpressure holds both ways; a reset either side reaches the other.
- */
-export function replayed(socket: Socket, first: Buffer): Duplex {
-  const stream = new Duplex({
-    allowHalfOpen: true,
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      if (socket.write(chunk)) callback();
-      else socket.once("drain", () => callback());
-    },
-    final(callback) {
-      socket.end();
-      callback();
-    },
-    destroy(error, callback) {
-      if (error) resetStream(socket, error);
-      else socket.destroy();
-      callback(error);
-    },
-  });
-  if (first.length > 0) stream.push(first);
-  socket.on("data", (chunk: Buffer) => {
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => stream.push(null));
-  socket.on("error", (error) => stream.destroy(error));
-  socket.on("close", () => {
-    if (!stream.destroyed) stream.destroy(socket.readableEnded ? undefined : new LeafmeshError("PROXY_FAILED", "the client's connection closed"));
-  });
-  // Reads come through `stream` from now on.
-  socket.pause();
-  return stream;
 }
 
 function clientOf(socket: Socket): string {

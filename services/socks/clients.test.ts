@@ -2,6 +2,7 @@
  * Who may use the SOCKS proxy: ranges as given, loopback by default, and over real sockets a client
  * outside them reset before any byte (counted), while a client inside is served.
  */
+import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
@@ -69,4 +70,31 @@ describe("the SOCKS proxy with its clients named", () => {
     expect((socks.stats() as Record<string, number>)["refused: client not allowed"]).toBe(1);
     expect((await tryFrom("127.0.0.2")).outcome).toBe("joined");
   });
+
+  it("counts a client that reset before it was accepted as gone, not as a client not allowed", async () => {
+    const before = socks.stats() as Record<string, number>;
+    // Another process connects 20 times from an allowed address and resets each at once, while this one is too busy to
+    // accept: the kernel hands the connections over afterwards, with no peer address left.
+    const child = spawn(process.execPath, ["-e", `
+      const net = require("node:net");
+      let left = 20;
+      for (let i = 0; i < 20; i++) {
+        const socket = net.connect({ host: "127.0.0.1", port: ${socks.address!.port}, localAddress: "127.0.0.2" });
+        socket.on("error", () => undefined);
+        socket.on("connect", () => { socket.resetAndDestroy(); if (--left === 0) process.stdout.write("done"); });
+      }
+    `]);
+    let said = "";
+    child.stdout.on("data", (chunk: Buffer) => (said += chunk.toString()));
+    const busyUntil = Date.now() + 1_500;
+    while (Date.now() < busyUntil) {
+      // Busy on purpose (bounded): nothing is accepted meanwhile.
+    }
+    await new Promise((resolve) => child.once("exit", resolve));
+    expect(said).toBe("done");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const after = socks.stats() as Record<string, number>;
+    expect(after["refused: client not allowed"] ?? 0).toBe(before["refused: client not allowed"] ?? 0);
+    expect((after["client left before accept"] ?? 0) + (after["client left during the handshake"] ?? 0) - (before["client left before accept"] ?? 0) - (before["client left during the handshake"] ?? 0)).toBe(20);
+  }, 15_000);
 });

@@ -89,6 +89,8 @@ export function createSocksActor(options: SocksOptions) {
   const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
   const admission = new Admission({ clock: systemClock, limits: { ...defaultSocksLimits, ...options.limits } });
   const refusals = new BurstLog({ log, clock: systemClock, message: "SOCKS client refused at the door" });
+  // Each client's failed target is its SOCKS reply; the log says a burst of them once (a scan through the proxy was a line per port).
+  const connectFailures = new BurstLog({ log, clock: systemClock, message: "SOCKS connect failed" });
   const clients = socksClients(options.clients ?? loopbackClients, "--socks-clients");
   /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
@@ -118,7 +120,15 @@ export function createSocksActor(options: SocksOptions) {
 
   /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */
   const admit = (client: Socket) => {
-    if (!clients.allows(client.remoteAddress ?? "")) {
+    // No address: the client reset before it was accepted (the kernel still hands it over). Not a stranger: said as
+    // what it is, not as "client not allowed" (an operator would look for a foreign address that was never there).
+    if (client.remoteAddress === undefined) {
+      count("client left before accept");
+      client.on("error", () => undefined);
+      client.destroy();
+      return;
+    }
+    if (!clients.allows(client.remoteAddress)) {
       // Before any byte: a stranger learns only that the port is there.
       count("refused: client not allowed");
       refusals.note("client not allowed (--socks-clients)", { client: client.remoteAddress });
@@ -266,8 +276,9 @@ export function createSocksActor(options: SocksOptions) {
             dials.delete(controller);
             if (dialing !== controller) return; // the client left or timed out: counted there
             dialing = undefined;
-            log.info({ target, err: error.message }, "SOCKS connect failed");
-            fail(`connect failed: ${error.message}`, /refused/i.test(error.message) ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
+            const refused = /refused/i.test(error.message);
+            connectFailures.note(refused ? "connection refused" : "unreachable", { target, err: error.message });
+            fail(`connect failed: ${error.message}`, refused ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
           },
         );
       }
@@ -303,6 +314,7 @@ export function createSocksActor(options: SocksOptions) {
       const stopping = new LeafmeshError("NOT_RUNNING", "the SOCKS proxy stopped");
       admission.close();
       refusals.close();
+      connectFailures.close();
       for (const controller of dials) controller.abort();
       for (const join of joins) join.reset(stopping);
       for (const socket of sockets) resetStream(socket, stopping);

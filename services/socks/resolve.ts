@@ -69,7 +69,9 @@ export function resolveSocksTarget(catalog: CatalogReader, host: string, port: n
   }
   const name = host.toLowerCase().replace(/\.$/, "");
   const nodeName = name.endsWith(".node") ? name.slice(0, -5) : name;
-  if (nodeNamePattern.test(nodeName) && (options.knownNodes.has(nodeName) || name.endsWith(".node"))) {
+  // This node by its name too: the tunnel's known nodes are the others (without this, `ssh edge-a` through
+  // edge-a's own proxy was looked up in DNS and failed with ENOTFOUND while every other node's name worked).
+  if (nodeNamePattern.test(nodeName) && (options.knownNodes.has(nodeName) || nodeName === options.node || name.endsWith(".node"))) {
     if (nodeName === options.node) return { kind: "direct", host: "127.0.0.1", port };
     return { kind: "node", node: nodeName, host: "127.0.0.1", port };
   }

@@ -56,6 +56,9 @@ describe("where a SOCKS CONNECT goes", () => {
     expect(resolveSocksTarget(catalog, "edge-b", 22, options)).toEqual({ kind: "node", node: "edge-b", host: "127.0.0.1", port: 22 });
     expect(resolveSocksTarget(catalog, "edge-z.node", 22, options)).toEqual({ kind: "node", node: "edge-z", host: "127.0.0.1", port: 22 });
     expect(resolveSocksTarget(catalog, "edge-a", 22, options)).toEqual({ kind: "direct", host: "127.0.0.1", port: 22 });
+    // The agent's known nodes are the tunnel's peers, without this node: its own name is its loopback all the same.
+    const asTheAgentKnows = { ...options, knownNodes: new Set(["edge-b"]) };
+    for (const name of ["edge-a", "EDGE-A", "edge-a.node"]) expect(resolveSocksTarget(catalog, name, 22, asTheAgentKnows)).toEqual({ kind: "direct", host: "127.0.0.1", port: 22 });
   });
 
   it("refuses a missing Service or port clearly, and dials anything else as given", () => {

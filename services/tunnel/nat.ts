@@ -161,11 +161,15 @@ export async function startObserver(options: ObserverOptions): Promise<Observer>
     deadline(socket, options.lineTimeoutMs ?? 10_000, () => socket.destroy());
     socket.on("error", () => undefined);
     let buffered = "";
-    socket.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       buffered += chunk.toString("utf8");
       if (buffered.length > 1024) return socket.destroy();
       const newline = buffered.indexOf("\n");
       if (newline < 0) return;
+      // One line, one answer: what comes after it is not read as the line again (each byte after a probe
+      // request made the hub probe the client twice more, a stranger's amplifier of the hub's connections).
+      socket.off("data", onData);
+      socket.resume();
       const observed = { host: (socket.remoteAddress ?? "").replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 };
       let request: { op?: string } = {};
       try {
@@ -188,7 +192,8 @@ export async function startObserver(options: ObserverOptions): Promise<Observer>
         return;
       }
       socket.end(`${JSON.stringify({ observed })}\n`);
-    });
+    };
+    socket.on("data", onData);
   };
   for (const port of options.ports) {
     const server = createServer(handle);

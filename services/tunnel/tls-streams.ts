@@ -145,8 +145,14 @@ export async function startTlsStreamServer(options: {
   });
   // Handshake failures (another CA, no certificate, plaintext): counted and said once per reason.
   server.on("tlsClientError", (error, socket) => {
-    const code = (error as { code?: string }).code;
-    refuse(code ? `${code} (${describeError(error).slice(0, 120)})` : describeError(error).slice(0, 120), { remote: socket.remoteAddress });
+    // A client certificate that does not verify (another mesh's CA, expired, self-signed) fails after OpenSSL's
+    // handshake: Node destroys the socket and reports only "socket hang up"; why is in authorizationError.
+    const untrusted = socket.authorizationError;
+    if (untrusted) refuse(`client certificate not trusted: ${String(untrusted)}`, { remote: socket.remoteAddress });
+    else {
+      const code = (error as { code?: string }).code;
+      refuse(code ? `${code} (${describeError(error).slice(0, 120)})` : describeError(error).slice(0, 120), { remote: socket.remoteAddress });
+    }
     socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
