@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -225,6 +225,22 @@ describe("nats-server configs and supervisor", () => {
     });
     await expect(server.start()).rejects.toThrow(/rejected the configuration/);
     expect(server.state).toBe("failed");
+  });
+
+  it("writes its configuration readable by its owner only, also over a file an older leafmesh left readable (it holds the route password)", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "nats-server.conf"), "# an older leafmesh's\n", { mode: 0o644 });
+    const monitorPort = await freePort();
+    const server = new NatsServerSupervisor({
+      name: "private",
+      dataDir: dir,
+      monitor: { host: "127.0.0.1", port: monitorPort },
+      log: silentLogger(),
+      configText: `listen: 127.0.0.1:${await freePort()}\nhttp: 127.0.0.1:${monitorPort}\n`,
+    });
+    servers.push(server);
+    await server.start();
+    expect(statSync(join(dir, "nats-server.conf")).mode & 0o777).toBe(0o600);
   });
 
   it("says how to install nats-server when its binary cannot be run, and starts nothing", async () => {

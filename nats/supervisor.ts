@@ -16,7 +16,7 @@
  * ```
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { chmodSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
@@ -174,7 +174,7 @@ export class NatsServerSupervisor {
     this.#readySince = 0;
     makeDirectories(this.options.dataDir);
     this.#killLeftover();
-    writeFileSync(this.configPath, this.options.configText, { mode: 0o600 });
+    writeConfig(this.configPath, this.options.configText);
     if (this.options.loadAccountsAtStart) markAccountsForLoadAtStart(this.options.loadAccountsAtStart.storeDir, this.options.loadAccountsAtStart.accounts);
     // One run of the binary, off the event loop, says both whether it runs and whether it takes the configuration
     // (a --version and a -t, each spawned synchronously, held a starting agent's loop ~70 ms).
@@ -275,10 +275,10 @@ export class NatsServerSupervisor {
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
     if (this.state !== "ready") throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' is ${this.state}, not ready: not restarted with a new configuration`);
     const previous = this.options.configText;
-    writeFileSync(this.configPath, configText, { mode: 0o600 });
+    writeConfig(this.configPath, configText);
     const check = spawnSync(binary, ["-t", "-c", this.configPath], { encoding: "utf8" });
     if (check.status !== 0) {
-      writeFileSync(this.configPath, previous, { mode: 0o600 });
+      writeConfig(this.configPath, previous);
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the new configuration: ${`${check.stderr}${check.stdout}`.trim()}`);
     }
     this.options.configText = configText;
@@ -363,4 +363,14 @@ export class NatsServerSupervisor {
     clearTimeout(timer);
     rmSync(this.#pidFile, { force: true });
   }
+}
+
+/**
+ * The server's configuration, readable by its owner only whatever the file was before: it holds the route and gateway
+ * password (trust/route-credentials.ts), and `mode` applies only to a file being made (a data directory of an older
+ * leafmesh kept its 0644 file, with the password in it from the first start on).
+ */
+function writeConfig(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600);
 }
