@@ -21,14 +21,11 @@ import { sampleService, writeManifest, writePsk } from "../test/support/manifest
 import { freePort } from "../test/support/ports.ts";
 import { startAgentProcess, startHubCluster, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
 import { echoesThroughSocks, readAtLeast, socksConnect } from "../test/support/socks-client.ts";
+import { awaitEnding, log, natsPid, sayWarnings, sleep, untilWorks } from "./live-ops-report.ts";
 
 const [fault] = process.argv.slice(2);
 const hold = Number(process.argv[3] ?? 30) * 1000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a: unknown[]) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const leafz = (hub: HubProcess): string => { try { return execFileSync("curl", ["-s", "-m", "2", `http://127.0.0.1:${(hub as unknown as { monitorPort: number }).monitorPort}/leafz?subs=1`], { encoding: "utf8" }); } catch { return ""; } };
-const natsPid = (hub: HubProcess) => Number(execFileSync("pgrep", ["-f", `nats-server.*${hub.dataDir}`], { encoding: "utf8" }).trim().split("\n")[0]);
 
 const source = await startTarget("source", { bytes: 64 * 1024 * 1024 * 1024 });
 const echo = await startTarget("echo");
@@ -61,26 +58,17 @@ try {
   if (fault === "stop-c-hub") { const p = natsPid(victim); process.kill(p, "SIGSTOP"); await sleep(hold); process.kill(p, "SIGCONT"); }
   else await victim.kill();
   log("fault over on", victim.name);
-  const deadline = Date.now() + 20_000;
-  while (!ended && Date.now() < deadline) await sleep(200);
-  if (!ended) log("client stream still open 20 s after the fault");
+  await awaitEnding(() => ended !== undefined);
   client.destroy();
-  let started = Date.now();
-  for (let i = 0; i < 30; i++) {
-    try { await echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000); log("new stream works after", Date.now() - started, "ms"); break; } catch (e) { if (i % 3 === 0) log("new stream fails:", (e as Error).message); }
-  }
-  started = Date.now();
+  await untilWorks("new stream", () => echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000), { tries: 30, sayEvery: 3 });
   writeManifest(manifests, "late.yaml", sampleService({ name: "late", clusterIP: "198.19.0.31", endpoints: [{ ip: "127.0.0.1", node: "edge-c" }], backendPort: echo.port }));
   for (const hub of hubs) if (hub !== victim) writeManifest(manifests, "late.yaml", sampleService({ name: "late", clusterIP: "198.19.0.31", endpoints: [{ ip: "127.0.0.1", node: "edge-c" }], backendPort: echo.port }));
-  for (let i = 0; i < 40; i++) {
-    try { await echoesThroughSocks(socksPort, "late.demo.svc.cluster.local", 80, 3_000); log("a new service reaches edge-a after", Date.now() - started, "ms"); break; } catch (e) { if (i % 5 === 0) log("new service not yet:", (e as Error).message); }
-  }
+  await untilWorks("a new service at edge-a", () => echoesThroughSocks(socksPort, "late.demo.svc.cluster.local", 80, 3_000), { tries: 40, sayEvery: 5 });
   log("lease now", (await holder())?.name);
   for (const p of [edgeA, edgeC]) {
     const view = await p.view();
     log(p.name, "tunnel", JSON.stringify(view.status.actors.find((a) => a.name === "tunnel")?.detail).slice(0, 300));
-    const lines = p.output().split("\n").filter((l) => /"level":(40|50|60)/.test(l) && !l.includes("INSECURE"));
-    log(`${p.name} warnings (${lines.length}):\n` + lines.slice(-6).map((l) => "   " + l.slice(0, 300)).join("\n"));
+    sayWarnings([p], { last: 6, width: 300 });
   }
 } finally {
   await stopAllProcesses();

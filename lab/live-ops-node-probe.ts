@@ -20,11 +20,9 @@ import { proxyListener, runCliOk, startAgentProcess, startHubProcess, stopAllPro
 import { connected, echoesThroughSocks, roundTrip } from "../test/support/socks-client.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
+import { log, sleep } from "./live-ops-report.ts";
 
 const [how, ways = "direct,relay"] = process.argv.slice(2);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a: unknown[]) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const echo = await startTarget("echo");
 // edge-d's endpoint: the same port on 127.0.0.2.
 const second = createServer((socket) => { socket.on("error", () => undefined); socket.on("data", (d) => socket.write(d)); socket.on("end", () => socket.end()); });

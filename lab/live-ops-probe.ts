@@ -44,16 +44,11 @@ import { freePort } from "../test/support/ports.ts";
 import { join } from "node:path";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
-import { runCliOk, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type LeafmeshProcess } from "../test/support/processes.ts";
+import { runCliOk, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "../test/support/processes.ts";
 import { echoesThroughSocks, readAtLeast, socksConnect } from "../test/support/socks-client.ts";
+import { awaitEnding, elapsedMs, log, natsPid, sayWarnings, sleep, untilWorks } from "./live-ops-report.ts";
 
 const [ways, fault] = process.argv.slice(2);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a: unknown[]) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-function natsPid(p: LeafmeshProcess): number {
-  return Number(execFileSync("pgrep", ["-f", `nats-server.*${p.dataDir}`], { encoding: "utf8" }).trim().split("\n")[0]);
-}
 function listenPorts(pid: number): number[] {
   const out = execFileSync("ss", ["-ltnpH"], { encoding: "utf8" });
   return out.split("\n").filter((l) => l.includes(`pid=${pid},`)).map((l) => Number(l.split(/\s+/)[3].split(":").pop()));
@@ -99,7 +94,7 @@ try {
     ending = watchEnding(client);
   }
   let ended: { how: string; bytes: number; at: number } | undefined;
-  void ending.then((e) => { ended = { ...e, at: Date.now() - t0 }; clearInterval(writing); log(upload ? "target's stream:" : "client stream:", e.how, (e.bytes / 1048576).toFixed(1), "MiB more"); });
+  void ending.then((e) => { ended = { ...e, at: elapsedMs() }; clearInterval(writing); log(upload ? "target's stream:" : "client stream:", e.how, (e.bytes / 1048576).toFixed(1), "MiB more"); });
   const leafPort = Number(new URL(hub.leafUrl).port);
   const rule = (action: string[]) => [["-p", "tcp", "--dport", String(leafPort), ...action], ["-p", "tcp", "--sport", String(leafPort), ...action]];
   let undo: () => void = () => undefined;
@@ -152,23 +147,16 @@ try {
   undo();
   // gone-c measured its attempts above; it has no recovery to wait for.
   const recovery = fault === "gone-c" ? 0 : 60;
-  const deadline = Date.now() + 20_000;
-  while (!ended && recovery > 0 && Date.now() < deadline) await sleep(200);
-  if (!ended) log("client stream still open 20 s after the fault: continues (bytes flowing?)");
+  if (recovery > 0) await awaitEnding(() => ended !== undefined, ": continues (bytes flowing?)");
+  else if (!ended) log("client stream still open after the fault: continues (bytes flowing?)");
   client.destroy();
-  const started = Date.now();
-  for (let i = 0; i < recovery; i++) {
-    try { await echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000); log("new stream works after", Date.now() - started, "ms"); break; } catch (e) { if (i % 5 === 0) log("new stream fails:", (e as Error).message); }
-  }
+  await untilWorks("new stream", () => echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000), { tries: recovery, sayEvery: 5 });
   await sleep(3_000);
   for (const agent of [edgeA, edgeC].filter((agent) => agent.child.exitCode === null && agent.child.signalCode === null)) {
     const metrics = execFileSync("curl", ["-s", "-m", "2", `${agent.metricsUrl}/metrics`], { encoding: "utf8" }).split("\n").filter((l) => /relay_channels|streams_open|open_streams|connections_open|_open\b|active/.test(l) && !l.startsWith("#"));
     log(agent.name, "gauges:", metrics.join(" | ").slice(0, 900));
   }
-  for (const p of [edgeA, edgeC, hub]) {
-    const lines = p.output().split("\n").filter((l) => /"level":(40|50|60)/.test(l));
-    log(`${p.name} warnings (${lines.length}):\n` + lines.slice(-8).map((l) => "   " + l.slice(0, 400)).join("\n"));
-  }
+  sayWarnings([edgeA, edgeC, hub], { last: 8, width: 400 });
 } finally {
   await stopAllProcesses();
   await source.close();

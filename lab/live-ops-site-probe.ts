@@ -8,19 +8,16 @@
  *
  *   node lab/live-ops-site-probe.ts <kill-c-server|stop-c-server|kill-a-server> [seconds]
  */
-import { execFileSync } from "node:child_process";
 import type { Socket } from "node:net";
 import { startTarget, watchEnding } from "../test/support/fault-targets.ts";
 import { writePsk } from "../test/support/manifests.ts";
 import { freePort } from "../test/support/ports.ts";
 import { hubPorts, siteClusterPorts, startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type AgentProcess } from "../test/support/processes.ts";
 import { echoesThroughSocks, readAtLeast, socksConnect } from "../test/support/socks-client.ts";
+import { awaitEnding, log, natsPid, sayWarnings, sleep, untilWorks } from "./live-ops-report.ts";
 
 const [fault] = process.argv.slice(2);
 const hold = Number(process.argv[3] ?? 30) * 1000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a: unknown[]) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 
 const source = await startTarget("source", { bytes: 64 * 1024 * 1024 * 1024 });
 const echo = await startTarget("echo");
@@ -52,23 +49,17 @@ try {
   let ended: { how: string; bytes: number } | undefined;
   void watchEnding(client).then((e) => { ended = e; log("client stream:", e.how, (e.bytes / 1048576).toFixed(1), "MiB more"); });
   const victim = fault === "kill-a-server" ? aServer : cServer;
-  if (fault === "stop-c-server") { const p = Number(execFileSync("pgrep", ["-f", `nats-server.*${victim.dataDir}`], { encoding: "utf8" }).trim().split("\n")[0]); process.kill(p, "SIGSTOP"); await sleep(hold); process.kill(p, "SIGCONT"); }
+  if (fault === "stop-c-server") { const p = natsPid(victim); process.kill(p, "SIGSTOP"); await sleep(hold); process.kill(p, "SIGCONT"); }
   else await victim.kill();
   log("fault over on", victim.name);
-  const deadline = Date.now() + 20_000;
-  while (!ended && Date.now() < deadline) await sleep(200);
-  if (!ended) log("client stream still open 20 s after the fault");
+  await awaitEnding(() => ended !== undefined);
   client.destroy();
-  const started = Date.now();
-  for (let i = 0; i < 30; i++) {
-    try { await echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000); log("new stream works after", Date.now() - started, "ms"); break; } catch (e) { if (i % 3 === 0) log("new stream fails:", (e as Error).message); }
-  }
+  await untilWorks("new stream", () => echoesThroughSocks(socksPort, "edge-c", echo.port, 5_000), { tries: 30, sayEvery: 3 });
   log("edge-a on", (await serverOf(edgeA))?.name, "edge-c on", (await serverOf(edgeC))?.name);
   for (const p of [edgeA, edgeC]) {
     const view = await p.view();
     log(p.name, "tunnel", JSON.stringify(view.status.actors.find((a) => a.name === "tunnel")?.detail).slice(0, 200));
-    const lines = p.output().split("\n").filter((l) => /"level":(40|50|60)/.test(l) && !l.includes("INSECURE"));
-    log(`${p.name} warnings (${lines.length}):\n` + lines.slice(-6).map((l) => "   " + l.slice(0, 300)).join("\n"));
+    sayWarnings([p], { last: 6, width: 300 });
   }
 } finally {
   await stopAllProcesses();
