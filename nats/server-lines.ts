@@ -11,6 +11,7 @@
  * ```
  */
 import type { Logger } from "../lib/log.ts";
+import { Repeats } from "../lib/repeats.ts";
 
 /** @default 60_000 — the same explanation of the server's lines is said at most this often. */
 const explainEveryMs = 60_000;
@@ -58,11 +59,12 @@ export class ServerLines {
   #recent: string[] = [];
   readonly #explained = new Map<string, number>();
   /** A line's kind (its text without connection ids) → when it was last said, and how often it came since. */
-  readonly #repeats = new Map<string, { saidAt: number; since: number }>();
+  readonly #repeats: Repeats;
 
   constructor(options: ServerLinesOptions) {
     this.#options = options;
     this.#now = options.now ?? (() => performance.now());
+    this.#repeats = new Repeats({ everyMs: repeatEveryMs, kinds: repeatKinds, now: this.#now });
   }
 
   /** The server's last 50 lines, oldest first. */
@@ -93,7 +95,7 @@ export class ServerLines {
       log[level]({ server: name }, text);
       return;
     }
-    const repeated = this.#repeated(`${level} ${lineKind(text)}`);
+    const repeated = this.#repeats.note(`${level} ${lineKind(text)}`);
     if (repeated === undefined) log.debug({ server: name }, text);
     else log[level]({ server: name, ...(repeated > 0 ? { repeatsSinceLastSaid: repeated } : {}) }, repeated > 0 ? `${text} (and ${repeated} more like it since this was last said)` : text);
     // Every line, counted repeats too: an explainer may count lines (three duplicate refusals within a minute).
@@ -104,17 +106,5 @@ export class ServerLines {
     }
   }
 
-  /** undefined: a repeat to count, not say; otherwise say it, with how many came since it was last said. */
-  #repeated(kind: string): number | undefined {
-    const now = this.#now();
-    const seen = this.#repeats.get(kind);
-    if (seen && now - seen.saidAt < repeatEveryMs) {
-      seen.since++;
-      return undefined;
-    }
-    this.#repeats.delete(kind);
-    this.#repeats.set(kind, { saidAt: now, since: 0 });
-    if (this.#repeats.size > repeatKinds) this.#repeats.delete(this.#repeats.keys().next().value!);
-    return seen?.since ?? 0;
-  }
+
 }

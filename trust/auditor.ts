@@ -24,6 +24,7 @@ import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { explainUserKey } from "./key-store.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
+import { Repeats } from "../lib/repeats.ts";
 
 export interface TrustAuditor {
   /** Denials seen so far, by node and reason. */
@@ -84,8 +85,8 @@ export async function startTrustAuditor(options: {
     }
     counts.set(counted, (counts.get(counted) ?? 0) + 1);
   };
-  /** When each (host, reason) of refused logins was last logged; and what each presented JWT was found to be. */
-  const refusalsLogged = new Map<string, number>();
+  /** Refused logins said once a minute per (host, reason), counted in between; and what each presented JWT was found to be. */
+  const refusals = new Repeats({ everyMs: refusalLogIntervalMs, kinds: maxCountedReasons, now: () => clock.monotonic() });
   const explained = new Map<string, { why: string; at: number }>();
 
   const watchNode = async (node: string) => {
@@ -156,13 +157,11 @@ export async function startTrustAuditor(options: {
         count(kind);
         const { jwt: _jwt, ...client } = event.client ?? {};
         const logKey = `${client.host ?? "?"} ${kind}`;
-        const lastLogged = refusalsLogged.get(logKey);
-        if (lastLogged !== undefined && now - lastLogged < refusalLogIntervalMs) return;
-        if (refusalsLogged.size >= maxCountedReasons) refusalsLogged.clear();
-        refusalsLogged.set(logKey, now);
+        const since = refusals.note(logKey);
+        if (since === undefined) return;
         log.warn(
-          { client, reason: event.reason, denied: true, refusedSoFar: counts.get(kind) ?? counts.get("refused other denials") },
-          `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}${lastLogged === undefined ? "" : ` (said once a minute per host and reason; counted in between)`}`,
+          { client, reason: event.reason, denied: true, refusedSoFar: counts.get(kind) ?? counts.get("refused other denials"), ...(since > 0 ? { repeatsSinceLastSaid: since } : {}) },
+          `refused a connection from ${client.host ?? "?"} (${client.kind ?? "client"} '${client.name ?? ""}'): ${why}${since > 0 ? ` (and ${since} more like it since this was last said)` : ""}`,
         );
       },
     });
