@@ -67,7 +67,7 @@ export function linkActorToBus(options: ActorLinkOptions): ActorLink {
     options.bus.publish(options.actorName, "heartbeat", {
       at: nowIso(clock.now),
       state,
-      uptimeMs: Math.round(clock.monotonic() - startedMonotonic),
+      uptimeMs: clock.monotonic() - startedMonotonic,
       detail: options.detail?.(),
     });
   const timer = clock.setInterval(beat, options.heartbeatMs ?? 5_000);

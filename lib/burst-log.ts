@@ -73,6 +73,6 @@ export class BurstLog {
   }
 
   #end(reason: string, burst: Burst): void {
-    if (burst.count > 1) this.#log.warn({ reason, refused: burst.count, lastedMs: Math.round(burst.lastAt - burst.firstAt) }, `${this.#message}: burst over`);
+    if (burst.count > 1) this.#log.warn({ reason, refused: burst.count, lastedMs: burst.lastAt - burst.firstAt }, `${this.#message}: burst over`);
   }
 }

@@ -12,7 +12,7 @@ export interface Clock {
   /** The wall clock (ms since the epoch): for times shown or written down. It jumps when the machine's clock is set. */
   now(): number;
   /**
-   * A clock that only moves on with time (performance.now on the system clock): for durations, deadlines and ages.
+   * A clock that only moves on with time (performance.now in whole ms on the system clock): for durations, deadlines and ages.
    * An edge box's wall clock is set by NTP at any moment, by minutes or hours either way.
    */
   monotonic(): number;
@@ -24,7 +24,8 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  monotonic: () => performance.now(),
+  // Whole ms, as Date.now's: durations said in logs and events read 8123, not 8123.456789.
+  monotonic: () => Math.floor(performance.now()),
   setTimeout: (callback, ms) => {
     const timer = setTimeout(callback, ms);
     timer.unref?.();

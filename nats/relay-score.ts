@@ -120,7 +120,7 @@ export function decideMove(scores: readonly UpstreamScore[], state: ChoiceState,
   const badRounds = state.badRounds + 1;
   const reason = `${describe(current)} in use is worse than ${describe(best)} by ${current.score === Infinity ? "all" : round(current.score - best.score)} (margin ${round(margin)}) for ${badRounds} probe rounds in a row`;
   if (badRounds < settings.badRounds) return { badRounds, verdict: `${reason}; moving after ${settings.badRounds}` };
-  if (state.lastMoveAt > 0 && now - state.lastMoveAt < settings.holdMs) return { badRounds, verdict: `${reason}; held: the last move was ${Math.round(now - state.lastMoveAt)} ms ago (hold ${settings.holdMs} ms)` };
+  if (state.lastMoveAt > 0 && now - state.lastMoveAt < settings.holdMs) return { badRounds, verdict: `${reason}; held: the last move was ${now - state.lastMoveAt} ms ago (hold ${settings.holdMs} ms)` };
   return { badRounds: 0, verdict: reason, move: { from: current, to: best, reason } };
 }
 

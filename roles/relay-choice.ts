@@ -203,7 +203,7 @@ export class RelayChoice {
     try {
       await this.#options.moveLeaf(order);
       this.#order = order;
-      move.movedInMs = Math.round(this.#clock.monotonic() - started);
+      move.movedInMs = this.#clock.monotonic() - started;
       this.#announceAt = this.#clock.monotonic() + announceAfterMs;
       log.info({ to: to.url, movedInMs: move.movedInMs }, "relay choice: the leaf server restarted with the new upstream first");
       // Published now it could be lost (the hub's interest reaches a new leaf link a moment after it is up): after the next round.

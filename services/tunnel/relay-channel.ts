@@ -288,7 +288,7 @@ export class RelayChannel extends Duplex {
     const { clock, pingIntervalMs, idleTimeoutMs } = this.#endpoint.settings;
     const now = clock.monotonic();
     if (now - this.#lastReceived > idleTimeoutMs) {
-      this.reset(`no frame from ${this.peer} for ${Math.round(now - this.#lastReceived)} ms (relay path lost)`);
+      this.reset(`no frame from ${this.peer} for ${now - this.#lastReceived} ms (relay path lost)`);
       return;
     }
     if (now - this.#lastSent >= pingIntervalMs) this.sendControl(frameTypes.ping);
