@@ -20,6 +20,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
 import { withKeysLock } from "../trust/keys-lock.ts";
+import { isFlatKeys, unpackFlatKeys, watchFlatKeys } from "../trust/flat-keys.ts";
 
 /** Checks that the keys directory can issue nodes, and sets enrolment up in it (trust/enrolment.ts); returns the accounts that changed. */
 async function prepareEnrolment(keys: string): Promise<string[]> {
@@ -75,6 +76,11 @@ given each other's --routes form one JetStream cluster.`,
     checkReplicas(options.replicas, options.routes);
     const dataDir = dataDirectory(options.data, "hub");
     const log = createLogger({ level: options.logLevel });
+    // A Secret mounted as --keys (leafmesh keys k8s-secret): unpacked into DATA/keys, which the hub runs from.
+    const keysMount = options.keys !== undefined && isFlatKeys(resolve(options.keys)) ? resolve(options.keys) : undefined;
+    const keys = keysMount ? join(dataDir, "keys") : options.keys && resolve(options.keys);
+    const keysLog = log.child({ node: options.name, actor: "trust" });
+    if (keysMount) unpackFlatKeys({ mount: keysMount, target: keys!, seedOnly: options.enrol, log: keysLog });
     let source: CatalogSource | undefined;
     if (options.manifests) source = new ManifestSource({ path: resolve(options.manifests), log: log.child({ node: options.name, actor: "publisher" }) });
     if (options.kubeconfig) {
@@ -97,20 +103,20 @@ given each other's --routes form one JetStream cluster.`,
     }
     let enrolAccounts: string[] | undefined;
     if (options.enrol) {
-      if (!options.keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
+      if (!keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
       // Before the security is loaded: the client port must trust the enrolment CA from the start.
-      enrolAccounts = await prepareEnrolment(resolve(options.keys));
+      enrolAccounts = await prepareEnrolment(keys);
     }
-    const security = resolveHubSecurity({ keys: options.keys, insecure: options.insecure }, dataDir, log);
+    const security = resolveHubSecurity({ keys, insecure: options.insecure }, dataDir, log);
     if (security) {
-      checkPeerHostsInCertificate(security.files.cert, options.keys!, [
+      checkPeerHostsInCertificate(security.files.cert, keys!, [
         { flag: "--routes", urls: options.routes ?? [] },
         { flag: "--gateways", urls: (options.gateways ?? []).flatMap((gateway) => gateway.urls) },
       ]);
     }
     const hub = await startHub({
       security,
-      keysDir: options.keys ? resolve(options.keys) : undefined,
+      keysDir: keys || undefined,
       name: options.name,
       dataDir,
       client: options.listen,
@@ -127,7 +133,7 @@ given each other's --routes form one JetStream cluster.`,
       log,
     });
     // The hubs' certificate issued again (keys hub-cert) and copied here: the hub starts again in place with it.
-    const trustLog = log.child({ node: options.name, actor: "trust" });
+    const trustLog = keysLog;
     // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.
     const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, key: leaseKeys.hubRestart, who: "hub", ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
     const restart = security && {
@@ -137,7 +143,9 @@ given each other's --routes form one JetStream cluster.`,
         return { stop: () => (watch.stop(), turn?.stop()) };
       },
     };
-    return runUntilSignal(io, () => hub.stop(), restart);
+    // Any hub but the enrolling one takes the Secret again when it changes (its certificate watch then restarts it in turn).
+    const keysWatch = keysMount && !options.enrol ? watchFlatKeys({ mount: keysMount, target: keys!, log: keysLog }) : undefined;
+    return runUntilSignal(io, () => (keysWatch?.stop(), hub.stop()), restart);
   },
 });
 

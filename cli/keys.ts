@@ -12,6 +12,7 @@
  *   leafmesh keys token  --dir D --url tls://hub:4222 [--ttl 24h] [--uses 50] [--site S] [--tags a,b] [--out FILE] [--hub ...]
  *   leafmesh keys tokens --dir D [--json]
  *   leafmesh keys revoke --dir D --token ID
+ *   leafmesh keys k8s-secret --dir D [--part hubs|all] [--name N] [--namespace NS] [--out FILE]   (cli/keys-secret.ts)
  *
  * Prints paths and public keys only: seeds, creds and keys never reach
  * stdout, stderr or a log.
@@ -35,6 +36,7 @@ import { readFileSync } from "node:fs";
 import { createToken, revokeToken } from "../trust/enrolment.ts";
 import { listTokens, parseDuration } from "../trust/tokens.ts";
 import { writeSecretFile } from "../trust/secret-files.ts";
+import { k8sSecretCommand } from "./keys-secret.ts";
 
 const dirOption = { type: "string", value: "DIR", required: true, description: "the mesh's keys directory (created 0700 by `keys init`)" } as const;
 const hubOption = {
@@ -355,7 +357,7 @@ const tokensCommand = defineCommand({
   },
 });
 
-export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, hubCertCommand, pushCommand, tokenCommand, tokensCommand];
+export const keysSubcommands: Command[] = [initCommand, issueCommand, listCommand, revokeCommand, issueSiteCommand, resignCommand, hubCertCommand, pushCommand, tokenCommand, tokensCommand, k8sSecretCommand];
 
 function keysHelp(): string {
   return [
@@ -388,7 +390,7 @@ export async function runKeysCommand(argv: string[], out: { stdout: NodeJS.Writa
 export const keysCommand: Command = {
   name: "keys",
   summary: commandSummaries.keys,
-  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|hub-cert|push|token|tokens> [options]\nRun 'leafmesh keys --help' for the commands.\n",
+  help: () => "Usage: leafmesh keys <init|issue|list|revoke|issue-site|resign|hub-cert|push|token|tokens|k8s-secret> [options]\nRun 'leafmesh keys --help' for the commands.\n",
   optionTable: () => [],
   main: (argv, io) => runKeysCommand(argv, io, io.env),
 };

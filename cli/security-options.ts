@@ -12,6 +12,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { loadHubSecurity, loadNodeSecurity, type HubSecurity, type NodeSecurity } from "../trust/security.ts";
 import { loadSiteSecurity, type SiteSecurity } from "../trust/site-security.ts";
+import { isFlatKeys } from "../trust/flat-keys.ts";
 import type { OptionSpec } from "./command.ts";
 import { option } from "./options.ts";
 
@@ -78,6 +79,9 @@ export function bundleNode(dir: string): string | undefined {
  */
 export function clientConnectOptions(options: { keys?: string; node?: string; site?: string }): Partial<import("@nats-io/transport-node").ConnectionOptions> {
   if (!options.keys) return {};
+  if (isFlatKeys(options.keys)) {
+    throw new LeafmeshError("CONFIG_INVALID", `${options.keys} is a keys Secret's mount: give the keys directory the hub unpacked it into (DATA/keys), e.g. --keys /data/keys`);
+  }
   if (options.site) return loadSiteSecurity(options.keys, { site: options.site, server: options.node ?? options.site, resolverDir: join(options.keys, "unused") }).clientConnectOptions;
   const node = options.node ?? bundleNode(options.keys);
   if (node) return loadNodeSecurity(options.keys, node).clientConnectOptions;

@@ -4,8 +4,9 @@
  * right type everywhere), compose.yaml parsed and checked, and every leafmesh
  * flag these files pass accepted by the CLI they run.
  */
-import { readdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +14,8 @@ import type { Command } from "../cli/command.ts";
 import { loadCommands } from "../cli/main.ts";
 import { socksClientsFor } from "../cli/agent.ts";
 import { parseHostPort } from "../nats/render.ts";
+import { certificateHosts } from "../trust/hub-certificate.ts";
+import { runCli } from "./support/processes.ts";
 
 let commands: Command[] = [];
 beforeAll(async () => {
@@ -72,7 +75,7 @@ function checkLeafmeshArgs(args: string[], where: string): string[] {
 describe("deployment files", () => {
   it("has the objects a cluster needs", () => {
     expect(documents.map((document) => document.object.kind).sort()).toEqual(
-      ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace", "Secret", "Service", "Service", "ServiceAccount", "StatefulSet"].sort(),
+      ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "Service", "Service", "Service", "ServiceAccount", "StatefulSet", "StatefulSet"].sort(),
     );
   });
 
@@ -96,12 +99,6 @@ describe("deployment files", () => {
     for (const { file, object } of documents) {
       const containers = (object as { spec?: { template?: { spec?: { containers?: { args?: string[] }[] } } } }).spec?.template?.spec?.containers ?? [];
       for (const container of containers) if (container.args) problems.push(...checkLeafmeshArgs(container.args, file));
-      // Config files in ConfigMaps: each key one of the command's flags (the hubs' per-pod files).
-      const data = (object as { kind: string; data?: Record<string, string> }).kind === "ConfigMap" ? ((object as { data?: Record<string, string> }).data ?? {}) : {};
-      for (const [name, text] of Object.entries(data)) {
-        const keysOf = Object.keys((parse(text) as Record<string, unknown>) ?? {});
-        problems.push(...checkLeafmeshArgs(["hub", ...keysOf.map((key) => `--${key}`)], `${file} ${name}`));
-      }
     }
     const compose = parse(readFileSync(join(root, "compose.yaml"), "utf8"), { merge: true }) as { services: Record<string, { command?: string[]; image?: string }> };
     expect(Object.keys(compose.services).sort()).toEqual(["agent-1", "agent-2", "hub-1", "hub-2", "hub-3"]);
@@ -132,4 +129,45 @@ describe("deployment files", () => {
       expect(normalizeObject(document.toJS()).status).toBe("ok");
     }
   });
+
+  it("follows its own keys steps: the hubs mount the Secrets that 20-hub.yaml's commands make, the enrolling hub the whole directory, and every name hubs and agents dial is in the hubs' certificate", async () => {
+    const text = readFileSync(join(manifestDir, "20-hub.yaml"), "utf8");
+    const steps = [...text.matchAll(/^#\s+leafmesh (keys [^|\n]*?)\s*(\| kubectl apply -f -)?$/gm)].map((match) => match[1].split(/\s+/));
+    expect(steps.map((step) => step[1])).toEqual(["init", "k8s-secret", "k8s-secret"]);
+    const keys = join(mkdtempSync(join(tmpdir(), "leafmesh-deploy-keys-")), "keys");
+    const secrets = new Map<string, Record<string, string>>();
+    try {
+      for (const step of steps) {
+        const result = await runCli(step.map((arg, index) => (step[index - 1] === "--dir" ? keys : arg)));
+        expect(result.code, `leafmesh ${step.join(" ")}: ${result.stderr}`).toBe(0);
+        if (step[1] === "k8s-secret") {
+          const secret = parse(result.stdout) as { metadata: { name: string; namespace: string }; data: Record<string, string> };
+          expect(secret.metadata.namespace).toBe("leafmesh");
+          secrets.set(secret.metadata.name, secret.data);
+        }
+      }
+      const hosts = certificateHosts(readFileSync(join(keys, "hub", "hub.crt")));
+      type Pods = { metadata: { name: string }; spec: { serviceName: string; replicas: number; template: { spec: { containers: { args: string[] }[]; volumes: { name: string; secret?: { secretName: string } }[] } } } };
+      const sets = documents.filter(({ object }) => object.kind === "StatefulSet").map(({ object }) => object as unknown as Pods);
+      const pods = sets.flatMap((set) => Array.from({ length: set.spec.replicas }, (_, index) => `${set.metadata.name}-${index}.${set.spec.serviceName}`));
+      for (const set of sets) {
+        const args = set.spec.template.spec.containers[0].args;
+        const secret = secrets.get(set.spec.template.spec.volumes.find((volume) => volume.name === "keys")!.secret!.secretName);
+        expect(secret, `${set.metadata.name}: its keys Secret is one the steps make`).toBeDefined();
+        // The enrolling hub issues nodes: it needs the CA key and the seeds; the others must not hold them.
+        expect("ca__ca.key" in secret!, set.metadata.name).toBe(args.includes("--enrol"));
+        const routes = args.find((arg) => arg.startsWith("--routes="))!.slice("--routes=".length).split(",").map((url) => new URL(url).hostname);
+        expect(routes.sort()).toEqual([...pods].sort());
+        for (const host of routes) expect(hosts, `${host}: a hub refuses --routes its certificate does not name`).toContain(host);
+      }
+      expect(sets.filter((set) => set.spec.template.spec.containers[0].args.includes("--enrol")).map((set) => set.spec.replicas)).toEqual([1]);
+      // What agents dial: the leaf address (--hub) and the enrolling hub (the token's --url).
+      const agentFile = readFileSync(join(manifestDir, "30-agent.yaml"), "utf8");
+      const agentHub = /--hub=(\S+)/.exec(agentFile)![1];
+      const tokenUrl = /keys token .*--url (\S+)/.exec(agentFile)![1];
+      for (const url of [agentHub, tokenUrl]) expect(hosts, url).toContain(new URL(url).hostname);
+    } finally {
+      rmSync(dirname(keys), { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -136,6 +136,8 @@ export interface HubProcessOptions {
   leaseTtlMs?: number;
   /** The mesh's keys directory; without it the hub runs --insecure. */
   keys?: string;
+  /** What --keys gets when it is not `keys` itself: a keys Secret's mount (trust/flat-keys.ts), which the hub unpacks into `keys`. */
+  keysMount?: string;
   extraArgs?: string[];
   waitReady?: boolean;
   /** More environment for the hub's process. */
@@ -161,7 +163,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     ...(options.kubeconfig ? ["--kubeconfig", options.kubeconfig] : []),
     ...(options.routes ? ["--routes", options.routes.join(","), "--cluster-listen", `127.0.0.1:${options.clusterPort}`] : []),
     ...(options.leaseTtlMs ? ["--lease-ttl", String(options.leaseTtlMs)] : []),
-    ...(options.keys ? ["--keys", options.keys] : ["--insecure"]),
+    ...(options.keys ? ["--keys", options.keysMount ?? options.keys] : ["--insecure"]),
     ...(options.extraArgs ?? []),
   ];
   const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, options.env, options.keys ? { keys: options.keys } : undefined);
