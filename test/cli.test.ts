@@ -76,120 +76,133 @@ describe("leafmesh CLI", () => {
     for (const result of [unknown, badFlag, missing]) expect(result.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it("explains bad values: a node name, an address, a manifest directory, a data directory, an access log file", async () => {
-    const badName = await runCli(["agent", "--insecure", "--node", "Edge_A", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()]);
-    expect(badName.code).toBe(2);
-    expect(badName.stderr).toContain("node name 'Edge_A' is not valid");
-    const badAddress = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "localhost"]);
-    expect(badAddress.code).toBe(2);
-    expect(badAddress.stderr).toContain("--nats-listen: 'localhost' is not host:port");
-    // Port 0 is no port for a nats-server (its client port would be 4222, its monitoring off) nor for a listener nobody could find.
-    const portZero = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--monitor-listen", "127.0.0.1:0"], 20_000);
-    expect(portZero.code).toBe(2);
-    expect(portZero.stderr).toContain("--monitor-listen: '127.0.0.1:0': port 0 cannot be used here");
-    const badTls = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--tunnel-tls", "4102"]);
-    expect(badTls.code).toBe(2);
-    expect(badTls.stderr).toContain("--tunnel-tls: '4102' is not host:port");
-    const badUrl = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
-    expect(badUrl.code).toBe(2);
-    // Said as given, with the option that gave it: it read "upstream: 'nats-leaf://hub-1:74x22'", a URL the user never wrote.
-    expect(badUrl.stderr).toContain("--hub: 'hub-1:74x22' must look like tls://host:7422 or nats://host:7422");
-    const noPort = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "tls://hub-1.example.net", "--data", tempDir()]);
-    expect(noPort.code).toBe(2);
-    expect(noPort.stderr).toContain("--hub: 'tls://hub-1.example.net' must look like tls://host:7422");
-    const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
-    expect(badDir.code).toBe(2);
-    expect(badDir.stderr).toContain("--manifests: cannot read /nonexistent/dir: no such file or directory");
-    // Under /proc Node's own recursive mkdir spun for ever at 100 % CPU, deaf to SIGTERM (lib/make-dirs.ts).
-    const badData = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", "/proc/leafmesh-test"], 20_000);
-    expect(badData.code).toBe(2);
-    expect(badData.stderr).toContain("--data: cannot use /proc/leafmesh-test: it cannot be made there");
-    const dataIsFile = join(tempDir(), "a-file");
-    writeFileSync(dataIsFile, "");
-    const badHubData = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", join(dataIsFile, "hub")], 20_000);
-    expect(badHubData.code).toBe(2);
-    expect(badHubData.stderr).toContain(`--data: cannot use ${join(dataIsFile, "hub")}: a file is in the way`);
-    const badDemoData = await runCli(["demo", "--data", dataIsFile], 20_000);
-    expect(badDemoData.code).toBe(2);
-    expect(badDemoData.stderr).toContain(`--data: cannot use ${dataIsFile}: it is a file`);
-    const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()];
-    for (const [gateway, said] of [
-      ["999.1.1.1", "--gateway: '999.1.1.1' is not an IPv4 address"],
-      ["0.0.0.0:8080", "--gateway: '0.0.0.0:8080' has a port; give the address only (the Gateways' listeners say the ports)"],
-      ["edge a", "--gateway: 'edge a' is not an address or a host name"],
-    ]) {
-      const badGateway = await runCli([...agentBase, "--gateway", gateway], 20_000);
-      expect(badGateway.code, gateway).toBe(2);
-      expect(badGateway.stderr).toContain(said);
-    }
-    // More catalog copies than servers: refused at once, not retried for minutes at the catalog's opening.
-    const lonelyReplicas = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--replicas", "3"], 20_000);
-    expect(lonelyReplicas.code).toBe(2);
-    expect(lonelyReplicas.stderr).toContain("--replicas 3 needs a cluster: one server keeps one copy");
-    const manyReplicas = await runCli(["site", "--insecure", "--name", "factory", "--server", "f1", "--upstream", "nats://127.0.0.1:7422", "--data", tempDir(), "--routes", "nats://f1:6222,nats://f2:6222", "--replicas", "7"], 20_000);
-    expect(manyReplicas.code).toBe(2);
-    expect(manyReplicas.stderr).toContain("--replicas 7: JetStream keeps at most 5 copies");
-    // A SOCKS proxy beyond loopback dials anything for anyone: it must say who may use it.
-    const openSocks = await runCli([...agentBase, "--socks", "0.0.0.0:1080"], 20_000);
-    expect(openSocks.code).toBe(2);
-    expect(openSocks.stderr).toContain("--socks 0.0.0.0:1080 listens beyond this machine");
-    expect(openSocks.stderr).toContain("--socks-clients CIDR,…");
-    const badClients = await runCli([...agentBase, "--socks", "0.0.0.0:1080", "--socks-clients", "10.0.0.0/24,fd00::/129"], 20_000);
-    expect(badClients.code).toBe(2);
-    expect(badClients.stderr).toContain("--socks-clients: 'fd00::/129' is not an address or a CIDR range");
-    // Node labels are read with or without --gateway: a mistake is said when it is made.
-    const badLabels = await runCli([...agentBase, "--node-labels", "=x"], 20_000);
-    expect(badLabels.code).toBe(2);
-    expect(badLabels.stderr).toContain("--node-labels: '=x' is not KEY=VALUE");
-    // A subject the server would take without a word and deliver nothing on: said before connecting.
-    const badSubject = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh.edge-*.tunnel.path"], 20_000);
-    expect(badSubject.code).toBe(2);
-    expect(badSubject.stderr).toContain("'mesh.edge-*.tunnel.path' is not a NATS subject: token 2 ('edge-*') mixes '*' or '>' with other characters");
-    const emptySubjectToken = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh..path"], 20_000);
-    expect(emptySubjectToken.stderr).toContain("token 2 ('') is empty");
-    // A --nats that is no NATS URL is said as such, not dialled and blamed on a server that is not there.
-    for (const [command, url] of [["status", "http://127.0.0.1:4222"], ["sub", "nats://[::1:4222"], ["netcheck", "nats://hub-1.example.net:4222/x"], ["drill", "ftp://edge-a"]]) {
-      const badUrl = await runCli([command, "--nats", url], 20_000);
-      expect(badUrl.code, `${command} --nats ${url}`).toBe(2);
-      expect(badUrl.stderr).toContain(`--nats: '${url}' is not a NATS client URL (nats://host:port, tls://host:port, or host:port)`);
-    }
-    const badTimeout = await runCli(["status", "--timeout", "soon"], 20_000);
-    expect(badTimeout.code).toBe(2);
-    expect(badTimeout.stderr).toContain("--timeout: 'soon' is not a whole number of at least 1");
-    const badCount = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "--count", "zero"], 20_000);
-    expect(badCount.code).toBe(2);
-    expect(badCount.stderr).toContain("--count: 'zero' is not a whole number of at least 1");
-    const badAccessLog = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--gateway", "127.0.0.1", "--gateway-access-log", "/nonexistent/dir/access.log"]);
-    expect(badAccessLog.code).toBe(2);
-    expect(badAccessLog.stderr).toContain("--gateway-access-log: cannot append to /nonexistent/dir/access.log: its directory does not exist");
-    const agentArgs = ["agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:7422", "--data", tempDir()];
-    const noTokenFile = await runCli([...agentArgs, "--join-file", "/nonexistent/token"]);
-    expect(noTokenFile.code).toBe(2);
-    expect(noTokenFile.stderr).toContain("--join-file: cannot read /nonexistent/token");
-    const emptyFile = join(tempDir(), "token");
-    writeFileSync(emptyFile, "\n");
-    const emptyToken = await runCli([...agentArgs, "--join-file", emptyFile]);
-    expect(emptyToken.code).toBe(2);
-    expect(emptyToken.stderr).toContain(`--join-file: ${emptyFile} is empty`);
-    const bothTokens = await runCli([...agentArgs, "--join-file", emptyFile, "--join", "lmjoin1.x"]);
-    expect(bothTokens.code).toBe(2);
-    expect(bothTokens.stderr).toContain("--join and --join-file both give a token");
-    writeFileSync(emptyFile, "lmjoin1.cut-short\n");
-    const damaged = await runCli([...agentArgs, "--join-file", emptyFile]);
-    expect(damaged.code).toBe(2);
-    expect(damaged.stderr).toContain("the join token (--join, --join-file) is damaged");
-    expect(damaged.stderr).not.toContain("cut-short");
-    // Neither the parser's quote of the decoded bytes (a token carries a secret) nor a schema dump: what is wrong, in a line.
-    const secret = "s3cret-value-of-the-token";
-    writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"`).toString("base64url")}\n`);
-    const cut = await runCli([...agentArgs, "--join-file", emptyFile]);
-    expect(cut.stderr).toContain("is damaged (cut short when copied?): its content does not parse\n");
-    expect(cut.stderr).not.toContain(secret);
-    expect(cut.stderr).not.toContain("cause:");
-    writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"}`).toString("base64url")}\n`);
-    const lacking = await runCli([...agentArgs, "--join-file", emptyFile]);
-    expect(lacking.code).toBe(2);
-    expect(lacking.stderr).toBe("leafmesh agent: the join token (--join, --join-file) is damaged (cut short when copied?): its content lacks or mangles id, urls, jwt, seed, ca, cert, key\n");
+  // Each a few CLI processes that exit at once: concurrent, so that their ~30 s of starts overlap.
+  describe("explains bad values", () => {
+    it.concurrent("a node name, an address, a port, a URL", async () => {
+      const badName = await runCli(["agent", "--insecure", "--node", "Edge_A", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()]);
+      expect(badName.code).toBe(2);
+      expect(badName.stderr).toContain("node name 'Edge_A' is not valid");
+      const badAddress = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--nats-listen", "localhost"]);
+      expect(badAddress.code).toBe(2);
+      expect(badAddress.stderr).toContain("--nats-listen: 'localhost' is not host:port");
+      // Port 0 is no port for a nats-server (its client port would be 4222, its monitoring off) nor for a listener nobody could find.
+      const portZero = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--monitor-listen", "127.0.0.1:0"], 20_000);
+      expect(portZero.code).toBe(2);
+      expect(portZero.stderr).toContain("--monitor-listen: '127.0.0.1:0': port 0 cannot be used here");
+      const badTls = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--tunnel-tls", "4102"]);
+      expect(badTls.code).toBe(2);
+      expect(badTls.stderr).toContain("--tunnel-tls: '4102' is not host:port");
+      const badUrl = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "hub-1:74x22", "--data", tempDir()]);
+      expect(badUrl.code).toBe(2);
+      // Said as given, with the option that gave it: it read "upstream: 'nats-leaf://hub-1:74x22'", a URL the user never wrote.
+      expect(badUrl.stderr).toContain("--hub: 'hub-1:74x22' must look like tls://host:7422 or nats://host:7422");
+      const noPort = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "tls://hub-1.example.net", "--data", tempDir()]);
+      expect(noPort.code).toBe(2);
+      expect(noPort.stderr).toContain("--hub: 'tls://hub-1.example.net' must look like tls://host:7422");
+    });
+    it.concurrent("a manifest directory, a data directory", async () => {
+      const badDir = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--manifests", "/nonexistent/dir", "--listen", `127.0.0.1:${await freePort()}`, "--leaf-listen", `127.0.0.1:${await freePort()}`, "--monitor-listen", `127.0.0.1:${await freePort()}`]);
+      expect(badDir.code).toBe(2);
+      expect(badDir.stderr).toContain("--manifests: cannot read /nonexistent/dir: no such file or directory");
+      // Under /proc Node's own recursive mkdir spun for ever at 100 % CPU, deaf to SIGTERM (lib/make-dirs.ts).
+      const badData = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", "/proc/leafmesh-test"], 20_000);
+      expect(badData.code).toBe(2);
+      expect(badData.stderr).toContain("--data: cannot use /proc/leafmesh-test: it cannot be made there");
+      const dataIsFile = join(tempDir(), "a-file");
+      writeFileSync(dataIsFile, "");
+      const badHubData = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", join(dataIsFile, "hub")], 20_000);
+      expect(badHubData.code).toBe(2);
+      expect(badHubData.stderr).toContain(`--data: cannot use ${join(dataIsFile, "hub")}: a file is in the way`);
+      const badDemoData = await runCli(["demo", "--data", dataIsFile], 20_000);
+      expect(badDemoData.code).toBe(2);
+      expect(badDemoData.stderr).toContain(`--data: cannot use ${dataIsFile}: it is a file`);
+    });
+    it.concurrent("a gateway address, catalog copies, SOCKS clients, node labels", async () => {
+      const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()];
+      for (const [gateway, said] of [
+        ["999.1.1.1", "--gateway: '999.1.1.1' is not an IPv4 address"],
+        ["0.0.0.0:8080", "--gateway: '0.0.0.0:8080' has a port; give the address only (the Gateways' listeners say the ports)"],
+        ["edge a", "--gateway: 'edge a' is not an address or a host name"],
+      ]) {
+        const badGateway = await runCli([...agentBase, "--gateway", gateway], 20_000);
+        expect(badGateway.code, gateway).toBe(2);
+        expect(badGateway.stderr).toContain(said);
+      }
+      // More catalog copies than servers: refused at once, not retried for minutes at the catalog's opening.
+      const lonelyReplicas = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--replicas", "3"], 20_000);
+      expect(lonelyReplicas.code).toBe(2);
+      expect(lonelyReplicas.stderr).toContain("--replicas 3 needs a cluster: one server keeps one copy");
+      const manyReplicas = await runCli(["site", "--insecure", "--name", "factory", "--server", "f1", "--upstream", "nats://127.0.0.1:7422", "--data", tempDir(), "--routes", "nats://f1:6222,nats://f2:6222", "--replicas", "7"], 20_000);
+      expect(manyReplicas.code).toBe(2);
+      expect(manyReplicas.stderr).toContain("--replicas 7: JetStream keeps at most 5 copies");
+      // A SOCKS proxy beyond loopback dials anything for anyone: it must say who may use it.
+      const openSocks = await runCli([...agentBase, "--socks", "0.0.0.0:1080"], 20_000);
+      expect(openSocks.code).toBe(2);
+      expect(openSocks.stderr).toContain("--socks 0.0.0.0:1080 listens beyond this machine");
+      expect(openSocks.stderr).toContain("--socks-clients CIDR,…");
+      const badClients = await runCli([...agentBase, "--socks", "0.0.0.0:1080", "--socks-clients", "10.0.0.0/24,fd00::/129"], 20_000);
+      expect(badClients.code).toBe(2);
+      expect(badClients.stderr).toContain("--socks-clients: 'fd00::/129' is not an address or a CIDR range");
+      // Node labels are read with or without --gateway: a mistake is said when it is made.
+      const badLabels = await runCli([...agentBase, "--node-labels", "=x"], 20_000);
+      expect(badLabels.code).toBe(2);
+      expect(badLabels.stderr).toContain("--node-labels: '=x' is not KEY=VALUE");
+    });
+    it.concurrent("a subject, a --nats URL, a timeout, a count", async () => {
+      // A subject the server would take without a word and deliver nothing on: said before connecting.
+      const badSubject = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh.edge-*.tunnel.path"], 20_000);
+      expect(badSubject.code).toBe(2);
+      expect(badSubject.stderr).toContain("'mesh.edge-*.tunnel.path' is not a NATS subject: token 2 ('edge-*') mixes '*' or '>' with other characters");
+      const emptySubjectToken = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "mesh..path"], 20_000);
+      expect(emptySubjectToken.stderr).toContain("token 2 ('') is empty");
+      // A --nats that is no NATS URL is said as such, not dialled and blamed on a server that is not there.
+      for (const [command, url] of [["status", "http://127.0.0.1:4222"], ["sub", "nats://[::1:4222"], ["netcheck", "nats://hub-1.example.net:4222/x"], ["drill", "ftp://edge-a"]]) {
+        const badUrl = await runCli([command, "--nats", url], 20_000);
+        expect(badUrl.code, `${command} --nats ${url}`).toBe(2);
+        expect(badUrl.stderr).toContain(`--nats: '${url}' is not a NATS client URL (nats://host:port, tls://host:port, or host:port)`);
+      }
+      const badTimeout = await runCli(["status", "--timeout", "soon"], 20_000);
+      expect(badTimeout.code).toBe(2);
+      expect(badTimeout.stderr).toContain("--timeout: 'soon' is not a whole number of at least 1");
+      const badCount = await runCli(["sub", "--nats", "nats://127.0.0.1:1", "--count", "zero"], 20_000);
+      expect(badCount.code).toBe(2);
+      expect(badCount.stderr).toContain("--count: 'zero' is not a whole number of at least 1");
+    });
+    it.concurrent("an access log file", async () => {
+      const badAccessLog = await runCli(["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir(), "--gateway", "127.0.0.1", "--gateway-access-log", "/nonexistent/dir/access.log"]);
+      expect(badAccessLog.code).toBe(2);
+      expect(badAccessLog.stderr).toContain("--gateway-access-log: cannot append to /nonexistent/dir/access.log: its directory does not exist");
+    });
+    it.concurrent("a join token file and a join token", async () => {
+      const agentArgs = ["agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:7422", "--data", tempDir()];
+      const noTokenFile = await runCli([...agentArgs, "--join-file", "/nonexistent/token"]);
+      expect(noTokenFile.code).toBe(2);
+      expect(noTokenFile.stderr).toContain("--join-file: cannot read /nonexistent/token");
+      const emptyFile = join(tempDir(), "token");
+      writeFileSync(emptyFile, "\n");
+      const emptyToken = await runCli([...agentArgs, "--join-file", emptyFile]);
+      expect(emptyToken.code).toBe(2);
+      expect(emptyToken.stderr).toContain(`--join-file: ${emptyFile} is empty`);
+      const bothTokens = await runCli([...agentArgs, "--join-file", emptyFile, "--join", "lmjoin1.x"]);
+      expect(bothTokens.code).toBe(2);
+      expect(bothTokens.stderr).toContain("--join and --join-file both give a token");
+      writeFileSync(emptyFile, "lmjoin1.cut-short\n");
+      const damaged = await runCli([...agentArgs, "--join-file", emptyFile]);
+      expect(damaged.code).toBe(2);
+      expect(damaged.stderr).toContain("the join token (--join, --join-file) is damaged");
+      expect(damaged.stderr).not.toContain("cut-short");
+      // Neither the parser's quote of the decoded bytes (a token carries a secret) nor a schema dump: what is wrong, in a line.
+      const secret = "s3cret-value-of-the-token";
+      writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"`).toString("base64url")}\n`);
+      const cut = await runCli([...agentArgs, "--join-file", emptyFile]);
+      expect(cut.stderr).toContain("is damaged (cut short when copied?): its content does not parse\n");
+      expect(cut.stderr).not.toContain(secret);
+      expect(cut.stderr).not.toContain("cause:");
+      writeFileSync(emptyFile, `lmjoin1.${Buffer.from(`{"id":"x","secret":"${secret}"}`).toString("base64url")}\n`);
+      const lacking = await runCli([...agentArgs, "--join-file", emptyFile]);
+      expect(lacking.code).toBe(2);
+      expect(lacking.stderr).toBe("leafmesh agent: the join token (--join, --join-file) is damaged (cut short when copied?): its content lacks or mangles id, urls, jwt, seed, ca, cert, key\n");
+    });
   });
 
   it("refuses to start a hub or agent without security unless --insecure is explicit, and warns when it is", async () => {
