@@ -139,6 +139,10 @@ describe("a hub whose --keys is the Secret's mount", () => {
     const joined = await startAgentProcess({ node: "edge-j", hubs: [hub.leafUrl.replace("nats://", "tls://")], join: token, extraArgs: ["--mdns", "off"] });
     await eventually(() => leafUp(joined).then((up) => up || undefined), 30_000, "the joined agent's leaf");
     expect(readKeyState(unpacked).nodes["edge-j"]).toBeDefined();
+    // docs/kubeedge.md: the other hubs' Secret is made from here from now on, and holds the node it enrolled.
+    const hubsCopy = Object.keys(secretData(await cli("keys", "k8s-secret", "--dir", unpacked)));
+    expect(hubsCopy).toContain("accounts__node-edge-j.jwt");
+    expect(hubsCopy.filter((key) => key.startsWith("."))).toEqual([]);
 
     await hub.stop();
     const again = await hub.restart();
