@@ -20,7 +20,7 @@ export async function pushTo(dir: string, hubs: string | undefined, jwts: string
   }
   // The system user with the hub's TLS identity; the resolver dir is not used here.
   const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
+  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts, keysDir: dir, say: (line) => io.stderr.write(`${line}\n`) });
   const results = advise ? await keptIfUnpushed(dir, servers, push) : await push();
   for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
 }

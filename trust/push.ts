@@ -8,11 +8,12 @@
  * await pushAccountClaims({ servers: ["tls://hub-1:4222"], connectOptions: hub.systemConnectOptions, jwts: [accountJwt] });
  * ```
  */
-import { connect, type ConnectionOptions } from "@nats-io/transport-node";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { decode } from "@nats-io/jwt";
 import type { Logger } from "../lib/log.ts";
 import { openRevocationsBucket, publishRevocationList } from "./revocations.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
+import { accountRevocations, listHeldAccounts, lookupAccountJwt, revocationsLacking, takeBackRevocations } from "./hub-revocations.ts";
 
 export interface PushResult {
   account: string;
@@ -20,7 +21,19 @@ export interface PushResult {
   message: string;
 }
 
-export async function pushAccountClaims(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; jwts: string[]; timeoutMs?: number }): Promise<PushResult[]> {
+export async function pushAccountClaims(options: {
+  servers: string[];
+  connectOptions: Partial<ConnectionOptions>;
+  jwts: string[];
+  timeoutMs?: number;
+  /**
+   * The keys directory that signed `jwts`: a revocation the hubs hold and a JWT lacks (a directory restored
+   * from a backup) is written back into it and signed in again before the push (hub-revocations.ts).
+   */
+  keysDir?: string;
+  /** Told what was taken back from the hubs. */
+  say?: (line: string) => void;
+}): Promise<PushResult[]> {
   const timeout = options.timeoutMs ?? 5_000;
   let connection;
   try {
@@ -30,7 +43,8 @@ export async function pushAccountClaims(options: { servers: string[]; connectOpt
   }
   const results: PushResult[] = [];
   try {
-    for (const jwt of options.jwts) {
+    const jwts = options.keysDir ? await keepHubRevocations(connection, options.keysDir, options.jwts, timeout, options.say) : options.jwts;
+    for (const jwt of jwts) {
       const account = decode(jwt).sub;
       let reply;
       try {
@@ -48,6 +62,24 @@ export async function pushAccountClaims(options: { servers: string[]; connectOpt
     await connection.close();
   }
   return results;
+}
+
+/** `jwts`, with those that would drop a revocation the hub holds signed again with it (their directory's state.json updated). */
+async function keepHubRevocations(connection: NatsConnection, dir: string, jwts: string[], timeoutMs: number, say?: (line: string) => void): Promise<string[]> {
+  const lacking = new Map<string, Record<string, number>>();
+  const heldAccounts = await listHeldAccounts(connection, timeoutMs);
+  for (const jwt of jwts) {
+    const account = decode(jwt).sub;
+    if (!heldAccounts.has(account)) continue;
+    const held = await lookupAccountJwt(connection, account, timeoutMs);
+    if (!held) continue;
+    const missing = revocationsLacking(accountRevocations(held), accountRevocations(jwt));
+    if (Object.keys(missing).length > 0) lacking.set(account, missing);
+  }
+  if (lacking.size === 0) return jwts;
+  const taken = await takeBackRevocations(dir, lacking);
+  for (const line of taken.said) say?.(line);
+  return jwts.map((jwt) => taken.jwts.get(decode(jwt).sub) ?? jwt);
 }
 
 /**

@@ -1,0 +1,62 @@
+/**
+ * A keys directory restored from a backup made before a revocation: the next ordinary change
+ * (issuing another node with --hub) must not bring the revoked node back.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { Writable } from "node:stream";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually } from "../test/support/ports.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
+import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
+import { runKeysCommand } from "../cli/keys.ts";
+
+let base: string;
+beforeAll(() => {
+  requireTools();
+  base = mkdtempSync(join(tmpdir(), "leafmesh-keys-backup-"));
+});
+afterAll(async () => {
+  await stopAllServers();
+  if (base) rmSync(base, { recursive: true, force: true });
+});
+
+async function keys(args: string[]): Promise<{ code: number; output: string }> {
+  let output = "";
+  const sink = new Writable({ write(chunk, _encoding, done) { output += chunk.toString(); done(); } });
+  const code = await runKeysCommand(args, { stdout: sink, stderr: sink }, {});
+  return { code, output };
+}
+
+describe("a keys directory restored from a backup", () => {
+  it("does not undo a revocation the hubs already hold", async () => {
+    const dir = join(base, "keys");
+    const backup = join(base, "backup");
+    await initKeys({ dir });
+    for (const node of ["edge-a", "edge-b"]) await issueNode({ dir, node });
+    cpSync(dir, backup, { recursive: true, preserveTimestamps: true });
+    const hub = await startSecuredHub({ keysDir: dir, dir: join(base, "hub") });
+    const a = await startSecuredLeaf({ node: "edge-a", bundleDir: backup, hubLeafUrl: hub.leafUrl, dir: join(base, "edge-a") });
+    const revoked = await keys(["revoke", "--dir", dir, "--node", "edge-a", "--hub", hub.clientUrl]);
+    expect(revoked.code, revoked.output).toBe(0);
+    await eventually(async () => (await leafConnections(a)) === 0, 5_000, "edge-a cut");
+
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(backup, dir, { recursive: true, preserveTimestamps: true });
+    const issued = await keys(["issue", "--dir", dir, "--node", "edge-c", "--hub", hub.clientUrl]);
+    expect(issued.code, issued.output).toBe(0);
+    // edge-a retries about every second: wait until it either got in, or was refused three times in a row
+    const aLog = a.log().length;
+    const since = () => a.log().slice(aLog);
+    const gotIn = () => since().includes("Adding JetStream Domain Mapping");
+    await eventually(() => gotIn() || (since().match(/Authorization Violation/g) ?? []).length >= 3, 20_000, "edge-a's attempts after the push");
+    expect(gotIn(), since().slice(-2000)).toBe(false);
+    expect(await leafConnections(a)).toBe(0);
+    expect(issued.output).toContain("revocation(s) of node 'edge-a'");
+    // and the directory knows it again: edge-a is revoked there, so the next change keeps it out too
+    const listed = await keys(["list", "--dir", dir]);
+    expect(listed.output).toMatch(/edge-a\s+revoked/);
+  });
+});
