@@ -12,6 +12,7 @@ import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
+import { loadHubSecurity } from "./security.ts";
 
 let base: string;
 beforeAll(() => {
@@ -58,5 +59,36 @@ describe("a keys directory restored from a backup", () => {
     // and the directory knows it again: edge-a is revoked there, so the next change keeps it out too
     const listed = await keys(["list", "--dir", dir]);
     expect(listed.output).toMatch(/edge-a\s+revoked/);
+  });
+
+  it("nor at a hub restart, when the change made there was not pushed", async () => {
+    const dir = join(base, "keys-2");
+    const backup = join(base, "backup-2");
+    await initKeys({ dir });
+    for (const node of ["edge-a", "edge-b"]) await issueNode({ dir, node });
+    cpSync(dir, backup, { recursive: true, preserveTimestamps: true });
+    const hub = await startSecuredHub({ keysDir: dir, dir: join(base, "hub-2") });
+    const a = await startSecuredLeaf({ node: "edge-a", bundleDir: backup, hubLeafUrl: hub.leafUrl, dir: join(base, "edge-a-2") });
+    const revoked = await keys(["revoke", "--dir", dir, "--node", "edge-a", "--hub", hub.clientUrl]);
+    expect(revoked.code, revoked.output).toBe(0);
+    await eventually(async () => (await leafConnections(a)) === 0, 5_000, "edge-a cut");
+
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(backup, dir, { recursive: true, preserveTimestamps: true });
+    // JWTs carry their time in seconds, and the hub keeps its stored one at an equal time: sign in a later second
+    const revokedIn = Math.floor(Date.now() / 1000);
+    await eventually(() => Math.floor(Date.now() / 1000) > revokedIn, 3_000, "the next second");
+    // signed in the restored directory, pushed nowhere: the hub reads it at its next start
+    const issued = await keys(["issue", "--dir", dir, "--node", "edge-c"]);
+    expect(issued.code, issued.output).toBe(0);
+    const aLog = a.log().length;
+    await hub.restart();
+    const since = () => a.log().slice(aLog);
+    const gotIn = () => since().includes("Adding JetStream Domain Mapping");
+    await eventually(() => gotIn() || (since().match(/Authorization Violation/g) ?? []).length >= 3, 20_000, "edge-a's attempts after the restart");
+    expect(gotIn(), since().slice(-2000)).toBe(false);
+    expect(await leafConnections(a)).toBe(0);
+    // what the hub process logs as an error at start
+    expect(loadHubSecurity(dir, { resolverDir: join(base, "hub-2", "hub-accounts") }).revocationsKept.join("\n")).toContain("node 'edge-a'");
   });
 });
