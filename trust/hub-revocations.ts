@@ -18,7 +18,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { withKeysLock } from "./keys-lock.ts";
 import { readKeyState, readSeed, resignNodeAccount, writeKeyState, type KeyState } from "./key-store.ts";
-import { signRevocationList, type RevocationList } from "./revocation-list.ts";
+import { signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
 import { writeFileWhole } from "./secret-files.ts";
 import { revocationListFile } from "./node-credentials.ts";
 
@@ -119,5 +119,41 @@ export async function takeBackRevocations(dir: string, lacking: Map<string, Reco
     if (revokeCertificates.length > 0) signListAgain(dir, state, revokeCertificates, 0, now);
     writeKeyState(dir, state);
     return { jwts, said };
+  });
+}
+
+/**
+ * The hubs' list (`held`) against the one to publish (`offered`, signed in `dir`): when the hubs' names a
+ * certificate `dir` lacks, or is at the same version or above while `offered` names one it lacks (a
+ * directory restored from a backup: a list the hubs would keep, silently, over the new one), the two are
+ * joined in `dir` above the hubs' version and signed again. Undefined when `offered` can go as it is.
+ */
+export async function takeBackCertificates(dir: string, held: Uint8Array, offered: Uint8Array, caCertPem: string): Promise<{ signed: Uint8Array; said: string } | undefined> {
+  let hubs: RevocationList;
+  try {
+    hubs = verifyRevocationList(held, caCertPem);
+  } catch {
+    return undefined; // not the CA's: publishRevocationList replaces it (and says so)
+  }
+  const ours = verifyRevocationList(offered, caCertPem);
+  const known = (list: RevocationList, certificate: string) => list.revoked.some((entry) => entry.certificate === certificate);
+  const lacking = hubs.revoked.filter((entry) => !known(ours, entry.certificate));
+  const news = ours.revoked.filter((entry) => !known(hubs, entry.certificate));
+  if (lacking.length === 0 && (news.length === 0 || ours.version > hubs.version)) return undefined;
+  return withKeysLock(dir, async () => {
+    const state = readKeyState(dir);
+    for (const entry of Object.values(state.nodes)) {
+      if (entry.certificate && lacking.some((revoked) => revoked.certificate === entry.certificate)) entry.certificate = undefined;
+    }
+    const signed = signListAgain(dir, state, [...lacking, ...ours.revoked], hubs.version);
+    writeKeyState(dir, state);
+    const nodes = [...new Set(lacking.map((entry) => entry.node))];
+    return {
+      signed,
+      said:
+        lacking.length > 0
+          ? `the hubs' revocation list (version ${hubs.version}) names ${lacking.length} certificate(s) ${dir} lacked (of ${nodes.join(", ")}; restored from a backup?): taken back into state.json, the list signed again as version ${state.revocationVersion}`
+          : `the hubs' revocation list is at version ${hubs.version}, above ${dir}'s (restored from a backup?): the list signed again as version ${state.revocationVersion}`,
+    };
   });
 }

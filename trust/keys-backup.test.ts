@@ -3,7 +3,8 @@
  * (issuing another node with --hub) must not bring the revoked node back.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect } from "@nats-io/transport-node";
 import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +14,9 @@ import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
 import { loadHubSecurity } from "./security.ts";
+import { certificateFingerprint, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
+import { openRevocationsBucket } from "./revocations.ts";
+import { revocationListKey } from "../bus/subjects.ts";
 
 let base: string;
 beforeAll(() => {
@@ -91,4 +95,36 @@ describe("a keys directory restored from a backup", () => {
     // what the hub process logs as an error at start
     expect(loadHubSecurity(dir, { resolverDir: join(base, "hub-2", "hub-accounts") }).revocationsKept.join("\n")).toContain("node 'edge-a'");
   });
+
+  it("keeps the certificates the hubs' revocation list names, and a revocation made there reaches the hubs' list", async () => {
+    const dir = join(base, "keys-3");
+    const backup = join(base, "backup-3");
+    await initKeys({ dir });
+    for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir, node });
+    cpSync(dir, backup, { recursive: true, preserveTimestamps: true });
+    const hub = await startSecuredHub({ keysDir: dir, dir: join(base, "hub-3") });
+    const fingerprint = (node: string) => certificateFingerprint(readFileSync(join(backup, "nodes", node, "node.crt")));
+    expect((await keys(["revoke", "--dir", dir, "--node", "edge-a", "--hub", hub.clientUrl])).code).toBe(0);
+    expect((await hubList(hub.clientUrl, dir)).revoked.map((entry) => entry.certificate)).toEqual([fingerprint("edge-a")]);
+
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(backup, dir, { recursive: true, preserveTimestamps: true });
+    const revoked = await keys(["revoke", "--dir", dir, "--node", "edge-b", "--hub", hub.clientUrl]);
+    expect(revoked.code, revoked.output).toBe(0);
+    const list = await hubList(hub.clientUrl, dir);
+    expect(list.revoked.map((entry) => entry.certificate).sort(), revoked.output).toEqual([fingerprint("edge-a"), fingerprint("edge-b")].sort());
+    // and what the command said is what the hubs hold
+    expect(revoked.output).toContain(`revocation list version ${list.version} published`);
+  });
 });
+
+async function hubList(url: string, dir: string): Promise<RevocationList> {
+  const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
+  const connection = await connect({ ...security.publisherConnectOptions, servers: [url], reconnect: false });
+  try {
+    const entry = await (await openRevocationsBucket(connection)).get(revocationListKey);
+    return verifyRevocationList(entry!.value, readFileSync(join(dir, "ca", "ca.crt"), "utf8"));
+  } finally {
+    await connection.close();
+  }
+}

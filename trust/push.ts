@@ -13,7 +13,8 @@ import { decode } from "@nats-io/jwt";
 import type { Logger } from "../lib/log.ts";
 import { openRevocationsBucket, publishRevocationList } from "./revocations.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
-import { accountRevocations, listHeldAccounts, lookupAccountJwt, revocationsLacking, takeBackRevocations } from "./hub-revocations.ts";
+import { accountRevocations, listHeldAccounts, lookupAccountJwt, revocationsLacking, takeBackCertificates, takeBackRevocations } from "./hub-revocations.ts";
+import { revocationListKey } from "../bus/subjects.ts";
 
 export interface PushResult {
   account: string;
@@ -86,7 +87,17 @@ async function keepHubRevocations(connection: NatsConnection, dir: string, jwts:
  * Puts the signed revocation list into running hubs' `mesh-revocations` bucket (as the hub's own
  * publisher, mesh account), unless it holds a newer one; agents mirror it from there.
  */
-export async function pushRevocationList(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; signed: Uint8Array; caCertPem: string; log: Logger; timeoutMs?: number }): Promise<number> {
+export async function pushRevocationList(options: {
+  servers: string[];
+  connectOptions: Partial<ConnectionOptions>;
+  signed: Uint8Array;
+  caCertPem: string;
+  log: Logger;
+  timeoutMs?: number;
+  /** The keys directory that signed `signed`: certificates the hubs' list names and it lacks are taken back into it (hub-revocations.ts). */
+  keysDir?: string;
+  say?: (line: string) => void;
+}): Promise<number> {
   let connection;
   try {
     connection = await connect({ ...options.connectOptions, servers: options.servers, timeout: options.timeoutMs ?? 5_000, reconnect: false, name: "leafmesh keys" });
@@ -95,8 +106,18 @@ export async function pushRevocationList(options: { servers: string[]; connectOp
   }
   try {
     const kv = await openRevocationsBucket(connection);
-    return await publishRevocationList({ kv, signed: options.signed, caCertPem: options.caCertPem, log: options.log });
+    let signed = options.signed;
+    if (options.keysDir) {
+      const held = await kv.get(revocationListKey);
+      const taken = held?.value.length ? await takeBackCertificates(options.keysDir, held.value, signed, options.caCertPem) : undefined;
+      if (taken) {
+        signed = taken.signed;
+        options.say?.(taken.said);
+      }
+    }
+    return await publishRevocationList({ kv, signed, caCertPem: options.caCertPem, log: options.log });
   } catch (cause) {
+    if (cause instanceof LeafmeshError && cause.code === "TRUST_FAILED") throw cause;
     throw new LeafmeshError("TRUST_FAILED", `the hubs at ${options.servers.join(", ")} did not take the revocation list: ${describeError(cause)}`, { cause });
   } finally {
     await connection.close();
