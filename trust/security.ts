@@ -22,6 +22,7 @@ import { decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
+import { checkBundleFiles } from "./bundle-files.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { commonName } from "./record-signature.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
@@ -229,6 +230,7 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   }
   checkBundleNode(files.cert, bundle, node);
   for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
+  checkBundleFiles(files, node);
   // The local nkey: a local.nk an earlier leafmesh made in the bundle, else derived from node.key (trust/local-nkey.ts),
   // so that nothing is written into the bundle: it may be read-only (a Secret volume), and it failed there.
   let localSeed: string;

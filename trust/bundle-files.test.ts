@@ -1,0 +1,68 @@
+/**
+ * A node's bundle with one file damaged (cut short when copied, emptied, overwritten with garbage): the node
+ * refuses to start and names the file, instead of a nats-server configuration error about a generated file,
+ * or (a damaged node.creds) running on with a leaf that never connects.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
+import { loadNodeSecurity } from "./security.ts";
+import { cliPath, nodeBinary } from "../test/support/processes.ts";
+import { requireTools } from "../test/support/trust-servers.ts";
+
+let base: string;
+let keys: string;
+beforeAll(async () => {
+  requireTools();
+  base = mkdtempSync(join(tmpdir(), "leafmesh-bundle-files-"));
+  keys = join(base, "keys");
+  await initKeys({ dir: keys });
+  await issueNode({ dir: keys, node: "edge-a" });
+});
+afterAll(() => {
+  if (base) rmSync(base, { recursive: true, force: true });
+});
+
+const damages: Record<string, (bytes: Buffer) => Buffer> = {
+  "cut short": (bytes) => bytes.subarray(0, Math.floor(bytes.length / 2)),
+  emptied: () => Buffer.alloc(0),
+  garbage: () => Buffer.from("not what it should be\n"),
+};
+
+/** A copy of edge-a's bundle with `file` damaged. */
+function damagedBundle(file: string, damage: string): string {
+  const bundle = join(base, `${file}-${damage.replace(" ", "-")}`);
+  cpSync(join(keys, "nodes", "edge-a"), bundle, { recursive: true });
+  writeFileSync(join(bundle, file), damages[damage](readFileSync(join(bundle, file))), { mode: 0o600 });
+  return bundle;
+}
+
+describe("a damaged bundle file", () => {
+  for (const file of ["node.creds", "node.key", "ca.crt", "swarm.key"]) {
+    for (const damage of Object.keys(damages)) {
+      it(`${file} ${damage}: refused at load, naming the file`, () => {
+        const bundle = damagedBundle(file, damage);
+        expect(() => loadNodeSecurity(bundle, "edge-a")).toThrow(`${join(bundle, file)} of node 'edge-a' is damaged`);
+      });
+    }
+  }
+
+  it("node.creds cut short: the agent exits at once naming it, rather than running with a leaf that never connects", async () => {
+    const bundle = damagedBundle("node.creds", "cut short");
+    const child = spawn(nodeBinary, [cliPath, "agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:1", "--data", join(base, "agent-data"), "--keys", bundle], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    // an agent that runs on is stopped cleanly (SIGTERM: it stops its nats-server) after 15 s, and fails the test
+    const timer = setTimeout(() => child.kill("SIGTERM"), 15_000);
+    const code = await new Promise<number | null>((resolveExit) => child.once("exit", (exitCode) => resolveExit(exitCode)));
+    clearTimeout(timer);
+    expect(output).toContain(`${join(bundle, "node.creds")} of node 'edge-a' is damaged`);
+    expect(code, output.slice(-2000)).not.toBe(0);
+    expect(output).not.toContain("Credentials file");
+  }, 30_000);
+});
