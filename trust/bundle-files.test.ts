@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
-import { loadNodeSecurity } from "./security.ts";
-import { cliPath, nodeBinary } from "../test/support/processes.ts";
+import { loadHubSecurity, loadNodeSecurity } from "./security.ts";
+import { cliPath, nodeBinary, runCli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 let base: string;
@@ -65,4 +65,30 @@ describe("a damaged bundle file", () => {
     expect(code, output.slice(-2000)).not.toBe(0);
     expect(output).not.toContain("Credentials file");
   }, 30_000);
+});
+
+describe("a damaged file of a hub's keys", () => {
+  /** A copy of the keys directory with `file` cut short. */
+  function damagedKeys(file: string): string {
+    const copy = join(base, `hub-${file.replaceAll("/", "-")}`);
+    cpSync(keys, copy, { recursive: true });
+    const bytes = readFileSync(join(copy, file));
+    writeFileSync(join(copy, file), bytes.subarray(0, Math.floor(bytes.length / 3)), { mode: 0o600 });
+    return copy;
+  }
+
+  for (const file of ["hub/hub.key", "hub/hub.crt", "hub/ca.crt", "operator.jwt", "hub/sys.creds", "hub/publisher.creds", "accounts/SYS.jwt"]) {
+    it(`${file} cut short: refused at load, naming the file`, () => {
+      const copy = damagedKeys(file);
+      expect(() => loadHubSecurity(copy, { resolverDir: join(copy, "resolver") })).toThrow(`${join(copy, file)} is damaged`);
+    });
+  }
+
+  it("hub.crt cut short: the hub exits naming it, not with 'unexpected error' and a stack", async () => {
+    const copy = damagedKeys("hub/hub.crt");
+    const result = await runCli(["hub", "--name", "hub-1", "--data", join(base, "hub-data"), "--keys", copy, "--manifests", join(base, "no-manifests"), "--metrics-listen", "off"], 30_000);
+    expect(result.stderr).toContain(`${join(copy, "hub/hub.crt")} is damaged`);
+    expect(result.stderr).not.toContain("unexpected error");
+    expect(result.code).toBe(1);
+  }, 40_000);
 });

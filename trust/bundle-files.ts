@@ -10,6 +10,7 @@
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { decode, fromSeed, type User } from "@nats-io/jwt";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { parsePsk } from "../services/tunnel/psk.ts";
@@ -41,6 +42,52 @@ export function credsProblem(text: string): string | undefined {
     return `its user seed does not decode (${describeError(error)})`;
   }
   return publicKey === subject ? undefined : "its seed is not the key of its JWT (parts of two issues?)";
+}
+
+/**
+ * The same for a hub's copy of the keys directory (hub/, operator.jwt): before, a damaged hub.crt or
+ * account JWT ended the hub with "unexpected error" and a stack, a damaged hub.key, ca.crt or operator.jwt
+ * as a nats-server error about a line of its generated configuration, and a damaged publisher.creds as
+ * "cannot connect to NATS … is the leafmesh hub running there?". (Account JWTs: key-store.ts allAccountJwts.)
+ */
+export function checkHubKeyFiles(dir: string): void {
+  const damaged = (file: string, what: string, cause?: unknown) =>
+    new LeafmeshError("TRUST_FAILED", `${file} is damaged (${what}): copy it again from the keys directory (\`keys init\` made it; the hubs need state.json, operator.jwt, accounts/*.jwt and hub/), or restore it from a backup`, cause === undefined ? undefined : { cause });
+  const read = (file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (cause) {
+      throw damaged(file, `cannot be read: ${describeError(cause)}`, cause);
+    }
+  };
+  const operator = join(dir, "operator.jwt");
+  try {
+    decode(read(operator).toString("utf8").trim());
+  } catch (cause) {
+    if (cause instanceof LeafmeshError) throw cause;
+    throw damaged(operator, "not the operator's JWT", cause);
+  }
+  for (const name of ["hub.crt", "ca.crt"]) {
+    const file = join(dir, "hub", name);
+    try {
+      new X509Certificate(read(file));
+    } catch (cause) {
+      if (cause instanceof LeafmeshError) throw cause;
+      throw damaged(file, "not a certificate", cause);
+    }
+  }
+  const key = join(dir, "hub", "hub.key");
+  try {
+    createPrivateKey(read(key));
+  } catch (cause) {
+    if (cause instanceof LeafmeshError) throw cause;
+    throw damaged(key, "not a private key", cause);
+  }
+  for (const name of ["sys.creds", "publisher.creds"]) {
+    const file = join(dir, "hub", name);
+    const problem = credsProblem(read(file).toString("utf8"));
+    if (problem) throw damaged(file, problem);
+  }
 }
 
 /** Throws TRUST_FAILED naming the first file of `files` that is not what it must be. */

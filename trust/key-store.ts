@@ -296,8 +296,13 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
   return readdirSync(join(dir, "accounts"))
     .filter((file) => file.endsWith(".jwt"))
     .map((file) => {
-      const jwt = readFileSync(join(dir, "accounts", file), "utf8").trim();
-      return { account: decode(jwt).sub, jwt };
+      const path = join(dir, "accounts", file);
+      const jwt = readFileSync(path, "utf8").trim();
+      try {
+        return { account: decode(jwt).sub, jwt };
+      } catch (cause) {
+        throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is damaged (not an account JWT: ${(cause as Error).message}): copy it again from the keys directory, or restore it from a backup`, { cause });
+      }
     });
 }
 

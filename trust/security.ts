@@ -22,7 +22,7 @@ import { decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
-import { checkBundleFiles } from "./bundle-files.ts";
+import { checkBundleFiles, checkHubKeyFiles } from "./bundle-files.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { commonName } from "./record-signature.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
@@ -116,6 +116,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     resolverDir: resolve(options.resolverDir),
   };
   checkSecretFilePermissions(files.key);
+  checkHubKeyFiles(root);
   const preload = newestAccountJwts(allAccountJwts(root), files.resolverDir);
   const configFragment = [
     `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
