@@ -92,3 +92,25 @@ describe("a damaged file of a hub's keys", () => {
     expect(result.code).toBe(1);
   }, 40_000);
 });
+
+describe("a damaged identity of a node that joined with a token", () => {
+  for (const [file, damage] of [
+    ["node.creds", (bytes: Buffer) => bytes.subarray(0, 300)],
+    ["joined.json", () => Buffer.from('{"site":')],
+  ] as const) {
+    it(`${file}: the agent exits naming it, not with 'unexpected error' and a stack`, async () => {
+      const token = join(base, "token");
+      const made = await runCli(["keys", "token", "--dir", keys, "--url", "tls://hub-1.example.net:4222", "--out", token]);
+      expect(made.code, made.stderr).toBe(0);
+      // what `agent --join` left in DATA/keys, as issued (this bundle's files are what an enrolment writes there)
+      const data = join(base, `joined-${file}`);
+      cpSync(join(keys, "nodes", "edge-a"), join(data, "keys"), { recursive: true });
+      writeFileSync(join(data, "keys", "joined.json"), JSON.stringify({ token: "t", tags: [] }));
+      writeFileSync(join(data, "keys", file), damage(readFileSync(join(data, "keys", file))), { mode: 0o600 });
+      const result = await runCli(["agent", "--node", "edge-a", "--hub", "tls://127.0.0.1:1", "--data", data, "--join-file", token], 30_000);
+      expect(result.stderr).toContain(`${join(data, "keys", file)} of node 'edge-a' is damaged`);
+      expect(result.stderr).not.toContain("unexpected error");
+      expect(result.code).toBe(1);
+    }, 40_000);
+  }
+});
