@@ -21,6 +21,7 @@ import { readKeyState, readSeed, resignNodeAccount, writeKeyState, type KeyState
 import { signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
 import { writeFileWhole } from "./secret-files.ts";
 import { revocationListFile } from "./node-credentials.ts";
+import { resignSystemAccountWith } from "./site-claims.ts";
 
 /**
  * Adds `certificates` to the state's revoked certificates (those it lacks), gives the list a version
@@ -94,6 +95,12 @@ export async function takeBackRevocations(dir: string, lacking: Map<string, Reco
     const now = Date.now();
     for (const [account, revocations] of lacking) {
       const entry = Object.values(state.nodes).find((candidate) => candidate.account === account);
+      if (!entry && account === state.systemAccount) {
+        // A system user revoked after the backup (an older site bundle's, `keys issue-site`): signed in again.
+        jwts.set(account, await resignSystemAccountWith(dir, revocations));
+        said.push(`the hubs hold ${Object.keys(revocations).length} revocation(s) of the system account that ${dir} lacked (restored from a backup?): signed into it again`);
+        continue;
+      }
       if (!entry) {
         throw new LeafmeshError(
           "TRUST_FAILED",

@@ -9,7 +9,10 @@ import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../test/support/ports.ts";
-import { initKeys } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
+import { createUser } from "@nats-io/jwt";
+import { resignSystemAccountWith } from "./site-claims.ts";
+import { accountRevocations, lookupAccountJwt } from "./hub-revocations.ts";
 import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
@@ -115,6 +118,32 @@ describe("a keys directory restored from a backup", () => {
     expect(list.revoked.map((entry) => entry.certificate).sort(), revoked.output).toEqual([fingerprint("edge-a"), fingerprint("edge-b")].sort());
     // and what the command said is what the hubs hold
     expect(revoked.output).toContain(`revocation list version ${list.version} published`);
+  });
+  it("keeps a system user's revocation the hubs hold (a site's older system user), and pushes", async () => {
+    const dir = join(base, "keys-4");
+    const backup = join(base, "backup-4");
+    await initKeys({ dir });
+    await issueNode({ dir, node: "edge-a" });
+    cpSync(dir, backup, { recursive: true, preserveTimestamps: true });
+    const hub = await startSecuredHub({ keysDir: dir, dir: join(base, "hub-4") });
+    // what `keys issue-site` does to an older site bundle's system user
+    const revokedUser = createUser().getPublicKey();
+    await resignSystemAccountWith(dir, { [revokedUser]: Math.floor(Date.now() / 1000) });
+    expect((await keys(["push", "--dir", dir, "--hub", hub.clientUrl])).code).toBe(0);
+
+    rmSync(dir, { recursive: true, force: true });
+    cpSync(backup, dir, { recursive: true, preserveTimestamps: true });
+    const pushed = await keys(["push", "--dir", dir, "--hub", hub.clientUrl]);
+    expect(pushed.code, pushed.output).toBe(0);
+    expect(pushed.output).toContain("revocation(s) of the system account");
+    const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
+    const connection = await connect({ ...security.systemConnectOptions, servers: [hub.clientUrl], reconnect: false });
+    try {
+      const held = await lookupAccountJwt(connection, readKeyState(dir).systemAccount, 5_000);
+      expect(Object.keys(accountRevocations(held!))).toContain(revokedUser);
+    } finally {
+      await connection.close();
+    }
   });
 });
 
