@@ -5,12 +5,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 import { loadHubSecurity, loadNodeSecurity } from "./security.ts";
+import { loadSiteSecurity } from "./site-security.ts";
 import { cliPath, nodeBinary, runCli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
@@ -46,7 +47,7 @@ describe("a damaged bundle file", () => {
     for (const damage of Object.keys(damages)) {
       it(`${file} ${damage}: refused at load, naming the file`, () => {
         const bundle = damagedBundle(file, damage);
-        expect(() => loadNodeSecurity(bundle, "edge-a")).toThrow(`${join(bundle, file)} of node 'edge-a' is damaged`);
+        expect(() => loadNodeSecurity(bundle, "edge-a")).toThrow(`${join(bundle, file)} is damaged (`);
       });
     }
   }
@@ -61,7 +62,7 @@ describe("a damaged bundle file", () => {
     const timer = setTimeout(() => child.kill("SIGTERM"), 15_000);
     const code = await new Promise<number | null>((resolveExit) => child.once("exit", (exitCode) => resolveExit(exitCode)));
     clearTimeout(timer);
-    expect(output).toContain(`${join(bundle, "node.creds")} of node 'edge-a' is damaged`);
+    expect(output).toContain(`${join(bundle, "node.creds")} is damaged (no whole user JWT in it): copy node 'edge-a''s bundle again`);
     expect(code, output.slice(-2000)).not.toBe(0);
     expect(output).not.toContain("Credentials file");
   }, 30_000);
@@ -114,3 +115,26 @@ describe("a damaged identity of a node that joined with a token", () => {
     }, 40_000);
   }
 });
+
+describe("a damaged file of a site server's bundle", () => {
+  for (const file of ["site.json", "site.key", "site.crt", "ca.crt", "claims.creds", "local.creds", "servers/shop-7-1.creds", "members/edge-a.creds"]) {
+    it(`${file} cut short: refused at load, naming the file (before, the creds ones left a leaf remote that never connected)`, async () => {
+      const copy = join(base, `site-${file.replaceAll("/", "-")}`);
+      cpSync(join(siteKeys(), "sites", "shop-7"), copy, { recursive: true });
+      const bytes = readFileSync(join(copy, file));
+      writeFileSync(join(copy, file), bytes.subarray(0, 40), { mode: 0o600 });
+      expect(() => loadSiteSecurity(copy, { site: "shop-7", server: "shop-7-1", resolverDir: join(copy, "resolver") })).toThrow(`${join(copy, file)} is damaged (`);
+    });
+  }
+});
+
+let siteKeysDir: string | undefined;
+/** The test's keys with site shop-7 issued (edge-a a member), made once. */
+function siteKeys(): string {
+  if (!siteKeysDir) {
+    siteKeysDir = keys;
+    const result = spawnSync(nodeBinary, [cliPath, "keys", "issue-site", "--dir", keys, "--site", "shop-7", "--members", "edge-a", "--servers", "shop-7-1"], { encoding: "utf8" });
+    expect(result.status, result.stderr).toBe(0);
+  }
+  return siteKeysDir;
+}

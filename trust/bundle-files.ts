@@ -9,7 +9,7 @@
  * ```
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decode, fromSeed, type User } from "@nats-io/jwt";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
@@ -44,6 +44,50 @@ export function credsProblem(text: string): string | undefined {
   return publicKey === subject ? undefined : "its seed is not the key of its JWT (parts of two issues?)";
 }
 
+type FileKind = "creds" | "certificate" | "private key" | "JWT" | "swarm.key" | "JSON";
+
+/** Why `bytes` are not a file of `kind`, or undefined when they are. */
+function kindProblem(kind: FileKind, bytes: Buffer): string | undefined {
+  try {
+    switch (kind) {
+      case "creds":
+        return credsProblem(bytes.toString("utf8"));
+      case "certificate":
+        new X509Certificate(bytes);
+        return undefined;
+      case "private key":
+        createPrivateKey(bytes);
+        return undefined;
+      case "JWT":
+        decode(bytes.toString("utf8").trim());
+        return undefined;
+      case "swarm.key":
+        parsePsk(bytes);
+        return undefined;
+      case "JSON":
+        JSON.parse(bytes.toString("utf8"));
+        return undefined;
+    }
+  } catch (error) {
+    const what = { creds: "creds", certificate: "a certificate", "private key": "a private key", JWT: "a JWT", "swarm.key": "in the swarm.key format", JSON: "JSON" }[kind];
+    return `not ${what}: ${describeError(error)}`;
+  }
+}
+
+/** Throws TRUST_FAILED, worded by `advice`, naming the first of `files` that cannot be read or is not of its kind. */
+function checkFiles(files: [string, FileKind][], advice: string): void {
+  for (const [file, kind] of files) {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(file);
+    } catch (cause) {
+      throw new LeafmeshError("TRUST_FAILED", `${file} is damaged (cannot be read: ${describeError(cause)}): ${advice}`, { cause });
+    }
+    const problem = kindProblem(kind, bytes);
+    if (problem) throw new LeafmeshError("TRUST_FAILED", `${file} is damaged (${problem}): ${advice}`);
+  }
+}
+
 /**
  * The same for a hub's copy of the keys directory (hub/, operator.jwt): before, a damaged hub.crt or
  * account JWT ended the hub with "unexpected error" and a stack, a damaged hub.key, ca.crt or operator.jwt
@@ -51,83 +95,59 @@ export function credsProblem(text: string): string | undefined {
  * "cannot connect to NATS … is the leafmesh hub running there?". (Account JWTs: key-store.ts allAccountJwts.)
  */
 export function checkHubKeyFiles(dir: string): void {
-  const damaged = (file: string, what: string, cause?: unknown) =>
-    new LeafmeshError("TRUST_FAILED", `${file} is damaged (${what}): copy it again from the keys directory (\`keys init\` made it; the hubs need state.json, operator.jwt, accounts/*.jwt and hub/), or restore it from a backup`, cause === undefined ? undefined : { cause });
-  const read = (file: string) => {
+  checkFiles(
+    [
+      [join(dir, "operator.jwt"), "JWT"],
+      [join(dir, "hub", "hub.crt"), "certificate"],
+      [join(dir, "hub", "ca.crt"), "certificate"],
+      [join(dir, "hub", "hub.key"), "private key"],
+      [join(dir, "hub", "sys.creds"), "creds"],
+      [join(dir, "hub", "publisher.creds"), "creds"],
+    ],
+    "copy it again from the keys directory (`keys init` made it; the hubs need state.json, operator.jwt, accounts/*.jwt and hub/), or restore it from a backup",
+  );
+}
+
+/**
+ * The same for a site server's bundle. Before, a damaged site.json or site.crt ended it with "unexpected error"
+ * and a stack, site.key or ca.crt as a nats-server configuration error, and a damaged claims.creds, server or
+ * member creds not at all: the server ran on with that leaf remote never connecting (claims.creds: revocations
+ * pushed at the hubs never reached the site).
+ */
+export function checkSiteBundleFiles(bundle: string, options: { site: string; server: string }): void {
+  const members = (() => {
     try {
-      return readFileSync(file);
-    } catch (cause) {
-      throw damaged(file, `cannot be read: ${describeError(cause)}`, cause);
+      return readdirSync(join(bundle, "members")).filter((file) => file.endsWith(".creds"));
+    } catch {
+      return [];
     }
-  };
-  const operator = join(dir, "operator.jwt");
-  try {
-    decode(read(operator).toString("utf8").trim());
-  } catch (cause) {
-    if (cause instanceof LeafmeshError) throw cause;
-    throw damaged(operator, "not the operator's JWT", cause);
-  }
-  for (const name of ["hub.crt", "ca.crt"]) {
-    const file = join(dir, "hub", name);
-    try {
-      new X509Certificate(read(file));
-    } catch (cause) {
-      if (cause instanceof LeafmeshError) throw cause;
-      throw damaged(file, "not a certificate", cause);
-    }
-  }
-  const key = join(dir, "hub", "hub.key");
-  try {
-    createPrivateKey(read(key));
-  } catch (cause) {
-    if (cause instanceof LeafmeshError) throw cause;
-    throw damaged(key, "not a private key", cause);
-  }
-  for (const name of ["sys.creds", "publisher.creds"]) {
-    const file = join(dir, "hub", name);
-    const problem = credsProblem(read(file).toString("utf8"));
-    if (problem) throw damaged(file, problem);
-  }
+  })();
+  checkFiles(
+    [
+      [join(bundle, "site.json"), "JSON"],
+      [join(bundle, "operator.jwt"), "JWT"],
+      [join(bundle, "site.crt"), "certificate"],
+      [join(bundle, "ca.crt"), "certificate"],
+      [join(bundle, "site.key"), "private key"],
+      [join(bundle, "local.creds"), "creds"],
+      [join(bundle, "servers", `${options.server}.creds`), "creds"],
+      ...(existsSync(join(bundle, "claims.creds")) ? [[join(bundle, "claims.creds"), "creds"] as [string, FileKind]] : []),
+      ...members.map((file) => [join(bundle, "members", file), "creds"] as [string, FileKind]),
+    ],
+    `copy the site's bundle again (cut short when copied?), or issue it anew with \`leafmesh keys issue-site --site ${options.site}\``,
+  );
 }
 
 /** Throws TRUST_FAILED naming the first file of `files` that is not what it must be. */
 export function checkBundleFiles(files: BundleFiles, node: string): void {
-  const damaged = (file: string, what: string, cause?: unknown) =>
-    new LeafmeshError(
-      "TRUST_FAILED",
-      `${file} of node '${node}' is damaged (${what}): copy the node's bundle again (cut short when copied?), or issue it anew with \`leafmesh keys issue --node ${node} --rotate\` (a node that joined with a token: \`leafmesh keys revoke --node ${node}\`, then join again)`,
-      cause === undefined ? undefined : { cause },
-    );
-  const read = (file: string) => {
-    try {
-      return readFileSync(file);
-    } catch (cause) {
-      throw damaged(file, `cannot be read: ${describeError(cause)}`, cause);
-    }
-  };
-  const creds = credsProblem(read(files.creds).toString("utf8"));
-  if (creds) throw damaged(files.creds, creds);
-  for (const [file, what] of [
-    [files.cert, "not a certificate"],
-    [files.ca, "not the mesh CA's certificate"],
-  ] as const) {
-    try {
-      new X509Certificate(read(file));
-    } catch (cause) {
-      if (cause instanceof LeafmeshError) throw cause;
-      throw damaged(file, what, cause);
-    }
-  }
-  try {
-    createPrivateKey(read(files.key));
-  } catch (cause) {
-    if (cause instanceof LeafmeshError) throw cause;
-    throw damaged(files.key, "not a private key", cause);
-  }
-  try {
-    parsePsk(read(files.psk));
-  } catch (cause) {
-    if (cause instanceof LeafmeshError && cause.code === "TRUST_FAILED") throw cause;
-    throw damaged(files.psk, "not in the swarm.key format", cause);
-  }
+  checkFiles(
+    [
+      [files.creds, "creds"],
+      [files.cert, "certificate"],
+      [files.ca, "certificate"],
+      [files.key, "private key"],
+      [files.psk, "swarm.key"],
+    ],
+    `copy node '${node}''s bundle again (cut short when copied?), or issue it anew with \`leafmesh keys issue --node ${node} --rotate\` (a node that joined with a token: \`leafmesh keys revoke --node ${node}\`, then join again)`,
+  );
 }

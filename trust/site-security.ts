@@ -36,6 +36,7 @@ import { credsAuthenticator, type ConnectionOptions } from "@nats-io/transport-n
 import { LeafmeshError } from "../lib/errors.ts";
 import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
+import { checkSiteBundleFiles } from "./bundle-files.ts";
 import { allAccountJwts } from "./key-store.ts";
 import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
@@ -84,6 +85,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
   if (!existsSync(descriptionFile)) {
     throw new LeafmeshError("TRUST_FAILED", `no site bundle for site '${options.site}' in ${resolve(dir)} (site.json is missing: issue it with \`leafmesh keys issue-site --site ${options.site} --members ...\`)`);
   }
+  checkSiteBundleFiles(bundle, options);
   const description = JSON.parse(readFileSync(descriptionFile, "utf8")) as SiteDescription;
   if (description.site !== options.site) throw new LeafmeshError("CONFIG_INVALID", `the site bundle in ${bundle} is site '${description.site}', not '${options.site}' (--name)`);
   if (!description.servers.includes(options.server)) {
