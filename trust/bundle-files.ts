@@ -13,7 +13,6 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decode, fromSeed, type User } from "@nats-io/jwt";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
-import { parsePsk } from "../services/tunnel/psk.ts";
 
 export interface BundleFiles {
   creds: string;
@@ -61,9 +60,12 @@ function kindProblem(kind: FileKind, bytes: Buffer): string | undefined {
       case "JWT":
         decode(bytes.toString("utf8").trim());
         return undefined;
-      case "swarm.key":
-        parsePsk(bytes);
-        return undefined;
+      case "swarm.key": {
+        // The go-ipfs swarm.key format the tunnel reads (services/tunnel/psk.ts parsePsk; trust imports no actor).
+        const lines = bytes.toString("utf8").trim().split(/\r?\n/);
+        const whole = lines.length === 3 && lines[0] === "/key/swarm/psk/1.0.0/" && lines[1] === "/base16/" && /^[0-9a-fA-F]{64}$/.test(lines[2]);
+        return whole ? undefined : "not in the swarm.key format: three lines '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits";
+      }
       case "JSON":
         JSON.parse(bytes.toString("utf8"));
         return undefined;
