@@ -116,17 +116,19 @@ export function checkHubKeyFiles(dir: string): void {
  * member creds not at all: the server ran on with that leaf remote never connecting (claims.creds: revocations
  * pushed at the hubs never reached the site).
  */
-export function checkSiteBundleFiles(bundle: string, options: { site: string; server: string }): void {
-  const members = (() => {
+/** `part`: site.json alone (read before the server is looked up in it), or the rest (once it is known to be one of the site's). */
+export function checkSiteBundleFiles(bundle: string, options: { site: string; server: string; part: "description" | "rest" }): void {
+  const advice = `copy the site's bundle again (cut short when copied?), or issue it anew with \`leafmesh keys issue-site --site ${options.site}\``;
+  if (options.part === "description") return checkFiles([[join(bundle, "site.json"), "JSON"]], advice);
+  const creds = (dir: string) => {
     try {
-      return readdirSync(join(bundle, "members")).filter((file) => file.endsWith(".creds"));
+      return readdirSync(join(bundle, dir)).filter((file) => file.endsWith(".creds")).map((file) => [join(bundle, dir, file), "creds"] as [string, FileKind]);
     } catch {
       return [];
     }
-  })();
+  };
   checkFiles(
     [
-      [join(bundle, "site.json"), "JSON"],
       [join(bundle, "operator.jwt"), "JWT"],
       [join(bundle, "site.crt"), "certificate"],
       [join(bundle, "ca.crt"), "certificate"],
@@ -134,9 +136,9 @@ export function checkSiteBundleFiles(bundle: string, options: { site: string; se
       [join(bundle, "local.creds"), "creds"],
       [join(bundle, "servers", `${options.server}.creds`), "creds"],
       ...(existsSync(join(bundle, "claims.creds")) ? [[join(bundle, "claims.creds"), "creds"] as [string, FileKind]] : []),
-      ...members.map((file) => [join(bundle, "members", file), "creds"] as [string, FileKind]),
+      ...creds("members"),
     ],
-    `copy the site's bundle again (cut short when copied?), or issue it anew with \`leafmesh keys issue-site --site ${options.site}\``,
+    advice,
   );
 }
 
