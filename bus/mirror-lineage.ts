@@ -71,6 +71,26 @@ export function lineageBroken(local: Pick<StreamInfo, "config" | "state">, upstr
 }
 
 /**
+ * A hub's store restored from a backup keeps its streams' creation times, with fewer revisions than the
+ * mirrors hold; once the restored hub has written as many again, the counts no longer tell it either, and the
+ * mirror skipped every revision the restored stream wrote up to its own last (a revocation among them). What
+ * does tell: the upstream's message at the mirror's last revision is not the one the mirror holds there.
+ * Undefined when they are the same, or the upstream no longer holds that revision (a later write to its key).
+ */
+async function restoredBeneath(connection: NatsConnection, upstreamDomain: string, stream: string, lastSeq: number, upstream: UpstreamStream): Promise<string | undefined> {
+  if (lastSeq === 0 || upstream.lastSeq < lastSeq) return undefined;
+  const messageAt = async (domain: string | undefined) => {
+    const manager = await jetstreamManager(connection, { ...(domain ? { domain } : {}), checkAPI: false, timeout: 5_000 });
+    return manager.streams.getMessage(stream, { seq: lastSeq }).catch(() => null);
+  };
+  const mine = await messageAt(undefined);
+  const theirs = await messageAt(upstreamDomain);
+  if (!mine || !theirs) return undefined;
+  const same = mine.subject === theirs.subject && Buffer.from(mine.data).equals(Buffer.from(theirs.data));
+  return same ? undefined : `the upstream's stream holds another message at revision ${lastSeq} than this mirror does: it was restored from an older copy (or made again) and written since`;
+}
+
+/**
  * Compares the local mirror `stream` with its upstream; when the upstream was made again, deletes the
  * mirror, makes it again (`remake`, which records the new upstream) and waits (up to 2 minutes) until
  * it holds what the upstream held. Returns whether it did; false also when the upstream cannot be asked.
@@ -95,9 +115,9 @@ async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () =>
   const local = await manager.streams.info(stream);
   const upstream = await upstreamStream(connection, options.upstreamDomain, stream);
   if (!upstream) return false;
-  const reason = lineageBroken(local, upstream);
+  const reason = lineageBroken(local, upstream) ?? (await restoredBeneath(connection, options.upstreamDomain, stream, local.state.last_seq, upstream));
   if (!reason || options.stopped()) return false;
-  log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
+  log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store, or restored it from a backup?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
   await manager.streams.delete(stream);
   await options.remake();
   for (let waited = 0; waited < 120_000 && !options.stopped(); waited += 250) {
