@@ -42,7 +42,7 @@ export function signListAgain(dir: string, state: KeyState, certificates: Revoca
   return signed;
 }
 
-/** The revocations of `held` that `offered` does not carry, or carries from a later time (which would let older JWTs of that user in again). */
+/** The revocations of `held` that `offered` does not carry, or carries from an earlier time (a revocation covers JWTs issued up to its time: an earlier one lets the JWTs issued between in again). */
 export function revocationsLacking(held: Record<string, number>, offered: Record<string, number>): Record<string, number> {
   const lacking: Record<string, number> = {};
   for (const [user, at] of Object.entries(held)) {
