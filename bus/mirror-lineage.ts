@@ -28,6 +28,8 @@ export interface UpstreamStream {
   /** When the upstream's stream was created (its stream info). */
   created: string;
   lastSeq: number;
+  /** When its last revision was written. */
+  lastTime?: string;
 }
 
 /** @default 30_000 — how often a mirror is checked against its upstream's stream. */
@@ -51,7 +53,7 @@ export async function upstreamStream(connection: NatsConnection, upstreamDomain:
   try {
     const manager = await jetstreamManager(connection, { domain: upstreamDomain, checkAPI: false, timeout: timeoutMs });
     const info = await manager.streams.info(stream);
-    return { created: info.created, lastSeq: info.state.last_seq };
+    return { created: info.created, lastSeq: info.state.last_seq, lastTime: info.state.last_ts };
   } catch {
     return undefined;
   }
@@ -71,6 +73,26 @@ export function lineageBroken(local: Pick<StreamInfo, "config" | "state">, upstr
 }
 
 /**
+ * A hub's store restored from a backup keeps its streams' creation times, with fewer revisions than the
+ * mirrors hold; once the restored hub has written as many again, the counts no longer tell it either, and the
+ * mirror skipped every revision the restored stream wrote up to its own last (a revocation among them). What
+ * does tell: the upstream's message at the mirror's last revision is not the one the mirror holds there.
+ * Undefined when they are the same, or the upstream no longer holds that revision (a later write to its key).
+ */
+async function restoredBeneath(connection: NatsConnection, upstreamDomain: string, stream: string, lastSeq: number, upstream: UpstreamStream): Promise<string | undefined> {
+  if (lastSeq === 0 || upstream.lastSeq < lastSeq) return undefined;
+  const messageAt = async (domain: string | undefined) => {
+    const manager = await jetstreamManager(connection, { ...(domain ? { domain } : {}), checkAPI: false, timeout: 5_000 });
+    return manager.streams.getMessage(stream, { seq: lastSeq }).catch(() => null);
+  };
+  const mine = await messageAt(undefined);
+  const theirs = await messageAt(upstreamDomain);
+  if (!mine || !theirs) return undefined;
+  const same = mine.subject === theirs.subject && Buffer.from(mine.data).equals(Buffer.from(theirs.data));
+  return same ? undefined : `the upstream's stream holds another message at revision ${lastSeq} than this mirror does: it was restored from an older copy (or made again) and written since`;
+}
+
+/**
  * Compares the local mirror `stream` with its upstream; when the upstream was made again, deletes the
  * mirror, makes it again (`remake`, which records the new upstream) and waits (up to 2 minutes) until
  * it holds what the upstream held. Returns whether it did; false also when the upstream cannot be asked.
@@ -86,7 +108,7 @@ interface LineageOptions {
   what: string;
 }
 
-async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () => boolean }): Promise<boolean> {
+async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () => boolean; seen: { upstream?: string } }): Promise<boolean> {
   const { connection, stream, log } = options;
   // The mirror first, then its upstream: a mirror only lags, so the upstream read after it holds at least
   // as much unless it was made again. Read the other way round, writes in between (a busy catalog) made the
@@ -95,9 +117,14 @@ async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () =>
   const local = await manager.streams.info(stream);
   const upstream = await upstreamStream(connection, options.upstreamDomain, stream);
   if (!upstream) return false;
-  const reason = lineageBroken(local, upstream);
+  // The messages are compared only when the upstream was written since the last check (its last revision and
+  // time): a quiet stream costs one stream info per check, as before.
+  const mark = `${upstream.lastSeq}@${upstream.lastTime ?? ""}`;
+  const written = options.seen.upstream !== mark;
+  const reason = lineageBroken(local, upstream) ?? (written ? await restoredBeneath(connection, options.upstreamDomain, stream, local.state.last_seq, upstream) : undefined);
+  options.seen.upstream = mark;
   if (!reason || options.stopped()) return false;
-  log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
+  log.warn({ stream, reason }, `the ${options.what}'s upstream stream was made again (a hub that lost its store, or restored it from a backup?): the mirror is made again and read again from it; until then the ${options.what} is used as it was`);
   await manager.streams.delete(stream);
   await options.remake();
   for (let waited = 0; waited < 120_000 && !options.stopped(); waited += 250) {
@@ -114,10 +141,11 @@ async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () =>
 export function watchMirrorLineage(options: LineageOptions & { onRemade: () => void }): { check(): void; stop(): void } {
   let stopped = false;
   let checking = false;
+  const seen: { upstream?: string } = {};
   const check = () => {
     if (checking || stopped) return;
     checking = true;
-    remakeIfUpstreamRemade({ ...options, stopped: () => stopped })
+    remakeIfUpstreamRemade({ ...options, stopped: () => stopped, seen })
       .then((remade) => {
         if (remade && !stopped) options.onRemade();
       })

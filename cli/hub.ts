@@ -1,6 +1,8 @@
 /** `leafmesh hub`: a cloud hub (nats-server with JetStream domain `hub`, catalog publisher). */
 import { commandSummaries } from "./command-list.ts";
 import { resolve } from "node:path";
+import { removeDepartedHubs } from "../roles/hub-replaces.ts";
+import { localClientUrl } from "../bus/connect.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startHub } from "../roles/hub.ts";
@@ -55,6 +57,11 @@ given each other's --routes form one JetStream cluster.`,
     listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
     leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address that agents and sites connect to (their --hub URLs)" }),
     routes: option.list({ value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" }),
+    replaces: option.list({
+      value: "NAME,…",
+      description:
+        "hubs of this cluster gone for good that this hub takes the place of: once it runs, it removes them from the cluster's JetStream group (only those that do not answer), so the streams place their replicas on the hubs that run (with --routes and --keys)",
+    }),
     clusterListen: option.hostPort({ default: "0.0.0.0:6222", description: "cluster route address (used with --routes)" }),
     clusterName: option.text({ value: "NAME", description: "cluster name, the same on every hub of one cluster (default: the gateway name, else leafmesh)" }),
     gatewayName: option.text({ value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" }),
@@ -98,6 +105,9 @@ given each other's --routes form one JetStream cluster.`,
     if (options.gatewayName && clusterName !== options.gatewayName) {
       throw new LeafmeshError("CONFIG_INVALID", `--cluster-name '${clusterName}' must equal --gateway-name '${options.gatewayName}': nats-server names a region's gateway after its cluster`);
     }
+    if (options.replaces && (!options.routes || !options.keys)) {
+      throw new LeafmeshError("CONFIG_INVALID", "--replaces needs --routes and --keys: it removes hubs from a cluster's JetStream group as the system user");
+    }
     if (options.gatewayName && !options.routes) {
       throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
     }
@@ -132,6 +142,9 @@ given each other's --routes form one JetStream cluster.`,
       enrol: enrolAccounts && { changedAtStart: enrolAccounts },
       log,
     });
+    if (options.replaces && security) {
+      await removeDepartedHubs({ servers: [localClientUrl(options.listen)], connectOptions: security.systemConnectOptions, names: options.replaces, self: options.name, log: log.child({ node: options.name, actor: "fabric" }) });
+    }
     // The hubs' certificate issued again (keys hub-cert) and copied here: the hub starts again in place with it.
     const trustLog = keysLog;
     // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.

@@ -20,7 +20,7 @@ export async function pushTo(dir: string, hubs: string | undefined, jwts: string
   }
   // The system user with the hub's TLS identity; the resolver dir is not used here.
   const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts });
+  const push = () => pushAccountClaims({ servers, connectOptions: security.systemConnectOptions, jwts, keysDir: dir, say: (line) => io.stderr.write(`${line}\n`) });
   const results = advise ? await keptIfUnpushed(dir, servers, push) : await push();
   for (const result of results) io.stdout.write(`pushed account ${result.account} to hub ${result.server}: ${result.message}\n`);
 }
@@ -44,13 +44,14 @@ export async function pushRevocation(dir: string, hubs: string | undefined, node
   await pushTo(dir, hubs, [revoked.accountJwt], io);
   const servers = splitList(hubs);
   if (servers.length === 0) return;
-  const version = await publishList(dir, servers, revoked.revocationList);
+  const version = await publishList(dir, servers, revoked.revocationList, io);
   io.stdout.write(`revocation list version ${version} published to the hubs: agents refuse ${node}'s certificate once it reaches them\n`);
 }
 
 /** The signed revocation list to the hubs, from where every agent mirrors it (its LAN and punched peers enforce it). */
-export async function publishList(dir: string, servers: string[], signed: Uint8Array, advise = true): Promise<number> {
+export async function publishList(dir: string, servers: string[], signed: Uint8Array, io: CommandIO, advise = true): Promise<number> {
   const security = loadHubSecurity(dir, { resolverDir: join(dir, "unused") });
-  const publish = () => pushRevocationList({ servers, connectOptions: security.publisherConnectOptions, signed, caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"), log: silentLogger() });
+  const publish = () =>
+    pushRevocationList({ servers, connectOptions: security.publisherConnectOptions, signed, caCertPem: readFileSync(join(dir, "ca", "ca.crt"), "utf8"), log: silentLogger(), keysDir: dir, say: (line) => io.stderr.write(`${line}\n`) });
   return advise ? keptIfUnpushed(dir, servers, publish) : publish();
 }

@@ -293,7 +293,7 @@ the keys. Hubs keep a newer revocation list over an older one.`,
       io.stdout.write("no revocation list in the keys directory (nothing was ever revoked)\n");
       return 0;
     }
-    const version = await publishList(values.dir, servers, signed, false);
+    const version = await publishList(values.dir, servers, signed, io, false);
     io.stdout.write(`revocation list version ${version} published to the hubs\n`);
     return 0;
   },

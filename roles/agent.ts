@@ -11,7 +11,7 @@
  * await agent.stop();
  * ```
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AnyActorRef } from "xstate";
 import type { Bus } from "../bus/bus.ts";
@@ -35,7 +35,7 @@ import { hostAddresses } from "./host-addresses.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
-import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, watchPermissionErrors } from "../trust/denials.ts";
+import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, rejoinAdvice, watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
 import { certificateFingerprint } from "../trust/revocation-list.ts";
 import { endsDetail, endsState, loadedEnds, type Ending } from "../trust/ends.ts";
@@ -264,7 +264,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       if (revoked && !selfRevoked) {
         log.error(
           { actor: "trust", revocationList: watch.list.version, certificate: ownCert },
-          `this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): ${role === "site" ? "restart it with its new bundle" : "put its new bundle where its old one is (--keys), and it starts again with it"}`,
+          `this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): ${role === "site" ? "restart it with its new bundle" : config.security && rejoinAdvice(config.security.files.creds) ? `it joined with a token and has no bundle to be given: remove ${dirname(config.security.files.creds)} and start it again with a join token (it makes new keys; a revoked name may join again)` : "put its new bundle where its old one is (--keys), and it starts again with it"}`,
         );
       }
       selfRevoked = revoked;

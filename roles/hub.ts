@@ -84,6 +84,12 @@ export async function startHub(config: HubConfig): Promise<HubRuntime> {
       `the mesh's keys were signed by an older leafmesh (${config.security.outdatedAccounts.length} accounts): a stolen node could reach beyond its own subjects or exhaust a hub (each account's reason is in 'outdated'). Run 'leafmesh keys resign --dir KEYS --hub URLS' where the keys are made`,
     );
   }
+  if (config.security && config.security.revocationsKept.length > 0) {
+    config.log.child({ node: config.name }).error(
+      { kept: config.security.revocationsKept },
+      `the keys directory signed ${config.security.revocationsKept.length} account(s) again without revocations this hub holds (restored from a backup?): this hub keeps its own JWTs of those accounts, so the revoked keys stay out, and changes made there to them wait. Run 'leafmesh keys push --dir KEYS --hub URLS' where the keys are made: it takes the revocations back into the directory`,
+    );
+  }
   // The source loads (reads and checks every manifest) while the nats-server starts: both take seconds at 10,000 services.
   const sourceStarted = config.source?.start();
   sourceStarted?.catch(() => undefined); // its error is the publisher's to raise, once the server is up
@@ -234,7 +240,9 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     const enrolLog = log.child({ actor: "enrolment" });
     const systemOptions = config.security.systemConnectOptions;
     // Through this hub's system account: its full resolver stores the accounts and passes them to the cluster.
-    const push = async (jwts: string[]) => void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts }));
+    const keysDir = config.keysDir;
+    const push = async (jwts: string[]) =>
+      void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts, keysDir, say: (line) => enrolLog.warn(line) }));
     if (config.enrol.changedAtStart.length > 0) await push(config.enrol.changedAtStart);
     enrolment = await startEnrolmentService({
       servers: [localClientUrl(config.client)],

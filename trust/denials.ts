@@ -12,7 +12,8 @@
  * classifyServerLogLine("[ERR] ... x509: certificate signed by unknown authority")  // { cause: "foreign-ca", message }
  * ```
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { decode, type User } from "@nats-io/jwt";
 import { NoRespondersError, PermissionViolationError, RequestError, TimeoutError, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
@@ -169,7 +170,17 @@ export function diagnoseCredentialsFile(credsFile: string, now: () => number = D
   const claims = readCredsClaims(credsFile);
   if (!claims) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
   if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
-  return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)`;
+  return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)${rejoinAdvice(credsFile)}`;
+}
+
+/**
+ * For a node that joined with a token (joined.json beside its creds, in DATA/keys): how it comes back once revoked.
+ * It has no bundle to be given: its keys were made on it. Before, it was told to put "its new bundle" in place.
+ */
+export function rejoinAdvice(credsFile: string): string {
+  const bundle = dirname(credsFile);
+  if (!existsSync(join(bundle, "joined.json"))) return "";
+  return `. This node joined with a token: if it was revoked, remove ${bundle} and start it again with a join token (it makes new keys; a revoked name may join again)`;
 }
 
 /** The user claims of a .creds file (name: the node), or undefined when it holds no user JWT. Throws when it cannot be read. */
@@ -205,7 +216,7 @@ export function duplicateNodeExplainer(node: string, now: () => number = Date.no
 export function explainLeafRefusal(line: string, options: { credsFile?: string; now?: () => number } = {}): string | undefined {
   const refusal = classifyServerLogLine(line);
   if (!refusal) return undefined;
-  if (refusal.cause === "credentials-revoked") return `the hub refused this node's login: ${refusal.message}${options.credsFile ? ` (${options.credsFile})` : ""}`;
+  if (refusal.cause === "credentials-revoked") return `the hub refused this node's login: ${refusal.message}${options.credsFile ? ` (${options.credsFile})${rejoinAdvice(options.credsFile)}` : ""}`;
   if ((refusal.cause === "credentials-refused" || refusal.cause === "credentials-expired") && options.credsFile) {
     try {
       return `the hub refused this node's login: ${diagnoseCredentialsFile(options.credsFile, options.now)}`;

@@ -21,6 +21,7 @@ import { enrolSubject } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
+import { credsProblem } from "./bundle-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
 import { decodeJoinToken } from "./tokens.ts";
 import { askAgainCodes, enrolSigningText, type EnrolReply } from "./enrolment.ts";
@@ -92,9 +93,25 @@ export async function joinMesh(options: {
   const { node, bundleDir, log } = options;
   const credsFile = join(bundleDir, "node.creds");
   if (existsSync(credsFile)) {
-    const claims = decode<User>(/-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(readFileSync(credsFile, "utf8"))?.[1] ?? "");
+    // The identity the node joined with: a damaged file is said as such (it cannot be made again from the token).
+    const damaged = (file: string, what: string) =>
+      new LeafmeshError(
+        "TRUST_FAILED",
+        `${file} of node '${node}' is damaged (${what}): this node's identity cannot be read. Restore ${bundleDir} from a backup, or revoke the node (\`leafmesh keys revoke --node ${node}\`), remove ${bundleDir} and join again`,
+      );
+    const credsText = readFileSync(credsFile, "utf8");
+    const problem = credsProblem(credsText);
+    if (problem) throw damaged(credsFile, problem);
+    const claims = decode<User>(/-----BEGIN NATS USER JWT-----\s*(\S+)\s*------END NATS USER JWT------/.exec(credsText)![1]);
     if (claims.name !== node) throw new LeafmeshError("CONFIG_INVALID", `${bundleDir} holds the identity of node '${claims.name}', not '${node}': give each node its own --data`);
-    const joined = existsSync(joinedFile(bundleDir)) ? (JSON.parse(readFileSync(joinedFile(bundleDir), "utf8")) as { site?: string; tags?: string[]; token?: string }) : {};
+    let joined: { site?: string; tags?: string[]; token?: string } = {};
+    if (existsSync(joinedFile(bundleDir))) {
+      try {
+        joined = JSON.parse(readFileSync(joinedFile(bundleDir), "utf8")) as typeof joined;
+      } catch (error) {
+        throw damaged(joinedFile(bundleDir), `not JSON: ${(error as Error).message}`);
+      }
+    }
     return { bundleDir, joinedNow: false, site: joined.site, tags: joined.tags ?? [], token: joined.token };
   }
   const token = decodeJoinToken(options.token);

@@ -29,6 +29,7 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { z } from "zod";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type Account, type User } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
@@ -106,12 +107,37 @@ export function nodeBundleDir(dir: string, node: string): string {
 export function readKeyState(dir: string): KeyState {
   const path = stateFile(dir);
   if (!existsSync(path)) throw new LeafmeshError("TRUST_FAILED", `${resolve(dir)} holds no mesh keys (no state.json): run \`leafmesh keys init --dir ${dir}\` first`);
+  let content: unknown;
   try {
-    return JSON.parse(readFileSync(path, "utf8")) as KeyState;
+    content = JSON.parse(readFileSync(path, "utf8"));
   } catch (cause) {
     throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is not readable mesh state (${(cause as Error).message}): restore it from a backup of the keys directory`, { cause });
   }
+  // Parsed JSON of the wrong shape ended commands with a TypeError and a stack, and `{"nodes":{}}` was taken as a
+  // mesh with no nodes: the next issue signed the mesh account without them and forgot every revocation.
+  const checked = keyStateShape.safeParse(content);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `${resolve(path)} is not whole mesh state (${issue.path.length > 0 ? issue.path.join(".") : "the whole file"}: ${issue.message}): restore it from a backup of the keys directory`,
+    );
+  }
+  return content as KeyState;
 }
+
+/** What every state.json has (older ones included); other fields are optional and kept as they are. */
+const keyStateShape = z
+  .object({
+    operator: z.string().min(1),
+    systemAccount: z.string().min(1),
+    meshAccount: z.string().min(1),
+    nodes: z.record(
+      z.string(),
+      z.object({ node: z.string().min(1), account: z.string().min(1), user: z.string().optional(), revocations: z.record(z.string(), z.number()) }).passthrough(),
+    ),
+  })
+  .passthrough();
 
 /**
  * For the other stores of the keys directory (site-store.ts). Written whole or not at all (a new file
@@ -296,8 +322,13 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
   return readdirSync(join(dir, "accounts"))
     .filter((file) => file.endsWith(".jwt"))
     .map((file) => {
-      const jwt = readFileSync(join(dir, "accounts", file), "utf8").trim();
-      return { account: decode(jwt).sub, jwt };
+      const path = join(dir, "accounts", file);
+      const jwt = readFileSync(path, "utf8").trim();
+      try {
+        return { account: decode(jwt).sub, jwt };
+      } catch (cause) {
+        throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is damaged (not an account JWT: ${(cause as Error).message}): copy it again from the keys directory, or restore it from a backup`, { cause });
+      }
     });
 }
 

@@ -8,11 +8,13 @@
  * await pushAccountClaims({ servers: ["tls://hub-1:4222"], connectOptions: hub.systemConnectOptions, jwts: [accountJwt] });
  * ```
  */
-import { connect, type ConnectionOptions } from "@nats-io/transport-node";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { decode } from "@nats-io/jwt";
 import type { Logger } from "../lib/log.ts";
 import { openRevocationsBucket, publishRevocationList } from "./revocations.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
+import { accountRevocations, listHeldAccounts, lookupAccountJwt, revocationsLacking, takeBackCertificates, takeBackRevocations } from "./hub-revocations.ts";
+import { revocationListKey } from "../bus/subjects.ts";
 
 export interface PushResult {
   account: string;
@@ -20,7 +22,19 @@ export interface PushResult {
   message: string;
 }
 
-export async function pushAccountClaims(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; jwts: string[]; timeoutMs?: number }): Promise<PushResult[]> {
+export async function pushAccountClaims(options: {
+  servers: string[];
+  connectOptions: Partial<ConnectionOptions>;
+  jwts: string[];
+  timeoutMs?: number;
+  /**
+   * The keys directory that signed `jwts`: a revocation the hubs hold and a JWT lacks (a directory restored
+   * from a backup) is written back into it and signed in again before the push (hub-revocations.ts).
+   */
+  keysDir?: string;
+  /** Told what was taken back from the hubs. */
+  say?: (line: string) => void;
+}): Promise<PushResult[]> {
   const timeout = options.timeoutMs ?? 5_000;
   let connection;
   try {
@@ -30,7 +44,8 @@ export async function pushAccountClaims(options: { servers: string[]; connectOpt
   }
   const results: PushResult[] = [];
   try {
-    for (const jwt of options.jwts) {
+    const jwts = options.keysDir ? await keepHubRevocations(connection, options.keysDir, options.jwts, timeout, options.say) : options.jwts;
+    for (const jwt of jwts) {
       const account = decode(jwt).sub;
       let reply;
       try {
@@ -50,11 +65,39 @@ export async function pushAccountClaims(options: { servers: string[]; connectOpt
   return results;
 }
 
+/** `jwts`, with those that would drop a revocation the hub holds signed again with it (their directory's state.json updated). */
+async function keepHubRevocations(connection: NatsConnection, dir: string, jwts: string[], timeoutMs: number, say?: (line: string) => void): Promise<string[]> {
+  const lacking = new Map<string, Record<string, number>>();
+  const heldAccounts = await listHeldAccounts(connection, timeoutMs);
+  for (const jwt of jwts) {
+    const account = decode(jwt).sub;
+    if (!heldAccounts.has(account)) continue;
+    const held = await lookupAccountJwt(connection, account, timeoutMs);
+    if (!held) continue;
+    const missing = revocationsLacking(accountRevocations(held), accountRevocations(jwt));
+    if (Object.keys(missing).length > 0) lacking.set(account, missing);
+  }
+  if (lacking.size === 0) return jwts;
+  const taken = await takeBackRevocations(dir, lacking);
+  for (const line of taken.said) say?.(line);
+  return jwts.map((jwt) => taken.jwts.get(decode(jwt).sub) ?? jwt);
+}
+
 /**
  * Puts the signed revocation list into running hubs' `mesh-revocations` bucket (as the hub's own
  * publisher, mesh account), unless it holds a newer one; agents mirror it from there.
  */
-export async function pushRevocationList(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; signed: Uint8Array; caCertPem: string; log: Logger; timeoutMs?: number }): Promise<number> {
+export async function pushRevocationList(options: {
+  servers: string[];
+  connectOptions: Partial<ConnectionOptions>;
+  signed: Uint8Array;
+  caCertPem: string;
+  log: Logger;
+  timeoutMs?: number;
+  /** The keys directory that signed `signed`: certificates the hubs' list names and it lacks are taken back into it (hub-revocations.ts). */
+  keysDir?: string;
+  say?: (line: string) => void;
+}): Promise<number> {
   let connection;
   try {
     connection = await connect({ ...options.connectOptions, servers: options.servers, timeout: options.timeoutMs ?? 5_000, reconnect: false, name: "leafmesh keys" });
@@ -63,8 +106,18 @@ export async function pushRevocationList(options: { servers: string[]; connectOp
   }
   try {
     const kv = await openRevocationsBucket(connection);
-    return await publishRevocationList({ kv, signed: options.signed, caCertPem: options.caCertPem, log: options.log });
+    let signed = options.signed;
+    if (options.keysDir) {
+      const held = await kv.get(revocationListKey);
+      const taken = held?.value.length ? await takeBackCertificates(options.keysDir, held.value, signed, options.caCertPem) : undefined;
+      if (taken) {
+        signed = taken.signed;
+        options.say?.(taken.said);
+      }
+    }
+    return await publishRevocationList({ kv, signed, caCertPem: options.caCertPem, log: options.log });
   } catch (cause) {
+    if (cause instanceof LeafmeshError && cause.code === "TRUST_FAILED") throw cause;
     throw new LeafmeshError("TRUST_FAILED", `the hubs at ${options.servers.join(", ")} did not take the revocation list: ${describeError(cause)}`, { cause });
   } finally {
     await connection.close();

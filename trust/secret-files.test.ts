@@ -59,7 +59,13 @@ describe("the keys directory's state on a full disk", () => {
   });
 
   it("a write that does not fit leaves the previous state.json whole, with its revocations, and no temporary file", () => {
-    const before: KeyState = { nodes: { "edge-a": { node: "edge-a", account: "A", issuedAt: "2026-12-06T00:00:00Z", revocations: { UREVOKED: 1 } } } } as unknown as KeyState;
+    const before: KeyState = {
+      version: 1,
+      operator: "O",
+      systemAccount: "AS",
+      meshAccount: "AM",
+      nodes: { "edge-a": { node: "edge-a", account: "A", issuedAt: "2026-12-06T00:00:00Z", revocations: { UREVOKED: 1 } } },
+    };
     writeKeyState(mount, before);
     writeFileSync(join(mount, "filler"), Buffer.alloc(256 * 1024 - 8192), { flag: "w" }); // leaves less than the next state needs
     const grown = structuredClone(before);

@@ -17,10 +17,12 @@ import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
+import { accountRevocations, revocationsLacking } from "./hub-revocations.ts";
 import { decode, fromSeed, type Account } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
+import { checkBundleFiles, checkHubKeyFiles } from "./bundle-files.ts";
 import { ownCertificateTls } from "./tls.ts";
 import { commonName } from "./record-signature.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
@@ -87,6 +89,11 @@ export interface HubSecurity {
   accounts: string[];
   /** Accounts an older leafmesh signed, with why they must be signed again (`leafmesh keys resign`). */
   outdatedAccounts: string[];
+  /**
+   * Accounts whose keys-directory JWT is newer than the one this hub stored but drops revocations it holds
+   * (a keys directory restored from a backup): the stored one is preloaded instead. One line per account.
+   */
+  revocationsKept: string[];
   /** The hub's own clients (catalog publisher): mesh account, TLS with the hub's certificate. */
   publisherConnectOptions: Partial<ConnectionOptions>;
   /** A system-account client: pushes account updates (revocations). */
@@ -109,6 +116,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     resolverDir: resolve(options.resolverDir),
   };
   checkSecretFilePermissions(files.key);
+  checkHubKeyFiles(root);
   const preload = newestAccountJwts(allAccountJwts(root), files.resolverDir);
   const configFragment = [
     `# security (leafmesh trust): decentralised JWT auth, one account per node, TLS with client certificates`,
@@ -127,6 +135,11 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     files,
     accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
     outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(decode<Account>(jwt)) ?? []),
+    revocationsKept: preload.flatMap(({ account, keptRevocations }) => {
+      if (!keptRevocations) return [];
+      const node = Object.values(state.nodes).find((candidate) => candidate.account === account)?.node;
+      return [`${node ? `node '${node}' (account ${account})` : `account ${account}`}: users ${Object.keys(keptRevocations).join(", ")}`];
+    }),
     publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
     systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
   };
@@ -139,14 +152,18 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
  * (measured: a hub restarted from a keys copy made before a revocation let the
  * revoked node back in), so a stale copy must never be preloaded.
  */
-export function newestAccountJwts(fromKeys: { account: string; jwt: string }[], resolverDir: string): { account: string; jwt: string }[] {
+export function newestAccountJwts(fromKeys: { account: string; jwt: string }[], resolverDir: string): { account: string; jwt: string; keptRevocations?: Record<string, number> }[] {
   return fromKeys.map((entry) => {
     const storedFile = join(resolverDir, `${entry.account}.jwt`);
     if (!existsSync(storedFile)) return entry;
     const stored = readFileSync(storedFile, "utf8").trim();
     try {
       // Equal times: the stored one was pushed on purpose; keep it.
-      return decode(stored).iat >= decode(entry.jwt).iat ? { account: entry.account, jwt: stored } : entry;
+      if (decode(stored).iat >= decode(entry.jwt).iat) return { account: entry.account, jwt: stored };
+      // A newer JWT that drops a revocation the hub holds was signed in a keys directory older than the
+      // revocation (restored from a backup): preloading it would let the revoked key in again.
+      const kept = revocationsLacking(accountRevocations(stored), accountRevocations(entry.jwt));
+      return Object.keys(kept).length > 0 ? { account: entry.account, jwt: stored, keptRevocations: kept } : entry;
     } catch {
       return entry; // an unreadable stored file: the keys directory's JWT replaces it
     }
@@ -214,6 +231,7 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
   }
   checkBundleNode(files.cert, bundle, node);
   for (const secret of [files.creds, files.key, files.psk]) checkSecretFilePermissions(secret);
+  checkBundleFiles(files, node);
   // The local nkey: a local.nk an earlier leafmesh made in the bundle, else derived from node.key (trust/local-nkey.ts),
   // so that nothing is written into the bundle: it may be read-only (a Secret volume), and it failed there.
   let localSeed: string;

@@ -67,11 +67,17 @@ export async function siteClaimsUserJwt(options: { site: string; userSeed: strin
 
 /** Signs the system account again (its exports), with `revoke` added to the revocations it has. */
 async function resignSystemAccount(dir: string, revoke: string[] = []): Promise<string> {
-  const file = join(dir, "accounts", `${systemAccountName}.jwt`);
-  const current = decode<Account>(readFileSync(file, "utf8").trim()).nats.revocations ?? {};
   // One second ahead: a JWT issued in the same second as the revocation is covered too (as node revocations).
   const at = Math.floor(Date.now() / 1000) + 1;
-  const revocations = { ...current, ...Object.fromEntries(revoke.map((user) => [user, at])) };
+  return resignSystemAccountWith(dir, Object.fromEntries(revoke.map((user) => [user, at])));
+}
+
+/** Signs the system account again with `revocations` (user → unix seconds) joined to those it has, the later time of each kept. */
+export async function resignSystemAccountWith(dir: string, added: Record<string, number>): Promise<string> {
+  const file = join(dir, "accounts", `${systemAccountName}.jwt`);
+  const current = decode<Account>(readFileSync(file, "utf8").trim()).nats.revocations ?? {};
+  const revocations = { ...current };
+  for (const [user, at] of Object.entries(added)) revocations[user] = Math.max(revocations[user] ?? 0, at);
   const jwt = await systemAccountJwt({ operatorSeed: readSeed(join(dir, "operator.seed")), accountSeed: readSeed(seedFile(dir, systemAccountName)), revocations });
   writeFileWhole(file, jwt);
   return jwt;

@@ -36,6 +36,7 @@ import { credsAuthenticator, type ConnectionOptions } from "@nats-io/transport-n
 import { LeafmeshError } from "../lib/errors.ts";
 import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
+import { checkSiteBundleFiles } from "./bundle-files.ts";
 import { allAccountJwts } from "./key-store.ts";
 import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
@@ -84,11 +85,13 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
   if (!existsSync(descriptionFile)) {
     throw new LeafmeshError("TRUST_FAILED", `no site bundle for site '${options.site}' in ${resolve(dir)} (site.json is missing: issue it with \`leafmesh keys issue-site --site ${options.site} --members ...\`)`);
   }
+  checkSiteBundleFiles(bundle, { ...options, part: "description" });
   const description = JSON.parse(readFileSync(descriptionFile, "utf8")) as SiteDescription;
   if (description.site !== options.site) throw new LeafmeshError("CONFIG_INVALID", `the site bundle in ${bundle} is site '${description.site}', not '${options.site}' (--name)`);
   if (!description.servers.includes(options.server)) {
     throw new LeafmeshError("CONFIG_INVALID", `server '${options.server}' is not one of site '${options.site}''s servers (${description.servers.join(", ")}): re-issue with \`leafmesh keys issue-site --servers ...\``);
   }
+  checkSiteBundleFiles(bundle, { ...options, part: "rest" });
   const files = {
     bundle,
     cert: join(bundle, "site.crt"),

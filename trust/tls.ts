@@ -67,11 +67,25 @@ async function caSign(options: { scratch: string; csrFile: string; caKeyFile: st
   );
   const out = join(scratch, "signed.crt");
   const now = Date.now();
+  let end = now + options.days * 86_400_000;
+  if (options.caCertFile) {
+    // Nothing the CA signs is valid past the CA's own end: a certificate said to end later (825 days from an issue in
+    // the CA's last two years) made every "ends in N days" warning and status line tell a date after the one on
+    // which its peers stop accepting it. It ends with the CA, and the warnings come before that day.
+    const caEnd = Date.parse(new X509Certificate(readFileSync(options.caCertFile)).validTo);
+    if (caEnd <= now) {
+      throw new LeafmeshError(
+        "TRUST_FAILED",
+        `the mesh CA (${options.caCertFile}) ended at ${new Date(caEnd).toISOString()}: nothing it signs is valid. The CA cannot be renewed in place (docs/trust.md, "Known limits")`,
+      );
+    }
+    end = Math.min(end, caEnd);
+  }
   await openssl(
     [
       "ca", "-batch", "-config", config, "-in", options.csrFile, "-out", out, "-keyfile", options.caKeyFile,
       ...(options.caCertFile ? ["-cert", options.caCertFile] : ["-selfsign"]),
-      "-startdate", asn1Time(now - backdateMs), "-enddate", asn1Time(now + options.days * 86_400_000),
+      "-startdate", asn1Time(now - backdateMs), "-enddate", asn1Time(end),
       "-extfile", options.extFile, "-notext", "-rand_serial", "-preserveDN",
     ],
     options.what,

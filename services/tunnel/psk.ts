@@ -21,7 +21,7 @@ export function parsePsk(psk: string | Uint8Array): Uint8Array {
   if (lines.length !== 3 || lines[0] !== "/key/swarm/psk/1.0.0/" || lines[1] !== "/base16/" || !/^[0-9a-fA-F]{64}$/.test(lines[2])) {
     throw new LeafmeshError(
       "CONFIG_INVALID",
-      "tunnel psk: expected the swarm.key format: three lines '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits (make one with `leafmesh keys psk`)",
+      "tunnel psk: expected the swarm.key format: three lines '/key/swarm/psk/1.0.0/', '/base16/' and 64 hex digits (the mesh's swarm.key, made by `leafmesh keys init` and copied into every node's bundle)",
     );
   }
   return new TextEncoder().encode(`${lines.join("\n")}\n`);
