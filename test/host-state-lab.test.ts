@@ -1,0 +1,91 @@
+/**
+ * What an agent leaves on its host, read from the kernel in a network namespace of its own (root): nftables and
+ * iptables rules, routes of every table, ip rules, addresses and links, route_localnet. A second agent started
+ * there while one intercepts is refused by name and leaves the first's rules alone; after a kill -9 the next start
+ * cleans up what the dead one left; a clean stop leaves the host as it was before the first start.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
+import { sampleService, writeManifest } from "./support/manifests.ts";
+import { eventually } from "./support/ports.ts";
+import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+
+let lab: Lab;
+let namespace = "";
+
+/** Everything of the namespace's host state a leafmesh agent may touch, as text, counters and comments left out. */
+async function hostState(): Promise<string> {
+  const parts: string[] = [];
+  for (const argv of [
+    ["nft", "list", "ruleset"],
+    ["iptables-save"],
+    ["ip", "route", "show", "table", "all"],
+    ["ip", "rule"],
+    ["ip", "-o", "addr"],
+    ["ip", "-o", "link"],
+    ["sysctl", "-n", "net.ipv4.conf.all.route_localnet"],
+  ]) {
+    const result = await runCommand(inNamespace(namespace, argv));
+    const text = result.stdout
+      .split("\n")
+      .filter((line) => !line.startsWith("#"))
+      .map((line) => line.replace(/\[\d+:\d+\]/g, "").replace(/counter packets \d+ bytes \d+/g, "counter"))
+      .join("\n");
+    parts.push(`$ ${argv.join(" ")}\n${text}`);
+  }
+  return parts.join("\n");
+}
+
+function agentArgs(node: string, dataDir: string, port: number): string[] {
+  return [
+    "agent", "--insecure", "--node", node, "--hub", "nats://127.0.0.1:7422", "--data", dataDir,
+    "--nats-listen", `127.0.0.1:${port}`, "--monitor-listen", `127.0.0.1:${port + 1}`, "--metrics-listen", "off",
+    "--dns", "off", "--intercept", "nftables", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
+  ];
+}
+
+const ruleOfWeb = async () => {
+  const rules = await runCommand(inNamespace(namespace, ["nft", "list", "map", "ip", "leafmesh", "tcp_services"]));
+  return /198\.19\.0\.10 \. 80 : (127\.[\d.]+ \. \d+)/.exec(rules.stdout)?.[1];
+};
+
+describe.sequential("the host state an agent leaves", () => {
+  beforeAll(async () => {
+    lab = await createLab({ prefix: "lmhs-" });
+    namespace = await lab.namespace("n1");
+    const manifests = tempDir();
+    writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10", endpoints: [{ ip: "127.0.0.1", node: "edge-a" }] }));
+    launch("hub-1", ["hub", "--name", "hub-1", "--insecure", "--data", tempDir(), "--listen", "127.0.0.1:4222", "--leaf-listen", "127.0.0.1:7422", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--manifests", manifests], "", "", namespace);
+  }, 60_000);
+
+  afterAll(async () => {
+    await stopAllProcesses();
+    await lab?.teardown();
+  }, 60_000);
+
+  it("refuses a second intercepting agent by name, survives a kill -9, and a clean stop leaves the host as it was", { timeout: 150_000 }, async () => {
+    const before = await hostState();
+    const dataA = tempDir();
+    let agentA: LeafmeshProcess = launch("edge-a", agentArgs("edge-a", dataA, 5000), "", dataA, namespace);
+    const ruleA = await eventually(ruleOfWeb, 60_000, "edge-a's rule for web");
+    const during = await hostState();
+
+    // A second agent with a data directory of its own, in the same namespace.
+    const second = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, ...agentArgs("edge-b", tempDir(), 5100)]), { timeoutMs: 30_000 });
+    expect(second.code).toBe(2);
+    expect(second.stderr).toContain(`cluster-IP interception in this network namespace is held by leafmesh agent edge-a (pid ${agentA.child.pid}, --data ${dataA})`);
+    // Before the lock it replaced edge-a's rules with its own, and its stop removed them all: edge-a was left with none.
+    expect(await ruleOfWeb()).toBe(ruleA);
+    expect(await hostState()).toBe(during);
+    expect(agentA.child.exitCode).toBeNull();
+
+    // A crash leaves its rules; the next start takes them over, and the lock the kernel released with the process.
+    await agentA.kill();
+    expect(await ruleOfWeb()).toBe(ruleA);
+    agentA = launch("edge-a", agentArgs("edge-a", dataA, 5000), "", dataA, namespace);
+    await eventually(async () => (await hostState()) === during && agentA.output().includes("agent ready"), 60_000, "edge-a started again, with the same host state as before the kill");
+
+    expect(await agentA.stop()).toBe(0);
+    expect(await hostState()).toBe(before);
+  });
+});
