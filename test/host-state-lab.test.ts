@@ -1,8 +1,9 @@
 /**
- * What an agent leaves on its host, read from the kernel in a network namespace of its own (root): nftables and
- * iptables rules, routes of every table, ip rules, addresses and links, route_localnet. A second agent started
- * there while one intercepts is refused by name and leaves the first's rules alone; after a kill -9 the next start
- * cleans up what the dead one left; a clean stop leaves the host as it was before the first start.
+ * What an agent (cluster DNS on 169.254.96.16, nftables interception) leaves on its host, read from the kernel in
+ * a network namespace of its own (root): nftables and iptables rules, routes of every table, ip rules, addresses
+ * and links, route_localnet. A second agent started there while one intercepts is refused by name and leaves the
+ * first's rules alone; after a kill -9 the next start cleans up what the dead one left (its DNS address too); a
+ * clean stop leaves the host as it was before the first start.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
@@ -40,7 +41,7 @@ function agentArgs(node: string, dataDir: string, port: number): string[] {
   return [
     "agent", "--insecure", "--node", node, "--hub", "nats://127.0.0.1:7422", "--data", dataDir,
     "--nats-listen", `127.0.0.1:${port}`, "--monitor-listen", `127.0.0.1:${port + 1}`, "--metrics-listen", "off",
-    "--dns", "off", "--intercept", "nftables", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
+    "--dns", "169.254.96.16:53", "--upstream", "127.0.0.1:1", "--intercept", "nftables", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
   ];
 }
 
