@@ -1,5 +1,5 @@
 /**
- * What an agent (cluster DNS on 169.254.96.16, nftables interception) leaves on its host, read from the kernel in
+ * What an agent (cluster DNS on 169.254.96.16, nftables or iptables interception) leaves on its host, read from the kernel in
  * a network namespace of its own (root): nftables and iptables rules, routes of every table, ip rules, addresses
  * and links, route_localnet. A second agent started there while one intercepts is refused by name and leaves the
  * first's rules alone; after a kill -9 the next start cleans up what the dead one left (its DNS address too); a
@@ -32,23 +32,34 @@ async function hostState(): Promise<string> {
       .filter((line) => !line.startsWith("#"))
       .map((line) => line.replace(/\[\d+:\d+\]/g, "").replace(/counter packets \d+ bytes \d+/g, "counter"))
       .join("\n");
-    parts.push(`$ ${argv.join(" ")}\n${text}`);
+    // nft lists chains in the order they were made (with iptables-nft, a chain emptied and made again moves to the
+    // end of its table): the lines are compared, not their order.
+    parts.push(`$ ${argv.join(" ")}\n${argv[0] === "nft" ? text.split("\n").map((line) => line.trim()).sort().join("\n") : text}`);
   }
   return parts.join("\n");
 }
 
-function agentArgs(node: string, dataDir: string, port: number): string[] {
+type Intercept = "nftables" | "iptables";
+
+function agentArgs(node: string, dataDir: string, port: number, intercept: Intercept): string[] {
   return [
     "agent", "--insecure", "--node", node, "--hub", "nats://127.0.0.1:7422", "--data", dataDir,
     "--nats-listen", `127.0.0.1:${port}`, "--monitor-listen", `127.0.0.1:${port + 1}`, "--metrics-listen", "off",
-    "--dns", "169.254.96.16:53", "--upstream", "127.0.0.1:1", "--intercept", "nftables", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
+    "--dns", "169.254.96.16:53", "--upstream", "127.0.0.1:1", "--intercept", intercept, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off",
   ];
 }
 
-const ruleOfWeb = async () => {
-  const rules = await runCommand(inNamespace(namespace, ["nft", "list", "map", "ip", "leafmesh", "tcp_services"]));
-  return /198\.19\.0\.10 \. 80 : (127\.[\d.]+ \. \d+)/.exec(rules.stdout)?.[1];
-};
+/** Where the kernel's rule for web (198.19.0.10:80) sends it, as the backend writes it; undefined without one. */
+async function ruleOfWeb(intercept: Intercept): Promise<string | undefined> {
+  if (intercept === "nftables") {
+    const rules = await runCommand(inNamespace(namespace, ["nft", "list", "map", "ip", "leafmesh", "tcp_services"]));
+    return /198\.19\.0\.10 \. 80 : (127\.[\d.]+ \. \d+)/.exec(rules.stdout)?.[1];
+  }
+  const rules = await runCommand(inNamespace(namespace, ["iptables-save", "-t", "nat"]));
+  // The jumps go in after the chain's restore, one at a time: the rule counts once both are there.
+  if (!rules.stdout.includes("-A OUTPUT -j LEAFMESH-SERVICES") || !rules.stdout.includes("-A PREROUTING -j LEAFMESH-SERVICES")) return undefined;
+  return /-A LEAFMESH-SERVICES -d 198\.19\.0\.10\/32 .*--dport 80 .*--to-destination (127\.[\d.]+:\d+)/.exec(rules.stdout)?.[1];
+}
 
 describe.sequential("the host state an agent leaves", () => {
   beforeAll(async () => {
@@ -64,27 +75,36 @@ describe.sequential("the host state an agent leaves", () => {
     await lab?.teardown();
   }, 60_000);
 
-  it("refuses a second intercepting agent by name, survives a kill -9, and a clean stop leaves the host as it was", { timeout: 150_000 }, async () => {
+  it.each(["nftables", "iptables"] as const)("%s: refuses a second intercepting agent by name, survives a kill -9, and a clean stop leaves the host as it was", { timeout: 150_000 }, async (intercept) => {
+    if (intercept === "iptables") {
+      // iptables-nft makes a table's built-in chains with its first rule and never removes them (nor does any tool
+      // that adds one: kube-proxy, docker): the host is taken as one where iptables was used, empty chains and all.
+      for (const [table, chain] of [["nat", "OUTPUT"], ["nat", "PREROUTING"], ["filter", "INPUT"]]) {
+        await lab.exec(namespace, ["iptables", "-t", table, "-A", chain, "-j", "ACCEPT"]);
+        await lab.exec(namespace, ["iptables", "-t", table, "-D", chain, "-j", "ACCEPT"]);
+      }
+    }
     const before = await hostState();
     const dataA = tempDir();
-    let agentA: LeafmeshProcess = launch("edge-a", agentArgs("edge-a", dataA, 5000), "", dataA, namespace);
-    const ruleA = await eventually(ruleOfWeb, 60_000, "edge-a's rule for web");
+    let agentA: LeafmeshProcess = launch("edge-a", agentArgs("edge-a", dataA, 5000, intercept), "", dataA, namespace);
+    const ruleA = await eventually(() => ruleOfWeb(intercept), 60_000, "edge-a's rule for web");
     const during = await hostState();
 
     // A second agent with a data directory of its own, in the same namespace.
-    const second = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, ...agentArgs("edge-b", tempDir(), 5100)]), { timeoutMs: 30_000 });
+    const second = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, ...agentArgs("edge-b", tempDir(), 5100, intercept)]), { timeoutMs: 30_000 });
     expect(second.code).toBe(2);
     expect(second.stderr).toContain(`cluster-IP interception in this network namespace is held by leafmesh agent edge-a (pid ${agentA.child.pid}, --data ${dataA})`);
     // Before the lock it replaced edge-a's rules with its own, and its stop removed them all: edge-a was left with none.
-    expect(await ruleOfWeb()).toBe(ruleA);
+    expect(await ruleOfWeb(intercept)).toBe(ruleA);
     expect(await hostState()).toBe(during);
     expect(agentA.child.exitCode).toBeNull();
 
     // A crash leaves its rules; the next start takes them over, and the lock the kernel released with the process.
     await agentA.kill();
-    expect(await ruleOfWeb()).toBe(ruleA);
-    agentA = launch("edge-a", agentArgs("edge-a", dataA, 5000), "", dataA, namespace);
-    await eventually(async () => (await hostState()) === during && agentA.output().includes("agent ready"), 60_000, "edge-a started again, with the same host state as before the kill");
+    expect(await ruleOfWeb(intercept)).toBe(ruleA);
+    agentA = launch("edge-a", agentArgs("edge-a", dataA, 5000, intercept), "", dataA, namespace);
+    await eventually(async () => agentA.output().includes("agent ready") && (await ruleOfWeb(intercept)) === ruleA, 60_000, "edge-a started again, its rule back");
+    expect(await hostState()).toBe(during);
 
     expect(await agentA.stop()).toBe(0);
     expect(await hostState()).toBe(before);
