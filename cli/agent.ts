@@ -20,6 +20,7 @@ import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-actors.ts";
 import { holdInterception, interceptModes } from "../services/proxier/index.ts";
+import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
 import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
 import type { HostPort } from "../nats/render.ts";
 
@@ -178,6 +179,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     // Read with or without --gateway: a label mistyped now is said now, not when a gateway is added.
     const nodeLabels = parseLabels(options.nodeLabels);
     const log = createLogger({ level: options.logLevel });
+    // Two descriptors per proxied or SOCKS connection, and room for the rest (UDP service ports, the tunnel, the bus).
+    checkDescriptorLimit({ log, needed: 2 * options.proxyMaxConnections + 2 * options.socksMaxConnections + 1_024 });
     let keys = options.keys;
     let site = options.site;
     const token = joinToken(options.join, options.joinFile);
