@@ -109,4 +109,21 @@ describe.sequential("the host state an agent leaves", () => {
     expect(await agentA.stop()).toBe(0);
     expect(await hostState()).toBe(before);
   });
+
+  it.each([
+    ["iptables", "nftables"],
+    ["nftables", "iptables"],
+  ] as const)("a kill -9 under %s, then a start under %s: the crashed run's rules go too", { timeout: 150_000 }, async (first, then) => {
+    const before = await hostState();
+    const dataA = tempDir();
+    const crashed = launch("edge-a", agentArgs("edge-a", dataA, 5000, first), "", dataA, namespace);
+    await eventually(() => ruleOfWeb(first), 60_000, `edge-a's ${first} rule for web`);
+    await crashed.kill();
+    // The operator changes --intercept and starts the node again: the dead run's rules would DNAT beside the new ones.
+    const next = launch("edge-a", agentArgs("edge-a", dataA, 5000, then), "", dataA, namespace);
+    await eventually(async () => next.output().includes("agent ready") && (await ruleOfWeb(then)) !== undefined, 60_000, `edge-a's ${then} rule for web`);
+    expect(await ruleOfWeb(first)).toBeUndefined();
+    expect(await next.stop()).toBe(0);
+    expect(await hostState()).toBe(before);
+  });
 });
