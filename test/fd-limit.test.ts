@@ -5,6 +5,7 @@
  * holds its own shortage (EMFILE) against no endpoint, and serves each way again once the clients are gone.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createSocket } from "node:dgram";
 import { readdirSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -63,11 +64,14 @@ beforeAll(async () => {
   const prlimit = await runCommand(["sh", "-c", "command -v prlimit"]);
   if (prlimit.code !== 0) throw new Error("this test needs prlimit (apt-get install -y util-linux) to lower a running agent's descriptor limit");
   const echoPort = await freePort();
-  echo = spawn(nodeBinary, ["-e", `require("node:net").createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen(${echoPort}, "127.0.0.1", () => console.log("ready"))`], { stdio: ["ignore", "pipe", "inherit"] });
+  // TCP and UDP echo on one port number.
+  const echoSource = `const udp = require("node:dgram").createSocket("udp4"); udp.on("message", (m, r) => udp.send(m, r.port, r.address)).bind(${echoPort}, "127.0.0.1");
+    require("node:net").createServer((s) => { s.on("error", () => {}); s.pipe(s); }).listen(${echoPort}, "127.0.0.1", () => console.log("ready"))`;
+  echo = spawn(nodeBinary, ["-e", echoSource], { stdio: ["ignore", "pipe", "inherit"] });
   await new Promise((resolve) => echo.stdout!.once("data", resolve));
   for (const key of Object.keys(ingress) as (keyof typeof ingress)[]) ingress[key] = await freePort();
   const manifests = tempDir();
-  writeManifest(manifests, "all.yaml", [...ingressManifests("istio", { ports: ingress }), ...backendManifests({ echo: [{ ip: "127.0.0.1", port: echoPort, node: "edge-a" }] }), ...certificateSecrets()]);
+  writeManifest(manifests, "all.yaml", [...ingressManifests("istio", { ports: ingress }), ...backendManifests({ echo: [{ ip: "127.0.0.1", port: echoPort, node: "edge-a" }] }), ...certificateSecrets(), ...udpEcho(echoPort)]);
   const hub = await startHubProcess({ name: "hub-1", manifests });
   socksPort = await freePort();
   agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], extraArgs: ["--socks", `127.0.0.1:${socksPort}`, "--gateway", "127.0.0.1", "--mdns", "off"] });
@@ -115,6 +119,57 @@ describe(`an agent limited to ${descriptorLimit} descriptors, ${clients} clients
     expect(await client(open, 0)).toBe("echo");
   });
 });
+
+describe("an agent with no descriptor for a UDP flow's socket", () => {
+  it("counts it against no endpoint, and the flow works once there is one", { timeout: 60_000 }, async () => {
+    const target = await proxyListener(agent, "shop/udp-echo:dns/UDP");
+    const counted = async () => ((await actorDetail("traffic")).counters ?? {}) as Record<string, number>;
+    const before = (await counted())["udp flow failed: EMFILE"] ?? 0;
+    // None free: the datagram arrives on the agent's listening socket, and the new flow's own socket cannot be made.
+    for (let round = 0; round < 10 && ((await counted())["udp flow failed: EMFILE"] ?? 0) - before < 5; round++) {
+      await setLimit(lowestFreeDescriptor());
+      try {
+        await udpAsk(target, 300); // from a new client port: a new flow each time
+      } finally {
+        await setLimit(descriptorLimit);
+      }
+    }
+    const counters = await counted();
+    expect((counters["udp flow failed: EMFILE"] ?? 0) - before, JSON.stringify(counters)).toBeGreaterThanOrEqual(3);
+    // Three in a row ejected the healthy endpoint.
+    expect(counters, JSON.stringify(counters)).not.toHaveProperty("endpoint ejected");
+    await eventually(() => udpAsk(target, 1_000), 10_000, "a datagram echoed through the UDP proxy");
+  });
+});
+
+/** A UDP Service of one port (dns, 53) whose endpoint is the echo on edge-a. */
+function udpEcho(port: number): object[] {
+  return [
+    { apiVersion: "v1", kind: "Service", metadata: { name: "udp-echo", namespace: "shop" }, spec: { clusterIP: "198.19.78.1", ports: [{ name: "dns", port: 53, protocol: "UDP" }] } },
+    {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: "udp-echo-0", namespace: "shop", labels: { "kubernetes.io/service-name": "udp-echo" } },
+      addressType: "IPv4",
+      endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true }, nodeName: "edge-a" }],
+      ports: [{ name: "dns", port, protocol: "UDP" }],
+    },
+  ];
+}
+
+/** One datagram from a fresh socket; true when it came back within `waitMs`. */
+async function udpAsk(target: { host: string; port: number }, waitMs: number): Promise<boolean> {
+  const socket = createSocket("udp4");
+  try {
+    return await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), waitMs);
+      socket.once("message", () => (clearTimeout(timer), resolve(true)));
+      socket.send("x", target.port, target.host);
+    });
+  } finally {
+    socket.close();
+  }
+}
 
 /** The lowest descriptor number the agent's process does not use: the one its next socket gets. */
 function lowestFreeDescriptor(): number {
