@@ -43,10 +43,39 @@ export interface StreamDialer {
  */
 export const overCapacityCode = "OVER_CAPACITY";
 
-/** Whether a failed `openStream` was the target's own fault: its node answered that it could not connect to it (not a tunnel failure, not a limit). */
+/**
+ * Connect errors of the dialling node's own resources: out of file descriptors (EMFILE, ENFILE: an agent under a
+ * low `ulimit -n` facing a burst of clients), buffers or memory, or local ports (EADDRNOTAVAIL). Any endpoint would
+ * have failed the same: an agent that counted them against the endpoint ejected every healthy one in turn, and
+ * said "endpoint ejected" where its own limit was the cause.
+ */
+export const localResourceCodes: ReadonlySet<string> = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", "EADDRNOTAVAIL"]);
+
+/** Whether a failed `openStream` was the target's own fault: its node answered that it could not connect to it (not a tunnel failure, not a limit, not that node's own resources). */
 export function isTargetRefusal(error: unknown): boolean {
   const refusal = error as { code?: unknown; targetCode?: unknown } | null;
-  return refusal?.code === "TUNNEL_TARGET_REFUSED" && refusal.targetCode !== overCapacityCode;
+  return refusal?.code === "TUNNEL_TARGET_REFUSED" && refusal.targetCode !== overCapacityCode && !isLocalShortage(error);
+}
+
+/**
+ * Whether a failed connect to an endpoint proves the endpoint bad (outlier ejection): for an endpoint on another
+ * node, only that node's answer that the target refused (isTargetRefusal); for one dialled from here, anything
+ * but this node's own resources running out.
+ */
+export function endpointAtFault(error: unknown, remote: boolean): boolean {
+  if (isLocalShortage(error)) return false;
+  return remote ? isTargetRefusal(error) : true;
+}
+
+/** The code of a connect that failed for a node's own resources (this node's, or, in a refusal, the serving node's): EMFILE, ...; undefined for any other failure. */
+export function localShortageCode(error: unknown): string | undefined {
+  const failed = error as { code?: unknown; targetCode?: unknown } | null;
+  const code = failed?.code === "TUNNEL_TARGET_REFUSED" ? failed.targetCode : failed?.code;
+  return typeof code === "string" && localResourceCodes.has(code) ? code : undefined;
+}
+
+export function isLocalShortage(error: unknown): boolean {
+  return localShortageCode(error) !== undefined;
 }
 
 /**

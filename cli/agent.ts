@@ -19,7 +19,8 @@ import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-actors.ts";
-import { interceptModes } from "../services/proxier/index.ts";
+import { holdInterception, interceptModes } from "../services/proxier/index.ts";
+import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
 import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
 import type { HostPort } from "../nats/render.ts";
 
@@ -114,7 +115,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       description: "where the gateway's access log goes (one JSON line a request or connection): stderr, in the agent's own log; off: none; FILE: appended to this file, followed by name when it is rotated (logrotate's create or copytruncate)",
     }),
     nodeLabels: option.text({ default: "", value: "KEY=VALUE,…", description: "the node's labels, which Gateways select gateway nodes by (kubernetes.io/hostname is the node's name without saying)" }),
-    intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly); with either, each intercepted cluster IP is routed on lo (ip route proto 76), so a node without a default route reaches them too; with a loopback --proxy-host it turns net.ipv4.conf.all.route_localnet on (off again at a clean stop) behind a guard that keeps 127.0.0.0/8 closed to the network (docs/trust.md)" }),
+    intercept: option.choice(interceptModes, { default: "off", value: "MODE", description: "cluster-IP interception: iptables, nftables (on a real node; needs root or NET_ADMIN) or off (reach services on the proxy listeners directly); with either, each intercepted cluster IP is routed on lo (ip route proto 76), so a node without a default route reaches them too; with a loopback --proxy-host it turns net.ipv4.conf.all.route_localnet on (off again at a clean stop) behind a guard that keeps 127.0.0.0/8 closed to the network (docs/trust.md); one agent per network namespace intercepts: a second is refused, naming the first" }),
     proxyHost: option.text({ default: "127.0.0.1", value: "HOST", description: "where the proxy listeners take connections (the interception rules point there); a loopback address puts every TCP service port on one listener, each on its own 127.128.0.0/9 address" }),
     proxyMaxConnections: option.integer({ default: defaultTrafficLimits.maxConnections, value: "N", description: "cluster-IP proxy connections carried at once; the next ones wait (--proxy-queue) or are reset; bounds the agent's memory (~100 KiB each)" }),
     proxyMaxOpening: option.integer({ default: defaultTrafficLimits.maxOpening, value: "N", description: "cluster-IP proxy connects and tunnel stream opens under way at once (each a TLS handshake); the rest wait their turn" }),
@@ -173,9 +174,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
   },
   async run(options, _positionals, io) {
     const dataDir = dataDirectory(options.data, "agent");
+    // Before anything touches the kernel: a second agent here would replace the first's rules (intercept-lock.ts).
+    if (options.intercept !== "off") await holdInterception({ node: options.node, dataDir });
     // Read with or without --gateway: a label mistyped now is said now, not when a gateway is added.
     const nodeLabels = parseLabels(options.nodeLabels);
     const log = createLogger({ level: options.logLevel });
+    // Two descriptors per proxied or SOCKS connection, and room for the rest (UDP service ports, the tunnel, the bus).
+    checkDescriptorLimit({ log, needed: 2 * options.proxyMaxConnections + 2 * options.socksMaxConnections + 1_024 });
     let keys = options.keys;
     let site = options.site;
     const token = joinToken(options.join, options.joinFile);

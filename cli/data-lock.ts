@@ -15,6 +15,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
+import { fileProblem } from "../lib/file-errors.ts";
 import { createLock, ownerAlive, readOwner, removeStaleLock, thisProcess } from "../lib/lock-owner.ts";
 
 export function lockDataDirectory(dir: string, role: string): void {
@@ -22,7 +23,7 @@ export function lockDataDirectory(dir: string, role: string): void {
   const mine = thisProcess(role);
   // Twice at most: once, and once more after taking a stale lock away.
   for (let attempt = 0; attempt < 2; attempt++) {
-    if (!createLock(file, mine, 0o644)) {
+    if (!createLockIn(dir, file, mine)) {
       const owner = readOwner(file);
       if (owner && ownerAlive(owner)) {
         throw new LeafmeshError(
@@ -40,4 +41,13 @@ export function lockDataDirectory(dir: string, role: string): void {
     return;
   }
   throw new LeafmeshError("CONFIG_INVALID", `--data ${dir}: another process took its lock (${file}) while this one started; start one at a time`);
+}
+
+/** createLock, with a failure to write (a full disk, a read-only file system) said as the data directory's. */
+function createLockIn(dir: string, file: string, owner: ReturnType<typeof thisProcess>): boolean {
+  try {
+    return createLock(file, owner, 0o644);
+  } catch (error) {
+    throw new LeafmeshError("CONFIG_INVALID", `--data ${dir}: cannot write its lock file ${file}: ${fileProblem(error)}`, { cause: error });
+  }
 }

@@ -8,6 +8,7 @@ import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { lockDataDirectory } from "./data-lock.ts";
+import { checkDataOwnership } from "./data-ownership.ts";
 import { option } from "./options.ts";
 
 /**
@@ -17,6 +18,7 @@ import { option } from "./options.ts";
  */
 export function dataDirectory(text: string, role: string): string {
   const path = usableDirectory("--data", text);
+  checkDataOwnership("--data", path);
   // One process per data directory (data-lock.ts says what two did to each other).
   lockDataDirectory(path, role);
   return path;

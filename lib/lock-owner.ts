@@ -88,7 +88,13 @@ const unreadableStaleMs = 1_000;
 export function createLock(file: string, owner: LockOwner, mode = 0o600): boolean {
   const text = JSON.stringify(owner);
   const aside = `${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}`;
-  writeFileSync(aside, text, { flag: "wx", mode });
+  try {
+    writeFileSync(aside, text, { flag: "wx", mode });
+  } catch (error) {
+    // Made but not written (a full disk): not left beside the lock for ever.
+    rmSync(aside, { force: true });
+    throw error;
+  }
   try {
     linkSync(aside, file);
     return true;

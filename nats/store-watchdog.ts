@@ -53,7 +53,17 @@ export interface StoreWatchdogOptions {
   lowSpaceBytes?: number;
   /** @default true — restart a silent server; false: only say it (a clustered server, which may be waiting for quorum). */
   restart?: boolean;
+  /**
+   * @default "mirror" — what the store holds, for what a full disk does to it: an agent's or a site's mirror of the
+   * catalog (it stops following the hub), or a hub's catalog itself (its changes cannot be written).
+   */
+  holds?: "mirror" | "catalog";
 }
+
+const fullMeans = {
+  mirror: "the node's JetStream keeps its catalog mirror there, and when it is full the catalog stops following the hub",
+  catalog: "the hub's JetStream keeps the mesh's catalog there, and when it is full the catalog's changes cannot be written (nodes keep serving what they have)",
+};
 
 /** Free and total bytes of the file system holding `path`, or undefined when it cannot be read. */
 export async function spaceOf(path: string): Promise<{ free: number; total: number } | undefined> {
@@ -95,7 +105,7 @@ export function watchStore(options: StoreWatchdogOptions): { stop(): void; reado
     const lowSpace = options.lowSpaceBytes ?? 64 * 1024 * 1024;
     if (space && space.free < lowSpace && performance.now() - lowSaidAt > lowSpaceRepeatMs) {
       lowSaidAt = performance.now();
-      log.warn({ dataDir: options.dataDir, free: space.free, total: space.total }, `the file system of the data directory has ${mib(space.free)} free of ${mib(space.total)}: the node's JetStream keeps its catalog mirror there, and when it is full the catalog stops following the hub`);
+      log.warn({ dataDir: options.dataDir, free: space.free, total: space.total }, `the file system of the data directory has ${mib(space.free)} free of ${mib(space.total)}: ${fullMeans[options.holds ?? "mirror"]}`);
     }
     if (server.state !== "ready" || server.pid === undefined) {
       silent = 0;

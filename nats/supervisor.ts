@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
 import { LeafmeshError } from "../lib/errors.ts";
+import { fileProblem } from "../lib/file-errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
@@ -371,6 +372,11 @@ export class NatsServerSupervisor {
  * leafmesh kept its 0644 file, with the password in it from the first start on).
  */
 function writeConfig(path: string, text: string): void {
-  writeFileSync(path, text, { mode: 0o600 });
-  chmodSync(path, 0o600);
+  try {
+    writeFileSync(path, text, { mode: 0o600 });
+    chmodSync(path, 0o600);
+  } catch (error) {
+    // A full disk at start (an SD card full of logs) said so, not as "unexpected error: ENOSPC" and a stack trace.
+    throw new LeafmeshError("NATS_SERVER_FAILED", `cannot write the nats-server configuration ${path}: ${fileProblem(error)}`, { cause: error });
+  }
 }

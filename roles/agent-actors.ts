@@ -183,14 +183,21 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     if (options.dns!.host.startsWith("169.254.")) dummy = await ensureDummyInterface({ address: options.dns!.host });
     const dnsLog = log.child({ actor: "dns" });
     const actor = createDnsActor({ bus, feed, log: dnsLog, registry, listen: options.dns!, clusterDomain: options.clusterDomain, upstreams: options.upstreams, upstream: siteAware(upstream, node) });
-    await actor.start(); // it says where it serves, for which domain, forwarding to which upstreams
+    try {
+      await actor.start(); // it says where it serves, for which domain, forwarding to which upstreams
+    } catch (error) {
+      if (dummy?.created) await dummy.remove(); // what this start made goes with it
+      throw error;
+    }
+    // Bound there: no other agent serves on a leftover address (a kill -9's), which is now this run's to remove.
+    dummy?.adopt();
     return {
       name: "dns",
       actor: actor.actor,
       detail: () => ({ address: actor.address, ...actor.stats() }),
       stop: async () => {
         await actor.stop();
-        if (dummy?.created) await dummy.remove();
+        await dummy?.remove();
       },
     };
   };

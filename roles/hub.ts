@@ -140,7 +140,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   const { log, connection, bus, server } = node;
   const fabric = node.watchFabric();
   // A store that stopped answering (a full disk) is said, and restarted unless the hub is one of a cluster (quorum).
-  const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster });
+  const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, holds: "catalog" });
   node.onStop(() => watchdog.stop(), "the watch on the hub's JetStream");
 
   const replicas = config.replicas ?? (config.cluster ? 3 : 1);

@@ -51,6 +51,25 @@ describe("link-local DNS address", () => {
     expect(await ip(["-n", namespace, "-o", "addr", "show"])).not.toMatch(/169\.254\.96\.16/);
   });
 
+  it("takes what a killed run left (marked as leafmesh's) once adopted, and never an address the operator put there", async () => {
+    const crashed = await ensureDummyInterface({ namespace }); // a run killed before its remove()
+    expect(crashed.created).toBe(true);
+    const next = await ensureDummyInterface({ namespace });
+    expect(next).toMatchObject({ created: false, leftover: true });
+    next.adopt();
+    await next.remove();
+    expect(await ip(["-n", namespace, "-o", "addr", "show"])).not.toMatch(/169\.254\.96\.16/);
+
+    // The operator's own address (no leafmesh mark): never leftover, never removed, adopted or not.
+    await ip(["-n", namespace, "addr", "add", "169.254.96.17/32", "dev", "lo"]);
+    const operators = await ensureDummyInterface({ namespace, name: "lo", address: "169.254.96.17" });
+    expect(operators).toMatchObject({ created: false, leftover: false });
+    operators.adopt();
+    await operators.remove();
+    expect(await ip(["-n", namespace, "-o", "addr", "show", "dev", "lo"])).toMatch(/169\.254\.96\.17\/32/);
+    await ip(["-n", namespace, "addr", "del", "169.254.96.17/32", "dev", "lo"]);
+  });
+
   it("refuses a name longer than an interface name can be", async () => {
     await expect(ensureDummyInterface({ namespace, name: "leafmesh-dns-too-long" })).rejects.toMatchObject({ code: "CONFIG_INVALID" });
   });

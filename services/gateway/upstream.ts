@@ -18,7 +18,7 @@ import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer
 import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
-import { openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
+import { localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
@@ -182,7 +182,10 @@ export class BackendPools {
         lastError = error;
         exclude.add(endpoint.key);
         count("backend connect failed");
-        if (shared.outliers.failure(endpoint.key)) {
+        const shortage = localShortageCode(error);
+        if (shortage) count(`backend connect failed: ${shortage}`);
+        // This node's (or the serving node's) own shortage of descriptors, memory or ports is no mark against the endpoint.
+        if (!shortage && shared.outliers.failure(endpoint.key)) {
           count("endpoint ejected");
           log.warn({ endpoint: endpoint.key, backend: backend.key, err: error }, "endpoint ejected after repeated connect failures");
         }

@@ -127,6 +127,8 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   const clock = options.clock ?? systemClock;
   const listenHost = options.listenHost ?? "127.0.0.1";
   const backend = typeof options.intercept === "string" ? createBackend(options.intercept, options.namespace) : options.intercept;
+  // The other kind's rules, as a run killed under the other --intercept left them (the operator changed it since).
+  const other = options.intercept === "iptables" ? createBackend("nftables", options.namespace) : options.intercept === "nftables" ? createBackend("iptables", options.namespace) : undefined;
   const backendName = backend?.name ?? "off";
   // With interception on, every intercepted cluster IP is routed on lo (routes.ts: reachable without a default route, and full-size segments).
   const routes = backend ? new ClusterRoutes({ namespace: options.namespace }) : undefined;
@@ -207,14 +209,21 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           if (!backend) return;
           // A guard left in the kernel is a crashed run's: that run had turned route_localnet on, unless it found it on.
           const leftover = await backend.inspect().catch(() => undefined);
+          // Read with the other kind's tool, where it is installed (inspect fails without it: nothing of it to find).
+          const otherLeftover = await other?.inspect().catch(() => undefined);
           await backend.prepare(); // the localnet guard is in before route_localnet goes on
+          if (other && otherLeftover && (otherLeftover.guard || otherLeftover.hooks > 0 || otherLeftover.rules.length > 0)) {
+            // After this run's own guard is in: 127.0.0.0/8 stays guarded while the crashed run's guard goes.
+            await other.remove();
+            log.info({ backend: other.name, rules: otherLeftover.rules.length }, `removed the ${other.name} rules a run killed under --intercept ${other.name} left`);
+          }
           await routes?.prepare();
           // DNAT to a loopback listener from PREROUTING is dropped as martian unless route_localnet is on (kube-proxy sets it for the same reason).
           if (listenHost.startsWith("127.")) {
             const before = await runTool(["sysctl", "-n", localnetSysctl], { namespace: options.namespace });
             const result = await runTool(["sysctl", "-q", "-w", `${localnetSysctl}=1`], { namespace: options.namespace });
             if (result.code !== 0) log.warn({ stderr: result.stderr.trim() }, `could not set ${localnetSysctl}=1: cluster IPs work for this host's clients only`);
-            else localnetTurnedOn = before.stdout.trim() === "0" || leftover?.guard === true;
+            else localnetTurnedOn = before.stdout.trim() === "0" || leftover?.guard === true || otherLeftover?.guard === true;
           }
         }),
         sync: fromPromise(async () => {

@@ -25,6 +25,7 @@
 export { createBackend, createProxierActor, type ProxierActor, type ProxierOptions } from "./actor.ts";
 export { interceptModes, type InterceptBackend, type InterceptMode, type InterceptState } from "./backend.ts";
 export { busListenerSource, type ListenerSource } from "./listener-source.ts";
+export { holdInterception, interceptLockName, type InterceptionHolder, type InterceptionLock } from "./intercept-lock.ts";
 export { registerProxierMetrics } from "./metrics.ts";
 export { changedUdpTargets, clearUdpConntrack } from "./conntrack.ts";
 export { IptablesBackend } from "./iptables.ts";

@@ -28,7 +28,7 @@ import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
-import { isTargetRefusal, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
+import { endpointAtFault, localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 import type { SharedTcpListener } from "./shared-listener.ts";
@@ -197,8 +197,12 @@ export class TcpServicePortListener {
           exclude.add(target.key);
           counters.count("tcp connect failed");
           if (!this.#endpointAtFault(target, error)) {
-            // The tunnel could not carry it (no path, a slow open, the peer's limit): the next endpoint, and no mark against this one.
-            counters.count("tcp connect failed: tunnel");
+            // The tunnel could not carry it (no path, a slow open, the peer's limit), or a node ran out of descriptors: the next endpoint, and no mark against this one.
+            const shortage = localShortageCode(error);
+            if (shortage) {
+              counters.count(`tcp connect failed: ${shortage}`);
+              this.#options.refusals.note(`tcp connect failed: ${shortage} (a node out of file descriptors, memory or local ports; no endpoint is held at fault)`, { client: clientIp, service: balancer.plan.key, endpoint: target.key });
+            } else counters.count("tcp connect failed: tunnel");
             continue;
           }
           if (shared.outliers.failure(target.key)) {
@@ -234,7 +238,7 @@ export class TcpServicePortListener {
   #endpointAtFault(target: EndpointTarget, error: unknown): boolean {
     const { dialer, shared } = this.#options;
     const remote = dialer !== undefined && target.nodeName !== undefined && target.nodeName !== shared.node;
-    return !remote || isTargetRefusal(error);
+    return endpointAtFault(error, remote);
   }
 
   #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {

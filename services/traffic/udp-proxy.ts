@@ -11,7 +11,7 @@ import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import type { Counters } from "./counters.ts";
-import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, type StreamDialer } from "../../bus/streams.ts";
+import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, localShortageCode, type StreamDialer } from "../../bus/streams.ts";
 import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
@@ -153,9 +153,12 @@ export class UdpServicePortListener {
       shared.outliers.success(target.key);
       this.#socket.send(datagram, remote.port, remote.address);
     };
-    const fail = (reason: string) => {
+    const fail = (reason: string, error?: unknown) => {
       counters.count(reason);
-      if (shared.outliers.failure(target.key)) counters.count("endpoint ejected");
+      // This node's own shortage (EMFILE: no descriptor for the flow's socket) is no mark against the endpoint.
+      const shortage = localShortageCode(error);
+      if (shortage) counters.count(`udp flow failed: ${shortage}`);
+      else if (shared.outliers.failure(target.key)) counters.count("endpoint ejected");
       this.#closeFlow(key, flow);
     };
     const flush = () => {
@@ -175,7 +178,7 @@ export class UdpServicePortListener {
           stream.on("close", () => this.#closeFlow(key, flow));
           flush();
         },
-        () => fail("udp tunnel open failed"),
+        (error: unknown) => fail("udp tunnel open failed", error),
       );
       return flow;
     }
@@ -183,7 +186,7 @@ export class UdpServicePortListener {
     flow.socket = socket;
     socket.on("message", reply);
     // ECONNREFUSED: the endpoint answered with ICMP port unreachable.
-    socket.on("error", (error: NodeJS.ErrnoException) => fail(error.code === "ECONNREFUSED" ? "udp endpoint refused" : "udp flow error"));
+    socket.on("error", (error: NodeJS.ErrnoException) => fail(error.code === "ECONNREFUSED" ? "udp endpoint refused" : "udp flow error", error));
     socket.connect(target.port, target.host, flush);
     return flow;
   }

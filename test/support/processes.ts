@@ -55,10 +55,10 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 }
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
-export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }): LeafmeshProcess {
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }, wrapper: string[] = []): LeafmeshProcess {
   // Read when a connection is made: an agent that joins with a token (--join) has its keys only once it runs.
   const connectOptions = () => (security ? clientConnectOptions(security) : {});
-  const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), nodeBinary, cliPath, ...args];
+  const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), ...wrapper, nodeBinary, cliPath, ...args];
   const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: env ? { ...process.env, ...env } : process.env });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -218,6 +218,8 @@ export async function startAgentProcess(options: {
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
   waitReady?: boolean;
+  /** A command the agent runs under (e.g. `prlimit --nofile=256:4096`), which execs it (the child's pid is the agent's). */
+  wrapper?: string[];
 }): Promise<AgentProcess> {
   const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
@@ -240,6 +242,7 @@ export async function startAgentProcess(options: {
     undefined,
     options.env,
     options.join || options.joinFile ? { keys: join(dataDir, "keys"), node: options.node } : options.keys ? { keys: options.keys, node: options.node } : undefined,
+    options.wrapper,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   if (options.waitReady !== false) await waitReady(agent);
