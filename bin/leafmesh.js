@@ -42,9 +42,17 @@ const { main } = await import("../cli/main.ts");
 const controller = new AbortController();
 // SIGHUP too: a terminal that closes (an ssh session that ends) ends its jobs with it. Unhandled, it ended leafmesh at
 // once without its stop: an agent left its nftables rules behind (cluster IPs sent to a proxy that was gone).
+// A second signal ends leafmesh at once (Ctrl-C again while a stop hangs), but not one within a second of the first:
+// that is the same request delivered twice (timeout(1), and supervisors that signal both the process and its group,
+// send two SIGTERMs back to back), which ended an agent's clean stop with exit 130 and left its rules behind.
+let stopAskedAt = 0;
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(signal, () => {
-    if (controller.signal.aborted) process.exit(130);
+    if (controller.signal.aborted) {
+      if (performance.now() - stopAskedAt < 1_000) return;
+      process.exit(130);
+    }
+    stopAskedAt = performance.now();
     controller.abort();
   });
 }

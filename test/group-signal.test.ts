@@ -46,6 +46,44 @@ describe("a hub stopped by a signal to its process group (Ctrl-C, or its termina
   });
 });
 
+describe("the same stop asked twice", () => {
+  it("SIGTERM delivered twice within a moment (timeout(1) signals the process and then its group): one clean stop, exit 0; a second Ctrl-C a second later still ends a stop that hangs", { timeout: 60_000 }, async () => {
+    const hub = await startHub();
+    await eventually(() => hub.output.includes('"hub ready"'), 30_000, "the hub to be up");
+    const signalledAt = hub.output.length;
+    // Its nats-server frozen for a moment, so that the stop lasts past the second copy of the signal.
+    const hubServer = Number(/"serverPid":(\d+)/.exec(hub.output)![1]);
+    process.kill(hubServer, "SIGSTOP");
+    hub.child.kill("SIGTERM");
+    // The second copy a moment later (two signals sent together may merge into one pending signal): before, it
+    // cut the stop short with exit 130.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    hub.child.kill("SIGTERM");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    process.kill(hubServer, "SIGCONT");
+    expect(await hub.exited).toBe(0);
+    expect(hub.output.slice(signalledAt).split("\n").filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
+
+    // A stop that hangs (its nats-server frozen): Ctrl-C again, after the second, ends it at once.
+    const again = await startHub();
+    await eventually(() => again.output.includes('"hub ready"'), 30_000, "the second hub to be up");
+    const serverPid = Number(/"serverPid":(\d+)/.exec(again.output)![1]);
+    onTestFinished(() => {
+      try {
+        process.kill(serverPid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    });
+    process.kill(serverPid, "SIGSTOP");
+    again.child.kill("SIGINT");
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(again.child.exitCode).toBeNull();
+    again.child.kill("SIGINT");
+    expect(await again.exited).toBe(130);
+  });
+});
+
 describe("SIGUSR1 to a running leafmesh", () => {
   it("does not open Node's inspector (a debugger any local user could reach), and leafmesh runs on", { timeout: 60_000 }, async () => {
     const hub = await startHub();
