@@ -20,7 +20,7 @@ import type { CatalogObject } from "../../bus/catalog.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { apiStatus, explainFailure, type KubernetesClient } from "./kubernetes-client.ts";
+import { apiStatus, explainFailure, KubernetesApiError, type KubernetesClient } from "./kubernetes-client.ts";
 import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, selectorQuery, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** How a reflector reads, every value resolved: KubernetesSourceOptions documents each one and its default. */
@@ -252,8 +252,10 @@ export class Reflector {
     }
     this.#firstAttempt.resolve();
     this.#machine.send({ type: "WAIT" });
-    const delay = this.#backoff();
-    const fields = { resource: this.spec.resource, server: this.#host.client.server, attempt: this.#failures, retryInMs: Math.round(delay), err: describeError(error) };
+    // A server that said when to come back (429 Too Many Requests, 503 with Retry-After) is not asked sooner, within retryMaxMs.
+    const asked = error instanceof KubernetesApiError ? error.retryAfterMs : undefined;
+    const delay = Math.max(this.#backoff(), Math.min(asked ?? 0, this.#settings.retryMaxMs));
+    const fields = { resource: this.spec.resource, server: this.#host.client.server, attempt: this.#failures, retryInMs: Math.round(delay), ...(asked !== undefined ? { retryAfterMs: asked } : {}), err: describeError(error) };
     const consequence = passOver ? `going on without ${this.spec.kind}s and retrying` : "keeping the last catalog and retrying";
     if (this.#failures === 1) this.#log.warn(fields, `Kubernetes API request failed (${reason}); ${consequence}`);
     else this.#log.debug(fields, "Kubernetes API still failing");
