@@ -168,7 +168,9 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       if (result.length >= limit) break;
       if (listener.plan.clusterIPs.length === 0) continue;
       const listenerHost = listener.socket instanceof TcpServicePortListener ? listener.socket.host : listenHost;
-      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port });
+      // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
+      const refused = listener.plan.protocol === "UDP" && listener.plan.endpoints.length === 0;
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port, ...(refused ? { refused } : {}) });
     }
     return result;
   };
@@ -248,6 +250,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         continue;
       }
       if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
+      if (plan.protocol === "UDP" && (existing.plan.endpoints.length === 0) !== (plan.endpoints.length === 0)) changed = true;
       existing.plan = plan;
       existing.balancer.update(plan);
       if (existing.socket instanceof UdpServicePortListener) existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key)));
