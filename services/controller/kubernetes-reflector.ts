@@ -7,7 +7,7 @@
  * server that replays instead of resuming (KubeEdge's MetaServer). What it
  * holds lives in a ResourceStore (kubernetes-store.ts), the HTTP in
  * kubernetes-client.ts, what a resource is and where it lives in
- * kubernetes-store.ts, its status in kubernetes-reflector-report.ts; the source
+ * kubernetes-store.ts, its status and absence in kubernetes-reflector-report.ts; the source
  * (kubernetes-source.ts) runs one per resource.
  *
  * ```ts
@@ -21,8 +21,8 @@ import type { CatalogObject } from "../../bus/catalog.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { apiStatus, explainFailure, KubernetesApiError, type KubernetesClient } from "./kubernetes-client.ts";
-import type { KubernetesResourceStatus, ReflectorState } from "./kubernetes-reflector-report.ts";
+import { apiStatus, explainFailure, KubernetesApiError } from "./kubernetes-client.ts";
+import { sayAbsent, type AbsenceHost, type KubernetesResourceStatus, type ReflectorState } from "./kubernetes-reflector-report.ts";
 import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, selectorQuery, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** How a reflector reads, every value resolved: KubernetesSourceOptions documents each one and its default. */
@@ -39,12 +39,10 @@ export interface ReflectorSettings {
 
 export type { KubernetesResourceStatus, ReflectorState } from "./kubernetes-reflector-report.ts";
 
-/** What a reflector needs of its source: handed in, so the source keeps no public internals. */
-export interface ReflectorHost {
-  log: Logger;
+/** What a reflector needs of its source (its log, client and absent groups: AbsenceHost): handed in, so the source keeps no public internals. */
+export interface ReflectorHost extends AbsenceHost {
   clock: Clock;
   settings: ReflectorSettings;
-  client: KubernetesClient;
   /** After a list: everything this resource held before, and everything it holds now. */
   replaceAll(before: CatalogObject[], after: CatalogObject[]): void;
   /** After a watch event: one object added, changed or gone. */
@@ -270,7 +268,7 @@ export class Reflector {
     }
     if (!found) {
       // Not installed here: the same as an empty list, so a removed CRD also removes its objects.
-      if (!this.#absent) this.#log.info({ resource: this.spec.resource, group: this.spec.group }, `the API serves no ${this.spec.kind}s (${this.spec.group} not installed); looking again later`);
+      if (!this.#absent) await this.#sayAbsent();
       this.#absent = true;
       this.#version = undefined;
       this.#replace([], "");
@@ -280,9 +278,21 @@ export class Reflector {
       this.#log.info({ resource: this.spec.resource, version: found.version }, `reading ${this.spec.kind}s from ${apiVersionOf(this.spec, found.version)}`);
     }
     this.#absent = false;
+    this.#host.absentGroups.delete(this.spec.group);
     this.#version = found.version;
     this.#replace(found.items, found.version);
     this.#resourceVersion = found.resourceVersion;
+  }
+
+  /** Says once that this resource (or its group) is not served: kubernetes-reflector-report.ts. */
+  async #sayAbsent(): Promise<void> {
+    const abort = new AbortController();
+    this.#inFlight = abort;
+    try {
+      await sayAbsent(this.spec, this.#host, abort.signal);
+    } finally {
+      if (this.#inFlight === abort) this.#inFlight = undefined;
+    }
   }
 
   async #listPages(version: string): Promise<{ version: string; items: RawObject[]; resourceVersion: string }> {

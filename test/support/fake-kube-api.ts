@@ -369,6 +369,14 @@ export class FakeKubeApi {
       return;
     }
     const url = new URL(request.url ?? "/", "http://fake");
+    const group = /^\/apis\/([^/]+)\/?$/.exec(url.pathname)?.[1];
+    if (request.method === "GET" && group !== undefined) {
+      // Discovery of one group (an APIGroup), as a real server answers it: 404 when none of its kinds is served.
+      const versions = [...new Set(resourceInfos.filter((info) => info.group === group && (!info.servedWith || this.options[info.servedWith])).flatMap((info) => info.versions))];
+      if (versions.length === 0) sendStatus(response, 404, "NotFound", "the server could not find the requested resource");
+      else sendJson(response, 200, { kind: "APIGroup", apiVersion: "v1", name: group, versions: versions.map((version) => ({ groupVersion: `${group}/${version}`, version })), preferredVersion: { groupVersion: `${group}/${versions[0]}`, version: versions[0] } });
+      return;
+    }
     const route = this.#route(url.pathname);
     if (request.method !== "GET" || !route) {
       sendStatus(response, 404, "NotFound", `the server could not find the requested resource (${request.method} ${url.pathname})`);
