@@ -306,7 +306,13 @@ export class DnsServer {
     if (isProblem(parsed)) return undefined;
     const result = await forwarder.resolve(query, parsed);
     if (!result.response) return undefined;
-    const decoded = dnsPacket.decode(result.response) as { rcode?: string; answers?: Answer[]; authorities?: Answer[] };
+    let decoded: { rcode?: string; answers?: Answer[]; authorities?: Answer[] };
+    try {
+      decoded = dnsPacket.decode(result.response) as typeof decoded;
+    } catch {
+      // Framed well enough to be forwarded, yet records dns-packet cannot read (a name pointer loop): nothing usable.
+      return undefined;
+    }
     const rcode = decoded.rcode === "NXDOMAIN" ? "NXDOMAIN" : decoded.rcode === "NOERROR" ? "NOERROR" : undefined;
     if (!rcode) return undefined;
     return { rcode, answers: decoded.answers ?? [], authorities: decoded.authorities ?? [] };
