@@ -85,6 +85,7 @@ const rawService = z.object({
       externalName: z.string().optional(),
       selector: labelMap.nullable(),
       publishNotReadyAddresses: z.boolean().optional(),
+      internalTrafficPolicy: z.enum(["Cluster", "Local"], { error: "must be Cluster or Local" }).optional(),
       sessionAffinity: z.enum(["None", "ClientIP"], { error: "must be None or ClientIP" }).optional(),
       sessionAffinityConfig: z
         .object({ clientIP: z.object({ timeoutSeconds: z.number().int().min(1, "must be 1 to 86400").max(86_400, "must be 1 to 86400").optional() }).optional() })
@@ -271,6 +272,7 @@ function normalizeService(raw: z.infer<typeof rawService>, problems: FieldProble
     sessionAffinity: spec.sessionAffinity ?? "None",
     sessionAffinityTimeoutSeconds: spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10_800,
     publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false,
+    ...(spec.internalTrafficPolicy === "Local" ? { internalTrafficPolicy: "Local" as const } : {}),
     ...(spec.selector ? { selector: spec.selector } : {}),
     labels: raw.metadata.labels ?? {},
     annotations: raw.metadata.annotations ?? {},

@@ -218,7 +218,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   };
 
   // Which Services the next reconcile plans again (scope.ts).
-  const scope = new PlanScope(() => options.feed.reader);
+  const scope = new PlanScope(() => options.feed.reader, options.node);
 
   const reconcile = async () => {
     const { desired, considered } = scope.take(listeners.keys());
