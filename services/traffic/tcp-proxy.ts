@@ -75,6 +75,8 @@ export class TcpServicePortListener {
    */
   #live?: Connections;
   #port = 0;
+  #closed = false;
+  #serverClosed: Promise<void> = Promise.resolve();
 
   constructor(options: TcpProxyOptions) {
     this.#options = options;
@@ -128,15 +130,24 @@ export class TcpServicePortListener {
     return this.#port;
   }
 
-  /** Stops accepting and resets every open connection. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting and resets every open connection. With `keepConnections` (the Service left the catalog, or its
+   * port was renamed) the joined connections go on until they end, as established connections outlive a deleted
+   * Service under kube-proxy (conntrack); a later close() resets what is left (the agent stopping).
+   */
+  async close(options: { keepConnections?: boolean } = {}): Promise<void> {
     const server = this.#server;
-    if (!server && this.#port !== 0) this.#options.front!.unregister(this.#host);
-    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-    const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
+    if (!this.#closed) {
+      this.#closed = true;
+      if (!server && this.#port !== 0) this.#options.front!.unregister(this.#host);
+      // A server's close completes once its last connection ends: with connections kept, that is not awaited.
+      this.#serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    }
     for (const controller of this.#live?.connecting ?? []) controller.abort();
+    if (options.keepConnections) return;
+    const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
     for (const join of this.#live?.joined.keys() ?? []) join.reset(stopping);
-    await closed;
+    await this.#serverClosed;
   }
 
   async #accept(client: Socket): Promise<void> {
