@@ -59,7 +59,7 @@ export interface TcpProxyOptions {
 /** A service port's connections: joined ones with their two streams, and connects under way (aborted when their client leaves or the listener closes). */
 interface Connections {
   joined: Map<JoinedStreams, readonly [client: Socket, upstream: Duplex]>;
-  connecting: Set<AbortController>;
+  connecting: Map<AbortController, Socket>;
 }
 
 export const stripMappedPrefix = (address: string | undefined) => (address?.startsWith("::ffff:") ? address.slice(7) : (address ?? ""));
@@ -143,7 +143,13 @@ export class TcpServicePortListener {
       // A server's close completes once its last connection ends: with connections kept, that is not awaited.
       this.#serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     }
-    for (const controller of this.#live?.connecting ?? []) controller.abort();
+    // A connection still waiting for its turn or its endpoint is not established: reset, never left hanging (paused,
+    // it would hold the server's close, and the agent's stop, for ever).
+    for (const [controller, client] of this.#live?.connecting ?? []) {
+      this.#options.counters.count("tcp reset: listener closed while connecting");
+      controller.abort();
+      client.resetAndDestroy();
+    }
     if (options.keepConnections) return;
     const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
     for (const join of this.#live?.joined.keys() ?? []) join.reset(stopping);
@@ -168,8 +174,8 @@ export class TcpServicePortListener {
     const exclude = new Set<string>();
     // A client that leaves while it waits or its endpoint is being dialled abandons both (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();
-    const live = (this.#live ??= { joined: new Map(), connecting: new Set() });
-    live.connecting.add(abandon);
+    const live = (this.#live ??= { joined: new Map(), connecting: new Map() });
+    live.connecting.set(abandon, client);
     const onClientGone = () => abandon.abort();
     client.once("close", onClientGone);
     let ticket: AdmissionTicket;
@@ -180,7 +186,7 @@ export class TcpServicePortListener {
       client.off("close", onClientGone);
       const reason = error instanceof AdmissionRefused ? error.reason : "admission failed";
       if (reason === "client left while queued") {
-        counters.count("tcp client left while queued");
+        if (!this.#closed) counters.count("tcp client left while queued"); // else reset and counted by close()
         return;
       }
       counters.count(`tcp refused: ${reason}`);
@@ -201,8 +207,8 @@ export class TcpServicePortListener {
         } catch (error) {
           this.#release(target);
           if (abandon.signal.aborted) {
-            // Not the endpoint's fault: no failure counted against it.
-            counters.count("tcp client left before connect");
+            // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
+            if (!this.#closed) counters.count("tcp client left before connect");
             return;
           }
           exclude.add(target.key);
