@@ -51,6 +51,11 @@ export const serviceSchema = z.object({
   /** Seconds; only meaningful with sessionAffinity ClientIP. */
   sessionAffinityTimeoutSeconds: z.number().int().min(1).max(86_400),
   publishNotReadyAddresses: z.boolean(),
+  /**
+   * "Local": a node's clients reach only the endpoints on that node, as with kube-proxy (a node-local agent or cache),
+   * and are refused when it runs none. Absent: "Cluster", every endpoint.
+   */
+  internalTrafficPolicy: z.enum(["Cluster", "Local"]).optional(),
   selector: stringMap.optional(),
   labels: stringMap,
   annotations: stringMap,

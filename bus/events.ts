@@ -143,6 +143,11 @@ export const meshEvents = {
         /** Where the listener takes it: the agent's listenHost, or a TCP service port's own loopback address on the shared listener. Absent from agents before it. */
         listenerHost: z.string().optional(),
         listenerPort: z.number(),
+        /**
+         * A UDP service port with no endpoints: the proxier rejects its datagrams with ICMP port unreachable, as
+         * kube-proxy does, so that a client fails at once instead of waiting out its timeout. Absent: DNAT as usual.
+         */
+        refused: z.boolean().optional(),
       }),
     ),
   }),

@@ -5,6 +5,7 @@
  *   node probe.ts --host 198.19.0.10 --port 80 --count 300 [--udp] [--from 198.18.1.100,198.18.1.101]
  *                 [--hold]   (keep every connection open until all answered: concurrent load)
  *                 [--timeout-ms 3000] [--sport N]   (UDP: send from this source port)
+ *                 [--connect]   (UDP: a connected socket, as resolvers use: an ICMP port unreachable is then ECONNREFUSED)
  */
 import { createSocket } from "node:dgram";
 import { connect, type Socket } from "node:net";
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     from: { type: "string" },
     "timeout-ms": { type: "string" },
     sport: { type: "string" },
+    connect: { type: "boolean" },
   },
 });
 const host = values.host!;
@@ -101,7 +103,21 @@ function udpOnce(source: string | undefined, i: number): Promise<void> {
       record(source, rest.join(":") === `probe ${i}` ? name : undefined, "wrong payload");
       done();
     });
-    socket.bind(Number(values.sport ?? 0), source, () => socket.send(`probe ${i}`, port, host));
+    // A refusal comes as ICMP port unreachable (a connected socket's ECONNREFUSED) or, where this host's own
+    // OUTPUT chain rejects the datagram, as the send's EPERM.
+    let failed = false;
+    const fail = (error: NodeJS.ErrnoException | null) => {
+      if (!error || failed) return;
+      failed = true;
+      clearTimeout(timer);
+      record(source, undefined, error.code ?? error.message);
+      done();
+    };
+    socket.on("error", fail);
+    socket.bind(Number(values.sport ?? 0), source, () => {
+      if (values.connect) socket.connect(port, host, () => socket.send(`probe ${i}`, fail));
+      else socket.send(`probe ${i}`, port, host, fail);
+    });
   });
 }
 

@@ -27,12 +27,28 @@ import { describeError, LeafmeshError } from "../../lib/errors.ts";
 /** An answer of the API other than 200, or no answer: `status` is the HTTP status when the server gave one. */
 export class KubernetesApiError extends LeafmeshError {
   readonly status: number | undefined;
+  /** How long the server asked to be left alone (its Retry-After, on a 429 or a 503), in ms. */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(message: string, options: { status?: number; cause?: unknown } = {}) {
+  constructor(message: string, options: { status?: number; cause?: unknown; retryAfterMs?: number } = {}) {
     super("KUBERNETES_FAILED", message, { cause: options.cause });
     this.name = "KubernetesApiError";
     this.status = options.status;
+    this.retryAfterMs = options.retryAfterMs;
   }
+}
+
+/**
+ * The wait a Retry-After header asks for (RFC 9110 §10.2.3: delay-seconds, or an HTTP date), in ms; undefined when
+ * absent or unreadable. The API server's priority and fairness answers 429 with one, as client-go honours.
+ */
+export function retryAfterMs(header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (!value) return undefined;
+  if (/^\d+$/.test(value)) return Number(value) * 1_000;
+  // An HTTP date is a wall-clock time by definition: the wait is that date less the wall clock.
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
 /** The HTTP status of a failed request, when the API answered one. */
@@ -220,7 +236,8 @@ export class KubernetesClient {
           return;
         }
         const status = response.statusCode ?? 0;
-        readText(response).then((text) => reject(new KubernetesApiError(`${what}: HTTP ${status}${statusMessage(text) ? `: ${statusMessage(text)}` : ""}`, { status })), reject);
+        const retryAfter = retryAfterMs(response.headers["retry-after"]);
+        readText(response).then((text) => reject(new KubernetesApiError(`${what}: HTTP ${status}${statusMessage(text) ? `: ${statusMessage(text)}` : ""}`, { status, retryAfterMs: retryAfter })), reject);
       });
       // A dead peer on a long watch is found by TCP keepalive as well as by the caller's deadline.
       request.on("socket", (socket) => socket.setKeepAlive(true, 30_000));
@@ -254,6 +271,7 @@ export function explainFailure(error: unknown, resource: string): string {
   if (status === 401) return "not authenticated: check the kubeconfig's credentials";
   if (status === 403) return `forbidden: the account needs list and watch on ${resource}`;
   if (status === 404) return `the API does not serve ${resource}`;
+  if (status === 429) return "too many requests: the API server is throttling this client (priority and fairness)";
   if (status) return `HTTP ${status}`;
   const code = systemErrorCode(error);
   if (code === "ECONNREFUSED") return "connection refused: is the API server (or MetaServer) running?";

@@ -7,7 +7,8 @@
  * server that replays instead of resuming (KubeEdge's MetaServer). What it
  * holds lives in a ResourceStore (kubernetes-store.ts), the HTTP in
  * kubernetes-client.ts, what a resource is and where it lives in
- * kubernetes-store.ts; the source (kubernetes-source.ts) runs one per resource.
+ * kubernetes-store.ts, its status and absence in kubernetes-reflector-report.ts; the source
+ * (kubernetes-source.ts) runs one per resource.
  *
  * ```ts
  * const reflector = new Reflector({ resource: "services", kind: "Service", group: "", versions: ["v1"], optional: false }, host);
@@ -20,7 +21,8 @@ import type { CatalogObject } from "../../bus/catalog.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import { apiStatus, explainFailure, type KubernetesClient } from "./kubernetes-client.ts";
+import { apiStatus, explainFailure, KubernetesApiError } from "./kubernetes-client.ts";
+import { sayAbsent, type AbsenceHost, type KubernetesResourceStatus, type ReflectorState } from "./kubernetes-reflector-report.ts";
 import { apiVersionOf, qualifiedResource, resourcePath, ResourceStore, selectorQuery, withKind, type RawObject, type Refusal, type ResourceSpec } from "./kubernetes-store.ts";
 
 /** How a reflector reads, every value resolved: KubernetesSourceOptions documents each one and its default. */
@@ -35,12 +37,12 @@ export interface ReflectorSettings {
   pageSize: number;
 }
 
-/** What a reflector needs of its source: handed in, so the source keeps no public internals. */
-export interface ReflectorHost {
-  log: Logger;
+export type { KubernetesResourceStatus, ReflectorState } from "./kubernetes-reflector-report.ts";
+
+/** What a reflector needs of its source (its log, client and absent groups: AbsenceHost): handed in, so the source keeps no public internals. */
+export interface ReflectorHost extends AbsenceHost {
   clock: Clock;
   settings: ReflectorSettings;
-  client: KubernetesClient;
   /** After a list: everything this resource held before, and everything it holds now. */
   replaceAll(before: CatalogObject[], after: CatalogObject[]): void;
   /** After a watch event: one object added, changed or gone. */
@@ -48,37 +50,6 @@ export interface ReflectorHost {
   reject(refusal: Refusal): void;
   /** A resource counts as synced without a list (an optional API that refused): announce the catalog if all are. */
   synced(): void;
-}
-
-/** Where one resource's list/watch loop is; `backoff` waits after a failure, `absent` rechecks an API that is not installed. */
-export type ReflectorState = "listing" | "watching" | "backoff" | "absent" | "stopped";
-
-/** One resource as the source sees it, for status pages and /readyz. */
-export interface KubernetesResourceStatus {
-  /** "services", "endpointslices", "destinationrules", "gateways" (of group networking.istio.io or gateway.networking.k8s.io)… */
-  resource: string;
-  /** The API group ("" for the core group): two resources are called gateways. */
-  group: string;
-  state: ReflectorState;
-  synced: boolean;
-  /** Where a resumed watch starts ("" before the first list and after a 410). */
-  resourceVersion: string;
-  /** The group/version read ("networking.istio.io/v1"); absent while not found. */
-  apiVersion?: string;
-  /** Objects held in the catalog. */
-  objects: number;
-  /** Lists made (the first one, and one per 410 Gone or recheck). */
-  lists: number;
-  /** Watch streams opened (a resume opens one, without a list). */
-  watches: number;
-  /** Watches answered 410 Gone (history compacted): each costs a relist. */
-  expired: number;
-  /** Failed requests, all told. */
-  failures: number;
-  /** Object versions refused by normalisation (each reported through onReject once). */
-  rejected: number;
-  /** Why the API is failing now; absent when it is not. */
-  lastError?: string;
 }
 
 type ReflectorEvent = { type: "LIST" } | { type: "WATCH" } | { type: "ABSENT" } | { type: "WAIT" } | { type: "STOP" };
@@ -103,7 +74,7 @@ const reflectorMachine = setup({ types: { events: {} as ReflectorEvent } }).crea
 });
 
 /** How one watch stream ended: history gone (relist), failed, or ended by the server (healthy unless at once and empty). */
-type WatchOutcome = { expired: true } | { error: unknown } | { healthy: boolean };
+type WatchOutcome = { expired: true } | { notServed: true } | { error: unknown } | { healthy: boolean };
 
 export class Reflector {
   readonly spec: ResourceSpec;
@@ -206,12 +177,14 @@ export class Reflector {
         this.#machine.send({ type: "WATCH" });
         this.#counters.watches++;
         const outcome = await this.#watch();
-        if ("expired" in outcome) {
-          this.#counters.expired++;
-          this.#log.info({ resource: this.spec.resource, resourceVersion: this.#resourceVersion }, "watch resourceVersion expired (410 Gone); relisting");
+        if ("expired" in outcome || "notServed" in outcome) {
+          // 404: its CRD was removed, and only a list empties it (resuming would keep its objects, failing for ever).
+          const expired = "expired" in outcome;
+          if (expired) this.#counters.expired++;
+          this.#log.info({ resource: this.spec.resource, resourceVersion: this.#resourceVersion }, expired ? "watch resourceVersion expired (410 Gone); relisting" : `the API no longer serves ${this.spec.kind}s (404 on the watch); relisting`);
           this.#resourceVersion = "";
-          if (listed) {
-            // Expired straight after a list: the server's history is shorter than a list takes. Relisting at once would spin.
+          // Expired straight after a list (the server's history is shorter than a list takes), or gone: relisting at once would spin.
+          if (listed || !expired) {
             this.#quickEnds++;
             this.#machine.send({ type: "WAIT" });
             await this.#sleep(this.#backoff());
@@ -252,8 +225,10 @@ export class Reflector {
     }
     this.#firstAttempt.resolve();
     this.#machine.send({ type: "WAIT" });
-    const delay = this.#backoff();
-    const fields = { resource: this.spec.resource, server: this.#host.client.server, attempt: this.#failures, retryInMs: Math.round(delay), err: describeError(error) };
+    // A server that said when to come back (429 Too Many Requests, 503 with Retry-After) is not asked sooner, within retryMaxMs.
+    const asked = error instanceof KubernetesApiError ? error.retryAfterMs : undefined;
+    const delay = Math.max(this.#backoff(), Math.min(asked ?? 0, this.#settings.retryMaxMs));
+    const fields = { resource: this.spec.resource, server: this.#host.client.server, attempt: this.#failures, retryInMs: Math.round(delay), ...(asked !== undefined ? { retryAfterMs: asked } : {}), err: describeError(error) };
     const consequence = passOver ? `going on without ${this.spec.kind}s and retrying` : "keeping the last catalog and retrying";
     if (this.#failures === 1) this.#log.warn(fields, `Kubernetes API request failed (${reason}); ${consequence}`);
     else this.#log.debug(fields, "Kubernetes API still failing");
@@ -293,7 +268,7 @@ export class Reflector {
     }
     if (!found) {
       // Not installed here: the same as an empty list, so a removed CRD also removes its objects.
-      if (!this.#absent) this.#log.info({ resource: this.spec.resource, group: this.spec.group }, `the API serves no ${this.spec.kind}s (${this.spec.group} not installed); looking again later`);
+      if (!this.#absent) await this.#sayAbsent();
       this.#absent = true;
       this.#version = undefined;
       this.#replace([], "");
@@ -303,9 +278,21 @@ export class Reflector {
       this.#log.info({ resource: this.spec.resource, version: found.version }, `reading ${this.spec.kind}s from ${apiVersionOf(this.spec, found.version)}`);
     }
     this.#absent = false;
+    this.#host.absentGroups.delete(this.spec.group);
     this.#version = found.version;
     this.#replace(found.items, found.version);
     this.#resourceVersion = found.resourceVersion;
+  }
+
+  /** Says once that this resource (or its group) is not served: kubernetes-reflector-report.ts. */
+  async #sayAbsent(): Promise<void> {
+    const abort = new AbortController();
+    this.#inFlight = abort;
+    try {
+      await sayAbsent(this.spec, this.#host, abort.signal);
+    } finally {
+      if (this.#inFlight === abort) this.#inFlight = undefined;
+    }
   }
 
   async #listPages(version: string): Promise<{ version: string; items: RawObject[]; resourceVersion: string }> {
@@ -362,6 +349,7 @@ export class Reflector {
       if (ended === "deadline") this.#log.info({ resource: this.spec.resource, timeoutSeconds }, "watch outlived its timeout: the connection is taken for dead; resuming");
     } catch (error) {
       if (apiStatus(error) === 410) return { expired: true };
+      if (apiStatus(error) === 404) return { notServed: true };
       if (!this.#stopped) return { error };
     } finally {
       if (this.#inFlight === abort) this.#inFlight = undefined;

@@ -152,6 +152,8 @@ export class KubernetesSource implements CatalogSource {
       replaceOne: (before, after) => this.#replaceOne(before, after),
       reject: (rejection) => this.#reject(rejection),
       synced: () => this.#emit([]),
+      absentGroups: new Set(),
+      kindsOf: (group) => resourceSpecs.filter((spec) => spec.group === group).map((spec) => spec.kind),
     };
     this.#reflectors = resourceSpecs.map((spec) => new Reflector(spec, host));
     let timer: unknown;

@@ -18,6 +18,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import type { CatalogObject, DestinationRule, EndpointSlice, Service } from "../../bus/catalog.ts";
 import { normalizeGatewayApiGateway, normalizeHttpRoute, normalizeTcpRoute, normalizeTlsRoute } from "./normalize-gateway-api.ts";
+import { mirrorEndpoints } from "./normalize-endpoints.ts";
 import { normalizeTlsSecret } from "./normalize-ingress.ts";
 import { normalizeIstioGateway, normalizeVirtualService } from "./normalize-istio.ts";
 import { checkMetadata, dns1035Label, dns1123Label, dns1123Subdomain, ianaServiceName, labelMap, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
@@ -32,7 +33,7 @@ export type NormalizeResult =
 /** Kinds a manifest directory often holds next to Services; leafmesh has no use for them. */
 const ignoredKinds = new Set([
   "Namespace", "Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ConfigMap",
-  "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Endpoints",
+  "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
   "Ingress", "IngressClass", "NetworkPolicy", "PersistentVolume", "PersistentVolumeClaim", "StorageClass",
   "CustomResourceDefinition", "HorizontalPodAutoscaler", "PodDisruptionBudget", "LimitRange", "ResourceQuota",
   "ServiceEntry", "PeerAuthentication", "AuthorizationPolicy", "Sidecar", "EnvoyFilter", "WorkloadEntry", "Telemetry",
@@ -85,6 +86,7 @@ const rawService = z.object({
       externalName: z.string().optional(),
       selector: labelMap.nullable(),
       publishNotReadyAddresses: z.boolean().optional(),
+      internalTrafficPolicy: z.enum(["Cluster", "Local"], { error: "must be Cluster or Local" }).optional(),
       sessionAffinity: z.enum(["None", "ClientIP"], { error: "must be None or ClientIP" }).optional(),
       sessionAffinityConfig: z
         .object({ clientIP: z.object({ timeoutSeconds: z.number().int().min(1, "must be 1 to 86400").max(86_400, "must be 1 to 86400").optional() }).optional() })
@@ -171,6 +173,16 @@ export function normalizeObject(raw: unknown): NormalizeResult {
     const parsed = rawService.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
     else object = normalizeService(parsed.data, problems);
+  } else if (kind === "Endpoints") {
+    // Read as the EndpointSlice Kubernetes mirrors it into (normalize-endpoints.ts).
+    const mirrored = mirrorEndpoints(raw);
+    if (mirrored === "skipped") return { status: "ignored", kind };
+    if ("problems" in mirrored) problems.push(...mirrored.problems);
+    else {
+      const parsed = rawEndpointSlice.safeParse(mirrored.slice, { reportInput: true });
+      if (!parsed.success) problems.push(...zodProblems(parsed.error));
+      else object = normalizeEndpointSlice(parsed.data, problems);
+    }
   } else if (kind === "EndpointSlice") {
     const parsed = rawEndpointSlice.safeParse(raw, { reportInput: true });
     if (!parsed.success) problems.push(...zodProblems(parsed.error));
@@ -191,7 +203,7 @@ export function normalizeObject(raw: unknown): NormalizeResult {
       problems: [
         {
           field: "kind",
-          message: `unknown kind '${kind}' (leafmesh reads Service, EndpointSlice, DestinationRule, Istio Gateway and VirtualService, Gateway API Gateway, HTTPRoute, TCPRoute and TLSRoute, and TLS Secrets, and ignores common workload kinds)`,
+          message: `unknown kind '${kind}' (leafmesh reads Service, EndpointSlice, Endpoints (as mirrored into an EndpointSlice), DestinationRule, Istio Gateway and VirtualService, Gateway API Gateway, HTTPRoute, TCPRoute and TLSRoute, and TLS Secrets, and ignores common workload kinds)`,
         },
       ],
     };
@@ -271,6 +283,7 @@ function normalizeService(raw: z.infer<typeof rawService>, problems: FieldProble
     sessionAffinity: spec.sessionAffinity ?? "None",
     sessionAffinityTimeoutSeconds: spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10_800,
     publishNotReadyAddresses: spec.publishNotReadyAddresses ?? false,
+    ...(spec.internalTrafficPolicy === "Local" ? { internalTrafficPolicy: "Local" as const } : {}),
     ...(spec.selector ? { selector: spec.selector } : {}),
     labels: raw.metadata.labels ?? {},
     annotations: raw.metadata.annotations ?? {},

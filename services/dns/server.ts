@@ -26,12 +26,14 @@ import {
   flagAA,
   flagTC,
   isProblem,
+  maxTcpMessage,
   optRecord,
   parseQuery,
   problemResponse,
   queryName,
   rcodes,
   responseFlags,
+  truncateToFit,
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
@@ -217,12 +219,19 @@ export class DnsServer {
     this.#keysByName = new Map();
   }
 
-  /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client. */
+  /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client or a TCP frame. */
   #fit(response: Buffer, query: Buffer, parsed: ParsedQuery, transport: Transport, copy: boolean): Buffer {
     if (transport === "udp" && response.length > udpLimit(parsed.edns)) {
       this.#stats.truncated++;
       // RFC 2181 §9 and RFC 7766 §5: say TC and let the client ask again over TCP.
       return bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns !== undefined);
+    }
+    if (response.length > maxTcpMessage) {
+      // Longer than a TCP frame can say (a headless Service of a few thousand endpoints): what fits, with TC.
+      this.#stats.truncated++;
+      const cut = truncateToFit(response, maxTcpMessage) ?? bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns !== undefined);
+      cut.writeUInt16BE(parsed.id, 0);
+      return cut;
     }
     const out = copy ? Buffer.allocUnsafe(response.length) : response;
     if (copy) response.copy(out);
@@ -297,7 +306,13 @@ export class DnsServer {
     if (isProblem(parsed)) return undefined;
     const result = await forwarder.resolve(query, parsed);
     if (!result.response) return undefined;
-    const decoded = dnsPacket.decode(result.response) as { rcode?: string; answers?: Answer[]; authorities?: Answer[] };
+    let decoded: { rcode?: string; answers?: Answer[]; authorities?: Answer[] };
+    try {
+      decoded = dnsPacket.decode(result.response) as typeof decoded;
+    } catch {
+      // Framed well enough to be forwarded, yet records dns-packet cannot read (a name pointer loop): nothing usable.
+      return undefined;
+    }
     const rcode = decoded.rcode === "NXDOMAIN" ? "NXDOMAIN" : decoded.rcode === "NOERROR" ? "NOERROR" : undefined;
     if (!rcode) return undefined;
     return { rcode, answers: decoded.answers ?? [], authorities: decoded.authorities ?? [] };

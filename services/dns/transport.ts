@@ -205,6 +205,13 @@ export class DnsTransport {
     socket.on("close", () => this.#tcpClients.delete(socket));
     const write = (bytes: Buffer, started: number) => {
       if (socket.destroyed || socket.writableEnded) return;
+      if (bytes.length > 65_535) {
+        // The frame's length is 16 bits: such an answer cannot be sent, and must not throw in a socket's handler.
+        // The client is told at once by the close, rather than left to wait for an answer that will not come.
+        this.#drop("tcp answer too long");
+        socket.destroy();
+        return;
+      }
       const frame = Buffer.allocUnsafe(2 + bytes.length);
       frame.writeUInt16BE(bytes.length, 0);
       bytes.copy(frame, 2);

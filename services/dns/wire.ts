@@ -269,3 +269,45 @@ export function sameQuestion(a: Uint8Array, aEnd: number, b: Uint8Array, bEnd: n
   }
   return true;
 }
+
+/** The largest DNS message a TCP frame can carry: its length is 16 bits (RFC 1035 §4.2.2). */
+export const maxTcpMessage = 65_535;
+
+/**
+ * A response cut to the records that fit `limit` bytes, in order, with TC set (RFC 2181 §9): a headless
+ * Service's answer over TCP may be longer than a TCP frame can say, and the client then gets what fits
+ * rather than nothing. Records are cut at their boundaries, so compression pointers (which point back)
+ * stay valid; an OPT record is put back at the end for an EDNS client. Undefined when the response
+ * cannot be walked or not even its header and question fit.
+ */
+export function truncateToFit(response: Uint8Array, limit: number): Buffer | undefined {
+  const walked = walkResponse(response);
+  if (!walked) return undefined;
+  const opt = walked.records.find((record) => record.type === qtypes.OPT);
+  const room = limit - (opt ? 11 : 0);
+  if (walked.questionEnd > room) return undefined;
+  const kept: WalkedRecord[] = [];
+  let length = walked.questionEnd;
+  for (const record of walked.records) {
+    if (record.type === qtypes.OPT) continue;
+    const size = record.end - record.start;
+    if (length + size > room) break;
+    kept.push(record);
+    length += size;
+  }
+  const out = Buffer.allocUnsafe(length + (opt ? 11 : 0));
+  out.set(response.subarray(0, walked.questionEnd), 0);
+  let offset = walked.questionEnd;
+  for (const record of kept) {
+    out.set(response.subarray(record.start, record.end), offset);
+    offset += record.end - record.start;
+  }
+  const count = (section: WalkedRecord["section"]) => kept.filter((record) => record.section === section).length;
+  out.writeUInt16BE(walked.flags | flagTC, 2);
+  out.writeUInt16BE(count("answer"), 6);
+  out.writeUInt16BE(count("authority"), 8);
+  out.writeUInt16BE(count("additional") + (opt ? 1 : 0), 10);
+  // Ours, whatever options an upstream's carried (they were for the whole message), with its extended rcode.
+  if (opt) out.set(optRecord(response[opt.ttlOffset]), offset);
+  return out;
+}

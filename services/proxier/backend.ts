@@ -14,7 +14,7 @@ export const interceptModes = ["iptables", "nftables", "off"] as const;
 export type InterceptMode = (typeof interceptModes)[number];
 
 export interface InterceptState {
-  /** Our rules now in the kernel, one normalised line each ("198.19.0.1:80/TCP -> 127.0.0.1:40001"). */
+  /** Our rules now in the kernel, one normalised line each ("198.19.0.1:80/TCP -> 127.0.0.1:40001", "198.19.0.2:53/UDP -> refused"). */
   rules: string[];
   /** Hooks of the DNAT rules into the kernel's chains (jumps, base chains): exactly 2 when synced, 0 before and after. */
   hooks: number;

@@ -17,7 +17,7 @@ const perTargetLimit = 256;
 /** UDP cluster IP:port targets whose mapping is new, changed or gone between two rule sets. */
 export function changedUdpTargets(before: readonly InterceptRule[], after: readonly InterceptRule[]): { clusterIP: string; port: number }[] {
   const mapping = (rules: readonly InterceptRule[]) =>
-    new Map(rules.filter((rule) => rule.protocol === "UDP").map((rule) => [`${rule.clusterIP}:${rule.port}`, `${rule.listenHost}:${rule.listenerPort}`]));
+    new Map(rules.filter((rule) => rule.protocol === "UDP").map((rule) => [`${rule.clusterIP}:${rule.port}`, rule.refused ? "refused" : `${rule.listenHost}:${rule.listenerPort}`]));
   const old = mapping(before);
   const next = mapping(after);
   const changed: { clusterIP: string; port: number }[] = [];

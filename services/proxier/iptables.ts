@@ -1,13 +1,14 @@
 /**
  * The iptables backend: our own nat chain LEAFMESH-SERVICES, jumped to from OUTPUT
- * and PREROUTING, its content replaced by one `iptables-restore --noflush` per
+ * and PREROUTING, and the filter chain LEAFMESH-REJECT (a UDP service port with no
+ * endpoints, from OUTPUT and FORWARD), their content replaced by one `iptables-restore --noflush` per
  * change (kube-proxy's way: the restore is atomic per table, and --noflush leaves
  * everyone else's rules alone); and the localnet guard (rules.ts), a filter chain
  * LEAFMESH-LOCALNET jumped to from INPUT, from prepare to remove.
  */
 import { LeafmeshError } from "../../lib/errors.ts";
 import { requireTool, runTool, runToolChecked, type BackendOptions, type InterceptBackend, type InterceptState } from "./backend.ts";
-import { iptablesChain, iptablesCleanupInput, iptablesGuardChain, iptablesGuardInput, iptablesHooks, iptablesRestoreInput, type InterceptRule } from "./rules.ts";
+import { iptablesChain, iptablesCleanupInput, iptablesGuardChain, iptablesGuardInput, iptablesHooks, iptablesRejectChain, iptablesRejectHooks, iptablesRestoreInput, type InterceptRule } from "./rules.ts";
 
 export class IptablesBackend implements InterceptBackend {
   readonly name = "iptables" as const;
@@ -44,6 +45,7 @@ export class IptablesBackend implements InterceptBackend {
     await runToolChecked(["iptables-restore", "--noflush", "-w", "5"], { ...this.#options, input: iptablesRestoreInput(rules) });
     // The jumps go in after the chain exists.
     for (const hook of iptablesHooks) await this.#hook("nat", hook, iptablesChain);
+    for (const hook of iptablesRejectHooks) await this.#hook("filter", hook, iptablesRejectChain);
   }
 
   async remove(): Promise<void> {
@@ -63,6 +65,10 @@ export class IptablesBackend implements InterceptBackend {
       if (rule) rules.push(`${rule[1]}:${rule[3]}/${rule[2].toUpperCase()} -> ${rule[4]}`);
     }
     const filter = await runToolChecked(["iptables-save", "-t", "filter"], this.#options);
+    for (const line of filter.split("\n")) {
+      const refused = /^-A LEAFMESH-REJECT -d ([\d.]+)\/32 -p (\w+) .*--dport (\d+) .*-j REJECT/.exec(line);
+      if (refused) rules.push(`${refused[1]}:${refused[3]}/${refused[2].toUpperCase()} -> refused`);
+    }
     const guard = filter.includes(`-A INPUT -j ${iptablesGuardChain}`) && filter.includes(`-A ${iptablesGuardChain} ! -s 127.0.0.0/8 -d 127.0.0.0/8`);
     return { rules: rules.sort(), hooks, guard };
   }

@@ -1,7 +1,9 @@
 /**
  * The nftables backend: one table `ip leafmesh` with two maps (TCP and UDP) from
  * clusterIP . port to listenHost . listenerPort, and nat chains on output and
- * prerouting that DNAT through them. Each change is one `nft -f` transaction that
+ * prerouting that DNAT through them; a set of refused UDP service ports (no
+ * endpoints) that filter chains on output and forward reject with ICMP port
+ * unreachable, as kube-proxy does. Each change is one `nft -f` transaction that
  * replaces the table: a map lookup costs the same for 10 services or 10,000. The
  * localnet guard (rules.ts) is a table of its own, `ip leafmesh-localnet`, from
  * prepare to remove.
@@ -38,7 +40,14 @@ export class NftablesBackend implements InterceptBackend {
     let hooks = 0;
     let guard = false;
     for (const item of parsed.nftables) {
-      if (item.chain && item.chain.table === nftTable && item.chain.hook) hooks++;
+      if (item.chain && item.chain.table === nftTable && item.chain.hook && item.chain.type === "nat") hooks++;
+      const set = item.set;
+      if (set && set.table === nftTable && set.name === "udp_refused") {
+        for (const element of set.elem ?? []) {
+          const key = element as { concat: [string, number] };
+          rules.push(`${key.concat[0]}:${key.concat[1]}/UDP -> refused`);
+        }
+      }
       if (item.chain && item.chain.table === nftGuardTable && item.chain.hook === "input") guard = true;
       const map = item.map;
       if (!map || map.table !== nftTable || !map.name) continue;

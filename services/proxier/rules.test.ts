@@ -29,7 +29,7 @@ describe("rules", () => {
   it("renders iptables-restore and nft inputs, and a cleanup that touches only our chains", () => {
     const rules: InterceptRule[] = [{ key: "a/x:p/TCP", clusterIP: "198.19.0.1", port: 80, protocol: "TCP", listenHost: "127.0.0.1", listenerPort: 40001 }];
     expect(iptablesRestoreInput(rules)).toBe(
-      '*nat\n:LEAFMESH-SERVICES - [0:0]\n-A LEAFMESH-SERVICES -d 198.19.0.1/32 -p tcp -m tcp --dport 80 -m comment --comment "a/x:p/TCP" -j DNAT --to-destination 127.0.0.1:40001\nCOMMIT\n',
+      '*nat\n:LEAFMESH-SERVICES - [0:0]\n-A LEAFMESH-SERVICES -d 198.19.0.1/32 -p tcp -m tcp --dport 80 -m comment --comment "a/x:p/TCP" -j DNAT --to-destination 127.0.0.1:40001\nCOMMIT\n*filter\n:LEAFMESH-REJECT - [0:0]\nCOMMIT\n',
     );
     expect(nftInput(rules)).toContain("map tcp_services { type ipv4_addr . inet_service : ipv4_addr . inet_service; elements = { 198.19.0.1 . 80 : 127.0.0.1 . 40001 } }");
     const dump = ["*nat", ":OUTPUT ACCEPT [0:0]", ":LEAFMESH-SERVICES - [0:0]", ":DOCKER - [0:0]", "-A OUTPUT -j LEAFMESH-SERVICES", "-A OUTPUT -j DOCKER", "-A PREROUTING -j LEAFMESH-SERVICES", "-A LEAFMESH-SERVICES -d 1.2.3.4/32 -j DNAT", "COMMIT"].join("\n");
@@ -37,6 +37,20 @@ describe("rules", () => {
     expect(iptablesCleanupInput("*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j DOCKER\nCOMMIT\n")).toBeNull();
     const filter = ["*filter", ":INPUT ACCEPT [0:0]", ":LEAFMESH-LOCALNET - [0:0]", "-A INPUT -j LEAFMESH-LOCALNET", "-A INPUT -j KUBE-FIREWALL", "-A LEAFMESH-LOCALNET ! -s 127.0.0.0/8 -d 127.0.0.0/8 -j DROP", "COMMIT"].join("\n");
     expect(iptablesCleanupInput(filter, "filter")).toBe("*filter\n-D INPUT -j LEAFMESH-LOCALNET\n-F LEAFMESH-LOCALNET\n-X LEAFMESH-LOCALNET\nCOMMIT\n");
+  });
+
+  it("rejects a refused UDP service port (no endpoints) in the filter table instead of DNATing it", () => {
+    const { rules } = buildRules([{ ...binding("a/q:dns/UDP", ["198.19.0.4"], 53, "UDP", 40003), refused: true }, { ...binding("a/t:p/TCP", ["198.19.0.5"], 80, "TCP", 40004), refused: true }], { listenHost: "127.0.0.1" });
+    expect(rules.map((rule) => rule.refused === true)).toEqual([true, false]); // TCP is refused by its listener, with an RST
+    const input = iptablesRestoreInput(rules);
+    expect(input).not.toContain("198.19.0.4/32 -p udp -m udp --dport 53 -m comment --comment \"a/q:dns/UDP\" -j DNAT");
+    expect(input).toContain('*filter\n:LEAFMESH-REJECT - [0:0]\n-A LEAFMESH-REJECT -d 198.19.0.4/32 -p udp -m udp --dport 53 -m comment --comment "a/q:dns/UDP has no endpoints" -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n');
+    const nft = nftInput(rules);
+    expect(nft).toContain("map udp_services { type ipv4_addr . inet_service : ipv4_addr . inet_service; }");
+    expect(nft).toContain("set udp_refused { type ipv4_addr . inet_service; elements = { 198.19.0.4 . 53 } }");
+    // Going from a listener to refused (or back) is a changed mapping: its conntrack entries are cleared.
+    const udp: InterceptRule = { key: "a/q:dns/UDP", clusterIP: "198.19.0.4", port: 53, protocol: "UDP", listenHost: "127.0.0.1", listenerPort: 40003 };
+    expect(changedUdpTargets([udp], [{ ...udp, refused: true }])).toEqual([{ clusterIP: "198.19.0.4", port: 53 }]);
   });
 
   it("finds the UDP mappings whose conntrack entries went stale", () => {

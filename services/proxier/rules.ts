@@ -21,6 +21,8 @@ export interface InterceptRule {
   protocol: "TCP" | "UDP";
   listenHost: string;
   listenerPort: number;
+  /** A UDP service port with no endpoints: rejected with ICMP port unreachable instead of DNATed (kube-proxy's REJECT). */
+  refused?: boolean;
 }
 
 export interface RuleClash {
@@ -68,7 +70,8 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
         });
         continue;
       }
-      byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, listenHost, listenerPort: binding.listenerPort });
+      const refused = binding.protocol === "UDP" && binding.refused === true;
+      byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, listenHost, listenerPort: binding.listenerPort, ...(refused ? { refused } : {}) });
     }
   }
   return { rules: [...byTarget.values()], clashes };
@@ -77,14 +80,33 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
 export const iptablesChain = "LEAFMESH-SERVICES";
 /** Built-in nat chains that jump to ours: OUTPUT for this host's own clients, PREROUTING for pods and forwarded traffic. */
 export const iptablesHooks = ["OUTPUT", "PREROUTING"] as const;
+/**
+ * The filter chain of refused service ports (a UDP service port with no endpoints), as kube-proxy's filter
+ * KUBE-SERVICES: jumped to from OUTPUT (this host's clients) and FORWARD (pods: a cluster IP is routed on lo, so
+ * their packets are forwarded). Not DNATed, the packet still holds the cluster IP there.
+ */
+export const iptablesRejectChain = "LEAFMESH-REJECT";
+export const iptablesRejectHooks = ["OUTPUT", "FORWARD"] as const;
 
-/** One `iptables-restore --noflush` input: declaring our chain flushes it, then every rule is added; applied atomically. */
+/**
+ * One `iptables-restore --noflush` input: declaring our chains flushes them, then every rule is added; applied
+ * atomically per table. A refused rule is a REJECT in the filter table instead of a DNAT.
+ */
 export function iptablesRestoreInput(rules: readonly InterceptRule[]): string {
   const lines = ["*nat", `:${iptablesChain} - [0:0]`];
   for (const rule of rules) {
+    if (rule.refused) continue;
     const protocol = rule.protocol.toLowerCase();
     lines.push(
       `-A ${iptablesChain} -d ${rule.clusterIP}/32 -p ${protocol} -m ${protocol} --dport ${rule.port} -m comment --comment "${rule.key}" -j DNAT --to-destination ${rule.listenHost}:${rule.listenerPort}`,
+    );
+  }
+  lines.push("COMMIT", "*filter", `:${iptablesRejectChain} - [0:0]`);
+  for (const rule of rules) {
+    if (!rule.refused) continue;
+    const protocol = rule.protocol.toLowerCase();
+    lines.push(
+      `-A ${iptablesRejectChain} -d ${rule.clusterIP}/32 -p ${protocol} -m ${protocol} --dport ${rule.port} -m comment --comment "${rule.key} has no endpoints" -j REJECT --reject-with icmp-port-unreachable`,
     );
   }
   lines.push("COMMIT", "");
@@ -128,7 +150,12 @@ export function iptablesCleanupInput(dump: string, table: "nat" | "filter" = "na
 export const nftTable = "leafmesh";
 
 function nftElements(rules: readonly InterceptRule[], protocol: "TCP" | "UDP"): string {
-  const elements = rules.filter((rule) => rule.protocol === protocol).map((rule) => `${rule.clusterIP} . ${rule.port} : ${rule.listenHost} . ${rule.listenerPort}`);
+  const elements = rules.filter((rule) => rule.protocol === protocol && !rule.refused).map((rule) => `${rule.clusterIP} . ${rule.port} : ${rule.listenHost} . ${rule.listenerPort}`);
+  return elements.length > 0 ? ` elements = { ${elements.join(", ")} }` : "";
+}
+
+function nftRefusedElements(rules: readonly InterceptRule[]): string {
+  const elements = rules.filter((rule) => rule.protocol === "UDP" && rule.refused).map((rule) => `${rule.clusterIP} . ${rule.port}`);
   return elements.length > 0 ? ` elements = { ${elements.join(", ")} }` : "";
 }
 
@@ -149,14 +176,20 @@ export function nftInput(rules: readonly InterceptRule[]): string {
       "    meta l4proto udp dnat ip to ip daddr . udp dport map @udp_services",
       "  }",
     ].join("\n");
+  // Refused UDP service ports (no endpoints): ICMP port unreachable, as iptablesRestoreInput's LEAFMESH-REJECT.
+  const refuse = (name: string, hook: string) =>
+    [`  chain ${name} {`, `    type filter hook ${hook} priority filter; policy accept;`, "    meta l4proto udp ip daddr . udp dport @udp_refused reject with icmp type port-unreachable", "  }"].join("\n");
   return [
     `table ip ${nftTable} {}`,
     `delete table ip ${nftTable}`,
     `table ip ${nftTable} {`,
     map("tcp_services", "TCP"),
     map("udp_services", "UDP"),
+    `  set udp_refused { type ipv4_addr . inet_service;${nftRefusedElements(rules)} }`,
     hook("output", "output"),
     hook("prerouting", "prerouting"),
+    refuse("refuse_output", "output"),
+    refuse("refuse_forward", "forward"),
     "}",
     "",
   ].join("\n");

@@ -146,6 +146,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     admit: options.upstream && partitionAdmission({ reader: options.feed.reader, upstream: options.upstream, log }),
   };
   const listeners = new Map<string, Listener>();
+  /** TCP listeners of service ports gone from the catalog that still carry connections (reset when the agent stops). */
+  const retired = new Set<TcpServicePortListener>();
   // From a start of this node's own (its name's hash), not a random one: an agent started again (by hand, or by
   // itself on new keys) binds the same shared port, so the addresses a user was given without interception stay.
   const ports = new ListenerPortPicker(options.listenerPorts ?? readEphemeralRange(), () => nameFraction(options.node));
@@ -168,7 +170,9 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       if (result.length >= limit) break;
       if (listener.plan.clusterIPs.length === 0) continue;
       const listenerHost = listener.socket instanceof TcpServicePortListener ? listener.socket.host : listenHost;
-      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port });
+      // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
+      const refused = listener.plan.protocol === "UDP" && listener.plan.endpoints.length === 0;
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port, ...(refused ? { refused } : {}) });
     }
     return result;
   };
@@ -216,7 +220,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   };
 
   // Which Services the next reconcile plans again (scope.ts).
-  const scope = new PlanScope(() => options.feed.reader);
+  const scope = new PlanScope(() => options.feed.reader, options.node);
 
   const reconcile = async () => {
     const { desired, considered } = scope.take(listeners.keys());
@@ -232,11 +236,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
     }
     loggedRejections = current;
     let changed = false;
+    for (const retiredListener of retired) if (retiredListener.connections === 0) retired.delete(retiredListener);
     for (const key of considered) {
       const listener = listeners.get(key);
       if (!listener || desired.has(key)) continue;
       listeners.delete(key);
-      await listener.socket.close();
+      if (listener.socket instanceof TcpServicePortListener) {
+        // Its established connections go on (kube-proxy's conntrack keeps them); the agent's stop resets them.
+        await listener.socket.close({ keepConnections: true });
+        if (listener.socket.connections > 0) retired.add(listener.socket);
+      } else await listener.socket.close();
       changed = true;
     }
     const failures: string[] = [];
@@ -248,6 +257,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
         continue;
       }
       if (existing.plan.clusterIPs.join() !== plan.clusterIPs.join() || existing.plan.port !== plan.port) changed = true;
+      if (plan.protocol === "UDP" && (existing.plan.endpoints.length === 0) !== (plan.endpoints.length === 0)) changed = true;
       existing.plan = plan;
       existing.balancer.update(plan);
       if (existing.socket instanceof UdpServicePortListener) existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key)));
@@ -305,7 +315,9 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           await inFlight.catch(() => undefined);
           capacity.close();
           for (const listener of listeners.values()) await listener.socket.close();
+          for (const listener of retired) await listener.close();
           listeners.clear();
+          retired.clear();
           await front?.close();
         }),
       },
@@ -368,6 +380,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
           bufferedBytes += listener.socket.bufferedBytes;
         } else connections += listener.socket.flows;
       }
+      for (const listener of retired) connections += listener.connections;
       const sharedTcpPort = front && front.port !== 0 ? front.port : undefined;
       return { counters: counters.snapshot(), listeners: listeners.size, ...(sharedTcpPort ? { sharedTcpPort } : {}), connections, bufferedBytes, ejected: shared.outliers.ejected(), admission: capacity.admission.counts };
     },

@@ -40,11 +40,12 @@ const services: TestServiceOptions[] = [
   { name: "skip", clusterIP: "198.19.0.31", ports: tcp(80), endpoints: three, labels: { "service.leafmesh.io/noproxy": "true" } },
   { name: "bad", clusterIP: "198.19.0.32", ports: tcp(80), endpoints: three, annotations: { "service.leafmesh.io/lb-policy": "fastest" } },
   { name: "flaky", clusterIP: "198.19.0.33", ports: tcp(80), endpoints: three },
+  { name: "quiet", clusterIP: "198.19.0.34", ports: [{ name: "dns", protocol: "UDP", port: 53, targetPort: 8053 }], endpoints: [] },
 ];
-/** TCP rules: web rnd lc hash sticky empty flaky; UDP: echo. "skip" and "bad" get none. */
-const expectedRules = 8;
+/** TCP rules: web rnd lc hash sticky empty flaky; UDP: echo, quiet (refused: no endpoints). "skip" and "bad" get none. */
+const expectedRules = 9;
 /** Their cluster IPs, each routed on lo while intercepted (services/proxier/routes.ts). */
-const ruledClusterIps = ["198.19.0.10", "198.19.0.11", "198.19.0.12", "198.19.0.13", "198.19.0.14", "198.19.0.20", "198.19.0.30", "198.19.0.33"];
+const ruledClusterIps = ["198.19.0.10", "198.19.0.11", "198.19.0.12", "198.19.0.13", "198.19.0.14", "198.19.0.20", "198.19.0.30", "198.19.0.33", "198.19.0.34"];
 
 interface Agent {
   child: ChildProcess;
@@ -156,6 +157,8 @@ describe("cluster IPs in network namespaces", () => {
     await lab.veth({ a: cli, b: pod, nameA: "pod0", nameB: "eth0", addressA: "198.18.2.1/30", addressB: "198.18.2.2/30" });
     await lab.route(pod, "default", { via: "198.18.2.1" });
     await lab.exec(cli, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    // The kernel sends a host about six ICMP errors in a burst, then one a second: both backends' refusals go to the same pod.
+    await lab.exec(cli, ["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"]);
     for (const [name, ip] of Object.entries(endpointIps)) {
       const namespace = await lab.namespace(name);
       await lab.link({ namespace, bridge, address: `${ip}/24` });
@@ -244,6 +247,20 @@ describe("cluster IPs in network namespaces", () => {
       const result = await probe(["--host", "198.19.0.30", "--port", "80", "--count", "3", "--timeout-ms", "10000"]);
       expect(result).toMatchObject({ answers: {}, errors: { ECONNRESET: 3 } });
       expect(Date.now() - started).toBeLessThan(10_000); // far from the probe's own timeout
+    });
+
+    it("a UDP service without endpoints refuses at once (ICMP port unreachable, as kube-proxy's REJECT), from the host and from a pod, and serves once it has endpoints", async () => {
+      const quiet = services.find((service) => service.name === "quiet")!;
+      const refusedProbe = ["--host", "198.19.0.34", "--port", "53", "--count", "3", "--udp", "--connect", "--timeout-ms", "10000"];
+      // This host's client: its own OUTPUT chain rejects the datagram, and the send fails (as under kube-proxy).
+      expect(await probe(refusedProbe)).toMatchObject({ answers: {}, errors: { EPERM: 3 } });
+      // A pod: the ICMP port unreachable comes back, and its connected socket says ECONNREFUSED.
+      expect(await probe(refusedProbe, pod)).toMatchObject({ answers: {}, errors: { ECONNREFUSED: 3 } });
+      expect((await inspect()).rules).toContain("198.19.0.34:53/UDP -> refused");
+      putAll(agent, [{ ...quiet, endpoints: three }]);
+      await eventually(async () => Object.keys((await probe(["--host", "198.19.0.34", "--port", "53", "--count", "3", "--udp", "--connect", "--timeout-ms", "2000"])).answers).length === 3, 15_000, "the endpoints to answer");
+      putAll(agent, [quiet]);
+      await eventually(async () => (await probe(refusedProbe, pod)).errors.ECONNREFUSED === 3, 15_000, "the refusal again");
     });
 
     it("noproxy and invalid-annotation services get no rule; the rest are there exactly once", async () => {

@@ -54,8 +54,12 @@ export function serviceRef(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
-/** The plans of one Service's ports, or why it is left out; empty when it is not proxied. */
-export function planService(service: Service, catalog: CatalogReader): { plans: ServicePortPlan[]; rejected?: RejectedService } {
+/**
+ * The plans of one Service's ports, or why it is left out; empty when it is not proxied. `node`: the node planned for,
+ * whose endpoints alone a Service with internalTrafficPolicy Local uses (kube-proxy's rule; with none there it is refused at once,
+ * where kube-proxy drops and leaves the client to its timeout).
+ */
+export function planService(service: Service, catalog: CatalogReader, node?: string): { plans: ServicePortPlan[]; rejected?: RejectedService } {
   if (!isProxied(service)) return { plans: [] };
   let policy: PolicyChoice;
   try {
@@ -63,7 +67,8 @@ export function planService(service: Service, catalog: CatalogReader): { plans: 
   } catch (error) {
     return { plans: [], rejected: { service: serviceRef(service.namespace, service.name), reason: "invalid lb-policy annotation", error: (error as Error).message } };
   }
-  const slices = catalog.slices(service.namespace, service.name);
+  const all = catalog.slices(service.namespace, service.name);
+  const slices = service.internalTrafficPolicy === "Local" ? all.map((slice) => ({ ...slice, endpoints: slice.endpoints.filter((endpoint) => endpoint.nodeName === node) })) : all;
   const plans: ServicePortPlan[] = [];
   for (const port of service.ports) {
     if (port.protocol !== "TCP" && port.protocol !== "UDP") continue;
@@ -82,11 +87,11 @@ export function planService(service: Service, catalog: CatalogReader): { plans: 
   return { plans };
 }
 
-export function planServicePorts(catalog: CatalogReader): { plans: Map<string, ServicePortPlan>; rejected: RejectedService[] } {
+export function planServicePorts(catalog: CatalogReader, node?: string): { plans: Map<string, ServicePortPlan>; rejected: RejectedService[] } {
   const plans = new Map<string, ServicePortPlan>();
   const rejected: RejectedService[] = [];
   for (const service of catalog.services()) {
-    const planned = planService(service, catalog);
+    const planned = planService(service, catalog, node);
     if (planned.rejected) rejected.push(planned.rejected);
     for (const plan of planned.plans) plans.set(plan.key, plan);
   }

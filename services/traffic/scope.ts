@@ -17,9 +17,12 @@ export class PlanScope {
   #pending: Set<string> | "all" = "all";
 
   readonly #reader: () => CatalogReader;
+  /** The node planned for (internalTrafficPolicy Local keeps its endpoints alone). */
+  readonly #node: string | undefined;
 
-  constructor(reader: () => CatalogReader) {
+  constructor(reader: () => CatalogReader, node?: string) {
     this.#reader = reader;
+    this.#node = node;
   }
 
   /** Catalog keys changed: the Services they belong to are planned again at the next reconcile. */
@@ -76,7 +79,7 @@ export class PlanScope {
       const slices = reader.slices(service.namespace, service.name).map((slice) => catalogKey(slice));
       if (slices.length > 0) this.#slicesByService.set(ref, slices);
       for (const slice of slices) this.#sliceOwners.set(slice, ref);
-      const planned = planService(service, reader);
+      const planned = planService(service, reader, this.#node);
       if (planned.rejected) this.#rejectedByService.set(ref, planned.rejected);
       if (planned.plans.length > 0) this.#planKeysByService.set(ref, planned.plans.map((plan) => plan.key));
       for (const plan of planned.plans) desired.set(plan.key, plan);

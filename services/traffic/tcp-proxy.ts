@@ -59,7 +59,7 @@ export interface TcpProxyOptions {
 /** A service port's connections: joined ones with their two streams, and connects under way (aborted when their client leaves or the listener closes). */
 interface Connections {
   joined: Map<JoinedStreams, readonly [client: Socket, upstream: Duplex]>;
-  connecting: Set<AbortController>;
+  connecting: Map<AbortController, Socket>;
 }
 
 export const stripMappedPrefix = (address: string | undefined) => (address?.startsWith("::ffff:") ? address.slice(7) : (address ?? ""));
@@ -75,6 +75,8 @@ export class TcpServicePortListener {
    */
   #live?: Connections;
   #port = 0;
+  #closed = false;
+  #serverClosed: Promise<void> = Promise.resolve();
 
   constructor(options: TcpProxyOptions) {
     this.#options = options;
@@ -128,15 +130,30 @@ export class TcpServicePortListener {
     return this.#port;
   }
 
-  /** Stops accepting and resets every open connection. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting and resets every open connection. With `keepConnections` (the Service left the catalog, or its
+   * port was renamed) the joined connections go on until they end, as established connections outlive a deleted
+   * Service under kube-proxy (conntrack); a later close() resets what is left (the agent stopping).
+   */
+  async close(options: { keepConnections?: boolean } = {}): Promise<void> {
     const server = this.#server;
-    if (!server && this.#port !== 0) this.#options.front!.unregister(this.#host);
-    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    if (!this.#closed) {
+      this.#closed = true;
+      if (!server && this.#port !== 0) this.#options.front!.unregister(this.#host);
+      // A server's close completes once its last connection ends: with connections kept, that is not awaited.
+      this.#serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    }
+    // A connection still waiting for its turn or its endpoint is not established: reset, never left hanging (paused,
+    // it would hold the server's close, and the agent's stop, for ever).
+    for (const [controller, client] of this.#live?.connecting ?? []) {
+      this.#options.counters.count("tcp reset: listener closed while connecting");
+      controller.abort();
+      client.resetAndDestroy();
+    }
+    if (options.keepConnections) return;
     const stopping = new LeafmeshError("NOT_RUNNING", `the proxy listener of ${this.#options.balancer.plan.key} closed`);
-    for (const controller of this.#live?.connecting ?? []) controller.abort();
     for (const join of this.#live?.joined.keys() ?? []) join.reset(stopping);
-    await closed;
+    await this.#serverClosed;
   }
 
   async #accept(client: Socket): Promise<void> {
@@ -157,8 +174,8 @@ export class TcpServicePortListener {
     const exclude = new Set<string>();
     // A client that leaves while it waits or its endpoint is being dialled abandons both (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();
-    const live = (this.#live ??= { joined: new Map(), connecting: new Set() });
-    live.connecting.add(abandon);
+    const live = (this.#live ??= { joined: new Map(), connecting: new Map() });
+    live.connecting.set(abandon, client);
     const onClientGone = () => abandon.abort();
     client.once("close", onClientGone);
     let ticket: AdmissionTicket;
@@ -169,7 +186,7 @@ export class TcpServicePortListener {
       client.off("close", onClientGone);
       const reason = error instanceof AdmissionRefused ? error.reason : "admission failed";
       if (reason === "client left while queued") {
-        counters.count("tcp client left while queued");
+        if (!this.#closed) counters.count("tcp client left while queued"); // else reset and counted by close()
         return;
       }
       counters.count(`tcp refused: ${reason}`);
@@ -190,8 +207,8 @@ export class TcpServicePortListener {
         } catch (error) {
           this.#release(target);
           if (abandon.signal.aborted) {
-            // Not the endpoint's fault: no failure counted against it.
-            counters.count("tcp client left before connect");
+            // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
+            if (!this.#closed) counters.count("tcp client left before connect");
             return;
           }
           exclude.add(target.key);

@@ -154,6 +154,7 @@ export class FakeKubeApi {
   #uid = 0;
   #failWith: number | undefined;
   #failResource: FakeResource | undefined;
+  #failRetryAfter: number | undefined;
   #stalled = false;
   #listSnapshots = new Map<string, { resourceVersion: string; items: object[] }>();
   #listSnapshotId = 0;
@@ -302,10 +303,14 @@ export class FakeKubeApi {
     return sent;
   }
 
-  /** Answers every request (or those for one resource) with this HTTP status and a Status object (403, 500, 503…) until called with undefined. */
-  failWith(code: number | undefined, resource?: FakeResource): void {
+  /**
+   * Answers every request (or those for one resource) with this HTTP status and a Status object (403, 429, 500, 503…)
+   * until called with undefined; with `retryAfterSeconds`, a Retry-After header too (as priority and fairness sends with 429).
+   */
+  failWith(code: number | undefined, resource?: FakeResource, retryAfterSeconds?: number): void {
     this.#failWith = code;
     this.#failResource = resource;
+    this.#failRetryAfter = retryAfterSeconds;
   }
 
   /** Answers every watch with ERROR 410, even one from a fresh list (a server whose history is shorter than a list takes). */
@@ -364,6 +369,14 @@ export class FakeKubeApi {
       return;
     }
     const url = new URL(request.url ?? "/", "http://fake");
+    const group = /^\/apis\/([^/]+)\/?$/.exec(url.pathname)?.[1];
+    if (request.method === "GET" && group !== undefined) {
+      // Discovery of one group (an APIGroup), as a real server answers it: 404 when none of its kinds is served.
+      const versions = [...new Set(resourceInfos.filter((info) => info.group === group && (!info.servedWith || this.options[info.servedWith])).flatMap((info) => info.versions))];
+      if (versions.length === 0) sendStatus(response, 404, "NotFound", "the server could not find the requested resource");
+      else sendJson(response, 200, { kind: "APIGroup", apiVersion: "v1", name: group, versions: versions.map((version) => ({ groupVersion: `${group}/${version}`, version })), preferredVersion: { groupVersion: `${group}/${versions[0]}`, version: versions[0] } });
+      return;
+    }
     const route = this.#route(url.pathname);
     if (request.method !== "GET" || !route) {
       sendStatus(response, 404, "NotFound", `the server could not find the requested resource (${request.method} ${url.pathname})`);
@@ -391,7 +404,9 @@ export class FakeKubeApi {
       return;
     }
     if (failWith !== undefined) {
-      sendStatus(response, failWith, failWith === 403 ? "Forbidden" : "ServiceUnavailable", `the fake API was told to fail with ${failWith}`);
+      if (this.#failRetryAfter !== undefined) response.setHeader("Retry-After", String(this.#failRetryAfter));
+      const reason = failWith === 403 ? "Forbidden" : failWith === 429 ? "TooManyRequests" : "ServiceUnavailable";
+      sendStatus(response, failWith, reason, `the fake API was told to fail with ${failWith}`);
       return;
     }
     const apiVersion = route.info.group ? `${route.info.group}/${route.version}` : route.version;
