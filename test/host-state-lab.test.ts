@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
+import { iptablesRejectHooks } from "../services/proxier/rules.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
 import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
@@ -79,7 +80,7 @@ describe.sequential("the host state an agent leaves", () => {
     if (intercept === "iptables") {
       // iptables-nft makes a table's built-in chains with its first rule and never removes them (nor does any tool
       // that adds one: kube-proxy, docker): the host is taken as one where iptables was used, empty chains and all.
-      for (const [table, chain] of [["nat", "OUTPUT"], ["nat", "PREROUTING"], ["filter", "INPUT"]]) {
+      for (const [table, chain] of [["nat", "OUTPUT"], ["nat", "PREROUTING"], ["filter", "INPUT"], ...iptablesRejectHooks.map((hook) => ["filter", hook])]) {
         await lab.exec(namespace, ["iptables", "-t", table, "-A", chain, "-j", "ACCEPT"]);
         await lab.exec(namespace, ["iptables", "-t", table, "-D", chain, "-j", "ACCEPT"]);
       }
