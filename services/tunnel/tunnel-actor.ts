@@ -28,6 +28,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { CarrierBackoff } from "./carrier.ts";
 import { PathConnections } from "./connections.ts";
+import { PathChecks } from "./path-check.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { NodeDirectory } from "./node-directory.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
@@ -170,7 +171,10 @@ export class TunnelActor implements StreamDialer {
         onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),
         onStream: (stream, peerId) => serve(stream, peerId),
       });
-      this.#running = this.#assemble(host, tls, server, trust, reasons);
+      // Before a path rests on a direct or punched connection, it must carry full-sized packets (path-check.ts).
+      const checks = new PathChecks({ host, log: this.#log, onCarried: (connection) => this.#running?.paths.carried(connection) });
+      await checks.start();
+      this.#running = this.#assemble(host, tls, server, trust, reasons, checks);
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
@@ -191,7 +195,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** Makes the rooms around a started host and joins them up. */
-  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust, reasons: PathReasons): Running {
+  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust, reasons: PathReasons, checks: PathChecks): Running {
     const options = this.#options;
     const log = this.#log;
     const clock = this.#clock;
@@ -217,7 +221,7 @@ export class TunnelActor implements StreamDialer {
             },
             onEvent: (event) => options.bus.publish("tunnel", "relay", { at: nowIso(clock.now), peer: event.peer, stream: event.channel, status: event.status, bytes: event.bytes, reason: event.reason }),
           });
-    connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs });
+    connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs, checks });
     const directory = new NodeDirectory({
       nats: options.nats,
       node: this.node,
