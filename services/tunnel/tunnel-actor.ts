@@ -28,6 +28,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { CarrierBackoff } from "./carrier.ts";
 import { PathConnections } from "./connections.ts";
+import { hostHasIPv6, listenForFamilies, tlsListenForFamilies } from "./listen-family.ts";
 import { PathChecks } from "./path-check.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { NodeDirectory } from "./node-directory.ts";
@@ -157,12 +158,14 @@ export class TunnelActor implements StreamDialer {
       const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
-      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve, trust });
+      // Both address families where the host has IPv6, IPv4 alone where it has none (listen-family.ts).
+      const hasIPv6 = hostHasIPv6();
+      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: tlsListenForFamilies(options.tlsStreams, hasIPv6), log: this.#log, onStream: serve, trust });
       host = await startTunnelHost({
         trust,
         keyFile: options.keyFile,
         node: this.node,
-        listen: options.listen ?? ["/ip4/0.0.0.0/tcp/0"],
+        listen: listenForFamilies(options.listen ?? ["/ip4/0.0.0.0/tcp/0"], hasIPv6),
         psk: this.#psk,
         log: this.#log,
         mdns: options.mdns,
