@@ -32,6 +32,8 @@ export interface NodeStatus {
   catalogObjects: number;
   /** The URLs this node's (or site server's) leaf attaches to, in order (what `leafmesh drill` cuts); absent on a hub. */
   upstreams?: string[];
+  /** Why no upstream link is up, when the node knows more than that (a leaf link that goes stale as soon as it is made: nats/leaf-stale.ts). */
+  upstreamProblem?: string;
   /** Relay choice on an agent with several upstreams (roles/relay-choice.ts, docs/relay-choice.md). */
   relayChoice?: RelayChoiceStatus;
   /** Extra tables from actors (tunnel paths, DNS stats...). */

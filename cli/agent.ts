@@ -131,12 +131,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
     tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
-    tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes" }),
+    tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101,/ip6/::/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes: both address families by default (a node with only IPv6 addresses on its LAN is reached directly); on a host without IPv6 the /ip6/:: address is left out" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record; default: the --upstream-domain, when it names a site)" }),
     region: option.text({ value: "NAME", description: "the cloud region this node uses (published in its node record)" }),
     observer: option.parsed({ value: "HOST:P1,P2", description: "the hub's NAT observer (leafmesh hub --observer): lets the node learn its NAT type" }, parseObserver),
     tunnelTls: option.hostPort({
-      default: "0.0.0.0:4102",
+      // [::] takes IPv4 too (a dual-stack socket); a host without IPv6 listens on 0.0.0.0 instead.
+      default: "[::]:4102",
       off: true,
       // Port 0 works here: the node's record publishes the port the listener got.
       anyPort: true,

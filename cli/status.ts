@@ -139,7 +139,7 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
   parts.push("FABRIC LINKS");
   parts.push(
     status.links.length === 0
-      ? "  (none: not connected to any hub)"
+      ? `  (none: not connected to any hub${status.upstreamProblem ? `: ${status.upstreamProblem}` : ""})`
       : table(["KIND", "DIRECTION", "REMOTE", "URL", "RTT"], status.links.map((link) => [link.kind, link.direction, link.remote, link.url ?? "", link.rttMs !== undefined ? `${link.rttMs}ms` : ""])),
   );
   if (view.cloudConnections) {

@@ -91,14 +91,14 @@ export class ServerLines {
     const startingCheck = match && this.#options.startingUp() && /^Healthcheck failed/.test(text);
     const level = probe || startingCheck ? "debug" : match ? (levelOf[match[1]] ?? "info") : "info";
     const { log, name } = this.#options;
-    if (level === "debug" || level === "trace") {
-      log[level]({ server: name }, text);
-      return;
+    if (level === "debug" || level === "trace") log[level]({ server: name }, text);
+    else {
+      const repeated = this.#repeats.note(`${level} ${lineKind(text)}`);
+      if (repeated === undefined) log.debug({ server: name }, text);
+      else log[level]({ server: name, ...(repeated > 0 ? { repeatsSinceLastSaid: repeated } : {}) }, repeated > 0 ? `${text} (and ${repeated} more like it since this was last said)` : text);
     }
-    const repeated = this.#repeats.note(`${level} ${lineKind(text)}`);
-    if (repeated === undefined) log.debug({ server: name }, text);
-    else log[level]({ server: name, ...(repeated > 0 ? { repeatsSinceLastSaid: repeated } : {}) }, repeated > 0 ? `${text} (and ${repeated} more like it since this was last said)` : text);
-    // Every line, counted repeats too: an explainer may count lines (three duplicate refusals within a minute).
+    // Every line, counted repeats and info lines too: an explainer may count lines (three duplicate refusals
+    // within a minute) or read what the server says only at info level (a leaf link made and gone stale).
     const explained = this.#options.explainLine?.(line);
     if (explained && this.#now() - (this.#explained.get(explained.kind) ?? -Infinity) >= explainEveryMs) {
       this.#explained.set(explained.kind, this.#now());

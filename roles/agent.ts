@@ -35,6 +35,7 @@ import { hostAddresses } from "./host-addresses.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
+import { staleLeafExplainer } from "../nats/leaf-stale.ts";
 import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, rejoinAdvice, watchPermissionErrors } from "../trust/denials.ts";
 import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
 import { certificateFingerprint } from "../trust/revocation-list.ts";
@@ -163,6 +164,9 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       remotes: config.siteSecurity?.remotes,
     });
   const duplicate = duplicateNodeExplainer(config.node);
+  // A leaf link made and gone stale again and again (a path MTU black hole): said, and shown by status while no link is up.
+  const stale = staleLeafExplainer();
+  let leafProblem: { text: string; at: number } | undefined;
   const node = await startServerProcess({
     name: config.node,
     role,
@@ -180,6 +184,11 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       explainLine: (line) => {
         const twin = duplicate(line);
         if (twin) return { kind: "duplicate-node", text: twin };
+        const staleLinks = stale(line);
+        if (staleLinks) {
+          leafProblem = { text: staleLinks, at: performance.now() };
+          return { kind: "stale-leaf", text: staleLinks };
+        }
         if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509|attempted to connect to wrong port/.test(line)) return undefined;
         const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds });
         return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
@@ -187,14 +196,16 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     },
   });
   try {
-    return await startAgentParts(config, node, upstreams, renderConfig);
+    // Shown while it goes on: the explainer says it again at every such link.
+    const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined);
+    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem);
   } catch (error) {
     await node.stop();
     throw error;
   }
 }
 
-async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[], renderConfig: (order: string[]) => string): Promise<AgentRuntime> {
+async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[], renderConfig: (order: string[]) => string, upstreamProblem: () => string | undefined): Promise<AgentRuntime> {
   const { log, connection, bus, server } = node;
   const role = config.role ?? "agent";
   // A refused publish is silent at the client: log it, explained (which subject, whose it is).
@@ -332,6 +343,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
       ],
       catalogObjects: controller.index.size,
       upstreams,
+      ...(fabric.upstreamUp ? {} : { upstreamProblem: upstreamProblem() }),
       relayChoice: relayChoice?.status(),
     });
   node.serveStatus(status);

@@ -22,6 +22,7 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { TunnelHost } from "./host.ts";
 import { fabricAddress } from "./inbound-gate.ts";
+import type { PathChecks } from "./path-check.ts";
 import type { PathKind } from "./path-machine.ts";
 import type { RelayChannel, RelayEndpoint } from "./relay.ts";
 
@@ -36,6 +37,11 @@ export interface PathConnectionsOptions {
   clock: Clock;
   /** @default 3_000 — direct dial timeout. */
   dialTimeoutMs?: number;
+  /**
+   * Whether a direct or punched connection carries full-sized packets (path-check.ts); one that
+   * was not seen to holds no path. Without it every open connection counts.
+   */
+  checks?: PathChecks;
 }
 
 export class PathConnections {
@@ -56,13 +62,29 @@ export class PathConnections {
     return "direct";
   }
 
-  /** The open connections to a peer, best kind first. */
+  /** The open connections to a peer that carry data (path-check.ts), best kind first. */
   ranked(peerId: string): { kind: PathKind; connection: Connection }[] {
+    const checks = this.#options.checks;
     return this.#options.host.libp2p
       .getConnections(peerIdFromString(peerId))
       .filter((connection) => connection.status === "open")
       .map((connection) => ({ kind: this.kindOf(connection), connection }))
+      .filter(({ kind, connection }) => kind === "relayed" || !checks || checks.carries(connection))
       .sort((a, b) => rank[a.kind] - rank[b.kind]);
+  }
+
+  /**
+   * Whether this side must check a new connection before a path rests on it: one it made
+   * (dialled, punched outbound) that does not run over the relay (a relay channel is NATS
+   * messages, not packets of the path's MTU).
+   */
+  needsCheck(connection: Connection): boolean {
+    return this.#options.checks !== undefined && connection.direction === "outbound" && this.kindOf(connection) !== "relayed";
+  }
+
+  /** Resolves once a connection this side made carried the check's probe; rejects (the connection aborted) when it did not. */
+  async checked(connection: Connection): Promise<void> {
+    if (this.needsCheck(connection)) await this.#options.checks!.check(connection);
   }
 
   /** Dials every address known for a peer at once (libp2p's peer store, its record's listen addresses); the first direct connection wins. */
@@ -87,7 +109,10 @@ export class PathConnections {
         dedupe(addresses).map(async (address) => {
           // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
           const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
-          if (connection.remotePeer.toString() === peerId && this.kindOf(connection) === "direct") return connection;
+          if (connection.remotePeer.toString() === peerId && this.kindOf(connection) === "direct") {
+            await this.checked(connection);
+            return connection;
+          }
           throw new LeafmeshError("TUNNEL_FAILED", `${address.toString()} is not a direct connection to ${peerId}`);
         }),
       );
@@ -127,6 +152,7 @@ export class PathConnections {
       await connection?.close();
       throw new LeafmeshError("TUNNEL_FAILED", `the punched connection reached a peer that is not ${expected.node}`);
     }
+    if (connection) await this.checked(connection);
     return connection;
   }
 

@@ -216,6 +216,14 @@ export class PathTable {
       const node = this.#nodeOfPeer(peerId);
       // A path to this node's own name ended the agent (PathTable.why threw from a microtask).
       if (node === this.#options.node) return this.#sameName(peerId);
+      // One this node made (a LAN dial, a punch) holds a path once it carried the check's probe (path-check.ts).
+      const connection = event.detail;
+      if (this.#options.connections.needsCheck(connection)) {
+        void this.#options.connections.checked(connection).then(
+          () => this.carried(connection),
+          (error: unknown) => this.#options.log.debug({ peer: node ?? peerId, err: describeError(error) }, "a new connection failed its path check"),
+        );
+      }
       if (node && !this.#stopped) this.#onConnectionChange(node, peerId);
     });
     libp2p.addEventListener("connection:close", (event) => {
@@ -230,6 +238,13 @@ export class PathTable {
       if (this.#options.connections.ranked(peerId).some((other) => other.kind === kind)) return;
       path.actor.send({ type: "LOST", kind, reason: `${kind} connection closed` });
     });
+  }
+
+  /** A connection was seen to carry full-sized packets (path-check.ts): it may hold the path now. */
+  carried(connection: Connection): void {
+    const peerId = connection.remotePeer.toString();
+    const node = this.#nodeOfPeer(peerId);
+    if (node && node !== this.#options.node && !this.#stopped) this.#onConnectionChange(node, peerId);
   }
 
   /**

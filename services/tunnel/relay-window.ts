@@ -1,10 +1,14 @@
 /**
  * The receive window of one relay channel, sized from the path's measured round
  * trip (issue 17: "credit windows sized from the measured RTT"). A channel starts
- * with `windowBytes` of credit (relay.ts: 4 MiB, what a leaf → hub → leaf path on a
- * LAN needs under load) and grows towards `maxWindowBytes` while the window, not
- * the reader, is what holds the sender back, and only as far as the path's
- * bandwidth × round trip asks:
+ * with `windowBytes` of credit (relay.ts: 256 KiB) and grows towards `maxWindowBytes`
+ * while the window, not the reader, is what holds the sender back, and only as far as
+ * the path's bandwidth × round trip asks, or what the reader takes in `queueBudgetMs`
+ * (a LAN path under load needs megabytes: NATS queues more than the round trip shows).
+ * It started at 4 MiB: behind a 1 Mbit/s uplink that was 33 s of frames queued in the
+ * node's leaf connection, ahead of every libp2p ping, NATS PING and relay accept on it;
+ * a relayed upload was reset ~13 s in (its path's pings timed out) and the node's leaf
+ * link dropped:
  *
  * - a round-trip sample is the time from a grant to the first data frame with a
  *   byte beyond what the peer could send before that grant: the peer cannot send
@@ -14,19 +18,26 @@
  *   (`minRttMs`);
  * - when a grant is due and the reader is not behind, the bytes the reader took
  *   since the last look, over at least two round trips, give a rate; the window
- *   grows to twice rate × minRttMs, the path's bandwidth × delay with room (at most
- *   doubling at a time). A sender held back by its own pace, or a window that only
- *   filled queues (round trips far above the minimum), gives a target below the
+ *   grows to twice rate × minRttMs, the path's bandwidth × delay with room, or to
+ *   rate × queueBudgetMs when that is more (at most doubling at a time). A sender held
+ *   back by its own pace, or a window that only filled queues (round trips far above
+ *   the minimum) beyond a quarter second of the rate, gives a target below the
  *   window: it does not grow;
  * - it never shrinks while the channel lives, and the endpoint's budget
  *   (relay-budget.ts) still bounds what all channels towards a node hold together.
  *
  * ```ts
- * const window = new ReceiveWindow({ bytes: 4 << 20, maxBytes: 16 << 20 });
+ * const window = new ReceiveWindow({ bytes: 256 << 10, maxBytes: 16 << 20 });
  * window.grantSent(now, grantedBefore); window.dataArrived(now, delivered);
  * const extra = window.growth(now, consumed, readerKeepsUp);  // asked of the budget on top of the grant
  * ```
  */
+
+/**
+ * @default 250 — a window may grow to hold what its reader takes in this long, also where the
+ * measured round trip is shorter: the queue a channel may build on its path, in time, not bytes.
+ */
+export const queueBudgetMs = 250;
 
 export class ReceiveWindow {
   /** Credit the peer is given per round (initial window plus growth); grants go back a quarter of it at a time. */
@@ -85,7 +96,10 @@ export class ReceiveWindow {
     const rate = (consumed - this.#epochConsumed) / elapsed;
     this.#epochAt = now;
     this.#epochConsumed = consumed;
-    const target = Math.min(this.#maxBytes, 2 * this.bytes, Math.ceil(2 * rate * Math.max(1, rtt)));
+    // Twice bandwidth × delay, or what the reader takes in `queueBudgetMs`, whichever is more: on a LAN
+    // under load (NATS's own queues, a millisecond round trip) megabytes, reached in a few doublings; on a
+    // slow uplink a little, so a channel never queues more than a fraction of a second there.
+    const target = Math.min(this.#maxBytes, 2 * this.bytes, Math.ceil(Math.max(2 * rate * Math.max(1, rtt), rate * queueBudgetMs)));
     return Math.max(0, target - this.bytes);
   }
 }

@@ -100,10 +100,10 @@ describe("relay channels through leaf → hub → leaf", () => {
   }, 20_000);
 
   it("sends a TLS stream's bytes two whole TLS records per NATS message, a libp2p connection's four noise messages", async () => {
-    // Two more endpoints on the same leafs, with the default windows (edge-b's 64 KiB would cap every frame).
+    // Two more endpoints on the same leafs, with 4 MiB windows (edge-b's 64 KiB, or the default 256 KiB before it grows, would cap frames).
     const sender = new RelayEndpoint({ nats: a, node: "edge-x", log: silentLogger(), onChannel: () => undefined });
     const received: RelayChannel[] = [];
-    const receiver = new RelayEndpoint({ nats: b, node: "edge-y", log: silentLogger(), onChannel: (channel) => received.push(channel.on("data", () => undefined).on("error", () => undefined)) });
+    const receiver = new RelayEndpoint({ nats: b, node: "edge-y", log: silentLogger(), windowBytes: 4 * 1024 * 1024, onChannel: (channel) => received.push(channel.on("data", () => undefined).on("error", () => undefined)) });
     const sizes = new Map<string, number[]>();
     const watcher = b.subscribe(relayInboxPattern("edge-y"), {
       callback: (_, message) => {
@@ -134,11 +134,11 @@ describe("relay channels through leaf → hub → leaf", () => {
   }, 30_000);
 
   it("gives credit back a quarter of the window at a time, not one credit message per data message", async () => {
-    // Default windows (4 MiB), a reader that keeps up: the case where every frame read once left
-    // the buffer empty and sent a credit of its own (a tunnel bench profile: 13 % of the receiver).
+    // 4 MiB windows (what a LAN channel grows to), a reader that keeps up: the case where every frame read once
+    // left the buffer empty and sent a credit of its own (a tunnel bench profile: 13 % of the receiver).
     const sender = new RelayEndpoint({ nats: a, node: "edge-p", log: silentLogger(), onChannel: () => undefined });
     const bodies: Promise<Buffer>[] = [];
-    const receiver = new RelayEndpoint({ nats: b, node: "edge-q", log: silentLogger(), onChannel: (channel) => {
+    const receiver = new RelayEndpoint({ nats: b, node: "edge-q", log: silentLogger(), windowBytes: 4 * 1024 * 1024, onChannel: (channel) => {
         const body = collect(channel);
         body.catch(() => undefined); // the probe channel below is reset
         bodies.push(body);

@@ -40,9 +40,11 @@ export interface RelayEndpointOptions {
   onChannel: (channel: RelayChannel) => void;
   clock?: Clock;
   /**
-   * @default 4_194_304 — credit granted per channel at first: fills a leaf→hub→leaf path of
-   * ~40 ms at ~100 MB/s (bench/tunnel: 67–77 MB/s relayed against 53–62 with 1 MiB); all
-   * channels towards a node together stay within `budgetBytes`.
+   * @default 262_144 — credit granted per channel at first, grown from the reader's rate
+   * (relay-window.ts): a LAN path reaches megabytes in a few doublings. 4 MiB at first queued 33 s
+   * of frames behind a 1 Mbit/s uplink, ahead of the pings of everything on the node's leaf link:
+   * the relayed stream was reset and the leaf link dropped. 256 KiB is 2 s there. All channels
+   * towards a node together stay within `budgetBytes`.
    */
   windowBytes?: number;
   /**
@@ -115,7 +117,7 @@ export class RelayEndpoint implements ChannelEndpoint {
     this.#openTimeoutMs = options.openTimeoutMs ?? 5_000;
     this.settings = {
       clock: options.clock ?? systemClock,
-      windowBytes: options.windowBytes ?? 4 * 1_048_576,
+      windowBytes: options.windowBytes ?? 256 * 1024,
       maxWindowBytes: options.maxWindowBytes ?? 16 * 1_048_576,
       pingIntervalMs: options.pingIntervalMs ?? 2_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 8_000,

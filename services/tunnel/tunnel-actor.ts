@@ -28,6 +28,8 @@ import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { CarrierBackoff } from "./carrier.ts";
 import { PathConnections } from "./connections.ts";
+import { hostHasIPv6, listenForFamilies, tlsListenForFamilies } from "./listen-family.ts";
+import { PathChecks } from "./path-check.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { NodeDirectory } from "./node-directory.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
@@ -156,12 +158,14 @@ export class TunnelActor implements StreamDialer {
       const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.
-      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: options.tlsStreams, log: this.#log, onStream: serve, trust });
+      // Both address families where the host has IPv6, IPv4 alone where it has none (listen-family.ts).
+      const hasIPv6 = hostHasIPv6();
+      if (options.identity && options.tlsStreams) tls = await TlsStreams.start({ identity: options.identity, listen: tlsListenForFamilies(options.tlsStreams, hasIPv6), log: this.#log, onStream: serve, trust });
       host = await startTunnelHost({
         trust,
         keyFile: options.keyFile,
         node: this.node,
-        listen: options.listen ?? ["/ip4/0.0.0.0/tcp/0"],
+        listen: listenForFamilies(options.listen ?? ["/ip4/0.0.0.0/tcp/0"], hasIPv6),
         psk: this.#psk,
         log: this.#log,
         mdns: options.mdns,
@@ -170,7 +174,10 @@ export class TunnelActor implements StreamDialer {
         onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),
         onStream: (stream, peerId) => serve(stream, peerId),
       });
-      this.#running = this.#assemble(host, tls, server, trust, reasons);
+      // Before a path rests on a direct or punched connection, it must carry full-sized packets (path-check.ts).
+      const checks = new PathChecks({ host, log: this.#log, onCarried: (connection) => this.#running?.paths.carried(connection) });
+      await checks.start();
+      this.#running = this.#assemble(host, tls, server, trust, reasons, checks);
       this.#running.paths.watch();
       this.#running.punches.start();
       this.#running.directory.start();
@@ -191,7 +198,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** Makes the rooms around a started host and joins them up. */
-  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust, reasons: PathReasons): Running {
+  #assemble(host: TunnelHost, tls: TlsStreams | undefined, server: StreamServer, trust: PeerTrust, reasons: PathReasons, checks: PathChecks): Running {
     const options = this.#options;
     const log = this.#log;
     const clock = this.#clock;
@@ -217,7 +224,7 @@ export class TunnelActor implements StreamDialer {
             },
             onEvent: (event) => options.bus.publish("tunnel", "relay", { at: nowIso(clock.now), peer: event.peer, stream: event.channel, status: event.status, bytes: event.bytes, reason: event.reason }),
           });
-    connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs });
+    connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs, checks });
     const directory = new NodeDirectory({
       nats: options.nats,
       node: this.node,
