@@ -10,24 +10,21 @@
  *
  * Root and network namespaces: `flock /tmp/leafmesh-lab.lock npx vitest run test/ipv6-lab.test.ts`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab } from "../lab/netns.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
-import { hashedTransfer, targetsArgv } from "./support/hashed-transfer.ts";
+import { hashedTransfer, startHashedTargets, type HashedTargets } from "./support/hashed-transfer.ts";
 import { eventually } from "./support/ports.ts";
 import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 const addresses = { hub: "fd00:18::1", a: "fd00:18::a", b: "fd00:18::b" };
 let lab: Lab;
 let keys: string;
-let targets: ChildProcess;
+let targets: HashedTargets;
 const namespaces = { a: "", b: "" };
 let agentA: LeafmeshProcess;
-const sentBySource: { sent: number; sha256: string }[] = [];
 
 interface TunnelDetail {
   paths?: Record<string, string>;
@@ -54,13 +51,7 @@ beforeAll(async () => {
   await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", addresses.hub] });
   for (const node of ["node-a", "node-b"]) await issueNode({ dir: keys, node });
   launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "[::]:4222", "--leaf-listen", "[::]:7422", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--keys", keys], "", "", hub);
-  targets = spawn("ip", ["netns", "exec", namespaces.b, ...targetsArgv(nodeBinary)], { stdio: ["ignore", "pipe", "inherit"] });
-  const ready = new Promise<void>((resolve) => {
-    createInterface({ input: targets.stdout! }).on("line", (line) => {
-      if (line === "ready") resolve();
-      else if (line.startsWith("{")) sentBySource.push(JSON.parse(line) as { sent: number; sha256: string });
-    });
-  });
+  targets = startHashedTargets(namespaces.b, nodeBinary);
   for (const side of ["a", "b"] as const) {
     const agent = launch(`node-${side}`, [
       "agent", "--node", `node-${side}`, "--hub", `nats://[${addresses.hub}]:7422`, "--data", tempDir(), "--keys", keys,
@@ -69,11 +60,11 @@ beforeAll(async () => {
     ], "", "", namespaces[side]);
     if (side === "a") agentA = agent;
   }
-  await ready;
+  await targets.ready;
 }, 120_000);
 
 afterAll(async () => {
-  targets?.kill("SIGKILL");
+  targets?.process.kill("SIGKILL");
   await stopAllProcesses();
   await lab?.teardown();
 }, 60_000);
@@ -91,7 +82,7 @@ describe("nodes with only IPv6 addresses, on the tunnel's default listeners", ()
     const download = await hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "download", bytes, timeoutMs: 60_000 });
     expect(download.result).toBe("end");
     expect(download.bytes).toBe(bytes);
-    expect(sentBySource.at(-1)?.sha256, "the source's hash").toBe(download.sha256);
+    expect(targets.sent.at(-1)?.sha256, "the source's hash").toBe(download.sha256);
     const upload = await hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "upload", bytes, timeoutMs: 60_000 });
     expect(upload.reply, "the sink's hash and count").toBe(`${upload.sha256} ${bytes}`);
     // On direct TLS connections: a TLS carrier that cannot reach the peer's port says so and hands its streams to libp2p.

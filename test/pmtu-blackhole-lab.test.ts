@@ -22,21 +22,18 @@
  *
  * Root and network namespaces: `flock /tmp/leafmesh-lab.lock npx vitest run test/pmtu-blackhole-lab.test.ts`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab } from "../lab/netns.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
-import { hashedTransfer, targetsArgv } from "./support/hashed-transfer.ts";
+import { hashedTransfer, startHashedTargets, type HashedTargets } from "./support/hashed-transfer.ts";
 import { eventually } from "./support/ports.ts";
 import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 let lab: Lab;
 let keys: string;
-let targets: ChildProcess;
-const sentBySource: { sent: number; sha256: string }[] = [];
+let targets: HashedTargets;
 const nodes: Record<"a" | "b" | "c", { namespace: string; agent?: LeafmeshProcess }> = { a: { namespace: "" }, b: { namespace: "" }, c: { namespace: "" } };
 
 const pathsOf = async (side: "a" | "b"): Promise<Record<string, string>> => {
@@ -82,13 +79,7 @@ beforeAll(async () => {
   await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", "198.18.23.2", "198.18.24.2"] });
   for (const node of ["node-a", "node-b", "node-c"]) await issueNode({ dir: keys, node });
   launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "0.0.0.0:4222", "--leaf-listen", "0.0.0.0:7422", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--keys", keys], "", "", hub);
-  targets = spawn("ip", ["netns", "exec", b, ...targetsArgv(nodeBinary)], { stdio: ["ignore", "pipe", "inherit"] });
-  const ready = new Promise<void>((resolve) => {
-    createInterface({ input: targets.stdout! }).on("line", (line) => {
-      if (line === "ready") resolve();
-      else if (line.startsWith("{")) sentBySource.push(JSON.parse(line) as { sent: number; sha256: string });
-    });
-  });
+  targets = startHashedTargets(b, nodeBinary);
   const agent = (side: "a" | "b" | "c", address: string, hubAddress: string, extra: string[]) =>
     launch(`node-${side}`, [
       "agent", "--node", `node-${side}`, "--hub", `nats://${hubAddress}:7422`, "--data", tempDir(), "--keys", keys,
@@ -98,11 +89,11 @@ beforeAll(async () => {
   nodes.a.agent = agent("a", "198.18.20.2", "198.18.23.2", ["--socks", "127.0.0.1:1080"]);
   nodes.b.agent = agent("b", "198.18.22.2", "198.18.24.2", []);
   nodes.c.agent = agent("c", "198.18.25.2", "198.18.23.2", []);
-  await ready;
+  await targets.ready;
 }, 120_000);
 
 afterAll(async () => {
-  targets?.kill("SIGKILL");
+  targets?.process.kill("SIGKILL");
   await stopAllProcesses();
   await lab?.teardown();
 }, 60_000);
@@ -126,7 +117,7 @@ describe("a direct path across a path MTU black hole", () => {
     const download = await hashedTransfer(nodes.a.namespace, { nodeBinary, socksPort: 1080, node: "node-b", mode: "download", bytes, timeoutMs: 60_000 });
     expect(download.result).toBe("end");
     expect(download.bytes).toBe(bytes);
-    expect(sentBySource.at(-1)?.sha256, "the source's hash").toBe(download.sha256);
+    expect(targets.sent.at(-1)?.sha256, "the source's hash").toBe(download.sha256);
     const upload = await hashedTransfer(nodes.a.namespace, { nodeBinary, socksPort: 1080, node: "node-b", mode: "upload", bytes, timeoutMs: 60_000 });
     expect(upload.result).toBe("end");
     expect(upload.reply, "the sink's hash and count").toBe(`${upload.sha256} ${bytes}`);

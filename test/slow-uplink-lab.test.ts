@@ -16,20 +16,18 @@
  *
  * Root and network namespaces: `flock /tmp/leafmesh-lab.lock npx vitest run test/slow-uplink-lab.test.ts`.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, type Lab } from "../lab/netns.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
-import { hashedTransfer, targetsArgv } from "./support/hashed-transfer.ts";
+import { hashedTransfer, startHashedTargets, type HashedTargets } from "./support/hashed-transfer.ts";
 import { eventually } from "./support/ports.ts";
 import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
 
 let lab: Lab;
 let keys: string;
-let targets: ChildProcess;
+let targets: HashedTargets;
 let agentA: LeafmeshProcess;
 const namespaces = { a: "", b: "" };
 
@@ -60,8 +58,7 @@ beforeAll(async () => {
   await initKeys({ dir: keys, hubHosts: ["localhost", "127.0.0.1", "198.18.33.2"] });
   for (const node of ["node-a", "node-b"]) await issueNode({ dir: keys, node });
   launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--listen", "0.0.0.0:4222", "--leaf-listen", "0.0.0.0:7422", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "off", "--keys", keys], "", "", hub);
-  targets = spawn("ip", ["netns", "exec", b, ...targetsArgv(nodeBinary)], { stdio: ["ignore", "pipe", "inherit"] });
-  const ready = new Promise<void>((resolve) => createInterface({ input: targets.stdout! }).on("line", (line) => line === "ready" && resolve()));
+  targets = startHashedTargets(b, nodeBinary);
   for (const side of ["a", "b"] as const) {
     const agent = launch(`node-${side}`, [
       "agent", "--node", `node-${side}`, "--hub", "nats://198.18.33.2:7422", "--data", tempDir(), "--keys", keys,
@@ -70,11 +67,11 @@ beforeAll(async () => {
     ], "", "", namespaces[side]);
     if (side === "a") agentA = agent;
   }
-  await ready;
+  await targets.ready;
 }, 120_000);
 
 afterAll(async () => {
-  targets?.kill("SIGKILL");
+  targets?.process.kill("SIGKILL");
   await stopAllProcesses();
   await lab?.teardown();
 }, 60_000);

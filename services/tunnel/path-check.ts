@@ -99,8 +99,13 @@ export class PathChecks {
     const outcome = await new Promise<string | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(`${received} of ${pathCheckBytes} bytes came back within ${timeoutMs} ms, though the connection was made: small packets pass, full-sized ones do not (a path MTU black hole: a link of smaller MTU on the way whose ICMP "fragmentation needed" is dropped)`), timeoutMs);
       duplex.on("data", (chunk: Buffer) => {
-        echoed.push(chunk);
         received += chunk.length;
+        // A peer that sends more than the probe is not echoing it: said at once, not gathered until the timeout.
+        if (received > pathCheckBytes) {
+          clearTimeout(timer);
+          return resolve(`more than the ${pathCheckBytes} bytes sent came back (${received})`);
+        }
+        echoed.push(chunk);
       });
       duplex.once("end", () => {
         clearTimeout(timer);

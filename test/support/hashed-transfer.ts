@@ -13,7 +13,9 @@
  *
  * From a test: `hashedTransfer(namespace, { socksPort, node, mode, bytes })` runs the client.
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { createInterface } from "node:readline";
 import { connect, createServer, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { inNamespace, runCommand } from "../../lab/netns.ts";
@@ -42,9 +44,25 @@ export async function hashedTransfer(namespace: string, options: { nodeBinary: s
   return JSON.parse(line) as TransferResult;
 }
 
-/** The argv that starts the targets in a namespace (they print "ready" first). */
-export function targetsArgv(nodeBinary: string): string[] {
-  return [nodeBinary, script, "targets"];
+export interface HashedTargets {
+  process: ChildProcess;
+  /** Resolves once the targets listen. */
+  ready: Promise<void>;
+  /** What the source (7001) sent, one entry a connection, in order. */
+  sent: { sent: number; sha256: string }[];
+}
+
+/** Starts the targets (7001, 7002) in a namespace; kill `process` when done. */
+export function startHashedTargets(namespace: string, nodeBinary: string): HashedTargets {
+  const process = spawn("ip", ["netns", "exec", namespace, nodeBinary, script, "targets"], { stdio: ["ignore", "pipe", "inherit"] });
+  const sent: HashedTargets["sent"] = [];
+  const ready = new Promise<void>((resolve) => {
+    createInterface({ input: process.stdout! }).on("line", (line) => {
+      if (line === "ready") resolve();
+      else if (line.startsWith("{")) sent.push(JSON.parse(line) as { sent: number; sha256: string });
+    });
+  });
+  return { process, ready, sent };
 }
 
 function serveTargets(): void {
