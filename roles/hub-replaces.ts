@@ -18,15 +18,21 @@ import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/t
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 
-/** The names of the servers that answer a ping through the system account within `waitMs`. */
-async function answeringServers(connection: NatsConnection, waitMs: number): Promise<Set<string>> {
-  const names = new Set<string>();
+/**
+ * Which of `names` answer a ping through the system account, waiting up to `waitMs` for those that do not (a
+ * hub that is gone never answers; a running one on a loaded machine may take more than a second: asked for one
+ * second, a running hub named by mistake was sent to be removed). Returns as soon as all of them answered.
+ */
+async function answeringServers(connection: NatsConnection, names: readonly string[], waitMs: number): Promise<Set<string>> {
+  const answered = new Set<string>();
+  if (names.length === 0) return answered;
   const replies = await connection.requestMany("$SYS.REQ.SERVER.PING", "", { strategy: "timer", maxWait: waitMs });
   for await (const reply of replies) {
     const name = (reply.json<{ server?: { name?: string } }>()).server?.name;
-    if (name) names.add(name);
+    if (name && names.includes(name)) answered.add(name);
+    if (answered.size === new Set(names).size) break;
   }
-  return names;
+  return answered;
 }
 
 export async function removeDepartedHubs(options: { servers: string[]; connectOptions: Partial<ConnectionOptions>; names: string[]; self: string; log: Logger; timeoutMs?: number }): Promise<void> {
@@ -40,7 +46,7 @@ export async function removeDepartedHubs(options: { servers: string[]; connectOp
     return;
   }
   try {
-    const answering = await answeringServers(connection, 1_000);
+    const answering = await answeringServers(connection, options.names.filter((name) => name !== options.self), timeout);
     for (const name of options.names) {
       if (name === options.self) {
         log.error({ replaces: name }, `--replaces names this hub itself ('${name}'): not removed`);
