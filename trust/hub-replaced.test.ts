@@ -56,7 +56,9 @@ describe("a hub lost for good, and a new one started with --replaces", () => {
     // hub-2 runs: named by mistake, it must stay
     const hub4 = await startHubProcess({ name: "hub-4", ports, clusterPort: ports.cluster, routes, keys, extraArgs: ["--replaces", "hub-3,hub-2"] });
     await eventually(() => hub4.output().includes("hub 'hub-3' removed from the cluster's JetStream group"), 30_000, "hub-4 removing hub-3");
-    expect(hub4.output()).toContain("--replaces hub-2: a server named 'hub-2' answers in this cluster, so it was not removed");
+    // Said just after (or before) hub-3's line, by the same process: read as its output arrives.
+    await eventually(() => hub4.output().includes("--replaces hub-2: a server named 'hub-2' answers in this cluster, so it was not removed"), 15_000, "hub-4 leaving the running hub-2 alone");
+    expect(hub4.output()).not.toContain("hub 'hub-2' removed");
     await eventually(async () => (await catalogPeers(hubs[0])).join() === "hub-1,hub-2,hub-4", 60_000, "the catalog's replicas on hub-1, hub-2 and hub-4");
 
     await hubs[1].stop();
