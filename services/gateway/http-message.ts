@@ -4,7 +4,7 @@
  * on, whether a request has a body, whether a retry policy names an outcome, how
  * a client's answer is cut, and a request's abort.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { constants as http2Constants } from "node:http2";
 import type { Socket } from "node:net";
@@ -12,6 +12,8 @@ import type { Http1Request, Http1Response } from "./http1-messages.ts";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
+import { requestTarget } from "./request-target.ts";
+import type { RequestView } from "./router.ts";
 
 /** HTTP/1.x over TLS and HTTP/2 come through Node's servers; plain HTTP/1.x through the gateway's own (http1-server.ts). */
 export type GatewayRequest = IncomingMessage | Http2ServerRequest | Http1Request;
@@ -36,6 +38,33 @@ export interface AccessEntry {
   durationMs: number;
   /** Why the gateway answered itself (no route, no endpoint, timeout...). */
   reason?: string;
+}
+
+/** What a request is routed by, and its access-log line as far as it is known before routing. */
+export function describeRequest(request: Pick<GatewayRequest, "url" | "headers" | "method" | "httpVersion" | "socket">, context: { port: number; client?: string }): { view: RequestView; entry: AccessEntry; target: string } {
+  const { authority, path, target } = requestTarget(request.url ?? "/", (request.headers[":authority"] as string | undefined) ?? request.headers.host);
+  const view: RequestView = {
+    host: authority,
+    path,
+    method: request.method ?? "GET",
+    header: (name) => {
+      const value = request.headers[name];
+      return Array.isArray(value) ? value.join(", ") : value;
+    },
+  };
+  const entry: AccessEntry = {
+    kind: "http",
+    port: context.port,
+    client: context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, ""),
+    protocol: `HTTP/${request.httpVersion}`,
+    method: view.method,
+    host: authority ?? "",
+    path: view.path,
+    status: 0,
+    attempts: 0,
+    durationMs: 0,
+  };
+  return { view, entry, target };
 }
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), and HTTP/2's connection-specific ones that Node refuses to send. */
@@ -90,6 +119,19 @@ export function retriable(retry: RetryPolicy | undefined, outcome: { status?: nu
     if (condition === String(status)) return true;
   }
   return false;
+}
+
+/**
+ * Whether a request asks to become a WebSocket (RFC 6455 §4.1): a GET without a body, `Upgrade: websocket` among
+ * its protocols and `Connection` naming `upgrade`. Other upgrades (h2c, TLS) are answered as plain requests, as
+ * Envoy does without an upgrade_config for them.
+ */
+export function isWebSocketUpgrade(method: string | undefined, headers: IncomingHttpHeaders): boolean {
+  if (method !== "GET" || headers["transfer-encoding"] !== undefined || (headers["content-length"] !== undefined && headers["content-length"] !== "0")) return false;
+  const upgrade = headers.upgrade;
+  const connection = headers.connection;
+  if (typeof upgrade !== "string" || typeof connection !== "string") return false;
+  return upgrade.split(",").some((token) => token.trim().toLowerCase() === "websocket") && connection.split(",").some((token) => token.trim().toLowerCase() === "upgrade");
 }
 
 export function hasBody(request: GatewayRequest): boolean {

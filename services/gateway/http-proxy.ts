@@ -15,6 +15,7 @@
  * open, per request was the gateway's main cost beside haproxy.
  */
 import type { ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
@@ -22,10 +23,10 @@ import type { Logger } from "../../lib/log.ts";
 import type { HostTable } from "./hosts.ts";
 import { chunkPrefix, chunkSuffix, lastChunk, requestHead } from "./http1-codec.ts";
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
-import { requestTarget } from "./request-target.ts";
-import { routeHttp, WeightedChoice, type RequestView } from "./router.ts";
+import { routeHttp, WeightedChoice } from "./router.ts";
+import { forwardUpgrade, type UpgradeContext } from "./http-upgrade.ts";
 import { NoUpstreamError, type BackendPools, type HttpUpstream } from "./upstream.ts";
-import { connectionNamed, cutResponse, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
+import { connectionNamed, cutResponse, describeRequest, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
 export { retriable, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
@@ -62,28 +63,7 @@ export class HttpForwarder {
 
   handle(request: GatewayRequest, response: GatewayResponse, context: HttpContext): void {
     const started = performance.now();
-    const { authority, path, target } = requestTarget(request.url ?? "/", (request.headers[":authority"] as string | undefined) ?? request.headers.host);
-    const view: RequestView = {
-      host: authority,
-      path,
-      method: request.method ?? "GET",
-      header: (name) => {
-        const value = request.headers[name];
-        return Array.isArray(value) ? value.join(", ") : value;
-      },
-    };
-    const entry: AccessEntry = {
-      kind: "http",
-      port: context.port,
-      client: context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, ""),
-      protocol: `HTTP/${request.httpVersion}`,
-      method: view.method,
-      host: authority ?? "",
-      path: view.path,
-      status: 0,
-      attempts: 0,
-      durationMs: 0,
-    };
+    const { view, entry, target } = describeRequest(request, context);
     const finish = (status: number, reason?: string) => {
       entry.status = status;
       entry.durationMs = Math.round((performance.now() - started) * 10) / 10;
@@ -117,6 +97,11 @@ export class HttpForwarder {
     const rule = decision.entry.rule;
     entry.route = rule.route.name;
     void this.#forward(request, response, context, rule, target, entry, answer, finish);
+  }
+
+  /** A WebSocket upgrade from an HTTP/1.1 client (http-upgrade.ts): routed as a request is, joined with its backend on a 101. */
+  upgrade(request: GatewayRequest, client: Duplex, early: Buffer, context: UpgradeContext): void {
+    void forwardUpgrade({ ...this.#options, weights: this.#weights }, request, client, early, context);
   }
 
   async #forward(

@@ -58,6 +58,11 @@ export interface ResponseParserOptions {
   onBody(chunk: Buffer): void;
   /** The whole answer was read. Bytes after it (never sent by a backend in step) make `extra` non-zero. */
   onEnd(extra: number): void;
+  /**
+   * The request asked for an upgrade (http-upgrade.ts): a 101 is then its answer, and what follows its head is no
+   * longer HTTP but the new protocol's first bytes (`rest`). Without it a 101 is malformed: never asked for.
+   */
+  onSwitch?(head: ResponseHead, rest: Buffer): void;
 }
 
 type BodyMode = { kind: "none" } | { kind: "length"; left: number } | { kind: "chunked" } | { kind: "close" };
@@ -133,7 +138,12 @@ export class ResponseParser {
           }
           this.#pending = undefined;
           chunk = buffer.subarray(end + 4);
-          if (!this.#head(buffer.toString("latin1", 0, end)) || this.#stopped) break;
+          const head = this.#head(buffer.toString("latin1", 0, end));
+          if (head === "switch") {
+            this.#state = "done";
+            return this.#options.onSwitch?.(this.#switched!, chunk);
+          }
+          if (!head || this.#stopped) break;
           if (this.#body.kind === "none") return this.#finish(chunk.length);
           this.#state = this.#body.kind === "chunked" ? "chunk-size" : "body";
           break;
@@ -195,8 +205,11 @@ export class ResponseParser {
     this.#options.onEnd(extra);
   }
 
-  /** Parses a head; false when it was an interim (1xx) answer and another head follows. */
-  #head(text: string): boolean {
+  /** The 101 that switched protocols, for onSwitch. */
+  #switched: ResponseHead | undefined;
+
+  /** Parses a head; false when it was an interim (1xx) answer and another head follows, "switch" for an asked-for 101. */
+  #head(text: string): boolean | "switch" {
     const lines = text.split("\r\n");
     const statusLine = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]);
     if (!statusLine) throw new HttpParseError(`a bad status line '${lines[0].slice(0, 40)}'`);
@@ -222,8 +235,12 @@ export class ResponseParser {
       else if (lower === "connection") connection += `${value.toLowerCase()},`;
     }
     if (status >= 100 && status < 200) {
-      // 101 would switch protocols, which the gateway never asks for (Upgrade is not forwarded).
-      if (status === 101) throw new HttpParseError("101 Switching Protocols, never asked for");
+      // 101 switches protocols: only when the request asked for it (a WebSocket upgrade) is it an answer.
+      if (status === 101) {
+        if (!this.#options.onSwitch) throw new HttpParseError("101 Switching Protocols, never asked for");
+        this.#switched = { status, headers, keepAlive: false };
+        return "switch";
+      }
       return false;
     }
     if (this.#options.head || status === 204 || status === 304) this.#body = noBody;

@@ -17,13 +17,17 @@
  * headers' deadline (60 s), the request's deadline (its body whole within 300 s
  * of its head: Node's requestTimeout), chunked answers to HTTP/1.1 clients when the
  * length is unknown, `Connection: close` as the client and HTTP/1.0 ask.
- * An upgrade request is answered as a plain request, then the connection closes.
+ * A WebSocket upgrade (the first request waiting, no body) leaves this server:
+ * the parser lets go of the socket and `onUpgrade` gets it, with what the
+ * client sent after the head (http-upgrade.ts). Any other upgrade request
+ * (h2c, TLS) is answered as a plain request, then the connection closes.
  */
 import { HTTPParser, methods } from "node:_http_common";
 import type { Socket } from "node:net";
 import { resetSocket } from "../../lib/join-streams.ts";
 import { answerStallMs, cutStalledReader } from "./stalled-reader.ts";
 import { Http1Request, Http1Response, type ExchangeConnection } from "./http1-messages.ts";
+import { isWebSocketUpgrade } from "./http-message.ts";
 
 export { Http1Request, Http1Response } from "./http1-messages.ts";
 
@@ -50,6 +54,8 @@ const closeResponses = {
 
 export interface Http1ServerDeps {
   onRequest(request: Http1Request, response: Http1Response): void;
+  /** A WebSocket upgrade: the socket is the caller's from here on, paused; `early` is what followed the request's head. */
+  onUpgrade?(request: Http1Request, socket: Socket, early: Buffer): void;
   count(reason: string): void;
   /** @default 5_000 */
   idleMs?: number;
@@ -83,6 +89,12 @@ export class Http1Connection implements ExchangeConnection {
   readonly #requestMs: number;
   #clientEnded = false;
   #closing = false;
+  /** A WebSocket upgrade parsed: the socket goes to onUpgrade once the parser returns. */
+  #upgrading: Http1Request | undefined;
+  #detached = false;
+  readonly #onEnd = () => this.#onClientEnd();
+  readonly #onDrain = () => this.#queue[0]?.response.emit("drain");
+  readonly #onCloseListener = () => this.#onClose();
 
   constructor(socket: Socket, early: Buffer, deps: Http1ServerDeps) {
     this.#socket = socket;
@@ -107,20 +119,20 @@ export class Http1Connection implements ExchangeConnection {
       this.#parsing = undefined;
       this.#arm(this.#queue.length === 0 ? "idle" : "none");
     };
-    parser[HTTPParser.kOnExecute] = (result: number | Error) => this.#onExecute(result);
+    parser[HTTPParser.kOnExecute] = (result: number | Error) => this.#onExecute(result, undefined);
     this.#idleMs = deps.idleMs ?? idleMs;
     this.#headersMs = deps.headersMs ?? headersMs;
     this.#requestMs = deps.requestMs ?? requestMs;
     this.#timer = setTimeout(() => this.#onTimeout(), Math.min(this.#idleMs, this.#headersMs, this.#requestMs));
-    socket.on("end", () => this.#onClientEnd());
+    socket.on("end", this.#onEnd);
     // A write the forwarder waits on ('drain' after write() said false) is the answer being written.
-    socket.on("drain", () => this.#queue[0]?.response.emit("drain"));
-    socket.once("close", () => this.#onClose());
+    socket.on("drain", this.#onDrain);
+    socket.once("close", this.#onCloseListener);
     cutStalledReader(socket, deps.answerStallMs ?? answerStallMs, deps.count);
     const result = early.length > 0 ? parser.execute(early) : 0;
     parser.consume(this.#handle);
-    this.#onExecute(result);
-    if (!socket.destroyed) socket.resume();
+    this.#onExecute(result, early);
+    if (!socket.destroyed && !this.#detached) socket.resume();
   }
 
   readStop(): void {
@@ -158,6 +170,11 @@ export class Http1Connection implements ExchangeConnection {
     // Refused (a head too large) or closing: nothing more is answered on this connection.
     if (this.#closing) return 1;
     const request = new Http1Request(this, this.#socket, { major, minor, method, url, rawHeaders });
+    // A WebSocket upgrade with nothing before it: llhttp stops after its head, and #onExecute hands the socket over.
+    if (upgrade && this.#deps.onUpgrade && this.#queue.length === 0 && isWebSocketUpgrade(method, request.headers)) {
+      this.#upgrading = request;
+      return 0;
+    }
     const response = new Http1Response(this, this.#socket, request, keepAlive && !upgrade && !this.#closing);
     this.#parsing = request;
     // The body (if any: kOnMessageComplete comes after this) must be whole in time, unless it waits behind another.
@@ -197,7 +214,8 @@ export class Http1Connection implements ExchangeConnection {
     this.#deps.onRequest(request, response);
   }
 
-  #onExecute(result: number | Error): void {
+  #onExecute(result: number | Error, early: Buffer | undefined): void {
+    if (this.#upgrading && typeof result === "number") return this.#detach(this.#upgrading, (early ?? this.#parser.getCurrentBuffer()).subarray(result));
     if (result instanceof Error) {
       if (this.#closing) return;
       const code = (result as Error & { code?: string }).code;
@@ -285,14 +303,35 @@ export class Http1Connection implements ExchangeConnection {
     this.#socket.destroySoon();
   }
 
-  #onClose(): void {
+  /** The socket leaves for a WebSocket upgrade: no parser, timer or listener of this server stays on it. */
+  #detach(request: Http1Request, early: Buffer): void {
+    this.#upgrading = undefined;
+    this.#detached = true;
     this.#closing = true;
     clearTimeout(this.#timer);
+    const socket = this.#socket;
+    socket.off("end", this.#onEnd);
+    socket.off("drain", this.#onDrain);
+    socket.off("close", this.#onCloseListener);
+    socket.setTimeout(0);
+    socket.removeAllListeners("timeout");
+    this.#freeParser();
+    socket.pause();
+    this.#deps.onUpgrade!(request, socket, Buffer.from(early));
+  }
+
+  #freeParser(): void {
     const parser = this.#parser;
     parser.unconsume();
     parser.remove();
     // As Node frees its parsers: once the stack that may be inside it has unwound.
     setImmediate(() => parser.close());
+  }
+
+  #onClose(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    this.#freeParser();
     for (const { request, response } of this.#queue.splice(0)) {
       // Heard only by a reader of the body (an unheard 'error' would throw).
       if (!request.complete && request.listenerCount("error") > 0) request.emit("error", Object.assign(new Error("the client left mid-request"), { code: "ECONNRESET" }));

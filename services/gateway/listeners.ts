@@ -11,7 +11,6 @@
  * the connections after it. Every refusal resets the client (RST) and is
  * counted with its reason.
  */
-import { createHash } from "node:crypto";
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
 import { http } from "../../lib/node-http.ts";
 import { createServer as createHttp2Server, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from "node:http2";
@@ -21,12 +20,15 @@ import { createServer, type Server, type Socket } from "node:net";
 import { Http1Connection } from "./http1-server.ts";
 import { replayed } from "./replayed.ts";
 import type { Duplex } from "node:stream";
-import { createSecureContext, TLSSocket, type SecureContext } from "node:tls";
+import { TLSSocket, type SecureContext } from "node:tls";
+import { SecureContexts } from "./secure-contexts.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { maxClientHelloBytes, parseClientHello } from "./client-hello.ts";
 import type { HttpContext, HttpForwarder } from "./http-proxy.ts";
+import { isWebSocketUpgrade } from "./http-message.ts";
+import type { UpgradeContext } from "./http-upgrade.ts";
 import type { PlannedL4Route, PortPlan, SniEntry } from "./plan.ts";
 import { routeSni, WeightedChoice } from "./router.ts";
 import type { BackendPools } from "./upstream.ts";
@@ -86,7 +88,7 @@ export class GatewayPortListener {
   readonly #sockets = new Set<Socket>();
   readonly #joins = new Set<JoinedStreams>();
   readonly #weights = new WeightedChoice();
-  readonly #secureContexts = new Map<string, SecureContext>();
+  readonly #secureContexts = new SecureContexts();
   /** Secrets whose certificate could not be used, said once each. */
   readonly #unusable = new Set<string>();
   #state: ListenerState = { state: "opening" };
@@ -107,7 +109,16 @@ export class GatewayPortListener {
       }
       deps.forwarder.handle(request, response, context);
     };
-    this.#http1 = http.createServer({ noDelay: true }, onRequest);
+    // Only WebSocket upgrades leave the server for http-upgrade.ts; any other (h2c) is answered as a plain request.
+    this.#http1 = http.createServer({ noDelay: true, shouldUpgradeCallback: (request: IncomingMessage) => isWebSocketUpgrade(request.method, request.headers) }, onRequest);
+    this.#http1.on("upgrade", (request: IncomingMessage, socket: Duplex, early: Buffer) => {
+      const context = this.#contexts.get(socket);
+      if (!context) {
+        deps.count("http connection without routes");
+        return void socket.destroy();
+      }
+      deps.forwarder.upgrade(request, socket, early, this.#upgradeContext(context));
+    });
     // Node's server keeps no deadline for an answer its client does not read (its timeout is off); with a handler
     // of ours, a socket quiet for other reasons is left to Node's own deadlines (headers, request, keep-alive).
     const stallMs = deps.answerStallMs ?? answerStallMs;
@@ -213,7 +224,13 @@ export class GatewayPortListener {
         const context: HttpContext = { port: this.port, hosts: plan.hosts, scheme: "http", client: clientOf(socket) };
         if (buffered.subarray(0, h2Preface.length).equals(h2Preface)) this.#toHttp2(replayed(socket, buffered), context);
         // HTTP/1.x on Node's parser driven on the socket's handle, the bytes read so far first (http1-server.ts).
-        else new Http1Connection(socket, buffered, { count, answerStallMs: this.#deps.answerStallMs, onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context) });
+        else
+          new Http1Connection(socket, buffered, {
+            count,
+            answerStallMs: this.#deps.answerStallMs,
+            onRequest: (request, response) => this.#deps.forwarder.handle(request, response, context),
+            onUpgrade: (request, upgraded, early) => this.#deps.forwarder.upgrade(request, upgraded, early, this.#upgradeContext(context)),
+          });
         return;
       }
       const hello = parseClientHello(buffered);
@@ -235,6 +252,11 @@ export class GatewayPortListener {
     socket.on("end", onEnd);
   }
 
+  /** An upgraded connection is this listener's to reset when it closes, and to time out when idle, as a TCP route's. */
+  #upgradeContext(context: HttpContext): UpgradeContext {
+    return { ...context, joins: this.#joins, idleTimeoutMs: this.#deps.idleTimeoutMs };
+  }
+
   #toHttp2(socket: Duplex, context: HttpContext): void {
     this.#contexts.set(socket, context);
     this.#pendingContext = context;
@@ -252,7 +274,7 @@ export class GatewayPortListener {
     const inner = entry.inner;
     let secureContext: SecureContext;
     try {
-      secureContext = this.#secureContext(entry.certificate);
+      secureContext = this.#secureContexts.of(entry.certificate);
     } catch (error) {
       // The hub refuses a Secret whose key is not its certificate's (normalize-ingress.ts); one that got past (a hub
       // of an older leafmesh) costs its clients, not the agent.
@@ -296,18 +318,6 @@ export class GatewayPortListener {
       this.#contexts.set(tls, context);
       this.#http1.emit("connection", tls);
     });
-  }
-
-  #secureContext(certificate: { key: string; cert: string; secret: string }): SecureContext {
-    const id = createHash("sha256").update(certificate.cert).update(certificate.key).digest("hex");
-    let context = this.#secureContexts.get(id);
-    if (!context) {
-      context = createSecureContext({ key: certificate.key, cert: certificate.cert });
-      // Certificates rotate: keep the few in use, not every one ever seen.
-      if (this.#secureContexts.size > 64) this.#secureContexts.clear();
-      this.#secureContexts.set(id, context);
-    }
-    return context;
   }
 
   /** A TCP (or TLS passthrough, or terminated TLS) connection joined with a backend of the route. */

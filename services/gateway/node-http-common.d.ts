@@ -25,6 +25,8 @@ declare module "node:_http_common" {
     /** Reads straight from a stream handle (in C++): kOnExecute reports each read. */
     consume(handle: object): void;
     unconsume(): void;
+    /** Inside kOnExecute: the bytes of the read being reported (what follows an upgrade's head is in it). */
+    getCurrentBuffer(): Buffer;
     remove(): void;
     close(): void;
   }
