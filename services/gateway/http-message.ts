@@ -21,6 +21,9 @@ export type GatewayResponse = ServerResponse | Http2ServerResponse | Http1Respon
 // The three share what the forwarder calls (writeHead, write, end, once/off of close and drain); a call goes through
 // ServerResponse's signatures where TypeScript cannot unite their overloads.
 
+/** How one attempt of a request ended (an HTTP/1.1 exchange in http-proxy.ts, an HTTP/2 one in http2-exchange.ts). */
+export type ExchangeOutcome = { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
+
 /** One line of the access log. */
 export interface AccessEntry {
   kind: "http";

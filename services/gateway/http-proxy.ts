@@ -25,8 +25,9 @@ import { chunkPrefix, chunkSuffix, lastChunk, requestHead } from "./http1-codec.
 import type { HttpHost, PlannedBackend, PlannedHttpRule } from "./plan.ts";
 import { routeHttp, WeightedChoice } from "./router.ts";
 import { forwardUpgrade, type UpgradeContext } from "./http-upgrade.ts";
-import { NoUpstreamError, type BackendPools, type HttpUpstream } from "./upstream.ts";
-import { connectionNamed, cutResponse, describeRequest, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
+import { NoUpstreamError, type BackendPools, type Http2Upstream, type HttpUpstream } from "./upstream.ts";
+import { exchangeHttp2 } from "./http2-exchange.ts";
+import { connectionNamed, cutResponse, describeRequest, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type ExchangeOutcome, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
 export { retriable, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
@@ -39,7 +40,6 @@ export interface HttpContext {
   client?: string;
 }
 
-type ExchangeOutcome = { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
 
 export interface HttpForwarderOptions {
   pools: BackendPools;
@@ -157,10 +157,12 @@ export class HttpForwarder {
       entry.backend = backend.key;
       const hashHeader = pools.hashHeader(backend.key);
       const hashKey = (hashHeader && (request.headers[hashHeader] as string | undefined)) || entry.client;
-      let upstream: HttpUpstream;
+      let upstream: HttpUpstream | Http2Upstream;
+      // A backend that speaks HTTP/2 (gRPC) gets a stream on its endpoint's session (upstream-h2.ts).
+      const http2 = pools.speaksHttp2(backend.key);
       try {
         // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
-        const connecting = pools.connectHttp(backend, hashKey, deadline, !withBody);
+        const connecting = http2 ? pools.connectHttp2(backend, hashKey, deadline) : pools.connectHttp(backend, hashKey, deadline, !withBody);
         // An idle connection comes at once: no turn of the event loop is spent waiting for it.
         upstream = connecting instanceof Promise ? await connecting : connecting;
       } catch (error) {
@@ -172,7 +174,11 @@ export class HttpForwarder {
       entry.endpoint = upstream.endpoint.key;
       // Without a rule timeout, the default bounds only the wait for an answer: a long download is not cut.
       const onAnswer = () => rule.timeoutMs === undefined && clearTimeout(timer);
-      const outcome = await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, attempt < attempts ? rule.retry : undefined, onAnswer);
+      const retry = attempt < attempts ? rule.retry : undefined;
+      const outcome =
+        "session" in upstream
+          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count })
+          : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer);
       if (outcome.kind === "answered") {
         done();
         return finish(outcome.status);

@@ -19,10 +19,12 @@ import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
 import { localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
-import { LeafmeshError } from "../../lib/errors.ts";
+import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 import { HttpConnection, IdleConnections } from "./upstream-http.ts";
+import { Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
+import type { ClientHttp2Session } from "node:http2";
 
 const noneExcluded: ReadonlySet<string> = new Set();
 
@@ -57,6 +59,13 @@ export interface HttpUpstream extends Upstream {
   connection: HttpConnection;
 }
 
+/** An HTTP/2 session to one endpoint for one request (upstream-h2.ts). */
+export interface Http2Upstream {
+  session: ClientHttp2Session;
+  endpoint: EndpointTarget;
+  release(): void;
+}
+
 /** No endpoint could be reached (or there is none): a gateway answers 503, or resets a TCP client. */
 export class NoUpstreamError extends LeafmeshError {
   readonly reason: "no endpoints" | "no endpoint reachable";
@@ -71,10 +80,16 @@ export class BackendPools {
   readonly #balancers = new Map<string, ServicePortBalancer>();
   /** Idle HTTP/1.1 connections (sockets or tunnel streams) by endpoint. */
   readonly #idle: IdleConnections;
+  /** Service ports whose backends speak HTTP/2 (upstream-h2.ts), and their sessions by endpoint. */
+  #http2 = new Set<string>();
+  readonly #sessions: Http2Sessions;
+  /** Endpoints said (once each) not to speak the HTTP/2 their port claims. */
+  readonly #notHttp2 = new Set<string>();
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
+    this.#sessions = new Http2Sessions(options.count);
   }
 
   /** Balancers for exactly these Service ports, with the catalog's current endpoints and policies (kept state: picker positions). */
@@ -82,14 +97,52 @@ export class BackendPools {
     const wanted = new Map<string, PlannedBackend>();
     for (const backend of backends) wanted.set(backend.key, backend);
     for (const key of this.#balancers.keys()) if (!wanted.has(key)) this.#balancers.delete(key);
+    const http2 = new Set<string>();
     for (const [key, backend] of wanted) {
       const service = catalog.service(backend.namespace, backend.service);
       const port = service?.ports.find((candidate) => candidate.port === backend.port && candidate.protocol === "TCP");
       if (!service || !port) continue; // compile.ts refused the route already
+      if (speaksHttp2(port)) http2.add(key);
       const plan = { endpoints: endpointsOf(port, catalog.slices(service.namespace, service.name)), policy: choosePolicy(service, catalog.destinationRule(service.namespace, service.name)) };
       const existing = this.#balancers.get(key);
       if (existing) existing.update(plan);
       else this.#balancers.set(key, new ServicePortBalancer(plan, this.#options.shared));
+    }
+    this.#http2 = http2;
+  }
+
+  /** Whether the backend's Service port speaks HTTP/2 (gRPC): its requests go as HTTP/2 (upstream-h2.ts). */
+  speaksHttp2(key: string): boolean {
+    return this.#http2.has(key);
+  }
+
+  /**
+   * An HTTP/2 session to the endpoint the balancer picks, for one request: the endpoint's open session, or a new
+   * one on a new connection (made as `connect` makes it). Throws NoUpstreamError when none can be had.
+   */
+  async connectHttp2(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }): Promise<Http2Upstream> {
+    const balancer = this.#balancer(backend);
+    const endpoint = balancer.choose(hashKey, noneExcluded);
+    const open = endpoint && this.#sessions.open(endpoint.key);
+    if (open) {
+      const release = this.#hold(endpoint);
+      try {
+        return { session: await open, endpoint, release };
+      } catch {
+        release(); // it closed meanwhile: a new one below
+      }
+    }
+    const upstream = await this.#connectFrom(balancer, backend, hashKey, abort, endpoint);
+    try {
+      return { session: await this.#sessions.add(upstream.endpoint.key, upstream.stream), endpoint: upstream.endpoint, release: upstream.release };
+    } catch (error) {
+      upstream.release();
+      this.#options.count("http2 backend did not speak HTTP/2");
+      if (!this.#notHttp2.has(upstream.endpoint.key)) {
+        this.#notHttp2.add(upstream.endpoint.key);
+        this.#options.log.warn({ endpoint: upstream.endpoint.key, backend: backend.key, err: describeError(error) }, "the backend's Service port says HTTP/2 (appProtocol or a grpc-/http2- port name), but the endpoint did not speak it (h2c); its requests are answered 503");
+      }
+      throw new NoUpstreamError("no endpoint reachable", backend.key, error);
     }
   }
 
@@ -119,6 +172,12 @@ export class BackendPools {
   /** Ends every idle connection (the gateway stops). */
   closeIdle(): void {
     this.#idle.closeAll();
+    this.#sessions.closeAll();
+  }
+
+  /** HTTP/2 sessions open to endpoints, for tests. */
+  get http2Sessions(): number {
+    return this.#sessions.size;
   }
 
   /**

@@ -1,0 +1,157 @@
+/**
+ * One request to a backend that speaks HTTP/2 (upstream-h2.ts), from a client
+ * of either HTTP version: a stream on the endpoint's session, the request's
+ * body streamed with backpressure, the answer streamed back as it comes, and
+ * its trailers (where gRPC puts grpc-status) passed on to an HTTP/2 client. A
+ * stream the backend resets is a failure before its answer (retried when the
+ * policy names resets) and a cut after it: the client's stream is reset, never
+ * ended as if whole. The deadline and a client that leaves cancel the stream.
+ *
+ * The outcome is http-proxy.ts's, as its HTTP/1.1 exchange gives it.
+ */
+import { constants as http2, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import type { Http2ServerResponse } from "node:http2";
+import type { ServerResponse } from "node:http";
+import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
+import { cutResponse, retriable, type ExchangeOutcome, type GatewayRequest, type GatewayResponse, type RequestAbort } from "./http-message.ts";
+import type { Http2Upstream } from "./upstream.ts";
+
+/** Request headers of the HTTP/1.1 form that HTTP/2 has no place for (RFC 9113 §8.2.2), or carries as a pseudo-header. */
+const notInHttp2 = new Set(["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"]);
+
+export interface Http2Exchange {
+  request: GatewayRequest;
+  response: GatewayResponse;
+  upstream: Http2Upstream;
+  method: string;
+  target: string;
+  /** The headers as the HTTP/1.1 exchange writes them ([name, value, …], Host among them). */
+  headers: readonly string[];
+  withBody: boolean;
+  deadline: RequestAbort;
+  perTryTimeoutMs: number | undefined;
+  retry: RetryPolicy | undefined;
+  onAnswer(): void;
+  count(reason: string): void;
+}
+
+/** HTTP/2 request headers from the HTTP/1.1 list: names lower-cased, Host as :authority, repeats kept. */
+function requestHeaders(exchange: Http2Exchange): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = { ":method": exchange.method, ":path": exchange.target, ":scheme": "http" };
+  const list = exchange.headers;
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i].toLowerCase();
+    if (name === "host") headers[":authority"] = list[i + 1];
+    if (notInHttp2.has(name)) continue;
+    const existing = headers[name];
+    headers[name] = existing === undefined ? list[i + 1] : [...(Array.isArray(existing) ? existing : [String(existing)]), list[i + 1]];
+  }
+  // The only TE HTTP/2 allows, and the one gRPC servers look for (a client's promise to read trailers).
+  const te = exchange.request.headers.te;
+  if (typeof te === "string" && /(?:^|,)\s*trailers\s*(?:,|$)/i.test(te)) headers.te = "trailers";
+  return headers;
+}
+
+/** An HTTP/2 header block as a raw list for the client's answer, without pseudo-headers. */
+function rawList(headers: IncomingHttpHeaders): string[] {
+  const raw: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.charCodeAt(0) === 58 /* ":" */ || value === undefined) continue;
+    if (Array.isArray(value)) for (const one of value) raw.push(name, one);
+    else raw.push(name, String(value));
+  }
+  return raw;
+}
+
+export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome> {
+  const { request, upstream, deadline, retry, count } = exchange;
+  const response = exchange.response as ServerResponse;
+  return new Promise((resolve) => {
+    let stream: ClientHttp2Stream;
+    try {
+      stream = upstream.session.request(requestHeaders(exchange), { endStream: !exchange.withBody });
+    } catch (error) {
+      upstream.release();
+      // The session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
+      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: "stale", status: 502, reason: "session closed" });
+      count("http backend failed");
+      return resolve({ kind: "failed", status: 502, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
+    }
+    let settled = false;
+    let answered = false;
+    let status = 502;
+    let trailers: IncomingHttpHeaders | undefined;
+    const settle = (outcome: ExchangeOutcome) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(perTry);
+      deadline.onAbort(undefined);
+      request.off("data", onRequestData);
+      request.off("end", onRequestEnd);
+      upstream.release();
+      resolve(outcome);
+    };
+    const cancel = () => {
+      if (!stream.closed) stream.close(http2.NGHTTP2_CANCEL);
+    };
+    stream.on("error", () => undefined); // 'close' follows, with the stream's code
+    stream.on("response", (headers) => {
+      status = Number(headers[":status"]);
+      answered = true;
+      if (retry && retriable(retry, { status })) {
+        cancel();
+        return settle({ kind: "retry", status, reason: `backend answered ${status}` });
+      }
+      clearTimeout(perTry);
+      exchange.onAnswer();
+      if (response.destroyed) {
+        cancel();
+        return settle({ kind: "failed", status: 499, reason: "client left" });
+      }
+      response.writeHead(status, rawList(headers));
+    });
+    stream.on("data", (chunk: Buffer) => {
+      if (settled || response.write(chunk)) return;
+      stream.pause();
+      response.once("drain", () => stream.resume());
+    });
+    stream.on("trailers", (received) => (trailers = received));
+    stream.on("end", () => {
+      if (settled) return;
+      settle({ kind: "answered", status });
+      // Trailers reach an HTTP/2 client; HTTP/1.1 clients are answered without them (gRPC needs HTTP/2 anyway).
+      if (trailers && exchange.request.httpVersionMajor === 2) (response as unknown as Http2ServerResponse).addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => name.charCodeAt(0) !== 58)) as OutgoingHttpHeaders);
+      response.end();
+    });
+    stream.on("close", () => {
+      if (settled) return;
+      if (answered) {
+        count("http answer cut by backend");
+        cutResponse(exchange.response);
+        return settle({ kind: "answered", status });
+      }
+      count("http backend failed");
+      settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
+    });
+    deadline.onAbort(() => {
+      cancel();
+      settle({ kind: "failed", status: 504, reason: "request timed out" });
+    });
+    const perTry = exchange.perTryTimeoutMs
+      ? setTimeout(() => {
+          cancel();
+          settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
+        }, exchange.perTryTimeoutMs)
+      : undefined;
+    const onRequestData = (chunk: Buffer) => {
+      if (stream.write(chunk)) return;
+      request.pause();
+      stream.once("drain", () => request.resume());
+    };
+    const onRequestEnd = () => stream.end();
+    if (exchange.withBody) {
+      request.on("data", onRequestData);
+      request.on("end", onRequestEnd);
+    }
+  });
+}

@@ -1,0 +1,93 @@
+/**
+ * HTTP/2 to backends whose Service port says they speak it, as gRPC servers
+ * do: `appProtocol` grpc, h2c, http2 or kubernetes.io/h2c, or a port named
+ * grpc, http2, h2c or with one of those and a dash before a suffix
+ * (`grpc-api`), as Istio selects a port's protocol. Such a backend gets h2c
+ * with prior knowledge (RFC 9113 §3.3): one session per endpoint, its streams
+ * multiplexed, made on the same connection any request gets (a socket, or a
+ * tunnel stream to another node) and dropped when it closes or says GOAWAY.
+ *
+ * Before, every backend got HTTP/1.1: a gRPC client through the gateway got 502
+ * (a gRPC server does not speak HTTP/1.1), and trailers, where gRPC puts its
+ * status, had nowhere to go.
+ *
+ * ```ts
+ * const sessions = new Http2Sessions(count);
+ * const session = await sessions.session(endpoint.key, () => pools.connect(...).then((upstream) => upstream.stream));
+ * ```
+ */
+import { connect, type ClientHttp2Session } from "node:http2";
+import type { Duplex } from "node:stream";
+import type { ServicePort } from "../../bus/catalog.ts";
+
+const http2AppProtocols = new Set(["grpc", "h2c", "http2", "kubernetes.io/h2c"]);
+const http2PortName = /^(grpc|http2|h2c)(-|$)/i;
+
+/** Whether a Service port's backends are spoken to in HTTP/2 (h2c). */
+export function speaksHttp2(port: Pick<ServicePort, "name" | "appProtocol">): boolean {
+  if (port.appProtocol !== undefined) return http2AppProtocols.has(port.appProtocol.toLowerCase());
+  return http2PortName.test(port.name);
+}
+
+interface Pending {
+  session: ClientHttp2Session;
+  ready: Promise<ClientHttp2Session>;
+}
+
+/** h2c sessions to endpoints, one each, made on demand and forgotten when they end. */
+export class Http2Sessions {
+  readonly #sessions = new Map<string, Pending>();
+  readonly #count: (reason: string) => void;
+
+  constructor(count: (reason: string) => void) {
+    this.#count = count;
+  }
+
+  /** An open session to the endpoint, if one is (a new request's stream goes on it without a connect). */
+  open(endpoint: string): Promise<ClientHttp2Session> | undefined {
+    const pending = this.#sessions.get(endpoint);
+    if (!pending || pending.session.closed || pending.session.destroyed) return undefined;
+    return pending.ready;
+  }
+
+  /** A session made on `stream` (the endpoint's new connection), once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
+  add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Promise<ClientHttp2Session> {
+    const session = connect(`http://${endpoint}`, { createConnection: () => stream });
+    const forget = () => {
+      if (this.#sessions.get(endpoint)?.session === session) this.#sessions.delete(endpoint);
+    };
+    // A backend's GOAWAY, a cut: streams already open end as the session says; new ones take a new session.
+    session.on("goaway", forget);
+    session.on("close", forget);
+    session.on("error", () => {
+      this.#count("http2 backend session error");
+      forget();
+    });
+    const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
+      const failed = (error?: Error) => reject(error ?? new Error(`the HTTP/2 session to ${endpoint} closed before it was ready`));
+      // Ready once the backend's SETTINGS came: a server that is not HTTP/2 never sends them, and fails here.
+      const timer = setTimeout(() => session.destroy(new Error(`no HTTP/2 SETTINGS from ${endpoint} within ${timeoutMs} ms`)), timeoutMs);
+      session.once("remoteSettings", () => {
+        clearTimeout(timer);
+        session.off("close", failed);
+        resolve(session);
+      });
+      session.once("close", () => clearTimeout(timer));
+      session.once("error", failed);
+      session.once("close", failed);
+    });
+    ready.catch(() => undefined);
+    this.#sessions.set(endpoint, { session, ready });
+    return ready;
+  }
+
+  /** Sessions open, for tests and status. */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  closeAll(): void {
+    for (const { session } of this.#sessions.values()) session.destroy();
+    this.#sessions.clear();
+  }
+}
