@@ -3,7 +3,8 @@
  * node-a (port-restricted NAT) runs `leafmesh agent --gateway`; its backends run
  * on node-b (full cone: a hole-punched path) and node-c (symmetric: relayed).
  * The client is outside the mesh: a second host on node-a's LAN (a PLC on the
- * shop's Wi-Fi) with no agent, using curl and socat against node-a's address.
+ * shop's Wi-Fi) with no agent, using curl, socat and test/support/gateway-clients.ts
+ * (gRPC, WebSocket) against node-a's address.
  * Configured with Istio's Gateway and VirtualServices from the hub's manifests.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -16,7 +17,7 @@ import { inNamespace, runCommand } from "../lab/netns.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
 import { selfSignedCertificate } from "./support/certificates.ts";
-import { backendManifests, certificateSecrets, ingressManifests, type BackendEndpoint, type BackendService } from "./support/gateway-manifests.ts";
+import { backendManifests, backendServices, certificateSecrets, ingressManifests, type BackendEndpoint, type BackendService } from "./support/gateway-manifests.ts";
 import { writeManifest } from "./support/manifests.ts";
 import { eventually } from "./support/ports.ts";
 import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
@@ -88,17 +89,17 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
     gatewayAddress = siteA.hosts[0].address;
     client = siteA.hosts[1].namespace;
 
-    // Backends: every one on node-b, but web-v2 on node-c (relayed); web-v1 also has a dead endpoint on node-b.
+    // Backends: every one on node-b, but web-v2 and grpc on node-c (relayed); web-v1 also has a dead endpoint on node-b.
     const hostB = siteB.hosts[0];
     const hostC = siteC.hosts[0];
     for (const [host, suffix] of [[hostB, "-b"], [hostC, "-c"]] as const) {
       const argv = inNamespace(host.namespace, [nodeBinary, "test/support/gateway-backends.ts", host.address, String(backendBase), suffix]);
       backgrounds.push(spawn(argv[0], argv.slice(1), { stdio: "ignore" }));
     }
-    const names: BackendService[] = ["web-v1", "web-v2", "exact", "api", "items", "canary", "wild", "flaky", "slow", "secure", "echo", "tls-pass"];
     const endpoints: Partial<Record<BackendService, BackendEndpoint[]>> = {};
-    names.forEach((name, index) => {
-      const onC = name === "web-v2";
+    backendServices.forEach((name, index) => {
+      // Relayed to node-c: web-v2 (the 10 % of the split) and grpc (HTTP/2 sessions over a relayed stream).
+      const onC = name === "web-v2" || name === "grpc";
       endpoints[name] = [{ ip: onC ? hostC.address : hostB.address, port: backendBase + index, node: onC ? "node-c" : "node-b" }];
     });
     endpoints["web-v1"]!.push({ ip: hostB.address, port: backendBase + 99, node: "node-b" });
@@ -188,6 +189,16 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
       return now["node-b"] === "hole-punched" ? now : undefined;
     }, 60_000, "node-a's path to node-b hole-punched (upgraded from the relay if a punch had failed)");
     expect(paths).toMatchObject({ "node-b": "hole-punched", "node-c": "relayed" });
+  });
+
+  it("carries a gRPC call (HTTP/2 to the backend) relayed to node-c and a WebSocket session punched to node-b, for a client outside the mesh", { timeout: 120_000 }, async () => {
+    const clientRun = async (kind: "grpc" | "ws", url: string, host: string, messages: string[]) => {
+      const result = await run(client, [nodeBinary, "test/support/gateway-clients.ts", kind, url, host, ...messages]);
+      expect(result.code, result.stderr).toBe(0);
+      return JSON.parse(result.stdout) as unknown;
+    };
+    expect(await clientRun("grpc", `http://${gatewayAddress}:${ports.http}`, "grpc.example.com", ["m1", "m2", "m3"])).toEqual({ status: 200, backend: "grpc-c", answers: ["grpc-c:m1m2m3"], grpcStatus: "0", ending: "end" });
+    expect(await clientRun("ws", `ws://${gatewayAddress}:${ports.http}/socket`, "live.example.com", ["one", "two"])).toEqual({ received: ["live-b", "live-b one", "live-b two"], closeCode: 1000 });
   });
 
   it("refuses the bad routes with their reasons in status, and keeps serving the rest", { timeout: 60_000 }, async () => {

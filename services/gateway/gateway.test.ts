@@ -4,7 +4,7 @@
  * configurations (Istio and the Gateway API) held to one contract: HTTP/1.1 and
  * h2c by host, path and header; HTTPS terminated with a Secret (HTTP/1.1 and
  * HTTP/2 by ALPN); TLS passed through by SNI; TLS terminated to TCP; TCP by port;
- * retries and timeouts; 90/10 weights; a dead endpoint ejected while requests
+ * gRPC to an HTTP/2 backend and a WebSocket session; retries and timeouts; 90/10 weights; a dead endpoint ejected while requests
  * keep succeeding; bad routes refused with reasons while the rest serves.
  * Backends on other nodes, through the tunnel, are test/gateway-lab.test.ts.
  */
@@ -20,6 +20,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { selfSignedCertificate } from "../../test/support/certificates.ts";
 import { startGatewayBackends, type GatewayBackends } from "../../test/support/gateway-backends.ts";
+import { grpcCall, webSocketSession } from "../../test/support/gateway-clients.ts";
 import { backendManifests, certificateSecrets, ingressManifests, type IngressStyle } from "../../test/support/gateway-manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
@@ -138,6 +139,12 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
   it("speaks h2c with prior knowledge on the HTTP port", async () => {
     const reply = await http("shop.example.com", "/api/v2", ["--http2-prior-knowledge", "-w", " %{http_version}"]);
     expect(reply.stdout).toBe("api\n 2");
+  });
+
+  it("speaks HTTP/2 to a gRPC backend (messages one at a time, trailers back) and carries a WebSocket session", async () => {
+    const call = await grpcCall(`http://127.0.0.1:${ports.http}`, "grpc.example.com", ["m1", "m2", "m3"]);
+    expect(call).toEqual({ status: 200, backend: "grpc", answers: ["grpc:m1m2m3"], grpcStatus: "0", ending: "end" });
+    expect(await webSocketSession(`ws://127.0.0.1:${ports.http}/socket`, "live.example.com", ["one", "two"])).toEqual({ received: ["live", "live one", "live two"], closeCode: 1000 });
   });
 
   it("streams a request body through", async () => {

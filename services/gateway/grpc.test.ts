@@ -9,6 +9,14 @@
  * claims HTTP/2 but does not speak it refused with a reason.
  */
 import { createServer as createHttp1Server, type Server as Http1Server } from "node:http";
+import { connect as connectTcp } from "node:net";
+import { Duplex } from "node:stream";
+import { connect as connectTls, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
+import { selfSignedCertificate } from "../../test/support/certificates.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
+import { startGatewayBackends, type GatewayBackends } from "../../test/support/gateway-backends.ts";
+import { grpcCall } from "../../test/support/gateway-clients.ts";
+import { backendManifests, certificateSecrets, ingressManifests } from "../../test/support/gateway-manifests.ts";
 import { connect, constants, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
@@ -227,5 +235,78 @@ describe.each(["istio", "gateway-api"] as const)("gRPC through the gateway (%s)"
     expect(gateway.stats().counters["http2 backend did not speak HTTP/2"]).toBeGreaterThan(0);
     expect((await call(session, "/shop.Orders/Get", ["still"])).messages).toEqual(["got still"]);
     session.close();
+  });
+});
+
+/**
+ * The same backend behind a relayed tunnel stream: TLS over a JavaScript stream (the relay channel: whole reads
+ * handed over as they come), to a TLS end that joins it with the backend. Two ways the agent died there: Node's
+ * HTTP/2 on such a TLS socket failed a native assertion (is_write_in_progress); and Node emits an HTTP/2 answer's
+ * head a tick after a DATA frame of the same read, so the body's first bytes found no head written yet.
+ */
+describe("gRPC through the gateway to a backend on another node (a tunnel stream)", () => {
+  let backends: GatewayBackends;
+  let gateway: GatewayActor;
+  let far: TlsServer;
+  const farSockets = new Set<TLSSocket>();
+  const ports = { http: 0, https: 0, tls: 0, tcp: 0 };
+
+  beforeAll(async () => {
+    backends = await startGatewayBackends({ host: "127.0.0.1", basePort: 0 });
+    for (const key of Object.keys(ports) as (keyof typeof ports)[]) ports[key] = await freePort();
+    const feed = new IndexFeed();
+    for (const raw of [...ingressManifests("istio", { ports }), ...backendManifests(backends.endpoints("edge-b")), ...certificateSecrets()]) {
+      const result = normalizeObject(raw);
+      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+    }
+    // The serving node's end: TLS, each connection joined to the target its server name carries (as the tunnel's
+    // header does), here in this process.
+    far = createTlsServer(selfSignedCertificate(["far.example.com"]), (secure) => {
+      farSockets.add(secure);
+      secure.once("close", () => farSockets.delete(secure));
+      const port = Number(/^port-(\d+)\./.exec((secure as TLSSocket & { servername?: string }).servername ?? "")?.[1]);
+      const backend = connectTcp(port, "127.0.0.1");
+      for (const side of [secure, backend]) side.on("error", () => undefined);
+      secure.pipe(backend).pipe(secure);
+    });
+    await new Promise<void>((resolve) => far.listen(0, "127.0.0.1", resolve));
+    const farPort = (far.address() as { port: number }).port;
+    const dialer: StreamDialer = {
+      async openStream(_node, target) {
+        const socket = connectTcp(farPort, "127.0.0.1");
+        await new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+        // The relay channel: a JavaScript stream, whole reads handed over as they come.
+        const channel = new Duplex({
+          read: () => void socket.resume(),
+          write: (chunk: Buffer, _encoding, done) => void socket.write(chunk, done),
+          final: (done) => (socket.end(), done()),
+          destroy: (error, done) => (socket.destroy(), done(error)),
+        });
+        socket.on("data", (chunk: Buffer) => channel.push(chunk) || socket.pause());
+        socket.on("end", () => channel.push(null));
+        socket.on("error", (error) => channel.destroy(error));
+        // TLS over it, as a relayed tunnel stream is.
+        const stream = connectTls({ socket: channel, servername: `port-${target.port}.far.example.com`, rejectUnauthorized: false });
+        await new Promise((resolve, reject) => stream.once("secureConnect", resolve).once("error", reject));
+        return stream;
+      },
+    };
+    gateway = createGatewayActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", access: () => undefined, dialer });
+    await gateway.start();
+  }, 30_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await backends?.close();
+    for (const socket of farSockets) socket.destroy();
+    await new Promise((resolve) => far?.close(resolve));
+  });
+
+  it("answers each call whole, its head first, 30 at once of 100 kB each too, and the agent lives on", async () => {
+    const big = "x".repeat(100_000);
+    const many = await Promise.all(Array.from({ length: 30 }, (_, index) => grpcCall(`http://127.0.0.1:${ports.http}`, "grpc.example.com", [`a${index}${big}`, `b${index}`])));
+    for (const [index, one] of many.entries()) expect(one.answers).toEqual([`grpc:a${index}${big}b${index}`]);
+    for (let index = 0; index < 3; index++) expect(await grpcCall(`http://127.0.0.1:${ports.http}`, "grpc.example.com", ["m1", "m2"])).toEqual({ status: 200, backend: "grpc", answers: ["grpc:m1m2"], grpcStatus: "0", ending: "end" });
   });
 });

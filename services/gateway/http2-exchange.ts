@@ -96,6 +96,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     };
     stream.on("error", () => undefined); // 'close' follows, with the stream's code
     stream.on("response", (headers) => {
+      if (settled) return; // cancelled (the deadline, the client) before the backend answered
       status = Number(headers[":status"]);
       answered = true;
       if (retry && retriable(retry, { status })) {
@@ -109,12 +110,17 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         return settle({ kind: "failed", status: 499, reason: "client left" });
       }
       response.writeHead(status, rawList(headers));
+      for (const chunk of early.splice(0)) write(chunk);
     });
-    stream.on("data", (chunk: Buffer) => {
+    // Node emits 'response' on the next tick, but a DATA frame that came in the same read as the HEADERS is pushed
+    // at once: on a tunnel stream (a JS stream, whole reads) the body's first bytes come before the answer's head.
+    const early: Buffer[] = [];
+    const write = (chunk: Buffer) => {
       if (settled || response.write(chunk)) return;
       stream.pause();
       response.once("drain", () => stream.resume());
-    });
+    };
+    stream.on("data", (chunk: Buffer) => (answered ? write(chunk) : early.push(chunk)));
     stream.on("trailers", (received) => (trailers = received));
     stream.on("end", () => {
       if (settled) return;

@@ -96,6 +96,8 @@ describe.each(["istio", "gateway-api"] as const)("routing from the %s configurat
     expect(plan.routes.map((route) => `${route.port} ${route.kind} ${route.hosts.join(",")}`).sort()).toEqual(
       [
         `${ports.http} http *.wild.example.com`,
+        `${ports.http} http grpc.example.com`,
+        `${ports.http} http live.example.com`,
         `${ports.http} http retry.example.com`,
         `${ports.http} http shop.example.com`,
         `${ports.http} http slow.example.com`,

@@ -17,7 +17,10 @@
  * ```
  */
 import { connect, type ClientHttp2Session } from "node:http2";
+import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { TLSSocket } from "node:tls";
+import { replayed } from "./replayed.ts";
 import type { ServicePort } from "../../bus/catalog.ts";
 
 const http2AppProtocols = new Set(["grpc", "h2c", "http2", "kubernetes.io/h2c"]);
@@ -38,9 +41,12 @@ interface Pending {
 export class Http2Sessions {
   readonly #sessions = new Map<string, Pending>();
   readonly #count: (reason: string) => void;
+  readonly #idleMs: number;
 
-  constructor(count: (reason: string) => void) {
+  /** `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish first). */
+  constructor(count: (reason: string) => void, idleMs = 15_000) {
     this.#count = count;
+    this.#idleMs = idleMs;
   }
 
   /** An open session to the endpoint, if one is (a new request's stream goes on it without a connect). */
@@ -52,12 +58,22 @@ export class Http2Sessions {
 
   /** A session made on `stream` (the endpoint's new connection), once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
   add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Promise<ClientHttp2Session> {
-    const session = connect(`http://${endpoint}`, { createConnection: () => stream });
+    // A relayed tunnel stream is TLS over a JavaScript stream (the relay channel), on which Node's HTTP/2 fails an
+    // assertion of its own and ends the process (node_http2.cc, is_write_in_progress): any stream but a plain
+    // socket reaches HTTP/2 through a plain Duplex, as the listeners hand HTTP/2 their TLS sockets (replayed.ts).
+    const transport = stream instanceof Socket && !(stream instanceof TLSSocket) ? stream : replayed(stream as Socket, Buffer.alloc(0));
+    const session = connect(`http://${endpoint}`, { createConnection: () => transport });
     const forget = () => {
       if (this.#sessions.get(endpoint)?.session === session) this.#sessions.delete(endpoint);
     };
     // A backend's GOAWAY, a cut: streams already open end as the session says; new ones take a new session.
     session.on("goaway", forget);
+    // An endpoint no longer used (removed from the catalog, or its traffic gone) is not held for ever: as the
+    // HTTP/1.1 idle pool's connections, closed when quiet; close() lets a quiet long-lived stream finish first.
+    session.setTimeout(this.#idleMs, () => {
+      forget();
+      session.close();
+    });
     session.on("close", forget);
     session.on("error", () => {
       this.#count("http2 backend session error");

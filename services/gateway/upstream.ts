@@ -89,7 +89,7 @@ export class BackendPools {
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
-    this.#sessions = new Http2Sessions(options.count);
+    this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs);
   }
 
   /** Balancers for exactly these Service ports, with the catalog's current endpoints and policies (kept state: picker positions). */

@@ -4,7 +4,11 @@
  * Host and path it saw; `flaky` answers 503 to every other request (a retry
  * succeeds); `slow` answers after 1 s (past its route's 300 ms timeout); `echo`
  * is a TCP echo; `tls-pass` an HTTPS server with its own certificate for
- * pass.example.com (passthrough: the client sees the backend's certificate).
+ * pass.example.com (passthrough: the client sees the backend's certificate);
+ * `grpc` an h2c server in gRPC's manner (each request's bytes echoed after its
+ * name as they come, `grpc-status: 0` in the trailers); `live` a WebSocket
+ * server (`ws`: @kubernetes/client-node's dependency) that greets with its
+ * name and echoes each message.
  * Backend i listens on basePort + i (basePort 0: each on a port of the kernel's choice). Run in-process, or as a program in a lab
  * namespace: `node test/support/gateway-backends.ts HOST BASEPORT [NAME-SUFFIX]`.
  *
@@ -16,7 +20,10 @@
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttp2Server, type Http2Server, type Http2Session } from "node:http2";
+import { createRequire } from "node:module";
 import { createServer, type Server } from "node:net";
+import type { Duplex } from "node:stream";
 import { backendServices, type BackendEndpoint, type BackendService } from "./gateway-manifests.ts";
 import { selfSignedCertificate } from "./certificates.ts";
 
@@ -29,14 +36,23 @@ export interface GatewayBackends {
 }
 
 export async function startGatewayBackends(options: { host: string; basePort: number; suffix?: string }): Promise<GatewayBackends> {
-  const servers: (Server | HttpServer)[] = [];
+  const servers: (Server | HttpServer | Http2Server)[] = [];
+  const sessions = new Set<Http2Session>();
   const ports = {} as Record<BackendService, number>;
   const connections = Object.fromEntries(backendServices.map((name) => [name, 0])) as Record<BackendService, number>;
   for (const [index, name] of backendServices.entries()) {
     const port = options.basePort === 0 ? 0 : options.basePort + index;
     const label = `${name}${options.suffix ?? ""}`;
-    let server: Server | HttpServer;
-    if (name === "echo") {
+    let server: Server | HttpServer | Http2Server;
+    if (name === "grpc") {
+      server = grpcServer(label);
+      // An HTTP/2 server's close waits for its sessions, which a gateway keeps open: they are ended with it.
+      server.on("session", (session: Http2Session) => {
+        sessions.add(session);
+        session.on("close", () => sessions.delete(session));
+      });
+    } else if (name === "live") server = webSocketServer(label);
+    else if (name === "echo") {
       server = createServer({ allowHalfOpen: true }, (socket) => {
         socket.on("error", () => undefined);
         socket.pipe(socket);
@@ -78,12 +94,47 @@ export async function startGatewayBackends(options: { host: string; basePort: nu
     connections,
     endpoints: (node, ip = options.host) => Object.fromEntries(backendServices.map((name) => [name, [{ ip, port: ports[name], ...(node ? { node } : {}) }]])),
     close: async () => {
+      for (const session of sessions) session.destroy();
       for (const server of servers) {
         (server as HttpServer).closeAllConnections?.();
         await new Promise<void>((resolve) => server.close(() => resolve()));
       }
     },
   };
+}
+
+function grpcServer(label: string): Http2Server {
+  const server = createHttp2Server();
+  server.on("stream", (stream) => {
+    stream.on("error", () => undefined);
+    stream.respond({ ":status": 200, "content-type": "application/grpc", "x-backend": label }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "grpc-message": label }));
+    stream.write(`${label}:`);
+    stream.on("data", (chunk: Buffer) => stream.write(chunk));
+    stream.on("end", () => stream.end());
+  });
+  return server;
+}
+
+interface WsModule {
+  WebSocketServer: new (options: { noServer: true }) => {
+    handleUpgrade(request: unknown, socket: Duplex, head: Buffer, done: (session: { send(text: string): void; on(event: string, listener: (data: Buffer) => void): void }) => void): void;
+  };
+}
+
+function webSocketServer(label: string): HttpServer {
+  const { WebSocketServer } = createRequire(import.meta.url)("ws") as WsModule;
+  const sessions = new WebSocketServer({ noServer: true });
+  const server = createHttpServer((_request, response) => response.end(`${label}\n`));
+  server.on("upgrade", (request, socket: Duplex, head: Buffer) => {
+    socket.on("error", () => undefined);
+    sessions.handleUpgrade(request, socket, head, (session) => {
+      session.on("error", () => undefined);
+      session.on("message", (data) => session.send(`${label} ${data.toString()}`));
+      session.send(label);
+    });
+  });
+  return server;
 }
 
 // As a program (in a lab namespace): serve until killed.

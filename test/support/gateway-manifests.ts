@@ -10,7 +10,8 @@
  *   `/items/<digits>` (regex) → items; header `x-canary: yes` → canary; anything
  *   else → web-v1 (90) and web-v2 (10). Host `*.wild.example.com` → wild;
  *   retry.example.com → flaky, retried twice on 503; slow.example.com → slow,
- *   with a 300 ms timeout.
+ *   with a 300 ms timeout; grpc.example.com → grpc (HTTP/2: appProtocol
+ *   kubernetes.io/h2c); live.example.com → live (WebSocket).
  * - HTTPS port: secure.example.com, terminated with Secret secure-cert → secure.
  * - TLS port: SNI pass.example.com passed through → tls-pass; SNI
  *   term.example.com terminated with Secret term-cert → echo (TCP).
@@ -44,7 +45,7 @@ export interface IngressOptions {
   bad?: boolean;
 }
 
-export const backendServices = ["web-v1", "web-v2", "exact", "api", "items", "canary", "wild", "flaky", "slow", "secure", "echo", "tls-pass"] as const;
+export const backendServices = ["web-v1", "web-v2", "exact", "api", "items", "canary", "wild", "flaky", "slow", "secure", "echo", "tls-pass", "grpc", "live"] as const;
 export type BackendService = (typeof backendServices)[number];
 
 const istioVersion = "networking.istio.io/v1beta1";
@@ -59,7 +60,7 @@ function istioManifests(options: IngressOptions): object[] {
   const { ports } = options;
   const to = (host: string, weight?: number) => ({ destination: { host, port: { number: 80 } }, ...(weight !== undefined ? { weight } : {}) });
   const virtualService = (name: string, spec: object) => ({ apiVersion: istioVersion, kind: "VirtualService", metadata: { name, namespace }, spec: { gateways: ["edge"], ...spec } });
-  const httpHosts = ["shop.example.com", "*.wild.example.com", "retry.example.com", "slow.example.com", ...(options.bad ? ["bad-svc.example.com", "bad-regex.example.com"] : [])];
+  const httpHosts = ["shop.example.com", "*.wild.example.com", "retry.example.com", "slow.example.com", "grpc.example.com", "live.example.com", ...(options.bad ? ["bad-svc.example.com", "bad-regex.example.com"] : [])];
   const servers: object[] = [
     // Not "*": secure.example.com would then be served on the HTTP port too (the Gateway API's HTTP listener takes only the routes that name it).
     { port: { number: ports.http, name: "http", protocol: "HTTP" }, hosts: httpHosts },
@@ -86,6 +87,8 @@ function istioManifests(options: IngressOptions): object[] {
     virtualService("wild", { hosts: ["*.wild.example.com"], http: [{ route: [to("wild")] }] }),
     virtualService("retry", { hosts: ["retry.example.com"], http: [{ route: [to("flaky")], retries: { attempts: 2, retryOn: "503" } }] }),
     virtualService("slow", { hosts: ["slow.example.com"], http: [{ route: [to("slow")], timeout: "300ms" }] }),
+    virtualService("grpc", { hosts: ["grpc.example.com"], http: [{ route: [to("grpc")] }] }),
+    virtualService("live", { hosts: ["live.example.com"], http: [{ route: [to("live")] }] }),
     virtualService("secure", { hosts: ["secure.example.com"], http: [{ route: [to("secure")] }] }),
     virtualService("pass", { hosts: ["pass.example.com"], tls: [{ match: [{ sniHosts: ["pass.example.com"], port: ports.tls }], route: [to("tls-pass")] }] }),
     virtualService("term", { hosts: ["term.example.com"], tcp: [{ match: [{ port: ports.tls }], route: [to("echo")] }] }),
@@ -141,6 +144,8 @@ function gatewayApiManifests(options: IngressOptions): object[] {
     route("HTTPRoute", "wild", "http", { hostnames: ["*.wild.example.com"], rules: [{ backendRefs: [to("wild")] }] }),
     route("HTTPRoute", "retry", "http", { hostnames: ["retry.example.com"], rules: [{ backendRefs: [to("flaky")], retry: { attempts: 2, codes: [503] } }] }),
     route("HTTPRoute", "slow", "http", { hostnames: ["slow.example.com"], rules: [{ backendRefs: [to("slow")], timeouts: { request: "300ms" } }] }),
+    route("HTTPRoute", "grpc", "http", { hostnames: ["grpc.example.com"], rules: [{ backendRefs: [to("grpc")] }] }),
+    route("HTTPRoute", "live", "http", { hostnames: ["live.example.com"], rules: [{ backendRefs: [to("live")] }] }),
     route("HTTPRoute", "secure", "https", { hostnames: ["secure.example.com"], rules: [{ backendRefs: [to("secure")] }] }),
     route("TLSRoute", "pass", "tls-pass", { hostnames: ["pass.example.com"], rules: [{ backendRefs: [to("tls-pass")] }] }),
     route("TLSRoute", "term", "tls-term", { hostnames: ["term.example.com"], rules: [{ backendRefs: [to("echo")] }] }),
@@ -175,7 +180,8 @@ export function backendManifests(endpoints: Partial<Record<BackendService, Backe
   return backendServices.flatMap((name, index) => {
     const list = endpoints[name] ?? [];
     return [
-      { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.77.${index + 1}`, ports: [{ name: "main", port: 80, protocol: "TCP" }] } },
+      // grpc speaks HTTP/2 (h2c): its port says so, as a gRPC Service's does.
+      { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.77.${index + 1}`, ports: [{ name: "main", port: 80, protocol: "TCP", ...(name === "grpc" ? { appProtocol: "kubernetes.io/h2c" } : {}) }] } },
       ...list.map((endpoint, slice) => ({
         apiVersion: "discovery.k8s.io/v1",
         kind: "EndpointSlice",
