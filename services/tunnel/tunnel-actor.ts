@@ -326,12 +326,12 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOPPED" });
   }
 
-  async openStream(node: string, target: StreamTarget): Promise<Duplex> {
+  async openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex> {
     const running = this.#running;
     if (this.#stopped || !running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
-    return running.opener.open(peer, kind, target);
+    return running.opener.open(peer, kind, target, options?.signal);
   }
 
   /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
