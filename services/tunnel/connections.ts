@@ -20,7 +20,7 @@ import type { NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import type { TunnelHost } from "./host.ts";
+import { handshakeFailure, type TunnelHost } from "./host.ts";
 import { fabricAddress } from "./inbound-gate.ts";
 import type { PathChecks } from "./path-check.ts";
 import type { PathKind } from "./path-machine.ts";
@@ -108,7 +108,9 @@ export class PathConnections {
       return await Promise.any(
         dedupe(addresses).map(async (address) => {
           // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
-          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
+          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true }).catch((error: unknown) => {
+            throw explainDial(address, peerId, host.libp2p.peerId.toString(), error);
+          });
           if (connection.remotePeer.toString() === peerId && this.kindOf(connection) === "direct") {
             await this.checked(connection);
             return connection;
@@ -179,6 +181,21 @@ export class PathConnections {
     const timer = clock.setInterval(check, 5_000);
     if (connection.streams.length === 0) check();
   }
+}
+
+/** A failed dial to one address, said as what happened there (host.ts handshakeFailure): another peer, this node, another mesh's key, a hang-up. */
+function explainDial(address: Multiaddr, peerId: string, self: string, error: unknown): LeafmeshError {
+  const where = address.decapsulateCode(421).toString();
+  const failure = handshakeFailure(error);
+  const said =
+    failure?.kind === "wrong peer"
+      ? `${where} reached ${failure.answeredAs === self ? "this node itself" : `another node (peer ${failure.answeredAs})`}, not ${peerId}`
+      : failure?.kind === "key differs"
+        ? `${where} answered with another mesh key (its handshake did not decrypt)`
+        : failure?.kind === "closed"
+          ? `${where} hung up during the encrypted handshake`
+          : `${where}: ${describeError(error)}`;
+  return new LeafmeshError("TUNNEL_FAILED", said, { cause: error });
 }
 
 /** "::ffff:198.18.64.12" (a dual-stack listener's view) → "198.18.64.12". */
