@@ -35,6 +35,7 @@ import type { NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import type { RelayEndpoint } from "./relay.ts";
 import { spareSessionLifetimeMs, type SpareSessions } from "./spares.ts";
+import type { PeerLiveness } from "./peer-liveness.ts";
 import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver, type TlsStreamServer } from "./tls-streams.ts";
 
 /** What carries a TLS session that is not on a connection of its own, as errors and logs say it. */
@@ -56,6 +57,8 @@ export class TlsStreams {
   readonly #refusals: Record<"relayed" | "hole-punched", BurstLog>;
   #opened = 0;
   #served = 0;
+  /** Watches the far agent of every direct TLS stream, both ends (peer-liveness.ts); set once the paths exist. */
+  liveness: PeerLiveness | undefined;
 
   private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number; trust?: PeerTrust }) {
     this.identity = options.identity;
@@ -85,7 +88,10 @@ export class TlsStreams {
       log: options.log,
       trust: options.trust,
       // The connection may be the dialler's spare, made ahead of its next stream (DirectTlsCarrier).
-      onStream: (socket, node) => streams!.#serve(socket, `node ${node} (TLS)`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 }),
+      onStream: (socket, node) => {
+        streams!.liveness?.watch(node, socket);
+        streams!.#serve(socket, `node ${node} (TLS)`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
+      },
     });
     streams = new TlsStreams({ identity: options.identity, server, log: options.log, onStream: options.onStream, handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000, trust: options.trust });
     return streams;
@@ -126,6 +132,7 @@ export class TlsStreams {
 
   /** Ends the server and every stream it serves (it does not wait for them). */
   close(): Promise<void> {
+    this.liveness?.stop();
     return this.#server.close();
   }
 
@@ -163,7 +170,8 @@ export class DirectTlsCarrier implements Carrier {
     if (!address) return undefined;
     const connect = () => connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
     const spares = this.#options.spares;
-    if (!spares) return connect();
+    const watched = (stream: Duplex) => (this.#options.tls.liveness?.watch(peer.node, stream), stream);
+    if (!spares) return watched(await connect());
     // The address is part of the key: a peer that moved gets no spare made to where it was.
     const key = `${this.name} ${peer.node} ${address.host}:${address.port}`;
     const spare = await spares.take(key);
@@ -172,7 +180,7 @@ export class DirectTlsCarrier implements Carrier {
       session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
       return session;
     });
-    return spare ?? (await connect());
+    return watched(spare ?? (await connect()));
   }
 }
 
