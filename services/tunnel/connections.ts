@@ -12,6 +12,7 @@
  * connections.ranked(peerId)[0]; // { kind: "direct", connection }
  * ```
  */
+import { isIPv4, isIPv6 } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Connection, PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
@@ -147,9 +148,10 @@ export class PathConnections {
    * it must reach `expected` (the record's peer id of the node we punched to).
    */
   async upgradePunched(socket: Duplex & { remoteAddress?: string; remotePort?: number }, direction: "inbound" | "outbound", expected?: { node: string; peerId: string }): Promise<Connection | undefined> {
-    const remoteHost = plainIPv4(socket.remoteAddress);
-    this.#punched.add(`${remoteHost}:${socket.remotePort}`);
-    const connection = await this.#options.host.upgrade(socket, direction, multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
+    const remoteAddr = punchedAddress(socket.remoteAddress, socket.remotePort);
+    const [, remoteHost, remotePort] = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)$/.exec(remoteAddr.toString())!;
+    this.#punched.add(`${remoteHost}:${remotePort}`);
+    const connection = await this.#options.host.upgrade(socket, direction, remoteAddr);
     if (direction === "outbound" && expected && (!connection || connection.remotePeer.toString() !== expected.peerId)) {
       await connection?.close();
       throw new LeafmeshError("TUNNEL_FAILED", `the punched connection reached a peer that is not ${expected.node}`);
@@ -198,9 +200,17 @@ function explainDial(address: Multiaddr, peerId: string, self: string, error: un
   return new LeafmeshError("TUNNEL_FAILED", said, { cause: error });
 }
 
-/** "::ffff:198.18.64.12" (a dual-stack listener's view) → "198.18.64.12". */
-export function plainIPv4(address: string | undefined): string {
-  return (address ?? "").replace(/^::ffff:/, "");
+/**
+ * The multiaddr of a punched socket's far end, in its own family: "/ip4/198.18.64.12/tcp/P" (also from
+ * "::ffff:198.18.64.12", a dual-stack listener's view of an IPv4 peer), "/ip6/fd00:18::b/tcp/P" for an
+ * IPv6 one (a pair behind stateful IPv6 firewalls punches as behind NATs). A socket with no address (it
+ * closed before its upgrade) is refused with that reason, never turned into an address that is none.
+ */
+export function punchedAddress(address: string | undefined, port: number | undefined): Multiaddr {
+  const host = (address ?? "").replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
+  const family = isIPv4(host) ? "ip4" : isIPv6(host) ? "ip6" : undefined;
+  if (!family || !port) throw new LeafmeshError("TUNNEL_FAILED", `the punched socket has no remote address ('${address ?? ""}', port ${port ?? "none"}): it closed before its upgrade`);
+  return multiaddr(`/${family}/${host}/tcp/${port}`);
 }
 
 function dedupe(addresses: Multiaddr[]): Multiaddr[] {
