@@ -39,6 +39,9 @@ async function agent(node: string): Promise<TunnelActor> {
 beforeAll(async () => {
   await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
   fabric = await startFabric({ hubs: 1, leaves: ["edge-a", "edge-b"] });
+  const a = await agent("edge-a");
+  await agent("edge-b");
+  await eventually(() => a.directory?.get("edge-b"), 15_000, "edge-b's record");
 }, 60_000);
 afterAll(async () => {
   for (const actor of actors) await actor.stop();
@@ -49,9 +52,7 @@ afterAll(async () => {
 
 describe("tunnel opens for clients that left", () => {
   it("300 clients that hang up at once reach the far target only with the opens already under way, all closed; the next request is carried", async () => {
-    const a = await agent("edge-a");
-    await agent("edge-b");
-    await eventually(() => a.directory?.get("edge-b"), 15_000, "edge-b's record");
+    const a = actors[0];
     const streamTarget = { host: "127.0.0.1", port: (target.address() as { port: number }).port, protocol: "TCP" as const };
     // A path first (one real stream), so the 300 wait on the queue of opens, not on the path.
     const first = await openStreamWithin(a, "edge-b", streamTarget, { timeoutMs: 10_000, signal: new AbortController().signal, what: "first" });
