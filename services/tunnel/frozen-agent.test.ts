@@ -7,7 +7,9 @@
  * Probed before: a download through edge-a from a target on edge-c, with edge-c's agent stopped,
  * stayed open with no error for as long as it was watched, its client waiting for ever.
  *
- * Real agents with the mesh's keys and a hub on loopback (root: it stops a process of its own only).
+ * The serving end is watched too: a dialling agent that freezes no longer holds its target on the far node.
+ *
+ * Real agents with the mesh's keys and a hub on loopback (it stops and continues only agents it started).
  */
 import { createHash } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
@@ -26,15 +28,16 @@ const boundMs = livenessIntervalMs * (livenessMisses + 1) + 10_000;
 
 let source: FaultTarget;
 let echo: FaultTarget;
+let drain: FaultTarget;
 let slow: Server;
 const slowSockets = new Set<Socket>();
 let edgeA: AgentProcess;
 let edgeC: AgentProcess;
 let socksPort: number;
-let frozen = false;
+let frozen: AgentProcess | undefined;
 
 beforeAll(async () => {
-  [source, echo] = await Promise.all([startTarget("source", { bytes: 64 * 1024 * 1024 * 1024 }), startTarget("echo")]);
+  [source, echo, drain] = await Promise.all([startTarget("source", { bytes: 64 * 1024 * 1024 * 1024 }), startTarget("echo"), startTarget("silent")]);
   // A slow target: reads nothing for longer than the liveness bound, then everything, and answers with the hash.
   slow = createServer({ allowHalfOpen: true }, (socket) => {
     slowSockets.add(socket);
@@ -62,11 +65,11 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  if (frozen) edgeC.child.kill("SIGCONT");
+  frozen?.child.kill("SIGCONT");
   for (const socket of slowSockets) socket.destroy();
   await new Promise((resolve) => slow?.close(resolve));
   await stopAllProcesses();
-  await Promise.all([source, echo].map((target) => target?.close()));
+  await Promise.all([source, echo, drain].map((target) => target?.close()));
 });
 
 describe("the far agent of direct TLS streams", () => {
@@ -101,15 +104,35 @@ describe("the far agent of direct TLS streams", () => {
     await readAtLeast(download, 1024 * 1024, 15_000);
     const ending = watchEnding(download);
     edgeC.child.kill("SIGSTOP");
-    frozen = true;
+    frozen = edgeC;
     try {
       const result = await Promise.race([ending, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: `still open ${boundMs} ms after the far agent froze` }), boundMs))]);
       expect(result.how, "the download's client").toBe("ECONNRESET");
       expect(edgeA.output()).toContain("stopped answering on the direct path");
     } finally {
       edgeC.child.kill("SIGCONT");
-      frozen = false;
+      frozen = undefined;
     }
     await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a new stream edge-a → edge-c after the agent runs again");
+  });
+
+  it("ends the serving end's target connection when the dialling agent freezes", { timeout: boundMs + 60_000 }, async () => {
+    const upload = await socksConnect(socksPort, "edge-c", drain.port);
+    upload.on("error", () => undefined);
+    const targetEnding = drain.nextEnding();
+    upload.write(Buffer.alloc(64 * 1024, 5));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    edgeA.child.kill("SIGSTOP");
+    frozen = edgeA;
+    try {
+      const result = await Promise.race([targetEnding, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: `still open ${boundMs} ms after the dialling agent froze` }), boundMs))]);
+      expect(result.how, "the target's connection from edge-c").toBe("ECONNRESET");
+      expect(edgeC.output()).toContain("stopped answering on the direct path");
+    } finally {
+      edgeA.child.kill("SIGCONT");
+      frozen = undefined;
+      upload.destroy();
+    }
+    await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a new stream edge-a → edge-c after edge-a runs again");
   });
 });
