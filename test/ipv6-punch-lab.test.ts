@@ -10,6 +10,10 @@
  * classified by its filtering (port-restricted here), the two punch by simultaneous open, the
  * connection holds "/ip6/…", and a transfer both ways arrives whole.
  *
+ * Then the far agent freezes (SIGSTOP) under a download on a punched TLS connection: its kernel
+ * still acknowledges and answers keepalive, and the download hung for ever; the liveness check
+ * (services/tunnel/peer-liveness.ts) now resets it with an error within its bound.
+ *
  * Root and network namespaces: `flock /tmp/leafmesh-lab.lock npx vitest run test/ipv6-punch-lab.test.ts`.
  */
 import { join } from "node:path";
@@ -20,6 +24,7 @@ import { issueNode } from "../trust/node-credentials.ts";
 import { hashedTransfer, startHashedTargets, type HashedTargets } from "./support/hashed-transfer.ts";
 import { eventually } from "./support/ports.ts";
 import { launch, nodeBinary, statusInNamespace, stopAllProcesses, tempDir, type LeafmeshProcess } from "./support/processes.ts";
+import { livenessIntervalMs, livenessMisses } from "../services/tunnel/peer-liveness.ts";
 
 const wan = { hub: "fd00:66::1", observer2: "fd00:66::2", r1: "fd00:66::11", r2: "fd00:66::12" };
 const lans = { a: { prefix: "fd00:61::", router: "fd00:61::1", host: "fd00:61::10" }, b: { prefix: "fd00:62::", router: "fd00:62::1", host: "fd00:62::10" } };
@@ -90,6 +95,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  agents.b?.child.kill("SIGCONT");
   targets?.process.kill("SIGKILL");
   await stopAllProcesses();
   await lab?.teardown();
@@ -118,5 +124,21 @@ describe("IPv6 nodes behind stateful firewalls", () => {
     const upload = await hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "upload", bytes, timeoutMs: 60_000 });
     expect(upload.reply, "the sink's hash and count").toBe(`${upload.sha256} ${bytes}`);
     for (const side of ["a", "b"] as const) expect(agents[side]!.output()).not.toMatch(/Invalid IPv4 address/);
+  });
+
+  it("ends a punched TLS stream in an error when the far agent freezes (its kernel still answers), within the liveness bound", { timeout: 120_000 }, async () => {
+    expect((await tunnelOf("a")).paths?.["node-b"]).toBe("hole-punched");
+    const boundMs = livenessIntervalMs * (livenessMisses + 1) + 10_000;
+    // A download far longer than the test: it ends only by the freeze.
+    const download = hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "download", bytes: 64 * 1024 * 1024 * 1024, timeoutMs: boundMs + 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    agents.b!.child.kill("SIGSTOP");
+    try {
+      const result = await download;
+      expect(`${result.result} ${result.code ?? ""}`.trim(), "the download's client").toBe("error ECONNRESET");
+      expect(agents.a!.output()).toContain("stopped answering on the hole-punched path");
+    } finally {
+      agents.b!.child.kill("SIGCONT");
+    }
   });
 });

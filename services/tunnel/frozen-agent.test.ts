@@ -33,6 +33,8 @@ let slow: Server;
 const slowSockets = new Set<Socket>();
 let edgeA: AgentProcess;
 let edgeC: AgentProcess;
+/** The far node of the last case, apart from edge-c: edge-c's freeze backs edge-a's TLS carrier towards it off for a minute (its streams then ride libp2p). */
+let edgeD: AgentProcess;
 let socksPort: number;
 let frozen: AgentProcess | undefined;
 
@@ -53,13 +55,14 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
   const keys = join(tempDir(), "keys");
   await initKeys({ dir: keys });
-  for (const node of ["edge-a", "edge-c"]) await issueNode({ dir: keys, node });
+  for (const node of ["edge-a", "edge-c", "edge-d"]) await issueNode({ dir: keys, node });
   const hub = await startHubProcess({ name: "hub-1", keys });
   socksPort = await freePort();
   const ways = ["--tunnel-ways", "direct", "--mdns", "off"];
-  [edgeA, edgeC] = await Promise.all([
+  [edgeA, edgeC, edgeD] = await Promise.all([
     startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--socks", `127.0.0.1:${socksPort}`] }),
     startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--tunnel-tls", `127.0.0.1:${await freePort()}`] }),
+    startAgentProcess({ node: "edge-d", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--tunnel-tls", `127.0.0.1:${await freePort()}`] }),
   ]);
   await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a stream edge-a → edge-c");
 }, 90_000);
@@ -117,7 +120,8 @@ describe("the far agent of direct TLS streams", () => {
   });
 
   it("ends the serving end's target connection when the dialling agent freezes", { timeout: boundMs + 60_000 }, async () => {
-    const upload = await socksConnect(socksPort, "edge-c", drain.port);
+    await echoesThroughSocks(socksPort, "edge-d", echo.port, 30_000, "a stream edge-a → edge-d");
+    const upload = await socksConnect(socksPort, "edge-d", drain.port);
     upload.on("error", () => undefined);
     const targetEnding = drain.nextEnding();
     upload.write(Buffer.alloc(64 * 1024, 5));
@@ -126,13 +130,13 @@ describe("the far agent of direct TLS streams", () => {
     frozen = edgeA;
     try {
       const result = await Promise.race([targetEnding, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: `still open ${boundMs} ms after the dialling agent froze` }), boundMs))]);
-      expect(result.how, "the target's connection from edge-c").toBe("ECONNRESET");
-      expect(edgeC.output()).toContain("stopped answering on the direct path");
+      expect(result.how, "the target's connection from edge-d").toBe("ECONNRESET");
+      expect(edgeD.output()).toContain("stopped answering on the direct path");
     } finally {
       edgeA.child.kill("SIGCONT");
       frozen = undefined;
       upload.destroy();
     }
-    await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a new stream edge-a → edge-c after edge-a runs again");
+    await echoesThroughSocks(socksPort, "edge-d", echo.port, 30_000, "a new stream edge-a → edge-d after edge-a runs again");
   });
 });

@@ -57,7 +57,7 @@ export class TlsStreams {
   readonly #refusals: Record<"relayed" | "hole-punched", BurstLog>;
   #opened = 0;
   #served = 0;
-  /** Watches the far agent of every direct TLS stream, both ends (peer-liveness.ts); set once the paths exist. */
+  /** Watches the far agent of every direct and punched TLS stream, both ends (peer-liveness.ts); set once the paths exist. */
   liveness: PeerLiveness | undefined;
 
   private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number; trust?: PeerTrust }) {
@@ -89,7 +89,7 @@ export class TlsStreams {
       trust: options.trust,
       // The connection may be the dialler's spare, made ahead of its next stream (DirectTlsCarrier).
       onStream: (socket, node) => {
-        streams!.liveness?.watch(node, socket);
+        streams!.liveness?.watch(node, socket, "direct");
         streams!.#serve(socket, `node ${node} (TLS)`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
       },
     });
@@ -117,6 +117,7 @@ export class TlsStreams {
     const point = carrier === "relayed" ? "relayed TLS" : "punched TLS";
     tlsServerOver(channel, { identity: this.identity, peer, timeoutMs: this.#handshakeTimeoutMs, where: carrierName[carrier], trust: this.trust, point }).then(
       (socket) => {
+        if (carrier === "hole-punched") this.liveness?.watch(peer, socket, "hole-punched");
         // The session may be the dialler's spare, made ahead of its next stream: its target
         // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
         this.#serve(socket, `node ${peer} (TLS, ${carrier})`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
@@ -170,7 +171,7 @@ export class DirectTlsCarrier implements Carrier {
     if (!address) return undefined;
     const connect = () => connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
     const spares = this.#options.spares;
-    const watched = (stream: Duplex) => (this.#options.tls.liveness?.watch(peer.node, stream), stream);
+    const watched = (stream: Duplex) => (this.#options.tls.liveness?.watch(peer.node, stream, "direct"), stream);
     if (!spares) return watched(await connect());
     // The address is part of the key: a peer that moved gets no spare made to where it was.
     const key = `${this.name} ${peer.node} ${address.host}:${address.port}`;
@@ -266,6 +267,7 @@ export class PunchedTlsCarrier implements Carrier {
     const key = `${this.name} ${peer.node}`;
     const spare = await this.#options.spares.take(key, { readyOnly: true });
     this.#options.spares.prepare(key, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
+    if (spare) this.#options.tls.liveness?.watch(peer.node, spare, "hole-punched");
     return spare;
   }
 

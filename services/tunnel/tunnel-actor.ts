@@ -41,7 +41,7 @@ import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
 import { SpareSessions } from "./spares.ts";
-import { directPing, PeerLiveness } from "./peer-liveness.ts";
+import { pathPing, PeerLiveness } from "./peer-liveness.ts";
 import type { StreamDialer, StreamTarget } from "../../bus/streams.ts";
 import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
 import { StreamServer } from "./stream-server.ts";
@@ -288,7 +288,7 @@ export class TunnelActor implements StreamDialer {
       backoffMaxMs: options.backoffMaxMs,
     });
     const spares = new SpareSessions({ clock });
-    if (tls) tls.liveness = new PeerLiveness({ ping: directPing({ host, connections, peerOf: (node) => paths!.peerOf(node) }), clock, log });
+    if (tls) tls.liveness = new PeerLiveness({ ping: pathPing({ host, connections, peerOf: (node) => paths!.peerOf(node) }), clock, log });
     const backoff = new CarrierBackoff({ clock, log });
     const tlsCarriers = tls ? tlsCarriersOf({ tls, host, connections, relay, punches: options.observer ? punches : undefined, directory, spares, backoff, timeoutMs: dialTimeoutMs }) : {};
     const opener = new StreamOpener({
