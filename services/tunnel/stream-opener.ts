@@ -37,13 +37,6 @@ function abandoned(peer: CarrierPeer): LeafmeshError {
   return new LeafmeshError("TUNNEL_FAILED", `stream to '${peer.node}' abandoned: the client left while it was being opened`);
 }
 
-function whenAborted(signal: AbortSignal, peer: CarrierPeer): Promise<never> {
-  return new Promise((_resolve, reject) => {
-    if (signal.aborted) reject(abandoned(peer));
-    else signal.addEventListener("abort", () => reject(abandoned(peer)), { once: true });
-  });
-}
-
 /** A stream on the pair's libp2p connection: the carrier of every path kind, and the last one tried. */
 export class Libp2pCarrier implements Carrier {
   readonly name: CarrierName = "libp2p";
@@ -190,14 +183,21 @@ export class StreamOpener {
    * otherwise stay open, unused), and so is one whose client left meanwhile: reset, so the far agent drops its target.
    */
   async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName, signal: AbortSignal | undefined): Promise<Duplex> {
-    const gone = () => resetStream(stream, abandoned(peer));
+    let gone = () => undefined as void;
+    const left = new Promise<never>((_resolve, reject) => {
+      gone = () => {
+        resetStream(stream, abandoned(peer));
+        reject(abandoned(peer));
+      };
+    });
+    left.catch(() => undefined); // rejects only when the client left, and then the race below says so
     if (signal?.aborted) gone();
-    signal?.addEventListener("abort", gone, { once: true });
+    else signal?.addEventListener("abort", gone, { once: true });
     try {
       const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
       if (!signal) return await requested;
       requested.catch(() => undefined); // its failure once the race below was lost to the abort is expected
-      return await Promise.race([requested, whenAborted(signal, peer)]);
+      return await Promise.race([requested, left]);
     } catch (error) {
       stream.destroy();
       throw error;
