@@ -30,9 +30,10 @@ export interface StreamDialer {
    * A byte stream to `target` as seen from `node`. For TCP the stream is the
    * connection (end() half-closes; a reset arrives as an error); for UDP it carries
    * one flow's datagrams, each framed by `encodeDatagram`. Rejects when the node
-   * cannot be reached or refuses.
+   * cannot be reached or refuses. `signal` gives the open up (its client hung up): it leaves
+   * the queue of opens at once, a stream half-opened is reset, and the promise rejects.
    */
-  openStream(node: string, target: StreamTarget): Promise<Duplex>;
+  openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex>;
 }
 
 /**
@@ -125,7 +126,7 @@ export class DatagramDecoder {
  */
 export function openStreamWithin(dialer: StreamDialer, node: string, target: StreamTarget, options: { timeoutMs: number; signal: AbortSignal; what: string }): Promise<Duplex> {
   const { timeoutMs, signal, what } = options;
-  const opening = dialer.openStream(node, target);
+  const opening = dialer.openStream(node, target, { signal });
   return new Promise((resolve, reject) => {
     let givenUp = false;
     const giveUp = (error: unknown) => {

@@ -35,10 +35,13 @@ async function prepareEnrolment(keys: string): Promise<string[]> {
 }
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
+/** "H1,H2:P1,P2"; IPv6 addresses in brackets ("[fd00:66::1],[fd00:66::2]:3478,3479"), as in a URL. */
 export function parseHubObserver(text: string): { hosts: [string, string]; ports: [number, number] } {
-  const match = /^([^,]+),([^:]+):(\d+),(\d+)$/.exec(text.trim());
-  if (!match) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not HOST1,HOST2:PORT1,PORT2 (two addresses of this host, two ports)`);
-  return { hosts: [match[1], match[2]], ports: [Number(match[3]), Number(match[4])] };
+  const host = String.raw`(\[[0-9a-fA-F:.]+\]|[^,:\[\]]+)`;
+  const match = new RegExp(`^${host},${host}:(\\d+),(\\d+)$`).exec(text.trim());
+  if (!match) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not HOST1,HOST2:PORT1,PORT2 (two addresses of this host, two ports; IPv6 in brackets: [fd00::1],[fd00::2]:3478,3479)`);
+  const bare = (value: string) => value.replace(/^\[|\]$/g, "");
+  return { hosts: [bare(match[1]), bare(match[2])], ports: [Number(match[3]), Number(match[4])] };
 }
 
 export const hubCommand = defineCommand({
@@ -67,7 +70,7 @@ given each other's --routes form one JetStream cluster.`,
     gatewayName: option.text({ value: "NAME", description: "this region's gateway name (enables gateways; one per cluster)" }),
     gatewayListen: option.hostPort({ default: "0.0.0.0:7222", description: "gateway address (used with --gateway-name)" }),
     gateways: option.parsed({ value: "NAME=URL;…", description: "other regions: name=nats://host:7222[,url…] separated by ';'" }, parseGateways),
-    observer: option.parsed({ value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type" }, parseHubObserver),
+    observer: option.parsed({ value: "H1,H2:P1,P2", description: "run the NAT observer on two addresses of this host and two ports (agents' --observer H1:P1,P2), so nodes learn their NAT type; IPv6 in brackets: [fd00::1],[fd00::2]:3478,3479" }, parseHubObserver),
     manifests: option.text({ value: "PATH", description: "publish the catalog from a directory of YAML/JSON manifests, or one such file (reloaded on change)" }),
     kubeconfig: option.text({ value: "FILE", description: "publish the catalog from the Kubernetes API (or KubeEdge MetaServer) of this kubeconfig; 'in-cluster' inside a pod" }),
     replicas: option.integer({ value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" }),

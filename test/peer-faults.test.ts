@@ -520,8 +520,8 @@ describe("streams through a real tunnel whose far end or carrier is cut", () => 
     tunnelA = await tunnel("edge-a");
     tunnelB = await tunnel("edge-b");
     await eventually(() => tunnelA.directory?.get("edge-b"), 15_000, "edge-b's record");
-    const dialer = { openStream: async (node: string, target: { host: string; port: number; protocol: "TCP" | "UDP" }) => {
-      const stream = await tunnelA.openStream(node, target);
+    const dialer = { openStream: async (node: string, target: { host: string; port: number; protocol: "TCP" | "UDP" }, options?: { signal?: AbortSignal }) => {
+      const stream = await tunnelA.openStream(node, target, options);
       opened.push(stream);
       return stream;
     } };

@@ -18,6 +18,7 @@ import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { createActor, setup } from "xstate";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -43,7 +44,7 @@ export interface SocksOptions {
   node: string;
   listen: { host: string; port: number };
   /** The tunnel's stream opener: endpoints and nodes elsewhere are reached through it. */
-  dialer?: { openStream(node: string, target: { host: string; port: number; protocol: "TCP" | "UDP" }): Promise<Duplex> };
+  dialer?: StreamDialer;
   /** Node names the tunnel knows (so `edge-b` is a node, not a host name to look up). */
   knownNodes?: () => ReadonlySet<string>;
   /** @default "cluster.local" */
@@ -106,8 +107,8 @@ export function createSocksActor(options: SocksOptions) {
     const remoteNode = target.kind === "node" ? target.node : target.kind === "endpoint" && target.node && target.node !== options.node ? target.node : undefined;
     if (remoteNode) {
       if (!options.dialer) throw new LeafmeshError("TUNNEL_FAILED", `node ${remoteNode} is reached through the tunnel, which is off on this agent (--psk or --keys)`);
-      const stream = await options.dialer.openStream(remoteNode, { host: target.host, port: target.port, protocol: "TCP" });
-      // The tunnel takes no abort signal: a stream that arrives for a client already gone is reset.
+      // A client that hangs up gives the open up in the tunnel (its queue place, its half-open stream).
+      const stream = await options.dialer.openStream(remoteNode, { host: target.host, port: target.port, protocol: "TCP" }, { signal });
       if (signal.aborted) {
         resetStream(stream, new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened"));
         throw new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened");

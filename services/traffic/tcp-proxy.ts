@@ -230,7 +230,7 @@ export class TcpServicePortListener {
         }
         shared.outliers.success(target.key);
         if (client.destroyed) {
-          // Gone while a tunnel stream was opening (no abort reaches the tunnel): the stream is reset, never left open.
+          // Gone just as its tunnel stream opened (the abort gives up an open still under way): the stream is reset, never left open.
           this.#release(target);
           counters.count("tcp client left before connect");
           resetStream(upstream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));

@@ -12,6 +12,7 @@
  * connections.ranked(peerId)[0]; // { kind: "direct", connection }
  * ```
  */
+import { isIPv4, isIPv6 } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Connection, PeerId } from "@libp2p/interface";
 import { peerIdFromString } from "@libp2p/peer-id";
@@ -20,7 +21,7 @@ import type { NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
-import type { TunnelHost } from "./host.ts";
+import { handshakeFailure, type TunnelHost } from "./host.ts";
 import { fabricAddress } from "./inbound-gate.ts";
 import type { PathChecks } from "./path-check.ts";
 import type { PathKind } from "./path-machine.ts";
@@ -108,7 +109,9 @@ export class PathConnections {
       return await Promise.any(
         dedupe(addresses).map(async (address) => {
           // force: libp2p would otherwise hand back the existing (relayed) connection to this peer.
-          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true });
+          const connection = await host.libp2p.dial(address, { signal: AbortSignal.timeout(timeout), force: true }).catch((error: unknown) => {
+            throw explainDial(address, peerId, host.libp2p.peerId.toString(), error);
+          });
           if (connection.remotePeer.toString() === peerId && this.kindOf(connection) === "direct") {
             await this.checked(connection);
             return connection;
@@ -145,9 +148,10 @@ export class PathConnections {
    * it must reach `expected` (the record's peer id of the node we punched to).
    */
   async upgradePunched(socket: Duplex & { remoteAddress?: string; remotePort?: number }, direction: "inbound" | "outbound", expected?: { node: string; peerId: string }): Promise<Connection | undefined> {
-    const remoteHost = plainIPv4(socket.remoteAddress);
-    this.#punched.add(`${remoteHost}:${socket.remotePort}`);
-    const connection = await this.#options.host.upgrade(socket, direction, multiaddr(`/ip4/${remoteHost}/tcp/${socket.remotePort}`));
+    const remoteAddr = punchedAddress(socket.remoteAddress, socket.remotePort);
+    const [, remoteHost, remotePort] = /^\/ip[46]\/([^/]+)\/tcp\/(\d+)$/.exec(remoteAddr.toString())!;
+    this.#punched.add(`${remoteHost}:${remotePort}`);
+    const connection = await this.#options.host.upgrade(socket, direction, remoteAddr);
     if (direction === "outbound" && expected && (!connection || connection.remotePeer.toString() !== expected.peerId)) {
       await connection?.close();
       throw new LeafmeshError("TUNNEL_FAILED", `the punched connection reached a peer that is not ${expected.node}`);
@@ -181,9 +185,32 @@ export class PathConnections {
   }
 }
 
-/** "::ffff:198.18.64.12" (a dual-stack listener's view) → "198.18.64.12". */
-export function plainIPv4(address: string | undefined): string {
-  return (address ?? "").replace(/^::ffff:/, "");
+/** A failed dial to one address, said as what happened there (host.ts handshakeFailure): another peer, this node, another mesh's key, a hang-up. */
+function explainDial(address: Multiaddr, peerId: string, self: string, error: unknown): LeafmeshError {
+  const where = address.decapsulateCode(421).toString();
+  const failure = handshakeFailure(error);
+  const said =
+    failure?.kind === "wrong peer"
+      ? `${where} reached ${failure.answeredAs === self ? "this node itself" : `another node (peer ${failure.answeredAs})`}, not ${peerId}`
+      : failure?.kind === "key differs"
+        ? `${where} answered with another mesh key (its handshake did not decrypt)`
+        : failure?.kind === "closed"
+          ? `${where} hung up during the encrypted handshake`
+          : `${where}: ${describeError(error)}`;
+  return new LeafmeshError("TUNNEL_FAILED", said, { cause: error });
+}
+
+/**
+ * The multiaddr of a punched socket's far end, in its own family: "/ip4/198.18.64.12/tcp/P" (also from
+ * "::ffff:198.18.64.12", a dual-stack listener's view of an IPv4 peer), "/ip6/fd00:18::b/tcp/P" for an
+ * IPv6 one (a pair behind stateful IPv6 firewalls punches as behind NATs). A socket with no address (it
+ * closed before its upgrade) is refused with that reason, never turned into an address that is none.
+ */
+export function punchedAddress(address: string | undefined, port: number | undefined): Multiaddr {
+  const host = (address ?? "").replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
+  const family = isIPv4(host) ? "ip4" : isIPv6(host) ? "ip6" : undefined;
+  if (!family || !port) throw new LeafmeshError("TUNNEL_FAILED", `the punched socket has no remote address ('${address ?? ""}', port ${port ?? "none"}): it closed before its upgrade`);
+  return multiaddr(`/${family}/${host}/tcp/${port}`);
 }
 
 function dedupe(addresses: Multiaddr[]): Multiaddr[] {

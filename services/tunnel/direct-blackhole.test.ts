@@ -11,8 +11,13 @@
  * error; for good it hangs for ever) and the upload's target on the far node was
  * held as long. TCP keepalive on these connections (tcp-liveness.ts) is what notices.
  *
+ * A sender with bytes in flight is not helped by keepalive (the kernel retransmits for ~15
+ * minutes, and Node sets no TCP_USER_TIMEOUT): when the whole path is blackholed (edge-c's
+ * libp2p connections too, as when the far node loses its link), the far agent stops answering the
+ * pings of peer-liveness.ts and the sender's streams are reset within its bound.
+ *
  * Real agents with the mesh's keys and a hub on loopback; the blackhole is iptables
- * DROP, both ways, on edge-c's TLS tunnel port only (run it under the lab's lock:
+ * DROP, both ways, on edge-c's TLS tunnel port (and both agents' libp2p ports in the second case; run it under the lab's lock:
  * `flock /tmp/leafmesh-lab.lock npx vitest run services/tunnel/direct-blackhole.test.ts`).
  */
 import { execFileSync } from "node:child_process";
@@ -32,9 +37,11 @@ let echo: FaultTarget;
 let edgeA: AgentProcess;
 let socksPort: number;
 let tlsPort: number;
+/** Both agents' libp2p ports: a connection between them may have been dialled either way. */
+let libp2pPorts: number[];
 
-const blackhole = (op: "-I" | "-D") => {
-  for (const side of ["--dport", "--sport"]) execFileSync("iptables", [op, "INPUT", "-p", "tcp", side, String(tlsPort), "-j", "DROP"]);
+const blackhole = (op: "-I" | "-D", ports = [tlsPort]) => {
+  for (const port of ports) for (const side of ["--dport", "--sport"]) execFileSync("iptables", [op, "INPUT", "-p", "tcp", side, String(port), "-j", "DROP"]);
 };
 let holed = false;
 
@@ -47,16 +54,17 @@ beforeAll(async () => {
   const hub = await startHubProcess({ name: "hub-1", keys });
   socksPort = await freePort();
   tlsPort = await freePort();
+  libp2pPorts = [await freePort(), await freePort()];
   const ways = ["--tunnel-ways", "direct", "--mdns", "off"];
   [edgeA] = await Promise.all([
-    startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--socks", `127.0.0.1:${socksPort}`] }),
-    startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--tunnel-tls", `127.0.0.1:${tlsPort}`] }),
+    startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--socks", `127.0.0.1:${socksPort}`, "--tunnel-listen", `/ip4/127.0.0.1/tcp/${libp2pPorts[0]}`] }),
+    startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], keys, extraArgs: [...ways, "--tunnel-tls", `127.0.0.1:${tlsPort}`, "--tunnel-listen", `/ip4/127.0.0.1/tcp/${libp2pPorts[1]}`] }),
   ]);
   await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a stream edge-a → edge-c");
 }, 90_000);
 
 afterAll(async () => {
-  if (holed) blackhole("-D");
+  if (holed) blackhole("-D", [tlsPort, ...libp2pPorts]);
   await stopAllProcesses();
   await Promise.all([source, drain, echo].map((target) => target?.close()));
 });
@@ -95,5 +103,28 @@ describe("a direct TLS path blackholed mid-transfer", () => {
       holed = false;
     }
     await echoesThroughSocks(socksPort, "edge-c", echo.port, 15_000, "a new stream edge-a → edge-c after the blackhole");
+  });
+
+  it("resets the sender of an upload when the whole path is blackholed (its far agent no longer answers pings)", { timeout: 90_000 }, async () => {
+    const upload: Socket = await socksConnect(socksPort, "edge-c", drain.port);
+    const uploadEnding = watchEnding(upload);
+    const chunk = Buffer.alloc(64 * 1024, 9);
+    for (let written = 0; written < 1024 * 1024; written += chunk.length) if (!upload.write(chunk)) await new Promise((resolve) => upload.once("drain", resolve));
+    const writing = setInterval(() => upload.writable && upload.writableLength < 1024 * 1024 && upload.write(chunk), 5);
+    const everything = [tlsPort, ...libp2pPorts];
+    blackhole("-I", everything);
+    holed = true;
+    try {
+      // The documented bound (peer-liveness.ts: 20 s) and time for the reset; the kernel alone would take ~15 minutes.
+      const ended = await Promise.race([uploadEnding, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: "still open 40 s into the blackhole" }), 40_000))]);
+      expect(ended.how, "the upload's client, whose agent was sending").toBe("ECONNRESET");
+      expect(edgeA.output()).toContain("stopped answering on the direct path");
+    } finally {
+      clearInterval(writing);
+      upload.destroy();
+      blackhole("-D", everything);
+      holed = false;
+    }
+    await echoesThroughSocks(socksPort, "edge-c", echo.port, 30_000, "a new stream edge-a → edge-c after the blackhole");
   });
 });

@@ -56,6 +56,36 @@ export function failedHandshake(error: unknown): boolean {
   return error instanceof Error && (error.name === "EncryptionFailedError" || (error.cause !== undefined && failedHandshake(error.cause)));
 }
 
+/**
+ * What a failed handshake says (failedHandshake said it failed there): `key differs` when the far end's
+ * first noise message did not decrypt — the mesh key is the noise prologue, so another mesh's key (or no
+ * leafmesh agent at all) fails so; `wrong peer` when the handshake went through with a peer other than the
+ * one dialled (its address reaches another node, or this node itself: noise checks the identity key, so
+ * the keys matched); `closed` when the far end hung up mid-handshake. libp2p gives the first two no class
+ * of their own, so they are told by noise's messages ("handshake stage N validation fail", "Payload
+ * identity key X does not match expected remote identity key Y"); across a dial to several addresses a
+ * differing key wins, then a wrong peer.
+ */
+export type HandshakeFailure = { kind: "key differs" } | { kind: "wrong peer"; answeredAs: string } | { kind: "closed" };
+
+export function handshakeFailure(error: unknown): HandshakeFailure | undefined {
+  if (!failedHandshake(error)) return undefined;
+  const messages: string[] = [];
+  const collect = (value: unknown, depth: number) => {
+    if (depth > 8 || !(value instanceof Error)) return;
+    messages.push(value.message);
+    if (value instanceof AggregateError) for (const inner of value.errors) collect(inner, depth + 1);
+    collect(value.cause, depth + 1);
+  };
+  collect(error, 0);
+  if (messages.some((message) => /validation fail/.test(message))) return { kind: "key differs" };
+  for (const message of messages) {
+    const wrong = /Payload identity key (\S+) does not match expected remote identity key/.exec(message);
+    if (wrong) return { kind: "wrong peer", answeredAs: wrong[1] };
+  }
+  return { kind: "closed" };
+}
+
 export interface TunnelHostOptions {
   node: string;
   /** libp2p listen multiaddrs, e.g. "/ip4/0.0.0.0/tcp/4101". */

@@ -4,6 +4,8 @@
  * neighbour of the same mesh is dialled at each answer as before.
  */
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { multiaddr } from "@multiformats/multiaddr";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
@@ -93,6 +95,42 @@ describe("LanDials", () => {
       later.stop();
     } finally {
       await Promise.all(hosts.map((host) => host.stop()));
+    }
+  });
+
+  it("says an address that reached another peer of this mesh, or this node itself, or hung up, as such: never that the keys differ", { timeout: 30_000 }, async () => {
+    const ours = newPsk();
+    const hosts: TunnelHost[] = [];
+    const start = async (node: string) => {
+      const host = await startTunnelHost({ node, listen: ["/ip4/127.0.0.1/tcp/0"], psk: ours, log: silentLogger(), mdns: false });
+      hosts.push(host);
+      return host;
+    };
+    // Something that takes the connection and hangs up at once (no agent there).
+    const hangUp = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => hangUp.listen(0, "127.0.0.1", resolve));
+    try {
+      const [a, b, c, d] = [await start("wrong-a"), await start("wrong-b"), await start("wrong-c"), await start("wrong-d")];
+      const bare = (host: TunnelHost) => multiaddr(host.libp2p.getMultiaddrs()[0].toString().split("/p2p/")[0]);
+      // b announced at c's address; c announced at a's own; d announced where nothing of the mesh answers.
+      await a.libp2p.peerStore.save(b.libp2p.peerId, { multiaddrs: [bare(c)] });
+      await a.libp2p.peerStore.save(c.libp2p.peerId, { multiaddrs: [bare(a)] });
+      await a.libp2p.peerStore.save(d.libp2p.peerId, { multiaddrs: [multiaddr(`/ip4/127.0.0.1/tcp/${(hangUp.address() as { port: number }).port}`)] });
+      const { log, lines } = capturedLog("debug");
+      const dials = new LanDials({ dial: (peer, signal) => a.libp2p.dial(peer, { signal }), log, clock: new ManualClock(Date.now()), self: a.libp2p.peerId.toString() });
+      for (const peer of [b, c, d]) dials.found(peer.libp2p.peerId);
+      await eventually(() => dials.failed === 3, 10_000, "the three dials to fail");
+      dials.stop();
+      const said = lines.map((line) => `${String(line.msg)} ${String(line.answeredAs ?? "")} ${String(line.peer ?? "")}`);
+      expect(said.filter((line) => line.includes("pre-shared key"))).toEqual([]);
+      expect(lines.some((line) => String(line.msg).includes("reached another peer of this mesh") && line.peer === b.libp2p.peerId.toString() && line.answeredAs === c.libp2p.peerId.toString())).toBe(true);
+      expect(lines.some((line) => line.answeredAs === `this node itself (${a.libp2p.peerId.toString()})`)).toBe(true);
+      expect(lines.some((line) => String(line.msg).includes("hung up during the encrypted handshake") && line.peer === d.libp2p.peerId.toString())).toBe(true);
+      // Each is left alone for a while like a stranger, not dialled at every answer.
+      expect(dials.refused).toBe(3);
+    } finally {
+      await Promise.all(hosts.map((host) => host.stop()));
+      await new Promise((resolve) => hangUp.close(resolve));
     }
   });
 });

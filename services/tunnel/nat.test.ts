@@ -37,7 +37,10 @@ describe("NAT table", () => {
 
   it("classifies measured behaviour", () => {
     const base = { public: false, mappingVaries: false, reachedFromOtherAddress: false, reachedFromOtherPort: false };
-    expect(classifyNat({ ...base, public: true, mappingVaries: true })).toBe("none");
+    expect(classifyNat({ ...base, public: true, reachedFromOtherAddress: true, reachedFromOtherPort: true })).toBe("none");
+    // Its own address behind a stateful firewall (IPv6 without NAT): filtered as the NAT of that filtering.
+    expect(classifyNat({ ...base, public: true })).toBe("port-restricted");
+    expect(classifyNat({ ...base, public: true, reachedFromOtherPort: true })).toBe("restricted-cone");
     expect(classifyNat({ ...base, mappingVaries: true, reachedFromOtherAddress: true })).toBe("symmetric");
     expect(classifyNat({ ...base, reachedFromOtherAddress: true, reachedFromOtherPort: true })).toBe("full-cone");
     expect(classifyNat({ ...base, reachedFromOtherPort: true })).toBe("restricted-cone");

@@ -24,7 +24,7 @@
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
+import { connect as netConnect, createServer, isIPv6, type Server, type Socket } from "node:net";
 import type { NatType } from "../../bus/node-record.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -72,7 +72,10 @@ export function canPunch(a: NatType, b: NatType): boolean {
 
 /** The NAT type from measured behaviour. */
 export function classifyNat(measured: { public: boolean; mappingVaries: boolean; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean }): NatType {
-  if (measured.public) return "none";
+  // The node's own address, seen as it is: nothing translates. Reached from elsewhere it is open ("none"); a stateful
+  // firewall in front (an IPv6 LAN's router that drops unsolicited inbound) filters as a NAT of the same filtering
+  // does, and is punched as one: counted "none", its peers would dial it and be dropped, and the pair never punched.
+  if (measured.public) return measured.reachedFromOtherAddress ? "none" : measured.reachedFromOtherPort ? "restricted-cone" : "port-restricted";
   if (measured.mappingVaries) return "symmetric";
   if (measured.reachedFromOtherAddress) return "full-cone";
   if (measured.reachedFromOtherPort) return "restricted-cone";
@@ -130,7 +133,7 @@ export const probeGreeting = "leafmesh-nat-probe";
  * answering each probe's nonce. Opened after the connection to the observer (a listening socket
  * would keep the connection from binding that port), closed when the probe is done.
  */
-export async function answerProbes(localPort: number): Promise<{ close(): Promise<void> }> {
+export async function answerProbes(localPort: number, family: 4 | 6 = 4): Promise<{ close(): Promise<void> }> {
   const server = createServer((socket) => {
     deadline(socket, 5_000, () => socket.destroy());
     socket.on("error", () => undefined);
@@ -147,7 +150,8 @@ export async function answerProbes(localPort: number): Promise<{ close(): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(localPort, "0.0.0.0", () => resolve());
+    // The family the observer is reached in: an IPv6 node is probed at its IPv6 address.
+    server.listen(localPort, family === 6 ? "::" : "0.0.0.0", () => resolve());
   });
   return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
@@ -275,7 +279,7 @@ export async function detectNat(options: { observer: ObserverAddress }): Promise
   let probe: { observed: HostPort; reachedFromOtherAddress: boolean; reachedFromOtherPort: boolean; evidence?: { otherAddress: string; otherPort: string } };
   try {
     probe = await askObserver({ host, port: ports[0] }, filteringPort, "probe", 6_000, async () => {
-      answering = await answerProbes(filteringPort);
+      answering = await answerProbes(filteringPort, isIPv6(host) ? 6 : 4);
     });
   } finally {
     await answering?.close();

@@ -70,6 +70,11 @@ export class PathReasons {
   }
 
   /** A peer mDNS announced on the LAN. */
+  /** Whether mDNS announced `peerId` on this LAN (one of the last peers it announced). */
+  wasSeenOnLan(peerId: string): boolean {
+    return this.#lan.has(peerId);
+  }
+
   seenOnLan(peerId: string, addresses: string[]): void {
     this.#lan.delete(peerId);
     this.#lan.set(peerId, { addresses: addresses.slice(0, 16), lastSeen: this.#clock.now() });

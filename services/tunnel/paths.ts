@@ -91,7 +91,7 @@ export class PathTable {
 
   constructor(options: PathTableOptions) {
     this.#options = options;
-    this.#lanDials = new LanDials({ dial: (peer, signal) => options.host.libp2p.dial(peer, { signal }), log: options.log, clock: options.clock, dialTimeoutMs: options.dialTimeoutMs });
+    this.#lanDials = new LanDials({ dial: (peer, signal) => options.host.libp2p.dial(peer, { signal }), log: options.log, clock: options.clock, dialTimeoutMs: options.dialTimeoutMs, self: options.host.libp2p.peerId.toString() });
   }
 
   /** The current path kind to a node. */
@@ -199,9 +199,12 @@ export class PathTable {
     const libp2p = host.libp2p;
     this.#stopServing.push(bus.serve(rpc.tunnelWhy, (request) => this.why(request.node)));
     if (netcheck) this.#stopServing.push(bus.serve(rpc.netcheck, netcheck));
-    // mDNS: a LAN neighbour. Dialled so identify tells us its node name (lan-dials.ts).
+    // mDNS: a LAN neighbour. Dialled so identify tells us its node name (lan-dials.ts). libp2p says "discovered"
+    // of every peer new to its store, also one learned through the relay's identify, whose addresses need not be
+    // on this LAN (127.0.0.1 of an IPv6-only node reached this node itself): only mDNS's own answers are dialled.
     libp2p.addEventListener("peer:discovery", (event) => {
-      if (!this.#stopped && this.#options.ways?.direct !== false) this.#lanDials.found(event.detail.id);
+      if (this.#stopped || this.#options.ways?.direct === false) return;
+      if (this.#options.reasons.wasSeenOnLan(event.detail.id.toString())) this.#lanDials.found(event.detail.id);
     });
     libp2p.addEventListener("peer:identify", (event) => {
       const peerId = event.detail.peerId.toString();

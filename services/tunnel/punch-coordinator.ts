@@ -16,7 +16,7 @@
  * const socket = await punches.punch(record, "libp2p");
  * ```
  */
-import type { Socket } from "node:net";
+import { isIPv6, type Socket } from "node:net";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Bus } from "../../bus/bus.ts";
 import type { NatType, NodeRecord } from "../../bus/node-record.ts";
@@ -128,6 +128,8 @@ export class PunchCoordinator {
   cannotPunch(record: NodeRecord): string | undefined {
     if (punchPlan(this.#nat, record.nat) === "relay") return `not possible between ${this.#nat} and ${record.nat} NATs`;
     if (!this.#mapped || !this.#options.observer) return "own mapped address unknown (no NAT observer)";
+    const peerHost = record.observed[0]?.host;
+    if (peerHost && familyOf(peerHost) !== familyOf(this.#mapped.host)) return acrossFamilies(this.#mapped.host, record.node, peerHost);
     return undefined;
   }
 
@@ -142,6 +144,7 @@ export class PunchCoordinator {
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
     const peerHost = record.observed[0]?.host;
     if (plan === "relay") throw new LeafmeshError("TUNNEL_FAILED", `cannot punch between ${this.#nat} and ${record.nat} NATs`);
+    if (peerHost && this.#mapped && familyOf(peerHost) !== familyOf(this.#mapped.host)) throw new LeafmeshError("TUNNEL_FAILED", acrossFamilies(this.#mapped.host, record.node, peerHost));
     // Listening, we admit only the peer's address: without it (its NAT not measured yet) nothing could come in.
     if (plan === "a-listens" && !peerHost) throw new LeafmeshError("TUNNEL_FAILED", `${record.node}'s mapped address is not known yet`);
     const localPort = await freeLocalPort();
@@ -214,6 +217,7 @@ export class PunchCoordinator {
     // The plan from the requester's side: "a" is the requester.
     const plan = punchPlan(request.nat, this.#nat);
     const timeoutMs = this.#options.punchTimeoutMs ?? 8_000;
+    if (this.#mapped && familyOf(request.mapped.host) !== familyOf(this.#mapped.host)) return { error: acrossFamilies(this.#mapped.host, request.from, request.mapped.host) };
     const localPort = await freeLocalPort();
     const mapped = await this.#observe(localPort);
     const started = performance.now();
@@ -262,4 +266,13 @@ export class PunchCoordinator {
       }
     }
   }
+}
+
+function familyOf(host: string): "IPv4" | "IPv6" {
+  return isIPv6(host) && !/^::ffff:\d/i.test(host) ? "IPv6" : "IPv4";
+}
+
+/** Why two nodes seen in different address families are not punched: no TCP connection joins an IPv4 end to an IPv6 one. */
+function acrossFamilies(ownHost: string, peer: string, peerHost: string): string {
+  return `not possible across address families: the observer sees this node at ${familyOf(ownHost)} ${ownHost}, ${peer} at ${familyOf(peerHost)} ${peerHost} (relayed)`;
 }

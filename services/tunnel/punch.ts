@@ -19,7 +19,7 @@
  * const socket = await simultaneousOpen({ localPort: 40001, remote: { host: "198.18.64.12", port: 40002 }, timeoutMs: 8_000 });
  * ```
  */
-import { connect as netConnect, createServer, type Socket } from "node:net";
+import { connect as netConnect, createServer, isIPv6, type Socket } from "node:net";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { HostPort } from "./nat.ts";
 import { keepTunnelConnectionAlive } from "./tcp-liveness.ts";
@@ -105,7 +105,7 @@ export function acceptOnce(options: { localPort: number; fromHost: string; timeo
       clearTimeout(timer);
       reject(error);
     });
-    server.listen(options.localPort, "0.0.0.0");
+    server.listen(options.localPort, isIPv6(options.fromHost) ? "::" : "0.0.0.0");
   });
 }
 

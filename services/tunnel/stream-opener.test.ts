@@ -96,3 +96,57 @@ describe("stream opens in turn", () => {
     (results[0] as PromiseFulfilledResult<Duplex>).value.destroy();
   });
 });
+
+describe("an open whose client left", () => {
+  it("leaves the queue at once and never reaches a carrier; the open under way keeps its turn, then is given up", async () => {
+    const { carrier, stats } = countingCarrier(200);
+    const opens = { started: 0 };
+    const counted: Carrier = { name: carrier.name, open: (p) => (opens.started++, carrier.open(p)) };
+    const shared = opener(counted, { maxOpeningPerPeer: 1 });
+    const clients = Array.from({ length: 10 }, () => new AbortController());
+    const opening = clients.map((client) => shared.open(peer, "relayed", target, client.signal));
+    for (const client of clients) client.abort();
+    const results = await Promise.allSettled(opening);
+    for (const result of results) {
+      expect(result.status).toBe("rejected");
+      expect(String((result as PromiseRejectedResult).reason)).toMatch(/stream to 'edge-b' abandoned: the client left/);
+    }
+    // Only the first was past the queue (its carrier being made); the nine queued never cost a carrier.
+    expect(opens.started).toBe(1);
+    const real = await shared.open(peer, "relayed", target);
+    expect(opens.started).toBe(2);
+    expect(stats.maxOpening).toBe(1);
+    real.destroy();
+  });
+
+  it("resets a stream whose target header is under way when its client leaves (the far agent drops the target)", async () => {
+    // A far agent that takes the stream and never answers its header (its target connect hangs).
+    const stalled = new Set<Socket>();
+    const farAgent = createServer((socket) => stalled.add(socket.on("error", () => undefined)));
+    await new Promise<void>((resolve) => farAgent.listen(0, "127.0.0.1", resolve));
+    const closedAtFarEnd = new Promise<void>((resolve) => farAgent.once("connection", (socket) => socket.once("close", () => resolve())));
+    const carrier: Carrier = {
+      name: "relayed TLS",
+      async open() {
+        const socket = connect({ host: "127.0.0.1", port: (farAgent.address() as { port: number }).port });
+        await new Promise((resolve) => socket.once("connect", resolve));
+        return socket;
+      },
+    };
+    const shared = opener(carrier, { maxOpeningPerPeer: 1 });
+    const client = new AbortController();
+    const opening = shared.open(peer, "relayed", target, client.signal);
+    await new Promise<void>((resolve) => farAgent.once("connection", () => setImmediate(resolve)));
+    client.abort();
+    await expect(opening).rejects.toThrow(/abandoned: the client left/);
+    // The header timeout is 10 s; the far end's stream closes long before it, and the turn is free for the next.
+    await closedAtFarEnd;
+    const next = new AbortController();
+    const second = shared.open(peer, "relayed", target, next.signal);
+    await new Promise<void>((resolve) => (stalled.size >= 2 ? resolve() : farAgent.once("connection", () => resolve())));
+    next.abort();
+    await expect(second).rejects.toThrow(/abandoned/);
+    for (const socket of stalled) socket.destroy();
+    await new Promise((resolve) => farAgent.close(resolve));
+  });
+});

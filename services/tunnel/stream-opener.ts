@@ -7,8 +7,13 @@
  *
  * ```ts
  * const opener = new StreamOpener({ host, connections, tlsCarriers, backoff, log, headerTimeoutMs: 10_000 });
- * const stream = await opener.open({ node: "edge-b", peerId }, "direct", { host: "10.0.0.5", port: 80, protocol: "TCP" });
+ * const stream = await opener.open({ node: "edge-b", peerId }, "direct", { host: "10.0.0.5", port: 80, protocol: "TCP" }, clientLeft.signal);
  * ```
+ *
+ * A caller's `signal` (its client hung up) ends the open at once: out of the queue if it
+ * waits for its turn, its carrier stream reset if the target header is under way (the far
+ * agent drops its target connection). A carrier still being opened (a TLS handshake) keeps
+ * its turn until it is made, then is reset at once: the turns stay a bound on real opens.
  */
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
@@ -22,6 +27,15 @@ import type { PathKind } from "./path-machine.ts";
 import { requestTarget, TargetRefusedError, type StreamTarget } from "./stream-header.ts";
 import { Admission, AdmissionRefused } from "../../lib/admission.ts";
 import { systemClock } from "../../lib/clock.ts";
+import { resetStream } from "../../lib/join-streams.ts";
+
+/** Opens under way at once towards one node (StreamOpenerOptions.maxOpeningPerPeer). */
+export const defaultMaxOpeningPerPeer = 64;
+
+/** The error of an open whose caller gave it up (its client hung up). */
+function abandoned(peer: CarrierPeer): LeafmeshError {
+  return new LeafmeshError("TUNNEL_FAILED", `stream to '${peer.node}' abandoned: the client left while it was being opened`);
+}
 
 /** A stream on the pair's libp2p connection: the carrier of every path kind, and the last one tried. */
 export class Libp2pCarrier implements Carrier {
@@ -81,35 +95,37 @@ export class StreamOpener {
     let turns = this.#turns.get(node);
     if (!turns) {
       // The wait is bounded in time; its length by what the callers (the proxies' admission) let through, 16,384 at most.
-      const limits = { maxConnections: Infinity, maxOpening: this.#options.maxOpeningPerPeer ?? 64, maxPerClient: Infinity, maxWaiting: 16_384, waitTimeoutMs: this.#options.openQueueTimeoutMs ?? 20_000 };
+      const limits = { maxConnections: Infinity, maxOpening: this.#options.maxOpeningPerPeer ?? defaultMaxOpeningPerPeer, maxPerClient: Infinity, maxWaiting: 16_384, waitTimeoutMs: this.#options.openQueueTimeoutMs ?? 20_000 };
       this.#turns.set(node, (turns = new Admission({ clock: systemClock, limits })));
     }
     return turns;
   }
 
   /** A stream to `target` at `peer`'s node over a path of `path` kind, opened in turn with the other opens towards that node. */
-  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal?: AbortSignal): Promise<Duplex> {
+    if (signal?.aborted) throw abandoned(peer);
     let turn;
     try {
-      turn = await this.#turnsTo(peer.node).admit(peer.node);
+      turn = await this.#turnsTo(peer.node).admit(peer.node, signal);
     } catch (error) {
+      if (signal?.aborted) throw abandoned(peer);
       const reason = error instanceof AdmissionRefused ? error.reason : "refused";
       throw new LeafmeshError("OVER_CAPACITY", `stream to '${peer.node}' not opened: ${reason} (${describeError(error)})`, { cause: error });
     }
     try {
-      return await this.#open(peer, path, target);
+      return await this.#open(peer, path, target, signal);
     } finally {
       turn.release();
     }
   }
 
-  async #open(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+  async #open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex> {
     const tls = this.#options.tlsCarriers[path];
     if (tls) {
-      const stream = await this.#overTls(tls, peer, target);
+      const stream = await this.#overTls(tls, peer, target, signal);
       if (stream) return stream;
     }
-    return this.#overLibp2p(peer, path, target);
+    return this.#overLibp2p(peer, path, target, signal);
   }
 
   /** A TCP connection to a target on this very node (no tunnel). */
@@ -123,16 +139,17 @@ export class StreamOpener {
   }
 
   /** A stream over a TLS carrier; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
-  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget): Promise<Duplex | undefined> {
+  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex | undefined> {
     const { backoff } = this.#options;
     if (backoff.isBackedOff(carrier.name, peer)) return undefined;
     try {
       const stream = await carrier.open(peer);
       if (!stream) return undefined;
       this.#options.onTlsOpened?.();
-      return await this.#request(stream, target, peer, carrier.name);
+      return await this.#request(stream, target, peer, carrier.name, signal);
     } catch (error) {
       if (error instanceof TargetRefusedError) throw error; // libp2p would not change that
+      if (signal?.aborted) throw abandoned(peer); // the client left: no fault of the carrier
       backoff.failed(carrier.name, peer, error);
       return undefined;
     }
@@ -142,15 +159,17 @@ export class StreamOpener {
    * Best connection first; a connection closing under us (both sides punched at once,
    * a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
    */
-  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget): Promise<Duplex> {
+  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex> {
     let lastError: unknown;
     for (let round = 0; round < 3; round++) {
       if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250 * round));
       for (const { connection } of this.#options.connections.ranked(peer.peerId)) {
+        if (signal?.aborted) throw abandoned(peer);
         try {
-          return await this.#request(await this.#options.libp2p.openOn(connection), target, peer, "libp2p");
+          return await this.#request(await this.#options.libp2p.openOn(connection), target, peer, "libp2p", signal);
         } catch (error) {
           if (error instanceof TargetRefusedError) throw error; // no other path changes that
+          if (signal?.aborted) throw abandoned(peer);
           lastError = error;
         }
       }
@@ -159,13 +178,31 @@ export class StreamOpener {
     throw new LeafmeshError("TUNNEL_FAILED", `could not open a stream to '${peer.node}': ${describeError(lastError)}`, { cause: lastError });
   }
 
-  /** The target header on a fresh carrier stream; a stream whose header exchange failed is destroyed (it would otherwise stay open, unused). */
-  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName): Promise<Duplex> {
+  /**
+   * The target header on a fresh carrier stream; a stream whose header exchange failed is destroyed (it would
+   * otherwise stay open, unused), and so is one whose client left meanwhile: reset, so the far agent drops its target.
+   */
+  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName, signal: AbortSignal | undefined): Promise<Duplex> {
+    let gone = () => undefined as void;
+    const left = new Promise<never>((_resolve, reject) => {
+      gone = () => {
+        resetStream(stream, abandoned(peer));
+        reject(abandoned(peer));
+      };
+    });
+    left.catch(() => undefined); // rejects only when the client left, and then the race below says so
+    if (signal?.aborted) gone();
+    else signal?.addEventListener("abort", gone, { once: true });
     try {
-      return await requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
+      const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
+      if (!signal) return await requested;
+      requested.catch(() => undefined); // its failure once the race below was lost to the abort is expected
+      return await Promise.race([requested, left]);
     } catch (error) {
       stream.destroy();
       throw error;
+    } finally {
+      signal?.removeEventListener("abort", gone);
     }
   }
 }

@@ -35,6 +35,7 @@ import type { NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import type { RelayEndpoint } from "./relay.ts";
 import { spareSessionLifetimeMs, type SpareSessions } from "./spares.ts";
+import type { PeerLiveness } from "./peer-liveness.ts";
 import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver, type TlsStreamServer } from "./tls-streams.ts";
 
 /** What carries a TLS session that is not on a connection of its own, as errors and logs say it. */
@@ -56,6 +57,8 @@ export class TlsStreams {
   readonly #refusals: Record<"relayed" | "hole-punched", BurstLog>;
   #opened = 0;
   #served = 0;
+  /** Watches the far agent of every direct and punched TLS stream, both ends (peer-liveness.ts); set once the paths exist. */
+  liveness: PeerLiveness | undefined;
 
   private constructor(options: { identity: NodeIdentity; server: TlsStreamServer; log: Logger; onStream: TlsStreamHandler; handshakeTimeoutMs: number; trust?: PeerTrust }) {
     this.identity = options.identity;
@@ -85,7 +88,10 @@ export class TlsStreams {
       log: options.log,
       trust: options.trust,
       // The connection may be the dialler's spare, made ahead of its next stream (DirectTlsCarrier).
-      onStream: (socket, node) => streams!.#serve(socket, `node ${node} (TLS)`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 }),
+      onStream: (socket, node) => {
+        streams!.liveness?.watch(node, socket, "direct");
+        streams!.#serve(socket, `node ${node} (TLS)`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
+      },
     });
     streams = new TlsStreams({ identity: options.identity, server, log: options.log, onStream: options.onStream, handshakeTimeoutMs: options.handshakeTimeoutMs ?? 5_000, trust: options.trust });
     return streams;
@@ -111,6 +117,7 @@ export class TlsStreams {
     const point = carrier === "relayed" ? "relayed TLS" : "punched TLS";
     tlsServerOver(channel, { identity: this.identity, peer, timeoutMs: this.#handshakeTimeoutMs, where: carrierName[carrier], trust: this.trust, point }).then(
       (socket) => {
+        if (carrier === "hole-punched") this.liveness?.watch(peer, socket, "hole-punched");
         // The session may be the dialler's spare, made ahead of its next stream: its target
         // comes when that stream opens (a relay channel's pings keep it alive meanwhile).
         this.#serve(socket, `node ${peer} (TLS, ${carrier})`, { headerTimeoutMs: spareSessionLifetimeMs + 60_000 });
@@ -126,6 +133,7 @@ export class TlsStreams {
 
   /** Ends the server and every stream it serves (it does not wait for them). */
   close(): Promise<void> {
+    this.liveness?.stop();
     return this.#server.close();
   }
 
@@ -163,7 +171,8 @@ export class DirectTlsCarrier implements Carrier {
     if (!address) return undefined;
     const connect = () => connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
     const spares = this.#options.spares;
-    if (!spares) return connect();
+    const watched = (stream: Duplex) => (this.#options.tls.liveness?.watch(peer.node, stream, "direct"), stream);
+    if (!spares) return watched(await connect());
     // The address is part of the key: a peer that moved gets no spare made to where it was.
     const key = `${this.name} ${peer.node} ${address.host}:${address.port}`;
     const spare = await spares.take(key);
@@ -172,7 +181,7 @@ export class DirectTlsCarrier implements Carrier {
       session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
       return session;
     });
-    return spare ?? (await connect());
+    return watched(spare ?? (await connect()));
   }
 }
 
@@ -258,6 +267,7 @@ export class PunchedTlsCarrier implements Carrier {
     const key = `${this.name} ${peer.node}`;
     const spare = await this.#options.spares.take(key, { readyOnly: true });
     this.#options.spares.prepare(key, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
+    if (spare) this.#options.tls.liveness?.watch(peer.node, spare, "hole-punched");
     return spare;
   }
 

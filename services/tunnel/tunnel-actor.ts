@@ -41,6 +41,7 @@ import { parsePsk } from "./psk.ts";
 import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
 import { SpareSessions } from "./spares.ts";
+import { pathPing, PeerLiveness } from "./peer-liveness.ts";
 import type { StreamDialer, StreamTarget } from "../../bus/streams.ts";
 import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
 import { StreamServer } from "./stream-server.ts";
@@ -287,6 +288,7 @@ export class TunnelActor implements StreamDialer {
       backoffMaxMs: options.backoffMaxMs,
     });
     const spares = new SpareSessions({ clock });
+    if (tls) tls.liveness = new PeerLiveness({ ping: pathPing({ host, connections, peerOf: (node) => paths!.peerOf(node) }), clock, log });
     const backoff = new CarrierBackoff({ clock, log });
     const tlsCarriers = tls ? tlsCarriersOf({ tls, host, connections, relay, punches: options.observer ? punches : undefined, directory, spares, backoff, timeoutMs: dialTimeoutMs }) : {};
     const opener = new StreamOpener({
@@ -326,12 +328,12 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOPPED" });
   }
 
-  async openStream(node: string, target: StreamTarget): Promise<Duplex> {
+  async openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex> {
     const running = this.#running;
     if (this.#stopped || !running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
-    return running.opener.open(peer, kind, target);
+    return running.opener.open(peer, kind, target, options?.signal);
   }
 
   /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
