@@ -18,9 +18,12 @@ import { runUntilSignal } from "./run-until-signal.ts";
 import { watchHubCertificate } from "../trust/bundle-watch.ts";
 import { checkPeerHostsInCertificate } from "../trust/hub-certificate.ts";
 import { restartTurn } from "../roles/restart-turn.ts";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
+import { enrolAccountLacksRevocations, signEnrolAccount } from "../trust/token-revocations.ts";
+import { enrolAccountName } from "../trust/enrolment-claims.ts";
+import { jwtFile, readKeyState } from "../trust/key-store.ts";
 import { withKeysLock } from "../trust/keys-lock.ts";
 import { isFlatKeys, unpackFlatKeys, watchFlatKeys } from "../trust/flat-keys.ts";
 
@@ -31,7 +34,14 @@ async function prepareEnrolment(keys: string): Promise<string[]> {
       throw new LeafmeshError("CONFIG_INVALID", `--enrol: ${keys} lacks ${file}: a hub that enrols nodes needs the whole keys directory (leafmesh keys init), not the hub's copy`);
     }
   }
-  return withKeysLock(keys, () => ensureEnrolment(keys));
+  return withKeysLock(keys, async () => {
+    const changed = await ensureEnrolment(keys);
+    // The enrol account goes to the hubs at every start, through the push that keeps their revocations (trust/push.ts):
+    // a join token they hold revoked and this directory does not (restored from a backup) is revoked here again.
+    const state = readKeyState(keys);
+    const enrolJwt = enrolAccountLacksRevocations(keys, state) ? await signEnrolAccount(keys, state) : readFileSync(jwtFile(keys, enrolAccountName), "utf8").trim();
+    return changed.includes(enrolJwt) ? changed : [...changed, enrolJwt];
+  });
 }
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */

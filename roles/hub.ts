@@ -242,7 +242,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     // Through this hub's system account: its full resolver stores the accounts and passes them to the cluster.
     const keysDir = config.keysDir;
     const push = async (jwts: string[]) =>
-      void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts, keysDir, say: (line) => enrolLog.warn(line) }));
+      void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts, keysDir, say: (line) => enrolLog.error(line) }));
     if (config.enrol.changedAtStart.length > 0) await push(config.enrol.changedAtStart);
     enrolment = await startEnrolmentService({
       servers: [localClientUrl(config.client)],

@@ -36,6 +36,7 @@ import { meshAccountName, nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { enrolAccountJwt, enrolAccountName, enrolServiceUserJwt, enrolUserJwt } from "./enrolment-claims.ts";
 import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, jwtFile, writeKeyState, type KeyState } from "./key-store.ts";
 import { withKeysLock } from "./keys-lock.ts";
+import { signEnrolAccount, storedEnrolRevocations } from "./token-revocations.ts";
 import { encodeJoinToken, hashSecret, tokenRefusal, type TokenRefusalCode, type TokenState } from "./tokens.ts";
 
 const enrolDir = (dir: string) => join(dir, "enrol");
@@ -136,19 +137,22 @@ export async function createToken(options: CreateTokenOptions): Promise<{ token:
 }
 
 /**
- * Revokes a token: the enrolling hub refuses it from its next request on, saying so. Its NATS user
- * is not revoked: the joining node would then hear only "Authorization Violation", not why; it
- * expires with the token, and a revoked token enrols nothing.
+ * Revokes a token: the enrolling hub refuses it from its next request on, saying so, and its NATS user is
+ * revoked in the enrol account (returned as `accountJwt`, to push to the hubs): the hubs' resolvers keep that,
+ * so a keys directory restored from a backup made before the revocation cannot bring the token back
+ * (trust/token-revocations.ts). A token revoked by an older leafmesh (in state.json only) is signed into the
+ * account now.
  */
-export async function revokeToken(options: { dir: string; id: string; now?: () => number }): Promise<TokenState> {
+export async function revokeToken(options: { dir: string; id: string; now?: () => number }): Promise<{ token: TokenState; accountJwt: string }> {
   return withKeysLock(options.dir, async () => {
     const state = readKeyState(options.dir);
     const token = state.tokens?.[options.id];
     if (!token) throw new LeafmeshError("TRUST_FAILED", `no token '${options.id}' in ${options.dir} (see \`leafmesh keys tokens\`)`);
-    if (token.revokedAt) throw new LeafmeshError("TRUST_FAILED", `token '${options.id}' is already revoked (at ${token.revokedAt})`);
-    token.revokedAt = new Date((options.now ?? Date.now)()).toISOString();
+    if (token.revokedAt && storedEnrolRevocations(options.dir)[token.user] !== undefined) throw new LeafmeshError("TRUST_FAILED", `token '${options.id}' is already revoked (at ${token.revokedAt})`);
+    token.revokedAt ??= new Date((options.now ?? Date.now)()).toISOString();
+    const accountJwt = await signEnrolAccount(options.dir, state);
     writeKeyState(options.dir, state);
-    return token;
+    return { token, accountJwt };
   });
 }
 

@@ -22,6 +22,7 @@ import { signRevocationList, verifyRevocationList, type RevocationList } from ".
 import { writeFileWhole } from "./secret-files.ts";
 import { revocationListFile } from "./node-credentials.ts";
 import { resignSystemAccountWith } from "./site-claims.ts";
+import { signEnrolAccount, takeBackTokenRevocations } from "./token-revocations.ts";
 
 /**
  * Adds `certificates` to the state's revoked certificates (those it lacks), gives the list a version
@@ -99,6 +100,12 @@ export async function takeBackRevocations(dir: string, lacking: Map<string, Reco
         // A system user revoked after the backup (an older site bundle's, `keys issue-site`): signed in again.
         jwts.set(account, await resignSystemAccountWith(dir, revocations));
         said.push(`the hubs hold ${Object.keys(revocations).length} revocation(s) of the system account that ${dir} lacked (restored from a backup?): signed into it again`);
+        continue;
+      }
+      if (!entry && account === state.enrolAccount) {
+        // Join tokens revoked after the backup (their users in the enrol account): revoked in state.json again.
+        said.push(...takeBackTokenRevocations(state, revocations, dir));
+        jwts.set(account, await signEnrolAccount(dir, state, revocations));
         continue;
       }
       if (!entry) {

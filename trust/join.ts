@@ -66,7 +66,7 @@ const refusals: { pattern: RegExp; why: string; attempts: number }[] = [
   { pattern: /expired/i, why: "the token expired (its credentials did, by the hub's clock)", attempts: 1 },
   // nats-server 2.9.10 says "User Authentication Expired" only within the second its user's JWT expires in (it
   // connects, then expires); past that second an expired user gets "Authorization Violation" like any refused one.
-  { pattern: /authorization violation/i, why: "the hub refused the token's credentials (the token is of another mesh, its enrol account is unknown to that hub, or it expired by the hub's clock)", attempts: 5 },
+  { pattern: /authorization violation/i, why: "the hub refused the token's credentials (the token was revoked, is of another mesh, its enrol account is unknown to that hub, or it expired by the hub's clock; the hub's log says which)", attempts: 5 },
   { pattern: /authentication timeout/i, why: "the hub timed out the login before it was done (a slow TLS handshake, or a busy machine at either end): try again", attempts: Infinity },
   { pattern: /certificate|self.signed|unable to verify/i, why: "the hub's certificate is not of the token's mesh CA, or does not name the host dialled", attempts: 1 },
 ];
