@@ -21,6 +21,7 @@ import { restartTurn } from "../roles/restart-turn.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
+import { parseDuration } from "../trust/tokens.ts";
 import { enrolAccountLacksRevocations, signEnrolAccount } from "../trust/token-revocations.ts";
 import { enrolAccountName } from "../trust/enrolment-claims.ts";
 import { jwtFile, readKeyState } from "../trust/key-store.ts";
@@ -83,6 +84,12 @@ given each other's --routes form one JetStream cluster.`,
     replicas: option.integer({ value: "N", description: "JetStream replicas of the catalog (default 1, or 3 with --routes)" }),
     enrol: option.flag({
       description: "serve enrolment by token (leafmesh agent --join, tokens from leafmesh keys token): needs --keys to be the whole keys directory (seeds and CA key), which this hub then writes; one hub of the mesh",
+    }),
+    nodeCertValidity: option.text({
+      default: "825d",
+      value: "DURATION",
+      description:
+        "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
     }),
     leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
     ...securityOptions,
@@ -149,7 +156,7 @@ given each other's --routes form one JetStream cluster.`,
       replicas: options.replicas,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
-      enrol: enrolAccounts && { changedAtStart: enrolAccounts },
+      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays: parseDuration(options.nodeCertValidity, "--node-cert-validity") / 86_400_000 },
       log,
     });
     if (options.replaces && security) {

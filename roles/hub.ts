@@ -37,6 +37,7 @@ import { buildStatus, type NodeStatus } from "./status.ts";
 import { hostAddresses } from "./host-addresses.ts";
 import { rpc } from "../bus/rpc.ts";
 import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
+import { startRenewalService } from "../trust/renewal-service.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
 export interface HubConfig {
@@ -63,7 +64,11 @@ export interface HubConfig {
    * Serve enrolment by token (trust/enrolment.ts) from keysDir, the whole keys directory. `changedAtStart`:
    * account JWTs that setting enrolment up changed, pushed to the cluster once the hub runs.
    */
-  enrol?: { changedAtStart: string[] };
+  enrol?: {
+    changedAtStart: string[];
+    /** How long certificates of joining nodes, and their renewals, last (hub --node-cert-validity). @default 825 */
+    certificateDays?: number;
+  };
   log: Logger;
 }
 
@@ -251,9 +256,13 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       push,
       onIssued: () => void auditor?.rescan().catch((error: unknown) => enrolLog.warn({ err: String(error) }, "the auditor did not rescan")),
       log: enrolLog,
+      certificateDays: config.enrol.certificateDays,
     });
     const service = enrolment;
     node.onStop(() => service.stop(), "the enrolment service");
+    // Joined nodes renew their certificates here before they end (trust/renewal.ts asks): the CA key is here.
+    const renewal = startRenewalService({ connection, dir: config.keysDir, certificateDays: config.enrol.certificateDays ?? 825, log: log.child({ actor: "renewal" }) });
+    node.onStop(() => renewal.stop(), "the certificate renewal service");
   }
   log.info({ name: config.name }, "hub ready");
   return { connection, bus, server, publisher, status, stop: () => node.stop() };

@@ -213,7 +213,7 @@ class Refusal extends Error {
  * the token and the name, then issues the node for the key and certificate request it sent. Returns
  * the reply and the account JWTs to push before answering (a new node's account and every other).
  */
-export async function enrolNode(dir: string, body: unknown, now: () => number = Date.now): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
+export async function enrolNode(dir: string, body: unknown, now: () => number = Date.now, certificateDays?: number): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
   try {
     const parsed = enrolRequestSchema.safeParse(body);
     if (!parsed.success) throw new Refusal("malformed", `the request is not an enrolment request (${parsed.error.issues[0]?.path.join(".") || "body"}: ${parsed.error.issues[0]?.message})`);
@@ -252,7 +252,7 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
       } catch (error) {
         throw new Refusal("bad-csr", describeError(error));
       }
-      return issueEnrolledNode(dir, state, request, token!, now, again);
+      return issueEnrolledNode(dir, state, request, token!, now, again, certificateDays);
     });
   } catch (error) {
     if (error instanceof Refusal) return { reply: { ok: false, code: error.code, reason: error.message, ...(error.hubTime !== undefined ? { hubTime: error.hubTime } : {}) }, changedAccounts: [] };
@@ -270,19 +270,20 @@ function storedAccountJwts(dir: string, state: KeyState, first: string): string[
   return [...nodes.map((node) => jwtFile(dir, nodeAccountName(node))), jwtFile(dir, meshAccountName)].filter((file) => existsSync(file)).map((file) => readFileSync(file, "utf8").trim());
 }
 
-async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
+async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean, certificateDays?: number): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
   const ensured = await ensureNodeAccount(dir, state, request.node);
   const { entry } = ensured;
   // Asked again: the answer was lost, or the push before it failed and the hubs may not hold the node's account
   // (nor the imports of it): the accounts go to the hubs again, as the keys directory holds them.
   const changedAccounts = again ? storedAccountJwts(dir, state, request.node) : ensured.changedAccounts;
   const jwt = await nodeUserJwt({ node: request.node, userSeed: request.userKey, accountSeed: readSeed(seedFile(dir, nodeAccountName(request.node))) });
-  const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: request.node, hosts: [request.node], csrPem: request.csr });
+  const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: request.node, hosts: [request.node], csrPem: request.csr, days: certificateDays });
   const at = new Date(now()).toISOString();
   entry.user = request.userKey;
   entry.issuedAt = at;
   entry.expiresAt = undefined;
   entry.certificate = certificateFingerprint(cert);
+  entry.renewedFrom = undefined;
   entry.enrolledBy = token.id;
   entry.site = token.site;
   entry.tags = token.tags;

@@ -135,10 +135,12 @@ async function revokeHeld(options: { dir: string; node: string; now?: () => numb
   const bundleCert = join(nodeBundleDir(options.dir, entry.node), "node.crt");
   const certificate = entry.certificate ?? (existsSync(bundleCert) ? certificateFingerprint(readFileSync(bundleCert)) : undefined);
   state.revokedCertificates ??= [];
-  if (certificate && !state.revokedCertificates.some((revoked) => revoked.certificate === certificate)) {
-    state.revokedCertificates.push({ node: entry.node, certificate, at: new Date(now).toISOString() });
+  // Its earlier certificates too, renewed since (trust/renewal-service.ts): the same key, and maybe not yet ended.
+  for (const revoked of [...(entry.renewedFrom ?? []), ...(certificate ? [certificate] : [])]) {
+    if (!state.revokedCertificates.some((known) => known.certificate === revoked)) state.revokedCertificates.push({ node: entry.node, certificate: revoked, at: new Date(now).toISOString() });
   }
   entry.certificate = undefined;
+  entry.renewedFrom = undefined;
   state.revocationVersion = (state.revocationVersion ?? 0) + 1;
   const revocationList = signRevocationList(
     { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },
