@@ -136,7 +136,8 @@ async function revokeHeld(options: { dir: string; node: string; now?: () => numb
   const certificate = entry.certificate ?? (existsSync(bundleCert) ? certificateFingerprint(readFileSync(bundleCert)) : undefined);
   state.revokedCertificates ??= [];
   // Its earlier certificates too, renewed since (trust/renewal-service.ts): the same key, and maybe not yet ended.
-  for (const revoked of [...(entry.renewedFrom ?? []), ...(certificate ? [certificate] : [])]) {
+  const notEnded = (entry.renewedFrom ?? []).filter((earlier) => Date.parse(earlier.ends) > now).map((earlier) => earlier.certificate);
+  for (const revoked of [...notEnded, ...(certificate ? [certificate] : [])]) {
     if (!state.revokedCertificates.some((known) => known.certificate === revoked)) state.revokedCertificates.push({ node: entry.node, certificate: revoked, at: new Date(now).toISOString() });
   }
   entry.certificate = undefined;

@@ -16,8 +16,8 @@
  * - the answer goes only to a reply subject under the node's inbox prefix: the hub answers as its user of the
  *   mesh account, and a reply subject is the asker's to choose.
  *
- * The old certificate's fingerprint is kept in state.json (`renewedFrom`) until it has ended: `keys revoke`
- * puts it on the revocation list with the current one.
+ * The old certificate's fingerprint and end are kept in state.json (`renewedFrom`) until it has ended: `keys
+ * revoke` puts it on the revocation list with the current one.
  *
  * ```ts
  * const service = startRenewalService({ connection, dir, certificateDays: 825, log });   // in the enrolling hub
@@ -103,7 +103,9 @@ export async function renewNodeCertificate(options: { dir: string; node: string;
     }
     if (entry.certificate !== fingerprint) return refuse("not-current", `the certificate sent is not node '${node}''s current one (replaced since: issued again, or renewed already)`);
     const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: node, hosts: [node], csrPem: request.csr, days: options.certificateDays });
-    entry.renewedFrom = [...(entry.renewedFrom ?? []), fingerprint].slice(-keptEarlierCertificates);
+    // Only those not yet ended: an ended certificate is refused by its dates, and the revocation list only grows.
+    const replaced = { certificate: fingerprint, ends: new Date(certificate.validTo).toISOString() };
+    entry.renewedFrom = [...(entry.renewedFrom ?? []), replaced].filter((earlier) => Date.parse(earlier.ends) > now).slice(-keptEarlierCertificates);
     entry.certificate = certificateFingerprint(cert);
     writeFileWhole(join(nodeBundleDir(dir, node), "node.crt"), cert);
     writeKeyState(dir, state);
