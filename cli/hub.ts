@@ -22,6 +22,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
 import { parseDuration } from "../trust/tokens.ts";
+import { longestCertificateLifeMs } from "../trust/revocation-list.ts";
 import { enrolAccountLacksRevocations, signEnrolAccount } from "../trust/token-revocations.ts";
 import { enrolAccountName } from "../trust/enrolment-claims.ts";
 import { jwtFile, readKeyState } from "../trust/key-store.ts";
@@ -43,6 +44,13 @@ async function prepareEnrolment(keys: string): Promise<string[]> {
     const enrolJwt = enrolAccountLacksRevocations(keys, state) ? await signEnrolAccount(keys, state) : readFileSync(jwtFile(keys, enrolAccountName), "utf8").trim();
     return changed.includes(enrolJwt) ? changed : [...changed, enrolJwt];
   });
+}
+
+/** --node-cert-validity in days: at most 825 (what TLS clients accept, and what the revocation list counts on: trust/revocation-list.ts pruneEnded). */
+function nodeCertificateDays(text: string): number {
+  const ms = parseDuration(text, "--node-cert-validity");
+  if (ms > longestCertificateLifeMs) throw new LeafmeshError("CONFIG_INVALID", `--node-cert-validity ${text}: at most 825d (the longest common TLS clients accept, and what the revocation list counts on to drop ended certificates)`);
+  return ms / 86_400_000;
 }
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
@@ -89,7 +97,7 @@ given each other's --routes form one JetStream cluster.`,
       default: "825d",
       value: "DURATION",
       description:
-        "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
+        "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d; at most 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
     }),
     leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
     ...securityOptions,
@@ -156,7 +164,7 @@ given each other's --routes form one JetStream cluster.`,
       replicas: options.replicas,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
-      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays: parseDuration(options.nodeCertValidity, "--node-cert-validity") / 86_400_000 },
+      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays: nodeCertificateDays(options.nodeCertValidity) },
       log,
     });
     if (options.replaces && security) {

@@ -38,6 +38,7 @@ import { hostAddresses } from "./host-addresses.ts";
 import { rpc } from "../bus/rpc.ts";
 import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
 import { startRenewalService } from "../trust/renewal-service.ts";
+import { describeError } from "../lib/errors.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
 export interface HubConfig {
@@ -169,7 +170,13 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
     const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });
     const signed = config.keysDir ? readSignedRevocationList(config.keysDir) : undefined;
-    if (signed) await publishRevocationList({ kv: revocations, signed, caCertPem: readFileSync(config.security.files.ca, "utf8"), log: log.child({ actor: "trust" }) });
+    // A list the hubs cannot take (too large) is said, and the hub runs on: the cut it makes at the NATS level (account
+    // revocations) holds without it, and a hub that did not start for it took the whole mesh's cloud down.
+    if (signed) {
+      await publishRevocationList({ kv: revocations, signed, caCertPem: readFileSync(config.security.files.ca, "utf8"), log: log.child({ actor: "trust" }) }).catch((error: unknown) =>
+        log.child({ actor: "trust" }).error({ err: describeError(error) }, `the keys directory's revocation list was not published: ${describeError(error)}`),
+      );
+    }
   }
 
   const link = linkActorToBus({
