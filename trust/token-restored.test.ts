@@ -58,6 +58,9 @@ describe("a revoked join token and a keys directory restored from before the rev
     expect(said).toMatch(new RegExp(`token ${revokedId} revoked at`));
     expect(said).toMatch(/pushed account A\w+ to hub hub-1/);
     await expect(join1(revoked, "edge-r0")).rejects.toThrow(/token \w+ was revoked|the token was revoked/);
+    // The enrol account pushed to the running hub leaves its enrolment service serving: another token enrols at once.
+    await join1(kept, "edge-k0");
+    expect(readKeyState(keys).nodes["edge-k0"]?.enrolledBy).toBe(keptId);
 
     // The directory put back as the backup had it, and the enrolling hub restarted on it.
     await hub.stop();
