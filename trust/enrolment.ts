@@ -24,7 +24,7 @@
  */
 import { existsSync, readFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { createAccount, createUser, fmtCreds, fromPublic } from "@nats-io/jwt";
 import { nodeNamePattern } from "../bus/subjects.ts";
@@ -80,6 +80,17 @@ export async function ensureEnrolment(dir: string): Promise<string[]> {
   return changed;
 }
 
+/**
+ * Issues the enrolment client certificate again (825 days, the same enrolment CA, which the hubs' client port
+ * trusts) when it ends before `neededUntil`: every token carries it, and one made 825 days after enrolment was
+ * set up carried an ended one that the hubs refused, so that no node could join.
+ */
+async function renewEnrolmentClientCertificate(dir: string, neededUntil: number): Promise<void> {
+  const enrol = enrolDir(dir);
+  if (Date.parse(new X509Certificate(readFileSync(join(enrol, "client.crt"))).validTo) >= neededUntil) return;
+  await issueCertificate({ caCertFile: join(enrol, "ca.crt"), caKeyFile: join(enrol, "ca.key"), certFile: join(enrol, "client.crt"), keyFile: join(enrol, "client.key"), commonName: "leafmesh enrolment", hosts: ["enrolment.invalid"] });
+}
+
 export interface CreateTokenOptions {
   dir: string;
   ttlMs: number;
@@ -100,6 +111,7 @@ export async function createToken(options: CreateTokenOptions): Promise<{ token:
     const changedAccounts = await ensureEnrolment(options.dir);
     const state = readKeyState(options.dir);
     const now = (options.now ?? Date.now)();
+    await renewEnrolmentClientCertificate(options.dir, now + options.ttlMs + 86_400_000);
     const id = randomBytes(6).toString("hex");
     const secret = randomBytes(24).toString("base64url");
     const expires = Math.floor((now + options.ttlMs) / 1000);
