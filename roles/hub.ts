@@ -37,7 +37,7 @@ import { buildStatus, type NodeStatus } from "./status.ts";
 import { hostAddresses } from "./host-addresses.ts";
 import { rpc } from "../bus/rpc.ts";
 import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
-import { startRenewalService } from "../trust/renewal-service.ts";
+import { startRenewalService, type RenewalService } from "../trust/renewal-service.ts";
 import { describeError } from "../lib/errors.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
@@ -195,6 +195,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   node.onStop(stopSnapshot, "the catalog snapshot reply");
 
   let enrolment: EnrolmentService | undefined;
+  let renewal: RenewalService | undefined;
   const hubEnds = config.security ? loadedEnds({ cert: config.security.files.cert }) : [];
   const publisherState = () => (config.source ? (publisher.leading ? "leading" : "following") : "no source");
   const status = (): NodeStatus =>
@@ -211,7 +212,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
           detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
         },
         { name: "relay", state: "publishing load", since: "", detail: { ...load.current() } },
-        ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts } }] : []),
+        ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts, ...renewalCounts(renewal) } }] : []),
         // The hubs' certificate ends 825 days after keys init or keys hub-cert: shown here so it is seen coming.
         ...(config.security ? [{ name: "trust", state: endsState(hubEnds, Date.now()) ?? "certificate valid", since: "", detail: endsDetail(hubEnds) }] : []),
       ],
@@ -268,9 +269,15 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     const service = enrolment;
     node.onStop(() => service.stop(), "the enrolment service");
     // Joined nodes renew their certificates here before they end (trust/renewal.ts asks): the CA key is here.
-    const renewal = startRenewalService({ connection, dir: config.keysDir, certificateDays: config.enrol.certificateDays ?? 825, log: log.child({ actor: "renewal" }) });
-    node.onStop(() => renewal.stop(), "the certificate renewal service");
+    const renewing = startRenewalService({ connection, dir: config.keysDir, certificateDays: config.enrol.certificateDays ?? 825, log: log.child({ actor: "renewal" }) });
+    renewal = renewing;
+    node.onStop(() => renewing.stop(), "the certificate renewal service");
   }
   log.info({ name: config.name }, "hub ready");
   return { connection, bus, server, publisher, status, stop: () => node.stop() };
+}
+
+/** The renewal service's counts for the enrolment row of `leafmesh status` ("renewal renewed", "renewal revoked", ...). */
+function renewalCounts(renewal: RenewalService | undefined): Record<string, number> {
+  return Object.fromEntries(Object.entries(renewal?.counts ?? {}).map(([outcome, count]) => [`renewal ${outcome}`, count]));
 }

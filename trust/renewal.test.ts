@@ -95,6 +95,8 @@ describe("a joined node's certificate", () => {
     expect(renewed.subject).toBe("CN=edge-j");
     expect(renewed.checkPrivateKey(createPrivateKey(readFileSync(join(agent.dataDir, "keys", "node.key"))))).toBe(true);
     expect(hub.output()).toContain("renewed the certificate of node 'edge-j'");
+    // Counted where the operator looks: the enrolment row of the hub's status.
+    expect((await hub.view()).status.actors.find((actor) => actor.name === "enrolment")?.detail).toMatchObject({ "renewal renewed": 1 });
     const entry = readKeyState(keys).nodes["edge-j"];
     expect(entry.certificate).toBe(certificateFingerprint(renewed.toString()));
     expect(entry.renewedFrom).toEqual([{ certificate: certificateFingerprint(firstPem), ends: new Date(first.validTo).toISOString() }]);

@@ -78,8 +78,7 @@ export function startCertificateRenewal(options: {
     timer.unref?.();
   };
 
-  const askOnce = async (current: string): Promise<RenewalReply> => {
-    const csr = await makeCertificateRequest({ keyFile, commonName: node, keepKey: true });
+  const askOnce = async (current: string, csr: string): Promise<RenewalReply> => {
     const at = now();
     const signature = sign("sha256", renewalSigningText(node, { csr, at }), createPrivateKey(readFileSync(keyFile))).toString("base64");
     const message = await connection.request(certificateRenewalSubject(node), JSON.stringify({ cert: current, csr, at, signature }), { timeout: requestTimeoutMs });
@@ -96,15 +95,29 @@ export function startCertificateRenewal(options: {
     return next;
   };
 
-  const attempt = async (tries: number) => {
+  const backoffMs = (tries: number) => Math.min(renewalBackoff.maxMs, renewalBackoff.minMs * 2 ** (tries - 1)) * (0.8 + 0.4 * random());
+
+  /** One attempt; anything it did not foresee (the bundle's files unreadable, openssl failing) is said and asked again, never thrown. */
+  const attempt = (tries: number): void =>
+    void attemptOnce(tries).catch((error: unknown) => {
+      if (stopped) return;
+      const delay = backoffMs(tries);
+      dueAt = now() + delay;
+      log.error({ attempt: tries, retryInMs: Math.round(delay), err: describeError(error) }, `this node's certificate was not renewed: ${describeError(error)}; asking again in ${Math.round(delay / 1000)} s`);
+      wait(delay, () => attempt(tries + 1));
+    });
+
+  const attemptOnce = async (tries: number) => {
     if (stopped) return;
     const pem = readFileSync(certFile, "utf8");
     const current = new X509Certificate(pem);
     log.info({ attempt: tries, ends: current.validTo }, `renewing this node's certificate (it ends ${new Date(current.validTo).toISOString()}): asking the enrolling hub`);
+    // Made before asking: a failure here (openssl) is this machine's, said as itself by attempt().
+    const csr = await makeCertificateRequest({ keyFile, commonName: node, keepKey: true });
     let reply: RenewalReply | undefined;
     let failure: string | undefined;
     try {
-      reply = await askOnce(pem);
+      reply = await askOnce(pem, csr);
     } catch (error) {
       failure = /no responders/i.test(describeError(error)) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${describeError(error)}` : `the request got no answer: ${describeError(error)}`;
     }
@@ -127,11 +140,11 @@ export function startCertificateRenewal(options: {
     } else if (reply && !reply.ok) {
       failure = `the enrolling hub refused it for now: ${reply.reason} (${reply.code})`;
     }
-    const delay = Math.min(renewalBackoff.maxMs, renewalBackoff.minMs * 2 ** (tries - 1)) * (0.8 + 0.4 * random());
+    const delay = backoffMs(tries);
     dueAt = now() + delay;
     const left = Date.parse(current.validTo) - now();
     log.warn({ attempt: tries, retryInMs: Math.round(delay), endsInMs: left }, `this node's certificate was not renewed: ${failure}; asking again in ${Math.round(delay / 1000)} s${left <= 0 ? " (it has ended: the hubs refuse this node's leaf until it is renewed, which needs the leaf: join it again with a token)" : ""}`);
-    wait(delay, () => void attempt(tries + 1));
+    wait(delay, () => attempt(tries + 1));
   };
 
   const schedule = () => {
@@ -140,7 +153,7 @@ export function startCertificateRenewal(options: {
     dueAt = renewalTime(Date.parse(current.validFrom), Date.parse(current.validTo), random());
     const inMs = Math.max(0, dueAt - now());
     log.info({ renewAt: new Date(dueAt).toISOString(), ends: current.validTo }, `this node's certificate is renewed at ${new Date(dueAt).toISOString()}, two thirds of its life`);
-    wait(inMs, () => void attempt(1));
+    wait(inMs, () => attempt(1));
   };
 
   schedule();
