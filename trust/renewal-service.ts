@@ -24,7 +24,7 @@
  * ```
  */
 import { verify, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
@@ -101,7 +101,17 @@ export async function renewNodeCertificate(options: { dir: string; node: string;
     if (!entry.user || (state.revokedCertificates ?? []).some((revoked) => revoked.certificate === fingerprint)) {
       return refuse("revoked", `node '${node}' is revoked (keys revoke): its certificate is not renewed; join it again with a token for a new identity`);
     }
-    if (entry.certificate !== fingerprint) return refuse("not-current", `the certificate sent is not node '${node}''s current one (replaced since: issued again, or renewed already)`);
+    if (entry.certificate !== fingerprint) {
+      // The one this hub last replaced, for the same key: the answer to that renewal was lost on its way (or a
+      // request the node sent was replayed): the current certificate again, so that the node is not left with an
+      // identity it can never renew.
+      const current = join(nodeBundleDir(dir, node), "node.crt");
+      if (entry.renewedFrom?.at(-1)?.certificate === fingerprint && existsSync(current)) {
+        const currentPem = readFileSync(current, "utf8");
+        if (certificateFingerprint(currentPem) === entry.certificate && new X509Certificate(currentPem).publicKey.equals(certificate.publicKey)) return { ok: true, cert: currentPem };
+      }
+      return refuse("not-current", `the certificate sent is not node '${node}''s current one (replaced since: issued again, or renewed already)`);
+    }
     const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: node, hosts: [node], csrPem: request.csr, days: options.certificateDays });
     // Only those not yet ended: an ended certificate is refused by its dates, and the revocation list only grows.
     const replaced = { certificate: fingerprint, ends: new Date(certificate.validTo).toISOString() };

@@ -25,7 +25,7 @@ import { readKeyState } from "./key-store.ts";
 import { renewalTime } from "./renewal.ts";
 import { renewNodeCertificate, renewalSigningText } from "./renewal-service.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
-import { makeCertificateRequest } from "./tls.ts";
+import { issueCertificate, makeCertificateRequest } from "./tls.ts";
 
 const week = 7 * 86_400_000;
 
@@ -127,14 +127,21 @@ describe("a joined node's certificate", () => {
   it("is not renewed for a revoked node, with either certificate, and those not yet ended are revoked", async () => {
     const bundle = join(agent.dataDir, "keys");
     const current = readFileSync(join(bundle, "node.crt"), "utf8");
-    const request = async (cert: string) => {
-      const csr = await makeCertificateRequest({ keyFile: join(bundle, "node.key"), commonName: "edge-j", keepKey: true });
+    const request = async (cert: string, keyFile = join(bundle, "node.key")) => {
+      const csr = await makeCertificateRequest({ keyFile, commonName: "edge-j", keepKey: true });
       const at = Date.now();
-      const signature = sign("sha256", renewalSigningText("edge-j", { csr, at }), createPrivateKey(readFileSync(join(bundle, "node.key")))).toString("base64");
+      const signature = sign("sha256", renewalSigningText("edge-j", { csr, at }), createPrivateKey(readFileSync(keyFile))).toString("base64");
       return renewNodeCertificate({ dir: keys, node: "edge-j", body: { cert, csr, at, signature }, certificateDays: 1 });
     };
-    // The replaced certificate is refused already; another node's name with this one too.
-    expect(await request(firstPem)).toMatchObject({ ok: false, code: "not-current" });
+    // The certificate the renewal replaced, asked with again (the answer was lost on its way): the current one again,
+    // nothing newly signed; a node left with an identity it could never renew would be cut off when it ends.
+    expect(await request(firstPem)).toEqual({ ok: true, cert: current });
+    expect(readKeyState(keys).nodes["edge-j"].certificate).toBe(certificateFingerprint(current));
+    // A certificate of the mesh CA for this name but another key (never this node's current one): refused.
+    const other = join(base, "other-edge-j");
+    await issueCertificate({ caCertFile: join(keys, "ca", "ca.crt"), caKeyFile: join(keys, "ca", "ca.key"), certFile: `${other}.crt`, keyFile: `${other}.key`, commonName: "edge-j", hosts: ["edge-j"] });
+    expect(await request(readFileSync(`${other}.crt`, "utf8"), `${other}.key`)).toMatchObject({ ok: false, code: "not-current" });
+    // Another node's name with this one too.
     const csr = await makeCertificateRequest({ keyFile: join(bundle, "node.key"), commonName: "edge-j", keepKey: true });
     const at = Date.now();
     const signature = sign("sha256", renewalSigningText("edge-x", { csr, at }), createPrivateKey(readFileSync(join(bundle, "node.key")))).toString("base64");
