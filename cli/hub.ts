@@ -137,6 +137,8 @@ given each other's --routes form one JetStream cluster.`,
       throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
     }
     let enrolAccounts: string[] | undefined;
+    // Checked before enrolment is set up in the keys directory: a value refused leaves nothing written.
+    const certificateDays = nodeCertificateDays(options.nodeCertValidity);
     if (options.enrol) {
       if (!keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
       // Before the security is loaded: the client port must trust the enrolment CA from the start.
@@ -164,7 +166,7 @@ given each other's --routes form one JetStream cluster.`,
       replicas: options.replicas,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
-      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays: nodeCertificateDays(options.nodeCertValidity) },
+      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays },
       log,
     });
     if (options.replaces && security) {

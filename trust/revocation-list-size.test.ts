@@ -39,6 +39,15 @@ describe("which revoked certificates stay on the list", () => {
   });
 });
 
+describe("hub --node-cert-validity", () => {
+  it("is refused beyond 825 days, before anything is written: the list counts on no certificate lasting longer", async () => {
+    const data = tempDir("leafmesh-list-size-cli-");
+    const result = await runCli(["hub", "--name", "hub-x", "--data", join(data, "d"), "--insecure", "--enrol", "--node-cert-validity", "900d"]);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("--node-cert-validity 900d: at most 825d");
+  });
+});
+
 let base: string;
 let keys: string;
 let hub: HubProcess;
