@@ -44,7 +44,8 @@ const slowFirst = [
   // beside-lab's, in this order its two lanes end together: offline-lan, then drill and partition; peer-faults, then hub-store-lost
   "test/offline-lan.test.ts", "test/peer-faults.test.ts", "test/hub-store-lost.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts",
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
-  "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/slow-uplink-lab.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
+  // trust/renewal (~110 s, mostly a certificate's life waited out) and trust/token-restored (~36 s) by their own runs, 2026-12-07
+  "trust/renewal.test.ts", "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "trust/token-restored.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/slow-uplink-lab.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
   "services/tunnel/frozen-agent.test.ts", "services/tunnel/direct-blackhole.test.ts", "test/ipv6-punch-lab.test.ts", "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
   "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts", "test/capacity.test.ts",
   "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts", "test/demo-lab.test.ts",

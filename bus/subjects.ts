@@ -74,6 +74,15 @@ export const revocationListKey = "list";
  * publish nothing else (trust/claims.ts enrolUserJwt).
  */
 export const enrolSubject = "enrol.join";
+/**
+ * A joined node asks the enrolling hub to renew its certificate here (trust/renewal-service.ts): under its own
+ * `mesh.<node>.>`, which only its account can publish into the mesh account, so the subject names the asker; the
+ * answer goes to its inbox (`_INBOX_<node>`), which only its account imports. No account changes for it.
+ */
+export function certificateRenewalSubject(node: string): string {
+  return `${meshRoot}.${node}.trust.renew-certificate`;
+}
+export const certificateRenewalSubjects = `${meshRoot}.*.trust.renew-certificate`;
 
 /** The JetStream domain of the cloud hubs. */
 export const hubDomain = "hub";

@@ -1,6 +1,7 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
 import { commandSummaries } from "./command-list.ts";
 import { join } from "node:path";
+import { startCertificateRenewal } from "../trust/renewal.ts";
 import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
@@ -13,7 +14,7 @@ import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchBundle } from "../trust/bundle-watch.ts";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
@@ -258,7 +259,10 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.
     const trustLog = log.child({ node: options.node, actor: "trust" });
     const restart = security && { log: trustLog, watch: (onReplaced: (what: string) => void) => watchBundle({ files: security.files, node: options.node, log: trustLog, onReplaced }) };
-    return runUntilSignal(io, () => agent.stop(), restart);
+    // A node that joined with a token made its own key: it asks the enrolling hub for a new certificate before
+    // its own ends, and the bundle watch above takes it (trust/renewal.ts).
+    const renewal = keys && security && existsSync(join(keys, "joined.json")) ? startCertificateRenewal({ connection: agent.connection, node: options.node, bundleDir: keys, log: log.child({ node: options.node, actor: "renewal" }) }) : undefined;
+    return runUntilSignal(io, () => (renewal?.stop(), agent.stop()), restart);
   },
 });
 

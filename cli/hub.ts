@@ -18,9 +18,14 @@ import { runUntilSignal } from "./run-until-signal.ts";
 import { watchHubCertificate } from "../trust/bundle-watch.ts";
 import { checkPeerHostsInCertificate } from "../trust/hub-certificate.ts";
 import { restartTurn } from "../roles/restart-turn.ts";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureEnrolment } from "../trust/enrolment.ts";
+import { parseDuration } from "../trust/tokens.ts";
+import { longestCertificateLifeMs } from "../trust/revocation-list.ts";
+import { enrolAccountLacksRevocations, signEnrolAccount } from "../trust/token-revocations.ts";
+import { enrolAccountName } from "../trust/enrolment-claims.ts";
+import { jwtFile, readKeyState } from "../trust/key-store.ts";
 import { withKeysLock } from "../trust/keys-lock.ts";
 import { isFlatKeys, unpackFlatKeys, watchFlatKeys } from "../trust/flat-keys.ts";
 
@@ -31,7 +36,21 @@ async function prepareEnrolment(keys: string): Promise<string[]> {
       throw new LeafmeshError("CONFIG_INVALID", `--enrol: ${keys} lacks ${file}: a hub that enrols nodes needs the whole keys directory (leafmesh keys init), not the hub's copy`);
     }
   }
-  return withKeysLock(keys, () => ensureEnrolment(keys));
+  return withKeysLock(keys, async () => {
+    const changed = await ensureEnrolment(keys);
+    // The enrol account goes to the hubs at every start, through the push that keeps their revocations (trust/push.ts):
+    // a join token they hold revoked and this directory does not (restored from a backup) is revoked here again.
+    const state = readKeyState(keys);
+    const enrolJwt = enrolAccountLacksRevocations(keys, state) ? await signEnrolAccount(keys, state) : readFileSync(jwtFile(keys, enrolAccountName), "utf8").trim();
+    return changed.includes(enrolJwt) ? changed : [...changed, enrolJwt];
+  });
+}
+
+/** --node-cert-validity in days: at most 825 (what TLS clients accept, and what the revocation list counts on: trust/revocation-list.ts pruneEnded). */
+function nodeCertificateDays(text: string): number {
+  const ms = parseDuration(text, "--node-cert-validity");
+  if (ms > longestCertificateLifeMs) throw new LeafmeshError("CONFIG_INVALID", `--node-cert-validity ${text}: at most 825d (the longest common TLS clients accept, and what the revocation list counts on to drop ended certificates)`);
+  return ms / 86_400_000;
 }
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
@@ -77,6 +96,12 @@ given each other's --routes form one JetStream cluster.`,
     enrol: option.flag({
       description: "serve enrolment by token (leafmesh agent --join, tokens from leafmesh keys token): needs --keys to be the whole keys directory (seeds and CA key), which this hub then writes; one hub of the mesh",
     }),
+    nodeCertValidity: option.text({
+      default: "825d",
+      value: "DURATION",
+      description:
+        "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d; at most 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
+    }),
     leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
@@ -115,6 +140,8 @@ given each other's --routes form one JetStream cluster.`,
       throw new LeafmeshError("CONFIG_INVALID", "--gateway-name needs --routes: JetStream across regions runs clustered (a one-hub region lists its own route URL)");
     }
     let enrolAccounts: string[] | undefined;
+    // Checked before enrolment is set up in the keys directory: a value refused leaves nothing written.
+    const certificateDays = nodeCertificateDays(options.nodeCertValidity);
     if (options.enrol) {
       if (!keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
       // Before the security is loaded: the client port must trust the enrolment CA from the start.
@@ -142,7 +169,7 @@ given each other's --routes form one JetStream cluster.`,
       replicas: options.replicas,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
-      enrol: enrolAccounts && { changedAtStart: enrolAccounts },
+      enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays },
       log,
     });
     if (options.replaces && security) {

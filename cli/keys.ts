@@ -170,14 +170,16 @@ later (with a new key and certificate).`,
   options: {
     dir: dirOption,
     node: { type: "string", value: "NODE", description: "the node to revoke" },
-    token: { type: "string", value: "ID", description: "or: the join token to revoke (see keys tokens): the enrolling hub refuses it from then on, saying so; nodes that joined with it keep running" },
+    token: { type: "string", value: "ID", description: "or: the join token to revoke (see keys tokens): the enrolling hub refuses it from then on, saying so, and its credentials are revoked at the hubs (pushed with --hub), where a keys directory restored from an older backup cannot undo it; nodes that joined with it keep running" },
     hub: hubOption,
   },
   async run(values, _positionals, io) {
     if (Boolean(values.node) === Boolean(values.token)) throw new LeafmeshError("CONFIG_INVALID", "give --node NODE or --token ID (one of them)");
     if (values.token) {
-      const token = await revokeToken({ dir: values.dir, id: values.token });
+      const { token, accountJwt } = await revokeToken({ dir: values.dir, id: values.token });
       io.stdout.write(`token ${token.id} revoked at ${token.revokedAt}: ${token.used.length} node${token.used.length === 1 ? "" : "s"} joined with it (${token.used.map((use) => use.node).join(", ") || "none"}); revoke them with --node if they must go too\n`);
+      // Its user in the enrol account: the hubs keep that revocation, also against a keys directory restored from an older backup.
+      await pushTo(values.dir, values.hub, [accountJwt], io);
       return 0;
     }
     const node = values.node!;

@@ -28,6 +28,7 @@ import { markAccountsForLoadAtStart } from "./account-preload.ts";
 import { monitorBase, monitorGet } from "./monitor-http.ts";
 import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
+import { checkServerVersion, readServerVersion } from "./server-version.ts";
 
 /** @default 300 — how long an unexpected exit waits to be said: a stop that comes meanwhile makes it no failure. */
 const exitReportDelayMs = 300;
@@ -179,8 +180,11 @@ export class NatsServerSupervisor {
     if (this.options.loadAccountsAtStart) markAccountsForLoadAtStart(this.options.loadAccountsAtStart.storeDir, this.options.loadAccountsAtStart.accounts);
     // One run of the binary, off the event loop, says both whether it runs and whether it takes the configuration
     // (a --version and a -t, each spawned synchronously, held a starting agent's loop ~70 ms).
-    const check = await testConfiguration(binary, this.configPath);
+    // Its version too, beside it: a server older than the code needs is refused here, one newer than tested warned about once.
+    const [check, version] = await Promise.all([testConfiguration(binary, this.configPath), readServerVersion(binary)]);
     if (check.missing) throw missingBinary(binary, check.missing);
+    if (version.missing) throw missingBinary(binary, version.missing);
+    checkServerVersion(binary, version, this.#log);
     if (check.status !== 0) {
       const detail = check.output;
       this.actor.send({ type: "START" });

@@ -37,6 +37,8 @@ import { buildStatus, type NodeStatus } from "./status.ts";
 import { hostAddresses } from "./host-addresses.ts";
 import { rpc } from "../bus/rpc.ts";
 import { startEnrolmentService, type EnrolmentService } from "../trust/enrolment-service.ts";
+import { startRenewalService, type RenewalService } from "../trust/renewal-service.ts";
+import { describeError } from "../lib/errors.ts";
 import { pushAccountClaims } from "../trust/push.ts";
 
 export interface HubConfig {
@@ -63,7 +65,11 @@ export interface HubConfig {
    * Serve enrolment by token (trust/enrolment.ts) from keysDir, the whole keys directory. `changedAtStart`:
    * account JWTs that setting enrolment up changed, pushed to the cluster once the hub runs.
    */
-  enrol?: { changedAtStart: string[] };
+  enrol?: {
+    changedAtStart: string[];
+    /** How long certificates of joining nodes, and their renewals, last (hub --node-cert-validity). @default 825 */
+    certificateDays?: number;
+  };
   log: Logger;
 }
 
@@ -164,7 +170,13 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
     const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });
     const signed = config.keysDir ? readSignedRevocationList(config.keysDir) : undefined;
-    if (signed) await publishRevocationList({ kv: revocations, signed, caCertPem: readFileSync(config.security.files.ca, "utf8"), log: log.child({ actor: "trust" }) });
+    // A list the hubs cannot take (too large) is said, and the hub runs on: the cut it makes at the NATS level (account
+    // revocations) holds without it, and a hub that did not start for it took the whole mesh's cloud down.
+    if (signed) {
+      await publishRevocationList({ kv: revocations, signed, caCertPem: readFileSync(config.security.files.ca, "utf8"), log: log.child({ actor: "trust" }) }).catch((error: unknown) =>
+        log.child({ actor: "trust" }).error({ err: describeError(error) }, `the keys directory's revocation list was not published: ${describeError(error)}`),
+      );
+    }
   }
 
   const link = linkActorToBus({
@@ -183,6 +195,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   node.onStop(stopSnapshot, "the catalog snapshot reply");
 
   let enrolment: EnrolmentService | undefined;
+  let renewal: RenewalService | undefined;
   const hubEnds = config.security ? loadedEnds({ cert: config.security.files.cert }) : [];
   const publisherState = () => (config.source ? (publisher.leading ? "leading" : "following") : "no source");
   const status = (): NodeStatus =>
@@ -199,7 +212,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
           detail: { holder: publisher.leading ? config.name : publisher.leaseHolder, source: config.source?.name ?? null },
         },
         { name: "relay", state: "publishing load", since: "", detail: { ...load.current() } },
-        ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts } }] : []),
+        ...(enrolment ? [{ name: "enrolment", state: "serving", since: new Date().toISOString(), detail: { ...enrolment.counts, ...renewalCounts(renewal) } }] : []),
         // The hubs' certificate ends 825 days after keys init or keys hub-cert: shown here so it is seen coming.
         ...(config.security ? [{ name: "trust", state: endsState(hubEnds, Date.now()) ?? "certificate valid", since: "", detail: endsDetail(hubEnds) }] : []),
       ],
@@ -242,8 +255,12 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     // Through this hub's system account: its full resolver stores the accounts and passes them to the cluster.
     const keysDir = config.keysDir;
     const push = async (jwts: string[]) =>
-      void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts, keysDir, say: (line) => enrolLog.warn(line) }));
-    if (config.enrol.changedAtStart.length > 0) await push(config.enrol.changedAtStart);
+      void (await pushAccountClaims({ servers: [localClientUrl(config.client)], connectOptions: systemOptions, jwts, keysDir, say: (line) => enrolLog.error(line) }));
+    // The enrol account among them at every start (cli/hub.ts): a push that fails is said, and the hub runs on, as the
+    // hubs' resolvers keep the revocations they hold whatever this directory says.
+    if (config.enrol.changedAtStart.length > 0) {
+      await push(config.enrol.changedAtStart).catch((error: unknown) => enrolLog.error({ err: describeError(error) }, `the enrol and changed accounts were not pushed at start: ${describeError(error)}`));
+    }
     enrolment = await startEnrolmentService({
       servers: [localClientUrl(config.client)],
       tls: config.security.publisherConnectOptions.tls,
@@ -251,10 +268,20 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       push,
       onIssued: () => void auditor?.rescan().catch((error: unknown) => enrolLog.warn({ err: String(error) }, "the auditor did not rescan")),
       log: enrolLog,
+      certificateDays: config.enrol.certificateDays,
     });
     const service = enrolment;
     node.onStop(() => service.stop(), "the enrolment service");
+    // Joined nodes renew their certificates here before they end (trust/renewal.ts asks): the CA key is here.
+    const renewing = startRenewalService({ connection, dir: config.keysDir, certificateDays: config.enrol.certificateDays ?? 825, log: log.child({ actor: "renewal" }) });
+    renewal = renewing;
+    node.onStop(() => renewing.stop(), "the certificate renewal service");
   }
   log.info({ name: config.name }, "hub ready");
   return { connection, bus, server, publisher, status, stop: () => node.stop() };
+}
+
+/** The renewal service's counts for the enrolment row of `leafmesh status` ("renewal renewed", "renewal revoked", ...). */
+function renewalCounts(renewal: RenewalService | undefined): Record<string, number> {
+  return Object.fromEntries(Object.entries(renewal?.counts ?? {}).map(([outcome, count]) => [`renewal ${outcome}`, count]));
 }

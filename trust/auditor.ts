@@ -22,7 +22,7 @@ import type { Logger } from "../lib/log.ts";
 import { describeError } from "../lib/errors.ts";
 import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
-import { explainUserKey } from "./key-store.ts";
+import { explainRefusedUser } from "./token-revocations.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
 import { Repeats } from "../lib/repeats.ts";
 
@@ -145,7 +145,7 @@ export async function startTrustAuditor(options: {
           if (known && now - known.at < refusalLogIntervalMs) why = known.why;
           else {
             try {
-              why = explainUserKey(options.dir, jwt, () => clock.now(), options.resolverDir);
+              why = explainRefusedUser(options.dir, jwt, () => clock.now(), options.resolverDir);
             } catch (error) {
               why = `${why} (presented a JWT that cannot be read: ${describeError(error)})`;
             }

@@ -51,6 +51,8 @@ export async function startEnrolmentService(options: {
   onIssued?: () => void;
   log: Logger;
   now?: () => number;
+  /** How long the certificates of joining nodes last, in days (hub --node-cert-validity). @default 825 */
+  certificateDays?: number;
 }): Promise<EnrolmentService> {
   const connection = await connect({
     servers: options.servers,
@@ -103,7 +105,7 @@ export async function startEnrolmentService(options: {
     }
     let result;
     try {
-      result = await enrolNode(options.dir, body, now);
+      result = await enrolNode(options.dir, body, now, options.certificateDays);
     } catch (error) {
       log.error({ err: describeError(error) }, "enrolment failed");
       refuse(message, "internal", `the hub could not enrol the node: ${describeError(error)}`);

@@ -24,7 +24,7 @@
  */
 import { existsSync, readFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { createAccount, createUser, fmtCreds, fromPublic } from "@nats-io/jwt";
 import { nodeNamePattern } from "../bus/subjects.ts";
@@ -36,6 +36,7 @@ import { meshAccountName, nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { enrolAccountJwt, enrolAccountName, enrolServiceUserJwt, enrolUserJwt } from "./enrolment-claims.ts";
 import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, seedFile, jwtFile, writeKeyState, type KeyState } from "./key-store.ts";
 import { withKeysLock } from "./keys-lock.ts";
+import { signEnrolAccount, storedEnrolRevocations } from "./token-revocations.ts";
 import { encodeJoinToken, hashSecret, tokenRefusal, type TokenRefusalCode, type TokenState } from "./tokens.ts";
 
 const enrolDir = (dir: string) => join(dir, "enrol");
@@ -79,6 +80,17 @@ export async function ensureEnrolment(dir: string): Promise<string[]> {
   return changed;
 }
 
+/**
+ * Issues the enrolment client certificate again (825 days, the same enrolment CA, which the hubs' client port
+ * trusts) when it ends before `neededUntil`: every token carries it, and one made 825 days after enrolment was
+ * set up carried an ended one that the hubs refused, so that no node could join.
+ */
+async function renewEnrolmentClientCertificate(dir: string, neededUntil: number): Promise<void> {
+  const enrol = enrolDir(dir);
+  if (Date.parse(new X509Certificate(readFileSync(join(enrol, "client.crt"))).validTo) >= neededUntil) return;
+  await issueCertificate({ caCertFile: join(enrol, "ca.crt"), caKeyFile: join(enrol, "ca.key"), certFile: join(enrol, "client.crt"), keyFile: join(enrol, "client.key"), commonName: "leafmesh enrolment", hosts: ["enrolment.invalid"] });
+}
+
 export interface CreateTokenOptions {
   dir: string;
   ttlMs: number;
@@ -99,6 +111,7 @@ export async function createToken(options: CreateTokenOptions): Promise<{ token:
     const changedAccounts = await ensureEnrolment(options.dir);
     const state = readKeyState(options.dir);
     const now = (options.now ?? Date.now)();
+    await renewEnrolmentClientCertificate(options.dir, now + options.ttlMs + 86_400_000);
     const id = randomBytes(6).toString("hex");
     const secret = randomBytes(24).toString("base64url");
     const expires = Math.floor((now + options.ttlMs) / 1000);
@@ -136,19 +149,22 @@ export async function createToken(options: CreateTokenOptions): Promise<{ token:
 }
 
 /**
- * Revokes a token: the enrolling hub refuses it from its next request on, saying so. Its NATS user
- * is not revoked: the joining node would then hear only "Authorization Violation", not why; it
- * expires with the token, and a revoked token enrols nothing.
+ * Revokes a token: the enrolling hub refuses it from its next request on, saying so, and its NATS user is
+ * revoked in the enrol account (returned as `accountJwt`, to push to the hubs): the hubs' resolvers keep that,
+ * so a keys directory restored from a backup made before the revocation cannot bring the token back
+ * (trust/token-revocations.ts). A token revoked by an older leafmesh (in state.json only) is signed into the
+ * account now.
  */
-export async function revokeToken(options: { dir: string; id: string; now?: () => number }): Promise<TokenState> {
+export async function revokeToken(options: { dir: string; id: string; now?: () => number }): Promise<{ token: TokenState; accountJwt: string }> {
   return withKeysLock(options.dir, async () => {
     const state = readKeyState(options.dir);
     const token = state.tokens?.[options.id];
     if (!token) throw new LeafmeshError("TRUST_FAILED", `no token '${options.id}' in ${options.dir} (see \`leafmesh keys tokens\`)`);
-    if (token.revokedAt) throw new LeafmeshError("TRUST_FAILED", `token '${options.id}' is already revoked (at ${token.revokedAt})`);
-    token.revokedAt = new Date((options.now ?? Date.now)()).toISOString();
+    if (token.revokedAt && storedEnrolRevocations(options.dir)[token.user] !== undefined) throw new LeafmeshError("TRUST_FAILED", `token '${options.id}' is already revoked (at ${token.revokedAt})`);
+    token.revokedAt ??= new Date((options.now ?? Date.now)()).toISOString();
+    const accountJwt = await signEnrolAccount(options.dir, state);
     writeKeyState(options.dir, state);
-    return token;
+    return { token, accountJwt };
   });
 }
 
@@ -209,7 +225,7 @@ class Refusal extends Error {
  * the token and the name, then issues the node for the key and certificate request it sent. Returns
  * the reply and the account JWTs to push before answering (a new node's account and every other).
  */
-export async function enrolNode(dir: string, body: unknown, now: () => number = Date.now): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
+export async function enrolNode(dir: string, body: unknown, now: () => number = Date.now, certificateDays?: number): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
   try {
     const parsed = enrolRequestSchema.safeParse(body);
     if (!parsed.success) throw new Refusal("malformed", `the request is not an enrolment request (${parsed.error.issues[0]?.path.join(".") || "body"}: ${parsed.error.issues[0]?.message})`);
@@ -248,7 +264,7 @@ export async function enrolNode(dir: string, body: unknown, now: () => number = 
       } catch (error) {
         throw new Refusal("bad-csr", describeError(error));
       }
-      return issueEnrolledNode(dir, state, request, token!, now, again);
+      return issueEnrolledNode(dir, state, request, token!, now, again, certificateDays);
     });
   } catch (error) {
     if (error instanceof Refusal) return { reply: { ok: false, code: error.code, reason: error.message, ...(error.hubTime !== undefined ? { hubTime: error.hubTime } : {}) }, changedAccounts: [] };
@@ -266,19 +282,20 @@ function storedAccountJwts(dir: string, state: KeyState, first: string): string[
   return [...nodes.map((node) => jwtFile(dir, nodeAccountName(node))), jwtFile(dir, meshAccountName)].filter((file) => existsSync(file)).map((file) => readFileSync(file, "utf8").trim());
 }
 
-async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
+async function issueEnrolledNode(dir: string, state: KeyState, request: EnrolRequest, token: TokenState, now: () => number, again: boolean, certificateDays?: number): Promise<{ reply: EnrolReply; changedAccounts: string[] }> {
   const ensured = await ensureNodeAccount(dir, state, request.node);
   const { entry } = ensured;
   // Asked again: the answer was lost, or the push before it failed and the hubs may not hold the node's account
   // (nor the imports of it): the accounts go to the hubs again, as the keys directory holds them.
   const changedAccounts = again ? storedAccountJwts(dir, state, request.node) : ensured.changedAccounts;
   const jwt = await nodeUserJwt({ node: request.node, userSeed: request.userKey, accountSeed: readSeed(seedFile(dir, nodeAccountName(request.node))) });
-  const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: request.node, hosts: [request.node], csrPem: request.csr });
+  const cert = await signCertificateRequest({ caCertFile: join(dir, "ca", "ca.crt"), caKeyFile: join(dir, "ca", "ca.key"), commonName: request.node, hosts: [request.node], csrPem: request.csr, days: certificateDays });
   const at = new Date(now()).toISOString();
   entry.user = request.userKey;
   entry.issuedAt = at;
   entry.expiresAt = undefined;
   entry.certificate = certificateFingerprint(cert);
+  entry.renewedFrom = undefined;
   entry.enrolledBy = token.id;
   entry.site = token.site;
   entry.tags = token.tags;

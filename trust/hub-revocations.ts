@@ -18,10 +18,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { withKeysLock } from "./keys-lock.ts";
 import { readKeyState, readSeed, resignNodeAccount, writeKeyState, type KeyState } from "./key-store.ts";
-import { signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
+import { pruneEnded, signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
 import { writeFileWhole } from "./secret-files.ts";
 import { revocationListFile } from "./node-credentials.ts";
 import { resignSystemAccountWith } from "./site-claims.ts";
+import { signEnrolAccount, takeBackTokenRevocations } from "./token-revocations.ts";
 
 /**
  * Adds `certificates` to the state's revoked certificates (those it lacks), gives the list a version
@@ -33,6 +34,7 @@ export function signListAgain(dir: string, state: KeyState, certificates: Revoca
   for (const revoked of certificates) {
     if (!state.revokedCertificates.some((known) => known.certificate === revoked.certificate)) state.revokedCertificates.push(revoked);
   }
+  state.revokedCertificates = pruneEnded(state.revokedCertificates, now);
   state.revocationVersion = Math.max(state.revocationVersion ?? 0, aboveVersion) + 1;
   const signed = signRevocationList(
     { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },
@@ -101,6 +103,12 @@ export async function takeBackRevocations(dir: string, lacking: Map<string, Reco
         said.push(`the hubs hold ${Object.keys(revocations).length} revocation(s) of the system account that ${dir} lacked (restored from a backup?): signed into it again`);
         continue;
       }
+      if (!entry && account === state.enrolAccount) {
+        // Join tokens revoked after the backup (their users in the enrol account): revoked in state.json again.
+        said.push(...takeBackTokenRevocations(state, revocations, dir));
+        jwts.set(account, await signEnrolAccount(dir, state, revocations));
+        continue;
+      }
       if (!entry) {
         throw new LeafmeshError(
           "TRUST_FAILED",
@@ -144,7 +152,8 @@ export async function takeBackCertificates(dir: string, held: Uint8Array, offere
   }
   const ours = verifyRevocationList(offered, caCertPem);
   const known = (list: RevocationList, certificate: string) => list.revoked.some((entry) => entry.certificate === certificate);
-  const lacking = hubs.revoked.filter((entry) => !known(ours, entry.certificate));
+  // Not those that ended long ago: the directory dropped them on purpose (pruneEnded), and they are refused by their dates.
+  const lacking = pruneEnded(hubs.revoked, Date.now()).filter((entry) => !known(ours, entry.certificate));
   const news = ours.revoked.filter((entry) => !known(hubs, entry.certificate));
   if (lacking.length === 0 && (news.length === 0 || ours.version > hubs.version)) return undefined;
   return withKeysLock(dir, async () => {

@@ -15,6 +15,7 @@
  */
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { X509Certificate } from "node:crypto";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { createUser, decode, fmtCreds, fromSeed, type User } from "@nats-io/jwt";
 import { enrolSubject } from "../bus/subjects.ts";
@@ -66,8 +67,10 @@ const refusals: { pattern: RegExp; why: string; attempts: number }[] = [
   { pattern: /expired/i, why: "the token expired (its credentials did, by the hub's clock)", attempts: 1 },
   // nats-server 2.9.10 says "User Authentication Expired" only within the second its user's JWT expires in (it
   // connects, then expires); past that second an expired user gets "Authorization Violation" like any refused one.
-  { pattern: /authorization violation/i, why: "the hub refused the token's credentials (the token is of another mesh, its enrol account is unknown to that hub, or it expired by the hub's clock)", attempts: 5 },
+  { pattern: /authorization violation/i, why: "the hub refused the token's credentials (the token was revoked, is of another mesh, its enrol account is unknown to that hub, or it expired by the hub's clock; the hub's log says which)", attempts: 5 },
   { pattern: /authentication timeout/i, why: "the hub timed out the login before it was done (a slow TLS handshake, or a busy machine at either end): try again", attempts: Infinity },
+  // A TLS alert from the hub is about the certificate this node presented (the token's), not the hub's own.
+  { pattern: /alert (bad certificate|certificate expired|unknown ca|certificate unknown)/i, why: "the hub refused the token's client certificate (ended by the hub's clock, or not of the enrolment CA that hub trusts: a token of another mesh, or a hub started before enrolment was set up)", attempts: 1 },
   { pattern: /certificate|self.signed|unable to verify/i, why: "the hub's certificate is not of the token's mesh CA, or does not name the host dialled", attempts: 1 },
 ];
 
@@ -121,6 +124,16 @@ export async function joinMesh(options: {
     throw new LeafmeshError(
       "TRUST_FAILED",
       `token ${token.id} expired at ${new Date(tokenUser.exp * 1000).toISOString()} by this machine's clock, which reads ${new Date(now()).toISOString()}: make a new one with 'leafmesh keys token' (or, if this clock is wrong, set it and start again)`,
+    );
+  }
+  // The enrolment client certificate the token carries: ended, the hubs' client port refuses the handshake, which the
+  // node would otherwise hear as "bad certificate" and take for the hub's. Tokens made by a leafmesh that never
+  // issued it again carry one ending 825 days after enrolment was set up.
+  const clientCertEnds = Date.parse(new X509Certificate(token.cert).validTo);
+  if (clientCertEnds <= now()) {
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `token ${token.id} carries an enrolment client certificate that ended at ${new Date(clientCertEnds).toISOString()} by this machine's clock, which reads ${new Date(now()).toISOString()}: the hubs refuse it. Make a new token with 'leafmesh keys token' (it issues a new certificate when the old one ends)`,
     );
   }
   makePrivateDir(bundleDir);

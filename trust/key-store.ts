@@ -61,6 +61,8 @@ export interface NodeState {
   revocations: Record<string, number>;
   /** SHA-256 fingerprint of the node's current TLS certificate (trust/revocation-list.ts); undefined after a revocation. */
   certificate?: string;
+  /** Its earlier certificates replaced by renewal (trust/renewal-service.ts), fingerprint and end: those not yet ended are revoked with the current one. */
+  renewedFrom?: { certificate: string; ends: string }[];
   /** The token the node joined with (`agent --join`, trust/enrolment.ts; undefined: `keys issue`), and the site and tags it gave. */
   enrolledBy?: string;
   site?: string;

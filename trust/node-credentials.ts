@@ -12,12 +12,13 @@
  */
 import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { X509Certificate } from "node:crypto";
 import { createUser, fmtCreds } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { issueCertificate } from "./tls.ts";
-import { certificateFingerprint, signRevocationList } from "./revocation-list.ts";
+import { certificateFingerprint, pruneEnded, signRevocationList } from "./revocation-list.ts";
 import { withKeysLock } from "./keys-lock.ts";
 import { nodeAccountName, nodeUserJwt } from "./claims.ts";
 import { ensureNodeAccount, nodeBundleDir, readKeyState, readSeed, resignNodeAccount, seedFile, serverOfSite, writeKeyState, type NodeState } from "./key-store.ts";
@@ -135,10 +136,18 @@ async function revokeHeld(options: { dir: string; node: string; now?: () => numb
   const bundleCert = join(nodeBundleDir(options.dir, entry.node), "node.crt");
   const certificate = entry.certificate ?? (existsSync(bundleCert) ? certificateFingerprint(readFileSync(bundleCert)) : undefined);
   state.revokedCertificates ??= [];
-  if (certificate && !state.revokedCertificates.some((revoked) => revoked.certificate === certificate)) {
-    state.revokedCertificates.push({ node: entry.node, certificate, at: new Date(now).toISOString() });
+  // Its earlier certificates too, renewed since (trust/renewal-service.ts): the same key, and maybe not yet ended.
+  const notEnded = (entry.renewedFrom ?? []).filter((earlier) => Date.parse(earlier.ends) > now);
+  // The current certificate's end, from the public copy the keys directory keeps, when it is that one.
+  const currentEnds = certificate && existsSync(bundleCert) && certificateFingerprint(readFileSync(bundleCert)) === certificate ? new Date(new X509Certificate(readFileSync(bundleCert)).validTo).toISOString() : undefined;
+  for (const revoked of [...notEnded, ...(certificate ? [{ certificate, ends: currentEnds }] : [])]) {
+    if (!state.revokedCertificates.some((known) => known.certificate === revoked.certificate)) {
+      state.revokedCertificates.push({ node: entry.node, certificate: revoked.certificate, at: new Date(now).toISOString(), ...(revoked.ends ? { ends: revoked.ends } : {}) });
+    }
   }
+  state.revokedCertificates = pruneEnded(state.revokedCertificates, now);
   entry.certificate = undefined;
+  entry.renewedFrom = undefined;
   state.revocationVersion = (state.revocationVersion ?? 0) + 1;
   const revocationList = signRevocationList(
     { version: state.revocationVersion, issuedAt: new Date(now).toISOString(), revoked: state.revokedCertificates },

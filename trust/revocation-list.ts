@@ -34,6 +34,8 @@ export const revocationListSchema = z.object({
       certificate: z.string().regex(fingerprintPattern),
       /** When it was revoked (ISO 8601). */
       at: z.string(),
+      /** When the certificate ends (ISO 8601), when known: it leaves the list a while after (pruneEnded). Older agents ignore it. */
+      ends: z.string().optional(),
     }),
   ),
 });
@@ -70,6 +72,30 @@ export function verifyRevocationList(bytes: Uint8Array, caCertPem: string): Revo
   } catch (cause) {
     throw new LeafmeshError("TRUST_FAILED", "the signed revocation list does not parse", { cause });
   }
+}
+
+/**
+ * @default 825 days — the longest a certificate the mesh signs lasts from its issue (trust/tls.ts; hub
+ * --node-cert-validity is capped to it): a certificate revoked at `at` ends by `at` + this at the latest.
+ */
+export const longestCertificateLifeMs = 825 * 86_400_000;
+/**
+ * @default 30 days — how long an ended certificate stays on the list: a machine whose clock is behind by less
+ * still finds it there (one further behind warns, trust/ends.ts).
+ */
+export const endedKeptMs = 30 * 86_400_000;
+
+/**
+ * The entries whose certificate may not have ended (with endedKeptMs to spare): its `ends` when known, else
+ * its revocation time plus longestCertificateLifeMs. An ended certificate is refused by its dates, and the
+ * list only grows otherwise: signed, it must fit one NATS message (1 MiB, about 5,900 entries), and a hub
+ * whose list did not fit failed to start ("max_payload size exceeded").
+ */
+export function pruneEnded(revoked: RevocationList["revoked"], now: number): RevocationList["revoked"] {
+  return revoked.filter((entry) => {
+    const ends = entry.ends !== undefined ? Date.parse(entry.ends) : Date.parse(entry.at) + longestCertificateLifeMs;
+    return !(ends + endedKeptMs < now);
+  });
 }
 
 /** An empty list: what a mesh without revocations publishes. */

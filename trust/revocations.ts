@@ -26,6 +26,9 @@ import type { Logger } from "../lib/log.ts";
 import { retryUntilReady } from "../lib/retry.ts";
 import { emptyRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
 
+/** @default 1 MiB less 4 KiB — the hubs' max_payload (nats/render.ts) less room for the JetStream headers of a KV put. */
+export const maxRevocationListBytes = 1_048_576 - 4_096;
+
 /** The hubs' bucket: one key, the signed list; history 1 (only the newest matters). */
 export async function openRevocationsBucket(connection: NatsConnection, replicas = 1): Promise<KV> {
   return new Kvm(connection).create(buckets.revocations, { history: 1, replicas });
@@ -38,6 +41,12 @@ export async function openRevocationsBucket(connection: NatsConnection, replicas
  */
 export async function publishRevocationList(options: { kv: KV; signed: Uint8Array; caCertPem: string; log: Logger }): Promise<number> {
   const offered = verifyRevocationList(options.signed, options.caCertPem);
+  if (options.signed.length > maxRevocationListBytes) {
+    throw new LeafmeshError(
+      "TRUST_FAILED",
+      `the signed revocation list (version ${offered.version}, ${offered.revoked.length} certificates) is ${options.signed.length} bytes, more than the ${maxRevocationListBytes} a hub takes in one message: agents keep the version they hold. Certificates leave the list 30 days after they end (825 days after their issue at the latest); the NATS credentials of revoked nodes stay revoked at the hubs regardless`,
+    );
+  }
   const current = await options.kv.get(revocationListKey);
   if (current?.value.length) {
     try {

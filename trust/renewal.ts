@@ -1,0 +1,169 @@
+/**
+ * Certificate renewal, the joined node's side. A node that joined with a token (trust/join.ts) made its
+ * own TLS key; nobody can carry it a new bundle. Before its certificate ends it asks the enrolling hub for
+ * a new one (trust/renewal-service.ts), with what it has: its leaf link (its NATS credentials), its current
+ * certificate and key. The new certificate, for the same key, is checked (the mesh CA's, this node's name,
+ * this node's key) and written over `node.crt`; the bundle watch (trust/bundle-watch.ts) then starts the
+ * agent again in place with it, as it does for any bundle put in place: about a second.
+ *
+ * When: at two thirds of the certificate's life, counted from its issue (certificates start a week before
+ * it, trust/tls.ts), with jitter of a twentieth of the life either way, so that a fleet enrolled in one hour
+ * does not ask in one minute. While no hub answers it asks again with backoff (2 s doubling to a minute,
+ * jittered), logging each attempt; a refusal that cannot change (the node was revoked or its identity
+ * replaced) is said as an error and ends the renewal.
+ *
+ * ```ts
+ * const renewal = startCertificateRenewal({ connection, node: "edge-a", bundleDir, log });
+ * renewal.stop();
+ * ```
+ */
+import { createPrivateKey, sign, X509Certificate } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { certificateRenewalSubject } from "../bus/subjects.ts";
+import { describeError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+import { writeFileWhole } from "./secret-files.ts";
+import { makeCertificateRequest } from "./tls.ts";
+import { finalRenewalRefusals, renewalSigningText, type RenewalReply } from "./renewal-service.ts";
+
+/** How far back certificates start (trust/tls.ts backdateMs): their issue is this long after their start. */
+const certificateBackdateMs = 7 * 24 * 3_600_000;
+/** @default 2/3 — the point of a certificate's life at which it is renewed: a third is left for a hub that is away. */
+export const renewAtFraction = 2 / 3;
+/** @default 1/20 of the life, either way: a fleet enrolled at once spreads its renewals. */
+const jitterFraction = 1 / 20;
+/** @default 2 s, doubling to 60 s — asked again while no hub answers. */
+export const renewalBackoff = { minMs: 2_000, maxMs: 60_000 };
+/** @default 10 s — one request's wait for the hub's answer (it signs with openssl: well under a second). */
+const requestTimeoutMs = 10_000;
+/** setTimeout's longest delay (2^31-1 ms, ~24.8 days): a longer wait is taken in steps. */
+const longestTimerMs = 2 ** 31 - 1;
+
+/** When to renew a certificate valid from `validFrom` to `validTo` (ms), with `random` in [0, 1) for the jitter. */
+export function renewalTime(validFrom: number, validTo: number, random: number): number {
+  const issuedAt = Math.min(validTo, validFrom + certificateBackdateMs);
+  const life = Math.max(0, validTo - issuedAt);
+  return issuedAt + life * renewAtFraction + life * jitterFraction * (2 * random - 1);
+}
+
+export interface CertificateRenewal {
+  /** The next time a renewal is due, or undefined when it has ended (refused for good). */
+  readonly dueAt: number | undefined;
+  stop(): void;
+}
+
+/** Runs the renewal of `bundleDir`'s node.crt for `node`, on the agent's own connection (its leaf carries the request). */
+export function startCertificateRenewal(options: {
+  connection: NatsConnection;
+  node: string;
+  bundleDir: string;
+  log: Logger;
+  now?: () => number;
+  random?: () => number;
+}): CertificateRenewal {
+  const { connection, node, bundleDir, log } = options;
+  const now = options.now ?? Date.now;
+  const random = options.random ?? Math.random;
+  const certFile = join(bundleDir, "node.crt");
+  const keyFile = join(bundleDir, "node.key");
+  const caFile = join(bundleDir, "ca.crt");
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let dueAt: number | undefined;
+
+  const wait = (ms: number, then: () => void) => {
+    timer = setTimeout(() => (ms > longestTimerMs ? wait(ms - longestTimerMs, then) : then()), Math.min(ms, longestTimerMs));
+    timer.unref?.();
+  };
+
+  const askOnce = async (current: string, csr: string): Promise<RenewalReply> => {
+    const at = now();
+    const signature = sign("sha256", renewalSigningText(node, { csr, at }), createPrivateKey(readFileSync(keyFile))).toString("base64");
+    const message = await connection.request(certificateRenewalSubject(node), JSON.stringify({ cert: current, csr, at, signature }), { timeout: requestTimeoutMs });
+    return message.json<RenewalReply>();
+  };
+
+  /** The new certificate must be the mesh CA's, for this node, for this node's key, and end later than the one it replaces. */
+  const checkNew = (pem: string, replaced: X509Certificate): X509Certificate => {
+    const next = new X509Certificate(pem);
+    if (!next.verify(new X509Certificate(readFileSync(caFile)).publicKey)) throw new Error("the certificate answered is not of this node's mesh CA");
+    if (next.subject !== `CN=${node}`) throw new Error(`the certificate answered is for '${next.subject}', not CN=${node}`);
+    if (!next.checkPrivateKey(createPrivateKey(readFileSync(keyFile)))) throw new Error("the certificate answered is not for this node's key");
+    if (Date.parse(next.validTo) <= Date.parse(replaced.validTo)) throw new Error(`the certificate answered ends ${next.validTo}, no later than the current one`);
+    return next;
+  };
+
+  const backoffMs = (tries: number) => Math.min(renewalBackoff.maxMs, renewalBackoff.minMs * 2 ** (tries - 1)) * (0.8 + 0.4 * random());
+
+  /** One attempt; anything it did not foresee (the bundle's files unreadable, openssl failing) is said and asked again, never thrown. */
+  const attempt = (tries: number): void =>
+    void attemptOnce(tries).catch((error: unknown) => {
+      if (stopped) return;
+      const delay = backoffMs(tries);
+      dueAt = now() + delay;
+      log.error({ attempt: tries, retryInMs: Math.round(delay), err: describeError(error) }, `this node's certificate was not renewed: ${describeError(error)}; asking again in ${Math.round(delay / 1000)} s`);
+      wait(delay, () => attempt(tries + 1));
+    });
+
+  const attemptOnce = async (tries: number) => {
+    if (stopped) return;
+    const pem = readFileSync(certFile, "utf8");
+    const current = new X509Certificate(pem);
+    log.info({ attempt: tries, ends: current.validTo }, `renewing this node's certificate (it ends ${new Date(current.validTo).toISOString()}): asking the enrolling hub`);
+    // Made before asking: a failure here (openssl) is this machine's, said as itself by attempt().
+    const csr = await makeCertificateRequest({ keyFile, commonName: node, keepKey: true });
+    let reply: RenewalReply | undefined;
+    let failure: string | undefined;
+    try {
+      reply = await askOnce(pem, csr);
+    } catch (error) {
+      failure = /no responders/i.test(describeError(error)) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${describeError(error)}` : `the request got no answer: ${describeError(error)}`;
+    }
+    if (stopped) return;
+    if (reply && !reply.ok && finalRenewalRefusals.has(reply.code)) {
+      dueAt = undefined;
+      log.error({ code: reply.code }, `the enrolling hub refused to renew this node's certificate: ${reply.reason}. It ends ${new Date(current.validTo).toISOString()}, and is not asked for again`);
+      return;
+    }
+    if (reply?.ok) {
+      try {
+        const next = checkNew(reply.cert, current);
+        writeFileWhole(certFile, reply.cert);
+        log.info({ ends: next.validTo }, `this node's certificate was renewed: the new one ends ${new Date(next.validTo).toISOString()} (written to ${certFile}; the agent takes it by starting again in place)`);
+        schedule();
+        return;
+      } catch (error) {
+        failure = `the hub's answer was not taken: ${describeError(error)}`;
+      }
+    } else if (reply && !reply.ok) {
+      failure = `the enrolling hub refused it for now: ${reply.reason} (${reply.code})`;
+    }
+    const delay = backoffMs(tries);
+    dueAt = now() + delay;
+    const left = Date.parse(current.validTo) - now();
+    log.warn({ attempt: tries, retryInMs: Math.round(delay), endsInMs: left }, `this node's certificate was not renewed: ${failure}; asking again in ${Math.round(delay / 1000)} s${left <= 0 ? " (it has ended: the hubs refuse this node's leaf until it is renewed, which needs the leaf: join it again with a token)" : ""}`);
+    wait(delay, () => attempt(tries + 1));
+  };
+
+  const schedule = () => {
+    if (stopped || !existsSync(certFile)) return;
+    const current = new X509Certificate(readFileSync(certFile));
+    dueAt = renewalTime(Date.parse(current.validFrom), Date.parse(current.validTo), random());
+    const inMs = Math.max(0, dueAt - now());
+    log.info({ renewAt: new Date(dueAt).toISOString(), ends: current.validTo }, `this node's certificate is renewed at ${new Date(dueAt).toISOString()}, two thirds of its life`);
+    wait(inMs, () => attempt(1));
+  };
+
+  schedule();
+  return {
+    get dueAt() {
+      return dueAt;
+    },
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
+}
