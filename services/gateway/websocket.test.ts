@@ -81,13 +81,16 @@ function manifests(style: "istio" | "gateway-api", ports: { http: number; https:
   ];
 }
 
-/** Raw bytes to a port and everything that comes back until the connection closes (or 3 s). */
-function raw(port: number, bytes: string): Promise<string> {
+/** Raw bytes to a port and everything that comes back until the connection closes, `until` matches, or 3 s. */
+function raw(port: number, bytes: string, until?: RegExp): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
     let text = "";
     socket.setEncoding("latin1");
-    socket.on("data", (chunk: string) => (text += chunk));
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      if (until?.test(text)) socket.destroy();
+    });
     socket.on("error", () => undefined);
     const timer = setTimeout(() => socket.destroy(), 3_000);
     socket.on("close", () => {
@@ -204,6 +207,14 @@ describe.each(["istio", "gateway-api"] as const)("WebSocket through the gateway 
     expect(refused.endsWith("no, not\n")).toBe(true);
     const unrouted = await raw(ports.http, `GET /elsewhere HTTP/1.1\r\nHost: live.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`);
     expect(unrouted).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+  });
+
+  it("takes Firefox's 'Connection: keep-alive, Upgrade' and an upper-case 'WebSocket' for an upgrade too", async () => {
+    const key = "dGhlIHNhbXBsZSBub25jZQ==";
+    const answer = await raw(ports.http, `GET /ws/firefox HTTP/1.1\r\nHost: live.example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n\r\n`, /\r\n\r\n/);
+    expect(answer).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
+    // RFC 6455's own example: the backend's accept for this key, passed through.
+    expect(answer).toMatch(/sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i);
   });
 
   it("answers an upgrade that is not WebSocket (h2c) as a plain request", async () => {
