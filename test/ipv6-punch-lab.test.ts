@@ -136,7 +136,8 @@ describe("IPv6 nodes behind stateful firewalls", () => {
     try {
       const result = await download;
       expect(`${result.result} ${result.code ?? ""}`.trim(), "the download's client").toBe("error ECONNRESET");
-      expect(agents.a!.output()).toContain("stopped answering on the hole-punched path");
+      // Logged before the reset, but read here through a pipe that may bring it after.
+      await eventually(() => expect(agents.a!.output()).toContain("stopped answering on the hole-punched path"), 10_000);
     } finally {
       agents.b!.child.kill("SIGCONT");
     }

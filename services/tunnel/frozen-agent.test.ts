@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initKeys } from "../../trust/key-store.ts";
 import { issueNode } from "../../trust/node-credentials.ts";
 import { startTarget, watchEnding, type Ending, type FaultTarget } from "../../test/support/fault-targets.ts";
-import { freePort } from "../../test/support/ports.ts";
+import { eventually, freePort } from "../../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess } from "../../test/support/processes.ts";
 import { echoesThroughSocks, readAtLeast, socksConnect } from "../../test/support/socks-client.ts";
 import { livenessIntervalMs, livenessMisses } from "./peer-liveness.ts";
@@ -111,7 +111,8 @@ describe("the far agent of direct TLS streams", () => {
     try {
       const result = await Promise.race([ending, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: `still open ${boundMs} ms after the far agent froze` }), boundMs))]);
       expect(result.how, "the download's client").toBe("ECONNRESET");
-      expect(edgeA.output()).toContain("stopped answering on the direct path");
+      // Logged before the reset, but read here through a pipe that may bring it after.
+      await eventually(() => expect(edgeA.output()).toContain("stopped answering on the direct path"), 10_000);
     } finally {
       edgeC.child.kill("SIGCONT");
       frozen = undefined;
@@ -131,7 +132,8 @@ describe("the far agent of direct TLS streams", () => {
     try {
       const result = await Promise.race([targetEnding, new Promise<Ending>((resolve) => setTimeout(() => resolve({ bytes: 0, how: `still open ${boundMs} ms after the dialling agent froze` }), boundMs))]);
       expect(result.how, "the target's connection from edge-d").toBe("ECONNRESET");
-      expect(edgeD.output()).toContain("stopped answering on the direct path");
+      // Logged before the reset, but read here through a pipe that may bring it after.
+      await eventually(() => expect(edgeD.output()).toContain("stopped answering on the direct path"), 10_000);
     } finally {
       edgeA.child.kill("SIGCONT");
       frozen = undefined;
