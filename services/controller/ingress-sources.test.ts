@@ -30,9 +30,9 @@ const badRoute = {
 };
 
 const expectedKeys = [
-  "gw.shop.edge", "httproute.shop.retry", "httproute.shop.secure", "httproute.shop.shop", "httproute.shop.slow", "httproute.shop.wild",
+  "gw.shop.edge", "httproute.shop.grpc", "httproute.shop.live", "httproute.shop.retry", "httproute.shop.secure", "httproute.shop.shop", "httproute.shop.slow", "httproute.shop.wild",
   "igw.shop.edge", "tcproute.shop.tcp", "tls.shop.secure-cert", "tls.shop.term-cert", "tlsroute.shop.pass", "tlsroute.shop.term",
-  "vs.shop.pass", "vs.shop.retry", "vs.shop.secure", "vs.shop.shop", "vs.shop.slow", "vs.shop.tcp", "vs.shop.term", "vs.shop.wild",
+  "vs.shop.grpc", "vs.shop.live", "vs.shop.pass", "vs.shop.retry", "vs.shop.secure", "vs.shop.shop", "vs.shop.slow", "vs.shop.tcp", "vs.shop.term", "vs.shop.wild",
 ];
 
 const started: CatalogSource[] = [];
