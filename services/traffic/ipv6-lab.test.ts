@@ -125,8 +125,9 @@ describe("IPv6 cluster IPs in network namespaces", () => {
   }
 
   /** One datagram through socat: the endpoint's answer ("s1:ping"), or socat's error. */
-  async function socat(from: string, address: string, port = 53): Promise<{ code: number; out: string }> {
-    const result = await lab.run(from, ["socat", "-T", "3", "-", `UDP6:[${address}]:${port}`], { input: "ping\n", timeoutMs: 10_000 });
+  async function socat(from: string, address: string, port = 53, sourcePort?: number): Promise<{ code: number; out: string }> {
+    const options = sourcePort ? `,sourceport=${sourcePort}` : "";
+    const result = await lab.run(from, ["socat", "-T", "3", "-", `UDP6:[${address}]:${port}${options}`], { input: "ping\n", timeoutMs: 10_000 });
     return { code: result.code, out: result.code === 0 ? result.stdout.trim() : result.stderr.trim() };
   }
 
@@ -223,6 +224,14 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       const fromNode = await socat(cli, "fd00:99::34");
       expect(fromNode.code).not.toBe(0);
       expect(fromNode.out).toMatch(/Operation not permitted|Connection refused/);
+      // With endpoints it serves; without them again it refuses, also a client that keeps its source port (its
+      // conntrack entry, NATed to the listener, is cleared with the sync: else its datagrams would go on to a listener
+      // with nothing to send them to, and the client would wait out its timeout).
+      const quiet = catalog.find(([svc]) => svc.name === "quiet")!;
+      putAll(agent, [service("quiet", ["fd00:99::34"], udp, endpoints4)]);
+      await eventually(async () => (await socat(pod, "fd00:99::34", 53, 40153)).code === 0, 15_000, "the endpoints to answer");
+      putAll(agent, [quiet]);
+      await eventually(async () => /Connection refused/.test((await socat(pod, "fd00:99::34", 53, 40153)).out), 15_000, "the refusal again, at the same source port");
     });
 
     it("internalTrafficPolicy Local with no endpoint on this node: refused at once on the IPv6 cluster IP", async () => {
