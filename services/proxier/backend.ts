@@ -63,6 +63,22 @@ export async function runToolChecked(argv: string[], options: BackendOptions & {
   return result.stdout;
 }
 
+/**
+ * What the IPv6 side of a tool says on a kernel without IPv6 (booted with ipv6.disable=1): "Address family not
+ * supported by protocol", "Protocol not supported". Nothing of ours can be there, and IPv4 must go on.
+ */
+const noIpv6Kernel = /not supported/i;
+
+/** The IPv6 step's result, or `absent` when the kernel has no IPv6; any other failure is thrown as it was. */
+export async function unlessNoIpv6<T>(step: Promise<T>, absent: T): Promise<T> {
+  try {
+    return await step;
+  } catch (error) {
+    if (noIpv6Kernel.test((error as Error).message)) return absent;
+    throw error;
+  }
+}
+
 /** Whether `tool` is on PATH (in the namespace). */
 export async function toolPresent(tool: string, options: BackendOptions = {}): Promise<boolean> {
   return (await runTool(["sh", "-c", `command -v ${tool}`], options)).code === 0;

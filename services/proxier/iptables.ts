@@ -10,7 +10,7 @@
  */
 import { ipv6ListenerCidr, ipv6RefusalAddress } from "../../bus/ipv6-listeners.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
-import { requireTool, runTool, runToolChecked, toolPresent, type BackendOptions, type InterceptBackend, type InterceptState, type PrepareOptions, type PrepareResult } from "./backend.ts";
+import { requireTool, runTool, runToolChecked, toolPresent, unlessNoIpv6, type BackendOptions, type InterceptBackend, type InterceptState, type PrepareOptions, type PrepareResult } from "./backend.ts";
 import { hostPort, iptablesChain, iptablesCleanupInput, iptablesGuardChain, iptablesGuardInput, iptablesHooks, iptablesRejectChain, iptablesRejectHooks, iptablesRestoreInput, type InterceptRule, type IpFamily } from "./rules.ts";
 
 /** One family's tools: iptables for IPv4, ip6tables for IPv6. */
@@ -109,7 +109,7 @@ export class IptablesBackend implements InterceptBackend {
     const ip6tables = (await toolPresent("ip6tables-restore", this.#options)) && (await toolPresent("ip6tables-save", this.#options));
     this.#ipv6 = false;
     if (!options.ipv6) {
-      if (ip6tables) await this.#v6.remove();
+      if (ip6tables) await unlessNoIpv6(this.#v6.remove(), undefined);
       return { ipv6: false };
     }
     if (ip6tables) await this.#v6.clean("nat");
@@ -125,7 +125,7 @@ export class IptablesBackend implements InterceptBackend {
   }
 
   async remove(): Promise<void> {
-    const removed = await Promise.allSettled([this.#v4.remove(), (async () => (await toolPresent("ip6tables-save", this.#options)) && this.#v6.remove())()]);
+    const removed = await Promise.allSettled([this.#v4.remove(), (async () => (await toolPresent("ip6tables-save", this.#options)) && unlessNoIpv6(this.#v6.remove(), undefined))()]);
     this.#ipv6 = false;
     const failed = removed.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;
@@ -133,7 +133,7 @@ export class IptablesBackend implements InterceptBackend {
 
   async inspect(): Promise<InterceptState> {
     const v4 = await this.#v4.inspect();
-    const v6 = (await toolPresent("ip6tables-save", this.#options)) ? await this.#v6.inspect() : undefined;
+    const v6 = (await toolPresent("ip6tables-save", this.#options)) ? await unlessNoIpv6(this.#v6.inspect(), undefined) : undefined;
     const rules = [...v4.rules, ...(v6?.rules ?? [])].sort();
     const ipv6 = v6 && (v6.hooks > 0 || v6.guard) ? { ipv6: { hooks: v6.hooks, guard: v6.guard } } : {};
     return { rules, hooks: v4.hooks, guard: v4.guard, ...ipv6 };

@@ -10,7 +10,7 @@
  * `ip6 leafmesh-localnet`, in the same transaction.
  */
 import { ipv6RefusalAddress } from "../../bus/ipv6-listeners.ts";
-import { requireTool, runToolChecked, type BackendOptions, type InterceptBackend, type InterceptState, type PrepareOptions, type PrepareResult } from "./backend.ts";
+import { requireTool, runToolChecked, unlessNoIpv6, type BackendOptions, type InterceptBackend, type InterceptState, type PrepareOptions, type PrepareResult } from "./backend.ts";
 import { hostPort, nftCleanupInput, nftGuardInput, nftGuardTable, nftInput, nftTable, type InterceptRule } from "./rules.ts";
 
 type NftItem = Record<string, { family?: string; name?: string; table?: string; type?: string; hook?: string; elem?: unknown[] }>;
@@ -26,9 +26,12 @@ export class NftablesBackend implements InterceptBackend {
 
   async prepare(options: PrepareOptions = {}): Promise<PrepareResult> {
     await requireTool("nft", "nftables", "nftables");
-    // One transaction: a crashed run's DNAT tables go (both families), its guard is replaced, never missing in between.
-    const ip6 = options.ipv6 ? nftGuardInput(6) : `table ip6 ${nftGuardTable} {}\ndelete table ip6 ${nftGuardTable}\n`;
-    await runToolChecked(["nft", "-f", "-"], { ...this.#options, input: `table ip ${nftTable} {}\ndelete table ip ${nftTable}\ntable ip6 ${nftTable} {}\ndelete table ip6 ${nftTable}\n${nftGuardInput()}${ip6}` });
+    // One transaction per family: a crashed run's DNAT table goes, its guard is replaced, never missing in between.
+    await runToolChecked(["nft", "-f", "-"], { ...this.#options, input: `table ip ${nftTable} {}\ndelete table ip ${nftTable}\n${nftGuardInput()}` });
+    const ip6 = `table ip6 ${nftTable} {}\ndelete table ip6 ${nftTable}\n${options.ipv6 ? nftGuardInput(6) : `table ip6 ${nftGuardTable} {}\ndelete table ip6 ${nftGuardTable}\n`}`;
+    const cleaned = runToolChecked(["nft", "-f", "-"], { ...this.#options, input: ip6 });
+    // Without IPv6 wanted, a kernel without IPv6 (which refuses any ip6 table) has nothing of ours to remove.
+    await (options.ipv6 ? cleaned : unlessNoIpv6(cleaned, ""));
     this.#ipv6 = options.ipv6 === true;
     return { ipv6: this.#ipv6 };
   }
@@ -38,7 +41,9 @@ export class NftablesBackend implements InterceptBackend {
   }
 
   async remove(): Promise<void> {
-    await runToolChecked(["nft", "-f", "-"], { ...this.#options, input: nftCleanupInput() });
+    // IPv4 first, on its own: a kernel without IPv6 refuses the ip6 part, and the IPv4 tables must go all the same.
+    await runToolChecked(["nft", "-f", "-"], { ...this.#options, input: nftCleanupInput(4) });
+    await unlessNoIpv6(runToolChecked(["nft", "-f", "-"], { ...this.#options, input: nftCleanupInput(6) }), "");
     this.#ipv6 = false;
   }
 

@@ -265,7 +265,8 @@ export function nftGuardInput(family: IpFamily = 4): string {
   ].join("\n");
 }
 
-/** Both families' tables: a run killed with IPv6 rules left an ip6 table too. */
-export function nftCleanupInput(): string {
-  return ["ip", "ip6"].flatMap((table) => [nftTable, nftGuardTable].map((name) => `table ${table} ${name} {}\ndelete table ${table} ${name}\n`)).join("");
+/** One family's tables (a run killed with IPv6 rules left ip6 ones too), both when no family is given. */
+export function nftCleanupInput(family?: IpFamily): string {
+  const tables = family === undefined ? ["ip", "ip6"] : [family === 4 ? "ip" : "ip6"];
+  return tables.flatMap((table) => [nftTable, nftGuardTable].map((name) => `table ${table} ${name} {}\ndelete table ${table} ${name}\n`)).join("");
 }

@@ -18,6 +18,7 @@ import { catalogKey, type EndpointSlice, type Service } from "../../bus/catalog.
 import { ipv6ListenerAddress, ipv6ListenerCidr } from "../../bus/ipv6-listeners.ts";
 import { checkLabPrerequisites, createLab, type Lab } from "../../lab/netns.ts";
 import { eventually } from "../../test/support/ports.ts";
+import { writeNoIpv6KernelTools } from "../../test/support/no-ipv6-kernel.ts";
 import { testService } from "../../test/support/traffic-catalog.ts";
 import type { InterceptBackend } from "../proxier/backend.ts";
 import { IptablesBackend } from "../proxier/iptables.ts";
@@ -172,7 +173,7 @@ describe("IPv6 cluster IPs in network namespaces", () => {
   afterAll(async () => {
     for (const agent of agents) agent.child.kill("SIGKILL");
     await lab?.teardown();
-    rmSync(`/tmp/lm6l-bin`, { recursive: true, force: true });
+    for (const dir of ["bin", "nov6"]) rmSync(`/tmp/lm6l-${dir}`, { recursive: true, force: true });
   });
 
   const backends: [string, (namespace: string) => InterceptBackend][] = [
@@ -304,9 +305,10 @@ describe("IPv6 cluster IPs in network namespaces", () => {
         await lab.exec("host", ["sh", "-c", `rm -rf ${bin} && mkdir -p ${bin} && for tool in iptables iptables-save iptables-restore ip sysctl conntrack sh; do ln -s "$(command -v $tool)" ${bin}/$tool; done`]);
         return [`PATH=${bin}`];
       }],
+      ...(["iptables", "nftables"] as const).map((intercept): (typeof cases)[number] => [`a kernel without IPv6 (${intercept})`, intercept, async () => [`PATH=${writeNoIpv6KernelTools(`/tmp/${lab.prefix}nov6`)}:${process.env.PATH}`]]),
     ];
 
-    it.each(cases)("%s: IPv4 cluster IPs are served, the reason is said once, no IPv6 rule goes in", async (_name, intercept, setup) => {
+    it.each(cases)("%s: IPv4 cluster IPs are served, the reason is said once, no IPv6 rule goes in", async (name, intercept, setup) => {
       const namespace = await lab.namespace(`n${agents.length}`);
       await lab.link({ namespace, bridge: `${lab.prefix}br`, address: `198.18.1.${50 + agents.length}/24` });
       await lab.route(namespace, "198.19.0.0/16", { device: "eth0" });
@@ -319,7 +321,8 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       expect(answer.stdout.split("\n")[0]).toMatch(/^s[12]$/);
       agent.send({ op: "stats" });
       const stats = (await agent.waitFor((line) => line.event === "stats", "stats")) as { proxier: { ipv6?: string } };
-      expect(stats.proxier.ipv6).toMatch(env.length > 0 ? /^off: ip6tables is not installed/ : /^off: net\.ipv6\.conf\.all\.disable_ipv6 is 1/);
+      const why = name.startsWith("a kernel") ? /^off: the kernel has no IPv6 here/ : env.length > 0 ? /^off: ip6tables is not installed/ : /^off: net\.ipv6\.conf\.all\.disable_ipv6 is 1/;
+      expect(stats.proxier.ipv6).toMatch(why);
       const said = agent.stderr().split("\n").filter((line) => line.includes("IPv6 cluster IPs are not intercepted"));
       expect(said).toHaveLength(1);
       const state = await makeBackend(intercept, namespace).inspect();
