@@ -141,6 +141,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   let lastLoggedFailure: string | undefined;
   let clashes: RuleClash[] = [];
   let loggedClashes = new Set<string>();
+  let loggedUnserved = "";
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
   const minSyncMs = options.minSyncMs ?? 1_000;
   let lastSyncStarted = -Infinity;
@@ -168,6 +169,12 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       log.error({ clusterIP: clash.clusterIP, port: clash.port, kept: clash.kept, dropped: clash.dropped }, clash.error);
     }
     loggedClashes = current; // logged once while it lasts, again if it comes back
+    const unserved = built.withoutIpv6Listener.join();
+    if (unserved && unserved !== loggedUnserved) {
+      const first = built.withoutIpv6Listener.slice(0, 5).join(", ");
+      log.warn({ servicePorts: built.withoutIpv6Listener.length, first }, `IPv6 cluster IPs of ${built.withoutIpv6Listener.length} service port(s) are not intercepted (${first}): traffic has no IPv6 socket for them (a non-loopback --proxy-host gives each TCP service port an IPv4 socket of its own; the loopback default serves both families)`);
+    }
+    loggedUnserved = unserved;
     const wanted = JSON.stringify(built.rules);
     if (wanted === lastApplied) {
       for (const waiter of waiters) waiter();

@@ -67,9 +67,14 @@ export function hostPort(host: string, port: number): string {
  * `ipv6` (the host has IPv6) when traffic has an IPv6 socket for the port
  * (bus/ipv6-listeners.ts); a cluster IP in leafmesh's own prefix never does.
  */
-export function buildRules(bindings: readonly ListenerBinding[], options: { listenHost: string; catalog?: CatalogReader; ipv6?: boolean }): { rules: InterceptRule[]; clashes: RuleClash[] } {
+export function buildRules(
+  bindings: readonly ListenerBinding[],
+  options: { listenHost: string; catalog?: CatalogReader; ipv6?: boolean },
+): { rules: InterceptRule[]; clashes: RuleClash[]; withoutIpv6Listener: string[] } {
   const byTarget = new Map<string, InterceptRule>();
   const clashes: RuleClash[] = [];
+  /** Service ports with an IPv6 cluster IP that traffic has no IPv6 socket for (a TCP port off the shared listener). */
+  const withoutIpv6Listener: string[] = [];
   const sorted = [...bindings].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   for (const binding of sorted) {
     if (options.catalog) {
@@ -86,6 +91,7 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
       if (clusterIP === undefined) continue;
       const family: IpFamily = clusterIP.includes(":") ? 6 : 4;
       // IPv6 rules only where the caller wants them (the host has IPv6) and traffic has an IPv6 socket for the port.
+      if (family === 6 && options.ipv6 && !ipv6Listener) withoutIpv6Listener.push(binding.key);
       if (family === 6 && (!options.ipv6 || !ipv6Listener || clusterIP.startsWith(ipv6ListenerPrefix))) continue;
       if (family === 4 && !ipv4.test(listenHost)) continue;
       const to = family === 6 ? ipv6Listener! : { listenHost, listenerPort: binding.listenerPort };
@@ -106,7 +112,7 @@ export function buildRules(bindings: readonly ListenerBinding[], options: { list
       byTarget.set(target, { key: binding.key, clusterIP, port: binding.port, protocol: binding.protocol, ...to, ...(refused ? { refused } : {}) });
     }
   }
-  return { rules: [...byTarget.values()], clashes };
+  return { rules: [...byTarget.values()], clashes, withoutIpv6Listener };
 }
 
 export const iptablesChain = "LEAFMESH-SERVICES";

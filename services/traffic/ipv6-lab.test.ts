@@ -77,9 +77,9 @@ describe("IPv6 cluster IPs in network namespaces", () => {
   const agents: Agent[] = [];
 
   /** The agent in `namespace`; `env` runs it through env(1) (a PATH without ip6tables). */
-  function startAgent(intercept: string, namespace = cli, env: string[] = []): Agent {
+  function startAgent(intercept: string, namespace = cli, env: string[] = [], extra: string[] = []): Agent {
     const bus = namespace === cli ? ["--nats", "nats://127.0.0.1:4222"] : [];
-    const argv = [...(env.length > 0 ? ["env", ...env] : []), node24, resolve(labDir, "agent-entry.ts"), "--node", "edge-a", "--intercept", intercept, ...bus];
+    const argv = [...(env.length > 0 ? ["env", ...env] : []), node24, resolve(labDir, "agent-entry.ts"), "--node", "edge-a", "--intercept", intercept, ...bus, ...extra];
     const child = lab.spawn(namespace, argv, { stdio: ["pipe", "pipe", "pipe"] });
     const lines: Record<string, unknown>[] = [];
     let stderr = "";
@@ -330,6 +330,24 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       agent.child.kill("SIGTERM");
       expect(await agent.exited).toBe(0);
       expect(await makeBackend(intercept, namespace).inspect()).toEqual({ rules: [], hooks: 0, guard: false });
+    });
+
+    it("a non-loopback --proxy-host: TCP's IPv6 cluster IPs are not intercepted and the log says why, once; UDP's are", async () => {
+      const namespace = await lab.namespace("proxyhost");
+      await lab.link({ namespace, bridge: `${lab.prefix}br`, address: "198.18.1.60/24" });
+      await lab.route(namespace, "198.19.0.0/16", { device: "eth0" });
+      await lab.exec(namespace, ["ip", "-6", "address", "add", "fd00:1::60/64", "dev", "eth0", "nodad"]);
+      await lab.exec(namespace, ["ip", "-6", "route", "add", "fd00:99::/64", "dev", "eth0"]);
+      const agent = startAgent("nftables", namespace, [], ["--listen-host", "198.18.1.60"]);
+      await agent.waitFor((line) => line.event === "ready", "agent ready");
+      putAll(agent, [web, service("echo", ["198.19.0.20", "fd00:99::20"], udp, endpoints4)]);
+      await agent.waitFor((line) => line.event === "synced" && line.rules === 3, "web's IPv4 rule and echo's two synced");
+      expect((await lab.run(namespace, ["curl", "--http0.9", "-sS", "-m", "5", "http://198.19.0.10/"])).stdout).toMatch(/^s[12]\n/);
+      expect(await socat(namespace, "fd00:99::20")).toMatchObject({ code: 0, out: expect.stringMatching(/^s[12]:ping$/) });
+      await eventually(() => agent.stderr().includes("are not intercepted (lab/web:http/TCP)"), 5_000, "the reason in the log");
+      expect(agent.stderr().split("\n").filter((line) => line.includes("IPv6 cluster IPs of"))).toHaveLength(1);
+      agent.child.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
     });
   });
 });
