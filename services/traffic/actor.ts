@@ -268,7 +268,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       if (plan.protocol === "UDP" && (existing.plan.endpoints.length === 0) !== (plan.endpoints.length === 0)) changed = true;
       existing.plan = plan;
       existing.balancer.update(plan);
-      if (existing.socket instanceof UdpServicePortListener) existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key)));
+      // A Service made dual-stack gets its IPv6 socket now (udp-proxy.ts listen6).
+      if (existing.socket instanceof UdpServicePortListener) await existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key))).listen6();
     }
     // Opened in batches: one at a time, 10,000 services take seconds to start; all at once, a burst of fds.
     for (let start = 0; start < toOpen.length; start += openBatch) {

@@ -125,7 +125,7 @@ describe("IPv6 cluster IPs in network namespaces", () => {
     return { code: result.code, out: result.code === 0 ? result.stdout.split("\n")[0] : result.stderr.trim() };
   }
 
-  /** One datagram through socat: the endpoint's answer ("s1:ping"), or socat's error. */
+  /** One datagram through socat: the endpoint's answer ("s1:ping"), or socat's error; with no answer at all socat exits 0 with nothing: the answer tells, not the code. */
   async function socat(from: string, address: string, port = 53, sourcePort?: number): Promise<{ code: number; out: string }> {
     const options = sourcePort ? `,sourceport=${sourcePort}` : "";
     const result = await lab.run(from, ["socat", "-T", "3", "-", `UDP6:[${address}]:${port}${options}`], { input: "ping\n", timeoutMs: 10_000 });
@@ -213,6 +213,17 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       expect(await socat(pod, "fd00:99::20")).toMatchObject({ code: 0, out: expect.stringMatching(/^s[12]:ping$/) });
     });
 
+    it("a UDP Service made dual-stack is served on its new IPv6 cluster IP (its IPv6 socket opens then)", async () => {
+      const [single, slice] = service("late", ["198.19.0.21"], udp, endpoints4);
+      putAll(agent, [[single, slice]]);
+      await agent.waitFor((line) => line.event === "synced" && line.rules === expectedRules + 1, "late's IPv4 rule");
+      putAll(agent, [service("late", ["198.19.0.21", "fd00:99::21"], udp, endpoints4)]);
+      await eventually(async () => /^s[12]:ping$/.test((await socat(pod, "fd00:99::21")).out), 15_000, "late's IPv6 cluster IP to answer");
+      agent.send({ op: "delete", key: catalogKey(slice) });
+      agent.send({ op: "delete", key: catalogKey(single) });
+      await eventually(async () => !(await inspect()).rules.some((rule) => rule.includes("198.19.0.21") || rule.includes("fd00:99::21")), 15_000, "late's rules gone");
+    });
+
     it("IPv6 endpoint addresses behind an IPv6 cluster IP, TCP and UDP", async () => {
       expect(await curl(pod, "fd00:99::40")).toEqual({ code: 0, out: "s1" });
       expect(await socat(pod, "fd00:99::41")).toEqual({ code: 0, out: "s2:ping" });
@@ -230,7 +241,7 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       // with nothing to send them to, and the client would wait out its timeout).
       const quiet = catalog.find(([svc]) => svc.name === "quiet")!;
       putAll(agent, [service("quiet", ["fd00:99::34"], udp, endpoints4)]);
-      await eventually(async () => (await socat(pod, "fd00:99::34", 53, 40153)).code === 0, 15_000, "the endpoints to answer");
+      await eventually(async () => /^s[12]:ping$/.test((await socat(pod, "fd00:99::34", 53, 40153)).out), 15_000, "the endpoints to answer");
       putAll(agent, [quiet]);
       await eventually(async () => /Connection refused/.test((await socat(pod, "fd00:99::34", 53, 40153)).out), 15_000, "the refusal again, at the same source port");
     });

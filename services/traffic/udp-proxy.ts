@@ -101,14 +101,20 @@ export class UdpServicePortListener {
   async listen(port = 0): Promise<number> {
     await bindSocket(this.#socket, port, this.#options.listenHost);
     this.#port = this.#socket.address().port;
-    await this.#listen6();
+    await this.listen6();
     const clock = this.#options.shared.clock;
     this.#sweep = clock.setInterval(() => this.expireIdle(), Math.max(100, Math.min(5_000, this.#options.idleTimeoutMs / 2)));
     return this.#port;
   }
 
-  /** The IPv6 socket, on the IPv4 port where it is free; none where ipv6ListenerAddress is not assigned (EADDRNOTAVAIL) or IPv6 is off. */
-  async #listen6(): Promise<void> {
+  /**
+   * The IPv6 socket, when the service port has an IPv6 cluster IP (a socket per family of every UDP port would halve
+   * the UDP ports an agent holds at its file limit) and it is not open yet: on the IPv4 port where it is free; none
+   * where ipv6ListenerAddress is not assigned (EADDRNOTAVAIL) or IPv6 is off. The actor calls it again when a plan
+   * gains an IPv6 cluster IP.
+   */
+  async listen6(): Promise<void> {
+    if (this.#socket6 || this.#port === 0 || !this.#options.balancer.plan.clusterIPs.some((ip) => ip.includes(":"))) return;
     for (const port of [this.#port, 0]) {
       const socket = this.#createSocket("udp6");
       try {
@@ -139,12 +145,13 @@ export class UdpServicePortListener {
    * would otherwise keep a flow to a vanished endpoint alive forever (kube-proxy
    * clears UDP conntrack entries for the same reason).
    */
-  retainEndpoints(keys: ReadonlySet<string>): void {
+  retainEndpoints(keys: ReadonlySet<string>): this {
     for (const [key, flow] of this.#flows) {
       if (keys.has(flow.target.key)) continue;
       this.#options.counters.count("udp flow closed: endpoint removed");
       this.#closeFlow(key, flow);
     }
+    return this;
   }
 
   async close(): Promise<void> {
