@@ -62,6 +62,9 @@ async function ruleOfWeb(intercept: Intercept): Promise<string | undefined> {
   const rules = await runCommand(inNamespace(namespace, ["iptables-save", "-t", "nat"]));
   // The jumps go in after the chain's restore, one at a time: the rule counts once both are there.
   if (!rules.stdout.includes("-A OUTPUT -j LEAFMESH-SERVICES") || !rules.stdout.includes("-A PREROUTING -j LEAFMESH-SERVICES")) return undefined;
+  // A sync ends with ip6tables' filter jumps (IPv6 after IPv4): the host state is read once the whole sync is in.
+  const ip6 = await runCommand(inNamespace(namespace, ["ip6tables-save", "-t", "filter"]));
+  if (iptablesRejectHooks.some((hook) => !ip6.stdout.includes(`-A ${hook} -j LEAFMESH-REJECT`))) return undefined;
   return /-A LEAFMESH-SERVICES -d 198\.19\.0\.10\/32 .*--dport 80 .*--to-destination (127\.[\d.]+:\d+)/.exec(rules.stdout)?.[1];
 }
 
