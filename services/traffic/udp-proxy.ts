@@ -6,7 +6,7 @@
  * wait in a small bounded queue. Endpoints on other nodes are reached through the
  * tunnel's dialer, one stream per flow with framed datagrams.
  *
- * A second socket takes the service port's IPv6 cluster IP, on
+ * A service port with an IPv6 cluster IP has a second socket for it, on
  * bus/ipv6-listeners.ts's address (the same port where it is free): a flow's
  * replies leave by the socket its client came in by. Where that address is not
  * there (no interception, IPv6 off on the host) there is no second socket.
@@ -66,12 +66,13 @@ export class UdpServicePortListener {
 
   constructor(options: UdpProxyOptions) {
     this.#options = options;
-    this.#socket = this.#createSocket("udp4");
+    this.#socket = createSocket({ type: "udp4" });
+    this.#watch(this.#socket);
   }
 
-  #createSocket(type: "udp4" | "udp6"): Socket {
+  /** Takes the socket's datagrams, and counts its errors (a reply's failed send) from now on. */
+  #watch(socket: Socket): void {
     const options = this.#options;
-    const socket = createSocket({ type, ipv6Only: type === "udp6" });
     socket.on("message", (message, remote) => this.#onMessage(socket, message, remote));
     // Replies are sent without a callback: a failed send (a client gone, EPERM from a firewall) comes here, once per datagram.
     const warned = this.#warned;
@@ -82,7 +83,6 @@ export class UdpServicePortListener {
       warned.add(reason);
       options.log.warn({ err: error, service: options.balancer.plan.key }, "udp listener error (logged once per reason, counted always)");
     });
-    return socket;
   }
 
   get port(): number {
@@ -116,9 +116,11 @@ export class UdpServicePortListener {
   async listen6(): Promise<void> {
     if (this.#socket6 || this.#port === 0 || !this.#options.balancer.plan.clusterIPs.some((ip) => ip.includes(":"))) return;
     for (const port of [this.#port, 0]) {
-      const socket = this.#createSocket("udp6");
+      // Watched once bound: a bind that fails (no such address here) is no listener error, IPv4 serves the port.
+      const socket = createSocket({ type: "udp6", ipv6Only: true });
       try {
         await bindSocket(socket, port, ipv6ListenerAddress);
+        this.#watch(socket);
         this.#socket6 = socket;
         this.#port6 = socket.address().port;
         return;
