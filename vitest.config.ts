@@ -49,6 +49,8 @@ const slowFirst = [
   "services/tunnel/frozen-agent.test.ts", "services/tunnel/direct-blackhole.test.ts", "test/ipv6-punch-lab.test.ts", "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
   "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts", "test/capacity.test.ts",
   "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts", "test/demo-lab.test.ts",
+  // 2026-12-07: 30–36 s alone on a quiet machine (not yet timed in a full run)
+  "services/traffic/ipv6-lab.test.ts",
 ];
 
 class SlowFirstSequencer extends BaseSequencer {

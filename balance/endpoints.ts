@@ -69,21 +69,30 @@ export function choosePolicy(service: Service, rule: DestinationRule | undefined
  * serving until its replacement is ready.
  */
 export function endpointsOf(port: ServicePort, slices: readonly EndpointSlice[]): EndpointTarget[] {
-  const ready = collectEndpoints(port, slices, (conditions) => conditions.ready);
-  return ready.length > 0 ? ready : collectEndpoints(port, slices, (conditions) => conditions.serving && conditions.terminating);
+  const ready = (conditions: Conditions) => conditions.ready;
+  const terminating = (conditions: Conditions) => conditions.serving && conditions.terminating;
+  // IPv4 slices first; IPv6 ones (an IPv6-only Service's) when no IPv4 endpoint is there. A dual-stack Service has a
+  // slice of each family for the same pods: both at once would count every pod twice.
+  for (const [wanted, family] of [[ready, "IPv4"], [ready, "IPv6"], [terminating, "IPv4"], [terminating, "IPv6"]] as const) {
+    const found = collectEndpoints(port, slices, wanted, family);
+    if (found.length > 0) return found;
+  }
+  return [];
 }
 
-function collectEndpoints(port: ServicePort, slices: readonly EndpointSlice[], wanted: (conditions: EndpointSlice["endpoints"][number]["conditions"]) => boolean): EndpointTarget[] {
+type Conditions = EndpointSlice["endpoints"][number]["conditions"];
+
+function collectEndpoints(port: ServicePort, slices: readonly EndpointSlice[], wanted: (conditions: Conditions) => boolean, family: "IPv4" | "IPv6"): EndpointTarget[] {
   const byKey = new Map<string, EndpointTarget>();
   for (const slice of slices) {
-    if (slice.addressType !== "IPv4") continue; // the data path is IPv4 for now
+    if (slice.addressType !== family) continue; // FQDN slices name no address to connect to
     const slicePort = slice.ports.find((candidate) => candidate.name === port.name && candidate.protocol === port.protocol);
     const targetPort = slicePort?.port ?? (typeof port.targetPort === "number" && slice.ports.length === 0 ? port.targetPort : undefined);
     if (targetPort === undefined) continue;
     for (const endpoint of slice.endpoints) {
       if (!wanted(endpoint.conditions)) continue;
       for (const host of endpoint.addresses) {
-        const key = `${host}:${targetPort}`;
+        const key = host.includes(":") ? `[${host}]:${targetPort}` : `${host}:${targetPort}`;
         if (!byKey.has(key)) byKey.set(key, { key, host, port: targetPort, nodeName: endpoint.nodeName });
       }
     }

@@ -144,6 +144,12 @@ export const meshEvents = {
         listenerHost: z.string().optional(),
         listenerPort: z.number(),
         /**
+         * Where it takes the service port's IPv6 cluster IP (bus/ipv6-listeners.ts: an address of the shared TCP
+         * listener, or ipv6ListenerAddress). Absent when it has no IPv6 socket (IPv6 off on the host, no interception).
+         */
+        listenerHost6: z.string().optional(),
+        listenerPort6: z.number().optional(),
+        /**
          * A UDP service port with no endpoints: the proxier rejects its datagrams with ICMP port unreachable, as
          * kube-proxy does, so that a client fails at once instead of waiting out its timeout. Absent: DNAT as usual.
          */

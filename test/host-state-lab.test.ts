@@ -1,6 +1,6 @@
 /**
  * What an agent (cluster DNS on 169.254.96.16, nftables or iptables interception) leaves on its host, read from the kernel in
- * a network namespace of its own (root): nftables and iptables rules, routes of every table, ip rules, addresses
+ * a network namespace of its own (root): nftables and ip(6)tables rules, routes of every table (both families), ip rules, addresses
  * and links, route_localnet. A second agent started there while one intercepts is refused by name and leaves the
  * first's rules alone; after a kill -9 the next start cleans up what the dead one left (its DNS address too); a
  * clean stop leaves the host as it was before the first start.
@@ -21,7 +21,10 @@ async function hostState(): Promise<string> {
   for (const argv of [
     ["nft", "list", "ruleset"],
     ["iptables-save"],
+    // IPv6 too: the agent routes its IPv6 listener prefix on lo and puts an address there (bus/ipv6-listeners.ts).
+    ["ip6tables-save"],
     ["ip", "route", "show", "table", "all"],
+    ["ip", "-6", "route", "show", "table", "all"],
     ["ip", "rule"],
     ["ip", "-o", "addr"],
     ["ip", "-o", "link"],
@@ -59,6 +62,9 @@ async function ruleOfWeb(intercept: Intercept): Promise<string | undefined> {
   const rules = await runCommand(inNamespace(namespace, ["iptables-save", "-t", "nat"]));
   // The jumps go in after the chain's restore, one at a time: the rule counts once both are there.
   if (!rules.stdout.includes("-A OUTPUT -j LEAFMESH-SERVICES") || !rules.stdout.includes("-A PREROUTING -j LEAFMESH-SERVICES")) return undefined;
+  // A sync ends with ip6tables' filter jumps (IPv6 after IPv4): the host state is read once the whole sync is in.
+  const ip6 = await runCommand(inNamespace(namespace, ["ip6tables-save", "-t", "filter"]));
+  if (iptablesRejectHooks.some((hook) => !ip6.stdout.includes(`-A ${hook} -j LEAFMESH-REJECT`))) return undefined;
   return /-A LEAFMESH-SERVICES -d 198\.19\.0\.10\/32 .*--dport 80 .*--to-destination (127\.[\d.]+:\d+)/.exec(rules.stdout)?.[1];
 }
 
@@ -80,9 +86,12 @@ describe.sequential("the host state an agent leaves", () => {
     if (intercept === "iptables") {
       // iptables-nft makes a table's built-in chains with its first rule and never removes them (nor does any tool
       // that adds one: kube-proxy, docker): the host is taken as one where iptables was used, empty chains and all.
-      for (const [table, chain] of [["nat", "OUTPUT"], ["nat", "PREROUTING"], ["filter", "INPUT"], ...iptablesRejectHooks.map((hook) => ["filter", hook])]) {
-        await lab.exec(namespace, ["iptables", "-t", table, "-A", chain, "-j", "ACCEPT"]);
-        await lab.exec(namespace, ["iptables", "-t", table, "-D", chain, "-j", "ACCEPT"]);
+      // The same for ip6tables, which the agent uses for IPv6 cluster IPs.
+      for (const tool of ["iptables", "ip6tables"]) {
+        for (const [table, chain] of [["nat", "OUTPUT"], ["nat", "PREROUTING"], ["filter", "INPUT"], ...iptablesRejectHooks.map((hook) => ["filter", hook])]) {
+          await lab.exec(namespace, [tool, "-t", table, "-A", chain, "-j", "ACCEPT"]);
+          await lab.exec(namespace, [tool, "-t", table, "-D", chain, "-j", "ACCEPT"]);
+        }
       }
     }
     const before = await hostState();
@@ -90,6 +99,9 @@ describe.sequential("the host state an agent leaves", () => {
     let agentA: LeafmeshProcess = launch("edge-a", agentArgs("edge-a", dataA, 5000, intercept), "", dataA, namespace);
     const ruleA = await eventually(() => ruleOfWeb(intercept), 60_000, "edge-a's rule for web");
     const during = await hostState();
+    // IPv6 interception is on (the namespace has IPv6): its listener prefix is routed on lo, its address there.
+    expect(during).toMatch(/local fd1e:af3e:5400::\/64 dev lo .*proto 76/);
+    expect(during).toContain("inet6 fd1e:af3e:5400::1/128");
 
     // A second agent with a data directory of its own, in the same namespace.
     const second = await runCommand(inNamespace(namespace, [nodeBinary, cliPath, ...agentArgs("edge-b", tempDir(), 5100, intercept)]), { timeoutMs: 30_000 });

@@ -108,6 +108,23 @@ describe("normalizeObject", () => {
     expect(rule.status === "ok" && rule.object).toMatchObject({ kind: "DestinationRule", host: "web.shop.svc.cluster.local", loadBalancer: { simple: "LEAST_CONN" } });
   });
 
+  it("takes IPv6 cluster IPs and endpoint addresses, and refuses one with a zone, naming the field", () => {
+    expect(normalizeObject(service({ clusterIPs: ["198.19.0.1", "fd00:99::1"], ports: [{ port: 80 }] })).status).not.toBe("invalid");
+    expect(problemsOf(service({ clusterIPs: ["fe80::1%eth0"], ports: [{ port: 80 }] }))).toEqual([
+      { field: "spec.clusterIPs[0]", message: "'fe80::1%eth0' carries a zone ('%eth0'): an address of the cluster cannot name one node's interface (leave the zone out)" },
+    ]);
+    const slice = (address: string) => ({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: "web-a", namespace: "shop", labels: { "kubernetes.io/service-name": "web" } },
+      addressType: "IPv6",
+      endpoints: [{ addresses: [address] }],
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    });
+    expect(normalizeObject(slice("fd00:1::11")).status).not.toBe("invalid");
+    expect(problemsOf(slice("fd00:1::11%2"))).toEqual([{ field: "endpoints[0].addresses[0]", message: expect.stringContaining("carries a zone ('%2')") }]);
+  });
+
   it("writes field paths the way kubectl does", () => {
     expect(fieldPath(["spec", "ports", 0, "port"])).toBe("spec.ports[0].port");
     expect(fieldPath([])).toBe("");

@@ -212,6 +212,11 @@ export function normalizeObject(raw: unknown): NormalizeResult {
   return { status: "ok", object };
 }
 
+/** Node's isIP takes "fe80::1%eth0"; Kubernetes does not, and an interface name means nothing on another node. */
+function zoneMessage(address: string): string {
+  return `'${address}' carries a zone ('%${address.split("%")[1]}'): an address of the cluster cannot name one node's interface (leave the zone out)`;
+}
+
 function familyOf(ip: string): "IPv4" | "IPv6" {
   return isIP(ip) === 6 ? "IPv6" : "IPv4";
 }
@@ -245,7 +250,9 @@ function normalizeService(raw: z.infer<typeof rawService>, problems: FieldProble
   const headless = clusterIPs[0] === "None";
   const addresses = headless ? [] : clusterIPs.filter((ip) => ip !== "");
   addresses.forEach((ip, index) => {
-    if (isIP(ip) === 0) problems.push({ field: spec.clusterIPs ? `spec.clusterIPs[${index}]` : "spec.clusterIP", message: `'${ip}' is not an IP address (use an IPv4 or IPv6 address, or "None" for a headless Service)` });
+    const field = spec.clusterIPs ? `spec.clusterIPs[${index}]` : "spec.clusterIP";
+    if (isIP(ip) === 0) problems.push({ field, message: `'${ip}' is not an IP address (use an IPv4 or IPv6 address, or "None" for a headless Service)` });
+    else if (ip.includes("%")) problems.push({ field, message: zoneMessage(ip) });
   });
   if (addresses.length === 2 && familyOf(addresses[0]) === familyOf(addresses[1])) {
     problems.push({ field: "spec.clusterIPs[1]", message: "a dual-stack Service needs one IPv4 and one IPv6 address" });
@@ -304,6 +311,8 @@ function normalizeEndpointSlice(raw: z.infer<typeof rawEndpointSlice>, problems:
         if (!dns1123Subdomain.test(address)) problems.push({ field, message: `'${address}' is not a valid DNS name` });
       } else if (isIP(address) !== (raw.addressType === "IPv4" ? 4 : 6)) {
         problems.push({ field, message: `'${address}' is not an ${raw.addressType} address` });
+      } else if (address.includes("%")) {
+        problems.push({ field, message: zoneMessage(address) });
       }
     });
     if (endpoint.hostname !== undefined && !dns1123Label.test(endpoint.hostname)) {

@@ -26,6 +26,7 @@ import { NftablesBackend } from "./nftables.ts";
 import { buildRules, type InterceptRule, type RuleClash } from "./rules.ts";
 import { changedUdpTargets, clearUdpConntrack } from "./conntrack.ts";
 import { ClusterRoutes } from "./routes.ts";
+import { ipv6Unusable } from "./host-ipv6.ts";
 
 export interface ProxierOptions {
   /** Optional: without a bus the actor runs alone (tests, the lab) and publishes nothing. */
@@ -56,7 +57,8 @@ export interface ProxierActor {
   inspect(): Promise<InterceptState>;
   /** The cluster IPs routed on `lo` now (routes.ts), as the kernel lists them. */
   routes(): Promise<string[]>;
-  stats(): { backend: string; syncs: number; failures: number; rules: number; routes: number; lastSyncMs?: number; lastError?: string; clashes: RuleClash[] };
+  /** ipv6: "on", or "off: <why>" (IPv6 cluster IPs not intercepted), with interception on. */
+  stats(): { backend: string; syncs: number; failures: number; rules: number; routes: number; lastSyncMs?: number; lastError?: string; clashes: RuleClash[]; ipv6?: string };
   /** Resolves after the next sync that includes everything known now. */
   synced(): Promise<void>;
 }
@@ -139,6 +141,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   let lastLoggedFailure: string | undefined;
   let clashes: RuleClash[] = [];
   let loggedClashes = new Set<string>();
+  let loggedUnserved = "";
   const counters = { syncs: 0, failures: 0, rules: 0, lastSyncMs: undefined as number | undefined };
   const minSyncMs = options.minSyncMs ?? 1_000;
   let lastSyncStarted = -Infinity;
@@ -146,6 +149,10 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
   /** This run turned route_localnet on (it was off): stop turns it off again. */
   let localnetTurnedOn = false;
   let syncWaiters: (() => void)[] = [];
+  /** IPv6 cluster IPs are intercepted (prepare found IPv6 usable and put its guard, prefix and address in). */
+  let ipv6 = false;
+  /** Why they are not, when they are not: said once per run, in the log and in stats. */
+  let ipv6Off: string | undefined;
   const unsubscribers: (() => void)[] = [];
   let link: ActorLink | undefined;
 
@@ -153,7 +160,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     if (!backend) return;
     const waiters = syncWaiters;
     syncWaiters = [];
-    const built = buildRules(bindings, { listenHost, catalog: options.feed.reader });
+    const built = buildRules(bindings, { listenHost, catalog: options.feed.reader, ipv6 });
     clashes = built.clashes;
     const current = new Set<string>();
     for (const clash of clashes) {
@@ -162,6 +169,12 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
       log.error({ clusterIP: clash.clusterIP, port: clash.port, kept: clash.kept, dropped: clash.dropped }, clash.error);
     }
     loggedClashes = current; // logged once while it lasts, again if it comes back
+    const unserved = built.withoutIpv6Listener.join();
+    if (unserved && unserved !== loggedUnserved) {
+      const first = built.withoutIpv6Listener.slice(0, 5).join(", ");
+      log.warn({ servicePorts: built.withoutIpv6Listener.length, first }, `IPv6 cluster IPs of ${built.withoutIpv6Listener.length} service port(s) are not intercepted (${first}): traffic has no IPv6 socket for them (a non-loopback --proxy-host gives each TCP service port an IPv4 socket of its own; the loopback default serves both families)`);
+    }
+    loggedUnserved = unserved;
     const wanted = JSON.stringify(built.rules);
     if (wanted === lastApplied) {
       for (const waiter of waiters) waiter();
@@ -211,13 +224,25 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           const leftover = await backend.inspect().catch(() => undefined);
           // Read with the other kind's tool, where it is installed (inspect fails without it: nothing of it to find).
           const otherLeftover = await other?.inspect().catch(() => undefined);
-          await backend.prepare(); // the localnet guard is in before route_localnet goes on
+          // IPv6 cluster IPs when the host has IPv6: the backend's IPv6 guard goes in before the listener prefix is routed.
+          ipv6Off = await ipv6Unusable({ namespace: options.namespace });
+          const prepared = await backend.prepare({ ipv6: ipv6Off === undefined }); // the localnet guard is in before route_localnet goes on
+          if (!ipv6Off && !prepared.ipv6) ipv6Off = prepared.reason ?? "the backend keeps no IPv6 rules";
           if (other && otherLeftover && (otherLeftover.guard || otherLeftover.hooks > 0 || otherLeftover.rules.length > 0)) {
             // After this run's own guard is in: 127.0.0.0/8 stays guarded while the crashed run's guard goes.
             await other.remove();
             log.info({ backend: other.name, rules: otherLeftover.rules.length }, `removed the ${other.name} rules a run killed under --intercept ${other.name} left`);
           }
           await routes?.prepare();
+          if (!ipv6Off) {
+            try {
+              await routes?.prepareIpv6();
+              ipv6 = true;
+            } catch (error) {
+              ipv6Off = describeError(error);
+            }
+          }
+          if (ipv6Off) log.warn({ reason: ipv6Off }, `IPv6 cluster IPs are not intercepted (IPv4 ones are): ${ipv6Off}`);
           // DNAT to a loopback listener from PREROUTING is dropped as martian unless route_localnet is on (kube-proxy sets it for the same reason).
           if (listenHost.startsWith("127.")) {
             const before = await runTool(["sysctl", "-n", localnetSysctl], { namespace: options.namespace });
@@ -241,6 +266,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
           }
           // Both, even when one fails: a rule or a route left behind would outlive the agent.
           const removed = await Promise.allSettled([backend?.remove(), routes?.remove()]);
+          ipv6 = false;
           lastApplied = undefined;
           appliedRules = [];
           const failed = removed.find((result) => result.status === "rejected");
@@ -288,7 +314,7 @@ export function createProxierActor(options: ProxierOptions): ProxierActor {
     },
     inspect: () => (backend ? backend.inspect() : Promise.resolve({ rules: [], hooks: 0, guard: false })),
     routes: () => (routes ? routes.list() : Promise.resolve([])),
-    stats: () => ({ backend: backendName, ...counters, routes: routes?.size ?? 0, lastError: actor.getSnapshot().context.lastError, clashes }),
+    stats: () => ({ backend: backendName, ...counters, routes: routes?.size ?? 0, lastError: actor.getSnapshot().context.lastError, clashes, ...(backend ? { ipv6: ipv6Off ? `off: ${ipv6Off}` : ipv6 ? "on" : "off" } : {}) }),
     synced() {
       return new Promise<void>((resolve) => {
         syncWaiters.push(resolve);

@@ -20,13 +20,26 @@ export interface InterceptState {
   hooks: number;
   /** The localnet guard (rules.ts) is in place: from prepare to remove. */
   guard: boolean;
+  /** IPv6 (rules of IPv6 cluster IPs are in `rules`): its hooks and guard, when anything of them is in the kernel. */
+  ipv6?: { hooks: number; guard: boolean };
 }
+
+export interface PrepareOptions {
+  /** Also intercept IPv6 cluster IPs (the caller found IPv6 usable on the host): the IPv6 guard goes in. */
+  ipv6?: boolean;
+}
+
+/** Whether IPv6 rules will be kept; when asked for and not, why (a missing tool). */
+export type PrepareResult = { ipv6: boolean; reason?: string };
 
 export interface InterceptBackend {
   readonly name: InterceptMode;
-  /** Checks the tool is there (TOOL_MISSING names the Debian package), removes leftovers and puts the localnet guard in. */
-  prepare(): Promise<void>;
-  /** Makes the kernel hold exactly these rules, in one transaction. */
+  /**
+   * Checks the tool is there (TOOL_MISSING names the Debian package), removes leftovers (both families) and puts the
+   * localnet guard in; with `ipv6`, the IPv6 guard too, and IPv6 cluster IPs' rules from then on.
+   */
+  prepare(options?: PrepareOptions): Promise<PrepareResult>;
+  /** Makes the kernel hold exactly these rules, in one transaction per family (IPv6 rules only when prepared for them). */
   sync(rules: readonly InterceptRule[]): Promise<void>;
   /** Removes every rule, chain and table of ours, the guard too. */
   remove(): Promise<void>;
@@ -48,6 +61,27 @@ export async function runToolChecked(argv: string[], options: BackendOptions & {
   const result = await runTool(argv, options);
   if (result.code !== 0) throw new LeafmeshError("PROXY_FAILED", `${argv.join(" ")} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`);
   return result.stdout;
+}
+
+/**
+ * What the IPv6 side of a tool says on a kernel without IPv6 (booted with ipv6.disable=1): "Address family not
+ * supported by protocol", "Protocol not supported". Nothing of ours can be there, and IPv4 must go on.
+ */
+const noIpv6Kernel = /not supported/i;
+
+/** The IPv6 step's result, or `absent` when the kernel has no IPv6; any other failure is thrown as it was. */
+export async function unlessNoIpv6<T>(step: Promise<T>, absent: T): Promise<T> {
+  try {
+    return await step;
+  } catch (error) {
+    if (noIpv6Kernel.test((error as Error).message)) return absent;
+    throw error;
+  }
+}
+
+/** Whether `tool` is on PATH (in the namespace). */
+export async function toolPresent(tool: string, options: BackendOptions = {}): Promise<boolean> {
+  return (await runTool(["sh", "-c", `command -v ${tool}`], options)).code === 0;
 }
 
 /** Throws TOOL_MISSING naming the Debian package when `tool` is not on PATH. */

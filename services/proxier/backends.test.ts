@@ -93,6 +93,34 @@ describe.each(backends)("interception backend %s", (name, make) => {
     await lab.exec(namespace, ["iptables", "-D", "INPUT", "-s", "198.18.9.9/32", "-j", "ACCEPT"]);
   });
 
+  it("IPv6: its guard from prepare, rules of both families, a refused IPv6 port, a crashed run's IPv6 rules gone when IPv6 is no longer wanted", async () => {
+    const v6 = (i: number, protocol: "TCP" | "UDP" = "TCP", refused = false): InterceptRule => ({
+      key: `lab/v6-${i}:main/${protocol}`,
+      clusterIP: `fd00:99::${i.toString(16)}`,
+      port: 80,
+      protocol,
+      listenHost: protocol === "TCP" ? `fd1e:af3e:5400::100:${i.toString(16)}` : "fd1e:af3e:5400::1",
+      listenerPort: 40_000 + i,
+      ...(refused ? { refused } : {}),
+    });
+    const backend = make(namespace);
+    expect(await backend.prepare({ ipv6: true })).toEqual({ ipv6: true });
+    expect(await backend.inspect()).toEqual({ rules: [], hooks: 0, guard: true, ipv6: { hooks: 0, guard: true } });
+    await backend.sync([rule(1), v6(1), v6(2, "UDP"), v6(3, "UDP", true)]);
+    expect(await backend.inspect()).toEqual({
+      rules: [line(rule(1)), "[fd00:99::1]:80/TCP -> [fd1e:af3e:5400::100:1]:40001", "[fd00:99::2]:80/UDP -> [fd1e:af3e:5400::1]:40002", "[fd00:99::3]:80/UDP -> refused"],
+      hooks: 2,
+      guard: true,
+      ipv6: { hooks: 2, guard: true },
+    });
+    // A run killed here; the next one wants no IPv6 (disabled since): nothing of IPv6 stays.
+    const next = make(namespace);
+    expect(await next.prepare()).toEqual({ ipv6: false });
+    expect(await next.inspect()).toEqual({ rules: [], hooks: 0, guard: true });
+    await next.remove();
+    expect(await next.inspect()).toEqual({ rules: [], hooks: 0, guard: false });
+  });
+
   it("syncs 10,000 services in one transaction", async () => {
     const backend = make(namespace);
     await backend.prepare();

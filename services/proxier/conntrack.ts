@@ -7,6 +7,7 @@
  * entry expires, and each packet renews it. kube-proxy clears these entries for
  * the same reason; so do we, after every sync that changed a UDP mapping.
  */
+import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
 import type { Logger } from "../../lib/log.ts";
 import { runTool } from "./backend.ts";
 import type { InterceptRule } from "./rules.ts";
@@ -16,14 +17,15 @@ const perTargetLimit = 256;
 
 /** UDP cluster IP:port targets whose mapping is new, changed or gone between two rule sets. */
 export function changedUdpTargets(before: readonly InterceptRule[], after: readonly InterceptRule[]): { clusterIP: string; port: number }[] {
+  // Keyed "<port> <clusterIP>": an IPv6 address holds colons.
   const mapping = (rules: readonly InterceptRule[]) =>
-    new Map(rules.filter((rule) => rule.protocol === "UDP").map((rule) => [`${rule.clusterIP}:${rule.port}`, rule.refused ? "refused" : `${rule.listenHost}:${rule.listenerPort}`]));
+    new Map(rules.filter((rule) => rule.protocol === "UDP").map((rule) => [`${rule.port} ${rule.clusterIP}`, rule.refused ? "refused" : `${rule.listenHost} ${rule.listenerPort}`]));
   const old = mapping(before);
   const next = mapping(after);
   const changed: { clusterIP: string; port: number }[] = [];
   for (const key of new Set([...old.keys(), ...next.keys()])) {
     if (old.get(key) === next.get(key)) continue;
-    const [clusterIP, port] = key.split(":");
+    const [port, clusterIP] = key.split(" ");
     changed.push({ clusterIP, port: Number(port) });
   }
   return changed;
@@ -50,11 +52,15 @@ export async function clearUdpConntrack(targets: readonly { clusterIP: string; p
   };
   if (targets.length > perTargetLimit) {
     // Every UDP entry whose reply comes from the listener address: ours, plus un-NATed local flows that the kernel simply re-creates.
-    return (await run(["--reply-src", options.listenHost])) ? { runs: 1 } : { runs: 0, missing: true };
+    if (!(await run(["--reply-src", options.listenHost]))) return { runs: 0, missing: true };
+    if (!targets.some((target) => target.clusterIP.includes(":"))) return { runs: 1 };
+    await run(["-f", "ipv6", "--reply-src", ipv6ListenerAddress]);
+    return { runs: 2 };
   }
   let runs = 0;
   for (const target of targets) {
-    if (!(await run(["--orig-dst", target.clusterIP, "--dport", String(target.port)]))) return { runs, missing: true };
+    const family = target.clusterIP.includes(":") ? ["-f", "ipv6"] : [];
+    if (!(await run([...family, "--orig-dst", target.clusterIP, "--dport", String(target.port)]))) return { runs, missing: true };
     runs++;
   }
   return { runs };

@@ -12,7 +12,11 @@
  * against CVE-2020-8558 (rules.ts: 127.0.0.0/8 only from loopback or DNAT), and
  * turns it back off at stop when it found it off. Each intercepted cluster IP is
  * routed on `lo` (routes.ts, `proto 76`): host clients reach it without a default
- * route, with full-size TCP segments to the listener.
+ * route, with full-size TCP segments to the listener. IPv6 cluster IPs go the
+ * same way where the host has IPv6 (ip6tables, or table `ip6 leafmesh`), to
+ * traffic's IPv6 sockets in leafmesh's own prefix (bus/ipv6-listeners.ts),
+ * routed `local` on lo behind a guard of its own; where it has not, IPv4 goes
+ * on and the reason is logged once (stats `ipv6`).
  *
  * ```ts
  * import { busListenerSource, createProxierActor } from "./services/proxier/index.ts";

@@ -83,7 +83,7 @@ describe("proxier actor", () => {
 
     it("installs a rule per proxied service port from traffic's paged listener events, reports a clash, and publishes each sync", async () => {
       await eventually(() => events.some((event) => event.services === 2 && event.backend === intercept), 10_000, "a rules event for 2 services");
-      expect(await proxier.inspect()).toEqual({ rules: [ruleFor("lab/a:main/TCP"), ruleFor("lab/c:dns/UDP")].sort(), hooks: 2, guard: true });
+      expect(await proxier.inspect()).toEqual({ rules: [ruleFor("lab/a:main/TCP"), ruleFor("lab/c:dns/UDP")].sort(), hooks: 2, guard: true, ipv6: { hooks: 2, guard: true } });
       const clashes = proxier.stats().clashes;
       expect(clashes).toHaveLength(1);
       expect(clashes[0].error).toBe("lab/z-clash:main/TCP claims 198.19.1.1:80/TCP, already taken by lab/a:main/TCP: lab/z-clash:main/TCP is not intercepted there (fix the Services' clusterIP or port)");

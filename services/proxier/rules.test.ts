@@ -5,13 +5,64 @@ import { buildRules, iptablesCleanupInput, iptablesRestoreInput, nftInput, type 
 const binding = (key: string, clusterIPs: string[], port: number, protocol: "TCP" | "UDP", listenerPort: number) => ({ key, clusterIPs, port, protocol, listenerPort });
 
 describe("rules", () => {
-  it("builds one rule per IPv4 cluster IP, reports clashes by key order, skips IPv6", () => {
+  it("builds one rule per IPv4 cluster IP, reports clashes by key order, skips IPv6 when not asked for it", () => {
     const { rules, clashes } = buildRules(
       [binding("b/x:p/TCP", ["198.19.0.1"], 80, "TCP", 40001), binding("a/x:p/TCP", ["198.19.0.1", "fd00::1"], 80, "TCP", 40002), binding("a/x:d/UDP", ["198.19.0.1"], 80, "UDP", 40003)],
       { listenHost: "127.0.0.1" },
     );
     expect(rules.map((rule) => `${rule.key} ${rule.clusterIP}:${rule.port}/${rule.protocol} ${rule.listenerPort}`)).toEqual(["a/x:d/UDP 198.19.0.1:80/UDP 40003", "a/x:p/TCP 198.19.0.1:80/TCP 40002"]);
     expect(clashes).toEqual([expect.objectContaining({ kept: "a/x:p/TCP", dropped: "b/x:p/TCP" })]);
+  });
+
+  it("IPv6: a rule per IPv6 cluster IP to the binding's IPv6 listener, in one spelling; a zone, a foreign listener or leafmesh's own prefix get none", () => {
+    const v6 = (key: string, clusterIPs: string[], listenerHost6: string | undefined, refused = false) => ({
+      ...binding(key, clusterIPs, 53, "UDP", 40001),
+      ...(listenerHost6 ? { listenerHost6, listenerPort6: 40101 } : {}),
+      ...(refused ? { refused } : {}),
+    });
+    const bindings = [
+      v6("a/dual:d/UDP", ["198.19.0.1", "FD00:0:0::0010"], "fd1e:af3e:5400::1"),
+      v6("a/same:d/UDP", ["fd00::10"], "fd1e:af3e:5400::1"), // the same address spelled otherwise: a clash, not a second map element
+      v6("a/zone:d/UDP", ["fe80::1%eth0"], "fd1e:af3e:5400::1"),
+      v6("a/mapped:d/UDP", ["::ffff:198.19.0.9"], "fd1e:af3e:5400::1"),
+      v6("a/nosocket:d/UDP", ["fd00::11"], undefined),
+      v6("a/foreign:d/UDP", ["fd00::12"], "::1"),
+      v6("a/own:d/UDP", ["fd1e:af3e:5400::100:9"], "fd1e:af3e:5400::1"),
+      v6("a/quiet:d/UDP", ["fd00::13"], "fd1e:af3e:5400::1", true),
+    ];
+    const { rules, clashes } = buildRules(bindings, { listenHost: "127.0.0.1", ipv6: true });
+    expect(rules.map((rule) => `${rule.key} ${rule.clusterIP} -> ${rule.listenHost}:${rule.listenerPort}${rule.refused ? " refused" : ""}`)).toEqual([
+      "a/dual:d/UDP 198.19.0.1 -> 127.0.0.1:40001",
+      "a/dual:d/UDP fd00::10 -> fd1e:af3e:5400::1:40101",
+      "a/quiet:d/UDP fd00::13 -> fd1e:af3e:5400::1:40101 refused",
+    ]);
+    expect(clashes).toEqual([expect.objectContaining({ clusterIP: "fd00::10", kept: "a/dual:d/UDP", dropped: "a/same:d/UDP" })]);
+    expect(buildRules(bindings, { listenHost: "127.0.0.1" }).rules.map((rule) => rule.clusterIP)).toEqual(["198.19.0.1"]);
+    // Each family's text holds only its own rules; a refused IPv6 port goes where the kernel answers port unreachable.
+    expect(iptablesRestoreInput(rules, 6)).toBe(
+      [
+        "*nat",
+        ":LEAFMESH-SERVICES - [0:0]",
+        '-A LEAFMESH-SERVICES -d fd00::10/128 -p udp -m udp --dport 53 -m comment --comment "a/dual:d/UDP" -j DNAT --to-destination [fd1e:af3e:5400::1]:40101',
+        '-A LEAFMESH-SERVICES -d fd00::13/128 -p udp -m udp --dport 53 -m comment --comment "a/quiet:d/UDP has no endpoints" -j DNAT --to-destination [fd1e:af3e:5400::2]:40101',
+        "COMMIT",
+        "*filter",
+        ":LEAFMESH-REJECT - [0:0]",
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
+    expect(iptablesRestoreInput(rules)).not.toContain("fd00");
+    const nft = nftInput(rules, 6);
+    expect(nft).toContain("table ip6 leafmesh {");
+    expect(nft).toContain("map udp_services { type ipv6_addr . inet_service : ipv6_addr . inet_service; elements = { fd00::10 . 53 : fd1e:af3e:5400::1 . 40101, fd00::13 . 53 : fd1e:af3e:5400::2 . 40101 } }");
+    expect(nft).toContain("meta l4proto udp dnat ip6 to ip6 daddr . udp dport map @udp_services");
+    expect(nftInput(rules)).not.toContain("fd00");
+  });
+
+  it("changed UDP targets of IPv6 cluster IPs keep their whole address", () => {
+    const rule = (clusterIP: string, listenerPort: number): InterceptRule => ({ key: "a/x:d/UDP", clusterIP, port: 53, protocol: "UDP", listenHost: "fd1e:af3e:5400::1", listenerPort });
+    expect(changedUdpTargets([rule("fd00::10", 1), rule("fd00::11", 1)], [rule("fd00::10", 2), rule("fd00::11", 1)])).toEqual([{ clusterIP: "fd00::10", port: 53 }]);
   });
 
   it("sends a binding to its own listener address when it names one (the shared TCP listener), and never writes anything but an IPv4 address", () => {

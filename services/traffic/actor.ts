@@ -12,6 +12,7 @@ import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { ListenerBinding } from "../../bus/events.ts";
+import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -172,9 +173,16 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       const listenerHost = listener.socket instanceof TcpServicePortListener ? listener.socket.host : listenHost;
       // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
       const refused = listener.plan.protocol === "UDP" && listener.plan.endpoints.length === 0;
-      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port, ...(refused ? { refused } : {}) });
+      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port, ...ipv6Binding(listener.socket), ...(refused ? { refused } : {}) });
     }
     return result;
+  };
+
+  /** Where the listener takes its IPv6 cluster IP (bus/ipv6-listeners.ts), when it has a socket for it. */
+  const ipv6Binding = (socket: Listener["socket"]): { listenerHost6?: string; listenerPort6?: number } => {
+    if (socket instanceof UdpServicePortListener) return socket.port6 ? { listenerHost6: ipv6ListenerAddress, listenerPort6: socket.port6 } : {};
+    const host6 = front?.host6(socket.host);
+    return host6 ? { listenerHost6: host6, listenerPort6: front!.port6 } : {};
   };
 
   const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: () => bindings(), pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
@@ -260,7 +268,8 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       if (plan.protocol === "UDP" && (existing.plan.endpoints.length === 0) !== (plan.endpoints.length === 0)) changed = true;
       existing.plan = plan;
       existing.balancer.update(plan);
-      if (existing.socket instanceof UdpServicePortListener) existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key)));
+      // A Service made dual-stack gets its IPv6 socket now (udp-proxy.ts listen6).
+      if (existing.socket instanceof UdpServicePortListener) await existing.socket.retainEndpoints(new Set(plan.endpoints.map((endpoint) => endpoint.key))).listen6();
     }
     // Opened in batches: one at a time, 10,000 services take seconds to start; all at once, a burst of fds.
     for (let start = 0; start < toOpen.length; start += openBatch) {

@@ -36,6 +36,22 @@ describe("policy choice", () => {
 });
 
 describe("service port plans", () => {
+  it("plans both cluster IPs of a dual-stack Service; endpoints from its IPv4 slice, from an IPv6 slice only when there is no IPv4 one", () => {
+    const index = new CatalogIndex();
+    const put = (object: CatalogObject) => index.apply({ op: "put", key: catalogKey(object), object });
+    const dual = testService({ name: "dual", clusterIP: "198.19.0.5", endpoints: [{ ip: "198.18.1.2" }] });
+    put({ ...dual.service, clusterIPs: ["198.19.0.5", "fd00:99::5"], ipFamilies: ["IPv4", "IPv6"] });
+    put(dual.slice);
+    // Kubernetes mirrors the same pod into a slice of each family.
+    put({ ...dual.slice, name: "dual-v6", addressType: "IPv6", endpoints: [{ ...dual.slice.endpoints[0], addresses: ["fd00:1::2"] }] });
+    const only6 = testService({ name: "only6", clusterIP: "fd00:99::6", endpoints: [{ ip: "fd00:1::3" }] });
+    put({ ...only6.service, ipFamilies: ["IPv6"] });
+    put({ ...only6.slice, addressType: "IPv6" });
+    const { plans } = planServicePorts(index);
+    expect(plans.get("lab/dual:main/TCP")).toMatchObject({ clusterIPs: ["198.19.0.5", "fd00:99::5"], endpoints: [{ host: "198.18.1.2", port: 8080 }] });
+    expect(plans.get("lab/only6:main/TCP")).toMatchObject({ clusterIPs: ["fd00:99::6"], endpoints: [{ key: "[fd00:1::3]:8080", host: "fd00:1::3", port: 8080 }] });
+  });
+
   it("keeps ready IPv4 endpoints per port, skips noproxy, headless and bad annotations, reads destination rules from the catalog", () => {
     const index = new CatalogIndex();
     const put = (object: CatalogObject) => index.apply({ op: "put", key: catalogKey(object), object });

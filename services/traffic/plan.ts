@@ -79,7 +79,8 @@ export function planService(service: Service, catalog: CatalogReader, node?: str
       portName: port.name,
       protocol: port.protocol,
       port: port.port,
-      clusterIPs: service.clusterIPs.filter((ip) => !ip.includes(":")),
+      // Both families: the proxier intercepts an IPv6 cluster IP too, where the host has IPv6 (bus/ipv6-listeners.ts).
+      clusterIPs: service.clusterIPs,
       endpoints: endpointsOf(port, slices),
       policy,
     });

@@ -15,6 +15,11 @@
  * network, 127.0.0.0/8 itself is a martian, or dropped by the proxier's
  * localnet guard where interception turned route_localnet on.
  *
+ * IPv6 cluster IPs come to a second socket on [::] (IPv6 only), on the same
+ * port where it is free: each service port's IPv6 address is the one of
+ * bus/ipv6-listeners.ts with its index, and names it the same way. Where the host
+ * has no IPv6 the second socket is not there, and IPv4 is served as before.
+ *
  * Addresses are handed out in order and not reused until the 8 million have
  * gone round: a rule the proxier has not yet replaced never leads a client to
  * another service that took a freed address.
@@ -27,6 +32,7 @@
  * ```
  */
 import { createServer, type Server, type Socket } from "node:net";
+import { ipv6ServiceAddress, ipv6ServiceIndex } from "../../bus/ipv6-listeners.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Counters } from "./counters.ts";
 import { listenOnPickedPort, type ListenerPortPicker } from "./listener-ports.ts";
@@ -42,6 +48,13 @@ export function serviceAddress(index: number): string {
   return `127.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`;
 }
 
+/** The index of a 127.128.0.0/9 service address, or undefined for any other address. */
+function serviceIndex(address: string): number | undefined {
+  const parts = address.split(".").map(Number);
+  if (parts.length !== 4 || parts[0] !== 127 || parts[1] < 128) return undefined;
+  return (((parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0) - (base & 0xffffff);
+}
+
 export type AcceptHandler = (socket: Socket) => void;
 
 export interface SharedTcpListenerOptions {
@@ -52,21 +65,40 @@ export interface SharedTcpListenerOptions {
 export class SharedTcpListener {
   readonly #options: SharedTcpListenerOptions;
   readonly #server: Server;
+  /** IPv6 cluster IPs' connections ([::], IPv6 only): absent until listen, and where the host has no IPv6. */
+  #server6?: Server;
+  #port6 = 0;
   readonly #handlers = new Map<string, AcceptHandler>();
   #next = 1;
   #port = 0;
 
   constructor(options: SharedTcpListenerOptions) {
     this.#options = options;
-    this.#server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(socket));
+    this.#server = this.#createServer(() => this.#port);
+  }
+
+  #createServer(port: () => number): Server {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(socket));
     // After listen, errors are accept failures (EMFILE when out of fds): count them, keep serving; unhandled they would end the agent.
-    this.#server.on("error", (error: NodeJS.ErrnoException) => {
-      if (this.#port !== 0) options.counters.count(`tcp accept failed: ${error.code ?? "error"}`);
+    server.on("error", (error: NodeJS.ErrnoException) => {
+      if (port() !== 0) this.#options.counters.count(`tcp accept failed: ${error.code ?? "error"}`);
     });
+    return server;
   }
 
   get port(): number {
     return this.#port;
+  }
+
+  /** The port of the IPv6 socket, 0 when there is none (no IPv6 on the host). */
+  get port6(): number {
+    return this.#port6;
+  }
+
+  /** The IPv6 address (bus/ipv6-listeners.ts) of the service port registered at `address`, when there is an IPv6 socket. */
+  host6(address: string): string | undefined {
+    const index = serviceIndex(address);
+    return this.#port6 === 0 || index === undefined ? undefined : ipv6ServiceAddress(index);
   }
 
   /** Binds one port from the picker (listener-ports.ts: a taken one is skipped; after a run of them the kernel picks). */
@@ -82,8 +114,35 @@ export class SharedTcpListener {
     );
     const address = this.#server.address();
     this.#port = typeof address === "object" && address ? address.port : 0;
-    this.#options.log.debug({ port: this.#port }, "shared TCP listener open");
+    await this.#listen6();
+    this.#options.log.debug({ port: this.#port, port6: this.#port6 }, "shared TCP listener open");
     return this.#port;
+  }
+
+  /** The IPv6 socket, on the IPv4 socket's port where it is free, else one the kernel picks; none where IPv6 is off. */
+  async #listen6(): Promise<void> {
+    const server = this.#createServer(() => this.#port6);
+    const listen = (port: number) =>
+      new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ port, host: "::", ipv6Only: true, backlog: 4096 }, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+    try {
+      await listen(this.#port).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === "EADDRINUSE") return listen(0);
+        throw error;
+      });
+    } catch (error) {
+      // EAFNOSUPPORT, EADDRNOTAVAIL: IPv6 is off here (disable_ipv6, ipv6.disable=1). IPv4 goes on alone.
+      this.#options.log.info({ err: error }, "no IPv6 socket for the shared TCP listener: IPv6 cluster IPs are not served here");
+      return;
+    }
+    const address = server.address();
+    this.#port6 = typeof address === "object" && address ? address.port : 0;
+    this.#server6 = server;
   }
 
   /** A new service address whose connections go to `handler`. */
@@ -106,12 +165,14 @@ export class SharedTcpListener {
   /** Stops accepting; connections already handed over are their handlers'. */
   close(): Promise<void> {
     this.#handlers.clear();
-    if (!this.#server.listening) return Promise.resolve();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    const closing = [this.#server, this.#server6].filter((server): server is Server => server?.listening === true);
+    return Promise.all(closing.map((server) => new Promise<void>((resolve) => server.close(() => resolve())))).then(() => undefined);
   }
 
   #accept(socket: Socket): void {
-    const handler = socket.localAddress === undefined ? undefined : this.#handlers.get(stripMappedPrefix(socket.localAddress));
+    const local = stripMappedPrefix(socket.localAddress);
+    const index6 = ipv6ServiceIndex(local);
+    const handler = this.#handlers.get(index6 === undefined ? local : serviceAddress(index6));
     if (handler) return handler(socket);
     socket.on("error", () => undefined);
     this.#options.counters.count("tcp refused: not a service address");

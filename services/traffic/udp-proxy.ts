@@ -5,8 +5,15 @@
  * counted) and idle flows expire; datagrams sent before a flow's socket is ready
  * wait in a small bounded queue. Endpoints on other nodes are reached through the
  * tunnel's dialer, one stream per flow with framed datagrams.
+ *
+ * A service port with an IPv6 cluster IP has a second socket for it, on
+ * bus/ipv6-listeners.ts's address (the same port where it is free): a flow's
+ * replies leave by the socket its client came in by. Where that address is not
+ * there (no interception, IPv6 off on the host) there is no second socket.
  */
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
@@ -35,6 +42,8 @@ const pendingLimit = 16;
 
 interface Flow {
   target: EndpointTarget;
+  /** The listener socket the client came in by (IPv4 or IPv6): replies leave by it. */
+  front: Socket;
   /** A connected UDP socket to the endpoint, or a tunnel stream carrying framed datagrams. */
   socket?: Socket;
   stream?: Duplex;
@@ -47,17 +56,27 @@ interface Flow {
 export class UdpServicePortListener {
   readonly #options: UdpProxyOptions;
   readonly #socket: Socket;
+  /** IPv6 cluster IPs' datagrams, on ipv6ListenerAddress: absent where that address is not there. */
+  #socket6?: Socket;
   readonly #flows = new Map<string, Flow>();
+  readonly #warned = new Set<string>();
   #sweep: unknown;
   #port = 0;
+  #port6 = 0;
 
   constructor(options: UdpProxyOptions) {
     this.#options = options;
     this.#socket = createSocket({ type: "udp4" });
-    this.#socket.on("message", (message, remote) => this.#onMessage(message, remote));
+    this.#watch(this.#socket);
+  }
+
+  /** Takes the socket's datagrams, and counts its errors (a reply's failed send) from now on. */
+  #watch(socket: Socket): void {
+    const options = this.#options;
+    socket.on("message", (message, remote) => this.#onMessage(socket, message, remote));
     // Replies are sent without a callback: a failed send (a client gone, EPERM from a firewall) comes here, once per datagram.
-    const warned = new Set<string>();
-    this.#socket.on("error", (error: NodeJS.ErrnoException) => {
+    const warned = this.#warned;
+    socket.on("error", (error: NodeJS.ErrnoException) => {
       const reason = `udp listener error: ${error.code ?? "error"}`;
       options.counters.count(reason);
       if (warned.has(reason)) return;
@@ -70,22 +89,46 @@ export class UdpServicePortListener {
     return this.#port;
   }
 
+  /** The IPv6 socket's port on ipv6ListenerAddress, 0 when there is none. */
+  get port6(): number {
+    return this.#port6;
+  }
+
   get flows(): number {
     return this.#flows.size;
   }
 
   async listen(port = 0): Promise<number> {
-    await new Promise<void>((resolve, reject) => {
-      this.#socket.once("error", reject);
-      this.#socket.bind(port, this.#options.listenHost, () => {
-        this.#socket.off("error", reject);
-        resolve();
-      });
-    });
+    await bindSocket(this.#socket, port, this.#options.listenHost);
     this.#port = this.#socket.address().port;
+    await this.listen6();
     const clock = this.#options.shared.clock;
     this.#sweep = clock.setInterval(() => this.expireIdle(), Math.max(100, Math.min(5_000, this.#options.idleTimeoutMs / 2)));
     return this.#port;
+  }
+
+  /**
+   * The IPv6 socket, when the service port has an IPv6 cluster IP (a socket per family of every UDP port would halve
+   * the UDP ports an agent holds at its file limit) and it is not open yet: on the IPv4 port where it is free; none
+   * where ipv6ListenerAddress is not assigned (EADDRNOTAVAIL) or IPv6 is off. The actor calls it again when a plan
+   * gains an IPv6 cluster IP.
+   */
+  async listen6(): Promise<void> {
+    if (this.#socket6 || this.#port === 0 || !this.#options.balancer.plan.clusterIPs.some((ip) => ip.includes(":"))) return;
+    for (const port of [this.#port, 0]) {
+      // Watched once bound: a bind that fails (no such address here) is no listener error, IPv4 serves the port.
+      const socket = createSocket({ type: "udp6", ipv6Only: true });
+      try {
+        await bindSocket(socket, port, ipv6ListenerAddress);
+        this.#watch(socket);
+        this.#socket6 = socket;
+        this.#port6 = socket.address().port;
+        return;
+      } catch (error) {
+        socket.close();
+        if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE") return;
+      }
+    }
   }
 
   /** Closes flows idle for longer than the timeout (run by a timer; public for tests with a manual clock). */
@@ -104,21 +147,23 @@ export class UdpServicePortListener {
    * would otherwise keep a flow to a vanished endpoint alive forever (kube-proxy
    * clears UDP conntrack entries for the same reason).
    */
-  retainEndpoints(keys: ReadonlySet<string>): void {
+  retainEndpoints(keys: ReadonlySet<string>): this {
     for (const [key, flow] of this.#flows) {
       if (keys.has(flow.target.key)) continue;
       this.#options.counters.count("udp flow closed: endpoint removed");
       this.#closeFlow(key, flow);
     }
+    return this;
   }
 
   async close(): Promise<void> {
     this.#options.shared.clock.clearInterval(this.#sweep);
     for (const [key, flow] of this.#flows) this.#closeFlow(key, flow);
-    await new Promise<void>((resolve) => this.#socket.close(() => resolve()));
+    const sockets = [this.#socket, this.#socket6].filter((socket): socket is Socket => socket !== undefined);
+    await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
   }
 
-  #onMessage(message: Buffer, remote: RemoteInfo): void {
+  #onMessage(front: Socket, message: Buffer, remote: RemoteInfo): void {
     const { counters, balancer, shared } = this.#options;
     const key = `${remote.address}:${remote.port}`;
     let flow = this.#flows.get(key);
@@ -128,7 +173,7 @@ export class UdpServicePortListener {
       if (refusal) return counters.count(`udp dropped: ${refusal}`);
       const target = balancer.choose(remote.address, new Set());
       if (!target) return counters.count("udp dropped: no endpoints");
-      flow = this.#openFlow(key, remote, target);
+      flow = this.#openFlow(key, front, remote, target);
     }
     flow.lastActive = shared.clock.monotonic();
     if (flow.ready) this.#send(flow, message);
@@ -142,16 +187,16 @@ export class UdpServicePortListener {
     flow.stream!.write(encodeDatagram(message));
   }
 
-  #openFlow(key: string, remote: RemoteInfo, target: EndpointTarget): Flow {
+  #openFlow(key: string, front: Socket, remote: RemoteInfo, target: EndpointTarget): Flow {
     const { counters, shared, dialer } = this.#options;
-    const flow: Flow = { target, lastActive: shared.clock.monotonic(), ready: false, pending: [], closed: false };
+    const flow: Flow = { target, front, lastActive: shared.clock.monotonic(), ready: false, pending: [], closed: false };
     this.#flows.set(key, flow);
     shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
     counters.count("udp flows");
     const reply = (datagram: Buffer) => {
       flow.lastActive = shared.clock.monotonic();
       shared.outliers.success(target.key);
-      this.#socket.send(datagram, remote.port, remote.address);
+      front.send(datagram, remote.port, remote.address);
     };
     const fail = (reason: string, error?: unknown) => {
       counters.count(reason);
@@ -182,7 +227,8 @@ export class UdpServicePortListener {
       );
       return flow;
     }
-    const socket = createSocket({ type: "udp4" });
+    // An IPv6 endpoint address (an EndpointSlice of addressType IPv6) needs a udp6 socket; either family behind either cluster IP.
+    const socket = createSocket({ type: isIPv6(target.host) ? "udp6" : "udp4" });
     flow.socket = socket;
     socket.on("message", reply);
     // ECONNREFUSED: the endpoint answered with ICMP port unreachable.
@@ -206,4 +252,14 @@ export class UdpServicePortListener {
       if ((error as NodeJS.ErrnoException).code !== "ERR_SOCKET_DGRAM_NOT_RUNNING") throw error;
     }
   }
+}
+
+function bindSocket(socket: Socket, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(port, host, () => {
+      socket.off("error", reject);
+      resolve();
+    });
+  });
 }
