@@ -171,7 +171,7 @@ describe.sequential("the mesh in the NAT lab", () => {
     }, 90_000, "web again after the restart");
     expect(reply).toBe("hello from web on node-b\n");
     const tables = await runCommand(inNamespace(host.namespace, ["nft", "list", "tables"]));
-    expect(tables.stdout.split("\n").filter((line) => line.includes("leafmesh")).sort()).toEqual(["table ip leafmesh", "table ip leafmesh-localnet"]); // one set: the DNAT table and the localnet guard
+    expect(tables.stdout.split("\n").filter((line) => line.includes("leafmesh")).sort()).toEqual(["table ip leafmesh", "table ip leafmesh-localnet", "table ip6 leafmesh", "table ip6 leafmesh-localnet"]); // one set: the DNAT tables and the localnet guards, IPv4's and IPv6's
     await eventually(async () => (await pathsOfA())["node-b"] === "hole-punched", 60_000, "the punched path back");
   });
 });

@@ -10,7 +10,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
 import { readKeyState } from "./key-store.ts";
@@ -22,17 +22,11 @@ let base: string;
 let keys: string;
 let hub: HubProcess;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
 beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-enrol-cert-");
   keys = join(base, "keys");
-  await keysCommand("init", "--dir", keys);
+  await runCliOk("keys", "init", "--dir", keys);
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
 }, 120_000);
 
@@ -48,7 +42,7 @@ describe("a token made after the enrolment client certificate ended", () => {
     const ended = readFileSync(join(enrol, "client.crt"), "utf8");
     expect(Date.parse(new X509Certificate(ended).validTo)).toBeLessThan(Date.now());
 
-    const token = (await keysCommand("token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`, "--ttl", "2h")).trim();
+    const token = (await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`, "--ttl", "2h")).trim();
     const carried = new X509Certificate((JSON.parse(Buffer.from(token.slice("lmjoin1.".length), "base64url").toString()) as { cert: string }).cert);
     expect(Date.parse(carried.validTo)).toBeGreaterThan(Date.now() + 2 * 3_600_000);
     expect(carried.verify(new X509Certificate(readFileSync(join(enrol, "ca.crt"))).publicKey)).toBe(true);
@@ -59,7 +53,7 @@ describe("a token made after the enrolment client certificate ended", () => {
 
   it("a token that carries an ended one (made by a leafmesh that never issued it again) is refused by the node, saying so", async () => {
     // Before, the hub's TLS alert was taken for the hub's certificate: "the hub's certificate is not of the token's mesh CA".
-    const token = (await keysCommand("token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`)).trim();
+    const token = (await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`)).trim();
     const content = decodeJoinToken(token);
     const old = join(base, "old-client");
     await issueCertificate({ caCertFile: join(keys, "enrol", "ca.crt"), caKeyFile: join(keys, "enrol", "ca.key"), certFile: `${old}.crt`, keyFile: `${old}.key`, commonName: "leafmesh enrolment", hosts: ["enrolment.invalid"], days: -1 });

@@ -17,7 +17,7 @@ import { rpcRequest } from "../bus/bus.ts";
 import { rpc } from "../bus/rpc.ts";
 import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
 import { readKeyState } from "./key-store.ts";
@@ -32,16 +32,10 @@ let edgeB: AgentProcess;
 let echo: Server;
 let echoPort: number;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
 /** `keys token` prints the token alone on stdout. */
 async function makeToken(...argv: string[]): Promise<string> {
   const clientPort = new URL(hub.clientUrl).port;
-  return (await keysCommand("token", "--dir", keys, "--url", `tls://127.0.0.1:${clientPort}`, ...argv)).trim();
+  return (await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${clientPort}`, ...argv)).trim();
 }
 
 const tunnelArgs = (socksPort?: number) => ["--tunnel-ways", "relay", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off", ...(socksPort ? ["--socks", `127.0.0.1:${socksPort}`] : [])];
@@ -91,8 +85,8 @@ beforeAll(async () => {
   keys = join(base, "keys");
   const manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
-  await keysCommand("init", "--dir", keys);
-  await keysCommand("issue", "--dir", keys, "--node", "edge-b");
+  await runCliOk("keys", "init", "--dir", keys);
+  await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b");
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
   ({ server: echo, port: echoPort } = await startTcpEcho());
@@ -139,22 +133,22 @@ describe("a node joins with a token", () => {
 
     const state = readKeyState(keys);
     expect(state.nodes["edge-j1"]).toMatchObject({ enrolledBy: expect.any(String), site: "shop-7", tags: ["pos", "eu"] });
-    expect(await keysCommand("list", "--dir", keys)).toMatch(/edge-j1\s+active.*token \w+ site=shop-7 tags=pos,eu/);
-    expect(await keysCommand("tokens", "--dir", keys)).toMatch(/active\s+1\/2.*shop-7\s+pos,eu\s+edge-j1/);
+    expect(await runCliOk("keys", "list", "--dir", keys)).toMatch(/edge-j1\s+active.*token \w+ site=shop-7 tags=pos,eu/);
+    expect(await runCliOk("keys", "tokens", "--dir", keys)).toMatch(/active\s+1\/2.*shop-7\s+pos,eu\s+edge-j1/);
     // The token gave it its site: published in its record (status shows the tunnel's own site).
     expect(hub.output()).toContain("node 'edge-j1' enrolled with token");
   });
 
   it("starts again from its bundle after its token is revoked: the token is needed once", async () => {
     const id = readKeyState(keys).nodes["edge-j1"].enrolledBy!;
-    expect(await keysCommand("revoke", "--dir", keys, "--token", id)).toMatch(new RegExp(`token ${id} revoked at .*edge-j1`));
+    expect(await runCliOk("keys", "revoke", "--dir", keys, "--token", id)).toMatch(new RegExp(`token ${id} revoked at .*edge-j1`));
     await joined.stop();
     joined = await joined.restart();
     expect(joined.output()).not.toContain("asking the hub to enrol");
     const status = await rpcRequest(hubClient, "edge-j1", rpc.status, undefined, 3_000);
     expect(status.node).toBe("edge-j1");
     await eventually(() => socksEcho(socksPort, "edge-b", echoPort, "again after a restart").then(() => true), 30_000, "a relayed stream after the restart");
-    expect(await keysCommand("tokens", "--dir", keys)).toMatch(new RegExp(`${id}\\s+revoked`));
+    expect(await runCliOk("keys", "tokens", "--dir", keys)).toMatch(new RegExp(`${id}\\s+revoked`));
   });
 });
 
@@ -223,7 +217,7 @@ describe("a used-up, expired or revoked token is refused with the reason", () =>
   it("revoked: the hub says when; an agent started with it exits with that reason", async () => {
     const token = await makeToken("--uses", "5");
     const id = Object.values(readKeyState(keys).tokens!).find((entry) => entry.used.length === 0 && !entry.revokedAt && entry.uses === 5)!.id;
-    await keysCommand("revoke", "--dir", keys, "--token", id);
+    await runCliOk("keys", "revoke", "--dir", keys, "--token", id);
     await expect(join1(token, "edge-r1")).rejects.toThrow(new RegExp(`token ${id} was revoked at .* \\(revoked\\)`));
     const agent = await startAgentProcess({ node: "edge-r2", hubs: [hub.leafUrl.replace("nats://", "tls://")], join: token, waitReady: false });
     await eventually(() => agent.child.exitCode !== null, 30_000, "the agent with a revoked token to exit");

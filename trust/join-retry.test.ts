@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Writable } from "node:stream";
 import { join } from "node:path";
 import { createLogger } from "../lib/log.ts";
-import { runCli, startHubProcess, hubPorts, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubProcess, hubPorts, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { readKeyState } from "./key-store.ts";
 import { joinMesh } from "./join.ts";
@@ -19,13 +19,7 @@ let ports: Awaited<ReturnType<typeof hubPorts>>;
 /** Started by the first test (the node waits for it), stopped and started again by the others. */
 let hub: HubProcess;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
-const makeToken = async (dir: string) => (await keysCommand("token", "--dir", dir, "--url", `tls://127.0.0.1:${ports.client}`, "--uses", "5")).trim();
+const makeToken = async (dir: string) => (await runCliOk("keys", "token", "--dir", dir, "--url", `tls://127.0.0.1:${ports.client}`, "--uses", "5")).trim();
 
 /** A logger whose lines the test reads. */
 function capturedLog() {
@@ -47,7 +41,7 @@ beforeAll(async () => {
   base = tempDir("leafmesh-join-retry-");
   keys = join(base, "keys");
   ports = await hubPorts();
-  await keysCommand("init", "--dir", keys);
+  await runCliOk("keys", "init", "--dir", keys);
 }, 60_000);
 
 afterAll(async () => {
@@ -71,7 +65,7 @@ describe("a node that joins before its hub is there", () => {
 
   it("says at once what asking again cannot change: a hub whose certificate is not of the token's CA", async () => {
     const other = join(base, "other-keys");
-    await keysCommand("init", "--dir", other);
+    await runCliOk("keys", "init", "--dir", other);
     const token = await makeToken(other);
     const { log, text } = capturedLog();
     const refused = await joinMesh({ token, node: "edge-stray", bundleDir: join(base, "joins", "edge-stray"), log }).then(

@@ -20,7 +20,7 @@ import { rpcRequest } from "../bus/bus.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { rpc } from "../bus/rpc.ts";
 import { initKeys } from "./key-store.ts";
@@ -37,12 +37,6 @@ let socksPort: number;
 /** A relayed stream edge-a → edge-b (SOCKS on edge-a, edge-b's echo server), open from the start to the end. */
 let heldStream: Socket;
 let changes = 0;
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 async function startAgent(node: string): Promise<AgentProcess> {
   const agent = await startAgentProcess({
@@ -173,7 +167,7 @@ describe("issuing, revoking and re-issuing nodes on a running mesh", () => {
   });
 
   it("a node issued with --hub leaves the running agents untouched", async () => {
-    const output = await keysCommand("issue", "--dir", keys, "--node", "edge-new", "--hub", hub.clientUrl);
+    const output = await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-new", "--hub", hub.clientUrl);
     expect(output).toMatch(/pushed account A\w+ to hub hub-1/);
     await othersUntouched("issue edge-new", ["edge-a", "edge-b", "edge-c"]);
     // and the new node joins
@@ -184,7 +178,7 @@ describe("issuing, revoking and re-issuing nodes on a running mesh", () => {
   });
 
   it("a node revoked with --hub is cut off; the others are untouched", async () => {
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
     await eventually(async () => {
       const failure = await rpcRequest(hubClient, "edge-c", rpc.status, undefined, 1_000).then(() => undefined, (error: Error) => error);
       return failure !== undefined;
@@ -193,7 +187,7 @@ describe("issuing, revoking and re-issuing nodes on a running mesh", () => {
   });
 
   it("the revoked node issued again (a new key) rejoins; the others are untouched", async () => {
-    await keysCommand("issue", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
+    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
     await agents.get("edge-c")!.stop();
     await startAgent("edge-c");
     await othersUntouched("re-issue edge-c", ["edge-a", "edge-b", "edge-new", "edge-c"]);

@@ -10,7 +10,7 @@ import { rpcRequest } from "../bus/bus.ts";
 import { rpc } from "../bus/rpc.ts";
 import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
 let base: string;
@@ -18,12 +18,6 @@ let keys: string;
 let hub: HubProcess;
 let hubClient: NatsConnection;
 let tokenFile: string;
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 const tunnelArgs = ["--tunnel-ways", "relay", "--mdns", "off"];
 const hubTls = () => hub.clientUrl.replace("nats://", "tls://");
@@ -34,10 +28,10 @@ beforeAll(async () => {
   keys = join(base, "keys");
   const manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
-  await keysCommand("init", "--dir", keys);
+  await runCliOk("keys", "init", "--dir", keys);
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
-  const token = (await keysCommand("token", "--dir", keys, "--url", hubTls(), "--ttl", "1h", "--uses", "5")).trim();
+  const token = (await runCliOk("keys", "token", "--dir", keys, "--url", hubTls(), "--ttl", "1h", "--uses", "5")).trim();
   tokenFile = join(base, "token");
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
 }, 120_000);
@@ -60,7 +54,7 @@ describe("a node that joined with a token", () => {
   });
 
   it("revoked first, as that said: the reinstalled box joins under its name with its new keys", async () => {
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
     rmSync(agent.dataDir, { recursive: true, force: true });
     agent = await startAgentProcess({ node: "edge-j", hubs: [hub.leafUrl.replace("nats://", "tls://")], joinFile: tokenFile, extraArgs: tunnelArgs });
     expect(agent.output()).toContain("node 'edge-j' joined the mesh");
@@ -68,7 +62,7 @@ describe("a node that joined with a token", () => {
   });
 
   it("revoked while it runs: told to join again, not to put a bundle it never had in place; joined again, it is a member", async () => {
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
     // Its leaf link is cut at once, before the revocation list reaches it: the refused login is what it hears.
     await eventually(() => /the hub refused this node's login/.test(agent.output()), 20_000, "the agent told its login is refused");
     const told = agent.output().split("\n").filter((line) => line.includes("the hub refused this node's login")).join("\n");

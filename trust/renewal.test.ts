@@ -19,7 +19,7 @@ import { Kvm } from "@nats-io/kv";
 import { buckets, certificateRenewalSubject } from "../bus/subjects.ts";
 import { eventually } from "../test/support/ports.ts";
 import { restartedInPlaceAt } from "../test/support/log-lines.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { readKeyState } from "./key-store.ts";
 import { renewalTime } from "./renewal.ts";
@@ -48,17 +48,11 @@ let hub: HubProcess;
 let hubClient: NatsConnection;
 let agent: AgentProcess;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
 beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-renewal-");
   keys = join(base, "keys");
-  await keysCommand("init", "--dir", keys);
+  await runCliOk("keys", "init", "--dir", keys);
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol", "--node-cert-validity", "150s"] });
 }, 120_000);
 
@@ -70,7 +64,7 @@ describe("a joined node's certificate", () => {
   let firstPem: string;
 
   it("is renewed before it ends, asked again while the hub is away, and taken by a restart in place", async () => {
-    const token = (await keysCommand("token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`, "--uses", "1")).trim();
+    const token = (await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`, "--uses", "1")).trim();
     const tokenFile = join(base, "token");
     writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
     agent = await startAgentProcess({ node: "edge-j", hubs: [hub.leafUrl.replace("nats://", "tls://")], joinFile: tokenFile, extraArgs: ["--mdns", "off"] });
@@ -148,7 +142,7 @@ describe("a joined node's certificate", () => {
     expect(await renewNodeCertificate({ dir: keys, node: "edge-x", body: { cert: current, csr, at, signature }, certificateDays: 1 })).toMatchObject({ ok: false });
 
     const revokedAt = Date.now();
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-j", "--hub", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`);
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`);
     expect(await request(current)).toMatchObject({ ok: false, code: "revoked" });
     expect(await request(firstPem)).toMatchObject({ ok: false });
     // The replaced certificate goes on the list while it is still valid (a 150 s one may have ended by now on a

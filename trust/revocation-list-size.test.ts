@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import { buckets, revocationListKey } from "../bus/subjects.ts";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { readKeyState } from "./key-store.ts";
 import { endedKeptMs, longestCertificateLifeMs, pruneEnded, signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
@@ -52,18 +52,12 @@ let base: string;
 let keys: string;
 let hub: HubProcess;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
 beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-list-size-");
   keys = join(base, "keys");
-  await keysCommand("init", "--dir", keys);
-  await keysCommand("issue", "--dir", keys, "--node", "edge-a");
+  await runCliOk("keys", "init", "--dir", keys);
+  await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-a");
   // Years of revocations, as an older leafmesh left them: 6,000 entries made 900 days ago, list and state.json alike.
   const at = new Date(Date.now() - 900 * day).toISOString();
   const revoked = Array.from({ length: 6_000 }, (_, index) => ({ node: `edge-old-${index}`, certificate: fingerprint(index), at }));
@@ -84,7 +78,7 @@ describe("a revocation list grown over years", () => {
     hub = await startHubProcess({ name: "hub-1", keys });
     expect(hub.output()).toMatch(/the keys directory's revocation list was not published: the signed revocation list \(version 6000, 6000 certificates\) is \d+ bytes, more than the \d+ a hub takes in one message/);
 
-    const said = await keysCommand("revoke", "--dir", keys, "--node", "edge-a", "--hub", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`);
+    const said = await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-a", "--hub", `tls://127.0.0.1:${new URL(hub.clientUrl).port}`);
     expect(said).toMatch(/revocation list version 6001 published to the hubs/);
     const state = readKeyState(keys);
     expect(state.revokedCertificates?.map((entry) => entry.node)).toEqual(["edge-a"]);

@@ -12,7 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { buckets, revocationListKey } from "../bus/subjects.ts";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { loadHubSecurity } from "./security.ts";
 import { certificateFingerprint, signRevocationList, verifyRevocationList } from "./revocation-list.ts";
@@ -23,12 +23,6 @@ import { issueNode } from "./node-credentials.ts";
 let keys: string;
 let hub: HubProcess;
 const agents = new Map<string, AgentProcess>();
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 async function startAgent(node: string, data?: string): Promise<AgentProcess> {
   const agent = await startAgentProcess({
@@ -60,7 +54,7 @@ afterAll(async () => {
 describe("the revocation list on the fabric", () => {
   it("reaches every agent within seconds of 'keys revoke --hub', naming the certificate it revoked", async () => {
     const revokedCert = certificateFingerprint(readFileSync(join(keys, "nodes", "edge-c", "node.crt")));
-    const output = await keysCommand("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    const output = await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     expect(output).toContain("revocation list version 1 published to the hubs");
     for (const agent of agents.values()) {
       await eventually(async () => (await trustOf(agent))?.revoked.includes("edge-c"), 15_000, `${agent.name} to hold the revocation`);
@@ -98,7 +92,7 @@ describe("the revocation list on the fabric", () => {
     expect(unpushed.stderr).toContain(`The change is kept in ${keys}: push it when a hub answers with \`leafmesh keys push --dir ${keys} --hub tls://127.0.0.1:1\``);
     expect(unpushed.stderr).not.toContain("cause:");
     for (const agent of agents.values()) expect((await trustOf(agent))?.revoked).not.toContain("edge-d");
-    const output = await keysCommand("push", "--dir", keys, "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    const output = await runCliOk("keys", "push", "--dir", keys, "--hub", hub.clientUrl.replace("nats://", "tls://"));
     expect(output).toMatch(/pushed account A\w+ to hub /);
     expect(output).toContain("revocation list version 2 published to the hubs");
     for (const agent of agents.values()) {
@@ -109,7 +103,7 @@ describe("the revocation list on the fabric", () => {
 
   it("tells a running node that it was revoked, in its own words, once however often its leaf retries; and, issued again where it runs, takes its new bundle", async () => {
     const b = agents.get("edge-b")!;
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     const said = "the hub refused this node's login: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle";
     await eventually(() => b.output().includes(said), 15_000, "edge-b to say that it was revoked");
     await new Promise((resolve) => setTimeout(resolve, 3_000)); // its leaf retries every second
@@ -118,7 +112,7 @@ describe("the revocation list on the fabric", () => {
     // Issued again, its bundle written over where it runs: the agent takes it, starting again in place
     // (trust/bundle-watch.ts), and enforces the list as a member again. A node that got only new credentials, its
     // revoked certificate kept, says so and shows it in status: trust/rotation.test.ts.
-    await keysCommand("issue", "--dir", keys, "--node", "edge-b");
+    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b");
     await eventually(() => b.output().includes("keys replaced on disk: stopping") || undefined, 20_000, "edge-b to take its new bundle");
     await eventually(async () => (await b.view().catch(() => undefined))?.status.actors.find((actor) => actor.name === "trust")?.state === "enforcing" || undefined, 30_000, "edge-b to enforce the list again");
     expect(agents.get("edge-a")!.output()).not.toContain("this node's own certificate");

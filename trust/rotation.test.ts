@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTarget, type FaultTarget } from "../test/support/fault-targets.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { echoesThroughSocks } from "../test/support/socks-client.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
@@ -20,12 +20,6 @@ let keys: string;
 let hub: HubProcess;
 let echo: FaultTarget;
 const agents = new Map<string, { agent: AgentProcess; socks: number }>();
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 /** Where each node's bundle is: edge-b's is a copy on "its machine", the others run from the keys directory. */
 const bundles = new Map<string, string>();
@@ -50,8 +44,8 @@ beforeAll(async () => {
   requireTools();
   echo = await startTarget("echo");
   keys = join(tempDir(), "keys");
-  await keysCommand("init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await keysCommand("issue", "--dir", keys, "--node", node);
+  await runCliOk("keys", "init", "--dir", keys);
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await runCliOk("keys", "issue", "--dir", keys, "--node", node);
   hub = await startHubProcess({ name: "hub-1", keys });
   bundles.set("edge-b", join(tempDir(), "edge-b"));
   cpSync(join(keys, "nodes", "edge-b"), bundles.get("edge-b")!, { recursive: true });
@@ -72,7 +66,7 @@ describe("a node whose credentials are rotated on a live mesh", () => {
     const edgeB = agents.get("edge-b")!.agent;
     const pid = edgeB.child.pid;
     const taken = () => edgeB.output().match(/keys replaced on disk: stopping/g)?.length ?? 0;
-    await keysCommand("issue", "--dir", keys, "--node", "edge-b", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     // Cut off: its login refused by the hub (and, when the new list reached it before the cut, its certificate listed).
     await eventually(() => /the hub refused this node's login: credentials revoked|own certificate is on the mesh's revocation list/.test(edgeB.output()) || undefined, 20_000, "edge-b to say it is cut off");
     // The operator copies node.creds alone: a bundle of this node still (the old certificate and its key), taken;
@@ -95,7 +89,7 @@ describe("a node whose credentials are rotated on a live mesh", () => {
     const readyLines = () => edgeA.output().match(/"msg":"agent ready"/g)?.length ?? 0;
     const readyBefore = readyLines();
     // `keys issue --rotate` writes edge-a's new bundle into keys/nodes/edge-a, the directory edge-a runs from.
-    await keysCommand("issue", "--dir", keys, "--node", "edge-a", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-a", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     await eventually(() => readyLines() > readyBefore || undefined, 60_000, "edge-a to start again with its new bundle");
     expect(edgeA.output()).toMatch(/keys replaced on disk: stopping, and starting again in place with them/);
     expect(edgeA.child.pid).toBe(pid);

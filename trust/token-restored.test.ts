@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess } from "../test/support/processes.ts";
+import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
 import { readKeyState } from "./key-store.ts";
@@ -21,12 +21,6 @@ let base: string;
 let keys: string;
 let hub: HubProcess;
 
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
-
 const clientUrl = () => `tls://127.0.0.1:${new URL(hub.clientUrl).port}`;
 const tokenIdOf = (token: string) => (JSON.parse(Buffer.from(token.slice("lmjoin1.".length), "base64url").toString()) as { id: string }).id;
 const join1 = (token: string, node: string) => joinMesh({ token, node, bundleDir: join(base, "joins", node), log: silentLogger(), retryForMs: 60_000 });
@@ -35,7 +29,7 @@ beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-token-restored-");
   keys = join(base, "keys");
-  await keysCommand("init", "--dir", keys);
+  await runCliOk("keys", "init", "--dir", keys);
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
 }, 120_000);
 
@@ -45,8 +39,8 @@ afterAll(async () => {
 
 describe("a revoked join token and a keys directory restored from before the revocation", () => {
   it("stays revoked: the join is refused, the hub says why, and the token is revoked in state.json again", async () => {
-    const revoked = (await keysCommand("token", "--dir", keys, "--url", clientUrl(), "--uses", "5")).trim();
-    const kept = (await keysCommand("token", "--dir", keys, "--url", clientUrl(), "--uses", "5")).trim();
+    const revoked = (await runCliOk("keys", "token", "--dir", keys, "--url", clientUrl(), "--uses", "5")).trim();
+    const kept = (await runCliOk("keys", "token", "--dir", keys, "--url", clientUrl(), "--uses", "5")).trim();
     const revokedId = tokenIdOf(revoked);
     const keptId = tokenIdOf(kept);
 
@@ -54,7 +48,7 @@ describe("a revoked join token and a keys directory restored from before the rev
     const backup = join(base, "backup");
     execFileSync("cp", ["-a", keys, backup]);
 
-    const said = await keysCommand("revoke", "--dir", keys, "--token", revokedId, "--hub", clientUrl());
+    const said = await runCliOk("keys", "revoke", "--dir", keys, "--token", revokedId, "--hub", clientUrl());
     expect(said).toMatch(new RegExp(`token ${revokedId} revoked at`));
     expect(said).toMatch(/pushed account A\w+ to hub hub-1/);
     await expect(join1(revoked, "edge-r0")).rejects.toThrow(/token \w+ was revoked|the token was revoked/);
@@ -76,7 +70,7 @@ describe("a revoked join token and a keys directory restored from before the rev
     expect(hub.output()).toMatch(new RegExp(`credentials of join token ${revokedId} \\(user U\\w+\\) were revoked at \\S+: that token enrols nothing`));
     expect(hub.output()).toMatch(new RegExp(`the hubs hold the revocation of join token ${revokedId} .* lacked \\(restored from a backup\\?\\): taken back into state.json`));
     expect(readKeyState(keys).tokens![revokedId].revokedAt).toBeDefined();
-    expect(await keysCommand("tokens", "--dir", keys)).toMatch(new RegExp(`${revokedId}\\s+revoked`));
+    expect(await runCliOk("keys", "tokens", "--dir", keys)).toMatch(new RegExp(`${revokedId}\\s+revoked`));
 
     // The other token of the same backup enrols as before.
     const joined = await join1(kept, "edge-k1");

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectTlsStream } from "../services/tunnel/tls-streams.ts";
 import { startTarget, watchEnding, type FaultTarget } from "../test/support/fault-targets.ts";
 import { eventually, freePort } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { readAtLeast, socksConnect } from "../test/support/socks-client.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 
@@ -23,12 +23,6 @@ let keys: string;
 let hub: HubProcess;
 let echo: FaultTarget;
 const agents = new Map<string, { agent: AgentProcess; socks: number; tls: number }>();
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  const result = await runCli(["keys", ...argv]);
-  expect(result.code, `leafmesh keys ${argv.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
-  return result.stdout;
-}
 
 async function startAgent(node: string): Promise<void> {
   const socks = await freePort();
@@ -61,8 +55,8 @@ beforeAll(async () => {
   requireTools();
   echo = await startTarget("echo");
   keys = join(tempDir(), "keys");
-  await keysCommand("init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await keysCommand("issue", "--dir", keys, "--node", node);
+  await runCliOk("keys", "init", "--dir", keys);
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await runCliOk("keys", "issue", "--dir", keys, "--node", node);
   hub = await startHubProcess({ name: "hub-1", keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await startAgent(node);
 }, 180_000);
@@ -81,7 +75,7 @@ describe("a revoked node on the direct path", () => {
     fromA.once("close", () => (aEnded = true));
 
     const revokedAt = Date.now();
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl.replace("nats://", "tls://"));
+    await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     // Bounded, to fail with what happened rather than at the test's timeout.
     const ending = await Promise.race([endingC, new Promise<{ how: string }>((resolve) => setTimeout(() => resolve({ how: "still open after 12 s" }), 12_000).unref())]);
     const cutAfterMs = Date.now() - revokedAt;
