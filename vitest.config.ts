@@ -26,18 +26,20 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
 /**
  * Long files that mostly wait (for heartbeats to be missed, a drill's cut to pass, a node to
  * be partitioned, a remade stream's 30 s grace, UDP flows to expire, a frozen agent's liveness
- * bound, a certificate's life), run four at a time beside the lab files, in worker threads
+ * bound, a certificate's life, a shaped uplink), run five at a time beside the lab files, in worker threads
  * (another pool: vitest runs a group's pools at once, a pool's single-fork files only after its
  * others). Light on CPU (measured per file, 2026-12-06: 11–28 s of CPU in 50–101 s), they fill
  * the lab phase, which used ~60 % of a 2-core machine, and their ~9 minutes of waiting come off
- * the suite's three workers. The four lanes end within ~20 s of the lab's ~155 s when each
- * file starts in slowFirst's order (2026-12-07: renewal, frozen-agent, token-restored and
- * direct-blackhole joined them, with a third and a fourth lane, when the suite's full run
- * reached 882 s of CI's 900 on a quiet machine).
+ * the suite's three workers. The five lanes end before the lab's ~170 s when each file
+ * starts in slowFirst's order (2026-12-07: renewal, frozen-agent, token-restored,
+ * direct-blackhole, slow-uplink, pmtu-blackhole and ipv6-punch joined them, in five lanes
+ * instead of two, when the suite's full run reached 882 s of CI's 900 on a quiet machine; 856 s
+ * with four lanes and the first four of them).
  */
 const alongsideLab = [
   "trust/renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts", "test/peer-faults.test.ts",
-  "test/drill-lab.test.ts", "trust/token-restored.test.ts", "test/partition.test.ts", "services/tunnel/direct-blackhole.test.ts",
+  "trust/token-restored.test.ts", "test/slow-uplink-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "test/pmtu-blackhole-lab.test.ts",
+  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts",
 ];
 
 /**
@@ -47,13 +49,14 @@ const alongsideLab = [
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  // beside-lab's, in this order its four lanes end within ~20 s of each other and of the lab (2026-12-07's full run:
-  // 117, 101, 97 and 83 s first; then peer-faults 77, drill 35, token-restored 41, partition 40, direct-blackhole 37)
+  // beside-lab's, in this order its five lanes end within ~25 s of each other, before the lab (2026-12-07's full run:
+  // 128, 104, 97, 81 and 80 s first; then token-restored 42, slow-uplink 41, drill 41, partition 41, pmtu 40, ipv6-punch 37,
+  // direct-blackhole 36)
   ...alongsideLab,
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
   // trust/token-restored (~36 s) by its own run, 2026-12-07
-  "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/slow-uplink-lab.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
-  "test/ipv6-punch-lab.test.ts", "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
+  "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
+  "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
   "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts", "test/capacity.test.ts",
   "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts", "test/demo-lab.test.ts",
   // 2026-12-07: 30–36 s alone on a quiet machine (not yet timed in a full run)
@@ -83,8 +86,8 @@ export default defineConfig({
     setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
-    // Only beside-lab runs in threads: four lanes beside the lab's one fork.
-    poolOptions: { threads: { maxThreads: 4, minThreads: 1 } },
+    // Only beside-lab runs in threads: five lanes beside the lab's one fork.
+    poolOptions: { threads: { maxThreads: 5, minThreads: 1 } },
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [
