@@ -10,7 +10,8 @@
  */
 import { createServer as createHttp1Server, type Server as Http1Server } from "node:http";
 import { connect as connectTcp } from "node:net";
-import { Duplex } from "node:stream";
+import { joinStreams } from "../../lib/join-streams.ts";
+import { replayed } from "./replayed.ts";
 import { connect as connectTls, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { selfSignedCertificate } from "../../test/support/certificates.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
@@ -266,9 +267,9 @@ describe("gRPC through the gateway to a backend on another node (a tunnel stream
       farSockets.add(secure);
       secure.once("close", () => farSockets.delete(secure));
       const port = Number(/^port-(\d+)\./.exec((secure as TLSSocket & { servername?: string }).servername ?? "")?.[1]);
-      const backend = connectTcp(port, "127.0.0.1");
-      for (const side of [secure, backend]) side.on("error", () => undefined);
-      secure.pipe(backend).pipe(secure);
+      // Joined as the serving agent joins a stream with its target: a cut or a reset on one side reaches the other
+      // as a reset (pipe() left the other side open, and a backend that reset held the tunnel stream for ever).
+      joinStreams(secure, connectTcp(port, "127.0.0.1"));
     });
     await new Promise<void>((resolve) => far.listen(0, "127.0.0.1", resolve));
     const farPort = (far.address() as { port: number }).port;
@@ -276,16 +277,8 @@ describe("gRPC through the gateway to a backend on another node (a tunnel stream
       async openStream(_node, target) {
         const socket = connectTcp(farPort, "127.0.0.1");
         await new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject));
-        // The relay channel: a JavaScript stream, whole reads handed over as they come.
-        const channel = new Duplex({
-          read: () => void socket.resume(),
-          write: (chunk: Buffer, _encoding, done) => void socket.write(chunk, done),
-          final: (done) => (socket.end(), done()),
-          destroy: (error, done) => (socket.destroy(), done(error)),
-        });
-        socket.on("data", (chunk: Buffer) => channel.push(chunk) || socket.pause());
-        socket.on("end", () => channel.push(null));
-        socket.on("error", (error) => channel.destroy(error));
+        // The relay channel: a JavaScript stream, whole reads handed over as they come (the socket as a plain Duplex).
+        const channel = replayed(socket, Buffer.alloc(0));
         // TLS over it, as a relayed tunnel stream is.
         const stream = connectTls({ socket: channel, servername: `port-${target.port}.far.example.com`, rejectUnauthorized: false });
         await new Promise((resolve, reject) => stream.once("secureConnect", resolve).once("error", reject));

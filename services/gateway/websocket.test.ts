@@ -12,8 +12,7 @@
  * WebSocket (undici's, as in browsers) and `ws` for wss:// with a test CA.
  */
 import { createServer, type Server } from "node:http";
-import { createRequire } from "node:module";
-import { connect, type Socket } from "node:net";
+import { connect } from "node:net";
 import type { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
@@ -24,20 +23,8 @@ import { eventually, freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
 import type { AccessEntry } from "./http-message.ts";
+import { ws, type WsSocket } from "../../test/support/ws.ts";
 
-interface WsSocket {
-  on(event: "message", listener: (data: Buffer) => void): void;
-  on(event: "close", listener: (code: number) => void): void;
-  on(event: "error" | "open", listener: (arg?: unknown) => void): void;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  _socket: Socket;
-}
-interface WsModule {
-  WebSocketServer: new (options: { noServer: true }) => { handleUpgrade(request: unknown, socket: Duplex, head: Buffer, done: (ws: WsSocket) => void): void; close(): void };
-  WebSocket: new (url: string, options: { ca?: string; servername?: string; headers?: Record<string, string> }) => WsSocket;
-}
-const ws = createRequire(import.meta.url)("ws") as WsModule;
 
 const certificate = selfSignedCertificate(["live.example.com"]);
 

@@ -21,11 +21,11 @@
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { createServer as createHttp2Server, type Http2Server, type Http2Session } from "node:http2";
-import { createRequire } from "node:module";
 import { createServer, type Server } from "node:net";
 import type { Duplex } from "node:stream";
 import { backendServices, type BackendEndpoint, type BackendService } from "./gateway-manifests.ts";
 import { selfSignedCertificate } from "./certificates.ts";
+import { ws } from "./ws.ts";
 
 export interface GatewayBackends {
   ports: Record<BackendService, number>;
@@ -116,15 +116,8 @@ function grpcServer(label: string): Http2Server {
   return server;
 }
 
-interface WsModule {
-  WebSocketServer: new (options: { noServer: true }) => {
-    handleUpgrade(request: unknown, socket: Duplex, head: Buffer, done: (session: { send(text: string): void; on(event: string, listener: (data: Buffer) => void): void }) => void): void;
-  };
-}
-
 function webSocketServer(label: string): HttpServer {
-  const { WebSocketServer } = createRequire(import.meta.url)("ws") as WsModule;
-  const sessions = new WebSocketServer({ noServer: true });
+  const sessions = new ws.WebSocketServer({ noServer: true });
   const server = createHttpServer((_request, response) => response.end(`${label}\n`));
   server.on("upgrade", (request, socket: Duplex, head: Buffer) => {
     socket.on("error", () => undefined);

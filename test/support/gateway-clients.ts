@@ -13,7 +13,7 @@
  * ```
  */
 import { connect } from "node:http2";
-import { createRequire } from "node:module";
+import { ws } from "./ws.ts";
 
 export interface GrpcCall {
   status: number;
@@ -56,17 +56,9 @@ export async function grpcCall(url: string, host: string, messages: string[], ti
   }
 }
 
-interface WsClient {
-  on(event: "message", listener: (data: Buffer) => void): void;
-  on(event: "open" | "error" | "close", listener: (arg?: unknown) => void): void;
-  send(text: string): void;
-  close(code?: number): void;
-}
-
 /** A WebSocket session: what the server said first, then the echo of each message, then a clean close. */
 export async function webSocketSession(url: string, host: string, messages: string[], timeoutMs = 20_000): Promise<{ received: string[]; closeCode: number | string }> {
-  const { WebSocket } = createRequire(import.meta.url)("ws") as { WebSocket: new (url: string, options: { headers: Record<string, string> }) => WsClient };
-  const client = new WebSocket(url, { headers: { host } });
+  const client = new ws.WebSocket(url, { headers: { host } });
   const received: string[] = [];
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve({ received, closeCode: "timed out" }), timeoutMs);
