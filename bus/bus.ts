@@ -57,6 +57,18 @@ export class Bus {
     this.connection.publish(meshSubject(this.node, actor, event), options?.checked ? encodeCheckedEvent(event, payload) : encodeEvent(event, payload));
   }
 
+  /**
+   * Publishes an event its caller encoded as JSON from parts already known to fit the event's schema (as `checked`
+   * says for publish): a payload spliced from pieces encoded once, such as traffic's listener bindings.
+   */
+  publishJson(actor: ActorName, event: MeshEventName, json: string): void {
+    if (this.connection.isClosed() || this.connection.isDraining()) {
+      this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
+      return;
+    }
+    this.connection.publish(meshSubject(this.node, actor, event), json);
+  }
+
   /** Subscribes to events of one name, from this node unless `node` says otherwise ("*" for all). */
   subscribe<E extends MeshEventName>(
     filter: { node?: string; actor?: ActorName; event: E },

@@ -12,7 +12,6 @@ import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { ListenerBinding } from "../../bus/events.ts";
-import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -26,6 +25,7 @@ import { ListenerPortPicker, listenOnPickedPort, nameFraction, readEphemeralRang
 import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import { PlanScope } from "./scope.ts";
+import { ListenerBindings, type Listener } from "./bindings.ts";
 import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { SharedTcpListener } from "./shared-listener.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
@@ -84,7 +84,6 @@ export interface TrafficOptions {
 /** Listeners opened concurrently while reconciling. */
 const openBatch = 128;
 
-type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer<ServicePortPlan>; socket: TcpServicePortListener | UdpServicePortListener };
 
 export interface TrafficActor {
   readonly actor: ActorRefFrom<typeof trafficMachine>;
@@ -164,28 +163,28 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
   let stopServing: (() => void) | undefined;
   let link: ActorLink | undefined;
 
+  const kept = new ListenerBindings(listenHost, front);
   /** The bindings of the listeners that have a cluster IP, the first `limit` of them (status shows a few). */
   const bindings = (limit = Number.POSITIVE_INFINITY): ListenerBinding[] => {
     const result: ListenerBinding[] = [];
     for (const listener of listeners.values()) {
       if (result.length >= limit) break;
-      if (listener.plan.clusterIPs.length === 0) continue;
-      const listenerHost = listener.socket instanceof TcpServicePortListener ? listener.socket.host : listenHost;
-      // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
-      const refused = listener.plan.protocol === "UDP" && listener.plan.endpoints.length === 0;
-      result.push({ key: listener.plan.key, protocol: listener.plan.protocol, clusterIPs: listener.plan.clusterIPs, port: listener.plan.port, listenerHost, listenerPort: listener.socket.port, ...ipv6Binding(listener.socket), ...(refused ? { refused } : {}) });
+      const binding = kept.of(listener)?.binding;
+      if (binding) result.push(binding);
+    }
+    return result;
+  };
+  /** The same bindings as JSON, for the bus: each encoded once per listener state (bindings.ts). */
+  const encodedBindings = (): string[] => {
+    const result: string[] = [];
+    for (const listener of listeners.values()) {
+      const json = kept.of(listener)?.json;
+      if (json) result.push(json);
     }
     return result;
   };
 
-  /** Where the listener takes its IPv6 cluster IP (bus/ipv6-listeners.ts), when it has a socket for it. */
-  const ipv6Binding = (socket: Listener["socket"]): { listenerHost6?: string; listenerPort6?: number } => {
-    if (socket instanceof UdpServicePortListener) return socket.port6 ? { listenerHost6: ipv6ListenerAddress, listenerPort6: socket.port6 } : {};
-    const host6 = front?.host6(socket.host);
-    return host6 ? { listenerHost6: host6, listenerPort6: front!.port6 } : {};
-  };
-
-  const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: () => bindings(), pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
+  const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: encodedBindings, pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
 
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);

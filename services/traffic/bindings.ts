@@ -1,0 +1,72 @@
+/**
+ * The binding of each traffic listener (its service port, cluster IPs and the
+ * local address that takes them), as the bus's `traffic.listeners` events and
+ * status carry it, made once per listener state and kept with its JSON.
+ *
+ * Why kept: the listener publisher sends the whole set at each generation, and
+ * at 10,000 service ports building and encoding every binding again took ~29 ms
+ * a generation. A burst waits ten times that between generations
+ * (listener-publisher.ts), so a fresh agent's proxier learnt the last of its
+ * listeners ~300 ms after traffic held them (bench/fabric, issue 17). Made
+ * again only when the listener's plan or its IPv6 address changes.
+ */
+import type { ListenerBinding } from "../../bus/events.ts";
+import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
+import type { ServicePortBalancer } from "../../balance/balancer.ts";
+import type { ServicePortPlan } from "./plan.ts";
+import type { SharedTcpListener } from "./shared-listener.ts";
+import { TcpServicePortListener } from "./tcp-proxy.ts";
+import { UdpServicePortListener } from "./udp-proxy.ts";
+
+export type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer<ServicePortPlan>; socket: TcpServicePortListener | UdpServicePortListener };
+
+interface Kept {
+  plan: ServicePortPlan;
+  host6: string | undefined;
+  port6: number | undefined;
+  binding: ListenerBinding;
+  json: string;
+}
+
+export class ListenerBindings {
+  readonly #listenHost: string;
+  readonly #front: SharedTcpListener | undefined;
+  readonly #kept = new WeakMap<Listener, Kept>();
+
+  constructor(listenHost: string, front: SharedTcpListener | undefined) {
+    this.#listenHost = listenHost;
+    this.#front = front;
+  }
+
+  /** The listener's binding and its JSON; undefined for a listener without a cluster IP (nothing to intercept). */
+  of(listener: Listener): Kept | undefined {
+    const { plan, socket } = listener;
+    if (plan.clusterIPs.length === 0) return undefined;
+    const { host6, port6 } = this.#ipv6(socket);
+    const kept = this.#kept.get(listener);
+    if (kept && kept.plan === plan && kept.host6 === host6 && kept.port6 === port6) return kept;
+    const listenerHost = socket instanceof TcpServicePortListener ? socket.host : this.#listenHost;
+    // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
+    const refused = plan.protocol === "UDP" && plan.endpoints.length === 0;
+    const binding: ListenerBinding = {
+      key: plan.key,
+      protocol: plan.protocol,
+      clusterIPs: plan.clusterIPs,
+      port: plan.port,
+      listenerHost,
+      listenerPort: socket.port,
+      ...(host6 !== undefined ? { listenerHost6: host6, listenerPort6: port6 } : {}),
+      ...(refused ? { refused } : {}),
+    };
+    const fresh = { plan, host6, port6, binding, json: JSON.stringify(binding) };
+    this.#kept.set(listener, fresh);
+    return fresh;
+  }
+
+  /** Where the listener takes its IPv6 cluster IP (bus/ipv6-listeners.ts), when it has a socket for it. */
+  #ipv6(socket: Listener["socket"]): { host6?: string; port6?: number } {
+    if (socket instanceof UdpServicePortListener) return socket.port6 ? { host6: ipv6ListenerAddress, port6: socket.port6 } : {};
+    const host6 = this.#front?.host6(socket.host);
+    return host6 ? { host6, port6: this.#front!.port6 } : {};
+  }
+}
