@@ -17,6 +17,7 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { ReadyLine } from "./ready-line.ts";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
@@ -168,8 +169,10 @@ export class NatsServerSupervisor {
   /**
    * Starts the server and resolves once it is healthy; rejects with its last log lines if it cannot start.
    * A supervisor that was stopped (or failed to start) may be started again: it then supervises the new server.
+   * `onSpawn` is called once the server's process is spawned, before it is ready: a role loads the rest of its
+   * code then, while the server starts on another core (roles/server-process.ts).
    */
-  async start(): Promise<void> {
+  async start(onSpawn?: () => void): Promise<void> {
     if (this.#child) throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' is already ${this.state}: started twice`);
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
     this.#stopping = false;
@@ -192,10 +195,10 @@ export class NatsServerSupervisor {
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
     }
     this.actor.send({ type: "START" });
-    await this.#launch(binary, true);
+    await this.#launch(binary, true, onSpawn);
   }
 
-  async #launch(binary: string, first: boolean): Promise<void> {
+  async #launch(binary: string, first: boolean, onSpawn?: () => void): Promise<void> {
     this.options.onStatus?.("starting");
     this.#awaitingReady = true;
     this.#lines.clear();
@@ -207,9 +210,14 @@ export class NatsServerSupervisor {
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.#child = child;
     writeFileSync(this.#pidFile, String(child.pid ?? ""));
+    const said = new ReadyLine();
     for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream! }).on("line", (line) => this.#lines.forward(line));
+      createInterface({ input: stream! }).on("line", (line) => {
+        this.#lines.forward(line);
+        said.read(line);
+      });
     }
+    onSpawn?.();
     const exited = new Promise<string>((resolve) => {
       child.once("error", (error) => resolve(`could not start: ${error.message}`));
       child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
@@ -219,6 +227,7 @@ export class NatsServerSupervisor {
     const deadline = performance.now() + (this.options.readyTimeoutMs ?? 20_000);
     while (performance.now() < deadline) {
       if (this.#child !== child || child.exitCode !== null || child.signalCode !== null) break;
+      const saidBefore = said.ready;
       if (await this.#healthy()) {
         this.#readySince = performance.now();
         this.#awaitingReady = false;
@@ -227,7 +236,9 @@ export class NatsServerSupervisor {
         this.#log.info({ serverPid: child.pid, monitor: this.options.monitor }, "nats-server ready");
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Said ready while its monitor was being asked: asked again at once (once: it says so one time).
+      if (said.ready && !saidBefore) continue;
+      await said.within(100);
     }
     if (first) {
       const tail = this.#lines.recent.slice(-8).join("\n");
