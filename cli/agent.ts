@@ -1,11 +1,9 @@
 /** `leafmesh agent`: the per-node agent (leaf nats-server + actors). */
 import { commandSummaries } from "./command-list.ts";
 import { join } from "node:path";
-import { startCertificateRenewal } from "../trust/renewal.ts";
-import { joinMesh } from "../trust/join.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
-import { defaultRelayChoiceSettings } from "../roles/relay-choice.ts";
+import { defaultRelayChoiceSettings } from "../roles/relay-choice-settings.ts";
 import { defaultScoreWeights } from "../nats/relay-score.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
 import { dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
@@ -13,14 +11,16 @@ import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
-import { watchBundle } from "../trust/bundle-watch.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
-import { agentActors, checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-actors.ts";
-import { holdInterception, interceptModes } from "../services/proxier/index.ts";
+// What the flags need, from the modules that define it; the actors and the trust watches load once the node's
+// nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
+import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
+import { interceptModes } from "../services/proxier/backend.ts";
+import { holdInterception } from "../services/proxier/intercept-lock.ts";
 import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
 import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
 import type { HostPort } from "../nats/render.ts";
@@ -188,6 +188,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     const token = joinToken(options.join, options.joinFile);
     if (token !== undefined) {
       if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", `${options.joinFile === undefined ? "--join" : "--join-file"} makes the node's own identity: give it without --keys and --insecure`);
+      const { joinMesh } = await import("../trust/join.ts");
       const joined = await joinMesh({ token, node: options.node, bundleDir: join(dataDir, "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
       if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
       site = options.site ?? joined.site;
@@ -204,7 +205,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     const agent = await startAgent({
       security,
-      actors: agentActors({
+      actors: async () => (await import("../roles/agent-actors.ts")).agentActors({
         proxyHost: options.proxyHost,
         intercept: options.intercept,
         dns: options.dns,
@@ -258,9 +259,11 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     });
     // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.
     const trustLog = log.child({ node: options.node, actor: "trust" });
+    const { watchBundle } = await import("../trust/bundle-watch.ts");
     const restart = security && { log: trustLog, watch: (onReplaced: (what: string) => void) => watchBundle({ files: security.files, node: options.node, log: trustLog, onReplaced }) };
     // A node that joined with a token made its own key: it asks the enrolling hub for a new certificate before
     // its own ends, and the bundle watch above takes it (trust/renewal.ts).
+    const { startCertificateRenewal } = await import("../trust/renewal.ts");
     const renewal = keys && security && existsSync(join(keys, "joined.json")) ? startCertificateRenewal({ connection: agent.connection, node: options.node, bundleDir: keys, log: log.child({ node: options.node, actor: "renewal" }) }) : undefined;
     return runUntilSignal(io, () => (renewal?.stop(), agent.stop()), restart);
   },

@@ -16,13 +16,11 @@ import { createSocksActor, registerSocksMetrics } from "../services/socks/index.
 import type { HostPort } from "../nats/render.ts";
 // The access log's target is read with the options; the gateway itself (node:http2) loads only with --gateway.
 import type { AccessLogTarget } from "../services/gateway/access-file.ts";
-export { checkAccessLogFile, parseAccessLogTarget, type AccessLogTarget } from "../services/gateway/access-file.ts";
 import { measureUpstreams } from "../nats/nearest.ts";
 import { withSiteMembers, type UpstreamState } from "../bus/partition.ts";
 
-/** The limits' defaults, for the agent's flags (cli/ reaches the actors through here). */
-export { defaultTrafficLimits } from "../services/traffic/index.ts";
-export { defaultSocksLimits, isLoopbackHost, loopbackClients, socksClients } from "../services/socks/index.ts";
+/** The flags' defaults and checks (cli/ reaches the actors through roles/). */
+export * from "./agent-flags.ts";
 
 export interface AgentActorOptions {
   /** Where traffic listens (the proxier DNATs cluster IPs there). */

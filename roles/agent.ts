@@ -11,38 +11,31 @@
  * await agent.stop();
  * ```
  */
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AnyActorRef } from "xstate";
 import type { Bus } from "../bus/bus.ts";
-import { linkActorToBus, stateName, type ActorLink } from "../bus/actor-link.ts";
 import type { CatalogFeed } from "../bus/catalog-feed.ts";
 import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { NatsServerSupervisor } from "../nats/supervisor.ts";
-import { buckets, checkNodeName, hubDomain, type ActorName } from "../bus/subjects.ts";
+import { checkNodeName, type ActorName } from "../bus/subjects.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Registry } from "../lib/prom.ts";
 import type { MetricsServer } from "../lib/metrics.ts";
-import { startServerProcess, type ServerProcess } from "./server-process.ts";
+import { startServerProcess } from "./server-process.ts";
 import { accountStreamBuffersInHeapLimits } from "../lib/stream-heap.ts";
 import { orderByRtt } from "../nats/nearest.ts";
 import { checkUpstreamUrls, renderLeafConfig, toLeafUrl, type ClusterOptions, type HostPort } from "../nats/render.ts";
-import { startController, type Controller } from "../services/controller/agent-controller.ts";
-import { ReleaseAfterChurn } from "../lib/release-memory.ts";
+import type { Controller } from "../services/controller/agent-controller.ts";
 import type { UpstreamState } from "../bus/partition.ts";
-import { watchUpstream } from "./upstream-state.ts";
-import { hostAddresses } from "./host-addresses.ts";
-import { buildStatus, type NodeStatus } from "./status.ts";
+import type { NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
 import { staleLeafExplainer } from "../nats/leaf-stale.ts";
-import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, rejoinAdvice, watchPermissionErrors } from "../trust/denials.ts";
-import { followRevocations, type RevocationWatch } from "../trust/revocations.ts";
-import { certificateFingerprint } from "../trust/revocation-list.ts";
-import { endsDetail, endsState, loadedEnds, type Ending } from "../trust/ends.ts";
-import { readFileSync } from "node:fs";
-import { RelayChoice, type RelayChoiceSettings } from "./relay-choice.ts";
-import { watchStore, type StoreWatchdogOptions } from "../nats/store-watchdog.ts";
+import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal } from "../trust/denials.ts";
+import type { RevocationWatch } from "../trust/revocations.ts";
+import type { RelayChoiceSettings } from "./relay-choice.ts";
+import type { StoreWatchdogOptions } from "../nats/store-watchdog.ts";
 import type { ScoreWeights } from "../nats/relay-score.ts";
 
 export interface AgentContext {
@@ -94,7 +87,8 @@ export interface AgentConfig {
   relayScoreWeights?: Partial<ScoreWeights>;
   /** JetStream domain of this server. @default the node name (a site cluster's servers share the site's name) */
   domain?: string;
-  actors?: ActorFactory[];
+  /** The actors to start, or how to load them (loaded while the server starts: cli/agent.ts). */
+  actors?: ActorFactory[] | (() => Promise<ActorFactory[]>);
   /** A site server: the role name in status, the leafnode address its agents attach to, its cluster. */
   role?: "agent" | "site";
   leaf?: HostPort;
@@ -167,9 +161,18 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // A leaf link made and gone stale again and again (a path MTU black hole): said, and shown by status while no link is up.
   const stale = staleLeafExplainer();
   let leafProblem: { text: string; at: number } | undefined;
+  // The controller, the trust watches and the actors: loaded while the server starts (server-process.ts).
+  let parts: Promise<typeof import("./agent-parts.ts")> | undefined;
+  const loadParts = () => (parts ??= import("./agent-parts.ts"));
+  let actors: Promise<ActorFactory[]> | undefined;
+  const loadActors = () => (actors ??= typeof config.actors === "function" ? config.actors() : Promise.resolve(config.actors ?? []));
   const node = await startServerProcess({
     name: config.node,
     role,
+    alsoLoad: () => {
+      loadParts().catch(() => undefined);
+      loadActors().catch(() => undefined);
+    },
     client: config.client,
     connectOptions: config.security?.clientConnectOptions ?? config.siteSecurity?.clientConnectOptions,
     log: config.log,
@@ -198,160 +201,11 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   try {
     // Shown while it goes on: the explainer says it again at every such link.
     const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined);
-    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem);
+    const { startAgentParts } = await loadParts();
+    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors);
   } catch (error) {
     await node.stop();
     throw error;
   }
 }
 
-async function startAgentParts(config: AgentConfig, node: ServerProcess, upstreams: string[], renderConfig: (order: string[]) => string, upstreamProblem: () => string | undefined): Promise<AgentRuntime> {
-  const { log, connection, bus, server } = node;
-  const role = config.role ?? "agent";
-  // A refused publish is silent at the client: log it, explained (which subject, whose it is).
-  if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
-
-  // The controller subscribes to link events before the monitor publishes the first one.
-  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node });
-  node.onStop(() => controller.stop(), "the controller");
-  // A large catalog change (a fresh node's first load above all) leaves garbage V8 keeps resident: one full collection once it settles (lib/release-memory.ts).
-  const release = new ReleaseAfterChurn({ log: log.child({ actor: "controller" }) });
-  const stopCounting = controller.feed.onChange((keys) => release.note(keys.length));
-  node.onStop(() => {
-    stopCounting();
-    release.stop();
-  }, "the memory release after catalog changes");
-  const fabric = node.watchFabric({ upstreams });
-  // A store that stopped answering (a full disk) is said, and restarted unless the server is one of a site's cluster (quorum).
-  const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, ...config.storeWatch });
-  node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");
-
-  const links: ActorLink[] = [
-    linkActorToBus({
-      bus,
-      actorName: "fabric",
-      actor: server.actor,
-      // What `leafmesh status --tree` draws the fabric from.
-      detail: () => ({
-        role,
-        domain: config.domain ?? config.node,
-        upstream: fabric.links.find((link) => link.direction === "upstream")?.url ?? null,
-        upstreamAddress: fabric.links.find((link) => link.direction === "upstream")?.address ?? null,
-        ...(config.leaf ? { leafListen: `${config.leaf.host}:${config.leaf.port}`, addresses: hostAddresses(config.leaf) } : {}),
-      }),
-    }),
-    linkActorToBus({ bus, actorName: "controller", actor: controller.actor, detail: () => ({ objects: controller.index.size, online: controller.online }) }),
-  ];
-  node.onStop(() => links.forEach((link) => link.stop()), "the actor links");
-  await node.serveMetrics({
-    listen: config.metrics,
-    health: () => ({
-      healthy: server.state === "ready" && !connection.isClosed(),
-      ready: controller.actor.getSnapshot().matches("serving"),
-      detail: { server: server.state, controller: stateOf(controller.actor.getSnapshot().value), upstream: fabric.upstreamUp },
-    }),
-    objects: () => controller.index.size,
-    upstream: () => fabric.upstreamUp,
-  });
-
-  // The revoked certificates this node's peers must not present (mirrored, so they hold offline too).
-  const caFile = config.security?.files.ca ?? config.siteSecurity?.files.ca;
-  let revocations: RevocationWatch | undefined;
-  let selfRevoked = false;
-  /** When this node's certificate (and its credentials, issued with --expires) end: shown in status. */
-  let ownEnds: Ending[] = [];
-  if (caFile) {
-    const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1) });
-    revocations = watch;
-    node.onStop(() => watch.stop(), "the revocations mirror");
-    // This node's own certificate, as loaded now: once it is on the list every peer refuses it, and only a new bundle
-    // brings the node's tunnel back (an agent starts again with one put in place: trust/bundle-watch.ts). Said once,
-    // as an error, and shown in status.
-    const ownCert = config.security?.files.cert ?? config.siteSecurity?.files.cert;
-    const ownFingerprint = ownCert ? certificateFingerprint(readFileSync(ownCert)) : undefined;
-    ownEnds = ownCert ? loadedEnds({ cert: ownCert, creds: config.security?.files.creds }) : [];
-    const checkSelf = () => {
-      const revoked = ownFingerprint !== undefined && watch.isRevoked(ownFingerprint);
-      if (revoked && !selfRevoked) {
-        log.error(
-          { actor: "trust", revocationList: watch.list.version, certificate: ownCert },
-          `this node's own certificate is on the mesh's revocation list: every peer refuses its tunnel. Its credentials were revoked or replaced (keys revoke, keys issue --rotate): ${role === "site" ? "restart it with its new bundle" : config.security && rejoinAdvice(config.security.files.creds) ? `it joined with a token and has no bundle to be given: remove ${dirname(config.security.files.creds)} and start it again with a join token (it makes new keys; a revoked name may join again)` : "put its new bundle where its old one is (--keys), and it starts again with it"}`,
-        );
-      }
-      selfRevoked = revoked;
-    };
-    checkSelf();
-    const stopSelfCheck = watch.onChange(checkSelf);
-    node.onStop(() => void stopSelfCheck(), "the own-certificate check");
-  }
-
-  const started: StartedActor[] = [];
-  if ((config.actors ?? []).length > 0) {
-    // The controller's own index: the actors of this process share it (other processes follow the bus).
-    const feed = controller.feed;
-    // The controller's view, in-process and at once (and under a site, whether the site reaches the cloud): the actors apply each service's partition policy with it.
-    const watch = watchUpstream({ controller, connection, upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "controller" }) });
-    const upstream = watch.state;
-    node.onStop(() => watch.stop(), "the upstream watch");
-    for (const factory of config.actors ?? []) {
-      const actor = await factory({ node: config.node, bus, connection, log, registry: node.metrics.registry, feed, revocations, upstream });
-      started.push(actor);
-      node.onStop(() => actor.stop(), `the ${actor.name} actor`);
-    }
-  }
-
-  // A site server's remotes are per account and its cluster moves as one: relay choice is an agent's.
-  let relayChoice: RelayChoice | undefined;
-  if (role === "agent" && (config.relayChoice ?? "on") === "on" && upstreams.length > 1 && !config.siteSecurity) {
-    const choice = new RelayChoice({
-      node: config.node,
-      upstreams,
-      bus,
-      log: log.child({ actor: "fabric" }),
-      currentUpstream: () => fabric.links.find((link) => link.direction === "upstream")?.url,
-      moveLeaf: async (order) => {
-        await server.restartWith(renderConfig(order));
-        // The monitor's view of the leaf at once, not at its next tick: status and the next round read it.
-        await fabric.poll();
-      },
-      settings: config.relayChoiceSettings,
-      weights: config.relayScoreWeights,
-    });
-    choice.start();
-    relayChoice = choice;
-    node.onStop(() => choice.stop(), "relay choice");
-  }
-
-  const status = (): NodeStatus =>
-    buildStatus({
-      node: config.node,
-      role,
-      links: fabric.links,
-      actors: [
-        ...links.map((link) => ({ name: link.actorName, state: link.state, since: new Date(link.since).toISOString() })),
-        ...started.map((actor) => ({ name: actor.name, state: stateName(actor.actor.getSnapshot().value), since: "", ...(actor.detail ? { detail: actor.detail() } : {}) })),
-        ...(revocations
-          ? [
-              {
-                name: "trust",
-                state: selfRevoked ? "this node revoked" : (endsState(ownEnds, Date.now()) ?? (revocations.list.version > 0 ? "enforcing" : "no revocations")),
-                since: "",
-                detail: { revocationList: revocations.list.version, revoked: revocations.list.revoked.map((entry) => entry.node), ...endsDetail(ownEnds) },
-              },
-            ]
-          : []),
-      ],
-      catalogObjects: controller.index.size,
-      upstreams,
-      ...(fabric.upstreamUp ? {} : { upstreamProblem: upstreamProblem() }),
-      relayChoice: relayChoice?.status(),
-    });
-  node.serveStatus(status);
-  log.info(`${role} ready`);
-
-  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, status, stop: () => node.stop() };
-}
-
-function stateOf(value: unknown): string {
-  return typeof value === "string" ? value : JSON.stringify(value);
-}

@@ -30,28 +30,19 @@ import { systemClock, type Clock } from "../lib/clock.ts";
 import { probeLeafPort, type LeafPortProbe } from "../nats/upstream-probe.ts";
 import {
   decideMove,
-  defaultChoiceSettings,
   defaultScoreWeights,
   describe,
   orderAfterMove,
   scoreUpstream,
-  type ChoiceSettings,
   type HubLoad,
   type ScoreWeights,
   type UpstreamProbe,
   type UpstreamScore,
 } from "../nats/relay-score.ts";
+import { defaultRelayChoiceSettings, type RelayChoiceSettings } from "./relay-choice-settings.ts";
 
-export interface RelayChoiceSettings extends ChoiceSettings {
-  /** @default 2_000 — a probe round every 2 s: with 3 bad rounds, a degraded hub is left within ~6 s. */
-  probeIntervalMs: number;
-  /** @default 1_000 — a probe unanswered for 1 s counts as lost (a leaf handshake that slow is a bad path). */
-  probeTimeoutMs: number;
-  /** @default 10 — rounds in the sliding window RTT and loss are taken over (20 s at the default interval). */
-  windowRounds: number;
-  /** @default 15_000 — a hub's published load older than this is ignored (hubs publish every 5 s). */
-  loadMaxAgeMs: number;
-}
+export { defaultRelayChoiceSettings, type RelayChoiceSettings } from "./relay-choice-settings.ts";
+
 
 /** A hub's load record as sent (roles/hub-load.ts), or undefined for anything else: two non-negative finite numbers. */
 export function parseHubLoad(data: Uint8Array): HubLoad | undefined {
@@ -67,13 +58,6 @@ export function parseHubLoad(data: Uint8Array): HubLoad | undefined {
 /** How long a move's second event waits after the leaf server restarted (a round at least). */
 const announceAfterMs = 1_000;
 
-export const defaultRelayChoiceSettings: RelayChoiceSettings = {
-  ...defaultChoiceSettings,
-  probeIntervalMs: 2_000,
-  probeTimeoutMs: 1_000,
-  windowRounds: 10,
-  loadMaxAgeMs: 15_000,
-};
 
 export interface RelayChoiceOptions {
   node: string;
