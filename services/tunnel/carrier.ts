@@ -54,6 +54,12 @@ export interface Carrier {
    * means it failed: the caller backs off from it towards that peer.
    */
   open(peer: CarrierPeer): Promise<Duplex | undefined>;
+  /**
+   * Makes ahead the session the next stream to `peer` takes (spares.ts), called once a stream's open is done.
+   * Made during the open, its handshake's CPU came before the open's own steps: on a spare ready 100 ms ahead,
+   * the far end's connect to the target waited 1–5 ms behind the next spare's handshake (bench/tunnel's first byte).
+   */
+  prepareNext?(peer: CarrierPeer): void;
 }
 
 /** @default 60_000 — how long a carrier that failed towards a peer is left alone (a firewall in between would cost every stream a timeout). */

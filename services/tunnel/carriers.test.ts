@@ -146,7 +146,7 @@ const edgeB: CarrierPeer = { node: "edge-b", peerId: "not-used-by-tls-carriers" 
 }
 
 describe("direct TLS with spare connections", () => {
-  it("makes the next stream's TLS connection ahead of it, and the next stream takes it", async () => {
+  it("makes the next stream's TLS connection ahead of it when asked (prepareNext), and the next stream takes it", async () => {
     const pairs = new TaggedPairs();
     const tls = await tlsPair(pairs);
     const spares = new SpareSessions({ clock });
@@ -161,9 +161,12 @@ describe("direct TLS with spare connections", () => {
     try {
       const carrier = new DirectTlsCarrier({ tls: tls.near, timeoutMs: 5_000, spares, addressOf: async () => ({ host: "127.0.0.1", port }) });
       const first = await pairs.pair((await carrier.open(edgeB))!);
-      // The first stream's own connection, and the spare made for the next.
+      // The first stream's own connection only: the next one's is made when the opener asks (stream-opener.ts), after the open.
+      expect(connections).toBe(1);
+      carrier.prepareNext(edgeB);
       await eventually(() => connections === 2, 10_000, "a spare connection made");
       const second = await pairs.pair((await carrier.open(edgeB))!);
+      carrier.prepareNext(edgeB);
       second.near.end(Buffer.from("over the spare"));
       second.far.resume();
       expect(second.far.readable || second.far.readableEnded).toBe(true);
@@ -203,8 +206,14 @@ describe("direct TLS with spare connections", () => {
         },
         onFailure: (_, error) => log.warn({ err: error }, "spare punch failed"),
       });
-      // A stream takes the spare punched for it (none for the first): open until one is ready.
-      const pair = async () => pairs.pair(await eventually(() => carrier.open(edgeB), 20_000, "a punched spare"));
+      // A stream takes the spare punched for it (none for the first): asked for, then open until one is ready.
+      const pair = async () =>
+        pairs.pair(
+          await eventually(() => {
+            carrier.prepareNext(edgeB);
+            return carrier.open(edgeB);
+          }, 20_000, "a punched spare"),
+        );
       return { pair, maxAheadBytes: 16 * mib };
     },
     async teardown() {

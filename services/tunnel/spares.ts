@@ -1,9 +1,9 @@
 /**
  * Sessions made ahead of the next stream: a TLS session over a relay channel or
  * a punched connection costs round trips (a punch agreed through the fabric, a
- * handshake across the hubs), so each stream takes the spare made for it and has
- * the next one made. One spare per carrier and node at most; an unused one is
- * closed after `spareSessionLifetimeMs`.
+ * handshake across the hubs), so each stream takes the spare made for it, and
+ * the next one is made once its open is done (stream-opener.ts). One spare per
+ * carrier and node at most; an unused one is closed after `spareSessionLifetimeMs`.
  *
  * ```ts
  * const spares = new SpareSessions({ clock });

@@ -12,7 +12,8 @@ import { ManualClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { CarrierBackoff, type Carrier, type CarrierPeer } from "./carrier.ts";
 import type { PathConnections } from "./connections.ts";
-import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
+import { Libp2pCarrier, nextSessionDelayMs, StreamOpener } from "./stream-opener.ts";
+import { eventually } from "../../test/support/ports.ts";
 import { StreamServer } from "./stream-server.ts";
 
 let echo: Server;
@@ -148,5 +149,28 @@ describe("an open whose client left", () => {
     await expect(second).rejects.toThrow(/abandoned/);
     for (const socket of stalled) socket.destroy();
     await new Promise((resolve) => farAgent.close(resolve));
+  });
+});
+
+describe("the next stream's session", () => {
+  it("is made after an open is done, not during it, and once after opens in a row", async () => {
+    const { carrier } = countingCarrier(0);
+    const asked: { openDone: number }[] = [];
+    let done = 0;
+    const ahead: Carrier = { name: carrier.name, open: (p) => carrier.open(p), prepareNext: () => void asked.push({ openDone: done }) };
+    const shared = opener(ahead, { maxOpeningPerPeer: 4 });
+    const first = await shared.open(peer, "relayed", target);
+    done++;
+    // Not while the stream's own header and status were under way: its handshake would delay them (stream-opener.ts).
+    expect(asked).toEqual([]);
+    await eventually(() => asked.length === 1, 5_000, "the next session asked for");
+    expect(asked[0].openDone).toBe(1);
+    // Three opens in a row: one session made ahead, once they pause.
+    const more = [];
+    for (let i = 0; i < 3; i++) more.push(await shared.open(peer, "relayed", target));
+    await eventually(() => asked.length === 2, 5_000, "the next session asked for again");
+    await new Promise((resolve) => setTimeout(resolve, 3 * nextSessionDelayMs));
+    expect(asked).toHaveLength(2);
+    for (const stream of [first, ...more]) stream.destroy();
   });
 });

@@ -9,7 +9,8 @@
  * - punched TLS: a TCP connection punched for the stream (punch-coordinator.ts).
  *
  * A relayed or punched session costs round trips, so it is made ahead of time:
- * each stream takes the spare made for it and has the next one made (spares.ts).
+ * each stream takes the spare made for it, and the opener has the next one made
+ * (`prepareNext`) once the stream's open is done (spares.ts, stream-opener.ts).
  * `TlsStreams` is this node's side of all three: the TLS server, the serving end
  * of sessions over relay channels and punched connections, and the counts.
  *
@@ -21,6 +22,7 @@
  */
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import type { TLSSocket } from "node:tls";
 import type { Logger } from "../../lib/log.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
@@ -146,8 +148,8 @@ export class TlsStreams {
  * A stream on a direct path over a TLS connection of its own to the peer's TLS
  * port. With `spares`, each stream takes the connection made ahead of it (TCP
  * connect and TLS handshake done: about 2.5 ms of a new stream's first byte in
- * bench/tunnel) and has the next one made, as relayed streams do; a spare still
- * being made is waited for (it started earlier than a new one would).
+ * bench/tunnel), and `prepareNext` makes the next one, as for relayed streams; a
+ * spare still being made is waited for (it started earlier than a new one would).
  */
 export interface DirectTlsCarrierOptions {
   tls: TlsStreams;
@@ -169,19 +171,35 @@ export class DirectTlsCarrier implements Carrier {
   async open(peer: CarrierPeer): Promise<Duplex | undefined> {
     const address = await this.#options.addressOf(peer);
     if (!address) return undefined;
-    const connect = () => connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
+    const spare = await this.#options.spares?.take(this.#key(peer, address));
+    const stream = spare ?? (await this.#connect(peer, address));
+    this.#options.tls.liveness?.watch(peer.node, stream, "direct");
+    return stream;
+  }
+
+  prepareNext(peer: CarrierPeer): void {
     const spares = this.#options.spares;
-    const watched = (stream: Duplex) => (this.#options.tls.liveness?.watch(peer.node, stream, "direct"), stream);
-    if (!spares) return watched(await connect());
-    // The address is part of the key: a peer that moved gets no spare made to where it was.
-    const key = `${this.name} ${peer.node} ${address.host}:${address.port}`;
-    const spare = await spares.take(key);
-    spares.prepare(key, async () => {
-      const session = await connect();
-      session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
-      return session;
-    });
-    return watched(spare ?? (await connect()));
+    if (!spares) return;
+    void this.#options.addressOf(peer).then(
+      (address) => {
+        if (!address) return;
+        spares.prepare(this.#key(peer, address), async () => {
+          const session = await this.#connect(peer, address);
+          session.on("error", () => undefined); // as a relayed spare: nobody listens while it waits
+          return session;
+        });
+      },
+      () => undefined,
+    );
+  }
+
+  /** The address is part of the key: a peer that moved gets no spare made to where it was. */
+  #key(peer: CarrierPeer, address: { host: string; port: number }): string {
+    return `${this.name} ${peer.node} ${address.host}:${address.port}`;
+  }
+
+  #connect(peer: CarrierPeer, address: { host: string; port: number }): Promise<TLSSocket> {
+    return connectTlsStream({ identity: this.#options.tls.identity, node: peer.node, ...address, timeoutMs: this.#options.timeoutMs, trust: this.#options.tls.trust });
   }
 }
 
@@ -211,10 +229,12 @@ export class RelayedTlsCarrier implements Carrier {
 
   async open(peer: CarrierPeer): Promise<Duplex | undefined> {
     if (!this.#options.servesTls(peer)) return undefined;
-    const key = `${this.name} ${peer.node}`;
-    const spare = await this.#options.spares.take(key);
-    this.#options.spares.prepare(key, () => this.#session(peer.node));
+    const spare = await this.#options.spares.take(`${this.name} ${peer.node}`);
     return spare ?? (await this.#session(peer.node));
+  }
+
+  prepareNext(peer: CarrierPeer): void {
+    if (this.#options.servesTls(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node));
   }
 
   /** A relay channel of its own to `node` with TLS done over it. */
@@ -236,8 +256,8 @@ export class RelayedTlsCarrier implements Carrier {
  * A stream on a hole-punched path over a punched TCP connection of its own under
  * TLS, like a direct one: the pair's libp2p connection carried ~0.25× of raw TCP
  * across the NATs in bench/tunnel. A punch takes round trips through the fabric,
- * so it is made ahead of time: each stream takes the spare punched for it and has
- * the next one punched; with none ready (the first stream to a node, or the hub
+ * so it is made ahead of time: each stream takes the spare punched for it, and
+ * `prepareNext` punches the next one; with none ready (the first stream to a node, or the hub
  * out of reach) open() gives undefined and the stream goes over libp2p. A punch
  * still under way is not waited for: it can take seconds to fail.
  */
@@ -264,11 +284,14 @@ export class PunchedTlsCarrier implements Carrier {
 
   async open(peer: CarrierPeer): Promise<Duplex | undefined> {
     if (!this.#options.ready(peer)) return undefined;
-    const key = `${this.name} ${peer.node}`;
-    const spare = await this.#options.spares.take(key, { readyOnly: true });
-    this.#options.spares.prepare(key, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
+    const spare = await this.#options.spares.take(`${this.name} ${peer.node}`, { readyOnly: true });
     if (spare) this.#options.tls.liveness?.watch(peer.node, spare, "hole-punched");
     return spare;
+  }
+
+  /** With no spare ready the stream went over libp2p; the next one finds this one punched. */
+  prepareNext(peer: CarrierPeer): void {
+    if (this.#options.ready(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
   }
 
   /** A punched TCP connection to `node` with TLS done over it. */

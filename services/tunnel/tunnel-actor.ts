@@ -319,6 +319,7 @@ export class TunnelActor implements StreamDialer {
       running.punches.stop();
       // A clean stop takes the node's record out of mesh-nodes: peers drop it now, not at its TTL.
       await running.directory.withdraw();
+      running.opener.stop();
       running.spares.close();
       running.trust.stop();
       running.relay?.close();
