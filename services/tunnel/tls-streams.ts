@@ -138,6 +138,7 @@ export async function startTlsStreamServer(options: {
     },
   );
   server.on("connection", (tcp: Socket) => {
+    tcp.setNoDelay(true);
     // A dialler gone silent (no FIN, no RST) is noticed: its sessions reset, never left open (tcp-liveness.ts).
     keepTunnelConnectionAlive(tcp);
     connections.add(tcp);
@@ -183,7 +184,7 @@ export async function startTlsStreamServer(options: {
 /** A TLS connection to `node`'s stream server: resolves once the handshake proved it is `node`. */
 export function connectTlsStream(options: { identity: NodeIdentity; node: string; host: string; port: number; timeoutMs: number; trust?: PeerTrust }): Promise<TLSSocket> {
   // A TCP socket of our own under the session, not tls.connect's: it is what a reset resets (resetWithCarrier).
-  const tcp = netConnect({ host: options.host, port: options.port, allowHalfOpen: true });
+  const tcp = netConnect({ host: options.host, port: options.port, allowHalfOpen: true, noDelay: true });
   // A peer gone silent mid-stream (no FIN, no RST) is noticed: the stream resets, never hangs (tcp-liveness.ts).
   keepTunnelConnectionAlive(tcp);
   return tlsClient({ ...options, where: `${options.host}:${options.port}`, carrier: tcp, point: "direct TLS" });
