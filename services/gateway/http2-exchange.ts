@@ -123,7 +123,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("data", (chunk: Buffer) => (answered ? write(chunk) : early.push(chunk)));
     stream.on("trailers", (received) => (trailers = received));
     stream.on("end", () => {
-      if (settled) return;
+      // Node ends the stream's reading side too when its session dies under it (the backend's connection closed,
+      // its session destroyed): then 'close' follows with its code (CANCEL), and the answer is a cut, not an end.
+      if (settled || stream.rstCode !== http2.NGHTTP2_NO_ERROR) return;
       settle({ kind: "answered", status });
       // Trailers reach an HTTP/2 client; HTTP/1.1 clients are answered without them (gRPC needs HTTP/2 anyway).
       if (trailers && exchange.request.httpVersionMajor === 2) (response as unknown as Http2ServerResponse).addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => name.charCodeAt(0) !== 58)) as OutgoingHttpHeaders);

@@ -63,6 +63,11 @@ export class Http2Sessions {
     // socket reaches HTTP/2 through a plain Duplex, as the listeners hand HTTP/2 their TLS sockets (replayed.ts).
     const transport = stream instanceof Socket && !(stream instanceof TLSSocket) ? stream : replayed(stream as Socket, Buffer.alloc(0));
     const session = connect(`http://${endpoint}`, { createConnection: () => transport });
+    // HTTP/2 has no half-closed connection: the backend's FIN (its process gone, a restart, a close without GOAWAY)
+    // ends the session and cuts its streams. Node's HTTP/2 ends a session only on the socket's 'close', which a
+    // half-open connection (connectTcp's, a tunnel stream) never reaches on a FIN: the streams open on it, and every
+    // new one the session took, hung for ever.
+    transport.once("end", () => transport.destroy());
     const forget = () => {
       if (this.#sessions.get(endpoint)?.session === session) this.#sessions.delete(endpoint);
     };

@@ -1,0 +1,147 @@
+/**
+ * Backends of the gateway that fail, real servers on loopback behind one gateway: an h2c backend whose connection
+ * closes mid-answer must reach the client as a cut, and the endpoint's next call be answered.
+ */
+import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Stream } from "node:http2";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+import { catalogKey } from "../../bus/catalog.ts";
+import { capturedLog } from "../../test/support/log-lines.ts";
+import { freePort } from "../../test/support/ports.ts";
+import { normalizeObject } from "../controller/normalize.ts";
+import { createGatewayActor, type GatewayActor } from "./actor.ts";
+import type { AccessEntry } from "./http-proxy.ts";
+
+const namespace = "shop";
+type Fault = "silent" | "reset" | "refuse" | "close";
+/** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries. */
+const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }[] = [
+  { name: "cut", portName: "grpc-api" },
+];
+
+function manifests(gatewayPort: number, ports: Map<string, number>): object[] {
+  const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
+  const http: object[] = [];
+  for (const [index, { name, portName, fault, retryOn }] of cases.entries()) {
+    const addresses = fault ? ["127.0.0.1", "127.0.0.2"] : ["127.0.0.1"];
+    objects.push(
+      { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.80.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
+      { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: portName, port: ports.get(name), protocol: "TCP" }] },
+    );
+    http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
+  }
+  objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "api", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
+  return objects;
+}
+
+/** A good h2c backend: each stream answered with its path and grpc-status 0; `/cut/` streams get a message, then the connection closes under them. */
+function goodHttp2(): Http2Server {
+  const server = createHttp2Server();
+  const sockets = new Map<number, Socket>();
+  server.on("connection", (socket: Socket) => sockets.set(socket.remotePort!, socket));
+  server.on("stream", (stream: ServerHttp2Stream, headers) => {
+    stream.on("error", () => undefined);
+    stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    if (String(headers[":path"]).startsWith("/cut/Die")) {
+      stream.write("first message");
+      // The server's connection ends (a process that exits closes its sockets with a FIN), no GOAWAY, no END_STREAM.
+      setTimeout(() => sockets.get(stream.session!.socket.remotePort!)?.destroy(), 30);
+      return;
+    }
+    stream.end(`good ${headers[":path"]}`);
+  });
+  return server;
+}
+
+function badEndpoint(fault: Fault, held: Set<Socket>): TcpServer | Http2Server {
+  if (fault === "silent" || fault === "close") {
+    return createTcpServer((socket) => {
+      socket.on("error", () => undefined);
+      if (fault === "close") socket.destroy();
+      else held.add(socket);
+    });
+  }
+  const server = createHttp2Server();
+  server.on("stream", (stream: ServerHttp2Stream) => {
+    stream.on("error", () => undefined);
+    stream.close(fault === "reset" ? constants.NGHTTP2_INTERNAL_ERROR : constants.NGHTTP2_REFUSED_STREAM);
+  });
+  return server;
+}
+
+describe("bad endpoints of every kind of HTTP backend", () => {
+  const servers: (HttpServer | Http2Server | TcpServer)[] = [];
+  const held = new Set<Socket>();
+  const access: AccessEntry[] = [];
+  const { log } = capturedLog("warn");
+  const ports = new Map<string, number>();
+  let gateway: GatewayActor;
+  let gatewayPort = 0;
+  let client: ClientHttp2Session;
+
+  const listen = async (server: HttpServer | Http2Server | TcpServer, host: string, port: number) => {
+    servers.push(server);
+    await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, () => resolve()));
+  };
+
+  beforeAll(async () => {
+    for (const { name, portName, fault } of cases) {
+      const port = await freePort();
+      ports.set(name, port);
+      await listen(portName === "http" ? createHttpServer((request, response) => response.end(`good ${request.url}`)) : goodHttp2(), "127.0.0.1", port);
+      if (fault) await listen(badEndpoint(fault, held), "127.0.0.2", port);
+    }
+    gatewayPort = await freePort();
+    const feed = new IndexFeed();
+    for (const object of manifests(gatewayPort, ports)) {
+      const result = normalizeObject(object);
+      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+    }
+    gateway = createGatewayActor({ feed, log, node: "edge-a", listenHost: "127.0.0.1", access: (entry) => entry.kind === "http" && access.push(entry) });
+    await gateway.start();
+    expect(gateway.status().refused).toEqual([]);
+    client = connect(`http://127.0.0.1:${gatewayPort}`);
+    client.on("error", () => undefined);
+  }, 30_000);
+
+  afterAll(async () => {
+    client?.close();
+    await gateway?.stop();
+    for (const socket of held) socket.destroy();
+    for (const server of servers) {
+      (server as HttpServer).closeAllConnections?.();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  /** One request through the gateway over HTTP/2: its status, body, how it ended, and its access-log line. */
+  async function request(path: string) {
+    const stream = client.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" }, { endStream: true });
+    let status = 0;
+    let body = "";
+    let grpcStatus: unknown;
+    stream.on("response", (headers) => (status = Number(headers[":status"])));
+    stream.on("trailers", (trailers) => (grpcStatus = trailers["grpc-status"]));
+    stream.on("data", (chunk: Buffer) => (body += chunk.toString()));
+    const ending = await new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve("timed out"), 10_000);
+      stream.on("end", () => (clearTimeout(timer), resolve("end")));
+      stream.on("error", (error: Error) => (clearTimeout(timer), resolve(`error: ${error.message}`)));
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    return { status, body, grpcStatus, ending, entry: access.findLast((entry) => entry.path === path) };
+  }
+
+  it("cuts the client's stream when the backend's connection closes mid-answer, and the next call is answered", async () => {
+    const cut = await request("/cut/Die");
+    expect(cut.body).toBe("first message");
+    expect(cut.ending).toMatch(/^error/);
+    expect(cut.grpcStatus).toBeUndefined();
+    expect(gateway.stats().counters["http answer cut by backend"]).toBeGreaterThan(0);
+    expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", grpcStatus: "0", ending: "end" });
+  });
+});
