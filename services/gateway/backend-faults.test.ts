@@ -1,6 +1,9 @@
 /**
- * Backends of the gateway that fail, real servers on loopback behind one gateway: an h2c backend whose connection
- * closes mid-answer must reach the client as a cut, and the endpoint's next call be answered.
+ * Issue 19 for every kind of backend the gateway serves: a bad endpoint is ejected and requests keep succeeding on
+ * the good one. Each Service here has a good endpoint (127.0.0.1) and a bad one (127.0.0.2, same port), real
+ * servers on loopback, behind one gateway: an h2c endpoint that accepts and never sends SETTINGS, one that resets
+ * every stream, an HTTP/1.1 endpoint that accepts and closes every
+ * connection unanswered; and an h2c backend whose connection closes mid-answer, which must reach the client as a cut.
  */
 import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Stream } from "node:http2";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
@@ -18,6 +21,9 @@ const namespace = "shop";
 type Fault = "silent" | "reset" | "refuse" | "close";
 /** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries. */
 const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }[] = [
+  { name: "silent", portName: "grpc-api", fault: "silent" },
+  { name: "resetting", portName: "grpc-api", fault: "reset", retryOn: "reset" },
+  { name: "closing", portName: "http", fault: "close", retryOn: "reset" },
   { name: "cut", portName: "grpc-api" },
 ];
 
@@ -76,7 +82,7 @@ describe("bad endpoints of every kind of HTTP backend", () => {
   const servers: (HttpServer | Http2Server | TcpServer)[] = [];
   const held = new Set<Socket>();
   const access: AccessEntry[] = [];
-  const { log } = capturedLog("warn");
+  const { log, lines } = capturedLog("warn");
   const ports = new Map<string, number>();
   let gateway: GatewayActor;
   let gatewayPort = 0;
@@ -101,7 +107,8 @@ describe("bad endpoints of every kind of HTTP backend", () => {
       if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
       feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
     }
-    gateway = createGatewayActor({ feed, log, node: "edge-a", listenHost: "127.0.0.1", access: (entry) => entry.kind === "http" && access.push(entry) });
+    // SETTINGS awaited 300 ms instead of 10 s: the silent endpoint's failures come quickly.
+    gateway = createGatewayActor({ feed, log, node: "edge-a", listenHost: "127.0.0.1", access: (entry) => entry.kind === "http" && access.push(entry), backendTimeouts: { http2SettingsTimeoutMs: 300 } });
     await gateway.start();
     expect(gateway.status().refused).toEqual([]);
     client = connect(`http://127.0.0.1:${gatewayPort}`);
@@ -135,6 +142,42 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     await new Promise((resolve) => setImmediate(resolve));
     return { status, body, grpcStatus, ending, entry: access.findLast((entry) => entry.path === path) };
   }
+
+  /** Requests until the bad endpoint is ejected (at most 20): every one answered by the good endpoint when `allAnswered`. */
+  async function untilEjected(name: string, allAnswered: boolean) {
+    const bad = `127.0.0.2:${ports.get(name)}`;
+    const ejectedBefore = gateway.stats().counters["endpoint ejected"] ?? 0;
+    const statuses: number[] = [];
+    for (let index = 0; index < 20 && (gateway.stats().counters["endpoint ejected"] ?? 0) === ejectedBefore; index++) {
+      const result = await request(`/${name}/Get${index}`);
+      statuses.push(result.status);
+      if (allAnswered) expect(result.body).toBe(`good /${name}/Get${index}`);
+    }
+    expect(gateway.stats().counters["endpoint ejected"] ?? 0).toBe(ejectedBefore + 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines.some((line) => line.endpoint === bad && String(line.msg).startsWith("endpoint ejected"))).toBe(true);
+    // Ejected: the next requests go to the good endpoint alone, at the first attempt.
+    for (let index = 0; index < 4; index++) {
+      const result = await request(`/${name}/After${index}`);
+      expect(result).toMatchObject({ status: 200, body: `good /${name}/After${index}`, ending: "end" });
+      expect(result.entry).toMatchObject({ endpoint: `127.0.0.1:${ports.get(name)}`, attempts: 1 });
+    }
+    return statuses;
+  }
+
+  it("ejects an h2c endpoint that accepts and never sends SETTINGS, every request answered by the other meanwhile", async () => {
+    const statuses = await untilEjected("silent", true);
+    expect(statuses.every((status) => status === 200)).toBe(true);
+    expect(gateway.stats().counters["http2 backend did not speak HTTP/2"]).toBeGreaterThan(0);
+  });
+
+  it("ejects an h2c endpoint that resets every stream, the route's retries answering every request meanwhile", async () => {
+    expect((await untilEjected("resetting", true)).every((status) => status === 200)).toBe(true);
+  });
+
+  it("ejects an HTTP/1.1 endpoint that accepts and closes every connection unanswered", async () => {
+    expect((await untilEjected("closing", true)).every((status) => status === 200)).toBe(true);
+  });
 
   it("cuts the client's stream when the backend's connection closes mid-answer, and the next call is answered", async () => {
     const cut = await request("/cut/Die");

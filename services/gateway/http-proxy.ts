@@ -177,7 +177,7 @@ export class HttpForwarder {
       const retry = attempt < attempts ? rule.retry : undefined;
       const outcome =
         "session" in upstream
-          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count })
+          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count, endpointAnswered: () => pools.endpointAnswered(upstream.endpoint), endpointFailed: (why) => pools.endpointFailed(backend, upstream.endpoint, why) })
           : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer);
       if (outcome.kind === "answered") {
         done();
@@ -252,6 +252,7 @@ export class HttpForwarder {
         }
         this.#options.count("http backend failed");
         this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: why }, "backend request failed");
+        this.#options.pools.endpointFailed(backend, upstream.endpoint, why);
         cut(why);
         settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
       };
@@ -280,6 +281,7 @@ export class HttpForwarder {
         head: request.method === "HEAD",
         onHead: (answer) => {
           answered = true;
+          this.#options.pools.endpointAnswered(upstream.endpoint);
           status = answer.status;
           keepAlive = answer.keepAlive;
           if (retry && retriable(retry, { status })) {

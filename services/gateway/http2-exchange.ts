@@ -33,6 +33,10 @@ export interface Http2Exchange {
   retry: RetryPolicy | undefined;
   onAnswer(): void;
   count(reason: string): void;
+  /** The endpoint answered (its head came): its run of failures ends (outlier ejection). */
+  endpointAnswered(): void;
+  /** The endpoint failed this request before its answer (a reset, a refusal, its session gone): counted towards its ejection. */
+  endpointFailed(why: string): void;
 }
 
 /** HTTP/2 request headers from the HTTP/1.1 list: names lower-cased, Host as :authority, repeats kept. */
@@ -72,9 +76,12 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       stream = upstream.session.request(requestHeaders(exchange), { endStream: !exchange.withBody });
     } catch (error) {
       upstream.release();
-      // The session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
-      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: "stale", status: 502, reason: "session closed" });
+      // A kept session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
+      // A new one that closed at once is the endpoint's failure: taken for stale, it was made again without end.
+      if (upstream.reused && (upstream.session.closed || upstream.session.destroyed)) return resolve({ kind: "stale", status: 502, reason: "session closed" });
       count("http backend failed");
+      exchange.endpointFailed(`request not sendable over HTTP/2: ${(error as Error).message}`);
+      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: "failed", status: 502, reason: "backend closed its session" });
       return resolve({ kind: "failed", status: 502, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
     }
     let settled = false;
@@ -99,6 +106,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       if (settled) return; // cancelled (the deadline, the client) before the backend answered
       status = Number(headers[":status"]);
       answered = true;
+      exchange.endpointAnswered();
       if (retry && retriable(retry, { status })) {
         cancel();
         return settle({ kind: "retry", status, reason: `backend answered ${status}` });
@@ -139,6 +147,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         return settle({ kind: "answered", status });
       }
       count("http backend failed");
+      exchange.endpointFailed(`the backend reset the stream before its answer (code ${stream.rstCode})`);
       settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
