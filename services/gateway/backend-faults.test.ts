@@ -2,7 +2,7 @@
  * Issue 19 for every kind of backend the gateway serves: a bad endpoint is ejected and requests keep succeeding on
  * the good one. Each Service here has a good endpoint (127.0.0.1) and a bad one (127.0.0.2, same port), real
  * servers on loopback, behind one gateway: an h2c endpoint that accepts and never sends SETTINGS, one that resets
- * every stream, an HTTP/1.1 endpoint that accepts and closes every
+ * every stream, one that refuses every stream (REFUSED_STREAM), an HTTP/1.1 endpoint that accepts and closes every
  * connection unanswered; and an h2c backend whose connection closes mid-answer, which must reach the client as a cut.
  */
 import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Stream } from "node:http2";
@@ -23,6 +23,8 @@ type Fault = "silent" | "reset" | "refuse" | "close";
 const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }[] = [
   { name: "silent", portName: "grpc-api", fault: "silent" },
   { name: "resetting", portName: "grpc-api", fault: "reset", retryOn: "reset" },
+  // Istio's default retryOn when a route names attempts only: connect-failure, refused-stream, 503.
+  { name: "refusing", portName: "grpc-api", fault: "refuse", retryOn: "" },
   { name: "closing", portName: "http", fault: "close", retryOn: "reset" },
   { name: "cut", portName: "grpc-api" },
 ];
@@ -173,6 +175,10 @@ describe("bad endpoints of every kind of HTTP backend", () => {
 
   it("ejects an h2c endpoint that resets every stream, the route's retries answering every request meanwhile", async () => {
     expect((await untilEjected("resetting", true)).every((status) => status === 200)).toBe(true);
+  });
+
+  it("sends a refused stream again (Istio's default refused-stream) and ejects the endpoint that refuses them all", async () => {
+    expect((await untilEjected("refusing", true)).every((status) => status === 200)).toBe(true);
   });
 
   it("ejects an HTTP/1.1 endpoint that accepts and closes every connection unanswered", async () => {

@@ -81,7 +81,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       if (upstream.reused && (upstream.session.closed || upstream.session.destroyed)) return resolve({ kind: "stale", status: 502, reason: "session closed" });
       count("http backend failed");
       exchange.endpointFailed(`request not sendable over HTTP/2: ${(error as Error).message}`);
-      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: "failed", status: 502, reason: "backend closed its session" });
+      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: retriable(retry, { failure: "refused-stream" }) ? "retry" : "failed", status: 502, reason: "backend closed its session" });
       return resolve({ kind: "failed", status: 502, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
     }
     let settled = false;
@@ -147,8 +147,11 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         return settle({ kind: "answered", status });
       }
       count("http backend failed");
-      exchange.endpointFailed(`the backend reset the stream before its answer (code ${stream.rstCode})`);
-      settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
+      // RFC 9113 §8.7: a stream refused (REFUSED_STREAM, or left out by a GOAWAY) was not processed, and is safe to
+      // send again: Istio's default retry condition `refused-stream` names it.
+      const refused = stream.rstCode === http2.NGHTTP2_REFUSED_STREAM;
+      exchange.endpointFailed(`the backend ${refused ? "refused the stream" : "reset the stream"} before its answer (code ${stream.rstCode})`);
+      settle({ kind: retriable(retry, { failure: refused ? "refused-stream" : "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
       cancel();
