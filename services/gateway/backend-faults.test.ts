@@ -3,22 +3,23 @@
  * the good one. Each Service here has a good endpoint (127.0.0.1) and a bad one (127.0.0.2, same port), real
  * servers on loopback, behind one gateway: an h2c endpoint that accepts and never sends SETTINGS, one that resets
  * every stream, one that refuses every stream (REFUSED_STREAM), an HTTP/1.1 endpoint that accepts and closes every
- * connection unanswered; and an h2c backend whose connection closes mid-answer, which must reach the client as a cut.
+ * connection unanswered, one that refuses connections; an h2c backend whose connection closes mid-answer, which must
+ * reach the client as a cut; and an EndpointSlice that changes under a stream in flight.
  */
-import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Stream } from "node:http2";
+import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
 import { capturedLog } from "../../test/support/log-lines.ts";
-import { freePort } from "../../test/support/ports.ts";
+import { eventually, freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
 import type { AccessEntry } from "./http-proxy.ts";
 
 const namespace = "shop";
-type Fault = "silent" | "reset" | "refuse" | "close";
+type Fault = "silent" | "reset" | "refuse" | "close" | "dead";
 /** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries. */
 const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }[] = [
   { name: "silent", portName: "grpc-api", fault: "silent" },
@@ -27,7 +28,13 @@ const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }
   { name: "refusing", portName: "grpc-api", fault: "refuse", retryOn: "" },
   { name: "closing", portName: "http", fault: "close", retryOn: "reset" },
   { name: "cut", portName: "grpc-api" },
+  // The bad endpoint is dead (nothing listens: refused); later the slice changes (the last test).
+  { name: "moving", portName: "grpc-api", fault: "dead" },
 ];
+
+function slice(name: string, portName: string, port: number | undefined, addresses: string[]): object {
+  return { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: portName, port, protocol: "TCP" }] };
+}
 
 function manifests(gatewayPort: number, ports: Map<string, number>): object[] {
   const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
@@ -36,7 +43,7 @@ function manifests(gatewayPort: number, ports: Map<string, number>): object[] {
     const addresses = fault ? ["127.0.0.1", "127.0.0.2"] : ["127.0.0.1"];
     objects.push(
       { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.80.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
-      { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: portName, port: ports.get(name), protocol: "TCP" }] },
+      slice(name, portName, ports.get(name), addresses),
     );
     http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
   }
@@ -44,8 +51,11 @@ function manifests(gatewayPort: number, ports: Map<string, number>): object[] {
   return objects;
 }
 
-/** A good h2c backend: each stream answered with its path and grpc-status 0; `/cut/` streams get a message, then the connection closes under them. */
-function goodHttp2(): Http2Server {
+/**
+ * A good h2c backend: each stream answered with its path and grpc-status 0; `/cut/Die` gets a message, then the
+ * connection closes under it; `/moving/Slow` a message, and the rest once `slow` settles.
+ */
+function goodHttp2(slow?: Promise<void>): Http2Server {
   const server = createHttp2Server();
   const sockets = new Map<number, Socket>();
   server.on("connection", (socket: Socket) => sockets.set(socket.remotePort!, socket));
@@ -59,12 +69,16 @@ function goodHttp2(): Http2Server {
       setTimeout(() => sockets.get(stream.session!.socket.remotePort!)?.destroy(), 30);
       return;
     }
+    if (slow && String(headers[":path"]).startsWith("/moving/Slow")) {
+      stream.write("first message, ");
+      return void slow.then(() => stream.end("last message"));
+    }
     stream.end(`good ${headers[":path"]}`);
   });
   return server;
 }
 
-function badEndpoint(fault: Fault, held: Set<Socket>): TcpServer | Http2Server {
+function badEndpoint(fault: Exclude<Fault, "dead">, held: Set<Socket>): TcpServer | Http2Server {
   if (fault === "silent" || fault === "close") {
     return createTcpServer((socket) => {
       socket.on("error", () => undefined);
@@ -89,6 +103,11 @@ describe("bad endpoints of every kind of HTTP backend", () => {
   let gateway: GatewayActor;
   let gatewayPort = 0;
   let client: ClientHttp2Session;
+  let feed: IndexFeed;
+  let releaseSlow = () => undefined as void;
+  const slowAnswer = new Promise<void>((resolve) => (releaseSlow = resolve));
+  /** The sessions open at the moving Service's first endpoint (127.0.0.1). */
+  const movingSessions = new Set<ServerHttp2Session>();
 
   const listen = async (server: HttpServer | Http2Server | TcpServer, host: string, port: number) => {
     servers.push(server);
@@ -99,18 +118,21 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     for (const { name, portName, fault } of cases) {
       const port = await freePort();
       ports.set(name, port);
-      await listen(portName === "http" ? createHttpServer((request, response) => response.end(`good ${request.url}`)) : goodHttp2(), "127.0.0.1", port);
-      if (fault) await listen(badEndpoint(fault, held), "127.0.0.2", port);
+      const good = portName === "http" ? createHttpServer((request, response) => response.end(`good ${request.url}`)) : goodHttp2(name === "moving" ? slowAnswer : undefined);
+      if (name === "moving") good.on("session", (session: ServerHttp2Session) => (movingSessions.add(session), session.once("close", () => movingSessions.delete(session))));
+      await listen(good, "127.0.0.1", port);
+      if (fault && fault !== "dead") await listen(badEndpoint(fault, held), "127.0.0.2", port);
     }
     gatewayPort = await freePort();
-    const feed = new IndexFeed();
+    feed = new IndexFeed();
     for (const object of manifests(gatewayPort, ports)) {
       const result = normalizeObject(object);
       if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
       feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
     }
-    // SETTINGS awaited 300 ms instead of 10 s: the silent endpoint's failures come quickly.
-    gateway = createGatewayActor({ feed, log, node: "edge-a", listenHost: "127.0.0.1", access: (entry) => entry.kind === "http" && access.push(entry), backendTimeouts: { http2SettingsTimeoutMs: 300 } });
+    // SETTINGS awaited 300 ms instead of 10 s: the silent endpoint's failures come quickly. An ejection lasts 2 min:
+    // an endpoint taken back in the last test was taken back for leaving the catalog, not for its time being up.
+    gateway = createGatewayActor({ feed, log, node: "edge-a", listenHost: "127.0.0.1", access: (entry) => entry.kind === "http" && access.push(entry), backendTimeouts: { http2SettingsTimeoutMs: 300 }, outliers: { baseEjectionMs: 120_000 } });
     await gateway.start();
     expect(gateway.status().refused).toEqual([]);
     client = connect(`http://127.0.0.1:${gatewayPort}`);
@@ -192,5 +214,33 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     expect(cut.grpcStatus).toBeUndefined();
     expect(gateway.stats().counters["http answer cut by backend"]).toBeGreaterThan(0);
     expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", grpcStatus: "0", ending: "end" });
+  });
+
+  it("lets a stream on an endpoint that left the catalog finish, then closes its session; one that left ejected and came back is taken at once", async () => {
+    const port = ports.get("moving")!;
+    // 127.0.0.2 refuses (nothing listens): ejected, each request answered by 127.0.0.1.
+    await untilEjected("moving", true);
+    const slowCall = request("/moving/Slow");
+    await eventually(() => movingSessions.size === 1, 5_000, "the slow call's session at 127.0.0.1");
+    let asked = 0;
+    const endpoints = async (addresses: string[], awaited: string) => {
+      const result = normalizeObject(slice("moving", "grpc-api", port, addresses));
+      if (result.status !== "ok") throw new Error(JSON.stringify(result));
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+      const seen = new Set<string>();
+      feed.notify([catalogKey(result.object)]);
+      await eventually(async () => seen.add(String((await request(`/moving/Now${asked++}`)).entry?.endpoint)).has(`${awaited}:${port}`), 5_000, `a request answered by ${awaited}:${port}`);
+      return seen;
+    };
+    // Both leave for 127.0.0.3; then 127.0.0.2 (serving now) comes back beside it, and is taken at once: had its
+    // ejection been kept, it was out for 2 min.
+    for (const host of ["127.0.0.2", "127.0.0.3"]) await listen(goodHttp2(), host, port);
+    await endpoints(["127.0.0.3"], "127.0.0.3");
+    expect(await endpoints(["127.0.0.2", "127.0.0.3"], "127.0.0.2")).not.toContain(`127.0.0.1:${port}`);
+    // The stream on the endpoint that left goes on, and ends whole; its session closes then (not 15 s idle later).
+    expect(movingSessions.size).toBe(1);
+    releaseSlow();
+    expect(await slowCall).toMatchObject({ status: 200, body: "first message, last message", grpcStatus: "0", ending: "end" });
+    await eventually(() => movingSessions.size === 0, 5_000, "the session to 127.0.0.1 closed once its stream ended");
   });
 });

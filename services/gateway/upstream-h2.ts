@@ -107,6 +107,15 @@ export class Http2Sessions {
     return this.#sessions.size;
   }
 
+  /** Closes gracefully the sessions to endpoints not in `endpoints` (their open streams finish first). */
+  retain(endpoints: ReadonlySet<string>): void {
+    for (const [endpoint, { session }] of this.#sessions) {
+      if (endpoints.has(endpoint)) continue;
+      this.#sessions.delete(endpoint);
+      session.close();
+    }
+  }
+
   closeAll(): void {
     for (const { session } of this.#sessions.values()) session.destroy();
     this.#sessions.clear();

@@ -113,6 +113,13 @@ export class BackendPools {
       else this.#balancers.set(key, new ServicePortBalancer(plan, this.#options.shared));
     }
     this.#http2 = http2;
+    // An endpoint that left every backend (its EndpointSlice changed) is forgotten as Envoy forgets a removed host:
+    // its failures and ejection (one that comes back starts afresh; kept, they grew with every endpoint that ever
+    // failed), and its HTTP/2 session, closed gracefully (streams open on it finish; new ones go elsewhere).
+    const current = new Set<string>();
+    for (const balancer of this.#balancers.values()) for (const endpoint of balancer.plan.endpoints) current.add(endpoint.key);
+    this.#options.shared.outliers.retain(current);
+    this.#sessions.retain(current);
   }
 
   /** Whether the backend's Service port speaks HTTP/2 (gRPC): its requests go as HTTP/2 (upstream-h2.ts). */
