@@ -20,8 +20,15 @@ import type { AccessEntry } from "./http-proxy.ts";
 
 const namespace = "shop";
 type Fault = "silent" | "reset" | "refuse" | "close" | "dead";
-/** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries. */
-const cases: { name: string; portName: string; fault?: Fault; retryOn?: string }[] = [
+/** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries and timeout. */
+interface Case {
+  name: string;
+  portName: string;
+  fault?: Fault;
+  retryOn?: string;
+  timeout?: string;
+}
+const cases: Case[] = [
   { name: "silent", portName: "grpc-api", fault: "silent" },
   { name: "resetting", portName: "grpc-api", fault: "reset", retryOn: "reset" },
   // Istio's default retryOn when a route names attempts only: connect-failure, refused-stream, 503.
@@ -36,16 +43,16 @@ function slice(name: string, portName: string, port: number | undefined, address
   return { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: portName, port, protocol: "TCP" }] };
 }
 
-function manifests(gatewayPort: number, ports: Map<string, number>): object[] {
+function manifests(gatewayPort: number, ports: Map<string, number>, list: Case[] = cases): object[] {
   const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
   const http: object[] = [];
-  for (const [index, { name, portName, fault, retryOn }] of cases.entries()) {
+  for (const [index, { name, portName, fault, retryOn, timeout }] of list.entries()) {
     const addresses = fault ? ["127.0.0.1", "127.0.0.2"] : ["127.0.0.1"];
     objects.push(
       { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.80.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
       slice(name, portName, ports.get(name), addresses),
     );
-    http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
+    http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(timeout ? { timeout } : {}), ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
   }
   objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "api", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
   return objects;
@@ -242,5 +249,44 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     releaseSlow();
     expect(await slowCall).toMatchObject({ status: 200, body: "first message, last message", grpcStatus: "0", ending: "end" });
     await eventually(() => movingSessions.size === 0, 5_000, "the session to 127.0.0.1 closed once its stream ended");
+  });
+});
+
+describe("an HTTP/2 endpoint that never sends SETTINGS, behind a route with a timeout", () => {
+  let silent: TcpServer;
+  const held = new Set<Socket>();
+  let gateway: GatewayActor;
+  let gatewayPort = 0;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    silent = badEndpoint("silent", held) as TcpServer;
+    await new Promise<void>((resolve) => silent.listen(port, "127.0.0.2", resolve));
+    gatewayPort = await freePort();
+    const feed = new IndexFeed();
+    const only: Case = { name: "waiting", portName: "grpc-api", fault: "silent", timeout: "200ms" };
+    for (const object of manifests(gatewayPort, new Map([["waiting", port]]), [only])) {
+      const result = normalizeObject(object);
+      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+    }
+    // The SETTINGS wait at its default, 10 s: the route's 200 ms deadline comes first.
+    gateway = createGatewayActor({ feed, log: capturedLog("error").log, node: "edge-a", listenHost: "127.0.0.1", access: () => undefined });
+    await gateway.start();
+  }, 30_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    for (const socket of held) socket.destroy();
+    await new Promise((resolve) => silent?.close(resolve));
+  });
+
+  it("answers 504 at the route's deadline, not once the backend's SETTINGS wait (10 s) is over", async () => {
+    // 127.0.0.1 in the slice does not listen on this port (refused); 127.0.0.2 accepts and is silent.
+    const response = await fetch(`http://127.0.0.1:${gatewayPort}/waiting/Get`, { signal: AbortSignal.timeout(5_000) }).then(
+      (answer) => answer.status,
+      (error: Error) => `no answer: ${error.message}`,
+    );
+    expect(response).toBe(504);
   });
 });

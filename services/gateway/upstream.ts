@@ -79,6 +79,23 @@ export class NoUpstreamError extends LeafmeshError {
   }
 }
 
+/**
+ * `promise`, or a rejection once `signal` aborts: a request waiting for an HTTP/2 session (a backend's SETTINGS, up to
+ * 10 s) is answered at its route's deadline, as one waiting for a connect is, and gives up when its client leaves.
+ */
+function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  const gone = () => new LeafmeshError("PROXY_FAILED", "the request timed out or its client left while its HTTP/2 session was being made");
+  if (signal.aborted) return Promise.reject(gone());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(gone());
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => (signal.removeEventListener("abort", onAbort), resolve(value)),
+      (error: unknown) => (signal.removeEventListener("abort", onAbort), reject(error as Error)),
+    );
+  });
+}
+
 export class BackendPools {
   readonly #options: UpstreamOptions;
   readonly #balancers = new Map<string, ServicePortBalancer>();
@@ -145,10 +162,12 @@ export class BackendPools {
       if (open) {
         const release = this.#hold(endpoint);
         try {
-          return { session: await open, endpoint, release, reused: true };
+          return { session: await whileWanted(open, abort.signal), endpoint, release, reused: true };
         } catch (error) {
-          // A session still being made when this request came, and it failed: its maker counted it.
+          // A session still being made when this request came, and it failed (its maker counted it), or the request's
+          // deadline passed or its client left meanwhile.
           release();
+          if (abort.signal.aborted) throw error;
           lastError = error;
           exclude.add(endpoint.key);
           continue;
@@ -161,22 +180,28 @@ export class BackendPools {
         continue;
       }
       const upstream = dialled.upstream;
+      const ready = this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs);
+      // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
+      ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
       try {
-        return { session: await this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs), endpoint, release: upstream.release, reused: false };
+        return { session: await whileWanted(ready, abort.signal), endpoint, release: upstream.release, reused: false };
       } catch (error) {
         upstream.release();
+        if (abort.signal.aborted) throw error;
         lastError = error;
         exclude.add(endpoint.key);
-        this.#options.count("http2 backend did not speak HTTP/2");
-        if (!this.#notHttp2.has(endpoint.key)) {
-          this.#notHttp2.add(endpoint.key);
-          this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "the backend's Service port says HTTP/2 (appProtocol or a grpc-/http2- port name), but the endpoint's h2c session failed before it was ready (no SETTINGS: a hung server or one that does not speak HTTP/2; or it closed at once); the next endpoint is tried");
-        }
-        this.endpointFailed(backend, endpoint, error);
-        if (abort.signal.aborted) break;
       }
     }
     throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
+  }
+
+  #sessionFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
+    this.#options.count("http2 backend did not speak HTTP/2");
+    if (!this.#notHttp2.has(endpoint.key)) {
+      this.#notHttp2.add(endpoint.key);
+      this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "the backend's Service port says HTTP/2 (appProtocol or a grpc-/http2- port name), but the endpoint's h2c session failed before it was ready (no SETTINGS: a hung server or one that does not speak HTTP/2; or it closed at once); the next endpoint is tried");
+    }
+    this.endpointFailed(backend, endpoint, error);
   }
 
   /**
