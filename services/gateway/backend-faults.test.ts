@@ -37,6 +37,8 @@ const cases: Case[] = [
   { name: "cut", portName: "grpc-api" },
   // The bad endpoint is dead (nothing listens: refused); later the slice changes (the last test).
   { name: "moving", portName: "grpc-api", fault: "dead" },
+  // A backend that allows one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1).
+  { name: "limited", portName: "grpc-api" },
 ];
 
 function slice(name: string, portName: string, port: number | undefined, addresses: string[]): object {
@@ -60,10 +62,10 @@ function manifests(gatewayPort: number, ports: Map<string, number>, list: Case[]
 
 /**
  * A good h2c backend: each stream answered with its path and grpc-status 0; `/cut/Die` gets a message, then the
- * connection closes under it; `/moving/Slow` a message, and the rest once `slow` settles.
+ * connection closes under it; `.../Slow` a message, and the rest once `slow` settles.
  */
-function goodHttp2(slow?: Promise<void>): Http2Server {
-  const server = createHttp2Server();
+function goodHttp2(slow?: Promise<void>, maxConcurrentStreams?: number): Http2Server {
+  const server = createHttp2Server({ settings: { maxConcurrentStreams } });
   const sockets = new Map<number, Socket>();
   server.on("connection", (socket: Socket) => sockets.set(socket.remotePort!, socket));
   server.on("stream", (stream: ServerHttp2Stream, headers) => {
@@ -76,7 +78,7 @@ function goodHttp2(slow?: Promise<void>): Http2Server {
       setTimeout(() => sockets.get(stream.session!.socket.remotePort!)?.destroy(), 30);
       return;
     }
-    if (slow && String(headers[":path"]).startsWith("/moving/Slow")) {
+    if (slow && String(headers[":path"]).endsWith("/Slow")) {
       stream.write("first message, ");
       return void slow.then(() => stream.end("last message"));
     }
@@ -111,10 +113,19 @@ describe("bad endpoints of every kind of HTTP backend", () => {
   let gatewayPort = 0;
   let client: ClientHttp2Session;
   let feed: IndexFeed;
-  let releaseSlow = () => undefined as void;
-  const slowAnswer = new Promise<void>((resolve) => (releaseSlow = resolve));
+  /** Per Service, what lets its slow answers end. */
+  const slowGates = new Map<string, { open: Promise<void>; release: () => void }>();
+  const slowGate = (name: string) => {
+    let release = () => undefined as void;
+    const open = new Promise<void>((resolve) => (release = resolve));
+    slowGates.set(name, { open, release });
+    return open;
+  };
+  const releaseSlow = (name: string) => slowGates.get(name)!.release();
   /** The sessions open at the moving Service's first endpoint (127.0.0.1). */
   const movingSessions = new Set<ServerHttp2Session>();
+  /** Streams open at the limited Service's backend. */
+  let limitedStreams = 0;
 
   const listen = async (server: HttpServer | Http2Server | TcpServer, host: string, port: number) => {
     servers.push(server);
@@ -125,7 +136,8 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     for (const { name, portName, fault } of cases) {
       const port = await freePort();
       ports.set(name, port);
-      const good = portName === "http" ? createHttpServer((request, response) => response.end(`good ${request.url}`)) : goodHttp2(name === "moving" ? slowAnswer : undefined);
+      const good = portName === "http" ? createHttpServer((request, response) => response.end(`good ${request.url}`)) : goodHttp2(slowGate(name), name === "limited" ? 1 : undefined);
+      if (name === "limited") good.on("stream", (stream: ServerHttp2Stream) => (limitedStreams++, stream.once("close", () => limitedStreams--)));
       if (name === "moving") good.on("session", (session: ServerHttp2Session) => (movingSessions.add(session), session.once("close", () => movingSessions.delete(session))));
       await listen(good, "127.0.0.1", port);
       if (fault && fault !== "dead") await listen(badEndpoint(fault, held), "127.0.0.2", port);
@@ -223,6 +235,15 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", grpcStatus: "0", ending: "end" });
   });
 
+  it("opens another session to an endpoint whose streams are at the backend's limit: a call is not held behind a long one", async () => {
+    const slowCall = request("/limited/Slow");
+    await eventually(() => limitedStreams === 1, 5_000, "the slow call's stream open at the backend");
+    const quick = await request("/limited/Get");
+    releaseSlow("limited");
+    expect(quick).toMatchObject({ status: 200, body: "good /limited/Get", ending: "end" });
+    expect(await slowCall).toMatchObject({ status: 200, body: "first message, last message", ending: "end" });
+  });
+
   it("lets a stream on an endpoint that left the catalog finish, then closes its session; one that left ejected and came back is taken at once", async () => {
     const port = ports.get("moving")!;
     // 127.0.0.2 refuses (nothing listens): ejected, each request answered by 127.0.0.1.
@@ -246,7 +267,7 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     expect(await endpoints(["127.0.0.2", "127.0.0.3"], "127.0.0.2")).not.toContain(`127.0.0.1:${port}`);
     // The stream on the endpoint that left goes on, and ends whole; its session closes then (not 15 s idle later).
     expect(movingSessions.size).toBe(1);
-    releaseSlow();
+    releaseSlow("moving");
     expect(await slowCall).toMatchObject({ status: 200, body: "first message, last message", grpcStatus: "0", ending: "end" });
     await eventually(() => movingSessions.size === 0, 5_000, "the session to 127.0.0.1 closed once its stream ended");
   });

@@ -32,14 +32,28 @@ export function speaksHttp2(port: Pick<ServicePort, "name" | "appProtocol">): bo
   return http2PortName.test(port.name);
 }
 
-interface Pending {
+/** One session to an endpoint: ready once the backend's SETTINGS came, with the streams the gateway holds on it. */
+export interface Http2Session {
   session: ClientHttp2Session;
   ready: Promise<ClientHttp2Session>;
+  streams: number;
+  /** The streams the backend allows at once (its SETTINGS_MAX_CONCURRENT_STREAMS, as last said). */
+  limit: number;
 }
 
-/** h2c sessions to endpoints, one each, made on demand and forgotten when they end. */
+/**
+ * Streams a session not ready yet is given before its backend says its limit: RFC 9113 §6.5.2 recommends a limit no
+ * smaller than 100.
+ */
+const streamsBeforeSettings = 100;
+
+/**
+ * h2c sessions to endpoints, made on demand and forgotten when they end: one per endpoint, and another when those
+ * open hold as many streams as the backend allows (SETTINGS_MAX_CONCURRENT_STREAMS), as Envoy's pool does. Past
+ * the limit a stream waited in Node's queue for one to end: behind long-lived streams (gRPC watches), for ever.
+ */
 export class Http2Sessions {
-  readonly #sessions = new Map<string, Pending>();
+  readonly #sessions = new Map<string, Http2Session[]>();
   readonly #count: (reason: string) => void;
   readonly #idleMs: number;
 
@@ -49,15 +63,28 @@ export class Http2Sessions {
     this.#idleMs = idleMs;
   }
 
-  /** An open session to the endpoint, if one is (a new request's stream goes on it without a connect). */
-  open(endpoint: string): Promise<ClientHttp2Session> | undefined {
-    const pending = this.#sessions.get(endpoint);
-    if (!pending || pending.session.closed || pending.session.destroyed) return undefined;
-    return pending.ready;
+  /** An open session to the endpoint with room for one more stream, if there is one (a new request's stream goes on it without a connect). */
+  open(endpoint: string): Http2Session | undefined {
+    for (const entry of this.#sessions.get(endpoint) ?? []) {
+      if (entry.session.closed || entry.session.destroyed) continue;
+      if (entry.streams < entry.limit) return entry;
+    }
+    return undefined;
   }
 
-  /** A session made on `stream` (the endpoint's new connection), once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
-  add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Promise<ClientHttp2Session> {
+  /** Counts a stream on the session until the function is called (once). */
+  hold(entry: Http2Session): () => void {
+    entry.streams++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      entry.streams--;
+    };
+  }
+
+  /** A session made on `stream` (the endpoint's new connection), ready once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
+  add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Http2Session {
     // A relayed tunnel stream is TLS over a JavaScript stream (the relay channel), on which Node's HTTP/2 fails an
     // assertion of its own and ends the process (node_http2.cc, is_write_in_progress): any stream but a plain
     // socket reaches HTTP/2 through a plain Duplex, as the listeners hand HTTP/2 their TLS sockets (replayed.ts).
@@ -69,7 +96,9 @@ export class Http2Sessions {
     // new one the session took, hung for ever.
     transport.once("end", () => transport.destroy());
     const forget = () => {
-      if (this.#sessions.get(endpoint)?.session === session) this.#sessions.delete(endpoint);
+      const list = this.#sessions.get(endpoint)?.filter((entry) => entry.session !== session);
+      if (list?.length) this.#sessions.set(endpoint, list);
+      else this.#sessions.delete(endpoint);
     };
     // A backend's GOAWAY, a cut: streams already open end as the session says; new ones take a new session.
     session.on("goaway", forget);
@@ -98,26 +127,31 @@ export class Http2Sessions {
       session.once("close", failed);
     });
     ready.catch(() => undefined);
-    this.#sessions.set(endpoint, { session, ready });
-    return ready;
+    const entry: Http2Session = { session, ready, streams: 0, limit: streamsBeforeSettings };
+    // A backend may change its limit with any SETTINGS frame; Node's default (none said) is 2^32 - 1.
+    session.on("remoteSettings", (settings) => (entry.limit = settings.maxConcurrentStreams ?? 2 ** 32 - 1));
+    this.#sessions.set(endpoint, [...(this.#sessions.get(endpoint) ?? []), entry]);
+    return entry;
   }
 
   /** Sessions open, for tests and status. */
   get size(): number {
-    return this.#sessions.size;
+    let sessions = 0;
+    for (const list of this.#sessions.values()) sessions += list.length;
+    return sessions;
   }
 
   /** Closes gracefully the sessions to endpoints not in `endpoints` (their open streams finish first). */
   retain(endpoints: ReadonlySet<string>): void {
-    for (const [endpoint, { session }] of this.#sessions) {
+    for (const [endpoint, list] of this.#sessions) {
       if (endpoints.has(endpoint)) continue;
       this.#sessions.delete(endpoint);
-      session.close();
+      for (const { session } of list) session.close();
     }
   }
 
   closeAll(): void {
-    for (const { session } of this.#sessions.values()) session.destroy();
+    for (const list of this.#sessions.values()) for (const { session } of list) session.destroy();
     this.#sessions.clear();
   }
 }

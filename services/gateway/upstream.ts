@@ -96,6 +96,14 @@ function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** Both releases, in one call. */
+function both(first: () => void, second: () => void): () => void {
+  return () => {
+    first();
+    second();
+  };
+}
+
 export class BackendPools {
   readonly #options: UpstreamOptions;
   readonly #balancers = new Map<string, ServicePortBalancer>();
@@ -160,9 +168,9 @@ export class BackendPools {
       if (!endpoint) break;
       const open = this.#sessions.open(endpoint.key);
       if (open) {
-        const release = this.#hold(endpoint);
+        const release = both(this.#hold(endpoint), this.#sessions.hold(open));
         try {
-          return { session: await whileWanted(open, abort.signal), endpoint, release, reused: true };
+          return { session: await whileWanted(open.ready, abort.signal), endpoint, release, reused: true };
         } catch (error) {
           // A session still being made when this request came, and it failed (its maker counted it), or the request's
           // deadline passed or its client left meanwhile.
@@ -180,13 +188,14 @@ export class BackendPools {
         continue;
       }
       const upstream = dialled.upstream;
-      const ready = this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs);
+      const made = this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs);
       // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
-      ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+      made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+      const release = both(upstream.release, this.#sessions.hold(made));
       try {
-        return { session: await whileWanted(ready, abort.signal), endpoint, release: upstream.release, reused: false };
+        return { session: await whileWanted(made.ready, abort.signal), endpoint, release, reused: false };
       } catch (error) {
-        upstream.release();
+        release();
         if (abort.signal.aborted) throw error;
         lastError = error;
         exclude.add(endpoint.key);
