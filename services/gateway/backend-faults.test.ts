@@ -19,7 +19,7 @@ import { createGatewayActor, type GatewayActor } from "./actor.ts";
 import type { AccessEntry } from "./http-proxy.ts";
 
 const namespace = "shop";
-type Fault = "silent" | "reset" | "refuse" | "close" | "dead";
+type Fault = "silent" | "reset" | "refuse" | "close" | "dead" | "stall";
 /** One Service per case: its route's path prefix, its port's name (grpc-* speaks h2c), the bad endpoint's fault, the route's retries and timeout. */
 interface Case {
   name: string;
@@ -27,6 +27,7 @@ interface Case {
   fault?: Fault;
   retryOn?: string;
   timeout?: string;
+  perTryTimeout?: string;
 }
 const cases: Case[] = [
   { name: "silent", portName: "grpc-api", fault: "silent" },
@@ -37,6 +38,9 @@ const cases: Case[] = [
   { name: "cut", portName: "grpc-api" },
   // The bad endpoint is dead (nothing listens: refused); later the slice changes (the last test).
   { name: "moving", portName: "grpc-api", fault: "dead" },
+  // Endpoints that take requests and never answer (a hung process: the kernel still accepts for it).
+  { name: "mute", portName: "http", fault: "silent", retryOn: "5xx", perTryTimeout: "200ms" },
+  { name: "stalling", portName: "grpc-api", fault: "stall", timeout: "200ms" },
   // A backend that allows one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1).
   { name: "limited", portName: "grpc-api" },
 ];
@@ -48,13 +52,13 @@ function slice(name: string, portName: string, port: number | undefined, address
 function manifests(gatewayPort: number, ports: Map<string, number>, list: Case[] = cases): object[] {
   const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
   const http: object[] = [];
-  for (const [index, { name, portName, fault, retryOn, timeout }] of list.entries()) {
+  for (const [index, { name, portName, fault, retryOn, timeout, perTryTimeout }] of list.entries()) {
     const addresses = fault ? ["127.0.0.1", "127.0.0.2"] : ["127.0.0.1"];
     objects.push(
       { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.80.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
       slice(name, portName, ports.get(name), addresses),
     );
-    http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(timeout ? { timeout } : {}), ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
+    http.push({ match: [{ uri: { prefix: `/${name}/` } }], ...(timeout ? { timeout } : {}), ...(retryOn === undefined ? {} : { retries: { attempts: 2, ...(retryOn ? { retryOn } : {}), ...(perTryTimeout ? { perTryTimeout } : {}) } }), route: [{ destination: { host: name, port: { number: 80 } } }] });
   }
   objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "api", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
   return objects;
@@ -98,7 +102,7 @@ function badEndpoint(fault: Exclude<Fault, "dead">, held: Set<Socket>): TcpServe
   const server = createHttp2Server();
   server.on("stream", (stream: ServerHttp2Stream) => {
     stream.on("error", () => undefined);
-    stream.close(fault === "reset" ? constants.NGHTTP2_INTERNAL_ERROR : constants.NGHTTP2_REFUSED_STREAM);
+    if (fault !== "stall") stream.close(fault === "reset" ? constants.NGHTTP2_INTERNAL_ERROR : constants.NGHTTP2_REFUSED_STREAM);
   });
   return server;
 }
@@ -224,6 +228,14 @@ describe("bad endpoints of every kind of HTTP backend", () => {
 
   it("ejects an HTTP/1.1 endpoint that accepts and closes every connection unanswered", async () => {
     expect((await untilEjected("closing", true)).every((status) => status === 200)).toBe(true);
+  });
+
+  it("ejects an HTTP/1.1 endpoint that never answers, the route's per-try timeout and retries answering every request meanwhile", async () => {
+    expect((await untilEjected("mute", true)).every((status) => status === 200)).toBe(true);
+  });
+
+  it("ejects an h2c endpoint whose streams are never answered, after requests answered 504 at the route's timeout", async () => {
+    expect(await untilEjected("stalling", false)).toContain(504);
   });
 
   it("cuts the client's stream when the backend's connection closes mid-answer, and the next call is answered", async () => {

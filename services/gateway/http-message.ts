@@ -164,6 +164,8 @@ export function cutResponse(response: GatewayResponse): void {
  */
 export class RequestAbort {
   aborted = false;
+  /** Aborted for the route's timeout (not for a client that left). */
+  timedOut = false;
   #listener: (() => void) | undefined;
   #controller: AbortController | undefined;
 
@@ -182,6 +184,12 @@ export class RequestAbort {
     const listener = this.#listener;
     this.#listener = undefined;
     listener?.();
+  }
+
+  /** Aborts for the route's timeout. */
+  timeOut(): void {
+    if (!this.aborted) this.timedOut = true;
+    this.abort();
   }
 
   /** The one listener (undefined: none); called once, at abort. */

@@ -123,7 +123,7 @@ export class HttpForwarder {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      deadline.abort();
+      deadline.timeOut();
     }, timeoutMs);
     // 'close' also comes after a response that finished: only an unfinished one means the client left.
     const clientGone = () => {
@@ -345,12 +345,16 @@ export class HttpForwarder {
         else failedBeforeAnswer(error.message);
       };
       const onAbort = () => {
+        // A backend that let the route's deadline pass without a word (a hung process: the kernel accepts for it) is
+        // held to have failed, as Envoy holds a timeout; one whose answer was under way is not (a long download).
+        if (deadline.timedOut && !answered) this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the route's timeout");
         cut("the request timed out or its client left");
         settle({ kind: "failed", status: 504, reason: "request timed out" });
       };
       deadline.onAbort(onAbort);
       const perTry = perTryTimeoutMs
         ? setTimeout(() => {
+            this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the attempt's timeout");
             cut("the attempt timed out");
             settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
           }, perTryTimeoutMs)

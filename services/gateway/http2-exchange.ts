@@ -154,11 +154,14 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       settle({ kind: retriable(retry, { failure: refused ? "refused-stream" : "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
+      // No answer by the route's deadline is the endpoint's failure, as Envoy holds a timeout; a client that left is not.
+      if (deadline.timedOut && !answered) exchange.endpointFailed("no answer by the route's timeout");
       cancel();
       settle({ kind: "failed", status: 504, reason: "request timed out" });
     });
     const perTry = exchange.perTryTimeoutMs
       ? setTimeout(() => {
+          exchange.endpointFailed("no answer by the attempt's timeout");
           cancel();
           settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
         }, exchange.perTryTimeoutMs)

@@ -220,7 +220,7 @@ export class BackendPools {
   endpointFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
     if (!this.#options.shared.outliers.failure(endpoint.key)) return;
     this.#options.count("endpoint ejected");
-    this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "endpoint ejected after repeated failures (connects refused or timed out, or requests reset or refused before their answer)");
+    this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "endpoint ejected after repeated failures (connects refused or timed out; requests reset, refused or not answered in time)");
   }
 
   /** The endpoint answered an HTTP request: its run of failures ends. */
