@@ -4,8 +4,9 @@
  * grpc, http2, h2c or with one of those and a dash before a suffix
  * (`grpc-api`), as Istio selects a port's protocol. Such a backend gets h2c
  * with prior knowledge (RFC 9113 §3.3): one session per endpoint, its streams
- * multiplexed, made on the same connection any request gets (a socket, or a
- * tunnel stream to another node) and dropped when it closes or says GOAWAY.
+ * multiplexed (another when they reach the backend's limit), made on the same
+ * connection any request gets (a socket, or a tunnel stream to another node),
+ * dropped when it closes or says GOAWAY, closed when its endpoint leaves.
  *
  * Before, every backend got HTTP/1.1: a gRPC client through the gateway got 502
  * (a gRPC server does not speak HTTP/1.1), and trailers, where gRPC puts its
@@ -13,7 +14,9 @@
  *
  * ```ts
  * const sessions = new Http2Sessions(count);
- * const session = await sessions.session(endpoint.key, () => pools.connect(...).then((upstream) => upstream.stream));
+ * const entry = sessions.open(endpoint.key) ?? sessions.add(endpoint.key, (await pools.connect(backend, client, abort)).stream);
+ * const release = sessions.hold(entry); // the stream's place on the session, until its exchange ends
+ * const stream = (await entry.ready).request(headers);
  * ```
  */
 import { connect, type ClientHttp2Session } from "node:http2";
