@@ -8,7 +8,7 @@
  */
 import { connect, constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
+import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
@@ -245,6 +245,22 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     expect(cut.grpcStatus).toBeUndefined();
     expect(gateway.stats().counters["http answer cut by backend"]).toBeGreaterThan(0);
     expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", grpcStatus: "0", ending: "end" });
+  });
+
+  it("answers 400 to a request HTTP/2 cannot carry (a User-Agent twice), and holds it against no endpoint", async () => {
+    const ejectedBefore = gateway.stats().counters["endpoint ejected"] ?? 0;
+    const statusLine = () =>
+      new Promise<string>((resolve) => {
+        const socket = connectTcp(gatewayPort, "127.0.0.1");
+        let got = "";
+        socket.on("data", (chunk: Buffer) => (got += chunk.toString("latin1")));
+        socket.on("error", () => undefined);
+        socket.on("close", () => resolve(got.split("\r\n")[0]));
+        socket.end("GET /cut/Get HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: one\r\nUser-Agent: two\r\nConnection: close\r\n\r\n");
+      });
+    for (let index = 0; index < 4; index++) expect(await statusLine()).toBe("HTTP/1.1 400 Bad Request");
+    expect(gateway.stats().counters["endpoint ejected"] ?? 0).toBe(ejectedBefore);
+    expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", ending: "end" });
   });
 
   it("opens another session to an endpoint whose streams are at the backend's limit: a call is not held behind a long one", async () => {

@@ -76,13 +76,24 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       stream = upstream.session.request(requestHeaders(exchange), { endStream: !exchange.withBody });
     } catch (error) {
       upstream.release();
-      // A kept session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
-      // A new one that closed at once is the endpoint's failure: taken for stale, it was made again without end.
-      if (upstream.reused && (upstream.session.closed || upstream.session.destroyed)) return resolve({ kind: "stale", status: 502, reason: "session closed" });
-      count("http backend failed");
-      exchange.endpointFailed(`request not sendable over HTTP/2: ${(error as Error).message}`);
-      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: retriable(retry, { failure: "refused-stream" }) ? "retry" : "failed", status: 502, reason: "backend closed its session" });
-      return resolve({ kind: "failed", status: 502, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
+      const { session } = upstream;
+      // Stream identifiers used up (2^31 streams on one session): nobody's failure, a new session takes it.
+      if ((error as { code?: unknown }).code === "ERR_HTTP2_OUT_OF_STREAMS") {
+        session.close();
+        return resolve({ kind: "stale", status: 502, reason: "session out of streams" });
+      }
+      if (session.closed || session.destroyed) {
+        // A kept session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
+        // A new one that closed at once is the endpoint's failure: taken for stale, it was made again without end.
+        if (upstream.reused) return resolve({ kind: "stale", status: 502, reason: "session closed" });
+        count("http backend failed");
+        exchange.endpointFailed(`its new HTTP/2 session closed at once: ${(error as Error).message}`);
+        return resolve({ kind: retriable(retry, { failure: "refused-stream" }) ? "retry" : "failed", status: 502, reason: "backend closed its session" });
+      }
+      // The session is sound: what Node's HTTP/2 refuses is the request's own header list (a field it allows once,
+      // such as User-Agent or Content-Type, repeated). The client's request, not the endpoint's failure: answered 400;
+      // held against the endpoint, three such requests ejected a healthy one.
+      return resolve({ kind: "failed", status: 400, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
     }
     let settled = false;
     let answered = false;
