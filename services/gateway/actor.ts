@@ -198,7 +198,7 @@ export function createGatewayActor(options: GatewayOptions) {
 
   return {
     actor,
-    /** What status shows: gateways, listeners with their state, routes, refusals with reasons, per-route outcomes, counters. */
+    /** What status shows: gateways, listeners with their state, routes, refusals with reasons, per-route outcomes, counters, endpoints ejected. */
     status: () => ({
       gateways: plan.gateways,
       listeners: listenerRows(),
@@ -206,6 +206,8 @@ export function createGatewayActor(options: GatewayOptions) {
       refused: plan.refused.map(({ object, reason, error }) => ({ object, reason, error })),
       routeStats: Object.fromEntries(routeStats),
       counters: Object.fromEntries(counters),
+      /** Endpoints left out now by outlier ejection (ip:port). */
+      ejected: shared.outliers.ejected(),
     }),
     stats,
     /** The plan in force (for tests and the bench). */

@@ -15,7 +15,9 @@ import { catalogKey } from "../../bus/catalog.ts";
 import { capturedLog } from "../../test/support/log-lines.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
+import { Registry } from "prom-client";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
+import { registerGatewayMetrics } from "./metrics.ts";
 import type { AccessEntry } from "./http-proxy.ts";
 
 const namespace = "shop";
@@ -203,6 +205,13 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     expect(gateway.stats().counters["endpoint ejected"] ?? 0).toBe(ejectedBefore + 1);
     await new Promise((resolve) => setImmediate(resolve));
     expect(lines.some((line) => line.endpoint === bad && String(line.msg).startsWith("endpoint ejected"))).toBe(true);
+    // Shown where an operator looks: the gateway's status and its metrics.
+    expect(gateway.status().ejected).toContain(bad);
+    const registry = new Registry();
+    registerGatewayMetrics(registry, gateway);
+    const ejectedNow = Number(/^leafmesh_gateway_ejected_endpoints (\d+)$/m.exec(await registry.metrics())?.[1]);
+    expect(ejectedNow).toBe(gateway.status().ejected.length);
+    expect(ejectedNow).toBeGreaterThan(0);
     // Ejected: the next requests go to the good endpoint alone, at the first attempt.
     for (let index = 0; index < 4; index++) {
       const result = await request(`/${name}/After${index}`);
