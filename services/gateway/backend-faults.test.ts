@@ -43,6 +43,8 @@ const cases: Case[] = [
   // Endpoints that take requests and never answer (a hung process: the kernel still accepts for it).
   { name: "mute", portName: "http", fault: "silent", retryOn: "5xx", perTryTimeout: "200ms" },
   { name: "stalling", portName: "grpc-api", fault: "stall", timeout: "200ms" },
+  // A backend that pushes (PUSH_PROMISE) 100 kB streams with each answer, if let.
+  { name: "pushing", portName: "grpc-api" },
   // A backend that allows one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1).
   { name: "limited", portName: "grpc-api" },
 ];
@@ -83,6 +85,16 @@ function goodHttp2(slow?: Promise<void>, maxConcurrentStreams?: number): Http2Se
       // The server's connection ends (a process that exits closes its sockets with a FIN), no GOAWAY, no END_STREAM.
       setTimeout(() => sockets.get(stream.session!.socket.remotePort!)?.destroy(), 30);
       return;
+    }
+    if (String(headers[":path"]).startsWith("/pushing/") && stream.pushAllowed) {
+      for (let index = 0; index < 50; index++) {
+        stream.pushStream({ ":path": `/pushed/${index}` }, (error, pushed) => {
+          if (error) return;
+          pushed.on("error", () => undefined);
+          pushed.respond({ ":status": 200 });
+          pushed.end(Buffer.alloc(100_000));
+        });
+      }
     }
     if (slow && String(headers[":path"]).endsWith("/Slow")) {
       stream.write("first message, ");
@@ -270,6 +282,12 @@ describe("bad endpoints of every kind of HTTP backend", () => {
     for (let index = 0; index < 4; index++) expect(await statusLine()).toBe("HTTP/1.1 400 Bad Request");
     expect(gateway.stats().counters["endpoint ejected"] ?? 0).toBe(ejectedBefore);
     expect(await request("/cut/Get")).toMatchObject({ status: 200, body: "good /cut/Get", ending: "end" });
+  });
+
+  it("takes no server push from a backend: every answer comes whole", async () => {
+    const failedBefore = gateway.stats().counters["http backend failed"] ?? 0;
+    for (let index = 0; index < 10; index++) expect(await request(`/pushing/Get${index}`)).toMatchObject({ status: 200, body: `good /pushing/Get${index}`, ending: "end" });
+    expect(gateway.stats().counters["http backend failed"] ?? 0).toBe(failedBefore);
   });
 
   it("opens another session to an endpoint whose streams are at the backend's limit: a call is not held behind a long one", async () => {

@@ -92,7 +92,9 @@ export class Http2Sessions {
     // assertion of its own and ends the process (node_http2.cc, is_write_in_progress): any stream but a plain
     // socket reaches HTTP/2 through a plain Duplex, as the listeners hand HTTP/2 their TLS sockets (replayed.ts).
     const transport = stream instanceof Socket && !(stream instanceof TLSSocket) ? stream : replayed(stream as Socket, Buffer.alloc(0));
-    const session = connect(`http://${endpoint}`, { createConnection: () => transport });
+    // No server push (RFC 9113 §8.4), as Envoy asks of its upstreams: the gateway reads none, and the pushed streams it
+    // accepted held their data and the session's window until the backend's answers stalled and failed.
+    const session = connect(`http://${endpoint}`, { createConnection: () => transport, settings: { enablePush: false } });
     // HTTP/2 has no half-closed connection: the backend's FIN (its process gone, a restart, a close without GOAWAY)
     // ends the session and cuts its streams. Node's HTTP/2 ends a session only on the socket's 'close', which a
     // half-open connection (connectTcp's, a tunnel stream) never reaches on a FIN: the streams open on it, and every
