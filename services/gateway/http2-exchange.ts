@@ -116,6 +116,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("response", (headers) => {
       if (settled) return; // cancelled (the deadline, the client) before the backend answered
       status = Number(headers[":status"]);
+      // nghttp2 takes any three digits; Node's servers throw on a final status outside 200–599, and thrown here, in
+      // the stream's event, it ended the agent: a backend that said `:status: 600` killed the gateway's process.
+      if (!Number.isInteger(status) || status < 200 || status > 599) return notPassable(`the backend answered status ${String(headers[":status"])}`);
       answered = true;
       exchange.endpointAnswered();
       if (retry && retriable(retry, { status })) {
@@ -128,9 +131,20 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         cancel();
         return settle({ kind: "failed", status: 499, reason: "client left" });
       }
-      response.writeHead(status, rawList(headers));
+      try {
+        response.writeHead(status, rawList(headers));
+      } catch (error) {
+        // Whatever else of the backend's head the client's side refuses: nothing was written, so a 502, not a crash.
+        return notPassable(`the backend's answer cannot be passed on: ${(error as Error).message}`);
+      }
       for (const chunk of early.splice(0)) write(chunk);
     });
+    /** A head the gateway cannot pass on: the backend's failure, answered (and counted) 502 `backend answer malformed`, nothing sent yet. */
+    const notPassable = (why: string) => {
+      exchange.endpointFailed(why);
+      cancel();
+      settle({ kind: "failed", status: 502, reason: "backend answer malformed" });
+    };
     // Node emits 'response' on the next tick, but a DATA frame that came in the same read as the HEADERS is pushed
     // at once: on a tunnel stream (a JS stream, whole reads) the body's first bytes come before the answer's head.
     const early: Buffer[] = [];
