@@ -1,7 +1,8 @@
 /**
- * What an HTTP/2 backend may send that the gateway cannot pass on: a raw h2c server on loopback (frames written by
- * hand, as a broken or hostile backend writes them) answering `:status: 600`, which nghttp2 takes (three digits)
- * and Node's servers refuse to write. The gateway answers 502, holds it against the endpoint, and lives on.
+ * What a backend may send that the gateway cannot pass on: a raw h2c server on loopback (frames written by hand, as
+ * a broken or hostile backend writes them) answering `:status: 600`, which nghttp2 takes (three digits) and Node's
+ * HTTP/2 server refuses to write, and an HTTP/1.1 server answering `HTTP/1.1 600` or `099`, which llhttp takes.
+ * The gateway answers 502, holds it against the endpoint, and lives on.
  */
 import { connect, type ClientHttp2Session } from "node:http2";
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
@@ -51,25 +52,39 @@ function rawHttp2Server(status: string, sockets: Set<Socket>): TcpServer {
   });
 }
 
-describe("an HTTP/2 backend answering a status no HTTP server may send", () => {
+/** An HTTP/1.1 server that answers each connection's first request with `status` and closes. */
+function rawHttp1Server(status: string, sockets: Set<Socket>): TcpServer {
+  return createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    socket.once("data", () => socket.end(`HTTP/1.1 ${status} Odd\r\nContent-Length: 2\r\n\r\nok`));
+  });
+}
+
+describe("backends answering a status no HTTP server may send", () => {
   const sockets = new Set<Socket>();
-  let backend: TcpServer;
+  const backends: TcpServer[] = [];
   let gateway: GatewayActor;
   let gatewayPort = 0;
   let client: ClientHttp2Session;
 
   beforeAll(async () => {
-    const port = await freePort();
-    backend = rawHttp2Server("600", sockets);
-    await new Promise<void>((resolve) => backend.listen(port, "127.0.0.1", resolve));
     gatewayPort = await freePort();
     const namespace = "shop";
-    const objects = [
-      { apiVersion: "v1", kind: "Service", metadata: { name: "odd", namespace }, spec: { clusterIP: "198.19.81.10", ports: [{ port: 80, protocol: "TCP", name: "grpc" }] } },
-      { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: "odd-0", namespace, labels: { "kubernetes.io/service-name": "odd" } }, addressType: "IPv4", endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true } }], ports: [{ name: "grpc", port, protocol: "TCP" }] },
-      { apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } },
-      { apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "odd", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http: [{ route: [{ destination: { host: "odd", port: { number: 80 } } }] }] } },
-    ];
+    const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
+    const http: object[] = [];
+    // A Service per backend, its path prefix its name: h2 (grpc port), h1-600 and h1-099 (http ports).
+    for (const [index, [name, portName, backend]] of ([["h2", "grpc", rawHttp2Server("600", sockets)], ["h1-600", "http", rawHttp1Server("600", sockets)], ["h1-099", "http", rawHttp1Server("099", sockets)]] as const).entries()) {
+      const port = await freePort();
+      backends.push(backend);
+      await new Promise<void>((resolve) => backend.listen(port, "127.0.0.1", resolve));
+      objects.push(
+        { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.81.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
+        { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true } }], ports: [{ name: portName, port, protocol: "TCP" }] },
+      );
+      http.push({ match: [{ uri: { prefix: `/${name}/` } }], route: [{ destination: { host: name, port: { number: 80 } } }] });
+    }
+    objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "odd", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
     const feed = new IndexFeed();
     for (const object of objects) {
       const result = normalizeObject(object);
@@ -86,18 +101,27 @@ describe("an HTTP/2 backend answering a status no HTTP server may send", () => {
     client?.close();
     await gateway?.stop();
     for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => backend?.close(resolve));
+    for (const backend of backends) await new Promise((resolve) => backend.close(resolve));
   });
 
-  it("answers 502 to an HTTP/2 client (its server refuses status 600; thrown, it ended the process) and to an HTTP/1.1 one", async () => {
-    const stream = client.request({ ":path": "/x" }, { endStream: true });
-    const status = await new Promise<unknown>((resolve) => {
+  const http2Status = async (path: string) => {
+    const stream = client.request({ ":path": path }, { endStream: true });
+    stream.resume();
+    return new Promise<unknown>((resolve) => {
       stream.on("response", (headers) => resolve(headers[":status"]));
       stream.on("error", (error: Error) => resolve(`error: ${error.message}`));
     });
-    stream.resume();
-    expect(status).toBe(502);
-    expect((await fetch(`http://127.0.0.1:${gatewayPort}/x`)).status).toBe(502);
-    expect(gateway.stats().counters["http backend answer malformed"]).toBe(2);
+  };
+
+  it("answers 502 for an HTTP/2 backend's status 600, to an HTTP/2 client (its server refuses it; thrown, it ended the process) and an HTTP/1.1 one", async () => {
+    expect(await http2Status("/h2/x")).toBe(502);
+    expect((await fetch(`http://127.0.0.1:${gatewayPort}/h2/x`)).status).toBe(502);
+  });
+
+  it("answers 502 for an HTTP/1.1 backend's status 600 or 099, where an HTTP/2 client's stream was reset and an HTTP/1.1 client got it as sent", async () => {
+    for (const name of ["h1-600", "h1-099"]) {
+      expect(await http2Status(`/${name}/x`)).toBe(502);
+      expect((await fetch(`http://127.0.0.1:${gatewayPort}/${name}/x`)).status).toBe(502);
+    }
   });
 });

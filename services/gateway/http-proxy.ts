@@ -280,6 +280,13 @@ export class HttpForwarder {
       parser.reset({
         head: request.method === "HEAD",
         onHead: (answer) => {
+          // llhttp takes any three digits; a status outside 100–599 (RFC 9110 §15) is no answer to pass on (an HTTP/2
+          // client's server refuses to write it, an HTTP/1.1 client's parser to read it).
+          if (answer.status < 100 || answer.status > 599) {
+            this.#options.count("http backend answer malformed");
+            parser.stop();
+            return failedBeforeAnswer(`the backend answered status ${answer.status}`);
+          }
           answered = true;
           this.#options.pools.endpointAnswered(upstream.endpoint);
           status = answer.status;
