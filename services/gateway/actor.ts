@@ -43,7 +43,7 @@ export interface GatewayOptions {
   clock?: Clock;
   outliers?: Omit<OutlierOptions, "clock">;
   /** The deadlines for reaching backends (upstream.ts: defaults and why there). */
-  backendTimeouts?: Pick<UpstreamOptions, "connectTimeoutMs" | "remoteConnectTimeoutMs" | "http2SettingsTimeoutMs">;
+  backendTimeouts?: Pick<UpstreamOptions, "connectTimeoutMs" | "remoteConnectTimeoutMs" | "http2SettingsTimeoutMs" | "http2PingTimeoutMs">;
   /** @default 50 — catalog changes arriving together (a relist, a rollout) make one re-plan. */
   replanDelayMs?: number;
   /** Access log lines (JSON); default: written to `accessLog`. */

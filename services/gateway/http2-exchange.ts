@@ -180,13 +180,17 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     });
     deadline.onAbort(() => {
       // No answer by the route's deadline is the endpoint's failure, as Envoy holds a timeout; a client that left is not.
-      if (deadline.timedOut && !answered) exchange.endpointFailed("no answer by the route's timeout");
+      if (deadline.timedOut && !answered) {
+        exchange.endpointFailed("no answer by the route's timeout");
+        upstream.suspect();
+      }
       cancel();
       settle({ kind: "failed", status: 504, reason: "request timed out" });
     });
     const perTry = exchange.perTryTimeoutMs
       ? setTimeout(() => {
           exchange.endpointFailed("no answer by the attempt's timeout");
+          upstream.suspect();
           cancel();
           settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
         }, exchange.perTryTimeoutMs)

@@ -23,6 +23,7 @@ import { connect, type ClientHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
+import { LeafmeshError } from "../../lib/errors.ts";
 import { replayed } from "./replayed.ts";
 import type { ServicePort } from "../../bus/catalog.ts";
 
@@ -59,11 +60,40 @@ export class Http2Sessions {
   readonly #sessions = new Map<string, Http2Session[]>();
   readonly #count: (reason: string) => void;
   readonly #idleMs: number;
+  readonly #pingTimeoutMs: number;
+  /** Sessions whose PING is out. */
+  readonly #pinging = new WeakSet<ClientHttp2Session>();
 
-  /** `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish first). */
-  constructor(count: (reason: string) => void, idleMs = 15_000) {
+  /**
+   * `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish
+   * first). `pingTimeoutMs` (@default 5_000 — a PING comes back in milliseconds on any working path, relayed ones
+   * included; 5 s rides out a busy backend): how long a session asked whether it lives (check) has to answer.
+   */
+  constructor(count: (reason: string) => void, idleMs = 15_000, pingTimeoutMs = 5_000) {
     this.#count = count;
     this.#idleMs = idleMs;
+    this.#pingTimeoutMs = pingTimeoutMs;
+  }
+
+  /**
+   * Asks a session whether its connection still carries frames, when a stream on it got no answer in time: a PING
+   * (RFC 9113 §6.7) not answered within pingTimeoutMs ends it, its streams cut and new ones on a new connection. A
+   * path that died without a word (a node's power cut, a relay gone quiet) kept its session, and each request sent
+   * on it waited out its timeout, for as long as requests came (each one kept the session from idling out).
+   */
+  check(session: ClientHttp2Session): void {
+    if (session.closed || session.destroyed || this.#pinging.has(session)) return;
+    this.#pinging.add(session);
+    const timer = setTimeout(() => {
+      this.#count("http2 backend session silent");
+      session.destroy(new LeafmeshError("PROXY_FAILED", `no answer to an HTTP/2 PING within ${this.#pingTimeoutMs} ms: the connection to the backend is dead`));
+    }, this.#pingTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      this.#pinging.delete(session);
+    };
+    // Called with an error when the session ends first; false: too many PINGs out already (one is enough).
+    if (!session.ping(done)) done();
   }
 
   /** An open session to the endpoint with room for one more stream, if there is one (a new request's stream goes on it without a connect). */

@@ -45,6 +45,8 @@ export interface UpstreamOptions {
   idleConnectionMs?: number;
   /** @default 10_000 — an HTTP/2 endpoint whose SETTINGS have not come this long after its connect is failed (upstream-h2.ts). */
   http2SettingsTimeoutMs?: number;
+  /** @default 5_000 — a session asked whether it lives (a stream on it unanswered in time) has this long to answer a PING (upstream-h2.ts). */
+  http2PingTimeoutMs?: number;
 }
 
 export interface Upstream {
@@ -68,6 +70,8 @@ export interface Http2Upstream {
   /** A session open before this request: the backend may have closed it meanwhile (a request it refused is no failure then). */
   reused: boolean;
   release(): void;
+  /** A stream on the session got no answer in time: asks the session whether its connection lives (a PING). */
+  suspect(): void;
 }
 
 /** No endpoint could be reached (or there is none): a gateway answers 503, or resets a TCP client. */
@@ -118,7 +122,7 @@ export class BackendPools {
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
-    this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs);
+    this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs, options.http2PingTimeoutMs);
   }
 
   /** Balancers for exactly these Service ports, with the catalog's current endpoints and policies (kept state: picker positions). */
@@ -170,7 +174,8 @@ export class BackendPools {
       if (open) {
         const release = both(this.#hold(endpoint), this.#sessions.hold(open));
         try {
-          return { session: await whileWanted(open.ready, abort.signal), endpoint, release, reused: true };
+          const session = await whileWanted(open.ready, abort.signal);
+          return { session, endpoint, release, reused: true, suspect: () => this.#sessions.check(session) };
         } catch (error) {
           // A session still being made when this request came, and it failed (its maker counted it), or the request's
           // deadline passed or its client left meanwhile.
@@ -193,7 +198,8 @@ export class BackendPools {
       made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
       const release = both(upstream.release, this.#sessions.hold(made));
       try {
-        return { session: await whileWanted(made.ready, abort.signal), endpoint, release, reused: false };
+        const session = await whileWanted(made.ready, abort.signal);
+        return { session, endpoint, release, reused: false, suspect: () => this.#sessions.check(session) };
       } catch (error) {
         release();
         if (abort.signal.aborted) throw error;
