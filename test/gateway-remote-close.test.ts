@@ -3,10 +3,13 @@
  * (HTTP/1.0, as python's http.server does): real hub and agent processes with keys, the backend reached
  * through a direct TLS tunnel stream. The agent died after the first request through its gateway: the
  * gateway closed the tunnel stream from inside its 'data' handler, the stream's end frame then reached a
- * destroyed TLS socket, and Node 24 threw ERR_OUT_OF_RANGE from TLSWrap's read callback.
+ * destroyed TLS socket, and Node 24 threw ERR_OUT_OF_RANGE from TLSWrap's read callback. And beside edge-b's,
+ * endpoints on a node the tunnel cannot reach (edge-z: no record), for an HTTP/1.1 and an HTTP/2 backend: a connect
+ * the tunnel fails is held against the endpoint alike for both (docs/gateway.md, Outlier ejection).
  */
 import { request } from "node:http";
 import { createServer, type Server } from "node:net";
+import { createServer as createHttp2Server, type Http2Server } from "node:http2";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +18,7 @@ import { eventually, freePort } from "./support/ports.ts";
 import { requireTools } from "./support/trust-servers.ts";
 
 let backend: Server;
+let rpcBackend: Http2Server;
 let gatewayNode: AgentProcess;
 let gatewayPort: number;
 
@@ -30,6 +34,10 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
   const backendPort = (backend.address() as { port: number }).port;
+  rpcBackend = createHttp2Server();
+  rpcBackend.on("stream", (stream) => (stream.on("error", () => undefined), stream.respond({ ":status": 200 }), stream.end("h2 hello")));
+  await new Promise<void>((resolve) => rpcBackend.listen(0, "127.0.0.1", resolve));
+  const rpcPort = (rpcBackend.address() as { port: number }).port;
   gatewayPort = await freePort();
   const manifests = join(base, "shop.yaml");
   writeFileSync(
@@ -49,13 +57,37 @@ ports: [ { name: http, port: ${backendPort}, protocol: TCP } ]
 apiVersion: networking.istio.io/v1beta1
 kind: Gateway
 metadata: { name: edge, namespace: shop }
-spec: { selector: { site: shop-7 }, servers: [ { port: { number: ${gatewayPort}, name: http, protocol: HTTP }, hosts: ["shop.example.com"] } ] }
+spec: { selector: { site: shop-7 }, servers: [ { port: { number: ${gatewayPort}, name: http, protocol: HTTP }, hosts: ["shop.example.com", "api.example.com", "rpc.example.com"] } ] }
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
 metadata: { name: shop, namespace: shop }
 spec: { hosts: ["shop.example.com"], gateways: ["edge"], http: [ { route: [ { destination: { host: web, port: { number: 80 } } } ] } ] }
+${[
+  ["api", "http", backendPort, "198.19.7.11"],
+  ["rpc", "grpc", rpcPort, "198.19.7.12"],
+]
+  .map(
+    ([name, portName, port, clusterIP]) => `---
+apiVersion: v1
+kind: Service
+metadata: { name: ${name}, namespace: shop }
+spec: { clusterIP: ${clusterIP}, ports: [ { name: ${portName}, port: 80 } ] }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: ${name}-1, namespace: shop, labels: { kubernetes.io/service-name: ${name} } }
+addressType: IPv4
+endpoints: [ { addresses: ["127.0.0.1"], nodeName: edge-b, conditions: { ready: true } }, { addresses: ["198.18.0.77"], nodeName: edge-z, conditions: { ready: true } } ]
+ports: [ { name: ${portName}, port: ${port}, protocol: TCP } ]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: { name: ${name}, namespace: shop }
+spec: { hosts: ["${name}.example.com"], gateways: ["edge"], http: [ { route: [ { destination: { host: ${name}, port: { number: 80 } } } ] } ] }
 `,
+  )
+  .join("")}`,
   );
   const hub = await startHubProcess({ name: "hub-1", keys, manifests });
   await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], keys: join(keys, "nodes", "edge-b"), extraArgs: ["--mdns", "off"] });
@@ -65,11 +97,12 @@ spec: { hosts: ["shop.example.com"], gateways: ["edge"], http: [ { route: [ { de
 afterAll(async () => {
   await stopAllProcesses();
   backend?.close();
+  rpcBackend?.close();
 });
 
-const get = () =>
+const get = (host = "shop.example.com") =>
   new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const call = request({ host: "127.0.0.1", port: gatewayPort, path: "/", headers: { host: "shop.example.com" }, agent: false, timeout: 10_000 }, (response) => {
+    const call = request({ host: "127.0.0.1", port: gatewayPort, path: "/", headers: { host }, agent: false, timeout: 10_000 }, (response) => {
       let body = "";
       response.on("data", (chunk: Buffer) => (body += chunk.toString()));
       response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
@@ -91,5 +124,18 @@ describe("the gateway with a backend on another node that closes after its answe
     }
     expect(gatewayNode.child.exitCode).toBeNull();
     expect(gatewayNode.output()).not.toContain("ERR_OUT_OF_RANGE");
+  });
+});
+
+describe("the gateway with backends beside an endpoint on a node the tunnel cannot reach", () => {
+  it("holds the unreachable node against its endpoints, HTTP/1.1 and HTTP/2 backends alike, every request answered from edge-b", { timeout: 60_000 }, async () => {
+    for (const [host, body] of [["api.example.com", "hello"], ["rpc.example.com", "h2 hello"]]) {
+      for (let attempt = 0; attempt < 8; attempt++) expect(await get(host)).toEqual({ status: 200, body });
+    }
+    const detail = (await gatewayNode.view()).status.actors.find((actor) => actor.name === "gateway")?.detail as { counters?: Record<string, number> } | undefined;
+    expect(detail?.counters?.["endpoint ejected"], JSON.stringify(detail)).toBe(2);
+    const ejected = gatewayNode.output().split("\n").filter((line) => line.includes("endpoint ejected") && line.includes("198.18.0.77"));
+    expect(ejected.length).toBe(2);
+    expect(ejected.join("\n")).toContain("unknown node 'edge-z'");
   });
 });

@@ -26,7 +26,7 @@ import { compileGateway } from "./compile.ts";
 import { HttpForwarder, type AccessEntry } from "./http-proxy.ts";
 import { GatewayPortListener, type ConnectionEntry, type ListenerDeps } from "./listeners.ts";
 import type { GatewayPlan, PlannedBackend, PortPlan, Refusal } from "./plan.ts";
-import { BackendPools } from "./upstream.ts";
+import { BackendPools, type UpstreamOptions } from "./upstream.ts";
 
 export interface GatewayOptions {
   bus?: Bus;
@@ -42,6 +42,8 @@ export interface GatewayOptions {
   topology?: NodeTopology;
   clock?: Clock;
   outliers?: Omit<OutlierOptions, "clock">;
+  /** The deadlines for reaching backends (upstream.ts: defaults and why there). */
+  backendTimeouts?: Pick<UpstreamOptions, "connectTimeoutMs" | "remoteConnectTimeoutMs" | "http2SettingsTimeoutMs" | "http2PingTimeoutMs">;
   /** @default 50 — catalog changes arriving together (a relist, a rollout) make one re-plan. */
   replanDelayMs?: number;
   /** Access log lines (JSON); default: written to `accessLog`. */
@@ -81,7 +83,7 @@ export function createGatewayActor(options: GatewayOptions) {
   const accessLog = accessSink.log && batchedAccessLog(accessSink.log);
   const access = options.access ?? (accessLog ? (entry: AccessEntry | ConnectionEntry) => accessLog.write(entry, entry.kind === "http" ? "request" : "connection") : () => undefined);
   const shared: BalancerShared = { node: options.node, clock, outliers: new OutlierDetector({ clock, ...options.outliers }), active: new Map(), topology: options.topology };
-  const pools = new BackendPools({ node: options.node, dialer: options.dialer, shared, count, log });
+  const pools = new BackendPools({ node: options.node, dialer: options.dialer, shared, count, log, ...options.backendTimeouts });
   const forwarder = new HttpForwarder({ pools, log, count, routeOutcome, access });
   const listeners = new Map<number, GatewayPortListener>();
   let plan: GatewayPlan = { ports: new Map(), routes: [], refused: [], gateways: [] };
@@ -196,7 +198,7 @@ export function createGatewayActor(options: GatewayOptions) {
 
   return {
     actor,
-    /** What status shows: gateways, listeners with their state, routes, refusals with reasons, per-route outcomes, counters. */
+    /** What status shows: gateways, listeners with their state, routes, refusals with reasons, per-route outcomes, counters, endpoints ejected. */
     status: () => ({
       gateways: plan.gateways,
       listeners: listenerRows(),
@@ -204,6 +206,8 @@ export function createGatewayActor(options: GatewayOptions) {
       refused: plan.refused.map(({ object, reason, error }) => ({ object, reason, error })),
       routeStats: Object.fromEntries(routeStats),
       counters: Object.fromEntries(counters),
+      /** Endpoints left out now by outlier ejection (ip:port). */
+      ejected: shared.outliers.ejected(),
     }),
     stats,
     /** The plan in force (for tests and the bench). */

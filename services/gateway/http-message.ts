@@ -109,11 +109,13 @@ export function rawConnection(raw: readonly string[]): string | undefined {
 }
 
 /** Whether a retry policy names this outcome (Envoy's conditions as Istio writes them, or a status code). */
-export function retriable(retry: RetryPolicy | undefined, outcome: { status?: number; failure?: "connect" | "reset" }): boolean {
+export function retriable(retry: RetryPolicy | undefined, outcome: { status?: number; failure?: "connect" | "reset" | "refused-stream" }): boolean {
   if (!retry || retry.attempts <= 0) return false;
   for (const condition of retry.on) {
     if (outcome.failure === "connect" && (condition === "connect-failure" || condition === "5xx" || condition === "gateway-error")) return true;
     if (outcome.failure === "reset" && (condition === "reset" || condition === "5xx")) return true;
+    // Envoy: refused-stream, and reset and 5xx include it (a stream the backend refused unprocessed).
+    if (outcome.failure === "refused-stream" && (condition === "refused-stream" || condition === "reset" || condition === "5xx")) return true;
     const status = outcome.status;
     if (status === undefined) continue;
     if (condition === "5xx" && status >= 500) return true;
@@ -162,6 +164,8 @@ export function cutResponse(response: GatewayResponse): void {
  */
 export class RequestAbort {
   aborted = false;
+  /** Aborted for the route's timeout (not for a client that left). */
+  timedOut = false;
   #listener: (() => void) | undefined;
   #controller: AbortController | undefined;
 
@@ -180,6 +184,12 @@ export class RequestAbort {
     const listener = this.#listener;
     this.#listener = undefined;
     listener?.();
+  }
+
+  /** Aborts for the route's timeout. */
+  timeOut(): void {
+    if (!this.aborted) this.timedOut = true;
+    this.abort();
   }
 
   /** The one listener (undefined: none); called once, at abort. */

@@ -123,7 +123,7 @@ export class HttpForwarder {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      deadline.abort();
+      deadline.timeOut();
     }, timeoutMs);
     // 'close' also comes after a response that finished: only an unfinished one means the client left.
     const clientGone = () => {
@@ -177,7 +177,7 @@ export class HttpForwarder {
       const retry = attempt < attempts ? rule.retry : undefined;
       const outcome =
         "session" in upstream
-          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count })
+          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count, endpointAnswered: () => pools.endpointAnswered(upstream.endpoint), endpointFailed: (why) => pools.endpointFailed(backend, upstream.endpoint, why) })
           : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer);
       if (outcome.kind === "answered") {
         done();
@@ -252,6 +252,7 @@ export class HttpForwarder {
         }
         this.#options.count("http backend failed");
         this.#options.log.debug({ backend: backend.key, endpoint: upstream.endpoint.key, err: why }, "backend request failed");
+        this.#options.pools.endpointFailed(backend, upstream.endpoint, why);
         cut(why);
         settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
       };
@@ -279,7 +280,15 @@ export class HttpForwarder {
       parser.reset({
         head: request.method === "HEAD",
         onHead: (answer) => {
+          // llhttp takes any three digits; a status outside 100–599 (RFC 9110 §15) is no answer to pass on (an HTTP/2
+          // client's server refuses to write it, an HTTP/1.1 client's parser to read it).
+          if (answer.status < 100 || answer.status > 599) {
+            this.#options.count("http backend answer malformed");
+            parser.stop();
+            return failedBeforeAnswer(`the backend answered status ${answer.status}`);
+          }
           answered = true;
+          this.#options.pools.endpointAnswered(upstream.endpoint);
           status = answer.status;
           keepAlive = answer.keepAlive;
           if (retry && retriable(retry, { status })) {
@@ -343,12 +352,16 @@ export class HttpForwarder {
         else failedBeforeAnswer(error.message);
       };
       const onAbort = () => {
+        // A backend that let the route's deadline pass without a word (a hung process: the kernel accepts for it) is
+        // held to have failed, as Envoy holds a timeout; one whose answer was under way is not (a long download).
+        if (deadline.timedOut && !answered) this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the route's timeout");
         cut("the request timed out or its client left");
         settle({ kind: "failed", status: 504, reason: "request timed out" });
       };
       deadline.onAbort(onAbort);
       const perTry = perTryTimeoutMs
         ? setTimeout(() => {
+            this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the attempt's timeout");
             cut("the attempt timed out");
             settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
           }, perTryTimeoutMs)

@@ -33,6 +33,10 @@ export interface Http2Exchange {
   retry: RetryPolicy | undefined;
   onAnswer(): void;
   count(reason: string): void;
+  /** The endpoint answered (its head came): its run of failures ends (outlier ejection). */
+  endpointAnswered(): void;
+  /** The endpoint failed this request before its answer (a reset, a refusal, its session gone): counted towards its ejection. */
+  endpointFailed(why: string): void;
 }
 
 /** HTTP/2 request headers from the HTTP/1.1 list: names lower-cased, Host as :authority, repeats kept. */
@@ -72,10 +76,24 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       stream = upstream.session.request(requestHeaders(exchange), { endStream: !exchange.withBody });
     } catch (error) {
       upstream.release();
-      // The session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
-      if (upstream.session.closed || upstream.session.destroyed) return resolve({ kind: "stale", status: 502, reason: "session closed" });
-      count("http backend failed");
-      return resolve({ kind: "failed", status: 502, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
+      const { session } = upstream;
+      // Stream identifiers used up (2^31 streams on one session): nobody's failure, a new session takes it.
+      if ((error as { code?: unknown }).code === "ERR_HTTP2_OUT_OF_STREAMS") {
+        session.close();
+        return resolve({ kind: "stale", status: 502, reason: "session out of streams" });
+      }
+      if (session.closed || session.destroyed) {
+        // A kept session closed between its pick and this request (a GOAWAY): nothing was sent, a new session takes it.
+        // A new one that closed at once is the endpoint's failure: taken for stale, it was made again without end.
+        if (upstream.reused) return resolve({ kind: "stale", status: 502, reason: "session closed" });
+        count("http backend failed");
+        exchange.endpointFailed(`its new HTTP/2 session closed at once: ${(error as Error).message}`);
+        return resolve({ kind: retriable(retry, { failure: "refused-stream" }) ? "retry" : "failed", status: 502, reason: "backend closed its session" });
+      }
+      // The session is sound: what Node's HTTP/2 refuses is the request's own header list (a field it allows once,
+      // such as User-Agent or Content-Type, repeated). The client's request, not the endpoint's failure: answered 400;
+      // held against the endpoint, three such requests ejected a healthy one.
+      return resolve({ kind: "failed", status: 400, reason: `request not sendable over HTTP/2: ${(error as Error).message}` });
     }
     let settled = false;
     let answered = false;
@@ -98,7 +116,11 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("response", (headers) => {
       if (settled) return; // cancelled (the deadline, the client) before the backend answered
       status = Number(headers[":status"]);
+      // nghttp2 takes any three digits; Node's servers throw on a final status outside 200–599, and thrown here, in
+      // the stream's event, it ended the agent: a backend that said `:status: 600` killed the gateway's process.
+      if (!Number.isInteger(status) || status < 200 || status > 599) return notPassable(`the backend answered status ${String(headers[":status"])}`);
       answered = true;
+      exchange.endpointAnswered();
       if (retry && retriable(retry, { status })) {
         cancel();
         return settle({ kind: "retry", status, reason: `backend answered ${status}` });
@@ -109,9 +131,20 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         cancel();
         return settle({ kind: "failed", status: 499, reason: "client left" });
       }
-      response.writeHead(status, rawList(headers));
+      try {
+        response.writeHead(status, rawList(headers));
+      } catch (error) {
+        // Whatever else of the backend's head the client's side refuses: nothing was written, so a 502, not a crash.
+        return notPassable(`the backend's answer cannot be passed on: ${(error as Error).message}`);
+      }
       for (const chunk of early.splice(0)) write(chunk);
     });
+    /** A head the gateway cannot pass on: the backend's failure, answered (and counted) 502 `backend answer malformed`, nothing sent yet. */
+    const notPassable = (why: string) => {
+      exchange.endpointFailed(why);
+      cancel();
+      settle({ kind: "failed", status: 502, reason: "backend answer malformed" });
+    };
     // Node emits 'response' on the next tick, but a DATA frame that came in the same read as the HEADERS is pushed
     // at once: on a tunnel stream (a JS stream, whole reads) the body's first bytes come before the answer's head.
     const early: Buffer[] = [];
@@ -123,7 +156,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("data", (chunk: Buffer) => (answered ? write(chunk) : early.push(chunk)));
     stream.on("trailers", (received) => (trailers = received));
     stream.on("end", () => {
-      if (settled) return;
+      // Node ends the stream's reading side too when its session dies under it (the backend's connection closed,
+      // its session destroyed): then 'close' follows with its code (CANCEL), and the answer is a cut, not an end.
+      if (settled || stream.rstCode !== http2.NGHTTP2_NO_ERROR) return;
       settle({ kind: "answered", status });
       // Trailers reach an HTTP/2 client; HTTP/1.1 clients are answered without them (gRPC needs HTTP/2 anyway).
       if (trailers && exchange.request.httpVersionMajor === 2) (response as unknown as Http2ServerResponse).addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => name.charCodeAt(0) !== 58)) as OutgoingHttpHeaders);
@@ -137,14 +172,25 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
         return settle({ kind: "answered", status });
       }
       count("http backend failed");
-      settle({ kind: retriable(retry, { failure: "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
+      // RFC 9113 §8.7: a stream refused (REFUSED_STREAM, or left out by a GOAWAY) was not processed, and is safe to
+      // send again: Istio's default retry condition `refused-stream` names it.
+      const refused = stream.rstCode === http2.NGHTTP2_REFUSED_STREAM;
+      exchange.endpointFailed(`the backend ${refused ? "refused the stream" : "reset the stream"} before its answer (code ${stream.rstCode})`);
+      settle({ kind: retriable(retry, { failure: refused ? "refused-stream" : "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
+      // No answer by the route's deadline is the endpoint's failure, as Envoy holds a timeout; a client that left is not.
+      if (deadline.timedOut && !answered) {
+        exchange.endpointFailed("no answer by the route's timeout");
+        upstream.suspect();
+      }
       cancel();
       settle({ kind: "failed", status: 504, reason: "request timed out" });
     });
     const perTry = exchange.perTryTimeoutMs
       ? setTimeout(() => {
+          exchange.endpointFailed("no answer by the attempt's timeout");
+          upstream.suspect();
           cancel();
           settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
         }, exchange.perTryTimeoutMs)

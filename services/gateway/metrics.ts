@@ -1,7 +1,8 @@
 /**
  * The gateway's Prometheus metrics, read from its status when scraped (no work
  * on the data path): listeners by state, requests and connections per route by
- * status class, and every counted event (refusals by reason included).
+ * status class, endpoints ejected now, and every counted event (refusals by
+ * reason included).
  *
  * ```ts
  * registerGatewayMetrics(registry, gateway); // leafmesh_gateway_route_requests{route="HTTPRoute shop/web",class="2xx"} 1200
@@ -31,6 +32,14 @@ export function registerGatewayMetrics(registry: Registry, gateway: Pick<Gateway
     collect() {
       this.reset();
       for (const [route, classes] of Object.entries(gateway.status().routeStats)) for (const [statusClass, value] of Object.entries(classes)) this.set({ route, class: statusClass }, value);
+    },
+  });
+  new Gauge({
+    name: `${prefix}ejected_endpoints`,
+    help: "Backend endpoints left out now by outlier ejection (repeated failed connects, resets, refusals or timeouts)",
+    registers: [registry],
+    collect() {
+      this.set(gateway.status().ejected.length);
     },
   });
   new Gauge({

@@ -4,8 +4,9 @@
  * grpc, http2, h2c or with one of those and a dash before a suffix
  * (`grpc-api`), as Istio selects a port's protocol. Such a backend gets h2c
  * with prior knowledge (RFC 9113 §3.3): one session per endpoint, its streams
- * multiplexed, made on the same connection any request gets (a socket, or a
- * tunnel stream to another node) and dropped when it closes or says GOAWAY.
+ * multiplexed (another when they reach the backend's limit), made on the same
+ * connection any request gets (a socket, or a tunnel stream to another node),
+ * dropped when it closes or says GOAWAY, closed when its endpoint leaves.
  *
  * Before, every backend got HTTP/1.1: a gRPC client through the gateway got 502
  * (a gRPC server does not speak HTTP/1.1), and trailers, where gRPC puts its
@@ -13,13 +14,16 @@
  *
  * ```ts
  * const sessions = new Http2Sessions(count);
- * const session = await sessions.session(endpoint.key, () => pools.connect(...).then((upstream) => upstream.stream));
+ * const entry = sessions.open(endpoint.key) ?? sessions.add(endpoint.key, (await pools.connect(backend, client, abort)).stream);
+ * const release = sessions.hold(entry); // the stream's place on the session, until its exchange ends
+ * const stream = (await entry.ready).request(headers);
  * ```
  */
 import { connect, type ClientHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
+import { LeafmeshError } from "../../lib/errors.ts";
 import { replayed } from "./replayed.ts";
 import type { ServicePort } from "../../bus/catalog.ts";
 
@@ -32,39 +36,104 @@ export function speaksHttp2(port: Pick<ServicePort, "name" | "appProtocol">): bo
   return http2PortName.test(port.name);
 }
 
-interface Pending {
+/** One session to an endpoint: ready once the backend's SETTINGS came, with the streams the gateway holds on it. */
+export interface Http2Session {
   session: ClientHttp2Session;
   ready: Promise<ClientHttp2Session>;
+  streams: number;
+  /** The streams the backend allows at once (its SETTINGS_MAX_CONCURRENT_STREAMS, as last said). */
+  limit: number;
 }
 
-/** h2c sessions to endpoints, one each, made on demand and forgotten when they end. */
+/**
+ * Streams a session not ready yet is given before its backend says its limit: RFC 9113 §6.5.2 recommends a limit no
+ * smaller than 100.
+ */
+const streamsBeforeSettings = 100;
+
+/**
+ * h2c sessions to endpoints, made on demand and forgotten when they end: one per endpoint, and another when those
+ * open hold as many streams as the backend allows (SETTINGS_MAX_CONCURRENT_STREAMS), as Envoy's pool does. Past
+ * the limit a stream waited in Node's queue for one to end: behind long-lived streams (gRPC watches), for ever.
+ */
 export class Http2Sessions {
-  readonly #sessions = new Map<string, Pending>();
+  readonly #sessions = new Map<string, Http2Session[]>();
   readonly #count: (reason: string) => void;
   readonly #idleMs: number;
+  readonly #pingTimeoutMs: number;
+  /** Sessions whose PING is out. */
+  readonly #pinging = new WeakSet<ClientHttp2Session>();
 
-  /** `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish first). */
-  constructor(count: (reason: string) => void, idleMs = 15_000) {
+  /**
+   * `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish
+   * first). `pingTimeoutMs` (@default 5_000 — a PING comes back in milliseconds on any working path, relayed ones
+   * included; 5 s rides out a busy backend): how long a session asked whether it lives (check) has to answer.
+   */
+  constructor(count: (reason: string) => void, idleMs = 15_000, pingTimeoutMs = 5_000) {
     this.#count = count;
     this.#idleMs = idleMs;
+    this.#pingTimeoutMs = pingTimeoutMs;
   }
 
-  /** An open session to the endpoint, if one is (a new request's stream goes on it without a connect). */
-  open(endpoint: string): Promise<ClientHttp2Session> | undefined {
-    const pending = this.#sessions.get(endpoint);
-    if (!pending || pending.session.closed || pending.session.destroyed) return undefined;
-    return pending.ready;
+  /**
+   * Asks a session whether its connection still carries frames, when a stream on it got no answer in time: a PING
+   * (RFC 9113 §6.7) not answered within pingTimeoutMs ends it, its streams cut and new ones on a new connection. A
+   * path that died without a word (a node's power cut, a relay gone quiet) kept its session, and each request sent
+   * on it waited out its timeout, for as long as requests came (each one kept the session from idling out).
+   */
+  check(session: ClientHttp2Session): void {
+    if (session.closed || session.destroyed || this.#pinging.has(session)) return;
+    this.#pinging.add(session);
+    const timer = setTimeout(() => {
+      this.#count("http2 backend session silent");
+      session.destroy(new LeafmeshError("PROXY_FAILED", `no answer to an HTTP/2 PING within ${this.#pingTimeoutMs} ms: the connection to the backend is dead`));
+    }, this.#pingTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      this.#pinging.delete(session);
+    };
+    // Called with an error when the session ends first; false: too many PINGs out already (one is enough).
+    if (!session.ping(done)) done();
   }
 
-  /** A session made on `stream` (the endpoint's new connection), once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
-  add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Promise<ClientHttp2Session> {
+  /** An open session to the endpoint with room for one more stream, if there is one (a new request's stream goes on it without a connect). */
+  open(endpoint: string): Http2Session | undefined {
+    for (const entry of this.#sessions.get(endpoint) ?? []) {
+      if (entry.session.closed || entry.session.destroyed) continue;
+      if (entry.streams < entry.limit) return entry;
+    }
+    return undefined;
+  }
+
+  /** Counts a stream on the session until the function is called (once). */
+  hold(entry: Http2Session): () => void {
+    entry.streams++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      entry.streams--;
+    };
+  }
+
+  /** A session made on `stream` (the endpoint's new connection), ready once the backend's SETTINGS came; a backend silent for `timeoutMs` fails it. */
+  add(endpoint: string, stream: Duplex, timeoutMs = 10_000): Http2Session {
     // A relayed tunnel stream is TLS over a JavaScript stream (the relay channel), on which Node's HTTP/2 fails an
     // assertion of its own and ends the process (node_http2.cc, is_write_in_progress): any stream but a plain
     // socket reaches HTTP/2 through a plain Duplex, as the listeners hand HTTP/2 their TLS sockets (replayed.ts).
     const transport = stream instanceof Socket && !(stream instanceof TLSSocket) ? stream : replayed(stream as Socket, Buffer.alloc(0));
-    const session = connect(`http://${endpoint}`, { createConnection: () => transport });
+    // No server push (RFC 9113 §8.4), as Envoy asks of its upstreams: the gateway reads none, and the pushed streams it
+    // accepted held their data and the session's window until the backend's answers stalled and failed.
+    const session = connect(`http://${endpoint}`, { createConnection: () => transport, settings: { enablePush: false } });
+    // HTTP/2 has no half-closed connection: the backend's FIN (its process gone, a restart, a close without GOAWAY)
+    // ends the session and cuts its streams. Node's HTTP/2 ends a session only on the socket's 'close', which a
+    // half-open connection (connectTcp's, a tunnel stream) never reaches on a FIN: the streams open on it, and every
+    // new one the session took, hung for ever.
+    transport.once("end", () => transport.destroy());
     const forget = () => {
-      if (this.#sessions.get(endpoint)?.session === session) this.#sessions.delete(endpoint);
+      const list = this.#sessions.get(endpoint)?.filter((entry) => entry.session !== session);
+      if (list?.length) this.#sessions.set(endpoint, list);
+      else this.#sessions.delete(endpoint);
     };
     // A backend's GOAWAY, a cut: streams already open end as the session says; new ones take a new session.
     session.on("goaway", forget);
@@ -93,17 +162,31 @@ export class Http2Sessions {
       session.once("close", failed);
     });
     ready.catch(() => undefined);
-    this.#sessions.set(endpoint, { session, ready });
-    return ready;
+    const entry: Http2Session = { session, ready, streams: 0, limit: streamsBeforeSettings };
+    // A backend may change its limit with any SETTINGS frame; Node's default (none said) is 2^32 - 1.
+    session.on("remoteSettings", (settings) => (entry.limit = settings.maxConcurrentStreams ?? 2 ** 32 - 1));
+    this.#sessions.set(endpoint, [...(this.#sessions.get(endpoint) ?? []), entry]);
+    return entry;
   }
 
   /** Sessions open, for tests and status. */
   get size(): number {
-    return this.#sessions.size;
+    let sessions = 0;
+    for (const list of this.#sessions.values()) sessions += list.length;
+    return sessions;
+  }
+
+  /** Closes gracefully the sessions to endpoints not in `endpoints` (their open streams finish first). */
+  retain(endpoints: ReadonlySet<string>): void {
+    for (const [endpoint, list] of this.#sessions) {
+      if (endpoints.has(endpoint)) continue;
+      this.#sessions.delete(endpoint);
+      for (const { session } of list) session.close();
+    }
   }
 
   closeAll(): void {
-    for (const { session } of this.#sessions.values()) session.destroy();
+    for (const list of this.#sessions.values()) for (const { session } of list) session.destroy();
     this.#sessions.clear();
   }
 }

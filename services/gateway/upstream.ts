@@ -43,6 +43,10 @@ export interface UpstreamOptions {
   maxAttempts?: number;
   /** @default 15_000 — an idle HTTP connection to a backend is ended after this (upstream-http.ts). */
   idleConnectionMs?: number;
+  /** @default 10_000 — an HTTP/2 endpoint whose SETTINGS have not come this long after its connect is failed (upstream-h2.ts). */
+  http2SettingsTimeoutMs?: number;
+  /** @default 5_000 — a session asked whether it lives (a stream on it unanswered in time) has this long to answer a PING (upstream-h2.ts). */
+  http2PingTimeoutMs?: number;
 }
 
 export interface Upstream {
@@ -63,7 +67,11 @@ export interface HttpUpstream extends Upstream {
 export interface Http2Upstream {
   session: ClientHttp2Session;
   endpoint: EndpointTarget;
+  /** A session open before this request: the backend may have closed it meanwhile (a request it refused is no failure then). */
+  reused: boolean;
   release(): void;
+  /** A stream on the session got no answer in time: asks the session whether its connection lives (a PING). */
+  suspect(): void;
 }
 
 /** No endpoint could be reached (or there is none): a gateway answers 503, or resets a TCP client. */
@@ -73,6 +81,31 @@ export class NoUpstreamError extends LeafmeshError {
     super("PROXY_FAILED", `${backend}: ${reason}`, cause === undefined ? undefined : { cause });
     this.reason = reason;
   }
+}
+
+/**
+ * `promise`, or a rejection once `signal` aborts: a request waiting for an HTTP/2 session (a backend's SETTINGS, up to
+ * 10 s) is answered at its route's deadline, as one waiting for a connect is, and gives up when its client leaves.
+ */
+function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  const gone = () => new LeafmeshError("PROXY_FAILED", "the request timed out or its client left while its HTTP/2 session was being made");
+  if (signal.aborted) return Promise.reject(gone());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(gone());
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => (signal.removeEventListener("abort", onAbort), resolve(value)),
+      (error: unknown) => (signal.removeEventListener("abort", onAbort), reject(error as Error)),
+    );
+  });
+}
+
+/** Both releases, in one call. */
+function both(first: () => void, second: () => void): () => void {
+  return () => {
+    first();
+    second();
+  };
 }
 
 export class BackendPools {
@@ -89,7 +122,7 @@ export class BackendPools {
   constructor(options: UpstreamOptions) {
     this.#options = options;
     this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
-    this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs);
+    this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs, options.http2PingTimeoutMs);
   }
 
   /** Balancers for exactly these Service ports, with the catalog's current endpoints and policies (kept state: picker positions). */
@@ -109,6 +142,13 @@ export class BackendPools {
       else this.#balancers.set(key, new ServicePortBalancer(plan, this.#options.shared));
     }
     this.#http2 = http2;
+    // An endpoint that left every backend (its EndpointSlice changed) is forgotten as Envoy forgets a removed host:
+    // its failures and ejection (one that comes back starts afresh; kept, they grew with every endpoint that ever
+    // failed), and its HTTP/2 session, closed gracefully (streams open on it finish; new ones go elsewhere).
+    const current = new Set<string>();
+    for (const balancer of this.#balancers.values()) for (const endpoint of balancer.plan.endpoints) current.add(endpoint.key);
+    this.#options.shared.outliers.retain(current);
+    this.#sessions.retain(current);
   }
 
   /** Whether the backend's Service port speaks HTTP/2 (gRPC): its requests go as HTTP/2 (upstream-h2.ts). */
@@ -118,32 +158,80 @@ export class BackendPools {
 
   /**
    * An HTTP/2 session to the endpoint the balancer picks, for one request: the endpoint's open session, or a new
-   * one on a new connection (made as `connect` makes it). Throws NoUpstreamError when none can be had.
+   * one on a new connection (made as `connect` makes it). An endpoint whose session fails before it is ready (no
+   * SETTINGS: a hung server, a port that does not speak HTTP/2; a GOAWAY or a close at once) is that endpoint's
+   * failure, as a refused connect is: counted towards its ejection, and the next endpoint tried. Throws
+   * NoUpstreamError when none can be had.
    */
   async connectHttp2(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }): Promise<Http2Upstream> {
     const balancer = this.#balancer(backend);
-    const endpoint = balancer.choose(hashKey, noneExcluded);
-    const open = endpoint && this.#sessions.open(endpoint.key);
-    if (open) {
-      const release = this.#hold(endpoint);
+    const exclude = new Set<string>();
+    let lastError: unknown;
+    for (let attempt = 0; attempt < (this.#options.maxAttempts ?? 4); attempt++) {
+      const endpoint = balancer.choose(hashKey, exclude);
+      if (!endpoint) break;
+      const open = this.#sessions.open(endpoint.key);
+      if (open) {
+        const release = both(this.#hold(endpoint), this.#sessions.hold(open));
+        try {
+          const session = await whileWanted(open.ready, abort.signal);
+          return { session, endpoint, release, reused: true, suspect: () => this.#sessions.check(session) };
+        } catch (error) {
+          // A session still being made when this request came, and it failed (its maker counted it), or the request's
+          // deadline passed or its client left meanwhile.
+          release();
+          if (abort.signal.aborted) throw error;
+          lastError = error;
+          exclude.add(endpoint.key);
+          continue;
+        }
+      }
+      const dialled = await this.#dialOne(backend, endpoint, abort, false);
+      if ("error" in dialled) {
+        lastError = dialled.error;
+        exclude.add(endpoint.key);
+        continue;
+      }
+      const upstream = dialled.upstream;
+      const made = this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs);
+      // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
+      made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+      const release = both(upstream.release, this.#sessions.hold(made));
       try {
-        return { session: await open, endpoint, release };
-      } catch {
-        release(); // it closed meanwhile: a new one below
+        const session = await whileWanted(made.ready, abort.signal);
+        return { session, endpoint, release, reused: false, suspect: () => this.#sessions.check(session) };
+      } catch (error) {
+        release();
+        if (abort.signal.aborted) throw error;
+        lastError = error;
+        exclude.add(endpoint.key);
       }
     }
-    const upstream = await this.#connectFrom(balancer, backend, hashKey, abort, endpoint);
-    try {
-      return { session: await this.#sessions.add(upstream.endpoint.key, upstream.stream), endpoint: upstream.endpoint, release: upstream.release };
-    } catch (error) {
-      upstream.release();
-      this.#options.count("http2 backend did not speak HTTP/2");
-      if (!this.#notHttp2.has(upstream.endpoint.key)) {
-        this.#notHttp2.add(upstream.endpoint.key);
-        this.#options.log.warn({ endpoint: upstream.endpoint.key, backend: backend.key, err: describeError(error) }, "the backend's Service port says HTTP/2 (appProtocol or a grpc-/http2- port name), but the endpoint did not speak it (h2c); its requests are answered 503");
-      }
-      throw new NoUpstreamError("no endpoint reachable", backend.key, error);
+    throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
+  }
+
+  #sessionFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
+    this.#options.count("http2 backend did not speak HTTP/2");
+    if (!this.#notHttp2.has(endpoint.key)) {
+      this.#notHttp2.add(endpoint.key);
+      this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "the backend's Service port says HTTP/2 (appProtocol or a grpc-/http2- port name), but the endpoint's h2c session failed before it was ready (no SETTINGS: a hung server or one that does not speak HTTP/2; or it closed at once); the next endpoint is tried");
     }
+    this.endpointFailed(backend, endpoint, error);
+  }
+
+  /**
+   * An HTTP exchange with the endpoint failed before its answer (a reset, a refused stream, the connection closed):
+   * the endpoint's failure, as a refused connect is (Envoy's consecutive gateway failures), towards its ejection.
+   */
+  endpointFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
+    if (!this.#options.shared.outliers.failure(endpoint.key)) return;
+    this.#options.count("endpoint ejected");
+    this.#options.log.warn({ endpoint: endpoint.key, backend: backend.key, err: describeError(error) }, "endpoint ejected after repeated failures (connects refused or timed out; requests reset, refused or not answered in time)");
+  }
+
+  /** The endpoint answered an HTTP request: its run of failures ends. */
+  endpointAnswered(endpoint: EndpointTarget): void {
+    this.#options.shared.outliers.success(endpoint.key);
   }
 
   /** Ready endpoints of a Service port, for status. */
@@ -200,7 +288,9 @@ export class BackendPools {
     const endpoint = balancer.choose(hashKey, noneExcluded);
     const idle = reuse && endpoint ? this.#idle.take(endpoint.key) : undefined;
     if (idle) return { stream: idle.stream, connection: idle, endpoint: endpoint!, release: this.#hold(endpoint!), reused: true };
-    return this.#connectFrom(balancer, backend, hashKey, abort, endpoint).then((upstream) => ({ ...upstream, connection: new HttpConnection(upstream.stream, upstream.endpoint.key, this.#idle) }));
+    // The endpoint's answer, not its connect, ends its run of failures: a server that accepts and then closes every
+    // connection unanswered is as dead as one that refuses them.
+    return this.#connectFrom(balancer, backend, hashKey, abort, endpoint, false).then((upstream) => ({ ...upstream, connection: new HttpConnection(upstream.stream, upstream.endpoint.key, this.#idle) }));
   }
 
   #balancer(backend: PlannedBackend): ServicePortBalancer {
@@ -224,34 +314,45 @@ export class BackendPools {
   }
 
   /** Dials `first`, then the balancer's next endpoints, one failed endpoint left out each time. */
-  async #connectFrom(balancer: ServicePortBalancer, backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first: EndpointTarget | undefined): Promise<Upstream> {
-    const { shared, count, log } = this.#options;
+  async #connectFrom(balancer: ServicePortBalancer, backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first: EndpointTarget | undefined, connectIsSuccess = true): Promise<Upstream> {
     const exclude = new Set<string>();
     let lastError: unknown;
     let endpoint = first;
     for (let attempt = 0; endpoint && attempt < (this.#options.maxAttempts ?? 4); attempt++) {
-      const release = this.#hold(endpoint);
-      try {
-        const stream = await this.#dial(endpoint, abort.signal);
-        shared.outliers.success(endpoint.key);
-        return { stream, endpoint, release, reused: false };
-      } catch (error) {
-        release();
-        if (abort.signal.aborted) throw error; // the client left: not the endpoint's fault
-        lastError = error;
-        exclude.add(endpoint.key);
-        count("backend connect failed");
-        const shortage = localShortageCode(error);
-        if (shortage) count(`backend connect failed: ${shortage}`);
-        // This node's (or the serving node's) own shortage of descriptors, memory or ports is no mark against the endpoint.
-        if (!shortage && shared.outliers.failure(endpoint.key)) {
-          count("endpoint ejected");
-          log.warn({ endpoint: endpoint.key, backend: backend.key, err: error }, "endpoint ejected after repeated connect failures");
-        }
-      }
+      const dialled = await this.#dialOne(backend, endpoint, abort, connectIsSuccess);
+      if ("upstream" in dialled) return dialled.upstream;
+      lastError = dialled.error;
+      exclude.add(endpoint.key);
       endpoint = balancer.choose(hashKey, exclude);
     }
     throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
+  }
+
+  /**
+   * A connection to one endpoint, or the error it failed with (counted, and reported to outlier ejection unless this
+   * node or the serving node ran short of descriptors, memory or ports); throws when the client left.
+   * `connectIsSuccess`: a connect ends the endpoint's run of failures (TCP, WebSocket); HTTP waits for an answer.
+   */
+  async #dialOne(backend: PlannedBackend, endpoint: EndpointTarget, abort: { readonly signal: AbortSignal }, connectIsSuccess: boolean): Promise<{ upstream: Upstream } | { error: unknown }> {
+    const { shared, count, log } = this.#options;
+    const release = this.#hold(endpoint);
+    try {
+      const stream = await this.#dial(endpoint, abort.signal);
+      if (connectIsSuccess) shared.outliers.success(endpoint.key);
+      return { upstream: { stream, endpoint, release, reused: false } };
+    } catch (error) {
+      release();
+      if (abort.signal.aborted) throw error; // the client left: not the endpoint's fault
+      count("backend connect failed");
+      const shortage = localShortageCode(error);
+      if (shortage) count(`backend connect failed: ${shortage}`);
+      // This node's (or the serving node's) own shortage of descriptors, memory or ports is no mark against the endpoint.
+      if (!shortage && shared.outliers.failure(endpoint.key)) {
+        count("endpoint ejected");
+        log.warn({ endpoint: endpoint.key, backend: backend.key, err: error }, "endpoint ejected after repeated connect failures");
+      }
+      return { error };
+    }
   }
 
   #dial(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {

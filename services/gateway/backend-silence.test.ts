@@ -1,0 +1,100 @@
+/**
+ * HTTP/2 backends that go quiet, behind routes with a 200 ms timeout, one gateway with the SETTINGS wait at its
+ * default (10 s) and a 300 ms PING wait: an endpoint that accepts and never sends SETTINGS, and one whose path
+ * goes silent under an open session (a relay on loopback that stops carrying bytes both ways, as a cut cable or a
+ * node without power leaves a connection: no FIN, no RST).
+ */
+import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Stream } from "node:http2";
+import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IndexFeed } from "../../bus/catalog-feed.ts";
+import { catalogKey } from "../../bus/catalog.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { freePort } from "../../test/support/ports.ts";
+import { normalizeObject } from "../controller/normalize.ts";
+import { createGatewayActor, type GatewayActor } from "./actor.ts";
+
+describe("HTTP/2 backends that go quiet", () => {
+  const sockets = new Set<Socket>();
+  const servers: (TcpServer | Http2Server)[] = [];
+  /** The relay's client sides whose bytes it no longer carries. */
+  const frozen = new Set<Socket>();
+  let gateway: GatewayActor;
+  let gatewayPort = 0;
+
+  const listen = async (server: TcpServer | Http2Server, host = "127.0.0.1") => {
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    return (server.address() as { port: number }).port;
+  };
+
+  beforeAll(async () => {
+    // Accepts, and never says a word (127.0.0.2; 127.0.0.1 on the same port refuses).
+    const silentPort = await listen(createTcpServer((socket) => (sockets.add(socket), socket.on("error", () => undefined))), "127.0.0.2");
+    const backend = createHttp2Server();
+    backend.on("stream", (stream: ServerHttp2Stream) => {
+      stream.on("error", () => undefined);
+      stream.respond({ ":status": 200 });
+      stream.end("alive");
+    });
+    const backendPort = await listen(backend);
+    const relayPort = await listen(
+      createTcpServer((client) => {
+        const server = connectTcp(backendPort, "127.0.0.1");
+        for (const socket of [client, server]) {
+          sockets.add(socket);
+          socket.on("error", () => undefined);
+        }
+        client.on("data", (chunk: Buffer) => frozen.has(client) || server.write(chunk));
+        server.on("data", (chunk: Buffer) => frozen.has(client) || client.write(chunk));
+      }),
+    );
+    gatewayPort = await freePort();
+    const namespace = "shop";
+    const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
+    const http: object[] = [];
+    for (const [index, [name, port, addresses]] of ([["waiting", silentPort, ["127.0.0.1", "127.0.0.2"]], ["relayed", relayPort, ["127.0.0.1"]]] as const).entries()) {
+      objects.push(
+        { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.82.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: "grpc" }] } },
+        { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: "grpc", port, protocol: "TCP" }] },
+      );
+      http.push({ match: [{ uri: { prefix: `/${name}/` } }], timeout: "200ms", route: [{ destination: { host: name, port: { number: 80 } } }] });
+    }
+    objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "quiet", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
+    const feed = new IndexFeed();
+    for (const object of objects) {
+      const result = normalizeObject(object);
+      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
+      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
+    }
+    gateway = createGatewayActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", access: () => undefined, backendTimeouts: { http2PingTimeoutMs: 300 } });
+    await gateway.start();
+  }, 30_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    for (const socket of sockets) socket.destroy();
+    for (const server of servers) await new Promise((resolve) => server.close(resolve));
+  });
+
+  const status = (path: string) =>
+    fetch(`http://127.0.0.1:${gatewayPort}${path}`, { signal: AbortSignal.timeout(5_000) }).then(
+      (answer) => answer.status,
+      (error: Error) => `no answer: ${error.message}`,
+    );
+
+  it("answers 504 at the route's deadline, not once the backend's SETTINGS wait (10 s) is over", async () => {
+    expect(await status("/waiting/Get")).toBe(504);
+  });
+
+  it("ends a session whose path went silent (its PING unanswered), and answers from a new one", async () => {
+    expect(await status("/relayed/Get")).toBe(200);
+    for (const socket of sockets) frozen.add(socket);
+    // Each request on the silent session waits out its 200 ms; once its PING went unanswered, a new connection.
+    const statuses: unknown[] = [];
+    for (let index = 0; index < 30 && statuses.at(-1) !== 200; index++) statuses.push(await status(`/relayed/Get${index}`));
+    expect(statuses.at(-1), JSON.stringify(statuses)).toBe(200);
+    expect(statuses[0]).toBe(504);
+    expect(gateway.stats().counters["http2 backend session silent"]).toBe(1);
+  });
+});
