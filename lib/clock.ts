@@ -57,6 +57,8 @@ export class ManualClock implements Clock {
 
   constructor(start = 0) {
     this.#now = start;
+    // Handed around as `clock.now` (nowIso(clock.now)), as systemClock's arrow functions are: bound, or `this` is lost.
+    this.now = this.now.bind(this);
   }
 
   now(): number {
