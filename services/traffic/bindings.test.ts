@@ -14,8 +14,10 @@ import type { ListenerBinding } from "../../bus/events.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { putService } from "../../test/support/traffic-catalog.ts";
+import { ManualClock } from "../../lib/clock.ts";
 import { busListenerSource } from "../proxier/listener-source.ts";
 import { createTrafficActor, type TrafficActor } from "./actor.ts";
+import { ListenerPublisher } from "./listener-publisher.ts";
 
 const byKey = (bindings: ListenerBinding[]) => [...bindings].sort((a, b) => a.key.localeCompare(b.key));
 
@@ -59,5 +61,26 @@ describe("traffic's listener bindings on the bus", () => {
     expect(traffic.listeners().find((binding) => binding.key === "lab/svc-7:main/TCP")?.clusterIPs).toEqual(["198.19.200.7"]);
     expect(byKey(source.listeners!())).toEqual(byKey(traffic.listeners()));
     source.close();
+  });
+
+  it("spaces generations by what sending one costs, not by encoding new listeners' bindings (done once each)", async () => {
+    const clock = new ManualClock();
+    const generations: number[] = [];
+    const unsubscribe = bus.subscribe({ actor: "traffic", event: "listeners" }, ({ payload }) => generations.push(payload.generation));
+    const binding = JSON.stringify({ key: "lab/a:main/TCP", protocol: "TCP", clusterIPs: ["198.19.0.1"], port: 80, listenerHost: "127.0.0.1", listenerPort: 1 });
+    // Bindings that take 60 ms to make, as 10,000 new listeners' encoding does: ten times that would be 600 ms.
+    const slowBindings = () => {
+      const until = performance.now() + 60;
+      while (performance.now() < until);
+      return [binding];
+    };
+    const publisher = new ListenerPublisher({ bus, clock, bindings: slowBindings, minIntervalMs: 100 });
+    publisher.publishNow();
+    publisher.request();
+    clock.advance(150);
+    await eventually(() => generations.length === 2, 5_000, "the second generation, 100 ms (the minimum) after the first");
+    expect(generations).toEqual([1, 2]);
+    publisher.stop();
+    unsubscribe();
   });
 });

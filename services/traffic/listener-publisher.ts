@@ -9,7 +9,7 @@
  * ~150 MB of write buffers waiting for the collector (bench/results/profiles,
  * issue 17). The first change after a quiet spell goes out at once; the
  * changes of a burst go out together at the end of the interval, which is at
- * least ten times what the last publication cost.
+ * least ten times what sending the last generation cost.
  *
  * ```ts
  * const publisher = new ListenerPublisher({ bus, clock, bindings: () => encodedBindings() });
@@ -68,8 +68,11 @@ export class ListenerPublisher {
       clock.clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    const started = performance.now();
     const all = this.#options.bindings();
+    // Timed from here: each listener's binding is encoded once per state (bindings.ts), whatever the rate; what
+    // every generation repeats, and the spacing bounds, is sending the whole set. Timed with the encoding, the
+    // generation after a burst of new listeners waited ten times their encoding: ~350 ms at 10,000 services.
+    const started = performance.now();
     const pageSize = this.#options.pageSize ?? 500;
     const pages = Math.max(1, Math.ceil(all.length / pageSize));
     this.#generation++;
