@@ -121,6 +121,8 @@ export interface AgentRuntime {
   readonly metrics: MetricsServer;
   /** With keys: the revocation list in force on this node. */
   readonly revocations: RevocationWatch | undefined;
+  /** How far the node reaches (its leaf link; under a site, the site's uplink), when it runs actors. */
+  readonly upstream: UpstreamState | undefined;
   status(): NodeStatus;
   stop(): Promise<void>;
 }
@@ -286,12 +288,14 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   }
 
   const started: StartedActor[] = [];
+  let upstreamState: UpstreamState | undefined;
   if ((config.actors ?? []).length > 0) {
     // The controller's own index: the actors of this process share it (other processes follow the bus).
     const feed = controller.feed;
     // The controller's view, in-process and at once (and under a site, whether the site reaches the cloud): the actors apply each service's partition policy with it.
     const watch = watchUpstream({ controller, connection, upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "controller" }) });
     const upstream = watch.state;
+    upstreamState = upstream;
     node.onStop(() => watch.stop(), "the upstream watch");
     for (const factory of config.actors ?? []) {
       const actor = await factory({ node: config.node, bus, connection, log, registry: node.metrics.registry, feed, revocations, upstream });
@@ -349,7 +353,7 @@ async function startAgentParts(config: AgentConfig, node: ServerProcess, upstrea
   node.serveStatus(status);
   log.info(`${role} ready`);
 
-  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, status, stop: () => node.stop() };
+  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, upstream: upstreamState, status, stop: () => node.stop() };
 }
 
 function stateOf(value: unknown): string {

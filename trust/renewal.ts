@@ -21,6 +21,7 @@ import { createPrivateKey, sign, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { UpstreamReach } from "../bus/partition.ts";
 import { certificateRenewalSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
@@ -48,6 +49,17 @@ export function renewalTime(validFrom: number, validTo: number, random: number):
   return issuedAt + life * renewAtFraction + life * jitterFraction * (2 * random - 1);
 }
 
+/**
+ * Why a request got no answer, in the words of what it waits for. Behind an edge site whose uplink is cut, or with
+ * the node's own leaf link down (its login refused once it is revoked), the request reaches no hub at all; before,
+ * each case was said as "no hub serves certificate renewal (the enrolling hub is down or not reached)".
+ */
+export function unansweredReason(error: string, reach: UpstreamReach | undefined): string {
+  if (reach === "none") return `this node's leaf link is down (its upstream not reached, or refusing its login: the fabric's lines say which), so the request reached no hub: ${error}`;
+  if (reach === "site") return `this node's site is cut off from the cloud: the request waits for the site's link to the hubs: ${error}`;
+  return /no responders/i.test(error) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${error}` : `the request got no answer: ${error}`;
+}
+
 export interface CertificateRenewal {
   /** The next time a renewal is due, or undefined when it has ended (refused for good). */
   readonly dueAt: number | undefined;
@@ -60,6 +72,8 @@ export function startCertificateRenewal(options: {
   node: string;
   bundleDir: string;
   log: Logger;
+  /** How far the node reaches now (its leaf link; under a site, the site's uplink): what an unanswered request waited for. */
+  reach?: () => UpstreamReach | undefined;
   now?: () => number;
   random?: () => number;
 }): CertificateRenewal {
@@ -119,7 +133,7 @@ export function startCertificateRenewal(options: {
     try {
       reply = await askOnce(pem, csr);
     } catch (error) {
-      failure = /no responders/i.test(describeError(error)) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${describeError(error)}` : `the request got no answer: ${describeError(error)}`;
+      failure = unansweredReason(describeError(error), options.reach?.());
     }
     if (stopped) return;
     if (reply && !reply.ok && finalRenewalRefusals.has(reply.code)) {
