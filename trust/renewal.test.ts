@@ -22,7 +22,7 @@ import { restartedInPlaceAt } from "../test/support/log-lines.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { readKeyState } from "./key-store.ts";
-import { renewalTime, unansweredReason } from "./renewal.ts";
+import { endedNote, renewalTime, unansweredReason } from "./renewal.ts";
 import { renewNodeCertificate, renewalSigningText } from "./renewal-service.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
 import { issueCertificate, makeCertificateRequest } from "./tls.ts";
@@ -49,6 +49,12 @@ describe("an unanswered renewal request", () => {
     expect(unansweredReason(noResponders, "site")).toMatch(/^this node's site is cut off from the cloud: the request waits for the site's link to the hubs: no responders/);
     expect(unansweredReason(noResponders, "cloud")).toMatch(/^no hub serves certificate renewal \(the enrolling hub, hub --enrol, is down or not reached\)/);
     expect(unansweredReason("TIMEOUT", undefined)).toBe("the request got no answer: TIMEOUT");
+  });
+
+  it("after the certificate ended, says it is renewed while the leaf link holds, and to join again only when it does not", () => {
+    expect(endedNote("site")).toContain("while this leaf link holds, it is renewed as soon as a hub answers");
+    expect(endedNote("site")).not.toContain("join it again");
+    expect(endedNote("none")).toContain("join it again with a token");
   });
 });
 
