@@ -49,6 +49,7 @@ describe("an unanswered renewal request", () => {
     expect(unansweredReason(noResponders, "site")).toMatch(/^this node's site is cut off from the cloud: the request waits for the site's link to the hubs: no responders/);
     expect(unansweredReason(noResponders, "cloud")).toMatch(/^no hub serves certificate renewal \(the enrolling hub, hub --enrol, is down or not reached\)/);
     expect(unansweredReason("TIMEOUT", undefined)).toBe("the request got no answer: TIMEOUT");
+    expect(unansweredReason("TIMEOUT", "cloud", "shop")).toMatch(/^no hub answered through site 'shop', which reaches the cloud: .*or this node is not one of the site's members/);
   });
 
   it("after the certificate ended, says it is renewed while the leaf link holds, and to join again only when it does not", () => {

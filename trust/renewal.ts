@@ -56,7 +56,10 @@ export function renewalTime(validFrom: number, validTo: number, random: number):
  * the node's own leaf link down (its login refused once it is revoked), the request reaches no hub at all; before,
  * each case was said as "no hub serves certificate renewal (the enrolling hub is down or not reached)".
  */
-export function unansweredReason(error: string, reach: UpstreamReach | undefined): string {
+export function unansweredReason(error: string, reach: UpstreamReach | undefined, site?: string): string {
+  // A site passes on only its members' traffic (one leaf remote per member: trust/site-security.ts); a node that joined
+  // with a token for the site is not one until the site is issued again with it, and reaches no hub through it.
+  if (reach === "cloud" && site) return `no hub answered through site '${site}', which reaches the cloud: the enrolling hub (hub --enrol) is down, or this node is not one of the site's members (a site passes on only its members' traffic: leafmesh keys issue-site --site ${site} --members …, with this node, and the bundle copied to its servers): ${error}`;
   if (reach === "none") return `this node's leaf link is down (its upstream not reached, or refusing its login: the fabric's lines say which), so the request reached no hub: ${error}`;
   if (reach === "site") return `this node's site is cut off from the cloud: the request waits for the site's link to the hubs: ${error}`;
   return /no responders/i.test(error) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${error}` : `the request got no answer: ${error}`;
@@ -91,6 +94,8 @@ export function startCertificateRenewal(options: {
    * and when it is back, a pending retry is asked at once instead of after its backoff (up to a minute).
    */
   upstream?: Pick<UpstreamState, "reach" | "onChange">;
+  /** The edge site the node attaches to (its --upstream-domain), when it does. */
+  site?: string;
   now?: () => number;
   random?: () => number;
 }): CertificateRenewal {
@@ -166,7 +171,7 @@ export function startCertificateRenewal(options: {
     try {
       reply = await askOnce(pem, csr);
     } catch (error) {
-      failure = unansweredReason(describeError(error), options.upstream?.reach);
+      failure = unansweredReason(describeError(error), options.upstream?.reach, options.site);
     }
     if (stopped) return;
     if (reply && !reply.ok && finalRenewalRefusals.has(reply.code)) {

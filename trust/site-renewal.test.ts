@@ -8,7 +8,9 @@
  * backoff, says that its site is cut off from the cloud (before, "no hub serves certificate renewal (the enrolling hub
  * is down or not reached)") and, once the certificate ended, that it is renewed while its link to the site holds
  * (before: "join it again with a token"); it is asked again as soon as the site reaches the cloud, renewed without a
- * restart, and its new leaf link to the site presents the new certificate.
+ * restart, and its new leaf link to the site presents the new certificate. A node that joined with a token for the
+ * site but was never made one of its members (the site passes on only its members' traffic) is told that this may be
+ * why no hub answers; before, "no hub serves certificate renewal" or a bare timeout.
  * A stolen node's credentials reach no renewal of another name through the site; a revoked node's login is refused
  * at the site, its renewal says that its leaf link is down, and the hub refuses to renew it even when asked with the
  * site's own user in the node's account.
@@ -42,6 +44,8 @@ let hubClient: NatsConnection;
 let site: SiteProcess;
 let siteLeafPort: number;
 let agent: AgentProcess;
+/** Joined with a token for site shop, but never made one of its members. */
+let stranger: AgentProcess;
 const uplink = (state: "up" | "down") => runChecked(["ip", "link", "set", "dev", `${lab.prefix}uplink`, state]);
 const renewalQueue = "leafmesh-renew";
 const enrolmentRow = async () => (await hub.view()).status.actors.find((actor) => actor.name === "enrolment")?.detail ?? {};
@@ -74,9 +78,10 @@ beforeAll(async () => {
   const sitePorts = await siteClusterPorts(1);
   siteLeafPort = sitePorts[0].leaf;
   const tokenFile = join(base, "token");
-  writeFileSync(tokenFile, await runCliOk("keys", "token", "--dir", keys, "--url", `tls://${hubAddress}:4222`, "--uses", "1", "--site", "shop"), { mode: 0o600 });
-  agent = await startAgentProcess({ node: "edge-j", hubs: [`tls://127.0.0.1:${siteLeafPort}`], joinFile: tokenFile, extraArgs: ["--mdns", "off", "--upstream-domain", "shop"] });
-  await eventually(() => agent.output().includes("node 'edge-j' joined the mesh"), 30_000, "edge-j's join");
+  writeFileSync(tokenFile, await runCliOk("keys", "token", "--dir", keys, "--url", `tls://${hubAddress}:4222`, "--uses", "2", "--site", "shop"), { mode: 0o600 });
+  const joinBehindSite = (node: string) => startAgentProcess({ node, hubs: [`tls://127.0.0.1:${siteLeafPort}`], joinFile: tokenFile, extraArgs: ["--mdns", "off", "--upstream-domain", "shop"] });
+  [agent, stranger] = await Promise.all([joinBehindSite("edge-j"), joinBehindSite("edge-m")]);
+  for (const joined of [agent, stranger]) await eventually(() => joined.output().includes(`node '${joined.name}' joined the mesh`), 30_000, `${joined.name}'s join`);
   await runCliOk("keys", "issue-site", "--dir", keys, "--site", "shop", "--members", "edge-j", "--servers", "shop-1", "--hosts", "127.0.0.1,localhost", "--hub", `tls://${hubAddress}:4222`);
   [site] = await startSiteCluster({ site: "shop", servers: ["shop-1"], upstreams: [`nats://${hubAddress}:7422`], ports: sitePorts, keys });
   await eventually(async () => (await rpcRequest(hubClient, "edge-j", rpc.status, undefined, 3_000)).node === "edge-j", 30_000, "edge-j answering the hub through its site");
@@ -120,6 +125,12 @@ describe.sequential("a joined node behind an edge site", () => {
     expect(renewedAt).toBeGreaterThan(Date.parse(first.validTo));
     expect(agent.child.exitCode).toBeNull();
   }, 240_000);
+
+  it("tells a node that joined for the site, but is not one of its members, why its renewal gets no answer", async () => {
+    await eventually(() => /this node's certificate was not renewed: no hub answered through site 'shop', which reaches the cloud: .*or this node is not one of the site's members \(a site passes on only its members' traffic: leafmesh keys issue-site --site shop --members …/.test(stranger.output()), 60_000, "edge-m's renewal said as maybe not a member");
+    expect(hub.output()).not.toContain("renewed the certificate of node 'edge-m'");
+    expect(stranger.child.exitCode).toBeNull();
+  }, 90_000);
 
   it("lets a stolen node's credentials reach no renewal of another name through the site, and answers its own only on its inbox", async () => {
     const bundle = join(agent.dataDir, "keys");
