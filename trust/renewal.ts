@@ -161,6 +161,7 @@ export function startCertificateRenewal(options: {
   const attemptOnce = async (tries: number) => {
     pendingRetry = undefined;
     if (stopped) return;
+    const reachAtStart = options.upstream?.reach;
     const pem = readFileSync(certFile, "utf8");
     const current = new X509Certificate(pem);
     log.info({ attempt: tries, ends: current.validTo }, `renewing this node's certificate (it ends ${new Date(current.validTo).toISOString()}): asking the enrolling hub`);
@@ -192,10 +193,13 @@ export function startCertificateRenewal(options: {
     } else if (reply && !reply.ok) {
       failure = `the enrolling hub refused it for now: ${reply.reason} (${reply.code})`;
     }
-    const delay = backoffMs(tries);
+    // The upstream came back while this attempt was on its way (no retry was pending to bring forward): soon, as then.
+    const cameBack = reachAtStart !== undefined && reachAtStart !== "cloud" && options.upstream?.reach === "cloud";
+    const delay = cameBack ? random() * upstreamBackJitterMs : backoffMs(tries);
     dueAt = now() + delay;
     const left = Date.parse(current.validTo) - now();
     log.warn({ attempt: tries, retryInMs: Math.round(delay), endsInMs: left }, `this node's certificate was not renewed: ${failure}; asking again in ${Math.round(delay / 1000)} s${left <= 0 ? endedNote(options.upstream?.reach) : ""}`);
+    if (cameBack) log.info({ attempt: tries + 1, retryInMs: Math.round(delay) }, `the upstream reaches the cloud again: asking for this node's certificate in ${Math.round(delay / 1000)} s`);
     retryAfter(delay, tries + 1);
   };
 
