@@ -39,7 +39,7 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
 const alongsideLab = [
   "trust/renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts", "test/peer-faults.test.ts",
   "trust/token-restored.test.ts", "test/slow-uplink-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "test/pmtu-blackhole-lab.test.ts",
-  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts",
+  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts", "trust/site-renewal.test.ts",
 ];
 
 /**

@@ -57,6 +57,22 @@ function connectHint(message: string, given: { credentials: boolean; tls: boolea
   return "Is the leafmesh hub or agent running there, and is that its client address?";
 }
 
+/**
+ * Refuses a client listen address that the process's own loopback-only user cannot reach its server on. A site's own
+ * process (its user of the mesh account) and the enrolling hub's enrolment service are allowed from 127.0.0.1 and
+ * ::1 only (trust/claims.ts, trust/enrolment-claims.ts), and a process reaches its server at its listen address: on a
+ * specific address it connects from that address, and nats-server refused it ("Bad src Ip"), which the process
+ * said as "Authorization Violation … is --keys of this mesh" and exited. A wildcard or loopback address is reached
+ * on loopback.
+ */
+export function checkLoopbackReachable(client: { host: string; port: number }, flag: string, why: string): void {
+  const host = client.host.replace(/^\[|\]$/g, "").toLowerCase();
+  const loopback = host === "0.0.0.0" || host === "::" || host === "::1" || host === "localhost" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  if (!loopback) {
+    throw new LeafmeshError("CONFIG_INVALID", `${flag} ${client.host}:${client.port}: ${why} connects to it from loopback only, and on a specific address it would connect from that address, which the server refuses. Listen on 0.0.0.0:${client.port} (or [::]), or on 127.0.0.1:${client.port}`);
+  }
+}
+
 /** The URL a process uses to reach the server it runs: a wildcard listen address is reached on loopback. */
 export function localClientUrl(client: { host: string; port: number }): string {
   const host = client.host === "0.0.0.0" || client.host === "::" ? "127.0.0.1" : client.host.includes(":") ? `[${client.host}]` : client.host;

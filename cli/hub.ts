@@ -2,7 +2,7 @@
 import { commandSummaries } from "./command-list.ts";
 import { resolve } from "node:path";
 import { removeDepartedHubs } from "../roles/hub-replaces.ts";
-import { localClientUrl } from "../bus/connect.ts";
+import { checkLoopbackReachable, localClientUrl } from "../bus/connect.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startHub } from "../roles/hub.ts";
@@ -144,6 +144,7 @@ given each other's --routes form one JetStream cluster.`,
     const certificateDays = nodeCertificateDays(options.nodeCertValidity);
     if (options.enrol) {
       if (!keys) throw new LeafmeshError("CONFIG_INVALID", "--enrol needs --keys: the hub issues joining nodes from the mesh's keys directory");
+      checkLoopbackReachable(options.listen, "--listen", "with --enrol, the hub's enrolment service (a loopback-only user of the enrol account)");
       // Before the security is loaded: the client port must trust the enrolment CA from the start.
       enrolAccounts = await prepareEnrolment(keys);
     }

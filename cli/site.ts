@@ -1,5 +1,6 @@
 /** `leafmesh site`: an edge site's NATS server(s): a leaf of the hubs that its agents attach to. */
 import { commandSummaries } from "./command-list.ts";
+import { checkLoopbackReachable } from "../bus/connect.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
@@ -55,6 +56,8 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
     const dataDir = dataDirectory(options.data, "site");
     const log = createLogger({ level: options.logLevel });
     const siteSecurity = resolveSiteSecurity({ keys: options.keys, insecure: options.insecure }, options.name, options.server ?? options.name, dataDir, log);
+    // Its own process uses the site bundle's loopback-only user (local.creds); agents use the leaf port, not this one.
+    if (siteSecurity) checkLoopbackReachable(options.listen, "--listen", "with --keys, the site's own process (the site bundle's loopback-only user)");
     const site = await startAgent({
       siteSecurity,
       role: "site",

@@ -179,7 +179,8 @@ export function renderHubConfig(options: HubServerOptions): string {
     ...commonLines(options, hubDomain),
     `leafnodes {`,
     `  listen: ${hostPort(options.leaf)}`,
-    // docs/nats-facts.md: advertised leafnode URLs make leafs bypass the address they were given.
+    // docs/nats-facts.md: advertised leafnode URLs make leafs bypass the address they were given. This stops the
+    // cluster peers' URLs only: nats-server 2.9.10 still sends the hub's own leaf address.
     `  no_advertise: true`,
     ...(options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `}`,

@@ -21,6 +21,7 @@ import { endsDetail, endsState, loadedEnds, type Ending } from "../trust/ends.ts
 import { RelayChoice } from "./relay-choice.ts";
 import { watchStore } from "../nats/store-watchdog.ts";
 import type { ActorFactory, AgentConfig, AgentRuntime, StartedActor } from "./agent.ts";
+import type { UpstreamState } from "../bus/partition.ts";
 
 export async function startAgentParts(
   config: AgentConfig,
@@ -110,6 +111,7 @@ export async function startAgentParts(
   }
 
   const started: StartedActor[] = [];
+  let upstreamState: UpstreamState | undefined;
   const factories = await loadActors();
   if (factories.length > 0) {
     // The controller's own index: the actors of this process share it (other processes follow the bus).
@@ -117,6 +119,7 @@ export async function startAgentParts(
     // The controller's view, in-process and at once (and under a site, whether the site reaches the cloud): the actors apply each service's partition policy with it.
     const watch = watchUpstream({ controller, connection, upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "controller" }) });
     const upstream = watch.state;
+    upstreamState = upstream;
     node.onStop(() => watch.stop(), "the upstream watch");
     for (const factory of factories) {
       const actor = await factory({ node: config.node, bus, connection, log, registry: node.metrics.registry, feed, revocations, upstream });
@@ -174,7 +177,7 @@ export async function startAgentParts(
   node.serveStatus(status);
   log.info(`${role} ready`);
 
-  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, status, stop: () => node.stop() };
+  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, upstream: upstreamState, status, stop: () => node.stop() };
 }
 
 function stateOf(value: unknown): string {

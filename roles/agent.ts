@@ -115,6 +115,8 @@ export interface AgentRuntime {
   readonly metrics: MetricsServer;
   /** With keys: the revocation list in force on this node. */
   readonly revocations: RevocationWatch | undefined;
+  /** How far the node reaches (its leaf link; under a site, the site's uplink), when it runs actors. */
+  readonly upstream: UpstreamState | undefined;
   status(): NodeStatus;
   stop(): Promise<void>;
 }

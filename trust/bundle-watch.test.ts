@@ -135,6 +135,20 @@ describe("a node's bundle replaced on disk", () => {
     expect(ending()[1]).toMatch(/^node edge-b's certificate ends in 8 days/);
   });
 
+  it("tells a node that joined with a token that its renewal has not got through, not to issue a bundle it cannot be given", async () => {
+    const running = copyOfBundle("edge-b");
+    writeFileSync(join(running, "joined.json"), `${JSON.stringify({ node: "edge-b", token: "d13d8d7403f4", tags: [] })}\n`);
+    const ends = Date.parse(new X509Certificate(readFileSync(join(running, "node.crt"))).validTo);
+    const { log, lines } = capture();
+    watches.push(watchBundle({ files: filesIn(running), node: "edge-b", log, intervalMs: 20, now: () => ends - 10 * 86_400_000, onReplaced: () => undefined }));
+    await sleep(100);
+    const said = lines.filter((line) => line.level === 40).map((line) => line.msg);
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(/^node edge-b's certificate ends in 10 days: peers refuse it from then on\. It joined with a token and renews its certificate itself/);
+    expect(said[0]).toContain(`remove ${running} and start it again with a join token`);
+    expect(said[0]).not.toContain("keys issue");
+  });
+
   it("says when NATS credentials issued with an expiry end within 30 days", async () => {
     const running = copyOfBundle("edge-b");
     await issueNode({ dir: keys, node: "edge-c", expires: Math.floor((Date.now() + 20 * 86_400_000) / 1000) });

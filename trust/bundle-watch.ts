@@ -20,7 +20,7 @@
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import { readCredsClaims } from "./denials.ts";
@@ -155,6 +155,17 @@ function watchReplacedFiles(options: {
   };
 }
 
+/**
+ * What to do about a node's certificate that ends soon. A node that joined with a token (joined.json beside its
+ * creds) has no bundle anyone can issue again: it renews its certificate itself (trust/renewal.ts), so one that
+ * ends within 30 days means its renewal has not got through; before, it was told to issue its bundle again.
+ */
+function renewAdvice(files: { creds: string }, node: string): string {
+  const bundle = dirname(files.creds);
+  if (!existsSync(join(bundle, "joined.json"))) return `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`;
+  return `It joined with a token and renews its certificate itself, through its leaf link, from two thirds of its life: its renewal lines in this log say why it has not (the enrolling hub, hub --enrol, away or not reached). Once it has ended the hubs refuse it: revoke it (leafmesh keys revoke --node ${node} --hub …), remove ${bundle} and start it again with a join token.`;
+}
+
 export function watchBundle(options: BundleWatchOptions): { stop(): void } {
   const now = options.now ?? Date.now;
   const { files, node } = options;
@@ -164,7 +175,7 @@ export function watchBundle(options: BundleWatchOptions): { stop(): void } {
     what: `node ${node}`,
     certFile: files.cert,
     credsFile: files.creds,
-    renew: `Issue its bundle again (leafmesh keys issue --node ${node} --rotate) and put it where the old one is: the node starts again with it.`,
+    renew: renewAdvice(files, node),
     problem: () => bundleProblem(files, node, loadedCaPem, now),
     onReplaced: options.onReplaced,
     log: options.log,

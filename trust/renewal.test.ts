@@ -22,7 +22,7 @@ import { restartedInPlaceAt } from "../test/support/log-lines.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { readKeyState } from "./key-store.ts";
-import { renewalTime } from "./renewal.ts";
+import { endedNote, renewalTime, unansweredReason } from "./renewal.ts";
 import { renewNodeCertificate, renewalSigningText } from "./renewal-service.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
 import { issueCertificate, makeCertificateRequest } from "./tls.ts";
@@ -39,6 +39,23 @@ describe("when a certificate is renewed", () => {
     expect(Math.abs(renewalTime(start, issued + life, 0.75) - (issued + (life * 2) / 3 + life / 40))).toBeLessThan(1);
     // A two-minute certificate: 80 s after its issue, not a week of backdating later.
     expect(renewalTime(start, issued + 120_000, 0.5)).toBe(issued + 80_000);
+  });
+});
+
+describe("an unanswered renewal request", () => {
+  it("is said as what it waits for: the node's leaf link, its site's uplink, or an enrolling hub", () => {
+    const noResponders = "no responders: 'mesh.edge-j.trust.renew-certificate'";
+    expect(unansweredReason(noResponders, "none")).toMatch(/^this node's leaf link is down \(its upstream not reached, or refusing its login/);
+    expect(unansweredReason(noResponders, "site")).toMatch(/^this node's site is cut off from the cloud: the request waits for the site's link to the hubs: no responders/);
+    expect(unansweredReason(noResponders, "cloud")).toMatch(/^no hub serves certificate renewal \(the enrolling hub, hub --enrol, is down or not reached\)/);
+    expect(unansweredReason("TIMEOUT", undefined)).toBe("the request got no answer: TIMEOUT");
+    expect(unansweredReason("TIMEOUT", "cloud", "shop")).toMatch(/^no hub answered through site 'shop', which reaches the cloud: .*or this node is not one of the site's members/);
+  });
+
+  it("after the certificate ended, says it is renewed while the leaf link holds, and to join again only when it does not", () => {
+    expect(endedNote("site")).toContain("while this leaf link holds, it is renewed as soon as a hub answers");
+    expect(endedNote("site")).not.toContain("join it again");
+    expect(endedNote("none")).toContain("join it again with a token");
   });
 });
 

@@ -21,6 +21,7 @@ import { createPrivateKey, sign, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { UpstreamReach, UpstreamState } from "../bus/partition.ts";
 import { certificateRenewalSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
@@ -36,6 +37,8 @@ export const renewAtFraction = 2 / 3;
 const jitterFraction = 1 / 20;
 /** @default 2 s, doubling to 60 s — asked again while no hub answers. */
 export const renewalBackoff = { minMs: 2_000, maxMs: 60_000 };
+/** @default up to 5 s — once the upstream reaches the cloud again, a pending retry is asked within this (a site's nodes spread over it). */
+export const upstreamBackJitterMs = 5_000;
 /** @default 10 s — one request's wait for the hub's answer (it signs with openssl: well under a second). */
 const requestTimeoutMs = 10_000;
 /** setTimeout's longest delay (2^31-1 ms, ~24.8 days): a longer wait is taken in steps. */
@@ -46,6 +49,32 @@ export function renewalTime(validFrom: number, validTo: number, random: number):
   const issuedAt = Math.min(validTo, validFrom + certificateBackdateMs);
   const life = Math.max(0, validTo - issuedAt);
   return issuedAt + life * renewAtFraction + life * jitterFraction * (2 * random - 1);
+}
+
+/**
+ * Why a request got no answer, in the words of what it waits for. Behind an edge site whose uplink is cut, or with
+ * the node's own leaf link down (its login refused once it is revoked), the request reaches no hub at all; before,
+ * each case was said as "no hub serves certificate renewal (the enrolling hub is down or not reached)".
+ */
+export function unansweredReason(error: string, reach: UpstreamReach | undefined, site?: string): string {
+  // A site passes on only its members' traffic (one leaf remote per member: trust/site-security.ts); a node that joined
+  // with a token for the site is not one until the site is issued again with it, and reaches no hub through it.
+  if (reach === "cloud" && site) return `no hub answered through site '${site}', which reaches the cloud: the enrolling hub (hub --enrol) is down, or this node is not one of the site's members (a site passes on only its members' traffic: leafmesh keys issue-site --site ${site} --members …, with this node, and the bundle copied to its servers): ${error}`;
+  if (reach === "none") return `this node's leaf link is down (its upstream not reached, or refusing its login: the fabric's lines say which), so the request reached no hub: ${error}`;
+  if (reach === "site") return `this node's site is cut off from the cloud: the request waits for the site's link to the hubs: ${error}`;
+  return /no responders/i.test(error) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${error}` : `the request got no answer: ${error}`;
+}
+
+/**
+ * What an ended certificate means for the renewal. A leaf link that holds (a TLS session is checked at its handshake
+ * only: behind a site cut off from the cloud, the node's link to its site stays up) still carries the renewal once a
+ * hub answers, and the hub renews a current certificate that has ended; only a leaf that must dial again is refused.
+ * Before, every ended certificate was said as "join it again with a token", which also took a node that would have
+ * renewed by itself once its site's uplink came back.
+ */
+export function endedNote(reach: UpstreamReach | undefined): string {
+  if (reach === "site" || reach === "cloud") return " (it has ended: peers refuse this node's tunnel, and its upstream refuses its leaf if it must dial again; while this leaf link holds, it is renewed as soon as a hub answers)";
+  return " (it has ended: the hubs refuse this node's leaf until it is renewed, which needs the leaf: join it again with a token)";
 }
 
 export interface CertificateRenewal {
@@ -60,6 +89,13 @@ export function startCertificateRenewal(options: {
   node: string;
   bundleDir: string;
   log: Logger;
+  /**
+   * How far the node reaches (its leaf link; under a site, the site's uplink): what an unanswered request waited for,
+   * and when it is back, a pending retry is asked at once instead of after its backoff (up to a minute).
+   */
+  upstream?: Pick<UpstreamState, "reach" | "onChange">;
+  /** The edge site the node attaches to (its --upstream-domain), when it does. */
+  site?: string;
   now?: () => number;
   random?: () => number;
 }): CertificateRenewal {
@@ -71,6 +107,21 @@ export function startCertificateRenewal(options: {
   const caFile = join(bundleDir, "ca.crt");
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** The attempt a backoff waits to make, while one does. */
+  let pendingRetry: number | undefined;
+  const retryAfter = (delay: number, tries: number) => {
+    pendingRetry = tries;
+    wait(delay, () => attempt(tries));
+  };
+  const upstreamWatch = options.upstream?.onChange((reach) => {
+    if (reach !== "cloud" || pendingRetry === undefined || stopped) return;
+    const tries = pendingRetry;
+    if (timer) clearTimeout(timer);
+    const delay = random() * upstreamBackJitterMs;
+    dueAt = now() + delay;
+    log.info({ attempt: tries, retryInMs: Math.round(delay) }, `the upstream reaches the cloud again: asking for this node's certificate in ${Math.round(delay / 1000)} s`);
+    retryAfter(delay, tries);
+  });
   let dueAt: number | undefined;
 
   const wait = (ms: number, then: () => void) => {
@@ -104,11 +155,13 @@ export function startCertificateRenewal(options: {
       const delay = backoffMs(tries);
       dueAt = now() + delay;
       log.error({ attempt: tries, retryInMs: Math.round(delay), err: describeError(error) }, `this node's certificate was not renewed: ${describeError(error)}; asking again in ${Math.round(delay / 1000)} s`);
-      wait(delay, () => attempt(tries + 1));
+      retryAfter(delay, tries + 1);
     });
 
   const attemptOnce = async (tries: number) => {
+    pendingRetry = undefined;
     if (stopped) return;
+    const reachAtStart = options.upstream?.reach;
     const pem = readFileSync(certFile, "utf8");
     const current = new X509Certificate(pem);
     log.info({ attempt: tries, ends: current.validTo }, `renewing this node's certificate (it ends ${new Date(current.validTo).toISOString()}): asking the enrolling hub`);
@@ -119,7 +172,7 @@ export function startCertificateRenewal(options: {
     try {
       reply = await askOnce(pem, csr);
     } catch (error) {
-      failure = /no responders/i.test(describeError(error)) ? `no hub serves certificate renewal (the enrolling hub, hub --enrol, is down or not reached): ${describeError(error)}` : `the request got no answer: ${describeError(error)}`;
+      failure = unansweredReason(describeError(error), options.upstream?.reach, options.site);
     }
     if (stopped) return;
     if (reply && !reply.ok && finalRenewalRefusals.has(reply.code)) {
@@ -140,11 +193,14 @@ export function startCertificateRenewal(options: {
     } else if (reply && !reply.ok) {
       failure = `the enrolling hub refused it for now: ${reply.reason} (${reply.code})`;
     }
-    const delay = backoffMs(tries);
+    // The upstream came back while this attempt was on its way (no retry was pending to bring forward): soon, as then.
+    const cameBack = reachAtStart !== undefined && reachAtStart !== "cloud" && options.upstream?.reach === "cloud";
+    const delay = cameBack ? random() * upstreamBackJitterMs : backoffMs(tries);
     dueAt = now() + delay;
     const left = Date.parse(current.validTo) - now();
-    log.warn({ attempt: tries, retryInMs: Math.round(delay), endsInMs: left }, `this node's certificate was not renewed: ${failure}; asking again in ${Math.round(delay / 1000)} s${left <= 0 ? " (it has ended: the hubs refuse this node's leaf until it is renewed, which needs the leaf: join it again with a token)" : ""}`);
-    wait(delay, () => attempt(tries + 1));
+    log.warn({ attempt: tries, retryInMs: Math.round(delay), endsInMs: left }, `this node's certificate was not renewed: ${failure}; asking again in ${Math.round(delay / 1000)} s${left <= 0 ? endedNote(options.upstream?.reach) : ""}`);
+    if (cameBack) log.info({ attempt: tries + 1, retryInMs: Math.round(delay) }, `the upstream reaches the cloud again: asking for this node's certificate in ${Math.round(delay / 1000)} s`);
+    retryAfter(delay, tries + 1);
   };
 
   const schedule = () => {
@@ -163,6 +219,7 @@ export function startCertificateRenewal(options: {
     },
     stop() {
       stopped = true;
+      upstreamWatch?.();
       if (timer) clearTimeout(timer);
     },
   };

@@ -12,6 +12,12 @@ import { parseCreds, fromSeed } from "@nats-io/jwt";
 
 export interface RogueLeaf {
   publish(subject: string, payload: string, reply?: string): void;
+  /**
+   * A message for the named queue groups (`LMSG <subject> + <reply> <queue>… <size>`): a server delivers a message
+   * from a leaf to queue subscribers only of the groups it names (the sending server picked them), so without this a
+   * queue subscriber (a hub's service) never hears it.
+   */
+  publishToQueues(subject: string, queues: string[], payload: string, reply?: string): void;
   /** A message with NATS headers (`HMSG` on a leaf connection), e.g. `{ "Nats-Rollup": "all" }`. */
   publishWithHeaders(subject: string, headers: Record<string, string>, payload: string, reply?: string): void;
   subscribe(subject: string): void;
@@ -28,6 +34,8 @@ export interface RogueLeaf {
 
 export async function connectRogueLeaf(options: {
   port: number;
+  /** @default 127.0.0.1 */
+  host?: string;
   creds: string;
   cert: string;
   key: string;
@@ -37,7 +45,7 @@ export async function connectRogueLeaf(options: {
 }): Promise<RogueLeaf> {
   const creds = await parseCreds(readFileSync(options.creds));
   // nats-server 2.9 sends INFO in plaintext first, then expects the TLS handshake.
-  const plain = tcpConnect({ host: "127.0.0.1", port: options.port });
+  const plain = tcpConnect({ host: options.host ?? "127.0.0.1", port: options.port });
   const infoLine = await new Promise<string>((resolve, reject) => {
     let text = "";
     plain.once("error", reject);
@@ -107,6 +115,9 @@ export async function connectRogueLeaf(options: {
     closed,
     publish(subject, payload, reply) {
       socket.write(`LMSG ${subject}${reply ? ` ${reply}` : ""} ${Buffer.byteLength(payload)}\r\n${payload}\r\n`);
+    },
+    publishToQueues(subject, queues, payload, reply) {
+      socket.write(`LMSG ${subject} ${reply ? `+ ${reply}` : "|"} ${queues.join(" ")} ${Buffer.byteLength(payload)}\r\n${payload}\r\n`);
     },
     publishWithHeaders(subject, headers, payload, reply) {
       const block = `NATS/1.0\r\n${Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("")}\r\n`;
