@@ -11,7 +11,7 @@
  *
  * ```ts
  * serveTlsOverNats(nats, "rbh1", identity, [sinkPort, echoPort]);             // on the receiving node
- * const socket = await openTlsOverNats(nats, "rah1", "rbh1", sinkPort);        // on the sender: a TLS socket
+ * const socket = await openTlsOverNats(nats, "rah1", "rbh1", sinkPort, identity); // on the sender: a TLS socket
  * ```
  */
 import { randomBytes } from "node:crypto";
@@ -74,7 +74,8 @@ export function serveTlsOverNats(nats: NatsConnection, node: string, identity: N
       const { id, from, port } = JSON.parse(new TextDecoder().decode(message.data)) as { id: string; from: string; port: number };
       if (!targets.includes(port) || !/^[0-9a-f]{12}$/.test(id) || !/^[a-z0-9-]+$/.test(from)) return;
       const carrier = new NatsDuplex(nats, dataSubject(from, id), dataSubject(node, id));
-      const socket = new TLSSocket(carrier, { isServer: true, cert: identity.certPem, key: identity.keyPem, minVersion: "TLSv1.3", allowHalfOpen: true } as ConstructorParameters<typeof TLSSocket>[1]);
+      // Mutual, as leafmesh's relayed TLS streams are: the client's certificate asked for and checked against the mesh CA.
+      const socket = new TLSSocket(carrier, { isServer: true, cert: identity.certPem, key: identity.keyPem, ca: identity.caPem, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3", allowHalfOpen: true } as ConstructorParameters<typeof TLSSocket>[1]);
       socket.on("error", () => carrier.destroy());
       const local = netConnect({ host: "127.0.0.1", port, noDelay: true });
       joinStreams(socket, local);
@@ -85,15 +86,16 @@ export function serveTlsOverNats(nats: NatsConnection, node: string, identity: N
 }
 
 /** The sending node: a TLS 1.3 client socket over NATS to `to`'s serveTlsOverNats. */
-export async function openTlsOverNats(nats: NatsConnection, from: string, to: string, port: number): Promise<TLSSocket> {
+export async function openTlsOverNats(nats: NatsConnection, from: string, to: string, port: number, identity: NodeIdentity): Promise<TLSSocket> {
   const id = randomBytes(6).toString("hex");
   const carrier = new NatsDuplex(nats, dataSubject(to, id), dataSubject(from, id));
   await nats.flush();
   await nats.request(openSubject(to), new TextEncoder().encode(JSON.stringify({ id, from, port })), { timeout: 10_000 });
   return new Promise((resolve, reject) => {
-    // A ceiling measure only: the certificate is the lab node's, not checked here.
-    // allowHalfOpen reaches the TLSSocket though the typings omit it (as in services/tunnel/tls-streams.ts).
-    const options: ConnectionOptions & { allowHalfOpen: boolean } = { socket: carrier, rejectUnauthorized: false, minVersion: "TLSv1.3", allowHalfOpen: true };
+    // The node's own certificate presented, the server's checked against the mesh CA: the handshake leafmesh pays
+    // (its name check, a string compare, left out). allowHalfOpen reaches the TLSSocket though the typings omit it
+    // (as in services/tunnel/tls-streams.ts).
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = { socket: carrier, cert: identity.certPem, key: identity.keyPem, ca: identity.caPem, rejectUnauthorized: true, checkServerIdentity: () => undefined, minVersion: "TLSv1.3", allowHalfOpen: true };
     const socket = tlsConnect(options);
     socket.setNoDelay(true);
     socket.once("secureConnect", () => resolve(socket));

@@ -42,17 +42,19 @@ export const tlsEchoPort = 7012;
 
 /** TLS in front of a local port: decrypt, then joined to 127.0.0.1:target both ways. */
 function tlsSpliceServer(identity: NodeIdentity, target: number) {
-  return createTlsServer({ cert: identity.certPem, key: identity.keyPem, minVersion: "TLSv1.3", allowHalfOpen: true }, (socket) => {
+  // Mutual, as leafmesh's TLS streams are (docs/trust.md): the client's certificate asked for and checked against the mesh CA.
+  return createTlsServer({ cert: identity.certPem, key: identity.keyPem, ca: identity.caPem, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3", allowHalfOpen: true }, (socket) => {
     const local = netConnect({ host: "127.0.0.1", port: target, noDelay: true });
     socket.setNoDelay(true);
     joinStreams(socket, local);
   });
 }
 
-function tlsConnectRaw(host: string, port: number): Promise<Duplex> {
+function tlsConnectRaw(identity: NodeIdentity, host: string, port: number): Promise<Duplex> {
   return new Promise((resolve, reject) => {
-    // A ceiling measure only: the certificate is the lab node's, not checked here.
-    const socket = tlsConnect({ host, port, rejectUnauthorized: false, minVersion: "TLSv1.3" });
+    // The node's own certificate presented, the server's checked against the mesh CA: the handshake leafmesh pays
+    // (its name check, a string compare, left out).
+    const socket = tlsConnect({ host, port, cert: identity.certPem, key: identity.keyPem, ca: identity.caPem, rejectUnauthorized: true, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" });
     socket.setNoDelay(true);
     socket.once("secureConnect", () => resolve(socket));
     socket.once("error", reject);
@@ -266,10 +268,10 @@ if (mode === "observer") {
             const open = (port: number) =>
               raw
                 ? tls
-                  ? tlsConnectRaw(host, port === echoPort ? tlsEchoPort : tlsSinkPort)
+                  ? tlsConnectRaw(identity!, host, port === echoPort ? tlsEchoPort : tlsSinkPort)
                   : rawConnect(host, port === echoPort ? rawEchoPort : port)
                 : overNats
-                  ? openTlsOverNats(nats, node, request.node!, port)
+                  ? openTlsOverNats(nats, node, request.node!, port, identity!)
                   : tunnel.openStream(request.node!, { host: "127.0.0.1", port, protocol: "TCP" });
             const kind = raw ? (tls ? "node-tls" : "raw") : overNats ? "node-tls-over-nats" : tunnel.pathTo(request.node!);
             if (request.op === "throughput") return reply({ id: request.id, ok: true, mbps: await throughput(await open(sinkPort), request.bytes ?? 32 * 1024 * 1024), kind });
