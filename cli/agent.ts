@@ -15,6 +15,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
+import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 // What the flags need, from the modules that define it; the actors and the trust watches load once the node's
 // nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
@@ -203,39 +204,42 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     const socksClientRanges = socksClientsFor(options.socks, options.socksClients);
     const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
+    // Checked now (a bad --gateway address or access log is said before anything starts); the actors' modules load
+    // once the node's nats-server is spawned (roles/agent.ts).
+    const actorOptions: AgentActorOptions = {
+      proxyHost: options.proxyHost,
+      intercept: options.intercept,
+      dns: options.dns,
+      clusterDomain: options.clusterDomain,
+      socks: options.socks,
+      socksClients: socksClientRanges,
+      proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
+      socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
+      gateway: options.gateway === "off" ? undefined : { host: gatewayHost(options.gateway), labels: nodeLabels, accessLog: gatewayAccessLog(options.gatewayAccessLog) },
+      upstreams: options.upstream,
+      tunnel: psk
+        ? {
+            psk,
+            listen: options.tunnelListen,
+            site,
+            region: options.region,
+            observer: options.observer,
+            mdns: options.mdns === "on",
+            ways: options.tunnelWays,
+            identity: security ? nodeIdentityPems(security) : undefined,
+            // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
+            tlsStreams: security ? options.tunnelTls : undefined,
+            hubs: options.hub,
+            maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
+            maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
+            // The node keeps its peer id across restarts: peers' paths stay bound to it.
+            keyFile: join(dataDir, "tunnel", "peer.key"),
+          }
+        : undefined,
+    };
     const agent = await startAgent({
       security,
-      actors: async () => (await import("../roles/agent-actors.ts")).agentActors({
-        proxyHost: options.proxyHost,
-        intercept: options.intercept,
-        dns: options.dns,
-        clusterDomain: options.clusterDomain,
-        socks: options.socks,
-        socksClients: socksClientRanges,
-        proxyLimits: { maxConnections: options.proxyMaxConnections, maxOpening: options.proxyMaxOpening, maxPerClient: options.proxyMaxPerClient, maxWaiting: options.proxyQueue, waitTimeoutMs: options.proxyQueueTimeout },
-        socksLimits: { maxConnections: options.socksMaxConnections, maxPerClient: options.socksMaxPerClient },
-        gateway: options.gateway === "off" ? undefined : { host: gatewayHost(options.gateway), labels: nodeLabels, accessLog: gatewayAccessLog(options.gatewayAccessLog) },
-        upstreams: options.upstream,
-        tunnel: psk
-          ? {
-              psk,
-              listen: options.tunnelListen,
-              site,
-              region: options.region,
-              observer: options.observer,
-              mdns: options.mdns === "on",
-              ways: options.tunnelWays,
-              identity: security ? nodeIdentityPems(security) : undefined,
-              // --tunnel-tls is checked also without --keys (where it has no effect): a typo should not wait for the day keys are added.
-              tlsStreams: security ? options.tunnelTls : undefined,
-              hubs: options.hub,
-              maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
-              maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
-              // The node keeps its peer id across restarts: peers' paths stay bound to it.
-              keyFile: join(dataDir, "tunnel", "peer.key"),
-            }
-          : undefined,
-      }),
+      actors: async () => (await import("../roles/agent-actors.ts")).agentActors(actorOptions),
       node: options.node,
       upstreams: options.hub,
       dataDir,

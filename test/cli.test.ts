@@ -7,7 +7,7 @@ import { PassThrough } from "node:stream";
 import type { Command } from "../cli/command.ts";
 import { loadCommands } from "../cli/main.ts";
 import { renderOptionsDoc } from "../cli/options-doc.ts";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { eventually, freePort } from "./support/ports.ts";
 import { cliPath, hubPorts, nodeBinary, runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir } from "./support/processes.ts";
 import { startNatsServer, type TestServer } from "./support/trust-servers.ts";
@@ -118,7 +118,8 @@ describe("leafmesh CLI", () => {
       expect(badDemoData.stderr).toContain(`--data: cannot use ${dataIsFile}: it is a file`);
     });
     it.concurrent("a gateway address, catalog copies, SOCKS clients, node labels", async () => {
-      const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", tempDir()];
+      const agentData = tempDir();
+      const agentBase = ["agent", "--insecure", "--node", "edge-a", "--hub", "nats://127.0.0.1:7422", "--data", agentData];
       for (const [gateway, said] of [
         ["999.1.1.1", "--gateway: '999.1.1.1' is not an IPv4 address"],
         ["0.0.0.0:8080", "--gateway: '0.0.0.0:8080' has a port; give the address only (the Gateways' listeners say the ports)"],
@@ -128,6 +129,8 @@ describe("leafmesh CLI", () => {
         expect(badGateway.code, gateway).toBe(2);
         expect(badGateway.stderr).toContain(said);
       }
+      // Said before anything starts: no nats-server was configured for the node (the actors load only after its spawn).
+      expect(existsSync(join(agentData, "nats-server.conf"))).toBe(false);
       // More catalog copies than servers: refused at once, not retried for minutes at the catalog's opening.
       const lonelyReplicas = await runCli(["hub", "--insecure", "--name", "hub-1", "--data", tempDir(), "--replicas", "3"], 20_000);
       expect(lonelyReplicas.code).toBe(2);
