@@ -34,12 +34,13 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
  * starts in slowFirst's order (2026-12-07: renewal, frozen-agent, token-restored,
  * direct-blackhole, slow-uplink, pmtu-blackhole and ipv6-punch joined them, in five lanes
  * instead of two, when the suite's full run reached 882 s of CI's 900 on a quiet machine; 856 s
- * with four lanes and the first four of them).
+ * with four lanes and the first four of them). Longest first (a full run of 2026-12-07: site-renewal,
+ * 124 s, last in the list, ended its lane ~40 s after the lab).
  */
 const alongsideLab = [
-  "trust/renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts", "test/peer-faults.test.ts",
-  "trust/token-restored.test.ts", "test/slow-uplink-lab.test.ts", "test/drill-lab.test.ts", "test/partition.test.ts", "test/pmtu-blackhole-lab.test.ts",
-  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts", "trust/site-renewal.test.ts",
+  "trust/renewal.test.ts", "trust/site-renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts",
+  "test/peer-faults.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/partition.test.ts", "test/drill-lab.test.ts", "trust/token-restored.test.ts",
+  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts", "test/slow-uplink-lab.test.ts",
 ];
 
 /**
