@@ -255,6 +255,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       },
       relayScoreWeights: { lossPenaltyMs: options.relayLossPenalty, channelPenaltyMs: options.relayChannelPenalty, loadPenaltyMsPerMiBps: options.relayLoadPenalty },
       metrics: options.metricsListen,
+      signal: io.signal,
       log,
     });
     // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.

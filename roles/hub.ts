@@ -70,6 +70,8 @@ export interface HubConfig {
     /** How long certificates of joining nodes, and their renewals, last (hub --node-cert-validity). @default 825 */
     certificateDays?: number;
   };
+  /** A stop asked while it starts (Ctrl-C, SIGTERM): the start ends with INTERRUPTED and leaves nothing running. */
+  signal?: AbortSignal;
   log: Logger;
 }
 
@@ -118,6 +120,7 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
   return startServerProcess({
     name: config.name,
     role: "hub",
+    signal: config.signal,
     client: config.client,
     connectOptions: config.security?.publisherConnectOptions,
     log: config.log,
