@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { eventually, freePort } from "./support/ports.ts";
-import { cliPath, nodeBinary, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { cliPath, nodeBinary, runCliOk, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 afterAll(() => stopAllProcesses());
 
@@ -57,5 +57,28 @@ describe("a Ctrl-C while a role starts", () => {
     expect(hub.output).not.toMatch(/Unhandled|Warning:/);
     expect(serversOf(data)).toEqual([]);
     expect(existsSync(join(data, "leafmesh.lock"))).toBe(false);
+  });
+
+  it("an agent joining with a token while no hub answers (it asks again for up to 3 minutes): stops then, says the node has not joined, keeps its request's keys", { timeout: 60_000 }, async () => {
+    const base = tempDir("leafmesh-join-interrupted-");
+    const keys = join(base, "keys");
+    await runCliOk("keys", "init", "--dir", keys, "--hub-hosts", "127.0.0.1");
+    // The token names a hub address where nothing listens: every attempt is refused, and asked again.
+    await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${await freePort()}`, "--out", join(base, "token"));
+    const data = join(base, "edge-j");
+    const args = ["agent", "--node", "edge-j", "--hub", `tls://127.0.0.1:${await freePort()}`, "--join-file", join(base, "token"), "--data", data, "--intercept", "off", "--mdns", "off", "--metrics-listen", "off"];
+    for (const flag of ["--nats-listen", "--monitor-listen", "--tunnel-tls"]) args.push(flag, `127.0.0.1:${await freePort()}`);
+    const agent = startInGroup(args);
+    await eventually(() => agent.output.includes("asking again"), 30_000, "the agent to ask the hub again");
+    process.kill(-agent.child.pid!, "SIGINT");
+    // Before: the Ctrl-C was not heard until the asking gave up, minutes later.
+    const code = await Promise.race([agent.exited, new Promise<string>((resolve) => setTimeout(() => resolve("still asking 30 s after the Ctrl-C"), 30_000))]);
+    expect(code).toBe(1);
+    expect(agent.output).toContain("leafmesh agent: stopped before a hub enrolled node 'edge-j' with token");
+    expect(agent.output).toContain("the node has not joined; start it again to join");
+    expect(agent.output).not.toMatch(/Unhandled|Warning:/);
+    expect(existsSync(join(data, "keys", "join.nk"))).toBe(true);
+    expect(existsSync(join(data, "leafmesh.lock"))).toBe(false);
+    expect(serversOf(data)).toEqual([]);
   });
 });
