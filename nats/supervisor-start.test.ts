@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { NatsServerSupervisor } from "./supervisor.ts";
 import { capturedLog } from "../test/support/log-lines.ts";
 import { freePort } from "../test/support/ports.ts";
-import { renderHubConfig } from "./render.ts";
+import { renderHubConfig, type ClusterOptions } from "./render.ts";
 
 const dirs: string[] = [];
 const servers: NatsServerSupervisor[] = [];
@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 /** A supervised hub-style server on loopback; `monitor` given: that monitor port (another server's, in a test). */
-async function supervised(name: string, monitor?: number) {
+async function supervised(name: string, monitor?: number, extra: { cluster?: (port: number) => ClusterOptions; readyTimeoutMs?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-start-"));
   dirs.push(dir);
   const ports = { client: await freePort(), leaf: await freePort(), monitor: monitor ?? (await freePort()) };
@@ -31,7 +31,15 @@ async function supervised(name: string, monitor?: number) {
     monitor: { host: "127.0.0.1", port: ports.monitor },
     log: captured.log,
     backoffMinMs: 50,
-    configText: renderHubConfig({ serverName: name, storeDir: join(dir, "js"), client: { host: "127.0.0.1", port: ports.client }, leaf: { host: "127.0.0.1", port: ports.leaf }, monitor: { host: "127.0.0.1", port: ports.monitor } }),
+    readyTimeoutMs: extra.readyTimeoutMs,
+    configText: renderHubConfig({
+      serverName: name,
+      storeDir: join(dir, "js"),
+      client: { host: "127.0.0.1", port: ports.client },
+      leaf: { host: "127.0.0.1", port: ports.leaf },
+      monitor: { host: "127.0.0.1", port: ports.monitor },
+      cluster: extra.cluster?.(await freePort()),
+    }),
   });
   servers.push(server);
   return { server, lines: captured.lines, ports };
@@ -102,6 +110,17 @@ describe("a nats-server's first start", () => {
     const { server } = await supervised("never");
     const failure = (await server.start(undefined, AbortSignal.abort()).then(() => undefined, (error: unknown) => error)) as (Error & { code?: string }) | undefined;
     expect(failure?.code).toBe("INTERRUPTED");
+    expect(server.pid).toBeUndefined();
+  });
+
+  it("of a clustered server whose other servers are not up: fails saying to start them with it", { timeout: 30_000 }, async () => {
+    const [two, three] = [await freePort(), await freePort()];
+    const cluster = (port: number): ClusterOptions => ({ name: "hubs", listen: { host: "127.0.0.1", port }, routes: [`nats-route://127.0.0.1:${two}`, `nats-route://127.0.0.1:${three}`] });
+    const { server } = await supervised("alone", undefined, { cluster, readyTimeoutMs: 3_000 });
+    const failure = (await server.start().then(() => undefined, (error: unknown) => error)) as Error | undefined;
+    // Before: nats-server's lines only ("Healthcheck failed", "Waiting for routing to be established...").
+    expect(failure?.message).toMatch(/^nats-server 'alone' did not become ready/);
+    expect(failure?.message).toContain("Its cluster has no majority up yet: start the other servers of its --routes at the same time");
     expect(server.pid).toBeUndefined();
   });
 });

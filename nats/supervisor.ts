@@ -30,6 +30,7 @@ import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { checkServerVersion, readServerVersion } from "./server-version.ts";
 import { missingBinary, testConfiguration, writeConfig } from "./server-binary.ts";
+import { startFailureHint } from "./start-hints.ts";
 
 export { checkNatsServerBinary } from "./server-binary.ts";
 
@@ -245,10 +246,9 @@ export class NatsServerSupervisor {
       }
       child.kill("SIGKILL");
       this.actor.send({ type: "GIVE_UP", detail: tail });
-      const taken = /address already in use/.test(tail) ? "\nAnother process holds one of its addresses (a hub and an agent on one machine both take ports 4222 and 8222 by default): stop it, or give this one addresses of its own." : "";
       throw new LeafmeshError(
         "NATS_SERVER_FAILED",
-        `nats-server '${this.options.name}' ${exit ? `${exit} while starting` : `did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz)`}. Its last lines:\n${tail || "(none)"}${taken}`,
+        `nats-server '${this.options.name}' ${exit ? `${exit} while starting` : `did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz)`}. Its last lines:\n${tail || "(none)"}${startFailureHint(tail)}`,
       );
     }
   }
