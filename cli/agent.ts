@@ -190,7 +190,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     if (token !== undefined) {
       if (options.keys || options.insecure) throw new LeafmeshError("CONFIG_INVALID", `${options.joinFile === undefined ? "--join" : "--join-file"} makes the node's own identity: give it without --keys and --insecure`);
       const { joinMesh } = await import("../trust/join.ts");
-      const joined = await joinMesh({ token, node: options.node, bundleDir: join(dataDir, "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }) });
+      const joined = await joinMesh({ token, node: options.node, bundleDir: join(dataDir, "keys"), urls: options.joinUrl, log: log.child({ node: options.node, actor: "enrolment" }), signal: io.signal });
       if (options.site && joined.site && options.site !== joined.site) throw new LeafmeshError("CONFIG_INVALID", `--site ${options.site}: the node joined with a token of site ${joined.site}`);
       site = options.site ?? joined.site;
       keys = joined.bundleDir;
@@ -259,6 +259,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       },
       relayScoreWeights: { lossPenaltyMs: options.relayLossPenalty, channelPenaltyMs: options.relayChannelPenalty, loadPenaltyMsPerMiBps: options.relayLoadPenalty },
       metrics: options.metricsListen,
+      signal: io.signal,
       log,
     });
     // A new bundle put in place (keys issue --rotate): the node stops and starts again in place with it.

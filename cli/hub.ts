@@ -171,6 +171,7 @@ given each other's --routes form one JetStream cluster.`,
       leaseTtlMs: options.leaseTtl,
       metrics: options.metricsListen,
       enrol: enrolAccounts && { changedAtStart: enrolAccounts, certificateDays },
+      signal: io.signal,
       log,
     });
     if (options.replaces && security) {

@@ -73,6 +73,7 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
       domain: options.name,
       upstreamOrder: options.upstreamOrder,
       metrics: options.metricsListen,
+      signal: io.signal,
       log,
     });
     // The site's bundle issued again (a member added, its certificate renewed) and copied here: the server starts again with it.

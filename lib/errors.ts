@@ -26,6 +26,8 @@ export const errorCodes = [
   /** Refused at the door: a limit of this agent, or of the peer towards this client or node, was reached (not the target's fault). */
   "OVER_CAPACITY",
   "INTERNAL",
+  /** A stop (Ctrl-C, SIGTERM) came while the command was starting: it stopped what it had started, and ended. */
+  "INTERRUPTED",
 ] as const;
 
 export type ErrorCode = (typeof errorCodes)[number];

@@ -18,12 +18,17 @@ export interface RetryOptions {
   /** @default 500 */
   intervalMs?: number;
   code?: ErrorCode;
+  /** A stop asked meanwhile (a Ctrl-C while the role starts): the wait ends at once with INTERRUPTED. */
+  signal?: AbortSignal;
 }
 
 export async function retryUntilReady<T>(step: () => Promise<T>, options: RetryOptions): Promise<T> {
   const deadline = performance.now() + (options.timeoutMs ?? 60_000);
   let attempts = 0;
+  const { signal } = options;
+  const stopped = () => new LeafmeshError("INTERRUPTED", `stopped while waiting for ${options.what}`);
   for (;;) {
+    if (signal?.aborted) throw stopped();
     try {
       return await step();
     } catch (error) {
@@ -32,7 +37,15 @@ export async function retryUntilReady<T>(step: () => Promise<T>, options: RetryO
         throw new LeafmeshError(options.code ?? "NATS_SERVER_FAILED", `gave up waiting for ${options.what} after ${attempts} attempts`, { cause: error });
       }
       if (attempts === 1) options.log.info({ err: error }, `waiting for ${options.what}`);
-      await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, options.intervalMs ?? 500);
+        signal?.addEventListener("abort", done, { once: true });
+        function done() {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        }
+      });
     }
   }
 }

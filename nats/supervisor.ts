@@ -15,14 +15,13 @@
  * await server.stop();
  * ```
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { writeFileSync, readFileSync, existsSync, rmSync } from "node:fs";
 import { ReadyLine } from "./ready-line.ts";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { assign, createActor, setup } from "xstate";
 import { LeafmeshError } from "../lib/errors.ts";
-import { fileProblem } from "../lib/file-errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { markAccountsForLoadAtStart } from "./account-preload.ts";
@@ -30,6 +29,10 @@ import { monitorBase, monitorGet } from "./monitor-http.ts";
 import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { checkServerVersion, readServerVersion } from "./server-version.ts";
+import { missingBinary, testConfiguration, writeConfig } from "./server-binary.ts";
+import { startFailureHint } from "./start-hints.ts";
+
+export { checkNatsServerBinary } from "./server-binary.ts";
 
 /** @default 300 — how long an unexpected exit waits to be said: a stop that comes meanwhile makes it no failure. */
 const exitReportDelayMs = 300;
@@ -105,30 +108,6 @@ const supervisorMachine = setup({
   },
 });
 
-/** Checks that the nats-server binary exists; the message says how to get it. */
-export function checkNatsServerBinary(binary = process.env.LEAFMESH_NATS_SERVER ?? "nats-server"): string {
-  const result = spawnSync(binary, ["--version"], { encoding: "utf8" });
-  if (result.error || result.status !== 0) throw missingBinary(binary, result.error?.message ?? result.stderr);
-  return result.stdout.trim();
-}
-
-function missingBinary(binary: string, why: string): LeafmeshError {
-  return new LeafmeshError("NATS_SERVER_MISSING", `cannot run '${binary}': ${why}. Install it (Debian: apt-get install -y nats-server, or run scripts/install.sh) or set LEAFMESH_NATS_SERVER to its path`);
-}
-
-/** `nats-server -t -c PATH`: `missing` when the binary cannot be run at all, else its exit status and output. */
-function testConfiguration(binary: string, path: string): Promise<{ missing?: string; status: number | null; output: string }> {
-  return new Promise((resolve) => {
-    execFile(binary, ["-t", "-c", path], { encoding: "utf8", timeout: 30_000 }, (error, stdout, stderr) => {
-      const code = (error as NodeJS.ErrnoException | null)?.code;
-      // A spawn failure carries an errno string (ENOENT, EACCES); an exit status is a number.
-      if (typeof code === "string") resolve({ missing: error!.message, status: null, output: "" });
-      else if (error?.killed) resolve({ status: null, output: `'${binary} -t' did not finish within 30 s` });
-      else resolve({ status: error ? (typeof code === "number" ? code : null) : 0, output: `${stderr}${stdout}`.trim() });
-    });
-  });
-}
-
 export class NatsServerSupervisor {
   readonly actor;
   readonly options: NatsServerOptions;
@@ -144,6 +123,8 @@ export class NatsServerSupervisor {
   #readySince = 0;
   /** Between a launch and its readiness: the health checks failing meanwhile are our own polls. */
   #awaitingReady = false;
+  /** The server of a start() not ready yet: its exit fails the start, which says why, and is not restarted. */
+  #firstLaunch: ChildProcess | undefined;
 
   constructor(options: NatsServerOptions) {
     this.options = options;
@@ -170,9 +151,10 @@ export class NatsServerSupervisor {
    * Starts the server and resolves once it is healthy; rejects with its last log lines if it cannot start.
    * A supervisor that was stopped (or failed to start) may be started again: it then supervises the new server.
    * `onSpawn` is called once the server's process is spawned, before it is ready: a role loads the rest of its
-   * code then, while the server starts on another core (roles/server-process.ts).
+   * code then, while the server starts on another core (roles/server-process.ts). `signal` (a Ctrl-C) ends the
+   * start: the server is stopped and start() rejects with INTERRUPTED.
    */
-  async start(onSpawn?: () => void): Promise<void> {
+  async start(onSpawn?: () => void, signal?: AbortSignal): Promise<void> {
     if (this.#child) throw new LeafmeshError("NATS_SERVER_FAILED", `nats-server '${this.options.name}' is already ${this.state}: started twice`);
     const binary = this.options.binary ?? process.env.LEAFMESH_NATS_SERVER ?? "nats-server";
     this.#stopping = false;
@@ -194,11 +176,16 @@ export class NatsServerSupervisor {
       this.actor.send({ type: "GIVE_UP", detail });
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
     }
+    if (signal?.aborted) throw this.#interrupted();
     this.actor.send({ type: "START" });
-    await this.#launch(binary, true, onSpawn);
+    await this.#launch(binary, true, onSpawn, signal);
   }
 
-  async #launch(binary: string, first: boolean, onSpawn?: () => void): Promise<void> {
+  #interrupted(): LeafmeshError {
+    return new LeafmeshError("INTERRUPTED", `stopped while its nats-server '${this.options.name}' was starting, before it was ready: nothing is left running`);
+  }
+
+  async #launch(binary: string, first: boolean, onSpawn?: () => void, signal?: AbortSignal): Promise<void> {
     this.options.onStatus?.("starting");
     this.#awaitingReady = true;
     this.#lines.clear();
@@ -209,6 +196,7 @@ export class NatsServerSupervisor {
     // and the server last. If leafmesh dies the server gets SIGTERM (--pdeathsig). systemd's stop still signals both.
     const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
     this.#child = child;
+    if (first) this.#firstLaunch = child;
     writeFileSync(this.#pidFile, String(child.pid ?? ""));
     const said = new ReadyLine();
     for (const stream of [child.stdout, child.stderr]) {
@@ -222,33 +210,45 @@ export class NatsServerSupervisor {
       child.once("error", (error) => resolve(`could not start: ${error.message}`));
       child.once("exit", (code, signal) => resolve(signal ? `killed by ${signal}` : `exited with code ${code}`));
     });
-    void exited.then((detail) => this.#onExit(child, binary, detail));
+    let exit: string | undefined;
+    void exited.then((detail) => {
+      exit = detail;
+      this.#onExit(child, binary, detail);
+    });
 
     const deadline = performance.now() + (this.options.readyTimeoutMs ?? 20_000);
-    while (performance.now() < deadline) {
-      if (this.#child !== child || child.exitCode !== null || child.signalCode !== null) break;
-      const saidBefore = said.ready;
-      if (await this.#healthy()) {
+    while (performance.now() < deadline && !signal?.aborted) {
+      if (this.#child !== child || exit !== undefined || child.exitCode !== null || child.signalCode !== null) break;
+      // Its monitor is asked once the server said it is ready, having bound every port: before, another server's
+      // monitor on the same address (a hub's and an agent's are both 127.0.0.1:8222 by default) answered for one that
+      // was failing to bind it, and leafmesh went on with a server that was gone, or connected to that other server.
+      if (said.ready && (await this.#healthy())) {
         this.#readySince = performance.now();
         this.#awaitingReady = false;
+        if (this.#firstLaunch === child) this.#firstLaunch = undefined;
         this.actor.send({ type: "READY" });
         this.options.onStatus?.("ready");
         this.#log.info({ serverPid: child.pid, monitor: this.options.monitor }, "nats-server ready");
         return;
       }
-      // Said ready while its monitor was being asked: asked again at once (once: it says so one time).
-      if (said.ready && !saidBefore) continue;
+      // Ends at once when the ready line comes.
       await said.within(100);
     }
     if (first) {
       const tail = this.#lines.recent.slice(-8).join("\n");
       // This server is given up: its exit is no crash to restart, and start() may be called again at once.
       if (this.#child === child) this.#child = undefined;
+      this.#firstLaunch = undefined;
+      if (signal?.aborted || this.#stopping) {
+        await stopChild(child);
+        this.actor.send({ type: "GIVE_UP", detail: "stopped while starting" });
+        throw this.#interrupted();
+      }
       child.kill("SIGKILL");
       this.actor.send({ type: "GIVE_UP", detail: tail });
       throw new LeafmeshError(
         "NATS_SERVER_FAILED",
-        `nats-server '${this.options.name}' did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz). Its last lines:\n${tail || "(none)"}`,
+        `nats-server '${this.options.name}' ${exit ? `${exit} while starting` : `did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz)`}. Its last lines:\n${tail || "(none)"}${startFailureHint(tail)}`,
       );
     }
   }
@@ -317,6 +317,9 @@ export class NatsServerSupervisor {
 
   #onExit(child: ChildProcess, binary: string, detail: string): void {
     if (this.#child !== child) return;
+    // A start() waiting for this server says its exit itself: restarted meanwhile, it was said as a crash and its
+    // replacement was left to the start's failure to stop.
+    if (this.#firstLaunch === child && !this.#stopping) return;
     this.#child = undefined;
     if (this.#replacing && !this.#stopping) {
       // restartWith() starts the next one itself.
@@ -372,26 +375,17 @@ export class NatsServerSupervisor {
       rmSync(this.#pidFile, { force: true });
       return;
     }
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    await exited;
-    clearTimeout(timer);
+    await stopChild(child, graceMs);
     rmSync(this.#pidFile, { force: true });
   }
 }
 
-/**
- * The server's configuration, readable by its owner only whatever the file was before: it holds the route and gateway
- * password (trust/route-credentials.ts), and `mode` applies only to a file being made (a data directory of an older
- * leafmesh kept its 0644 file, with the password in it from the first start on).
- */
-function writeConfig(path: string, text: string): void {
-  try {
-    writeFileSync(path, text, { mode: 0o600 });
-    chmodSync(path, 0o600);
-  } catch (error) {
-    // A full disk at start (an SD card full of logs) said so, not as "unexpected error: ENOSPC" and a stack trace.
-    throw new LeafmeshError("NATS_SERVER_FAILED", `cannot write the nats-server configuration ${path}: ${fileProblem(error)}`, { cause: error });
-  }
+/** SIGTERM, then SIGKILL after the grace period; resolves once the process has exited. */
+async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
 }

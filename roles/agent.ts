@@ -101,6 +101,8 @@ export interface AgentConfig {
   security?: NodeSecurity;
   /** A secured site server (trust/site-security.ts): operator mode, one remote per account, TLS towards its agents. */
   siteSecurity?: SiteSecurity;
+  /** A stop asked while it starts (Ctrl-C, SIGTERM): the start ends with INTERRUPTED and leaves nothing running. */
+  signal?: AbortSignal;
   /** The watch on the node's own JetStream (nats/store-watchdog.ts): timings for tests. */
   storeWatch?: Pick<StoreWatchdogOptions, "intervalMs" | "timeoutMs" | "restartAfter" | "lowSpaceBytes">;
   log: Logger;
@@ -171,6 +173,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   const node = await startServerProcess({
     name: config.node,
     role,
+    signal: config.signal,
     alsoLoad: () => {
       loadParts().catch(() => undefined);
       loadActors().catch(() => undefined);

@@ -70,6 +70,8 @@ export interface HubConfig {
     /** How long certificates of joining nodes, and their renewals, last (hub --node-cert-validity). @default 825 */
     certificateDays?: number;
   };
+  /** A stop asked while it starts (Ctrl-C, SIGTERM): the start ends with INTERRUPTED and leaves nothing running. */
+  signal?: AbortSignal;
   log: Logger;
 }
 
@@ -118,6 +120,7 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
   return startServerProcess({
     name: config.name,
     role: "hub",
+    signal: config.signal,
     client: config.client,
     connectOptions: config.security?.publisherConnectOptions,
     log: config.log,
@@ -159,16 +162,17 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     log: log.child({ actor: "publisher" }),
     replicas,
     leaseTtlMs: config.leaseTtlMs,
+    signal: config.signal,
   });
   log.info({ replicas, source: config.source?.name ?? "none" }, "opening the catalog");
   node.onStop(() => publisher.stop(), "the catalog publisher");
   await publisher.start();
   // The node records' bucket belongs to the hubs: nodes may only put their own key in it (trust/claims.ts), and its stream refuses roll-ups.
-  const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log });
+  const nodeRecords = await retryUntilReady(() => openNodeRecordsBucket(connection, { ttlMs: nodeRecordTtlMs, replicas }), { what: "the hub's JetStream (node records bucket)", log, signal: config.signal });
   if (nodeRecords.changed.length > 0) log.info({ bucket: buckets.nodes, changed: nodeRecords.changed }, "node records bucket updated: its stream refuses roll-up headers (which let any node purge every record), keeps a record between two keep-alives, and refuses a record over 64 KiB (which cut every agent off its own server)");
   if (config.security) {
     // The revoked certificates that agents enforce at their TLS handshakes (trust/revocations.ts): the newest list wins.
-    const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log });
+    const revocations = await retryUntilReady(() => openRevocationsBucket(connection, replicas), { what: "the hub's JetStream (revocations bucket)", log, signal: config.signal });
     const signed = config.keysDir ? readSignedRevocationList(config.keysDir) : undefined;
     // A list the hubs cannot take (too large) is said, and the hub runs on: the cut it makes at the NATS level (account
     // revocations) holds without it, and a hub that did not start for it took the whole mesh's cloud down.

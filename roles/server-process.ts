@@ -68,6 +68,8 @@ export interface ServerProcessOptions {
   log: Logger;
   /** Called once the server's process is spawned: a role starts loading its own parts then, while the server starts. */
   alsoLoad?: () => void;
+  /** A stop asked while the server starts (Ctrl-C, SIGTERM): the start ends with INTERRUPTED, its server stopped. */
+  signal?: AbortSignal;
 }
 
 export interface ServerProcess {
@@ -124,7 +126,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       // Unheard until awaited below: a start that fails first must not leave a rejection unhandled.
       load().catch(() => undefined);
       options.alsoLoad?.();
-    });
+    }, options.signal);
     const { Bus, connectNats, localClientUrl, nowIso, MetricsServer, FabricMonitor, rpc } = await load();
     const connection = await connectNats({ ...options.connectOptions, servers: [localClientUrl(options.client)], name: `leafmesh-${options.role} ${options.name}` });
     stops.push({ what: "the local NATS connection", stop: () => connection.drain().catch(() => connection.close()) });

@@ -92,6 +92,8 @@ export async function joinMesh(options: {
   /** How long to ask again while no hub answers, serves enrolment yet, or has time for it. @default 3 min */
   retryForMs?: number;
   now?: () => number;
+  /** A stop asked meanwhile (Ctrl-C): the join ends at once with INTERRUPTED, its request's keys kept for the next start. */
+  signal?: AbortSignal;
 }): Promise<JoinResult> {
   const { node, bundleDir, log } = options;
   const credsFile = join(bundleDir, "node.creds");
@@ -191,9 +193,21 @@ export async function joinMesh(options: {
   // is the same identity again). Asked again until retryForMs has passed; what cannot change is said at once.
   const retryForMs = options.retryForMs ?? defaultRetryForMs;
   const deadline = performance.now() + retryForMs;
+  // Ends a wait (an attempt, or the pause before the next) when the stop comes: the asking goes on for minutes.
+  const stopped = new LeafmeshError("INTERRUPTED", `stopped before a hub enrolled node '${node}' with token ${token.id}: the node has not joined; start it again to join (the same request is asked again)`);
+  const unlessStopped = <T>(waiting: Promise<T>): Promise<T> => {
+    const signal = options.signal;
+    if (!signal) return waiting;
+    if (signal.aborted) return Promise.reject(stopped);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(stopped);
+      signal.addEventListener("abort", onAbort, { once: true });
+      waiting.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  };
   let reply: EnrolReply;
   for (let attempt = 1; ; attempt++) {
-    const outcome = await askOnce().catch((error: unknown) => error as Error);
+    const outcome = await unlessStopped(askOnce().catch((error: unknown) => error as Error));
     const again =
       outcome instanceof AskAgain ? outcome
       : !(outcome instanceof Error) && !outcome.ok && askAgainCodes.has(outcome.code) ? new AskAgain("TRUST_FAILED", `${outcome.reason} (${outcome.code})`, undefined)
@@ -201,7 +215,12 @@ export async function joinMesh(options: {
     const waitMs = Math.min(10_000, 1_000 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
     if (again && attempt < again.attempts && performance.now() + waitMs < deadline) {
       log.warn({ attempt, retryInMs: Math.round(waitMs) }, `the hub did not enrol node '${node}' yet: ${again.message}; asking again`);
-      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      await unlessStopped(
+        new Promise((resolve) => {
+          const timer = setTimeout(resolve, waitMs);
+          options.signal?.addEventListener("abort", () => clearTimeout(timer), { once: true });
+        }),
+      );
       continue;
     }
     if (outcome instanceof AskAgain) {

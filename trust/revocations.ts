@@ -80,7 +80,7 @@ export function revocationsDeliverPrefix(node: string): string {
  * list that does not verify is ignored (logged once): nobody but the CA's holder can revoke, nor
  * undo a revocation, by writing the bucket. A list older than the one in force is ignored too.
  */
-export async function followRevocations(options: { bus: Bus; caCertPem: string; upstreamDomain?: string; log: Logger; replicas?: number }): Promise<RevocationWatch> {
+export async function followRevocations(options: { bus: Bus; caCertPem: string; upstreamDomain?: string; log: Logger; replicas?: number; signal?: AbortSignal }): Promise<RevocationWatch> {
   const { bus, log } = options;
   let list = emptyRevocationList();
   let revoked = new Set<string>();
@@ -103,7 +103,7 @@ export async function followRevocations(options: { bus: Bus; caCertPem: string; 
       throw new LeafmeshError("NATS_SERVER_FAILED", `cannot mirror the revocation list into domain '${bus.node}'`, { cause });
     }
   };
-  const kv = await retryUntilReady(openMirror, { what: "the node's JetStream (revocations mirror)", log });
+  const kv = await retryUntilReady(openMirror, { what: "the node's JetStream (revocations mirror)", log, signal: options.signal });
   const follower: BucketFollower = followBucket({
     kv,
     log,

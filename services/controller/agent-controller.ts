@@ -40,6 +40,8 @@ export interface ControllerOptions {
   replicas?: number;
   /** This node's JetStream domain (MirrorOptions.domain). @default the node name */
   domain?: string;
+  /** A stop asked while it opens the mirror (a Ctrl-C while the agent starts): the start ends with INTERRUPTED. */
+  signal?: AbortSignal;
 }
 
 const controllerMachine = setup({
@@ -161,7 +163,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     feed.notify(changes.map((change) => change.key));
   };
 
-  const kv = await retryUntilReady(() => openCatalogMirror(bus, { upstreamDomain: options.upstreamDomain, replicas: options.replicas, domain: options.domain, log }), { what: "the node's JetStream (catalog mirror)", log });
+  const kv = await retryUntilReady(() => openCatalogMirror(bus, { upstreamDomain: options.upstreamDomain, replicas: options.replicas, domain: options.domain, log }), { what: "the node's JetStream (catalog mirror)", log, signal: options.signal });
   actor.send({ type: "OPENED" });
 
   const publishSync = () =>

@@ -47,6 +47,8 @@ export interface CatalogPublisherOptions {
   concurrency?: number;
   /** @default 10_000 — how often the whole catalog is compared with the source, whatever the source said. */
   resyncMs?: number;
+  /** A stop asked while it opens its buckets (a Ctrl-C while the hub starts): start() ends with INTERRUPTED. */
+  signal?: AbortSignal;
 }
 
 /** Opens (creating when missing) the catalog bucket in the hub domain. */
@@ -121,6 +123,7 @@ export class CatalogPublisher {
     this.#kv = await retryUntilReady(() => openCatalogBucket(connection, this.#options.replicas ?? 1), {
       what: `the hub's JetStream (catalog bucket with ${this.#options.replicas ?? 1} replica(s))`,
       log,
+      signal: this.#options.signal,
     });
     let resolveLoaded!: () => void;
     this.#loaded = new Promise((resolve) => (resolveLoaded = resolve));
@@ -165,6 +168,7 @@ export class CatalogPublisher {
     const leaseKv = await retryUntilReady(() => new Kvm(connection).create(buckets.leases, leaseBucketOptions(this.#options.leaseTtlMs, this.#options.replicas ?? 1)), {
       what: "the hub's JetStream (lease bucket)",
       log,
+      signal: this.#options.signal,
     });
     this.#lease = new KvLease({ kv: leaseKv, key: leaseKeys.catalogPublisher, holder: this.#options.holder, ttlMs: this.#options.leaseTtlMs, log });
     this.#lease.onChange((leading) => {

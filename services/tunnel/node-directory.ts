@@ -244,6 +244,11 @@ export class NodeDirectory {
       if (this.#failing) this.#options.log.info("node directory reachable again");
       this.#failing = false;
     } catch (error) {
+      // Stopped meanwhile (a Ctrl-C right after the start): the put was cut by the stop, not by an unreachable hub.
+      if (this.#stopped) {
+        this.#options.log.debug({ err: describeError(error) }, "node record put ended by the stop");
+        return;
+      }
       // The next look puts again, whatever changed.
       this.#lastPut = undefined;
       if (!this.#failing) this.#options.log.warn({ err: describeError(error) }, "cannot publish the node record in mesh-nodes (hub unreachable?); LAN peers are still found by mDNS; retrying");

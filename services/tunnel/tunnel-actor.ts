@@ -25,6 +25,7 @@ import { nowIso } from "../../bus/events.ts";
 import type { NatType, NodeRecord } from "../../bus/node-record.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { tunnelListenProblem } from "./listen-errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { CarrierBackoff } from "./carrier.ts";
 import { PathConnections } from "./connections.ts";
@@ -194,7 +195,7 @@ export class TunnelActor implements StreamDialer {
       await tls?.close();
       trust.stop();
       this.actor.send({ type: "FAILED", error: describeError(error) });
-      throw new LeafmeshError("TUNNEL_FAILED", `tunnel could not start: ${describeError(error)}`, { cause: error });
+      throw tunnelListenProblem(error) ?? new LeafmeshError("TUNNEL_FAILED", `tunnel could not start: ${describeError(error)}`, { cause: error });
     }
   }
 
