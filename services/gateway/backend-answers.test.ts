@@ -13,16 +13,8 @@ import { silentLogger } from "../../lib/log.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
+import { frame } from "../../test/support/http2-frames.ts";
 
-/** An HTTP/2 frame (RFC 9113 §4.1). */
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
 
 /**
  * An h2c server that answers every request with a HEADERS frame ending its stream: `:status` as a literal with the

@@ -18,17 +18,9 @@ import { backendManifests, certificateSecrets, ingressManifests } from "../../te
 import { freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
+import { frame } from "../../test/support/http2-frames.ts";
 
 const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-/** An HTTP/2 frame (RFC 9113 §4.1). */
-function frame(type: number, flags: number, stream: number, payload = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
 
 /** Sends `bytes`, then nothing; resolves with how the gateway ended the connection, or "open" after `ms`. */
 function sendAndStall(port: number, bytes: Buffer, ms: number): Promise<{ ended: "closed" | "reset" | "open"; afterMs: number }> {
