@@ -1,7 +1,7 @@
 /**
- * A role that cannot start for something on this machine (an address another process holds): it ends with the
- * flag to change and why, exit 2 (a configuration to fix), no stack trace and no library's advice, and nothing
- * left running.
+ * A role that cannot start for something on this machine (an address another process holds, a --keys path that
+ * holds nothing): it ends with the flag to change and why, exit 2 (a configuration to fix), no stack trace and no
+ * library's advice, and nothing left running.
  */
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -13,7 +13,7 @@ import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 afterAll(() => stopAllProcesses());
 
-describe("a start that an address held by another process stops", () => {
+describe("a start refused for something on this machine", () => {
   it("--tunnel-listen on a port in use: names the flag, the address and why", { timeout: 60_000 }, async () => {
     const base = tempDir("leafmesh-start-failures-");
     const psk = join(base, "swarm.key");
@@ -34,5 +34,24 @@ describe("a start that an address held by another process stops", () => {
     } finally {
       holder.close();
     }
+  });
+
+  it("--keys naming no directory (a path mistyped): says so, not to make keys there", { timeout: 60_000 }, async () => {
+    const base = tempDir("leafmesh-start-failures-");
+    const missing = join(base, "mesh-keyz");
+    const ports = async (...flags: string[]) => (await Promise.all(flags.map(async (flag) => [flag, `127.0.0.1:${await freePort()}`]))).flat();
+    const hub = await runCli(["hub", "--name", "hub-1", "--data", join(base, "hub"), "--keys", missing, "--metrics-listen", "off", ...(await ports("--listen", "--leaf-listen", "--monitor-listen", "--cluster-listen"))], 30_000);
+    // Before: "holds no mesh keys (no state.json): run `leafmesh keys init --dir <the mistyped path>` first": a new mesh there.
+    expect(hub.stderr).toContain(`leafmesh hub: --keys ${missing}: no such directory (a path mistyped?): give the mesh's keys directory (made once by 'leafmesh keys init')`);
+    expect(hub.code).toBe(2);
+    const site = await runCli(["site", "--name", "shop-1", "--data", join(base, "site"), "--upstream", `nats://127.0.0.1:${await freePort()}`, "--keys", missing, "--metrics-listen", "off", ...(await ports("--listen", "--leaf-listen", "--monitor-listen"))], 30_000);
+    expect(site.stderr).toContain(`leafmesh site: --keys ${missing}: no such directory (a path mistyped?): give the site's bundle`);
+    expect(site.code).toBe(2);
+    const file = join(base, "swarm.key");
+    writeFileSync(file, "not a directory\n");
+    const agent = await runCli(["agent", "--node", "edge-a", "--hub", `nats://127.0.0.1:${await freePort()}`, "--data", join(base, "agent"), "--keys", file, "--intercept", "off", "--metrics-listen", "off", ...(await ports("--nats-listen", "--monitor-listen"))], 30_000);
+    // Before: "no credentials for node 'edge-a' in …/swarm.key (node.creds is missing: issue them …, or they were revoked)".
+    expect(agent.stderr).toContain(`leafmesh agent: --keys ${file}: a file, not a directory: give the node's bundle`);
+    expect(agent.code).toBe(2);
   });
 });
