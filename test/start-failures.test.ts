@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { freePort } from "./support/ports.ts";
-import { runCli, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { runCli, runCliOk, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 afterAll(() => stopAllProcesses());
 
@@ -53,5 +53,26 @@ describe("a start refused for something on this machine", () => {
     // Before: "no credentials for node 'edge-a' in …/swarm.key (node.creds is missing: issue them …, or they were revoked)".
     expect(agent.stderr).toContain(`leafmesh agent: --keys ${file}: a file, not a directory: give the node's bundle`);
     expect(agent.code).toBe(2);
+  });
+
+  it("--tunnel-tls on a port in use: names the flag and why, exit 2", { timeout: 60_000 }, async () => {
+    const base = tempDir("leafmesh-start-failures-");
+    const keys = join(base, "keys");
+    await runCliOk("keys", "init", "--dir", keys, "--hub-hosts", "127.0.0.1");
+    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-a");
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const taken = (holder.address() as { port: number }).port;
+    try {
+      const args = ["agent", "--node", "edge-a", "--keys", join(keys, "nodes", "edge-a"), "--hub", `tls://127.0.0.1:${await freePort()}`, "--data", join(base, "edge-a"), "--intercept", "off", "--mdns", "off", "--metrics-listen", "off"];
+      for (const flag of ["--nats-listen", "--monitor-listen"]) args.push(flag, `127.0.0.1:${await freePort()}`);
+      args.push("--tunnel-listen", `/ip4/127.0.0.1/tcp/${await freePort()}`, "--tunnel-tls", `127.0.0.1:${taken}`);
+      const result = await runCli(args, 45_000);
+      // Before: "tunnel could not start: cannot listen for TLS tunnel streams on 127.0.0.1:PORT: listen EADDRINUSE: …", exit 1.
+      expect(result.stderr).toContain(`leafmesh agent: --tunnel-tls 127.0.0.1:${taken}: cannot listen for TLS tunnel streams there: the address is in use (another agent on this machine? each needs a --tunnel-tls port of its own)`);
+      expect(result.code).toBe(2);
+    } finally {
+      holder.close();
+    }
   });
 });
