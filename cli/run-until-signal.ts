@@ -1,5 +1,6 @@
 /** Keeps a long-running command alive until SIGINT, SIGTERM or SIGHUP (bin/leafmesh.js), then stops it cleanly. */
 import type { Logger } from "../lib/log.ts";
+import { describeError, LeafmeshError } from "../lib/errors.ts";
 import type { CommandIO } from "./command.ts";
 
 let startAgain = false;
@@ -22,10 +23,18 @@ export type ReplacementWatch = (onReplaced: (what: string) => void) => { stop():
  */
 export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, restart?: { watch: ReplacementWatch; log: Logger }): Promise<number> {
   const again = new AbortController();
-  const watching = restart?.watch((what) => {
-    restart.log.warn({ changed: what }, "keys replaced on disk: stopping, and starting again in place with them");
-    again.abort();
-  });
+  let watching: ReturnType<ReplacementWatch> | undefined;
+  try {
+    watching = restart?.watch((what) => {
+      restart.log.warn({ changed: what }, "keys replaced on disk: stopping, and starting again in place with them");
+      again.abort();
+    });
+  } catch (error) {
+    // The watch cannot begin (a key file gone since the start read it): the role is up, and stops before this is
+    // said; thrown past it, the process ended with its parts running (interception rules, its node record).
+    await stop();
+    throw error instanceof LeafmeshError ? error : new LeafmeshError("TRUST_FAILED", `cannot watch the keys for their replacement: ${describeError(error)}: put the bundle back in place and start again`, { cause: error });
+  }
   await new Promise<void>((resolve) => {
     if (io.signal.aborted) resolve();
     io.signal.addEventListener("abort", () => resolve(), { once: true });

@@ -5,7 +5,7 @@
  * to start and says what to do.
  */
 import { X509Certificate } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { commonName } from "../trust/record-signature.ts";
 import { LeafmeshError } from "../lib/errors.ts";
@@ -33,7 +33,31 @@ function choose(options: { keys?: string; insecure: boolean }, command: string, 
     log.warn(`INSECURE: leafmesh ${command} runs without authentication or TLS (--insecure); anyone who can reach its ports can join the mesh, read the catalog and relay. Use --keys outside local experiments.`);
     return undefined;
   }
-  return options.keys;
+  return existingKeys(options.keys!, command);
+}
+
+/** What --keys names, by command: said when the path holds nothing. */
+const keysWanted: Record<string, string> = {
+  hub: "give the mesh's keys directory (made once by 'leafmesh keys init')",
+  site: "give the site's bundle (made by 'leafmesh keys issue-site' and copied here)",
+  agent: "give the node's bundle (made by 'leafmesh keys issue --node NAME' and copied here) or the mesh's keys directory",
+};
+
+/**
+ * --keys as given, once it names a directory. A path mistyped was said as keys missing from it, "run `leafmesh keys init
+ * --dir PATH` first" for a hub: that makes a new mesh, another CA, at the mistyped path.
+ */
+function existingKeys(keys: string, command: string): string {
+  let directory: boolean | undefined;
+  try {
+    directory = statSync(keys).isDirectory();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw new LeafmeshError("CONFIG_INVALID", `--keys ${keys}: cannot be read`, { cause: error });
+  }
+  const wanted = keysWanted[command] ?? "give the mesh's keys directory or a node's bundle";
+  if (directory === undefined) throw new LeafmeshError("CONFIG_INVALID", `--keys ${keys}: no such directory (a path mistyped?): ${wanted}`);
+  if (!directory) throw new LeafmeshError("CONFIG_INVALID", `--keys ${keys}: a file, not a directory: ${wanted}`);
+  return keys;
 }
 
 export function resolveHubSecurity(options: { keys?: string; insecure: boolean }, dataDir: string, log: Logger): HubSecurity | undefined {

@@ -8,6 +8,10 @@ import { ManifestSource } from "../services/controller/manifest-source.ts";
 import { tempDir } from "../test/support/processes.ts";
 import { startHub } from "./hub.ts";
 import { startAgent } from "./agent.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { renderHubConfig } from "../nats/render.ts";
+import { startServerProcess } from "./server-process.ts";
 
 const blockers: Server[] = [];
 afterAll(() => blockers.forEach((server) => server.close()));
@@ -97,5 +101,40 @@ describe("a server process stopped by a signal to its whole group (Ctrl-C, syste
     expect(lines.filter((line) => line.level === 50).map((line) => line.msg)).toEqual([]);
     expect(lines.filter((line) => /restart/.test(String(line.msg)))).toEqual([]);
     expect(hub.server.state).toBe("stopped");
+  }, 30_000);
+});
+
+describe("a server process whose nats-server dies under its first connection", () => {
+  it("connects to the server its supervisor starts again, instead of ending with 'cannot connect to NATS'", async () => {
+    const dataDir = tempDir();
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const { log, lines } = capturedLog("debug");
+    let killed = 0;
+    const node = await startServerProcess({
+      name: "hub-1",
+      role: "hub",
+      client: { host: "127.0.0.1", port: client },
+      log,
+      // Called while the connection's handshake is under way: the first time, the server is killed there (kill -9),
+      // as a crash just after it was ready would.
+      connectOptions: {
+        authenticator: () => {
+          if (killed === 0) {
+            killed = Number(readFileSync(join(dataDir, "nats-server.pid"), "utf8"));
+            process.kill(killed, "SIGKILL");
+          }
+          return undefined;
+        },
+      },
+      server: { dataDir, monitor: { host: "127.0.0.1", port: monitor }, configText: renderHubConfig({ serverName: "hub-1", storeDir: join(dataDir, "js"), client: { host: "127.0.0.1", port: client }, leaf: { host: "127.0.0.1", port: leaf }, monitor: { host: "127.0.0.1", port: monitor } }) },
+    });
+    try {
+      expect(killed).toBeGreaterThan(0);
+      expect(node.server.pid).not.toBe(killed);
+      expect(node.connection.isClosed()).toBe(false);
+      expect(lines.some((line) => line.msg === "the nats-server exited as this process connected to it; connecting to it again, restarted")).toBe(true);
+    } finally {
+      await node.stop();
+    }
   }, 30_000);
 });

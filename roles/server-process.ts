@@ -20,12 +20,13 @@
 import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node";
 import { Gauge, type Registry } from "../lib/prom.ts";
 import type { Bus } from "../bus/bus.ts";
-import { describeError } from "../lib/errors.ts";
+import { describeError, LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Health, MetricsServer } from "../lib/metrics.ts";
 import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { HostPort } from "../nats/render.ts";
 import { NatsServerSupervisor } from "../nats/supervisor.ts";
+import { readyAgain } from "../nats/ready-again.ts";
 
 /**
  * What a server process needs once its nats-server is up: nats.js, the bus and its event schemas, the fabric
@@ -128,7 +129,22 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       options.alsoLoad?.();
     }, options.signal);
     const { Bus, connectNats, localClientUrl, nowIso, MetricsServer, FabricMonitor, rpc } = await load();
-    const connection = await connectNats({ ...options.connectOptions, servers: [localClientUrl(options.client)], name: `leafmesh-${options.role} ${options.name}` });
+    const connectLocal = () => connectNats({ ...options.connectOptions, servers: [localClientUrl(options.client)], name: `leafmesh-${options.role} ${options.name}` });
+    const restartsBefore = server.actor.getSnapshot().context.restarts;
+    const connection = await connectLocal().catch(async (error: unknown) => {
+      // Its server died under this first connection (a crash or a kill just after it was ready): said as "cannot connect
+      // to NATS ... Is the leafmesh hub or agent running there?", while the supervisor was starting it again. Connected
+      // to that one instead; a server that does not come back is said as what it is.
+      // The connection may hear of it before the supervisor hears of the exit: a moment to hear it, in this failure only.
+      for (let wait = 0; wait < 10 && server.actor.getSnapshot().context.restarts === restartsBefore; wait++) await new Promise((resolve) => setTimeout(resolve, 100));
+      const { restarts, lastExit } = server.actor.getSnapshot().context;
+      if (restarts === restartsBefore) throw error;
+      await readyAgain(server, 30_000, options.signal).catch((cause: unknown) => {
+        throw new LeafmeshError("NATS_SERVER_FAILED", `the ${options.role}'s nats-server '${options.name}' ${lastExit} just after it was ready, and: ${describeError(cause)}. Its last lines:\n${server.recentLines.slice(-8).join("\n")}`, { cause });
+      });
+      log.warn({ detail: lastExit }, "the nats-server exited as this process connected to it; connecting to it again, restarted");
+      return connectLocal();
+    });
     stops.push({ what: "the local NATS connection", stop: () => connection.drain().catch(() => connection.close()) });
     const bus = new Bus({ connection, node: options.name, log: log.child({ actor: "bus" }) });
     stops.push({ what: "the bus", stop: () => bus.close() });

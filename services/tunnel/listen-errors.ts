@@ -15,8 +15,10 @@ const meanings: Record<string, string> = {
   EACCES: "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)",
 };
 
-/** CONFIG_INVALID naming each refused --tunnel-listen address and why, when `error` is libp2p's listen failure; else undefined. */
+/** CONFIG_INVALID naming each refused --tunnel-listen address and why, when `error` is libp2p's listen failure (or a listener's CONFIG_INVALID, as it is); else undefined. */
 export function tunnelListenProblem(error: unknown): LeafmeshError | undefined {
+  // A listener of the tunnel's own (--tunnel-tls) said its flag already: passed on as it is, a configuration to fix.
+  if (error instanceof LeafmeshError && error.code === "CONFIG_INVALID") return error;
   const message = error instanceof Error ? error.message : "";
   if (!message.startsWith("Some configured addresses failed to be listened on")) return undefined;
   // Each address on a line of its own: "  /ip4/127.0.0.1/tcp/4101: Error: listen EADDRINUSE: address already in use …".

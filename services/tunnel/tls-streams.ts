@@ -163,7 +163,8 @@ export async function startTlsStreamServer(options: {
       resolve();
     });
   }).catch((error: unknown) => {
-    throw new LeafmeshError("CONFIG_INVALID", `cannot listen for TLS tunnel streams on ${options.listen.host}:${options.listen.port}: ${describeError(error)}`, { cause: error });
+    const inUse = (error as NodeJS.ErrnoException).code === "EADDRINUSE";
+    throw new LeafmeshError("CONFIG_INVALID", `--tunnel-tls ${options.listen.host}:${options.listen.port}: cannot listen for TLS tunnel streams there: ${inUse ? "the address is in use (another agent on this machine? each needs a --tunnel-tls port of its own)" : describeError(error)}`, { cause: error });
   });
   const address = server.address();
   return {
