@@ -305,7 +305,10 @@ describe("cluster IPs in network namespaces", () => {
         const result = await probe(["--host", "198.19.0.10", "--port", "80", "--count", "30"]);
         expect(result).toMatchObject({ answers: { s1: 10, s2: 10, s3: 10 }, errors: {} });
         const udp = await probe(["--host", "198.19.0.20", "--port", "53", "--count", "6", "--udp"]);
-        expect(udp).toMatchObject({ answers: { s1: 2, s2: 2, s3: 2 }, errors: {} });
+        // Every datagram answered. Not how they spread: a source port the kernel gives again within the proxy's
+        // 30 s UDP idle time is the same flow, and goes to that flow's endpoint (2/3/1 in a full run of 2026-12-07).
+        expect(udp.errors).toEqual({});
+        expect(Object.values(udp.answers).reduce((sum, count) => sum + count, 0)).toBe(6);
         // The route the kernel takes for a cluster IP is ours, on lo (MTU 65,536: full-size TCP segments to the listener).
         expect((await lab.exec(cli, ["ip", "-o", "route", "get", "198.19.0.10"])).trim()).toMatch(/^198\.19\.0\.10 dev lo /);
       } finally {
