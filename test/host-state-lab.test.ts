@@ -116,10 +116,16 @@ describe.sequential("the host state an agent leaves", () => {
     await agentA.kill();
     expect(await ruleOfWeb(intercept)).toBe(ruleA);
     agentA = launch("edge-a", agentArgs("edge-a", dataA, 5000, intercept), "", dataA, namespace);
-    await eventually(async () => agentA.output().includes("agent ready") && (await ruleOfWeb(intercept)) === ruleA, 60_000, "edge-a started again, its rule back");
-    expect(await hostState()).toBe(during);
-
-    expect(await agentA.stop()).toBe(0);
+    try {
+      await eventually(async () => agentA.output().includes("agent ready") && (await ruleOfWeb(intercept)) === ruleA, 60_000, "edge-a started again, its rule back");
+      // Its rule for web back is not yet all of its state back: a full run of 2026-12-07 read the state a moment
+      // early, one hook's jump to LEAFMESH-SERVICES short. Waited for, then compared whole.
+      await eventually(async () => (await hostState()) === during, 30_000, "edge-a's whole state back").catch(() => undefined);
+      expect(await hostState()).toBe(during);
+    } finally {
+      // Stopped whatever failed above: left running, it held the namespace's interception and the next tests waited on it.
+      expect(await agentA.stop()).toBe(0);
+    }
     expect(await hostState()).toBe(before);
   });
 
