@@ -170,38 +170,28 @@ export class BackendPools {
     for (let attempt = 0; attempt < (this.#options.maxAttempts ?? 4); attempt++) {
       const endpoint = balancer.choose(hashKey, exclude);
       if (!endpoint) break;
+      // The endpoint's open session, or a new one on a new connection; then one wait for it, either way.
+      let held: { ready: Promise<ClientHttp2Session>; release: () => void; reused: boolean };
       const open = this.#sessions.open(endpoint.key);
-      if (open) {
-        const release = both(this.#hold(endpoint), this.#sessions.hold(open));
-        try {
-          const session = await whileWanted(open.ready, abort.signal);
-          return { session, endpoint, release, reused: true, suspect: () => this.#sessions.check(session) };
-        } catch (error) {
-          // A session still being made when this request came, and it failed (its maker counted it), or the request's
-          // deadline passed or its client left meanwhile.
-          release();
-          if (abort.signal.aborted) throw error;
-          lastError = error;
+      if (open) held = { ready: open.ready, release: both(this.#hold(endpoint), this.#sessions.hold(open)), reused: true };
+      else {
+        const dialled = await this.#dialOne(backend, endpoint, abort, false);
+        if ("error" in dialled) {
+          lastError = dialled.error;
           exclude.add(endpoint.key);
           continue;
         }
+        const made = this.#sessions.add(endpoint.key, dialled.upstream.stream, this.#options.http2SettingsTimeoutMs);
+        // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
+        made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+        held = { ready: made.ready, release: both(dialled.upstream.release, this.#sessions.hold(made)), reused: false };
       }
-      const dialled = await this.#dialOne(backend, endpoint, abort, false);
-      if ("error" in dialled) {
-        lastError = dialled.error;
-        exclude.add(endpoint.key);
-        continue;
-      }
-      const upstream = dialled.upstream;
-      const made = this.#sessions.add(endpoint.key, upstream.stream, this.#options.http2SettingsTimeoutMs);
-      // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
-      made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
-      const release = both(upstream.release, this.#sessions.hold(made));
       try {
-        const session = await whileWanted(made.ready, abort.signal);
-        return { session, endpoint, release, reused: false, suspect: () => this.#sessions.check(session) };
+        const session = await whileWanted(held.ready, abort.signal);
+        return { session, endpoint, release: held.release, reused: held.reused, suspect: () => this.#sessions.check(session) };
       } catch (error) {
-        release();
+        // The session failed before it was ready (its maker counted it), or the request's deadline passed or its client left.
+        held.release();
         if (abort.signal.aborted) throw error;
         lastError = error;
         exclude.add(endpoint.key);
