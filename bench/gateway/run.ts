@@ -27,6 +27,7 @@
  *   LEAFMESH_BENCH_PARTS=http or tcp: only that part (to profile one).
  *   LEAFMESH_BENCH_CPU_PROF=DIR: the agent runs with --cpu-prof into DIR (bench/profile/cpu-profile.ts reads it).
  *   LEAFMESH_BENCH_AGENT_NODE_FLAGS="--trace-gc": Node flags for the agent alone.
+ *   LEAFMESH_BENCH_AGENT_ARGS="--gateway-access-log off": more `leafmesh agent` flags (to see what one part costs).
  *   LEAFMESH_BENCH_KEEP=1: keep the scratch directory (agent.log, haproxy.log, configuration).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -296,6 +297,7 @@ export async function runGatewayBench(): Promise<BenchTable[]> {
         cliPath, "agent", "--node", "edge-a", "--hub", hub.leafUrl, "--data", join(scratch, "edge-a"),
         "--nats-listen", `127.0.0.1:${agentPorts.client}`, "--monitor-listen", `127.0.0.1:${agentPorts.monitor}`, "--metrics-listen", "off",
         "--insecure", "--mdns", "off", "--gateway", "127.0.0.1",
+        ...(process.env.LEAFMESH_BENCH_AGENT_ARGS ?? "").split(" ").filter(Boolean),
       ],
       { stdio: ["ignore", agentLog, agentLog] },
     );
