@@ -7,12 +7,13 @@
  * live, and tears everything down on Ctrl-C.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { buildNatLab, hubAddresses } from "./nat.ts";
 import { inNamespace, runCommand } from "./netns.ts";
+import { namespaceResolver, removeNamespaceResolver } from "./netns-resolver.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
@@ -25,7 +26,7 @@ export async function runLabDemo(io: CommandIO, options: { logLevel: string }): 
   const say = (line: string) => io.stdout.write(`${line}\n`);
   const base = mkdtempSync(join(tmpdir(), "leafmesh-lab-demo-"));
   // What a killed earlier run left: buildNatLab removes its namespaces, this its resolver files.
-  for (const site of ["a", "b", "c"]) rmSync(`/etc/netns/lmdm-${site}h1`, { recursive: true, force: true });
+  for (const site of ["a", "b", "c"]) removeNamespaceResolver(`lmdm-${site}h1`);
   say(`leafmesh demo --lab: building the lab (namespaces lmdm-*, addresses 198.18.64.0/18) …`);
   const lab = await buildNatLab({
     prefix: "lmdm-",
@@ -36,10 +37,10 @@ export async function runLabDemo(io: CommandIO, options: { logLevel: string }): 
     ],
   });
   const children: ChildProcess[] = [];
-  const resolvDirs: string[] = [];
+  const resolverRemovals: (() => void)[] = [];
   const stop = async () => {
     // Resolver files first (they live outside the namespaces), then every process and namespace of the lab.
-    for (const dir of resolvDirs) rmSync(dir, { recursive: true, force: true });
+    for (const remove of resolverRemovals) remove();
     for (const child of children) child.kill("SIGKILL");
     try {
       await lab.teardown();
@@ -93,10 +94,7 @@ export async function runLabDemo(io: CommandIO, options: { logLevel: string }): 
     ]);
     await new Promise((resolveWait) => setTimeout(resolveWait, 2_000));
     for (const { node, namespace, address } of nodes) {
-      const dir = `/etc/netns/${namespace}`;
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(`${dir}/resolv.conf`, `nameserver ${address}\noptions timeout:2 attempts:1\n`);
-      resolvDirs.push(dir);
+      resolverRemovals.push(namespaceResolver(namespace, address));
       start(namespace, node, [
         process.execPath, cliPath, "agent", "--node", node, "--hub", `nats://${hubAddresses[0]}:7422`, "--data", join(base, node),
         "--nats-listen", "127.0.0.1:4222", "--monitor-listen", "127.0.0.1:8222", "--metrics-listen", "127.0.0.1:9465",

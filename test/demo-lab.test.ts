@@ -1,5 +1,6 @@
-/** `leafmesh demo --lab` (root): what it prints works inside the namespaces, and Ctrl-C removes the whole lab. */
+/** `leafmesh demo --lab` (root): what it prints works inside the namespaces, and Ctrl-C removes the whole lab, its resolver files too. */
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { eventually } from "./support/ports.ts";
 import { cliPath, nodeBinary } from "./support/processes.ts";
@@ -26,5 +27,9 @@ describe("leafmesh demo --lab", () => {
     expect(await exited).toBe(0);
     expect(output).toContain("stopped.");
     expect(execFileSync("ip", ["netns", "list"], { encoding: "utf8" })).not.toContain("lmdm-");
+    // Nor its resolver files: /etc/netns/<namespace>, and /etc/netns itself left empty on a machine that had none.
+    const netnsEtc = existsSync("/etc/netns") ? readdirSync("/etc/netns") : undefined;
+    expect(netnsEtc?.filter((name) => name.startsWith("lmdm-")) ?? []).toEqual([]);
+    expect(netnsEtc?.length, "an empty /etc/netns left behind").not.toBe(0);
   });
 });

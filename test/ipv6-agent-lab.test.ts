@@ -6,17 +6,16 @@
  * wiring, not only the actors: the proxier prepares the IPv6 listener prefix
  * before traffic binds its sockets there.
  */
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { checkLabPrerequisites, createLab, type Lab } from "../lab/netns.ts";
+import { namespaceResolver, removeNamespaceResolver } from "../lab/netns-resolver.ts";
 import { eventually } from "./support/ports.ts";
 import { launch, nodeBinary, stopAllProcesses, tempDir } from "./support/processes.ts";
 
 const root = resolve(import.meta.dirname, "..");
-/** ip netns exec bind-mounts /etc/netns/<namespace>/resolv.conf over /etc/resolv.conf: curl asks the agent's DNS. */
-const netnsEtc = (namespace: string) => `/etc/netns/${namespace}`;
 
 const service = {
   apiVersion: "v1",
@@ -55,8 +54,8 @@ describe.sequential("a dual-stack Service through a real agent", () => {
     ]);
     lab = await createLab({ prefix: "lm6a-" });
     namespace = await lab.namespace("n1");
-    mkdirSync(netnsEtc(namespace), { recursive: true });
-    writeFileSync(`${netnsEtc(namespace)}/resolv.conf`, "nameserver 127.0.0.53\n");
+    // curl in the namespace asks the agent's DNS.
+    namespaceResolver(namespace, "127.0.0.53");
     const manifests = tempDir();
     writeFileSync(`${manifests}/web.yaml`, [service, slice].map((object) => stringify(object)).join("---\n"));
     const endpoint = lab.spawn(namespace, [nodeBinary, resolve(root, "lab/traffic/endpoint-server.ts"), "--name", "ep", "--port", "8080", "--udp-port", "8053"]);
@@ -67,9 +66,7 @@ describe.sequential("a dual-stack Service through a real agent", () => {
   afterAll(async () => {
     await stopAllProcesses();
     await lab?.teardown();
-    if (namespace) rmSync(netnsEtc(namespace), { recursive: true, force: true });
-    // /etc/netns itself when this test made it (nothing else left in it).
-    if (existsSync("/etc/netns") && readdirSync("/etc/netns").length === 0) rmdirSync("/etc/netns");
+    if (namespace) removeNamespaceResolver(namespace);
   }, 60_000);
 
   it.each(["nftables", "iptables"] as const)("%s: curl by name reaches the Service on its IPv6 cluster IP, UDP too; a clean stop leaves no IPv6 state", { timeout: 120_000 }, async (intercept) => {

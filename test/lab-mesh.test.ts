@@ -7,10 +7,11 @@
  * Then: every hub stopped for longer than a node record lives, and an agent killed and restarted.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildNatLab, hubAddresses, type NatLab } from "../lab/nat.ts";
 import { inNamespace, runCommand } from "../lab/netns.ts";
+import { namespaceResolver } from "../lab/netns-resolver.ts";
 import { join } from "node:path";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
@@ -20,7 +21,7 @@ import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshPr
 
 const prefix = "lmms-";
 let lab: NatLab;
-const resolvConfDirs: string[] = [];
+const resolverRemovals: (() => void)[] = [];
 
 interface NodeView {
   status: { actors: { name: string; state: string; detail?: Record<string, unknown> }[] };
@@ -98,10 +99,7 @@ describe.sequential("the mesh in the NAT lab", () => {
       const host = site.hosts[0];
       rmSync(`/tmp/${prefix}${node}`, { recursive: true, force: true });
       // ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf: the node's resolver is its agent.
-      const dir = `/etc/netns/${host.namespace}`;
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(`${dir}/resolv.conf`, `nameserver ${host.address}\noptions timeout:2 attempts:1\n`);
-      resolvConfDirs.push(dir);
+      resolverRemovals.push(namespaceResolver(host.namespace, host.address));
       agents.set(node, launch(node, agentArgs(node, host.namespace, host.address), "", "", host.namespace));
     }
     for (const [node] of agents) {
@@ -114,7 +112,7 @@ describe.sequential("the mesh in the NAT lab", () => {
     await stopAllProcesses();
     for (const child of backgrounds) child.kill("SIGKILL");
     await lab?.teardown();
-    for (const dir of resolvConfDirs) rmSync(dir, { recursive: true, force: true });
+    for (const remove of resolverRemovals) remove();
     for (const node of ["node-a", "node-b", "node-c"]) rmSync(`/tmp/${prefix}${node}`, { recursive: true, force: true });
   }, 60_000);
 

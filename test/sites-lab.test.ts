@@ -23,10 +23,11 @@
  *    change made at the hub afterwards still arrives.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLab, inNamespace, runCommand, type Lab } from "../lab/netns.ts";
+import { namespaceResolver } from "../lab/netns-resolver.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
 import { issueSite } from "../trust/site-store.ts";
@@ -55,7 +56,7 @@ let lab: Lab;
 let keys = "";
 let manifests = "";
 const backgrounds: ChildProcess[] = [];
-const resolvConfDirs: string[] = [];
+const resolverRemovals: (() => void)[] = [];
 const namespaces: Record<string, string> = {};
 const processes: Record<string, LeafmeshProcess> = {};
 
@@ -170,10 +171,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
       await lab.link({ namespace: namespaces[node], bridge: lan, address: `${address}/24` });
       await lab.route(namespaces[node], "default", { via: siteLanAddress });
       // ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf: the node's resolver is its agent.
-      const dir = `/etc/netns/${namespaces[node]}`;
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, "resolv.conf"), `nameserver ${address}\noptions timeout:2 attempts:1\n`);
-      resolvConfDirs.push(dir);
+      resolverRemovals.push(namespaceResolver(namespaces[node], address));
     }
     // Backends: on node-b (web, old, pay), on node-a (telemetry), and in the cloud (ledger, an address outside the mesh).
     for (const [where, words] of [["node-b", "node-b"], ["node-a", "node-a"], ["hub", "the cloud"]]) {
@@ -235,7 +233,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
     await uplinkUp(true).catch(() => undefined);
     await stopAllProcesses();
     for (const child of backgrounds) child.kill("SIGKILL");
-    for (const dir of resolvConfDirs) rmSync(dir, { recursive: true, force: true });
+    for (const remove of resolverRemovals) remove();
     await lab?.teardown();
   }, 60_000);
 
