@@ -181,7 +181,7 @@ export class HttpForwarder {
           : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer);
       if (outcome.kind === "answered") {
         done();
-        return finish(outcome.status);
+        return finish(outcome.status, outcome.reason);
       }
       if (outcome.kind === "stale") {
         // An idle connection the backend had closed: not the backend's failure, and not an attempt.
@@ -261,7 +261,7 @@ export class HttpForwarder {
         this.#options.count("http answer cut by backend");
         cutResponse(response);
         cut(why);
-        settle({ kind: "answered", status });
+        settle({ kind: "answered", status, reason: "answer cut by backend" });
       };
       let held: Buffer | undefined;
       const writeHeld = () => {

@@ -9,6 +9,7 @@
  *
  * The outcome is http-proxy.ts's, as its HTTP/1.1 exchange gives it.
  */
+import { subscribe } from "node:diagnostics_channel";
 import { constants as http2, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import type { Http2ServerResponse } from "node:http2";
 import type { ServerResponse } from "node:http";
@@ -18,6 +19,20 @@ import type { Http2Upstream } from "./upstream.ts";
 
 /** Request headers of the HTTP/1.1 form that HTTP/2 has no place for (RFC 9113 §8.2.2), or carries as a pseudo-header. */
 const notInHttp2 = new Set(["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"]);
+
+/**
+ * Streams to backends that closed before their answer's END_STREAM came (an RST_STREAM, NO_ERROR included; a session
+ * that died). Node gives an RST_STREAM(NO_ERROR) the events of a real end ('end', then 'close' with rstCode 0): an
+ * answer the backend stopped part-way reached the client as whole, and one it never began as an empty 200. Only the
+ * moment of the close tells them apart: a real END_STREAM ends the stream's readable side before the stream closes
+ * (after it, an RST_STREAM(NO_ERROR) only asks to stop the request's body, RFC 9113 §8.1: the answer is whole).
+ * Node publishes that moment on this channel, as the stream closes, whoever closed it.
+ */
+const closedUnfinished = new WeakSet<ClientHttp2Stream>();
+subscribe("http2.client.stream.close", (message) => {
+  const { stream } = message as { stream: ClientHttp2Stream & { _readableState: { ended: boolean } } };
+  if (!stream._readableState.ended) closedUnfinished.add(stream);
+});
 
 export interface Http2Exchange {
   request: GatewayRequest;
@@ -157,8 +172,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("trailers", (received) => (trailers = received));
     stream.on("end", () => {
       // Node ends the stream's reading side too when its session dies under it (the backend's connection closed,
-      // its session destroyed): then 'close' follows with its code (CANCEL), and the answer is a cut, not an end.
-      if (settled || stream.rstCode !== http2.NGHTTP2_NO_ERROR) return;
+      // its session destroyed: 'close' follows with its code, CANCEL) and when the backend resets it, NO_ERROR
+      // included: then the answer is a cut, or no answer at all, never an end ('close' says which).
+      if (settled || !answered || stream.rstCode !== http2.NGHTTP2_NO_ERROR || closedUnfinished.has(stream)) return;
       settle({ kind: "answered", status });
       // Trailers reach an HTTP/2 client; HTTP/1.1 clients are answered without them (gRPC needs HTTP/2 anyway).
       if (trailers && exchange.request.httpVersionMajor === 2) (response as unknown as Http2ServerResponse).addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => name.charCodeAt(0) !== 58)) as OutgoingHttpHeaders);
@@ -169,7 +185,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       if (answered) {
         count("http answer cut by backend");
         cutResponse(exchange.response);
-        return settle({ kind: "answered", status });
+        return settle({ kind: "answered", status, reason: "answer cut by backend" });
       }
       count("http backend failed");
       // RFC 9113 §8.7: a stream refused (REFUSED_STREAM, or left out by a GOAWAY) was not processed, and is safe to
