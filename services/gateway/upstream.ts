@@ -23,7 +23,7 @@ import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 import { HttpConnection, IdleConnections } from "./upstream-http.ts";
-import { Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
+import { Http2SessionAbandoned, Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
 import type { ClientHttp2Session } from "node:http2";
 
 const noneExcluded: ReadonlySet<string> = new Set();
@@ -183,7 +183,7 @@ export class BackendPools {
         }
         const made = this.#sessions.add(endpoint.key, dialled.upstream.stream, this.#options.http2SettingsTimeoutMs);
         // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
-        made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+        made.ready.catch((error: unknown) => (error instanceof Http2SessionAbandoned ? this.#sessionAbandoned(backend, endpoint, error) : this.#sessionFailed(backend, endpoint, error)));
         held = { ready: made.ready, release: both(dialled.upstream.release, this.#sessions.hold(made)), reused: false };
       }
       try {
@@ -198,6 +198,13 @@ export class BackendPools {
       }
     }
     throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
+  }
+
+  /** A session the gateway gave up before it was ready: said as what happened, and not held against the endpoint. */
+  #sessionAbandoned(backend: PlannedBackend, endpoint: EndpointTarget, error: Http2SessionAbandoned): void {
+    this.#options.count(`http2 session abandoned: ${error.reason}`);
+    const said = error.reason === "endpoint left the catalog" ? "the endpoint left the catalog while its HTTP/2 session was being made" : "the gateway stopped while an HTTP/2 session was being made";
+    this.#options.log.info({ endpoint: endpoint.key, backend: backend.key }, `${said}: the session is abandoned (no failure of the endpoint's), a request waiting for it goes to the next endpoint`);
   }
 
   #sessionFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
