@@ -52,6 +52,8 @@ export interface Http2Exchange {
   endpointAnswered(): void;
   /** The endpoint failed this request before its answer (a reset, a refusal, its session gone): counted towards its ejection. */
   endpointFailed(why: string): void;
+  /** No answer by a deadline: counted towards its ejection unless the endpoint answered other requests meanwhile (upstream.ts). */
+  endpointTimedOut(why: string): void;
 }
 
 /** HTTP/2 request headers from the HTTP/1.1 list: names lower-cased, Host as :authority, repeats kept. */
@@ -195,9 +197,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       settle({ kind: retriable(retry, { failure: refused ? "refused-stream" : "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
-      // No answer by the route's deadline is the endpoint's failure, as Envoy holds a timeout; a client that left is not.
+      // No answer by the route's deadline may be the endpoint's failure (upstream.ts: endpointTimedOut); a client that left is not.
       if (deadline.timedOut && !answered) {
-        exchange.endpointFailed("no answer by the route's timeout");
+        exchange.endpointTimedOut("no answer by the route's timeout");
         upstream.suspect();
       }
       cancel();
@@ -205,7 +207,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     });
     const perTry = exchange.perTryTimeoutMs
       ? setTimeout(() => {
-          exchange.endpointFailed("no answer by the attempt's timeout");
+          exchange.endpointTimedOut("no answer by the attempt's timeout");
           upstream.suspect();
           cancel();
           settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
