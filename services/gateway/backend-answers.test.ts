@@ -7,41 +7,18 @@
 import { connect, type ClientHttp2Session } from "node:http2";
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { IndexFeed } from "../../bus/catalog-feed.ts";
-import { catalogKey } from "../../bus/catalog.ts";
 import { silentLogger } from "../../lib/log.ts";
+import { catalogFeed, prefixRoutes, type PrefixBackend } from "../../test/support/gateway-fixture.ts";
 import { freePort } from "../../test/support/ports.ts";
-import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
-import { frame } from "../../test/support/http2-frames.ts";
-
+import { frame, rawHttp2Server } from "../../test/support/http2-frames.ts";
 
 /**
  * An h2c server that answers every request with a HEADERS frame ending its stream: `:status` as a literal with the
  * static table's name (index 8, RFC 7541 §6.2.2), whatever three characters `status` holds.
  */
-function rawHttp2Server(status: string, sockets: Set<Socket>): TcpServer {
-  return createTcpServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-    socket.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS, none changed
-    let pending = Buffer.alloc(0);
-    let prefaceRead = false;
-    socket.on("data", (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      if (!prefaceRead) {
-        if (pending.length < 24) return;
-        pending = pending.subarray(24);
-        prefaceRead = true;
-      }
-      while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
-        const [type, flags, stream] = [pending[3], pending[4], pending.readUInt32BE(5) & 0x7fffffff];
-        pending = pending.subarray(9 + pending.readUIntBE(0, 3));
-        if (type === 4 && !(flags & 1)) socket.write(frame(4, 1, 0, Buffer.alloc(0))); // their SETTINGS, acknowledged
-        if (type === 1) socket.write(frame(1, 0x05, stream, Buffer.concat([Buffer.from([0x08, status.length]), Buffer.from(status)])));
-      }
-    });
-  });
+function oddStatusServer(status: string, sockets: Set<Socket>): TcpServer {
+  return rawHttp2Server((socket, stream) => socket.write(frame(1, 0x05, stream, Buffer.concat([Buffer.from([0x08, status.length]), Buffer.from(status)]))), sockets);
 }
 
 /** An HTTP/1.1 server that answers each connection's first request with `status` and closes. */
@@ -62,27 +39,15 @@ describe("backends answering a status no HTTP server may send", () => {
 
   beforeAll(async () => {
     gatewayPort = await freePort();
-    const namespace = "shop";
-    const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
-    const http: object[] = [];
+    const routed: PrefixBackend[] = [];
     // A Service per backend, its path prefix its name: h2 (grpc port), h1-600 and h1-099 (http ports).
-    for (const [index, [name, portName, backend]] of ([["h2", "grpc", rawHttp2Server("600", sockets)], ["h1-600", "http", rawHttp1Server("600", sockets)], ["h1-099", "http", rawHttp1Server("099", sockets)]] as const).entries()) {
+    for (const [name, portName, backend] of [["h2", "grpc", oddStatusServer("600", sockets)], ["h1-600", "http", rawHttp1Server("600", sockets)], ["h1-099", "http", rawHttp1Server("099", sockets)]] as const) {
       const port = await freePort();
       backends.push(backend);
       await new Promise<void>((resolve) => backend.listen(port, "127.0.0.1", resolve));
-      objects.push(
-        { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.81.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: portName }] } },
-        { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true } }], ports: [{ name: portName, port, protocol: "TCP" }] },
-      );
-      http.push({ match: [{ uri: { prefix: `/${name}/` } }], route: [{ destination: { host: name, port: { number: 80 } } }] });
+      routed.push({ name, portName, port });
     }
-    objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "odd", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
-    const feed = new IndexFeed();
-    for (const object of objects) {
-      const result = normalizeObject(object);
-      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
-      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
-    }
+    const feed = catalogFeed(prefixRoutes(gatewayPort, routed, "198.19.81"));
     gateway = createGatewayActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", access: () => undefined });
     await gateway.start();
     client = connect(`http://127.0.0.1:${gatewayPort}`);

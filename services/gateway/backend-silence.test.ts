@@ -7,11 +7,9 @@
 import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Stream } from "node:http2";
 import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { IndexFeed } from "../../bus/catalog-feed.ts";
-import { catalogKey } from "../../bus/catalog.ts";
 import { silentLogger } from "../../lib/log.ts";
+import { catalogFeed, prefixRoutes } from "../../test/support/gateway-fixture.ts";
 import { freePort } from "../../test/support/ports.ts";
-import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
 
 describe("HTTP/2 backends that go quiet", () => {
@@ -50,23 +48,16 @@ describe("HTTP/2 backends that go quiet", () => {
       }),
     );
     gatewayPort = await freePort();
-    const namespace = "shop";
-    const objects: object[] = [{ apiVersion: "networking.istio.io/v1beta1", kind: "Gateway", metadata: { name: "edge", namespace }, spec: { selector: {}, servers: [{ port: { number: gatewayPort, name: "http", protocol: "HTTP" }, hosts: ["*"] }] } }];
-    const http: object[] = [];
-    for (const [index, [name, port, addresses]] of ([["waiting", silentPort, ["127.0.0.1", "127.0.0.2"]], ["relayed", relayPort, ["127.0.0.1"]]] as const).entries()) {
-      objects.push(
-        { apiVersion: "v1", kind: "Service", metadata: { name, namespace }, spec: { clusterIP: `198.19.82.${10 + index}`, ports: [{ port: 80, protocol: "TCP", name: "grpc" }] } },
-        { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: `${name}-0`, namespace, labels: { "kubernetes.io/service-name": name } }, addressType: "IPv4", endpoints: addresses.map((address) => ({ addresses: [address], conditions: { ready: true } })), ports: [{ name: "grpc", port, protocol: "TCP" }] },
-      );
-      http.push({ match: [{ uri: { prefix: `/${name}/` } }], timeout: "200ms", route: [{ destination: { host: name, port: { number: 80 } } }] });
-    }
-    objects.push({ apiVersion: "networking.istio.io/v1beta1", kind: "VirtualService", metadata: { name: "quiet", namespace }, spec: { gateways: ["edge"], hosts: ["*"], http } });
-    const feed = new IndexFeed();
-    for (const object of objects) {
-      const result = normalizeObject(object);
-      if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
-      feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
-    }
+    const feed = catalogFeed(
+      prefixRoutes(
+        gatewayPort,
+        [
+          { name: "waiting", portName: "grpc", port: silentPort, addresses: ["127.0.0.1", "127.0.0.2"], rule: { timeout: "200ms" } },
+          { name: "relayed", portName: "grpc", port: relayPort, rule: { timeout: "200ms" } },
+        ],
+        "198.19.82",
+      ),
+    );
     gateway = createGatewayActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", access: () => undefined, backendTimeouts: { http2PingTimeoutMs: 300 } });
     await gateway.start();
   }, 30_000);

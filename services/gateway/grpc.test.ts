@@ -129,6 +129,7 @@ describe.each(["istio", "gateway-api"] as const)("gRPC through the gateway (%s)"
       if (path === "/plain") return stream.respond({ ":status": 200, "content-type": "text/plain" }, { endStream: false }), stream.end("plain over h2\n");
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "grpc-message": "OK" }));
+      if (path === "/shop.Orders/Empty") return void stream.end();
       if (path === "/shop.Orders/Die") {
         stream.write(frame("last words"));
         return void setTimeout(() => stream.close(constants.NGHTTP2_INTERNAL_ERROR), 50);
@@ -227,6 +228,26 @@ describe.each(["istio", "gateway-api"] as const)("gRPC through the gateway (%s)"
     session.close();
     const plain = await fetch(`http://127.0.0.1:${port}/plain`);
     expect(await plain.text()).toBe("plain over h2\n");
+  });
+
+  it("sends the backend's trailers to an HTTP/1.1 client that sent TE: trailers, in the chunked body's end (RFC 9112 §7.1.2), and to no other", async () => {
+    const answer = (te: string, path = "/shop.Orders/Get") =>
+      new Promise<string>((resolve) => {
+        const socket = connectTcp(port, "127.0.0.1");
+        let text = "";
+        socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")));
+        socket.on("error", () => undefined);
+        socket.on("close", () => resolve(text));
+        socket.end(`POST ${path} HTTP/1.1\r\nHost: shop.example.com\r\nContent-Type: application/grpc\r\n${te}Content-Length: 10\r\nConnection: close\r\n\r\n${frame("hello").toString("latin1")}`);
+      });
+    const body = `\r\n${(9 + 5).toString(16)}\r\n${frame("got hello").toString("latin1")}\r\n0\r\n`;
+    const withTe = await answer("TE: trailers\r\n");
+    expect(withTe).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(withTe.endsWith(`${body}grpc-status: 0\r\ngrpc-message: OK\r\n\r\n`), JSON.stringify(withTe)).toBe(true);
+    const without = await answer("");
+    expect(without.endsWith(`${body}\r\n`), JSON.stringify(without)).toBe(true);
+    // No message, then trailers: the answer goes chunked to carry them (a Content-Length: 0 had no place for them).
+    expect(await answer("TE: trailers\r\n", "/shop.Orders/Empty")).toMatch(/\r\nTransfer-Encoding: chunked\r\n[^]*\r\n\r\n0\r\ngrpc-status: 0\r\ngrpc-message: OK\r\n\r\n$/);
   });
 
   it("refuses a port that claims HTTP/2 but answers HTTP/1.1, with a reason, and serves on", async () => {

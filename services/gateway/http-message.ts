@@ -21,8 +21,11 @@ export type GatewayResponse = ServerResponse | Http2ServerResponse | Http1Respon
 // The three share what the forwarder calls (writeHead, write, end, once/off of close and drain); a call goes through
 // ServerResponse's signatures where TypeScript cannot unite their overloads.
 
-/** How one attempt of a request ended (an HTTP/1.1 exchange in http-proxy.ts, an HTTP/2 one in http2-exchange.ts). */
-export type ExchangeOutcome = { kind: "answered"; status: number } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
+/**
+ * How one attempt of a request ended (an HTTP/1.1 exchange in http-proxy.ts, an HTTP/2 one in http2-exchange.ts); an
+ * answer the backend cut part-way carries the reason its access-log line gives.
+ */
+export type ExchangeOutcome = { kind: "answered"; status: number; reason?: "answer cut by backend" } | { kind: "retry" | "failed" | "stale"; status: number; reason: string };
 
 /** One line of the access log. */
 export interface AccessEntry {
@@ -39,7 +42,7 @@ export interface AccessEntry {
   endpoint?: string;
   attempts: number;
   durationMs: number;
-  /** Why the gateway answered itself (no route, no endpoint, timeout...). */
+  /** Why the gateway answered itself (no route, no endpoint, timeout...), or why an answer under way ended in a cut. */
   reason?: string;
 }
 

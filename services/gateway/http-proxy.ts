@@ -175,13 +175,14 @@ export class HttpForwarder {
       // Without a rule timeout, the default bounds only the wait for an answer: a long download is not cut.
       const onAnswer = () => rule.timeoutMs === undefined && clearTimeout(timer);
       const retry = attempt < attempts ? rule.retry : undefined;
+      const answersBefore = pools.answerMark(upstream.endpoint);
       const outcome =
         "session" in upstream
-          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count, endpointAnswered: () => pools.endpointAnswered(upstream.endpoint), endpointFailed: (why) => pools.endpointFailed(backend, upstream.endpoint, why) })
-          : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer);
+          ? await exchangeHttp2({ request, response, upstream, method: request.method ?? "GET", target, headers, withBody, deadline, perTryTimeoutMs: rule.retry?.perTryTimeoutMs, retry, onAnswer, count: this.#options.count, endpointAnswered: () => pools.endpointAnswered(upstream.endpoint), endpointFailed: (why) => pools.endpointFailed(backend, upstream.endpoint, why), endpointTimedOut: (why) => pools.endpointTimedOut(backend, upstream.endpoint, answersBefore, why) })
+          : await this.#exchange(request, response, upstream, backend, head, withBody ? (chunked ? "chunked" : "length") : undefined, deadline, rule.retry?.perTryTimeoutMs, retry, onAnswer, answersBefore);
       if (outcome.kind === "answered") {
         done();
-        return finish(outcome.status);
+        return finish(outcome.status, outcome.reason);
       }
       if (outcome.kind === "stale") {
         // An idle connection the backend had closed: not the backend's failure, and not an attempt.
@@ -220,6 +221,7 @@ export class HttpForwarder {
     perTryTimeoutMs: number | undefined,
     retry: RetryPolicy | undefined,
     onAnswer: () => void,
+    answersBefore: number,
   ): Promise<ExchangeOutcome> {
     return new Promise((resolve) => {
       const { stream, connection } = upstream;
@@ -261,7 +263,7 @@ export class HttpForwarder {
         this.#options.count("http answer cut by backend");
         cutResponse(response);
         cut(why);
-        settle({ kind: "answered", status });
+        settle({ kind: "answered", status, reason: "answer cut by backend" });
       };
       let held: Buffer | undefined;
       const writeHeld = () => {
@@ -352,16 +354,16 @@ export class HttpForwarder {
         else failedBeforeAnswer(error.message);
       };
       const onAbort = () => {
-        // A backend that let the route's deadline pass without a word (a hung process: the kernel accepts for it) is
-        // held to have failed, as Envoy holds a timeout; one whose answer was under way is not (a long download).
-        if (deadline.timedOut && !answered) this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the route's timeout");
+        // A backend that let the route's deadline pass without a word (a hung process: the kernel accepts for it) may
+        // have failed (upstream.ts: endpointTimedOut); one whose answer was under way has not (a long download).
+        if (deadline.timedOut && !answered) this.#options.pools.endpointTimedOut(backend, upstream.endpoint, answersBefore, "no answer by the route's timeout");
         cut("the request timed out or its client left");
         settle({ kind: "failed", status: 504, reason: "request timed out" });
       };
       deadline.onAbort(onAbort);
       const perTry = perTryTimeoutMs
         ? setTimeout(() => {
-            this.#options.pools.endpointFailed(backend, upstream.endpoint, "no answer by the attempt's timeout");
+            this.#options.pools.endpointTimedOut(backend, upstream.endpoint, answersBefore, "no answer by the attempt's timeout");
             cut("the attempt timed out");
             settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });
           }, perTryTimeoutMs)

@@ -149,6 +149,8 @@ export class Http1Response extends EventEmitter {
   #closeEmitted = false;
   #chunked = false;
   #hasLength = false;
+  /** Trailer fields for the last chunk, framed ("name: value\r\n" each). */
+  #trailers = "";
 
   constructor(connection: ExchangeConnection, socket: Socket, request: Http1Request, keepAlive: boolean) {
     super();
@@ -197,6 +199,24 @@ export class Http1Response extends EventEmitter {
     return more;
   }
 
+  /**
+   * Trailer fields, sent in the chunked answer's last chunk (RFC 9112 §7.1.2) by end(); an answer whose head is not out
+   * yet goes chunked for them. False when they have no place (the answer has its length, is HTTP/1.0's, or has no
+   * body). Throws on a field that is not HTTP, as writeHead does.
+   */
+  addTrailers(fields: Record<string, string | string[]>): boolean {
+    let text = "";
+    for (const [name, values] of Object.entries(fields)) {
+      for (const value of Array.isArray(values) ? values : [values]) {
+        if (!isToken(name) || badValue(value)) throw new Error(`the trailer '${name.slice(0, 40)}' is not valid HTTP`);
+        text += `${name}: ${value}\r\n`;
+      }
+    }
+    const carried = this.headersSent ? this.#chunked : !this.#hasLength && !this.#http10 && !this.#noBody && this.statusCode !== 204 && this.statusCode !== 304;
+    if (carried) this.#trailers += text;
+    return carried;
+  }
+
   /** 'close' once: after the answer went out whole, or when the connection closed before. */
   emitClose(): void {
     if (this.#closeEmitted) return;
@@ -209,7 +229,7 @@ export class Http1Response extends EventEmitter {
     this.writableEnded = true;
     const body = chunk === undefined || this.#noBody ? undefined : typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     const finished = () => this.#connection.finished(this);
-    const head = this.headersSent ? undefined : this.#headText(body?.length ?? 0);
+    const head = this.headersSent ? undefined : this.#headText(this.#trailers ? undefined : (body?.length ?? 0));
     const hasBody = body !== undefined && body.length > 0;
     if (head !== undefined && hasBody && !this.#chunked && body.length <= maxCopiedBody) {
       // The usual answer, head and a small body, as one buffer in one write: no corking, no writev of two pieces.
@@ -227,7 +247,7 @@ export class Http1Response extends EventEmitter {
       this.socket.write(body, this.#chunked ? undefined : finished);
       if (this.#chunked) this.socket.write("\r\n", "latin1");
     }
-    if (this.#chunked) this.socket.write("0\r\n\r\n", "latin1", finished);
+    if (this.#chunked) this.socket.write(this.#trailers ? `0\r\n${this.#trailers}\r\n` : "0\r\n\r\n", "latin1", finished);
     else if (head === undefined && !hasBody) this.socket.write(Buffer.alloc(0), finished);
     this.socket.uncork();
     return this;

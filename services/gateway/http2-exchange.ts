@@ -9,15 +9,30 @@
  *
  * The outcome is http-proxy.ts's, as its HTTP/1.1 exchange gives it.
  */
+import { subscribe } from "node:diagnostics_channel";
 import { constants as http2, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
-import type { Http2ServerResponse } from "node:http2";
 import type { ServerResponse } from "node:http";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
-import { cutResponse, retriable, type ExchangeOutcome, type GatewayRequest, type GatewayResponse, type RequestAbort } from "./http-message.ts";
+import { cutResponse, hopByHop, retriable, type ExchangeOutcome, type GatewayRequest, type GatewayResponse, type RequestAbort } from "./http-message.ts";
+import type { Http1Response } from "./http1-messages.ts";
 import type { Http2Upstream } from "./upstream.ts";
 
 /** Request headers of the HTTP/1.1 form that HTTP/2 has no place for (RFC 9113 §8.2.2), or carries as a pseudo-header. */
 const notInHttp2 = new Set(["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"]);
+
+/**
+ * Streams to backends that closed before their answer's END_STREAM came (an RST_STREAM, NO_ERROR included; a session
+ * that died). Node gives an RST_STREAM(NO_ERROR) the events of a real end ('end', then 'close' with rstCode 0): an
+ * answer the backend stopped part-way reached the client as whole, and one it never began as an empty 200. Only the
+ * moment of the close tells them apart: a real END_STREAM ends the stream's readable side before the stream closes
+ * (after it, an RST_STREAM(NO_ERROR) only asks to stop the request's body, RFC 9113 §8.1: the answer is whole).
+ * Node publishes that moment on this channel, as the stream closes, whoever closed it.
+ */
+const closedUnfinished = new WeakSet<ClientHttp2Stream>();
+subscribe("http2.client.stream.close", (message) => {
+  const { stream } = message as { stream: ClientHttp2Stream & { _readableState: { ended: boolean } } };
+  if (!stream._readableState.ended) closedUnfinished.add(stream);
+});
 
 export interface Http2Exchange {
   request: GatewayRequest;
@@ -37,6 +52,8 @@ export interface Http2Exchange {
   endpointAnswered(): void;
   /** The endpoint failed this request before its answer (a reset, a refusal, its session gone): counted towards its ejection. */
   endpointFailed(why: string): void;
+  /** No answer by a deadline: counted towards its ejection unless the endpoint answered other requests meanwhile (upstream.ts). */
+  endpointTimedOut(why: string): void;
 }
 
 /** HTTP/2 request headers from the HTTP/1.1 list: names lower-cased, Host as :authority, repeats kept. */
@@ -51,9 +68,32 @@ function requestHeaders(exchange: Http2Exchange): OutgoingHttpHeaders {
     headers[name] = existing === undefined ? list[i + 1] : [...(Array.isArray(existing) ? existing : [String(existing)]), list[i + 1]];
   }
   // The only TE HTTP/2 allows, and the one gRPC servers look for (a client's promise to read trailers).
-  const te = exchange.request.headers.te;
-  if (typeof te === "string" && /(?:^|,)\s*trailers\s*(?:,|$)/i.test(te)) headers.te = "trailers";
+  if (readsTrailers(exchange.request)) headers.te = "trailers";
   return headers;
+}
+
+/** Whether the client said it reads trailers (`TE: trailers`, RFC 9110 §10.1.4). */
+function readsTrailers(request: GatewayRequest): boolean {
+  const te = request.headers.te;
+  return typeof te === "string" && /(?:^|,)\s*trailers\s*(?:,|$)/i.test(te);
+}
+
+/**
+ * The backend's trailers (gRPC's grpc-status) to a client that reads them: an HTTP/2 client, or an HTTP/1.1 one that
+ * sent `TE: trailers`, in the chunked answer's last chunk (RFC 9112 §7.1.2). They were given to HTTP/2 clients only.
+ * Fields that frame or route a message have no place in trailers (RFC 9110 §6.5.1); pseudo-headers neither.
+ */
+function passTrailers(exchange: Http2Exchange, trailers: IncomingHttpHeaders): void {
+  const { request, count } = exchange;
+  if (request.httpVersionMajor !== 2 && !readsTrailers(request)) return;
+  const fields: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(trailers)) if (value !== undefined && name.charCodeAt(0) !== 58 && !hopByHop.has(name) && name !== "content-length") fields[name] = value;
+  try {
+    // Node's responses take them as given (an HTTP/1.1 answer over TLS drops them unless chunked); the front end's says when it cannot carry them.
+    if ((exchange.response as Http1Response).addTrailers(fields) === false) count("http trailers dropped: the answer is not chunked");
+  } catch {
+    count("http backend trailers not valid HTTP");
+  }
 }
 
 /** An HTTP/2 header block as a raw list for the client's answer, without pseudo-headers. */
@@ -157,11 +197,11 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     stream.on("trailers", (received) => (trailers = received));
     stream.on("end", () => {
       // Node ends the stream's reading side too when its session dies under it (the backend's connection closed,
-      // its session destroyed): then 'close' follows with its code (CANCEL), and the answer is a cut, not an end.
-      if (settled || stream.rstCode !== http2.NGHTTP2_NO_ERROR) return;
+      // its session destroyed: 'close' follows with its code, CANCEL) and when the backend resets it, NO_ERROR
+      // included: then the answer is a cut, or no answer at all, never an end ('close' says which).
+      if (settled || !answered || stream.rstCode !== http2.NGHTTP2_NO_ERROR || closedUnfinished.has(stream)) return;
       settle({ kind: "answered", status });
-      // Trailers reach an HTTP/2 client; HTTP/1.1 clients are answered without them (gRPC needs HTTP/2 anyway).
-      if (trailers && exchange.request.httpVersionMajor === 2) (response as unknown as Http2ServerResponse).addTrailers(Object.fromEntries(Object.entries(trailers).filter(([name]) => name.charCodeAt(0) !== 58)) as OutgoingHttpHeaders);
+      if (trailers) passTrailers(exchange, trailers);
       response.end();
     });
     stream.on("close", () => {
@@ -169,7 +209,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       if (answered) {
         count("http answer cut by backend");
         cutResponse(exchange.response);
-        return settle({ kind: "answered", status });
+        return settle({ kind: "answered", status, reason: "answer cut by backend" });
       }
       count("http backend failed");
       // RFC 9113 §8.7: a stream refused (REFUSED_STREAM, or left out by a GOAWAY) was not processed, and is safe to
@@ -179,9 +219,9 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       settle({ kind: retriable(retry, { failure: refused ? "refused-stream" : "reset" }) ? "retry" : "failed", status: 502, reason: "backend failed" });
     });
     deadline.onAbort(() => {
-      // No answer by the route's deadline is the endpoint's failure, as Envoy holds a timeout; a client that left is not.
+      // No answer by the route's deadline may be the endpoint's failure (upstream.ts: endpointTimedOut); a client that left is not.
       if (deadline.timedOut && !answered) {
-        exchange.endpointFailed("no answer by the route's timeout");
+        exchange.endpointTimedOut("no answer by the route's timeout");
         upstream.suspect();
       }
       cancel();
@@ -189,7 +229,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
     });
     const perTry = exchange.perTryTimeoutMs
       ? setTimeout(() => {
-          exchange.endpointFailed("no answer by the attempt's timeout");
+          exchange.endpointTimedOut("no answer by the attempt's timeout");
           upstream.suspect();
           cancel();
           settle({ kind: retry ? "retry" : "failed", status: 504, reason: "attempt timed out" });

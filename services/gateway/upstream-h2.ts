@@ -36,6 +36,21 @@ export function speaksHttp2(port: Pick<ServicePort, "name" | "appProtocol">): bo
   return http2PortName.test(port.name);
 }
 
+/** Why the gateway gave up a session itself: no failure of its endpoint's. */
+export type AbandonReason = "endpoint left the catalog" | "gateway stopped";
+
+/**
+ * A session the gateway gave up before it was ready (its endpoint left the catalog, the gateway stops): its ready
+ * rejects with this, which is no sign that the endpoint does not speak HTTP/2 and is not held against it.
+ */
+export class Http2SessionAbandoned extends LeafmeshError {
+  readonly reason: AbandonReason;
+  constructor(endpoint: string, reason: AbandonReason) {
+    super("PROXY_FAILED", `the HTTP/2 session to ${endpoint} was abandoned before the backend's SETTINGS came: ${reason}`);
+    this.reason = reason;
+  }
+}
+
 /** One session to an endpoint: ready once the backend's SETTINGS came, with the streams the gateway holds on it. */
 export interface Http2Session {
   session: ClientHttp2Session;
@@ -43,6 +58,11 @@ export interface Http2Session {
   streams: number;
   /** The streams the backend allows at once (its SETTINGS_MAX_CONCURRENT_STREAMS, as last said). */
   limit: number;
+  /**
+   * Gives the session up: one not ready yet is ended at once (ready rejects with Http2SessionAbandoned); a ready one
+   * is closed gracefully (its open streams finish), or ended with its streams when `force`.
+   */
+  abandon(reason: AbandonReason, force?: boolean): void;
 }
 
 /**
@@ -148,13 +168,16 @@ export class Http2Sessions {
       this.#count("http2 backend session error");
       forget();
     });
+    let isReady = false;
+    let abandoned: AbandonReason | undefined;
     const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
-      const failed = (error?: Error) => reject(error ?? new Error(`the HTTP/2 session to ${endpoint} closed before it was ready`));
+      const failed = (error?: Error) => reject(abandoned ? new Http2SessionAbandoned(endpoint, abandoned) : (error ?? new Error(`the HTTP/2 session to ${endpoint} closed before it was ready`)));
       // Ready once the backend's SETTINGS came: a server that is not HTTP/2 never sends them, and fails here.
       const timer = setTimeout(() => session.destroy(new Error(`no HTTP/2 SETTINGS from ${endpoint} within ${timeoutMs} ms`)), timeoutMs);
       session.once("remoteSettings", () => {
         clearTimeout(timer);
         session.off("close", failed);
+        isReady = true;
         resolve(session);
       });
       session.once("close", () => clearTimeout(timer));
@@ -162,7 +185,16 @@ export class Http2Sessions {
       session.once("close", failed);
     });
     ready.catch(() => undefined);
-    const entry: Http2Session = { session, ready, streams: 0, limit: streamsBeforeSettings };
+    const abandon = (reason: AbandonReason, force = false) => {
+      forget();
+      if (isReady && !force) return void session.close();
+      if (!isReady) abandoned = reason;
+      // Not close(): a session closed gracefully before the backend's SETTINGS ends only when the backend closes its
+      // side. A backend that never did (a hung server) held it, and the requests waiting for it, until their timeout;
+      // one that did failed it as if it did not speak HTTP/2, a warning held against an endpoint that only left.
+      session.destroy();
+    };
+    const entry: Http2Session = { session, ready, streams: 0, limit: streamsBeforeSettings, abandon };
     // A backend may change its limit with any SETTINGS frame; Node's default (none said) is 2^32 - 1.
     session.on("remoteSettings", (settings) => (entry.limit = settings.maxConcurrentStreams ?? 2 ** 32 - 1));
     this.#sessions.set(endpoint, [...(this.#sessions.get(endpoint) ?? []), entry]);
@@ -176,17 +208,17 @@ export class Http2Sessions {
     return sessions;
   }
 
-  /** Closes gracefully the sessions to endpoints not in `endpoints` (their open streams finish first). */
+  /** Closes gracefully the sessions to endpoints not in `endpoints` (their open streams finish first); ends those not ready yet. */
   retain(endpoints: ReadonlySet<string>): void {
     for (const [endpoint, list] of this.#sessions) {
       if (endpoints.has(endpoint)) continue;
       this.#sessions.delete(endpoint);
-      for (const { session } of list) session.close();
+      for (const entry of list) entry.abandon("endpoint left the catalog");
     }
   }
 
   closeAll(): void {
-    for (const list of this.#sessions.values()) for (const { session } of list) session.destroy();
+    for (const list of [...this.#sessions.values()]) for (const entry of list) entry.abandon("gateway stopped", true);
     this.#sessions.clear();
   }
 }

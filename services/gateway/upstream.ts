@@ -23,7 +23,7 @@ import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 import { HttpConnection, IdleConnections } from "./upstream-http.ts";
-import { Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
+import { Http2SessionAbandoned, Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
 import type { ClientHttp2Session } from "node:http2";
 
 const noneExcluded: ReadonlySet<string> = new Set();
@@ -118,6 +118,8 @@ export class BackendPools {
   readonly #sessions: Http2Sessions;
   /** Endpoints said (once each) not to speak the HTTP/2 their port claims. */
   readonly #notHttp2 = new Set<string>();
+  /** Answers per endpoint (endpointTimedOut), forgotten with the endpoint. */
+  readonly #answers = new Map<string, number>();
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
@@ -149,6 +151,7 @@ export class BackendPools {
     for (const balancer of this.#balancers.values()) for (const endpoint of balancer.plan.endpoints) current.add(endpoint.key);
     this.#options.shared.outliers.retain(current);
     this.#sessions.retain(current);
+    for (const key of this.#answers.keys()) if (!current.has(key)) this.#answers.delete(key);
   }
 
   /** Whether the backend's Service port speaks HTTP/2 (gRPC): its requests go as HTTP/2 (upstream-h2.ts). */
@@ -183,7 +186,7 @@ export class BackendPools {
         }
         const made = this.#sessions.add(endpoint.key, dialled.upstream.stream, this.#options.http2SettingsTimeoutMs);
         // The session's failure is its endpoint's whoever still waits for it (this request may be gone).
-        made.ready.catch((error: unknown) => this.#sessionFailed(backend, endpoint, error));
+        made.ready.catch((error: unknown) => (error instanceof Http2SessionAbandoned ? this.#sessionAbandoned(backend, endpoint, error) : this.#sessionFailed(backend, endpoint, error)));
         held = { ready: made.ready, release: both(dialled.upstream.release, this.#sessions.hold(made)), reused: false };
       }
       try {
@@ -198,6 +201,13 @@ export class BackendPools {
       }
     }
     throw new NoUpstreamError("no endpoint reachable", backend.key, lastError);
+  }
+
+  /** A session the gateway gave up before it was ready: said as what happened, and not held against the endpoint. */
+  #sessionAbandoned(backend: PlannedBackend, endpoint: EndpointTarget, error: Http2SessionAbandoned): void {
+    this.#options.count(`http2 session abandoned: ${error.reason}`);
+    const said = error.reason === "endpoint left the catalog" ? "the endpoint left the catalog while its HTTP/2 session was being made" : "the gateway stopped while an HTTP/2 session was being made";
+    this.#options.log.info({ endpoint: endpoint.key, backend: backend.key }, `${said}: the session is abandoned (no failure of the endpoint's), a request waiting for it goes to the next endpoint`);
   }
 
   #sessionFailed(backend: PlannedBackend, endpoint: EndpointTarget, error: unknown): void {
@@ -222,6 +232,23 @@ export class BackendPools {
   /** The endpoint answered an HTTP request: its run of failures ends. */
   endpointAnswered(endpoint: EndpointTarget): void {
     this.#options.shared.outliers.success(endpoint.key);
+    this.#answers.set(endpoint.key, (this.#answers.get(endpoint.key) ?? 0) + 1);
+  }
+
+  /** The answers the endpoint has given so far (to any request, any client): taken as a request is sent, for endpointTimedOut. */
+  answerMark(endpoint: EndpointTarget): number {
+    return this.#answers.get(endpoint.key) ?? 0;
+  }
+
+  /**
+   * A request got no answer by its deadline (the route's or the attempt's): the endpoint's failure only when it
+   * answered nothing else since `mark` (answerMark as the request was sent). A hung process answers nobody; an
+   * endpoint that answered other requests meanwhile is alive, and the slowness is this request's (docs/gateway.md,
+   * Outlier ejection): held against it, a client that sent a few slow requests at once got a healthy endpoint ejected.
+   */
+  endpointTimedOut(backend: PlannedBackend, endpoint: EndpointTarget, mark: number, why: string): void {
+    if (this.answerMark(endpoint) !== mark) return this.#options.count("http timeout not held against an endpoint that answered others");
+    this.endpointFailed(backend, endpoint, why);
   }
 
   /** Ready endpoints of a Service port, for status. */
