@@ -166,7 +166,9 @@ export class NatsServerSupervisor {
     // One run of the binary, off the event loop, says both whether it runs and whether it takes the configuration
     // (a --version and a -t, each spawned synchronously, held a starting agent's loop ~70 ms).
     // Its version too, beside it: a server older than the code needs is refused here, one newer than tested warned about once.
-    const [check, version] = await Promise.all([testConfiguration(binary, this.configPath), readServerVersion(binary)]);
+    // A Ctrl-C meanwhile kills both (a hung wrapper script held it up to their 30 s timeout).
+    const [check, version] = await Promise.all([testConfiguration(binary, this.configPath, signal), readServerVersion(binary, signal)]);
+    if (signal?.aborted) throw this.#interrupted();
     if (check.missing) throw missingBinary(binary, check.missing);
     if (version.missing) throw missingBinary(binary, version.missing);
     checkServerVersion(binary, version, this.#log);
@@ -176,7 +178,6 @@ export class NatsServerSupervisor {
       this.actor.send({ type: "GIVE_UP", detail });
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
     }
-    if (signal?.aborted) throw this.#interrupted();
     this.actor.send({ type: "START" });
     await this.#launch(binary, true, onSpawn, signal);
   }
