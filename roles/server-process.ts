@@ -90,6 +90,11 @@ export interface ServerProcess {
   serveMetrics(options: { listen?: HostPort; health: () => Health; objects: () => number; upstream?: () => boolean; leading?: () => boolean }): Promise<void>;
   /** Answers `rpc.<name>.status`. */
   serveStatus(status: () => unknown): void;
+  /**
+   * Throws INTERRUPTED once the start's signal has aborted: a role calls it between the parts it starts after its
+   * server is ready, and stops what it started (`stop`) when it throws.
+   */
+  throwIfStopAsked(): void;
   stop(): Promise<void>;
 }
 
@@ -186,6 +191,9 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       serveStatus(status) {
         const stopServing = bus.serve(rpc.status, () => status());
         stops.push({ what: "the status reply", stop: stopServing });
+      },
+      throwIfStopAsked() {
+        if (options.signal?.aborted) throw new LeafmeshError("INTERRUPTED", `stopped while it was starting, after its nats-server '${options.name}' was ready: nothing is left running`);
       },
       stop,
     };
