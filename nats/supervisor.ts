@@ -30,7 +30,7 @@ import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { checkServerVersion, readServerVersion } from "./server-version.ts";
 import { missingBinary, testConfiguration, writeConfig } from "./server-binary.ts";
-import { startFailureHint } from "./start-hints.ts";
+import { refusedListener, startFailureHint, type ListenFlag } from "./start-hints.ts";
 
 export { checkNatsServerBinary } from "./server-binary.ts";
 
@@ -65,6 +65,8 @@ export interface NatsServerOptions {
    * once a minute for each `kind` (the words may carry a time): a refused leaf retries every second.
    */
   explainLine?: (line: string) => { kind: string; text: string } | undefined;
+  /** The role's flags for the server's listen addresses: a listener it cannot open is said with its flag. */
+  listenFlags?: readonly ListenFlag[];
 }
 
 const supervisorMachine = setup({
@@ -247,7 +249,7 @@ export class NatsServerSupervisor {
       }
       child.kill("SIGKILL");
       this.actor.send({ type: "GIVE_UP", detail: tail });
-      throw new LeafmeshError(
+      throw (exit && refusedListener(tail, this.options.listenFlags)) || new LeafmeshError(
         "NATS_SERVER_FAILED",
         `nats-server '${this.options.name}' ${exit ? `${exit} while starting` : `did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz)`}. Its last lines:\n${tail || "(none)"}${startFailureHint(tail)}`,
       );

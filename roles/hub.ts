@@ -128,6 +128,13 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
       dataDir: config.dataDir,
       monitor: config.monitor,
       loadAccountsAtStart: config.security && { storeDir: join(config.dataDir, "jetstream"), accounts: config.security.accounts },
+      listenFlags: [
+        { flag: "--listen", address: config.client },
+        { flag: "--leaf-listen", address: config.leaf },
+        { flag: "--monitor-listen", address: config.monitor },
+        ...(config.cluster ? [{ flag: "--cluster-listen", address: config.cluster.listen }] : []),
+        ...(config.gateway ? [{ flag: "--gateway-listen", address: config.gateway.listen }] : []),
+      ],
       configText: renderHubConfig({
         serverName: config.name,
         storeDir: join(config.dataDir, "jetstream"),

@@ -27,6 +27,7 @@ import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { HostPort } from "../nats/render.ts";
 import { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { readyAgain } from "../nats/ready-again.ts";
+import type { ListenFlag } from "../nats/start-hints.ts";
 
 /**
  * What a server process needs once its nats-server is up: nats.js, the bus and its event schemas, the fabric
@@ -60,6 +61,8 @@ export interface ServerProcessOptions {
     loadAccountsAtStart?: { storeDir: string; accounts: string[] };
     /** What a line of the server's log means for this node (NatsServerOptions.explainLine). */
     explainLine?: (line: string) => { kind: string; text: string } | undefined;
+    /** The role's flags for the server's listen addresses (NatsServerOptions.listenFlags). */
+    listenFlags?: readonly ListenFlag[];
   };
   /** The server's client address: this process connects to it over loopback. */
   client: HostPort;
@@ -122,6 +125,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     loadAccountsAtStart: options.server.loadAccountsAtStart,
     configText: options.server.configText,
     explainLine: options.server.explainLine,
+    listenFlags: options.server.listenFlags,
   });
   try {
     log.info({ client: options.client }, `starting the ${options.role}'s nats-server`);
