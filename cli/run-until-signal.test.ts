@@ -22,4 +22,12 @@ describe("runUntilSignal", () => {
     await expect(run).rejects.toThrow(/ENOENT/);
     expect(stopped).toBe(1);
   });
+
+  it("a stop that came as the start ended (before the run began): the role is stopped, and it is said as a start interrupted, not a clean end", async () => {
+    let stopped = 0;
+    const io = { stdout: new PassThrough(), stderr: new PassThrough(), env: {}, signal: AbortSignal.abort() };
+    // Before: resolved with 0, as after a run that was stopped.
+    await expect(runUntilSignal(io, async () => void stopped++)).rejects.toMatchObject({ code: "INTERRUPTED", message: "stopped while it was starting, after its nats-server was ready: nothing is left running" });
+    expect(stopped).toBe(1);
+  });
 });

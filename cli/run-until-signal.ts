@@ -22,6 +22,12 @@ export type ReplacementWatch = (onReplaced: (what: string) => void) => { stop():
  * in place); stops either way, and lets the log's last lines out before the process image may be replaced.
  */
 export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, restart?: { watch: ReplacementWatch; log: Logger }): Promise<number> {
+  if (io.signal.aborted) {
+    // The stop came as the start ended (its last parts, a watch being set up): a start interrupted, as one before it
+    // is, not a clean run's end (exit 0, as if the role had run and been stopped).
+    await stop();
+    throw new LeafmeshError("INTERRUPTED", "stopped while it was starting, after its nats-server was ready: nothing is left running");
+  }
   const again = new AbortController();
   let watching: ReturnType<ReplacementWatch> | undefined;
   try {

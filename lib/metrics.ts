@@ -14,6 +14,7 @@ import type { Server } from "node:http";
 import { http } from "./node-http.ts";
 import { collectProcessMetrics, Counter, Gauge, Registry } from "./prom.ts";
 import { LeafmeshError } from "./errors.ts";
+import { listenAddress, listenRefused } from "./listen-errors.ts";
 import { droppedLogLines, logBacklogBytes, type Logger } from "./log.ts";
 import { bigBuffersMax, readBufferStats } from "./read-buffers.ts";
 
@@ -127,7 +128,7 @@ export class MetricsServer {
     const { host, port } = listen;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) =>
-        reject(new LeafmeshError("CONFIG_INVALID", `--metrics-listen ${host}:${port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
+        reject(listenRefused("--metrics-listen", listen, error) ?? new LeafmeshError("CONFIG_INVALID", `--metrics-listen ${listenAddress(listen)}: ${error.message}`, { cause: error })),
       );
       server.listen(port, host, () => resolve());
     });

@@ -7,7 +7,7 @@
  * writeConfig("/var/lib/leafmesh/nats-server.conf", text);
  * ```
  */
-import { execFile, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, writeFileSync } from "node:fs";
 import { LeafmeshError } from "../lib/errors.ts";
 import { fileProblem } from "../lib/file-errors.ts";
@@ -23,17 +23,60 @@ export function missingBinary(binary: string, why: string): LeafmeshError {
   return new LeafmeshError("NATS_SERVER_MISSING", `cannot run '${binary}': ${why}. Install it (Debian: apt-get install -y nats-server, or run scripts/install.sh) or set LEAFMESH_NATS_SERVER to its path`);
 }
 
-/** `nats-server -t -c PATH`: `missing` when the binary cannot be run at all, else its exit status and output. */
-export function testConfiguration(binary: string, path: string): Promise<{ missing?: string; status: number | null; output: string }> {
+/** @default 30_000 — `--version` and `-t` take milliseconds; 30 s only catches a hung binary (a broken wrapper script). */
+const binaryRunTimeoutMs = 30_000;
+
+/** What one run of the binary said: `missing` when it could not be run at all; `stopped` when `signal` ended it. */
+export interface BinaryRun {
+  missing?: string;
+  status: number | null;
+  output: string;
+  timedOut?: boolean;
+  stopped?: boolean;
+}
+
+/**
+ * Runs `binary ARGS` to its end, off the event loop, in a process group of its own: a hung one (a wrapper script
+ * stuck in a sleep) is killed with everything it started, after 30 s or at once when `signal` aborts (a Ctrl-C while
+ * the role starts). execFile killed only the script, on its timeout alone: a Ctrl-C waited up to 30 s for it.
+ */
+export function runServerBinary(binary: string, args: string[], signal?: AbortSignal): Promise<BinaryRun> {
   return new Promise((resolve) => {
-    execFile(binary, ["-t", "-c", path], { encoding: "utf8", timeout: 30_000 }, (error, stdout, stderr) => {
-      const code = (error as NodeJS.ErrnoException | null)?.code;
-      // A spawn failure carries an errno string (ENOENT, EACCES); an exit status is a number.
-      if (typeof code === "string") resolve({ missing: error!.message, status: null, output: "" });
-      else if (error?.killed) resolve({ status: null, output: `'${binary} -t' did not finish within 30 s` });
-      else resolve({ status: error ? (typeof code === "number" ? code : null) : 0, output: `${stderr}${stdout}`.trim() });
-    });
+    if (signal?.aborted) return resolve({ status: null, output: "", stopped: true });
+    const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"], detached: true });
+    let output = "";
+    let ended: "timedOut" | "stopped" | undefined;
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const end = (why: "timedOut" | "stopped") => {
+      ended ??= why;
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error; // ESRCH: the group has ended by itself
+      }
+      // What the group started may hold the pipes open: they are not waited for.
+      child.stdout.destroy();
+      child.stderr.destroy();
+    };
+    const onAbort = () => end("stopped");
+    const timer = setTimeout(() => end("timedOut"), binaryRunTimeoutMs);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const settle = (run: BinaryRun) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      resolve(run);
+    };
+    // A spawn failure (ENOENT, EACCES): the binary cannot be run at all.
+    child.once("error", (error) => settle({ missing: error.message, status: null, output: "" }));
+    child.once("close", (code) => settle({ status: ended ? null : code, output: output.trim(), ...(ended ? { [ended]: true } : {}) }));
   });
+}
+
+/** `nats-server -t -c PATH`: `missing` when the binary cannot be run at all, else its exit status and output. */
+export async function testConfiguration(binary: string, path: string, signal?: AbortSignal): Promise<BinaryRun> {
+  const run = await runServerBinary(binary, ["-t", "-c", path], signal);
+  return run.timedOut ? { ...run, output: `'${binary} -t' did not finish within ${binaryRunTimeoutMs / 1000} s` } : run;
 }
 
 /**

@@ -12,9 +12,9 @@
  * checkServerVersion("/usr/sbin/nats-server", version, log);          // throws NATS_SERVER_VERSION below the minimum
  * ```
  */
-import { execFile } from "node:child_process";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
+import { runServerBinary } from "./server-binary.ts";
 
 export type Version = readonly [number, number, number];
 
@@ -42,19 +42,12 @@ function compare(a: Version, b: Version): number {
 /**
  * Runs `binary --version` off the event loop. `missing` when the binary cannot be run at all
  * (the caller says so with how to install it); otherwise its output and the version in it.
+ * `signal` (a Ctrl-C while the role starts) kills a run that hangs: `stopped` then.
  */
-export function readServerVersion(binary: string): Promise<{ missing?: string; text: string; version?: Version }> {
-  return new Promise((resolve) => {
-    execFile(binary, ["--version"], { encoding: "utf8", timeout: 30_000 }, (error, stdout, stderr) => {
-      const code = (error as NodeJS.ErrnoException | null)?.code;
-      if (typeof code === "string") {
-        resolve({ missing: error!.message, text: "" });
-        return;
-      }
-      const text = `${stdout}${stderr}`.trim();
-      resolve({ text, version: error ? undefined : parseServerVersion(text) });
-    });
-  });
+export async function readServerVersion(binary: string, signal?: AbortSignal): Promise<{ missing?: string; stopped?: boolean; text: string; version?: Version }> {
+  const run = await runServerBinary(binary, ["--version"], signal);
+  if (run.missing) return { missing: run.missing, text: "" };
+  return { stopped: run.stopped, text: run.output, version: run.status === 0 ? parseServerVersion(run.output) : undefined };
 }
 
 /** Binaries already warned about as newer than tested, in this process: a restart in place or a second server says nothing again. */

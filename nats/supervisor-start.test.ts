@@ -1,15 +1,15 @@
 /**
  * A first start that goes wrong, with real nats-server processes: the start fails, saying why, and leaves nothing
  * running; a server of another process answering on the monitor address is not taken for ours; a stop asked
- * while the server starts ends the start.
+ * while the server starts, or while its binary is checked (a hung wrapper script), ends the start.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NatsServerSupervisor } from "./supervisor.ts";
 import { capturedLog } from "../test/support/log-lines.ts";
-import { freePort } from "../test/support/ports.ts";
+import { eventually, freePort } from "../test/support/ports.ts";
 import { renderHubConfig, type ClusterOptions } from "./render.ts";
 
 const dirs: string[] = [];
@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 /** A supervised hub-style server on loopback; `monitor` given: that monitor port (another server's, in a test). */
-async function supervised(name: string, monitor?: number, extra: { cluster?: (port: number) => ClusterOptions; readyTimeoutMs?: number } = {}) {
+async function supervised(name: string, monitor?: number, extra: { cluster?: (port: number) => ClusterOptions; readyTimeoutMs?: number; binary?: string } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-start-"));
   dirs.push(dir);
   const ports = { client: await freePort(), leaf: await freePort(), monitor: monitor ?? (await freePort()) };
@@ -32,6 +32,7 @@ async function supervised(name: string, monitor?: number, extra: { cluster?: (po
     log: captured.log,
     backoffMinMs: 50,
     readyTimeoutMs: extra.readyTimeoutMs,
+    binary: extra.binary,
     configText: renderHubConfig({
       serverName: name,
       storeDir: join(dir, "js"),
@@ -104,6 +105,27 @@ describe("a nats-server's first start", () => {
     expect(server.pid).toBeUndefined();
     await server.stop();
     expect(server.state).toBe("stopped");
+  });
+
+  it("stopped by a signal while its binary hangs (a broken wrapper script): the binary and what it started are killed, and the start ends with INTERRUPTED", { timeout: 30_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "leafmesh-hung-"));
+    dirs.push(dir);
+    // Runs for --version and for -t alike; each run notes its own pid and its sleep's.
+    const binary = join(dir, "nats-server");
+    writeFileSync(binary, `#!/bin/sh\necho $$ >> ${dir}/pids\nsleep 60 &\necho $! >> ${dir}/pids\nwait\n`);
+    chmodSync(binary, 0o755);
+    const pids = () => (existsSync(join(dir, "pids")) ? readFileSync(join(dir, "pids"), "utf8").trim().split("\n").map(Number) : []);
+    const { server } = await supervised("hung", undefined, { binary });
+    const stop = new AbortController();
+    const start = server.start(undefined, stop.signal).then(() => undefined, (error: unknown) => error as Error & { code?: string });
+    await eventually(() => pids().length === 4, 10_000, "both runs of the binary and their sleeps");
+    stop.abort();
+    // Before: the start waited for the runs' 30 s timeout, and the sleeps ran on after it.
+    const failure = await Promise.race([start, new Promise<string>((resolve) => setTimeout(() => resolve("still starting 10 s after the stop"), 10_000))]);
+    expect(typeof failure === "string" ? failure : failure?.code).toBe("INTERRUPTED");
+    expect((failure as Error).message).toContain("stopped while its nats-server 'hung' was starting");
+    await eventually(() => pids().every((pid) => !running(pid)), 5_000, "the binary's runs and their sleeps to be gone");
+    expect(server.pid).toBeUndefined();
   });
 
   it("asked to stop before it spawns anything: starts nothing", async () => {

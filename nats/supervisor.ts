@@ -30,7 +30,7 @@ import { ServerLines } from "./server-lines.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { checkServerVersion, readServerVersion } from "./server-version.ts";
 import { missingBinary, testConfiguration, writeConfig } from "./server-binary.ts";
-import { startFailureHint } from "./start-hints.ts";
+import { refusedListener, startFailureHint, type ListenFlag } from "./start-hints.ts";
 
 export { checkNatsServerBinary } from "./server-binary.ts";
 
@@ -65,6 +65,8 @@ export interface NatsServerOptions {
    * once a minute for each `kind` (the words may carry a time): a refused leaf retries every second.
    */
   explainLine?: (line: string) => { kind: string; text: string } | undefined;
+  /** The role's flags for the server's listen addresses: a listener it cannot open is said with its flag. */
+  listenFlags?: readonly ListenFlag[];
 }
 
 const supervisorMachine = setup({
@@ -166,7 +168,9 @@ export class NatsServerSupervisor {
     // One run of the binary, off the event loop, says both whether it runs and whether it takes the configuration
     // (a --version and a -t, each spawned synchronously, held a starting agent's loop ~70 ms).
     // Its version too, beside it: a server older than the code needs is refused here, one newer than tested warned about once.
-    const [check, version] = await Promise.all([testConfiguration(binary, this.configPath), readServerVersion(binary)]);
+    // A Ctrl-C meanwhile kills both (a hung wrapper script held it up to their 30 s timeout).
+    const [check, version] = await Promise.all([testConfiguration(binary, this.configPath, signal), readServerVersion(binary, signal)]);
+    if (signal?.aborted) throw this.#interrupted();
     if (check.missing) throw missingBinary(binary, check.missing);
     if (version.missing) throw missingBinary(binary, version.missing);
     checkServerVersion(binary, version, this.#log);
@@ -176,7 +180,6 @@ export class NatsServerSupervisor {
       this.actor.send({ type: "GIVE_UP", detail });
       throw new LeafmeshError("CONFIG_INVALID", `nats-server rejected the configuration ${this.configPath}: ${detail}`);
     }
-    if (signal?.aborted) throw this.#interrupted();
     this.actor.send({ type: "START" });
     await this.#launch(binary, true, onSpawn, signal);
   }
@@ -246,7 +249,7 @@ export class NatsServerSupervisor {
       }
       child.kill("SIGKILL");
       this.actor.send({ type: "GIVE_UP", detail: tail });
-      throw new LeafmeshError(
+      throw (exit && refusedListener(tail, this.options.listenFlags)) || new LeafmeshError(
         "NATS_SERVER_FAILED",
         `nats-server '${this.options.name}' ${exit ? `${exit} while starting` : `did not become ready (monitor ${monitorBase(this.options.monitor)}/healthz)`}. Its last lines:\n${tail || "(none)"}${startFailureHint(tail)}`,
       );

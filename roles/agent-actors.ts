@@ -10,6 +10,7 @@ import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type Tra
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
+import { listenRefused } from "../lib/listen-errors.ts";
 import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
@@ -185,7 +186,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       await actor.start(); // it says where it serves, for which domain, forwarding to which upstreams
     } catch (error) {
       if (dummy?.created) await dummy.remove(); // what this start made goes with it
-      throw error;
+      throw listenRefused("--dns", options.dns!, error, "another DNS server on this machine?") ?? error;
     }
     // Bound there: no other agent serves on a leftover address (a kill -9's), which is now this run's to remove.
     dummy?.adopt();

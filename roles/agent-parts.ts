@@ -39,6 +39,8 @@ export async function startAgentParts(
   // The controller subscribes to link events before the monitor publishes the first one.
   const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node, signal: config.signal });
   node.onStop(() => controller.stop(), "the controller");
+  // A Ctrl-C while the parts start (the last second of a start) ends it at the next part: startAgent stops those started.
+  node.throwIfStopAsked();
   // A large catalog change (a fresh node's first load above all) leaves garbage V8 keeps resident: one full collection once it settles (lib/release-memory.ts).
   const release = new ReleaseAfterChurn({ log: log.child({ actor: "controller" }) });
   const stopCounting = controller.feed.onChange((keys) => release.note(keys.length));
@@ -78,6 +80,7 @@ export async function startAgentParts(
     objects: () => controller.index.size,
     upstream: () => fabric.upstreamUp,
   });
+  node.throwIfStopAsked();
 
   // The revoked certificates this node's peers must not present (mirrored, so they hold offline too).
   const caFile = config.security?.files.ca ?? config.siteSecurity?.files.ca;
@@ -113,6 +116,7 @@ export async function startAgentParts(
   const started: StartedActor[] = [];
   let upstreamState: UpstreamState | undefined;
   const factories = await loadActors();
+  node.throwIfStopAsked();
   if (factories.length > 0) {
     // The controller's own index: the actors of this process share it (other processes follow the bus).
     const feed = controller.feed;
@@ -122,6 +126,7 @@ export async function startAgentParts(
     upstreamState = upstream;
     node.onStop(() => watch.stop(), "the upstream watch");
     for (const factory of factories) {
+      node.throwIfStopAsked();
       const actor = await factory({ node: config.node, bus, connection, log, registry: node.metrics.registry, feed, revocations, upstream });
       started.push(actor);
       node.onStop(() => actor.stop(), `the ${actor.name} actor`);
@@ -174,6 +179,7 @@ export async function startAgentParts(
       ...(fabric.upstreamUp ? {} : { upstreamProblem: upstreamProblem() }),
       relayChoice: relayChoice?.status(),
     });
+  node.throwIfStopAsked();
   node.serveStatus(status);
   log.info(`${role} ready`);
 

@@ -186,6 +186,10 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       loadAccountsAtStart: config.siteSecurity && { storeDir: join(config.dataDir, "jetstream"), accounts: config.siteSecurity.accounts },
       configText: renderConfig(upstreams),
+      listenFlags:
+        role === "site"
+          ? [{ flag: "--listen", address: config.client }, ...(config.leaf ? [{ flag: "--leaf-listen", address: config.leaf }] : []), ...(config.cluster ? [{ flag: "--cluster-listen", address: config.cluster.listen }] : []), { flag: "--monitor-listen", address: config.monitor }]
+          : [{ flag: "--nats-listen", address: config.client }, { flag: "--monitor-listen", address: config.monitor }],
       // This node's leaf refused by its upstream (the remote's error received, "Leafnode Error '...'", or its own dial's,
       // "Error trying to connect as leafnode": a clock behind the certificates, another mesh's hub): said in this
       // node's words (revoked, expired, another mesh's), not only nats-server's. Connections refused here are the auditor's.

@@ -128,6 +128,13 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
       dataDir: config.dataDir,
       monitor: config.monitor,
       loadAccountsAtStart: config.security && { storeDir: join(config.dataDir, "jetstream"), accounts: config.security.accounts },
+      listenFlags: [
+        { flag: "--listen", address: config.client },
+        { flag: "--leaf-listen", address: config.leaf },
+        { flag: "--monitor-listen", address: config.monitor },
+        ...(config.cluster ? [{ flag: "--cluster-listen", address: config.cluster.listen }] : []),
+        ...(config.gateway ? [{ flag: "--gateway-listen", address: config.gateway.listen }] : []),
+      ],
       configText: renderHubConfig({
         serverName: config.name,
         storeDir: join(config.dataDir, "jetstream"),
@@ -183,6 +190,8 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     }
   }
 
+  // A Ctrl-C while the parts start (the last second of a start) ends it at the next part: startHub stops those started.
+  node.throwIfStopAsked();
   const link = linkActorToBus({
     bus,
     actorName: "fabric",
@@ -232,6 +241,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     objects: () => publisher.stored.size,
     leading: () => publisher.leading,
   });
+  node.throwIfStopAsked();
   if (config.observer) {
     // Loaded only for a hub that observes: the tunnel brings libp2p (~35 MiB resident), which the agent process (it loads this module) need not hold.
     const { startObserver } = await import("../services/tunnel/index.ts");
@@ -240,6 +250,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
   }
   // With security: say in this hub's log when a node oversteps (its account's denials are otherwise silent) or is refused, and why.
   let auditor: Awaited<ReturnType<typeof startTrustAuditor>> | undefined;
+  node.throwIfStopAsked();
   if (config.security && config.keysDir) {
     auditor = await startTrustAuditor({
       dir: config.keysDir,
@@ -253,6 +264,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     const started = auditor;
     node.onStop(() => started.stop(), "the trust auditor");
   }
+  node.throwIfStopAsked();
   if (config.enrol && config.security && config.keysDir) {
     const enrolLog = log.child({ actor: "enrolment" });
     const systemOptions = config.security.systemConnectOptions;
@@ -281,6 +293,7 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
     renewal = renewing;
     node.onStop(() => renewing.stop(), "the certificate renewal service");
   }
+  node.throwIfStopAsked();
   log.info({ name: config.name }, "hub ready");
   return { connection, bus, server, publisher, status, stop: () => node.stop() };
 }

@@ -1,4 +1,4 @@
-/** The start-up hub, site and agent share: a start that fails half-way leaves nothing running. */
+/** The start-up hub, site and agent share: a start that fails half-way, or is stopped half-way, leaves nothing running. */
 import { createServer, connect, type Server } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../lib/log.ts";
@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { renderHubConfig } from "../nats/render.ts";
 import { startServerProcess } from "./server-process.ts";
+import { agentActors, loopbackClients } from "./agent-actors.ts";
 
 const blockers: Server[] = [];
 afterAll(() => blockers.forEach((server) => server.close()));
@@ -136,5 +137,65 @@ describe("a server process whose nats-server dies under its first connection", (
     } finally {
       await node.stop();
     }
+  }, 30_000);
+});
+
+/** What a start that should have ended says: its error, or (a start that finished) undefined, the role stopped again. */
+async function failureOf(start: Promise<{ stop(): Promise<void> }>): Promise<(Error & { code?: string }) | undefined> {
+  return start.then(
+    async (role) => void (await role.stop()),
+    (error: unknown) => error as Error & { code?: string },
+  );
+}
+
+describe("a server process stopped while its parts start, its nats-server ready (a Ctrl-C in the start's last second)", () => {
+  it("agent: a stop asked as its DNS starts ends the start there, with INTERRUPTED: its DNS and server stopped, its SOCKS proxy never started", async () => {
+    const stop = new AbortController();
+    // The Ctrl-C comes as the DNS actor, the first of its actors, says it serves.
+    const { log } = capturedLog("info", (line) => line.actor === "dns" && stop.abort());
+    const [client, dns, socks] = [await freePort(), await freePort(), await freePort()];
+    const failure = await failureOf(
+      startAgent({
+        node: "edge-a",
+        upstreams: [`nats://127.0.0.1:${await freePort()}`],
+        dataDir: tempDir(),
+        client: { host: "127.0.0.1", port: client },
+        monitor: { host: "127.0.0.1", port: await freePort() },
+        actors: agentActors({ proxyHost: "127.0.0.1", intercept: "off", clusterDomain: "cluster.local", dns: { host: "127.0.0.1", port: dns }, socks: { host: "127.0.0.1", port: socks }, socksClients: loopbackClients }),
+        signal: stop.signal,
+        log,
+      }),
+    );
+    // Before: the start went on to its end (the SOCKS proxy listening, "agent ready"), and the CLI then stopped it with exit 0.
+    expect(stop.signal.aborted).toBe(true);
+    expect(failure?.code).toBe("INTERRUPTED");
+    expect(failure?.message).toBe("stopped while it was starting, after its nats-server 'edge-a' was ready: nothing is left running");
+    expect(await accepts(client)).toBe(false);
+    expect(await accepts(dns)).toBe(false);
+    expect(await accepts(socks)).toBe(false);
+  }, 30_000);
+
+  it("hub: a stop asked as its metrics endpoint opens ends the start there, with INTERRUPTED, its server and metrics stopped", async () => {
+    const stop = new AbortController();
+    const { log } = capturedLog("info", (line) => line.msg === "metrics and health endpoints listening" && stop.abort());
+    const [client, metrics] = [await freePort(), await freePort()];
+    const failure = await failureOf(
+      startHub({
+        name: "hub-1",
+        dataDir: tempDir(),
+        client: { host: "127.0.0.1", port: client },
+        leaf: { host: "127.0.0.1", port: await freePort() },
+        monitor: { host: "127.0.0.1", port: await freePort() },
+        metrics: { host: "127.0.0.1", port: metrics },
+        signal: stop.signal,
+        log,
+      }),
+    );
+    // Before: "hub ready", and a clean stop after it.
+    expect(stop.signal.aborted).toBe(true);
+    expect(failure?.code).toBe("INTERRUPTED");
+    expect(failure?.message).toBe("stopped while it was starting, after its nats-server 'hub-1' was ready: nothing is left running");
+    expect(await accepts(client)).toBe(false);
+    expect(await accepts(metrics)).toBe(false);
   }, 30_000);
 });

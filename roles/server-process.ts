@@ -27,6 +27,7 @@ import type { FabricMonitor } from "../nats/fabric-monitor.ts";
 import type { HostPort } from "../nats/render.ts";
 import { NatsServerSupervisor } from "../nats/supervisor.ts";
 import { readyAgain } from "../nats/ready-again.ts";
+import type { ListenFlag } from "../nats/start-hints.ts";
 
 /**
  * What a server process needs once its nats-server is up: nats.js, the bus and its event schemas, the fabric
@@ -60,6 +61,8 @@ export interface ServerProcessOptions {
     loadAccountsAtStart?: { storeDir: string; accounts: string[] };
     /** What a line of the server's log means for this node (NatsServerOptions.explainLine). */
     explainLine?: (line: string) => { kind: string; text: string } | undefined;
+    /** The role's flags for the server's listen addresses (NatsServerOptions.listenFlags). */
+    listenFlags?: readonly ListenFlag[];
   };
   /** The server's client address: this process connects to it over loopback. */
   client: HostPort;
@@ -90,6 +93,11 @@ export interface ServerProcess {
   serveMetrics(options: { listen?: HostPort; health: () => Health; objects: () => number; upstream?: () => boolean; leading?: () => boolean }): Promise<void>;
   /** Answers `rpc.<name>.status`. */
   serveStatus(status: () => unknown): void;
+  /**
+   * Throws INTERRUPTED once the start's signal has aborted: a role calls it between the parts it starts after its
+   * server is ready, and stops what it started (`stop`) when it throws.
+   */
+  throwIfStopAsked(): void;
   stop(): Promise<void>;
 }
 
@@ -117,6 +125,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     loadAccountsAtStart: options.server.loadAccountsAtStart,
     configText: options.server.configText,
     explainLine: options.server.explainLine,
+    listenFlags: options.server.listenFlags,
   });
   try {
     log.info({ client: options.client }, `starting the ${options.role}'s nats-server`);
@@ -186,6 +195,9 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       serveStatus(status) {
         const stopServing = bus.serve(rpc.status, () => status());
         stops.push({ what: "the status reply", stop: stopServing });
+      },
+      throwIfStopAsked() {
+        if (options.signal?.aborted) throw new LeafmeshError("INTERRUPTED", `stopped while it was starting, after its nats-server '${options.name}' was ready: nothing is left running`);
       },
       stop,
     };

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
+import { createSocket } from "node:dgram";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -73,6 +74,39 @@ describe("a start refused for something on this machine", () => {
       expect(result.code).toBe(2);
     } finally {
       holder.close();
+    }
+  });
+
+  it("each listener's address in use (--dns, --socks, --metrics-listen, the server's --nats-listen and --monitor-listen; a hub's --leaf-listen): names the flag and the address, exit 2", { timeout: 60_000 }, async () => {
+    const base = tempDir("leafmesh-start-failures-");
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    const taken = `127.0.0.1:${(holder.address() as { port: number }).port}`;
+    // The DNS binds UDP first: its port is held for UDP too.
+    const udpHolder = createSocket("udp4");
+    await new Promise<void>((resolve) => udpHolder.bind((holder.address() as { port: number }).port, "127.0.0.1", resolve));
+    try {
+      const agentRun = async (flag: string) => {
+        const args = ["agent", "--node", "edge-a", "--insecure", "--hub", `nats://127.0.0.1:${await freePort()}`, "--data", tempDir("leafmesh-start-failures-"), "--intercept", "off", "--mdns", "off"];
+        for (const other of ["--nats-listen", "--monitor-listen", "--metrics-listen", "--dns", "--socks"]) args.push(other, other === flag ? taken : `127.0.0.1:${await freePort()}`);
+        return { flag, result: await runCli(args, 45_000) };
+      };
+      const hubRun = async () => {
+        const args = ["hub", "--name", "hub-1", "--insecure", "--data", join(base, "hub"), "--metrics-listen", "off", "--leaf-listen", taken];
+        for (const other of ["--listen", "--monitor-listen"]) args.push(other, `127.0.0.1:${await freePort()}`);
+        return { flag: "--leaf-listen", result: await runCli(args, 45_000), command: "hub" };
+      };
+      const runs = await Promise.all([...["--dns", "--socks", "--metrics-listen", "--nats-listen", "--monitor-listen"].map(agentRun), hubRun()]);
+      for (const { flag, result, command = "agent" } of runs as { flag: string; result: Awaited<ReturnType<typeof runCli>>; command?: string }[]) {
+        // Before, --dns: "cannot listen for DNS on udp 127.0.0.1:PORT: bind EADDRINUSE …", exit 1; the server's ports: its
+        // last lines and "Another process holds one of its addresses", naming no flag.
+        expect(result.stderr, flag).toContain(`leafmesh ${command}: ${flag} ${taken}: the address is in use`);
+        expect(result.stderr, flag).not.toMatch(/\n\s+at /);
+        expect(result.code, flag).toBe(2);
+      }
+    } finally {
+      holder.close();
+      udpHolder.close();
     }
   });
 });

@@ -6,12 +6,19 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { enrolSubject } from "../bus/subjects.ts";
 import { eventually, freePort } from "./support/ports.ts";
 import { cliPath, nodeBinary, runCliOk, stopAllProcesses, tempDir } from "./support/processes.ts";
+import { startNatsServer, stopAllServers } from "./support/trust-servers.ts";
 
-afterAll(() => stopAllProcesses());
+afterAll(async () => {
+  await stopAllProcesses();
+  await stopAllServers();
+});
 
 /** `leafmesh ARGS` in a process group of its own (a shell's foreground job), its output gathered, killed when the test ends. */
 function startInGroup(args: string[]) {
@@ -19,7 +26,8 @@ function startInGroup(args: string[]) {
   onTestFinished(() => {
     if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, "SIGKILL");
   });
-  const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))) };
+  const run = { child, output: "", exited: new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code))), exitedAt: 0 };
+  child.once("exit", () => (run.exitedAt = performance.now()));
   child.stdout!.on("data", (chunk: Buffer) => (run.output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (run.output += chunk.toString()));
   return run;
@@ -80,5 +88,49 @@ describe("a Ctrl-C while a role starts", () => {
     expect(existsSync(join(data, "keys", "join.nk"))).toBe(true);
     expect(existsSync(join(data, "leafmesh.lock"))).toBe(false);
     expect(serversOf(data)).toEqual([]);
+  });
+
+  it("an agent whose join attempt is under way (a hub that accepts and says nothing, one that takes the request and never answers): the attempt ends with the Ctrl-C, and the agent exits then", { timeout: 60_000 }, async () => {
+    const base = tempDir("leafmesh-join-under-way-");
+    const keys = join(base, "keys");
+    // localhost too: nats.js checks the certificate of a hub dialled by its IP address against that name.
+    await runCliOk("keys", "init", "--dir", keys, "--hub-hosts", "127.0.0.1,localhost");
+    await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${await freePort()}`, "--out", join(base, "token"));
+    // A hub that takes the connection and says nothing: the dial waits for its INFO (10 s).
+    const accepted: Socket[] = [];
+    const silent = createServer((socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => void (accepted.forEach((socket) => socket.destroy()), silent.close()));
+    // A hub that takes the request and never answers it (its enrolment busy for good): the request waits 30 s.
+    const hub = join(keys, "hub");
+    const slow = await startNatsServer({
+      name: "slow-hub",
+      dir: join(base, "slow-hub"),
+      config: ({ client, monitor }) => `listen: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\ntls { cert_file: "${join(hub, "hub.crt")}", key_file: "${join(hub, "hub.key")}", ca_file: "${join(hub, "ca.crt")}" }\n`,
+    });
+    const enrolment = await connect({ servers: slow.clientUrl.replace("nats:", "tls:"), tls: { ca: readFileSync(join(hub, "ca.crt"), "utf8") } });
+    onTestFinished(() => enrolment.close());
+    let requests = 0;
+    enrolment.subscribe(enrolSubject, { callback: () => void requests++ });
+    await enrolment.flush();
+    const cases = [
+      { url: `tls://127.0.0.1:${(silent.address() as { port: number }).port}`, underWay: () => accepted.length > 0, what: "its dial" },
+      { url: slow.clientUrl.replace("nats:", "tls:"), underWay: () => requests > 0, what: "its request" },
+    ];
+    for (const [index, { url, underWay, what }] of cases.entries()) {
+      const data = join(base, `edge-${index}`);
+      const args = ["agent", "--node", `edge-${index}`, "--hub", `tls://127.0.0.1:${await freePort()}`, "--join-file", join(base, "token"), "--join-url", url, "--data", data, "--intercept", "off", "--mdns", "off", "--metrics-listen", "off"];
+      for (const flag of ["--nats-listen", "--monitor-listen", "--tunnel-tls"]) args.push(flag, `127.0.0.1:${await freePort()}`);
+      const agent = startInGroup(args);
+      let saidAt = 0;
+      agent.child.stderr!.on("data", () => (saidAt ||= agent.output.includes("stopped before a hub enrolled") ? performance.now() : 0));
+      await eventually(underWay, 30_000, `the agent's join attempt (${what}) to be under way`);
+      process.kill(-agent.child.pid!, "SIGINT");
+      expect(await agent.exited).toBe(1);
+      expect(agent.output).toContain(`leafmesh agent: stopped before a hub enrolled node 'edge-${index}' with token`);
+      // Before: the attempt went on, and the process lived until bin/leafmesh.js's fallback ended it 2 s after the message.
+      expect(agent.exitedAt - saidAt, `ms from the message to the exit, with ${what} under way`).toBeLessThan(1_500);
+      expect(existsSync(join(data, "leafmesh.lock"))).toBe(false);
+    }
   });
 });

@@ -21,6 +21,7 @@ import { createUser, decode, fmtCreds, fromSeed, type User } from "@nats-io/jwt"
 import { enrolSubject } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
+import { closeSocketsOnAbort } from "../lib/sockets-on-abort.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { credsProblem } from "./bundle-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
@@ -207,7 +208,8 @@ export async function joinMesh(options: {
   };
   let reply: EnrolReply;
   for (let attempt = 1; ; attempt++) {
-    const outcome = await unlessStopped(askOnce().catch((error: unknown) => error as Error));
+    // The attempt itself ends too (its dial, its request): left to its 10 s and 30 s timeouts, it held the process open.
+    const outcome = await unlessStopped(closeSocketsOnAbort(options.signal, askOnce).catch((error: unknown) => error as Error));
     const again =
       outcome instanceof AskAgain ? outcome
       : !(outcome instanceof Error) && !outcome.ok && askAgainCodes.has(outcome.code) ? new AskAgain("TRUST_FAILED", `${outcome.reason} (${outcome.code})`, undefined)

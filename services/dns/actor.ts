@@ -161,6 +161,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
   let link: ActorLink | undefined;
   let statsTimer: unknown;
   let started = false;
+  let bindError: unknown;
 
   const snapshot = () => ({ ...stats.snapshot(), tcpClients: server.tcpClients, forwarder: { ...forwarder.counters }, catalogVersion: options.feed.reader.version });
 
@@ -168,7 +169,10 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
     dnsMachine.provide({
       actors: {
         bind: fromPromise(async () => {
-          const address = await server.start(config.listen);
+          const address = await server.start(config.listen).catch((error: unknown) => {
+            bindError = error; // kept as start()'s cause: the role says a taken address with its flag (lib/listen-errors.ts)
+            throw error;
+          });
           log.info({ ...address, clusterDomain: config.clusterDomain, upstreams }, "DNS serving");
         }),
         unbind: fromPromise(async () => {
@@ -203,7 +207,7 @@ export function createDnsActor(options: DnsActorOptions): DnsActor {
       actor.send({ type: "START" });
       if (!options.upstreams) resolvWatch = watchResolvConf({ path: options.resolvConfPath ?? "/etc/resolv.conf", listen: config.listen, forwarder, clock, log, intervalMs: options.resolvConfIntervalMs });
       const state = await waitFor((value) => value === "serving" || value === "failed");
-      if (state === "failed") throw new LeafmeshError("DNS_FAILED", actor.getSnapshot().context.lastError ?? "DNS server failed to start");
+      if (state === "failed") throw new LeafmeshError("DNS_FAILED", actor.getSnapshot().context.lastError ?? "DNS server failed to start", { cause: bindError });
       return server.address!;
     },
     async stop() {

@@ -22,6 +22,7 @@ import type { StreamDialer } from "../../bus/streams.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
+import { listenAddress, listenRefused } from "../../lib/listen-errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import { Admission, AdmissionRefused, type AdmissionLimits, type AdmissionTicket } from "../../lib/admission.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
@@ -285,7 +286,7 @@ export function createSocksActor(options: SocksOptions) {
       server = createServer({ allowHalfOpen: true, noDelay: true }, admit);
       await new Promise<void>((resolve, reject) => {
         server!.once("error", (error: NodeJS.ErrnoException) =>
-          reject(new LeafmeshError("CONFIG_INVALID", `--socks ${options.listen.host}:${options.listen.port}: ${error.code === "EADDRINUSE" ? "the address is in use" : error.message}`, { cause: error })),
+          reject(listenRefused("--socks", options.listen, error) ?? new LeafmeshError("CONFIG_INVALID", `--socks ${listenAddress(options.listen)}: ${error.message}`, { cause: error })),
         );
         server!.listen(options.listen.port, options.listen.host, () => resolve());
       });

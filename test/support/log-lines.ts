@@ -2,11 +2,16 @@
 import { Writable } from "node:stream";
 import { createLogger, type Logger } from "../../lib/log.ts";
 
-export function capturedLog(level = "info"): { log: Logger; lines: Record<string, unknown>[] } {
+export function capturedLog(level = "info", onLine?: (line: Record<string, unknown>) => void): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
   const destination = new Writable({
     write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const text of String(chunk).split("\n").filter(Boolean)) {
+        const line = JSON.parse(text) as Record<string, unknown>;
+        lines.push(line);
+        // As the line is written: a test acts at that moment of what it logs (a Ctrl-C as an actor starts).
+        onLine?.(line);
+      }
       done();
     },
   });

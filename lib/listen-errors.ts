@@ -1,0 +1,42 @@
+/**
+ * A listener that cannot open at start, said with the flag that gave its address and why: a configuration to fix
+ * (CONFIG_INVALID, exit 2), the system's words kept as the cause. One wording for every listener of a role.
+ *
+ * ```ts
+ * throw listenRefused("--dns", { host: "127.0.0.1", port: 53 }, error) ?? error; // "--dns 127.0.0.1:53: the address is in use"
+ * ```
+ */
+import { LeafmeshError } from "./errors.ts";
+
+const meanings: Record<string, string> = {
+  EADDRINUSE: "the address is in use",
+  EACCES: "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)",
+  EADDRNOTAVAIL: "this host has no such address",
+};
+
+/** What a listen error (EADDRINUSE, EACCES, EADDRNOTAVAIL), in `error` or its causes, means; undefined for others. */
+export function listenMeaning(error: unknown): string | undefined {
+  let current: unknown = error;
+  for (let depth = 0; current instanceof Error && depth < 5; depth++) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (code && meanings[code]) return meanings[code];
+    current = current.cause;
+  }
+  return undefined;
+}
+
+/** "HOST:PORT", an IPv6 host in brackets. */
+export function listenAddress(address: { host: string; port: number }): string {
+  return `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+/**
+ * CONFIG_INVALID "FLAG HOST:PORT: why" when `error` is a listen error; undefined otherwise. `inUse` adds what to do
+ * about a taken address ("another agent on this machine? …").
+ */
+export function listenRefused(flag: string, address: { host: string; port: number }, error: unknown, inUse?: string): LeafmeshError | undefined {
+  const meaning = listenMeaning(error);
+  if (!meaning) return undefined;
+  const why = inUse && meaning === meanings.EADDRINUSE ? `${meaning} (${inUse})` : meaning;
+  return new LeafmeshError("CONFIG_INVALID", `${flag} ${listenAddress(address)}: ${why}`, { cause: error });
+}
