@@ -14,6 +14,7 @@ import { runUntilSignal } from "./run-until-signal.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { LeafmeshError } from "../lib/errors.ts";
+import { checkListenHost } from "../lib/listen-errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
@@ -181,6 +182,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     if (options.intercept !== "off") await holdInterception({ node: options.node, dataDir });
     // Read with or without --gateway: a label mistyped now is said now, not when a gateway is added.
     const nodeLabels = parseLabels(options.nodeLabels);
+    // Its listeners open one per service port as services come: an address this host does not have is said now.
+    await checkListenHost("--proxy-host", options.proxyHost);
     const log = createLogger({ level: options.logLevel });
     // Two descriptors per proxied or SOCKS connection, and room for the rest (UDP service ports, the tunnel, the bus).
     checkDescriptorLimit({ log, needed: 2 * options.proxyMaxConnections + 2 * options.socksMaxConnections + 1_024 });

@@ -6,6 +6,7 @@
  * throw listenRefused("--dns", { host: "127.0.0.1", port: 53 }, error) ?? error; // "--dns 127.0.0.1:53: the address is in use"
  * ```
  */
+import { createServer } from "node:net";
 import { LeafmeshError } from "./errors.ts";
 
 const meanings: Record<string, string> = {
@@ -39,4 +40,26 @@ export function listenRefused(flag: string, address: { host: string; port: numbe
   if (!meaning) return undefined;
   const why = inUse && meaning === meanings.EADDRINUSE ? `${meaning} (${inUse})` : meaning;
   return new LeafmeshError("CONFIG_INVALID", `${flag} ${listenAddress(address)}: ${why}`, { cause: error });
+}
+
+/**
+ * Throws CONFIG_INVALID "FLAG HOST: why" when nothing can listen on HOST here: an address this host does not have, a
+ * name that does not resolve. For a host whose listeners open later (--proxy-host: one per service port, as services
+ * come): said at start, where otherwise each service's listener failed alone, as if only that service were broken.
+ */
+export async function checkListenHost(flag: string, host: string): Promise<void> {
+  const server = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host, port: 0 }, resolve);
+    });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const meaning = listenMeaning(error) ?? (code === "ENOTFOUND" || code === "EAI_AGAIN" ? "the name does not resolve" : undefined);
+    if (meaning) throw new LeafmeshError("CONFIG_INVALID", `${flag} ${host}: ${meaning}`, { cause: error });
+    throw error;
+  } finally {
+    server.close();
+  }
 }

@@ -109,4 +109,14 @@ describe("a start refused for something on this machine", () => {
       udpHolder.close();
     }
   });
+
+  it("--proxy-host an address this host does not have: said at start with the flag, exit 2 (its listeners open only as services come)", { timeout: 60_000 }, async () => {
+    const args = ["agent", "--node", "edge-a", "--insecure", "--hub", `nats://127.0.0.1:${await freePort()}`, "--data", tempDir("leafmesh-start-failures-"), "--intercept", "off", "--mdns", "off", "--metrics-listen", "off"];
+    for (const flag of ["--nats-listen", "--monitor-listen"]) args.push(flag, `127.0.0.1:${await freePort()}`);
+    const result = await runCli([...args, "--proxy-host", "198.18.99.99"], 45_000);
+    // Before: the agent ran, and each service's listener failed as it came ("could not open 1 listeners (the other services work)").
+    expect(result.stderr).toContain("leafmesh agent: --proxy-host 198.18.99.99: this host has no such address");
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(result.code).toBe(2);
+  });
 });
