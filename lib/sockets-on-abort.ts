@@ -9,7 +9,7 @@
  * ```
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { subscribe } from "node:diagnostics_channel";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type { Socket } from "node:net";
 
 interface Scope {
@@ -18,7 +18,8 @@ interface Scope {
 }
 
 const scopes = new AsyncLocalStorage<Scope>();
-let subscribed = false;
+/** Tasks running now: the channel is listened to only while there is one (every other connect of the process, a proxied connection's dial, pays nothing). */
+let running = 0;
 
 function onClientSocket(message: unknown): void {
   const scope = scopes.getStore();
@@ -35,10 +36,7 @@ function onClientSocket(message: unknown): void {
 /** Runs `task`; when `signal` aborts, every TCP connection it opened (and any it opens after) is destroyed. */
 export async function closeSocketsOnAbort<T>(signal: AbortSignal | undefined, task: () => Promise<T>): Promise<T> {
   if (!signal) return task();
-  if (!subscribed) {
-    subscribe("net.client.socket", onClientSocket);
-    subscribed = true;
-  }
+  if (running++ === 0) subscribe("net.client.socket", onClientSocket);
   const scope: Scope = { signal, sockets: new Set() };
   const destroyAll = () => {
     for (const socket of scope.sockets) socket.destroy();
@@ -48,5 +46,6 @@ export async function closeSocketsOnAbort<T>(signal: AbortSignal | undefined, ta
     return await scopes.run(scope, task);
   } finally {
     signal.removeEventListener("abort", destroyAll);
+    if (--running === 0) unsubscribe("net.client.socket", onClientSocket);
   }
 }
