@@ -160,7 +160,7 @@ describe.sequential("a joined node behind an edge site", () => {
 
   it("is refused once revoked: at the site's login, and by the hub when its site's own user in its account asks", async () => {
     await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", `tls://${hubAddress}:4222`);
-    await eventually(() => agent.output().includes("the hub refused this node's login"), 20_000, "the site refusing edge-j's login");
+    await eventually(() => agent.output().includes(`its site 'shop' refused this node's login at 127.0.0.1:${siteLeafPort}`), 20_000, "the site refusing edge-j's login");
     // Its next renewal (due ~40 s after the last) reaches no hub, and says why.
     await eventually(() => /this node's certificate was not renewed: this node's leaf link is down \(its upstream not reached, or refusing its login/.test(agent.output()), 60_000, "the renewal said as waiting for the leaf link");
 
