@@ -32,7 +32,8 @@ import type { NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
 import { staleLeafExplainer } from "../nats/leaf-stale.ts";
-import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal } from "../trust/denials.ts";
+import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, leafRefuser } from "../trust/denials.ts";
+import { RevokedNotice } from "../trust/revoked-notice.ts";
 import { watchRefusedLeafs, type ClosedLeaf } from "../trust/refused-leafs.ts";
 import { monitorBase, monitorJson } from "../nats/monitor-http.ts";
 import type { RevocationWatch } from "../trust/revocations.ts";
@@ -121,6 +122,8 @@ export interface AgentRuntime {
   readonly revocations: RevocationWatch | undefined;
   /** How far the node reaches (its leaf link; under a site, the site's uplink), when it runs actors. */
   readonly upstream: UpstreamState | undefined;
+  /** Whether this node was told it is revoked (its upstream refused its leaf as revoked, or its certificate is on the list). */
+  readonly revoked: RevokedNotice;
   status(): NodeStatus;
   stop(): Promise<void>;
 }
@@ -167,6 +170,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // A leaf link made and gone stale again and again (a path MTU black hole): said, and shown by status while no link is up.
   const stale = staleLeafExplainer();
   let leafProblem: { text: string; at: number } | undefined;
+  const revoked = new RevokedNotice();
   // A secured site server: which member it refused, and why (nats-server says only "authentication error").
   const siteSecurity = config.siteSecurity;
   const refusedLeafs = siteSecurity
@@ -213,7 +217,9 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
         }
         if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509|attempted to connect to wrong port/.test(line)) return undefined;
         const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds, site });
-        return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
+        const cause = classifyServerLogLine(line)?.cause;
+        if (cause === "credentials-revoked") revoked.note(`${leafRefuser(line, site)} as revoked`);
+        return text ? { kind: cause ?? "refusal", text } : undefined;
       },
     },
   });
@@ -222,7 +228,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
     // Shown while it goes on: the explainer says it again at every such link.
     const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined);
     const { startAgentParts } = await loadParts();
-    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors);
+    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors, revoked);
   } catch (error) {
     await node.stop();
     throw error;

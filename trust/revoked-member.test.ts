@@ -1,8 +1,10 @@
 /**
  * A node that joined with a token, a member of edge site 'shop', revoked while it runs; real processes on loopback: an
  * enrolling hub, a `leafmesh site` server, the agent behind it. Before: the site logged "<address> - lid:N -
- * authentication error" with no node, and the agent was told "the hub refused this node's login" when its site had.
- * Now the site names the node and says it is revoked, and the agent names its site and the address.
+ * authentication error" with no node; the agent was told "the hub refused this node's login" when its site had; and its
+ * certificate renewal, whose requests a revoked node's shut-out leaf never carries, asked again every minute for ever.
+ * Now the site names the node and says it is revoked, the agent names its site and the address, and the renewal ends
+ * at once, said once with the way back.
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -52,7 +54,7 @@ afterAll(async () => {
 });
 
 describe("a member of a site, revoked while it runs", () => {
-  it("is named as revoked in the site's log, once a minute, and told that its site refused it", async () => {
+  it("is named as revoked in the site's log, once a minute, told that its site refused it, and its renewal ends, said once", async () => {
     const siteFrom = site.output().length;
     const agentFrom = agent.output().length;
     await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
@@ -68,9 +70,15 @@ describe("a member of a site, revoked while it runs", () => {
     expect(agentSaid()).not.toContain("the hub refused this node's login");
     expect(agentSaid()).not.toContain("start it with its new bundle");
 
-    // Refused again and again meanwhile (a login a second): the site's line stays once a minute.
+    // Its renewal ends at once, said once, with the way back; before, it asked every minute for as long as it ran.
+    const ended = (text: string) => text.split("\n").filter((line) => line.includes("this node is revoked:"));
+    await eventually(() => ended(agentSaid()).length > 0, 10_000, "the renewal's end");
+    expect(ended(agentSaid())[0]).toMatch(new RegExp(`this node is revoked: ${refusedBy.replaceAll(".", "\\.")} as revoked\\. Its certificate \\(it ends \\S+\\) is not renewed, and not asked for again\\. .*remove ${join(agent.dataDir, "keys").replaceAll(".", "\\.")} and start the agent again with a new join token`));
+    // Refused again and again meanwhile (a login a second): still said once, and the site's line once a minute.
     await eventually(async () => (await refusedAtSite()) >= 3 || undefined, 15_000, "three refused logins of edge-j at the site");
     expect(siteSaid().match(/refused the login of node 'edge-j'/g)).toHaveLength(1);
+    expect(ended(agentSaid())).toHaveLength(1);
+    expect(agentSaid()).not.toMatch(/renewing this node's certificate/);
     expect(agent.child.exitCode).toBeNull();
     expect(site.child.exitCode).toBeNull();
   }, 60_000);
