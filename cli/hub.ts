@@ -12,6 +12,7 @@ import { resolveHubSecurity, securityOptions } from "./security-options.ts";
 import { checkReplicas, dataDirectory, serverOptions } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
+import { formatHostPort, parseHostPort, type HostPort } from "../nats/render.ts";
 import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
@@ -53,6 +54,18 @@ function nodeCertificateDays(text: string): number {
   return ms / 86_400_000;
 }
 
+/**
+ * --leaf-advertise: the address leafs are to dial, as nats-server's `advertise` takes it (HOST:PORT, IPv6 in brackets).
+ * A wildcard or port 0 names nothing a leaf can dial; a URL is not what nats-server takes there.
+ */
+export function parseLeafAdvertise(text: string): HostPort {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text.trim())) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is a URL: give HOST:PORT, the address leafs dial (for example hub-1.example.net:7422)`);
+  const address = parseHostPort(text);
+  if (address.port === 0) throw new LeafmeshError("CONFIG_INVALID", `'${text}': port 0 is no port a leaf can dial: give the port leafs reach this hub's leafnode port at`);
+  if (["0.0.0.0", "::", ""].includes(address.host)) throw new LeafmeshError("CONFIG_INVALID", `'${text}': ${address.host || "an empty host"} is a wildcard, no address a leaf can dial: give the name or address leafs reach this hub at`);
+  return address;
+}
+
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */
 /** "H1,H2:P1,P2"; IPv6 addresses in brackets ("[fd00:66::1],[fd00:66::2]:3478,3479"), as in a URL. */
 export function parseHubObserver(text: string): { hosts: [string, string]; ports: [number, number] } {
@@ -78,6 +91,14 @@ given each other's --routes form one JetStream cluster.`,
     data: option.text({ required: true, value: "DIR", description: "directory for the nats-server config, JetStream store and pid file; one leafmesh process per directory (a second is refused)" }),
     listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
     leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address that agents and sites connect to (their --hub URLs)" }),
+    leafAdvertise: option.parsed(
+      {
+        value: "H:P",
+        description:
+          "the leafnode address this hub names to its leafs (agents, sites) instead of its own --leaf-listen address: nats-server sends its own in every leaf's INFO, and a leaf dials it before the URLs it was given, also after a cut. Give the address leafs must use (a proxy, a NAT's public address, a DNS name) when it is not --leaf-listen; with --keys, a name the hubs' certificate holds (keys hub-cert --hub-hosts) (default: the --leaf-listen address; a wildcard's first non-local address)",
+      },
+      parseLeafAdvertise,
+    ),
     routes: option.list({ value: "URL,…", description: "cluster routes of all hubs of this cluster, e.g. nats-route://hub-2:6222 (enables clustering)" }),
     replaces: option.list({
       value: "NAME,…",
@@ -153,6 +174,8 @@ given each other's --routes form one JetStream cluster.`,
       checkPeerHostsInCertificate(security.files.cert, keys!, [
         { flag: "--routes", urls: options.routes ?? [] },
         { flag: "--gateways", urls: (options.gateways ?? []).flatMap((gateway) => gateway.urls) },
+        // Leafs dial the advertised address before the URLs they were given, and check the hub's certificate by it.
+        ...(options.leafAdvertise ? [{ flag: "--leaf-advertise", urls: [`tls://${formatHostPort(options.leafAdvertise)}`], dialledBy: "agents and sites dial the advertised address first and check the hub's certificate" }] : []),
       ]);
     }
     const hub = await startHub({
@@ -162,6 +185,7 @@ given each other's --routes form one JetStream cluster.`,
       dataDir,
       client: options.listen,
       leaf: options.leafListen,
+      leafAdvertise: options.leafAdvertise,
       monitor: options.monitorListen,
       cluster: options.routes ? { name: clusterName, listen: options.clusterListen, routes: options.routes } : undefined,
       gateway: options.gatewayName ? { name: options.gatewayName, listen: options.gatewayListen, gateways: options.gateways ?? [] } : undefined,

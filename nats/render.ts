@@ -73,6 +73,12 @@ export interface CommonServerOptions {
 
 export interface HubServerOptions extends CommonServerOptions {
   leaf: HostPort;
+  /**
+   * The leafnode address the hub names in the INFO its leafs get (nats-server's `leafnodes { advertise }`), instead of
+   * its own listen address: nats-server 2.9.10 always sends that one, and a leaf dials it before the URLs it was given
+   * (after a cut, past a proxy or a chosen address). Undefined: the listen address (a wildcard's resolved address).
+   */
+  leafAdvertise?: HostPort;
   /** Config text spliced inside `leafnodes {}` (TLS for leaf connections: see trust/). */
   leafSecurity?: string;
   cluster?: ClusterOptions;
@@ -109,7 +115,7 @@ export interface LeafRemote {
 }
 
 const quote = (value: string) => JSON.stringify(value);
-const hostPort = (address: HostPort) => quote(`${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`);
+const hostPort = (address: HostPort) => quote(formatHostPort(address));
 const list = (values: string[]) => `[${values.map(quote).join(", ")}]`;
 
 function checkUrls(what: string, urls: string[], schemes: string[]): void {
@@ -180,8 +186,9 @@ export function renderHubConfig(options: HubServerOptions): string {
     `leafnodes {`,
     `  listen: ${hostPort(options.leaf)}`,
     // docs/nats-facts.md: advertised leafnode URLs make leafs bypass the address they were given. This stops the
-    // cluster peers' URLs only: nats-server 2.9.10 still sends the hub's own leaf address.
+    // cluster peers' URLs only: nats-server 2.9.10 still sends the hub's own leaf address, which `advertise` replaces.
     `  no_advertise: true`,
+    ...(options.leafAdvertise ? [`  advertise: ${hostPort(options.leafAdvertise)}`] : []),
     ...(options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `}`,
   ];
@@ -276,3 +283,8 @@ export function parseHostPort(text: string, what?: string): HostPort {
   return { host: match[1] ?? match[2], port };
 }
 
+
+/** host:port as a URL or nats-server writes it: an IPv6 address in brackets. */
+export function formatHostPort(address: HostPort): string {
+  return `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
+}

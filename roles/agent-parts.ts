@@ -22,6 +22,7 @@ import { RelayChoice } from "./relay-choice.ts";
 import { watchStore } from "../nats/store-watchdog.ts";
 import type { ActorFactory, AgentConfig, AgentRuntime, StartedActor } from "./agent.ts";
 import type { UpstreamState } from "../bus/partition.ts";
+import type { RevokedNotice } from "../trust/revoked-notice.ts";
 
 export async function startAgentParts(
   config: AgentConfig,
@@ -30,6 +31,7 @@ export async function startAgentParts(
   renderConfig: (order: string[]) => string,
   upstreamProblem: () => string | undefined,
   loadActors: () => Promise<ActorFactory[]>,
+  notice: RevokedNotice,
 ): Promise<AgentRuntime> {
   const { log, connection, bus, server } = node;
   const role = config.role ?? "agent";
@@ -107,6 +109,7 @@ export async function startAgentParts(
         );
       }
       selfRevoked = revoked;
+      if (revoked) notice.note(`this node's own certificate is on the mesh's revocation list (version ${watch.list.version})`);
     };
     checkSelf();
     const stopSelfCheck = watch.onChange(checkSelf);
@@ -183,7 +186,7 @@ export async function startAgentParts(
   node.serveStatus(status);
   log.info(`${role} ready`);
 
-  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, upstream: upstreamState, status, stop: () => node.stop() };
+  return { connection, bus, server, controller, fabric, metrics: node.metrics, revocations, upstream: upstreamState, revoked: notice, status, stop: () => node.stop() };
 }
 
 function stateOf(value: unknown): string {

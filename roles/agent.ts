@@ -32,7 +32,10 @@ import type { NodeStatus } from "./status.ts";
 import type { NodeSecurity } from "../trust/security.ts";
 import type { SiteSecurity } from "../trust/site-security.ts";
 import { staleLeafExplainer } from "../nats/leaf-stale.ts";
-import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal } from "../trust/denials.ts";
+import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, leafRefuser } from "../trust/denials.ts";
+import { RevokedNotice } from "../trust/revoked-notice.ts";
+import { watchRefusedLeafs, type ClosedLeaf } from "../trust/refused-leafs.ts";
+import { monitorBase, monitorJson } from "../nats/monitor-http.ts";
 import type { RevocationWatch } from "../trust/revocations.ts";
 import type { RelayChoiceSettings } from "./relay-choice.ts";
 import type { StoreWatchdogOptions } from "../nats/store-watchdog.ts";
@@ -119,6 +122,8 @@ export interface AgentRuntime {
   readonly revocations: RevocationWatch | undefined;
   /** How far the node reaches (its leaf link; under a site, the site's uplink), when it runs actors. */
   readonly upstream: UpstreamState | undefined;
+  /** Whether this node was told it is revoked (its upstream refused its leaf as revoked, or its certificate is on the list). */
+  readonly revoked: RevokedNotice;
   status(): NodeStatus;
   stop(): Promise<void>;
 }
@@ -165,6 +170,18 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // A leaf link made and gone stale again and again (a path MTU black hole): said, and shown by status while no link is up.
   const stale = staleLeafExplainer();
   let leafProblem: { text: string; at: number } | undefined;
+  const revoked = new RevokedNotice();
+  // A secured site server: which member it refused, and why (nats-server says only "authentication error").
+  const siteSecurity = config.siteSecurity;
+  const refusedLeafs = siteSecurity
+    ? watchRefusedLeafs({
+        closedLeaf: async (cid) => (await monitorJson<{ connections?: ClosedLeaf[] }>(`${monitorBase(config.monitor)}/connz?state=closed&auth=true&cid=${cid}`, 2_000))?.connections?.find((closed) => closed.cid === cid),
+        resolverDir: siteSecurity.files.resolverDir,
+        log: config.log.child({ node: config.node, actor: "trust" }),
+      })
+    : undefined;
+  // Under --upstream-domain SITE the agent's upstreams are that site's servers: a refusal is the site's, not a hub's.
+  const site = role === "agent" && config.upstreamDomain && config.upstreamDomain !== "hub" ? config.upstreamDomain : undefined;
   // The controller, the trust watches and the actors: loaded while the server starts (server-process.ts).
   let parts: Promise<typeof import("./agent-parts.ts")> | undefined;
   const loadParts = () => (parts ??= import("./agent-parts.ts"));
@@ -194,6 +211,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       // "Error trying to connect as leafnode": a clock behind the certificates, another mesh's hub): said in this
       // node's words (revoked, expired, another mesh's), not only nats-server's. Connections refused here are the auditor's.
       explainLine: (line) => {
+        refusedLeafs?.note(line);
         const twin = duplicate(line);
         if (twin) return { kind: "duplicate-node", text: twin };
         const staleLinks = stale(line);
@@ -202,16 +220,19 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
           return { kind: "stale-leaf", text: staleLinks };
         }
         if (!/Leafnode Error '|Error trying to connect as leafnode|TLS leafnode handshake error: x509|attempted to connect to wrong port/.test(line)) return undefined;
-        const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds });
-        return text ? { kind: classifyServerLogLine(line)?.cause ?? "refusal", text } : undefined;
+        const text = explainLeafRefusal(line, { credsFile: config.security?.files.creds, site });
+        const cause = classifyServerLogLine(line)?.cause;
+        if (cause === "credentials-revoked") revoked.note(`${leafRefuser(line, site)} as revoked`);
+        return text ? { kind: cause ?? "refusal", text } : undefined;
       },
     },
   });
+  if (refusedLeafs) node.onStop(() => refusedLeafs.stop(), "the refused leafs' explainer");
   try {
     // Shown while it goes on: the explainer says it again at every such link.
     const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined);
     const { startAgentParts } = await loadParts();
-    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors);
+    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors, revoked);
   } catch (error) {
     await node.stop();
     throw error;

@@ -46,6 +46,8 @@ export interface HubConfig {
   dataDir: string;
   client: HostPort;
   leaf: HostPort;
+  /** The leaf address named to leafs instead of `leaf` (hub --leaf-advertise): HubServerOptions.leafAdvertise. */
+  leafAdvertise?: HostPort;
   monitor: HostPort;
   cluster?: ClusterOptions;
   gateway?: GatewayOptions;
@@ -140,6 +142,7 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
         storeDir: join(config.dataDir, "jetstream"),
         client: config.client,
         leaf: config.leaf,
+        leafAdvertise: config.leafAdvertise,
         monitor: config.monitor,
         // Routes and gateways carry everything: with security they need the mesh's TLS client certificates too.
         // And the hubs' route password (trust/route-credentials.ts): a node's certificate is the mesh CA's too.

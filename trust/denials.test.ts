@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createUser, fmtCreds } from "@nats-io/jwt";
@@ -74,13 +74,32 @@ describe("explainLeafRefusal", () => {
     const user = createUser();
     const expired = join(dir, "leaf-expired.creds");
     writeFileSync(expired, fmtCreds(await nodeUserJwt({ node: "edge-a", userSeed: seed(user), accountSeed: seed(account), expires: 1_000_000 }), user));
-    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("the hub refused this node's login: the credentials in");
+    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("the hub refused this node's login at 127.0.0.1:7422: the credentials in");
     expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'Authorization Violation'", { credsFile: expired })).toContain("expired at");
     expect(explainLeafRefusal("[ERR] x509: certificate signed by unknown authority")).toContain("not signed by this mesh's CA");
     expect(explainLeafRefusal("[ERR] Error trying to connect as leafnode to remote server \"h:7422\" (attempt 1): tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-01T08:00:00Z is before 2026-12-06T12:20:16Z")).toBe(
       "TLS refused: by this machine's clock (2026-12-01T08:00:00Z) a certificate is not valid until 2026-12-06T12:20:16Z: this machine's clock is behind (set it, or let NTP reach a time server); the certificates themselves are fine",
     );
-    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'User Authentication Revoked'", { credsFile: expired })).toBe(`the hub refused this node's login: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle (${expired})`);
+    expect(explainLeafRefusal("[ERR] 127.0.0.1:7422 - lid:5 - Leafnode Error 'User Authentication Revoked'", { credsFile: expired })).toBe(`the hub refused this node's login at 127.0.0.1:7422: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle (${expired})`);
     expect(explainLeafRefusal("[INF] Server is ready")).toBeUndefined();
+  });
+
+  it("names the node's site, not a hub, when the node attaches to a site (--upstream-domain SITE), and where", async () => {
+    const account = createAccount();
+    const user = createUser();
+    const current = join(dir, "site-member.creds");
+    writeFileSync(current, fmtCreds(await nodeUserJwt({ node: "edge-j", userSeed: seed(user), accountSeed: seed(account) }), user));
+    const refused = explainLeafRefusal("[ERR] 127.0.0.1:7523 - lid:24 - Leafnode Error 'Authorization Violation'", { credsFile: current, site: "shop" });
+    expect(refused).toMatch(/^its site 'shop' refused this node's login at 127\.0\.0\.1:7523: the credentials in .* are not expired: its site 'shop' refuses them because they were revoked/);
+    expect(refused).not.toContain("hub");
+    expect(explainLeafRefusal("[ERR] [::1]:7523 - lid:23 - Leafnode Error 'User Authentication Revoked'", { credsFile: current, site: "shop" })).toMatch(/^its site 'shop' refused this node's login at \[::1\]:7523: credentials revoked/);
+    // A node that joined with a token is told only the way back it has: no bundle to be started with.
+    const bundle = join(dir, "joined");
+    mkdirSync(bundle);
+    writeFileSync(join(bundle, "node.creds"), readFileSync(current));
+    writeFileSync(join(bundle, "joined.json"), "{}");
+    const joined = explainLeafRefusal("[ERR] 127.0.0.1:7523 - lid:23 - Leafnode Error 'User Authentication Revoked'", { credsFile: join(bundle, "node.creds"), site: "shop" });
+    expect(joined).toContain(`This node joined with a token: if it was revoked, remove ${bundle} and start it again with a join token`);
+    expect(joined).not.toContain("new bundle");
   });
 });

@@ -162,15 +162,14 @@ export function classifyServerLogLine(line: string): Refusal | undefined {
 }
 
 /**
- * What the node itself can tell about its credentials when the hub refuses
- * them: expired (the JWT says so), or else revoked / foreign (only the keys
- * host knows which: `leafmesh keys list`).
+ * What the node itself can tell about its credentials when its upstream (`refuser`: the hub, or its site) refuses
+ * them: expired (the JWT says so), or else revoked / foreign (only the keys host knows which: `leafmesh keys list`).
  */
-export function diagnoseCredentialsFile(credsFile: string, now: () => number = Date.now): string {
+export function diagnoseCredentialsFile(credsFile: string, now: () => number = Date.now, refuser = "the hub"): string {
   const claims = readCredsClaims(credsFile);
   if (!claims) return `${credsFile} does not hold a NATS user JWT (not a .creds file made by \`leafmesh keys issue\`)`;
   if (claims.exp && claims.exp * 1000 <= now()) return `the credentials in ${credsFile} (node '${claims.name}') expired at ${new Date(claims.exp * 1000).toISOString()}: issue new ones with \`leafmesh keys issue --node ${claims.name}\``;
-  return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: the hub refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)${rejoinAdvice(credsFile)}`;
+  return `the credentials in ${credsFile} (node '${claims.name}', user ${claims.sub}, issued ${new Date(claims.iat * 1000).toISOString()}) are not expired: ${refuser} refuses them because they were revoked or belong to another mesh (\`leafmesh keys list\` on the keys host says which)${rejoinAdvice(credsFile)}`;
 }
 
 /**
@@ -207,19 +206,38 @@ export function duplicateNodeExplainer(node: string, now: () => number = Date.no
   };
 }
 
+/** Who refused this node's leaf: its site (an agent under --upstream-domain SITE dials that site's servers) or a hub. */
+export function upstreamName(site: string | undefined): string {
+  return site ? `its site '${site}'` : "the hub";
+}
+
 /**
- * One sentence for a refusal line of the agent's own nats-server (its leaf link
- * to the hub), or undefined for any other line. With the node's creds file, a
- * refused login says whether the credentials expired or were refused for
- * another reason. For the nats-server supervisor: log the result at warn.
+ * "the hub refused this node's login at 127.0.0.1:7422", or "its site 'shop' refused …": who, and the address nats-server
+ * names in the line ("127.0.0.1:7422 - lid:5 - Leafnode Error '…'"). Before, a node behind a site was told that the hub
+ * refused it when its site had, and was not told where.
  */
-export function explainLeafRefusal(line: string, options: { credsFile?: string; now?: () => number } = {}): string | undefined {
+export function leafRefuser(line: string, site?: string): string {
+  const address = /(\S+:\d+) - lid:\d+ - /.exec(line)?.[1];
+  return `${upstreamName(site)} refused this node's login${address ? ` at ${address}` : ""}`;
+}
+
+/**
+ * One sentence for a refusal line of the agent's own nats-server (its leaf link to its upstream: a hub, or with `site`
+ * its site's servers), or undefined for any other line. With the node's creds file, a refused login says whether the
+ * credentials expired or were refused for another reason. For the nats-server supervisor: log the result at warn.
+ */
+export function explainLeafRefusal(line: string, options: { credsFile?: string; now?: () => number; site?: string } = {}): string | undefined {
   const refusal = classifyServerLogLine(line);
   if (!refusal) return undefined;
-  if (refusal.cause === "credentials-revoked") return `the hub refused this node's login: ${refusal.message}${options.credsFile ? ` (${options.credsFile})${rejoinAdvice(options.credsFile)}` : ""}`;
+  if (refusal.cause === "credentials-revoked") {
+    const joined = options.credsFile ? rejoinAdvice(options.credsFile) : "";
+    // A node that joined with a token has no new bundle to be started with: only the way back that rejoinAdvice says.
+    const message = joined ? "credentials revoked: this node's user key was revoked (keys revoke)" : refusal.message;
+    return `${leafRefuser(line, options.site)}: ${message}${options.credsFile ? ` (${options.credsFile})${joined}` : ""}`;
+  }
   if ((refusal.cause === "credentials-refused" || refusal.cause === "credentials-expired") && options.credsFile) {
     try {
-      return `the hub refused this node's login: ${diagnoseCredentialsFile(options.credsFile, options.now)}`;
+      return `${leafRefuser(line, options.site)}: ${diagnoseCredentialsFile(options.credsFile, options.now, upstreamName(options.site))}`;
     } catch (error) {
       return `${refusal.message} (${options.credsFile} cannot be read: ${describeError(error)})`;
     }

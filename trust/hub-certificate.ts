@@ -61,9 +61,9 @@ export async function reissueHubCertificate(options: { dir: string; hosts?: stri
  * and check the far hub's certificate by the name dialled: a hub missing from `--hub-hosts` never joined, and
  * each hub said nats-server's "x509: certificate is valid for …, not hub-3.example.net" every second.
  */
-export function checkPeerHostsInCertificate(certFile: string, keysDir: string, peers: { flag: string; urls: readonly string[] }[]): void {
+export function checkPeerHostsInCertificate(certFile: string, keysDir: string, peers: { flag: string; urls: readonly string[]; dialledBy?: string }[]): void {
   const cert = new X509Certificate(readFileSync(certFile));
-  for (const { flag, urls } of peers) {
+  for (const { flag, urls, dialledBy = "hubs check each other's certificate" } of peers) {
     for (const url of urls) {
       let host: string;
       try {
@@ -77,7 +77,7 @@ export function checkPeerHostsInCertificate(certFile: string, keysDir: string, p
       const dir = existsSync(join(keysDir, "ca", "ca.key")) ? keysDir : "MESH-KEYS (the mesh's keys directory, where keys init ran)";
       throw new LeafmeshError(
         "CONFIG_INVALID",
-        `${flag} ${url}: the hubs' certificate (${certFile}) does not name ${host} (it names ${names.join(", ")}), and hubs check each other's certificate by the name dialled: ` +
+        `${flag} ${url}: the hubs' certificate (${certFile}) does not name ${host} (it names ${names.join(", ")}), and ${dialledBy} by the name dialled: ` +
           `issue it again with every hub's name, \`leafmesh keys hub-cert --dir ${dir} --hub-hosts ${[...new Set([...names, host])].join(",")}\`, and copy hub/ to every hub`,
       );
     }

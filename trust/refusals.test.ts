@@ -112,7 +112,7 @@ describe("refused, saying which", () => {
     expect(diagnoseCredentialsFile(creds)).toMatch(/node 'edge-old'\) expired at/);
     // what the agent's supervisor would log for the leaf's own refusal line
     const explained = leaf.log().split("\n").map((line) => explainLeafRefusal(line, { credsFile: creds })).filter(Boolean);
-    expect(explained[0]).toMatch(/the hub refused this node's login: .* expired at/);
+    expect(explained[0]).toMatch(/the hub refused this node's login at 127\.0\.0\.1:\d+: .* expired at/);
   });
 
   it("revoked credentials", async () => {

@@ -10,7 +10,9 @@
  * it, trust/tls.ts), with jitter of a twentieth of the life either way, so that a fleet enrolled in one hour
  * does not ask in one minute. While no hub answers it asks again with backoff (2 s doubling to a minute,
  * jittered), logging each attempt; a refusal that cannot change (the node was revoked or its identity
- * replaced) is said as an error and ends the renewal.
+ * replaced) is said as an error and ends the renewal. So does being told that the node is revoked (`revoked`: its
+ * upstream refused its leaf as revoked, or its certificate is on the revocation list): a revoked node's leaf is shut
+ * out, so its request never reaches a hub to be refused, and it used to ask again every minute for as long as it ran.
  *
  * ```ts
  * const renewal = startCertificateRenewal({ connection, node: "edge-a", bundleDir, log });
@@ -28,6 +30,7 @@ import type { Logger } from "../lib/log.ts";
 import { writeFileWhole } from "./secret-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
 import { finalRenewalRefusals, renewalSigningText, type RenewalReply } from "./renewal-service.ts";
+import type { RevokedNotice } from "./revoked-notice.ts";
 
 /** How far back certificates start (trust/tls.ts backdateMs): their issue is this long after their start. */
 const certificateBackdateMs = 7 * 24 * 3_600_000;
@@ -96,6 +99,8 @@ export function startCertificateRenewal(options: {
   upstream?: Pick<UpstreamState, "reach" | "onChange">;
   /** The edge site the node attaches to (its --upstream-domain), when it does. */
   site?: string;
+  /** Told that this node is revoked: the renewal ends, said once with what brings the node back. */
+  revoked?: Pick<RevokedNotice, "onRevoked">;
   now?: () => number;
   random?: () => number;
 }): CertificateRenewal {
@@ -107,6 +112,8 @@ export function startCertificateRenewal(options: {
   const caFile = join(bundleDir, "ca.crt");
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** Refused for good or revoked: nothing is asked any more (stop() still ends the watches). */
+  let ended = false;
   /** The attempt a backoff waits to make, while one does. */
   let pendingRetry: number | undefined;
   const retryAfter = (delay: number, tries: number) => {
@@ -151,7 +158,7 @@ export function startCertificateRenewal(options: {
   /** One attempt; anything it did not foresee (the bundle's files unreadable, openssl failing) is said and asked again, never thrown. */
   const attempt = (tries: number): void =>
     void attemptOnce(tries).catch((error: unknown) => {
-      if (stopped) return;
+      if (stopped || ended) return;
       const delay = backoffMs(tries);
       dueAt = now() + delay;
       log.error({ attempt: tries, retryInMs: Math.round(delay), err: describeError(error) }, `this node's certificate was not renewed: ${describeError(error)}; asking again in ${Math.round(delay / 1000)} s`);
@@ -160,7 +167,7 @@ export function startCertificateRenewal(options: {
 
   const attemptOnce = async (tries: number) => {
     pendingRetry = undefined;
-    if (stopped) return;
+    if (stopped || ended) return;
     const reachAtStart = options.upstream?.reach;
     const pem = readFileSync(certFile, "utf8");
     const current = new X509Certificate(pem);
@@ -174,9 +181,10 @@ export function startCertificateRenewal(options: {
     } catch (error) {
       failure = unansweredReason(describeError(error), options.upstream?.reach, options.site);
     }
-    if (stopped) return;
+    if (stopped || ended) return;
     if (reply && !reply.ok && finalRenewalRefusals.has(reply.code)) {
       dueAt = undefined;
+      ended = true;
       log.error({ code: reply.code }, `the enrolling hub refused to renew this node's certificate: ${reply.reason}. It ends ${new Date(current.validTo).toISOString()}, and is not asked for again`);
       return;
     }
@@ -204,7 +212,7 @@ export function startCertificateRenewal(options: {
   };
 
   const schedule = () => {
-    if (stopped || !existsSync(certFile)) return;
+    if (stopped || ended || !existsSync(certFile)) return;
     const current = new X509Certificate(readFileSync(certFile));
     dueAt = renewalTime(Date.parse(current.validFrom), Date.parse(current.validTo), random());
     const inMs = Math.max(0, dueAt - now());
@@ -212,6 +220,24 @@ export function startCertificateRenewal(options: {
     wait(inMs, () => attempt(1));
   };
 
+  // Before the first schedule: a notice already given ends the renewal before anything is asked.
+  const revokedWatch = options.revoked?.onRevoked((why) => {
+    if (stopped || ended) return;
+    ended = true;
+    pendingRetry = undefined;
+    dueAt = undefined;
+    if (timer) clearTimeout(timer);
+    let ends = "";
+    try {
+      ends = ` (it ends ${new Date(new X509Certificate(readFileSync(certFile)).validTo).toISOString()})`;
+    } catch {
+      ends = ""; // unreadable: what is said does not need it
+    }
+    log.error(
+      { revoked: why },
+      `this node is revoked: ${why}. Its certificate${ends} is not renewed, and not asked for again. It joined with a token and has no bundle to be given: to bring it back, remove ${bundleDir} and start the agent again with a new join token (leafmesh keys token; it makes new keys, and a revoked name may join again)`,
+    );
+  });
   schedule();
   return {
     get dueAt() {
@@ -220,6 +246,7 @@ export function startCertificateRenewal(options: {
     stop() {
       stopped = true;
       upstreamWatch?.();
+      revokedWatch?.();
       if (timer) clearTimeout(timer);
     },
   };

@@ -104,7 +104,7 @@ describe("the revocation list on the fabric", () => {
   it("tells a running node that it was revoked, in its own words, once however often its leaf retries; and, issued again where it runs, takes its new bundle", async () => {
     const b = agents.get("edge-b")!;
     await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-b", "--hub", hub.clientUrl.replace("nats://", "tls://"));
-    const said = "the hub refused this node's login: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle";
+    const said = `the hub refused this node's login at 127.0.0.1:${new URL(hub.leafUrl).port}: credentials revoked: this node's user key was revoked (keys revoke, or replaced by keys issue --rotate): start it with its new bundle`;
     await eventually(() => b.output().includes(said), 15_000, "edge-b to say that it was revoked");
     await new Promise((resolve) => setTimeout(resolve, 3_000)); // its leaf retries every second
     expect(b.output().split(said)).toHaveLength(2);

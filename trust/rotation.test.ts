@@ -68,7 +68,7 @@ describe("a node whose credentials are rotated on a live mesh", () => {
     const taken = () => edgeB.output().match(/keys replaced on disk: stopping/g)?.length ?? 0;
     await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b", "--rotate", "--hub", hub.clientUrl.replace("nats://", "tls://"));
     // Cut off: its login refused by the hub (and, when the new list reached it before the cut, its certificate listed).
-    await eventually(() => /the hub refused this node's login: credentials revoked|own certificate is on the mesh's revocation list/.test(edgeB.output()) || undefined, 20_000, "edge-b to say it is cut off");
+    await eventually(() => /the hub refused this node's login at 127\.0\.0\.1:\d+: credentials revoked|own certificate is on the mesh's revocation list/.test(edgeB.output()) || undefined, 20_000, "edge-b to say it is cut off");
     // The operator copies node.creds alone: a bundle of this node still (the old certificate and its key), taken;
     // the leaf is back, and the node says that its certificate is on the list.
     copyFileSync(join(keys, "nodes", "edge-b", "node.creds"), join(bundles.get("edge-b")!, "node.creds"));
