@@ -9,7 +9,7 @@ import { startHub } from "../roles/hub.ts";
 import { ManifestSource } from "../services/controller/manifest-source.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { resolveHubSecurity, securityOptions } from "./security-options.ts";
-import { checkReplicas, dataDirectory, serverOptions } from "./server-options.ts";
+import { checkReplicas, dataDirectory, parseLeafAdvertise, serverOptions } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { formatHostPort, parseHostPort, type HostPort } from "../nats/render.ts";
@@ -52,18 +52,6 @@ function nodeCertificateDays(text: string): number {
   const ms = parseDuration(text, "--node-cert-validity");
   if (ms > longestCertificateLifeMs) throw new LeafmeshError("CONFIG_INVALID", `--node-cert-validity ${text}: at most 825d (the longest common TLS clients accept, and what the revocation list counts on to drop ended certificates)`);
   return ms / 86_400_000;
-}
-
-/**
- * --leaf-advertise: the address leafs are to dial, as nats-server's `advertise` takes it (HOST:PORT, IPv6 in brackets).
- * A wildcard or port 0 names nothing a leaf can dial; a URL is not what nats-server takes there.
- */
-export function parseLeafAdvertise(text: string): HostPort {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text.trim())) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is a URL: give HOST:PORT, the address leafs dial (for example hub-1.example.net:7422)`);
-  const address = parseHostPort(text);
-  if (address.port === 0) throw new LeafmeshError("CONFIG_INVALID", `'${text}': port 0 is no port a leaf can dial: give the port leafs reach this hub's leafnode port at`);
-  if (["0.0.0.0", "::", ""].includes(address.host)) throw new LeafmeshError("CONFIG_INVALID", `'${text}': ${address.host || "an empty host"} is a wildcard, no address a leaf can dial: give the name or address leafs reach this hub at`);
-  return address;
 }
 
 /** "198.18.64.1,198.18.64.2:3478,3479" → two hosts and two ports. */

@@ -6,6 +6,7 @@
 import { accessSync, constants } from "node:fs";
 import { resolve } from "node:path";
 import { LeafmeshError } from "../lib/errors.ts";
+import { parseHostPort, type HostPort } from "../nats/render.ts";
 import { makeDirectories } from "../lib/make-dirs.ts";
 import { lockDataDirectory } from "./data-lock.ts";
 import { checkDataOwnership } from "./data-ownership.ts";
@@ -66,3 +67,15 @@ export function serverOptions(defaults: { metricsListen: string }) {
 export const upstreamOrderOption = {
   upstreamOrder: option.choice(["rtt", "given"] as const, { default: "rtt", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" }),
 };
+
+/**
+ * --leaf-advertise (hub, site): the address leafs are to dial, as nats-server's `advertise` takes it (HOST:PORT, IPv6
+ * in brackets). A wildcard or port 0 names nothing a leaf can dial; a URL is not what nats-server takes there.
+ */
+export function parseLeafAdvertise(text: string): HostPort {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text.trim())) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is a URL: give HOST:PORT, the address leafs dial (for example hub-1.example.net:7422)`);
+  const address = parseHostPort(text);
+  if (address.port === 0) throw new LeafmeshError("CONFIG_INVALID", `'${text}': port 0 is no port a leaf can dial: give the port leafs reach this server's leafnode port at`);
+  if (["0.0.0.0", "::", ""].includes(address.host)) throw new LeafmeshError("CONFIG_INVALID", `'${text}': ${address.host || "an empty host"} is a wildcard, no address a leaf can dial: give the name or address leafs reach this server at`);
+  return address;
+}

@@ -5,7 +5,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
-import { checkReplicas, dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { checkReplicas, dataDirectory, parseLeafAdvertise, serverOptions, upstreamOrderOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
 import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
@@ -13,6 +13,22 @@ import { restartTurn } from "../roles/restart-turn.ts";
 import { defaultLeaseTtlMs } from "../services/controller/lease.ts";
 import { runUntilSignal } from "./run-until-signal.ts";
 import { watchSiteBundle } from "../trust/bundle-watch.ts";
+import { certificateHosts } from "../trust/hub-certificate.ts";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+
+/** --leaf-advertise on a secured site: agents check the site's certificate by the name they dial, so it must hold it. */
+function checkSiteCertificateNames(certFile: string, site: string, host: string): void {
+  const cert = new X509Certificate(readFileSync(certFile));
+  if ((isIP(host) ? cert.checkIP(host) : cert.checkHost(host, { subject: "never" })) !== undefined) return;
+  const names = certificateHosts(cert.toString());
+  throw new LeafmeshError(
+    "CONFIG_INVALID",
+    `--leaf-advertise ${host}: the site's certificate (${certFile}) does not name ${host} (it names ${names.join(", ")}), and its agents dial the advertised address first and check the certificate by the name dialled: ` +
+      `issue the site again with it (\`leafmesh keys issue-site --site ${site} --hosts ${[...new Set([...names, host])].join(",")}\` and its members and servers, in the mesh's keys directory) and give every server of the site the new bundle`,
+  );
+}
 
 export const siteCommand = defineCommand({
   name: "site",
@@ -43,6 +59,14 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
     upstream: option.list({ required: true, value: "URL,…", description: "leafnode URLs of every hub to attach to" }),
     listen: option.hostPort({ default: "0.0.0.0:4222", description: "NATS client address" }),
     leafListen: option.hostPort({ default: "0.0.0.0:7422", description: "leafnode address the site's agents attach to" }),
+    leafAdvertise: option.parsed(
+      {
+        value: "H:P",
+        description:
+          "the leafnode address this server names to its agents instead of its own --leaf-listen address: nats-server sends its own in every leaf's INFO (for 0.0.0.0, its first non-local address, which on a box with an uplink and a LAN can be the uplink's), and an agent dials it before the URLs it was given. Give the address the site's agents must use; with --keys, a name the site's certificate holds (keys issue-site --hosts) (default: the --leaf-listen address)",
+      },
+      parseLeafAdvertise,
+    ),
     routes: option.list({ value: "URL,…", description: "cluster routes of all servers of this site (enables clustering)" }),
     clusterListen: option.hostPort({ default: "0.0.0.0:6222", description: "cluster route address (used with --routes)" }),
     replicas: option.integer({ value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" }),
@@ -58,6 +82,8 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
     const siteSecurity = resolveSiteSecurity({ keys: options.keys, insecure: options.insecure }, options.name, options.server ?? options.name, dataDir, log);
     // Its own process uses the site bundle's loopback-only user (local.creds); agents use the leaf port, not this one.
     if (siteSecurity) checkLoopbackReachable(options.listen, "--listen", "with --keys, the site's own process (the site bundle's loopback-only user)");
+    // Agents dial the advertised address first and check the site's certificate by that name.
+    if (siteSecurity && options.leafAdvertise) checkSiteCertificateNames(siteSecurity.files.cert, options.name, options.leafAdvertise.host);
     const site = await startAgent({
       siteSecurity,
       role: "site",
@@ -67,6 +93,7 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
       dataDir,
       client: options.listen,
       leaf: options.leafListen,
+      leafAdvertise: options.leafAdvertise,
       monitor: options.monitorListen,
       cluster: options.routes ? { name: options.name, listen: options.clusterListen, routes: options.routes } : undefined,
       replicas: options.replicas,

@@ -92,6 +92,8 @@ export interface LeafServerOptions extends CommonServerOptions {
   upstreams: string[];
   /** A site server also accepts its agents' leaf connections. */
   leaf?: HostPort;
+  /** A site server's leafnode address named to its agents instead of its own (as a hub's: HubServerOptions.leafAdvertise). */
+  leafAdvertise?: HostPort;
   cluster?: ClusterOptions;
   /** Extra settings for the remote (credentials, tls), spliced inside it. */
   remoteSecurity?: string;
@@ -220,6 +222,7 @@ export function renderLeafConfig(options: LeafServerOptions): string {
     ...commonLines(options, options.domain),
     `leafnodes {`,
     ...(options.leaf ? [`  listen: ${hostPort(options.leaf)}`, `  no_advertise: true`] : []),
+    ...(options.leaf && options.leafAdvertise ? [`  advertise: ${hostPort(options.leafAdvertise)}`] : []),
     ...(options.leaf && options.leafSecurity ? [options.leafSecurity.replace(/^/gm, "  ")] : []),
     `  reconnect: 1`,
     `  remotes: [`,

@@ -95,6 +95,8 @@ export interface AgentConfig {
   /** A site server: the role name in status, the leafnode address its agents attach to, its cluster. */
   role?: "agent" | "site";
   leaf?: HostPort;
+  /** A site server's leafnode address named to its agents instead of its own (site --leaf-advertise). */
+  leafAdvertise?: HostPort;
   cluster?: ClusterOptions;
   /** JetStream replicas of the catalog mirror. @default 1, or 3 in a site cluster */
   replicas?: number;
@@ -160,6 +162,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       monitor: config.monitor,
       upstreams: order,
       leaf: config.leaf,
+      leafAdvertise: config.leafAdvertise,
       cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment, credentials: config.siteSecurity.routeCredentials } : config.cluster,
       security: config.security?.localAuthFragment ?? config.siteSecurity?.configFragment,
       remoteSecurity: config.security?.leafRemoteFragment,

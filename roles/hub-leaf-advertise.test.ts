@@ -1,5 +1,6 @@
 /**
- * `leafmesh hub --leaf-advertise HOST:PORT`: the leafnode address a hub names to its leafs. nats-server 2.9.10 puts
+ * `leafmesh hub --leaf-advertise HOST:PORT` (and `leafmesh site --leaf-advertise`, to the site's agents): the leafnode
+ * address a hub names to its leafs. nats-server 2.9.10 puts
  * its own leaf address in the INFO every leaf gets (`no_advertise` stops only its cluster peers' URLs), and a leaf
  * dials those before the URLs it was given: after a cut, a site or agent given a proxy or a chosen address was back
  * on the hub's own port (docs/nats-facts.md, "Configuration pitfalls"). Checked on a real hub process: the INFO its
@@ -11,9 +12,13 @@ import { PassThrough } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { hubCommand } from "../cli/hub.ts";
+import { siteCommand } from "../cli/site.ts";
+import { issueSite } from "../trust/site-store.ts";
 import { initKeys } from "../trust/key-store.ts";
+import { issueNode } from "../trust/node-credentials.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { startHubProcess, stopAllProcesses, tempDir } from "../test/support/processes.ts";
+import { launch, startHubProcess, stopAllProcesses, tempDir } from "../test/support/processes.ts";
+import { eventually, freePort } from "../test/support/ports.ts";
 
 afterAll(stopAllProcesses);
 
@@ -73,5 +78,34 @@ describe("a hub's --leaf-advertise", () => {
     const refused = await hubWith("hub-1.proxy.example.net:17422", ["--keys", keys, "--listen", "127.0.0.1:4222"]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/--leaf-advertise tls:\/\/hub-1\.proxy\.example\.net:17422: the hubs' certificate .* does not name hub-1\.proxy\.example\.net .*agents and sites dial the advertised address first and check the hub's certificate by the name dialled: .*--hub-hosts hub-1\.example\.net,127\.0\.0\.1,hub-1\.proxy\.example\.net/);
+  }, 30_000);
+});
+
+describe("a site's --leaf-advertise", () => {
+  it("is the leaf address the site server's INFO names to its agents, in place of its own", async () => {
+    const hub = await startHubProcess({ name: "hub-1" });
+    const [client, leaf, monitor] = [await freePort(), await freePort(), await freePort()];
+    const site = launch("shop-7", ["site", "--name", "shop-7", "--insecure", "--data", tempDir("leafmesh-advertise-site-"), "--upstream", hub.leafUrl, "--listen", `127.0.0.1:${client}`,
+      "--leaf-listen", `127.0.0.1:${leaf}`, "--monitor-listen", `127.0.0.1:${monitor}`, "--metrics-listen", "off", "--leaf-advertise", "shop-7-lan.example.net:7422"], "", "");
+    // Before: the site's own 127.0.0.1:<leaf port>, which its agents dialled before the URLs they were given.
+    const info = await eventually(() => leafInfo(leaf).catch(() => undefined), 30_000, "the site's leaf port").catch((error: Error) => {
+      throw new Error(`${error.message}\n${site.output().slice(-2000)}`);
+    });
+    expect(info.leafnode_urls).toEqual(["shop-7-lan.example.net:7422"]);
+  }, 60_000);
+
+  it("on a secured site, refuses a name the site's certificate does not hold, saying how to issue it", async () => {
+    requireTools();
+    const keys = join(tempDir("leafmesh-advertise-site-keys-"), "keys");
+    await initKeys({ dir: keys, hubHosts: ["hub-1.example.net"] });
+    await issueNode({ dir: keys, node: "edge-a" });
+    const { bundleDir } = await issueSite({ dir: keys, site: "shop-7", members: ["edge-a"], hosts: ["shop-7.example.net", "127.0.0.1"] });
+    const stderr = new PassThrough();
+    let text = "";
+    stderr.on("data", (chunk: Buffer) => (text += chunk.toString()));
+    const argv = ["--name", "shop-7", "--data", tempDir("leafmesh-advertise-site-"), "--keys", bundleDir, "--upstream", "tls://hub-1.example.net:7422", "--listen", "127.0.0.1:4222", "--leaf-advertise", "shop-7-lan.example.net:7422"];
+    const code = await siteCommand.main(argv, { stdout: new PassThrough(), stderr, env: {}, signal: new AbortController().signal });
+    expect(code).toBe(2);
+    expect(text).toMatch(/--leaf-advertise shop-7-lan\.example\.net: the site's certificate .* does not name shop-7-lan\.example\.net .*--hosts shop-7\.example\.net,127\.0\.0\.1,shop-7-lan\.example\.net/);
   }, 30_000);
 });
