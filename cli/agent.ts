@@ -19,7 +19,7 @@ import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 // What the flags need, from the modules that define it; the actors and the trust watches load once the node's
 // nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
-import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
+import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, lineageCheckMs, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
 import { interceptModes } from "../services/proxier/backend.ts";
 import { holdInterception } from "../services/proxier/intercept-lock.ts";
 import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
@@ -148,6 +148,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelWays: option.parsed({ default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" }, parseWays),
     mdns: option.choice(["on", "off"] as const, { default: "on", description: "find nodes on the same LAN by mDNS (with --psk), on a service of this mesh's own (_lm-HASH._udp.local, named after its key): meshes sharing a LAN never find each other" }),
     upstreamDomain: option.text({ default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" }),
+    mirrorCheckInterval: option.integer({
+      default: lineageCheckMs,
+      min: 1_000,
+      max: 3_600_000,
+      value: "MS",
+      description: "how often the node's mirrors of the catalog and the revocation list are compared with their upstream's streams, to find a hub that lost its store or restored it from a backup (the mirror is then made again); the catalog's is also compared at each leaf link up",
+    }),
     ...securityOptions,
     join: option.text({
       value: "TOKEN",
@@ -247,6 +254,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       monitor: options.monitorListen,
       upstreamDomain: options.upstreamDomain,
       upstreamOrder: options.upstreamOrder,
+      mirrorCheckMs: options.mirrorCheckInterval,
       relayChoice: options.relayChoice,
       relayChoiceSettings: {
         probeIntervalMs: options.relayProbeInterval,
