@@ -171,6 +171,7 @@ export class TunnelActor implements StreamDialer {
         psk: this.#psk,
         log: this.#log,
         mdns: options.mdns,
+        connectionPingIntervalMs: options.connectionPingIntervalMs,
         identity: options.identity,
         tlsStreamPort: tls?.port,
         onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),

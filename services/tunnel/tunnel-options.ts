@@ -38,6 +38,8 @@ export interface TunnelOptions {
   punchTimeoutMs?: number;
   /** @default 3_000 — direct dial timeout (also a TLS stream's connect and handshake). */
   dialTimeoutMs?: number;
+  /** @default 10_000 — how often every libp2p connection is pinged (TunnelHostOptions.connectionPingIntervalMs). */
+  connectionPingIntervalMs?: number;
   /** Path machine timings (see path-machine.ts). */
   upgradeIntervalMs?: number;
   backoffMinMs?: number;
