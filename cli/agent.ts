@@ -23,7 +23,7 @@ import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbac
 import { interceptModes } from "../services/proxier/backend.ts";
 import { holdInterception } from "../services/proxier/intercept-lock.ts";
 import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
-import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
+import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer, defaultRelayIdleTimeoutMs } from "../services/tunnel/limits.ts";
 import type { HostPort } from "../nats/render.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
@@ -132,6 +132,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
     tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
     tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
+    tunnelRelayIdleTimeout: option.integer({
+      default: defaultRelayIdleTimeoutMs,
+      min: 2_000,
+      max: 600_000,
+      value: "MS",
+      description: "silence after which a relayed stream's channel is reset, its streams ending in an error (the far node gone, or the fabric path); a channel with nothing to send is pinged every quarter of it",
+    }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101,/ip6/::/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes: both address families by default (a node with only IPv6 addresses on its LAN is reached directly); on a host without IPv6 the /ip6/:: address is left out" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record; default: the --upstream-domain, when it names a site)" }),
@@ -239,6 +246,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
             hubs: options.hub,
             maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
             maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
+            relayIdleTimeoutMs: options.tunnelRelayIdleTimeout,
             // The node keeps its peer id across restarts: peers' paths stay bound to it.
             keyFile: join(dataDir, "tunnel", "peer.key"),
           }

@@ -216,6 +216,7 @@ export class TunnelActor implements StreamDialer {
             node: this.node,
             log,
             maxChannelsPerPeer: options.maxStreamsPerPeer,
+            idleTimeoutMs: options.relayIdleTimeoutMs,
             clock,
             onChannel: (channel) => {
               if (channel.purpose === "tls-stream") {
