@@ -16,13 +16,14 @@
  * ```ts
  * await kvm.create(bucket, { mirror, ...(await upstreamRecord(connection, "hub", "KV_mesh-catalog")) });
  * const lineage = watchMirrorLineage({ connection, upstreamDomain: "hub", stream, remake, log, what: "catalog", onRemade: () => follower.restart(...) });
- * lineage.check(); // now (a link came up), besides every 30 s
+ * lineage.check(); // now (a link came up), besides every 30 s (intervalMs)
  * lineage.stop();
  * ```
  */
 import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "../lib/log.ts";
+import { lineageCheckMs } from "./lineage-check.ts";
 
 export interface UpstreamStream {
   /** When the upstream's stream was created (its stream info). */
@@ -31,9 +32,6 @@ export interface UpstreamStream {
   /** When its last revision was written. */
   lastTime?: string;
 }
-
-/** @default 30_000 — how often a mirror is checked against its upstream's stream. */
-export const lineageCheckMs = 30_000;
 
 const recordPrefix = "mirrors the upstream stream created ";
 
@@ -106,6 +104,8 @@ interface LineageOptions {
   log: Logger;
   /** What the mirror holds, for the log: "catalog", "revocation list". */
   what: string;
+  /** How often the mirror is checked besides at each `check()`. @default lineageCheckMs */
+  intervalMs?: number;
 }
 
 async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () => boolean; seen: { upstream?: string } }): Promise<boolean> {
@@ -135,7 +135,7 @@ async function remakeIfUpstreamRemade(options: LineageOptions & { stopped: () =>
 }
 
 /**
- * Checks the mirror every lineageCheckMs and at each `check()`, one check at a time; `onRemade` once
+ * Checks the mirror every `intervalMs` (lineageCheckMs) and at each `check()`, one check at a time; `onRemade` once
  * the mirror was made again and holds what the upstream held (its follower then reads it from the start).
  */
 export function watchMirrorLineage(options: LineageOptions & { onRemade: () => void }): { check(): void; stop(): void } {
@@ -152,7 +152,7 @@ export function watchMirrorLineage(options: LineageOptions & { onRemade: () => v
       .catch((error: unknown) => options.log.warn({ err: error, stream: options.stream }, `checking the ${options.what}'s mirror against its upstream failed; trying again later`))
       .finally(() => (checking = false));
   };
-  const timer = setInterval(check, lineageCheckMs);
+  const timer = setInterval(check, options.intervalMs ?? lineageCheckMs);
   timer.unref();
   return {
     check,

@@ -20,11 +20,11 @@ import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 // What the flags need, from the modules that define it; the actors and the trust watches load once the node's
 // nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
-import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
+import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, lineageCheckMs, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
 import { interceptModes } from "../services/proxier/backend.ts";
 import { holdInterception } from "../services/proxier/intercept-lock.ts";
 import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
-import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer } from "../services/tunnel/limits.ts";
+import { defaultMaxPunchesPerPeer, defaultMaxStreamsPerPeer, defaultRelayIdleTimeoutMs } from "../services/tunnel/limits.ts";
 import type { HostPort } from "../nats/render.ts";
 
 /** "198.18.64.1:3478,3479" → the observer's host and two ports. */
@@ -133,6 +133,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     socksMaxPerClient: option.integer({ default: defaultSocksLimits.maxPerClient, value: "N", description: "SOCKS connections one client address may hold; beyond, reset at once" }),
     tunnelMaxStreamsPerPeer: option.integer({ default: defaultMaxStreamsPerPeer, value: "N", description: "tunnel streams, and relay channels, one other node may have open here at once; beyond, refused with OVER_CAPACITY (its proxy tries another endpoint)" }),
     tunnelMaxPunchesPerPeer: option.integer({ default: defaultMaxPunchesPerPeer, value: "N", description: "hole punches one other node may have under way here at once (each holds a port and a socket for up to 8 s); beyond, declined with the reason" }),
+    tunnelRelayIdleTimeout: option.integer({
+      default: defaultRelayIdleTimeoutMs,
+      min: 2_000,
+      max: 600_000,
+      value: "MS",
+      description: "silence after which a relayed stream's channel is reset, its streams ending in an error (the far node gone, or the fabric path); a channel with nothing to send is pinged every quarter of it",
+    }),
     psk: option.text({ value: "FILE", description: "the mesh's pre-shared key (swarm.key format); enables the node-to-node tunnel (default: the one in --keys)" }),
     tunnelListen: option.list({ default: "/ip4/0.0.0.0/tcp/4101,/ip6/::/tcp/4101", value: "MULTIADDR,…", description: "where the tunnel (libp2p) listens for other nodes: both address families by default (a node with only IPv6 addresses on its LAN is reached directly); on a host without IPv6 the /ip6/:: address is left out" }),
     site: option.text({ value: "NAME", description: "the edge site this node belongs to (published in its node record; default: the --upstream-domain, when it names a site)" }),
@@ -149,6 +156,13 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     tunnelWays: option.parsed({ default: "direct,punch,relay", value: "WAYS", description: "the paths the tunnel may use, any of direct, punch, relay (e.g. 'relay' on links whose NAT must not be punched)" }, parseWays),
     mdns: option.choice(["on", "off"] as const, { default: "on", description: "find nodes on the same LAN by mDNS (with --psk), on a service of this mesh's own (_lm-HASH._udp.local, named after its key): meshes sharing a LAN never find each other" }),
     upstreamDomain: option.text({ default: "hub", value: "NAME", description: "JetStream domain to mirror the catalog from: hub, or the site's name under a site" }),
+    mirrorCheckInterval: option.integer({
+      default: lineageCheckMs,
+      min: 1_000,
+      max: 3_600_000,
+      value: "MS",
+      description: "how often the node's mirrors of the catalog and the revocation list are compared with their upstream's streams, to find a hub that lost its store or restored it from a backup (the mirror is then made again); the catalog's is also compared at each leaf link up",
+    }),
     ...securityOptions,
     join: option.text({
       value: "TOKEN",
@@ -235,6 +249,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
             hubs: options.hub,
             maxStreamsPerPeer: options.tunnelMaxStreamsPerPeer,
             maxPunchesPerPeer: options.tunnelMaxPunchesPerPeer,
+            relayIdleTimeoutMs: options.tunnelRelayIdleTimeout,
             // The node keeps its peer id across restarts: peers' paths stay bound to it.
             keyFile: join(dataDir, "tunnel", "peer.key"),
           }
@@ -250,6 +265,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       monitor: options.monitorListen,
       upstreamDomain: options.upstreamDomain,
       upstreamOrder: options.upstreamOrder,
+      mirrorCheckMs: options.mirrorCheckInterval,
       relayChoice: options.relayChoice,
       relayChoiceSettings: {
         probeIntervalMs: options.relayProbeInterval,

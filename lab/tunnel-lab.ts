@@ -45,13 +45,18 @@ export interface TunnelLab {
   teardown(): Promise<void>;
 }
 
+/** Timings every agent of the lab gets (TunnelOptions of the same names); undefined: the tunnel's defaults. */
+export interface AgentTimings {
+  connectionPingIntervalMs?: number;
+}
+
 const runner = fileURLToPath(new URL("./tunnel-node.ts", import.meta.url));
 
 /**
  * `secured`: every agent gets a mesh certificate (`leafmesh keys` code) as its tunnel
  * identity, and serves streams on direct paths over TLS (services/tunnel/tls-streams.ts).
  */
-export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string; secured?: boolean; links?: { wan?: LinkShape; lan?: LinkShape } }): Promise<TunnelLab> {
+export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: string; secured?: boolean; links?: { wan?: LinkShape; lan?: LinkShape }; agents?: AgentTimings }): Promise<TunnelLab> {
   checkNatsServerBinary();
   const nat = await buildNatLab(options);
   const dir = mkdtempSync(join(tmpdir(), "lm-tunnel-lab-"));
@@ -131,7 +136,7 @@ export async function startTunnelLab(options: { sites: SiteSpec[]; prefix?: stri
             process.execPath,
             runner,
             "agent",
-            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", hubs: [`nats-leaf://${hubAddresses[0]}:7422`], psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts }, identity: await identityOf(name) }),
+            JSON.stringify({ node: name, natsUrl: "nats://127.0.0.1:4222", hubs: [`nats-leaf://${hubAddresses[0]}:7422`], psk: labPsk, site: site.spec.name, observer: { host: hubAddresses[0], ports: observerPorts }, identity: await identityOf(name), ...options.agents }),
           ],
           `${name} agent`,
         );

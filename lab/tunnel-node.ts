@@ -214,6 +214,8 @@ if (mode === "observer") {
     upgradeIntervalMs: 3_000,
     backoffMinMs: 500,
     backoffMaxMs: 4_000,
+    // A lab that breaks paths on purpose pings its connections more often (tunnel-lab.ts `agents`).
+    connectionPingIntervalMs: config.connectionPingIntervalMs as number | undefined,
     // A secured lab: the node's mesh certificate, and streams on direct paths over TLS (tls-streams.ts).
     identity: config.identity as NodeIdentity | undefined,
     tlsStreams: config.identity ? { host: "0.0.0.0", port: 4102 } : undefined,

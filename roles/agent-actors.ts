@@ -60,6 +60,8 @@ export interface AgentActorOptions {
     maxStreamsPerPeer?: number;
     /** Punches one peer may have under way at this node at once. */
     maxPunchesPerPeer?: number;
+    /** Silence after which a relay channel is reset (services/tunnel/limits.ts defaultRelayIdleTimeoutMs). */
+    relayIdleTimeoutMs?: number;
     /** Where the libp2p key is kept (in the data dir), so the node keeps its peer id across restarts (services/tunnel/peer-key.ts). */
     keyFile?: string;
   };
@@ -96,6 +98,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       measureUpstreams: () => measureUpstreams(settings.hubs ?? []),
       maxStreamsPerPeer: settings.maxStreamsPerPeer,
       maxPunchesPerPeer: settings.maxPunchesPerPeer,
+      relayIdleTimeoutMs: settings.relayIdleTimeoutMs,
       keyFile: settings.keyFile,
       // The mesh's revoked certificates (trust/revocations.ts): refused on every carrier, open streams cut.
       revocations,

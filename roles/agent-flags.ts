@@ -7,3 +7,4 @@ export { checkAccessLogFile, parseAccessLogTarget, type AccessLogTarget } from "
 export { defaultTrafficLimits } from "../services/traffic/capacity.ts";
 export { defaultSocksLimits } from "../services/socks/limits.ts";
 export { isLoopbackHost, loopbackClients, socksClients } from "../services/socks/clients.ts";
+export { lineageCheckMs } from "../bus/lineage-check.ts";

@@ -39,7 +39,7 @@ export async function startAgentParts(
   if (config.security) watchPermissionErrors(connection, log.child({ actor: "trust" }), config.node);
 
   // The controller subscribes to link events before the monitor publishes the first one.
-  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node, signal: config.signal });
+  const controller = await startController({ bus, log: log.child({ actor: "controller" }), upstreamDomain: config.upstreamDomain ?? hubDomain, replicas: config.replicas ?? (config.cluster ? 3 : 1), domain: config.domain ?? config.node, signal: config.signal, lineageCheckMs: config.mirrorCheckMs });
   node.onStop(() => controller.stop(), "the controller");
   // A Ctrl-C while the parts start (the last second of a start) ends it at the next part: startAgent stops those started.
   node.throwIfStopAsked();
@@ -91,7 +91,7 @@ export async function startAgentParts(
   /** When this node's certificate (and its credentials, issued with --expires) end: shown in status. */
   let ownEnds: Ending[] = [];
   if (caFile) {
-    const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1), signal: config.signal });
+    const watch = await followRevocations({ bus, caCertPem: readFileSync(caFile, "utf8"), upstreamDomain: config.upstreamDomain ?? hubDomain, log: log.child({ actor: "trust" }), replicas: config.replicas ?? (config.cluster ? 3 : 1), signal: config.signal, lineageCheckMs: config.mirrorCheckMs });
     revocations = watch;
     node.onStop(() => watch.stop(), "the revocations mirror");
     // This node's own certificate, as loaded now: once it is on the list every peer refuses it, and only a new bundle

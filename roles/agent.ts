@@ -108,6 +108,8 @@ export interface AgentConfig {
   siteSecurity?: SiteSecurity;
   /** A stop asked while it starts (Ctrl-C, SIGTERM): the start ends with INTERRUPTED and leaves nothing running. */
   signal?: AbortSignal;
+  /** How often the catalog and revocation-list mirrors are checked against their upstream's streams (bus/mirror-lineage.ts). @default lineageCheckMs */
+  mirrorCheckMs?: number;
   /** The watch on the node's own JetStream (nats/store-watchdog.ts): timings for tests. */
   storeWatch?: Pick<StoreWatchdogOptions, "intervalMs" | "timeoutMs" | "restartAfter" | "lowSpaceBytes">;
   log: Logger;

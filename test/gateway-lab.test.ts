@@ -116,6 +116,7 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
         "--metrics-listen", "off", "--manifests", manifests, "--observer", `${hubAddresses[0]},${hubAddresses[1]}:3478,3479`, "--keys", keys],
       "", "", lab.hub.namespace,
     );
+    let gatewayAgent: LeafmeshProcess | undefined;
     for (const [index, site] of [siteA, siteB, siteC].entries()) {
       const node = `node-${"abc"[index]}`;
       rmSync(`/tmp/${prefix}${node}`, { recursive: true, force: true });
@@ -125,8 +126,12 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
         "--keys", keys, "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--observer", `${hubAddresses[0]}:3478,3479`, "--mdns", "off",
         ...(node === "node-a" ? ["--gateway", site.hosts[0].address, "--node-labels", "site=shop"] : []),
       ];
-      launch(node, args, "", "", site.hosts[0].namespace);
+      const agent = launch(node, args, "", "", site.hosts[0].namespace);
+      if (node === "node-a") gatewayAgent = agent;
     }
+    // Its log first: polled with `leafmesh status` all along, the wait started a Node process every ~0.3 s while the
+    // hub and the three agents started (20 of them, a third of the file's CPU); status says it then, as before.
+    await eventually(() => (gatewayAgent!.output().match(/"msg":"gateway listening"/g)?.length ?? 0) >= 4, 120_000, "node-a's log to say its gateway listens on four ports");
     await eventually(async () => (await gatewayOf(gatewayNamespace))?.listeners.filter((listener) => listener.state === "listening").length === 4, 120_000, "node-a's gateway to listen on its four ports");
   }, 240_000);
 

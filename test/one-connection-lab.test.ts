@@ -109,11 +109,13 @@ describe.sequential("one outbound connection per node", () => {
         await new Promise((resolve) => setTimeout(resolve, 300));
       }
     })();
-    // Relayed data: A pulls from api on C again and again.
+    // Relayed data: A pulls from api on C again and again, each transfer paced by curl (--limit-rate): ~150 requests
+    // and ~2 MB/s over the 20 s. Unpaced, it relayed ~16 MB/s (1,200 requests), which kept a core busy for the whole
+    // window, taken from the files running beside it.
     let relayedBytes = 0;
     const traffic = (async () => {
       while (churning) {
-        const reply = await runCommand(inNamespace(nodeA, ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--max-time", "5", "http://198.19.0.11/"]), { timeoutMs: 10_000 });
+        const reply = await runCommand(inNamespace(nodeA, ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--max-time", "5", "--limit-rate", "512K", "http://198.19.0.11/"]), { timeoutMs: 10_000 });
         relayedBytes += Number(reply.stdout) || 0;
       }
     })();

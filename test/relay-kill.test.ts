@@ -42,7 +42,9 @@ beforeAll(async () => {
   const psk = writePsk(tempDir());
   hub = await startHubProcess({ name: "hub-1", manifests });
   socksPort = await freePort();
-  const tunnelArgs = ["--psk", psk, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off", "--tunnel-ways", "relay"];
+  // A killed far agent sends nothing more: its channel is reset when edge-a's side has heard nothing for the relay's
+  // idle timeout. 4 s here instead of 8 (pings every second instead of every 2): each far-agent test waited ~8.5 s for it.
+  const tunnelArgs = ["--psk", psk, "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "off", "--tunnel-ways", "relay", "--tunnel-relay-idle-timeout", "4000"];
   edgeA = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], extraArgs: [...tunnelArgs, "--socks", `127.0.0.1:${socksPort}`] });
   edgeC = await startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], extraArgs: tunnelArgs });
 }, 120_000);

@@ -49,17 +49,22 @@ async function cliIn(agent: string, args: string[]): Promise<string> {
 }
 
 const whyOf = async (agent: string, peer: string) => JSON.parse(await cliIn(agent, ["status", "--why", peer, "--json"])) as PathWhy;
-/** `whyOf` once the agent holds a record of the peer's with its NAT in it: a record from before the peer's detection says "unknown" until the next one (every 5 s). */
-const whyWithPeerNat = (agent: string, peer: string) =>
-  eventually(async () => {
-    const why = await whyOf(agent, peer);
-    return why.nat.peer?.type !== "unknown" ? why : undefined;
-  }, 20_000, `${agent} to hold ${peer}'s record with its NAT`);
 
 describe.sequential("status --why and netcheck in the NAT lab", () => {
   let lab: TunnelLab;
   let sub: ChildProcess | undefined;
   const whyEvents: { subject: string; payload: { peer: string; kind: string; code: string; reason: string } }[] = [];
+
+  /**
+   * Waits, asking the agent's tunnel itself (the lab's `why`: what rpc tunnel.why answers the CLI), until `check`
+   * holds for its explanation of the path to `peer`. Polled with `leafmesh status --why`, every try was a Node
+   * process of its own; the test's assertions read the CLI's answer once the wait is over.
+   */
+  const untilWhy = (agent: string, peer: string, check: (why: PathWhy) => boolean, timeoutMs: number, what: string) =>
+    eventually(async () => check((await lab.call(agent, { op: "why", node: peer })).why as PathWhy), timeoutMs, what);
+  /** `whyOf` once the agent holds a record of the peer's with its NAT in it: a record from before the peer's detection says "unknown" until the next one (every 5 s). */
+  const peerNatKnown = (agent: string, peer: string) => untilWhy(agent, peer, (why) => why.nat.peer?.type !== "unknown", 20_000, `${agent} to hold ${peer}'s record with its NAT`);
+  const whyWithPeerNat = async (agent: string, peer: string) => (await peerNatKnown(agent, peer), await whyOf(agent, peer));
 
   beforeAll(async () => {
     lab = await startTunnelLab({ prefix, sites });
@@ -103,7 +108,7 @@ describe.sequential("status --why and netcheck in the NAT lab", () => {
   it("names the right reason for every pair, from both sides, and says it on mesh.<node>.tunnel.why", async () => {
     const failures: string[] = [];
     // Each side plans its path from the other's NAT in its record: wait until both hold one that has it.
-    await Promise.all(pairs.flatMap((pair) => [whyWithPeerNat(pair.a, pair.b), whyWithPeerNat(pair.b, pair.a)]));
+    await Promise.all(pairs.flatMap((pair) => [peerNatKnown(pair.a, pair.b), peerNatKnown(pair.b, pair.a)]));
     await Promise.all(
       pairs.map(async (pair) => {
         const [there, back] = await Promise.all([lab.call(pair.a, { op: "roundtrip", node: pair.b, bytes: 4096 }), lab.call(pair.b, { op: "roundtrip", node: pair.a, bytes: 4096 })]);
@@ -111,33 +116,37 @@ describe.sequential("status --why and netcheck in the NAT lab", () => {
       }),
     );
     expect(failures).toEqual([]);
+    // Every direction at once: each waits for its path, then `leafmesh status --why` says it.
+    const whys = await Promise.all(
+      pairs.flatMap((pair) =>
+        [
+          [pair.a, pair.b],
+          [pair.b, pair.a],
+        ].map(async ([from, to]) => {
+          await untilWhy(from, to, (current) => current.path === pair.path && current.reason.code === pair.code, 45_000, `${from} → ${to}: ${pair.path} (${pair.code})`).catch(() => undefined);
+          return { pair, from, to, why: await whyOf(from, to) };
+        }),
+      ),
+    );
     const seen: string[] = [];
-    for (const pair of pairs) {
-      for (const [from, to] of [
-        [pair.a, pair.b],
-        [pair.b, pair.a],
-      ]) {
-        const why = await eventually(async () => {
-          const current = await whyOf(from, to);
-          return current.path === pair.path && current.reason.code === pair.code ? current : undefined;
-        }, 45_000, `${from} → ${to}: ${pair.path} (${pair.code})`).catch(() => whyOf(from, to));
-        seen.push(`${from}→${to}:${why.path}:${why.reason.code}`);
-        if (pair.code === "nat-pair-unpunchable") {
-          // Both NATs named, and why no punch exists between them.
-          expect(why.reason.text).toMatch(/symmetric NAT/);
-          expect(why.reason.text).toMatch(/port-restricted/);
-          expect(why.punchPlan).toBe("relay");
-          expect(why.connections.some((connection) => connection.startsWith("relayed"))).toBe(true);
-          // The relay attempt that made the path, with its time.
-          expect(why.attempts.some((attempt) => (attempt.way === "relay" || attempt.way === "existing" || attempt.way === "inbound") && attempt.outcome === "connected"), `${from} → ${to}: ${JSON.stringify(why.attempts)}`).toBe(true);
-        }
-        if (pair.code === "punched") expect(why.punchPlan).not.toBe("relay");
+    for (const { pair, from, to, why } of whys) {
+      seen.push(`${from}→${to}:${why.path}:${why.reason.code}`);
+      if (pair.code === "nat-pair-unpunchable") {
+        // Both NATs named, and why no punch exists between them.
+        expect(why.reason.text).toMatch(/symmetric NAT/);
+        expect(why.reason.text).toMatch(/port-restricted/);
+        expect(why.punchPlan).toBe("relay");
+        expect(why.connections.some((connection) => connection.startsWith("relayed"))).toBe(true);
+        // The relay attempt that made the path, with its time.
+        expect(why.attempts.some((attempt) => (attempt.way === "relay" || attempt.way === "existing" || attempt.way === "inbound") && attempt.outcome === "connected"), `${from} → ${to}: ${JSON.stringify(why.attempts)}`).toBe(true);
       }
+      if (pair.code === "punched") expect(why.punchPlan).not.toBe("relay");
     }
     expect(seen).toEqual(pairs.flatMap((pair) => [`${pair.a}→${pair.b}:${pair.path}:${pair.code}`, `${pair.b}→${pair.a}:${pair.path}:${pair.code}`]));
     // Each punched pair: one side's punch (asked or answered) is among the attempts, with its plan and time.
     for (const pair of pairs.filter((entry) => entry.code === "punched")) {
-      const both = [...(await whyOf(pair.a, pair.b)).attempts, ...(await whyOf(pair.b, pair.a)).attempts];
+      // Both sides' explanations as the CLI gave them above (a's first).
+      const both = whys.filter((entry) => entry.pair === pair).flatMap((entry) => entry.why.attempts);
       expect(both.some((attempt) => (attempt.way === "punch" || attempt.way === "inbound") && attempt.outcome === "connected" && attempt.plan !== undefined), `${pair.a} ↔ ${pair.b}: ${JSON.stringify(both)}`).toBe(true);
     }
     // The same reasons went out as events when the paths changed (the LAN pair's path settled by mDNS before `sub` listened).

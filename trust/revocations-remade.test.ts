@@ -31,7 +31,9 @@ beforeAll(async () => {
   await initKeys({ dir: keys });
   for (const node of ["edge-a", "edge-c", "edge-d", "edge-e"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
-  agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl.replace("nats://", "tls://")], keys: join(keys, "nodes", "edge-a") });
+  // Its mirrors checked against the hub's streams every second, not every 30 s (--mirror-check-interval): the test
+  // waited out the default's 30 s for the one check that finds the hub's changed store.
+  agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl.replace("nats://", "tls://")], keys: join(keys, "nodes", "edge-a"), extraArgs: ["--mirror-check-interval", "1000"] });
 }, 120_000);
 
 afterAll(stopAllProcesses);

@@ -80,7 +80,7 @@ export function revocationsDeliverPrefix(node: string): string {
  * list that does not verify is ignored (logged once): nobody but the CA's holder can revoke, nor
  * undo a revocation, by writing the bucket. A list older than the one in force is ignored too.
  */
-export async function followRevocations(options: { bus: Bus; caCertPem: string; upstreamDomain?: string; log: Logger; replicas?: number; signal?: AbortSignal }): Promise<RevocationWatch> {
+export async function followRevocations(options: { bus: Bus; caCertPem: string; upstreamDomain?: string; log: Logger; replicas?: number; signal?: AbortSignal; lineageCheckMs?: number }): Promise<RevocationWatch> {
   const { bus, log } = options;
   let list = emptyRevocationList();
   let revoked = new Set<string>();
@@ -133,7 +133,7 @@ export async function followRevocations(options: { bus: Bus; caCertPem: string; 
   // next revocations would never reach this node. Made again, the mirror is read again from the start;
   // a list no newer than the one in force is ignored as ever.
   const lineage = watchMirrorLineage({
-    connection: bus.connection, upstreamDomain, stream, remake: openMirror, log, what: "revocation list",
+    connection: bus.connection, upstreamDomain, stream, remake: openMirror, log, what: "revocation list", intervalMs: options.lineageCheckMs,
     onRemade: () => follower.restart(() => log.info({ version: list.version }, "revocation list read again from the remade upstream")),
   });
   return {

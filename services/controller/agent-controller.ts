@@ -42,6 +42,8 @@ export interface ControllerOptions {
   domain?: string;
   /** A stop asked while it opens the mirror (a Ctrl-C while the agent starts): the start ends with INTERRUPTED. */
   signal?: AbortSignal;
+  /** How often the mirror is checked against its upstream's stream, besides at each leaf link up. @default lineageCheckMs (bus/lineage-check.ts) */
+  lineageCheckMs?: number;
 }
 
 const controllerMachine = setup({
@@ -216,7 +218,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     log.info({ removed: stale.size }, "catalog reloaded from the remade upstream: objects it does not hold are removed");
   };
   const lineage = watchMirrorLineage({
-    connection: bus.connection, upstreamDomain, stream: `KV_${buckets.catalog}`, log, what: "catalog",
+    connection: bus.connection, upstreamDomain, stream: `KV_${buckets.catalog}`, log, what: "catalog", intervalMs: options.lineageCheckMs,
     remake: () => openCatalogMirror(bus, { upstreamDomain, replicas: options.replicas, domain: options.domain, log }),
     onRemade: () => {
       const stale = new Set(revisions.keys());

@@ -260,6 +260,9 @@ describe("cluster IPs in network namespaces", () => {
       putAll(agent, [{ ...quiet, endpoints: three }]);
       await eventually(async () => Object.keys((await probe(["--host", "198.19.0.34", "--port", "53", "--count", "3", "--udp", "--connect", "--timeout-ms", "2000"])).answers).length === 3, 15_000, "the endpoints to answer");
       putAll(agent, [quiet]);
+      // The rule first: a probe sent while the endpoints' rule still stood went to the proxy, where nothing answers
+      // now, and waited out its 10 s timeout before the next probe met the refusal.
+      await eventually(async () => (await inspect()).rules.includes("198.19.0.34:53/UDP -> refused"), 15_000, "the refusing rule again");
       await eventually(async () => (await probe(refusedProbe, pod)).errors.ECONNREFUSED === 3, 15_000, "the refusal again");
     });
 

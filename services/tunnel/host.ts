@@ -97,6 +97,11 @@ export interface TunnelHostOptions {
   /** @default 1_000 — mDNS query interval: a LAN neighbour is found within about a second. */
   mdnsIntervalMs?: number;
   /**
+   * @default 10_000 — libp2p's: how often the connection monitor pings every connection. A path that then
+   * stops answering is found broken one interval plus the 10 s ping timeout later, at most.
+   */
+  connectionPingIntervalMs?: number;
+  /**
    * With security on: the node's certificate and key and the mesh CA. The host then
    * announces a signed proof of (node, peer id) in identify, hangs up on a peer whose
    * claim it cannot verify, and hands over tunnel streams only of proven nodes (node-identity.ts).
@@ -169,7 +174,7 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     // neighbour found by mDNS is known by name without the hub.
     nodeInfo: { userAgent: userAgentFor(options.node, proof, options.tlsStreamPort) },
     // A path that stops answering pings for 10 s is broken (the path machine falls back); 5 s tripped on busy CI machines.
-    connectionMonitor: { pingTimeout: { minTimeout: 10_000 } },
+    connectionMonitor: { pingInterval: options.connectionPingIntervalMs ?? 10_000, pingTimeout: { minTimeout: 10_000 } },
     // A stranger's idle sockets must not hold every place in the handshakes (inbound-gate.ts).
     connectionManager: { allow: [fabricAddress], maxIncomingPendingConnections: gate.pendingLimit },
     connectionGater: gate.gater,

@@ -46,6 +46,9 @@ describe("NAT lab", () => {
         ...natSites.slice(1),
         { name: "s6", nat: "port-restricted", hosts: 2, hubBlocked: true },
       ],
+      // A cut direct path is found by the connection monitor's next ping and its 10 s timeout: pinged every 2 s,
+      // not libp2p's 10 s, the fallback test no longer waits up to 10 s for that ping to be sent.
+      agents: { connectionPingIntervalMs: 2_000 },
     });
   }, 90_000);
 

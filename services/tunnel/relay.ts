@@ -22,6 +22,7 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { LeafmeshError } from "../../lib/errors.ts";
+import { defaultRelayIdleTimeoutMs } from "./limits.ts";
 import type { Logger } from "../../lib/log.ts";
 import { systemClock, type Clock } from "../../lib/clock.ts";
 import { parseRelaySubject, relayInboxPattern, relaySubject } from "../../bus/subjects.ts";
@@ -69,9 +70,9 @@ export interface RelayEndpointOptions {
   frameBytes?: number;
   /** @default 5_000 — how long `open` waits for the peer to accept. */
   openTimeoutMs?: number;
-  /** @default 2_000 — ping interval on a channel with nothing else to send. */
+  /** @default idleTimeoutMs / 4 (2_000) — ping interval on a channel with nothing else to send. */
   pingIntervalMs?: number;
-  /** @default 8_000 — silence after which a channel is reset: a leaf moves to another hub in ~1-2 s (docs/nats-facts.md); four pings lost means the path is gone. */
+  /** @default defaultRelayIdleTimeoutMs (limits.ts: 8_000) — silence after which a channel is reset. */
   idleTimeoutMs?: number;
   /** Called when a channel opens or ends (for `mesh.<node>.tunnel.relay`). */
   onEvent?: (event: RelayChannelEvent) => void;
@@ -119,8 +120,8 @@ export class RelayEndpoint implements ChannelEndpoint {
       clock: options.clock ?? systemClock,
       windowBytes: options.windowBytes ?? 256 * 1024,
       maxWindowBytes: options.maxWindowBytes ?? 16 * 1_048_576,
-      pingIntervalMs: options.pingIntervalMs ?? 2_000,
-      idleTimeoutMs: options.idleTimeoutMs ?? 8_000,
+      pingIntervalMs: options.pingIntervalMs ?? (options.idleTimeoutMs ?? defaultRelayIdleTimeoutMs) / 4,
+      idleTimeoutMs: options.idleTimeoutMs ?? defaultRelayIdleTimeoutMs,
       frameBytes: options.frameBytes,
       onEvent: options.onEvent,
     };

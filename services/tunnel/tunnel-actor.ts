@@ -171,6 +171,7 @@ export class TunnelActor implements StreamDialer {
         psk: this.#psk,
         log: this.#log,
         mdns: options.mdns,
+        connectionPingIntervalMs: options.connectionPingIntervalMs,
         identity: options.identity,
         tlsStreamPort: tls?.port,
         onLanPeer: (peerId, addresses) => reasons.seenOnLan(peerId, addresses),
@@ -215,6 +216,7 @@ export class TunnelActor implements StreamDialer {
             node: this.node,
             log,
             maxChannelsPerPeer: options.maxStreamsPerPeer,
+            idleTimeoutMs: options.relayIdleTimeoutMs,
             clock,
             onChannel: (channel) => {
               if (channel.purpose === "tls-stream") {

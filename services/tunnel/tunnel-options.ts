@@ -38,6 +38,10 @@ export interface TunnelOptions {
   punchTimeoutMs?: number;
   /** @default 3_000 — direct dial timeout (also a TLS stream's connect and handshake). */
   dialTimeoutMs?: number;
+  /** @default 8_000 (limits.ts defaultRelayIdleTimeoutMs) — silence after which a relay channel is reset; pinged every quarter of it. */
+  relayIdleTimeoutMs?: number;
+  /** @default 10_000 — how often every libp2p connection is pinged (TunnelHostOptions.connectionPingIntervalMs). */
+  connectionPingIntervalMs?: number;
   /** Path machine timings (see path-machine.ts). */
   upgradeIntervalMs?: number;
   backoffMinMs?: number;
