@@ -76,6 +76,11 @@ beforeAll(async () => {
   socksPort = await freePort();
   agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], extraArgs: ["--socks", `127.0.0.1:${socksPort}`, "--gateway", "127.0.0.1", "--mdns", "off"] });
   await proxyListener(agent, "shop/echo:main/TCP");
+  // The gateway's ports open once its plan is made: listening before the limit is lowered, not during another way's burst.
+  await eventually(async () => {
+    const listeners = ((await actorDetail("gateway")) as { listeners?: { state: string }[] }).listeners ?? [];
+    return listeners.length === Object.keys(ingress).length && listeners.every((listener) => listener.state === "listening");
+  }, 60_000, "the gateway listening on its ports");
   // Lowered once it runs: its nats-server, started already, keeps its own limit (the agent's process is under test).
   const lowered = await runCommand(["prlimit", "--pid", String(agent.child.pid), `--nofile=${descriptorLimit}:${descriptorLimit}`]);
   if (lowered.code !== 0) throw new Error(`prlimit failed: ${lowered.stderr}`);

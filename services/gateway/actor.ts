@@ -46,6 +46,8 @@ export interface GatewayOptions {
   backendTimeouts?: Pick<UpstreamOptions, "connectTimeoutMs" | "remoteConnectTimeoutMs" | "http2SettingsTimeoutMs" | "http2PingTimeoutMs">;
   /** @default 50 — catalog changes arriving together (a relist, a rollout) make one re-plan. */
   replanDelayMs?: number;
+  /** @default 1_000 — a port that could not be listened on is tried again after this, then after twice as long each time, up to 30 s. */
+  listenRetryMs?: number;
   /** Access log lines (JSON); default: written to `accessLog`. */
   access?: (entry: AccessEntry | ConnectionEntry) => void;
   /** Where the access log goes (access-file.ts): @default { kind: "stderr" } — the actor's logger at info, as `"log":"access"`. */
@@ -93,6 +95,9 @@ export function createGatewayActor(options: GatewayOptions) {
   let unsubscribe: (() => void) | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  /** A failed listener's next try, and how long after the last (doubling to retryMaxMs while it keeps failing). */
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryMs = 0;
   let reconciling: Promise<void> = Promise.resolve();
 
   const kindOf = (port: PortPlan): "http" | "tls" | "tcp" => port.kind;
@@ -173,11 +178,24 @@ export function createGatewayActor(options: GatewayOptions) {
         log.info({ port, kind: portPlan.kind, host: options.listenHost }, "gateway listening");
       } catch (error) {
         count("listener failed");
-        log.error({ port, err: describeError(error) }, `gateway cannot listen on port ${port}; the other ports keep serving`);
+        log.error({ port, err: describeError(error) }, `gateway cannot listen on port ${port}; the other ports keep serving; tried again in ${Math.round(nextRetryMs() / 1000)} s`);
       }
     }
+    // A port that could not be had (held by another process for a while, no descriptor left in a burst) is tried again
+    // by itself: before, only a catalog change re-planned it, and on a quiet catalog the port stayed shut for good.
+    if ([...listeners.values()].some((listener) => listener.state.state === "failed")) {
+      if (!retryTimer && !stopped) {
+        retryMs = nextRetryMs();
+        retryTimer = setTimeout(() => {
+          retryTimer = undefined;
+          schedule();
+        }, retryMs);
+      }
+    } else retryMs = 0;
     publish();
   };
+
+  const nextRetryMs = () => Math.min(retryMs === 0 ? (options.listenRetryMs ?? 1_000) : retryMs * 2, 30_000);
 
   const schedule = () => {
     if (stopped || timer) return;
@@ -229,6 +247,7 @@ export function createGatewayActor(options: GatewayOptions) {
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
+      if (retryTimer) clearTimeout(retryTimer);
       unsubscribe?.();
       link?.stop();
       await reconciling.catch(() => undefined);
