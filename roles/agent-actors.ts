@@ -38,6 +38,8 @@ export interface AgentActorOptions {
   socksClients?: string[];
   /** Admission of cluster-IP proxy connections and of SOCKS clients (defaults: services/traffic/capacity.ts, services/socks). */
   proxyLimits?: Partial<TrafficLimits>;
+  /** How long an idle cluster-IP UDP flow is kept (services/traffic/udp-proxy.ts); undefined: its default. */
+  udpIdleTimeoutMs?: number;
   socksLimits?: Partial<TrafficLimits>;
   /** The ingress gateway: where its listeners bind and the node's labels its Gateways select on; undefined: no gateway. */
   gateway?: { host: string; labels: Record<string, string>; accessLog?: AccessLogTarget };
@@ -150,7 +152,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     };
   };
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
-    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, upstream: siteAware(upstream, node) });
+    const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, udpIdleTimeoutMs: options.udpIdleTimeoutMs, upstream: siteAware(upstream, node) });
     await actor.start();
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
