@@ -29,33 +29,55 @@ export interface RestartTurnOptions {
   ttlMs: number;
   replicas: number;
   log: Logger;
+  /**
+   * @default 30_000 — how long the cluster's lease bucket is asked for again before this server starts again without a
+   * turn. It does not answer while the cluster elects a leader, which it does just when another server is restarting:
+   * the servers see new keys up to a poll (2 s) apart, and the later ones asked while the first was stopping. Taken
+   * at the first failure for "no lease bucket", they restarted with it, two servers of three down at once.
+   */
+  giveUpMs?: number;
 }
 
 export function restartTurn(options: RestartTurnOptions): { wait(proceed: () => void): void; stop(): void } {
   let lease: KvLease | undefined;
   let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
   return {
     wait(proceed) {
       options.log.info(`waiting for this ${options.who}'s turn to start again: one ${options.who} of a cluster at a time`);
-      // Made as the publisher makes it: a hub without a catalog source has none yet, a site none at all.
-      void new Kvm(options.connection)
-        .create(buckets.leases, leaseBucketOptions(options.ttlMs, options.replicas))
-        .then((kv) => {
-          if (stopped) return;
-          lease = new KvLease({ kv, key: options.key, holder: options.holder, ttlMs: options.ttlMs, log: options.log });
-          lease.onChange((leading) => {
-            if (leading && !stopped) proceed();
+      const giveUpAt = performance.now() + (options.giveUpMs ?? 30_000);
+      let said = false;
+      const attempt = () => {
+        if (stopped) return;
+        // Made as the publisher makes it: a hub without a catalog source has none yet, a site none at all.
+        void new Kvm(options.connection)
+          .create(buckets.leases, leaseBucketOptions(options.ttlMs, options.replicas))
+          .then((kv) => {
+            if (stopped) return;
+            lease = new KvLease({ kv, key: options.key, holder: options.holder, ttlMs: options.ttlMs, log: options.log });
+            lease.onChange((leading) => {
+              if (leading && !stopped) proceed();
+            });
+            lease.start();
+          })
+          .catch((error: unknown) => {
+            if (stopped) return;
+            if (performance.now() < giveUpAt) {
+              if (!said) options.log.info({ err: describeError(error) }, `the cluster's lease bucket ${buckets.leases} does not answer (another ${options.who} restarting?); asking again every second`);
+              said = true;
+              retry = setTimeout(attempt, 1_000);
+              return;
+            }
+            // No lease bucket to take turns in: start again now rather than never.
+            options.log.warn({ err: describeError(error) }, `cannot take a turn to start again (the cluster's lease bucket ${buckets.leases}); starting again now`);
+            proceed();
           });
-          lease.start();
-        })
-        .catch((error: unknown) => {
-          // No lease bucket to take turns in: start again now rather than never.
-          options.log.warn({ err: describeError(error) }, `cannot take a turn to start again (the cluster's lease bucket ${buckets.leases}); starting again now`);
-          if (!stopped) proceed();
-        });
+      };
+      attempt();
     },
     stop() {
       stopped = true;
+      clearTimeout(retry);
       // A turn taken is not given back: it expires after this server has started again, and the next one takes it then.
       if (lease && !lease.leading) void lease.stop();
     },
