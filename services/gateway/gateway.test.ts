@@ -23,6 +23,7 @@ import { startGatewayBackends, type GatewayBackends } from "../../test/support/g
 import { grpcCall, webSocketSession } from "../../test/support/gateway-clients.ts";
 import { backendManifests, certificateSecrets, ingressManifests, type IngressStyle } from "../../test/support/gateway-manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
+import { catalogFeed } from "../../test/support/gateway-fixture.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
 
 function run(command: string, args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -30,16 +31,6 @@ function run(command: string, args: string[], input?: string): Promise<{ code: n
     const child = execFile(command, args, { timeout: 15_000 }, (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }));
     if (input !== undefined) child.stdin?.end(input);
   });
-}
-
-function feedOf(raws: object[]): IndexFeed {
-  const feed = new IndexFeed();
-  for (const raw of raws) {
-    const result = normalizeObject(raw);
-    if (result.status !== "ok") throw new Error(`fixture object refused: ${JSON.stringify(result)}`);
-    feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
-  }
-  return feed;
 }
 
 const dir = mkdtempSync(join(tmpdir(), "leafmesh-gateway-"));
@@ -65,7 +56,7 @@ describe.each(["istio", "gateway-api"] as IngressStyle[])("the gateway serving t
     const endpoints = backends.endpoints();
     // web-v1 has a second endpoint that is dead: it is ejected and requests keep succeeding.
     endpoints["web-v1"] = [...endpoints["web-v1"]!, { ip: "127.0.0.1", port: deadPort }];
-    feed = feedOf([...ingressManifests(style, { ports, bad: true }), ...backendManifests(endpoints), ...certificateSecrets()]);
+    feed = catalogFeed([...ingressManifests(style, { ports, bad: true }), ...backendManifests(endpoints), ...certificateSecrets()]);
     gateway = createGatewayActor({ feed, log: silentLogger(), node: "edge-a", listenHost: "127.0.0.1", access: (entry) => accessLog.push(entry) });
     await gateway.start();
   }, 60_000);
