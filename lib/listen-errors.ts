@@ -15,12 +15,18 @@ const meanings: Record<string, string> = {
   EADDRNOTAVAIL: "this host has no such address",
 };
 
-/** What a listen error (EADDRINUSE, EACCES, EADDRNOTAVAIL), in `error` or its causes, means; undefined for others. */
-export function listenMeaning(error: unknown): string | undefined {
+/** What a listen error code (EADDRINUSE, EACCES, EADDRNOTAVAIL) means, `inUse` (what to do) added to a taken address's; undefined for others. */
+export function listenCodeMeaning(code: string | undefined, inUse?: string): string | undefined {
+  const meaning = code === undefined ? undefined : meanings[code];
+  return meaning && inUse && code === "EADDRINUSE" ? `${meaning} (${inUse})` : meaning;
+}
+
+/** What a listen error, in `error` or its causes, means (listenCodeMeaning); undefined for others. */
+export function listenMeaning(error: unknown, inUse?: string): string | undefined {
   let current: unknown = error;
   for (let depth = 0; current instanceof Error && depth < 5; depth++) {
-    const code = (current as NodeJS.ErrnoException).code;
-    if (code && meanings[code]) return meanings[code];
+    const meaning = listenCodeMeaning((current as NodeJS.ErrnoException).code, inUse);
+    if (meaning) return meaning;
     current = current.cause;
   }
   return undefined;
@@ -36,9 +42,8 @@ export function listenAddress(address: { host: string; port: number }): string {
  * about a taken address ("another agent on this machine? …").
  */
 export function listenRefused(flag: string, address: { host: string; port: number }, error: unknown, inUse?: string): LeafmeshError | undefined {
-  const meaning = listenMeaning(error);
-  if (!meaning) return undefined;
-  const why = inUse && meaning === meanings.EADDRINUSE ? `${meaning} (${inUse})` : meaning;
+  const why = listenMeaning(error, inUse);
+  if (!why) return undefined;
   return new LeafmeshError("CONFIG_INVALID", `${flag} ${listenAddress(address)}: ${why}`, { cause: error });
 }
 

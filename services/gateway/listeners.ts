@@ -23,6 +23,7 @@ import type { Duplex } from "node:stream";
 import { TLSSocket, type SecureContext } from "node:tls";
 import { SecureContexts } from "./secure-contexts.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
+import { listenMeaning } from "../../lib/listen-errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { maxClientHelloBytes, parseClientHello } from "./client-hello.ts";
@@ -165,8 +166,7 @@ export class GatewayPortListener {
         });
       });
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      this.#state = { state: "failed", error: `${this.#deps.host}:${this.port}: ${code === "EADDRINUSE" ? "the address is in use" : code === "EACCES" ? "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)" : (error as Error).message}` };
+      this.#state = { state: "failed", error: `${this.#deps.host}:${this.port}: ${listenMeaning(error) ?? (error as Error).message}` };
       throw new LeafmeshError("CONFIG_INVALID", this.#state.error, { cause: error });
     }
     // After listen, errors are accept failures (EMFILE): counted; unhandled they would end the agent.

@@ -8,12 +8,7 @@
  * ```
  */
 import { LeafmeshError } from "../../lib/errors.ts";
-
-const meanings: Record<string, string> = {
-  EADDRINUSE: "the address is in use (another agent on this machine? each needs a --tunnel-listen port of its own)",
-  EADDRNOTAVAIL: "this host has no such address",
-  EACCES: "permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)",
-};
+import { listenCodeMeaning } from "../../lib/listen-errors.ts";
 
 /** CONFIG_INVALID naming each refused --tunnel-listen address and why, when `error` is libp2p's listen failure (or a listener's CONFIG_INVALID, as it is); else undefined. */
 export function tunnelListenProblem(error: unknown): LeafmeshError | undefined {
@@ -26,7 +21,7 @@ export function tunnelListenProblem(error: unknown): LeafmeshError | undefined {
   if (failures.length === 0) return undefined;
   const refused = failures.map(({ address, why }) => {
     const code = /\b(E[A-Z]+)\b/.exec(why)?.[1];
-    return `--tunnel-listen ${address}: ${(code && meanings[code]) ?? why}`;
+    return `--tunnel-listen ${address}: ${listenCodeMeaning(code, "another agent on this machine? each needs a --tunnel-listen port of its own") ?? why}`;
   });
   // The system's words for each address kept as the cause, without libp2p's advice and the stacks.
   return new LeafmeshError("CONFIG_INVALID", refused.join("\n"), { cause: new Error(failures.map(({ address, why }) => `${address}: ${why}`).join("; ")) });

@@ -40,6 +40,7 @@ import type { Duplex } from "node:stream";
 import { connect as tlsConnect, createSecureContext, createServer, TLSSocket, type ConnectionOptions, type PeerCertificate, type SecureContext } from "node:tls";
 import { endFramesProtocol } from "../../lib/end-frames.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
+import { listenMeaning } from "../../lib/listen-errors.ts";
 import { resetSocket } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { commonName } from "../../trust/record-signature.ts";
@@ -163,8 +164,8 @@ export async function startTlsStreamServer(options: {
       resolve();
     });
   }).catch((error: unknown) => {
-    const inUse = (error as NodeJS.ErrnoException).code === "EADDRINUSE";
-    throw new LeafmeshError("CONFIG_INVALID", `--tunnel-tls ${options.listen.host}:${options.listen.port}: cannot listen for TLS tunnel streams there: ${inUse ? "the address is in use (another agent on this machine? each needs a --tunnel-tls port of its own)" : describeError(error)}`, { cause: error });
+    const why = listenMeaning(error, "another agent on this machine? each needs a --tunnel-tls port of its own") ?? describeError(error);
+    throw new LeafmeshError("CONFIG_INVALID", `--tunnel-tls ${options.listen.host}:${options.listen.port}: cannot listen for TLS tunnel streams there: ${why}`, { cause: error });
   });
   const address = server.address();
   return {
