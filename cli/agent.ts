@@ -20,7 +20,7 @@ import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
 // What the flags need, from the modules that define it; the actors and the trust watches load once the node's
 // nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
-import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, isLoopbackHost, lineageCheckMs, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
+import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, defaultUdpIdleTimeoutMs, isLoopbackHost, lineageCheckMs, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
 import { interceptModes } from "../services/proxier/backend.ts";
 import { holdInterception } from "../services/proxier/intercept-lock.ts";
 import { checkDescriptorLimit } from "../lib/descriptor-limit.ts";
@@ -125,8 +125,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     proxyMaxPerClient: option.integer({ default: defaultTrafficLimits.maxPerClient, value: "N", description: "cluster-IP proxy connections one client address may hold, carried and waiting; beyond, reset at once" }),
     proxyQueue: option.integer({ default: defaultTrafficLimits.maxWaiting, min: 0, value: "N", description: "cluster-IP proxy connections that may wait for a place; beyond, reset at once" }),
     proxyQueueTimeout: option.integer({ default: defaultTrafficLimits.waitTimeoutMs, value: "MS", description: "how long a cluster-IP proxy connection may wait for a place before it is reset" }),
-    // 30 s: the kernel's own UDP conntrack timeout (nf_conntrack_udp_timeout), which a UDP client of a cluster IP already lives with.
-    proxyUdpIdleTimeout: option.integer({ default: 30_000, min: 100, value: "MS", description: "how long a cluster-IP UDP flow (its socket to the endpoint, or its tunnel stream) is kept without a datagram either way, as the kernel's nf_conntrack_udp_timeout; shorter frees a node that sees many one-shot UDP clients sooner" }),
+    proxyUdpIdleTimeout: option.integer({ default: defaultUdpIdleTimeoutMs, min: 100, value: "MS", description: "how long a cluster-IP UDP flow (its socket to the endpoint, or its tunnel stream) is kept without a datagram either way, as the kernel's nf_conntrack_udp_timeout; shorter frees a node that sees many one-shot UDP clients sooner" }),
     socksClients: option.list({
       value: "CIDR,…",
       description: "client addresses that may use the SOCKS proxy, which dials any node and any address for them without a password (e.g. 10.0.0.0/24); others are reset at once. Default: loopback only; required when --socks listens beyond loopback",

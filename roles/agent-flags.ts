@@ -4,7 +4,7 @@
  * nats-server is spawned, and the actors themselves only after (agent-actors.ts).
  */
 export { checkAccessLogFile, parseAccessLogTarget, type AccessLogTarget } from "../services/gateway/access-file.ts";
-export { defaultTrafficLimits } from "../services/traffic/capacity.ts";
+export { defaultTrafficLimits, defaultUdpIdleTimeoutMs } from "../services/traffic/capacity.ts";
 export { defaultSocksLimits } from "../services/socks/limits.ts";
 export { isLoopbackHost, loopbackClients, socksClients } from "../services/socks/clients.ts";
 export { lineageCheckMs } from "../bus/lineage-check.ts";

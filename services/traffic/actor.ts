@@ -17,7 +17,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer.ts";
 import { Counters } from "./counters.ts";
-import { createTrafficCapacity, type TrafficLimits } from "./capacity.ts";
+import { createTrafficCapacity, defaultUdpIdleTimeoutMs, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "../../balance/policy.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
@@ -54,7 +54,7 @@ export interface TrafficOptions {
   remoteConnectTimeoutMs?: number;
   /** @default 3_600_000 — see TcpProxyOptions.idleTimeoutMs */
   tcpIdleTimeoutMs?: number;
-  /** @default 30_000 — see UdpProxyOptions.idleTimeoutMs */
+  /** @default defaultUdpIdleTimeoutMs (capacity.ts) */
   udpIdleTimeoutMs?: number;
   /** @default 4_096 — see UdpProxyOptions.maxFlows */
   udpMaxFlows?: number;
@@ -200,7 +200,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
             maxAttempts: options.maxAttempts ?? 4,
             front,
           })
-        : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? 30_000, maxFlows: options.udpMaxFlows ?? 4_096 });
+        : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? defaultUdpIdleTimeoutMs, maxFlows: options.udpMaxFlows ?? 4_096 });
     if (front && plan.protocol === "TCP") {
       // The shared listener opens once, with the first TCP service port; a failed open is tried again by the next.
       frontOpen ??= front.listen(ports).catch((error: unknown) => {

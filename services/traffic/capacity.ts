@@ -40,6 +40,13 @@ export const defaultTrafficLimits: AdmissionLimits = {
   waitTimeoutMs: 30_000,
 };
 
+/**
+ * How long a cluster-IP UDP flow (its socket to the endpoint, or its tunnel stream) is kept without a datagram either
+ * way: the kernel's own UDP conntrack timeout (nf_conntrack_udp_timeout), which a UDP client of a cluster IP already
+ * lives with (also the default of the agent's --proxy-udp-idle-timeout).
+ */
+export const defaultUdpIdleTimeoutMs = 30_000;
+
 export type TrafficLimits = AdmissionLimits;
 
 export interface TrafficCapacity {
