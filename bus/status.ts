@@ -10,7 +10,7 @@ export interface FabricLink {
   direction: "upstream" | "downstream" | "peer";
   remote: string;
   url?: string;
-  /** An upstream leaf: the address (ip:port) it is connected to, which its URL's host name resolved to. */
+  /** A leaf link's address (ip:port): for an upstream, where its URL's host name resolved to; for a downstream, where the leaf came from. */
   address?: string;
   rttMs?: number;
   up: boolean;

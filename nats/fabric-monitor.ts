@@ -13,6 +13,7 @@
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { monitorBase, monitorJson } from "./monitor-http.ts";
+import { leafAccountNames } from "./leaf-account-names.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { FabricLink } from "../bus/status.ts";
 
@@ -30,6 +31,8 @@ export interface FabricMonitorOptions {
   upstreams?: string[];
   /** @default 1_000 — a leaf reconnects within about a second; status should see it as fast. */
   intervalMs?: number;
+  /** The server's account JWTs, which name the node of each downstream leaf (nats/leaf-account-names.ts); without, a leaf is known by its address. */
+  resolverDir?: string;
 }
 
 /** "350µs", "1.2ms", "2s", "1m3s" → milliseconds. */
@@ -50,6 +53,8 @@ interface LeafzEntry {
   port: number;
   rtt?: string;
   name?: string;
+  /** The account the leaf is bound to: its node's (`node-<name>`) with the mesh's keys, `$G` without. */
+  account?: string;
 }
 
 /** An upstream URL with the addresses its host name resolved to (an IP literal: itself). */
@@ -84,9 +89,11 @@ export class FabricMonitor {
   #first = true;
   #upstreams: ResolvedUpstream[];
   #resolvedAt = -Infinity;
+  readonly #nodeOfAccount: ((account: string | undefined) => string | undefined) | undefined;
 
   constructor(options: FabricMonitorOptions) {
     this.#options = options;
+    this.#nodeOfAccount = options.resolverDir ? leafAccountNames(options.resolverDir) : undefined;
     this.#upstreams = (options.upstreams ?? []).map((url) => {
       const parsed = new URL(url);
       const host = parsed.hostname.replace(/^\[|\]$/g, "");
@@ -143,10 +150,15 @@ export class FabricMonitor {
       const next = new Map<string, FabricLink>();
       for (const leaf of leafz.leafs ?? []) {
         const upstream = upstreamOfLeaf(leaf, this.#upstreams);
-        const link: FabricLink = upstream
-          ? { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address: joinHostPort(leaf.ip, leaf.port), rttMs: parseGoDuration(leaf.rtt), up: true }
-          : { kind: "leaf", direction: "downstream", remote: leaf.name ?? joinHostPort(leaf.ip, leaf.port), rttMs: parseGoDuration(leaf.rtt), up: true };
-        next.set(`leaf:${link.remote}`, link);
+        const address = joinHostPort(leaf.ip, leaf.port);
+        if (upstream) {
+          next.set(`leaf:${upstream.url}`, { kind: "leaf", direction: "upstream", remote: upstream.url, url: upstream.url, address, rttMs: parseGoDuration(leaf.rtt), up: true });
+          continue;
+        }
+        // A downstream leaf by the node it logs in as, where the keys say (2.9.10's /leafz has no name); keyed by its
+        // address, so that a node's new link made before its old one is gone is a link of its own.
+        const remote = leaf.name ?? this.#nodeOfAccount?.(leaf.account) ?? address;
+        next.set(`leaf:${address}`, { kind: "leaf", direction: "downstream", remote, address, rttMs: parseGoDuration(leaf.rtt), up: true });
       }
       for (const route of routez?.routes ?? []) {
         next.set(`route:${route.remote_id}`, { kind: "route", direction: "peer", remote: route.remote_id, url: joinHostPort(route.ip, route.port), rttMs: parseGoDuration(route.rtt), up: true });
@@ -171,13 +183,13 @@ export class FabricMonitor {
     const { bus, log } = this.#options;
     for (const [key, link] of next) {
       if (!this.#links.has(key)) {
-        log.info({ link }, `${link.kind} link up`);
+        log.info({ link }, `${link.kind} link up${linkWho(link)}`);
         bus.publish("fabric", "link", { at: nowIso(), up: true, kind: link.kind, remote: link.remote, url: link.url, rttMs: link.rttMs });
       }
     }
     for (const [key, link] of this.#links) {
       if (!next.has(key)) {
-        log.warn({ link }, `${link.kind} link down`);
+        log.warn({ link }, `${link.kind} link down${linkWho(link)}`);
         bus.publish("fabric", "link", { at: nowIso(), up: false, kind: link.kind, remote: link.remote, url: link.url });
       }
     }
@@ -191,6 +203,11 @@ export class FabricMonitor {
     this.#first = false;
     this.#upstreamUp = upstreamUp;
   }
+}
+
+/** ": node edge-a (127.0.0.1:52948)" for a downstream leaf known by its node; nothing for the others (their remote is in the line's fields). */
+function linkWho(link: FabricLink): string {
+  return link.direction === "downstream" && link.address && link.remote !== link.address ? `: node ${link.remote} (${link.address})` : "";
 }
 
 const getJson = <T>(url: string): Promise<T | undefined> => monitorJson<T>(url, 2_000);
