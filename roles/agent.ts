@@ -34,6 +34,7 @@ import type { SiteSecurity } from "../trust/site-security.ts";
 import { staleLeafExplainer } from "../nats/leaf-stale.ts";
 import { classifyServerLogLine, duplicateNodeExplainer, explainLeafRefusal, leafRefuser } from "../trust/denials.ts";
 import { RevokedNotice } from "../trust/revoked-notice.ts";
+import { rememberRevocation } from "../trust/revoked-mark.ts";
 import { watchRefusedLeafs, type ClosedLeaf } from "../trust/refused-leafs.ts";
 import { monitorBase, monitorJson } from "../nats/monitor-http.ts";
 import type { RevocationWatch } from "../trust/revocations.ts";
@@ -176,6 +177,8 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   const stale = staleLeafExplainer();
   let leafProblem: { text: string; at: number } | undefined;
   const revoked = new RevokedNotice();
+  // Told before a restart, it is known at once (nats-server says "revoked" once; later logins get a bare refusal).
+  rememberRevocation(revoked, { dataDir: config.dataDir, creds: config.security?.files.creds, log: config.log.child({ node: config.node, actor: "trust" }) });
   // A secured site server: which member it refused, and why (nats-server says only "authentication error").
   const siteSecurity = config.siteSecurity;
   const refusedLeafs = siteSecurity

@@ -6,7 +6,7 @@
  * Now the site names the node and says it is revoked, the agent names its site and the address, and the renewal ends
  * at once, said once with the way back.
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -64,6 +64,10 @@ describe("a member of a site, revoked while it runs", () => {
     // The site names the node and why; before, "127.0.0.1:52948 - lid:31 - authentication error" and nothing else.
     await eventually(() => /refused the login of node 'edge-j' \(a leaf from 127\.0\.0\.1:\d+\): it is revoked: its credentials \(user U\w+\) were revoked at \S+ \(keys revoke, pushed at the hubs\)/.test(siteSaid()), 20_000, "the site naming edge-j as revoked");
 
+    // The site's fabric names the node whose leaf link it lost (2.9.10's /leafz names none; its account does); before,
+    // "leaf link down" with the leaf's address alone.
+    await eventually(() => /"leaf link down: node edge-j \(127\.0\.0\.1:\d+\)"/.test(siteSaid()), 20_000, "the site naming edge-j's leaf link down");
+
     // The agent is told that its site refused it, and where; before, "the hub refused this node's login".
     const refusedBy = `its site 'shop' refused this node's login at 127.0.0.1:${siteLeafPort}`;
     await eventually(() => agentSaid().includes(`${refusedBy}: credentials revoked`), 20_000, "edge-j told that its site refused it");
@@ -81,5 +85,18 @@ describe("a member of a site, revoked while it runs", () => {
     expect(agentSaid()).not.toMatch(/renewing this node's certificate/);
     expect(agent.child.exitCode).toBeNull();
     expect(site.child.exitCode).toBeNull();
+  }, 60_000);
+
+  it("started again, knows at once that it is revoked, from its data directory: its renewal ends at start", async () => {
+    // Every login after the first refusal is a bare "Authorization Violation": before, the restarted agent heard nothing
+    // that said revoked, and its renewal asked again every minute for as long as it ran.
+    expect(JSON.parse(readFileSync(join(agent.dataDir, "revoked.json"), "utf8"))).toMatchObject({ user: expect.stringMatching(/^U[A-Z2-7]{55}$/), why: expect.stringContaining("as revoked") });
+    await agent.stop();
+    agent = await agent.restart();
+    const said = () => agent.output();
+    await eventually(() => said().includes("this node is revoked:"), 15_000, "the restarted agent to know it is revoked");
+    expect(said()).toMatch(/this node is revoked: its site 'shop' refused this node's login at 127\.0\.0\.1:\d+ as revoked \(told at \S+, before this agent started again; kept in \S+revoked\.json\)\. Its certificate/);
+    expect(said()).not.toMatch(/renewing this node's certificate/);
+    expect(said().split("\n").filter((line) => line.includes("this node is revoked:"))).toHaveLength(1);
   }, 60_000);
 });
