@@ -53,7 +53,7 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
       process.exit(130);
     }
     stopAskedAt = performance.now();
-    controller.abort();
+    controller.abort(signal); // the reason: cli/run-until-signal.ts says which signal stopped the process
   });
 }
 // A reader of stdout that went away (`leafmesh sub | head`): stop as on Ctrl-C, quietly, as a Unix tool stops on

@@ -291,7 +291,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     // its own ends, and the bundle watch above takes it (trust/renewal.ts).
     const { startCertificateRenewal } = await import("../trust/renewal.ts");
     const renewal = keys && security && existsSync(join(keys, "joined.json")) ? startCertificateRenewal({ connection: agent.connection, node: options.node, bundleDir: keys, log: log.child({ node: options.node, actor: "renewal" }), upstream: agent.upstream, site: options.upstreamDomain === "hub" ? undefined : options.upstreamDomain, revoked: agent.revoked }) : undefined;
-    return runUntilSignal(io, () => (renewal?.stop(), agent.stop()), restart);
+    return runUntilSignal(io, () => (renewal?.stop(), agent.stop()), restart, log);
   },
 });
 

@@ -202,7 +202,7 @@ given each other's --routes form one JetStream cluster.`,
     };
     // Any hub but the enrolling one takes the Secret again when it changes (its certificate watch then restarts it in turn).
     const keysWatch = keysMount && !options.enrol ? watchFlatKeys({ mount: keysMount, target: keys!, log: keysLog }) : undefined;
-    return runUntilSignal(io, () => (keysWatch?.stop(), hub.stop()), restart);
+    return runUntilSignal(io, () => (keysWatch?.stop(), hub.stop()), restart, log);
   },
 });
 

@@ -21,7 +21,7 @@ export type ReplacementWatch = (onReplaced: (what: string) => void) => { stop():
  * Runs until `io.signal`, or until `watch` reports its files replaced (then it says so, and the command starts again
  * in place); stops either way, and lets the log's last lines out before the process image may be replaced.
  */
-export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, restart?: { watch: ReplacementWatch; log: Logger }): Promise<number> {
+export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, restart?: { watch: ReplacementWatch; log: Logger }, log?: Logger): Promise<number> {
   if (io.signal.aborted) {
     // The stop came as the start ended (its last parts, a watch being set up): a start interrupted, as one before it
     // is, not a clean run's end (exit 0, as if the role had run and been stopped).
@@ -47,8 +47,19 @@ export async function runUntilSignal(io: CommandIO, stop: () => Promise<void>, r
     again.signal.addEventListener("abort", () => resolve(), { once: true });
   });
   watching?.stop();
+  // Said before and after: a stop that takes its time (a hub gone, streams to end) is seen as one, and a log read
+  // later shows where the process ended and why, not only its last line before it.
+  const why = again.signal.aborted && !io.signal.aborted ? "to start again with the keys replaced on disk" : stopReason(io.signal);
+  const stopping = performance.now();
+  log?.info({ why }, `stopping: ${why}`);
   await stop();
+  log?.info({ ms: Math.round(performance.now() - stopping) }, `stopped in ${((performance.now() - stopping) / 1000).toFixed(1)} s`);
   if (again.signal.aborted && !io.signal.aborted) startAgain = true;
-  if (restart) await new Promise<void>((resolve) => restart.log.flush(() => resolve()));
+  for (const logger of new Set([restart?.log, log])) if (logger) await new Promise<void>((resolve) => logger.flush(() => resolve()));
   return 0;
+}
+
+/** What asked the stop: the signal's name bin/leafmesh.js aborts with ("SIGTERM"), else a stop asked by the caller. */
+function stopReason(signal: AbortSignal): string {
+  return typeof signal.reason === "string" && /^SIG[A-Z]+$/.test(signal.reason) ? `${signal.reason} received` : "stop asked";
 }

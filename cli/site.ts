@@ -116,6 +116,6 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
         return { stop: () => (watch.stop(), turn?.stop()) };
       },
     };
-    return runUntilSignal(io, () => site.stop(), restart);
+    return runUntilSignal(io, () => site.stop(), restart, log);
   },
 });

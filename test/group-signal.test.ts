@@ -43,6 +43,9 @@ describe("a hub stopped by a signal to its process group (Ctrl-C, or its termina
     expect(await hub.exited).toBe(0);
     const after = hub.output.slice(signalledAt).split("\n").filter(Boolean);
     expect(after.filter((line) => /"level":(40|50)/.test(line))).toEqual([]);
+    // The log says what stopped it and when the stop ended; before, it just ended after its last working line.
+    expect(after.find((line) => line.includes('"msg":"stopping: '))).toContain(`"msg":"stopping: ${signal} received"`);
+    expect(after.at(-1)).toMatch(/"msg":"stopped in \d+\.\d s"/);
     expect(existsSync(`/proc/${serverPid}`) && !readFileSync(`/proc/${serverPid}/stat`, "utf8").includes(") Z ")).toBe(false);
   });
 });
