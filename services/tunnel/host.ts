@@ -299,6 +299,11 @@ export async function startTunnelHost(options: TunnelHostOptions): Promise<Tunne
     },
     async stop() {
       await libp2p.stop();
+      // libp2p 3.3's address manager debounces its peer-store update by 1 s at each listener's close, and nothing stops
+      // that timer: it held every stopped agent's process for a second after its last line (and then wrote to a
+      // stopped peer store). An internal: on a libp2p without it, nothing is done.
+      const components = (libp2p as unknown as { components?: { addressManager?: { _updatePeerStoreAddresses?: { stop?: () => void } } } }).components;
+      components?.addressManager?._updatePeerStoreAddresses?.stop?.();
     },
   };
 }
