@@ -97,7 +97,10 @@ export class ZoneIndex {
       else this.zone.withheld.delete(base);
       changed?.add(base);
     }
-    const next = service && !withheld ? serviceZoneRecords(service, slices, this.zone.domain) : undefined;
+    // A withheld Service keeps its namespace name in the zone: `<ns>.svc.<domain>` answers NODATA, not NXDOMAIN,
+    // while the Service's own name answers SERVFAIL. An NXDOMAIN there says nothing exists below it (RFC 8020), and a
+    // resolver that minimises its questions (unbound) then answers NXDOMAIN for the Service and caches it.
+    const next = !service ? undefined : withheld ? { names: [], namespaceName: `${ref.slice(0, slash)}.svc.${this.zone.domain}`.toLowerCase(), pointers: [] } : serviceZoneRecords(service, slices, this.zone.domain);
     const previous = this.#services.get(ref);
     if (previous) this.#remove(previous, changed);
     if (next) {

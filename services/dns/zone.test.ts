@@ -12,7 +12,7 @@ import { encodeReply } from "./server.ts";
 import type { LoosePacket, LooseRecord } from "../../test/support/dns-servers.ts";
 import { feedOf, generateCatalog, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 import { isProblem, parseQuery } from "./wire.ts";
-import { answerQuestion, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
+import { answerFromZone, answerQuestion, buildClusterZone, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
 
 const options = { clusterDomain: "cluster.local" };
 const data = (reply: ClusterReply | undefined, type?: string) =>
@@ -63,6 +63,14 @@ describe("cluster zone: named cases", () => {
       expect(reply?.answers).toEqual([]);
     }
     expect(ask("cluster.local", "SOA")?.answers.map((record) => record.type)).toEqual(["SOA"]);
+  });
+
+  it("keeps a withheld service's namespace as an empty non-terminal: NODATA above the SERVFAIL, never NXDOMAIN (RFC 8020)", () => {
+    const withheld = { ...options, withheld: (candidate: Service) => candidate.namespace === "vault" };
+    const zone = buildClusterZone(feedOf([service("vault", "secret", { clusterIPs: ["10.96.9.9"] })]).reader, withheld);
+    expect(answerFromZone(zone, "secret.vault.svc.cluster.local", "A", "IN")?.rcode).toBe("SERVFAIL");
+    expect(answerFromZone(zone, "vault.svc.cluster.local", "A", "IN")?.rcode).toBe("NOERROR");
+    expect(answerFromZone(zone, "other.svc.cluster.local", "A", "IN")?.rcode).toBe("NXDOMAIN");
   });
 
   it("answers headless services with the ready endpoints only", () => {
