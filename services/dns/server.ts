@@ -14,6 +14,7 @@
  * await server.stop();
  * ```
  */
+import { isIP } from "node:net";
 import dnsPacket, { type Answer } from "dns-packet";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
@@ -120,6 +121,10 @@ export class DnsServer {
   /** Binds UDP and TCP on the same port (a free one for port 0) and follows the feed's changes. */
   async start(listen: ListenAddress): Promise<ListenAddress> {
     const address = await this.#transport.start(listen);
+    // The apex NS record names this server; a wildcard bind has no one address to name.
+    const specific = isIP(address.host) !== 0 && address.host !== "0.0.0.0" && address.host !== "::";
+    this.#index.setNameserverAddresses(specific ? [address.host] : []);
+    this.#clearAnswers();
     this.#unfollow ??= this.#options.feed?.onChange((keys) => this.#applyChanges(keys));
     return address;
   }
