@@ -126,6 +126,13 @@ describe("DNS server with dig", () => {
     expect(edns).toMatch(/EDNS: version: 0, flags:; udp: 1232/);
   });
 
+  it("copies the DO bit of an EDNS query into its OPT record (RFC 3225 §3), in a truncated answer and an error too", async () => {
+    expect(await dig(port, ["web.shop.svc.cluster.local", "A", "+dnssec"])).toMatch(/EDNS: version: 0, flags: do;/);
+    expect(await dig(port, ["mid.shop.svc.cluster.local", "A", "+dnssec", "+bufsize=512", "+ignore"])).toMatch(/flags: qr aa tc[\s\S]*EDNS: version: 0, flags: do;/);
+    expect(await dig(port, ["example.org", "A", "+dnssec"])).toMatch(/status: REFUSED[\s\S]*EDNS: version: 0, flags: do;/);
+    expect(await dig(port, ["web.shop.svc.cluster.local", "A"])).toMatch(/EDNS: version: 0, flags:;/);
+  });
+
   it("sets TC over UDP when the answer does not fit, and gives the full answer over TCP", async () => {
     const udp = await dig(port, ["big.shop.svc.cluster.local", "A", "+bufsize=4096", "+ignore"]);
     expect(digHeader(udp)).toMatchObject({ status: "NOERROR", answer: 0 });

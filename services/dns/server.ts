@@ -14,6 +14,7 @@
  * await server.stop();
  * ```
  */
+import { isIP } from "node:net";
 import dnsPacket, { type Answer } from "dns-packet";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
@@ -120,6 +121,10 @@ export class DnsServer {
   /** Binds UDP and TCP on the same port (a free one for port 0) and follows the feed's changes. */
   async start(listen: ListenAddress): Promise<ListenAddress> {
     const address = await this.#transport.start(listen);
+    // The apex NS record names this server; a wildcard bind has no one address to name.
+    const specific = isIP(address.host) !== 0 && address.host !== "0.0.0.0" && address.host !== "::";
+    this.#index.setNameserverAddresses(specific ? [address.host] : []);
+    this.#clearAnswers();
     this.#unfollow ??= this.#options.feed?.onChange((keys) => this.#applyChanges(keys));
     return address;
   }
@@ -224,12 +229,12 @@ export class DnsServer {
     if (transport === "udp" && response.length > udpLimit(parsed.edns)) {
       this.#stats.truncated++;
       // RFC 2181 §9 and RFC 7766 §5: say TC and let the client ask again over TCP.
-      return bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns !== undefined);
+      return bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns);
     }
     if (response.length > maxTcpMessage) {
       // Longer than a TCP frame can say (a headless Service of a few thousand endpoints): what fits, with TC.
       this.#stats.truncated++;
-      const cut = truncateToFit(response, maxTcpMessage) ?? bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns !== undefined);
+      const cut = truncateToFit(response, maxTcpMessage) ?? bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns);
       cut.writeUInt16BE(parsed.id, 0);
       return cut;
     }
@@ -324,7 +329,7 @@ export class DnsServer {
     if (!forwarder || forwarder.upstreams.length === 0) {
       this.#drop("no upstream");
       stats.countRcode(rcodes.REFUSED);
-      return bareResponse(query, parsed.id, responseFlags(parsed.flags, 0, rcodes.REFUSED), parsed.questionEnd, parsed.edns !== undefined);
+      return bareResponse(query, parsed.id, responseFlags(parsed.flags, 0, rcodes.REFUSED), parsed.questionEnd, parsed.edns);
     }
     let result;
     try {
@@ -337,7 +342,7 @@ export class DnsServer {
     if (!result.response) {
       stats.answers.servfail++;
       stats.countRcode(rcodes.SERVFAIL);
-      return bareResponse(query, parsed.id, responseFlags(parsed.flags, 0, rcodes.SERVFAIL), parsed.questionEnd, parsed.edns !== undefined);
+      return bareResponse(query, parsed.id, responseFlags(parsed.flags, 0, rcodes.SERVFAIL), parsed.questionEnd, parsed.edns);
     }
     if (result.source === "upstream") stats.answers.forwarded++;
     else if (result.source === "cache") stats.answers.cache++;
@@ -360,7 +365,7 @@ export class DnsServer {
 export function encodeReply(query: Uint8Array, parsed: ParsedQuery, reply: ClusterReply): Buffer {
   const records = dnsPacket.encode({ type: "response", id: 0, flags: 0, questions: [], answers: reply.answers, authorities: reply.authorities, additionals: reply.additionals });
   const questionLength = parsed.questionEnd - 12;
-  const opt = parsed.edns ? optRecord() : undefined;
+  const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
   const out = Buffer.allocUnsafe(records.length + questionLength + (opt ? opt.length : 0));
   out.writeUInt16BE(0, 0);
   out.writeUInt16BE(responseFlags(parsed.flags, flagAA, rcodes[reply.rcode]), 2);

@@ -160,8 +160,11 @@ export function isProblem(value: ParsedQuery | QueryProblem): value is QueryProb
   return "kind" in value;
 }
 
-/** The OPT record a server sends back to an EDNS client (RFC 6891 §6.1.2), with an extended rcode when asked. */
-export function optRecord(extendedRcode = 0): Uint8Array {
+/**
+ * The OPT record a server sends back to an EDNS client (RFC 6891 §6.1.2), with an extended rcode when asked,
+ * and the DO bit when the query had it: RFC 3225 §3 says the DO bit of the query MUST be copied in the response.
+ */
+export function optRecord(extendedRcode = 0, dnssecOk = false): Uint8Array {
   const record = new Uint8Array(11);
   record[0] = 0; // root
   record[1] = 0;
@@ -169,7 +172,8 @@ export function optRecord(extendedRcode = 0): Uint8Array {
   record[3] = serverUdpPayloadSize >> 8;
   record[4] = serverUdpPayloadSize & 0xff;
   record[5] = extendedRcode;
-  return record; // version 0, no flags, no options
+  if (dnssecOk) record[7] = 0x80;
+  return record; // version 0, no options
 }
 
 /** The largest response a UDP client takes: 512 without EDNS, else its size within [512, ours]. */
@@ -185,10 +189,11 @@ export function responseFlags(queryFlags: number, extra: number, rcode: number):
 
 /**
  * A response with no records but the question (when it is known) and OPT (when
- * the query had EDNS): errors, and the truncated UDP answer that sends the
- * client to TCP.
+ * the query had EDNS, with its DO bit): errors, and the truncated UDP answer that
+ * sends the client to TCP.
  */
-export function bareResponse(query: Uint8Array, id: number, flags: number, questionEnd: number | undefined, withOpt: boolean, extendedRcode = 0): Buffer {
+export function bareResponse(query: Uint8Array, id: number, flags: number, questionEnd: number | undefined, edns: ParsedQuery["edns"] | boolean, extendedRcode = 0): Buffer {
+  const withOpt = edns !== undefined && edns !== false;
   const questionLength = questionEnd === undefined ? 0 : questionEnd - 12;
   const out = Buffer.allocUnsafe(12 + questionLength + (withOpt ? 11 : 0));
   out.writeUInt16BE(id, 0);
@@ -198,7 +203,7 @@ export function bareResponse(query: Uint8Array, id: number, flags: number, quest
   out.writeUInt16BE(0, 8);
   out.writeUInt16BE(withOpt ? 1 : 0, 10);
   if (questionLength > 0) out.set(query.subarray(12, questionEnd), 12);
-  if (withOpt) out.set(optRecord(extendedRcode), 12 + questionLength);
+  if (withOpt) out.set(optRecord(extendedRcode, typeof edns === "object" && edns.dnssecOk), 12 + questionLength);
   return out;
 }
 
@@ -206,7 +211,7 @@ export function bareResponse(query: Uint8Array, id: number, flags: number, quest
 export function problemResponse(query: Uint8Array, problem: QueryProblem): Buffer | undefined {
   if (problem.kind === "drop") return undefined;
   if (problem.reason === "bad edns version") {
-    return bareResponse(query, problem.id, responseFlags(problem.flags, 0, 0), problem.questionEnd, true, badVersExtendedRcode);
+    return bareResponse(query, problem.id, responseFlags(problem.flags, 0, 0), problem.questionEnd, problem.edns ?? true, badVersExtendedRcode);
   }
   return bareResponse(query, problem.id, responseFlags(problem.flags, 0, problem.rcode), problem.rcode === rcodes.FORMERR ? undefined : problem.questionEnd, false);
 }
@@ -308,6 +313,6 @@ export function truncateToFit(response: Uint8Array, limit: number): Buffer | und
   out.writeUInt16BE(count("authority"), 8);
   out.writeUInt16BE(count("additional") + (opt ? 1 : 0), 10);
   // Ours, whatever options an upstream's carried (they were for the whole message), with its extended rcode.
-  if (opt) out.set(optRecord(response[opt.ttlOffset]), offset);
+  if (opt) out.set(optRecord(response[opt.ttlOffset], (response[opt.ttlOffset + 2] & 0x80) !== 0), offset);
   return out;
 }

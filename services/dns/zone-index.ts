@@ -14,8 +14,9 @@
  * answerFromZone(zone.zone, "web.shop.svc.cluster.local", "A", "IN");
  * ```
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { kindOfKey, type CatalogReader } from "../../bus/catalog.ts";
-import { emptyRecords, normaliseDomain, serviceZoneRecords, specVersion, type ClusterZone, type NameRecords, type ServiceRecords, type ZoneOptions } from "./zone-records.ts";
+import { emptyRecords, nameserverName, normaliseDomain, serviceZoneRecords, specVersion, type ClusterZone, type NameRecords, type ServiceRecords, type ZoneOptions } from "./zone-records.ts";
 
 export class ZoneIndex {
   readonly zone: ClusterZone;
@@ -27,6 +28,8 @@ export class ZoneIndex {
   readonly #namespaces = new Map<string, number>();
   /** ZoneOptions.withheld: such a Service's names are out of the zone and its base is in zone.withheld. */
   readonly #withheld: ZoneOptions["withheld"];
+  /** The records of `ns.dns.<domain>`, the apex's NS target: the server's own address once it is bound (setNameserverAddresses). */
+  #nameserver: NameRecords = emptyRecords();
 
   constructor(options: ZoneOptions = {}) {
     const domain = normaliseDomain(options.clusterDomain ?? "cluster.local");
@@ -46,6 +49,18 @@ export class ZoneIndex {
     names.set(domain, emptyRecords());
     names.set(`svc.${domain}`, emptyRecords());
     names.set(`dns-version.${domain}`, { ...emptyRecords(), txt: [specVersion] });
+    names.set(`dns.${domain}`, emptyRecords());
+    names.set(nameserverName(domain), this.#nameserver);
+  }
+
+  /**
+   * The addresses `ns.dns.<domain>` answers with (the apex NS record's target, as CoreDNS names it): a resolver
+   * that primes the zone (unbound's `stub-prime: yes`) asks the apex for NS and then asks those addresses.
+   * Empty when the server listens on a wildcard address: it has no one address to name.
+   */
+  setNameserverAddresses(addresses: readonly string[]): void {
+    this.#nameserver = { ...emptyRecords(), a: addresses.filter((ip) => isIPv4(ip)), aaaa: addresses.filter((ip) => isIPv6(ip)) };
+    this.zone.names.set(nameserverName(this.zone.domain), this.#nameserver);
   }
 
   /** Derives the whole zone from the catalog. */
@@ -97,7 +112,10 @@ export class ZoneIndex {
       else this.zone.withheld.delete(base);
       changed?.add(base);
     }
-    const next = service && !withheld ? serviceZoneRecords(service, slices, this.zone.domain) : undefined;
+    // A withheld Service keeps its namespace name in the zone: `<ns>.svc.<domain>` answers NODATA, not NXDOMAIN,
+    // while the Service's own name answers SERVFAIL. An NXDOMAIN there says nothing exists below it (RFC 8020), and a
+    // resolver that minimises its questions (unbound) then answers NXDOMAIN for the Service and caches it.
+    const next = !service ? undefined : withheld ? { names: [], namespaceName: `${ref.slice(0, slash)}.svc.${this.zone.domain}`.toLowerCase(), pointers: [] } : serviceZoneRecords(service, slices, this.zone.domain);
     const previous = this.#services.get(ref);
     if (previous) this.#remove(previous, changed);
     if (next) {

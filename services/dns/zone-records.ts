@@ -50,6 +50,9 @@ export interface ClusterZone {
 /** The version of the specification implemented, served as TXT at `dns-version.<domain>` (spec §2.2). */
 export const specVersion = "1.1.0";
 
+/** The name of the zone's nameserver: the apex NS target and the SOA's MNAME (CoreDNS's kubernetes plugin uses the same). */
+export const nameserverName = (domain: string): string => `ns.dns.${domain}`;
+
 export const emptyRecords = (): NameRecords => ({ a: [], aaaa: [], srv: [], txt: [] });
 
 /** The one empty list every finished record shares (frozen: a write to it throws). */

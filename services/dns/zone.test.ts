@@ -12,7 +12,7 @@ import { encodeReply } from "./server.ts";
 import type { LoosePacket, LooseRecord } from "../../test/support/dns-servers.ts";
 import { feedOf, generateCatalog, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 import { isProblem, parseQuery } from "./wire.ts";
-import { answerQuestion, expandIPv6, reverseName, type ClusterReply } from "./zone.ts";
+import { answerFromZone, answerQuestion, buildClusterZone, expandIPv6, reverseName, ZoneIndex, type ClusterReply } from "./zone.ts";
 
 const options = { clusterDomain: "cluster.local" };
 const data = (reply: ClusterReply | undefined, type?: string) =>
@@ -63,6 +63,26 @@ describe("cluster zone: named cases", () => {
       expect(reply?.answers).toEqual([]);
     }
     expect(ask("cluster.local", "SOA")?.answers.map((record) => record.type)).toEqual(["SOA"]);
+  });
+
+  it("has NS at the apex, naming ns.dns.<domain> with its addresses as glue once the server is bound (RFC 1034 §4.2.1)", () => {
+    expect(data(ask("cluster.local", "NS"))).toEqual(["ns.dns.cluster.local"]);
+    expect(ask("ns.dns.cluster.local", "A")?.rcode).toBe("NOERROR");
+    expect(ask("dns.cluster.local", "A")?.rcode).toBe("NOERROR");
+    const index = new ZoneIndex(options);
+    index.setNameserverAddresses(["169.254.96.16"]);
+    index.rebuild(catalog);
+    const reply = answerFromZone(index.zone, "cluster.local", "NS", "IN");
+    expect((reply?.additionals as LooseRecord[]).map((record) => `${record.name} ${record.type} ${String(record.data)}`)).toEqual(["ns.dns.cluster.local A 169.254.96.16"]);
+    expect(data(answerFromZone(index.zone, "ns.dns.cluster.local", "A", "IN"))).toEqual(["169.254.96.16"]);
+  });
+
+  it("keeps a withheld service's namespace as an empty non-terminal: NODATA above the SERVFAIL, never NXDOMAIN (RFC 8020)", () => {
+    const withheld = { ...options, withheld: (candidate: Service) => candidate.namespace === "vault" };
+    const zone = buildClusterZone(feedOf([service("vault", "secret", { clusterIPs: ["10.96.9.9"] })]).reader, withheld);
+    expect(answerFromZone(zone, "secret.vault.svc.cluster.local", "A", "IN")?.rcode).toBe("SERVFAIL");
+    expect(answerFromZone(zone, "vault.svc.cluster.local", "A", "IN")?.rcode).toBe("NOERROR");
+    expect(answerFromZone(zone, "other.svc.cluster.local", "A", "IN")?.rcode).toBe("NXDOMAIN");
   });
 
   it("answers headless services with the ready endpoints only", () => {

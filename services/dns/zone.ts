@@ -17,7 +17,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import type { Answer, SrvAnswer } from "dns-packet";
 import type { CatalogReader } from "../../bus/catalog.ts";
 import { ZoneIndex } from "./zone-index.ts";
-import { emptyRecords, type ClusterZone, type NameRecords, type ZoneOptions } from "./zone-records.ts";
+import { emptyRecords, nameserverName, type ClusterZone, type NameRecords, type ZoneOptions } from "./zone-records.ts";
 
 export { buildClusterZone, ZoneIndex } from "./zone-index.ts";
 export { endpointLabel, expandIPv6, reverseName, specVersion, type ClusterZone, type ZoneOptions } from "./zone-records.ts";
@@ -62,7 +62,7 @@ function soaRecord(zone: ClusterZone): Answer {
     class: "IN",
     ttl: zone.ttl,
     data: {
-      mname: `ns.dns.${zone.domain}`,
+      mname: nameserverName(zone.domain),
       rname: `hostmaster.${zone.domain}`,
       serial: zone.serial,
       refresh: 7200,
@@ -101,6 +101,14 @@ function recordsOf(zone: ClusterZone, name: string, records: NameRecords, type: 
     }
   }
   if ((type === "SOA" || any) && name === zone.domain) answers.push(soaRecord(zone));
+  if ((type === "NS" || any) && name === zone.domain) {
+    // Every zone has NS records at its apex (RFC 1034 §4.2.1); a resolver that primes a stub zone asks for them.
+    const target = nameserverName(zone.domain);
+    answers.push({ name, type: "NS", class: "IN", ttl, data: target });
+    const glue = zone.names.get(target);
+    for (const ip of glue?.a ?? []) additionals.push({ name: target, type: "A", class: "IN", ttl, data: ip });
+    for (const ip of glue?.aaaa ?? []) additionals.push({ name: target, type: "AAAA", class: "IN", ttl, data: ip });
+  }
   return { answers, additionals };
 }
 

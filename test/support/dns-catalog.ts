@@ -93,6 +93,16 @@ export function sampleCatalog(): CatalogObject[] {
   ];
 }
 
+/** The sample catalog, a headless service too large for UDP (200 endpoints), and a fail-closed service (vault/secret) for the resolvers-in-front tests. */
+export function frontCatalog(): IndexFeed {
+  return feedOf([
+    ...sampleCatalog(),
+    service("shop", "wide", { headless: true, ports: [] }),
+    slice("shop", "wide", "wide-1", Array.from({ length: 200 }, (_, index) => ({ ip: `10.7.0.${index + 1}` }))),
+    service("vault", "secret", { clusterIPs: ["10.96.9.9"], annotations: { "leafmesh.io/partition": "fail-closed" } }),
+  ]);
+}
+
 /** A small deterministic PRNG (mulberry32) so a failing case can be replayed. */
 export function prng(seed: number) {
   return () => {

@@ -94,7 +94,7 @@ export interface RunningDnsServer {
   kill(): Promise<void>;
 }
 
-function supervise(command: string, args: string[], port: number, dir: string): RunningDnsServer {
+export function supervise(command: string, args: string[], port: number, dir: string): RunningDnsServer {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -109,7 +109,7 @@ function supervise(command: string, args: string[], port: number, dir: string): 
 }
 
 /** Waits until the server answers a query for `name` (bounded: 10 s). */
-async function waitForAnswer(server: RunningDnsServer, name: string, what: string, host = "127.0.0.1"): Promise<void> {
+export async function waitForAnswer(server: RunningDnsServer, name: string, what: string, host = "127.0.0.1"): Promise<void> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (server.child.exitCode !== null) throw new Error(`${what} exited at start: ${server.output()}`);
