@@ -13,7 +13,8 @@
  * While the hub is away the cache keeps what it knew (LAN peers are still found
  * by mDNS) and the directory keeps retrying in the background.
  *
- * A put sent again (after the bucket was made) reads the record anew: never an older one over a newer.
+ * A peer's record never goes back to an older one: revisions of the one stream are compared
+ * (a lookup's get against the watch), and a put sent again reads the record anew.
  *
  * Why this file is long: this node's puts, its own key seen in the watch, and the watch and
  * lookups of its peers' records share the one bucket's revisions; the parts that stand alone
@@ -182,6 +183,9 @@ export class NodeDirectory {
     try {
       const entry = await kv.get(node);
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+      // The watch brought a newer record while the get was under way. (An older one used, if none is fresh: the stream made again.)
+      if (this.#times.isOlder(node, entry.revision) && this.get(node)) return this.get(node);
+      this.#times.used(node, entry.revision);
       // A node not seen before, still in the bucket, so written within its TTL: counted from now, as a record that just
       // arrived (its age by the hub's clock cannot be set against this node's). One seen before keeps its time.
       this.#times.seenNow(entry.key);
@@ -292,8 +296,10 @@ export class NodeDirectory {
 
   async #watch(kv: KV): Promise<void> {
     // Marked before the watch is asked for: a look that starts while it is on its way (a slow hub; the looks do not
-    // wait for each other) started a second watch, a consumer more at the hub, each time.
+    // wait for each other) started a second watch, a consumer more at the hub, each time. Revisions likewise: a lookup
+    // answered while it is on its way may be newer than the records it starts with.
     this.#watching = true;
+    this.#times.startOver();
     const asked = this.#watchGeneration;
     let iterator: Awaited<ReturnType<KV["watch"]>>;
     try {
@@ -308,11 +314,8 @@ export class NodeDirectory {
       /** The records the bucket held when the watch began, taken together once the last has come. */
       let initial: KvWatchEntry[] = [];
       const takeInitial = () => {
-        // Their ages by the bucket's timestamps (one clock, the hub's), from the newest: this node's own put, made
-        // just before the watch began, so that newest is now.
-        const newest = Math.max(...initial.map((entry) => entry.created.getTime()));
-        const now = this.#options.clock.monotonic();
-        for (const entry of initial) this.#entry(entry, now - Math.max(0, newest - entry.created.getTime()));
+        const writtenAt = this.#times.initialWrites(initial.map((entry) => entry.created));
+        initial.forEach((entry, index) => this.#entry(entry, writtenAt[index]));
         initial = [];
       };
       try {
@@ -339,6 +342,8 @@ export class NodeDirectory {
   /** One entry of the bucket, written at `writtenAt` on this node's clock. */
   #entry(entry: KvWatchEntry, writtenAt: number): void {
     if (entry.key === this.#options.node) return this.#ownEntry(entry);
+    if (this.#times.isOlder(entry.key, entry.revision)) return;
+    this.#times.used(entry.key, entry.revision);
     if (entry.operation !== "PUT") {
       this.#records.delete(entry.key);
       this.#times.forget(entry.key);
