@@ -96,6 +96,11 @@ export function decodeNodeRecord(bytes: Uint8Array): NodeRecord {
   return nodeRecordSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
 }
 
+/** A record without its time (`at`), as a string: what tells a changed record from one kept alive. */
+export function recordContent({ at: _at, ...content }: NodeRecord): string {
+  return JSON.stringify(content);
+}
+
 /**
  * The `mesh-nodes` bucket as the hubs keep it: a KV bucket whose stream refuses
  * roll-up headers. Every node may write its own key, and on nats-server 2.9.10 a

@@ -10,7 +10,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { NodeRecord } from "../../bus/node-record.ts";
+import type { NatType, NodeRecord } from "../../bus/node-record.ts";
 import { Kvm } from "@nats-io/kv";
 import { jetstream } from "@nats-io/jetstream";
 import { hubDomain } from "../../bus/subjects.ts";
@@ -30,7 +30,10 @@ interface Member {
   looks: number;
   /** Records of other nodes that arrived, by node. */
   arrivals: Map<string, number>;
+  /** The NAT in each record of another node that arrived, by node, in order. */
+  nats: Map<string, NatType[]>;
   observed: { host: string; port: number }[];
+  nat: NatType;
 }
 
 describe("node directory", () => {
@@ -48,16 +51,19 @@ describe("node directory", () => {
   });
 
   /** A node on leaf `leaf` (edge-a or edge-b); names differ per test, as the bucket outlives each. */
-  async function member(node: string, leaf: string, clock: ManualClock, random = () => 0): Promise<Member> {
+  async function member(node: string, leaf: string, clock: ManualClock, random = () => 0, options: { nat?: NatType; requestTimeoutMs?: number } = {}): Promise<Member> {
     const nats = await fabric.connect(leaf);
-    const self: Member = { directory: undefined as unknown as NodeDirectory, looks: 0, arrivals: new Map(), observed: [{ host: "203.0.113.7", port: 40_001 }] };
+    const self: Member = { directory: undefined as unknown as NodeDirectory, looks: 0, arrivals: new Map(), nats: new Map(), observed: [{ host: "203.0.113.7", port: 40_001 }], nat: options.nat ?? "port-restricted" };
     const record = (): NodeRecord => ({
-      node, peerId: `12D3KooW${node}`, listen: ["/ip4/198.18.0.1/tcp/4101"], observed: self.observed, nat: "port-restricted",
+      node, peerId: `12D3KooW${node}`, listen: ["/ip4/198.18.0.1/tcp/4101"], observed: self.observed, nat: self.nat,
       relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString(),
     });
     self.directory = new NodeDirectory({
-      nats, node, log: silentLogger(), clock, record, refreshMs, keepaliveMs, ttlMs, random,
-      onRecord: (arrived) => self.arrivals.set(arrived.node, (self.arrivals.get(arrived.node) ?? 0) + 1),
+      nats, node, log: silentLogger(), clock, record, refreshMs, keepaliveMs, ttlMs, random, requestTimeoutMs: options.requestTimeoutMs,
+      onRecord: (arrived) => {
+        self.arrivals.set(arrived.node, (self.arrivals.get(arrived.node) ?? 0) + 1);
+        self.nats.set(arrived.node, [...(self.nats.get(arrived.node) ?? []), arrived.nat]);
+      },
       onAlive: () => void self.looks++,
     });
     members.push(self);
@@ -109,6 +115,51 @@ describe("node directory", () => {
     expect(a.directory.puts).toBe(2);
   });
 
+  it("never puts an older record over a newer one: a put answered too late is sent again as the record is now, not as it was", async () => {
+    // The bucket exists (the hubs make it), so this node never made it: a put that times out is followed by making it and a put again.
+    await new Kvm(await fabric.connect("hub-1")).create("mesh-nodes", { history: 1, ttl: ttlMs });
+    // The peer on a clock of its own: only the node's looks are stepped once the hub stops.
+    const peerClock = new ManualClock(Date.now());
+    const peer = await member("p10", "edge-b", peerClock);
+    const clock = new ManualClock(Date.now());
+    const node = await member("n10", "edge-a", clock, () => 0, { nat: "unknown", requestTimeoutMs: 1_000 });
+    // A first look may fail on a fabric just started (this test run alone): another look of both until each is through.
+    await eventually(() => {
+      if (node.directory.puts > 0 && peer.directory.get("n10")) return true;
+      for (const each of [clock, peerClock]) each.advance(refreshMs);
+      return false;
+    }, 10_000, "the peer to hold the node's record");
+    // What the node sends towards the hub, seen on its leaf.
+    const leaf = await fabric.connect("edge-a");
+    const sent: { subject: string; data: string }[] = [];
+    const watching = leaf.subscribe("$JS.hub.API.>", { callback: (_error, message) => void sent.push({ subject: message.subject, data: message.string() }) });
+    await leaf.flush();
+    const hub = fabric.hubs[0].server.pid!;
+    // A hub too busy to answer for a second (short of its leaf links' pings giving up).
+    process.kill(hub, "SIGSTOP");
+    try {
+      // The keep-alive falls due (random 0: at 3/4 of keepaliveMs), NAT still unknown: no answer within the put's time.
+      clock.advance(keepaliveMs * 0.75);
+      await eventually(() => sent.some((message) => /\.STREAM\.INFO\./.test(message.subject)), 10_000, "the node's put to time out, and the node to look for the bucket");
+      // Its NAT was measured meanwhile: the next look puts the record with it, behind the first.
+      node.nat = "full-cone";
+      clock.advance(refreshMs);
+      await eventually(() => sent.some((message) => message.data.includes('"full-cone"')), 10_000, "the record with the NAT to go out");
+    } finally {
+      process.kill(hub, "SIGCONT");
+      watching.unsubscribe();
+    }
+    // The hub answers in order: the unanswered put, the bucket's info, the record with the NAT; then the node's put again.
+    await eventually(() => node.directory.puts >= 3, 10_000, "the node's puts to be answered");
+    const stored = await (await new Kvm(await fabric.connect("hub-1")).open("mesh-nodes")).get("n10");
+    const last = JSON.parse(stored!.string()) as NodeRecord;
+    await eventually(() => peer.directory.get("n10")?.at === last.at, 10_000, "the peer to hold the node's last record");
+    // The node's last record keeps the NAT it knows, and the peer's view never went back to one from before it.
+    expect(last.nat).toBe("full-cone");
+    const seen = peer.nats.get("n10")!;
+    expect(seen.slice(seen.indexOf("full-cone"))).not.toContain("unknown");
+  }, 30_000);
+
   it("judges a peer's record fresh by when it arrived, not by the time written in it on the peer's clock", async () => {
     const clock = new ManualClock(Date.now());
     // Edge boxes without an RTC or NTP: one 10 minutes slow, one 10 minutes fast.
@@ -158,7 +209,7 @@ describe("node directory", () => {
       onRecord: (record) => void (record.node === "a8" && arrivals.push(record.node)),
       onAlive: () => void looks++,
     });
-    members.push({ directory, looks: 0, arrivals: new Map(), observed: [] });
+    members.push({ directory, looks: 0, arrivals: new Map(), nats: new Map(), observed: [], nat: "unknown" });
     directory.start();
     // Four more looks before the first has its watch: each found none yet, and asked for one of its own.
     for (let index = 0; index < 4; index++) clock.advance(refreshMs);
@@ -204,7 +255,7 @@ describe("node directory", () => {
       // This test's nodes only: the bucket still holds the other tests' records.
       onAlive: (records) => void alive.push(records.map((record) => record.node).filter((node) => node.endsWith("3")).sort()),
     });
-    members.push({ directory: watcher, looks: 0, arrivals: new Map(), observed: [] });
+    members.push({ directory: watcher, looks: 0, arrivals: new Map(), nats: new Map(), observed: [], nat: "unknown" });
     watcher.start();
     await eventually(() => watcher.get("b3") !== undefined, 10_000, "C to hold B's record");
     const firstLooks = alive.length;

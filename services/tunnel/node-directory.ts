@@ -13,6 +13,13 @@
  * While the hub is away the cache keeps what it knew (LAN peers are still found
  * by mDNS) and the directory keeps retrying in the background.
  *
+ * A peer's record never goes back to an older one: revisions of the one stream are compared
+ * (a lookup's get against the watch), and a put sent again reads the record anew.
+ *
+ * Why this file is long: this node's puts, its own key seen in the watch, and the watch and
+ * lookups of its peers' records share the one bucket's revisions; the parts that stand alone
+ * (record-times.ts, node-identity.ts) are apart already.
+ *
  * ```ts
  * const directory = new NodeDirectory({ nats, node: "edge-a", log, clock, record: () => ownRecord() });
  * directory.start();
@@ -23,7 +30,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
-import { nodeRecordKeepaliveMs, nodeRecordRefreshMs, nodeRecordTtlMs, type NodeRecord } from "../../bus/node-record.ts";
+import { nodeRecordKeepaliveMs, nodeRecordRefreshMs, nodeRecordTtlMs, recordContent, type NodeRecord } from "../../bus/node-record.ts";
 import type { Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -55,6 +62,8 @@ export interface NodeDirectoryOptions {
   identity?: NodeIdentity;
   /** With an identity: a record signed by a revoked certificate is not used (peer-trust.ts). */
   trust?: PeerTrust;
+  /** @default 5_000 (nats.js's) — how long a put, or the bucket's making, waits for the hub's answer. */
+  requestTimeoutMs?: number;
 }
 
 export class NodeDirectory {
@@ -98,6 +107,7 @@ export class NodeDirectory {
       keepaliveMs: options.keepaliveMs ?? nodeRecordKeepaliveMs,
       ttlMs: options.ttlMs ?? nodeRecordTtlMs,
       random: options.random ?? Math.random,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
     };
     this.#times = new RecordTimes(options.clock);
   }
@@ -173,6 +183,9 @@ export class NodeDirectory {
     try {
       const entry = await kv.get(node);
       if (!entry || entry.operation !== "PUT" || entry.length === 0) return undefined;
+      // The watch brought a newer record while the get was under way. (An older one used, if none is fresh: the stream made again.)
+      if (this.#times.isOlder(node, entry.revision) && this.get(node)) return this.get(node);
+      this.#times.used(node, entry.revision);
       // A node not seen before, still in the bucket, so written within its TTL: counted from now, as a record that just
       // arrived (its age by the hub's clock cannot be set against this node's). One seen before keeps its time.
       this.#times.seenNow(entry.key);
@@ -227,17 +240,14 @@ export class NodeDirectory {
     if (this.#stopped) return;
     try {
       // checkAPI false: no `$JS.hub.API.INFO`, which a node's credentials may not publish (trust/claims.ts).
-      const kvm = new Kvm(jetstream(this.#options.nats, { domain: hubDomain, checkAPI: false }));
+      const kvm = new Kvm(jetstream(this.#options.nats, { domain: hubDomain, checkAPI: false, timeout: this.#options.requestTimeoutMs }));
       // The hub creates the bucket (roles/hub.ts); bind to it, which sends nothing.
       this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
-      const { at: _at, ...content } = record;
-      const unchanged = JSON.stringify(content);
-      if (this.#ownReplaced || unchanged !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepaliveDue) {
+      if (this.#ownReplaced || recordContent(record) !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepaliveDue) {
         // Cleared before the put: another writer's value seen while it is under way is put over at the next look.
         this.#ownReplaced = false;
-        await this.#put(kvm, record);
-        this.#lastPut = unchanged;
+        this.#lastPut = recordContent(await this.#put(kvm, record));
         this.#keepaliveDue = this.#options.clock.monotonic() + this.#options.keepaliveMs * (0.75 + 0.25 * this.#options.random());
       }
       if (!this.#watching) await this.#watch(this.#kv);
@@ -257,31 +267,39 @@ export class NodeDirectory {
     if (!this.#stopped) this.#options.onAlive?.(this.all());
   }
 
-  async #put(kvm: Kvm, record: NodeRecord): Promise<void> {
-    const kv = this.#kv!;
-    const value = Buffer.from(encodeDirectoryValue(record, this.#options.identity));
-    // Set before the put: the watch may hand the value back before the put's answer arrives.
-    this.#lastPutValue = value;
+  /** Puts `record`, or, when the bucket had to be made first, the record as it is then; returns the record put. */
+  async #put(kvm: Kvm, record: NodeRecord): Promise<NodeRecord> {
     try {
-      this.#ownRevision = await kv.put(this.#options.node, value);
-      this.#putAt(this.#ownRevision);
+      this.#ownRevision = await this.#kv!.put(this.#options.node, this.#encode(record));
     } catch (error) {
       // A plain nats-server hub (the tunnel lab) has no bucket yet: create it once, where the credentials allow.
       if (this.#triedCreate) throw error;
       // Marked only once the create went through: a hub still starting (or away) is retried at the next refresh.
       this.#kv = await kvm.create(buckets.nodes, { history: 1, ttl: this.#options.ttlMs });
       this.#triedCreate = true;
-      this.#ownRevision = await this.#kv.put(this.#options.node, value);
-      // The bucket was made here: after a hub that lost its store, this put is the new stream's first, below what the watch saw.
-      this.#putAt(this.#ownRevision);
+      // Read again: a put that timed out (a busy hub, a leaf link cut) comes here seconds later, after later looks put newer
+      // records; its own, put again, landed over them (a peer's NAT read "unknown" after "full-cone" until the next put).
+      record = this.#options.record();
+      this.#ownRevision = await this.#kv.put(this.#options.node, this.#encode(record));
     }
+    // After a create here, and a hub that lost its store: the new stream's first put, below what the watch saw.
+    this.#putAt(this.#ownRevision);
     this.#puts++;
+    return record;
+  }
+
+  /** A record's value, kept as the last put: the watch may hand it back before the put's answer arrives. */
+  #encode(record: NodeRecord): Buffer {
+    this.#lastPutValue = Buffer.from(encodeDirectoryValue(record, this.#options.identity));
+    return this.#lastPutValue;
   }
 
   async #watch(kv: KV): Promise<void> {
     // Marked before the watch is asked for: a look that starts while it is on its way (a slow hub; the looks do not
-    // wait for each other) started a second watch, a consumer more at the hub, each time.
+    // wait for each other) started a second watch, a consumer more at the hub, each time. Revisions likewise: a lookup
+    // answered while it is on its way may be newer than the records it starts with.
     this.#watching = true;
+    this.#times.startOver();
     const asked = this.#watchGeneration;
     let iterator: Awaited<ReturnType<KV["watch"]>>;
     try {
@@ -296,11 +314,8 @@ export class NodeDirectory {
       /** The records the bucket held when the watch began, taken together once the last has come. */
       let initial: KvWatchEntry[] = [];
       const takeInitial = () => {
-        // Their ages by the bucket's timestamps (one clock, the hub's), from the newest: this node's own put, made
-        // just before the watch began, so that newest is now.
-        const newest = Math.max(...initial.map((entry) => entry.created.getTime()));
-        const now = this.#options.clock.monotonic();
-        for (const entry of initial) this.#entry(entry, now - Math.max(0, newest - entry.created.getTime()));
+        const writtenAt = this.#times.initialWrites(initial.map((entry) => entry.created));
+        initial.forEach((entry, index) => this.#entry(entry, writtenAt[index]));
         initial = [];
       };
       try {
@@ -327,6 +342,8 @@ export class NodeDirectory {
   /** One entry of the bucket, written at `writtenAt` on this node's clock. */
   #entry(entry: KvWatchEntry, writtenAt: number): void {
     if (entry.key === this.#options.node) return this.#ownEntry(entry);
+    if (this.#times.isOlder(entry.key, entry.revision)) return;
+    this.#times.used(entry.key, entry.revision);
     if (entry.operation !== "PUT") {
       this.#records.delete(entry.key);
       this.#times.forget(entry.key);

@@ -13,6 +13,7 @@
  * times.wrote("edge-b", "12 1733500000000", clock.monotonic());   // true: a new write
  * times.ageMs("edge-b");                                        // ms since it was written
  * times.peerClock("edge-b", record.at);                          // then clockOffsetOf("edge-b")
+ * times.isOlder("edge-b", 11);                                   // true once revision 12 was used: 11 is not
  * ```
  */
 import type { Clock } from "../../lib/clock.ts";
@@ -25,6 +26,8 @@ export class RecordTimes {
   readonly #writes = new Map<string, string>();
   /** This node's wall clock less each peer's. */
   readonly #offsets = new Map<string, number>();
+  /** The revision of each peer's key last used (a put or a delete; kept past a delete), in the stream watched now. */
+  readonly #revisions = new Map<string, number>();
 
   constructor(clock: Clock) {
     this.#clock = clock;
@@ -36,6 +39,16 @@ export class RecordTimes {
     this.#writes.set(node, write);
     this.#writtenAt.set(node, writtenAt);
     return true;
+  }
+
+  /**
+   * When the records a watch began with were written (monotonic), from their bucket timestamps (one clock, the hub's)
+   * counted back from the newest: this node's own put, made just before the watch began, so written now.
+   */
+  initialWrites(created: Date[]): number[] {
+    const newest = Math.max(...created.map((date) => date.getTime()));
+    const now = this.#clock.monotonic();
+    return created.map((date) => now - Math.max(0, newest - date.getTime()));
   }
 
   /** A record read outside the watch (a direct get): counted from now if the node was never seen. */
@@ -62,6 +75,24 @@ export class RecordTimes {
     return this.#offsets.get(node);
   }
 
+  /**
+   * Whether revision `revision` of `node`'s key is older than the one used last: one stream numbers them, so it is an
+   * older record (a get answered after the watch brought a newer one, a watch's first records after that get).
+   */
+  isOlder(node: string, revision: number): boolean {
+    return revision < (this.#revisions.get(node) ?? 0);
+  }
+
+  used(node: string, revision: number): void {
+    this.#revisions.set(node, revision);
+  }
+
+  /** A watch begins: it brings each key as the bucket holds it, in a stream that may have been made again (numbered anew). */
+  startOver(): void {
+    this.#revisions.clear();
+  }
+
+  /** Drops a peer's times; its revision stays, so that a put older than the delete is not used. */
   forget(node: string): void {
     this.#writtenAt.delete(node);
     this.#writes.delete(node);
