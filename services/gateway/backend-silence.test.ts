@@ -2,7 +2,8 @@
  * HTTP/2 backends that go quiet, behind routes with a 200 ms timeout, one gateway with the SETTINGS wait at its
  * default (10 s) and a 300 ms PING wait: an endpoint that accepts and never sends SETTINGS, and one whose path
  * goes silent under an open session (a relay on loopback that stops carrying bytes both ways, as a cut cable or a
- * node without power leaves a connection: no FIN, no RST).
+ * node without power leaves a connection: no FIN, no RST). And a session of its own to the silent endpoint, whose
+ * idle time (300 ms) comes before its SETTINGS wait (60 s).
  */
 import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Stream } from "node:http2";
 import { connect as connectTcp, createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
@@ -11,6 +12,7 @@ import { silentLogger } from "../../lib/log.ts";
 import { catalogFeed, prefixRoutes } from "../../test/support/gateway-fixture.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
+import { Http2Sessions } from "./upstream-h2.ts";
 
 describe("HTTP/2 backends that go quiet", () => {
   const sockets = new Set<Socket>();
@@ -19,6 +21,7 @@ describe("HTTP/2 backends that go quiet", () => {
   const frozen = new Set<Socket>();
   let gateway: GatewayActor;
   let gatewayPort = 0;
+  let silentPort = 0;
 
   const listen = async (server: TcpServer | Http2Server, host = "127.0.0.1") => {
     servers.push(server);
@@ -28,7 +31,7 @@ describe("HTTP/2 backends that go quiet", () => {
 
   beforeAll(async () => {
     // Accepts, and never says a word (127.0.0.2; 127.0.0.1 on the same port refuses).
-    const silentPort = await listen(createTcpServer((socket) => (sockets.add(socket), socket.on("error", () => undefined))), "127.0.0.2");
+    silentPort = await listen(createTcpServer((socket) => (sockets.add(socket), socket.on("error", () => undefined))), "127.0.0.2");
     const backend = createHttp2Server();
     backend.on("stream", (stream: ServerHttp2Stream) => {
       stream.on("error", () => undefined);
@@ -87,5 +90,18 @@ describe("HTTP/2 backends that go quiet", () => {
     expect(statuses.at(-1), JSON.stringify(statuses)).toBe(200);
     expect(statuses[0]).toBe(504);
     expect(gateway.stats().counters["http2 backend session silent"]).toBe(1);
+  });
+
+  it("ends at its idle time a session never ready, when the SETTINGS wait is longer (closed gracefully, it waited for the backend)", async () => {
+    const counts: string[] = [];
+    const sessions = new Http2Sessions((reason) => counts.push(reason), 300);
+    const socket = connectTcp(silentPort, "127.0.0.2");
+    await new Promise((resolve) => socket.once("connect", resolve));
+    const entry = sessions.add(`127.0.0.2:${silentPort}`, socket, 60_000);
+    const outcome = await Promise.race([entry.ready.then(() => "ready", (error: Error) => error.message), new Promise((resolve) => setTimeout(resolve, 3_000, "still waiting after 3 s"))]);
+    expect(outcome).toMatch(/no HTTP\/2 SETTINGS from 127\.0\.0\.2:\d+ within 300 ms \(the session's idle time\)/);
+    expect(socket.destroyed).toBe(true);
+    expect(sessions.size).toBe(0);
+    expect(counts).toEqual(["http2 backend session error"]);
   });
 });

@@ -27,6 +27,7 @@ import { routeHttp, WeightedChoice } from "./router.ts";
 import { forwardUpgrade, type UpgradeContext } from "./http-upgrade.ts";
 import { NoUpstreamError, type BackendPools, type Http2Upstream, type HttpUpstream } from "./upstream.ts";
 import { exchangeHttp2 } from "./http2-exchange.ts";
+import { passTrailers } from "./http-trailers.ts";
 import { connectionNamed, cutResponse, describeRequest, endToEnd, hasBody, hopByHop, rawConnection, RequestAbort, retriable, setByGateway, type AccessEntry, type ExchangeOutcome, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
 
 export { retriable, type AccessEntry, type GatewayRequest, type GatewayResponse } from "./http-message.ts";
@@ -313,13 +314,15 @@ export class HttpForwarder {
           if (held) writeHeld();
           held = chunk;
         },
-        onEnd: (extra) => {
+        onEnd: (extra, trailers) => {
           // The backend is done with this request: its connection waits for the next one, unless it cannot.
           const reusable = keepAlive && extra === 0 && requestSent && !stream.destroyed;
           settle({ kind: "answered", status });
           if (extra > 0) this.#options.count("http backend sent bytes after its answer");
           if (reusable) this.#options.pools.park(connection);
           else if (!stream.destroyed) stream.destroy();
+          // A chunked answer's trailer section: to a client that reads trailers; the parser used to drop it.
+          if (trailers) passTrailers(request, response, trailers, this.#options.count);
           const last = held;
           held = undefined;
           if (last) (response as ServerResponse).end(last);

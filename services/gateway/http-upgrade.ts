@@ -1,13 +1,16 @@
 /**
  * WebSocket upgrades through the gateway, from HTTP/1.1 clients on plain and
- * TLS-terminated listeners. The upgrade request is routed as any request is
+ * TLS-terminated listeners, and from HTTP/2 clients by extended CONNECT (RFC
+ * 8441: the listeners announce SETTINGS_ENABLE_CONNECT_PROTOCOL, and browsers
+ * then open WebSockets on their HTTP/2 connection; upgrade-clients.ts tells
+ * the two kinds of client apart). The upgrade request is routed as any request is
  * (host, path, method, headers; the rule's weights, the backend's balancer, an
  * endpoint here or through the tunnel) and sent to the endpoint on a connection
  * of its own, with its Upgrade. A 101 from the backend joins the client and the
  * backend both ways (lib/join-streams.ts) for as long as both hold it. A cut on
  * either side reaches the other as a cut: a WebSocket client sees close code
  * 1006, never a clean close that nobody sent. Any other answer (403, 426) goes
- * back as the backend gave it, and the client's connection closes after it.
+ * back as the backend gave it, and the client's connection (or stream) ends after it.
  *
  * Istio's gateways and Gateway API implementations (Envoy's `upgrade_configs`)
  * pass WebSocket upgrades by default. Node-RED's editor, Grafana's live panels
@@ -17,16 +20,16 @@
  * The rule's timeout bounds the wait for the backend's answer, not the upgraded
  * connection. That ends when a side ends it, or after the listener's idle
  * timeout, as a TCP route's connection does. One access-log line per upgrade,
- * written when it ends, with status 101 and the whole duration.
+ * written when it ends, with status 101 (200 for HTTP/2) and the whole duration.
  */
+import type { ServerHttp2Stream } from "node:http2";
 import type { Duplex } from "node:stream";
-import type { Socket } from "node:net";
-import { http } from "../../lib/node-http.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
-import { requestHead, ResponseParser, type ResponseHead } from "./http1-codec.ts";
-import { connectionNamed, describeRequest, endToEnd, hopByHop, rawConnection, setByGateway, type AccessEntry, type GatewayRequest } from "./http-message.ts";
+import { requestHead, ResponseParser } from "./http1-codec.ts";
+import { connectionNamed, describeRequest, endToEnd, setByGateway, type AccessEntry, type GatewayRequest } from "./http-message.ts";
+import { http1UpgradeClient, http2UpgradeClient } from "./upgrade-clients.ts";
 import type { HttpContext } from "./http-proxy.ts";
 import { routeHttp, type WeightedChoice } from "./router.ts";
 import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
@@ -51,36 +54,19 @@ export interface UpgradeContext extends HttpContext {
 
 const noop = () => undefined;
 
-/** A whole answer of the gateway's own on a connection that closes after it. */
-function answerAndClose(client: Duplex, status: number, reason: string, extra = ""): void {
-  if (client.destroyed || !client.writable) return;
-  const body = `${reason}\n`;
-  client.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Error"}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`, "latin1");
-}
-
-/** The head of an answer passed back to the client: its end-to-end headers, then the gateway's own. */
-function answerHead(answer: ResponseHead, own: string): string {
-  const headers = endToEnd(answer.headers, hopByHop, connectionNamed(rawConnection(answer.headers)));
-  let head = `HTTP/1.1 ${answer.status} ${http.STATUS_CODES[answer.status] ?? ""}\r\n`;
-  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${head}${own}\r\n`;
-}
-
-/** The Upgrade header of an answer as the backend wrote it (what the client asked for, when it wrote none). */
-function upgradeOf(answer: ResponseHead, asked: string): string {
-  for (let i = 0; i < answer.headers.length; i += 2) if (answer.headers[i].toLowerCase() === "upgrade") return answer.headers[i + 1];
-  return asked;
-}
-
 /**
  * Routes a WebSocket upgrade, sends it to a backend of its rule, and joins the client with it on a 101. `client` is
- * the client's connection (a socket, or a terminated TLS socket) and `early` what it sent after the request's head.
+ * the client's connection (a socket, or a terminated TLS socket) and `early` what it sent after the request's head;
+ * or, for an HTTP/2 client's extended CONNECT (RFC 8441), its stream.
  */
 export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest, client: Duplex, early: Buffer, context: UpgradeContext): Promise<void> {
   const started = performance.now();
+  const side = request.httpVersionMajor === 2 ? http2UpgradeClient(client as ServerHttp2Stream) : http1UpgradeClient(client, String(request.headers.upgrade));
   client.on("error", noop);
   client.pause();
   const { view, entry, target } = describeRequest(request, context);
+  // An extended CONNECT is routed as the GET it stands for (RFC 8441 §4); its access-log line says CONNECT.
+  view.method = "GET";
   const finish = (status: number, reason?: string) => {
     entry.status = status;
     entry.durationMs = Math.round((performance.now() - started) * 10) / 10;
@@ -90,7 +76,7 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
   };
   const refuse = (status: number, reason: string) => {
     deps.count(`http ${reason}`);
-    answerAndClose(client, status, reason);
+    side.refuse(status, reason);
     finish(status, reason);
   };
   const decision = routeHttp(context.hosts, view);
@@ -99,7 +85,7 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
   // A WebSocket to a route that redirects to https: told where, as any request is (browsers follow for ws:// too).
   if (decision.kind === "redirect") {
     deps.count("http redirected to https");
-    answerAndClose(client, 301, "redirected to https", `location: https://${decision.host}${target}\r\n`);
+    side.refuse(301, "redirected to https", { location: `https://${decision.host}${target}` });
     return finish(301, "redirected to https");
   }
   const rule = decision.entry.rule;
@@ -144,9 +130,8 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
 
   const headers = endToEnd(request.rawHeaders, setByGateway, connectionNamed(request.headers.connection));
   const forwardedFor = request.headers["x-forwarded-for"];
-  const upgrade = String(request.headers.upgrade);
-  headers.push("host", entry.host, "x-forwarded-for", typeof forwardedFor === "string" ? `${forwardedFor}, ${entry.client}` : entry.client, "x-forwarded-proto", context.scheme, "connection", "upgrade", "upgrade", upgrade);
-  stream.write(requestHead(request.method ?? "GET", target, headers), "latin1");
+  headers.push("host", entry.host, "x-forwarded-for", typeof forwardedFor === "string" ? `${forwardedFor}, ${entry.client}` : entry.client, "x-forwarded-proto", context.scheme, ...side.backendHeaders);
+  stream.write(requestHead("GET", target, headers), "latin1");
   if (early.length > 0) stream.write(early);
 
   let settled = false;
@@ -169,7 +154,7 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
     if (client.destroyed) return finish(499, "client left");
     if (answered) {
       deps.count("http answer cut by backend");
-      resetStream(client, new LeafmeshError("PROXY_FAILED", reason));
+      side.cut(new LeafmeshError("PROXY_FAILED", reason));
       return finish(status, reason);
     }
     refuse(status, reason);
@@ -181,9 +166,13 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
     head: false,
     // Refused (403, 426, a redirect): passed back as it is, and the connection closes after it.
     onHead: (answer) => {
+      if (!side.passHead(answer)) {
+        deps.count("http backend answer malformed");
+        parser.stop();
+        return fail(502, `the backend's answer ${answer.status} cannot be passed on`);
+      }
       answered = true;
       entry.status = answer.status;
-      client.write(answerHead(answer, "connection: close\r\n"), "latin1");
     },
     onBody: (chunk) => {
       if (!client.write(chunk)) {
@@ -195,31 +184,32 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
       settle();
       upstream.release();
       stream.destroy();
-      client.end();
+      side.end();
       deps.count("http upgrade refused by backend");
       finish(entry.status);
     },
     onSwitch: (answer, rest) => {
+      const refused = side.switched(answer, rest);
+      if (refused) {
+        deps.count("http backend answer malformed");
+        return fail(502, refused);
+      }
       settle();
       deps.count("http upgraded");
-      client.write(answerHead(answer, `connection: upgrade\r\nupgrade: ${upgradeOf(answer, upgrade)}\r\n`), "latin1");
-      if (rest.length > 0) client.write(rest);
-      const join = joinStreams(client, stream, {
+      const join = joinStreams(side.joinable(), stream, {
         onClose: (outcome) => {
           context.joins?.delete(join);
           upstream.release();
           if (!outcome.complete) deps.count(`http upgraded connection cut by ${outcome.cutBy === "a" ? "client" : "backend"}`);
-          finish(101, outcome.complete ? undefined : outcome.error?.message);
+          finish(side.switchedStatus, outcome.complete ? undefined : outcome.error?.message);
         },
       });
       context.joins?.add(join);
       const idleMs = context.idleTimeoutMs ?? 3_600_000;
-      if (typeof (client as Socket).setTimeout === "function") {
-        (client as Socket).setTimeout(idleMs, () => {
-          deps.count("http upgraded connection idle timeout");
-          join.reset(new LeafmeshError("PROXY_FAILED", `idle for ${idleMs} ms`));
-        });
-      }
+      side.idle(idleMs, () => {
+        deps.count("http upgraded connection idle timeout");
+        join.reset(new LeafmeshError("PROXY_FAILED", `idle for ${idleMs} ms`));
+      });
       stream.resume();
       client.resume();
     },

@@ -56,8 +56,12 @@ export interface ResponseParserOptions {
   head: boolean;
   onHead(head: ResponseHead): void;
   onBody(chunk: Buffer): void;
-  /** The whole answer was read. Bytes after it (never sent by a backend in step) make `extra` non-zero. */
-  onEnd(extra: number): void;
+  /**
+   * The whole answer was read. Bytes after it (never sent by a backend in step) make `extra` non-zero. `trailers`: a
+   * chunked answer's trailer section (RFC 9112 §7.1.2) as [name, value, …] as received, when it had fields; a line
+   * without a colon comes as the name "" (not valid HTTP: whoever passes them on drops it).
+   */
+  onEnd(extra: number, trailers?: string[]): void;
   /**
    * The request asked for an upgrade (http-upgrade.ts): a 101 is then its answer, and what follows its head is no
    * longer HTTP but the new protocol's first bytes (`rest`). Without it a 101 is malformed: never asked for.
@@ -81,6 +85,9 @@ export class ResponseParser {
   #body: BodyMode = noBody;
   #chunkLeft = 0;
   #stopped = false;
+  /** The trailer section read so far, and its size (bounded as a head is). */
+  #trailers: string[] = [];
+  #trailerBytes = 0;
 
   constructor(options: ResponseParserOptions) {
     this.#options = options;
@@ -94,6 +101,8 @@ export class ResponseParser {
     this.#body = noBody;
     this.#chunkLeft = 0;
     this.#stopped = false;
+    this.#trailers = [];
+    this.#trailerBytes = 0;
   }
 
   /** Whether the whole answer was read. */
@@ -167,7 +176,7 @@ export class ResponseParser {
           if (this.#state === "chunk-end" && (buffer[0] !== 13 || (buffer.length > 1 && buffer[1] !== 10))) throw new HttpParseError("a chunk not followed by CRLF");
           const end = buffer.indexOf("\r\n");
           if (end < 0) {
-            if (buffer.length > maxChunkLineBytes) throw new HttpParseError("a chunk line too long");
+            if (buffer.length > (this.#state === "trailers" ? maxResponseHeadBytes : maxChunkLineBytes)) throw new HttpParseError(this.#state === "trailers" ? "a trailer line too long" : "a chunk line too long");
             this.#pending = buffer;
             return;
           }
@@ -178,8 +187,13 @@ export class ResponseParser {
             if (line !== "") throw new HttpParseError("a chunk not followed by CRLF");
             this.#state = "chunk-size";
           } else if (this.#state === "trailers") {
-            // Trailer fields are dropped (a proxy may, RFC 9110 §6.5.1); the empty line ends the message.
-            if (line === "") return this.#finish(chunk.length);
+            // The empty line ends the message; the fields before it go with its end, for the client (http-trailers.ts).
+            if (line === "") return this.#finish(chunk.length, this.#trailers.length > 0 ? this.#trailers : undefined);
+            this.#trailerBytes += end + 2;
+            if (this.#trailerBytes > maxResponseHeadBytes) throw new HttpParseError(`a trailer section longer than ${maxResponseHeadBytes} bytes`);
+            const colon = line.indexOf(":");
+            if (colon > 0) this.#trailers.push(line.slice(0, colon), line.slice(colon + 1).trim());
+            else this.#trailers.push("", line);
           } else {
             const size = line.split(";", 1)[0].trim();
             if (!/^[0-9a-fA-F]{1,8}$/.test(size)) throw new HttpParseError(`a bad chunk size '${size.slice(0, 20)}'`);
@@ -200,9 +214,9 @@ export class ResponseParser {
     }
   }
 
-  #finish(extra: number): void {
+  #finish(extra: number, trailers?: string[]): void {
     this.#state = "done";
-    this.#options.onEnd(extra);
+    this.#options.onEnd(extra, trailers);
   }
 
   /** The 101 that switched protocols, for onSwitch. */

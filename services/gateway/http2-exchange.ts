@@ -2,7 +2,7 @@
  * One request to a backend that speaks HTTP/2 (upstream-h2.ts), from a client
  * of either HTTP version: a stream on the endpoint's session, the request's
  * body streamed with backpressure, the answer streamed back as it comes, and
- * its trailers (where gRPC puts grpc-status) passed on to an HTTP/2 client. A
+ * its trailers (where gRPC puts grpc-status) passed on (http-trailers.ts). A
  * stream the backend resets is a failure before its answer (retried when the
  * policy names resets) and a cut after it: the client's stream is reset, never
  * ended as if whole. The deadline and a client that leaves cancel the stream.
@@ -13,8 +13,8 @@ import { subscribe } from "node:diagnostics_channel";
 import { constants as http2, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import type { ServerResponse } from "node:http";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
-import { cutResponse, hopByHop, retriable, type ExchangeOutcome, type GatewayRequest, type GatewayResponse, type RequestAbort } from "./http-message.ts";
-import type { Http1Response } from "./http1-messages.ts";
+import { cutResponse, retriable, type ExchangeOutcome, type GatewayRequest, type GatewayResponse, type RequestAbort } from "./http-message.ts";
+import { passTrailers, readsTrailers } from "./http-trailers.ts";
 import type { Http2Upstream } from "./upstream.ts";
 
 /** Request headers of the HTTP/1.1 form that HTTP/2 has no place for (RFC 9113 §8.2.2), or carries as a pseudo-header. */
@@ -70,30 +70,6 @@ function requestHeaders(exchange: Http2Exchange): OutgoingHttpHeaders {
   // The only TE HTTP/2 allows, and the one gRPC servers look for (a client's promise to read trailers).
   if (readsTrailers(exchange.request)) headers.te = "trailers";
   return headers;
-}
-
-/** Whether the client said it reads trailers (`TE: trailers`, RFC 9110 §10.1.4). */
-function readsTrailers(request: GatewayRequest): boolean {
-  const te = request.headers.te;
-  return typeof te === "string" && /(?:^|,)\s*trailers\s*(?:,|$)/i.test(te);
-}
-
-/**
- * The backend's trailers (gRPC's grpc-status) to a client that reads them: an HTTP/2 client, or an HTTP/1.1 one that
- * sent `TE: trailers`, in the chunked answer's last chunk (RFC 9112 §7.1.2). They were given to HTTP/2 clients only.
- * Fields that frame or route a message have no place in trailers (RFC 9110 §6.5.1); pseudo-headers neither.
- */
-function passTrailers(exchange: Http2Exchange, trailers: IncomingHttpHeaders): void {
-  const { request, count } = exchange;
-  if (request.httpVersionMajor !== 2 && !readsTrailers(request)) return;
-  const fields: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(trailers)) if (value !== undefined && name.charCodeAt(0) !== 58 && !hopByHop.has(name) && name !== "content-length") fields[name] = value;
-  try {
-    // Node's responses take them as given (an HTTP/1.1 answer over TLS drops them unless chunked); the front end's says when it cannot carry them.
-    if ((exchange.response as Http1Response).addTrailers(fields) === false) count("http trailers dropped: the answer is not chunked");
-  } catch {
-    count("http backend trailers not valid HTTP");
-  }
 }
 
 /** An HTTP/2 header block as a raw list for the client's answer, without pseudo-headers. */
@@ -201,7 +177,7 @@ export function exchangeHttp2(exchange: Http2Exchange): Promise<ExchangeOutcome>
       // included: then the answer is a cut, or no answer at all, never an end ('close' says which).
       if (settled || !answered || stream.rstCode !== http2.NGHTTP2_NO_ERROR || closedUnfinished.has(stream)) return;
       settle({ kind: "answered", status });
-      if (trailers) passTrailers(exchange, trailers);
+      if (trailers) passTrailers(request, exchange.response, rawList(trailers), count);
       response.end();
     });
     stream.on("close", () => {

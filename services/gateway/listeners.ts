@@ -124,7 +124,13 @@ export class GatewayPortListener {
     // of ours, a socket quiet for other reasons is left to Node's own deadlines (headers, request, keep-alive).
     const stallMs = deps.answerStallMs ?? answerStallMs;
     this.#http1.setTimeout(stallMs, (socket: Socket) => cutIfStalled(socket, stallMs, deps.count));
-    this.#http2 = createHttp2Server(onRequest);
+    // RFC 8441: WebSockets over HTTP/2 (extended CONNECT, `:protocol: websocket`), joined as HTTP/1.1 upgrades are.
+    this.#http2 = createHttp2Server({ settings: { enableConnectProtocol: true } }, onRequest);
+    this.#http2.on("connect", (request: Http2ServerRequest, response: Http2ServerResponse) => {
+      const context = request.headers[":protocol"] === "websocket" && !request.stream.destroyed && this.#contexts.get(request.stream.session as ServerHttp2Session);
+      if (!context) return onRequest(request, response); // any other CONNECT is the forwarder's to refuse (405)
+      deps.forwarder.upgrade(request, request.stream, Buffer.alloc(0), this.#upgradeContext(context));
+    });
     this.#http2.on("session", (session) => {
       if (this.#pendingContext) this.#contexts.set(session, this.#pendingContext);
       // Counted here only: the server's 'sessionError' is this same error again (each was counted twice).

@@ -86,7 +86,7 @@ export class Http2Sessions {
 
   /**
    * `idleMs` (@default 15_000): a session without traffic this long is closed gracefully (its open streams finish
-   * first). `pingTimeoutMs` (@default 5_000 — a PING comes back in milliseconds on any working path, relayed ones
+   * first); one never ready (no SETTINGS yet) is ended at once, its ready rejected as by the SETTINGS wait. `pingTimeoutMs` (@default 5_000 — a PING comes back in milliseconds on any working path, relayed ones
    * included; 5 s rides out a busy backend): how long a session asked whether it lives (check) has to answer.
    */
   constructor(count: (reason: string) => void, idleMs = 15_000, pingTimeoutMs = 5_000) {
@@ -159,16 +159,19 @@ export class Http2Sessions {
     session.on("goaway", forget);
     // An endpoint no longer used (removed from the catalog, or its traffic gone) is not held for ever: as the
     // HTTP/1.1 idle pool's connections, closed when quiet; close() lets a quiet long-lived stream finish first.
+    let isReady = false;
     session.setTimeout(this.#idleMs, () => {
       forget();
-      session.close();
+      if (isReady) return void session.close();
+      // Never ready (no SETTINGS from the backend, when the SETTINGS wait is set longer than the idle time): closed
+      // gracefully, Node would end it only once the backend closed its side, holding the requests waiting for it.
+      session.destroy(new Error(`no HTTP/2 SETTINGS from ${endpoint} within ${this.#idleMs} ms (the session's idle time)`));
     });
     session.on("close", forget);
     session.on("error", () => {
       this.#count("http2 backend session error");
       forget();
     });
-    let isReady = false;
     let abandoned: AbandonReason | undefined;
     const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
       const failed = (error?: Error) => reject(abandoned ? new Http2SessionAbandoned(endpoint, abandoned) : (error ?? new Error(`the HTTP/2 session to ${endpoint} closed before it was ready`)));

@@ -11,9 +11,8 @@
  * so it is installed wherever leafmesh is); the clients are Node's own
  * WebSocket (undici's, as in browsers) and `ws` for wss:// with a test CA.
  */
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { connect } from "node:net";
-import type { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
@@ -23,7 +22,7 @@ import { eventually, freePort } from "../../test/support/ports.ts";
 import { normalizeObject } from "../controller/normalize.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
 import type { AccessEntry } from "./http-message.ts";
-import { ws, type WsSocket } from "../../test/support/ws.ts";
+import { echoWebSocketBackend, ws, type EchoSession, type WsSocket } from "../../test/support/ws.ts";
 
 
 const certificate = selfSignedCertificate(["live.example.com"]);
@@ -93,28 +92,10 @@ describe.each(["istio", "gateway-api"] as const)("WebSocket through the gateway 
   const ports = { http: 0, https: 0 };
   const access: AccessEntry[] = [];
   /** The backend's side of each session, to cut it or read what it saw. */
-  const sessions: { socket: WsSocket; path: string; headers: Record<string, string | string[] | undefined> }[] = [];
-  const backendClosed: number[] = [];
+  const sessions: EchoSession[] = [];
 
   beforeAll(async () => {
-    const server = new ws.WebSocketServer({ noServer: true });
-    backend = createServer((_request, response) => response.end("plain\n"));
-    backend.on("upgrade", (request, socket: Duplex, head: Buffer) => {
-      socket.on("error", () => undefined);
-      if (request.url === "/ws/refused") return void socket.end("HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nno, not\n");
-      server.handleUpgrade(request, socket, head, (session) => {
-        sessions.push({ socket: session, path: request.url ?? "", headers: request.headers });
-        session.on("error", () => undefined);
-        session.on("close", (code) => backendClosed.push(code));
-        session.on("message", (data) => {
-          const text = data.toString();
-          // A backend that dies mid-session: its TCP connection reset, no close frame.
-          if (text === "die") return void session._socket.resetAndDestroy();
-          session.send(`echo ${text}`);
-        });
-        session.send("hello");
-      });
-    });
+    backend = echoWebSocketBackend(sessions);
     await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
     ports.http = await freePort();
     ports.https = await freePort();
@@ -217,13 +198,12 @@ describe.each(["istio", "gateway-api"] as const)("WebSocket through the gateway 
     expect(await dying.closed).toBe(1006);
     await eventually(() => expect(gateway.stats().counters["http upgraded connection cut by backend"]).toBeGreaterThan(0));
 
-    const before = backendClosed.length;
+    const before = sessions.length;
     const leaving = new ws.WebSocket(`ws://127.0.0.1:${ports.http}/ws/leave`, { headers: { host: "live.example.com" } });
     const session = await open("ws", leaving);
     await eventually(() => expect(session.messages).toEqual(["hello"]));
     leaving._socket.resetAndDestroy();
     // The backend hears of it (1006: no close frame came) rather than holding the session.
-    await eventually(() => expect(backendClosed.length).toBeGreaterThan(before));
-    expect(backendClosed.at(-1)).toBe(1006);
+    await eventually(() => expect(sessions[before]?.closed).toBe(1006));
   });
 });
