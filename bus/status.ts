@@ -36,8 +36,27 @@ export interface NodeStatus {
   upstreamProblem?: string;
   /** Relay choice on an agent with several upstreams (roles/relay-choice.ts, docs/relay-choice.md). */
   relayChoice?: RelayChoiceStatus;
+  /** Through --hub-proxy: the proxy, and per upstream the loopback forwarder the leaf dials and the last refusal (nats/hub-proxy-forwarder.ts). */
+  hubProxy?: HubProxyStatus;
   /** Extra tables from actors (tunnel paths, DNS stats...). */
   extra?: Record<string, unknown>;
+}
+
+export interface HubProxyRoute {
+  /** The hub's leafnode URL as given. */
+  hub: string;
+  /** The loopback URL the leaf remote dials instead (same scheme). */
+  via: string;
+  /** The last time a CONNECT to this hub failed, and why; cleared by the next tunnel that opens. */
+  problem?: { at: string; text: string };
+  /** Tunnels to this hub open now. */
+  open: number;
+}
+
+export interface HubProxyStatus {
+  /** The proxy URL, its password shown as ***. */
+  proxy: string;
+  routes: HubProxyRoute[];
 }
 
 /** One upstream as relay choice scored it (nats/relay-score.ts); score null: unreachable. */

@@ -6,7 +6,7 @@ import { startAgent } from "../roles/agent.ts";
 import { defaultRelayChoiceSettings } from "../roles/relay-choice-settings.ts";
 import { defaultScoreWeights } from "../nats/relay-score.ts";
 import { resolveNodeSecurity, securityOptions } from "./security-options.ts";
-import { dataDirectory, serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { dataDirectory, serverOptions, upstreamOrderOption, hubProxyOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option, splitList } from "./options.ts";
 import { checkNodeName } from "../bus/subjects.ts";
@@ -175,6 +175,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     }),
     joinUrl: option.list({ value: "URL,…", description: "with --join or --join-file: the enrolling hubs' client URLs, instead of those in the token" }),
     ...serverOptions({ metricsListen: "127.0.0.1:9465" }),
+    ...hubProxyOption,
     ...upstreamOrderOption,
     relayChoice: option.choice(["on", "off"] as const, {
       default: "on",
@@ -266,6 +267,7 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
       client: options.natsListen,
       monitor: options.monitorListen,
       upstreamDomain: options.upstreamDomain,
+      hubProxy: options.hubProxy,
       upstreamOrder: options.upstreamOrder,
       mirrorCheckMs: options.mirrorCheckInterval,
       relayChoice: options.relayChoice,

@@ -11,6 +11,7 @@ import { makeDirectories } from "../lib/make-dirs.ts";
 import { lockDataDirectory } from "./data-lock.ts";
 import { checkDataOwnership } from "./data-ownership.ts";
 import { option } from "./options.ts";
+import { parseHubProxy } from "../nats/hub-proxy.ts";
 
 /**
  * --data, made (with its parents), checked writable and locked for this process before anything starts: a directory
@@ -66,6 +67,18 @@ export function serverOptions(defaults: { metricsListen: string }) {
 /** Flags of the commands that attach to upstreams (site, agent). */
 export const upstreamOrderOption = {
   upstreamOrder: option.choice(["rtt", "given"] as const, { default: "rtt", description: "which upstream to attach to first: the nearest by measured round-trip time, or the first given" }),
+};
+
+/** --hub-proxy (site, agent): docs/restricted-egress.md. */
+export const hubProxyOption = {
+  hubProxy: option.parsed(
+    {
+      value: "URL",
+      description:
+        "the site's HTTP proxy (http://[USER:PASSWORD@]HOST:PORT), for a node whose network lets nothing out but through it: the leaf reaches every upstream by HTTP CONNECT through it, its TLS end to end and the hub's certificate verified by the hub's name (upstreams must be given by host name). HTTPS_PROXY is not followed by itself: give it here (docs/restricted-egress.md)",
+    },
+    (text) => parseHubProxy(text),
+  ),
 };
 
 /**

@@ -5,7 +5,7 @@ import { LeafmeshError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { startAgent } from "../roles/agent.ts";
 import { resolveSiteSecurity, securityOptions } from "./security-options.ts";
-import { checkReplicas, dataDirectory, parseLeafAdvertise, serverOptions, upstreamOrderOption } from "./server-options.ts";
+import { checkReplicas, dataDirectory, parseLeafAdvertise, serverOptions, upstreamOrderOption, hubProxyOption } from "./server-options.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
 import { checkNodeName, leaseKeys } from "../bus/subjects.ts";
@@ -72,6 +72,7 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
     replicas: option.integer({ value: "N", description: "replicas of the catalog mirror (default 1, or 3 with --routes)" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
+    ...hubProxyOption,
     ...upstreamOrderOption,
   },
   async run(options, _positionals, io) {
@@ -98,6 +99,7 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
       cluster: options.routes ? { name: options.name, listen: options.clusterListen, routes: options.routes } : undefined,
       replicas: options.replicas,
       domain: options.name,
+      hubProxy: options.hubProxy,
       upstreamOrder: options.upstreamOrder,
       metrics: options.metricsListen,
       signal: io.signal,

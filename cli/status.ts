@@ -151,6 +151,10 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
         : table(["LOCAL", "REMOTE", "STATE", "WHAT"], view.cloudConnections.map((connection) => [connection.local, connection.remote, connection.state, connection.leaf ? "leaf link (control, catalog, relayed streams)" : "other"])),
     );
   }
+  if (status.hubProxy) {
+    parts.push("", `HUB PROXY ${status.hubProxy.proxy} (the leaf dials each hub through a loopback forwarder, by HTTP CONNECT)`);
+    parts.push(table(["HUB", "VIA", "OPEN", "LAST PROBLEM"], status.hubProxy.routes.map((route) => [route.hub, route.via, String(route.open), route.problem ? `${route.problem.at}: ${route.problem.text}` : "-"])));
+  }
   if (status.relayChoice) parts.push("", ...formatRelayChoice(status.relayChoice));
   parts.push("", "ACTORS");
   parts.push(table(["ACTOR", "STATE", "SINCE", "SUMMARY"], status.actors.map((actor) => [actor.name, actor.state, actor.since || "-", summarizeActor(actor.name, actor.detail)])));
@@ -272,7 +276,9 @@ asks NODE through the fabric.`,
     try {
       const view = await fetchNodeView(connection, options.timeout);
       // One outbound connection per node: counted where status runs on the node itself.
-      const cloud = view.status.upstreams && isLoopbackUrl(options.nats) ? await nodeCloudConnections(view.status.upstreams) : undefined;
+      // Through a hub proxy, the node's one connection out is to the proxy.
+      const upstreams = view.status.hubProxy ? [view.status.hubProxy.proxy] : view.status.upstreams;
+      const cloud = upstreams && isLoopbackUrl(options.nats) ? await nodeCloudConnections(upstreams) : undefined;
       io.stdout.write(
         options.json ? `${JSON.stringify({ status: view.status, services: view.services, ...(cloud ? { cloudConnections: cloud } : {}) }, null, 2)}\n` : formatNodeView({ ...view, cloudConnections: cloud }),
       );

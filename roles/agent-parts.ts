@@ -23,6 +23,7 @@ import { watchStore } from "../nats/store-watchdog.ts";
 import type { ActorFactory, AgentConfig, AgentRuntime, StartedActor } from "./agent.ts";
 import type { UpstreamState } from "../bus/partition.ts";
 import type { RevokedNotice } from "../trust/revoked-notice.ts";
+import type { HubProxyStatus } from "../bus/status.ts";
 
 export async function startAgentParts(
   config: AgentConfig,
@@ -32,6 +33,8 @@ export async function startAgentParts(
   upstreamProblem: () => string | undefined,
   loadActors: () => Promise<ActorFactory[]>,
   notice: RevokedNotice,
+  /** Through --hub-proxy: the leaf remote also lists the hubs' own URLs (roles/hub-proxy-routes.ts), and status shows the proxy. */
+  proxied?: { fabricUpstreams: string[]; status: () => HubProxyStatus },
 ): Promise<AgentRuntime> {
   const { log, connection, bus, server } = node;
   const role = config.role ?? "agent";
@@ -50,7 +53,7 @@ export async function startAgentParts(
     stopCounting();
     release.stop();
   }, "the memory release after catalog changes");
-  const fabric = node.watchFabric({ upstreams, resolverDir: config.siteSecurity?.files.resolverDir });
+  const fabric = node.watchFabric({ upstreams: proxied?.fabricUpstreams ?? upstreams, resolverDir: config.siteSecurity?.files.resolverDir });
   // A store that stopped answering (a full disk) is said, and restarted unless the server is one of a site's cluster (quorum).
   const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, ...config.storeWatch });
   node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");
@@ -181,6 +184,7 @@ export async function startAgentParts(
       upstreams,
       ...(fabric.upstreamUp ? {} : { upstreamProblem: upstreamProblem() }),
       relayChoice: relayChoice?.status(),
+      ...(proxied ? { hubProxy: proxied.status() } : {}),
     });
   node.throwIfStopAsked();
   node.serveStatus(status);

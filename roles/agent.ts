@@ -41,6 +41,9 @@ import type { RevocationWatch } from "../trust/revocations.ts";
 import type { RelayChoiceSettings } from "./relay-choice.ts";
 import type { StoreWatchdogOptions } from "../nats/store-watchdog.ts";
 import type { ScoreWeights } from "../nats/relay-score.ts";
+import type { HubProxy } from "../nats/hub-proxy.ts";
+import { startHubForwarders, type HubForwarders } from "../nats/hub-proxy-forwarder.ts";
+import { checkProxiedUpstreams, leafRemoteUrls, proxyEnvironmentHint } from "./hub-proxy-routes.ts";
 
 export interface AgentContext {
   node: string;
@@ -101,6 +104,8 @@ export interface AgentConfig {
   cluster?: ClusterOptions;
   /** JetStream replicas of the catalog mirror. @default 1, or 3 in a site cluster */
   replicas?: number;
+  /** The site's HTTP proxy: the leaf reaches its upstreams only through it (--hub-proxy; roles/hub-proxy-routes.ts). */
+  hubProxy?: HubProxy;
   /** Where /metrics, /healthz and /readyz listen; undefined: not served. */
   metrics?: HostPort;
   /** Mesh security (trust/): the node's credentials, local auth and client options. Undefined: --insecure. */
@@ -142,13 +147,23 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
   // Nearest upstream first: the leaf attaches to it and fails over down the list.
   checkUpstreamUrls(config.upstreams, role === "site" ? "--upstream" : "--hub");
   let upstreams = config.upstreams.map(toLeafUrl);
+  const upstreamOption = role === "site" ? "--upstream" : "--hub";
+  if (config.hubProxy) checkProxiedUpstreams(upstreams, Boolean(config.security ?? config.siteSecurity), upstreamOption);
   // Only a choice needs measuring (each probe is a bare TCP connect, which a TLS hub logs as a failed handshake).
-  if ((config.upstreamOrder ?? "rtt") === "rtt" && upstreams.length > 1) {
+  // Through a proxy a connect reaches only the loopback forwarder: the order given stands.
+  if ((config.upstreamOrder ?? "rtt") === "rtt" && upstreams.length > 1 && !config.hubProxy) {
     const measured = await orderByRtt(upstreams);
     upstreams = measured.map((upstream) => upstream.url);
     config.log.child({ node: config.node }).info({ upstreams: measured }, "upstreams ordered by round-trip time");
   }
-  config.log.child({ node: config.node }).info({ upstreams }, "the leaf attaches to these upstreams, in this order");
+  config.log.child({ node: config.node }).info({ upstreams, ...(config.hubProxy ? { proxy: config.hubProxy.shown } : {}) }, `the leaf attaches to these upstreams, in this order${config.hubProxy ? ", through the proxy" : ""}`);
+  let forwarders: HubForwarders | undefined;
+  if (config.hubProxy) {
+    forwarders = await startHubForwarders({ proxy: config.hubProxy, upstreams, log: config.log.child({ node: config.node, actor: "fabric" }) });
+    upstreams = forwarders.routes.map((route) => route.via);
+  }
+  const proxyHint = config.hubProxy ? undefined : proxyEnvironmentHint(process.env);
+  if (proxyHint) config.log.child({ node: config.node }).info(proxyHint);
   if (config.cluster && config.siteSecurity && !config.siteSecurity.routeCredentials) {
     config.log.child({ node: config.node }).warn(
       { site: config.siteSecurity.site },
@@ -163,7 +178,7 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
       storeDir: join(config.dataDir, "jetstream"),
       client: config.client,
       monitor: config.monitor,
-      upstreams: order,
+      upstreams: forwarders ? leafRemoteUrls(order, forwarders.routes) : order,
       leaf: config.leaf,
       leafAdvertise: config.leafAdvertise,
       cluster: config.cluster && config.siteSecurity ? { ...config.cluster, security: config.siteSecurity.routesFragment, credentials: config.siteSecurity.routeCredentials } : config.cluster,
@@ -234,13 +249,18 @@ export async function startAgent(config: AgentConfig): Promise<AgentRuntime> {
         return text ? { kind: cause ?? "refusal", text } : undefined;
       },
     },
+  }).catch(async (error: unknown) => {
+    await forwarders?.stop();
+    throw error;
   });
+  if (forwarders) node.onStop(() => forwarders.stop(), "the forwarders through the hub proxy");
   if (refusedLeafs) node.onStop(() => refusedLeafs.stop(), "the refused leafs' explainer");
   try {
     // Shown while it goes on: the explainer says it again at every such link.
-    const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined);
+    const upstreamProblem = () => (leafProblem && performance.now() - leafProblem.at < 60_000 ? leafProblem.text : undefined) ?? forwarders?.problem() ?? proxyHint;
     const { startAgentParts } = await loadParts();
-    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors, revoked);
+    const proxied = forwarders && { fabricUpstreams: leafRemoteUrls(upstreams, forwarders.routes), status: () => forwarders.status() };
+    return await startAgentParts(config, node, upstreams, renderConfig, upstreamProblem, loadActors, revoked, proxied);
   } catch (error) {
     await node.stop();
     throw error;
