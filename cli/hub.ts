@@ -193,6 +193,8 @@ given each other's --routes form one JetStream cluster.`,
     const trustLog = keysLog;
     // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.
     const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, key: leaseKeys.hubRestart, who: "hub", ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
+    // Ready (its nats-server answered /healthz: JetStream current): the turn it took to start again goes to the next hub now.
+    turn?.ready();
     const restart = security && {
       log: trustLog,
       watch: (onReplaced: (what: string) => void) => {
