@@ -111,7 +111,7 @@ given each other's --routes form one JetStream cluster.`,
       description:
         "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d; at most 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
     }),
-    leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
+    leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long (and a hub that does not come back from a restart with new keys holds its cluster's restart turn ten times as long)" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
   },
