@@ -61,6 +61,8 @@ export const buckets = {
   nodes: "mesh-nodes",
   /** Leases: who publishes the catalog. */
   leases: "mesh-leases",
+  /** Which server of a cluster is starting again with new keys (roles/restart-turn.ts): its TTL bounds a turn whose holder never came back. */
+  restartTurns: "mesh-restart-turns",
   /** The mesh CA's signed list of revoked node certificates (trust/revocation-list.ts): one key, written by hubs, mirrored by every node. */
   revocations: "mesh-revocations",
 } as const;
@@ -89,11 +91,16 @@ export const hubDomain = "hub";
 
 export const leaseKeys = {
   catalogPublisher: "catalog-publisher",
-  /** The hub of a cluster that is starting again with new keys (roles/restart-turn.ts). */
+  /** The hubs' restart turn (roles/restart-turn.ts): the prefix of each hub's claim in the bucket `restartTurns`. */
   hubRestart: "hub-restart",
-  /** The server of a site cluster that is starting again with a new site bundle (in the site's own domain). */
+  /** A site cluster's restart turn, for a new site bundle (the same, in the site's own domain). */
   siteRestart: "site-restart",
 } as const;
+
+/** One server's claim on its cluster's restart turn (roles/restart-turn.ts): `hub-restart.hub-2`, in the bucket `restartTurns`. */
+export function restartTurnClaimKey(turnKey: string, server: string): string {
+  return `${turnKey}.${server}`;
+}
 
 /**
  * Relayed bytes between two nodes, outside `mesh.>`: `relay.<toNode>.<fromNode>.<channel>`.

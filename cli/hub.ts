@@ -111,7 +111,7 @@ given each other's --routes form one JetStream cluster.`,
       description:
         "with --enrol: how long the certificates of joining nodes last (s, m, h or d: 90d, 825d; at most 825d), and each renewal; joined agents renew theirs at two thirds of it (825d: the longest common TLS clients accept)",
     }),
-    leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long" }),
+    leaseTtl: option.integer({ default: defaultLeaseTtlMs, value: "MS", description: "publisher lease time-to-live in ms: a dead publisher is replaced within about this long (and a hub that does not come back from a restart with new keys holds its cluster's restart turn ten times as long)" }),
     ...securityOptions,
     ...serverOptions({ metricsListen: "127.0.0.1:9464" }),
   },
@@ -193,6 +193,8 @@ given each other's --routes form one JetStream cluster.`,
     const trustLog = keysLog;
     // Clustered, the hubs take turns: copied to all of them at once, they would restart together and lose their quorum.
     const turn = options.routes ? restartTurn({ connection: hub.connection, holder: options.name, key: leaseKeys.hubRestart, who: "hub", ttlMs: options.leaseTtl, replicas: options.replicas ?? 3, log: trustLog }) : undefined;
+    // Ready (its nats-server answered /healthz: JetStream current): the turn it took to start again goes to the next hub now.
+    turn?.ready();
     const restart = security && {
       log: trustLog,
       watch: (onReplaced: (what: string) => void) => {

@@ -111,6 +111,8 @@ site cluster take turns, one at a time, so the site keeps serving its agents.`,
     const turn = options.routes
       ? restartTurn({ connection: site.connection, holder: options.server ?? options.name, key: leaseKeys.siteRestart, who: "site server", ttlMs: defaultLeaseTtlMs, replicas: options.replicas ?? 3, log: trustLog })
       : undefined;
+    // Ready (its nats-server answered /healthz: JetStream current): the turn it took to start again goes to the next server now.
+    turn?.ready();
     const restart = siteSecurity && {
       log: trustLog,
       watch: (onReplaced: (what: string) => void) => {

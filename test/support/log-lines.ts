@@ -58,3 +58,23 @@ export function restartedInPlaceAt(process: { output(): string }): number | unde
   const line = process.output().split("\n").find((text) => text.includes("keys replaced on disk: stopping"));
   return line ? Date.parse((JSON.parse(line) as { time: string }).time) : undefined;
 }
+
+/**
+ * Servers that started again in place with new keys, in the order they did: when each said it was stopping for them
+ * (restartedInPlaceAt), and when it was ready again after that (its first `readyMessage` line since), if it was.
+ */
+export function restartsInOrder<T extends { name: string; output(): string }>(processes: T[], readyMessage: string): { name: string; restartedAt: number; readyAgainAt: number | undefined }[] {
+  return processes
+    .map((process) => {
+      const restartedAt = restartedInPlaceAt(process);
+      if (restartedAt === undefined) throw new Error(`${process.name} did not start again in place`);
+      const readyAgainAt = process
+        .output()
+        .split("\n")
+        .filter((text) => text.includes(`"msg":"${readyMessage}"`))
+        .map((text) => Date.parse((JSON.parse(text) as { time: string }).time))
+        .find((time) => time > restartedAt);
+      return { name: process.name, restartedAt, readyAgainAt };
+    })
+    .sort((a, b) => a.restartedAt - b.restartedAt);
+}
