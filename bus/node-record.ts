@@ -84,6 +84,8 @@ export const nodeRecordSchema = z.object({
   pskFingerprint: z.string(),
   /** ISO time of the last refresh. */
   at: z.string(),
+  /** The writer's mesh protocol level (bus/protocol.ts); absent from records of a leafmesh before levels (level 0). */
+  protocol: z.number().int().min(0).max(65_535).optional(),
 });
 
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;

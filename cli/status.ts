@@ -7,6 +7,7 @@ import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
 import { connectNats } from "../bus/connect.ts";
 import { checkNodeName } from "../bus/subjects.ts";
+import { meshProtocol, type ProtocolSkew } from "../bus/protocol.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
@@ -167,6 +168,7 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
         ? "  (no other node known yet)"
         : table(["NODE", "SITE", "REGION", "NAT", "PATH", "RTT"], peers.map((peer) => [peer.node, peer.site ?? "-", peer.region ?? "-", peer.nat, peer.path, peer.rttMs !== null ? `${peer.rttMs.toFixed(2)}ms` : "-"])),
     );
+    parts.push(...formatVersions((tunnel.versions ?? []) as ProtocolSkew[]));
   }
   parts.push("", "SERVICES");
   parts.push(
@@ -187,6 +189,13 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
   return `${parts.join("\n")}\n`;
 }
 
+/** Peers on another leafmesh protocol level (a mesh mid-upgrade, docs/operations.md): who, which level, which side to upgrade, and why. */
+export function formatVersions(versions: ProtocolSkew[]): string[] {
+  if (versions.length === 0) return [];
+  const rows = versions.map((skew) => [skew.peer, skew.level === 0 ? "0 (before levels)" : String(skew.level), skew.upgrade === "peer" ? skew.peer : "this node"]);
+  return ["", `OTHER LEAFMESH VERSIONS (this node: protocol ${meshProtocol})`, table(["NODE", "PROTOCOL", "UPGRADE"], rows), ...versions.map((skew) => `  ${skew.message}`)];
+}
+
 /** One line per actor for the table; the full detail is in --json. */
 function summarizeActor(name: string, detail: Record<string, unknown> | undefined): string {
   if (!detail) return "";
@@ -196,7 +205,7 @@ function summarizeActor(name: string, detail: Record<string, unknown> | undefine
   }
   if (name === "traffic") return `${(detail.listeners as unknown[] | undefined)?.length ?? 0} listeners${detail.sharedTcpPort ? ` (TCP on port ${String(detail.sharedTcpPort)}, each on its own 127.128.0.0/9 address)` : ""}, ${String(detail.connections ?? 0)} connections`;
   if (name === "proxier") return `${String(detail.backend)}: ${String(detail.rules ?? 0)} rules, ${String(detail.syncs ?? 0)} syncs`;
-  if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers`;
+  if (name === "tunnel") return `NAT ${String(detail.nat)}, ${Object.keys((detail.paths ?? {}) as object).length} peers${(detail.versions as unknown[] | undefined)?.length ? `, ${(detail.versions as unknown[]).length} on another leafmesh version (see below)` : ""}`;
   if (name === "gateway") {
     const listeners = (detail.listeners ?? []) as { port: number; state: string; error?: string }[];
     const failed = listeners.filter((listener) => listener.state === "failed");

@@ -144,7 +144,11 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       actor: actor.actor,
       // untrusted: nodes whose record is not used, and why (with --keys: unsigned, another node's or CA's certificate, altered)
       // refused: limits (per peer) and revoked certificates refused or cut, by reason (peer-trust.ts)
-      detail: () => ({ nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: { ...actor.refusals(), ...actor.status().trust } }),
+      // versions: peers that run another leafmesh protocol level, and which side to upgrade (bus/protocol.ts)
+      detail: () => {
+        const { trust, versions } = actor.status();
+        return { nat: actor.nat, paths: paths(), peers: peers(), untrusted: actor.directory?.refused() ?? {}, refused: { ...actor.refusals(), ...trust }, versions };
+      },
       stop: async () => {
         link.stop();
         await actor.stop();

@@ -27,6 +27,7 @@ import { encodeCatalogObject } from "../../bus/catalog.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
 import type { NodeRecord } from "../../bus/node-record.ts";
+import { meshProtocol } from "../../bus/protocol.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { createLogger } from "../../lib/log.ts";
 import { NodeDirectory } from "../../services/tunnel/node-directory.ts";
@@ -74,7 +75,7 @@ const poll = async (check: () => boolean, timeoutMs: number, what: string): Prom
 function nodeRecord(node: string, index: number): NodeRecord {
   return {
     node, peerId: `12D3KooWsim${index}`, listen: [`/ip4/10.${index >> 16 & 255}.${index >> 8 & 255}.${index & 255}/tcp/4101`],
-    observed: [{ host: `203.0.113.${index & 255}`, port: 40_000 + (index % 20_000) }], nat: "port-restricted", relay: true, pskFingerprint: "0000000000000000", at: new Date().toISOString(),
+    observed: [{ host: `203.0.113.${index & 255}`, port: 40_000 + (index % 20_000) }], nat: "port-restricted", relay: true, pskFingerprint: "0000000000000000", protocol: meshProtocol, at: new Date().toISOString(),
   };
 }
 

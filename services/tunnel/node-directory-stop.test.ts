@@ -13,6 +13,7 @@ import { NatsServerSupervisor } from "../../nats/supervisor.ts";
 import { capturedLog } from "../../test/support/log-lines.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { NodeDirectory } from "./node-directory.ts";
+import { meshProtocol } from "../../bus/protocol.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "leafmesh-directory-stop-"));
 let server: NatsServerSupervisor | undefined;
@@ -35,7 +36,7 @@ describe("a node directory stopped with its put under way", () => {
     const { log, lines } = capturedLog("debug");
     const directory = new NodeDirectory({
       nats, node: "edge-a", log, clock: systemClock,
-      record: () => ({ node: "edge-a", peerId: "12D3KooWedgea", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", at: new Date().toISOString() }),
+      record: () => ({ node: "edge-a", peerId: "12D3KooWedgea", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", protocol: meshProtocol, at: new Date().toISOString() }),
     });
     directory.start();
     await eventually(() => asked.some((subject) => subject.includes("mesh-nodes")), 10_000, "the put to be asked");

@@ -7,10 +7,11 @@
  * Time is a ManualClock: each look is `advance(refreshMs)`, then the look's network work is awaited
  * (`onAlive` ends every look).
  */
-import { rmSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { NatType, NodeRecord } from "../../bus/node-record.ts";
+import { meshProtocol } from "../../bus/protocol.ts";
 import { Kvm } from "@nats-io/kv";
 import { jetstream } from "@nats-io/jetstream";
 import { hubDomain } from "../../bus/subjects.ts";
@@ -56,7 +57,7 @@ describe("node directory", () => {
     const self: Member = { directory: undefined as unknown as NodeDirectory, looks: 0, arrivals: new Map(), nats: new Map(), observed: [{ host: "203.0.113.7", port: 40_001 }], nat: options.nat ?? "port-restricted" };
     const record = (): NodeRecord => ({
       node, peerId: `12D3KooW${node}`, listen: ["/ip4/198.18.0.1/tcp/4101"], observed: self.observed, nat: self.nat,
-      relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString(),
+      relay: true, pskFingerprint: "0000000000000000", protocol: meshProtocol, at: new Date(clock.now()).toISOString(),
     });
     self.directory = new NodeDirectory({
       nats, node, log: silentLogger(), clock, record, refreshMs, keepaliveMs, ttlMs, random, requestTimeoutMs: options.requestTimeoutMs,
@@ -160,6 +161,26 @@ describe("node directory", () => {
     expect(seen.slice(seen.indexOf("full-cone"))).not.toContain("unknown");
   }, 30_000);
 
+  it("keeps its record alive every 20 s while a peer from before protocol levels is listed, which drops a record 30 s old", async () => {
+    // Measured against a leafmesh of 8875959 (2026-12-05): it counts a record as gone 30 s after the time written in it,
+    // and lost a newer node, which put its record every 45-60 s, for 15-30 s of every minute.
+    const clock = new ManualClock(Date.now());
+    const a = await member("a11", "edge-a", clock);
+    const older = readFileSync(resolve(import.meta.dirname, "../../test/fixtures/node-record-before-levels.json"));
+    const kv = await new Kvm(await fabric.connect("hub-1")).open("mesh-nodes");
+    await kv.put("edge-old", older);
+    await eventually(() => a.arrivals.get("edge-old") === 1, 10_000, "A to hold the older node's record");
+    expect(a.directory.puts).toBe(1);
+    // random 0: at 3/4 of 20 s, the look at 15 s puts; at 60 s it would wait for 45 s.
+    for (let index = 0; index < 3; index++) await look(clock, a);
+    expect(a.directory.puts).toBe(2);
+    // The older node stops (a clean stop deletes its record): the keep-alive goes back to its own pace.
+    await kv.delete("edge-old");
+    await eventually(() => a.directory.get("edge-old") === undefined, 10_000, "A to drop the older node's record");
+    for (let index = 0; index < 8; index++) await look(clock, a);
+    expect(a.directory.puts).toBe(2);
+  });
+
   it("judges a peer's record fresh by when it arrived, not by the time written in it on the peer's clock", async () => {
     const clock = new ManualClock(Date.now());
     // Edge boxes without an RTC or NTP: one 10 minutes slow, one 10 minutes fast.
@@ -205,7 +226,7 @@ describe("node directory", () => {
     let looks = 0;
     const directory = new NodeDirectory({
       nats, node: "b8", log: silentLogger(), clock, refreshMs, keepaliveMs, ttlMs,
-      record: () => ({ node: "b8", peerId: "12D3KooWb8", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString() }),
+      record: () => ({ node: "b8", peerId: "12D3KooWb8", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", protocol: meshProtocol, at: new Date(clock.now()).toISOString() }),
       onRecord: (record) => void (record.node === "a8" && arrivals.push(record.node)),
       onAlive: () => void looks++,
     });
@@ -251,7 +272,7 @@ describe("node directory", () => {
     const nats = await fabric.connect("edge-a");
     const watcher = new NodeDirectory({
       nats, node: "c3", log: silentLogger(), clock, refreshMs, keepaliveMs, ttlMs,
-      record: () => ({ node: "c3", peerId: "12D3KooWc3", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", at: new Date(clock.now()).toISOString() }),
+      record: () => ({ node: "c3", peerId: "12D3KooWc3", listen: [], observed: [], nat: "unknown", relay: true, pskFingerprint: "0000000000000000", protocol: meshProtocol, at: new Date(clock.now()).toISOString() }),
       // This test's nodes only: the bucket still holds the other tests' records.
       onAlive: (records) => void alive.push(records.map((record) => record.node).filter((node) => node.endsWith("3")).sort()),
     });

@@ -1,9 +1,8 @@
 /**
- * The node directory: this node's record in KV `mesh-nodes` (hub domain, through
- * the leaf), looked at every `refreshMs` and put when it changed or its keep-alive
- * is due (`keepaliveMs`), deleted when the node stops cleanly (`withdraw`) and
- * expiring by the bucket's TTL when it dies; and a watched cache of every other
- * node's record.
+ * The node directory: this node's record in KV `mesh-nodes` (hub domain, through the leaf), looked at every
+ * `refreshMs` and put when it changed or its keep-alive is due (`keepaliveMs`; less beside an older leafmesh,
+ * peer-versions.ts), deleted when the node stops cleanly (`withdraw`) and expiring by the bucket's TTL when it
+ * dies; and a watched cache of every other node's record.
  *
  * Every put reaches every node, so an unchanged record is not put again until its
  * keep-alive: N nodes cost N² / keep-alive deliveries a second (docs/limits.md,
@@ -38,6 +37,7 @@ import { decodeDirectoryValue, encodeDirectoryValue, type NodeIdentity } from ".
 import type { PeerTrust } from "./peer-trust.ts";
 import { within } from "../../lib/within.ts";
 import { RecordTimes } from "./record-times.ts";
+import { keepaliveBeside } from "./peer-versions.ts";
 
 export interface NodeDirectoryOptions {
   nats: NatsConnection;
@@ -88,7 +88,7 @@ export class NodeDirectory {
   #lastPutValue: Buffer | undefined;
   /** The bucket holds something else under this node's key than its last put. */
   #ownReplaced = false;
-  #keepaliveDue = 0;
+  #keepalive = { lastPutAt: 0, share: 1 }; // the last put (monotonic); where in the keep-alive's last quarter the next falls
   #puts = 0;
   /** The revision of this node's last put: a withdraw deletes that record only, never a newer one. */
   #ownRevision = 0;
@@ -156,9 +156,8 @@ export class NodeDirectory {
   }
 
   /**
-   * A fresh record of a node, or undefined (unknown, or expired). While the directory
-   * cannot reach the hubs (a cloud cut), no refresh can arrive: records are then kept as
-   * they were last seen, so paths to the site's other nodes can still be (re)opened.
+   * A fresh record of a node, or undefined (unknown, or expired). While the directory cannot reach the hubs (a cloud
+   * cut), no refresh can arrive: records are kept as last seen, so paths to the site's other nodes can still be (re)opened.
    */
   get(node: string): NodeRecord | undefined {
     const record = this.#records.get(node);
@@ -244,11 +243,12 @@ export class NodeDirectory {
       // The hub creates the bucket (roles/hub.ts); bind to it, which sends nothing.
       this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
-      if (this.#ownReplaced || recordContent(record) !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepaliveDue) {
+      const keepaliveMs = keepaliveBeside(this.#options.keepaliveMs, this.all());
+      if (this.#ownReplaced || recordContent(record) !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepalive.lastPutAt + keepaliveMs * this.#keepalive.share) {
         // Cleared before the put: another writer's value seen while it is under way is put over at the next look.
         this.#ownReplaced = false;
         this.#lastPut = recordContent(await this.#put(kvm, record));
-        this.#keepaliveDue = this.#options.clock.monotonic() + this.#options.keepaliveMs * (0.75 + 0.25 * this.#options.random());
+        this.#keepalive = { lastPutAt: this.#options.clock.monotonic(), share: 0.75 + 0.25 * this.#options.random() };
       }
       if (!this.#watching) await this.#watch(this.#kv);
       if (this.#failing) this.#options.log.info("node directory reachable again");

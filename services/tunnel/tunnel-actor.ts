@@ -1,6 +1,5 @@
 /**
- * The tunnel actor: a stream to any node of the mesh, whatever lies between. It
- * assembles the rooms of services/tunnel and runs their lifecycle:
+ * The tunnel actor: a stream to any node of the mesh, whatever lies between. It assembles the rooms of services/tunnel and runs their lifecycle:
  *
  * - the libp2p host (host.ts) and the connections that hold paths up (connections.ts);
  * - the paths, one machine per remote node (paths.ts, path-machine.ts);
@@ -33,6 +32,7 @@ import { hostHasIPv6, listenForFamilies, tlsListenForFamilies } from "./listen-f
 import { PathChecks } from "./path-check.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { NodeDirectory } from "./node-directory.ts";
+import { meshProtocol, PeerVersions, type ProtocolSkew } from "./peer-versions.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
 import { PathTable } from "./paths.ts";
 import { PeerTrust } from "./peer-trust.ts";
@@ -51,7 +51,6 @@ import { checkPunchRequest, provePunchRequest } from "./punch-proof.ts";
 import type { TunnelOptions } from "./tunnel-options.ts";
 
 export type { TunnelOptions } from "./tunnel-options.ts";
-
 
 const lifecycleMachine = setup({
   types: { context: {} as { error?: string }, events: {} as { type: "STARTED" } | { type: "FAILED"; error: string } | { type: "STOP" } | { type: "STOPPED" } },
@@ -229,6 +228,7 @@ export class TunnelActor implements StreamDialer {
             onEvent: (event) => options.bus.publish("tunnel", "relay", { at: nowIso(clock.now), peer: event.peer, stream: event.channel, status: event.status, bytes: event.bytes, reason: event.reason }),
           });
     connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs, checks });
+    const versions = new PeerVersions({ log });
     const directory = new NodeDirectory({
       nats: options.nats,
       node: this.node,
@@ -240,7 +240,7 @@ export class TunnelActor implements StreamDialer {
       identity: options.identity,
       trust,
       // A node back with a new peer id or new addresses (a restart): its path follows.
-      onRecord: (record) => paths?.onRecord(record),
+      onRecord: (record) => (paths?.onRecord(record), versions.saw(record)),
       onAlive: (records) => paths?.retryAlive(records),
     });
     // Security on: punch requests carry the asker's signature, and only proven ones are taken on (punch-proof.ts).
@@ -360,6 +360,7 @@ export class TunnelActor implements StreamDialer {
     tlsStreams: { opened: number; served: number; refused: Record<string, number>; spares: string[] };
     /** Revoked certificates refused at a handshake or in a record, and what was cut when they were revoked, by reason (peer-trust.ts). */
     trust: Record<string, number>;
+    versions: ProtocolSkew[]; // peers on another leafmesh protocol level, and which side to upgrade (bus/protocol.ts)
   } {
     const running = this.#running;
     return {
@@ -369,6 +370,7 @@ export class TunnelActor implements StreamDialer {
       relayDrops: Object.fromEntries(running?.relay?.drops ?? []),
       tlsStreams: { ...(running?.tls?.stats() ?? { opened: 0, served: 0, refused: {} }), spares: running?.spares.ready() ?? [] },
       trust: running?.trust.counts() ?? {},
+      versions: running ? PeerVersions.skews(running.directory.all()) : [],
     };
   }
 
@@ -386,6 +388,7 @@ export class TunnelActor implements StreamDialer {
       relay: this.#options.ways?.relay !== false,
       pskFingerprint: host.pskFingerprint,
       at: nowIso(this.#clock.now),
+      protocol: meshProtocol,
     };
   }
 }
