@@ -1,7 +1,7 @@
 /**
  * Where a SOCKS5 CONNECT goes, as a pure function of (catalog, request): a
  * Service by name or cluster IP becomes one of its ready endpoints (this node's
- * first); a node name becomes that node's own address, reached through the
+ * first; this node's only, for internalTrafficPolicy Local, as its cluster IP); a node name becomes that node's own address, reached through the
  * tunnel (`ssh -o ProxyCommand='nc -X 5 -x 127.0.0.1:1080 %h %p' edge-b`);
  * anything else is dialled as given.
  */
@@ -56,6 +56,11 @@ function endpointTarget(catalog: CatalogReader, service: Service, port: number, 
   }
   if (candidates.length === 0) return { kind: "refused", reason: `Service ${label} has no ready endpoint` };
   const local = candidates.filter((candidate) => candidate.node === options.node);
+  // internalTrafficPolicy Local: this node's endpoints only, as its cluster IP serves it (services/traffic/plan.ts). Before,
+  // a SOCKS client reached another node's endpoint that the same node's cluster IP refused.
+  if (service.internalTrafficPolicy === "Local" && local.length === 0) {
+    return { kind: "refused", reason: `Service ${label} has internalTrafficPolicy Local and no ready endpoint on this node (${options.node})` };
+  }
   const pool = local.length > 0 ? local : candidates;
   const chosen = (options.pick ?? ((list) => list[0]))(pool);
   return { kind: "endpoint", service: label, ...chosen };

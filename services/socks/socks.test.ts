@@ -52,6 +52,14 @@ describe("where a SOCKS CONNECT goes", () => {
     }
   });
 
+  it("keeps a Service with internalTrafficPolicy Local to this node's endpoints, as its cluster IP does", () => {
+    const local = new CatalogIndex();
+    for (const object of [{ ...service, internalTrafficPolicy: "Local" as const }, slice]) local.apply({ op: "put", key: catalogKey(object), object });
+    // Before: edge-b's endpoint, which edge-a's cluster IP refuses for the same Service.
+    expect(resolveSocksTarget(local, "web.shop.svc.cluster.local", 80, options)).toEqual({ kind: "refused", reason: "Service shop/web has internalTrafficPolicy Local and no ready endpoint on this node (edge-a)" });
+    expect(resolveSocksTarget(local, "198.19.0.10", 80, { ...options, node: "edge-b" })).toEqual({ kind: "endpoint", service: "shop/web", node: "edge-b", host: "198.18.2.1", port: 8081 });
+  });
+
   it("sends a node name to that node's own loopback through the tunnel", () => {
     expect(resolveSocksTarget(catalog, "edge-b", 22, options)).toEqual({ kind: "node", node: "edge-b", host: "127.0.0.1", port: 22 });
     expect(resolveSocksTarget(catalog, "edge-z.node", 22, options)).toEqual({ kind: "node", node: "edge-z", host: "127.0.0.1", port: 22 });
