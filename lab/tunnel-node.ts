@@ -39,6 +39,8 @@ export const rawEchoPort = 7010;
  */
 export const tlsSinkPort = 7011;
 export const tlsEchoPort = 7012;
+/** Writes bytes without end to whoever connects: the service a long download reads from. */
+export const sourcePort = 7013;
 
 /** TLS in front of a local port: decrypt, then joined to 127.0.0.1:target both ways. */
 function tlsSpliceServer(identity: NodeIdentity, target: number) {
@@ -71,6 +73,29 @@ function sinkServer() {
       reply.writeBigUInt64BE(BigInt(count));
       socket.end(reply);
     });
+  });
+}
+
+function sourceServer() {
+  const piece = randomBytes(64 * 1024);
+  return createServer((socket) => {
+    socket.on("error", () => undefined);
+    const pump = () => {
+      while (!socket.destroyed && socket.write(piece));
+    };
+    socket.on("drain", pump);
+    pump();
+  });
+}
+
+/** Reads a stream from the source until it ends or fails: how it ended, what it carried. */
+function download(stream: Duplex): Promise<{ bytes: number; ended: "end" | "error"; error?: string; ms: number }> {
+  const started = performance.now();
+  let bytes = 0;
+  return new Promise((resolve) => {
+    stream.on("data", (chunk: Buffer) => (bytes += chunk.byteLength));
+    stream.once("end", () => resolve({ bytes, ended: "end", ms: performance.now() - started }));
+    stream.once("error", (error) => resolve({ bytes, ended: "error", error: describeError(error), ms: performance.now() - started }));
   });
 }
 
@@ -185,6 +210,7 @@ if (mode === "observer") {
   await new Promise<void>((resolve) => echo.listen(echoPort, "127.0.0.1", resolve));
   await new Promise<void>((resolve) => sinkServer().listen(sinkPort, "0.0.0.0", resolve));
   await new Promise<void>((resolve) => echoServer().listen(rawEchoPort, "0.0.0.0", resolve));
+  await new Promise<void>((resolve) => sourceServer().listen(sourcePort, "127.0.0.1", resolve));
   const identity = config.identity as NodeIdentity | undefined;
   if (identity) {
     await new Promise<void>((resolve) => tlsSpliceServer(identity, sinkPort).listen(tlsSinkPort, "0.0.0.0", resolve));
@@ -238,6 +264,14 @@ if (mode === "observer") {
         switch (request.op) {
           case "status":
             return reply({ id: request.id, ok: true, nat: tunnel.nat, records: tunnel.directory?.all().map((record) => record.node) ?? [], tlsStreams: tunnel.status().tlsStreams });
+          case "record":
+            // The record of a node this agent holds (mesh-nodes, through its directory).
+            return reply({ id: request.id, ok: true, record: tunnel.directory?.get(request.node!) ?? null });
+          case "download": {
+            // A long download from the source on `node`, read until it ends or fails (the test changes the network meanwhile).
+            const stream = await tunnel.openStream(request.node!, { host: "127.0.0.1", port: sourcePort, protocol: "TCP" });
+            return reply({ id: request.id, ok: true, kind: tunnel.pathTo(request.node!), ...(await download(stream)) });
+          }
           case "why":
             // What `leafmesh status --why` shows (rpc tunnel.why), without a CLI process per pair.
             return reply({ id: request.id, ok: true, why: tunnel.why(request.node!) });

@@ -25,8 +25,16 @@ import { handshakeFailure, type TunnelHost } from "./host.ts";
 import { fabricAddress } from "./inbound-gate.ts";
 import type { PathChecks } from "./path-check.ts";
 import type { PathKind } from "./path-machine.ts";
+import { pingOver } from "./peer-liveness.ts";
 import type { RelayChannel, RelayEndpoint } from "./relay.ts";
 
+
+/**
+ * @default 5_000 — how long a doubted connection has to answer a ping (abortUnanswering). A connection
+ * from an address that is gone cannot answer at all; a live one answers in milliseconds, or in a few
+ * seconds behind a full send window on a slow uplink.
+ */
+export const verifyTimeoutMs = 5_000;
 
 const rank: Record<PathKind, number> = { direct: 0, "hole-punched": 1, relayed: 2 };
 
@@ -167,6 +175,32 @@ export class PathConnections {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Pings the open direct and hole-punched connections `which` selects (all of them without it), each on its own
+   * with `timeoutMs`, and aborts every one that does not answer: its streams end in an error and the paths it held
+   * fall back (paths.ts). For when there is reason to doubt them — this host's addresses changed (network-watch.ts),
+   * a peer connected again of the same kind — rather than waiting 10–20 s for libp2p's connection monitor. The
+   * timeout is generous: a live connection on a slow uplink queues its ping behind its data, and a false verdict
+   * cuts live streams. Resolves with the connections aborted.
+   */
+  async abortUnanswering(reason: string, which?: (connection: Connection) => boolean, timeoutMs = verifyTimeoutMs): Promise<Connection[]> {
+    const doubted = this.#options.host.libp2p.getConnections().filter((connection) => connection.status === "open" && this.kindOf(connection) !== "relayed" && (!which || which(connection)));
+    const aborted = await Promise.all(
+      doubted.map(async (connection) => {
+        try {
+          await pingOver(connection, AbortSignal.timeout(timeoutMs));
+          return undefined;
+        } catch (error) {
+          if (connection.status !== "open") return undefined;
+          this.#options.log.info({ peer: this.#options.host.nodeOf(connection.remotePeer.toString()) ?? connection.remotePeer.toString(), remote: connection.remoteAddr.toString(), err: describeError(error) }, `a ${this.kindOf(connection)} connection did not answer after ${reason}: aborted`);
+          connection.abort(new LeafmeshError("TUNNEL_FAILED", `the ${this.kindOf(connection)} connection did not answer a ping within ${timeoutMs} ms after ${reason}`, { cause: error }));
+          return connection;
+        }
+      }),
+    );
+    return aborted.filter((connection): connection is Connection => connection !== undefined);
   }
 
   /** Closes a connection the path no longer uses once its last stream is done (bounded: checks for an hour). */

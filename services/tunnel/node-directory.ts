@@ -117,6 +117,9 @@ export class NodeDirectory {
     void this.#refresh();
   }
 
+  /** Looks at this node's record now, not at the next refresh (its addresses or NAT changed): a changed one is put at once. */
+  refreshNow = (): void => void (this.#stopped || this.#refresh());
+
   stop(): void {
     this.#stopped = true;
     this.#options.clock.clearInterval(this.#timer);
@@ -229,11 +232,8 @@ export class NodeDirectory {
     return [...this.#records.keys()].map((node) => this.get(node)).filter((record): record is NodeRecord => record !== undefined);
   }
 
-  #refresh(): Promise<void> {
-    const look = this.#look();
-    this.#looking = look;
-    return look;
-  }
+  /** A look now, kept as the one under way. */
+  #refresh = (): Promise<void> => (this.#looking = this.#look());
 
   async #look(): Promise<void> {
     if (this.#stopped) return;

@@ -67,6 +67,8 @@ export interface PathTableOptions {
   reasons: PathReasons;
   /** Answers `rpc.<node>.netcheck` (served here with `tunnel.why`, while the paths are watched). */
   netcheck?: () => Promise<Netcheck>;
+  /** Each new connection, once told to its path (stale-connections.ts doubts the older ones of its kind). */
+  onConnectionOpen?: (connection: Connection) => void;
   /** @default 20_000 — how long a stream waits for a path to a node it has none to yet. */
   pathTimeoutMs?: number;
   /** @default 3_000 — dialling a LAN neighbour found by mDNS. */
@@ -228,6 +230,7 @@ export class PathTable {
         );
       }
       if (node && !this.#stopped) this.#onConnectionChange(node, peerId);
+      if (!this.#stopped) this.#options.onConnectionOpen?.(connection);
     });
     libp2p.addEventListener("connection:close", (event) => {
       const peerId = event.detail.remotePeer.toString();
@@ -278,6 +281,19 @@ export class PathTable {
 
   #retryIfUnreachable(path: { actor: PathActor }): void {
     if (pathKindOf(path.actor.getSnapshot().value) === "unreachable") path.actor.send({ type: "RETRY" });
+  }
+
+  /**
+   * This host's addresses changed (stale-connections.ts): every direct path dials its peer again at once, from
+   * the address this host has now, without waiting for the old connections' verdict. The peer, seeing the new
+   * connection, doubts its old ones; this side's old ones are aborted when they do not answer.
+   */
+  redialDirect(): void {
+    if (this.#stopped || this.#options.ways?.direct === false) return;
+    for (const [node, path] of this.#paths) {
+      if (pathKindOf(path.actor.getSnapshot().value) !== "direct") continue;
+      void this.#options.connections.dialDirect(path.peerId, this.#options.directory.get(node)).catch((error: unknown) => this.#options.log.debug({ peer: node, err: describeError(error) }, "redial after an address change failed"));
+    }
   }
 
   /** Drops the path to `node` and what is known of it on the LAN (its certificate was revoked): a stream to it then finds no path. */

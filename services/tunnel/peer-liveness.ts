@@ -98,6 +98,27 @@ export class PeerLiveness {
     return this.#nodes.size;
   }
 
+  /**
+   * Resets every watched stream whose socket `select` picks, with `why` of it: sockets bound to an address this
+   * host no longer has (network-watch.ts), or to a far address whose libp2p connection stopped answering while
+   * its node answers elsewhere. Such a socket can carry nothing more, and its end would learn it only from
+   * keepalive or these pings, 15–20 s on. Reset, never ended: the stream did not finish (STYLE 20). Returns how many.
+   */
+  resetWhere(select: (socket: SocketEnds, node: string, kind: WatchedKind) => boolean, why: (socket: SocketEnds, node: string, kind: WatchedKind) => string): number {
+    let reset = 0;
+    for (const watched of this.#nodes.values()) {
+      for (const stream of watched.streams) {
+        const ends = stream as Duplex & SocketEnds;
+        const socket = { localAddress: plainAddress(ends.localAddress), remoteAddress: plainAddress(ends.remoteAddress) };
+        if (!select(socket, watched.node, watched.kind)) continue;
+        reset++;
+        this.cut++;
+        resetStream(stream, new LeafmeshError("TUNNEL_FAILED", why(socket, watched.node, watched.kind)));
+      }
+    }
+    return reset;
+  }
+
   stop(): void {
     this.#stopped = true;
     for (const [node, watched] of this.#nodes) this.#forget(node, watched);
@@ -132,6 +153,17 @@ export class PeerLiveness {
       resetStream(stream, error);
     }
   }
+}
+
+/** The two addresses of a stream's socket (a TLSSocket has its TCP socket's), as resetWhere sees them. */
+export interface SocketEnds {
+  localAddress?: string;
+  remoteAddress?: string;
+}
+
+/** "::ffff:198.18.1.2" (a dual-stack socket's view of an IPv4 address) → "198.18.1.2". */
+export function plainAddress(address: string | undefined): string | undefined {
+  return address?.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
 }
 
 /**

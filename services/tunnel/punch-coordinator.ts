@@ -63,6 +63,13 @@ export interface PunchCoordinatorOptions {
    */
   maxPunchesPerPeer?: number;
   /**
+   * @default natRemeasureMs — how often the NAT is measured again while nothing else says it changed: a carrier's
+   * re-dial gives the node another public address (and may give it another NAT) with nothing changed on the node.
+   */
+  remeasureMs?: number;
+  /** A measurement after the first found another public address or NAT type (the node record is put again at once). */
+  onChanged?: (detection: NatDetection) => void;
+  /**
    * Security on: signs this node's requests, and says why a peer's request does not prove its
    * `from` (services/tunnel/punch-proof.ts). Such a request is declined before it takes a place.
    */
@@ -71,6 +78,15 @@ export interface PunchCoordinatorOptions {
     check: (request: PunchRequest) => string | undefined;
   };
 }
+
+/**
+ * @default 300_000 — the NAT is measured again every 5 minutes at least (a few TCP connections to the observer
+ * each time: 1,000 nodes cost it ~3 a second). Sooner when there is a sign: a punch's observer query sees this
+ * node at another public address (a punch follows every lost punched path), or this host's addresses changed.
+ */
+export const natRemeasureMs = 300_000;
+/** @default 10_000 — measurements of the NAT start no closer together than this, whatever asks for them. */
+export const natRemeasureMinGapMs = 10_000;
 
 export class PunchCoordinator {
   readonly #options: PunchCoordinatorOptions;
@@ -83,6 +99,10 @@ export class PunchCoordinator {
   /** Punch requests declined for a limit, by reason. */
   readonly refused = new Map<string, number>();
   #refusals: BurstLog | undefined;
+  #remeasureTimer: ReturnType<typeof setInterval> | undefined;
+  /** The measurement under way, if any; when the last one started (performance.now()). */
+  #measuring: Promise<void> | undefined;
+  #lastMeasureStarted = -Infinity;
 
   constructor(options: PunchCoordinatorOptions) {
     this.#options = options;
@@ -116,12 +136,43 @@ export class PunchCoordinator {
   /** Answers peers' punch requests; detects the NAT in the background (bounded retries). */
   start(): void {
     this.#stopServe = this.#options.bus.serve(rpc.tunnelPunch, (request) => this.answer(request));
-    if (this.#options.observer) void this.#detect(this.#options.observer);
+    if (!this.#options.observer) return;
+    void this.#detect(this.#options.observer);
+    // Also after a first detection that gave up (the observer away at the start).
+    this.#remeasureTimer = setInterval(() => void this.remeasure("its periodic measurement"), this.#options.remeasureMs ?? natRemeasureMs);
+    this.#remeasureTimer.unref();
   }
 
   stop(): void {
     this.#stopped = true;
     this.#stopServe?.();
+    clearInterval(this.#remeasureTimer);
+  }
+
+  /**
+   * Measures the NAT again, saying why (logged with what changed); at most one at a time and none within
+   * natRemeasureMinGapMs of the last. A failed measurement keeps the last result. Resolves when it is done.
+   */
+  remeasure(why: string): Promise<void> {
+    const observer = this.#options.observer;
+    if (!observer || this.#stopped) return Promise.resolve();
+    if (this.#measuring) return this.#measuring;
+    if (performance.now() - this.#lastMeasureStarted < natRemeasureMinGapMs) return Promise.resolve();
+    this.#lastMeasureStarted = performance.now();
+    const before = this.#detection;
+    this.#measuring = detectNat({ observer })
+      .then((detection) => {
+        if (this.#stopped) return;
+        this.#nat = detection.type;
+        this.#mapped = detection.mapped;
+        this.#detection = { ...detection, at: new Date().toISOString() };
+        if (before?.mapped.host === detection.mapped.host && before.type === detection.type) return;
+        this.#options.log.info({ why, nat: detection.type, was: before?.type, mapped: detection.mapped, wasMapped: before?.mapped }, "NAT measured again: this node's public address or NAT type changed; its record follows");
+        this.#options.onChanged?.(detection);
+      })
+      .catch((error: unknown) => this.#options.log.warn({ why, err: describeError(error) }, "NAT measured again: failed; the last measurement stays"))
+      .finally(() => (this.#measuring = undefined));
+    return this.#measuring;
   }
 
   /** Why a punch to `record`'s node cannot be tried now, or undefined when it can. */
@@ -247,12 +298,16 @@ export class PunchCoordinator {
 
   async #observe(localPort: number): Promise<HostPort> {
     const observer = this.#options.observer!;
-    return (await askObserver<{ observed: HostPort }>({ host: observer.host, port: observer.ports[0] }, localPort, "observe")).observed;
+    const { observed } = await askObserver<{ observed: HostPort }>({ host: observer.host, port: observer.ports[0] }, localPort, "observe");
+    // The observer sees this node elsewhere than the last measurement said (a carrier's re-dial): its record is stale.
+    if (this.#mapped && observed.host !== this.#mapped.host) void this.remeasure(`a punch's observer query saw this node at ${observed.host}, not ${this.#mapped.host}`);
+    return observed;
   }
 
   async #detect(observer: ObserverAddress): Promise<void> {
     // Bounded retries: the observer may come up after the agent.
     for (let attempt = 0; attempt < 5 && !this.#stopped; attempt++) {
+      this.#lastMeasureStarted = performance.now();
       try {
         const detection = await detectNat({ observer });
         this.#nat = detection.type;

@@ -333,7 +333,8 @@ export function tlsCarriersOf(options: {
     timeoutMs,
     spares,
     addressOf: async (peer) => {
-      const direct = connections.ranked(peer.peerId).find((entry) => entry.kind === "direct");
+      // The newest direct connection: the latest proof of where the peer is (an older one may lead to an address it lost).
+      const direct = connections.ranked(peer.peerId).filter((entry) => entry.kind === "direct").at(-1);
       const address = direct && tcpHostOf(direct.connection.remoteAddr.toString());
       // A connection just made is identified a moment later: its TLS port comes with identify.
       if (!address || (await host.provenNode(peer.peerId)) !== peer.node) return undefined;

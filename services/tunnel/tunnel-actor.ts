@@ -49,7 +49,7 @@ import { StreamServer } from "./stream-server.ts";
 import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
 import { checkPunchRequest, provePunchRequest } from "./punch-proof.ts";
 import type { TunnelOptions } from "./tunnel-options.ts";
-
+import { doubtOlderConnections, watchHostAddresses, type NetworkWatch } from "./stale-connections.ts";
 export type { TunnelOptions } from "./tunnel-options.ts";
 
 const lifecycleMachine = setup({
@@ -80,6 +80,7 @@ interface Running {
   opener: StreamOpener;
   reasons: PathReasons;
   server: StreamServer;
+  network: NetworkWatch;
 }
 
 export class TunnelActor implements StreamDialer {
@@ -262,6 +263,7 @@ export class TunnelActor implements StreamDialer {
         if (purpose === "tls-stream") return tls ? tls.accept(socket, from, "hole-punched") : void socket.destroy();
         return connections!.upgradePunched(socket, "inbound");
       },
+      onChanged: () => directory.refreshNow(), // a new public address (a carrier's re-dial): put at once
       onAnswered: (from, outcome) => reasons.attempt(from, { way: "inbound", plan: outcome.plan, outcome: outcome.ok ? "connected" : "failed", ms: outcome.ms, detail: outcome.detail }),
       proof: punchIdentity
         ? {
@@ -289,6 +291,7 @@ export class TunnelActor implements StreamDialer {
       upgradeIntervalMs: options.upgradeIntervalMs,
       backoffMinMs: options.backoffMinMs,
       backoffMaxMs: options.backoffMaxMs,
+      onConnectionOpen: (connection) => void doubtOlderConnections(connection, { connections, liveness: tls?.liveness, nodeOf: (peerId) => host.nodeOf(peerId) }),
     });
     const spares = new SpareSessions({ clock });
     if (tls) tls.liveness = new PeerLiveness({ ping: pathPing({ host, connections, peerOf: (node) => paths!.peerOf(node) }), clock, log });
@@ -309,7 +312,7 @@ export class TunnelActor implements StreamDialer {
       const revoked = new Set([...host.cutRevoked(), ...directory.dropRevoked()]);
       for (const node of revoked) paths!.forget(node, "its certificate is revoked (the mesh's revocation list)");
     });
-    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons };
+    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons, network: watchHostAddresses({ clock, intervalMs: options.networkWatchMs, rooms: () => ({ connections, liveness: tls?.liveness, directory, paths: paths!, punches, log }) }) };
   }
 
   async stop(): Promise<void> {
@@ -318,6 +321,7 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOP" });
     const running = this.#running;
     if (running) {
+      running.network.stop(); // before the paths: a change now must not reach connections being stopped
       running.paths.stop();
       running.punches.stop();
       // A clean stop takes the node's record out of mesh-nodes: peers drop it now, not at its TTL.

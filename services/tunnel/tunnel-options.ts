@@ -47,6 +47,8 @@ export interface TunnelOptions {
   backoffMinMs?: number;
   backoffMaxMs?: number;
   /** Node record refresh and TTL (see node-directory.ts). */
+  /** @default networkWatchIntervalMs (network-watch.ts): how often this host's own addresses are looked at. */
+  networkWatchMs?: number;
   recordRefreshMs?: number;
   recordTtlMs?: number;
   /**
