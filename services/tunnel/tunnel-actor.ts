@@ -1,5 +1,6 @@
 /**
- * The tunnel actor: a stream to any node of the mesh, whatever lies between. It assembles the rooms of services/tunnel and runs their lifecycle:
+ * The tunnel actor: a stream to any node of the mesh, whatever lies between. It
+ * assembles the rooms of services/tunnel and runs their lifecycle:
  *
  * - the libp2p host (host.ts) and the connections that hold paths up (connections.ts);
  * - the paths, one machine per remote node (paths.ts, path-machine.ts);
@@ -32,7 +33,8 @@ import { hostHasIPv6, listenForFamilies, tlsListenForFamilies } from "./listen-f
 import { PathChecks } from "./path-check.ts";
 import { startTunnelHost, type TunnelHost } from "./host.ts";
 import { NodeDirectory } from "./node-directory.ts";
-import { meshProtocol, PeerVersions, type ProtocolSkew } from "./peer-versions.ts";
+import { meshProtocol, PeerVersions } from "./peer-versions.ts";
+import type { TunnelStatus } from "./tunnel-status.ts";
 import type { PathKind, PathStateKind } from "./path-machine.ts";
 import { PathTable } from "./paths.ts";
 import { PeerTrust } from "./peer-trust.ts";
@@ -50,7 +52,9 @@ import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
 import { checkPunchRequest, provePunchRequest } from "./punch-proof.ts";
 import type { TunnelOptions } from "./tunnel-options.ts";
 import { doubtOlderConnections, watchHostAddresses, type NetworkWatch } from "./stale-connections.ts";
+
 export type { TunnelOptions } from "./tunnel-options.ts";
+export type { TunnelStatus } from "./tunnel-status.ts";
 
 const lifecycleMachine = setup({
   types: { context: {} as { error?: string }, events: {} as { type: "STARTED" } | { type: "FAILED"; error: string } | { type: "STOP" } | { type: "STOPPED" } },
@@ -352,20 +356,7 @@ export class TunnelActor implements StreamDialer {
   }
 
   /** A summary for status replies and heartbeats. */
-  status(): {
-    nat: NatType;
-    paths: Record<string, PathStateKind>;
-    relayChannels: number;
-    relayDrops: Record<string, number>;
-    /**
-     * Streams under TLS of their own (tls-carriers.ts), on direct paths, relay channels and punched
-     * connections; `spares`: sessions ready for the next stream ("punched TLS edge-b", spares.ts).
-     */
-    tlsStreams: { opened: number; served: number; refused: Record<string, number>; spares: string[] };
-    /** Revoked certificates refused at a handshake or in a record, and what was cut when they were revoked, by reason (peer-trust.ts). */
-    trust: Record<string, number>;
-    versions: ProtocolSkew[]; // peers on another leafmesh protocol level, and which side to upgrade (bus/protocol.ts)
-  } {
+  status(): TunnelStatus {
     const running = this.#running;
     return {
       nat: this.nat,
