@@ -227,3 +227,12 @@ export interface CatalogReader {
 
 /** A Service with this label is not proxied by leafmesh (no cluster-IP interception, no listener): its clients reach its endpoints some other way. */
 export const noProxyLabel = "service.leafmesh.io/noproxy";
+
+/**
+ * Whether the agent proxies this Service's cluster IP (a listener per port, the balancer): not headless, not
+ * ExternalName, with a cluster IP, without the noproxy label. The traffic actor plans these; the SOCKS proxy
+ * hands these to it, and dials the others as the node's own clients would reach them.
+ */
+export function isProxied(service: Service): boolean {
+  return service.type !== "ExternalName" && !service.headless && service.clusterIPs.length > 0 && !Object.hasOwn(service.labels, noProxyLabel);
+}

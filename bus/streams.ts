@@ -36,6 +36,29 @@ export interface StreamDialer {
   openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex>;
 }
 
+/** A new connection to a Service port, asked of the node's cluster-IP path (the traffic actor) by the SOCKS proxy. */
+export interface ServicePortRequest {
+  namespace: string;
+  service: string;
+  /** The Service's TCP port. */
+  port: number;
+  /** The client's address: session affinity and consistent hashing key on it, as on a cluster-IP client's. */
+  clientIp: string;
+}
+
+/** What the cluster-IP path did with it: a connection to the endpoint it chose, or why it refused (a reason to show an operator). */
+export type ServicePortConnection = { kind: "connected"; stream: Duplex; endpoint: string; node?: string; release(): void } | { kind: "refused"; reason: string };
+
+/**
+ * The second thing handed across in-process: the traffic actor opens a Service port for the SOCKS proxy exactly as for
+ * a client of the node's cluster IP (its plan and balancer: policy, affinity, site locality, outlier ejection, partition
+ * policy, internalTrafficPolicy, terminating endpoints; its connect attempts), so that the two cannot answer differently.
+ */
+export interface ServicePortDialer {
+  /** `release` is called once when the connection ends (least-connections counts it till then). Rejects when `signal` gives the open up. */
+  openServicePort(request: ServicePortRequest, options?: { signal?: AbortSignal }): Promise<ServicePortConnection>;
+}
+
 /**
  * The code a serving node gives with its refusal (the tunnel's status header) when it
  * refuses a stream for its own limits (streams per peer), not because the target is

@@ -2,8 +2,9 @@
  * The agent's actors, built from its options: the one place that imports the
  * actor packages (`services/*`) and hands each its components (bus, catalog
  * feed, logger, registry). Actors still talk to each other only through the
- * bus; the tunnel's stream opener is the one thing handed across in-process,
- * to traffic, the SOCKS proxy and the gateway (docs/architecture.md).
+ * bus; two things are handed across in-process (docs/architecture.md): the
+ * tunnel's stream opener, to traffic, the SOCKS proxy and the gateway, and
+ * traffic's Service-port opener, to the SOCKS proxy (its cluster-IP routing).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
@@ -12,6 +13,7 @@ import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../se
 import { describeError } from "../lib/errors.ts";
 import { listenRefused } from "../lib/listen-errors.ts";
 import type { NodeIdentity, ObserverAddress, StreamDialer } from "../services/tunnel/index.ts";
+import type { ServicePortDialer } from "../bus/streams.ts";
 import { linkActorToBus } from "../bus/actor-link.ts";
 import { createSocksActor, registerSocksMetrics } from "../services/socks/index.ts";
 import type { HostPort } from "../nats/render.ts";
@@ -70,8 +72,9 @@ export interface AgentActorOptions {
 }
 
 export function agentActors(options: AgentActorOptions): ActorFactory[] {
-  // The one thing handed across in-process: the tunnel's stream opener, to traffic.
+  // Handed across in-process: the tunnel's stream opener, and traffic's Service-port opener (to SOCKS, started after it).
   let dialer: StreamDialer | undefined;
+  let servicePorts: ServicePortDialer | undefined;
   let topology: NodeTopology | undefined;
   let knownNodes: () => ReadonlySet<string> = () => new Set();
   // The partition policy under an edge site (bus/partition.ts): a node is of this site when it is this
@@ -158,6 +161,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   const traffic: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
     const actor = createTrafficActor({ bus, feed, log: log.child({ actor: "traffic" }), node, listenHost: options.proxyHost, dialer, topology, capacity: options.proxyLimits, udpIdleTimeoutMs: options.udpIdleTimeoutMs, upstream: siteAware(upstream, node) });
     await actor.start();
+    servicePorts = actor.servicePorts;
     registerTrafficMetrics(registry, actor);
     // Status shows the first listeners (the full set is on the bus as `listeners` events).
     return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(500), rejected: actor.rejected() }), stop: () => actor.stop() };
@@ -209,8 +213,9 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       },
     };
   };
-  const socks: ActorFactory = async ({ bus, feed, log, node, registry }): Promise<StartedActor> => {
-    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits, clients: options.socksClients });
+  const socks: ActorFactory = async ({ bus, feed, log, node, registry, upstream }): Promise<StartedActor> => {
+    // A Service through SOCKS goes where this node's cluster IP sends it: traffic opens it (services/traffic/service-ports.ts).
+    const actor = createSocksActor({ bus, feed, log: log.child({ actor: "socks" }), node, listen: options.socks!, dialer, servicePorts, upstream: siteAware(upstream, node), knownNodes: () => knownNodes(), clusterDomain: options.clusterDomain, limits: options.socksLimits, clients: options.socksClients });
     await actor.start();
     registerSocksMetrics(registry, actor);
     return { name: "socks", actor: actor.actor, detail: () => ({ address: actor.address, ...actor.stats() }), stop: () => actor.stop() };

@@ -1,12 +1,13 @@
 /**
  * services/socks: a SOCKS5 proxy on the agent, as EdgeMesh has, for operators:
  * reach any node by name (its own loopback, through the tunnel: `ssh` to an edge
- * node behind NAT) and any Service by name or cluster IP (one of its ready
- * endpoints), from wherever the proxy is reachable.
+ * node behind NAT) and any Service by name or cluster IP, from wherever the proxy
+ * is reachable. A Service goes where the node's cluster IP sends it: the traffic
+ * actor opens it (`servicePorts`, its plan and balancer), SOCKS only names it.
  *
  * ```ts
  * import { createSocksActor } from "./services/socks/index.ts";
- * const socks = createSocksActor({ bus, feed, log, node: "edge-a", listen: { host: "127.0.0.1", port: 1080 }, dialer: tunnel, knownNodes: () => tunnel.nodes });
+ * const socks = createSocksActor({ bus, feed, log, node: "edge-a", listen: { host: "127.0.0.1", port: 1080 }, dialer: tunnel, servicePorts: traffic.servicePorts, knownNodes: () => tunnel.nodes });
  * await socks.start();
  * // curl --socks5-hostname 127.0.0.1:1080 http://web.shop.svc.cluster.local/
  * // ssh -o ProxyCommand='nc -X 5 -x 127.0.0.1:1080 %h %p' root@edge-b
@@ -18,7 +19,8 @@ import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { createActor, setup } from "xstate";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
-import type { StreamDialer } from "../../bus/streams.ts";
+import type { ServicePortDialer, StreamDialer } from "../../bus/streams.ts";
+import { refusalWhilePartitioned, type UpstreamState } from "../../bus/partition.ts";
 import type { Bus } from "../../bus/bus.ts";
 import { linkActorToBus, type ActorLink } from "../../bus/actor-link.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -48,6 +50,13 @@ export interface SocksOptions {
   listen: { host: string; port: number };
   /** The tunnel's stream opener: endpoints and nodes elsewhere are reached through it. */
   dialer?: StreamDialer;
+  /**
+   * The node's cluster-IP path (the traffic actor's `servicePorts`): every Service it proxies is opened through it, so a
+   * SOCKS client is sent where a client of the cluster IP is, or refused where it is. Without it such Services are refused.
+   */
+  servicePorts?: ServicePortDialer;
+  /** How far the node reaches: a fail-closed Service it does not proxy (headless, ExternalName) is refused while cut off, as DNS withholds its name. */
+  upstream?: UpstreamState;
   /** Node names the tunnel knows (so `edge-b` is a node, not a host name to look up). */
   knownNodes?: () => ReadonlySet<string>;
   /** @default "cluster.local" */
@@ -62,6 +71,12 @@ export interface SocksOptions {
   clients?: readonly string[];
 }
 
+
+/** The cluster-IP path refused a Service (its reason, for the log): the client is told host unreachable. */
+class ServiceRefused extends Error {}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1": the address session affinity keys on, as the cluster-IP listeners see it. */
+const stripMappedPrefix = (address: string | undefined) => (address?.startsWith("::ffff:") ? address.slice(7) : (address ?? ""));
 
 const socksMachine = setup({ types: { events: {} as { type: "LISTENING" } | { type: "STOP" } } }).createMachine({
   id: "socks",
@@ -78,6 +93,8 @@ export function createSocksActor(options: SocksOptions) {
   const refusals = new BurstLog({ log, clock: systemClock, message: "SOCKS client refused at the door" });
   // Each client's failed target is its SOCKS reply; the log says a burst of them once (a scan through the proxy was a line per port).
   const connectFailures = new BurstLog({ log, clock: systemClock, message: "SOCKS connect failed" });
+  // A refused request (no such Service, no endpoint, a policy) says its reason in the log once per burst; the client gets host unreachable.
+  const requestRefusals = new BurstLog({ log, clock: systemClock, message: "SOCKS request refused" });
   const clients = socksClients(options.clients ?? loopbackClients, "--socks-clients");
   /** Client connections, from accept to close (a gauge in stats: what a leak would grow). */
   const sockets = new Set<Socket>();
@@ -89,7 +106,15 @@ export function createSocksActor(options: SocksOptions) {
   let link: ActorLink | undefined;
   let roundRobin = 0;
 
-  const dial = async (target: Exclude<SocksTarget, { kind: "refused" }>, signal: AbortSignal): Promise<Duplex> => {
+  /** Opened upstream, and what to call when it ends (a Service connection is counted by the balancer till then). */
+  const dial = async (target: Exclude<SocksTarget, { kind: "refused" }>, clientIp: string, signal: AbortSignal): Promise<{ upstream: Duplex; release?: () => void }> => {
+    if (target.kind === "service") {
+      const label = `${target.namespace}/${target.service}`;
+      if (!options.servicePorts) throw new ServiceRefused(`Service ${label}: this agent has no cluster-IP proxy (the traffic actor) to route it`);
+      const opened = await options.servicePorts.openServicePort({ namespace: target.namespace, service: target.service, port: target.port, clientIp }, { signal });
+      if (opened.kind === "refused") throw new ServiceRefused(opened.reason);
+      return { upstream: opened.stream, release: opened.release };
+    }
     const remoteNode = target.kind === "node" ? target.node : target.kind === "endpoint" && target.node && target.node !== options.node ? target.node : undefined;
     if (remoteNode) {
       if (!options.dialer) throw new LeafmeshError("TUNNEL_FAILED", `node ${remoteNode} is reached through the tunnel, which is off on this agent (--psk or --keys)`);
@@ -99,10 +124,10 @@ export function createSocksActor(options: SocksOptions) {
         resetStream(stream, new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened"));
         throw new LeafmeshError("TUNNEL_FAILED", "the SOCKS client left before the stream opened");
       }
-      return stream;
+      return { upstream: stream };
     }
     const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
-    return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: `${target.host}:${target.port}`, client: "SOCKS client" });
+    return { upstream: await connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: `${target.host}:${target.port}`, client: "SOCKS client" }) };
   };
 
   /** Every client waits for its place first (lib/admission.ts); over a limit it is reset before any byte, the reason counted. */
@@ -231,16 +256,22 @@ export function createSocksActor(options: SocksOptions) {
           node: options.node,
           knownNodes: options.knownNodes?.() ?? new Set(),
           pick: (candidates) => candidates[roundRobin++ % candidates.length],
+          withheld: options.upstream && ((service) => refusalWhilePartitioned(service, options.feed.reader.slices(service.namespace, service.name), options.upstream!)),
         });
-        if (target.kind === "refused") return fail(`refused: ${target.reason}`, replyCodes.hostUnreachable);
+        const refuse = (reason: string) => {
+          requestRefusals.note(reason, { client: client.remoteAddress, target: `${request.value.host}:${request.value.port}` });
+          fail(`refused: ${reason}`, replyCodes.hostUnreachable);
+        };
+        if (target.kind === "refused") return refuse(target.reason);
         const controller = new AbortController();
         dialing = controller;
         dials.add(controller);
-        dial(target, controller.signal).then(
-          (upstream) => {
+        dial(target, stripMappedPrefix(client.remoteAddress), controller.signal).then(
+          ({ upstream, release }) => {
             dials.delete(controller);
             if (dialing !== controller || client.destroyed) {
               // Gone (or timed out) while the dial went on: the upstream is reset, never left open.
+              release?.();
               resetStream(upstream, new LeafmeshError("PROXY_FAILED", "the SOCKS client left before the connection was made"));
               return;
             }
@@ -254,6 +285,7 @@ export function createSocksActor(options: SocksOptions) {
             const join = joinStreams(client, upstream, {
               onClose: (outcome) => {
                 joins.delete(join);
+                release?.();
                 if (!outcome.complete) count(outcome.cutBy === "a" ? "stream reset by client" : outcome.cutBy === "b" ? "stream reset by target" : "stream reset by proxy");
               },
             });
@@ -263,6 +295,7 @@ export function createSocksActor(options: SocksOptions) {
             dials.delete(controller);
             if (dialing !== controller) return; // the client left or timed out: counted there
             dialing = undefined;
+            if (error instanceof ServiceRefused) return refuse(error.message);
             const refused = /refused/i.test(error.message);
             connectFailures.note(refused ? "connection refused" : "unreachable", { target, err: error.message });
             fail(`connect failed: ${error.message}`, refused ? replyCodes.connectionRefused : replyCodes.hostUnreachable);
@@ -302,6 +335,7 @@ export function createSocksActor(options: SocksOptions) {
       admission.close();
       refusals.close();
       connectFailures.close();
+      requestRefusals.close();
       for (const controller of dials) controller.abort();
       for (const join of joins) join.reset(stopping);
       for (const socket of sockets) resetStream(socket, stopping);

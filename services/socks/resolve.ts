@@ -1,15 +1,21 @@
 /**
  * Where a SOCKS5 CONNECT goes, as a pure function of (catalog, request): a
- * Service by name or cluster IP becomes one of its ready endpoints (this node's
- * first; this node's only, for internalTrafficPolicy Local, as its cluster IP); a node name becomes that node's own address, reached through the
- * tunnel (`ssh -o ProxyCommand='nc -X 5 -x 127.0.0.1:1080 %h %p' edge-b`);
- * anything else is dialled as given.
+ * Service by name or cluster IP that the node proxies becomes a `service` target,
+ * whose endpoint the node's cluster-IP path chooses (the traffic actor's plan and
+ * balancer, bus/streams.ts `ServicePortDialer`: SOCKS keeps no second copy of
+ * those rules); a Service it does not proxy goes where the node's own clients
+ * reach it (a headless one's endpoint, as DNS answers it; an ExternalName's name;
+ * a noproxy one's cluster IP as given); a node name becomes that node's own
+ * address, reached through the tunnel
+ * (`ssh -o ProxyCommand='nc -X 5 -x 127.0.0.1:1080 %h %p' edge-b`); anything
+ * else is dialled as given.
  */
 import { isIP } from "node:net";
-import type { CatalogReader, EndpointSlice, Service } from "../../bus/catalog.ts";
+import { isProxied, type CatalogReader, type EndpointSlice, type Service } from "../../bus/catalog.ts";
 import { nodeNamePattern } from "../../bus/subjects.ts";
 
 export type SocksTarget =
+  | { kind: "service"; namespace: string; service: string; port: number }
   | { kind: "endpoint"; service: string; node: string | undefined; host: string; port: number }
   | { kind: "node"; node: string; host: string; port: number }
   | { kind: "direct"; host: string; port: number }
@@ -21,8 +27,10 @@ export interface ResolveOptions {
   node: string;
   /** Nodes known to the tunnel; a single-label name among them is a node. */
   knownNodes: ReadonlySet<string>;
-  /** Picks among candidates (round robin in the actor; first in tests). */
+  /** Picks among a headless Service's addresses (round robin in the actor; first in tests). */
   pick?: <T>(candidates: T[]) => T;
+  /** Why a Service is refused now (the partition policy, bus/partition.ts: its name is withheld by DNS too), or undefined. */
+  withheld?: (service: Service) => string | undefined;
 }
 
 /** `web.shop.svc.cluster.local`, `web.shop.svc`, `web.shop` → ["shop", "web"]. */
@@ -39,10 +47,27 @@ function serviceByClusterIP(catalog: CatalogReader, ip: string): Service | undef
   return undefined;
 }
 
-function endpointTarget(catalog: CatalogReader, service: Service, port: number, options: ResolveOptions): SocksTarget {
+/** A Service: the cluster-IP path's for one the node proxies; else where the node's own clients would reach it. */
+function serviceTarget(catalog: CatalogReader, service: Service, port: number, options: ResolveOptions, byIp?: string): SocksTarget {
+  const label = `${service.namespace}/${service.name}`;
+  if (isProxied(service)) return { kind: "service", namespace: service.namespace, service: service.name, port };
+  const withheld = options.withheld?.(service);
+  if (withheld) return { kind: "refused", reason: `Service ${label}: ${withheld}` };
+  if (service.type === "ExternalName") {
+    return service.externalName ? { kind: "direct", host: service.externalName, port } : { kind: "refused", reason: `Service ${label} is an ExternalName without a name` };
+  }
+  if (!service.headless) {
+    // The noproxy label: its cluster IP as given, which the node does not intercept (something else serves it, or nothing).
+    const clusterIP = byIp ?? service.clusterIPs[0];
+    return clusterIP ? { kind: "direct", host: clusterIP, port } : { kind: "refused", reason: `Service ${label} has no cluster IP` };
+  }
+  return headlessTarget(catalog, service, port, options);
+}
+
+/** A headless Service's endpoint, as its DNS name answers (ready endpoints), this node's first; dialled at its node. */
+function headlessTarget(catalog: CatalogReader, service: Service, port: number, options: ResolveOptions): SocksTarget {
   const servicePort = service.ports.find((candidate) => candidate.port === port && candidate.protocol === "TCP");
   const label = `${service.namespace}/${service.name}`;
-  if (!servicePort && !service.headless) return { kind: "refused", reason: `Service ${label} has no TCP port ${port}` };
   const candidates: { node: string | undefined; host: string; port: number }[] = [];
   for (const slice of catalog.slices(service.namespace, service.name) as EndpointSlice[]) {
     if (slice.addressType === "FQDN") continue;
@@ -54,15 +79,9 @@ function endpointTarget(catalog: CatalogReader, service: Service, port: number, 
       for (const address of endpoint.addresses) candidates.push({ node: endpoint.nodeName, host: address, port: targetPort });
     }
   }
-  if (candidates.length === 0) return { kind: "refused", reason: `Service ${label} has no ready endpoint` };
+  if (candidates.length === 0) return { kind: "refused", reason: `headless Service ${label} has no ready endpoint` };
   const local = candidates.filter((candidate) => candidate.node === options.node);
-  // internalTrafficPolicy Local: this node's endpoints only, as its cluster IP serves it (services/traffic/plan.ts). Before,
-  // a SOCKS client reached another node's endpoint that the same node's cluster IP refused.
-  if (service.internalTrafficPolicy === "Local" && local.length === 0) {
-    return { kind: "refused", reason: `Service ${label} has internalTrafficPolicy Local and no ready endpoint on this node (${options.node})` };
-  }
-  const pool = local.length > 0 ? local : candidates;
-  const chosen = (options.pick ?? ((list) => list[0]))(pool);
+  const chosen = (options.pick ?? ((list) => list[0]))(local.length > 0 ? local : candidates);
   return { kind: "endpoint", service: label, ...chosen };
 }
 
@@ -70,7 +89,7 @@ export function resolveSocksTarget(catalog: CatalogReader, host: string, port: n
   if (port < 1 || port > 65535) return { kind: "refused", reason: `port ${port} out of range` };
   if (isIP(host)) {
     const service = serviceByClusterIP(catalog, host);
-    return service ? endpointTarget(catalog, service, port, options) : { kind: "direct", host, port };
+    return service ? serviceTarget(catalog, service, port, options, host) : { kind: "direct", host, port };
   }
   const name = host.toLowerCase().replace(/\.$/, "");
   const nodeName = name.endsWith(".node") ? name.slice(0, -5) : name;
@@ -83,7 +102,7 @@ export function resolveSocksTarget(catalog: CatalogReader, host: string, port: n
   const serviceName = serviceOfName(name, options.clusterDomain);
   if (serviceName) {
     const service = catalog.service(serviceName[0], serviceName[1]);
-    if (service) return endpointTarget(catalog, service, port, options);
+    if (service) return serviceTarget(catalog, service, port, options);
     if (name.endsWith(`.svc.${options.clusterDomain}`) || name.endsWith(".svc")) return { kind: "refused", reason: `no Service ${serviceName[0]}/${serviceName[1]}` };
   }
   return { kind: "direct", host: name, port };

@@ -46,18 +46,27 @@ describe("SOCKS5 wire format", () => {
 });
 
 describe("where a SOCKS CONNECT goes", () => {
-  it("sends a Service name or cluster IP to a ready endpoint, with the endpoint's port", () => {
+  it("names a proxied Service by name or cluster IP, whose endpoint the node's cluster-IP path chooses", () => {
     for (const host of ["web.shop.svc.cluster.local", "web.shop.svc", "web.shop", "198.19.0.10"]) {
-      expect(resolveSocksTarget(catalog, host, 80, options)).toEqual({ kind: "endpoint", service: "shop/web", node: "edge-b", host: "198.18.2.1", port: 8081 });
+      expect(resolveSocksTarget(catalog, host, 80, options)).toEqual({ kind: "service", namespace: "shop", service: "web", port: 80 });
     }
-  });
-
-  it("keeps a Service with internalTrafficPolicy Local to this node's endpoints, as its cluster IP does", () => {
+    // internalTrafficPolicy, locality, ejection, affinity, the partition policy: the traffic actor's (cluster-ip-contract.test.ts).
     const local = new CatalogIndex();
     for (const object of [{ ...service, internalTrafficPolicy: "Local" as const }, slice]) local.apply({ op: "put", key: catalogKey(object), object });
-    // Before: edge-b's endpoint, which edge-a's cluster IP refuses for the same Service.
-    expect(resolveSocksTarget(local, "web.shop.svc.cluster.local", 80, options)).toEqual({ kind: "refused", reason: "Service shop/web has internalTrafficPolicy Local and no ready endpoint on this node (edge-a)" });
-    expect(resolveSocksTarget(local, "198.19.0.10", 80, { ...options, node: "edge-b" })).toEqual({ kind: "endpoint", service: "shop/web", node: "edge-b", host: "198.18.2.1", port: 8081 });
+    expect(resolveSocksTarget(local, "web.shop", 80, options)).toEqual({ kind: "service", namespace: "shop", service: "web", port: 80 });
+  });
+
+  it("sends a Service the node does not proxy where the node's own clients reach it", () => {
+    const other = new CatalogIndex();
+    const noproxy = { ...service, name: "legacy", clusterIPs: ["198.19.0.11"], labels: { "service.leafmesh.io/noproxy": "" } };
+    const headless = { ...service, name: "db", headless: true, clusterIPs: [] };
+    const external = { ...service, name: "mail", type: "ExternalName" as const, clusterIPs: [], externalName: "mail.example.org", ports: [] };
+    for (const object of [noproxy, headless, external, { ...slice, serviceName: "db", name: "db-1" }]) other.apply({ op: "put", key: catalogKey(object), object });
+    expect(resolveSocksTarget(other, "legacy.shop", 80, options)).toEqual({ kind: "direct", host: "198.19.0.11", port: 80 });
+    expect(resolveSocksTarget(other, "db.shop", 80, options)).toEqual({ kind: "endpoint", service: "shop/db", node: "edge-b", host: "198.18.2.1", port: 8081 });
+    expect(resolveSocksTarget(other, "mail.shop", 25, options)).toEqual({ kind: "direct", host: "mail.example.org", port: 25 });
+    // Withheld under the partition policy, as DNS withholds the name.
+    expect(resolveSocksTarget(other, "db.shop", 80, { ...options, withheld: () => "fail-closed while the node cannot reach its upstream" })).toEqual({ kind: "refused", reason: "Service shop/db: fail-closed while the node cannot reach its upstream" });
   });
 
   it("sends a node name to that node's own loopback through the tunnel", () => {
@@ -71,7 +80,6 @@ describe("where a SOCKS CONNECT goes", () => {
 
   it("refuses a missing Service or port clearly, and dials anything else as given", () => {
     expect(resolveSocksTarget(catalog, "nope.shop.svc.cluster.local", 80, options)).toEqual({ kind: "refused", reason: "no Service shop/nope" });
-    expect(resolveSocksTarget(catalog, "web.shop.svc.cluster.local", 81, options)).toEqual({ kind: "refused", reason: "Service shop/web has no TCP port 81" });
     expect(resolveSocksTarget(catalog, "example.org", 443, options)).toEqual({ kind: "direct", host: "example.org", port: 443 });
     expect(serviceOfName("a.b.c.d", "cluster.local")).toBeUndefined();
   });

@@ -19,7 +19,8 @@ import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer
 import { Counters } from "./counters.ts";
 import { createTrafficCapacity, defaultUdpIdleTimeoutMs, type TrafficLimits } from "./capacity.ts";
 import type { NodeTopology } from "../../balance/policy.ts";
-import type { StreamDialer } from "../../bus/streams.ts";
+import type { ServicePortDialer, StreamDialer } from "../../bus/streams.ts";
+import { servicePortDialer } from "./service-ports.ts";
 import { ListenerPublisher } from "./listener-publisher.ts";
 import { ListenerPortPicker, listenOnPickedPort, nameFraction, readEphemeralRange, type PortRange } from "./listener-ports.ts";
 import { OutlierDetector, type OutlierOptions } from "../../balance/outlier.ts";
@@ -98,6 +99,8 @@ export interface TrafficActor {
   /** Services left out and why (invalid annotation). */
   rejected(): { service: string; reason: string; error: string }[];
   /** sharedTcpPort: the one port every TCP service port's own loopback address is on (shared-listener.ts), once open. */
+  /** Service ports opened for the SOCKS proxy exactly as for a client of the cluster IP (service-ports.ts). */
+  readonly servicePorts: ServicePortDialer;
   stats(): { counters: Record<string, number>; listeners: number; sharedTcpPort?: number; connections: number; bufferedBytes: number; ejected: string[]; admission: { connections: number; opening: number; waiting: number; clients: number } };
 }
 
@@ -186,20 +189,14 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
 
   const publisher = options.bus && new ListenerPublisher({ bus: options.bus, clock, bindings: encodedBindings, pageSize: options.pageSize, minIntervalMs: options.publishIntervalMs });
 
+  // How a TCP connection reaches an endpoint: the same for the cluster IP and the SOCKS proxy (service-ports.ts).
+  const connect = { shared, log, counters, refusals: capacity.refusals, dialer: options.dialer, connectTimeoutMs: options.connectTimeoutMs ?? 3_000, remoteConnectTimeoutMs: options.remoteConnectTimeoutMs ?? 10_000, maxAttempts: options.maxAttempts ?? 4 };
   const open = async (plan: ServicePortPlan): Promise<Listener> => {
     const balancer = new ServicePortBalancer(plan, shared);
     const common = { balancer, shared, log, counters, listenHost, admission: capacity.admission, refusals: capacity.refusals };
     const create = () =>
       plan.protocol === "TCP"
-        ? new TcpServicePortListener({
-            ...common,
-            dialer: options.dialer,
-            connectTimeoutMs: options.connectTimeoutMs ?? 3_000,
-            remoteConnectTimeoutMs: options.remoteConnectTimeoutMs ?? 10_000,
-            idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000,
-            maxAttempts: options.maxAttempts ?? 4,
-            front,
-          })
+        ? new TcpServicePortListener({ ...common, ...connect, idleTimeoutMs: options.tcpIdleTimeoutMs ?? 3_600_000, front })
         : new UdpServicePortListener({ ...common, dialer: options.dialer, idleTimeoutMs: options.udpIdleTimeoutMs ?? defaultUdpIdleTimeoutMs, maxFlows: options.udpMaxFlows ?? 4_096 });
     if (front && plan.protocol === "TCP") {
       // The shared listener opens once, with the first TCP service port; a failed open is tried again by the next.
@@ -379,6 +376,7 @@ export function createTrafficActor(options: TrafficOptions): TrafficActor {
       return () => subscribers.delete(listener);
     },
     rejected: () => rejected,
+    servicePorts: servicePortDialer({ reader: () => options.feed.reader, node: options.node, listeners, rejected: () => rejected, connect }),
     stats() {
       let connections = 0;
       let bufferedBytes = 0;

@@ -7,7 +7,9 @@
  * (annotation `service.leafmesh.io/lb-policy`, else an Istio DestinationRule's
  * `trafficPolicy.loadBalancer`, else round robin; `sessionAffinity: ClientIP` on
  * top). Endpoints on this node first; on other nodes through the tunnel's
- * `StreamDialer` when one is given, else directly by IP.
+ * `StreamDialer` when one is given, else directly by IP. `servicePorts` opens a
+ * Service port for the SOCKS proxy with the same plan and balancer
+ * (service-ports.ts), so that SOCKS and the cluster IP cannot route apart.
  *
  * ```ts
  * import { createTrafficActor } from "./services/traffic/index.ts";

@@ -11,12 +11,13 @@
  * plans.get("shop/web:http/TCP")?.endpoints;   // [{ key: "198.18.1.3:8080", ... }]
  * ```
  */
-import { kindOfKey, noProxyLabel, type CatalogReader, type Service } from "../../bus/catalog.ts";
+import { isProxied, kindOfKey, type CatalogReader, type Service } from "../../bus/catalog.ts";
 import { isGatewayKind } from "../../bus/catalog-gateway.ts";
 import { choosePolicy, endpointsOf, type PolicyChoice } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
 export { choosePolicy, endpointsOf, lbPolicyAnnotation, type PolicyChoice } from "../../balance/endpoints.ts";
+export { isProxied } from "../../bus/catalog.ts";
 
 export type ProxiedProtocol = "TCP" | "UDP";
 
@@ -42,11 +43,6 @@ export interface RejectedService {
 
 export function servicePortKey(namespace: string, name: string, portName: string, protocol: string): string {
   return `${namespace}/${name}:${portName}/${protocol}`;
-}
-
-/** Whether the agent proxies this Service at all (before looking at its policy). */
-export function isProxied(service: Service): boolean {
-  return service.type !== "ExternalName" && !service.headless && service.clusterIPs.length > 0 && !Object.hasOwn(service.labels, noProxyLabel);
 }
 
 /** "namespace/name" of a Service: the unit the traffic actor re-plans. */

@@ -16,10 +16,10 @@
  * here or at the node that runs it; a tunnel that could not carry the stream
  * (no path, a handshake or open that took too long under load, the peer's own
  * limit) excludes the endpoint for this connection only (issue 15 item 12: the only
- * endpoint was ejected for failures the agent caused itself).
+ * endpoint was ejected for failures the agent caused itself). The choice and the
+ * attempts are endpoint-connect.ts, which the SOCKS proxy's Service connections share.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
@@ -28,7 +28,8 @@ import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { ServicePortBalancer, BalancerShared } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
-import { endpointAtFault, localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
+import type { StreamDialer } from "../../bus/streams.ts";
+import { connectToEndpoint, releaseEndpoint } from "./endpoint-connect.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 import type { SharedTcpListener } from "./shared-listener.ts";
@@ -171,7 +172,6 @@ export class TcpServicePortListener {
       client.resetAndDestroy();
       return;
     }
-    const exclude = new Set<string>();
     // A client that leaves while it waits or its endpoint is being dialled abandons both (a blackholed endpoint would hold it for the connect timeout).
     const abandon = new AbortController();
     const live = (this.#live ??= { joined: new Map(), connecting: new Map() });
@@ -196,42 +196,17 @@ export class TcpServicePortListener {
     }
     let joined = false;
     try {
-      for (let attempt = 0; attempt < this.#options.maxAttempts; attempt++) {
-        const target = balancer.choose(clientIp, exclude);
-        if (!target) break;
-        // Counted as active while connecting, so least-connections sees a connect storm.
-        shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
-        let upstream: Duplex;
-        try {
-          upstream = await this.#connect(target, abandon.signal);
-        } catch (error) {
-          this.#release(target);
-          if (abandon.signal.aborted) {
-            // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
-            if (!this.#closed) counters.count("tcp client left before connect");
-            return;
-          }
-          exclude.add(target.key);
-          counters.count("tcp connect failed");
-          if (!this.#endpointAtFault(target, error)) {
-            // The tunnel could not carry it (no path, a slow open, the peer's limit), or a node ran out of descriptors: the next endpoint, and no mark against this one.
-            const shortage = localShortageCode(error);
-            if (shortage) {
-              counters.count(`tcp connect failed: ${shortage}`);
-              this.#options.refusals.note(`tcp connect failed: ${shortage} (a node out of file descriptors, memory or local ports; no endpoint is held at fault)`, { client: clientIp, service: balancer.plan.key, endpoint: target.key });
-            } else counters.count("tcp connect failed: tunnel");
-            continue;
-          }
-          if (shared.outliers.failure(target.key)) {
-            counters.count("endpoint ejected");
-            this.#options.log.warn({ endpoint: target.key, service: balancer.plan.key, err: error }, "endpoint ejected after repeated connect failures");
-          }
-          continue;
-        }
-        shared.outliers.success(target.key);
+      const outcome = await connectToEndpoint(this.#options, balancer, clientIp, abandon.signal, "tcp");
+      if (outcome.kind === "client left") {
+        // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
+        if (!this.#closed) counters.count("tcp client left before connect");
+        return;
+      }
+      if (outcome.kind === "connected") {
+        const { upstream, target } = outcome;
         if (client.destroyed) {
           // Gone just as its tunnel stream opened (the abort gives up an open still under way): the stream is reset, never left open.
-          this.#release(target);
+          releaseEndpoint(shared, target);
           counters.count("tcp client left before connect");
           resetStream(upstream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));
           return;
@@ -251,27 +226,12 @@ export class TcpServicePortListener {
     client.resetAndDestroy();
   }
 
-  /** A failed connect that proves the endpoint bad: refused or timed out at this node, or at the node that runs it (its agent said so). */
-  #endpointAtFault(target: EndpointTarget, error: unknown): boolean {
-    const { dialer, shared } = this.#options;
-    const remote = dialer !== undefined && target.nodeName !== undefined && target.nodeName !== shared.node;
-    return endpointAtFault(error, remote);
-  }
-
-  #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
-    const { dialer, shared, connectTimeoutMs, remoteConnectTimeoutMs } = this.#options;
-    if (dialer && target.nodeName && target.nodeName !== shared.node) {
-      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: remoteConnectTimeoutMs, signal, what: target.key });
-    }
-    return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: target.key });
-  }
-
   #splice(live: Connections, client: Socket, upstream: Duplex, target: EndpointTarget, ticket: AdmissionTicket): void {
     const { idleTimeoutMs, counters } = this.#options;
     const join = joinStreams(client, upstream, {
       onClose: (outcome) => {
         live.joined.delete(join);
-        this.#release(target);
+        releaseEndpoint(this.#options.shared, target);
         ticket.release();
         if (outcome.complete) return;
         counters.count(outcome.cutBy === "a" ? "tcp stream reset: client" : outcome.cutBy === "b" ? "tcp stream reset: endpoint" : "tcp stream reset: proxy");
@@ -285,12 +245,5 @@ export class TcpServicePortListener {
       counters.count("tcp idle timeout");
       join.reset(new LeafmeshError("PROXY_FAILED", `connection idle for ${idleTimeoutMs} ms`));
     });
-  }
-
-  #release(target: EndpointTarget): void {
-    const active = this.#options.shared.active;
-    const next = (active.get(target.key) ?? 1) - 1;
-    if (next <= 0) active.delete(target.key);
-    else active.set(target.key, next);
   }
 }
