@@ -16,7 +16,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import { leaseKeys } from "../bus/subjects.ts";
 import { capturedLog } from "../test/support/log-lines.ts";
-import { eventually, freePort } from "../test/support/ports.ts";
+import { startJetStreamCluster } from "../test/support/jetstream-cluster.ts";
+import { eventually } from "../test/support/ports.ts";
 import { tempDir } from "../test/support/processes.ts";
 import { startNatsServer, type TestServer } from "../test/support/trust-servers.ts";
 import { restartTurn } from "./restart-turn.ts";
@@ -91,21 +92,9 @@ describe("a turn to start again while the cluster's restart-turns bucket does no
   });
 });
 
-/** Three JetStream servers clustered on loopback, as a hub cluster's nats-servers are (started together: JetStream waits for a quorum). */
+/** Three JetStream servers clustered on loopback, as a hub cluster's nats-servers are. */
 async function jetStreamCluster(names: string[]): Promise<TestServer[]> {
-  const dir = tempDir("leafmesh-restart-turn-cluster-");
-  const routePorts = await Promise.all(names.map(() => freePort()));
-  const routes = routePorts.map((port) => `nats-route://127.0.0.1:${port}`).join(", ");
-  const started = await Promise.all(
-    names.map((name, index) =>
-      startNatsServer({
-        name,
-        dir,
-        config: ({ client, monitor }) =>
-          `server_name: ${name}\nlisten: 127.0.0.1:${client}\nhttp: 127.0.0.1:${monitor}\njetstream { store_dir: "${join(dir, name)}" }\ncluster { name: turns, listen: 127.0.0.1:${routePorts[index]}, routes: [${routes}] }\n`,
-      }),
-    ),
-  );
+  const started = await startJetStreamCluster(names, "turns");
   servers.push(...started);
   return started;
 }

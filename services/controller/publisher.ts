@@ -12,6 +12,7 @@
  * ```
  */
 import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { CatalogObject } from "../../bus/catalog.ts";
 import type { Bus } from "../../bus/bus.ts";
@@ -19,6 +20,7 @@ import { nowIso } from "../../bus/events.ts";
 import { buckets, leaseKeys } from "../../bus/subjects.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import { KvPuts } from "../../bus/kv-puts.ts";
+import type { Clock } from "../../lib/clock.ts";
 import type { Logger } from "../../lib/log.ts";
 import { retryUntilReady } from "../../lib/retry.ts";
 import { Coalescer } from "../../lib/coalesce.ts";
@@ -47,6 +49,8 @@ export interface CatalogPublisherOptions {
   concurrency?: number;
   /** @default 10_000 — how often the whole catalog is compared with the source, whatever the source said. */
   resyncMs?: number;
+  /** The lease's clock (its renewals and how long a renewal lets this hub write). @default systemClock */
+  clock?: Clock;
   /** A stop asked while it opens its buckets (a Ctrl-C while the hub starts): start() ends with INTERRUPTED. */
   signal?: AbortSignal;
 }
@@ -170,7 +174,16 @@ export class CatalogPublisher {
       log,
       signal: this.#options.signal,
     });
-    this.#lease = new KvLease({ kv: leaseKv, key: leaseKeys.catalogPublisher, holder: this.#options.holder, ttlMs: this.#options.leaseTtlMs, log });
+    this.#lease = new KvLease({
+      kv: leaseKv,
+      manager: await jetstreamManager(connection),
+      bucket: buckets.leases,
+      key: leaseKeys.catalogPublisher,
+      holder: this.#options.holder,
+      ttlMs: this.#options.leaseTtlMs,
+      clock: this.#options.clock,
+      log,
+    });
     this.#lease.onChange((leading) => {
       this.#options.bus.publish("publisher", "lease", { at: nowIso(), holder: leading ? this.#options.holder : this.#lease!.holderSeen, held: leading });
       if (leading) this.#schedule();
@@ -208,6 +221,10 @@ export class CatalogPublisher {
     for (const key of this.stored.keys()) if (!desired.has(key)) deletes.push(key);
     if (puts.length === 0 && deletes.length === 0) return;
 
+    // Fencing: a renewal answered just now, or no write. A hub that lost the lease while it was not looking (paused,
+    // cut off: its `leading` is only as fresh as its last renewal) learns it here, before it writes over a newer leader.
+    const lease = this.#lease!;
+    if (!(await lease.confirm())) return this.#fenced(lease, 0, puts.length + deletes.length);
     const kv = this.#kv;
     if (!this.#puts || this.#puts.closed) this.#puts = new KvPuts({ connection: this.#options.connection, bucket: buckets.catalog });
     const pipeline = this.#puts;
@@ -225,14 +242,22 @@ export class CatalogPublisher {
     let next = 0;
     const worker = async () => {
       while (next < work.length) {
-        // Fencing: a publisher that lost the lease stops in the middle of a batch.
-        if (!this.leading) return;
+        // Fencing: a publisher that lost the lease, or whose renewals are late, stops in the middle of a batch.
+        if (!lease.mayWrite()) return;
         await work[next++]();
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.#options.concurrency ?? 256, work.length) }, worker));
+    if (next < work.length) return this.#fenced(lease, next, work.length - next);
     this.#options.log.info({ puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name }, "catalog written");
     this.#options.bus.publish("publisher", "publish", { at: nowIso(), puts: puts.length, deletes: deletes.length, objects: desired.size, source: source.name });
+  }
+
+  /** Writes held back by the lease's fence: said, and tried again in a second while this hub still leads (a renewal was late). */
+  #fenced(lease: KvLease, sent: number, held: number): void {
+    this.#options.log.warn({ sent, held, leading: lease.leading }, "catalog writes held back: the publisher lease is lost, or its last renewal is too old to write under");
+    // Lost: the next leader writes them, from its own source.
+    if (lease.leading) setTimeout(() => void this.#schedule(), 1_000).unref();
   }
 
   /**
