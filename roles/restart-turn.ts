@@ -12,8 +12,10 @@
  * Restarting together, the three lost their JetStream quorum at once, and a site's agents lost every server of their
  * site at once. With a turn that expired one lease TTL (6 s) after it was taken, a server slower than that to come
  * back (a slow disk replaying JetStream) let the next one stop beside it. The order comes from the stream's sequence
- * numbers, not from a compare-and-set on one key: on nats-server 2.9.10 two creates of one key that reach a clustered
- * stream within milliseconds both succeed (nats-io/nats-server#4320), and two hubs woken by one give-back both took it.
+ * numbers, not from a compare-and-set on one key: on nats-server 2.9.10 a compare-and-set that expects a revision above
+ * 0 is checked by the stream leader alone, before it is proposed, so two that reach a clustered stream within
+ * milliseconds both succeed (nats-io/nats-server#4320; docs/nats-facts.md). A create on a key whose last message is a
+ * delete marker is one of those, and two hubs woken by one give-back (a delete) both took it.
  *
  * ```ts
  * const turn = restartTurn({ connection, holder: "hub-2", key: leaseKeys.hubRestart, who: "hub", ttlMs: 6_000, replicas: 3, log });
