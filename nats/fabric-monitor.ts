@@ -13,7 +13,7 @@
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "./render.ts";
 import { monitorBase, monitorJson } from "./monitor-http.ts";
-import { leafAccountNames } from "./leaf-account-names.ts";
+import { LeafAccountNames, type AccountDetail } from "./leaf-account-names.ts";
 import type { Bus } from "../bus/bus.ts";
 import type { FabricLink } from "../bus/status.ts";
 
@@ -31,8 +31,6 @@ export interface FabricMonitorOptions {
   upstreams?: string[];
   /** @default 1_000 — a leaf reconnects within about a second; status should see it as fast. */
   intervalMs?: number;
-  /** The server's account JWTs, which name the node of each downstream leaf (nats/leaf-account-names.ts); without, a leaf is known by its address. */
-  resolverDir?: string;
 }
 
 /** "350µs", "1.2ms", "2s", "1m3s" → milliseconds. */
@@ -89,11 +87,11 @@ export class FabricMonitor {
   #first = true;
   #upstreams: ResolvedUpstream[];
   #resolvedAt = -Infinity;
-  readonly #nodeOfAccount: ((account: string | undefined) => string | undefined) | undefined;
+  readonly #accountNames: LeafAccountNames;
 
   constructor(options: FabricMonitorOptions) {
     this.#options = options;
-    this.#nodeOfAccount = options.resolverDir ? leafAccountNames(options.resolverDir) : undefined;
+    this.#accountNames = new LeafAccountNames((account) => getJson<AccountDetail>(`${monitorBase(options.monitor)}/accountz?acc=${account}`));
     this.#upstreams = (options.upstreams ?? []).map((url) => {
       const parsed = new URL(url);
       const host = parsed.hostname.replace(/^\[|\]$/g, "");
@@ -147,6 +145,7 @@ export class FabricMonitor {
       ]);
       if (!leafz) return; // the server is restarting: keep the last view
       await this.#resolveFor(leafz.leafs ?? []);
+      await this.#accountNames.learn((leafz.leafs ?? []).map((leaf) => leaf.account));
       const next = new Map<string, FabricLink>();
       for (const leaf of leafz.leafs ?? []) {
         const upstream = upstreamOfLeaf(leaf, this.#upstreams);
@@ -157,7 +156,7 @@ export class FabricMonitor {
         }
         // A downstream leaf by the node it logs in as, where the keys say (2.9.10's /leafz has no name); keyed by its
         // address, so that a node's new link made before its old one is gone is a link of its own.
-        const remote = leaf.name ?? this.#nodeOfAccount?.(leaf.account) ?? address;
+        const remote = leaf.name ?? this.#accountNames.nodeOf(leaf.account) ?? address;
         next.set(`leaf:${address}`, { kind: "leaf", direction: "downstream", remote, address, rttMs: parseGoDuration(leaf.rtt), up: true });
       }
       for (const route of routez?.routes ?? []) {

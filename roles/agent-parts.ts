@@ -53,7 +53,7 @@ export async function startAgentParts(
     stopCounting();
     release.stop();
   }, "the memory release after catalog changes");
-  const fabric = node.watchFabric({ upstreams: proxied?.fabricUpstreams ?? upstreams, resolverDir: config.siteSecurity?.files.resolverDir });
+  const fabric = node.watchFabric({ upstreams: proxied?.fabricUpstreams ?? upstreams });
   // A store that stopped answering (a full disk) is said, and restarted unless the server is one of a site's cluster (quorum).
   const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, ...config.storeWatch });
   node.onStop(() => watchdog.stop(), "the watch on the node's JetStream");

@@ -157,7 +157,7 @@ function startHubServer(config: HubConfig): Promise<ServerProcess> {
 
 async function startHubParts(config: HubConfig, node: ServerProcess, sourceStarted: Promise<void> | undefined): Promise<HubRuntime> {
   const { log, connection, bus, server } = node;
-  const fabric = node.watchFabric({ resolverDir: config.security?.files.resolverDir });
+  const fabric = node.watchFabric();
   // A store that stopped answering (a full disk) is said, and restarted unless the hub is one of a cluster (quorum).
   const watchdog = watchStore({ connection, stream: `KV_${buckets.catalog}`, dataDir: config.dataDir, server, log: log.child({ actor: "fabric" }), restart: !config.cluster, holds: "catalog" });
   node.onStop(() => watchdog.stop(), "the watch on the hub's JetStream");

@@ -88,8 +88,7 @@ export interface ServerProcess {
   /** Registers how a part stops; parts stop in the reverse order of registration, before the bus and the server. */
   onStop(stop: () => Promise<void> | void, what?: string): void;
   /** Starts watching the server's fabric links (leaf upstream, leafs, routes, gateways) onto the bus. */
-  /** `resolverDir`: the server's account JWTs, which name the node of each downstream leaf (nats/leaf-account-names.ts). */
-  watchFabric(options?: { upstreams?: string[]; resolverDir?: string }): FabricMonitor;
+  watchFabric(options?: { upstreams?: string[] }): FabricMonitor;
   /** Serves /metrics, /healthz and /readyz (when `listen` is given) with the gauges every server process has. */
   serveMetrics(options: { listen?: HostPort; health: () => Health; objects: () => number; upstream?: () => boolean; leading?: () => boolean }): Promise<void>;
   /** Answers `rpc.<name>.status`. */
@@ -174,7 +173,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
         stops.push({ what, stop: partStop });
       },
       watchFabric(watch = {}) {
-        fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: options.server.monitor, upstreams: watch.upstreams, resolverDir: watch.resolverDir });
+        fabric = new FabricMonitor({ bus, log: log.child({ actor: "fabric" }), monitor: options.server.monitor, upstreams: watch.upstreams });
         fabric.start();
         const started = fabric;
         stops.push({ what: "the fabric monitor", stop: () => started.stop() });

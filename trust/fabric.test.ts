@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { createLogger, type Logger } from "../lib/log.ts";
+import { createLogger, silentLogger, type Logger } from "../lib/log.ts";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys, explainUserKey, readKeyState } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
@@ -21,7 +21,8 @@ import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { explainDenial, watchPermissionErrors } from "./denials.ts";
 import { runKeysCommand } from "../cli/keys.ts";
 import { openCatalogMirror } from "../services/controller/agent-controller.ts";
-import type { Bus } from "../bus/bus.ts";
+import { Bus } from "../bus/bus.ts";
+import { FabricMonitor } from "../nats/fabric-monitor.ts";
 import { createUser, encodeUser, fmtCreds, type Algorithms } from "@nats-io/jwt";
 import { writeSecretFile } from "./secret-files.ts";
 
@@ -131,6 +132,21 @@ describe("a node's own subjects work through its account", () => {
       await a.flush();
       return atB.includes("relay.edge-b.edge-a.ch1 frame");
     }, 10_000, "a relay frame from edge-a at edge-b");
+  });
+});
+
+describe("the hub's leaf links, by node", () => {
+  it("are named by the node each leaf logs in as: its account, preloaded at the hub's start, names it (2.9.10's /leafz gives an address)", async () => {
+    // Issued before the hub started and never pushed: the accounts are the hub's preloads, in its memory only. Before,
+    // names came from the resolver directory's files and these links were '127.0.0.1:port'.
+    const monitor = new FabricMonitor({ bus: new Bus({ connection: publisher, node: "hub", log: silentLogger() }), log: silentLogger(), monitor: { host: "127.0.0.1", port: hub.monitorPort } });
+    const named = await eventually(async () => {
+      await monitor.poll();
+      const remotes = monitor.links.filter((link) => link.direction === "downstream").map((link) => link.remote).sort();
+      return remotes.length === 3 ? remotes : undefined;
+    }, 15_000, "the hub's three leaf links");
+    expect(named).toEqual(["edge-a", "edge-b", "edge-c"]);
+    for (const link of monitor.links) expect(link.address).toMatch(/^127\.0\.0\.1:\d+$/);
   });
 });
 

@@ -55,6 +55,9 @@ afterAll(async () => {
 
 describe("a member of a site, revoked while it runs", () => {
   it("is named as revoked in the site's log, once a minute, told that its site refused it, and its renewal ends, said once", async () => {
+    // The site names the member whose leaf link it holds, from the account the leaf logged in with (preloaded from the
+    // site bundle: before, only an account pushed since was named, and a member's link was an address).
+    await eventually(() => /"leaf link up: node edge-j \(127\.0\.0\.1:\d+\)"/.test(site.output()), 10_000, "the site naming edge-j's leaf link");
     const siteFrom = site.output().length;
     const agentFrom = agent.output().length;
     await runCliOk("keys", "revoke", "--dir", keys, "--node", "edge-j", "--hub", hubTls());
