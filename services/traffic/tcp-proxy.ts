@@ -32,6 +32,7 @@ import { endpointAtFault, localShortageCode, openStreamWithin, type StreamDialer
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { Counters } from "./counters.ts";
 import type { SharedTcpListener } from "./shared-listener.ts";
+import { EarlyBytes } from "../../lib/early-bytes.ts";
 
 export interface TcpProxyOptions {
   balancer: ServicePortBalancer<ServicePortPlan>;
@@ -202,13 +203,22 @@ export class TcpServicePortListener {
         // Counted as active while connecting, so least-connections sees a connect storm.
         shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
         let upstream: Duplex;
+        // The client's first bytes go with a tunnel stream's header (lib/early-bytes.ts); a refusal puts them back for the next endpoint.
+        const early = new EarlyBytes(client);
         try {
-          upstream = await this.#connect(target, abandon.signal);
+          upstream = await this.#connect(target, abandon.signal, early);
         } catch (error) {
           this.#release(target);
           if (abandon.signal.aborted) {
             // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
             if (!this.#closed) counters.count("tcp client left before connect");
+            return;
+          }
+          if (early.inDoubt) {
+            // Its first bytes may have reached that endpoint: sent to another one they could act twice. The client reads a reset.
+            counters.count("tcp connect failed: early bytes in doubt");
+            this.#options.refusals.note("tcp connect failed after the client's first bytes went (no other endpoint tried)", { client: clientIp, service: balancer.plan.key, endpoint: target.key });
+            client.resetAndDestroy();
             return;
           }
           exclude.add(target.key);
@@ -258,10 +268,10 @@ export class TcpServicePortListener {
     return endpointAtFault(error, remote);
   }
 
-  #connect(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
+  #connect(target: EndpointTarget, signal: AbortSignal, early: EarlyBytes): Promise<Duplex> {
     const { dialer, shared, connectTimeoutMs, remoteConnectTimeoutMs } = this.#options;
     if (dialer && target.nodeName && target.nodeName !== shared.node) {
-      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: remoteConnectTimeoutMs, signal, what: target.key });
+      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: remoteConnectTimeoutMs, signal, what: target.key, early });
     }
     return connectTcp({ host: target.host, port: target.port, timeoutMs: connectTimeoutMs, signal, what: target.key });
   }
