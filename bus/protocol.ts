@@ -18,8 +18,11 @@
  * ```
  */
 
-/** @default 1 — the level this leafmesh speaks (the last entry of `protocolLevels`). */
-export const meshProtocol = 1;
+/** @default 2 — the level this leafmesh speaks (the last entry of `protocolLevels`). */
+export const meshProtocol = 2;
+
+/** The level from which a node reads a TCP stream's early bytes, sent behind its target header (lib/early-bytes.ts). */
+export const earlyBytesProtocol = 2;
 
 /** What an older node does wrong with a node at this level or above (the first entry: level 0, before levels). */
 export const protocolLevels: readonly { level: number; since: string; olderNodesGetWrong: string }[] = [
@@ -30,6 +33,13 @@ export const protocolLevels: readonly { level: number; since: string; olderNodes
     olderNodesGetWrong:
       // Both measured between trees of 2026-12-05 (8875959) and 2026-12-07 (docs/operations.md).
       "a leafmesh from before 2026-12-05 17:00 drops a node record 30 s after it was written (newer nodes keep theirs alive every 45-60 s), and one from before 2026-12-06 ignores a Service's internalTrafficPolicy: Local (its clients reach every node's endpoints)",
+  },
+  {
+    level: 2,
+    since: "2026-12-07",
+    olderNodesGetWrong:
+      // Seen with the serving end of a tree of 2026-12-07 (39e07c1): "\0\0\0\rfirst request" where the target should read "first request".
+      "a leafmesh at protocol 1 or below writes the frame headers (4 bytes each) of a client's first bytes sent with a TLS stream's target header into the target's connection, so newer nodes open its streams as before: a client's first bytes wait one round trip for the answer",
   },
 ];
 

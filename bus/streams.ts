@@ -15,6 +15,7 @@
 import type { Duplex } from "node:stream";
 import { LeafmeshError } from "../lib/errors.ts";
 import { resetStream } from "../lib/join-streams.ts";
+import type { EarlyBytes } from "../lib/early-bytes.ts";
 
 export type StreamProtocol = "TCP" | "UDP";
 
@@ -33,7 +34,16 @@ export interface StreamDialer {
    * cannot be reached or refuses. `signal` gives the open up (its client hung up): it leaves
    * the queue of opens at once, a stream half-opened is reset, and the promise rejects.
    */
-  openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex>;
+  openStream(node: string, target: StreamTarget, options?: StreamOpenOptions): Promise<Duplex>;
+}
+
+export interface StreamOpenOptions {
+  signal?: AbortSignal;
+  /**
+   * A TCP client's first bytes, sent with the target header where the far node reads them (lib/early-bytes.ts).
+   * After a failed open, `early.inDoubt` says they may have reached the target: reset the client, try nothing else.
+   */
+  early?: EarlyBytes;
 }
 
 /** A new connection to a Service port, asked of the node's cluster-IP path (the traffic actor) by the SOCKS proxy. */
@@ -147,13 +157,15 @@ export class DatagramDecoder {
  * end does not take it for a finished one. The remote twin of lib/connect-tcp.ts, for the
  * cluster-IP proxy and the gateway; `what` names the connection in errors.
  */
-export function openStreamWithin(dialer: StreamDialer, node: string, target: StreamTarget, options: { timeoutMs: number; signal: AbortSignal; what: string }): Promise<Duplex> {
-  const { timeoutMs, signal, what } = options;
-  const opening = dialer.openStream(node, target, { signal });
+export function openStreamWithin(dialer: StreamDialer, node: string, target: StreamTarget, options: { timeoutMs: number; signal: AbortSignal; what: string; early?: EarlyBytes }): Promise<Duplex> {
+  const { timeoutMs, signal, what, early } = options;
+  const opening = dialer.openStream(node, target, { signal, early });
   return new Promise((resolve, reject) => {
     let givenUp = false;
     const giveUp = (error: unknown) => {
       givenUp = true;
+      // An open given up takes no more of the client; what went already may reach the target (early.inDoubt).
+      early?.unanswered();
       clearTimeout(timer);
       signal.removeEventListener("abort", abort);
       reject(error);

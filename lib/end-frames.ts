@@ -25,12 +25,15 @@
  *
  * Both ends frame only when both offered it (tls-streams.ts: the ALPN protocol
  * `endFramesProtocol`; a node of an older release is served as before, without)
- * and only TCP streams once their target is agreed (stream-header.ts): the
- * serving side from after its OK status, the opening side reads the status
- * as it is, then frames (a refusal stays unframed).
+ * and only TCP streams, from just after the target header (stream-header.ts):
+ * the opening side writes the header as it is and frames what follows (early
+ * bytes too), and reads the status as it is, then frames (a refusal stays
+ * unframed); the serving side reads framed from after the header (frameReads)
+ * and writes framed from after its OK status.
  *
  * ```ts
  * frameEnds(socket, { rawWrites: header.length, rawReads: statusLength }); // the opener, before it writes the target header
+ * frameReads(socket);                                                     // the server, once it read the target header
  * frameEnds(socket, { rawWrites: status.length });                       // the server, before it writes its OK status
  * ```
  */
@@ -150,8 +153,9 @@ export class EndFrameReader {
 }
 
 const readers: unique symbol = Symbol("leafmesh.endFrameReader");
+const rawWritesLeft: unique symbol = Symbol("leafmesh.endFrameRawWrites");
 
-type Framed = TLSSocket & { [readers]?: EndFrameReader };
+type Framed = TLSSocket & { [readers]?: EndFrameReader; [rawWritesLeft]?: { bytes: number } };
 type WriteCallback = (error?: Error | null) => void;
 
 /**
@@ -162,9 +166,15 @@ type WriteCallback = (error?: Error | null) => void;
  */
 export function frameEnds(socket: TLSSocket, options: { rawWrites?: number; rawReads?: RawPrefix } = {}): void {
   const framed = socket as Framed;
-  if (framed[readers]) return;
+  if (framed[readers]) {
+    // Its reads are framed already (frameReads: a server that reads early bytes before its answer): now its writes too.
+    if (options.rawWrites !== undefined) framed[rawWritesLeft]!.bytes = options.rawWrites;
+    return;
+  }
   const reader = new EndFrameReader(options.rawReads);
   framed[readers] = reader;
+  const writes = { bytes: options.rawWrites ?? 0 };
+  framed[rawWritesLeft] = writes;
 
   const push = socket.push.bind(socket);
   socket.push = (chunk: unknown, encoding?: BufferEncoding) => {
@@ -185,13 +195,12 @@ export function frameEnds(socket: TLSSocket, options: { rawWrites?: number; rawR
   // in place already (`frameInPlace`) goes as it is. Any other goes behind its header: in one write of the two
   // joined (TLSWrap takes one write at a time: a second one under way aborts the process, Assertion failed:
   // !current_write_), or in a writev, which TLSWrap joins into one buffer itself.
-  let rawWrites = options.rawWrites ?? 0;
   /** The chunk as it goes: raw bytes first while some are left, then a header and the rest. */
   const partsOf = (data: Buffer): Buffer[] => {
     // Empty: as it is (a frame of length 0 is the end).
     if (framedInPlace.has(data) || data.length === 0) return [data];
-    const raw = Math.min(rawWrites, data.length);
-    rawWrites -= raw;
+    const raw = Math.min(writes.bytes, data.length);
+    writes.bytes -= raw;
     if (raw === data.length) return [data];
     const rest = data.subarray(raw);
     const header = Buffer.allocUnsafe(headerBytes);
@@ -212,7 +221,22 @@ export function frameEnds(socket: TLSSocket, options: { rawWrites?: number; rawR
     );
   const final = socket._final.bind(socket);
   // The end frame, then close_notify and the FIN once it is out (a write under way holds TLS's output back).
-  socket._final = (callback: WriteCallback) => write(endFrame, asBuffer, (error) => (error ? callback(error) : final(callback)));
+  // Writes not framed at all (a refusal after frameReads) end as they are.
+  socket._final = (callback: WriteCallback) => (writes.bytes === Infinity ? final(callback) : write(endFrame, asBuffer, (error) => (error ? callback(error) : final(callback))));
+}
+
+/**
+ * The serving side of a TCP stream, once its target header is read: what follows the header is framed (an opener's
+ * early bytes, stream-header.ts), also what the socket read already; its own writes go as they are (a refusal)
+ * until `frameEnds(socket, { rawWrites })` before its OK status.
+ */
+export function frameReads(socket: TLSSocket): void {
+  frameEnds(socket, { rawWrites: Infinity });
+  const held = socket.readableLength;
+  if (held === 0) return;
+  // read(n) of what is held never emits 'end' (only a read that finds nothing left does), so unshift stays allowed.
+  const data = stripHeaders(socket, socket.read(held) as Buffer);
+  if (data && data.length > 0) socket.unshift(data.length === 1 ? data[0] : Buffer.concat(data));
 }
 
 /** Chunks whose frame header was written in the bytes before them (frameInPlace): written as they are. */

@@ -17,7 +17,8 @@
  * receiver-<node>, each a .cpuprofile, a text summary and a flame graph. The measured runs
  * are not profiled; LEAFMESH_BENCH_PROFILE_BYTES sets the profiled transfer's size.
  *
- * Run: `node bench/tunnel/run.ts` (or `npm run bench -- tunnel`).
+ * Run: `node bench/tunnel/run.ts` (or `npm run bench -- tunnel`). LEAFMESH_BENCH_TUNNEL_FIRST_BYTE_ONLY=1: the
+ * unshaped links only, RTT and first byte, no throughput (a few minutes, for A/B runs of a stream's open).
  */
 import type { LinkShape } from "../../lab/nat.ts";
 import { startTunnelLab, type TunnelLab } from "../../lab/tunnel-lab.ts";
@@ -34,6 +35,8 @@ const edgeLinks: { lan: LinkShape; wan: LinkShape } = { lan: { rateMbit: 1_000 }
 const rounds = Number(process.env.LEAFMESH_BENCH_TUNNEL_ROUNDS ?? 3);
 /** A profiled transfer: 512 MiB lasts one to two seconds on the encrypted direct paths (several thousand samples an end), ~6 s relayed. */
 const profiledBytes = Number(process.env.LEAFMESH_BENCH_PROFILE_BYTES ?? 512 * 1024 * 1024);
+/** RTT and first byte on unshaped links only: no throughput runs, no shaped run. */
+const firstByteOnly = process.env.LEAFMESH_BENCH_TUNNEL_FIRST_BYTE_ONLY === "1";
 
 interface Measured {
   /** Median over the rounds. */
@@ -118,6 +121,7 @@ async function measure(lab: TunnelLab, path: Path): Promise<Measured> {
 
 /** Both runs: links as fast as the CPU (CPU-bound: what leafmesh costs), then shaped like an edge network (link-bound: what a user sees). */
 export async function runTunnelBench(): Promise<BenchTable[]> {
+  if (firstByteOnly) return [await runOnLinks(unshapedBytes)];
   return [await runOnLinks(unshapedBytes), await runOnLinks(shapedBytes, edgeLinks)];
 }
 
@@ -161,9 +165,9 @@ async function runOnLinks(bytes: number, links?: { lan: LinkShape; wan: LinkShap
       relayed: stream("rah1", "rbh1", { node: "rbh1" }),
     };
     // One run per path first, not counted: the first run of every path in a fresh process was always the slowest (JIT, TCP windows).
-    for (const path of Object.values(paths)) await checked(lab, path.from, { ...path.throughput, bytes });
+    if (!firstByteOnly) for (const path of Object.values(paths)) await checked(lab, path.from, { ...path.throughput, bytes });
     // Interleaved: each path next to its baseline in every round, so a slow moment of the machine hits both.
-    for (let round = 0; round < rounds; round++) for (const path of Object.values(paths)) await throughputOnce(lab, path, bytes);
+    for (let round = 0; round < (firstByteOnly ? 0 : rounds); round++) for (const path of Object.values(paths)) await throughputOnce(lab, path, bytes);
     const rawLan = await measure(lab, paths.rawLan);
     const nodeTlsLan = await measure(lab, paths.nodeTlsLan);
     const direct = await measure(lab, paths.direct);

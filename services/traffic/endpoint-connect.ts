@@ -11,7 +11,8 @@
  * if (outcome.kind === "connected") join(client, outcome.upstream, () => releaseEndpoint(options.shared, outcome.target));
  * ```
  */
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
+import { EarlyBytes } from "../../lib/early-bytes.ts";
 import { connectTcp } from "../../lib/connect-tcp.ts";
 import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -38,14 +39,18 @@ export type EndpointConnection =
   | { kind: "connected"; upstream: Duplex; target: EndpointTarget }
   /** The client gave it up (its signal): nothing is held against any endpoint. */
   | { kind: "client left" }
+  /** A tunnel stream failed after the client's first bytes went with its header: they may have reached the endpoint, so no other is tried (reset the client). */
+  | { kind: "early bytes in doubt" }
   /** No endpoint left to try, or every attempt failed. */
   | { kind: "unreachable"; tried: string[] };
 
 /**
  * Connects as the balancer chooses; counters labelled `${via} …` ("tcp" for the cluster IP, "socks" for the SOCKS
- * proxy). On "connected" the endpoint stays counted active until the caller's `releaseEndpoint`.
+ * proxy). On "connected" the endpoint stays counted active until the caller's `releaseEndpoint`. `client`: where the
+ * client's first bytes are read from, to go with a tunnel stream's header (lib/early-bytes.ts); a refusal puts them
+ * back for the next endpoint.
  */
-export async function connectToEndpoint(options: EndpointConnectOptions, balancer: ServicePortBalancer<ServicePortPlan>, clientIp: string, signal: AbortSignal, via: string): Promise<EndpointConnection> {
+export async function connectToEndpoint(options: EndpointConnectOptions, balancer: ServicePortBalancer<ServicePortPlan>, clientIp: string, signal: AbortSignal, via: string, client?: Readable): Promise<EndpointConnection> {
   const { counters, shared } = options;
   const exclude = new Set<string>();
   for (let attempt = 0; attempt < options.maxAttempts; attempt++) {
@@ -53,11 +58,17 @@ export async function connectToEndpoint(options: EndpointConnectOptions, balance
     if (!target) break;
     shared.active.set(target.key, (shared.active.get(target.key) ?? 0) + 1);
     let upstream: Duplex;
+    const early = client ? new EarlyBytes(client) : undefined;
     try {
-      upstream = await connect(options, target, signal);
+      upstream = await connect(options, target, signal, early);
     } catch (error) {
       releaseEndpoint(shared, target);
       if (signal.aborted) return { kind: "client left" };
+      if (early?.inDoubt) {
+        counters.count(`${via} connect failed: early bytes in doubt`);
+        options.refusals.note(`${via} connect failed after the client's first bytes went (no other endpoint tried)`, { client: clientIp, service: balancer.plan.key, endpoint: target.key });
+        return { kind: "early bytes in doubt" };
+      }
       exclude.add(target.key);
       counters.count(`${via} connect failed`);
       const remote = options.dialer !== undefined && target.nodeName !== undefined && target.nodeName !== shared.node;
@@ -89,10 +100,10 @@ export function releaseEndpoint(shared: BalancerShared, target: EndpointTarget):
   else shared.active.set(target.key, next);
 }
 
-function connect(options: EndpointConnectOptions, target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
+function connect(options: EndpointConnectOptions, target: EndpointTarget, signal: AbortSignal, early: EarlyBytes | undefined): Promise<Duplex> {
   const { dialer, shared } = options;
   if (dialer && target.nodeName && target.nodeName !== shared.node) {
-    return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: options.remoteConnectTimeoutMs, signal, what: target.key });
+    return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs: options.remoteConnectTimeoutMs, signal, what: target.key, early });
   }
   return connectTcp({ host: target.host, port: target.port, timeoutMs: options.connectTimeoutMs, signal, what: target.key });
 }

@@ -60,6 +60,8 @@ export function servicePortDialer(options: ServicePortDialerOptions): ServicePor
       const outcome = await connectToEndpoint(options.connect, balancer, request.clientIp, signal ?? new AbortController().signal, "socks");
       if (outcome.kind === "client left") throw new LeafmeshError("PROXY_FAILED", `the SOCKS client left before its connection to ${label} was made`);
       if (outcome.kind === "unreachable") return refused(`no endpoint of Service ${label} could be reached (tried ${outcome.tried.join(", ") || "none"})`, "no endpoint reachable");
+      // A SOCKS client sends nothing before its reply, so no early bytes go with the header (none given above).
+      if (outcome.kind === "early bytes in doubt") throw new LeafmeshError("PROXY_FAILED", `the connection to ${label} failed after the client's first bytes went`);
       counters.count("socks connections");
       const { target } = outcome;
       let released = false;

@@ -196,10 +196,16 @@ export class TcpServicePortListener {
     }
     let joined = false;
     try {
-      const outcome = await connectToEndpoint(this.#options, balancer, clientIp, abandon.signal, "tcp");
+      // The client's first bytes go with a tunnel stream's header (lib/early-bytes.ts): connectToEndpoint settles them.
+      const outcome = await connectToEndpoint(this.#options, balancer, clientIp, abandon.signal, "tcp", client);
       if (outcome.kind === "client left") {
         // Not the endpoint's fault: no failure counted against it (a listener that closed counted its reset).
         if (!this.#closed) counters.count("tcp client left before connect");
+        return;
+      }
+      if (outcome.kind === "early bytes in doubt") {
+        // They may have reached that endpoint: sent to another one they could act twice. The client reads a reset.
+        client.resetAndDestroy();
         return;
       }
       if (outcome.kind === "connected") {

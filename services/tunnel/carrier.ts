@@ -41,6 +41,8 @@ import type { PathKind } from "./path-machine.ts";
 export interface CarrierPeer {
   node: string;
   peerId: string;
+  /** The mesh protocol level its node record says (bus/protocol.ts); none known: treated as 0 (what a stream may send it). */
+  protocol?: number;
 }
 
 export type CarrierName = "libp2p" | "direct TLS" | "punched TLS" | "relayed TLS";

@@ -30,6 +30,7 @@ import type { Clock } from "../../lib/clock.ts";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { CarrierPeer } from "./carrier.ts";
+import { protocolOf } from "../../bus/protocol.ts";
 import type { PathConnections } from "./connections.ts";
 import type { TunnelHost } from "./host.ts";
 import { LanDials } from "./lan-dials.ts";
@@ -192,7 +193,8 @@ export class PathTable {
         throw new LeafmeshError("TUNNEL_FAILED", `node '${node}' is unreachable: ${snapshot.context.reason ?? "every way failed"}`);
       }
     }
-    return { peer: { node, peerId: path.peerId }, kind: pathKindOf(snapshot.value) as PathKind };
+    const record = this.#options.directory.get(node);
+    return { peer: { node, peerId: path.peerId, protocol: record && protocolOf(record) }, kind: pathKindOf(snapshot.value) as PathKind };
   }
 
   /** Follows libp2p's events: mDNS neighbours are dialled, identify names a peer's node, connections opening and closing move the paths. */

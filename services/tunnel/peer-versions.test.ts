@@ -46,6 +46,10 @@ describe("peer versions", () => {
     expect(newer.upgrade).toBe("this node");
     expect(newer.message).toMatch(/runs a newer leafmesh \(protocol 2\) than this node \(protocol 1\).*Upgrade this node$/);
     expect(protocolSkew({ peer: "edge-same", level: 1, own: 1 })).toBeUndefined();
+    // A level-1 peer is told only what came after level 1: its streams are opened without early bytes.
+    const one = protocolSkew({ peer: "edge-one", level: 1, own: 2 })!;
+    expect(one.message).toContain("frame headers");
+    expect(one.message).not.toContain("internalTrafficPolicy");
   });
 
   it("logs each peer once per level it shows, and lists the peers on another level for status", async () => {
@@ -71,7 +75,7 @@ describe("peer versions", () => {
     const view = formatVersions(skews).join("\n");
     expect(view).toContain(`OTHER LEAFMESH VERSIONS (this node: protocol ${meshProtocol})`);
     expect(view).toMatch(/edge-old\s+0 \(before levels\)\s+edge-old/);
-    expect(view).toMatch(/edge-next\s+2\s+this node/);
+    expect(view).toMatch(new RegExp(`edge-next\\s+${meshProtocol + 1}\\s+this node`));
     expect(formatVersions([])).toEqual([]);
   });
 

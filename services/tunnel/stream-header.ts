@@ -3,11 +3,15 @@
  * session of its own): the opening side sends the target as a header, the
  * serving side answers with a status, then the stream carries the spliced bytes.
  *
- *   opener → server:  u16 length | JSON { host, port, protocol }
+ *   opener → server:  u16 length | JSON { host, port, protocol }  [early bytes]
  *   server → opener:  u8 status (0 ok, 1 refused) | u16 length | JSON { message, code? }
  *
  * Then the bytes, as they are; on a TLS session whose ends both offered end
  * frames by ALPN, a TCP stream's bytes go in end frames both ways (lib/end-frames.ts).
+ * A TCP stream's first bytes may follow its header before the status (mesh protocol
+ * 2, bus/protocol.ts; lib/early-bytes.ts): the server holds them unread while it
+ * connects, writes them to the target first once connected, and drops them with a
+ * refusal; the opener puts them back to its client then, to go elsewhere once.
  *
  * The encoding and the target's validation are pure; `requestTarget` and
  * `readTarget` run them on a Duplex.
@@ -22,6 +26,7 @@ import { frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import type { StreamTarget } from "../../bus/streams.ts";
 import type { Logger } from "../../lib/log.ts";
+import type { EarlyBytes } from "../../lib/early-bytes.ts";
 
 export type { StreamTarget } from "../../bus/streams.ts";
 
@@ -142,16 +147,21 @@ export async function readTarget(duplex: Duplex, timeoutMs: number): Promise<Str
  * for the remote agent's status. Resolves with the same stream, ready for the
  * spliced bytes; a refusal rejects with TargetRefusedError (and destroys it).
  */
-export async function requestTarget(duplex: Duplex, target: StreamTarget, options: { timeoutMs: number; peer: string; log: Logger }): Promise<Duplex> {
+export async function requestTarget(duplex: Duplex, target: StreamTarget, options: { timeoutMs: number; peer: string; log: Logger; early?: EarlyBytes }): Promise<Duplex> {
   // A reset after the header was read (a peer that refuses us, a cut) must not go unhandled; the caller adds its own handling.
   duplex.on("error", (error) => options.log.debug({ err: error, peer: options.peer }, "tunnel stream error"));
   const header = encodeHeader(target);
   // A TCP stream on a session that frames ends (lib/end-frames.ts): the header and the status go as they are.
   if (target.protocol === "TCP" && sessionFramesEnds(duplex)) frameEnds(duplex, { rawWrites: header.length, rawReads: statusLength });
   duplex.write(header);
+  // A TCP client's first bytes right behind the header (lib/early-bytes.ts), to a peer that reads them (protocol 2).
+  const early = target.protocol === "TCP" ? options.early : undefined;
+  early?.sendTo(duplex);
   const status = (await readExactly(duplex, 1, options.timeoutMs))[0];
   const { message, code } = (await readHeader(duplex, options.timeoutMs)) as { message?: unknown; code?: unknown };
-  if (status !== statusOk) {
+  if (status === statusOk) early?.commit();
+  else {
+    early?.giveBack();
     duplex.destroy();
     throw new TargetRefusedError(typeof message === "string" && message ? message : "the remote agent refused the stream", typeof code === "string" ? code : undefined);
   }

@@ -14,6 +14,11 @@
  * waits for its turn, its carrier stream reset if the target header is under way (the far
  * agent drops its target connection). A carrier still being opened (a TLS handshake) keeps
  * its turn until it is made, then is reset at once: the turns stay a bound on real opens.
+ *
+ * A caller's `early` (lib/early-bytes.ts: its client's first bytes) goes right behind the target header to a peer
+ * whose node record says protocol 2 or above (bus/protocol.ts), without waiting for the answer; to an older one
+ * the open is as before. Once some went, a stream that fails without an answer is not tried again on another
+ * carrier: it fails with EarlyBytesInDoubt, and the caller resets its client.
  */
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
@@ -28,6 +33,8 @@ import { requestTarget, TargetRefusedError, type StreamTarget } from "./stream-h
 import { Admission, AdmissionRefused } from "../../lib/admission.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { resetStream } from "../../lib/join-streams.ts";
+import { EarlyBytesInDoubt, type EarlyBytes } from "../../lib/early-bytes.ts";
+import { earlyBytesProtocol } from "../../bus/protocol.ts";
 
 /** Opens under way at once towards one node (StreamOpenerOptions.maxOpeningPerPeer). */
 export const defaultMaxOpeningPerPeer = 64;
@@ -112,7 +119,7 @@ export class StreamOpener {
   }
 
   /** A stream to `target` at `peer`'s node over a path of `path` kind, opened in turn with the other opens towards that node. */
-  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal?: AbortSignal): Promise<Duplex> {
+  async open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal?: AbortSignal, early?: EarlyBytes): Promise<Duplex> {
     if (signal?.aborted) throw abandoned(peer);
     let turn;
     try {
@@ -122,20 +129,22 @@ export class StreamOpener {
       const reason = error instanceof AdmissionRefused ? error.reason : "refused";
       throw new LeafmeshError("OVER_CAPACITY", `stream to '${peer.node}' not opened: ${reason} (${describeError(error)})`, { cause: error });
     }
+    // Early bytes only to a peer that reads them (its node record says protocol 2 or above); to others, opened as before.
+    const sent = early && (peer.protocol ?? 0) >= earlyBytesProtocol ? early : undefined;
     try {
-      return await this.#open(peer, path, target, signal);
+      return await this.#open(peer, path, target, signal, sent);
     } finally {
       turn.release();
     }
   }
 
-  async #open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex> {
+  async #open(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined, early: EarlyBytes | undefined): Promise<Duplex> {
     const tls = this.#options.tlsCarriers[path];
     if (tls) {
-      const stream = await this.#overTls(tls, peer, target, signal);
+      const stream = await this.#overTls(tls, peer, target, signal, early);
       if (stream) return stream;
     }
-    return this.#overLibp2p(peer, path, target, signal);
+    return this.#overLibp2p(peer, path, target, signal, early);
   }
 
   /** A TCP connection to a target on this very node (no tunnel). */
@@ -149,16 +158,17 @@ export class StreamOpener {
   }
 
   /** A stream over a TLS carrier; undefined (libp2p then) when it cannot, or failed lately towards that peer. */
-  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex | undefined> {
+  async #overTls(carrier: Carrier, peer: CarrierPeer, target: StreamTarget, signal: AbortSignal | undefined, early: EarlyBytes | undefined): Promise<Duplex | undefined> {
     const { backoff } = this.#options;
     if (backoff.isBackedOff(carrier.name, peer)) return undefined;
     try {
       const stream = await carrier.open(peer);
       if (!stream) return undefined;
       this.#options.onTlsOpened?.();
-      return await this.#request(stream, target, peer, carrier.name, signal);
+      return await this.#request(stream, target, peer, carrier.name, signal, early);
     } catch (error) {
       if (error instanceof TargetRefusedError) throw error; // libp2p would not change that
+      if (error instanceof EarlyBytesInDoubt) throw error; // the client's first bytes may have reached the target: not sent again
       if (signal?.aborted) throw abandoned(peer); // the client left: no fault of the carrier
       backoff.failed(carrier.name, peer, error);
       return undefined;
@@ -190,16 +200,16 @@ export class StreamOpener {
    * Best connection first; a connection closing under us (both sides punched at once,
    * a path switch) gives way to the next, and after a short pause to a fresh one. Bounded: 3 rounds.
    */
-  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined): Promise<Duplex> {
+  async #overLibp2p(peer: CarrierPeer, path: PathKind, target: StreamTarget, signal: AbortSignal | undefined, early: EarlyBytes | undefined): Promise<Duplex> {
     let lastError: unknown;
     for (let round = 0; round < 3; round++) {
       if (round > 0) await new Promise((resolve) => setTimeout(resolve, 250 * round));
       for (const { connection } of this.#options.connections.ranked(peer.peerId)) {
         if (signal?.aborted) throw abandoned(peer);
         try {
-          return await this.#request(await this.#options.libp2p.openOn(connection), target, peer, "libp2p", signal);
+          return await this.#request(await this.#options.libp2p.openOn(connection), target, peer, "libp2p", signal, early);
         } catch (error) {
-          if (error instanceof TargetRefusedError) throw error; // no other path changes that
+          if (error instanceof TargetRefusedError || error instanceof EarlyBytesInDoubt) throw error; // no other path changes that; nor sends them again
           if (signal?.aborted) throw abandoned(peer);
           lastError = error;
         }
@@ -213,7 +223,7 @@ export class StreamOpener {
    * The target header on a fresh carrier stream; a stream whose header exchange failed is destroyed (it would
    * otherwise stay open, unused), and so is one whose client left meanwhile: reset, so the far agent drops its target.
    */
-  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName, signal: AbortSignal | undefined): Promise<Duplex> {
+  async #request(stream: Duplex, target: StreamTarget, peer: CarrierPeer, carrier: CarrierName, signal: AbortSignal | undefined, early: EarlyBytes | undefined): Promise<Duplex> {
     let gone = () => undefined as void;
     const left = new Promise<never>((_resolve, reject) => {
       gone = () => {
@@ -225,12 +235,14 @@ export class StreamOpener {
     if (signal?.aborted) gone();
     else signal?.addEventListener("abort", gone, { once: true });
     try {
-      const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log });
+      const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log, early });
       if (!signal) return await requested;
       requested.catch(() => undefined); // its failure once the race below was lost to the abort is expected
       return await Promise.race([requested, left]);
     } catch (error) {
       stream.destroy();
+      early?.unanswered();
+      if (early?.inDoubt) throw new EarlyBytesInDoubt(early.sentBytes, error);
       throw error;
     } finally {
       signal?.removeEventListener("abort", gone);

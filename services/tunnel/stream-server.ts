@@ -3,7 +3,9 @@
  * stream, a TLS session over a TCP connection, a punched connection or a relay
  * channel): reads the target header, connects to the target, answers with the
  * status, then splices — TCP with backpressure both ways, UDP as 2-byte-length
- * framed datagrams (the traffic actor's framing).
+ * framed datagrams (the traffic actor's framing). A TCP client's early bytes
+ * (sent behind the header) wait unread until the target is connected, go to it
+ * first, and are dropped with a refusal: never written to a refused target.
  *
  * Every inbound tunnel stream of this node passes `serve`: the place for what
  * holds for all of them (limits per peer, how a cut is passed on).
@@ -23,7 +25,7 @@ import type { Logger } from "../../lib/log.ts";
 import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
-import { frameEnds, sessionFramesEnds } from "../../lib/end-frames.ts";
+import { frameEnds, frameReads, sessionFramesEnds } from "../../lib/end-frames.ts";
 import { encodeStatus, readTarget, statusOk, statusRefused, StreamNeverStarted, type StreamTarget } from "./stream-header.ts";
 
 import { defaultMaxStreamsPerPeer } from "./limits.ts";
@@ -105,6 +107,8 @@ export class StreamServer {
       return;
     }
     options.onTarget?.();
+    // A TCP stream's early bytes (stream-header.ts) come framed right behind its header: read framed from here on.
+    if (target.protocol === "TCP" && sessionFramesEnds(duplex)) frameReads(duplex);
     if (target.protocol === "UDP") {
       duplex.write(encodeStatus(statusOk));
       spliceUdp(duplex, target, log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1));
@@ -141,6 +145,8 @@ export class StreamServer {
       const code = timedOut ? "ETIMEDOUT" : error.code;
       duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
       duplex.end();
+      // Early bytes held for the target are dropped, never written anywhere: the opener sends them elsewhere.
+      duplex.resume();
     });
     // A stream that goes while its target is being dialled takes the dial with it (nothing was carried yet).
     duplex.once("close", () => {

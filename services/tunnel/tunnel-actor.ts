@@ -45,7 +45,7 @@ import { PunchCoordinator } from "./punch-coordinator.ts";
 import { RelayEndpoint } from "./relay.ts";
 import { SpareSessions } from "./spares.ts";
 import { pathPing, PeerLiveness } from "./peer-liveness.ts";
-import type { StreamDialer, StreamTarget } from "../../bus/streams.ts";
+import type { StreamDialer, StreamOpenOptions, StreamTarget } from "../../bus/streams.ts";
 import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
 import { StreamServer } from "./stream-server.ts";
 import { TlsStreams, tlsCarriersOf } from "./tls-carriers.ts";
@@ -340,12 +340,12 @@ export class TunnelActor implements StreamDialer {
     this.actor.send({ type: "STOPPED" });
   }
 
-  async openStream(node: string, target: StreamTarget, options?: { signal?: AbortSignal }): Promise<Duplex> {
+  async openStream(node: string, target: StreamTarget, options?: StreamOpenOptions): Promise<Duplex> {
     const running = this.#running;
     if (this.#stopped || !running) throw new LeafmeshError("NOT_RUNNING", "the tunnel is not running");
     if (node === this.node) return running.opener.connectLocal(target);
     const { peer, kind } = await running.paths.resolve(node);
-    return running.opener.open(peer, kind, target, options?.signal);
+    return running.opener.open(peer, kind, target, options?.signal, options?.early);
   }
 
   /** What peers asked for beyond their limits, by reason (streams, relay channels, punches per peer: issue 15 item 7). */
