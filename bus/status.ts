@@ -3,6 +3,7 @@
  * and its actors' states. A contract between processes, so it lives with the
  * other message types; roles/status.ts builds it.
  */
+import type { ProtocolSkew } from "./protocol.ts";
 
 export interface FabricLink {
   kind: "leaf" | "route" | "gateway";
@@ -38,6 +39,13 @@ export interface NodeStatus {
   relayChoice?: RelayChoiceStatus;
   /** Through --hub-proxy: the proxy, and per upstream the loopback forwarder the leaf dials and the last refusal (nats/hub-proxy-forwarder.ts). */
   hubProxy?: HubProxyStatus;
+  /**
+   * A hub's view of a mesh mid-upgrade: the hubs and nodes on another protocol level (roles/hub-versions.ts); on an
+   * agent the tunnel's status says the same of its peers and hubs.
+   */
+  versions?: ProtocolSkew[];
+  /** When the hub could not read every node record for it: how many it read, of how many, or why none. */
+  versionsRead?: { read: number; of: number; problem?: string };
   /** Extra tables from actors (tunnel paths, DNS stats...). */
   extra?: Record<string, unknown>;
 }

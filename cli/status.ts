@@ -7,7 +7,7 @@ import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
 import { connectNats } from "../bus/connect.ts";
 import { checkNodeName } from "../bus/subjects.ts";
-import { meshProtocol, type ProtocolSkew } from "../bus/protocol.ts";
+import { hubLevelSaidSince, meshProtocol, type ProtocolSkew } from "../bus/protocol.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
@@ -170,6 +170,8 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
     );
     parts.push(...formatVersions((tunnel.versions ?? []) as ProtocolSkew[]));
   }
+  // A hub: the hubs and nodes of the mesh on another level (an agent's are its tunnel's, above).
+  if (status.versions) parts.push(...formatVersions(status.versions, status.versionsRead));
   parts.push("", "SERVICES");
   parts.push(
     services.length === 0
@@ -189,11 +191,19 @@ export function formatNodeView(view: { status: NodeStatus; services: ServiceRow[
   return `${parts.join("\n")}\n`;
 }
 
-/** Peers on another leafmesh protocol level (a mesh mid-upgrade, docs/operations.md): who, which level, which side to upgrade, and why. */
-export function formatVersions(versions: ProtocolSkew[]): string[] {
-  if (versions.length === 0) return [];
-  const rows = versions.map((skew) => [skew.peer, skew.level === 0 ? "0 (before levels)" : String(skew.level), skew.upgrade === "peer" ? skew.peer : "this node"]);
-  return ["", `OTHER LEAFMESH VERSIONS (this node: protocol ${meshProtocol})`, table(["NODE", "PROTOCOL", "UPGRADE"], rows), ...versions.map((skew) => `  ${skew.message}`)];
+/**
+ * Peers and hubs on another leafmesh protocol level (a mesh mid-upgrade, docs/operations.md): who, which level, which
+ * side to upgrade, and why; `read`: a hub that read only part of the node records in its time says so.
+ */
+export function formatVersions(versions: ProtocolSkew[], read?: NodeStatus["versionsRead"]): string[] {
+  const partly = !read ? [] : read.problem ? [`  (node records not read: ${read.problem})`] : [`  (read ${read.read} of ${read.of} node records in time: others may be on another level too)`];
+  if (versions.length === 0) return partly.length ? ["", `OTHER LEAFMESH VERSIONS (this node: protocol ${meshProtocol})`, ...partly] : [];
+  const rows = versions.map((skew) => {
+    const hub = skew.role === "hub";
+    const level = skew.level > 0 ? String(skew.level) : hub ? `0-${hubLevelSaidSince} (not said)` : "0 (before levels)";
+    return [hub ? `${skew.peer} (hub)` : skew.peer, level, skew.upgrade === "peer" ? (hub ? `${skew.peer}, first` : skew.peer) : "this node"];
+  });
+  return ["", `OTHER LEAFMESH VERSIONS (this node: protocol ${meshProtocol})`, table(["NODE", "PROTOCOL", "UPGRADE"], rows), ...versions.map((skew) => `  ${skew.message}`), ...partly];
 }
 
 /** One line per actor for the table; the full detail is in --json. */

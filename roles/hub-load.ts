@@ -8,7 +8,9 @@
  * interest, which /leafz?subs=1 lists: 2.9.10's /leafz has no remote server
  * name); the bytes are the
  * difference of /leafz's in+out byte counters between two polls. No relayed byte
- * passes through this process.
+ * passes through this process. The record carries the hub's mesh protocol level too
+ * (bus/protocol.ts): it is what every node hears of its hubs, so a node upgraded
+ * before its hub says which hub to upgrade (services/tunnel/peer-versions.ts).
  *
  * ```ts
  * const load = startHubLoad({ bus, monitor: { host, port }, log });
@@ -19,6 +21,7 @@
 import type { Bus } from "../bus/bus.ts";
 import { nowIso } from "../bus/events.ts";
 import { hubLoadSubject } from "../bus/subjects.ts";
+import { meshProtocol } from "../bus/protocol.ts";
 import type { Logger } from "../lib/log.ts";
 import type { HostPort } from "../nats/render.ts";
 import { monitorBase, monitorJson } from "../nats/monitor-http.ts";
@@ -86,7 +89,7 @@ export function startHubLoad(options: { bus: Bus; monitor: HostPort; log: Logger
       bus.publish("fabric", "load", { at: nowIso(), ...report });
       // For the nodes' relay choice: a subject every node account imports (a node of a secured mesh
       // never sees the event above, which stays in the mesh account).
-      bus.connection.publish(hubLoadSubject(bus.node), JSON.stringify({ channels: report.channels, bytesPerSecond: report.bytesPerSecond }));
+      bus.connection.publish(hubLoadSubject(bus.node), JSON.stringify({ channels: report.channels, bytesPerSecond: report.bytesPerSecond, protocol: meshProtocol }));
     } catch (error) {
       log.debug({ err: error }, "hub load not measured this time");
     } finally {

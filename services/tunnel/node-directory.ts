@@ -1,7 +1,7 @@
 /**
  * The node directory: this node's record in KV `mesh-nodes` (hub domain, through the leaf), looked at every
- * `refreshMs` and put when it changed or its keep-alive is due (`keepaliveMs`; less beside an older leafmesh,
- * peer-versions.ts), deleted when the node stops cleanly (`withdraw`) and expiring by the bucket's TTL when it
+ * `refreshMs` and put when it changed or its keep-alive is due (`keepaliveMs`; less beside an older peer or
+ * hub, peer-versions.ts), deleted when the node stops cleanly (`withdraw`) and expiring by the bucket's TTL when it
  * dies; and a watched cache of every other node's record.
  *
  * Every put reaches every node, so an unchanged record is not put again until its
@@ -64,10 +64,12 @@ export interface NodeDirectoryOptions {
   trust?: PeerTrust;
   /** @default 5_000 (nats.js's) — how long a put, or the bucket's making, waits for the hub's answer. */
   requestTimeoutMs?: number;
+  /** The hubs' levels heard (peer-versions.ts): beside a level-0 hub, as beside a level-0 peer, the keep-alive is shorter. */
+  hubs?: () => Iterable<{ protocol?: number }>;
 }
 
 export class NodeDirectory {
-  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust">;
+  readonly #options: Required<Omit<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust" | "hubs">> & Pick<NodeDirectoryOptions, "onRecord" | "onAlive" | "identity" | "trust" | "hubs">;
   readonly #records = new Map<string, NodeRecord>();
   /** When each peer's record was written, on this node's clocks (record-times.ts). */
   readonly #times: RecordTimes;
@@ -243,7 +245,7 @@ export class NodeDirectory {
       // The hub creates the bucket (roles/hub.ts); bind to it, which sends nothing.
       this.#kv ??= await kvm.open(buckets.nodes);
       const record = this.#options.record();
-      const keepaliveMs = keepaliveBeside(this.#options.keepaliveMs, this.all());
+      const keepaliveMs = keepaliveBeside(this.#options.keepaliveMs, [...this.all(), ...(this.#options.hubs?.() ?? [])]);
       if (this.#ownReplaced || recordContent(record) !== this.#lastPut || this.#options.clock.monotonic() >= this.#keepalive.lastPutAt + keepaliveMs * this.#keepalive.share) {
         // Cleared before the put: another writer's value seen while it is under way is put over at the next look.
         this.#ownReplaced = false;

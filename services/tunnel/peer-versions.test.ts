@@ -50,6 +50,13 @@ describe("peer versions", () => {
     const one = protocolSkew({ peer: "edge-one", level: 1, own: 2 })!;
     expect(one.message).toContain("frame headers");
     expect(one.message).not.toContain("internalTrafficPolicy");
+    // A hub: to be upgraded first, told what an older hub gets wrong (not what an older agent does).
+    const hub = protocolSkew({ peer: "hub-2", level: 0, own: 2, role: "hub" })!;
+    expect([hub.role, hub.upgrade]).toEqual(["hub", "peer"]);
+    expect(hub.message).toMatch(/^hub 'hub-2' runs a leafmesh from before hubs said their protocol level.*: a hub from before 2026-12-05 17:00 keeps node records 30 s.*Upgrade hub 'hub-2' first: hubs, then sites, then agents$/);
+    expect(hub.message).not.toMatch(/internalTrafficPolicy|frame headers/);
+    expect(protocolSkew({ peer: "hub-2", level: 1, own: 2, role: "hub" })!.message).toBe("hub 'hub-2' runs an older leafmesh (protocol 1); this node speaks protocol 2. Upgrade hub 'hub-2' first: hubs, then sites, then agents");
+    expect(protocolSkew({ peer: "hub-3", level: 3, own: 2, role: "hub" })!.upgrade).toBe("this node");
   });
 
   it("logs each peer once per level it shows, and lists the peers on another level for status", async () => {

@@ -85,6 +85,7 @@ interface Running {
   reasons: PathReasons;
   server: StreamServer;
   network: NetworkWatch;
+  versions: PeerVersions;
 }
 
 export class TunnelActor implements StreamDialer {
@@ -187,6 +188,7 @@ export class TunnelActor implements StreamDialer {
       this.#running = this.#assemble(host, tls, server, trust, reasons, checks);
       this.#running.paths.watch();
       this.#running.punches.start();
+      this.#running.versions.watchHubs(options.nats);
       this.#running.directory.start();
       this.actor.send({ type: "STARTED" });
       this.#log.info({ peerId: host.libp2p.peerId.toString(), listen: host.libp2p.getMultiaddrs().map(String) }, "tunnel started");
@@ -233,7 +235,7 @@ export class TunnelActor implements StreamDialer {
             onEvent: (event) => options.bus.publish("tunnel", "relay", { at: nowIso(clock.now), peer: event.peer, stream: event.channel, status: event.status, bytes: event.bytes, reason: event.reason }),
           });
     connections = new PathConnections({ host, relay, log, clock, dialTimeoutMs, checks });
-    const versions = new PeerVersions({ log });
+    const versions = new PeerVersions({ log, clock });
     const directory = new NodeDirectory({
       nats: options.nats,
       node: this.node,
@@ -247,6 +249,7 @@ export class TunnelActor implements StreamDialer {
       // A node back with a new peer id or new addresses (a restart): its path follows.
       onRecord: (record) => (paths?.onRecord(record), versions.saw(record)),
       onAlive: (records) => paths?.retryAlive(records),
+      hubs: () => versions.hubs(),
     });
     // Security on: punch requests carry the asker's signature, and only proven ones are taken on (punch-proof.ts).
     const punchIdentity = options.identity;
@@ -316,7 +319,7 @@ export class TunnelActor implements StreamDialer {
       const revoked = new Set([...host.cutRevoked(), ...directory.dropRevoked()]);
       for (const node of revoked) paths!.forget(node, "its certificate is revoked (the mesh's revocation list)");
     });
-    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons, network: watchHostAddresses({ clock, intervalMs: options.networkWatchMs, rooms: () => ({ connections, liveness: tls?.liveness, directory, paths: paths!, punches, log }) }) };
+    return { host, trust, connections, paths, punches, directory, relay, tls, spares, opener, server, reasons, versions, network: watchHostAddresses({ clock, intervalMs: options.networkWatchMs, rooms: () => ({ connections, liveness: tls?.liveness, directory, paths: paths!, punches, log }) }) };
   }
 
   async stop(): Promise<void> {
@@ -333,6 +336,7 @@ export class TunnelActor implements StreamDialer {
       running.opener.stop();
       running.spares.close();
       running.trust.stop();
+      running.versions.stop();
       running.relay?.close();
       await running.tls?.close();
       await running.host.stop();
@@ -365,7 +369,7 @@ export class TunnelActor implements StreamDialer {
       relayDrops: Object.fromEntries(running?.relay?.drops ?? []),
       tlsStreams: { ...(running?.tls?.stats() ?? { opened: 0, served: 0, refused: {} }), spares: running?.spares.ready() ?? [] },
       trust: running?.trust.counts() ?? {},
-      versions: running ? PeerVersions.skews(running.directory.all()) : [],
+      versions: running ? running.versions.skews(running.directory.all()) : [],
     };
   }
 

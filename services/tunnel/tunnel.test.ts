@@ -12,6 +12,7 @@ import { LeafmeshError } from "../../lib/errors.ts";
 import { createLogger, silentLogger } from "../../lib/log.ts";
 import { eventually } from "../../test/support/ports.ts";
 import { createTunnelActor, type TunnelActor } from "./index.ts";
+import { hubLoadSubject } from "../../bus/subjects.ts";
 import { roundTrip, sha, startFabric, startTcpEcho, testPsk, type TestFabric } from "../../test/support/tunnel-fabric.ts";
 
 const otherPsk = `/key/swarm/psk/1.0.0/\n/base16/\n${"a5".repeat(32)}\n`;
@@ -62,6 +63,16 @@ describe("tunnel actor on loopback", () => {
     // Dialled at its record's address with mDNS off: direct, never "found on the LAN by mDNS".
     expect(a.why("edge-b").reason.code).toBe("direct");
     await eventually(() => events.some((event) => event.subject === "mesh.edge-a.tunnel.path" && (event.payload as { kind: string; peer: string }).kind === "direct"), 5_000, "path event");
+    // A hub that runs an older leafmesh (its relay-load record as hubs before 2026-12-07 write it): named in the
+    // tunnel's status and log, to be upgraded first (hub-versions.test.ts has the rest).
+    const hub = await fabric.connect("hub-1");
+    const older = setInterval(() => hub.publish(hubLoadSubject("hub-old"), '{"channels":0,"bytesPerSecond":0}'), 100);
+    try {
+      await eventually(() => a.status().versions.find((skew) => skew.peer === "hub-old" && skew.role === "hub" && skew.upgrade === "peer"), 10_000, "the older hub in status");
+    } finally {
+      clearInterval(older);
+    }
+    expect(logLines.filter((line) => line.includes("hub 'hub-old' runs a leafmesh from before hubs said"))).toHaveLength(1);
   }, 60_000);
 
   it("relays when nothing else works, end to end encrypted, both ways", async () => {
