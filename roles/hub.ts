@@ -31,6 +31,7 @@ import { buckets } from "../bus/subjects.ts";
 import { watchStore } from "../nats/store-watchdog.ts";
 import { retryUntilReady } from "../lib/retry.ts";
 import { startHubLoad } from "./hub-load.ts";
+import { startHubVersions } from "./hub-versions.ts";
 import { nodeRecordTtlMs, openNodeRecordsBucket } from "../bus/node-record.ts";
 import type { CatalogSource } from "../services/controller/source.ts";
 import { buildStatus, type NodeStatus } from "./status.ts";
@@ -234,7 +235,10 @@ async function startHubParts(config: HubConfig, node: ServerProcess, sourceStart
       ],
       catalogObjects: publisher.stored.size,
     });
-  node.serveStatus(status);
+  // The hubs and nodes on another protocol level (a mesh mid-upgrade), read for each status asked.
+  const versions = startHubVersions({ connection, kv: nodeRecords.kv, log: log.child({ actor: "fabric" }), self: config.name });
+  node.onStop(() => versions.stop(), "the hubs' levels");
+  node.serveStatus(async () => ({ ...status(), ...(await versions.status()) }));
   // What agents weigh in choosing their relay (roles/relay-choice.ts): this hub's relay channels and leaf bytes/s.
   const load = startHubLoad({ bus, monitor: config.monitor, log: log.child({ actor: "fabric" }) });
   node.onStop(() => load.stop(), "the relay load record");
