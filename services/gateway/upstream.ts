@@ -23,7 +23,7 @@ import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 import { HttpConnection, IdleConnections } from "./upstream-http.ts";
-import { Http2SessionAbandoned, Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
+import { both, Http2SessionAbandoned, Http2Sessions, speaksHttp2, whileWanted } from "./upstream-h2.ts";
 import type { ClientHttp2Session } from "node:http2";
 
 const noneExcluded: ReadonlySet<string> = new Set();
@@ -81,31 +81,6 @@ export class NoUpstreamError extends LeafmeshError {
     super("PROXY_FAILED", `${backend}: ${reason}`, cause === undefined ? undefined : { cause });
     this.reason = reason;
   }
-}
-
-/**
- * `promise`, or a rejection once `signal` aborts: a request waiting for an HTTP/2 session (a backend's SETTINGS, up to
- * 10 s) is answered at its route's deadline, as one waiting for a connect is, and gives up when its client leaves.
- */
-function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  const gone = () => new LeafmeshError("PROXY_FAILED", "the request timed out or its client left while its HTTP/2 session was being made");
-  if (signal.aborted) return Promise.reject(gone());
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(gone());
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => (signal.removeEventListener("abort", onAbort), resolve(value)),
-      (error: unknown) => (signal.removeEventListener("abort", onAbort), reject(error as Error)),
-    );
-  });
-}
-
-/** Both releases, in one call. */
-function both(first: () => void, second: () => void): () => void {
-  return () => {
-    first();
-    second();
-  };
 }
 
 export class BackendPools {
