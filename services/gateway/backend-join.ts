@@ -1,8 +1,10 @@
 /**
  * A TCP connection of a gateway port joined with a backend of its route: a TCPRoute's, a TLS passthrough's
  * (TLSRoute: the ClientHello read to route it goes first), or a terminated TLS connection's. The backend's
- * balancer picks the endpoint (upstream.ts), here or through the tunnel. Every refusal resets the client (RST) and
- * is counted.
+ * balancer picks the endpoint (upstream.ts); one on another node is reached through a tunnel stream that carries
+ * the client's first bytes with its header (lib/early-bytes.ts), so on a WAN the ClientHello or first request is at
+ * the backend one round trip sooner. A stream that failed after they went resets the client and tries no other
+ * endpoint: they may have reached the first one. Every refusal resets the client (RST) and is counted.
  *
  * ```ts
  * joinBackend(deps, socket, route, { kind: "tcp", port: 443, client: "198.51.100.7", durationMs: 0, complete: false }, clientHello);
@@ -10,6 +12,7 @@
  */
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
+import { EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { PlannedL4Route } from "./plan.ts";
@@ -66,7 +69,9 @@ export function joinBackend(deps: BackendJoinDeps, client: Duplex, route: Planne
   const onGone = () => abandon.abort();
   client.once("close", onGone);
   client.pause();
-  pools.connect(backend, entry.client, abandon).then(
+  // The bytes read to route it (a ClientHello) are the client's again, to go with a tunnel stream's header first.
+  if (early.length > 0) client.unshift(early);
+  pools.connect(backend, entry.client, abandon, client).then(
     (upstream) => {
       client.off("close", onGone);
       entry.endpoint = upstream.endpoint.key;
@@ -77,7 +82,6 @@ export function joinBackend(deps: BackendJoinDeps, client: Duplex, route: Planne
         return resetStream(upstream.stream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));
       }
       count(`${entry.kind} connections`);
-      if (early.length > 0) upstream.stream.write(early);
       const join = joinStreams(client, upstream.stream, {
         onClose: (outcome) => {
           joins.delete(join);
@@ -103,7 +107,8 @@ export function joinBackend(deps: BackendJoinDeps, client: Duplex, route: Planne
         return finish(false, "client left before connect");
       }
       const reason = error instanceof Error ? error.message : String(error);
-      count(`${entry.kind} refused: ${/no endpoints/.test(reason) ? "no endpoints" : "no endpoint reachable"}`);
+      // EarlyBytesInDoubt: its first bytes may have reached the endpoint, so it is reset and tried nowhere else (upstream.ts).
+      count(`${entry.kind} ${error instanceof EarlyBytesInDoubt ? "reset: early bytes in doubt" : `refused: ${/no endpoints/.test(reason) ? "no endpoints" : "no endpoint reachable"}`}`);
       finish(false, reason);
       resetStream(client, new LeafmeshError("PROXY_FAILED", reason));
     },
