@@ -17,6 +17,7 @@
 import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
+import { EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -163,13 +164,15 @@ export class HttpForwarder {
       const http2 = pools.speaksHttp2(backend.key);
       try {
         // A request with a body goes on a fresh connection: if an idle one turned out closed, the body could not be sent again.
-        const connecting = http2 ? pools.connectHttp2(backend, hashKey, deadline) : pools.connectHttp(backend, hashKey, deadline, !withBody);
+        const connecting = http2 ? pools.connectHttp2(backend, hashKey, deadline) : pools.connectHttp(backend, hashKey, deadline, !withBody, head);
         // An idle connection comes at once: no turn of the event loop is spent waiting for it.
         upstream = connecting instanceof Promise ? await connecting : connecting;
       } catch (error) {
         if (deadline.aborted) break;
-        lastFailure = error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
-        if (attempt < attempts && retriable(rule.retry, { failure: "connect" })) continue;
+        // Its head went with a tunnel stream's header and no answer came: it may have reached the backend, so it goes nowhere else.
+        const inDoubt = error instanceof EarlyBytesInDoubt;
+        lastFailure = inDoubt ? { status: 502, reason: "request in doubt: its connection failed after it went" } : error instanceof NoUpstreamError && error.reason === "no endpoints" ? { status: 503, reason: "no endpoints" } : { status: 503, reason: "no endpoint reachable" };
+        if (!inDoubt && attempt < attempts && retriable(rule.retry, { failure: "connect" })) continue;
         break;
       }
       entry.endpoint = upstream.endpoint.key;
@@ -382,7 +385,9 @@ export class HttpForwarder {
       };
       const onUpstreamDrain = () => body !== undefined && request.resume();
       connection.attach({ data: onData, end: onEnd, close: onClose, error: onError, drain: onUpstreamDrain });
-      stream.write(head, "latin1");
+      // On a new connection the head may have gone with the tunnel stream's header (upstream.ts connectHttp): the rest of it, if any.
+      const unsent = upstream.unsent ? (upstream.unsent.read() as Buffer | null) : head;
+      if (unsent) stream.write(unsent, "latin1");
       if (body !== undefined) {
         request.on("data", onRequestData);
         request.on("end", onRequestEnd);

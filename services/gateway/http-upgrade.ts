@@ -24,6 +24,7 @@
  */
 import type { ServerHttp2Stream } from "node:http2";
 import type { Duplex } from "node:stream";
+import { EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -32,7 +33,7 @@ import { connectionNamed, describeRequest, endToEnd, setByGateway, type AccessEn
 import { http1UpgradeClient, http2UpgradeClient } from "./upgrade-clients.ts";
 import type { HttpContext } from "./http-proxy.ts";
 import { routeHttp, type WeightedChoice } from "./router.ts";
-import { NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
+import { firstBytes, NoUpstreamError, type BackendPools, type Upstream } from "./upstream.ts";
 
 export interface UpgradeDeps {
   pools: BackendPools;
@@ -107,14 +108,21 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
   const hashHeader = deps.pools.hashHeader(backend.key);
   const hashKey = (hashHeader && (request.headers[hashHeader] as string | undefined)) || entry.client;
 
+  const headers = endToEnd(request.rawHeaders, setByGateway, connectionNamed(request.headers.connection));
+  const forwardedFor = request.headers["x-forwarded-for"];
+  headers.push("host", entry.host, "x-forwarded-for", typeof forwardedFor === "string" ? `${forwardedFor}, ${entry.client}` : entry.client, "x-forwarded-proto", context.scheme, ...side.backendHeaders);
+  // The upgrade request (and what the client sent behind it) goes with a remote endpoint's tunnel stream header.
+  const first = firstBytes(requestHead("GET", target, headers), early);
   let upstream: Upstream;
   try {
-    upstream = await deps.pools.connect(backend, hashKey, abort);
+    upstream = await deps.pools.connect(backend, hashKey, abort, first);
   } catch (error) {
     clearTimeout(timer);
     client.off("close", onGone);
     if (timedOut) return refuse(504, "request timed out");
     if (client.destroyed) return finish(499, "client left");
+    // It may have reached the endpoint (upstream.ts): not sent to another one.
+    if (error instanceof EarlyBytesInDoubt) return refuse(502, "upgrade in doubt: its connection failed after it went");
     return refuse(503, error instanceof NoUpstreamError && error.reason === "no endpoints" ? "no endpoints" : "no endpoint reachable");
   }
   entry.endpoint = upstream.endpoint.key;
@@ -128,11 +136,8 @@ export async function forwardUpgrade(deps: UpgradeDeps, request: GatewayRequest,
     return timedOut && !client.destroyed ? refuse(504, "request timed out") : finish(499, "client left");
   }
 
-  const headers = endToEnd(request.rawHeaders, setByGateway, connectionNamed(request.headers.connection));
-  const forwardedFor = request.headers["x-forwarded-for"];
-  headers.push("host", entry.host, "x-forwarded-for", typeof forwardedFor === "string" ? `${forwardedFor}, ${entry.client}` : entry.client, "x-forwarded-proto", context.scheme, ...side.backendHeaders);
-  stream.write(requestHead("GET", target, headers), "latin1");
-  if (early.length > 0) stream.write(early);
+  const unsent = first.read() as Buffer | null;
+  if (unsent) stream.write(unsent);
 
   let settled = false;
   let answered = false;

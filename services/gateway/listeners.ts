@@ -24,30 +24,18 @@ import { TLSSocket, type SecureContext } from "node:tls";
 import { SecureContexts } from "./secure-contexts.ts";
 import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import { listenMeaning } from "../../lib/listen-errors.ts";
-import { joinStreams, resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
+import { resetStream, type JoinedStreams } from "../../lib/join-streams.ts";
 import type { Logger } from "../../lib/log.ts";
 import { maxClientHelloBytes, parseClientHello } from "./client-hello.ts";
 import type { HttpContext, HttpForwarder } from "./http-proxy.ts";
 import { isWebSocketUpgrade } from "./http-message.ts";
 import type { UpgradeContext } from "./http-upgrade.ts";
 import type { PlannedL4Route, PortPlan, SniEntry } from "./plan.ts";
+import { joinBackend, type ConnectionEntry } from "./backend-join.ts";
 import { routeSni, WeightedChoice } from "./router.ts";
 import type { BackendPools } from "./upstream.ts";
 
-/** One line of the access log for a TCP or TLS connection. */
-export interface ConnectionEntry {
-  kind: "tcp" | "tls-passthrough" | "tls-terminate";
-  port: number;
-  client: string;
-  serverName?: string;
-  route?: string;
-  backend?: string;
-  endpoint?: string;
-  durationMs: number;
-  /** Whether both directions ended cleanly. */
-  complete: boolean;
-  reason?: string;
-}
+export type { ConnectionEntry };
 
 export interface ListenerDeps {
   host: string;
@@ -326,71 +314,9 @@ export class GatewayPortListener {
     });
   }
 
-  /** A TCP (or TLS passthrough, or terminated TLS) connection joined with a backend of the route. */
+  /** A TCP (or TLS passthrough, or terminated TLS) connection joined with a backend of the route (backend-join.ts). */
   #joinBackend(client: Duplex, route: PlannedL4Route, entry: ConnectionEntry, early: Buffer): void {
-    const { pools, count, routeOutcome } = this.#deps;
-    const started = performance.now();
-    entry.route = route.route.name;
-    const finish = (complete: boolean, reason?: string) => {
-      entry.durationMs = Math.round(performance.now() - started);
-      entry.complete = complete;
-      if (reason) entry.reason = reason;
-      routeOutcome(route.route.name, complete ? 200 : 502);
-      this.#deps.access(entry);
-    };
-    const backend = this.#weights.pick(route.backends);
-    if (!backend) {
-      count(`${entry.kind} refused: no backend with a weight`);
-      finish(false, "no backend with a weight");
-      return resetStream(client, new LeafmeshError("PROXY_FAILED", "no backend"));
-    }
-    entry.backend = backend.key;
-    const abandon = new AbortController();
-    const onGone = () => abandon.abort();
-    client.once("close", onGone);
-    client.pause();
-    pools.connect(backend, entry.client, abandon).then(
-      (upstream) => {
-        client.off("close", onGone);
-        entry.endpoint = upstream.endpoint.key;
-        if (client.destroyed) {
-          upstream.release();
-          count(`${entry.kind} client left before connect`);
-          finish(false, "client left before connect");
-          return resetStream(upstream.stream, new LeafmeshError("PROXY_FAILED", "the client left before the connection was made"));
-        }
-        count(`${entry.kind} connections`);
-        if (early.length > 0) upstream.stream.write(early);
-        const join = joinStreams(client, upstream.stream, {
-          onClose: (outcome) => {
-            this.#joins.delete(join);
-            upstream.release();
-            if (!outcome.complete) count(`${entry.kind} cut by ${outcome.cutBy === "a" ? "client" : outcome.cutBy === "b" ? "backend" : "gateway"}`);
-            finish(outcome.complete, outcome.complete ? undefined : outcome.error?.message);
-          },
-        });
-        this.#joins.add(join);
-        const idleMs = this.#deps.idleTimeoutMs ?? 3_600_000;
-        if ("setTimeout" in client && typeof client.setTimeout === "function") {
-          (client as Socket).setTimeout(idleMs, () => {
-            count(`${entry.kind} idle timeout`);
-            join.reset(new LeafmeshError("PROXY_FAILED", `idle for ${idleMs} ms`));
-          });
-        }
-        client.resume();
-      },
-      (error: unknown) => {
-        client.off("close", onGone);
-        if (abandon.signal.aborted) {
-          count(`${entry.kind} client left before connect`);
-          return finish(false, "client left before connect");
-        }
-        const reason = error instanceof Error ? error.message : String(error);
-        count(`${entry.kind} refused: ${/no endpoints/.test(reason) ? "no endpoints" : "no endpoint reachable"}`);
-        finish(false, reason);
-        resetStream(client, new LeafmeshError("PROXY_FAILED", reason));
-      },
-    );
+    joinBackend({ ...this.#deps, weights: this.#weights, joins: this.#joins }, client, route, entry, early);
   }
 }
 

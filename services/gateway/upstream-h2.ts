@@ -225,3 +225,28 @@ export class Http2Sessions {
     this.#sessions.clear();
   }
 }
+
+/**
+ * `promise`, or a rejection once `signal` aborts: a request waiting for an HTTP/2 session (a backend's SETTINGS, up to
+ * 10 s) is answered at its route's deadline, as one waiting for a connect is, and gives up when its client leaves.
+ */
+export function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  const gone = () => new LeafmeshError("PROXY_FAILED", "the request timed out or its client left while its HTTP/2 session was being made");
+  if (signal.aborted) return Promise.reject(gone());
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(gone());
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => (signal.removeEventListener("abort", onAbort), resolve(value)),
+      (error: unknown) => (signal.removeEventListener("abort", onAbort), reject(error as Error)),
+    );
+  });
+}
+
+/** Both releases, in one call. */
+export function both(first: () => void, second: () => void): () => void {
+  return () => {
+    first();
+    second();
+  };
+}

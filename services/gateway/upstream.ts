@@ -13,7 +13,9 @@
  * ```
  */
 import { connectTcp } from "../../lib/connect-tcp.ts";
-import type { Duplex } from "node:stream";
+import { Readable, type Duplex } from "node:stream";
+import { BurstLog } from "../../lib/burst-log.ts";
+import { EarlyBytes, EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer.ts";
 import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
@@ -23,7 +25,7 @@ import { describeError, LeafmeshError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PlannedBackend } from "./plan.ts";
 import { HttpConnection, IdleConnections } from "./upstream-http.ts";
-import { Http2SessionAbandoned, Http2Sessions, speaksHttp2 } from "./upstream-h2.ts";
+import { both, Http2SessionAbandoned, Http2Sessions, speaksHttp2, whileWanted } from "./upstream-h2.ts";
 import type { ClientHttp2Session } from "node:http2";
 
 const noneExcluded: ReadonlySet<string> = new Set();
@@ -61,6 +63,8 @@ export interface Upstream {
 /** An HTTP/1.1 connection for one request: kept alive between requests (upstream-http.ts). */
 export interface HttpUpstream extends Upstream {
   connection: HttpConnection;
+  /** On a new connection, what of the request's head did not go with a tunnel stream's header (all of it to a local endpoint): for the exchange to write. */
+  unsent?: Readable;
 }
 
 /** An HTTP/2 session to one endpoint for one request (upstream-h2.ts). */
@@ -83,31 +87,6 @@ export class NoUpstreamError extends LeafmeshError {
   }
 }
 
-/**
- * `promise`, or a rejection once `signal` aborts: a request waiting for an HTTP/2 session (a backend's SETTINGS, up to
- * 10 s) is answered at its route's deadline, as one waiting for a connect is, and gives up when its client leaves.
- */
-function whileWanted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  const gone = () => new LeafmeshError("PROXY_FAILED", "the request timed out or its client left while its HTTP/2 session was being made");
-  if (signal.aborted) return Promise.reject(gone());
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(gone());
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => (signal.removeEventListener("abort", onAbort), resolve(value)),
-      (error: unknown) => (signal.removeEventListener("abort", onAbort), reject(error as Error)),
-    );
-  });
-}
-
-/** Both releases, in one call. */
-function both(first: () => void, second: () => void): () => void {
-  return () => {
-    first();
-    second();
-  };
-}
-
 export class BackendPools {
   readonly #options: UpstreamOptions;
   readonly #balancers = new Map<string, ServicePortBalancer>();
@@ -120,9 +99,12 @@ export class BackendPools {
   readonly #notHttp2 = new Set<string>();
   /** Answers per endpoint (endpointTimedOut), forgotten with the endpoint. */
   readonly #answers = new Map<string, number>();
+  /** Opens that failed after the client's first bytes went (lib/early-bytes.ts), logged once per burst. */
+  readonly #inDoubt: BurstLog;
 
   constructor(options: UpstreamOptions) {
     this.#options = options;
+    this.#inDoubt = new BurstLog({ log: options.log, clock: options.shared.clock, message: "a tunnel stream to a backend failed after the client's first bytes went with its header: they may have reached the backend, so no other endpoint is tried (the client is reset, or answered 502)" });
     this.#idle = new IdleConnections({ count: options.count, idleMs: options.idleConnectionMs });
     this.#sessions = new Http2Sessions(options.count, options.idleConnectionMs, options.http2PingTimeoutMs);
   }
@@ -289,25 +271,30 @@ export class BackendPools {
    * A connection to one endpoint of the backend: endpoints are tried in the balancer's order, a failed one left out
    * and reported to outlier ejection, until one answers or `maxAttempts` failed. `hashKey` is what a consistent hash
    * or session affinity keys on (the client's IP, or a header's value). `abort.signal` is read only when a connect is
-   * made (an AbortController, or the HTTP forwarder's request that makes its signal only then).
+   * made (an AbortController, or the HTTP forwarder's request that makes its signal only then). `first`: where the
+   * client's first bytes are read from, to go with a remote endpoint's tunnel stream header (lib/early-bytes.ts): a
+   * refusal puts them back for the next endpoint; an open that failed after they went throws EarlyBytesInDoubt (they
+   * may have reached that endpoint: none other is tried).
    */
-  async connect(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }): Promise<Upstream> {
+  async connect(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first?: Readable): Promise<Upstream> {
     const balancer = this.#balancer(backend);
-    return this.#connectFrom(balancer, backend, hashKey, abort, balancer.choose(hashKey, noneExcluded));
+    return this.#connectFrom(balancer, backend, hashKey, abort, balancer.choose(hashKey, noneExcluded), true, first);
   }
 
   /**
    * An HTTP/1.1 connection for one request: an idle one to the endpoint the balancer picks when `reuse` (at once,
-   * no promise), else a new one as `connect` makes it. Throws NoUpstreamError at once when there is no endpoint.
+   * no promise), else a new one as `connect` makes it, the request's `head` as its first bytes (`unsent` holds what
+   * did not go). Throws NoUpstreamError at once when there is no endpoint.
    */
-  connectHttp(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, reuse: boolean): HttpUpstream | Promise<HttpUpstream> {
+  connectHttp(backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, reuse: boolean, head: string): HttpUpstream | Promise<HttpUpstream> {
     const balancer = this.#balancer(backend);
     const endpoint = balancer.choose(hashKey, noneExcluded);
     const idle = reuse && endpoint ? this.#idle.take(endpoint.key) : undefined;
     if (idle) return { stream: idle.stream, connection: idle, endpoint: endpoint!, release: this.#hold(endpoint!), reused: true };
     // The endpoint's answer, not its connect, ends its run of failures: a server that accepts and then closes every
     // connection unanswered is as dead as one that refuses them.
-    return this.#connectFrom(balancer, backend, hashKey, abort, endpoint, false).then((upstream) => ({ ...upstream, connection: new HttpConnection(upstream.stream, upstream.endpoint.key, this.#idle) }));
+    const unsent = firstBytes(head);
+    return this.#connectFrom(balancer, backend, hashKey, abort, endpoint, false, unsent).then((upstream) => ({ ...upstream, connection: new HttpConnection(upstream.stream, upstream.endpoint.key, this.#idle), unsent }));
   }
 
   #balancer(backend: PlannedBackend): ServicePortBalancer {
@@ -331,13 +318,14 @@ export class BackendPools {
   }
 
   /** Dials `first`, then the balancer's next endpoints, one failed endpoint left out each time. */
-  async #connectFrom(balancer: ServicePortBalancer, backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first: EndpointTarget | undefined, connectIsSuccess = true): Promise<Upstream> {
+  async #connectFrom(balancer: ServicePortBalancer, backend: PlannedBackend, hashKey: string, abort: { readonly signal: AbortSignal }, first: EndpointTarget | undefined, connectIsSuccess: boolean, firstBytes?: Readable): Promise<Upstream> {
     const exclude = new Set<string>();
     let lastError: unknown;
     let endpoint = first;
     for (let attempt = 0; endpoint && attempt < (this.#options.maxAttempts ?? 4); attempt++) {
-      const dialled = await this.#dialOne(backend, endpoint, abort, connectIsSuccess);
+      const dialled = await this.#dialOne(backend, endpoint, abort, connectIsSuccess, firstBytes);
       if ("upstream" in dialled) return dialled.upstream;
+      if (dialled.error instanceof EarlyBytesInDoubt) throw dialled.error;
       lastError = dialled.error;
       exclude.add(endpoint.key);
       endpoint = balancer.choose(hashKey, exclude);
@@ -349,12 +337,14 @@ export class BackendPools {
    * A connection to one endpoint, or the error it failed with (counted, and reported to outlier ejection unless this
    * node or the serving node ran short of descriptors, memory or ports); throws when the client left.
    * `connectIsSuccess`: a connect ends the endpoint's run of failures (TCP, WebSocket); HTTP waits for an answer.
+   * An open that failed after `firstBytes` went (no answer came) is EarlyBytesInDoubt: the caller tries no other endpoint.
    */
-  async #dialOne(backend: PlannedBackend, endpoint: EndpointTarget, abort: { readonly signal: AbortSignal }, connectIsSuccess: boolean): Promise<{ upstream: Upstream } | { error: unknown }> {
+  async #dialOne(backend: PlannedBackend, endpoint: EndpointTarget, abort: { readonly signal: AbortSignal }, connectIsSuccess: boolean, firstBytes?: Readable): Promise<{ upstream: Upstream } | { error: unknown }> {
     const { shared, count, log } = this.#options;
     const release = this.#hold(endpoint);
+    const early = firstBytes ? new EarlyBytes(firstBytes) : undefined;
     try {
-      const stream = await this.#dial(endpoint, abort.signal);
+      const stream = await this.#dial(endpoint, abort.signal, early);
       if (connectIsSuccess) shared.outliers.success(endpoint.key);
       return { upstream: { stream, endpoint, release, reused: false } };
     } catch (error) {
@@ -368,18 +358,30 @@ export class BackendPools {
         count("endpoint ejected");
         log.warn({ endpoint: endpoint.key, backend: backend.key, err: error }, "endpoint ejected after repeated connect failures");
       }
+      if (early?.inDoubt) {
+        count("backend connect failed: early bytes in doubt");
+        this.#inDoubt.note("early bytes in doubt", { endpoint: endpoint.key, backend: backend.key, bytes: early.sentBytes, err: describeError(error) });
+        return { error: new EarlyBytesInDoubt(early.sentBytes, error) };
+      }
       return { error };
     }
   }
 
-  #dial(target: EndpointTarget, signal: AbortSignal): Promise<Duplex> {
+  #dial(target: EndpointTarget, signal: AbortSignal, early: EarlyBytes | undefined): Promise<Duplex> {
     const { dialer, node } = this.#options;
     if (signal.aborted) return Promise.reject(new LeafmeshError("PROXY_FAILED", `connect to ${target.key} abandoned: the client left`));
     if (dialer && target.nodeName && target.nodeName !== node) {
       const timeoutMs = this.#options.remoteConnectTimeoutMs ?? 10_000;
-      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs, signal, what: target.key });
+      return openStreamWithin(dialer, target.nodeName, { host: target.host, port: target.port, protocol: "TCP" }, { timeoutMs, signal, what: target.key, early });
     }
     const timeoutMs = this.#options.connectTimeoutMs ?? 3_000;
     return connectTcp({ host: target.host, port: target.port, timeoutMs, signal, what: target.key });
   }
+}
+
+/** Bytes to send first on a new connection, as a source EarlyBytes reads (never ended: a refusal puts them back). */
+export function firstBytes(...chunks: (string | Buffer)[]): Readable {
+  const source = new Readable({ read() {} });
+  for (const chunk of chunks) if (chunk.length > 0) source.push(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
+  return source;
 }

@@ -4,55 +4,31 @@
  * reach the target before the answer is back, go once to a second endpoint after a refusal (through the real
  * traffic proxy), go the old way to a peer whose record says protocol 1, and a cut after they went resets the
  * client and the target instead of trying elsewhere. A TCP relay stands for the network between the agents and
- * holds back the answer direction (the far agent → the opener) while a test looks at the target.
+ * holds back the answer direction (the far agent → the opener) while a test looks at the target
+ * (test/support/held-answer-tunnel.ts).
  */
-import { mkdtempSync, rmSync } from "node:fs";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
-import { ManualClock } from "../../lib/clock.ts";
 import { EarlyBytes, EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { initKeys } from "../../trust/key-store.ts";
-import { issueNode } from "../../trust/node-credentials.ts";
-import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
+import { peerAt, startHeldAnswerTunnel, type HeldAnswerTunnel } from "../../test/support/held-answer-tunnel.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
 import { listenerAddress, putService } from "../../test/support/traffic-catalog.ts";
 import { createTrafficActor, type TrafficActor } from "../traffic/actor.ts";
-import { CarrierBackoff, type Carrier, type CarrierPeer } from "./carrier.ts";
-import type { PathConnections } from "./connections.ts";
-import type { NodeIdentity } from "./node-identity.ts";
-import { Libp2pCarrier, StreamOpener } from "./stream-opener.ts";
-import { StreamServer } from "./stream-server.ts";
-import { connectTlsStream, startTlsStreamServer, type TlsStreamServer } from "./tls-streams.ts";
 
-const base = mkdtempSync(join(tmpdir(), "leafmesh-early-bytes-"));
-const identities: Record<string, NodeIdentity> = {};
-let tlsServer: TlsStreamServer;
-let relay: Server;
+let tunnel: HeldAnswerTunnel;
 let target: Server;
 let targetPort = 0;
 const open = new Set<Socket>();
 /** Each connection the target took: the bytes it read, and how it ended ("end" or the error's code). */
 const arrivals: { bytes: Buffer; how?: string }[] = [];
-/** Each relayed connection: its answer direction held back (`hold`) until release(), or cut with resets both ways. */
-const answerGates: { hold(): void; release(): void; cut(): void }[] = [];
-let held = false;
 
 beforeAll(async () => {
-  const keys = join(base, "keys");
-  await initKeys({ dir: keys });
-  for (const node of ["edge-a", "edge-b"]) {
-    await issueNode({ dir: keys, node });
-    identities[node] = nodeIdentityPems(loadNodeSecurity(keys, node));
-  }
-  const server = new StreamServer({ node: "edge-b", log: silentLogger() });
-  tlsServer = await startTlsStreamServer({ identity: identities["edge-b"], listen: { host: "127.0.0.1", port: 0 }, log: silentLogger(), onStream: (socket) => void server.serve(socket, "edge-a") });
+  tunnel = await startHeldAnswerTunnel();
   // The target: an echo on 127.0.0.2 that records what each connection read (127.0.0.3 on the same port refuses).
   targetPort = await freePort("127.0.0.2");
   target = createServer({ allowHalfOpen: true }, (socket) => {
@@ -67,70 +43,20 @@ beforeAll(async () => {
     socket.on("error", (error: NodeJS.ErrnoException) => (arrival.how = error.code ?? error.message));
   });
   await new Promise<void>((resolve) => target.listen(targetPort, "127.0.0.2", resolve));
-  relay = createServer({ allowHalfOpen: true }, (near: Socket) => {
-    const far = netConnect({ host: "127.0.0.1", port: tlsServer.port, allowHalfOpen: true });
-    for (const socket of [near, far]) open.add(socket.on("error", () => undefined));
-    near.pipe(far);
-    const waiting: Buffer[] = [];
-    let gated = false;
-    let ended = false;
-    far.on("data", (chunk: Buffer) => (gated ? waiting.push(chunk) : near.write(chunk)));
-    far.on("end", () => (gated ? (ended = true) : near.end()));
-    near.once("close", () => far.destroy());
-    far.once("close", () => near.destroy());
-    answerGates.push({
-      hold: () => (gated = true),
-      release: () => {
-        gated = false;
-        for (const chunk of waiting.splice(0)) near.write(chunk);
-        if (ended) near.end();
-      },
-      cut: () => {
-        near.resetAndDestroy();
-        far.resetAndDestroy();
-      },
-    });
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
 }, 30_000);
 
 afterEach(() => {
-  held = false;
-  for (const gate of answerGates) gate.release();
-  answerGates.length = 0;
+  tunnel.releaseAll();
   arrivals.length = 0;
 });
 
 afterAll(async () => {
   for (const socket of open) socket.destroy();
-  await tlsServer?.close();
-  await new Promise((resolve) => relay.close(resolve));
+  await tunnel?.close();
   await new Promise((resolve) => target.close(resolve));
-  rmSync(base, { recursive: true, force: true });
 });
 
-/** A TLS session through the relay, its answers held from its handshake on while `held` is set. */
-const carrier: Carrier = {
-  name: "relayed TLS",
-  async open() {
-    const socket = await connectTlsStream({ identity: identities["edge-a"], node: "edge-b", host: "127.0.0.1", port: (relay.address() as { port: number }).port, timeoutMs: 5_000 });
-    // Opens run one at a time here: the relay's last connection is this session's. Its answers wait from now on.
-    if (held) answerGates.at(-1)!.hold();
-    return socket;
-  },
-};
-
-function opener(): StreamOpener {
-  const connections = { ranked: () => [] } as unknown as PathConnections;
-  return new StreamOpener({
-    connections,
-    libp2p: new Libp2pCarrier({ host: undefined as never, connections }),
-    tlsCarriers: { relayed: carrier },
-    backoff: new CarrierBackoff({ clock: new ManualClock(), log: silentLogger() }),
-    log: silentLogger(),
-    headerTimeoutMs: 5_000,
-  });
-}
+const opener = () => tunnel.opener();
 
 /** A client connected to a local server, having written `request`: the proxy's side of it (what EarlyBytes reads). */
 async function clientWith(request: string): Promise<{ client: Socket; accepted: Socket }> {
@@ -146,7 +72,6 @@ async function clientWith(request: string): Promise<{ client: Socket; accepted: 
   return { client, accepted };
 }
 
-const peerAt = (protocol: number): CarrierPeer => ({ node: "edge-b", peerId: "peer-b", protocol });
 const echoOf = (socket: Socket, bytes: number) =>
   new Promise<string>((resolve) => {
     let read = "";
@@ -156,7 +81,7 @@ const echoOf = (socket: Socket, bytes: number) =>
 describe("a client's first bytes with the stream's target header", () => {
   it("reach the target before the answer is back, once, ahead of the rest of the stream", async () => {
     const { client, accepted } = await clientWith("GET / HTTP/1.1\r\n\r\n");
-    held = true;
+    tunnel.held = true;
     const early = new EarlyBytes(accepted);
     let answered = false;
     const opening = opener().open(peerAt(2), "relayed", { host: "127.0.0.2", port: targetPort, protocol: "TCP" }, undefined, early);
@@ -164,7 +89,7 @@ describe("a client's first bytes with the stream's target header", () => {
     // The far agent connected the target and wrote the bytes there, while its answer is held on the way back.
     await eventually(() => arrivals[0]?.bytes.toString() === "GET / HTTP/1.1\r\n\r\n", 5_000, "the early bytes at the target");
     expect(answered).toBe(false);
-    answerGates.at(-1)!.release();
+    tunnel.gates.at(-1)!.release();
     const stream = await opening;
     expect(early.state).toBe("committed");
     const echoed = echoOf(client, 23);
@@ -177,13 +102,13 @@ describe("a client's first bytes with the stream's target header", () => {
 
   it("go the old way to a peer whose node record says protocol 1: the target reads them only after the answer", async () => {
     const { client, accepted } = await clientWith("hello");
-    held = true;
+    tunnel.held = true;
     const early = new EarlyBytes(accepted);
     const opening = opener().open(peerAt(1), "relayed", { host: "127.0.0.2", port: targetPort, protocol: "TCP" }, undefined, early);
     await eventually(() => arrivals.length === 1, 5_000, "the target's connection");
     expect(early.state).toBe("waiting");
     expect(arrivals[0].bytes.length).toBe(0);
-    answerGates.at(-1)!.release();
+    tunnel.gates.at(-1)!.release();
     const stream = await opening;
     expect(early.sentBytes).toBe(0);
     const echoed = echoOf(client, 5);
@@ -206,12 +131,12 @@ describe("through the traffic proxy", () => {
       async openStream(node, to, options) {
         const attempt = { host: to.host, early: options?.early } as (typeof attempts)[number];
         attempts.push(attempt);
-        held = true;
+        tunnel.held = true;
         const opening = streams.open(peerAt(2), "relayed", to, options?.signal, options?.early);
         opening.catch((error: unknown) => (attempt.error = error));
         // The answer waits until the client's bytes went with the header, so that every attempt carries them.
         await eventually(() => (options?.early?.sentBytes ?? 0) > 0 || attempt.error, 5_000, "the early bytes to go");
-        if (to.host === "127.0.0.3") answerGates.at(-1)?.release();
+        if (to.host === "127.0.0.3") tunnel.gates.at(-1)?.release();
         return opening;
       },
     };
@@ -233,7 +158,7 @@ describe("through the traffic proxy", () => {
       const echoed = echoOf(client, request.length);
       const before = attempts.length;
       await eventually(() => attempts.length > before && attempts.at(-1)!.host === "127.0.0.2" && (attempts.at(-1)!.early?.sentBytes ?? 0) > 0, 5_000, "an open to the target");
-      answerGates.at(-1)!.release();
+      tunnel.gates.at(-1)!.release();
       expect(await echoed).toBe(request);
       client.end();
     }
@@ -258,7 +183,7 @@ describe("through the traffic proxy", () => {
     // After a refusal by 127.0.0.3 or not, the bytes reach the target; its answer is held.
     const arrival = await eventually(() => arrivals.find((each) => each.bytes.toString() === "POST /order"), 5_000, "the early bytes at the target");
     const tried = attempts.length;
-    answerGates.at(-1)!.cut(); // between header and answer, the bytes already at the target
+    tunnel.gates.at(-1)!.cut(); // between header and answer, the bytes already at the target
     expect(await how).toBe("ECONNRESET");
     await eventually(() => arrival.how, 5_000, "the target's connection to end");
     expect(arrival.how).toBe("ECONNRESET");

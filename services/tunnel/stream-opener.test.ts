@@ -8,12 +8,11 @@
 import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ManualClock } from "../../lib/clock.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { CarrierBackoff, type Carrier, type CarrierPeer } from "./carrier.ts";
-import type { PathConnections } from "./connections.ts";
-import { Libp2pCarrier, nextSessionDelayMs, StreamOpener } from "./stream-opener.ts";
+import type { Carrier, CarrierPeer } from "./carrier.ts";
+import { nextSessionDelayMs, type StreamOpener } from "./stream-opener.ts";
 import { eventually } from "../../test/support/ports.ts";
+import { openerOver } from "../../test/support/held-answer-tunnel.ts";
 import { StreamServer } from "./stream-server.ts";
 
 let echo: Server;
@@ -64,16 +63,7 @@ function countingCarrier(delayMs: number) {
 }
 
 function opener(carrier: Carrier, options: { maxOpeningPerPeer: number; openQueueTimeoutMs?: number }): StreamOpener {
-  const connections = { ranked: () => [] } as unknown as PathConnections;
-  return new StreamOpener({
-    connections,
-    libp2p: new Libp2pCarrier({ host: undefined as never, connections }),
-    tlsCarriers: { relayed: carrier },
-    backoff: new CarrierBackoff({ clock: new ManualClock(), log: silentLogger() }),
-    log: silentLogger(),
-    headerTimeoutMs: 10_000,
-    ...options,
-  });
+  return openerOver(carrier, { headerTimeoutMs: 10_000, ...options });
 }
 
 describe("stream opens in turn", () => {
