@@ -125,6 +125,22 @@ export async function waitForAnswer(server: RunningDnsServer, name: string, what
   }
 }
 
+/** The start of an unbound configuration for a test: one loopback address and port, in the foreground, in `dir`, no chroot, user or pid file. */
+export function unboundServerLines(options: { host?: string; port: number; dir: string }): string[] {
+  return [
+    "server:",
+    `  interface: ${options.host ?? "127.0.0.1"}`,
+    `  port: ${options.port}`,
+    "  do-ip6: no",
+    "  do-daemonize: no",
+    '  chroot: ""',
+    '  username: ""',
+    `  directory: "${options.dir}"`,
+    '  pidfile: ""',
+    "  use-syslog: no",
+  ];
+}
+
 /**
  * unbound answering a static local zone per record's parent (`local-zone:
  * "<zone>." static`): NXDOMAIN with the zone's SOA for names it does not hold,
@@ -135,16 +151,7 @@ export async function startUnbound(options: { port: number; records: TestRecord[
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-"));
   const zones = options.zones ?? [...new Set(options.records.map((record) => record.name.split(".").slice(1).join(".")))];
   const lines = [
-    "server:",
-    `  interface: ${options.host ?? "127.0.0.1"}`,
-    `  port: ${options.port}`,
-    "  do-ip6: no",
-    "  do-daemonize: no",
-    '  chroot: ""',
-    '  username: ""',
-    `  directory: "${dir}"`,
-    '  pidfile: ""',
-    "  use-syslog: no",
+    ...unboundServerLines({ host: options.host, port: options.port, dir }),
     "  verbosity: 0",
     `  num-threads: ${options.threads ?? 1}`,
     "  access-control: 127.0.0.0/8 allow",

@@ -13,7 +13,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { requireTool, supervise, waitForAnswer, type RunningDnsServer } from "./dns-servers.ts";
+import { requireTool, supervise, unboundServerLines, waitForAnswer, type RunningDnsServer } from "./dns-servers.ts";
 
 const docPath = new URL("../../docs/dns.md", import.meta.url);
 /** The agent's address in docs/dns.md's blocks (the agent's usual --dns). */
@@ -53,16 +53,7 @@ export async function startUnboundFront(options: FrontOptions): Promise<RunningD
   const binary = requireTool("unbound");
   const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-front-"));
   const lines = [
-    "server:",
-    "  interface: 127.0.0.1",
-    `  port: ${options.port}`,
-    "  do-ip6: no",
-    "  do-daemonize: no",
-    '  chroot: ""',
-    '  username: ""',
-    `  directory: "${dir}"`,
-    '  pidfile: ""',
-    "  use-syslog: no",
+    ...unboundServerLines({ port: options.port, dir }),
     '  logfile: ""',
     "  verbosity: 1",
     "  num-threads: 1",
