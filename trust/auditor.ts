@@ -19,7 +19,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { connect, credsAuthenticator, type NatsConnection, type ConnectionOptions } from "@nats-io/transport-node";
 import type { Logger } from "../lib/log.ts";
-import { describeError } from "../lib/errors.ts";
+import { describeError, LeafmeshError } from "../lib/errors.ts";
 import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { explainRefusedUser } from "./token-revocations.ts";
@@ -89,10 +89,10 @@ export async function startTrustAuditor(options: {
   const refusals = new Repeats({ everyMs: refusalLogIntervalMs, kinds: maxCountedReasons, now: () => clock.monotonic() });
   const explained = new Map<string, { why: string; at: number }>();
 
+  /** Watches one node's account; the node counts as watched only once its subscriptions are in place. */
   const watchNode = async (node: string) => {
     const credsFile = join(auditDir, `${node}.creds`);
     checkSecretFilePermissions(credsFile);
-    watched.add(node);
     const connection = await connect({
       servers: options.servers,
       tls: options.tls,
@@ -117,15 +117,60 @@ export async function startTrustAuditor(options: {
         },
       });
     }
-    await connection.flush();
+    try {
+      await connection.flush();
+    } catch (error) {
+      connections.splice(connections.indexOf(connection), 1);
+      await connection.close().catch(() => undefined);
+      throw error;
+    }
+    watched.add(node);
   };
 
-  /** Starts watching nodes issued since the last scan (their audit creds appeared in hub/audit/). */
-  const rescan = async (): Promise<string[]> => {
+  /**
+   * Starts watching nodes issued since the last scan (their audit creds appeared in hub/audit/). A node whose
+   * watch fails is left for the next scan, and the others are watched all the same; the scan then fails naming it.
+   */
+  const scanOnce = async (): Promise<string[]> => {
     const nodes = existsSync(auditDir) ? readdirSync(auditDir).filter((file) => file.endsWith(".creds")).map((file) => file.slice(0, -".creds".length)) : [];
-    const added = nodes.filter((node) => !watched.has(node));
-    for (const node of added) await watchNode(node);
+    const added: string[] = [];
+    const failed: { node: string; error: unknown }[] = [];
+    for (const node of nodes.filter((candidate) => !watched.has(candidate))) {
+      try {
+        await watchNode(node);
+        added.push(node);
+      } catch (error) {
+        failed.push({ node, error });
+      }
+    }
+    if (failed.length > 0) {
+      const names = failed.map(({ node }) => `'${node}'`).join(", ");
+      throw new LeafmeshError("TRUST_FAILED", `the trust auditor could not watch node ${names} (${describeError(failed[0].error)}); it tries again at the next rescan${added.length > 0 ? ` (watching ${added.join(", ")})` : ""}`, { cause: failed[0].error });
+    }
     return added;
+  };
+  // One scan at a time, and the asks that come during one share the next: the enrolling hub asks after every node
+  // it enrols, 16 at once for a batch. Scans that ran side by side each walked the same new nodes, one connection per
+  // node per scan (~130 for a batch of 16), and a busy hub timed some of them out.
+  let scanning: Promise<string[]> | undefined;
+  let queued: Promise<string[]> | undefined;
+  const startScan = (): Promise<string[]> => {
+    const scan = scanOnce().finally(() => {
+      if (scanning === scan) scanning = undefined;
+    });
+    scanning = scan;
+    return scan;
+  };
+  const rescan = (): Promise<string[]> => {
+    if (!scanning) return startScan();
+    queued ??= scanning.then(
+      () => undefined,
+      () => undefined,
+    ).then(() => {
+      queued = undefined;
+      return startScan();
+    });
+    return queued;
   };
   await rescan();
 
