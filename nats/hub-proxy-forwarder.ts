@@ -16,6 +16,7 @@
  * ```
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { joinStreams } from "../lib/join-streams.ts";
 import type { Logger } from "../lib/log.ts";
 import { connectRequest, explainProxyProblem, readConnectReply, type HubProxy } from "./hub-proxy.ts";
 import type { HostPort } from "./render.ts";
@@ -100,21 +101,17 @@ export async function startHubForwarders(options: HubForwarderOptions): Promise<
       sockets.delete(proxySocket);
       route.open--;
       fail({ kind: "closed" });
-      if (opened && !client.destroyed) client.end();
     });
+    // Until the tunnel is open; from then on the join (lib/join-streams.ts) carries ends and cuts both ways.
     proxySocket.on("error", (error: NodeJS.ErrnoException) => {
-      if (!opened) return fail(connected ? { kind: "closed" } : { kind: "unreachable", code: error.code ?? error.message });
-      // A tunnel cut in the middle is a cut for the leaf too, never a clean end.
-      client.resetAndDestroy();
+      if (!opened) fail(connected ? { kind: "closed" } : { kind: "unreachable", code: error.code ?? error.message });
     });
     client.once("close", () => {
-      if (!opened) {
-        settled = true;
-        clearTimeout(timer);
-      }
-      if (!proxySocket.destroyed) proxySocket.resetAndDestroy();
+      if (opened) return;
+      settled = true;
+      clearTimeout(timer);
+      proxySocket.resetAndDestroy();
     });
-    client.on("error", () => proxySocket.resetAndDestroy());
     client.pause();
     proxySocket.once("connect", () => {
       connected = true;
@@ -135,9 +132,8 @@ export async function startHubForwarders(options: HubForwarderOptions): Promise<
       announced.add(route.hub);
       delete route.problem;
       if (reply.rest.length > 0) client.write(reply.rest);
-      proxySocket.pipe(client);
-      client.pipe(proxySocket);
-      client.resume();
+      // A tunnel cut in the middle is a cut for the leaf too (an RST), never a clean end; a FIN is passed on as one.
+      joinStreams(client, proxySocket);
     };
     proxySocket.on("data", onData);
   }
