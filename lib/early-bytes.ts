@@ -16,6 +16,15 @@
  *   end its client with a reset, never try elsewhere. Before any went (a carrier that failed to open) the
  *   client is as it was.
  *
+ * When they are in doubt, nothing here can make them certain. A stream's bytes once written may have been read by the
+ * far agent and written to its target, whatever the far end does next: a TCP ack says only that the far kernel got
+ * them (its agent may then have read them, or not), a relay channel's credit comes a quarter window at a time, and a
+ * dead agent says nothing at all. Certain is only "never left this process" or "the far agent said so" (a refusal).
+ * So the risk is taken only where the far agent proved alive a moment ago: the opener gives early bytes to no spare
+ * session whose peer it has not heard on lately (services/tunnel/spares.ts, 4 s; a relay channel's pings count), and
+ * there they wait for the answer. What is left is the 0-RTT risk itself: an agent that dies between proving alive and
+ * answering costs its clients in flight their connections (reset), as TLS early data and TCP Fast Open would.
+ *
  * The client's end (a FIN) is never read here: only what its socket holds is taken (`read(readableLength)`
  * never makes a Readable emit 'end'), so the join still sees the end, and bytes can always be put back.
  *

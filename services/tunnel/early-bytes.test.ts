@@ -3,7 +3,8 @@
  * first-byte row), over real TLS stream sessions with end frames (tls-streams.ts) to a real StreamServer: they
  * reach the target before the answer is back, go once to a second endpoint after a refusal (through the real
  * traffic proxy), go the old way to a peer whose record says protocol 1, and a cut after they went resets the
- * client and the target instead of trying elsewhere. A TCP relay stands for the network between the agents and
+ * client and the target instead of trying elsewhere, and they do not ride a spare session whose peer was not heard
+ * lately (one gone silent then costs the client nothing). A TCP relay stands for the network between the agents and
  * holds back the answer direction (the far agent → the opener) while a test looks at the target
  * (test/support/held-answer-tunnel.ts).
  */
@@ -14,6 +15,8 @@ import { IndexFeed } from "../../bus/catalog-feed.ts";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { EarlyBytes, EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
+import { ManualClock } from "../../lib/clock.ts";
+import { SpareSessions, spareHeardWithinMs } from "./spares.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { peerAt, startHeldAnswerTunnel, type HeldAnswerTunnel } from "../../test/support/held-answer-tunnel.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
@@ -116,6 +119,62 @@ describe("a client's first bytes with the stream's target header", () => {
     expect(await echoed).toBe("hello");
     expect(arrivals[0].bytes.toString()).toBe("hello");
     client.end();
+  });
+});
+
+describe("on a spare session made ahead of the stream", () => {
+  it("go with the header on a spare whose peer was heard lately (made within spareHeardWithinMs)", async () => {
+    const clock = new ManualClock();
+    const spares = new SpareSessions({ clock });
+    try {
+      const streams = await tunnel.spareOpener(spares);
+      const target = { host: "127.0.0.2", port: targetPort, protocol: "TCP" } as const;
+      (await streams.open(peerAt(2), "relayed", target)).destroy();
+      await eventually(() => spares.ready().length === 1, 5_000, "the spare session");
+      clock.advance(spareHeardWithinMs - 1);
+      const { client, accepted } = await clientWith("GET /fresh");
+      const early = new EarlyBytes(accepted);
+      const stream = await streams.open(peerAt(2), "relayed", target, undefined, early);
+      expect(early.state).toBe("committed");
+      expect(early.sentBytes).toBe("GET /fresh".length);
+      stream.destroy();
+      client.destroy();
+    } finally {
+      spares.close();
+    }
+  });
+
+  it("wait for the answer when the spare's peer was not heard lately: a peer gone silent costs the open its carrier, not the client", async () => {
+    const clock = new ManualClock();
+    const spares = new SpareSessions({ clock });
+    try {
+      const streams = await tunnel.spareOpener(spares, { headerTimeoutMs: 1_000 });
+      const target = { host: "127.0.0.2", port: targetPort, protocol: "TCP" } as const;
+      // A first stream; 20 ms after its open the next one's session is made ahead (stream-opener.ts).
+      (await streams.open(peerAt(2), "relayed", target)).destroy();
+      await eventually(() => spares.ready().length === 1, 5_000, "the spare session");
+      // The far agent dies without a FIN or RST (kill -9 behind a relay, a cable cut), and the spare waits on.
+      tunnel.gates.at(-1)!.silence();
+      clock.advance(spareHeardWithinMs + 1);
+      const { client, accepted } = await clientWith("POST /order");
+      const early = new EarlyBytes(accepted);
+      const error = await streams.open(peerAt(2), "relayed", target, undefined, early).catch((failed: unknown) => failed);
+      expect(error).toBeInstanceOf(Error);
+      expect(error).not.toBeInstanceOf(EarlyBytesInDoubt);
+      expect(early.inDoubt).toBe(false);
+      expect(early.sentBytes).toBe(0);
+      expect(accepted.readableLength).toBe("POST /order".length); // still the client's, for another endpoint
+      // Another endpoint (here the same target over a fresh session) gets them, and the target reads them once.
+      const next = new EarlyBytes(accepted);
+      const stream = await tunnel.opener().open(peerAt(2), "relayed", target, undefined, next);
+      expect(next.state).toBe("committed");
+      await eventually(() => arrivals.some((arrival) => arrival.bytes.toString() === "POST /order"), 5_000, "the bytes at the target");
+      expect(arrivals.filter((arrival) => arrival.bytes.length > 0).map((arrival) => arrival.bytes.toString())).toEqual(["POST /order"]);
+      stream.destroy();
+      client.destroy();
+    } finally {
+      spares.close();
+    }
   });
 });
 

@@ -107,7 +107,7 @@ export class RelayChannel extends Duplex {
   #accepted = false;
   #finSent = false;
   #ended = false;
-  #lastReceived: number;
+  lastHeardAt: number; // when the peer's last frame came (pings too), on the clock's monotonic time: a spare's sign of life (spares.ts)
   #lastSent: number;
   #timer: unknown;
   #resetReason: string | undefined;
@@ -124,7 +124,7 @@ export class RelayChannel extends Duplex {
     // read): an 'error' nobody heard would end the agent. The reason stays in resetReason and an event.
     this.on("error", () => undefined);
     const clock = endpoint.settings.clock;
-    this.#lastReceived = clock.monotonic();
+    this.lastHeardAt = clock.monotonic();
     this.#lastSent = clock.monotonic();
     this.#window = new ReceiveWindow({ bytes: 0, maxBytes: endpoint.settings.maxWindowBytes });
     this.#timer = clock.setInterval(() => this.#tick(), Math.max(100, Math.floor(endpoint.settings.pingIntervalMs / 2)));
@@ -163,7 +163,7 @@ export class RelayChannel extends Duplex {
       return;
     }
     this.#receiveSequence = (this.#receiveSequence + 1) >>> 0;
-    this.#lastReceived = this.#endpoint.settings.clock.monotonic();
+    this.lastHeardAt = this.#endpoint.settings.clock.monotonic();
     switch (frame.type) {
       case frameTypes.open: {
         // Only the first frame of an inbound channel: a second open would grant the peer a second window.
@@ -184,7 +184,7 @@ export class RelayChannel extends Duplex {
         if (accept.error !== undefined) return this.reset(accept.error);
         this.#credit += accept.window;
         this.#accepted = true;
-        if (this.#openedAt !== undefined) this.#window.sample(this.#lastReceived - this.#openedAt);
+        if (this.#openedAt !== undefined) this.#window.sample(this.lastHeardAt - this.#openedAt);
         this.emit("accepted");
         this.#event("open");
         this.#flush();
@@ -196,7 +196,7 @@ export class RelayChannel extends Duplex {
         if (frame.payload.byteLength > room) return this.reset(`peer sent ${frame.payload.byteLength} bytes with only ${room} of credit`);
         this.bytesReceived += frame.payload.byteLength;
         this.#delivered += frame.payload.byteLength;
-        this.#window.dataArrived(this.#lastReceived, this.#delivered);
+        this.#window.dataArrived(this.lastHeardAt, this.#delivered);
         // A view, not a copy: the NATS client hands each message a fresh socket read or
         // message buffer (@nats-io/transport-node, parser.js) and never writes to it again.
         this.push(Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength));
@@ -287,8 +287,8 @@ export class RelayChannel extends Duplex {
   #tick(): void {
     const { clock, pingIntervalMs, idleTimeoutMs } = this.#endpoint.settings;
     const now = clock.monotonic();
-    if (now - this.#lastReceived > idleTimeoutMs) {
-      this.reset(`no frame from ${this.peer} for ${now - this.#lastReceived} ms (relay path lost)`);
+    if (now - this.lastHeardAt > idleTimeoutMs) {
+      this.reset(`no frame from ${this.peer} for ${now - this.lastHeardAt} ms (relay path lost)`);
       return;
     }
     if (now - this.#lastSent >= pingIntervalMs) this.sendControl(frameTypes.ping);

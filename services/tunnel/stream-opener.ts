@@ -18,7 +18,9 @@
  * A caller's `early` (lib/early-bytes.ts: its client's first bytes) goes right behind the target header to a peer
  * whose node record says protocol 2 or above (bus/protocol.ts), without waiting for the answer; to an older one
  * the open is as before. Once some went, a stream that fails without an answer is not tried again on another
- * carrier: it fails with EarlyBytesInDoubt, and the caller resets its client.
+ * carrier: it fails with EarlyBytesInDoubt, and the caller resets its client. So they never ride a spare session
+ * whose peer was not heard lately (spares.ts isQuietSpare): there they wait for the answer, as to an older peer,
+ * and a peer found dead costs the open only its carrier (the caller tries another endpoint with them).
  */
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
@@ -35,6 +37,7 @@ import { systemClock } from "../../lib/clock.ts";
 import { resetStream } from "../../lib/join-streams.ts";
 import { EarlyBytesInDoubt, type EarlyBytes } from "../../lib/early-bytes.ts";
 import { earlyBytesProtocol } from "../../bus/protocol.ts";
+import { isQuietSpare } from "./spares.ts";
 
 /** Opens under way at once towards one node (StreamOpenerOptions.maxOpeningPerPeer). */
 export const defaultMaxOpeningPerPeer = 64;
@@ -235,7 +238,10 @@ export class StreamOpener {
     if (signal?.aborted) gone();
     else signal?.addEventListener("abort", gone, { once: true });
     try {
-      const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log, early });
+      // Not on a spare whose peer was not heard lately (spares.ts): it may be dead without a FIN, and bytes sent to it
+      // could be neither answered nor proven unread. They wait for its answer, and go elsewhere if none comes.
+      const sent = early && !isQuietSpare(stream) ? early : undefined;
+      const requested = requestTarget(stream, target, { timeoutMs: this.#options.headerTimeoutMs, peer: `${peer.node} (${carrier})`, log: this.#options.log, early: sent });
       if (!signal) return await requested;
       requested.catch(() => undefined); // its failure once the race below was lost to the abort is expected
       return await Promise.race([requested, left]);

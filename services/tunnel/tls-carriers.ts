@@ -36,6 +36,7 @@ import type { PunchCoordinator } from "./punch-coordinator.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import type { PeerTrust } from "./peer-trust.ts";
 import type { RelayEndpoint } from "./relay.ts";
+import type { RelayChannel } from "./relay-channel.ts";
 import { spareSessionLifetimeMs, type SpareSessions } from "./spares.ts";
 import type { PeerLiveness } from "./peer-liveness.ts";
 import { connectTlsStream, startTlsStreamServer, tlsClientOver, tlsServerOver, type TlsStreamServer } from "./tls-streams.ts";
@@ -234,8 +235,13 @@ export class RelayedTlsCarrier implements Carrier {
   }
 
   prepareNext(peer: CarrierPeer): void {
-    if (this.#options.servesTls(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node));
+    // The peer's pings on the spare's channel say it is alive while the spare waits.
+    const heardAt = (session: Duplex) => this.#channels.get(session)?.lastHeardAt;
+    if (this.#options.servesTls(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node), { heardAt });
   }
+
+  /** The relay channel under each session made here. */
+  readonly #channels = new WeakMap<Duplex, RelayChannel>();
 
   /** A relay channel of its own to `node` with TLS done over it. */
   async #session(node: string): Promise<Duplex> {
@@ -244,6 +250,7 @@ export class RelayedTlsCarrier implements Carrier {
       const session = await tlsClientOver(channel, { identity: this.#options.tls.identity, node, timeoutMs: this.#options.timeoutMs, where: carrierName.relayed, trust: this.#options.tls.trust, point: "relayed TLS" });
       // A spare waits with nobody listening: its channel reset (relay closed, path lost) must not go unhandled.
       session.on("error", () => undefined);
+      this.#channels.set(session, channel);
       return session;
     } catch (error) {
       channel.destroy();
@@ -291,7 +298,7 @@ export class PunchedTlsCarrier implements Carrier {
 
   /** With no spare ready the stream went over libp2p; the next one finds this one punched. */
   prepareNext(peer: CarrierPeer): void {
-    if (this.#options.ready(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node), (error) => this.#options.onFailure(peer, error));
+    if (this.#options.ready(peer)) this.#options.spares.prepare(`${this.name} ${peer.node}`, () => this.#session(peer.node), { onFailure: (error) => this.#options.onFailure(peer, error) });
   }
 
   /** A punched TCP connection to `node` with TLS done over it. */

@@ -4,7 +4,8 @@
  * relay that can hold back the answer direction (edge-b → edge-a) of a session, then release it or cut it with
  * resets both ways. With it a test sees what the far agent did with a stream (the target it connected, the bytes it
  * wrote there) while the opener has no answer yet: how a client's first bytes go with the target header
- * (lib/early-bytes.ts; services/tunnel/early-bytes.test.ts, services/gateway/early-bytes.test.ts).
+ * (lib/early-bytes.ts; services/tunnel/early-bytes.test.ts, services/gateway/early-bytes.test.ts), or silence a
+ * session for good, as a far agent killed without a FIN or RST leaves it.
  *
  * ```ts
  * const tunnel = await startHeldAnswerTunnel();
@@ -25,6 +26,8 @@ import type { NodeIdentity } from "../../services/tunnel/node-identity.ts";
 import { Libp2pCarrier, StreamOpener, type StreamOpenerOptions } from "../../services/tunnel/stream-opener.ts";
 import { StreamServer } from "../../services/tunnel/stream-server.ts";
 import { connectTlsStream, startTlsStreamServer } from "../../services/tunnel/tls-streams.ts";
+import type { SpareSessions } from "../../services/tunnel/spares.ts";
+import { DirectTlsCarrier, TlsStreams } from "../../services/tunnel/tls-carriers.ts";
 import { initKeys } from "../../trust/key-store.ts";
 import { issueNode } from "../../trust/node-credentials.ts";
 import { loadNodeSecurity, nodeIdentityPems } from "../../trust/security.ts";
@@ -34,11 +37,18 @@ export interface AnswerGate {
   hold(): void;
   release(): void;
   cut(): void;
+  /** The far agent gone without a FIN or RST (killed behind a relay, its cable cut): from now on nothing passes either way, and nothing ends. */
+  silence(): void;
 }
 
 export interface HeldAnswerTunnel {
   /** A new opener on edge-a whose only carrier is the relay to edge-b ("relayed"). */
   opener(): StreamOpener;
+  /**
+   * A new opener on edge-a whose only carrier is the tunnel's DirectTlsCarrier (as "relayed") with `spares`, its TLS
+   * connections through the relay: after each open it makes the next stream's session ahead (spares.ts).
+   */
+  spareOpener(spares: SpareSessions, options?: Partial<StreamOpenerOptions>): Promise<StreamOpener>;
   /** Each relayed session's gate, in the order they were opened (opens run one at a time in these tests). */
   readonly gates: AnswerGate[];
   /** While set, each session opened has its answers held from its handshake on. */
@@ -76,6 +86,8 @@ export async function startHeldAnswerTunnel(): Promise<HeldAnswerTunnel> {
   }
   const open = new Set<Socket>();
   const gates: AnswerGate[] = [];
+  /** edge-a's TLS side, made for the first spareOpener (its carrier takes the identity from it). */
+  let near: TlsStreams | undefined;
   const server = new StreamServer({ node: "edge-b", log: silentLogger() });
   const tlsServer = await startTlsStreamServer({ identity: identities["edge-b"], listen: { host: "127.0.0.1", port: 0 }, log: silentLogger(), onStream: (socket) => void server.serve(socket, "edge-a") });
   const relay: Server = createServer({ allowHalfOpen: true }, (near: Socket) => {
@@ -85,8 +97,9 @@ export async function startHeldAnswerTunnel(): Promise<HeldAnswerTunnel> {
     const waiting: Buffer[] = [];
     let gated = false;
     let ended = false;
-    far.on("data", (chunk: Buffer) => (gated ? waiting.push(chunk) : near.write(chunk)));
-    far.on("end", () => (gated ? (ended = true) : near.end()));
+    let silent = false;
+    far.on("data", (chunk: Buffer) => silent || (gated ? waiting.push(chunk) : near.write(chunk)));
+    far.on("end", () => silent || (gated ? (ended = true) : near.end()));
     near.once("close", () => far.destroy());
     far.once("close", () => near.destroy());
     gates.push({
@@ -99,6 +112,12 @@ export async function startHeldAnswerTunnel(): Promise<HeldAnswerTunnel> {
       cut: () => {
         near.resetAndDestroy();
         far.resetAndDestroy();
+      },
+      silence: () => {
+        silent = true;
+        waiting.length = 0;
+        near.unpipe(far);
+        near.on("data", () => undefined); // read and dropped, as a dead host's packets go nowhere
       },
     });
   });
@@ -119,6 +138,11 @@ export async function startHeldAnswerTunnel(): Promise<HeldAnswerTunnel> {
       };
       return openerOver(carrier);
     },
+    async spareOpener(spares, options) {
+      near ??= await TlsStreams.start({ identity: identities["edge-a"], listen: { host: "127.0.0.1", port: 0 }, log: silentLogger(), onStream: (stream) => stream.destroy() });
+      const port = (relay.address() as { port: number }).port;
+      return openerOver(new DirectTlsCarrier({ tls: near, timeoutMs: 5_000, spares, addressOf: async () => ({ host: "127.0.0.1", port }) }), options);
+    },
     releaseAll() {
       tunnel.held = false;
       for (const gate of gates) gate.release();
@@ -126,6 +150,7 @@ export async function startHeldAnswerTunnel(): Promise<HeldAnswerTunnel> {
     },
     async close() {
       for (const socket of open) socket.destroy();
+      await near?.close();
       await tlsServer.close();
       await new Promise((resolve) => relay.close(resolve));
       rmSync(base, { recursive: true, force: true });
