@@ -5,7 +5,8 @@
  * 2026-12-06) or anyone holding the key does. The pod 127.0.0.3 on edge-b backs a Local
  * Service on one port (TCP and UDP) and a Cluster Service on another: only the latter is
  * served, also when the Local one is asked for by a name that resolves to it; a Cluster Service
- * added on the Local one's port opens it, and removing it closes it again.
+ * added on the Local one's port opens it, and removing it closes it again. An opener whose
+ * catalog has the Service as Cluster says why its client was refused.
  * Before, edge-b served every one of them.
  */
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
@@ -21,10 +22,13 @@ import { agentActors } from "../roles/agent-actors.ts";
 import type { StartedActor } from "../roles/agent.ts";
 import { normalizeObject } from "../services/controller/normalize.ts";
 import { createTunnelActor, type TunnelActor } from "../services/tunnel/index.ts";
+import { createTrafficActor } from "../services/traffic/index.ts";
+import { localOnlyRefusal } from "../services/traffic/endpoint-connect.ts";
 import { localOnlyReason } from "../services/tunnel/stream-server.ts";
 import { TargetRefusedError } from "../services/tunnel/stream-header.ts";
 import { capturedLog } from "./support/log-lines.ts";
 import { eventually, freePort } from "./support/ports.ts";
+import { listenerAddress, whoAnswers } from "./support/traffic-catalog.ts";
 import { roundTrip, startFabric, testPsk, type TestFabric } from "./support/tunnel-fabric.ts";
 
 const pod = "127.0.0.3"; // on edge-b
@@ -153,4 +157,22 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
     expect(served.local).toBe(1);
   }, 30_000);
 
+  it("is said by an opener whose catalog still has the Service as Cluster: counted and logged with the reason", async () => {
+    const staleFeed = new IndexFeed();
+    const stale = service("node-agent", "198.19.0.60", "Cluster", [{ name: "main", port: localPort, protocol: "TCP" }]);
+    staleFeed.notify(stale.map((object) => catalogKey(object)).filter((key, index) => staleFeed.reader.apply({ op: "put", key, object: stale[index] })));
+    const opener = capturedLog();
+    const traffic = createTrafficActor({ feed: staleFeed, log: opener.log, node: "edge-a", listenHost: "127.0.0.1", dialer: edgeA });
+    await traffic.start();
+    try {
+      const listener = await eventually(() => listenerAddress(traffic.listeners().find((binding) => binding.key === "lab/node-agent:main/TCP")), 5_000, "the listener");
+      // Its only endpoint refused: the client is reset, and the reason is in the opener's counters and log.
+      expect(await whoAnswers(listener)).toBe("ECONNRESET");
+      expect(traffic.stats().counters[`tcp connect failed: ${localOnlyRefusal}`]).toBe(1);
+      await eventually(() => opener.lines.find((line) => line.reason === `tcp connect failed: ${localOnlyRefusal}` && String(line.err).includes("lab/node-agent")), 5_000, "the opener's log line");
+      expect(served.local).toBe(1);
+    } finally {
+      await traffic.stop();
+    }
+  }, 30_000);
 });
