@@ -6,9 +6,11 @@
  * hubs, scores them with their relay load (fabric-load.<hub>, which every node
  * account imports: the hubs' own bus events stay in the mesh account).
  * The agent keeps its local key in the bundle's local.nk, where a `leafmesh
- * status` from before 2026-12-06 reads it.
+ * status` from before 2026-12-06 reads it; a random local.nk such a status
+ * left is named by `status`, which connects with the derived key.
  */
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { createUser } from "@nats-io/jwt";
 import { join } from "node:path";
 import { nkeyAuthenticator } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
@@ -51,6 +53,13 @@ describe("the fabric with security on", () => {
     } finally {
       await asOlderStatus.close();
     }
+    // A local.nk an older status wrote after the agent started (a random key, before agents wrote theirs): `status` is
+    // refused with it, takes the key derived from node.key, and says which file is out of step (before: Authorization Violation).
+    writeFileSync(join(bundle, "local.nk"), new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });
+    const mended = await status();
+    expect(mended.code).toBe(0);
+    expect(JSON.parse(mended.stdout).status.node).toBe("edge-a");
+    expect(mended.stderr).toContain(`the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")} and took the one derived from node.key`);
     // Without the keys, the agent's own server refuses the client.
     const refused = await runCli(["status", "--nats", agent.clientUrl, "--timeout", "2000"]);
     expect(refused.code).not.toBe(0);
