@@ -78,6 +78,13 @@ export interface ServicePortDialer {
 export const overCapacityCode = "OVER_CAPACITY";
 
 /**
+ * The code a serving node gives when the stream's target is an endpoint that only Services with
+ * internalTrafficPolicy Local lead to: it serves it to clients on its own node only (services/traffic/local-only.ts).
+ * The opener's catalog is behind, or the opener ignores the policy (a leafmesh before 2026-12-06).
+ */
+export const localTrafficPolicyCode = "LOCAL_TRAFFIC_POLICY";
+
+/**
  * Connect errors of the dialling node's own resources: out of file descriptors (EMFILE, ENFILE: an agent under a
  * low `ulimit -n` facing a burst of clients), buffers or memory, or local ports (EADDRNOTAVAIL). Any endpoint would
  * have failed the same: an agent that counted them against the endpoint ejected every healthy one in turn, and

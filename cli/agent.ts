@@ -18,6 +18,7 @@ import { checkListenHost } from "../lib/listen-errors.ts";
 import type { ObserverAddress } from "../services/tunnel/index.ts";
 import type { AgentActorOptions } from "../roles/agent-actors.ts";
 import { nodeIdentityPems } from "../trust/security.ts";
+import { keepLocalNkeyFile } from "../trust/local-nkey-file.ts";
 // What the flags need, from the modules that define it; the actors and the trust watches load once the node's
 // nats-server is spawned (roles/server-process.ts), not before it (issue 17: a fresh node's start).
 import { checkAccessLogFile, defaultSocksLimits, defaultTrafficLimits, defaultUdpIdleTimeoutMs, isLoopbackHost, lineageCheckMs, loopbackClients, parseAccessLogTarget, socksClients, type AccessLogTarget } from "../roles/agent-flags.ts";
@@ -222,6 +223,8 @@ unreachable. --hub URLs are the hubs' leafnode addresses (leafmesh hub
     }
     const socksClientRanges = socksClientsFor(options.socks, options.socksClients);
     const security = resolveNodeSecurity({ keys, insecure: options.insecure }, options.node, "agent", log);
+    // Its local key in the bundle where the bundle takes it, for a `leafmesh status` from before 2026-12-06 (it reads local.nk).
+    if (security) keepLocalNkeyFile(security, log);
     const psk = options.psk ? readSecretFile(options.psk, "--psk") : security ? new TextDecoder().decode(security.psk) : undefined;
     // Checked now (a bad --gateway address or access log is said before anything starts); the actors' modules load
     // once the node's nats-server is spawned (roles/agent.ts).

@@ -5,14 +5,13 @@ import { RpcError, rpcRequest } from "../bus/bus.ts";
 import type { SnapshotPage } from "../bus/catalog-feed.ts";
 import { CatalogIndex } from "../bus/catalog-index.ts";
 import { isReadyEndpoint, type Service } from "../bus/catalog.ts";
-import { connectNats } from "../bus/connect.ts";
 import { checkNodeName } from "../bus/subjects.ts";
 import { hubLevelSaidSince, meshProtocol, type ProtocolSkew } from "../bus/protocol.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { NodeStatus } from "../roles/status.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
-import { bundleNode, clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+import { bundleNode, clientSecurityOptions } from "./security-options.ts";
 import { drawFabricTree, type FabricHeartbeat } from "./fabric-tree.ts";
 import { rpc } from "../bus/rpc.ts";
 import { formatWhy } from "./why.ts";
@@ -20,6 +19,7 @@ import { formatRelayChoice } from "./relay-choice-view.ts";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
+import { connectForStatus } from "./status-connect.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -265,7 +265,7 @@ asks NODE through the fabric.`,
         "--tree draws the fabric from every server's heartbeats, and a node's credentials see only its own: run it against a hub's client address with the mesh's keys directory or a hub's copy of it (--keys DIR --nats tls://HUB:4222), without --node",
       );
     }
-    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-status", keepReconnecting: false });
+    const connection = await connectForStatus(options, io.stderr);
     if (options.tree) {
       try {
         const beats = await gatherFabricHeartbeats(connection, Number(options.wait));

@@ -7,7 +7,7 @@
  * traffic's Service-port opener, to the SOCKS proxy (its cluster-IP routing).
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
-import { createTrafficActor, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
+import { createTrafficActor, LocalOnlyEndpoints, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
 import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
@@ -82,8 +82,10 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
   // before the tunnel, and records arrive later.
   const siteAware = (upstream: UpstreamState, node: string) =>
     withSiteMembers(upstream, (peer) => peer === node || (topology?.site !== undefined && topology.of(peer).site === topology.site));
-  const tunnel: ActorFactory = async ({ bus, log, node, connection, revocations }): Promise<StartedActor> => {
+  const tunnel: ActorFactory = async ({ bus, feed, log, node, connection, revocations }): Promise<StartedActor> => {
     const settings = options.tunnel!;
+    // internalTrafficPolicy Local where the endpoint lives: a stream from another node for an endpoint only Local Services lead to is refused.
+    const localOnly = new LocalOnlyEndpoints(feed, node);
     // Loaded only when the tunnel is on: it brings libp2p (~35 MiB resident in an agent without it, measured).
     const { createTunnelActor } = await import("../services/tunnel/index.ts");
     const actor = createTunnelActor({
@@ -107,8 +109,12 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       keyFile: settings.keyFile,
       // The mesh's revoked certificates (trust/revocations.ts): refused on every carrier, open streams cut.
       revocations,
+      servedLocallyOnly: (target) => localOnly.refusal(target),
     });
-    await actor.start();
+    await actor.start().catch((error: unknown) => {
+      localOnly.stop();
+      throw error;
+    });
     dialer = actor;
     // Where other nodes are and whether a path to them exists: traffic's topology tiers.
     topology = {
@@ -155,6 +161,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       stop: async () => {
         link.stop();
         await actor.stop();
+        localOnly.stop();
       },
     };
   };

@@ -5,9 +5,19 @@
  * with another mesh's keys cannot join the cluster. The agent, given all three
  * hubs, scores them with their relay load (fabric-load.<hub>, which every node
  * account imports: the hubs' own bus events stay in the mesh account).
+ * The agent keeps its local key in the bundle's local.nk, where a `leafmesh
+ * status` from before 2026-12-06 reads it; a random local.nk such a status
+ * left is named by `status`, which connects with the derived key.
  */
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { createUser } from "@nats-io/jwt";
 import { join } from "node:path";
+import { nkeyAuthenticator } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
+import { connectNats } from "../bus/connect.ts";
+import { nodeInboxPrefix } from "../bus/subjects.ts";
+import { fetchNodeView } from "../cli/status.ts";
+import { derivedLocalSeed } from "../trust/local-nkey.ts";
 import { initKeys } from "../trust/key-store.ts";
 import { issueNode } from "../trust/node-credentials.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
@@ -31,6 +41,25 @@ describe("the fabric with security on", () => {
       const result = await status();
       return result.code === 0 && JSON.parse(result.stdout).services.length === 1;
     }, 30_000, "the catalog at the secured agent");
+    // The agent's local key is in its bundle's local.nk, and a client with it is served, as a `leafmesh status` from before
+    // 2026-12-06 connects: it reads local.nk, and finding none wrote a random key and was refused ("Authorization Violation").
+    const bundle = join(keys, "nodes", "edge-a");
+    expect(statSync(join(bundle, "local.nk")).mode & 0o777).toBe(0o600);
+    const seed = readFileSync(join(bundle, "local.nk"), "utf8").trim();
+    expect(seed).toBe(derivedLocalSeed(readFileSync(join(bundle, "node.key")), "edge-a"));
+    const asOlderStatus = await connectNats({ servers: [agent.clientUrl], authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)), inboxPrefix: nodeInboxPrefix("edge-a"), name: "as a leafmesh status from before 2026-12-06" });
+    try {
+      expect((await fetchNodeView(asOlderStatus)).status.node).toBe("edge-a");
+    } finally {
+      await asOlderStatus.close();
+    }
+    // A local.nk an older status wrote after the agent started (a random key, before agents wrote theirs): `status` is
+    // refused with it, takes the key derived from node.key, and says which file is out of step (before: Authorization Violation).
+    writeFileSync(join(bundle, "local.nk"), new TextDecoder().decode(createUser().getSeed()), { mode: 0o600 });
+    const mended = await status();
+    expect(mended.code).toBe(0);
+    expect(JSON.parse(mended.stdout).status.node).toBe("edge-a");
+    expect(mended.stderr).toContain(`the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")} and took the one derived from node.key`);
     // Without the keys, the agent's own server refuses the client.
     const refused = await runCli(["status", "--nats", agent.clientUrl, "--timeout", "2000"]);
     expect(refused.code).not.toBe(0);

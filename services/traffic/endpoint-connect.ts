@@ -18,9 +18,13 @@ import type { BurstLog } from "../../lib/burst-log.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
-import { endpointAtFault, localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
+import { endpointAtFault, localShortageCode, localTrafficPolicyCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
+import { describeError } from "../../lib/errors.ts";
 import type { Counters } from "./counters.ts";
 import type { ServicePortPlan } from "./plan.ts";
+
+/** The counter and log label of an endpoint its node refused by internalTrafficPolicy Local (local-only.ts). */
+export const localOnlyRefusal = "the endpoint's node serves it to its own clients only (internalTrafficPolicy Local)";
 
 export interface EndpointConnectOptions {
   shared: BalancerShared;
@@ -71,6 +75,11 @@ export async function connectToEndpoint(options: EndpointConnectOptions, balance
       }
       exclude.add(target.key);
       counters.count(`${via} connect failed`);
+      if ((error as { targetCode?: unknown }).targetCode === localTrafficPolicyCode) {
+        // The endpoint's node has the Service as internalTrafficPolicy Local where this node's catalog does not (yet): said, then as any refusal.
+        counters.count(`${via} connect failed: ${localOnlyRefusal}`);
+        options.refusals.note(`${via} connect failed: ${localOnlyRefusal}`, { client: clientIp, service: balancer.plan.key, endpoint: target.key, err: describeError(error) });
+      }
       const remote = options.dialer !== undefined && target.nodeName !== undefined && target.nodeName !== shared.node;
       if (!endpointAtFault(error, remote)) {
         // The tunnel could not carry it (no path, a slow open, the peer's limit), or a node ran out of descriptors: the next endpoint, and no mark against this one.

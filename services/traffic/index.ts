@@ -10,6 +10,8 @@
  * `StreamDialer` when one is given, else directly by IP. `servicePorts` opens a
  * Service port for the SOCKS proxy with the same plan and balancer
  * (service-ports.ts), so that SOCKS and the cluster IP cannot route apart.
+ * `LocalOnlyEndpoints` is its serving side (local-only.ts): the endpoints that only
+ * internalTrafficPolicy Local Services lead to, which the tunnel serves to no other node.
  *
  * ```ts
  * import { createTrafficActor } from "./services/traffic/index.ts";
@@ -24,3 +26,4 @@ export { registerTrafficMetrics } from "./metrics.ts";
 export { defaultTrafficLimits, type TrafficLimits } from "./capacity.ts";
 export { lbPolicies, type LbPolicy, type NodeTopology } from "../../balance/policy.ts";
 export { lbPolicyAnnotation } from "./plan.ts";
+export { LocalOnlyEndpoints } from "./local-only.ts";

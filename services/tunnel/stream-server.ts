@@ -8,21 +8,23 @@
  * first, and are dropped with a refusal: never written to a refused target.
  *
  * Every inbound tunnel stream of this node passes `serve`: the place for what
- * holds for all of them (limits per peer, how a cut is passed on).
+ * holds for all of them (limits per peer, how a cut is passed on, and the targets
+ * this node serves to no other node: `servedLocallyOnly`, internalTrafficPolicy Local).
  *
  * ```ts
  * const server = new StreamServer({ node: "edge-b", log });
  * server.serve(inboundStream, "edge-a");
  * ```
  */
-import { Socket, type SocketConstructorOpts } from "node:net";
-import { createSocket } from "node:dgram";
+import { isIP, Socket, type LookupFunction, type SocketConstructorOpts } from "node:net";
+import { createSocket, type SocketOptions } from "node:dgram";
+import { lookup } from "node:dns";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
 import { joinStreams } from "../../lib/join-streams.ts";
 import { watchesReadsOnly } from "../../lib/read-buffers.ts";
 import type { Logger } from "../../lib/log.ts";
-import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, overCapacityCode } from "../../bus/streams.ts";
+import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, localTrafficPolicyCode, overCapacityCode } from "../../bus/streams.ts";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { systemClock } from "../../lib/clock.ts";
 import { frameEnds, frameReads, sessionFramesEnds } from "../../lib/end-frames.ts";
@@ -47,6 +49,20 @@ export interface StreamServerOptions {
    * peer's own proxies admit 2,048 + 1,024 at most by default; this bounds a peer that does not.
    */
   maxStreamsPerPeer?: number;
+  /**
+   * Why this node serves a target to no other node (its host an IP address; a name is checked at each address it
+   * resolves to), or undefined to serve it: the agent hands in internalTrafficPolicy Local's rule
+   * (services/traffic/local-only.ts). Absent: every target is served.
+   */
+  servedLocallyOnly?: (target: StreamTarget) => string | undefined;
+}
+
+/** The reason a refusal by `servedLocallyOnly` is counted and logged under. */
+export const localOnlyReason = "target served to its own node only (internalTrafficPolicy Local)";
+
+/** A name that resolved to an address `servedLocallyOnly` refuses. */
+class ServedLocallyOnly extends Error {
+  readonly code = localTrafficPolicyCode;
 }
 
 export class StreamServer {
@@ -109,19 +125,43 @@ export class StreamServer {
     options.onTarget?.();
     // A TCP stream's early bytes (stream-header.ts) come framed right behind its header: read framed from here on.
     if (target.protocol === "TCP" && sessionFramesEnds(duplex)) frameReads(duplex);
+    const why = isIP(target.host) ? this.#options.servedLocallyOnly?.(target) : undefined;
+    if (why) return this.#refuseLocalOnly(duplex, peer, target, why);
     if (target.protocol === "UDP") {
+      const check = this.#options.servedLocallyOnly;
+      // A name is checked as it resolves (below for TCP); a refused one ends the stream with an error, after its status.
+      const udpLookup = check && !isIP(target.host) ? checkedLookup((address) => this.#noteLocalOnly(peer, target, check({ ...target, host: address }))) : undefined;
       duplex.write(encodeStatus(statusOk));
-      spliceUdp(duplex, target, log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1));
+      spliceUdp(duplex, target, log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1), udpLookup);
       return;
     }
-    this.#spliceTcp(duplex, target);
+    this.#spliceTcp(duplex, target, peer);
   }
 
-  #spliceTcp(duplex: Duplex, target: StreamTarget): void {
+  /** Refused by `servedLocallyOnly`: counted, logged once per burst, and said to the opener with its code. */
+  #refuseLocalOnly(duplex: Duplex, peer: string, target: StreamTarget, why: string): void {
+    this.#noteLocalOnly(peer, target, why);
+    duplex.write(encodeStatus(statusRefused, `${this.#options.node} refuses the stream: ${why}`, localTrafficPolicyCode));
+    duplex.end();
+    // Early bytes and datagrams behind the header are dropped unread, never written anywhere.
+    duplex.resume();
+  }
+
+  #noteLocalOnly(peer: string, target: StreamTarget, why: string | undefined): string | undefined {
+    if (why === undefined) return undefined;
+    this.refused.set(localOnlyReason, (this.refused.get(localOnlyReason) ?? 0) + 1);
+    this.#refusals.note(localOnlyReason, { peer, target: `${target.host}:${target.port}/${target.protocol}`, why });
+    return why;
+  }
+
+  #spliceTcp(duplex: Duplex, target: StreamTarget, peer: string): void {
     // A write buffer that holds what batchWrites gathers in one turn (the default, 16 KiB, is one TLS record).
     // net.Socket hands stream options to its Duplex, though the typings omit them.
     const socketOptions: SocketConstructorOpts & { writableHighWaterMark: number } = { writableHighWaterMark: batchBytes, allowHalfOpen: true };
-    const socket = new Socket(socketOptions).setTimeout(this.#targetTimeoutMs).connect({ host: target.host, port: target.port });
+    const check = this.#options.servedLocallyOnly;
+    // A name: each address it resolves to is checked before the connect (a peer must not reach by "10.5" what it may not by 10.0.0.5).
+    const checked = check && !isIP(target.host) ? { lookup: checkedLookup((address) => check({ ...target, host: address })) } : {};
+    const socket = new Socket(socketOptions).setTimeout(this.#targetTimeoutMs).connect({ host: target.host, port: target.port, ...checked });
     // Whether the target answered: after that, an error is a cut of a stream under way, never a refused connect
     // (socket.remoteAddress cannot tell: it is gone once a reset destroyed the socket).
     let connected = false;
@@ -142,6 +182,7 @@ export class StreamServer {
     });
     socket.once("error", (error: NodeJS.ErrnoException) => {
       if (connected || duplex.destroyed) return; // a cut after connect: the splice resets the stream
+      if (error instanceof ServedLocallyOnly) return this.#refuseLocalOnly(duplex, peer, target, error.message);
       const code = timedOut ? "ETIMEDOUT" : error.code;
       duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
       duplex.end();
@@ -194,8 +235,9 @@ export function batchWrites(from: Readable, to: Writable): void {
 }
 
 /** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target; answers past `datagramBacklogBytes` unsent are dropped (`onDrop`). */
-export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger, onDrop: (reason: string) => void = () => undefined): void {
-  const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
+export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger, onDrop: (reason: string) => void = () => undefined, lookup?: LookupFunction): void {
+  // dgram asks its lookup for one address: the same function (typed for both answers) serves it.
+  const socket = createSocket({ type: target.host.includes(":") ? "udp6" : "udp4", ...(lookup ? { lookup: lookup as SocketOptions["lookup"] } : {}) });
   const decoder = new DatagramDecoder();
   // Read only once connected: a send() on a socket still connecting is taken for an unconnected one
   // and throws (no port), and a datagram can come in the same read as the header. Until then the
@@ -217,4 +259,21 @@ export function spliceUdp(stream: Duplex, target: { host: string; port: number }
   });
   stream.once("close", () => socket.close());
   stream.once("end", () => stream.end());
+}
+
+/**
+ * dns.lookup, with every address a name resolves to passed to `refuse` first: one it refuses fails the lookup
+ * with ServedLocallyOnly (net's connect and dgram's both resolve through it, all at once or one address).
+ */
+function checkedLookup(refuse: (address: string) => string | undefined): LookupFunction {
+  return (hostname, options, callback) => {
+    lookup(hostname, options, (error: NodeJS.ErrnoException | null, address: string | { address: string }[], family?: number) => {
+      if (error) return callback(error, "", 0);
+      for (const each of Array.isArray(address) ? address.map((entry) => entry.address) : [address]) {
+        const why = refuse(each);
+        if (why) return callback(new ServedLocallyOnly(why), "", 0);
+      }
+      (callback as (error: null, address: unknown, family?: number) => void)(null, address, family);
+    });
+  };
 }

@@ -161,7 +161,7 @@ export class TunnelActor implements StreamDialer {
     // Revocations mean something only where certificates are checked (an identity).
     const trust = new PeerTrust({ revocations: options.identity ? options.revocations : undefined, log: this.#log });
     try {
-      const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer });
+      const server = new StreamServer({ node: this.node, log: this.#log, maxStreamsPerPeer: options.maxStreamsPerPeer, servedLocallyOnly: options.servedLocallyOnly });
       const reasons = new PathReasons({ clock: this.#clock });
       const serve = (stream: Duplex, peer: string, serveOptions: { headerTimeoutMs?: number; onTarget?: () => void } = {}) => void server.serve(stream, peer, serveOptions);
       // Started before libp2p: its port goes into identify.

@@ -12,6 +12,7 @@ import type { ObserverAddress } from "./nat.ts";
 import type { NodeIdentity } from "./node-identity.ts";
 import type { Ways } from "./paths.ts";
 import type { RevocationSource } from "./peer-trust.ts";
+import type { StreamTarget } from "../../bus/streams.ts";
 
 export interface TunnelOptions {
   bus: Bus;
@@ -81,4 +82,6 @@ export interface TunnelOptions {
    * node keeps its peer id across restarts. Undefined: a new key (and peer id) at every start.
    */
   keyFile?: string;
+  /** See StreamServerOptions.servedLocallyOnly: the targets this node serves to no other node (internalTrafficPolicy Local). */
+  servedLocallyOnly?: (target: StreamTarget) => string | undefined;
 }
