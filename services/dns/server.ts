@@ -24,11 +24,9 @@ import type { DnsStats } from "./stats.ts";
 import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Transport } from "./transport.ts";
 import {
   bareResponse,
-  flagAA,
   flagTC,
   isProblem,
   maxTcpMessage,
-  optRecord,
   parseQuery,
   problemResponse,
   queryName,
@@ -38,6 +36,7 @@ import {
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
+import { answerKey, encodeReply } from "./answers.ts";
 import { answerFromZone, ZoneIndex, type ClusterReply, type ZoneOptions } from "./zone.ts";
 
 export type { ListenAddress } from "./transport.ts";
@@ -84,7 +83,10 @@ export class DnsServer {
   readonly #log: Logger;
   readonly #stats: DnsStats;
   readonly #transport: DnsTransport;
-  /** Encoded answers (id 0) by question bytes + flags, for the current zone; ExternalName chases are kept unencoded. */
+  /**
+   * Encoded answers (id 0) by flags + the question in lower case (answerKey), for the current zone; ExternalName
+   * chases are kept unencoded. An answer goes out with the client's id and its question's case written in.
+   */
   #answers = new Map<string, Buffer | ChaseEntry>();
   /** The cache keys of each question name, so that a changed name drops its answers (any type, any flags). */
   #keysByName = new Map<string, string[]>();
@@ -154,10 +156,11 @@ export class DnsServer {
       return response;
     }
     if (!this.#zoneBuilt || (!this.#options.feed && this.#options.catalog.version !== this.#zoneVersion)) this.#refreshZone();
-    const ednsCode = parsed.edns ? (parsed.edns.dnssecOk ? 2 : 1) : 0;
-    const key = String.fromCharCode((parsed.flags >> 4) & 0x11, ednsCode) + query.toString("latin1", 12, parsed.questionEnd);
+    const key = answerKey(query, parsed);
     let template = this.#answers.get(key);
-    if (template === undefined) {
+    if (template !== undefined) stats.answerCache.hits++;
+    else {
+      stats.answerCache.misses++;
       const name = queryName(query, parsed);
       template = name === undefined ? forwardMarker : this.#encodeClusterAnswer(query, parsed, name);
       if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#clearAnswers();
@@ -236,12 +239,20 @@ export class DnsServer {
       this.#stats.truncated++;
       const cut = truncateToFit(response, maxTcpMessage) ?? bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns);
       cut.writeUInt16BE(parsed.id, 0);
+      query.copy(cut, 12, 12, parsed.questionEnd);
       return cut;
     }
-    const out = copy ? Buffer.allocUnsafe(response.length) : response;
-    if (copy) response.copy(out);
+    if (!copy) {
+      response[0] = parsed.id >> 8;
+      response[1] = parsed.id & 0xff;
+      return response;
+    }
+    const out = Buffer.allocUnsafe(response.length);
+    response.copy(out);
     out[0] = parsed.id >> 8;
     out[1] = parsed.id & 0xff;
+    // The question as this client asked it: a resolver using DNS 0x20 checks the case it chose (RFC 4343 §4.1, RFC 1035 §7.3).
+    query.copy(out, 12, 12, parsed.questionEnd);
     return out;
   }
 
@@ -359,22 +370,4 @@ export class DnsServer {
     this.#stats.answers.error++;
     if (this.#stats.drop("internal error")) this.#log.error({ err: error }, "DNS query failed inside the server (logged once)");
   }
-}
-
-/** Header, the question as asked, the records (dns-packet), and OPT for an EDNS client. */
-export function encodeReply(query: Uint8Array, parsed: ParsedQuery, reply: ClusterReply): Buffer {
-  const records = dnsPacket.encode({ type: "response", id: 0, flags: 0, questions: [], answers: reply.answers, authorities: reply.authorities, additionals: reply.additionals });
-  const questionLength = parsed.questionEnd - 12;
-  const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
-  const out = Buffer.allocUnsafe(records.length + questionLength + (opt ? opt.length : 0));
-  out.writeUInt16BE(0, 0);
-  out.writeUInt16BE(responseFlags(parsed.flags, flagAA, rcodes[reply.rcode]), 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(reply.answers.length, 6);
-  out.writeUInt16BE(reply.authorities.length, 8);
-  out.writeUInt16BE(reply.additionals.length + (opt ? 1 : 0), 10);
-  out.set(query.subarray(12, parsed.questionEnd), 12);
-  records.copy(out, 12 + questionLength, 12);
-  if (opt) out.set(opt, 12 + questionLength + records.length - 12);
-  return out;
 }

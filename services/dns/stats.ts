@@ -23,6 +23,11 @@ export class DnsStats {
   udp = 0;
   tcp = 0;
   truncated = 0;
+  /**
+   * Lookups in the server's answer cache (encoded cluster answers and forward markers): a miss
+   * encodes. Keyed case-insensitively: a resolver with DNS 0x20 asks each name in a new case.
+   */
+  readonly answerCache = { hits: 0, misses: 0 };
   readonly answers: Record<AnswerKind, number> = { cluster: 0, forwarded: 0, cache: 0, stale: 0, servfail: 0, error: 0 };
   readonly rcodes = new Map<number, number>();
   readonly drops = new Map<string, number>();
@@ -58,6 +63,7 @@ export class DnsStats {
       udp: this.udp,
       tcp: this.tcp,
       truncated: this.truncated,
+      answerCache: { ...this.answerCache },
       answers: { ...this.answers },
       rcodes: Object.fromEntries([...this.rcodes].map(([code, count]) => [rcodeName(code), count])),
       drops: Object.fromEntries(this.drops),
@@ -126,6 +132,17 @@ export function registerDnsMetrics(registry: Registry, stats: DnsStats, forwarde
     collect() {
       this.reset();
       this.inc(stats.truncated);
+    },
+  });
+  new Counter({
+    name: `${prefix}answer_cache_lookups_total`,
+    help: "Questions looked up in the answer cache (encoded cluster answers), by result (hit, miss: encoded)",
+    labelNames: ["result"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ result: "hit" }, stats.answerCache.hits);
+      this.inc({ result: "miss" }, stats.answerCache.misses);
     },
   });
   new Gauge({
