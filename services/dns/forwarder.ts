@@ -18,7 +18,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { exchangeWithUpstream, UpstreamFailure, type Upstream } from "./upstream-exchange.ts";
-import { flagRD, flagTC, qtypes, rcodes, serverUdpPayloadSize, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
+import { flagRD, flagTC, optRecord, qtypes, rcodes, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
 
 export type { Upstream } from "./upstream-exchange.ts";
 
@@ -184,38 +184,43 @@ export class Forwarder {
   /**
    * The stored response rewritten for this client: its id, its question (its
    * case), each TTL lowered by the time spent in the cache (or set to `fixedTtl`),
-   * and the OPT record kept only for a client that sent one.
+   * and our own OPT record for a client that sent one, none for one that did not.
+   * The upstream's OPT was the answer to our query, not to this client's (RFC 6891
+   * §6.1.1: OPT is hop by hop): its payload size, its DO bit (we ask without DO), and
+   * options meant for us, such as a COOKIE or padding, are not passed on. Ours says
+   * our payload size and the client's DO bit (RFC 3225 §3).
    */
   #forClient(entry: CacheEntry, query: Uint8Array, parsed: ParsedQuery, fixedTtl: number | undefined, elapsedSeconds: number): Buffer {
     const { bytes, walked } = entry;
-    const opt = walked.records.find((record) => record.type === qtypes.OPT);
     const questionLength = parsed.questionEnd - 12;
-    const restStart = walked.questionEnd;
-    const dropOpt = opt && !parsed.edns;
-    const outLength = 12 + questionLength + (bytes.length - restStart) - (dropOpt ? opt.end - opt.start : 0);
-    const out = Buffer.allocUnsafe(outLength);
+    let recordsLength = 0;
+    let additionals = 0;
+    for (const record of walked.records) {
+      if (record.type === qtypes.OPT) continue;
+      recordsLength += record.end - record.start;
+      if (record.section === "additional") additionals++;
+    }
+    const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
+    const out = Buffer.allocUnsafe(12 + questionLength + recordsLength + (opt ? opt.length : 0));
     bytes.copy(out, 0, 0, 12);
     out.writeUInt16BE(parsed.id, 0);
     // keep the upstream's rcode and AA/AD bits; the client's RD and CD bits
     out.writeUInt16BE((walked.flags & ~(flagRD | flagTC | 0x0010)) | (parsed.flags & (flagRD | 0x0010)), 2);
+    out.writeUInt16BE(additionals + (opt ? 1 : 0), 10);
     out.set(query.subarray(12, parsed.questionEnd), 12);
+    // Records keep their offsets (the question has the same length in any case), so compression
+    // pointers stay valid; only records after an OPT that is not the last one move up.
     let write = 12 + questionLength;
-    const shift = write - restStart;
     for (const record of walked.records) {
-      if (dropOpt && record === opt) continue;
-      const destination = record.start + shift - (dropOpt && opt.start < record.start ? opt.end - opt.start : 0);
-      bytes.copy(out, destination, record.start, record.end);
-      if (record.type !== qtypes.OPT) {
-        // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
-        const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
-        out.writeUInt32BE(ttl, destination + (record.ttlOffset - record.start));
-      } else {
-        out.writeUInt16BE(serverUdpPayloadSize, destination + (record.ttlOffset - record.start) - 2);
-      }
-      write = destination + (record.end - record.start);
+      if (record.type === qtypes.OPT) continue;
+      bytes.copy(out, write, record.start, record.end);
+      // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
+      const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
+      out.writeUInt32BE(ttl, write + (record.ttlOffset - record.start));
+      write += record.end - record.start;
     }
-    if (dropOpt) out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
-    return write === outLength ? out : out.subarray(0, write);
+    if (opt) out.set(opt, write);
+    return out;
   }
 
   /** The first usable answer of the upstreams in order; undefined when every one failed (then stale or SERVFAIL). */
