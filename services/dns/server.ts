@@ -21,7 +21,7 @@ import type { CatalogReader } from "../../bus/catalog.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Forwarder } from "./forwarder.ts";
 import type { DnsStats } from "./stats.ts";
-import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Transport } from "./transport.ts";
+import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Reply, type Transport } from "./transport.ts";
 import {
   bareResponse,
   flagTC,
@@ -36,7 +36,7 @@ import {
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
-import { answerKey, encodeReply } from "./answers.ts";
+import { AnswerCache, EncodedAnswer, encodeReply } from "./answers.ts";
 import { answerFromZone, ZoneIndex, type ClusterReply, type ZoneOptions } from "./zone.ts";
 
 export type { ListenAddress } from "./transport.ts";
@@ -65,7 +65,8 @@ export interface DnsServerOptions extends ZoneOptions, Omit<DnsTransportOptions,
 
 const typeNames: Record<number, string> = { 1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 16: "TXT", 28: "AAAA", 33: "SRV", 255: "ANY" };
 const classNames: Record<number, string> = { 1: "IN", 3: "CH", 4: "HS", 255: "ANY" };
-const forwardMarker = Buffer.alloc(0);
+/** The cached answer of a question that is not the cluster's: forward it. */
+const forwardMarker = { forward: true } as const;
 
 /** An ExternalName answer to an address question: the CNAME, then the target's addresses (spec §2.5), fetched per query. */
 interface ChaseEntry {
@@ -84,12 +85,10 @@ export class DnsServer {
   readonly #stats: DnsStats;
   readonly #transport: DnsTransport;
   /**
-   * Encoded answers (id 0) by flags + the question in lower case (answerKey), for the current zone; ExternalName
-   * chases are kept unencoded. An answer goes out with the client's id and its question's case written in.
+   * Encoded answers (id 0) by question without case (answers.ts), for the current zone; ExternalName
+   * chases are kept unencoded. An answer goes out with the client's id and its question as asked.
    */
-  #answers = new Map<string, Buffer | ChaseEntry>();
-  /** The cache keys of each question name, so that a changed name drops its answers (any type, any flags). */
-  #keysByName = new Map<string, string[]>();
+  readonly #answers: AnswerCache<EncodedAnswer | ChaseEntry | typeof forwardMarker>;
   readonly #index: ZoneIndex;
   #zoneBuilt = false;
   #zoneVersion = -1;
@@ -103,6 +102,7 @@ export class DnsServer {
     this.#log = options.log;
     this.#stats = options.stats;
     this.#index = new ZoneIndex(options);
+    this.#answers = new AnswerCache(options.answerCacheSize ?? 50_000);
     this.#transport = new DnsTransport({ ...options, respond: (query, transport) => this.respond(query, transport) });
   }
 
@@ -126,7 +126,7 @@ export class DnsServer {
     // The apex NS record names this server; a wildcard bind has no one address to name.
     const specific = isIP(address.host) !== 0 && address.host !== "0.0.0.0" && address.host !== "::";
     this.#index.setNameserverAddresses(specific ? [address.host] : []);
-    this.#clearAnswers();
+    this.#answers.clear();
     this.#unfollow ??= this.#options.feed?.onChange((keys) => this.#applyChanges(keys));
     return address;
   }
@@ -143,7 +143,7 @@ export class DnsServer {
    * The response to one DNS message (undefined: drop it). Synchronous for the
    * cluster zone and errors, a promise when the question goes upstream.
    */
-  respond(query: Buffer, transport: Transport): Buffer | undefined | Promise<Buffer | undefined> {
+  respond(query: Buffer, transport: Transport): Reply | undefined | Promise<Reply | undefined> {
     const stats = this.#stats;
     stats.queries++;
     if (transport === "udp") stats.udp++;
@@ -156,27 +156,22 @@ export class DnsServer {
       return response;
     }
     if (!this.#zoneBuilt || (!this.#options.feed && this.#options.catalog.version !== this.#zoneVersion)) this.#refreshZone();
-    const key = answerKey(query, parsed);
-    let template = this.#answers.get(key);
+    let template = this.#answers.get(query, parsed);
     if (template !== undefined) stats.answerCache.hits++;
     else {
       stats.answerCache.misses++;
       const name = queryName(query, parsed);
       template = name === undefined ? forwardMarker : this.#encodeClusterAnswer(query, parsed, name);
-      if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#clearAnswers();
-      this.#answers.set(key, template);
-      if (name !== undefined) {
-        const keys = this.#keysByName.get(name);
-        if (keys) keys.push(key);
-        else this.#keysByName.set(name, [key]);
-      }
+      this.#answers.set(query, parsed, template, name);
+    }
+    if (template instanceof EncodedAnswer) {
+      stats.answers.cluster++;
+      stats.countRcode(template.bytes[3] & 0xf);
+      // The query's own bytes carry its id and its question's case: over UDP the answer is written around them.
+      if (transport === "udp" && template.bytes.length <= udpLimit(parsed.edns)) return template.around(query, parsed.questionEnd);
+      return this.#fit(template.bytes, query, parsed, transport, true);
     }
     if ("target" in template) return this.#chase(query, parsed, template, transport);
-    if (template !== forwardMarker) {
-      stats.answers.cluster++;
-      stats.countRcode(template[3] & 0xf);
-      return this.#fit(template, query, parsed, transport, true);
-    }
     return this.#forward(query, parsed, transport);
   }
 
@@ -201,7 +196,7 @@ export class DnsServer {
     this.#zoneVersion = version;
     this.#zoneBuiltAt = performance.now();
     this.#zoneBuildMs = this.#zoneBuiltAt - now;
-    this.#clearAnswers();
+    this.#answers.clear();
   }
 
   /**
@@ -214,17 +209,7 @@ export class DnsServer {
     if (!this.#zoneBuilt) return;
     const changed = this.#index.apply(this.#options.catalog, keys);
     this.#zoneVersion = this.#options.catalog.version;
-    for (const name of changed) {
-      const cached = this.#keysByName.get(name);
-      if (!cached) continue;
-      for (const key of cached) this.#answers.delete(key);
-      this.#keysByName.delete(name);
-    }
-  }
-
-  #clearAnswers(): void {
-    this.#answers = new Map();
-    this.#keysByName = new Map();
+    for (const name of changed) this.#answers.dropName(name);
   }
 
   /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client or a TCP frame. */
@@ -257,7 +242,7 @@ export class DnsServer {
   }
 
   /** The encoded cluster answer (id 0), an ExternalName to chase, or the forward marker when the question is not the cluster's. */
-  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery, name: string): Buffer | ChaseEntry {
+  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery, name: string): EncodedAnswer | ChaseEntry | typeof forwardMarker {
     const zone = this.#index.zone;
     const type = typeNames[parsed.qtype] ?? `TYPE${parsed.qtype}`;
     const klass = classNames[parsed.qclass] ?? `CLASS${parsed.qclass}`;
@@ -265,7 +250,7 @@ export class DnsServer {
     if (!reply) return forwardMarker;
     const alias = reply.answers[0];
     if ((type === "A" || type === "AAAA") && reply.answers.length === 1 && alias.type === "CNAME") return { reply, target: alias.data, type };
-    return encodeReply(query, parsed, reply);
+    return new EncodedAnswer(encodeReply(query, parsed, reply), parsed.questionEnd);
   }
 
   /**

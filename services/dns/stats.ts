@@ -1,7 +1,7 @@
 /**
  * The DNS actor's counters: queries by transport and by how they were answered,
  * rcodes, drops by reason (STYLE 16), and the latency of the last answers as
- * p50/p99. Counting costs a few integer increments on the hot path; percentiles
+ * p50/p99 (every TCP answer, one UDP answer in 16: transport.ts). Counting costs a few integer increments on the hot path; percentiles
  * and Prometheus values are computed only when someone reads them.
  *
  * ```ts
@@ -15,7 +15,7 @@ import type { ForwarderCounters } from "./forwarder.ts";
 
 export type AnswerKind = "cluster" | "forwarded" | "cache" | "stale" | "servfail" | "error";
 
-/** Latencies kept for percentiles: the last 8,192 answers, enough for a stable p99 at any rate. */
+/** Latencies kept for percentiles: the last 8,192 timed answers, enough for a stable p99 at any rate. */
 const latencyWindow = 8192;
 
 export class DnsStats {
@@ -29,13 +29,21 @@ export class DnsStats {
    */
   readonly answerCache = { hits: 0, misses: 0 };
   readonly answers: Record<AnswerKind, number> = { cluster: 0, forwarded: 0, cache: 0, stale: 0, servfail: 0, error: 0 };
-  readonly rcodes = new Map<number, number>();
+  /** Responses by the header's 4-bit rcode: an array slot per code, where a Map's get and set cost a hash each per answer. */
+  readonly #rcodeCounts = new Array<number>(16).fill(0);
   readonly drops = new Map<string, number>();
   readonly #latencies = new Float64Array(latencyWindow);
   #latencyCount = 0;
 
   countRcode(rcode: number): void {
-    this.rcodes.set(rcode, (this.rcodes.get(rcode) ?? 0) + 1);
+    this.#rcodeCounts[rcode & 0xf]++;
+  }
+
+  /** The rcodes answered so far and how often (those answered at least once). */
+  get rcodes(): Map<number, number> {
+    const counts = new Map<number, number>();
+    this.#rcodeCounts.forEach((count, code) => count > 0 && counts.set(code, count));
+    return counts;
   }
 
   /** Returns true the first time a reason is seen, so the caller logs it once. */
