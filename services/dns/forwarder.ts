@@ -257,6 +257,13 @@ export class Forwarder {
             this.#fail(`rcode ${rcode}`, name, `answered rcode ${rcode}`);
             continue;
           }
+          // An extended rcode (RFC 6891 §6.1.3: BADVERS, BADCOOKIE) is the upstream's word on our query,
+          // not an answer: the client gets our OPT, without it, so its header rcode alone would lie.
+          const extended = extendedRcode(response);
+          if (extended !== 0) {
+            this.#fail(`extended rcode ${extended}`, name, `answered extended rcode ${(extended << 4) | rcode}`);
+            continue;
+          }
           return response;
         } catch (error) {
           const failure = error instanceof UpstreamFailure ? error : new UpstreamFailure("error", describeError(error));
@@ -288,6 +295,12 @@ function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
     key += String.fromCharCode(byte);
   }
   return key;
+}
+
+/** The upper 8 bits of the rcode in a response's OPT record; 0 without OPT (or when it cannot be walked). */
+function extendedRcode(response: Buffer): number {
+  const opt = walkResponse(response)?.records.find((record) => record.type === qtypes.OPT);
+  return opt ? response[opt.ttlOffset] : 0;
 }
 
 /** The question's bytes as they are (case kept), as a string key. */

@@ -18,9 +18,15 @@ import { udpExchange, type LoosePacket } from "../../test/support/dns-servers.ts
 const cookieOption = 10;
 const paddingOption = 12;
 
-/** The upstream's answer: one address, and an OPT of 4096 bytes with DO, a server cookie and padding. */
+/**
+ * The upstream's answer: one address, and an OPT of 4096 bytes with DO, a server cookie and padding;
+ * for `badvers.example.org` BADVERS (extended rcode 1 over header rcode 0) and no records.
+ */
 function upstreamAnswer(query: Buffer): Buffer {
   const decoded = dnsPacket.decode(query);
+  if (decoded.questions![0].name.toLowerCase() === "badvers.example.org") {
+    return dnsPacket.encode({ type: "response", id: decoded.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: decoded.questions, additionals: [{ type: "OPT", name: ".", udpPayloadSize: 4096, extendedRcode: 1 } as dnsPacket.Answer] });
+  }
   return dnsPacket.encode({
     type: "response",
     id: decoded.id,
@@ -73,6 +79,14 @@ describe("a forwarded answer's OPT record", () => {
       const withoutDo = await ask(port, name, { dnssecOk: false });
       expect(optOf(withoutDo)).toEqual([expect.objectContaining({ udpPayloadSize: 1232, flag_do: false, options: [] })]);
     }
+  });
+
+  it("takes an upstream's extended rcode (BADVERS) as its failure, not as an empty NOERROR for the client", async () => {
+    // Before our own OPT, the client got the upstream's BADVERS, about our query; with our OPT alone it would read NOERROR.
+    const reply = await ask(port, "badvers.example.org", { dnssecOk: false });
+    expect(reply.rcode).toBe("SERVFAIL");
+    expect(optOf(reply)).toEqual([expect.objectContaining({ udpPayloadSize: 1232, options: [] })]);
+    expect((dns.stats().forwarder as { upstreamFailures: Record<string, number> }).upstreamFailures["extended rcode 1"]).toBe(1);
   });
 
   it("answers clients asking one name in different cases at once, each in its own case, from one upstream exchange", async () => {
