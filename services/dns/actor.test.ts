@@ -62,7 +62,7 @@ describe("DNS actor on the bus", () => {
     expect((stats.answers as Record<string, number>).cluster).toBeGreaterThanOrEqual(20);
     expect((stats.answers as Record<string, number>).forwarded).toBe(1);
     const latency = stats.latencyMs as { p50: number; p99: number; samples: number };
-    expect(latency.samples).toBeGreaterThanOrEqual(21);
+    expect(latency.samples).toBeGreaterThanOrEqual(1); // one UDP answer in 16 is timed
     expect(latency.p99).toBeGreaterThanOrEqual(latency.p50);
     expect(typeof stats.at).toBe("string");
   });

@@ -22,12 +22,13 @@ describe("the agent's DNS behind unbound", () => {
   let stub: RunningDnsServer;
   let strict: RunningDnsServer;
   let forward: RunningDnsServer;
+  let start: (block: string, extra?: string[]) => Promise<RunningDnsServer>;
 
   beforeAll(async () => {
     requireTools(["dig", "unbound"]);
     dns = createDnsActor({ feed: frontCatalog(), log: silentLogger(), listen: { host: "127.0.0.1", port: 0 }, upstreams: [], upstream: new UpstreamSwitch("none") });
     const leafmesh = await dns.start();
-    const start = async (block: string, extra: string[] = []) => {
+    start = async (block: string, extra: string[] = []) => {
       const front = await startUnboundFront({ port: await freePort(), leafmesh, block: docBlock(block), extra });
       fronts.push(front);
       return front;
@@ -79,6 +80,19 @@ describe("the agent's DNS behind unbound", () => {
     expect(digHeader(await dig(strict.port, ["vault.svc.cluster.local", "A"])).status).toBe("NOERROR");
     // and the agent is still asked, and answers, for the rest
     expect(await digShort(strict.port, "lonely.shop.svc.cluster.local", "A")).toEqual(["10.96.0.13"]);
+  });
+
+  it("answers unbound's 0x20 questions from its answer cache: each new case is a hit, not a new encoding", async () => {
+    // cache-max-ttl 0: unbound keeps nothing and asks the agent on every lookup, each time in a new random case.
+    const uncached = await start(stubBlock, ["cache-max-ttl: 0", "cache-max-negative-ttl: 0"]);
+    expect(await digShort(uncached.port, "web.shop.svc.cluster.local", "A")).toEqual(["10.96.0.10"]);
+    const cache = () => dns.stats().answerCache as { hits: number; misses: number };
+    const before = { queries: Number(dns.stats().queries), ...cache() };
+    for (let round = 0; round < 8; round++) expect(await digShort(uncached.port, "web.shop.svc.cluster.local", "A")).toEqual(["10.96.0.10"]);
+    const asked = Number(dns.stats().queries) - before.queries;
+    expect(asked).toBeGreaterThanOrEqual(8);
+    expect(cache().misses - before.misses).toBe(0);
+    expect(cache().hits - before.hits).toBe(asked);
   });
 
   it("carries a large headless answer: truncated over UDP, complete over TCP", async () => {

@@ -96,6 +96,8 @@ describe("forwarding to a real upstream", () => {
     expect(plain.additionals?.some((record) => record.type === "OPT")).toBe(false);
     const edns = await udpQuery(port, "a.test", "A", { edns: 1232 });
     expect(edns.additionals?.filter((record) => record.type === "OPT")).toHaveLength(1);
+    // the DO bit of the client's query, not of our query to unbound (which had none): RFC 3225 §3
+    expect(await dig(port, ["a.test", "A", "+dnssec"])).toMatch(/EDNS: version: 0, flags: do; udp: 1232/);
   });
 
   it("serves stale answers when the upstream is down, and SERVFAIL for what it never saw", async () => {

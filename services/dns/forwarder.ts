@@ -18,7 +18,7 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { exchangeWithUpstream, UpstreamFailure, type Upstream } from "./upstream-exchange.ts";
-import { flagRD, flagTC, qtypes, rcodes, serverUdpPayloadSize, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
+import { flagRD, flagTC, optRecord, qtypes, rcodes, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
 
 export type { Upstream } from "./upstream-exchange.ts";
 
@@ -40,7 +40,8 @@ export interface ForwarderOptions {
   maxInFlight?: number;
 }
 
-export type ForwardSource = "upstream" | "cache" | "stale" | "failed";
+/** `loop`: the question is one this forwarder itself is asking an upstream right now, come back (answer SERVFAIL). */
+export type ForwardSource = "upstream" | "cache" | "stale" | "failed" | "loop";
 
 export interface ForwardResult {
   /** A complete response for the client (its id, its question), or undefined: answer SERVFAIL. */
@@ -76,6 +77,8 @@ export class Forwarder {
   readonly #maxInFlight: number;
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inFlight = new Map<string, Promise<Buffer | undefined>>();
+  /** The questions (exact bytes, in the case we chose) we are asking upstreams now, with the upstream asked. */
+  readonly #asking = new Map<string, string>();
   readonly #loggedFailures = new Set<string>();
   readonly counters: ForwarderCounters = { upstreamQueries: 0, upstreamFailures: {}, cacheHits: 0, cacheMisses: 0, staleServed: 0, cacheEntries: 0 };
   #closed = false;
@@ -112,6 +115,15 @@ export class Forwarder {
       return { response: this.#forClient(cached, query, parsed, undefined, Math.floor((now - cached.storedAt) / 1000)), source: "cache" };
     }
     this.counters.cacheMisses++;
+    if (this.#asking.size > 0) {
+      const upstream = this.#asking.get(exactQuestion(query, parsed));
+      if (upstream !== undefined) {
+        // Our own question, in the case we gave it, back from a resolver that forwards its zone to us while
+        // being our upstream: waiting on our exchange would wait for ourselves until the timeout (docs/dns.md).
+        this.#fail("loop", upstream, "sent this agent's own question back to it: it forwards that zone to the agent while being the agent's upstream; answered SERVFAIL");
+        return { source: "loop" };
+      }
+    }
     let pending = this.#inFlight.get(key);
     if (!pending) {
       if (this.#inFlight.size >= this.#maxInFlight) {
@@ -184,60 +196,84 @@ export class Forwarder {
   /**
    * The stored response rewritten for this client: its id, its question (its
    * case), each TTL lowered by the time spent in the cache (or set to `fixedTtl`),
-   * and the OPT record kept only for a client that sent one.
+   * and our own OPT record for a client that sent one, none for one that did not.
+   * The upstream's OPT was the answer to our query, not to this client's (RFC 6891
+   * §6.1.1: OPT is hop by hop): its payload size, its DO bit (we ask without DO), and
+   * options meant for us, such as a COOKIE or padding, are not passed on. Ours says
+   * our payload size and the client's DO bit (RFC 3225 §3).
    */
   #forClient(entry: CacheEntry, query: Uint8Array, parsed: ParsedQuery, fixedTtl: number | undefined, elapsedSeconds: number): Buffer {
     const { bytes, walked } = entry;
-    const opt = walked.records.find((record) => record.type === qtypes.OPT);
     const questionLength = parsed.questionEnd - 12;
-    const restStart = walked.questionEnd;
-    const dropOpt = opt && !parsed.edns;
-    const outLength = 12 + questionLength + (bytes.length - restStart) - (dropOpt ? opt.end - opt.start : 0);
-    const out = Buffer.allocUnsafe(outLength);
+    let recordsLength = 0;
+    let additionals = 0;
+    for (const record of walked.records) {
+      if (record.type === qtypes.OPT) continue;
+      recordsLength += record.end - record.start;
+      if (record.section === "additional") additionals++;
+    }
+    const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
+    const out = Buffer.allocUnsafe(12 + questionLength + recordsLength + (opt ? opt.length : 0));
     bytes.copy(out, 0, 0, 12);
     out.writeUInt16BE(parsed.id, 0);
     // keep the upstream's rcode and AA/AD bits; the client's RD and CD bits
     out.writeUInt16BE((walked.flags & ~(flagRD | flagTC | 0x0010)) | (parsed.flags & (flagRD | 0x0010)), 2);
+    out.writeUInt16BE(additionals + (opt ? 1 : 0), 10);
     out.set(query.subarray(12, parsed.questionEnd), 12);
+    // Records keep their offsets (the question has the same length in any case), so compression
+    // pointers stay valid; only records after an OPT that is not the last one move up.
     let write = 12 + questionLength;
-    const shift = write - restStart;
     for (const record of walked.records) {
-      if (dropOpt && record === opt) continue;
-      const destination = record.start + shift - (dropOpt && opt.start < record.start ? opt.end - opt.start : 0);
-      bytes.copy(out, destination, record.start, record.end);
-      if (record.type !== qtypes.OPT) {
-        // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
-        const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
-        out.writeUInt32BE(ttl, destination + (record.ttlOffset - record.start));
-      } else {
-        out.writeUInt16BE(serverUdpPayloadSize, destination + (record.ttlOffset - record.start) - 2);
-      }
-      write = destination + (record.end - record.start);
+      if (record.type === qtypes.OPT) continue;
+      bytes.copy(out, write, record.start, record.end);
+      // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
+      const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
+      out.writeUInt32BE(ttl, write + (record.ttlOffset - record.start));
+      write += record.end - record.start;
     }
-    if (dropOpt) out.writeUInt16BE(out.readUInt16BE(10) - 1, 10);
-    return write === outLength ? out : out.subarray(0, write);
+    if (opt) out.set(opt, write);
+    return out;
   }
 
-  /** The first usable answer of the upstreams in order; undefined when every one failed (then stale or SERVFAIL). */
+  /**
+   * The first usable answer of the upstreams in order; undefined when every one failed (then stale or SERVFAIL).
+   * Each is asked the question in a case of our own (ownCase), remembered while we wait, so that our
+   * question coming back to us through a forwarding loop is told from a client's.
+   */
   async #exchangeAll(query: Uint8Array, parsed: ParsedQuery): Promise<Buffer | undefined> {
-    for (const upstream of this.#upstreams) {
-      if (this.#closed) return undefined;
-      this.counters.upstreamQueries++;
-      try {
-        const response = await exchangeWithUpstream(upstream, query, parsed, { clock: this.#clock, timeoutMs: this.#timeoutMs });
-        const rcode = response[3] & 0xf;
-        // An upstream that fails or refuses is no answer: the next one may know.
-        if (rcode === rcodes.SERVFAIL || rcode === rcodes.REFUSED || rcode === rcodes.NOTIMP || rcode === rcodes.FORMERR) {
-          this.#fail(`rcode ${rcode}`, `${upstream.host}:${upstream.port}`, `answered rcode ${rcode}`);
-          continue;
+    const ours = ownCase(query, parsed);
+    const tag = ours ? exactQuestion(ours, parsed) : undefined;
+    try {
+      for (const upstream of this.#upstreams) {
+        if (this.#closed) return undefined;
+        this.counters.upstreamQueries++;
+        const name = `${upstream.host}:${upstream.port}`;
+        if (tag !== undefined) this.#asking.set(tag, name);
+        try {
+          const response = await exchangeWithUpstream(upstream, ours ?? query, parsed, { clock: this.#clock, timeoutMs: this.#timeoutMs });
+          const rcode = response[3] & 0xf;
+          // An upstream that fails or refuses is no answer: the next one may know.
+          if (rcode === rcodes.SERVFAIL || rcode === rcodes.REFUSED || rcode === rcodes.NOTIMP || rcode === rcodes.FORMERR) {
+            this.#fail(`rcode ${rcode}`, name, `answered rcode ${rcode}`);
+            continue;
+          }
+          // An extended rcode (RFC 6891 §6.1.3: BADVERS, BADCOOKIE) is the upstream's word on our query,
+          // not an answer: the client gets our OPT, without it, so its header rcode alone would lie.
+          const extended = extendedRcode(response);
+          if (extended !== 0) {
+            this.#fail(`extended rcode ${extended}`, name, `answered extended rcode ${(extended << 4) | rcode}`);
+            continue;
+          }
+          return response;
+        } catch (error) {
+          const failure = error instanceof UpstreamFailure ? error : new UpstreamFailure("error", describeError(error));
+          this.#fail(failure.label, name, failure.message);
         }
-        return response;
-      } catch (error) {
-        const failure = error instanceof UpstreamFailure ? error : new UpstreamFailure("error", describeError(error));
-        this.#fail(failure.label, `${upstream.host}:${upstream.port}`, failure.message);
       }
+      return undefined;
+    } finally {
+      if (tag !== undefined) this.#asking.delete(tag);
     }
-    return undefined;
   }
 
   /** Counted by `label` (a failure's kind, never its message text), logged once per upstream and label. */
@@ -259,6 +295,44 @@ function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
     key += String.fromCharCode(byte);
   }
   return key;
+}
+
+/** The upper 8 bits of the rcode in a response's OPT record; 0 without OPT (or when it cannot be walked). */
+function extendedRcode(response: Buffer): number {
+  const opt = walkResponse(response)?.records.find((record) => record.type === qtypes.OPT);
+  return opt ? response[opt.ttlOffset] : 0;
+}
+
+/** The question's bytes as they are (case kept), as a string key. */
+function exactQuestion(query: Uint8Array, parsed: ParsedQuery): string {
+  return Buffer.from(query.buffer, query.byteOffset + 12, parsed.questionEnd - 12).toString("latin1");
+}
+
+/**
+ * The query with its question's letters in a random case of our own (DNS 0x20's trick, here as our
+ * mark): mixed, so neither all lower nor all upper case as stub resolvers ask, and not the client's;
+ * undefined for a name with fewer than two letters. A resolver that forwards the question back to
+ * us keeps that case (dnsmasq; unbound without use-caps-for-id): a question in exactly our case, while
+ * we ask it, is ours. A client asking the same name meanwhile joins our exchange as before, unless
+ * it picked our very case (a client of its own 0x20: one chance in 2^letters).
+ */
+function ownCase(query: Uint8Array, parsed: ParsedQuery): Uint8Array | undefined {
+  const letters: number[] = [];
+  // a length byte is below 64, never a letter
+  for (let i = 12; i < parsed.nameEnd; i++) if ((query[i] | 0x20) >= 0x61 && (query[i] | 0x20) <= 0x7a) letters.push(i);
+  if (letters.length < 2) return undefined;
+  const ours = Uint8Array.from(query.subarray(0, parsed.questionEnd));
+  for (;;) {
+    let upper = 0;
+    let differs = false;
+    for (const i of letters) {
+      const capital = Math.random() < 0.5;
+      ours[i] = capital ? query[i] & ~0x20 : query[i] | 0x20;
+      if (capital) upper++;
+      if (ours[i] !== query[i]) differs = true;
+    }
+    if (differs && upper > 0 && upper < letters.length) return ours;
+  }
 }
 
 /** `H`, `H:P`, `[v6]:P` or a bare IPv6 address; port 53 when none is given. */

@@ -117,6 +117,27 @@ describe("DNS server with dig", () => {
     expect(out).toMatch(/IN\s+A\s+10\.96\.0\.10$/m);
   });
 
+  it("keys its answer cache without case: a 0x20 resolver's questions hit it, and each answer carries its own question's case", async () => {
+    // unbound with use-caps-for-id asks every name in a new random case and drops an answer whose question differs in case.
+    // Before, the cache was keyed by the bytes as asked: each new case was a miss, a fresh encoding and one more entry.
+    const cases = ["mid.shop.svc.cluster.local", "MID.shop.svc.cluster.local", "mId.sHoP.SvC.ClUsTeR.lOcAl", "mid.SHOP.svc.CLUSTER.local", "MiD.ShOp.sVc.cLuStEr.LoCaL"];
+    const cache = () => dns.stats().answerCache as { hits: number; misses: number };
+    await udpQuery(port, cases[0], "A", { edns: 1232 });
+    const before = cache();
+    for (const name of cases) {
+      for (const edns of [undefined, 1232]) {
+        const id = 1 + Math.floor(Math.random() * 65_000);
+        const reply = await udpExchange(port, Buffer.from(dnsPacket.encode({ type: "query", id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: "A", class: "IN" }], additionals: edns ? [{ type: "OPT", name: ".", udpPayloadSize: edns } as dnsPacket.Answer] : [] })), { id });
+        expect(reply.questions?.[0].name).toBe(name);
+        // without EDNS the 20 addresses do not fit 512 bytes: the truncated answer echoes the case too
+        expect(reply.flag_tc).toBe(edns === undefined);
+        if (edns) expect(reply.answers).toHaveLength(20);
+      }
+    }
+    expect(cache().misses - before.misses).toBeLessThanOrEqual(1); // the first plain (no EDNS) question
+    expect(cache().hits - before.hits).toBeGreaterThanOrEqual(cases.length * 2 - 1);
+  });
+
   it("honours the client's size: 512 without EDNS, its EDNS size up to 1232", async () => {
     const plain = await dig(port, ["mid.shop.svc.cluster.local", "A", "+noedns", "+ignore"]);
     expect(digHeader(plain).flags).toContain("tc");

@@ -21,14 +21,12 @@ import type { CatalogReader } from "../../bus/catalog.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { Forwarder } from "./forwarder.ts";
 import type { DnsStats } from "./stats.ts";
-import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Transport } from "./transport.ts";
+import { DnsTransport, type DnsTransportOptions, type ListenAddress, type Reply, type Transport } from "./transport.ts";
 import {
   bareResponse,
-  flagAA,
   flagTC,
   isProblem,
   maxTcpMessage,
-  optRecord,
   parseQuery,
   problemResponse,
   queryName,
@@ -38,6 +36,7 @@ import {
   udpLimit,
   type ParsedQuery,
 } from "./wire.ts";
+import { AnswerCache, EncodedAnswer, encodeReply } from "./answers.ts";
 import { answerFromZone, ZoneIndex, type ClusterReply, type ZoneOptions } from "./zone.ts";
 
 export type { ListenAddress } from "./transport.ts";
@@ -66,7 +65,8 @@ export interface DnsServerOptions extends ZoneOptions, Omit<DnsTransportOptions,
 
 const typeNames: Record<number, string> = { 1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 16: "TXT", 28: "AAAA", 33: "SRV", 255: "ANY" };
 const classNames: Record<number, string> = { 1: "IN", 3: "CH", 4: "HS", 255: "ANY" };
-const forwardMarker = Buffer.alloc(0);
+/** The cached answer of a question that is not the cluster's: forward it. */
+const forwardMarker = { forward: true } as const;
 
 /** An ExternalName answer to an address question: the CNAME, then the target's addresses (spec §2.5), fetched per query. */
 interface ChaseEntry {
@@ -84,10 +84,11 @@ export class DnsServer {
   readonly #log: Logger;
   readonly #stats: DnsStats;
   readonly #transport: DnsTransport;
-  /** Encoded answers (id 0) by question bytes + flags, for the current zone; ExternalName chases are kept unencoded. */
-  #answers = new Map<string, Buffer | ChaseEntry>();
-  /** The cache keys of each question name, so that a changed name drops its answers (any type, any flags). */
-  #keysByName = new Map<string, string[]>();
+  /**
+   * Encoded answers (id 0) by question without case (answers.ts), for the current zone; ExternalName
+   * chases are kept unencoded. An answer goes out with the client's id and its question as asked.
+   */
+  readonly #answers: AnswerCache<EncodedAnswer | ChaseEntry | typeof forwardMarker>;
   readonly #index: ZoneIndex;
   #zoneBuilt = false;
   #zoneVersion = -1;
@@ -101,6 +102,7 @@ export class DnsServer {
     this.#log = options.log;
     this.#stats = options.stats;
     this.#index = new ZoneIndex(options);
+    this.#answers = new AnswerCache(options.answerCacheSize ?? 50_000);
     this.#transport = new DnsTransport({ ...options, respond: (query, transport) => this.respond(query, transport) });
   }
 
@@ -124,7 +126,7 @@ export class DnsServer {
     // The apex NS record names this server; a wildcard bind has no one address to name.
     const specific = isIP(address.host) !== 0 && address.host !== "0.0.0.0" && address.host !== "::";
     this.#index.setNameserverAddresses(specific ? [address.host] : []);
-    this.#clearAnswers();
+    this.#answers.clear();
     this.#unfollow ??= this.#options.feed?.onChange((keys) => this.#applyChanges(keys));
     return address;
   }
@@ -141,7 +143,7 @@ export class DnsServer {
    * The response to one DNS message (undefined: drop it). Synchronous for the
    * cluster zone and errors, a promise when the question goes upstream.
    */
-  respond(query: Buffer, transport: Transport): Buffer | undefined | Promise<Buffer | undefined> {
+  respond(query: Buffer, transport: Transport): Reply | undefined | Promise<Reply | undefined> {
     const stats = this.#stats;
     stats.queries++;
     if (transport === "udp") stats.udp++;
@@ -154,26 +156,22 @@ export class DnsServer {
       return response;
     }
     if (!this.#zoneBuilt || (!this.#options.feed && this.#options.catalog.version !== this.#zoneVersion)) this.#refreshZone();
-    const ednsCode = parsed.edns ? (parsed.edns.dnssecOk ? 2 : 1) : 0;
-    const key = String.fromCharCode((parsed.flags >> 4) & 0x11, ednsCode) + query.toString("latin1", 12, parsed.questionEnd);
-    let template = this.#answers.get(key);
-    if (template === undefined) {
+    let template = this.#answers.get(query, parsed);
+    if (template !== undefined) stats.answerCache.hits++;
+    else {
+      stats.answerCache.misses++;
       const name = queryName(query, parsed);
       template = name === undefined ? forwardMarker : this.#encodeClusterAnswer(query, parsed, name);
-      if (this.#answers.size >= (this.#options.answerCacheSize ?? 50_000)) this.#clearAnswers();
-      this.#answers.set(key, template);
-      if (name !== undefined) {
-        const keys = this.#keysByName.get(name);
-        if (keys) keys.push(key);
-        else this.#keysByName.set(name, [key]);
-      }
+      this.#answers.set(query, parsed, template, name);
+    }
+    if (template instanceof EncodedAnswer) {
+      stats.answers.cluster++;
+      stats.countRcode(template.bytes[3] & 0xf);
+      // The query's own bytes carry its id and its question's case: over UDP the answer is written around them.
+      if (transport === "udp" && template.bytes.length <= udpLimit(parsed.edns)) return template.around(query, parsed.questionEnd);
+      return this.#fit(template.bytes, query, parsed, transport, true);
     }
     if ("target" in template) return this.#chase(query, parsed, template, transport);
-    if (template !== forwardMarker) {
-      stats.answers.cluster++;
-      stats.countRcode(template[3] & 0xf);
-      return this.#fit(template, query, parsed, transport, true);
-    }
     return this.#forward(query, parsed, transport);
   }
 
@@ -198,7 +196,7 @@ export class DnsServer {
     this.#zoneVersion = version;
     this.#zoneBuiltAt = performance.now();
     this.#zoneBuildMs = this.#zoneBuiltAt - now;
-    this.#clearAnswers();
+    this.#answers.clear();
   }
 
   /**
@@ -211,17 +209,7 @@ export class DnsServer {
     if (!this.#zoneBuilt) return;
     const changed = this.#index.apply(this.#options.catalog, keys);
     this.#zoneVersion = this.#options.catalog.version;
-    for (const name of changed) {
-      const cached = this.#keysByName.get(name);
-      if (!cached) continue;
-      for (const key of cached) this.#answers.delete(key);
-      this.#keysByName.delete(name);
-    }
-  }
-
-  #clearAnswers(): void {
-    this.#answers = new Map();
-    this.#keysByName = new Map();
+    for (const name of changed) this.#answers.dropName(name);
   }
 
   /** A copy of the encoded answer with the client's id, or the truncated answer when it does not fit a UDP client or a TCP frame. */
@@ -236,17 +224,25 @@ export class DnsServer {
       this.#stats.truncated++;
       const cut = truncateToFit(response, maxTcpMessage) ?? bareResponse(query, parsed.id, response.readUInt16BE(2) | flagTC, parsed.questionEnd, parsed.edns);
       cut.writeUInt16BE(parsed.id, 0);
+      query.copy(cut, 12, 12, parsed.questionEnd);
       return cut;
     }
-    const out = copy ? Buffer.allocUnsafe(response.length) : response;
-    if (copy) response.copy(out);
+    if (!copy) {
+      response[0] = parsed.id >> 8;
+      response[1] = parsed.id & 0xff;
+      return response;
+    }
+    const out = Buffer.allocUnsafe(response.length);
+    response.copy(out);
     out[0] = parsed.id >> 8;
     out[1] = parsed.id & 0xff;
+    // The question as this client asked it: a resolver using DNS 0x20 checks the case it chose (RFC 4343 §4.1, RFC 1035 §7.3).
+    query.copy(out, 12, 12, parsed.questionEnd);
     return out;
   }
 
   /** The encoded cluster answer (id 0), an ExternalName to chase, or the forward marker when the question is not the cluster's. */
-  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery, name: string): Buffer | ChaseEntry {
+  #encodeClusterAnswer(query: Buffer, parsed: ParsedQuery, name: string): EncodedAnswer | ChaseEntry | typeof forwardMarker {
     const zone = this.#index.zone;
     const type = typeNames[parsed.qtype] ?? `TYPE${parsed.qtype}`;
     const klass = classNames[parsed.qclass] ?? `CLASS${parsed.qclass}`;
@@ -254,7 +250,7 @@ export class DnsServer {
     if (!reply) return forwardMarker;
     const alias = reply.answers[0];
     if ((type === "A" || type === "AAAA") && reply.answers.length === 1 && alias.type === "CNAME") return { reply, target: alias.data, type };
-    return encodeReply(query, parsed, reply);
+    return new EncodedAnswer(encodeReply(query, parsed, reply), parsed.questionEnd);
   }
 
   /**
@@ -359,22 +355,4 @@ export class DnsServer {
     this.#stats.answers.error++;
     if (this.#stats.drop("internal error")) this.#log.error({ err: error }, "DNS query failed inside the server (logged once)");
   }
-}
-
-/** Header, the question as asked, the records (dns-packet), and OPT for an EDNS client. */
-export function encodeReply(query: Uint8Array, parsed: ParsedQuery, reply: ClusterReply): Buffer {
-  const records = dnsPacket.encode({ type: "response", id: 0, flags: 0, questions: [], answers: reply.answers, authorities: reply.authorities, additionals: reply.additionals });
-  const questionLength = parsed.questionEnd - 12;
-  const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
-  const out = Buffer.allocUnsafe(records.length + questionLength + (opt ? opt.length : 0));
-  out.writeUInt16BE(0, 0);
-  out.writeUInt16BE(responseFlags(parsed.flags, flagAA, rcodes[reply.rcode]), 2);
-  out.writeUInt16BE(1, 4);
-  out.writeUInt16BE(reply.answers.length, 6);
-  out.writeUInt16BE(reply.authorities.length, 8);
-  out.writeUInt16BE(reply.additionals.length + (opt ? 1 : 0), 10);
-  out.set(query.subarray(12, parsed.questionEnd), 12);
-  records.copy(out, 12 + questionLength, 12);
-  if (opt) out.set(opt, 12 + questionLength + records.length - 12);
-  return out;
 }

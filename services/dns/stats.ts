@@ -1,7 +1,7 @@
 /**
  * The DNS actor's counters: queries by transport and by how they were answered,
  * rcodes, drops by reason (STYLE 16), and the latency of the last answers as
- * p50/p99. Counting costs a few integer increments on the hot path; percentiles
+ * p50/p99 (every TCP answer, one UDP answer in 16: transport.ts). Counting costs a few integer increments on the hot path; percentiles
  * and Prometheus values are computed only when someone reads them.
  *
  * ```ts
@@ -15,7 +15,7 @@ import type { ForwarderCounters } from "./forwarder.ts";
 
 export type AnswerKind = "cluster" | "forwarded" | "cache" | "stale" | "servfail" | "error";
 
-/** Latencies kept for percentiles: the last 8,192 answers, enough for a stable p99 at any rate. */
+/** Latencies kept for percentiles: the last 8,192 timed answers, enough for a stable p99 at any rate. */
 const latencyWindow = 8192;
 
 export class DnsStats {
@@ -23,14 +23,27 @@ export class DnsStats {
   udp = 0;
   tcp = 0;
   truncated = 0;
+  /**
+   * Lookups in the server's answer cache (encoded cluster answers and forward markers): a miss
+   * encodes. Keyed case-insensitively: a resolver with DNS 0x20 asks each name in a new case.
+   */
+  readonly answerCache = { hits: 0, misses: 0 };
   readonly answers: Record<AnswerKind, number> = { cluster: 0, forwarded: 0, cache: 0, stale: 0, servfail: 0, error: 0 };
-  readonly rcodes = new Map<number, number>();
+  /** Responses by the header's 4-bit rcode: an array slot per code, where a Map's get and set cost a hash each per answer. */
+  readonly #rcodeCounts = new Array<number>(16).fill(0);
   readonly drops = new Map<string, number>();
   readonly #latencies = new Float64Array(latencyWindow);
   #latencyCount = 0;
 
   countRcode(rcode: number): void {
-    this.rcodes.set(rcode, (this.rcodes.get(rcode) ?? 0) + 1);
+    this.#rcodeCounts[rcode & 0xf]++;
+  }
+
+  /** The rcodes answered so far and how often (those answered at least once). */
+  get rcodes(): Map<number, number> {
+    const counts = new Map<number, number>();
+    this.#rcodeCounts.forEach((count, code) => count > 0 && counts.set(code, count));
+    return counts;
   }
 
   /** Returns true the first time a reason is seen, so the caller logs it once. */
@@ -58,6 +71,7 @@ export class DnsStats {
       udp: this.udp,
       tcp: this.tcp,
       truncated: this.truncated,
+      answerCache: { ...this.answerCache },
       answers: { ...this.answers },
       rcodes: Object.fromEntries([...this.rcodes].map(([code, count]) => [rcodeName(code), count])),
       drops: Object.fromEntries(this.drops),
@@ -126,6 +140,17 @@ export function registerDnsMetrics(registry: Registry, stats: DnsStats, forwarde
     collect() {
       this.reset();
       this.inc(stats.truncated);
+    },
+  });
+  new Counter({
+    name: `${prefix}answer_cache_lookups_total`,
+    help: "Questions looked up in the answer cache (encoded cluster answers), by result (hit, miss: encoded)",
+    labelNames: ["result"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ result: "hit" }, stats.answerCache.hits);
+      this.inc({ result: "miss" }, stats.answerCache.misses);
     },
   });
   new Gauge({

@@ -8,7 +8,7 @@ import { isIPv4 } from "node:net";
 import dnsPacket from "dns-packet";
 import { describe, expect, it } from "vitest";
 import type { CatalogObject, EndpointSlice, Service } from "../../bus/catalog.ts";
-import { encodeReply } from "./server.ts";
+import { encodeReply } from "./answers.ts";
 import type { LoosePacket, LooseRecord } from "../../test/support/dns-servers.ts";
 import { feedOf, generateCatalog, sampleCatalog, service } from "../../test/support/dns-catalog.ts";
 import { isProblem, parseQuery } from "./wire.ts";
