@@ -31,6 +31,7 @@ import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type Account, type User } from "@nats-io/jwt";
+import { verifiedClaims } from "./jwt-claims.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
@@ -327,7 +328,8 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
       const path = join(dir, "accounts", file);
       const jwt = readFileSync(path, "utf8").trim();
       try {
-        return { account: decode(jwt).sub, jwt };
+        // Checked (a damaged or altered file is said here), once per text: the hub reads them at every start and reload.
+        return { account: verifiedClaims(jwt).sub, jwt };
       } catch (cause) {
         throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is damaged (not an account JWT: ${(cause as Error).message}): copy it again from the keys directory, or restore it from a backup`, { cause });
       }
