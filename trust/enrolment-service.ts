@@ -139,8 +139,9 @@ export async function startEnrolmentService(options: {
     const latest = new Map<string, string>();
     for (const { changedAccounts } of issued) {
       if (changedAccounts.length > 0) created.push(changedAccounts[0]);
-      // Read, not checked: the hub has just signed them (trust/jwt-claims.ts); the push reads them again from there.
-      for (const jwt of changedAccounts) latest.set(claimsSignedHere(jwt).sub, jwt);
+      // Read, not checked: the hub has just signed them (trust/jwt-claims.ts). Not kept: only each account's last one
+      // is pushed (and kept by the push), and the others would push out what the hubs hold from the last batch.
+      for (const jwt of changedAccounts) latest.set(claimsSignedHere(jwt, { keep: false }).sub, jwt);
     }
     const ordered = [...new Set([...created, ...latest.values()])];
     if (ordered.length > 0) {

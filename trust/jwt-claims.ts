@@ -21,13 +21,15 @@ import { decode, type ClaimsData } from "@nats-io/jwt";
 import { LeafmeshError } from "../lib/errors.ts";
 
 /**
- * @default 4096 JWT texts — a push reads each account's JWT twice (the hub's and the offered one), and
- * the hub's is the one pushed before: two per account keeps a mesh of 2,000 nodes in hand; past
- * that the oldest texts are read (and checked) again.
+ * @default 4096 JWT texts, 32 MiB of them — a push reads each account's JWT twice (the hub's, which is the one pushed
+ * before, and the offered one): two per account keeps a mesh of a few hundred nodes in hand (a node account imports
+ * from every other node: ~40 KiB each at 200 nodes). Past either bound the oldest texts are let go, and read (and
+ * checked) again when they come back.
  */
-export const rememberedJwts = 4_096;
+export const rememberedJwts = { count: 4_096, chars: 32 * 1024 * 1024 };
 
 const known = new Map<string, ClaimsData<unknown>>();
+let knownChars = 0;
 
 /** The claims of a JWT from outside this process (a server, a file it did not write), its signature checked once per text. */
 export function verifiedClaims<T = unknown>(jwt: string): ClaimsData<T> {
@@ -38,9 +40,10 @@ export function verifiedClaims<T = unknown>(jwt: string): ClaimsData<T> {
 
 /**
  * The claims of a JWT this process or its keys directory signed, read without checking the signature
- * it made. Throws when the text is no JWT with a subject (a keys directory's file damaged).
+ * it made. Throws when the text is no JWT with a subject (a keys directory's file damaged). `keep: false`
+ * for a JWT read once and never again (one of the many an enrolment batch signs on its way to the last).
  */
-export function claimsSignedHere<T = unknown>(jwt: string): ClaimsData<T> {
+export function claimsSignedHere<T = unknown>(jwt: string, options: { keep?: boolean } = {}): ClaimsData<T> {
   const seen = recall(jwt);
   if (seen) return seen as ClaimsData<T>;
   const payload = jwt.split(".")[1];
@@ -51,7 +54,7 @@ export function claimsSignedHere<T = unknown>(jwt: string): ClaimsData<T> {
     throw new LeafmeshError("TRUST_FAILED", `a JWT signed with the keys directory does not read as one (${String(cause)}): ${jwt.slice(0, 40)}…`, { cause });
   }
   if (typeof claims?.sub !== "string") throw new LeafmeshError("TRUST_FAILED", `a JWT signed with the keys directory has no subject: ${jwt.slice(0, 40)}…`);
-  return remember(jwt, claims);
+  return options.keep === false ? claims : remember(jwt, claims);
 }
 
 function recall(jwt: string): ClaimsData<unknown> | undefined {
@@ -68,7 +71,12 @@ function remember<T>(jwt: string, claims: ClaimsData<T>): ClaimsData<T> {
   // Shared by every reader of the same text: none may change it.
   deepFreeze(claims);
   known.set(jwt, claims);
-  if (known.size > rememberedJwts) known.delete(known.keys().next().value!);
+  knownChars += jwt.length;
+  while (known.size > rememberedJwts.count || (knownChars > rememberedJwts.chars && known.size > 1)) {
+    const oldest = known.keys().next().value!;
+    known.delete(oldest);
+    knownChars -= oldest.length;
+  }
   return claims;
 }
 
