@@ -12,6 +12,7 @@ import { enrolSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
 import { batchQueue } from "../lib/batch-queue.ts";
 import type { Logger } from "../lib/log.ts";
+import { claimsSignedHere } from "./jwt-claims.ts";
 import { enrolNode, enrolServiceCreds, type EnrolRefusalCode, type EnrolReply } from "./enrolment.ts";
 
 /** A request issued in the keys directory, waiting for its batch's push before it is answered. */
@@ -138,7 +139,9 @@ export async function startEnrolmentService(options: {
     const latest = new Map<string, string>();
     for (const { changedAccounts } of issued) {
       if (changedAccounts.length > 0) created.push(changedAccounts[0]);
-      for (const jwt of changedAccounts) latest.set(signedHereSubject(jwt), jwt);
+      // Read, not checked: the hub has just signed them (trust/jwt-claims.ts). Not kept: only each account's last one
+      // is pushed (and kept by the push), and the others would push out what the hubs hold from the last batch.
+      for (const jwt of changedAccounts) latest.set(claimsSignedHere(jwt, { keep: false }).sub, jwt);
     }
     const ordered = [...new Set([...created, ...latest.values()])];
     if (ordered.length > 0) {
@@ -189,16 +192,4 @@ export async function startEnrolmentService(options: {
       await connection.close();
     },
   };
-}
-
-/**
- * The subject of an account JWT this hub has just signed, read without checking the signature it just made: @nats-io/jwt's
- * decode checks it in JavaScript (~15 ms each), and a batch of 16 joins decoded ~600 of them only for this, 9.5 s of a
- * hub's event loop in one stretch, past its publisher lease's 6 s (bench/herd, docs/limits.md).
- */
-function signedHereSubject(jwt: string): string {
-  const payload = jwt.split(".")[1];
-  const sub = payload ? (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { sub?: unknown }).sub : undefined;
-  if (typeof sub !== "string") throw new Error("an account JWT signed here without a subject");
-  return sub;
 }

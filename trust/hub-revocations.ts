@@ -8,12 +8,12 @@
  * into state.json and signed into the account again, before anything is pushed.
  *
  * ```ts
- * const lacking = revocationsLacking(heldJwt, offeredJwt); // {} when the offered one keeps every revocation
+ * const lacking = revocationsLacking(accountRevocations(verifiedClaims(heldJwt)), accountRevocations(claimsSignedHere(offeredJwt))); // {} when the offered one keeps every revocation
  * const { jwts, said } = await takeBackRevocations(dir, new Map([[account, lacking]]));
  * ```
  */
 import { join } from "node:path";
-import { decode, type Account } from "@nats-io/jwt";
+import type { Account, ClaimsData } from "@nats-io/jwt";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { withKeysLock } from "./keys-lock.ts";
@@ -54,8 +54,9 @@ export function revocationsLacking(held: Record<string, number>, offered: Record
   return lacking;
 }
 
-export function accountRevocations(jwt: string): Record<string, number> {
-  return decode<Account>(jwt).nats.revocations ?? {};
+/** The revocations of an account's claims (read with trust/jwt-claims.ts: checked or not by where the JWT came from). */
+export function accountRevocations(claims: ClaimsData<Account>): Record<string, number> {
+  return claims.nats.revocations ?? {};
 }
 
 /** The accounts whose JWT the hub's resolver holds (a lookup of any other goes unanswered, and the hub logs an error for it). */

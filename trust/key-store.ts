@@ -31,6 +31,7 @@ import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { z } from "zod";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type Account, type User } from "@nats-io/jwt";
+import { claimsSignedHere, verifiedClaims } from "./jwt-claims.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { createCertificateAuthority, issueCertificate } from "./tls.ts";
@@ -327,7 +328,8 @@ export function allAccountJwts(dir: string): { account: string; jwt: string }[] 
       const path = join(dir, "accounts", file);
       const jwt = readFileSync(path, "utf8").trim();
       try {
-        return { account: decode(jwt).sub, jwt };
+        // Checked (a damaged or altered file is said here), once per text: the hub reads them at every start and reload.
+        return { account: verifiedClaims(jwt).sub, jwt };
       } catch (cause) {
         throw new LeafmeshError("TRUST_FAILED", `${resolve(path)} is damaged (not an account JWT: ${(cause as Error).message}): copy it again from the keys directory, or restore it from a backup`, { cause });
       }
@@ -352,8 +354,24 @@ export function explainUserKey(dir: string, userJwt: string, now: () => number =
   if (pushedAt !== undefined && claims.iat <= pushedAt) {
     return `credentials of node '${entry.node}' (user ${claims.sub}) were revoked at ${new Date(pushedAt * 1000).toISOString()} (pushed to this hub; its keys in ${resolve(dir)} predate the revocation)`;
   }
+  // The hub's resolver stores every account it holds (<resolverDir>/<account>.jwt). A node issued or enrolled whose
+  // account has not reached this hub yet is refused like a stranger, and so is the hub auditor's own login in it
+  // (bench/herd: `keys issue --hub` raced the auditor's rescan); said as a theft ("not its current ones"), it was not.
+  const auditor = auditUserOf(dir, entry.node) === claims.sub;
+  const who = auditor ? `the hub's trust auditor for node '${entry.node}' (${join("hub", "audit", `${entry.node}.creds`)})` : `credentials of node '${entry.node}'`;
+  if (resolverDir && !existsSync(join(resolverDir, `${entry.account}.jwt`))) {
+    return `${who}: refused because the node's account ${entry.account} is not on this hub yet (its push is pending; \`leafmesh keys push --dir ${resolve(dir)} --hub URL\` sends it if it was issued without --hub)`;
+  }
+  if (auditor) return `${who}: refused though the keys directory issued it${resolverDir ? " and its account is on this hub now (it arrived after the attempt?)" : " (its account not on this hub yet?)"}; the auditor tries again at its next rescan`;
   if (entry.user !== claims.sub) return `credentials of node '${entry.node}' are not its current ones (user ${claims.sub}, current ${entry.user ?? "none"})`;
   return `credentials of node '${entry.node}' are valid in ${resolve(dir)}, yet the server refused them: the keys there may be older than the mesh's (a revocation or a new key since); \`leafmesh keys list\` where the keys are made says`;
+}
+
+/** The user of the hub's auditor in `node`'s account (hub/audit/<node>.creds, made with the account); undefined when there is none. */
+function auditUserOf(dir: string, node: string): string | undefined {
+  const file = join(dir, "hub", "audit", `${node}.creds`);
+  const jwt = existsSync(file) ? /-----BEGIN NATS USER JWT-----\s*(\S+)/.exec(readFileSync(file, "utf8"))?.[1] : undefined;
+  return jwt ? claimsSignedHere(jwt).sub : undefined;
 }
 
 /** The time a user (or every user, "*") was revoked at in an account JWT the server holds; undefined when none. */

@@ -10,9 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../test/support/ports.ts";
 import { initKeys, readKeyState } from "./key-store.ts";
-import { createUser } from "@nats-io/jwt";
+import { createUser, type Account } from "@nats-io/jwt";
 import { resignSystemAccountWith } from "./site-claims.ts";
 import { accountRevocations, lookupAccountJwt } from "./hub-revocations.ts";
+import { verifiedClaims } from "./jwt-claims.ts";
 import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections } from "../test/support/trust-servers.ts";
 import { runKeysCommand } from "../cli/keys.ts";
@@ -140,7 +141,7 @@ describe("a keys directory restored from a backup", () => {
     const connection = await connect({ ...security.systemConnectOptions, servers: [hub.clientUrl], reconnect: false });
     try {
       const held = await lookupAccountJwt(connection, readKeyState(dir).systemAccount, 5_000);
-      expect(Object.keys(accountRevocations(held!))).toContain(revokedUser);
+      expect(Object.keys(accountRevocations(verifiedClaims<Account>(held!)))).toContain(revokedUser);
     } finally {
       await connection.close();
     }

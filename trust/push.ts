@@ -9,12 +9,13 @@
  * ```
  */
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
-import { decode } from "@nats-io/jwt";
+import type { Account } from "@nats-io/jwt";
 import type { Logger } from "../lib/log.ts";
 import { openRevocationsBucket, publishRevocationList } from "./revocations.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { accountRevocations, listHeldAccounts, lookupAccountJwt, revocationsLacking, takeBackCertificates, takeBackRevocations } from "./hub-revocations.ts";
 import { revocationListKey } from "../bus/subjects.ts";
+import { claimsSignedHere, verifiedClaims } from "./jwt-claims.ts";
 
 export interface PushResult {
   account: string;
@@ -46,7 +47,7 @@ export async function pushAccountClaims(options: {
   try {
     const jwts = options.keysDir ? await keepHubRevocations(connection, options.keysDir, options.jwts, timeout, options.say) : options.jwts;
     for (const jwt of jwts) {
-      const account = decode(jwt).sub;
+      const account = claimsSignedHere(jwt).sub;
       let reply;
       try {
         reply = await connection.request("$SYS.REQ.CLAIMS.UPDATE", jwt, { timeout });
@@ -65,22 +66,33 @@ export async function pushAccountClaims(options: {
   return results;
 }
 
-/** `jwts`, with those that would drop a revocation the hub holds signed again with it (their directory's state.json updated). */
+/**
+ * `jwts`, with those that would drop a revocation the hub holds signed again with it (their directory's state.json updated).
+ * The JWTs offered were signed with `dir` and are read as they are; what the hub holds is checked once per JWT text
+ * (trust/jwt-claims.ts), and it is mostly what this hub pushed last: a push costs what changed, not the whole mesh.
+ */
 async function keepHubRevocations(connection: NatsConnection, dir: string, jwts: string[], timeoutMs: number, say?: (line: string) => void): Promise<string[]> {
   const lacking = new Map<string, Record<string, number>>();
   const heldAccounts = await listHeldAccounts(connection, timeoutMs);
+  const heldRevocations = new Map<string, Record<string, number> | undefined>();
   for (const jwt of jwts) {
-    const account = decode(jwt).sub;
+    const offered = claimsSignedHere<Account>(jwt);
+    const account = offered.sub;
     if (!heldAccounts.has(account)) continue;
-    const held = await lookupAccountJwt(connection, account, timeoutMs);
+    // An account offered twice (a new one as created, then its last JWT) is looked up once.
+    if (!heldRevocations.has(account)) {
+      const held = await lookupAccountJwt(connection, account, timeoutMs);
+      heldRevocations.set(account, held ? accountRevocations(verifiedClaims<Account>(held)) : undefined);
+    }
+    const held = heldRevocations.get(account);
     if (!held) continue;
-    const missing = revocationsLacking(accountRevocations(held), accountRevocations(jwt));
-    if (Object.keys(missing).length > 0) lacking.set(account, missing);
+    const missing = revocationsLacking(held, accountRevocations(offered));
+    if (Object.keys(missing).length > 0) lacking.set(account, { ...lacking.get(account), ...missing });
   }
   if (lacking.size === 0) return jwts;
   const taken = await takeBackRevocations(dir, lacking);
   for (const line of taken.said) say?.(line);
-  return jwts.map((jwt) => taken.jwts.get(decode(jwt).sub) ?? jwt);
+  return jwts.map((jwt) => taken.jwts.get(claimsSignedHere(jwt).sub) ?? jwt);
 }
 
 /**

@@ -18,7 +18,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
 import { accountRevocations, revocationsLacking } from "./hub-revocations.ts";
-import { decode, fromSeed, type Account } from "@nats-io/jwt";
+import { fromSeed, type Account } from "@nats-io/jwt";
+import { claimsSignedHere, verifiedClaims } from "./jwt-claims.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
@@ -134,7 +135,7 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
     routeCredentials: hubRouteCredentials(readCreds(join(root, "hub", "sys.creds")).toString()),
     files,
     accounts: preload.map(({ account }) => account).filter((account) => account !== state.systemAccount),
-    outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(decode<Account>(jwt)) ?? []),
+    outdatedAccounts: preload.flatMap(({ jwt }) => outdatedAccountReason(verifiedClaims<Account>(jwt)) ?? []),
     revocationsKept: preload.flatMap(({ account, keptRevocations }) => {
       if (!keptRevocations) return [];
       const node = Object.values(state.nodes).find((candidate) => candidate.account === account)?.node;
@@ -159,10 +160,13 @@ export function newestAccountJwts(fromKeys: { account: string; jwt: string }[], 
     const stored = readFileSync(storedFile, "utf8").trim();
     try {
       // Equal times: the stored one was pushed on purpose; keep it.
-      if (decode(stored).iat >= decode(entry.jwt).iat) return { account: entry.account, jwt: stored };
+      // The stored file is the server's (checked); the keys directory's own JWT is read as it is.
+      const held = verifiedClaims<Account>(stored);
+      const offered = claimsSignedHere<Account>(entry.jwt);
+      if (held.iat >= offered.iat) return { account: entry.account, jwt: stored };
       // A newer JWT that drops a revocation the hub holds was signed in a keys directory older than the
       // revocation (restored from a backup): preloading it would let the revoked key in again.
-      const kept = revocationsLacking(accountRevocations(stored), accountRevocations(entry.jwt));
+      const kept = revocationsLacking(accountRevocations(held), accountRevocations(offered));
       return Object.keys(kept).length > 0 ? { account: entry.account, jwt: stored, keptRevocations: kept } : entry;
     } catch {
       return entry; // an unreadable stored file: the keys directory's JWT replaces it
