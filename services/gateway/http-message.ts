@@ -12,6 +12,7 @@ import type { Http1Request, Http1Response } from "./http1-messages.ts";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
+import { DeadlineEntry } from "./deadlines.ts";
 import { requestTarget } from "./request-target.ts";
 import type { RequestView } from "./router.ts";
 
@@ -160,17 +161,25 @@ export function cutResponse(response: GatewayResponse): void {
   if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
 }
 
+/** Who hears a request's abort: a function, or an object (an exchange in flight, without a closure of its own). */
+export type AbortListener = (() => void) | { requestAborted(): void };
+
 /**
  * A request's end before its answer (its timeout, or its client left): a flag and one listener, the exchange in
  * progress. An AbortSignal is made only when a connect needs one: an AbortController and its EventTarget per
- * request were a cost of their own, and most requests reuse an idle connection.
+ * request were a cost of their own, and most requests reuse an idle connection. Its route's timeout is a deadline
+ * (deadlines.ts): expired() is the timeout.
  */
-export class RequestAbort {
+export class RequestAbort extends DeadlineEntry {
   aborted = false;
   /** Aborted for the route's timeout (not for a client that left). */
   timedOut = false;
-  #listener: (() => void) | undefined;
+  #listener: AbortListener | undefined;
   #controller: AbortController | undefined;
+
+  expired(): void {
+    this.timeOut();
+  }
 
   get signal(): AbortSignal {
     if (!this.#controller) {
@@ -186,7 +195,8 @@ export class RequestAbort {
     this.#controller?.abort();
     const listener = this.#listener;
     this.#listener = undefined;
-    listener?.();
+    if (typeof listener === "function") listener();
+    else listener?.requestAborted();
   }
 
   /** Aborts for the route's timeout. */
@@ -196,7 +206,7 @@ export class RequestAbort {
   }
 
   /** The one listener (undefined: none); called once, at abort. */
-  onAbort(listener: (() => void) | undefined): void {
+  onAbort(listener: AbortListener | undefined): void {
     this.#listener = listener;
   }
 }
