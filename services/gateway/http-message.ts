@@ -12,6 +12,7 @@ import type { Http1Request, Http1Response } from "./http1-messages.ts";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
+import { HttpAccessEntry } from "./access-entry.ts";
 import { DeadlineEntry } from "./deadlines.ts";
 import { requestTarget } from "./request-target.ts";
 import type { RequestView } from "./router.ts";
@@ -47,30 +48,34 @@ export interface AccessEntry {
   reason?: string;
 }
 
+/** A request's headers as the router reads them (router.ts RequestView.header), without a closure per request. */
+class RequestHeaders {
+  readonly #headers: IncomingHttpHeaders;
+  readonly host: string | undefined;
+  readonly path: string;
+  readonly method: string;
+
+  constructor(headers: IncomingHttpHeaders, host: string | undefined, path: string, method: string) {
+    this.#headers = headers;
+    this.host = host;
+    this.path = path;
+    this.method = method;
+  }
+
+  header(name: string): string | undefined {
+    const value = this.#headers[name];
+    return Array.isArray(value) ? value.join(", ") : value;
+  }
+}
+
 /** What a request is routed by, and its access-log line as far as it is known before routing. */
-export function describeRequest(request: Pick<GatewayRequest, "url" | "headers" | "method" | "httpVersion" | "socket">, context: { port: number; client?: string }): { view: RequestView; entry: AccessEntry; target: string } {
-  const { authority, path, target } = requestTarget(request.url ?? "/", (request.headers[":authority"] as string | undefined) ?? request.headers.host);
-  const view: RequestView = {
-    host: authority,
-    path,
-    method: request.method ?? "GET",
-    header: (name) => {
-      const value = request.headers[name];
-      return Array.isArray(value) ? value.join(", ") : value;
-    },
-  };
-  const entry: AccessEntry = {
-    kind: "http",
-    port: context.port,
-    client: context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, ""),
-    protocol: `HTTP/${request.httpVersion}`,
-    method: view.method,
-    host: authority ?? "",
-    path: view.path,
-    status: 0,
-    attempts: 0,
-    durationMs: 0,
-  };
+export function describeRequest(request: Pick<GatewayRequest, "url" | "headers" | "method" | "httpVersion" | "socket">, context: { port: number; client?: string }): { view: RequestView; entry: HttpAccessEntry; target: string } {
+  const headers = request.headers;
+  const { authority, path, target } = requestTarget(request.url ?? "/", (headers[":authority"] as string | undefined) ?? headers.host);
+  const method = request.method ?? "GET";
+  const view = new RequestHeaders(headers, authority, path, method);
+  const client = context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, "");
+  const entry = new HttpAccessEntry(context.port, client, `HTTP/${request.httpVersion}`, method, authority ?? "", path);
   return { view, entry, target };
 }
 
