@@ -20,6 +20,7 @@ import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../../lib/log.ts";
 import { Deadlines } from "./deadlines.ts";
+import { Http1Request } from "./http1-messages.ts";
 import { ForwardedRequest, type ForwardingParts } from "./forwarded-request.ts";
 import type { HostTable } from "./hosts.ts";
 import type { HttpHost } from "./plan.ts";
@@ -70,9 +71,11 @@ export class HttpForwarder {
     const started = performance.now();
     const { view, entry, target } = describeRequest(request, context);
     const forwarded = new ForwardedRequest(this.#parts, request, response, entry, started);
-    // Its error must not end the process.
-    request.on("error", ignore);
-    (response as ServerResponse).on("error", ignore);
+    // Its error must not end the process. The front end's own request and answer (http1-messages.ts) emit none unheard.
+    if (!(request instanceof Http1Request)) {
+      request.on("error", ignore);
+      (response as ServerResponse).on("error", ignore);
+    }
     // CONNECT asks for a tunnel to any address: a gateway to services is not a forward proxy.
     if (view.method === "CONNECT") return forwarded.answer(405, "CONNECT is not served", { allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" });
     const decision = routeHttp(context.hosts, view);

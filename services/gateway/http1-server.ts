@@ -177,7 +177,7 @@ export class Http1Connection implements ExchangeConnection {
   #onHead(major: number, minor: number, rawHeaders: string[], method: string, url: string, upgrade: boolean, keepAlive: boolean): number {
     // Refused (a head too large) or closing: nothing more is answered on this connection.
     if (this.#closing) return 1;
-    const request = new Http1Request(this, this.#socket, { major, minor, method, url, rawHeaders });
+    const request = new Http1Request(this, this.#socket, major, minor, method, url, rawHeaders);
     // A WebSocket upgrade with nothing before it: llhttp stops after its head, and #onExecute hands the socket over.
     if (upgrade && this.#deps.onUpgrade && this.#queue.length === 0 && isWebSocketUpgrade(method, request.headers)) {
       this.#upgrading = request;
