@@ -11,11 +11,18 @@
  * Envoy's access log holds its lines for a second.
  */
 import { pino, type Logger } from "pino";
+import { HttpAccessEntry, jsonString } from "./access-entry.ts";
 
 export interface AccessLog {
   write(entry: object, message: string): void;
   /** Writes what is gathered now. */
   flush(): void;
+}
+
+/** JSON.stringify of an entry without its braces ("" for an empty one). */
+function stringifyFields(entry: object): string {
+  const json = JSON.stringify(entry);
+  return json.length > 2 ? json.slice(1, -1) : "";
 }
 
 /** @default 65_536 — a turn that gathers more is written at once: a burst holds little memory. */
@@ -40,6 +47,13 @@ export function batchedAccessLog(log: Logger, options: { /** @default 100 — li
   let lastMs = -1;
   let lastTime = "";
   let pending = "";
+  // The message is the same for every line of a kind ("request", "connection"): its JSON made once.
+  let lastMessage = "";
+  let lastMessageJson = '""';
+  const messageJson = (message: string) => {
+    lastMessage = message;
+    return (lastMessageJson = jsonString(message));
+  };
   let scheduled = false;
   const flush = () => {
     scheduled = false;
@@ -51,13 +65,13 @@ export function batchedAccessLog(log: Logger, options: { /** @default 100 — li
   return {
     write(entry, message) {
       if (!log.isLevelEnabled("info")) return;
-      const fields = JSON.stringify(entry);
+      const fields = entry instanceof HttpAccessEntry ? entry.jsonFields() : stringifyFields(entry);
       const now = Date.now();
       if (now !== lastMs) {
         lastMs = now;
         lastTime = time();
       }
-      pending += `{"level":${level}${lastTime}${bindings}${fields.length > 2 ? `,${fields.slice(1, -1)}` : ""},"msg":${JSON.stringify(message)}}\n`;
+      pending += `{"level":${level}${lastTime}${bindings}${fields === "" ? "" : `,${fields}`},"msg":${message === lastMessage ? lastMessageJson : messageJson(message)}}\n`;
       if (pending.length >= maxPendingBytes) flush();
       else if (!scheduled) {
         scheduled = true;

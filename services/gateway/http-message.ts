@@ -12,6 +12,8 @@ import type { Http1Request, Http1Response } from "./http1-messages.ts";
 import type { RetryPolicy } from "../../bus/catalog-gateway.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
 import { resetStream } from "../../lib/join-streams.ts";
+import { HttpAccessEntry } from "./access-entry.ts";
+import { DeadlineEntry } from "./deadlines.ts";
 import { requestTarget } from "./request-target.ts";
 import type { RequestView } from "./router.ts";
 
@@ -46,30 +48,34 @@ export interface AccessEntry {
   reason?: string;
 }
 
+/** A request's headers as the router reads them (router.ts RequestView.header), without a closure per request. */
+class RequestHeaders {
+  readonly #headers: IncomingHttpHeaders;
+  readonly host: string | undefined;
+  readonly path: string;
+  readonly method: string;
+
+  constructor(headers: IncomingHttpHeaders, host: string | undefined, path: string, method: string) {
+    this.#headers = headers;
+    this.host = host;
+    this.path = path;
+    this.method = method;
+  }
+
+  header(name: string): string | undefined {
+    const value = this.#headers[name];
+    return Array.isArray(value) ? value.join(", ") : value;
+  }
+}
+
 /** What a request is routed by, and its access-log line as far as it is known before routing. */
-export function describeRequest(request: Pick<GatewayRequest, "url" | "headers" | "method" | "httpVersion" | "socket">, context: { port: number; client?: string }): { view: RequestView; entry: AccessEntry; target: string } {
-  const { authority, path, target } = requestTarget(request.url ?? "/", (request.headers[":authority"] as string | undefined) ?? request.headers.host);
-  const view: RequestView = {
-    host: authority,
-    path,
-    method: request.method ?? "GET",
-    header: (name) => {
-      const value = request.headers[name];
-      return Array.isArray(value) ? value.join(", ") : value;
-    },
-  };
-  const entry: AccessEntry = {
-    kind: "http",
-    port: context.port,
-    client: context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, ""),
-    protocol: `HTTP/${request.httpVersion}`,
-    method: view.method,
-    host: authority ?? "",
-    path: view.path,
-    status: 0,
-    attempts: 0,
-    durationMs: 0,
-  };
+export function describeRequest(request: Pick<GatewayRequest, "url" | "headers" | "method" | "httpVersion" | "socket">, context: { port: number; client?: string }): { view: RequestView; entry: HttpAccessEntry; target: string } {
+  const headers = request.headers;
+  const { authority, path, target } = requestTarget(request.url ?? "/", (headers[":authority"] as string | undefined) ?? headers.host);
+  const method = request.method ?? "GET";
+  const view = new RequestHeaders(headers, authority, path, method);
+  const client = context.client ?? (request.socket?.remoteAddress ?? "").replace(/^::ffff:/, "");
+  const entry = new HttpAccessEntry(context.port, client, `HTTP/${request.httpVersion}`, method, authority ?? "", path);
   return { view, entry, target };
 }
 
@@ -160,17 +166,25 @@ export function cutResponse(response: GatewayResponse): void {
   if (socket) resetStream(socket, new LeafmeshError("PROXY_FAILED", "the backend's answer was cut"));
 }
 
+/** Who hears a request's abort: a function, or an object (an exchange in flight, without a closure of its own). */
+export type AbortListener = (() => void) | { requestAborted(): void };
+
 /**
  * A request's end before its answer (its timeout, or its client left): a flag and one listener, the exchange in
  * progress. An AbortSignal is made only when a connect needs one: an AbortController and its EventTarget per
- * request were a cost of their own, and most requests reuse an idle connection.
+ * request were a cost of their own, and most requests reuse an idle connection. Its route's timeout is a deadline
+ * (deadlines.ts): expired() is the timeout.
  */
-export class RequestAbort {
+export class RequestAbort extends DeadlineEntry {
   aborted = false;
   /** Aborted for the route's timeout (not for a client that left). */
   timedOut = false;
-  #listener: (() => void) | undefined;
+  #listener: AbortListener | undefined;
   #controller: AbortController | undefined;
+
+  expired(): void {
+    this.timeOut();
+  }
 
   get signal(): AbortSignal {
     if (!this.#controller) {
@@ -186,7 +200,8 @@ export class RequestAbort {
     this.#controller?.abort();
     const listener = this.#listener;
     this.#listener = undefined;
-    listener?.();
+    if (typeof listener === "function") listener();
+    else listener?.requestAborted();
   }
 
   /** Aborts for the route's timeout. */
@@ -196,7 +211,7 @@ export class RequestAbort {
   }
 
   /** The one listener (undefined: none); called once, at abort. */
-  onAbort(listener: (() => void) | undefined): void {
+  onAbort(listener: AbortListener | undefined): void {
     this.#listener = listener;
   }
 }

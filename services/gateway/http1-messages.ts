@@ -46,16 +46,17 @@ export class Http1Request extends EventEmitter {
   #dumped = false;
   #endEmitted = false;
 
-  constructor(connection: ExchangeConnection, socket: Socket, head: { major: number; minor: number; method: string; url: string; rawHeaders: string[] }) {
+  constructor(connection: ExchangeConnection, socket: Socket, major: number, minor: number, method: string, url: string, rawHeaders: string[]) {
     super();
     this.#connection = connection;
     this.socket = socket;
-    this.method = head.method;
-    this.url = head.url;
-    this.httpVersionMajor = head.major;
-    this.httpVersionMinor = head.minor;
-    this.httpVersion = `${head.major}.${head.minor}`;
-    this.rawHeaders = head.rawHeaders;
+    this.method = method;
+    this.url = url;
+    this.httpVersionMajor = major;
+    this.httpVersionMinor = minor;
+    // llhttp reads HTTP/1.0 and 1.1 (and 0.9): the usual ones as made once.
+    this.httpVersion = major === 1 && minor === 1 ? "1.1" : major === 1 && minor === 0 ? "1.0" : `${major}.${minor}`;
+    this.rawHeaders = rawHeaders;
   }
 
   /** Lower-cased names; duplicates joined with ", " (Cookie with "; "), except those Node keeps the first of (Host, Content-Length, …). */

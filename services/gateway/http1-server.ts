@@ -80,13 +80,20 @@ export class Http1Connection implements ExchangeConnection {
   #parsing: Http1Request | undefined;
   #headerPairs: string[] = [];
   #url = "";
-  /** One timer per connection, every `idleMs` while it guards something: an idle connection, or a head under way. */
+  /**
+   * One timer per connection, running while it is open: it fires when the state it guards (an idle connection, a head
+   * or a body under way) would be past its deadline, and is set again for the rest when the state changed meanwhile.
+   * A state change only notes its time: a timer refreshed two or three times per request was a cost of every request.
+   */
   #timer: NodeJS.Timeout;
   #waiting: "idle" | "head" | "body" | "none" = "idle";
   #since = performance.now();
   readonly #idleMs: number;
   readonly #headersMs: number;
   readonly #requestMs: number;
+  /** The shortest deadline: how often a connection with nothing to guard looks again. */
+  readonly #period: number;
+  readonly #onTimer = () => this.#onTimeout();
   #clientEnded = false;
   #closing = false;
   /** A WebSocket upgrade parsed: the socket goes to onUpgrade once the parser returns. */
@@ -123,7 +130,8 @@ export class Http1Connection implements ExchangeConnection {
     this.#idleMs = deps.idleMs ?? idleMs;
     this.#headersMs = deps.headersMs ?? headersMs;
     this.#requestMs = deps.requestMs ?? requestMs;
-    this.#timer = setTimeout(() => this.#onTimeout(), Math.min(this.#idleMs, this.#headersMs, this.#requestMs));
+    this.#period = Math.min(this.#idleMs, this.#headersMs, this.#requestMs);
+    this.#timer = setTimeout(this.#onTimer, this.#period);
     socket.on("end", this.#onEnd);
     // A write the forwarder waits on ('drain' after write() said false) is the answer being written.
     socket.on("drain", this.#onDrain);
@@ -169,7 +177,7 @@ export class Http1Connection implements ExchangeConnection {
   #onHead(major: number, minor: number, rawHeaders: string[], method: string, url: string, upgrade: boolean, keepAlive: boolean): number {
     // Refused (a head too large) or closing: nothing more is answered on this connection.
     if (this.#closing) return 1;
-    const request = new Http1Request(this, this.#socket, { major, minor, method, url, rawHeaders });
+    const request = new Http1Request(this, this.#socket, major, minor, method, url, rawHeaders);
     // A WebSocket upgrade with nothing before it: llhttp stops after its head, and #onExecute hands the socket over.
     if (upgrade && this.#deps.onUpgrade && this.#queue.length === 0 && isWebSocketUpgrade(method, request.headers)) {
       this.#upgrading = request;
@@ -229,12 +237,16 @@ export class Http1Connection implements ExchangeConnection {
 
   #arm(waiting: "idle" | "head" | "body" | "none"): void {
     this.#waiting = waiting;
-    if (waiting === "none") return;
-    this.#since = performance.now();
-    this.#timer.refresh();
+    if (waiting !== "none") this.#since = performance.now();
+  }
+
+  /** The deadline of what the connection waits for now, in ms after #since. */
+  #limit(): number {
+    return this.#waiting === "idle" ? this.#idleMs : this.#waiting === "head" ? this.#headersMs : this.#waiting === "body" ? this.#requestMs : this.#period;
   }
 
   #onTimeout(): void {
+    if (this.#closing) return;
     const elapsed = performance.now() - this.#since;
     if (this.#waiting === "idle" && elapsed >= this.#idleMs) {
       this.#closing = true;
@@ -257,7 +269,10 @@ export class Http1Connection implements ExchangeConnection {
       }
       return this.#refuse(answering ? closeResponses[408] : undefined);
     }
-    if (this.#waiting !== "none") this.#timer.refresh();
+    // Not yet (the state changed since the timer was set): again for the rest of the current deadline, or sooner (a
+    // state with a shorter deadline may come meanwhile: every deadline is at least #period).
+    const rest = Math.min(this.#period, Math.max(1, Math.ceil(this.#limit() - elapsed)));
+    this.#timer = setTimeout(this.#onTimer, rest);
   }
 
   /** A last answer of the connection's own (400, 408, 431), then the close. */
