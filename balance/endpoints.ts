@@ -62,6 +62,17 @@ export function choosePolicy(service: Service, rule: DestinationRule | undefined
 }
 
 /**
+ * The slices a client on `node` may be balanced over: all of them, or for a Service with internalTrafficPolicy Local only
+ * the endpoints on `node` (kube-proxy's rule). The cluster IP (traffic's plans) and the gateway read it here: a node
+ * serves a Local-only endpoint to clients on its own node alone (services/traffic/local-only.ts), so an endpoint on
+ * another node would only be refused.
+ */
+export function slicesServedTo(service: Service, slices: readonly EndpointSlice[], node: string | undefined): readonly EndpointSlice[] {
+  if (service.internalTrafficPolicy !== "Local") return slices;
+  return slices.map((slice) => ({ ...slice, endpoints: slice.endpoints.filter((endpoint) => endpoint.nodeName === node) }));
+}
+
+/**
  * The ready endpoints of one Service port, as Kubernetes matches slice ports to
  * service ports (by name and protocol). When none is ready, the serving ones that
  * are terminating take the traffic instead of a refusal (kube-proxy's

@@ -17,7 +17,7 @@ import { Readable, type Duplex } from "node:stream";
 import { BurstLog } from "../../lib/burst-log.ts";
 import { EarlyBytes, EarlyBytesInDoubt } from "../../lib/early-bytes.ts";
 import { ServicePortBalancer, type BalancerShared } from "../../balance/balancer.ts";
-import { choosePolicy, endpointsOf } from "../../balance/endpoints.ts";
+import { choosePolicy, endpointsOf, slicesServedTo } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 import type { CatalogReader } from "../../bus/catalog.ts";
 import { localShortageCode, openStreamWithin, type StreamDialer } from "../../bus/streams.ts";
@@ -120,7 +120,7 @@ export class BackendPools {
       const port = service?.ports.find((candidate) => candidate.port === backend.port && candidate.protocol === "TCP");
       if (!service || !port) continue; // compile.ts refused the route already
       if (speaksHttp2(port)) http2.add(key);
-      const plan = { endpoints: endpointsOf(port, catalog.slices(service.namespace, service.name)), policy: choosePolicy(service, catalog.destinationRule(service.namespace, service.name)) };
+      const plan = { endpoints: endpointsOf(port, slicesServedTo(service, catalog.slices(service.namespace, service.name), this.#options.node)), policy: choosePolicy(service, catalog.destinationRule(service.namespace, service.name)) };
       const existing = this.#balancers.get(key);
       if (existing) existing.update(plan);
       else this.#balancers.set(key, new ServicePortBalancer(plan, this.#options.shared));

@@ -13,7 +13,7 @@
  */
 import { isProxied, kindOfKey, type CatalogReader, type Service } from "../../bus/catalog.ts";
 import { isGatewayKind } from "../../bus/catalog-gateway.ts";
-import { choosePolicy, endpointsOf, type PolicyChoice } from "../../balance/endpoints.ts";
+import { choosePolicy, endpointsOf, slicesServedTo, type PolicyChoice } from "../../balance/endpoints.ts";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
 export { choosePolicy, endpointsOf, lbPolicyAnnotation, type PolicyChoice } from "../../balance/endpoints.ts";
@@ -63,8 +63,7 @@ export function planService(service: Service, catalog: CatalogReader, node?: str
   } catch (error) {
     return { plans: [], rejected: { service: serviceRef(service.namespace, service.name), reason: "invalid lb-policy annotation", error: (error as Error).message } };
   }
-  const all = catalog.slices(service.namespace, service.name);
-  const slices = service.internalTrafficPolicy === "Local" ? all.map((slice) => ({ ...slice, endpoints: slice.endpoints.filter((endpoint) => endpoint.nodeName === node) })) : all;
+  const slices = slicesServedTo(service, catalog.slices(service.namespace, service.name), node);
   const plans: ServicePortPlan[] = [];
   for (const port of service.ports) {
     if (port.protocol !== "TCP" && port.protocol !== "UDP") continue;
