@@ -11,7 +11,8 @@
  * Run (a tree is a checkout with node_modules; its own bin/leafmesh.js starts the agents):
  *   node bench/fabric/fresh-starts.ts
  *   LEAFMESH_STARTS_TREES=/tmp/before,/work/main LEAFMESH_STARTS_ROUNDS=12 node bench/fabric/fresh-starts.ts
- * LEAFMESH_STARTS_SERVICES sets the catalog's size (default 10,000).
+ * LEAFMESH_STARTS_SERVICES sets the catalog's size (default 10,000); LEAFMESH_STARTS_PROFILE=DIR has each
+ * agent write a V8 CPU profile there (--cpu-prof; the bench and its hub are not profiled).
  */
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -27,6 +28,7 @@ import { cpuMs } from "./process-stats.ts";
 
 const count = Number(process.env.LEAFMESH_STARTS_SERVICES ?? 10_000);
 const rounds = Number(process.env.LEAFMESH_STARTS_ROUNDS ?? 6);
+const profileDir = process.env.LEAFMESH_STARTS_PROFILE;
 const trees = (process.env.LEAFMESH_STARTS_TREES ?? join(dirname(fileURLToPath(import.meta.url)), "../..")).split(",");
 
 interface Start {
@@ -44,7 +46,8 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
   const dataDir = tempDir(`leafmesh-${node}-`);
   const args = ["agent", "--node", node, "--hub", hubLeafUrl, "--data", dataDir, "--nats-listen", `127.0.0.1:${client}`, "--monitor-listen", `127.0.0.1:${monitor}`, "--metrics-listen", `127.0.0.1:${metrics}`, "--dns", `127.0.0.1:${dns}`, "--upstream", "127.0.0.1:9", "--insecure"];
   const started = performance.now();
-  const agent = spawn(nodeBinary, [join(tree, "bin/leafmesh.js"), ...args], { stdio: "ignore" });
+  const env = profileDir ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${profileDir}` } : process.env;
+  const agent = spawn(nodeBinary, [join(tree, "bin/leafmesh.js"), ...args], { stdio: "ignore", env });
   const exited = new Promise((resolve) => agent.once("exit", resolve));
   try {
     const connection = await connect({ servers: `nats://127.0.0.1:${client}`, waitOnFirstConnect: true, reconnectTimeWait: 10, maxReconnectAttempts: -1 });
