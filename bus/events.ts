@@ -9,7 +9,7 @@
  * ```
  */
 import { z } from "zod";
-import { catalogObjectSchema } from "./catalog.ts";
+import { catalogObjectSchema, redactForEvent, type CatalogObject } from "./catalog.ts";
 import { natTypes } from "./node-record.ts";
 import { pathAttemptSchema, pathReasonCodes } from "./path-why.ts";
 
@@ -185,13 +185,29 @@ export function encodeEvent<E extends MeshEventName>(event: E, payload: MeshEven
 }
 
 /**
- * Encodes a payload that is already known to fit its schema, without checking it again: a catalog
- * event's object is what decodeCatalogObject returned. A fresh agent publishes one catalog event per
- * object of its mirror (20,000 at 10,000 services), and checking each a second time on the way out
- * was a third of its start-up CPU (bench/results/profiles, issue 17).
+ * A catalog event (`meshEvents.catalog`), its object spliced in as the bytes of the KV value it was decoded
+ * from. A fresh agent publishes one event per object of its mirror (20,000 at 10,000 services); encoding each
+ * decoded object again (JSON.stringify, then UTF-8) cost more of its CPU than decoding it had
+ * (bench/fabric/fresh-starts.ts, issue 17). The value passed decodeCatalogObject, and a reader decodes the
+ * event's object with the same schema, so it gets what this node holds; fields the schema does not know are
+ * dropped there, as here. A value that starts with a byte-order mark (JSON.parse never saw it: TextDecoder
+ * drops it) or came without its bytes is encoded from the object. A TLS Secret goes out without its key
+ * (redactForEvent): mesh.> is for watching.
  */
-export function encodeCheckedEvent<E extends MeshEventName>(_event: E, payload: MeshEventPayload<E>): Uint8Array {
-  return encoder.encode(JSON.stringify(payload));
+export function encodeCatalogEvent(at: string, change: { key: string; revision: number; object?: CatalogObject; value?: Uint8Array }): Uint8Array {
+  const { key, revision, object, value } = change;
+  const head = `{"at":${JSON.stringify(at)},"op":"${object ? "put" : "delete"}","key":${JSON.stringify(key)},"revision":${revision}`;
+  if (!object) return encoder.encode(`${head}}`);
+  const redacted = redactForEvent(object);
+  if (!redacted.object) return encoder.encode(`${head},"redacted":true}`);
+  if (!value || value[0] === 0xef) return encoder.encode(`${head},"object":${JSON.stringify(object)}}`);
+  const prefix = `${head},"object":`;
+  // Three bytes per UTF-16 unit at most: the key is the only part that may be more than ASCII.
+  const bytes = new Uint8Array(prefix.length * 3 + value.length + 1);
+  const { written } = encoder.encodeInto(prefix, bytes);
+  bytes.set(value, written);
+  bytes[written + value.length] = 0x7d; // }
+  return bytes.subarray(0, written + value.length + 1);
 }
 
 export function decodeEvent<E extends MeshEventName>(event: E, bytes: Uint8Array): MeshEventPayload<E> {
