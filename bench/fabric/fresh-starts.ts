@@ -39,6 +39,8 @@ interface Start {
   /** A traffic.listeners generation held every service. */
   traffic: number;
   cpu: number;
+  /** Listener generations traffic published until then (each carries the whole set). */
+  generations: number;
 }
 
 async function startOnce(tree: string, hubLeafUrl: string, node: string): Promise<Start> {
@@ -80,7 +82,7 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
     if (Number.isNaN(traffic) || events < 2 * count) throw new Error(`${node} (${tree}) did not hold the catalog within 60 s: ${events} catalog events`);
     const cpu = cpuMs(agent.pid!);
     await connection.close();
-    return { connected, firstEvent, lastEvent, traffic, cpu };
+    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size };
   } finally {
     agent.kill("SIGTERM");
     await exited;
