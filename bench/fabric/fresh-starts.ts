@@ -3,7 +3,7 @@
  * alternately from several (an A/B of two commits in the same minutes): when
  * each agent's nats-server took clients, when its controller announced its
  * first and last catalog object, when traffic published a listener set holding
- * every service, and the agent's CPU by then. The fabric bench (run.ts) times
+ * every service, the agent's CPU by then, and its resident memory once at rest. The fabric bench (run.ts) times
  * one fresh agent per run beside plain NATS; this one repeats the start, which
  * is what telling a change from the machine's noise needs (issue 17: a fresh
  * node holds 10,000 services in < 2 s).
@@ -24,7 +24,7 @@ import { freePort } from "../../test/support/ports.ts";
 import { nodeBinary, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { percentile } from "../table.ts";
 import { writeManifests } from "./catalog.ts";
-import { cpuMs } from "./process-stats.ts";
+import { cpuMs, rssMiB } from "./process-stats.ts";
 
 const count = Number(process.env.LEAFMESH_STARTS_SERVICES ?? 10_000);
 const rounds = Number(process.env.LEAFMESH_STARTS_ROUNDS ?? 6);
@@ -41,6 +41,8 @@ interface Start {
   cpu: number;
   /** Listener generations traffic published until then (each carries the whole set). */
   generations: number;
+  /** Resident memory at rest: 3.5 s later, past the agent's collection once a large change has settled (lib/release-memory.ts). */
+  rss: number;
 }
 
 async function startOnce(tree: string, hubLeafUrl: string, node: string): Promise<Start> {
@@ -81,8 +83,10 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
     }
     if (Number.isNaN(traffic) || events < 2 * count) throw new Error(`${node} (${tree}) did not hold the catalog within 60 s: ${events} catalog events`);
     const cpu = cpuMs(agent.pid!);
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    const rss = rssMiB(agent.pid!);
     await connection.close();
-    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size };
+    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size, rss };
   } finally {
     agent.kill("SIGTERM");
     await exited;
@@ -110,7 +114,7 @@ try {
   const median = (starts: Start[], key: keyof Start) => Math.round(percentile(starts.map((start) => start[key]), 50));
   console.log(`\nmedians of ${rounds} fresh agents per tree, ${count.toLocaleString("en-US")} services (ms from launch):`);
   for (const [tree, starts] of results) {
-    console.log(`${tree}: server takes clients ${median(starts, "connected")}, first catalog event ${median(starts, "firstEvent")}, last ${median(starts, "lastEvent")}, traffic holds every service ${median(starts, "traffic")}, agent CPU ${median(starts, "cpu")}`);
+    console.log(`${tree}: server takes clients ${median(starts, "connected")}, first catalog event ${median(starts, "firstEvent")}, last ${median(starts, "lastEvent")}, traffic holds every service ${median(starts, "traffic")}, agent CPU ${median(starts, "cpu")}, RSS at rest ${median(starts, "rss")} MiB`);
   }
 } finally {
   await stopAllProcesses();
