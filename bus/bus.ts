@@ -59,7 +59,7 @@ export class Bus {
    * spliced from pieces encoded once, such as traffic's listener bindings or a catalog event's KV value
    * (encodeCatalogEvent).
    */
-  publishJson(actor: ActorName, event: MeshEventName, json: string | Uint8Array): void {
+  publishJson(actor: ActorName, event: MeshEventName, json: string): void {
     if (this.connection.isClosed() || this.connection.isDraining()) {
       this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;

@@ -159,7 +159,12 @@ export function encodeCatalogObject(object: CatalogObject): Uint8Array {
  * the same everywhere are shared (`shareParts`).
  */
 export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
-  const parsed: unknown = JSON.parse(decoder.decode(bytes));
+  return parseCatalogObject(decoder.decode(bytes));
+}
+
+/** decodeCatalogObject of a value already read as text (the controller keeps the text for the object's event). */
+export function parseCatalogObject(text: string): CatalogObject {
+  const parsed: unknown = JSON.parse(text);
   return shareParts(fitsCatalogFastPath(parsed) ? (parsed as CatalogObject) : catalogObjectSchema.parse(parsed));
 }
 

@@ -185,29 +185,23 @@ export function encodeEvent<E extends MeshEventName>(event: E, payload: MeshEven
 }
 
 /**
- * A catalog event (`meshEvents.catalog`), its object spliced in as the bytes of the KV value it was decoded
+ * A catalog event (`meshEvents.catalog`), its object spliced in as the JSON text of the KV value it was decoded
  * from. A fresh agent publishes one event per object of its mirror (20,000 at 10,000 services); encoding each
- * decoded object again (JSON.stringify, then UTF-8) cost more of its CPU than decoding it had
- * (bench/fabric/fresh-starts.ts, issue 17). The value passed decodeCatalogObject, and a reader decodes the
- * event's object with the same schema, so it gets what this node holds; fields the schema does not know are
- * dropped there, as here. A value that starts with a byte-order mark (JSON.parse never saw it: TextDecoder
- * drops it) or came without its bytes is encoded from the object. A TLS Secret goes out without its key
- * (redactForEvent): mesh.> is for watching.
+ * decoded object again with JSON.stringify cost more of its CPU than parsing it had (bench/fabric, issue 17).
+ * The text passed decodeCatalogObject, and a reader decodes the event's object with the same schema, so it gets
+ * what this node holds; fields the schema does not know are dropped there, as here. A put without its text is
+ * encoded from the object. A TLS Secret goes out without its key (redactForEvent): mesh.> is for watching.
+ *
+ * Text, not the value's bytes: the controller holds each change until its batch goes out, and a KV value is a
+ * view of the socket chunk it came in (up to 64 KiB of malloc's memory, freed only once V8 collects the chunk:
+ * a chunk held past a young collection waits for a full one). A string is V8's own young memory.
  */
-export function encodeCatalogEvent(at: string, change: { key: string; revision: number; object?: CatalogObject; value?: Uint8Array }): Uint8Array {
-  const { key, revision, object, value } = change;
+export function encodeCatalogEvent(at: string, change: { key: string; revision: number; object?: CatalogObject; json?: string }): string {
+  const { key, revision, object, json } = change;
   const head = `{"at":${JSON.stringify(at)},"op":"${object ? "put" : "delete"}","key":${JSON.stringify(key)},"revision":${revision}`;
-  if (!object) return encoder.encode(`${head}}`);
-  const redacted = redactForEvent(object);
-  if (!redacted.object) return encoder.encode(`${head},"redacted":true}`);
-  if (!value || value[0] === 0xef) return encoder.encode(`${head},"object":${JSON.stringify(object)}}`);
-  const prefix = `${head},"object":`;
-  // Three bytes per UTF-16 unit at most: the key is the only part that may be more than ASCII.
-  const bytes = new Uint8Array(prefix.length * 3 + value.length + 1);
-  const { written } = encoder.encodeInto(prefix, bytes);
-  bytes.set(value, written);
-  bytes[written + value.length] = 0x7d; // }
-  return bytes.subarray(0, written + value.length + 1);
+  if (!object) return `${head}}`;
+  if (!redactForEvent(object).object) return `${head},"redacted":true}`;
+  return `${head},"object":${json ?? JSON.stringify(object)}}`;
 }
 
 export function decodeEvent<E extends MeshEventName>(event: E, bytes: Uint8Array): MeshEventPayload<E> {

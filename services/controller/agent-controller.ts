@@ -17,7 +17,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
-import { decodeCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
+import { parseCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { IndexFeed, snapshotPage, type CatalogFeed, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
@@ -137,6 +137,8 @@ export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): 
   }
 }
 
+const textDecoder = new TextDecoder();
+
 /** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
 const remadeGraceMs = 30_000;
 
@@ -152,8 +154,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // catalog event was a socket write of its own (the client flushes in a microtask once its buffer is
   // non-empty): 20,000 writes, 2.2 s of a fresh agent's CPU at 10k services (--cpu-prof). Batched, the
   // events go out in a few writes, and each actor works once per batch, not once per object.
-  // A put keeps its KV value's bytes until then: its event carries them as they came (encodeCatalogEvent).
-  let pending: { key: string; revision: number; object: CatalogObject | undefined; value?: Uint8Array }[] = [];
+  // A put keeps its KV value's text until then: its event carries it as it came (encodeCatalogEvent).
+  let pending: { key: string; revision: number; object: CatalogObject | undefined; json?: string }[] = [];
   const flushChanges = () => {
     const changes = pending;
     pending = [];
@@ -182,9 +184,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
       const put = entry.operation === "PUT";
       sweeping?.delete(key);
       let object: CatalogObject | undefined;
+      let json: string | undefined;
       if (put) {
         try {
-          object = decodeCatalogObject(entry.value);
+          json = textDecoder.decode(entry.value);
+          object = parseCatalogObject(json);
         } catch (error) {
           log.warn({ err: error, key }, "catalog value failed to decode; ignoring it");
           return;
@@ -196,7 +200,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       if (!put || !revisions.has(key)) sortedKeys = undefined;
       if (object) revisions.set(key, entry.revision);
       else revisions.delete(key);
-      if (pending.push({ key, revision: entry.revision, object, value: object && entry.value }) === 1) setImmediate(flushChanges);
+      if (pending.push({ key, revision: entry.revision, object, json }) === 1) setImmediate(flushChanges);
     },
   });
 
