@@ -11,7 +11,7 @@
  */
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "../lib/log.ts";
-import { decodeEvent, encodeCheckedEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
+import { decodeEvent, encodeEvent, isMeshEventName, type MeshEventName, type MeshEventPayload } from "./events.ts";
 import { meshPattern, meshSubject, parseMeshSubject, rpcSubject, type ActorName } from "./subjects.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { RpcMethod } from "./rpc.ts";
@@ -45,21 +45,19 @@ export class Bus {
     this.#log = options.log;
   }
 
-  /**
-   * Publishes an event of this node; a closed or draining connection drops it (counted). The payload is
-   * checked against its schema unless `checked` says the caller built it from checked parts (encodeCheckedEvent).
-   */
-  publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>, options?: { checked?: boolean }): void {
+  /** Publishes an event of this node, checked against its schema; a closed or draining connection drops it (counted). */
+  publish<E extends MeshEventName>(actor: ActorName, event: E, payload: MeshEventPayload<E>): void {
     if (this.connection.isClosed() || this.connection.isDraining()) {
       this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
-    this.connection.publish(meshSubject(this.node, actor, event), options?.checked ? encodeCheckedEvent(event, payload) : encodeEvent(event, payload));
+    this.connection.publish(meshSubject(this.node, actor, event), encodeEvent(event, payload));
   }
 
   /**
-   * Publishes an event its caller encoded as JSON from parts already known to fit the event's schema (as `checked`
-   * says for publish): a payload spliced from pieces encoded once, such as traffic's listener bindings.
+   * Publishes an event its caller encoded as JSON from parts already known to fit the event's schema: a payload
+   * spliced from pieces encoded once, such as traffic's listener bindings or a catalog event's KV value
+   * (encodeCatalogEvent).
    */
   publishJson(actor: ActorName, event: MeshEventName, json: string): void {
     if (this.connection.isClosed() || this.connection.isDraining()) {

@@ -13,6 +13,7 @@
  * ```
  */
 import { z } from "zod";
+import { fitsCatalogFastPath } from "./catalog-fits.ts";
 import { gatewayCatalogSchemas, gatewayKindPrefixes, type GatewayCatalogKind, type GatewayCatalogObject } from "./catalog-gateway.ts";
 
 export const protocols = ["TCP", "UDP", "SCTP"] as const;
@@ -152,9 +153,19 @@ export function encodeCatalogObject(object: CatalogObject): Uint8Array {
   return encoder.encode(JSON.stringify(object));
 }
 
-/** Decodes and checks a KV value; throws a ZodError naming the bad field. Its parts that are the same everywhere are shared (`shareParts`). */
+/**
+ * Decodes and checks a KV value; throws a ZodError naming the bad field. A Service or an EndpointSlice that is
+ * already exactly what zod would give back is kept as parsed (bus/catalog-fits.ts), not copied. Its parts that are
+ * the same everywhere are shared (`shareParts`).
+ */
 export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
-  return shareParts(catalogObjectSchema.parse(JSON.parse(decoder.decode(bytes))));
+  return parseCatalogObject(decoder.decode(bytes));
+}
+
+/** decodeCatalogObject of a value already read as text (the controller keeps the text for the object's event). */
+export function parseCatalogObject(text: string): CatalogObject {
+  const parsed: unknown = JSON.parse(text);
+  return shareParts(fitsCatalogFastPath(parsed) ? (parsed as CatalogObject) : catalogObjectSchema.parse(parsed));
 }
 
 const noEntries: Record<string, string> = Object.freeze({});

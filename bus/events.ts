@@ -9,7 +9,7 @@
  * ```
  */
 import { z } from "zod";
-import { catalogObjectSchema } from "./catalog.ts";
+import { catalogObjectSchema, redactForEvent, type CatalogObject } from "./catalog.ts";
 import { natTypes } from "./node-record.ts";
 import { pathAttemptSchema, pathReasonCodes } from "./path-why.ts";
 
@@ -185,13 +185,23 @@ export function encodeEvent<E extends MeshEventName>(event: E, payload: MeshEven
 }
 
 /**
- * Encodes a payload that is already known to fit its schema, without checking it again: a catalog
- * event's object is what decodeCatalogObject returned. A fresh agent publishes one catalog event per
- * object of its mirror (20,000 at 10,000 services), and checking each a second time on the way out
- * was a third of its start-up CPU (bench/results/profiles, issue 17).
+ * A catalog event (`meshEvents.catalog`), its object spliced in as the JSON text of the KV value it was decoded
+ * from. A fresh agent publishes one event per object of its mirror (20,000 at 10,000 services); encoding each
+ * decoded object again with JSON.stringify cost more of its CPU than parsing it had (bench/fabric, issue 17).
+ * The text passed decodeCatalogObject, and a reader decodes the event's object with the same schema, so it gets
+ * what this node holds; fields the schema does not know are dropped there, as here. A put without its text is
+ * encoded from the object. A TLS Secret goes out without its key (redactForEvent): mesh.> is for watching.
+ *
+ * Text, not the value's bytes: the controller holds each change until its batch goes out, and a KV value is a
+ * view of the socket chunk it came in (up to 64 KiB of malloc's memory, freed only once V8 collects the chunk:
+ * a chunk held past a young collection waits for a full one). A string is V8's own young memory.
  */
-export function encodeCheckedEvent<E extends MeshEventName>(_event: E, payload: MeshEventPayload<E>): Uint8Array {
-  return encoder.encode(JSON.stringify(payload));
+export function encodeCatalogEvent(at: string, change: { key: string; revision: number; object?: CatalogObject; json?: string }): string {
+  const { key, revision, object, json } = change;
+  const head = `{"at":${JSON.stringify(at)},"op":"${object ? "put" : "delete"}","key":${JSON.stringify(key)},"revision":${revision}`;
+  if (!object) return `${head}}`;
+  if (!redactForEvent(object).object) return `${head},"redacted":true}`;
+  return `${head},"object":${json ?? JSON.stringify(object)}}`;
 }
 
 export function decodeEvent<E extends MeshEventName>(event: E, bytes: Uint8Array): MeshEventPayload<E> {

@@ -3,7 +3,7 @@
  * alternately from several (an A/B of two commits in the same minutes): when
  * each agent's nats-server took clients, when its controller announced its
  * first and last catalog object, when traffic published a listener set holding
- * every service, and the agent's CPU by then. The fabric bench (run.ts) times
+ * every service, the agent's CPU by then, and its resident memory once at rest. The fabric bench (run.ts) times
  * one fresh agent per run beside plain NATS; this one repeats the start, which
  * is what telling a change from the machine's noise needs (issue 17: a fresh
  * node holds 10,000 services in < 2 s).
@@ -11,7 +11,8 @@
  * Run (a tree is a checkout with node_modules; its own bin/leafmesh.js starts the agents):
  *   node bench/fabric/fresh-starts.ts
  *   LEAFMESH_STARTS_TREES=/tmp/before,/work/main LEAFMESH_STARTS_ROUNDS=12 node bench/fabric/fresh-starts.ts
- * LEAFMESH_STARTS_SERVICES sets the catalog's size (default 10,000).
+ * LEAFMESH_STARTS_SERVICES sets the catalog's size (default 10,000); LEAFMESH_STARTS_PROFILE=DIR has each
+ * agent write a V8 CPU profile there (--cpu-prof; the bench and its hub are not profiled).
  */
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -23,10 +24,11 @@ import { freePort } from "../../test/support/ports.ts";
 import { nodeBinary, startHubProcess, stopAllProcesses, tempDir } from "../../test/support/processes.ts";
 import { percentile } from "../table.ts";
 import { writeManifests } from "./catalog.ts";
-import { cpuMs } from "./process-stats.ts";
+import { cpuMs, rssMiB } from "./process-stats.ts";
 
 const count = Number(process.env.LEAFMESH_STARTS_SERVICES ?? 10_000);
 const rounds = Number(process.env.LEAFMESH_STARTS_ROUNDS ?? 6);
+const profileDir = process.env.LEAFMESH_STARTS_PROFILE;
 const trees = (process.env.LEAFMESH_STARTS_TREES ?? join(dirname(fileURLToPath(import.meta.url)), "../..")).split(",");
 
 interface Start {
@@ -37,6 +39,10 @@ interface Start {
   /** A traffic.listeners generation held every service. */
   traffic: number;
   cpu: number;
+  /** Listener generations traffic published until then (each carries the whole set). */
+  generations: number;
+  /** Resident memory at rest: 3.5 s later, past the agent's collection once a large change has settled (lib/release-memory.ts). */
+  rss: number;
 }
 
 async function startOnce(tree: string, hubLeafUrl: string, node: string): Promise<Start> {
@@ -44,7 +50,8 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
   const dataDir = tempDir(`leafmesh-${node}-`);
   const args = ["agent", "--node", node, "--hub", hubLeafUrl, "--data", dataDir, "--nats-listen", `127.0.0.1:${client}`, "--monitor-listen", `127.0.0.1:${monitor}`, "--metrics-listen", `127.0.0.1:${metrics}`, "--dns", `127.0.0.1:${dns}`, "--upstream", "127.0.0.1:9", "--insecure"];
   const started = performance.now();
-  const agent = spawn(nodeBinary, [join(tree, "bin/leafmesh.js"), ...args], { stdio: "ignore" });
+  const env = profileDir ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --cpu-prof --cpu-prof-dir=${profileDir}` } : process.env;
+  const agent = spawn(nodeBinary, [join(tree, "bin/leafmesh.js"), ...args], { stdio: "ignore", env });
   const exited = new Promise((resolve) => agent.once("exit", resolve));
   try {
     const connection = await connect({ servers: `nats://127.0.0.1:${client}`, waitOnFirstConnect: true, reconnectTimeWait: 10, maxReconnectAttempts: -1 });
@@ -76,8 +83,10 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
     }
     if (Number.isNaN(traffic) || events < 2 * count) throw new Error(`${node} (${tree}) did not hold the catalog within 60 s: ${events} catalog events`);
     const cpu = cpuMs(agent.pid!);
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    const rss = rssMiB(agent.pid!);
     await connection.close();
-    return { connected, firstEvent, lastEvent, traffic, cpu };
+    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size, rss };
   } finally {
     agent.kill("SIGTERM");
     await exited;
@@ -105,7 +114,7 @@ try {
   const median = (starts: Start[], key: keyof Start) => Math.round(percentile(starts.map((start) => start[key]), 50));
   console.log(`\nmedians of ${rounds} fresh agents per tree, ${count.toLocaleString("en-US")} services (ms from launch):`);
   for (const [tree, starts] of results) {
-    console.log(`${tree}: server takes clients ${median(starts, "connected")}, first catalog event ${median(starts, "firstEvent")}, last ${median(starts, "lastEvent")}, traffic holds every service ${median(starts, "traffic")}, agent CPU ${median(starts, "cpu")}`);
+    console.log(`${tree}: server takes clients ${median(starts, "connected")}, first catalog event ${median(starts, "firstEvent")}, last ${median(starts, "lastEvent")}, traffic holds every service ${median(starts, "traffic")}, agent CPU ${median(starts, "cpu")}, RSS at rest ${median(starts, "rss")} MiB`);
   }
 } finally {
   await stopAllProcesses();

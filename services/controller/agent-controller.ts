@@ -17,11 +17,11 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
-import { decodeCatalogObject, redactForEvent, type CatalogObject } from "../../bus/catalog.ts";
+import { parseCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { IndexFeed, snapshotPage, type CatalogFeed, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
-import { nowIso } from "../../bus/events.ts";
+import { encodeCatalogEvent, nowIso } from "../../bus/events.ts";
 import { followBucket, type BucketFollower } from "../../bus/kv-follow.ts";
 import { buckets, hubDomain } from "../../bus/subjects.ts";
 import { LeafmeshError } from "../../lib/errors.ts";
@@ -137,6 +137,8 @@ export async function openCatalogMirror(bus: Bus, options: MirrorOptions = {}): 
   }
 }
 
+const textDecoder = new TextDecoder();
+
 /** @default 30_000 — after a mirror made again is reloaded, how long objects it lacks are kept (its hub may still be writing them). */
 const remadeGraceMs = 30_000;
 
@@ -152,16 +154,13 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // catalog event was a socket write of its own (the client flushes in a microtask once its buffer is
   // non-empty): 20,000 writes, 2.2 s of a fresh agent's CPU at 10k services (--cpu-prof). Batched, the
   // events go out in a few writes, and each actor works once per batch, not once per object.
-  let pending: { key: string; revision: number; object: CatalogObject | undefined }[] = [];
+  // A put keeps its KV value's text until then: its event carries it as it came (encodeCatalogEvent).
+  let pending: { key: string; revision: number; object: CatalogObject | undefined; json?: string }[] = [];
   const flushChanges = () => {
     const changes = pending;
     pending = [];
     const at = nowIso();
-    for (const { key, revision, object } of changes) {
-      // The object came out of decodeCatalogObject: checked once, not again on the way out. A TLS
-      // Secret goes out without its key (redactForEvent): mesh.> is for watching.
-      bus.publish("controller", "catalog", { at, op: object ? "put" : "delete", key, revision, ...(object ? redactForEvent(object) : {}) }, { checked: true });
-    }
+    for (const change of changes) bus.publishJson("controller", "catalog", encodeCatalogEvent(at, change));
     feed.notify(changes.map((change) => change.key));
   };
 
@@ -180,23 +179,28 @@ export async function startController(options: ControllerOptions): Promise<Contr
       publishSync();
     },
     onEntry: (entry) => {
-      sweeping?.delete(entry.key);
+      // Read once: nats.js derives the key from the subject at each read.
+      const key = entry.key;
+      const put = entry.operation === "PUT";
+      sweeping?.delete(key);
       let object: CatalogObject | undefined;
-      if (entry.operation === "PUT") {
+      let json: string | undefined;
+      if (put) {
         try {
-          object = decodeCatalogObject(entry.value);
+          json = textDecoder.decode(entry.value);
+          object = parseCatalogObject(json);
         } catch (error) {
-          log.warn({ err: error, key: entry.key }, "catalog value failed to decode; ignoring it");
+          log.warn({ err: error, key }, "catalog value failed to decode; ignoring it");
           return;
         }
-        index.apply({ op: "put", key: entry.key, object });
+        index.apply({ op: "put", key, object });
       } else {
-        index.apply({ op: "delete", key: entry.key });
+        index.apply({ op: "delete", key });
       }
-      if (!revisions.has(entry.key) || entry.operation !== "PUT") sortedKeys = undefined;
-      if (object) revisions.set(entry.key, entry.revision);
-      else revisions.delete(entry.key);
-      if (pending.push({ key: entry.key, revision: entry.revision, object }) === 1) setImmediate(flushChanges);
+      if (!put || !revisions.has(key)) sortedKeys = undefined;
+      if (object) revisions.set(key, entry.revision);
+      else revisions.delete(key);
+      if (pending.push({ key, revision: entry.revision, object, json }) === 1) setImmediate(flushChanges);
     },
   });
 

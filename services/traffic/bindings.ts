@@ -22,8 +22,8 @@ export type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer<Se
 
 interface Kept {
   plan: ServicePortPlan;
-  host6: string | undefined;
-  port6: number | undefined;
+  /** The port of the IPv6 socket the binding's IPv6 address came from, 0 for none: a socket opened since changes it. */
+  v6: number;
   binding: ListenerBinding;
   json: string;
 }
@@ -42,9 +42,12 @@ export class ListenerBindings {
   of(listener: Listener): Kept | undefined {
     const { plan, socket } = listener;
     if (plan.clusterIPs.length === 0) return undefined;
-    const { host6, port6 } = this.#ipv6(socket);
+    // Checked at every generation for every listener: the IPv6 address itself is derived only when the binding is
+    // made (a string a listener, each time, was most of what a generation of 10,000 cost).
+    const v6 = socket instanceof UdpServicePortListener ? socket.port6 : (this.#front?.port6 ?? 0);
     const kept = this.#kept.get(listener);
-    if (kept && kept.plan === plan && kept.host6 === host6 && kept.port6 === port6) return kept;
+    if (kept && kept.plan === plan && kept.v6 === v6) return kept;
+    const { host6, port6 } = this.#ipv6(socket);
     const listenerHost = socket instanceof TcpServicePortListener ? socket.host : this.#listenHost;
     // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).
     const refused = plan.protocol === "UDP" && plan.endpoints.length === 0;
@@ -58,7 +61,7 @@ export class ListenerBindings {
       ...(host6 !== undefined ? { listenerHost6: host6, listenerPort6: port6 } : {}),
       ...(refused ? { refused } : {}),
     };
-    const fresh = { plan, host6, port6, binding, json: JSON.stringify(binding) };
+    const fresh = { plan, v6, binding, json: JSON.stringify(binding) };
     this.#kept.set(listener, fresh);
     return fresh;
   }

@@ -97,8 +97,9 @@ export class SharedTcpListener {
 
   /** The IPv6 address (bus/ipv6-listeners.ts) of the service port registered at `address`, when there is an IPv6 socket. */
   host6(address: string): string | undefined {
+    if (this.#port6 === 0) return undefined;
     const index = serviceIndex(address);
-    return this.#port6 === 0 || index === undefined ? undefined : ipv6ServiceAddress(index);
+    return index === undefined ? undefined : ipv6ServiceAddress(index);
   }
 
   /** Binds one port from the picker (listener-ports.ts: a taken one is skipped; after a run of them the kernel picks). */
