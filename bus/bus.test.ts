@@ -1,4 +1,7 @@
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { capturedLog } from "../test/support/log-lines.ts";
@@ -32,6 +35,36 @@ describe("Bus.publish on a connection that is going away", () => {
       ]);
     } finally {
       nats.kill();
+    }
+  });
+});
+
+describe("Bus.publish of an event over the server's max_payload", () => {
+  it("drops it (counted, said once) instead of throwing out of the publisher, and the next event goes out", async () => {
+    const port = await freePort();
+    // max_payload is set in a config file only (nats-server 2.9.10 has no flag for it).
+    const dir = mkdtempSync(join(tmpdir(), "leafmesh-bus-"));
+    writeFileSync(join(dir, "nats.conf"), `port: ${port}\nhost: 127.0.0.1\nmax_payload: 4096\n`);
+    const nats = spawn("nats-server", ["-c", join(dir, "nats.conf")], { stdio: "ignore" });
+    try {
+      const connection = await eventually(() => connect({ servers: `nats://127.0.0.1:${port}` }), 10_000, "nats-server");
+      const { log, lines } = capturedLog("debug");
+      const bus = new Bus({ connection, node: "edge-a", log });
+      const seen: string[] = [];
+      bus.subscribeRaw("mesh.edge-a.controller.>", (subject) => seen.push(subject));
+      // A catalog event around a KV value near the server's limit: the value fits, the event does not.
+      const big = JSON.stringify({ at: new Date().toISOString(), key: "services.shop.web", revision: 1, object: { padding: "x".repeat(5_000) } });
+      expect(() => bus.publishJson("controller", "catalog", big)).not.toThrow();
+      expect(() => bus.publishJson("controller", "catalog", big)).not.toThrow();
+      expect(bus.drops.get("over the server's max_payload")).toBe(2);
+      bus.publish("controller", "sync", { at: new Date().toISOString(), objects: 1, revision: 1, online: true });
+      await eventually(() => seen.includes("mesh.edge-a.controller.sync") || undefined, 5_000, "the next event");
+      const said = lines.filter((line) => line.msg === "bus message dropped (logged once per subject and reason)");
+      expect(said.map((line) => [line.reason, line.level])).toEqual([["over the server's max_payload", 40]]);
+      await connection.close();
+    } finally {
+      nats.kill();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -51,7 +51,7 @@ export class Bus {
       this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
-    this.connection.publish(meshSubject(this.node, actor, event), encodeEvent(event, payload));
+    this.#send(meshSubject(this.node, actor, event), encodeEvent(event, payload));
   }
 
   /**
@@ -64,7 +64,23 @@ export class Bus {
       this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;
     }
-    this.connection.publish(meshSubject(this.node, actor, event), json);
+    this.#send(meshSubject(this.node, actor, event), json);
+  }
+
+  /**
+   * An event goes out, or is dropped (counted, said once per subject) when the server would refuse it: one over the
+   * server's max_payload (a catalog event wraps its object's KV value, which may itself be up to that size). nats.js
+   * throws then, from inside the publisher's own work (the controller's flush of a batch): unhandled, it ended the agent.
+   */
+  #send(subject: string, payload: string | Uint8Array): void {
+    const limit = this.connection.info?.max_payload;
+    const size = typeof payload === "string" ? Buffer.byteLength(payload) : payload.byteLength;
+    if (limit !== undefined && size > limit) return this.#drop("over the server's max_payload", subject, new Error(`${size} bytes, the server takes ${limit}`));
+    try {
+      this.connection.publish(subject, payload);
+    } catch (cause) {
+      this.#drop("refused by the client", subject, cause);
+    }
   }
 
   /** Subscribes to events of one name, from this node unless `node` says otherwise ("*" for all). */
