@@ -19,7 +19,7 @@ import { formatRelayChoice } from "./relay-choice-view.ts";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { cloudConnections, readTcpTables, type SocketEntry } from "./cloud-connections.ts";
-import { connectForStatus } from "./status-connect.ts";
+import { connectClient } from "./client-connect.ts";
 
 /** Listens to fabric (and tunnel) heartbeats for `waitMs` and returns the latest of each server. */
 export async function gatherFabricHeartbeats(connection: NatsConnection, waitMs: number): Promise<FabricHeartbeat[]> {
@@ -265,7 +265,7 @@ asks NODE through the fabric.`,
         "--tree draws the fabric from every server's heartbeats, and a node's credentials see only its own: run it against a hub's client address with the mesh's keys directory or a hub's copy of it (--keys DIR --nats tls://HUB:4222), without --node",
       );
     }
-    const connection = await connectForStatus(options, io.stderr);
+    const connection = await connectClient(options, { command: "status", stderr: io.stderr });
     if (options.tree) {
       try {
         const beats = await gatherFabricHeartbeats(connection, Number(options.wait));
