@@ -18,7 +18,7 @@ import { connect as netConnect, isIP } from "node:net";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { rpcRequest } from "../bus/bus.ts";
-import { connectNats } from "../bus/connect.ts";
+import { connectClient } from "./client-connect.ts";
 import { rpc } from "../bus/rpc.ts";
 import type { NodeStatus } from "../bus/status.ts";
 import { buckets } from "../bus/subjects.ts";
@@ -26,7 +26,7 @@ import { runCommand } from "../lib/command.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
-import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+import { clientSecurityOptions } from "./security-options.ts";
 import { fetchNodeView } from "./status.ts";
 import { cutGraceSeconds, drillTable, formatDrillReport, nftCutScript, summarizeChecks, totalsOf, type CheckSample, type CutTarget, type DrillReport } from "./drill-report.ts";
 
@@ -189,7 +189,7 @@ killed outright (SIGKILL), the kernel lifts the cut by itself
     json: option.flag({ description: "print the report as JSON" }),
   },
   async run(options, _positionals, io) {
-    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-drill", keepReconnecting: false });
+    const connection = await connectClient(options, { command: "drill", stderr: io.stderr });
     try {
       const { status, services } = await fetchNodeView(connection, 5_000);
       if (status.role === "hub") throw new LeafmeshError("CONFIG_INVALID", `${status.node} is a hub: a drill cuts a node's or a site's upstream, and a hub has none (run it on an agent or a site server)`);

@@ -6,12 +6,12 @@
  */
 import { commandSummaries } from "./command-list.ts";
 import { RpcError, rpcRequest } from "../bus/bus.ts";
-import { connectNats } from "../bus/connect.ts";
+import { connectClient } from "./client-connect.ts";
 import { rpc } from "../bus/rpc.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
-import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+import { clientSecurityOptions } from "./security-options.ts";
 import { formatNetcheck } from "./why.ts";
 
 export const netcheckCommand = defineCommand({
@@ -31,7 +31,7 @@ the LAN are listed with whether a direct connection to them is open
     timeout: option.integer({ default: 20_000, value: "MS", description: "how long to wait for the measurements (NAT detection takes a few seconds)" }),
   },
   async run(options, _positionals, io) {
-    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-netcheck", keepReconnecting: false });
+    const connection = await connectClient(options, { command: "netcheck", stderr: io.stderr });
     try {
       const node = connection.info?.server_name;
       if (!node) throw new LeafmeshError("NOT_RUNNING", "the NATS server did not say its name");

@@ -76,7 +76,7 @@ export function resolveSiteSecurity(options: { keys?: string; insecure: boolean 
   return dir ? loadSiteSecurity(dir, { site, server, resolverDir: join(dataDir, "accounts") }) : undefined;
 }
 
-/** Client flags of status and sub: how to authenticate to a secured hub or agent. */
+/** Client flags of status, sub, netcheck and drill: how to authenticate to a secured hub or agent (cli/client-connect.ts connects with them). */
 export const clientSecurityOptions = {
   keys: { type: "string", value: "DIR", description: "the mesh's keys directory (or a node's bundle) when the server is secured" },
   node: { type: "string", value: "NAME", description: "with --keys: connect to this node's agent (its local credentials); without: to a hub (the hub's credentials and TLS)" },

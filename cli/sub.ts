@@ -1,10 +1,10 @@
 /** `leafmesh sub`: tail mesh events, as `nats sub 'mesh.>'` would. */
 import { commandSummaries } from "./command-list.ts";
-import { connectNats } from "../bus/connect.ts";
+import { connectClient } from "./client-connect.ts";
 import { defineCommand } from "./command.ts";
 import { option } from "./options.ts";
 import { LeafmeshError } from "../lib/errors.ts";
-import { clientConnectOptions, clientSecurityOptions } from "./security-options.ts";
+import { clientSecurityOptions } from "./security-options.ts";
 
 /**
  * A subject to subscribe to, as NATS reads one: tokens between dots, none empty and none with white space, '*' and
@@ -36,7 +36,7 @@ mesh.<node>.<actor>.<event>; for example 'mesh.*.tunnel.path' or 'mesh.edge-a.>'
   async run(options, positionals, io) {
     const subject = positionals[0] ?? "mesh.>";
     checkSubjectPattern(subject);
-    const connection = await connectNats({ ...clientConnectOptions(options), servers: [options.nats], name: "leafmesh-sub" });
+    const connection = await connectClient(options, { command: "sub", stderr: io.stderr, keepReconnecting: true });
     const limit = options.count ?? Infinity;
     io.stderr.write(`listening on ${subject} at ${options.nats} (Ctrl-C to stop)\n`);
     const subscription = connection.subscribe(subject, limit !== Infinity ? { max: limit } : {});

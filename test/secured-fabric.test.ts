@@ -6,8 +6,9 @@
  * hubs, scores them with their relay load (fabric-load.<hub>, which every node
  * account imports: the hubs' own bus events stay in the mesh account).
  * The agent keeps its local key in the bundle's local.nk, where a `leafmesh
- * status` from before 2026-12-06 reads it; a random local.nk such a status
- * left is named by `status`, which connects with the derived key.
+ * status` from before 2026-12-06 reads it; a random local.nk such a command
+ * left is named by `status`, `sub`, `netcheck` and `drill`, which connect with the
+ * derived key.
  */
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { createUser } from "@nats-io/jwt";
@@ -60,6 +61,21 @@ describe("the fabric with security on", () => {
     expect(mended.code).toBe(0);
     expect(JSON.parse(mended.stdout).status.node).toBe("edge-a");
     expect(mended.stderr).toContain(`the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")} and took the one derived from node.key`);
+    // The other commands that connect to the agent mend it the same way (before: a bare Authorization Violation, exit 1).
+    // drill goes as far as reading the node's catalog: a service it lacks stops it before anything is cut.
+    const [subscribed, netcheck, drill] = await Promise.all([
+      runCli(["sub", "--keys", keys, "--node", "edge-a", "--nats", agent.clientUrl, "--count", "1", "mesh.edge-a.>"], 30_000),
+      runCli(["netcheck", "--json", "--keys", keys, "--node", "edge-a", "--nats", agent.clientUrl], 60_000),
+      runCli(["drill", "--keys", keys, "--node", "edge-a", "--nats", agent.clientUrl, "--services", "shop/absent"], 30_000),
+    ]);
+    expect(subscribed.code, subscribed.stderr).toBe(0);
+    expect(subscribed.stdout).toMatch(/ mesh\.edge-a\.\S+ \{/);
+    expect(subscribed.stderr).toContain(`leafmesh sub: warning: the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")}`);
+    expect(netcheck.code, netcheck.stderr).toBe(0);
+    expect(JSON.parse(netcheck.stdout)).toMatchObject({ node: "edge-a", upstreams: [{}, {}, {}] });
+    expect(netcheck.stderr).toContain(`leafmesh netcheck: warning: the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")}`);
+    expect(drill.stderr).toContain("--services: not in edge-a's catalog: shop/absent");
+    expect(drill.stderr).toContain(`leafmesh drill: warning: the agent of 'edge-a' refused the key in ${join(bundle, "local.nk")}`);
     // Without the keys, the agent's own server refuses the client.
     const refused = await runCli(["status", "--nats", agent.clientUrl, "--timeout", "2000"]);
     expect(refused.code).not.toBe(0);
