@@ -4,7 +4,8 @@
  * asks edge-b for targets itself, as an agent that ignores the policy (leafmesh before
  * 2026-12-06) or anyone holding the key does. The pod 127.0.0.3 on edge-b backs a Local
  * Service on one port (TCP and UDP) and a Cluster Service on another: only the latter is
- * served, also when the Local one is asked for by a name that resolves to it; a Cluster Service
+ * served, also when the Local one is asked for by a name that resolves to it (refused with its code, UDP
+ * too: a UDP name is resolved and checked before the stream's status); a Cluster Service
  * added on the Local one's port opens it, and removing it closes it again. An opener whose
  * catalog has the Service as Cluster says why its client was refused.
  * Before, edge-b served every one of them.
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../bus/bus.ts";
 import { IndexFeed } from "../bus/catalog-feed.ts";
 import { catalogKey, type CatalogObject } from "../bus/catalog.ts";
-import { localTrafficPolicyCode } from "../bus/streams.ts";
+import { DatagramDecoder, encodeDatagram, localTrafficPolicyCode } from "../bus/streams.ts";
 import { Registry } from "../lib/prom.ts";
 import { silentLogger } from "../lib/log.ts";
 import { agentActors } from "../roles/agent-actors.ts";
@@ -67,6 +68,7 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
   let edgeA: TunnelActor;
   let edgeB: StartedActor;
   const served = { local: 0, cluster: 0 };
+  let udpServed = 0;
   const logged = capturedLog();
   let localPort = 0;
   let clusterPort = 0;
@@ -85,7 +87,10 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
       await new Promise<void>((resolve) => server.listen(port, pod, resolve));
       servers.push(server);
     }
-    udp = createSocket("udp4").on("message", (message, from) => udp.send(message, from.port, from.address));
+    udp = createSocket("udp4").on("message", (message, from) => {
+      udpServed++;
+      udp.send(message, from.port, from.address);
+    });
     await new Promise<void>((resolve) => udp.bind(localPort, pod, resolve));
     put(service("node-agent", "198.19.0.60", "Local", [{ name: "main", port: localPort, protocol: "TCP" }, { name: "statsd", port: localPort, protocol: "UDP" }]));
     put(service("metrics", "198.19.0.61", "Cluster", [{ name: "metrics", port: clusterPort, protocol: "TCP" }]));
@@ -137,24 +142,36 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
     expect((refused as Error).message).toBe(
       `edge-b refuses the stream: ${pod}:${localPort}/TCP is an endpoint only of Services whose internalTrafficPolicy is Local (lab/node-agent): it is served to clients on its own node only`,
     );
-    // UDP, and a name that resolves to the pod (getaddrinfo reads 127.3 as 127.0.0.3): refused as well.
-    expect(await refusal(pod, localPort, "UDP")).toBeInstanceOf(Error);
+    // UDP, and a name that resolves to the pod (getaddrinfo reads 127.3 as 127.0.0.3): refused as well, with the
+    // code (a UDP name was resolved after the stream's "ok" and cut: the opener saw a cut, not the refusal).
+    expect(((await refusal(pod, localPort, "UDP")) as TargetRefusedError | undefined)?.targetCode).toBe(localTrafficPolicyCode);
     expect(((await refusal("127.3", localPort, "TCP")) as TargetRefusedError | undefined)?.targetCode).toBe(localTrafficPolicyCode);
+    expect(((await refusal("127.3", localPort, "UDP")) as TargetRefusedError | undefined)?.targetCode).toBe(localTrafficPolicyCode);
     expect(served.local).toBe(0);
+    expect(udpServed).toBe(0);
     // Counted in the tunnel's status, and logged once with the reason.
-    expect((edgeB.detail!().refused as Record<string, number>)[localOnlyReason]).toBe(3);
+    expect((edgeB.detail!().refused as Record<string, number>)[localOnlyReason]).toBe(4);
     expect(logged.lines.filter((line) => String(line.msg).startsWith("tunnel stream refused") && line.reason === localOnlyReason)).toHaveLength(1);
   }, 30_000);
 
   it("serves it while a Cluster Service also leads to that pod port, and refuses it again once that Service is gone", async () => {
-    const alsoCluster = service("node-agent-all", "198.19.0.62", "Cluster", [{ name: "main", port: localPort, protocol: "TCP" }]);
+    const alsoCluster = service("node-agent-all", "198.19.0.62", "Cluster", [{ name: "main", port: localPort, protocol: "TCP" }, { name: "statsd", port: localPort, protocol: "UDP" }]);
     put(alsoCluster);
     const echoed = await roundTrip(await edgeA.openStream("edge-b", { host: pod, port: localPort, protocol: "TCP" }), Buffer.from("agent"));
     expect(echoed.toString()).toBe("agent");
     expect(served.local).toBe(1);
+    // A UDP target by name, resolved before its status: its datagrams go to the address it resolved to.
+    const datagrams = await edgeA.openStream("edge-b", { host: "127.3", port: localPort, protocol: "UDP" });
+    const answer = new Promise<Buffer>((resolve) => datagrams.on("data", (chunk: Buffer) => resolve(new DatagramDecoder().push(chunk)[0])));
+    datagrams.write(encodeDatagram(Buffer.from("gauge:1|g")));
+    expect((await answer).toString()).toBe("gauge:1|g");
+    datagrams.destroy();
+    expect(udpServed).toBe(1);
     put(alsoCluster, "delete");
     expect(((await refusal(pod, localPort, "TCP")) as TargetRefusedError | undefined)?.targetCode).toBe(localTrafficPolicyCode);
+    expect(((await refusal("127.3", localPort, "UDP")) as TargetRefusedError | undefined)?.targetCode).toBe(localTrafficPolicyCode);
     expect(served.local).toBe(1);
+    expect(udpServed).toBe(1);
   }, 30_000);
 
   it("is said by an opener whose catalog still has the Service as Cluster: counted and logged with the reason", async () => {

@@ -21,6 +21,8 @@
  * carrier: it fails with EarlyBytesInDoubt, and the caller resets its client. So they never ride a spare session
  * whose peer was not heard lately (spares.ts isQuietSpare): there they wait for the answer, as to an older peer,
  * and a peer found dead costs the open only its carrier (the caller tries another endpoint with them).
+ * A libp2p stream needs no such check: it is handed out only once the far agent answered its protocol negotiation
+ * (multistream-select), a round trip before the bytes go; to a dead peer its open fails first (libp2p-early-bytes.test.ts).
  */
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";

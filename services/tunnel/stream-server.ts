@@ -17,7 +17,7 @@
  * ```
  */
 import { isIP, Socket, type LookupFunction, type SocketConstructorOpts } from "node:net";
-import { createSocket, type SocketOptions } from "node:dgram";
+import { createSocket } from "node:dgram";
 import { lookup } from "node:dns";
 import type { Duplex, Readable, Writable } from "node:stream";
 import { LeafmeshError, describeError } from "../../lib/errors.ts";
@@ -127,15 +127,38 @@ export class StreamServer {
     if (target.protocol === "TCP" && sessionFramesEnds(duplex)) frameReads(duplex);
     const why = isIP(target.host) ? this.#options.servedLocallyOnly?.(target) : undefined;
     if (why) return this.#refuseLocalOnly(duplex, peer, target, why);
-    if (target.protocol === "UDP") {
-      const check = this.#options.servedLocallyOnly;
-      // A name is checked as it resolves (below for TCP); a refused one ends the stream with an error, after its status.
-      const udpLookup = check && !isIP(target.host) ? checkedLookup((address) => this.#noteLocalOnly(peer, target, check({ ...target, host: address }))) : undefined;
-      duplex.write(encodeStatus(statusOk));
-      spliceUdp(duplex, target, log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1), udpLookup);
-      return;
-    }
+    if (target.protocol === "UDP") return this.#serveUdp(duplex, target, peer);
     this.#spliceTcp(duplex, target, peer);
+  }
+
+  /**
+   * A UDP target by name is resolved, and each address checked, before the status (as a TCP one is before its
+   * connect): a refused or unknown name is refused with its code. Resolved after an "ok", as dgram would, the
+   * stream was cut instead, and the opener counted a cut against the endpoint where a refusal said why.
+   */
+  async #serveUdp(duplex: Duplex, target: StreamTarget, peer: string): Promise<void> {
+    let host = target.host;
+    if (!isIP(host)) {
+      const check = this.#options.servedLocallyOnly;
+      try {
+        host = await resolveUdpTarget(host, this.#targetTimeoutMs, check && ((address) => check({ ...target, host: address })));
+      } catch (error) {
+        if (duplex.destroyed) return;
+        if (error instanceof ServedLocallyOnly) return this.#refuseLocalOnly(duplex, peer, target, error.message);
+        return this.#refuseUnreachable(duplex, target, error as NodeJS.ErrnoException);
+      }
+      if (duplex.destroyed) return; // the stream went while its name was resolved
+    }
+    duplex.write(encodeStatus(statusOk));
+    spliceUdp(duplex, { host, port: target.port }, this.#options.log, (reason) => this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1));
+  }
+
+  /** A target that cannot be reached (not connected, not resolved): said to the opener with the error's code. */
+  #refuseUnreachable(duplex: Duplex, target: StreamTarget, error: NodeJS.ErrnoException, code = error.code): void {
+    duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
+    duplex.end();
+    // Early bytes and datagrams held for the target are dropped, never written anywhere: the opener sends them elsewhere.
+    duplex.resume();
   }
 
   /** Refused by `servedLocallyOnly`: counted, logged once per burst, and said to the opener with its code. */
@@ -183,11 +206,7 @@ export class StreamServer {
     socket.once("error", (error: NodeJS.ErrnoException) => {
       if (connected || duplex.destroyed) return; // a cut after connect: the splice resets the stream
       if (error instanceof ServedLocallyOnly) return this.#refuseLocalOnly(duplex, peer, target, error.message);
-      const code = timedOut ? "ETIMEDOUT" : error.code;
-      duplex.write(encodeStatus(statusRefused, `${this.#options.node} cannot connect to ${target.host}:${target.port}: ${describeError(error)}`, code));
-      duplex.end();
-      // Early bytes held for the target are dropped, never written anywhere: the opener sends them elsewhere.
-      duplex.resume();
+      this.#refuseUnreachable(duplex, target, error, timedOut ? "ETIMEDOUT" : error.code);
     });
     // A stream that goes while its target is being dialled takes the dial with it (nothing was carried yet).
     duplex.once("close", () => {
@@ -235,9 +254,8 @@ export function batchWrites(from: Readable, to: Writable): void {
 }
 
 /** UDP over a stream: framed datagrams (bus/streams.ts), one UDP socket to the target; answers past `datagramBacklogBytes` unsent are dropped (`onDrop`). */
-export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger, onDrop: (reason: string) => void = () => undefined, lookup?: LookupFunction): void {
-  // dgram asks its lookup for one address: the same function (typed for both answers) serves it.
-  const socket = createSocket({ type: target.host.includes(":") ? "udp6" : "udp4", ...(lookup ? { lookup: lookup as SocketOptions["lookup"] } : {}) });
+export function spliceUdp(stream: Duplex, target: { host: string; port: number }, log: Logger, onDrop: (reason: string) => void = () => undefined): void {
+  const socket = createSocket(target.host.includes(":") ? "udp6" : "udp4");
   const decoder = new DatagramDecoder();
   // Read only once connected: a send() on a socket still connecting is taken for an unconnected one
   // and throws (no port), and a datagram can come in the same read as the header. Until then the
@@ -262,8 +280,27 @@ export function spliceUdp(stream: Duplex, target: { host: string; port: number }
 }
 
 /**
+ * The address a UDP target's name is sent to: its first IPv4 address (as a udp4 socket resolved it before), else
+ * its first IPv6 one. Every address it resolves to passes `refuse` first (ServedLocallyOnly); bounded by `timeoutMs`.
+ */
+function resolveUdpTarget(name: string, timeoutMs: number, refuse: ((address: string) => string | undefined) | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // getaddrinfo cannot be cancelled: past the timeout its answer is ignored.
+    const timer = setTimeout(() => reject(Object.assign(new Error(`resolving ${name} timed out after ${timeoutMs} ms`), { code: "ETIMEDOUT" })), timeoutMs);
+    checkedLookup(refuse ?? (() => undefined))(name, { all: true }, (error, addresses) => {
+      clearTimeout(timer);
+      if (error) return reject(error);
+      const all = addresses as unknown as { address: string; family: number }[];
+      const chosen = all.find((entry) => entry.family === 4) ?? all[0];
+      if (chosen) resolve(chosen.address);
+      else reject(Object.assign(new Error(`${name} resolves to no address`), { code: "ENOTFOUND" }));
+    });
+  });
+}
+
+/**
  * dns.lookup, with every address a name resolves to passed to `refuse` first: one it refuses fails the lookup
- * with ServedLocallyOnly (net's connect and dgram's both resolve through it, all at once or one address).
+ * with ServedLocallyOnly (net's connect resolves a TCP target through it, resolveUdpTarget a UDP one).
  */
 function checkedLookup(refuse: (address: string) => string | undefined): LookupFunction {
   return (hostname, options, callback) => {
