@@ -176,7 +176,7 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
 
   it("is said by an opener whose catalog still has the Service as Cluster: counted and logged with the reason", async () => {
     const staleFeed = new IndexFeed();
-    const stale = service("node-agent", "198.19.0.60", "Cluster", [{ name: "main", port: localPort, protocol: "TCP" }]);
+    const stale = service("node-agent", "198.19.0.60", "Cluster", [{ name: "main", port: localPort, protocol: "TCP" }, { name: "statsd", port: localPort, protocol: "UDP" }]);
     staleFeed.notify(stale.map((object) => catalogKey(object)).filter((key, index) => staleFeed.reader.apply({ op: "put", key, object: stale[index] })));
     const opener = capturedLog();
     const traffic = createTrafficActor({ feed: staleFeed, log: opener.log, node: "edge-a", listenHost: "127.0.0.1", dialer: edgeA });
@@ -188,6 +188,17 @@ describe("internalTrafficPolicy Local at the endpoint's node", () => {
       expect(traffic.stats().counters[`tcp connect failed: ${localOnlyRefusal}`]).toBe(1);
       await eventually(() => opener.lines.find((line) => line.reason === `tcp connect failed: ${localOnlyRefusal}` && String(line.err).includes("lab/node-agent")), 5_000, "the opener's log line");
       expect(served.local).toBe(1);
+      // A UDP flow to it: refused as well, and counted with the same reason (it counted only "udp tunnel open failed").
+      const udpListener = await eventually(() => listenerAddress(traffic.listeners().find((binding) => binding.key === "lab/node-agent:statsd/UDP")), 5_000, "the UDP listener");
+      const client = createSocket("udp4");
+      try {
+        const before = udpServed;
+        client.send("hello", udpListener.port, udpListener.host);
+        await eventually(() => traffic.stats().counters[`udp tunnel open failed: ${localOnlyRefusal}`] === 1 || undefined, 10_000, "the UDP refusal counted with its reason");
+        expect(udpServed).toBe(before);
+      } finally {
+        client.close();
+      }
     } finally {
       await traffic.stop();
     }

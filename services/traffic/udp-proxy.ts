@@ -18,7 +18,8 @@ import type { Logger } from "../../lib/log.ts";
 import type { BalancerShared, ServicePortBalancer } from "../../balance/balancer.ts";
 import type { ServicePortPlan } from "./plan.ts";
 import type { Counters } from "./counters.ts";
-import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, localShortageCode, type StreamDialer } from "../../bus/streams.ts";
+import { DatagramDecoder, datagramBacklogBytes, encodeDatagram, localShortageCode, localTrafficPolicyCode, type StreamDialer } from "../../bus/streams.ts";
+import { localOnlyRefusal } from "./endpoint-connect.ts";
 import type { Duplex } from "node:stream";
 import type { EndpointTarget } from "../../balance/policy.ts";
 
@@ -200,6 +201,8 @@ export class UdpServicePortListener {
     };
     const fail = (reason: string, error?: unknown) => {
       counters.count(reason);
+      // The endpoint's node has the Service as internalTrafficPolicy Local where this node's catalog does not (yet): said, then as any refusal (endpoint-connect.ts).
+      if ((error as { targetCode?: unknown } | undefined)?.targetCode === localTrafficPolicyCode) counters.count(`${reason}: ${localOnlyRefusal}`);
       // This node's own shortage (EMFILE: no descriptor for the flow's socket) is no mark against the endpoint.
       const shortage = localShortageCode(error);
       if (shortage) counters.count(`udp flow failed: ${shortage}`);
