@@ -13,11 +13,12 @@
  * ```
  */
 import { existsSync, readFileSync } from "node:fs";
-import { nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../bus/connect.ts";
 import { nodeInboxPrefix } from "../bus/subjects.ts";
 import { derivedLocalSeed } from "../trust/local-nkey.ts";
 import { loadNodeSecurity } from "../trust/security.ts";
+import { nkeySeedAuthenticator } from "../trust/native-authenticator.ts";
 import { bundleNode, clientConnectOptions } from "./security-options.ts";
 
 export interface ClientConnectOptions {
@@ -37,7 +38,7 @@ export async function connectClient(options: { keys?: string; node?: string; sit
     if (!stale) throw error;
     let connection: NatsConnection;
     try {
-      connection = await connectNats({ authenticator: nkeyAuthenticator(new TextEncoder().encode(stale.derived)), inboxPrefix: nodeInboxPrefix(stale.node), ...common });
+      connection = await connectNats({ authenticator: nkeySeedAuthenticator(stale.derived), inboxPrefix: nodeInboxPrefix(stale.node), ...common });
     } catch {
       throw error; // not that either: the refusal as it was, with its hint
     }

@@ -17,11 +17,12 @@
  */
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { connect, credsAuthenticator, type NatsConnection, type ConnectionOptions } from "@nats-io/transport-node";
+import { connect, type NatsConnection, type ConnectionOptions } from "@nats-io/transport-node";
 import type { Logger } from "../lib/log.ts";
 import { describeError, LeafmeshError } from "../lib/errors.ts";
 import { auditSubjects, oversteppingReason } from "./claims.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
+import { credsFileAuthenticator } from "./native-authenticator.ts";
 import { explainRefusedUser } from "./token-revocations.ts";
 import { systemClock, type Clock } from "../lib/clock.ts";
 import { Repeats } from "../lib/repeats.ts";
@@ -96,7 +97,7 @@ export async function startTrustAuditor(options: {
     const connection = await connect({
       servers: options.servers,
       tls: options.tls,
-      authenticator: credsAuthenticator(readFileSync(credsFile)),
+      authenticator: credsFileAuthenticator(readFileSync(credsFile), credsFile),
       name: `leafmesh trust auditor ${node}`,
       reconnect: true,
       maxReconnectAttempts: -1,

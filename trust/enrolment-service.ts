@@ -7,12 +7,13 @@
  * with all its imports: pushed once per request, a fleet joining at once queued past its timeout.
  */
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, type ConnectionOptions, type Msg } from "@nats-io/transport-node";
+import { connect, type ConnectionOptions, type Msg } from "@nats-io/transport-node";
 import { enrolSubject } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";
 import { batchQueue } from "../lib/batch-queue.ts";
 import type { Logger } from "../lib/log.ts";
 import { claimsSignedHere } from "./jwt-claims.ts";
+import { credsFileAuthenticator } from "./native-authenticator.ts";
 import { enrolNode, enrolServiceCreds, type EnrolRefusalCode, type EnrolReply } from "./enrolment.ts";
 
 /** A request issued in the keys directory, waiting for its batch's push before it is answered. */
@@ -57,7 +58,7 @@ export async function startEnrolmentService(options: {
   const connection = await connect({
     servers: options.servers,
     tls: options.tls,
-    authenticator: credsAuthenticator(new Uint8Array(readFileSync(enrolServiceCreds(options.dir)))),
+    authenticator: credsFileAuthenticator(readFileSync(enrolServiceCreds(options.dir)), enrolServiceCreds(options.dir)),
     name: "leafmesh enrolment",
     reconnect: true,
     maxReconnectAttempts: -1,

@@ -16,7 +16,7 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { createUser, decode, fmtCreds, fromSeed, type User } from "@nats-io/jwt";
 import { enrolSubject } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";
@@ -25,6 +25,7 @@ import { closeSocketsOnAbort } from "../lib/sockets-on-abort.ts";
 import { checkSecretFilePermissions, makePrivateDir, writeFileWhole, writeSecretFile } from "./secret-files.ts";
 import { credsProblem } from "./bundle-files.ts";
 import { makeCertificateRequest } from "./tls.ts";
+import { userJwtAuthenticator } from "./native-authenticator.ts";
 import { decodeJoinToken } from "./tokens.ts";
 import { askAgainCodes, enrolSigningText, type EnrolReply } from "./enrolment.ts";
 import { enrolInboxPrefix } from "./enrolment-claims.ts";
@@ -162,7 +163,7 @@ export async function joinMesh(options: {
     try {
       connection = await connect({
         servers: urls,
-        authenticator: credsAuthenticator(fmtCreds(token.jwt, fromSeed(new TextEncoder().encode(token.seed)))),
+        authenticator: userJwtAuthenticator(token.jwt, token.seed),
         tls: { ca: token.ca, cert: token.cert, key: token.key },
         timeout: 10_000,
         reconnect: false,

@@ -16,7 +16,7 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { credsAuthenticator, nkeyAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
+import type { ConnectionOptions } from "@nats-io/transport-node";
 import { accountRevocations, revocationsLacking } from "./hub-revocations.ts";
 import { fromSeed, type Account } from "@nats-io/jwt";
 import { claimsSignedHere, verifiedClaims } from "./jwt-claims.ts";
@@ -25,6 +25,7 @@ import { checkSecretFilePermissions } from "./secret-files.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { checkBundleFiles, checkHubKeyFiles } from "./bundle-files.ts";
 import { ownCertificateTls } from "./tls.ts";
+import { credsFileAuthenticator, nkeySeedAuthenticator } from "./native-authenticator.ts";
 import { commonName } from "./record-signature.ts";
 import { allAccountJwts, nodeBundleDir, readKeyState } from "./key-store.ts";
 import { localClientPermissions, nodeInboxPrefix } from "./claims.ts";
@@ -141,8 +142,8 @@ export function loadHubSecurity(dir: string, options: { resolverDir: string }): 
       const node = Object.values(state.nodes).find((candidate) => candidate.account === account)?.node;
       return [`${node ? `node '${node}' (account ${account})` : `account ${account}`}: users ${Object.keys(keptRevocations).join(", ")}`];
     }),
-    publisherConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "publisher.creds"))), tls },
-    systemConnectOptions: { authenticator: credsAuthenticator(readCreds(join(root, "hub", "sys.creds"))), tls },
+    publisherConnectOptions: { authenticator: credsFileAuthenticator(readCreds(join(root, "hub", "publisher.creds")), join(root, "hub", "publisher.creds")), tls },
+    systemConnectOptions: { authenticator: credsFileAuthenticator(readCreds(join(root, "hub", "sys.creds")), join(root, "hub", "sys.creds")), tls },
   };
 }
 
@@ -250,7 +251,7 @@ export function loadNodeSecurity(dir: string, node: string): NodeSecurity {
     node,
     leafRemoteFragment: [`credentials: ${quote(files.creds)}`, ...tlsBlock({ ...files, verify: false })].join("\n"),
     localAuthFragment: [`authorization {`, `  users: [ { nkey: ${quote(localPublic)}, permissions: ${JSON.stringify(localClientPermissions(node))} } ]`, `}`].join("\n"),
-    clientConnectOptions: { authenticator: nkeyAuthenticator(new TextEncoder().encode(localSeed)), inboxPrefix: nodeInboxPrefix(node) },
+    clientConnectOptions: { authenticator: nkeySeedAuthenticator(localSeed), inboxPrefix: nodeInboxPrefix(node) },
     psk: new Uint8Array(readFileSync(files.psk)),
     files,
   };

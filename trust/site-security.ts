@@ -32,7 +32,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { credsAuthenticator, type ConnectionOptions } from "@nats-io/transport-node";
+import type { ConnectionOptions } from "@nats-io/transport-node";
 import { LeafmeshError } from "../lib/errors.ts";
 import type { LeafRemote } from "../nats/render.ts";
 import { checkSecretFilePermissions } from "./secret-files.ts";
@@ -41,6 +41,7 @@ import { allAccountJwts } from "./key-store.ts";
 import { siteBundleDir, type SiteDescription } from "./site-store.ts";
 import { newestAccountJwts, operatorLines, tlsBlock } from "./security.ts";
 import { ownCertificateTls } from "./tls.ts";
+import { credsFileAuthenticator } from "./native-authenticator.ts";
 import { siteRouteCredentials, siteRouteSecretFile, type RouteCredentials } from "./route-credentials.ts";
 import { siteClaimsCredsFile } from "./site-claims.ts";
 
@@ -137,7 +138,7 @@ export function loadSiteSecurity(dir: string, options: { site: string; server: s
     routeCredentials: existsSync(join(bundle, siteRouteSecretFile)) ? siteRouteCredentials(readCreds(join(bundle, siteRouteSecretFile)).toString()) : undefined,
     remotes,
     accounts: preload.map(({ account }) => account).filter((account) => account !== description.systemAccount),
-    clientConnectOptions: { authenticator: credsAuthenticator(readCreds(join(bundle, "local.creds"))), tls: ownCertificateTls({ certFile: files.cert, keyFile: files.key, caFile: files.ca }, `site '${options.site}''s certificate`) },
+    clientConnectOptions: { authenticator: credsFileAuthenticator(readCreds(join(bundle, "local.creds")), join(bundle, "local.creds")), tls: ownCertificateTls({ certFile: files.cert, keyFile: files.key, caFile: files.ca }, `site '${options.site}''s certificate`) },
     files,
   };
 }

@@ -164,7 +164,8 @@ async function main(): Promise<void> {
   const issuing = performance.now();
   for (const node of nodes) await runCliOk("keys", "issue", "--dir", keys, "--node", node);
   console.log(`issued ${agentCount} bundles one by one in ${nowS(issuing)} s`);
-  ({ port: echoPort } = await startTcpEcho());
+  const echo = await startTcpEcho();
+  echoPort = echo.port;
   // LEAFMESH_HERD_HUB_PROFILE=DIR: the hub process writes a CPU profile there when it stops (node --cpu-prof).
   const profile = process.env.LEAFMESH_HERD_HUB_PROFILE;
   let hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"], ...(profile ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profile}` } } : {}) });
@@ -225,6 +226,8 @@ async function main(): Promise<void> {
     logReport([hub, siteAgain, ...herd.agents], logFrom, "site-restart");
   }
   await stopAllProcesses();
+  // The echo server was the one handle left: the bench printed its results and then never exited.
+  await echo.close();
 }
 
 main().catch(async (error) => {
