@@ -198,7 +198,7 @@ export class Forwarder {
    * case), each TTL lowered by the time spent in the cache (or set to `fixedTtl`),
    * and our own OPT record for a client that sent one, none for one that did not.
    * The upstream's OPT was the answer to our query, not to this client's (RFC 6891
-   * §6.1.1: OPT is hop by hop): its payload size, its DO bit (we ask without DO), and
+   * §6.1.1: OPT is hop by hop): its payload size, its DO bit, and
    * options meant for us, such as a COOKIE or padding, are not passed on. Ours says
    * our payload size and the client's DO bit (RFC 3225 §3).
    */
@@ -286,9 +286,13 @@ export class Forwarder {
   }
 }
 
-/** The cache key: lower-case question (name, type, class) and the CD bit, which changes what a validating upstream returns. */
+/**
+ * The cache key: lower-case question (name, type, class), the CD bit, which changes what a validating
+ * upstream returns, and the DO bit, which we pass on: a signed zone's answer to DO holds its RRSIGs, one
+ * without DO none, and a client with DO must not get the one without (its validator would call it bogus).
+ */
 function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
-  let key = parsed.flags & 0x0010 ? "cd:" : "";
+  let key = (parsed.flags & 0x0010 ? "cd:" : "") + (parsed.edns?.dnssecOk ? "do:" : "");
   for (let i = 12; i < parsed.questionEnd; i++) {
     let byte = query[i];
     if (byte >= 0x41 && byte <= 0x5a) byte += 0x20;
