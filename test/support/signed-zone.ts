@@ -92,6 +92,22 @@ export function signedZone(zone: string, records: { name: string; address: strin
   return { name: zone, text: `${lines.join("\n")}\n`, trustAnchor: `${zone}. DNSKEY ${dnskey}`, probe: records[0]?.name ?? `ns.${zone}` };
 }
 
+/**
+ * Waits for unbound's "start of service" (logged once its ports are open; 10 s at most). An answer
+ * alone is no proof: when the port was taken by another process, that process answered the probe
+ * while unbound was still on its way to "could not open ports".
+ */
+async function serving(server: RunningDnsServer, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!server.output().includes("start of service")) {
+    if (server.child.exitCode !== null || server.child.signalCode !== null || Date.now() > deadline) {
+      await server.kill();
+      throw new Error(`${what} did not start on 127.0.0.1:${server.port}: ${server.output()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** unbound serving the zone authoritatively (auth-zone, no recursion, no validation). */
 export async function startSignedZoneServer(options: { port: number; zone: SignedZone }): Promise<RunningDnsServer> {
   const binary = requireTool("unbound");
@@ -100,7 +116,8 @@ export async function startSignedZoneServer(options: { port: number; zone: Signe
   writeFileSync(zoneFile, options.zone.text);
   const lines = [
     ...unboundServerLines({ port: options.port, dir }),
-    "  verbosity: 0",
+    "  verbosity: 1",
+    '  logfile: ""',
     "  num-threads: 1",
     "  access-control: 127.0.0.0/8 allow",
     '  module-config: "iterator"',
@@ -115,6 +132,7 @@ export async function startSignedZoneServer(options: { port: number; zone: Signe
   const config = join(dir, "unbound.conf");
   writeFileSync(config, `${lines.join("\n")}\n`);
   const server = supervise(binary, ["-d", "-c", config], options.port, dir);
+  await serving(server, "unbound (signed zone)");
   await waitForAnswer(server, options.zone.probe, "unbound (signed zone)");
   return server;
 }
@@ -146,6 +164,7 @@ export async function startValidatingFront(options: { port: number; zone: Signed
   const config = join(dir, "unbound.conf");
   writeFileSync(config, `${lines.join("\n")}\n`);
   const server = supervise(binary, ["-d", "-c", config], options.port, dir);
+  await serving(server, "unbound (validating front)");
   // a question outside the zone: whatever the zone's answers, the front is up once it answers at all
   await waitForAnswer(server, "up.invalid", "unbound (validating front)");
   return server;
