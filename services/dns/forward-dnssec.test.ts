@@ -2,8 +2,11 @@
  * DNSSEC through the forwarder. A question with DO goes upstream with DO, so its answer carries the
  * zone's RRSIGs: real unbound serves a zone signed here (test/support/signed-zone.ts), and a real
  * validating unbound in front of the agent (as a node's resolver with DNSSEC on) finds the answer
- * secure, not bogus. DO and non-DO questions keep their own cache entries.
+ * secure, not bogus. A question without DO gets no RRSIG, NSEC or NSEC3 it did not ask for, even
+ * from an upstream that sends them anyway (a UDP socket answering in dns-packet's real wire format;
+ * unbound sends none unasked); DO and non-DO questions keep their own cache entries.
  */
+import { createSocket, type Socket } from "node:dgram";
 import dnsPacket from "dns-packet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../lib/log.ts";
@@ -69,5 +72,50 @@ describe("DNSSEC through the forwarder, from a signed zone on real unbound", () 
     }
     // one exchange each, the second round from the cache
     expect(upstreamQueries() - before).toBe(2);
+  });
+});
+
+describe("DNSSEC records from an upstream that sends them to a question without DO", () => {
+  let upstream: Socket;
+  let agent: { dns: DnsActor; port: number };
+
+  /** An address, its RRSIG and an NSEC in the authority section, whatever the query's DO bit. */
+  function carelessAnswer(query: Buffer): Buffer {
+    const decoded = dnsPacket.decode(query);
+    const name = decoded.questions![0].name;
+    const rrsig = { name, type: "RRSIG", ttl: 60, data: { typeCovered: "A", algorithm: 15, labels: 3, originalTTL: 60, expiration: 2_000_000_000, inception: 1_700_000_000, keyTag: 1, signersName: "careless.example", signature: Buffer.alloc(64, 1) } };
+    const nsec = { name: "careless.example", type: "NSEC", ttl: 60, data: { nextDomain: "zzz.careless.example", rrtypes: ["A", "RRSIG", "NSEC"] } };
+    const answers = decoded.questions![0].type === "RRSIG" ? [rrsig] : [{ name, type: "A", ttl: 60, data: "192.0.2.9" }, rrsig];
+    return dnsPacket.encode({ type: "response", id: decoded.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: decoded.questions, answers, authorities: [nsec], additionals: [{ type: "OPT", name: ".", udpPayloadSize: 1232 } as dnsPacket.Answer] } as dnsPacket.Packet);
+  }
+
+  beforeAll(async () => {
+    upstream = createSocket("udp4");
+    upstream.on("message", (message, remote) => upstream.send(carelessAnswer(message), remote.port, remote.address));
+    await new Promise<void>((resolve) => upstream.bind(0, "127.0.0.1", resolve));
+    agent = await startAgent(upstream.address().port);
+  });
+  afterAll(async () => {
+    await agent?.dns.stop();
+    await new Promise<void>((resolve) => upstream?.close(() => resolve()));
+  });
+
+  it("strips them for a client without DO (with EDNS or without), keeps them for one with DO", async () => {
+    for (let round = 0; round < 2; round++) {
+      for (const edns of [undefined, { dnssecOk: false }]) {
+        const plain = await ask(agent.port, "www.careless.example", "A", edns);
+        expect(typesOf(plain.answers)).toEqual(["A"]);
+        expect(typesOf(plain.authorities)).toEqual([]);
+      }
+      const signed = await ask(agent.port, "www.careless.example", "A", { dnssecOk: true });
+      expect(typesOf(signed.answers)).toEqual(["A", "RRSIG"]);
+      expect(typesOf(signed.authorities)).toEqual(["NSEC"]);
+    }
+  });
+
+  it("keeps the RRSIGs a client without DO asked for by type (RFC 3225 §3)", async () => {
+    const reply = await ask(agent.port, "www.careless.example", "RRSIG", { dnssecOk: false });
+    expect(typesOf(reply.answers)).toEqual(["RRSIG"]);
+    expect(typesOf(reply.authorities)).toEqual([]);
   });
 });
