@@ -108,64 +108,44 @@ async function serving(server: RunningDnsServer, what: string): Promise<void> {
   }
 }
 
-/** unbound serving the zone authoritatively (auth-zone, no recursion, no validation). */
-export async function startSignedZoneServer(options: { port: number; zone: SignedZone }): Promise<RunningDnsServer> {
+/**
+ * unbound on a loopback port with `server` lines after the common ones and `sections` after them
+ * (in its own directory, logging to stderr), up once it says so and answers `probe`.
+ */
+async function startUnboundWith(what: string, port: number, probe: string, config: (dir: string) => { server: string[]; sections: string[] }): Promise<RunningDnsServer> {
   const binary = requireTool("unbound");
-  const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-signed-"));
-  const zoneFile = join(dir, "zone");
-  writeFileSync(zoneFile, options.zone.text);
-  const lines = [
-    ...unboundServerLines({ port: options.port, dir }),
-    "  verbosity: 1",
-    '  logfile: ""',
-    "  num-threads: 1",
-    "  access-control: 127.0.0.0/8 allow",
-    '  module-config: "iterator"',
-    "auth-zone:",
-    `  name: "${options.zone.name}."`,
-    `  zonefile: "${zoneFile}"`,
-    "  for-downstream: yes",
-    "  for-upstream: no",
-    "remote-control:",
-    "  control-enable: no",
-  ];
-  const config = join(dir, "unbound.conf");
-  writeFileSync(config, `${lines.join("\n")}\n`);
-  const server = supervise(binary, ["-d", "-c", config], options.port, dir);
-  await serving(server, "unbound (signed zone)");
-  await waitForAnswer(server, options.zone.probe, "unbound (signed zone)");
+  const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-dnssec-"));
+  const parts = config(dir);
+  const lines = [...unboundServerLines({ port, dir }), "  verbosity: 1", '  logfile: ""', "  num-threads: 1", "  access-control: 127.0.0.0/8 allow", ...parts.server, "remote-control:", "  control-enable: no", ...parts.sections];
+  const file = join(dir, "unbound.conf");
+  writeFileSync(file, `${lines.join("\n")}\n`);
+  const server = supervise(binary, ["-d", "-c", file], port, dir);
+  await serving(server, what);
+  await waitForAnswer(server, probe, what);
   return server;
+}
+
+/** unbound serving the zone authoritatively (auth-zone, no recursion, no validation). */
+export function startSignedZoneServer(options: { port: number; zone: SignedZone }): Promise<RunningDnsServer> {
+  return startUnboundWith("unbound (signed zone)", options.port, options.zone.probe, (dir) => {
+    const zoneFile = join(dir, "zone");
+    writeFileSync(zoneFile, options.zone.text);
+    return {
+      server: ['  module-config: "iterator"'],
+      sections: ["auth-zone:", `  name: "${options.zone.name}."`, `  zonefile: "${zoneFile}"`, "  for-downstream: yes", "  for-upstream: no"],
+    };
+  });
 }
 
 /**
  * unbound validating with the zone's key as its trust anchor, forwarding the zone to `forwardTo`
  * (the agent), as a node's resolver with DNSSEC on in front of the agent: an answer of the zone
- * without its RRSIGs is bogus (SERVFAIL), one with them secure (AD).
+ * without its RRSIGs is bogus (SERVFAIL), one with them secure (AD). Up once it answers a question
+ * outside the zone, whatever the zone's answers.
  */
-export async function startValidatingFront(options: { port: number; zone: SignedZone; forwardTo: { host: string; port: number } }): Promise<RunningDnsServer> {
-  const binary = requireTool("unbound");
-  const dir = mkdtempSync(join(tmpdir(), "leafmesh-unbound-validating-"));
-  const lines = [
-    ...unboundServerLines({ port: options.port, dir }),
-    "  verbosity: 1",
-    '  logfile: ""',
-    "  num-threads: 1",
-    "  access-control: 127.0.0.0/8 allow",
-    "  do-not-query-localhost: no",
-    '  module-config: "validator iterator"',
-    `  trust-anchor: "${options.zone.trustAnchor}"`,
-    "  val-log-level: 2",
-    "remote-control:",
-    "  control-enable: no",
-    "forward-zone:",
-    `  name: "${options.zone.name}."`,
-    `  forward-addr: ${options.forwardTo.host}@${options.forwardTo.port}`,
-  ];
-  const config = join(dir, "unbound.conf");
-  writeFileSync(config, `${lines.join("\n")}\n`);
-  const server = supervise(binary, ["-d", "-c", config], options.port, dir);
-  await serving(server, "unbound (validating front)");
-  // a question outside the zone: whatever the zone's answers, the front is up once it answers at all
-  await waitForAnswer(server, "up.invalid", "unbound (validating front)");
-  return server;
+export function startValidatingFront(options: { port: number; zone: SignedZone; forwardTo: { host: string; port: number } }): Promise<RunningDnsServer> {
+  return startUnboundWith("unbound (validating front)", options.port, "up.invalid", () => ({
+    server: ["  do-not-query-localhost: no", '  module-config: "validator iterator"', `  trust-anchor: "${options.zone.trustAnchor}"`, "  val-log-level: 2"],
+    sections: ["forward-zone:", `  name: "${options.zone.name}."`, `  forward-addr: ${options.forwardTo.host}@${options.forwardTo.port}`],
+  }));
 }
