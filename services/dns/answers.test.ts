@@ -38,6 +38,14 @@ describe("the answer cache", () => {
     expect(cache.get(...query("wEb.shop.svc.cluster.local", 1, { edns: true }))).toBe("web A edns");
   });
 
+  it("leaves the query's bytes as they were: the answer echoes the question in its case", () => {
+    // Buffer's slice() is a view: folding it lower-cased the server's query, and the first answer of each question lost its case.
+    const [bytes, parsed] = query("Web.Shop.svc.cluster.local", 1);
+    const before = Buffer.from(bytes);
+    new AnswerCache<string>(100).set(bytes, parsed, "web A", "web.shop.svc.cluster.local");
+    expect(bytes.toString("latin1")).toBe(before.toString("latin1"));
+  });
+
   it("does not fold a type's or class's bytes, nor bytes that are not A-Z", () => {
     const cache = new AnswerCache<string>(100);
     cache.set(...query("web.shop.svc.cluster.local", 65), "HTTPS", "web.shop.svc.cluster.local");

@@ -103,7 +103,9 @@ export class AnswerCache<T> {
   /** Keeps `value` for this question; `name` (lower case) is the name whose change drops it. */
   set(query: Uint8Array, parsed: ParsedQuery, value: T, name: string | undefined): void {
     if (this.#slots.size >= this.#limit) this.clear();
-    const question = query.slice(12, parsed.questionEnd);
+    // a copy: on a Buffer (the server's query) slice() is a view, and folding it would lower-case the
+    // client's own question, which the answer then echoes (each first question of a name lost its case)
+    const question = Uint8Array.prototype.slice.call(query, 12, parsed.questionEnd);
     for (let i = 0; i < parsed.nameEnd - 12; i++) if (question[i] >= 0x41 && question[i] <= 0x5a) question[i] |= 0x20;
     const key = answerKey(query, parsed);
     this.#slots.set(key, { question, code: flagsCode(parsed), value });

@@ -18,7 +18,8 @@ import { systemClock, type Clock } from "../../lib/clock.ts";
 import { describeError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { exchangeWithUpstream, UpstreamFailure, type Upstream } from "./upstream-exchange.ts";
-import { flagRD, flagTC, optRecord, qtypes, rcodes, walkResponse, type ParsedQuery, type WalkedResponse } from "./wire.ts";
+import { copyRecords, recordLayout, unaskedDnssecRecord, type RecordLayout } from "./forwarded-records.ts";
+import { flagRD, flagTC, optRecord, qtypes, rcodes, walkResponse, type ParsedQuery, type WalkedRecord, type WalkedResponse } from "./wire.ts";
 
 export type { Upstream } from "./upstream-exchange.ts";
 
@@ -198,41 +199,42 @@ export class Forwarder {
    * case), each TTL lowered by the time spent in the cache (or set to `fixedTtl`),
    * and our own OPT record for a client that sent one, none for one that did not.
    * The upstream's OPT was the answer to our query, not to this client's (RFC 6891
-   * §6.1.1: OPT is hop by hop): its payload size, its DO bit (we ask without DO), and
-   * options meant for us, such as a COOKIE or padding, are not passed on. Ours says
-   * our payload size and the client's DO bit (RFC 3225 §3).
+   * §6.1.1: OPT is hop by hop): its payload size, its DO bit, and options meant for
+   * us, such as a COOKIE or padding, are not passed on. Ours says our payload size
+   * and the client's DO bit (RFC 3225 §3). A client without DO gets no RRSIG, NSEC or
+   * NSEC3 it did not ask for, even from an upstream that sent them to our query
+   * without DO (forwarded-records.ts).
    */
   #forClient(entry: CacheEntry, query: Uint8Array, parsed: ParsedQuery, fixedTtl: number | undefined, elapsedSeconds: number): Buffer {
     const { bytes, walked } = entry;
     const questionLength = parsed.questionEnd - 12;
-    let recordsLength = 0;
-    let additionals = 0;
-    for (const record of walked.records) {
-      if (record.type === qtypes.OPT) continue;
-      recordsLength += record.end - record.start;
-      if (record.section === "additional") additionals++;
-    }
     const opt = parsed.edns ? optRecord(0, parsed.edns.dnssecOk) : undefined;
-    const out = Buffer.allocUnsafe(12 + questionLength + recordsLength + (opt ? opt.length : 0));
-    bytes.copy(out, 0, 0, 12);
-    out.writeUInt16BE(parsed.id, 0);
-    // keep the upstream's rcode and AA/AD bits; the client's RD and CD bits
-    out.writeUInt16BE((walked.flags & ~(flagRD | flagTC | 0x0010)) | (parsed.flags & (flagRD | 0x0010)), 2);
-    out.writeUInt16BE(additionals + (opt ? 1 : 0), 10);
-    out.set(query.subarray(12, parsed.questionEnd), 12);
-    // Records keep their offsets (the question has the same length in any case), so compression
-    // pointers stay valid; only records after an OPT that is not the last one move up.
-    let write = 12 + questionLength;
-    for (const record of walked.records) {
-      if (record.type === qtypes.OPT) continue;
-      bytes.copy(out, write, record.start, record.end);
-      // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
-      const ttl = fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
-      out.writeUInt32BE(ttl, write + (record.ttlOffset - record.start));
-      write += record.end - record.start;
+    // RFC 8767 §4: a stale record goes out with the stale TTL, whatever it had.
+    const ttlOf = (record: WalkedRecord) => fixedTtl ?? Math.max(0, record.ttl - elapsedSeconds);
+    const build = (layout: RecordLayout): Buffer | undefined => {
+      const out = Buffer.allocUnsafe(12 + questionLength + layout.length + (opt ? opt.length : 0));
+      bytes.copy(out, 0, 0, 12);
+      out.writeUInt16BE(parsed.id, 0);
+      // keep the upstream's rcode and AA/AD bits; the client's RD and CD bits
+      out.writeUInt16BE((walked.flags & ~(flagRD | flagTC | 0x0010)) | (parsed.flags & (flagRD | 0x0010)), 2);
+      out.writeUInt16BE(layout.counts.answer, 6);
+      out.writeUInt16BE(layout.counts.authority, 8);
+      out.writeUInt16BE(layout.counts.additional + (opt ? 1 : 0), 10);
+      // The question has the same length in any case: records keep their offsets up to the first one left out.
+      out.set(query.subarray(12, parsed.questionEnd), 12);
+      const end = copyRecords(bytes, layout, out, 12 + questionLength, ttlOf);
+      if (end === undefined) return undefined;
+      if (opt) out.set(opt, end);
+      return out;
+    };
+    const withoutOpt = (record: WalkedRecord) => record.type !== qtypes.OPT;
+    if (!parsed.edns?.dnssecOk) {
+      const stripped = build(recordLayout(walked, (record) => withoutOpt(record) && !unaskedDnssecRecord(record, parsed.qtype)));
+      if (stripped) return stripped;
+      // A kept record's name points into a DNSSEC record: without it the name would be lost.
+      this.#fail("dnssec records kept", "a cached answer", "sent DNSSEC records to a query without DO, with a name pointing into them; passed on as sent");
     }
-    if (opt) out.set(opt, write);
-    return out;
+    return build(recordLayout(walked, withoutOpt))!;
   }
 
   /**
@@ -286,9 +288,13 @@ export class Forwarder {
   }
 }
 
-/** The cache key: lower-case question (name, type, class) and the CD bit, which changes what a validating upstream returns. */
+/**
+ * The cache key: lower-case question (name, type, class), the CD bit, which changes what a validating
+ * upstream returns, and the DO bit, which we pass on: a signed zone's answer to DO holds its RRSIGs, one
+ * without DO none, and a client with DO must not get the one without (its validator would call it bogus).
+ */
 function cacheKey(query: Uint8Array, parsed: ParsedQuery): string {
-  let key = parsed.flags & 0x0010 ? "cd:" : "";
+  let key = (parsed.flags & 0x0010 ? "cd:" : "") + (parsed.edns?.dnssecOk ? "do:" : "");
   for (let i = 12; i < parsed.questionEnd; i++) {
     let byte = query[i];
     if (byte >= 0x41 && byte <= 0x5a) byte += 0x20;

@@ -108,7 +108,11 @@ function tcpExchange(upstream: Upstream, packet: Buffer, parsed: ParsedQuery, id
   });
 }
 
-/** Our query to an upstream: a fresh id, RD, the client's question, and our own EDNS0 size. */
+/**
+ * Our query to an upstream: a fresh id, RD, the client's question and CD bit, and our own EDNS0 size
+ * with the client's DO bit: a client that asks with DO (a validating stub or resolver in front of us)
+ * wants the RRSIGs (RFC 3225 §3; as CoreDNS's forward and cache do), one without DO is not sent them.
+ */
 function buildUpstreamQuery(query: Uint8Array, parsed: ParsedQuery, id: number): Buffer {
   const questionLength = parsed.questionEnd - 12;
   const out = Buffer.alloc(12 + questionLength + 11);
@@ -121,5 +125,6 @@ function buildUpstreamQuery(query: Uint8Array, parsed: ParsedQuery, id: number):
   out[opt] = 0;
   out.writeUInt16BE(qtypes.OPT, opt + 1);
   out.writeUInt16BE(serverUdpPayloadSize, opt + 3);
+  if (parsed.edns?.dnssecOk) out[opt + 7] = 0x80;
   return out;
 }
