@@ -118,7 +118,11 @@ describe("forwarding to a real upstream", () => {
 });
 
 describe("failover between upstreams", () => {
+  // The upstreams' timeouts run on this clock: the silent one times out when the test says so, and the
+  // answering one has all the time a loaded machine needs (at 300 ms of real time it could time out too).
+  const clock = new ManualClock(Date.parse("2026-01-01T00:00:00Z"));
   let upstream: RunningDnsServer;
+  let dead: Socket;
   let silent: Socket;
   let dns: DnsActor;
   let port: number;
@@ -126,27 +130,37 @@ describe("failover between upstreams", () => {
   beforeAll(async () => {
     requireTools(["unbound"]);
     upstream = await startUnbound({ port: await freePort(), records });
+    // Dead, and kept so: bound (no other process can take the port and answer, as one did when this was a port
+    // from freePort() left free) and connected to itself, so the kernel hands it no one else's datagram and
+    // answers them with ICMP port unreachable, as it does for a port nobody holds.
+    dead = createSocket("udp4");
+    await new Promise<void>((resolve) => dead.bind(0, "127.0.0.1", () => resolve()));
+    await new Promise<void>((resolve) => dead.connect(dead.address().port, "127.0.0.1", () => resolve()));
     silent = createSocket("udp4");
-    silent.on("message", () => undefined); // hears, never answers
     await new Promise<void>((resolve) => silent.bind(0, "127.0.0.1", () => resolve()));
-    const dead = await freePort();
     dns = createDnsActor({
       feed: feedOf([]),
       log: silentLogger(),
+      clock,
       listen: { host: "127.0.0.1", port: 0 },
-      upstreams: [`127.0.0.1:${dead}`, `127.0.0.1:${silent.address().port}`, `127.0.0.1:${upstream.port}`],
+      upstreams: [`127.0.0.1:${dead.address().port}`, `127.0.0.1:${silent.address().port}`, `127.0.0.1:${upstream.port}`],
       upstreamTimeoutMs: 300,
     });
     port = (await dns.start()).port;
   });
   afterAll(async () => {
     await dns?.stop();
+    dead?.close();
     silent?.close();
     await upstream?.stop();
   });
 
   it("skips a dead upstream and times out a silent one, then answers from the next", async () => {
-    const answer = await udpQuery(port, "a.test", "A", { timeoutMs: 3000 });
+    const silentHeard = new Promise<void>((resolve) => silent.once("message", () => resolve())); // hears, never answers
+    const answering = udpQuery(port, "a.test", "A", { timeoutMs: 5000 });
+    await silentHeard; // asked in order: the dead one has refused by now
+    clock.advance(300);
+    const answer = await answering;
     expect(answer.answers?.[0].data).toBe("192.0.2.1");
     const failures = counters(dns).upstreamFailures;
     expect(failures.refused).toBe(1);

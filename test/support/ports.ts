@@ -1,6 +1,6 @@
 /**
  * Free loopback ports for tests: a random port below the kernel's ephemeral range
- * that binds now, handed out never twice in one process.
+ * that binds now (TCP and UDP), handed out never twice in one process.
  *
  * Not a port from listen(0): those come from the ephemeral range
  * (net.ipv4.ip_local_port_range, 32768–60999 here), where every outgoing
@@ -9,7 +9,8 @@
  * upstream probe, a leaf reconnecting) could take it: a full run saw a leaf
  * nats-server die with "bind: address already in use" that way.
  */
-import { createServer } from "node:net";
+import { createSocket } from "node:dgram";
+import { createServer, isIPv6 } from "node:net";
 import { isMainThread } from "node:worker_threads";
 
 const handedOut = new Set<number>();
@@ -35,6 +36,24 @@ function bindable(port: number, host: string): Promise<boolean> {
   });
 }
 
+/**
+ * Free for UDP too: a DNS server takes both. A port that another process holds for UDP alone (a fake
+ * upstream of a vitest run beside this one: every run's worker 1 draws from the same slice) passed the
+ * TCP check; unbound, given it, cannot bind and exits, and its start probe (waitForAnswer) is answered by
+ * that process, so the test asks a stranger. Shown with a process holding UDP on the slice's even ports:
+ * forwarder.test.ts's failover test got an answer with no records in 9 runs of 12.
+ */
+function bindableUdp(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createSocket(isIPv6(host) ? "udp6" : "udp4");
+    socket.once("error", () => {
+      socket.close();
+      resolve(false);
+    });
+    socket.bind(port, host, () => socket.close(() => resolve(true)));
+  });
+}
+
 /** A listener: a port of 127.0.0.1, or a host and port (a service port's own address on the agent's shared TCP listener). */
 export type ListenTarget = number | { host: string; port: number };
 
@@ -45,7 +64,7 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   for (let attempt = 0; attempt < 2_000; attempt++) {
     const port = range.from + Math.floor(Math.random() * (range.to - range.from));
     if (handedOut.has(port)) continue;
-    if (!(await bindable(port, host))) continue;
+    if (!(await bindable(port, host)) || !(await bindableUdp(port, host))) continue;
     handedOut.add(port);
     return port;
   }
