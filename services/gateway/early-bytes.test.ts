@@ -9,14 +9,13 @@
  * nothing listens (edge-b refuses), and the recording backend on 127.0.0.2; whichever the balancer tried first, one
  * is left untried when the backend's stream is cut.
  */
-import { request as httpRequest } from "node:http";
 import { connect as netConnect, createServer, type Server, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { EarlyBytesInDoubt, type EarlyBytes } from "../../lib/early-bytes.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { catalogFeed } from "../../test/support/gateway-fixture.ts";
+import { catalogFeed, getWithHost } from "../../test/support/gateway-fixture.ts";
 import { backendManifests, certificateSecrets, ingressManifests, type BackendEndpoint } from "../../test/support/gateway-manifests.ts";
 import { peerAt, startHeldAnswerTunnel, type HeldAnswerTunnel } from "../../test/support/held-answer-tunnel.ts";
 import { eventually, freePort } from "../../test/support/ports.ts";
@@ -105,17 +104,7 @@ function tcpClient(port: number): { client: Socket; how: Promise<string>; read: 
   return { client, how, read: () => read };
 }
 
-function get(host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port: ports.http, path: "/", headers: { host }, agent: false }, (response) => {
-      let body = "";
-      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    request.on("error", reject);
-    request.end();
-  });
-}
+const get = (host: string) => getWithHost(ports.http, host);
 
 describe("the gateway's first bytes to a backend on another node", () => {
   it("go with the stream's header for a TCP route: the backend reads them before the gateway has the answer, once", async () => {

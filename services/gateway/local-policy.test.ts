@@ -5,12 +5,11 @@
  * that would only be refused and counted against the endpoint. The real gateway actor and a real backend; the other
  * node's endpoints sit behind a dialer that records each open and refuses it, as that node would.
  */
-import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StreamDialer } from "../../bus/streams.ts";
 import { silentLogger } from "../../lib/log.ts";
-import { catalogFeed } from "../../test/support/gateway-fixture.ts";
+import { catalogFeed, getWithHost } from "../../test/support/gateway-fixture.ts";
 import { backendManifests, certificateSecrets, ingressManifests } from "../../test/support/gateway-manifests.ts";
 import { freePort } from "../../test/support/ports.ts";
 import { createGatewayActor, type GatewayActor } from "./actor.ts";
@@ -56,17 +55,7 @@ afterAll(async () => {
   await new Promise((resolve) => backend?.close(resolve));
 });
 
-function get(host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port: ports.http, path: "/", headers: { host }, agent: false }, (response) => {
-      let body = "";
-      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    request.on("error", reject);
-    request.end();
-  });
-}
+const get = (host: string) => getWithHost(ports.http, host);
 
 describe("the gateway and a Service whose internalTrafficPolicy is Local", () => {
   it("balances over this node's endpoints alone: no stream is opened to the endpoints on other nodes", async () => {

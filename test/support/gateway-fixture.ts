@@ -7,6 +7,7 @@
  * const feed = catalogFeed(prefixRoutes(gatewayPort, [{ name: "orders", portName: "grpc", port: 21000 }], "198.19.83"));
  * ```
  */
+import { request as httpRequest } from "node:http";
 import { IndexFeed } from "../../bus/catalog-feed.ts";
 import { catalogKey } from "../../bus/catalog.ts";
 import { normalizeObject } from "../../services/controller/normalize.ts";
@@ -46,4 +47,17 @@ export function catalogFeed(objects: object[]): IndexFeed {
     feed.reader.apply({ op: "put", key: catalogKey(result.object), object: result.object });
   }
   return feed;
+}
+
+/** A GET of `/` on the gateway's HTTP port with this Host, on a connection of its own: its status and body. */
+export function getWithHost(port: number, host: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ host: "127.0.0.1", port, path: "/", headers: { host }, agent: false }, (response) => {
+      let body = "";
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    request.on("error", reject);
+    request.end();
+  });
 }
