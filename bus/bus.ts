@@ -68,18 +68,17 @@ export class Bus {
   }
 
   /**
-   * An event goes out, or is dropped (counted, said once per subject) when the server would refuse it: one over the
+   * An event goes out, or is dropped (counted, said once per subject) when the client refuses it: one over the
    * server's max_payload (a catalog event wraps its object's KV value, which may itself be up to that size). nats.js
-   * throws then, from inside the publisher's own work (the controller's flush of a batch): unhandled, it ended the agent.
+   * measures the encoded payload against the server's INFO and throws, from inside the publisher's own work (the
+   * controller's flush of a batch): unhandled, it ended the agent. It is not measured here again (catalog events are
+   * 20,000 at a fresh agent's start).
    */
   #send(subject: string, payload: string | Uint8Array): void {
-    const limit = this.connection.info?.max_payload;
-    const size = typeof payload === "string" ? Buffer.byteLength(payload) : payload.byteLength;
-    if (limit !== undefined && size > limit) return this.#drop("over the server's max_payload", subject, new Error(`${size} bytes, the server takes ${limit}`));
     try {
       this.connection.publish(subject, payload);
     } catch (cause) {
-      this.#drop("refused by the client", subject, cause);
+      this.#drop(/max_payload/.test(String((cause as Error)?.message)) ? "over the server's max_payload" : "refused by the client", subject, cause);
     }
   }
 

@@ -61,9 +61,13 @@ describe("native authenticators", () => {
 
   it("log in to a secured hub; a seed that is not the JWT's key is refused", async () => {
     const { tls } = hub.security.publisherConnectOptions;
-    const connection = await connect({ servers: hub.clientUrl, tls, authenticator: credsFileAuthenticator(publisherCreds(), "publisher.creds"), reconnect: false });
+    // The native authenticator signed the nonce this server sent (secured: it sends one at every connect).
+    const signed: (string | undefined)[] = [];
+    const native = credsFileAuthenticator(publisherCreds(), "publisher.creds");
+    const connection = await connect({ servers: hub.clientUrl, tls, authenticator: (nonce) => (signed.push(nonce), native(nonce)), reconnect: false });
     await connection.flush();
-    expect(connection.info?.nonce).toBeTruthy();
+    expect(signed).toEqual([connection.info!.nonce]);
+    expect(signed[0]).toMatch(/\S/);
     await connection.close();
 
     const jwt = /-----BEGIN NATS USER JWT-----\s*(\S+)/.exec(publisherCreds().toString())![1];

@@ -56,6 +56,9 @@ beforeAll(async () => {
     const far = netConnect({ host: "127.0.0.1", port: portB });
     for (const socket of [near, far]) sockets.add(socket.on("error", () => undefined));
     near.pipe(far);
+    // Either side gone takes the other with it (a relay's sockets outlive nothing they carry).
+    near.once("close", () => far.destroy());
+    far.once("close", () => near.destroy());
     far.on("data", (chunk: Buffer) => (answers.held ? answers.waiting.push(chunk) : near.write(chunk)));
     answers.release = () => {
       answers.held = false;

@@ -163,19 +163,14 @@ export class StreamServer {
 
   /** Refused by `servedLocallyOnly`: counted, logged once per burst, and said to the opener with its code. */
   #refuseLocalOnly(duplex: Duplex, peer: string, target: StreamTarget, why: string): void {
-    this.#noteLocalOnly(peer, target, why);
+    this.refused.set(localOnlyReason, (this.refused.get(localOnlyReason) ?? 0) + 1);
+    this.#refusals.note(localOnlyReason, { peer, target: `${target.host}:${target.port}/${target.protocol}`, why });
     duplex.write(encodeStatus(statusRefused, `${this.#options.node} refuses the stream: ${why}`, localTrafficPolicyCode));
     duplex.end();
     // Early bytes and datagrams behind the header are dropped unread, never written anywhere.
     duplex.resume();
   }
 
-  #noteLocalOnly(peer: string, target: StreamTarget, why: string | undefined): string | undefined {
-    if (why === undefined) return undefined;
-    this.refused.set(localOnlyReason, (this.refused.get(localOnlyReason) ?? 0) + 1);
-    this.#refusals.note(localOnlyReason, { peer, target: `${target.host}:${target.port}/${target.protocol}`, why });
-    return why;
-  }
 
   #spliceTcp(duplex: Duplex, target: StreamTarget, peer: string): void {
     // A write buffer that holds what batchWrites gathers in one turn (the default, 16 KiB, is one TLS record).
