@@ -17,9 +17,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { assign, createActor, setup } from "xstate";
-import type { Buffer } from "node:buffer";
-import { parseCatalogObject, redactForEvent, type CatalogObject } from "../../bus/catalog.ts";
-import { catalogPutEventBytes, stampCatalogEvent } from "../../bus/catalog-event-bytes.ts";
+import { parseCatalogObject, type CatalogObject } from "../../bus/catalog.ts";
 import { CatalogIndex } from "../../bus/catalog-index.ts";
 import { IndexFeed, snapshotPage, type CatalogFeed, type SnapshotPage } from "../../bus/catalog-feed.ts";
 import type { Bus } from "../../bus/bus.ts";
@@ -156,14 +154,13 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // catalog event was a socket write of its own (the client flushes in a microtask once its buffer is
   // non-empty): 20,000 writes, 2.2 s of a fresh agent's CPU at 10k services (--cpu-prof). Batched, the
   // events go out in a few writes, and each actor works once per batch, not once per object.
-  // A put's event is made at once from its KV value's bytes, as they came, and gets its time with the batch
-  // (bus/catalog-event-bytes.ts); a delete's, or a TLS Secret's without its key, is made then (encodeCatalogEvent).
-  let pending: { key: string; revision: number; object: CatalogObject | undefined; event?: Buffer }[] = [];
+  // A put keeps its KV value's text until then: its event carries it as it came (encodeCatalogEvent).
+  let pending: { key: string; revision: number; object: CatalogObject | undefined; json?: string }[] = [];
   const flushChanges = () => {
     const changes = pending;
     pending = [];
     const at = nowIso();
-    for (const change of changes) bus.publishJson("controller", "catalog", change.event ? stampCatalogEvent(change.event, at) : encodeCatalogEvent(at, change));
+    for (const change of changes) bus.publishJson("controller", "catalog", encodeCatalogEvent(at, change));
     feed.notify(changes.map((change) => change.key));
   };
 
@@ -187,11 +184,11 @@ export async function startController(options: ControllerOptions): Promise<Contr
       const put = entry.operation === "PUT";
       sweeping?.delete(key);
       let object: CatalogObject | undefined;
-      let event: Buffer | undefined;
+      let json: string | undefined;
       if (put) {
         try {
-          object = parseCatalogObject(textDecoder.decode(entry.value));
-          if (redactForEvent(object).object) event = catalogPutEventBytes(key, entry.revision, entry.value);
+          json = textDecoder.decode(entry.value);
+          object = parseCatalogObject(json);
         } catch (error) {
           log.warn({ err: error, key }, "catalog value failed to decode; ignoring it");
           return;
@@ -203,7 +200,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       if (!put || !revisions.has(key)) sortedKeys = undefined;
       if (object) revisions.set(key, entry.revision);
       else revisions.delete(key);
-      if (pending.push({ key, revision: entry.revision, object, event }) === 1) setImmediate(flushChanges);
+      if (pending.push({ key, revision: entry.revision, object, json }) === 1) setImmediate(flushChanges);
     },
   });
 
