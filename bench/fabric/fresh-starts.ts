@@ -51,6 +51,10 @@ interface Start {
   cpu: number;
   /** Listener generations traffic published until then (each carries the whole set). */
   generations: number;
+  /** Catalog batches the controller announced until then (its catalog events come in one write per batch). */
+  batches: number;
+  /** Traffic's state changes until then: two per reconcile (idle → reconciling → idle), each a bus event. */
+  trafficStates: number;
   /** Resident memory at rest: 3.5 s later, past the agent's collection once a large change has settled (lib/release-memory.ts). */
   rss: number;
 }
@@ -74,8 +78,16 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
     let lastEvent = Number.NaN;
     let traffic = Number.NaN;
     const generations = new Map<number, number>();
+    let batches = 0;
+    let lastAt = "";
+    let trafficStates = 0;
+    connection.subscribe(`mesh.${node}.traffic.state`, { callback: () => void (Number.isNaN(traffic) && trafficStates++) });
     connection.subscribe(`mesh.${node}.controller.catalog`, {
-      callback: () => {
+      callback: (_error, message) => {
+        // A batch's events share their time (services/controller/agent-controller.ts flushChanges).
+        const at = message.string().slice(7, 31);
+        if (at !== lastAt) batches++;
+        lastAt = at;
         events++;
         lastEvent = performance.now() - started;
         if (Number.isNaN(firstEvent)) firstEvent = lastEvent;
@@ -100,7 +112,7 @@ async function startOnce(tree: string, hubLeafUrl: string, node: string): Promis
     await new Promise((resolve) => setTimeout(resolve, 3_500));
     const rss = rssMiB(agent.pid!);
     await connection.close();
-    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size, rss };
+    return { connected, firstEvent, lastEvent, traffic, cpu, generations: generations.size, batches, trafficStates, rss };
   } finally {
     agent.kill("SIGTERM");
     await exited;
