@@ -21,12 +21,15 @@ const root = resolve(import.meta.dirname, "../..");
 
 function fileOf(url: string): string {
   if (!url) return "";
-  const file = url.startsWith("file://") ? relative(root, url.slice(7)) : url;
+  let file = url.startsWith("file://") ? relative(root, url.slice(7)) : url;
+  // A profile of another checkout (an A/B's other tree): its files by their place in that tree.
+  const elsewhere = file.startsWith("../") && !file.includes("node_modules/") ? /\/((?:bus|services|balance|cli|roles|lib|nats|trust|bin|bench)\/.*)$/.exec(file) : null;
+  if (elsewhere) file = elsewhere[1];
   const match = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(file);
   return match ? `npm:${match[1]}` : file;
 }
 
-const isLeafmesh = (file: string) => file !== "" && !file.startsWith("npm:") && !file.startsWith("node:") && !file.includes("/tmp/") && /\.(ts|js)$/.test(file);
+const isLeafmesh = (file: string) => file !== "" && !file.startsWith("npm:") && !file.startsWith("node:") && !file.startsWith("../") && /\.(ts|js)$/.test(file);
 /** The bus's own files: what they allocate is charged to the actor that called them, when one is on the stack. */
 const isBusPlumbing = (file: string) => file === "bus/bus.ts" || file === "bus/events.ts";
 
