@@ -18,7 +18,8 @@
  * holds every service); bench/profile/heap-profile.ts reads the files.
  * LEAFMESH_HEAP_SAMPLING_BYTES sets the mean bytes between samples (default 8,192;
  * V8's own default, 32 KiB, leaves a load of 20,000 objects a few thousand samples; 0: no heap profile, only the
- * collections, for timing them without the sampler's own cost).
+ * collections, for timing them without the sampler's own cost); LEAFMESH_HEAP_SAMPLING_LIVE=1 keeps only the samples
+ * of objects still alive at the signal: what the process holds, by where it was allocated.
  */
 import { Session } from "node:inspector";
 import { writeFileSync } from "node:fs";
@@ -32,7 +33,9 @@ if (dir) {
   const samplingInterval = Number(process.env.LEAFMESH_HEAP_SAMPLING_BYTES ?? 8_192);
   // An in-process session answers synchronously: the sampling is on before the next line runs, and the profile
   // can still be taken in an `exit` listener.
-  if (samplingInterval > 0) session.post("HeapProfiler.startSampling", { samplingInterval, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+  // LEAFMESH_HEAP_SAMPLING_LIVE=1: only what is still alive at the signal (what the process keeps, by allocation site).
+  const collectedToo = process.env.LEAFMESH_HEAP_SAMPLING_LIVE !== "1";
+  if (samplingInterval > 0) session.post("HeapProfiler.startSampling", { samplingInterval, includeObjectsCollectedByMinorGC: collectedToo, includeObjectsCollectedByMajorGC: collectedToo });
   const kinds: Record<number, string> = {
     [constants.NODE_PERFORMANCE_GC_MINOR]: "minor",
     [constants.NODE_PERFORMANCE_GC_MAJOR]: "major",
@@ -56,6 +59,8 @@ if (dir) {
     written = true;
     const name = join(dir, `${process.pid}-${Date.now()}`);
     if (samplingInterval > 0) {
+      // What is kept, not what is merely not collected yet: a full collection first.
+      if (!collectedToo) session.post("HeapProfiler.collectGarbage");
       session.post("HeapProfiler.stopSampling", (error, result) => {
         if (error) process.stderr.write(`heap sampling: ${error.message}\n`);
         else writeFileSync(`${name}.heapprofile`, JSON.stringify(result.profile));
