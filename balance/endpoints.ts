@@ -80,11 +80,7 @@ export function slicesServedTo(service: Service, slices: readonly EndpointSlice[
  * serving until its replacement is ready.
  */
 export function endpointsOf(port: ServicePort, slices: readonly EndpointSlice[]): EndpointTarget[] {
-  const ready = (conditions: Conditions) => conditions.ready;
-  const terminating = (conditions: Conditions) => conditions.serving && conditions.terminating;
-  // IPv4 slices first; IPv6 ones (an IPv6-only Service's) when no IPv4 endpoint is there. A dual-stack Service has a
-  // slice of each family for the same pods: both at once would count every pod twice.
-  for (const [wanted, family] of [[ready, "IPv4"], [ready, "IPv6"], [terminating, "IPv4"], [terminating, "IPv6"]] as const) {
+  for (const [wanted, family] of endpointPreference) {
     const found = collectEndpoints(port, slices, wanted, family);
     if (found.length > 0) return found;
   }
@@ -93,20 +89,58 @@ export function endpointsOf(port: ServicePort, slices: readonly EndpointSlice[])
 
 type Conditions = EndpointSlice["endpoints"][number]["conditions"];
 
+const ready = (conditions: Conditions) => conditions.ready;
+const terminating = (conditions: Conditions) => conditions.serving && conditions.terminating;
+// IPv4 slices first; IPv6 ones (an IPv6-only Service's) when no IPv4 endpoint is there. A dual-stack Service has a
+// slice of each family for the same pods: both at once would count every pod twice. Made once: endpointsOf runs for
+// every Service port a reconcile plans (20,000 times while a fresh agent loads 10,000 services).
+const endpointPreference = [[ready, "IPv4"], [ready, "IPv6"], [terminating, "IPv4"], [terminating, "IPv6"]] as const;
+
+/**
+ * The endpoints of one family and condition, deduplicated by key and sorted by it. A Service port has one or a few
+ * endpoints: they are looked up in the array itself and sorted in place by insertion, and only a port with many
+ * gets a set of the keys seen and Array#sort. A Map per port, its values spread into an array and sorted were most
+ * of what planning a Service allocated (bench/profile/heap-sampling-preload.ts).
+ */
 function collectEndpoints(port: ServicePort, slices: readonly EndpointSlice[], wanted: (conditions: Conditions) => boolean, family: "IPv4" | "IPv6"): EndpointTarget[] {
-  const byKey = new Map<string, EndpointTarget>();
+  const found: EndpointTarget[] = [];
+  let seen: Set<string> | undefined;
   for (const slice of slices) {
     if (slice.addressType !== family) continue; // FQDN slices name no address to connect to
-    const slicePort = slice.ports.find((candidate) => candidate.name === port.name && candidate.protocol === port.protocol);
-    const targetPort = slicePort?.port ?? (typeof port.targetPort === "number" && slice.ports.length === 0 ? port.targetPort : undefined);
+    let targetPort: number | undefined;
+    for (const candidate of slice.ports) {
+      if (candidate.name === port.name && candidate.protocol === port.protocol) {
+        targetPort = candidate.port;
+        break;
+      }
+    }
+    targetPort ??= typeof port.targetPort === "number" && slice.ports.length === 0 ? port.targetPort : undefined;
     if (targetPort === undefined) continue;
     for (const endpoint of slice.endpoints) {
       if (!wanted(endpoint.conditions)) continue;
       for (const host of endpoint.addresses) {
         const key = host.includes(":") ? `[${host}]:${targetPort}` : `${host}:${targetPort}`;
-        if (!byKey.has(key)) byKey.set(key, { key, host, port: targetPort, nodeName: endpoint.nodeName });
+        if (seen === undefined && found.length >= fewEndpoints) seen = new Set(found.map((target) => target.key));
+        if (seen ? seen.has(key) : holdsKey(found, key)) continue;
+        seen?.add(key);
+        found.push({ key, host, port: targetPort, nodeName: endpoint.nodeName });
       }
     }
   }
-  return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  if (found.length > fewEndpoints) return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (let i = 1; i < found.length; i++) {
+    const target = found[i];
+    let j = i - 1;
+    for (; j >= 0 && found[j].key > target.key; j--) found[j + 1] = found[j];
+    found[j + 1] = target;
+  }
+  return found;
 }
+
+function holdsKey(targets: readonly EndpointTarget[], key: string): boolean {
+  for (let i = 0; i < targets.length; i++) if (targets[i].key === key) return true;
+  return false;
+}
+
+/** Up to this many endpoints a port's are deduplicated by a scan of the array and sorted by insertion. */
+const fewEndpoints = 16;

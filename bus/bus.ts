@@ -57,9 +57,9 @@ export class Bus {
   /**
    * Publishes an event its caller encoded as JSON from parts already known to fit the event's schema: a payload
    * spliced from pieces encoded once, such as traffic's listener bindings or a catalog event's KV value
-   * (encodeCatalogEvent).
+   * (encodeCatalogEvent), as text or as its UTF-8 bytes (a listener generation's pages), which go out as they are.
    */
-  publishJson(actor: ActorName, event: MeshEventName, json: string): void {
+  publishJson(actor: ActorName, event: MeshEventName, json: string | Uint8Array): void {
     if (this.connection.isClosed() || this.connection.isDraining()) {
       this.#drop(this.connection.isClosed() ? "connection closed" : "connection draining", meshSubject(this.node, actor, event));
       return;

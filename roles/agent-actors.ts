@@ -8,7 +8,7 @@
  */
 import type { ActorFactory, StartedActor } from "./agent.ts";
 import { createTrafficActor, LocalOnlyEndpoints, registerTrafficMetrics, type NodeTopology, type TrafficLimits } from "../services/traffic/index.ts";
-import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode } from "../services/proxier/index.ts";
+import { busListenerSource, createProxierActor, registerProxierMetrics, type InterceptMode, type ListenerSource } from "../services/proxier/index.ts";
 import { createDnsActor, ensureDummyInterface, type DummyInterface } from "../services/dns/index.ts";
 import { describeError } from "../lib/errors.ts";
 import { listenRefused } from "../lib/listen-errors.ts";
@@ -174,15 +174,21 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     return { name: "traffic", actor: actor.actor, detail: () => ({ ...actor.stats(), listeners: actor.listeners(500), rejected: actor.rejected() }), stop: () => actor.stop() };
   };
   const proxier: ActorFactory = async ({ bus, feed, log, registry }): Promise<StartedActor> => {
-    const listeners = busListenerSource(bus);
+    // Without interception the proxier applies nothing, so it does not follow traffic's listener sets: each
+    // generation carries the whole set, and decoding the 5–17 of a fresh agent's load at 10,000 services was a sixth
+    // of everything the agent allocated while loading (bench/profile/heap-sampling-preload.ts, issue 17).
+    const listeners = options.intercept === "off" ? noListeners() : busListenerSource(bus);
     const proxierLog = log.child({ actor: "proxier" });
     let actor = createProxierActor({ bus, feed, log: proxierLog, intercept: options.intercept, listeners, listenHost: options.proxyHost });
+    let source = listeners;
     try {
       await actor.start();
     } catch (error) {
       // A missing kernel tool must not take DNS, traffic and the tunnel down with it: say so, and run without interception.
       proxierLog.error({ err: describeError(error) }, `cluster-IP interception (${options.intercept}) cannot start; running without it: services stay reachable on the proxy listeners and through the SOCKS proxy`);
-      actor = createProxierActor({ bus, feed, log: proxierLog, intercept: "off", listeners, listenHost: options.proxyHost });
+      listeners.close();
+      source = noListeners();
+      actor = createProxierActor({ bus, feed, log: proxierLog, intercept: "off", listeners: source, listenHost: options.proxyHost });
       await actor.start();
     }
     registerProxierMetrics(registry, actor);
@@ -192,7 +198,7 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
       detail: () => ({ ...actor.stats() }),
       stop: async () => {
         await actor.stop();
-        listeners.close();
+        source.close();
       },
     };
   };
@@ -236,4 +242,9 @@ export function agentActors(options: AgentActorOptions): ActorFactory[] {
     return { name: "gateway", actor: actor.actor, detail: () => ({ ...actor.status() }), stop: () => actor.stop() };
   };
   return [...(options.dns ? [dns] : []), proxier, ...(options.tunnel ? [tunnel] : []), traffic, ...(options.socks ? [socks] : []), ...(options.gateway ? [gateway] : [])];
+}
+
+/** The listener source of a proxier that intercepts nothing: no set ever comes. */
+function noListeners(): ListenerSource & { close(): void } {
+  return { onListeners: () => () => undefined, listeners: () => [], close: () => undefined };
 }

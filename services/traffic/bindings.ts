@@ -8,7 +8,8 @@
  * a generation. A burst waits ten times that between generations
  * (listener-publisher.ts), so a fresh agent's proxier learnt the last of its
  * listeners ~300 ms after traffic held them (bench/fabric, issue 17). Made
- * again only when the listener's plan or its IPv6 address changes.
+ * again only when what the listener binds (its plan's cluster IPs, port, a UDP
+ * port's refusal) or its IPv6 address changes, not at each new plan.
  */
 import type { ListenerBinding } from "../../bus/events.ts";
 import { ipv6ListenerAddress } from "../../bus/ipv6-listeners.ts";
@@ -19,6 +20,22 @@ import { TcpServicePortListener } from "./tcp-proxy.ts";
 import { UdpServicePortListener } from "./udp-proxy.ts";
 
 export type Listener = { plan: ServicePortPlan; balancer: ServicePortBalancer<ServicePortPlan>; socket: TcpServicePortListener | UdpServicePortListener };
+
+/**
+ * Whether a new plan of a listener binds as its last one did. A Service is planned again when its slices change (a
+ * fresh agent plans most twice: the Service, then its slices) with new endpoints and the same cluster IPs and port:
+ * its binding stays as it was encoded. A refused UDP port is the one thing endpoints change in it.
+ */
+function sameBinding(was: ServicePortPlan, now: ServicePortPlan): boolean {
+  return was.protocol === now.protocol && was.port === now.port && sameStrings(was.clusterIPs, now.clusterIPs) && (was.protocol !== "UDP" || (was.endpoints.length === 0) === (now.endpoints.length === 0));
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 interface Kept {
   plan: ServicePortPlan;
@@ -46,7 +63,10 @@ export class ListenerBindings {
     // made (a string a listener, each time, was most of what a generation of 10,000 cost).
     const v6 = socket instanceof UdpServicePortListener ? socket.port6 : (this.#front?.port6 ?? 0);
     const kept = this.#kept.get(listener);
-    if (kept && kept.plan === plan && kept.v6 === v6) return kept;
+    if (kept && kept.v6 === v6 && (kept.plan === plan || sameBinding(kept.plan, plan))) {
+      kept.plan = plan;
+      return kept;
+    }
     const { host6, port6 } = this.#ipv6(socket);
     const listenerHost = socket instanceof TcpServicePortListener ? socket.host : this.#listenHost;
     // A UDP datagram has no reset to refuse it with: the kernel answers port unreachable for it (the proxier's REJECT).

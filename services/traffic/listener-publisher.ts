@@ -17,6 +17,7 @@
  * publisher.publishNow(); // a proxier asked (rpc traffic.listeners)
  * ```
  */
+import { Buffer } from "node:buffer";
 import type { Bus } from "../../bus/bus.ts";
 import { nowIso } from "../../bus/events.ts";
 import type { Clock } from "../../lib/clock.ts";
@@ -79,8 +80,8 @@ export class ListenerPublisher {
     for (let page = 0; page < pages; page++) {
       // Bindings are built by the traffic actor from its own listeners: typed, not checked again field by field,
       // and spliced in as they were encoded, in the fields' order of the event's schema.
-      const listeners = all.slice(page * pageSize, (page + 1) * pageSize).join(",");
-      bus.publishJson("traffic", "listeners", `{"at":${JSON.stringify(nowIso(clock.now))},"generation":${this.#generation},"page":${page},"pages":${pages},"listeners":[${listeners}]}`);
+      const head = `{"at":${JSON.stringify(nowIso(clock.now))},"generation":${this.#generation},"page":${page},"pages":${pages},"listeners":[`;
+      bus.publishJson("traffic", "listeners", pageBytes(head, all, page * pageSize, Math.min(all.length, (page + 1) * pageSize)));
     }
     // The next one waits at least ten times what this one cost: publishing stays under a tenth of the time.
     this.#lastAt = clock.monotonic();
@@ -92,3 +93,27 @@ export class ListenerPublisher {
     this.#timer = undefined;
   }
 }
+
+/**
+ * A page's event as the bytes the bus sends: its head, bindings `from` to `to` joined by commas, "]}". Written into
+ * one buffer outside V8's heap: as a string, each page was a slice of the set, the bindings joined, the whole text
+ * flattened and encoded to UTF-8 again (a generation of 10,000 bindings, ~2 MB of young garbage; 5–17 generations
+ * while a fresh agent loads).
+ */
+function pageBytes(head: string, bindings: readonly string[], from: number, to: number): Buffer {
+  let length = Buffer.byteLength(head) + Math.max(0, to - from - 1) + 2;
+  for (let i = from; i < to; i++) length += Buffer.byteLength(bindings[i]);
+  const bytes = Buffer.allocUnsafeSlow(length);
+  let offset = bytes.write(head, 0, "utf8");
+  for (let i = from; i < to; i++) {
+    if (i > from) bytes[offset++] = comma;
+    offset += bytes.write(bindings[i], offset, "utf8");
+  }
+  bytes[offset++] = closingBracket;
+  bytes[offset] = closingBrace;
+  return bytes;
+}
+
+const comma = 0x2c;
+const closingBracket = 0x5d;
+const closingBrace = 0x7d;

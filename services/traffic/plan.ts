@@ -105,10 +105,12 @@ export function affectedServices(keys: Iterable<string>, catalog: CatalogReader,
   const affected = new Set<string>();
   for (const key of keys) {
     const kind = kindOfKey(key);
-    const [, namespace, ...rest] = key.split(".");
-    const name = rest.join(".");
-    if (kind === "Service") affected.add(serviceRef(namespace, name));
-    else if (kind === "EndpointSlice") {
+    if (kind === "Service") {
+      // "<prefix>.<namespace>.<name>" (catalogKey; a name may hold dots): sliced, not split and joined again.
+      const first = key.indexOf(".");
+      const second = key.indexOf(".", first + 1);
+      affected.add(serviceRef(key.slice(first + 1, second), key.slice(second + 1)));
+    } else if (kind === "EndpointSlice") {
       const previous = sliceOwner(key);
       if (previous) affected.add(previous);
       const current = catalog.get(key);
