@@ -5,20 +5,20 @@
  * back equal. What zod would change or refuse goes to zod.
  */
 import { describe, expect, it } from "vitest";
-import type { z } from "zod";
+import type * as z from "../lib/schema/index.ts";
 import { normalisedCatalog } from "../bench/fabric/catalog.ts";
 import { catalogFieldTables, fitsCatalogFastPath, type FieldTable } from "./catalog-fits.ts";
 import { catalogObjectSchema, endpointPortSchema, endpointSchema, endpointSliceSchema, servicePortSchema, serviceSchema, type EndpointSlice, type Service } from "./catalog.ts";
 
 const tables = catalogFieldTables();
 const endpointShape = endpointSchema.shape;
-const pairs: [string, FieldTable, z.ZodObject][] = [
+const pairs: [string, FieldTable, z.ObjectSchema<z.Shape>][] = [
   ["Service", tables.serviceFields, serviceSchema],
   ["service port", tables.servicePortFields, servicePortSchema],
   ["EndpointSlice", tables.endpointSliceFields, endpointSliceSchema],
   ["endpoint", tables.endpointFields, endpointSchema],
   ["endpoint conditions", tables.endpointConditionFields, endpointShape.conditions],
-  ["endpoint targetRef", tables.targetRefFields, endpointShape.targetRef.unwrap()],
+  ["endpoint targetRef", tables.targetRefFields, endpointShape.targetRef.inner],
   ["endpoint port", tables.endpointPortFields, endpointPortSchema],
 ];
 
@@ -85,7 +85,7 @@ function alter(object: unknown, next: () => number): unknown {
 describe("the catalog's fast path", () => {
   it("knows each schema's fields, required where zod requires them", () => {
     for (const [what, table, schema] of pairs) {
-      const required = Object.entries(schema.shape).filter(([, field]) => !(field as z.ZodType).safeParse(undefined).success).map(([name]) => name);
+      const required = Object.entries(schema.shape).filter(([, field]) => !(field as z.Schema).safeParse(undefined).success).map(([name]) => name);
       expect([...table.fields.keys()].sort(), what).toEqual(Object.keys(schema.shape).sort());
       expect([...table.fields].filter(([, field]) => field.required).map(([name]) => name).sort(), what).toEqual(required.sort());
       expect(table.required, what).toBe(required.length);

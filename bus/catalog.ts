@@ -12,7 +12,7 @@
  * if (isReadyEndpoint(endpoint)) ...
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { fitsCatalogFastPath } from "./catalog-fits.ts";
 import { gatewayCatalogSchemas, gatewayKindPrefixes, type GatewayCatalogKind, type GatewayCatalogObject } from "./catalog-gateway.ts";
 
@@ -154,8 +154,8 @@ export function encodeCatalogObject(object: CatalogObject): Uint8Array {
 }
 
 /**
- * Decodes and checks a KV value; throws a ZodError naming the bad field. A Service or an EndpointSlice that is
- * already exactly what zod would give back is kept as parsed (bus/catalog-fits.ts), not copied. Its parts that are
+ * Decodes and checks a KV value; throws a SchemaError naming the bad field. A Service or an EndpointSlice that is
+ * already exactly what the schema would give back is kept as parsed (bus/catalog-fits.ts), not copied. Its parts that are
  * the same everywhere are shared (`shareParts`).
  */
 export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
