@@ -26,7 +26,8 @@ export class StringSchema extends Schema<string> {
       addIssue(context, { code: "invalid_type", expected: "string", message: this.typeMessage }, input);
       return input;
     }
-    for (const check of this.checks) if (!check.test(input)) addIssue(context, check.issue, input);
+    const checks = this.checks;
+    for (let index = 0; index < checks.length; index++) if (!checks[index].test(input)) addIssue(context, checks[index].issue, input);
     return input;
   }
 
@@ -64,13 +65,23 @@ interface NumberCheck {
 export class NumberSchema extends Schema<number> {
   readonly checks: readonly NumberCheck[];
   readonly typeMessage: string | undefined;
-  constructor(checks: readonly NumberCheck[] = [], typeMessage?: string) {
+  /** The checks folded into bounds, to pass a number that fits without a call per check (a port has five). */
+  readonly #integer: boolean;
+  readonly #above: number;
+  readonly #from: number;
+  readonly #upTo: number;
+  constructor(checks: readonly NumberCheck[] = [], typeMessage?: string, bounds = { integer: false, above: -Infinity, from: -Infinity, upTo: Infinity }) {
     super();
     this.checks = checks;
     this.typeMessage = typeMessage;
+    this.#integer = bounds.integer;
+    this.#above = bounds.above;
+    this.#from = bounds.from;
+    this.#upTo = bounds.upTo;
   }
 
   check(input: unknown, context: Context): unknown {
+    if (typeof input === "number" && (this.#integer ? Number.isInteger(input) : Number.isFinite(input)) && input > this.#above && input >= this.#from && input <= this.#upTo) return input;
     // NaN and the infinities are not numbers a field can mean (JSON has neither).
     if (typeof input !== "number" || !Number.isFinite(input)) {
       addIssue(context, { code: "invalid_type", expected: "number", message: this.typeMessage }, input);
@@ -84,26 +95,33 @@ export class NumberSchema extends Schema<number> {
     return input;
   }
 
-  #with(...checks: NumberCheck[]): NumberSchema {
-    return new NumberSchema([...this.checks, ...checks], this.typeMessage);
+  #with(bound: { integer?: boolean; above?: number; from?: number; upTo?: number }, ...checks: NumberCheck[]): NumberSchema {
+    const bounds = {
+      integer: this.#integer || (bound.integer ?? false),
+      above: Math.max(this.#above, bound.above ?? -Infinity),
+      from: Math.max(this.#from, bound.from ?? -Infinity),
+      upTo: Math.min(this.#upTo, bound.upTo ?? Infinity),
+    };
+    return new NumberSchema([...this.checks, ...checks], this.typeMessage, bounds);
   }
   /** A whole number within the safe range (2^53 - 1 either way), where every integer is exact. */
   int(message?: Message): NumberSchema {
     const text = messageOf(message);
     return this.#with(
+      { integer: true, from: Number.MIN_SAFE_INTEGER, upTo: Number.MAX_SAFE_INTEGER },
       { test: Number.isInteger, issue: { code: "invalid_type", expected: "int", message: text }, last: true },
       { test: (value) => value >= Number.MIN_SAFE_INTEGER, issue: { code: "too_small", origin: "int", minimum: Number.MIN_SAFE_INTEGER, inclusive: true, message: text } },
       { test: (value) => value <= Number.MAX_SAFE_INTEGER, issue: { code: "too_big", origin: "int", maximum: Number.MAX_SAFE_INTEGER, inclusive: true, note: "Integers must be within the safe integer range.", message: text } },
     );
   }
   min(minimum: number, message?: Message): NumberSchema {
-    return this.#with({ test: (value) => value >= minimum, issue: { code: "too_small", origin: "number", minimum, inclusive: true, message: messageOf(message) } });
+    return this.#with({ from: minimum }, { test: (value) => value >= minimum, issue: { code: "too_small", origin: "number", minimum, inclusive: true, message: messageOf(message) } });
   }
   max(maximum: number, message?: Message): NumberSchema {
-    return this.#with({ test: (value) => value <= maximum, issue: { code: "too_big", origin: "number", maximum, inclusive: true, message: messageOf(message) } });
+    return this.#with({ upTo: maximum }, { test: (value) => value <= maximum, issue: { code: "too_big", origin: "number", maximum, inclusive: true, message: messageOf(message) } });
   }
   positive(message?: Message): NumberSchema {
-    return this.#with({ test: (value) => value > 0, issue: { code: "too_small", origin: "number", minimum: 0, inclusive: false, message: messageOf(message) } });
+    return this.#with({ above: 0 }, { test: (value) => value > 0, issue: { code: "too_small", origin: "number", minimum: 0, inclusive: false, message: messageOf(message) } });
   }
   nonnegative(message?: Message): NumberSchema {
     return this.min(0, message);
