@@ -73,6 +73,12 @@ describe("normalizeObject", () => {
     expect(problemsOf(service({}, { namespace: "shop" }))).toContainEqual({ field: "metadata.name", message: "is required" });
   });
 
+  it("refuses a field of the wrong type once, for its type, not for checks that only fit the right type", () => {
+    // zod 4 also ran the list's length check on the text and added "needs at least one address".
+    const slice = { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: "s", labels: { "kubernetes.io/service-name": "web" } }, addressType: "IPv4", endpoints: [{ addresses: "" }] };
+    expect(problemsOf(slice)).toEqual([{ field: "endpoints[0].addresses", message: "must be a list (got string)" }]);
+  });
+
   it("ignores known workload kinds and reads EndpointSlice conditions as the API defines them", () => {
     expect(normalizeObject({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" } })).toEqual({ status: "ignored", kind: "Deployment" });
     const slice = normalizeObject({
