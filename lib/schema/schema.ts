@@ -119,29 +119,31 @@ export interface RefinementContext {
 /** Returned by a transform that refused its value: never used as a value. */
 export const NEVER = Object.freeze({ status: "aborted" }) as never;
 
-export class OptionalSchema<S extends SchemaLike> extends Schema<Output<S> | undefined, Input<S> | undefined> {
+/** Lets one value (undefined or null) through as it is and checks any other with the schema it wraps. */
+abstract class LetThrough<S extends SchemaLike, Out, In> extends Schema<Out, In> {
   readonly inner: S;
   readonly #checkInner: (input: unknown, context: Context) => unknown;
-  constructor(inner: S) {
+  readonly #through: undefined | null;
+  constructor(inner: S, through: undefined | null) {
     super();
     this.inner = inner;
     this.#checkInner = inner.check.bind(inner);
+    this.#through = through;
   }
   check(input: unknown, context: Context): unknown {
-    return input === undefined ? undefined : this.#checkInner(input, context);
+    return input === this.#through ? input : this.#checkInner(input, context);
   }
 }
 
-export class NullableSchema<S extends SchemaLike> extends Schema<Output<S> | null, Input<S> | null> {
-  readonly inner: S;
-  readonly #checkInner: (input: unknown, context: Context) => unknown;
+export class OptionalSchema<S extends SchemaLike> extends LetThrough<S, Output<S> | undefined, Input<S> | undefined> {
   constructor(inner: S) {
-    super();
-    this.inner = inner;
-    this.#checkInner = inner.check.bind(inner);
+    super(inner, undefined);
   }
-  check(input: unknown, context: Context): unknown {
-    return input === null ? null : this.#checkInner(input, context);
+}
+
+export class NullableSchema<S extends SchemaLike> extends LetThrough<S, Output<S> | null, Input<S> | null> {
+  constructor(inner: S) {
+    super(inner, null);
   }
 }
 
