@@ -42,7 +42,10 @@ function friendlyMessage(issue: z.Issue): string {
   if (issue.code === "invalid_type") {
     const received = issue.input;
     if (received === undefined) return "is required";
-    return `must be ${issue.expected === "array" ? "a list" : issue.expected === "object" ? "a mapping" : `a ${issue.expected}`} (got ${Array.isArray(received) ? "a list" : typeof received})`;
+    // A number that is not whole: the schema's type is "int" (zod's word), which read "must be a int (got number)".
+    if (issue.expected === "int") return `must be a whole number (got ${String(received)})`;
+    const expected = issue.expected === "array" ? "a list" : issue.expected === "object" || issue.expected === "record" ? "a mapping" : `a ${issue.expected}`;
+    return `must be ${expected} (got ${Array.isArray(received) ? "a list" : typeof received})`;
   }
   if (issue.code === "unrecognized_keys") return `has unknown fields ${issue.keys.join(", ")}`;
   return issue.message;

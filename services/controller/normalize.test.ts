@@ -71,6 +71,8 @@ describe("normalizeObject", () => {
   it("says what type a field needed and what it got", () => {
     expect(problemsOf(service({ clusterIP: "198.19.0.1", ports: [{ port: "eighty" }] }))).toEqual([{ field: "spec.ports[0].port", message: "must be a number (got string)" }]);
     expect(problemsOf(service({}, { namespace: "shop" }))).toContainEqual({ field: "metadata.name", message: "is required" });
+    expect(problemsOf(service({ clusterIP: "198.19.0.1", ports: [{ port: 80.5 }] }))).toEqual([{ field: "spec.ports[0].port", message: "must be a whole number (got 80.5)" }]);
+    expect(problemsOf(service({ clusterIP: "198.19.0.1", selector: ["app"] }))).toEqual([{ field: "spec.selector", message: "must be a mapping (got a list)" }]);
   });
 
   it("refuses a field of the wrong type once, for its type, not for checks that only fit the right type", () => {
