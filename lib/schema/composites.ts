@@ -74,9 +74,12 @@ export class TupleSchema<T extends readonly AnySchema[]> extends Schema<TupleOut
       return input;
     }
     const length = this.items.length;
-    if (input.length < length) addIssue(context, { code: "too_small", origin: "array", minimum: length, inclusive: true }, input);
-    else if (input.length > length) addIssue(context, { code: "too_big", origin: "array", maximum: length, inclusive: true }, input);
-    if (input.length !== length) return input;
+    // As zod: a tuple too short is refused for that alone; one too long, and its items checked as well.
+    if (input.length < length) {
+      addIssue(context, { code: "too_small", origin: "array", minimum: length, inclusive: true }, input);
+      return input;
+    }
+    if (input.length > length) addIssue(context, { code: "too_big", origin: "array", maximum: length, inclusive: true }, input);
     let output: unknown[] | undefined;
     for (let index = 0; index < length; index++) {
       const before = context.issues.length;
