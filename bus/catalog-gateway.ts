@@ -22,7 +22,7 @@
  * route.rules[0].matches[0].path; // { type: "PathPrefix", value: "/api" }
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 
 const stringMap = z.record(z.string(), z.string());
 const portNumber = z.number().int().min(1).max(65535);

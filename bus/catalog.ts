@@ -12,8 +12,7 @@
  * if (isReadyEndpoint(endpoint)) ...
  * ```
  */
-import { z } from "zod";
-import { fitsCatalogFastPath } from "./catalog-fits.ts";
+import * as z from "../lib/schema/index.ts";
 import { gatewayCatalogSchemas, gatewayKindPrefixes, type GatewayCatalogKind, type GatewayCatalogObject } from "./catalog-gateway.ts";
 
 export const protocols = ["TCP", "UDP", "SCTP"] as const;
@@ -154,8 +153,8 @@ export function encodeCatalogObject(object: CatalogObject): Uint8Array {
 }
 
 /**
- * Decodes and checks a KV value; throws a ZodError naming the bad field. A Service or an EndpointSlice that is
- * already exactly what zod would give back is kept as parsed (bus/catalog-fits.ts), not copied. Its parts that are
+ * Decodes and checks a KV value; throws a SchemaError naming the bad field. An object that is already exactly
+ * what the schema gives back is kept as parsed, not copied (lib/schema checks in place). Its parts that are
  * the same everywhere are shared (`shareParts`).
  */
 export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
@@ -165,7 +164,7 @@ export function decodeCatalogObject(bytes: Uint8Array): CatalogObject {
 /** decodeCatalogObject of a value already read as text (the controller keeps the text for the object's event). */
 export function parseCatalogObject(text: string): CatalogObject {
   const parsed: unknown = JSON.parse(text);
-  return shareParts(fitsCatalogFastPath(parsed) ? (parsed as CatalogObject) : catalogObjectSchema.parse(parsed));
+  return shareParts(catalogObjectSchema.parse(parsed));
 }
 
 const noEntries: Record<string, string> = Object.freeze({});

@@ -1,5 +1,5 @@
 /**
- * Payload types of the events under `mesh.>`, one zod schema each, so a
+ * Payload types of the events under `mesh.>`, one schema each (lib/schema), so a
  * publisher and every subscriber agree and a malformed payload is caught at the
  * edge. Event names are the last subject token: `mesh.<node>.<actor>.<event>`.
  *
@@ -8,7 +8,7 @@
  * const payload = decodeEvent("path", bytes); // typed, or throws
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { catalogObjectSchema, redactForEvent, type CatalogObject } from "./catalog.ts";
 import { natTypes } from "./node-record.ts";
 import { pathAttemptSchema, pathReasonCodes } from "./path-why.ts";

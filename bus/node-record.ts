@@ -9,7 +9,7 @@
  * const record = decodeNodeRecord(bytes); // typed, or throws with the field path
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 
 import { jetstreamManager } from "@nats-io/jetstream";
 import { millis, nanos, type NatsConnection } from "@nats-io/transport-node";

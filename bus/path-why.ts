@@ -10,7 +10,7 @@
  * why.reason.code; // "nat-pair-unpunchable"
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { natEvidenceSchema, natTypes } from "./node-record.ts";
 
 export { natEvidenceSchema, type NatEvidence } from "./node-record.ts";

@@ -14,7 +14,7 @@
  *
  * The level goes up when a change makes an older node misread, ignore or refuse what a newer one sends; each level
  * says below what an older node gets wrong, which the status and log lines repeat. Additions that older nodes skip
- * harmlessly (zod drops unknown fields of a record or a catalog object) do not raise it.
+ * harmlessly (the schemas, zod's before lib/schema as ours, drop unknown fields of a record or a catalog object) do not raise it.
  *
  * ```ts
  * const skew = protocolSkew({ peer: "edge-b", level: protocolOf(record) });   // undefined when both speak the same

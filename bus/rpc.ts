@@ -12,7 +12,7 @@
  * const status = await rpcRequest(connection, "edge-a", rpc.status);
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import type { NatType } from "./node-record.ts";
 import type { CatalogObject } from "./catalog.ts";
 import type { NodeStatus } from "./status.ts";
@@ -58,7 +58,7 @@ export interface SnapshotPage {
 }
 
 const hostPortSchema = z.object({ host: z.string().min(1).max(255), port: z.number().int().min(0).max(65_535) });
-const natTypeSchema = z.enum(["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"]) satisfies z.ZodType<NatType>;
+const natTypeSchema = z.enum(["none", "full-cone", "restricted-cone", "port-restricted", "symmetric", "unknown"]) satisfies z.Schema<NatType>;
 
 /** What a punched socket becomes: the pair's libp2p connection, or one tunnel stream under TLS. */
 export const punchPurposes = ["libp2p", "tls-stream"] as const;

@@ -15,7 +15,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { createRequire } from "node:module";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { fieldInfo, fieldOf, option, type Field, type FieldInfo, type OptionSpec } from "./options.ts";
 
@@ -47,7 +47,7 @@ export interface CommandSpec<O extends Options> {
 type SpecValue<S extends OptionSpec> = S["type"] extends "boolean" ? boolean : S["required"] extends true ? string : S["default"] extends string ? string : string | undefined;
 
 export type OptionValues<O extends Options> = {
-  [K in keyof O]: O[K] extends z.ZodType ? z.output<O[K]> : O[K] extends OptionSpec ? SpecValue<O[K]> : never;
+  [K in keyof O]: O[K] extends z.Schema<unknown, unknown> ? z.output<O[K]> : O[K] extends OptionSpec ? SpecValue<O[K]> : never;
 };
 
 export interface Command {

@@ -1,5 +1,5 @@
 /**
- * The fields a command's configuration is made of: each one a zod schema that
+ * The fields a command's configuration is made of: each one a schema (lib/schema) that
  * takes the text a flag, an environment variable or a config file gives, checks
  * it and turns it into the value the role uses (a host and port, a list, a
  * whole number), and carries what `--help` and docs/options.md say about it
@@ -15,7 +15,7 @@
  * };
  * ```
  */
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 import { parseHostPort, type HostPort } from "../nats/render.ts";
 
@@ -34,7 +34,7 @@ export interface OptionSpec extends FieldMeta {
   required?: boolean;
 }
 
-export type Field = z.ZodType;
+export type Field = z.Schema<unknown, unknown>;
 
 /** A field as --help, the argument parser and the docs see it. */
 export interface FieldInfo extends FieldMeta {
@@ -50,10 +50,9 @@ interface TextOptions extends FieldMeta {
   required?: boolean;
 }
 
-/** Runs `parse` on the text; its error (a LeafmeshError's message) becomes the field's issue. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each builder states its own input and output types
-function parsedText<T>(options: TextOptions, parse: (text: string) => T): z.ZodType<any, any> {
-  const convert = (text: string, context: z.RefinementCtx) => {
+/** Runs `parse` on the text; its error (a LeafmeshError's message) becomes the field's issue. Each builder below states what its options make of it. */
+function parsedText<T>(options: TextOptions, parse: (text: string) => T): z.Schema<T | undefined, string | undefined> {
+  const convert = (text: string, context: z.RefinementContext) => {
     try {
       return parse(text);
     } catch (error) {
@@ -95,7 +94,7 @@ export function parsePositiveInt(text: string, what?: string): number {
 export const option = {
   /** Free text (required text must not be empty). */
   text<O extends TextOptions>(options: O) {
-    return (options.required ? requiredText(options) : parsedText(options, (text) => text)) as O extends { default: string } | { required: true } ? z.ZodType<string, string> : z.ZodType<string | undefined, string | undefined>;
+    return (options.required ? requiredText(options) : parsedText(options, (text) => text)) as O extends { default: string } | { required: true } ? z.Schema<string, string> : z.Schema<string | undefined, string | undefined>;
   },
   /** A switch: present means on (`LEAFMESH_X=1|true|yes` in the environment). */
   flag(options: FieldMeta) {
@@ -113,14 +112,14 @@ export const option = {
       if (address.port === 0 && !options.anyPort) throw new LeafmeshError("CONFIG_INVALID", `'${text}': port 0 cannot be used here (give the port to listen on: the mesh and its users must know it)`);
       return address;
     }) as O extends { off: true }
-      ? z.ZodType<HostPort | undefined, string | undefined>
+      ? z.Schema<HostPort | undefined, string | undefined>
       : O extends { default: string } | { required: true }
-        ? z.ZodType<HostPort, string>
-        : z.ZodType<HostPort | undefined, string | undefined>;
+        ? z.Schema<HostPort, string>
+        : z.Schema<HostPort | undefined, string | undefined>;
   },
   /** A NATS client URL (nats:// or tls://, or host:port as nats.js takes it), refused when it is none: a typo is said, not dialled. */
   natsUrl<O extends TextOptions>(options: O) {
-    return parsedText({ value: "URL", ...options }, checkNatsUrl) as O extends { default: string } | { required: true } ? z.ZodType<string, string> : z.ZodType<string | undefined, string | undefined>;
+    return parsedText({ value: "URL", ...options }, checkNatsUrl) as O extends { default: string } | { required: true } ? z.Schema<string, string> : z.Schema<string | undefined, string | undefined>;
   },
   /** A comma-separated list (a YAML list in a config file). */
   list<O extends TextOptions>(options: O) {
@@ -128,7 +127,7 @@ export const option = {
       const items = splitList(text);
       if (options.required && items.length === 0) throw new LeafmeshError("CONFIG_INVALID", "needs at least one value");
       return items;
-    }) as O extends { default: string } | { required: true } ? z.ZodType<string[], string> : z.ZodType<string[] | undefined, string | undefined>;
+    }) as O extends { default: string } | { required: true } ? z.Schema<string[], string> : z.Schema<string[] | undefined, string | undefined>;
   },
   /** A whole number of at least `min` (default 1). */
   integer<O extends Omit<TextOptions, "default"> & { default?: number; min?: number; max?: number }>(options: O) {
@@ -139,47 +138,46 @@ export const option = {
         throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not a whole number${options.max !== undefined ? ` from ${min} to ${options.max}` : ` of at least ${min}`}`);
       }
       return value;
-    }) as O extends { default: number } | { required: true } ? z.ZodType<number, string> : z.ZodType<number | undefined, string | undefined>;
+    }) as O extends { default: number } | { required: true } ? z.Schema<number, string> : z.Schema<number | undefined, string | undefined>;
   },
   /** One of a fixed set of words. */
   choice<const V extends readonly string[], O extends TextOptions>(values: V, options: O) {
     return parsedText({ value: values.join("|"), ...options }, (text) => {
       if (!values.includes(text)) throw new LeafmeshError("CONFIG_INVALID", `'${text}' is not one of ${values.join(", ")}`);
       return text as V[number];
-    }) as O extends { default: string } | { required: true } ? z.ZodType<V[number], string> : z.ZodType<V[number] | undefined, string | undefined>;
+    }) as O extends { default: string } | { required: true } ? z.Schema<V[number], string> : z.Schema<V[number] | undefined, string | undefined>;
   },
   /** Text turned into a value by `parse`, which throws a LeafmeshError saying what is wrong. */
   parsed<T, O extends TextOptions>(options: O, parse: (text: string) => T) {
-    return parsedText(options, parse) as O extends { default: string } | { required: true } ? z.ZodType<T, string> : z.ZodType<T | undefined, string | undefined>;
+    return parsedText(options, parse) as O extends { default: string } | { required: true } ? z.Schema<T, string> : z.Schema<T | undefined, string | undefined>;
   },
 };
 
 /** The field of a plain option spec. */
 export function fieldOf(spec: Field | OptionSpec): Field {
-  if (spec instanceof z.ZodType) return spec;
+  if (spec instanceof z.Schema) return spec;
   const meta = { description: spec.description, value: spec.value, short: spec.short };
   if (spec.type === "boolean") return option.flag(meta);
   return option.text({ ...meta, default: spec.default as string | undefined, required: spec.required });
 }
 
-/** What a field is, read from its schema. */
+/** What a field is, read from its schema: through its transform, default and optional to the text or switch it takes. */
 export function fieldInfo(field: Field): FieldInfo {
-  const meta = (z.globalRegistry.get(field) ?? {}) as Partial<FieldMeta>;
-  let current: z.ZodType = field;
+  const meta = (z.metaOf(field) ?? {}) as Partial<FieldMeta>;
+  let current: z.SchemaLike = field;
   let defaultValue: unknown;
   let optional = false;
-  for (let depth = 0; depth < 8; depth++) {
-    const def = (current as unknown as { def: { type: string; in?: z.ZodType; innerType?: z.ZodType; defaultValue?: unknown } }).def;
-    if (def.type === "pipe") current = def.in!;
-    else if (def.type === "default") {
-      defaultValue = def.defaultValue;
-      current = def.innerType!;
-    } else if (def.type === "optional") {
+  for (;;) {
+    if (current instanceof z.TransformSchema) current = current.inner;
+    else if (current instanceof z.DefaultSchema) {
+      defaultValue = current.defaultValue;
+      current = current.inner;
+    } else if (current instanceof z.OptionalSchema) {
       optional = true;
-      current = def.innerType!;
+      current = current.inner;
     } else break;
   }
-  const kind = (current as unknown as { def: { type: string } }).def.type === "boolean" ? "switch" : "text";
+  const kind = current instanceof z.BooleanSchema ? "switch" : "text";
   return {
     kind,
     description: meta.description ?? "",

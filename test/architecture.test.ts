@@ -2,7 +2,7 @@
  * The code held to docs/architecture.md: every import that crosses parts runs
  * along an arrow of its picture; product code never imports the lab or test
  * support; an actor never imports another actor; a product file over 400 lines
- * says why at its top.
+ * says why at its top; no product file imports zod (lib/schema instead).
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -99,6 +99,11 @@ describe("the code keeps to docs/architecture.md", () => {
       )
       .map(({ where, line }) => `${where}: ${line.trim()}`);
     expect(offending).toEqual([]);
+  });
+
+  it("has no product file that imports zod: lib/schema holds what the project uses of it (zod 4 cost an agent ~6 MiB and ~60 ms of start)", () => {
+    const importers = files.filter(isProduct).filter((file) => /\bfrom\s*["']zod(?:\/[^"']*)?["']|\b(?:import|require)\(\s*["']zod(?:\/[^"']*)?["']\s*\)/.test(readFileSync(resolve(root, file), "utf8")));
+    expect(importers).toEqual([]);
   });
 
   it("has no product file that loads undici: no fetch, no value import of node:http (lib/node-http.ts, nats/monitor-http.ts say why)", () => {

@@ -25,7 +25,7 @@
 import { existsSync, readFileSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { createAccount, createUser, fmtCreds, fromPublic } from "@nats-io/jwt";
 import { nodeNamePattern } from "../bus/subjects.ts";
 import { LeafmeshError, describeError } from "../lib/errors.ts";

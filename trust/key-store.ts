@@ -29,7 +29,7 @@
 import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, copyFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { createAccount, createOperator, createUser, fmtCreds, decode, type Account, type User } from "@nats-io/jwt";
 import { claimsSignedHere, verifiedClaims } from "./jwt-claims.ts";
 import { LeafmeshError } from "../lib/errors.ts";

@@ -26,7 +26,7 @@
 import { verify, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { certificateRenewalSubjects, nodeInboxPrefix, nodeNamePattern } from "../bus/subjects.ts";
 import { describeError } from "../lib/errors.ts";

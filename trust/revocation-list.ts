@@ -18,7 +18,7 @@
  * ```
  */
 import { createPrivateKey, sign, verify, X509Certificate } from "node:crypto";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 
 const fingerprintPattern = /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/;

@@ -25,7 +25,7 @@
  * ```
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { z } from "zod";
+import * as z from "../lib/schema/index.ts";
 import { LeafmeshError } from "../lib/errors.ts";
 
 export interface TokenState {

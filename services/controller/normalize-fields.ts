@@ -4,7 +4,7 @@
  * is named (field path and message, in a manifest author's words), the naming
  * rules of Kubernetes objects, and object metadata. Pure.
  */
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 
 export interface FieldProblem {
   /** "spec.ports[0].port", or "" for the object as a whole. */
@@ -30,23 +30,22 @@ export const metadata = z.object({
   annotations: labelMap.nullable(),
 });
 
-/** "spec.ports[0].port" from a zod issue path. */
-export function fieldPath(path: readonly PropertyKey[]): string {
-  let text = "";
-  for (const part of path) text += typeof part === "number" ? `[${part}]` : text ? `.${String(part)}` : String(part);
-  return text;
-}
+/** "spec.ports[0].port" from an issue's path. */
+export const fieldPath = z.pathText;
 
-export function zodProblems(error: z.ZodError): FieldProblem[] {
+export function schemaProblems(error: z.SchemaError): FieldProblem[] {
   return error.issues.map((issue) => ({ field: fieldPath(issue.path), message: friendlyMessage(issue) }));
 }
 
-/** zod's generic wording ("Invalid input: expected string, received undefined") in a manifest author's terms. */
-function friendlyMessage(issue: z.core.$ZodIssue): string {
+/** The schema's generic wording ("Invalid input: expected string, received undefined") in a manifest author's terms. */
+function friendlyMessage(issue: z.Issue): string {
   if (issue.code === "invalid_type") {
-    const received = (issue as { input?: unknown }).input;
+    const received = issue.input;
     if (received === undefined) return "is required";
-    return `must be ${issue.expected === "array" ? "a list" : issue.expected === "object" ? "a mapping" : `a ${issue.expected}`} (got ${Array.isArray(received) ? "a list" : typeof received})`;
+    // A number that is not whole: the schema's type is "int" (zod's word), which read "must be a int (got number)".
+    if (issue.expected === "int") return `must be a whole number (got ${String(received)})`;
+    const expected = issue.expected === "array" ? "a list" : issue.expected === "object" || issue.expected === "record" ? "a mapping" : `a ${issue.expected}`;
+    return `must be ${expected} (got ${Array.isArray(received) ? "a list" : typeof received})`;
   }
   if (issue.code === "unrecognized_keys") return `has unknown fields ${issue.keys.join(", ")}`;
   return issue.message;

@@ -12,9 +12,9 @@
  * const route = normalizeHttpRoute(raw, problems); // problems: [{ field: "spec.rules[0].filters", message }]
  * ```
  */
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 import { gatewayProtocols, type BackendRef, type GatewayApiGateway, type HttpMatch, type HttpRoute, type HttpRule, type ParentRef, type TcpRoute, type TlsRoute } from "../../bus/catalog-gateway.ts";
-import { checkMetadata, dns1123Label, dns1123Subdomain, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
+import { checkMetadata, dns1123Label, dns1123Subdomain, metadata, schemaProblems, type FieldProblem } from "./normalize-fields.ts";
 import { checkHostname, durationField, nodeSelectorAnnotation, parseNodeSelector, unsupported } from "./normalize-ingress.ts";
 
 const portNumber = z.number({ error: "must be a number" }).int("must be an integer").min(1, "must be 1 to 65535").max(65535, "must be 1 to 65535");
@@ -143,7 +143,7 @@ function hostnamesOf(hostnames: string[] | undefined, problems: FieldProblem[]):
 export function normalizeGatewayApiGateway(raw: unknown, problems: FieldProblem[]): GatewayApiGateway | undefined {
   const parsed = rawGateway.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const gateway = parsed.data;
@@ -211,7 +211,7 @@ export function normalizeGatewayApiGateway(raw: unknown, problems: FieldProblem[
 export function normalizeHttpRoute(raw: unknown, problems: FieldProblem[]): HttpRoute | undefined {
   const parsed = rawHttpRoute.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const route = parsed.data;
@@ -267,7 +267,7 @@ export function normalizeHttpRoute(raw: unknown, problems: FieldProblem[]): Http
 function normalizeL4Route(schema: typeof rawTcpRoute | typeof rawTlsRoute, raw: unknown, problems: FieldProblem[]) {
   const parsed = schema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const route = parsed.data;

@@ -12,9 +12,9 @@
  * ```
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 import type { TlsSecret } from "../../bus/catalog-gateway.ts";
-import { checkMetadata, dns1123Subdomain, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
+import { checkMetadata, dns1123Subdomain, metadata, schemaProblems, type FieldProblem } from "./normalize-fields.ts";
 
 /**
  * "10s", "1.5s", "250ms", "1h2m" (Go's time.ParseDuration, which Istio reads, and the Gateway API's GEP-2257 form) in
@@ -88,7 +88,7 @@ const rawSecret = z.object({
 export function normalizeTlsSecret(raw: unknown, problems: FieldProblem[]): TlsSecret | undefined {
   const parsed = rawSecret.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const secret = parsed.data;

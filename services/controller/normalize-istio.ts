@@ -12,9 +12,9 @@
  * const object = normalizeVirtualService(raw, problems); // problems: [{ field: "spec.http[0].rewrite", message }]
  * ```
  */
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 import { istioProtocols, istioTlsModes, type BackendRef, type HttpMatch, type HttpRule, type IstioGateway, type VirtualService } from "../../bus/catalog-gateway.ts";
-import { checkMetadata, dns1123Label, dns1123Subdomain, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
+import { checkMetadata, dns1123Label, dns1123Subdomain, metadata, schemaProblems, type FieldProblem } from "./normalize-fields.ts";
 import { checkHostname, durationField, unsupported } from "./normalize-ingress.ts";
 
 const portNumber = z.number({ error: "must be a number" }).int("must be an integer").min(1, "must be 1 to 65535").max(65535, "must be 1 to 65535");
@@ -108,7 +108,7 @@ const defaultRetryOn = ["connect-failure", "refused-stream", "503"];
 export function normalizeIstioGateway(raw: unknown, problems: FieldProblem[]): IstioGateway | undefined {
   const parsed = rawGateway.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const gateway = parsed.data;
@@ -233,7 +233,7 @@ function httpRuleOf(route: z.infer<typeof rawHttpRoute>, namespace: string, fiel
 export function normalizeVirtualService(raw: unknown, problems: FieldProblem[]): VirtualService | undefined {
   const parsed = rawVirtualService.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...zodProblems(parsed.error));
+    problems.push(...schemaProblems(parsed.error));
     return undefined;
   }
   const service = parsed.data;

@@ -71,6 +71,14 @@ describe("normalizeObject", () => {
   it("says what type a field needed and what it got", () => {
     expect(problemsOf(service({ clusterIP: "198.19.0.1", ports: [{ port: "eighty" }] }))).toEqual([{ field: "spec.ports[0].port", message: "must be a number (got string)" }]);
     expect(problemsOf(service({}, { namespace: "shop" }))).toContainEqual({ field: "metadata.name", message: "is required" });
+    expect(problemsOf(service({ clusterIP: "198.19.0.1", ports: [{ port: 80.5 }] }))).toEqual([{ field: "spec.ports[0].port", message: "must be a whole number (got 80.5)" }]);
+    expect(problemsOf(service({ clusterIP: "198.19.0.1", selector: ["app"] }))).toEqual([{ field: "spec.selector", message: "must be a mapping (got a list)" }]);
+  });
+
+  it("refuses a field of the wrong type once, for its type, not for checks that only fit the right type", () => {
+    // zod 4 also ran the list's length check on the text and added "needs at least one address".
+    const slice = { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: "s", labels: { "kubernetes.io/service-name": "web" } }, addressType: "IPv4", endpoints: [{ addresses: "" }] };
+    expect(problemsOf(slice)).toEqual([{ field: "endpoints[0].addresses", message: "must be a list (got string)" }]);
   });
 
   it("ignores known workload kinds and reads EndpointSlice conditions as the API defines them", () => {

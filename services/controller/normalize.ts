@@ -15,13 +15,13 @@
  * ```
  */
 import { isIP } from "node:net";
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 import type { CatalogObject, DestinationRule, EndpointSlice, Service } from "../../bus/catalog.ts";
 import { normalizeGatewayApiGateway, normalizeHttpRoute, normalizeTcpRoute, normalizeTlsRoute } from "./normalize-gateway-api.ts";
 import { mirrorEndpoints } from "./normalize-endpoints.ts";
 import { normalizeTlsSecret } from "./normalize-ingress.ts";
 import { normalizeIstioGateway, normalizeVirtualService } from "./normalize-istio.ts";
-import { checkMetadata, dns1035Label, dns1123Label, dns1123Subdomain, ianaServiceName, labelMap, metadata, zodProblems, type FieldProblem } from "./normalize-fields.ts";
+import { checkMetadata, dns1035Label, dns1123Label, dns1123Subdomain, ianaServiceName, labelMap, metadata, schemaProblems, type FieldProblem } from "./normalize-fields.ts";
 
 export { fieldPath, type FieldProblem } from "./normalize-fields.ts";
 
@@ -171,7 +171,7 @@ export function normalizeObject(raw: unknown): NormalizeResult {
   let object: CatalogObject | undefined;
   if (kind === "Service") {
     const parsed = rawService.safeParse(raw, { reportInput: true });
-    if (!parsed.success) problems.push(...zodProblems(parsed.error));
+    if (!parsed.success) problems.push(...schemaProblems(parsed.error));
     else object = normalizeService(parsed.data, problems);
   } else if (kind === "Endpoints") {
     // Read as the EndpointSlice Kubernetes mirrors it into (normalize-endpoints.ts).
@@ -180,16 +180,16 @@ export function normalizeObject(raw: unknown): NormalizeResult {
     if ("problems" in mirrored) problems.push(...mirrored.problems);
     else {
       const parsed = rawEndpointSlice.safeParse(mirrored.slice, { reportInput: true });
-      if (!parsed.success) problems.push(...zodProblems(parsed.error));
+      if (!parsed.success) problems.push(...schemaProblems(parsed.error));
       else object = normalizeEndpointSlice(parsed.data, problems);
     }
   } else if (kind === "EndpointSlice") {
     const parsed = rawEndpointSlice.safeParse(raw, { reportInput: true });
-    if (!parsed.success) problems.push(...zodProblems(parsed.error));
+    if (!parsed.success) problems.push(...schemaProblems(parsed.error));
     else object = normalizeEndpointSlice(parsed.data, problems);
   } else if (kind === "DestinationRule") {
     const parsed = rawDestinationRule.safeParse(raw, { reportInput: true });
-    if (!parsed.success) problems.push(...zodProblems(parsed.error));
+    if (!parsed.success) problems.push(...schemaProblems(parsed.error));
     else object = normalizeDestinationRule(parsed.data, problems);
   } else if (ingressKinds.has(kind)) {
     const result = normalizeIngress(kind, raw, problems);

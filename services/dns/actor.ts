@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { assign, createActor, fromPromise, setup, type ActorRefFrom } from "xstate";
-import { z } from "zod";
+import * as z from "../../lib/schema/index.ts";
 import { linkActorToBus, waitForState, type ActorLink } from "../../bus/actor-link.ts";
 import type { Bus } from "../../bus/bus.ts";
 import type { CatalogFeed } from "../../bus/catalog-feed.ts";
