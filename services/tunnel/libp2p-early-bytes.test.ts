@@ -56,9 +56,10 @@ beforeAll(async () => {
     const far = netConnect({ host: "127.0.0.1", port: portB });
     for (const socket of [near, far]) sockets.add(socket.on("error", () => undefined));
     near.pipe(far);
-    // Either side gone takes the other with it (a relay's sockets outlive nothing they carry).
-    near.once("close", () => far.destroy());
-    far.once("close", () => near.destroy());
+    // Either side gone takes the other with it (a relay's sockets outlive nothing they carry): a reset or an error
+    // as a reset, a clean close as a close. A side already closed is left as it is (destroying it again does nothing).
+    near.once("close", (hadError) => (hadError ? far.resetAndDestroy() : far.destroy()));
+    far.once("close", (hadError) => (hadError ? near.resetAndDestroy() : near.destroy()));
     far.on("data", (chunk: Buffer) => (answers.held ? answers.waiting.push(chunk) : near.write(chunk)));
     answers.release = () => {
       answers.held = false;
