@@ -1,7 +1,25 @@
-/** A vitest setup file: records the test file this worker runs (test/support/worker-deaths.ts). */
-import { beforeAll } from "vitest";
+/**
+ * A vitest setup file: records the test file this worker runs (test/support/worker-deaths.ts), and, with
+ * LEAFMESH_TEST_CPU_LOG=FILE, appends the CPU the file's worker process and the children it waited for
+ * (nats-servers, leafmesh processes) used, to find what the suite spends its time on.
+ */
+import { afterAll, beforeAll } from "vitest";
+import { appendFileSync, readFileSync } from "node:fs";
+import { isMainThread } from "node:worker_threads";
 import { recordWorkerFile } from "./worker-deaths.ts";
 
+let file = "";
 beforeAll((suite) => {
-  recordWorkerFile(suite.file.filepath);
+  file = suite.file.filepath;
+  recordWorkerFile(file);
+});
+
+afterAll(() => {
+  const log = process.env.LEAFMESH_TEST_CPU_LOG;
+  if (!log) return;
+  // /proc/self/stat after the command name: utime, stime, cutime, cstime are fields 14–17 (clock ticks, 100 a second).
+  const fields = readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ");
+  const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((index) => Number(fields[index]) / 100);
+  const own = isMainThread ? (utime! + stime!).toFixed(1) : "shared";
+  appendFileSync(log, `${file}\t${own}\t${(cutime! + cstime!).toFixed(1)}\t${process.uptime().toFixed(1)}\n`);
 });
