@@ -3,6 +3,7 @@
  */
 import type { Command, CommandIO } from "./command.ts";
 import { commandNames, commandSummaries, type CommandName } from "./command-list.ts";
+import { useNativeEd25519 } from "../lib/ed25519.ts";
 
 /** Each command's module, loaded only when that command runs (its summary for --help is in command-list.ts). */
 const loaders: Record<CommandName, () => Promise<Command>> = {
@@ -44,6 +45,7 @@ export function mainHelp(): string {
 }
 
 export async function main(argv: string[], io: CommandIO): Promise<number> {
+  useNativeEd25519(); // NATS keys signed and checked by OpenSSL, not tweetnacl's JavaScript (lib/ed25519.ts)
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     (name ? io.stdout : io.stderr).write(mainHelp());

@@ -68,7 +68,8 @@ describe("roll-up headers on a node's own key", () => {
   it("a fresh hub makes the bucket refusing roll-ups and reports no update of a bucket it just made", async () => {
     const { config } = await (await jetstreamManager(publisher)).streams.info("KV_mesh-nodes");
     expect(config.allow_rollup_hdrs).toBe(false);
-    expect(hub.output()).toContain("hub ready");
+    // The hub answers status (startHubProcess) a moment before it logs that it is ready.
+    await eventually(() => hub.output().includes("hub ready"), 15_000, "the hub to log that it is ready");
     expect(hub.output()).not.toContain("node records bucket updated");
   });
 

@@ -32,7 +32,8 @@ export interface LeafmeshProcess {
   /** Everything the process printed so far (stdout + stderr). */
   output(): string;
   connection(): Promise<NatsConnection>;
-  view(): ReturnType<typeof fetchNodeView>;
+  /** The node's status and catalog over its own NATS server; `timeoutMs` for each request (2 s). */
+  view(timeoutMs?: number): ReturnType<typeof fetchNodeView>;
   /** SIGTERM and wait for exit. */
   stop(): Promise<number | null>;
   /** SIGKILL (a crash) and wait for exit. */
@@ -76,10 +77,10 @@ export function launch(name: string, args: string[], clientUrl: string, dataDir:
       connections.push(connection);
       return connection;
     },
-    async view() {
+    async view(timeoutMs = 2_000) {
       const connection = await connect({ ...connectOptions(), servers: clientUrl, reconnect: false, timeout: 2_000 });
       try {
-        return await fetchNodeView(connection, 2_000);
+        return await fetchNodeView(connection, timeoutMs);
       } finally {
         await connection.close();
       }
@@ -102,10 +103,21 @@ export function launch(name: string, args: string[], clientUrl: string, dataDir:
 }
 
 async function waitReady(process: LeafmeshProcess, timeoutMs = 30_000): Promise<void> {
+  // A status request made once the node's nats-server is up, but before the process answers on it, is not refused: it
+  // waits out its timeout (the leaf link carries it to the hub). With 2 s each, a start that answered in ~1 s was seen
+  // ~2.5 s after it began. So the first request waits briefly, and each one after a request that timed out twice as
+  // long (up to 2 s): a slow machine still gets its answer, a quick start is seen when it is ready.
+  let requestTimeoutMs = 200;
   await eventually(
     async () => {
       if (process.child.exitCode !== null) throw new Error(`${process.name} exited with ${process.child.exitCode}:\n${process.output().slice(-3000)}`);
-      await process.view();
+      const asked = performance.now();
+      try {
+        await process.view(requestTimeoutMs);
+      } catch (error) {
+        if (performance.now() - asked >= requestTimeoutMs) requestTimeoutMs = Math.min(2_000, requestTimeoutMs * 2);
+        throw error;
+      }
       return true;
     },
     timeoutMs,

@@ -1,5 +1,5 @@
 /**
- * A vitest setup file: records the test file this worker runs (test/support/worker-deaths.ts), and, with
+ * A vitest setup file: uses OpenSSL's Ed25519 for the NATS libraries (lib/ed25519.ts), records the test file this worker runs (test/support/worker-deaths.ts), and, with
  * LEAFMESH_TEST_CPU_LOG=FILE, appends the CPU the file's worker process and the children it waited for
  * (nats-servers, leafmesh processes) used, to find what the suite spends its time on.
  */
@@ -7,6 +7,10 @@ import { afterAll, beforeAll } from "vitest";
 import { appendFileSync, readFileSync } from "node:fs";
 import { isMainThread } from "node:worker_threads";
 import { recordWorkerFile } from "./worker-deaths.ts";
+import { useNativeEd25519 } from "../../lib/ed25519.ts";
+
+// As every leafmesh process does (cli/main.ts): the keys, claims and connections tests make in-process sign with OpenSSL.
+useNativeEd25519();
 
 let file = "";
 beforeAll((suite) => {
