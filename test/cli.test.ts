@@ -339,23 +339,23 @@ describe("the README's npx commands on a machine whose Node is older than 24", (
 
 describe("a long-running leafmesh process", () => {
   it("an agent runs in place (same pid) with V8's young generation capped and one malloc arena, unless the caller chose its own; a hub with a larger cap and glibc's arenas", async () => {
-    const hub = await startHubProcess({ name: "hub-1", ports: await hubPorts() });
-    const agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl] });
+    const hub = await startHubProcess({ name: "hub-1", ports: await hubPorts(), plainStart: true });
+    const agent = await startAgentProcess({ node: "edge-a", hubs: [hub.leafUrl], plainStart: true });
     const argv = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
     const arenas = (pid: number | undefined) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").find((entry) => entry.startsWith("MALLOC_ARENA_MAX="));
     expect(argv(agent.child.pid)).toContain("--max-semi-space-size=4");
     expect(arenas(agent.child.pid)).toBe("MALLOC_ARENA_MAX=1");
     expect(argv(hub.child.pid)).toContain("--max-semi-space-size=16");
     expect(arenas(hub.child.pid)).toBeUndefined();
-    const hubChosen = await startHubProcess({ name: "hub-2", ports: await hubPorts(), env: { NODE_OPTIONS: "--max-semi-space-size=32" } });
+    const hubChosen = await startHubProcess({ name: "hub-2", ports: await hubPorts(), env: { NODE_OPTIONS: "--max-semi-space-size=32" }, plainStart: true });
     expect(argv(hubChosen.child.pid).some((arg) => arg.startsWith("--max-semi-space-size"))).toBe(false); // NODE_OPTIONS holds it: no re-exec
     expect(readFileSync(`/proc/${hubChosen.child.pid}/environ`, "utf8")).toContain("NODE_OPTIONS=--max-semi-space-size=32");
     for (const process of [hub, agent]) expect(process.output()).not.toMatch(/ExperimentalWarning|execve/);
-    const chosen = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], env: { NODE_OPTIONS: "--max-semi-space-size=16", MALLOC_ARENA_MAX: "4" } });
+    const chosen = await startAgentProcess({ node: "edge-b", hubs: [hub.leafUrl], env: { NODE_OPTIONS: "--max-semi-space-size=16", MALLOC_ARENA_MAX: "4" }, plainStart: true });
     expect(argv(chosen.child.pid)).not.toContain("--max-semi-space-size=4");
     expect(arenas(chosen.child.pid)).toBe("MALLOC_ARENA_MAX=4");
     // Only the arenas chosen: the young generation is still capped, in the same single re-exec.
-    const arenasOnly = await startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], env: { MALLOC_ARENA_MAX: "2" } });
+    const arenasOnly = await startAgentProcess({ node: "edge-c", hubs: [hub.leafUrl], env: { MALLOC_ARENA_MAX: "2" }, plainStart: true });
     expect(argv(arenasOnly.child.pid)).toContain("--max-semi-space-size=4");
     expect(arenas(arenasOnly.child.pid)).toBe("MALLOC_ARENA_MAX=2");
   }, 60_000);

@@ -19,6 +19,7 @@ import { fetchNodeView } from "../../cli/status.ts";
 import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
 import { inNamespace, runCommand } from "../../lab/netns.ts";
+import { memoryOf } from "../../bin/memory.js";
 
 const root = resolve(import.meta.dirname, "../..");
 export const nodeBinary = join(root, "node_modules/.bin/node");
@@ -56,11 +57,26 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 }
 
 /** Starts `leafmesh ARGS` (inside a network namespace when given) and tracks it for stopAllProcesses(). */
-export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }, wrapper: string[] = []): LeafmeshProcess {
+/**
+ * The memory settings bin/leafmesh.js would start ROLE again with (bin/memory.js), given at the first start: a
+ * long-running role otherwise boots Node twice (~90 ms of CPU each time on a 2-core test machine, where a page fault
+ * costs ~10 µs). What the caller's environment chose itself is left to it, as bin/leafmesh.js leaves it.
+ * `plainStart` starts as a shell does, `node bin/leafmesh.js ROLE …`, for the tests of that re-exec.
+ */
+function roleStart(role: string | undefined, env: NodeJS.ProcessEnv, plainStart: boolean): { nodeFlags: string[]; env: NodeJS.ProcessEnv } {
+  const memory = plainStart ? undefined : memoryOf(role);
+  if (!memory) return { nodeFlags: [], env };
+  const semiSpaceChosen = (env.NODE_OPTIONS ?? "").includes("--max-semi-space-size");
+  const arenas = memory.oneArena && env.MALLOC_ARENA_MAX === undefined ? { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" } : {};
+  return { nodeFlags: semiSpaceChosen ? [] : [`--max-semi-space-size=${memory.semiSpaceMiB}`], env: { ...env, ...arenas } };
+}
+
+export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }, wrapper: string[] = [], plainStart = false): LeafmeshProcess {
   // Read when a connection is made: an agent that joins with a token (--join) has its keys only once it runs.
   const connectOptions = () => (security ? clientConnectOptions(security) : {});
-  const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), ...wrapper, nodeBinary, cliPath, ...args];
-  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: env ? { ...process.env, ...env } : process.env });
+  const start = roleStart(args[0], env ? { ...process.env, ...env } : process.env, plainStart);
+  const argv = [...(namespace ? ["ip", "netns", "exec", namespace] : []), ...wrapper, nodeBinary, ...start.nodeFlags, cliPath, ...args];
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], env: start.env });
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -154,6 +170,8 @@ export interface HubProcessOptions {
   waitReady?: boolean;
   /** More environment for the hub's process. */
   env?: NodeJS.ProcessEnv;
+  /** Started as a shell does, without the harness's memory flags (see roleStart). */
+  plainStart?: boolean;
 }
 
 export async function hubPorts(): Promise<{ client: number; leaf: number; monitor: number; cluster: number; metrics: number }> {
@@ -178,7 +196,7 @@ export async function startHubProcess(options: HubProcessOptions): Promise<HubPr
     ...(options.keys ? ["--keys", options.keysMount ?? options.keys] : ["--insecure"]),
     ...(options.extraArgs ?? []),
   ];
-  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, options.env, options.keys ? { keys: options.keys } : undefined);
+  const base = launch(options.name, args, `nats://127.0.0.1:${ports.client}`, dataDir, undefined, options.env, options.keys ? { keys: options.keys } : undefined, [], options.plainStart);
   const hub: HubProcess = {
     ...base,
     leafUrl: `nats://127.0.0.1:${ports.leaf}`,
@@ -232,6 +250,8 @@ export async function startAgentProcess(options: {
   waitReady?: boolean;
   /** A command the agent runs under (e.g. `prlimit --nofile=256:4096`), which execs it (the child's pid is the agent's). */
   wrapper?: string[];
+  /** Started as a shell does, without the harness's memory flags (see roleStart). */
+  plainStart?: boolean;
 }): Promise<AgentProcess> {
   const ports = options.ports ?? { client: await freePort(), monitor: await freePort(), metrics: await freePort() };
   const dataDir = options.dataDir ?? tempDir(`leafmesh-${options.node}-`);
@@ -255,6 +275,7 @@ export async function startAgentProcess(options: {
     options.env,
     options.join || options.joinFile ? { keys: join(dataDir, "keys"), node: options.node } : options.keys ? { keys: options.keys, node: options.node } : undefined,
     options.wrapper,
+    options.plainStart,
   );
   const agent: AgentProcess = { ...base, metricsUrl: `http://127.0.0.1:${ports.metrics}`, restart: () => startAgentProcess({ ...options, ports, dataDir }) };
   if (options.waitReady !== false) await waitReady(agent);
