@@ -13,6 +13,8 @@ import { runCliOk as cli, startAgentProcess, startHubProcess, stopAllProcesses, 
 import { eventually } from "../test/support/ports.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { loadHubSecurity } from "./security.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hubCopy: string;
@@ -21,8 +23,9 @@ beforeAll(async () => {
   requireTools();
   const base = tempDir("leafmesh-auditor-refusals-");
   keys = join(base, "keys");
-  await cli("keys", "init", "--dir", keys);
-  await cli("keys", "issue", "--dir", keys, "--node", "edge-a");
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  await issueNode({ dir: keys, node: "edge-a" });
   // The hub's copy: only what a hub needs (docs/trust.md, step 3).
   hubCopy = join(base, "hub-keys");
   mkdirSync(join(hubCopy, "accounts"), { recursive: true, mode: 0o700 });

@@ -11,6 +11,8 @@ import { skewedClock } from "../test/support/clock-skew.ts";
 import { eventually } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -19,8 +21,9 @@ let behind: AgentProcess;
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-clock-behind-"), "keys");
-  await cli("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   const hubs = [hub.leafUrl.replace("nats://", "tls://")];
   behind = await startAgentProcess({ node: "edge-a", hubs, keys: join(keys, "nodes", "edge-a"), env: skewedClock(-10 * 86_400) });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
 import { issueCertificate } from "./tls.ts";
 import { decodeJoinToken, encodeJoinToken } from "./tokens.ts";
 import { silentLogger } from "../lib/log.ts";
@@ -26,7 +26,8 @@ beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-enrol-cert-");
   keys = join(base, "keys");
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
 }, 120_000);
 

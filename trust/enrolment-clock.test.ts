@@ -12,6 +12,7 @@ import { skewedClock } from "../test/support/clock-skew.ts";
 import { eventually } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -20,7 +21,8 @@ let tokenFile: string;
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-enrol-clock-"), "keys");
-  await cli("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
   const token = (await cli("keys", "token", "--dir", keys, "--url", hub.clientUrl.replace("nats://", "tls://"), "--ttl", "24h", "--uses", "5")).trim();
   tokenFile = join(tempDir(), "token");

@@ -1,6 +1,6 @@
 /**
  * Enrolment by token, end to end with real processes: `leafmesh keys token` against a keys
- * directory, a `leafmesh hub --enrol` holding it, an agent issued the usual way (`keys issue`), and
+ * directory, a `leafmesh hub --enrol` holding it, an agent issued the usual way (as `keys issue` does), and
  * agents that join with `leafmesh agent --join TOKEN` and nothing else. A joined node gets its own
  * identity (its private keys made on it, none in the keys directory), reaches the issued node over a
  * relayed tunnel stream, and starts again from its bundle after its token is revoked. Used-up,
@@ -20,7 +20,9 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
+import { createToken, revokeToken } from "./enrolment.ts";
 import { silentLogger } from "../lib/log.ts";
 import { startTcpEcho } from "../test/support/tunnel-fabric.ts";
 
@@ -32,10 +34,19 @@ let edgeB: AgentProcess;
 let echo: Server;
 let echoPort: number;
 
+const enrolUrl = () => `tls://127.0.0.1:${new URL(hub.clientUrl).port}`;
+
 /** `keys token` prints the token alone on stdout. */
 async function makeToken(...argv: string[]): Promise<string> {
-  const clientPort = new URL(hub.clientUrl).port;
-  return (await runCliOk("keys", "token", "--dir", keys, "--url", `tls://127.0.0.1:${clientPort}`, ...argv)).trim();
+  return (await runCliOk("keys", "token", "--dir", keys, "--url", enrolUrl(), ...argv)).trim();
+}
+
+/**
+ * A token as `keys token` makes it (the same function, without a CLI process), for the tests whose subject is what
+ * the hub and the node do with it; the command itself is run by the first test.
+ */
+async function tokenInProcess(options: { ttlMs?: number; uses: number }): Promise<string> {
+  return (await createToken({ dir: keys, ttlMs: options.ttlMs ?? 86_400_000, uses: options.uses, urls: [enrolUrl()] })).token;
 }
 
 const tunnelArgs = (socksPort?: number) => ["--tunnel-ways", "relay", "--tunnel-listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-tls", "127.0.0.1:0", "--mdns", "off", ...(socksPort ? ["--socks", `127.0.0.1:${socksPort}`] : [])];
@@ -85,8 +96,9 @@ beforeAll(async () => {
   keys = join(base, "keys");
   const manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
-  await runCliOk("keys", "init", "--dir", keys);
-  await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b");
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  await issueNode({ dir: keys, node: "edge-b" });
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
   ({ server: echo, port: echoPort } = await startTcpEcho());
@@ -154,7 +166,7 @@ describe("a node joins with a token", () => {
 
 describe("a fleet joining at once", () => {
   it("enrols 20 nodes that ask at the same moment: the hub enrols them in batches, one push each, and those it finds busy ask again", async () => {
-    const token = await makeToken("--uses", "20");
+    const token = await tokenInProcess({ uses: 20 });
     const nodes = Array.from({ length: 20 }, (_, index) => `edge-f${index}`);
     // All 20 requests at the hub's server before the hub reads one: the hub process is stopped (SIGSTOP) until
     // its server holds a request from each node, then it reads them in one go. Started at once and left to
@@ -189,13 +201,13 @@ describe("a used-up, expired or revoked token is refused with the reason", () =>
   const join1 = (token: string, node: string) => joinMesh({ token, node, bundleDir: join(base, "joins", node), log: silentLogger() });
 
   it("used up: the second node of a one-use token", async () => {
-    const token = await makeToken("--uses", "1");
+    const token = await tokenInProcess({ uses: 1 });
     await join1(token, "edge-u1");
     await expect(join1(token, "edge-u2")).rejects.toThrow(/the hub refused to enrol node 'edge-u2' with token \w+: token \w+ is used up \(1 of 1 uses: edge-u1\) \(used-up\)/);
   });
 
   it("expired: refused by the node before it asks, and by the hub's server (the token's user expires with it)", async () => {
-    const token = await makeToken("--ttl", "1s");
+    const token = await tokenInProcess({ ttlMs: 1_000, uses: 1 });
     const id = readKeyState(keys).tokens![Object.keys(readKeyState(keys).tokens!).at(-1)!];
     await eventually(() => Date.now() > Date.parse(id.expiresAt) + 100, 5_000, "the token's expiry");
     await expect(join1(token, "edge-e1")).rejects.toThrow(/token \w+ expired at/);
@@ -215,9 +227,10 @@ describe("a used-up, expired or revoked token is refused with the reason", () =>
   });
 
   it("revoked: the hub says when; an agent started with it exits with that reason", async () => {
-    const token = await makeToken("--uses", "5");
+    const token = await tokenInProcess({ uses: 5 });
     const id = Object.values(readKeyState(keys).tokens!).find((entry) => entry.used.length === 0 && !entry.revokedAt && entry.uses === 5)!.id;
-    await runCliOk("keys", "revoke", "--dir", keys, "--token", id);
+    // As `keys revoke --token` without --hub does it (the command is run by the restart test above).
+    await revokeToken({ dir: keys, id });
     await expect(join1(token, "edge-r1")).rejects.toThrow(new RegExp(`token ${id} was revoked at .* \\(revoked\\)`));
     const agent = await startAgentProcess({ node: "edge-r2", hubs: [hub.leafUrl.replace("nats://", "tls://")], join: token, waitReady: false });
     await eventually(() => agent.child.exitCode !== null, 30_000, "the agent with a revoked token to exit");

@@ -20,7 +20,8 @@ import { projectSecret, secretData } from "../test/support/secret-volume.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { flatName, keysSecretManifest, pathOfFlatName, unpackFlatKeys } from "./flat-keys.ts";
 import { certificateHosts } from "./hub-certificate.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 
@@ -37,8 +38,10 @@ const leafUp = async (agent: Awaited<ReturnType<typeof startAgentProcess>>) =>
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-flat-keys-"), "keys");
-  await cli("keys", "init", "--dir", keys, "--hub-hosts", "hub-1.example.net,127.0.0.1");
-  await cli("keys", "issue", "--dir", keys, "--node", "edge-a");
+  // As `leafmesh keys init --hub-hosts` and `keys issue` make them (the same functions, without a CLI process each);
+  // the commands under test here are `keys k8s-secret` and `keys hub-cert`.
+  await initKeys({ dir: keys, hubHosts: ["hub-1.example.net", "127.0.0.1"] });
+  await issueNode({ dir: keys, node: "edge-a" });
 }, 60_000);
 
 afterAll(() => stopAllProcesses());
@@ -71,7 +74,7 @@ describe("keys k8s-secret", () => {
     const badPart = await runCli(["keys", "k8s-secret", "--dir", keys, "--part", "hub"]);
     expect(badPart.stderr).toContain("--part: 'hub' is neither hubs nor all");
     const big = join(tempDir("leafmesh-big-keys-"), "keys");
-    await cli("keys", "init", "--dir", big);
+    await initKeys({ dir: big });
     writeFileSync(join(big, "hub", "notes.txt"), Buffer.alloc(1024 * 1024, "x"));
     expect(() => keysSecretManifest({ dir: big, part: "hubs", name: "n", namespace: "ns" })).toThrow(/over the 1 MiB Kubernetes allows a Secret/);
   });
@@ -89,14 +92,16 @@ describe("keys k8s-secret", () => {
 describe("a hub whose --keys is the Secret's mount", () => {
   it("runs from the hubs' copy, an agent joins it, and a certificate issued again in the Secret restarts it in place", async () => {
     const mount = join(tempDir("leafmesh-secret-mount-"), "keys");
-    projectSecret(mount, secretData(await cli("keys", "k8s-secret", "--dir", keys)));
+    const secret = secretData(await cli("keys", "k8s-secret", "--dir", keys));
+    projectSecret(mount, secret);
     const dataDir = tempDir("leafmesh-hub-data-");
     const unpacked = join(dataDir, "keys");
     const hub = await startHubProcess({ name: "hub-1", keys: unpacked, keysMount: mount, dataDir });
     expect(hub.output()).toMatch(/"msg":"keys: unpacked from the Secret"/);
-    // The hubs' copy, unpacked with the layout a keys directory has, every file 0600.
+    // The hubs' copy (the Secret just projected: the keys directory has not changed since), unpacked with the layout
+    // a keys directory has, every file 0600.
     expect(filesOf(unpacked).filter((file) => !file.startsWith("."))).toEqual(
-      Object.keys(secretData(await cli("keys", "k8s-secret", "--dir", keys)))
+      Object.keys(secret)
         .filter((key) => key !== "leafmesh-keys-layout")
         .map(pathOfFlatName)
         .sort(),
@@ -125,7 +130,7 @@ describe("a hub whose --keys is the Secret's mount", () => {
 
   it("the enrolling hub is seeded from the whole directory once, and keeps the nodes it enrolled across a restart", async () => {
     const own = join(tempDir("leafmesh-enrol-keys-"), "keys");
-    await cli("keys", "init", "--dir", own);
+    await initKeys({ dir: own });
     const mount = join(tempDir("leafmesh-enrol-mount-"), "keys");
     projectSecret(mount, secretData(await cli("keys", "k8s-secret", "--dir", own, "--part", "all")));
     const dataDir = tempDir("leafmesh-enrol-data-");

@@ -21,6 +21,8 @@ import { ownCertificateTls } from "./tls.ts";
 import { natsServerResolving } from "../test/support/hosts-file.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 interface StatusJson {
   status: { node: string; role: string; links: { kind: string; direction: string; up: boolean; remote?: string }[] };
@@ -83,9 +85,11 @@ describe.each([
 describe("who is held to what", () => {
   it("the hub's own clients accept the hub's certificate only, not another certificate of the mesh CA that names the host they dialled", async () => {
     const keys = join(tempDir("leafmesh-hub-hosts-"), "keys");
-    await cli("keys", "init", "--dir", keys, "--hub-hosts", "hub-1.example.net");
+    // As `keys init --hub-hosts` and `keys issue --hosts` make them (the same functions, without a CLI process each:
+    // no hub runs in this test, and the CLI is run by the blocks above).
+    await initKeys({ dir: keys, hubHosts: ["hub-1.example.net"] });
     // A node whose certificate names 127.0.0.1, serving TLS there as if it were the hub.
-    await cli("keys", "issue", "--dir", keys, "--node", "edge-x", "--hosts", "127.0.0.1,localhost");
+    await issueNode({ dir: keys, node: "edge-x", hosts: ["127.0.0.1", "localhost"] });
     const bundle = join(keys, "nodes", "edge-x");
     const impostor = createTlsServer({ cert: readFileSync(join(bundle, "node.crt")), key: readFileSync(join(bundle, "node.key")) }, (socket) => socket.end());
     await new Promise<void>((resolve) => impostor.listen(0, "127.0.0.1", resolve));

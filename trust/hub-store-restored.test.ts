@@ -6,10 +6,12 @@
  */
 import { cpSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
-import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
+import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { runKeysCommand } from "../cli/keys.ts";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 
@@ -17,9 +19,17 @@ let keys: string;
 let hub: HubProcess;
 let agent: AgentProcess;
 
+/** `keys revoke --hub`, run in this process (the same command, without a CLI process each: it is not what is tested here). */
 async function revoke(node: string): Promise<void> {
-  const result = await runCli(["keys", "revoke", "--dir", keys, "--node", node, "--hub", hub.clientUrl.replace("nats://", "tls://")]);
-  expect(result.code, `${result.stdout}${result.stderr}`).toBe(0);
+  let output = "";
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      output += chunk.toString();
+      done();
+    },
+  });
+  const code = await runKeysCommand(["revoke", "--dir", keys, "--node", node, "--hub", hub.clientUrl.replace("nats://", "tls://")], { stdout: sink, stderr: sink }, {});
+  expect(code, output).toBe(0);
 }
 
 beforeAll(async () => {

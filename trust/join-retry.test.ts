@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import { startHubProcess, hubPorts, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
 import { joinMesh } from "./join.ts";
 
 let base: string;
@@ -41,7 +41,8 @@ beforeAll(async () => {
   base = tempDir("leafmesh-join-retry-");
   keys = join(base, "keys");
   ports = await hubPorts();
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
 }, 60_000);
 
 afterAll(async () => {
@@ -65,7 +66,7 @@ describe("a node that joins before its hub is there", () => {
 
   it("says at once what asking again cannot change: a hub whose certificate is not of the token's CA", async () => {
     const other = join(base, "other-keys");
-    await runCliOk("keys", "init", "--dir", other);
+    await initKeys({ dir: other });
     const token = await makeToken(other);
     const { log, text } = capturedLog();
     const refused = await joinMesh({ token, node: "edge-stray", bundleDir: join(base, "joins", "edge-stray"), log }).then(

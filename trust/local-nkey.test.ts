@@ -13,14 +13,17 @@ import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, runCliOk
 import { requireTools } from "../test/support/trust-servers.ts";
 import { derivedLocalSeed } from "./local-nkey.ts";
 import { loadNodeSecurity } from "./security.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-local-nkey-"), "keys");
-  await cli("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b"]) await cli("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b"]) await issueNode({ dir: keys, node });
 }, 60_000);
 
 afterAll(() => stopAllProcesses());

@@ -12,6 +12,7 @@ import { sampleService, writeManifest } from "../test/support/manifests.ts";
 import { eventually } from "../test/support/ports.ts";
 import { runCli, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
 
 let base: string;
 let keys: string;
@@ -28,7 +29,8 @@ beforeAll(async () => {
   keys = join(base, "keys");
   const manifests = join(base, "manifests");
   writeManifest(manifests, "web.yaml", sampleService({ name: "web", clusterIP: "198.19.0.10" }));
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", manifests, keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
   const token = (await runCliOk("keys", "token", "--dir", keys, "--url", hubTls(), "--ttl", "1h", "--uses", "5")).trim();

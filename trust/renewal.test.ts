@@ -21,7 +21,7 @@ import { eventually } from "../test/support/ports.ts";
 import { restartedInPlaceAt } from "../test/support/log-lines.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
 import { endedNote, renewalTime, unansweredReason } from "./renewal.ts";
 import { renewNodeCertificate, renewalSigningText } from "./renewal-service.ts";
 import { certificateFingerprint } from "./revocation-list.ts";
@@ -69,7 +69,8 @@ beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-renewal-");
   keys = join(base, "keys");
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol", "--node-cert-validity", "150s"] });
 }, 120_000);
 

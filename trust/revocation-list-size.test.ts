@@ -14,8 +14,9 @@ import { Kvm } from "@nats-io/kv";
 import { buckets, revocationListKey } from "../bus/subjects.ts";
 import { runCli, startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
 import { endedKeptMs, longestCertificateLifeMs, pruneEnded, signRevocationList, verifyRevocationList, type RevocationList } from "./revocation-list.ts";
+import { issueNode } from "./node-credentials.ts";
 
 const day = 86_400_000;
 /** A well-formed fingerprint for entry `index` (no real certificate behind it: these ended long ago). */
@@ -56,8 +57,9 @@ beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-list-size-");
   keys = join(base, "keys");
-  await runCliOk("keys", "init", "--dir", keys);
-  await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-a");
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  await issueNode({ dir: keys, node: "edge-a" });
   // Years of revocations, as an older leafmesh left them: 6,000 entries made 900 days ago, list and state.json alike.
   const at = new Date(Date.now() - 900 * day).toISOString();
   const revoked = Array.from({ length: 6_000 }, (_, index) => ({ node: `edge-old-${index}`, certificate: fingerprint(index), at }));

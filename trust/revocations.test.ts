@@ -112,7 +112,7 @@ describe("the revocation list on the fabric", () => {
     // Issued again, its bundle written over where it runs: the agent takes it, starting again in place
     // (trust/bundle-watch.ts), and enforces the list as a member again. A node that got only new credentials, its
     // revoked certificate kept, says so and shows it in status: trust/rotation.test.ts.
-    await runCliOk("keys", "issue", "--dir", keys, "--node", "edge-b");
+    await issueNode({ dir: keys, node: "edge-b" }); // as `keys issue` does it, without a CLI process
     await eventually(() => b.output().includes("keys replaced on disk: stopping") || undefined, 20_000, "edge-b to take its new bundle");
     await eventually(async () => (await b.view().catch(() => undefined))?.status.actors.find((actor) => actor.name === "trust")?.state === "enforcing" || undefined, 30_000, "edge-b to enforce the list again");
     expect(agents.get("edge-a")!.output()).not.toContain("this node's own certificate");

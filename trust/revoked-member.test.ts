@@ -15,6 +15,7 @@ import { rpc } from "../bus/rpc.ts";
 import { eventually } from "../test/support/ports.ts";
 import { runCliOk, siteClusterPorts, startAgentProcess, startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, type SiteProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -34,7 +35,8 @@ beforeAll(async () => {
   requireTools();
   const base = tempDir("leafmesh-revoked-member-");
   keys = join(base, "keys");
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
   hubClient = await hub.connection();
   // edge-j joins at the hub's client port (as the token says) and attaches to the site, made one of its members.

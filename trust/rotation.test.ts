@@ -15,6 +15,8 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { echoesThroughSocks } from "../test/support/socks-client.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -44,8 +46,10 @@ beforeAll(async () => {
   requireTools();
   echo = await startTarget("echo");
   keys = join(tempDir(), "keys");
-  await runCliOk("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await runCliOk("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each); the
+  // rotations under test go through `keys issue --rotate --hub`.
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   bundles.set("edge-b", join(tempDir(), "edge-b"));
   cpSync(join(keys, "nodes", "edge-b"), bundles.get("edge-b")!, { recursive: true });

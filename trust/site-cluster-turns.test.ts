@@ -10,6 +10,9 @@ import { eventually } from "../test/support/ports.ts";
 import { startHubProcess, startSiteCluster, stopAllProcesses, tempDir, type HubProcess, type SiteProcess, runCliOk as cli } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { restartedInPlaceAt, restartsInOrder } from "../test/support/log-lines.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
+import { issueSite } from "./site-store.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -18,9 +21,11 @@ let servers: SiteProcess[];
 beforeAll(async () => {
   requireTools();
   keys = join(tempDir("leafmesh-site-turns-"), "keys");
-  await cli("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b"]) await cli("keys", "issue", "--dir", keys, "--node", node);
-  await cli("keys", "issue-site", "--dir", keys, "--site", "shop", "--servers", "s1,s2,s3", "--members", "edge-a");
+  // As `leafmesh keys init`, `keys issue` and `keys issue-site` make them (the same functions, without a CLI process
+  // each); the bundle issued again under test goes through `keys issue-site --hub`.
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b"]) await issueNode({ dir: keys, node });
+  await issueSite({ dir: keys, site: "shop", servers: ["s1", "s2", "s3"], members: ["edge-a"] });
   hub = await startHubProcess({ name: "hub-1", keys });
   servers = await startSiteCluster({ site: "shop", servers: ["s1", "s2", "s3"], upstreams: [hub.leafUrl], keys });
 }, 150_000);

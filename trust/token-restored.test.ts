@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startHubProcess, stopAllProcesses, tempDir, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
 import { joinMesh } from "./join.ts";
-import { readKeyState } from "./key-store.ts";
+import { initKeys, readKeyState } from "./key-store.ts";
 import { silentLogger } from "../lib/log.ts";
 
 let base: string;
@@ -29,7 +29,8 @@ beforeAll(async () => {
   requireTools();
   base = tempDir("leafmesh-token-restored-");
   keys = join(base, "keys");
-  await runCliOk("keys", "init", "--dir", keys);
+  // As `leafmesh keys init` makes them (the same function, without a CLI process).
+  await initKeys({ dir: keys });
   hub = await startHubProcess({ name: "hub-1", keys, extraArgs: ["--enrol"] });
 }, 120_000);
 

@@ -18,6 +18,8 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess, runCliOk } from "../test/support/processes.ts";
 import { readAtLeast, socksConnect } from "../test/support/socks-client.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
+import { initKeys } from "./key-store.ts";
+import { issueNode } from "./node-credentials.ts";
 
 let keys: string;
 let hub: HubProcess;
@@ -55,8 +57,9 @@ beforeAll(async () => {
   requireTools();
   echo = await startTarget("echo");
   keys = join(tempDir(), "keys");
-  await runCliOk("keys", "init", "--dir", keys);
-  for (const node of ["edge-a", "edge-b", "edge-c"]) await runCliOk("keys", "issue", "--dir", keys, "--node", node);
+  // As `leafmesh keys init` and `keys issue` make them (the same functions, without a CLI process each).
+  await initKeys({ dir: keys });
+  for (const node of ["edge-a", "edge-b", "edge-c"]) await issueNode({ dir: keys, node });
   hub = await startHubProcess({ name: "hub-1", keys });
   for (const node of ["edge-a", "edge-b", "edge-c"]) await startAgent(node);
 }, 180_000);
