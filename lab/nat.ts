@@ -160,6 +160,19 @@ export function natRules(nat: LabNat, options: { wan: string; lan: string; first
   return rules;
 }
 
+/**
+ * The rules of `natRules` as one iptables-restore input (appended, nothing flushed): a router's whole table in one
+ * process instead of one `iptables` per rule. Each table's rules keep their order.
+ */
+export function restoreInput(rules: string[][]): string {
+  const tables = new Map<string, string[]>();
+  for (const rule of rules) {
+    const [table, args] = rule[1] === "-t" ? [rule[2], rule.slice(3)] : ["filter", rule.slice(1)];
+    tables.set(table, [...(tables.get(table) ?? []), args.join(" ")]);
+  }
+  return [...tables].map(([table, lines]) => `*${table}\n${lines.join("\n")}\nCOMMIT\n`).join("");
+}
+
 export async function buildNatLab(options: {
   prefix?: string;
   sites: SiteSpec[];
@@ -170,60 +183,78 @@ export async function buildNatLab(options: {
   if (options.sites.length > 60) throw new LeafmeshError("CONFIG_INVALID", "the NAT lab has room for 60 sites (198.18.65-124.0/24)");
   const lab = await createLab({ prefix: options.prefix ?? "lmtn-" });
   try {
-    const wan = await lab.bridge("wan");
-    const hub = await lab.namespace("hub");
-    await lab.link({ namespace: hub, bridge: wan, address: `${hubAddresses[0]}/24` });
-    await lab.address(hub, "eth0", `${hubAddresses[1]}/24`);
+    // Planned first, then made in a few processes: every namespace and bridge in one `ip`, every veth in one, each
+    // namespace's addresses and routes in one, each router's forwarding and NAT table in one. Made one command a
+    // process, an eleven-site lab ran ~600 processes, ~13 s of CPU on this machine.
+    const full = (name: string) => `${lab.prefix}${name}`;
+    const namespaceNames: string[] = ["hub"];
+    const bridgeNames: string[] = ["wan"];
+    const links: { namespace: NamespaceName; bridge: string; name?: string; shape?: LinkShape }[] = [];
+    const commands = new Map<NamespaceName, string[][]>();
+    const routers: { namespace: NamespaceName; rules: string[][] }[] = [];
+    /** Adds a veth from the namespace to the bridge, up, with its address: the namespace side's commands. */
+    const attach = (namespace: NamespaceName, bridge: string, address: string, name = "eth0", shape?: LinkShape) => {
+      links.push({ namespace, bridge: full(bridge), name, shape });
+      commandsOf(namespace).push(["link", "set", name, "up"], ["address", "add", address, "dev", name]);
+    };
+    const commandsOf = (namespace: NamespaceName) => {
+      if (!commands.has(namespace)) commands.set(namespace, [["link", "set", "lo", "up"]]);
+      return commands.get(namespace)!;
+    };
+    const hub = full("hub");
+    attach(hub, "wan", `${hubAddresses[0]}/24`);
+    commandsOf(hub).push(["address", "add", `${hubAddresses[1]}/24`, "dev", "eth0"]);
     const sites: LabSite[] = [];
     for (const [index, spec] of options.sites.entries()) {
       const n = index + 1;
       const lanPrefix = `198.18.${64 + n}`;
-      const router = await lab.namespace(`${spec.name}r`);
+      const router = full(`${spec.name}r`);
+      namespaceNames.push(`${spec.name}r`);
       let routerWanAddress = `${wanPrefix}.${10 + n}`;
       let cgnat: NamespaceName | undefined;
       if (spec.cgnat) {
         // The carrier's NAT on the WAN; the site router's uplink in the carrier's 100.64.n.0/24 behind it.
-        cgnat = await lab.namespace(`${spec.name}c`);
+        cgnat = full(`${spec.name}c`);
+        namespaceNames.push(`${spec.name}c`);
         routerWanAddress = `${wanPrefix}.${100 + n}`;
-        const carrierUplink = await lab.link({ namespace: cgnat, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
-        if (options.links?.wan) {
-          await lab.exec(cgnat, shapeCommand("wan", options.links.wan));
-          await lab.exec(hostNamespace, shapeCommand(carrierUplink, options.links.wan));
-        }
-        const carrierLan = await lab.bridge(`${spec.name}g`);
-        await lab.link({ namespace: cgnat, bridge: carrierLan, address: `100.64.${n}.1/24`, name: "lan" });
-        await lab.link({ namespace: router, bridge: carrierLan, address: `100.64.${n}.2/24`, name: "wan" });
-        await lab.route(router, "default", { via: `100.64.${n}.1` });
-        await lab.exec(cgnat, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        await lab.route(cgnat, `198.18.${64 + n}.0/24`, { via: `100.64.${n}.2` });
+        attach(cgnat, "wan", `${routerWanAddress}/24`, "wan", options.links?.wan);
+        bridgeNames.push(`${spec.name}g`);
+        attach(cgnat, `${spec.name}g`, `100.64.${n}.1/24`, "lan");
+        attach(router, `${spec.name}g`, `100.64.${n}.2/24`, "wan");
+        commandsOf(router).push(["route", "add", "default", "via", `100.64.${n}.1`]);
+        commandsOf(cgnat).push(["route", "add", `198.18.${64 + n}.0/24`, "via", `100.64.${n}.2`]);
         // A carrier NAT forwards unsolicited traffic to no one: its DNAT (a cone) goes to the site router.
-        for (const rule of natRules(spec.cgnat, { wan: "wan", lan: "lan", firstHost: `100.64.${n}.2`, hubBlocked: spec.hubBlocked })) await lab.exec(cgnat, rule);
+        routers.push({ namespace: cgnat, rules: natRules(spec.cgnat, { wan: "wan", lan: "lan", firstHost: `100.64.${n}.2`, hubBlocked: spec.hubBlocked }) });
       } else {
-        const uplink = await lab.link({ namespace: router, bridge: wan, address: `${routerWanAddress}/24`, name: "wan" });
-        if (options.links?.wan) {
-          await lab.exec(router, shapeCommand("wan", options.links.wan));
-          await lab.exec(hostNamespace, shapeCommand(uplink, options.links.wan));
-        }
+        attach(router, "wan", `${routerWanAddress}/24`, "wan", options.links?.wan);
       }
-      const lanBridge = await lab.bridge(`${spec.name}l`);
-      await lab.link({ namespace: router, bridge: lanBridge, address: `${lanPrefix}.1/24`, name: "lan" });
-      await lab.exec(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+      bridgeNames.push(`${spec.name}l`);
+      attach(router, `${spec.name}l`, `${lanPrefix}.1/24`, "lan");
       const hosts: LabHost[] = [];
       for (let k = 1; k <= (spec.hosts ?? 1); k++) {
-        const namespace = await lab.namespace(`${spec.name}h${k}`);
+        const namespace = full(`${spec.name}h${k}`);
+        namespaceNames.push(`${spec.name}h${k}`);
         const address = `${lanPrefix}.${9 + k}`;
-        const hostLink = await lab.link({ namespace, bridge: lanBridge, address: `${address}/24` });
-        if (options.links?.lan) {
-          await lab.exec(namespace, shapeCommand("eth0", options.links.lan));
-          await lab.exec(hostNamespace, shapeCommand(hostLink, options.links.lan));
-        }
-        await lab.route(namespace, "default", { via: `${lanPrefix}.1` });
+        attach(namespace, `${spec.name}l`, `${address}/24`, "eth0", options.links?.lan);
+        commandsOf(namespace).push(["route", "add", "default", "via", `${lanPrefix}.1`]);
         hosts.push({ namespace, address });
       }
-      for (const rule of natRules(spec.nat, { wan: "wan", lan: "lan", firstHost: hosts[0].address, hubBlocked: spec.hubBlocked, router: spec.router })) {
-        await lab.exec(router, rule);
-      }
+      routers.push({ namespace: router, rules: natRules(spec.nat, { wan: "wan", lan: "lan", firstHost: hosts[0].address, hubBlocked: spec.hubBlocked, router: spec.router }) });
       sites.push({ spec, router, routerWanAddress, cgnat, effectiveNat: composedNat(spec.nat, spec.cgnat), hosts });
+    }
+    await lab.namespaces(namespaceNames);
+    await lab.bridges(bridgeNames);
+    const hostSides = await lab.links(links);
+    await Promise.all([...commands].map(([namespace, list]) => lab.batch(namespace, list)));
+    await Promise.all(
+      routers.map(({ namespace, rules }) =>
+        lab.exec(namespace, ["sh", "-c", "sysctl -qw net.ipv4.ip_forward=1 && iptables-restore --noflush"], { input: restoreInput(rules) }),
+      ),
+    );
+    for (const [index, link] of links.entries()) {
+      if (!link.shape) continue;
+      await lab.exec(link.namespace, shapeCommand(link.name ?? "eth0", link.shape));
+      await lab.exec(hostNamespace, shapeCommand(hostSides[index], link.shape));
     }
     return {
       lab,

@@ -15,23 +15,32 @@ import { cliPath, launch, nodeBinary, stopAllProcesses, tempDir, type LeafmeshPr
 let lab: Lab;
 let namespace = "";
 
+/** What `hostState` reads, in this order. */
+const stateCommands = [
+  ["nft", "list", "ruleset"],
+  ["iptables-save"],
+  // IPv6 too: the agent routes its IPv6 listener prefix on lo and puts an address there (bus/ipv6-listeners.ts).
+  ["ip6tables-save"],
+  ["ip", "route", "show", "table", "all"],
+  ["ip", "-6", "route", "show", "table", "all"],
+  ["ip", "rule"],
+  ["ip", "-o", "addr"],
+  ["ip", "-o", "link"],
+  ["sysctl", "-n", "net.ipv4.conf.all.route_localnet"],
+];
+/** Written before each command's output by the one shell that runs them all: a byte no listing holds. */
+const stateSeparator = "\u0001LMSTATE\n";
+
 /** Everything of the namespace's host state a leafmesh agent may touch, as text, counters and comments left out. */
 async function hostState(): Promise<string> {
+  // One shell in the namespace runs the commands one after another, each one's stdout behind a separator: a snapshot
+  // was nine processes (each ~10 ms of CPU here, more spawned from the test's worker), and the test polls it.
+  const script = stateCommands.map((argv) => `printf '\\001LMSTATE\\n'; ${argv.join(" ")} 2>/dev/null`).join("; ");
+  const outputs = (await runCommand(inNamespace(namespace, ["sh", "-c", script]))).stdout.split(stateSeparator).slice(1);
+  if (outputs.length !== stateCommands.length) throw new Error(`host state: ${outputs.length} outputs for ${stateCommands.length} commands`);
   const parts: string[] = [];
-  for (const argv of [
-    ["nft", "list", "ruleset"],
-    ["iptables-save"],
-    // IPv6 too: the agent routes its IPv6 listener prefix on lo and puts an address there (bus/ipv6-listeners.ts).
-    ["ip6tables-save"],
-    ["ip", "route", "show", "table", "all"],
-    ["ip", "-6", "route", "show", "table", "all"],
-    ["ip", "rule"],
-    ["ip", "-o", "addr"],
-    ["ip", "-o", "link"],
-    ["sysctl", "-n", "net.ipv4.conf.all.route_localnet"],
-  ]) {
-    const result = await runCommand(inNamespace(namespace, argv));
-    const text = result.stdout
+  for (const [index, argv] of stateCommands.entries()) {
+    const text = outputs[index]
       .split("\n")
       .filter((line) => !line.startsWith("#"))
       .map((line) => line.replace(/\[\d+:\d+\]/g, "").replace(/counter packets \d+ bytes \d+/g, "counter"))
