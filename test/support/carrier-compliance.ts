@@ -64,26 +64,16 @@ function watch(stream: Duplex): Watched {
   return watched;
 }
 
-/**
- * The random bytes every writer sends from, made once per test file: a writer
- * sends a window of it from a random offset (wrapping at its end), so no two
- * chunks of one stream are alike (a reordering changes the sha-256) and two
- * writers send different bytes. Chunks are views of it, never copies: a fresh
- * buffer per chunk cost ~0.24 s of CPU per 64 MiB here in page faults alone.
- * Nothing writes into it.
- */
-let source: Buffer | undefined;
-const sourceBytes = 64 * 1024 * 1024;
-
 /** Writes `total` random bytes in chunks of random sizes, honouring backpressure; resolves with their sha-256. */
 async function writeRandom(stream: Duplex, total: number, options: { end?: boolean; maxChunk?: number } = {}): Promise<string> {
   const hash = createHash("sha256");
-  source ??= randomBytes(sourceBytes);
-  let offset = Math.floor(Math.random() * sourceBytes);
+  const block = randomBytes(1024 * 1024);
   for (let written = 0; written < total && !stream.destroyed; ) {
-    const size = Math.min(total - written, sourceBytes - offset, 1 + Math.floor(Math.random() * (options.maxChunk ?? 70_000)));
-    const chunk = source.subarray(offset, offset + size);
-    offset = (offset + size) % sourceBytes;
+    const size = Math.min(total - written, 1 + Math.floor(Math.random() * (options.maxChunk ?? 70_000)));
+    const offset = Math.floor(Math.random() * (block.byteLength - size));
+    // A copy with its first bytes made unique: identical chunks would hide a reordering.
+    const chunk = Buffer.from(block.subarray(offset, offset + size));
+    if (size >= 4) chunk.writeUInt32BE(written >>> 0, 0);
     hash.update(chunk);
     written += size;
     if (!stream.write(chunk)) await drained(stream);
