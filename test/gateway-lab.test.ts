@@ -189,9 +189,12 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
     // The ways the backends were reached: hole-punched to node-b, relayed to node-c behind the symmetric NAT. A punch
     // that timed out under load leaves node-b relayed for a while: the agent tries to upgrade a relayed path every 15 s
     // (path-machine.ts), so node-b must be punched within a few tries, never stay relayed.
+    // A look is a `leafmesh status` process in node-a's namespace (~0.4 s of CPU): a second between looks, not 50 ms, while an upgrade comes every 15 s.
     const paths = await eventually(async () => {
       const now = await pathsOfA();
-      return now["node-b"] === "hole-punched" ? now : undefined;
+      if (now["node-b"] === "hole-punched") return now;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      return undefined;
     }, 60_000, "node-a's path to node-b hole-punched (upgraded from the relay if a punch had failed)");
     expect(paths).toMatchObject({ "node-b": "hole-punched", "node-c": "relayed" });
   });

@@ -23,6 +23,7 @@ import { testService } from "../../test/support/traffic-catalog.ts";
 import type { InterceptBackend } from "../proxier/backend.ts";
 import { IptablesBackend } from "../proxier/iptables.ts";
 import { NftablesBackend } from "../proxier/nftables.ts";
+import { ReadyLine } from "../../nats/ready-line.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const node24 = resolve(root, "node_modules/.bin/node");
@@ -166,7 +167,10 @@ describe("IPv6 cluster IPs in network namespaces", () => {
       });
     }
     const nats = lab.spawn(cli, ["nats-server", "-p", "4222", "-a", "127.0.0.1"]);
-    nats.stderr!.resume();
+    // Its ready line first, then the check: polled from the start, each look was two processes in the namespace every 50 ms.
+    const ready = new ReadyLine();
+    createInterface({ input: nats.stderr! }).on("line", (line) => ready.read(line));
+    await ready.within(10_000);
     await eventually(async () => (await lab.run(cli, ["ss", "-ltn", "sport = :4222"])).stdout.includes("4222"), 10_000, "nats-server in cli");
   });
 

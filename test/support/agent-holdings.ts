@@ -21,8 +21,18 @@ function openDescriptors(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-/** The pids whose parent is `pid` (the agent's nats-server). */
+/**
+ * The pids whose parent is `pid` (the agent's nats-server): the kernel's list of the main thread's
+ * children (Node spawns from it), one read; where the kernel has no such file (or lists none), a scan of every
+ * process's stat (~0.15 s of CPU a reading on a machine with a few hundred processes).
+ */
 function childrenOf(pid: number): number[] {
+  try {
+    const listed = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter((entry) => entry !== "").map(Number);
+    if (listed.length > 0) return listed;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
   const children: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
