@@ -86,6 +86,8 @@ export default defineConfig({
     exclude: ["node_modules/**", "bench/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // LEAFMESH_TEST_CPU_LOG=FILE: each file's CPU, its worker's and its children's (test/support/worker-file.ts). The
+    // suite is CPU-bound on 2 cores: its length is its CPU over two (docs/performance.md, sixteenth session).
     setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
