@@ -120,9 +120,9 @@ export function launch(name: string, args: string[], clientUrl: string, dataDir:
 
 async function waitReady(process: LeafmeshProcess, timeoutMs = 30_000): Promise<void> {
   // A status request made once the node's nats-server is up, but before the process answers on it, is not refused: it
-  // waits out its timeout (no "no responders" comes back; why is not known). With 2 s each, a start that answered in ~1 s was seen
-  // ~2.5 s after it began. So the first request waits briefly, and each one after a request that timed out twice as
-  // long (up to 2 s): a slow machine still gets its answer, a quick start is seen when it is ready.
+  // waits out its timeout (no "no responders" comes back; why is not known). With 2 s each, a start that answered in
+  // ~1 s was seen ~2.5 s after it began. So the first request waits briefly, and each one after a request that timed
+  // out twice as long (up to 2 s): a slow machine still gets its answer, a quick start is seen when it is ready.
   let requestTimeoutMs = 200;
   await eventually(
     async () => {
