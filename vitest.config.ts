@@ -78,11 +78,9 @@ class SlowFirstSequencer extends BaseSequencer {
   }
 }
 
-// Tests start real nats-server processes and network namespaces: give them time. Four files at
-// a time: most of a file's time is spent waiting (for a leaf to link, a timer to fire). Two left a
-// 2-core machine idle about a fifth of the time; three, once the suite's processes cost less
-// (2026-12-07, sixteenth session), left it 11–20 % idle over most of the suite's phase (vmstat,
-// a full run of 1,083 s on the slower VM kind). The lab files run one at a time after.
+// Tests start real nats-server processes and network namespaces: give them time. Three files at
+// a time: most of a file's time is spent waiting (for a leaf to link, a timer to fire), and two
+// left a 2-core machine idle about a fifth of the time; the lab files run one at a time after.
 export default defineConfig({
   test: {
     exclude: ["node_modules/**", "bench/**"],
@@ -91,7 +89,7 @@ export default defineConfig({
     // LEAFMESH_TEST_CPU_LOG=FILE: each file's CPU, its worker's and its children's (test/support/worker-file.ts). The
     // suite is CPU-bound on 2 cores: its length is its CPU over two (docs/performance.md, sixteenth session).
     setupFiles: ["test/support/worker-file.ts"],
-    maxWorkers: 4,
+    maxWorkers: 3,
     minWorkers: 1,
     // Only beside-lab runs in threads: five lanes beside the lab's one fork.
     poolOptions: { threads: { maxThreads: 5, minThreads: 1 } },
