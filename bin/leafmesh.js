@@ -15,16 +15,10 @@ process.on("SIGUSR1", () => process.stderr.write("leafmesh: SIGUSR1 ignored (it 
 // settings of their role (bin/memory.js: V8's young generation capped per semi-space, one malloc arena on edge
 // nodes). A --max-semi-space-size or a MALLOC_ARENA_MAX of the caller's own (NODE_OPTIONS, node's flags, the
 // environment) wins.
-const { memoryOf } = await import("./memory.js");
-const memory = memoryOf(process.argv[2]);
-const semiSpaceChosen = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((arg) => arg.includes("--max-semi-space-size"));
-const arenasChosen = process.env.MALLOC_ARENA_MAX !== undefined;
-if (memory && (!semiSpaceChosen || (memory.oneArena && !arenasChosen)) && typeof process.execve === "function") {
-  const flags = semiSpaceChosen ? [] : [`--max-semi-space-size=${memory.semiSpaceMiB}`];
-  // LEAFMESH_ARENAS_DEFAULTED marks the arena set here, not by the caller: the demo takes both away from the
-  // processes it starts (cli/demo.ts), so that each decides for its role and its hub keeps glibc's default.
-  const arenas = memory.oneArena && !arenasChosen ? { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" } : {};
-  process.execve(process.execPath, [process.execPath, ...flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...arenas });
+const { memoryStart } = await import("./memory.js");
+const memory = memoryStart(process.argv[2], process.execArgv, process.env);
+if (memory && typeof process.execve === "function") {
+  process.execve(process.execPath, [process.execPath, ...memory.flags, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...memory.env });
 }
 // V8's code cache for leafmesh's modules (NODE_COMPILE_CACHE moves it, NODE_DISABLE_COMPILE_CACHE=1
 // turns it off): a start no longer strips the types of every TypeScript file and compiles it again.

@@ -30,3 +30,24 @@ const byRole = Object.freeze({ agent: edge, site: edge, demo: edge, hub: Object.
 export function memoryOf(role) {
   return role !== undefined && Object.hasOwn(byRole, role) ? byRole[role] : undefined;
 }
+
+/**
+ * What a start of ROLE must add to run with its memory settings: Node flags and environment, leaving what the caller
+ * chose itself (a --max-semi-space-size in `execArgv` or NODE_OPTIONS, a MALLOC_ARENA_MAX). Undefined when nothing is
+ * to add. bin/leafmesh.js starts again in place with it; the test harness gives it at the first start.
+ * LEAFMESH_ARENAS_DEFAULTED marks the arena set here, not by the caller: the demo takes both away from the processes
+ * it starts (cli/demo.ts), so that each decides for its role and its hub keeps glibc's default.
+ * @param {string | undefined} role @param {readonly string[]} execArgv @param {Record<string, string | undefined>} env
+ * @returns {{ flags: string[], env: Record<string, string> } | undefined}
+ */
+export function memoryStart(role, execArgv, env) {
+  const memory = memoryOf(role);
+  if (!memory) return undefined;
+  const semiSpaceChosen = [...execArgv, env.NODE_OPTIONS ?? ""].some((arg) => arg.includes("--max-semi-space-size"));
+  const arenasChosen = env.MALLOC_ARENA_MAX !== undefined;
+  if (semiSpaceChosen && (!memory.oneArena || arenasChosen)) return undefined;
+  return {
+    flags: semiSpaceChosen ? [] : [`--max-semi-space-size=${memory.semiSpaceMiB}`],
+    env: memory.oneArena && !arenasChosen ? { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" } : {},
+  };
+}

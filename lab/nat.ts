@@ -187,7 +187,8 @@ export async function buildNatLab(options: {
     // namespace's addresses and routes in one, each router's forwarding and NAT table in one. Made one command a
     // process, an eleven-site lab ran ~600 processes, ~13 s of CPU on this machine.
     const full = (name: string) => `${lab.prefix}${name}`;
-    const namespaceNames: string[] = ["hub"];
+    const hub = full("hub");
+    const namespaceNames: NamespaceName[] = [hub];
     const bridgeNames: string[] = ["wan"];
     const links: { namespace: NamespaceName; bridge: string; name?: string; shape?: LinkShape }[] = [];
     const commands = new Map<NamespaceName, string[][]>();
@@ -201,7 +202,6 @@ export async function buildNatLab(options: {
       if (!commands.has(namespace)) commands.set(namespace, [["link", "set", "lo", "up"]]);
       return commands.get(namespace)!;
     };
-    const hub = full("hub");
     attach(hub, "wan", `${hubAddresses[0]}/24`);
     commandsOf(hub).push(["address", "add", `${hubAddresses[1]}/24`, "dev", "eth0"]);
     const sites: LabSite[] = [];
@@ -209,13 +209,13 @@ export async function buildNatLab(options: {
       const n = index + 1;
       const lanPrefix = `198.18.${64 + n}`;
       const router = full(`${spec.name}r`);
-      namespaceNames.push(`${spec.name}r`);
+      namespaceNames.push(router);
       let routerWanAddress = `${wanPrefix}.${10 + n}`;
       let cgnat: NamespaceName | undefined;
       if (spec.cgnat) {
         // The carrier's NAT on the WAN; the site router's uplink in the carrier's 100.64.n.0/24 behind it.
         cgnat = full(`${spec.name}c`);
-        namespaceNames.push(`${spec.name}c`);
+        namespaceNames.push(cgnat);
         routerWanAddress = `${wanPrefix}.${100 + n}`;
         attach(cgnat, "wan", `${routerWanAddress}/24`, "wan", options.links?.wan);
         bridgeNames.push(`${spec.name}g`);
@@ -233,7 +233,7 @@ export async function buildNatLab(options: {
       const hosts: LabHost[] = [];
       for (let k = 1; k <= (spec.hosts ?? 1); k++) {
         const namespace = full(`${spec.name}h${k}`);
-        namespaceNames.push(`${spec.name}h${k}`);
+        namespaceNames.push(namespace);
         const address = `${lanPrefix}.${9 + k}`;
         attach(namespace, `${spec.name}l`, `${address}/24`, "eth0", options.links?.lan);
         commandsOf(namespace).push(["route", "add", "default", "via", `${lanPrefix}.1`]);

@@ -192,10 +192,8 @@ describe.sequential("the ingress gateway in the NAT lab", () => {
     // A look is a `leafmesh status` process in node-a's namespace (~0.4 s of CPU): a second between looks, not 50 ms, while an upgrade comes every 15 s.
     const paths = await eventually(async () => {
       const now = await pathsOfA();
-      if (now["node-b"] === "hole-punched") return now;
-      await new Promise((resolve) => setTimeout(resolve, 1_000));
-      return undefined;
-    }, 60_000, "node-a's path to node-b hole-punched (upgraded from the relay if a punch had failed)");
+      return now["node-b"] === "hole-punched" ? now : undefined;
+    }, 60_000, "node-a's path to node-b hole-punched (upgraded from the relay if a punch had failed)", 1_000);
     expect(paths).toMatchObject({ "node-b": "hole-punched", "node-c": "relayed" });
   });
 

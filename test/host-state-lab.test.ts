@@ -28,14 +28,15 @@ const stateCommands = [
   ["ip", "-o", "link"],
   ["sysctl", "-n", "net.ipv4.conf.all.route_localnet"],
 ];
-/** Written before each command's output by the one shell that runs them all: a byte no listing holds. */
-const stateSeparator = "\u0001LMSTATE\n";
+/** Written before each command's output by the one shell that runs them all: a byte no listing holds (\001), then a name. */
+const stateMark = "LMSTATE";
+const stateSeparator = `\u0001${stateMark}\n`;
 
 /** Everything of the namespace's host state a leafmesh agent may touch, as text, counters and comments left out. */
 async function hostState(): Promise<string> {
   // One shell in the namespace runs the commands one after another, each one's stdout behind a separator: a snapshot
   // was nine processes (each ~10 ms of CPU here, more spawned from the test's worker), and the test polls it.
-  const script = stateCommands.map((argv) => `printf '\\001LMSTATE\\n'; ${argv.join(" ")} 2>/dev/null`).join("; ");
+  const script = stateCommands.map((argv) => `printf '\\001${stateMark}\\n'; ${argv.join(" ")} 2>/dev/null`).join("; ");
   const outputs = (await runCommand(inNamespace(namespace, ["sh", "-c", script]))).stdout.split(stateSeparator).slice(1);
   if (outputs.length !== stateCommands.length) throw new Error(`host state: ${outputs.length} outputs for ${stateCommands.length} commands`);
   const parts: string[] = [];

@@ -13,7 +13,7 @@ import { eventually, freePort } from "../test/support/ports.ts";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
-import { runKeysCommand } from "../cli/keys.ts";
+import { keysInProcess } from "../test/support/keys-command.ts";
 import { startTrustAuditor, type TrustAuditor } from "./auditor.ts";
 import { connectRogueLeaf } from "../test/support/rogue-leaf.ts";
 import { createLogger } from "../lib/log.ts";
@@ -32,19 +32,6 @@ async function client(node: string): Promise<NatsConnection> {
   const connection = await connect({ servers: leaf.clientUrl, ...leaf.security.clientConnectOptions });
   connections.push(connection);
   return connection;
-}
-
-async function keysCommand(...argv: string[]): Promise<string> {
-  let text = "";
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      text += chunk.toString();
-      done();
-    },
-  });
-  const code = await runKeysCommand(argv, { stdout: sink, stderr: sink }, {});
-  expect(code, text).toBe(0);
-  return text;
 }
 
 /** Resolves once `from` has delivered a relay frame to `to`. */
@@ -104,7 +91,7 @@ describe("a hub cluster takes account updates from any one hub", () => {
   });
 
   it("a node issued while the hubs run (pushed to hub-1) joins at hub-2 and relays with the others", async () => {
-    const output = await keysCommand("issue", "--dir", keys, "--node", "edge-n", "--hub", hubs[0].clientUrl);
+    const output = await keysInProcess("issue", "--dir", keys, "--node", "edge-n", "--hub", hubs[0].clientUrl);
     expect(output).toMatch(/pushed account A\w+ to hub hub-1/);
     leaves.set("edge-n", await startSecuredLeaf({ node: "edge-n", bundleDir: keys, hubLeafUrl: hubs[1].leafUrl, dir: join(base, "edge-n") }));
     await relays(await client("edge-n"), "edge-n", await client("edge-a"), "edge-a", "from-new");
@@ -126,7 +113,7 @@ describe("a hub cluster takes account updates from any one hub", () => {
 
   it("a node revoked at hub-1 is cut at hub-2 within seconds; the others stay", async () => {
     const before = Date.now();
-    await keysCommand("revoke", "--dir", keys, "--node", "edge-b", "--hub", hubs[0].clientUrl);
+    await keysInProcess("revoke", "--dir", keys, "--node", "edge-b", "--hub", hubs[0].clientUrl);
     await eventually(async () => (await leafConnections(leaves.get("edge-b")!)) === 0, 5_000, "edge-b's leaf connection to hub-2 to close");
     expect(Date.now() - before).toBeLessThan(5_000);
     expect(await leafConnections(leaves.get("edge-a")!)).toBe(1);

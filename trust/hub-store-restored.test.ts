@@ -6,12 +6,11 @@
  */
 import { cpSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../test/support/ports.ts";
 import { startAgentProcess, startHubProcess, stopAllProcesses, tempDir, trustOf, type AgentProcess, type HubProcess } from "../test/support/processes.ts";
 import { requireTools } from "../test/support/trust-servers.ts";
-import { runKeysCommand } from "../cli/keys.ts";
+import { keysInProcess } from "../test/support/keys-command.ts";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 
@@ -21,15 +20,7 @@ let agent: AgentProcess;
 
 /** `keys revoke --hub`, run in this process (the same command, without a CLI process each: it is not what is tested here). */
 async function revoke(node: string): Promise<void> {
-  let output = "";
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      output += chunk.toString();
-      done();
-    },
-  });
-  const code = await runKeysCommand(["revoke", "--dir", keys, "--node", node, "--hub", hub.clientUrl.replace("nats://", "tls://")], { stdout: sink, stderr: sink }, {});
-  expect(code, output).toBe(0);
+  await keysInProcess("revoke", "--dir", keys, "--node", node, "--hub", hub.clientUrl.replace("nats://", "tls://"));
 }
 
 beforeAll(async () => {

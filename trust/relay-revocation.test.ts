@@ -5,7 +5,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
-import { Writable } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -15,7 +14,7 @@ import { RelayEndpoint, type RelayChannel } from "../services/tunnel/relay.ts";
 import { initKeys } from "./key-store.ts";
 import { issueNode } from "./node-credentials.ts";
 import { startSecuredHub, startSecuredLeaf, stopAllServers, requireTools, leafConnections, type SecuredHub, type SecuredLeaf } from "../test/support/trust-servers.ts";
-import { runKeysCommand } from "../cli/keys.ts";
+import { keysInProcess } from "../test/support/keys-command.ts";
 
 let base: string;
 let keys: string;
@@ -87,15 +86,8 @@ describe("relay channels between per-node accounts", () => {
     expect(await echo(fromC, "hello from c")).toContain("hello from c");
     const atBFromC = acceptedAtB.find((channel) => channel.peer === "edge-c")!;
 
-    let output = "";
-    const sink = new Writable({
-      write(chunk, _encoding, done) {
-        output += chunk.toString();
-        done();
-      },
-    });
     const revokedAt = Date.now();
-    expect(await runKeysCommand(["revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl], { stdout: sink, stderr: sink }, {}), output).toBe(0);
+    await keysInProcess("revoke", "--dir", keys, "--node", "edge-c", "--hub", hub.clientUrl);
     await eventually(async () => (await leafConnections(leaves.get("edge-c")!)) === 0, 5_000, "edge-c cut off");
     // both ends of edge-c's channel notice the silence and reset it
     await eventually(() => fromC.resetReason !== undefined && atBFromC.resetReason !== undefined, 10_000, "edge-c's relayed channel to end at both ends");

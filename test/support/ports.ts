@@ -71,8 +71,11 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   throw new Error(`no free port on ${host} between ${range.from} and ${range.to} after 2,000 tries`);
 }
 
-/** Polls `check` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = "condition"): Promise<T> {
+/**
+ * Polls `check` until it returns a value other than undefined/false, or throws after `timeoutMs`; `intervalMs` between
+ * looks (a look that starts a process costs ~0.4 s of CPU on a 2-core test machine: poll such a look slowly).
+ */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = "condition", intervalMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -85,6 +88,6 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: lastError });
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }

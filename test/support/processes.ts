@@ -19,7 +19,7 @@ import { fetchNodeView } from "../../cli/status.ts";
 import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
 import { inNamespace, runCommand } from "../../lab/netns.ts";
-import { memoryOf } from "../../bin/memory.js";
+import { memoryStart } from "../../bin/memory.js";
 
 const root = resolve(import.meta.dirname, "../..");
 export const nodeBinary = join(root, "node_modules/.bin/node");
@@ -60,15 +60,11 @@ export function tempDir(prefix = "leafmesh-test-"): string {
 /**
  * The memory settings bin/leafmesh.js would start ROLE again with (bin/memory.js), given at the first start: a
  * long-running role otherwise boots Node twice (~90 ms of CPU each time on a 2-core test machine, where a page fault
- * costs ~10 µs). What the caller's environment chose itself is left to it, as bin/leafmesh.js leaves it.
- * `plainStart` starts as a shell does, `node bin/leafmesh.js ROLE …`, for the tests of that re-exec.
+ * costs ~10 µs). `plainStart` starts as a shell does, `node bin/leafmesh.js ROLE …`, for the tests of that re-exec.
  */
 function roleStart(role: string | undefined, env: NodeJS.ProcessEnv, plainStart: boolean): { nodeFlags: string[]; env: NodeJS.ProcessEnv } {
-  const memory = plainStart ? undefined : memoryOf(role);
-  if (!memory) return { nodeFlags: [], env };
-  const semiSpaceChosen = (env.NODE_OPTIONS ?? "").includes("--max-semi-space-size");
-  const arenas = memory.oneArena && env.MALLOC_ARENA_MAX === undefined ? { MALLOC_ARENA_MAX: "1", LEAFMESH_ARENAS_DEFAULTED: "1" } : {};
-  return { nodeFlags: semiSpaceChosen ? [] : [`--max-semi-space-size=${memory.semiSpaceMiB}`], env: { ...env, ...arenas } };
+  const memory = plainStart ? undefined : memoryStart(role, [], env);
+  return memory ? { nodeFlags: memory.flags, env: { ...env, ...memory.env } } : { nodeFlags: [], env };
 }
 
 export function launch(name: string, args: string[], clientUrl: string, dataDir: string, namespace?: string, env?: NodeJS.ProcessEnv, security?: { keys: string; node?: string; site?: string }, wrapper: string[] = [], plainStart = false): LeafmeshProcess {
