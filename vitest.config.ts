@@ -92,7 +92,14 @@ export default defineConfig({
     maxWorkers: 3,
     minWorkers: 1,
     // Only beside-lab runs in threads: five lanes beside the lab's one fork.
-    poolOptions: { threads: { maxThreads: 5, minThreads: 1 } },
+    // The forks are not started again for every file (isolate: false): a fork costs ~0.75 s of CPU on the slower VMs
+    // CI runs on (node's start, vitest's runtime, nats.js and libp2p loaded again), and 295 files paid it (measured,
+    // 2026-12-07: 187 files of under 3 s each, 263 s of CPU → 111 s; the full run 1,103 s → 1,045 s). A file's modules
+    // stay loaded for the next file in its fork: tests share no state through them (each file starts and stops its
+    // own processes, test/support/processes.ts). minForks = maxForks: tinypool 1.1 sets an idle fork's idle timer
+    // twice when there are more forks than the minimum, both fire, and the second stop of the fork rejects unhandled
+    // ("Terminating worker thread"), which ended vitest without its summary and left the other forks running.
+    poolOptions: { threads: { maxThreads: 5, minThreads: 1 }, forks: { isolate: false, minForks: 3, maxForks: 3 } },
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [

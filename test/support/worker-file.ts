@@ -13,17 +13,25 @@ import { useNativeEd25519 } from "../../lib/ed25519.ts";
 useNativeEd25519();
 
 let file = "";
+let atStart = { own: 0, children: 0, uptime: 0 };
 beforeAll((suite) => {
   file = suite.file.filepath;
   recordWorkerFile(file);
+  if (process.env.LEAFMESH_TEST_CPU_LOG) atStart = cpuSoFar();
 });
+
+/** This process's CPU and that of the children it waited for, from /proc/self/stat (utime, stime, cutime, cstime: fields 14–17, 100 a second). */
+function cpuSoFar(): { own: number; children: number; uptime: number } {
+  const fields = readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ");
+  const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((index) => Number(fields[index]) / 100);
+  return { own: utime! + stime!, children: cutime! + cstime!, uptime: process.uptime() };
+}
 
 afterAll(() => {
   const log = process.env.LEAFMESH_TEST_CPU_LOG;
   if (!log) return;
-  // /proc/self/stat after the command name: utime, stime, cutime, cstime are fields 14–17 (clock ticks, 100 a second).
-  const fields = readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ");
-  const [utime, stime, cutime, cstime] = [11, 12, 13, 14].map((index) => Number(fields[index]) / 100);
-  const own = isMainThread ? (utime! + stime!).toFixed(1) : "shared";
-  appendFileSync(log, `${file}\t${own}\t${(cutime! + cstime!).toFixed(1)}\t${process.uptime().toFixed(1)}\n`);
+  // A worker process runs several files (vitest.config.ts): each file's share is what changed while it ran.
+  const now = cpuSoFar();
+  const own = isMainThread ? (now.own - atStart.own).toFixed(1) : "shared";
+  appendFileSync(log, `${file}\t${own}\t${(now.children - atStart.children).toFixed(1)}\t${(now.uptime - atStart.uptime).toFixed(1)}\t${process.pid}\n`);
 });
