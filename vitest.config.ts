@@ -15,32 +15,29 @@ if (typeof compileCache === "string") process.env.NODE_COMPILE_CACHE = compileCa
 
 /**
  * The heaviest tests: whole meshes with JetStream clusters (hub clusters, site
- * clusters, regions) in network namespaces. On a loaded 2-core machine two of them
- * at once starve each other's nats-servers (JetStream meta elections, mirrors), so
- * they run one at a time, after the rest of the suite. Namespace tests with one hub
- * and a few agents (the NAT lab, why, drill, one connection, the demo's --lab) run
- * in the suite: one at a time here, they left a core idle for minutes.
+ * clusters, regions) in network namespaces. Two of them at once starve each other's
+ * nats-servers on a loaded 2-core machine (JetStream meta elections, mirrors), so they
+ * run one at a time, in one worker thread beside the suite's forks, after the
+ * timed files' lanes are done (a pool runs its single-thread files after its others).
  */
 const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts"];
 
 /**
  * Long files that mostly wait (for heartbeats to be missed, a drill's cut to pass, a node to
  * be partitioned, a remade stream's 30 s grace, UDP flows to expire, a frozen agent's liveness
- * bound, a certificate's life, a shaped uplink), run five at a time beside the lab files, in worker threads
- * (another pool: vitest runs a group's pools at once, a pool's single-fork files only after its
- * others). Light on CPU (measured per file, 2026-12-06: 11–28 s of CPU in 50–101 s), they fill
- * the lab phase, which used ~60 % of a 2-core machine, and their ~9 minutes of waiting come off
- * the suite's three workers. The five lanes end before the lab's ~170 s when each file
- * starts in slowFirst's order (2026-12-07: renewal, frozen-agent, token-restored,
- * direct-blackhole, slow-uplink, pmtu-blackhole and ipv6-punch joined them, in five lanes
- * instead of two, when the suite's full run reached 882 s of CI's 900 on a quiet machine; 856 s
- * with four lanes and the first four of them). Longest first (a full run of 2026-12-07: site-renewal,
- * 124 s, last in the list, ended its lane ~40 s after the lab).
+ * bound, a certificate's life, a shaped uplink), and files whose checks hold only if their
+ * processes get a core when they ask (2,000 downloads' memory bound, a few hundred churn cycles'
+ * every datagram answered, the demo's hole punching within its curl's 10 s). They run five at a
+ * time in worker threads beside the suite's forks, from the start, with the lab's priority
+ * (test/support/lab-priority.ts): their waiting comes off the forks, and the suite, which keeps
+ * both cores busy, no longer starves them. Until 2026-12-07 they and the lab ran after the suite,
+ * a phase of ~250 s that left a core idle a third of the time (full run 1,045 s; beside the suite:
+ * 929 s, where the last three failed at the suite's priority). Longest first.
  */
-const alongsideLab = [
+const timed = [
   "trust/renewal.test.ts", "trust/site-renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts",
-  "test/peer-faults.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/partition.test.ts", "test/drill-lab.test.ts", "trust/token-restored.test.ts",
-  "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts", "test/slow-uplink-lab.test.ts",
+  "test/peer-faults.test.ts", "test/churn.test.ts", "test/pmtu-blackhole-lab.test.ts", "test/partition.test.ts", "test/drill-lab.test.ts", "test/capacity.test.ts",
+  "trust/token-restored.test.ts", "test/ipv6-punch-lab.test.ts", "services/tunnel/direct-blackhole.test.ts", "test/slow-uplink-lab.test.ts", "test/demo-lab.test.ts",
 ];
 
 /**
@@ -50,16 +47,14 @@ const alongsideLab = [
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  // beside-lab's, in this order its five lanes end within ~25 s of each other, before the lab (2026-12-07's full run:
-  // 128, 104, 97, 81 and 80 s first; then token-restored 42, slow-uplink 41, drill 41, partition 41, pmtu 40, ipv6-punch 37,
-  // direct-blackhole 36)
-  ...alongsideLab,
+  // the timed lanes' (their pool starts them in this order, the lab after them)
+  ...timed,
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
   // trust/token-restored (~36 s) by its own run, 2026-12-07
   "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
   "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
-  "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts", "test/capacity.test.ts",
-  "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts", "test/demo-lab.test.ts",
+  "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts",
+  "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts",
   // 2026-12-07: 30–36 s alone on a quiet machine (not yet timed in a full run)
   "services/traffic/ipv6-lab.test.ts",
   // 2026-12-07 (thirteenth session): 38 s alone, mostly waiting for a path to notice a changed address
@@ -91,7 +86,7 @@ export default defineConfig({
     setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
-    // Only beside-lab runs in threads: five lanes beside the lab's one fork.
+    // The timed files' five lanes and the lab's one run in threads, beside the suite's three forks.
     // The forks are not started again for every file (isolate: false): a fork costs ~0.75 s of CPU on the slower VMs
     // CI runs on (node's start, vitest's runtime, nats.js and libp2p loaded again), and 295 files paid it (measured,
     // 2026-12-07: 187 files of under 3 s each, 263 s of CPU → 111 s; the full run 1,103 s → 1,045 s). A file's modules
@@ -103,9 +98,9 @@ export default defineConfig({
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [
-      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...alongsideLab], sequence: { groupOrder: 0 } } },
-      { extends: true, test: { name: "lab", include: lab, pool: "forks", poolOptions: { forks: { singleFork: true } }, sequence: { groupOrder: 1 } } },
-      { extends: true, test: { name: "beside-lab", include: alongsideLab, pool: "threads", sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...timed] } },
+      { extends: true, test: { name: "lab", include: lab, pool: "threads", poolOptions: { threads: { singleThread: true } }, setupFiles: ["test/support/lab-priority.ts"] } },
+      { extends: true, test: { name: "timed", include: timed, pool: "threads", setupFiles: ["test/support/lab-priority.ts"] } },
     ],
   },
 });

@@ -20,6 +20,7 @@ import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
 import { inNamespace, runCommand } from "../../lab/netns.ts";
 import { memoryStart } from "../../bin/memory.js";
+import { stopNamespaceForwards } from "./namespace-status.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 export const nodeBinary = join(root, "node_modules/.bin/node");
@@ -47,6 +48,7 @@ const dataDirs: string[] = [];
 /** Stops every process started by this module and removes their data; call in afterAll. */
 export async function stopAllProcesses(): Promise<void> {
   await Promise.all(started.splice(0).map((process) => process.stop().catch(() => undefined)));
+  stopNamespaceForwards();
   for (const dir of dataDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
@@ -369,17 +371,8 @@ export async function startSiteCluster(options: { site: string; servers: string[
   return Promise.all(options.servers.map((_server, index) => startOne(index)));
 }
 
-/**
- * `leafmesh status --json` run inside a lab namespace (the lab has no route to the
- * test process), with the mesh's keys: a hub (no flag), an agent (`--node N`) or a
- * site server (`--site S --node SERVER`).
- */
-export async function statusInNamespace<View = Awaited<ReturnType<typeof fetchNodeView>>>(namespace: string, options: { port: number; keys: string; as?: string[] }): Promise<View> {
-  const argv = [nodeBinary, cliPath, "status", "--json", "--nats", `nats://127.0.0.1:${options.port}`, "--timeout", "2000", "--keys", options.keys, ...(options.as ?? [])];
-  const result = await runCommand(inNamespace(namespace, argv), { timeoutMs: 15_000 });
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout) as View;
-}
+// Asked from this process over a socat forward into the namespace (was a `leafmesh status` process per question).
+export { statusInNamespace } from "./namespace-status.ts";
 
 /** Where an agent's proxy listener takes a service port key (its own address on the shared TCP listener, or 127.0.0.1), from its status. */
 export async function proxyListener(agent: LeafmeshProcess, key: string): Promise<{ host: string; port: number }> {
