@@ -73,9 +73,9 @@ class SlowFirstSequencer extends BaseSequencer {
   }
 }
 
-// Tests start real nats-server processes and network namespaces: give them time. Three files at
-// a time: most of a file's time is spent waiting (for a leaf to link, a timer to fire), and two
-// left a 2-core machine idle about a fifth of the time; the lab files run one at a time after.
+// Tests start real nats-server processes and network namespaces: give them time. Three forks for
+// the suite (two left a 2-core machine idle a fifth of the time; four, beside the threads' lanes,
+// starved the NAT lab, the NAT routers and the enrolment fleet into failing, 2026-12-07).
 export default defineConfig({
   test: {
     exclude: ["node_modules/**", "bench/**"],
