@@ -15,10 +15,10 @@ if (typeof compileCache === "string") process.env.NODE_COMPILE_CACHE = compileCa
 
 /**
  * The heaviest tests: whole meshes with JetStream clusters (hub clusters, site
- * clusters, regions) in network namespaces. Two of them at once starve each other's
- * nats-servers on a loaded 2-core machine (JetStream meta elections, mirrors), so they
- * run one at a time, in one worker thread beside the suite's forks, after the
- * timed files' lanes are done (a pool runs its single-thread files after its others).
+ * clusters, regions) in network namespaces. On a loaded 2-core machine two of them
+ * at once starve each other's nats-servers (JetStream meta elections, mirrors), so
+ * they run one at a time, after the rest of the suite. Namespace tests with one hub
+ * and a few agents (the NAT lab, why, drill, one connection) run in the suite.
  */
 const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-lab.test.ts", "test/site-locality.test.ts"];
 
@@ -28,11 +28,15 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
  * bound, a certificate's life, a shaped uplink), and files whose checks hold only if their
  * processes get a core when they ask (2,000 downloads' memory bound, a few hundred churn cycles'
  * every datagram answered, the demo's hole punching within its curl's 10 s). They run five at a
- * time in worker threads beside the suite's forks, from the start, with the lab's priority
- * (test/support/lab-priority.ts): their waiting comes off the forks, and the suite, which keeps
- * both cores busy, no longer starves them. Until 2026-12-07 they and the lab ran after the suite,
- * a phase of ~250 s that left a core idle a third of the time (full run 1,045 s; beside the suite:
- * 929 s, where the last three failed at the suite's priority). Longest first.
+ * time in worker threads beside the lab files, after the suite (another pool: vitest runs a
+ * group's pools at once, a pool's single-fork files only after its others), where the lab's
+ * meshes, which mostly wait, leave a core idle a third of the time. Longest first.
+ *
+ * Tried on 2026-12-07 and not kept: the lab and these files in threads beside the suite from
+ * the start, at nice −10 (a thread's nice value is its children's): 929–970 s against ~1,045 s,
+ * but the suite, which keeps both cores busy, then starved in its turn (relay-kill's agents not
+ * ready within 30 s, node-directory's records, capacity, churn, the demo: failures in three of
+ * four full runs). docs/performance.md, seventeenth session.
  */
 const timed = [
   "trust/renewal.test.ts", "trust/site-renewal.test.ts", "test/offline-lan.test.ts", "test/hub-store-lost.test.ts", "services/tunnel/frozen-agent.test.ts",
@@ -47,7 +51,7 @@ const timed = [
  * run at the end. These start first; every other file follows in vitest's own order.
  */
 const slowFirst = [
-  // the timed lanes' (their pool starts them in this order, the lab after them)
+  // the timed lanes' (their pool starts them in this order)
   ...timed,
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
   // trust/token-restored (~36 s) by its own run, 2026-12-07
@@ -74,8 +78,9 @@ class SlowFirstSequencer extends BaseSequencer {
 }
 
 // Tests start real nats-server processes and network namespaces: give them time. Three forks for
-// the suite (two left a 2-core machine idle a fifth of the time; four, beside the threads' lanes,
-// starved the NAT lab, the NAT routers and the enrolment fleet into failing, 2026-12-07).
+// the suite: two left a 2-core machine idle a fifth of the time; four gave 1,067 s against 1,083
+// with 5 % more CPU, and, beside the timed lanes, starved the NAT lab, the NAT routers and the
+// enrolment fleet into failing (2026-12-07).
 export default defineConfig({
   test: {
     exclude: ["node_modules/**", "bench/**"],
@@ -86,7 +91,7 @@ export default defineConfig({
     setupFiles: ["test/support/worker-file.ts"],
     maxWorkers: 3,
     minWorkers: 1,
-    // The timed files' five lanes and the lab's one run in threads, beside the suite's three forks.
+    // The timed files' five lanes run in threads, beside the lab's one fork.
     // The forks are not started again for every file (isolate: false): a fork costs ~0.75 s of CPU on the slower VMs
     // CI runs on (node's start, vitest's runtime, nats.js and libp2p loaded again), and 295 files paid it (measured,
     // 2026-12-07: 187 files of under 3 s each, 263 s of CPU → 111 s; the full run 1,103 s → 1,045 s). A file's modules
@@ -98,9 +103,9 @@ export default defineConfig({
     reporters: ["default"],
     sequence: { sequencer: SlowFirstSequencer },
     projects: [
-      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...timed] } },
-      { extends: true, test: { name: "lab", include: lab, pool: "threads", poolOptions: { threads: { singleThread: true } }, setupFiles: ["test/support/lab-priority.ts"] } },
-      { extends: true, test: { name: "timed", include: timed, pool: "threads", setupFiles: ["test/support/lab-priority.ts"] } },
+      { extends: true, test: { name: "suite", include: ["**/*.test.ts"], exclude: ["node_modules/**", "bench/**", ...lab, ...timed], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: "lab", include: lab, pool: "forks", poolOptions: { forks: { singleFork: true } }, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: "timed", include: timed, pool: "threads", sequence: { groupOrder: 1 } } },
     ],
   },
 });
