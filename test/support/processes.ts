@@ -18,7 +18,6 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { fetchNodeView } from "../../cli/status.ts";
 import { clientConnectOptions } from "../../cli/security-options.ts";
 import { eventually, freePort } from "./ports.ts";
-import { inNamespace, runCommand } from "../../lab/netns.ts";
 import { memoryStart } from "../../bin/memory.js";
 import { stopNamespaceForwards } from "./namespace-status.ts";
 
