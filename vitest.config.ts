@@ -54,7 +54,6 @@ const slowFirst = [
   // the timed lanes' (their pool starts them in this order)
   ...timed,
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
-  // trust/token-restored (~36 s) by its own run, 2026-12-07
   "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
   "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
   "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts",

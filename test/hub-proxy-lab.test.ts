@@ -41,7 +41,7 @@ let nodeB: LeafmeshProcess;
 interface View {
   status: { links: { direction: string; up: boolean; url?: string }[]; upstreamProblem?: string; catalogObjects: number; hubProxy?: { proxy: string; routes: { hub: string; via: string; open: number; problem?: { text: string } }[] } };
 }
-const statusOf = (side: "f" | "b") => statusInNamespace<View>(namespaces[side], { port: 4222, keys, as: ["--node", `node-${side}`] });
+const statusOf = (side: "f" | "b") => statusInNamespace<View>(namespaces[side], { port: 4222, keys, as: { node: `node-${side}` } });
 const attached = (view: View) => view.status.links.some((link) => link.direction === "upstream" && link.up);
 
 /** `ip netns exec` binds /etc/netns/<namespace>/hosts over /etc/hosts: the names each network knows. */
@@ -168,7 +168,7 @@ describe("a node whose only way out is the site's HTTP proxy", () => {
       return result.result === "end" ? result : undefined;
     }, 60_000, "a stream from node-f to node-b");
     expect(upload.reply, "the sink's hash and count").toBe(`${upload.sha256} ${bytes}`);
-    const paths = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.f, { port: 4222, keys, as: ["--node", "node-f"] });
+    const paths = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.f, { port: 4222, keys, as: { node: "node-f" } });
     expect(paths.status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths?.["node-b"], "over the leaf link, through the proxy").toBe("relayed");
   });
 });

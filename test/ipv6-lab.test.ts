@@ -30,7 +30,7 @@ interface TunnelDetail {
   paths?: Record<string, string>;
 }
 const tunnelOf = async (side: "a" | "b"): Promise<TunnelDetail> => {
-  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: TunnelDetail }[] } }>(namespaces[side], { port: 4222, keys, as: ["--node", `node-${side}`] });
+  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: TunnelDetail }[] } }>(namespaces[side], { port: 4222, keys, as: { node: `node-${side}` } });
   return view.status.actors.find((actor) => actor.name === "tunnel")?.detail ?? {};
 };
 

@@ -66,7 +66,7 @@ describe("IPv6-only nodes listening on IPv4 alone", () => {
     await eventually(async () => (await hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "upload", bytes: 1024, timeoutMs: 15_000 })).result === "end", 60_000, "a first stream node-a → node-b");
     const upload = await hashedTransfer(namespaces.a, { nodeBinary, socksPort: 1080, node: "node-b", mode: "upload", bytes: 256 * 1024, timeoutMs: 30_000 });
     expect(upload.reply).toBe(`${upload.sha256} ${256 * 1024}`);
-    const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.a, { port: 4222, keys, as: ["--node", "node-a"] });
+    const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.a, { port: 4222, keys, as: { node: "node-a" } });
     expect(view.status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths?.["node-b"]).toBe("relayed");
     // Why not direct, said as it is: the record's one address reached the node itself.
     await eventually(() => /direct: no listen address answered \(1 tried\): \/ip4\/127\.0\.0\.1\/tcp\/4101 reached this node itself/.test(agents.a!.output()), 10_000, "node-a's reason for relaying");

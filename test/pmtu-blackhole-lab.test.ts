@@ -37,7 +37,7 @@ let targets: HashedTargets;
 const nodes: Record<"a" | "b" | "c", { namespace: string; agent?: LeafmeshProcess }> = { a: { namespace: "" }, b: { namespace: "" }, c: { namespace: "" } };
 
 const pathsOf = async (side: "a" | "b"): Promise<Record<string, string>> => {
-  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(nodes[side].namespace, { port: 4222, keys, as: ["--node", `node-${side}`] });
+  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(nodes[side].namespace, { port: 4222, keys, as: { node: `node-${side}` } });
   return view.status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths ?? {};
 };
 
@@ -135,7 +135,7 @@ describe("a leaf link across a path MTU black hole", () => {
   interface View {
     status: { links: { direction: string; up: boolean }[]; upstreamProblem?: string };
   }
-  const viewOfC = () => statusInNamespace<View>(nodes.c.namespace, { port: 4222, keys, as: ["--node", "node-c"] });
+  const viewOfC = () => statusInNamespace<View>(nodes.c.namespace, { port: 4222, keys, as: { node: "node-c" } });
 
   it("is said, in the log and in status, with the fix, and the fix it names brings the link up", { timeout: 120_000 }, async () => {
     const view = await eventually(async () => ((await viewOfC()).status.upstreamProblem ? viewOfC() : undefined), 60_000, "node-c's status to say why it has no upstream");

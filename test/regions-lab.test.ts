@@ -37,7 +37,7 @@ const backgrounds: ChildProcess[] = [];
 const ns: Record<string, string> = {};
 const processes: Record<string, LeafmeshProcess> = {};
 
-function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
+function statusIn(namespace: string, port: number, as: { node?: string; site?: string } = {}): Promise<View> {
   return statusInNamespace<View>(namespace, { port, keys, as });
 }
 
@@ -121,16 +121,16 @@ describe.sequential("two regions in namespaces: locality and failover", () => {
       "--tunnel-ways", "relay", "--tunnel-listen", "/ip4/0.0.0.0/tcp/4101", "--mdns", "off",
     ], "", "", ns.n3);
     for (const [node, namespace] of [["node-1", ns.s1], ["node-2", ns.s2], ["node-3", ns.n3]] as const) {
-      await eventually(async () => (await statusIn(namespace, 4223, ["--node", node])).services.length === 2, 90_000, `${node}'s catalog`).catch(async (error: Error) => {
+      await eventually(async () => (await statusIn(namespace, 4223, { node })).services.length === 2, 90_000, `${node}'s catalog`).catch(async (error: Error) => {
         const site = `site-${node.slice(-1)}`;
-        const agentView = await statusIn(namespace, 4223, ["--node", node]).catch((cause: Error) => cause.message);
-        const siteView = node === "node-3" ? "" : await statusIn(namespace, 4222, ["--site", site, "--node", site]).catch((cause: Error) => cause.message);
+        const agentView = await statusIn(namespace, 4223, { node }).catch((cause: Error) => cause.message);
+        const siteView = node === "node-3" ? "" : await statusIn(namespace, 4222, { site, node: site }).catch((cause: Error) => cause.message);
         throw new Error(`${error.message}\nagent: ${JSON.stringify(agentView).slice(0, 1500)}\nsite: ${JSON.stringify(siteView).slice(0, 1500)}\n${warnings(node)}\n${warnings(site)}`);
       });
     }
     for (const url of ["http://198.19.0.30/", "http://198.19.0.31/"]) {
       await eventually(async () => (await fetchSize(ns.s1, url)) === size, 90_000, `node-1 to fetch ${url}`).catch(async (error: Error) => {
-        const tunnel = (await statusIn(ns.s1, 4223, ["--node", "node-1"]).catch(() => undefined))?.status.actors.find((actor) => actor.name === "tunnel")?.detail;
+        const tunnel = (await statusIn(ns.s1, 4223, { node: "node-1" }).catch(() => undefined))?.status.actors.find((actor) => actor.name === "tunnel")?.detail;
         const tunnelLog = processes["node-1"].output().split("\n").filter((line) => /"actor":"tunnel"|traffic/.test(line)).slice(-15).join("\n");
         const records = await runCommand(inNamespace(ns.rb, [nodeBinary, "test/support/kv-keys.ts", keys, "nats://127.0.0.1:4222", "mesh-nodes"]), { timeoutMs: 15_000 });
         throw new Error(`${error.message}\nmesh-nodes at hub-b1: ${records.stdout}${records.stderr}\ntunnel: ${JSON.stringify(tunnel)}\n${tunnelLog}\n${warnings("node-2")}\n${warnings("site-1")}`);
@@ -165,7 +165,7 @@ describe.sequential("two regions in namespaces: locality and failover", () => {
 
   it("moves both sites to region B when region A's hub dies; traffic between them resumes and region B's changes arrive", { timeout: 180_000 }, async () => {
     const upstreamOf = async (namespace: string, site: string) =>
-      (await statusIn(namespace, 4222, ["--site", site, "--node", site])).status.links.find((link) => link.direction === "upstream" && link.up)?.remote;
+      (await statusIn(namespace, 4222, { site, node: site })).status.links.find((link) => link.direction === "upstream" && link.up)?.remote;
     expect(await upstreamOf(ns.s1, "site-1")).toContain(wan.ra);
     await processes["hub-a1"].kill();
     const killedAt = Date.now();
@@ -179,6 +179,6 @@ describe.sequential("two regions in namespaces: locality and failover", () => {
       throw new Error(`${error.message}\n${warnings("node-1")}\n${warnings("node-2")}`);
     });
     writeManifest(manifests, "later.yaml", sampleService({ name: "later", clusterIP: "198.19.0.32", endpoints: [{ ip: wan.s2, node: "node-2" }] }));
-    await eventually(async () => (await statusIn(ns.s1, 4223, ["--node", "node-1"])).services.some((service) => service.name === "later"), 60_000, "region B's change at node-1");
+    await eventually(async () => (await statusIn(ns.s1, 4223, { node: "node-1" })).services.some((service) => service.name === "later"), 60_000, "region B's change at node-1");
   });
 });

@@ -33,8 +33,8 @@ async function uplinkBytes(siteNamespace: string): Promise<number> {
   return link.stats64.rx.bytes + link.stats64.tx.bytes;
 }
 
-/** `leafmesh status --json` inside a namespace, with the credentials of the hub (no flag), the site server (--site) or a node (--node). */
-function statusIn(namespace: string, as: string[] = []): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
+/** `leafmesh status --json` inside a namespace, with the credentials of the hub (none), the site server (site) or a node (node). */
+function statusIn(namespace: string, as: { node?: string; site?: string } = {}): Promise<{ status: { actors: { name: string; detail?: Record<string, unknown> }[] }; services: unknown[] }> {
   return statusInNamespace(namespace, { port: 4222, keys, as });
 }
 
@@ -73,7 +73,7 @@ describe.sequential("relayed streams inside one site", () => {
     launch("hub-1", ["hub", "--name", "hub-1", "--data", tempDir(), "--leaf-listen", `${hubAddress}:7422`, "--manifests", manifests, ...common], "", "", hub);
     await eventually(async () => (await statusIn(hub)).services.length === 1, 45_000, "the hub");
     siteServer = launch("site-a", ["site", "--name", "site-a", "--data", tempDir(), "--upstream", `tls://${hubAddress}:7422`, "--leaf-listen", `${siteLanAddress}:7422`, ...common], "", "", site);
-    await eventually(async () => (await statusIn(site, ["--site", "site-a"])).services.length === 1, 45_000, "the site server").catch((error: Error) => {
+    await eventually(async () => (await statusIn(site, { site: "site-a" })).services.length === 1, 45_000, "the site server").catch((error: Error) => {
       throw new Error(`${error.message}\n--- site-a ---\n${siteServer.output().slice(-3000)}`);
     });
     for (const node of Object.keys(nodeAddresses)) {
@@ -84,7 +84,7 @@ describe.sequential("relayed streams inside one site", () => {
       ], "", "", nodes[node]);
     }
     for (const node of Object.keys(nodeAddresses)) {
-      await eventually(async () => (await statusIn(nodes[node], ["--node", node])).services.length === 1, 45_000, `${node}'s catalog through the site`).catch((error: Error) => {
+      await eventually(async () => (await statusIn(nodes[node], { node })).services.length === 1, 45_000, `${node}'s catalog through the site`).catch((error: Error) => {
         throw new Error(`${error.message}\n--- ${node} ---\n${agents[node].output().slice(-3000)}\n--- site-a ---\n${siteServer.output().split("\n").filter((line) => /"level":(40|50)|remote|Leafnode|leafnode/.test(line)).slice(-25).join("\n")}`);
       });
     }
@@ -106,7 +106,7 @@ describe.sequential("relayed streams inside one site", () => {
       const warnings = (name: string) => agents[name].output().split("\n").filter((line) => /"level":(40|50)/.test(line)).slice(-8).join("\n");
       throw new Error(`${error.message}\n--- node-a ---\n${warnings("node-a")}\n--- node-b ---\n${warnings("node-b")}`);
     });
-    const paths = (await statusIn(nodes["node-a"], ["--node", "node-a"])).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths as Record<string, string>;
+    const paths = (await statusIn(nodes["node-a"], { node: "node-a" })).status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths as Record<string, string>;
     expect(paths["node-b"]).toBe("relayed");
 
     // The fabric's own background on the uplink (JetStream heartbeats, pings) over as long as the transfer takes.

@@ -60,12 +60,12 @@ const resolverRemovals: (() => void)[] = [];
 const namespaces: Record<string, string> = {};
 const processes: Record<string, LeafmeshProcess> = {};
 
-/** `leafmesh status --json` inside a namespace: the hub (no flag), a site server (--site, --node) or an agent (--node). */
-function statusIn(namespace: string, port: number, as: string[] = []): Promise<View> {
+/** `leafmesh status --json` inside a namespace: the hub (no `as`), a site server (site and node) or an agent (node). */
+function statusIn(namespace: string, port: number, as: { node?: string; site?: string } = {}): Promise<View> {
   return statusInNamespace<View>(namespace, { port, keys, as });
 }
 const hubView = () => statusIn(namespaces.hub, 4222);
-const agentView = (node: string) => statusIn(namespaces[node], 4222, ["--node", node]);
+const agentView = (node: string) => statusIn(namespaces[node], 4222, { node });
 
 /** What a catalog holds, comparable across nodes: one line per service with its address and endpoints. */
 function catalogLines(view: View): string[] {
@@ -144,7 +144,7 @@ async function nodeCut(node: string, cut: boolean): Promise<void> {
 /** Whether a server of the site still lists a leaf link from the node. */
 async function siteHoldsLeafOf(node: string): Promise<boolean> {
   for (const [index, server] of servers.entries()) {
-    const view = await statusIn(namespaces.site, serverPorts(index).client, ["--site", "site-b", "--node", server]).catch(() => undefined);
+    const view = await statusIn(namespaces.site, serverPorts(index).client, { site: "site-b", node: server }).catch(() => undefined);
     if (view?.status.links.some((link) => link.direction === "downstream" && link.remote === node && link.up)) return true;
   }
   return false;
@@ -208,7 +208,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
     }
     await eventually(async () => (await hubView()).services.length === servicesAtStart.length, 45_000, "the hub to publish");
     for (const [index, server] of servers.entries()) {
-      await eventually(async () => (await statusIn(namespaces.site, serverPorts(index).client, ["--site", "site-b", "--node", server])).services.length === servicesAtStart.length, 90_000, `site server ${server}`).catch((error: Error) => {
+      await eventually(async () => (await statusIn(namespaces.site, serverPorts(index).client, { site: "site-b", node: server })).services.length === servicesAtStart.length, 90_000, `site server ${server}`).catch((error: Error) => {
         throw new Error(`${error.message}\n${processes[server].output().slice(-3000)}`);
       });
     }
@@ -280,7 +280,7 @@ describe.sequential("an edge site in namespaces: cloud cut and a lost site serve
       }
       expect(rounds).toBeGreaterThan(3);
       await policy;
-      const tunnel = (await statusIn(namespaces["node-a"], 4222, ["--node", "node-a"])) as unknown as { status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } };
+      const tunnel = (await statusIn(namespaces["node-a"], 4222, { node: "node-a" })) as unknown as { status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } };
       expect(tunnel.status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths?.["node-b"]).toBe("relayed");
     } finally {
       // Healed also when a check failed: the next tests need the cloud.

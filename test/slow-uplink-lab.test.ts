@@ -32,7 +32,7 @@ let agentA: LeafmeshProcess;
 const namespaces = { a: "", b: "" };
 
 const pathToB = async (): Promise<string | undefined> => {
-  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.a, { port: 4222, keys, as: ["--node", "node-a"] });
+  const view = await statusInNamespace<{ status: { actors: { name: string; detail?: { paths?: Record<string, string> } }[] } }>(namespaces.a, { port: 4222, keys, as: { node: "node-a" } });
   return view.status.actors.find((actor) => actor.name === "tunnel")?.detail?.paths?.["node-b"];
 };
 

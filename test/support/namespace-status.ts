@@ -7,7 +7,7 @@
  * and the question is the command's own (connectClient, fetchNodeView) over it, with the same keys.
  *
  * ```ts
- * const view = await statusInNamespace(namespaces.a, { port: 4222, keys, as: ["--node", "node-a"] });
+ * const view = await statusInNamespace(namespaces.a, { port: 4222, keys, as: { node: "node-a" } });
  * ```
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -52,26 +52,16 @@ export function stopNamespaceForwards(): void {
   forwards.clear();
 }
 
-/** What `--node N`, `--site S` in `leafmesh status`'s argv say. */
-function identity(argv: string[]): { node?: string; site?: string } {
-  const value = (flag: string) => {
-    const at = argv.indexOf(flag);
-    return at === -1 ? undefined : argv[at + 1];
-  };
-  const known = new Set(["--node", "--site"]);
-  for (let at = 0; at < argv.length; at += 2) if (!known.has(argv[at]!)) throw new Error(`statusInNamespace: only --node and --site are understood, not ${argv[at]}`);
-  return { node: value("--node"), site: value("--site") };
-}
-
 /**
  * `leafmesh status --json` of the node whose NATS server listens on 127.0.0.1:`port` in `namespace`, with the
- * mesh's keys: a hub (no `as`), an agent (`--node N`) or a site server (`--site S --node SERVER`).
+ * mesh's keys, as `leafmesh status --keys` with `as`'s --node and --site: a hub (none), an agent (`{ node }`) or a site
+ * server (`{ site, node: SERVER }`).
  */
-export async function statusInNamespace<View = Awaited<ReturnType<typeof fetchNodeView>>>(namespace: string, options: { port: number; keys: string; as?: string[] }): Promise<View> {
+export async function statusInNamespace<View = Awaited<ReturnType<typeof fetchNodeView>>>(namespace: string, options: { port: number; keys: string; as?: { node?: string; site?: string } }): Promise<View> {
   const local = await forwardInto(namespace, options.port);
   let warnings = "";
   const stderr = new Writable({ write: (chunk, _encoding, done) => ((warnings += chunk.toString()), done()) });
-  const connection = await connectClient({ keys: options.keys, ...identity(options.as ?? []), nats: `nats://127.0.0.1:${local}` }, { command: "status", stderr }).catch((error: Error) => {
+  const connection = await connectClient({ keys: options.keys, ...options.as, nats: `nats://127.0.0.1:${local}` }, { command: "status", stderr }).catch((error: Error) => {
     throw new Error(`status of ${namespace}:${options.port}: ${error.message}${warnings ? ` (${warnings.trim()})` : ""}`);
   });
   try {
