@@ -21,6 +21,7 @@ import { issueNode } from "../trust/node-credentials.ts";
 import { startTarget, watchEnding, type FaultTarget } from "./support/fault-targets.ts";
 import { sampleService, writeManifest } from "./support/manifests.ts";
 import { proxyListener, startAgentProcess, startHubProcess, stopAllProcesses, tempDir, type AgentProcess, type HubProcess } from "./support/processes.ts";
+import { eventually } from "./support/ports.ts";
 import { connected, readAtLeast } from "./support/socks-client.ts";
 
 let keys: string;
@@ -58,6 +59,34 @@ async function throughEdgeA(service: string): Promise<Socket> {
   return client;
 }
 
+/**
+ * Writes `total` bytes of `chunk` with backpressure. A connection that closes or stalls fails here, with what edge-a
+ * said, rather than leaving the test to its timeout (a loaded CI run once waited 90 s for a "drain" without a word).
+ */
+async function writeThrough(client: Socket, chunk: Buffer, total: number, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (let written = 0; written < total; written += chunk.length) {
+    if (client.write(chunk)) continue;
+    const outcome = await new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve("stalled"), Math.max(0, deadline - performance.now()));
+      const settle = (how: string) => () => {
+        clearTimeout(timer);
+        client.off("drain", drained).off("close", closed);
+        resolve(how);
+      };
+      const drained = settle("drained");
+      const closed = settle("closed");
+      client.once("drain", drained).once("close", closed);
+    });
+    if (outcome !== "drained") throw new Error(`the upload ${outcome} after ${written} of ${total} bytes; edge-a said:\n${edgeA.output().slice(-3000)}\nedge-c said:\n${edgeC.output().slice(-3000)}`);
+  }
+}
+
+/** Rejects after `ms` with `what` and edge-c's last words (the agent left to end the target's connection). */
+function stalled(ms: number, what: string): Promise<never> {
+  return new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}; edge-c said:\n${edgeC.output().slice(-3000)}`)), ms).unref());
+}
+
 /** edge-a's path to edge-c, and the TLS streams it opened: the stream under test ran on a direct TLS connection. */
 async function expectDirectTls(): Promise<void> {
   const tunnel = (await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel");
@@ -82,18 +111,19 @@ describe("an agent killed mid-stream on a direct TLS path", () => {
   });
 
   it("edge-a killed during an upload: the target reads ECONNRESET, not an end", { timeout: 90_000 }, async () => {
+    // edge-c was killed and started again above: until edge-a has seen its record again, its path may still be
+    // unreachable (backing off), and a stream to it refused. A loaded CI run started the upload then.
+    await eventually(async () => JSON.stringify((await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel")?.detail).includes('"edge-c":"direct"'), 30_000, "edge-a's direct path to the restarted edge-c", 250);
     const client = await throughEdgeA("drain");
     const ending = drain.nextEnding();
     // 4 MiB through, with backpressure; then edge-a dies with the client still writing.
     const chunk = randomBytes(64 * 1024);
-    for (let written = 0; written < 4 * 1024 * 1024; written += chunk.length) {
-      if (!client.write(chunk)) await new Promise((resolve) => client.once("drain", resolve));
-    }
+    await writeThrough(client, chunk, 4 * 1024 * 1024, 30_000);
     await expectDirectTls();
     const writing = setInterval(() => client.writable && client.write(chunk), 5);
     try {
       await edgeA.kill();
-      const result = await ending;
+      const result = await Promise.race([ending, stalled(30_000, "the target's connection did not end after edge-a was killed")]);
       expect(result.how, `the target read ${result.bytes} bytes`).toBe("ECONNRESET");
       expect(result.bytes).toBeGreaterThanOrEqual(1024 * 1024);
     } finally {
