@@ -82,7 +82,12 @@ export function parseTarget(json: unknown): StreamTarget {
   return { host: target.host, port: target.port!, protocol: target.protocol };
 }
 
-/** Reads exactly `size` bytes from a Duplex in paused mode. */
+/**
+ * Reads exactly `size` bytes from a Duplex in paused mode. Fails when the stream ends, errs or closes first: a
+ * stream destroyed without an error (a carrier closed under it) says only 'close', and a wait that heard only 'end'
+ * and 'error' held its timer and the stream for the whole timeout. At its end, read(size) hands over what is left
+ * even when it is shorter: that is not the header either.
+ */
 export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => finish(new HeaderTimeout(timeoutMs)), timeoutMs);
@@ -91,18 +96,24 @@ export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Pr
       duplex.off("readable", onReadable);
       duplex.off("end", onEnd);
       duplex.off("error", onError);
+      duplex.off("close", onClose);
       if (error) reject(error);
       else resolve(value!);
     };
     const onReadable = () => {
       const chunk = duplex.read(size) as Buffer | null;
-      if (chunk) finish(undefined, chunk);
+      if (chunk === null) return;
+      if (chunk.length === size) finish(undefined, chunk);
+      else finish(new CutHeader(chunk.length, size));
     };
     const onEnd = () => finish(new LeafmeshError("TUNNEL_FAILED", "tunnel stream ended before its header"));
     const onError = (error: Error) => finish(error);
+    const onClose = () => finish(duplex.errored ?? new LeafmeshError("TUNNEL_FAILED", "tunnel stream closed before its header"));
     duplex.on("readable", onReadable);
     duplex.once("end", onEnd);
     duplex.once("error", onError);
+    duplex.once("close", onClose);
+    if (duplex.destroyed) return onClose();
     onReadable();
   });
 }
@@ -111,6 +122,13 @@ export function readExactly(duplex: Duplex, size: number, timeoutMs: number): Pr
 class HeaderTimeout extends LeafmeshError {
   constructor(timeoutMs: number) {
     super("TUNNEL_FAILED", `tunnel header not received within ${timeoutMs} ms`);
+  }
+}
+
+/** A stream that ended part-way through a header: it began, so it is a peer's fault, not a retired spare. */
+class CutHeader extends LeafmeshError {
+  constructor(got: number, wanted: number) {
+    super("TUNNEL_FAILED", `tunnel stream ended after ${got} of a header's ${wanted} bytes`);
   }
 }
 
@@ -130,7 +148,7 @@ export async function readHeader(duplex: Duplex, timeoutMs: number): Promise<unk
   const started = duplex.readableLength > 0;
   const length = (
     await readExactly(duplex, 2, timeoutMs).catch((error: unknown) => {
-      const closed = !started && duplex.readableLength === 0 && !(error instanceof HeaderTimeout);
+      const closed = !started && duplex.readableLength === 0 && !(error instanceof HeaderTimeout) && !(error instanceof CutHeader);
       throw closed ? new StreamNeverStarted(error) : error;
     })
   ).readUInt16BE(0);
