@@ -54,8 +54,10 @@ const slowFirst = [
   // the timed lanes' (their pool starts them in this order)
   ...timed,
   // the suite's, by their time in a full run (2026-12-06; the four added on 2026-12-07 by theirs in its first full run)
-  "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts", "services/tunnel/nat-lab.test.ts",
-  "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
+  // (the NAT routers' and the NAT lab's punches are timed: two files apart, they do not start together. Side by side,
+  // 2026-12-08, a pair of the routers' matrix settled on another path than its table names.)
+  "trust/hub-store-restored.test.ts", "trust/enrolment.test.ts", "test/why-lab.test.ts", "services/tunnel/carriers.test.ts", "services/tunnel/nat-routers.test.ts",
+  "test/relay-kill.test.ts", "trust/hub-hosts.test.ts", "services/tunnel/nat-lab.test.ts", "test/one-connection-lab.test.ts", "test/fabric.test.ts", "services/traffic/lab.test.ts",
   "test/gateway-lab.test.ts", "trust/revocations-remade.test.ts", "trust/attacks.test.ts", "trust/tunnel-revocation.test.ts",
   "trust/flat-keys.test.ts", "test/cli.test.ts", "trust/join-retry.test.ts", "test/node-restart.test.ts", "test/sites.test.ts",
   // 2026-12-07: 30–36 s alone on a quiet machine (not yet timed in a full run)
