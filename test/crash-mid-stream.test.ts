@@ -82,9 +82,17 @@ async function writeThrough(client: Socket, chunk: Buffer, total: number, timeou
   }
 }
 
-/** Rejects after `ms` with `what` and edge-c's last words (the agent left to end the target's connection). */
-function stalled(ms: number, what: string): Promise<never> {
-  return new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}; edge-c said:\n${edgeC.output().slice(-3000)}`)), ms).unref());
+/** `waiting`, or a rejection after `ms` with `what` and edge-c's last words (the agent left to end the target's connection). */
+async function within<T>(waiting: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}; edge-c said:\n${edgeC.output().slice(-3000)}`)), ms);
+  });
+  try {
+    return await Promise.race([waiting, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** edge-a's path to edge-c, and the TLS streams it opened: the stream under test ran on a direct TLS connection. */
@@ -112,7 +120,8 @@ describe("an agent killed mid-stream on a direct TLS path", () => {
 
   it("edge-a killed during an upload: the target reads ECONNRESET, not an end", { timeout: 90_000 }, async () => {
     // edge-c was killed and started again above: until edge-a has seen its record again, its path may still be
-    // unreachable (backing off), and a stream to it refused. A loaded CI run started the upload then.
+    // unreachable (backing off), and a stream to it refused. The likeliest reading of a loaded CI run's 90 s timeout
+    // here (the loop below then waited for a "drain" that a reset socket never emits).
     await eventually(async () => JSON.stringify((await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel")?.detail).includes('"edge-c":"direct"'), 30_000, "edge-a's direct path to the restarted edge-c", 250);
     const client = await throughEdgeA("drain");
     const ending = drain.nextEnding();
@@ -123,7 +132,7 @@ describe("an agent killed mid-stream on a direct TLS path", () => {
     const writing = setInterval(() => client.writable && client.write(chunk), 5);
     try {
       await edgeA.kill();
-      const result = await Promise.race([ending, stalled(30_000, "the target's connection did not end after edge-a was killed")]);
+      const result = await within(ending, 30_000, "the target's connection did not end after edge-a was killed");
       expect(result.how, `the target read ${result.bytes} bytes`).toBe("ECONNRESET");
       expect(result.bytes).toBeGreaterThanOrEqual(1024 * 1024);
     } finally {
