@@ -6,8 +6,8 @@ import { reportWorkerDeaths } from "./test/support/worker-deaths.ts";
 // A worker that dies names its file, and the run ends with its summary (test/support/worker-deaths.ts).
 reportWorkerDeaths();
 
-// Each test file runs in a fresh worker that imports nats.js, libp2p and the rest natively: with V8's code cache
-// (leafmesh's own, bin/compile-cache.js) they are not compiled again in every one. Measured on 31 files, three
+// Each worker (a suite fork, reused from file to file; a timed thread, fresh per file) imports nats.js, libp2p and the
+// rest natively: with V8's code cache (leafmesh's own, bin/compile-cache.js) they are not compiled again in every one. Measured on 31 files, three
 // runs each: 40.7–41.3 s of user CPU without, 35.0–40.7 with. The processes the tests start inherit it, as
 // `leafmesh` would pick the same directory itself; test/compile-cache.test.ts takes it out where it tests the choice.
 const compileCache = compileCacheFor(process.env);
@@ -30,7 +30,7 @@ const lab = ["test/lab-mesh.test.ts", "test/sites-lab.test.ts", "test/regions-la
  * every datagram answered, the demo's hole punching within its curl's 10 s). They run five at a
  * time in worker threads beside the lab files, after the suite (another pool: vitest runs a
  * group's pools at once, a pool's single-fork files only after its others), where the lab's
- * meshes, which mostly wait, leave a core idle a third of the time. Longest first.
+ * meshes, which mostly wait, leave a core idle (in 2026-12-08's runs, mostly in the phase's first ~40 s). Longest first.
  *
  * Tried on 2026-12-07 and not kept: the lab and these files in threads beside the suite from
  * the start, at nice −10 (a thread's nice value is its children's): 929–970 s against ~1,045 s,

@@ -95,10 +95,14 @@ async function within<T>(waiting: Promise<T>, ms: number, what: string): Promise
   }
 }
 
+/** edge-a's tunnel as its status says it: paths by node, and the TLS streams it opened. */
+async function edgeATunnel(): Promise<string> {
+  return JSON.stringify((await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel")?.detail);
+}
+
 /** edge-a's path to edge-c, and the TLS streams it opened: the stream under test ran on a direct TLS connection. */
 async function expectDirectTls(): Promise<void> {
-  const tunnel = (await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel");
-  expect(JSON.stringify(tunnel?.detail)).toMatch(/"edge-c":"direct"/);
+  expect(await edgeATunnel()).toMatch(/"edge-c":"direct"/);
 }
 
 describe("an agent killed mid-stream on a direct TLS path", () => {
@@ -122,7 +126,7 @@ describe("an agent killed mid-stream on a direct TLS path", () => {
     // edge-c was killed and started again above: until edge-a has seen its record again, its path may still be
     // unreachable (backing off), and a stream to it refused. The likeliest reading of a loaded CI run's 90 s timeout
     // here (the loop below then waited for a "drain" that a reset socket never emits).
-    await eventually(async () => JSON.stringify((await edgeA.view()).status.actors.find((actor) => actor.name === "tunnel")?.detail).includes('"edge-c":"direct"'), 30_000, "edge-a's direct path to the restarted edge-c", 250);
+    await eventually(async () => (await edgeATunnel()).includes('"edge-c":"direct"'), 30_000, "edge-a's direct path to the restarted edge-c", 250);
     const client = await throughEdgeA("drain");
     const ending = drain.nextEnding();
     // 4 MiB through, with backpressure; then edge-a dies with the client still writing.
